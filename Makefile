@@ -1,0 +1,26 @@
+# Set-up and the two everyday commands. Both create .venv on first use.
+# torch/torchvision are installed first, pinned, with plain pip (it uses the local wheel cache).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m explain configs/demo_catdog.yaml
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/channel_grid.py
+	$(PY) benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) results/*/

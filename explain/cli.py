@@ -1,0 +1,71 @@
+"""Command line: ``explain CONFIG.yaml [overrides]``. User errors print as one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+from explain import __version__
+from explain.errors import ExplainError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="explain", description="Run a class-activation-map study described by a YAML file.")
+    p.add_argument("config", help="the experiment file (YAML)")
+    p.add_argument("--methods", help="comma-separated methods, replacing the config's (gradcam,layercam)")
+    p.add_argument("--layer", help="target layer, replacing the config's (features.11)")
+    p.add_argument("--out", type=Path, help="results root folder, relative to the working directory")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any config key, e.g. --set output.colormap=turbo (repeatable)")
+    p.add_argument("--compare", action="store_true", help="also compare with reference CAMs")
+    p.add_argument("--overwrite", action="store_true", help="replace results/<name> instead of "
+                                                            "writing results/<name>-2")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run in results/<name>")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"explain {__version__}")
+    return p
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    from explain.config import parse_value
+    found = {}
+    if args.methods:
+        found["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.layer:
+        found["target_layers"] = [args.layer]
+    if args.device:
+        found["device"] = args.device
+    if args.compare:
+        found["compare.enabled"] = True
+    for item in args.sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ExplainError(f"--set {item}: expected KEY=VALUE, e.g. output.colormap=turbo")
+        found[key.strip()] = parse_value(value)
+    return found
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from explain.config import load_config
+        from explain.runner import RunOptions, run
+        cfg = load_config(args.config, overrides_from(args))
+        run(cfg, RunOptions(out_root=args.out.resolve() if args.out else None,
+                            overwrite=args.overwrite, resume=args.resume, progress=not args.quiet))
+    except ExplainError as exc:
+        if args.debug:
+            raise
+        print(f"explain: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("explain: interrupted", file=sys.stderr)
+        return 130
+    return 0

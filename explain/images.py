@@ -1,0 +1,145 @@
+"""Finding, decoding and preprocessing images with OpenCV.
+
+Decoding uses ``cv2.IMREAD_COLOR``, which applies EXIF orientation and turns grayscale,
+palette, RGBA (alpha dropped) and 16-bit files into 8-bit BGR; we convert to RGB.
+Images over ``preprocess.max_pixels`` are refused before decoding (the header is read with
+Pillow), so a huge file cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from explain.config import Config, Preprocess
+from explain.errors import ExplainError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class ImageError(ExplainError):
+    """One image cannot be used; inside a folder it is skipped, named alone it stops the run."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image to explain: its unique id (used in output names) and where it lives."""
+    id: str
+    path: Path
+    from_folder: bool  # found by a folder or glob: a bad file is skipped, not fatal
+
+
+@dataclass
+class Prepared:
+    """One image ready for the model: normalised CHW tensor and the resized RGB in 0..1."""
+    ref: ImageRef
+    tensor: torch.Tensor
+    rgb: np.ndarray  # float32 (H, W, 3), the photo at model input size, for overlays
+
+
+def find_images(cfg: Config) -> tuple[list[ImageRef], list[str]]:
+    """Expand files, folders and globs of ``images``; returns the images and skip notes."""
+    paths: list[tuple[Path, bool]] = []
+    notes: list[str] = []
+    for i, entry in enumerate(cfg.images):
+        where = f"images[{i}]"
+        path = cfg.resolve(entry)
+        if glob.has_magic(entry):
+            found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True)) if Path(p).is_file()]
+            if not found:
+                raise ExplainError(f"{where}: the pattern '{entry}' matches no file")
+            candidates = [(p, True) for p in found]
+        elif path.is_dir():
+            candidates = [(p, True) for p in sorted(path.iterdir()) if p.is_file()]
+        elif path.is_file():
+            candidates = [(path, False)]
+        else:
+            raise ExplainError(f"{where}: image not found: {path}")
+        images = [(p, f) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
+        notes += [f"skipped {p} (not an image file)" for p, f in candidates if f and p.suffix.lower() not in IMAGE_SUFFIXES]
+        if not images:
+            raise ExplainError(f"{where}: no image files in '{entry}'")
+        paths += images
+    return _with_ids(paths), notes
+
+
+def _with_ids(paths: list[tuple[Path, bool]]) -> list[ImageRef]:
+    seen: dict[Path, bool] = {}
+    for p, from_folder in paths:
+        seen.setdefault(p.resolve(), from_folder)
+    refs, used = [], set()
+    for p, from_folder in seen.items():
+        base = p.stem.replace(" ", "_")
+        ident, n = base, 2
+        while ident in used:
+            ident, n = f"{base}-{n}", n + 1
+        used.add(ident)
+        refs.append(ImageRef(ident, p, from_folder))
+    return refs
+
+
+def read_rgb(path: Path, max_pixels: int) -> np.ndarray:
+    """Decode a file to uint8 RGB (H, W, 3); ImageError naming the file if it is unusable."""
+    try:
+        with Image.open(path) as header:
+            width, height = header.size
+    except Exception:
+        raise ImageError(f"{path}: not a readable image") from None
+    if width * height > max_pixels:
+        raise ImageError(f"{path}: {width}x{height} is over preprocess.max_pixels "
+                         f"({max_pixels}); downscale it first or raise the limit")
+    data = np.fromfile(path, dtype=np.uint8)
+    if path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-1024:].tobytes():
+        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageError(f"{path}: corrupt or unsupported image data")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def input_size(height: int, width: int, spec: Preprocess) -> tuple[int, int]:
+    """(H, W) fed to the model: fixed, or short side = size with the aspect ratio kept."""
+    if not isinstance(spec.size, int):
+        return tuple(spec.size)
+    scale = spec.size / min(height, width)
+
+    def snap(n: float) -> int:
+        return max(spec.multiple_of, int(round(n / spec.multiple_of)) * spec.multiple_of)
+
+    if height <= width:
+        return spec.size, snap(width * scale)
+    return snap(height * scale), spec.size
+
+
+def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndarray]:
+    """uint8 RGB -> (normalised float CHW tensor, resized RGB float32 in 0..1)."""
+    h, w = input_size(rgb.shape[0], rgb.shape[1], spec)
+    shrink = h * w < rgb.shape[0] * rgb.shape[1]
+    resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    scaled = resized.astype(np.float32) / 255.0
+    normed = (scaled - np.float32(spec.mean)) / np.float32(spec.std)
+    return torch.from_numpy(np.ascontiguousarray(normed.transpose(2, 0, 1))), scaled
+
+
+def prepare(ref: ImageRef, spec: Preprocess) -> Prepared:
+    tensor, rgb = preprocess(read_rgb(ref.path, spec.max_pixels), spec)
+    return Prepared(ref, tensor, rgb)
+
+
+def batches(refs: list[ImageRef], size: int) -> list[list[ImageRef]]:
+    """Consecutive chunks of at most ``size`` images (decoded lazily, one chunk at a time)."""
+    return [refs[i:i + size] for i in range(0, len(refs), size)]
+
+
+def group_by_shape(items: list[Prepared]) -> list[list[Prepared]]:
+    """Split a chunk into runs of equal input shape, so each can be stacked into one tensor."""
+    groups: dict[tuple, list[Prepared]] = {}
+    for item in items:
+        groups.setdefault(tuple(item.tensor.shape), []).append(item)
+    return list(groups.values())

@@ -1,0 +1,50 @@
+"""Pictures: CAM overlays (OpenCV) and per-class panels (matplotlib). Arrays in, arrays out;
+saving happens in ``explain.outputs``."""
+
+from __future__ import annotations
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
+
+
+def colormap_code(name: str) -> int:
+    """'jet' -> cv2.COLORMAP_JET."""
+    return getattr(cv2, f"COLORMAP_{name.upper()}")
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray, colormap: str = "jet",
+            image_weight: float = 0.5) -> np.ndarray:
+    """The CAM coloured with an OpenCV colormap over the photo; uint8 RGB (H, W, 3)."""
+    return show_cam_on_image(rgb.astype(np.float32), cam.astype(np.float32), use_rgb=True,
+                             colormap=colormap_code(colormap), image_weight=image_weight)
+
+
+def heatmap(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """A 0..1 map coloured alone; uint8 RGB."""
+    bgr = cv2.applyColorMap(np.uint8(np.clip(cam, 0, 1) * 255), colormap_code(colormap))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[str],
+          title: str) -> plt.Figure:
+    """One figure: a row per image (label, photo, overlays), a column per method."""
+    cols = 1 + len(methods)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 2.4 * len(rows)), squeeze=False)
+    for r, (label, photo, overlays) in enumerate(rows):
+        for c, img in enumerate([photo, *overlays]):
+            ax = axes[r][c]
+            ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("original" if c == 0 else methods[c - 1], fontsize=10)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,180 @@
+"""One experiment, start to finish: config -> model -> images -> engine -> pictures -> summary."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from explain import outputs, render, report
+from explain.config import Config
+from explain.engine import BatchResult, CamEngine
+from explain.errors import ExplainError
+from explain.images import ImageError, Prepared, batches, find_images, group_by_shape, prepare
+from explain.model import find_layer, load_model, pick_device
+
+PANEL_MAX_ROWS = 24  # a panel with more rows is unreadable; the rest are in cams/
+THUMB = 224
+
+
+@dataclass
+class RunOptions:
+    out_root: Optional[Path] = None  # overrides output.dir
+    overwrite: bool = False
+    resume: bool = False
+    progress: bool = True
+    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+
+
+def class_names(cfg: Config) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for name, idx in cfg.classes.items():
+        names.setdefault(idx, name)
+    return names
+
+
+def run(cfg: Config, opts: Optional[RunOptions] = None) -> dict:
+    """Run the experiment and write the results folder; returns the summary it wrote."""
+    opts = opts or RunOptions()
+    started = time.perf_counter()
+    refs, notes = find_images(cfg)
+    model = load_model(cfg)
+    layers = [find_layer(model, name, f"target_layers[{i}]") for i, name in enumerate(cfg.target_layers)]
+    device = pick_device(cfg.device)
+    loaded = time.perf_counter()
+
+    root = opts.out_root or cfg.resolve(cfg.output.dir)
+    run_dir = outputs.choose_run_dir(root, cfg.run_name, opts.overwrite, opts.resume)
+    try:
+        summary = _explain_all(cfg, model, layers, device, refs, notes, run_dir, opts)
+    except BaseException:
+        if not opts.resume and not (run_dir / "summary.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing half-done behind
+        raise
+    summary["durations_s"]["model_load"] = round(loaded - started, 3)
+    summary["durations_s"]["total"] = round(time.perf_counter() - started, 3)
+    outputs.write_json(run_dir / "summary.json", summary)
+    outputs.write_csv(run_dir / "summary.csv", report.csv_rows(summary))
+    for line in report.console_lines(summary):
+        opts.log(line)
+    return summary
+
+
+def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: RunOptions) -> dict:
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    names = class_names(cfg)
+    named = sorted(names)
+    targets = cfg.target_classes()
+    target_ids = None if targets is None else [cfg.classes[t] for t in targets]
+    slots = 1 if target_ids is None else len(target_ids)
+    methods = [m.name for m in cfg.methods]
+
+    summary = {
+        "name": cfg.run_name, "config_file": str(cfg.source), "output_dir": str(run_dir),
+        "device": str(device), "config": cfg.model_dump(mode="json"), "versions": report.versions(),
+        "images": [], "skipped_images": [], "notes": list(notes),
+        "counts": {"images": 0, "maps": 0}, "durations_s": {"cams": 0.0, "figures": 0.0},
+    }
+    panel_rows: dict[str, list] = {}
+    engine = CamEngine(model, layers, cfg.methods, device, layer_names=list(cfg.target_layers),
+                       aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
+                       guard_inplace=cfg.model.fix_inplace, seed=cfg.seed)
+    bar = tqdm(total=len(refs) * slots * len(methods), unit="map", desc="CAMs",
+               disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
+    with engine, bar:
+        if cfg.model.fix_inplace:
+            summary["notes"].append(
+                f"inplace guard on: {engine.inplace_switched} inplace module(s) made non-inplace "
+                f"for the run and hooked activations copied, so CAMs use the layer's true output")
+        else:
+            summary["notes"].append("inplace guard OFF (model.fix_inplace: false): an inplace op "
+                                    "after a target layer can corrupt its stored activations")
+        for chunk in batches(refs, cfg.batch_size):
+            for group in group_by_shape(_prepare_chunk(chunk, cfg, summary, opts)):
+                t0 = time.perf_counter()
+                x = torch.stack([item.tensor for item in group])
+                result = engine.run(x, target_ids, named)
+                _check_classes(cfg, result)
+                t1 = time.perf_counter()
+                for b, item in enumerate(group):
+                    summary["images"].append(
+                        _write_image(cfg, names, methods, item, b, result, run_dir, panel_rows))
+                summary["durations_s"]["cams"] += t1 - t0
+                summary["durations_s"]["figures"] += time.perf_counter() - t1
+                bar.update(len(group) * slots * len(methods))
+    t0 = time.perf_counter()
+    for cls_name, rows in panel_rows.items():
+        fig = render.panel(rows, methods, f"class '{cls_name}' — {', '.join(methods)} at "
+                                          f"{', '.join(cfg.target_layers)}")
+        outputs.write_figure(run_dir / "panels" / f"{cls_name}.png", fig)
+    summary["durations_s"]["figures"] += time.perf_counter() - t0
+    summary["counts"] = {"images": len(summary["images"]),
+                         "maps": sum(len(i["cams"]) for i in summary["images"])}
+    for key in ("cams", "figures"):
+        summary["durations_s"][key] = round(summary["durations_s"][key], 3)
+    return summary
+
+
+def _prepare_chunk(chunk, cfg: Config, summary: dict, opts: RunOptions) -> list[Prepared]:
+    ready = []
+    for ref in chunk:
+        try:
+            ready.append(prepare(ref, cfg.preprocess))
+        except ImageError as exc:
+            if not ref.from_folder:
+                raise
+            opts.log(f"warning: skipped {exc}")
+            summary["skipped_images"].append({"path": str(ref.path), "reason": str(exc)})
+    return ready
+
+
+def _check_classes(cfg: Config, result: BatchResult) -> None:
+    outputs_n = result.logits.shape[1]
+    for name, idx in cfg.classes.items():
+        if idx >= outputs_n:
+            raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
+                               f"{outputs_n} outputs (0..{outputs_n - 1})")
+
+
+def _write_image(cfg, names, methods, item: Prepared, b: int, result: BatchResult,
+                 run_dir: Path, panel_rows: dict) -> dict:
+    probs = report.softmax(result.logits[b])
+    named = {names[i]: round(float(probs[i]), 6) for i in sorted(names)}
+    entry = {"id": item.ref.id, "path": str(item.ref.path),
+             "input_size": [int(item.rgb.shape[0]), int(item.rgb.shape[1])],
+             "probabilities": named, "predicted": max(named, key=named.get), "cams": []}
+    photo = np.uint8(np.round(item.rgb * 255))
+    for s, cls in enumerate(result.classes[b]):
+        cls_name = names[int(cls)]
+        overlays = []
+        for method in methods:
+            cam = result.maps[method][b, s].astype(np.float32)
+            stem = f"{item.ref.id}__{cls_name}"
+            picture = render.overlay(item.rgb, cam, cfg.output.colormap, cfg.output.image_weight)
+            outputs.write_png(run_dir / "cams" / method / f"{stem}.png", picture)
+            if cfg.output.save_arrays:
+                outputs.write_npy(run_dir / "cams" / method / f"{stem}.npy", cam)
+            overlays.append(_thumb(picture))
+            entry["cams"].append({"class": cls_name, "method": method, **report.map_stats(cam),
+                                  "file": f"cams/{method}/{stem}.png"})
+        rows = panel_rows.setdefault(cls_name, [])
+        if len(rows) < PANEL_MAX_ROWS:
+            rows.append((item.ref.id, _thumb(photo), overlays))
+    return entry
+
+
+def _thumb(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    scale = THUMB / max(h, w)
+    if scale >= 1:
+        return img
+    return cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
