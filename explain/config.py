@@ -77,7 +77,7 @@ class MethodSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        name = v.lower()
+        name = v.lower().replace("+", "plus").replace("-", "").replace("_", "")
         if name not in method_names():
             raise ValueError(f"unknown method '{v}'{suggest(name, method_names())} "
                              f"(valid: {', '.join(method_names())})")
@@ -193,7 +193,7 @@ class Config(_Section):
     def resolve(self, path: str) -> Path:
         """A config path, made absolute against the config file's folder."""
         p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)
+        return (p if p.is_absolute() else self.base_dir / p).resolve()
 
     def target_classes(self) -> list[str] | None:
         """Class names explained for every image; None means 'the predicted class'."""

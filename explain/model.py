@@ -71,7 +71,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _read_file(path: Path, trust: bool) -> Any:
     if not path.is_file():
-        raise ExplainError(f"{path}: model file not found (model.file)")
+        raise ExplainError(f"{path}: model file not found (model.file): put the model there (the course hands out torch_alex.pth, an AlexNet cat/dog classifier saved whole), or try the demo: python -m explain configs/demo_catdog.yaml")
     try:
         if trust:
             return torch.load(path, map_location="cpu", weights_only=False)

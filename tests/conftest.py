@@ -1,0 +1,54 @@
+"""Shared fixtures: the real demo network, a stand-in course AlexNet, config writing helpers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "images"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    from explain.demo import catdog_efficientnet_lite0
+    return catdog_efficientnet_lite0()
+
+
+def make_alexnet(seed: int = 0) -> torch.nn.Module:
+    """torchvision AlexNet with 2 outputs and random weights (inplace ReLUs, like the course's)."""
+    torch.manual_seed(seed)
+    return torchvision.models.alexnet(num_classes=2).eval()
+
+
+@pytest.fixture
+def course_tree(tmp_path: Path) -> Path:
+    """A copy of the course layout: configs/alexnet_catdog.yaml, images/, models/torch_alex.pth
+    (a stand-in: random-weight AlexNet saved whole with torch.save, like the course file)."""
+    (tmp_path / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "alexnet_catdog.yaml", tmp_path / "configs")
+    shutil.copytree(IMAGES, tmp_path / "images")
+    (tmp_path / "models").mkdir()
+    torch.save(make_alexnet(), tmp_path / "models" / "torch_alex.pth")
+    return tmp_path
+
+
+def write_config(folder: Path, name: str = "exp", **fields) -> Path:
+    """A config file in ``folder``; image paths default to the repository's photos."""
+    data = {
+        "classes": {"cat": 0, "dog": 1},
+        "images": [str(IMAGES / f) for f in ("cat.jpg", "dog.jpg", "both.jpg")],
+        "methods": ["gradcam"],
+        "output": {"dir": str(folder / "results")},
+    }
+    data.update(fields)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -1,0 +1,63 @@
+"""Validation of experiment files: every problem named by file, field and a suggestion."""
+
+import pytest
+
+from explain.config import load_config
+from explain.errors import ExplainError
+from conftest import write_config
+
+
+def error_of(path, overrides=None) -> str:
+    with pytest.raises(ExplainError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+def test_unknown_method_suggests_closest(tmp_path):
+    path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"],
+                        methods=["gradcam", "gradcam+"])
+    msg = error_of(path)
+    assert msg.startswith(str(path))
+    assert "methods[1].name: unknown method 'gradcam+'" in msg
+    assert "did you mean 'gradcamplusplus'?" in msg and "scorecam" in msg
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"],
+                        output={"colourmap": "jet"})
+    assert "output.colourmap: unknown key 'colourmap' — did you mean 'colormap'?" in error_of(path)
+
+
+def test_wrong_type_and_missing_key(tmp_path):
+    path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"], batch_size="many")
+    assert "batch_size:" in error_of(path) and "'many'" in error_of(path)
+    path = write_config(tmp_path, model={"builder": "x:y"})
+    assert "target_layers: required key is missing" in error_of(path)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  builder: x:y\nmethods: [gradcam\nimages: []\n")
+    msg = error_of(path)
+    assert "bad.yaml" in msg and "line " in msg and "YAML" in msg
+
+
+def test_method_options_are_checked(tmp_path):
+    path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"],
+                        methods=[{"name": "scorecam", "batch_size": 4}, {"name": "ablationcam", "bach_size": 2}])
+    assert "has no option 'bach_size' — did you mean 'batch_size'?" in error_of(path)
+
+
+def test_overrides_and_relative_paths(tmp_path):
+    path = write_config(tmp_path, model={"file": "m.pth"}, target_layers=["a"], images=["pics/*.jpg"])
+    cfg = load_config(path, {"methods": ["layercam", "scorecam"], "output.colormap": "turbo",
+                             "target_layers": ["features.-1"]})
+    assert [m.name for m in cfg.methods] == ["layercam", "scorecam"]
+    assert cfg.output.colormap == "turbo" and cfg.target_layers == ["features.-1"]
+    assert cfg.resolve(cfg.model.file) == (tmp_path / "m.pth").resolve()
+    assert cfg.run_name == "exp"
+
+
+def test_targets_must_be_named_classes(tmp_path):
+    path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"], targets=["cta"])
+    assert "targets: 'cta' is not a named class — did you mean 'cat'?" in error_of(path)

@@ -1,0 +1,41 @@
+"""The course config end to end with a stand-in AlexNet saved whole, as the course's file is."""
+
+import json
+
+import numpy as np
+
+from explain.cli import main
+
+
+def test_course_config_runs_with_whole_pickled_alexnet(course_tree, capsys):
+    rc = main([str(course_tree / "configs" / "alexnet_catdog.yaml"), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    run_dir = course_tree / "results" / "alexnet_catdog"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [i["id"] for i in summary["images"]] == ["cat", "dog", "both"]
+    for image in summary["images"]:
+        assert sorted({(c["class"], c["method"]) for c in image["cams"]}) == [
+            ("cat", "gradcam"), ("cat", "layercam"), ("dog", "gradcam"), ("dog", "layercam")]
+        assert abs(sum(image["probabilities"].values()) - 1) < 1e-4
+    cam = np.load(run_dir / "cams" / "layercam" / "both__dog.npy")
+    assert cam.shape == (224, 224) and cam.max() > 0.99
+
+
+def test_missing_course_model_stops_before_work(course_tree, capsys):
+    (course_tree / "models" / "torch_alex.pth").unlink()
+    rc = main([str(course_tree / "configs" / "alexnet_catdog.yaml"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1
+    assert "torch_alex.pth" in err and "not found" in err and "demo_catdog.yaml" in err
+    assert not (course_tree / "results").exists()
+
+
+def test_second_run_gets_a_new_folder(course_tree):
+    cfg = str(course_tree / "configs" / "alexnet_catdog.yaml")
+    assert main([cfg, "--quiet", "--methods", "gradcam"]) == 0
+    first = (course_tree / "results" / "alexnet_catdog" / "summary.json").read_bytes()
+    assert main([cfg, "--quiet", "--methods", "layercam"]) == 0
+    assert (course_tree / "results" / "alexnet_catdog" / "summary.json").read_bytes() == first
+    second = json.loads((course_tree / "results" / "alexnet_catdog-2" / "summary.json").read_text())
+    assert {c["method"] for i in second["images"] for c in i["cams"]} == {"layercam"}
