@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from explain import outputs, render, report
+from explain import outputs, reference, render, report
+from explain.compare import Comparison
 from explain.config import Config
 from explain.engine import BatchResult, CamEngine
 from explain.errors import ExplainError
@@ -85,6 +86,7 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
         "counts": {"images": 0, "maps": 0}, "durations_s": {"cams": 0.0, "figures": 0.0},
     }
     panel_rows: dict[str, list] = {}
+    comparison = _comparison(cfg, run_dir, summary)
     engine = CamEngine(model, layers, cfg.methods, device, layer_names=list(cfg.target_layers),
                        aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
                        guard_inplace=cfg.model.fix_inplace, seed=cfg.seed)
@@ -108,6 +110,8 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
                 for b, item in enumerate(group):
                     summary["images"].append(
                         _write_image(cfg, names, methods, item, b, result, run_dir, panel_rows))
+                if comparison is not None:
+                    _compare_group(comparison, cfg, model, layers, names, x, group, result)
                 summary["durations_s"]["cams"] += t1 - t0
                 summary["durations_s"]["figures"] += time.perf_counter() - t1
                 bar.update(len(group) * slots * len(methods))
@@ -117,11 +121,45 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
                                           f"{', '.join(cfg.target_layers)}")
         outputs.write_figure(run_dir / "panels" / f"{cls_name}.png", fig)
     summary["durations_s"]["figures"] += time.perf_counter() - t0
+    if comparison is not None:
+        summary["compare"] = comparison.finish()
     summary["counts"] = {"images": len(summary["images"]),
                          "maps": sum(len(i["cams"]) for i in summary["images"])}
     for key in ("cams", "figures"):
         summary["durations_s"][key] = round(summary["durations_s"][key], 3)
     return summary
+
+
+def _comparison(cfg: Config, run_dir: Path, summary: dict) -> Optional[Comparison]:
+    if not cfg.compare.enabled:
+        return None
+    ref_dir = cfg.resolve(cfg.compare.reference_dir) if cfg.compare.reference_dir else None
+    if ref_dir is None:
+        if len(cfg.target_layers) > 1:
+            raise ExplainError("compare: hand-written references cover one target layer; "
+                               "list one in target_layers or set compare.reference_dir")
+        skipped = [m.name for m in cfg.methods if m.name not in reference.METHODS]
+        if skipped:
+            summary["notes"].append(f"compare: no hand-written reference for {', '.join(skipped)}")
+    return Comparison(run_dir, cfg.compare.tolerance, ref_dir)
+
+
+def _compare_group(comparison: Comparison, cfg, model, layers, names, x, group, result) -> None:
+    size = (x.shape[-2], x.shape[-1])
+    for s in range(result.classes.shape[1]):
+        classes = [int(c) for c in result.classes[:, s]]
+        handwritten = {}
+        if comparison.reference_dir is None:
+            wanted = [m for m in result.maps if m in reference.METHODS]
+            if wanted:
+                acts, grads = reference.capture(model, layers[0], x, classes)
+                handwritten = {m: reference.reference_cam(m, acts, grads, size) for m in wanted}
+        for b, item in enumerate(group):
+            for method, maps in result.maps.items():
+                ref = comparison.reference_for(item.ref.id, names[classes[b]], method, size,
+                                               {m: v[b] for m, v in handwritten.items()})
+                if ref is not None:
+                    comparison.add(item.ref.id, names[classes[b]], method, maps[b, s], ref)
 
 
 def _prepare_chunk(chunk, cfg: Config, summary: dict, opts: RunOptions) -> list[Prepared]:

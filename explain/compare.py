@@ -1,0 +1,176 @@
+"""Numbers that say whether two CAMs agree, and loading reference maps made elsewhere.
+
+Metrics between a library map L and a reference map R (same shape, values in 0..1):
+- max_abs, mean_abs: of |L - R|;
+- pearson: correlation of the pixel values. A constant map has no variance, so the usual
+  formula is 0/0; we define it as 1.0 when both maps are constant and equal (within 1e-6),
+  and 0.0 when only one is constant or both are constant but different. Never NaN.
+- iou_top20: IoU of the two "top 20%" pixel sets, each the pixels at or above the map's 80th
+  percentile that are also > 0. An all-zero map has an empty set; two empty sets give 1.0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from explain.errors import ExplainError  # noqa: E402
+
+TOP_FRACTION = 0.2
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    sa, sb = a.std(), b.std()
+    if sa < 1e-12 or sb < 1e-12:
+        both_flat_equal = sa < 1e-12 and sb < 1e-12 and abs(a.mean() - b.mean()) <= 1e-6
+        return 1.0 if both_flat_equal else 0.0
+    return float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb))
+
+
+def top_set(m: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    return (m >= np.quantile(m, 1 - fraction)) & (m > 0)
+
+
+def iou_top(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> float:
+    ta, tb = top_set(a, fraction), top_set(b, fraction)
+    union = (ta | tb).sum()
+    return 1.0 if union == 0 else float((ta & tb).sum() / union)
+
+
+def metrics(library: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    diff = np.abs(library.astype(np.float64) - reference.astype(np.float64))
+    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+            "pearson": pearson(library, reference), "iou_top20": iou_top(library, reference)}
+
+
+def verdict(max_abs_values: list[float], tolerance: float) -> str:
+    return "agree" if max(max_abs_values) <= tolerance else "differ"
+
+
+# ---- external reference maps ----------------------------------------------------------------
+
+def reference_name(image: str, cls: str, method: str) -> str:
+    return f"{image}__{cls}__{method}"
+
+
+def find_reference(folder: Path, image: str, cls: str, method: str) -> Path | None:
+    for suffix in (".npy", ".png"):
+        path = folder / (reference_name(image, cls, method) + suffix)
+        if path.is_file():
+            return path
+    return None
+
+
+def load_reference(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """A reference map as ours are: (H, W) float32 in 0..1 at the input size.
+
+    NPY arrays and grayscale PNGs (0..255 or 16-bit) are resized bilinearly when their shape
+    differs, and min-max scaled only when their values fall outside 0..1, so a map we wrote
+    ourselves comes back unchanged (NPY) or within PNG quantisation, 1/255 (PNG).
+    """
+    if path.suffix == ".npy":
+        try:
+            m = np.load(path, allow_pickle=False)
+        except Exception:
+            raise ExplainError(f"{path}: not a readable .npy array") from None
+        m = np.squeeze(m)
+        if m.ndim != 2 or not np.issubdtype(m.dtype, np.number):
+            raise ExplainError(f"{path}: expected a 2-D numeric map, got shape {np.shape(m)} "
+                               f"of {m.dtype}")
+    else:
+        m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+        if m is None:
+            raise ExplainError(f"{path}: not a readable PNG")
+        m = m.astype(np.float32) / (65535.0 if m.dtype == np.uint16 else 255.0)
+    m = m.astype(np.float32)
+    if not np.isfinite(m).all():
+        raise ExplainError(f"{path}: the map holds NaN or infinite values")
+    if m.shape != tuple(size):
+        m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    if m.min() < 0 or m.max() > 1:
+        m = (m - m.min()) / (m.max() - m.min() + 1e-7)
+    return m
+
+
+def unmatched_files(folder: Path, expected: set[str]) -> list[str]:
+    """Files in the reference folder that no image x class x method of the run asked for."""
+    return sorted(p.name for p in folder.iterdir()
+                  if p.suffix in (".npy", ".png") and p.stem not in expected)
+
+
+# ---- figure -----------------------------------------------------------------------------------
+
+def comparison_figure(library: np.ndarray, reference: np.ndarray, title: str):
+    """library | reference | |difference|, each with its colour bar."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    diff = np.abs(library - reference)
+    panes = ((library, "library", "jet", 1.0), (reference, "reference", "jet", 1.0),
+             (diff, f"|difference| (max {diff.max():.2e})", "magma", max(float(diff.max()), 1e-12)))
+    for ax, (img, name, cmap, vmax) in zip(axes, panes):
+        shown = ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax)
+        ax.set_title(name, fontsize=10)
+        ax.axis("off")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---- one run's comparison ---------------------------------------------------------------------
+
+class Comparison:
+    """Collects, per image x class x method, the metrics between the library map and its
+    reference: hand-written (explain.reference) or, with ``reference_dir``, files made elsewhere."""
+
+    def __init__(self, run_dir: Path, tolerance: float, reference_dir: Path | None):
+        self.run_dir, self.tolerance, self.reference_dir = run_dir, tolerance, reference_dir
+        self.rows: list[dict] = []
+        self.missing: list[str] = []
+        self.expected: set[str] = set()
+        if reference_dir is not None and not reference_dir.is_dir():
+            raise ExplainError(f"compare.reference_dir: folder not found: {reference_dir}")
+
+    def reference_for(self, image: str, cls: str, method: str, size, handwritten) -> np.ndarray | None:
+        """The map to compare with, or None (listed as missing / not available)."""
+        if self.reference_dir is None:
+            return handwritten.get(method)
+        self.expected.add(reference_name(image, cls, method))
+        path = find_reference(self.reference_dir, image, cls, method)
+        if path is None:
+            self.missing.append(reference_name(image, cls, method))
+            return None
+        return load_reference(path, size)
+
+    def add(self, image: str, cls: str, method: str, library: np.ndarray, reference: np.ndarray) -> None:
+        from explain import outputs
+        numbers = metrics(library, reference)
+        self.rows.append({"image": image, "class": cls, "method": method,
+                          **{k: round(v, 8) for k, v in numbers.items()}})
+        fig = comparison_figure(library, reference, f"{image} / {cls} / {method}: max |diff| "
+                                                    f"{numbers['max_abs']:.2e}, r = {numbers['pearson']:.4f}")
+        outputs.write_figure(self.run_dir / "compare" / method / f"{image}__{cls}.png", fig)
+
+    def finish(self) -> dict:
+        from explain import outputs
+        outputs.write_csv(self.run_dir / "compare" / "compare.csv", self.rows)
+        by_method: dict[str, list[float]] = {}
+        for row in self.rows:
+            by_method.setdefault(row["method"], []).append(row["max_abs"])
+        verdicts = [f"{m}: {verdict(v, self.tolerance)} (max |diff| {max(v):.2e} over {len(v)} maps, "
+                    f"tolerance {self.tolerance:g})" for m, v in by_method.items()]
+        result = {"source": str(self.reference_dir) if self.reference_dir else "hand-written",
+                  "tolerance": self.tolerance, "verdicts": verdicts,
+                  "per_method": {m: {"verdict": verdict(v, self.tolerance), "max_abs": max(v),
+                                     "maps": len(v)} for m, v in by_method.items()},
+                  "missing": self.missing}
+        if self.reference_dir is not None:
+            result["unmatched"] = unmatched_files(self.reference_dir, self.expected)
+        return result
