@@ -1,0 +1,131 @@
+"""Library maps vs hand-written references, the inplace-ReLU fix, external reference folders."""
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from explain import compare, reference
+from explain.config import load_config
+from explain.runner import RunOptions, run
+from conftest import REPO
+
+QUIET = dict(progress=False, log=lambda _: None)
+REFERENCED = ["gradcam", "layercam", "gradcamplusplus"]
+
+
+def course_run(course_tree, layer, **sets):
+    overrides = {"target_layers": [layer], "methods": REFERENCED, "compare.enabled": True,
+                 "compare.tolerance": 1e-5, "channels.enabled": False, **sets}
+    cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml", overrides)
+    return run(cfg, RunOptions(overwrite=True, **QUIET))["compare"]
+
+
+@pytest.mark.parametrize("layer", ["features.10", "features.11"])
+def test_library_matches_handwritten_on_inplace_alexnet(course_tree, layer):
+    result = course_run(course_tree, layer)
+    for method in REFERENCED:
+        assert result["per_method"][method]["maps"] == 6  # 3 images x 2 classes
+        assert result["per_method"][method]["max_abs"] <= 1e-5, method
+        assert result["per_method"][method]["verdict"] == "agree"
+
+
+def test_disabling_the_inplace_fix_shows_the_error(course_tree):
+    result = course_run(course_tree, "features.10", **{"model.fix_inplace": False})
+    assert result["per_method"]["gradcam"]["verdict"] == "differ"
+    assert result["per_method"]["gradcam"]["max_abs"] > 0.05
+
+
+def test_library_matches_handwritten_on_demo_network(tmp_path):
+    cfg = load_config(REPO / "configs" / "demo_catdog.yaml",
+                      {"methods": REFERENCED, "compare.enabled": True, "channels.enabled": False})
+    summary = run(cfg, RunOptions(out_root=tmp_path, **QUIET))
+    rows = (tmp_path / "demo_catdog" / "compare" / "compare.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 2 * 3
+    for method in REFERENCED:
+        assert summary["compare"]["per_method"][method]["max_abs"] <= 1e-5
+    figure = cv2.imread(str(tmp_path / "demo_catdog" / "compare" / "layercam" / "both__cat.png"))
+    assert figure.shape[1] > 3 * 224
+
+
+@pytest.fixture
+def library_maps(course_tree):
+    """A course run with saved arrays: the maps a reference folder is built from."""
+    cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml",
+                      {"channels.enabled": False, "methods": ["gradcam"]})
+    run(cfg, RunOptions(**QUIET))
+    return course_tree, course_tree / "results" / "alexnet_catdog" / "cams" / "gradcam"
+
+
+def reference_folder(course_tree, maps_dir, write):
+    folder = course_tree / "student"
+    folder.mkdir()
+    for npy in sorted(maps_dir.glob("*.npy")):
+        image, cls = npy.stem.split("__")
+        write(folder / f"{image}__{cls}__gradcam", np.load(npy))
+    return folder
+
+
+def compare_with(course_tree, folder):
+    cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml",
+                      {"channels.enabled": False, "methods": ["gradcam"], "compare.enabled": True,
+                       "compare.reference_dir": str(folder)})
+    return run(cfg, RunOptions(overwrite=True, **QUIET))["compare"]
+
+
+def test_reference_dir_npy_round_trip_is_exact(library_maps):
+    tree, maps = library_maps
+    folder = reference_folder(tree, maps, lambda p, m: np.save(p.with_suffix(".npy"), m))
+    result = compare_with(tree, folder)
+    assert result["per_method"]["gradcam"] == {"verdict": "agree", "max_abs": 0.0, "maps": 6}
+    (folder / "dog__cat__gradcam.npy").unlink()
+    (folder / "stray__cat__gradcam.npy").write_bytes(b"")
+    result = compare_with(tree, folder)
+    assert result["missing"] == ["dog__cat__gradcam"]
+    assert result["unmatched"] == ["stray__cat__gradcam.npy"]
+    assert result["per_method"]["gradcam"]["maps"] == 5
+
+
+def test_reference_dir_png_round_trip_within_quantisation(library_maps):
+    tree, maps = library_maps
+    folder = reference_folder(tree, maps, lambda p, m: cv2.imwrite(str(p.with_suffix(".png")),
+                                                                   np.uint8(np.round(m * 255))))
+    result = compare_with(tree, folder)
+    assert 0 < result["per_method"]["gradcam"]["max_abs"] <= 1 / 255
+
+
+def test_wrong_reference_is_reported_as_differ(library_maps):
+    tree, maps = library_maps
+    folder = reference_folder(tree, maps, lambda p, m: np.save(p.with_suffix(".npy"), m.T.copy()))
+    result = compare_with(tree, folder)
+    assert result["per_method"]["gradcam"]["verdict"] == "differ"
+    assert result["per_method"]["gradcam"]["max_abs"] > 0.1
+
+
+def test_badly_shaped_reference_names_the_file(library_maps):
+    tree, maps = library_maps
+    folder = reference_folder(tree, maps, lambda p, m: np.save(p.with_suffix(".npy"), m[None, None].repeat(2, 0)))
+    from explain.errors import ExplainError
+    with pytest.raises(ExplainError, match=r"cat__cat__gradcam\.npy: expected a 2-D numeric map"):
+        compare_with(tree, folder)
+
+
+def test_gradcam_without_relu_on_weights_differs_from_reference():
+    rng = np.random.default_rng(0)
+    acts = np.maximum(rng.normal(size=(1, 16, 7, 7)), 0).astype(np.float32)
+    grads = rng.normal(size=(1, 16, 7, 7)).astype(np.float32)
+    right = reference.reference_cam("gradcam", acts, grads, (56, 56))[0]
+    wrong_weights = np.abs(grads.mean(axis=(2, 3)))[:, :, None, None]  # a classic slip
+    wrong = reference.finish((wrong_weights * acts).sum(axis=1)[0], (56, 56))
+    numbers = compare.metrics(right, wrong)
+    assert numbers["max_abs"] > 0.1 and numbers["pearson"] < 0.99
+
+
+def test_constant_maps_give_defined_metrics():
+    zero, other = np.zeros((8, 8), np.float32), np.random.default_rng(1).random((8, 8)).astype(np.float32)
+    assert compare.metrics(zero, zero) == {"max_abs": 0.0, "mean_abs": 0.0, "pearson": 1.0, "iou_top20": 1.0}
+    numbers = compare.metrics(zero, other)
+    assert numbers["pearson"] == 0.0 and numbers["iou_top20"] == 0.0
+    assert not any(np.isnan(v) for v in numbers.values())
+    assert compare.metrics(other, other)["pearson"] == pytest.approx(1.0)
