@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from explain import outputs, reference, render, report
+from explain import channels, outputs, reference, render, report
 from explain.compare import Comparison
 from explain.config import Config
 from explain.engine import BatchResult, CamEngine
@@ -87,7 +87,15 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
     }
     panel_rows: dict[str, list] = {}
     comparison = _comparison(cfg, run_dir, summary)
+    probe = None
+    if cfg.channels.enabled:
+        probe = find_layer(model, cfg.channels.layer or cfg.target_layers[0], "channels.layer")
+        no_grid = [m for m in methods if m not in reference.METHODS]
+        if no_grid:
+            summary["notes"].append(f"channels: no contribution grids for {', '.join(no_grid)} "
+                                    f"(only {', '.join(reference.METHODS)} are channel sums)")
     engine = CamEngine(model, layers, cfg.methods, device, layer_names=list(cfg.target_layers),
+                       probe_layer=probe,
                        aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
                        guard_inplace=cfg.model.fix_inplace, seed=cfg.seed)
     bar = tqdm(total=len(refs) * slots * len(methods), unit="map", desc="CAMs",
@@ -191,6 +199,12 @@ def _write_image(cfg, names, methods, item: Prepared, b: int, result: BatchResul
              "input_size": [int(item.rgb.shape[0]), int(item.rgb.shape[1])],
              "probabilities": named, "predicted": max(named, key=named.get), "cams": []}
     photo = np.uint8(np.round(item.rgb * 255))
+    if result.probe is not None:
+        acts = result.probe.activations[b]
+        outputs.write_png(run_dir / "channels" / f"{item.ref.id}__activations.png",
+                          _grid(cfg, acts, item.rgb))
+        if cfg.output.save_arrays:
+            outputs.write_npy(run_dir / "channels" / f"{item.ref.id}__activations.npy", acts)
     for s, cls in enumerate(result.classes[b]):
         cls_name = names[int(cls)]
         overlays = []
@@ -204,10 +218,39 @@ def _write_image(cfg, names, methods, item: Prepared, b: int, result: BatchResul
             overlays.append(_thumb(picture))
             entry["cams"].append({"class": cls_name, "method": method, **report.map_stats(cam),
                                   "file": f"cams/{method}/{stem}.png"})
+        if result.probe is not None:
+            _write_channels(cfg, item.ref.id, cls_name, s, b, result, run_dir, entry)
         rows = panel_rows.setdefault(cls_name, [])
         if len(rows) < PANEL_MAX_ROWS:
             rows.append((item.ref.id, _thumb(photo), overlays))
     return entry
+
+
+def _grid(cfg: Config, stack: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    spec = cfg.channels
+    return channels.channel_grid(
+        stack, shared_scale=spec.shared_scale, tile_size=spec.tile_size,
+        colormap=render.colormap_code(spec.colormap) if spec.colormap else None,
+        photo=rgb if spec.overlay else None, image_weight=cfg.output.image_weight,
+        labels=spec.labels)
+
+
+def _write_channels(cfg: Config, image: str, cls_name: str, s: int, b: int,
+                    result: BatchResult, run_dir: Path, entry: dict) -> None:
+    """Contribution grid, per-channel CSV and stats for each method that is a channel sum."""
+    acts, grads = result.probe.activations[b], result.probe.gradients[s][b]
+    for item in entry["cams"]:
+        method = item["method"]
+        if item["class"] != cls_name or method not in reference.METHODS:
+            continue
+        stem = run_dir / "channels" / method / f"{image}__{cls_name}"
+        contrib = channels.channel_contributions(method, acts, grads)
+        outputs.write_png(stem.with_name(stem.name + "__contributions.png"), _grid(cfg, contrib, None))
+        rows, stats = channels.channel_stats(method, acts, grads)
+        outputs.write_csv(stem.with_name(stem.name + "__channels.csv"), rows)
+        if cfg.output.save_arrays:
+            outputs.write_npy(stem.with_name(stem.name + "__contributions.npy"), contrib)
+        item["channels"] = stats
 
 
 def _thumb(img: np.ndarray) -> np.ndarray:
