@@ -1,0 +1,137 @@
+"""Images per second of four ways to make the same CAMs, measured side by side in one process.
+
+(a) seed style: a new library CAM object per image x class x method, one image per call;
+(b) the library called once per method x class on the whole batch, per-sample targets;
+(c) this project's engine (one forward, one autograd.grad per class, library CAM math);
+(d) the limit: the bare model, one forward and per class one autograd.grad to the layer.
+Interleaved repeats, medians. Then peak RSS while streaming images from disk through the engine.
+Run: python benchmarks/throughput.py [--repeats N] [--stream N]
+"""
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from pytorch_grad_cam import (GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from explain.config import MethodSpec, Preprocess
+from explain.demo import catdog_efficientnet_lite0
+from explain.engine import CamEngine
+from explain.images import ImageRef, prepare
+from explain.model import find_layer, non_inplace
+
+LIB = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMPlusPlus,
+       "xgradcam": XGradCAM, "hirescam": HiResCAM}
+CLASSES = [0, 1]
+
+
+def seed_style(model, layer, x, methods):
+    for name in methods:
+        for i in range(len(x)):
+            for c in CLASSES:
+                with LIB[name](model, [layer]) as cam:
+                    cam(x[i:i + 1], [ClassifierOutputTarget(c)])
+
+
+def library_batched(model, layer, x, methods):
+    for name in methods:
+        with LIB[name](model, [layer]) as cam:
+            for c in CLASSES:
+                cam(x, [ClassifierOutputTarget(c)] * len(x))
+
+
+def engine(model, layer, x, methods):
+    with CamEngine(model, [layer], [MethodSpec(name=n) for n in methods], torch.device("cpu")) as e:
+        e.run(x, CLASSES, CLASSES)
+
+
+def bare_limit(model, layer, x, methods):
+    kept = {}
+    handle = layer.register_forward_hook(lambda m, i, o: kept.__setitem__("a", o))
+    with torch.enable_grad():
+        logits = model(x)
+    handle.remove()
+    for k, c in enumerate(CLASSES):
+        torch.autograd.grad(logits[:, c].sum(), kept["a"], retain_graph=k < len(CLASSES) - 1)
+
+
+def workload(title, model, layer, x, methods, repeats):
+    ways = {"a seed style": seed_style, "b library batched": library_batched,
+            "c explain engine": engine, "d bare model limit": bare_limit}
+    times = {k: [] for k in ways}
+    with non_inplace(model):  # (a), (b), (d) must be correct at an inplace-ReLU layer too
+        for _ in range(repeats):
+            for k, fn in ways.items():
+                t0 = time.perf_counter()
+                fn(model, layer, x, methods)
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\n{title}: {len(x)} images x {len(CLASSES)} classes x {methods}, median of {repeats}")
+    for k, t in med.items():
+        print(f"  {k:20s} {len(x) / t:8.1f} images/s   ({t * 1000:8.0f} ms)")
+    c = med["c explain engine"]
+    print(f"  c/a speed-up {med['a seed style'] / c:5.1f}x   c/b speed-up {med['b library batched'] / c:5.1f}x"
+          f"   c time / d time {c / med['d bare model limit']:5.2f}")
+
+
+def peak_rss_stream(model, layer, count: int):
+    rgb = cv2.imread(str(Path(__file__).resolve().parent.parent / "images" / "both.jpg"))
+    spec = Preprocess(size=(224, 224))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(count):
+            p = Path(tmp) / f"img{i:05d}.jpg"
+            cv2.imwrite(str(p), np.roll(rgb, i, axis=1))
+            paths.append(p)
+        marks = {}
+        with CamEngine(model, [layer], [MethodSpec(name="gradcam"), MethodSpec(name="layercam")],
+                       torch.device("cpu")) as e:
+            for start in range(0, count, 8):
+                batch = [prepare(ImageRef(p.stem, p, True), spec) for p in paths[start:start + 8]]
+                e.run(torch.stack([b.tensor for b in batch]), CLASSES, CLASSES)
+                done = start + len(batch)
+                if done in (count // 10, count) or done == 104:
+                    marks[done] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS streaming {count} images from disk through the engine (batch 8):")
+    for n, mb in sorted(marks.items()):
+        print(f"  after {n:5d} images: {mb:7.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--stream", type=int, default=1000)
+    parser.add_argument("--stream-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.stream_only:  # a fresh process, so its peak RSS is the engine's alone
+        alex = torchvision.models.alexnet(num_classes=2).eval()
+        peak_rss_stream(alex, find_layer(alex, "features.10"), args.stream)
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    alex = torchvision.models.alexnet(num_classes=2).eval()
+    x = torch.randn(args.images, 3, 224, 224)
+    workload("AlexNet(2) @ features.10", alex, find_layer(alex, "features.10"), x,
+             ["gradcam", "layercam"], args.repeats)
+    demo = catdog_efficientnet_lite0()
+    workload("demo EfficientNet-Lite0 @ backbone._blocks.15", demo, find_layer(demo, "backbone._blocks.15"),
+             x, ["gradcam", "layercam"], args.repeats)
+    workload("AlexNet(2) @ features.10, 5 gradient methods", alex, find_layer(alex, "features.10"), x,
+             list(LIB), args.repeats)
+    if args.stream:
+        subprocess.run([sys.executable, __file__, "--stream-only", "--stream", str(args.stream)], check=True)
+
+
+if __name__ == "__main__":
+    main()
