@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -61,10 +61,11 @@ class CamEngine:
     def __init__(self, model: nn.Module, target_layers: list[nn.Module], methods: list[MethodSpec],
                  device: torch.device, *, layer_names: Optional[list[str]] = None,
                  probe_layer: Optional[nn.Module] = None, aug_smooth: bool = False,
-                 eigen_smooth: bool = False, guard_inplace: bool = True, seed: int = 0):
+                 eigen_smooth: bool = False, guard_inplace: bool = True, seed: int = 0,
+                 check_outputs: Optional[Callable[[int], None]] = None):
         self.model = model
         self.target_layers = list(target_layers)
-        self.layer_names = layer_names or [f"target_layers[{i}]" for i in range(len(target_layers))]
+        self.layer_names = layer_names or [f"#{i}" for i in range(len(target_layers))]
         self.hooked = self.target_layers + ([probe_layer] if probe_layer is not None and
                                             all(probe_layer is not t for t in target_layers) else [])
         self.probe_index = None if probe_layer is None else \
@@ -73,6 +74,7 @@ class CamEngine:
         self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
         self.guard_inplace = guard_inplace
         self.seed = seed
+        self.check_outputs = check_outputs  # called with the model's output count, before any gradient
         self.shared = [m for m in methods if m.name in SHARED_PASS and not aug_smooth]
         self.separate = [m for m in methods if m not in self.shared]
         self.order = [m.name for m in methods]
@@ -163,6 +165,8 @@ class CamEngine:
             for h in handles:
                 h.remove()
         self._check_logits(logits, x.shape[0])
+        if self.check_outputs is not None:
+            self.check_outputs(logits.shape[1])
         for i, act in enumerate(captured):
             if act is None:
                 raise ExplainError(f"{self._name(i)}: the layer is not used in the model's "
@@ -170,7 +174,9 @@ class CamEngine:
         return logits, captured
 
     def _name(self, i: int) -> str:
-        return self.layer_names[i] if i < len(self.layer_names) else "channels.layer"
+        if i < len(self.target_layers):
+            return f"target_layers[{i}] '{self.layer_names[i]}'"
+        return "channels.layer"
 
     def _check_logits(self, logits, batch: int) -> None:
         if isinstance(logits, (tuple, list, dict)):

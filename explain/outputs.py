@@ -24,13 +24,9 @@ from explain.errors import ExplainError
 RUN_MARKER = ".explain-run"
 
 
-def choose_run_dir(root: Path, name: str, overwrite: bool = False, resume: bool = False) -> Path:
-    """results/<name>; if taken, results/<name>-2, -3, ... unless overwriting or resuming."""
+def choose_run_dir(root: Path, name: str, overwrite: bool = False) -> Path:
+    """results/<name>; if taken, results/<name>-2, -3, ... unless overwriting."""
     first = root / name
-    if resume:
-        if not first.is_dir():
-            raise ExplainError(f"--resume: no earlier run at {first}")
-        return first
     if overwrite and first.exists():
         if not (first / RUN_MARKER).exists():
             raise ExplainError(f"--overwrite: {first} was not written by explain; refusing to delete it")

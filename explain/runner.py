@@ -30,7 +30,6 @@ THUMB = 224
 class RunOptions:
     out_root: Optional[Path] = None  # overrides output.dir
     overwrite: bool = False
-    resume: bool = False
     progress: bool = True
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
 
@@ -53,12 +52,15 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> dict:
     loaded = time.perf_counter()
 
     root = opts.out_root or cfg.resolve(cfg.output.dir)
-    run_dir = outputs.choose_run_dir(root, cfg.run_name, opts.overwrite, opts.resume)
+    root_existed = root.exists()
+    run_dir = outputs.choose_run_dir(root, cfg.run_name, opts.overwrite)
     try:
         summary = _explain_all(cfg, model, layers, device, refs, notes, run_dir, opts)
     except BaseException:
-        if not opts.resume and not (run_dir / "summary.json").exists():
+        if not (run_dir / "summary.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing half-done behind
+            if not root_existed and not any(root.iterdir()):
+                root.rmdir()
         raise
     summary["durations_s"]["model_load"] = round(loaded - started, 3)
     summary["durations_s"]["total"] = round(time.perf_counter() - started, 3)
@@ -95,7 +97,7 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
             summary["notes"].append(f"channels: no contribution grids for {', '.join(no_grid)} "
                                     f"(only {', '.join(reference.METHODS)} are channel sums)")
     engine = CamEngine(model, layers, cfg.methods, device, layer_names=list(cfg.target_layers),
-                       probe_layer=probe,
+                       probe_layer=probe, check_outputs=lambda n: _check_classes(cfg, n),
                        aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
                        guard_inplace=cfg.model.fix_inplace, seed=cfg.seed)
     bar = tqdm(total=len(refs) * slots * len(methods), unit="map", desc="CAMs",
@@ -113,7 +115,6 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
                 t0 = time.perf_counter()
                 x = torch.stack([item.tensor for item in group])
                 result = engine.run(x, target_ids, named)
-                _check_classes(cfg, result)
                 t1 = time.perf_counter()
                 for b, item in enumerate(group):
                     summary["images"].append(
@@ -183,8 +184,7 @@ def _prepare_chunk(chunk, cfg: Config, summary: dict, opts: RunOptions) -> list[
     return ready
 
 
-def _check_classes(cfg: Config, result: BatchResult) -> None:
-    outputs_n = result.logits.shape[1]
+def _check_classes(cfg: Config, outputs_n: int) -> None:
     for name, idx in cfg.classes.items():
         if idx >= outputs_n:
             raise ExplainError(f"classes.{name}: index {idx}, but the model has only "

@@ -1,0 +1,192 @@
+"""Untrusted model files, bad inputs (one line, exit 2, nothing half-done), reproducible runs."""
+
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from explain.cli import main
+from conftest import IMAGES, REPO, make_alexnet, write_config
+
+
+class MarkerPayload:
+    """Unpickling this runs os.system('touch MARKER'): what a hostile .pth could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def fails_with(capsys, argv, *needles):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def course_cfg(tmp_path, **fields):
+    base = dict(model={"file": "model.pth"}, target_layers=["features.10"], channels={"enabled": False})
+    base.update(fields)
+    return str(write_config(tmp_path, **base))
+
+
+def test_malicious_pickle_is_refused_unless_trusted(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    torch.save({"weights": MarkerPayload(marker)}, tmp_path / "model.pth")
+    cfg = course_cfg(tmp_path)
+    err = fails_with(capsys, [cfg, "--quiet"], "model.pth", "refused", "model.trust: true")
+    assert "system" in err  # names the global it wanted (posix.system / os.system)
+    assert not marker.exists()
+    assert not (tmp_path / "results").exists()
+    # trusted: the payload runs (so it is the default that protects), then loading fails cleanly
+    main([cfg, "--quiet", "--set", "model.trust=true"])
+    capsys.readouterr()
+    assert marker.exists()
+
+
+def test_whole_pickled_alexnet_loads_without_trust(tmp_path, capsys):
+    torch.save(make_alexnet(), tmp_path / "model.pth")
+    assert main([course_cfg(tmp_path), "--quiet"]) == 0
+
+
+def test_unknown_layer_suggests_model_names(tmp_path, capsys):
+    torch.save(make_alexnet(), tmp_path / "model.pth")
+    fails_with(capsys, [course_cfg(tmp_path), "--quiet", "--layer", "feature.10"],
+               "target_layers[0]", "no layer 'feature.10'", "did you mean 'features.10'")
+    assert not (tmp_path / "results").exists()
+
+
+def test_layer_outside_forward_path(tmp_path, capsys):
+    model = make_alexnet()
+    model.unused = torch.nn.Conv2d(3, 3, 1)
+    torch.save(model, tmp_path / "model.pth")
+    fails_with(capsys, [course_cfg(tmp_path), "--quiet", "--layer", "unused"],
+               "target_layers[0]", "not used in the model's forward pass")
+    assert not (tmp_path / "results").exists()
+
+
+def test_class_index_beyond_outputs(tmp_path, capsys):
+    torch.save(make_alexnet(), tmp_path / "model.pth")
+    fails_with(capsys, [course_cfg(tmp_path, classes={"cat": 0, "dog": 5}), "--quiet"],
+               "classes.dog", "index 5", "2 outputs")
+    assert not (tmp_path / "results").exists()
+
+
+def test_state_dict_that_does_not_fit_names_the_key(tmp_path, capsys):
+    torch.save(make_alexnet().state_dict(), tmp_path / "model.pth")
+    cfg = course_cfg(tmp_path, model={"file": "model.pth", "arch": "torchvision.models.alexnet",
+                                      "arch_args": {"num_classes": 3}})
+    fails_with(capsys, [cfg, "--quiet"], "classifier.6.weight", "(2, 4096)", "(3, 4096)")
+    ok = course_cfg(tmp_path, model={"file": "model.pth", "arch": "torchvision.models.alexnet",
+                                     "arch_args": {"num_classes": 2}})
+    assert main([ok, "--quiet"]) == 0
+
+
+def test_file_that_is_not_a_model(tmp_path, capsys):
+    (tmp_path / "model.pth").write_text("hello")
+    fails_with(capsys, [course_cfg(tmp_path), "--quiet"], "model.pth", "not a PyTorch model file")
+
+
+def test_tuple_output_gets_a_hint(tmp_path, capsys):
+    cfg = course_cfg(tmp_path, model={"builder": "test_reliability:tuple_model"}, target_layers=["conv"])
+    sys.path.insert(0, os.path.dirname(__file__))
+    try:
+        fails_with(capsys, [cfg, "--quiet"], "forward returns a tuple", "logits")
+    finally:
+        sys.path.pop(0)
+
+
+def tuple_model():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            y = self.conv(x).mean(dim=(2, 3))
+            return y, y
+    return Net()
+
+
+def test_missing_config_and_image(tmp_path, capsys):
+    fails_with(capsys, [str(tmp_path / "nope.yaml")], "nope.yaml", "not found")
+    torch.save(make_alexnet(), tmp_path / "model.pth")
+    fails_with(capsys, [course_cfg(tmp_path, images=["missing.jpg"]), "--quiet"],
+               "images[0]", "missing.jpg")
+    (tmp_path / "empty").mkdir()
+    fails_with(capsys, [course_cfg(tmp_path, images=["empty"]), "--quiet"], "images[0]", "no image files")
+
+
+def test_bad_files_in_a_folder_are_skipped_and_listed(tmp_path, capsys):
+    torch.save(make_alexnet(), tmp_path / "model.pth")
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    cv2.imwrite(str(pics / "good.jpg"), cv2.imread(str(IMAGES / "cat.jpg")))
+    data = (IMAGES / "dog.jpg").read_bytes()
+    (pics / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (pics / "garbage.png").write_bytes(b"not a png at all")
+    (pics / "notes.txt").write_text("hi")
+    assert main([course_cfg(tmp_path, images=["pics"]), "--quiet"]) == 0
+    summary = yaml.safe_load((tmp_path / "results" / "exp" / "summary.json").read_text())
+    assert [i["id"] for i in summary["images"]] == ["good"]
+    assert sorted(os.path.basename(s["path"]) for s in summary["skipped_images"]) == ["garbage.png", "truncated.jpg"]
+    assert any("notes.txt" in n for n in summary["notes"])
+
+
+def test_odd_image_formats_work_and_exif_orientation_is_applied(tmp_path):
+    from explain.images import read_rgb
+    from PIL import Image
+    rgb = cv2.cvtColor(cv2.imread(str(IMAGES / "cat.jpg")), cv2.COLOR_BGR2RGB)
+    gray = tmp_path / "gray.png"
+    cv2.imwrite(str(gray), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    rgba = tmp_path / "rgba.png"
+    cv2.imwrite(str(rgba), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA))
+    deep = tmp_path / "deep.png"
+    cv2.imwrite(str(deep), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
+    palette = tmp_path / "palette.png"
+    Image.fromarray(rgb).convert("P").save(palette)
+    for path in (gray, rgba, deep, palette):
+        out = read_rgb(path, 10**8)
+        assert out.shape == (300, 451, 3) and out.dtype == np.uint8, path
+    assert np.array_equal(read_rgb(rgba, 10**8), rgb) and np.array_equal(read_rgb(deep, 10**8), rgb)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(rgb).save(rotated, exif=exif, quality=95)
+    assert read_rgb(rotated, 10**8).shape == (451, 300, 3)
+    with pytest.raises(Exception, match="max_pixels"):
+        read_rgb(rotated, 1000)
+
+
+def test_two_runs_give_identical_bytes(tmp_path):
+    torch.save(make_alexnet(), tmp_path / "model.pth")
+    cfg = course_cfg(tmp_path, methods=["gradcam", "randomcam"], channels={"enabled": True},
+                     output={"dir": str(tmp_path / "results"), "save_arrays": True})
+    assert main([cfg, "--quiet"]) == 0 and main([cfg, "--quiet"]) == 0
+    first, second = tmp_path / "results" / "exp", tmp_path / "results" / "exp-2"
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.suffix in (".png", ".npy", ".csv"))
+    assert len(files) > 20
+    for rel in files:
+        if rel.name != "summary.csv":  # holds no timing, but be explicit about what is compared
+            assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+
+
+def test_debug_shows_traceback_in_a_real_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "explain", str(tmp_path / "nope.yaml"), "--debug"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "explain", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
