@@ -3,7 +3,8 @@
 (a) seed style: a new library CAM object per image x class x method, one image per call;
 (b) the library called once per method x class on the whole batch, per-sample targets;
 (c) this project's engine (one forward, one autograd.grad per class, library CAM math);
-(d) the limit: the bare model, one forward and per class one autograd.grad to the layer.
+(d) the limit: the bare model, one forward and per class one autograd.grad to the layer;
+(e) the alternative to (d): batch rows replicated per class, one backward (slower: kept out).
 Interleaved repeats, medians. Then peak RSS while streaming images from disk through the engine.
 Run: python benchmarks/throughput.py [--repeats N] [--stream N]
 """
@@ -65,9 +66,22 @@ def bare_limit(model, layer, x, methods):
         torch.autograd.grad(logits[:, c].sum(), kept["a"], retain_graph=k < len(CLASSES) - 1)
 
 
+def bare_replicated_rows(model, layer, x, methods):
+    """The alternative to (d): each image repeated once per class, one backward for all rows."""
+    kept = {}
+    handle = layer.register_forward_hook(lambda m, i, o: kept.__setitem__("a", o))
+    rows = x.repeat(len(CLASSES), 1, 1, 1)
+    with torch.enable_grad():
+        logits = model(rows)
+    handle.remove()
+    picked = torch.as_tensor(CLASSES).repeat_interleave(len(x))
+    torch.autograd.grad(logits[torch.arange(len(rows)), picked].sum(), kept["a"])
+
+
 def workload(title, model, layer, x, methods, repeats):
     ways = {"a seed style": seed_style, "b library batched": library_batched,
-            "c explain engine": engine, "d bare model limit": bare_limit}
+            "c explain engine": engine, "d bare model limit": bare_limit,
+            "e bare replicated rows": bare_replicated_rows}
     times = {k: [] for k in ways}
     with non_inplace(model):  # (a), (b), (d) must be correct at an inplace-ReLU layer too
         for _ in range(repeats):
@@ -81,7 +95,8 @@ def workload(title, model, layer, x, methods, repeats):
         print(f"  {k:20s} {len(x) / t:8.1f} images/s   ({t * 1000:8.0f} ms)")
     c = med["c explain engine"]
     print(f"  c/a speed-up {med['a seed style'] / c:5.1f}x   c/b speed-up {med['b library batched'] / c:5.1f}x"
-          f"   c time / d time {c / med['d bare model limit']:5.2f}")
+          f"   c time / d time {c / med['d bare model limit']:5.2f}"
+          f"   e time / d time {med['e bare replicated rows'] / med['d bare model limit']:5.2f}")
 
 
 def peak_rss_stream(model, layer, count: int):

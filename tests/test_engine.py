@@ -51,11 +51,12 @@ def test_engine_equals_library_on_alexnet(layer_name, batch):
         assert np.abs(ours[name] - theirs[name]).max() <= 1e-5, name
 
 
-def test_engine_equals_library_on_demo_network(demo_model):
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_engine_equals_library_on_demo_network(demo_model, batch):
     layer = find_layer(demo_model, "backbone._blocks.15")
-    x = torch.randn(3, 3, 224, 288, generator=torch.Generator().manual_seed(2))
-    ours = engine_maps(demo_model, layer, x, [0, 1], 2)
-    theirs = library_maps(demo_model, layer, x, [0, 1], 2)
+    x = torch.randn(5, 3, 224, 288, generator=torch.Generator().manual_seed(2))
+    ours = engine_maps(demo_model, layer, x, [0, 1], batch)
+    theirs = library_maps(demo_model, layer, x, [0, 1], batch)
     for name in LIBRARY:
         assert np.abs(ours[name] - theirs[name]).max() <= 1e-5, name
 
