@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true", help="also compare with reference CAMs")
     p.add_argument("--overwrite", action="store_true", help="replace results/<name> instead of "
                                                             "writing results/<name>-2")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run in results/<name>, keeping its finished images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"explain {__version__}")
@@ -58,13 +60,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         from explain.runner import RunOptions, run
         cfg = load_config(args.config, overrides_from(args))
         run(cfg, RunOptions(out_root=args.out.resolve() if args.out else None,
-                            overwrite=args.overwrite, progress=not args.quiet))
+                            overwrite=args.overwrite, resume=args.resume,
+                            progress=not args.quiet))
     except ExplainError as exc:
         if args.debug:
             raise
         print(f"explain: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("explain: interrupted", file=sys.stderr)
+        print("explain: interrupted; finished images are kept, add --resume to complete the run",
+              file=sys.stderr)
         return 130
     return 0

@@ -24,9 +24,15 @@ from explain.errors import ExplainError
 RUN_MARKER = ".explain-run"
 
 
-def choose_run_dir(root: Path, name: str, overwrite: bool = False) -> Path:
-    """results/<name>; if taken, results/<name>-2, -3, ... unless overwriting."""
+def choose_run_dir(root: Path, name: str, overwrite: bool = False, resume: bool = False) -> Path:
+    """results/<name>; if taken, results/<name>-2, -3, ... unless overwriting or resuming."""
     first = root / name
+    if resume:
+        if not (first / RUN_MARKER).exists():
+            raise ExplainError(f"--resume: no earlier explain run at {first}")
+        for stale in first.rglob(".*.part"):  # temporaries of writes the interruption cut short
+            stale.unlink()
+        return first
     if overwrite and first.exists():
         if not (first / RUN_MARKER).exists():
             raise ExplainError(f"--overwrite: {first} was not written by explain; refusing to delete it")

@@ -19,7 +19,8 @@ from explain.compare import Comparison
 from explain.config import Config
 from explain.engine import BatchResult, CamEngine
 from explain.errors import ExplainError
-from explain.images import ImageError, Prepared, batches, find_images, group_by_shape, prepare
+from explain.images import (ImageError, Prepared, batches, find_images, group_by_shape, prepare,
+                            preprocess, read_rgb)
 from explain.model import find_layer, load_model, pick_device
 
 PANEL_MAX_ROWS = 24  # a panel with more rows is unreadable; the rest are in cams/
@@ -30,6 +31,7 @@ THUMB = 224
 class RunOptions:
     out_root: Optional[Path] = None  # overrides output.dir
     overwrite: bool = False
+    resume: bool = False  # keep the finished images of results/<name>, compute the rest
     progress: bool = True
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
 
@@ -53,11 +55,12 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> dict:
 
     root = opts.out_root or cfg.resolve(cfg.output.dir)
     root_existed = root.exists()
-    run_dir = outputs.choose_run_dir(root, cfg.run_name, opts.overwrite)
+    run_dir = outputs.choose_run_dir(root, cfg.run_name, opts.overwrite, opts.resume)
     try:
         summary = _explain_all(cfg, model, layers, device, refs, notes, run_dir, opts)
-    except BaseException:
-        if not (run_dir / "summary.json").exists():
+    except ExplainError:
+        # A user error: leave nothing half-done behind. (An interrupted run is kept for --resume.)
+        if not opts.resume:
             shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing half-done behind
             if not root_existed and not any(root.iterdir()):
                 root.rmdir()
@@ -87,8 +90,12 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
         "images": [], "skipped_images": [], "notes": list(notes),
         "counts": {"images": 0, "maps": 0}, "durations_s": {"cams": 0.0, "figures": 0.0},
     }
-    panel_rows: dict[str, list] = {}
     comparison = _comparison(cfg, run_dir, summary)
+    entries = _finished_items(run_dir, comparison) if opts.resume else {}
+    todo = [r for r in refs if r.id not in entries]
+    if opts.resume:
+        summary["notes"].append(f"resumed: {len(entries)} image(s) kept from the interrupted run, "
+                                f"{len(todo)} computed now")
     probe = None
     if cfg.channels.enabled:
         probe = find_layer(model, cfg.channels.layer or cfg.target_layers[0], "channels.layer")
@@ -100,7 +107,7 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
                        probe_layer=probe, check_outputs=lambda n: _check_classes(cfg, n),
                        aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
                        guard_inplace=cfg.model.fix_inplace, seed=cfg.seed)
-    bar = tqdm(total=len(refs) * slots * len(methods), unit="map", desc="CAMs",
+    bar = tqdm(total=len(todo) * slots * len(methods), unit="map", desc="CAMs",
                disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
     with engine, bar:
         if cfg.model.fix_inplace:
@@ -110,25 +117,27 @@ def _explain_all(cfg, model, layers, device, refs, notes, run_dir: Path, opts: R
         else:
             summary["notes"].append("inplace guard OFF (model.fix_inplace: false): an inplace op "
                                     "after a target layer can corrupt its stored activations")
-        for chunk in batches(refs, cfg.batch_size):
+        for chunk in batches(todo, cfg.batch_size):
             for group in group_by_shape(_prepare_chunk(chunk, cfg, summary, opts)):
                 t0 = time.perf_counter()
                 x = torch.stack([item.tensor for item in group])
                 result = engine.run(x, target_ids, named)
                 t1 = time.perf_counter()
-                for b, item in enumerate(group):
-                    summary["images"].append(
-                        _write_image(cfg, names, methods, item, b, result, run_dir, panel_rows))
+                done = [_write_image(cfg, names, methods, item, b, result, run_dir)
+                        for b, item in enumerate(group)]
                 if comparison is not None:
                     _compare_group(comparison, cfg, model, layers, names, x, group, result)
+                for entry in done:  # last: an item file means all of that image's files are there
+                    entries[entry["id"]] = entry
+                    rows = [r for r in comparison.rows if r["image"] == entry["id"]] if comparison else []
+                    outputs.write_json(run_dir / "items" / f"{entry['id']}.json",
+                                       {"entry": entry, "compare": rows})
                 summary["durations_s"]["cams"] += t1 - t0
                 summary["durations_s"]["figures"] += time.perf_counter() - t1
                 bar.update(len(group) * slots * len(methods))
+    summary["images"] = [entries[r.id] for r in refs if r.id in entries]
     t0 = time.perf_counter()
-    for cls_name, rows in panel_rows.items():
-        fig = render.panel(rows, methods, f"class '{cls_name}' — {', '.join(methods)} at "
-                                          f"{', '.join(cfg.target_layers)}")
-        outputs.write_figure(run_dir / "panels" / f"{cls_name}.png", fig)
+    _write_panels(cfg, summary["images"], methods, run_dir)
     summary["durations_s"]["figures"] += time.perf_counter() - t0
     if comparison is not None:
         summary["compare"] = comparison.finish()
@@ -192,13 +201,12 @@ def _check_classes(cfg: Config, outputs_n: int) -> None:
 
 
 def _write_image(cfg, names, methods, item: Prepared, b: int, result: BatchResult,
-                 run_dir: Path, panel_rows: dict) -> dict:
+                 run_dir: Path) -> dict:
     probs = report.softmax(result.logits[b])
     named = {names[i]: round(float(probs[i]), 6) for i in sorted(names)}
     entry = {"id": item.ref.id, "path": str(item.ref.path),
              "input_size": [int(item.rgb.shape[0]), int(item.rgb.shape[1])],
              "probabilities": named, "predicted": max(named, key=named.get), "cams": []}
-    photo = np.uint8(np.round(item.rgb * 255))
     if result.probe is not None:
         acts = result.probe.activations[b]
         outputs.write_png(run_dir / "channels" / f"{item.ref.id}__activations.png",
@@ -207,7 +215,6 @@ def _write_image(cfg, names, methods, item: Prepared, b: int, result: BatchResul
             outputs.write_npy(run_dir / "channels" / f"{item.ref.id}__activations.npy", acts)
     for s, cls in enumerate(result.classes[b]):
         cls_name = names[int(cls)]
-        overlays = []
         for method in methods:
             cam = result.maps[method][b, s].astype(np.float32)
             stem = f"{item.ref.id}__{cls_name}"
@@ -215,15 +222,42 @@ def _write_image(cfg, names, methods, item: Prepared, b: int, result: BatchResul
             outputs.write_png(run_dir / "cams" / method / f"{stem}.png", picture)
             if cfg.output.save_arrays:
                 outputs.write_npy(run_dir / "cams" / method / f"{stem}.npy", cam)
-            overlays.append(_thumb(picture))
             entry["cams"].append({"class": cls_name, "method": method, **report.map_stats(cam),
                                   "file": f"cams/{method}/{stem}.png"})
         if result.probe is not None:
             _write_channels(cfg, item.ref.id, cls_name, s, b, result, run_dir, entry)
-        rows = panel_rows.setdefault(cls_name, [])
-        if len(rows) < PANEL_MAX_ROWS:
-            rows.append((item.ref.id, _thumb(photo), overlays))
     return entry
+
+
+def _finished_items(run_dir: Path, comparison: Optional[Comparison]) -> dict[str, dict]:
+    """Entries of the images an interrupted run finished (their item file was written last)."""
+    import json
+    entries = {}
+    for path in sorted((run_dir / "items").glob("*.json")):
+        item = json.loads(path.read_text())
+        entries[item["entry"]["id"]] = item["entry"]
+        if comparison is not None:
+            comparison.rows += item["compare"]
+    return entries
+
+
+def _write_panels(cfg: Config, images: list[dict], methods: list[str], run_dir: Path) -> None:
+    """Per class, the first PANEL_MAX_ROWS images: photo and each method's overlay, read back
+    from the files this run wrote (so a resumed run's panels match an uninterrupted one's)."""
+    rows: dict[str, list] = {}
+    for entry in images:
+        for cls_name in dict.fromkeys(c["class"] for c in entry["cams"]):
+            if len(rows.setdefault(cls_name, [])) >= PANEL_MAX_ROWS:
+                continue
+            photo = np.uint8(np.round(preprocess(read_rgb(Path(entry["path"]), cfg.preprocess.max_pixels),
+                                                 cfg.preprocess)[1] * 255))
+            overlays = [cv2.cvtColor(cv2.imread(str(run_dir / "cams" / m / f"{entry['id']}__{cls_name}.png")),
+                                     cv2.COLOR_BGR2RGB) for m in methods]
+            rows[cls_name].append((entry["id"], _thumb(photo), [_thumb(o) for o in overlays]))
+    for cls_name, class_rows in rows.items():
+        fig = render.panel(class_rows, methods, f"class '{cls_name}' — {', '.join(methods)} at "
+                                                f"{', '.join(cfg.target_layers)}")
+        outputs.write_figure(run_dir / "panels" / f"{cls_name}.png", fig)
 
 
 def _grid(cfg: Config, stack: np.ndarray, rgb: np.ndarray) -> np.ndarray:

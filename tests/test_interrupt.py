@@ -1,0 +1,82 @@
+"""A run killed at any moment leaves only complete files, and --resume finishes it exactly."""
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import yaml
+
+from explain.cli import main
+from conftest import IMAGES, REPO
+
+COUNT = 24
+
+
+def make_tree(course_tree):
+    pics = course_tree / "pics"
+    pics.mkdir()
+    for i in range(COUNT):
+        shutil.copy(IMAGES / ("cat.jpg", "dog.jpg", "both.jpg")[i % 3], pics / f"pic{i:02d}.jpg")
+    cfg = course_tree / "configs" / "alexnet_catdog.yaml"
+    data = yaml.safe_load(cfg.read_text())
+    data.update(images=["../pics"], batch_size=2)
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+def assert_all_files_complete(run_dir):
+    for path in run_dir.rglob("*"):
+        if path.suffix == ".png":
+            assert cv2.imread(str(path)) is not None, path
+        elif path.suffix == ".npy":
+            np.load(path)
+        elif path.suffix == ".csv":
+            list(csv.DictReader(path.open()))
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+
+
+def test_kill_then_resume_matches_an_uninterrupted_run(course_tree):
+    cfg = make_tree(course_tree)
+    run_dir = course_tree / "results" / "alexnet_catdog"
+    proc = subprocess.Popen([sys.executable, "-m", "explain", str(cfg), "--quiet"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((run_dir / "items").glob("*.json"))) < 4:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.stem for p in (run_dir / "items").glob("*.json"))
+    assert 4 <= len(finished) < COUNT and not (run_dir / "summary.json").exists()
+    assert_all_files_complete(run_dir)
+    (run_dir / "cams" / ".half-written.png.x.part").write_bytes(b"\x89PNG")  # as a kill mid-write leaves
+
+    kept = run_dir / "cams" / "gradcam" / f"{finished[0]}__cat.png"
+    stamp = kept.stat().st_mtime_ns
+    assert main([str(cfg), "--quiet", "--resume"]) == 0
+    assert kept.stat().st_mtime_ns == stamp  # finished items were not recomputed
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"resumed: {len(finished)} image(s) kept" in " ".join(summary["notes"])
+    assert [i["id"] for i in summary["images"]] == [f"pic{i:02d}" for i in range(COUNT)]
+
+    other = course_tree / "fresh"
+    assert main([str(cfg), "--quiet", "--out", str(other)]) == 0
+    reference = other / "alexnet_catdog"
+    names = sorted(p.relative_to(reference) for p in reference.rglob("*")
+                   if p.is_file() and p.name != "summary.json")
+    assert len(names) > COUNT * 8
+    assert names == sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")
+                           if p.is_file() and p.name != "summary.json")
+    for rel in names:
+        assert (run_dir / rel).read_bytes() == (reference / rel).read_bytes(), rel
+
+
+def test_resume_needs_an_earlier_run(course_tree, capsys):
+    assert main([str(course_tree / "configs" / "alexnet_catdog.yaml"), "--quiet", "--resume"]) == 2
+    assert "no earlier explain run" in capsys.readouterr().err
