@@ -33,10 +33,13 @@ def registry() -> dict[str, type]:
     """Map lower-case method names ('gradcam', 'scorecam', ...) to library classes."""
     found: dict[str, type] = {}
     for attr, obj in vars(pytorch_grad_cam).items():
-        if not inspect.isclass(obj) or attr in _NOT_METHODS or attr.startswith("Ablation") and attr != "AblationCAM":
+        if not inspect.isclass(obj) or attr in _NOT_METHODS:
             continue
-        is_cam = issubclass(obj, BaseCAM) or callable(getattr(obj, "forward", None)) and \
-            "target_layers" in inspect.signature(obj.__init__).parameters
+        if attr.startswith("Ablation") and attr != "AblationCAM":  # AblationLayer helpers
+            continue
+        wraps_cam = callable(getattr(obj, "forward", None)) and \
+            "target_layers" in inspect.signature(obj.__init__).parameters  # FinerCAM, SESS, ...
+        is_cam = issubclass(obj, BaseCAM) or wraps_cam
         if is_cam:
             found[attr.lower().replace("_", "")] = obj
     return dict(sorted(found.items()))

@@ -190,3 +190,25 @@ def test_debug_shows_traceback_in_a_real_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "explain", str(tmp_path / "nope.yaml")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("text,needles", [
+    ("model: {file: model.pth}\nmethods: [gradcam\n", ["line ", "YAML syntax error"]),
+    ("model: {file: model.pth}\nclasses: {cat: 0}\nimages: [x.jpg]\ntarget_layers: [a]\n"
+     "methods: [gradcam]\nbatchsize: 4\n", ["unknown key 'batchsize'", "did you mean 'batch_size'"]),
+    ("model: {file: model.pth}\nclasses: {cat: 0}\nimages: [x.jpg]\ntarget_layers: [a]\n"
+     "methods: [gradcam]\nbatch_size: lots\n", ["batch_size:", "'lots'"]),
+    ("model: {file: model.pth}\nclasses: {cat: 0}\nimages: [x.jpg]\ntarget_layers: [a]\n"
+     "methods: [gradcam, gradcam+]\n", ["methods[1].name", "did you mean 'gradcamplusplus'", "layercam"]),
+])
+def test_config_problems_through_the_cli(tmp_path, capsys, text, needles):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    fails_with(capsys, [str(path), "--quiet"], "exp.yaml", *needles)
+    assert not (tmp_path / "results").exists()
+
+
+def test_empty_glob(tmp_path, capsys):
+    torch.save(make_alexnet(), tmp_path / "model.pth")
+    fails_with(capsys, [course_cfg(tmp_path, images=["pics/*.jpg"]), "--quiet"],
+               "images[0]", "matches no file")
