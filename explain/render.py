@@ -24,12 +24,6 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, colormap: str = "jet",
                              colormap=colormap_code(colormap), image_weight=image_weight)
 
 
-def heatmap(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
-    """A 0..1 map coloured alone; uint8 RGB."""
-    bgr = cv2.applyColorMap(np.uint8(np.clip(cam, 0, 1) * 255), colormap_code(colormap))
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[str],
           title: str) -> plt.Figure:
     """One figure: a row per image (label, photo, overlays), a column per method."""
