@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from explain import outputs  # noqa: E402
 from explain.errors import ExplainError  # noqa: E402
 
 TOP_FRACTION = 0.2
@@ -150,7 +151,6 @@ class Comparison:
         return load_reference(path, size)
 
     def add(self, image: str, cls: str, method: str, library: np.ndarray, reference: np.ndarray) -> None:
-        from explain import outputs
         numbers = metrics(library, reference)
         self.rows.append({"image": image, "class": cls, "method": method,
                           **{k: round(v, 8) for k, v in numbers.items()}})
@@ -159,7 +159,6 @@ class Comparison:
         outputs.write_figure(self.run_dir / "compare" / method / f"{image}__{cls}.png", fig)
 
     def finish(self) -> dict:
-        from explain import outputs
         outputs.write_csv(self.run_dir / "compare" / "compare.csv", self.rows)
         by_method: dict[str, list[float]] = {}
         for row in self.rows:

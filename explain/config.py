@@ -7,7 +7,6 @@ line (``--out``) are relative to the working directory, as usual for command-lin
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 

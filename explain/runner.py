@@ -246,14 +246,16 @@ def _write_panels(cfg: Config, images: list[dict], methods: list[str], run_dir: 
     from the files this run wrote (so a resumed run's panels match an uninterrupted one's)."""
     rows: dict[str, list] = {}
     for entry in images:
-        for cls_name in dict.fromkeys(c["class"] for c in entry["cams"]):
-            if len(rows.setdefault(cls_name, [])) >= PANEL_MAX_ROWS:
-                continue
-            photo = np.uint8(np.round(preprocess(read_rgb(Path(entry["path"]), cfg.preprocess.max_pixels),
-                                                 cfg.preprocess)[1] * 255))
+        wanted = [c for c in dict.fromkeys(c["class"] for c in entry["cams"])
+                  if len(rows.setdefault(c, [])) < PANEL_MAX_ROWS]
+        if not wanted:
+            continue
+        rgb = preprocess(read_rgb(Path(entry["path"]), cfg.preprocess.max_pixels), cfg.preprocess)[1]
+        photo = _thumb(np.uint8(np.round(rgb * 255)))  # decoded once for all its classes
+        for cls_name in wanted:
             overlays = [cv2.cvtColor(cv2.imread(str(run_dir / "cams" / m / f"{entry['id']}__{cls_name}.png")),
                                      cv2.COLOR_BGR2RGB) for m in methods]
-            rows[cls_name].append((entry["id"], _thumb(photo), [_thumb(o) for o in overlays]))
+            rows[cls_name].append((entry["id"], photo, [_thumb(o) for o in overlays]))
     for cls_name, class_rows in rows.items():
         fig = render.panel(class_rows, methods, f"class '{cls_name}' — {', '.join(methods)} at "
                                                 f"{', '.join(cfg.target_layers)}")

@@ -51,9 +51,19 @@ def test_shared_scale_keeps_strong_and_weak_channels_apart():
 
 
 def test_colormap_overlay_and_tile_size_give_rgb_tiles():
+    import cv2
     stack = np.random.default_rng(0).random((4, 3, 5)).astype(np.float32)
-    out = channel_grid(stack, tile_size=30, colormap=2, photo=np.ones((60, 100, 3), np.float32), labels=True)
+    photo = np.full((60, 100, 3), 0.2, np.float32)
+    out = channel_grid(stack, tile_size=30, colormap=cv2.COLORMAP_JET, photo=photo, image_weight=0.25)
     assert out.shape == (2 * 31 - 1, 2 * 51 - 1, 3)
+    for k in range(4):  # each tile: its channel, normalised, resized, coloured, blended
+        gray = np.uint8(np.round(cv2.resize(normalise(stack[k:k + 1])[0], (50, 30)) * 255))
+        heat = cv2.applyColorMap(gray, cv2.COLORMAP_JET)[..., ::-1].astype(np.float32)
+        expected = np.uint8(np.round(0.75 * heat + 0.25 * 0.2 * 255))
+        got = tile(out, k, 2, 30, 50).astype(int)
+        assert np.abs(got - expected).max() <= 1, k
+    labelled = channel_grid(stack, tile_size=30, labels=True)
+    assert not np.array_equal(labelled, channel_grid(stack, tile_size=30))  # labels drawn
 
 
 def test_channel_stats_on_a_hand_made_case():

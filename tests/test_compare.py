@@ -1,6 +1,5 @@
 """Library maps vs hand-written references, the inplace-ReLU fix, external reference folders."""
 
-import shutil
 
 import cv2
 import numpy as np

@@ -1,10 +1,8 @@
 """Untrusted model files, bad inputs (one line, exit 2, nothing half-done), reproducible runs."""
 
 import os
-import pickle
 import subprocess
 import sys
-import zipfile
 
 import cv2
 import numpy as np
@@ -178,9 +176,9 @@ def test_two_runs_give_identical_bytes(tmp_path):
     first, second = tmp_path / "results" / "exp", tmp_path / "results" / "exp-2"
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.suffix in (".png", ".npy", ".csv"))
     assert len(files) > 20
-    for rel in files:
-        if rel.name != "summary.csv":  # holds no timing, but be explicit about what is compared
-            assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.suffix in (".png", ".npy", ".csv"))
+    for rel in files:  # summary.csv holds no timings, so it is compared too
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
 
 def test_debug_shows_traceback_in_a_real_process(tmp_path):
