@@ -56,9 +56,12 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.resume and args.overwrite:
+            raise ExplainError("--resume and --overwrite exclude each other: --resume completes "
+                               "an interrupted run, --overwrite replaces it")
         from explain.config import load_config
+        cfg = load_config(args.config, overrides_from(args))  # before torch is imported
         from explain.runner import RunOptions, run
-        cfg = load_config(args.config, overrides_from(args))
         run(cfg, RunOptions(out_root=args.out.resolve() if args.out else None,
                             overwrite=args.overwrite, resume=args.resume,
                             progress=not args.quiet))
@@ -66,6 +69,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.debug:
             raise
         print(f"explain: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # disk full, read-only folder, ...: the OS names the file
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"explain: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("explain: interrupted; finished images are kept, add --resume to complete the run",

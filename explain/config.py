@@ -7,20 +7,39 @@ line (``--out``) are relative to the working directory, as usual for command-lin
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
+import cv2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      StrictStr, ValidationError, field_validator, model_validator)
 
 from explain.errors import ExplainError
-from explain.methods import INSTANCE_OPTIONS, method_names, method_options, suggest
+from explain.names import name_problem, quote, safe_slug, suggest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-COLORMAPS = ("autumn", "bone", "jet", "winter", "rainbow", "ocean", "summer", "spring", "cool",
-             "hsv", "pink", "hot", "parula", "magma", "inferno", "plasma", "viridis", "cividis",
-             "twilight", "twilight_shifted", "turbo", "deepgreen")
+# Every colormap OpenCV has, by its lower-case name ('jet', 'turbo', ...).
+COLORMAPS = tuple(sorted(n[len("COLORMAP_"):].lower() for n in dir(cv2) if n.startswith("COLORMAP_")))
+
+# Bounds that keep a small config from asking for huge allocations or endless work.
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_CONFIG_NODES = 20_000  # YAML nodes after alias expansion (a config has about a hundred)
+MAX_SIDE = 4096  # model input side in pixels
+Int = StrictInt
+Number = Union[StrictInt, StrictFloat]
+Text = Annotated[StrictStr, Field(max_length=4096)]
+DOTTED = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?")
+LAYER = re.compile(r"[\w.-]+")
+
+
+def _finite(values: tuple[float, ...], what: str) -> tuple[float, ...]:
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} must be finite numbers")
+    return values
 
 
 class _Section(BaseModel):
@@ -28,14 +47,26 @@ class _Section(BaseModel):
 
 
 class ModelSpec(_Section):
-    """Where the network comes from: a file (whole pickle or state_dict + arch) or a builder."""
-    file: Optional[str] = None
-    arch: Optional[str] = None
-    arch_args: dict[str, Any] = Field(default_factory=dict)
-    builder: Optional[str] = None
-    builder_args: dict[str, Any] = Field(default_factory=dict)
-    trust: bool = False
-    fix_inplace: bool = True
+    """Where the network comes from: a file (whole pickle or state_dict + arch) or a builder.
+
+    ``arch`` and ``builder`` name code. Without ``trust: true`` they may only name the
+    allow-listed model factories (see explain.model); with it, any importable callable.
+    """
+    file: Optional[Text] = None
+    arch: Optional[StrictStr] = None
+    arch_args: dict[StrictStr, Any] = Field(default_factory=dict)
+    builder: Optional[StrictStr] = None
+    builder_args: dict[StrictStr, Any] = Field(default_factory=dict)
+    trust: StrictBool = False
+    fix_inplace: StrictBool = True
+
+    @field_validator("arch", "builder")
+    @classmethod
+    def _dotted(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (len(v) > 200 or not DOTTED.fullmatch(v)):
+            raise ValueError(f"{quote(v)} is not a dotted name such as "
+                             f"torchvision.models.alexnet or package.module:function")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
@@ -48,25 +79,32 @@ class ModelSpec(_Section):
 
 class Preprocess(_Section):
     """OpenCV preprocessing: BGR->RGB, resize, scale to 0..1, normalise."""
-    size: Union[int, tuple[int, int]] = 224
-    multiple_of: int = Field(32, ge=1)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    max_pixels: int = Field(40_000_000, ge=1)
+    size: Union[Annotated[Int, Field(ge=8, le=MAX_SIDE)],
+                tuple[Annotated[Int, Field(ge=8, le=MAX_SIDE)],
+                      Annotated[Int, Field(ge=8, le=MAX_SIDE)]]] = 224
+    multiple_of: Int = Field(32, ge=1, le=256)
+    mean: tuple[Number, Number, Number] = IMAGENET_MEAN
+    std: tuple[Number, Number, Number] = IMAGENET_STD
+    max_pixels: Int = Field(40_000_000, ge=1, le=250_000_000)
 
-    @field_validator("size")
+    @field_validator("mean")
     @classmethod
-    def _positive(cls, v):
-        sizes = (v,) if isinstance(v, int) else v
-        if any(s < 8 for s in sizes):
-            raise ValueError("sizes must be at least 8 pixels")
+    def _mean(cls, v):
+        return _finite(v, "mean values")
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, v):
+        _finite(v, "std values")
+        if any(s <= 0 for s in v):
+            raise ValueError("std values must be greater than 0 (they divide the pixels)")
         return v
 
 
 class MethodSpec(BaseModel):
-    """One CAM method by name, with its own constructor options."""
+    """One CAM method by name, with its own options (plain values, checked)."""
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: StrictStr
 
     @model_validator(mode="before")
     @classmethod
@@ -76,19 +114,25 @@ class MethodSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
+        from explain.methods import method_names
         name = v.lower().replace("+", "plus").replace("-", "").replace("_", "")
         if name not in method_names():
-            raise ValueError(f"unknown method '{v}'{suggest(name, method_names())} "
+            raise ValueError(f"unknown method {quote(v)}{suggest(name, method_names())} "
                              f"(valid: {', '.join(method_names())})")
         return name
 
     @model_validator(mode="after")
     def _known_options(self) -> "MethodSpec":
-        allowed = method_options(self.name) + INSTANCE_OPTIONS.get(self.name, [])
-        for key in self.options:
+        from explain.methods import check_option, method_options
+        allowed = method_options(self.name)
+        for key, value in self.options.items():
             if key not in allowed:
-                raise ValueError(f"method '{self.name}' has no option '{key}'"
-                                 f"{suggest(key, allowed)} (valid: {', '.join(allowed) or 'none'})")
+                raise ValueError(f"method '{self.name}' has no option {quote(key)}"
+                                 f"{suggest(str(key), allowed)} (valid: {', '.join(allowed) or 'none'})")
+            try:
+                setattr(self, key, check_option(key, value))
+            except ValueError as exc:
+                raise ValueError(f"{self.name}.{key}: {exc} (got {quote(value)})") from None
         return self
 
     @property
@@ -98,51 +142,60 @@ class MethodSpec(BaseModel):
 
 class Channels(_Section):
     """Per-channel activation and contribution grids (see explain.channels)."""
-    enabled: bool = False
-    layer: Optional[str] = None
-    shared_scale: bool = False
-    colormap: Optional[str] = None
-    overlay: bool = False
-    labels: bool = False
-    tile_size: int = Field(48, ge=1)
+    enabled: StrictBool = False
+    layer: Optional[StrictStr] = None
+    shared_scale: StrictBool = False
+    colormap: Optional[StrictStr] = None
+    overlay: StrictBool = False
+    labels: StrictBool = False
+    tile_size: Int = Field(48, ge=4, le=256)
+
+    @field_validator("colormap")
+    @classmethod
+    def _colormap(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else _colormap_name(v)
 
 
 class Compare(_Section):
     """Numeric comparison of library maps with hand-written or external reference maps."""
-    enabled: bool = False
-    reference_dir: Optional[str] = None
-    tolerance: float = Field(1e-4, ge=0)
+    enabled: StrictBool = False
+    reference_dir: Optional[Text] = None
+    tolerance: Number = Field(1e-4, ge=0, le=1)
+
+
+def _colormap_name(v: str) -> str:
+    if v.lower() not in COLORMAPS:
+        raise ValueError(f"unknown colormap {quote(v)}{suggest(v.lower(), list(COLORMAPS))}")
+    return v.lower()
 
 
 class Output(_Section):
-    dir: str = "results"
-    colormap: str = "jet"
-    image_weight: float = Field(0.5, ge=0, le=1)
-    save_arrays: bool = False
+    dir: Text = "results"
+    colormap: StrictStr = "jet"
+    image_weight: Number = Field(0.5, ge=0, le=1)
+    save_arrays: StrictBool = False
 
     @field_validator("colormap")
     @classmethod
     def _colormap(cls, v: str) -> str:
-        if v.lower() not in COLORMAPS:
-            raise ValueError(f"unknown colormap '{v}'{suggest(v.lower(), list(COLORMAPS))}")
-        return v.lower()
+        return _colormap_name(v)
 
 
 class Config(_Section):
     """A whole experiment. Field docs live in README.md#the-experiment-file."""
-    name: Optional[str] = None
+    name: Optional[StrictStr] = None
     model: ModelSpec
-    classes: dict[str, int]
-    targets: Union[Literal["all", "predicted"], list[str]] = "all"
-    images: list[str]
+    classes: dict[StrictStr, Annotated[Int, Field(ge=0, le=1_000_000)]]
+    targets: Union[Literal["all", "predicted"], list[StrictStr]] = "all"
+    images: Annotated[list[Text], Field(max_length=10_000)]
     preprocess: Preprocess = Field(default_factory=Preprocess)
-    target_layers: list[str]
-    methods: list[MethodSpec]
-    aug_smooth: bool = False
-    eigen_smooth: bool = False
-    batch_size: int = Field(8, ge=1)
+    target_layers: Annotated[list[StrictStr], Field(max_length=16)]
+    methods: Annotated[list[MethodSpec], Field(max_length=32)]
+    aug_smooth: StrictBool = False
+    eigen_smooth: StrictBool = False
+    batch_size: Int = Field(8, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
+    seed: Int = Field(0, ge=0, le=2**32 - 1)
     channels: Channels = Field(default_factory=Channels)
     compare: Compare = Field(default_factory=Compare)
     output: Output = Field(default_factory=Output)
@@ -150,14 +203,31 @@ class Config(_Section):
     # Not part of the file: where it was read from (for relative paths and the run name).
     source: Optional[Path] = Field(default=None, exclude=True)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: Optional[str]) -> Optional[str]:
+        problem = None if v is None else name_problem(v)
+        if problem:
+            raise ValueError(f"run name {quote(v)} {problem}")
+        return v
+
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: dict[str, int]) -> dict[str, int]:
         if not v:
             raise ValueError("name at least one class, e.g. {cat: 0, dog: 1}")
+        if len(v) > 1000:
+            raise ValueError(f"{len(v)} classes named; at most 1000")
+        seen: dict[Any, str] = {}
         for name, idx in v.items():
-            if idx < 0:
-                raise ValueError(f"class '{name}' has a negative index {idx}")
+            problem = name_problem(name)
+            if problem:
+                raise ValueError(f"class name {quote(name)} {problem}")
+            for key in (idx, name.lower()):
+                if key in seen:
+                    what = f"index {idx}" if key == idx else "the same name (ignoring case)"
+                    raise ValueError(f"classes '{seen[key]}' and '{name}' have {what}")
+                seen[key] = name
         return v
 
     @field_validator("images", "target_layers", "methods")
@@ -167,12 +237,20 @@ class Config(_Section):
             raise ValueError("must list at least one entry")
         return v
 
+    @field_validator("target_layers")
+    @classmethod
+    def _layers(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if len(name) > 200 or not LAYER.fullmatch(name):
+                raise ValueError(f"{quote(name)} is not a layer name such as features.10")
+        return v
+
     @model_validator(mode="after")
     def _targets_named(self) -> "Config":
         if isinstance(self.targets, list):
             for name in self.targets:
                 if name not in self.classes:
-                    raise ValueError(f"targets: '{name}' is not a named class"
+                    raise ValueError(f"targets: {quote(name)} is not a named class"
                                      f"{suggest(name, list(self.classes))}")
         names = [m.name for m in self.methods]
         dup = {n for n in names if names.count(n) > 1}
@@ -183,7 +261,8 @@ class Config(_Section):
     # ---- derived values -------------------------------------------------------------------
     @property
     def run_name(self) -> str:
-        return self.name or (self.source.stem if self.source else "run")
+        """The run folder's name: ``name``, or a safe form of the config file's name."""
+        return self.name or safe_slug(self.source.stem if self.source else "run", "run")
 
     @property
     def base_dir(self) -> Path:
@@ -205,57 +284,121 @@ class Config(_Section):
 
 # ---- loading ------------------------------------------------------------------------------
 
-def _loc(loc: tuple) -> str:
-    out = ""
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {quote(key)} is given twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """Nodes visited when aliases are expanded, counting no further than ``limit`` + 1."""
+    count, todo = 0, [node]
+    while todo and count <= limit:
+        item = todo.pop()
+        count += 1
+        if isinstance(item, yaml.MappingNode):
+            todo.extend(part for pair in item.value for part in pair)
+        elif isinstance(item, yaml.SequenceNode):
+            todo.extend(item.value)
+    return count
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """Parse a config's text safely: no tags that build objects, no duplicate keys, and
+    aliases bounded (a 'billion laughs' file is refused, not expanded)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
+            raise ExplainError(f"{where}: the YAML expands to more than {MAX_CONFIG_NODES} "
+                               f"values (aliases nested too deep); write the values out")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ExplainError(f"{where}: {line}YAML syntax error: {problem[:200]}") from None
+    finally:
+        loader.dispose()
+
+
+_DICT_FIELDS = {"classes", "arch_args", "builder_args"}
+
+
+def _clean_loc(loc: tuple) -> tuple[str, Any]:
+    """pydantic's error location written as the file's keys ('preprocess.size', 'methods[1]'),
+    without the labels pydantic adds inside unions ('int', 'tuple[int, int]'); and the section
+    the last key belongs to (for 'did you mean')."""
+    out, model, parent, item_model, in_dict = "", Config, Config, None, False
     for part in loc:
         if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in str(part):  # pydantic's validator labels, not keys of the file
+            out, model = out + f"[{part}]", item_model
             continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    """The valid keys of the section an error location points into."""
-    model: Any = Config
-    for part in loc[:-1]:
-        if isinstance(part, int) or not hasattr(model, "model_fields"):
+        if in_dict:  # a key of a free-form mapping (a class name, a builder argument)
+            out, model, in_dict = out + f".{part}", None, False
             continue
-        field = model.model_fields.get(part)
-        ann = getattr(field, "annotation", None)
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            continue  # a pydantic label, not a key of the file
+        out, parent = (out + f".{part}" if out else str(part)), model
+        if part not in fields:
+            model = None
+            continue
+        ann = fields[part].annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if model is None:
-            return []
-    return [k for k in getattr(model, "model_fields", {}) if k != "source"]
+        item_model = MethodSpec if part == "methods" else None
+        in_dict = part in _DICT_FIELDS
+    return out, parent
+
+
+def _problem_line(error: dict) -> tuple[str, str]:
+    loc, parent = _clean_loc(tuple(error["loc"]))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        fields = [k for k in getattr(parent, "model_fields", {}) if k != "source"]
+        return loc, f"unknown key {quote(key)}{suggest(key, fields)}"
+    if kind == "missing":
+        return loc, "required key is missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    if kind != "value_error" and "input" in error:
+        msg += f" (got {quote(error['input'])})"
+    return loc, msg
 
 
 def explain_validation(err: ValidationError, where: str) -> ExplainError:
-    """Turn pydantic's report into one line naming the file and the first bad field."""
-    first = err.errors()[0]
-    loc = first["loc"]
-    path = _loc(loc) or "(top level)"
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        key = str(loc[-1])
-        msg = f"unknown key '{key}'{suggest(key, _fields_at(loc))}"
-    elif kind == "missing":
-        msg = "required key is missing"
-    else:
-        msg = first["msg"].removeprefix("Value error, ")
-        if kind not in ("value_error",) and "input" in first:
-            msg += f" (got {first['input']!r})"
-    more = len(err.errors()) - 1
-    tail = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
-    return ExplainError(f"{where}: {path}: {msg}{tail}")
+    """Every problem pydantic found, one line each, each starting with the file and key.
+
+    A union (``preprocess.size``: a number or a pair) fails once per alternative; only the
+    first message per key is kept."""
+    problems: dict[str, str] = {}
+    for error in err.errors():
+        loc, msg = _problem_line(error)
+        problems.setdefault(loc, msg)
+    lines = [f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
+    if len(lines) == 1:
+        return ExplainError(lines[0])
+    return ExplainError(f"{len(lines)} problems in {where}:\n  " + "\n  ".join(lines))
 
 
 def parse_value(text: str) -> Any:
     """A --set value as YAML would read it ('3' -> 3, 'true' -> True, '[a, b]' -> list)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return read_yaml(text, "--set")
+    except ExplainError:
         return text
 
 
@@ -275,15 +418,14 @@ def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) ->
     path = Path(path)
     if not path.is_file():
         raise ExplainError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ExplainError(f"{path}: {path.stat().st_size} bytes; a config is at most "
+                           f"{MAX_CONFIG_BYTES} bytes")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ExplainError(f"{path}: {line}YAML syntax error: {problem}") from exc
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ExplainError(f"{path}: not a text file ({exc.reason})") from exc
+        raise ExplainError(f"{path}: not a text file ({exc.reason})") from None
+    data = read_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ExplainError(f"{path}: the top level must be a mapping of keys (model, images, ...)")
     for dotted, value in (overrides or {}).items():

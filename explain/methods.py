@@ -8,9 +8,10 @@ computes those from a single forward/backward with the library's own per-method 
 
 from __future__ import annotations
 
-import difflib
 import inspect
+import math
 from functools import lru_cache
+from typing import Any
 
 import pytorch_grad_cam
 from pytorch_grad_cam.base_cam import BaseCAM
@@ -49,17 +50,75 @@ def method_names() -> list[str]:
     return list(registry())
 
 
-def suggest(name: str, choices: list[str]) -> str:
-    """' — did you mean 'x'?' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f" — did you mean '{close[0]}'?" if close else ""
-
-
 def method_options(name: str) -> list[str]:
-    """Constructor keywords a method accepts besides model/target_layers/reshape_transform."""
+    """Options a config may set for a method: its constructor keywords that take plain values
+    (not objects such as reshape_transform or ablation_layer), plus instance attributes."""
     params = inspect.signature(registry()[name].__init__).parameters
-    return [p for p in params if p not in ("self", "model", "target_layers", "reshape_transform")]
+    return [p for p in params if p in OPTION_RULES] + INSTANCE_OPTIONS.get(name, [])
 
 
 # Attributes the library reads from the instance rather than the constructor.
 INSTANCE_OPTIONS = {"scorecam": ["batch_size"]}
+
+
+def _number(kind: type, low: float, high: float, none_ok: bool = False):
+    def check(value: Any) -> Any:
+        if value is None and none_ok:
+            return None
+        ok = isinstance(value, kind) and not isinstance(value, bool) if kind is int else \
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or not low <= value <= high:
+            what = "a whole number" if kind is int else "a number"
+            raise ValueError(f"must be {what} from {low:g} to {high:g}"
+                             f"{' or null' if none_ok else ''}")
+        return value
+    return check
+
+
+def _choice(*allowed: Any):
+    def check(value: Any) -> Any:
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
+        return value
+    return check
+
+
+def _scales(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= 64:
+        raise ValueError("must be a list of 1 to 64 scale factors or null")
+    return [_number(float, 0.01, 100)(v) for v in value]
+
+
+def _base_method(value: Any) -> str:
+    name = value.lower() if isinstance(value, str) else None
+    if name not in SHARED_PASS:
+        raise ValueError(f"must name a gradient method ({', '.join(sorted(SHARED_PASS))})")
+    return name
+
+
+# The options a config may set, with their checks: plain values only, checked before use.
+OPTION_RULES = {
+    "batch_size": _number(int, 1, 4096),
+    "ratio_channels_to_ablate": _number(float, 0.001, 1.0),
+    "k": _number(int, 1, 1024),
+    "base_method": _base_method,
+    "kernel": _choice("linear", "poly", "rbf", "sigmoid", "cosine"),
+    "gamma": _number(float, 0.0, 1e6, none_ok=True),
+    "scales": _scales,
+    "num_scales": _number(int, 1, 64),
+    "scale_step_ratio": _number(float, 0.01, 10.0),
+    "window_size": _number(int, 1, 4096, none_ok=True),
+    "step_size": _number(int, 1, 4096, none_ok=True),
+    "pre_filter_ratio": _number(float, 0.0, 1.0),
+    "theta": _number(float, -1e6, 1e6),
+    "pool": _choice("mean", "max"),
+    "smooth": _choice(True, False),
+    "use_softmax_scores": _choice(True, False),
+}
+
+
+def check_option(key: str, value: Any) -> Any:
+    """The checked value of one method option; ValueError saying what it must be."""
+    return OPTION_RULES[key](value)

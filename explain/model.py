@@ -1,85 +1,99 @@
-"""Getting the network: safe loading of model files, layers by dotted name, inplace guard.
+"""Getting the network: model files and factories, layers by dotted name, inplace guard.
 
-Loading never runs code from a file unless the config says ``model.trust: true``: files are
-read with ``torch.load(weights_only=True)`` and only nn.Module classes from torch.nn and
-torchvision are allow-listed, which is what a whole pickled CNN (``torch.save(model)``) needs.
+Nothing named in a config runs unless the config says ``model.trust: true``:
+- model files are read by explain.safeload, which refuses pickles that call code;
+- ``builder`` / ``arch`` may name only allow-listed model factories: torchvision's
+  classification models (``torchvision.models.resnet18``) and this package's demo builders.
+  Any other callable (``mypkg.models:build``, the usual case for research code) needs
+  ``trust: true``, since importing and calling it runs that code;
+- no weights are ever downloaded: a factory that tries is stopped with a one-line error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import pickle
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
-from explain.methods import suggest
+from explain.names import quote, suggest
+from explain.safeload import safe_load, trusted_load
 
-SAFE_PREFIXES = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.")
+DEMO_BUILDERS = ("catdog_efficientnet_lite0",)
 
 
-def import_object(dotted: str, field: str) -> Any:
-    """'pkg.mod:obj' or 'pkg.mod.obj' -> the object; ExplainError naming the field otherwise."""
+def allowed_factories() -> list[str]:
+    """The factory names a config may use without ``trust``."""
+    import torchvision
+    return sorted([f"torchvision.models.{n}" for n in torchvision.models.list_models(
+        module=torchvision.models)] + [f"explain.demo:{n}" for n in DEMO_BUILDERS])
+
+
+def _is_allowed(module_name: str, attr: str) -> bool:
+    if module_name == "explain.demo":
+        return attr in DEMO_BUILDERS
+    if module_name == "torchvision.models" or module_name.startswith("torchvision.models."):
+        import torchvision
+        return attr in torchvision.models.list_models(module=torchvision.models)
+    return False
+
+
+def resolve_factory(dotted: str, field: str, trust: bool) -> Callable[..., Any]:
+    """'pkg.mod:obj' or 'pkg.mod.obj' -> the callable. Without trust, only allow-listed names
+    are imported at all (importing a module runs its code)."""
     module_name, _, attr = dotted.replace(":", ".").rpartition(".")
+    if not trust and not _is_allowed(module_name, attr):
+        raise ExplainError(
+            f"{field}: {quote(dotted)} is not an allow-listed model factory (torchvision.models."
+            f"<name>, explain.demo:<name>){suggest(dotted, allowed_factories())}; naming your own "
+            f"code needs 'model.trust: true' (it imports and runs that code)")
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ExplainError(f"{field}: cannot import '{dotted}' ({exc})") from None
+        raise ExplainError(f"{field}: cannot import {quote(dotted)} ({str(exc)[:200]})") from None
 
 
-def _allowed_class(name: str) -> type | None:
-    module_name, _, attr = name.rpartition(".")
-    if not module_name.startswith(SAFE_PREFIXES):
-        return None
+@contextlib.contextmanager
+def no_downloads() -> Iterator[None]:
+    """Make any torch.hub download (torchvision's ``weights=``) fail with a one-line error."""
+    import torch.hub
+
+    def refuse(url, *args, **kwargs):
+        raise ExplainError(f"model: the model wants to download {url}; explain never downloads "
+                           f"at run time: save the weights to a file and load them with "
+                           f"model.file + model.arch (a state_dict)")
+
+    saved = torch.hub.download_url_to_file
+    torch.hub.download_url_to_file = refuse
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError):
-        return None
-    return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
+        yield
+    finally:
+        torch.hub.download_url_to_file = saved
 
 
-def safe_load(path: Path) -> Any:
-    """torch.load with weights_only=True and the nn.Module classes of torch/torchvision allowed."""
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # legacy or foreign format: let torch.load below say what is wrong
-        names = []
-    allowed = [cls for cls in map(_allowed_class, names) if cls is not None]
-    with torch.serialization.safe_globals(allowed):
+def call_factory(factory: Callable[..., Any], args: dict, field: str) -> Any:
+    """Call a model factory with the config's arguments; bad keywords are one-line errors."""
+    with no_downloads():
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            found = re.search(r"GLOBAL (\S+)", str(exc))
-            if found is None:
-                raise ExplainError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
-            raise ExplainError(
-                f"{path}: refused to load: the file needs '{found.group(1)}', which is not an "
-                f"allow-listed torch/torchvision class; if you trust this file, set "
-                f"'model.trust: true' to load it with full unpickling (this can run code)") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+            return factory(**args)
+        except ExplainError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ExplainError(f"{field}_args: {field.split('.')[-1]} rejected them "
+                               f"({str(exc)[:200]})") from None
 
 
 def _read_file(path: Path, trust: bool) -> Any:
     if not path.is_file():
-        raise ExplainError(f"{path}: model file not found (model.file): put the model there (the course hands out torch_alex.pth, an AlexNet cat/dog classifier saved whole), or try the demo: python -m explain configs/demo_catdog.yaml")
-    try:
-        if trust:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        return safe_load(path)
-    except ExplainError:
-        raise
-    except Exception as exc:
-        raise ExplainError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
+        raise ExplainError(f"{path}: model file not found (model.file): put the model file "
+                           f"there, or try the demo: python -m explain configs/demo_catdog.yaml")
+    return trusted_load(path) if trust else safe_load(path)
 
 
 def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
@@ -91,11 +105,11 @@ def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
     if not spec.arch:
         raise ExplainError(f"{path}: is a state_dict (weights only); add 'model.arch' "
                            f"(e.g. torchvision.models.alexnet) and 'model.arch_args'")
-    builder = import_object(spec.arch, "model.arch")
-    try:
-        model = builder(**spec.arch_args)
-    except TypeError as exc:
-        raise ExplainError(f"model.arch_args: {spec.arch} rejected them ({exc})") from None
+    model = call_factory(resolve_factory(spec.arch, "model.arch", spec.trust), spec.arch_args,
+                         "model.arch")
+    if not isinstance(model, nn.Module):
+        raise ExplainError(f"model.arch: {quote(spec.arch)} returned a {type(model).__name__}, "
+                           f"not a torch.nn.Module")
     own = model.state_dict()
     for key, value in obj.items():
         if key not in own:
@@ -114,15 +128,33 @@ def load_model(cfg: Config) -> nn.Module:
     """Build or load the configured network, in eval mode, on the CPU."""
     spec = cfg.model
     if spec.builder:
-        model = import_object(spec.builder, "model.builder")(**spec.builder_args)
+        where = "model.builder"
+        model = call_factory(resolve_factory(spec.builder, where, spec.trust), spec.builder_args,
+                             where)
     else:
-        path = cfg.resolve(spec.file)
-        obj = _read_file(path, spec.trust)
-        model = obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, path)
+        where = str(cfg.resolve(spec.file))
+        obj = _read_file(Path(where), spec.trust)
+        model = obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, Path(where))
     if not isinstance(model, nn.Module):
-        raise ExplainError(f"model.builder: '{spec.builder}' returned a {type(model).__name__}, "
-                           f"not a torch.nn.Module")
+        raise ExplainError(f"{where}: gives a {type(model).__name__}, not a torch.nn.Module")
+    _check_children(model, where)
     return model.eval()
+
+
+def _check_children(model: nn.Module, where: str) -> None:
+    """Every registered child is a Module (a pickle can put anything there)."""
+    todo, seen = [("", model)], {id(model)}
+    while todo:
+        prefix, module = todo.pop()
+        for name, child in module._modules.items():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if child is not None and not isinstance(child, nn.Module):
+                raise ExplainError(f"{where}: the model's child '{prefix}{name}' is a "
+                                   f"{type(child).__name__}, not a torch.nn.Module")
+            if child is not None:
+                todo.append((f"{prefix}{name}.", child))
 
 
 def find_layer(model: nn.Module, dotted: str, field: str = "target_layers") -> nn.Module:
@@ -139,10 +171,6 @@ def find_layer(model: nn.Module, dotted: str, field: str = "target_layers") -> n
             hint = suggest(dotted, names) or f" (top-level modules: {', '.join(list(model._modules)[:12])})"
             raise ExplainError(f"{field}: no layer '{dotted}' in the model{hint}")
     return module
-
-
-def layer_name(model: nn.Module, layer: nn.Module) -> str:
-    return next(n for n, m in model.named_modules() if m is layer)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,245 @@
+"""Reading model files without running their code.
+
+A ``.pth`` file is a pickle: a small program that rebuilds objects, and it can name any
+function to call. ``torch.load(weights_only=True)`` only lets it touch an allow-list of
+globals; we add the ``nn.Module`` classes of torch.nn and torchvision, which a whole model
+saved with ``torch.save(model)`` names. Even allow-listed names can be abused, so the pickle
+is first read as data (``pickletools``, nothing is executed) and refused when it *calls*
+anything beyond the tensor-rebuilding functions a saved model needs:
+
+- a model class is only ever created empty (``cls.__new__``, the NEWOBJ instruction) and
+  given its saved state; a call such as ``nn.Linear(30000, 30000)`` (REDUCE) could allocate
+  gigabytes from a 1 KB file, so it is refused;
+- the calls allowed are the rebuild functions for tensors and parameters (their sizes are
+  checked against the stored data), ``OrderedDict``, ``set``, ``bytes`` decoding, and
+  ``functools.partial`` of a model class (ViTs keep one as an attribute; it is not called).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+import pickletools
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from explain.errors import ExplainError
+
+SAFE_PREFIXES = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.")
+CALLABLE = frozenset({
+    "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+    "collections.OrderedDict", "builtins.set", "__builtin__.set", "_codecs.encode",
+})
+PARTIAL = ("functools.partial",)
+LEGACY_PICKLES = 5  # magic number, protocol, system info, the object, storage keys
+
+
+@dataclass(frozen=True)
+class _Global:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Tuple:
+    items: tuple
+
+
+_MARK, _OTHER = object(), object()
+
+
+def _module_class(value: Any) -> bool:
+    return isinstance(value, _Global) and value.name.startswith(SAFE_PREFIXES)
+
+
+def _call_problem(func: Any, args: Any) -> Optional[str]:
+    """Why calling ``func(*args)`` while loading is refused, or None if it is allowed."""
+    if not isinstance(func, _Global):
+        return "calls an object it computed while loading"
+    if func.name in CALLABLE:
+        return None
+    if func.name in PARTIAL and isinstance(args, _Tuple) and args.items and \
+            _module_class(args.items[0]):
+        return None
+    return f"calls {func.name}(...) while loading"
+
+
+def _pop_to_mark(stack: list) -> list:
+    items = []
+    while stack:
+        item = stack.pop()
+        if item is _MARK:
+            return items[::-1]
+        items.append(item)
+    raise ValueError("MARK missing")
+
+
+def _generic(op, stack: list) -> None:
+    """Apply an instruction's stack effect, keeping only the shape of the stack."""
+    before = op.stack_before
+    if pickletools.markobject in before:
+        _pop_to_mark(stack)
+        before = before[: before.index(pickletools.markobject)]
+    for _ in before:
+        stack.pop()
+    stack.extend(_MARK if kind is pickletools.markobject else _OTHER for kind in op.stack_after)
+
+
+def pickle_problem(stream: io.BufferedIOBase, names: set[str]) -> Optional[str]:
+    """Read one pickle (up to its STOP) as data; what makes it unsafe to load, or None.
+    The global names it mentions are added to ``names``."""
+    stack: list = []
+    memo: dict = {}
+    for op, arg, _ in pickletools.genops(stream):
+        name = op.name
+        if name == "GLOBAL":
+            names.add(arg.replace(" ", "."))
+            stack.append(_Global(arg.replace(" ", ".")))
+        elif name == "STACK_GLOBAL":
+            attr, module = stack.pop(), stack.pop()
+            ok = isinstance(attr, str) and isinstance(module, str)
+            stack.append(_Global(f"{module}.{attr}") if ok else _OTHER)
+            names.add(f"{module}.{attr}" if ok else "?")
+        elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+            stack.append(arg)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(arg, _OTHER))
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name in ("EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"):
+            n = ("EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3").index(name)
+            items = tuple(stack[len(stack) - n:]) if n else ()
+            del stack[len(stack) - n:]
+            stack.append(_Tuple(items))
+        elif name == "TUPLE":
+            stack.append(_Tuple(tuple(_pop_to_mark(stack))))
+        elif name == "REDUCE":
+            args, func = stack.pop(), stack.pop()
+            problem = _call_problem(func, args)
+            if problem:
+                return problem
+            stack.append(_OTHER)
+        elif name in ("NEWOBJ", "NEWOBJ_EX"):
+            if name == "NEWOBJ_EX":
+                stack.pop()
+            stack.pop()
+            cls = stack.pop()
+            if not _module_class(cls):
+                return f"creates {getattr(cls, 'name', 'an unnamed class')} while loading"
+            stack.append(_OTHER)
+        elif name == "BINPERSID":  # legacy files name module classes as ('module', cls, ...)
+            pid = stack.pop()
+            legacy_class = isinstance(pid, _Tuple) and len(pid.items) > 1 and \
+                pid.items[0] == "module" and _module_class(pid.items[1])
+            stack.append(pid.items[1] if legacy_class else _OTHER)
+        elif name in ("INST", "OBJ"):
+            return f"uses the {name} instruction (calls a class while loading)"
+        elif name == "STOP":
+            return None
+        else:
+            _generic(op, stack)
+    return "ends before its STOP instruction"
+
+
+def file_problem(path: Path, names: set[str]) -> Optional[str]:
+    """Check every pickle in a torch file (zip archive or the legacy format) before loading;
+    the global names the file mentions are added to ``names``."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                members = [n for n in archive.namelist() if n.endswith(".pkl")]
+                if not members:
+                    return "holds no pickle"
+                for member in members:
+                    with archive.open(member) as stream:
+                        problem = pickle_problem(io.BufferedReader(stream), names)
+                        if problem:
+                            return problem
+                return None
+        with open(path, "rb") as stream:
+            for _ in range(LEGACY_PICKLES):
+                if not stream.peek(1):
+                    return None
+                problem = pickle_problem(stream, names)
+                if problem:
+                    return problem
+            return None
+    except (ValueError, IndexError, KeyError, EOFError, zipfile.BadZipFile, pickle.PickleError) as exc:
+        return f"is not a well-formed pickle ({type(exc).__name__})"
+
+
+def _allowed_global(name: str) -> Any:
+    """The object behind a global name if it is an allow-listed nn.Module class (or partial)."""
+    if name in PARTIAL:
+        import functools
+        return functools.partial
+    module_name, _, attr = name.rpartition(".")
+    if not module_name.startswith(SAFE_PREFIXES):
+        return None
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return None
+    return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _refusal(path: Path, why: str) -> ExplainError:
+    return ExplainError(
+        f"{path}: refused to load: the file {why}; a model saved with torch.save needs no "
+        f"more than allow-listed torch/torchvision classes and tensor data. If you trust this "
+        f"file, set 'model.trust: true' to load it with full unpickling (this can run code)")
+
+
+def safe_load(path: Path) -> Any:
+    """Load a torch file without running code from it; ExplainError naming what it wanted."""
+    names: set[str] = set()
+    problem = file_problem(path, names)
+    if problem and problem.startswith("is not a well-formed"):
+        raise ExplainError(f"{path}: not a PyTorch model file (it {problem})")
+    if problem:
+        raise _refusal(path, problem)
+    allowed = [obj for obj in map(_allowed_global, sorted(names)) if obj is not None]
+    with torch.serialization.safe_globals(allowed):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            if "persistent_load of storage" in str(exc) and not zipfile.is_zipfile(path):
+                raise _legacy_refusal(path) from None
+            found = re.search(r"GLOBAL (\S+)", str(exc))
+            if found is None:
+                raise ExplainError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
+            raise _refusal(path, f"needs '{found.group(1)}', which is not an allow-listed "
+                                 f"torch/torchvision class") from None
+        except Exception as exc:
+            raise ExplainError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
+
+
+def _legacy_refusal(path: Path) -> ExplainError:
+    return ExplainError(
+        f"{path}: a whole model in torch's legacy file format (saved before PyTorch 1.6), which "
+        f"torch's safe loader cannot read; re-save it with a current torch, or set "
+        f"'model.trust: true' if you trust the file (this can run code)")
+
+
+def trusted_load(path: Path) -> Any:
+    """Full unpickling, for files the config says it trusts (this can run code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ExplainError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
