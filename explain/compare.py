@@ -20,8 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from explain import outputs  # noqa: E402
 from explain.errors import ExplainError  # noqa: E402
+from explain.outputs import RunFolder  # noqa: E402
+from explain.results import CompareRow  # noqa: E402
 
 TOP_FRACTION = 0.2
 
@@ -131,9 +132,8 @@ class Comparison:
     """Collects, per image x class x method, the metrics between the library map and its
     reference: hand-written (explain.reference) or, with ``reference_dir``, files made elsewhere."""
 
-    def __init__(self, run_dir: Path, tolerance: float, reference_dir: Path | None):
-        self.run_dir, self.tolerance, self.reference_dir = run_dir, tolerance, reference_dir
-        self.rows: list[dict] = []
+    def __init__(self, run: RunFolder, tolerance: float, reference_dir: Path | None):
+        self.run, self.tolerance, self.reference_dir = run, tolerance, reference_dir
         self.missing: list[str] = []
         self.expected: set[str] = set()
         if reference_dir is not None and not reference_dir.is_dir():
@@ -150,19 +150,23 @@ class Comparison:
             return None
         return load_reference(path, size)
 
-    def add(self, image: str, cls: str, method: str, library: np.ndarray, reference: np.ndarray) -> None:
+    def add(self, image: str, cls: str, method: str, library: np.ndarray,
+            reference: np.ndarray) -> CompareRow:
+        """Metrics and the library / reference / difference figure for one map."""
         numbers = metrics(library, reference)
-        self.rows.append({"image": image, "class": cls, "method": method,
-                          **{k: round(v, 8) for k, v in numbers.items()}})
+        row = CompareRow(image=image, class_name=cls, method=method,
+                         **{k: round(v, 8) for k, v in numbers.items()})
         fig = comparison_figure(library, reference, f"{image} / {cls} / {method}: max |diff| "
                                                     f"{numbers['max_abs']:.2e}, r = {numbers['pearson']:.4f}")
-        outputs.write_figure(self.run_dir / "compare" / method / f"{image}__{cls}.png", fig)
+        self.run.write_figure(f"compare/{method}/{image}__{cls}.png", fig)
+        return row
 
-    def finish(self) -> dict:
-        outputs.write_csv(self.run_dir / "compare" / "compare.csv", self.rows)
+    def finish(self, rows: list[CompareRow]) -> dict:
+        """compare.csv (rows in the order given) and the verdict per method."""
+        self.run.write_csv("compare/compare.csv", [r.dump() for r in rows])
         by_method: dict[str, list[float]] = {}
-        for row in self.rows:
-            by_method.setdefault(row["method"], []).append(row["max_abs"])
+        for row in rows:
+            by_method.setdefault(row.method, []).append(row.max_abs)
         verdicts = [f"{m}: {verdict(v, self.tolerance)} (max |diff| {max(v):.2e} over {len(v)} maps, "
                     f"tolerance {self.tolerance:g})" for m, v in by_method.items()]
         result = {"source": str(self.reference_dir) if self.reference_dir else "hand-written",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 
 from explain.config import MethodSpec
 from explain.errors import ExplainError
-from explain.methods import SHARED_PASS, registry
+from explain.methods import INSTANCE_OPTIONS, SHARED_PASS, registry
 from explain.model import non_inplace, preserved_state
 
 
@@ -50,8 +50,34 @@ class BatchResult:
     notes: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Seed numpy's and torch's global generators (the library draws from them) for the
+    block, then put back the state they had, so a run leaves no trace on them."""
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if
+                               torch.cuda.is_available() else []):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
 def _targets(classes: np.ndarray) -> list[ClassifierOutputTarget]:
     return [ClassifierOutputTarget(int(c)) for c in classes]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine runs, beyond model, layers, methods and device."""
+    layer_names: Optional[list[str]] = None  # for error messages; default '#0', '#1', ...
+    probe_layer: Optional[nn.Module] = None  # the channel-view layer, kept in BatchResult.probe
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+    guard_inplace: bool = True  # see explain.model.non_inplace
+    seed: int = 0  # for methods that draw random numbers; global generators are left as found
 
 
 class CamEngine:
@@ -59,26 +85,22 @@ class CamEngine:
     on entry the model is moved to the device and made inplace-safe; on exit it is restored."""
 
     def __init__(self, model: nn.Module, target_layers: list[nn.Module], methods: list[MethodSpec],
-                 device: torch.device, *, layer_names: Optional[list[str]] = None,
-                 probe_layer: Optional[nn.Module] = None, aug_smooth: bool = False,
-                 eigen_smooth: bool = False, guard_inplace: bool = True, seed: int = 0,
-                 check_outputs: Optional[Callable[[int], None]] = None):
+                 device: torch.device, options: EngineOptions = EngineOptions()):
         self.model = model
         self.target_layers = list(target_layers)
-        self.layer_names = layer_names or [f"#{i}" for i in range(len(target_layers))]
-        self.hooked = self.target_layers + ([probe_layer] if probe_layer is not None and
-                                            all(probe_layer is not t for t in target_layers) else [])
-        self.probe_index = None if probe_layer is None else \
-            next(i for i, layer in enumerate(self.hooked) if layer is probe_layer)
+        self.options = options
+        self.layer_names = options.layer_names or [f"#{i}" for i in range(len(target_layers))]
+        probe = options.probe_layer
+        self.hooked = self.target_layers + ([probe] if probe is not None and
+                                            all(probe is not t for t in target_layers) else [])
+        self.probe_index = None if probe is None else \
+            next(i for i, layer in enumerate(self.hooked) if layer is probe)
         self.device = device
-        self.aug_smooth, self.eigen_smooth = aug_smooth, eigen_smooth
-        self.guard_inplace = guard_inplace
-        self.seed = seed
-        self.check_outputs = check_outputs  # called with the model's output count, before any gradient
-        self.shared = [m for m in methods if m.name in SHARED_PASS and not aug_smooth]
+        self.shared = [m for m in methods if m.name in SHARED_PASS and not options.aug_smooth]
         self.separate = [m for m in methods if m not in self.shared]
         self.order = [m.name for m in methods]
         self.inplace_switched = 0
+        self._math: dict[str, BaseCAM] = {}
         self._stack: Optional[contextlib.ExitStack] = None
 
     # ---- lifetime -------------------------------------------------------------------------
@@ -87,10 +109,10 @@ class CamEngine:
         home = next(self.model.parameters(), torch.empty(0)).device
         stack.callback(self.model.to, home)
         stack.enter_context(preserved_state(self.model))
-        self.inplace_switched = stack.enter_context(non_inplace(self.model, self.guard_inplace))
+        self.inplace_switched = stack.enter_context(non_inplace(self.model,
+                                                                self.options.guard_inplace))
         self.model.to(self.device).eval()
         # Shared-pass methods only lend their per-method math: their hooks are removed at once.
-        self._math = {}
         for m in self.shared:
             cam = self._make(m)
             cam.activations_and_grads.release()
@@ -106,8 +128,8 @@ class CamEngine:
     def _make(self, spec: MethodSpec):
         cls = registry()[spec.name]
         options = dict(spec.options)
-        instance_opts = {k: options.pop(k) for k in list(options) if k == "batch_size" and
-                         "batch_size" not in inspect.signature(cls.__init__).parameters}
+        instance_opts = {k: options.pop(k) for k in INSTANCE_OPTIONS.get(spec.name, [])
+                         if k in options}
         if isinstance(options.get("base_method"), str):
             options["base_method"] = registry()[options["base_method"].lower()]
         layers = [] if spec.name == "fullgrad" else self.target_layers
@@ -117,6 +139,12 @@ class CamEngine:
         return cam
 
     # ---- one batch ------------------------------------------------------------------------
+    def outputs(self, x: torch.Tensor) -> int:
+        """One forward pass with the hooks, before any work: checks that every hooked layer
+        gives a feature map and that the model gives (N, classes) logits; returns classes."""
+        logits, _ = self._forward(x.to(self.device))
+        return int(logits.shape[1])
+
     def run(self, x: torch.Tensor, targets: Optional[list[int]], named: list[int]) -> BatchResult:
         """Explain a batch. ``targets``: class indices for every image, or None for each
         image's predicted class among ``named``."""
@@ -152,9 +180,13 @@ class CamEngine:
                     raise ExplainError(f"{self._name(i)}: the layer outputs a "
                                        f"{type(output).__name__}, not a tensor; pick a layer "
                                        f"whose output is a feature map")
+                if output.ndim != 4:
+                    raise ExplainError(f"{self._name(i)}: the layer outputs shape "
+                                       f"{tuple(output.shape)}, not a feature map (N, C, H, W); "
+                                       f"pick a convolutional layer before the classifier")
                 captured[i] = output
                 # A copy goes downstream, so an inplace op there cannot change what we keep.
-                return output.clone() if self.guard_inplace else None
+                return output.clone() if self.options.guard_inplace else None
             return hook
 
         handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(self.hooked)]
@@ -165,8 +197,6 @@ class CamEngine:
             for h in handles:
                 h.remove()
         self._check_logits(logits, x.shape[0])
-        if self.check_outputs is not None:
-            self.check_outputs(logits.shape[1])
         for i, act in enumerate(captured):
             if act is None:
                 raise ExplainError(f"{self._name(i)}: the layer is not used in the model's "
@@ -210,7 +240,7 @@ class CamEngine:
         per_layer = []
         for i, layer in enumerate(self.target_layers):
             cam = cam_math.get_cam_image(x, layer, _targets(classes), acts[i], grads[i],
-                                         self.eigen_smooth)
+                                         self.options.eigen_smooth)
             per_layer.append(scale_cam_image(np.maximum(cam, 0), size)[:, None, :])
         return cam_math.aggregate_multi_layers(per_layer)
 
@@ -218,14 +248,13 @@ class CamEngine:
         """A method that needs passes of its own: the library's normal call, per slot."""
         slots = []
         for s in range(classes.shape[1]):
-            np.random.seed(self.seed)
-            torch.manual_seed(self.seed)
             cam = self._make(spec)
             try:
-                kwargs = {"eigen_smooth": self.eigen_smooth}
+                kwargs = {"eigen_smooth": self.options.eigen_smooth}
                 if "aug_smooth" in inspect.signature(cam.__call__).parameters:
-                    kwargs["aug_smooth"] = self.aug_smooth
-                slots.append(cam(input_tensor=x, targets=_targets(classes[:, s]), **kwargs))
+                    kwargs["aug_smooth"] = self.options.aug_smooth
+                with seeded(self.options.seed):
+                    slots.append(cam(input_tensor=x, targets=_targets(classes[:, s]), **kwargs))
             finally:
                 handles = getattr(cam, "activations_and_grads", None) or \
                     getattr(getattr(cam, "base_cam", None), "activations_and_grads", None)

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from explain.config import Config, Preprocess
+from explain.config import MAX_SIDE, Config, Preprocess
 from explain.errors import ExplainError
+from explain.names import safe_slug
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -75,11 +76,11 @@ def _with_ids(paths: list[tuple[Path, bool]]) -> list[ImageRef]:
         seen.setdefault(p.resolve(), from_folder)
     refs, used = [], set()
     for p, from_folder in seen.items():
-        base = p.stem.replace(" ", "_")
+        base = safe_slug(p.stem, "image")
         ident, n = base, 2
-        while ident in used:
+        while ident.lower() in used:  # ignoring case: 'Cat.jpg' and 'cat.jpg' on macOS
             ident, n = f"{base}-{n}", n + 1
-        used.add(ident)
+        used.add(ident.lower())
         refs.append(ImageRef(ident, p, from_folder))
     return refs
 
@@ -95,16 +96,36 @@ def read_rgb(path: Path, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{path}: {width}x{height} is over preprocess.max_pixels "
                          f"({max_pixels}); downscale it first or raise the limit")
     data = np.fromfile(path, dtype=np.uint8)
-    if path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-1024:].tobytes():
-        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
+    if data[:2].tobytes() == b"\xff\xd8" and not jpeg_complete(data.tobytes()):
+        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker after the image data)")
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageError(f"{path}: corrupt or unsupported image data")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG's image data ends with its end-of-image marker (FFD9).
+
+    The marker is looked for after the first start-of-scan segment, so an EXIF thumbnail's
+    own marker does not count, and bytes a phone appends after the end are allowed."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: entropy-coded data follows
+            return data.find(b"\xff\xd9", pos) != -1
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def input_size(height: int, width: int, spec: Preprocess) -> tuple[int, int]:
-    """(H, W) fed to the model: fixed, or short side = size with the aspect ratio kept."""
+    """(H, W) fed to the model: fixed, or short side = size with the aspect ratio kept.
+    ImageError when the long side would pass MAX_SIDE (an extreme aspect ratio)."""
     if not isinstance(spec.size, int):
         return tuple(spec.size)
     scale = spec.size / min(height, width)
@@ -112,9 +133,12 @@ def input_size(height: int, width: int, spec: Preprocess) -> tuple[int, int]:
     def snap(n: float) -> int:
         return max(spec.multiple_of, int(round(n / spec.multiple_of)) * spec.multiple_of)
 
-    if height <= width:
-        return spec.size, snap(width * scale)
-    return snap(height * scale), spec.size
+    size = (spec.size, snap(width * scale)) if height <= width else (snap(height * scale), spec.size)
+    if max(size) > MAX_SIDE:
+        raise ImageError(f"{width}x{height} pixels: with the short side at {spec.size} the long "
+                         f"side would be {max(size)} (over {MAX_SIDE}); crop the image or use a "
+                         f"fixed preprocess.size: [H, W]")
+    return size
 
 
 def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndarray]:
@@ -128,8 +152,12 @@ def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndar
 
 
 def prepare(ref: ImageRef, spec: Preprocess) -> Prepared:
-    tensor, rgb = preprocess(read_rgb(ref.path, spec.max_pixels), spec)
-    return Prepared(ref, tensor, rgb)
+    rgb = read_rgb(ref.path, spec.max_pixels)
+    try:
+        tensor, scaled = preprocess(rgb, spec)
+    except ImageError as exc:
+        raise ImageError(f"{ref.path}: {exc}") from None
+    return Prepared(ref, tensor, scaled)
 
 
 def batches(refs: list[ImageRef], size: int) -> list[list[ImageRef]]:

@@ -1,0 +1,32 @@
+"""Numbers about each map: class probabilities, the peak, where the map's mass lies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def map_stats(cam: np.ndarray) -> dict[str, Any]:
+    """Peak location (x, y in input pixels) and the share of the map's mass in each half.
+
+    An all-zero map has no peak and its shares are reported as 0.
+    """
+    h, w = cam.shape
+    total = float(cam.sum())
+    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+
+    def share(part: np.ndarray) -> float:
+        return round(float(part.sum()) / total, 4) if total > 0 else 0.0
+
+    return {
+        "peak_x": int(x), "peak_y": int(y), "peak_value": round(float(cam.max()), 4),
+        "mass_left": share(cam[:, : w // 2]), "mass_right": share(cam[:, w - w // 2:]),
+        "mass_top": share(cam[: h // 2]), "mass_bottom": share(cam[h - h // 2:]),
+    }

@@ -1,0 +1,151 @@
+"""What a run finds, as typed records: one per map, one per image, one for the whole run.
+
+summary.json, summary.csv, the per-image item files that ``--resume`` keeps and the console
+summary are all made from these types, and ``--resume`` reads item files back through them,
+so a malformed item file is an error that names it, never a KeyError somewhere later.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from explain.errors import ExplainError
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ChannelSummary(_Record):
+    """How the map is built from the channel layer (see explain.channels.channel_stats)."""
+    channels: int
+    nonzero_gradient: int
+    channels_50: int  # fewest channels that hold 50% of the positive contribution
+    channels_90: int
+
+
+class MapRecord(_Record):
+    """One map: image x class x method. Peak in input pixels, mass share per half."""
+    class_name: str = Field(alias="class")
+    method: str
+    peak_x: int
+    peak_y: int
+    peak_value: float
+    mass_left: float
+    mass_right: float
+    mass_top: float
+    mass_bottom: float
+    file: str
+    channels: Optional[ChannelSummary] = None
+
+
+class ImageEntry(_Record):
+    """One explained image: what the model said and every map made for it."""
+    id: str
+    path: str
+    input_size: list[int]
+    probabilities: dict[str, float]
+    predicted: str
+    cams: list[MapRecord] = Field(default_factory=list)
+
+    def record(self, class_name: str, method: str) -> MapRecord:
+        return next(r for r in self.cams if r.class_name == class_name and r.method == method)
+
+
+class CompareRow(_Record):
+    """Library map vs its reference (see explain.compare.metrics)."""
+    image: str
+    class_name: str = Field(alias="class")
+    method: str
+    max_abs: float
+    mean_abs: float
+    pearson: float
+    iou_top20: float
+
+
+class ItemFile(_Record):
+    """items/<image>.json: written after all of the image's files, read back by --resume."""
+    entry: ImageEntry
+    compare: list[CompareRow] = Field(default_factory=list)
+
+
+class Skipped(_Record):
+    path: str
+    reason: str
+
+
+class RunSummary(_Record):
+    """summary.json."""
+    name: str
+    config_file: str
+    output_dir: str
+    device: str
+    config: dict[str, Any]
+    versions: dict[str, str]
+    images: list[ImageEntry] = Field(default_factory=list)
+    skipped_images: list[Skipped] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=lambda: {"images": 0, "maps": 0})
+    durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
+    compare: Optional[dict[str, Any]] = None
+
+
+def versions() -> dict[str, str]:
+    """The versions a run used, for summary.json."""
+    out = {"python": platform.python_version()}
+    for pkg in ("explain", "grad-cam", "torch", "torchvision", "numpy", "opencv-python-headless"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def read_item(path: Path) -> ItemFile:
+    """An item file written by an earlier run; ExplainError naming it if it is malformed."""
+    try:
+        return ItemFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, ValidationError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise ExplainError(f"{path}: not an item file of this explain version "
+                           f"({first[0][:120] if first else type(exc).__name__}); "
+                           f"delete it to recompute that image") from None
+
+
+def csv_rows(summary: RunSummary) -> list[dict]:
+    """summary.csv: one row per image x class x method, the image's prediction alongside,
+    channel numbers as flat columns."""
+    rows = []
+    for image in summary.images:
+        for record in image.cams:
+            row = {"image": image.id, "predicted": image.predicted,
+                   **{f"p_{k}": v for k, v in image.probabilities.items()},
+                   **record.dump()}
+            channels = row.pop("channels", None)
+            if channels is not None:
+                row.update(channels)
+            rows.append(row)
+    return rows
+
+
+def console_lines(summary: RunSummary) -> list[str]:
+    lines = [f"explain: {summary.name} -> {summary.output_dir}"]
+    lines += [f"  note: {note}" for note in summary.notes]
+    for image in summary.images:
+        probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
+        lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
+    lines += [f"  skipped {s.path}: {s.reason}" for s in summary.skipped_images]
+    lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
+    d = summary.durations_s
+    lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
+                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s)")
+    return lines

@@ -1,0 +1,82 @@
+"""Outputs as writers: each output of a run is one small class with up to three steps.
+
+``start`` runs once before the first batch (after ``--resume`` has read back the images it
+keeps), ``write`` once per explained batch, ``finish`` once at the end. The runner builds a
+``RunContext`` and, per batch, a ``BatchContext`` holding each image's ``ImageEntry`` with
+its map records already filled in; writers write files and may add to those records. A new
+output is a new writer and a line in ``default_writers``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from explain.config import Config
+from explain.engine import BatchResult
+from explain.images import Prepared
+from explain.outputs import RunFolder
+from explain.results import CompareRow, ImageEntry, RunSummary
+
+
+@dataclass
+class RunContext:
+    """What every writer may read: the config, the folder, names, the summary so far."""
+    cfg: Config
+    run: RunFolder
+    classes: dict[int, str]  # output index -> class name
+    methods: list[str]
+    summary: RunSummary
+    model: nn.Module
+    layers: list[nn.Module]
+    image_order: list[str]  # image ids in config order (kept and new alike)
+    compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)  # by image id
+    started: float = 0.0  # time.perf_counter() when the run began
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class ImageView:
+    """One image of a batch: its decoded input, its summary entry, its row in the batch."""
+    item: Prepared
+    entry: ImageEntry
+    row: int
+
+
+@dataclass
+class BatchContext:
+    """One engine call: the input tensor, what the engine returned, and its images."""
+    x: torch.Tensor
+    result: BatchResult
+    images: list[ImageView]
+
+
+class Writer:
+    """Base class: override the steps an output needs."""
+
+    def start(self, ctx: RunContext) -> None:
+        """Before the first batch."""
+
+    def write(self, ctx: RunContext, batch: BatchContext) -> None:
+        """For each explained batch."""
+
+    def finish(self, ctx: RunContext) -> None:
+        """After the last batch."""
+
+
+def default_writers(cfg: Config) -> list[Writer]:
+    """The outputs a config asks for, in the order they run (the summary last)."""
+    from explain.writers.channels import ChannelWriter
+    from explain.writers.comparison import CompareWriter
+    from explain.writers.maps import MapWriter
+    from explain.writers.panels import PanelWriter
+    from explain.writers.summary import SummaryWriter
+    writers: list[Writer] = [MapWriter()]
+    if cfg.channels.enabled:
+        writers.append(ChannelWriter())
+    if cfg.compare.enabled:
+        writers.append(CompareWriter())
+    return writers + [PanelWriter(), SummaryWriter()]
