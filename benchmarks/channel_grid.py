@@ -1,8 +1,11 @@
-"""Render a 256-channel grid two ways in one process and print both times and the ratio.
+"""Render a 256-channel grid several ways in one process and print the times and ratios.
 
-(a) this project's mosaic: explain.channels.channel_grid + PNG encode (OpenCV);
-(b) the seed reports' approach: matplotlib, 16 x 16 subplots, one imshow per channel, savefig.
-Same activations (AlexNet features.10 shape: 256 x 13 x 13), interleaved repeats, medians.
+(a) this project's bare mosaic: explain.channels.channel_grid + PNG encode (OpenCV);
+(b) the labelled views: activation_view and contribution_view (channel numbers on every tile,
+    title, shared colour scale, colour bar with ticks and units) + PNG encode;
+(c) the seed reports' approach: matplotlib, 16 x 16 subplots, one imshow per channel, savefig
+    (no labels, no colour bar).
+Same arrays (AlexNet features.10 shape: 256 x 13 x 13), interleaved repeats, medians.
 Run: python benchmarks/channel_grid.py [--repeats N]
 """
 
@@ -18,12 +21,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from explain.channels import channel_grid  # noqa: E402
+from explain.channels import activation_view, channel_grid, contribution_view  # noqa: E402
+
+
+def png(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()
 
 
 def ours(acts: np.ndarray) -> bytes:
-    grid = channel_grid(acts, tile_size=48, colormap=cv2.COLORMAP_VIRIDIS)
-    return cv2.imencode(".png", grid[..., ::-1])[1].tobytes()
+    return png(channel_grid(acts, tile_size=48, colormap=cv2.COLORMAP_VIRIDIS))
+
+
+def activations(acts: np.ndarray) -> bytes:
+    return png(activation_view(acts, "image | layer features.10").image)
+
+
+def contributions(contrib: np.ndarray) -> bytes:
+    return png(contribution_view(contrib, "image | class dog | gradcam | layer features.10",
+                                 method="gradcam").image)
 
 
 def seed_style(acts: np.ndarray) -> bytes:
@@ -41,18 +56,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    acts = np.maximum(np.random.default_rng(0).normal(size=(256, 13, 13)), 0).astype(np.float32)
-    times = {"ours": [], "seed": []}
+    rng = np.random.default_rng(0)
+    acts = np.maximum(rng.normal(size=(256, 13, 13)), 0).astype(np.float32)
+    contrib = (acts * rng.normal(size=(256, 1, 1)) * 1e-3).astype(np.float32)
+    runs = (("ours", ours, acts), ("activations", activations, acts),
+            ("contributions", contributions, contrib), ("seed", seed_style, acts))
+    times = {name: [] for name, _, _ in runs}
     for _ in range(args.repeats):
-        for name, fn in (("ours", ours), ("seed", seed_style)):
+        for name, fn, data in runs:
             t0 = time.perf_counter()
-            fn(acts)
+            fn(data)
             times[name].append(time.perf_counter() - t0)
-    a, b = statistics.median(times["ours"]), statistics.median(times["seed"])
+    med = {name: statistics.median(t) for name, t in times.items()}
+    seed = med["seed"]
     print(f"256-channel grid, median of {args.repeats}:")
-    print(f"  explain channel_grid + PNG : {a * 1000:9.1f} ms")
-    print(f"  matplotlib 16x16 subplots  : {b * 1000:9.1f} ms")
-    print(f"  ratio (matplotlib / ours)  : {b / a:9.0f}x")
+    print(f"  explain channel_grid + PNG (bare)           : {med['ours'] * 1000:9.1f} ms"
+          f"  ratio {seed / med['ours']:5.0f}x")
+    print(f"  activation_view + PNG (labels, colour bar)  : {med['activations'] * 1000:9.1f} ms"
+          f"  ratio {seed / med['activations']:5.0f}x")
+    print(f"  contribution_view + PNG (labels, colour bar): {med['contributions'] * 1000:9.1f} ms"
+          f"  ratio {seed / med['contributions']:5.0f}x")
+    print(f"  matplotlib 16x16 subplots                   : {seed * 1000:9.1f} ms")
 
 
 if __name__ == "__main__":
