@@ -159,10 +159,9 @@ class CamEngine:
         grads = self._gradients(logits, acts, classes)
         acts_np = [a.detach().float().cpu().numpy() for a in acts]
         del logits, acts
-        size = (x.shape[-1], x.shape[-2])
         maps = {}
         for m in self.shared:
-            maps[m.name] = np.stack([self._shared_map(m.name, x, acts_np, g, classes[:, s], size)
+            maps[m.name] = np.stack([self._shared_map(m.name, x, acts_np, g, classes[:, s])
                                      for s, g in enumerate(grads)], axis=1)
         for m in self.separate:
             maps[m.name] = self._library_map(m, x, classes)
@@ -234,8 +233,9 @@ class CamEngine:
             out.append([g.detach().float().cpu().numpy() for g in grads])
         return out
 
-    def _shared_map(self, name, x, acts, grads, classes, size) -> np.ndarray:
+    def _shared_map(self, name, x, acts, grads, classes) -> np.ndarray:
         """The library's compute_cam_per_layer + aggregate_multi_layers, on our arrays."""
+        size = (x.shape[-1], x.shape[-2])
         cam_math: BaseCAM = self._math[name]
         per_layer = []
         for i, layer in enumerate(self.target_layers):

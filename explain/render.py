@@ -26,7 +26,8 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, colormap: str = "jet",
 
 def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[str],
           title: str) -> plt.Figure:
-    """One figure: a row per image (label, photo, overlays), a column per method."""
+    """One figure: a row per image (label, photo, overlays), a column per method.
+    ``cell_boxes(fig)`` says where each picture landed."""
     cols = 1 + len(methods)
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 2.4 * len(rows)), squeeze=False)
     for r, (label, photo, overlays) in enumerate(rows):
@@ -42,3 +43,20 @@ def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[st
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def cell_boxes(fig: plt.Figure, dpi: int = 100) -> list[list[tuple[int, int, int, int]]]:
+    """Per row and column of a panel, the picture's pixel box (x0, y0, x1, y1) in the PNG that
+    ``outputs.RunFolder.write_figure`` saves (dpi 100, y from the top)."""
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    height = fig.canvas.get_width_height()[1]
+    axes = [ax for ax in fig.axes if ax.images]
+    cols = axes[0].get_gridspec().get_geometry()[1]
+    boxes: list[list[tuple[int, int, int, int]]] = []
+    for i, ax in enumerate(axes):
+        if i % cols == 0:
+            boxes.append([])
+        box = ax.images[0].get_window_extent()
+        boxes[-1].append((round(box.x0), round(height - box.y1), round(box.x1), round(height - box.y0)))
+    return boxes

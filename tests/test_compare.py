@@ -18,7 +18,7 @@ def course_run(course_tree, layer, **sets):
     overrides = {"target_layers": [layer], "methods": REFERENCED, "compare.enabled": True,
                  "compare.tolerance": 1e-5, "channels.enabled": False, **sets}
     cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml", overrides)
-    return run(cfg, RunOptions(overwrite=True, **QUIET))["compare"]
+    return run(cfg, RunOptions(overwrite=True, **QUIET)).compare
 
 
 @pytest.mark.parametrize("layer", ["features.10", "features.11"])
@@ -43,7 +43,7 @@ def test_library_matches_handwritten_on_demo_network(tmp_path):
     rows = (tmp_path / "demo_catdog" / "compare" / "compare.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 2 * 3
     for method in REFERENCED:
-        assert summary["compare"]["per_method"][method]["max_abs"] <= 1e-5
+        assert summary.compare["per_method"][method]["max_abs"] <= 1e-5
     figure = cv2.imread(str(tmp_path / "demo_catdog" / "compare" / "layercam" / "both__cat.png"))
     assert figure.shape[1] > 3 * 224
 
@@ -70,7 +70,7 @@ def compare_with(course_tree, folder):
     cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml",
                       {"channels.enabled": False, "methods": ["gradcam"], "compare.enabled": True,
                        "compare.reference_dir": str(folder)})
-    return run(cfg, RunOptions(overwrite=True, **QUIET))["compare"]
+    return run(cfg, RunOptions(overwrite=True, **QUIET)).compare
 
 
 def test_reference_dir_npy_round_trip_is_exact(library_maps):

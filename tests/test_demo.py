@@ -21,10 +21,10 @@ def demo_run(tmp_path_factory):
 
 def test_classifier_is_right_on_single_photos(demo_run):
     summary, _ = demo_run
-    probs = {i["id"]: i["probabilities"] for i in summary["images"]}
+    probs = {i.id: i.probabilities for i in summary.images}
     assert probs["cat"]["cat"] >= 0.9
     assert probs["dog"]["dog"] >= 0.9
-    assert {i["id"]: i["predicted"] for i in summary["images"]}["cat"] == "cat"
+    assert {i.id: i.predicted for i in summary.images}["cat"] == "cat"
 
 
 @pytest.mark.parametrize("method", ["gradcam", "layercam"])
@@ -67,3 +67,33 @@ def test_overlays_and_panels_are_real_pictures(demo_run):
     for cls in ("cat", "dog"):
         panel = cv2.imread(str(run_dir / "panels" / f"{cls}.png"))
         assert panel is not None and panel.shape[0] > 400 and panel.shape[1] > 600
+
+
+def test_panel_cells_show_the_overlays_in_order(demo_run):
+    """Each panel cell is the thumbnail of the overlay (or photo) it claims to show."""
+    from explain import render
+    from explain.writers.panels import thumbnail
+    summary, run_dir = demo_run
+    methods = ["gradcam", "layercam"]
+    panel = cv2.cvtColor(cv2.imread(str(run_dir / "panels" / "dog.png")), cv2.COLOR_BGR2RGB)
+    rows = []
+    for image in summary.images:
+        overlays = [cv2.cvtColor(cv2.imread(str(run_dir / "cams" / m / f"{image.id}__dog.png")),
+                                 cv2.COLOR_BGR2RGB) for m in methods]
+        rows.append((image.id, thumbnail(overlays[0]), [thumbnail(o) for o in overlays]))
+    fig = render.panel(rows, methods, "layout only")
+    boxes = render.cell_boxes(fig)
+    assert len(boxes) == 3 and all(len(r) == 3 for r in boxes)
+
+    def distance(box, picture):
+        x0, y0, x1, y1 = box
+        crop = panel[y0 + 2:y1 - 2, x0 + 2:x1 - 2].astype(np.float32)
+        want = cv2.resize(picture, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        return np.abs(crop - want[2:-2, 2:-2].astype(np.float32)).mean()
+
+    for r, (_, _, overlays) in enumerate(rows):
+        for c, overlay in enumerate(overlays, start=1):
+            right = distance(boxes[r][c], overlay)
+            assert right < 12, (r, c, right)
+            wrong = distance(boxes[r][c], rows[(r + 1) % 3][2][c - 1])  # another image's map
+            assert wrong > 2 * right, (r, c, right, wrong)
