@@ -62,12 +62,18 @@ class RunFolder:
         target = self.path(rel)
         folder = rel.rpartition("/")[0]
         parent = self.folder(folder) if folder else self.folder_root()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
+        except OSError as exc:
+            raise ExplainError(f"{target}: cannot write ({exc.strerror})") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, target)  # replaces a planted link itself, never writes through it
+        except OSError as exc:  # disk full, quota, folder gone
+            Path(tmp).unlink(missing_ok=True)
+            raise ExplainError(f"{target}: cannot write ({exc.strerror})") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

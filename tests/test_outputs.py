@@ -1,0 +1,90 @@
+"""The run folder: writes stay inside it, never follow links, survive a full disk in one line."""
+
+import os
+import stat
+import tempfile
+import threading
+
+import numpy as np
+import pytest
+
+from explain.errors import ExplainError
+from explain.outputs import RUN_MARKER, RunFolder, claim_run_dir
+
+
+@pytest.mark.parametrize("rel", ["../evil.png", "/etc/evil.png", "cams/../../evil.png",
+                                 "cams//x.png", "a\\b.png", "nul\x00.png", "."])
+def test_paths_that_leave_the_folder_are_refused(tmp_path, rel):
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir()
+    with pytest.raises(ExplainError, match="refusing to write"):
+        run.write_bytes(rel, b"x")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["run"]
+
+
+def test_a_planted_link_is_never_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir()
+    (run.root / "cams").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ExplainError, match="symbolic link"):
+        run.write_png("cams/gradcam/x.png", np.zeros((4, 4, 3), np.uint8))
+    assert list(outside.iterdir()) == []
+    (run.root / "file.png").symlink_to(outside / "victim.png")
+    run.write_bytes("file.png", b"new")  # the link itself is replaced, its target untouched
+    assert not (outside / "victim.png").exists() and not (run.root / "file.png").is_symlink()
+
+
+def test_files_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run = RunFolder(tmp_path)
+        run.write_bytes("a.txt", b"x")
+        assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_a_full_disk_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    real = tempfile.mkstemp
+
+    def on_full_disk(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name
+
+    monkeypatch.setattr(tempfile, "mkstemp", on_full_disk)
+    run = RunFolder(tmp_path)
+    with pytest.raises(ExplainError, match=r"x\.npy: cannot write \(No space left on device\)"):
+        run.write_npy("x.npy", np.zeros(1000))
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+
+
+def test_parallel_claims_get_distinct_folders(tmp_path):
+    claimed, barrier = [], threading.Barrier(6)
+
+    def claim():
+        barrier.wait()
+        claimed.append(claim_run_dir(tmp_path, "exp").root.name)
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == ["exp", "exp-2", "exp-3", "exp-4", "exp-5", "exp-6"]
+    assert all((tmp_path / name / RUN_MARKER).is_file() for name in claimed)
+
+
+def test_overwrite_refuses_folders_explain_did_not_write(tmp_path):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "thesis.tex").write_text("years of work")
+    with pytest.raises(ExplainError, match="not written by explain"):
+        claim_run_dir(tmp_path, "exp", overwrite=True)
+    assert (tmp_path / "exp" / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "link").symlink_to(tmp_path / "exp")
+    with pytest.raises(ExplainError, match="symbolic link"):
+        claim_run_dir(tmp_path, "link", overwrite=True)
+    assert (tmp_path / "exp" / "thesis.tex").exists()
