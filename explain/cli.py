@@ -1,4 +1,5 @@
-"""Command line: ``explain CONFIG.yaml [overrides]``. User errors print as one line, exit 2."""
+"""Command line: ``explain CONFIG.yaml [overrides]`` and ``explain report RUN_DIR``. User errors
+print as one line, exit 2."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ EXIT_USER_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="explain", description="Run a class-activation-map study described by a YAML file.")
+        prog="explain", description="Run a class-activation-map study described by a YAML file.",
+        epilog="explain report RUN_DIR rebuilds a run's report.html from its results folder.")
     p.add_argument("config", help="the experiment file (YAML)")
     p.add_argument("--methods", help="comma-separated methods, replacing the config's (gradcam,layercam)")
     p.add_argument("--layer", help="target layer, replacing the config's (features.11)")
@@ -53,7 +55,32 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return found
 
 
+def report_main(argv: list[str]) -> int:
+    """``explain report RUN_DIR``: rebuild report.html from a results folder, no model needed."""
+    p = argparse.ArgumentParser(prog="explain report",
+                                description="Rebuild report.html of a finished (or interrupted) "
+                                            "run from its results folder, without the model.")
+    p.add_argument("run_dir", type=Path, help="the run's results folder, e.g. results/demo_catdog")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    try:
+        from explain.writers.report import rebuild
+        page = rebuild(args.run_dir)
+    except (ExplainError, OSError) as exc:
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"explain: error: {where}{text}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(f"explain: report -> {page}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["report"] and not Path("report").is_file():  # not a config named 'report'
+        return report_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.resume and args.overwrite:
@@ -73,7 +100,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except OSError as exc:  # disk full, read-only folder, ...: the OS names the file
         if args.debug:
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
+        from explain.names import short
+        where = f"{short(exc.filename)}: " if exc.filename else ""
         print(f"explain: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

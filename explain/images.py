@@ -9,6 +9,7 @@ Pillow), so a huge file cannot exhaust memory.
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from PIL import Image
 
 from explain.config import MAX_SIDE, Config, Preprocess
 from explain.errors import ExplainError
-from explain.names import safe_slug
+from explain.names import quote, safe_slug, short
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -44,30 +45,64 @@ class Prepared:
     rgb: np.ndarray  # float32 (H, W, 3), the photo at model input size, for overlays
 
 
+MAX_IMAGES = 1_000_000  # files one images entry may expand to (a link loop stops here)
+
+
+def _matches(pattern: str, where: str) -> list[Path]:
+    """Files a glob matches, at most MAX_IMAGES ('**' follows links, so a loop is cut off)."""
+    found = []
+    for name in glob.iglob(pattern, recursive=True):
+        if len(found) >= MAX_IMAGES:
+            raise ExplainError(f"{where}: the pattern matches over {MAX_IMAGES} paths "
+                               f"(a symbolic link loop?); name the folders instead")
+        if os.path.isfile(name):
+            found.append(Path(name))
+    return sorted(found)
+
+
 def find_images(cfg: Config) -> tuple[list[ImageRef], list[str]]:
     """Expand files, folders and globs of ``images``; returns the images and skip notes."""
     paths: list[tuple[Path, bool]] = []
     notes: list[str] = []
     for i, entry in enumerate(cfg.images):
         where = f"images[{i}]"
-        path = cfg.resolve(entry)
-        if glob.has_magic(entry):
-            found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True)) if Path(p).is_file()]
-            if not found:
-                raise ExplainError(f"{where}: the pattern '{entry}' matches no file")
-            candidates = [(p, True) for p in found]
-        elif path.is_dir():
-            candidates = [(p, True) for p in sorted(path.iterdir()) if p.is_file()]
-        elif path.is_file():
-            candidates = [(path, False)]
-        else:
-            raise ExplainError(f"{where}: image not found: {path}")
+        try:
+            path = cfg.resolve(entry)
+            if glob.has_magic(entry):
+                candidates = [(p, True) for p in _matches(str(path), where)]
+                if not candidates:
+                    raise ExplainError(f"{where}: the pattern {quote(entry)} matches no file")
+            elif path.is_dir():
+                candidates = [(p, True) for p in sorted(path.iterdir()) if p.is_file()]
+            elif path.is_file():
+                candidates = [(path, False)]
+            else:
+                raise ExplainError(f"{where}: image not found: {short(path)}")
+        except OSError as exc:  # a name too long, a folder we may not read
+            raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
         images = [(p, f) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
-        notes += [f"skipped {p} (not an image file)" for p, f in candidates if f and p.suffix.lower() not in IMAGE_SUFFIXES]
+        notes += [f"skipped {short(p)} (not an image file)" for p, f in candidates
+                  if f and p.suffix.lower() not in IMAGE_SUFFIXES]
         if not images:
-            raise ExplainError(f"{where}: no image files in '{entry}'")
+            raise ExplainError(f"{where}: no image files in {quote(entry)}")
         paths += images
     return _with_ids(paths), notes
+
+
+def precheck(ref: ImageRef, spec: Preprocess) -> None:
+    """The checks that need no decoding (header, size, complete JPEG), so a bad file the user
+    named is found before anything is written or deleted; ImageError if it fails."""
+    width, height = _header_size(ref.path)
+    _check_pixels(ref.path, width, height, spec.max_pixels)
+    with open(ref.path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\xff\xd8" and not jpeg_complete(data):
+        raise ImageError(f"{short(ref.path)}: truncated JPEG (no end-of-image marker after the "
+                         f"image data)")
+    try:
+        input_size(height, width, spec)
+    except ImageError as exc:
+        raise ImageError(f"{short(ref.path)}: {exc}") from None
 
 
 def _with_ids(paths: list[tuple[Path, bool]]) -> list[ImageRef]:
@@ -85,22 +120,30 @@ def _with_ids(paths: list[tuple[Path, bool]]) -> list[ImageRef]:
     return refs
 
 
-def read_rgb(path: Path, max_pixels: int) -> np.ndarray:
-    """Decode a file to uint8 RGB (H, W, 3); ImageError naming the file if it is unusable."""
+def _header_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as header:
-            width, height = header.size
+            return header.size
     except Exception:
-        raise ImageError(f"{path}: not a readable image") from None
+        raise ImageError(f"{short(path)}: not a readable image") from None
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise ImageError(f"{path}: {width}x{height} is over preprocess.max_pixels "
+        raise ImageError(f"{short(path)}: {width}x{height} is over preprocess.max_pixels "
                          f"({max_pixels}); downscale it first or raise the limit")
+
+
+def read_rgb(path: Path, max_pixels: int) -> np.ndarray:
+    """Decode a file to uint8 RGB (H, W, 3); ImageError naming the file if it is unusable."""
+    width, height = _header_size(path)
+    _check_pixels(path, width, height, max_pixels)
     data = np.fromfile(path, dtype=np.uint8)
     if data[:2].tobytes() == b"\xff\xd8" and not jpeg_complete(data.tobytes()):
-        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker after the image data)")
+        raise ImageError(f"{short(path)}: truncated JPEG (no end-of-image marker after the image data)")
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ImageError(f"{path}: corrupt or unsupported image data")
+        raise ImageError(f"{short(path)}: corrupt or unsupported image data")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -156,7 +199,7 @@ def prepare(ref: ImageRef, spec: Preprocess) -> Prepared:
     try:
         tensor, scaled = preprocess(rgb, spec)
     except ImageError as exc:
-        raise ImageError(f"{ref.path}: {exc}") from None
+        raise ImageError(f"{short(ref.path)}: {exc}") from None
     return Prepared(ref, tensor, scaled)
 
 

@@ -22,8 +22,8 @@ from torch import nn
 
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
-from explain.names import quote, suggest
-from explain.safeload import safe_load, trusted_load
+from explain.names import quote, short, suggest
+from explain.safeload import safe_load, structure_problem, trusted_load
 
 DEMO_BUILDERS = ("catdog_efficientnet_lite0",)
 
@@ -59,26 +59,43 @@ def resolve_factory(dotted: str, field: str, trust: bool) -> Callable[..., Any]:
         raise ExplainError(f"{field}: cannot import {quote(dotted)} ({str(exc)[:200]})") from None
 
 
+WEIGHT_ARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
+
+
+def _download_refused(what: str) -> ExplainError:
+    return ExplainError(f"model: {what} would be downloaded; explain never downloads at run time: "
+                        f"save the weights to a file and load them with model.file + model.arch "
+                        f"(a state_dict)")
+
+
 @contextlib.contextmanager
 def no_downloads() -> Iterator[None]:
-    """Make any torch.hub download (torchvision's ``weights=``) fail with a one-line error."""
+    """Make torch.hub's download functions (behind torchvision's ``weights=``) fail with a
+    one-line error before they touch the disk or the network."""
     import torch.hub
+    import torchvision.models._api as tv_api
 
-    def refuse(url, *args, **kwargs):
-        raise ExplainError(f"model: the model wants to download {url}; explain never downloads "
-                           f"at run time: save the weights to a file and load them with "
-                           f"model.file + model.arch (a state_dict)")
+    def refuse(url="weights", *args, **kwargs):
+        raise _download_refused(str(url)[:120])
 
-    saved = torch.hub.download_url_to_file
-    torch.hub.download_url_to_file = refuse
+    patched = [(torch.hub, "load_state_dict_from_url"), (torch.hub, "download_url_to_file"),
+               (torch.hub, "load"), (tv_api, "load_state_dict_from_url")]
+    saved = [(owner, name, getattr(owner, name)) for owner, name in patched if hasattr(owner, name)]
+    for owner, name, _ in saved:
+        setattr(owner, name, refuse)
     try:
         yield
     finally:
-        torch.hub.download_url_to_file = saved
+        for owner, name, original in saved:
+            setattr(owner, name, original)
 
 
 def call_factory(factory: Callable[..., Any], args: dict, field: str) -> Any:
-    """Call a model factory with the config's arguments; bad keywords are one-line errors."""
+    """Call a model factory with the config's arguments; bad keywords are one-line errors.
+    Pretrained weights are refused up front (``weights: DEFAULT``, ``pretrained: true``)."""
+    for key in WEIGHT_ARGS:
+        if args.get(key) not in (None, False):
+            raise _download_refused(f"{field}_args.{key} = {quote(args[key], 40)}: pretrained weights")
     with no_downloads():
         try:
             return factory(**args)
@@ -86,12 +103,16 @@ def call_factory(factory: Callable[..., Any], args: dict, field: str) -> Any:
             raise
         except (TypeError, ValueError) as exc:
             raise ExplainError(f"{field}_args: {field.split('.')[-1]} rejected them "
-                               f"({str(exc)[:200]})") from None
+                               f"({str(exc)[:120]})") from None
 
 
 def _read_file(path: Path, trust: bool) -> Any:
-    if not path.is_file():
-        raise ExplainError(f"{path}: model file not found (model.file): put the model file "
+    try:
+        found = path.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ExplainError(f"model.file: {quote(str(path))}: {exc.strerror}") from None
+    if not found:
+        raise ExplainError(f"{short(path)}: model file not found (model.file): put the model file "
                            f"there, or try the demo: python -m explain configs/demo_catdog.yaml")
     return trusted_load(path) if trust else safe_load(path)
 
@@ -142,19 +163,11 @@ def load_model(cfg: Config) -> nn.Module:
 
 
 def _check_children(model: nn.Module, where: str) -> None:
-    """Every registered child is a Module (a pickle can put anything there)."""
-    todo, seen = [("", model)], {id(model)}
-    while todo:
-        prefix, module = todo.pop()
-        for name, child in module._modules.items():
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            if child is not None and not isinstance(child, nn.Module):
-                raise ExplainError(f"{where}: the model's child '{prefix}{name}' is a "
-                                   f"{type(child).__name__}, not a torch.nn.Module")
-            if child is not None:
-                todo.append((f"{prefix}{name}.", child))
+    """Every module has the usual structure (a pickle can put anything anywhere)."""
+    problem = structure_problem(model)
+    if problem:
+        raise ExplainError(f"{where}: not a usable model: {problem}")
+
 
 
 def find_layer(model: nn.Module, dotted: str, field: str = "target_layers") -> nn.Module:
@@ -169,7 +182,7 @@ def find_layer(model: nn.Module, dotted: str, field: str = "target_layers") -> n
         else:
             names = [n for n, _ in model.named_modules() if n]
             hint = suggest(dotted, names) or f" (top-level modules: {', '.join(list(model._modules)[:12])})"
-            raise ExplainError(f"{field}: no layer '{dotted}' in the model{hint}")
+            raise ExplainError(f"{field}: no layer {quote(dotted)} in the model{hint}")
     return module
 
 

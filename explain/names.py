@@ -45,6 +45,15 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def short(text: object, limit: int = 160) -> str:
+    """A path or text for a message: whole when short, else its start and end around '...'."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return text[:half] + "..." + text[-half:]
+
+
 def suggest(name: str, choices: list[str]) -> str:
     """' — did you mean 'x'?' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)

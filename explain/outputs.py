@@ -26,8 +26,13 @@ import numpy as np
 from explain.errors import ExplainError
 
 RUN_MARKER = ".explain-run"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class RunFolder:
@@ -35,6 +40,7 @@ class RunFolder:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.mode = 0o666 & ~current_umask()
 
     def path(self, rel: str) -> Path:
         """The absolute path of ``rel``, after checking every part of it."""
@@ -69,7 +75,7 @@ class RunFolder:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.chmod(tmp, self.mode)
             os.replace(tmp, target)  # replaces a planted link itself, never writes through it
         except OSError as exc:  # disk full, quota, folder gone
             Path(tmp).unlink(missing_ok=True)

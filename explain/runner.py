@@ -21,7 +21,8 @@ from explain import measures
 from explain.config import Config
 from explain.engine import CamEngine, EngineOptions
 from explain.errors import ExplainError
-from explain.images import ImageError, ImageRef, Prepared, batches, find_images, group_by_shape, prepare
+from explain.images import (ImageError, ImageRef, Prepared, batches, find_images, group_by_shape,
+                            precheck, prepare)
 from explain.model import find_layer, load_model, pick_device
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir
 from explain.results import ImageEntry, MapRecord, RunSummary, Skipped, console_lines, read_item, versions
@@ -127,7 +128,11 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
 
 def _preflight(cfg: Config, engine: CamEngine, refs: list[ImageRef], skipped: list[Skipped],
                opts: RunOptions) -> None:
-    """One forward pass on the first usable image: layers and outputs vs class indices."""
+    """Every image the user named passes the checks that need no decoding; then one forward
+    pass on the first usable image: layers used and shaped right, outputs vs class indices."""
+    for ref in refs:
+        if not ref.from_folder:
+            precheck(ref, cfg.preprocess)
     for ref in refs:
         try:
             first = prepare(ref, cfg.preprocess)
@@ -135,7 +140,14 @@ def _preflight(cfg: Config, engine: CamEngine, refs: list[ImageRef], skipped: li
             if not ref.from_folder:
                 raise
             continue  # reported when the batch loop meets it
-        outputs = engine.outputs(first.tensor[None])
+        try:
+            outputs = engine.outputs(first.tensor[None])
+        except ExplainError:
+            raise
+        except Exception as exc:  # the model's own code failed: say where, in one line
+            text = str(exc).strip().splitlines()
+            raise ExplainError(f"model: the forward pass failed on {ref.id} "
+                               f"({type(exc).__name__}: {text[0][:150] if text else ''})") from None
         for name, idx in cfg.classes.items():
             if idx >= outputs:
                 raise ExplainError(f"classes.{name}: index {idx}, but the model has only "

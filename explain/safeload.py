@@ -11,8 +11,15 @@ anything beyond the tensor-rebuilding functions a saved model needs:
   given its saved state; a call such as ``nn.Linear(30000, 30000)`` (REDUCE) could allocate
   gigabytes from a 1 KB file, so it is refused;
 - the calls allowed are the rebuild functions for tensors and parameters (their sizes are
-  checked against the stored data), ``OrderedDict``, ``set``, ``bytes`` decoding, and
-  ``functools.partial`` of a model class (ViTs keep one as an attribute; it is not called).
+  checked against the stored data), ``OrderedDict``, ``set`` and ``bytes`` decoding. Nothing
+  else: not even ``functools.partial``, since an attribute that shadows ``forward`` or a child
+  would be called on the first forward pass (torchvision's ViT keeps one: load its
+  state_dict with ``arch`` instead, or trust the file);
+- the pickle is read in the format torch.load will use (a zip archive only when the file
+  starts like one), and its size and length are bounded before anything is parsed.
+
+After loading, every module must have the usual dictionaries of children, parameters and
+buffers, holding modules and tensors only.
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ CALLABLE = frozenset({
     "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
     "collections.OrderedDict", "builtins.set", "__builtin__.set", "_codecs.encode",
 })
-PARTIAL = ("functools.partial",)
 LEGACY_PICKLES = 5  # magic number, protocol, system info, the object, storage keys
+MAX_PICKLE_BYTES = 64 * 1024 * 1024  # a whole ViT-H's pickle is about 1 MB
+MAX_INSTRUCTIONS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -64,9 +72,6 @@ def _call_problem(func: Any, args: Any) -> Optional[str]:
     if not isinstance(func, _Global):
         return "calls an object it computed while loading"
     if func.name in CALLABLE:
-        return None
-    if func.name in PARTIAL and isinstance(args, _Tuple) and args.items and \
-            _module_class(args.items[0]):
         return None
     return f"calls {func.name}(...) while loading"
 
@@ -97,7 +102,9 @@ def pickle_problem(stream: io.BufferedIOBase, names: set[str]) -> Optional[str]:
     The global names it mentions are added to ``names``."""
     stack: list = []
     memo: dict = {}
-    for op, arg, _ in pickletools.genops(stream):
+    for count, (op, arg, _) in enumerate(pickletools.genops(stream)):
+        if count > MAX_INSTRUCTIONS:
+            return f"has a pickle of over {MAX_INSTRUCTIONS} instructions"
         name = op.name
         if name == "GLOBAL":
             names.add(arg.replace(" ", "."))
@@ -133,10 +140,11 @@ def pickle_problem(stream: io.BufferedIOBase, names: set[str]) -> Optional[str]:
         elif name in ("NEWOBJ", "NEWOBJ_EX"):
             if name == "NEWOBJ_EX":
                 stack.pop()
-            stack.pop()
-            cls = stack.pop()
+            args, cls = stack.pop(), stack.pop()
             if not _module_class(cls):
                 return f"creates {getattr(cls, 'name', 'an unnamed class')} while loading"
+            if args != _Tuple(()):  # torch.save creates modules with no arguments
+                return f"creates {cls.name} with arguments while loading"
             stack.append(_OTHER)
         elif name == "BINPERSID":  # legacy files name module classes as ('module', cls, ...)
             pid = stack.pop()
@@ -152,22 +160,50 @@ def pickle_problem(stream: io.BufferedIOBase, names: set[str]) -> Optional[str]:
     return "ends before its STOP instruction"
 
 
+class _TooLong(Exception):
+    pass
+
+
+class _Limited(io.RawIOBase):
+    """A raw reader that refuses to read past ``limit`` bytes (legacy files have no index)."""
+
+    def __init__(self, raw, limit: int):
+        self.raw, self.left = raw, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readinto(self, buffer) -> int:
+        if self.left <= 0:
+            raise _TooLong()
+        view = memoryview(buffer)[: self.left]
+        n = self.raw.readinto(view)
+        self.left -= n or 0
+        return n
+
+
 def file_problem(path: Path, names: set[str]) -> Optional[str]:
     """Check every pickle in a torch file (zip archive or the legacy format) before loading;
     the global names the file mentions are added to ``names``."""
     try:
-        if zipfile.is_zipfile(path):
+        if is_zip(path):  # as torch.load decides: by the first bytes
             with zipfile.ZipFile(path) as archive:
-                members = [n for n in archive.namelist() if n.endswith(".pkl")]
+                members = [i for i in archive.infolist() if i.filename.endswith(".pkl")]
                 if not members:
                     return "holds no pickle"
                 for member in members:
+                    if member.file_size > MAX_PICKLE_BYTES:
+                        return f"has a {member.file_size}-byte pickle (over {MAX_PICKLE_BYTES})"
                     with archive.open(member) as stream:
                         problem = pickle_problem(io.BufferedReader(stream), names)
                         if problem:
                             return problem
                 return None
         with open(path, "rb") as stream:
+            stream = io.BufferedReader(_Limited(stream, MAX_PICKLE_BYTES))
             for _ in range(LEGACY_PICKLES):
                 if not stream.peek(1):
                     return None
@@ -175,15 +211,20 @@ def file_problem(path: Path, names: set[str]) -> Optional[str]:
                 if problem:
                     return problem
             return None
+    except _TooLong:
+        return f"has pickles of over {MAX_PICKLE_BYTES} bytes"
     except (ValueError, IndexError, KeyError, EOFError, zipfile.BadZipFile, pickle.PickleError) as exc:
         return f"is not a well-formed pickle ({type(exc).__name__})"
 
 
+def is_zip(path: Path) -> bool:
+    """Whether torch.load will read ``path`` as a zip archive (it looks at the first bytes)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def _allowed_global(name: str) -> Any:
-    """The object behind a global name if it is an allow-listed nn.Module class (or partial)."""
-    if name in PARTIAL:
-        import functools
-        return functools.partial
+    """The object behind a global name if it is an allow-listed nn.Module class."""
     module_name, _, attr = name.rpartition(".")
     if not module_name.startswith(SAFE_PREFIXES):
         return None
@@ -219,7 +260,7 @@ def safe_load(path: Path) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            if "persistent_load of storage" in str(exc) and not zipfile.is_zipfile(path):
+            if "persistent_load of storage" in str(exc) and not is_zip(path):
                 raise _legacy_refusal(path) from None
             found = re.search(r"GLOBAL (\S+)", str(exc))
             if found is None:
@@ -235,6 +276,30 @@ def _legacy_refusal(path: Path) -> ExplainError:
         f"{path}: a whole model in torch's legacy file format (saved before PyTorch 1.6), which "
         f"torch's safe loader cannot read; re-save it with a current torch, or set "
         f"'model.trust: true' if you trust the file (this can run code)")
+
+
+def structure_problem(model: nn.Module) -> Optional[str]:
+    """Whether a loaded model has the shape torch.nn gives every module: children that are
+    modules, parameters and buffers that are tensors. None when it does."""
+    todo, seen = [("", model)], {id(model)}
+    while todo:
+        prefix, module = todo.pop()
+        parts = {key: getattr(module, "__dict__", {}).get(key) for key in
+                 ("_modules", "_parameters", "_buffers")}
+        for key, table in parts.items():
+            if not isinstance(table, dict):
+                return f"its module '{prefix or 'model'}' has no {key} dictionary"
+        for name, child in parts["_modules"].items():
+            if child is not None and not isinstance(child, nn.Module):
+                return f"the model's child '{prefix}{name}' is a {type(child).__name__}, not a torch.nn.Module"
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                todo.append((f"{prefix}{name}.", child))
+        for key in ("_parameters", "_buffers"):
+            for name, value in parts[key].items():
+                if value is not None and not isinstance(value, torch.Tensor):
+                    return f"'{prefix}{name}' in {key} is a {type(value).__name__}, not a tensor"
+    return None
 
 
 def trusted_load(path: Path) -> Any:
