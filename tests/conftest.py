@@ -1,4 +1,5 @@
-"""Shared fixtures: the real demo network, a stand-in course AlexNet, config writing helpers."""
+"""Shared fixtures: the real demo network, a stand-in course AlexNet, a small AlexNet for the
+engine tests, config writing helpers."""
 
 from __future__ import annotations
 
@@ -26,6 +27,28 @@ def make_alexnet(seed: int = 0) -> torch.nn.Module:
     """torchvision AlexNet with 2 outputs and random weights (inplace ReLUs, like the course's)."""
     torch.manual_seed(seed)
     return torchvision.models.alexnet(num_classes=2).eval()
+
+
+SMALL_SIZE = 112  # input side for make_small_alexnet: features.10 is then 6x6 (13x13 at 224)
+
+
+def make_small_alexnet(seed: int = 0, num_classes: int = 2) -> torch.nn.Module:
+    """torchvision AlexNet's ``features`` exactly (inplace ReLUs, features.10 = last conv,
+    features.11 = its inplace ReLU) with a small head: AdaptiveAvgPool2d(1) as ``avgpool`` and one
+    Linear(256, num_classes) as ``classifier`` (AlexNet.forward flattens in between). A fraction
+    of the full network's cost, meant for SMALL_SIZE x SMALL_SIZE inputs."""
+    torch.manual_seed(seed)
+    model = torchvision.models.alexnet(num_classes=num_classes)
+    model.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+    model.classifier = torch.nn.Sequential(torch.nn.Linear(256, num_classes))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def small_alexnet() -> torch.nn.Module:
+    """One small AlexNet for the session. Tests must not change it (the engine restores what it
+    touches); a test that changes the model itself takes ``copy.deepcopy(small_alexnet)``."""
+    return make_small_alexnet()
 
 
 @pytest.fixture

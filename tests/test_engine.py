@@ -1,4 +1,11 @@
-"""The shared-pass engine gives exactly the library's maps, and leaves the model as it found it."""
+"""The shared-pass engine gives exactly the library's maps, and leaves the model as it found it.
+
+The equality tests run on a small AlexNet (torchvision's ``features`` exactly, a small head) at
+112 px: the same layers, inplace ReLUs and per-method code paths as the course network, at a
+fraction of the cost. The demo network is checked once, at one batch size.
+"""
+
+import copy
 
 import numpy as np
 import pytest
@@ -7,14 +14,23 @@ from pytorch_grad_cam import (EigenGradCAM, GradCAM, GradCAMElementWise, GradCAM
                               LayerCAM, XGradCAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from explain.config import MethodSpec
-from explain.engine import CamEngine
+from explain.config import MethodSpec, Preprocess
+from explain.engine import CamEngine, EngineOptions
+from explain.images import preprocess, read_rgb
 from explain.model import find_layer, non_inplace
-from conftest import make_alexnet
+from conftest import IMAGES, SMALL_SIZE, make_small_alexnet
 
 LIBRARY = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMPlusPlus,
            "xgradcam": XGradCAM, "hirescam": HiResCAM, "gradcamelementwise": GradCAMElementWise,
            "eigengradcam": EigenGradCAM}
+TOLERANCE = 1e-5
+
+
+def make_engine(model, layers, methods, **options) -> CamEngine:
+    """The one place these tests build a CamEngine: on the CPU, methods given by name,
+    keyword arguments as EngineOptions fields."""
+    specs = [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in methods]
+    return CamEngine(model, list(layers), specs, torch.device("cpu"), EngineOptions(**options))
 
 
 def library_maps(model, layer, x, classes, batch):
@@ -32,52 +48,78 @@ def library_maps(model, layer, x, classes, batch):
 
 
 def engine_maps(model, layer, x, classes, batch):
-    methods = [MethodSpec(name=n) for n in LIBRARY]
-    with CamEngine(model, [layer], methods, torch.device("cpu")) as engine:
+    with make_engine(model, [layer], list(LIBRARY)) as engine:
         parts = [engine.run(x[i:i + batch], classes, classes).maps for i in range(0, len(x), batch)]
     return {n: np.concatenate([p[n] for p in parts]) for n in LIBRARY}
 
 
+def assert_same_maps(ours, theirs, shape):
+    for name in LIBRARY:
+        assert ours[name].shape == shape, name
+        assert ours[name].dtype == np.float32, name
+        assert np.abs(ours[name] - theirs[name]).max() <= TOLERANCE, name
+        # Not a vacuous comparison: the maps have content, and differ between the two classes.
+        assert ours[name].max() > 0.5, name
+        assert np.abs(ours[name][:, 0] - ours[name][:, 1]).max() > 0.01, name
+
+
 @pytest.mark.parametrize("layer_name", ["features.10", "features.11"])
 @pytest.mark.parametrize("batch", [1, 2, 5])
-def test_engine_equals_library_on_alexnet(layer_name, batch):
-    model = make_alexnet()
-    layer = find_layer(model, layer_name)
-    x = torch.randn(5, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    ours = engine_maps(model, layer, x, [0, 1], batch)
-    theirs = library_maps(model, layer, x, [0, 1], batch)
-    for name in LIBRARY:
-        assert ours[name].shape == (5, 2, 224, 224)
-        assert np.abs(ours[name] - theirs[name]).max() <= 1e-5, name
+def test_engine_equals_library_on_alexnet(small_alexnet, layer_name, batch):
+    layer = find_layer(small_alexnet, layer_name)
+    x = torch.randn(5, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(1))
+    ours = engine_maps(small_alexnet, layer, x, [0, 1], batch)
+    theirs = library_maps(small_alexnet, layer, x, [0, 1], batch)
+    assert_same_maps(ours, theirs, (5, 2, SMALL_SIZE, SMALL_SIZE))
 
 
-@pytest.mark.parametrize("batch", [1, 2, 5])
-def test_engine_equals_library_on_demo_network(demo_model, batch):
+def test_engine_equals_library_on_demo_network(demo_model):
+    """Two real photos as one batch (on random noise this pretrained net's GradCAM++ maps are
+    all zero, which would make the comparison vacuous)."""
     layer = find_layer(demo_model, "backbone._blocks.15")
-    x = torch.randn(5, 3, 224, 288, generator=torch.Generator().manual_seed(2))
-    ours = engine_maps(demo_model, layer, x, [0, 1], batch)
-    theirs = library_maps(demo_model, layer, x, [0, 1], batch)
-    for name in LIBRARY:
-        assert np.abs(ours[name] - theirs[name]).max() <= 1e-5, name
+    spec = Preprocess(size=[224, 288])
+    x = torch.stack([preprocess(read_rgb(IMAGES / f"{n}.jpg", spec.max_pixels), spec)[0]
+                     for n in ("cat", "dog")])
+    ours = engine_maps(demo_model, layer, x, [0, 1], 2)
+    theirs = library_maps(demo_model, layer, x, [0, 1], 2)
+    assert_same_maps(ours, theirs, (2, 2, 224, 288))
 
 
-def test_model_state_is_restored():
-    model = make_alexnet().train()
-    model.classifier[6].weight.requires_grad_(False)
-    with CamEngine(model, [find_layer(model, "features.10")], [MethodSpec(name="gradcam")],
-                   torch.device("cpu")) as engine:
-        engine.run(torch.randn(1, 3, 224, 224), [0], [0, 1])
+def test_model_state_is_restored(small_alexnet):
+    model = copy.deepcopy(small_alexnet).train()  # this test changes the model: its own copy
+    head = model.classifier[0]
+    head.weight.requires_grad_(False)
+    with make_engine(model, [find_layer(model, "features.10")], ["gradcam"]) as engine:
+        engine.run(torch.randn(1, 3, SMALL_SIZE, SMALL_SIZE), [0], [0, 1])
         assert not model.training and not model.features[11].inplace
     assert model.training and model.features[11].inplace
-    assert not model.classifier[6].weight.requires_grad and model.classifier[4].weight.requires_grad
+    assert not head.weight.requires_grad and head.bias.requires_grad
+    assert model.features[0].weight.requires_grad
     assert all(p.grad is None for p in model.parameters())  # no parameter gradients computed
 
 
 def test_predicted_targets_pick_best_named_class():
-    model = make_alexnet()
-    x = torch.randn(4, 3, 224, 224)
-    with CamEngine(model, [find_layer(model, "features.-3")], [MethodSpec(name="gradcam")],
-                   torch.device("cpu")) as engine:
-        result = engine.run(x, None, [0, 1])
-    assert result.classes.shape == (4, 1)
-    assert (result.classes[:, 0] == result.logits.argmax(1)).all()
+    """targets: predicted explains each image's best NAMED class, not the overall argmax."""
+    model = make_small_alexnet(num_classes=5)
+    head = model.classifier[0]
+    with torch.no_grad():
+        head.weight[3] = -head.weight[1]  # logit 1 - logit 3 changes sign from image to image
+        head.bias.copy_(torch.tensor([100.0, 0.0, 5.0, 0.0, 5.0]))  # unnamed 0, 2, 4 win overall
+    named = [1, 3]
+    x = torch.randn(6, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(3))
+    with make_engine(model, [find_layer(model, "features.10")], ["gradcam"]) as engine:
+        result = engine.run(x, None, named)
+        fixed = {c: engine.run(x, [c], named).maps["gradcam"][:, 0] for c in named}
+    logits = result.logits
+    assert logits.shape == (6, 5)
+    assert (logits.argmax(1) == 0).all()  # the overall best is an unnamed class, for every image
+    assert not np.isin(np.argsort(logits, 1)[:, -3:], named).any()  # so are the next two
+    best_named = np.where(logits[:, 1] > logits[:, 3], 1, 3)
+    assert set(best_named) == {1, 3}  # both named classes win somewhere: a constant pick fails
+    assert result.classes.shape == (6, 1)
+    assert result.classes[:, 0].tolist() == best_named.tolist()
+    # ... and the map explains that class: it is the map asked for with that class as target.
+    assert result.maps["gradcam"].shape == (6, 1, SMALL_SIZE, SMALL_SIZE)
+    for b, c in enumerate(best_named):
+        assert np.abs(result.maps["gradcam"][b, 0] - fixed[int(c)][b]).max() <= TOLERANCE
+    assert np.abs(fixed[1] - fixed[3]).max() > 0.01  # the two classes' maps do differ
