@@ -51,16 +51,28 @@ def small_alexnet() -> torch.nn.Module:
     return make_small_alexnet()
 
 
+def make_course_tree(folder: Path) -> Path:
+    """A copy of the course layout in ``folder``: configs/alexnet_catdog.yaml, images/,
+    models/torch_alex.pth (a stand-in: random-weight AlexNet saved whole with torch.save, like
+    the course file)."""
+    (folder / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "alexnet_catdog.yaml", folder / "configs")
+    shutil.copytree(IMAGES, folder / "images")
+    (folder / "models").mkdir()
+    torch.save(make_alexnet(), folder / "models" / "torch_alex.pth")
+    return folder
+
+
 @pytest.fixture
 def course_tree(tmp_path: Path) -> Path:
-    """A copy of the course layout: configs/alexnet_catdog.yaml, images/, models/torch_alex.pth
-    (a stand-in: random-weight AlexNet saved whole with torch.save, like the course file)."""
-    (tmp_path / "configs").mkdir()
-    shutil.copy(REPO / "configs" / "alexnet_catdog.yaml", tmp_path / "configs")
-    shutil.copytree(IMAGES, tmp_path / "images")
-    (tmp_path / "models").mkdir()
-    torch.save(make_alexnet(), tmp_path / "models" / "torch_alex.pth")
-    return tmp_path
+    """A fresh course layout for one test."""
+    return make_course_tree(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_course_tree(tmp_path_factory) -> Path:
+    """One course layout for a module's tests that only add runs to it (with --overwrite)."""
+    return make_course_tree(tmp_path_factory.mktemp("course"))
 
 
 def write_config(folder: Path, name: str = "exp", **fields) -> Path:

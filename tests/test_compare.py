@@ -1,6 +1,10 @@
 """Library maps vs hand-written references, the inplace-ReLU fix, external reference folders."""
 
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -22,16 +26,16 @@ def course_run(course_tree, layer, **sets):
 
 
 @pytest.mark.parametrize("layer", ["features.10", "features.11"])
-def test_library_matches_handwritten_on_inplace_alexnet(course_tree, layer):
-    result = course_run(course_tree, layer)
+def test_library_matches_handwritten_on_inplace_alexnet(shared_course_tree, layer):
+    result = course_run(shared_course_tree, layer)
     for method in REFERENCED:
         assert result["per_method"][method]["maps"] == 6  # 3 images x 2 classes
         assert result["per_method"][method]["max_abs"] <= 1e-5, method
         assert result["per_method"][method]["verdict"] == "agree"
 
 
-def test_disabling_the_inplace_fix_shows_the_error(course_tree):
-    result = course_run(course_tree, "features.10", **{"model.fix_inplace": False})
+def test_disabling_the_inplace_fix_shows_the_error(shared_course_tree):
+    result = course_run(shared_course_tree, "features.10", **{"model.fix_inplace": False})
     assert result["per_method"]["gradcam"]["verdict"] == "differ"
     assert result["per_method"]["gradcam"]["max_abs"] > 0.05
 
@@ -48,18 +52,20 @@ def test_library_matches_handwritten_on_demo_network(tmp_path):
     assert figure.shape[1] > 3 * 224
 
 
-@pytest.fixture
-def library_maps(course_tree):
-    """A course run with saved arrays: the maps a reference folder is built from."""
-    cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml",
+@pytest.fixture(scope="module")
+def library_maps(shared_course_tree):
+    """A course run with saved arrays (once per module): the maps reference folders are built
+    from, copied aside so later runs of the same config cannot replace them."""
+    cfg = load_config(shared_course_tree / "configs" / "alexnet_catdog.yaml",
                       {"channels.enabled": False, "methods": ["gradcam"]})
-    run(cfg, RunOptions(**QUIET))
-    return course_tree, course_tree / "results" / "alexnet_catdog" / "cams" / "gradcam"
+    run(cfg, RunOptions(overwrite=True, **QUIET))
+    kept = shared_course_tree / "library_maps"
+    shutil.copytree(shared_course_tree / "results" / "alexnet_catdog" / "cams" / "gradcam", kept)
+    return shared_course_tree, kept
 
 
 def reference_folder(course_tree, maps_dir, write):
-    folder = course_tree / "student"
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(prefix="student-", dir=course_tree))
     for npy in sorted(maps_dir.glob("*.npy")):
         image, cls = npy.stem.split("__")
         write(folder / f"{image}__{cls}__gradcam", np.load(npy))
