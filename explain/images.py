@@ -9,7 +9,6 @@ Pillow), so a huge file cannot exhaust memory.
 from __future__ import annotations
 
 import glob
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +48,17 @@ MAX_IMAGES = 1_000_000  # files one images entry may expand to (a link loop stop
 
 
 def _matches(pattern: str, where: str) -> list[Path]:
-    """Files a glob matches, at most MAX_IMAGES ('**' follows links, so a loop is cut off)."""
+    """Files a glob matches, at most MAX_IMAGES. pathlib's '**' does not descend into linked
+    folders, so a symbolic link loop cannot make it run forever."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     found = []
-    for name in glob.iglob(pattern, recursive=True):
+    for path in Path(*parts[:first]).glob(str(Path(*parts[first:]))):
         if len(found) >= MAX_IMAGES:
-            raise ExplainError(f"{where}: the pattern matches over {MAX_IMAGES} paths "
-                               f"(a symbolic link loop?); name the folders instead")
-        if os.path.isfile(name):
-            found.append(Path(name))
+            raise ExplainError(f"{where}: the pattern matches over {MAX_IMAGES} files; "
+                               f"split the images into several runs")
+        if path.is_file():
+            found.append(path)
     return sorted(found)
 
 

@@ -158,16 +158,18 @@ def load_model(cfg: Config) -> nn.Module:
         model = obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, Path(where))
     if not isinstance(model, nn.Module):
         raise ExplainError(f"{where}: gives a {type(model).__name__}, not a torch.nn.Module")
-    _check_children(model, where)
+    _check_children(model, where, from_file=spec.file is not None and not spec.trust)
     return model.eval()
 
 
-def _check_children(model: nn.Module, where: str) -> None:
+def _check_children(model: nn.Module, where: str, from_file: bool) -> None:
     """Every module has the usual structure (a pickle can put anything anywhere)."""
     problem = structure_problem(model)
+    if problem and from_file:
+        raise ExplainError(f"{where}: refused to load: the model it holds is not a usable "
+                           f"model: {problem}; if you trust this file, set 'model.trust: true'")
     if problem:
         raise ExplainError(f"{where}: not a usable model: {problem}")
-
 
 
 def find_layer(model: nn.Module, dotted: str, field: str = "target_layers") -> nn.Module:

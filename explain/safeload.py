@@ -11,10 +11,11 @@ anything beyond the tensor-rebuilding functions a saved model needs:
   given its saved state; a call such as ``nn.Linear(30000, 30000)`` (REDUCE) could allocate
   gigabytes from a 1 KB file, so it is refused;
 - the calls allowed are the rebuild functions for tensors and parameters (their sizes are
-  checked against the stored data), ``OrderedDict``, ``set`` and ``bytes`` decoding. Nothing
-  else: not even ``functools.partial``, since an attribute that shadows ``forward`` or a child
-  would be called on the first forward pass (torchvision's ViT keeps one: load its
-  state_dict with ``arch`` instead, or trust the file);
+  checked against the stored data), ``OrderedDict``, ``set``, ``bytes`` decoding and
+  ``functools.partial`` of a model class (torchvision's ViT keeps ``norm_layer`` as one). A
+  partial is never called while loading, but one stored as ``forward`` or over a child would
+  be called by the first forward pass, so after loading a partial may only sit in an instance
+  attribute that nothing of the class, its children, parameters or buffers is named;
 - the pickle is read in the format torch.load will use (a zip archive only when the file
   starts like one), and its size and length are bounded before anything is parsed.
 
@@ -24,6 +25,7 @@ buffers, holding modules and tensors only.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import pickle
@@ -45,6 +47,7 @@ CALLABLE = frozenset({
     "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
     "collections.OrderedDict", "builtins.set", "__builtin__.set", "_codecs.encode",
 })
+PARTIAL = "functools.partial"
 LEGACY_PICKLES = 5  # magic number, protocol, system info, the object, storage keys
 MAX_PICKLE_BYTES = 64 * 1024 * 1024  # a whole ViT-H's pickle is about 1 MB
 MAX_INSTRUCTIONS = 5_000_000
@@ -72,6 +75,9 @@ def _call_problem(func: Any, args: Any) -> Optional[str]:
     if not isinstance(func, _Global):
         return "calls an object it computed while loading"
     if func.name in CALLABLE:
+        return None
+    if func.name == PARTIAL and isinstance(args, _Tuple) and len(args.items) == 1 and \
+            _module_class(args.items[0]):
         return None
     return f"calls {func.name}(...) while loading"
 
@@ -224,7 +230,9 @@ def is_zip(path: Path) -> bool:
 
 
 def _allowed_global(name: str) -> Any:
-    """The object behind a global name if it is an allow-listed nn.Module class."""
+    """The object behind a global name if it is an allow-listed nn.Module class (or partial)."""
+    if name == PARTIAL:
+        return functools.partial
     module_name, _, attr = name.rpartition(".")
     if not module_name.startswith(SAFE_PREFIXES):
         return None
@@ -299,6 +307,31 @@ def structure_problem(model: nn.Module) -> Optional[str]:
             for name, value in parts[key].items():
                 if value is not None and not isinstance(value, torch.Tensor):
                     return f"'{prefix}{name}' in {key} is a {type(value).__name__}, not a tensor"
+        problem = _partial_problem(module, parts)
+        if problem:
+            return f"'{prefix}{problem}"
+    return None
+
+
+def _contains_partial(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, functools.partial):
+        return True
+    if depth < 4 and isinstance(value, (list, tuple, set, dict)):
+        items = value.values() if isinstance(value, dict) else value
+        return any(_contains_partial(v, depth + 1) for v in items)
+    return False
+
+
+def _partial_problem(module: nn.Module, tables: dict) -> Optional[str]:
+    """A partial is allowed only as a plain attribute that no code of the class looks up
+    (not 'forward', not a method or class attribute, not a child, parameter or buffer)."""
+    for name, value in vars(module).items():
+        if name in tables or not _contains_partial(value):
+            continue
+        taken = hasattr(type(module), name) or any(name in t for t in tables.values())
+        if not isinstance(value, functools.partial) or taken or not (
+                isinstance(value.func, type) and issubclass(value.func, nn.Module)):
+            return f"{name}' holds a functools.partial where code would call it"
     return None
 
 
