@@ -1,20 +1,87 @@
 """channels/: every channel of the channel layer, and how each method's map is built from them.
 
-Per image, ``<image>__activations.png`` (and .npy with save_arrays); per image x class x
-method that is a channel sum, ``<method>/<image>__<class>__contributions.png``, the
-per-channel CSV, and the channel numbers on the map's record (summary.csv columns)."""
+Per image: ``<image>__activations.png`` (activation_view; .npy with save_arrays). Per image x
+class x method in ``channels.CHANNEL_METHODS``, under ``<method>/``:
+``<image>__<class>__contributions.png`` (contribution_view; .npy with save_arrays),
+``<image>__<class>__channels.csv`` (one row per channel), ``<image>__<class>__top.png``
+(top_channels_view, with the photo and the method's map), and the channel numbers on the map's
+record (summary.csv columns). Per image x method, when exactly two classes are explained for the
+image (and ``channels.contrast``): ``<image>__contrast.png`` (class_contrast_view).
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+from typing import Optional
+
 import numpy as np
 
-from explain import channels, render
-from explain.model import find_layer
+from explain import channels
+from explain.config import Channels
 from explain.results import ChannelSummary
 from explain.writers import BatchContext, RunContext, Writer
 
+# Pixel budget of one channel picture (about 48 MB as RGB, a few times that while drawing).
+# tile_size and top_k are bounded in the config, but the channel count and the feature map's
+# aspect come from the model: a layer with thousands of channels gets smaller tiles instead.
+MAX_VIEW_PIXELS = 16_000_000
+_LINE = 20  # generous height of one label line, pixels (the views use 13 to 17)
+
+
+def view_options(spec: Channels) -> channels.ViewOptions:
+    """The channel views' drawing options for a config's ``channels`` section."""
+    base = channels.ViewOptions()
+    cmaps = {} if spec.colormap is None else {"sequential": spec.colormap,
+                                              "signed": spec.colormap}
+    return replace(base, tile_size=spec.tile_size, labels=spec.labels,
+                   shared_scale=spec.shared_scale,
+                   detail_tile_size=max(base.detail_tile_size, spec.tile_size), **cmaps)
+
+
+def view_pixels(opts: channels.ViewOptions, shape: tuple[int, int, int], k: int) -> int:
+    """An upper estimate of the pixels of the largest tile mosaic (tiles, number bands,
+    separators) among the views of a (C, h, w) layer; the title, photo/CAM panels and colour
+    bar around it add a fixed few hundred thousand pixels."""
+    c, h, w = shape
+    sep = opts.separator
+
+    def band(lines: int) -> int:  # number band above each tile
+        return lines * _LINE + 2 if opts.labels else 0
+
+    def grid(n: int, tile_h: int, tile_w: int, lines: int) -> int:
+        rows, cols = channels.grid_shape(n)
+        return rows * (tile_h + band(lines) + sep) * cols * (tile_w + sep)
+
+    def width(tile_h: int) -> int:
+        return max(1, round(w * tile_h / h))
+
+    k = max(1, min(k, c))
+    d = opts.detail_tile_size
+    pair_h = min(d, max(opts.tile_size, round(d * h / w)))  # as class_contrast_view does
+    return max(grid(c, opts.tile_size, width(opts.tile_size), 1),    # activations, contributions
+               grid(k, d, width(d), 3),                               # top channels
+               grid(k, pair_h, 2 * width(pair_h) + sep, 4))           # class contrast
+
+
+def fit_budget(opts: channels.ViewOptions, shape: tuple[int, int, int], k: int,
+               budget: int = MAX_VIEW_PIXELS) -> channels.ViewOptions:
+    """``opts`` with tile sizes scaled down (never below 1 pixel) until every view of the layer
+    fits ``budget`` pixels; ``opts`` itself when they already fit."""
+    for _ in range(64):
+        pixels = view_pixels(opts, shape, k)
+        if pixels <= budget or (opts.tile_size == 1 and opts.detail_tile_size == 1):
+            break
+        factor = min(0.9, math.sqrt(budget / pixels))
+        opts = replace(opts, tile_size=max(1, int(opts.tile_size * factor)),
+                       detail_tile_size=max(1, int(opts.detail_tile_size * factor)))
+    return opts
+
 
 class ChannelWriter(Writer):
+    def __init__(self) -> None:
+        self._options: dict[tuple[int, int, int], channels.ViewOptions] = {}
+
     def start(self, ctx: RunContext) -> None:
         skipped = [m for m in ctx.methods if m not in channels.CHANNEL_METHODS]
         if skipped:
@@ -23,33 +90,66 @@ class ChannelWriter(Writer):
                 f"{', '.join(m for m in ctx.methods if m in channels.CHANNEL_METHODS) or 'none'} "
                 f"of the chosen methods are channel sums)")
 
-    def _grid(self, ctx: RunContext, stack: np.ndarray, photo) -> np.ndarray:
-        spec = ctx.cfg.channels
-        return channels.channel_grid(
-            stack, shared_scale=spec.shared_scale, tile_size=spec.tile_size,
-            colormap=render.colormap_code(spec.colormap) if spec.colormap else None,
-            photo=photo if spec.overlay else None, image_weight=ctx.cfg.output.image_weight,
-            labels=spec.labels)
+    def options(self, ctx: RunContext, shape: tuple[int, int, int]) -> channels.ViewOptions:
+        """View options for a layer of this shape, within the pixel budget (noted once)."""
+        if shape not in self._options:
+            spec = ctx.cfg.channels
+            wanted = view_options(spec)
+            fitted = fit_budget(wanted, shape, spec.top_k)
+            if fitted != wanted:
+                ctx.summary.notes.append(
+                    f"channels: {shape[0]} channels of {shape[1]} x {shape[2]}: tiles drawn "
+                    f"{fitted.tile_size} px high (grids) and {fitted.detail_tile_size} px "
+                    f"(top channels) instead of {wanted.tile_size} and "
+                    f"{wanted.detail_tile_size}, to keep each picture under "
+                    f"{MAX_VIEW_PIXELS // 1_000_000} million pixels")
+            self._options[shape] = fitted
+        return self._options[shape]
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
-        probe = batch.result.probe
-        save = ctx.cfg.output.save_arrays
+        probe, maps = batch.result.probe, batch.result.maps
+        spec, save = ctx.cfg.channels, ctx.cfg.output.save_arrays
+        layer = spec.layer or ctx.cfg.target_layers[0]
+        methods = [m for m in ctx.methods if m in channels.CHANNEL_METHODS]
         for view in batch.images:
             image, b = view.entry.id, view.row
             acts = probe.activations[b]
-            ctx.run.write_png(f"channels/{image}__activations.png", self._grid(ctx, acts, view.item.rgb))
+            opts = self.options(ctx, acts.shape)
+            grid = channels.activation_view(acts, channels.view_title(image, layer), options=opts)
+            ctx.run.write_png(f"channels/{image}__activations.png", grid.image)
             if save:
                 ctx.run.write_npy(f"channels/{image}__activations.npy", acts)
-            for s, cls_index in enumerate(batch.result.classes[b]):
-                cls, grads = ctx.classes[int(cls_index)], probe.gradients[s][b]
-                for method in ctx.methods:
-                    if method not in channels.CHANNEL_METHODS:
-                        continue
-                    stem = f"channels/{method}/{image}__{cls}"
-                    contrib = channels.channel_contributions(method, acts, grads)
-                    ctx.run.write_png(f"{stem}__contributions.png", self._grid(ctx, contrib, None))
-                    rows, stats = channels.channel_stats(method, acts, grads)
-                    ctx.run.write_csv(f"{stem}__channels.csv", rows)
-                    if save:
-                        ctx.run.write_npy(f"{stem}__contributions.npy", contrib)
-                    view.entry.record(cls, method).channels = ChannelSummary(**stats)
+            slots = [(s, ctx.classes[int(c)]) for s, c in enumerate(batch.result.classes[b])]
+            for method in methods:
+                for s, cls in slots:
+                    self._class_views(ctx, view, method, cls, acts, probe.gradients[s][b],
+                                      maps[method][b, s], layer, opts)
+                if spec.contrast and len(slots) == 2:
+                    (sa, a), (sb, bb) = slots
+                    contrast = channels.class_contrast_view(
+                        method, acts, probe.gradients[sa][b], probe.gradients[sb][b],
+                        classes=(a, bb), photo=view.item.rgb,
+                        cams=(maps[method][b, sa], maps[method][b, sb]), k=spec.top_k,
+                        title=channels.view_title(image, layer, f"{a} vs {bb}", method),
+                        options=opts)
+                    ctx.run.write_png(f"channels/{method}/{image}__contrast.png", contrast.image)
+
+    def _class_views(self, ctx: RunContext, view, method: str, cls: str, acts: np.ndarray,
+                     grads: np.ndarray, cam: Optional[np.ndarray], layer: str,
+                     opts: channels.ViewOptions) -> None:
+        """Contribution grid, per-channel CSV, top-channels figure and the record's numbers for
+        one image x class x method."""
+        image = view.entry.id
+        stem = f"channels/{method}/{image}__{cls}"
+        title = channels.view_title(image, layer, cls, method)
+        contrib = channels.channel_contributions(method, acts, grads)
+        grid = channels.contribution_view(contrib, title, method=method, options=opts)
+        ctx.run.write_png(f"{stem}__contributions.png", grid.image)
+        if ctx.cfg.output.save_arrays:
+            ctx.run.write_npy(f"{stem}__contributions.npy", contrib)
+        rows, stats = channels.channel_stats(method, acts, grads)
+        ctx.run.write_csv(f"{stem}__channels.csv", rows)
+        top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb, cam=cam,
+                                         k=ctx.cfg.channels.top_k, title=title, options=opts)
+        ctx.run.write_png(f"{stem}__top.png", top.image)
+        view.entry.record(cls, method).channels = ChannelSummary(**stats)
