@@ -18,7 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Str
                       StrictStr, ValidationError, field_validator, model_validator)
 
 from explain.errors import ExplainError
-from explain.names import name_problem, quote, safe_slug, suggest
+from explain.names import name_problem, quote, safe_slug, short, suggest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,19 +141,43 @@ class MethodSpec(BaseModel):
 
 
 class Channels(_Section):
-    """Per-channel activation and contribution grids (see explain.channels)."""
+    """Per-channel views of the channel layer (see explain.channels and README#channel-views).
+
+    Every size here is bounded before anything is drawn; the writer also scales tiles down when
+    a layer has so many channels that a picture would pass its pixel budget."""
     enabled: StrictBool = False
     layer: Optional[StrictStr] = None
-    shared_scale: StrictBool = False
-    colormap: Optional[StrictStr] = None
-    overlay: StrictBool = False
-    labels: StrictBool = False
-    tile_size: Int = Field(48, ge=4, le=256)
+    shared_scale: StrictBool = True   # activation grid: one scale for all tiles (false: per tile)
+    colormap: Optional[StrictStr] = None  # activation grid (matplotlib name); null: viridis,
+    #                                       or PuOr_r centred at 0 when activations have both signs
+    labels: StrictBool = True         # channel numbers (and weights / shares) above the tiles
+    tile_size: Int = Field(48, ge=4, le=256)  # tile height in the grids, pixels
+    top_k: Int = Field(16, ge=1, le=256)      # channels in the top-channels / contrast figures
+    contrast: StrictBool = True       # class-contrast figure when an image has two classes
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "overlay" in v:
+            if v["overlay"] is not False:
+                raise ValueError(
+                    "'overlay' was removed: channel tiles are now drawn on one colour scale "
+                    "with a colour bar, and the top-channels figure shows the photo and the "
+                    "CAM beside the tiles; delete the line")
+            v = {k: x for k, x in v.items() if k != "overlay"}  # 'overlay: false' changes nothing
+        return v
 
     @field_validator("colormap")
     @classmethod
     def _colormap(cls, v: Optional[str]) -> Optional[str]:
-        return None if v is None else _colormap_name(v)
+        if v is None:
+            return None
+        import matplotlib
+        names = {n.lower(): n for n in matplotlib.colormaps}
+        if v.lower() not in names:
+            raise ValueError(f"unknown matplotlib colormap {quote(v)}"
+                             f"{suggest(v.lower(), sorted(names))} (e.g. viridis, magma, gray)")
+        return names[v.lower()]
 
 
 class Compare(_Section):
@@ -161,6 +185,105 @@ class Compare(_Section):
     enabled: StrictBool = False
     reference_dir: Optional[Text] = None
     tolerance: Number = Field(1e-4, ge=0, le=1)
+
+
+# ---- faithfulness, localisation, report (see explain.metrics, explain.annotations) ----------
+
+# Faithfulness metrics of pytorch_grad_cam.metrics, by config name; short aliases accepted.
+METRICS = ("road_combined", "road_most_relevant_first", "road_least_relevant_first",
+           "drop_in_confidence", "increase_in_confidence")
+METRIC_ALIASES = {"road_morf": "road_most_relevant_first", "road_lerf": "road_least_relevant_first"}
+ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # the library's own default
+Percent = Annotated[Int, Field(ge=1, le=99)]
+
+
+class MetricSpec(BaseModel):
+    """One faithfulness metric by name; the ROAD metrics also take the percentiles of pixels
+    they remove (the score is the mean over them)."""
+    model_config = ConfigDict(extra="forbid")
+    name: StrictStr
+    percentiles: Optional[Annotated[list[Percent], Field(min_length=1, max_length=19)]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        name = METRIC_ALIASES.get(v.lower(), v.lower())
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {quote(v)}{suggest(v.lower(), list(METRICS))} "
+                             f"(valid: {', '.join(METRICS)})")
+        return name
+
+    @model_validator(mode="after")
+    def _percentiles(self) -> "MetricSpec":
+        if not self.name.startswith("road_"):
+            if self.percentiles is not None:
+                raise ValueError(f"metric '{self.name}' takes no percentiles (only the road_ ones)")
+        elif self.percentiles is None:
+            self.percentiles = list(ROAD_PERCENTILES)
+        return self
+
+
+BoxValues = tuple[Number, Number, Number, Number]
+
+
+class Annotations(_Section):
+    """Ground-truth boxes for the localisation numbers, x0, y0, x1, y1 in original image pixels
+    (x1, y1 exclusive: a whole W x H image is 0, 0, W, H). Images by id or file name."""
+    file: Optional[Text] = None  # CSV or JSON rows (image, class, x0, y0, x1, y1), Pascal VOC
+    #                              .xml, or a folder of VOC .xml files
+    boxes: Annotated[dict[StrictStr, dict[StrictStr, list[BoxValues]]],
+                     Field(max_length=10_000)] = Field(default_factory=dict)
+    threshold: Number = Field(0.5, gt=0, le=1)  # IoU: the map above this fraction of its max
+
+    @field_validator("boxes", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        """A single box may be written without the outer list: {cat: [0, 0, 10, 10]}."""
+        if not isinstance(v, dict):
+            return v
+        return {image: ({cls_: ([b] if isinstance(b, list) and len(b) == 4 and
+                                 not any(isinstance(n, list) for n in b) else b)
+                         for cls_, b in classes.items()} if isinstance(classes, dict) else classes)
+                for image, classes in v.items()}
+
+    @field_validator("boxes")
+    @classmethod
+    def _valid_boxes(cls, v: dict) -> dict:
+        for image, classes in v.items():
+            for name, boxes in classes.items():
+                for box in boxes:
+                    problem = box_problem(box)
+                    if problem:
+                        raise ValueError(f"{image}.{name}: box {list(box)} {problem}")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.file is not None or bool(self.boxes)
+
+
+def box_problem(box: tuple) -> Optional[str]:
+    """Why (x0, y0, x1, y1) is not a usable box, or None."""
+    if not all(isinstance(n, (int, float)) and math.isfinite(n) for n in box):
+        return "must hold four finite numbers"
+    x0, y0, x1, y1 = box
+    if min(x0, y0) < 0:
+        return "has a negative coordinate"
+    if not (x0 < x1 and y0 < y1):
+        return "must have x0 < x1 and y0 < y1"
+    return None
+
+
+class Report(_Section):
+    """report.html: the study on one page (see explain.writers.report)."""
+    enabled: StrictBool = True
+    weak_below: Number = Field(0.05, ge=0, le=1)  # flag maps of classes the model gives less
+    page_size: Int = Field(100, ge=1, le=10_000)  # image cards per page (more: report/page-N.html)
 
 
 def _colormap_name(v: str) -> str:
@@ -199,6 +322,9 @@ class Config(_Section):
     channels: Channels = Field(default_factory=Channels)
     compare: Compare = Field(default_factory=Compare)
     output: Output = Field(default_factory=Output)
+    metrics: Annotated[list[MetricSpec], Field(max_length=16)] = Field(default_factory=list)
+    annotations: Annotations = Field(default_factory=Annotations)
+    report: Report = Field(default_factory=Report)
 
     # Not part of the file: where it was read from (for relative paths and the run name).
     source: Optional[Path] = Field(default=None, exclude=True)
@@ -256,6 +382,15 @@ class Config(_Section):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"methods: listed twice: {', '.join(sorted(dup))}")
+        metrics = [m.name for m in self.metrics]
+        dup = {n for n in metrics if metrics.count(n) > 1}
+        if dup:
+            raise ValueError(f"metrics: listed twice: {', '.join(sorted(dup))}")
+        for image, classes in self.annotations.boxes.items():
+            for name in classes:
+                if name not in self.classes:
+                    raise ValueError(f"annotations.boxes.{image}: {quote(name)} is not a named "
+                                     f"class{suggest(name, list(self.classes))}")
         return self
 
     # ---- derived values -------------------------------------------------------------------
@@ -314,11 +449,41 @@ def _expanded_size(node: yaml.Node, limit: int) -> int:
     return count
 
 
+MAX_NESTING = 32  # brackets or indentation levels; a config needs four or five
+
+
+def nesting_problem(text: str) -> Optional[str]:
+    """Whether the text nests deeper than MAX_NESTING, found by counting before parsing
+    (PyYAML's time grows with the depth of what is still open)."""
+    depth, quote_char = 0, None
+    for char in text:
+        if quote_char:
+            quote_char = None if char == quote_char else quote_char
+        elif char in "'\"":
+            quote_char = char
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return f"brackets nested more than {MAX_NESTING} deep"
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "\n":
+            quote_char = None
+    indents = {len(line) - len(line.lstrip(" -")) for line in text.splitlines() if line.strip()}
+    if len(indents) > MAX_NESTING:
+        return f"more than {MAX_NESTING} levels of indentation"
+    return None
+
+
 def read_yaml(text: str, where: str) -> Any:
     """Parse a config's text safely: no tags that build objects, no duplicate keys, and
-    aliases bounded (a 'billion laughs' file is refused, not expanded)."""
-    loader = _StrictLoader(text)
+    aliases and nesting bounded (a 'billion laughs' file is refused, not expanded)."""
+    deep = nesting_problem(text)
+    if deep:
+        raise ExplainError(f"{where}: the YAML has {deep}; a config is a few levels deep")
+    loader = None
     try:
+        loader = _StrictLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -331,8 +496,11 @@ def read_yaml(text: str, where: str) -> Any:
         line = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ExplainError(f"{where}: {line}YAML syntax error: {problem[:200]}") from None
+    except RecursionError:
+        raise ExplainError(f"{where}: the YAML is nested too deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 _DICT_FIELDS = {"classes", "arch_args", "builder_args"}
@@ -352,14 +520,15 @@ def _clean_loc(loc: tuple) -> tuple[str, Any]:
             continue
         fields = getattr(model, "model_fields", None)
         if fields is None:
-            continue  # a pydantic label, not a key of the file
+            break  # a pydantic label inside a union: the key is complete
+        part = part if len(str(part)) <= 40 else str(part)[:37] + "..."
         out, parent = (out + f".{part}" if out else str(part)), model
         if part not in fields:
             model = None
             continue
         ann = fields[part].annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        item_model = MethodSpec if part == "methods" else None
+        item_model = {"methods": MethodSpec, "metrics": MetricSpec}.get(part)
         in_dict = part in _DICT_FIELDS
     return out, parent
 
@@ -370,7 +539,7 @@ def _problem_line(error: dict) -> tuple[str, str]:
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
         fields = [k for k in getattr(parent, "model_fields", {}) if k != "source"]
-        return loc, f"unknown key {quote(key)}{suggest(key, fields)}"
+        return loc, f"unknown key {quote(key)}{suggest(key[:100], fields)}"
     if kind == "missing":
         return loc, "required key is missing"
     msg = error["msg"].removeprefix("Value error, ")
@@ -384,10 +553,13 @@ def explain_validation(err: ValidationError, where: str) -> ExplainError:
 
     A union (``preprocess.size``: a number or a pair) fails once per alternative; only the
     first message per key is kept."""
-    problems: dict[str, str] = {}
+    problems: dict[str, tuple[int, str]] = {}
     for error in err.errors():
         loc, msg = _problem_line(error)
-        problems.setdefault(loc, msg)
+        depth = len(error["loc"])  # the deeper a union's error, the closer it is to the input
+        if loc not in problems or depth > problems[loc][0]:
+            problems[loc] = (depth, msg)
+    problems = {loc: msg for loc, (_, msg) in problems.items()}
     lines = [f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
     if len(lines) == 1:
         return ExplainError(lines[0])
@@ -416,8 +588,12 @@ def apply_override(data: dict, dotted: str, value: Any) -> None:
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> Config:
     """Read, override and validate an experiment file; raise ExplainError on any problem."""
     path = Path(path)
-    if not path.is_file():
-        raise ExplainError(f"{path}: config file not found")
+    try:
+        found = path.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ExplainError(f"{short(path)}: {exc.strerror}") from None
+    if not found:
+        raise ExplainError(f"{short(path)}: config file not found")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ExplainError(f"{path}: {path.stat().st_size} bytes; a config is at most "
                            f"{MAX_CONFIG_BYTES} bytes")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -48,6 +49,9 @@ class BatchResult:
     maps: dict[str, np.ndarray]  # method -> (B, S, H, W) float32 in 0..1
     probe: Optional[LayerPass] = None  # the channel layer, when asked for
     notes: list[str] = field(default_factory=list)
+    # method -> (B, S): the map's maximum before scaling to 0..1 (after the ReLU, at feature
+    # resolution, the largest over target layers); only for the shared-pass methods
+    raw_max: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -63,6 +67,15 @@ def seeded(seed: int):
             yield
         finally:
             np.random.set_state(state)
+
+
+@contextlib.contextmanager
+def quiet_library_bars():
+    """Silence the progress bars ScoreCAM and AblationCAM draw per image (one per channel
+    batch) under the run's own bar: tqdm writes to sys.stderr as it is when a bar is made, so
+    bars made inside the block go nowhere, and the run's bar, made before, is unaffected."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        yield
 
 
 def _targets(classes: np.ndarray) -> list[ClassifierOutputTarget]:
@@ -159,16 +172,20 @@ class CamEngine:
         grads = self._gradients(logits, acts, classes)
         acts_np = [a.detach().float().cpu().numpy() for a in acts]
         del logits, acts
-        maps = {}
+        maps, raw_max = {}, {}
         for m in self.shared:
-            maps[m.name] = np.stack([self._shared_map(m.name, x, acts_np, g, classes[:, s])
+            peaks: list[list[np.ndarray]] = [[] for _ in grads]
+            maps[m.name] = np.stack([self._shared_map(m.name, x, acts_np, g, classes[:, s],
+                                                      peaks=peaks[s])
                                      for s, g in enumerate(grads)], axis=1)
+            raw_max[m.name] = np.stack([np.max(p, axis=0) for p in peaks], axis=1)
         for m in self.separate:
             maps[m.name] = self._library_map(m, x, classes)
         probe = None
         if self.probe_index is not None:
             probe = LayerPass(acts_np[self.probe_index], [g[self.probe_index] for g in grads])
-        return BatchResult(out_np, classes, {k: maps[k] for k in self.order}, probe)
+        return BatchResult(out_np, classes, {k: maps[k] for k in self.order}, probe,
+                           raw_max=raw_max)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         captured: list[Optional[torch.Tensor]] = [None] * len(self.hooked)
@@ -233,15 +250,20 @@ class CamEngine:
             out.append([g.detach().float().cpu().numpy() for g in grads])
         return out
 
-    def _shared_map(self, name, x, acts, grads, classes) -> np.ndarray:
-        """The library's compute_cam_per_layer + aggregate_multi_layers, on our arrays."""
+    def _shared_map(self, name, x, acts, grads, classes, *,
+                    peaks: Optional[list] = None) -> np.ndarray:
+        """The library's compute_cam_per_layer + aggregate_multi_layers, on our arrays.
+        ``peaks`` gets each layer's per-image maximum before scaling."""
         size = (x.shape[-1], x.shape[-2])
         cam_math: BaseCAM = self._math[name]
         per_layer = []
         for i, layer in enumerate(self.target_layers):
             cam = cam_math.get_cam_image(x, layer, _targets(classes), acts[i], grads[i],
                                          self.options.eigen_smooth)
-            per_layer.append(scale_cam_image(np.maximum(cam, 0), size)[:, None, :])
+            positive = np.maximum(cam, 0)
+            if peaks is not None:
+                peaks.append(positive.reshape(len(positive), -1).max(axis=1))
+            per_layer.append(scale_cam_image(positive, size)[:, None, :])
         return cam_math.aggregate_multi_layers(per_layer)
 
     def _library_map(self, spec: MethodSpec, x, classes: np.ndarray) -> np.ndarray:
@@ -253,7 +275,7 @@ class CamEngine:
                 kwargs = {"eigen_smooth": self.options.eigen_smooth}
                 if "aug_smooth" in inspect.signature(cam.__call__).parameters:
                     kwargs["aug_smooth"] = self.options.aug_smooth
-                with seeded(self.options.seed):
+                with seeded(self.options.seed), quiet_library_bars():
                     slots.append(cam(input_tensor=x, targets=_targets(classes[:, s]), **kwargs))
             finally:
                 handles = getattr(cam, "activations_and_grads", None) or \

@@ -33,6 +33,13 @@ class ChannelSummary(_Record):
     channels_90: int
 
 
+class Localisation(_Record):
+    """The map against the class's ground-truth boxes (see explain.metrics.localisation)."""
+    pointing_hit: bool  # the map's peak lies inside a box
+    energy_in_box: float  # share of the map's sum inside the boxes
+    box_iou: float  # IoU of the boxes with the map above annotations.threshold x its max
+
+
 class MapRecord(_Record):
     """One map: image x class x method. Peak in input pixels, mass share per half."""
     class_name: str = Field(alias="class")
@@ -46,6 +53,16 @@ class MapRecord(_Record):
     mass_bottom: float
     file: str
     channels: Optional[ChannelSummary] = None
+    # Strength: the map is scaled to 0..1, so these say how strong it was before (see
+    # explain.writers.metrics). raw_max is absent for methods the library computes itself.
+    raw_max: Optional[float] = None
+    logit: Optional[float] = None
+    probability: Optional[float] = None
+    weak: Optional[bool] = None  # probability below report.weak_below
+    faithfulness: Optional[dict[str, float]] = None  # metric name -> library score
+    agreement: Optional[float] = None  # mean Pearson r with the other methods' maps (same
+    #                                    image and class); only with two or more methods
+    localisation: Optional[Localisation] = None
 
 
 class ImageEntry(_Record):
@@ -56,6 +73,8 @@ class ImageEntry(_Record):
     probabilities: dict[str, float]
     predicted: str
     cams: list[MapRecord] = Field(default_factory=list)
+    # Ground truth from annotations: class -> boxes (x0, y0, x1, y1) in model-input pixels.
+    boxes: Optional[dict[str, list[list[float]]]] = None
 
     def record(self, class_name: str, method: str) -> MapRecord:
         return next(r for r in self.cams if r.class_name == class_name and r.method == method)
@@ -133,6 +152,8 @@ def csv_rows(summary: RunSummary) -> list[dict]:
             channels = row.pop("channels", None)
             if channels is not None:
                 row.update(channels)
+            for group in ("faithfulness", "localisation"):
+                row.update(row.pop(group, None) or {})
             rows.append(row)
     return rows
 
@@ -147,5 +168,7 @@ def console_lines(summary: RunSummary) -> list[str]:
     lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
     d = summary.durations_s
     lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
-                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s)")
+                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s"
+                 + (f", of which metrics {d['metrics']:.1f}s" if d.get("metrics", 0) >= 0.05 else "")
+                 + ")")
     return lines

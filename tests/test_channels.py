@@ -102,7 +102,7 @@ def demo_run(out, sets):
     """Run the demo config on both.jpg with ``sets``; the channel writer's real inputs (run
     context and batches) are recorded on the way, so the views can be recomputed exactly."""
     cfg = load_config(REPO / "configs" / "demo_catdog.yaml",
-                      {"images": ["../images/both.jpg"], **sets})
+                      {"images": ["../images/both.jpg"], "metrics": [], **sets})
     seen = []
     real_write = channel_writer.ChannelWriter.write
 

@@ -42,7 +42,8 @@ def test_disabling_the_inplace_fix_shows_the_error(shared_course_tree):
 
 def test_library_matches_handwritten_on_demo_network(tmp_path):
     cfg = load_config(REPO / "configs" / "demo_catdog.yaml",
-                      {"methods": REFERENCED, "compare.enabled": True, "channels.enabled": False})
+                      {"methods": REFERENCED, "compare.enabled": True, "channels.enabled": False,
+                       "metrics": []})
     summary = run(cfg, RunOptions(out_root=tmp_path, **QUIET))
     rows = (tmp_path / "demo_catdog" / "compare" / "compare.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 2 * 3

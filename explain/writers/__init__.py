@@ -68,15 +68,21 @@ class Writer:
 
 
 def default_writers(cfg: Config) -> list[Writer]:
-    """The outputs a config asks for, in the order they run (the summary last)."""
+    """The outputs a config asks for, in the order they run (the summary, then the report
+    made from it, last)."""
     from explain.writers.channels import ChannelWriter
     from explain.writers.comparison import CompareWriter
     from explain.writers.maps import MapWriter
+    from explain.writers.metrics import MetricsWriter
     from explain.writers.panels import PanelWriter
+    from explain.writers.report import ReportWriter
     from explain.writers.summary import SummaryWriter
-    writers: list[Writer] = [MapWriter()]
+    writers: list[Writer] = [MapWriter(), MetricsWriter()]
     if cfg.channels.enabled:
         writers.append(ChannelWriter())
     if cfg.compare.enabled:
         writers.append(CompareWriter())
-    return writers + [PanelWriter(), SummaryWriter()]
+    writers += [PanelWriter(), SummaryWriter()]
+    if cfg.report.enabled:
+        writers.append(ReportWriter())
+    return writers

@@ -122,8 +122,8 @@ class ChannelWriter(Writer):
             slots = [(s, ctx.classes[int(c)]) for s, c in enumerate(batch.result.classes[b])]
             for method in methods:
                 for s, cls in slots:
-                    self._class_views(ctx, view, method, cls, acts, probe.gradients[s][b],
-                                      maps[method][b, s], layer, opts)
+                    self._class_views(ctx, view, (method, cls), (acts, probe.gradients[s][b],
+                                      maps[method][b, s]), (layer, opts))
                 if spec.contrast and len(slots) == 2:
                     (sa, a), (sb, bb) = slots
                     contrast = channels.class_contrast_view(
@@ -134,11 +134,13 @@ class ChannelWriter(Writer):
                         options=opts)
                     ctx.run.write_png(f"channels/{method}/{image}__contrast.png", contrast.image)
 
-    def _class_views(self, ctx: RunContext, view, method: str, cls: str, acts: np.ndarray,
-                     grads: np.ndarray, cam: Optional[np.ndarray], layer: str,
-                     opts: channels.ViewOptions) -> None:
+    def _class_views(self, ctx: RunContext, view, which: tuple[str, str],
+                     arrays: tuple[np.ndarray, np.ndarray, Optional[np.ndarray]],
+                     drawing: tuple[str, channels.ViewOptions]) -> None:
         """Contribution grid, per-channel CSV, top-channels figure and the record's numbers for
-        one image x class x method."""
+        one image x class x method: ``which`` = (method, class), ``arrays`` = (activations,
+        gradients, CAM), ``drawing`` = (layer name, view options)."""
+        (method, cls), (acts, grads, cam), (layer, opts) = which, arrays, drawing
         image = view.entry.id
         stem = f"channels/{method}/{image}__{cls}"
         title = channels.view_title(image, layer, cls, method)

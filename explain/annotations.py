@@ -1,0 +1,243 @@
+"""Ground-truth boxes for the localisation numbers: reading them, matching them to images,
+and scaling them from original image pixels to the model's input pixels.
+
+Boxes come from the config (``annotations.boxes``: image -> class -> boxes) and/or a file
+(``annotations.file``):
+
+- CSV with a header row ``image,class,x0,y0,x1,y1`` (extra columns are ignored);
+- JSON: a list of objects with the same keys;
+- Pascal VOC XML (one ``<annotation>`` per file: ``filename`` and ``object``/``name``/
+  ``bndbox``), or a folder of such files. VOC counts pixels from 1 with inclusive corners,
+  so ``xmin`` becomes ``xmin - 1`` and ``xmax`` stays.
+
+Coordinates are x0, y0, x1, y1 in the pixels of the image as displayed (EXIF orientation
+applied, as explain decodes it), x1 and y1 exclusive. An image is named by its id in the
+outputs (``both``) or its file name (``both.jpg``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+from PIL import Image
+
+from explain.config import Config, box_problem
+from explain.errors import ExplainError
+from explain.names import quote, suggest
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_VOC_FILES = 100_000
+EXIF_ORIENTATION = 0x0112
+COLUMNS = ("image", "class", "x0", "y0", "x1", "y1")
+
+
+@dataclass(frozen=True)
+class Box:
+    """One ground-truth box in original image pixels, and where it was given (for messages)."""
+    image: str
+    class_name: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    where: str
+
+
+class BoxSet:
+    """All boxes of a run, looked up by image (id or file name) and class."""
+
+    def __init__(self, boxes: Iterable[Box]):
+        self.boxes: dict[str, list[Box]] = {}
+        for box in boxes:
+            self.boxes.setdefault(box.image, []).append(box)
+        self.used: set[str] = set()
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.boxes.values())
+
+    def for_image(self, image_id: str, path: Path) -> dict[str, list[Box]]:
+        """class -> boxes for the image with this id and file."""
+        found: dict[str, list[Box]] = {}
+        for key in dict.fromkeys((image_id, path.name)):
+            for box in self.boxes.get(key, []):
+                self.used.add(key)
+                found.setdefault(box.class_name, []).append(box)
+        return found
+
+    def unused(self) -> list[str]:
+        """Image keys that matched no image of the run (a shared box file is fine)."""
+        return sorted(set(self.boxes) - self.used)
+
+
+def load_boxes(cfg: Config) -> BoxSet:
+    """Every box the config gives, inline and from ``annotations.file``; ExplainError naming the
+    file (and line or element) for anything unusable."""
+    spec = cfg.annotations
+    boxes = [Box(image, cls, *map(float, values), f"annotations.boxes.{image}.{cls}")
+             for image, classes in spec.boxes.items()
+             for cls, many in classes.items() for values in many]
+    if spec.file is not None:
+        path = cfg.resolve(spec.file)
+        boxes += read_box_file(path, list(cfg.classes))
+    return BoxSet(boxes)
+
+
+def read_box_file(path: Path, classes: list[str]) -> list[Box]:
+    """Boxes from a CSV, JSON or VOC XML file, or a folder of VOC XML files."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+        if not files:
+            raise ExplainError(f"annotations.file: {path}: no .xml files in the folder")
+        if len(files) > MAX_VOC_FILES:
+            raise ExplainError(f"annotations.file: {path}: {len(files)} files; at most "
+                               f"{MAX_VOC_FILES}")
+        return [box for f in files for box in _read_voc(f, _text(f), classes)]
+    if not path.is_file():
+        raise ExplainError(f"annotations.file: file not found: {path}")
+    text = _text(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path, text, classes)
+    if suffix == ".json":
+        return _read_json(path, text, classes)
+    if suffix == ".xml":
+        return _read_voc(path, text, classes)
+    raise ExplainError(f"annotations.file: {path}: expected a .csv, .json or Pascal VOC .xml "
+                       f"file, or a folder of .xml files")
+
+
+def _text(path: Path) -> str:
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ExplainError(f"{path}: {path.stat().st_size} bytes; an annotation file is at most "
+                           f"{MAX_FILE_BYTES} bytes")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ExplainError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+
+
+def _box(row: dict, where: str, classes: list[str]) -> Box:
+    """A Box from a mapping with the COLUMNS keys; ExplainError naming ``where``."""
+    missing = [k for k in COLUMNS if row.get(k) in (None, "")]
+    if missing:
+        raise ExplainError(f"{where}: missing {', '.join(missing)} (columns: {', '.join(COLUMNS)})")
+    image, cls = str(row["image"]).strip(), str(row["class"]).strip()
+    if cls not in classes:
+        raise ExplainError(f"{where}: class {quote(cls)} is not a named class"
+                           f"{suggest(cls, classes)} (named: {', '.join(classes)})")
+    try:
+        values = tuple(float(row[k]) for k in COLUMNS[2:])
+    except (TypeError, ValueError):
+        raise ExplainError(f"{where}: x0, y0, x1, y1 must be numbers "
+                           f"(got {quote([row[k] for k in COLUMNS[2:]])})") from None
+    problem = box_problem(values)
+    if problem:
+        raise ExplainError(f"{where}: box {list(values)} {problem}")
+    return Box(image, cls, *values, where)
+
+
+def _read_csv(path: Path, text: str, classes: list[str]) -> list[Box]:
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not set(COLUMNS) <= {f.strip() for f in reader.fieldnames}:
+        raise ExplainError(f"{path}: line 1: expected a header with the columns "
+                           f"{', '.join(COLUMNS)} (got {quote(reader.fieldnames)})")
+    boxes = []
+    for row in reader:
+        row = {(k or "").strip(): v for k, v in row.items()}
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # a blank line
+        boxes.append(_box(row, f"{path}: line {reader.line_num}", classes))
+    return boxes
+
+
+def _read_json(path: Path, text: str, classes: list[str]) -> list[Box]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ExplainError(f"{path}: not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ExplainError(f"{path}: expected a list of objects with the keys "
+                           f"{', '.join(COLUMNS)}")
+    return [_box(row, f"{path}: item {i}", classes) for i, row in enumerate(data)]
+
+
+def _read_voc(path: Path, text: str, classes: list[str]) -> list[Box]:
+    if "<!ENTITY" in text:  # no entity expansion tricks in a box file
+        raise ExplainError(f"{path}: XML entity declarations are not allowed in an annotation file")
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ExplainError(f"{path}: not valid XML ({exc})") from None
+    image = (root.findtext("filename") or "").strip()
+    if root.tag != "annotation" or not image:
+        raise ExplainError(f"{path}: not a Pascal VOC file (<annotation> with <filename>)")
+    boxes = []
+    for i, obj in enumerate(root.findall("object")):
+        where = f"{path}: object {i + 1}"
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise ExplainError(f"{where}: no <bndbox>")
+        corners = (("x0", "xmin"), ("y0", "ymin"), ("x1", "xmax"), ("y1", "ymax"))
+        row = {"image": image, "class": (obj.findtext("name") or "").strip(),
+               **{k: bnd.findtext(tag) for k, tag in corners}}
+        try:  # VOC: 1-based, inclusive corners
+            row["x0"], row["y0"] = float(row["x0"]) - 1, float(row["y0"]) - 1
+        except (TypeError, ValueError):
+            pass  # _box names the bad values
+        boxes.append(_box(row, where, classes))
+    return boxes
+
+
+# ---- sizes and scaling --------------------------------------------------------------------
+
+def original_size(path: Path) -> tuple[int, int]:
+    """(height, width) of the image as explain decodes it: the header's size, turned for an
+    EXIF orientation of 5 to 8 (a quarter turn), as OpenCV applies it."""
+    with Image.open(path) as img:
+        width, height = img.size
+        try:
+            turned = img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
+        except Exception:  # a broken EXIF block: OpenCV ignores it too
+            turned = False
+    return (width, height) if turned else (height, width)
+
+
+def to_input(box: Box, original: tuple[int, int], size: tuple[int, int]) -> list[float]:
+    """The box in model-input pixels: x scaled by W_in / W, y by H_in / H (preprocessing
+    resizes the whole image to the input size); clipped to the input. ExplainError when the
+    box lies outside the image (by more than one pixel)."""
+    (h, w), (hi, wi) = original, size
+    if box.x0 >= w or box.y0 >= h or box.x1 > w + 1 or box.y1 > h + 1:
+        raise ExplainError(f"{box.where}: box {[box.x0, box.y0, box.x1, box.y1]} lies outside "
+                           f"the {w}x{h} image '{box.image}'")
+    sx, sy = wi / w, hi / h
+    return [round(min(box.x0 * sx, wi), 4), round(min(box.y0 * sy, hi), 4),
+            round(min(box.x1 * sx, wi), 4), round(min(box.y1 * sy, hi), 4)]
+
+
+def box_mask(boxes: list[list[float]], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels (bool, input size) whose centre lies inside any of the boxes (input pixels)."""
+    h, w = shape
+    mask = np.zeros((h, w), dtype=bool)
+    ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
+    for x0, y0, x1, y1 in boxes:
+        rows = (ys >= y0) & (ys < y1)
+        cols = (xs >= x0) & (xs < x1)
+        mask |= rows[:, None] & cols[None, :]
+    return mask
+
+
+def input_boxes(found: dict[str, list[Box]], path: Path,
+                size: tuple[int, int]) -> Optional[dict[str, list[list[float]]]]:
+    """class -> boxes in input pixels for one image, or None when it has no boxes."""
+    if not found:
+        return None
+    original = original_size(path)
+    return {cls: [to_input(b, original, size) for b in boxes] for cls, boxes in found.items()}

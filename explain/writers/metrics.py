@@ -1,0 +1,197 @@
+"""Per map: strength (raw maximum, logit, probability, weak flag), faithfulness scores and,
+with ground-truth boxes, localisation numbers. Written onto the map records, so they land in
+summary.json / summary.csv and the item files. Also the method notes of a run: the cost
+estimate of the per-channel methods (printed before the first batch) and class-agnostic maps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from explain import annotations, metrics
+from explain.writers import BatchContext, RunContext, Writer
+
+# Methods whose map does not depend on the class (from the activations alone, or random).
+CLASS_AGNOSTIC = {"eigencam": "principal component of the activations",
+                  "kpcacam": "kernel principal component of the activations",
+                  "fem": "activations above their mean + k std",
+                  "randomcam": "random weights: a baseline, not an explanation"}
+# Methods that run one forward pass per channel of the target layers, per image x class.
+PER_CHANNEL = {"scorecam", "ablationcam"}
+SAME_MAP_TOLERANCE = 1e-6
+
+
+def method_note(method: str) -> Optional[str]:
+    """What a reader should know about a method's maps, or None."""
+    if method in CLASS_AGNOSTIC:
+        return (f"class-agnostic ({CLASS_AGNOSTIC[method]}): the map is the same for every "
+                f"class, so it cannot tell the classes apart")
+    if method == "scorecam":
+        return "one forward pass per channel of the target layer for each image x class"
+    if method == "ablationcam":
+        return "one forward pass per ablated channel of the target layer for each image x class"
+    return None
+
+
+class MetricsWriter(Writer):
+    """Numbers per map; runs after the map writer and before the summary."""
+
+    def __init__(self) -> None:
+        self.boxes: Optional[annotations.BoxSet] = None
+        self.no_raw: set[str] = set()
+        self.same: dict[str, list[int]] = {}  # method -> [images with identical maps, images]
+
+    def start(self, ctx: RunContext) -> None:
+        cfg = ctx.cfg
+        if cfg.annotations.enabled:
+            self.boxes = annotations.load_boxes(cfg)
+        for line in cost_lines(ctx):
+            ctx.log(line)
+            ctx.summary.notes.append(line)
+
+    def write(self, ctx: RunContext, batch: BatchContext) -> None:
+        cfg, result = ctx.cfg, batch.result
+        t0 = time.perf_counter()
+        device = next(ctx.model.parameters(), torch.empty(0)).device
+        for view in batch.images:
+            b, entry = view.row, view.entry
+            slot_of = {ctx.classes[int(c)]: s for s, c in enumerate(result.classes[b])}
+            index_of = {ctx.classes[int(c)]: int(c) for c in result.classes[b]}
+            found = self.boxes.for_image(entry.id, view.item.ref.path) if self.boxes else {}
+            found = {c: v for c, v in found.items() if c in slot_of}
+            entry.boxes = annotations.input_boxes(found, view.item.ref.path,
+                                                  tuple(entry.input_size))
+            cams = [result.maps[r.method][b, slot_of[r.class_name]] for r in entry.cams]
+            if cfg.metrics and entry.cams:
+                scores = metrics.faithfulness(cfg.metrics, ctx.model, batch.x[b:b + 1].to(device),
+                                              np.stack(cams),
+                                              [index_of[r.class_name] for r in entry.cams],
+                                              seed=cfg.seed)
+                for rec, score in zip(entry.cams, scores):
+                    rec.faithfulness = score
+            for rec, cam in zip(entry.cams, cams):
+                s, cls = slot_of[rec.class_name], rec.class_name
+                raw = result.raw_max.get(rec.method)
+                if raw is None:
+                    self.no_raw.add(rec.method)
+                rec.raw_max = None if raw is None else round(float(raw[b, s]), 6)
+                rec.logit = round(float(result.logits[b, index_of[cls]]), 6)
+                rec.probability = entry.probabilities[cls]
+                rec.weak = rec.probability < cfg.report.weak_below
+                if entry.boxes and cls in entry.boxes:
+                    mask = annotations.box_mask(entry.boxes[cls], cam.shape)
+                    rec.localisation = metrics.localisation(cam, mask, cfg.annotations.threshold)
+            _agreement(entry.cams, cams)
+            self._same_maps(result.maps, b, len(slot_of))
+        ctx.summary.durations_s["metrics"] = ctx.summary.durations_s.get("metrics", 0.0) + \
+            time.perf_counter() - t0
+
+    def _same_maps(self, maps: dict[str, np.ndarray], b: int, slots: int) -> None:
+        if slots < 2:
+            return
+        for method, m in maps.items():
+            counts = self.same.setdefault(method, [0, 0])
+            counts[1] += 1
+            counts[0] += bool(np.abs(m[b] - m[b, :1]).max() <= SAME_MAP_TOLERANCE)
+
+    def finish(self, ctx: RunContext) -> None:
+        notes = ctx.summary.notes
+        if self.no_raw:
+            notes.append(f"map strength: no raw maximum for {', '.join(sorted(self.no_raw))} "
+                         f"(the library's own call returns maps already scaled to 0..1)")
+        for method, (same, total) in self.same.items():
+            if same:
+                notes.append(f"{method}: identical maps for every class on {same} of {total} "
+                             f"image(s) computed in this run"
+                             + (" (class-agnostic method)" if method in CLASS_AGNOSTIC else ""))
+        if self.boxes is not None:
+            unused = self.boxes.unused()
+            if unused:
+                shown = ", ".join(unused[:5]) + (f" (+{len(unused) - 5} more)" if len(unused) > 5 else "")
+                notes.append(f"annotations: boxes for images not in this run: {shown}")
+
+
+def _agreement(records: list, cams: list[np.ndarray]) -> None:
+    """Each record's mean Pearson correlation with the other methods' maps of its class."""
+    from explain.compare import pearson
+    by_class: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        by_class.setdefault(rec.class_name, []).append(i)
+    for members in by_class.values():
+        if len(members) < 2:
+            continue
+        for i in members:
+            r = [pearson(cams[i], cams[j]) for j in members if j != i]
+            records[i].agreement = round(float(np.mean(r)), 6)
+
+
+def cost_lines(ctx: RunContext) -> list[str]:
+    """'estimate: ...' lines for the costly parts of a run: methods that run one forward pass
+    per channel, and the faithfulness metrics. One timed forward pass at the configured input
+    size (square for a short-side size) measures the cost of a pass."""
+    cfg = ctx.cfg
+    slow = [m for m in cfg.methods if m.name in PER_CHANNEL]
+    if not slow and not cfg.metrics:
+        return []
+    images = len(ctx.image_order)
+    slots = len(cfg.target_classes() or [None])
+    channels, seconds = _probe(ctx)
+    if seconds <= 0:
+        return [f"estimate: {m.name} runs one forward pass per channel of the target layers "
+                f"for each image x class" for m in slow]
+    lines = []
+    for spec in slow:
+        per_map = channels * (spec.options.get("ratio_channels_to_ablate", 1.0)
+                              if spec.name == "ablationcam" else 1.0)
+        passes = int(round(images * slots * per_map))
+        lines.append(f"estimate: {spec.name} runs one forward pass per channel "
+                     f"({channels} in {', '.join(cfg.target_layers)}) for each image x class: "
+                     f"{passes:,} passes, about {_duration(passes * seconds)}")
+    if cfg.metrics:
+        maps = images * slots * len(cfg.methods)
+        per_image = sum(metrics.forward_passes(s) for s in cfg.metrics)
+        road = sum(len(s.percentiles) * (2 if s.name == "road_combined" else 1)
+                   for s in cfg.metrics if s.percentiles)
+        lines.append(f"estimate: faithfulness ({', '.join(s.name for s in cfg.metrics)}): "
+                     f"{per_image} forward passes per image (a batch of one copy per map)"
+                     + (f" and {road} ROAD imputations per map (a sparse solve each: up to "
+                        f"1-2 s at 224 x 448 on a CPU core)" if road else "")
+                     + f"; {maps:,} maps, the passes about "
+                       f"{_duration(images * per_image * seconds * slots * len(cfg.methods))}")
+    return lines
+
+
+def _probe(ctx: RunContext) -> tuple[int, float]:
+    """Channels of the target layers and seconds per forward pass of one image (timed)."""
+    size = ctx.cfg.preprocess.size
+    h, w = (size, size) if isinstance(size, int) else size
+    device = next(ctx.model.parameters(), torch.empty(0)).device
+    found: list[int] = []
+    hooks = [layer.register_forward_hook(lambda _m, _i, out: found.append(int(out.shape[1])))
+             for layer in ctx.layers]
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, 3, h, w, device=device)
+            ctx.model(x)  # warm-up
+            found.clear()
+            t0 = time.perf_counter()
+            ctx.model(x)
+            seconds = time.perf_counter() - t0
+    except Exception:  # a model that wants other sizes: no numbers, the run itself is fine
+        return 0, 0.0
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(found), seconds
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

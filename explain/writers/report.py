@@ -1,0 +1,340 @@
+"""report.html: the whole study on one page, made from the run's records with Jinja2 templates
+(explain/templates/), and rebuilt from a results folder by ``explain report RUN_DIR``.
+
+The page opens from the file system, offline: no script, no external style or font, every
+picture linked relatively (the folder can be zipped and mailed), pictures loaded lazily.
+Up to ``report.page_size`` images get their cards on report.html itself; a larger run gets
+an index there and the cards on report/page-1.html, page-2.html, ... Every text from the
+user (paths, notes, names) is HTML-escaped by the templates' autoescaping.
+
+Files: ``report.html``, ``report/page-N.html``, ``report/photos/<image>.jpg`` (the photo at
+model input size, written while the run explains the image), ``report/colorbar-<map>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import quote
+
+import cv2
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pydantic import ValidationError
+
+from explain import render
+from explain.errors import ExplainError
+from explain.metrics import LABELS, MethodTable, method_table
+from explain.outputs import RUN_MARKER, RunFolder
+from explain.results import CompareRow, ImageEntry, MapRecord, RunSummary, Skipped, read_item
+from explain.writers import BatchContext, RunContext, Writer
+from explain.writers.metrics import CLASS_AGNOSTIC, method_note
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PHOTO_QUALITY = 85
+PANEL_ROWS = 24  # as explain.writers.panels.PANEL_MAX_ROWS
+_SKIP_NOTE = re.compile(r"skipped (.+) \((.+)\)")
+GLOSSARY = {
+    "road_combined": "ROAD (Rong et al. 2022): (score change when the least relevant pixels are "
+                     "imputed − change when the most relevant are) / 2, mean over the percentiles. "
+                     "A faithful map keeps the score when its unimportant pixels go and loses it "
+                     "when its important ones go.",
+    "road_most_relevant_first": "score change when the map's most relevant pixels are replaced by "
+                                "ROAD's noisy linear imputation; a faithful map makes it drop.",
+    "road_least_relevant_first": "score change when the least relevant pixels are imputed; a "
+                                 "faithful map keeps the score.",
+    "drop_in_confidence": "how much the class score drops when the input is multiplied by the "
+                          "map (0 = no drop).",
+    "increase_in_confidence": "share of maps whose input × map raises the class score.",
+    "pointing_hit": "pointing game: share of maps whose peak lies inside the class's box.",
+    "energy_in_box": "energy-based pointing game: mean share of the map's sum inside the box.",
+    "box_iou": "IoU of the box with the map above annotations.threshold × its maximum.",
+    "agreement": "mean Pearson correlation of a map with the other methods' maps of the same "
+                 "image and class: do the methods agree? Not ranked: agreeing with the others "
+                 "does not make a map right.",
+}
+
+
+def photo_path(image_id: str) -> str:
+    return f"report/photos/{image_id}.jpg"
+
+
+def write_photo(run: RunFolder, image_id: str, rgb: np.ndarray) -> None:
+    """The photo at model input size (RGB float 0..1 or uint8) as a JPEG for the cards."""
+    img = rgb if rgb.dtype == np.uint8 else np.uint8(np.round(np.clip(rgb, 0, 1) * 255))
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, PHOTO_QUALITY])
+    if not ok:
+        raise ExplainError(f"{run.path(photo_path(image_id))}: could not encode JPEG")
+    run.write_bytes(photo_path(image_id), buf.tobytes())
+
+
+def colorbar(colormap: str, width: int = 256, height: int = 10) -> np.ndarray:
+    """The overlay colour scale, 0 (left) to the map's maximum (right), as uint8 RGB."""
+    ramp = np.tile(np.linspace(0, 255, width).round().astype(np.uint8), (height, 1))
+    return cv2.cvtColor(cv2.applyColorMap(ramp, render.colormap_code(colormap)), cv2.COLOR_BGR2RGB)
+
+
+# ---- what the templates get ---------------------------------------------------------------
+
+@dataclass
+class Cell:
+    """One map on a card: the record, the files around it, the box and peak positions."""
+    record: MapRecord
+    overlay: Optional[str]  # relative path, None when the file is missing
+    top: Optional[str] = None
+    diff: Optional[str] = None
+    compare: Optional[CompareRow] = None
+    boxes: list[str] = field(default_factory=list)  # CSS positions over the overlay
+    peak: str = ""
+
+
+@dataclass
+class Card:
+    """One image: photo, probabilities, and a row of cells per class."""
+    entry: ImageEntry
+    photo: Optional[str]
+    classes: list[str]
+    cells: dict[tuple[str, str], Cell]
+    page: str = ""  # the file the card is on, for the index
+
+
+@dataclass
+class ReportData:
+    """Everything a report is made from: the summary, compare rows per image, and whether
+    the run finished (an interrupted run's report is made from its item files)."""
+    summary: RunSummary
+    compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)
+    finished: bool = True
+
+
+def _box_style(box: list[float], size: list[int]) -> str:
+    """CSS position of a box (input pixels) over its overlay, in percent."""
+    h, w = size
+    x0, y0, x1, y1 = box
+    return (f"left:{100 * x0 / w:.3f}%;top:{100 * y0 / h:.3f}%;"
+            f"width:{100 * (x1 - x0) / w:.3f}%;height:{100 * (y1 - y0) / h:.3f}%")
+
+
+def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
+    """A card per image, with the files around each map that are in the folder."""
+    cards = []
+    for entry in data.summary.images:
+        rows = {(r.image, r.class_name, r.method): r for r in data.compare_rows.get(entry.id, [])}
+        present = [c for c in classes if any(r.class_name == c for r in entry.cams)]
+        cells = {}
+        h, w = entry.input_size
+        for rec in entry.cams:
+            stem = f"{entry.id}__{rec.class_name}"
+            top = f"channels/{rec.method}/{stem}__top.png"
+            diff = f"compare/{rec.method}/{stem}.png"
+            boxes = (entry.boxes or {}).get(rec.class_name, [])
+            cells[(rec.class_name, rec.method)] = Cell(
+                record=rec, overlay=rec.file if run.path(rec.file).is_file() else None,
+                top=top if run.path(top).is_file() else None,
+                diff=diff if run.path(diff).is_file() else None,
+                compare=rows.get((entry.id, rec.class_name, rec.method)),
+                boxes=[_box_style(b, entry.input_size) for b in boxes],
+                peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
+        photo = photo_path(entry.id)
+        cards.append(Card(entry, photo if run.path(photo).is_file() else None, present, cells))
+    return cards
+
+
+def _model_source(config: dict[str, Any]) -> str:
+    model = config.get("model", {})
+    if model.get("builder"):
+        return f"builder {model['builder']}"
+    if model.get("arch"):
+        return f"state_dict {model.get('file')} into {model['arch']}"
+    return f"whole model file {model.get('file')}"
+
+
+def _skipped(summary: RunSummary) -> tuple[list[Skipped], list[str]]:
+    """Skipped files (unreadable images, and non-image files noted by the finder) and the
+    remaining notes."""
+    skipped, notes = list(summary.skipped_images), []
+    for note in summary.notes:
+        match = _SKIP_NOTE.fullmatch(note)
+        if match:
+            skipped.append(Skipped(path=match.group(1), reason=match.group(2)))
+        else:
+            notes.append(note)
+    return skipped, notes
+
+
+def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
+    """What a reader must not miss, for the box at the top of the page."""
+    summary = data.summary
+    out = []
+    if not data.finished:
+        out.append(f"unfinished run: {len(summary.images)} image(s) finished; complete it with "
+                   f"`explain CONFIG.yaml --resume`, then the report is rebuilt")
+    if summary.skipped_images:
+        out.append(f"{len(summary.skipped_images)} image(s) could not be read and were skipped "
+                   f"(see Skipped files)")
+    weak = [c for card in cards for c in card.cells.values() if c.record.weak]
+    if weak:
+        limit = (summary.config.get("report") or {}).get("weak_below", 0.05)
+        out.append(f"{len(weak)} map(s) are of classes the model gives less than {limit:.0%}: "
+                   f"they are drawn on the same 0..1 scale as the others, so they look as "
+                   f"strong; see each card's raw maximum and probability")
+    missing = sum(1 for card in cards for c in card.cells.values() if c.overlay is None)
+    if missing:
+        out.append(f"{missing} map picture(s) listed in the summary are missing from the folder")
+    for method, info in ((summary.compare or {}).get("per_method") or {}).items():
+        if info.get("verdict") == "differ":
+            out.append(f"compare: {method} differs from its reference (max |diff| "
+                       f"{info.get('max_abs', 0):.2e})")
+    if not (summary.config.get("model") or {}).get("fix_inplace", True):
+        out.append("inplace guard off: CAMs may use activations an inplace op overwrote")
+    return out
+
+
+def environment() -> Environment:
+    """The report's Jinja2 environment: HTML autoescaping on, undefined names are errors."""
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
+    env.filters["num"] = _num
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}%"
+    env.filters["href"] = lambda rel, prefix="": quote(prefix + rel)
+    env.globals["method_note"] = method_note
+    env.globals["metric_names"] = LABELS
+    env.globals["glossary"] = GLOSSARY
+    return env
+
+
+def _num(value: Optional[float], digits: int = 3) -> str:
+    """A number for the page: 3 significant digits, '–' for none."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value == 0:
+        return "0"
+    text = f"{value:.{digits}g}"
+    return text.replace("e-0", "e-").replace("e+0", "e")
+
+
+def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
+    """Relative path -> HTML of every page of the report (nothing is written)."""
+    summary, config = data.summary, data.summary.config
+    methods = [m["name"] if isinstance(m, dict) else m for m in config.get("methods", [])] or \
+        list(dict.fromkeys(r.method for i in summary.images for r in i.cams))
+    classes = list(config.get("classes", {})) or \
+        list(dict.fromkeys(r.class_name for i in summary.images for r in i.cams))
+    cards = _cards(run, data, classes)
+    size = int((config.get("report") or {}).get("page_size", 100))
+    chunks = [cards[i:i + size] for i in range(0, len(cards), size)] or [[]]
+    paged = len(chunks) > 1
+    pages = [f"report/page-{n}.html" for n in range(1, len(chunks) + 1)] if paged else ["report.html"]
+    for page, chunk in zip(pages, chunks):
+        for card in chunk:
+            card.page = page
+    skipped, notes = _skipped(summary)
+    table: MethodTable = method_table(summary, methods)
+    common = dict(summary=summary, config=config, methods=methods, classes=classes,
+                  colorbar=f"report/colorbar-{config.get('output', {}).get('colormap', 'jet')}.png",
+                  compare=summary.compare, finished=data.finished,
+                  card_notes={m: method_note(m) for m in methods if m in CLASS_AGNOSTIC})
+    env = environment()
+    panels = [(c, f"panels/{c}.png") for c in classes if run.path(f"panels/{c}.png").is_file()]
+    out = {"report.html": env.get_template("report.html.j2").render(
+        **common, prefix="", cards=[] if paged else cards, index=cards if paged else [],
+        pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_ROWS,
+        notes=notes, skipped=skipped, warnings=_warnings(data, cards),
+        model_source=_model_source(config),
+        maps=sum(len(i.cams) for i in summary.images))}
+    if paged:
+        for n, (page, chunk) in enumerate(zip(pages, chunks), 1):
+            out[page] = env.get_template("page.html.j2").render(
+                **common, prefix="../", cards=chunk, number=n, pages=pages)
+    return out
+
+
+def build_report(run: RunFolder, data: ReportData) -> list[str]:
+    """Write report.html (and its pages and colour bar); returns the pages written. Photos
+    missing from report/photos/ (an older run) are made from the image files when readable."""
+    cmap = data.summary.config.get("output", {}).get("colormap", "jet")
+    run.write_png(f"report/colorbar-{cmap}.png", colorbar(cmap))
+    _missing_photos(run, data)
+    pages = render_pages(run, data)
+    for rel, html in pages.items():
+        run.write_bytes(rel, html.encode("utf-8"))
+    return list(pages)
+
+
+def _missing_photos(run: RunFolder, data: ReportData) -> None:
+    from explain.config import Preprocess
+    from explain.images import ImageError, preprocess, read_rgb
+    spec = None
+    for entry in data.summary.images:
+        if run.path(photo_path(entry.id)).is_file():
+            continue
+        try:
+            spec = spec or Preprocess.model_validate(data.summary.config.get("preprocess", {}))
+            write_photo(run, entry.id, preprocess(read_rgb(Path(entry.path), spec.max_pixels),
+                                                  spec)[1])
+        except (ImageError, ValidationError, OSError):
+            continue  # the card says the photo is not available
+
+
+# ---- rebuilding from a results folder -----------------------------------------------------
+
+def load_run(root: Path) -> ReportData:
+    """A results folder's records: summary.json, or the item files of an interrupted run."""
+    if not root.is_dir():
+        raise ExplainError(f"{root}: no such results folder")
+    if not (root / RUN_MARKER).is_file():
+        raise ExplainError(f"{root}: not a results folder written by explain (no {RUN_MARKER})")
+    summary_file = root / "summary.json"
+    items = sorted((root / "items").glob("*.json")) if (root / "items").is_dir() else []
+    if summary_file.is_file():
+        try:
+            summary = RunSummary.model_validate(json.loads(summary_file.read_text(encoding="utf-8")))
+        except (ValueError, ValidationError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()
+            raise ExplainError(f"{summary_file}: not a summary of this explain version "
+                               f"({first[0][:120] if first else type(exc).__name__})") from None
+        data = ReportData(summary)
+        if summary.compare:
+            for path in items:
+                item = read_item(path)
+                data.compare_rows[item.entry.id] = list(item.compare)
+        return data
+    if not items:
+        raise ExplainError(f"{root}: no summary.json and no items/: the run finished no image yet")
+    try:
+        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    read = [read_item(p) for p in items]
+    summary = RunSummary(name=root.name, config_file="(unfinished run)", output_dir=str(root),
+                         device="(unfinished run)", config=config, versions={},
+                         images=[i.entry for i in read])
+    summary.counts = {"images": len(read), "maps": sum(len(i.entry.cams) for i in read)}
+    return ReportData(summary, {i.entry.id: list(i.compare) for i in read}, finished=False)
+
+
+def rebuild(root: Path) -> Path:
+    """``explain report RUN_DIR``: write the folder's report again from its records, without
+    the model. Returns the path of report.html."""
+    root = Path(root)
+    data = load_run(root)
+    build_report(RunFolder(root), data)
+    return root / "report.html"
+
+
+class ReportWriter(Writer):
+    """Photos while the run goes; the pages once the summary is complete (runs last)."""
+
+    def write(self, ctx: RunContext, batch: BatchContext) -> None:
+        for view in batch.images:
+            write_photo(ctx.run, view.entry.id, view.item.rgb)
+
+    def finish(self, ctx: RunContext) -> None:
+        build_report(ctx.run, ReportData(ctx.summary, dict(ctx.compare_rows)))
