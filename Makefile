@@ -21,6 +21,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/channel_grid.py
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/report_build.py
 
 clean:
 	rm -rf $(VENV) results/*/

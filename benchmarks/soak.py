@@ -62,9 +62,11 @@ def main() -> None:
         (tmp / "pics").mkdir()
         bad = make_images(tmp / "pics", args.count, args.broken, rng)
         cfg = load_config(REPO / "configs" / "demo_catdog.yaml",
-                          {"images": [str(tmp / "pics")], "output.save_arrays": False})
+                          {"images": [str(tmp / "pics")], "output.save_arrays": False,
+                           "metrics": []})
         t0 = time.perf_counter()
-        summary = run(cfg, RunOptions(out_root=tmp / "results", progress=True, log=lambda _: None))
+        summary = run(cfg, RunOptions(out_root=tmp / "results", progress=True,
+                                      log=lambda _: None)).dump()
         seconds = time.perf_counter() - t0
         run_dir = Path(summary["output_dir"])
         missing = [f"{i['id']}: {c['file']}" for i in summary["images"] for c in i["cams"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import quote
@@ -32,10 +33,10 @@ from explain.outputs import RUN_MARKER, RunFolder
 from explain.results import CompareRow, ImageEntry, MapRecord, RunSummary, Skipped, read_item
 from explain.writers import BatchContext, RunContext, Writer
 from explain.writers.metrics import CLASS_AGNOSTIC, method_note
+from explain.writers.panels import PANEL_MAX_ROWS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PHOTO_QUALITY = 85
-PANEL_ROWS = 24  # as explain.writers.panels.PANEL_MAX_ROWS
 _SKIP_NOTE = re.compile(r"skipped (.+) \((.+)\)")
 GLOSSARY = {
     "road_combined": "ROAD (Rong et al. 2022): (score change when the least relevant pixels are "
@@ -172,7 +173,7 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
     out = []
     if not data.finished:
         out.append(f"unfinished run: {len(summary.images)} image(s) finished; complete it with "
-                   f"`explain CONFIG.yaml --resume`, then the report is rebuilt")
+                   f"explain CONFIG.yaml --resume (the report is rebuilt at the end)")
     if summary.skipped_images:
         out.append(f"{len(summary.skipped_images)} image(s) could not be read and were skipped "
                    f"(see Skipped files)")
@@ -194,8 +195,10 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=1)
 def environment() -> Environment:
-    """The report's Jinja2 environment: HTML autoescaping on, undefined names are errors."""
+    """The report's Jinja2 environment: HTML autoescaping on, undefined names are errors.
+    Made once per process, so the templates are compiled once."""
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
@@ -245,7 +248,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     panels = [(c, f"panels/{c}.png") for c in classes if run.path(f"panels/{c}.png").is_file()]
     out = {"report.html": env.get_template("report.html.j2").render(
         **common, prefix="", cards=[] if paged else cards, index=cards if paged else [],
-        pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_ROWS,
+        pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
         notes=notes, skipped=skipped, warnings=_warnings(data, cards),
         model_source=_model_source(config),
         maps=sum(len(i.cams) for i in summary.images))}
