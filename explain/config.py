@@ -101,15 +101,19 @@ class Preprocess(_Section):
         return v
 
 
-class MethodSpec(BaseModel):
-    """One CAM method by name, with its own options (plain values, checked)."""
-    model_config = ConfigDict(extra="allow")
+class _Named(BaseModel):
+    """A list entry given by name alone ('gradcam') or as a mapping with options."""
     name: StrictStr
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, v):
         return {"name": v} if isinstance(v, str) else v
+
+
+class MethodSpec(_Named):
+    """One CAM method by name, with its own options (plain values, checked)."""
+    model_config = ConfigDict(extra="allow")
 
     @field_validator("name")
     @classmethod
@@ -197,17 +201,11 @@ ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # the library's own def
 Percent = Annotated[Int, Field(ge=1, le=99)]
 
 
-class MetricSpec(BaseModel):
+class MetricSpec(_Named):
     """One faithfulness metric by name; the ROAD metrics also take the percentiles of pixels
     they remove (the score is the mean over them)."""
     model_config = ConfigDict(extra="forbid")
-    name: StrictStr
     percentiles: Optional[Annotated[list[Percent], Field(min_length=1, max_length=19)]] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, v):
-        return {"name": v} if isinstance(v, str) else v
 
     @field_validator("name")
     @classmethod

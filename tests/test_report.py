@@ -190,13 +190,18 @@ def test_big_runs_get_an_index_and_pages(small_study, tmp_path):
     assert len(maps) == 12
 
 
-def test_compare_verdicts_and_difference_figures(tmp_path):
+def small_cat_run(tmp_path, **fields):
+    """The small AlexNet on cat.jpg at 64 px; returns the run folder."""
     torch.save(make_small_alexnet(), tmp_path / "small.pth")
     path = write_config(tmp_path, model={"file": str(tmp_path / "small.pth")},
                         images=[str(IMAGES / "cat.jpg")], target_layers=["features.10"],
-                        preprocess={"size": 64}, compare={"enabled": True})
+                        preprocess={"size": 64}, **fields)
     run(load_config(path), RunOptions(**QUIET))
-    run_dir = tmp_path / "results" / "exp"
+    return tmp_path / "results" / "exp"
+
+
+def test_compare_verdicts_and_difference_figures(tmp_path):
+    run_dir = small_cat_run(tmp_path, compare={"enabled": True})
     html = (run_dir / "report.html").read_text()
     shown = parse(run_dir / "report.html").images
     assert "compare/gradcam/cat__cat.png" in shown and "compare/gradcam/cat__dog.png" in shown
@@ -229,12 +234,7 @@ def test_method_table_ranks_by_direction():
 
 
 def test_report_can_be_turned_off(tmp_path):
-    torch.save(make_small_alexnet(), tmp_path / "small.pth")
-    path = write_config(tmp_path, model={"file": str(tmp_path / "small.pth")},
-                        images=[str(IMAGES / "cat.jpg")], target_layers=["features.10"],
-                        preprocess={"size": 64}, report={"enabled": False})
-    run(load_config(path), RunOptions(**QUIET))
-    run_dir = tmp_path / "results" / "exp"
+    run_dir = small_cat_run(tmp_path, report={"enabled": False})
     assert (run_dir / "summary.json").is_file() and not (run_dir / "report.html").exists()
     assert not (run_dir / "report").exists()
 
