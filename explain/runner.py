@@ -26,7 +26,7 @@ from explain.images import (ImageError, ImageRef, Prepared, batches, find_images
 from explain.model import find_layer, load_model, pick_device
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir
 from explain.results import ImageEntry, MapRecord, RunSummary, Skipped, console_lines, read_item, versions
-from explain.writers import BatchContext, ImageView, RunContext, Writer, default_writers
+from explain.writers import BatchContext, ImageView, RunContext, default_writers
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it
 
@@ -97,8 +97,7 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
     root = opts.out_root or cfg.resolve(cfg.output.dir)
     root_existed = root.exists()
     with engine:
-        skipped: list[Skipped] = []
-        _preflight(cfg, engine, refs, skipped, opts)
+        _preflight(cfg, engine, refs)
         if opts.resume:
             run_dir = open_run_dir(root, cfg.run_name)
             check_resumable(run_dir, cfg)
@@ -107,7 +106,7 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
             run_dir.write_json(SETTINGS_FILE, settings(cfg))
         summary = RunSummary(name=cfg.run_name, config_file=str(cfg.source), output_dir=str(run_dir.root),
                              device=str(device), config=cfg.model_dump(mode="json"),
-                             versions=versions(), skipped_images=skipped, notes=list(notes))
+                             versions=versions(), notes=list(notes))
         summary.durations_s["model_load"] = round(time.perf_counter() - started, 3)
         ctx = RunContext(cfg=cfg, run=run_dir, classes=class_names(cfg),
                          methods=[m.name for m in cfg.methods], summary=summary, model=model,
@@ -126,8 +125,7 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
     return summary
 
 
-def _preflight(cfg: Config, engine: CamEngine, refs: list[ImageRef], skipped: list[Skipped],
-               opts: RunOptions) -> None:
+def _preflight(cfg: Config, engine: CamEngine, refs: list[ImageRef]) -> None:
     """Every image the user named passes the checks that need no decoding; then one forward
     pass on the first usable image: layers used and shaped right, outputs vs class indices."""
     for ref in refs:
