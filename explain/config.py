@@ -59,6 +59,12 @@ class ModelSpec(_Section):
     builder_args: dict[StrictStr, Any] = Field(default_factory=dict)
     trust: StrictBool = False
     fix_inplace: StrictBool = True
+    # what forward returns: null (a logits tensor), an index into a tuple/list, or a key /
+    # attribute name of a dict or output object (e.g. 'logits'); see explain.heads
+    output: Union[Annotated[Int, Field(ge=0, le=64)], Annotated[StrictStr, Field(
+        pattern=r"^[A-Za-z_]\w{0,63}$")], None] = None
+    head: Literal["softmax", "binary", "multilabel"] = "softmax"
+    target: Literal["logit", "probability"] = "logit"  # what a map explains
 
     @field_validator("arch", "builder")
     @classmethod
@@ -75,6 +81,14 @@ class ModelSpec(_Section):
         if self.arch and self.builder:
             raise ValueError("'arch' goes with 'file' (a state_dict), not with 'builder'")
         return self
+
+
+class Reshape(_Section):
+    """An explicit token layout: ``prefix`` tokens (class, distillation, registers) before an
+    h x w grid of patch tokens (grid inferred from the input's shape when left out)."""
+    prefix: Int = Field(ge=0, le=64)
+    grid: Optional[tuple[Annotated[Int, Field(ge=1, le=MAX_SIDE)],
+                         Annotated[Int, Field(ge=1, le=MAX_SIDE)]]] = None
 
 
 class Preprocess(_Section):
@@ -182,6 +196,20 @@ class Channels(_Section):
             raise ValueError(f"unknown matplotlib colormap {quote(v)}"
                              f"{suggest(v.lower(), sorted(names))} (e.g. viridis, magma, gray)")
         return names[v.lower()]
+
+
+class Guided(_Section):
+    """Guided backpropagation images and Guided Grad-CAM (guided backprop x each CAM)."""
+    enabled: StrictBool = False
+
+
+class Concepts(_Section):
+    """Deep Feature Factorization: ``n_components`` concepts found at ``layer`` (default: the
+    first target layer) over each image, with the classes each concept scores highest."""
+    enabled: StrictBool = False
+    layer: Optional[StrictStr] = None
+    n_components: Int = Field(5, ge=2, le=32)
+    top_k: Int = Field(2, ge=1, le=10)  # class names shown per concept
 
 
 class Compare(_Section):
@@ -306,11 +334,17 @@ class Config(_Section):
     """A whole experiment. Field docs live in README.md#the-experiment-file."""
     name: Optional[StrictStr] = None
     model: ModelSpec
-    classes: dict[StrictStr, Annotated[Int, Field(ge=0, le=1_000_000)]]
-    targets: Union[Literal["all", "predicted"], list[StrictStr]] = "all"
+    # empty: the names the model carries (torchvision / timm ImageNet labels, HF id2label)
+    classes: dict[StrictStr, Annotated[Int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=dict)
+    # all | predicted | top<K> | a list of class names
+    targets: Union[Literal["all", "predicted"], Annotated[StrictStr, Field(
+        pattern=r"^top([1-9]|1[0-9]|20)$")], list[StrictStr]] = "all"
     images: Annotated[list[Text], Field(max_length=10_000)]
     preprocess: Preprocess = Field(default_factory=Preprocess)
+    # layer names, or 'auto': the last layer before the head a CAM can use (explain layers)
     target_layers: Annotated[list[StrictStr], Field(max_length=16)]
+    reshape: Union[Literal["auto", "vit", "swin", "none"], Reshape] = "auto"
     methods: Annotated[list[MethodSpec], Field(max_length=32)]
     aug_smooth: StrictBool = False
     eigen_smooth: StrictBool = False
@@ -318,6 +352,8 @@ class Config(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: Int = Field(0, ge=0, le=2**32 - 1)
     channels: Channels = Field(default_factory=Channels)
+    guided: Guided = Field(default_factory=Guided)
+    concepts: Concepts = Field(default_factory=Concepts)
     compare: Compare = Field(default_factory=Compare)
     output: Output = Field(default_factory=Output)
     metrics: Annotated[list[MetricSpec], Field(max_length=16)] = Field(default_factory=list)
@@ -338,8 +374,6 @@ class Config(_Section):
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: dict[str, int]) -> dict[str, int]:
-        if not v:
-            raise ValueError("name at least one class, e.g. {cat: 0, dog: 1}")
         if len(v) > 1000:
             raise ValueError(f"{len(v)} classes named; at most 1000")
         seen: dict[Any, str] = {}
@@ -354,6 +388,11 @@ class Config(_Section):
                 seen[key] = name
         return v
 
+    @field_validator("target_layers", mode="before")
+    @classmethod
+    def _auto_layer(cls, v: Any) -> Any:
+        return [v] if v == "auto" else v
+
     @field_validator("images", "target_layers", "methods")
     @classmethod
     def _non_empty(cls, v: list) -> list:
@@ -367,10 +406,19 @@ class Config(_Section):
         for name in v:
             if len(name) > 200 or not LAYER.fullmatch(name):
                 raise ValueError(f"{quote(name)} is not a layer name such as features.10")
+        if "auto" in v and len(v) > 1:
+            raise ValueError("'auto' picks one layer; list layer names instead")
         return v
 
     @model_validator(mode="after")
     def _targets_named(self) -> "Config":
+        if isinstance(self.targets, list) and not self.classes:
+            raise ValueError("targets: a list of class names needs 'classes' (which output "
+                             "index each name is)")
+        if self.model.head == "binary" and self.classes and \
+                not set(self.classes.values()) <= {0, 1}:
+            raise ValueError("classes: with head: binary, index 0 names the negative side and "
+                             "1 the positive side (the model has one logit)")
         if isinstance(self.targets, list):
             for name in self.targets:
                 if name not in self.classes:
@@ -410,9 +458,14 @@ class Config(_Section):
         """Class names explained for every image; None means 'the predicted class'."""
         if self.targets == "all":
             return list(self.classes)
-        if self.targets == "predicted":
+        if isinstance(self.targets, str):  # predicted, top<K>
             return None
         return list(self.targets)
+
+    def top_k(self) -> int:
+        """How many of the most likely classes each image explains (targets: predicted/topK)."""
+        return 1 if self.targets in ("all", "predicted") or isinstance(self.targets, list) \
+            else int(self.targets[3:])
 
 
 # ---- loading ------------------------------------------------------------------------------

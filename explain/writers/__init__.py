@@ -10,13 +10,14 @@ output is a new writer and a line in ``default_writers``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from explain.config import Config
 from explain.engine import BatchResult
+from explain.heads import Head
 from explain.images import Prepared
 from explain.outputs import RunFolder
 from explain.results import CompareRow, ImageEntry, RunSummary
@@ -30,9 +31,13 @@ class RunContext:
     classes: dict[int, str]  # output index -> class name
     methods: list[str]
     summary: RunSummary
-    model: nn.Module
-    layers: list[nn.Module]
+    model: nn.Module  # explain.heads.Classifier: forward gives (N, outputs) logits
+    layers: list[nn.Module]  # the target layers, in config order
     image_order: list[str]  # image ids in config order (kept and new alike)
+    head: Head = field(default_factory=Head)  # how logits become the scores a map explains
+    layouts: list = field(default_factory=list)  # explain.layouts.Layout per target layer
+    net: Optional[nn.Module] = None  # the user's network (layer names are relative to it)
+    concept_layer: Optional[tuple] = None  # (module, Layout) for the concepts view
     compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)  # by image id
     started: float = 0.0  # time.perf_counter() when the run began
     log: Callable[[str], None] = print
@@ -82,6 +87,12 @@ def default_writers(cfg: Config) -> list[Writer]:
         writers.append(ChannelWriter())
     if cfg.compare.enabled:
         writers.append(CompareWriter())
+    if cfg.guided.enabled:
+        from explain.writers.guided import GuidedWriter
+        writers.append(GuidedWriter())
+    if cfg.concepts.enabled:
+        from explain.writers.concepts import ConceptWriter
+        writers.append(ConceptWriter())
     writers += [PanelWriter(), SummaryWriter()]
     if cfg.report.enabled:
         writers.append(ReportWriter())

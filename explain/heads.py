@@ -1,0 +1,163 @@
+"""What the network returns and which score a map explains.
+
+``Classifier`` wraps the user's network so that its forward gives an (N, outputs) logits
+tensor, whatever the network returns: a tensor, a tuple or list (``model.output: 0``), a dict
+or a Hugging Face-style output object (``model.output: logits``).
+
+``Head`` says how those logits become class scores:
+- ``softmax``: one logit per class (the usual classifier);
+- ``binary``: one logit; class index 0 is the negative side, 1 the positive side;
+- ``multilabel``: one independent logit per class (sigmoid), each class explained on its own.
+and ``target`` whether a map explains the logit or the probability. ``library_target`` gives
+the pytorch-grad-cam target object for a class, ``scores`` the same scores as one tensor, so
+the engine's shared pass and the library's own calls differentiate the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from explain.errors import ExplainError
+
+HEADS = ("softmax", "binary", "multilabel")
+TARGETS = ("logit", "probability")
+
+
+def describe_output(out: Any) -> str:
+    """What a forward pass returned, in a few words: for error messages."""
+    def one(v: Any) -> str:
+        return f"tensor {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, dict):
+        items = ", ".join(f"'{k}': {one(v)}" for k, v in list(out.items())[:8])
+        return f"a {type(out).__name__} with keys {items}"
+    if isinstance(out, (tuple, list)):
+        items = ", ".join(f"[{i}] {one(v)}" for i, v in enumerate(out[:8]))
+        return f"a {type(out).__name__} of {len(out)}: {items}"
+    fields = [k for k, v in vars(out).items() if isinstance(v, torch.Tensor)] \
+        if hasattr(out, "__dict__") else []
+    return f"a {type(out).__name__}" + (f" with tensor fields {', '.join(fields[:8])}"
+                                        if fields else "")
+
+
+def select_output(out: Any, key: Union[int, str, None]) -> torch.Tensor:
+    """The logits inside what forward returned; a one-line error saying what is there."""
+    if key is None:
+        if isinstance(out, torch.Tensor):
+            return out
+        hint = "model.output: 0" if isinstance(out, (tuple, list)) else "model.output: logits"
+        raise ExplainError(f"model: forward returns {describe_output(out)}, not a logits tensor; "
+                           f"set which part holds the class scores, e.g. {hint}")
+    if isinstance(key, int):
+        ok = isinstance(out, (tuple, list)) and key < len(out)
+        found = out[key] if ok else None
+    elif isinstance(out, dict):
+        found = out.get(key)
+    else:
+        found = getattr(out, key, None)
+    if not isinstance(found, torch.Tensor):
+        raise ExplainError(f"model.output: {key!r} is not a tensor in what forward returns "
+                           f"({describe_output(out)})")
+    return found
+
+
+class Classifier(nn.Module):
+    """The user's network (``net``) with a forward that returns (N, outputs) logits."""
+
+    def __init__(self, net: nn.Module, output: Union[int, str, None] = None):
+        super().__init__()
+        self.net = net
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = select_output(self.net(x), self.output)
+        return logits[:, None] if logits.ndim == 1 else logits  # one logit per image
+
+
+class _BinaryProbability:
+    """sigmoid(z) for the positive class (1), 1 - sigmoid(z) for the negative (0)."""
+
+    def __init__(self, category: int):
+        self.category = category
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(model_output[..., 0])
+        return p if self.category == 1 else 1 - p
+
+
+class _SigmoidTarget:
+    """sigmoid of one class's own logit (multi-label probability)."""
+
+    def __init__(self, category: int):
+        self.category = category
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(model_output[..., self.category])
+
+
+@dataclass(frozen=True)
+class Head:
+    kind: str = "softmax"  # one of HEADS
+    target: str = "logit"  # one of TARGETS
+
+    def classes(self, outputs: int) -> int:
+        """How many class indices a model with ``outputs`` logits has under this head."""
+        return 2 if self.kind == "binary" else outputs
+
+    def check_outputs(self, outputs: int) -> Optional[str]:
+        """Why logits of this width do not fit the head, or None."""
+        if self.kind == "binary" and outputs != 1:
+            return (f"head: binary expects one logit per image, the model gives {outputs} "
+                    f"(use head: softmax for a two-output model)")
+        return None
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, classes): column c is the score explained for class c (differentiable)."""
+        if self.kind == "binary":
+            z = logits[:, :1]
+            return torch.cat([-z, z], 1) if self.target == "logit" else \
+                torch.cat([1 - torch.sigmoid(z), torch.sigmoid(z)], 1)
+        if self.target == "logit":
+            return logits
+        return torch.softmax(logits, 1) if self.kind == "softmax" else torch.sigmoid(logits)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(N, classes) probabilities: softmax, or sigmoid per class (binary: [1 - p, p])."""
+        z = np.asarray(logits, dtype=np.float64)
+        if self.kind == "softmax":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        p = 1 / (1 + np.exp(-z))
+        return np.concatenate([1 - p[:, :1], p[:, :1]], 1) if self.kind == "binary" else p
+
+    def library_target(self, category: int) -> Any:
+        """The pytorch-grad-cam target object that scores ``category`` as ``scores`` does."""
+        from pytorch_grad_cam.utils.model_targets import (BinaryClassifierOutputTarget,
+                                                          ClassifierOutputSoftmaxTarget,
+                                                          ClassifierOutputTarget)
+        if self.kind == "binary":
+            return BinaryClassifierOutputTarget(category) if self.target == "logit" else \
+                _BinaryProbability(category)
+        if self.target == "logit":
+            return ClassifierOutputTarget(category)
+        return ClassifierOutputSoftmaxTarget(category) if self.kind == "softmax" else \
+            _SigmoidTarget(category)
+
+
+class ScoreModel(nn.Module):
+    """A model whose output column c is the score explained for class c: for code that
+    expects plain (N, classes) outputs (guided backprop, faithfulness metrics)."""
+
+    def __init__(self, classifier: nn.Module, head: Head):
+        super().__init__()
+        self.classifier = classifier
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head.scores(self.classifier(x))
