@@ -29,7 +29,8 @@ from explain.config import MethodSpec, Preprocess
 from explain.demo import catdog_efficientnet_lite0
 from explain.engine import CamEngine
 from explain.images import ImageRef, prepare
-from explain.model import find_layer, non_inplace
+from explain.layers import find_layer
+from explain.model import non_inplace
 
 LIB = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMPlusPlus,
        "xgradcam": XGradCAM, "hirescam": HiResCAM}
@@ -132,17 +133,17 @@ def main() -> None:
     torch.manual_seed(0)
     if args.stream_only:  # a fresh process, so its peak RSS is the engine's alone
         alex = torchvision.models.alexnet(num_classes=2).eval()
-        peak_rss_stream(alex, find_layer(alex, "features.10"), args.stream)
+        peak_rss_stream(alex, find_layer(alex, "features.10")[1], args.stream)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     alex = torchvision.models.alexnet(num_classes=2).eval()
     x = torch.randn(args.images, 3, 224, 224)
-    workload("AlexNet(2) @ features.10", alex, find_layer(alex, "features.10"), x,
+    workload("AlexNet(2) @ features.10", alex, find_layer(alex, "features.10")[1], x,
              ["gradcam", "layercam"], args.repeats)
     demo = catdog_efficientnet_lite0()
-    workload("demo EfficientNet-Lite0 @ backbone._blocks.15", demo, find_layer(demo, "backbone._blocks.15"),
+    workload("demo EfficientNet-Lite0 @ backbone._blocks.15", demo, find_layer(demo, "backbone._blocks.15")[1],
              x, ["gradcam", "layercam"], args.repeats)
-    workload("AlexNet(2) @ features.10, 5 gradient methods", alex, find_layer(alex, "features.10"), x,
+    workload("AlexNet(2) @ features.10, 5 gradient methods", alex, find_layer(alex, "features.10")[1], x,
              list(LIB), args.repeats)
     if args.stream:
         subprocess.run([sys.executable, __file__, "--stream-only", "--stream", str(args.stream)], check=True)

@@ -1,5 +1,5 @@
-"""Command line: ``explain CONFIG.yaml [overrides]`` and ``explain report RUN_DIR``. User errors
-print as one line, exit 2."""
+"""Command line: ``explain CONFIG.yaml [overrides]``, ``explain report RUN_DIR`` and
+``explain layers CONFIG``. User errors print as one line, exit 2."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ EXIT_USER_ERROR = 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="explain", description="Run a class-activation-map study described by a YAML file.",
-        epilog="explain report RUN_DIR rebuilds a run's report.html from its results folder.")
+        epilog="explain report RUN_DIR rebuilds a run's report.html from its results folder; "
+               "explain layers CONFIG lists the model's layers and the one 'auto' picks.")
     p.add_argument("config", help="the experiment file (YAML)")
     p.add_argument("--methods", help="comma-separated methods, replacing the config's (gradcam,layercam)")
     p.add_argument("--layer", help="target layer, replacing the config's (features.11)")
@@ -77,10 +78,58 @@ def report_main(argv: list[str]) -> int:
     return 0
 
 
+def layers_main(argv: list[str]) -> int:
+    """``explain layers CONFIG``: the model's layers, their output shapes, which a CAM can use
+    and the one ``target_layers: auto`` picks, from one forward and backward pass on the first
+    image. Nothing is written."""
+    p = argparse.ArgumentParser(prog="explain layers",
+                                description="List the model's layers, their output shapes on the "
+                                            "config's first image, which ones a CAM can use and "
+                                            "the one 'target_layers: auto' picks.")
+    p.add_argument("config", help="the experiment file (YAML)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any config key, e.g. --set preprocess.size=224 (repeatable)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    try:
+        from explain.config import load_config, parse_value
+        overrides = {}
+        for item in args.sets:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ExplainError(f"--set {item}: expected KEY=VALUE, e.g. preprocess.size=224")
+            overrides[key.strip()] = parse_value(value)
+        cfg = load_config(args.config, overrides)
+        from explain.heads import Classifier, Head
+        from explain.images import find_images, prepare
+        from explain.layers import format_table, survey
+        from explain.model import load_model
+        net = load_model(cfg)
+        refs, _ = find_images(cfg)
+        x = prepare(refs[0], cfg.preprocess).tensor[None]
+        head = Head(cfg.model.head, cfg.model.target)
+        rows = survey(net, Classifier(net, cfg.model.output), x, head)
+        table = format_table(rows)
+    except (ExplainError, OSError) as exc:
+        if args.debug:
+            raise
+        from explain.names import short
+        where = f"{short(exc.filename)}: " if isinstance(exc, OSError) and exc.filename else ""
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"explain: error: {where}{text}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(f"{cfg.source.name}: {len(rows)} modules, input {tuple(x.shape)} "
+          f"({refs[0].path.name})")
+    print(table)
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"] and not Path("report").is_file():  # not a config named 'report'
         return report_main(argv[1:])
+    if argv[:1] == ["layers"] and not Path("layers").is_file():  # not a config named 'layers'
+        return layers_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.resume and args.overwrite:

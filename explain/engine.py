@@ -9,6 +9,12 @@ GradCAMElementWise, EigenGradCAM) are then made from those arrays by the library
 passes of their own (ScoreCAM, AblationCAM, FullGrad, EigenCAM, smoothing) are called the
 library's normal way on the whole batch with per-image targets.
 
+Layers of any layout: a transformer's token sequence (B, prefix + h*w, C) or a channels-last
+map (B, h, w, C) is seen as (B, C, h, w) through an ``explain.layouts.Layout``, applied to the
+activations and to the gradients, the same object the library gets as ``reshape_transform``.
+The score differentiated for a class comes from ``explain.heads.Head`` (softmax, binary or
+multi-label; logit or probability), the same score as the library target it hands out.
+
 Inplace safety: the hooks keep the layer's output and hand a copy downstream, so an inplace
 activation after the layer cannot overwrite what was stored; inplace modules are also turned
 off for the run so the library's own hooks (used by the other methods) are safe too.
@@ -26,12 +32,13 @@ import numpy as np
 import torch
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from explain.config import MethodSpec
 from explain.errors import ExplainError
-from explain.methods import INSTANCE_OPTIONS, SHARED_PASS, registry
+from explain.heads import Head
+from explain.layouts import Layout, LayoutError, Mode, infer_layout
+from explain.methods import CALL_OPTIONS, INSTANCE_OPTIONS, SHARED_PASS, registry
 from explain.model import non_inplace, preserved_state
 
 
@@ -78,8 +85,22 @@ def quiet_library_bars():
         yield
 
 
-def _targets(classes: np.ndarray) -> list[ClassifierOutputTarget]:
-    return [ClassifierOutputTarget(int(c)) for c in classes]
+class ByShape:
+    """One reshape_transform for several target layers: each tensor gets the layout of the
+    layer whose output has its shape (the library takes a single transform for all layers)."""
+
+    def __init__(self, layouts: list[Layout], shapes: list[tuple[int, ...]]):
+        self.by_shape = dict(zip(shapes, layouts))
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.by_shape.get(tuple(tensor.shape[1:]), Layout("nchw"))(tensor)
+
+
+def most_similar(scores: np.ndarray, main: int, among: list[int], count: int) -> list[int]:
+    """The ``count`` classes of ``among`` whose score is closest to class ``main``'s (FinerCAM's
+    comparison classes: what the model could most easily confuse ``main`` with)."""
+    others = [c for c in among if c != main]
+    return sorted(others, key=lambda c: (abs(scores[c] - scores[main]), c))[:count]
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,8 @@ class EngineOptions:
     aug_smooth: bool = False
     eigen_smooth: bool = False
     guard_inplace: bool = True  # see explain.model.non_inplace
+    head: Head = Head()  # which score a map explains
+    reshape: Mode = "auto"  # how layer outputs map to (B, C, h, w): explain.layouts
     seed: int = 0  # for methods that draw random numbers; global generators are left as found
 
 
@@ -113,6 +136,10 @@ class CamEngine:
         self.separate = [m for m in methods if m not in self.shared]
         self.order = [m.name for m in methods]
         self.inplace_switched = 0
+        self.head = options.head
+        self.named: list[int] = []  # class indices the config names (FinerCAM compares them)
+        self.layouts: list[Layout] = []  # per hooked layer, from the last forward pass
+        self.shapes: list[tuple[int, ...]] = []
         self._math: dict[str, BaseCAM] = {}
         self._stack: Optional[contextlib.ExitStack] = None
 
@@ -143,34 +170,57 @@ class CamEngine:
         options = dict(spec.options)
         instance_opts = {k: options.pop(k) for k in INSTANCE_OPTIONS.get(spec.name, [])
                          if k in options}
+        for key in CALL_OPTIONS.get(spec.name, []):
+            options.pop(key, None)
         if isinstance(options.get("base_method"), str):
             options["base_method"] = registry()[options["base_method"].lower()]
         layers = [] if spec.name == "fullgrad" else self.target_layers
+        n = len(self.target_layers)
+        if any(layout.kind != "nchw" for layout in self.layouts[:n]):
+            options["reshape_transform"] = ByShape(self.layouts[:n], self.shapes[:n])
+            if spec.name == "ablationcam":
+                options["ablation_layer"] = self._ablation_layer()
         cam = cls(self.model, layers, **options)
         for key, value in instance_opts.items():
             setattr(cam, key, value)
         return cam
 
     # ---- one batch ------------------------------------------------------------------------
+    def _ablation_layer(self):
+        from pytorch_grad_cam.ablation_layer import AblationLayerVit
+        kinds = {layout.kind for layout in self.layouts[:len(self.target_layers)]}
+        if kinds != {"tokens"}:
+            raise ExplainError("ablationcam: the library ablates channels of (B, C, h, w) maps "
+                               "or of token sequences, not of channels-last layers; pick "
+                               "another method or layer")
+        return AblationLayerVit()
+
     def outputs(self, x: torch.Tensor) -> int:
         """One forward pass with the hooks, before any work: checks that every hooked layer
-        gives a feature map and that the model gives (N, classes) logits; returns classes."""
+        gives a map of a known layout and that the model gives (N, outputs) logits; returns
+        the number of logits."""
         logits, _ = self._forward(x.to(self.device))
+        problem = self.head.check_outputs(int(logits.shape[1]))
+        if problem:
+            raise ExplainError(f"model.{problem}")
         return int(logits.shape[1])
 
-    def run(self, x: torch.Tensor, targets: Optional[list[int]], named: list[int]) -> BatchResult:
+    def run(self, x: torch.Tensor, targets: Optional[list[int]], named: list[int],
+            top: int = 1) -> BatchResult:
         """Explain a batch. ``targets``: class indices for every image, or None for each
-        image's predicted class among ``named``."""
+        image's ``top`` most likely classes among ``named``."""
         x = x.to(self.device)
+        self.named = list(named)
         logits, acts = self._forward(x)
         out_np = logits.detach().float().cpu().numpy()
+        scores_np = self.head.scores(logits.detach()).float().cpu().numpy()
         if targets is None:
-            best = out_np[:, named].argmax(axis=1)
-            classes = np.asarray(named)[best][:, None]
+            order = np.argsort(-scores_np[:, named], axis=1, kind="stable")[:, :top]
+            classes = np.asarray(named)[order]
         else:
             classes = np.tile(np.asarray(targets), (x.shape[0], 1))
         grads = self._gradients(logits, acts, classes)
-        acts_np = [a.detach().float().cpu().numpy() for a in acts]
+        acts_np = [layout(a.detach()).float().cpu().numpy() for layout, a in zip(self.layouts, acts)]
         del logits, acts
         maps, raw_max = {}, {}
         for m in self.shared:
@@ -180,7 +230,7 @@ class CamEngine:
                                      for s, g in enumerate(grads)], axis=1)
             raw_max[m.name] = np.stack([np.max(p, axis=0) for p in peaks], axis=1)
         for m in self.separate:
-            maps[m.name] = self._library_map(m, x, classes)
+            maps[m.name] = self._library_map(m, x, classes, scores_np)
         probe = None
         if self.probe_index is not None:
             probe = LayerPass(acts_np[self.probe_index], [g[self.probe_index] for g in grads])
@@ -195,11 +245,13 @@ class CamEngine:
                 if not isinstance(output, torch.Tensor):
                     raise ExplainError(f"{self._name(i)}: the layer outputs a "
                                        f"{type(output).__name__}, not a tensor; pick a layer "
-                                       f"whose output is a feature map")
-                if output.ndim != 4:
+                                       f"whose output is a feature map (explain layers CONFIG "
+                                       f"lists them)")
+                if output.ndim not in (3, 4):
                     raise ExplainError(f"{self._name(i)}: the layer outputs shape "
-                                       f"{tuple(output.shape)}, not a feature map (N, C, H, W); "
-                                       f"pick a convolutional layer before the classifier")
+                                       f"{tuple(output.shape)}, not a feature map (N, C, H, W) "
+                                       f"or a token sequence; pick a layer before the "
+                                       f"classifier (explain layers CONFIG lists them)")
                 captured[i] = output
                 # A copy goes downstream, so an inplace op there cannot change what we keep.
                 return output.clone() if self.options.guard_inplace else None
@@ -216,7 +268,14 @@ class CamEngine:
         for i, act in enumerate(captured):
             if act is None:
                 raise ExplainError(f"{self._name(i)}: the layer is not used in the model's "
-                                   f"forward pass; pick one that is (see model.named_modules())")
+                                   f"forward pass; pick one that is (explain layers CONFIG)")
+        self.layouts, self.shapes = [], []
+        for i, act in enumerate(captured):
+            try:
+                self.layouts.append(infer_layout(act.shape, x.shape[-2:], self.options.reshape))
+            except LayoutError as exc:
+                raise ExplainError(f"{self._name(i)}: {exc}") from None
+            self.shapes.append(tuple(act.shape[1:]))
         return logits, captured
 
     def _name(self, i: int) -> str:
@@ -225,10 +284,6 @@ class CamEngine:
         return "channels.layer"
 
     def _check_logits(self, logits, batch: int) -> None:
-        if isinstance(logits, (tuple, list, dict)):
-            raise ExplainError(f"model: forward returns a {type(logits).__name__}, not an "
-                               f"(N, classes) logits tensor; wrap the model so forward returns "
-                               f"the logits only (e.g. out[0] or out['logits'])")
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ExplainError(f"model: forward returns shape {shape}, expected (N, classes) logits")
@@ -238,16 +293,18 @@ class CamEngine:
         if not self.shared and self.probe_index is None:
             return [[] for _ in range(classes.shape[1])]
         out = []
+        scores = self.head.scores(logits)
         for s in range(classes.shape[1]):
             index = torch.as_tensor(classes[:, s:s + 1], device=logits.device)
-            score = logits.gather(1, index).sum()
+            score = scores.gather(1, index).sum()
             grads = torch.autograd.grad(score, acts, retain_graph=s < classes.shape[1] - 1,
                                         allow_unused=True)
             for i, g in enumerate(grads):
                 if g is None:
                     raise ExplainError(f"{self._name(i)}: the class scores do not depend on "
                                        f"this layer; pick a layer before the classifier output")
-            out.append([g.detach().float().cpu().numpy() for g in grads])
+            out.append([layout(g.detach()).float().cpu().numpy()
+                        for layout, g in zip(self.layouts, grads)])
         return out
 
     def _shared_map(self, name, x, acts, grads, classes, *,
@@ -258,7 +315,7 @@ class CamEngine:
         cam_math: BaseCAM = self._math[name]
         per_layer = []
         for i, layer in enumerate(self.target_layers):
-            cam = cam_math.get_cam_image(x, layer, _targets(classes), acts[i], grads[i],
+            cam = cam_math.get_cam_image(x, layer, self._targets(classes), acts[i], grads[i],
                                          self.options.eigen_smooth)
             positive = np.maximum(cam, 0)
             if peaks is not None:
@@ -266,17 +323,43 @@ class CamEngine:
             per_layer.append(scale_cam_image(positive, size)[:, None, :])
         return cam_math.aggregate_multi_layers(per_layer)
 
-    def _library_map(self, spec: MethodSpec, x, classes: np.ndarray) -> np.ndarray:
+    def _targets(self, classes: np.ndarray) -> list:
+        return [self.head.library_target(int(c)) for c in classes]
+
+    def _finer_targets(self, spec: MethodSpec, classes: np.ndarray, scores: np.ndarray) -> list:
+        """FinerCAM's targets: each class against the named classes the model scores most
+        like it (``comparisons`` of them), weighted by their probability, ``alpha`` strong."""
+        from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+        if self.head.kind != "softmax" or self.head.target != "logit" or len(self.named) < 2:
+            raise ExplainError("finercam: compares a class's logit with its most similar "
+                               "classes' under a softmax head (model.head: softmax, "
+                               "model.target: logit) and needs at least two named classes")
+        opts = spec.options
+        return [FinerWeightedTarget(int(c), most_similar(scores[b], int(c), self.named,
+                                                         opts.get("comparisons", 3)),
+                                    opts.get("alpha", 1.0))
+                for b, c in enumerate(classes)]
+
+    def _library_map(self, spec: MethodSpec, x, classes: np.ndarray,
+                     scores: np.ndarray) -> np.ndarray:
         """A method that needs passes of its own: the library's normal call, per slot."""
         slots = []
         for s in range(classes.shape[1]):
             cam = self._make(spec)
+            targets = self._finer_targets(spec, classes[:, s], scores) \
+                if spec.name == "finercam" else self._targets(classes[:, s])
             try:
                 kwargs = {"eigen_smooth": self.options.eigen_smooth}
                 if "aug_smooth" in inspect.signature(cam.__call__).parameters:
                     kwargs["aug_smooth"] = self.options.aug_smooth
                 with seeded(self.options.seed), quiet_library_bars():
-                    slots.append(cam(input_tensor=x, targets=_targets(classes[:, s]), **kwargs))
+                    slots.append(cam(input_tensor=x, targets=targets, **kwargs))
+            except ExplainError:
+                raise
+            except Exception as exc:  # the library cannot run this method on this model
+                text = (str(exc).strip().splitlines() or [""])[0][:160]
+                raise ExplainError(f"{spec.name}: the library failed on this model/layer "
+                                   f"({type(exc).__name__}: {text})") from None
             finally:
                 handles = getattr(cam, "activations_and_grads", None) or \
                     getattr(getattr(cam, "base_cam", None), "activations_and_grads", None)

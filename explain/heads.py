@@ -127,6 +127,11 @@ class Head:
             return logits
         return torch.softmax(logits, 1) if self.kind == "softmax" else torch.sigmoid(logits)
 
+    def class_logits(self, logits: np.ndarray) -> np.ndarray:
+        """(N, classes) logit of each class (binary: [-z, z], the sides of the one logit)."""
+        z = np.asarray(logits)
+        return np.concatenate([-z[:, :1], z[:, :1]], 1) if self.kind == "binary" else z
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """(N, classes) probabilities: softmax, or sigmoid per class (binary: [1 - p, p])."""
         z = np.asarray(logits, dtype=np.float64)

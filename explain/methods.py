@@ -54,11 +54,15 @@ def method_options(name: str) -> list[str]:
     """Options a config may set for a method: its constructor keywords that take plain values
     (not objects such as reshape_transform or ablation_layer), plus instance attributes."""
     params = inspect.signature(registry()[name].__init__).parameters
-    return [p for p in params if p in OPTION_RULES] + INSTANCE_OPTIONS.get(name, [])
+    return [p for p in params if p in OPTION_RULES] + INSTANCE_OPTIONS.get(name, []) + \
+        CALL_OPTIONS.get(name, [])
 
 
 # Attributes the library reads from the instance rather than the constructor.
 INSTANCE_OPTIONS = {"scorecam": ["batch_size"]}
+# Options the engine uses when it calls the method: FinerCAM's comparison strength and how
+# many similar classes it compares with (see engine.most_similar).
+CALL_OPTIONS = {"finercam": ["alpha", "comparisons"]}
 
 
 def _number(kind: type, low: float, high: float, none_ok: bool = False):
@@ -115,6 +119,8 @@ OPTION_RULES = {
     "theta": _number(float, -1e6, 1e6),
     "pool": _choice("mean", "max"),
     "smooth": _choice(True, False),
+    "alpha": _number(float, 0.0, 10.0),
+    "comparisons": _number(int, 1, 20),
     "use_softmax_scores": _choice(True, False),
 }
 

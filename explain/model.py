@@ -6,24 +6,36 @@ Nothing named in a config runs unless the config says ``model.trust: true``:
   classification models (``torchvision.models.resnet18``) and this package's demo builders.
   Any other callable (``mypkg.models:build``, the usual case for research code) needs
   ``trust: true``, since importing and calling it runs that code;
+- ``timm:<name>`` (as ``arch`` or ``builder``) names a timm architecture; any name in
+  ``timm.list_models()`` is allowed without trust, and its arguments may not make timm load or
+  fetch anything (``pretrained``, ``pretrained_cfg``, ``checkpoint_path``, ``cache_dir``, ...);
 - no weights are ever downloaded: a factory that tries is stopped with a one-line error.
+
+Weight files: a torch file (whole model or state_dict, read by explain.safeload) or, the
+safest choice, a ``.safetensors`` state_dict (tensors only), recognised by its content and
+fitted to ``model.arch``. TorchScript archives (torch.jit.save) are refused: their compiled
+forward never calls PyTorch hooks, so no layer can be captured for a CAM.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import re
+import sys
+import unicodedata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
-from explain.names import quote, short, suggest
-from explain.safeload import safe_load, structure_problem, trusted_load
+from explain.names import MAX_NAME, name_problem, quote, safe_slug, short, suggest
+from explain.safeload import (is_torchscript, looks_like_safetensors, read_safetensors, safe_load,
+                              structure_problem, trusted_load)
 
 DEMO_BUILDERS = ("catdog_efficientnet_lite0",)
 
@@ -51,7 +63,8 @@ def resolve_factory(dotted: str, field: str, trust: bool) -> Callable[..., Any]:
     if not trust and not _is_allowed(module_name, attr):
         raise ExplainError(
             f"{field}: {quote(dotted)} is not an allow-listed model factory (torchvision.models."
-            f"<name>, explain.demo:<name>){suggest(dotted, allowed_factories())}; naming your own "
+            f"<name>, timm:<name>, explain.demo:<name>){suggest(dotted, allowed_factories())}; "
+            f"naming your own "
             f"code needs 'model.trust: true' (it imports and runs that code)")
     try:
         return getattr(importlib.import_module(module_name), attr)
@@ -68,19 +81,53 @@ def _download_refused(what: str) -> ExplainError:
                         f"(a state_dict)")
 
 
+# Functions that download or read weights / configs, by module; patched while a factory runs.
+# Modules are patched only when already imported (nothing is imported for this).
+_FETCHERS = {
+    "torch.hub": ("load_state_dict_from_url", "download_url_to_file", "load"),
+    "torchvision.models._api": ("load_state_dict_from_url",),
+    "timm.models._builder": (
+        "load_pretrained", "load_custom_pretrained", "load_state_dict_from_url",
+        "download_cached_file", "check_cached_file", "load_state_dict_from_hf",
+        "load_state_dict_from_path", "load_custom_from_hf", "load_state_dict"),
+    "timm.models._factory": ("load_checkpoint", "load_model_config_from_hf",
+                             "load_model_config_from_path"),
+    "timm.models._helpers": ("load_checkpoint", "load_state_dict"),
+    "timm.models._hub": (
+        "hf_hub_download", "download_url_to_file", "download_cached_file", "check_cached_file",
+        "get_cache_dir", "download_from_hf", "load_model_config_from_hf",
+        "load_model_config_from_path", "load_state_dict_from_hf", "load_state_dict_from_path",
+        "load_custom_from_hf", "model_info"),
+    "huggingface_hub": ("hf_hub_download", "snapshot_download"),
+    "huggingface_hub.file_download": ("hf_hub_download",),
+}
+
+
+def _fetched(args: tuple, kwargs: dict) -> str:
+    """What a refused download function was asked for, for the message."""
+    for value in (*args[:1], kwargs.get("url"), kwargs.get("repo_id"), kwargs.get("filename")):
+        if isinstance(value, (str, Path)):
+            return " ".join(str(value).split())[:120]
+    return "weights"
+
+
 @contextlib.contextmanager
 def no_downloads() -> Iterator[None]:
-    """Make torch.hub's download functions (behind torchvision's ``weights=``) fail with a
-    one-line error before they touch the disk or the network."""
-    import torch.hub
-    import torchvision.models._api as tv_api
+    """Make the download / weight-reading functions of torch.hub, torchvision, timm and
+    huggingface_hub fail with a one-line error before they touch the disk or the network."""
+    for module_name in ("torch.hub", "torchvision.models._api"):  # torchvision's weights
+        importlib.import_module(module_name)
 
-    def refuse(url="weights", *args, **kwargs):
-        raise _download_refused(str(url)[:120])
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _download_refused(_fetched(args, kwargs))
 
-    patched = [(torch.hub, "load_state_dict_from_url"), (torch.hub, "download_url_to_file"),
-               (torch.hub, "load"), (tv_api, "load_state_dict_from_url")]
-    saved = [(owner, name, getattr(owner, name)) for owner, name in patched if hasattr(owner, name)]
+    saved = []
+    for module_name, names in _FETCHERS.items():
+        owner = sys.modules.get(module_name)
+        for name in names if owner is not None else ():
+            original = owner.__dict__.get(name)  # no lazy import (huggingface_hub's __getattr__)
+            if original is not None:
+                saved.append((owner, name, original))
     for owner, name, _ in saved:
         setattr(owner, name, refuse)
     try:
@@ -101,12 +148,65 @@ def call_factory(factory: Callable[..., Any], args: dict, field: str) -> Any:
             return factory(**args)
         except ExplainError:
             raise
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AssertionError) as exc:
+            why = " ".join(str(exc).split())[:120] or type(exc).__name__
             raise ExplainError(f"{field}_args: {field.split('.')[-1]} rejected them "
-                               f"({str(exc)[:120]})") from None
+                               f"({why})") from None
 
 
-def _read_file(path: Path, trust: bool) -> Any:
+TIMM_PREFIXES = ("timm:", "timm.")
+# create_model / build_model_with_cfg arguments that load or fetch weights or configs
+TIMM_REFUSED = frozenset({
+    "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict",
+    "pretrained_filter_fn", "pretrained_model_args", "checkpoint_path", "cache_dir", "pruned",
+    "kwargs_filter"})
+_FETCHING_KEY = re.compile(r"url|uri|hub|file|cache|download|checkpoint_path|(^|_)dirs?($|_)"
+                           r"|(?<!drop)(?<!num)_paths?$|^paths?$")
+
+
+def timm_name(dotted: str) -> Optional[str]:
+    """'timm:resnet18' (or 'timm.resnet18') -> 'resnet18'; None for any other name."""
+    for prefix in TIMM_PREFIXES:
+        rest = dotted[len(prefix):]
+        if dotted.startswith(prefix) and rest and "." not in rest and ":" not in rest:
+            return rest
+    return None
+
+
+def timm_factory(name: str, args: dict, field: str) -> Callable[..., Any]:
+    """timm.create_model for a name in timm.list_models(), checked before anything but timm
+    is imported. Arguments that would make timm read or fetch anything are refused."""
+    for key, value in args.items():
+        if (key in TIMM_REFUSED or _FETCHING_KEY.search(key)) and value not in (None, False):
+            raise ExplainError(
+                f"{field}_args.{key} = {quote(value, 40)}: refused: it makes timm load or download "
+                f"weights or configs; explain reads weights only from model.file (a state_dict "
+                f"or .safetensors file) with model.arch: timm:{name}")
+    try:
+        import timm
+    except ImportError:
+        raise ExplainError(f"{field}: 'timm:{name}' needs timm, which is not installed: "
+                           f"pip install explain[timm]") from None
+    names = timm.list_models()
+    if name not in names:
+        raise ExplainError(f"{field}: 'timm:{name}' is not a timm architecture"
+                           f"{suggest(name, names)} (the names timm.list_models() gives)")
+    return functools.partial(timm.create_model, name)
+
+
+def make_model(dotted: str, args: dict, field: str, trust: bool) -> nn.Module:
+    """Build the network the factory ``dotted`` names (``field``: model.arch / model.builder)."""
+    name = timm_name(dotted)
+    factory = timm_factory(name, args, field) if name else resolve_factory(dotted, field, trust)
+    model = call_factory(factory, args, field)
+    if not isinstance(model, nn.Module):
+        raise ExplainError(f"{field}: {quote(dotted)} returned a {type(model).__name__}, "
+                           f"not a torch.nn.Module")
+    return model
+
+
+def _read_file(path: Path, spec: ModelSpec) -> Any:
+    """The file's content: a state_dict (torch or safetensors) or a whole model (torch)."""
     try:
         found = path.is_file()
     except OSError as exc:  # e.g. a name too long for the file system
@@ -114,7 +214,25 @@ def _read_file(path: Path, trust: bool) -> Any:
     if not found:
         raise ExplainError(f"{short(path)}: model file not found (model.file): put the model file "
                            f"there, or try the demo: python -m explain configs/demo_catdog.yaml")
-    return trusted_load(path) if trust else safe_load(path)
+    try:
+        safetensors = path.suffix.lower() == ".safetensors" or looks_like_safetensors(path)
+        torchscript = not safetensors and is_torchscript(path)
+    except OSError as exc:
+        raise ExplainError(f"{short(path)}: cannot read the model file (model.file): "
+                           f"{exc.strerror}") from None
+    if safetensors and not spec.arch:
+        raise ExplainError(f"{path}: a safetensors file holds weights only; add 'model.arch' "
+                           f"(e.g. torchvision.models.resnet18 or timm:<name>) and "
+                           f"'model.arch_args' (model.file)")
+    if safetensors:
+        return read_safetensors(path)
+    if torchscript:
+        raise ExplainError(
+            f"{path}: a TorchScript archive (torch.jit.save; model.file): its compiled forward "
+            f"never calls PyTorch hooks, so no layer can be captured for a CAM; save the weights "
+            f"instead (torch.save(model.state_dict()) or safetensors, loaded with model.arch) "
+            f"or the whole model with torch.save(model)")
+    return trusted_load(path) if spec.trust else safe_load(path)
 
 
 def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
@@ -126,11 +244,7 @@ def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
     if not spec.arch:
         raise ExplainError(f"{path}: is a state_dict (weights only); add 'model.arch' "
                            f"(e.g. torchvision.models.alexnet) and 'model.arch_args'")
-    model = call_factory(resolve_factory(spec.arch, "model.arch", spec.trust), spec.arch_args,
-                         "model.arch")
-    if not isinstance(model, nn.Module):
-        raise ExplainError(f"model.arch: {quote(spec.arch)} returned a {type(model).__name__}, "
-                           f"not a torch.nn.Module")
+    model = make_model(spec.arch, spec.arch_args, "model.arch", spec.trust)
     own = model.state_dict()
     for key, value in obj.items():
         if key not in own:
@@ -150,16 +264,124 @@ def load_model(cfg: Config) -> nn.Module:
     spec = cfg.model
     if spec.builder:
         where = "model.builder"
-        model = call_factory(resolve_factory(spec.builder, where, spec.trust), spec.builder_args,
-                             where)
+        model = make_model(spec.builder, spec.builder_args, where, spec.trust)
     else:
         where = str(cfg.resolve(spec.file))
-        obj = _read_file(Path(where), spec.trust)
+        obj = _read_file(Path(where), spec)
         model = obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, Path(where))
     if not isinstance(model, nn.Module):
         raise ExplainError(f"{where}: gives a {type(model).__name__}, not a torch.nn.Module")
     _check_children(model, where, from_file=spec.file is not None and not spec.trust)
     return model.eval()
+
+
+# ---- class names the model carries -----------------------------------------------------------
+
+def safe_class_names(labels: Sequence[Any]) -> list[str]:
+    """Labels -> safe, distinct class names (explain.names rules), in order. A label keeps the
+    text before its first comma ('tabby, tabby cat' -> 'tabby'), spaces become '_', apostrophes
+    go, other unsafe characters become '_'; a repeat (ignoring case) gets '_2', '_3', ...
+    ('crane', 'crane_2'); a label with nothing usable becomes 'class_<index>'."""
+    taken: set[str] = set()
+    out = []
+    for index, label in enumerate(labels):
+        text = unicodedata.normalize("NFC", str(label)).split(",")[0].strip()
+        base = safe_slug(re.sub(r"['\u2019`]", "", text), fallback=f"class_{index}")
+        name, count = base, 2
+        while name.lower() in taken or name_problem(name):
+            suffix = f"_{count}"
+            name = base[: MAX_NAME - len(suffix)].rstrip("._-") + suffix
+            count += 1
+        taken.add(name.lower())
+        out.append(name)
+    return out
+
+
+def _label_list(value: Any, outputs: int) -> Optional[list[str]]:
+    """A list / tuple of ``outputs`` texts, or an id -> label mapping over 0..outputs-1."""
+    if isinstance(value, dict):
+        try:
+            table = {int(k): v for k, v in value.items()}
+        except (TypeError, ValueError):
+            return None
+        if set(table) != set(range(outputs)):
+            return None
+        value = [table[i] for i in range(outputs)]
+    if isinstance(value, (list, tuple)) and len(value) == outputs and \
+            all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def _attribute(obj: Any, name: str) -> Any:
+    """obj.name (or obj[name] for a dict); None when missing or when looking it up fails."""
+    try:
+        if isinstance(obj, dict):
+            return obj.get(name)
+        return getattr(obj, name, None)
+    except Exception:  # a property of the model's own class that fails
+        return None
+
+
+def _timm_labels(net: nn.Module, outputs: int) -> Optional[tuple[list[str], str]]:
+    """Labels from a timm model's pretrained_cfg: its label_names, else the ImageNet subset its
+    num_classes implies (timm ships those label files; nothing is fetched)."""
+    cfg = _attribute(net, "pretrained_cfg")
+    if not isinstance(cfg, dict) or "timm" not in sys.modules:
+        return None
+    arch = cfg.get("architecture", type(net).__name__)
+    for key in ("label_names", "label_descriptions"):
+        labels = _label_list(cfg.get(key), outputs)
+        if labels:
+            return labels, f"timm pretrained_cfg.{key} of {arch}"
+    if cfg.get("num_classes") != outputs:
+        return None
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+        subset = infer_imagenet_subset(cfg)
+        labels = ImageNetInfo(subset).label_descriptions() if subset else None
+    except (ImportError, AssertionError, OSError, ValueError, KeyError):
+        return None
+    if labels and len(labels) == outputs:
+        return labels, f"timm's {subset} labels ({arch})"
+    return None
+
+
+def _torchvision_labels(spec: ModelSpec, outputs: int) -> Optional[tuple[list[str], str]]:
+    """The categories of the first weights enum of the torchvision model arch / builder names."""
+    dotted = spec.arch or spec.builder or ""
+    found = re.fullmatch(r"torchvision\.models(?:\.\w+)*[.:](\w+)", dotted)
+    if not found:
+        return None
+    import torchvision
+    try:
+        weights = list(torchvision.models.get_model_weights(found.group(1)))
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return None
+    labels = _label_list(weights[0].meta.get("categories"), outputs) if weights else None
+    return (labels, f"torchvision {weights[0]} categories") if labels else None
+
+
+def class_names_from_model(net: nn.Module, spec: ModelSpec,
+                           outputs: int) -> Optional[tuple[dict[str, int], str]]:
+    """(safe class name -> output index, where the names came from) when the model carries
+    exactly ``outputs`` names; None when it carries none. Looked for, in order: a list
+    attribute ``class_names`` / ``classes`` on the net, a Hugging Face-style
+    ``net.config.id2label``, a timm model's pretrained_cfg labels, the torchvision weights
+    enum of the architecture ``model.arch`` / ``model.builder`` names. All offline."""
+    found: Optional[tuple[list[str], str]] = None
+    for attr in ("class_names", "classes"):
+        labels = _label_list(_attribute(net, attr), outputs)
+        if labels and not found:
+            found = labels, f"the model's '{attr}' attribute"
+    if not found:
+        labels = _label_list(_attribute(_attribute(net, "config"), "id2label"), outputs)
+        found = (labels, "the model's config.id2label") if labels else None
+    found = found or _timm_labels(net, outputs) or _torchvision_labels(spec, outputs)
+    if not found:
+        return None
+    labels, source = found
+    return {name: i for i, name in enumerate(safe_class_names(labels))}, source
 
 
 def _check_children(model: nn.Module, where: str, from_file: bool) -> None:
@@ -170,22 +392,6 @@ def _check_children(model: nn.Module, where: str, from_file: bool) -> None:
                            f"model: {problem}; if you trust this file, set 'model.trust: true'")
     if problem:
         raise ExplainError(f"{where}: not a usable model: {problem}")
-
-
-def find_layer(model: nn.Module, dotted: str, field: str = "target_layers") -> nn.Module:
-    """The sub-module named as named_modules() prints it; negative indexes count from the end."""
-    module = model
-    for part in dotted.split("."):
-        children = module._modules
-        if part in children:
-            module = children[part]
-        elif re.fullmatch(r"-\d+", part) and children and -int(part) <= len(children):
-            module = list(children.values())[int(part)]
-        else:
-            names = [n for n, _ in model.named_modules() if n]
-            hint = suggest(dotted, names) or f" (top-level modules: {', '.join(list(model._modules)[:12])})"
-            raise ExplainError(f"{field}: no layer {quote(dotted)} in the model{hint}")
-    return module
 
 
 @contextlib.contextmanager

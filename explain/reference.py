@@ -16,7 +16,7 @@ Conventions, chosen to match the library's post-processing step for step:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -79,14 +79,17 @@ def reference_cam(method: str, acts: np.ndarray, grads: np.ndarray,
     return np.stack([finish(m, size) for m in summed])
 
 
-def capture(model: nn.Module, layer: nn.Module, x: torch.Tensor,
-            classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Activations of ``layer`` and d(logit[b, classes[b]])/d(activations), the classic way."""
+def capture(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: list[int], *,
+            layout: Optional[Callable] = None, head=None) -> tuple[np.ndarray, np.ndarray]:
+    """Activations of ``layer`` and d(score[b, classes[b]])/d(activations), the classic way.
+    ``layout`` turns token / channels-last outputs into (B, C, h, w) (explain.layouts);
+    ``head`` gives the scores from the logits (explain.heads.Head; default: the logits)."""
     store: dict[str, torch.Tensor] = {}
+    shape = layout or (lambda t: t)
 
     def keep(module, inputs, output):
-        store["acts"] = output.detach().clone()
-        output.register_hook(lambda g: store.__setitem__("grads", g.detach().clone()))
+        store["acts"] = shape(output.detach().clone())
+        output.register_hook(lambda g: store.__setitem__("grads", shape(g.detach().clone())))
 
     was_training = model.training
     handle = layer.register_forward_hook(keep)
@@ -94,7 +97,8 @@ def capture(model: nn.Module, layer: nn.Module, x: torch.Tensor,
         with non_inplace(model), torch.enable_grad():
             model.eval()
             logits = model(x.detach().requires_grad_(True))
-            picked = logits[torch.arange(len(x)), torch.as_tensor(classes)]
+            scores = head.scores(logits) if head is not None else logits
+            picked = scores[torch.arange(len(x)), torch.as_tensor(classes)]
             picked.sum().backward()
     finally:
         handle.remove()

@@ -63,6 +63,7 @@ class MapRecord(_Record):
     agreement: Optional[float] = None  # mean Pearson r with the other methods' maps (same
     #                                    image and class); only with two or more methods
     localisation: Optional[Localisation] = None
+    guided_file: Optional[str] = None  # guided_cam/<method>/<image>__<class>.png (Guided Grad-CAM)
 
 
 class ImageEntry(_Record):
@@ -75,6 +76,8 @@ class ImageEntry(_Record):
     cams: list[MapRecord] = Field(default_factory=list)
     # Ground truth from annotations: class -> boxes (x0, y0, x1, y1) in model-input pixels.
     boxes: Optional[dict[str, list[list[float]]]] = None
+    guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
+    concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
 
     def record(self, class_name: str, method: str) -> MapRecord:
         return next(r for r in self.cams if r.class_name == class_name and r.method == method)

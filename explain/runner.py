@@ -18,17 +18,22 @@ from typing import Any, Callable, Optional
 from tqdm import tqdm
 
 from explain import measures
-from explain.config import Config
+from explain.config import Config, Reshape
 from explain.engine import CamEngine, EngineOptions
 from explain.errors import ExplainError
+from explain.heads import Classifier, Head
 from explain.images import (ImageError, ImageRef, Prepared, batches, find_images, group_by_shape,
                             precheck, prepare)
-from explain.model import find_layer, load_model, pick_device
+from explain.layers import auto_layer, find_layer, survey
+from explain.layouts import TokenSpec, infer_layout
+from explain.model import class_names_from_model, load_model, pick_device
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir
 from explain.results import ImageEntry, MapRecord, RunSummary, Skipped, console_lines, read_item, versions
 from explain.writers import BatchContext, ImageView, RunContext, default_writers
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it
+MANY_CLASSES = 20  # more named classes than this: an image lists only its top probabilities
+TOP_PROBABILITIES = 5
 
 
 @dataclass
@@ -81,23 +86,36 @@ def check_resumable(run: RunFolder, cfg: Config) -> None:
                            f"resume with the same config, or start a new run")
 
 
+def reshape_mode(cfg: Config):
+    """The config's reshape setting as explain.layouts takes it."""
+    spec = cfg.reshape
+    return TokenSpec(spec.prefix, spec.grid) if isinstance(spec, Reshape) else spec
+
+
 def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
     """Run the experiment and write the results folder; returns the summary it wrote."""
     opts = opts or RunOptions()
     started = time.perf_counter()
+    cfg = cfg.model_copy(deep=True)  # layer and class names get resolved into it
     refs, notes = find_images(cfg)
-    model = load_model(cfg)
-    layers = [find_layer(model, name, f"target_layers[{i}]") for i, name in enumerate(cfg.target_layers)]
-    probe = find_layer(model, cfg.channels.layer or cfg.target_layers[0], "channels.layer") \
+    net = load_model(cfg)
+    model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
+    first = _first_image(cfg, refs)
+    layers = _target_layers(cfg, (net, model, head), first, notes)
+    probe = find_layer(net, cfg.channels.layer or cfg.target_layers[0], "channels.layer")[1] \
         if cfg.channels.enabled else None
+    concept = find_layer(net, cfg.concepts.layer or cfg.target_layers[0], "concepts.layer")[1] \
+        if cfg.concepts.enabled else None
     device = pick_device(cfg.device)
     engine = CamEngine(model, layers, cfg.methods, device, EngineOptions(
         layer_names=list(cfg.target_layers), probe_layer=probe, aug_smooth=cfg.aug_smooth,
-        eigen_smooth=cfg.eigen_smooth, guard_inplace=cfg.model.fix_inplace, seed=cfg.seed))
+        eigen_smooth=cfg.eigen_smooth, guard_inplace=cfg.model.fix_inplace, seed=cfg.seed,
+        head=head, reshape=reshape_mode(cfg)))
     root = opts.out_root or cfg.resolve(cfg.output.dir)
     root_existed = root.exists()
     with engine:
-        _preflight(cfg, engine, refs)
+        outputs = _preflight(cfg, engine, first)
+        _classes(cfg, net, head.classes(outputs), notes)
         if opts.resume:
             run_dir = open_run_dir(root, cfg.run_name)
             check_resumable(run_dir, cfg)
@@ -111,7 +129,9 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
         ctx = RunContext(cfg=cfg, run=run_dir, classes=class_names(cfg),
                          methods=[m.name for m in cfg.methods], summary=summary, model=model,
                          layers=layers, image_order=[r.id for r in refs], started=started,
-                         log=opts.log)
+                         log=opts.log, head=head, layouts=engine.layouts[:len(layers)], net=net)
+        if concept is not None:
+            ctx.concept_layer = (concept, _layout_of(engine, concept, first, cfg))
         try:
             _explain_all(ctx, engine, refs, opts)
         except (ExplainError, OSError):
@@ -125,32 +145,112 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
     return summary
 
 
-def _preflight(cfg: Config, engine: CamEngine, refs: list[ImageRef]) -> None:
-    """Every image the user named passes the checks that need no decoding; then one forward
-    pass on the first usable image: layers used and shaped right, outputs vs class indices."""
+def _first_image(cfg: Config, refs: list[ImageRef]) -> Optional[Prepared]:
+    """Every image the user named passes the checks that need no decoding; returns the first
+    image that decodes (for the dry forward passes), None when none does."""
     for ref in refs:
         if not ref.from_folder:
             precheck(ref, cfg.preprocess)
     for ref in refs:
         try:
-            first = prepare(ref, cfg.preprocess)
+            return prepare(ref, cfg.preprocess)
         except ImageError:
             if not ref.from_folder:
                 raise
-            continue  # reported when the batch loop meets it
+    return None  # every listed file is broken: each is reported when the batch loop meets it
+
+
+def _model_failed(exc: Exception, image: str) -> ExplainError:
+    text = str(exc).strip().splitlines()
+    return ExplainError(f"model: the forward pass failed on {image} "
+                        f"({type(exc).__name__}: {text[0][:150] if text else ''})")
+
+
+def _target_layers(cfg: Config, parts: tuple, first: Optional[Prepared],
+                   notes: list[str]) -> list:
+    """The target layer modules; names are recorded as resolved ('auto' and negative indexes
+    become the module's dotted name)."""
+    net, model, head = parts
+
+    def looked_at() -> list:
+        if first is None:
+            raise ExplainError("target_layers: auto needs one readable image to look at the "
+                               "layers' outputs")
         try:
-            outputs = engine.outputs(first.tensor[None])
+            return survey(net, model, first.tensor[None], head)
         except ExplainError:
             raise
-        except Exception as exc:  # the model's own code failed: say where, in one line
-            text = str(exc).strip().splitlines()
-            raise ExplainError(f"model: the forward pass failed on {ref.id} "
-                               f"({type(exc).__name__}: {text[0][:150] if text else ''})") from None
-        for name, idx in cfg.classes.items():
-            if idx >= outputs:
-                raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
-                                   f"{outputs} outputs (0..{outputs - 1})")
+        except Exception as exc:  # the model's own code failed
+            raise _model_failed(exc, first.ref.id) from None
+
+    if cfg.target_layers == ["auto"]:
+        chosen = auto_layer(looked_at())
+        cfg.target_layers = [chosen.name]
+        notes.append(f"target_layers: auto chose '{chosen.name}' ({chosen.type}, output "
+                     f"{chosen.output}), the last layer before the head a CAM can use")
+    try:
+        found = [find_layer(net, name, f"target_layers[{i}]")
+                 for i, name in enumerate(cfg.target_layers)]
+    except ExplainError:  # a name that is not there: look at the layers for a better hint
+        rows = looked_at() if first is not None else None
+        found = [find_layer(net, name, f"target_layers[{i}]", rows)
+                 for i, name in enumerate(cfg.target_layers)]
+    for given, (name, _) in zip(list(cfg.target_layers), found):
+        if given != name:
+            notes.append(f"target_layers: '{given}' is '{name}'")
+    cfg.target_layers = [name for name, _ in found]
+    return [module for _, module in found]
+
+
+def _layout_of(engine: CamEngine, module, first: Optional[Prepared], cfg: Config):
+    """The layout of a layer that is not hooked by the engine (the concepts layer)."""
+    for layer, layout in zip(engine.hooked, engine.layouts):
+        if layer is module:
+            return layout
+    import torch
+    seen = {}
+    handle = module.register_forward_hook(lambda m, i, o: seen.setdefault("shape", o.shape))
+    try:
+        with torch.no_grad():
+            engine.model(first.tensor[None].to(engine.device))
+    finally:
+        handle.remove()
+    return infer_layout(seen["shape"], first.tensor.shape[-2:], reshape_mode(cfg))
+
+
+def _preflight(cfg: Config, engine: CamEngine, first: Optional[Prepared]) -> int:
+    """One forward pass on the first usable image: layers used and shaped right, outputs vs
+    head and class indices. Returns the number of logits (0 when no image is readable)."""
+    if first is None:
+        return 0
+    try:
+        outputs = engine.outputs(first.tensor[None])
+    except ExplainError:
+        raise
+    except Exception as exc:  # the model's own code failed: say where, in one line
+        raise _model_failed(exc, first.ref.id) from None
+    count = engine.head.classes(outputs)
+    for name, idx in cfg.classes.items():
+        if idx >= count:
+            raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
+                               f"{count} outputs (0..{count - 1})")
+    return outputs
+
+
+def _classes(cfg: Config, net, count: int, notes: list[str]) -> None:
+    """Without ``classes`` in the config, the names the model carries."""
+    if cfg.classes:
         return
+    found = class_names_from_model(net, cfg.model, count) if count else None
+    if found is None:
+        raise ExplainError("classes: not given and the model carries no class names; name "
+                           "them, e.g. classes: {cat: 0, dog: 1}")
+    names, source = found
+    if cfg.targets == "all" and len(names) > MANY_CLASSES:
+        raise ExplainError(f"targets: 'all' would explain all {len(names)} classes of the model "
+                           f"for every image; use targets: predicted, top3, or name the classes")
+    cfg.classes = names
+    notes.append(f"classes: {len(names)} names from {source}")
 
 
 def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
@@ -172,7 +272,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
         writer.start(ctx)
     targets = cfg.target_classes()
     target_ids = None if targets is None else [cfg.classes[t] for t in targets]
-    slots = 1 if target_ids is None else len(target_ids)
+    slots = min(cfg.top_k(), len(cfg.classes)) if target_ids is None else len(target_ids)
     bar = tqdm(total=len(todo) * slots * len(ctx.methods), unit="map", desc="CAMs",
                disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
     with bar:
@@ -200,15 +300,16 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared],
     import torch
     t0 = time.perf_counter()
     x = torch.stack([item.tensor for item in group])
-    result = engine.run(x, target_ids, sorted(ctx.classes))
+    result = engine.run(x, target_ids, sorted(ctx.classes), ctx.cfg.top_k())
     ctx.summary.durations_s["cams"] += time.perf_counter() - t0
     views = []
+    all_probs = ctx.head.probabilities(result.logits)
     for b, item in enumerate(group):
-        probs = measures.softmax(result.logits[b])
-        named = {ctx.classes[i]: round(float(probs[i]), 6) for i in sorted(ctx.classes)}
+        named = _listed_probabilities(ctx.classes, all_probs[b], result.classes[b])
+        best = max(sorted(ctx.classes), key=lambda i: all_probs[b][i])
         entry = ImageEntry(id=item.ref.id, path=str(item.ref.path),
                            input_size=[int(item.rgb.shape[0]), int(item.rgb.shape[1])],
-                           probabilities=named, predicted=max(named, key=named.get))
+                           probabilities=named, predicted=ctx.classes[best])
         for s, cls_index in enumerate(result.classes[b]):
             cls = ctx.classes[int(cls_index)]
             for method in ctx.methods:
@@ -218,6 +319,16 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared],
                                             **measures.map_stats(cam)))
         views.append(ImageView(item, entry, b))
     return BatchContext(x, result, views)
+
+
+def _listed_probabilities(classes: dict[int, str], probs, explained) -> dict[str, float]:
+    """The named classes' probabilities; with many classes, the most likely ones and the
+    explained ones only, in class order."""
+    keep = sorted(classes)
+    if len(keep) > MANY_CLASSES:
+        top = sorted(keep, key=lambda i: -probs[i])[:TOP_PROBABILITIES]
+        keep = sorted(set(top) | {int(c) for c in explained})
+    return {classes[i]: round(float(probs[i]), 6) for i in keep}
 
 
 def _kept_items(ctx: RunContext) -> dict[str, ImageEntry]:

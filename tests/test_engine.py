@@ -17,7 +17,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from explain.config import MethodSpec, Preprocess
 from explain.engine import CamEngine, EngineOptions
 from explain.images import preprocess, read_rgb
-from explain.model import find_layer, non_inplace
+from explain.layers import find_layer
+from explain.model import non_inplace
 from conftest import IMAGES, SMALL_SIZE, make_small_alexnet
 
 LIBRARY = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMPlusPlus,
@@ -66,7 +67,7 @@ def assert_same_maps(ours, theirs, shape):
 @pytest.mark.parametrize("layer_name", ["features.10", "features.11"])
 @pytest.mark.parametrize("batch", [1, 2, 5])
 def test_engine_equals_library_on_alexnet(small_alexnet, layer_name, batch):
-    layer = find_layer(small_alexnet, layer_name)
+    layer = find_layer(small_alexnet, layer_name)[1]
     x = torch.randn(5, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(1))
     ours = engine_maps(small_alexnet, layer, x, [0, 1], batch)
     theirs = library_maps(small_alexnet, layer, x, [0, 1], batch)
@@ -76,7 +77,7 @@ def test_engine_equals_library_on_alexnet(small_alexnet, layer_name, batch):
 def test_engine_equals_library_on_demo_network(demo_model):
     """Two real photos as one batch (on random noise this pretrained net's GradCAM++ maps are
     all zero, which would make the comparison vacuous)."""
-    layer = find_layer(demo_model, "backbone._blocks.15")
+    layer = find_layer(demo_model, "backbone._blocks.15")[1]
     spec = Preprocess(size=[224, 288])
     x = torch.stack([preprocess(read_rgb(IMAGES / f"{n}.jpg", spec.max_pixels), spec)[0]
                      for n in ("cat", "dog")])
@@ -89,7 +90,7 @@ def test_model_state_is_restored(small_alexnet):
     model = copy.deepcopy(small_alexnet).train()  # this test changes the model: its own copy
     head = model.classifier[0]
     head.weight.requires_grad_(False)
-    with make_engine(model, [find_layer(model, "features.10")], ["gradcam"]) as engine:
+    with make_engine(model, [find_layer(model, "features.10")[1]], ["gradcam"]) as engine:
         engine.run(torch.randn(1, 3, SMALL_SIZE, SMALL_SIZE), [0], [0, 1])
         assert not model.training and not model.features[11].inplace
     assert model.training and model.features[11].inplace
@@ -107,7 +108,7 @@ def test_predicted_targets_pick_best_named_class():
         head.bias.copy_(torch.tensor([100.0, 0.0, 5.0, 0.0, 5.0]))  # unnamed 0, 2, 4 win overall
     named = [1, 3]
     x = torch.randn(6, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(3))
-    with make_engine(model, [find_layer(model, "features.10")], ["gradcam"]) as engine:
+    with make_engine(model, [find_layer(model, "features.10")[1]], ["gradcam"]) as engine:
         result = engine.run(x, None, named)
         fixed = {c: engine.run(x, [c], named).maps["gradcam"][:, 0] for c in named}
     logits = result.logits

@@ -33,7 +33,8 @@ class CompareWriter(Writer):
             handwritten = {}
             wanted = [m for m in result.maps if m in reference.METHODS]
             if self.comparison.reference_dir is None and wanted:
-                acts, grads = reference.capture(ctx.model, ctx.layers[0], x, classes)
+                acts, grads = reference.capture(ctx.model, ctx.layers[0], x, classes,
+                                                layout=ctx.layouts[0], head=ctx.head)
                 handwritten = {m: reference.reference_cam(m, acts, grads, size) for m in wanted}
             for view in batch.images:
                 b, cls = view.row, ctx.classes[classes[view.row]]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from explain import annotations, metrics
+from explain.heads import ScoreModel
 from explain.writers import BatchContext, RunContext, Writer
 
 # Methods whose map does not depend on the class (from the activations alone, or random).
@@ -57,6 +58,7 @@ class MetricsWriter(Writer):
         cfg, result = ctx.cfg, batch.result
         t0 = time.perf_counter()
         device = next(ctx.model.parameters(), torch.empty(0)).device
+        class_logits = ctx.head.class_logits(result.logits)
         for view in batch.images:
             b, entry = view.row, view.entry
             slot_of = {ctx.classes[int(c)]: s for s, c in enumerate(result.classes[b])}
@@ -67,7 +69,8 @@ class MetricsWriter(Writer):
                                                   tuple(entry.input_size))
             cams = [result.maps[r.method][b, slot_of[r.class_name]] for r in entry.cams]
             if cfg.metrics and entry.cams:
-                scores = metrics.faithfulness(cfg.metrics, ctx.model, batch.x[b:b + 1].to(device),
+                scores = metrics.faithfulness(cfg.metrics, ScoreModel(ctx.model, ctx.head),
+                                              batch.x[b:b + 1].to(device),
                                               np.stack(cams),
                                               [index_of[r.class_name] for r in entry.cams],
                                               seed=cfg.seed)
@@ -79,7 +82,7 @@ class MetricsWriter(Writer):
                 if raw is None:
                     self.no_raw.add(rec.method)
                 rec.raw_max = None if raw is None else round(float(raw[b, s]), 6)
-                rec.logit = round(float(result.logits[b, index_of[cls]]), 6)
+                rec.logit = round(float(class_logits[b, index_of[cls]]), 6)
                 rec.probability = entry.probabilities[cls]
                 rec.weak = rec.probability < cfg.report.weak_below
                 if entry.boxes and cls in entry.boxes:
