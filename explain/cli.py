@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "writing results/<name>-2")
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted run in results/<name>, keeping its finished images")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="threads decoding and encoding beside the model (default: cores - 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"explain {__version__}")
@@ -48,6 +50,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
         found["device"] = args.device
     if args.compare:
         found["compare.enabled"] = True
+    if args.workers is not None:
+        found["workers"] = args.workers
     for item in args.sets:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -323,6 +323,8 @@ class Output(_Section):
     colormap: StrictStr = "jet"
     image_weight: Number = Field(0.5, ge=0, le=1)
     save_arrays: StrictBool = False
+    # overlays, guided images and channel views; jpg/webp encode 10x faster than png (lossy)
+    image_format: Literal["png", "jpg", "webp"] = "png"
 
     @field_validator("colormap")
     @classmethod
@@ -351,6 +353,9 @@ class Config(_Section):
     batch_size: Int = Field(8, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: Int = Field(0, ge=0, le=2**32 - 1)
+    # threads decoding images ahead of the model and encoding files behind it; null: cores - 1
+    # (does not change any output)
+    workers: Optional[Annotated[Int, Field(ge=1, le=64)]] = None
     channels: Channels = Field(default_factory=Channels)
     guided: Guided = Field(default_factory=Guided)
     concepts: Concepts = Field(default_factory=Concepts)

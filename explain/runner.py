@@ -54,6 +54,7 @@ def settings(cfg: Config) -> dict[str, Any]:
     """The config as it shapes the outputs: everything but the run's name and folder."""
     data = cfg.model_dump(mode="json")
     data.pop("name", None)
+    data.pop("workers", None)  # how fast, not what
     data["output"].pop("dir", None)
     return data
 
