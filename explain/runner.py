@@ -316,7 +316,7 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared],
             for method in ctx.methods:
                 cam = result.maps[method][b, s]
                 entry.cams.append(MapRecord(class_name=cls, method=method,
-                                            file=f"cams/{method}/{item.ref.id}__{cls}.png",
+                                            file=f"cams/{method}/{item.ref.id}__{cls}{ctx.ext}",
                                             **measures.map_stats(cam)))
         views.append(ImageView(item, entry, b))
     return BatchContext(x, result, views)

@@ -29,7 +29,7 @@ def test_a_planted_link_is_never_followed(tmp_path):
     run.root.mkdir()
     (run.root / "cams").symlink_to(outside, target_is_directory=True)
     with pytest.raises(ExplainError, match="symbolic link"):
-        run.write_png("cams/gradcam/x.png", np.zeros((4, 4, 3), np.uint8))
+        run.write_image("cams/gradcam/x.png", np.zeros((4, 4, 3), np.uint8))
     assert list(outside.iterdir()) == []
     (run.root / "file.png").symlink_to(outside / "victim.png")
     run.write_bytes("file.png", b"new")  # the link itself is replaced, its target untouched

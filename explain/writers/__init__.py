@@ -38,6 +38,11 @@ class RunContext:
     layouts: list = field(default_factory=list)  # explain.layouts.Layout per target layer
     net: Optional[nn.Module] = None  # the user's network (layer names are relative to it)
     concept_layer: Optional[tuple] = None  # (module, Layout) for the concepts view
+
+    @property
+    def ext(self) -> str:
+        """The extension of overlays, guided images and channel views (output.image_format)."""
+        return "." + self.cfg.output.image_format
     compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)  # by image id
     started: float = 0.0  # time.perf_counter() when the run began
     log: Callable[[str], None] = print

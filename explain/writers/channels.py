@@ -116,7 +116,7 @@ class ChannelWriter(Writer):
             acts = probe.activations[b]
             opts = self.options(ctx, acts.shape)
             grid = channels.activation_view(acts, channels.view_title(image, layer), options=opts)
-            ctx.run.write_png(f"channels/{image}__activations.png", grid.image)
+            ctx.run.write_image(f"channels/{image}__activations{ctx.ext}", grid.image)
             if save:
                 ctx.run.write_npy(f"channels/{image}__activations.npy", acts)
             slots = [(s, ctx.classes[int(c)]) for s, c in enumerate(batch.result.classes[b])]
@@ -132,7 +132,7 @@ class ChannelWriter(Writer):
                         cams=(maps[method][b, sa], maps[method][b, sb]), k=spec.top_k,
                         title=channels.view_title(image, layer, f"{a} vs {bb}", method),
                         options=opts)
-                    ctx.run.write_png(f"channels/{method}/{image}__contrast.png", contrast.image)
+                    ctx.run.write_image(f"channels/{method}/{image}__contrast{ctx.ext}", contrast.image)
 
     def _class_views(self, ctx: RunContext, view, which: tuple[str, str],
                      arrays: tuple[np.ndarray, np.ndarray, Optional[np.ndarray]],
@@ -146,12 +146,12 @@ class ChannelWriter(Writer):
         title = channels.view_title(image, layer, cls, method)
         contrib = channels.channel_contributions(method, acts, grads)
         grid = channels.contribution_view(contrib, title, method=method, options=opts)
-        ctx.run.write_png(f"{stem}__contributions.png", grid.image)
+        ctx.run.write_image(f"{stem}__contributions{ctx.ext}", grid.image)
         if ctx.cfg.output.save_arrays:
             ctx.run.write_npy(f"{stem}__contributions.npy", contrib)
         rows, stats = channels.channel_stats(method, acts, grads)
         ctx.run.write_csv(f"{stem}__channels.csv", rows)
         top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb, cam=cam,
                                          k=ctx.cfg.channels.top_k, title=title, options=opts)
-        ctx.run.write_png(f"{stem}__top.png", top.image)
+        ctx.run.write_image(f"{stem}__top{ctx.ext}", top.image)
         view.entry.record(cls, method).channels = ChannelSummary(**stats)

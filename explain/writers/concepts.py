@@ -241,7 +241,7 @@ class ConceptWriter(Writer):
             figure = concept_figure(photo, concept_overlay(view.item.rgb, maps, colours),
                                     legend_lines(shares, labels), colours,
                                     f"{image}: {len(maps)} concepts at {layer_name}")
-            ctx.run.write_png(f"concepts/{image}.png", figure)
+            ctx.run.write_image(f"concepts/{image}.png", figure)
             ctx.run.write_json(f"concepts/{image}.json",
                                self._json(image, layer_name, (shares, labels, colours)))
             if ctx.cfg.output.save_arrays:

@@ -129,10 +129,10 @@ class GuidedWriter(Writer):
                 cls = ctx.classes[int(index)]
                 stem = f"{view.entry.id}__{cls}"
                 guided = guided_gradient(scorer, batch.x[b], int(index))
-                files[cls] = f"guided/{stem}.png"
+                files[cls] = f"guided/{stem}{ctx.ext}"
                 self._save(ctx, files[cls], guided, save)
                 for method in ctx.methods:
-                    rel = f"guided_cam/{method}/{stem}.png"
+                    rel = f"guided_cam/{method}/{stem}{ctx.ext}"
                     self._save(ctx, rel, guided_cam(guided, batch.result.maps[method][b, s]), save)
                     view.entry.record(cls, method).guided_file = rel
             view.entry.guided = files
@@ -140,6 +140,6 @@ class GuidedWriter(Writer):
     @staticmethod
     def _save(ctx: RunContext, rel: str, image: np.ndarray, save: bool) -> None:
         """The picture, and with ``save_arrays`` the float32 array next to it."""
-        ctx.run.write_png(rel, display(image))
+        ctx.run.write_image(rel, display(image))
         if save:
-            ctx.run.write_npy(rel[:-4] + ".npy", image)
+            ctx.run.write_npy(rel.rsplit(".", 1)[0] + ".npy", image)

@@ -1,4 +1,4 @@
-"""cams/<method>/<image>__<class>.png (overlay) and .npy (the map itself, with save_arrays)."""
+"""cams/<method>/<image>__<class>.png|jpg|webp (overlay) and .npy (the map itself, with save_arrays)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,6 @@ class MapWriter(Writer):
             for record in view.entry.cams:
                 cam = batch.result.maps[record.method][view.row, slot_of[record.class_name]]
                 picture = render.overlay(view.item.rgb, cam, out.colormap, out.image_weight)
-                ctx.run.write_png(record.file, picture)
+                ctx.run.write_image(record.file, picture)
                 if out.save_arrays:
-                    ctx.run.write_npy(record.file[:-4] + ".npy", cam.astype(np.float32))
+                    ctx.run.write_npy(record.file.rsplit(".", 1)[0] + ".npy", cam.astype(np.float32))

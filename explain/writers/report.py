@@ -130,7 +130,7 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
         h, w = entry.input_size
         for rec in entry.cams:
             stem = f"{entry.id}__{rec.class_name}"
-            top = f"channels/{rec.method}/{stem}__top.png"
+            top = f"channels/{rec.method}/{stem}__top.{rec.file.rsplit('.', 1)[-1]}"
             diff = f"compare/{rec.method}/{stem}.png"
             boxes = (entry.boxes or {}).get(rec.class_name, [])
             cells[(rec.class_name, rec.method)] = Cell(
@@ -263,7 +263,7 @@ def build_report(run: RunFolder, data: ReportData) -> list[str]:
     """Write report.html (and its pages and colour bar); returns the pages written. Photos
     missing from report/photos/ (an older run) are made from the image files when readable."""
     cmap = data.summary.config.get("output", {}).get("colormap", "jet")
-    run.write_png(f"report/colorbar-{cmap}.png", colorbar(cmap))
+    run.write_image(f"report/colorbar-{cmap}.png", colorbar(cmap))
     _missing_photos(run, data)
     pages = render_pages(run, data)
     for rel, html in pages.items():
