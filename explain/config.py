@@ -42,6 +42,9 @@ def _finite(values: tuple[float, ...], what: str) -> tuple[float, ...]:
     return values
 
 
+TARGET_WORDS = ("label", "predicted")  # in a targets list: the image's label, its prediction
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -339,8 +342,8 @@ class Config(_Section):
     # empty: the names the model carries (torchvision / timm ImageNet labels, HF id2label)
     classes: dict[StrictStr, Annotated[Int, Field(ge=0, le=1_000_000)]] = Field(
         default_factory=dict)
-    # all | predicted | top<K> | a list of class names
-    targets: Union[Literal["all", "predicted"], Annotated[StrictStr, Field(
+    # all | predicted | label | top<K> | a list of class names, 'label' and 'predicted'
+    targets: Union[Literal["all", "predicted", "label"], Annotated[StrictStr, Field(
         pattern=r"^top([1-9]|1[0-9]|20)$")], list[StrictStr]] = "all"
     images: Annotated[list[Text], Field(max_length=10_000)]
     preprocess: Preprocess = Field(default_factory=Preprocess)
@@ -417,7 +420,15 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _targets_named(self) -> "Config":
-        if isinstance(self.targets, list) and not self.classes:
+        special = [t for t in (self.targets if isinstance(self.targets, list) else [])
+                   if t in TARGET_WORDS]
+        if set(special) & set(self.classes):
+            raise ValueError(f"targets: '{special[0]}' is both a class name and a target word; "
+                             f"rename the class")
+        if isinstance(self.targets, list) and len(set(self.targets)) != len(self.targets):
+            raise ValueError("targets: an entry is listed twice")
+        if isinstance(self.targets, list) and len(special) < len(self.targets) and \
+                not self.classes:
             raise ValueError("targets: a list of class names needs 'classes' (which output "
                              "index each name is)")
         if self.model.head == "binary" and self.classes and \
@@ -426,7 +437,7 @@ class Config(_Section):
                              "1 the positive side (the model has one logit)")
         if isinstance(self.targets, list):
             for name in self.targets:
-                if name not in self.classes:
+                if name not in self.classes and name not in TARGET_WORDS:
                     raise ValueError(f"targets: {quote(name)} is not a named class"
                                      f"{suggest(name, list(self.classes))}")
         names = [m.name for m in self.methods]
@@ -460,17 +471,20 @@ class Config(_Section):
         return (p if p.is_absolute() else self.base_dir / p).resolve()
 
     def target_classes(self) -> list[str] | None:
-        """Class names explained for every image; None means 'the predicted class'."""
+        """What each image's slots explain: class names, 'label' (the image's ground truth)
+        or 'predicted' (its best named class); None: its ``top_k()`` most likely classes."""
         if self.targets == "all":
             return list(self.classes)
+        if self.targets == "label":
+            return ["label"]
         if isinstance(self.targets, str):  # predicted, top<K>
             return None
         return list(self.targets)
 
     def top_k(self) -> int:
         """How many of the most likely classes each image explains (targets: predicted/topK)."""
-        return 1 if self.targets in ("all", "predicted") or isinstance(self.targets, list) \
-            else int(self.targets[3:])
+        return int(self.targets[3:]) if isinstance(self.targets, str) and \
+            self.targets.startswith("top") else 1
 
 
 # ---- loading ------------------------------------------------------------------------------

@@ -205,18 +205,21 @@ class CamEngine:
             raise ExplainError(f"model.{problem}")
         return int(logits.shape[1])
 
-    def run(self, x: torch.Tensor, targets: Optional[list[int]], named: list[int],
-            top: int = 1) -> BatchResult:
-        """Explain a batch. ``targets``: class indices for every image, or None for each
+    def run(self, x: torch.Tensor, targets, named: list[int], top: int = 1) -> BatchResult:
+        """Explain a batch. ``targets``: class indices for every image (a list), per image (a
+        (B, S) array; -1 = the image's most likely class among ``named``), or None for each
         image's ``top`` most likely classes among ``named``."""
         x = x.to(self.device)
         self.named = list(named)
         logits, acts = self._forward(x)
         out_np = logits.detach().float().cpu().numpy()
         scores_np = self.head.scores(logits.detach()).float().cpu().numpy()
+        if targets is None or isinstance(targets, np.ndarray):
+            ranked = np.asarray(named)[np.argsort(-scores_np[:, named], axis=1, kind="stable")]
         if targets is None:
-            order = np.argsort(-scores_np[:, named], axis=1, kind="stable")[:, :top]
-            classes = np.asarray(named)[order]
+            classes = ranked[:, :top]
+        elif isinstance(targets, np.ndarray):
+            classes = np.where(targets < 0, ranked[:, :1], targets)
         else:
             classes = np.tile(np.asarray(targets), (x.shape[0], 1))
         grads = self._gradients(logits, acts, classes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -34,6 +35,7 @@ class ImageRef:
     id: str
     path: Path
     from_folder: bool  # found by a folder or glob: a bad file is skipped, not fatal
+    label: Optional[str] = None  # ground-truth class name (labelled datasets)
 
 
 @dataclass

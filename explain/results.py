@@ -73,6 +73,7 @@ class ImageEntry(_Record):
     input_size: list[int]
     probabilities: dict[str, float]
     predicted: str
+    label: Optional[str] = None  # ground truth, for labelled datasets
     cams: list[MapRecord] = Field(default_factory=list)
     # Ground truth from annotations: class -> boxes (x0, y0, x1, y1) in model-input pixels.
     boxes: Optional[dict[str, list[list[float]]]] = None

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from tqdm import tqdm
 
 from explain import measures
-from explain.config import Config, Reshape
+from explain.config import TARGET_WORDS, Config, Reshape
 from explain.engine import CamEngine, EngineOptions
 from explain.errors import ExplainError
 from explain.heads import Classifier, Head
@@ -99,6 +99,7 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
     started = time.perf_counter()
     cfg = cfg.model_copy(deep=True)  # layer and class names get resolved into it
     refs, notes = find_images(cfg)
+    slot_targets(cfg, refs)  # every image has what its targets need (a label)
     net = load_model(cfg)
     model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
     first = _first_image(cfg, refs)
@@ -272,14 +273,13 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
     for writer in writers:
         writer.start(ctx)
     targets = cfg.target_classes()
-    target_ids = None if targets is None else [cfg.classes[t] for t in targets]
-    slots = min(cfg.top_k(), len(cfg.classes)) if target_ids is None else len(target_ids)
+    slots = min(cfg.top_k(), len(cfg.classes)) if targets is None else len(targets)
     bar = tqdm(total=len(todo) * slots * len(ctx.methods), unit="map", desc="CAMs",
                disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
     with bar:
         for chunk in batches(todo, cfg.batch_size):
             for group in group_by_shape(_prepare_chunk(chunk, ctx, opts)):
-                batch = _explain_batch(ctx, engine, group, target_ids)
+                batch = _explain_batch(ctx, engine, group)
                 t0 = time.perf_counter()
                 for writer in writers:
                     writer.write(ctx, batch)
@@ -295,13 +295,34 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
         writer.finish(ctx)
 
 
-def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared],
-                   target_ids: Optional[list[int]]) -> BatchContext:
-    """Run the engine on images of one shape and make each image's entry and map records."""
+def slot_targets(cfg: Config, refs: list[ImageRef]):
+    """What the engine explains for these images: None (each image's top_k classes), a list
+    of class indices (the same for every image), or a (B, S) array when a slot depends on the
+    image (its label; -1 = its prediction)."""
+    import numpy as np
+    targets = cfg.target_classes()
+    if targets is None:
+        return None
+    if not any(t in TARGET_WORDS for t in targets):
+        return [cfg.classes[t] for t in targets]
+    rows = []
+    for ref in refs:
+        if "label" in targets and ref.label is None:
+            raise ExplainError(f"targets: 'label' needs a label for every image; {ref.path} has "
+                               f"none (list images as a labelled dataset)")
+        rows.append([-1 if t == "predicted" else cfg.classes[ref.label if t == "label" else t]
+                     for t in targets])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared]) -> BatchContext:
+    """Run the engine on images of one shape and make each image's entry and map records
+    (one per class: a class two slots name, as label and prediction, is recorded once)."""
     import torch
     t0 = time.perf_counter()
     x = torch.stack([item.tensor for item in group])
-    result = engine.run(x, target_ids, sorted(ctx.classes), ctx.cfg.top_k())
+    result = engine.run(x, slot_targets(ctx.cfg, [item.ref for item in group]),
+                        sorted(ctx.classes), ctx.cfg.top_k())
     ctx.summary.durations_s["cams"] += time.perf_counter() - t0
     views = []
     all_probs = ctx.head.probabilities(result.logits)
@@ -310,9 +331,12 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared],
         best = max(sorted(ctx.classes), key=lambda i: all_probs[b][i])
         entry = ImageEntry(id=item.ref.id, path=str(item.ref.path),
                            input_size=[int(item.rgb.shape[0]), int(item.rgb.shape[1])],
-                           probabilities=named, predicted=ctx.classes[best])
+                           probabilities=named, predicted=ctx.classes[best],
+                           label=item.ref.label)
         for s, cls_index in enumerate(result.classes[b]):
             cls = ctx.classes[int(cls_index)]
+            if cls_index in result.classes[b][:s]:
+                continue
             for method in ctx.methods:
                 cam = result.maps[method][b, s]
                 entry.cams.append(MapRecord(class_name=cls, method=method,
