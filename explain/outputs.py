@@ -121,18 +121,27 @@ class RunFolder:
         plt.close(fig)
         self.write_bytes(rel, buf.getvalue())
 
-    def write_json(self, rel: str, data: Any) -> None:
-        self.write_bytes(rel, (json.dumps(data, indent=2, default=str) + "\n").encode())
+    @staticmethod
+    def json_bytes(data: Any) -> bytes:
+        return (json.dumps(data, indent=2, default=str) + "\n").encode()
 
-    def write_csv(self, rel: str, rows: Iterable[dict]) -> None:
+    @staticmethod
+    def csv_bytes(rows: Iterable[dict]) -> bytes:
+        """Columns: every key of every row, in the order first seen."""
         rows = list(rows)
         buf = io.StringIO()
-        if rows:  # columns: every key of every row, in the order first seen
+        if rows:
             fields = list(dict.fromkeys(key for row in rows for key in row))
             writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-        self.write_bytes(rel, buf.getvalue().encode())
+        return buf.getvalue().encode()
+
+    def write_json(self, rel: str, data: Any) -> None:
+        self.write_bytes(rel, self.json_bytes(data))
+
+    def write_csv(self, rel: str, rows: Iterable[dict]) -> None:
+        self.write_bytes(rel, self.csv_bytes(rows))
 
 
 def _results_root(root: Path) -> None:

@@ -1,0 +1,124 @@
+"""The pipeline helpers: read-ahead keeps order and bounds, the file pool writes item steps only
+after the files before them, errors come back to the caller's thread as they were."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from explain.errors import ExplainError
+from explain.outputs import RunFolder
+from explain.pipeline import FilePool, QueuedWrites, prefetch
+
+
+def test_prefetch_keeps_order_and_reads_ahead_a_bounded_amount():
+    started = []
+    lock = threading.Lock()
+
+    def work(n):
+        with lock:
+            started.append(n)
+        time.sleep(0.002 * (n % 3))  # finish out of order
+        return n * n
+
+    chunks = [[i, i + 100] for i in range(10)]
+    seen = []
+    for k, out in enumerate(prefetch(chunks, work, workers=3, ahead=2)):
+        seen.append(out)
+        time.sleep(0.02)
+        with lock:  # never more than `ahead` chunks beyond the one being used
+            assert len(started) <= 2 * (k + 1 + 2)
+    assert seen == [[i * i, (i + 100) ** 2] for i in range(10)]
+
+
+def test_prefetch_raises_in_the_caller_and_stops():
+    def work(n):
+        if n == 3:
+            raise ExplainError("image 3 is broken")
+        return n
+
+    got = []
+    with pytest.raises(ExplainError, match="image 3 is broken"):
+        for out in prefetch([[0], [1], [2], [3], [4]], work, workers=2):
+            got.append(out)
+    assert got == [[0], [1], [2]]
+
+
+def test_then_runs_after_every_earlier_write():
+    pool = FilePool(workers=3)
+    done, order = set(), []
+
+    def slow(name, delay):
+        time.sleep(delay)
+        done.add(name)
+
+    def item(names):
+        order.append(("item", sorted(done)))
+        assert set(names) <= done
+
+    for i in range(6):
+        pool.submit(slow, f"a{i}", 0.03 * (6 - i))
+    pool.then(item, [f"a{i}" for i in range(6)])
+    pool.drain()
+    pool.close()
+    assert order == [("item", [f"a{i}" for i in range(6)])]
+
+
+def test_a_failed_write_stops_its_item_step_and_is_raised_once(tmp_path):
+    pool = FilePool(workers=2)
+    written = []
+
+    def fail():
+        raise OSError(28, "No space left on device", "cams/x.png")
+
+    with pytest.raises(OSError, match="No space left"):  # at the next call after it failed
+        pool.submit(fail)
+        pool.then(written.append, "items/x.json")
+        pool.drain()
+    assert written == []
+    pool.drain()  # raised once, not again
+    pool.close()
+
+
+def test_submit_blocks_at_the_limit():
+    pool = FilePool(workers=1, limit=2)
+    gate = threading.Event()
+    pool.submit(gate.wait)
+    pool.submit(gate.wait)
+    t0 = time.perf_counter()
+    threading.Timer(0.2, gate.set).start()
+    pool.submit(lambda: None)  # waits for a slot
+    assert time.perf_counter() - t0 >= 0.15
+    pool.drain()
+    pool.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_queued_writes_give_the_same_bytes(tmp_path, workers):
+    folders = []
+    for name in ("direct", "queued"):
+        folders.append(RunFolder(tmp_path / name))
+        folders[-1].root.mkdir()
+    pool = FilePool(workers)
+    direct, queued = folders[0], QueuedWrites(folders[1], pool)
+    rng = np.random.default_rng(0)
+    pictures = [(rng.random((8, 8, 3)) * 255).astype(np.uint8) for _ in range(5)]
+    record = {"a": [1, 2]}
+    for target in (direct, queued):
+        for i, picture in enumerate(pictures):
+            target.write_image(f"cams/m/{i}.png", picture)
+            target.write_npy(f"cams/m/{i}.npy", picture)
+        target.write_json("items/x.json", record)
+        target.write_csv("t.csv", [{"a": 1}, {"b": 2}])
+    record["a"].append(3)  # a later change does not reach the queued JSON
+    pool.drain()
+    pool.close()
+    files = sorted(p.relative_to(tmp_path / "direct") for p in (tmp_path / "direct").rglob("*")
+                   if p.is_file())
+    assert len(files) == 12
+    for rel in files:
+        assert (tmp_path / "direct" / rel).read_bytes() == (tmp_path / "queued" / rel).read_bytes()
+    assert b"3" not in (tmp_path / "queued" / "items/x.json").read_bytes()
