@@ -61,11 +61,13 @@ class RunFolder:
         here = self.folder_root()
         for part in self.path(rel).relative_to(self.root).parts:
             here = here / part
-            if here.is_symlink() or (here.exists() and not here.is_dir()):
+            try:
+                here.mkdir()  # another writer thread may make it at the same moment
+            except FileExistsError:
+                pass
+            if here.is_symlink() or not here.is_dir():
                 raise ExplainError(f"{here}: expected a folder written by explain, found a "
                                    f"{'symbolic link' if here.is_symlink() else 'file'}")
-            if not here.exists():
-                here.mkdir()
         return here
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
