@@ -358,7 +358,7 @@ class Config(_Section):
     seed: Int = Field(0, ge=0, le=2**32 - 1)
     # threads decoding images ahead of the model and encoding files behind it; null: cores - 1
     # (does not change any output)
-    workers: Optional[Annotated[Int, Field(ge=1, le=64)]] = None
+    workers: Optional[Annotated[Int, Field(ge=0, le=64)]] = None  # 0: all in the main thread
     channels: Channels = Field(default_factory=Channels)
     guided: Guided = Field(default_factory=Guided)
     concepts: Concepts = Field(default_factory=Concepts)
