@@ -60,6 +60,15 @@ class BatchResult:
     # resolution, the largest over target layers); only for the shared-pass methods
     raw_max: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def slots(self, b: int) -> list[tuple[int, int]]:
+        """Image ``b``'s (slot, class index) pairs, a class named by two slots (its label and
+        its prediction) only at its first slot: what is explained and recorded once."""
+        out: list[tuple[int, int]] = []
+        for s, c in enumerate(self.classes[b]):
+            if all(int(c) != seen for _, seen in out):
+                out.append((s, int(c)))
+        return out
+
 
 @contextlib.contextmanager
 def seeded(seed: int):
@@ -145,6 +154,9 @@ class CamEngine:
 
     # ---- lifetime -------------------------------------------------------------------------
     def __enter__(self) -> "CamEngine":
+        if next(self.model.parameters(), None) is None:
+            raise ExplainError("model: has no parameters (weights); the CAM methods need a "
+                               "trained network")
         stack = contextlib.ExitStack()
         home = next(self.model.parameters(), torch.empty(0)).device
         stack.callback(self.model.to, home)
@@ -203,6 +215,9 @@ class CamEngine:
         problem = self.head.check_outputs(int(logits.shape[1]))
         if problem:
             raise ExplainError(f"model.{problem}")
+        if not logits.requires_grad:
+            from explain.layers import NO_GRADIENT
+            raise ExplainError(NO_GRADIENT)
         return int(logits.shape[1])
 
     def run(self, x: torch.Tensor, targets, named: list[int], top: int = 1) -> BatchResult:
@@ -255,6 +270,11 @@ class CamEngine:
                                        f"{tuple(output.shape)}, not a feature map (N, C, H, W) "
                                        f"or a token sequence; pick a layer before the "
                                        f"classifier (explain layers CONFIG lists them)")
+                if captured[i] is not None:
+                    raise ExplainError(f"{self._name(i)}: the layer runs more than once in one "
+                                       f"forward pass (a shared module), so it has no single "
+                                       f"output to explain; name a layer that runs once "
+                                       f"(explain layers CONFIG marks them)")
                 captured[i] = output
                 # A copy goes downstream, so an inplace op there cannot change what we keep.
                 return output.clone() if self.options.guard_inplace else None
@@ -367,5 +387,9 @@ class CamEngine:
                 handles = getattr(cam, "activations_and_grads", None) or \
                     getattr(getattr(cam, "base_cam", None), "activations_and_grads", None)
                 if handles is not None:
-                    handles.release()
+                    try:
+                        handles.release()
+                    except RuntimeError:  # the library's release fails on view gradients
+                        for handle in handles.handles:
+                            handle.remove()
         return np.stack(slots, axis=1).astype(np.float32)

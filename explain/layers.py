@@ -121,15 +121,24 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head) -
                 handles.append(module.register_forward_hook(hook(index)))
             image = x.detach().clone().requires_grad_(True)
             scores = head.scores(classifier(image))
-        except RuntimeError as exc:  # shapes that do not fit the network, mostly
-            text = (str(exc).strip().splitlines() or ["?"])[0][:200]
+        except ExplainError:
+            raise
+        except Exception as exc:  # shapes that do not fit the network, mostly
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ExplainError(f"model: the forward pass failed on a {input_hw[0]}x{input_hw[1]} "
-                               f"input ({text}); check preprocess.size") from None
+                               f"input ({type(exc).__name__}: {text}); check preprocess.size "
+                               f"and the model's input size") from None
         finally:
             for handle in handles:
                 handle.remove()
+        if not scores.requires_grad:
+            raise ExplainError(NO_GRADIENT)
         _mark_degenerate(rows, outputs, scores)
     return rows
+
+
+NO_GRADIENT = ("model: the class scores carry no gradient (the forward pass detaches them or "
+               "runs under no_grad), so no gradient CAM can be made")
 
 
 def _mark_degenerate(rows: list[LayerRow], outputs: dict[int, torch.Tensor],

@@ -68,16 +68,21 @@ def _fits(h: int, w: int, input_hw: Sequence[int]) -> bool:
 
 
 def token_grid(tokens: int, input_hw: Sequence[int], prefixes: Sequence[int]) -> Optional[Layout]:
-    """The first prefix count that leaves a patch grid of the input's shape, as a Layout."""
-    for prefix in prefixes:
-        n = tokens - prefix
-        if n < 2:
-            break
-        H, W = input_hw
-        h = max(1, round(math.sqrt(n * H / W)))
-        for cand in (h, h - 1, h + 1):
-            if cand >= 1 and n % cand == 0 and _fits(cand, n // cand, input_hw):
-                return Layout("tokens", prefix, (cand, n // cand))
+    """The first prefix count that leaves a patch grid of exactly the input's aspect ratio
+    (patches are square); failing that, the first within ASPECT_TOLERANCE (rounded sizes)."""
+    H, W = input_hw
+    for exact in (True, False):
+        for prefix in prefixes:
+            n = tokens - prefix
+            if n < 2:
+                break
+            h = max(1, round(math.sqrt(n * H / W)))
+            for cand in (h, h - 1, h + 1):
+                if cand < 1 or n % cand:
+                    continue
+                w = n // cand
+                if (cand * W == w * H) if exact else _fits(cand, w, input_hw):
+                    return Layout("tokens", prefix, (cand, w))
     return None
 
 

@@ -148,10 +148,10 @@ def call_factory(factory: Callable[..., Any], args: dict, field: str) -> Any:
             return factory(**args)
         except ExplainError:
             raise
-        except (TypeError, ValueError, AssertionError) as exc:
+        except (Exception, MemoryError) as exc:  # the factory's own checks (or a crash)
             why = " ".join(str(exc).split())[:120] or type(exc).__name__
             raise ExplainError(f"{field}_args: {field.split('.')[-1]} rejected them "
-                               f"({why})") from None
+                               f"({type(exc).__name__}: {why})") from None
 
 
 TIMM_PREFIXES = ("timm:", "timm.")
@@ -283,15 +283,17 @@ def safe_class_names(labels: Sequence[Any]) -> list[str]:
     go, other unsafe characters become '_'; a repeat (ignoring case) gets '_2', '_3', ...
     ('crane', 'crane_2'); a label with nothing usable becomes 'class_<index>'."""
     taken: set[str] = set()
+    next_suffix: dict[str, int] = {}  # base -> the next number to try (linear in repeats)
     out = []
     for index, label in enumerate(labels):
         text = unicodedata.normalize("NFC", str(label)).split(",")[0].strip()
         base = safe_slug(re.sub(r"['\u2019`]", "", text), fallback=f"class_{index}")
-        name, count = base, 2
+        name, count = base, next_suffix.get(base.lower(), 2)
         while name.lower() in taken or name_problem(name):
             suffix = f"_{count}"
             name = base[: MAX_NAME - len(suffix)].rstrip("._-") + suffix
             count += 1
+        next_suffix[base.lower()] = count
         taken.add(name.lower())
         out.append(name)
     return out
