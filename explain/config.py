@@ -308,6 +308,36 @@ def box_problem(box: tuple) -> Optional[str]:
     return None
 
 
+class LabelledImages(_Section):
+    """An ``images`` entry with ground truth: ``labelled`` is an ImageFolder-style tree
+    (``root/<class>/*.jpg``) or a ``.csv`` (header ``path,label``) / ``.json`` (list of
+    ``{path, label}``) list whose paths are relative to the list's folder (see
+    explain.images). ``skip_unknown``: skip subfolders / rows whose label names no class."""
+    labelled: Text
+    skip_unknown: StrictBool = False
+
+
+def _image_entry(index: int, entry: Any) -> Any:
+    """One ``images`` entry: a string as it is, a mapping as a LabelledImages (one clean
+    message on a bad key, instead of one per alternative of the union)."""
+    if not isinstance(entry, dict):
+        return entry
+    unknown = [k for k in entry if k not in LabelledImages.model_fields]
+    if unknown:
+        key = str(unknown[0])
+        raise ValueError(f"entry {index}: unknown key {quote(key)}"
+                         f"{suggest(key[:100], list(LabelledImages.model_fields))} (a mapping "
+                         f"entry is {{labelled: PATH, skip_unknown: false}})")
+    try:
+        return LabelledImages.model_validate(entry)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "entry"
+        msg = "required key is missing" if first["type"] == "missing" else \
+            f"{first['msg']} (got {quote(first.get('input'))})"
+        raise ValueError(f"entry {index}: {key}: {msg}") from None
+
+
 class Report(_Section):
     """report.html: the study on one page (see explain.writers.report)."""
     enabled: StrictBool = True
@@ -345,7 +375,8 @@ class Config(_Section):
     # all | predicted | label | top<K> | a list of class names, 'label' and 'predicted'
     targets: Union[Literal["all", "predicted", "label"], Annotated[StrictStr, Field(
         pattern=r"^top([1-9]|1[0-9]|20)$")], list[StrictStr]] = "all"
-    images: Annotated[list[Text], Field(max_length=10_000)]
+    # files, folders, globs, and {labelled: PATH} datasets (explain.images)
+    images: Annotated[list[Union[Text, LabelledImages]], Field(max_length=10_000)]
     preprocess: Preprocess = Field(default_factory=Preprocess)
     # layer names, or 'auto': the last layer before the head a CAM can use (explain layers)
     target_layers: Annotated[list[StrictStr], Field(max_length=16)]
@@ -395,6 +426,19 @@ class Config(_Section):
                     raise ValueError(f"classes '{seen[key]}' and '{name}' have {what}")
                 seen[key] = name
         return v
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _image_entries(cls, v: Any) -> Any:
+        return [_image_entry(i, e) for i, e in enumerate(v)] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _labels_need_classes(self) -> "Config":
+        labelled = [i for i, e in enumerate(self.images) if isinstance(e, LabelledImages)]
+        if labelled and not self.classes:
+            raise ValueError(f"images[{labelled[0]}]: labels name classes; give 'classes' "
+                             f"(which output index each label is, e.g. {{cat: 0, dog: 1}})")
+        return self
 
     @field_validator("target_layers", mode="before")
     @classmethod

@@ -4,11 +4,18 @@ Decoding uses ``cv2.IMREAD_COLOR``, which applies EXIF orientation and turns gra
 palette, RGBA (alpha dropped) and 16-bit files into 8-bit BGR; we convert to RGB.
 Images over ``preprocess.max_pixels`` are refused before decoding (the header is read with
 Pillow), so a huge file cannot exhaust memory.
+
+``images`` entries are files, folders, globs, or labelled datasets (``{labelled: PATH}``: an
+ImageFolder-style tree or a .csv / .json list), whose images carry ``ImageRef.label``.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from explain.config import MAX_SIDE, Config, Preprocess
+from explain.config import MAX_SIDE, Config, LabelledImages, Preprocess
 from explain.errors import ExplainError
-from explain.names import quote, safe_slug, short
+from explain.names import quote, safe_slug, short, suggest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -64,12 +71,19 @@ def _matches(pattern: str, where: str) -> list[Path]:
     return sorted(found)
 
 
+Found = tuple[Path, bool, Optional[str]]  # a file, whether from a folder/glob/list, its label
+
+
 def find_images(cfg: Config) -> tuple[list[ImageRef], list[str]]:
-    """Expand files, folders and globs of ``images``; returns the images and skip notes."""
-    paths: list[tuple[Path, bool]] = []
+    """Expand files, folders, globs and labelled datasets of ``images``; returns the images
+    and skip notes."""
+    paths: list[Found] = []
     notes: list[str] = []
     for i, entry in enumerate(cfg.images):
         where = f"images[{i}]"
+        if isinstance(entry, LabelledImages):
+            paths += labelled_files(cfg, entry, where, notes)
+            continue
         try:
             path = cfg.resolve(entry)
             if glob.has_magic(entry):
@@ -84,13 +98,171 @@ def find_images(cfg: Config) -> tuple[list[ImageRef], list[str]]:
                 raise ExplainError(f"{where}: image not found: {short(path)}")
         except OSError as exc:  # a name too long, a folder we may not read
             raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
-        images = [(p, f) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
+        images = [(p, f, None) for p, f in candidates
+                  if not f or p.suffix.lower() in IMAGE_SUFFIXES]
         notes += [f"skipped {short(p)} (not an image file)" for p, f in candidates
                   if f and p.suffix.lower() not in IMAGE_SUFFIXES]
         if not images:
             raise ExplainError(f"{where}: no image files in {quote(entry)}")
         paths += images
     return _with_ids(paths), notes
+
+
+# ---- labelled datasets: {labelled: PATH} ---------------------------------------------------
+
+MAX_LIST_BYTES = 64 * 1024 * 1024  # a .csv / .json list of labelled images
+
+
+def labelled_files(cfg: Config, spec: LabelledImages, where: str,
+                   notes: list[str]) -> list[Found]:
+    """The (file, True, label) of a labelled entry: an ImageFolder-style tree
+    (``root/<class>/**/<image>``) or a ``.csv`` / ``.json`` list; labels must be named
+    classes (or, with ``skip_unknown``, are skipped with a note)."""
+    where = f"{where}.labelled"
+    path = cfg.resolve(spec.labelled)
+    try:
+        if path.is_dir():
+            found = _image_folder(path, list(cfg.classes), spec.skip_unknown, (where, notes))
+        elif path.is_file():
+            found = _label_list(path, list(cfg.classes), spec.skip_unknown, (where, notes))
+        else:
+            raise ExplainError(f"{where}: not found: {short(path)}")
+    except OSError as exc:
+        raise ExplainError(f"{where}: {short(exc.filename or path)}: {exc.strerror}") from None
+    if not found:
+        raise ExplainError(f"{where}: no labelled image files in {short(path)}")
+    return found
+
+
+def _image_folder(root: Path, classes: list[str], skip_unknown: bool,
+                  report: tuple[str, list[str]]) -> list[Found]:
+    """``root/<class>/...``: every image file under a class folder (subfolders included,
+    linked folders not followed), labelled with the folder's name. Hidden entries are
+    ignored; files directly in ``root`` are noted and skipped."""
+    where, notes = report
+    found: list[Found] = []
+    for sub in sorted(root.iterdir()):
+        if sub.name.startswith("."):
+            continue
+        if not sub.is_dir():
+            notes.append(f"skipped {short(sub)} (not in a class folder of {short(root)})")
+            continue
+        if sub.name not in classes:
+            if skip_unknown:
+                notes.append(f"skipped {short(sub)} (folder names no class)")
+                continue
+            raise ExplainError(f"{where}: {short(sub)}: subfolder {quote(sub.name)} names no "
+                               f"class{suggest(sub.name, classes)} (classes: "
+                               f"{', '.join(classes)}); rename it, add the class, or set "
+                               f"skip_unknown: true")
+        for folder, dirs, files in os.walk(sub):  # does not follow linked folders
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                file = Path(folder) / name
+                if name.startswith(".") or not file.is_file():
+                    continue
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    notes.append(f"skipped {short(file)} (not an image file)")
+                    continue
+                if len(found) >= MAX_IMAGES:
+                    raise ExplainError(f"{where}: {short(root)} holds over {MAX_IMAGES} images; "
+                                       f"split the dataset into several runs")
+                found.append((file, True, sub.name))
+    return found
+
+
+def _label_list(path: Path, classes: list[str], skip_unknown: bool,
+                report: tuple[str, list[str]]) -> list[Found]:
+    """A ``.csv`` (header ``path,label``) or ``.json`` (list of ``{path, label}``) list of
+    labelled images; paths relative to the list's folder. Every row names an existing
+    image file and a named class, else one line naming the file and row."""
+    where, notes = report
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ExplainError(f"{where}: {short(path)}: expected a folder of class folders, a .csv "
+                           f"or a .json list")
+    size = path.stat().st_size
+    if size > MAX_LIST_BYTES:
+        raise ExplainError(f"{where}: {short(path)}: {size} bytes; a list is at most "
+                           f"{MAX_LIST_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ExplainError(f"{short(path)}: not a UTF-8 text file ({exc.reason})") from None
+    rows = _csv_rows(path, text) if suffix == ".csv" else _json_rows(path, text)
+    found: list[Found] = []
+    labels: dict[Path, tuple[str, str]] = {}
+    unknown = 0
+    for row_where, file, label in rows:
+        if len(found) >= MAX_IMAGES:
+            raise ExplainError(f"{short(path)}: over {MAX_IMAGES} rows; split the dataset into "
+                               f"several runs")
+        if not file or not label:
+            raise ExplainError(f"{row_where}: needs a path and a label "
+                               f"(got {quote([file, label])})")
+        if label not in classes:
+            if skip_unknown:
+                unknown += 1
+                continue
+            raise ExplainError(f"{row_where}: label {quote(label)} is not a named class"
+                               f"{suggest(label, classes)} (classes: {', '.join(classes)})")
+        image = path.parent / Path(file).expanduser()
+        try:
+            ok = image.is_file()
+        except OSError:
+            ok = False
+        if not ok:
+            raise ExplainError(f"{row_where}: image not found (or not a regular file): "
+                               f"{short(image)}")
+        if image.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ExplainError(f"{row_where}: {short(image)} is not an image file "
+                               f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        key = image.resolve()
+        if key in labels and labels[key][0] != label:
+            raise ExplainError(f"{row_where}: {short(image)} is labelled {quote(label)} here and "
+                               f"{quote(labels[key][0])} at {labels[key][1]}")
+        labels.setdefault(key, (label, row_where))
+        found.append((image, True, label))
+    if unknown:
+        notes.append(f"skipped {unknown} row(s) of {short(path)} (label names no class)")
+    return found
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
+    reader = csv.DictReader(io.StringIO(text))
+    fields = [(f or "").strip() for f in reader.fieldnames or []]
+    if not {"path", "label"} <= set(fields):
+        raise ExplainError(f"{short(path)}: line 1: expected a header with the columns path, "
+                           f"label (got {quote(reader.fieldnames)})")
+    rows = []
+    try:
+        for row in reader:
+            row = {(k or "").strip(): v for k, v in row.items()}
+            values = [v for v in row.values() if isinstance(v, str)]
+            if not any(v.strip() for v in values):
+                continue  # a blank line
+            rows.append((f"{short(path)}: line {reader.line_num}",
+                         (row.get("path") or "").strip(), (row.get("label") or "").strip()))
+    except csv.Error as exc:
+        raise ExplainError(f"{short(path)}: line {reader.line_num}: {exc}") from None
+    return rows
+
+
+def _json_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ExplainError(f"{short(path)}: not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ExplainError(f"{short(path)}: expected a list of objects with the keys path, label")
+    rows = []
+    for i, row in enumerate(data):
+        file, label = row.get("path"), row.get("label")
+        if not isinstance(file, str) or not isinstance(label, str):
+            raise ExplainError(f"{short(path)}: item {i}: path and label must be texts "
+                               f"(got {quote([file, label])})")
+        rows.append((f"{short(path)}: item {i}", file.strip(), label.strip()))
+    return rows
 
 
 def precheck(ref: ImageRef, spec: Preprocess) -> None:
@@ -109,18 +281,25 @@ def precheck(ref: ImageRef, spec: Preprocess) -> None:
         raise ImageError(f"{short(ref.path)}: {exc}") from None
 
 
-def _with_ids(paths: list[tuple[Path, bool]]) -> list[ImageRef]:
-    seen: dict[Path, bool] = {}
-    for p, from_folder in paths:
-        seen.setdefault(p.resolve(), from_folder)
+def _with_ids(paths: list[Found]) -> list[ImageRef]:
+    """One ImageRef per file (a file listed twice is explained once, with its label), each
+    with a unique, safe id made from its name."""
+    seen: dict[Path, list] = {}
+    for p, from_folder, label in paths:
+        known = seen.setdefault(p.resolve(), [p, from_folder, label])
+        if label is not None and known[2] is None:
+            known[2] = label
+        elif label is not None and known[2] != label:
+            raise ExplainError(f"images: {short(p)} is listed with the labels {quote(known[2])} "
+                               f"and {quote(label)}; give it one")
     refs, used = [], set()
-    for p, from_folder in seen.items():
+    for key, (p, from_folder, label) in seen.items():
         base = safe_slug(p.stem, "image")
         ident, n = base, 2
         while ident.lower() in used:  # ignoring case: 'Cat.jpg' and 'cat.jpg' on macOS
             ident, n = f"{base}-{n}", n + 1
         used.add(ident.lower())
-        refs.append(ImageRef(ident, p, from_folder))
+        refs.append(ImageRef(ident, key, from_folder, label))
     return refs
 
 

@@ -106,6 +106,55 @@ class Skipped(_Record):
     reason: str
 
 
+class ClassNumbers(_Record):
+    """One class of a labelled dataset (see explain.datasets.per_class)."""
+    class_name: str = Field(alias="class")
+    images: int  # labelled with this class
+    correct: int  # of those, predicted as this class
+    accuracy: Optional[float] = None  # correct / images (recall); None without images
+    predicted_as: int  # images (labelled or not) the model predicts as this class
+    pointing_maps: int = 0  # maps of this class with a ground-truth box
+    pointing_hits: int = 0  # of those, maps whose peak lies inside the box
+    pointing: Optional[float] = None  # hits / maps (pointing game); None without boxes
+    pointing_by_method: Optional[dict[str, float]] = None
+
+
+class MeanMap(_Record):
+    """The mean of one method's maps of a class over the images labelled with that class that
+    the model classifies correctly (outcome 'correct') or wrongly ('wrong')."""
+    class_name: str = Field(alias="class")
+    method: str
+    outcome: str  # correct | wrong
+    count: int  # maps averaged
+    max: float  # the mean map's maximum (the picture is on the maps' 0..1 scale)
+    file: str  # dataset/mean/<method>/<class>__<outcome>.png
+    array: str  # the same, float32 .npy
+
+
+class Disagreement(_Record):
+    """One image x class: 1 - the mean pairwise Pearson r between the methods' maps."""
+    image: str
+    class_name: str = Field(alias="class")
+    disagreement: float
+    predicted: str
+    label: Optional[str] = None
+
+
+class DatasetSummary(_Record):
+    """A labelled run's numbers (explain.datasets; files under dataset/)."""
+    labelled: int  # images with a label
+    unlabelled: int
+    correct: int
+    accuracy: Optional[float] = None  # correct / labelled
+    classes: list[str] = Field(default_factory=list)  # rows and columns of the confusion table
+    confusion: list[list[int]] = Field(default_factory=list)  # [label][predicted] counts
+    per_class: list[ClassNumbers] = Field(default_factory=list)
+    mean_size: list[int] = Field(default_factory=list)  # (H, W) every map is resized to
+    mean_maps: list[MeanMap] = Field(default_factory=list)
+    mean_missing: int = 0  # kept images of an interrupted run whose maps are not in the means
+    disagreement: list[Disagreement] = Field(default_factory=list)  # the top DISAGREE_TOP
+
+
 class RunSummary(_Record):
     """summary.json."""
     name: str
@@ -120,6 +169,7 @@ class RunSummary(_Record):
     counts: dict[str, int] = Field(default_factory=lambda: {"images": 0, "maps": 0})
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
     compare: Optional[dict[str, Any]] = None
+    dataset: Optional[DatasetSummary] = None  # labelled images only
 
 
 def versions() -> dict[str, str]:
@@ -170,6 +220,10 @@ def console_lines(summary: RunSummary) -> list[str]:
         lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
     lines += [f"  skipped {s.path}: {s.reason}" for s in summary.skipped_images]
     lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
+    if summary.dataset is not None and summary.dataset.accuracy is not None:
+        d = summary.dataset
+        lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
+                     f"images); see dataset/ and the report's Dataset section")
     d = summary.durations_s
     lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
                  f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s"

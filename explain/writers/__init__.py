@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from explain.config import Config
+from explain.config import Config, LabelledImages
 from explain.engine import BatchResult
 from explain.heads import Head
 from explain.images import Prepared
@@ -79,7 +79,7 @@ class Writer:
 
 def default_writers(cfg: Config) -> list[Writer]:
     """The outputs a config asks for, in the order they run (the summary, then the report
-    made from it, last)."""
+    made from it, last). A labelled dataset in ``images`` adds the dataset writer."""
     from explain.writers.channels import ChannelWriter
     from explain.writers.comparison import CompareWriter
     from explain.writers.maps import MapWriter
@@ -98,6 +98,9 @@ def default_writers(cfg: Config) -> list[Writer]:
     if cfg.concepts.enabled:
         from explain.writers.concepts import ConceptWriter
         writers.append(ConceptWriter())
+    if any(isinstance(entry, LabelledImages) for entry in cfg.images):
+        from explain.writers.dataset import DatasetWriter
+        writers.append(DatasetWriter())
     writers += [PanelWriter(), SummaryWriter()]
     if cfg.report.enabled:
         writers.append(ReportWriter())

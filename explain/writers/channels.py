@@ -5,8 +5,9 @@ class x method in ``channels.CHANNEL_METHODS``, under ``<method>/``:
 ``<image>__<class>__contributions.png`` (contribution_view; .npy with save_arrays),
 ``<image>__<class>__channels.csv`` (one row per channel), ``<image>__<class>__top.png``
 (top_channels_view, with the photo and the method's map), and the channel numbers on the map's
-record (summary.csv columns). Per image x method, when exactly two classes are explained for the
-image (and ``channels.contrast``): ``<image>__contrast.png`` (class_contrast_view).
+record (summary.csv columns). Per image x method, when exactly two different classes are
+explained for the image (and ``channels.contrast``; a class that is both the label and the
+prediction counts once): ``<image>__contrast.png`` (class_contrast_view).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class ChannelWriter(Writer):
             ctx.run.write_image(f"channels/{image}__activations{ctx.ext}", grid.image)
             if save:
                 ctx.run.write_npy(f"channels/{image}__activations.npy", acts)
-            slots = [(s, ctx.classes[int(c)]) for s, c in enumerate(batch.result.classes[b])]
+            slots = [(s, ctx.classes[c]) for s, c in batch.result.slots(b)]  # each class once
             for method in methods:
                 for s, cls in slots:
                     self._class_views(ctx, view, (method, cls), (acts, probe.gradients[s][b],

@@ -28,7 +28,11 @@ class CompareWriter(Writer):
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
         result, x = batch.result, batch.x
         size = (x.shape[-2], x.shape[-1])
+        keep = {view.row: {s for s, _ in result.slots(view.row)} for view in batch.images}
         for s in range(result.classes.shape[1]):
+            views = [view for view in batch.images if s in keep[view.row]]
+            if not views:  # every image explains this slot's class at an earlier slot
+                continue
             classes = [int(c) for c in result.classes[:, s]]
             handwritten = {}
             wanted = [m for m in result.maps if m in reference.METHODS]
@@ -36,7 +40,7 @@ class CompareWriter(Writer):
                 acts, grads = reference.capture(ctx.model, ctx.layers[0], x, classes,
                                                 layout=ctx.layouts[0], head=ctx.head)
                 handwritten = {m: reference.reference_cam(m, acts, grads, size) for m in wanted}
-            for view in batch.images:
+            for view in views:  # a class is compared once per image
                 b, cls = view.row, ctx.classes[classes[view.row]]
                 for method, maps in result.maps.items():
                     ref = self.comparison.reference_for(view.entry.id, cls, method, size,

@@ -125,8 +125,8 @@ class GuidedWriter(Writer):
         save = ctx.cfg.output.save_arrays
         for view in batch.images:
             b, files = view.row, {}
-            for s, index in enumerate(batch.result.classes[b]):
-                cls = ctx.classes[int(index)]
+            for s, index in batch.result.slots(b):  # a class two slots name: once
+                cls = ctx.classes[index]
                 stem = f"{view.entry.id}__{cls}"
                 guided = guided_gradient(scorer, batch.x[b], int(index))
                 files[cls] = f"guided/{stem}{ctx.ext}"

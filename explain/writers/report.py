@@ -30,7 +30,8 @@ from explain import render
 from explain.errors import ExplainError
 from explain.metrics import LABELS, MethodTable, method_table
 from explain.outputs import RUN_MARKER, RunFolder
-from explain.results import CompareRow, ImageEntry, MapRecord, RunSummary, Skipped, read_item
+from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
+                             MeanMap, RunSummary, Skipped, read_item)
 from explain.writers import BatchContext, RunContext, Writer
 from explain.writers.metrics import CLASS_AGNOSTIC, method_note
 from explain.writers.panels import PANEL_MAX_ROWS
@@ -145,6 +146,65 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
     return cards
 
 
+@dataclass
+class Case:
+    """One of the most disagreeing image x class pairs, with its card link and overlays."""
+    row: Disagreement
+    page: str  # the page the image's card is on; "" for this page
+    overlays: list[tuple[str, str]]  # (method, overlay file) present in the folder
+
+
+@dataclass
+class DatasetView:
+    """The report's dataset section: the numbers, the mean-map pictures per class and
+    method (correct, wrong), the top disagreement cases, the most frequent confusions."""
+    numbers: DatasetSummary
+    means: list[tuple[str, list[tuple[str, Optional[MeanMap], Optional[MeanMap]]]]]
+    cases: list[Case]
+    confusions: list[tuple[str, str, int]]  # (label, predicted, count), off the diagonal
+    full_table: bool  # small enough to show the whole confusion table
+    files: list[str]  # the dataset CSV files in the folder
+
+
+CONFUSION_TABLE_MAX = 25  # more classes: the most frequent confusions instead of the table
+REPORT_CASES = 10  # disagreement cases shown with thumbnails
+
+
+def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card],
+                  names: tuple[list[str], list[str]]) -> Optional[DatasetView]:
+    """The dataset section, or None when no image has a label. A run without a finished
+    summary (interrupted) gets the numbers from its records, without mean maps."""
+    from explain import datasets
+    classes, methods = names
+    summary = data.summary
+    if not any(e.label is not None for e in summary.images):
+        return None
+    numbers = summary.dataset or datasets.summarise(summary.images, classes, methods)
+    found = {(m.class_name, m.method, m.outcome): m for m in numbers.mean_maps
+             if run.path(m.file).is_file()}
+    means = []
+    for cls in classes:
+        row = [(m, found.get((cls, m, "correct")), found.get((cls, m, "wrong"))) for m in methods]
+        if any(c or w for _, c, w in row):
+            means.append((cls, row))
+    where = {card.entry.id: card for card in cards}
+    cases = []
+    for row in numbers.disagreement[:REPORT_CASES]:
+        card = where.get(row.image)
+        if card is None:
+            continue
+        cells = [card.cells.get((row.class_name, m)) for m in methods]
+        overlays = [(m, c.overlay) for m, c in zip(methods, cells) if c and c.overlay]
+        cases.append(Case(row, "" if card.page == "report.html" else card.page, overlays))
+    axis, table = numbers.classes, numbers.confusion
+    confusions = [(axis[i], axis[j], n) for _, i, j, n in sorted(
+        (-n, i, j, n) for i, r in enumerate(table) for j, n in enumerate(r) if i != j and n)]
+    files = [f"dataset/{name}.csv" for name in ("confusion", "per_class", "disagreement")
+             if run.path(f"dataset/{name}.csv").is_file()]
+    return DatasetView(numbers, means, cases, confusions[:20], len(axis) <= CONFUSION_TABLE_MAX,
+                       files)
+
+
 def _model_source(config: dict[str, Any]) -> str:
     model = config.get("model", {})
     if model.get("builder"):
@@ -251,6 +311,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
         notes=notes, skipped=skipped, warnings=_warnings(data, cards),
         model_source=_model_source(config),
+        dataset=_dataset_view(run, data, cards, (classes, methods)),
         maps=sum(len(i.cams) for i in summary.images))}
     if paged:
         for n, (page, chunk) in enumerate(zip(pages, chunks), 1):

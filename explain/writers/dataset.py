@@ -1,0 +1,160 @@
+"""dataset/: what a labelled run says about the whole dataset (see explain.datasets).
+
+- ``dataset/confusion.csv`` (rows = label, columns = predicted), ``dataset/per_class.csv``
+  (images, correct, predicted as, pointing game per class and method), ``dataset/
+  disagreement.csv`` (every image x class with 2+ methods, most disagreeing first);
+- ``dataset/mean/<method>/<class>__correct.png|.npy`` and ``__wrong``: per class x method, the
+  mean of the maps *of the label class* over the images labelled with it that the model gets
+  right / wrong, each map resized to MEAN_SIZE first; the picture is the output colormap on
+  the maps' own 0..1 scale (not stretched), so pictures compare across classes and outcomes.
+  An image whose label class is not among its explained classes (``targets: predicted`` on a
+  wrong image) adds no map;
+- ``dataset/mean/sums.zip``: the running sums, saved before each batch (covering the batches
+  whose item files are complete) and at the end. ``--resume`` continues from it: the kept
+  images it covers are in it, and the few it cannot cover (the batch the interruption cut
+  short) are read back from ``cams/<method>/*.npy`` when ``output.save_arrays`` is on, or
+  else counted in ``mean_missing`` and named in a note.
+- the numbers in summary.json's ``dataset``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from explain import datasets, render
+from explain.errors import ExplainError
+from explain.results import ImageEntry, read_item
+from explain.writers import BatchContext, RunContext, Writer
+
+STATE = "dataset/mean/sums.zip"
+
+
+class DatasetWriter(Writer):
+    """Runs when the config lists a labelled dataset; after the metrics writer (agreement and
+    localisation are on the records), before the summary and the report."""
+
+    def __init__(self) -> None:
+        self.sums = datasets.MeanSums()
+        self.labels: dict[str, int] = {}
+
+    def start(self, ctx: RunContext) -> None:
+        self.labels = {name: index for index, name in ctx.classes.items()}
+        kept = _kept_ids(ctx)
+        if kept:
+            self._resume(ctx, kept)
+
+    def write(self, ctx: RunContext, batch: BatchContext) -> None:
+        # Before this batch: every earlier batch's item files are written, so the state saved
+        # now covers exactly the kept images a --resume will find (bar this batch's).
+        pending = [view.entry.id for view in batch.images]
+        ctx.run.write_bytes(STATE, self.sums.to_bytes(pending))
+        result = batch.result
+        for view in batch.images:
+            entry = view.entry
+            if entry.label is None:
+                continue
+            index = self.labels[entry.label]
+            slot = next((s for s, c in result.slots(view.row) if c == index), None)
+            if slot is None:
+                continue
+            outcome = _outcome(entry)
+            for method in ctx.methods:
+                cam = result.maps[method][view.row, slot].astype(np.float32)
+                self.sums.add((entry.label, method, outcome), cam)
+        self.sums.cover(pending)
+
+    def finish(self, ctx: RunContext) -> None:
+        run, cfg, methods = ctx.run, ctx.cfg, ctx.methods
+        classes = list(cfg.classes)
+        entries = ctx.summary.images
+        numbers = datasets.summarise(entries, classes, methods)
+        numbers.mean_size = list(self.sums.size)
+        numbers.mean_missing = self.sums.absent
+        for key in self.sums.keys(classes, methods):
+            mean = self.sums.mean(key)
+            record = datasets.mean_record(key, self.sums.counts[key], mean)
+            run.write_npy(record.array, mean)
+            run.write_image(record.file, mean_picture(mean, cfg.output.colormap))
+            numbers.mean_maps.append(record)
+        run.write_bytes(STATE, self.sums.to_bytes([]))
+        run.write_csv("dataset/confusion.csv",
+                      datasets.confusion_rows(numbers.classes, numbers.confusion))
+        run.write_csv("dataset/per_class.csv", datasets.class_rows(numbers.per_class, methods))
+        ranked = datasets.disagreements(entries, classes)
+        if len(methods) > 1:
+            run.write_csv("dataset/disagreement.csv", [r.dump() for r in ranked])
+        unmapped = sum(1 for e in entries if e.label is not None and
+                       not any(r.class_name == e.label for r in e.cams))
+        if unmapped:
+            ctx.summary.notes.append(
+                f"dataset: {unmapped} labelled image(s) have no map of their label class, so "
+                f"they are in no mean map (targets: [label, predicted] explains both)")
+        if self.sums.absent:
+            ctx.summary.notes.append(
+                f"dataset: {self.sums.absent} image(s) kept from the interrupted run are not "
+                f"in the mean maps (their maps were not saved; output.save_arrays keeps them)")
+        ctx.summary.dataset = numbers
+
+    # ---- --resume ---------------------------------------------------------------------------
+    def _resume(self, ctx: RunContext, kept: set[str]) -> None:
+        """Start from the interrupted run's sums when they cover exactly the kept images but
+        its last batch; add the kept images they do not cover from their saved arrays."""
+        missing = set(kept)
+        path = ctx.run.path(STATE)
+        if path.is_file() and not path.is_symlink():
+            try:
+                state, pending = datasets.MeanSums.from_bytes(path.read_bytes(), str(path))
+            except ExplainError as exc:  # not ours: start over from the saved arrays
+                ctx.summary.notes.append(f"dataset: {exc}; the means start from the saved maps")
+                state, pending = None, []
+            covered = kept - set(pending)
+            if state is not None and state.size == self.sums.size and \
+                    state.covered == len(covered) and state.digest == datasets.id_digest(covered):
+                self.sums, missing = state, kept & set(pending)
+        for ident in sorted(missing):
+            entry = read_item(ctx.run.path(f"items/{ident}.json")).entry
+            if not self._add_saved(ctx, entry):
+                self.sums.absent += 1
+            self.sums.cover([ident])
+
+    def _add_saved(self, ctx: RunContext, entry: ImageEntry) -> bool:
+        """Add a kept image's label-class maps from cams/<method>/*.npy; False when an
+        array is missing (nothing is added then)."""
+        if entry.label is None or not any(r.class_name == entry.label for r in entry.cams):
+            return True  # nothing of it goes into the means
+        arrays = {}
+        for method in ctx.methods:
+            rel = entry.record(entry.label, method).file.rsplit(".", 1)[0] + ".npy"
+            file = ctx.run.path(rel)
+            if not file.is_file() or file.is_symlink():
+                return False
+            try:
+                cam = np.load(file, allow_pickle=False)
+            except ValueError:
+                return False
+            if cam.ndim != 2 or cam.dtype.kind != "f" or not np.isfinite(cam).all():
+                return False
+            arrays[method] = cam
+        for method, cam in arrays.items():
+            self.sums.add((entry.label, method, _outcome(entry)), cam.astype(np.float32))
+        return True
+
+
+def _outcome(entry: ImageEntry) -> str:
+    return "correct" if entry.predicted == entry.label else "wrong"
+
+
+def _kept_ids(ctx: RunContext) -> set[str]:
+    """Ids of the images an interrupted run finished (its item files; none in a new run)."""
+    folder = ctx.run.root / "items"
+    if not folder.is_dir():
+        return set()
+    return {p.stem for p in folder.glob("*.json") if p.is_file()}
+
+
+def mean_picture(mean: np.ndarray, colormap: str) -> np.ndarray:
+    """A mean map as an RGB picture: the OpenCV colormap over 0..1 (not stretched to the
+    map's own maximum)."""
+    gray = np.uint8(np.round(np.clip(mean, 0, 1) * 255))
+    return cv2.cvtColor(cv2.applyColorMap(gray, render.colormap_code(colormap)), cv2.COLOR_BGR2RGB)

@@ -1,0 +1,408 @@
+"""Labelled datasets: ImageFolder trees and CSV/JSON lists, targets from the label, one record
+per class, the dataset numbers and views (accuracy, confusion, per class, mean maps,
+disagreement), --resume keeping the mean maps exact, and the report's Dataset section."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from unittest import mock
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from explain import datasets
+from explain.cli import main
+from explain.config import load_config
+from explain.errors import ExplainError
+from explain.images import find_images
+from explain.outputs import RunFolder
+from explain.runner import RunOptions, run
+from explain.writers.panels import PanelWriter
+from conftest import IMAGES, make_small_alexnet, write_config
+
+QUIET = dict(progress=False, log=lambda _: None)
+SIZE = [96, 96]
+
+
+def make_tree(root: Path) -> Path:
+    """root/cat/cat0..2.jpg, root/dog/dog0..2.jpg: the repo's photos, flipped and cropped."""
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        img = cv2.imread(str(IMAGES / f"{cls}.jpg"))
+        h, w = img.shape[:2]
+        for i, v in enumerate([img, img[:, ::-1], img[h // 5:, : w * 3 // 4]]):
+            cv2.imwrite(str(root / cls / f"{cls}{i}.jpg"), v)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A tree, a CSV list pointing outside its folder, and the small AlexNet's file. The list
+    holds one photo twice, labelled cat and dog: whatever the random model predicts, one
+    image is right and one wrong."""
+    tmp = tmp_path_factory.mktemp("datasets")
+    make_tree(tmp / "tree")
+    (tmp / "extra").mkdir()
+    shutil.copy(IMAGES / "both.jpg", tmp / "extra" / "both.jpg")
+    shutil.copy(IMAGES / "both.jpg", tmp / "extra" / "both2.jpg")
+    (tmp / "lists").mkdir()
+    (tmp / "lists" / "list.csv").write_text("path,label\n../extra/both.jpg,dog\n"
+                                            "../extra/both2.jpg,cat\n")
+    torch.save(make_small_alexnet(), tmp / "small.pth")
+    return tmp
+
+
+def config(folder: Path, data: Path, name: str = "exp", **fields) -> Path:
+    base = dict(model={"file": str(data / "small.pth")}, target_layers=["features.10"],
+                preprocess={"size": SIZE}, batch_size=2,
+                images=[{"labelled": str(data / "tree")},
+                        {"labelled": str(data / "lists" / "list.csv")}])
+    base.update(fields)
+    return write_config(folder, name, **base)
+
+
+def one_line_error(path: Path) -> str:
+    with pytest.raises(ExplainError) as err:
+        find_images(load_config(path))
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+# ---- finding labelled images ----------------------------------------------------------------
+
+def test_tree_and_lists_give_labelled_images(data, tmp_path):
+    (tmp_path / "list.json").write_text(json.dumps([{"path": str(IMAGES / "cat.jpg"),
+                                                      "label": "cat"}]))
+    path = config(tmp_path, data, images=[{"labelled": str(data / "tree")},
+                                          {"labelled": str(data / "lists" / "list.csv")},
+                                          {"labelled": str(tmp_path / "list.json")},
+                                          str(IMAGES / "dog.jpg")])
+    refs, notes = find_images(load_config(path))
+    got = {r.id: (r.label, r.from_folder) for r in refs}
+    assert got == {"cat0": ("cat", True), "cat1": ("cat", True), "cat2": ("cat", True),
+                   "dog0": ("dog", True), "dog1": ("dog", True), "dog2": ("dog", True),
+                   "both": ("dog", True), "both2": ("cat", True), "cat": ("cat", True),
+                   "dog": (None, False)}
+    assert refs[6].path == (data / "extra" / "both.jpg").resolve()  # outside the list's folder
+    assert notes == []
+
+
+def test_unknown_folder_label_and_missing_file_are_one_line_errors(data, tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    (tree / "bird").mkdir()
+    shutil.copy(IMAGES / "cat.jpg", tree / "bird" / "b.jpg")
+    (tree / ".ipynb_checkpoints").mkdir()  # hidden: ignored
+    (tree / "README.txt").write_text("a dataset")
+    text = one_line_error(config(tmp_path, data, images=[{"labelled": str(tree)}]))
+    assert str(tree / "bird") in text and "'bird' names no class" in text
+    assert "classes: cat, dog" in text and "skip_unknown" in text
+    refs, notes = find_images(load_config(config(
+        tmp_path, data, images=[{"labelled": str(tree), "skip_unknown": True}])))
+    assert len(refs) == 6 and {r.label for r in refs} == {"cat", "dog"}
+    assert any("bird" in n and "names no class" in n for n in notes)
+    assert any("README.txt" in n for n in notes)
+
+    lst = tmp_path / "l.csv"
+    lst.write_text(f"path,label\n{IMAGES / 'cat.jpg'},cat\n{IMAGES / 'dog.jpg'},dgo\n")
+    text = one_line_error(config(tmp_path, data, images=[{"labelled": str(lst)}]))
+    assert text.startswith(f"{lst}: line 3: label 'dgo' is not a named class — did you mean 'dog'?")
+    lst.write_text("path,label\nnot_there.jpg,cat\n")
+    text = one_line_error(config(tmp_path, data, images=[{"labelled": str(lst)}]))
+    assert f"{lst}: line 2: image not found" in text and str(tmp_path / "not_there.jpg") in text
+    lst.write_text("file,class\nx.jpg,cat\n")
+    assert f"{lst}: line 1: expected a header" in one_line_error(
+        config(tmp_path, data, images=[{"labelled": str(lst)}]))
+    (tmp_path / "l.json").write_text(json.dumps([{"path": str(IMAGES / "cat.jpg"), "label": 3}]))
+    assert f"{tmp_path / 'l.json'}: item 0: path and label must be texts" in one_line_error(
+        config(tmp_path, data, images=[{"labelled": str(tmp_path / "l.json")}]))
+    lst.write_text(f"path,label\n{IMAGES / 'cat.jpg'},dog\n")  # the same file, two labels
+    other = _list(tmp_path, "m.csv", f"{IMAGES / 'cat.jpg'},cat")
+    text = one_line_error(config(tmp_path, data, images=[{"labelled": str(lst)},
+                                                         {"labelled": str(other)}]))
+    assert "is listed with the labels 'dog' and 'cat'" in text
+
+
+def _list(folder: Path, name: str, *rows: str) -> Path:
+    path = folder / name
+    path.write_text("path,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_config_checks_labelled_entries(data, tmp_path, capsys):
+    path = config(tmp_path, data, images=[{"labeled": str(data / "tree")}])
+    assert main([str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{path}: images: entry 0: unknown key 'labeled'" in err
+    assert "did you mean 'labelled'" in err
+    path = config(tmp_path, data, classes={}, images=[{"labelled": str(data / "tree")}])
+    assert main([str(path), "--quiet"]) == 2
+    assert "images[0]: labels name classes; give 'classes'" in capsys.readouterr().err
+
+
+# ---- one labelled run: numbers, files, report ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def study(data):
+    """[label, predicted], two methods, arrays saved, a box per class on both.jpg, channel
+    contrast and guided on (each must see a class once per image); counts the guided
+    backprop passes. (--compare has its own smaller run: its figures are slow.)"""
+    folder = data / "study"
+    folder.mkdir()
+    path = config(folder, data, targets=["label", "predicted"], methods=["gradcam", "layercam"],
+                  annotations={"boxes": {"both.jpg": {"cat": [0, 0, 224, 224],
+                                                      "dog": [224, 0, 448, 224]},
+                                         "dog0": {"dog": [0, 0, 768, 576]}}},
+                  channels={"enabled": True, "top_k": 2, "tile_size": 8},
+                  guided={"enabled": True},
+                  output={"dir": str(folder / "results"), "save_arrays": True})
+    from explain.writers import guided
+    passes = []
+    original = guided.guided_gradient
+
+    def counted(model, x, category):
+        passes.append(category)
+        return original(model, x, category)
+    with mock.patch.object(guided, "guided_gradient", counted):
+        summary = run(load_config(path), RunOptions(**QUIET))
+    return summary, folder / "results" / "exp", len(passes)
+
+
+def test_label_and_prediction_are_one_record_when_equal(study):
+    summary, run_dir, passes = study
+    entries = summary.images
+    assert {e.label == e.predicted for e in entries} == {True, False}  # both kinds occur
+    for e in entries:
+        classes = {r.class_name for r in e.cams}
+        assert classes == {e.label, e.predicted}
+        assert len(e.cams) == 2 * len(classes)  # one record per class x method
+        contrast = run_dir / "channels" / "gradcam" / f"{e.id}__contrast.png"
+        assert contrast.is_file() == (e.label != e.predicted)  # two DIFFERENT classes only
+    assert passes == sum(len(e.guided) for e in entries) == sum(len(e.cams) for e in entries) // 2
+
+
+def test_compare_rows_once_per_class(data, tmp_path):
+    lst = _list(tmp_path, "two.csv", f"{data / 'extra' / 'both.jpg'},dog",
+                f"{data / 'extra' / 'both2.jpg'},cat")  # one photo: one right, one wrong
+    path = config(tmp_path, data, images=[{"labelled": str(lst)}], targets=["label", "predicted"],
+                  methods=["gradcam"], compare={"enabled": True})
+    summary = run(load_config(path), RunOptions(**QUIET))
+    with (tmp_path / "results" / "exp" / "compare" / "compare.csv").open() as f:
+        rows = [(r["image"], r["class"], r["method"]) for r in csv.DictReader(f)]
+    expected = [(e.id, r.class_name, r.method) for e in summary.images for r in e.cams]
+    assert {e.label == e.predicted for e in summary.images} == {True, False}
+    assert len(expected) == 3 and sorted(rows) == sorted(expected)  # no row twice
+
+
+def test_accuracy_confusion_and_per_class(study):
+    summary, run_dir, _ = study
+    d = json.loads((run_dir / "summary.json").read_text())["dataset"]
+    images = json.loads((run_dir / "summary.json").read_text())["images"]
+    pairs = [(i["label"], i["predicted"]) for i in images]
+    assert d["labelled"] == len(pairs) == 8
+    assert d["correct"] == sum(a == b for a, b in pairs)
+    assert d["accuracy"] == pytest.approx(d["correct"] / 8)
+    assert d["classes"] == ["cat", "dog"]
+    assert d["confusion"] == [[sum(p == (a, b) for p in pairs) for b in ("cat", "dog")]
+                              for a in ("cat", "dog")]
+    with (run_dir / "dataset" / "confusion.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [[int(r["cat"]), int(r["dog"])] for r in table] == d["confusion"]
+    with (run_dir / "dataset" / "per_class.csv").open() as f:
+        per_class = {r["class"]: r for r in csv.DictReader(f)}
+    for cls in ("cat", "dog"):
+        row = per_class[cls]
+        assert int(row["images"]) == sum(a == cls for a, _ in pairs)
+        assert int(row["correct"]) == sum(a == b == cls for a, b in pairs)
+        located = [r["localisation"]["pointing_hit"] for i in images for r in i["cams"]
+                   if r["class"] == cls and "localisation" in r]
+        assert located and int(row["pointing_maps"]) == len(located)
+        assert float(row["pointing"]) == pytest.approx(sum(located) / len(located))
+
+
+def _resized(cam: np.ndarray) -> np.ndarray:
+    return cv2.resize(cam.astype(np.float32), (224, 224), interpolation=cv2.INTER_LINEAR)
+
+
+def test_mean_maps_are_the_mean_of_the_maps(study):
+    summary, run_dir, _ = study
+    records = summary.dataset.mean_maps
+    assert {(m.class_name, m.outcome) for m in records} == {
+        (e.label, "correct" if e.label == e.predicted else "wrong") for e in summary.images}
+    for m in records:
+        members = [e for e in summary.images if e.label == m.class_name and
+                   (e.label == e.predicted) == (m.outcome == "correct")]
+        maps = [_resized(np.load(run_dir / "cams" / m.method / f"{e.id}__{m.class_name}.npy"))
+                for e in members]
+        mean = np.load(run_dir / m.array)
+        assert m.count == len(maps) and mean.shape == (224, 224) and mean.dtype == np.float32
+        assert np.allclose(mean, np.mean(maps, axis=0), atol=1e-6)
+        picture = cv2.imread(str(run_dir / m.file))
+        assert picture.shape == (224, 224, 3)
+        expected = cv2.applyColorMap(np.uint8(np.round(mean * 255)), cv2.COLORMAP_JET)
+        assert np.array_equal(picture, expected)
+
+
+def test_disagreement_ranking(study):
+    summary, run_dir, _ = study
+    recomputed = []
+    for order, e in enumerate(summary.images):
+        for cls in dict.fromkeys(r.class_name for r in e.cams):
+            a, b = (np.load(run_dir / "cams" / m / f"{e.id}__{cls}.npy").ravel()
+                    for m in ("gradcam", "layercam"))
+            r = np.corrcoef(a, b)[0, 1] if a.std() > 0 and b.std() > 0 else 0.0
+            recomputed.append((-(1 - r), order, e.id, cls))
+    ranked = [(i, c) for _, _, i, c in sorted(recomputed)]
+    with (run_dir / "dataset" / "disagreement.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["class"]) for r in rows] == ranked
+    values = {(i, c): -v for v, _, i, c in recomputed}
+    assert all(float(r["disagreement"]) == pytest.approx(values[(r["image"], r["class"])],
+                                                         abs=2e-6) for r in rows)
+    assert [(r.image, r.class_name) for r in summary.dataset.disagreement] == ranked[:20]
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.links, self.images, self.cells, self._in = set(), [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "a":
+            self.links.append(attrs.get("href", ""))
+        if tag == "img":
+            self.images.append(attrs["src"])
+        self._in = tag
+
+    def handle_data(self, text):
+        if self._in == "td" and text.strip():
+            self.cells.append(text.strip())
+
+
+def test_report_shows_the_dataset_section(study, tmp_path):
+    summary, run_dir, _ = study
+    html = (run_dir / "report.html").read_text()
+    section = html[html.index('<section id="dataset">'):html.index("</section>", html.index(
+        '<section id="dataset">'))]
+    page = Page()
+    page.feed(section)
+    d = summary.dataset
+    assert f"accuracy <b>{100 * d.accuracy:.1f}%</b>" in section
+    confusion = section[section.index('class="confusion"'):section.index("</table>")]
+    cells = Page()
+    cells.feed(confusion)
+    assert [int(c) for c in cells.cells] == [n for row in d.confusion for n in row]
+    assert {m.file for m in d.mean_maps} <= set(page.images)
+    assert all((run_dir / src).is_file() for src in page.images)
+    cases = [h for h in page.links if h.startswith("#img-")]
+    assert cases and cases[0] == f"#img-{d.disagreement[0].image}"
+    whole = Page()
+    whole.feed(html)
+    assert {h[1:] for h in cases} <= whole.ids  # each case links to its image card
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "report.html").unlink()
+    assert main(["report", str(copy)]) == 0
+    assert (copy / "report.html").read_bytes() == html.encode()
+
+
+# ---- --resume -------------------------------------------------------------------------------
+
+def _interrupted(path: Path, out: Path, where: str, at: int) -> Path:
+    """Run until the ``at``-th batch ('batch': after its writers, before its item files) or
+    item file ('item'), then stop as Ctrl-C does."""
+    calls = {"n": 0}
+    if where == "batch":
+        def hook(self, ctx, batch):
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise KeyboardInterrupt
+        patch = mock.patch.object(PanelWriter, "write", hook)
+    else:
+        original = RunFolder.write_json
+
+        def hook(self, rel, value):
+            if rel.startswith("items/"):
+                calls["n"] += 1
+                if calls["n"] == at:
+                    raise KeyboardInterrupt
+            return original(self, rel, value)
+        patch = mock.patch.object(RunFolder, "write_json", hook)
+    with patch, pytest.raises(KeyboardInterrupt):
+        run(load_config(path), RunOptions(out_root=out, **QUIET))
+    return out / "exp"
+
+
+def _dataset_files(run_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes()
+            for p in (run_dir / "dataset").rglob("*") if p.is_file()}
+
+
+def _exact_mean(run_dir: Path, summary, mean) -> np.ndarray:
+    """What a mean map must be, from the run's own arrays: each resized map x 2**24, rounded,
+    summed as integers, divided once."""
+    members = [e for e in summary.images if e.label == mean.class_name and
+               (e.label == e.predicted) == (mean.outcome == "correct")]
+    total = sum(np.rint(np.clip(_resized(np.load(
+        run_dir / "cams" / mean.method / f"{e.id}__{mean.class_name}.npy")), 0, 1)
+        .astype(np.float64) * 2**24).astype(np.int64) for e in members)
+    return (total / (len(members) * 2**24)).astype(np.float32)
+
+
+def test_targets_label_and_resume_keep_the_means_exact(data, tmp_path):
+    path = config(tmp_path, data, targets="label", methods=["gradcam"],
+                  output={"dir": str(tmp_path / "whole"), "save_arrays": True})
+    whole = run(load_config(path), RunOptions(**QUIET))
+    for e in whole.images:  # targets: label explains exactly the label class
+        assert [r.class_name for r in e.cams] == [e.label]
+    reference = _dataset_files(tmp_path / "whole" / "exp")
+    assert "dataset/mean/gradcam/cat__correct.npy" in reference
+    # stopped between batches: the resumed run's batches are the same, so are the bytes
+    run_dir = _interrupted(path, tmp_path / "batch", "batch", 3)
+    assert len(list((run_dir / "items").glob("*.json"))) == 4
+    resumed = run(load_config(path), RunOptions(out_root=tmp_path / "batch", resume=True, **QUIET))
+    assert resumed.dataset.mean_missing == 0 and _dataset_files(run_dir) == reference
+    # stopped while the 3rd batch's item files were written: one of its images is kept, but
+    # the saved sums cover only the first two batches; it comes back from cams/*.npy. (The
+    # images after it are batched anew, and the engine's maps move by ~1e-6 with a batch's
+    # make-up, so compare with this run's own arrays.)
+    run_dir = _interrupted(path, tmp_path / "item", "item", 6)
+    assert len(list((run_dir / "items").glob("*.json"))) == 5
+    resumed = run(load_config(path), RunOptions(out_root=tmp_path / "item", resume=True, **QUIET))
+    assert resumed.dataset.mean_missing == 0
+    assert [(m.class_name, m.outcome, m.count) for m in resumed.dataset.mean_maps] == \
+        [(m.class_name, m.outcome, m.count) for m in whole.dataset.mean_maps]
+    for mean in resumed.dataset.mean_maps:
+        assert np.array_equal(np.load(run_dir / mean.array), _exact_mean(run_dir, resumed, mean))
+
+
+def test_resume_without_arrays_says_what_the_means_miss(data, tmp_path):
+    path = config(tmp_path, data, targets="label", methods=["gradcam"],
+                  output={"dir": str(tmp_path / "r")})
+    _interrupted(path, tmp_path / "r", "item", 6)
+    summary = run(load_config(path), RunOptions(out_root=tmp_path / "r", resume=True, **QUIET))
+    assert summary.dataset.mean_missing == 1
+    assert sum(m.count for m in summary.dataset.mean_maps) == 8 - 1
+    assert any("1 image(s) kept from the interrupted run are not in the mean maps" in n
+               for n in summary.notes)
+
+
+def test_mean_sums_state_round_trip():
+    sums = datasets.MeanSums((4, 4))
+    sums.add(("cat", "gradcam", "correct"), np.eye(4, dtype=np.float32))
+    sums.cover(["a", "b"])
+    again, pending = datasets.MeanSums.from_bytes(sums.to_bytes(["c"]), "state")
+    assert pending == ["c"] and again.covered == 2 and again.digest == datasets.id_digest(["b", "a"])
+    assert np.array_equal(again.mean(("cat", "gradcam", "correct")), np.eye(4))
+    assert sums.to_bytes(["c"]) == again.to_bytes(["c"])  # the same state, the same bytes
+    with pytest.raises(ExplainError, match="not a mean-map state"):
+        datasets.MeanSums.from_bytes(b"PK junk", "state")
