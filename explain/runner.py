@@ -3,7 +3,9 @@
 Everything that can fail early is checked before the results folder is touched: the config,
 the images, the model file, the layers, and one forward pass (outputs vs class indices,
 layers used and shaped as feature maps). Only then is a folder claimed, or, with
-``--overwrite``, an earlier run replaced.
+``--overwrite``, an earlier run replaced. Under torchrun every rank runs these checks, a failure
+on one stops them all, rank 0 claims the folder, each rank explains its share of the images and
+rank 0 finishes the run from every rank's item files (explain.distributed).
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from tqdm import tqdm
 
-from explain import measures
+from explain import distributed, measures
 from explain.config import TARGET_WORDS, Config, Reshape
 from explain.engine import CamEngine, EngineOptions
 from explain.errors import ExplainError
@@ -94,36 +96,46 @@ def reshape_mode(cfg: Config):
 
 
 def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
-    """Run the experiment and write the results folder; returns the summary it wrote."""
-    opts = opts or RunOptions()
+    """Run the experiment and write the results folder; returns the summary it wrote. Under
+    torchrun each process explains its share of the images and rank 0 finishes the run
+    (explain.distributed); the other ranks return their unfinished part of the summary."""
+    ranks = distributed.join(cfg.device)
+    try:
+        return _run(cfg, opts or RunOptions(), ranks)
+    finally:
+        ranks.close()
+
+
+def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
+    """``run`` on one rank (the only one without torchrun)."""
     started = time.perf_counter()
     cfg = cfg.model_copy(deep=True)  # layer and class names get resolved into it
-    refs, notes = find_images(cfg)
-    slot_targets(cfg, refs)  # every image has what its targets need (a label)
-    net = load_model(cfg)
-    model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
-    first = _first_image(cfg, refs)
-    layers = _target_layers(cfg, (net, model, head), first, notes)
-    probe = find_layer(net, cfg.channels.layer or cfg.target_layers[0], "channels.layer")[1] \
-        if cfg.channels.enabled else None
-    concept = find_layer(net, cfg.concepts.layer or cfg.target_layers[0], "concepts.layer")[1] \
-        if cfg.concepts.enabled else None
-    device = pick_device(cfg.device)
-    engine = CamEngine(model, layers, cfg.methods, device, EngineOptions(
-        layer_names=list(cfg.target_layers), probe_layer=probe, aug_smooth=cfg.aug_smooth,
-        eigen_smooth=cfg.eigen_smooth, guard_inplace=cfg.model.fix_inplace, seed=cfg.seed,
-        head=head, reshape=reshape_mode(cfg)))
+    if not ranks.lead:  # logs and the progress bar are rank 0's
+        opts = replace(opts, log=_silent, progress=False)
+    with ranks.together():  # every rank checks everything before anything is written
+        refs, notes = find_images(cfg)
+        slot_targets(cfg, refs)  # every image has what its targets need (a label)
+        net = load_model(cfg)
+        model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
+        first = _first_image(cfg, refs)
+        layers = _target_layers(cfg, (net, model, head), first, notes)
+        probe = find_layer(net, cfg.channels.layer or cfg.target_layers[0], "channels.layer")[1] \
+            if cfg.channels.enabled else None
+        concept = find_layer(net, cfg.concepts.layer or cfg.target_layers[0], "concepts.layer")[1] \
+            if cfg.concepts.enabled else None
+        device = ranks.device(pick_device(cfg.device))
+        engine = CamEngine(model, layers, cfg.methods, device, EngineOptions(
+            layer_names=list(cfg.target_layers), probe_layer=probe, aug_smooth=cfg.aug_smooth,
+            eigen_smooth=cfg.eigen_smooth, guard_inplace=cfg.model.fix_inplace, seed=cfg.seed,
+            head=head, reshape=reshape_mode(cfg)))
+    ranks.same("images", [r.id for r in refs])  # so that the ranks' shares fit together
     root = opts.out_root or cfg.resolve(cfg.output.dir)
     root_existed = root.exists()
     with engine:
-        outputs = _preflight(cfg, engine, first)
-        _classes(cfg, net, head.classes(outputs), notes)
-        if opts.resume:
-            run_dir = open_run_dir(root, cfg.run_name)
-            check_resumable(run_dir, cfg)
-        else:
-            run_dir = claim_run_dir(root, cfg.run_name, opts.overwrite)
-            run_dir.write_json(SETTINGS_FILE, settings(cfg))
+        with ranks.together():
+            outputs = _preflight(cfg, engine, first)
+            _classes(cfg, net, head.classes(outputs), notes)
+        run_dir = ranks.share_folder(lambda: _claim(cfg, root, opts))
         summary = RunSummary(name=cfg.run_name, config_file=str(cfg.source), output_dir=str(run_dir.root),
                              device=str(device), config=cfg.model_dump(mode="json"),
                              versions=versions(), notes=list(notes))
@@ -135,16 +147,36 @@ def run(cfg: Config, opts: Optional[RunOptions] = None) -> RunSummary:
         if concept is not None:
             ctx.concept_layer = (concept, _layout_of(engine, concept, first, cfg))
         try:
-            _explain_all(ctx, engine, refs, opts)
+            _explain_all(ctx, engine, refs, opts, ranks)
         except (ExplainError, OSError):
-            if not opts.resume:  # a user error or a full disk: leave nothing half-done behind
-                shutil.rmtree(run_dir.root, ignore_errors=True)
+            kept = ranks.world > 1 and any((run_dir.root / "items").glob("*.json"))
+            if kept and ranks.lead:  # other ranks' finished images: too much work to throw away
+                opts.log(f"explain: the finished images are kept in {run_dir.root}; add --resume "
+                         f"to complete the run")
+            elif not opts.resume and ranks.lead:  # a user error or a full disk: leave nothing
+                shutil.rmtree(run_dir.root, ignore_errors=True)  # half-done behind
                 if not root_existed and not any(root.iterdir()):
                     root.rmdir()
             raise
-    for line in console_lines(summary):
-        opts.log(line)
+    if ranks.lead:
+        for line in console_lines(summary):
+            opts.log(line)
     return summary
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _claim(cfg: Config, root: Path, opts: RunOptions) -> RunFolder:
+    """The run folder: claimed (config.json written first) or, with --resume, reopened."""
+    if opts.resume:
+        run_dir = open_run_dir(root, cfg.run_name)
+        check_resumable(run_dir, cfg)
+    else:
+        run_dir = claim_run_dir(root, cfg.run_name, opts.overwrite)
+        run_dir.write_json(SETTINGS_FILE, settings(cfg))
+    return run_dir
 
 
 def _first_image(cfg: Config, refs: list[ImageRef]) -> Optional[Prepared]:
@@ -256,27 +288,32 @@ def _classes(cfg: Config, net, count: int, notes: list[str]) -> None:
 
 
 def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
-                 opts: RunOptions) -> None:
+                 opts: RunOptions, ranks: distributed.Ranks) -> None:
     cfg, summary = ctx.cfg, ctx.summary
     writers = default_writers(cfg)
-    entries = _kept_items(ctx) if opts.resume else {}
+    with ranks.together():  # every rank reads the kept items before any rank writes new ones
+        entries = _kept_items(ctx) if opts.resume else {}
     todo = [r for r in refs if r.id not in entries]
     if opts.resume:
         summary.notes.append(f"resumed: {len(entries)} image(s) kept from the interrupted run, "
                              f"{len(todo)} computed now")
+    todo = ranks.shard(todo)  # under torchrun: this rank's share
     summary.notes.append(
         f"inplace guard on: {engine.inplace_switched} inplace module(s) made non-inplace for the "
         f"run and hooked activations copied, so CAMs use the layer's true output"
         if cfg.model.fix_inplace else
         "inplace guard OFF (model.fix_inplace: false): an inplace op after a target layer can "
         "corrupt its stored activations")
-    for writer in writers:
-        writer.start(ctx)
+    with ranks.together():  # e.g. a box file that one node cannot read stops every rank
+        for writer in writers:
+            writer.start(ctx)
+    distributed.drop_kept(ranks, writers)
     targets = cfg.target_classes()
     slots = min(cfg.top_k(), len(cfg.classes)) if targets is None else len(targets)
-    bar = tqdm(total=len(todo) * slots * len(ctx.methods), unit="map", desc="CAMs",
+    bar = tqdm(total=len(todo) * slots * len(ctx.methods), unit="map",
+               desc="CAMs" if ranks.world == 1 else f"CAMs (rank 0 of {ranks.world})",
                disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
-    with bar:
+    with bar, ranks.together(patient=True):  # every rank's share done, or every rank stops
         for chunk in batches(todo, cfg.batch_size):
             for group in group_by_shape(_prepare_chunk(chunk, ctx, opts)):
                 batch = _explain_batch(ctx, engine, group)
@@ -290,6 +327,11 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
                         "compare": [r.dump() for r in ctx.compare_rows.get(view.entry.id, [])]})
                 summary.durations_s["figures"] += time.perf_counter() - t0
                 bar.update(len(group) * slots * len(ctx.methods))
+                ranks.crash_point()
+    if ranks.world > 1:  # rank 0 finishes the run, from every rank's item files and notes
+        if not distributed.hand_in(ranks, ctx, writers, [str(r.path) for r in refs]):
+            return
+        entries = _kept_items(ctx)
     summary.images = [entries[r.id] for r in refs if r.id in entries]
     for writer in writers:
         writer.finish(ctx)

@@ -1,0 +1,271 @@
+"""torchrun: two gloo processes on the CPU write what one process writes (a labelled dataset:
+dataset/ mean maps summed over both ranks); a lost rank leaves its finished images and --resume
+completes the run; a failing rank stops every rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import IMAGES, REPO, make_small_alexnet
+from explain.cli import main
+from explain.distributed import CRASH_ENV, Ranks, _merge_writer, _writer_state, drop_kept, join
+
+COUNT = 12
+TIMEOUT = 240  # seconds for one torchrun; a hang fails the test instead of stalling the suite
+VARIES = ("durations_s", "device", "output_dir")  # summary.json fields a run may change
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 ARGS`` in its own process group, killed on timeout."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", str(free_port()), *args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"torchrun {' '.join(args)} did not end within {TIMEOUT} s")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Runs in this process with one torch thread, as torchrun's processes get (OMP_NUM_THREADS
+    =1): the thread count can change the last bits of a convolution, hence of a map."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """A labelled tree of 12 photos (copies and mirror images of images/: pics/cat/pic00..05,
+    pics/dog/pic06..11), the small AlexNet saved whole, a config at 64 x 64 px, and
+    results/single: the run of one process."""
+    folder = tmp_path_factory.mktemp("torchrun")
+    for i in range(COUNT):
+        img = cv2.imread(str(IMAGES / ("cat.jpg", "dog.jpg", "both.jpg")[i % 3]))
+        label = folder / "pics" / ("cat" if i < COUNT // 2 else "dog")
+        label.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(label / f"pic{i:02d}.jpg"), img[:, ::-1] if (i // 3) % 2 else img)
+    torch.save(make_small_alexnet(), folder / "net.pth")
+    config = {"model": {"file": "net.pth"}, "classes": {"cat": 0, "dog": 1},
+              "images": [{"labelled": "pics"}], "preprocess": {"size": [64, 64]},
+              "target_layers": ["features.10"], "methods": ["gradcam", "layercam"],
+              "batch_size": 1, "device": "cpu", "channels": {"enabled": True},
+              "output": {"save_arrays": True}}
+    (folder / "exp.yaml").write_text(yaml.safe_dump(config))
+    with one_thread():
+        assert main([str(folder / "exp.yaml"), "--quiet", "--out", str(folder / "single")]) == 0
+    return folder
+
+
+def summary_of(run_dir: Path, drop_notes: str = "") -> dict:
+    data = json.loads((run_dir / "summary.json").read_text())
+    for key in VARIES:
+        data.pop(key)
+    data["notes"] = [n for n in data["notes"] if not (drop_notes and n.startswith(drop_notes))]
+    return data
+
+
+def assert_same_run(reference: Path, run_dir: Path, drop_notes: str = "") -> None:
+    """Every file byte-identical but summary.json and report.html (timings, device, folder);
+    summary.json equal without those fields."""
+    def files(root: Path) -> list[Path]:
+        return sorted(p.relative_to(root) for p in root.rglob("*")
+                      if p.is_file() and p.name not in ("summary.json", "report.html"))
+    names = files(reference)
+    assert len([n for n in names if n.parts[0] == "cams"]) == COUNT * 2 * 2 * 2  # .png, .npy
+    assert any(n.parts[:2] == ("dataset", "mean") for n in names)
+    assert names == files(run_dir)
+    for rel in names:
+        assert (run_dir / rel).read_bytes() == (reference / rel).read_bytes(), rel
+    assert summary_of(run_dir, drop_notes) == summary_of(reference)
+
+
+def test_two_processes_write_what_one_process_writes(tree):
+    done = torchrun(["-m", "explain", str(tree / "exp.yaml"), "--quiet", "--out",
+                     str(tree / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tree / "two" / "exp"
+    assert_same_run(tree / "single" / "exp", run_dir)
+    assert json.loads((run_dir / "summary.json").read_text())["device"] == "cpu (2 processes)"
+    assert done.stderr.count("explain: exp ->") == 1  # the console summary: rank 0 only
+
+
+def test_a_lost_rank_leaves_its_images_and_resume_completes_the_run(tree):
+    done = torchrun(["-m", "explain", str(tree / "exp.yaml"), "--quiet", "--out",
+                     str(tree / "lost")], env={CRASH_ENV: "1"})
+    assert done.returncode != 0
+    run_dir = tree / "lost" / "exp"
+    finished = sorted(p.stem for p in (run_dir / "items").glob("*.json"))
+    # rank 1 explains pic01, pic03, ... one per batch, and died after its first batch
+    assert [f for f in finished if int(f[3:]) % 2] == ["pic01"]
+    assert not (run_dir / "summary.json").exists()
+    for path in run_dir.rglob("*.png"):
+        assert cv2.imread(str(path)) is not None, path
+
+    with one_thread():
+        assert main([str(tree / "exp.yaml"), "--quiet", "--out", str(tree / "lost"),
+                     "--resume"]) == 0
+    notes = json.loads((run_dir / "summary.json").read_text())["notes"]
+    assert f"resumed: {len(finished)} image(s) kept from the interrupted run, " \
+           f"{COUNT - len(finished)} computed now" in notes
+    assert_same_run(tree / "single" / "exp", run_dir, drop_notes="resumed:")
+
+
+def test_an_error_in_one_ranks_batches_stops_every_rank_and_keeps_the_finished_images(tree):
+    pictures = sorted((tree / "pics").rglob("*.jpg"))
+    broken = tree / "pic09.png"  # a PNG header over garbage: found fine, fails to decode
+    ok, buf = cv2.imencode(".png", np.zeros((80, 80, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    start = data.find(b"IDAT") + 4
+    data[start:start + 36] = bytes(36)
+    broken.write_bytes(bytes(data))
+    listed = [str(broken) if p.stem == "pic09" else str(p) for p in pictures]
+    config = yaml.safe_load((tree / "exp.yaml").read_text())
+    config.update(name="broken", images=listed, methods=["gradcam"], channels={"enabled": False})
+    (tree / "broken.yaml").write_text(yaml.safe_dump(config))
+    done = torchrun(["-m", "explain", str(tree / "broken.yaml"), "--quiet", "--out",
+                     str(tree / "broken")])
+    assert done.returncode != 0
+    error = f"explain: error: {broken}: corrupt or unsupported image data (on rank 1 of 2)"
+    assert done.stderr.count(error) == 2  # both ranks, the same line
+    run_dir = tree / "broken" / "broken"
+    finished = sorted(p.stem for p in (run_dir / "items").glob("*.json"))
+    assert finished == [f"pic{i:02d}" for i in range(COUNT) if i % 2 == 0 or i < 9]
+    assert not (run_dir / "summary.json").exists()
+    assert "the finished images are kept" in done.stderr
+
+
+RANKS_SCRIPT = """
+import sys
+from pathlib import Path
+from explain.distributed import join
+from explain.errors import ExplainError
+
+ranks = join("cpu")
+lines = [f"share: {ranks.shard(list(range(5)))}"]
+def fail(rank, exc):
+    if ranks.rank == rank:
+        raise exc
+for step, rank, exc in (("checks", 1, ExplainError("model: cannot read net.pth")),
+                        ("os", 1, FileNotFoundError(2, "No such file or directory", "x.png")),
+                        ("bug", 0, ZeroDivisionError("division by zero"))):
+    try:
+        with ranks.together():
+            fail(rank, exc)
+        lines.append(f"{step}: passed")
+    except ExplainError as error:
+        lines.append(f"{step}: {error}")
+try:
+    ranks.from_lead(lambda: fail(0, ExplainError("--resume: results/exp is already finished")))
+except ExplainError as error:
+    lines.append(f"claim: {error}")
+lines.append(f"lead says: {ranks.from_lead(lambda: 'results/exp-2')}")
+try:
+    ranks.same("images", ["pic00", "pic01"][:2 - ranks.rank])
+except ExplainError as error:
+    lines.append(str(error))
+with ranks.together():
+    pass
+lines.append("all passed")
+ranks.close()
+Path(sys.argv[1], f"rank{ranks.rank}.txt").write_text("\\n".join(lines))
+"""
+
+
+def test_a_failing_rank_stops_every_rank_with_the_same_error(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS_SCRIPT)
+    done = torchrun([str(script), str(tmp_path)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = [(tmp_path / f"rank{r}.txt").read_text().splitlines() for r in (0, 1)]
+    assert said[0][0] == "share: [0, 2, 4]" and said[1][0] == "share: [1, 3]"
+    assert said[0][1:] == said[1][1:] == [
+        "checks: model: cannot read net.pth (on rank 1 of 2)",
+        "os: x.png: No such file or directory (on rank 1 of 2)",
+        "bug: ZeroDivisionError: division by zero (on rank 0 of 2)",
+        "claim: --resume: results/exp is already finished",
+        "lead says: results/exp-2",
+        "torchrun: rank 0 and rank 1 find different images; every node must see the same files",
+        "all passed"]
+
+
+def test_without_torchrun_nothing_changes(monkeypatch):
+    import torch.distributed as dist
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ranks = join("auto")
+    assert (ranks.rank, ranks.world, ranks.lead) == (0, 1, True)
+    assert not dist.is_initialized()
+    assert ranks.shard([1, 2, 3]) == [1, 2, 3]
+    assert ranks.from_lead(lambda: "x") == "x"
+    with pytest.raises(ValueError):  # a single process raises its own exception, unchanged
+        with ranks.together():
+            raise ValueError("mine")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert join("auto").world == 1 and not dist.is_initialized()
+
+
+def test_the_metric_counts_of_every_rank_reach_rank_0():
+    from explain.writers.metrics import MetricsWriter
+    mine, theirs = MetricsWriter(), MetricsWriter()
+    mine.same, mine.no_raw = {"eigencam": [3, 6]}, {"eigencam"}
+    theirs.same, theirs.no_raw = {"eigencam": [2, 6], "gradcam": [0, 6]}, {"scorecam"}
+    _merge_writer(mine, _writer_state(theirs))
+    assert mine.same == {"eigencam": [5, 12], "gradcam": [0, 6]}
+    assert mine.no_raw == {"eigencam", "scorecam"}
+
+
+def test_the_mean_map_sums_of_every_rank_add_up_to_one_process_sums():
+    from explain.datasets import MeanSums
+    from explain.writers.dataset import DatasetWriter
+    maps = [(("cat", "gradcam", "correct" if i % 3 else "wrong"), np.full((6, 6), i / 7))
+            for i in range(7)]
+    alone, ranks = MeanSums(), [DatasetWriter(), DatasetWriter()]
+    for i, (key, cam) in enumerate(maps):
+        alone.add(key, cam)
+        alone.cover([f"pic{i}"])
+        ranks[i % 2].sums.add(key, cam)
+        ranks[i % 2].sums.cover([f"pic{i}"])
+    _merge_writer(ranks[0], _writer_state(ranks[1]))
+    assert ranks[0].sums.to_bytes([]) == alone.to_bytes([])
+    assert Ranks().gather("x") == ["x"]
+
+
+def test_ranks_but_0_forget_the_kept_images_sums():
+    from explain.writers.dataset import DatasetWriter
+    writer = DatasetWriter()
+    writer.sums.add(("cat", "gradcam", "correct"), np.ones((6, 6)))
+    writer.sums.cover(["pic0"])
+    drop_kept(Ranks(rank=0, world=2), [writer])  # rank 0 counts the kept images
+    assert writer.sums.covered == 1
+    drop_kept(Ranks(rank=1, world=2), [writer])
+    assert (writer.sums.covered, writer.sums.sums) == (0, {})
