@@ -60,6 +60,16 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return found
 
 
+def _print_error(exc: BaseException) -> int:
+    """A user error as one line on stderr (an OSError names its file); the exit code."""
+    if isinstance(exc, OSError):
+        from explain.names import short
+        where = f"{short(exc.filename)}: " if exc.filename else ""
+        exc = f"{where}{exc.strerror or exc}"
+    print(f"explain: error: {exc}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def report_main(argv: list[str]) -> int:
     """``explain report RUN_DIR``: rebuild report.html from a results folder, no model needed."""
     p = argparse.ArgumentParser(prog="explain report",
@@ -74,10 +84,7 @@ def report_main(argv: list[str]) -> int:
     except (ExplainError, OSError) as exc:
         if args.debug:
             raise
-        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
-        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        print(f"explain: error: {where}{text}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _print_error(exc)
     print(f"explain: report -> {page}", file=sys.stderr)
     return 0
 
@@ -105,25 +112,25 @@ def layers_main(argv: list[str]) -> int:
             overrides[key.strip()] = parse_value(value)
         cfg = load_config(args.config, overrides)
         from explain.heads import Classifier, Head
-        from explain.images import find_images, prepare
+        from explain.images import find_images
         from explain.layers import format_table, survey
         from explain.model import load_model
+        from explain.runner import first_image
         net = load_model(cfg)
         refs, _ = find_images(cfg)
-        x = prepare(refs[0], cfg.preprocess).tensor[None]
+        first = first_image(cfg, refs)
+        if first is None:
+            raise ExplainError("images: none of the images could be read")
+        x = first.tensor[None]
         head = Head(cfg.model.head, cfg.model.target)
         rows = survey(net, Classifier(net, cfg.model.output), x, head)
         table = format_table(rows)
     except (ExplainError, OSError) as exc:
         if args.debug:
             raise
-        from explain.names import short
-        where = f"{short(exc.filename)}: " if isinstance(exc, OSError) and exc.filename else ""
-        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        print(f"explain: error: {where}{text}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _print_error(exc)
     print(f"{cfg.source.name}: {len(rows)} modules, input {tuple(x.shape)} "
-          f"({refs[0].path.name})")
+          f"({first.ref.path.name})")
     print(table)
     return 0
 
@@ -145,18 +152,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         run(cfg, RunOptions(out_root=args.out.resolve() if args.out else None,
                             overwrite=args.overwrite, resume=args.resume,
                             progress=not args.quiet))
-    except ExplainError as exc:
+    except (ExplainError, OSError) as exc:  # OSError: disk full, read-only folder, ...
         if args.debug:
             raise
-        print(f"explain: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except OSError as exc:  # disk full, read-only folder, ...: the OS names the file
-        if args.debug:
-            raise
-        from explain.names import short
-        where = f"{short(exc.filename)}: " if exc.filename else ""
-        print(f"explain: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _print_error(exc)
     except KeyboardInterrupt:
         print("explain: interrupted; finished images are kept, add --resume to complete the run",
               file=sys.stderr)

@@ -29,6 +29,7 @@ COLORMAPS = tuple(sorted(n[len("COLORMAP_"):].lower() for n in dir(cv2) if n.sta
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_CONFIG_NODES = 20_000  # YAML nodes after alias expansion (a config has about a hundred)
 MAX_SIDE = 4096  # model input side in pixels
+MAX_CLASSES = 1000  # named classes (ImageNet-1k fits; name a subset of larger label sets)
 Int = StrictInt
 Number = Union[StrictInt, StrictFloat]
 Text = Annotated[StrictStr, Field(max_length=4096)]
@@ -413,8 +414,8 @@ class Config(_Section):
     @field_validator("classes")
     @classmethod
     def _classes(cls, v: dict[str, int]) -> dict[str, int]:
-        if len(v) > 1000:
-            raise ValueError(f"{len(v)} classes named; at most 1000")
+        if len(v) > MAX_CLASSES:
+            raise ValueError(f"{len(v)} classes named; at most {MAX_CLASSES}")
         seen: dict[Any, str] = {}
         for name, idx in v.items():
             problem = name_problem(name)

@@ -17,17 +17,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from explain import distributed, measures
-from explain.config import TARGET_WORDS, Config, Reshape
+from explain.config import MAX_CLASSES, TARGET_WORDS, Config, Reshape, explain_validation
 from explain.engine import CamEngine, EngineOptions
 from explain.errors import ExplainError
 from explain.heads import Classifier, Head
 from explain.images import (ImageError, ImageRef, Prepared, batches, find_images, group_by_shape,
                             precheck, prepare)
 from explain.layers import auto_layer, find_layer, survey
-from explain.layouts import TokenSpec, infer_layout
+from explain.layouts import LayoutError, TokenSpec, infer_layout
 from explain.model import class_names_from_model, load_model, pick_device
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir
 from explain.results import ImageEntry, MapRecord, RunSummary, Skipped, console_lines, read_item, versions
@@ -117,7 +118,7 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
         slot_targets(cfg, refs)  # every image has what its targets need (a label)
         net = load_model(cfg)
         model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
-        first = _first_image(cfg, refs)
+        first = first_image(cfg, refs)
         layers = _target_layers(cfg, (net, model, head), first, notes)
         probe = find_layer(net, cfg.channels.layer or cfg.target_layers[0], "channels.layer")[1] \
             if cfg.channels.enabled else None
@@ -148,7 +149,7 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
             ctx.concept_layer = (concept, _layout_of(engine, concept, first, cfg))
         try:
             _explain_all(ctx, engine, refs, opts, ranks)
-        except (ExplainError, OSError):
+        except Exception:  # anything but an interrupt: a half-done folder is not kept
             kept = ranks.world > 1 and any((run_dir.root / "items").glob("*.json"))
             if kept and ranks.lead:  # other ranks' finished images: too much work to throw away
                 opts.log(f"explain: the finished images are kept in {run_dir.root}; add --resume "
@@ -179,7 +180,7 @@ def _claim(cfg: Config, root: Path, opts: RunOptions) -> RunFolder:
     return run_dir
 
 
-def _first_image(cfg: Config, refs: list[ImageRef]) -> Optional[Prepared]:
+def first_image(cfg: Config, refs: list[ImageRef]) -> Optional[Prepared]:
     """Every image the user named passes the checks that need no decoding; returns the first
     image that decodes (for the dry forward passes), None when none does."""
     for ref in refs:
@@ -242,14 +243,24 @@ def _layout_of(engine: CamEngine, module, first: Optional[Prepared], cfg: Config
         if layer is module:
             return layout
     import torch
-    seen = {}
-    handle = module.register_forward_hook(lambda m, i, o: seen.setdefault("shape", o.shape))
+    seen: dict[str, tuple] = {}
+
+    def keep_shape(module, inputs, output) -> None:  # returns nothing: the output stays as is
+        if isinstance(output, torch.Tensor):
+            seen.setdefault("shape", tuple(output.shape))
+    handle = module.register_forward_hook(keep_shape)
     try:
         with torch.no_grad():
             engine.model(first.tensor[None].to(engine.device))
     finally:
         handle.remove()
-    return infer_layout(seen["shape"], first.tensor.shape[-2:], reshape_mode(cfg))
+    if "shape" not in seen:
+        raise ExplainError("concepts.layer: the layer gives no tensor in the forward pass; "
+                           "pick one with a feature map (explain layers CONFIG)")
+    try:
+        return infer_layout(seen["shape"], first.tensor.shape[-2:], reshape_mode(cfg))
+    except LayoutError as exc:
+        raise ExplainError(f"concepts.layer: {exc}") from None
 
 
 def _preflight(cfg: Config, engine: CamEngine, first: Optional[Prepared]) -> int:
@@ -283,7 +294,13 @@ def _classes(cfg: Config, net, count: int, notes: list[str]) -> None:
     if cfg.targets == "all" and len(names) > MANY_CLASSES:
         raise ExplainError(f"targets: 'all' would explain all {len(names)} classes of the model "
                            f"for every image; use targets: predicted, top3, or name the classes")
-    cfg.classes = names
+    if len(names) > MAX_CLASSES:
+        raise ExplainError(f"classes: the model names {len(names)} classes, more than "
+                           f"{MAX_CLASSES}; name the ones to explain in the config")
+    try:
+        cfg.classes = names
+    except ValidationError as err:
+        raise explain_validation(err, "classes from the model") from None
     notes.append(f"classes: {len(names)} names from {source}")
 
 
@@ -363,8 +380,13 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared]) ->
     import torch
     t0 = time.perf_counter()
     x = torch.stack([item.tensor for item in group])
-    result = engine.run(x, slot_targets(ctx.cfg, [item.ref for item in group]),
-                        sorted(ctx.classes), ctx.cfg.top_k())
+    try:
+        result = engine.run(x, slot_targets(ctx.cfg, [item.ref for item in group]),
+                            sorted(ctx.classes), ctx.cfg.top_k())
+    except ExplainError:
+        raise
+    except Exception as exc:  # the model's own code failed on this batch: one line
+        raise _model_failed(exc, ", ".join(item.ref.id for item in group[:3])) from None
     ctx.summary.durations_s["cams"] += time.perf_counter() - t0
     views = []
     all_probs = ctx.head.probabilities(result.logits)

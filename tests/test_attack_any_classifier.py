@@ -190,9 +190,6 @@ def test_scores_without_gradient_are_one_line(tmp_path, capsys, command):
 
 # ---- 3. explain layers stops at a broken first image the run would skip ----------------------
 
-@pytest.mark.xfail(strict=True, reason="layers_main prepares refs[0] only; an unreadable file "
-                                       "found in a folder is skipped by the run but stops "
-                                       "'explain layers'")
 def test_layers_skips_a_broken_image_in_a_folder(tmp_path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -214,10 +211,6 @@ def _named_net(names: list) -> nn.Sequential:
     return net
 
 
-@pytest.mark.xfail(strict=True, reason="runner._classes assigns cfg.classes = names; "
-                                       "validate_assignment raises a pydantic ValidationError "
-                                       "(over 1000 names, or a name that is a target word): "
-                                       "traceback instead of one line")
 @pytest.mark.parametrize("names,targets", [
     ([f"c{i}" for i in range(1001)], "top3"),
     (["predicted", "dog"], ["predicted"]),
@@ -241,9 +234,6 @@ def test_repeated_labels_are_named_in_linear_time():
 
 # ---- 5. concepts.layer that is neither a target nor the channels layer -----------------------
 
-@pytest.mark.xfail(strict=True, reason="runner._layout_of's hook returns o.shape (setdefault "
-                                       "returns the value), which replaces the layer's output: "
-                                       "the forward pass crashes (traceback)")
 def test_concepts_at_another_layer(tmp_path, capsys):
     path = write_cfg(tmp_path, {"file": saved(tmp_path, seq())}, classes={"a": 0, "b": 1},
                      target_layers=["2"], concepts={"enabled": True, "layer": "0",
@@ -253,9 +243,6 @@ def test_concepts_at_another_layer(tmp_path, capsys):
     assert (tmp_path / "results" / "exp" / "concepts" / "cat.json").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="a concepts.layer with no map (the Linear) is not "
-                                       "checked: today the shape hook breaks the forward pass; "
-                                       "fixed, infer_layout's LayoutError is not an ExplainError")
 def test_concepts_at_a_layer_without_a_map_is_one_line(tmp_path, capsys):
     path = write_cfg(tmp_path, {"file": saved(tmp_path, seq())}, classes={"a": 0, "b": 1},
                      target_layers=["2"], concepts={"enabled": True, "layer": "6"})
