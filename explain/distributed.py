@@ -170,9 +170,12 @@ class Ranks:
             dist.recv_object_list(box, src=rank, group=self.quick)
             take(box[0])
 
-    def crash_point(self) -> None:
-        """Tests only: the rank named by EXPLAIN_TEST_CRASH_RANK dies here (see CRASH_ENV)."""
+    def crash_point(self, settle: Optional[Callable[[], None]] = None) -> None:
+        """Tests only: the rank named by EXPLAIN_TEST_CRASH_RANK dies here (see CRASH_ENV),
+        after ``settle`` (the files of the batch written so far reach the disk)."""
         if self.world > 1 and os.environ.get(CRASH_ENV) == str(self.rank):
+            if settle is not None:
+                settle()
             os._exit(1)
 
     def close(self) -> None:

@@ -92,11 +92,11 @@ class FilePool:
             error, self.error = self.error, None
             raise error
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Optional[Future]:
         """Run ``fn(*args)`` in a writer thread (at once, without workers)."""
         if self.pool is None:
             fn(*args)
-            return
+            return None
         self._check()
         self.slots.acquire()
         try:
@@ -106,6 +106,7 @@ class FilePool:
             raise
         future.add_done_callback(lambda _: self.slots.release())
         self.pending.append(future)
+        return future
 
     def then(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` after every write submitted so far has finished without error."""
@@ -146,21 +147,35 @@ class QueuedWrites:
     def __init__(self, run: Any, pool: FilePool):
         self.run = run
         self.pool = pool
+        self.last: dict[str, Future] = {}  # a file written again waits for its earlier write
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.run, name)
 
+    def _queue(self, rel: str, fn: Callable[..., Any], *args: Any) -> None:
+        before = self.last.get(rel)
+
+        def write() -> None:
+            if before is not None:
+                before.result()
+            fn(rel, *args)
+        future = self.pool.submit(write)
+        if future is not None:
+            self.last[rel] = future
+            if len(self.last) > 4096:  # forget finished ones: memory stays flat
+                self.last = {k: f for k, f in self.last.items() if not f.done()}
+
     def write_image(self, rel: str, rgb: Any) -> None:
-        self.pool.submit(self.run.write_image, rel, rgb)
+        self._queue(rel, self.run.write_image, rgb)
 
     def write_npy(self, rel: str, array: Any) -> None:
-        self.pool.submit(self.run.write_npy, rel, array)
+        self._queue(rel, self.run.write_npy, array)
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        self.pool.submit(self.run.write_bytes, rel, data)
+        self._queue(rel, self.run.write_bytes, data)
 
     def write_json(self, rel: str, data: Any) -> None:
-        self.pool.submit(self.run.write_bytes, rel, self.run.json_bytes(data))
+        self._queue(rel, self.run.write_bytes, self.run.json_bytes(data))
 
     def write_csv(self, rel: str, rows: Iterable[dict]) -> None:
-        self.pool.submit(self.run.write_bytes, rel, self.run.csv_bytes(rows))
+        self._queue(rel, self.run.write_bytes, self.run.csv_bytes(rows))

@@ -31,6 +31,7 @@ from explain.layers import auto_layer, find_layer, survey
 from explain.layouts import LayoutError, TokenSpec, infer_layout
 from explain.model import class_names_from_model, load_model, pick_device
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir
+from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
 from explain.results import ImageEntry, MapRecord, RunSummary, Skipped, console_lines, read_item, versions
 from explain.writers import BatchContext, ImageView, RunContext, default_writers
 
@@ -330,21 +331,35 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
     bar = tqdm(total=len(todo) * slots * len(ctx.methods), unit="map",
                desc="CAMs" if ranks.world == 1 else f"CAMs (rank 0 of {ranks.world})",
                disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
-    with bar, ranks.together(patient=True):  # every rank's share done, or every rank stops
-        for chunk in batches(todo, cfg.batch_size):
-            for group in group_by_shape(_prepare_chunk(chunk, ctx, opts)):
-                batch = _explain_batch(ctx, engine, group)
-                t0 = time.perf_counter()
-                for writer in writers:
-                    writer.write(ctx, batch)
-                for view in batch.images:  # last: an item file means all the image's files exist
-                    entries[view.entry.id] = view.entry
-                    ctx.run.write_json(f"items/{view.entry.id}.json", {
-                        "entry": view.entry.dump(),
-                        "compare": [r.dump() for r in ctx.compare_rows.get(view.entry.id, [])]})
-                summary.durations_s["figures"] += time.perf_counter() - t0
-                bar.update(len(group) * slots * len(ctx.methods))
-                ranks.crash_point()
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    pool, folder = FilePool(workers), ctx.run
+    if workers:
+        ctx.run = QueuedWrites(folder, pool)  # pictures are encoded and written behind the model
+    chunks = batches(todo, cfg.batch_size)
+    try:
+        with bar, ranks.together(patient=True):  # every rank's share done, or every rank stops
+            for chunk in prefetch(chunks, lambda ref: _read(ref, cfg), workers):
+                for group in group_by_shape(_usable(chunk, ctx, opts)):
+                    batch = _explain_batch(ctx, engine, group)
+                    t0 = time.perf_counter()
+                    for writer in writers:
+                        writer.write(ctx, batch)
+                    for view in batch.images:
+                        entries[view.entry.id] = view.entry
+                        # last: an item file means all the image's files are on disk
+                        pool.then(folder.write_bytes, f"items/{view.entry.id}.json",
+                                  folder.json_bytes({"entry": view.entry.dump(), "compare": [
+                                      r.dump() for r in ctx.compare_rows.get(view.entry.id, [])]}))
+                    summary.durations_s["figures"] += time.perf_counter() - t0
+                    bar.update(len(group) * slots * len(ctx.methods))
+                    ranks.crash_point(settle=pool.drain)
+            pool.drain()
+    except BaseException:
+        pool.close(cancel=True)  # files not started are dropped, so are their item files
+        raise
+    finally:
+        ctx.run = folder
+    pool.close()
     if ranks.world > 1:  # rank 0 finishes the run, from every rank's item files and notes
         if not distributed.hand_in(ranks, ctx, writers, [str(r.path) for r in refs]):
             return
@@ -431,14 +446,25 @@ def _kept_items(ctx: RunContext) -> dict[str, ImageEntry]:
     return kept
 
 
-def _prepare_chunk(chunk: list[ImageRef], ctx: RunContext, opts: RunOptions) -> list[Prepared]:
+def _read(ref: ImageRef, cfg: Config) -> tuple[ImageRef, Any]:
+    """The image ready for the model, or the ImageError that says why not (in a reader
+    thread: the error is handled in order, in the main thread, by _usable)."""
+    try:
+        return ref, prepare(ref, cfg.preprocess)
+    except ImageError as exc:
+        return ref, exc
+
+
+def _usable(chunk: list, ctx: RunContext, opts: RunOptions) -> list[Prepared]:
+    """The chunk's decoded images; an unreadable one found in a folder is skipped and listed,
+    an unreadable one named in the config stops the run."""
     ready = []
-    for ref in chunk:
-        try:
-            ready.append(prepare(ref, ctx.cfg.preprocess))
-        except ImageError as exc:
+    for ref, item in chunk:
+        if isinstance(item, ImageError):
             if not ref.from_folder:
-                raise
-            opts.log(f"warning: skipped {exc}")
-            ctx.summary.skipped_images.append(Skipped(path=str(ref.path), reason=str(exc)))
+                raise item
+            opts.log(f"warning: skipped {item}")
+            ctx.summary.skipped_images.append(Skipped(path=str(ref.path), reason=str(item)))
+        else:
+            ready.append(item)
     return ready

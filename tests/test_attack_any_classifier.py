@@ -2,9 +2,9 @@
 TorchScript files, class names the model carries, output selection, heads, layouts, layer
 discovery (``explain layers``), FinerCAM, guided backprop and concepts.
 
-Tests marked ``xfail(strict=True)`` reproduce real bugs: they fail today and must pass once the
-bug is fixed (then drop the mark). The others are attacks that are refused (or handled) as the
-project's rules say; they guard against regressions. Everything runs on tiny models at 32 px.
+The first group reproduces bugs an attack found (each failed before its fix); the others are
+attacks that were refused (or handled) as the project's rules say. All guard against
+regressions. Everything runs on tiny models at 32 px.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def library_maps(model: nn.Module, layer: nn.Module, method: str, x: torch.Tenso
 
 
 # =============================================================================================
-# REAL BUGS (xfail strict: they fail now; drop the mark once fixed)
+# BUGS FOUND BY THE ATTACK (fixed; each test failed before its fix)
 # =============================================================================================
 
 # ---- 1. a factory that raises anything but TypeError/ValueError/AssertionError -------------

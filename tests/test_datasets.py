@@ -328,7 +328,7 @@ def _interrupted(path: Path, out: Path, where: str, at: int) -> Path:
                 raise KeyboardInterrupt
         patch = mock.patch.object(PanelWriter, "write", hook)
     else:
-        original = RunFolder.write_json
+        original = RunFolder.write_bytes  # item files are written last, as bytes
 
         def hook(self, rel, value):
             if rel.startswith("items/"):
@@ -336,7 +336,7 @@ def _interrupted(path: Path, out: Path, where: str, at: int) -> Path:
                 if calls["n"] == at:
                     raise KeyboardInterrupt
             return original(self, rel, value)
-        patch = mock.patch.object(RunFolder, "write_json", hook)
+        patch = mock.patch.object(RunFolder, "write_bytes", hook)
     with patch, pytest.raises(KeyboardInterrupt):
         run(load_config(path), RunOptions(out_root=out, **QUIET))
     return out / "exp"
