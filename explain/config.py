@@ -175,6 +175,9 @@ class Channels(_Section):
     labels: StrictBool = True         # channel numbers (and weights / shares) above the tiles
     tile_size: Int = Field(48, ge=4, le=256)  # tile height in the grids, pixels
     top_k: Int = Field(16, ge=1, le=256)      # channels in the top-channels / contrast figures
+    # per-image grids (activations, contributions): true, false, or null: only for runs of at
+    # most 50 images (the top-channels figure, contrast and CSV are written either way)
+    grids: Optional[StrictBool] = None
     contrast: StrictBool = True       # class-contrast figure when an image has two classes
 
     @model_validator(mode="before")

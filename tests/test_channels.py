@@ -323,6 +323,32 @@ def test_contrast_false_writes_no_contrast_figure(demo_channels, tmp_path):
     assert not list(tmp_path.rglob("*contrast*"))
 
 
+@pytest.mark.parametrize("grids, images", [(False, 1), (None, 51)])
+def test_large_runs_skip_the_grids_and_keep_top_views_and_csv(demo_channels, tmp_path, grids,
+                                                              images):
+    """channels.grids: false, or null with more than 50 images: no per-image grids; the
+    top-channels figures and CSVs are the same bytes as with grids."""
+    cfg = demo_channels.cfg.model_copy(deep=True)
+    cfg.channels.grids = grids
+    ctx = dataclasses.replace(demo_channels.ctx, cfg=cfg, run=RunFolder(tmp_path),
+                              summary=demo_channels.summary.model_copy(deep=True),
+                              image_order=["both"] * images)
+    batch = demo_channels.batch
+    batch = dataclasses.replace(batch, images=[dataclasses.replace(
+        v, entry=v.entry.model_copy(deep=True)) for v in batch.images])
+    writer = channel_writer.ChannelWriter()
+    writer.start(ctx)
+    writer.write(ctx, batch)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                     if p.is_file() and p.suffix != ".npy")  # arrays (save_arrays) are kept
+    assert not [p for p in written if "activations" in p or "contributions" in p]
+    kept = [p for p in written if p.endswith(("__top.png", ".csv", "__contrast.png"))]
+    assert len(kept) == len(written) == 2 * 2 + 2 * 2 + 2  # top + csv per class x method, contrast
+    for rel in kept:
+        assert (tmp_path / rel).read_bytes() == (demo_channels.dir / rel).read_bytes(), rel
+    assert (grids is None) == any("no per-image activation" in n for n in ctx.summary.notes)
+
+
 @pytest.fixture(scope="module")
 def predicted_only(tmp_path_factory):
     """A second, smaller demo run: only the predicted class, per-tile activation scale, 5 top

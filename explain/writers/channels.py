@@ -1,6 +1,7 @@
 """channels/: every channel of the channel layer, and how each method's map is built from them.
 
-Per image: ``<image>__activations.png`` (activation_view; .npy with save_arrays). Per image x
+Per image: ``<image>__activations.png`` (activation_view; .npy with save_arrays; the two
+grids only when ``channels.grids`` says so: by default for runs of up to GRID_IMAGES images). Per image x
 class x method in ``channels.CHANNEL_METHODS``, under ``<method>/``:
 ``<image>__<class>__contributions.png`` (contribution_view; .npy with save_arrays),
 ``<image>__<class>__channels.csv`` (one row per channel), ``<image>__<class>__top.png``
@@ -27,6 +28,7 @@ from explain.writers import BatchContext, RunContext, Writer
 # tile_size and top_k are bounded in the config, but the channel count and the feature map's
 # aspect come from the model: a layer with thousands of channels gets smaller tiles instead.
 MAX_VIEW_PIXELS = 16_000_000
+GRID_IMAGES = 50  # channels.grids: null draws the per-image grids up to this many images
 _LINE = 20  # generous height of one label line, pixels (the views use 13 to 17)
 
 
@@ -82,8 +84,16 @@ def fit_budget(opts: channels.ViewOptions, shape: tuple[int, int, int], k: int,
 class ChannelWriter(Writer):
     def __init__(self) -> None:
         self._options: dict[tuple[int, int, int], channels.ViewOptions] = {}
+        self.grids = True
 
     def start(self, ctx: RunContext) -> None:
+        grids = ctx.cfg.channels.grids
+        self.grids = len(ctx.image_order) <= GRID_IMAGES if grids is None else grids
+        if grids is None and not self.grids:
+            ctx.summary.notes.append(
+                f"channels: {len(ctx.image_order)} images, so no per-image activation and "
+                f"contribution grids (channels.grids: true draws them; the top-channels "
+                f"figures, contrasts and per-channel CSVs are written)")
         skipped = [m for m in ctx.methods if m not in channels.CHANNEL_METHODS]
         if skipped:
             ctx.summary.notes.append(
@@ -116,8 +126,10 @@ class ChannelWriter(Writer):
             image, b = view.entry.id, view.row
             acts = probe.activations[b]
             opts = self.options(ctx, acts.shape)
-            grid = channels.activation_view(acts, channels.view_title(image, layer), options=opts)
-            ctx.run.write_image(f"channels/{image}__activations{ctx.ext}", grid.image)
+            if self.grids:
+                grid = channels.activation_view(acts, channels.view_title(image, layer),
+                                                options=opts)
+                ctx.run.write_image(f"channels/{image}__activations{ctx.ext}", grid.image)
             if save:
                 ctx.run.write_npy(f"channels/{image}__activations.npy", acts)
             slots = [(s, ctx.classes[c]) for s, c in batch.result.slots(b)]  # each class once
@@ -146,8 +158,9 @@ class ChannelWriter(Writer):
         stem = f"channels/{method}/{image}__{cls}"
         title = channels.view_title(image, layer, cls, method)
         contrib = channels.channel_contributions(method, acts, grads)
-        grid = channels.contribution_view(contrib, title, method=method, options=opts)
-        ctx.run.write_image(f"{stem}__contributions{ctx.ext}", grid.image)
+        if self.grids:
+            grid = channels.contribution_view(contrib, title, method=method, options=opts)
+            ctx.run.write_image(f"{stem}__contributions{ctx.ext}", grid.image)
         if ctx.cfg.output.save_arrays:
             ctx.run.write_npy(f"{stem}__contributions.npy", contrib)
         rows, stats = channels.channel_stats(method, acts, grads)
