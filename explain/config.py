@@ -57,6 +57,7 @@ class ModelSpec(_Section):
     allow-listed model factories (see explain.model); with it, any importable callable.
     """
     file: Optional[Text] = None
+    keras: Optional[Text] = None  # a Keras 3 model file (.keras, .h5), run on Keras' torch backend
     arch: Optional[StrictStr] = None
     arch_args: dict[StrictStr, Any] = Field(default_factory=dict)
     builder: Optional[StrictStr] = None
@@ -80,8 +81,8 @@ class ModelSpec(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
-        if (self.file is None) == (self.builder is None):
-            raise ValueError("give exactly one of 'file' or 'builder'")
+        if sum(x is not None for x in (self.file, self.builder, self.keras)) != 1:
+            raise ValueError("give exactly one of 'file', 'builder' or 'keras'")
         if self.arch and self.builder:
             raise ValueError("'arch' goes with 'file' (a state_dict), not with 'builder'")
         return self
@@ -104,6 +105,9 @@ class Preprocess(_Section):
     mean: tuple[Number, Number, Number] = IMAGENET_MEAN
     std: tuple[Number, Number, Number] = IMAGENET_STD
     max_pixels: Int = Field(40_000_000, ge=1, le=250_000_000)
+    # torch: (x/255 - mean) / std; caffe: BGR, 0..255 minus the ImageNet BGR mean (VGG16's
+    # preprocess_input); tf: x/127.5 - 1 (MobileNet, Inception)
+    mode: Literal["torch", "caffe", "tf"] = "torch"
 
     @field_validator("mean")
     @classmethod
