@@ -122,3 +122,51 @@ def test_queued_writes_give_the_same_bytes(tmp_path, workers):
     for rel in files:
         assert (tmp_path / "direct" / rel).read_bytes() == (tmp_path / "queued" / rel).read_bytes()
     assert b"3" not in (tmp_path / "queued" / "items/x.json").read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["jpg"])
+def test_image_format_writes_the_same_pictures_lossy(tmp_path, fmt):
+    """output.image_format: the overlays and channel views come as .jpg/.webp, showing what
+    the PNGs show (lossy: a few levels apart), and the records and the report point to them."""
+    import cv2
+    import torch
+
+    from conftest import SMALL_SIZE, make_small_alexnet, write_config
+    from explain.cli import main
+    torch.save(make_small_alexnet(), tmp_path / "m.pth")
+    results = {}
+    for name, form in (("lossless", "png"), ("lossy", fmt)):
+        cfg = write_config(tmp_path, name=name, model={"file": str(tmp_path / "m.pth")},
+                           preprocess={"size": [SMALL_SIZE, SMALL_SIZE]},
+                           target_layers=["features.10"], channels={"enabled": True},
+                           output={"dir": str(tmp_path / "results"), "image_format": form})
+        assert main([str(cfg), "--quiet"]) == 0
+        results[name] = tmp_path / "results" / name
+    lossy = results["lossy"]
+    summary = (lossy / "summary.json").read_text()
+    assert f"__cat.{fmt}" in summary and "__cat.png" not in summary
+    report = (lossy / "report.html").read_text()
+    assert f"cams/gradcam/both__dog.{fmt}" in report
+    for stem in ("cams/gradcam/both__dog", "channels/gradcam/both__dog__top",
+                 "channels/both__activations"):
+        png = cv2.imread(str(results["lossless"] / f"{stem}.png")).astype(int)
+        other = cv2.imread(str(lossy / f"{stem}.{fmt}")).astype(int)
+        assert other.shape == png.shape, stem
+        assert np.abs(other - png).mean() < 4, stem  # the same picture, lossy
+    assert not list(lossy.glob("cams/**/*.png"))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_pictures_are_encoded_by_their_extension(tmp_path, suffix):
+    import cv2
+    folder = RunFolder(tmp_path)
+    picture = np.zeros((40, 60, 3), np.uint8)
+    picture[:, :30] = (200, 40, 10)  # RGB: a red left half
+    folder.write_image(f"x{suffix}", picture)
+    data = (tmp_path / f"x{suffix}").read_bytes()
+    magic = {".png": b"\x89PNG", ".jpg": b"\xff\xd8\xff", ".webp": b"RIFF"}[suffix]
+    assert data.startswith(magic)
+    back = cv2.cvtColor(cv2.imread(str(tmp_path / f"x{suffix}")), cv2.COLOR_BGR2RGB).astype(int)
+    assert np.abs(back - picture).mean() < 3
+    with pytest.raises(ExplainError, match="unknown picture format"):
+        folder.write_image("x.gif", picture)
