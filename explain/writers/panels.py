@@ -43,6 +43,6 @@ class PanelWriter(Writer):
                                          cv2.COLOR_BGR2RGB) for m in methods]
                 rows[cls].append((entry.id, photo, [thumbnail(o) for o in overlays]))
         for cls, class_rows in rows.items():
-            fig = render.panel(class_rows, methods, f"class '{cls}' — {', '.join(methods)} at "
-                                                    f"{', '.join(cfg.target_layers)}")
-            ctx.run.write_figure(f"panels/{cls}.png", fig)
+            picture = render.panel(class_rows, methods, f"class '{cls}' — {', '.join(methods)} "
+                                                        f"at {', '.join(cfg.target_layers)}")
+            ctx.run.write_image(f"panels/{cls}.png", picture.image)
