@@ -367,13 +367,27 @@ def input_size(height: int, width: int, spec: Preprocess) -> tuple[int, int]:
     return size
 
 
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # ImageNet pixel means, B, G, R, on 0..255
+
+
 def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndarray]:
-    """uint8 RGB -> (normalised float CHW tensor, resized RGB float32 in 0..1)."""
+    """uint8 RGB -> (normalised float CHW tensor, resized RGB float32 in 0..1).
+
+    ``spec.mode`` normalises as Keras' ``preprocess_input`` functions do: torch: (x/255 -
+    mean) / std (with the config's mean and std); caffe: RGB -> BGR on 0..255 minus
+    CAFFE_MEAN_BGR (VGG16, ResNet50); tf: x/127.5 - 1 (MobileNet, Inception). The tensor is
+    channels-first in every mode (explain.keras_model hands Keras models channels-last)."""
     h, w = input_size(rgb.shape[0], rgb.shape[1], spec)
     shrink = h * w < rgb.shape[0] * rgb.shape[1]
     resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    scaled = resized.astype(np.float32) / 255.0
-    normed = (scaled - np.float32(spec.mean)) / np.float32(spec.std)
+    pixels = resized.astype(np.float32)
+    scaled = pixels / np.float32(255.0)
+    if spec.mode == "caffe":
+        normed = pixels[..., ::-1] - np.float32(CAFFE_MEAN_BGR)
+    elif spec.mode == "tf":
+        normed = pixels / np.float32(127.5) - np.float32(1.0)
+    else:
+        normed = (scaled - np.float32(spec.mean)) / np.float32(spec.std)
     return torch.from_numpy(np.ascontiguousarray(normed.transpose(2, 0, 1))), scaled
 
 

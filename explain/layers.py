@@ -29,8 +29,9 @@ PASS_TYPES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
               nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
               nn.modules.pooling._LPPoolNd, nn.modules.dropout._DropoutNd, nn.Identity,
               nn.Flatten, nn.Unflatten)
-# The same kinds from other libraries, by class name (timm: SelectAdaptivePool2d, DropPath...).
-PASS_NAMES = re.compile(r"(Pool(\dd)?|Dropout\w*|DropPath|DropBlock\w*|Flatten|Identity)$")
+# The same kinds from other libraries, by class name (timm: SelectAdaptivePool2d, DropPath...;
+# Keras: MaxPooling2D, Dropout, Flatten...).
+PASS_NAMES = re.compile(r"(Pool(\dd)?|Pooling\dD|Dropout\w*|DropPath|DropBlock\w*|Flatten|Identity)$")
 
 
 @dataclass
@@ -93,6 +94,7 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head) -
     kept: list[Any] = []  # every output, so no id is reused during the pass
     counter = [0]
     input_hw, batch = tuple(x.shape[-2:]), x.shape[0]
+    mode = getattr(net, "explain_reshape", "auto")  # "nhwc": a Keras model
 
     def hook(index: int):
         def record(module: nn.Module, args: Any, out: Any) -> None:
@@ -109,7 +111,7 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head) -
             row.shape = tuple(int(s) for s in out.shape)
             row.output = "(" + ", ".join(str(s) for s in row.shape) + ")"
             if out.is_floating_point() and out.ndim >= 3 and row.shape[0] == batch:
-                row.layout = usable_layout(row.shape, input_hw)  # not the windows of a Swin
+                row.layout = usable_layout(row.shape, input_hw, mode)  # not the windows of a Swin
                 outputs[index] = out
         return record
 

@@ -56,7 +56,9 @@ class TokenSpec:
     grid: Optional[tuple[int, int]] = None
 
 
-Mode = Union[str, TokenSpec]  # 'auto' | 'vit' | 'swin' | 'none' | TokenSpec
+# 'auto' | 'vit' | 'swin' | 'none' | TokenSpec; and 'nhwc': 'auto' for a model whose 4-d outputs
+# are all channels-last (Keras), where a tie (h == C) must not read as (B, C, h, w)
+Mode = Union[str, TokenSpec]
 
 
 def _fits(h: int, w: int, input_hw: Sequence[int]) -> bool:
@@ -113,9 +115,10 @@ def infer_layout(shape: Sequence[int], input_hw: Sequence[int], mode: Mode = "au
         return Layout("nchw")
     if len(shape) == 4:
         nchw, nhwc = _fits(shape[2], shape[3], (H, W)), _fits(shape[1], shape[2], (H, W))
-        if mode == "swin":
+        if mode in ("swin", "nhwc"):  # nhwc: a model whose maps are all channels-last (Keras)
             if not nhwc:
-                raise LayoutError(f"{where} is not a channels-last map (B, h, w, C) (reshape: swin)")
+                raise LayoutError(f"{where} is not a channels-last map (B, h, w, C)"
+                                  f"{' (reshape: swin)' if mode == 'swin' else ''}")
             return Layout("nhwc")
         if mode == "vit":
             raise LayoutError(f"{where} is not a token sequence (B, tokens, C) (reshape: vit)")
@@ -134,13 +137,14 @@ def infer_layout(shape: Sequence[int], input_hw: Sequence[int], mode: Mode = "au
                       f"(B, h, w, C) nor a token sequence (B, tokens, C)")
 
 
-def usable_layout(shape: Sequence[int], input_hw: Sequence[int]) -> Optional[Layout]:
+def usable_layout(shape: Sequence[int], input_hw: Sequence[int],
+                  mode: Mode = "auto") -> Optional[Layout]:
     """The layout 'auto' gives, when it makes a map of more than one position; else None.
     Used to mark the layers a CAM can use."""
     if len(shape) not in (3, 4):
         return None
     try:
-        layout = infer_layout(shape, input_hw, "auto")
+        layout = infer_layout(shape, input_hw, mode)
     except LayoutError:
         return None
     if layout.kind == "nchw":

@@ -260,9 +260,14 @@ def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
 
 
 def load_model(cfg: Config) -> nn.Module:
-    """Build or load the configured network, in eval mode, on the CPU."""
+    """Build or load the configured network, in eval mode, on the CPU (a Keras model file:
+    explain.keras_model.KerasNet, on Keras' torch backend)."""
     spec = cfg.model
-    if spec.builder:
+    if spec.keras:
+        from explain.keras_model import load_keras  # imports keras only for Keras models
+        where = str(cfg.resolve(spec.keras))
+        model = load_keras(Path(where), spec.trust)
+    elif spec.builder:
         where = "model.builder"
         model = make_model(spec.builder, spec.builder_args, where, spec.trust)
     else:

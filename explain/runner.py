@@ -91,9 +91,12 @@ def check_resumable(run: RunFolder, cfg: Config) -> None:
                            f"resume with the same config, or start a new run")
 
 
-def reshape_mode(cfg: Config):
-    """The config's reshape setting as explain.layouts takes it."""
+def reshape_mode(cfg: Config, net: Any = None):
+    """The config's reshape setting as explain.layouts takes it; 'auto' on a model whose maps
+    are all channels-last (a Keras model: its ``explain_reshape``) becomes 'nhwc'."""
     spec = cfg.reshape
+    if spec == "auto":
+        return getattr(net, "explain_reshape", "auto")
     return TokenSpec(spec.prefix, spec.grid) if isinstance(spec, Reshape) else spec
 
 
@@ -118,6 +121,7 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
         refs, notes = find_images(cfg)
         slot_targets(cfg, refs)  # every image has what its targets need (a label)
         net = load_model(cfg)
+        notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
         model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
         first = first_image(cfg, refs)
         layers = _target_layers(cfg, (net, model, head), first, notes)
@@ -129,7 +133,7 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
         engine = CamEngine(model, layers, cfg.methods, device, EngineOptions(
             layer_names=list(cfg.target_layers), probe_layer=probe, aug_smooth=cfg.aug_smooth,
             eigen_smooth=cfg.eigen_smooth, guard_inplace=cfg.model.fix_inplace, seed=cfg.seed,
-            head=head, reshape=reshape_mode(cfg)))
+            head=head, reshape=reshape_mode(cfg, net)))
     ranks.same("images", [r.id for r in refs])  # so that the ranks' shares fit together
     root = opts.out_root or cfg.resolve(cfg.output.dir)
     root_existed = root.exists()
@@ -259,7 +263,7 @@ def _layout_of(engine: CamEngine, module, first: Optional[Prepared], cfg: Config
         raise ExplainError("concepts.layer: the layer gives no tensor in the forward pass; "
                            "pick one with a feature map (explain layers CONFIG)")
     try:
-        return infer_layout(seen["shape"], first.tensor.shape[-2:], reshape_mode(cfg))
+        return infer_layout(seen["shape"], first.tensor.shape[-2:], engine.options.reshape)
     except LayoutError as exc:
         raise ExplainError(f"concepts.layer: {exc}") from None
 

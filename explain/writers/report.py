@@ -207,6 +207,8 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card],
 
 def _model_source(config: dict[str, Any]) -> str:
     model = config.get("model", {})
+    if model.get("keras"):
+        return f"Keras model file {model['keras']}"
     if model.get("builder"):
         return f"builder {model['builder']}"
     if model.get("arch"):
