@@ -14,15 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from explain.errors import ExplainError  # noqa: E402
-from explain.outputs import RunFolder  # noqa: E402
-from explain.results import CompareRow  # noqa: E402
+from explain.errors import ExplainError
+from explain.outputs import RunFolder
+from explain.results import CompareRow
 
 TOP_FRACTION = 0.2
 
@@ -110,20 +106,34 @@ def unmatched_files(folder: Path, expected: set[str]) -> list[str]:
 
 # ---- figure -----------------------------------------------------------------------------------
 
-def comparison_figure(library: np.ndarray, reference: np.ndarray, title: str):
-    """library | reference | |difference|, each with its colour bar."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+def _pane(values: np.ndarray, colormap: str, vmax: float, name: str) -> np.ndarray:
+    """One map in a matplotlib colormap over 0..vmax, a colour bar beside it, its name above."""
+    from explain.channels import colour_lut
+    from explain.render import label_image
+    lut = colour_lut(colormap)
+    top = len(lut) - 1
+    index = np.clip(np.rint(values / vmax * top), 0, top).astype(np.uint8)
+    h, w = values.shape
+    bar = np.take(lut, np.linspace(top, 0, h).round().astype(np.uint8), axis=0)[:, None]
+    pane = np.full((h + 24, w + 70, 3), 255, np.uint8)
+    pane[24:, :w] = np.take(lut, index, axis=0)
+    pane[24:, w + 6:w + 18] = bar
+    return label_image(pane, [(name, (0, 3), 13), (f"{vmax:.3g}", (w + 21, 22), 11),
+                              ("0", (w + 21, h + 10), 11)])
+
+
+def comparison_figure(library: np.ndarray, reference: np.ndarray, title: str) -> np.ndarray:
+    """library | reference | |difference|, each with its colour bar (uint8 RGB, drawn with
+    arrays: one figure per map of a run)."""
     diff = np.abs(library - reference)
-    panes = ((library, "library", "jet", 1.0), (reference, "reference", "jet", 1.0),
-             (diff, f"|difference| (max {diff.max():.2e})", "magma", max(float(diff.max()), 1e-12)))
-    for ax, (img, name, cmap, vmax) in zip(axes, panes):
-        shown = ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax)
-        ax.set_title(name, fontsize=10)
-        ax.axis("off")
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    dmax = max(float(diff.max()), 1e-12)
+    panes = [_pane(library, "jet", 1.0, "library"), _pane(reference, "jet", 1.0, "reference"),
+             _pane(diff, "magma", dmax, f"|difference| (max {diff.max():.2e})")]
+    gap = np.full((panes[0].shape[0], 10, 3), 255, np.uint8)
+    body = np.concatenate([panes[0], gap, panes[1], gap, panes[2]], axis=1)
+    head = np.full((28, body.shape[1], 3), 255, np.uint8)
+    from explain.render import label_image
+    return label_image(np.concatenate([head, body]), [(title, (4, 6), 13)])
 
 
 # ---- one run's comparison ---------------------------------------------------------------------
@@ -158,7 +168,7 @@ class Comparison:
                          **{k: round(v, 8) for k, v in numbers.items()})
         fig = comparison_figure(library, reference, f"{image} / {cls} / {method}: max |diff| "
                                                     f"{numbers['max_abs']:.2e}, r = {numbers['pearson']:.4f}")
-        self.run.write_figure(f"compare/{method}/{image}__{cls}.png", fig)
+        self.run.write_image(f"compare/{method}/{image}__{cls}.png", fig)
         return row
 
     def finish(self, rows: list[CompareRow]) -> dict:

@@ -115,14 +115,6 @@ class RunFolder:
         np.save(buf, array)
         self.write_bytes(rel, buf.getvalue())
 
-    def write_figure(self, rel: str, fig) -> None:
-        """Save a matplotlib figure as PNG without date/software metadata (reproducible bytes)."""
-        import matplotlib.pyplot as plt
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-        plt.close(fig)
-        self.write_bytes(rel, buf.getvalue())
-
     @staticmethod
     def json_bytes(data: Any) -> bytes:
         return (json.dumps(data, indent=2, default=str) + "\n").encode()

@@ -92,6 +92,16 @@ def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[st
     return Panel(np.asarray(page), boxes)
 
 
+def label_image(picture: np.ndarray, texts: list[tuple[str, tuple[int, int], int]]) -> np.ndarray:
+    """``picture`` with each (text, (x, y), size px) written on it in dark ink."""
+    from PIL import Image, ImageDraw
+    page = Image.fromarray(picture)
+    draw = ImageDraw.Draw(page)
+    for text, xy, size in texts:
+        draw.text(xy, text, fill=INK, font=_font(size))
+    return np.asarray(page)
+
+
 def _fit(text: str, width: int) -> str:
     """``text`` cut with an ellipsis so it fits ``width`` pixels at 13 px."""
     if _text_width(text, 13) <= width:
