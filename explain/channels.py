@@ -332,10 +332,14 @@ def channel_stats(method: str, acts: np.ndarray, grads: np.ndarray) -> tuple[lis
     shares = channel_shares(totals)
     weights = channel_weights(method, acts, grads)
     zero_grad = ~np.any(grads != 0, axis=(1, 2))
-    rows = [{"channel": k, "mean_activation": round(float(acts[k].mean()), 6),
-             "weight": None if weights is None else round(float(weights[k]), 8),
-             "share": round(float(shares[k]), 6),
-             "zero_gradient": bool(zero_grad[k])} for k in range(len(totals))]
+    zero_list = zero_grad.tolist()
+    means = acts.reshape(len(acts), -1).mean(axis=1).tolist()  # one call, not one per channel
+    weight_list = None if weights is None else np.asarray(weights).tolist()
+    share_list = np.asarray(shares).tolist()
+    rows = [{"channel": k, "mean_activation": round(means[k], 6),
+             "weight": None if weight_list is None else round(weight_list[k], 8),
+             "share": round(share_list[k], 6),
+             "zero_gradient": zero_list[k]} for k in range(len(totals))]
     rows.sort(key=lambda r: (-r["share"], r["channel"]))
     cumulative = cumulative_share(totals)
     summary = {"channels": int(len(totals)), "nonzero_gradient": int((~zero_grad).sum()),

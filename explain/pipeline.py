@@ -178,4 +178,6 @@ class QueuedWrites:
         self._queue(rel, self.run.write_bytes, self.run.json_bytes(data))
 
     def write_csv(self, rel: str, rows: Iterable[dict]) -> None:
-        self._queue(rel, self.run.write_bytes, self.run.csv_bytes(rows))
+        """The rows are taken now (a list of the dicts); formatting happens in the thread, so
+        a caller must not change the row dicts afterwards (the writers make fresh ones)."""
+        self._queue(rel, self.run.write_csv, list(rows))
