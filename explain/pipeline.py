@@ -181,25 +181,3 @@ class QueuedWrites:
         """The rows are taken now (a list of the dicts); formatting happens in the thread, so
         a caller must not change the row dicts afterwards (the writers make fresh ones)."""
         self._queue(rel, self.run.write_csv, list(rows))
-
-
-class Behind:
-    """Runs background writers' ``write(ctx, batch)`` on the pool, one call after another in
-    batch order per writer (a writer's own state is never touched by two threads), with a
-    context whose files are written straight to the folder from that thread."""
-
-    def __init__(self, pool: FilePool, ctx: Any):
-        self.pool = pool
-        self.ctx = ctx
-        self.last: dict[int, Future] = {}
-
-    def write(self, writer: Any, batch: Any) -> None:
-        before = self.last.get(id(writer))
-
-        def run() -> None:
-            if before is not None:
-                before.result()
-            writer.write(self.ctx, batch)
-        future = self.pool.submit(run)
-        if future is not None:
-            self.last[id(writer)] = future

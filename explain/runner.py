@@ -31,7 +31,7 @@ from explain.layers import auto_layer, find_layer, survey
 from explain.layouts import LayoutError, TokenSpec, infer_layout
 from explain.model import class_names_from_model, load_model, pick_device
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir
-from explain.pipeline import Behind, FilePool, QueuedWrites, default_workers, prefetch
+from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
 from explain.results import ImageEntry, MapRecord, RunSummary, Skipped, console_lines, read_item, versions
 from explain.writers import BatchContext, ImageView, RunContext, default_writers
 
@@ -337,7 +337,6 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
                disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
     workers = default_workers() if cfg.workers is None else cfg.workers
     pool, folder = FilePool(workers), ctx.run
-    behind = Behind(pool, replace(ctx, run=folder))  # writers drawing beside the model
     if workers:
         ctx.run = QueuedWrites(folder, pool)  # pictures are encoded and written behind the model
     chunks = batches(todo, cfg.batch_size)
@@ -348,15 +347,13 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
                     batch = _explain_batch(ctx, engine, group)
                     t0 = time.perf_counter()
                     for writer in writers:
-                        if writer.background and workers:
-                            behind.write(writer, batch)
-                        else:
-                            writer.write(ctx, batch)
+                        writer.write(ctx, batch)
                     for view in batch.images:
                         entries[view.entry.id] = view.entry
-                        # last: an item file means all the image's files are on disk (and its
-                        # records complete: made after every earlier write, background ones too)
-                        pool.then(_write_item, ctx, folder, view.entry)
+                        # last: an item file means all the image's files are on disk
+                        pool.then(folder.write_bytes, f"items/{view.entry.id}.json",
+                                  folder.json_bytes({"entry": view.entry.dump(), "compare": [
+                                      r.dump() for r in ctx.compare_rows.get(view.entry.id, [])]}))
                     summary.durations_s["figures"] += time.perf_counter() - t0
                     bar.update(len(group) * slots * len(ctx.methods))
                     ranks.crash_point(settle=pool.drain)
@@ -374,13 +371,6 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
     summary.images = [entries[r.id] for r in refs if r.id in entries]
     for writer in writers:
         writer.finish(ctx)
-
-
-def _write_item(ctx: RunContext, folder: RunFolder, entry: ImageEntry) -> None:
-    """items/<image>.json: the image's entry and compare rows, the file --resume reads back."""
-    folder.write_bytes(f"items/{entry.id}.json", folder.json_bytes({
-        "entry": entry.dump(),
-        "compare": [r.dump() for r in ctx.compare_rows.get(entry.id, [])]}))
 
 
 def slot_targets(cfg: Config, refs: list[ImageRef]):

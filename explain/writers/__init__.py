@@ -65,12 +65,7 @@ class BatchContext:
 
 
 class Writer:
-    """Base class: override the steps an output needs.
-
-    ``background = True`` lets the runner call ``write`` in a writer thread (in batch order,
-    one call at a time) while the model works on the next batch: only for writers that draw
-    from the batch's arrays and never touch the model (the channel views)."""
-    background = False
+    """Base class: override the steps an output needs."""
 
     def start(self, ctx: RunContext) -> None:
         """Before the first batch."""

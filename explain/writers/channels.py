@@ -82,8 +82,6 @@ def fit_budget(opts: channels.ViewOptions, shape: tuple[int, int, int], k: int,
 
 
 class ChannelWriter(Writer):
-    background = True  # arrays in, pictures out: drawn beside the model (explain.pipeline)
-
     def __init__(self) -> None:
         self._options: dict[tuple[int, int, int], channels.ViewOptions] = {}
         self.grids = True
