@@ -22,6 +22,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/channel_grid.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/report_build.py
+	$(PY) benchmarks/end_to_end.py
 
 clean:
 	rm -rf $(VENV) results/*/
