@@ -707,6 +707,18 @@ def apply_override(data: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def read_bounded_text(path: Path, limit: int, what: str, encoding: str = "utf-8") -> str:
+    """A text file of at most ``limit`` bytes (``what``: 'a config', 'a list'), read whole;
+    one-line ExplainError naming it when it is larger or not text."""
+    size = path.stat().st_size
+    if size > limit:
+        raise ExplainError(f"{path}: {size} bytes; {what} is at most {limit} bytes")
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise ExplainError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+
+
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> Config:
     """Read, override and validate an experiment file; raise ExplainError on any problem."""
     path = Path(path)
@@ -716,13 +728,7 @@ def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) ->
         raise ExplainError(f"{short(path)}: {exc.strerror}") from None
     if not found:
         raise ExplainError(f"{short(path)}: config file not found")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ExplainError(f"{path}: {path.stat().st_size} bytes; a config is at most "
-                           f"{MAX_CONFIG_BYTES} bytes")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ExplainError(f"{path}: not a text file ({exc.reason})") from None
+    text = read_bounded_text(path, MAX_CONFIG_BYTES, "a config")
     data = read_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ExplainError(f"{path}: the top level must be a mapping of keys (model, images, ...)")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from explain.config import MAX_SIDE, Config, LabelledImages, Preprocess
+from explain.config import MAX_SIDE, Config, LabelledImages, Preprocess, read_bounded_text
 from explain.errors import ExplainError
 from explain.names import quote, safe_slug, short, suggest
 
@@ -181,14 +181,7 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool,
     if suffix not in (".csv", ".json"):
         raise ExplainError(f"{where}: {short(path)}: expected a folder of class folders, a .csv "
                            f"or a .json list")
-    size = path.stat().st_size
-    if size > MAX_LIST_BYTES:
-        raise ExplainError(f"{where}: {short(path)}: {size} bytes; a list is at most "
-                           f"{MAX_LIST_BYTES} bytes")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ExplainError(f"{short(path)}: not a UTF-8 text file ({exc.reason})") from None
+    text = read_bounded_text(path, MAX_LIST_BYTES, "a list", encoding="utf-8-sig")
     rows = _csv_rows(path, text) if suffix == ".csv" else _json_rows(path, text)
     found: list[Found] = []
     labels: dict[Path, tuple[str, str]] = {}
