@@ -59,7 +59,7 @@ images: [photos/]
 preprocess: {{size: 224, multiple_of: 32}}
 target_layers: [{LAYER}]
 methods: [gradcam, layercam]
-output: {{dir: results, image_format: {fmt}}}
+output: {{dir: results{'' if fmt == 'auto' else ', image_format: ' + fmt}}}
 """)
     return path
 
@@ -92,7 +92,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=192)
     p.add_argument("--workers", type=int, default=default_workers())
-    p.add_argument("--format", default="png", choices=["png", "jpg", "webp"])
+    p.add_argument("--format", default="auto", choices=["auto", "png", "jpg", "webp"],
+                   help="output.image_format (auto: the default, JPEG above 50 images)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args()
     torch.manual_seed(0)

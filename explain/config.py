@@ -364,8 +364,9 @@ class Output(_Section):
     colormap: StrictStr = "jet"
     image_weight: Number = Field(0.5, ge=0, le=1)
     save_arrays: StrictBool = False
-    # overlays, guided images and channel views; jpg/webp encode 10x faster than png (lossy)
-    image_format: Literal["png", "jpg", "webp"] = "png"
+    # overlays, guided images and channel views; jpg/webp encode 10x faster than png (lossy);
+    # null: png for runs of up to 50 images, jpg above
+    image_format: Optional[Literal["png", "jpg", "webp"]] = None
 
     @field_validator("colormap")
     @classmethod

@@ -330,6 +330,7 @@ def test_large_runs_skip_the_grids_and_keep_top_views_and_csv(demo_channels, tmp
     top-channels figures and CSVs are the same bytes as with grids."""
     cfg = demo_channels.cfg.model_copy(deep=True)
     cfg.channels.grids = grids
+    cfg.output.image_format = "png"  # (unset, 51 images would mean JPEG: checked below)
     ctx = dataclasses.replace(demo_channels.ctx, cfg=cfg, run=RunFolder(tmp_path),
                               summary=demo_channels.summary.model_copy(deep=True),
                               image_order=["both"] * images)
@@ -347,6 +348,10 @@ def test_large_runs_skip_the_grids_and_keep_top_views_and_csv(demo_channels, tmp
     for rel in kept:
         assert (tmp_path / rel).read_bytes() == (demo_channels.dir / rel).read_bytes(), rel
     assert (grids is None) == any("no per-image activation" in n for n in ctx.summary.notes)
+    # the same size rule picks the picture format when output.image_format is not set
+    assert demo_channels.cfg.output.image_format is None
+    unset = dataclasses.replace(ctx, cfg=demo_channels.cfg)
+    assert unset.ext == (".png" if images <= 50 else ".jpg")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,9 @@ from explain.outputs import RunFolder
 from explain.results import CompareRow, ImageEntry, RunSummary
 
 
+SMALL_RUN = 50  # images; larger runs default to JPEG pictures and no per-image channel grids
+
+
 @dataclass
 class RunContext:
     """What every writer may read: the config, the folder, names, the summary so far."""
@@ -41,8 +44,12 @@ class RunContext:
 
     @property
     def ext(self) -> str:
-        """The extension of overlays, guided images and channel views (output.image_format)."""
-        return "." + self.cfg.output.image_format
+        """The extension of overlays, guided images and channel views (output.image_format;
+        unset: PNG for runs of up to SMALL_RUN images, JPEG above)."""
+        chosen = self.cfg.output.image_format
+        if chosen is None:
+            chosen = "png" if len(self.image_order) <= SMALL_RUN else "jpg"
+        return "." + chosen
     compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)  # by image id
     started: float = 0.0  # time.perf_counter() when the run began
     log: Callable[[str], None] = print

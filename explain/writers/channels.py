@@ -22,13 +22,13 @@ import numpy as np
 from explain import channels
 from explain.config import Channels
 from explain.results import ChannelSummary
-from explain.writers import BatchContext, RunContext, Writer
+from explain.writers import SMALL_RUN, BatchContext, RunContext, Writer
 
 # Pixel budget of one channel picture (about 48 MB as RGB, a few times that while drawing).
 # tile_size and top_k are bounded in the config, but the channel count and the feature map's
 # aspect come from the model: a layer with thousands of channels gets smaller tiles instead.
 MAX_VIEW_PIXELS = 16_000_000
-GRID_IMAGES = 50  # channels.grids: null draws the per-image grids up to this many images
+GRID_IMAGES = SMALL_RUN  # channels.grids: null draws the per-image grids up to this many images
 _LINE = 20  # generous height of one label line, pixels (the views use 13 to 17)
 
 
