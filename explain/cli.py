@@ -123,7 +123,9 @@ def layers_main(argv: list[str]) -> int:
             raise ExplainError("images: none of the images could be read")
         x = first.tensor[None]
         head = Head(cfg.model.head, cfg.model.target)
-        rows = survey(net, Classifier(net, cfg.model.output), x, head)
+        from explain.runner import reshape_mode
+        rows = survey(net, Classifier(net, cfg.model.output), x, head,
+                      mode=reshape_mode(cfg, net))
         table = format_table(rows)
     except (ExplainError, OSError) as exc:
         if args.debug:

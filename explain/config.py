@@ -114,6 +114,14 @@ class Preprocess(_Section):
     def _mean(cls, v):
         return _finite(v, "mean values")
 
+    @model_validator(mode="after")
+    def _mode_uses_mean(self) -> "Preprocess":
+        if self.mode != "torch" and (tuple(self.mean) != IMAGENET_MEAN or
+                                     tuple(self.std) != IMAGENET_STD):
+            raise ValueError(f"mean and std apply to mode 'torch' only; mode '{self.mode}' has "
+                             f"its own fixed scaling (remove mean/std or use mode: torch)")
+        return self
+
     @field_validator("std")
     @classmethod
     def _std(cls, v):

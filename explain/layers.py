@@ -19,7 +19,7 @@ from torch import nn
 
 from explain.errors import ExplainError
 from explain.heads import Head
-from explain.layouts import Layout, usable_layout
+from explain.layouts import Layout, Mode, usable_layout
 from explain.model import non_inplace, preserved_state
 from explain.names import quote, suggest
 
@@ -81,7 +81,8 @@ def _passthrough(module: nn.Module) -> bool:
     return isinstance(module, PASS_TYPES) or bool(PASS_NAMES.search(type(module).__name__))
 
 
-def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head) -> list[LayerRow]:
+def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *,
+           mode: Optional[Mode] = None) -> list[LayerRow]:
     """Describe every module of ``net`` (``classifier`` wraps it) from one forward pass of the
     image batch ``x`` and one backward pass of the first image's top class score.
 
@@ -94,7 +95,8 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head) -
     kept: list[Any] = []  # every output, so no id is reused during the pass
     counter = [0]
     input_hw, batch = tuple(x.shape[-2:]), x.shape[0]
-    mode = getattr(net, "explain_reshape", "auto")  # "nhwc": a Keras model
+    if mode is None:  # the config's reshape; a Keras model's own 'nhwc'
+        mode = getattr(net, "explain_reshape", "auto")
 
     def hook(index: int):
         def record(module: nn.Module, args: Any, out: Any) -> None:

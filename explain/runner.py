@@ -217,7 +217,7 @@ def _target_layers(cfg: Config, parts: tuple, first: Optional[Prepared],
             raise ExplainError("target_layers: auto needs one readable image to look at the "
                                "layers' outputs")
         try:
-            return survey(net, model, first.tensor[None], head)
+            return survey(net, model, first.tensor[None], head, mode=reshape_mode(cfg, net))
         except ExplainError:
             raise
         except Exception as exc:  # the model's own code failed

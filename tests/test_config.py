@@ -61,3 +61,12 @@ def test_overrides_and_relative_paths(tmp_path):
 def test_targets_must_be_named_classes(tmp_path):
     path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"], targets=["cta"])
     assert "targets: 'cta' is not a named class — did you mean 'cat'?" in error_of(path)
+
+
+def test_mean_and_std_belong_to_the_torch_mode(tmp_path):
+    path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"],
+                        preprocess={"mode": "caffe", "mean": [0.5, 0.5, 0.5]})
+    assert "preprocess: mean and std apply to mode 'torch' only" in error_of(path)
+    ok = write_config(tmp_path, name="ok", model={"builder": "x:y"}, target_layers=["a"],
+                      preprocess={"mode": "tf"})
+    assert load_config(ok).preprocess.mode == "tf"

@@ -267,3 +267,15 @@ def test_a_config_named_layers_is_still_a_config(tmp_path, capsys, monkeypatch):
     (tmp_path / "layers").write_text("- just a list\n")
     assert main(["layers"]) == 2
     assert "layers: the top level must be a mapping" in capsys.readouterr().err
+
+
+def test_the_survey_follows_the_reshape_setting():
+    """reshape: none reads only (B, C, h, w) maps: on a ViT 'auto' then picks the patch
+    embedding's convolution, not a token layer the engine would refuse."""
+    net = vit("vit_tiny_patch16_224")
+    x = torch.randn(1, 3, 64, 64)
+    rows = survey(net, Classifier(net), x, Head(), mode="none")
+    assert not [r for r in rows if r.usable and r.layout.kind == "tokens"]
+    assert auto_layer(rows).name == "patch_embed.proj"
+    tokens = survey(net, Classifier(net), x, Head(), mode="vit")
+    assert auto_layer(tokens).name == "blocks.1.norm1"
