@@ -200,6 +200,19 @@ class MeanSums:
         self.covered += len(ids)
         self.digest = id_digest(ids, self.digest)
 
+    def merge(self, other: "MeanSums") -> None:
+        """Add another rank's sums (integers and an order-free digest: any order gives the
+        same total)."""
+        for key, total in other.sums.items():
+            if key in self.sums:
+                self.sums[key] += total
+                self.counts[key] += other.counts[key]
+            else:
+                self.sums[key], self.counts[key] = total.copy(), other.counts[key]
+        self.covered += other.covered
+        self.digest = (self.digest + other.digest) % (1 << 128)
+        self.absent += other.absent
+
     def mean(self, key: Key) -> np.ndarray:
         """The mean map of ``key``, float32 (H, W) in 0..1."""
         return (self.sums[key].astype(np.float64) / (self.counts[key] * SCALE)).astype(np.float32)

@@ -237,54 +237,9 @@ def open_shared(folder: Path) -> RunFolder:
 def drop_kept(ranks: Ranks, writers: list[Writer]) -> None:
     """On ranks other than 0, right after the writers' start: forget what they read back from
     an interrupted run (--resume), so that rank 0 alone counts the kept images."""
-    if ranks.lead:
-        return
-    from explain.writers.dataset import DatasetWriter
-    for writer in writers:
-        if isinstance(writer, DatasetWriter):
-            writer.sums = type(writer.sums)(writer.sums.size)
-
-
-def _writer_state(writer: Writer) -> dict[str, Any]:
-    """What ``writer`` kept in memory that its ``finish`` reads."""
-    from explain.writers.comparison import CompareWriter
-    from explain.writers.dataset import DatasetWriter
-    from explain.writers.metrics import MetricsWriter
-    if isinstance(writer, DatasetWriter):
-        return {"sums": writer.sums}
-    if isinstance(writer, MetricsWriter):
-        return {"no_raw": set(writer.no_raw), "same": dict(writer.same),
-                "boxes_used": set(writer.boxes.used) if writer.boxes is not None else set()}
-    if isinstance(writer, CompareWriter) and hasattr(writer, "comparison"):
-        return {"missing": list(writer.comparison.missing),
-                "expected": set(writer.comparison.expected)}
-    return {}
-
-
-def _merge_writer(writer: Writer, state: dict[str, Any]) -> None:
-    """Add another rank's ``_writer_state`` to this rank's writer."""
-    if "sums" in state:  # integer sums and an order-free digest: the adding order is free
-        mine, theirs = writer.sums, state["sums"]
-        for key, total in theirs.sums.items():
-            if key in mine.sums:
-                mine.sums[key] += total
-                mine.counts[key] += theirs.counts[key]
-            else:
-                mine.sums[key], mine.counts[key] = total.copy(), theirs.counts[key]
-        mine.covered += theirs.covered
-        mine.digest = (mine.digest + theirs.digest) % (1 << 128)
-        mine.absent += theirs.absent
-    if "same" in state:
-        writer.no_raw |= state["no_raw"]
-        for method, (same, total) in state["same"].items():
-            counts = writer.same.setdefault(method, [0, 0])
-            counts[0] += same
-            counts[1] += total
-        if writer.boxes is not None:
-            writer.boxes.used |= state["boxes_used"]
-    if "missing" in state:
-        writer.comparison.missing += state["missing"]
-        writer.comparison.expected |= state["expected"]
+    if not ranks.lead:
+        for writer in writers:
+            writer.forget_kept()
 
 
 def hand_in(ranks: Ranks, ctx: RunContext, writers: list[Writer], paths: list[str]) -> bool:
@@ -301,12 +256,12 @@ def hand_in(ranks: Ranks, ctx: RunContext, writers: list[Writer], paths: list[st
             if key != "model_load":  # work summed over the ranks; model_load is rank 0's
                 summary.durations_s[key] = summary.durations_s.get(key, 0.0) + seconds
         for writer, kept in zip(writers, other["writers"]):
-            _merge_writer(writer, kept)
+            writer.merge(kept)
         devices.append(other["device"])
 
     ranks.to_lead({"notes": list(summary.notes), "durations": dict(summary.durations_s),
                    "skipped": list(summary.skipped_images), "device": summary.device,
-                   "writers": [_writer_state(w) for w in writers]}, take)
+                   "writers": [w.state() for w in writers]}, take)
     if not ranks.lead:
         return False
     order = {path: i for i, path in enumerate(paths)}

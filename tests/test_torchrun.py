@@ -22,7 +22,7 @@ import yaml
 
 from conftest import IMAGES, REPO, make_small_alexnet
 from explain.cli import main
-from explain.distributed import CRASH_ENV, Ranks, _merge_writer, _writer_state, drop_kept, join
+from explain.distributed import CRASH_ENV, Ranks, drop_kept, join
 
 COUNT = 12
 TIMEOUT = 240  # seconds for one torchrun; a hang fails the test instead of stalling the suite
@@ -239,7 +239,7 @@ def test_the_metric_counts_of_every_rank_reach_rank_0():
     mine, theirs = MetricsWriter(), MetricsWriter()
     mine.same, mine.no_raw = {"eigencam": [3, 6]}, {"eigencam"}
     theirs.same, theirs.no_raw = {"eigencam": [2, 6], "gradcam": [0, 6]}, {"scorecam"}
-    _merge_writer(mine, _writer_state(theirs))
+    mine.merge(theirs.state())
     assert mine.same == {"eigencam": [5, 12], "gradcam": [0, 6]}
     assert mine.no_raw == {"eigencam", "scorecam"}
 
@@ -255,7 +255,7 @@ def test_the_mean_map_sums_of_every_rank_add_up_to_one_process_sums():
         alone.cover([f"pic{i}"])
         ranks[i % 2].sums.add(key, cam)
         ranks[i % 2].sums.cover([f"pic{i}"])
-    _merge_writer(ranks[0], _writer_state(ranks[1]))
+    ranks[0].merge(ranks[1].state())
     assert ranks[0].sums.to_bytes([]) == alone.to_bytes([])
     assert Ranks().gather("x") == ["x"]
 

@@ -83,6 +83,20 @@ class Writer:
     def finish(self, ctx: RunContext) -> None:
         """After the last batch."""
 
+    # Under torchrun every rank writes its own images, and rank 0 alone runs ``finish``: a
+    # writer whose ``finish`` reads what ``write`` kept in memory hands that over (see
+    # explain.distributed.hand_in).
+    def state(self) -> dict:
+        """What ``write`` kept in memory that ``finish`` reads (picklable)."""
+        return {}
+
+    def merge(self, state: dict) -> None:
+        """Add another rank's ``state()`` to this writer's."""
+
+    def forget_kept(self) -> None:
+        """On ranks other than 0, after ``start``: drop what ``start`` read back from an
+        interrupted run (--resume), so that the kept images are counted once, by rank 0."""
+
 
 def default_writers(cfg: Config) -> list[Writer]:
     """The outputs a config asks for, in the order they run (the summary, then the report

@@ -12,6 +12,17 @@ class CompareWriter(Writer):
     """Per map: metrics and a library / reference / difference figure; at the end compare.csv
     (in config order, so a resumed run writes the same bytes) and a verdict per method."""
 
+    def state(self) -> dict:
+        if not hasattr(self, "comparison"):
+            return {}
+        return {"missing": list(self.comparison.missing),
+                "expected": set(self.comparison.expected)}
+
+    def merge(self, state: dict) -> None:
+        if state:
+            self.comparison.missing += state["missing"]
+            self.comparison.expected |= state["expected"]
+
     def start(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
         ref_dir = cfg.resolve(cfg.compare.reference_dir) if cfg.compare.reference_dir else None

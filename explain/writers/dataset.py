@@ -38,6 +38,15 @@ class DatasetWriter(Writer):
         self.sums = datasets.MeanSums()
         self.labels: dict[str, int] = {}
 
+    def state(self) -> dict:
+        return {"sums": self.sums}
+
+    def merge(self, state: dict) -> None:
+        self.sums.merge(state["sums"])
+
+    def forget_kept(self) -> None:
+        self.sums = datasets.MeanSums(self.sums.size)
+
     def start(self, ctx: RunContext) -> None:
         self.labels = {name: index for index, name in ctx.classes.items()}
         kept = _kept_ids(ctx)

@@ -46,6 +46,19 @@ class MetricsWriter(Writer):
         self.no_raw: set[str] = set()
         self.same: dict[str, list[int]] = {}  # method -> [images with identical maps, images]
 
+    def state(self) -> dict:
+        return {"no_raw": set(self.no_raw), "same": dict(self.same),
+                "boxes_used": set(self.boxes.used) if self.boxes is not None else set()}
+
+    def merge(self, state: dict) -> None:
+        self.no_raw |= state["no_raw"]
+        for method, (same, total) in state["same"].items():
+            counts = self.same.setdefault(method, [0, 0])
+            counts[0] += same
+            counts[1] += total
+        if self.boxes is not None:
+            self.boxes.used |= state["boxes_used"]
+
     def start(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
         if cfg.annotations.enabled:
