@@ -466,6 +466,11 @@ def test_cli_run_writes_guided_and_concepts(tmp_path):
     run = tmp_path / "results" / "exp"
     summary = json.loads((run / "summary.json").read_text())
     assert not any(n.startswith(("guided", "concepts")) for n in summary["notes"])
+    report = (run / "report.html").read_text()  # the report shows both, from files that exist
+    for image in photos:
+        assert f'src="concepts/{image}.png"' in report
+        for m in ("gradcam", "layercam"):
+            assert f'src="guided_cam/{m}/{image}__dog.png"' in report
     cfg = load_config(config)
     for image in photos:
         x = prepare(ImageRef(image, tmp_path / f"{image}.png", False), cfg.preprocess).tensor

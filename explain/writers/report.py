@@ -90,6 +90,7 @@ class Cell:
     top: Optional[str] = None
     diff: Optional[str] = None
     compare: Optional[CompareRow] = None
+    guided: Optional[str] = None  # Guided Grad-CAM picture (guided.enabled)
     boxes: list[str] = field(default_factory=list)  # CSS positions over the overlay
     peak: str = ""
 
@@ -102,6 +103,7 @@ class Card:
     classes: list[str]
     cells: dict[tuple[str, str], Cell]
     page: str = ""  # the file the card is on, for the index
+    concepts: Optional[str] = None  # the concepts figure (concepts.enabled)
 
 
 @dataclass
@@ -139,10 +141,14 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
                 top=top if run.path(top).is_file() else None,
                 diff=diff if run.path(diff).is_file() else None,
                 compare=rows.get((entry.id, rec.class_name, rec.method)),
+                guided=rec.guided_file if rec.guided_file and run.path(rec.guided_file).is_file()
+                else None,
                 boxes=[_box_style(b, entry.input_size) for b in boxes],
                 peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
         photo = photo_path(entry.id)
-        cards.append(Card(entry, photo if run.path(photo).is_file() else None, present, cells))
+        concepts = f"concepts/{entry.id}.png"
+        cards.append(Card(entry, photo if run.path(photo).is_file() else None, present, cells,
+                          concepts=concepts if run.path(concepts).is_file() else None))
     return cards
 
 
