@@ -157,6 +157,8 @@ class MethodSpec(_Named):
 
     @model_validator(mode="after")
     def _known_options(self) -> "MethodSpec":
+        if not self.options:  # nothing to check: the library (and torch) stay unimported
+            return self
         from explain.methods import check_option, method_options
         allowed = method_options(self.name)
         for key, value in self.options.items():

@@ -8,13 +8,13 @@ computes those from a single forward/backward with the library's own per-method 
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import inspect
 import math
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
-
-import pytorch_grad_cam
-from pytorch_grad_cam.base_cam import BaseCAM
 
 # Methods whose map is a function of (activations, gradients) of the target layers only.
 # Everything else (ScoreCAM, AblationCAM, FullGrad, EigenCAM, ShapleyCAM, ...) needs its
@@ -32,6 +32,8 @@ _NOT_METHODS = frozenset({"ActivationsAndGradients", "GuidedBackpropReLUModel",
 @lru_cache(maxsize=1)
 def registry() -> dict[str, type]:
     """Map lower-case method names ('gradcam', 'scorecam', ...) to library classes."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.base_cam import BaseCAM
     found: dict[str, type] = {}
     for attr, obj in vars(pytorch_grad_cam).items():
         if not inspect.isclass(obj) or attr in _NOT_METHODS:
@@ -46,8 +48,22 @@ def registry() -> dict[str, type]:
     return dict(sorted(found.items()))
 
 
+@lru_cache(maxsize=1)
 def method_names() -> list[str]:
-    return list(registry())
+    """The names ``registry()`` has, read from the library's ``__init__.py`` without importing
+    it (that would import torch: seconds before a config error could be shown). Same filters,
+    by name; tests/test_methods.py checks the two lists are equal. Falls back to the registry
+    when the file cannot be read."""
+    spec = importlib.util.find_spec("pytorch_grad_cam")
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (AttributeError, TypeError, OSError, SyntaxError, ValueError):
+        return list(registry())
+    names = {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+             for alias in node.names}
+    return sorted(n.lower().replace("_", "") for n in names
+                  if n[:1].isupper() and n not in _NOT_METHODS and
+                  not (n.startswith("Ablation") and n != "AblationCAM"))
 
 
 def method_options(name: str) -> list[str]:

@@ -95,3 +95,25 @@ def test_method_through_cli(method, model_file, tmp_path):
         else:
             difference = np.abs(maps["cat"] - maps["dog"]).max()
             assert difference > 0.01, f"{method} {image}: the same map for both classes"
+
+
+def test_method_names_without_importing_the_library_are_the_registrys():
+    """The config checks method names from the library's __init__.py, read as text; the list
+    must be the one the running code uses."""
+    from explain.methods import method_names, registry
+    assert method_names() == list(registry())
+
+
+def test_a_config_error_comes_before_torch_is_imported(tmp_path):
+    """A typo in a config is reported without importing torch (seconds on a small machine)."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    script = ("import sys\nfrom explain.config import load_config\n"
+              "try:\n    load_config('configs/demo_catdog.yaml', {'output.colourmap': 'x', "
+              "'methods': ['gradcam', 'gradcam+']})\n"
+              "except Exception as exc:\n    print(exc)\nprint('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert "did you mean 'colormap'" in out and "did you mean 'gradcamplusplus'" in out
+    assert out.strip().endswith("False")
