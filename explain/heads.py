@@ -24,8 +24,6 @@ from torch import nn
 
 from explain.errors import ExplainError
 
-HEADS = ("softmax", "binary", "multilabel")
-TARGETS = ("logit", "probability")
 
 
 def describe_output(out: Any) -> str:
@@ -103,8 +101,8 @@ class _SigmoidTarget:
 
 @dataclass(frozen=True)
 class Head:
-    kind: str = "softmax"  # one of HEADS
-    target: str = "logit"  # one of TARGETS
+    kind: str = "softmax"  # softmax | binary | multilabel (config: model.head)
+    target: str = "logit"  # logit | probability (config: model.target)
 
     def classes(self, outputs: int) -> int:
         """How many class indices a model with ``outputs`` logits has under this head."""

@@ -16,7 +16,6 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-KINDS = ("nchw", "nhwc", "tokens")
 MAX_PREFIX = 16  # class + distillation + register tokens searched by 'auto'
 ASPECT_TOLERANCE = 1.35  # a map's h/w may differ this much from the input's (rounding strides)
 
@@ -24,7 +23,7 @@ ASPECT_TOLERANCE = 1.35  # a map's h/w may differ this much from the input's (ro
 @dataclass(frozen=True)
 class Layout:
     """How one layer's output maps to (B, C, h, w); callable as a reshape_transform."""
-    kind: str  # one of KINDS
+    kind: str  # nchw | nhwc | tokens
     prefix: int = 0  # tokens before the patch tokens (tokens only)
     grid: Optional[tuple[int, int]] = None  # (h, w) of the patch tokens (tokens only)
 

@@ -1,16 +1,10 @@
-"""Numbers about each map: class probabilities, the peak, where the map's mass lies."""
+"""Numbers about each map: the peak and where the map's mass lies (probabilities: explain.heads)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def map_stats(cam: np.ndarray) -> dict[str, Any]:

@@ -240,7 +240,9 @@ def test_concepts_at_another_layer(tmp_path, capsys):
                                                     "n_components": 2})
     code, err, _ = cli(capsys, path, "--quiet")
     assert code == 0, err
-    assert (tmp_path / "results" / "exp" / "concepts" / "cat.json").is_file()
+    data = json.loads((tmp_path / "results" / "exp" / "concepts" / "cat.json").read_text())
+    assert data["layer"] == "0" and len(data["concepts"]) == 2  # found at the layer asked for
+    assert abs(sum(c["share"] for c in data["concepts"]) - 1) < 1e-3
 
 
 def test_concepts_at_a_layer_without_a_map_is_one_line(tmp_path, capsys):

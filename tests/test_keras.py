@@ -256,7 +256,8 @@ def test_keras_example_runs_and_matches_the_library(keras_tree, capsys):
             cam.activations_and_grads.release()
     item = json.loads((run / "items" / "cat.json").read_text())
     assert item["entry"]["cams"][0]["channels"]["channels"] == 24  # block5_conv3's channels
-    assert (run / "report.html").is_file()
+    report = (run / "report.html").read_text()
+    assert "Keras model file" in report and 'src="cams/gradcam/cat__dog.png"' in report
 
 
 def test_explain_layers_lists_keras_names(keras_tree, capsys):
