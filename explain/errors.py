@@ -1,4 +1,14 @@
-"""The one exception type users see: caught once in the CLI and printed as one line."""
+"""The one exception type users see: caught once in the CLI and printed as one line; and
+``first_line``, how another exception's text is quoted inside such a line."""
+
+from __future__ import annotations
+
+import re
+
+FIRST_LINE_LIMIT = 200
+# Where a quoted text may be cut: at a space, else after a separator that is not part of a
+# number ('2.00', '1,024' keep their '.' and ',').
+_BREAKS = (re.compile(r"\s"), re.compile(r"[;:/()\[\]{}<>=|]"))
 
 
 class ExplainError(Exception):
@@ -7,3 +17,26 @@ class ExplainError(Exception):
     The message names the file and the field or key involved; the CLI prints it
     as a single line and exits with code 2.
     """
+
+
+def first_line(exc: BaseException, limit: int = FIRST_LINE_LIMIT) -> str:
+    """The first non-blank line of an exception's text (its type name when it has none), with
+    runs of spaces made one and at most ``limit`` characters: a longer line is cut between
+    words and ends in ' ...', so no number or word is cut in half (an allocation error keeps
+    its byte count whole, or leaves it out)."""
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ of a model's own exception
+        text = ""
+    line = next((" ".join(part.split()) for part in text.splitlines() if part.strip()), "")
+    line = line or type(exc).__name__
+    if len(line) <= limit:
+        return line
+    room = max(limit - 4, 1)
+    for pattern in _BREAKS:
+        ends = [m.start() if pattern is _BREAKS[0] else m.end()
+                for m in pattern.finditer(line, 0, room + 1)]
+        ends = [end for end in ends if end >= room // 2]
+        if ends:
+            return line[:ends[-1]].rstrip() + " ..."
+    return line[:room] + " ..."

@@ -5,6 +5,10 @@ characters: letters, digits, '_', '.' and '-', starting with a letter or digit, 
 (two underscores separate the image id from the class name in output file names, so a name
 without them keeps every output file name unambiguous). Unicode letters are allowed ('猫').
 Nothing else: no '/', no '..' on its own, no NUL, no spaces, no '$' (matplotlib's maths marker).
+
+Text that reaches a terminal (messages, log lines, layer names) passes ``printable``: names from
+files and models may hold escape codes, line breaks or bidi overrides that would redraw the
+screen or forge a line, so those are shown escaped and the length is capped.
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ MAX_NAME = 64
 _SAFE = re.compile(r"[^\W_][\w.-]*")
 _UNSAFE_CHARS = re.compile(r"[^\w.-]+")
 QUOTE_LIMIT = 80
+LINE_LIMIT = 1000  # a whole message or log line on the terminal
+NAME_LIMIT = 120  # one name (a layer) in a table
+# C0 and C1 controls, DEL, line/paragraph separators, bidi marks, overrides and isolates, and
+# lone surrogates (undecodable bytes of a file name; they cannot even be written to stdout).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
+                          "\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def name_problem(name: str) -> str | None:
@@ -58,3 +69,43 @@ def suggest(name: str, choices: list[str]) -> str:
     """' — did you mean 'x'?' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" — did you mean '{close[0]}'?" if close else ""
+
+
+def _escape(char: str) -> str:
+    """One character as the terminal gets it: itself, or an escape such as \\x1b or \\u202e."""
+    if not _UNPRINTABLE.match(char):
+        return char
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _take(chars, budget: int) -> tuple[list[str], int]:
+    """Escaped pieces of ``chars`` while they fit in ``budget`` characters; how many were taken."""
+    pieces, used = [], 0
+    for char in chars:
+        piece = _escape(char)
+        if used + len(piece) > budget:
+            break
+        pieces.append(piece)
+        used += len(piece)
+    return pieces, len(pieces)
+
+
+def printable(text: object, limit: int = LINE_LIMIT) -> str:
+    """``text`` safe for a terminal: control characters (ESC, CR, LF, TAB, C1), bidi overrides
+    and isolates and lone surrogates shown escaped (``\\x1b``, ``\\n``, ``\\u202e``), so it stays
+    one line that draws nothing; longer than ``limit`` characters (after escaping), its middle
+    is replaced by a marker that says how many characters were left out."""
+    text = str(text)
+    if len(text) <= limit and not _UNPRINTABLE.search(text):
+        return text
+    if len(text) <= limit:
+        whole = _UNPRINTABLE.sub(lambda m: _escape(m.group()), text)
+        if len(whole) <= limit:
+            return whole
+    marker = "[...{} characters cut...]"
+    room = max(limit - len(marker.format(len(text))), 16)  # for the text beside the marker
+    head, taken = _take(text[:room], room - room // 3)
+    tail, kept = _take(reversed(text[-(room // 3):]), room // 3)
+    cut = len(text) - taken - kept
+    return "".join(head) + marker.format(cut) + "".join(reversed(tail))
