@@ -1,5 +1,9 @@
 """Command line: ``explain CONFIG.yaml [overrides]``, ``explain report RUN_DIR`` and
-``explain layers CONFIG``. User errors print as one line, exit 2."""
+``explain layers CONFIG``. User errors print as one line, exit 2.
+
+Every line printed to the terminal passes ``explain.names.printable``: names from files and
+models (layers, images, dictionary keys) may hold escape codes or line breaks, which are shown
+escaped, so no file can redraw the screen or forge a line such as ``explain: error: ...``."""
 
 from __future__ import annotations
 
@@ -10,8 +14,15 @@ from typing import Optional
 
 from explain import __version__
 from explain.errors import ExplainError
+from explain.names import printable
 
 EXIT_USER_ERROR = 2
+
+
+def say(line: object, stream=None) -> None:
+    """Print one line to ``stream`` (default stderr) as the terminal may show it: escape codes,
+    line breaks and bidi overrides escaped, length capped (explain.names.printable)."""
+    print(printable(line), file=stream or sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +71,22 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return found
 
 
+# How a message lists details (the problems of a config) on lines of their own; any other line
+# break in a message is text from a file and is shown escaped.
+DETAIL = "\n  "
+
+
 def _print_error(exc: BaseException) -> int:
-    """A user error as one line on stderr (an OSError names its file); the exit code."""
+    """A user error as one line on stderr (an OSError names its file), or one line and its
+    indented detail lines; every line escaped (printable). Returns the exit code."""
     if isinstance(exc, OSError):
         from explain.names import short
         where = f"{short(exc.filename)}: " if exc.filename else ""
         exc = f"{where}{exc.strerror or exc}"
-    print(f"explain: error: {exc}", file=sys.stderr)
+    first, *details = str(exc).split(DETAIL)
+    say(f"explain: error: {first}")
+    for detail in details:  # each problem of a config with several, indented
+        say(DETAIL[1:] + detail)
     return EXIT_USER_ERROR
 
 
@@ -85,7 +105,7 @@ def report_main(argv: list[str]) -> int:
         if args.debug:
             raise
         return _print_error(exc)
-    print(f"explain: report -> {page}", file=sys.stderr)
+    say(f"explain: report -> {page}")
     return 0
 
 
@@ -131,13 +151,51 @@ def layers_main(argv: list[str]) -> int:
         if args.debug:
             raise
         return _print_error(exc)
-    print(f"{cfg.source.name}: {len(rows)} modules, input {tuple(x.shape)} "
-          f"({first.ref.path.name})")
-    print(table)
+    say(f"{cfg.source.name}: {len(rows)} modules, input {tuple(x.shape)} "
+        f"({first.ref.path.name})", sys.stdout)
+    print(table)  # each cell passed printable in format_table
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the command line: the message passes printable."""
+    _SHOW_WARNING[0](printable(message), category, filename, lineno, file, line)
+
+
+def _show_uncaught(kind, exc, tb) -> None:
+    """sys.excepthook for the command line: a traceback (a bug, or --debug) whose lines pass
+    printable; an exception message of several lines gets its later lines indented, so no
+    text in it can pass for a line of explain's own."""
+    import traceback
+    shown = traceback.TracebackException(kind, exc, tb)
+    messages, todo = set(), [shown]
+    while todo:
+        one = todo.pop()
+        messages.update(one.format_exception_only())
+        todo += [e for e in (one.__cause__, one.__context__) if e is not None]
+    for chunk in shown.format():
+        lines = (chunk[:-1] if chunk.endswith("\n") else chunk).split("\n")
+        if chunk in messages:
+            lines = lines[:1] + ["    " + line for line in lines[1:]]
+        sys.stderr.write("".join(printable(line, 10 ** 5) + "\n" for line in lines))
+
+
+_SHOW_WARNING = [None]
+
+
+def _guard_terminal() -> None:
+    """When explain runs as a program: warnings and uncaught tracebacks (which quote texts
+    from files too) pass printable like every other line."""
+    import warnings
+    if _SHOW_WARNING[0] is None:
+        _SHOW_WARNING[0] = warnings.showwarning
+        warnings.showwarning = _show_warning
+    sys.excepthook = _show_uncaught
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    if argv is None:  # the program, not a test calling main([...])
+        _guard_terminal()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"] and not Path("report").is_file():  # not a config named 'report'
         return report_main(argv[1:])
@@ -153,7 +211,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         from explain.runner import RunOptions, run
         run(cfg, RunOptions(out_root=args.out.resolve() if args.out else None,
                             overwrite=args.overwrite, resume=args.resume,
-                            progress=not args.quiet))
+                            progress=not args.quiet, log=say))
     except (ExplainError, OSError) as exc:  # OSError: disk full, read-only folder, ...
         if args.debug:
             raise

@@ -17,11 +17,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.heads import Head
 from explain.layouts import Layout, Mode, usable_layout
 from explain.model import non_inplace, preserved_state
-from explain.names import quote, suggest
+from explain.names import NAME_LIMIT, printable, quote, suggest
 
 # Modules that only pool, copy, drop or flatten what they get: their output is no better a
 # representation than their input (pooling is worse: it blurs or removes the positions).
@@ -128,7 +128,7 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
         except ExplainError:
             raise
         except Exception as exc:  # shapes that do not fit the network, mostly
-            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            text = first_line(exc)
             raise ExplainError(f"model: the forward pass failed on a {input_hw[0]}x{input_hw[1]} "
                                f"input ({type(exc).__name__}: {text}); check preprocess.size "
                                f"and the model's input size") from None
@@ -270,24 +270,29 @@ def _mark(row: LayerRow, auto: Optional[LayerRow]) -> str:
 
 
 def _cut(text: str, width: int) -> str:
+    """``text`` for a table cell of ``width``: escaped (explain.names.printable), then cut."""
+    text = printable(text, NAME_LIMIT)
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def format_table(rows: list[LayerRow]) -> str:
     """The text ``explain layers`` prints: one line per module (name, type, output shape, how
-    a CAM can read it), the auto pick marked, then a short legend."""
+    a CAM can read it), the auto pick marked, then a short legend. Names and types from the
+    model are escaped (explain.names.printable): each row stays one line."""
     try:
         auto: Optional[LayerRow] = auto_layer(rows)
     except ExplainError:
         auto = None
     table = [("layer", "type", "output", "CAM")] + \
-        [(r.name, _cut(r.type, 24), _cut(r.output, 28), _mark(r, auto)) for r in rows]
+        [(printable(r.name, NAME_LIMIT), _cut(r.type, 24), _cut(r.output, 28), _mark(r, auto))
+         for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line[:3], widths)) + "  " + line[3]
              for line in table]
     lines = [line.rstrip() for line in lines]
     lines.append("")
-    lines.append(f"auto: {auto.name} (the last layer before the head a CAM can use)" if auto
+    lines.append(f"auto: {printable(auto.name, NAME_LIMIT)} (the last layer before the head a "
+                 f"CAM can use)" if auto
                  else "auto: no layer a CAM can use; see the CAM column")
     lines += LEGEND
     return "\n".join(lines)
