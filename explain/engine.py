@@ -35,7 +35,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from torch import nn
 
 from explain.config import MethodSpec
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.heads import Head
 from explain.layouts import Layout, LayoutError, Mode, infer_layout
 from explain.methods import CALL_OPTIONS, INSTANCE_OPTIONS, SHARED_PASS, registry
@@ -123,6 +123,17 @@ class EngineOptions:
     head: Head = Head()  # which score a map explains
     reshape: Mode = "auto"  # how layer outputs map to (B, C, h, w): explain.layouts
     seed: int = 0  # for methods that draw random numbers; global generators are left as found
+
+
+def _finite(values: torch.Tensor, what: str) -> None:
+    """One-line ExplainError when ``values`` (batch first) hold NaN or infinite numbers: maps
+    and probabilities made from them would be NaN, written as if they were results."""
+    bad = ~torch.isfinite(values.detach()).flatten(1).all(dim=1) if values.ndim > 1 else \
+        ~torch.isfinite(values.detach())
+    if bool(bad.any()):
+        raise ExplainError(f"{what}, for {int(bad.sum())} of {len(bad)} image(s) in the batch; "
+                           f"the model's weights (or what it computes) are not finite, so no "
+                           f"map or probability can be made")
 
 
 class CamEngine:
@@ -292,6 +303,9 @@ class CamEngine:
             if act is None:
                 raise ExplainError(f"{self._name(i)}: the layer is not used in the model's "
                                    f"forward pass; pick one that is (explain layers CONFIG)")
+        for i, act in enumerate(captured):  # the earliest trouble first: layers, then outputs
+            _finite(act, f"{self._name(i)}: NaN or infinite values in the layer's output")
+        _finite(logits, "model: NaN or infinite values in the outputs (logits)")
         self.layouts, self.shapes = [], []
         for i, act in enumerate(captured):
             try:
@@ -326,6 +340,8 @@ class CamEngine:
                 if g is None:
                     raise ExplainError(f"{self._name(i)}: the class scores do not depend on "
                                        f"this layer; pick a layer before the classifier output")
+                _finite(g, f"{self._name(i)}: NaN or infinite values in the gradient of the "
+                           f"class scores at the layer")
             out.append([layout(g.detach()).float().cpu().numpy()
                         for layout, g in zip(self.layouts, grads)])
         return out
@@ -380,7 +396,7 @@ class CamEngine:
             except ExplainError:
                 raise
             except Exception as exc:  # the library cannot run this method on this model
-                text = (str(exc).strip().splitlines() or [""])[0][:160]
+                text = first_line(exc)
                 raise ExplainError(f"{spec.name}: the library failed on this model/layer "
                                    f"({type(exc).__name__}: {text})") from None
             finally:
