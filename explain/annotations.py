@@ -8,7 +8,12 @@ Boxes come from the config (``annotations.boxes``: image -> class -> boxes) and/
 - JSON: a list of objects with the same keys;
 - Pascal VOC XML (one ``<annotation>`` per file: ``filename`` and ``object``/``name``/
   ``bndbox``), or a folder of such files. VOC counts pixels from 1 with inclusive corners,
-  so ``xmin`` becomes ``xmin - 1`` and ``xmax`` stays.
+  so ``xmin`` becomes ``xmin - 1`` and ``xmax`` stays. XML is parsed from its bytes (UTF-8 or
+  UTF-16, with or without a byte-order mark) and a document type declaration is refused by the
+  parser itself, so no entity is ever declared or expanded, whatever the encoding.
+
+Every file is bounded (MAX_FILE_BYTES, MAX_XML_ELEMENTS, MAX_BOXES in all) and every problem
+is one ExplainError line naming the file and its line, item or object.
 
 Coordinates are x0, y0, x1, y1 in the pixels of the image as displayed (EXIF orientation
 applied, as explain decodes it), x1 and y1 exclusive. An image is named by its id in the
@@ -21,6 +26,7 @@ import csv
 import io
 import json
 import xml.etree.ElementTree as ET
+from xml.parsers import expat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -28,17 +34,19 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image
 
-from explain.config import Config, box_problem
+from explain.config import Config, box_problem, read_bounded_bytes, read_bounded_text
 from explain.errors import ExplainError
-from explain.names import quote, suggest
+from explain.names import quote, short, suggest
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_VOC_FILES = 100_000
+MAX_XML_ELEMENTS = 100_000  # in one VOC file (an object is about a dozen)
+MAX_BOXES = 1_000_000  # in all the files of a run
 EXIF_ORIENTATION = 0x0112
 COLUMNS = ("image", "class", "x0", "y0", "x1", "y1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Box:
     """One ground-truth box in original image pixels, and where it was given (for messages)."""
     image: str
@@ -86,6 +94,7 @@ def load_boxes(cfg: Config) -> BoxSet:
     if spec.file is not None:
         path = cfg.resolve(spec.file)
         boxes += read_box_file(path, list(cfg.classes))
+    _count(len(boxes), "annotations")
     return BoxSet(boxes)
 
 
@@ -98,29 +107,30 @@ def read_box_file(path: Path, classes: list[str]) -> list[Box]:
         if len(files) > MAX_VOC_FILES:
             raise ExplainError(f"annotations.file: {path}: {len(files)} files; at most "
                                f"{MAX_VOC_FILES}")
-        return [box for f in files for box in _read_voc(f, _text(f), classes)]
+        boxes: list[Box] = []
+        for f in files:
+            boxes += _read_voc(f, _bytes(f), classes)
+            _count(len(boxes), path)
+        return boxes
     if not path.is_file():
         raise ExplainError(f"annotations.file: file not found: {path}")
-    text = _text(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path, text, classes)
+        return _read_csv(path, _text(path), classes)
     if suffix == ".json":
-        return _read_json(path, text, classes)
+        return _read_json(path, _text(path), classes)
     if suffix == ".xml":
-        return _read_voc(path, text, classes)
+        return _read_voc(path, _bytes(path), classes)
     raise ExplainError(f"annotations.file: {path}: expected a .csv, .json or Pascal VOC .xml "
                        f"file, or a folder of .xml files")
 
 
 def _text(path: Path) -> str:
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ExplainError(f"{path}: {path.stat().st_size} bytes; an annotation file is at most "
-                           f"{MAX_FILE_BYTES} bytes")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ExplainError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    return read_bounded_text(path, MAX_FILE_BYTES, "an annotation file", encoding="utf-8-sig")
+
+
+def _bytes(path: Path) -> bytes:
+    return read_bounded_bytes(path, MAX_FILE_BYTES, "an annotation file")
 
 
 def _box(row: dict, where: str, classes: list[str]) -> Box:
@@ -134,47 +144,94 @@ def _box(row: dict, where: str, classes: list[str]) -> Box:
                            f"{suggest(cls, classes)} (named: {', '.join(classes)})")
     try:
         values = tuple(float(row[k]) for k in COLUMNS[2:])
-    except (TypeError, ValueError):
-        raise ExplainError(f"{where}: x0, y0, x1, y1 must be numbers "
-                           f"(got {quote([row[k] for k in COLUMNS[2:]])})") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit JSON integer
+        raise ExplainError(f"{where}: x0, y0, x1, y1 must be numbers of at most about 1e308 "
+                           f"(got {short(quote([row[k] for k in COLUMNS[2:]]), 120)})") from None
     problem = box_problem(values)
     if problem:
         raise ExplainError(f"{where}: box {list(values)} {problem}")
     return Box(image, cls, *values, where)
 
 
+def _count(boxes: int, where: object) -> None:
+    if boxes > MAX_BOXES:
+        raise ExplainError(f"{where}: more than {MAX_BOXES} boxes (the most a run takes); split "
+                           f"the file")
+
+
 def _read_csv(path: Path, text: str, classes: list[str]) -> list[Box]:
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or not set(COLUMNS) <= {f.strip() for f in reader.fieldnames}:
-        raise ExplainError(f"{path}: line 1: expected a header with the columns "
-                           f"{', '.join(COLUMNS)} (got {quote(reader.fieldnames)})")
     boxes = []
-    for row in reader:
-        row = {(k or "").strip(): v for k, v in row.items()}
-        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            continue  # a blank line
-        boxes.append(_box(row, f"{path}: line {reader.line_num}", classes))
+    try:  # csv.Error: a field over csv's limit (128 KiB), a NUL, a bad quote
+        fields = reader.fieldnames
+        if fields is None or not set(COLUMNS) <= {f.strip() for f in fields}:
+            raise ExplainError(f"{path}: line 1: expected a header with the columns "
+                               f"{', '.join(COLUMNS)} (got {short(quote(fields), 200)})")
+        for row in reader:
+            row = {(k or "").strip(): v for k, v in row.items()}
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                continue  # a blank line
+            _count(len(boxes) + 1, path)
+            boxes.append(_box(row, f"{path}: line {reader.line_num}", classes))
+    except csv.Error as exc:
+        raise ExplainError(f"{path}: line {max(reader.reader.line_num, 1)}: {exc}") from None
     return boxes
 
 
 def _read_json(path: Path, text: str, classes: list[str]) -> list[Box]:
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except ValueError as exc:  # also an integer over Python's 4300 digits
         raise ExplainError(f"{path}: not valid JSON ({str(exc)[:120]})") from None
+    except RecursionError:
+        raise ExplainError(f"{path}: the JSON is nested too deep (a box file is a list of "
+                           f"objects)") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise ExplainError(f"{path}: expected a list of objects with the keys "
                            f"{', '.join(COLUMNS)}")
+    _count(len(data), path)
     return [_box(row, f"{path}: item {i}", classes) for i, row in enumerate(data)]
 
 
-def _read_voc(path: Path, text: str, classes: list[str]) -> list[Box]:
-    if "<!ENTITY" in text:  # no entity expansion tricks in a box file
-        raise ExplainError(f"{path}: XML entity declarations are not allowed in an annotation file")
+class _Refused(Exception):
+    """Raised in an expat handler: the parse stops at once, with this message."""
+
+
+def parse_xml(path: Path, data: bytes) -> ET.Element:
+    """The element tree of an XML file's bytes (expat finds the encoding: UTF-8, UTF-16 with
+    or without a BOM). Any document type declaration is refused by the parser as soon as it
+    starts, so no entity is declared or expanded whatever the encoding; at most
+    MAX_XML_ELEMENTS elements. ExplainError naming the file otherwise."""
+    parser, builder = expat.ParserCreate(), ET.TreeBuilder()
+    count = 0
+
+    def start(tag: str, attrs: dict) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_XML_ELEMENTS:
+            raise _Refused(f"over {MAX_XML_ELEMENTS} XML elements; a VOC file describes one image")
+        builder.start(tag, attrs)
+
+    def refuse(*_) -> None:
+        raise _Refused("a document type declaration (<!DOCTYPE ...>, entities) is not allowed "
+                       "in an annotation file")
+
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = refuse
+    parser.UnparsedEntityDeclHandler = parser.ExternalEntityRefHandler = refuse
+    parser.StartElementHandler, parser.EndElementHandler = start, builder.end
+    parser.CharacterDataHandler = builder.data
     try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
+        parser.Parse(data, True)
+    except _Refused as exc:
+        raise ExplainError(f"{path}: {exc}") from None
+    except expat.ExpatError as exc:
         raise ExplainError(f"{path}: not valid XML ({exc})") from None
+    return builder.close()
+
+
+def _read_voc(path: Path, data: bytes, classes: list[str]) -> list[Box]:
+    root = parse_xml(path, data)
     image = (root.findtext("filename") or "").strip()
     if root.tag != "annotation" or not image:
         raise ExplainError(f"{path}: not a Pascal VOC file (<annotation> with <filename>)")

@@ -8,6 +8,7 @@ line (``--out``) are relative to the working directory, as usual for command-lin
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -37,9 +38,18 @@ DOTTED = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?")
 LAYER = re.compile(r"[\w.-]+")
 
 
+def is_finite(value: float) -> bool:
+    """Whether a number is finite; an integer too large for a float (a 400-digit number
+    written in a file) is not, instead of an OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _finite(values: tuple[float, ...], what: str) -> tuple[float, ...]:
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{what} must be finite numbers")
+    if not all(is_finite(v) for v in values):
+        raise ValueError(f"{what} must be finite numbers (at most about 1e308)")
     return values
 
 
@@ -105,6 +115,9 @@ class Preprocess(_Section):
     mean: tuple[Number, Number, Number] = IMAGENET_MEAN
     std: tuple[Number, Number, Number] = IMAGENET_STD
     max_pixels: Int = Field(40_000_000, ge=1, le=250_000_000)
+    # image files larger than this are refused before they are read (stat); 256 MiB holds an
+    # uncompressed 16-bit RGB TIFF of 40 MP (the max_pixels default); at most 1 GiB
+    max_bytes: Int = Field(256 * 2**20, ge=1024, le=2**30)
     # torch: (x/255 - mean) / std; caffe: BGR, 0..255 minus the ImageNet BGR mean (VGG16's
     # preprocess_input); tf: x/127.5 - 1 (MobileNet, Inception)
     mode: Literal["torch", "caffe", "tf"] = "torch"
@@ -306,7 +319,8 @@ class Annotations(_Section):
                 for box in boxes:
                     problem = box_problem(box)
                     if problem:
-                        raise ValueError(f"{image}.{name}: box {list(box)} {problem}")
+                        raise ValueError(f"{short(image, 60)}.{short(name, 60)}: box "
+                                         f"{short(list(box), 120)} {problem}")
         return v
 
     @property
@@ -316,8 +330,8 @@ class Annotations(_Section):
 
 def box_problem(box: tuple) -> Optional[str]:
     """Why (x0, y0, x1, y1) is not a usable box, or None."""
-    if not all(isinstance(n, (int, float)) and math.isfinite(n) for n in box):
-        return "must hold four finite numbers"
+    if not all(isinstance(n, (int, float)) and is_finite(n) for n in box):
+        return "must hold four finite numbers (at most about 1e308)"
     x0, y0, x1, y1 = box
     if min(x0, y0) < 0:
         return "has a negative coordinate"
@@ -568,6 +582,19 @@ class _StrictLoader(yaml.SafeLoader):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):
+        """An integer; one over Python's digit limit (4300) is a YAML error on its line."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the integer {short(str(node.value), 40)} has "
+                            f"{len(str(node.value))} characters; too many digits",
+                node.start_mark) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
 
 def _expanded_size(node: yaml.Node, limit: int) -> int:
     """Nodes visited when aliases are expanded, counting no further than ``limit`` + 1."""
@@ -718,16 +745,31 @@ def apply_override(data: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def read_bounded_bytes(path: Path, limit: int, what: str) -> bytes:
+    """A file of at most ``limit`` bytes (``what``: 'a config', 'a list'), read whole, once:
+    its size is checked on the open file before reading, and no more than ``limit`` + 1 bytes
+    are ever read (a file that grows meanwhile, or a device, is refused the same way)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(limit + 1) if size <= limit else b""
+    if size > limit or len(data) > limit:
+        raise ExplainError(f"{path}: {max(size, len(data))} bytes; {what} is at most {limit} "
+                           f"bytes")
+    return data
+
+
 def read_bounded_text(path: Path, limit: int, what: str, encoding: str = "utf-8") -> str:
     """A text file of at most ``limit`` bytes (``what``: 'a config', 'a list'), read whole;
-    one-line ExplainError naming it when it is larger or not text."""
-    size = path.stat().st_size
-    if size > limit:
-        raise ExplainError(f"{path}: {size} bytes; {what} is at most {limit} bytes")
+    one-line ExplainError naming it when it is larger or not UTF-8 text (a NUL character
+    means UTF-16 or a binary file, which would otherwise decode as UTF-8)."""
     try:
-        return path.read_text(encoding=encoding)
+        text = read_bounded_bytes(path, limit, what).decode(encoding)
     except UnicodeDecodeError as exc:
         raise ExplainError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    if "\x00" in text:
+        raise ExplainError(f"{path}: not a UTF-8 text file (it holds NUL characters: UTF-16, "
+                           f"or not text at all)")
+    return text
 
 
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> Config:

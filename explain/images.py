@@ -2,11 +2,16 @@
 
 Decoding uses ``cv2.IMREAD_COLOR``, which applies EXIF orientation and turns grayscale,
 palette, RGBA (alpha dropped) and 16-bit files into 8-bit BGR; we convert to RGB.
-Images over ``preprocess.max_pixels`` are refused before decoding (the header is read with
-Pillow), so a huge file cannot exhaust memory.
+Files over ``preprocess.max_bytes`` are refused before anything is read (the size of the open
+file), images over ``preprocess.max_pixels`` before decoding (the header is read with
+Pillow), so a huge file cannot exhaust memory; each file is read whole once, when decoded.
 
 ``images`` entries are files, folders, globs, or labelled datasets (``{labelled: PATH}``: an
 ImageFolder-style tree or a .csv / .json list), whose images carry ``ImageRef.label``.
+
+Links: what the config (or a list's row) names may be a link, as the user chose it; what a
+folder, a glob or a labelled tree *finds* is never a link nor reached through one (skipped
+with a note), so a shared dataset holding ``cat -> /`` reads nothing outside itself.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import glob
 import io
 import json
 import os
+import stat
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -56,19 +64,40 @@ class Prepared:
 MAX_IMAGES = 1_000_000  # files one images entry may expand to (a link loop stops here)
 
 
-def _matches(pattern: str, where: str) -> list[Path]:
+def _matches(pattern: str, where: str, links: list[Path]) -> list[Path]:
     """Files a glob matches, at most MAX_IMAGES. pathlib's '**' does not descend into linked
-    folders, so a symbolic link loop cannot make it run forever."""
+    folders, so a symbolic link loop cannot make it run forever; a match that is a link, or
+    lies under a linked folder below the pattern's fixed start, is put in ``links``."""
     parts = Path(pattern).parts
     first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:first])
     found = []
-    for path in Path(*parts[:first]).glob(str(Path(*parts[first:]))):
+    for path in base.glob(str(Path(*parts[first:]))):
         if len(found) >= MAX_IMAGES:
             raise ExplainError(f"{where}: the pattern matches over {MAX_IMAGES} files; "
                                f"split the images into several runs")
-        if path.is_file():
+        rel = path.relative_to(base).parts
+        if any((base.joinpath(*rel[:k])).is_symlink() for k in range(1, len(rel) + 1)):
+            links.append(path)
+        elif path.is_file():
             found.append(path)
     return sorted(found)
+
+
+LINKS_SKIPPED = "symbolic link(s) in"
+
+
+def _link_note(root: Path, links: list[Path], inside: str) -> list[str]:
+    """The note for symbolic links found (and not followed) under ``root``."""
+    return [f"skipped {len(links)} {LINKS_SKIPPED} {short(root)} (e.g. {short(min(links))}): "
+            f"links found in {inside} are not followed; name a linked file or folder in the "
+            f"config to use it"] if links else []
+
+
+def _links_hint(notes: list[str]) -> str:
+    """' (...)' when these notes skipped links: why a folder held no usable file."""
+    hint = any(LINKS_SKIPPED in note for note in notes)
+    return " (symbolic links there are not followed)" if hint else ""
 
 
 Found = tuple[Path, bool, Optional[str]]  # a file, whether from a folder/glob/list, its label
@@ -83,29 +112,42 @@ def find_images(cfg: Config) -> tuple[list[ImageRef], list[str]]:
         where = f"images[{i}]"
         if isinstance(entry, LabelledImages):
             paths += labelled_files(cfg, entry, where, notes)
-            continue
-        try:
-            path = cfg.resolve(entry)
-            if glob.has_magic(entry):
-                candidates = [(p, True) for p in _matches(str(path), where)]
-                if not candidates:
-                    raise ExplainError(f"{where}: the pattern {quote(entry)} matches no file")
-            elif path.is_dir():
-                candidates = [(p, True) for p in sorted(path.iterdir()) if p.is_file()]
-            elif path.is_file():
-                candidates = [(path, False)]
-            else:
-                raise ExplainError(f"{where}: image not found: {short(path)}")
-        except OSError as exc:  # a name too long, a folder we may not read
-            raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
-        images = [(p, f, None) for p, f in candidates
-                  if not f or p.suffix.lower() in IMAGE_SUFFIXES]
-        notes += [f"skipped {short(p)} (not an image file)" for p, f in candidates
-                  if f and p.suffix.lower() not in IMAGE_SUFFIXES]
-        if not images:
-            raise ExplainError(f"{where}: no image files in {quote(entry)}")
-        paths += images
+        else:
+            paths += _plain_files(cfg, entry, where, notes)
     return _with_ids(paths), notes
+
+
+def _plain_files(cfg: Config, entry: str, where: str, notes: list[str]) -> list[Found]:
+    """The files of one plain ``images`` entry: a file, a folder's files or a glob's matches
+    (links found in a folder or by a glob are skipped with a note)."""
+    links: list[Path] = []
+    before = len(notes)
+    try:
+        path = cfg.resolve(entry)
+        if glob.has_magic(entry):
+            candidates = [(p, True) for p in _matches(str(path), where, links)]
+            notes += _link_note(path, links, "a glob")
+            if not candidates:
+                raise ExplainError(f"{where}: the pattern {quote(entry)} matches no file"
+                                   f"{_links_hint(notes[before:])}")
+        elif path.is_dir():
+            listed = sorted(path.iterdir())
+            links = [p for p in listed if p.is_symlink()]
+            candidates = [(p, True) for p in listed if not p.is_symlink() and p.is_file()]
+            notes += _link_note(path, links, "a folder")
+        elif path.is_file():
+            candidates = [(path, False)]
+        else:
+            raise ExplainError(f"{where}: image not found: {short(path)}")
+    except OSError as exc:  # a name too long, a folder we may not read
+        raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
+    images = [(p, f, None) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
+    notes += [f"skipped {short(p)} (not an image file)" for p, f in candidates
+              if f and p.suffix.lower() not in IMAGE_SUFFIXES]
+    if not images:
+        raise ExplainError(f"{where}: no image files in {quote(entry)}"
+                           f"{_links_hint(notes[before:])}")
+    return images
 
 
 # ---- labelled datasets: {labelled: PATH} ---------------------------------------------------
@@ -120,6 +162,7 @@ def labelled_files(cfg: Config, spec: LabelledImages, where: str,
     classes (or, with ``skip_unknown``, are skipped with a note)."""
     where = f"{where}.labelled"
     path = cfg.resolve(spec.labelled)
+    before = len(notes)
     try:
         if path.is_dir():
             found = _image_folder(path, list(cfg.classes), spec.skip_unknown, (where, notes))
@@ -130,19 +173,25 @@ def labelled_files(cfg: Config, spec: LabelledImages, where: str,
     except OSError as exc:
         raise ExplainError(f"{where}: {short(exc.filename or path)}: {exc.strerror}") from None
     if not found:
-        raise ExplainError(f"{where}: no labelled image files in {short(path)}")
+        raise ExplainError(f"{where}: no labelled image files in {short(path)}"
+                           f"{_links_hint(notes[before:])}")
     return found
 
 
 def _image_folder(root: Path, classes: list[str], skip_unknown: bool,
                   report: tuple[str, list[str]]) -> list[Found]:
-    """``root/<class>/...``: every image file under a class folder (subfolders included,
-    linked folders not followed), labelled with the folder's name. Hidden entries are
-    ignored; files directly in ``root`` are noted and skipped."""
+    """``root/<class>/...``: every image file under a class folder (subfolders included),
+    labelled with the folder's name. Hidden entries are ignored; files directly in ``root``
+    are noted and skipped; a symbolic link anywhere below ``root`` (a class folder, a
+    subfolder, a file) is never followed: it is skipped with a note."""
     where, notes = report
     found: list[Found] = []
+    links: list[Path] = []
     for sub in sorted(root.iterdir()):
         if sub.name.startswith("."):
+            continue
+        if sub.is_symlink():
+            links.append(sub)
             continue
         if not sub.is_dir():
             notes.append(f"skipped {short(sub)} (not in a class folder of {short(root)})")
@@ -155,11 +204,14 @@ def _image_folder(root: Path, classes: list[str], skip_unknown: bool,
                                f"class{suggest(sub.name, classes)} (classes: "
                                f"{', '.join(classes)}); rename it, add the class, or set "
                                f"skip_unknown: true")
-        for folder, dirs, files in os.walk(sub):  # does not follow linked folders
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                file = Path(folder) / name
-                if name.startswith(".") or not file.is_file():
+        for folder, dirs, files in os.walk(sub):  # does not descend into linked folders
+            here = Path(folder)
+            linked = {d for d in dirs if not d.startswith(".") and (here / d).is_symlink()}
+            links += [here / d for d in linked]
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
+            for file in (here / name for name in sorted(files) if not name.startswith(".")):
+                if file.is_symlink() or not file.is_file():
+                    links += [file] if file.is_symlink() else []
                     continue
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
                     notes.append(f"skipped {short(file)} (not an image file)")
@@ -168,6 +220,7 @@ def _image_folder(root: Path, classes: list[str], skip_unknown: bool,
                     raise ExplainError(f"{where}: {short(root)} holds over {MAX_IMAGES} images; "
                                        f"split the dataset into several runs")
                 found.append((file, True, sub.name))
+    notes += _link_note(root, links, "a labelled tree")
     return found
 
 
@@ -175,7 +228,8 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool,
                 report: tuple[str, list[str]]) -> list[Found]:
     """A ``.csv`` (header ``path,label``) or ``.json`` (list of ``{path, label}``) list of
     labelled images; paths relative to the list's folder. Every row names an existing
-    image file and a named class, else one line naming the file and row."""
+    image file and a named class, else one line naming the file and row. A row names its file
+    as the config does: it may lie outside the list's folder or be a link (followed)."""
     where, notes = report
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".json"):
@@ -223,12 +277,12 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool,
 
 def _csv_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
     reader = csv.DictReader(io.StringIO(text))
-    fields = [(f or "").strip() for f in reader.fieldnames or []]
-    if not {"path", "label"} <= set(fields):
-        raise ExplainError(f"{short(path)}: line 1: expected a header with the columns path, "
-                           f"label (got {quote(reader.fieldnames)})")
     rows = []
-    try:
+    try:  # csv.Error: a field over csv's limit (128 KiB), a NUL, a bad quote
+        fields = [(f or "").strip() for f in reader.fieldnames or []]
+        if not {"path", "label"} <= set(fields):
+            raise ExplainError(f"{short(path)}: line 1: expected a header with the columns "
+                               f"path, label (got {short(quote(reader.fieldnames), 200)})")
         for row in reader:
             row = {(k or "").strip(): v for k, v in row.items()}
             values = [v for v in row.values() if isinstance(v, str)]
@@ -236,8 +290,9 @@ def _csv_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
                 continue  # a blank line
             rows.append((f"{short(path)}: line {reader.line_num}",
                          (row.get("path") or "").strip(), (row.get("label") or "").strip()))
-    except csv.Error as exc:
-        raise ExplainError(f"{short(path)}: line {reader.line_num}: {exc}") from None
+    except csv.Error as exc:  # the line being read (DictReader counts only finished rows)
+        raise ExplainError(f"{short(path)}: line {max(reader.reader.line_num, 1)}: {exc}") \
+            from None
     return rows
 
 
@@ -246,6 +301,9 @@ def _json_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
         data = json.loads(text)
     except ValueError as exc:
         raise ExplainError(f"{short(path)}: not valid JSON ({str(exc)[:120]})") from None
+    except RecursionError:
+        raise ExplainError(f"{short(path)}: the JSON is nested too deep (a list is a list of "
+                           f"{{path, label}} objects)") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise ExplainError(f"{short(path)}: expected a list of objects with the keys path, label")
     rows = []
@@ -259,15 +317,12 @@ def _json_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
 
 
 def precheck(ref: ImageRef, spec: Preprocess) -> None:
-    """The checks that need no decoding (header, size, complete JPEG), so a bad file the user
-    named is found before anything is written or deleted; ImageError if it fails."""
-    width, height = _header_size(ref.path)
-    _check_pixels(ref.path, width, height, spec.max_pixels)
-    with open(ref.path, "rb") as f:
-        data = f.read()
-    if data[:2] == b"\xff\xd8" and not jpeg_complete(data):
-        raise ImageError(f"{short(ref.path)}: truncated JPEG (no end-of-image marker after the "
-                         f"image data)")
+    """The checks that need no decoding (byte size, header, pixels, complete JPEG), so a bad
+    file the user named is found before anything is written or deleted; ImageError if it
+    fails. Only the header, the JPEG segment headers and the file's tail are read."""
+    with _open_image(ref.path, spec.max_bytes, spec.max_pixels) as (f, size, width, height):
+        if _read_at(f, 0, 2) == JPEG_START and not _jpeg_ends(partial(_read_at, f), size):
+            raise ImageError(f"{short(ref.path)}: {TRUNCATED}")
     try:
         input_size(height, width, spec)
     except ImageError as exc:
@@ -296,28 +351,57 @@ def _with_ids(paths: list[Found]) -> list[ImageRef]:
     return refs
 
 
-def _header_size(path: Path) -> tuple[int, int]:
+@contextmanager
+def _open_image(path: Path, max_bytes: int, max_pixels: int) -> Iterator[tuple]:
+    """(open file, bytes, width, height) of an image file, opened without following a link (ids
+    name resolved paths); ImageError when it cannot be opened, is not a regular file, is over
+    ``max_bytes`` (the open file's size, before anything is read) or ``max_pixels`` (header)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        with Image.open(path) as header:
-            return header.size
-    except Exception:
-        raise ImageError(f"{short(path)}: not a readable image") from None
+        f = os.fdopen(os.open(path, flags | getattr(os, "O_BINARY", 0)), "rb")
+    except OSError as exc:
+        raise ImageError(f"{short(path)}: cannot be read ({exc.strerror})") from None
+    with f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"{short(path)}: not a regular file")
+        if info.st_size > max_bytes:
+            raise ImageError(f"{short(path)}: {info.st_size} bytes is over preprocess.max_bytes "
+                             f"({max_bytes}); shrink the file or raise the limit")
+        try:
+            with Image.open(f) as header:  # Pillow reads the header only
+                width, height = header.size
+        except Exception:
+            raise ImageError(f"{short(path)}: not a readable image") from None
+        if width * height > max_pixels:
+            raise ImageError(f"{short(path)}: {width}x{height} is over preprocess.max_pixels "
+                             f"({max_pixels}); downscale it first or raise the limit")
+        yield f, info.st_size, width, height
 
 
-def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise ImageError(f"{short(path)}: {width}x{height} is over preprocess.max_pixels "
-                         f"({max_pixels}); downscale it first or raise the limit")
+def _read_at(f: BinaryIO, at: int, count: int) -> bytes:
+    f.seek(at)
+    return f.read(count)
 
 
-def read_rgb(path: Path, max_pixels: int) -> np.ndarray:
-    """Decode a file to uint8 RGB (H, W, 3); ImageError naming the file if it is unusable."""
-    width, height = _header_size(path)
-    _check_pixels(path, width, height, max_pixels)
-    data = np.fromfile(path, dtype=np.uint8)
-    if data[:2].tobytes() == b"\xff\xd8" and not jpeg_complete(data.tobytes()):
-        raise ImageError(f"{short(path)}: truncated JPEG (no end-of-image marker after the image data)")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+DEFAULT_MAX_BYTES: int = Preprocess.model_fields["max_bytes"].default
+JPEG_START, TRUNCATED = b"\xff\xd8", "truncated JPEG (no end-of-image marker after the image data)"
+
+
+def read_rgb(path: Path, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """Decode a file to uint8 RGB (H, W, 3); ImageError naming the file if it is unusable.
+    The byte size and the header's pixels are checked before the file is read (once)."""
+    with _open_image(path, max_bytes, max_pixels) as (f, size, _, _):
+        data = _read_at(f, 0, size + 1)
+    if len(data) != size:
+        raise ImageError(f"{short(path)}: the file changed while it was read")
+    if data[:2] == JPEG_START and not jpeg_complete(data):
+        raise ImageError(f"{short(path)}: {TRUNCATED}")
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a buffer over 2 GB, with max_bytes raised
+        raise ImageError(f"{short(path)}: OpenCV cannot decode it "
+                         f"({short(' '.join(str(exc).split()), 160)})") from None
     if bgr is None:
         raise ImageError(f"{short(path)}: corrupt or unsupported image data")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -328,17 +412,33 @@ def jpeg_complete(data: bytes) -> bool:
 
     The marker is looked for after the first start-of-scan segment, so an EXIF thumbnail's
     own marker does not count, and bytes a phone appends after the end are allowed."""
+    return _jpeg_ends(lambda at, n: data[at:at + n], len(data))
+
+
+MAX_JPEG_STEPS, TAIL_CHUNK = 10_000, 2**20  # segments before the scan (a photo: a few dozen)
+
+
+def _jpeg_ends(read: Callable[[int, int], bytes], size: int) -> bool:
+    """jpeg_complete on ``size`` bytes read through ``read(offset, count)``: segment headers
+    up to the first scan (at most MAX_JPEG_STEPS), then the end marker looked for backwards
+    from the end, so a complete file is decided by its tail without reading it all."""
     pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
+    for _ in range(MAX_JPEG_STEPS):
+        head = read(pos, 4)
+        if len(head) < 4 or head[0] != 0xFF:
             return False
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
+        if head[1] == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker == 0xDA:  # start of scan: entropy-coded data follows
-            return data.find(b"\xff\xd9", pos) != -1
-        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if head[1] == 0xDA:  # start of scan: entropy-coded data follows
+            break
+        pos += 2 + int.from_bytes(head[2:4], "big")
+    end = size
+    while end > pos:
+        start = max(pos, end - TAIL_CHUNK)
+        if b"\xff\xd9" in read(start, end - start + 1):  # one byte more: a marker across
+            return True
+        end = start
     return False
 
 
@@ -385,7 +485,7 @@ def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndar
 
 
 def prepare(ref: ImageRef, spec: Preprocess) -> Prepared:
-    rgb = read_rgb(ref.path, spec.max_pixels)
+    rgb = read_rgb(ref.path, spec.max_pixels, spec.max_bytes)
     try:
         tensor, scaled = preprocess(rgb, spec)
     except ImageError as exc:
