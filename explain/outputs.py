@@ -77,25 +77,32 @@ class RunFolder:
         """A read-only descriptor of ``rel`` when it is a regular file reached without a
         symbolic link (folder by folder, each opened relative to the last), else None."""
         parts = self.path(rel, reading=True).relative_to(self.root).parts
-        nofollow = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            here = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | nofollow)
-        except OSError:
+            if os.open not in os.supports_dir_fd:  # no openat: look at each folder first
+                for n in range(1, len(parts)):
+                    if not stat.S_ISDIR(os.lstat(self.root.joinpath(*parts[:n])).st_mode):
+                        return None
+                fd = os.open(self.root.joinpath(*parts), os.O_RDONLY | nofollow)
+            else:
+                fd = self._open_at(parts, nofollow)
+        except OSError:  # missing, a link (ELOOP), not a folder
             return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device, a folder
+            os.close(fd)
+            return None
+        return fd
+
+    def _open_at(self, parts: tuple[str, ...], nofollow: int) -> int:
+        here = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | nofollow)
         try:
             for part in parts[:-1]:
                 inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=here)
                 os.close(here)
                 here = inner
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | nofollow, dir_fd=here)
-        except OSError:  # missing, a link (ELOOP), not a folder
-            return None
+            return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | nofollow, dir_fd=here)
         finally:
             os.close(here)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device, a folder
-            os.close(fd)
-            return None
-        return fd
 
     def has_file(self, rel: str) -> bool:
         """Whether ``rel`` is a regular file inside the folder, reached without a link."""
@@ -458,4 +465,7 @@ class RunLock:
 
     def __del__(self) -> None:  # a folder object dropped without release()
         if getattr(self, "fd", None) is not None:
-            self.release()
+            try:
+                self.release()
+            except Exception:  # at interpreter exit: the OS drops the lock anyway
+                pass

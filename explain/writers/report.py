@@ -413,9 +413,14 @@ class ShownConfig(BaseModel):
 def shown_config(config: Any, where: Path) -> dict[str, Any]:
     """``config`` checked as ShownConfig (ExplainError naming ``where`` and the field)."""
     try:
-        return ShownConfig.model_validate(config).model_dump(mode="json")
+        shown = ShownConfig.model_validate(config)
     except ValidationError as exc:
         raise ExplainError(f"{where}: config.{why(exc)}; the run folder is damaged") from None
+    try:
+        return shown.model_dump(mode="json")
+    except (ValueError, RecursionError):  # nested past the serialiser's depth
+        raise ExplainError(f"{where}: config: nested too deeply; the run folder is "
+                           f"damaged") from None
 
 
 def _read_json(run: RunFolder, rel: str, what: str) -> Any:
