@@ -257,8 +257,8 @@ def _ours(folder: Path, flag: str) -> None:
     if folder.is_symlink():
         raise ExplainError(f"{flag}: {folder} is a symbolic link; refusing to use it")
     if not (folder / RUN_MARKER).is_file():
-        if (folder / LOCK_FILE).is_file():  # a run that has just made the folder
-            raise ExplainError(f"{flag}: {folder} is being claimed by another explain run")
+        if (folder / LOCK_FILE).is_file():  # a run that has just made the folder, or its remains
+            RunLock.take(folder, flag).release()  # refused while that run lives
         raise ExplainError(f"{flag}: {folder} was not written by explain; refusing to touch it")
 
 

@@ -19,6 +19,7 @@ from explain.errors import ExplainError
 from explain.names import quote
 from explain.outputs import RunFolder
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".webp")  # of the overlays (output.image_format)
 MAX_SIDE = 1 << 16  # pixels: an input side explain records (its own limit is far below)
 
 
@@ -274,15 +275,15 @@ def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
                  ext: str) -> Optional[str]:
     """What makes an interrupted run's entry unfit for --resume with these methods, class
     names and picture extension (one map per class x method, under the file name the run
-    gives it), or None."""
+    gives it: ``ext`` or another picture format, as a run of fewer images chose), or None."""
     seen: dict[tuple[str, str], int] = {}
     for rec in entry.cams:
         if rec.method not in methods or rec.class_name not in classes:
             return f"a map of {quote(rec.class_name)} by {quote(rec.method)}, not a class and " \
                    f"method of this run"
-        expected = f"cams/{rec.method}/{entry.id}__{rec.class_name}{ext}"
-        if rec.file != expected:
-            return f"map file {quote(rec.file)}, expected {quote(expected)}"
+        expected = f"cams/{rec.method}/{entry.id}__{rec.class_name}"
+        if rec.file not in [expected + suffix for suffix in PICTURE_SUFFIXES]:
+            return f"map file {quote(rec.file)}, expected {quote(expected + ext)}"
         key = (rec.class_name, rec.method)
         seen[key] = seen.get(key, 0) + 1
     for cls in dict.fromkeys(r.class_name for r in entry.cams):

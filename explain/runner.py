@@ -1,9 +1,10 @@
 """One experiment, start to finish: config -> model -> images -> engine -> writers -> summary.
 
 Everything that can fail early is checked before the results folder is touched: the config,
-the images, the model file, the layers, and one forward pass (outputs vs class indices,
-layers used and shaped as feature maps). Only then is a folder claimed, or, with
-``--overwrite``, an earlier run replaced. Under torchrun every rank runs these checks, a failure
+the images, the model file, the layers, one forward pass (outputs vs class indices, layers
+used and shaped as feature maps) and the writers' own inputs (annotation boxes against their
+images, reference maps: ``Writer.prepare``). Only then is a folder claimed and locked, or,
+with ``--overwrite``, an earlier run replaced (never one a live run holds). Under torchrun every rank runs these checks, a failure
 on one stops them all, rank 0 claims the folder, each rank explains its share of the images and
 rank 0 finishes the run from every rank's item files (explain.distributed).
 """
@@ -347,7 +348,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
     if opts.resume:
         summary.notes.append(f"resumed: {len(entries)} image(s) kept from the interrupted run, "
                              f"{len(todo)} computed now")
-    todo = ranks.shard(todo)  # under torchrun: this rank's share
+    todo, targets = ranks.shard(todo), cfg.target_classes()  # under torchrun: this rank's share
     summary.notes.append(
         f"inplace guard on: {engine.inplace_switched} inplace module(s) made non-inplace for the "
         f"run and hooked activations copied, so CAMs use the layer's true output"
@@ -358,7 +359,6 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
         for writer in writers:
             writer.start(ctx)
     distributed.drop_kept(ranks, writers)
-    targets = cfg.target_classes()
     slots = min(cfg.top_k(), len(cfg.classes)) if targets is None else len(targets)
     bar = tqdm(total=len(todo) * slots * len(ctx.methods), unit="map",
                desc="CAMs" if ranks.world == 1 else f"CAMs (rank 0 of {ranks.world})",

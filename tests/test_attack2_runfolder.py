@@ -234,7 +234,7 @@ def _set(data: dict, keys: str, value) -> None:
     data[last] = value
 
 
-@pytest.mark.parametrize("keys, value, says", [
+@pytest.mark.parametrize("case", [
     ("config/output/colormap", "zzz", "colormap"),
     ("config/report/page_size", 0, "page_size"),
     ("config/report/page_size", "abc", "page_size"),
@@ -247,7 +247,8 @@ def _set(data: dict, keys: str, value) -> None:
     ("images/0/cams/0/file", "../../outside.png", "refusing to read '../../outside.png'"),
     ("nested", None, "nested too deeply"),
 ])
-def test_report_on_a_tampered_summary_is_one_line(finished, tmp_path, capsys, keys, value, says):
+def test_report_on_a_tampered_summary_is_one_line(finished, tmp_path, capsys, case):
+    keys, value, says = case
     copy = copy_run(finished, tmp_path)
     if keys == "nested":
         (copy / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
@@ -268,7 +269,7 @@ def _drop_eigencam_of_cat(copy: Path) -> None:
     (copy / "items" / "cat.json").write_text(json.dumps(item))
 
 
-@pytest.mark.parametrize("damage, names, says", [
+@pytest.mark.parametrize("case", [
     (lambda c: (c / "cams" / "gradcam" / "cat__cat.png").unlink(), "items/cat.json",
      "its map file 'cams/gradcam/cat__cat.png' is missing"),
     (_drop_eigencam_of_cat, "items/cat.json", "0 maps of class 'cat' by eigencam"),
@@ -277,7 +278,8 @@ def _drop_eigencam_of_cat(copy: Path) -> None:
     (lambda c: (c / "items" / "cat.json").write_text("[" * 100_000 + "]" * 100_000),
      "items/cat.json", "nested too deeply"),
 ])
-def test_resume_on_a_damaged_folder_is_one_line(finished, tmp_path, capsys, damage, names, says):
+def test_resume_on_a_damaged_folder_is_one_line(finished, tmp_path, capsys, case):
+    damage, names, says = case
     copy = copy_run(finished, tmp_path, unfinished=True)
     damage(copy)
     assert main([finished[0].as_posix(), "--resume", "--quiet", "--out", str(copy.parent)]) == 2

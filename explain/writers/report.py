@@ -435,6 +435,8 @@ def load_run(root: Path) -> ReportData:
     Every file is read from inside the folder, without following a link."""
     if not root.is_dir():
         raise ExplainError(f"{root}: no such results folder")
+    if root.is_symlink():
+        raise ExplainError(f"{root}: a symbolic link; give the results folder itself")
     run = RunFolder(root)
     if not run.has_file(RUN_MARKER):
         raise ExplainError(f"{root}: not a results folder written by explain (no {RUN_MARKER})")
