@@ -21,6 +21,7 @@ from explain.outputs import RunFolder
 from explain.results import CompareRow
 
 TOP_FRACTION = 0.2
+MAX_REFERENCE_PIXELS = 64 * 1024 * 1024  # values in one reference map (8192 x 8192)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,6 +68,49 @@ def find_reference(folder: Path, image: str, cls: str, method: str) -> Path | No
     return None
 
 
+def read_reference(path: Path) -> np.ndarray:
+    """A reference map file as a finite, non-empty 2-D float32 array (any scale, any size):
+    NPY (numeric, no pickles) or a grayscale PNG (0..255 or 16-bit, as 0..1). ExplainError
+    naming the file for anything else, or a map over MAX_REFERENCE_PIXELS."""
+    if path.suffix == ".npy":
+        try:
+            m = np.load(path, mmap_mode="r", allow_pickle=False)  # the header: shape and type
+        except Exception:
+            raise ExplainError(f"{path}: not a readable .npy array") from None
+        if not isinstance(m, np.ndarray) or m.size > MAX_REFERENCE_PIXELS:
+            raise ExplainError(f"{path}: not a map of at most {MAX_REFERENCE_PIXELS} values")
+        m = np.squeeze(np.array(m))
+        if m.ndim != 2 or m.dtype.kind not in "iuf":
+            raise ExplainError(f"{path}: expected a 2-D numeric map, got shape {np.shape(m)} "
+                               f"of {m.dtype}")
+    else:
+        width, height = _png_size(path)
+        if width * height > MAX_REFERENCE_PIXELS:
+            raise ExplainError(f"{path}: {width}x{height} pixels, over {MAX_REFERENCE_PIXELS}")
+        m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+        if m is None:
+            raise ExplainError(f"{path}: not a readable PNG")
+        m = m.astype(np.float32) / (65535.0 if m.dtype == np.uint16 else 255.0)
+    m = m.astype(np.float32)
+    if m.size == 0:
+        raise ExplainError(f"{path}: the map is empty (shape {m.shape})")
+    if not np.isfinite(m).all():
+        raise ExplainError(f"{path}: the map holds NaN or infinite values")
+    return m
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's header; ExplainError when it is not a PNG."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as exc:
+        raise ExplainError(f"{path}: cannot read ({exc.strerror})") from None
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise ExplainError(f"{path}: not a readable PNG")
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def load_reference(path: Path, size: tuple[int, int]) -> np.ndarray:
     """A reference map as ours are: (H, W) float32 in 0..1 at the input size.
 
@@ -74,28 +118,28 @@ def load_reference(path: Path, size: tuple[int, int]) -> np.ndarray:
     differs, and min-max scaled only when their values fall outside 0..1, so a map we wrote
     ourselves comes back unchanged (NPY) or within PNG quantisation, 1/255 (PNG).
     """
-    if path.suffix == ".npy":
-        try:
-            m = np.load(path, allow_pickle=False)
-        except Exception:
-            raise ExplainError(f"{path}: not a readable .npy array") from None
-        m = np.squeeze(m)
-        if m.ndim != 2 or not np.issubdtype(m.dtype, np.number):
-            raise ExplainError(f"{path}: expected a 2-D numeric map, got shape {np.shape(m)} "
-                               f"of {m.dtype}")
-    else:
-        m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-        if m is None:
-            raise ExplainError(f"{path}: not a readable PNG")
-        m = m.astype(np.float32) / (65535.0 if m.dtype == np.uint16 else 255.0)
-    m = m.astype(np.float32)
-    if not np.isfinite(m).all():
-        raise ExplainError(f"{path}: the map holds NaN or infinite values")
+    m = read_reference(path)
     if m.shape != tuple(size):
         m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     if m.min() < 0 or m.max() > 1:
         m = (m - m.min()) / (m.max() - m.min() + 1e-7)
     return m
+
+
+def check_references(folder: Path, images: list[str], classes: list[str],
+                     methods: list[str]) -> None:
+    """Every file in ``folder`` that a run of these images, classes and methods would compare
+    with is a usable map (read_reference): checked before the run folder is claimed, so a bad
+    reference loses no earlier run. The folder is listed once."""
+    files = {p.name: p for p in folder.iterdir() if p.suffix in (".npy", ".png")}
+    for image in images:
+        for cls in classes:
+            for method in methods:
+                name = reference_name(image, cls, method)
+                path = next((files[name + suffix] for suffix in (".npy", ".png")
+                             if name + suffix in files and files[name + suffix].is_file()), None)
+                if path is not None:  # the file find_reference picks
+                    read_reference(path)
 
 
 def unmatched_files(folder: Path, expected: set[str]) -> list[str]:

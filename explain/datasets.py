@@ -30,6 +30,7 @@ MEAN_SIZE = (224, 224)  # (H, W) every map is resized to before averaging
 SCALE = 1 << 24  # maps in 0..1 are summed as round(map * SCALE): exact integer sums
 OUTCOMES = ("correct", "wrong")
 DISAGREE_TOP = 20  # image x class rows kept in summary.json (all of them in the CSV)
+MAX_HEADER_BYTES = 64 * 1024 * 1024  # state.json of a saved mean-map state
 FULL_CONFUSION = 50  # up to this many named classes the table lists them all; more: the
 #                      classes that occur as a label or a prediction
 
@@ -249,9 +250,13 @@ class MeanSums:
         when it is not one."""
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
+                if z.getinfo("state.json").file_size > MAX_HEADER_BYTES:
+                    raise ValueError("state.json larger than a header")
                 header = json.loads(z.read("state.json"))
                 size = tuple(int(n) for n in header["size"])
-                groups = header["groups"]
+                groups = [_group(g) for g in header["groups"]]
+                if len(size) != 2 or not all(1 <= n <= 4096 for n in size):
+                    raise ValueError(f"size {list(size)[:4]}")
                 expected = len(groups) * size[0] * size[1] * 8 + 4096
                 if z.getinfo("sums.npy").file_size > expected:
                     raise ValueError("sums larger than its header says")
@@ -259,15 +264,27 @@ class MeanSums:
             state = cls(size)
             if stack.shape != (len(groups), *size) or stack.dtype != np.int64:
                 raise ValueError("sums do not match the header")
-            for (c, m, o, n), sums in zip(groups, stack):
-                state.sums[(str(c), str(m), str(o))] = sums.copy()
-                state.counts[(str(c), str(m), str(o))] = int(n)
+            for key, n in groups:
+                state.sums[key], state.counts[key] = stack[len(state.sums)].copy(), n
+            if len(state.sums) != len(groups):
+                raise ValueError("a class, method and outcome is listed twice")
             state.covered, state.digest = int(header["covered"]), int(header["digest"], 16)
             state.absent = int(header["absent"])
             return state, [str(p) for p in header["pending"]]
-        except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, RecursionError) as exc:
             raise ExplainError(f"{where}: not a mean-map state of this explain version "
-                               f"({str(exc)[:100]})") from None
+                               f"({str(exc)[:100] or type(exc).__name__})") from None
+
+
+def _group(group: list) -> tuple[Key, int]:
+    """One [class, method, outcome, maps] entry of a saved state's header."""
+    cls, method, outcome, n = group
+    if not all(isinstance(t, str) for t in (cls, method, outcome)) or outcome not in OUTCOMES:
+        raise ValueError(f"group {str(group)[:60]}: not a class, method and outcome "
+                         f"({' or '.join(OUTCOMES)})")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"group {str(group)[:60]}: the map count is not a positive number")
+    return (cls, method, outcome), n
 
 
 def mean_record(key: Key, count: int, mean: np.ndarray) -> MeanMap:

@@ -7,6 +7,12 @@ holds or what was planted in the folder. Each file is written under a temporary 
 folder and renamed into place, so a run killed at any moment leaves only complete files.
 Files get the usual permissions (0666 less the umask). PNGs carry no timestamps, so two runs
 of the same config give byte-identical pictures.
+
+Reading a run folder back (``explain report``, ``--resume``) goes through ``has_file`` and
+``read_bytes``: a plain relative path, opened folder by folder without following any symbolic
+link, a regular file of bounded size. A run holds the folder's lock (``RunLock``) from the
+moment it claims or reopens the folder until it ends, so ``--overwrite`` and ``--resume``
+never take a folder a live run is writing.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ import csv
 import io
 import json
 import os
+import secrets
 import shutil
+import socket
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import cv2
 import numpy as np
@@ -26,6 +35,7 @@ import numpy as np
 from explain.errors import ExplainError
 
 RUN_MARKER = ".explain-run"
+MAX_READ_BYTES = 256 * 1024 * 1024  # a file of the run folder read back (a map, an item file)
 
 
 def current_umask() -> int:
@@ -43,18 +53,77 @@ IMAGE_PARAMS = {".png": [], ".jpg": [cv2.IMWRITE_JPEG_QUALITY, 90],
 class RunFolder:
     """One run's folder; ``write_*`` take paths relative to it, like 'cams/gradcam/x.png'."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, lock: Optional[RunLock] = None):
         self.root = Path(root)
         self.mode = 0o666 & ~current_umask()
+        self.lock = lock  # held while this process runs in the folder (rank 0 under torchrun)
 
-    def path(self, rel: str) -> Path:
+    def release(self) -> None:
+        """Give the folder's lock back (the run ended, or failed); no-op without one."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def path(self, rel: str, reading: bool = False) -> Path:
         """The absolute path of ``rel``, after checking every part of it."""
-        parts = rel.split("/")
+        parts = rel.split("/") if isinstance(rel, str) else [""]
         for part in parts:
             if part in ("", ".", "..") or "\\" in part or "\x00" in part:
-                raise ExplainError(f"{self.root}: refusing to write '{rel[:120]}': not a plain "
-                                   f"relative path inside the run folder")
+                raise ExplainError(f"{self.root}: refusing to {'read' if reading else 'write'} "
+                                   f"'{str(rel)[:120]}': not a plain relative path inside the "
+                                   f"run folder")
         return self.root.joinpath(*parts)
+
+    def _open(self, rel: str) -> Optional[int]:
+        """A read-only descriptor of ``rel`` when it is a regular file reached without a
+        symbolic link (folder by folder, each opened relative to the last), else None."""
+        parts = self.path(rel, reading=True).relative_to(self.root).parts
+        nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            if os.open not in os.supports_dir_fd:  # no openat: look at each folder first
+                for n in range(1, len(parts)):
+                    if not stat.S_ISDIR(os.lstat(self.root.joinpath(*parts[:n])).st_mode):
+                        return None
+                fd = os.open(self.root.joinpath(*parts), os.O_RDONLY | nofollow)
+            else:
+                fd = self._open_at(parts, nofollow)
+        except OSError:  # missing, a link (ELOOP), not a folder
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device, a folder
+            os.close(fd)
+            return None
+        return fd
+
+    def _open_at(self, parts: tuple[str, ...], nofollow: int) -> int:
+        here = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | nofollow)
+        try:
+            for part in parts[:-1]:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=here)
+                os.close(here)
+                here = inner
+            return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | nofollow, dir_fd=here)
+        finally:
+            os.close(here)
+
+    def has_file(self, rel: str) -> bool:
+        """Whether ``rel`` is a regular file inside the folder, reached without a link."""
+        fd = self._open(rel)
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
+    def read_bytes(self, rel: str, limit: int = MAX_READ_BYTES) -> Optional[bytes]:
+        """The bytes of ``rel`` (see ``has_file``), None when it is not such a file;
+        ExplainError when it is larger than ``limit``."""
+        fd = self._open(rel)
+        if fd is None:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise ExplainError(f"{self.root / rel}: {size} bytes, more than an explain run "
+                                   f"writes there ({limit}); the run folder is damaged")
+            return f.read(limit + 1)[:limit]
 
     def folder(self, rel: str) -> Path:
         """Create the folders of ``rel`` one by one; none of them may be a symbolic link."""
@@ -138,6 +207,41 @@ class RunFolder:
         self.write_bytes(rel, self.csv_bytes(rows))
 
 
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def same_settings(run: RunFolder, rel: str, now: dict[str, Any]) -> None:
+    """--resume continues only a run of the same settings (``now``, as the run's ``rel``
+    holds them) that has not finished; ExplainError naming the keys that differ."""
+    if (run.root / "summary.json").exists():
+        raise ExplainError(f"--resume: {run.root} is already finished (summary.json is there); "
+                           f"run without --resume for a new run")
+    where = run.root / rel
+    data = run.read_bytes(rel, 16 * 1024 * 1024)
+    if data is None:
+        raise ExplainError(f"--resume: {where} is missing or unreadable; cannot tell which "
+                           f"settings made that run")
+    try:
+        before = _flat(json.loads(data.decode("utf-8")))
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
+        raise ExplainError(f"--resume: {where}: {reason}; the run folder is damaged, cannot "
+                           f"tell which settings made that run") from None
+    now = _flat(now)
+    differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if differ:
+        shown = ", ".join(k[:80] for k in differ[:8]) + \
+            (f" (+{len(differ) - 8} more)" if len(differ) > 8 else "")
+        raise ExplainError(f"--resume: the config differs from the interrupted run's in {shown}; "
+                           f"resume with the same config, or start a new run")
+
+
 def _results_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise ExplainError(f"{root}: the results folder (output.dir / --out) is a file")
@@ -153,29 +257,58 @@ def _ours(folder: Path, flag: str) -> None:
     if folder.is_symlink():
         raise ExplainError(f"{flag}: {folder} is a symbolic link; refusing to use it")
     if not (folder / RUN_MARKER).is_file():
+        if (folder / LOCK_FILE).is_file():  # a run that has just made the folder, or its remains
+            RunLock.take(folder, flag).release()  # refused while that run lives
         raise ExplainError(f"{flag}: {folder} was not written by explain; refusing to touch it")
 
 
 def open_run_dir(root: Path, name: str) -> RunFolder:
-    """The earlier run results/<name>, for --resume: it must be one explain wrote."""
+    """The earlier run results/<name>, for --resume: it must be one explain wrote, and no live
+    run may hold it. The folder's lock is taken before anything in it changes."""
     first = root / name
     if not first.exists():
         raise ExplainError(f"--resume: no earlier explain run at {first}")
     _ours(first, "--resume")
-    for stale in first.rglob(".*.part"):  # temporaries of writes the interruption cut short
-        if not stale.is_symlink():
-            stale.unlink()
-    return RunFolder(first)
+    lock = RunLock.take(first, "--resume")
+    try:
+        for stale in first.rglob(".*.part"):  # temporaries of writes the interruption cut short
+            if not stale.is_symlink():
+                stale.unlink(missing_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return RunFolder(first, lock)
+
+
+def _replace(root: Path, first: Path) -> None:
+    """--overwrite: delete the earlier run ``first`` unless a live run holds it. It is moved
+    aside first (one rename), so no other run ever sees it half deleted."""
+    _ours(first, "--overwrite")
+    old = RunLock.take(first, "--overwrite")
+    aside = root / f".{first.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        try:
+            os.rename(first, aside)
+        except OSError as exc:
+            raise ExplainError(f"--overwrite: cannot move the earlier run {first} aside "
+                               f"({exc.strerror})") from None
+        try:
+            shutil.rmtree(aside)
+        except OSError as exc:
+            raise ExplainError(f"--overwrite: cannot delete the earlier run (moved to {aside}): "
+                               f"{exc.strerror}") from None
+    finally:
+        old.release()
 
 
 def claim_run_dir(root: Path, name: str, overwrite: bool = False) -> RunFolder:
     """Claim results/<name>, or <name>-2, -3, ... when taken; atomically (mkdir), so two runs
-    started at once never share a folder. ``overwrite`` deletes an earlier explain run first."""
+    started at once never share a folder. ``overwrite`` deletes an earlier explain run first,
+    unless a live run holds it. The new folder is locked before its marker is written."""
     _results_root(root)
     first = root / name
     if overwrite and (first.exists() or first.is_symlink()):
-        _ours(first, "--overwrite")
-        shutil.rmtree(first)
+        _replace(root, first)
     candidate, n = first, 2
     while True:
         try:
@@ -185,6 +318,154 @@ def claim_run_dir(root: Path, name: str, overwrite: bool = False) -> RunFolder:
             if overwrite:
                 raise ExplainError(f"--overwrite: {first} was taken by another run meanwhile") from None
             candidate, n = root / f"{name}-{n}", n + 1
-    run = RunFolder(candidate)
-    run.write_bytes(RUN_MARKER, b"written by explain\n")
+    run = RunFolder(candidate, RunLock.take(candidate, "explain"))
+    try:
+        run.write_bytes(RUN_MARKER, b"written by explain\n")
+    except BaseException:
+        run.release()
+        raise
     return run
+
+
+# ---- the run folder's lock ----------------------------------------------------------------
+
+LOCK_FILE = ".explain-lock"
+
+
+def _start_time(pid: int) -> Optional[str]:
+    """When the process started (clock ticks since boot, /proc/<pid>/stat field 22), or None
+    where /proc is not there. With the pid it names one process, even after pid reuse."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return text.rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _boot_id() -> Optional[str]:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+
+
+def _me() -> dict[str, Any]:
+    return {"pid": os.getpid(), "start": _start_time(os.getpid()),
+            "host": socket.gethostname(), "boot": _boot_id()}
+
+
+def _alive(owner: dict[str, Any]) -> Optional[bool]:
+    """Whether the process a lock names still runs: None when it is on another machine."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return None
+    if owner.get("boot") and _boot_id() and owner["boot"] != _boot_id():
+        return False  # the machine restarted since
+    if pid == os.getpid():
+        return False  # this process holds no other lock on the folder
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    started = _start_time(pid)
+    return not (owner.get("start") and started and started != owner["start"])  # reused pid
+
+
+def _flock(fd: int) -> Optional[bool]:
+    """Take the OS lock on the lock file: True taken, False held by another process, None
+    where the file system has no such locks (then the recorded pid decides alone)."""
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    except (ImportError, OSError):
+        return None
+    return True
+
+
+def _owner(fd: int) -> dict[str, Any]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _busy(flag: str, folder: Path, owner: dict[str, Any]) -> ExplainError:
+    pid = owner.get("pid")
+    who = f"pid {pid}" if isinstance(pid, int) else "pid not recorded yet"
+    if owner.get("host") not in (None, socket.gethostname()):
+        who += f" on {str(owner['host'])[:60]}"
+    return ExplainError(f"{flag}: {folder} is in use by a running explain ({who}); wait for it "
+                        f"to end or stop it, or choose another run name")
+
+
+class RunLock:
+    """``.explain-lock`` in a run folder: an OS lock (flock) held while the run lives, and the
+    holder's pid, start time, host and boot id. A lock whose process is gone (killed: the OS
+    lock is gone with it, and the recorded pid is dead or reused) is taken over."""
+
+    def __init__(self, path: Path, fd: Optional[int]):
+        self.path, self.fd = path, fd
+
+    def __getstate__(self) -> dict:  # another process's copy (torchrun ranks) holds nothing
+        return {"path": self.path, "fd": None}
+
+    @classmethod
+    def take(cls, folder: Path, flag: str) -> "RunLock":
+        """Lock ``folder``; ExplainError naming the folder and the pid when a live run holds
+        it. ``flag`` says who asks (--overwrite, --resume) in the message."""
+        path = folder / LOCK_FILE
+        for _ in range(8):  # the file replaced between open and lock: open it again
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW |
+                             getattr(os, "O_CLOEXEC", 0), 0o666)
+            except FileNotFoundError:
+                raise ExplainError(f"{flag}: {folder} was removed by another run meanwhile") from None
+            except OSError as exc:
+                raise ExplainError(f"{flag}: cannot lock {folder} ({exc.strerror})") from None
+            try:
+                taken = _flock(fd)
+                if taken is False or (taken is None and _alive(_owner(fd)) is None):
+                    raise _busy(flag, folder, _owner(fd))
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.lstat(path))
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    os.close(fd)
+                    continue
+                if _alive(_owner(fd)):  # recorded by a live process, yet not locked by it
+                    raise _busy(flag, folder, _owner(fd))
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(_me()).encode(), 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            return cls(path, fd)
+        raise ExplainError(f"{flag}: {folder} is being claimed by another explain run")
+
+    def release(self) -> None:
+        """Remove the lock file (if it is still this lock's) and drop the OS lock."""
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            if os.path.samestat(os.fstat(fd), os.lstat(self.path)):
+                os.unlink(self.path)
+        except OSError:
+            pass  # the folder was deleted or moved: nothing left to remove
+        finally:
+            os.close(fd)
+
+    def __del__(self) -> None:  # a folder object dropped without release()
+        if getattr(self, "fd", None) is not None:
+            try:
+                self.release()
+            except Exception:  # at interpreter exit: the OS drops the lock anyway
+                pass

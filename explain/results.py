@@ -13,9 +13,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from explain.errors import ExplainError
+from explain.names import quote
+from explain.outputs import RunFolder
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".webp")  # of the overlays (output.image_format)
+MAX_SIDE = 1 << 16  # pixels: an input side explain records (its own limit is far below)
 
 
 class _Record(BaseModel):
@@ -80,6 +85,20 @@ class ImageEntry(_Record):
     guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
     concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
 
+    @field_validator("input_size")
+    @classmethod
+    def _size(cls, v: list[int]) -> list[int]:
+        if len(v) != 2 or not all(1 <= n <= MAX_SIDE for n in v):
+            raise ValueError(f"expected [height, width] in pixels, got {str(v)[:40]}")
+        return v
+
+    @field_validator("boxes")
+    @classmethod
+    def _boxes(cls, v: Optional[dict[str, list[list[float]]]]):
+        if v and any(len(box) != 4 for boxes in v.values() for box in boxes):
+            raise ValueError("a box is four numbers x0, y0, x1, y1")
+        return v
+
     def record(self, class_name: str, method: str) -> MapRecord:
         return next(r for r in self.cams if r.class_name == class_name and r.method == method)
 
@@ -93,6 +112,21 @@ class CompareRow(_Record):
     mean_abs: float
     pearson: float
     iou_top20: float
+
+
+class MethodVerdict(BaseModel):
+    """One method's line in summary.json's ``compare.per_method``."""
+    model_config = ConfigDict(extra="allow")
+    verdict: str
+    max_abs: float
+    maps: int
+
+
+class CompareSummary(BaseModel):
+    """summary.json's ``compare`` (explain.compare.Comparison.finish), as the report reads it."""
+    model_config = ConfigDict(extra="allow")
+    verdicts: list[str] = Field(default_factory=list)
+    per_method: dict[str, MethodVerdict] = Field(default_factory=dict)
 
 
 class ItemFile(_Record):
@@ -154,6 +188,13 @@ class DatasetSummary(_Record):
     mean_missing: int = 0  # kept images of an interrupted run whose maps are not in the means
     disagreement: list[Disagreement] = Field(default_factory=list)  # the top DISAGREE_TOP
 
+    @model_validator(mode="after")
+    def _square(self) -> "DatasetSummary":
+        n = len(self.classes)
+        if len(self.confusion) != n or any(len(row) != n for row in self.confusion):
+            raise ValueError(f"the confusion table is not {n} x {n} (one row and column per class)")
+        return self
+
 
 class RunSummary(_Record):
     """summary.json."""
@@ -171,6 +212,13 @@ class RunSummary(_Record):
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
 
+    @field_validator("compare")
+    @classmethod
+    def _compare(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if v is not None:
+            CompareSummary.model_validate(v)  # checked, kept as written
+        return v
+
 
 def versions() -> dict[str, str]:
     """The versions a run used, for summary.json."""
@@ -183,15 +231,112 @@ def versions() -> dict[str, str]:
     return out
 
 
+def why(exc: BaseException) -> str:
+    """The first line of an error, short: for messages about a damaged file."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{where}: {first.get('msg', '')}"[:160] if where else first.get("msg", "")[:160]
+    lines = str(exc).strip().splitlines()
+    return lines[0][:160] if lines else type(exc).__name__
+
+
+def parse_json(data: bytes, where: str, what: str) -> Any:
+    """JSON from a file of a run folder; ExplainError naming the file when it is not JSON
+    (or nested past the parser's depth)."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ExplainError(f"{where}: not {what} of this explain version ({why(exc)}); the "
+                           f"run folder is damaged") from None
+
+
+def parse_item(data: bytes, where: str) -> ItemFile:
+    """An item file's bytes; ExplainError naming ``where`` if they are malformed."""
+    try:
+        return ItemFile.model_validate(json.loads(data.decode("utf-8")))
+    except (ValueError, ValidationError, RecursionError) as exc:
+        raise ExplainError(f"{where}: not an item file of this explain version ({why(exc)}); "
+                           f"delete it to recompute that image") from None
+
+
 def read_item(path: Path) -> ItemFile:
     """An item file written by an earlier run; ExplainError naming it if it is malformed."""
     try:
-        return ItemFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, ValidationError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()
-        raise ExplainError(f"{path}: not an item file of this explain version "
-                           f"({first[0][:120] if first else type(exc).__name__}); "
-                           f"delete it to recompute that image") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ExplainError(f"{path}: cannot read the item file ({exc.strerror})") from None
+    return parse_item(data, str(path))
+
+
+def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
+                 ext: str) -> Optional[str]:
+    """What makes an interrupted run's entry unfit for --resume with these methods, class
+    names and picture extension (one map per class x method, under the file name the run
+    gives it: ``ext`` or another picture format, as a run of fewer images chose), or None."""
+    seen: dict[tuple[str, str], int] = {}
+    for rec in entry.cams:
+        if rec.method not in methods or rec.class_name not in classes:
+            return f"a map of {quote(rec.class_name)} by {quote(rec.method)}, not a class and " \
+                   f"method of this run"
+        expected = f"cams/{rec.method}/{entry.id}__{rec.class_name}"
+        if rec.file not in [expected + suffix for suffix in PICTURE_SUFFIXES]:
+            return f"map file {quote(rec.file)}, expected {quote(expected + ext)}"
+        key = (rec.class_name, rec.method)
+        seen[key] = seen.get(key, 0) + 1
+    for cls in dict.fromkeys(r.class_name for r in entry.cams):
+        for method in methods:
+            if seen.get((cls, method)) != 1:
+                return f"{seen.get((cls, method), 0)} maps of class {quote(cls)} by {method}"
+    return None
+
+
+MAX_ITEM_BYTES = 64 * 1024 * 1024  # items/<image>.json: a few kB per map
+
+
+def kept_entries(run: RunFolder, sources: dict[str, Any], names: tuple[list[str], set[str]],
+                 ext: str) -> tuple[dict[str, ImageEntry], dict[str, list[CompareRow]]]:
+    """--resume: the entries of the images an interrupted run finished (their item file was
+    written last) and their compare rows, each checked against this run: ``sources`` (image
+    id -> its ImageRef), ``names`` (methods, class names), ``ext`` (the picture extension).
+    Its maps and their files must be there, inside the folder; the image's path and label are
+    this run's, never what an item file holds."""
+    kept, rows = {}, {}
+    for rel in item_files(run):
+        where = str(run.root / rel)
+        data = run.read_bytes(rel, MAX_ITEM_BYTES)
+        if data is None:
+            continue  # not a regular file: not one explain wrote
+        item = parse_item(data, where)
+        entry, ref = item.entry, sources.get(item.entry.id)
+        if ref is None:
+            continue  # an image this run does not list
+        problem = None if rel == f"items/{entry.id}.json" else f"holds image {quote(entry.id)}"
+        if problem is None and entry.label != ref.label:
+            problem = f"label {quote(entry.label)}, but the image list says {quote(ref.label)}"
+        problem = problem or kept_problem(entry, names[0], names[1], ext)
+        files = [f for rec in entry.cams for f in (rec.file, rec.guided_file) if f]
+        missing = next((f for f in files if not run.has_file(f)), None) if not problem else None
+        if missing:
+            problem = f"its map file {quote(missing)} is missing or not a plain file"
+        if problem:
+            raise ExplainError(f"{where}: {problem}; the run folder is damaged (delete this item "
+                               f"file to compute the image again)")
+        entry.path = str(ref.path)
+        kept[entry.id] = entry
+        if item.compare:
+            rows[entry.id] = list(item.compare)
+    return kept, rows
+
+
+def item_files(run: RunFolder) -> list[str]:
+    """items/*.json of the run folder, when items/ is a folder (not a link)."""
+    folder = run.root / "items"
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    return sorted(f"items/{p.name}" for p in folder.iterdir() if p.suffix == ".json")
 
 
 def csv_rows(summary: RunSummary) -> list[dict]:

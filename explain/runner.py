@@ -1,9 +1,10 @@
 """One experiment, start to finish: config -> model -> images -> engine -> writers -> summary.
 
 Everything that can fail early is checked before the results folder is touched: the config,
-the images, the model file, the layers, and one forward pass (outputs vs class indices,
-layers used and shaped as feature maps). Only then is a folder claimed, or, with
-``--overwrite``, an earlier run replaced. Under torchrun every rank runs these checks, a failure
+the images, the model file, the layers, one forward pass (outputs vs class indices, layers
+used and shaped as feature maps) and the writers' own inputs (annotation boxes against their
+images, reference maps: ``Writer.prepare``). Only then is a folder claimed and locked, or,
+with ``--overwrite``, an earlier run replaced (never one a live run holds). Under torchrun every rank runs these checks, a failure
 on one stops them all, rank 0 claims the folder, each rank explains its share of the images and
 rank 0 finishes the run from every rank's item files (explain.distributed).
 """
@@ -21,7 +22,8 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from explain import distributed, measures
-from explain.config import MAX_CLASSES, TARGET_WORDS, Config, Reshape, explain_validation
+from explain.config import (LAYER, MAX_CLASSES, TARGET_WORDS, Config, Reshape,
+                            explain_validation)
 from explain.engine import CamEngine, EngineOptions
 from explain.errors import ExplainError
 from explain.heads import Classifier, Head
@@ -30,9 +32,11 @@ from explain.images import (ImageError, ImageRef, Prepared, batches, find_images
 from explain.layers import auto_layer, find_layer, survey
 from explain.layouts import LayoutError, TokenSpec, infer_layout
 from explain.model import class_names_from_model, load_model, pick_device
-from explain.outputs import RunFolder, claim_run_dir, open_run_dir
+from explain.names import quote
+from explain.outputs import RunFolder, claim_run_dir, open_run_dir, same_settings
 from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
-from explain.results import ImageEntry, MapRecord, RunSummary, Skipped, console_lines, read_item, versions
+from explain.results import (ImageEntry, MapRecord, RunSummary, Skipped, console_lines,
+                             kept_entries, versions)
 from explain.writers import BatchContext, ImageView, RunContext, default_writers
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it
@@ -63,32 +67,9 @@ def settings(cfg: Config) -> dict[str, Any]:
     return data
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
-
-
 def check_resumable(run: RunFolder, cfg: Config) -> None:
     """--resume continues only a run of the same settings that has not finished."""
-    if (run.root / "summary.json").exists():
-        raise ExplainError(f"--resume: {run.root} is already finished (summary.json is there); "
-                           f"run without --resume for a new run")
-    import json
-    try:
-        before = _flat(json.loads((run.root / SETTINGS_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        raise ExplainError(f"--resume: {run.root / SETTINGS_FILE} is missing or unreadable; "
-                           f"cannot tell which settings made that run") from None
-    now = _flat(settings(cfg))
-    differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    if differ:
-        shown = ", ".join(differ[:8]) + (f" (+{len(differ) - 8} more)" if len(differ) > 8 else "")
-        raise ExplainError(f"--resume: the config differs from the interrupted run's in {shown}; "
-                           f"resume with the same config, or start a new run")
+    same_settings(run, SETTINGS_FILE, settings(cfg))
 
 
 def reshape_mode(cfg: Config, net: Any = None):
@@ -141,33 +122,47 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
         with ranks.together():
             outputs = _preflight(cfg, engine, first)
             _classes(cfg, net, head.classes(outputs), notes)
+            writers = default_writers(cfg)
+            for writer in writers:  # annotations, reference maps: read and checked before
+                writer.prepare(cfg, refs)  # --overwrite deletes anything
         run_dir = ranks.share_folder(lambda: _claim(cfg, root, opts))
-        summary = RunSummary(name=cfg.run_name, config_file=str(cfg.source), output_dir=str(run_dir.root),
-                             device=str(device), config=cfg.model_dump(mode="json"),
-                             versions=versions(), notes=list(notes))
-        summary.durations_s["model_load"] = round(time.perf_counter() - started, 3)
-        ctx = RunContext(cfg=cfg, run=run_dir, classes=class_names(cfg),
-                         methods=[m.name for m in cfg.methods], summary=summary, model=model,
-                         layers=layers, image_order=[r.id for r in refs], started=started,
-                         log=opts.log, head=head, layouts=engine.layouts[:len(layers)], net=net)
-        if concept is not None:
-            ctx.concept_layer = (concept, _layout_of(engine, concept, first, cfg))
         try:
-            _explain_all(ctx, engine, refs, opts, ranks)
+            summary = RunSummary(name=cfg.run_name, config_file=str(cfg.source),
+                                 output_dir=str(run_dir.root), device=str(device),
+                                 config=cfg.model_dump(mode="json"), versions=versions(),
+                                 notes=list(notes))
+            summary.durations_s["model_load"] = round(time.perf_counter() - started, 3)
+            ctx = RunContext(cfg=cfg, run=run_dir, classes=class_names(cfg),
+                             methods=[m.name for m in cfg.methods], summary=summary, model=model,
+                             layers=layers, image_order=[r.id for r in refs], started=started,
+                             log=opts.log, head=head, layouts=engine.layouts[:len(layers)],
+                             net=net, sources={r.id: r for r in refs})
+            if concept is not None:
+                ctx.concept_layer = (concept, _layout_of(engine, concept, first, cfg))
+            _explain_all(ctx, engine, refs, opts, ranks, writers=writers)
         except Exception:  # anything but an interrupt: a half-done folder is not kept
-            kept = ranks.world > 1 and any((run_dir.root / "items").glob("*.json"))
-            if kept and ranks.lead:  # other ranks' finished images: too much work to throw away
-                opts.log(f"explain: the finished images are kept in {run_dir.root}; add --resume "
-                         f"to complete the run")
-            elif not opts.resume and ranks.lead:  # a user error or a full disk: leave nothing
-                shutil.rmtree(run_dir.root, ignore_errors=True)  # half-done behind
-                if not root_existed and not any(root.iterdir()):
-                    root.rmdir()
+            _failed(run_dir, root if not root_existed else None, opts, ranks)
             raise
+        finally:
+            run_dir.release()
     if ranks.lead:
         for line in console_lines(summary):
             opts.log(line)
     return summary
+
+
+def _failed(run_dir: RunFolder, new_root: Optional[Path], opts: RunOptions,
+            ranks: distributed.Ranks) -> None:
+    """A failed run's folder: other ranks' finished images are kept (for --resume); else,
+    unless resumed, the half-done folder goes (and the results folder the run made)."""
+    kept = ranks.world > 1 and any((run_dir.root / "items").glob("*.json"))
+    if kept and ranks.lead:  # other ranks' finished images: too much work to throw away
+        opts.log(f"explain: the finished images are kept in {run_dir.root}; add --resume "
+                 f"to complete the run")
+    elif not opts.resume and ranks.lead:  # a user error or a full disk: leave nothing
+        shutil.rmtree(run_dir.root, ignore_errors=True)  # half-done behind
+        if new_root is not None and new_root.is_dir() and not any(new_root.iterdir()):
+            new_root.rmdir()
 
 
 def _silent(line: str) -> None:
@@ -178,10 +173,16 @@ def _claim(cfg: Config, root: Path, opts: RunOptions) -> RunFolder:
     """The run folder: claimed (config.json written first) or, with --resume, reopened."""
     if opts.resume:
         run_dir = open_run_dir(root, cfg.run_name)
-        check_resumable(run_dir, cfg)
     else:
         run_dir = claim_run_dir(root, cfg.run_name, opts.overwrite)
-        run_dir.write_json(SETTINGS_FILE, settings(cfg))
+    try:
+        if opts.resume:
+            check_resumable(run_dir, cfg)
+        else:
+            run_dir.write_json(SETTINGS_FILE, settings(cfg))
+    except BaseException:
+        run_dir.release()
+        raise
     return run_dir
 
 
@@ -200,10 +201,27 @@ def first_image(cfg: Config, refs: list[ImageRef]) -> Optional[Prepared]:
     return None  # every listed file is broken: each is reported when the batch loop meets it
 
 
+def cut(text: str, limit: int = 150) -> str:
+    """``text`` cut near ``limit`` characters at a word boundary, so that no number in it is
+    cut short: the word across the limit is kept whole (up to 40 characters more), and after
+    a number its unit ('20480000000000 bytes')."""
+    if len(text) <= limit:
+        return text
+    end = text.find(" ", limit)
+    end = len(text) if end == -1 else end
+    if end > limit and text[end - 1].isdigit() and end < len(text):  # the unit too
+        after = text.find(" ", end + 1)
+        end = len(text) if after == -1 else after
+    if end - limit > 40:  # a very long word: stop before it
+        end = text.rfind(" ", 0, limit)
+        end = limit if end <= 0 else end
+    return text[:end].rstrip() + (" ..." if end < len(text) else "")
+
+
 def _model_failed(exc: Exception, image: str) -> ExplainError:
     text = str(exc).strip().splitlines()
     return ExplainError(f"model: the forward pass failed on {image} "
-                        f"({type(exc).__name__}: {text[0][:150] if text else ''})")
+                        f"({type(exc).__name__}: {cut(text[0]) if text else ''})")
 
 
 def _target_layers(cfg: Config, parts: tuple, first: Optional[Prepared],
@@ -225,7 +243,7 @@ def _target_layers(cfg: Config, parts: tuple, first: Optional[Prepared],
 
     if cfg.target_layers == ["auto"]:
         chosen = auto_layer(looked_at())
-        cfg.target_layers = [chosen.name]
+        _set_layers(cfg, [chosen.name], "auto chose")
         notes.append(f"target_layers: auto chose '{chosen.name}' ({chosen.type}, output "
                      f"{chosen.output}), the last layer before the head a CAM can use")
     try:
@@ -238,8 +256,20 @@ def _target_layers(cfg: Config, parts: tuple, first: Optional[Prepared],
     for given, (name, _) in zip(list(cfg.target_layers), found):
         if given != name:
             notes.append(f"target_layers: '{given}' is '{name}'")
-    cfg.target_layers = [name for name, _ in found]
+    _set_layers(cfg, [name for name, _ in found], "resolves to")
     return [module for _, module in found]
+
+
+def _set_layers(cfg: Config, names: list[str], how: str) -> None:
+    """Record the resolved layer names in the config; a module name that is not a layer name
+    explain can record (letters, digits, '_', '.', '-') is one line."""
+    try:
+        cfg.target_layers = names
+    except ValidationError:
+        bad = next((n for n in names if not LAYER.fullmatch(n) or len(n) > 200), names[0])
+        raise ExplainError(f"target_layers: {how} the layer {quote(bad, 80)}, whose name explain "
+                           f"cannot record (letters, digits, '_', '.' and '-' only, at most 200); "
+                           f"rename that module in the model or pick another layer") from None
 
 
 def _layout_of(engine: CamEngine, module, first: Optional[Prepared], cfg: Config):
@@ -310,16 +340,15 @@ def _classes(cfg: Config, net, count: int, notes: list[str]) -> None:
 
 
 def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
-                 opts: RunOptions, ranks: distributed.Ranks) -> None:
+                 opts: RunOptions, ranks: distributed.Ranks, *, writers: list) -> None:
     cfg, summary = ctx.cfg, ctx.summary
-    writers = default_writers(cfg)
     with ranks.together():  # every rank reads the kept items before any rank writes new ones
         entries = _kept_items(ctx) if opts.resume else {}
     todo = [r for r in refs if r.id not in entries]
     if opts.resume:
         summary.notes.append(f"resumed: {len(entries)} image(s) kept from the interrupted run, "
                              f"{len(todo)} computed now")
-    todo = ranks.shard(todo)  # under torchrun: this rank's share
+    todo, targets = ranks.shard(todo), cfg.target_classes()  # under torchrun: this rank's share
     summary.notes.append(
         f"inplace guard on: {engine.inplace_switched} inplace module(s) made non-inplace for the "
         f"run and hooked activations copied, so CAMs use the layer's true output"
@@ -330,7 +359,6 @@ def _explain_all(ctx: RunContext, engine: CamEngine, refs: list[ImageRef],
         for writer in writers:
             writer.start(ctx)
     distributed.drop_kept(ranks, writers)
-    targets = cfg.target_classes()
     slots = min(cfg.top_k(), len(cfg.classes)) if targets is None else len(targets)
     bar = tqdm(total=len(todo) * slots * len(ctx.methods), unit="map",
                desc="CAMs" if ranks.world == 1 else f"CAMs (rank 0 of {ranks.world})",
@@ -440,13 +468,11 @@ def _listed_probabilities(classes: dict[int, str], probs, explained) -> dict[str
 
 
 def _kept_items(ctx: RunContext) -> dict[str, ImageEntry]:
-    """Entries of the images an interrupted run finished (their item file was written last)."""
-    kept = {}
-    for path in sorted((ctx.run.root / "items").glob("*.json")):
-        item = read_item(path)
-        kept[item.entry.id] = item.entry
-        if item.compare:
-            ctx.compare_rows[item.entry.id] = list(item.compare)
+    """Entries of the images an interrupted run finished, checked against this run (see
+    explain.results.kept_entries); their compare rows go to ``ctx.compare_rows``."""
+    kept, rows = kept_entries(ctx.run, ctx.sources, (ctx.methods, set(ctx.classes.values())),
+                              ctx.ext)
+    ctx.compare_rows.update(rows)
     return kept
 
 

@@ -1,6 +1,9 @@
-"""Outputs as writers: each output of a run is one small class with up to three steps.
+"""Outputs as writers: each output of a run is one small class with up to four steps.
 
-``start`` runs once before the first batch (after ``--resume`` has read back the images it
+``prepare`` runs before the results folder is claimed (and before ``--overwrite`` deletes an
+earlier run): it reads and checks the writer's own inputs (annotation boxes, reference maps)
+and writes nothing, so a bad input stops the run with nothing lost. ``start`` runs once
+before the first batch (after ``--resume`` has read back the images it
 keeps), ``write`` once per explained batch, ``finish`` once at the end. The runner builds a
 ``RunContext`` and, per batch, a ``BatchContext`` holding each image's ``ImageEntry`` with
 its map records already filled in; writers write files and may add to those records. A new
@@ -18,7 +21,7 @@ from torch import nn
 from explain.config import Config, LabelledImages
 from explain.engine import BatchResult
 from explain.heads import Head
-from explain.images import Prepared
+from explain.images import ImageRef, Prepared
 from explain.outputs import RunFolder
 from explain.results import CompareRow, ImageEntry, RunSummary
 
@@ -41,6 +44,8 @@ class RunContext:
     layouts: list = field(default_factory=list)  # explain.layouts.Layout per target layer
     net: Optional[nn.Module] = None  # the user's network (layer names are relative to it)
     concept_layer: Optional[tuple] = None  # (module, Layout) for the concepts view
+    # image id -> where the image is (from the config): the only image files a writer reads
+    sources: dict[str, ImageRef] = field(default_factory=dict)
 
     @property
     def ext(self) -> str:
@@ -73,6 +78,10 @@ class BatchContext:
 
 class Writer:
     """Base class: override the steps an output needs."""
+
+    def prepare(self, cfg: Config, refs: list[ImageRef]) -> None:
+        """Before the run folder is claimed: read and check this writer's inputs for these
+        images (ExplainError naming the file); nothing may be written."""
 
     def start(self, ctx: RunContext) -> None:
         """Before the first batch."""

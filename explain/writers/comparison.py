@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from explain import reference
-from explain.compare import Comparison
+from explain.compare import Comparison, check_references
+from explain.config import Config
 from explain.errors import ExplainError
+from explain.images import ImageRef
 from explain.writers import BatchContext, RunContext, Writer
 
 
@@ -22,6 +24,20 @@ class CompareWriter(Writer):
         if state:
             self.comparison.missing += state["missing"]
             self.comparison.expected |= state["expected"]
+
+    def prepare(self, cfg: Config, refs: list[ImageRef]) -> None:
+        """Before the folder is claimed: the references can be made (one target layer) or
+        every reference file for an image of the run is a readable 2-D map."""
+        ref_dir = cfg.resolve(cfg.compare.reference_dir) if cfg.compare.reference_dir else None
+        if ref_dir is None:
+            if len(cfg.target_layers) > 1:
+                raise ExplainError("compare: hand-written references cover one target layer; "
+                                   "list one in target_layers or set compare.reference_dir")
+            return
+        if not ref_dir.is_dir():
+            raise ExplainError(f"compare.reference_dir: folder not found: {ref_dir}")
+        check_references(ref_dir, [r.id for r in refs], list(cfg.classes),
+                         [m.name for m in cfg.methods])
 
     def start(self, ctx: RunContext) -> None:
         cfg = ctx.cfg

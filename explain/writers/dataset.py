@@ -19,15 +19,18 @@
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 
 from explain import datasets, render
 from explain.errors import ExplainError
-from explain.results import ImageEntry, read_item
+from explain.results import MAX_ITEM_BYTES, ImageEntry, item_files, parse_item
 from explain.writers import BatchContext, RunContext, Writer
 
 STATE = "dataset/mean/sums.zip"
+MAX_MAP_BYTES = 64 * 1024 * 1024  # a saved map read back (cams/<method>/*.npy)
 
 
 class DatasetWriter(Writer):
@@ -110,20 +113,24 @@ class DatasetWriter(Writer):
         """Start from the interrupted run's sums when they cover exactly the kept images but
         its last batch; add the kept images they do not cover from their saved arrays."""
         missing = set(kept)
-        path = ctx.run.path(STATE)
-        if path.is_file() and not path.is_symlink():
-            try:
-                state, pending = datasets.MeanSums.from_bytes(path.read_bytes(), str(path))
-            except ExplainError as exc:  # not ours: start over from the saved arrays
-                ctx.summary.notes.append(f"dataset: {exc}; the means start from the saved maps")
-                state, pending = None, []
-            covered = kept - set(pending)
-            if state is not None and state.size == self.sums.size and \
-                    state.covered == len(covered) and state.digest == datasets.id_digest(covered):
-                self.sums, missing = state, kept & set(pending)
+        keys = len(ctx.classes) * len(ctx.methods) * len(datasets.OUTCOMES)
+        limit = keys * (self.sums.size[0] * self.sums.size[1] * 8 + 1024) + (1 << 20)
+        try:
+            data = ctx.run.read_bytes(STATE, limit)
+            state, pending = datasets.MeanSums.from_bytes(data, str(ctx.run.root / STATE)) \
+                if data is not None else (None, [])
+        except ExplainError as exc:  # not ours: start over from the saved arrays
+            ctx.summary.notes.append(f"dataset: {exc}; the means start from the saved maps")
+            state, pending = None, []
+        covered = kept - set(pending)
+        if state is not None and state.size == self.sums.size and \
+                state.covered == len(covered) and state.digest == datasets.id_digest(covered):
+            self.sums, missing = state, kept & set(pending)
         for ident in sorted(missing):
-            entry = read_item(ctx.run.path(f"items/{ident}.json")).entry
-            if not self._add_saved(ctx, entry):
+            rel = f"items/{ident}.json"
+            data = ctx.run.read_bytes(rel, MAX_ITEM_BYTES)
+            entry = parse_item(data, str(ctx.run.root / rel)).entry if data is not None else None
+            if entry is None or not self._add_saved(ctx, entry):
                 self.sums.absent += 1
             self.sums.cover([ident])
 
@@ -134,15 +141,17 @@ class DatasetWriter(Writer):
             return True  # nothing of it goes into the means
         arrays = {}
         for method in ctx.methods:
-            rel = entry.record(entry.label, method).file.rsplit(".", 1)[0] + ".npy"
-            file = ctx.run.path(rel)
-            if not file.is_file() or file.is_symlink():
+            rec = next((r for r in entry.cams if r.class_name == entry.label and
+                        r.method == method), None)
+            if rec is None:
                 return False
+            data = ctx.run.read_bytes(rec.file.rsplit(".", 1)[0] + ".npy", MAX_MAP_BYTES)
             try:
-                cam = np.load(file, allow_pickle=False)
-            except ValueError:
-                return False
-            if cam.ndim != 2 or cam.dtype.kind != "f" or not np.isfinite(cam).all():
+                cam = np.load(io.BytesIO(data), allow_pickle=False) if data is not None else None
+            except (ValueError, OSError, EOFError):
+                cam = None
+            if not isinstance(cam, np.ndarray) or cam.ndim != 2 or cam.dtype.kind != "f" or \
+                    cam.size == 0 or not np.isfinite(cam).all():
                 return False
             arrays[method] = cam
         for method, cam in arrays.items():
@@ -156,10 +165,8 @@ def _outcome(entry: ImageEntry) -> str:
 
 def _kept_ids(ctx: RunContext) -> set[str]:
     """Ids of the images an interrupted run finished (its item files; none in a new run)."""
-    folder = ctx.run.root / "items"
-    if not folder.is_dir():
-        return set()
-    return {p.stem for p in folder.glob("*.json") if p.is_file()}
+    return {rel[len("items/"):-len(".json")] for rel in item_files(ctx.run)
+            if ctx.run.has_file(rel)}
 
 
 def mean_picture(mean: np.ndarray, colormap: str) -> np.ndarray:

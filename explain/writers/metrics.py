@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from explain import annotations, metrics
+from explain.config import Config, Preprocess
 from explain.heads import ScoreModel
+from explain.images import ImageRef, input_size
 from explain.writers import BatchContext, RunContext, Writer
 
 # Methods whose map does not depend on the class (from the activations alone, or random).
@@ -59,9 +61,16 @@ class MetricsWriter(Writer):
         if self.boxes is not None:
             self.boxes.used |= state["boxes_used"]
 
+    def prepare(self, cfg: Config, refs: list[ImageRef]) -> None:
+        """The boxes, read and checked against the images they name (before the folder is
+        claimed: a bad box file loses no earlier run)."""
+        if cfg.annotations.enabled:
+            self.boxes = annotations.load_boxes(cfg)
+            check_boxes(self.boxes, refs, cfg.preprocess)
+
     def start(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
-        if cfg.annotations.enabled:
+        if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
         for line in cost_lines(ctx):
             ctx.log(line)
@@ -129,6 +138,24 @@ class MetricsWriter(Writer):
             if unused:
                 shown = ", ".join(unused[:5]) + (f" (+{len(unused) - 5} more)" if len(unused) > 5 else "")
                 notes.append(f"annotations: boxes for images not in this run: {shown}")
+
+
+def check_boxes(boxes: annotations.BoxSet, refs: list[ImageRef], spec: Preprocess) -> None:
+    """Every box given for an image of the run lies inside that image (the check the run makes
+    when it scales the box), from the image's header alone. An image whose header cannot be
+    read is left to the run, which skips it (in a folder) or stops on it."""
+    for ref in refs:
+        found = [box for key in dict.fromkeys((ref.id, ref.path.name))
+                 for box in boxes.boxes.get(key, [])]
+        if not found:
+            continue
+        try:
+            original = annotations.original_size(ref.path)
+            size = input_size(*original, spec)
+        except Exception:  # unreadable, or an extreme shape: the run says so for this image
+            continue
+        for box in found:
+            annotations.to_input(box, original, size)
 
 
 def _agreement(records: list, cams: list[np.ndarray]) -> None:

@@ -5,17 +5,22 @@ byte-identical to an uninterrupted run's."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from explain import render
+from explain.errors import ExplainError
 from explain.images import preprocess, read_rgb
+from explain.outputs import RunFolder
+from explain.results import ImageEntry
 from explain.writers import RunContext, Writer
 
 PANEL_MAX_ROWS = 24  # a panel with more rows is unreadable; the rest are in cams/
 THUMB = 224
+MAX_OVERLAY_PIXELS = 64 * 1024 * 1024  # an overlay read back (at input size: far smaller)
 
 
 def thumbnail(img: np.ndarray, longest: int = THUMB) -> np.ndarray:
@@ -32,17 +37,48 @@ class PanelWriter(Writer):
         cfg, methods = ctx.cfg, ctx.methods
         rows: dict[str, list] = {}
         for entry in ctx.summary.images:
+            ref = ctx.sources.get(entry.id)
             wanted = [c for c in dict.fromkeys(r.class_name for r in entry.cams)
                       if len(rows.setdefault(c, [])) < PANEL_MAX_ROWS]
-            if not wanted:
+            if not wanted or ref is None:
                 continue
-            rgb = preprocess(read_rgb(Path(entry.path), cfg.preprocess.max_pixels), cfg.preprocess)[1]
+            # the image the config names (never a path an item file holds)
+            rgb = preprocess(read_rgb(ref.path, cfg.preprocess.max_pixels), cfg.preprocess)[1]
             photo = thumbnail(np.uint8(np.round(rgb * 255)))  # decoded once for all its classes
             for cls in wanted:
-                overlays = [cv2.cvtColor(cv2.imread(str(ctx.run.path(entry.record(cls, m).file))),
-                                         cv2.COLOR_BGR2RGB) for m in methods]
+                overlays = [read_overlay(ctx.run, _record_file(entry, cls, m)) for m in methods]
                 rows[cls].append((entry.id, photo, [thumbnail(o) for o in overlays]))
         for cls, class_rows in rows.items():
             picture = render.panel(class_rows, methods, f"class '{cls}' — {', '.join(methods)} "
                                                         f"at {', '.join(cfg.target_layers)}")
             ctx.run.write_image(f"panels/{cls}.png", picture.image)
+
+
+def _record_file(entry: ImageEntry, cls: str, method: str) -> str:
+    rec = next((r for r in entry.cams if r.class_name == cls and r.method == method), None)
+    if rec is None:
+        raise ExplainError(f"images '{entry.id}': no {method} map of class '{cls}' in its "
+                           f"record; the run folder is damaged")
+    return rec.file
+
+
+def _pixels(data: bytes) -> int:
+    """Width x height from a picture's header (no decoding); a huge number when unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            return header.size[0] * header.size[1]
+    except Exception:
+        return MAX_OVERLAY_PIXELS + 1
+
+
+def read_overlay(run: RunFolder, rel: str) -> np.ndarray:
+    """An overlay this run wrote, read back as RGB from inside the run folder (no link is
+    followed); ExplainError naming the file when it is missing or not a picture."""
+    data = run.read_bytes(rel)
+    picture = None
+    if data is not None and _pixels(data) <= MAX_OVERLAY_PIXELS:
+        picture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if picture is None:
+        raise ExplainError(f"{run.root / rel}: the map picture is missing or unreadable; the run "
+                           f"folder is damaged")
+    return cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)

@@ -13,31 +13,34 @@ model input size, written while the run explains the image), ``report/colorbar-<
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from urllib.parse import quote
 
 import cv2
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from explain import render
+from explain.config import COLORMAPS
 from explain.errors import ExplainError
 from explain.metrics import LABELS, MethodTable, method_table
 from explain.outputs import RUN_MARKER, RunFolder
-from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
-                             MeanMap, RunSummary, Skipped, read_item)
+from explain.names import quote as quoted
+from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
+                             ItemFile, MapRecord, MeanMap, RunSummary, Skipped, item_files,
+                             parse_item, parse_json, why)
 from explain.writers import BatchContext, RunContext, Writer
 from explain.writers.metrics import CLASS_AGNOSTIC, method_note
 from explain.writers.panels import PANEL_MAX_ROWS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PHOTO_QUALITY = 85
+MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
 _SKIP_NOTE = re.compile(r"skipped (.+) \((.+)\)")
 GLOSSARY = {
     "road_combined": "ROAD (Rong et al. 2022): (score change when the least relevant pixels are "
@@ -137,18 +140,18 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
             diff = f"compare/{rec.method}/{stem}.png"
             boxes = (entry.boxes or {}).get(rec.class_name, [])
             cells[(rec.class_name, rec.method)] = Cell(
-                record=rec, overlay=rec.file if run.path(rec.file).is_file() else None,
-                top=top if run.path(top).is_file() else None,
-                diff=diff if run.path(diff).is_file() else None,
+                record=rec, overlay=rec.file if run.has_file(rec.file) else None,
+                top=top if run.has_file(top) else None,
+                diff=diff if run.has_file(diff) else None,
                 compare=rows.get((entry.id, rec.class_name, rec.method)),
-                guided=rec.guided_file if rec.guided_file and run.path(rec.guided_file).is_file()
+                guided=rec.guided_file if rec.guided_file and run.has_file(rec.guided_file)
                 else None,
                 boxes=[_box_style(b, entry.input_size) for b in boxes],
                 peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
         photo = photo_path(entry.id)
         concepts = f"concepts/{entry.id}.png"
-        cards.append(Card(entry, photo if run.path(photo).is_file() else None, present, cells,
-                          concepts=concepts if run.path(concepts).is_file() else None))
+        cards.append(Card(entry, photo if run.has_file(photo) else None, present, cells,
+                          concepts=concepts if run.has_file(concepts) else None))
     return cards
 
 
@@ -187,7 +190,7 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card],
         return None
     numbers = summary.dataset or datasets.summarise(summary.images, classes, methods)
     found = {(m.class_name, m.method, m.outcome): m for m in numbers.mean_maps
-             if run.path(m.file).is_file()}
+             if run.has_file(m.file)}
     means = []
     for cls in classes:
         row = [(m, found.get((cls, m, "correct")), found.get((cls, m, "wrong"))) for m in methods]
@@ -206,7 +209,7 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card],
     confusions = [(axis[i], axis[j], n) for _, i, j, n in sorted(
         (-n, i, j, n) for i, r in enumerate(table) for j, n in enumerate(r) if i != j and n)]
     files = [f"dataset/{name}.csv" for name in ("confusion", "per_class", "disagreement")
-             if run.path(f"dataset/{name}.csv").is_file()]
+             if run.has_file(f"dataset/{name}.csv")]
     return DatasetView(numbers, means, cases, confusions[:20], len(axis) <= CONFUSION_TABLE_MAX,
                        files)
 
@@ -313,7 +316,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
                   compare=summary.compare, finished=data.finished,
                   card_notes={m: method_note(m) for m in methods if m in CLASS_AGNOSTIC})
     env = environment()
-    panels = [(c, f"panels/{c}.png") for c in classes if run.path(f"panels/{c}.png").is_file()]
+    panels = [(c, f"panels/{c}.png") for c in classes if run.has_file(f"panels/{c}.png")]
     out = {"report.html": env.get_template("report.html.j2").render(
         **common, prefix="", cards=[] if paged else cards, index=cards if paged else [],
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
@@ -328,63 +331,136 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     return out
 
 
-def build_report(run: RunFolder, data: ReportData) -> list[str]:
+def build_report(run: RunFolder, data: ReportData,
+                 sources: Optional[dict[str, tuple[Path, Any]]] = None) -> list[str]:
     """Write report.html (and its pages and colour bar); returns the pages written. Photos
-    missing from report/photos/ (an older run) are made from the image files when readable."""
+    missing from report/photos/ are made again only from ``sources`` (image id -> (the file
+    the config names, its preprocess spec)), never from a path the records hold: ``explain
+    report`` leaves them out (the card says so)."""
     cmap = data.summary.config.get("output", {}).get("colormap", "jet")
     run.write_image(f"report/colorbar-{cmap}.png", colorbar(cmap))
-    _missing_photos(run, data)
+    if sources:
+        _missing_photos(run, data, sources)
     pages = render_pages(run, data)
     for rel, html in pages.items():
         run.write_bytes(rel, html.encode("utf-8"))
     return list(pages)
 
 
-def _missing_photos(run: RunFolder, data: ReportData) -> None:
-    from explain.config import Preprocess
+def _missing_photos(run: RunFolder, data: ReportData, sources: dict[str, tuple[Path, Any]]) -> None:
     from explain.images import ImageError, preprocess, read_rgb
-    spec = None
     for entry in data.summary.images:
-        if run.path(photo_path(entry.id)).is_file():
+        if entry.id not in sources or run.has_file(photo_path(entry.id)):
             continue
+        path, spec = sources[entry.id]
         try:
-            spec = spec or Preprocess.model_validate(data.summary.config.get("preprocess", {}))
-            write_photo(run, entry.id, preprocess(read_rgb(Path(entry.path), spec.max_pixels),
-                                                  spec)[1])
-        except (ImageError, ValidationError, OSError):
+            write_photo(run, entry.id, preprocess(read_rgb(path, spec.max_pixels), spec)[1])
+        except (ImageError, OSError):
             continue  # the card says the photo is not available
 
 
 # ---- rebuilding from a results folder -----------------------------------------------------
 
+class _Named(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str
+
+
+class _Metric(_Named):
+    percentiles: Optional[list[float]] = None
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    colormap: str = "jet"
+
+    @field_validator("colormap")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in COLORMAPS:
+            raise ValueError(f"unknown colormap {quoted(v, 40)}")
+        return v
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    page_size: int = Field(100, ge=1, le=10_000)
+    weak_below: float = Field(0.05, ge=0, le=1)
+
+
+class _Annotations(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    file: Optional[str] = None
+    boxes: dict[str, Any] = Field(default_factory=dict)
+    threshold: float = 0.5
+
+
+class ShownConfig(BaseModel):
+    """The parts of a run's config that the report reads, typed: a summary.json (or
+    config.json) changed by hand is one error naming the field, not a crash in a template."""
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: dict[str, Any] = Field(default_factory=dict)
+    output: _Output = Field(default_factory=_Output)
+    report: _Report = Field(default_factory=_Report)
+    methods: list[Union[str, _Named]] = Field(default_factory=list)
+    classes: dict[str, int] = Field(default_factory=dict)
+    target_layers: list[str] = Field(default_factory=list)
+    targets: Union[str, list[str]] = "all"
+    metrics: list[_Metric] = Field(default_factory=list)
+    annotations: _Annotations = Field(default_factory=_Annotations)
+
+
+def shown_config(config: Any, where: Path) -> dict[str, Any]:
+    """``config`` checked as ShownConfig (ExplainError naming ``where`` and the field)."""
+    try:
+        shown = ShownConfig.model_validate(config)
+    except ValidationError as exc:
+        raise ExplainError(f"{where}: config.{why(exc)}; the run folder is damaged") from None
+    try:
+        return shown.model_dump(mode="json")
+    except (ValueError, RecursionError):  # nested past the serialiser's depth
+        raise ExplainError(f"{where}: config: nested too deeply; the run folder is "
+                           f"damaged") from None
+
+
+def _read_json(run: RunFolder, rel: str, what: str) -> Any:
+    data = run.read_bytes(rel, MAX_SUMMARY_BYTES)
+    if data is None:
+        raise ExplainError(f"{run.root / rel}: missing or not a plain file")
+    return parse_json(data, str(run.root / rel), what)
+
+
 def load_run(root: Path) -> ReportData:
-    """A results folder's records: summary.json, or the item files of an interrupted run."""
+    """A results folder's records: summary.json, or the item files of an interrupted run.
+    Every file is read from inside the folder, without following a link."""
     if not root.is_dir():
         raise ExplainError(f"{root}: no such results folder")
-    if not (root / RUN_MARKER).is_file():
+    if root.is_symlink():
+        raise ExplainError(f"{root}: a symbolic link; give the results folder itself")
+    run = RunFolder(root)
+    if not run.has_file(RUN_MARKER):
         raise ExplainError(f"{root}: not a results folder written by explain (no {RUN_MARKER})")
-    summary_file = root / "summary.json"
-    items = sorted((root / "items").glob("*.json")) if (root / "items").is_dir() else []
-    if summary_file.is_file():
+    items = item_files(run)
+    if run.has_file("summary.json"):
+        where = root / "summary.json"
         try:
-            summary = RunSummary.model_validate(json.loads(summary_file.read_text(encoding="utf-8")))
-        except (ValueError, ValidationError, UnicodeDecodeError) as exc:
-            first = str(exc).strip().splitlines()
-            raise ExplainError(f"{summary_file}: not a summary of this explain version "
-                               f"({first[0][:120] if first else type(exc).__name__})") from None
+            summary = RunSummary.model_validate(_read_json(run, "summary.json", "a summary"))
+        except ValidationError as exc:
+            raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
+                               f"the run folder is damaged") from None
+        summary.config = shown_config(summary.config, where)
         data = ReportData(summary)
         if summary.compare:
-            for path in items:
-                item = read_item(path)
-                data.compare_rows[item.entry.id] = list(item.compare)
+            for rel in items:
+                item = _item(run, rel)
+                if item is not None:
+                    data.compare_rows[item.entry.id] = list(item.compare)
         return data
     if not items:
         raise ExplainError(f"{root}: no summary.json and no items/: the run finished no image yet")
-    try:
-        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    read = [read_item(p) for p in items]
+    config = _read_json(run, "config.json", "a config file") if run.has_file("config.json") else {}
+    config = shown_config(config if isinstance(config, dict) else None, root / "config.json")
+    read = [i for i in (_item(run, rel) for rel in items) if i is not None]
     summary = RunSummary(name=root.name, config_file="(unfinished run)", output_dir=str(root),
                          device="(unfinished run)", config=config, versions={},
                          images=[i.entry for i in read])
@@ -392,12 +468,21 @@ def load_run(root: Path) -> ReportData:
     return ReportData(summary, {i.entry.id: list(i.compare) for i in read}, finished=False)
 
 
+def _item(run: RunFolder, rel: str) -> Optional[ItemFile]:
+    data = run.read_bytes(rel, MAX_ITEM_BYTES)
+    return None if data is None else parse_item(data, str(run.root / rel))
+
+
 def rebuild(root: Path) -> Path:
     """``explain report RUN_DIR``: write the folder's report again from its records, without
     the model. Returns the path of report.html."""
     root = Path(root)
     data = load_run(root)
-    build_report(RunFolder(root), data)
+    try:
+        build_report(RunFolder(root), data)
+    except RecursionError:
+        raise ExplainError(f"{root}: the run's records are nested too deeply; the run folder "
+                           f"is damaged") from None
     return root / "report.html"
 
 
@@ -409,4 +494,6 @@ class ReportWriter(Writer):
             write_photo(ctx.run, view.entry.id, view.item.rgb)
 
     def finish(self, ctx: RunContext) -> None:
-        build_report(ctx.run, ReportData(ctx.summary, dict(ctx.compare_rows)))
+        spec = ctx.cfg.preprocess
+        build_report(ctx.run, ReportData(ctx.summary, dict(ctx.compare_rows)),
+                     {ident: (ref.path, spec) for ident, ref in ctx.sources.items()})
