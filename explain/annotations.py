@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from explain.config import Config, box_problem, read_bounded_bytes, read_bounded_text
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.names import quote, short, suggest
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -182,7 +182,7 @@ def _read_json(path: Path, text: str, classes: list[str]) -> list[Box]:
     try:
         data = json.loads(text)
     except ValueError as exc:  # also an integer over Python's 4300 digits
-        raise ExplainError(f"{path}: not valid JSON ({str(exc)[:120]})") from None
+        raise ExplainError(f"{path}: not valid JSON ({first_line(exc, 120)})") from None
     except RecursionError:
         raise ExplainError(f"{path}: the JSON is nested too deep (a box file is a list of "
                            f"objects)") from None

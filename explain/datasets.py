@@ -22,7 +22,7 @@ from typing import Iterable, Optional
 import cv2
 import numpy as np
 
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.results import (ClassNumbers, DatasetSummary, Disagreement, ImageEntry,
                              MeanMap)
 
@@ -273,7 +273,7 @@ class MeanSums:
             return state, [str(p) for p in header["pending"]]
         except (zipfile.BadZipFile, KeyError, ValueError, TypeError, RecursionError) as exc:
             raise ExplainError(f"{where}: not a mean-map state of this explain version "
-                               f"({str(exc)[:100] or type(exc).__name__})") from None
+                               f"({first_line(exc, 100)})") from None
 
 
 def _group(group: list) -> tuple[Key, int]:

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from explain.config import MAX_SIDE, Config, LabelledImages, Preprocess, read_bounded_text
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.names import quote, safe_slug, short, suggest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -300,7 +300,7 @@ def _json_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ExplainError(f"{short(path)}: not valid JSON ({str(exc)[:120]})") from None
+        raise ExplainError(f"{short(path)}: not valid JSON ({first_line(exc, 120)})") from None
     except RecursionError:
         raise ExplainError(f"{short(path)}: the JSON is nested too deep (a list is a list of "
                            f"{{path, label}} objects)") from None

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.names import quote
 from explain.outputs import RunFolder
 
@@ -239,8 +239,7 @@ def why(exc: BaseException) -> str:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         return f"{where}: {first.get('msg', '')}"[:160] if where else first.get("msg", "")[:160]
-    lines = str(exc).strip().splitlines()
-    return lines[0][:160] if lines else type(exc).__name__
+    return first_line(exc, 160)
 
 
 def parse_json(data: bytes, where: str, what: str) -> Any:

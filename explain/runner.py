@@ -25,7 +25,7 @@ from explain import distributed, measures
 from explain.config import (LAYER, MAX_CLASSES, TARGET_WORDS, Config, Reshape,
                             explain_validation)
 from explain.engine import CamEngine, EngineOptions
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.heads import Classifier, Head
 from explain.images import (ImageError, ImageRef, Prepared, batches, find_images, group_by_shape,
                             precheck, prepare)
@@ -201,27 +201,9 @@ def first_image(cfg: Config, refs: list[ImageRef]) -> Optional[Prepared]:
     return None  # every listed file is broken: each is reported when the batch loop meets it
 
 
-def cut(text: str, limit: int = 150) -> str:
-    """``text`` cut near ``limit`` characters at a word boundary, so that no number in it is
-    cut short: the word across the limit is kept whole (up to 40 characters more), and after
-    a number its unit ('20480000000000 bytes')."""
-    if len(text) <= limit:
-        return text
-    end = text.find(" ", limit)
-    end = len(text) if end == -1 else end
-    if end > limit and text[end - 1].isdigit() and end < len(text):  # the unit too
-        after = text.find(" ", end + 1)
-        end = len(text) if after == -1 else after
-    if end - limit > 40:  # a very long word: stop before it
-        end = text.rfind(" ", 0, limit)
-        end = limit if end <= 0 else end
-    return text[:end].rstrip() + (" ..." if end < len(text) else "")
-
-
 def _model_failed(exc: Exception, image: str) -> ExplainError:
-    text = str(exc).strip().splitlines()
     return ExplainError(f"model: the forward pass failed on {image} "
-                        f"({type(exc).__name__}: {cut(text[0]) if text else ''})")
+                        f"({type(exc).__name__}: {first_line(exc)})")
 
 
 def _target_layers(cfg: Config, parts: tuple, first: Optional[Prepared],

@@ -9,7 +9,6 @@ address-space limit, each case in a fresh fork of it."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
