@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    from explain.config import parse_value
+    """The command line's changes to the config, as dotted keys."""
     found = {}
     if args.methods:
         found["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -63,7 +63,15 @@ def overrides_from(args: argparse.Namespace) -> dict:
         found["compare.enabled"] = True
     if args.workers is not None:
         found["workers"] = args.workers
-    for item in args.sets:
+    found.update(parse_sets(args.sets))
+    return found
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` options as config overrides (values read as YAML reads them)."""
+    from explain.config import parse_value
+    found = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ExplainError(f"--set {item}: expected KEY=VALUE, e.g. output.colormap=turbo")
@@ -123,27 +131,18 @@ def layers_main(argv: list[str]) -> int:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     try:
-        from explain.config import load_config, parse_value
-        overrides = {}
-        for item in args.sets:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ExplainError(f"--set {item}: expected KEY=VALUE, e.g. preprocess.size=224")
-            overrides[key.strip()] = parse_value(value)
-        cfg = load_config(args.config, overrides)
+        from explain.config import load_config
+        cfg = load_config(args.config, parse_sets(args.sets))
         from explain.heads import Classifier, Head
         from explain.images import find_images
         from explain.layers import format_table, survey
         from explain.model import load_model
-        from explain.runner import first_image
+        from explain.plan import first_image, reshape_mode
         net = load_model(cfg)
         refs, _ = find_images(cfg)
         first = first_image(cfg, refs)
-        if first is None:
-            raise ExplainError("images: none of the images could be read")
         x = first.tensor[None]
         head = Head(cfg.model.head, cfg.model.target)
-        from explain.runner import reshape_mode
         rows = survey(net, Classifier(net, cfg.model.output), x, head,
                       mode=reshape_mode(cfg, net))
         table = format_table(rows)

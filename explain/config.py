@@ -57,7 +57,9 @@ TARGET_WORDS = ("label", "predicted")  # in a targets list: the image's label, i
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # frozen: a config is validated once and never changed; what a run resolves (layer names
+    # from 'auto', class names from the model) makes a new, validated copy (``resolved``)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSpec(_Section):
@@ -791,5 +793,17 @@ def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) ->
         cfg = Config.model_validate(data)
     except ValidationError as err:
         raise explain_validation(err, str(path)) from None
-    cfg.source = path.resolve()
-    return cfg
+    return cfg.model_copy(update={"source": path.resolve()})
+
+
+def resolved(cfg: Config, field: str, value: Any) -> Config:
+    """A copy of ``cfg`` whose ``field`` is what the run resolved it to (the layer names
+    'auto' stands for, the class names the model carries), validated as if the file had
+    said so; the config itself is never changed."""
+    data = cfg.model_dump()
+    data[field] = value
+    try:
+        new = Config.model_validate(data)
+    except ValidationError as err:
+        raise explain_validation(err, f"{field} as resolved") from None
+    return new.model_copy(update={"source": cfg.source})

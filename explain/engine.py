@@ -25,8 +25,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from dataclasses import dataclass, field
-from typing import Optional
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +50,50 @@ class LayerPass:
     gradients: list[np.ndarray]  # one (B, C, h, w) per target slot
 
 
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer the run hooks, as the preflight pass saw it (explain.plan keeps these)."""
+    label: str  # how messages name it: "target_layers[0] 'features.10'", "channels.layer"
+    module: nn.Module
+    shape: tuple[int, ...]  # the output's shape without the batch
+    layout: Layout
+    name: str = ""  # the dotted name in the user's network (set by explain.plan)
+
+    def named(self, name: str) -> "LayerInfo":
+        return replace(self, name=name)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the layer seen as (B, C, h, w): a ViT token layer's embedding size, a
+        channels-last map's last axis, not the raw ``shape[0]``."""
+        return self.layout.channels((1, *self.shape))
+
+
+@dataclass
+class Probe:
+    """The preflight pass: the logits of one image, every hooked layer, the pass's time."""
+    logits: torch.Tensor  # (1, outputs), detached
+    layers: list[LayerInfo]
+    seconds: float
+
+    def info(self, module: nn.Module) -> LayerInfo:
+        return next(layer for layer in self.layers if layer.module is module)
+
+
+@dataclass
+class MapSlot:
+    """One map of a batch: image row, slot, class, method; ``record`` is its MapRecord (set
+    by the runner). Made once per batch by the engine; writers read these, never rebuild
+    which slot holds which class."""
+    row: int
+    slot: int
+    class_index: int
+    class_name: str
+    method: str
+    cam: np.ndarray  # (H, W) float32 in 0..1, a view into BatchResult.maps
+    record: Any = None
+
+
 @dataclass
 class BatchResult:
     logits: np.ndarray  # (B, outputs)
@@ -59,15 +104,42 @@ class BatchResult:
     # method -> (B, S): the map's maximum before scaling to 0..1 (after the ReLU, at feature
     # resolution, the largest over target layers); only for the shared-pass methods
     raw_max: dict[str, np.ndarray] = field(default_factory=dict)
+    # per image: its maps, each class once (a class two slots name, as label and prediction,
+    # at its first slot), classes in slot order, methods in config order
+    per_image: list[list[MapSlot]] = field(default_factory=list)
 
-    def slots(self, b: int) -> list[tuple[int, int]]:
-        """Image ``b``'s (slot, class index) pairs, a class named by two slots (its label and
-        its prediction) only at its first slot: what is explained and recorded once."""
-        out: list[tuple[int, int]] = []
-        for s, c in enumerate(self.classes[b]):
-            if all(int(c) != seen for _, seen in out):
-                out.append((s, int(c)))
-        return out
+    def explained(self, b: int) -> list[MapSlot]:
+        """Image ``b``'s classes, once each: the first method's slot of every class."""
+        first = self.per_image[b][0].method if self.per_image[b] else None
+        return [m for m in self.per_image[b] if m.method == first]
+
+
+def map_slots(classes: np.ndarray, names: dict[int, str], maps: dict[str, np.ndarray]
+              ) -> list[list[MapSlot]]:
+    """Every image's MapSlots (see BatchResult.per_image)."""
+    out = []
+    for b, row in enumerate(classes):
+        first: dict[int, int] = {}  # class -> its first slot
+        for s, c in enumerate(row):
+            first.setdefault(int(c), s)
+        seen = list(first)
+        out.append([MapSlot(b, first[c], c, names.get(c, str(c)), method, cams[b, first[c]])
+                    for c in seen for method, cams in maps.items()])
+    return out
+
+
+@contextlib.contextmanager
+def watching(modules: Sequence[nn.Module], record: Callable[[int, Any], Any]):
+    """Forward hooks on ``modules`` for the block: ``record(i, output)`` gets module i's output
+    (what it returns replaces the output, None keeps it). The one place explain hooks a
+    model: the engine's passes and the layer survey (explain.layers) both come through here."""
+    handles = [m.register_forward_hook(lambda _m, _in, out, i=i: record(i, out))
+               for i, m in enumerate(modules)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager
@@ -117,6 +189,8 @@ class EngineOptions:
     """How the engine runs, beyond model, layers, methods and device."""
     layer_names: Optional[list[str]] = None  # for error messages; default '#0', '#1', ...
     probe_layer: Optional[nn.Module] = None  # the channel-view layer, kept in BatchResult.probe
+    # layers only the preflight probe looks at (label, module): the concepts layer
+    watch_layers: tuple[tuple[str, nn.Module], ...] = ()
     aug_smooth: bool = False
     eigen_smooth: bool = False
     guard_inplace: bool = True  # see explain.model.non_inplace
@@ -136,6 +210,22 @@ def _finite(values: torch.Tensor, what: str) -> None:
                            f"map or probability can be made")
 
 
+def _check_output(label: str, output: Any, again: bool) -> None:
+    """A hooked layer's output must be one feature map or token sequence, made once."""
+    if not isinstance(output, torch.Tensor):
+        raise ExplainError(f"{label}: the layer outputs a {type(output).__name__}, not a "
+                           f"tensor; pick a layer whose output is a feature map (explain "
+                           f"layers CONFIG lists them)")
+    if output.ndim not in (3, 4):
+        raise ExplainError(f"{label}: the layer outputs shape {tuple(output.shape)}, not a "
+                           f"feature map (N, C, H, W) or a token sequence; pick a layer before "
+                           f"the classifier (explain layers CONFIG lists them)")
+    if again:
+        raise ExplainError(f"{label}: the layer runs more than once in one forward pass (a "
+                           f"shared module), so it has no single output to explain; name a "
+                           f"layer that runs once (explain layers CONFIG marks them)")
+
+
 class CamEngine:
     """Explains batches with a fixed model, target layers and methods. Use as a context manager:
     on entry the model is moved to the device and made inplace-safe; on exit it is restored."""
@@ -151,6 +241,10 @@ class CamEngine:
                                             all(probe is not t for t in target_layers) else [])
         self.probe_index = None if probe is None else \
             next(i for i, layer in enumerate(self.hooked) if layer is probe)
+        self.labels = [f"target_layers[{i}] '{name}'" for i, name in enumerate(self.layer_names)]
+        self.labels += ["channels.layer"] * (len(self.hooked) - len(self.target_layers))
+        self.watched = [(label, m) for label, m in options.watch_layers
+                        if all(m is not h for h in self.hooked)]
         self.device = device
         self.shared = [m for m in methods if m.name in SHARED_PASS and not options.aug_smooth]
         self.separate = [m for m in methods if m not in self.shared]
@@ -218,26 +312,39 @@ class CamEngine:
                                "another method or layer")
         return AblationLayerVit()
 
-    def outputs(self, x: torch.Tensor) -> int:
-        """One forward pass with the hooks, before any work: checks that every hooked layer
-        gives a map of a known layout and that the model gives (N, outputs) logits; returns
-        the number of logits."""
-        logits, _ = self._forward(x.to(self.device))
+    def probe(self, x: torch.Tensor) -> Probe:
+        """The preflight pass, before any work: one forward pass of ``x`` (one image) with every
+        layer the run hooks (target, channel and concepts layers), checking that each gives a
+        map of a known layout and that the model gives (N, outputs) logits with a gradient.
+        Returns the logits, each layer's shape, layout and channel count, and the pass's time."""
+        x = x.to(self.device)
+        t0 = time.perf_counter()
+        logits, captured, layouts = self._forward(x, watch=True)
+        seconds = time.perf_counter() - t0
         problem = self.head.check_outputs(int(logits.shape[1]))
         if problem:
             raise ExplainError(f"model.{problem}")
         if not logits.requires_grad:
             from explain.layers import NO_GRADIENT
             raise ExplainError(NO_GRADIENT)
-        return int(logits.shape[1])
+        modules = self.hooked + [m for _, m in self.watched]
+        labels = self.labels + [label for label, _ in self.watched]
+        layers = [LayerInfo(label, module, tuple(int(n) for n in act.shape[1:]), layout)
+                  for label, module, act, layout in zip(labels, modules, captured, layouts)]
+        return Probe(logits.detach(), layers, seconds)
 
-    def run(self, x: torch.Tensor, targets, named: list[int], top: int = 1) -> BatchResult:
-        """Explain a batch. ``targets``: class indices for every image (a list), per image (a
-        (B, S) array; -1 = the image's most likely class among ``named``), or None for each
-        image's ``top`` most likely classes among ``named``."""
+    def run(self, x: torch.Tensor, targets, names: Mapping[int, str] | Sequence[int],
+            top: int = 1) -> BatchResult:
+        """Explain a batch. ``names``: the named classes (output index -> name; a list of
+        indices names each by its number). ``targets``: class indices for every image (a
+        list), per image (a (B, S) array; -1 = the image's most likely named class), or None
+        for each image's ``top`` most likely named classes."""
         x = x.to(self.device)
-        self.named = list(named)
-        logits, acts = self._forward(x)
+        if not isinstance(names, Mapping):
+            names = {int(i): str(i) for i in names}
+        named = sorted(names)
+        self.named = named
+        logits, acts, _ = self._forward(x)
         out_np = logits.detach().float().cpu().numpy()
         scores_np = self.head.scores(logits.detach()).float().cpu().numpy()
         if targets is None or isinstance(targets, np.ndarray):
@@ -263,62 +370,45 @@ class CamEngine:
         probe = None
         if self.probe_index is not None:
             probe = LayerPass(acts_np[self.probe_index], [g[self.probe_index] for g in grads])
-        return BatchResult(out_np, classes, {k: maps[k] for k in self.order}, probe,
-                           raw_max=raw_max)
+        ordered = {k: maps[k] for k in self.order}
+        return BatchResult(out_np, classes, ordered, probe, raw_max=raw_max,
+                           per_image=map_slots(classes, names, ordered))
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        captured: list[Optional[torch.Tensor]] = [None] * len(self.hooked)
+    def _forward(self, x: torch.Tensor, watch: bool = False
+                 ) -> tuple[torch.Tensor, list[torch.Tensor], list[Layout]]:
+        """The model on ``x`` with the hooked layers (and, with ``watch``, the probe-only
+        layers) captured: logits, each layer's output and layout (checked). The hooked
+        layers' layouts and shapes are kept for the library calls of this batch."""
+        modules = self.hooked + ([m for _, m in self.watched] if watch else [])
+        labels = self.labels + [label for label, _ in self.watched]
+        captured: list[Optional[torch.Tensor]] = [None] * len(modules)
 
-        def hook_for(i: int):
-            def hook(module, inputs, output):
-                if not isinstance(output, torch.Tensor):
-                    raise ExplainError(f"{self._name(i)}: the layer outputs a "
-                                       f"{type(output).__name__}, not a tensor; pick a layer "
-                                       f"whose output is a feature map (explain layers CONFIG "
-                                       f"lists them)")
-                if output.ndim not in (3, 4):
-                    raise ExplainError(f"{self._name(i)}: the layer outputs shape "
-                                       f"{tuple(output.shape)}, not a feature map (N, C, H, W) "
-                                       f"or a token sequence; pick a layer before the "
-                                       f"classifier (explain layers CONFIG lists them)")
-                if captured[i] is not None:
-                    raise ExplainError(f"{self._name(i)}: the layer runs more than once in one "
-                                       f"forward pass (a shared module), so it has no single "
-                                       f"output to explain; name a layer that runs once "
-                                       f"(explain layers CONFIG marks them)")
-                captured[i] = output
-                # A copy goes downstream, so an inplace op there cannot change what we keep.
-                return output.clone() if self.options.guard_inplace else None
-            return hook
+        def keep(i: int, output: Any) -> Optional[torch.Tensor]:
+            _check_output(labels[i], output, captured[i] is not None)
+            captured[i] = output
+            # A copy goes downstream, so an inplace op there cannot change what we keep.
+            return output.clone() if self.options.guard_inplace else None
 
-        handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(self.hooked)]
-        try:
-            with torch.enable_grad():
-                logits = self.model(x.detach().requires_grad_(True))
-        finally:
-            for h in handles:
-                h.remove()
+        with watching(modules, keep), torch.enable_grad():
+            logits = self.model(x.detach().requires_grad_(True))
         self._check_logits(logits, x.shape[0])
         for i, act in enumerate(captured):
             if act is None:
-                raise ExplainError(f"{self._name(i)}: the layer is not used in the model's "
+                raise ExplainError(f"{labels[i]}: the layer is not used in the model's "
                                    f"forward pass; pick one that is (explain layers CONFIG)")
         for i, act in enumerate(captured):  # the earliest trouble first: layers, then outputs
-            _finite(act, f"{self._name(i)}: NaN or infinite values in the layer's output")
+            _finite(act, f"{labels[i]}: NaN or infinite values in the layer's output")
         _finite(logits, "model: NaN or infinite values in the outputs (logits)")
-        self.layouts, self.shapes = [], []
+        layouts = []
         for i, act in enumerate(captured):
             try:
-                self.layouts.append(infer_layout(act.shape, x.shape[-2:], self.options.reshape))
+                layouts.append(infer_layout(act.shape, x.shape[-2:], self.options.reshape))
             except LayoutError as exc:
-                raise ExplainError(f"{self._name(i)}: {exc}") from None
-            self.shapes.append(tuple(act.shape[1:]))
-        return logits, captured
-
-    def _name(self, i: int) -> str:
-        if i < len(self.target_layers):
-            return f"target_layers[{i}] '{self.layer_names[i]}'"
-        return "channels.layer"
+                raise ExplainError(f"{labels[i]}: {exc}") from None
+        n = len(self.hooked)
+        self.layouts = layouts[:n]
+        self.shapes = [tuple(act.shape[1:]) for act in captured[:n]]
+        return logits, captured, layouts
 
     def _check_logits(self, logits, batch: int) -> None:
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
@@ -338,9 +428,9 @@ class CamEngine:
                                         allow_unused=True)
             for i, g in enumerate(grads):
                 if g is None:
-                    raise ExplainError(f"{self._name(i)}: the class scores do not depend on "
+                    raise ExplainError(f"{self.labels[i]}: the class scores do not depend on "
                                        f"this layer; pick a layer before the classifier output")
-                _finite(g, f"{self._name(i)}: NaN or infinite values in the gradient of the "
+                _finite(g, f"{self.labels[i]}: NaN or infinite values in the gradient of the "
                            f"class scores at the layer")
             out.append([layout(g.detach()).float().cpu().numpy()
                         for layout, g in zip(self.layouts, grads)])

@@ -98,33 +98,29 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
     if mode is None:  # the config's reshape; a Keras model's own 'nhwc'
         mode = getattr(net, "explain_reshape", "auto")
 
-    def hook(index: int):
-        def record(module: nn.Module, args: Any, out: Any) -> None:
-            row = rows[index]
-            kept.append(out)
-            group = groups.setdefault(id(out), len(groups)) if isinstance(out, torch.Tensor) else -1
-            row.fired += ((counter[0], group),)
-            counter[0] += 1
-            if row.calls > 1:
-                return
-            if not isinstance(out, torch.Tensor):
-                row.output = type(out).__name__
-                return
-            row.shape = tuple(int(s) for s in out.shape)
-            row.output = "(" + ", ".join(str(s) for s in row.shape) + ")"
-            if out.is_floating_point() and out.ndim >= 3 and row.shape[0] == batch:
-                row.layout = usable_layout(row.shape, input_hw, mode)  # not the windows of a Swin
-                outputs[index] = out
-        return record
+    def record(index: int, out: Any) -> None:
+        row = rows[index]
+        kept.append(out)
+        group = groups.setdefault(id(out), len(groups)) if isinstance(out, torch.Tensor) else -1
+        row.fired += ((counter[0], group),)
+        counter[0] += 1
+        if row.calls > 1:
+            return
+        if not isinstance(out, torch.Tensor):
+            row.output = type(out).__name__
+            return
+        row.shape = tuple(int(s) for s in out.shape)
+        row.output = "(" + ", ".join(str(s) for s in row.shape) + ")"
+        if out.is_floating_point() and out.ndim >= 3 and row.shape[0] == batch:
+            row.layout = usable_layout(row.shape, input_hw, mode)  # not the windows of a Swin
+            outputs[index] = out
 
-    handles = []
+    from explain.engine import watching  # the one place hooks are put on a model
     with preserved_state(classifier), non_inplace(classifier), torch.enable_grad():
         classifier.eval()
         try:
-            for index, (_, module) in enumerate(named):
-                handles.append(module.register_forward_hook(hook(index)))
-            image = x.detach().clone().requires_grad_(True)
-            scores = head.scores(classifier(image))
+            with watching([module for _, module in named], record):
+                scores = head.scores(classifier(x.detach().clone().requires_grad_(True)))
         except ExplainError:
             raise
         except Exception as exc:  # shapes that do not fit the network, mostly
@@ -132,9 +128,6 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
             raise ExplainError(f"model: the forward pass failed on a {input_hw[0]}x{input_hw[1]} "
                                f"input ({type(exc).__name__}: {text}); check preprocess.size "
                                f"and the model's input size") from None
-        finally:
-            for handle in handles:
-                handle.remove()
         if not scores.requires_grad:
             raise ExplainError(NO_GRADIENT)
         _mark_degenerate(rows, outputs, scores)

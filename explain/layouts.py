@@ -36,12 +36,9 @@ class Layout:
         return tensor[:, self.prefix:, :].reshape(tensor.size(0), h, w, tensor.size(2)) \
             .permute(0, 3, 1, 2)
 
-    def describe(self) -> str:
-        if self.kind == "nchw":
-            return "(B, C, h, w) maps"
-        if self.kind == "nhwc":
-            return "(B, h, w, C) channels-last maps"
-        return f"tokens: {self.prefix} prefix + {self.grid[0]}x{self.grid[1]} patch grid"
+    def channels(self, shape: Sequence[int]) -> int:
+        """The channel count of an output of ``shape`` (batch first) seen through the layout."""
+        return int(shape[1] if self.kind == "nchw" else shape[-1])
 
 
 class LayoutError(ValueError):

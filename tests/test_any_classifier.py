@@ -258,7 +258,7 @@ def test_binary_head_refuses_two_logits():
                    EngineOptions(head=Head("binary"))) as eng:
         with pytest.raises(ExplainError, match="binary expects one logit per image, the model "
                                                "gives 2"):
-            eng.outputs(_x(1))
+            eng.probe(_x(1))
 
 
 def test_probability_target_is_the_softmax_target():

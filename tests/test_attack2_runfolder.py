@@ -321,17 +321,16 @@ def test_resume_with_a_bogus_mean_map_state_starts_the_means_again(finished, tmp
 
 @pytest.mark.parametrize("name", ["my layer", "conv\x1b[31m", "cost$1", "x" * 5000])
 def test_a_layer_name_explain_cannot_record_is_one_line(finished, name):
-    from explain.runner import _set_layers
-    cfg = load_config(finished[0])
+    from explain.plan import recordable
     with pytest.raises(ExplainError) as err:
-        _set_layers(cfg, [name], "auto chose")
+        recordable([name], "auto chose")
     text = str(err.value)
     assert text.startswith("target_layers: auto chose the layer ") and "\n" not in text
     assert len(text) < 400 and "\x1b" not in text
 
 
 def test_allocation_errors_keep_their_numbers():
-    from explain.runner import _model_failed
+    from explain.plan import model_failed as _model_failed
     text = ("[enforce fail at /opt/conda/pytorch/work/c10/core/impl/"
             "alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
             "allocate 20480000000000 bytes. Buy new RAM!")

@@ -127,6 +127,28 @@ def demo_channels(tmp_path_factory):
                     {"methods": ["gradcam", "layercam", "eigencam"]})
 
 
+def replanned(ctx, folder, channels: dict, output: dict, images: int = 1):
+    """``ctx`` in a fresh folder, its plan's config changed in ``channels`` and ``output``,
+    and its one image listed ``images`` times."""
+    cfg = ctx.cfg.model_copy(update={
+        "channels": ctx.cfg.channels.model_copy(update=channels),
+        "output": ctx.cfg.output.model_copy(update=output)})
+    plan = dataclasses.replace(ctx.plan, cfg=cfg, images=ctx.plan.images * images)
+    return dataclasses.replace(ctx, plan=plan, run=RunFolder(folder),
+                               summary=ctx.summary.model_copy(deep=True))
+
+
+def fresh_batch(batch):
+    """``batch`` with copies of its entries, each map holding its copy's record."""
+    images = []
+    for view in batch.images:
+        entry = view.entry.model_copy(deep=True)
+        maps = [dataclasses.replace(one, record=entry.record(one.class_name, one.method))
+                for one in view.maps]
+        images.append(dataclasses.replace(view, entry=entry, maps=maps))
+    return dataclasses.replace(batch, images=images)
+
+
 def read_rgb(path):
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert img is not None, path
@@ -311,14 +333,8 @@ def test_summary_csv_has_flat_channel_columns(demo_channels):
 
 
 def test_contrast_false_writes_no_contrast_figure(demo_channels, tmp_path):
-    cfg = demo_channels.cfg.model_copy(deep=True)
-    cfg.channels.contrast = False
-    ctx = dataclasses.replace(demo_channels.ctx, cfg=cfg, run=RunFolder(tmp_path),
-                              summary=demo_channels.summary.model_copy(deep=True))
-    batch = demo_channels.batch
-    batch = dataclasses.replace(batch, images=[dataclasses.replace(
-        v, entry=v.entry.model_copy(deep=True)) for v in batch.images])
-    channel_writer.ChannelWriter().write(ctx, batch)
+    ctx = replanned(demo_channels.ctx, tmp_path, {"contrast": False}, {})
+    channel_writer.ChannelWriter().write(ctx, fresh_batch(demo_channels.batch))
     assert (tmp_path / "channels" / "gradcam" / "both__dog__top.png").exists()
     assert not list(tmp_path.rglob("*contrast*"))
 
@@ -328,15 +344,10 @@ def test_large_runs_skip_the_grids_and_keep_top_views_and_csv(demo_channels, tmp
                                                               images):
     """channels.grids: false, or null with more than 50 images: no per-image grids; the
     top-channels figures and CSVs are the same bytes as with grids."""
-    cfg = demo_channels.cfg.model_copy(deep=True)
-    cfg.channels.grids = grids
-    cfg.output.image_format = "png"  # (unset, 51 images would mean JPEG: checked below)
-    ctx = dataclasses.replace(demo_channels.ctx, cfg=cfg, run=RunFolder(tmp_path),
-                              summary=demo_channels.summary.model_copy(deep=True),
-                              image_order=["both"] * images)
-    batch = demo_channels.batch
-    batch = dataclasses.replace(batch, images=[dataclasses.replace(
-        v, entry=v.entry.model_copy(deep=True)) for v in batch.images])
+    # (output.image_format unset, 51 images would mean JPEG: checked below)
+    ctx = replanned(demo_channels.ctx, tmp_path, {"grids": grids}, {"image_format": "png"},
+                    images=images)
+    batch = fresh_batch(demo_channels.batch)
     writer = channel_writer.ChannelWriter()
     writer.start(ctx)
     writer.write(ctx, batch)
@@ -350,7 +361,7 @@ def test_large_runs_skip_the_grids_and_keep_top_views_and_csv(demo_channels, tmp
     assert (grids is None) == any("no per-image activation" in n for n in ctx.summary.notes)
     # the same size rule picks the picture format when output.image_format is not set
     assert demo_channels.cfg.output.image_format is None
-    unset = dataclasses.replace(ctx, cfg=demo_channels.cfg)
+    unset = dataclasses.replace(ctx.plan, cfg=demo_channels.ctx.cfg)
     assert unset.ext == (".png" if images <= 50 else ".jpg")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -16,10 +17,12 @@ from torch import nn
 
 from explain import measures
 from explain.config import Config
-from explain.engine import BatchResult
+from explain.engine import BatchResult, CamEngine, EngineOptions, map_slots
 from explain.heads import Classifier, Head, ScoreModel
 from explain.images import ImageRef, Prepared
+from explain.layers import find_layer
 from explain.layouts import Layout
+from explain.plan import RunPlan, layer_infos
 from explain.outputs import RunFolder
 from explain.results import ImageEntry, MapRecord, RunSummary
 from explain.writers import BatchContext, ImageView, RunContext
@@ -142,6 +145,8 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def make_ctx(folder: Path, net: nn.Module, head: Head = Head(), **sections) -> RunContext:
+    """A run's context for TinyNet at features.4, its plan made from a real preflight pass
+    on the split photo."""
     folder.mkdir(parents=True, exist_ok=True)
     cfg = Config.model_validate({
         "model": {"builder": "explain.demo:catdog_efficientnet_lite0"},
@@ -150,33 +155,41 @@ def make_ctx(folder: Path, net: nn.Module, head: Head = Head(), **sections) -> R
     summary = RunSummary(name="t", config_file="", output_dir=str(folder), device="cpu",
                          config={}, versions={})
     model = Classifier(net)
-    layer = net.features[4]
-    return RunContext(cfg=cfg, run=RunFolder(folder), classes={0: "cat", 1: "dog"},
-                      methods=["gradcam", "layercam"], summary=summary, model=model,
-                      layers=[layer], image_order=["split"], head=head,
-                      layouts=[Layout("nchw")], net=net, concept_layer=(layer, Layout("nchw")))
+    first = Prepared(ImageRef("split", Path("split.png"), False), to_tensor(split_photo()),
+                     split_photo())
+    watch = (("concepts.layer", find_layer(net, cfg.concepts.layer or "features.4")[1]),)
+    with CamEngine(model, [net.features[4]], cfg.methods, torch.device("cpu"),
+                   EngineOptions(layer_names=["features.4"], head=head,
+                                 watch_layers=watch)) as engine:
+        probe = engine.probe(first.tensor[None])
+    plan = RunPlan(cfg=cfg, images=(first.ref,), notes=(), net=net, model=model, head=head,
+                   device=torch.device("cpu"), layers=layer_infos(cfg, probe, net),
+                   classes=MappingProxyType({0: "cat", 1: "dog"}), first=first, probe=probe)
+    return RunContext(plan=plan, run=RunFolder(folder), summary=summary)
 
 
 def make_batch(ctx: RunContext, photos: dict[str, np.ndarray]) -> BatchContext:
     """Both classes explained for every photo; CAMs are made-up smooth maps in 0..1."""
     x = torch.stack([to_tensor(p) for p in photos.values()])
     with torch.no_grad():
-        logits = ctx.model(x).numpy()
+        logits = ctx.plan.model(x).numpy()
     yy, xx = np.mgrid[0:SIDE, 0:SIDE] / SIDE
     cams = {"gradcam": np.stack([xx, 1 - xx]), "layercam": np.stack([yy, (xx + yy) / 2])}
     maps = {m: np.repeat(c[None], len(photos), 0).astype(np.float32) for m, c in cams.items()}
-    result = BatchResult(logits, np.tile([0, 1], (len(photos), 1)), maps)
+    classes = np.tile([0, 1], (len(photos), 1))
+    per_image = map_slots(classes, dict(ctx.classes), maps)
+    result = BatchResult(logits, classes, maps, per_image=per_image)
     views = []
     for b, (name, rgb) in enumerate(photos.items()):
         entry = ImageEntry(id=name, path=f"{name}.png", input_size=[SIDE, SIDE],
                            probabilities={"cat": 0.5, "dog": 0.5}, predicted="cat")
-        for s, cls in enumerate(("cat", "dog")):
-            for m in ctx.methods:
-                entry.cams.append(MapRecord(class_name=cls, method=m,
-                                            file=f"cams/{m}/{name}__{cls}.png",
-                                            **measures.map_stats(maps[m][b, s])))
+        for one in per_image[b]:
+            one.record = MapRecord(class_name=one.class_name, method=one.method,
+                                   file=f"cams/{one.method}/{name}__{one.class_name}.png",
+                                   **measures.map_stats(one.cam))
+            entry.cams.append(one.record)
         views.append(ImageView(Prepared(ImageRef(name, Path(f"{name}.png"), False), x[b], rgb),
-                               entry, b))
+                               entry, b, per_image[b]))
     return BatchContext(x, result, views)
 
 
@@ -414,9 +427,10 @@ def test_concept_writer_files(tmp_path):
 
 def test_unlabelled_concepts_without_a_matching_linear(tmp_path):
     net = TinyNet().eval()
-    ctx = make_ctx(tmp_path / "run", net, concepts={"enabled": True, "n_components": 3})
-    ctx.concept_layer = (net.features[0], Layout("nchw"))  # 8 channels: no Linear(8, 2)
-    writer = ConceptWriter()
+    ctx = make_ctx(tmp_path / "run", net, concepts={"enabled": True, "n_components": 3,
+                                                    "layer": "features.0"})  # 8 channels:
+    writer = ConceptWriter()  # no Linear(8, 2)
+    writer.start(ctx)
     writer.write(ctx, make_batch(ctx, {"split": split_photo()}))
     data = json.loads((ctx.run.root / "concepts" / "split.json").read_text())
     assert data["labelled"] is False and "classes" not in data["concepts"][0]

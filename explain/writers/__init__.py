@@ -13,59 +13,70 @@ output is a new writer and a line in ``default_writers``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Mapping
 
 import torch
-from torch import nn
 
 from explain.config import Config, LabelledImages
-from explain.engine import BatchResult
-from explain.heads import Head
+from explain.engine import BatchResult, MapSlot
 from explain.images import ImageRef, Prepared
 from explain.outputs import RunFolder
+from explain.plan import RunPlan
 from explain.results import CompareRow, ImageEntry, RunSummary
-
-
-SMALL_RUN = 50  # images; larger runs default to JPEG pictures and no per-image channel grids
 
 
 @dataclass
 class RunContext:
-    """What every writer may read: the config, the folder, names, the summary so far."""
-    cfg: Config
+    """What every writer may read: the run's plan, its folder and the summary so far."""
+    plan: RunPlan
     run: RunFolder
-    classes: dict[int, str]  # output index -> class name
-    methods: list[str]
     summary: RunSummary
-    model: nn.Module  # explain.heads.Classifier: forward gives (N, outputs) logits
-    layers: list[nn.Module]  # the target layers, in config order
-    image_order: list[str]  # image ids in config order (kept and new alike)
-    head: Head = field(default_factory=Head)  # how logits become the scores a map explains
-    layouts: list = field(default_factory=list)  # explain.layouts.Layout per target layer
-    net: Optional[nn.Module] = None  # the user's network (layer names are relative to it)
-    concept_layer: Optional[tuple] = None  # (module, Layout) for the concepts view
-    # image id -> where the image is (from the config): the only image files a writer reads
-    sources: dict[str, ImageRef] = field(default_factory=dict)
-
-    @property
-    def ext(self) -> str:
-        """The extension of overlays, guided images and channel views (output.image_format;
-        unset: PNG for runs of up to SMALL_RUN images, JPEG above)."""
-        chosen = self.cfg.output.image_format
-        if chosen is None:
-            chosen = "png" if len(self.image_order) <= SMALL_RUN else "jpg"
-        return "." + chosen
     compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)  # by image id
     started: float = 0.0  # time.perf_counter() when the run began
     log: Callable[[str], None] = print
 
+    @property
+    def cfg(self) -> Config:
+        return self.plan.cfg
+
+    @property
+    def classes(self) -> Mapping[int, str]:
+        """Output index -> class name."""
+        return self.plan.classes
+
+    @property
+    def methods(self) -> list[str]:
+        return self.plan.methods
+
+    @property
+    def ext(self) -> str:
+        return self.plan.ext
+
+    @property
+    def image_order(self) -> list[str]:
+        """Image ids in config order (kept and new alike)."""
+        return [ref.id for ref in self.plan.images]
+
+    @property
+    def sources(self) -> dict[str, ImageRef]:
+        """Image id -> where the image is (from the config): the only image files a writer
+        reads."""
+        return {ref.id: ref for ref in self.plan.images}
+
 
 @dataclass
 class ImageView:
-    """One image of a batch: its decoded input, its summary entry, its row in the batch."""
+    """One image of a batch: its decoded input, its summary entry, its row in the batch and
+    its maps (each with its record; made once by the engine and the runner)."""
     item: Prepared
     entry: ImageEntry
     row: int
+    maps: list[MapSlot] = field(default_factory=list)
+
+    def classes(self) -> list[MapSlot]:
+        """One MapSlot per class explained for the image (the first method's)."""
+        first = self.maps[0].method if self.maps else None
+        return [m for m in self.maps if m.method == first]
 
 
 @dataclass
@@ -79,9 +90,9 @@ class BatchContext:
 class Writer:
     """Base class: override the steps an output needs."""
 
-    def prepare(self, cfg: Config, refs: list[ImageRef]) -> None:
-        """Before the run folder is claimed: read and check this writer's inputs for these
-        images (ExplainError naming the file); nothing may be written."""
+    def prepare(self, plan: RunPlan) -> None:
+        """Before the run folder is claimed: read and check this writer's inputs for the
+        plan's images (ExplainError naming the file); nothing may be written."""
 
     def start(self, ctx: RunContext) -> None:
         """Before the first batch."""

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Optional
 
 import numpy as np
 
 from explain import channels
 from explain.config import Channels
 from explain.results import ChannelSummary
-from explain.writers import SMALL_RUN, BatchContext, RunContext, Writer
+from explain.plan import SMALL_RUN
+from explain.engine import MapSlot
+from explain.writers import BatchContext, ImageView, RunContext, Writer
 
 # Pixel budget of one channel picture (about 48 MB as RGB, a few times that while drawing).
 # tile_size and top_k are bounded in the config, but the channel count and the feature map's
@@ -118,9 +119,9 @@ class ChannelWriter(Writer):
         return self._options[shape]
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
-        probe, maps = batch.result.probe, batch.result.maps
+        probe = batch.result.probe
         spec, save = ctx.cfg.channels, ctx.cfg.output.save_arrays
-        layer = spec.layer or ctx.cfg.target_layers[0]
+        layer = ctx.plan.channel_layer.name
         methods = [m for m in ctx.methods if m in channels.CHANNEL_METHODS]
         for view in batch.images:
             image, b = view.entry.id, view.row
@@ -132,28 +133,31 @@ class ChannelWriter(Writer):
                 ctx.run.write_image(f"channels/{image}__activations{ctx.ext}", grid.image)
             if save:
                 ctx.run.write_npy(f"channels/{image}__activations.npy", acts)
-            slots = [(s, ctx.classes[c]) for s, c in batch.result.slots(b)]  # each class once
             for method in methods:
-                for s, cls in slots:
-                    self._class_views(ctx, view, (method, cls), (acts, probe.gradients[s][b],
-                                      maps[method][b, s]), (layer, opts))
-                if spec.contrast and len(slots) == 2:
-                    (sa, a), (sb, bb) = slots
+                mine = [one for one in view.maps if one.method == method]  # each class once
+                for one in mine:
+                    self._class_views(ctx, view, one, (acts, probe.gradients[one.slot][b]),
+                                      (layer, opts))
+                if spec.contrast and len(mine) == 2:
+                    first, second = mine
                     contrast = channels.class_contrast_view(
-                        method, acts, probe.gradients[sa][b], probe.gradients[sb][b],
-                        classes=(a, bb), photo=view.item.rgb,
-                        cams=(maps[method][b, sa], maps[method][b, sb]), k=spec.top_k,
-                        title=channels.view_title(image, layer, f"{a} vs {bb}", method),
+                        method, acts, probe.gradients[first.slot][b],
+                        probe.gradients[second.slot][b],
+                        classes=(first.class_name, second.class_name), photo=view.item.rgb,
+                        cams=(first.cam, second.cam), k=spec.top_k,
+                        title=channels.view_title(image, layer, f"{first.class_name} vs "
+                                                  f"{second.class_name}", method),
                         options=opts)
-                    ctx.run.write_image(f"channels/{method}/{image}__contrast{ctx.ext}", contrast.image)
+                    ctx.run.write_image(f"channels/{method}/{image}__contrast{ctx.ext}",
+                                        contrast.image)
 
-    def _class_views(self, ctx: RunContext, view, which: tuple[str, str],
-                     arrays: tuple[np.ndarray, np.ndarray, Optional[np.ndarray]],
+    def _class_views(self, ctx: RunContext, view: ImageView, one: MapSlot,
+                     arrays: tuple[np.ndarray, np.ndarray],
                      drawing: tuple[str, channels.ViewOptions]) -> None:
         """Contribution grid, per-channel CSV, top-channels figure and the record's numbers for
-        one image x class x method: ``which`` = (method, class), ``arrays`` = (activations,
-        gradients, CAM), ``drawing`` = (layer name, view options)."""
-        (method, cls), (acts, grads, cam), (layer, opts) = which, arrays, drawing
+        one map (``one``: image x class x method): ``arrays`` = the channel layer's
+        activations and that class's gradients, ``drawing`` = (layer name, view options)."""
+        (acts, grads), (layer, opts), method, cls = arrays, drawing, one.method, one.class_name
         image = view.entry.id
         stem = f"channels/{method}/{image}__{cls}"
         title = channels.view_title(image, layer, cls, method)
@@ -165,7 +169,7 @@ class ChannelWriter(Writer):
             ctx.run.write_npy(f"{stem}__contributions.npy", contrib)
         rows, stats = channels.channel_stats(method, acts, grads)
         ctx.run.write_csv(f"{stem}__channels.csv", rows)
-        top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb, cam=cam,
+        top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb, cam=one.cam,
                                          k=ctx.cfg.channels.top_k, title=title, options=opts)
         ctx.run.write_image(f"{stem}__top{ctx.ext}", top.image)
-        view.entry.record(cls, method).channels = ChannelSummary(**stats)
+        one.record.channels = ChannelSummary(**stats)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from explain import reference
 from explain.compare import Comparison, check_references
-from explain.config import Config
 from explain.errors import ExplainError
-from explain.images import ImageRef
+from explain.plan import RunPlan
 from explain.writers import BatchContext, RunContext, Writer
 
 
@@ -25,9 +24,10 @@ class CompareWriter(Writer):
             self.comparison.missing += state["missing"]
             self.comparison.expected |= state["expected"]
 
-    def prepare(self, cfg: Config, refs: list[ImageRef]) -> None:
+    def prepare(self, plan: RunPlan) -> None:
         """Before the folder is claimed: the references can be made (one target layer) or
         every reference file for an image of the run is a readable 2-D map."""
+        cfg = plan.cfg
         ref_dir = cfg.resolve(cfg.compare.reference_dir) if cfg.compare.reference_dir else None
         if ref_dir is None:
             if len(cfg.target_layers) > 1:
@@ -36,16 +36,12 @@ class CompareWriter(Writer):
             return
         if not ref_dir.is_dir():
             raise ExplainError(f"compare.reference_dir: folder not found: {ref_dir}")
-        check_references(ref_dir, [r.id for r in refs], list(cfg.classes),
-                         [m.name for m in cfg.methods])
+        check_references(ref_dir, [r.id for r in plan.images], list(cfg.classes), plan.methods)
 
     def start(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
         ref_dir = cfg.resolve(cfg.compare.reference_dir) if cfg.compare.reference_dir else None
-        if ref_dir is None:
-            if len(cfg.target_layers) > 1:
-                raise ExplainError("compare: hand-written references cover one target layer; "
-                                   "list one in target_layers or set compare.reference_dir")
+        if ref_dir is None:  # one target layer (checked by prepare)
             skipped = [m for m in ctx.methods if m not in reference.METHODS]
             if skipped:
                 ctx.summary.notes.append(f"compare: no hand-written reference for "
@@ -53,28 +49,28 @@ class CompareWriter(Writer):
         self.comparison = Comparison(ctx.run, cfg.compare.tolerance, ref_dir)
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
-        result, x = batch.result, batch.x
+        plan, result, x = ctx.plan, batch.result, batch.x
         size = (x.shape[-2], x.shape[-1])
-        keep = {view.row: {s for s, _ in result.slots(view.row)} for view in batch.images}
         for s in range(result.classes.shape[1]):
-            views = [view for view in batch.images if s in keep[view.row]]
-            if not views:  # every image explains this slot's class at an earlier slot
+            here = [(view, one) for view in batch.images for one in view.maps if one.slot == s]
+            if not here:  # every image explains this slot's class at an earlier slot
                 continue
-            classes = [int(c) for c in result.classes[:, s]]
             handwritten = {}
             wanted = [m for m in result.maps if m in reference.METHODS]
             if self.comparison.reference_dir is None and wanted:
-                acts, grads = reference.capture(ctx.model, ctx.layers[0], x, classes,
-                                                layout=ctx.layouts[0], head=ctx.head)
+                layer = plan.target_layers[0]
+                acts, grads = reference.capture(plan.model, layer.module, x,
+                                                [int(c) for c in result.classes[:, s]],
+                                                layout=layer.layout, head=plan.head)
                 handwritten = {m: reference.reference_cam(m, acts, grads, size) for m in wanted}
-            for view in views:  # a class is compared once per image
-                b, cls = view.row, ctx.classes[classes[view.row]]
-                for method, maps in result.maps.items():
-                    ref = self.comparison.reference_for(view.entry.id, cls, method, size,
-                                                        {m: v[b] for m, v in handwritten.items()})
-                    if ref is not None:
-                        row = self.comparison.add(view.entry.id, cls, method, maps[b, s], ref)
-                        ctx.compare_rows.setdefault(view.entry.id, []).append(row)
+            for view, one in here:  # a class is compared once per image
+                ref = self.comparison.reference_for(
+                    view.entry.id, one.class_name, one.method, size,
+                    {m: v[one.row] for m, v in handwritten.items()})
+                if ref is not None:
+                    row = self.comparison.add(view.entry.id, one.class_name, one.method,
+                                              one.cam, ref)
+                    ctx.compare_rows.setdefault(view.entry.id, []).append(row)
 
     def finish(self, ctx: RunContext) -> None:
         rank = {name: i for i, name in enumerate(ctx.image_order)}

@@ -28,7 +28,6 @@ from pytorch_grad_cam import DeepFeatureFactorization
 from pytorch_grad_cam.utils.image import show_factorization_on_image
 from torch import nn
 
-from explain.errors import ExplainError
 from explain.writers import BatchContext, RunContext, Writer
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -137,28 +136,6 @@ def hex_colour(colour: np.ndarray) -> str:
 
 
 # ---- the model ------------------------------------------------------------------------------
-def layer_channels(model: nn.Module, layer: tuple[nn.Module, Optional[Callable]],
-                   x: torch.Tensor) -> int:
-    """Channels of the layer's output seen through its layout (B, C, h, w): one forward pass
-    of ``x`` without gradients."""
-    module, layout = layer
-    seen: list[int] = []
-
-    def hook(_module, _inputs, output):
-        out = layout(output) if layout is not None else output
-        seen.append(int(out.shape[1]))
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    if not seen:
-        raise ExplainError("concepts: the concept layer is not used in the model's forward pass")
-    return seen[0]
-
-
 def concept_head(net: nn.Module, channels: int, outputs: int) -> Optional[nn.Linear]:
     """The network's last ``nn.Linear`` reading ``channels`` features and giving the model's
     ``outputs`` logits (ResNet ``fc``, ViT ``head``), or None."""
@@ -200,41 +177,32 @@ def factorize(model: nn.Module, layer: tuple[nn.Module, Optional[Callable]], x: 
 # ---- the writer -------------------------------------------------------------------------------
 class ConceptWriter(Writer):
     def __init__(self) -> None:
-        self._resolved = False
         self._head: Optional[nn.Linear] = None
 
-    def _layer(self, ctx: RunContext) -> tuple[nn.Module, Optional[Callable]]:
-        if ctx.concept_layer is not None:
-            return ctx.concept_layer
-        return ctx.layers[0], (ctx.layouts[0] if ctx.layouts else None)
-
-    def _resolve_head(self, ctx: RunContext, batch: BatchContext, x: torch.Tensor) -> None:
-        """Once per run: the Linear that labels concepts, or a note that there is none."""
-        self._resolved = True
-        channels = layer_channels(ctx.model, self._layer(ctx), x)
-        outputs = int(batch.result.logits.shape[1])
-        self._head = concept_head(ctx.net if ctx.net is not None else ctx.model, channels,
-                                  outputs)
+    def start(self, ctx: RunContext) -> None:
+        """The Linear that labels concepts (its input is the concept layer's channels, its
+        output the model's), or a note that there is none."""
+        channels = ctx.plan.concept_layer.channels
+        outputs = int(ctx.plan.probe.logits.shape[1])
+        self._head = concept_head(ctx.plan.net, channels, outputs)
         if self._head is None:
             ctx.summary.notes.append(
                 f"concepts: the network has no nn.Linear({channels}, {outputs}) reading the "
                 f"concept layer's {channels} channels, so concepts have no class labels")
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
-        spec = ctx.cfg.concepts
-        layer_name = spec.layer or ctx.cfg.target_layers[0]
-        device = next(ctx.model.parameters()).device
+        spec, plan = ctx.cfg.concepts, ctx.plan
+        layer = plan.concept_layer
+        layer_name = layer.name
         for view in batch.images:
-            x = batch.x[view.row:view.row + 1].to(device)
-            if not self._resolved:
-                self._resolve_head(ctx, batch, x)
-            maps, scores = factorize(ctx.model, self._layer(ctx), x, spec.n_components,
-                                     self._head)
+            x = batch.x[view.row:view.row + 1].to(plan.device)
+            maps, scores = factorize(plan.model, (layer.module, layer.layout), x,
+                                     spec.n_components, self._head)
             order = concept_order(concept_shares(maps))
             maps = maps[order]
             shares = concept_shares(maps)
             labels = None if scores is None else \
-                top_classes(ctx.head.probabilities(scores[order]), ctx.classes, spec.top_k)
+                top_classes(plan.head.probabilities(scores[order]), ctx.classes, spec.top_k)
             colours = concept_colours(len(maps))
             image = view.entry.id
             photo = np.uint8(np.clip(view.item.rgb, 0, 1) * 255)

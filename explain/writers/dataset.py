@@ -39,7 +39,6 @@ class DatasetWriter(Writer):
 
     def __init__(self) -> None:
         self.sums = datasets.MeanSums()
-        self.labels: dict[str, int] = {}
 
     def state(self) -> dict:
         return {"sums": self.sums}
@@ -51,7 +50,6 @@ class DatasetWriter(Writer):
         self.sums = datasets.MeanSums(self.sums.size)
 
     def start(self, ctx: RunContext) -> None:
-        self.labels = {name: index for index, name in ctx.classes.items()}
         kept = _kept_ids(ctx)
         if kept:
             self._resume(ctx, kept)
@@ -61,19 +59,14 @@ class DatasetWriter(Writer):
         # now covers exactly the kept images a --resume will find (bar this batch's).
         pending = [view.entry.id for view in batch.images]
         ctx.run.write_bytes(STATE, self.sums.to_bytes(pending))
-        result = batch.result
         for view in batch.images:
             entry = view.entry
             if entry.label is None:
                 continue
-            index = self.labels[entry.label]
-            slot = next((s for s, c in result.slots(view.row) if c == index), None)
-            if slot is None:
-                continue
             outcome = _outcome(entry)
-            for method in ctx.methods:
-                cam = result.maps[method][view.row, slot].astype(np.float32)
-                self.sums.add((entry.label, method, outcome), cam)
+            for one in view.maps:  # the label's maps (none when the label is not explained)
+                if one.class_name == entry.label:
+                    self.sums.add((entry.label, one.method, outcome), one.cam.astype(np.float32))
         self.sums.cover(pending)
 
     def finish(self, ctx: RunContext) -> None:

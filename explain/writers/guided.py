@@ -116,25 +116,25 @@ def relu_note(model: nn.Module) -> Optional[str]:
 
 class GuidedWriter(Writer):
     def start(self, ctx: RunContext) -> None:
-        note = relu_note(ctx.model)
+        note = relu_note(ctx.plan.model)
         if note:
             ctx.summary.notes.append(note)
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
-        scorer = ScoreModel(ctx.model, ctx.head)
+        scorer = ScoreModel(ctx.plan.model, ctx.plan.head)
         save = ctx.cfg.output.save_arrays
         for view in batch.images:
-            b, files = view.row, {}
-            for s, index in batch.result.slots(b):  # a class two slots name: once
-                cls = ctx.classes[index]
-                stem = f"{view.entry.id}__{cls}"
-                guided = guided_gradient(scorer, batch.x[b], int(index))
-                files[cls] = f"guided/{stem}{ctx.ext}"
-                self._save(ctx, files[cls], guided, save)
-                for method in ctx.methods:
-                    rel = f"guided_cam/{method}/{stem}{ctx.ext}"
-                    self._save(ctx, rel, guided_cam(guided, batch.result.maps[method][b, s]), save)
-                    view.entry.record(cls, method).guided_file = rel
+            files: dict[str, str] = {}
+            guided = None
+            for one in view.maps:  # class by class, each class once
+                stem = f"{view.entry.id}__{one.class_name}"
+                if one.class_name not in files:
+                    guided = guided_gradient(scorer, batch.x[view.row], one.class_index)
+                    files[one.class_name] = f"guided/{stem}{ctx.ext}"
+                    self._save(ctx, files[one.class_name], guided, save)
+                rel = f"guided_cam/{one.method}/{stem}{ctx.ext}"
+                self._save(ctx, rel, guided_cam(guided, one.cam), save)
+                one.record.guided_file = rel
             view.entry.guided = files
 
     @staticmethod

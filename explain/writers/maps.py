@@ -12,10 +12,9 @@ class MapWriter(Writer):
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
         out = ctx.cfg.output
         for view in batch.images:
-            slot_of = {ctx.classes[int(c)]: s for s, c in enumerate(batch.result.classes[view.row])}
-            for record in view.entry.cams:
-                cam = batch.result.maps[record.method][view.row, slot_of[record.class_name]]
-                picture = render.overlay(view.item.rgb, cam, out.colormap, out.image_weight)
-                ctx.run.write_image(record.file, picture)
+            for one in view.maps:
+                picture = render.overlay(view.item.rgb, one.cam, out.colormap, out.image_weight)
+                ctx.run.write_image(one.record.file, picture)
                 if out.save_arrays:
-                    ctx.run.write_npy(record.file.rsplit(".", 1)[0] + ".npy", cam.astype(np.float32))
+                    ctx.run.write_npy(one.record.file.rsplit(".", 1)[0] + ".npy",
+                                      one.cam.astype(np.float32))

@@ -10,12 +10,13 @@ import time
 from typing import Optional
 
 import numpy as np
-import torch
 
 from explain import annotations, metrics
-from explain.config import Config, Preprocess
+from explain.config import Preprocess
 from explain.heads import ScoreModel
 from explain.images import ImageRef, input_size
+from explain.engine import MapSlot
+from explain.plan import RunPlan
 from explain.writers import BatchContext, RunContext, Writer
 
 # Methods whose map does not depend on the class (from the activations alone, or random).
@@ -61,57 +62,54 @@ class MetricsWriter(Writer):
         if self.boxes is not None:
             self.boxes.used |= state["boxes_used"]
 
-    def prepare(self, cfg: Config, refs: list[ImageRef]) -> None:
+    def prepare(self, plan: RunPlan) -> None:
         """The boxes, read and checked against the images they name (before the folder is
         claimed: a bad box file loses no earlier run)."""
-        if cfg.annotations.enabled:
-            self.boxes = annotations.load_boxes(cfg)
-            check_boxes(self.boxes, refs, cfg.preprocess)
+        if plan.cfg.annotations.enabled:
+            self.boxes = annotations.load_boxes(plan.cfg)
+            check_boxes(self.boxes, list(plan.images), plan.cfg.preprocess)
 
     def start(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
         if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
-        for line in cost_lines(ctx):
+        for line in cost_lines(ctx.plan):
             ctx.log(line)
             ctx.summary.notes.append(line)
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
-        cfg, result = ctx.cfg, batch.result
+        cfg, plan, result = ctx.cfg, ctx.plan, batch.result
         t0 = time.perf_counter()
-        device = next(ctx.model.parameters(), torch.empty(0)).device
-        class_logits = ctx.head.class_logits(result.logits)
+        class_logits = plan.head.class_logits(result.logits)
         for view in batch.images:
             b, entry = view.row, view.entry
-            slot_of = {ctx.classes[int(c)]: s for s, c in enumerate(result.classes[b])}
-            index_of = {ctx.classes[int(c)]: int(c) for c in result.classes[b]}
+            explained = {m.class_name for m in view.maps}
             found = self.boxes.for_image(entry.id, view.item.ref.path) if self.boxes else {}
-            found = {c: v for c, v in found.items() if c in slot_of}
+            found = {c: v for c, v in found.items() if c in explained}
             entry.boxes = annotations.input_boxes(found, view.item.ref.path,
                                                   tuple(entry.input_size))
-            cams = [result.maps[r.method][b, slot_of[r.class_name]] for r in entry.cams]
-            if cfg.metrics and entry.cams:
-                scores = metrics.faithfulness(cfg.metrics, ScoreModel(ctx.model, ctx.head),
-                                              batch.x[b:b + 1].to(device),
-                                              np.stack(cams),
-                                              [index_of[r.class_name] for r in entry.cams],
-                                              seed=cfg.seed)
-                for rec, score in zip(entry.cams, scores):
-                    rec.faithfulness = score
-            for rec, cam in zip(entry.cams, cams):
-                s, cls = slot_of[rec.class_name], rec.class_name
-                raw = result.raw_max.get(rec.method)
+            if cfg.metrics and view.maps:
+                scores = metrics.faithfulness(cfg.metrics, ScoreModel(plan.model, plan.head),
+                                              batch.x[b:b + 1].to(plan.device),
+                                              np.stack([m.cam for m in view.maps]),
+                                              [m.class_index for m in view.maps], seed=cfg.seed)
+                for one, score in zip(view.maps, scores):
+                    one.record.faithfulness = score
+            for one in view.maps:
+                rec, cls = one.record, one.class_name
+                raw = result.raw_max.get(one.method)
                 if raw is None:
-                    self.no_raw.add(rec.method)
-                rec.raw_max = None if raw is None else round(float(raw[b, s]), 6)
-                rec.logit = round(float(class_logits[b, index_of[cls]]), 6)
+                    self.no_raw.add(one.method)
+                rec.raw_max = None if raw is None else round(float(raw[b, one.slot]), 6)
+                rec.logit = round(float(class_logits[b, one.class_index]), 6)
                 rec.probability = entry.probabilities[cls]
                 rec.weak = rec.probability < cfg.report.weak_below
                 if entry.boxes and cls in entry.boxes:
-                    mask = annotations.box_mask(entry.boxes[cls], cam.shape)
-                    rec.localisation = metrics.localisation(cam, mask, cfg.annotations.threshold)
-            _agreement(entry.cams, cams)
-            self._same_maps(result.maps, b, len(slot_of))
+                    mask = annotations.box_mask(entry.boxes[cls], one.cam.shape)
+                    rec.localisation = metrics.localisation(one.cam, mask,
+                                                            cfg.annotations.threshold)
+            _agreement(view.maps)
+            self._same_maps(result.maps, b, len(explained))
         ctx.summary.durations_s["metrics"] = ctx.summary.durations_s.get("metrics", 0.0) + \
             time.perf_counter() - t0
 
@@ -158,44 +156,40 @@ def check_boxes(boxes: annotations.BoxSet, refs: list[ImageRef], spec: Preproces
             annotations.to_input(box, original, size)
 
 
-def _agreement(records: list, cams: list[np.ndarray]) -> None:
-    """Each record's mean Pearson correlation with the other methods' maps of its class."""
+def _agreement(maps: list[MapSlot]) -> None:
+    """Each map's mean Pearson correlation with the other methods' maps of its class."""
     from explain.compare import pearson
-    by_class: dict[str, list[int]] = {}
-    for i, rec in enumerate(records):
-        by_class.setdefault(rec.class_name, []).append(i)
+    by_class: dict[str, list[MapSlot]] = {}
+    for one in maps:
+        by_class.setdefault(one.class_name, []).append(one)
     for members in by_class.values():
         if len(members) < 2:
             continue
-        for i in members:
-            r = [pearson(cams[i], cams[j]) for j in members if j != i]
-            records[i].agreement = round(float(np.mean(r)), 6)
+        for one in members:
+            r = [pearson(one.cam, other.cam) for other in members if other is not one]
+            one.record.agreement = round(float(np.mean(r)), 6)
 
 
-def cost_lines(ctx: RunContext) -> list[str]:
+def cost_lines(plan: RunPlan) -> list[str]:
     """'estimate: ...' lines for the costly parts of a run: methods that run one forward pass
-    per channel, and the faithfulness metrics. One timed forward pass at the configured input
-    size (square for a short-side size) measures the cost of a pass."""
-    cfg = ctx.cfg
+    per channel, and the faithfulness metrics; from the plan: its images, slots per image,
+    the target layers' channel counts (through their layouts) and the timed preflight pass."""
+    cfg = plan.cfg
     slow = [m for m in cfg.methods if m.name in PER_CHANNEL]
     if not slow and not cfg.metrics:
         return []
-    images = len(ctx.image_order)
-    slots = len(cfg.target_classes() or [None])
-    channels, seconds = _probe(ctx)
-    if seconds <= 0:
-        return [f"estimate: {m.name} runs one forward pass per channel of the target layers "
-                f"for each image x class" for m in slow]
+    maps = len(plan.images) * plan.slots  # per method
+    channels = sum(layer.channels for layer in plan.target_layers)
+    seconds = plan.probe.seconds
     lines = []
     for spec in slow:
         per_map = channels * (spec.options.get("ratio_channels_to_ablate", 1.0)
                               if spec.name == "ablationcam" else 1.0)
-        passes = int(round(images * slots * per_map))
+        passes = int(round(maps * per_map))
         lines.append(f"estimate: {spec.name} runs one forward pass per channel "
                      f"({channels} in {', '.join(cfg.target_layers)}) for each image x class: "
                      f"{passes:,} passes, about {_duration(passes * seconds)}")
     if cfg.metrics:
-        maps = images * slots * len(cfg.methods)
         per_image = sum(metrics.forward_passes(s) for s in cfg.metrics)
         road = sum(len(s.percentiles) * (2 if s.name == "road_combined" else 1)
                    for s in cfg.metrics if s.percentiles)
@@ -203,33 +197,9 @@ def cost_lines(ctx: RunContext) -> list[str]:
                      f"{per_image} forward passes per image (a batch of one copy per map)"
                      + (f" and {road} ROAD imputations per map (a sparse solve each: up to "
                         f"1-2 s at 224 x 448 on a CPU core)" if road else "")
-                     + f"; {maps:,} maps, the passes about "
-                       f"{_duration(images * per_image * seconds * slots * len(cfg.methods))}")
+                     + f"; {maps * len(cfg.methods):,} maps, the passes about "
+                       f"{_duration(maps * len(cfg.methods) * per_image * seconds)}")
     return lines
-
-
-def _probe(ctx: RunContext) -> tuple[int, float]:
-    """Channels of the target layers and seconds per forward pass of one image (timed)."""
-    size = ctx.cfg.preprocess.size
-    h, w = (size, size) if isinstance(size, int) else size
-    device = next(ctx.model.parameters(), torch.empty(0)).device
-    found: list[int] = []
-    hooks = [layer.register_forward_hook(lambda _m, _i, out: found.append(int(out.shape[1])))
-             for layer in ctx.layers]
-    try:
-        with torch.no_grad():
-            x = torch.zeros(1, 3, h, w, device=device)
-            ctx.model(x)  # warm-up
-            found.clear()
-            t0 = time.perf_counter()
-            ctx.model(x)
-            seconds = time.perf_counter() - t0
-    except Exception:  # a model that wants other sizes: no numbers, the run itself is fine
-        return 0, 0.0
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return sum(found), seconds
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,300 @@
+"""The run plan: everything a run needs, resolved once, before anything is written.
+
+``planned(cfg, ranks)`` finds the images, loads the model, decodes the first image, resolves
+the layers ('auto', negative indexes), builds the engine and makes the one preflight pass
+(``CamEngine.probe``) that gives every hooked layer's shape, layout and channel count, the
+model's outputs and the class names. What it finds is a frozen ``RunPlan``: the runner loops
+over batches with it, writers read it, and nothing works a value out again.
+
+The preflight pass runs on the first image alone; it is not reused as the first batch's pass:
+a map's last float bits depend on which images share its batch, and a batch that started
+from a one-image pass would differ from the same batch in a resumed run. The first image's
+decoded input *is* reused: every image is decoded once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from explain.config import LAYER, MAX_CLASSES, TARGET_WORDS, Config, Reshape, resolved
+from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
+from explain.errors import ExplainError, first_line
+from explain.heads import Classifier, Head
+from explain.images import ImageError, ImageRef, Prepared, find_images, precheck, prepare
+from explain.layers import auto_layer, find_layer, survey
+from explain.layouts import TokenSpec
+from explain.model import class_names_from_model, load_model, pick_device
+from explain.names import quote
+
+MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused
+SMALL_RUN = 50  # images; larger runs default to JPEG pictures (output.image_format)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run needs, resolved once (see the module docstring)."""
+    cfg: Config  # validated, with the layer names and classes the run uses; never changed
+    images: tuple[ImageRef, ...]  # in config order
+    notes: tuple[str, ...]  # what resolving found: auto layer, skipped files, class source
+    net: nn.Module  # the user's network: layer names are relative to it
+    model: Classifier  # net, its forward giving (N, outputs) logits
+    head: Head  # how logits become the scores a map explains
+    device: torch.device
+    layers: tuple[LayerInfo, ...]  # targets in config order, then channel and concepts layers
+    classes: Mapping[int, str]  # output index -> class name
+    first: Prepared  # the first readable image, decoded once (the batch loop reuses it)
+    probe: Probe  # the preflight pass on ``first``: logits, layers, its time
+
+    @property
+    def methods(self) -> list[str]:
+        return [m.name for m in self.cfg.methods]
+
+    @property
+    def target_layers(self) -> tuple[LayerInfo, ...]:
+        return self.layers[:len(self.cfg.target_layers)]
+
+    @property
+    def channel_layer(self) -> Optional[LayerInfo]:
+        """The layer of the channel views (channels.enabled), else None."""
+        return self._role("channels.layer") if self.cfg.channels.enabled else None
+
+    @property
+    def concept_layer(self) -> Optional[LayerInfo]:
+        """The layer of the concept views (concepts.enabled), else None."""
+        return self._role("concepts.layer") if self.cfg.concepts.enabled else None
+
+    def _role(self, field: str) -> LayerInfo:
+        name = getattr(self.cfg, field.split(".")[0]).layer or self.cfg.target_layers[0]
+        return next(layer for layer in self.layers if layer.name == name)
+
+    @property
+    def slots(self) -> int:
+        """Slots (classes explained) per image: the maps of one method for one image."""
+        targets = self.cfg.target_classes()
+        return min(self.cfg.top_k(), len(self.classes)) if targets is None else len(targets)
+
+    @property
+    def ext(self) -> str:
+        """Extension of overlays, guided images and channel views (output.image_format;
+        unset: PNG for runs of up to SMALL_RUN images, JPEG above)."""
+        chosen = self.cfg.output.image_format
+        return "." + (chosen or ("png" if len(self.images) <= SMALL_RUN else "jpg"))
+
+    def targets(self, refs: list[ImageRef]) -> Any:
+        """What the engine explains for these images (see ``slot_targets``)."""
+        return slot_targets(self.cfg, refs)
+
+
+def slot_targets(cfg: Config, refs: list[ImageRef]) -> Any:
+    """What the engine explains for these images: None (each image's top_k classes), a list
+    of class indices (the same for every image), or a (B, S) array when a slot depends on the
+    image (its label; -1 = its prediction)."""
+    targets = cfg.target_classes()
+    if targets is None:
+        return None
+    if not any(t in TARGET_WORDS for t in targets):
+        return [cfg.classes[t] for t in targets]
+    rows = []
+    for ref in refs:
+        if "label" in targets and ref.label is None:
+            raise ExplainError(f"targets: 'label' needs a label for every image; {ref.path} has "
+                               f"none (list images as a labelled dataset)")
+        rows.append([-1 if t == "predicted" else cfg.classes[ref.label if t == "label" else t]
+                     for t in targets])
+    return np.asarray(rows, dtype=np.int64)
+
+
+def reshape_mode(cfg: Config, net: Any = None):
+    """The config's reshape setting as explain.layouts takes it; 'auto' on a model whose maps
+    are all channels-last (a Keras model: its ``explain_reshape``) becomes 'nhwc'."""
+    spec = cfg.reshape
+    if spec == "auto":
+        return getattr(net, "explain_reshape", "auto")
+    return TokenSpec(spec.prefix, spec.grid) if isinstance(spec, Reshape) else spec
+
+
+def model_failed(exc: Exception, image: str) -> ExplainError:
+    """The model's own code failed on an image: one line saying where."""
+    return ExplainError(f"model: the forward pass failed on {image} "
+                        f"({type(exc).__name__}: {first_line(exc)})")
+
+
+def first_image(cfg: Config, refs: list[ImageRef]) -> Prepared:
+    """Every image the user named passes the checks that need no decoding; returns the first
+    image that decodes (for the preflight pass)."""
+    for ref in refs:
+        if not ref.from_folder:
+            precheck(ref, cfg.preprocess)
+    why = None
+    for ref in refs:
+        try:
+            return prepare(ref, cfg.preprocess)
+        except ImageError as exc:
+            if not ref.from_folder:
+                raise
+            why = why or exc
+    raise ExplainError(f"images: none of the {len(refs)} image(s) could be read (first: {why})")
+
+
+@dataclass
+class _Found:
+    """What resolving has found so far (the plan's parts, before the preflight pass)."""
+    cfg: Config
+    refs: list[ImageRef]
+    notes: list[str]
+    net: nn.Module
+    model: Classifier
+    head: Head
+    first: Prepared
+
+
+def _find(cfg: Config) -> _Found:
+    """Images, model and the first image; the target layers' names resolved into the config."""
+    refs, notes = find_images(cfg)
+    slot_targets(cfg, refs)  # every image has what its targets need (a label)
+    net = load_model(cfg)
+    notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
+    model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
+    found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs))
+    found.cfg = resolved(cfg, "target_layers", _layer_names(found))
+    return found
+
+
+def _layer_names(found: _Found) -> list[str]:
+    """The target layers' dotted names as the model has them ('auto' and negative indexes
+    resolved), with a note for each name that changed."""
+    cfg, first = found.cfg, found.first
+    rows: list = []
+
+    def looked_at() -> list:
+        if not rows:
+            try:
+                rows.extend(survey(found.net, found.model, first.tensor[None], found.head,
+                                   mode=reshape_mode(cfg, found.net)))
+            except ExplainError:
+                raise
+            except Exception as exc:  # the model's own code failed
+                raise model_failed(exc, first.ref.id) from None
+        return rows
+
+    names = list(cfg.target_layers)
+    if names == ["auto"]:
+        chosen = auto_layer(looked_at())
+        names = [chosen.name]
+        found.notes.append(f"target_layers: auto chose '{chosen.name}' ({chosen.type}, output "
+                           f"{chosen.output}), the last layer before the head a CAM can use")
+    try:
+        modules = [find_layer(found.net, n, f"target_layers[{i}]") for i, n in enumerate(names)]
+    except ExplainError:  # a name that is not there: look at the layers for a better hint
+        modules = [find_layer(found.net, n, f"target_layers[{i}]", looked_at())
+                   for i, n in enumerate(names)]
+    for given, (name, _) in zip(names, modules):
+        if given != name:
+            found.notes.append(f"target_layers: '{given}' is '{name}'")
+    recordable([name for name, _ in modules],
+               "auto chose" if cfg.target_layers == ["auto"] else "resolves to")
+    return [name for name, _ in modules]
+
+
+def recordable(names: list[str], how: str) -> None:
+    """A module name explain cannot record as a layer name (letters, digits, '_', '.', '-';
+    the model's own names can hold anything) is one line, before anything is written."""
+    for name in names:
+        if len(name) > 200 or not LAYER.fullmatch(name):
+            raise ExplainError(f"target_layers: {how} the layer {quote(name, 80)}, whose name "
+                               f"explain cannot record (letters, digits, '_', '.' and '-' only, "
+                               f"at most 200); rename that module in the model or pick another "
+                               f"layer")
+
+
+def _engine(found: _Found, device: torch.device) -> CamEngine:
+    """The engine on the resolved layers; the channel layer hooked in every pass, the
+    concepts layer in the preflight pass only."""
+    cfg, net = found.cfg, found.net
+    targets = [find_layer(net, name)[1] for name in cfg.target_layers]
+    channel = find_layer(net, cfg.channels.layer or cfg.target_layers[0], "channels.layer")[1] \
+        if cfg.channels.enabled else None
+    watch = ((("concepts.layer", find_layer(net, cfg.concepts.layer or cfg.target_layers[0],
+                                            "concepts.layer")[1]),)
+             if cfg.concepts.enabled else ())
+    return CamEngine(found.model, targets, cfg.methods, device, EngineOptions(
+        layer_names=list(cfg.target_layers), probe_layer=channel, watch_layers=watch,
+        aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
+        guard_inplace=cfg.model.fix_inplace, seed=cfg.seed, head=found.head,
+        reshape=reshape_mode(cfg, net)))
+
+
+def _probe(found: _Found, engine: CamEngine) -> Probe:
+    """The preflight pass; class indices checked against the model's outputs."""
+    try:
+        probe = engine.probe(found.first.tensor[None])
+    except ExplainError:
+        raise
+    except Exception as exc:  # the model's own code failed: say where, in one line
+        raise model_failed(exc, found.first.ref.id) from None
+    count = found.head.classes(int(probe.logits.shape[1]))
+    for name, idx in found.cfg.classes.items():
+        if idx >= count:
+            raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
+                               f"{count} outputs (0..{count - 1})")
+    return probe
+
+
+def _classes(found: _Found, count: int) -> Config:
+    """The config with its classes: as given, or the names the model carries."""
+    cfg = found.cfg
+    if cfg.classes:
+        return cfg
+    named = class_names_from_model(found.net, cfg.model, count)
+    if named is None:
+        raise ExplainError("classes: not given and the model carries no class names; name "
+                           "them, e.g. classes: {cat: 0, dog: 1}")
+    names, source = named
+    if cfg.targets == "all" and len(names) > MANY_CLASSES:
+        raise ExplainError(f"targets: 'all' would explain all {len(names)} classes of the model "
+                           f"for every image; use targets: predicted, top3, or name the classes")
+    if len(names) > MAX_CLASSES:
+        raise ExplainError(f"classes: the model names {len(names)} classes, more than "
+                           f"{MAX_CLASSES}; name the ones to explain in the config")
+    found.notes.append(f"classes: {len(names)} names from {source}")
+    return resolved(cfg, "classes", names)
+
+
+def layer_infos(cfg: Config, probe: Probe, net: nn.Module) -> tuple[LayerInfo, ...]:
+    """Every layer the run hooks, once, by its resolved name, as the probe saw it: the
+    target layers in config order, then the channel and concepts layers."""
+    names = list(cfg.target_layers)
+    for section in (cfg.channels, cfg.concepts):
+        if section.enabled:
+            names.append(section.layer or cfg.target_layers[0])
+    return tuple(probe.info(find_layer(net, name)[1]).named(name) for name in dict.fromkeys(names))
+
+
+@contextlib.contextmanager
+def planned(cfg: Config, ranks) -> Iterator[tuple[RunPlan, CamEngine]]:
+    """Resolve ``cfg`` into a RunPlan and hold the engine (model on the device, inplace
+    guard on) for the run. Under torchrun every rank resolves, and a failure on any rank
+    stops all of them (``ranks.together``)."""
+    with ranks.together():
+        found = _find(cfg)
+        device = ranks.device(pick_device(found.cfg.device))
+        engine = _engine(found, device)
+    ranks.same("images", [r.id for r in found.refs])  # so that the ranks' shares fit together
+    with engine:
+        with ranks.together():
+            probe = _probe(found, engine)
+            found.cfg = _classes(found, found.head.classes(int(probe.logits.shape[1])))
+        cfg = found.cfg
+        yield RunPlan(
+            cfg=cfg, images=tuple(found.refs), notes=tuple(found.notes), net=found.net,
+            model=found.model, head=found.head, device=device,
+            layers=layer_infos(cfg, probe, found.net),
+            classes=MappingProxyType({idx: name for name, idx in cfg.classes.items()}),
+            first=found.first, probe=probe), engine
