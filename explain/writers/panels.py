@@ -1,7 +1,10 @@
 """panels/<class>.png: per class, a row per image (first PANEL_MAX_ROWS), photo + each method.
 
 The overlays are read back from the files this run wrote, so a resumed run's panels are
-byte-identical to an uninterrupted run's."""
+byte-identical to an uninterrupted run's. The photos are kept while the run explains the
+images (the first PANEL_MAX_ROWS per class), so no image is decoded a second time; an image
+explained by an earlier, interrupted run or by another torchrun rank is decoded from the
+file the config names."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from explain.errors import ExplainError
 from explain.images import preprocess, read_rgb
 from explain.outputs import RunFolder
 from explain.results import ImageEntry
-from explain.writers import RunContext, Writer
+from explain.writers import BatchContext, RunContext, Writer
 
 PANEL_MAX_ROWS = 24  # a panel with more rows is unreadable; the rest are in cams/
 THUMB = 224
@@ -32,7 +35,23 @@ def thumbnail(img: np.ndarray, longest: int = THUMB) -> np.ndarray:
     return cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
 
 
+def panel_photo(rgb: np.ndarray) -> np.ndarray:
+    """An image's photo in the panels: the model's input (RGB 0..1) as a uint8 thumbnail."""
+    return thumbnail(np.uint8(np.round(rgb * 255)))
+
+
 class PanelWriter(Writer):
+    def __init__(self) -> None:
+        self.photos: dict[str, np.ndarray] = {}  # image id -> its panel photo
+        self.seen: dict[str, int] = {}  # class -> images explained with it so far
+
+    def write(self, ctx: RunContext, batch: BatchContext) -> None:
+        for view in batch.images:
+            for one in view.classes():
+                if self.seen.get(one.class_name, 0) < PANEL_MAX_ROWS:
+                    self.photos.setdefault(view.entry.id, panel_photo(view.item.rgb))
+                self.seen[one.class_name] = self.seen.get(one.class_name, 0) + 1
+
     def finish(self, ctx: RunContext) -> None:
         cfg, methods = ctx.cfg, ctx.methods
         rows: dict[str, list] = {}
@@ -42,9 +61,11 @@ class PanelWriter(Writer):
                       if len(rows.setdefault(c, [])) < PANEL_MAX_ROWS]
             if not wanted or ref is None:
                 continue
-            # the image the config names (never a path an item file holds)
-            rgb = preprocess(read_rgb(ref.path, cfg.preprocess.max_pixels), cfg.preprocess)[1]
-            photo = thumbnail(np.uint8(np.round(rgb * 255)))  # decoded once for all its classes
+            photo = self.photos.get(entry.id)
+            if photo is None:  # the image the config names (never a path an item file holds)
+                photo = panel_photo(preprocess(read_rgb(ref.path, cfg.preprocess.max_pixels,
+                                                        cfg.preprocess.max_bytes),
+                                               cfg.preprocess)[1])
             for cls in wanted:
                 overlays = [read_overlay(ctx.run, _record_file(entry, cls, m)) for m in methods]
                 rows[cls].append((entry.id, photo, [thumbnail(o) for o in overlays]))

@@ -354,7 +354,8 @@ def _missing_photos(run: RunFolder, data: ReportData, sources: dict[str, tuple[P
             continue
         path, spec = sources[entry.id]
         try:
-            write_photo(run, entry.id, preprocess(read_rgb(path, spec.max_pixels), spec)[1])
+            write_photo(run, entry.id, preprocess(read_rgb(path, spec.max_pixels, spec.max_bytes),
+                                                  spec)[1])
         except (ImageError, OSError):
             continue  # the card says the photo is not available
 
