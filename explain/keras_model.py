@@ -19,16 +19,18 @@ with ``safe_mode=True`` refuses lambda layers (Python bytecode) and cannot resol
 classes; Keras releases before ``SAFE_KERAS`` had known ways around safe mode and are refused
 without trust. ``compile=False``: no optimizer, loss or metric is deserialized.
 
-Nothing Keras reads or unpacks is unbounded; before keras is imported the file is checked:
+Nothing Keras reads, unpacks or allocates is unbounded; before keras is imported:
 - a .keras or .h5 file holds at most MAX_FILE_BYTES (4 GiB, Keras' own bomb floor);
 - a .keras archive: at most MAX_MEMBERS (256) members, none with a path leaving the archive,
   each one's stored bytes inside the file, unpacking to at most MAX_RATIO (100) times its
-  stored size past its first MiB; all together to at most ``unpacked_bound`` = 64 MiB + twice
-  the archive's size (Keras stores members as they are: a real archive unpacks to its own
-  size). This bounds what Keras reads into memory and extracts into the temporary folder;
-- the weights (an .h5 file, or the archive's model.weights.h5) declare datasets of at most
-  ``unpacked_bound`` bytes of their file, and name no other file (external links, external
-  storage, virtual datasets).
+  stored size past its first MiB, all together to at most ``unpacked_bound`` = 64 MiB + twice
+  the archive's size (Keras stores members as they are: a real archive unpacks to its size);
+- the weights (the .h5 file or the archive's model.weights.h5) declare datasets of at most
+  ``unpacked_bound`` bytes of their file and name no other file (external links or storage,
+  virtual datasets).
+Then, without trust, Keras loads the model on the meta device first (no memory; safe mode):
+its weights may take at most explain.safeload.MAX_MODEL_BYTES (2 GiB) or twice the file's
+size, so a config with ``units: 300000000`` is refused before anything is allocated.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from torch import nn
 
 from explain.errors import ExplainError
 from explain.names import quote, short
+from explain.safeload import MAX_MODEL_BYTES
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
 SAFE_KERAS = (3, 15, 1)  # the first release with every known safe_mode bypass fixed
@@ -147,29 +150,27 @@ def _refused(path: Path, why: str) -> ExplainError:
     return ExplainError(f"{short(path)}: refused ({FIELD}): {why}")
 
 
-def _check_members(archive: zipfile.ZipFile, size: int, path: Path, where: str = "") -> None:
-    """The members of a zip archive of ``size`` bytes (``where``: the archive inside ``path``,
-    or ''), bounded as the module's docstring says."""
+def _check_members(archive: zipfile.ZipFile, size: int, path: Path) -> None:
+    """The members of a .keras archive of ``size`` bytes, bounded as the module says."""
     members = archive.infolist()
-    inside = f"{where} in it" if where else "it"
     if len(members) > MAX_MEMBERS:
-        raise _refused(path, f"{inside} holds {len(members)} members (a Keras model's archive "
-                             f"holds a few; explain reads at most {MAX_MEMBERS})")
+        raise _refused(path, f"it holds {len(members)} members (a Keras model's archive holds "
+                             f"a few; explain reads at most {MAX_MEMBERS})")
     unpacked = 0
     for info in members:
         name = quote(info.filename, 60)
         if info.filename.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", info.filename):
-            raise _refused(path, f"member {name} of {inside} has a path outside the archive")
+            raise _refused(path, f"member {name} has a path outside the archive")
         if info.header_offset + info.compress_size > size:
-            raise _refused(path, f"member {name} of {inside} declares more stored bytes "
+            raise _refused(path, f"member {name} declares more stored bytes "
                                  f"({info.compress_size}) than the archive holds ({size})")
         if info.file_size > SLACK_BYTES + MAX_RATIO * info.compress_size:
-            raise _refused(path, f"member {name} of {inside} declares {_gb(info.file_size)} "
+            raise _refused(path, f"member {name} declares {_gb(info.file_size)} "
                                  f"unpacked from {_gb(info.compress_size)} stored (over "
                                  f"{MAX_RATIO} times: a decompression bomb)")
         unpacked += info.file_size
     if unpacked > unpacked_bound(size):
-        raise _refused(path, f"the members of {inside} unpack to {_gb(unpacked)} from "
+        raise _refused(path, f"the members unpack to {_gb(unpacked)} from "
                              f"{_gb(size)} (explain unpacks at most {_gb(unpacked_bound(size))} "
                              f"from an archive this size)")
 
@@ -213,10 +214,7 @@ class _Window(io.RawIOBase):
     def readable(self) -> bool:  # noqa: D102
         return True
 
-    seekable = readable
-
-    def tell(self) -> int:
-        return self.pos
+    seekable = readable  # tell(): io's own, seek(0, 1)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         base = (0, self.pos, self.length)[whence]
@@ -317,8 +315,21 @@ def read_keras(path: Path, trust: bool) -> Any:
             f"{'.'.join(map(str, SAFE_KERAS))}), so it does not load a shared model file: "
             f"pip install -U 'keras>={'.'.join(map(str, SAFE_KERAS))}', or set "
             f"'model.trust: true' if you trust this file")
+    if not trust:  # sized on the meta device first (with trust: the user's code, run once)
+        size = sum(v.value.nbytes for v in _load(keras, path, "meta", trust).weights)
+        limit = max(MAX_MODEL_BYTES, 2 * path.stat().st_size)
+        if size > limit:
+            raise _refused(path, f"its config makes a model of {_gb(size)} of weights, over the "
+                                 f"{_gb(limit)} explain loads from a file this size (twice its "
+                                 f"size, at least); set 'model.trust: true' if you mean it")
+    return _load(keras, path, "cpu", trust)
+
+
+def _load(keras: Any, path: Path, device: str, trust: bool) -> Any:
+    """keras.saving.load_model on ``device``; on 'meta' no memory is taken and nothing kept
+    (the variables, assigned the file's weights, keep their shapes only)."""
     try:
-        with warnings.catch_warnings(), keras.device("cpu"):
+        with warnings.catch_warnings(), keras.device(device):
             warnings.simplefilter("ignore")
             return keras.saving.load_model(str(path), compile=False, safe_mode=not trust)
     except ExplainError:

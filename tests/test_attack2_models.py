@@ -86,6 +86,14 @@ def unwritten(h5: Path, name: str) -> None:
         f.create_dataset(name, shape=(400_000_000,), dtype="f4", chunks=(MIB,), compression="gzip")
 
 
+def widen(config: dict) -> dict:
+    """A Keras model config whose Dense layer has 300 million units (28 GB of weights)."""
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Dense":
+            layer["config"]["units"] = 300_000_000
+    return config
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """The files and configs of every case (see the module's docstring)."""
@@ -109,6 +117,12 @@ def world(tmp_path_factory) -> dict:
                                                          .read_bytes()}))
     (root / "legacy_bomb.h5").write_bytes((root / "good.h5").read_bytes())
     unwritten(root / "legacy_bomb.h5", "model_weights/predictions/predictions/kernel")
+    with zipfile.ZipFile(good) as zf:
+        wide = json.dumps(widen(json.loads(zf.read("config.json")))).encode()
+    write_zip(root / "units.keras", stored(good, {"config.json": wide}))
+    (root / "units.h5").write_bytes((root / "good.h5").read_bytes())
+    with h5py.File(root / "units.h5", "r+") as f:
+        f.attrs["model_config"] = json.dumps(widen(json.loads(f.attrs["model_config"])))
     torch.save(make_small_alexnet(), root / "alex.pth")
     keras = dict(preprocess={"size": [8, 8]}, target_layers=["block5_conv3"])
     cases = {
@@ -116,6 +130,8 @@ def world(tmp_path_factory) -> dict:
         "assets_bomb": dict(model={"keras": str(root / "assets_bomb.keras")}, **keras),
         "dataset_bomb": dict(model={"keras": str(root / "dataset_bomb.keras")}, **keras),
         "legacy_bomb": dict(model={"keras": str(root / "legacy_bomb.h5")}, **keras),
+        "keras_units": dict(model={"keras": str(root / "units.keras")}, **keras),
+        "legacy_units": dict(model={"keras": str(root / "units.h5")}, **keras),
         "num_classes": dict(model={"builder": "torchvision.models.resnet18",
                                    "builder_args": {"num_classes": 1_200_000}},
                             target_layers=["layer4"]),
@@ -211,6 +227,11 @@ BOMB_WORDS = {
     "assets_bomb": ["assets_bomb.keras: refused (model.keras)", "'assets/blob0'", "255.0 MiB"],
     "dataset_bomb": ["dataset_bomb.keras: refused (model.keras)", "model.weights.h5 declare"],
     "legacy_bomb": ["legacy_bomb.h5: refused (model.keras)", "legacy_bomb.h5 declare"],
+    # a config of 28 GB of weights: loaded on the meta device first, where it fails against
+    # the file's (24, 2) weights, as Keras says, before anything is allocated
+    "keras_units": ["units.keras: Keras cannot load it (model.keras)", "predictions"],
+    "legacy_units": ["units.h5: Keras cannot load it (model.keras)", "Shape mismatch",
+                     "(24, 300000000)"],
     "num_classes": ["model.builder_args {'num_classes': 1200000}", "over 2.00 GiB",
                     "2.33 GiB)", "model.trust: true"],
     "timm_depth": ["model.builder_args {'depth': 100000}", "over 2.00 GiB", "model.trust: true"],
@@ -219,10 +240,12 @@ BOMB_WORDS = {
 
 @pytest.mark.parametrize("case", list(BOMB_WORDS))
 def test_small_input_cannot_take_memory_or_disk(child, case):
-    """Item 4: each bomb is one line, exit 2, in under 10 s, adding under 300 MB of memory."""
+    """Item 4: each bomb is one line, exit 2, in under 10 s, adding under 300 MB of memory,
+    and no allocation was tried (under the cap, a failed one would say so)."""
     got = child["bombs"][case]
     err = got["err"].strip()
     assert got["rc"] == 2 and err.count("\n") == 0, err[-800:]
+    assert "allocat" not in err and "MemoryError" not in err, err
     for words in BOMB_WORDS[case]:
         assert words in err, err
     assert got["seconds"] < 10 and got["grew_mb"] < 300, got
