@@ -285,8 +285,10 @@ def test_bounded_factories_still_build(tmp_path):
     assert demo.backbone._fc.weight.abs().sum() > 0  # its package's weights, not meta tensors
     with pytest.raises(ExplainError, match="'torchvision.models.vit_h_14' makes a model of over"):
         make_model("torchvision.models.vit_h_14", {}, "model.builder", False)
-    big = make_model("torchvision.models.resnet18", {"num_classes": 300_000}, "model.arch", True)
-    assert big.fc.out_features == 300_000  # 0.6 GB, trusted
+    with pytest.raises(ExplainError, match=r"over 1.0 MiB of parameters and buffers \(at least 1.\d MiB\)"):
+        make_model("torchvision.models.resnet18", {"num_classes": 3}, "model.arch", False, MIB)
+    trusted = make_model("torchvision.models.resnet18", {"num_classes": 3}, "model.arch", True, MIB)
+    assert trusted.fc.out_features == 3  # 44 MB over a bound of 1 MiB: trust lifts it
 
 
 # ---- a WORLD_SIZE left in a shell ------------------------------------------------------------
@@ -349,3 +351,36 @@ def test_rendezvous_wait_is_seconds(monkeypatch):
         monkeypatch.setenv("EXPLAIN_RENDEZVOUS_TIMEOUT", bad)
         with pytest.raises(ExplainError, match="EXPLAIN_RENDEZVOUS_TIMEOUT"):
             distributed._rendezvous_timeout()
+
+
+def test_build_stops_at_the_tensor_bound(monkeypatch):
+    """Many small tensors (a huge depth of a thin model) are stopped too, at the 11th of 10
+    allowed here, and the registration functions are restored afterwards."""
+    from explain import safeload
+    monkeypatch.setattr(safeload, "MAX_MODEL_TENSORS", 10)
+    original = torch.nn.Module.register_parameter
+    seen = []
+
+    def refuse(size: int, tensors: int) -> ExplainError:
+        seen.append((size, tensors))
+        return ExplainError("too many")
+
+    with pytest.raises(ExplainError, match="too many"), safeload.bounded_build(2**30, refuse):
+        torch.nn.Sequential(*[torch.nn.Linear(1, 1) for _ in range(6)])
+    assert seen == [(44, 11)] and torch.nn.Module.register_parameter is original
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_model_file_size_is_bounded(tmp_path, suffix):
+    """A 5 GB model file (sparse: no disk used) is refused from its size alone, before keras
+    or h5py reads a byte of it."""
+    from explain.keras_model import load_keras
+    path = tmp_path / f"big{suffix}"
+    with open(path, "wb") as f:
+        f.write(b"\x89HDF\r\n\x1a\n" if suffix == ".h5" else b"PK\x03\x04")
+        f.truncate(5 * 2**30)
+    with pytest.raises(ExplainError) as caught:
+        load_keras(path, trust=True)
+    assert str(caught.value).endswith(f"big{suffix}: refused (model.keras): the file holds "
+                                      f"5.00 GiB, over the 4.00 GiB explain reads as a Keras "
+                                      f"model"), caught.value
