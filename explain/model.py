@@ -197,16 +197,16 @@ def timm_factory(name: str, args: dict, field: str) -> Callable[..., Any]:
 
 def _too_big(dotted: str, args: dict, field: str, limit: int, size: int,
              tensors: int = 0) -> ExplainError:
-    given = f"{field}_args {quote(args, 80)} make" if args else f"{field}: {quote(dotted)} makes"
     def gib(count: int) -> str:
         return f"{count / 2**30:.2f} GiB" if count >= 2**28 else f"{count / 2**20:.1f} MiB"
 
+    given = f"{field}: {quote(dotted)}" + (f" with {field}_args {quote(args, 80)}" if args else "")
     exact = f" ({'at least ' if tensors else ''}{gib(size)})"  # tensors: while building
     what = (f"over {MAX_MODEL_TENSORS} parameter and buffer tensors"
             if tensors > MAX_MODEL_TENSORS else
             f"over {gib(limit)} of parameters and buffers{exact}, the most explain "
             f"builds from a config (or twice model.file's size)")
-    return ExplainError(f"{given} a model of {what}: refused before building it; set "
+    return ExplainError(f"{given} makes a model of {what}: refused before building it; set "
                         f"'model.trust: true' if you mean it")
 
 
