@@ -195,12 +195,12 @@ def timm_factory(name: str, args: dict, field: str) -> Callable[..., Any]:
     return functools.partial(timm.create_model, name)
 
 
-def _too_big(dotted: str, args: dict, field: str, limit: int, size: int,
-             tensors: int = 0) -> ExplainError:
+def _too_big(given: str, limit: int, size: int, tensors: int = 0) -> ExplainError:
+    """The refusal of the model ``given`` names (factory and arguments): ``size`` bytes, or
+    ``tensors`` counted so far when stopped while building."""
     def gib(count: int) -> str:
         return f"{count / 2**30:.2f} GiB" if count >= 2**28 else f"{count / 2**20:.1f} MiB"
 
-    given = f"{field}: {quote(dotted)}" + (f" with {field}_args {quote(args, 80)}" if args else "")
     exact = f" ({'at least ' if tensors else ''}{gib(size)})"  # tensors: while building
     what = (f"over {MAX_MODEL_TENSORS} parameter and buffer tensors"
             if tensors > MAX_MODEL_TENSORS else
@@ -221,7 +221,8 @@ def make_model(dotted: str, args: dict, field: str, trust: bool,
         if args.get(key) not in (None, False):
             raise _download_refused(f"{field}_args.{key} = {quote(args[key], 40)}: pretrained weights")
     bounded = not trust and getattr(factory, "__module__", "") != "explain.demo"
-    refuse = functools.partial(_too_big, dotted, args, field, limit)
+    given = f"{field}: {quote(dotted)}" + (f" with {field}_args {quote(args, 80)}" if args else "")
+    refuse = functools.partial(_too_big, given, limit)
     if bounded:
         with no_downloads():
             size = meta_size(functools.partial(factory, **args), limit, refuse)
