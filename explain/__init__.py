@@ -2,6 +2,43 @@
 
 Pipeline, one module per stage: config -> model -> images -> engine -> render / channels
 -> compare -> report, tied together by ``runner``.
+
+Importing explain points two folders that libraries would otherwise create outside the run
+folder into one temporary folder, removed when the process ends (unless the user set them):
+``KERAS_HOME`` (Keras writes ``keras.json`` there on its first import, else ``~/.keras``) and
+``TORCHINDUCTOR_CACHE_DIR`` (importing torchvision or torch._dynamo creates it, else
+``$TMPDIR/torchinductor_<user>``). This happens before torch or keras is imported.
 """
 
+# no 'from __future__ import annotations' here: it would bind the name 'annotations' in
+# this package and hide the explain.annotations module from 'from explain import annotations'
+import atexit
+import os
+import shutil
+import tempfile
+
 __version__ = "0.1.0"
+
+PRIVATE_DIRS = ("KERAS_HOME", "TORCHINDUCTOR_CACHE_DIR")
+
+
+def _remove(folder: str, owner: int) -> None:
+    if os.getpid() == owner:  # not in a forked child: the parent still uses the folder
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _private_dirs() -> None:
+    """Point the PRIVATE_DIRS the user did not set into a temporary folder of this process."""
+    wanted = [name for name in PRIVATE_DIRS if not os.environ.get(name)]
+    if not wanted:
+        return
+    try:
+        folder = tempfile.mkdtemp(prefix="explain-")
+    except OSError:  # no writable temporary folder: the libraries' own choice
+        return
+    for name in wanted:
+        os.environ[name] = os.path.join(folder, name.lower())
+    atexit.register(_remove, folder, os.getpid())
+
+
+_private_dirs()

@@ -16,12 +16,19 @@ few points only, over gloo groups of their own (plain Python objects, reliable t
   the folder it names, which must be on storage every node sees;
 - ``hand_in``: after the batch loop each rank hands rank 0 what its writers kept in memory
   (notes, skipped images, timings, counts, mean-map sums), and rank 0 alone finishes the run.
+
+The ranks meet within RENDEZVOUS_TIMEOUT seconds (EXPLAIN_RENDEZVOUS_TIMEOUT sets it): a
+WORLD_SIZE left in a shell, with no torchrun and no other process, is one line after that
+wait, naming WORLD_SIZE and MASTER_ADDR:MASTER_PORT, not a silent wait of CHECK_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 CHECK_TIMEOUT = timedelta(minutes=30)  # the checks, the claim: every rank does the same work
+RENDEZVOUS_TIMEOUT = 20.0  # seconds for the other ranks to appear (torchrun starts them at once)
+RENDEZVOUS_ENV = "EXPLAIN_RENDEZVOUS_TIMEOUT"  # sets it, in seconds
 RUN_TIMEOUT = timedelta(days=7)  # waiting for the slowest rank's share of the images
 # Tests only: the rank with this number exits at once, as a lost node would, right after the
 # files of its first batch are written (see tests/test_torchrun.py).
@@ -214,11 +223,61 @@ def join(device: str = "auto") -> Ranks:
     if not dist.is_available():
         raise ExplainError("torchrun: this torch build has no torch.distributed")
     backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
-                            timeout=CHECK_TIMEOUT)
+    dist.init_process_group(backend, store=_rendezvous(rank, world), rank=rank,
+                            world_size=world, timeout=CHECK_TIMEOUT)
     return Ranks(rank, world, local_rank,
                  quick=dist.new_group(backend="gloo", timeout=CHECK_TIMEOUT),
                  patient=dist.new_group(backend="gloo", timeout=RUN_TIMEOUT))
+
+
+def _rendezvous_timeout() -> timedelta:
+    text = os.environ.get(RENDEZVOUS_ENV, "")
+    try:
+        seconds = float(text) if text else RENDEZVOUS_TIMEOUT
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 7 * 86400:  # also NaN
+        raise ExplainError(f"torchrun: {RENDEZVOUS_ENV}={text[:40]!r} is not a number of "
+                           f"seconds (0 to 604800)")
+    return timedelta(seconds=seconds)
+
+
+@contextmanager
+def _held_stderr() -> Iterator[None]:
+    """Whatever is written to file descriptor 2 in the block (torch's C++ side logs every
+    failed connection there) is held back, and written out only if the block succeeds."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        os.write(2, held.read(1 << 20))
+
+
+def _rendezvous(rank: int, world: int) -> Any:
+    """The store of the default process group, made the way torch's env:// rendezvous makes
+    it (torchrun's agent store included), but within the rendezvous timeout."""
+    import torch.distributed as dist
+    wait = _rendezvous_timeout()
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"[:120]
+    try:
+        with _held_stderr():
+            store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=wait))
+    except (RuntimeError, ValueError) as exc:  # torch's DistError is a RuntimeError
+        cause = " ".join(describe(exc).split())[:160]
+        what = (f"no other process joined at MASTER_ADDR:MASTER_PORT {where} within "
+                f"{wait.total_seconds():g} s" if "timed out" in cause.lower() else
+                f"it cannot meet the other processes at MASTER_ADDR:MASTER_PORT {where} ({cause})")
+        raise ExplainError(f"torchrun: WORLD_SIZE={world} is set (RANK={rank}) but {what}; "
+                           f"unset WORLD_SIZE and RANK to run alone, or start with torchrun "
+                           f"({RENDEZVOUS_ENV} sets the wait)") from None
+    store.set_timeout(CHECK_TIMEOUT)
+    return dist.PrefixStore("default_pg", store)  # the prefix init_process_group would add
 
 
 def open_shared(folder: Path) -> RunFolder:

@@ -9,7 +9,11 @@ Nothing named in a config runs unless the config says ``model.trust: true``:
 - ``timm:<name>`` (as ``arch`` or ``builder``) names a timm architecture; any name in
   ``timm.list_models()`` is allowed without trust, and its arguments may not make timm load or
   fetch anything (``pretrained``, ``pretrained_cfg``, ``checkpoint_path``, ``cache_dir``, ...);
-- no weights are ever downloaded: a factory that tries is stopped with a one-line error.
+- no weights are ever downloaded: a factory that tries is stopped with a one-line error;
+- without trust a factory's model is built on torch's meta device first (no memory, nothing
+  read) and refused over MAX_MODEL_BYTES (2 GiB, or twice model.file's size) of parameters and
+  buffers or MAX_MODEL_TENSORS tensors, naming the arguments (explain.safeload.bounded_build);
+  explain's demo builder (no arguments) is built directly; with trust, nothing is bounded.
 
 Weight files: a torch file (whole model or state_dict, read by explain.safeload) or, the
 safest choice, a ``.safetensors`` state_dict (tensors only), recognised by its content and
@@ -34,7 +38,8 @@ from torch import nn
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
 from explain.names import MAX_NAME, name_problem, quote, safe_slug, short, suggest
-from explain.safeload import (is_torchscript, looks_like_safetensors, read_safetensors, safe_load,
+from explain.safeload import (MAX_MODEL_BYTES, MAX_MODEL_TENSORS, bounded_build, is_torchscript,
+                              looks_like_safetensors, meta_size, read_safetensors, safe_load,
                               structure_problem, trusted_load)
 
 DEMO_BUILDERS = ("catdog_efficientnet_lite0",)
@@ -138,11 +143,7 @@ def no_downloads() -> Iterator[None]:
 
 
 def call_factory(factory: Callable[..., Any], args: dict, field: str) -> Any:
-    """Call a model factory with the config's arguments; bad keywords are one-line errors.
-    Pretrained weights are refused up front (``weights: DEFAULT``, ``pretrained: true``)."""
-    for key in WEIGHT_ARGS:
-        if args.get(key) not in (None, False):
-            raise _download_refused(f"{field}_args.{key} = {quote(args[key], 40)}: pretrained weights")
+    """Call a model factory with the config's arguments; bad keywords are one-line errors."""
     with no_downloads():
         try:
             return factory(**args)
@@ -194,11 +195,41 @@ def timm_factory(name: str, args: dict, field: str) -> Callable[..., Any]:
     return functools.partial(timm.create_model, name)
 
 
-def make_model(dotted: str, args: dict, field: str, trust: bool) -> nn.Module:
-    """Build the network the factory ``dotted`` names (``field``: model.arch / model.builder)."""
+def _too_big(given: str, limit: int, size: int, tensors: int = 0) -> ExplainError:
+    """The refusal of the model ``given`` names (factory and arguments): ``size`` bytes, or
+    ``tensors`` counted so far when stopped while building."""
+    def gib(count: int) -> str:
+        return f"{count / 2**30:.2f} GiB" if count >= 2**28 else f"{count / 2**20:.1f} MiB"
+
+    exact = f" ({'at least ' if tensors else ''}{gib(size)})"  # tensors: while building
+    what = (f"over {MAX_MODEL_TENSORS} parameter and buffer tensors"
+            if tensors > MAX_MODEL_TENSORS else
+            f"over {gib(limit)} of parameters and buffers{exact}, the most explain "
+            f"builds from a config (or twice model.file's size)")
+    return ExplainError(f"{given} makes a model of {what}: refused before building it; set "
+                        f"'model.trust: true' if you mean it")
+
+
+def make_model(dotted: str, args: dict, field: str, trust: bool,
+               limit: int = MAX_MODEL_BYTES) -> nn.Module:
+    """Build the network the factory ``dotted`` names (``field``: model.arch / model.builder).
+    Without trust it is sized on the meta device first and refused over ``limit`` bytes (see
+    the module's docstring); explain's demo builder (no arguments) is built directly."""
     name = timm_name(dotted)
     factory = timm_factory(name, args, field) if name else resolve_factory(dotted, field, trust)
-    model = call_factory(factory, args, field)
+    for key in WEIGHT_ARGS:
+        if args.get(key) not in (None, False):
+            raise _download_refused(f"{field}_args.{key} = {quote(args[key], 40)}: pretrained weights")
+    bounded = not trust and getattr(factory, "__module__", "") != "explain.demo"
+    given = f"{field}: {quote(dotted)}" + (f" with {field}_args {quote(args, 80)}" if args else "")
+    refuse = functools.partial(_too_big, given, limit)
+    if bounded:
+        with no_downloads():
+            size = meta_size(functools.partial(factory, **args), limit, refuse)
+        if size is not None and size > limit:
+            raise refuse(size)
+    with bounded_build(limit, refuse) if bounded else contextlib.nullcontext():
+        model = call_factory(factory, args, field)
     if not isinstance(model, nn.Module):
         raise ExplainError(f"{field}: {quote(dotted)} returned a {type(model).__name__}, "
                            f"not a torch.nn.Module")
@@ -244,7 +275,8 @@ def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
     if not spec.arch:
         raise ExplainError(f"{path}: is a state_dict (weights only); add 'model.arch' "
                            f"(e.g. torchvision.models.alexnet) and 'model.arch_args'")
-    model = make_model(spec.arch, spec.arch_args, "model.arch", spec.trust)
+    limit = max(MAX_MODEL_BYTES, 2 * path.stat().st_size)  # the weights fill the model
+    model = make_model(spec.arch, spec.arch_args, "model.arch", spec.trust, limit)
     own = model.state_dict()
     for key, value in obj.items():
         if key not in own:

@@ -26,10 +26,16 @@ Two other formats are recognised by their first bytes, not by their names:
 - safetensors (8-byte little-endian header length, then a JSON header): tensors only, so
   nothing in it can run; the header is bounded and checked against the file size first;
 - TorchScript archives (torch.jit.save): a zip holding its own compiled program.
+
+A model that a factory builds from a config's arguments (explain.model) is bounded too:
+``bounded_build`` stops the build as soon as the parameters and buffers registered pass a
+byte bound or MAX_MODEL_TENSORS tensors, before they are initialised; ``meta_size`` builds it
+on the meta device under that bound first, so a refused model never takes memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
@@ -41,7 +47,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -441,3 +447,47 @@ def is_torchscript(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError, ValueError):
         return False
     return False
+
+
+# ---- the size of a model a factory builds ------------------------------------------------------
+
+MAX_MODEL_BYTES = 2 * 2**30  # parameters + buffers of a model built from a config, without trust
+MAX_MODEL_TENSORS = 100_000  # parameter and buffer tensors (a ViT-H/14 registers ~400)
+
+
+@contextlib.contextmanager
+def bounded_build(limit: int, refuse: Callable[..., ExplainError]) -> Iterator[None]:
+    """While a model is built, ``refuse(bytes, tensors)`` is raised as soon as the parameters
+    and buffers registered pass ``limit`` bytes or MAX_MODEL_TENSORS tensors."""
+    seen = [0, 0]
+    originals = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def counted(original: Callable[..., None]) -> Callable[..., None]:
+        def register(module: nn.Module, name: str, tensor: Any, *rest: Any, **kw: Any) -> None:
+            if isinstance(tensor, torch.Tensor):
+                seen[0], seen[1] = seen[0] + tensor.nbytes, seen[1] + 1
+                if seen[0] > limit or seen[1] > MAX_MODEL_TENSORS:
+                    raise refuse(*seen)
+            return original(module, name, tensor, *rest, **kw)
+        return register
+
+    nn.Module.register_parameter, nn.Module.register_buffer = map(counted, originals)
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = originals
+
+
+def meta_size(build: Callable[[], Any], limit: int,
+              refuse: Callable[..., ExplainError]) -> Optional[int]:
+    """Bytes of the parameters and buffers of ``build()``'s model made on the meta device (no
+    memory used, nothing read) under bounded_build; None when it cannot be made there."""
+    try:
+        with bounded_build(limit, refuse), torch.device("meta"):
+            model = build()
+        tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    except ExplainError:
+        raise
+    except (Exception, MemoryError):  # an op the meta device lacks, or not a model
+        return None
+    return sum(t.nbytes for t in tensors.values())
