@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
+from explain.names import short
 from explain.outputs import RUN_MARKER, RunFolder
 
 if TYPE_CHECKING:
@@ -202,8 +203,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror or exc}"
-    first = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0][:200] if first else ''}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def join(device: str = "auto") -> Ranks:
@@ -264,12 +264,12 @@ def _rendezvous(rank: int, world: int) -> Any:
     it (torchrun's agent store included), but within the rendezvous timeout."""
     import torch.distributed as dist
     wait = _rendezvous_timeout()
-    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"[:120]
+    where = short(f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}", 120)
     try:
         with _held_stderr():
             store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=wait))
     except (RuntimeError, ValueError) as exc:  # torch's DistError is a RuntimeError
-        cause = " ".join(describe(exc).split())[:160]
+        cause = first_line(exc, 160)
         what = (f"no other process joined at MASTER_ADDR:MASTER_PORT {where} within "
                 f"{wait.total_seconds():g} s" if "timed out" in cause.lower() else
                 f"it cannot meet the other processes at MASTER_ADDR:MASTER_PORT {where} ({cause})")

@@ -51,7 +51,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.names import quote, short
 from explain.safeload import MAX_MODEL_BYTES
 
@@ -87,7 +87,7 @@ def import_keras() -> Any:
             import keras
     except Exception as exc:  # a broken install
         raise ExplainError(f"{FIELD}: importing keras failed ({type(exc).__name__}: "
-                           f"{_first_line(exc)})") from None
+                           f"{first_line(exc)})") from None
     version = getattr(keras, "__version__", "0")
     if _version(version)[:1] != (3,):
         raise ExplainError(f"{FIELD}: Keras {version} is installed; Keras models need Keras 3 "
@@ -98,11 +98,6 @@ def import_keras() -> Any:
                            f"in this process; explain runs Keras models on the torch backend: "
                            f"run it in a fresh process (or set KERAS_BACKEND=torch)")
     return keras
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join((str(exc).strip().splitlines() or [type(exc).__name__])[0].split())
-    return text[:limit]
 
 
 def _check_file(path: Path) -> None:
@@ -200,7 +195,7 @@ def _check_archive(path: Path, size: int) -> None:
                 _check_h5(member, WEIGHTS_H5, info[WEIGHTS_H5].file_size, path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ExplainError(f"{short(path)}: not a .keras archive ({FIELD}): it is not a "
-                           f"readable zip file ({_first_line(exc, 80)})") from None
+                           f"readable zip file ({first_line(exc, 80)})") from None
 
 
 class _Window(io.RawIOBase):
@@ -273,7 +268,7 @@ def _check_h5(source: Any, where: str, size: int, path: Path) -> None:
             problem = handle.visititems_links(visit)
     except Exception as exc:  # h5py's errors for a damaged file: Keras would fail on them too
         raise ExplainError(f"{short(path)}: Keras cannot load it ({FIELD}): {where} is not a "
-                           f"readable HDF5 file ({_first_line(exc, 80)})") from None
+                           f"readable HDF5 file ({first_line(exc, 80)})") from None
     if problem:
         raise _refused(path, problem)
 
@@ -301,7 +296,7 @@ def _load_error(path: Path, exc: Exception, trust: bool) -> ExplainError:
                             f"class or function '{custom.group(1)}', which explain cannot "
                             f"import (it loads models made of Keras' own layers)")
     return ExplainError(f"{short(path)}: Keras cannot load it ({FIELD}): "
-                        f"{type(exc).__name__}: {_first_line(exc)}")
+                        f"{type(exc).__name__}: {first_line(exc)}")
 
 
 def read_keras(path: Path, trust: bool) -> Any:
@@ -493,7 +488,7 @@ def load_keras(path: Path, trust: bool) -> KerasNet:
         raise
     except Exception as exc:
         raise ExplainError(f"{short(path)}: cannot use the Keras model ({FIELD}): "
-                           f"{type(exc).__name__}: {_first_line(exc)}") from None
+                           f"{type(exc).__name__}: {first_line(exc)}") from None
     if next(net.parameters(), None) is None:
         raise ExplainError(f"{short(path)}: the Keras model has no weights ({FIELD})")
     return net

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from explain.config import Config, ModelSpec
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.names import MAX_NAME, name_problem, quote, safe_slug, short, suggest
 from explain.safeload import (MAX_MODEL_BYTES, MAX_MODEL_TENSORS, bounded_build, is_torchscript,
                               looks_like_safetensors, meta_size, read_safetensors, safe_load,
@@ -74,7 +74,7 @@ def resolve_factory(dotted: str, field: str, trust: bool) -> Callable[..., Any]:
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ExplainError(f"{field}: cannot import {quote(dotted)} ({str(exc)[:200]})") from None
+        raise ExplainError(f"{field}: cannot import {quote(dotted)} ({first_line(exc)})") from None
 
 
 WEIGHT_ARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
@@ -150,7 +150,7 @@ def call_factory(factory: Callable[..., Any], args: dict, field: str) -> Any:
         except ExplainError:
             raise
         except (Exception, MemoryError) as exc:  # the factory's own checks (or a crash)
-            why = " ".join(str(exc).split())[:120] or type(exc).__name__
+            why = first_line(exc, 120)
             raise ExplainError(f"{field}_args: {field.split('.')[-1]} rejected them "
                                f"({type(exc).__name__}: {why})") from None
 

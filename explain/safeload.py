@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from explain.errors import ExplainError
+from explain.errors import ExplainError, first_line
 from explain.names import quote
 
 SAFE_PREFIXES = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.")
@@ -257,11 +257,6 @@ def _allowed_global(name: str) -> Any:
     return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
 def _refusal(path: Path, why: str) -> ExplainError:
     return ExplainError(
         f"{path}: refused to load: the file {why}; a model saved with torch.save needs no "
@@ -286,11 +281,11 @@ def safe_load(path: Path) -> Any:
                 raise _legacy_refusal(path) from None
             found = re.search(r"GLOBAL (\S+)", str(exc))
             if found is None:
-                raise ExplainError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
+                raise ExplainError(f"{path}: not a PyTorch model file ({first_line(exc)})") from None
             raise _refusal(path, f"needs '{found.group(1)}', which is not an allow-listed "
                                  f"torch/torchvision class") from None
         except Exception as exc:
-            raise ExplainError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
+            raise ExplainError(f"{path}: not a PyTorch model file ({first_line(exc)})") from None
 
 
 def _legacy_refusal(path: Path) -> ExplainError:
@@ -354,7 +349,7 @@ def trusted_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise ExplainError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
+        raise ExplainError(f"{path}: not a PyTorch model file ({first_line(exc)})") from None
 
 
 # ---- safetensors and TorchScript files -------------------------------------------------------
@@ -427,7 +422,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, ValueError, TypeError, RuntimeError, OSError) as exc:
-        raise _bad_safetensors(path, _first_line(exc)) from None
+        raise _bad_safetensors(path, first_line(exc)) from None
     if not tensors:
         raise _bad_safetensors(path, "it holds no tensors")
     return tensors
