@@ -1,7 +1,17 @@
 """explain: one YAML file -> a reproducible class-activation-map study of an image classifier.
 
-Pipeline, one module per stage: config -> model -> images -> engine -> render / channels
--> compare -> report, tied together by ``runner``.
+The pipeline, one step after the other (``runner`` ties them together, ``cli`` is the command
+line, ``distributed`` the torchrun ranks):
+
+config (``config``: the experiment, validated and frozen)
+-> plan (``plan.planned``: images, model, layers, classes, device and one preflight pass,
+   resolved once into a frozen ``RunPlan``)
+-> engine (``engine.CamEngine``: one forward pass per batch, the only hooks on the model; each
+   image's maps as slots with their records)
+-> writers (``writers/``: one class per output: maps, metrics, channels, compare, guided,
+   concepts, dataset, panels; pictures drawn by ``render`` and ``channels``)
+-> summary and report (``results``: typed records, summary.json / summary.csv; the report
+   page made from those records).
 
 Importing explain points two folders that libraries would otherwise create outside the run
 folder into one temporary folder, removed when the process ends (unless the user set them):

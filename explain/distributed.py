@@ -290,8 +290,9 @@ def open_shared(folder: Path) -> RunFolder:
 
 # ---- handing the writers' memory to rank 0 --------------------------------------------------
 
-# What writers keep in memory between batches and read in ``finish`` (besides the item files),
-# and how two ranks' add up. A writer that keeps more must be added here.
+# What writers keep in memory between batches and read in ``finish`` (besides the item files)
+# is each writer's own business: ``Writer.state`` hands it over, ``Writer.merge`` adds another
+# rank's, ``Writer.forget_kept`` drops what --resume read back; nothing is listed here.
 
 def drop_kept(ranks: Ranks, writers: list[Writer]) -> None:
     """On ranks other than 0, right after the writers' start: forget what they read back from

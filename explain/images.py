@@ -165,9 +165,11 @@ def labelled_files(cfg: Config, spec: LabelledImages, where: str,
     before = len(notes)
     try:
         if path.is_dir():
-            found = _image_folder(path, list(cfg.classes), spec.skip_unknown, (where, notes))
+            found = _image_folder(path, list(cfg.classes), spec.skip_unknown,
+                                  where=where, notes=notes)
         elif path.is_file():
-            found = _label_list(path, list(cfg.classes), spec.skip_unknown, (where, notes))
+            found = _label_list(path, list(cfg.classes), spec.skip_unknown,
+                                where=where, notes=notes)
         else:
             raise ExplainError(f"{where}: not found: {short(path)}")
     except OSError as exc:
@@ -178,13 +180,12 @@ def labelled_files(cfg: Config, spec: LabelledImages, where: str,
     return found
 
 
-def _image_folder(root: Path, classes: list[str], skip_unknown: bool,
-                  report: tuple[str, list[str]]) -> list[Found]:
+def _image_folder(root: Path, classes: list[str], skip_unknown: bool, *, where: str,
+                  notes: list[str]) -> list[Found]:
     """``root/<class>/...``: every image file under a class folder (subfolders included),
     labelled with the folder's name. Hidden entries are ignored; files directly in ``root``
     are noted and skipped; a symbolic link anywhere below ``root`` (a class folder, a
     subfolder, a file) is never followed: it is skipped with a note."""
-    where, notes = report
     found: list[Found] = []
     links: list[Path] = []
     for sub in sorted(root.iterdir()):
@@ -224,13 +225,12 @@ def _image_folder(root: Path, classes: list[str], skip_unknown: bool,
     return found
 
 
-def _label_list(path: Path, classes: list[str], skip_unknown: bool,
-                report: tuple[str, list[str]]) -> list[Found]:
+def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: str,
+                notes: list[str]) -> list[Found]:
     """A ``.csv`` (header ``path,label``) or ``.json`` (list of ``{path, label}``) list of
     labelled images; paths relative to the list's folder. Every row names an existing
     image file and a named class, else one line naming the file and row. A row names its file
     as the config does: it may lie outside the list's folder or be a link (followed)."""
-    where, notes = report
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise ExplainError(f"{where}: {short(path)}: expected a folder of class folders, a .csv "

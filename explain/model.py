@@ -1,4 +1,5 @@
-"""Getting the network: model files and factories, layers by dotted name, inplace guard.
+"""Getting the network: model files and factories, the class names a model carries, the
+inplace guard and the device (a layer is found by its dotted name in ``explain.layers``).
 
 Nothing named in a config runs unless the config says ``model.trust: true``:
 - model files are read by explain.safeload, which refuses pickles that call code;

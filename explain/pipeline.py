@@ -141,8 +141,10 @@ class FilePool:
 
 class QueuedWrites:
     """A RunFolder whose file writes run on a FilePool: the caller renders the picture, a
-    writer thread encodes and writes it. JSON and CSV are serialised in the caller's thread
-    (the records may change afterwards); matplotlib figures stay in the caller's thread."""
+    writer thread encodes and writes it. JSON is serialised in the caller's thread (the
+    records may change afterwards); CSV rows are copied into a list at once and formatted in
+    the writer thread (``write_csv``). Anything else (reads, folders) goes straight to the
+    RunFolder."""
 
     def __init__(self, run: Any, pool: FilePool):
         self.run = run

@@ -1,4 +1,5 @@
-"""Pictures: CAM overlays (OpenCV) and per-class panels (arrays, text by Pillow). Arrays in,
+"""Pictures: CAM overlays (OpenCV), per-class panels, and the one text path of every figure
+(``Text``, ``text_width``, ``line_height``, ``draw_text``: Pillow with DejaVu Sans). Arrays in,
 arrays out; saving happens in ``explain.outputs``."""
 
 from __future__ import annotations
@@ -6,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -36,17 +39,56 @@ PANEL_GAP = 6  # pixels between cells
 INK = (20, 20, 20)
 
 
-@lru_cache(maxsize=4)
+# ---- text: every figure's words go through here ------------------------------------------------
+
+def font_file() -> Path:
+    """DejaVuSans.ttf as matplotlib ships it (mpl-data/fonts/ttf)."""
+    import matplotlib
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+@lru_cache(maxsize=16)
 def _font(size: int):
-    """DejaVu Sans (shipped with matplotlib, so offline) at ``size`` px: any Latin, Greek or
-    Cyrillic image id or class name renders, not only ASCII."""
-    from matplotlib import font_manager
+    """DejaVu Sans at ``size`` px, the copy matplotlib ships (a package file, so the same font
+    offline and on every machine, never a system font): Latin, Greek and Cyrillic image ids and
+    class names draw as themselves; a character the font lacks (CJK) draws as its
+    missing-glyph box, never as an ASCII '?'."""
     from PIL import ImageFont
-    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    return ImageFont.truetype(str(font_file()), size)
 
 
-def _text_width(text: str, size: int) -> int:
+@dataclass(frozen=True)
+class Text:
+    """One line of text to draw: ``(x, y)`` is the top-left corner of its line box, which is
+    ``text_width(text, size)`` wide and ``line_height(size)`` high."""
+    text: str
+    x: int
+    y: int
+    size: int = 13
+    colour: tuple[int, int, int] = INK
+
+
+@lru_cache(maxsize=4096)
+def text_width(text: str, size: int) -> int:
+    """Width in pixels of ``text`` drawn at ``size`` px."""
     return int(math.ceil(_font(size).getlength(text)))
+
+
+def line_height(size: int) -> int:
+    """Height in pixels of a line of text at ``size`` px (the font's ascent + descent)."""
+    ascent, descent = _font(size).getmetrics()
+    return ascent + descent
+
+
+def draw_text(picture: np.ndarray, texts: Iterable[Text]) -> np.ndarray:
+    """A copy of the uint8 RGB ``picture`` with every line of ``texts`` drawn on it
+    (antialiased, clipped to the picture)."""
+    from PIL import Image, ImageDraw
+    page = Image.fromarray(picture)
+    draw = ImageDraw.Draw(page)
+    for t in texts:
+        draw.text((t.x, t.y), t.text, fill=t.colour, font=_font(t.size))
+    return np.array(page)
 
 
 def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[str],
@@ -54,16 +96,15 @@ def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[st
     """A row per image (label, photo, overlays), a column per method (photo first), pictures
     placed at their own size, centred in their cell, on white; drawn with arrays, not a
     plotting library (a 24-row panel in well under a second)."""
-    from PIL import Image, ImageDraw
     columns = ["original", *methods]
     pictures = [[photo, *overlays] for _, photo, overlays in rows]
     col_w = [max(p[c].shape[1] for p in pictures) for c in range(len(columns))]
     row_h = [max(p.shape[0] for p in row) for row in pictures]
-    label_w = max([_text_width(label, 13) for label, _, _ in rows] + [40]) + 2 * PANEL_GAP
+    label_w = max([text_width(label, 13) for label, _, _ in rows] + [40]) + 2 * PANEL_GAP
     label_w = min(label_w, 220)
     title_h, head_h = 30, 22
     width = label_w + sum(col_w) + PANEL_GAP * (len(columns) + 1)
-    width = max(width, _text_width(title, 15) + 2 * PANEL_GAP)
+    width = max(width, text_width(title, 15) + 2 * PANEL_GAP)
     height = title_h + head_h + sum(row_h) + PANEL_GAP * (len(rows) + 1)
     canvas = np.full((height, width, 3), 255, np.uint8)
     boxes: list[list[tuple[int, int, int, int]]] = []
@@ -78,34 +119,25 @@ def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[st
             x += w + PANEL_GAP
         boxes.append(placed)
         y += h + PANEL_GAP
-    page = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(page)
-    draw.text((PANEL_GAP, 7), title, fill=INK, font=_font(15))
+    texts = [Text(title, PANEL_GAP, 7, 15)]
     for c, (name, w) in enumerate(zip(columns, col_w)):
         left = label_w + PANEL_GAP + sum(col_w[:c]) + PANEL_GAP * c
-        draw.text((left + (w - _text_width(name, 13)) // 2, title_h + 2), name, fill=INK,
-                  font=_font(13))
+        texts.append(Text(name, left + (w - text_width(name, 13)) // 2, title_h + 2))
     for (label, _, _), placed in zip(rows, boxes):
         y_mid = (placed[0][1] + placed[0][3]) // 2
-        draw.text((PANEL_GAP, y_mid - 8), _fit(label, label_w - 2 * PANEL_GAP), fill=INK,
-                  font=_font(13))
-    return Panel(np.asarray(page), boxes)
+        texts.append(Text(_fit(label, label_w - 2 * PANEL_GAP), PANEL_GAP, y_mid - 8))
+    return Panel(draw_text(canvas, texts), boxes)
 
 
 def label_image(picture: np.ndarray, texts: list[tuple[str, tuple[int, int], int]]) -> np.ndarray:
-    """``picture`` with each (text, (x, y), size px) written on it in dark ink."""
-    from PIL import Image, ImageDraw
-    page = Image.fromarray(picture)
-    draw = ImageDraw.Draw(page)
-    for text, xy, size in texts:
-        draw.text(xy, text, fill=INK, font=_font(size))
-    return np.asarray(page)
+    """``picture`` with each (text, (x, y), size px) written on it in dark ink (``draw_text``)."""
+    return draw_text(picture, [Text(text, x, y, size) for text, (x, y), size in texts])
 
 
 def _fit(text: str, width: int) -> str:
     """``text`` cut with an ellipsis so it fits ``width`` pixels at 13 px."""
-    if _text_width(text, 13) <= width:
+    if text_width(text, 13) <= width:
         return text
-    while text and _text_width(text + "…", 13) > width:
+    while text and text_width(text + "…", 13) > width:
         text = text[:-1]
     return text + "…"

@@ -3,16 +3,16 @@ colour scale, the top-channels and class-contrast figures."""
 
 import ast
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from explain import channels
-from explain.channels import (BAND, CHANNEL_METHODS, FONT, INK, ViewOptions, activation_view,
+from explain.channels import (BAND, CHANNEL_METHODS, INK, ViewOptions, activation_view,
                               channel_contributions, channel_stats, channel_weights,
                               class_contrast_view, contribution_view, top_channels_view)
 from explain.methods import registry
+from explain.render import Text, draw_text
 from conftest import REPO
 
 
@@ -185,16 +185,24 @@ def test_activation_view_options():
 
 # ---- labels and layout ----------------------------------------------------------------------
 
-def rendered_band(view, k, text, line=0):
-    """The number band of tile k as it looks with ``text`` drawn the documented way."""
+def band_of(view, k):
+    """The number band above tile k, cut out of the picture."""
     lay = view.layout
-    rows, cols = lay.label_box(k)
-    band = np.empty((lay.label_h, lay.tile_w, 3), np.uint8)
-    band[:] = BAND
-    x, y = lay.label_origin(k, line)
-    cv2.putText(band, text, (x - cols.start, y - rows.start), FONT, lay.font_scale, INK, 1,
-                cv2.LINE_AA)
-    return band
+    y, x = lay.cell_origin(k)
+    return view.image[y:y + lay.label_h, x:x + lay.tile_w]
+
+
+def rendered_band(view, k, *lines):
+    """The number band of tile k as it looks with ``lines`` drawn the documented way: the
+    shared text path (Pillow, DejaVu Sans), line i at the layout's label origin i and size."""
+    lay = view.layout
+    band = np.full((lay.label_h, lay.tile_w, 3), BAND, np.uint8)
+    top, left = lay.cell_origin(k)
+    texts = []
+    for i, text in enumerate(lines):
+        x, y = lay.label_origin(k, i)
+        texts.append(Text(text, x - left, y - top, lay.font_size, INK))
+    return draw_text(band, texts)
 
 
 @pytest.mark.parametrize("channels_n,shape", [(256, (16, 16)), (320, (18, 18)), (10, (3, 4))])
@@ -206,7 +214,7 @@ def test_every_tile_carries_its_channel_number(channels_n, shape):
     assert (lay.rows, lay.cols) == shape == channels.grid_shape(channels_n)
     assert lay.channels == tuple(range(channels_n))
     for k in range(channels_n):
-        band = view.image[lay.label_box(k)]
+        band = band_of(view, k)
         assert np.array_equal(band, rendered_band(view, k, str(k))), k
         assert not np.array_equal(band, rendered_band(view, k, str(k + 1))), k
         assert (band != BAND).any(axis=-1).sum() > 10  # ink is there
@@ -224,7 +232,6 @@ def test_alexnet_sized_stack_is_a_16_by_16_grid_with_colour_bar():
     assert (lay.rows, lay.cols, lay.tile_h, lay.tile_w) == (16, 16, 48, 48)
     last = lay.tile_box(255)
     assert last[0].stop < view.image.shape[0] and last[1].stop <= view.image.shape[1]
-    assert channels.channel_grid(acts).shape == (16 * 14 - 1, 16 * 14 - 1)  # the bare mosaic too
     below = view.image[last[0].stop:]
     lut = view.scale.lut()
     ends = [np.argwhere((below == colour).all(axis=-1)) for colour in (lut[0], lut[-1])]
@@ -249,9 +256,9 @@ def test_top_channels_lists_the_k_largest_contributions_in_order():
     assert top.cumulative[-1] == pytest.approx(1.0)
     for rank, c in enumerate(top.channels):  # tile at position rank is channel c, labelled so
         assert top.layout.channels[rank] == c
-        band = top.image[top.layout.label_box(c)]
-        first = rendered_band(top, c, f"#{rank + 1}  ch {c}")[:top.layout.line_h]
-        assert np.array_equal(band[:top.layout.line_h], first)
+        lines = (f"#{rank + 1}  ch {c}", f"w {top.weights[c]:+.3g}", f"{top.shares[c]:+.1%} of map")
+        assert np.array_equal(band_of(top, c), rendered_band(top, c, *lines)), rank
+        assert not np.array_equal(band_of(top, c), rendered_band(top, c, *lines[:2]))
     assert len(top_channels_view("layercam", acts, grads).channels) == 16  # default k
     assert len(top_channels_view("layercam", acts[:5], grads[:5]).channels) == 5
 
@@ -268,7 +275,7 @@ def test_class_contrast_picks_the_channels_that_differ_most():
     first = f"#1  ch {c}"  # four label lines, or two when "#1  ch c  diff +d" fits the tile
     if (lay.label_h - 2) // lay.line_h == 2:
         first += f"  diff {diff[c]:+.3g}"
-    assert np.array_equal(view.image[lay.label_box(c)][:lay.line_h],
+    assert np.array_equal(band_of(view, c)[:lay.line_h],
                           rendered_band(view, c, first)[:lay.line_h])
     # each tile: class a's contribution on the left half, class b's on the right
     tile = view.image[view.layout.tile_box(c)]

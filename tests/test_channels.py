@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from explain import reference
-from explain.channels import (BAND, FONT, INK, ViewOptions, activation_view, channel_grid,
+from explain.channels import (BAND, INK, ViewOptions, activation_view,
                               channel_stats, channel_totals, class_contrast_view,
                               contribution_view, grid_shape, normalise, top_channels_view,
                               view_title)
 from explain.config import load_config
 from explain.errors import ExplainError
 from explain.outputs import RunFolder
+from explain.render import Text, draw_text
 from explain.runner import RunOptions, run
 from explain.writers import channels as channel_writer
 from explain.writers.channels import MAX_VIEW_PIXELS, fit_budget, view_options, view_pixels
@@ -25,25 +26,22 @@ from conftest import REPO
 LAYER = "backbone._blocks.15"  # the demo's target layer (the channel layer by default)
 
 
-def tile(mosaic, k, cols, h, w, sep=1):
-    r, c = divmod(k, cols)
-    return mosaic[r * (h + sep): r * (h + sep) + h, c * (w + sep): c * (w + sep) + w]
+def per_tile(stack):
+    """The activation view with each tile on its own min..max scale, at the native size."""
+    return activation_view(stack, options=ViewOptions(shared_scale=False, labels=False,
+                                                      tile_size=stack.shape[1]))
 
 
 @pytest.mark.parametrize("channels,shape", [(256, (16, 16)), (384, (20, 20)), (10, (3, 4)), (1, (1, 1))])
 def test_tile_k_is_channel_k_after_its_own_normalisation(channels, shape):
     rng = np.random.default_rng(channels)
     stack = rng.normal(size=(channels, 6, 9)).astype(np.float32) * rng.uniform(0.1, 50, (channels, 1, 1))
-    mosaic = channel_grid(stack)
-    rows, cols = grid_shape(channels)
-    assert (rows, cols) == shape
-    assert mosaic.shape == (rows * 7 - 1, cols * 10 - 1) and mosaic.dtype == np.uint8
+    view = per_tile(stack)
+    assert grid_shape(channels) == shape == (view.layout.rows, view.layout.cols)
     for k in range(channels):
         lo, hi = stack[k].min(), stack[k].max()
-        expected = np.uint8(np.round((stack[k] - lo) / (hi - lo) * 255))
-        assert np.array_equal(tile(mosaic, k, cols, 6, 9), expected), k
-    for k in range(channels, rows * cols):  # padding tiles are blank (white)
-        assert (tile(mosaic, k, cols, 6, 9) == 255).all()
+        expected = view.scale.paint((stack[k] - lo) / (hi - lo))
+        assert np.array_equal(view.image[view.layout.tile_box(k)], expected), k
 
 
 def test_constant_channels_are_flat_tiles_without_nan():
@@ -51,32 +49,20 @@ def test_constant_channels_are_flat_tiles_without_nan():
     stack[3] = 7.0
     stack[4] = np.arange(25).reshape(5, 5)
     assert not np.isnan(normalise(stack)).any()
-    mosaic = channel_grid(stack)
-    assert (tile(mosaic, 0, 4, 5, 5) == 0).all() and (tile(mosaic, 3, 4, 5, 5) == 0).all()
-    assert tile(mosaic, 4, 4, 5, 5).max() == 255
+    view = per_tile(stack)
+    lut = view.scale.lut()
+    for k in (0, 3):
+        assert (view.image[view.layout.tile_box(k)] == lut[0]).all()
+    assert (view.image[view.layout.tile_box(4)][-1, -1] == lut[-1]).all()
 
 
 def test_shared_scale_keeps_strong_and_weak_channels_apart():
     stack = np.stack([np.full((4, 4), 1.0), np.full((4, 4), 10.0)]).astype(np.float32)
     stack[:, 0, 0] = 0
-    mosaic = channel_grid(stack, shared_scale=True)
-    assert tile(mosaic, 0, 2, 4, 4)[1, 1] == 26 and tile(mosaic, 1, 2, 4, 4)[1, 1] == 255
-
-
-def test_colormap_overlay_and_tile_size_give_rgb_tiles():
-    import cv2
-    stack = np.random.default_rng(0).random((4, 3, 5)).astype(np.float32)
-    photo = np.full((60, 100, 3), 0.2, np.float32)
-    out = channel_grid(stack, tile_size=30, colormap=cv2.COLORMAP_JET, photo=photo, image_weight=0.25)
-    assert out.shape == (2 * 31 - 1, 2 * 51 - 1, 3)
-    for k in range(4):  # each tile: its channel, normalised, resized, coloured, blended
-        gray = np.uint8(np.round(cv2.resize(normalise(stack[k:k + 1])[0], (50, 30)) * 255))
-        heat = cv2.applyColorMap(gray, cv2.COLORMAP_JET)[..., ::-1].astype(np.float32)
-        expected = np.uint8(np.round(0.75 * heat + 0.25 * 0.2 * 255))
-        got = tile(out, k, 2, 30, 50).astype(int)
-        assert np.abs(got - expected).max() <= 1, k
-    labelled = channel_grid(stack, tile_size=30, labels=True)
-    assert not np.array_equal(labelled, channel_grid(stack, tile_size=30))  # labels drawn
+    view = activation_view(stack, options=ViewOptions(tile_size=4, labels=False))
+    lut = view.scale.lut()
+    assert (view.image[view.layout.tile_box(0)][1, 1] == lut[25]).all()  # 1 / 10 of 254
+    assert (view.image[view.layout.tile_box(1)][1, 1] == lut[-1]).all()
 
 
 def test_channel_stats_on_a_hand_made_case():
@@ -251,12 +237,11 @@ def test_contribution_png_tiles_show_each_channels_contribution(demo_channels, m
     tile = png[lay.tile_box(best)].astype(int)
     assert (tile[..., 0] - tile[..., 2]).max() > 100  # clearly red somewhere
     # and its number is written above it
-    band = np.full((lay.label_h, lay.tile_w, 3), BAND, np.uint8)
-    rows, cols = lay.label_box(best)
+    y0, x0 = lay.cell_origin(best)
     x, y = lay.label_origin(best)
-    cv2.putText(band, str(best), (x - cols.start, y - rows.start), FONT, lay.font_scale, INK, 1,
-                cv2.LINE_AA)
-    assert np.array_equal(png[rows, cols], band)
+    band = draw_text(np.full((lay.label_h, lay.tile_w, 3), BAND, np.uint8),
+                     [Text(str(best), x - x0, y - y0, lay.font_size, INK)])
+    assert np.array_equal(png[y0:y0 + lay.label_h, x0:x0 + lay.tile_w], band)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "layercam"])
@@ -278,12 +263,12 @@ def test_top_channels_png_lists_the_largest_contribution_first(demo_channels, me
     assert list(top.channels) == sorted(top.channels, key=lambda c: -abs(totals[c]))
     first = top.channels[0]  # its band starts with '#1  ch <channel>', drawn in the PNG
     lay = top.layout
-    rows, cols = lay.label_box(first)
-    band = np.full((lay.label_h, lay.tile_w, 3), BAND, np.uint8)
+    y0, x0 = lay.cell_origin(first)
     x, y = lay.label_origin(first)
-    cv2.putText(band, f"#1  ch {first}", (x - cols.start, y - rows.start), FONT, lay.font_scale,
-                INK, 1, cv2.LINE_AA)
-    assert np.array_equal(png[rows, cols][:lay.line_h], band[:lay.line_h])
+    band = draw_text(np.full((lay.label_h, lay.tile_w, 3), BAND, np.uint8),
+                     [Text(f"#1  ch {first}", x - x0, y - y0, lay.font_size, INK)])
+    assert np.array_equal(png[y0:y0 + lay.label_h, x0:x0 + lay.tile_w][:lay.line_h],
+                          band[:lay.line_h])
     record = demo_channels.summary.images[0].record(cls, method).channels
     assert (record.channels_50, record.channels_90) == (top.channels_50, top.channels_90)
 

@@ -439,8 +439,11 @@ def test_unlabelled_concepts_without_a_matching_linear(tmp_path):
 
 
 def test_figure_layout_fits_the_legend():
+    from explain.render import Text, draw_text, text_width
+    from explain.writers.concepts import GAP, LINE, MARGIN, SWATCH, TEXT_SIZE
     photo = np.zeros((20, 30, 3), np.uint8)
-    lines = ["1. 50% of the image: a very long class name 0.99, another long one 0.01"] * 4
+    lines = [f"{i + 1}. 50% of the image: a very long class name 0.99, another long one 0.01"
+             for i in range(4)]
     fig = concept_figure(photo, photo, lines, concept_colours(4), "title")
     x0, y0, x1, y1 = panel_boxes((20, 30))[1]
     assert fig.shape[0] >= y1 + 4 * 20 and fig.shape[1] >= x1
@@ -448,6 +451,20 @@ def test_figure_layout_fits_the_legend():
     for i, colour in enumerate(concept_colours(4)):
         y = y1 + 10 + i * 22 + 10
         assert np.abs(fig[y, 15].astype(int) - np.round(255 * colour)).max() <= 1
+    # the title and every legend line read back as the shared text path draws them, whole:
+    # the picture is wide enough for the longest line
+    assert fig.shape[1] >= MARGIN + SWATCH + 8 + text_width(lines[0], TEXT_SIZE) + MARGIN
+    white = np.full_like(fig, 255)
+    title = draw_text(white[:y0], [Text("title", MARGIN, MARGIN + 2, TEXT_SIZE)])
+    assert np.array_equal(fig[:y0], title)
+    left = MARGIN + SWATCH + 1  # right of the swatches: only the legend's text
+    legend = draw_text(white[y1:, left:], [Text(line, 7, GAP + i * LINE + 2, TEXT_SIZE)
+                                           for i, line in enumerate(lines)])
+    assert np.array_equal(fig[y1:, left:], legend)
+    assert (legend != 255).any(axis=-1)[:, -MARGIN:].sum() == 0  # no line runs off the edge
+    swapped = draw_text(white[y1:, left:], [Text(line, 7, GAP + i * LINE + 2, TEXT_SIZE)
+                                            for i, line in enumerate(lines[::-1])])
+    assert not np.array_equal(fig[y1:, left:], swapped)  # each line in its own place
 
 
 # ---- the real command line ---------------------------------------------------------------------

@@ -28,10 +28,10 @@ from pytorch_grad_cam import DeepFeatureFactorization
 from pytorch_grad_cam.utils.image import show_factorization_on_image
 from torch import nn
 
+from explain.render import Text, draw_text, text_width
 from explain.writers import BatchContext, RunContext, Writer
 
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-FONT_SCALE = 0.5
+TEXT_SIZE = 13  # title and legend text, pixels (explain.render's text path)
 LINE = 22  # legend line height, pixels
 MARGIN = 10
 GAP = 10
@@ -39,7 +39,6 @@ SWATCH = 14
 MIN_PANEL = 224  # panels smaller than this are enlarged (whole multiples, nearest pixel)
 IMAGE_WEIGHT = 0.3  # the photo's weight under the concept colours
 BACKGROUND = 255
-INK = (20, 20, 20)
 
 ConceptLabels = list[list[tuple[str, float]]]
 
@@ -109,26 +108,24 @@ def panel_boxes(hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
 def concept_figure(photo: np.ndarray, overlay: np.ndarray, lines: Sequence[str],
                    colours: np.ndarray, title: str) -> np.ndarray:
     """uint8 RGB figure: title, photo and overlay side by side (``panel_boxes``), then a
-    legend line per concept with its colour swatch."""
+    legend line per concept with its colour swatch; text by ``explain.render.draw_text``."""
     hw = overlay.shape[:2]
     s = panel_scale(hw)
     boxes = panel_boxes(hw)
-    texts = [title, *lines]
-    widest = max(cv2.getTextSize(t, FONT, FONT_SCALE, 1)[0][0] for t in texts)
+    widest = max(text_width(t, TEXT_SIZE) for t in (title, *lines))
     width = max(boxes[1][2] + MARGIN, MARGIN + SWATCH + 8 + widest + MARGIN)
     height = boxes[1][3] + GAP + LINE * len(lines) + MARGIN
     fig = np.full((height, width, 3), BACKGROUND, np.uint8)
-    cv2.putText(fig, title, (MARGIN, MARGIN + 14), FONT, FONT_SCALE, INK, 1, cv2.LINE_AA)
     for (x0, y0, x1, y1), img in zip(boxes, (photo, overlay)):
         fig[y0:y1, x0:x1] = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_NEAREST) \
             if s > 1 else img
+    texts = [Text(title, MARGIN, MARGIN + 2, TEXT_SIZE)]
     for i, (text, colour) in enumerate(zip(lines, colours)):
         y = boxes[1][3] + GAP + i * LINE
         rgb = tuple(int(round(255 * c)) for c in colour[:3])
         cv2.rectangle(fig, (MARGIN, y + 3), (MARGIN + SWATCH, y + 3 + SWATCH), rgb, -1)
-        cv2.putText(fig, text, (MARGIN + SWATCH + 8, y + 15), FONT, FONT_SCALE, INK, 1,
-                    cv2.LINE_AA)
-    return fig
+        texts.append(Text(text, MARGIN + SWATCH + 8, y + 2, TEXT_SIZE))
+    return draw_text(fig, texts)
 
 
 def hex_colour(colour: np.ndarray) -> str:
