@@ -106,9 +106,10 @@ def test_a_config_error_comes_before_torch_is_imported(tmp_path):
     from conftest import REPO
     script = ("import sys\nfrom explain.config import load_config\n"
               "try:\n    load_config('configs/demo_catdog.yaml', {'output.colourmap': 'x', "
-              "'methods': ['gradcam', 'gradcam+']})\n"
+              "'methods': ['gradcam', 'gradcam+'], 'metrics': ['road_combind']})\n"
               "except Exception as exc:\n    print(exc)\nprint('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     assert "did you mean 'colormap'" in out and "did you mean 'gradcamplusplus'" in out
+    assert "did you mean 'road_combined'" in out  # the metric table is read without torch too
     assert out.strip().endswith("False")

@@ -23,6 +23,7 @@ from explain.config import MethodSpec, MetricSpec, load_config
 from explain.errors import ExplainError
 from explain.images import ImageRef, prepare
 from explain.model import non_inplace
+from explain.results import ImageEntry, MapRecord, RunSummary
 from conftest import IMAGES, make_small_alexnet, write_config
 
 SIDE = 64  # model input side: features.10 of the small AlexNet is then 3 x 3
@@ -266,3 +267,23 @@ def test_the_metric_table_fills_config_estimate_and_labels():
     assert metrics.LABELS["box_iou"] == "box IoU" and metrics.LABELS.get("nope", "n") == "n"
     assert [t.name for t in metrics.TABLE.values() if t.percent] == [
         "increase_in_confidence", "pointing_hit", "energy_in_box"]
+
+
+def test_a_metric_the_table_does_not_know_still_gets_a_column():
+    """A run folder written while a metric was registered (or by a later version) keeps its
+    numbers in the report's table: a column by name, shown and not ranked."""
+    def rec(method, score):
+        return MapRecord(class_name="cat", method=method, peak_x=0, peak_y=0, peak_value=1,
+                         mass_left=0.5, mass_right=0.5, mass_top=0.5, mass_bottom=0.5,
+                         file=f"cams/{method}/a__cat.png",
+                         faithfulness={"mystery": score, "drop_in_confidence": score})
+    entry = ImageEntry(id="a", path="a.jpg", input_size=[8, 8], probabilities={"cat": 1.0},
+                       predicted="cat", cams=[rec("m1", 0.25), rec("m2", 0.75)])
+    summary = RunSummary(name="t", config_file="t.yaml", output_dir=".", device="cpu",
+                         config={}, versions={}, images=[entry])
+    table = metrics.method_table(summary, ["m1", "m2"])
+    assert [c.key for c in table.columns] == ["drop_in_confidence", "mystery"]
+    mystery = table.columns[1]
+    assert (mystery.label, mystery.direction, mystery.ranks) == ("mystery", 0, {})
+    assert mystery.means == {"m1": 0.25, "m2": 0.75}
+    assert "does not know" in mystery.metric.glossary
