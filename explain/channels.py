@@ -11,9 +11,10 @@ milliseconds: a title, a number band above each tile, one colour scale and a col
 returns a ``GridLayout`` that says where every tile and label lies in the picture. All their
 text goes through ``explain.render``'s one text path (Pillow, DejaVu Sans).
 
-Contributions come from pytorch-grad-cam's own per-method code (``CHANNEL_METHODS``): none of
-these methods mixes channels, so the library's ``get_cam_image`` run on the channels as a batch
-of one-channel maps gives each channel's term of the CAM sum.
+Contributions come from pytorch-grad-cam's own per-method code, for the channel-sum methods
+(those with a ``channel_term`` in explain.methods.TABLE): none of these methods mixes
+channels, so the library's ``get_cam_image`` run on the channels as a batch of one-channel
+maps gives each channel's term of the CAM sum.
 """
 
 from __future__ import annotations
@@ -29,23 +30,9 @@ import torch
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 
-from explain.methods import registry
+from explain.methods import ChannelTerm, having, registry, traits
 from explain.render import INK, Text, draw_text, line_height, text_width
 
-# Methods whose map is ReLU(sum over channels of a per-channel term), each term computed from
-# that channel's activations and gradients only.
-CHANNEL_METHODS = ("gradcam", "gradcamplusplus", "xgradcam", "layercam", "hirescam",
-                   "gradcamelementwise")
-
-# What one channel's term is, and its unit (dy/dA * A is in class-score, i.e. logit, units).
-TERMS = {
-    "gradcam": ("w_k * A_k, w_k = mean of dy/dA_k", "logit units"),
-    "gradcamplusplus": ("w_k * A_k, w_k = Grad-CAM++ weight", "arbitrary units"),
-    "xgradcam": ("w_k * A_k, w_k = XGrad-CAM weight", "logit units"),
-    "layercam": ("ReLU(dy/dA_k) * A_k", "logit units"),
-    "hirescam": ("dy/dA_k * A_k", "logit units"),
-    "gradcamelementwise": ("ReLU(dy/dA_k * A_k)", "logit units"),
-}
 
 SOFT_INK = (90, 90, 90)
 BAND = (236, 236, 236)  # background of the number band above each tile
@@ -64,16 +51,27 @@ def _check_stack(stack: np.ndarray) -> None:
 
 
 
-@lru_cache(maxsize=None)
 def _library_math(method: str) -> BaseCAM:
     """The library's CAM object for ``method``, lent only for its math (its hooks are removed)."""
-    if method not in CHANNEL_METHODS:
+    if traits(method).channel_term is None:
         raise ValueError(f"'{method}' is not a per-channel sum; channel methods: "
-                         f"{', '.join(CHANNEL_METHODS)}")
+                         f"{', '.join(having('channel_term'))}")
+    return _lent(registry()[method])
+
+
+@lru_cache(maxsize=None)
+def _lent(cls: type) -> BaseCAM:
     anchor = torch.nn.Conv2d(1, 1, 1)  # BaseCAM wants a model and a layer; neither is used
-    cam = registry()[method](anchor, [anchor])
+    cam = cls(anchor, [anchor])
     cam.activations_and_grads.release()
     return cam
+
+
+def _term(method: Optional[str]) -> tuple[str, str]:
+    """The method's per-channel term and its units (a generic one for no method)."""
+    found = (traits(method).channel_term if method else None) or \
+        ChannelTerm("contribution", "arbitrary units")
+    return found.term, found.units
 
 
 def _pair(acts: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +86,8 @@ def channel_contributions(method: str, acts: np.ndarray, grads: np.ndarray) -> n
 
     acts, grads: (C, h, w) activations and d(class score)/d(activations). ReLU(sum over k),
     min-max scaled and resized, is the method's map. Computed by pytorch-grad-cam's own
-    ``get_cam_image`` (see ``TERMS`` for each method's term); ``method`` in CHANNEL_METHODS.
+    ``get_cam_image`` (its table entry's ``channel_term`` names the term); ``method`` is a
+    channel-sum method (explain.methods.having('channel_term')).
     """
     acts, grads = _pair(acts, grads)
     cam = _library_math(method)  # channels as a batch of one-channel maps: one term each
@@ -616,12 +615,12 @@ def contribution_view(contrib: np.ndarray, title: str = "", *, method: Optional[
     """Each channel's term of the CAM sum (C, h, w), numbered, on ONE scale centred at zero with
     a diverging colormap (positive red, negative blue, zero white) and a colour bar.
 
-    method: names the term and its units on the picture (see TERMS). The scale is
+    method: names the term and its units on the picture (its channel_term). The scale is
     -max|contrib|..+max|contrib| unless ``options.limit`` fixes it (to compare views).
     """
     opts = options or ViewOptions()
     _check_stack(contrib)
-    term, units = TERMS.get(method, ("contribution", "arbitrary units"))
+    term, units = _term(method)
     head = [title or "contributions",
             f"contribution of each channel: {term}; one scale for all tiles, 0 = white"]
     return _grid_view(contrib.astype(np.float32), _signed_scale([contrib], opts), head,
@@ -677,7 +676,7 @@ def top_channels_view(method: str, acts: np.ndarray, grads: np.ndarray, *,
         _captioned(_cam_panel(contrib, cam, photo, height), f"CAM ({method})"),
         _captioned(_curve_panel(cumulative, marks, height),
                    "cumulative share of the map vs channels")]
-    term, units = TERMS[method]
+    term, units = _term(method)
     head = [title or f"top channels, {method}",
             f"the {len(chosen)} channels with the largest |contribution| ({term}), largest first",
             f"50% of the map: {marks[0]} channels, 90%: {marks[1]} channels "
@@ -733,7 +732,7 @@ def class_contrast_view(method: str, acts: np.ndarray, grads_a: np.ndarray,
     panels = _photo_panel(photo, height) + [
         _captioned(_cam_panel(c, None if cams is None else cams[i], photo, height),
                    f"CAM {classes[i]} ({method})") for i, c in enumerate(contribs)]
-    term, units = TERMS[method]
+    term, units = _term(method)
     head = [title or f"class contrast, {method}",
             f"the {len(chosen)} channels whose contribution ({term}) differs most between "
             f"{classes[0]} and {classes[1]}",

@@ -257,36 +257,38 @@ class Compare(_Section):
 
 # ---- faithfulness, localisation, report (see explain.metrics, explain.annotations) ----------
 
-# Faithfulness metrics of pytorch_grad_cam.metrics, by config name; short aliases accepted.
-METRICS = ("road_combined", "road_most_relevant_first", "road_least_relevant_first",
-           "drop_in_confidence", "increase_in_confidence")
-METRIC_ALIASES = {"road_morf": "road_most_relevant_first", "road_lerf": "road_least_relevant_first"}
-ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # the library's own default
+# The metrics (names, aliases, percentiles) are explain.metrics.TABLE's: read when a config
+# is checked, without importing torch or the library.
 Percent = Annotated[Int, Field(ge=1, le=99)]
 
 
 class MetricSpec(_Named):
-    """One faithfulness metric by name; the ROAD metrics also take the percentiles of pixels
-    they remove (the score is the mean over them)."""
+    """One faithfulness metric by name (explain.metrics.TABLE; aliases accepted); the ROAD
+    metrics also take the percentiles of pixels they remove (the score is the mean over them)."""
     model_config = ConfigDict(extra="forbid")
     percentiles: Optional[Annotated[list[Percent], Field(min_length=1, max_length=19)]] = None
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        name = METRIC_ALIASES.get(v.lower(), v.lower())
-        if name not in METRICS:
-            raise ValueError(f"unknown metric {quote(v)}{suggest(v.lower(), list(METRICS))} "
-                             f"(valid: {', '.join(METRICS)})")
+        from explain.metrics import canonical, metric_names
+        name, known = canonical(v), metric_names()
+        if name not in known:
+            raise ValueError(f"unknown metric {quote(v)}{suggest(v.lower(), known)} "
+                             f"(valid: {', '.join(known)})")
         return name
 
     @model_validator(mode="after")
     def _percentiles(self) -> "MetricSpec":
-        if not self.name.startswith("road_"):
+        from explain.metrics import TABLE
+        default = TABLE[self.name].percentiles
+        if default is None:
             if self.percentiles is not None:
-                raise ValueError(f"metric '{self.name}' takes no percentiles (only the road_ ones)")
+                takers = [t.name for t in TABLE.values() if t.percentiles is not None]
+                raise ValueError(f"metric '{self.name}' takes no percentiles (only "
+                                 f"{', '.join(takers)})")
         elif self.percentiles is None:
-            self.percentiles = list(ROAD_PERCENTILES)
+            self.percentiles = list(default)
         return self
 
 

@@ -3,11 +3,11 @@
 For each batch the engine runs the model once with forward hooks on the target layers, then,
 per target slot (one class per image), takes ``torch.autograd.grad`` of the summed class
 scores with respect to the hooked activations only: no parameter gradients, no second
-forward. The maps of all gradient methods (GradCAM, LayerCAM, GradCAM++, XGradCAM, HiResCAM,
-GradCAMElementWise, EigenGradCAM) are then made from those arrays by the library's own
-``get_cam_image``, ``scale_cam_image`` and ``aggregate_multi_layers``. Methods that need
-passes of their own (ScoreCAM, AblationCAM, FullGrad, EigenCAM, smoothing) are called the
-library's normal way on the whole batch with per-image targets.
+forward. The maps of the shared-pass methods (``shared_pass`` in explain.methods.TABLE:
+GradCAM, LayerCAM, GradCAM++, ...) are then made from those arrays by the library's own
+``get_cam_image``, ``scale_cam_image`` and ``aggregate_multi_layers``. Other methods (ScoreCAM,
+FullGrad, EigenCAM, smoothing, ...) are called the library's normal way on the whole batch
+with per-image targets; their table entries say what else the call needs.
 
 Layers of any layout: a transformer's token sequence (B, prefix + h*w, C) or a channels-last
 map (B, h, w, C) is seen as (B, C, h, w) through an ``explain.layouts.Layout``, applied to the
@@ -39,7 +39,7 @@ from explain.config import MethodSpec
 from explain.errors import ExplainError, first_line
 from explain.heads import Head
 from explain.layouts import Layout, LayoutError, Mode, infer_layout
-from explain.methods import CALL_OPTIONS, INSTANCE_OPTIONS, SHARED_PASS, registry
+from explain.methods import registry, traits
 from explain.model import non_inplace, preserved_state
 
 
@@ -246,7 +246,7 @@ class CamEngine:
         self.watched = [(label, m) for label, m in options.watch_layers
                         if all(m is not h for h in self.hooked)]
         self.device = device
-        self.shared = [m for m in methods if m.name in SHARED_PASS and not options.aug_smooth]
+        self.shared = [m for m in methods if traits(m.name).shared_pass and not options.aug_smooth]
         self.separate = [m for m in methods if m not in self.shared]
         self.order = [m.name for m in methods]
         self.inplace_switched = 0
@@ -283,33 +283,30 @@ class CamEngine:
             self._stack.close()
 
     def _make(self, spec: MethodSpec):
-        cls = registry()[spec.name]
-        options = dict(spec.options)
-        instance_opts = {k: options.pop(k) for k in INSTANCE_OPTIONS.get(spec.name, [])
-                         if k in options}
-        for key in CALL_OPTIONS.get(spec.name, []):
-            options.pop(key, None)
+        cls, entry = registry()[spec.name], traits(spec.name)
+        options = {k: v for k, v in spec.options.items()  # the rest: set on it, used by us
+                   if k not in entry.instance_options + entry.call_options}
         if isinstance(options.get("base_method"), str):
             options["base_method"] = registry()[options["base_method"].lower()]
-        layers = [] if spec.name == "fullgrad" else self.target_layers
+        layers = self.target_layers if entry.target_layers else []
         n = len(self.target_layers)
         if any(layout.kind != "nchw" for layout in self.layouts[:n]):
             options["reshape_transform"] = ByShape(self.layouts[:n], self.shapes[:n])
-            if spec.name == "ablationcam":
-                options["ablation_layer"] = self._ablation_layer()
+            if entry.token_ablation:
+                options["ablation_layer"] = self._ablation_layer(spec.name)
         cam = cls(self.model, layers, **options)
-        for key, value in instance_opts.items():
-            setattr(cam, key, value)
+        for key in set(entry.instance_options) & set(spec.options):
+            setattr(cam, key, spec.options[key])
         return cam
 
     # ---- one batch ------------------------------------------------------------------------
-    def _ablation_layer(self):
+    def _ablation_layer(self, method: str):
         from pytorch_grad_cam.ablation_layer import AblationLayerVit
         kinds = {layout.kind for layout in self.layouts[:len(self.target_layers)]}
         if kinds != {"tokens"}:
-            raise ExplainError("ablationcam: the library ablates channels of (B, C, h, w) maps "
-                               "or of token sequences, not of channels-last layers; pick "
-                               "another method or layer")
+            raise ExplainError(f"{method}: the library ablates channels of (B, C, h, w) maps "
+                               f"or of token sequences, not of channels-last layers; pick "
+                               f"another method or layer")
         return AblationLayerVit()
 
     def probe(self, x: torch.Tensor) -> Probe:
@@ -460,9 +457,9 @@ class CamEngine:
         like it (``comparisons`` of them), weighted by their probability, ``alpha`` strong."""
         from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
         if self.head.kind != "softmax" or self.head.target != "logit" or len(self.named) < 2:
-            raise ExplainError("finercam: compares a class's logit with its most similar "
-                               "classes' under a softmax head (model.head: softmax, "
-                               "model.target: logit) and needs at least two named classes")
+            raise ExplainError(f"{spec.name}: compares a class's logit with its most similar "
+                               f"classes' under a softmax head (model.head: softmax, "
+                               f"model.target: logit) and needs at least two named classes")
         opts = spec.options
         return [FinerWeightedTarget(int(c), most_similar(scores[b], int(c), self.named,
                                                          opts.get("comparisons", 3)),
@@ -476,7 +473,7 @@ class CamEngine:
         for s in range(classes.shape[1]):
             cam = self._make(spec)
             targets = self._finer_targets(spec, classes[:, s], scores) \
-                if spec.name == "finercam" else self._targets(classes[:, s])
+                if traits(spec.name).comparison_targets else self._targets(classes[:, s])
             try:
                 kwargs = {"eigen_smooth": self.options.eigen_smooth}
                 if "aug_smooth" in inspect.signature(cam.__call__).parameters:

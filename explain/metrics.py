@@ -28,63 +28,200 @@ Localisation, per map and the class's boxes (in input pixels):
 Agreement (with two or more methods): each map's mean Pearson correlation with the other
 methods' maps of the same image and class (``explain.compare.pearson``). Shown, not ranked:
 agreeing with the others does not make a map right.
+
+Each metric is ONE entry of ``TABLE`` (``MetricTraits``: name, label, direction, glossary
+text, percent display, kind, factory, passes, ROAD imputations); the config, the estimate,
+summary.csv and the report read it there. Adding a faithfulness metric is one call,
+``register(MetricTraits(...))``. The table imports neither torch nor the library (the config
+checks names with it before torch is loaded): the factories import the library.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Optional
 
 import numpy as np
-import torch
-from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
-from pytorch_grad_cam.metrics.road import (ROADCombined, ROADLeastRelevantFirstAverage,
-                                           ROADMostRelevantFirstAverage)
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from explain.config import MetricSpec
 from explain.results import Localisation, RunSummary
 
-# +1: higher is better, -1: lower is better, 0: not a quality (shown, not ranked).
-DIRECTION = {"road_combined": 1, "road_most_relevant_first": -1, "road_least_relevant_first": 1,
-             "drop_in_confidence": -1, "increase_in_confidence": 1,
-             "pointing_hit": 1, "energy_in_box": 1, "box_iou": 1, "agreement": 0}
-LABELS = {"road_combined": "ROAD combined", "road_most_relevant_first": "ROAD most relevant first",
-          "road_least_relevant_first": "ROAD least relevant first",
-          "drop_in_confidence": "drop in confidence",
-          "increase_in_confidence": "increase in confidence",
-          "pointing_hit": "pointing game", "energy_in_box": "energy in box",
-          "box_iou": "box IoU", "agreement": "agreement"}
+if TYPE_CHECKING:  # torch and the library are imported where a metric runs, not for the table
+    import torch
+
+    from explain.config import MetricSpec
+
+Kind = Literal["faithfulness", "localisation", "agreement"]
+KINDS: tuple[Kind, ...] = ("faithfulness", "localisation", "agreement")  # column order
+ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # the library's own default
 
 
-def library_metric(spec: MetricSpec) -> Callable:
-    """The library's metric object for a config entry."""
-    if spec.name == "road_combined":
-        return ROADCombined(percentiles=list(spec.percentiles))
-    if spec.name == "road_most_relevant_first":
-        return ROADMostRelevantFirstAverage(percentiles=list(spec.percentiles))
-    if spec.name == "road_least_relevant_first":
-        return ROADLeastRelevantFirstAverage(percentiles=list(spec.percentiles))
-    if spec.name == "drop_in_confidence":
-        return DropInConfidence()
-    return IncreaseInConfidence()
+@dataclass(frozen=True)
+class MetricTraits:
+    """Everything explain knows of one metric: its config and column name, its label in the
+    report, its direction (+1: higher is better, -1: lower is better, 0: not a quality, shown
+    but not ranked), its glossary text, whether the report shows its mean as a percentage, and
+    where its numbers come from (``kind``).
+
+    Faithfulness metrics (the config's ``metrics:``) also have a ``factory``: config entry ->
+    an object called as the library's metrics are, ``(inputs, cams, targets, model)`` -> K
+    scores; ``passes``: forward passes per image (per percentile when it takes percentiles),
+    for the run's estimate; ``imputations``: ROAD imputations per map and percentile;
+    ``percentiles``: the default percentiles of a metric that takes them (None: takes none);
+    ``aliases``: other names a config may use. Localisation numbers are made by
+    ``localisation`` (fields of results.Localisation), agreement by the metrics writer."""
+    name: str
+    label: str
+    direction: int
+    glossary: str
+    kind: Kind = "faithfulness"
+    percent: bool = False
+    factory: Optional[Callable[["MetricSpec"], Callable]] = None
+    passes: int = 0
+    imputations: int = 0
+    percentiles: Optional[tuple[int, ...]] = None
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.direction not in (-1, 0, 1) or self.kind not in KINDS:
+            raise ValueError(f"metric '{self.name}': direction -1, 0 or 1; kind one of "
+                             f"{', '.join(KINDS)}")
 
 
-def forward_passes(spec: MetricSpec) -> int:
+def _road(cls_name: str) -> Callable[["MetricSpec"], Callable]:
+    def make(spec: "MetricSpec") -> Callable:
+        from pytorch_grad_cam.metrics import road
+        return getattr(road, cls_name)(percentiles=list(spec.percentiles))
+    return make
+
+
+def _cam_mult(cls_name: str) -> Callable[["MetricSpec"], Callable]:
+    def make(spec: "MetricSpec") -> Callable:
+        from pytorch_grad_cam.metrics import cam_mult_image
+        return getattr(cam_mult_image, cls_name)()
+    return make
+
+
+_IMPUTED = "replaced by ROAD's noisy linear imputation"
+TABLE: dict[str, MetricTraits] = {t.name: t for t in (
+    MetricTraits("road_combined", "ROAD combined", 1,
+                 "ROAD (Rong et al. 2022): (score change when the least relevant pixels are "
+                 "imputed − change when the most relevant are) / 2, mean over the percentiles. "
+                 "A faithful map keeps the score when its unimportant pixels go and loses it "
+                 "when its important ones go.",
+                 factory=_road("ROADCombined"), passes=4, imputations=2,
+                 percentiles=ROAD_PERCENTILES),
+    MetricTraits("road_most_relevant_first", "ROAD most relevant first", -1,
+                 f"score change when the map's most relevant pixels are {_IMPUTED}; a "
+                 f"faithful map makes it drop.",
+                 factory=_road("ROADMostRelevantFirstAverage"), passes=2, imputations=1,
+                 percentiles=ROAD_PERCENTILES, aliases=("road_morf",)),
+    MetricTraits("road_least_relevant_first", "ROAD least relevant first", 1,
+                 "score change when the least relevant pixels are imputed; a faithful map "
+                 "keeps the score.",
+                 factory=_road("ROADLeastRelevantFirstAverage"), passes=2, imputations=1,
+                 percentiles=ROAD_PERCENTILES, aliases=("road_lerf",)),
+    MetricTraits("drop_in_confidence", "drop in confidence", -1,
+                 "how much the class score drops when the input is multiplied by the map "
+                 "(0 = no drop).", factory=_cam_mult("DropInConfidence"), passes=2),
+    MetricTraits("increase_in_confidence", "increase in confidence", 1,
+                 "share of maps whose input × map raises the class score.", percent=True,
+                 factory=_cam_mult("IncreaseInConfidence"), passes=2),
+    MetricTraits("pointing_hit", "pointing game", 1,
+                 "pointing game: share of maps whose peak lies inside the class's box.",
+                 kind="localisation", percent=True),
+    MetricTraits("energy_in_box", "energy in box", 1,
+                 "energy-based pointing game: mean share of the map's sum inside the box.",
+                 kind="localisation", percent=True),
+    MetricTraits("box_iou", "box IoU", 1,
+                 "IoU of the box with the map above annotations.threshold × its maximum.",
+                 kind="localisation"),
+    MetricTraits("agreement", "agreement", 0,
+                 "mean Pearson correlation of a map with the other methods' maps of the same "
+                 "image and class: do the methods agree? Not ranked: agreeing with the others "
+                 "does not make a map right.", kind="agreement"),
+)}
+
+
+def traits(name: str) -> MetricTraits:
+    """The metric's table entry; for a name the table does not know (a run folder written
+    with a metric registered then), a faithfulness column shown by name and not ranked."""
+    return TABLE.get(name) or MetricTraits(name, name, 0, "a metric this version of explain "
+                                           "does not know (shown, not ranked).")
+
+
+def metric_names() -> list[str]:
+    """The names a config's ``metrics:`` may use (faithfulness metrics), in table order."""
+    return [name for name, t in TABLE.items() if t.kind == "faithfulness"]
+
+
+def canonical(name: str) -> str:
+    """A config's metric name, lower-cased, with an alias replaced by the metric's name."""
+    low = name.lower()
+    return next((t.name for t in TABLE.values() if low in t.aliases), low)
+
+
+def register(entry: MetricTraits) -> None:
+    """Add a faithfulness metric: from then on, in this process, configs accept its name (and
+    aliases), runs compute it with its factory, and summary.csv, the report's methods table
+    and its glossary show it. ``unregister`` undoes it."""
+    taken = {n for t in TABLE.values() for n in (t.name, *t.aliases)}
+    if entry.kind != "faithfulness" or entry.factory is None:
+        raise ValueError("only faithfulness metrics (with a factory) can be added")
+    if {entry.name, *entry.aliases} & taken:
+        raise ValueError(f"metric '{entry.name}' (or an alias) exists already")
+    TABLE[entry.name] = entry
+
+
+def unregister(name: str) -> None:
+    """Remove a metric ``register`` added."""
+    TABLE.pop(name)
+
+
+class Labels(Mapping):
+    """Metric name -> its label, read from the table at each look-up (the report's templates
+    hold one, so a metric registered later is labelled too)."""
+
+    def __getitem__(self, name: str) -> str:
+        return TABLE[name].label
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(TABLE))
+
+    def __len__(self) -> int:
+        return len(TABLE)
+
+
+LABELS = Labels()
+
+
+def library_metric(spec: "MetricSpec") -> Callable:
+    """The metric object for a config entry (the library's, for the built-in ones)."""
+    return TABLE[spec.name].factory(spec)
+
+
+def forward_passes(spec: "MetricSpec") -> int:
     """Forward passes the metric costs per image (each of a batch holding the image once per
     map), for the run's estimate."""
-    if spec.name == "road_combined":
-        return 4 * len(spec.percentiles)
-    if spec.name.startswith("road_"):
-        return 2 * len(spec.percentiles)
-    return 2
+    entry = TABLE[spec.name]
+    return entry.passes * (len(spec.percentiles) if entry.percentiles else 1)
+
+
+def imputations(spec: "MetricSpec") -> int:
+    """ROAD imputations (a sparse solve each) the metric makes per map."""
+    entry = TABLE[spec.name]
+    return entry.imputations * (len(spec.percentiles) if entry.percentiles else 1)
 
 
 def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tensor,
                  cams: np.ndarray, classes: list[int], *, seed: int) -> list[dict[str, float]]:
-    """Every configured metric for the maps of one image, one library call per metric: ``x`` is
-    the (1, C, H, W) normalised input on the model's device, ``cams`` the (K, H, W) maps in
-    0..1 and ``classes`` their K class indices. Returns K dicts, metric name -> score."""
+    """Every configured metric for the maps of one image, one call of its metric object per
+    metric: ``x`` is the (1, C, H, W) normalised input on the model's device, ``cams`` the
+    (K, H, W) maps in 0..1 and ``classes`` their K class indices. Returns K dicts, metric
+    name -> score."""
+    import torch
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     from explain.engine import seeded
     cams = np.ascontiguousarray(cams, dtype=np.float32)
     inputs = x.expand(len(cams), *x.shape[1:]).contiguous()
@@ -116,14 +253,24 @@ def localisation(cam: np.ndarray, mask: np.ndarray, threshold: float) -> Localis
 
 @dataclass
 class Column:
-    """One column of the methods table: a metric, its direction and each method's mean."""
-    key: str
-    label: str
-    direction: int
+    """One column of the methods table: a metric (its table entry) and each method's mean."""
+    metric: MetricTraits
     means: dict[str, Optional[float]]
     counts: dict[str, int]
     best: list[str] = field(default_factory=list)
     ranks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.metric.name
+
+    @property
+    def label(self) -> str:
+        return self.metric.label
+
+    @property
+    def direction(self) -> int:
+        return self.metric.direction
 
 
 @dataclass
@@ -151,21 +298,29 @@ def _values(summary: RunSummary, method: str, key: str) -> list[float]:
     return out
 
 
+def _keys(summary: RunSummary) -> list[str]:
+    """Every metric the table knows, by kind, then names only the records have."""
+    known = sorted(TABLE, key=lambda k: KINDS.index(TABLE[k].kind))
+    found = dict.fromkeys(k for image in summary.images for rec in image.cams
+                          for k in (rec.faithfulness or {}) if k not in TABLE)
+    return known + list(found)
+
+
 def method_table(summary: RunSummary, methods: list[str]) -> MethodTable:
     """The methods table from the map records: a column for every metric any map has."""
-    keys = [k for k in DIRECTION if any(_values(summary, m, k) for m in methods)]
+    keys = [k for k in _keys(summary) if any(_values(summary, m, k) for m in methods)]
     columns = []
     for key in keys:
         values = {m: _values(summary, m, key) for m in methods}
         means = {m: (float(np.mean(v)) if v else None) for m, v in values.items()}
-        col = Column(key, LABELS[key], DIRECTION[key], means, {m: len(v) for m, v in values.items()})
+        col = Column(traits(key), means, {m: len(v) for m, v in values.items()})
         columns.append(col)
-        if not DIRECTION[key]:
+        if not col.direction:
             continue
-        scored = sorted(((DIRECTION[key] * -v, m) for m, v in means.items() if v is not None))
+        scored = sorted(((col.direction * -v, m) for m, v in means.items() if v is not None))
         for m in means:  # competition ranking: ties share the better rank
             if means[m] is not None:
-                own = DIRECTION[key] * -means[m]
+                own = col.direction * -means[m]
                 col.ranks[m] = 1 + sum(1 for s, _ in scored if s < own - 1e-12)
         col.best = [m for m, r in col.ranks.items() if r == 1] if len(col.ranks) > 1 else []
     mean_rank = {m: float(np.mean([c.ranks[m] for c in columns if m in c.ranks]))

@@ -17,22 +17,17 @@ import torch
 from torch import nn
 
 from explain.cli import main
-from explain.methods import method_names
+from explain.methods import method_names, traits
 from conftest import IMAGES, write_config
 
 SIZE = (64, 48)  # preprocess.size [H, W]: not square, so a transposed map is caught
 IMAGE_NAMES = ("cat", "dog")
 CLASSES = ("cat", "dog")  # output 0, output 1
 
-# Methods whose map does not depend on the class asked for, by design: for these the test
-# asserts the two classes' maps are identical instead.
-CLASS_AGNOSTIC = {
-    "eigencam": "first principal component of the activations; no gradients, no class",
-    "kpcacam": "kernel PCA of the activations; no gradients, no class",
-    "fem": "k-sigma threshold of the activations (uses_gradients=False); no class",
-    "randomcam": "random channel weights; explain seeds every call with the same seed, so both "
-                 "classes draw the same weights",
-}
+# Methods whose map does not depend on the class asked for, by design, are those with
+# ``class_agnostic`` in explain.methods.TABLE: for these the test asserts the two classes' maps
+# are identical instead, so the table's claim is checked for every method. (randomcam: explain
+# seeds every call with the same seed, so both classes draw the same weights.)
 
 # Methods that cannot run here, each with the reason (strict: a fix makes the test fail, so the
 # mark is removed then).
@@ -90,7 +85,7 @@ def test_method_through_cli(method, model_file, tmp_path):
             # pixel, e.g. GradCAM for a class with no positive evidence; with this net and these
             # photos no method gives one (each of these maps spans 0..1), so one would be a bug.
             assert cam.max() - cam.min() > 0.5, where
-        if method in CLASS_AGNOSTIC:
+        if traits(method).class_agnostic:
             np.testing.assert_array_equal(maps["cat"], maps["dog"], err_msg=method)
         else:
             difference = np.abs(maps["cat"] - maps["dog"]).max()
@@ -111,9 +106,10 @@ def test_a_config_error_comes_before_torch_is_imported(tmp_path):
     from conftest import REPO
     script = ("import sys\nfrom explain.config import load_config\n"
               "try:\n    load_config('configs/demo_catdog.yaml', {'output.colourmap': 'x', "
-              "'methods': ['gradcam', 'gradcam+']})\n"
+              "'methods': ['gradcam', 'gradcam+'], 'metrics': ['road_combind']})\n"
               "except Exception as exc:\n    print(exc)\nprint('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     assert "did you mean 'colormap'" in out and "did you mean 'gradcamplusplus'" in out
+    assert "did you mean 'road_combined'" in out  # the metric table is read without torch too
     assert out.strip().endswith("False")

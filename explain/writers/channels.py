@@ -2,7 +2,7 @@
 
 Per image: ``<image>__activations.png`` (activation_view; .npy with save_arrays; the two
 grids only when ``channels.grids`` says so: by default for runs of up to GRID_IMAGES images). Per image x
-class x method in ``channels.CHANNEL_METHODS``, under ``<method>/``:
+class x channel-sum method (a ``channel_term`` in explain.methods.TABLE), under ``<method>/``:
 ``<image>__<class>__contributions.png`` (contribution_view; .npy with save_arrays),
 ``<image>__<class>__channels.csv`` (one row per channel), ``<image>__<class>__top.png``
 (top_channels_view, with the photo and the method's map), and the channel numbers on the map's
@@ -23,6 +23,7 @@ from explain.config import Channels
 from explain.results import ChannelSummary
 from explain.plan import SMALL_RUN
 from explain.engine import MapSlot
+from explain.methods import having
 from explain.writers import BatchContext, ImageView, RunContext, Writer
 
 # Pixel budget of one channel picture (about 48 MB as RGB, a few times that while drawing).
@@ -95,11 +96,12 @@ class ChannelWriter(Writer):
                 f"channels: {len(ctx.image_order)} images, so no per-image activation and "
                 f"contribution grids (channels.grids: true draws them; the top-channels "
                 f"figures, contrasts and per-channel CSVs are written)")
-        skipped = [m for m in ctx.methods if m not in channels.CHANNEL_METHODS]
+        summed = having("channel_term", ctx.methods)
+        skipped = [m for m in ctx.methods if m not in summed]
         if skipped:
             ctx.summary.notes.append(
                 f"channels: no contribution grids for {', '.join(skipped)} (only "
-                f"{', '.join(m for m in ctx.methods if m in channels.CHANNEL_METHODS) or 'none'} "
+                f"{', '.join(summed) or 'none'} "
                 f"of the chosen methods are channel sums)")
 
     def options(self, ctx: RunContext, shape: tuple[int, int, int]) -> channels.ViewOptions:
@@ -122,7 +124,7 @@ class ChannelWriter(Writer):
         probe = batch.result.probe
         spec, save = ctx.cfg.channels, ctx.cfg.output.save_arrays
         layer = ctx.plan.channel_layer.name
-        methods = [m for m in ctx.methods if m in channels.CHANNEL_METHODS]
+        methods = having("channel_term", ctx.methods)
         for view in batch.images:
             image, b = view.entry.id, view.row
             acts = probe.activations[b]

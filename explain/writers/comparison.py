@@ -5,6 +5,7 @@ from __future__ import annotations
 from explain import reference
 from explain.compare import Comparison, check_references
 from explain.errors import ExplainError
+from explain.methods import having, traits
 from explain.plan import RunPlan
 from explain.writers import BatchContext, RunContext, Writer
 
@@ -42,7 +43,7 @@ class CompareWriter(Writer):
         cfg = ctx.cfg
         ref_dir = cfg.resolve(cfg.compare.reference_dir) if cfg.compare.reference_dir else None
         if ref_dir is None:  # one target layer (checked by prepare)
-            skipped = [m for m in ctx.methods if m not in reference.METHODS]
+            skipped = [m for m in ctx.methods if not traits(m).reference]
             if skipped:
                 ctx.summary.notes.append(f"compare: no hand-written reference for "
                                          f"{', '.join(skipped)}")
@@ -56,7 +57,7 @@ class CompareWriter(Writer):
             if not here:  # every image explains this slot's class at an earlier slot
                 continue
             handwritten = {}
-            wanted = [m for m in result.maps if m in reference.METHODS]
+            wanted = having("reference", list(result.maps))
             if self.comparison.reference_dir is None and wanted:
                 layer = plan.target_layers[0]
                 acts, grads = reference.capture(plan.model, layer.module, x,

@@ -1,7 +1,9 @@
 """Per map: strength (raw maximum, logit, probability, weak flag), faithfulness scores and,
 with ground-truth boxes, localisation numbers. Written onto the map records, so they land in
 summary.json / summary.csv and the item files. Also the method notes of a run: the cost
-estimate of the per-channel methods (printed before the first batch) and class-agnostic maps.
+estimate of the per-channel methods and the metrics (printed before the first batch) and
+class-agnostic maps; what a method or metric costs or is comes from their tables
+(explain.methods.TABLE, explain.metrics.TABLE).
 """
 
 from __future__ import annotations
@@ -16,29 +18,11 @@ from explain.config import Preprocess
 from explain.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot
+from explain.methods import traits
 from explain.plan import RunPlan
 from explain.writers import BatchContext, RunContext, Writer
 
-# Methods whose map does not depend on the class (from the activations alone, or random).
-CLASS_AGNOSTIC = {"eigencam": "principal component of the activations",
-                  "kpcacam": "kernel principal component of the activations",
-                  "fem": "activations above their mean + k std",
-                  "randomcam": "random weights: a baseline, not an explanation"}
-# Methods that run one forward pass per channel of the target layers, per image x class.
-PER_CHANNEL = {"scorecam", "ablationcam"}
 SAME_MAP_TOLERANCE = 1e-6
-
-
-def method_note(method: str) -> Optional[str]:
-    """What a reader should know about a method's maps, or None."""
-    if method in CLASS_AGNOSTIC:
-        return (f"class-agnostic ({CLASS_AGNOSTIC[method]}): the map is the same for every "
-                f"class, so it cannot tell the classes apart")
-    if method == "scorecam":
-        return "one forward pass per channel of the target layer for each image x class"
-    if method == "ablationcam":
-        return "one forward pass per ablated channel of the target layer for each image x class"
-    return None
 
 
 class MetricsWriter(Writer):
@@ -130,7 +114,8 @@ class MetricsWriter(Writer):
             if same:
                 notes.append(f"{method}: identical maps for every class on {same} of {total} "
                              f"image(s) computed in this run"
-                             + (" (class-agnostic method)" if method in CLASS_AGNOSTIC else ""))
+                             + (" (class-agnostic method)" if traits(method).class_agnostic
+                                else ""))
         if self.boxes is not None:
             unused = self.boxes.unused()
             if unused:
@@ -175,7 +160,7 @@ def cost_lines(plan: RunPlan) -> list[str]:
     per channel, and the faithfulness metrics; from the plan: its images, slots per image,
     the target layers' channel counts (through their layouts) and the timed preflight pass."""
     cfg = plan.cfg
-    slow = [m for m in cfg.methods if m.name in PER_CHANNEL]
+    slow = [m for m in cfg.methods if traits(m.name).per_channel is not None]
     if not slow and not cfg.metrics:
         return []
     maps = len(plan.images) * plan.slots  # per method
@@ -183,16 +168,15 @@ def cost_lines(plan: RunPlan) -> list[str]:
     seconds = plan.probe.seconds
     lines = []
     for spec in slow:
-        per_map = channels * (spec.options.get("ratio_channels_to_ablate", 1.0)
-                              if spec.name == "ablationcam" else 1.0)
+        ratio = traits(spec.name).per_channel.ratio_option
+        per_map = channels * (spec.options.get(ratio, 1.0) if ratio else 1.0)
         passes = int(round(maps * per_map))
         lines.append(f"estimate: {spec.name} runs one forward pass per channel "
                      f"({channels} in {', '.join(cfg.target_layers)}) for each image x class: "
                      f"{passes:,} passes, about {_duration(passes * seconds)}")
     if cfg.metrics:
         per_image = sum(metrics.forward_passes(s) for s in cfg.metrics)
-        road = sum(len(s.percentiles) * (2 if s.name == "road_combined" else 1)
-                   for s in cfg.metrics if s.percentiles)
+        road = sum(metrics.imputations(s) for s in cfg.metrics)
         lines.append(f"estimate: faithfulness ({', '.join(s.name for s in cfg.metrics)}): "
                      f"{per_image} forward passes per image (a batch of one copy per map)"
                      + (f" and {road} ROAD imputations per map (a sparse solve each: up to "

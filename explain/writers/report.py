@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from explain import render
 from explain.config import COLORMAPS
 from explain.errors import ExplainError
+from explain.methods import method_note, traits
 from explain.metrics import LABELS, MethodTable, method_table
 from explain.outputs import RUN_MARKER, RunFolder
 from explain.names import quote as quoted
@@ -35,32 +36,12 @@ from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagre
                              ItemFile, MapRecord, MeanMap, RunSummary, Skipped, item_files,
                              parse_item, parse_json, why)
 from explain.writers import BatchContext, RunContext, Writer
-from explain.writers.metrics import CLASS_AGNOSTIC, method_note
 from explain.writers.panels import PANEL_MAX_ROWS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PHOTO_QUALITY = 85
 MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
 _SKIP_NOTE = re.compile(r"skipped (.+) \((.+)\)")
-GLOSSARY = {
-    "road_combined": "ROAD (Rong et al. 2022): (score change when the least relevant pixels are "
-                     "imputed − change when the most relevant are) / 2, mean over the percentiles. "
-                     "A faithful map keeps the score when its unimportant pixels go and loses it "
-                     "when its important ones go.",
-    "road_most_relevant_first": "score change when the map's most relevant pixels are replaced by "
-                                "ROAD's noisy linear imputation; a faithful map makes it drop.",
-    "road_least_relevant_first": "score change when the least relevant pixels are imputed; a "
-                                 "faithful map keeps the score.",
-    "drop_in_confidence": "how much the class score drops when the input is multiplied by the "
-                          "map (0 = no drop).",
-    "increase_in_confidence": "share of maps whose input × map raises the class score.",
-    "pointing_hit": "pointing game: share of maps whose peak lies inside the class's box.",
-    "energy_in_box": "energy-based pointing game: mean share of the map's sum inside the box.",
-    "box_iou": "IoU of the box with the map above annotations.threshold × its maximum.",
-    "agreement": "mean Pearson correlation of a map with the other methods' maps of the same "
-                 "image and class: do the methods agree? Not ranked: agreeing with the others "
-                 "does not make a map right.",
-}
 
 
 def photo_path(image_id: str) -> str:
@@ -278,7 +259,6 @@ def environment() -> Environment:
     env.filters["href"] = lambda rel, prefix="": quote(prefix + rel)
     env.globals["method_note"] = method_note
     env.globals["metric_names"] = LABELS
-    env.globals["glossary"] = GLOSSARY
     return env
 
 
@@ -314,7 +294,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     common = dict(summary=summary, config=config, methods=methods, classes=classes,
                   colorbar=f"report/colorbar-{config.get('output', {}).get('colormap', 'jet')}.png",
                   compare=summary.compare, finished=data.finished,
-                  card_notes={m: method_note(m) for m in methods if m in CLASS_AGNOSTIC})
+                  card_notes={m: method_note(m) for m in methods if traits(m).class_agnostic})
     env = environment()
     panels = [(c, f"panels/{c}.png") for c in classes if run.has_file(f"panels/{c}.png")]
     out = {"report.html": env.get_template("report.html.j2").render(
