@@ -64,6 +64,7 @@ def synthesise(summary: RunSummary, source: Path, target: Path, images: int) -> 
             os.link(source / real.record(rec.class_name, rec.method).file, folder.path(rec.file))
         folder.folder("report/photos")
         os.link(source / photo_path(real.id), folder.path(photo_path(entry.id)))
+        entry.files.photo = photo_path(entry.id)
         entries.append(entry)
     big = summary.model_copy(deep=True)
     big.images = entries

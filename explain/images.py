@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional, Union
 
 import cv2
 import numpy as np
@@ -36,8 +36,10 @@ from PIL import Image
 from explain.config import MAX_SIDE, Config, LabelledImages, Preprocess, read_bounded_text
 from explain.errors import ExplainError, first_line
 from explain.names import quote, safe_slug, short, suggest
+from explain.results import Skipped
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+NOT_IMAGE = "not an image file"
 
 
 class ImageError(ExplainError):
@@ -94,20 +96,21 @@ def _link_note(root: Path, links: list[Path], inside: str) -> list[str]:
             f"config to use it"] if links else []
 
 
-def _links_hint(notes: list[str]) -> str:
+def _links_hint(notes: list[Note]) -> str:
     """' (...)' when these notes skipped links: why a folder held no usable file."""
-    hint = any(LINKS_SKIPPED in note for note in notes)
+    hint = any(isinstance(note, str) and LINKS_SKIPPED in note for note in notes)
     return " (symbolic links there are not followed)" if hint else ""
 
 
 Found = tuple[Path, bool, Optional[str]]  # a file, whether from a folder/glob/list, its label
+Note = Union[str, Skipped]  # what finding images says: a note, or a file it left out
 
 
-def find_images(cfg: Config) -> tuple[list[ImageRef], list[str]]:
+def find_images(cfg: Config) -> tuple[list[ImageRef], list[Note]]:
     """Expand files, folders, globs and labelled datasets of ``images``; returns the images
-    and skip notes."""
+    and what was left out: notes (links not followed) and Skipped records (other files)."""
     paths: list[Found] = []
-    notes: list[str] = []
+    notes: list[Note] = []
     for i, entry in enumerate(cfg.images):
         where = f"images[{i}]"
         if isinstance(entry, LabelledImages):
@@ -117,7 +120,7 @@ def find_images(cfg: Config) -> tuple[list[ImageRef], list[str]]:
     return _with_ids(paths), notes
 
 
-def _plain_files(cfg: Config, entry: str, where: str, notes: list[str]) -> list[Found]:
+def _plain_files(cfg: Config, entry: str, where: str, notes: list[Note]) -> list[Found]:
     """The files of one plain ``images`` entry: a file, a folder's files or a glob's matches
     (links found in a folder or by a glob are skipped with a note)."""
     links: list[Path] = []
@@ -142,7 +145,7 @@ def _plain_files(cfg: Config, entry: str, where: str, notes: list[str]) -> list[
     except OSError as exc:  # a name too long, a folder we may not read
         raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
     images = [(p, f, None) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
-    notes += [f"skipped {short(p)} (not an image file)" for p, f in candidates
+    notes += [Skipped(path=str(p), reason=NOT_IMAGE) for p, f in candidates
               if f and p.suffix.lower() not in IMAGE_SUFFIXES]
     if not images:
         raise ExplainError(f"{where}: no image files in {quote(entry)}"
@@ -156,7 +159,7 @@ MAX_LIST_BYTES = 64 * 1024 * 1024  # a .csv / .json list of labelled images
 
 
 def labelled_files(cfg: Config, spec: LabelledImages, where: str,
-                   notes: list[str]) -> list[Found]:
+                   notes: list[Note]) -> list[Found]:
     """The (file, True, label) of a labelled entry: an ImageFolder-style tree
     (``root/<class>/**/<image>``) or a ``.csv`` / ``.json`` list; labels must be named
     classes (or, with ``skip_unknown``, are skipped with a note)."""
@@ -181,7 +184,7 @@ def labelled_files(cfg: Config, spec: LabelledImages, where: str,
 
 
 def _image_folder(root: Path, classes: list[str], skip_unknown: bool, *, where: str,
-                  notes: list[str]) -> list[Found]:
+                  notes: list[Note]) -> list[Found]:
     """``root/<class>/...``: every image file under a class folder (subfolders included),
     labelled with the folder's name. Hidden entries are ignored; files directly in ``root``
     are noted and skipped; a symbolic link anywhere below ``root`` (a class folder, a
@@ -195,11 +198,11 @@ def _image_folder(root: Path, classes: list[str], skip_unknown: bool, *, where: 
             links.append(sub)
             continue
         if not sub.is_dir():
-            notes.append(f"skipped {short(sub)} (not in a class folder of {short(root)})")
+            notes.append(Skipped(path=str(sub), reason=f"not in a class folder of {root}"))
             continue
         if sub.name not in classes:
             if skip_unknown:
-                notes.append(f"skipped {short(sub)} (folder names no class)")
+                notes.append(Skipped(path=str(sub), reason="the folder names no class"))
                 continue
             raise ExplainError(f"{where}: {short(sub)}: subfolder {quote(sub.name)} names no "
                                f"class{suggest(sub.name, classes)} (classes: "
@@ -215,7 +218,7 @@ def _image_folder(root: Path, classes: list[str], skip_unknown: bool, *, where: 
                     links += [file] if file.is_symlink() else []
                     continue
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    notes.append(f"skipped {short(file)} (not an image file)")
+                    notes.append(Skipped(path=str(file), reason=NOT_IMAGE))
                     continue
                 if len(found) >= MAX_IMAGES:
                     raise ExplainError(f"{where}: {short(root)} holds over {MAX_IMAGES} images; "
@@ -226,7 +229,7 @@ def _image_folder(root: Path, classes: list[str], skip_unknown: bool, *, where: 
 
 
 def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: str,
-                notes: list[str]) -> list[Found]:
+                notes: list[Note]) -> list[Found]:
     """A ``.csv`` (header ``path,label``) or ``.json`` (list of ``{path, label}``) list of
     labelled images; paths relative to the list's folder. Every row names an existing
     image file and a named class, else one line naming the file and row. A row names its file
@@ -271,7 +274,7 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: st
         labels.setdefault(key, (label, row_where))
         found.append((image, True, label))
     if unknown:
-        notes.append(f"skipped {unknown} row(s) of {short(path)} (label names no class)")
+        notes.append(Skipped(path=str(path), reason=f"{unknown} row(s) naming no class"))
     return found
 
 

@@ -32,6 +32,7 @@ from explain.layers import auto_layer, find_layer, survey
 from explain.layouts import TokenSpec
 from explain.model import class_names_from_model, load_model, pick_device
 from explain.names import quote
+from explain.results import Skipped
 
 MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused
 SMALL_RUN = 50  # images; larger runs default to JPEG pictures (output.image_format)
@@ -42,7 +43,7 @@ class RunPlan:
     """What a run needs, resolved once (see the module docstring)."""
     cfg: Config  # validated, with the layer names and classes the run uses; never changed
     images: tuple[ImageRef, ...]  # in config order
-    notes: tuple[str, ...]  # what resolving found: auto layer, skipped files, class source
+    notes: tuple[str, ...]  # what resolving found: auto layer, class source, links skipped
     net: nn.Module  # the user's network: layer names are relative to it
     model: Classifier  # net, its forward giving (N, outputs) logits
     head: Head  # how logits become the scores a map explains
@@ -51,6 +52,7 @@ class RunPlan:
     classes: Mapping[int, str]  # output index -> class name
     first: Prepared  # the first readable image, decoded once (the batch loop reuses it)
     probe: Probe  # the preflight pass on ``first``: logits, layers, its time
+    skipped: tuple[Skipped, ...] = ()  # files found in folders that are not images
 
     @property
     def methods(self) -> list[str]:
@@ -153,16 +155,19 @@ class _Found:
     model: Classifier
     head: Head
     first: Prepared
+    skipped: list[Skipped]
 
 
 def _find(cfg: Config) -> _Found:
     """Images, model and the first image; the target layers' names resolved into the config."""
-    refs, notes = find_images(cfg)
+    refs, said = find_images(cfg)
     slot_targets(cfg, refs)  # every image has what its targets need (a label)
     net = load_model(cfg)
+    notes = [n for n in said if isinstance(n, str)]
     notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
     model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
-    found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs))
+    found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),
+                   [n for n in said if isinstance(n, Skipped)])
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     return found
 
@@ -297,4 +302,4 @@ def planned(cfg: Config, ranks) -> Iterator[tuple[RunPlan, CamEngine]]:
             model=found.model, head=found.head, device=device,
             layers=layer_infos(cfg, probe, found.net),
             classes=MappingProxyType({idx: name for name, idx in cfg.classes.items()}),
-            first=found.first, probe=probe), engine
+            first=found.first, probe=probe, skipped=tuple(found.skipped)), engine

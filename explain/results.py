@@ -1,8 +1,31 @@
 """What a run finds, as typed records: one per map, one per image, one for the whole run.
 
 summary.json, summary.csv, the per-image item files that ``--resume`` keeps and the console
-summary are all made from these types, and ``--resume`` reads item files back through them,
-so a malformed item file is an error that names it, never a KeyError somewhere later.
+summary are all made from these types, and ``--resume`` and ``explain report`` read them back
+through them, so a malformed file is an error that names it, never a KeyError somewhere later.
+summary.json holds the validated config itself (``RunSummary.config``, an explain.config.Config).
+
+The records are also the run's manifest: every file a writer writes is named in them, by the
+writer that wrote it, at the level it belongs to (paths relative to the run folder):
+
+- a map (``MapRecord``): ``file`` the overlay, ``guided_file`` its Guided Grad-CAM picture,
+  and ``files`` (``MapFiles``) the rest: the .npy of the map and of the Guided Grad-CAM, the
+  channel views (top channels, contributions picture and .npy, per-channel CSV) and the
+  compare figure;
+- an image (``ImageEntry``): ``guided`` (class -> guided backprop picture), ``concepts`` (the
+  concepts .json), and ``files`` (``ImageFiles``): the report's photo, the activation grid and
+  .npy, the class contrast per method, the guided backprop .npy per class, the concepts
+  figure and .npy;
+- the run (``RunSummary.files``, ``RunFiles``): the report's colour bar, the panel per class,
+  compare.csv and the dataset CSVs and mean-map sums; the mean maps in ``dataset.mean_maps``.
+
+``ImageEntry.written()`` and ``RunSummary.written()`` list them all. Not recorded, because
+every run folder has them under fixed names: the folder's marker (explain.outputs),
+config.json, items/<image>.json, summary.json, summary.csv, and the report made from the
+records, report.html and report/page-<n>.html. Files the finder left out are records too
+(``Skipped``: ``skipped_images`` could not be decoded, ``skipped_files`` were not used at
+all), never note text. ``FORMAT`` numbers this layout: a summary or item file without it was
+written by an earlier version, and reading one is one line saying to run the config again.
 """
 
 from __future__ import annotations
@@ -10,15 +33,16 @@ from __future__ import annotations
 import json
 import platform
 from importlib import metadata
-from pathlib import Path
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from explain.config import Config
 from explain.errors import ExplainError, first_line
 from explain.names import quote
 from explain.outputs import RunFolder
 
+FORMAT = 2  # the layout of summary.json and items/*.json; 1 (no 'format' key): no manifest
 PICTURE_SUFFIXES = (".png", ".jpg", ".webp")  # of the overlays (output.image_format)
 MAX_SIDE = 1 << 16  # pixels: an input side explain records (its own limit is far below)
 
@@ -28,6 +52,50 @@ class _Record(BaseModel):
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class _Files(_Record):
+    """Files a record names, by kind: a path, or a dict of paths (by class or method)."""
+
+    def paths(self) -> list[str]:
+        out: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            out += list(value.values()) if isinstance(value, dict) else [value] if value else []
+        return out
+
+
+class MapFiles(_Files):
+    """The files of one map besides its overlay and Guided Grad-CAM picture."""
+    array: Optional[str] = None  # cams/<method>/<image>__<class>.npy (output.save_arrays)
+    guided_array: Optional[str] = None  # guided_cam/<method>/<image>__<class>.npy
+    top: Optional[str] = None  # channels/<method>/<image>__<class>__top.<ext>
+    contributions: Optional[str] = None  # channels/<method>/<image>__<class>__contributions.<ext>
+    contributions_array: Optional[str] = None  # the same, .npy
+    channels_csv: Optional[str] = None  # channels/<method>/<image>__<class>__channels.csv
+    compare: Optional[str] = None  # compare/<method>/<image>__<class>.png
+
+
+class ImageFiles(_Files):
+    """The files of one image besides its maps' (see ImageEntry.guided and .concepts too)."""
+    photo: Optional[str] = None  # report/photos/<image>.jpg (the photo at model input size)
+    activations: Optional[str] = None  # channels/<image>__activations.<ext>
+    activations_array: Optional[str] = None  # channels/<image>__activations.npy
+    contrast: dict[str, str] = Field(default_factory=dict)  # method -> class contrast figure
+    guided_arrays: dict[str, str] = Field(default_factory=dict)  # class -> guided/....npy
+    concepts_figure: Optional[str] = None  # concepts/<image>.png
+    concepts_array: Optional[str] = None  # concepts/<image>.npy
+
+
+class RunFiles(_Files):
+    """The files of the whole run (the mean maps are in DatasetSummary.mean_maps)."""
+    colorbar: Optional[str] = None  # report/colorbar-<colormap>.png
+    panels: dict[str, str] = Field(default_factory=dict)  # class -> panels/<class>.png
+    compare_csv: Optional[str] = None  # compare/compare.csv
+    confusion_csv: Optional[str] = None  # dataset/confusion.csv
+    per_class_csv: Optional[str] = None  # dataset/per_class.csv
+    disagreement_csv: Optional[str] = None  # dataset/disagreement.csv (two or more methods)
+    mean_sums: Optional[str] = None  # dataset/mean/sums.zip
 
 
 class ChannelSummary(_Record):
@@ -69,6 +137,7 @@ class MapRecord(_Record):
     #                                    image and class); only with two or more methods
     localisation: Optional[Localisation] = None
     guided_file: Optional[str] = None  # guided_cam/<method>/<image>__<class>.png (Guided Grad-CAM)
+    files: MapFiles = Field(default_factory=MapFiles)  # its other files
 
 
 class ImageEntry(_Record):
@@ -84,6 +153,7 @@ class ImageEntry(_Record):
     boxes: Optional[dict[str, list[list[float]]]] = None
     guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
     concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
+    files: ImageFiles = Field(default_factory=ImageFiles)  # its other files
 
     @field_validator("input_size")
     @classmethod
@@ -101,6 +171,16 @@ class ImageEntry(_Record):
 
     def record(self, class_name: str, method: str) -> MapRecord:
         return next(r for r in self.cams if r.class_name == class_name and r.method == method)
+
+    def map_files(self) -> list[str]:
+        """The files of the image's maps: overlays first, then the rest."""
+        rest = [f for r in self.cams for f in (r.guided_file, *r.files.paths()) if f]
+        return [r.file for r in self.cams] + rest
+
+    def written(self) -> list[str]:
+        """Every file recorded for this image and its maps."""
+        own = list((self.guided or {}).values()) + ([self.concepts] if self.concepts else [])
+        return self.map_files() + own + self.files.paths()
 
 
 class CompareRow(_Record):
@@ -131,11 +211,13 @@ class CompareSummary(BaseModel):
 
 class ItemFile(_Record):
     """items/<image>.json: written after all of the image's files, read back by --resume."""
+    format: int = FORMAT
     entry: ImageEntry
     compare: list[CompareRow] = Field(default_factory=list)
 
 
 class Skipped(_Record):
+    """A file the run found and did not explain, and why."""
     path: str
     reason: str
 
@@ -198,14 +280,18 @@ class DatasetSummary(_Record):
 
 class RunSummary(_Record):
     """summary.json."""
+    format: int = FORMAT
     name: str
     config_file: str
     output_dir: str
     device: str
-    config: dict[str, Any]
+    config: Config  # as the run used it: validated, with resolved layers and classes
     versions: dict[str, str]
     images: list[ImageEntry] = Field(default_factory=list)
-    skipped_images: list[Skipped] = Field(default_factory=list)
+    skipped_images: list[Skipped] = Field(default_factory=list)  # found, could not be decoded
+    skipped_files: list[Skipped] = Field(default_factory=list)  # found, not used (not images,
+    #                                                             no class, ...)
+    files: RunFiles = Field(default_factory=RunFiles)
     notes: list[str] = Field(default_factory=list)
     counts: dict[str, int] = Field(default_factory=lambda: {"images": 0, "maps": 0})
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
@@ -218,6 +304,17 @@ class RunSummary(_Record):
         if v is not None:
             CompareSummary.model_validate(v)  # checked, kept as written
         return v
+
+    def dump(self) -> dict[str, Any]:
+        data = super().dump()
+        data["config"] = self.config.model_dump(mode="json")  # whole, unset values too
+        return data
+
+    def written(self) -> list[str]:
+        """Every file the records name: the run's, the mean maps', each image's."""
+        means = [f for m in (self.dataset.mean_maps if self.dataset else []) for f in
+                 (m.file, m.array)]
+        return self.files.paths() + means + [f for i in self.images for f in i.written()]
 
 
 def versions() -> dict[str, str]:
@@ -252,22 +349,29 @@ def parse_json(data: bytes, where: str, what: str) -> Any:
                            f"run folder is damaged") from None
 
 
+def check_format(data: Any, where: str) -> None:
+    """One line when ``data`` (a summary or item file, read as JSON) was written in another
+    FORMAT, as by an earlier version of explain, whose records name no files."""
+    if not isinstance(data, dict) or data.get("format") == FORMAT:
+        return  # not a mapping: the record's own validation says so
+    was = f"format {quote(data['format'], 20)}" if "format" in data else "no 'format': before 2"
+    raise ExplainError(f"{where}: written by another version of explain ({was}; this version "
+                       f"reads format {FORMAT}); run the config again, without --resume")
+
+
 def parse_item(data: bytes, where: str) -> ItemFile:
     """An item file's bytes; ExplainError naming ``where`` if they are malformed."""
     try:
-        return ItemFile.model_validate(json.loads(data.decode("utf-8")))
-    except (ValueError, ValidationError, RecursionError) as exc:
+        raw = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
         raise ExplainError(f"{where}: not an item file of this explain version ({why(exc)}); "
                            f"delete it to recompute that image") from None
-
-
-def read_item(path: Path) -> ItemFile:
-    """An item file written by an earlier run; ExplainError naming it if it is malformed."""
+    check_format(raw, where)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ExplainError(f"{path}: cannot read the item file ({exc.strerror})") from None
-    return parse_item(data, str(path))
+        return ItemFile.model_validate(raw)
+    except (ValidationError, RecursionError) as exc:
+        raise ExplainError(f"{where}: not an item file of this explain version ({why(exc)}); "
+                           f"delete it to recompute that image") from None
 
 
 def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
@@ -315,11 +419,8 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], names: tuple[list[str]
         problem = None if rel == f"items/{entry.id}.json" else f"holds image {quote(entry.id)}"
         if problem is None and entry.label != ref.label:
             problem = f"label {quote(entry.label)}, but the image list says {quote(ref.label)}"
-        problem = problem or kept_problem(entry, names[0], names[1], ext)
-        files = [f for rec in entry.cams for f in (rec.file, rec.guided_file) if f]
-        missing = next((f for f in files if not run.has_file(f)), None) if not problem else None
-        if missing:
-            problem = f"its map file {quote(missing)} is missing or not a plain file"
+        problem = problem or kept_problem(entry, names[0], names[1], ext) or \
+            _missing_file(run, entry)
         if problem:
             raise ExplainError(f"{where}: {problem}; the run folder is damaged (delete this item "
                                f"file to compute the image again)")
@@ -328,6 +429,15 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], names: tuple[list[str]
         if item.compare:
             rows[entry.id] = list(item.compare)
     return kept, rows
+
+
+def _missing_file(run: RunFolder, entry: ImageEntry) -> Optional[str]:
+    """What says that a file the entry records is not in the run folder, or None."""
+    missing = next((f for f in entry.written() if not run.has_file(f)), None)
+    if missing is None:
+        return None
+    kind = "map file" if missing in entry.map_files() else "file"
+    return f"its {kind} {quote(missing)} is missing or not a plain file"
 
 
 def item_files(run: RunFolder) -> list[str]:
@@ -347,6 +457,7 @@ def csv_rows(summary: RunSummary) -> list[dict]:
             row = {"image": image.id, "predicted": image.predicted,
                    **{f"p_{k}": v for k, v in image.probabilities.items()},
                    **record.dump()}
+            row.pop("files", None)  # the manifest is summary.json's
             channels = row.pop("channels", None)
             if channels is not None:
                 row.update(channels)
@@ -362,7 +473,8 @@ def console_lines(summary: RunSummary) -> list[str]:
     for image in summary.images:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
         lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
-    lines += [f"  skipped {s.path}: {s.reason}" for s in summary.skipped_images]
+    lines += [f"  skipped {s.path}: {s.reason}"
+              for s in summary.skipped_files + summary.skipped_images]
     lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
     if summary.dataset is not None and summary.dataset.accuracy is not None:
         d = summary.dataset

@@ -30,8 +30,8 @@ from explain.names import printable
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir, same_settings
 from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
 from explain.plan import RunPlan, model_failed, planned
-from explain.results import (ImageEntry, MapRecord, RunSummary, Skipped, console_lines,
-                             kept_entries, versions)
+from explain.results import (ImageEntry, ItemFile, MapRecord, RunSummary, Skipped,
+                             console_lines, kept_entries, versions)
 from explain.writers import BatchContext, ImageView, RunContext, default_writers
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it
@@ -93,8 +93,8 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
         try:
             summary = RunSummary(name=plan.cfg.run_name, config_file=str(plan.cfg.source),
                                  output_dir=str(run_dir.root), device=str(plan.device),
-                                 config=plan.cfg.model_dump(mode="json"), versions=versions(),
-                                 notes=list(plan.notes))
+                                 config=plan.cfg, versions=versions(),
+                                 notes=list(plan.notes), skipped_files=list(plan.skipped))
             summary.durations_s["model_load"] = round(time.perf_counter() - started, 3)
             ctx = RunContext(plan=plan, run=run_dir, summary=summary, started=started,
                              log=opts.log)
@@ -186,8 +186,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
                         entries[view.entry.id] = view.entry
                         # last: an item file means all the image's files are on disk
                         pool.then(folder.write_bytes, f"items/{view.entry.id}.json",
-                                  folder.json_bytes({"entry": view.entry.dump(), "compare": [
-                                      r.dump() for r in ctx.compare_rows.get(view.entry.id, [])]}))
+                                  _item_bytes(ctx, folder, view.entry))
                     summary.durations_s["figures"] += time.perf_counter() - t0
                     bar.update(len(group) * per_image)
                     ranks.crash_point(settle=pool.drain)
@@ -205,6 +204,12 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
     summary.images = [entries[r.id] for r in plan.images if r.id in entries]
     for writer in writers:
         writer.finish(ctx)
+
+
+def _item_bytes(ctx: RunContext, folder: RunFolder, entry: ImageEntry) -> bytes:
+    """items/<image>.json: the image's entry (naming all its files) and its compare rows."""
+    item = ItemFile(entry=entry, compare=ctx.compare_rows.get(entry.id, []))
+    return folder.json_bytes(item.dump())
 
 
 def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared]) -> BatchContext:
@@ -281,7 +286,8 @@ def _usable(chunk: list, ctx: RunContext, opts: RunOptions) -> list[Prepared]:
             if not ref.from_folder:
                 raise item
             opts.log(f"warning: skipped {item}")
-            ctx.summary.skipped_images.append(Skipped(path=str(ref.path), reason=str(item)))
+            reason = str(item).removeprefix(f"{ref.path}: ")  # the record has the path
+            ctx.summary.skipped_images.append(Skipped(path=str(ref.path), reason=reason))
         else:
             ready.append(item)
     return ready

@@ -22,6 +22,7 @@ from explain.config import load_config
 from explain.errors import ExplainError
 from explain.images import find_images
 from explain.outputs import RunFolder
+from explain.results import Skipped
 from explain.runner import RunOptions, run
 from explain.writers.panels import PanelWriter
 from conftest import IMAGES, make_small_alexnet, write_config
@@ -106,13 +107,17 @@ def test_unknown_folder_label_and_missing_file_are_one_line_errors(data, tmp_pat
     refs, notes = find_images(load_config(config(
         tmp_path, data, images=[{"labelled": str(tree), "skip_unknown": True}])))
     assert len(refs) == 6 and {r.label for r in refs} == {"cat", "dog"}
-    assert any("bird" in n and "names no class" in n for n in notes)
-    assert any("README.txt" in n for n in notes)
+    assert notes == [Skipped(path=str(tree / "README.txt"),
+                             reason=f"not in a class folder of {tree}"),
+                     Skipped(path=str(tree / "bird"), reason="the folder names no class")]
 
     lst = tmp_path / "l.csv"
     lst.write_text(f"path,label\n{IMAGES / 'cat.jpg'},cat\n{IMAGES / 'dog.jpg'},dgo\n")
     text = one_line_error(config(tmp_path, data, images=[{"labelled": str(lst)}]))
     assert text.startswith(f"{lst}: line 3: label 'dgo' is not a named class — did you mean 'dog'?")
+    refs, notes = find_images(load_config(config(
+        tmp_path, data, images=[{"labelled": str(lst), "skip_unknown": True}])))
+    assert len(refs) == 1 and notes == [Skipped(path=str(lst), reason="1 row(s) naming no class")]
     lst.write_text("path,label\nnot_there.jpg,cat\n")
     text = one_line_error(config(tmp_path, data, images=[{"labelled": str(lst)}]))
     assert f"{lst}: line 2: image not found" in text and str(tmp_path / "not_there.jpg") in text

@@ -153,7 +153,7 @@ def make_ctx(folder: Path, net: nn.Module, head: Head = Head(), **sections) -> R
         "classes": {"cat": 0, "dog": 1}, "images": ["x.png"], "target_layers": ["features.4"],
         "methods": ["gradcam", "layercam"], "output": {"save_arrays": True}, **sections})
     summary = RunSummary(name="t", config_file="", output_dir=str(folder), device="cpu",
-                         config={}, versions={})
+                         config=cfg, versions={})
     model = Classifier(net)
     first = Prepared(ImageRef("split", Path("split.png"), False), to_tensor(split_photo()),
                      split_photo())

@@ -100,7 +100,7 @@ def test_the_first_image_is_decoded_once_and_the_config_is_not_changed(tmp_path,
     summary = run(cfg, RunOptions(progress=False, log=lambda _: None))
     assert sorted(decoded) == ["both.jpg", "cat.jpg", "dog.jpg"]
     assert cfg.model_dump() == before and cfg.target_layers == ["auto"]
-    assert summary.config["target_layers"] == ["layer4"]  # what the run used
+    assert summary.config.target_layers == ["layer4"]  # what the run used
     assert (tmp_path / "results" / "exp" / "panels" / "cat.png").is_file()
 
 

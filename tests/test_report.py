@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explain.cli import main
-from explain.config import load_config
+from explain.config import Config, load_config
 from explain.metrics import method_table
 from explain.outputs import RunFolder
 from explain.results import ImageEntry, Localisation, MapRecord, RunSummary
@@ -227,8 +227,10 @@ def test_method_table_ranks_by_direction():
     entry = ImageEntry(id="a", path="a.jpg", input_size=[8, 8], probabilities={"cat": 1.0},
                        predicted="cat", cams=[rec("m1", 0.5, 0.2, True), rec("m2", 0.1, 0.3, True),
                                               rec("m3", 0.9, 0.1, False)])
-    summary = RunSummary(name="t", config_file="t.yaml", output_dir=".", device="cpu", config={},
-                         versions={}, images=[entry])
+    config = Config.model_validate({"model": {"file": "m.pth"}, "images": ["a.jpg"],
+                                    "target_layers": ["x"], "methods": ["gradcam"]})
+    summary = RunSummary(name="t", config_file="t.yaml", output_dir=".", device="cpu",
+                         config=config, versions={}, images=[entry])
     table = method_table(summary, ["m1", "m2", "m3"])
     cols = {c.key: c for c in table.columns}
     assert cols["drop_in_confidence"].best == ["m2"]  # lower is better

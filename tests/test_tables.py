@@ -18,6 +18,7 @@ import torch
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from explain.config import Config
 from explain import channels, methods, metrics, reference
 from explain.config import MethodSpec, MetricSpec, load_config
 from explain.errors import ExplainError
@@ -279,8 +280,10 @@ def test_a_metric_the_table_does_not_know_still_gets_a_column():
                          faithfulness={"mystery": score, "drop_in_confidence": score})
     entry = ImageEntry(id="a", path="a.jpg", input_size=[8, 8], probabilities={"cat": 1.0},
                        predicted="cat", cams=[rec("m1", 0.25), rec("m2", 0.75)])
+    config = Config.model_validate({"model": {"file": "m.pth"}, "images": ["a.jpg"],
+                                    "target_layers": ["x"], "methods": ["gradcam"]})
     summary = RunSummary(name="t", config_file="t.yaml", output_dir=".", device="cpu",
-                         config={}, versions={}, images=[entry])
+                         config=config, versions={}, images=[entry])
     table = metrics.method_table(summary, ["m1", "m2"])
     assert [c.key for c in table.columns] == ["drop_in_confidence", "mystery"]
     mystery = table.columns[1]

@@ -6,8 +6,11 @@ and writes nothing, so a bad input stops the run with nothing lost. ``start`` ru
 before the first batch (after ``--resume`` has read back the images it
 keeps), ``write`` once per explained batch, ``finish`` once at the end. The runner builds a
 ``RunContext`` and, per batch, a ``BatchContext`` holding each image's ``ImageEntry`` with
-its map records already filled in; writers write files and may add to those records. A new
-output is a new writer and a line in ``default_writers``.
+its map records already filled in; writers write files and add to those records, and each
+file a writer writes is named in them, by that writer (the map's, the image's or the run's
+``files``: see explain.results), so the report and ``--resume`` read where things are from
+the records, never from a naming convention. A new output is a new writer, a line in
+``default_writers`` and, for each kind of file it writes, a field of a ``files`` record.
 """
 
 from __future__ import annotations

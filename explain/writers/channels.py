@@ -129,12 +129,15 @@ class ChannelWriter(Writer):
             image, b = view.entry.id, view.row
             acts = probe.activations[b]
             opts = self.options(ctx, acts.shape)
+            files = view.entry.files
             if self.grids:
                 grid = channels.activation_view(acts, channels.view_title(image, layer),
                                                 options=opts)
-                ctx.run.write_image(f"channels/{image}__activations{ctx.ext}", grid.image)
+                files.activations = f"channels/{image}__activations{ctx.ext}"
+                ctx.run.write_image(files.activations, grid.image)
             if save:
-                ctx.run.write_npy(f"channels/{image}__activations.npy", acts)
+                files.activations_array = f"channels/{image}__activations.npy"
+                ctx.run.write_npy(files.activations_array, acts)
             for method in methods:
                 mine = [one for one in view.maps if one.method == method]  # each class once
                 for one in mine:
@@ -150,8 +153,8 @@ class ChannelWriter(Writer):
                         title=channels.view_title(image, layer, f"{first.class_name} vs "
                                                   f"{second.class_name}", method),
                         options=opts)
-                    ctx.run.write_image(f"channels/{method}/{image}__contrast{ctx.ext}",
-                                        contrast.image)
+                    files.contrast[method] = f"channels/{method}/{image}__contrast{ctx.ext}"
+                    ctx.run.write_image(files.contrast[method], contrast.image)
 
     def _class_views(self, ctx: RunContext, view: ImageView, one: MapSlot,
                      arrays: tuple[np.ndarray, np.ndarray],
@@ -164,14 +167,19 @@ class ChannelWriter(Writer):
         stem = f"channels/{method}/{image}__{cls}"
         title = channels.view_title(image, layer, cls, method)
         contrib = channels.channel_contributions(method, acts, grads)
+        files = one.record.files
         if self.grids:
             grid = channels.contribution_view(contrib, title, method=method, options=opts)
-            ctx.run.write_image(f"{stem}__contributions{ctx.ext}", grid.image)
+            files.contributions = f"{stem}__contributions{ctx.ext}"
+            ctx.run.write_image(files.contributions, grid.image)
         if ctx.cfg.output.save_arrays:
-            ctx.run.write_npy(f"{stem}__contributions.npy", contrib)
+            files.contributions_array = f"{stem}__contributions.npy"
+            ctx.run.write_npy(files.contributions_array, contrib)
         rows, stats = channels.channel_stats(method, acts, grads)
-        ctx.run.write_csv(f"{stem}__channels.csv", rows)
+        files.channels_csv = f"{stem}__channels.csv"
+        ctx.run.write_csv(files.channels_csv, rows)
         top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb, cam=one.cam,
                                          k=ctx.cfg.channels.top_k, title=title, options=opts)
-        ctx.run.write_image(f"{stem}__top{ctx.ext}", top.image)
+        files.top = f"{stem}__top{ctx.ext}"
+        ctx.run.write_image(files.top, top.image)
         one.record.channels = ChannelSummary(**stats)

@@ -72,6 +72,9 @@ class CompareWriter(Writer):
                     row = self.comparison.add(view.entry.id, one.class_name, one.method,
                                               one.cam, ref)
                     ctx.compare_rows.setdefault(view.entry.id, []).append(row)
+                    # the figure Comparison.add wrote
+                    one.record.files.compare = \
+                        f"compare/{one.method}/{view.entry.id}__{one.class_name}.png"
 
     def finish(self, ctx: RunContext) -> None:
         rank = {name: i for i, name in enumerate(ctx.image_order)}
@@ -81,3 +84,4 @@ class CompareWriter(Writer):
                       key=lambda r: (rank.get(r.image, len(rank)), class_rank[r.class_name],
                                      method_rank[r.method]))
         ctx.summary.compare = self.comparison.finish(rows)
+        ctx.summary.files.compare_csv = "compare/compare.csv"  # what Comparison.finish wrote

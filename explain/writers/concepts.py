@@ -206,12 +206,15 @@ class ConceptWriter(Writer):
             figure = concept_figure(photo, concept_overlay(view.item.rgb, maps, colours),
                                     legend_lines(shares, labels), colours,
                                     f"{image}: {len(maps)} concepts at {layer_name}")
-            ctx.run.write_image(f"concepts/{image}.png", figure)
-            ctx.run.write_json(f"concepts/{image}.json",
+            files = view.entry.files
+            files.concepts_figure = f"concepts/{image}.png"
+            ctx.run.write_image(files.concepts_figure, figure)
+            view.entry.concepts = f"concepts/{image}.json"
+            ctx.run.write_json(view.entry.concepts,
                                self._json(image, layer_name, (shares, labels, colours)))
             if ctx.cfg.output.save_arrays:
-                ctx.run.write_npy(f"concepts/{image}.npy", maps)
-            view.entry.concepts = f"concepts/{image}.json"
+                files.concepts_array = f"concepts/{image}.npy"
+                ctx.run.write_npy(files.concepts_array, maps)
 
     @staticmethod
     def _json(image: str, layer: str, found: tuple) -> dict:

@@ -82,13 +82,17 @@ class DatasetWriter(Writer):
             run.write_npy(record.array, mean)
             run.write_image(record.file, mean_picture(mean, cfg.output.colormap))
             numbers.mean_maps.append(record)
-        run.write_bytes(STATE, self.sums.to_bytes([]))
-        run.write_csv("dataset/confusion.csv",
+        files = ctx.summary.files
+        files.mean_sums, files.confusion_csv = STATE, "dataset/confusion.csv"
+        run.write_bytes(files.mean_sums, self.sums.to_bytes([]))
+        run.write_csv(files.confusion_csv,
                       datasets.confusion_rows(numbers.classes, numbers.confusion))
-        run.write_csv("dataset/per_class.csv", datasets.class_rows(numbers.per_class, methods))
+        files.per_class_csv = "dataset/per_class.csv"
+        run.write_csv(files.per_class_csv, datasets.class_rows(numbers.per_class, methods))
         ranked = datasets.disagreements(entries, classes)
         if len(methods) > 1:
-            run.write_csv("dataset/disagreement.csv", [r.dump() for r in ranked])
+            files.disagreement_csv = "dataset/disagreement.csv"
+            run.write_csv(files.disagreement_csv, [r.dump() for r in ranked])
         unmapped = sum(1 for e in entries if e.label is not None and
                        not any(r.class_name == e.label for r in e.cams))
         if unmapped:
@@ -136,9 +140,9 @@ class DatasetWriter(Writer):
         for method in ctx.methods:
             rec = next((r for r in entry.cams if r.class_name == entry.label and
                         r.method == method), None)
-            if rec is None:
+            if rec is None or rec.files.array is None:
                 return False
-            data = ctx.run.read_bytes(rec.file.rsplit(".", 1)[0] + ".npy", MAX_MAP_BYTES)
+            data = ctx.run.read_bytes(rec.files.array, MAX_MAP_BYTES)
             try:
                 cam = np.load(io.BytesIO(data), allow_pickle=False) if data is not None else None
             except (ValueError, OSError, EOFError):

@@ -131,15 +131,20 @@ class GuidedWriter(Writer):
                 if one.class_name not in files:
                     guided = guided_gradient(scorer, batch.x[view.row], one.class_index)
                     files[one.class_name] = f"guided/{stem}{ctx.ext}"
-                    self._save(ctx, files[one.class_name], guided, save)
-                rel = f"guided_cam/{one.method}/{stem}{ctx.ext}"
-                self._save(ctx, rel, guided_cam(guided, one.cam), save)
-                one.record.guided_file = rel
+                    array = self._save(ctx, files[one.class_name], guided, save)
+                    if array:
+                        view.entry.files.guided_arrays[one.class_name] = array
+                one.record.guided_file = f"guided_cam/{one.method}/{stem}{ctx.ext}"
+                one.record.files.guided_array = self._save(ctx, one.record.guided_file,
+                                                           guided_cam(guided, one.cam), save)
             view.entry.guided = files
 
     @staticmethod
-    def _save(ctx: RunContext, rel: str, image: np.ndarray, save: bool) -> None:
-        """The picture, and with ``save_arrays`` the float32 array next to it."""
+    def _save(ctx: RunContext, rel: str, image: np.ndarray, save: bool) -> Optional[str]:
+        """The picture, and with ``save_arrays`` the float32 array next to it (returned)."""
         ctx.run.write_image(rel, display(image))
-        if save:
-            ctx.run.write_npy(rel.rsplit(".", 1)[0] + ".npy", image)
+        if not save:
+            return None
+        array = rel.rsplit(".", 1)[0] + ".npy"
+        ctx.run.write_npy(array, image)
+        return array

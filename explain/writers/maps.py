@@ -1,4 +1,5 @@
-"""cams/<method>/<image>__<class>.png|jpg|webp (overlay) and .npy (the map itself, with save_arrays)."""
+"""cams/<method>/<image>__<class>.png|jpg|webp (overlay, the record's ``file``) and .npy (the
+map itself, with save_arrays: the record's ``files.array``)."""
 
 from __future__ import annotations
 
@@ -16,5 +17,6 @@ class MapWriter(Writer):
                 picture = render.overlay(view.item.rgb, one.cam, out.colormap, out.image_weight)
                 ctx.run.write_image(one.record.file, picture)
                 if out.save_arrays:
-                    ctx.run.write_npy(one.record.file.rsplit(".", 1)[0] + ".npy",
-                                      one.cam.astype(np.float32))
+                    array = one.record.file.rsplit(".", 1)[0] + ".npy"
+                    ctx.run.write_npy(array, one.cam.astype(np.float32))
+                    one.record.files.array = array

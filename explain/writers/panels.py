@@ -72,7 +72,8 @@ class PanelWriter(Writer):
         for cls, class_rows in rows.items():
             picture = render.panel(class_rows, methods, f"class '{cls}' — {', '.join(methods)} "
                                                         f"at {', '.join(cfg.target_layers)}")
-            ctx.run.write_image(f"panels/{cls}.png", picture.image)
+            ctx.summary.files.panels[cls] = f"panels/{cls}.png"
+            ctx.run.write_image(ctx.summary.files.panels[cls], picture.image)
 
 
 def _record_file(entry: ImageEntry, cls: str, method: str) -> str:

@@ -7,33 +7,34 @@ Up to ``report.page_size`` images get their cards on report.html itself; a large
 an index there and the cards on report/page-1.html, page-2.html, ... Every text from the
 user (paths, notes, names) is HTML-escaped by the templates' autoescaping.
 
-Files: ``report.html``, ``report/page-N.html``, ``report/photos/<image>.jpg`` (the photo at
-model input size, written while the run explains the image), ``report/colorbar-<map>.png``.
+It reads only the run's records (explain.results): the typed config, the files each writer
+recorded (a file the records do not name is never linked, nor looked for), the skipped files.
+Files: ``report.html``, ``report/page-N.html`` (not recorded: made from the records),
+``report/photos/<image>.jpg`` (the photo at model input size, written while the run explains
+the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSummary.files``).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 from urllib.parse import quote
 
 import cv2
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from explain import render
-from explain.config import COLORMAPS
+from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
 from explain.metrics import LABELS, MethodTable, method_table
 from explain.outputs import RUN_MARKER, RunFolder
-from explain.names import quote as quoted
 from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
-                             ItemFile, MapRecord, MeanMap, RunSummary, Skipped, item_files,
+                             ItemFile, MapRecord, MeanMap, RunSummary, check_format, item_files,
                              parse_item, parse_json, why)
 from explain.writers import BatchContext, RunContext, Writer
 from explain.writers.panels import PANEL_MAX_ROWS
@@ -41,27 +42,40 @@ from explain.writers.panels import PANEL_MAX_ROWS
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PHOTO_QUALITY = 85
 MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
-_SKIP_NOTE = re.compile(r"skipped (.+) \((.+)\)")
 
 
 def photo_path(image_id: str) -> str:
     return f"report/photos/{image_id}.jpg"
 
 
-def write_photo(run: RunFolder, image_id: str, rgb: np.ndarray) -> None:
-    """The photo at model input size (RGB float 0..1 or uint8) as a JPEG for the cards."""
+def write_photo(run: RunFolder, image_id: str, rgb: np.ndarray) -> str:
+    """The photo at model input size (RGB float 0..1 or uint8) as a JPEG for the cards;
+    returns its path."""
     img = rgb if rgb.dtype == np.uint8 else np.uint8(np.round(np.clip(rgb, 0, 1) * 255))
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, PHOTO_QUALITY])
     if not ok:
         raise ExplainError(f"{run.path(photo_path(image_id))}: could not encode JPEG")
     run.write_bytes(photo_path(image_id), buf.tobytes())
+    return photo_path(image_id)
 
 
 def colorbar(colormap: str, width: int = 256, height: int = 10) -> np.ndarray:
     """The overlay colour scale, 0 (left) to the map's maximum (right), as uint8 RGB."""
     ramp = np.tile(np.linspace(0, 255, width).round().astype(np.uint8), (height, 1))
     return cv2.cvtColor(cv2.applyColorMap(ramp, render.colormap_code(colormap)), cv2.COLOR_BGR2RGB)
+
+
+def write_colorbar(run: RunFolder, colormap: str) -> str:
+    """The colour bar of ``colormap`` under the report's folder; returns its path."""
+    rel = f"report/colorbar-{colormap}.png"
+    run.write_image(rel, colorbar(colormap))
+    return rel
+
+
+def _present(run: RunFolder, rel: Optional[str]) -> Optional[str]:
+    """``rel``, a file the records name, when it is in the folder (a plain file); else None."""
+    return rel if rel and run.has_file(rel) else None
 
 
 # ---- what the templates get ---------------------------------------------------------------
@@ -108,7 +122,7 @@ def _box_style(box: list[float], size: list[int]) -> str:
 
 
 def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
-    """A card per image, with the files around each map that are in the folder."""
+    """A card per image, with the files its records name that are in the folder."""
     cards = []
     for entry in data.summary.images:
         rows = {(r.image, r.class_name, r.method): r for r in data.compare_rows.get(entry.id, [])}
@@ -116,23 +130,16 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
         cells = {}
         h, w = entry.input_size
         for rec in entry.cams:
-            stem = f"{entry.id}__{rec.class_name}"
-            top = f"channels/{rec.method}/{stem}__top.{rec.file.rsplit('.', 1)[-1]}"
-            diff = f"compare/{rec.method}/{stem}.png"
             boxes = (entry.boxes or {}).get(rec.class_name, [])
             cells[(rec.class_name, rec.method)] = Cell(
-                record=rec, overlay=rec.file if run.has_file(rec.file) else None,
-                top=top if run.has_file(top) else None,
-                diff=diff if run.has_file(diff) else None,
+                record=rec, overlay=_present(run, rec.file), top=_present(run, rec.files.top),
+                diff=_present(run, rec.files.compare),
                 compare=rows.get((entry.id, rec.class_name, rec.method)),
-                guided=rec.guided_file if rec.guided_file and run.has_file(rec.guided_file)
-                else None,
+                guided=_present(run, rec.guided_file),
                 boxes=[_box_style(b, entry.input_size) for b in boxes],
                 peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
-        photo = photo_path(entry.id)
-        concepts = f"concepts/{entry.id}.png"
-        cards.append(Card(entry, photo if run.has_file(photo) else None, present, cells,
-                          concepts=concepts if run.has_file(concepts) else None))
+        cards.append(Card(entry, _present(run, entry.files.photo), present, cells,
+                          concepts=_present(run, entry.files.concepts_figure)))
     return cards
 
 
@@ -154,6 +161,7 @@ class DatasetView:
     confusions: list[tuple[str, str, int]]  # (label, predicted, count), off the diagonal
     full_table: bool  # small enough to show the whole confusion table
     files: list[str]  # the dataset CSV files in the folder
+    ranking: Optional[str]  # dataset/disagreement.csv, when it is in the folder
 
 
 CONFUSION_TABLE_MAX = 25  # more classes: the most frequent confusions instead of the table
@@ -171,7 +179,7 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card],
         return None
     numbers = summary.dataset or datasets.summarise(summary.images, classes, methods)
     found = {(m.class_name, m.method, m.outcome): m for m in numbers.mean_maps
-             if run.has_file(m.file)}
+             if _present(run, m.file)}
     means = []
     for cls in classes:
         row = [(m, found.get((cls, m, "correct")), found.get((cls, m, "wrong"))) for m in methods]
@@ -189,34 +197,21 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card],
     axis, table = numbers.classes, numbers.confusion
     confusions = [(axis[i], axis[j], n) for _, i, j, n in sorted(
         (-n, i, j, n) for i, r in enumerate(table) for j, n in enumerate(r) if i != j and n)]
-    files = [f"dataset/{name}.csv" for name in ("confusion", "per_class", "disagreement")
-             if run.has_file(f"dataset/{name}.csv")]
+    recorded = summary.files
+    files = [f for f in (recorded.confusion_csv, recorded.per_class_csv,
+                         recorded.disagreement_csv) if _present(run, f)]
     return DatasetView(numbers, means, cases, confusions[:20], len(axis) <= CONFUSION_TABLE_MAX,
-                       files)
+                       files, _present(run, recorded.disagreement_csv))
 
 
-def _model_source(config: dict[str, Any]) -> str:
-    model = config.get("model", {})
-    if model.get("keras"):
-        return f"Keras model file {model['keras']}"
-    if model.get("builder"):
-        return f"builder {model['builder']}"
-    if model.get("arch"):
-        return f"state_dict {model.get('file')} into {model['arch']}"
-    return f"whole model file {model.get('file')}"
-
-
-def _skipped(summary: RunSummary) -> tuple[list[Skipped], list[str]]:
-    """Skipped files (unreadable images, and non-image files noted by the finder) and the
-    remaining notes."""
-    skipped, notes = list(summary.skipped_images), []
-    for note in summary.notes:
-        match = _SKIP_NOTE.fullmatch(note)
-        if match:
-            skipped.append(Skipped(path=match.group(1), reason=match.group(2)))
-        else:
-            notes.append(note)
-    return skipped, notes
+def _model_source(model: ModelSpec) -> str:
+    if model.keras:
+        return f"Keras model file {model.keras}"
+    if model.builder:
+        return f"builder {model.builder}"
+    if model.arch:
+        return f"state_dict {model.file} into {model.arch}"
+    return f"whole model file {model.file}"
 
 
 def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
@@ -231,7 +226,7 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
                    f"(see Skipped files)")
     weak = [c for card in cards for c in card.cells.values() if c.record.weak]
     if weak:
-        limit = (summary.config.get("report") or {}).get("weak_below", 0.05)
+        limit = summary.config.report.weak_below
         out.append(f"{len(weak)} map(s) are of classes the model gives less than {limit:.0%}: "
                    f"they are drawn on the same 0..1 scale as the others, so they look as "
                    f"strong; see each card's raw maximum and probability")
@@ -242,7 +237,7 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
         if info.get("verdict") == "differ":
             out.append(f"compare: {method} differs from its reference (max |diff| "
                        f"{info.get('max_abs', 0):.2e})")
-    if not (summary.config.get("model") or {}).get("fix_inplace", True):
+    if not summary.config.model.fix_inplace:
         out.append("inplace guard off: CAMs may use activations an inplace op overwrote")
     return out
 
@@ -277,31 +272,31 @@ def _num(value: Optional[float], digits: int = 3) -> str:
 def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     """Relative path -> HTML of every page of the report (nothing is written)."""
     summary, config = data.summary, data.summary.config
-    methods = [m["name"] if isinstance(m, dict) else m for m in config.get("methods", [])] or \
-        list(dict.fromkeys(r.method for i in summary.images for r in i.cams))
-    classes = list(config.get("classes", {})) or \
+    methods = [m.name for m in config.methods]
+    classes = list(config.classes) or \
         list(dict.fromkeys(r.class_name for i in summary.images for r in i.cams))
     cards = _cards(run, data, classes)
-    size = int((config.get("report") or {}).get("page_size", 100))
+    size = config.report.page_size
     chunks = [cards[i:i + size] for i in range(0, len(cards), size)] or [[]]
     paged = len(chunks) > 1
     pages = [f"report/page-{n}.html" for n in range(1, len(chunks) + 1)] if paged else ["report.html"]
     for page, chunk in zip(pages, chunks):
         for card in chunk:
             card.page = page
-    skipped, notes = _skipped(summary)
     table: MethodTable = method_table(summary, methods)
     common = dict(summary=summary, config=config, methods=methods, classes=classes,
-                  colorbar=f"report/colorbar-{config.get('output', {}).get('colormap', 'jet')}.png",
-                  compare=summary.compare, finished=data.finished,
+                  colorbar=summary.files.colorbar, compare=summary.compare,
+                  finished=data.finished,
                   card_notes={m: method_note(m) for m in methods if traits(m).class_agnostic})
     env = environment()
-    panels = [(c, f"panels/{c}.png") for c in classes if run.has_file(f"panels/{c}.png")]
+    order = {c: i for i, c in enumerate(classes)}
+    panels = sorted(((c, f) for c, f in summary.files.panels.items() if _present(run, f)),
+                    key=lambda panel: order.get(panel[0], len(order)))
     out = {"report.html": env.get_template("report.html.j2").render(
         **common, prefix="", cards=[] if paged else cards, index=cards if paged else [],
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
-        notes=notes, skipped=skipped, warnings=_warnings(data, cards),
-        model_source=_model_source(config),
+        notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
+        warnings=_warnings(data, cards), model_source=_model_source(config.model),
         dataset=_dataset_view(run, data, cards, (classes, methods)),
         maps=sum(len(i.cams) for i in summary.images))}
     if paged:
@@ -311,98 +306,21 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     return out
 
 
-def build_report(run: RunFolder, data: ReportData,
-                 sources: Optional[dict[str, tuple[Path, Any]]] = None) -> list[str]:
-    """Write report.html (and its pages and colour bar); returns the pages written. Photos
-    missing from report/photos/ are made again only from ``sources`` (image id -> (the file
-    the config names, its preprocess spec)), never from a path the records hold: ``explain
-    report`` leaves them out (the card says so)."""
-    cmap = data.summary.config.get("output", {}).get("colormap", "jet")
-    run.write_image(f"report/colorbar-{cmap}.png", colorbar(cmap))
-    if sources:
-        _missing_photos(run, data, sources)
+def build_report(run: RunFolder, data: ReportData) -> list[str]:
+    """Write report.html and its pages; returns the pages written. The colour bar the run
+    recorded is written again only when it is missing (or, for an interrupted run or one
+    without a report, not recorded); a missing photo is left out (the card says so), never
+    made from a path the records hold."""
+    files = data.summary.files
+    if not _present(run, files.colorbar):
+        files.colorbar = write_colorbar(run, data.summary.config.output.colormap)
     pages = render_pages(run, data)
     for rel, html in pages.items():
         run.write_bytes(rel, html.encode("utf-8"))
     return list(pages)
 
 
-def _missing_photos(run: RunFolder, data: ReportData, sources: dict[str, tuple[Path, Any]]) -> None:
-    from explain.images import ImageError, preprocess, read_rgb
-    for entry in data.summary.images:
-        if entry.id not in sources or run.has_file(photo_path(entry.id)):
-            continue
-        path, spec = sources[entry.id]
-        try:
-            write_photo(run, entry.id, preprocess(read_rgb(path, spec.max_pixels, spec.max_bytes),
-                                                  spec)[1])
-        except (ImageError, OSError):
-            continue  # the card says the photo is not available
-
-
 # ---- rebuilding from a results folder -----------------------------------------------------
-
-class _Named(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    name: str
-
-
-class _Metric(_Named):
-    percentiles: Optional[list[float]] = None
-
-
-class _Output(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    colormap: str = "jet"
-
-    @field_validator("colormap")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in COLORMAPS:
-            raise ValueError(f"unknown colormap {quoted(v, 40)}")
-        return v
-
-
-class _Report(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    page_size: int = Field(100, ge=1, le=10_000)
-    weak_below: float = Field(0.05, ge=0, le=1)
-
-
-class _Annotations(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    file: Optional[str] = None
-    boxes: dict[str, Any] = Field(default_factory=dict)
-    threshold: float = 0.5
-
-
-class ShownConfig(BaseModel):
-    """The parts of a run's config that the report reads, typed: a summary.json (or
-    config.json) changed by hand is one error naming the field, not a crash in a template."""
-    model_config = ConfigDict(extra="allow", strict=True)
-    model: dict[str, Any] = Field(default_factory=dict)
-    output: _Output = Field(default_factory=_Output)
-    report: _Report = Field(default_factory=_Report)
-    methods: list[Union[str, _Named]] = Field(default_factory=list)
-    classes: dict[str, int] = Field(default_factory=dict)
-    target_layers: list[str] = Field(default_factory=list)
-    targets: Union[str, list[str]] = "all"
-    metrics: list[_Metric] = Field(default_factory=list)
-    annotations: _Annotations = Field(default_factory=_Annotations)
-
-
-def shown_config(config: Any, where: Path) -> dict[str, Any]:
-    """``config`` checked as ShownConfig (ExplainError naming ``where`` and the field)."""
-    try:
-        shown = ShownConfig.model_validate(config)
-    except ValidationError as exc:
-        raise ExplainError(f"{where}: config.{why(exc)}; the run folder is damaged") from None
-    try:
-        return shown.model_dump(mode="json")
-    except (ValueError, RecursionError):  # nested past the serialiser's depth
-        raise ExplainError(f"{where}: config: nested too deeply; the run folder is "
-                           f"damaged") from None
-
 
 def _read_json(run: RunFolder, rel: str, what: str) -> Any:
     data = run.read_bytes(rel, MAX_SUMMARY_BYTES)
@@ -424,12 +342,13 @@ def load_run(root: Path) -> ReportData:
     items = item_files(run)
     if run.has_file("summary.json"):
         where = root / "summary.json"
+        raw = _read_json(run, "summary.json", "a summary")
+        check_format(raw, str(where))
         try:
-            summary = RunSummary.model_validate(_read_json(run, "summary.json", "a summary"))
-        except ValidationError as exc:
+            summary = RunSummary.model_validate(raw)
+        except (ValidationError, RecursionError) as exc:
             raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
                                f"the run folder is damaged") from None
-        summary.config = shown_config(summary.config, where)
         data = ReportData(summary)
         if summary.compare:
             for rel in items:
@@ -439,14 +358,23 @@ def load_run(root: Path) -> ReportData:
         return data
     if not items:
         raise ExplainError(f"{root}: no summary.json and no items/: the run finished no image yet")
-    config = _read_json(run, "config.json", "a config file") if run.has_file("config.json") else {}
-    config = shown_config(config if isinstance(config, dict) else None, root / "config.json")
+    config = _run_config(run)
     read = [i for i in (_item(run, rel) for rel in items) if i is not None]
     summary = RunSummary(name=root.name, config_file="(unfinished run)", output_dir=str(root),
                          device="(unfinished run)", config=config, versions={},
                          images=[i.entry for i in read])
     summary.counts = {"images": len(read), "maps": sum(len(i.entry.cams) for i in read)}
     return ReportData(summary, {i.entry.id: list(i.compare) for i in read}, finished=False)
+
+
+def _run_config(run: RunFolder) -> Config:
+    """config.json of an interrupted run: the config it ran (ExplainError naming the file)."""
+    where = run.root / "config.json"
+    try:
+        return Config.model_validate(_read_json(run, "config.json", "a config file"))
+    except (ValidationError, RecursionError) as exc:
+        raise ExplainError(f"{where}: not the config of a run of this explain version "
+                           f"({why(exc)}); the run folder is damaged") from None
 
 
 def _item(run: RunFolder, rel: str) -> Optional[ItemFile]:
@@ -468,13 +396,15 @@ def rebuild(root: Path) -> Path:
 
 
 class ReportWriter(Writer):
-    """Photos while the run goes; the pages once the summary is complete (runs last)."""
+    """The colour bar first, photos while the run goes (both recorded, so summary.json names
+    them); the pages once the summary is complete (runs last)."""
+
+    def start(self, ctx: RunContext) -> None:
+        ctx.summary.files.colorbar = write_colorbar(ctx.run, ctx.cfg.output.colormap)
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
         for view in batch.images:
-            write_photo(ctx.run, view.entry.id, view.item.rgb)
+            view.entry.files.photo = write_photo(ctx.run, view.entry.id, view.item.rgb)
 
     def finish(self, ctx: RunContext) -> None:
-        spec = ctx.cfg.preprocess
-        build_report(ctx.run, ReportData(ctx.summary, dict(ctx.compare_rows)),
-                     {ident: (ref.path, spec) for ident, ref in ctx.sources.items()})
+        build_report(ctx.run, ReportData(ctx.summary, dict(ctx.compare_rows)))
