@@ -232,7 +232,7 @@ def test_the_channel_views_read_the_registered_channel_term(squared):
     np.testing.assert_allclose(contrib, weights[:, None, None] * acts, rtol=1e-5, atol=1e-6)
     assert methods.having("channel_term", ["gradcam", "scorecam", "sqgradcam"]) == (
         "gradcam", "sqgradcam")
-    assert channels._term("sqgradcam") == ("w_k * A_k, w_k = mean of (dy/dA_k)^2",
+    assert channels.numbers.term_and_units("sqgradcam") == ("w_k * A_k, w_k = mean of (dy/dA_k)^2",
                                            "arbitrary units")
 
 
