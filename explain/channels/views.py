@@ -163,7 +163,8 @@ def class_contrast_view(method: str, acts: np.ndarray, grads_a: np.ndarray,
     tiles = detail_tiles(contribs, chosen, scale, replace(opts, detail_tile_size=tile_h))
     numbers = [(f"#{r + 1}  ch {c}", f"diff {format_number(float(difference[c]), True)}",
                 f"{classes[0]} {format_number(float(totals[0, c]), True)}",
-                f"{classes[1]} {format_number(float(totals[1, c]), True)}") for r, c in enumerate(chosen)]
+                f"{classes[1]} {format_number(float(totals[1, c]), True)}")
+               for r, c in enumerate(chosen)]
     two_lines = [(f"{a}  {b}", f"{x}  {y}") for a, b, x, y in numbers]
     fits = label_font_size(two_lines, tiles.shape[2], opts.font_size) == opts.font_size
     mosaic, layout = tile_grid(tiles, chosen, two_lines if fits else numbers, cols, opts)
