@@ -16,6 +16,8 @@ from torchvision.ops.misc import Permute
 
 from conftest import IMAGES, write_config
 from explain import images as images_module
+from explain.images import reading
+from explain.writers import panels
 from explain.config import load_config
 from explain.runner import RunOptions, run
 
@@ -84,13 +86,14 @@ def test_the_first_image_is_decoded_once_and_the_config_is_not_changed(tmp_path,
     """A run with auto layers and classes from the model: each image decoded once (preflight,
     batches and panels share the decode) and the caller's config left as it was."""
     decoded: list[str] = []
-    real = images_module.read_rgb
+    real = reading.read_rgb
 
     def counting(path, *args, **kwargs):
         decoded.append(Path(path).name)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(images_module, "read_rgb", counting)
+    for module in (images_module, reading, panels):  # every name a decode goes through
+        monkeypatch.setattr(module, "read_rgb", counting)
     net = torchvision.models.resnet18(num_classes=3).eval()
     torch.save(net, tmp_path / "r.pth")
     path = write_config(tmp_path, model={"file": str(tmp_path / "r.pth")}, target_layers="auto",

@@ -1,0 +1,111 @@
+"""Finding the images a config names: files, folders, globs and labelled datasets, each with
+a unique, safe id (``ImageRef``).
+
+Links: what the config (or a list's row) names may be a link, as the user chose it; what a
+folder, a glob or a labelled tree *finds* is never a link nor reached through one (skipped
+with a note), so a shared dataset holding ``cat -> /`` reads nothing outside itself.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+
+from explain.config import Config, LabelledImages
+from explain.errors import ExplainError
+from explain.names import quote, safe_slug, short
+from explain.results import Skipped
+from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
+                                  links_hint)
+from explain.images.reading import ImageRef
+from explain.images.labelled import labelled_files
+
+
+def _matches(pattern: str, where: str, links: list[Path]) -> list[Path]:
+    """Files a glob matches, at most MAX_IMAGES. pathlib's '**' does not descend into linked
+    folders, so a symbolic link loop cannot make it run forever; a match that is a link, or
+    lies under a linked folder below the pattern's fixed start, is put in ``links``."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:first])
+    found = []
+    for path in base.glob(str(Path(*parts[first:]))):
+        if len(found) >= MAX_IMAGES:
+            raise ExplainError(f"{where}: the pattern matches over {MAX_IMAGES} files; "
+                               f"split the images into several runs")
+        rel = path.relative_to(base).parts
+        if any((base.joinpath(*rel[:k])).is_symlink() for k in range(1, len(rel) + 1)):
+            links.append(path)
+        elif path.is_file():
+            found.append(path)
+    return sorted(found)
+
+
+def find_images(cfg: Config) -> tuple[list[ImageRef], list[Note]]:
+    """Expand files, folders, globs and labelled datasets of ``images``; returns the images
+    and what was left out: notes (links not followed) and Skipped records (other files)."""
+    paths: list[Found] = []
+    notes: list[Note] = []
+    for i, entry in enumerate(cfg.images):
+        where = f"images[{i}]"
+        if isinstance(entry, LabelledImages):
+            paths += labelled_files(cfg, entry, where, notes)
+        else:
+            paths += _plain_files(cfg, entry, where, notes)
+    return _with_ids(paths), notes
+
+
+def _plain_files(cfg: Config, entry: str, where: str, notes: list[Note]) -> list[Found]:
+    """The files of one plain ``images`` entry: a file, a folder's files or a glob's matches
+    (links found in a folder or by a glob are skipped with a note)."""
+    links: list[Path] = []
+    before = len(notes)
+    try:
+        path = cfg.resolve(entry)
+        if glob.has_magic(entry):
+            candidates = [(p, True) for p in _matches(str(path), where, links)]
+            notes += link_note(path, links, "a glob")
+            if not candidates:
+                raise ExplainError(f"{where}: the pattern {quote(entry)} matches no file"
+                                   f"{links_hint(notes[before:])}")
+        elif path.is_dir():
+            listed = sorted(path.iterdir())
+            links = [p for p in listed if p.is_symlink()]
+            candidates = [(p, True) for p in listed if not p.is_symlink() and p.is_file()]
+            notes += link_note(path, links, "a folder")
+        elif path.is_file():
+            candidates = [(path, False)]
+        else:
+            raise ExplainError(f"{where}: image not found: {short(path)}")
+    except OSError as exc:  # a name too long, a folder we may not read
+        raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
+    images = [(p, f, None) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
+    notes += [Skipped(path=str(p), reason=NOT_IMAGE) for p, f in candidates
+              if f and p.suffix.lower() not in IMAGE_SUFFIXES]
+    if not images:
+        raise ExplainError(f"{where}: no image files in {quote(entry)}"
+                           f"{links_hint(notes[before:])}")
+    return images
+
+
+def _with_ids(paths: list[Found]) -> list[ImageRef]:
+    """One ImageRef per file (a file listed twice is explained once, with its label), each
+    with a unique, safe id made from its name."""
+    seen: dict[Path, list] = {}
+    for p, from_folder, label in paths:
+        known = seen.setdefault(p.resolve(), [p, from_folder, label])
+        if label is not None and known[2] is None:
+            known[2] = label
+        elif label is not None and known[2] != label:
+            raise ExplainError(f"images: {short(p)} is listed with the labels {quote(known[2])} "
+                               f"and {quote(label)}; give it one")
+    refs, used = [], set()
+    for key, (p, from_folder, label) in seen.items():
+        base = safe_slug(p.stem, "image")
+        ident, n = base, 2
+        while ident.lower() in used:  # ignoring case: 'Cat.jpg' and 'cat.jpg' on macOS
+            ident, n = f"{base}-{n}", n + 1
+        used.add(ident.lower())
+        refs.append(ImageRef(ident, key, from_folder, label))
+    return refs

@@ -1,0 +1,218 @@
+"""Reading, decoding and preprocessing images with OpenCV, bounded before anything is read.
+
+Decoding uses ``cv2.IMREAD_COLOR``, which applies EXIF orientation and turns grayscale,
+palette, RGBA (alpha dropped) and 16-bit files into 8-bit BGR; we convert to RGB.
+Files over ``preprocess.max_bytes`` are refused before anything is read (the size of the open
+file), images over ``preprocess.max_pixels`` before decoding (the header is read with
+Pillow), so a huge file cannot exhaust memory; each file is read whole once, when decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator, Optional
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from explain.config import MAX_SIDE, Preprocess
+from explain.errors import ExplainError
+from explain.names import short
+
+
+class ImageError(ExplainError):
+    """One image cannot be used; inside a folder it is skipped, named alone it stops the run."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image to explain: its unique id (used in output names) and where it lives."""
+    id: str
+    path: Path
+    from_folder: bool  # found by a folder or glob: a bad file is skipped, not fatal
+    label: Optional[str] = None  # ground-truth class name (labelled datasets)
+
+
+@dataclass
+class Prepared:
+    """One image ready for the model: normalised CHW tensor and the resized RGB in 0..1."""
+    ref: ImageRef
+    tensor: torch.Tensor
+    rgb: np.ndarray  # float32 (H, W, 3), the photo at model input size, for overlays
+
+
+def precheck(ref: ImageRef, spec: Preprocess) -> None:
+    """The checks that need no decoding (byte size, header, pixels, complete JPEG), so a bad
+    file the user named is found before anything is written or deleted; ImageError if it
+    fails. Only the header, the JPEG segment headers and the file's tail are read."""
+    with _open_image(ref.path, spec.max_bytes, spec.max_pixels) as (f, size, width, height):
+        if _read_at(f, 0, 2) == JPEG_START and not _jpeg_ends(partial(_read_at, f), size):
+            raise ImageError(f"{short(ref.path)}: {TRUNCATED}")
+    try:
+        input_size(height, width, spec)
+    except ImageError as exc:
+        raise ImageError(f"{short(ref.path)}: {exc}") from None
+
+
+@contextmanager
+def _open_image(path: Path, max_bytes: int, max_pixels: int) -> Iterator[tuple]:
+    """(open file, bytes, width, height) of an image file, opened without following a link (ids
+    name resolved paths); ImageError when it cannot be opened, is not a regular file, is over
+    ``max_bytes`` (the open file's size, before anything is read) or ``max_pixels`` (header)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        f = os.fdopen(os.open(path, flags | getattr(os, "O_BINARY", 0)), "rb")
+    except OSError as exc:
+        raise ImageError(f"{short(path)}: cannot be read ({exc.strerror})") from None
+    with f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"{short(path)}: not a regular file")
+        if info.st_size > max_bytes:
+            raise ImageError(f"{short(path)}: {info.st_size} bytes is over preprocess.max_bytes "
+                             f"({max_bytes}); shrink the file or raise the limit")
+        try:
+            with Image.open(f) as header:  # Pillow reads the header only
+                width, height = header.size
+        except Exception:
+            raise ImageError(f"{short(path)}: not a readable image") from None
+        if width * height > max_pixels:
+            raise ImageError(f"{short(path)}: {width}x{height} is over preprocess.max_pixels "
+                             f"({max_pixels}); downscale it first or raise the limit")
+        yield f, info.st_size, width, height
+
+
+def _read_at(f: BinaryIO, at: int, count: int) -> bytes:
+    f.seek(at)
+    return f.read(count)
+
+
+DEFAULT_MAX_BYTES: int = Preprocess.model_fields["max_bytes"].default
+
+
+JPEG_START, TRUNCATED = b"\xff\xd8", "truncated JPEG (no end-of-image marker after the image data)"
+
+
+def read_rgb(path: Path, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """Decode a file to uint8 RGB (H, W, 3); ImageError naming the file if it is unusable.
+    The byte size and the header's pixels are checked before the file is read (once)."""
+    with _open_image(path, max_bytes, max_pixels) as (f, size, _, _):
+        data = _read_at(f, 0, size + 1)
+    if len(data) != size:
+        raise ImageError(f"{short(path)}: the file changed while it was read")
+    if data[:2] == JPEG_START and not jpeg_complete(data):
+        raise ImageError(f"{short(path)}: {TRUNCATED}")
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a buffer over 2 GB, with max_bytes raised
+        raise ImageError(f"{short(path)}: OpenCV cannot decode it "
+                         f"({short(' '.join(str(exc).split()), 160)})") from None
+    if bgr is None:
+        raise ImageError(f"{short(path)}: corrupt or unsupported image data")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG's image data ends with its end-of-image marker (FFD9).
+
+    The marker is looked for after the first start-of-scan segment, so an EXIF thumbnail's
+    own marker does not count, and bytes a phone appends after the end are allowed."""
+    return _jpeg_ends(lambda at, n: data[at:at + n], len(data))
+
+
+MAX_JPEG_STEPS, TAIL_CHUNK = 10_000, 2**20  # segments before the scan (a photo: a few dozen)
+
+
+def _jpeg_ends(read: Callable[[int, int], bytes], size: int) -> bool:
+    """jpeg_complete on ``size`` bytes read through ``read(offset, count)``: segment headers
+    up to the first scan (at most MAX_JPEG_STEPS), then the end marker looked for backwards
+    from the end, so a complete file is decided by its tail without reading it all."""
+    pos = 2
+    for _ in range(MAX_JPEG_STEPS):
+        head = read(pos, 4)
+        if len(head) < 4 or head[0] != 0xFF:
+            return False
+        if head[1] == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if head[1] == 0xDA:  # start of scan: entropy-coded data follows
+            break
+        pos += 2 + int.from_bytes(head[2:4], "big")
+    end = size
+    while end > pos:
+        start = max(pos, end - TAIL_CHUNK)
+        if b"\xff\xd9" in read(start, end - start + 1):  # one byte more: a marker across
+            return True
+        end = start
+    return False
+
+
+def input_size(height: int, width: int, spec: Preprocess) -> tuple[int, int]:
+    """(H, W) fed to the model: fixed, or short side = size with the aspect ratio kept.
+    ImageError when the long side would pass MAX_SIDE (an extreme aspect ratio)."""
+    if not isinstance(spec.size, int):
+        return tuple(spec.size)
+    scale = spec.size / min(height, width)
+
+    def snap(n: float) -> int:
+        return max(spec.multiple_of, int(round(n / spec.multiple_of)) * spec.multiple_of)
+
+    size = (spec.size, snap(width * scale)) if height <= width else (snap(height * scale), spec.size)
+    if max(size) > MAX_SIDE:
+        raise ImageError(f"{width}x{height} pixels: with the short side at {spec.size} the long "
+                         f"side would be {max(size)} (over {MAX_SIDE}); crop the image or use a "
+                         f"fixed preprocess.size: [H, W]")
+    return size
+
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # ImageNet pixel means, B, G, R, on 0..255
+
+
+def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndarray]:
+    """uint8 RGB -> (normalised float CHW tensor, resized RGB float32 in 0..1).
+
+    ``spec.mode`` normalises as Keras' ``preprocess_input`` functions do: torch: (x/255 -
+    mean) / std (with the config's mean and std); caffe: RGB -> BGR on 0..255 minus
+    CAFFE_MEAN_BGR (VGG16, ResNet50); tf: x/127.5 - 1 (MobileNet, Inception). The tensor is
+    channels-first in every mode (explain.keras_model hands Keras models channels-last)."""
+    h, w = input_size(rgb.shape[0], rgb.shape[1], spec)
+    shrink = h * w < rgb.shape[0] * rgb.shape[1]
+    resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    pixels = resized.astype(np.float32)
+    scaled = pixels / np.float32(255.0)
+    if spec.mode == "caffe":
+        normed = pixels[..., ::-1] - np.float32(CAFFE_MEAN_BGR)
+    elif spec.mode == "tf":
+        normed = pixels / np.float32(127.5) - np.float32(1.0)
+    else:
+        normed = (scaled - np.float32(spec.mean)) / np.float32(spec.std)
+    return torch.from_numpy(np.ascontiguousarray(normed.transpose(2, 0, 1))), scaled
+
+
+def prepare(ref: ImageRef, spec: Preprocess) -> Prepared:
+    rgb = read_rgb(ref.path, spec.max_pixels, spec.max_bytes)
+    try:
+        tensor, scaled = preprocess(rgb, spec)
+    except ImageError as exc:
+        raise ImageError(f"{short(ref.path)}: {exc}") from None
+    return Prepared(ref, tensor, scaled)
+
+
+def batches(refs: list[ImageRef], size: int) -> list[list[ImageRef]]:
+    """Consecutive chunks of at most ``size`` images (decoded lazily, one chunk at a time)."""
+    return [refs[i:i + size] for i in range(0, len(refs), size)]
+
+
+def group_by_shape(items: list[Prepared]) -> list[list[Prepared]]:
+    """Split a chunk into runs of equal input shape, so each can be stacked into one tensor."""
+    groups: dict[tuple, list[Prepared]] = {}
+    for item in items:
+        groups.setdefault(tuple(item.tensor.shape), []).append(item)
+    return list(groups.values())
