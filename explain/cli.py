@@ -156,9 +156,10 @@ def layers_main(argv: list[str]) -> int:
     return 0
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """warnings.showwarning for the command line: the message passes printable."""
-    _SHOW_WARNING[0](printable(message), category, filename, lineno, file, line)
+def _show_warning(message, category, *where) -> None:
+    """warnings.showwarning for the command line: the message passes printable; ``where`` is
+    the rest of showwarning's arguments (filename, lineno, file, line), passed on."""
+    _SHOW_WARNING[0](printable(message), category, *where)
 
 
 def _show_uncaught(kind, exc, tb) -> None:

@@ -117,6 +117,37 @@ def _generic(op, stack: list) -> None:
     stack.extend(_MARK if kind is pickletools.markobject else _OTHER for kind in op.stack_after)
 
 
+_CALLS = ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "BINPERSID", "INST", "OBJ")
+
+
+def _call_opcode(name: str, stack: list) -> Optional[str]:
+    """An instruction that calls something while loading: what makes it unsafe, or None
+    (the stack then holds what it made)."""
+    if name == "REDUCE":
+        args, func = stack.pop(), stack.pop()
+        problem = _call_problem(func, args)
+        if problem:
+            return problem
+        stack.append(_OTHER)
+    elif name in ("NEWOBJ", "NEWOBJ_EX"):
+        if name == "NEWOBJ_EX":
+            stack.pop()
+        args, cls = stack.pop(), stack.pop()
+        if not _module_class(cls):
+            return f"creates {getattr(cls, 'name', 'an unnamed class')} while loading"
+        if args != _Tuple(()):  # torch.save creates modules with no arguments
+            return f"creates {cls.name} with arguments while loading"
+        stack.append(_OTHER)
+    elif name == "BINPERSID":  # legacy files name module classes as ('module', cls, ...)
+        pid = stack.pop()
+        legacy_class = isinstance(pid, _Tuple) and len(pid.items) > 1 and \
+            pid.items[0] == "module" and _module_class(pid.items[1])
+        stack.append(pid.items[1] if legacy_class else _OTHER)
+    else:  # INST, OBJ
+        return f"uses the {name} instruction (calls a class while loading)"
+    return None
+
+
 def pickle_problem(stream: io.BufferedIOBase, names: set[str]) -> Optional[str]:
     """Read one pickle (up to its STOP) as data; what makes it unsafe to load, or None.
     The global names it mentions are added to ``names``."""
@@ -151,28 +182,10 @@ def pickle_problem(stream: io.BufferedIOBase, names: set[str]) -> Optional[str]:
             stack.append(_Tuple(items))
         elif name == "TUPLE":
             stack.append(_Tuple(tuple(_pop_to_mark(stack))))
-        elif name == "REDUCE":
-            args, func = stack.pop(), stack.pop()
-            problem = _call_problem(func, args)
+        elif name in _CALLS:
+            problem = _call_opcode(name, stack)
             if problem:
                 return problem
-            stack.append(_OTHER)
-        elif name in ("NEWOBJ", "NEWOBJ_EX"):
-            if name == "NEWOBJ_EX":
-                stack.pop()
-            args, cls = stack.pop(), stack.pop()
-            if not _module_class(cls):
-                return f"creates {getattr(cls, 'name', 'an unnamed class')} while loading"
-            if args != _Tuple(()):  # torch.save creates modules with no arguments
-                return f"creates {cls.name} with arguments while loading"
-            stack.append(_OTHER)
-        elif name == "BINPERSID":  # legacy files name module classes as ('module', cls, ...)
-            pid = stack.pop()
-            legacy_class = isinstance(pid, _Tuple) and len(pid.items) > 1 and \
-                pid.items[0] == "module" and _module_class(pid.items[1])
-            stack.append(pid.items[1] if legacy_class else _OTHER)
-        elif name in ("INST", "OBJ"):
-            return f"uses the {name} instruction (calls a class while loading)"
         elif name == "STOP":
             return None
         else:
