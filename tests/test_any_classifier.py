@@ -157,6 +157,18 @@ def test_vit_wide_input_and_probe(vit):
     assert eng.layouts[0] == Layout("tokens", 1, (4, 8))
 
 
+@pytest.mark.parametrize("net, name, shape, channels", [
+    ("vit", "blocks.1.norm1", (17, 48), 48),  # 1 + 4x4 tokens of 48 dimensions
+    ("swin", "layers.1.blocks.0.norm1", (4, 4, 32), 32),  # (h, w, C)
+])
+def test_the_probe_counts_channels_not_tokens_or_rows(request, net, name, shape, channels):
+    net = request.getfixturevalue(net)
+    layer = _module(net, name)
+    with cpu_engine(Classifier(net), [layer], ["gradcam"]) as eng:
+        info = eng.probe(_x(1)).info(layer)
+    assert (info.shape, info.channels) == (shape, channels)
+
+
 def test_layer_without_grid_is_one_line(vit):
     layer = _module(vit, "head")  # (B, classes): no map
     with pytest.raises(ExplainError, match="not a feature map .* or a token sequence"):
