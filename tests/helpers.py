@@ -137,3 +137,30 @@ def class_targets(cls: int, count: int) -> list:
     images."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     return [ClassifierOutputTarget(cls)] * count
+
+
+# ---- a child process under a memory cap ------------------------------------------------------
+
+# The start of a ``python -c`` script that measures explain in a child process: torch on one
+# thread, explain's modules imported before any cap, and ``cap_memory()``, which limits the
+# address space (RLIMIT_AS) to its size now + 1.5 GB, so a big allocation fails in the child,
+# not in pytest. The test's own script follows.
+CAPPED_CHILD = r"""
+import contextlib, io, json, os, resource, signal, sys, time
+import torch
+torch.set_num_threads(1)
+from explain.cli import main
+import explain.runner, explain.model, explain.safeload, explain.engine  # before the cap
+import explain.writers.panels, matplotlib.pyplot
+
+
+def vm_size():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+
+
+def cap_memory():
+    limit = vm_size() + 1536 * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+"""

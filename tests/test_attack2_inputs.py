@@ -26,7 +26,7 @@ from explain.config import load_config
 from explain.errors import ExplainError
 from explain.images import ImageError, ImageRef, find_images, jpeg_complete, precheck, prepare
 from conftest import REPO
-from helpers import one_line, refused, tiny_config, tiny_net
+from helpers import CAPPED_CHILD, one_line, refused, tiny_config, tiny_net
 
 CLASSES = ["cat", "dog"]
 
@@ -208,23 +208,11 @@ def test_undefined_entities_and_too_many_elements_are_one_line(tmp_path):
 
 # ---- the child: memory and time of the big cases, each in a fresh fork under a cap -------------
 
-CHILD = r"""
-import io, json, os, resource, signal, sys, time, contextlib, traceback
-import torch
-torch.set_num_threads(1)
+CHILD = CAPPED_CHILD + r"""
 from pathlib import Path
-from explain.cli import main
 from explain import annotations
 from explain.config import Preprocess
 from explain.images import ImageRef, precheck, prepare
-import explain.runner, explain.model, explain.safeload, explain.engine  # before the cap
-import explain.writers.panels, matplotlib.pyplot
-
-
-def vm_size():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
 
 
 def rss_mb():
@@ -252,8 +240,7 @@ for case, (kind, arg) in json.loads(sys.argv[1]).items():
     pid = os.fork()
     if pid == 0:  # a fresh fork per case: its peak memory is its own
         os.close(read)
-        limit = vm_size() + 1536 * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        cap_memory()
         signal.signal(signal.SIGALRM, alarm)
         err, start, before = io.StringIO(), time.perf_counter(), rss_mb()
         with contextlib.redirect_stderr(err):

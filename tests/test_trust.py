@@ -37,7 +37,7 @@ import torchvision
 
 from explain.cli import main
 from conftest import IMAGES, REPO
-from helpers import cli, one_line, tiny_config, tiny_net
+from helpers import CAPPED_CHILD, cli, one_line, tiny_config, tiny_net
 
 SIZE = [32, 32]
 LONG = 100_000  # characters of a long input
@@ -502,14 +502,7 @@ def _pickle_cases():
         list(WHOLE_PAYLOADS) + list(RAW_FILES)
 
 
-CHILD_SCRIPT = r"""
-import contextlib, io, json, os, resource, signal, sys, time
-import torch
-torch.set_num_threads(1)
-from explain.cli import main
-import explain.runner, explain.model, explain.safeload, explain.engine  # imported before the limit
-import explain.writers.panels, matplotlib.pyplot
-
+CHILD_SCRIPT = CAPPED_CHILD + r"""
 # 1. four runs of one config released at the same moment (item 8), forked before any torch op
 ready, go = os.pipe()
 pids = []
@@ -530,13 +523,7 @@ race = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
 
 # 2. hostile model files (item 3), with the address space capped at its size now + 1.5 GB:
 # a 30000 x 30000 float layer (3.6 GB) cannot fit, a big allocation fails here, not in pytest
-def vm_size():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-
-limit = vm_size() + 1536 * 2**20
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+cap_memory()
 
 
 class CaseTimeout(BaseException):
