@@ -133,10 +133,10 @@ def layers_main(argv: list[str]) -> int:
     try:
         from explain.config import load_config
         cfg = load_config(args.config, parse_sets(args.sets))
-        from explain.heads import Classifier, Head
+        from explain.models.heads import Classifier, Head
         from explain.images import find_images
         from explain.layers import format_table, survey
-        from explain.model import load_model
+        from explain.models.loading import load_model
         from explain.plan import first_image, reshape_mode
         net = load_model(cfg)
         refs, _ = find_images(cfg)

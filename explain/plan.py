@@ -26,11 +26,13 @@ from torch import nn
 from explain.config import LAYER, MAX_CLASSES, TARGET_WORDS, Config, Reshape, resolved
 from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
 from explain.errors import ExplainError, first_line
-from explain.heads import Classifier, Head
+from explain.models.heads import Classifier, Head
 from explain.images import ImageError, ImageRef, Prepared, find_images, precheck, prepare
 from explain.layers import auto_layer, find_layer, survey
-from explain.layouts import TokenSpec
-from explain.model import class_names_from_model, load_model, pick_device
+from explain.models.layouts import TokenSpec
+from explain.models.labels import class_names_from_model
+from explain.models.loading import load_model
+from explain.models.guard import pick_device
 from explain.names import quote
 from explain.results import Skipped
 
@@ -114,7 +116,7 @@ def slot_targets(cfg: Config, refs: list[ImageRef]) -> Any:
 
 
 def reshape_mode(cfg: Config, net: Any = None):
-    """The config's reshape setting as explain.layouts takes it; 'auto' on a model whose maps
+    """The config's reshape setting as explain.models.layouts takes it; 'auto' on a model whose maps
     are all channels-last (a Keras model: its ``explain_reshape``) becomes 'nhwc'."""
     spec = cfg.reshape
     if spec == "auto":

@@ -122,7 +122,7 @@ def library_map(method: str | type, model: nn.Module, layer: nn.Module, x: torch
     library class) on ``x`` with one target object per image, inplace operations switched off
     as the engine does; the library's hooks are released afterwards."""
     from explain.methods import registry
-    from explain.model import non_inplace
+    from explain.models.guard import non_inplace
     cam_class = registry()[method] if isinstance(method, str) else method
     cam = cam_class(model, [layer], reshape_transform=reshape)
     try:
@@ -150,7 +150,7 @@ import contextlib, io, json, os, resource, signal, sys, time
 import torch
 torch.set_num_threads(1)
 from explain.cli import main
-import explain.runner, explain.model, explain.safeload, explain.engine  # before the cap
+import explain.runner, explain.models, explain.models, explain.engine  # before the cap
 import explain.writers.panels, matplotlib.pyplot
 
 

@@ -15,8 +15,8 @@ from pytorch_grad_cam.utils.reshape_transforms import swinT_reshape_transform, v
 from torch import nn
 
 from explain.errors import ExplainError
-from explain.heads import Classifier, Head
-from explain.layouts import Layout, LayoutError, TokenSpec, infer_layout
+from explain.models.heads import Classifier, Head
+from explain.models.layouts import Layout, LayoutError, TokenSpec, infer_layout
 from helpers import SIDE, class_targets, cpu_engine, engine_maps, library_map
 
 timm = pytest.importorskip("timm")
@@ -119,7 +119,7 @@ def test_deit_two_prefix_tokens(deit):
     model = Classifier(deit)
     ours = engine_maps(model, layer, ["gradcam", "layercam"], x, [1])
 
-    def drop_two(t):  # written here independently of explain.layouts
+    def drop_two(t):  # written here independently of explain.models.layouts
         return t[:, 2:, :].reshape(t.size(0), 4, 4, t.size(2)).permute(0, 3, 1, 2)
     for method in ("gradcam", "layercam"):
         lib = library_map(method, model, layer, x, class_targets(1, 2), drop_two)

@@ -98,7 +98,7 @@ class Raises(nn.Module):
 
 
 def test_a_failed_forward_is_quoted_without_cutting_a_number():
-    from explain.heads import Classifier, Head
+    from explain.models.heads import Classifier, Head
     from explain.layers import survey
     net = Raises()
     with pytest.raises(ExplainError) as info:

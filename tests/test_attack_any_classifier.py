@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError
-from explain.heads import Classifier
-from explain.layouts import Layout, infer_layout
+from explain.models.heads import Classifier
+from explain.models.layouts import Layout, infer_layout
 from explain.names import name_problem
 from helpers import (CAT as IMAGE, SIDE, class_targets, cli, engine_maps, library_map,
                      ok_or_one_line, one_line, refused, tiny_config, tiny_net)
@@ -174,7 +174,7 @@ def test_model_class_names_the_config_refuses_are_one_line(tmp_path, capsys, nam
 
 
 def test_repeated_labels_are_named_in_linear_time():
-    from explain.model import safe_class_names
+    from explain.models.labels import safe_class_names
     n = 4000
     started = time.perf_counter()
     names = safe_class_names(["x"] * n)
@@ -509,7 +509,7 @@ def test_dff_on_a_one_by_one_map(tmp_path, capsys):
 
 
 def test_guided_with_a_shared_relu_leaves_the_model_as_it_was(tmp_path, capsys):
-    from explain.heads import Head, ScoreModel
+    from explain.models.heads import Head, ScoreModel
     from explain.writers.guided import guided_gradient
     torch.manual_seed(0)
     relu = nn.ReLU(inplace=True)

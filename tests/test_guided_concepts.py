@@ -18,10 +18,10 @@ from torch import nn
 from explain import measures
 from explain.config import Config
 from explain.engine import BatchResult, CamEngine, EngineOptions, map_slots
-from explain.heads import Classifier, Head, ScoreModel
+from explain.models.heads import Classifier, Head, ScoreModel
 from explain.images import ImageRef, Prepared
 from explain.layers import find_layer
-from explain.layouts import Layout
+from explain.models.layouts import Layout
 from explain.plan import RunPlan, layer_infos
 from explain.outputs import RunFolder
 from explain.results import ImageEntry, MapRecord, RunSummary

@@ -1,4 +1,4 @@
-"""Keras 3 models on Keras' torch backend (explain.keras_model): the preprocess modes against
+"""Keras 3 models on Keras' torch backend (explain.models.keras): the preprocess modes against
 keras.applications' own functions, layers by Keras name, the engine's maps against the library
 and the hand-written references on channels-last layers, safe loading, and a whole run of
 configs/keras_example.yaml. Small seeded CNNs built here; no trained Keras model is needed."""
@@ -21,14 +21,15 @@ keras = pytest.importorskip("keras")
 from conftest import IMAGES, REPO, write_config  # noqa: E402
 from helpers import (class_targets, cpu_engine, explain_error, library_map, one_line,  # noqa: E402
                      refused)
-from explain import keras_model, reference  # noqa: E402
+from explain import reference  # noqa: E402
+from explain.models import keras as keras_model  # noqa: E402
 from explain.cli import main  # noqa: E402
 from explain.config import Preprocess, load_config  # noqa: E402
-from explain.heads import Classifier, Head  # noqa: E402
+from explain.models.heads import Classifier, Head  # noqa: E402
 from explain.images import find_images, prepare, preprocess  # noqa: E402
 from explain.layers import auto_layer, survey  # noqa: E402
-from explain.layouts import Layout  # noqa: E402
-from explain.model import load_model  # noqa: E402
+from explain.models.layouts import Layout  # noqa: E402
+from explain.models.loading import load_model  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SIDE = 32

@@ -17,7 +17,7 @@ from conftest import SMALL_SIZE, make_small_alexnet, write_config
 from helpers import explain_error, one_line
 from explain.cli import main
 from explain.errors import ExplainError
-from explain.heads import Classifier, Head
+from explain.models.heads import Classifier, Head
 from explain.layers import auto_layer, find_layer, format_table, survey
 
 

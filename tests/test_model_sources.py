@@ -14,7 +14,9 @@ import torchvision
 
 from explain.config import ModelSpec, load_config
 from explain.errors import ExplainError
-from explain.model import class_names_from_model, load_model, no_downloads, safe_class_names
+from explain.models.labels import class_names_from_model, safe_class_names
+from explain.models.loading import load_model
+from explain.models.factories import no_downloads
 from explain.names import name_problem
 from helpers import explain_error, one_line, refused, tiny_config, tiny_net
 

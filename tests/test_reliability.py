@@ -13,7 +13,7 @@ import yaml
 
 from explain.cli import main
 from explain.config import load_config
-from explain.model import load_model
+from explain.models.loading import load_model
 from conftest import IMAGES, REPO, make_alexnet, write_config
 from helpers import refused
 

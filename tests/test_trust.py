@@ -194,7 +194,7 @@ def test_torchvision_factory_works_without_trust(tmp_path, capsys, assets):
 
 
 def test_demo_factory_is_allow_listed(tmp_path):
-    from explain.model import resolve_factory
+    from explain.models.factories import resolve_factory
     from explain.demo import catdog_efficientnet_lite0
     assert resolve_factory("explain.demo:catdog_efficientnet_lite0", "model.builder",
                            False) is catdog_efficientnet_lite0
@@ -641,7 +641,7 @@ def whole_models(tmp_path_factory):
     "squeezenet state_dict", "checkpoint with state_dict"])
 def test_honest_files_load_without_trust(tmp_path, whole_models, assets, name):
     from explain.config import load_config
-    from explain.model import load_model
+    from explain.models.loading import load_model
     model, path, extra = whole_models[name]
     loaded = load_model(load_config(cfg(tmp_path, assets, model={"file": str(path), **extra})))
     assert isinstance(loaded, torch.nn.Module) and type(loaded) is type(model)

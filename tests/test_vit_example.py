@@ -20,7 +20,7 @@ from conftest import IMAGES, REPO, write_config
 from helpers import class_targets, library_map, refused
 from explain.cli import main
 from explain.config import load_config
-from explain.heads import Classifier
+from explain.models.heads import Classifier
 from explain.images import find_images, prepare
 
 timm = pytest.importorskip("timm")

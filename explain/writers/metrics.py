@@ -15,7 +15,7 @@ import numpy as np
 
 from explain import annotations, metrics
 from explain.config import Preprocess
-from explain.heads import ScoreModel
+from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot
 from explain.methods import traits
