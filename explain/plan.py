@@ -99,7 +99,8 @@ class RunPlan:
 def slot_targets(cfg: Config, refs: list[ImageRef]) -> Any:
     """What the engine explains for these images: None (each image's top_k classes), a list
     of class indices (the same for every image), or a (B, S) array when a slot depends on the
-    image (its label; -1 = its prediction)."""
+    image (its label; -1 = its prediction). An image without a label (a plain entry beside a
+    labelled dataset) has its 'label' slot explain its prediction (see ``unlabelled_note``)."""
     targets = cfg.target_classes()
     if targets is None:
         return None
@@ -107,12 +108,18 @@ def slot_targets(cfg: Config, refs: list[ImageRef]) -> Any:
         return [cfg.classes[t] for t in targets]
     rows = []
     for ref in refs:
-        if "label" in targets and ref.label is None:
-            raise ExplainError(f"targets: 'label' needs a label for every image; {ref.path} has "
-                               f"none (list images as a labelled dataset)")
-        rows.append([-1 if t == "predicted" else cfg.classes[ref.label if t == "label" else t]
-                     for t in targets])
+        rows.append([-1 if t == "predicted" or (t == "label" and ref.label is None)
+                     else cfg.classes[ref.label if t == "label" else t] for t in targets])
     return np.asarray(rows, dtype=np.int64)
+
+
+def unlabelled_note(cfg: Config, refs: list[ImageRef]) -> list[str]:
+    """The note for images without a label when ``targets`` asks for labels."""
+    unlabelled = [ref for ref in refs if ref.label is None]
+    if "label" not in (cfg.target_classes() or []) or not unlabelled:
+        return []
+    return [f"targets: {len(unlabelled)} image(s) without a label (e.g. "
+            f"{unlabelled[0].path.name}): their 'label' slot explains the predicted class"]
 
 
 def reshape_mode(cfg: Config, net: Any = None):
@@ -163,9 +170,8 @@ class _Found:
 def _find(cfg: Config) -> _Found:
     """Images, model and the first image; the target layers' names resolved into the config."""
     refs, said = find_images(cfg)
-    slot_targets(cfg, refs)  # every image has what its targets need (a label)
     net = load_model(cfg)
-    notes = [n for n in said if isinstance(n, str)]
+    notes = [n for n in said if isinstance(n, str)] + unlabelled_note(cfg, refs)
     notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
     model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
     found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),

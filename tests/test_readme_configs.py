@@ -40,12 +40,7 @@ PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # README section -> (the error its example stops with today, why). The test checks that very
 # error and reports the example as xfailed; once the example works it fails ("DID NOT RAISE"):
 # then remove the entry.
-KNOWN_FAILURES = {
-    "Labelled datasets": (
-        r"targets: 'label' needs a label for every image; .*unlabelled\.jpg has none",
-        "mixes a plain image entry with `targets: [label, predicted]`, which the run refuses "
-        "(issue 19: fix the example, or let an unlabelled image fall back to predicted)"),
-}
+KNOWN_FAILURES: dict[str, tuple[str, str]] = {}  # section -> (error, why); none today
 
 
 def yaml_examples(text: str) -> list[tuple[str, str]]:
