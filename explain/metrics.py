@@ -7,7 +7,9 @@ numpy's and torch's generators seeded with the run's ``seed`` before the call (R
 imputation adds random noise). So a score does not depend on how images were batched or on
 ``--resume``, and equals a direct library call on the same maps.
 
-What the scores mean (the model's score is the class logit, as ``ClassifierOutputTarget``):
+What the scores mean (the model's score is the class score the run explains: the head's
+logit or probability, from ``explain.models.heads.ScoreModel``, picked per class by the
+library's ``ClassifierOutputTarget``):
 
 - ``road_most_relevant_first``: change of the score when the map's top pixels (above each
   percentile) are replaced by ROAD's noisy linear imputation, mean over the percentiles;

@@ -399,11 +399,12 @@ def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
 MAX_ITEM_BYTES = 64 * 1024 * 1024  # items/<image>.json: a few kB per map
 
 
-def kept_entries(run: RunFolder, sources: dict[str, Any], names: tuple[list[str], set[str]],
-                 ext: str) -> tuple[dict[str, ImageEntry], dict[str, list[CompareRow]]]:
+def kept_entries(run: RunFolder, sources: dict[str, Any], *, methods: list[str],
+                 classes: set[str], ext: str
+                 ) -> tuple[dict[str, ImageEntry], dict[str, list[CompareRow]]]:
     """--resume: the entries of the images an interrupted run finished (their item file was
     written last) and their compare rows, each checked against this run: ``sources`` (image
-    id -> its ImageRef), ``names`` (methods, class names), ``ext`` (the picture extension).
+    id -> its ImageRef), its methods and class names, ``ext`` (the picture extension).
     Its maps and their files must be there, inside the folder; the image's path and label are
     this run's, never what an item file holds."""
     kept, rows = {}, {}
@@ -419,7 +420,7 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], names: tuple[list[str]
         problem = None if rel == f"items/{entry.id}.json" else f"holds image {quote(entry.id)}"
         if problem is None and entry.label != ref.label:
             problem = f"label {quote(entry.label)}, but the image list says {quote(ref.label)}"
-        problem = problem or kept_problem(entry, names[0], names[1], ext) or \
+        problem = problem or kept_problem(entry, methods, classes, ext) or \
             _missing_file(run, entry)
         if problem:
             raise ExplainError(f"{where}: {problem}; the run folder is damaged (delete this item "

@@ -168,12 +168,11 @@ CONFUSION_TABLE_MAX = 25  # more classes: the most frequent confusions instead o
 REPORT_CASES = 10  # disagreement cases shown with thumbnails
 
 
-def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card],
-                  names: tuple[list[str], list[str]]) -> Optional[DatasetView]:
+def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classes: list[str],
+                  methods: list[str]) -> Optional[DatasetView]:
     """The dataset section, or None when no image has a label. A run without a finished
     summary (interrupted) gets the numbers from its records, without mean maps."""
     from explain import datasets
-    classes, methods = names
     summary = data.summary
     if not any(e.label is not None for e in summary.images):
         return None
@@ -297,7 +296,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
         notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
         warnings=_warnings(data, cards), model_source=_model_source(config.model),
-        dataset=_dataset_view(run, data, cards, (classes, methods)),
+        dataset=_dataset_view(run, data, cards, classes=classes, methods=methods),
         maps=sum(len(i.cams) for i in summary.images))}
     if paged:
         for n, (page, chunk) in enumerate(zip(pages, chunks), 1):
