@@ -288,8 +288,8 @@ def test_cam_errors_are_the_command_lines(alex_file, tmp_path, capsys):
         (([IMAGES / "cat.jpg", IMAGES / "nope.jpg"],), "images[1]: image not found:"),
         ((IMAGES / "cat.jpg", "features.100"), "target_layers[0]: no layer 'features.100' in the "
                                                "model — 'features' has layers 0 to 12"),
-        ((IMAGES / "cat.jpg", "features.10", ["gradcm"]), "explain.cam: methods[0].name: unknown "
-                                                          "method 'gradcm' — did you mean 'gradcam'?"),
+        ((IMAGES / "cat.jpg", "features.10", ["gradcm"]),
+         "explain.cam: methods[0].name: unknown method 'gradcm' — did you mean 'gradcam'?"),
     ]
     for args, start in expected:
         args = args + ("features.10",) if len(args) == 1 else args
@@ -356,7 +356,8 @@ def test_runs_in_one_process_equal_fresh_processes(alex_file, tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"})
     fresh = _outputs(tmp_path / "b" / "alex")
-    assert len(fresh) == 3 * 2 * 2 * 2 + 3 and fresh == _outputs(first.folder) == _outputs(second.folder)
+    assert len(fresh) == 3 * 2 * 2 * 2 + 3  # maps (png, npy), summary.csv, 2 panels
+    assert fresh == _outputs(first.folder) == _outputs(second.folder)
 
     net = make_small_alexnet()
     net.train()

@@ -82,7 +82,8 @@ def settings(where: str, layers: list[str], methods: Any, targets: Any,
 
     from explain.config import Config, apply_override, explain_validation
     known = {**OPTIONS, **VIEW_OPTIONS} if views else OPTIONS
-    data: dict[str, Any] = {"channels": {"enabled": views}, "model": {"builder": PLACEHOLDER_MODEL}, "images": [IN_MEMORY],
+    data: dict[str, Any] = {"channels": {"enabled": views},
+                            "model": {"builder": PLACEHOLDER_MODEL}, "images": [IN_MEMORY],
                             "target_layers": layers,
                             "methods": [methods] if isinstance(methods, str) else list(methods)}
     if targets is not None:
@@ -205,11 +206,12 @@ def _array_item(array: "np.ndarray", where: str, index: int, spec: "Preprocess")
     if array.dtype == np.uint8:
         pixels = array
     elif array.dtype in (np.float32, np.float64):
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+        finite = bool(np.isfinite(array).all())
+        if not finite or array.min() < 0 or array.max() > 1:
             raise ExplainError(f"{where}: a float image array must hold values in 0..1 (got "
                                f"{float(np.nanmin(array)):.3g}..{float(np.nanmax(array)):.3g}"
-                               f"{', and NaN or infinite values' if not np.isfinite(array).all() else ''}"
-                               f"); use uint8 for 0..255")
+                               f"{'' if finite else ', and NaN or infinite values'}); use uint8 "
+                               f"for 0..255")
         pixels = np.round(array * 255).astype(np.uint8)  # as a photo file holds it
     else:
         raise ExplainError(f"{where}: image array of dtype {array.dtype}; expected uint8 "

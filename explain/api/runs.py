@@ -256,8 +256,9 @@ class Run:
         if cls not in explained:
             raise ExplainError(f"class {cls!r} was not explained for image {entry.id!r}"
                                f"{_suggest(str(cls), explained)} (classes: {', '.join(explained)})")
-        raise ExplainError(f"method {method!r} is not in the run{_suggest(str(method), self.methods)} "
-                           f"(methods: {', '.join(self.methods)})")
+        raise ExplainError(f"method {method!r} is not in the run"
+                           f"{_suggest(str(method), self.methods)} (methods: "
+                           f"{', '.join(self.methods)})")
 
     def map(self, image: Union[str, int], cls: str, method: str) -> "np.ndarray":
         """The map of one image x class x method: float32 (H, W) in 0..1 at input size.
