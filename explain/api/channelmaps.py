@@ -9,7 +9,7 @@ per-channel math, ``from explain import channels``.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from explain.api import display
 from explain.api.inputs import (ImageInput, Layer, check_model, layer_names, prepared_images,

@@ -67,10 +67,14 @@ def _methods(run: "Run") -> str:
 
 def _panels(run: "Run") -> str:
     """The class panels (panels/<class>.png) embedded."""
+    from explain.errors import ExplainError
     figures = []
     for cls in run.classes:
         rel = f"panels/{cls}.png"
-        data = run._files.read_bytes(rel)
+        try:  # a class name from a summary.json changed by hand may be no file name
+            data = run._files.read_bytes(rel)
+        except ExplainError:
+            data = None
         uri = None if data is None else display.file_uri(data, rel)
         if uri is not None:
             figures.append(display.figure_html(uri, f"class {cls}"))
