@@ -170,7 +170,7 @@ def diff_main(argv: list[str]) -> int:
     p.add_argument("--threshold", metavar="R",
                    help="exit 1 when any map's correlation with its counterpart is below R "
                         "(-1 to 1): a regression gate")
-    p.add_argument("--out", type=Path,
+    p.add_argument("--out", type=Path, metavar="DIR",
                    help="folder to write diff-<A>-<B>/ in (default: RUN_B's parent folder)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)

@@ -55,7 +55,8 @@ def compute(a: Side, b: Side, threshold: Optional[float]) -> tuple[DiffResult, l
             kept.append((one, x, y))
             if len(kept) > 2 * CASES:
                 kept = sorted(kept, key=_rank)[:CASES]
-    result = DiffResult(a, b, maps, left_out, config_changes(a.summary, b.summary), threshold)
+    result = DiffResult(a=a, b=b, maps=maps, left_out=left_out, threshold=threshold,
+                        config_changes=config_changes(a.summary, b.summary))
     if threshold is not None:
         result.below = sorted((m for m in maps if m.correlation < threshold),
                               key=lambda m: m.correlation)

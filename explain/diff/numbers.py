@@ -23,7 +23,7 @@ NOT_HEADLINE = {"logit", "raw_max", "peak_value", "peak_x", "peak_y", "mass_left
                 "channels_90"}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MapDiff:
     """One image x class x method in both runs: how the map and the record's numbers moved."""
     image: str
@@ -52,7 +52,7 @@ class MapDiff:
         return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DiffResult:
     """What ``explain diff`` found and wrote; ``below``: maps under the threshold."""
     a: Side
@@ -105,9 +105,10 @@ def compare_maps(a: Side, b: Side, pair: Pair) -> tuple[MapDiff, np.ndarray, np.
     scale = (x.shape[1] / eb.input_size[1], x.shape[0] / eb.input_size[0])
     shift = math.hypot(ra.peak_x - rb.peak_x * scale[0], ra.peak_y - rb.peak_y * scale[1])
     change = np.abs(y - x)
-    one = MapDiff(ea.id, ra.class_name, ra.method, correlation(x, y), float(change.mean()),
-                  float(change.max()), round(shift, 3), resized, (ea.predicted, eb.predicted),
-                  (numbers(ra), numbers(rb)))
+    one = MapDiff(image=ea.id, class_name=ra.class_name, method=ra.method,
+                  correlation=correlation(x, y), mean_abs_diff=float(change.mean()),
+                  max_abs_diff=float(change.max()), peak_shift=round(shift, 3), resized=resized,
+                  predicted=(ea.predicted, eb.predicted), numbers=(numbers(ra), numbers(rb)))
     return one, x, y
 
 
@@ -127,7 +128,7 @@ def config_changes(a: RunSummary, b: RunSummary) -> list[str]:
 
 # ---- summaries for the console and the page -----------------------------------------------
 
-@dataclass
+@dataclass(kw_only=True)
 class Group:
     """The maps of one method and class: how far their correlations went."""
     method: str
@@ -140,7 +141,7 @@ class Group:
     below: int  # maps under the threshold
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Change:
     """One record number over the compared maps of a method: mean in A, in B, mean change."""
     method: str
@@ -160,9 +161,10 @@ def groups(result: DiffResult) -> list[Group]:
     for method, cls in dict.fromkeys((m.method, m.class_name) for m in result.maps):
         some = [m for m in result.maps if (m.method, m.class_name) == (method, cls)]
         rs = np.array([m.correlation for m in some])
-        out.append(Group(method, cls, len(some), float(rs.min()), float(np.median(rs)),
-                         float(rs.mean()), some[int(rs.argmin())].image,
-                         sum(1 for m in some if id(m) in below)))
+        out.append(Group(method=method, class_name=cls, maps=len(some), r_min=float(rs.min()),
+                         r_median=float(np.median(rs)), r_mean=float(rs.mean()),
+                         worst=some[int(rs.argmin())].image,
+                         below=sum(1 for m in some if id(m) in below)))
     return out
 
 
@@ -175,9 +177,10 @@ def changes(result: DiffResult) -> list[Change]:
             both = [m for m in some if name in m.numbers[0] and name in m.numbers[1]]
             a, b = (np.array([m.numbers[side][name] for m in both]) for side in (0, 1))
             far = int(np.abs(b - a).argmax())
-            out.append(Change(method, name, len(both), float(a.mean()), float(b.mean()),
-                              round(float((b - a).mean()), 10), round(float(b[far] - a[far]), 10),
-                              f"{both[far].image} / {both[far].class_name}"))
+            out.append(Change(method=method, name=name, maps=len(both), mean_a=float(a.mean()),
+                              mean_b=float(b.mean()), mean_change=round(float((b - a).mean()), 10),
+                              largest=round(float(b[far] - a[far]), 10),
+                              where=f"{both[far].image} / {both[far].class_name}"))
     return out
 
 
