@@ -19,6 +19,7 @@ from explain.cli import main
 from explain.config import load_config
 from explain.diff import CASES
 from explain.runner import RunOptions, run
+from browser import Browser, check_page, find_browser
 from conftest import make_small_alexnet, write_config
 
 QUIET = dict(progress=False, log=lambda _: None)
@@ -347,3 +348,18 @@ def test_without_the_photo_the_maps_are_drawn_alone(runs, capsys, tmp_path):
     x = np.load(a / f"cams/{row['method']}/{row['image']}__{row['class']}.npy")
     jet = cv2.applyColorMap(np.uint8(np.round(np.clip(x, 0, 1) * 255)), cv2.COLORMAP_JET)
     assert np.array_equal(cv2.imread(str(folder / "pictures/01-a.png")), jet)  # BGR both
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium here: install the Debian "
+                    "package 'chromium' to load diff.html in a real browser")
+def test_page_loads_in_chromium_with_every_picture(runs, capsys, tmp_path):
+    a, b = runs
+    assert diff(capsys, a, b, "--out", tmp_path)[0] == 0
+    page = tmp_path / "diff-a-b" / "diff.html"
+    with Browser(find_browser()) as browser:
+        browser.open_page()
+        result = check_page(browser, page)
+    assert result["broken"] == [] and result["errors"] == []
+    parsed = Pictures()
+    parsed.feed(page.read_text(encoding="utf-8"))
+    assert result["count"] == len(parsed.src) >= 9
