@@ -37,6 +37,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from explain.atlas_results import AblationSummary, AtlasSummary
 from explain.config import Config
 from explain.errors import ExplainError, first_line
 from explain.names import quote
@@ -85,6 +86,7 @@ class ImageFiles(_Files):
     guided_arrays: dict[str, str] = Field(default_factory=dict)  # class -> guided/....npy
     concepts_figure: Optional[str] = None  # concepts/<image>.png
     concepts_array: Optional[str] = None  # concepts/<image>.npy
+    atlas: Optional[str] = None  # channels/atlas/images/<image>.npz (the atlas's per-image part)
 
 
 class RunFiles(_Files):
@@ -96,6 +98,7 @@ class RunFiles(_Files):
     per_class_csv: Optional[str] = None  # dataset/per_class.csv
     disagreement_csv: Optional[str] = None  # dataset/disagreement.csv (two or more methods)
     mean_sums: Optional[str] = None  # dataset/mean/sums.zip
+    atlas_page: Optional[str] = None  # report/atlas.html (channels.atlas / channels.ablation)
 
 
 class ChannelSummary(_Record):
@@ -297,6 +300,8 @@ class RunSummary(_Record):
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
+    atlas: Optional[AtlasSummary] = None  # channels.atlas (explain.atlas_results)
+    ablation: Optional[AblationSummary] = None  # channels.ablation
 
     @field_validator("compare")
     @classmethod
@@ -314,7 +319,9 @@ class RunSummary(_Record):
         """Every file the records name: the run's, the mean maps', each image's."""
         means = [f for m in (self.dataset.mean_maps if self.dataset else []) for f in
                  (m.file, m.array)]
-        return self.files.paths() + means + [f for i in self.images for f in i.written()]
+        across = (self.atlas.files.paths() if self.atlas else []) + \
+            (self.ablation.paths() if self.ablation else [])
+        return self.files.paths() + means + across + [f for i in self.images for f in i.written()]
 
 
 def versions() -> dict[str, str]:
