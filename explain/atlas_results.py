@@ -47,7 +47,8 @@ class Fingerprint(_Record):
     """The channels that carry one class for one channel-sum method across the run."""
     class_name: str = Field(alias="class")
     method: str
-    maps: int  # maps of the class by the method
+    maps: int  # maps of the class by the method in the fingerprint
+    weak: int = 0  # maps left out: the class under report.weak_below and not the prediction
     correct: int = 0  # labelled images predicted as the class whose label it is
     wrong: int = 0  # ... whose label is another class
     channels: list[FingerprintChannel] = Field(default_factory=list)  # largest mean share first

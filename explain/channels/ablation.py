@@ -16,22 +16,26 @@ every batch, within ``TOLERANCE``):
 
 - ``split``: the layer is reached through nn.Sequential containers only: the modules after it
   are called on the zeroed activations; nothing before the layer runs;
-- ``stub``: the model is called on a small blank stand-in input (the layer's stride, x1, x2
-  or x4, per side) while a forward hook (explain.engine.watching) replaces the layer's output
-  by the zeroed activations: the layers before it run on a few pixels only. A model whose
-  later layers read the input itself or an earlier layer (a skip around the layer) fails
-  the check and falls through to
-- ``full``: the images themselves, one row per ablation, the hook zeroing the channels of the
-  layer's real output (the layers before it run once per row: always right, slowest).
+- ``skip``: the model is called on a small blank stand-in input (the layer's stride per
+  side, x1, x2 or x4: the smallest the model accepts) with the forward of every module that
+  runs only before the layer replaced, for the pass, by the output it gave for that stand-in
+  (recorded once through explain.engine.watching), and the layer's forward by the zeroed
+  activations: nothing before the layer computes; what the model does between modules runs
+  on the stand-in's few pixels. A model whose later layers read the input itself or an
+  earlier layer (a skip around the layer) fails the check and falls through to
+- ``full``: the images themselves, one row per ablation, a forward hook (explain.engine.
+  watching) zeroing the channels of the layer's real output (the layers before it run once
+  per row: always right, slowest).
 
 Token layers (a ViT) have only ``full``: their stored (B, C, h, w) view drops the class token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,9 +45,9 @@ from explain.engine import LayerInfo, watching
 from explain.errors import ExplainError
 from explain.models.heads import Head, select_output
 
-MAX_ROWS = {"split": 1024, "stub": 512, "full": 64}  # ablated rows per forward pass
+MAX_ROWS = {"split": 1024, "skip": 512, "full": 64}  # ablated rows per forward pass
 TOLERANCE = 1e-4  # |logits - engine's logits| <= TOLERANCE x (1 + max |logit|): same pass
-STUB_FACTORS = (1, 2, 4)  # stand-in side: the layer's stride times these
+STAND_IN = (1, 2, 4)  # stand-in side: the layer's stride times these
 
 
 def top_bottom(totals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +102,7 @@ class Ablator:
             if layer.name else None
         self.kept: dict[tuple[int, int], str] = {}  # input size -> the mode that passed
         self.used: set[str] = set()
+        self.skipped: dict[tuple[int, int], list[tuple[nn.Module, torch.Tensor]]] = {}
 
     def scores(self, x: torch.Tensor, acts: np.ndarray, rows: Rows,
                reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,12 +142,12 @@ class Ablator:
         if self.layer.layout.kind == "tokens":
             return ["full"]
         (H, W), (h, w) = size, grid
-        stubs = []
-        for f in STUB_FACTORS:
+        stand_ins = []
+        for f in STAND_IN:
             sh, sw = min(H, math.ceil(H / h) * f), min(W, math.ceil(W / w) * f)
-            if sh * sw * 4 <= H * W:  # a stand-in that saves most of the work
-                stubs.append(f"stub:{sh}x{sw}")
-        return (["split"] if self.path else []) + stubs + ["full"]
+            if sh * sw * 4 <= H * W:  # smaller than the image: the glue ops run on less
+                stand_ins.append(f"skip:{sh}x{sw}")
+        return (["split"] if self.path else []) + stand_ins + ["full"]
 
     def _logits(self, mode: str, x: torch.Tensor, acts: np.ndarray, rows: Rows) -> np.ndarray:
         kind = mode.split(":")[0]
@@ -167,9 +172,39 @@ class Ablator:
         if kind == "split":
             return self._tail(zeroed)
         sh, sw = (int(n) for n in mode.split(":")[1].split("x"))
-        blank = torch.zeros(len(index), x.shape[1], sh, sw, device=self.device)
-        with watching([self.layer.module], lambda _i, output: zeroed.to(output.dtype)):
-            return self.model(blank)
+        m = len(index)
+        stubs: list[tuple[nn.Module, Callable[..., Any]]] = [
+            (module, lambda *_a, _out=out, **_k: _out.expand(m, *_out.shape[1:]))
+            for module, out in self._before(x.shape[1], (sh, sw))]
+        stubs.append((self.layer.module, lambda *_a, **_k: zeroed))
+        with substituted(stubs):
+            return self.model(torch.zeros(m, x.shape[1], sh, sw, device=self.device))
+
+    def _before(self, channels: int, size: tuple[int, int]) -> list[tuple[nn.Module, torch.Tensor]]:
+        """The largest modules outside the layer that run only before it, each with its output
+        for a one-image stand-in of ``size``: recorded once per size, by one pass with a
+        forward hook on every module (their order of completion)."""
+        if size not in self.skipped:
+            named = [(n, m) for n, m in self.model.named_modules() if n]
+            done: list[tuple[int, Any]] = []
+
+            def record(i: int, out: Any) -> None:
+                done.append((i, out.detach() if isinstance(out, torch.Tensor) else None))
+            with torch.no_grad(), watching([m for _, m in named], record):
+                self.model(torch.zeros(1, channels, *size, device=self.device))
+            layer = next(n for n, m in named if m is self.layer.module)
+            end = max(p for p, (i, _) in enumerate(done) if named[i][1] is self.layer.module)
+            last, first = {}, {}
+            for p, (i, out) in enumerate(done):
+                last[i] = p
+                first.setdefault(i, out)
+            before = {named[i][0]: (named[i][1], first[i]) for i in last
+                      if last[i] < end and isinstance(first[i], torch.Tensor) and
+                      first[i].ndim and len(first[i]) == 1 and
+                      not named[i][0].startswith(layer + ".")}
+            self.skipped[size] = [pair for name, pair in before.items()
+                                  if not any(name.startswith(other + ".") for other in before)]
+        return self.skipped[size]
 
     def _raw(self, tensor: torch.Tensor) -> torch.Tensor:
         """A (M, C, h, w) tensor in the layer's own layout (nchw or nhwc)."""
@@ -183,6 +218,23 @@ class Ablator:
                 z = module(z)
         logits = select_output(z, getattr(self.model, "output", None))
         return logits[:, None] if logits.ndim == 1 else logits
+
+
+@contextlib.contextmanager
+def substituted(stubs: list[tuple[nn.Module, Callable[..., Any]]]) -> Iterator[None]:
+    """For the block, each module's forward is the given function (called with the module's
+    arguments); put back on exit, also on an error."""
+    saved = [(module, module.__dict__.get("forward")) for module, _ in stubs]
+    try:
+        for module, fn in stubs:
+            module.forward = fn
+        yield
+    finally:
+        for module, before in saved:
+            if before is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.forward = before
 
 
 def _broadcast(mask: torch.Tensor, output: torch.Tensor, kind: str) -> torch.Tensor:
@@ -218,11 +270,16 @@ def drops(ablator: Ablator, x: torch.Tensor, acts: np.ndarray, targets: list[Tar
     channels = acts.shape[1]
     images: list[int] = []
     zeroed: list[np.ndarray] = []
+    seen: dict[tuple[int, bytes], int] = {}  # one row per image and set of channels
 
     def row(b: int, chosen: np.ndarray) -> int:
-        images.append(b)
-        zeroed.append(np.asarray(chosen, np.int64))
-        return len(images) - 1
+        chosen = np.sort(np.asarray(chosen, np.int64))
+        key = (b, chosen.tobytes())
+        if key not in seen:
+            seen[key] = len(images)
+            images.append(b)
+            zeroed.append(chosen)
+        return seen[key]
     randoms = {(b, k): [row(b, c) for c in random_channels(channels, k, plan.draws,
                                                            seed=plan.seed, key=plan.keys[b])]
                for b in sorted({t.row for t in targets}) for k in plan.ks}

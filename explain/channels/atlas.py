@@ -87,6 +87,8 @@ class MapAtlas:
     totals: np.ndarray  # (C,) float64: each channel's contribution summed over positions
     peaks: np.ndarray  # (C,) int32: flat position of each channel's largest contribution
     drops: Optional[np.ndarray] = None  # (K, 3): score drops zeroing top / random / bottom k
+    weak: bool = False  # a class the model gives less than report.weak_below, not predicted:
+    #                     left out of the fingerprints and regions (its ablation counts)
 
 
 @dataclass
@@ -101,7 +103,7 @@ class ImageAtlas:
 
     def to_bytes(self) -> bytes:
         header = {"id": self.id, "input_hw": list(self.input_hw), "map_hw": list(self.map_hw),
-                  "maps": [[m.class_name, m.method, m.outcome] for m in self.maps]}
+                  "maps": [[m.class_name, m.method, m.outcome, m.weak] for m in self.maps]}
         arrays = {"activation": self.activation, "peaks": self.peaks}
         if self.maps:
             arrays["totals"] = np.stack([m.totals for m in self.maps])
@@ -117,11 +119,11 @@ class ImageAtlas:
             header, arrays = unzip(data)
             c = len(arrays["activation"])
             maps = []
-            for i, (name, method, outcome) in enumerate(header["maps"]):
+            for i, (name, method, outcome, weak) in enumerate(header["maps"]):
                 drops = arrays["drops"][i].astype(np.float64) if "drops" in arrays else None
                 maps.append(MapAtlas(str(name), str(method), outcome,
                                      arrays["totals"][i].astype(np.float64),
-                                     arrays["map_peaks"][i].astype(np.int32), drops))
+                                     arrays["map_peaks"][i].astype(np.int32), drops, bool(weak)))
             if any(len(m.totals) != c or len(m.peaks) != c for m in maps):
                 raise ValueError("a map's channels differ from the activations'")
             return cls(str(header["id"]), _pair(header["input_hw"]), _pair(header["map_hw"]),
@@ -300,6 +302,7 @@ class AtlasState:
         self.ablation: dict[tuple[str, int], Sums] = {}
         self.names: dict[int, str] = {}  # heap key -> image id (the keys in the heaps)
         self.covered: set[str] = set()
+        self.weak: dict[Key, int] = {}  # weak maps left out, per class x method
 
     def empty(self) -> "AtlasState":
         """A state of the same settings with nothing in it."""
@@ -320,6 +323,8 @@ class AtlasState:
             weights = poisson_weights(key, self.seed)
             for m in one.maps:
                 self._add_map(m, weights)
+                if m.weak:
+                    continue
                 box = crop_boxes(m.peaks, one.map_hw, one.input_hw, self.crop)
                 offered.setdefault((m.class_name, m.method), []).append((m.totals, key, box))
         for pair, entries in offered.items():
@@ -330,11 +335,14 @@ class AtlasState:
             self._prune()
 
     def _add_map(self, m: MapAtlas, weights: np.ndarray) -> None:
-        shares = channel_shares(m.totals)
-        top = top_channels(m.totals, min(self.top_k, self.channels))
-        self._sums((m.class_name, m.method, "all"), True).add(shares, weights, top)
-        if m.outcome in OUTCOMES[1:]:
-            self._sums((m.class_name, m.method, m.outcome), False).add(shares, weights, top)
+        if m.weak:
+            self.weak[(m.class_name, m.method)] = self.weak.get((m.class_name, m.method), 0) + 1
+        else:
+            shares = channel_shares(m.totals)
+            top = top_channels(m.totals, min(self.top_k, self.channels))
+            self._sums((m.class_name, m.method, "all"), True).add(shares, weights, top)
+            if m.outcome in OUTCOMES[1:]:
+                self._sums((m.class_name, m.method, m.outcome), False).add(shares, weights, top)
         if m.drops is not None:
             for k, (top_drop, random_drop, bottom_drop) in zip(self.ks, m.drops.tolist()):
                 sums = self.ablation.setdefault((m.method, k), Sums(4))
@@ -364,6 +372,8 @@ class AtlasState:
             self.ablation.setdefault(key, Sums(4)).merge(sums)
         self.names.update(other.names)
         self.covered |= other.covered
+        for pair, n in other.weak.items():
+            self.weak[pair] = self.weak.get(pair, 0) + n
         self._prune()
 
     # ---- saved with the run (--resume) ------------------------------------------------------
@@ -376,7 +386,8 @@ class AtlasState:
                   "covered": sorted(self.covered),
                   "names": [[k, self.names[k]] for k in sorted(self.names)],
                   "contribution": [list(p) for p in pairs], "shares": [list(s) for s in shares],
-                  "ablation": [list(a) for a in ablation]}
+                  "ablation": [list(a) for a in ablation],
+                  "weak": [[*pair, self.weak[pair]] for pair in sorted(self.weak)]}
         arrays = {f"a.{n}": v for n, v in self.activation.arrays().items()}
         for i, pair in enumerate(pairs):
             arrays.update({f"c{i}.{n}": v for n, v in self.contribution[pair].arrays().items()})
@@ -405,6 +416,7 @@ class AtlasState:
                               for i, (m, k) in enumerate(h["ablation"])}
             state.names = {int(k): str(v) for k, v in h["names"]}
             state.covered = {str(i) for i in h["covered"]}
+            state.weak = {(str(c), str(m)): int(n) for c, m, n in h["weak"]}
             shapes = [state.activation.values.shape] + \
                 [x.values.shape for x in state.contribution.values()]
             if any(s != (state.channels, state.n) for s in shapes) or \

@@ -76,6 +76,7 @@ def fingerprint(state: AtlasState, cls: str, method: str, *, size: int,
     wrong = [r for r in rows if r["maps_wrong"]]
     wrong.sort(key=lambda r: (-r["share_wrong"], r["channel"]))
     return Fingerprint(class_name=cls, method=method, maps=rows[0]["maps"] if rows else 0,
+                       weak=state.weak.get((cls, method), 0),
                        correct=rows[0]["maps_correct"] if rows else 0,
                        wrong=rows[0]["maps_wrong"] if rows else 0,
                        channels=[_channel(r) for r in rows[:size]],

@@ -134,9 +134,12 @@ class AtlasWriter(Writer):
             outcome = None
             if entry.label is not None and one.class_name == entry.predicted:
                 outcome = "correct" if entry.label == entry.predicted else "wrong"
+            weak = one.class_name != entry.predicted and \
+                entry.probabilities.get(one.class_name, 1.0) < ctx.cfg.report.weak_below
             part.maps.append(MapAtlas(one.class_name, one.method, outcome,
                                       channel_totals(contrib),
-                                      contrib.reshape(c, -1).argmax(axis=1).astype(np.int32)))
+                                      contrib.reshape(c, -1).argmax(axis=1).astype(np.int32),
+                                      weak=weak))
         return part
 
     def _ablate(self, ctx: RunContext, batch: BatchContext, parts: list[ImageAtlas]) -> None:
