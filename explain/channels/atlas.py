@@ -55,25 +55,19 @@ def poisson_weights(key: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, key]).poisson(1.0, BOOT).astype(np.int64)
 
 
-def crop_box(peak: int, map_hw: tuple[int, int], input_hw: tuple[int, int],
-             cells: int) -> tuple[int, ...]:
-    """The region of the cell ``peak`` (a flat index) of an h x w map over an H x W input:
-    (x0, y0, x1, y1) of ``cells`` x ``cells`` cells centred on it, shifted inside the input,
-    then (x0, y0, x1, y1) of the cell itself; input pixels."""
-    (h, w), (H, W) = map_hw, input_hw
-    py, px = divmod(int(peak), w)
-    sy, sx = H / h, W / w
-    bh, bw = min(H, max(1, round(cells * sy))), min(W, max(1, round(cells * sx)))
-    y0 = int(round(min(max((py + 0.5) * sy - bh / 2, 0), H - bh)))
-    x0 = int(round(min(max((px + 0.5) * sx - bw / 2, 0), W - bw)))
-    cell = (round(px * sx), round(py * sy), round((px + 1) * sx), round((py + 1) * sy))
-    return (x0, y0, x0 + bw, y0 + bh, *cell)
-
-
 def crop_boxes(peaks: np.ndarray, map_hw: tuple[int, int], input_hw: tuple[int, int],
                cells: int) -> np.ndarray:
-    """``crop_box`` of every channel's peak: (C, 8) int32."""
-    return np.array([crop_box(p, map_hw, input_hw, cells) for p in peaks.tolist()], np.int32)
+    """The region of each peak cell (flat indexes into an h x w map over an H x W input):
+    (x0, y0, x1, y1) of ``cells`` x ``cells`` cells centred on it, shifted inside the input,
+    then (x0, y0, x1, y1) of the cell itself; input pixels, (C, 8) int32."""
+    (h, w), (H, W) = map_hw, input_hw
+    py, px = np.divmod(np.asarray(peaks, np.int64), w)
+    sy, sx = H / h, W / w
+    bh, bw = min(H, max(1, round(cells * sy))), min(W, max(1, round(cells * sx)))
+    y0 = np.rint(np.clip((py + 0.5) * sy - bh / 2, 0, H - bh))
+    x0 = np.rint(np.clip((px + 0.5) * sx - bw / 2, 0, W - bw))
+    return np.stack([x0, y0, x0 + bw, y0 + bh, np.rint(px * sx), np.rint(py * sy),
+                     np.rint((px + 1) * sx), np.rint((py + 1) * sy)], axis=1).astype(np.int32)
 
 
 # ---- one image --------------------------------------------------------------------------------
@@ -175,7 +169,7 @@ def unzip(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
 
 class Heaps:
     """Per channel, the ``n`` entries with the largest value (ties: the smaller key): value,
-    image key and boxes (``crop_box``: region, then peak cell). Empty slots: -inf, key -1."""
+    image key and boxes (``crop_boxes``: region, then peak cell). Empty slots: -inf, key -1."""
 
     def __init__(self, channels: int, n: int):
         self.values = np.full((channels, n), -np.inf)

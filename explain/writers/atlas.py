@@ -28,6 +28,7 @@ from explain.channels.ablation import Ablator, Plan, Target, drops
 from explain.channels.atlas import AtlasState, ImageAtlas, MapAtlas, image_key
 from explain.errors import ExplainError
 from explain.methods import having
+from explain.pipeline import FilePool, QueuedWrites, default_workers
 from explain.plan import RunPlan
 from explain.results import MAX_ITEM_BYTES, item_files, parse_item
 from explain.writers import BatchContext, ImageView, RunContext, Writer
@@ -165,6 +166,18 @@ class AtlasWriter(Writer):
             owner.drops = values
 
     def finish(self, ctx: RunContext) -> None:
+        workers = ctx.cfg.workers
+        pool = FilePool(default_workers() if workers is None else workers)  # pictures encoded
+        #                                                   and written beside the drawing
+        folder, ctx.run = ctx.run, QueuedWrites(ctx.run, pool)
+        try:
+            self._finish(ctx)
+            pool.drain()
+        finally:
+            ctx.run = folder
+            pool.close()
+
+    def _finish(self, ctx: RunContext) -> None:
         from explain.writers.atlaspages import finish_ablation, finish_atlas, write_page
         ctx.run.write_bytes(STATE, self.atlas.to_bytes())
         if self.absent:
