@@ -35,8 +35,8 @@ class FingerprintChannel(_Record):
     """One channel of a class's fingerprint: its share of the class's maps across the run."""
     channel: int
     share: float  # mean share of the map (explain.channels.channel_shares) over the maps
-    low: float  # the mean's 95% bootstrap interval (streamed Poisson bootstrap over images)
-    high: float
+    low: Optional[float] = None  # the mean's 95% bootstrap interval (streamed Poisson
+    high: Optional[float] = None  # bootstrap over images); None in runs of over 20 classes
     top_k: float  # fraction of the maps where it is among the image's channels.top_k channels
     share_correct: Optional[float] = None  # labelled runs: mean over the images predicted as
     share_wrong: Optional[float] = None  # the class rightly / wrongly (None: no such image)

@@ -17,7 +17,9 @@ saves it per image (``channels/atlas/images/<image>.npz``) and adds it to an ``A
   without keeping the per-image values.
 
 Memory: heaps 32 bytes x channels x top_n x (1 + classes x methods); bootstrap 8 bytes x
-BOOT x channels per class x method; nothing grows with the images but the covered ids.
+BOOT x channels per class x method (only when the run names at most BOOT_CLASSES classes: an
+ImageNet-wide run gets means without intervals); nothing grows with the images but the
+covered ids.
 A region is a crop of ``crop`` x ``crop`` cells (a cell: input size / map size, the layer's
 stride) centred on the peak cell, shifted to lie inside the image.
 """
@@ -39,6 +41,7 @@ from explain.errors import ExplainError, first_line
 SCALE = 1 << 24  # shares and drops are summed as round(value x SCALE): exact integer sums
 LIMIT = 1000.0  # |value| clipped to this before summing: int64 sums stay far from overflow
 BOOT = 200  # bootstrap replicates
+BOOT_CLASSES = 20  # runs naming more classes keep no bootstrap (memory: see above)
 OUTCOMES = ("all", "correct", "wrong")
 MAX_HEADER = 64 * 1024 * 1024  # bytes of a saved header (covered ids included)
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed dates: the same state gives the same bytes
@@ -245,10 +248,12 @@ class Sums:
     def mean(self) -> np.ndarray:
         return self.total / (max(self.count, 1) * SCALE)
 
-    def interval(self) -> tuple[np.ndarray, np.ndarray]:
+    def interval(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
         """The mean's 95% percentile interval over the replicates (those with any weight);
-        the mean itself twice without a bootstrap."""
-        used = self.weights > 0 if self.weights is not None else np.zeros(0, bool)
+        None without a bootstrap."""
+        if self.weights is None:
+            return None
+        used = self.weights > 0
         if not used.any():
             return self.mean(), self.mean()
         means = self.boot[used] / (self.weights[used, None] * float(SCALE))
@@ -287,9 +292,9 @@ class AtlasState:
     saves it for --resume (the same state gives the same bytes)."""
 
     def __init__(self, channels: int, n: int, *, top_k: int, crop: int, seed: int,
-                 ks: Iterable[int] = ()):
+                 ks: Iterable[int] = (), boot: bool = True):
         self.channels, self.n, self.top_k, self.crop, self.seed = channels, n, top_k, crop, seed
-        self.ks = [int(k) for k in ks]
+        self.ks, self.boot = [int(k) for k in ks], boot
         self.activation = Heaps(channels, n)
         self.contribution: dict[Key, Heaps] = {}
         self.shares: dict[tuple[str, str, str], Sums] = {}
@@ -301,7 +306,7 @@ class AtlasState:
     def empty(self) -> "AtlasState":
         """A state of the same settings with nothing in it."""
         return AtlasState(self.channels, self.n, top_k=self.top_k, crop=self.crop,
-                          seed=self.seed, ks=self.ks)
+                          seed=self.seed, ks=self.ks, boot=self.boot)
 
     def add(self, images: list[ImageAtlas]) -> None:
         """Add these images (each once: an image already covered is an error of the caller)."""
@@ -334,7 +339,7 @@ class AtlasState:
         else:
             shares = channel_shares(m.totals)
             top = top_channels(m.totals, min(self.top_k, self.channels))
-            self._sums((m.class_name, m.method, "all"), True).add(shares, weights, top)
+            self._sums((m.class_name, m.method, "all"), self.boot).add(shares, weights, top)
             if m.outcome in OUTCOMES[1:]:
                 self._sums((m.class_name, m.method, m.outcome), False).add(shares, weights, top)
         if m.drops is not None:
@@ -376,7 +381,7 @@ class AtlasState:
         pairs, shares, ablation = sorted(self.contribution), sorted(self.shares), \
             sorted(self.ablation)
         header = {"channels": self.channels, "n": self.n, "top_k": self.top_k,
-                  "crop": self.crop, "seed": self.seed, "ks": self.ks,
+                  "crop": self.crop, "seed": self.seed, "ks": self.ks, "boot": self.boot,
                   "covered": sorted(self.covered),
                   "names": [[k, self.names[k]] for k in sorted(self.names)],
                   "contribution": [list(p) for p in pairs], "shares": [list(s) for s in shares],
@@ -400,7 +405,8 @@ class AtlasState:
             def part(prefix: str) -> dict[str, np.ndarray]:
                 return {n[len(prefix):]: v for n, v in arrays.items() if n.startswith(prefix)}
             state = cls(int(h["channels"]), int(h["n"]), top_k=int(h["top_k"]),
-                        crop=int(h["crop"]), seed=int(h["seed"]), ks=h["ks"])
+                        crop=int(h["crop"]), seed=int(h["seed"]), ks=h["ks"],
+                        boot=bool(h["boot"]))
             state.activation = Heaps.of(part("a."))
             state.contribution = {(str(c), str(m)): Heaps.of(part(f"c{i}."))
                                   for i, (c, m) in enumerate(h["contribution"])}

@@ -49,12 +49,15 @@ def pairs(state: AtlasState, classes: list[str], methods: list[str]) -> list[tup
 def channel_rows(state: AtlasState, cls: str, method: str) -> list[dict]:
     """channels/atlas/<method>/<class>.csv: every channel, largest mean share first."""
     every = state.shares[(cls, method, "all")]
-    mean, (low, high) = every.mean(), every.interval()
+    mean, bounds = every.mean(), every.interval()
+    low, high = bounds if bounds is not None else (None, None)
     split = {o: state.shares.get((cls, method, o)) for o in ("correct", "wrong")}
     rows = []
     for ch in np.lexsort((np.arange(state.channels), -mean)).tolist():
-        row = {"channel": ch, "mean_share": _round(mean[ch]), "low": _round(low[ch]),
-               "high": _round(high[ch]), "top_k": _round(every.hits[ch] / every.count),
+        row = {"channel": ch, "mean_share": _round(mean[ch]),
+               "low": None if low is None else _round(low[ch]),
+               "high": None if high is None else _round(high[ch]),
+               "top_k": _round(every.hits[ch] / every.count),
                "maps": every.count}
         for outcome, sums in split.items():
             row[f"share_{outcome}"] = _round(sums.mean()[ch]) if sums else None

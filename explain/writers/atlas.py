@@ -25,7 +25,7 @@ import numpy as np
 
 from explain.channels import channel_contributions, channel_totals
 from explain.channels.ablation import Ablator, Plan, Target, drops
-from explain.channels.atlas import AtlasState, ImageAtlas, MapAtlas, image_key
+from explain.channels.atlas import BOOT_CLASSES, AtlasState, ImageAtlas, MapAtlas, image_key
 from explain.errors import ExplainError
 from explain.methods import having
 from explain.pipeline import FilePool, QueuedWrites, default_workers
@@ -89,7 +89,8 @@ class AtlasWriter(Writer):
         spec = ctx.cfg.channels
         self.atlas = AtlasState(layer_grid(ctx.plan)[0], spec.atlas.top_n, top_k=spec.top_k,
                                 crop=spec.atlas.crop, seed=ctx.cfg.seed,
-                                ks=spec.ablation.k if spec.ablation.enabled else ())
+                                ks=spec.ablation.k if spec.ablation.enabled else (),
+                                boot=len(ctx.classes) <= BOOT_CLASSES)
         if spec.ablation.enabled:
             plan = ctx.plan
             self.ablator = Ablator(plan.model, plan.channel_layer, plan.head, plan.device)
@@ -205,8 +206,7 @@ class AtlasWriter(Writer):
             saved = None
         fresh = self.atlas
         if saved is not None and saved.covered <= kept and \
-                (saved.channels, saved.n, saved.top_k, saved.crop, saved.seed, saved.ks) == \
-                (fresh.channels, fresh.n, fresh.top_k, fresh.crop, fresh.seed, fresh.ks):
+                saved.empty().to_bytes() == fresh.to_bytes():  # the same settings
             self.atlas = saved
         for ident in sorted(kept - self.atlas.covered):
             part = self._kept_part(ctx, ident)

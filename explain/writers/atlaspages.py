@@ -21,6 +21,8 @@ from explain.results import RunSummary
 from explain.writers import RunContext
 
 PAGE = "report/atlas.html"
+PICTURE_ROWS = 6  # contribution rankings in a channel's picture: the fingerprints it ranks
+#                   highest in (a run of many classes could name hundreds)
 Wanted = dict[int, list[tuple[str, Heaps]]]  # channel -> its rows: (label, heaps)
 
 
@@ -94,14 +96,16 @@ def render_page(summary: RunSummary) -> str:
 
 def _pictures(ctx: RunContext, atlas: AtlasState, prints: list[Fingerprint]) -> dict[int, str]:
     """channels/atlas/channel_<k>.<ext> for every fingerprint channel: its highest
-    activations, then its highest contributions to each class whose fingerprint holds it."""
+    activations, then its highest contributions to each class whose fingerprint holds it
+    (PICTURE_ROWS at most: those where it ranks highest)."""
     wanted: Wanted = {}
     for ch in drawn_channels(prints):
-        rows = [("highest activation", atlas.activation)]
-        rows += [(f"{fp.class_name} by {fp.method}: highest contribution",
-                  atlas.contribution[(fp.class_name, fp.method)])
-                 for fp in prints if any(c.channel == ch for c in fp.channels)]
-        wanted[ch] = rows
+        serves = sorted((rank, i) for i, fp in enumerate(prints)
+                        for rank, c in enumerate(fp.channels) if c.channel == ch)
+        wanted[ch] = [("highest activation", atlas.activation)] + [
+            (f"{prints[i].class_name} by {prints[i].method}: highest contribution",
+             atlas.contribution[(prints[i].class_name, prints[i].method)])
+            for _, i in serves[:PICTURE_ROWS]]
     crops = _crops(ctx, atlas, wanted)
     layer, out = ctx.plan.channel_layer.name, {}
     for ch, rows in wanted.items():
