@@ -5,7 +5,11 @@ and a Sobel-edge map; TorchRay's pointing-game benchmark reports a centre baseli
 For every image x class a run explains, and only when the run measures something (faithfulness
 ``metrics:`` or ground-truth ``annotations``), the metrics writer makes one map per baseline,
 on the same input and for the same class, and scores it with the same metrics (the faithfulness
-metrics in the same library call as the image's real maps, after them). Baselines are numbers,
+metrics in one library call per image and metric, beside the call on the image's real maps:
+ROAD draws its noise map after map, so sharing a call would change the real maps' scores).
+Cost: with ``metrics``, the baselines triple the faithfulness work of a run with one method
+(3 baseline maps per image x class); without ``metrics``, only the localisation numbers of
+the images with boxes and one forward pass per batch. Baselines are numbers,
 not pictures: no file is written for them. Their records are ``ImageEntry.baselines``
 (explain.evidence.BaselineMap); the report's methods table shows them as baseline rows, and a
 method that does not beat every baseline on a metric is marked there.

@@ -27,7 +27,7 @@ what they need when called.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -129,6 +129,129 @@ class Evidence(_Record):
 
     def row(self, name: str, kind: str = "method") -> Optional[Row]:
         return next((r for r in self.rows if r.name == name and r.kind == kind), None)
+
+
+# ---- the statistics of the methods table (explain.metrics.method_table) ------------------
+
+PerImage = dict[str, list[float]]  # image id -> the numbers of its maps
+Who = tuple[str, str]  # ("method" | "baseline", name)
+
+
+def _r(value: Optional[float]) -> Optional[float]:
+    """6 decimals, as the map records hold their numbers."""
+    return None if value is None else round(float(value), 6)
+
+
+def judge(columns: list, found: dict[str, dict[Who, PerImage]], methods: list[str], *,
+          baselines: list[str], seed: int) -> None:
+    """Fill each column of the methods table (explain.metrics.Column): its methods' cells
+    and, for a ranked metric, its baselines' cells, its comparisons (methods with each other,
+    then each method with each baseline), places, leads and beats-baselines. ``found``:
+    metric -> who -> image -> numbers. Every interval of the table is drawn in one
+    explain.stats.intervals call (vectors of one length share their resamples)."""
+    from explain import stats
+    drafts = [_Draft(col, found.get(col.key, {}), methods, baselines) for col in columns]
+    asked = [v for d in drafts for v in d.asked()]
+    bounds = iter(stats.intervals(asked, seed=seed) if asked else [])
+    for draft in drafts:
+        draft.fill(bounds)
+
+
+class _Draft:
+    """One column between its numbers and its statistics: per-image means (a map's numbers
+    of one image averaged first) and the pairs to compare on their shared images."""
+
+    def __init__(self, column: Any, found: dict[Who, PerImage], methods: list[str],
+                 baselines: list[str]) -> None:
+        self.col = column
+        ranked = bool(column.direction)
+        who = [("method", m) for m in methods] + \
+              ([("baseline", b) for b in baselines] if ranked else [])
+        self.means = {w: {i: sum(v) / len(v) for i, v in found[w].items()} for w in who
+                      if w in found}
+        self.maps = {w: sum(len(v) for v in found[w].values()) for w in self.means}
+        mine = [w for w in self.means if w[0] == "method"]
+        pairs = [(a, b) for i, a in enumerate(mine) for b in mine[i + 1:]]
+        pairs += [(a, b) for a in mine for b in self.means if b[0] == "baseline"]
+        self.pairs = [(a, b, [i for i in self.means[a] if i in self.means[b]])
+                      for a, b in (pairs if ranked else [])]
+
+    def asked(self) -> list[list[float]]:
+        """The vectors that need an interval, in the order ``fill`` takes the answers."""
+        from explain import stats
+        out = [list(m.values()) for m in self.means.values() if len(m) > 1]
+        return out + [[self.means[a][i] - self.means[b][i] for i in shared]
+                      for a, b, shared in self.pairs if len(shared) >= stats.MIN_IMAGES]
+
+    def fill(self, bounds: Iterator[tuple[float, float]]) -> None:
+        from explain import stats
+        col = self.col
+        for w, per in self.means.items():
+            low, high = next(bounds) if len(per) > 1 else (None, None)
+            cell = Stat(mean=_r(sum(per.values()) / len(per)), low=_r(low), high=_r(high),
+                        images=len(per), maps=self.maps[w])
+            (col.cells if w[0] == "method" else col.baselines)[w[1]] = cell
+        for a, b, shared in self.pairs:
+            diff = sum(self.means[a][i] - self.means[b][i] for i in shared) / len(shared) \
+                if shared else 0.0
+            low, high = next(bounds) if len(shared) >= stats.MIN_IMAGES else (None, None)
+            col.comparisons.append(_comparison(col.metric, (a[1], b), stats.Difference(
+                diff, low, high, len(shared))))
+        if col.direction:
+            _places(col)
+
+
+def _comparison(metric: Any, pair: tuple[str, Who], diff: Any) -> Comparison:
+    """The record of a paired comparison (``diff``: an explain.stats.Difference of A - B)."""
+    name_a, (kind, name_b) = pair
+    sign = {"higher": metric.direction, "lower": -metric.direction}.get(diff.verdict, 0)
+    verdict = {1: f"{name_a} better", -1: f"{name_b} better"}.get(sign, diff.verdict)
+    if sign:
+        winner, loser = (name_a, name_b) if sign > 0 else (name_b, name_a)
+        text = (f"{winner} better than {loser} on {metric.label}: difference "
+                f"{name_a} − {name_b} {diff.mean:+.3g}, 95% CI [{diff.low:.3g}, "
+                f"{diff.high:.3g}] over {diff.images} images")
+    elif diff.verdict == "not different":
+        text = (f"{name_a} and {name_b} do not differ on {metric.label}: 95% CI of the "
+                f"difference [{diff.low:.3g}, {diff.high:.3g}] over {diff.images} images")
+    else:
+        text = (f"{name_a} vs {name_b} on {metric.label}: {diff.images} shared image(s), "
+                f"too few to tell")
+    return Comparison(metric=metric.name, a=name_a, b=name_b, b_kind=kind,
+                      difference=_r(diff.mean), low=_r(diff.low), high=_r(diff.high),
+                      images=diff.images, verdict=verdict, text=text)
+
+
+def _places(col: Any) -> None:
+    """Places (1 + the methods significantly better; with the minimum of images for every
+    method), leads (significantly better than every other method), beats-baselines."""
+    from explain import stats
+    methods = list(col.cells)
+    won = {(p.a, p.b) if p.verdict == f"{p.a} better" else (p.b, p.a)
+           for p in col.comparisons if p.b_kind == "method" and p.verdict.endswith(" better")}
+    col.meaningful = all(c.images >= stats.MIN_IMAGES for c in col.cells.values())
+    for m, cell in col.cells.items():
+        if col.meaningful:
+            cell.place = 1 + sum(1 for o in methods if (o, m) in won)
+        _beats(col, m, cell)
+    col.leads = [m for m in methods if len(methods) > 1 and
+                 all((m, o) in won for o in methods if o != m)]
+
+
+def _beats(col: Any, method: str, cell: Stat) -> None:
+    """Whether the method beats every baseline: significantly (True), not (False: the
+    baselines in ``not_beaten``), or None when too few images tell and its mean is better."""
+    if not col.baselines:
+        return
+    unknown = False
+    for p in col.comparisons:
+        if p.a != method or p.b_kind != "baseline" or p.verdict == f"{method} better":
+            continue
+        if p.verdict == "too few images" and col.direction * p.difference > 0:
+            unknown = True
+        else:
+            cell.not_beaten.append(p.b)
+    cell.beats_baselines = False if cell.not_beaten else (None if unknown else True)
 
 
 # ---- sanity records (written by the sanity check, when it ran) ---------------------------
@@ -281,19 +404,22 @@ def _better(column: Any, a: str, b: str) -> bool:
 # ---- summary.csv ------------------------------------------------------------------------
 
 def method_columns(evidence: Optional[Evidence]) -> dict[str, dict[str, Any]]:
-    """Method -> the columns summary.csv adds to each of its maps' rows: per ranked metric
-    ``<metric>.mean``, ``.ci_low``, ``.ci_high``, ``.place``, ``.beats_baselines``; then
-    ``sanity`` and ``trusted``. Timings are not among them (summary.csv holds none)."""
+    """Method -> the columns summary.csv adds to each of its maps' rows: per metric
+    ``<metric>.mean``, ``.ci_low``, ``.ci_high`` and, for a ranked one, ``.place`` and
+    ``.beats_baselines``; then ``sanity`` and ``trusted``. Timings are not among them
+    (summary.csv holds none, so two runs give the same bytes)."""
     if evidence is None:
         return {}
+    from explain.metrics import traits
     out: dict[str, dict[str, Any]] = {}
     for row in evidence.rows:
         if row.kind != "method":
             continue
         cols: dict[str, Any] = {}
         for key, s in row.metrics.items():
-            cols.update({f"{key}.mean": s.mean, f"{key}.ci_low": s.low, f"{key}.ci_high": s.high,
-                         f"{key}.place": s.place, f"{key}.beats_baselines": s.beats_baselines})
+            cols.update({f"{key}.mean": s.mean, f"{key}.ci_low": s.low, f"{key}.ci_high": s.high})
+            if traits(key).direction:  # ranked: its place and the baselines
+                cols.update({f"{key}.place": s.place, f"{key}.beats_baselines": s.beats_baselines})
         line = next((x for x in evidence.lines if x.method == row.name), None)
         cols["sanity"] = line.sanity if line else None
         cols["trusted"] = evidence.trusted == row.name

@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Literal, Optional
 
 import numpy as np
 
-from explain import stats
-from explain.evidence import Comparison, Stat
+from explain import evidence
+from explain.evidence import Comparison, PerImage, Stat
 from explain.results import Localisation, MapRecord, RunSummary
 
 if TYPE_CHECKING:  # torch and the library are imported where a metric runs, not for the table
@@ -311,9 +311,6 @@ class MethodTable:
     seed: int = 0
 
 
-PerImage = dict[str, list[float]]  # image id -> the numbers of its maps
-
-
 def _record_values(rec: MapRecord) -> Iterator[tuple[str, float]]:
     for key, value in (rec.faithfulness or {}).items():
         yield key, value
@@ -347,46 +344,6 @@ def _keys(summary: RunSummary) -> list[str]:
     return known + list(found)
 
 
-def _stat(values: PerImage, seed: int) -> Stat:
-    per_image = [float(np.mean(v)) for v in values.values()]
-    low = high = None
-    if len(per_image) > 1:
-        low, high = stats.interval(per_image, seed=seed)
-    return Stat(mean=_r(np.mean(per_image)), low=_r(low), high=_r(high), images=len(per_image),
-                maps=sum(len(v) for v in values.values()))
-
-
-def _r(value: Optional[float]) -> Optional[float]:
-    """6 decimals, as the map records hold their numbers."""
-    return None if value is None else round(float(value), 6)
-
-
-def _compare(metric: MetricTraits, a: tuple[str, PerImage], b: tuple[str, PerImage], *,
-             kind: str, seed: int) -> Comparison:
-    """A and B on the images both have, paired (explain.stats.paired)."""
-    (name_a, va), (name_b, vb) = a, b
-    shared = sorted(set(va) & set(vb))
-    diff = stats.paired([float(np.mean(va[i])) for i in shared],
-                        [float(np.mean(vb[i])) for i in shared], seed=seed)
-    sign = {"higher": metric.direction, "lower": -metric.direction}.get(diff.verdict, 0)
-    verdict = {1: f"{name_a} better", -1: f"{name_b} better"}.get(sign, diff.verdict)
-    if sign:
-        winner, loser = (name_a, name_b) if sign > 0 else (name_b, name_a)
-        text = (f"{winner} better than {loser} on {metric.label}: difference "
-                f"{name_a} − {name_b} {diff.mean:+.3g}, 95% CI [{diff.low:.3g}, "
-                f"{diff.high:.3g}] over {diff.images} images")
-    elif diff.verdict == "not different":
-        text = (f"{name_a} and {name_b} do not differ on {metric.label}: 95% CI of the "
-                f"difference [{diff.low:.3g}, {diff.high:.3g}] over {diff.images} images")
-    else:
-        text = (f"{name_a} vs {name_b} on {metric.label}: {diff.images} shared image(s), "
-                f"too few to tell")
-    return Comparison(metric=metric.name, a=name_a, b=name_b, b_kind=kind,
-                      difference=_r(diff.mean), low=_r(diff.low), high=_r(diff.high),
-                      images=diff.images,
-                      verdict=verdict, text=text)
-
-
 def _order(col: Column) -> None:
     """``ranks`` and ``best``: competition ranking of the means (ties share the better place)."""
     means = {m: v for m, v in col.means.items() if v is not None}
@@ -394,58 +351,6 @@ def _order(col: Column) -> None:
     for m, v in means.items():
         col.ranks[m] = 1 + sum(1 for s in scored if s < col.direction * -v - 1e-12)
     col.best = [m for m, r in col.ranks.items() if r == 1] if len(col.ranks) > 1 else []
-
-
-def _judge(col: Column, found: dict[tuple[str, str], PerImage], seed: int) -> None:
-    """Comparisons, places, leads and beats-baselines of a ranked column."""
-    methods = list(col.cells)
-    for i, a in enumerate(methods):
-        for b in methods[i + 1:]:
-            col.comparisons.append(_compare(col.metric, (a, found["method", a]),
-                                            (b, found["method", b]), kind="method", seed=seed))
-    for m in methods:
-        for b in col.baselines:
-            col.comparisons.append(_compare(col.metric, (m, found["method", m]),
-                                            (b, found["baseline", b]), kind="baseline", seed=seed))
-    wins = [(p.verdict.removesuffix(" better"), p) for p in col.comparisons
-            if p.verdict.endswith(" better")]
-    col.meaningful = all(c.images >= stats.MIN_IMAGES for c in col.cells.values())
-    for m, cell in col.cells.items():
-        beaten_by = [w for w, p in wins if p.b_kind == "method" and m in (p.a, p.b) and w != m]
-        if col.meaningful:
-            cell.place = 1 + len(beaten_by)
-        _beats(col, m, cell)
-    col.leads = [m for m in methods if len(methods) > 1 and all(
-        any(w == m and {p.a, p.b} == {m, o} for w, p in wins) for o in methods if o != m)]
-
-
-def _beats(col: Column, method: str, cell: Stat) -> None:
-    """Whether the method beats every baseline: significantly (True), not (False: the
-    baselines in ``not_beaten``), or None when too few images tell and its mean is better."""
-    if not col.baselines:
-        return
-    unknown = False
-    for p in col.comparisons:
-        if p.a != method or p.b_kind != "baseline" or p.verdict == f"{method} better":
-            continue
-        if p.verdict == "too few images" and col.direction * p.difference > 0:
-            unknown = True
-        else:
-            cell.not_beaten.append(p.b)
-    cell.beats_baselines = False if cell.not_beaten else (None if unknown else True)
-
-
-def _column(metric: MetricTraits, found: dict[tuple[str, str], PerImage], methods: list[str],
-            baselines: list[str], seed: int) -> Column:
-    cells = {m: _stat(found["method", m], seed) for m in methods if ("method", m) in found}
-    col = Column(metric, {m: cells[m].mean if m in cells else None for m in methods},
-                 {m: cells[m].maps if m in cells else 0 for m in methods}, cells=cells,
-                 baselines={b: _stat(found["baseline", b], seed) for b in baselines
-                            if ("baseline", b) in found and metric.direction})
-    if metric.direction:
-        _order(col)
-        _judge(col, found, seed)
-    return col
 
 
 def _overall(places: dict[str, list[int]], methods: list[str]) -> tuple[dict, dict]:
@@ -465,7 +370,13 @@ def method_table(summary: RunSummary, methods: list[str], *,
     from explain.baselines import BASELINES
     present = {b for k in keys for kind, b in found[k] if kind == "baseline"}
     baselines = [b for b in BASELINES if b in present] + sorted(present - set(BASELINES))
-    columns = [_column(traits(k), found[k], methods, baselines, seed) for k in keys]
+    columns = [Column(traits(k), {}, {}) for k in keys]
+    evidence.judge(columns, found, methods, baselines=baselines, seed=seed)
+    for col in columns:
+        col.means = {m: col.cells[m].mean if m in col.cells else None for m in methods}
+        col.counts = {m: col.cells[m].maps if m in col.cells else 0 for m in methods}
+        if col.direction:
+            _order(col)
     ranked = [c for c in columns if c.direction]
     images = len({i for c in ranked for m in methods for i in found[c.key].get(("method", m), {})})
     rank, mean_rank = _overall({m: [c.ranks[m] for c in ranked if m in c.ranks]

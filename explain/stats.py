@@ -34,21 +34,47 @@ _CHUNK = 1 << 20  # indices drawn at a time: bounded memory for large runs
 Verdict = Literal["higher", "lower", "not different", "too few images"]
 
 
-def resample_means(values: Sequence[float], *, seed: int, resamples: int = RESAMPLES
-                   ) -> np.ndarray:
+def resample_means(values: Sequence[float] | np.ndarray, *, seed: int,
+                   resamples: int = RESAMPLES) -> np.ndarray:
     """The means of ``resamples`` bootstrap resamples of ``values`` (each: len(values) draws
-    with replacement), drawn from ``default_rng(seed)`` row by row; the same numbers as a loop
-    of ``rng.integers(0, n, n)`` per resample, in chunks so that memory stays bounded."""
-    data = np.asarray(values, dtype=np.float64).reshape(-1)
-    n = len(data)
+    with replacement), drawn from ``default_rng(seed)`` row by row: the resamples of a loop
+    of ``rng.integers(0, n, n)`` per resample. ``values`` may be (k, n): k vectors measured
+    on the same n images share those resamples, as k calls with the same seed would; the
+    result is then (k, resamples). Computed in chunks (bounded memory), each resample's
+    mean as its draw counts times the values."""
+    data = np.asarray(values, dtype=np.float64)
+    rows2d = np.atleast_2d(data)
+    k, n = rows2d.shape
     if n == 0:
         raise ValueError("no values to resample")
     rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK // n)
-    out = np.empty(resamples, dtype=np.float64)
-    for start in range(0, resamples, rows):
-        stop = min(resamples, start + rows)
-        out[start:stop] = data[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    step = max(1, _CHUNK // n)
+    out = np.empty((k, resamples), dtype=np.float64)
+    for start in range(0, resamples, step):
+        stop = min(resamples, start + step)
+        draws = rng.integers(0, n, size=(stop - start, n))
+        offsets = (np.arange(stop - start) * n)[:, None]
+        counts = np.bincount((draws + offsets).ravel(), minlength=(stop - start) * n)
+        out[:, start:stop] = rows2d @ counts.reshape(stop - start, n).T / n
+    return out[0] if data.ndim == 1 else out
+
+
+def intervals(vectors: Sequence[Sequence[float]], *, seed: int, resamples: int = RESAMPLES,
+              confidence: float = CONFIDENCE) -> list[tuple[float, float]]:
+    """``interval`` of each vector, computed together: vectors of one length share their
+    resamples, so each result equals a call of its own with the same seed (and the work is
+    one draw per length)."""
+    tail = (1.0 - confidence) / 2.0
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(vectors)
+    by_length: dict[int, list[int]] = {}
+    for i, vector in enumerate(vectors):
+        by_length.setdefault(len(vector), []).append(i)
+    for members in by_length.values():
+        means = resample_means(np.array([np.asarray(vectors[i], dtype=np.float64)
+                                         for i in members]), seed=seed, resamples=resamples)
+        bounds = np.quantile(means, [tail, 1.0 - tail], axis=1)
+        for j, i in enumerate(members):
+            out[i] = (float(bounds[0, j]), float(bounds[1, j]))
     return out
 
 
@@ -56,10 +82,7 @@ def interval(values: Sequence[float], *, seed: int, resamples: int = RESAMPLES,
              confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The percentile bootstrap interval of the mean of ``values`` (low, high). One value:
     (it, it)."""
-    means = resample_means(values, seed=seed, resamples=resamples)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    return intervals([values], seed=seed, resamples=resamples, confidence=confidence)[0]
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,15 @@ def direct_interval(values, seed, resamples, confidence=0.95):
 def test_interval_equals_the_direct_computation_for_a_fixed_seed(n, resamples):
     values = np.random.default_rng(3).normal(2.0, 1.0, n)
     assert stats.interval(values, seed=11, resamples=resamples) == \
-        direct_interval(values, 11, resamples)
+        pytest.approx(direct_interval(values, 11, resamples), abs=1e-12)
     # another seed, other resamples: the seed is used
     assert stats.interval(values, seed=12, resamples=resamples) != \
-        direct_interval(values, 11, resamples)
+        pytest.approx(direct_interval(values, 11, resamples), abs=1e-12)
+    # several vectors at once: each as its own call
+    other = np.random.default_rng(4).uniform(0, 1, n)
+    together = stats.intervals([values, other, values[:5]], seed=11, resamples=resamples)
+    alone = [direct_interval(v, 11, resamples) for v in (values, other, values[:5])]
+    assert np.allclose(together, alone, rtol=0, atol=1e-12)
 
 
 def test_interval_covers_the_true_mean_about_95_percent_of_the_time():
