@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Literal, Optional
 import numpy as np
 
 from explain import evidence
+from explain.baselines import BASELINES
 from explain.evidence import Comparison, PerImage, Stat
 from explain.results import Localisation, MapRecord, RunSummary
 
@@ -367,7 +368,6 @@ def method_table(summary: RunSummary, methods: list[str], *,
     seed = summary.config.seed if seed is None else seed
     found = _collect(summary)
     keys = [k for k in _keys(summary) if any(("method", m) in found.get(k, {}) for m in methods)]
-    from explain.baselines import BASELINES
     present = {b for k in keys for kind, b in found[k] if kind == "baseline"}
     baselines = [b for b in BASELINES if b in present] + sorted(present - set(BASELINES))
     columns = [Column(traits(k), {}, {}) for k in keys]

@@ -246,6 +246,7 @@ def test_a_run_records_baselines_intervals_and_the_trust_lines(small_run):
         assert all("drop_in_confidence" in b["scores"] for b in image["baselines"])
         assert all(("pointing_hit" in b["scores"]) == (image["id"] == "2_both")
                    for b in image["baselines"])
+        assert all(type(v) is float for b in image["baselines"] for v in b["scores"].values())
     assert not any("baseline" in f or "random" in f for f in summary.written())
     rows = {r["name"] + "/" + r["kind"]: r for r in trust["rows"]}
     assert set(rows) == {"gradcam/method", "layercam/method", "random/baseline",

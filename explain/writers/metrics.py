@@ -22,7 +22,7 @@ from explain.images import ImageRef, input_size
 from explain.engine import MapSlot
 from explain.methods import traits
 from explain.plan import RunPlan
-from explain.results import Localisation
+from explain.results import ImageEntry, Localisation
 from explain.writers import BatchContext, ImageView, RunContext, Writer
 
 SAME_MAP_TOLERANCE = 1e-6
@@ -95,7 +95,8 @@ class MetricsWriter(Writer):
                     rec.localisation = self._localise(ctx, entry, one)
             for one in extra:
                 if entry.boxes and one.class_name in entry.boxes:
-                    one.record.scores.update(self._localise(ctx, entry, one).model_dump())
+                    found = self._localise(ctx, entry, one).model_dump()
+                    one.record.scores.update({k: float(v) for k, v in found.items()})
             entry.baselines = [one.record for one in extra]
             _agreement(view.maps)
             self._same_maps(result.maps, b, len({m.class_name for m in view.maps}))
@@ -123,7 +124,9 @@ class MetricsWriter(Writer):
                     one.record.faithfulness = score
 
     @staticmethod
-    def _localise(ctx: RunContext, entry, one) -> Localisation:
+    def _localise(ctx: RunContext, entry: ImageEntry, one: MapSlot | BaselineSlot
+                  ) -> Localisation:
+        """Pointing game, energy and IoU of a map (or baseline map) against its class's boxes."""
         mask = annotations.box_mask(entry.boxes[one.class_name], one.cam.shape)
         return metrics.localisation(one.cam, mask, ctx.cfg.annotations.threshold)
 
