@@ -4,7 +4,7 @@ method and a conclusion.
 
 ``Evidence`` is made once per run, at the end (the metrics writer's ``finish``), from the map
 records, the baseline records, the sanity records (``RunSummary.sanity`` when a sanity check
-ran) and the run's durations; summary.csv, the report's "Which map to trust" section and its
+ran); summary.csv, the report's "Which map to trust" section and its
 methods table all read these numbers, never compute others.
 
 The rule (``RULE``, also shown in the report) counts only the ranked metrics measured on at
@@ -105,8 +105,7 @@ class TrustLine(_Record):
     faithfulness: dict[str, Stat] = Field(default_factory=dict)
     localisation: dict[str, Stat] = Field(default_factory=dict)
     beats_baselines: Optional[bool] = None  # on every ranked metric; None: too few images
-    cost_per_map_s: Optional[float] = None
-    text: str
+    text: str  # the line in words (the cost per map is not in it: see ``cost_per_map``)
 
 
 class Evidence(_Record):
@@ -307,23 +306,22 @@ def build(summary: Any, table: "MethodTable") -> Evidence:
                         rows=rows, comparisons=[p for c in table.columns for p in c.comparisons],
                         conclusion="")
     sanity = sanity_verdicts(summary)
-    cost = _cost_per_map(summary)
-    evidence.lines = [_line(m, table, sanity, cost) for m in table.methods]
+    evidence.lines = [_line(m, table, sanity) for m in table.methods]
     evidence.primary = _primary(summary, table)
     evidence.trusted, evidence.conclusion = _conclude(evidence, table, sanity)
     return evidence
 
 
-def _cost_per_map(summary: Any) -> Optional[float]:
-    """The run's CAM seconds over its maps (all methods together: the engine times a batch,
-    not a method), or None without timings."""
+def cost_per_map(summary: Any) -> Optional[float]:
+    """The run's CAM seconds over its maps (``durations_s['cams']`` / the maps: all methods
+    together, as the engine times a batch, not a method), or None without timings. Not part
+    of ``Evidence``: a timing differs from run to run, the evidence does not."""
     seconds = (getattr(summary, "durations_s", None) or {}).get("cams")
     maps = sum(len(image.cams) for image in summary.images)
     return round(seconds / maps, 4) if seconds and maps else None
 
 
-def _line(method: str, table: "MethodTable", sanity: Optional[dict],
-          cost: Optional[float]) -> TrustLine:
+def _line(method: str, table: "MethodTable", sanity: Optional[dict]) -> TrustLine:
     verdict, detail = ("not run", "sanity.enabled") if sanity is None else \
         sanity.get(method, ("not checked", None))
     ranked = [c for c in table.columns if c.direction and method in c.cells]
@@ -337,10 +335,8 @@ def _line(method: str, table: "MethodTable", sanity: Optional[dict],
     if beats:
         parts.append("beats every baseline: " + {True: "yes", False: "no", None:
                                                   "too few images to tell"}[overall])
-    if cost is not None:
-        parts.append(f"{cost:.3g} s per map (the run's CAM time over all its maps)")
     return TrustLine(method=method, sanity=verdict, sanity_detail=detail, faithfulness=faith,
-                     localisation=local, beats_baselines=overall, cost_per_map_s=cost,
+                     localisation=local, beats_baselines=overall,
                      text=f"{method}: " + " · ".join(parts))
 
 

@@ -145,7 +145,7 @@ def test_a_method_that_does_not_beat_a_baseline_is_marked_everywhere():
     assert "(no sanity check ran: sanity.enabled)" in summary.trust.conclusion
     line = summary.trust.lines[1]
     assert line.method == "layercam" and line.beats_baselines is False
-    assert line.sanity == "not run" and line.cost_per_map_s == pytest.approx(2.0 / 32, abs=1e-4)
+    assert line.sanity == "not run" and evidence.cost_per_map(summary) == 2.0 / 32
     assert "beats every baseline: no" in line.text
 
 
@@ -163,7 +163,7 @@ def test_the_conclusion_follows_sanity_and_the_primary_metric():
     assert [(x.sanity, x.sanity_detail) for x in checked.lines] == [("fails", "r = 0.9"),
                                                                     ("passes", None)]
     assert checked.trusted == "layercam" and "sanity.enabled" not in checked.conclusion
-    assert checked.lines[0].cost_per_map_s is None
+    assert evidence.cost_per_map(view) is None
     tie = synthetic({"gradcam": GOOD, "layercam": list(GOOD)}, {"random": [v - 0.3 for v in GOOD]})
     tied = evidence.build(tie, method_table(tie, ["gradcam", "layercam"]))
     assert tied.trusted is None and tied.conclusion.startswith(
@@ -254,7 +254,7 @@ def test_a_run_records_baselines_intervals_and_the_trust_lines(small_run):
     drop = rows["gradcam/method"]["metrics"]["drop_in_confidence"]
     assert drop["images"] == 5 and drop["maps"] == 10 and drop["low"] <= drop["mean"] <= drop["high"]
     assert [line["method"] for line in trust["lines"]] == ["gradcam", "layercam"]
-    assert trust["lines"][0]["sanity"] == "not run" and trust["lines"][0]["cost_per_map_s"] > 0
+    assert trust["lines"][0]["sanity"] == "not run"
     # summary.csv: the same numbers on each of the method's rows, the baselines' beside them
     with (run_dir / "summary.csv").open() as f:
         table = list(csv.DictReader(f))
@@ -276,6 +276,9 @@ def test_the_report_opens_with_which_map_to_trust_and_rebuilds_the_same(small_ru
     assert page.index('<section id="trust">') < page.index('<section id="run">')
     section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
     assert summary.trust.conclusion.replace("'", "&#39;") in section
+    cost = evidence.cost_per_map(summary)  # the run's CAM time over its 20 maps
+    assert cost == round(summary.durations_s["cams"] / 20, 4) and cost > 0
+    assert section.count(f" · {_num(cost)} s per map") == 2  # on each method's line
     for line in summary.trust.lines:  # each line with its mean and interval, as recorded
         drop = line.faithfulness["drop_in_confidence"]
         assert f"<b>{line.method}</b>: <span class=\"verdict \">sanity: not run</span>" in section

@@ -301,7 +301,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
         notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
         warnings=_warnings(data, cards), model_source=_model_source(config.model),
         dataset=_dataset_view(run, data, cards, classes=classes, methods=methods),
-        trust=trust, comparisons=[p for c in table.columns for p in c.comparisons],
+        trust=trust, cost_per_map=evidence.cost_per_map(summary), comparisons=[p for c in table.columns for p in c.comparisons],
         baseline_notes={b: BASELINES[b].description for b in table.baselines if b in BASELINES},
         min_images=stats.MIN_IMAGES, resamples=stats.RESAMPLES,
         unranked=[c.label for c in table.columns if c.direction and not c.meaningful],
