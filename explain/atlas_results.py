@@ -88,6 +88,9 @@ class AtlasSummary(_Record):
     overlaps: list[Overlap] = Field(default_factory=list)
     files: AtlasFiles = Field(default_factory=AtlasFiles)
 
+    def paths(self) -> list[str]:
+        return self.files.paths()
+
 
 class AblationPoint(_Record):
     """One method at one k: the mean drop of the class score (positive: the score fell) over

@@ -1,31 +1,30 @@
 """What a run finds, as typed records: one per map, one per image, one for the whole run.
 
-summary.json, summary.csv, the per-image item files that ``--resume`` keeps and the console
-summary are all made from these types, and ``--resume`` and ``explain report`` read them back
-through them, so a malformed file is an error that names it, never a KeyError somewhere later.
-summary.json holds the validated config itself (``RunSummary.config``, an explain.config.Config).
+summary.json, summary.csv, the per-image item files that ``--resume`` keeps and the console summary
+are all made from these types, and ``--resume`` and ``explain report`` read them back through them,
+so a malformed file is an error that names it, never a KeyError somewhere later. summary.json holds
+the validated config itself (``RunSummary.config``, an explain.config.Config).
 
-The records are also the run's manifest: every file a writer writes is named in them, by the
-writer that wrote it, at the level it belongs to (paths relative to the run folder):
+The records are also the run's manifest: every file a writer writes is named in them, by the writer
+that wrote it, at the level it belongs to (paths relative to the run folder):
 
-- a map (``MapRecord``): ``file`` the overlay, ``guided_file`` its Guided Grad-CAM picture,
-  and ``files`` (``MapFiles``) the rest: the .npy of the map and of the Guided Grad-CAM, the
-  channel views (top channels, contributions picture and .npy, per-channel CSV) and the
-  compare figure;
+- a map (``MapRecord``): ``file`` the overlay, ``guided_file`` its Guided Grad-CAM picture, and
+  ``files`` (``MapFiles``) the rest: the .npy of the map and of the Guided Grad-CAM, the channel
+  views (top channels, contributions picture and .npy, per-channel CSV) and the compare figure;
 - an image (``ImageEntry``): ``guided`` (class -> guided backprop picture), ``concepts`` (the
-  concepts .json), and ``files`` (``ImageFiles``): the report's photo, the activation grid and
-  .npy, the class contrast per method, the guided backprop .npy per class, the concepts
-  figure and .npy;
+  concepts .json), and ``files`` (``ImageFiles``): the report's photo, the activation grid and .npy,
+  the class contrast per method, the guided backprop .npy per class, the concepts figure and .npy;
 - the run (``RunSummary.files``, ``RunFiles``): the report's colour bar, the panel per class,
-  compare.csv and the dataset CSVs and mean-map sums; the mean maps in ``dataset.mean_maps``.
+  compare.csv, the dataset CSVs and mean-map sums, the atlas page; the mean maps in
+  ``dataset.mean_maps``, the atlas's files in ``atlas`` and ``ablation``.
 
-``ImageEntry.written()`` and ``RunSummary.written()`` list them all. Not recorded, because
-every run folder has them under fixed names: the folder's marker (explain.outputs),
-config.json, items/<image>.json, summary.json, summary.csv, and the report made from the
-records, report.html and report/page-<n>.html. Files the finder left out are records too
-(``Skipped``: ``skipped_images`` could not be decoded, ``skipped_files`` were not used at
-all), never note text. ``FORMAT`` numbers this layout: a summary or item file without it was
-written by an earlier version, and reading one is one line saying to run the config again.
+``ImageEntry.written()`` and ``RunSummary.written()`` list them all. Not recorded (every run folder
+has them under fixed names): the folder's marker (explain.outputs), config.json, items/<image>.json,
+summary.json, summary.csv, and the report made from the records, report.html and
+report/page-<n>.html. Files the finder left out are records too (``Skipped``: ``skipped_images``
+could not be decoded, ``skipped_files`` not used), never note text. ``FORMAT`` numbers this layout:
+a summary or item file without it was written by an earlier version, and reading one is one line
+saying to run the config again.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from explain.atlas_results import AblationSummary, AtlasSummary
 from explain.config import Config
 from explain.errors import ExplainError, first_line
+from explain.evidence import BaselineMap, Evidence, baseline_columns, method_columns
 from explain.names import quote
 from explain.outputs import RunFolder
 
@@ -156,6 +156,7 @@ class ImageEntry(_Record):
     boxes: Optional[dict[str, list[list[float]]]] = None
     guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
     concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
+    baselines: list[BaselineMap] = Field(default_factory=list)  # explain.baselines: no files
     files: ImageFiles = Field(default_factory=ImageFiles)  # its other files
 
     @field_validator("input_size")
@@ -300,6 +301,7 @@ class RunSummary(_Record):
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
+    trust: Optional[Evidence] = None  # baselines, intervals, comparisons, which map to trust
     atlas: Optional[AtlasSummary] = None  # channels.atlas (explain.atlas_results)
     ablation: Optional[AblationSummary] = None  # channels.ablation
 
@@ -317,10 +319,8 @@ class RunSummary(_Record):
 
     def written(self) -> list[str]:
         """Every file the records name: the run's, the mean maps', each image's."""
-        means = [f for m in (self.dataset.mean_maps if self.dataset else []) for f in
-                 (m.file, m.array)]
-        across = (self.atlas.files.paths() if self.atlas else []) + \
-            (self.ablation.paths() if self.ablation else [])
+        means = [f for m in getattr(self.dataset, "mean_maps", []) for f in (m.file, m.array)]
+        across = [f for r in (self.atlas, self.ablation) if r for f in r.paths()]
         return self.files.paths() + means + across + [f for i in self.images for f in i.written()]
 
 
@@ -458,8 +458,9 @@ def item_files(run: RunFolder) -> list[str]:
 
 def csv_rows(summary: RunSummary) -> list[dict]:
     """summary.csv: one row per image x class x method, the image's prediction alongside,
-    channel numbers as flat columns."""
-    rows = []
+    channel numbers as flat columns, then the baselines' scores for the image and class and
+    the method's numbers over the run (explain.evidence: method_columns, baseline_columns)."""
+    rows, per_method = [], method_columns(summary.trust)
     for image in summary.images:
         for record in image.cams:
             row = {"image": image.id, "predicted": image.predicted,
@@ -471,8 +472,11 @@ def csv_rows(summary: RunSummary) -> list[dict]:
                 row.update(channels)
             for group in ("faithfulness", "localisation"):
                 row.update(row.pop(group, None) or {})
+            row.update(baseline_columns(image.baselines, record.class_name))
             rows.append(row)
-    return rows
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # the maps' own first
+    return [{**{k: row.get(k) for k in columns}, **per_method.get(row["method"], {})}
+            for row in rows]
 
 
 def console_lines(summary: RunSummary) -> list[str]:
