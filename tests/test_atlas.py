@@ -437,3 +437,28 @@ def test_resume_continues_the_heaps_and_sums(small):
     rebuilt = fresh_state(state)
     rebuilt.add(parts(run_dir))
     assert again.to_bytes() == rebuilt.to_bytes() and len(again.covered) == COUNT
+
+
+def test_a_run_of_many_classes_keeps_means_without_intervals():
+    """Over BOOT_CLASSES classes the writer keeps no bootstrap (8 bytes x 200 x channels per
+    class x method): the fingerprints have means and no interval, and the state round-trips."""
+    from explain.channels.atlas import BOOT_CLASSES, MapAtlas
+    from explain.channels.fingerprints import fingerprint
+    rng = np.random.default_rng(0)
+    states = {boot: AtlasState(6, 2, top_k=2, crop=1, seed=0, boot=boot) for boot in (True, False)}
+    for i in range(5):
+        totals = rng.normal(size=6) + np.arange(6)
+        part = ImageAtlas(f"p{i}", (32, 32), (4, 4), rng.random(6), np.zeros(6, np.int32),
+                          [MapAtlas("cat", "gradcam", None, totals, np.zeros(6, np.int32))])
+        for state in states.values():
+            state.add([part])
+    kept, lean = states[True], states[False]
+    assert lean.shares[("cat", "gradcam", "all")].boot is None
+    assert lean.to_bytes() != kept.to_bytes()
+    assert AtlasState.from_bytes(lean.to_bytes(), "s").to_bytes() == lean.to_bytes()
+    full, bare = (fingerprint(s, "cat", "gradcam", size=3, table="t.csv") for s in (kept, lean))
+    assert [c.channel for c in bare.channels] == [c.channel for c in full.channels] == [5, 4, 3]
+    assert [c.share for c in bare.channels] == [c.share for c in full.channels]
+    assert all(c.low is None and c.high is None for c in bare.channels)
+    assert all(c.low <= c.share <= c.high for c in full.channels)
+    assert BOOT_CLASSES == 20
