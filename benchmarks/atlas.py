@@ -6,10 +6,11 @@ for cat and dog, channel views on, arrays saved; ROAD and the boxes off, as benc
 runs it) explains that many images made from the sample photos (mirrored and cut: a few input
 sizes), three ways, each in a fresh child process: without the atlas, with the atlas, with the
 atlas and the ablation. It prints the run's seconds, the child's peak RSS and the atlas's time
-against the run without it. Peak RSS flat in the count is what "bounded memory" means: the
-atlas keeps heaps and sums, never the activations.
+against the run without it, in wall-clock and in CPU seconds (user + system of the child: on a
+machine other jobs share, the steadier of the two), and the load average. Peak RSS flat in the
+count is what "bounded memory" means: the atlas keeps heaps and sums, never the activations.
 
-Run: python benchmarks/atlas.py [--counts 100 400] [--threads 1]
+Run: python benchmarks/atlas.py [--counts 100 400] [--threads 1] [--ways off atlas ...]
 (one torch thread by default: on a machine other jobs share, two threads that wait on each
 other make the times meaningless).
 """
@@ -53,7 +54,9 @@ def child(pics: Path, out: Path, way: str, threads: int) -> dict:
     t0 = time.perf_counter()
     summary = run(cfg, RunOptions(out_root=out, progress=False, log=lambda _: None))
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024,
+            "cpu": usage.ru_utime + usage.ru_stime,
             "images": summary.counts["images"], "durations": summary.durations_s,
             "forward": summary.ablation.forward if summary.ablation else None}
 
@@ -70,26 +73,30 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", type=int, nargs="+", default=[100, 400])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
+                        help="which runs (the first is the one the others are compared to)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         pics, out, way, threads = args.child
         print(json.dumps(child(Path(pics), Path(out), way, int(threads))))
         return
-    print(f"channels.atlas cost, demo settings, {args.threads} torch thread(s)")
-    print(f"{'images':>7} {'way':>15} {'seconds':>8} {'s/image':>8} {'peak RSS MB':>12} "
-          f"{'vs off':>7}")
+    print(f"channels.atlas cost, demo settings, {args.threads} torch thread(s); load average "
+          f"{os.getloadavg()[0]:.1f} at the start")
+    print(f"{'images':>7} {'way':>15} {'seconds':>8} {'s/image':>8} {'CPU s':>8} "
+          f"{'peak RSS MB':>12} {'wall vs off':>12} {'CPU vs off':>11} {'load':>5}")
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.counts:
             pics = Path(tmp) / f"pics{count}"
             make_images(pics, count)
             base = None
-            for way in WAYS:
+            for way in args.ways:
                 found = measure(pics, Path(tmp) / f"out-{count}-{way}", way, args.threads)
-                base = base or found["seconds"]
+                base = base or found
                 print(f"{count:>7} {way:>15} {found['seconds']:>8.1f} "
-                      f"{found['seconds'] / count:>8.3f} {found['rss_mb']:>12.0f} "
-                      f"{found['seconds'] / base - 1:>+7.1%}"
+                      f"{found['seconds'] / count:>8.3f} {found['cpu']:>8.1f} "
+                      f"{found['rss_mb']:>12.0f} {found['seconds'] / base['seconds'] - 1:>+12.1%} "
+                      f"{found['cpu'] / base['cpu'] - 1:>+11.1%} {os.getloadavg()[0]:>5.1f}"
                       + (f"  (ablation passes: {found['forward']})" if found["forward"] else ""),
                       flush=True)
 
