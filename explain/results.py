@@ -41,6 +41,8 @@ from explain.config import Config
 from explain.errors import ExplainError, first_line
 from explain.names import quote
 from explain.outputs import RunFolder
+from explain.tasks.records import DetectionImage, DetectionNumbers, RegionNumbers, \
+    SegmentationImage, TaskSummary
 
 FORMAT = 2  # the layout of summary.json and items/*.json; 1 (no 'format' key): no manifest
 PICTURE_SUFFIXES = (".png", ".jpg", ".webp")  # of the overlays (output.image_format)
@@ -85,6 +87,8 @@ class ImageFiles(_Files):
     guided_arrays: dict[str, str] = Field(default_factory=dict)  # class -> guided/....npy
     concepts_figure: Optional[str] = None  # concepts/<image>.png
     concepts_array: Optional[str] = None  # concepts/<image>.npy
+    mask: Optional[str] = None  # segmentation/<image>.<ext>: the predicted mask (task)
+    boxes: Optional[str] = None  # detections/<image>.<ext>: the boxes explained (task)
 
 
 class RunFiles(_Files):
@@ -137,6 +141,8 @@ class MapRecord(_Record):
     #                                    image and class); only with two or more methods
     localisation: Optional[Localisation] = None
     guided_file: Optional[str] = None  # guided_cam/<method>/<image>__<class>.png (Guided Grad-CAM)
+    segment: Optional[RegionNumbers] = None  # task: segmentation (explain.tasks.records)
+    detection: Optional[DetectionNumbers] = None  # task: detection
     files: MapFiles = Field(default_factory=MapFiles)  # its other files
 
 
@@ -153,6 +159,8 @@ class ImageEntry(_Record):
     boxes: Optional[dict[str, list[list[float]]]] = None
     guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
     concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
+    segmentation: Optional[SegmentationImage] = None  # task: segmentation
+    detections: Optional[DetectionImage] = None  # task: detection
     files: ImageFiles = Field(default_factory=ImageFiles)  # its other files
 
     @field_validator("input_size")
@@ -297,6 +305,7 @@ class RunSummary(_Record):
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
+    task: Optional[TaskSummary] = None  # task: segmentation / detection
 
     @field_validator("compare")
     @classmethod
@@ -462,7 +471,7 @@ def csv_rows(summary: RunSummary) -> list[dict]:
             channels = row.pop("channels", None)
             if channels is not None:
                 row.update(channels)
-            for group in ("faithfulness", "localisation"):
+            for group in ("faithfulness", "localisation", "segment", "detection"):
                 row.update(row.pop(group, None) or {})
             rows.append(row)
     return rows

@@ -14,6 +14,7 @@ from explain.config.sections import (Annotations, Channels, Compare, Concepts, G
                                      Int, LabelledImages, LAYER, MAX_CLASSES, MethodSpec,
                                      MetricSpec, ModelSpec, Output, Preprocess, Report, Reshape,
                                      Section, TARGET_WORDS, Text)
+from explain.config.tasks import Detection, Segmentation, Task, task_defaults, task_problem
 
 
 class Config(Section):
@@ -49,9 +50,25 @@ class Config(Section):
     metrics: Annotated[list[MetricSpec], Field(max_length=16)] = Field(default_factory=list)
     annotations: Annotations = Field(default_factory=Annotations)
     report: Report = Field(default_factory=Report)
+    # classification (default) | segmentation | detection: see explain.config.tasks
+    task: Task = "classification"
+    segmentation: Segmentation = Field(default_factory=Segmentation)
+    detection: Detection = Field(default_factory=Detection)
 
     # Not part of the file: where it was read from (for relative paths and the run name).
     source: Optional[Path] = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_methods(cls, data: Any) -> Any:
+        return task_defaults(data)
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "Config":
+        problem = task_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("name")
     @classmethod
