@@ -109,6 +109,9 @@ def task_problem(cfg: Any) -> Optional[str]:
         return f"images: labelled datasets ({{labelled: ...}}) are for classifiers; with " \
                f"task: {task} list image files, folders or globs"
     targets = cfg.targets
+    if task == "detection" and cfg.aug_smooth:
+        return ("aug_smooth: not available with task: detection (the flipped copies move the "
+                "boxes the targets match); use eigen_smooth or leave it off")
     if task == "detection" and isinstance(targets, str) and targets != "all":
         return (f"targets: {targets!r} does not apply to task: detection (every detection "
                 f"above detection.score_threshold is explained); use all or a list of classes")

@@ -48,21 +48,29 @@ def box_mask(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def draw_box(rgb: np.ndarray, box: Sequence[float], text: str = "") -> None:
-    """A one-pixel white rectangle on ``pixel_box`` and, above it (inside the picture), the
-    text on a white label whose bottom row is the box's top edge; in place."""
-    x0, y0, x1, y1 = pixel_box(box, rgb.shape[:2])
-    cv2.rectangle(rgb, (x0, y0), (x1, y1), PREDICTED, 1)
-    if not text:
-        return
+def draw_label(rgb: np.ndarray, box: Sequence[float], text: str) -> None:
+    """The text on a white label at the box's top-left corner: above the box when there is
+    room (its bottom row on the box's top edge), else hanging inside it; in place."""
+    x0, y0, _, _ = pixel_box(box, rgb.shape[:2])
     scale = max(0.3, min(0.5, rgb.shape[0] / 400))
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
     top = y0 - th - base - 2
-    if top < 0:  # no room above the box: the label hangs inside it, under its top edge
+    if top < 0:  # no room above the box
         top = y0
     right = min(rgb.shape[1] - 1, x0 + tw + 2)
     cv2.rectangle(rgb, (x0, top), (right, top + th + base + 2), PREDICTED, -1)
     cv2.putText(rgb, text, (x0 + 1, top + th + 1), FONT, scale, TEXT, 1, cv2.LINE_AA)
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Sequence[tuple[Sequence[float], str]]) -> None:
+    """Each (box, text): the labels first, then every box as a one-pixel white rectangle on
+    its ``pixel_box``, so no label hides an edge; in place."""
+    for box, text in boxes:
+        if text:
+            draw_label(rgb, box, text)
+    for box, _ in boxes:
+        x0, y0, x1, y1 = pixel_box(box, rgb.shape[:2])
+        cv2.rectangle(rgb, (x0, y0), (x1, y1), PREDICTED, 1)
 
 
 def palette(count: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from explain import render
-from explain.tasks.drawing import TRUTH, draw_box, draw_outline, mask_picture
+from explain.tasks.drawing import TRUTH, draw_boxes, draw_outline, mask_picture
 from explain.tasks.records import TaskSummary
 from explain.writers import BatchContext, RunContext, Writer
 
@@ -56,7 +56,7 @@ class TaskWriter(Writer):
                                                                   batch.truths[b]))
                 else:
                     det = one.record.detection
-                    draw_box(picture, det.box, f"{det.label} {det.score:.2f}")
+                    draw_boxes(picture, [(det.box, f"{det.label} {det.score:.2f}")])
                 ctx.run.write_image(one.record.file, picture)
                 if out.save_arrays:
                     array = one.record.file.rsplit(".", 1)[0] + ".npy"
@@ -85,8 +85,8 @@ class TaskWriter(Writer):
             ctx.run.write_image(entry.files.mask, picture)
             return
         picture = np.uint8(np.round(np.clip(view.item.rgb, 0, 1) * 255))
-        for det in reversed(batch.found[view.row]):  # the best box drawn last, on top
-            draw_box(picture, det.box, f"{det.name} {det.score:.2f}")
+        draw_boxes(picture, [(det.box, f"{det.name} {det.score:.2f}")
+                             for det in reversed(batch.found[view.row])])  # the best on top
         entry.files.boxes = f"detections/{entry.id}{ctx.ext}"
         ctx.run.write_image(entry.files.boxes, picture)
 
