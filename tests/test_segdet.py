@@ -26,6 +26,7 @@ from pytorch_grad_cam.utils.model_targets import (FasterRCNNBoxScoreTarget,
 from pytorch_grad_cam.utils.reshape_transforms import fasterrcnn_reshape_transform
 from torch import nn
 
+from browser import Browser, check_page, find_browser
 from conftest import IMAGES, REPO, save_config
 from helpers import cli, library_map, one_line, refused, tiny_net
 from explain.cli import main
@@ -77,6 +78,24 @@ def tree(tmp_path_factory):
     truth[:, w // 2:] = 2
     Image.fromarray(truth, mode="L").save(root / "images" / "masks" / "both.png")
     return root, seg, det
+
+
+@pytest.fixture(scope="module")
+def seg_run(tree):
+    """The segmentation example as shipped, with the ground-truth folder and saved arrays."""
+    root = tree[0]
+    assert main([str(root / "configs" / "segmentation_example.yaml"), "--quiet", "--set",
+                 "segmentation.masks=../images/masks", "--set", "output.save_arrays=true"]) == 0
+    return root / "results" / "segmentation_example"
+
+
+@pytest.fixture(scope="module")
+def det_run(tree):
+    """The detection example as shipped, with saved arrays."""
+    root = tree[0]
+    assert main([str(root / "configs" / "detection_example.yaml"), "--quiet", "--set",
+                 "output.save_arrays=true"]) == 0
+    return root / "results" / "detection_example"
 
 
 class Out(nn.Module):
@@ -173,16 +192,13 @@ def test_detection_maps_equal_the_library(tree):
 
 # ---- the example configs, as shipped --------------------------------------------------------
 
-def test_segmentation_example_outlines_numbers_and_report(tree):
+def test_segmentation_example_outlines_numbers_and_report(tree, seg_run):
     """The config as shipped, with the ground-truth folder and saved arrays: the predicted
     mask's outline in white and the ground truth's in magenta on every overlay where they
     belong, pixel shares, energy in the region and in the mask and the mask IoU from the
     saved maps, the map equal to the library's, the report's cards."""
     root, seg, _ = tree
-    config = root / "configs" / "segmentation_example.yaml"
-    assert main([str(config), "--quiet", "--set", "segmentation.masks=../images/masks",
-                 "--set", "output.save_arrays=true"]) == 0
-    run = root / "results" / "segmentation_example"
+    config, run = root / "configs" / "segmentation_example.yaml", seg_run
     summary = json.loads((run / "summary.json").read_text())
     assert summary["config"]["target_layers"] == ["classifier.cbr"]
     assert any("no label map for 1 image(s) (cat)" in n for n in summary["notes"])
@@ -229,15 +245,13 @@ def test_segmentation_example_outlines_numbers_and_report(tree):
     assert (run / "panels" / "cat.png").is_file()
 
 
-def test_detection_example_boxes_numbers_report_and_resume(tree):
+def test_detection_example_boxes_numbers_report_and_resume(tree, det_run):
     """The config as shipped, with saved arrays: every explained detection's overlay has its
     box in white where the summary says, its energy in the box from the saved map, the map
     equal to the library's EigenCAM; the report has a card row per detection; a run
     interrupted after the first image, resumed, writes the same summary.csv."""
     root, _, det = tree
-    config = root / "configs" / "detection_example.yaml"
-    assert main([str(config), "--quiet", "--set", "output.save_arrays=true"]) == 0
-    run = root / "results" / "detection_example"
+    config, run = root / "configs" / "detection_example.yaml", det_run
     summary = json.loads((run / "summary.json").read_text())
     assert summary["config"]["target_layers"] == ["backbone"]
     html = (run / "report.html").read_text()
@@ -284,6 +298,47 @@ def test_detections_below_the_threshold_are_a_note(tree, capsys):
     assert any("no detection of a named class scores at least score_threshold 0.99 on 2 "
                "image(s): cat, both" in n for n in summary["notes"])
     assert "nothing to explain" in (root / "results" / "nobox" / "report.html").read_text()
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium here (Debian package 'chromium')")
+def test_task_reports_load_in_chromium_with_every_picture(seg_run, det_run):
+    with Browser(find_browser()) as browser:
+        browser.open_page()
+        for run in (seg_run, det_run):
+            result = check_page(browser, run / "report.html")
+            assert result["broken"] == [] and result["errors"] == []
+            html = (run / "report.html").read_text()
+            assert result["count"] == html.count("<img ") > 6
+
+
+def test_any_model_returning_score_maps(tmp_path):
+    """A whole pickled model of torch.nn layers whose score maps are half the input's size:
+    its targets use regions at the maps' size (the library's SemanticSegmentationTarget on
+    them, 1e-5), the outline is drawn from the prediction resized to the input."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(6, 3, 3, stride=2, padding=1)).eval()
+    torch.save(net, tmp_path / "half.pth")
+    config = save_config(tmp_path, "half", {
+        "task": "segmentation", "model": {"file": str(tmp_path / "half.pth")},
+        "classes": {"a": 0, "b": 1, "c": 2}, "images": [str(IMAGES / "both.jpg")],
+        "preprocess": {"size": [32, 48]}, "target_layers": ["auto"],
+        "output": {"dir": str(tmp_path / "results"), "save_arrays": True}})
+    assert main([str(config), "--quiet"]) == 0
+    run = tmp_path / "results" / "half"
+    entry = json.loads((run / "summary.json").read_text())["images"][0]
+    x = prepare(ImageRef("both", IMAGES / "both.jpg", False), Preprocess(size=[32, 48])).tensor
+    with torch.no_grad():
+        small = net(x[None])[0].argmax(0).numpy()
+    assert small.shape == (16, 24) and entry["cams"]
+    labels = cv2.resize(small.astype(np.int32), (48, 32), interpolation=cv2.INTER_NEAREST)
+    for rec in entry["cams"]:
+        c = "abc".index(rec["class"])
+        lib = library_map(GradCAM, net, net[1], x[None], [SemanticSegmentationTarget(
+            c, (small == c).astype(np.float32))])[0]
+        assert np.abs(np.load(run / rec["files"]["array"]) - lib).max() <= 1e-5
+        white = outline(labels == c)
+        assert white.any() and (overlay(run, rec["file"])[white] == WHITE).all()
 
 
 # ---- layer discovery --------------------------------------------------------------------------

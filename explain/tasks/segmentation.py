@@ -54,9 +54,7 @@ class SegmentationNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
-        part = out if self.output is None and not isinstance(out, torch.Tensor) else \
-            output_part(out, self.output)
-        return check_score_maps(part, x.shape[0], out)
+        return check_score_maps(output_part(out, self.output), x.shape[0], out)
 
 
 class RegionHead:
