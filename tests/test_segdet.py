@@ -259,7 +259,7 @@ def test_detection_example_boxes_numbers_report_and_resume(tree, det_run):
         explained = entry["detections"]["explained"]
         assert len(explained) == 2 and explained[0]["score"] >= 0.3
         assert [r["class"] for r in entry["cams"]] == [d["name"] for d in explained]
-        boxes = overlay(run, entry["files"]["boxes"])
+        boxes = overlay(run, entry["files"]["task"])
         for rec, found in zip(entry["cams"], explained):
             cam = np.load(run / rec["files"]["array"])
             x0, y0, x1, y1 = pixel_box(found["box"], cam.shape)
@@ -361,6 +361,25 @@ def test_layers_on_a_faster_rcnn_and_a_deeplabv3(tmp_path, capsys):
         picks[task] = [line.split()[0] for line in out.splitlines() if "(auto)" in line]
         assert len(out.splitlines()) > 100
     assert picks == {"detection": ["backbone"], "segmentation": ["classifier.3"]}
+
+
+def test_auto_explains_a_predicted_class_whose_scores_are_negative(tmp_path, capsys):
+    """The layer survey differentiates a class the model predicts somewhere, even when its
+    summed scores are below zero (the classes without pixels score 0 but are not explained:
+    a survey of them saw zero gradient everywhere and 'auto' found no layer)."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 1)).eval()
+    with torch.no_grad():
+        net[2].weight.mul_(0.01)
+        net[2].bias.copy_(torch.tensor([-1.0, -2.0, -2.0]))  # class 0 everywhere, sum < 0
+    torch.save(net, tmp_path / "negative.pth")
+    config = save_config(tmp_path, "negative", {
+        "task": "segmentation", "model": {"file": str(tmp_path / "negative.pth")},
+        "classes": {"a": 0, "b": 1}, "images": [str(IMAGES / "cat.jpg")],
+        "preprocess": {"size": [16, 16]}, "target_layers": ["auto"]})
+    code, err, out = cli(capsys, "layers", config)
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines() if "(auto)" in line] == ["1"]
 
 
 # ---- one line for each bad input --------------------------------------------------------------

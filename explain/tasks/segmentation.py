@@ -86,10 +86,14 @@ class RegionHead:
         return truth
 
     def scores(self, maps: torch.Tensor) -> torch.Tensor:
-        """(B, classes): each class's scores summed over its region (differentiable)."""
+        """(B, classes): each class's scores summed over its region (differentiable); -inf
+        for a class without a pixel in its region (nothing to explain: its map is not kept,
+        and the layer survey's top class is one the model predicts somewhere)."""
         regions = self.regions(maps)
         index = torch.arange(maps.shape[1], device=maps.device)[None, :, None, None]
-        return (maps * (regions[:, None] == index).to(maps.dtype)).sum(dim=(2, 3))
+        inside = (regions[:, None] == index).to(maps.dtype)
+        sums = (maps * inside).sum(dim=(2, 3))
+        return torch.where(inside.sum(dim=(2, 3)) > 0, sums, sums.new_tensor(float("-inf")))
 
     def ranking(self, maps: torch.Tensor) -> np.ndarray:
         """(B, classes): each class's share of the pixels (ranks 'predicted', 'top<K>')."""

@@ -81,14 +81,14 @@ class TaskWriter(Writer):
         if ctx.cfg.task == "segmentation":
             picture = mask_picture(view.item.rgb, batch.labels[view.row],
                                    max(ctx.classes) + 1, batch.truths[view.row])
-            entry.files.mask = f"segmentation/{entry.id}{ctx.ext}"
-            ctx.run.write_image(entry.files.mask, picture)
+            entry.files.task = f"segmentation/{entry.id}{ctx.ext}"
+            ctx.run.write_image(entry.files.task, picture)
             return
         picture = np.uint8(np.round(np.clip(view.item.rgb, 0, 1) * 255))
         draw_boxes(picture, [(det.box, f"{det.name} {det.score:.2f}")
                              for det in reversed(batch.found[view.row])])  # the best on top
-        entry.files.boxes = f"detections/{entry.id}{ctx.ext}"
-        ctx.run.write_image(entry.files.boxes, picture)
+        entry.files.task = f"detections/{entry.id}{ctx.ext}"
+        ctx.run.write_image(entry.files.task, picture)
 
     def finish(self, ctx: RunContext) -> None:
         summary = ctx.summary
