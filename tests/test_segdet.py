@@ -44,6 +44,16 @@ DET_ARGS = dict(num_classes=3, min_size=128, max_size=192, rpn_pre_nms_top_n_tes
                 rpn_post_nms_top_n_test=10, box_detections_per_img=5)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Torch on one thread here: these small passes gain nothing from two, and two threads
+    on a loaded 2-core machine spin (a 64x96 MobileNetV3 pass: 30 ms on one, seconds on two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def seg_net() -> nn.Module:
     torch.manual_seed(4)
     net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
