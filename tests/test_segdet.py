@@ -35,7 +35,7 @@ from explain.engine import EngineOptions
 from explain.errors import ExplainError
 from explain.images import ImageRef, prepare
 from explain.tasks.detection import DetectionEngine, DetectionTask
-from explain.tasks.drawing import TRUTH, outline, pixel_box
+from explain.tasks.drawing import TRUTH, draw_boxes, outline, pixel_box
 from explain.tasks.segmentation import SegmentationEngine, SegmentationTask
 
 CPU = torch.device("cpu")
@@ -237,11 +237,15 @@ def test_segmentation_example_outlines_numbers_and_report(tree, seg_run):
                 magenta = outline(truth == c)
                 assert (picture[magenta] == TRUTH).all()
                 white &= ~magenta
-                inside = (cam[truth == c].sum() / cam.sum())
-                assert rec["segment"]["energy_in_mask"] == pytest.approx(inside, abs=1e-5)
-                hot = cam >= 0.5 * cam.max()
-                iou = (hot & (truth == c)).sum() / (hot | (truth == c)).sum()
-                assert rec["segment"]["mask_iou"] == pytest.approx(iou, abs=1e-5)
+                if not (truth == c).any():  # background: no ground-truth pixels, no numbers
+                    assert rec["class"] == "background"
+                    assert not {"energy_in_mask", "mask_iou", "pointing_hit"} & set(rec["segment"])
+                else:
+                    inside = (cam[truth == c].sum() / cam.sum())
+                    assert rec["segment"]["energy_in_mask"] == pytest.approx(inside, abs=1e-5)
+                    hot = cam >= 0.5 * cam.max()
+                    iou = (hot & (truth == c)).sum() / (hot | (truth == c)).sum()
+                    assert rec["segment"]["mask_iou"] == pytest.approx(iou, abs=1e-5)
             assert white.any() and (picture[white] == WHITE).all()
             assert rec["segment"]["energy_in_region"] == pytest.approx(
                 cam[labels == c].sum() / cam.sum(), abs=1e-5)
@@ -252,6 +256,7 @@ def test_segmentation_example_outlines_numbers_and_report(tree, seg_run):
         assert np.abs(np.load(run / rec["files"]["array"]) - lib[0]).max() <= 1e-5
     html = (run / "report.html").read_text()
     assert "energy in mask" in html and "segmentation/both.png" in html
+    assert [html.count(f'<section id="{s}">') for s in ("trust", "run", "methods")] == [1, 1, 1]
     assert (run / "panels" / "cat.png").is_file()
 
 
@@ -295,6 +300,19 @@ def test_detection_example_boxes_numbers_report_and_resume(tree, det_run):
     assert (resumed / "summary.csv").read_bytes() == (run / "summary.csv").read_bytes()
     notes = json.loads((resumed / "summary.json").read_text())["notes"]
     assert any("resumed: 1 image(s) kept" in n for n in notes)
+
+
+def test_labels_stay_off_their_box_and_inside_the_picture():
+    """A label goes above its box, below it when the box touches the picture's top, and moves
+    left at the right edge: no edge of a narrow box crosses its text, and the text is whole."""
+    picture = np.zeros((64, 96, 3), np.uint8)
+    draw_boxes(picture, [((0, 2, 6, 30), "dog-2 0.34"), ((90, 40, 96, 50), "cat-1 0.50")])
+    dark = (picture < 128).all(axis=2)
+    rows = np.flatnonzero((~dark[:, :40]).any(axis=1))
+    assert rows.min() == 2 and rows.max() > 35  # the box from row 2, its label below row 29
+    assert dark[3:29, 1:5].all() and dark[3:29, 6:40].all()  # nothing else beside the box
+    label = ~dark[:40, 60:89]  # the second label, moved left of its box (x from 90)
+    assert label.any() and (picture[49, 90:96] == WHITE).all()  # its bottom edge
 
 
 def test_detections_below_the_threshold_are_a_note(tree, capsys):

@@ -1,8 +1,9 @@
 """Drawing on the overlays of segmentation and detection runs: a region's outline (white for
 the predicted mask, magenta for the ground truth), a detection's box (white, one pixel) with
-its label and score above it, and the per-image pictures (the predicted mask in colour, every
-explained box). Every shape is drawn at exact pixels, so a test can read it back: a box's
-edges are the pixel rectangle ``pixel_box`` gives, an outline the pixels ``outline`` marks."""
+its label and score above it (below it at the picture's top), and the per-image pictures
+(the predicted mask in colour, every explained box). Every shape is drawn at exact pixels, so
+a test can read it back: a box's edges are the pixel rectangle ``pixel_box`` gives, an
+outline the pixels ``outline`` marks."""
 
 from __future__ import annotations
 
@@ -49,17 +50,18 @@ def box_mask(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
 
 
 def draw_label(rgb: np.ndarray, box: Sequence[float], text: str) -> None:
-    """The text on a white label at the box's top-left corner: above the box when there is
-    room (its bottom row on the box's top edge), else hanging inside it; in place."""
-    x0, y0, _, _ = pixel_box(box, rgb.shape[:2])
-    scale = max(0.3, min(0.5, rgb.shape[0] / 400))
+    """The text on a white label at the box's left: above the box when there is room (its
+    bottom row on the box's top edge), else below it (its top row on the bottom edge), else
+    hanging inside it from the top; moved left to stay whole in the picture; in place."""
+    h, w = rgb.shape[:2]
+    x0, y0, _, y1 = pixel_box(box, (h, w))
+    scale = max(0.3, min(0.5, h / 400))
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
-    top = y0 - th - base - 2
-    if top < 0:  # no room above the box
-        top = y0
-    right = min(rgb.shape[1] - 1, x0 + tw + 2)
-    cv2.rectangle(rgb, (x0, top), (right, top + th + base + 2), PREDICTED, -1)
-    cv2.putText(rgb, text, (x0 + 1, top + th + 1), FONT, scale, TEXT, 1, cv2.LINE_AA)
+    tall = th + base + 2
+    top = y0 - tall if y0 - tall >= 0 else y1 if y1 + tall < h else y0
+    left = max(0, min(x0, w - 1 - (tw + 2)))
+    cv2.rectangle(rgb, (left, top), (min(w - 1, left + tw + 2), top + tall), PREDICTED, -1)
+    cv2.putText(rgb, text, (left + 1, top + th + 1), FONT, scale, TEXT, 1, cv2.LINE_AA)
 
 
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[tuple[Sequence[float], str]]) -> None:

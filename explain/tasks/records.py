@@ -23,7 +23,7 @@ class RegionNumbers(_Part):
     pixel_share: float  # share of the image's pixels the model predicts as the class
     score: float  # what the map explains: the class's scores summed over the region
     energy_in_region: float  # share of the map's sum inside the region
-    energy_in_mask: Optional[float] = None  # with a ground-truth mask: share inside it
+    energy_in_mask: Optional[float] = None  # share inside the ground truth (with its pixels)
     mask_iou: Optional[float] = None  # IoU of the map above segmentation.threshold x max
     pointing_hit: Optional[bool] = None  # the map's peak lies in the ground-truth mask
 

@@ -209,8 +209,8 @@ class SegmentationTask(Task):
         numbers = RegionNumbers(region=self.cfg.segmentation.region, pixels=int(region.sum()),
                                 pixel_share=round(float((labels == c).mean()), 6), score=0.0,
                                 energy_in_region=share_inside(cam, region))
-        if truth is not None:
-            mask = truth == c
+        mask = None if truth is None else truth == c
+        if mask is not None and mask.any():  # no numbers against an empty ground truth
             numbers.energy_in_mask = share_inside(cam, mask)
             numbers.mask_iou = thresholded_iou(cam, mask, self.cfg.segmentation.threshold)
             numbers.pointing_hit = peak_inside(cam, mask)
