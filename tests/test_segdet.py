@@ -313,6 +313,12 @@ def test_labels_stay_off_their_box_and_inside_the_picture():
     assert dark[3:29, 1:5].all() and dark[3:29, 6:40].all()  # nothing else beside the box
     label = ~dark[:40, 60:89]  # the second label, moved left of its box (x from 90)
     assert label.any() and (picture[49, 90:96] == WHITE).all()  # its bottom edge
+    picture[:] = 0  # a label whose place above its box is taken goes below it
+    draw_boxes(picture, [((40, 20, 80, 30), "cat-1 0.90"), ((44, 25, 60, 45), "cat-2 0.80")])
+    dark = (picture < 128).all(axis=2)
+    assert not dark[8:20, 41:80].all()  # cat-1's label above its box
+    assert dark[21:25, 61:79].all()  # cat-2's not above its box, over cat-1's label
+    assert not dark[46:56, 45:80].all()  # but below its box
 
 
 def test_detections_below_the_threshold_are_a_note(tree, capsys):

@@ -49,27 +49,38 @@ def box_mask(box: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def draw_label(rgb: np.ndarray, box: Sequence[float], text: str) -> None:
+def draw_label(rgb: np.ndarray, box: Sequence[float], text: str,
+               taken: list[tuple[int, int, int, int]] | None = None) -> None:
     """The text on a white label at the box's left: above the box when there is room (its
     bottom row on the box's top edge), else below it (its top row on the bottom edge), else
-    hanging inside it from the top; moved left to stay whole in the picture; in place."""
+    hanging inside it from the top; moved left to stay whole in the picture; in place.
+    ``taken``: the labels already drawn (x0, y0, x1, y1), which a place that overlaps one
+    gives way to the next; the new label is added to it."""
     h, w = rgb.shape[:2]
     x0, y0, _, y1 = pixel_box(box, (h, w))
     scale = max(0.3, min(0.5, h / 400))
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
-    tall = th + base + 2
-    top = y0 - tall if y0 - tall >= 0 else y1 if y1 + tall < h else y0
-    left = max(0, min(x0, w - 1 - (tw + 2)))
-    cv2.rectangle(rgb, (left, top), (min(w - 1, left + tw + 2), top + tall), PREDICTED, -1)
+    tall, left = th + base + 2, max(0, min(x0, w - 1 - (tw + 2)))
+    right = min(w - 1, left + tw + 2)
+    places = [top for top in (y0 - tall, y1) if 0 <= top and top + tall < h] + [y0]
+    free = [top for top in places if not any(
+        left <= r[2] and r[0] <= right and top <= r[3] and r[1] <= top + tall
+        for r in taken or [])]
+    top = (free or places)[0]
+    if taken is not None:
+        taken.append((left, top, right, top + tall))
+    cv2.rectangle(rgb, (left, top), (right, top + tall), PREDICTED, -1)
     cv2.putText(rgb, text, (left + 1, top + th + 1), FONT, scale, TEXT, 1, cv2.LINE_AA)
 
 
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[tuple[Sequence[float], str]]) -> None:
-    """Each (box, text): the labels first, then every box as a one-pixel white rectangle on
-    its ``pixel_box``, so no label hides an edge; in place."""
+    """Each (box, text): the labels first (a later one where it overlaps no earlier one, if
+    it can), then every box as a one-pixel white rectangle on its ``pixel_box``, so no label
+    hides an edge; in place."""
+    taken: list[tuple[int, int, int, int]] = []
     for box, text in boxes:
         if text:
-            draw_label(rgb, box, text)
+            draw_label(rgb, box, text, taken)
     for box, _ in boxes:
         x0, y0, x1, y1 = pixel_box(box, rgb.shape[:2])
         cv2.rectangle(rgb, (x0, y0), (x1, y1), PREDICTED, 1)

@@ -85,8 +85,8 @@ class TaskWriter(Writer):
             ctx.run.write_image(entry.files.task, picture)
             return
         picture = np.uint8(np.round(np.clip(view.item.rgb, 0, 1) * 255))
-        draw_boxes(picture, [(det.box, f"{det.name} {det.score:.2f}")
-                             for det in reversed(batch.found[view.row])])  # the best on top
+        draw_boxes(picture, [(det.box, f"{det.name} {det.score:.2f}")  # the best placed first
+                             for det in batch.found[view.row]])
         entry.files.task = f"detections/{entry.id}{ctx.ext}"
         ctx.run.write_image(entry.files.task, picture)
 
