@@ -58,9 +58,6 @@ def settings(cfg: Config) -> dict[str, Any]:
     data.pop("name", None)
     data.pop("workers", None)  # how fast, not what
     data["output"].pop("dir", None)
-    if data.get("task") == "classification":  # the settings of a run before tasks existed
-        for key in ("task", "segmentation", "detection"):
-            data.pop(key, None)
     return data
 
 

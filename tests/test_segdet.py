@@ -492,6 +492,10 @@ def test_task_config_checks(tree):
     assert "detection: applies to task: detection" in str(info.value)
     cfg = Config.model_validate({**base, "methods": ["gradcam"]})
     assert not {"task", "segmentation", "detection"} & set(settings(cfg))
+    assert not {"task", "segmentation", "detection"} & set(cfg.model_dump(mode="json"))
+    assert Config.model_validate(cfg.model_dump()) == cfg  # summary.json reads back
+    cfg = Config.model_validate({**base, "task": "detection"})
+    assert cfg.model_dump()["detection"]["max_boxes"] == 5
     with pytest.raises(Exception) as info:
         Config.model_validate({**base, "task": "segmentation", "metrics": ["road_combined"]})
     assert "metrics: not available with task: segmentation" in str(info.value)

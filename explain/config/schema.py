@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (Field, StrictBool, StrictStr, field_validator, model_validator)
+from pydantic import (Field, StrictBool, StrictStr, field_validator, model_serializer,
+                      model_validator)
 
 from explain.names import name_problem, quote, safe_slug, suggest
 from explain.config.sections import (Annotations, Channels, Compare, Concepts, Guided, image_entry,
@@ -69,6 +70,16 @@ class Config(Section):
         if problem:
             raise ValueError(problem)
         return self
+
+    @model_serializer(mode="wrap")
+    def _as_before_tasks(self, handler: Any) -> Any:
+        """A classifier's config dumps as before tasks existed (summary.json, config.json and
+        the API's copies byte for byte): no task keys."""
+        data = handler(self)
+        if self.task == "classification" and isinstance(data, dict):
+            for key in ("task", "segmentation", "detection"):
+                data.pop(key, None)
+        return data
 
     @field_validator("name")
     @classmethod
