@@ -257,6 +257,8 @@ def test_segmentation_example_outlines_numbers_and_report(tree, seg_run):
     html = (run / "report.html").read_text()
     assert "energy in mask" in html and "segmentation/both.png" in html
     assert [html.count(f'<section id="{s}">') for s in ("trust", "run", "methods")] == [1, 1, 1]
+    assert "white line: the outline of the class's predicted mask" in html.replace("&#39;", "'")
+    assert "weak class" not in html and "ground-truth box" not in html  # a classifier's legend
     assert (run / "panels" / "cat.png").is_file()
 
 
@@ -270,6 +272,7 @@ def test_detection_example_boxes_numbers_report_and_resume(tree, det_run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["config"]["target_layers"] == ["backbone"]
     html = (run / "report.html").read_text()
+    assert "white box: the detection the map explains" in html and "weak class" not in html
     for entry in summary["images"]:
         explained = entry["detections"]["explained"]
         assert len(explained) == 2 and explained[0]["score"] >= 0.3
