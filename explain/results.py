@@ -1,30 +1,25 @@
 """What a run finds, as typed records: one per map, one per image, one for the whole run.
 
-summary.json, summary.csv, the per-image item files that ``--resume`` keeps and the console summary
-are all made from these types, and ``--resume`` and ``explain report`` read them back through them,
-so a malformed file is an error that names it, never a KeyError somewhere later. summary.json holds
-the validated config itself (``RunSummary.config``, an explain.config.Config).
+summary.json (the validated config too: ``RunSummary.config``), summary.csv, the item files that
+``--resume`` keeps and the console summary are made from these types, and ``--resume`` and
+``explain report`` read them back: a malformed file is an error naming it, never a KeyError.
 
 The records are also the run's manifest: every file a writer writes is named in them, by the writer
 that wrote it, at the level it belongs to (paths relative to the run folder):
-
 - a map (``MapRecord``): ``file`` the overlay, ``guided_file`` its Guided Grad-CAM picture, and
   ``files`` (``MapFiles``) the rest: the .npy of the map and of the Guided Grad-CAM, the channel
   views (top channels, contributions picture and .npy, per-channel CSV) and the compare figure;
 - an image (``ImageEntry``): ``guided`` (class -> guided backprop picture), ``concepts`` (the
-  concepts .json), and ``files`` (``ImageFiles``): the report's photo, the activation grid and .npy,
-  the class contrast per method, the guided backprop .npy per class, the concepts figure and .npy;
-- the run (``RunSummary.files``, ``RunFiles``): the report's colour bar, the panel per class,
-  compare.csv, the dataset CSVs and mean-map sums, the atlas page; the mean maps in
-  ``dataset.mean_maps``, the atlas's files in ``atlas`` and ``ablation``.
-
+  concepts .json), ``files`` (``ImageFiles``): the report's photo, the activation grid and .npy,
+  class contrasts, guided backprop .npy, concepts figure and .npy, task picture, atlas part;
+- the run: ``files`` (``RunFiles``: the report's colour bar, the panel per class, compare.csv, the
+  dataset CSVs and mean-map sums, the atlas page), ``dataset.mean_maps``, ``atlas``, ``ablation``.
 ``ImageEntry.written()`` and ``RunSummary.written()`` list them all. Not recorded (every run folder
 has them under fixed names): the folder's marker (explain.outputs), config.json, items/<image>.json,
-summary.json, summary.csv, and the report made from the records, report.html and
-report/page-<n>.html. Files the finder left out are records too (``Skipped``: ``skipped_images``
-could not be decoded, ``skipped_files`` not used), never note text. ``FORMAT`` numbers this layout:
-a summary or item file without it was written by an earlier version, and reading one is one line
-saying to run the config again.
+summary.json, summary.csv, report.html and report/page-<n>.html. Files the finder left out are
+records too (``Skipped``: ``skipped_images`` could not be decoded, ``skipped_files`` not used).
+``FORMAT`` numbers this layout: a summary or item file without it was written by an earlier
+version, and reading one is one line saying to run the config again.
 """
 
 from __future__ import annotations
@@ -42,6 +37,7 @@ from explain.errors import ExplainError, first_line
 from explain.evidence import BaselineMap, Evidence, baseline_columns, method_columns
 from explain.names import quote
 from explain.outputs import RunFolder
+from explain.tasks import records as tasks
 
 FORMAT = 2  # the layout of summary.json and items/*.json; 1 (no 'format' key): no manifest
 PICTURE_SUFFIXES = (".png", ".jpg", ".webp")  # of the overlays (output.image_format)
@@ -86,6 +82,7 @@ class ImageFiles(_Files):
     guided_arrays: dict[str, str] = Field(default_factory=dict)  # class -> guided/....npy
     concepts_figure: Optional[str] = None  # concepts/<image>.png
     concepts_array: Optional[str] = None  # concepts/<image>.npy
+    task: Optional[str] = None  # segmentation/<image>.<ext> (mask), detections/... (boxes)
     atlas: Optional[str] = None  # channels/atlas/images/<image>.npz (the atlas's per-image part)
 
 
@@ -136,10 +133,11 @@ class MapRecord(_Record):
     probability: Optional[float] = None
     weak: Optional[bool] = None  # probability below report.weak_below
     faithfulness: Optional[dict[str, float]] = None  # metric name -> library score
-    agreement: Optional[float] = None  # mean Pearson r with the other methods' maps (same
-    #                                    image and class); only with two or more methods
+    agreement: Optional[float] = None  # mean Pearson r with the other methods' maps (2+ methods)
     localisation: Optional[Localisation] = None
     guided_file: Optional[str] = None  # guided_cam/<method>/<image>__<class>.png (Guided Grad-CAM)
+    segment: Optional[tasks.RegionNumbers] = None  # task: segmentation (explain.tasks.records)
+    detection: Optional[tasks.DetectionNumbers] = None  # task: detection
     files: MapFiles = Field(default_factory=MapFiles)  # its other files
 
 
@@ -156,6 +154,8 @@ class ImageEntry(_Record):
     boxes: Optional[dict[str, list[list[float]]]] = None
     guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
     concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
+    segmentation: Optional[tasks.SegmentationImage] = None  # task: segmentation
+    detections: Optional[tasks.DetectionImage] = None  # task: detection
     baselines: list[BaselineMap] = Field(default_factory=list)  # explain.baselines: no files
     files: ImageFiles = Field(default_factory=ImageFiles)  # its other files
 
@@ -293,14 +293,14 @@ class RunSummary(_Record):
     versions: dict[str, str]
     images: list[ImageEntry] = Field(default_factory=list)
     skipped_images: list[Skipped] = Field(default_factory=list)  # found, could not be decoded
-    skipped_files: list[Skipped] = Field(default_factory=list)  # found, not used (not images,
-    #                                                             no class, ...)
+    skipped_files: list[Skipped] = Field(default_factory=list)  # found, not used (no class...)
     files: RunFiles = Field(default_factory=RunFiles)
     notes: list[str] = Field(default_factory=list)
     counts: dict[str, int] = Field(default_factory=lambda: {"images": 0, "maps": 0})
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
+    task: Optional[tasks.TaskSummary] = None  # task: segmentation / detection
     trust: Optional[Evidence] = None  # baselines, intervals, comparisons, which map to trust
     atlas: Optional[AtlasSummary] = None  # channels.atlas (explain.atlas_results)
     ablation: Optional[AblationSummary] = None  # channels.ablation
@@ -470,7 +470,7 @@ def csv_rows(summary: RunSummary) -> list[dict]:
             channels = row.pop("channels", None)
             if channels is not None:
                 row.update(channels)
-            for group in ("faithfulness", "localisation"):
+            for group in ("faithfulness", "localisation", "segment", "detection"):
                 row.update(row.pop(group, None) or {})
             row.update(baseline_columns(image.baselines, record.class_name))
             rows.append(row)

@@ -131,6 +131,9 @@ def default_writers(cfg: Config) -> list[Writer]:
     from explain.writers.panels import PanelWriter
     from explain.writers.report import ReportWriter
     from explain.writers.summary import SummaryWriter
+    if cfg.task != "classification":  # segmentation, detection: their own map writers
+        from explain.tasks.writers import task_writers
+        return task_writers(cfg)
     writers: list[Writer] = [MapWriter(), MetricsWriter()]
     if cfg.channels.enabled:
         writers.append(ChannelWriter())
