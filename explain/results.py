@@ -41,6 +41,7 @@ from explain.config import Config
 from explain.errors import ExplainError, first_line
 from explain.names import quote
 from explain.outputs import RunFolder
+from explain.sanity_records import SanitySummary
 
 FORMAT = 2  # the layout of summary.json and items/*.json; 1 (no 'format' key): no manifest
 PICTURE_SUFFIXES = (".png", ".jpg", ".webp")  # of the overlays (output.image_format)
@@ -297,6 +298,7 @@ class RunSummary(_Record):
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
+    sanity: Optional[SanitySummary] = None  # sanity.enabled (explain.sanity_records)
 
     @field_validator("compare")
     @classmethod
@@ -314,7 +316,8 @@ class RunSummary(_Record):
         """Every file the records name: the run's, the mean maps', each image's."""
         means = [f for m in (self.dataset.mean_maps if self.dataset else []) for f in
                  (m.file, m.array)]
-        return self.files.paths() + means + [f for i in self.images for f in i.written()]
+        checks = self.sanity.files.paths() if self.sanity else []
+        return self.files.paths() + means + checks + [f for i in self.images for f in i.written()]
 
 
 def versions() -> dict[str, str]:
@@ -464,6 +467,7 @@ def csv_rows(summary: RunSummary) -> list[dict]:
                 row.update(channels)
             for group in ("faithfulness", "localisation"):
                 row.update(row.pop(group, None) or {})
+            row.update(summary.sanity.columns(record.method) if summary.sanity else {})
             rows.append(row)
     return rows
 

@@ -13,7 +13,7 @@ from explain.names import name_problem, quote, safe_slug, suggest
 from explain.config.sections import (Annotations, Channels, Compare, Concepts, Guided, image_entry,
                                      Int, LabelledImages, LAYER, MAX_CLASSES, MethodSpec,
                                      MetricSpec, ModelSpec, Output, Preprocess, Report, Reshape,
-                                     Section, TARGET_WORDS, Text)
+                                     Sanity, Section, TARGET_WORDS, Text)
 
 
 class Config(Section):
@@ -49,6 +49,7 @@ class Config(Section):
     metrics: Annotated[list[MetricSpec], Field(max_length=16)] = Field(default_factory=list)
     annotations: Annotations = Field(default_factory=Annotations)
     report: Report = Field(default_factory=Report)
+    sanity: Sanity = Field(default_factory=Sanity)  # explain.sanity
 
     # Not part of the file: where it was read from (for relative paths and the run name).
     source: Optional[Path] = Field(default=None, exclude=True)

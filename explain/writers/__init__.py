@@ -145,6 +145,9 @@ def default_writers(cfg: Config) -> list[Writer]:
     if any(isinstance(entry, LabelledImages) for entry in cfg.images):
         from explain.writers.dataset import DatasetWriter
         writers.append(DatasetWriter())
+    if cfg.sanity.enabled:
+        from explain.writers.sanity import SanityWriter
+        writers.append(SanityWriter())
     writers += [PanelWriter(), SummaryWriter()]
     if cfg.report.enabled:
         writers.append(ReportWriter())
