@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -313,10 +313,12 @@ def _compared(trained: dict[str, list[np.ndarray]], now: dict[str, list[np.ndarr
 
 
 def run_checks(plan, subjects: list[Subject], *, layers: Optional[int] = None,
-               independent: bool = False, guided: bool = False) -> Outcome:
+               independent: bool = False, guided: bool = False,
+               tick: Callable[[], None] = lambda: None) -> Outcome:
     """Both checks on ``subjects`` (their ``others`` filled, or empty to skip the random
     logit), with the first ``layers`` layers in cascading order (None: all), on a copy of
-    the plan's network; the network itself is left untouched."""
+    the plan's network; the network itself is left untouched. ``tick`` is called after each
+    randomisation step."""
     randomiser = Randomiser(plan.net, plan.cfg.seed, layers)
     maker = MapMaker(plan, randomiser.net, guided)
     shown = strip_steps(len(randomiser.layers))
@@ -330,12 +332,16 @@ def run_checks(plan, subjects: list[Subject], *, layers: Optional[int] = None,
         for k, _ in enumerate(randomiser.cascade(), 1):
             now = maker.maps(subjects)
             steps.append(_compared(trained, now))
+            tick()
             if k in shown:
                 for row in maker.rows:
                     outcome.strip[row].append((k, now[row][0]))
         outcome.cascading = {row: np.stack([s[row] for s in steps]) for row in maker.rows}
         if independent:
-            alone = [_compared(trained, maker.maps(subjects)) for _ in randomiser.each()]
+            alone = []
+            for _ in randomiser.each():
+                alone.append(_compared(trained, maker.maps(subjects)))
+                tick()
             outcome.independent = {row: np.stack([s[row] for s in alone])
                                    for row in maker.rows}
     return outcome

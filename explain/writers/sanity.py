@@ -13,11 +13,13 @@ path of explain.render.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Optional
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from explain import render, sanity
 from explain.errors import ExplainError
@@ -52,8 +54,13 @@ class SanityWriter(Writer):
         if not subjects:
             return
         checks = cfg.sanity
-        outcome = sanity.run_checks(plan, subjects, layers=_layer_count(cfg),
-                                    independent=checks.independent, guided=cfg.guided.enabled)
+        steps = len(sanity.randomisable(plan.net)[:_layer_count(cfg)])
+        # shown on a terminal only: RunContext does not say whether --quiet was given
+        with tqdm(total=steps * (2 if checks.independent else 1), unit="step", desc="sanity",
+                  file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+            outcome = sanity.run_checks(plan, subjects, layers=_layer_count(cfg),
+                                        independent=checks.independent,
+                                        guided=cfg.guided.enabled, tick=lambda: bar.update(1))
         record = summary_record(outcome, subjects, ctx)
         record.files = _figures(ctx, outcome, record, photos[0])
         ctx.summary.sanity = record
