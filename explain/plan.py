@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -288,6 +288,21 @@ def layer_infos(cfg: Config, probe: Probe, net: nn.Module) -> tuple[LayerInfo, .
         if section.enabled:
             names.append(section.layer or cfg.target_layers[0])
     return tuple(probe.info(find_layer(net, name)[1]).named(name) for name in dict.fromkeys(names))
+
+
+@contextlib.contextmanager
+def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[ImageRef] = ()
+              ) -> Iterator[tuple[Config, CamEngine, Head, Probe]]:
+    """A network already in memory (not a file) resolved as a run's plan resolves one: layer
+    names resolved, the engine held (model on the device, inplace guard on), the preflight
+    pass made on ``first``. Yields the config with its layers resolved, the engine, the head
+    and the probe (explain.api's ``cam`` and ``channel_maps`` use it)."""
+    found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier(net, cfg.model.output),
+                   Head(cfg.model.head, cfg.model.target), first, [])
+    found.cfg = resolved(cfg, "target_layers", _layer_names(found))
+    engine = _engine(found, pick_device(found.cfg.device))
+    with engine:
+        yield found.cfg, engine, found.head, _probe(found, engine)
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from explain.config import Config
 from explain.errors import ExplainError, first_line
+from explain.evidence import BaselineMap, Evidence, baseline_columns, method_columns
 from explain.names import quote
 from explain.outputs import RunFolder
 from explain.sanity_records import SanitySummary
@@ -154,6 +155,7 @@ class ImageEntry(_Record):
     boxes: Optional[dict[str, list[list[float]]]] = None
     guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
     concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
+    baselines: list[BaselineMap] = Field(default_factory=list)  # explain.baselines: no files
     files: ImageFiles = Field(default_factory=ImageFiles)  # its other files
 
     @field_validator("input_size")
@@ -299,6 +301,7 @@ class RunSummary(_Record):
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
     sanity: Optional[SanitySummary] = None  # sanity.enabled (explain.sanity_records)
+    trust: Optional[Evidence] = None  # baselines, intervals, comparisons, which map to trust
 
     @field_validator("compare")
     @classmethod
@@ -454,8 +457,9 @@ def item_files(run: RunFolder) -> list[str]:
 
 def csv_rows(summary: RunSummary) -> list[dict]:
     """summary.csv: one row per image x class x method, the image's prediction alongside,
-    channel numbers as flat columns."""
-    rows = []
+    channel numbers as flat columns, then the baselines' scores for the image and class and
+    the method's numbers over the run (explain.evidence: method_columns, baseline_columns)."""
+    rows, per_method = [], method_columns(summary.trust)
     for image in summary.images:
         for record in image.cams:
             row = {"image": image.id, "predicted": image.predicted,
@@ -468,8 +472,11 @@ def csv_rows(summary: RunSummary) -> list[dict]:
             for group in ("faithfulness", "localisation"):
                 row.update(row.pop(group, None) or {})
             row.update(summary.sanity.columns(record.method) if summary.sanity else {})
+            row.update(baseline_columns(image.baselines, record.class_name))
             rows.append(row)
-    return rows
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # the maps' own first
+    return [{**{k: row.get(k) for k in columns}, **per_method.get(row["method"], {})}
+            for row in rows]
 
 
 def console_lines(summary: RunSummary) -> list[str]:

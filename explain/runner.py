@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, text elsewhere
 
 from explain import distributed, measures
 from explain.config import Config

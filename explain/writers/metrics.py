@@ -9,18 +9,21 @@ class-agnostic maps; what a method or metric costs or is comes from their tables
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from explain import annotations, metrics
+from explain import annotations, evidence, metrics
+from explain.baselines import BASELINES, batch_maps
 from explain.config import Preprocess
 from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot
 from explain.methods import traits
 from explain.plan import RunPlan
-from explain.writers import BatchContext, RunContext, Writer
+from explain.results import ImageEntry, Localisation
+from explain.writers import BatchContext, ImageView, RunContext, Writer
 
 SAME_MAP_TOLERANCE = 1e-6
 
@@ -66,19 +69,19 @@ class MetricsWriter(Writer):
         t0 = time.perf_counter()
         class_logits = plan.head.class_logits(result.logits)
         for view in batch.images:
-            b, entry = view.row, view.entry
+            entry = view.entry
             explained = {m.class_name for m in view.maps}
             found = self.boxes.for_image(entry.id, view.item.ref.path) if self.boxes else {}
             found = {c: v for c, v in found.items() if c in explained}
             entry.boxes = annotations.input_boxes(found, view.item.ref.path,
                                                   tuple(entry.input_size))
+        measured = [v for v in batch.images if v.maps and (cfg.metrics or v.entry.boxes)]
+        yardsticks = baseline_slots(plan, batch.x, measured) if measured else {}
+        for view in batch.images:
+            b, entry = view.row, view.entry
+            extra = yardsticks.get(b, [])
             if cfg.metrics and view.maps:
-                scores = metrics.faithfulness(cfg.metrics, ScoreModel(plan.model, plan.head),
-                                              batch.x[b:b + 1].to(plan.device),
-                                              np.stack([m.cam for m in view.maps]),
-                                              [m.class_index for m in view.maps], seed=cfg.seed)
-                for one, score in zip(view.maps, scores):
-                    one.record.faithfulness = score
+                self._faithfulness(ctx, batch, view, extra)
             for one in view.maps:
                 rec, cls = one.record, one.class_name
                 raw = result.raw_max.get(one.method)
@@ -89,13 +92,43 @@ class MetricsWriter(Writer):
                 rec.probability = entry.probabilities[cls]
                 rec.weak = rec.probability < cfg.report.weak_below
                 if entry.boxes and cls in entry.boxes:
-                    mask = annotations.box_mask(entry.boxes[cls], one.cam.shape)
-                    rec.localisation = metrics.localisation(one.cam, mask,
-                                                            cfg.annotations.threshold)
+                    rec.localisation = self._localise(ctx, entry, one)
+            for one in extra:
+                if entry.boxes and one.class_name in entry.boxes:
+                    found = self._localise(ctx, entry, one).model_dump()
+                    one.record.scores.update({k: float(v) for k, v in found.items()})
+            entry.baselines = [one.record for one in extra]
             _agreement(view.maps)
-            self._same_maps(result.maps, b, len(explained))
+            self._same_maps(result.maps, b, len({m.class_name for m in view.maps}))
         ctx.summary.durations_s["metrics"] = ctx.summary.durations_s.get("metrics", 0.0) + \
             time.perf_counter() - t0
+
+    @staticmethod
+    def _faithfulness(ctx: RunContext, batch: BatchContext, view: ImageView,
+                      extra: list[BaselineSlot]) -> None:
+        """The image's faithfulness scores: one call per metric on its real maps, and one on
+        its baseline maps (apart: ROAD draws its noise map after map and percentile after
+        percentile, so the real maps keep the scores of a library call on them alone)."""
+        cfg, plan = ctx.cfg, ctx.plan
+        x = batch.x[view.row:view.row + 1].to(plan.device)
+        model = ScoreModel(plan.model, plan.head)
+        for group in (list(view.maps), list(extra)):
+            if not group:
+                continue
+            scores = metrics.faithfulness(cfg.metrics, model, x, np.stack([m.cam for m in group]),
+                                          [m.class_index for m in group], seed=cfg.seed)
+            for one, score in zip(group, scores):
+                if isinstance(one, BaselineSlot):
+                    one.record.scores.update(score)
+                else:
+                    one.record.faithfulness = score
+
+    @staticmethod
+    def _localise(ctx: RunContext, entry: ImageEntry, one: MapSlot | BaselineSlot
+                  ) -> Localisation:
+        """Pointing game, energy and IoU of a map (or baseline map) against its class's boxes."""
+        mask = annotations.box_mask(entry.boxes[one.class_name], one.cam.shape)
+        return metrics.localisation(one.cam, mask, ctx.cfg.annotations.threshold)
 
     def _same_maps(self, maps: dict[str, np.ndarray], b: int, slots: int) -> None:
         if slots < 2:
@@ -106,6 +139,8 @@ class MetricsWriter(Writer):
             counts[0] += bool(np.abs(m[b] - m[b, :1]).max() <= SAME_MAP_TOLERANCE)
 
     def finish(self, ctx: RunContext) -> None:
+        ctx.summary.trust = evidence.build(ctx.summary,
+                                           metrics.method_table(ctx.summary, ctx.methods))
         notes = ctx.summary.notes
         if self.no_raw:
             notes.append(f"map strength: no raw maximum for {', '.join(sorted(self.no_raw))} "
@@ -121,6 +156,29 @@ class MetricsWriter(Writer):
             if unused:
                 shown = ", ".join(unused[:5]) + (f" (+{len(unused) - 5} more)" if len(unused) > 5 else "")
                 notes.append(f"annotations: boxes for images not in this run: {shown}")
+
+
+@dataclass
+class BaselineSlot:
+    """One baseline map of an image x class (explain.baselines), with its record."""
+    class_index: int
+    class_name: str
+    cam: np.ndarray
+    record: evidence.BaselineMap
+
+
+def baseline_slots(plan: RunPlan, x, views: list[ImageView]) -> dict[int, list[BaselineSlot]]:
+    """Per batch row of ``views``: a BaselineSlot per baseline and class explained, baselines
+    in table order, classes as the image's maps have them."""
+    made = batch_maps(plan, x, [(v.row, v.entry.id, v.item.rgb, len(v.classes()))
+                                for v in views])
+    out: dict[int, list[BaselineSlot]] = {}
+    for view in views:
+        out[view.row] = [BaselineSlot(one.class_index, one.class_name, made[view.row][name][k],
+                                      evidence.BaselineMap(class_name=one.class_name,
+                                                           baseline=name))
+                         for name in BASELINES for k, one in enumerate(view.classes())]
+    return out
 
 
 def check_boxes(boxes: annotations.BoxSet, refs: list[ImageRef], spec: Preprocess) -> None:
