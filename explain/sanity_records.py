@@ -11,6 +11,10 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 
+MEASURE_LABELS = {"spearman": "rank correlation", "spearman_abs": "rank correlation of |map|",
+                  "ssim": "SSIM", "ssim_abs": "SSIM of |map|"}
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -79,6 +83,23 @@ class SanitySummary(_Record):
 
     def method(self, name: str) -> Optional[SanityMethod]:
         return next((m for m in self.methods if m.method == name), None)
+
+    def verdicts(self) -> dict[str, tuple[str, str]]:
+        """Method -> ('passes' | 'fails', its numbers in words), for "Which map to trust"
+        (explain.evidence): the verdict is the randomisation check's; the random logit's
+        number is said beside it, and its failure named."""
+        label = MEASURE_LABELS[self.measure]
+        out = {}
+        for m in self.methods:
+            text = (f"{label} {m.final:.2f} with the trained model's maps after "
+                    f"{len(self.layers)} layer(s) re-initialised; passes below {self.threshold:g}")
+            if m.random_logit is not None:
+                logit = getattr(m.random_logit, self.measure)
+                text += (f"; {logit:.2f} with a random class's map"
+                         + (" (random logit fails: the map barely depends on the class)"
+                            if m.logit_verdict == "fail" else ""))
+            out[m.method] = ("passes" if m.verdict == "pass" else "fails", text)
+        return out
 
     def columns(self, name: str) -> dict[str, Any]:
         """summary.csv's sanity columns for the rows of method ``name``: its verdicts and

@@ -22,7 +22,8 @@ from explain.config import Config
 from explain.models.heads import Head
 from explain.sanity_records import SanitySummary
 from conftest import IMAGES
-from helpers import SIDE, cli, engine_maps, one_line, tiny_config, tiny_net
+from helpers import (SIDE, class_targets, cli, engine_maps, library_map, one_line,
+                     tiny_config, tiny_net)
 
 SEED = 3
 
@@ -139,6 +140,62 @@ def test_layers_are_reinitialised_by_their_own_default_seeded():
     assert sanity.randomisable(nn.Sequential(nn.ReLU(), nn.Flatten())) == []
 
 
+def textbook_ssim(a: np.ndarray, b: np.ndarray, win: int = 7) -> float:
+    """SSIM by Wang et al.'s formula, window by window: the mean over every win x win window
+    inside the maps, sample variances and covariance, C1 = (0.01 L)^2, C2 = (0.03 L)^2, L =
+    max - min of both maps."""
+    span = max(a.max(), b.max()) - min(a.min(), b.min())
+    c1, c2 = (0.01 * span) ** 2, (0.03 * span) ** 2
+    values = []
+    for i in range(a.shape[0] - win + 1):
+        for j in range(a.shape[1] - win + 1):
+            p, q = a[i:i + win, j:j + win].ravel(), b[i:i + win, j:j + win].ravel()
+            cov = np.sum((p - p.mean()) * (q - q.mean())) / (p.size - 1)
+            values.append((2 * p.mean() * q.mean() + c1) * (2 * cov + c2)
+                          / ((p.mean() ** 2 + q.mean() ** 2 + c1)
+                             * (p.var(ddof=1) + q.var(ddof=1) + c2)))
+    return float(np.mean(values))
+
+
+def textbook_pair(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman (scipy; a constant map: 0) and the textbook SSIM of two maps, each divided by
+    its largest |value|."""
+    a, b = a / np.abs(a).max(), b / (np.abs(b).max() or 1.0)
+    rho = 0.0 if np.ptp(b) == 0 else spearmanr(a.ravel(), b.ravel())[0]
+    return rho, textbook_ssim(a, b)
+
+
+def test_agrees_with_a_hand_written_textbook_version():
+    """No Quantus: the cascade done by hand on a copy (the Linear, then each conv, output
+    first, re-initialised by its reset_parameters() after torch.manual_seed(seed + k)), the
+    maps from pytorch-grad-cam's own GradCAM, the random class drawn by hand; Spearman from
+    scipy, SSIM by the formula."""
+    net = tiny_net(outputs=3, convs=2)
+    x, y = inputs(3, seed=2), [0, 2, 1]
+    ours = sanity.run_checks(fake_plan(net, "2", outputs=3), subjects_for(x, y, 3))
+
+    def maps(model: nn.Module, classes) -> list[np.ndarray]:
+        return [library_map("gradcam", model, model[2], x[n:n + 1], class_targets(c, 1))[0]
+                for n, c in enumerate(classes)]
+
+    trained = maps(net, y)
+    picks = np.random.RandomState(SEED).randint(0, 2, len(y))  # an index into the others
+    others = [[c for c in range(3) if c != t][p] for t, p in zip(y, picks)]
+    for n, other in enumerate(maps(net, others)):
+        assert ours.logit["gradcam"][n, [0, 2]] == pytest.approx(
+            textbook_pair(trained[n], other), abs=1e-3)
+    model = copy.deepcopy(net)
+    layers = [m for m in reversed(list(model.modules())) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(ours.cascading["gradcam"]) == len(layers) == 3
+    with torch.random.fork_rng():
+        for k, layer in enumerate(layers):
+            torch.manual_seed(SEED + k)
+            layer.reset_parameters()
+            for n, now in enumerate(maps(model, y)):
+                assert ours.cascading["gradcam"][k, n, [0, 2]] == pytest.approx(
+                    textbook_pair(trained[n], now), abs=1e-3), (k, n)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # Quantus: 0 / 0 on a zero map
 def test_agrees_with_quantus_on_the_same_maps(monkeypatch):
     """Quantus' MPRT (cascading, top down) and RandomLogit with explain's maps as their
@@ -146,7 +203,8 @@ def test_agrees_with_quantus_on_the_same_maps(monkeypatch):
     normalised by its own max |value| (Quantus' default normalises a whole batch by one
     maximum: normalise_axes [1, 2, 3] makes it per map). Quantus seeds every layer with
     seed + 1; explain layer k with seed + k: its torch.manual_seed is shifted to match."""
-    quantus = pytest.importorskip("quantus")
+    quantus = pytest.importorskip("quantus", reason="quantus is installed by the Makefile "
+                                  "(pip install --no-deps quantus==0.6.0): run make test")
     from quantus.helpers.model import pytorch_model
     from skimage.metrics import structural_similarity
     net = tiny_net(outputs=5, convs=2)
@@ -182,29 +240,30 @@ def test_agrees_with_quantus_on_the_same_maps(monkeypatch):
     call = dict(model=net, x_batch=x.numpy(), y_batch=y, a_batch=None,
                 explain_func=explain_func, device="cpu", batch_size=8)
     compared = 0
-    for row in ("gradcam", "guided_backprop"):
-        for at, (func, absolute) in enumerate(((quantus.similarity_func.correlation_spearman,
-                                                False),
-                                               (quantus.similarity_func.correlation_spearman,
-                                                True), (ssim_maps, False), (ssim_maps, True))):
-            monkeypatch.setattr(pytorch_model, "torch", Shifted())
-            mprt = quantus.MPRT(similarity_func=func, layer_order="top_down", seed=SEED,
-                                abs=absolute, **common)
-            scores = mprt(**call, explain_func_kwargs={"row": row})
-            monkeypatch.setattr(pytorch_model, "torch", torch)
-            theirs = np.array([scores[name] for name in ours.layers])
-            mine = ours.cascading[row][:, :, at]
-            finite = np.isfinite(theirs)  # Quantus: NaN where a map is all zero
-            assert finite.mean() >= 0.5
-            assert np.abs(theirs[finite] - mine[finite]).max() < 1e-3, (row, at)
-            if at == 0:
-                assert np.all(mine[~finite] == 0.0)  # explain: a constant map ranks as 0
-            logit = quantus.RandomLogit(similarity_func=func, num_classes=5, seed=SEED,
-                                        abs=absolute, **common)
-            theirs = np.array(logit(**call, explain_func_kwargs={"row": row}))
-            assert np.abs(theirs - ours.logit[row][:, at]).max() < 1e-3, (row, at)
-            compared += int(finite.sum()) + len(theirs)
-    assert compared > 100
+    rho = quantus.similarity_func.correlation_spearman
+    # GradCAM's maps are >= 0: their absolute numbers are the plain ones (tested above); the
+    # plain SSIM is the absolute one's code path without abs (kept short: the suite's time)
+    for row, at, func, absolute in (("gradcam", 0, rho, False), ("gradcam", 2, ssim_maps, False),
+                                    ("guided_backprop", 1, rho, True),
+                                    ("guided_backprop", 3, ssim_maps, True)):
+        monkeypatch.setattr(pytorch_model, "torch", Shifted())
+        mprt = quantus.MPRT(similarity_func=func, layer_order="top_down", seed=SEED,
+                            abs=absolute, **common)
+        scores = mprt(**call, explain_func_kwargs={"row": row})
+        monkeypatch.setattr(pytorch_model, "torch", torch)
+        theirs = np.array([scores[name] for name in ours.layers])
+        mine = ours.cascading[row][:, :, at]
+        finite = np.isfinite(theirs)  # Quantus: NaN where a map is all zero
+        assert finite.mean() >= 0.5
+        assert np.abs(theirs[finite] - mine[finite]).max() < 1e-3, (row, at)
+        if at == 0:
+            assert np.all(mine[~finite] == 0.0)  # explain: a constant map ranks as 0
+        logit = quantus.RandomLogit(similarity_func=func, num_classes=5, seed=SEED,
+                                    abs=absolute, **common)
+        theirs = np.array(logit(**call, explain_func_kwargs={"row": row}))
+        assert np.abs(theirs - ours.logit[row][:, at]).max() < 1e-3, (row, at)
+        compared += int(finite.sum()) + len(theirs)
+    assert compared > 50
 
 
 def test_quantus_set_up_keeps_opencv_headless_alone():
@@ -249,7 +308,13 @@ def test_run_records_files_and_report(tmp_path, capsys):
     table = (run / "sanity" / "sanity.csv").read_text().splitlines()
     assert len(table) == 1 + 5 * (3 + 3 + 1)  # 2 methods, guided backprop, 2 Guided CAMs
     #                                          x (3 cascading, 3 independent, random logit)
+    trust = {line["method"]: line for line in data["trust"]["lines"]}  # Which map to trust
+    assert trust["gradcam"]["sanity"] == "fails" and trust["eigencam"]["sanity"] == "fails"
+    assert trust["gradcam"]["sanity_detail"].startswith(
+        f"rank correlation {gradcam.final:.2f} with the trained model's maps after 3 layer(s)")
+    assert "random logit fails" in trust["eigencam"]["sanity_detail"]
     html = (run / "report.html").read_text()
+    assert "sanity: fails</span> <small>(rank correlation" in html
     assert 'id="sanity"' in html and "barely depend on the model's weights" in html
     assert "barely depend on the class explained" in html and "sanity/strip.png" in html
     from explain.writers.report import rebuild

@@ -131,7 +131,11 @@ def default_writers(cfg: Config) -> list[Writer]:
     from explain.writers.panels import PanelWriter
     from explain.writers.report import ReportWriter
     from explain.writers.summary import SummaryWriter
-    writers: list[Writer] = [MapWriter(), MetricsWriter()]
+    writers: list[Writer] = [MapWriter()]
+    if cfg.sanity.enabled:  # finishes before the metrics writer, whose evidence reads it
+        from explain.writers.sanity import SanityWriter
+        writers.append(SanityWriter())
+    writers.append(MetricsWriter())
     if cfg.channels.enabled:
         writers.append(ChannelWriter())
     if cfg.compare.enabled:
@@ -145,9 +149,6 @@ def default_writers(cfg: Config) -> list[Writer]:
     if any(isinstance(entry, LabelledImages) for entry in cfg.images):
         from explain.writers.dataset import DatasetWriter
         writers.append(DatasetWriter())
-    if cfg.sanity.enabled:
-        from explain.writers.sanity import SanityWriter
-        writers.append(SanityWriter())
     writers += [PanelWriter(), SummaryWriter()]
     if cfg.report.enabled:
         writers.append(ReportWriter())

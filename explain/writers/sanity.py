@@ -37,7 +37,9 @@ THUMB = 96  # strip picture height, pixels
 
 
 class SanityWriter(Writer):
-    """The checks once every image is explained; runs before the summary and the report."""
+    """The checks once every image is explained. Its ``finish`` runs before the metrics
+    writer's (default_writers' order), whose "Which map to trust" lines (explain.evidence)
+    read the verdicts from ``summary.sanity``."""
 
     def prepare(self, plan: RunPlan) -> None:
         sanity.check_randomisable(plan.net)
@@ -250,7 +252,8 @@ def _cut(text: str, width: int, size: int = 12) -> str:
 
 def strip(outcome: sanity.Outcome, photo: np.ndarray, colormap: str, title: str) -> np.ndarray:
     """A row per method: the photo, then its map of the first image x class at each shown
-    step (the trained model, then after k layers), over the photo; signed maps as |map|."""
+    step (the trained model, then after k layers), over the photo; signed maps (guided
+    backpropagation, Guided Grad-CAM) as |map| over its 99th percentile, clipped at 1."""
     h, w = photo.shape[:2]
     size = (max(1, round(w * THUMB / h)), THUMB)
     small = cv2.resize(np.float32(photo), size, interpolation=cv2.INTER_AREA)
@@ -260,9 +263,12 @@ def strip(outcome: sanity.Outcome, photo: np.ndarray, colormap: str, title: str)
     for m in outcome.methods:
         pictures = []
         for _, cam in outcome.strip[m]:
-            shown = np.abs(sanity.normalised(cam)).astype(np.float32)
+            shown = np.abs(np.asarray(cam, np.float64))
+            # a signed gradient map: a few pixels would otherwise take the whole scale
+            top = np.percentile(shown, 99) if cam.min() < 0 else shown.max()
+            shown = np.clip(shown / top if top > 0 else shown, 0, 1).astype(np.float32)
             shown = cv2.resize(shown, size, interpolation=cv2.INTER_AREA)
-            pictures.append(render.overlay(small, np.clip(shown, 0, 1), colormap))
+            pictures.append(render.overlay(small, shown, colormap))
         rows.append((m, np.uint8(np.round(np.clip(small, 0, 1) * 255)), pictures))
     title = f"maps of {title} as layers are re-initialised from the output"
     return render.panel(rows, columns, title).image
