@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import metadata
 from types import SimpleNamespace
 
@@ -286,6 +287,8 @@ def test_run_records_files_and_report(tmp_path, capsys):
     code, err, _ = cli(capsys, path)
     assert code == 0, err
     assert "estimate: sanity: 3 layer(s)" in err
+    assert re.search(r"sanity: one step takes [0-9.]+ s: about [0-9]+ s more for the other 4 "
+                     r"step\(s\)", err), err  # 3 cascading + 3 independent steps
     run = tmp_path / "results" / "exp"
     data = json.loads((run / "summary.json").read_text())
     checks = SanitySummary.model_validate(data["sanity"])

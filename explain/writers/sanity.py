@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -57,12 +57,14 @@ class SanityWriter(Writer):
             return
         checks = cfg.sanity
         steps = len(sanity.randomisable(plan.net)[:_layer_count(cfg)])
+        steps *= 2 if checks.independent else 1
         # shown on a terminal only: RunContext does not say whether --quiet was given
-        with tqdm(total=steps * (2 if checks.independent else 1), unit="step", desc="sanity",
-                  file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+        with tqdm(total=steps, unit="step", desc="sanity", file=sys.stderr,
+                  dynamic_ncols=True, disable=None) as bar:
             outcome = sanity.run_checks(plan, subjects, layers=_layer_count(cfg),
                                         independent=checks.independent,
-                                        guided=cfg.guided.enabled, tick=lambda: bar.update(1))
+                                        guided=cfg.guided.enabled,
+                                        tick=_ticker(ctx, bar, steps))
         record = summary_record(outcome, subjects, ctx)
         record.files = _figures(ctx, outcome, record, photos[0])
         ctx.summary.sanity = record
@@ -72,6 +74,24 @@ class SanityWriter(Writer):
             f"{len(subjects)} image(s); " + (f"maps that barely change: {', '.join(failed)}"
                                              if failed else "every method's maps changed"))
         ctx.summary.durations_s["sanity"] = time.perf_counter() - t0
+
+
+def _ticker(ctx: RunContext, bar: tqdm, steps: int) -> Callable[[], None]:
+    """After each randomisation step: the bar moves; after the second, one line with the
+    measured time of a step and what is left (the estimate before the run is on the high
+    side, and the bar is off when stderr is not a terminal)."""
+    times: list[float] = []
+
+    def tick() -> None:
+        bar.update(1)
+        times.append(time.perf_counter())
+        if len(times) == 2 and steps > 2:
+            took = times[1] - times[0]
+            left = took * (steps - 2)
+            ctx.log(f"sanity: one step takes {took:.1f} s: about "
+                    f"{f'{left:.0f} s' if left < 90 else f'{left / 60:.0f} min'} more "
+                    f"for the other {steps - 2} step(s)")
+    return tick
 
 
 def _layer_count(cfg) -> Optional[int]:
