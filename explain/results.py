@@ -38,9 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from explain.config import Config
 from explain.errors import ExplainError, first_line
-from explain.evidence import BaselineMap, Evidence, baseline_columns, method_columns
+from explain.evidence import BaselineMap, Evidence
 from explain.names import quote
 from explain.outputs import RunFolder
+from explain.sanity_records import SanitySummary
 from explain.tasks import records as tasks
 
 FORMAT = 2  # the layout of summary.json and items/*.json; 1 (no 'format' key): no manifest
@@ -303,6 +304,7 @@ class RunSummary(_Record):
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
     task: Optional[tasks.TaskSummary] = None  # task: segmentation / detection
+    sanity: Optional[SanitySummary] = None  # sanity.enabled (explain.sanity_records)
     trust: Optional[Evidence] = None  # baselines, intervals, comparisons, which map to trust
 
     @field_validator("compare")
@@ -321,7 +323,8 @@ class RunSummary(_Record):
         """Every file the records name: the run's, the mean maps', each image's."""
         means = [f for m in (self.dataset.mean_maps if self.dataset else []) for f in
                  (m.file, m.array)]
-        return self.files.paths() + means + [f for i in self.images for f in i.written()]
+        checks = self.sanity.files.paths() if self.sanity else []
+        return self.files.paths() + means + checks + [f for i in self.images for f in i.written()]
 
 
 def versions() -> dict[str, str]:
@@ -454,47 +457,3 @@ def item_files(run: RunFolder) -> list[str]:
     if folder.is_symlink() or not folder.is_dir():
         return []
     return sorted(f"items/{p.name}" for p in folder.iterdir() if p.suffix == ".json")
-
-
-def csv_rows(summary: RunSummary) -> list[dict]:
-    """summary.csv: one row per image x class x method, the image's prediction alongside,
-    channel numbers as flat columns, then the baselines' scores for the image and class and
-    the method's numbers over the run (explain.evidence: method_columns, baseline_columns)."""
-    rows, per_method = [], method_columns(summary.trust)
-    for image in summary.images:
-        for record in image.cams:
-            row = {"image": image.id, "predicted": image.predicted,
-                   **{f"p_{k}": v for k, v in image.probabilities.items()},
-                   **record.dump()}
-            row.pop("files", None)  # the manifest is summary.json's
-            channels = row.pop("channels", None)
-            if channels is not None:
-                row.update(channels)
-            for group in ("faithfulness", "localisation", "segment", "detection"):
-                row.update(row.pop(group, None) or {})
-            row.update(baseline_columns(image.baselines, record.class_name))
-            rows.append(row)
-    columns = list(dict.fromkeys(key for row in rows for key in row))  # the maps' own first
-    return [{**{k: row.get(k) for k in columns}, **per_method.get(row["method"], {})}
-            for row in rows]
-
-
-def console_lines(summary: RunSummary) -> list[str]:
-    lines = [f"explain: {summary.name} -> {summary.output_dir}"]
-    lines += [f"  note: {note}" for note in summary.notes]
-    for image in summary.images:
-        probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
-        lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
-    lines += [f"  skipped {s.path}: {s.reason}"
-              for s in summary.skipped_files + summary.skipped_images]
-    lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
-    if summary.dataset is not None and summary.dataset.accuracy is not None:
-        d = summary.dataset
-        lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
-                     f"images); see dataset/ and the report's Dataset section")
-    d = summary.durations_s
-    lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
-                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s"
-                 + (f", of which metrics {d['metrics']:.1f}s" if d.get("metrics", 0) >= 0.05 else "")
-                 + ")")
-    return lines
