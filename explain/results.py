@@ -1,25 +1,32 @@
 """What a run finds, as typed records: one per map, one per image, one for the whole run.
 
-summary.json (the validated config too: ``RunSummary.config``), summary.csv, the item files that
-``--resume`` keeps and the console summary are made from these types, and ``--resume`` and
-``explain report`` read them back: a malformed file is an error naming it, never a KeyError.
+summary.json, summary.csv, the per-image item files that ``--resume`` keeps and the console
+summary are all made from these types, and ``--resume`` and ``explain report`` read them back
+through them, so a malformed file is an error that names it, never a KeyError somewhere later.
+summary.json holds the validated config itself (``RunSummary.config``, an explain.config.Config).
 
-The records are also the run's manifest: every file a writer writes is named in them, by the writer
-that wrote it, at the level it belongs to (paths relative to the run folder):
-- a map (``MapRecord``): ``file`` the overlay, ``guided_file`` its Guided Grad-CAM picture, and
-  ``files`` (``MapFiles``) the rest: the .npy of the map and of the Guided Grad-CAM, the channel
-  views (top channels, contributions picture and .npy, per-channel CSV) and the compare figure;
+The records are also the run's manifest: every file a writer writes is named in them, by the
+writer that wrote it, at the level it belongs to (paths relative to the run folder):
+
+- a map (``MapRecord``): ``file`` the overlay, ``guided_file`` its Guided Grad-CAM picture,
+  and ``files`` (``MapFiles``) the rest: the .npy of the map and of the Guided Grad-CAM, the
+  channel views (top channels, contributions picture and .npy, per-channel CSV) and the
+  compare figure;
 - an image (``ImageEntry``): ``guided`` (class -> guided backprop picture), ``concepts`` (the
   concepts .json), ``files`` (``ImageFiles``): the report's photo, the activation grid and .npy,
-  class contrasts, guided backprop .npy, concepts figure and .npy, task picture, atlas part;
-- the run: ``files`` (``RunFiles``: the report's colour bar, the panel per class, compare.csv, the
-  dataset CSVs and mean-map sums, the atlas page), ``dataset.mean_maps``, ``atlas``, ``ablation``.
-``ImageEntry.written()`` and ``RunSummary.written()`` list them all. Not recorded (every run folder
-has them under fixed names): the folder's marker (explain.outputs), config.json, items/<image>.json,
-summary.json, summary.csv, report.html and report/page-<n>.html. Files the finder left out are
-records too (``Skipped``: ``skipped_images`` could not be decoded, ``skipped_files`` not used).
-``FORMAT`` numbers this layout: a summary or item file without it was written by an earlier
-version, and reading one is one line saying to run the config again.
+  the class contrast per method, guided backprop .npy, concepts figure and .npy, task picture,
+  the atlas's part of the image;
+- the run (``RunSummary.files``, ``RunFiles``): the report's colour bar, the panel per class,
+  compare.csv and the dataset CSVs and mean-map sums, the atlas page; the mean maps in
+  ``dataset.mean_maps``; the atlas's and the ablation's files in ``atlas`` and ``ablation``.
+
+``ImageEntry.written()`` and ``RunSummary.written()`` list them all. Not recorded, because
+every run folder has them under fixed names: the folder's marker (explain.outputs),
+config.json, items/<image>.json, summary.json, summary.csv, and the report made from the
+records, report.html and report/page-<n>.html. Files the finder left out are records too
+(``Skipped``: ``skipped_images`` could not be decoded, ``skipped_files`` were not used at
+all), never note text. ``FORMAT`` numbers this layout: a summary or item file without it was
+written by an earlier version, and reading one is one line saying to run the config again.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from explain.atlas_results import AblationSummary, AtlasSummary
 from explain.config import Config
 from explain.errors import ExplainError, first_line
-from explain.evidence import BaselineMap, Evidence, baseline_columns, method_columns
+from explain.evidence import BaselineMap, Evidence
 from explain.names import quote
 from explain.outputs import RunFolder
+from explain.sanity_records import SanitySummary
 from explain.tasks import records as tasks
 
 FORMAT = 2  # the layout of summary.json and items/*.json; 1 (no 'format' key): no manifest
@@ -301,6 +309,7 @@ class RunSummary(_Record):
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
     task: Optional[tasks.TaskSummary] = None  # task: segmentation / detection
+    sanity: Optional[SanitySummary] = None  # sanity.enabled (explain.sanity_records)
     trust: Optional[Evidence] = None  # baselines, intervals, comparisons, which map to trust
     atlas: Optional[AtlasSummary] = None  # channels.atlas (explain.atlas_results)
     ablation: Optional[AblationSummary] = None  # channels.ablation
@@ -319,9 +328,12 @@ class RunSummary(_Record):
 
     def written(self) -> list[str]:
         """Every file the records name: the run's, the mean maps', each image's."""
-        means = [f for m in getattr(self.dataset, "mean_maps", []) for f in (m.file, m.array)]
+        means = [f for m in (self.dataset.mean_maps if self.dataset else []) for f in
+                 (m.file, m.array)]
+        checks = self.sanity.files.paths() if self.sanity else []
         across = [f for r in (self.atlas, self.ablation) if r for f in r.paths()]
-        return self.files.paths() + means + across + [f for i in self.images for f in i.written()]
+        return self.files.paths() + means + checks + across + \
+            [f for i in self.images for f in i.written()]
 
 
 def versions() -> dict[str, str]:
@@ -454,47 +466,3 @@ def item_files(run: RunFolder) -> list[str]:
     if folder.is_symlink() or not folder.is_dir():
         return []
     return sorted(f"items/{p.name}" for p in folder.iterdir() if p.suffix == ".json")
-
-
-def csv_rows(summary: RunSummary) -> list[dict]:
-    """summary.csv: one row per image x class x method, the image's prediction alongside,
-    channel numbers as flat columns, then the baselines' scores for the image and class and
-    the method's numbers over the run (explain.evidence: method_columns, baseline_columns)."""
-    rows, per_method = [], method_columns(summary.trust)
-    for image in summary.images:
-        for record in image.cams:
-            row = {"image": image.id, "predicted": image.predicted,
-                   **{f"p_{k}": v for k, v in image.probabilities.items()},
-                   **record.dump()}
-            row.pop("files", None)  # the manifest is summary.json's
-            channels = row.pop("channels", None)
-            if channels is not None:
-                row.update(channels)
-            for group in ("faithfulness", "localisation", "segment", "detection"):
-                row.update(row.pop(group, None) or {})
-            row.update(baseline_columns(image.baselines, record.class_name))
-            rows.append(row)
-    columns = list(dict.fromkeys(key for row in rows for key in row))  # the maps' own first
-    return [{**{k: row.get(k) for k in columns}, **per_method.get(row["method"], {})}
-            for row in rows]
-
-
-def console_lines(summary: RunSummary) -> list[str]:
-    lines = [f"explain: {summary.name} -> {summary.output_dir}"]
-    lines += [f"  note: {note}" for note in summary.notes]
-    for image in summary.images:
-        probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
-        lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
-    lines += [f"  skipped {s.path}: {s.reason}"
-              for s in summary.skipped_files + summary.skipped_images]
-    lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
-    if summary.dataset is not None and summary.dataset.accuracy is not None:
-        d = summary.dataset
-        lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
-                     f"images); see dataset/ and the report's Dataset section")
-    d = summary.durations_s
-    lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
-                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s"
-                 + (f", of which metrics {d['metrics']:.1f}s" if d.get("metrics", 0) >= 0.05 else "")
-                 + ")")
-    return lines

@@ -31,8 +31,9 @@ from explain.outputs import RunFolder, claim_run_dir, open_run_dir, same_setting
 from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
 from explain.plan import RunPlan, model_failed, planned
 from explain.results import (ImageEntry, ItemFile, MapRecord, RunSummary, Skipped,
-                             console_lines, kept_entries, versions)
+                             kept_entries, versions)
 from explain.writers import BatchContext, ImageView, RunContext, default_writers
+from explain.writers.summary import console_lines
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it
 MANY_CLASSES = 20  # more named classes than this: an image lists only its top probabilities

@@ -14,7 +14,7 @@ from explain.names import name_problem, quote, safe_slug, suggest
 from explain.config.sections import (Annotations, Channels, Compare, Concepts, Guided, image_entry,
                                      Int, LabelledImages, LAYER, MAX_CLASSES, MethodSpec,
                                      MetricSpec, ModelSpec, Output, Preprocess, Report, Reshape,
-                                     Section, TARGET_WORDS, Text)
+                                     Sanity, Section, TARGET_WORDS, Text)
 from explain.config.tasks import Detection, Segmentation, Task, task_defaults, task_problem
 
 
@@ -55,6 +55,7 @@ class Config(Section):
     task: Task = "classification"
     segmentation: Segmentation = Field(default_factory=Segmentation)
     detection: Detection = Field(default_factory=Detection)
+    sanity: Sanity = Field(default_factory=Sanity)  # explain.sanity
 
     # Not part of the file: where it was read from (for relative paths and the run name).
     source: Optional[Path] = Field(default=None, exclude=True)

@@ -411,6 +411,20 @@ def image_entry(index: int, entry: Any) -> Any:
         raise ValueError(f"entry {index}: {key}: {msg}") from None
 
 
+class Sanity(Section):
+    """Sanity checks of the methods (explain.sanity): model-parameter randomisation, cascading
+    from the output layer (and, with ``independent``, one layer at a time), and random logit.
+    A method passes when its maps' mean ``measure`` with the trained model's maps, after the
+    randomisation, is below ``threshold`` (``logit_threshold`` for the random class)."""
+    enabled: StrictBool = False
+    layers: Union[Literal["all"], Annotated[Int, Field(ge=1, le=10_000)]] = "all"  # from the top
+    images: Int = Field(2, ge=1, le=1000)  # the run's first images, in config order
+    independent: StrictBool = False  # also each layer alone, the others as trained
+    measure: Literal["spearman", "spearman_abs", "ssim", "ssim_abs"] = "spearman"
+    threshold: Number = Field(0.5, gt=-1, le=1)  # Adebayo et al.: rank correlation < 0.5
+    logit_threshold: Number = Field(0.5, gt=-1, le=1)
+
+
 class Report(Section):
     """report.html: the study on one page (see explain.writers.report)."""
     enabled: StrictBool = True

@@ -87,6 +87,7 @@ def _classifier_only(cfg: Any) -> Optional[str]:
     """The first setting that only a classifier study has, when it is on."""
     on = {"channels.enabled": cfg.channels.enabled, "compare.enabled": cfg.compare.enabled,
           "guided.enabled": cfg.guided.enabled, "concepts.enabled": cfg.concepts.enabled,
+          "sanity.enabled": cfg.sanity.enabled,
           "metrics": bool(cfg.metrics), "annotations": cfg.annotations.enabled,
           "model.head": cfg.model.head != "softmax", "model.target": cfg.model.target != "logit"}
     return next((key for key, value in on.items() if value), None)
