@@ -14,9 +14,11 @@ writer that wrote it, at the level it belongs to (paths relative to the run fold
   compare figure;
 - an image (``ImageEntry``): ``guided`` (class -> guided backprop picture), ``concepts`` (the
   concepts .json), ``files`` (``ImageFiles``): the report's photo, the activation grid and .npy,
-  the class contrast per method, guided backprop .npy, concepts figure and .npy, task picture;
+  the class contrast per method, guided backprop .npy, concepts figure and .npy, task picture,
+  the atlas's part of the image;
 - the run (``RunSummary.files``, ``RunFiles``): the report's colour bar, the panel per class,
-  compare.csv and the dataset CSVs and mean-map sums; the mean maps in ``dataset.mean_maps``.
+  compare.csv and the dataset CSVs and mean-map sums, the atlas page; the mean maps in
+  ``dataset.mean_maps``; the atlas's and the ablation's files in ``atlas`` and ``ablation``.
 
 ``ImageEntry.written()`` and ``RunSummary.written()`` list them all. Not recorded, because
 every run folder has them under fixed names: the folder's marker (explain.outputs),
@@ -36,6 +38,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from explain.atlas_results import AblationSummary, AtlasSummary
 from explain.config import Config
 from explain.errors import ExplainError, first_line
 from explain.evidence import BaselineMap, Evidence
@@ -88,6 +91,7 @@ class ImageFiles(_Files):
     concepts_figure: Optional[str] = None  # concepts/<image>.png
     concepts_array: Optional[str] = None  # concepts/<image>.npy
     task: Optional[str] = None  # segmentation/<image>.<ext> (mask), detections/... (boxes)
+    atlas: Optional[str] = None  # channels/atlas/images/<image>.npz (the atlas's per-image part)
 
 
 class RunFiles(_Files):
@@ -99,6 +103,7 @@ class RunFiles(_Files):
     per_class_csv: Optional[str] = None  # dataset/per_class.csv
     disagreement_csv: Optional[str] = None  # dataset/disagreement.csv (two or more methods)
     mean_sums: Optional[str] = None  # dataset/mean/sums.zip
+    atlas_page: Optional[str] = None  # report/atlas.html (channels.atlas / channels.ablation)
 
 
 class ChannelSummary(_Record):
@@ -306,6 +311,8 @@ class RunSummary(_Record):
     task: Optional[tasks.TaskSummary] = None  # task: segmentation / detection
     sanity: Optional[SanitySummary] = None  # sanity.enabled (explain.sanity_records)
     trust: Optional[Evidence] = None  # baselines, intervals, comparisons, which map to trust
+    atlas: Optional[AtlasSummary] = None  # channels.atlas (explain.atlas_results)
+    ablation: Optional[AblationSummary] = None  # channels.ablation
 
     @field_validator("compare")
     @classmethod
@@ -324,7 +331,9 @@ class RunSummary(_Record):
         means = [f for m in (self.dataset.mean_maps if self.dataset else []) for f in
                  (m.file, m.array)]
         checks = self.sanity.files.paths() if self.sanity else []
-        return self.files.paths() + means + checks + [f for i in self.images for f in i.written()]
+        across = [f for r in (self.atlas, self.ablation) if r for f in r.paths()]
+        return self.files.paths() + means + checks + across + \
+            [f for i in self.images for f in i.written()]
 
 
 def versions() -> dict[str, str]:

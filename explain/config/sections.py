@@ -186,6 +186,37 @@ class MethodSpec(_Named):
         return dict(self.model_extra or {})
 
 
+class Atlas(Section):
+    """channels.atlas: the channel layer across the whole run (explain.channels.atlas): per
+    channel the ``top_n`` image regions that activate it most and, per class x channel-sum
+    method, that contribute most; per class x method the ``channels`` channels that carry the
+    class (its fingerprint), on report/atlas.html with a picture each. A region is a crop of
+    ``crop`` x ``crop`` cells of the layer's map (a cell: the layer's stride in input pixels)
+    centred on the peak."""
+    enabled: StrictBool = False
+    top_n: Int = Field(8, ge=1, le=64)
+    channels: Int = Field(16, ge=1, le=256)
+    crop: Int = Field(3, ge=1, le=16)
+
+
+class Ablation(Section):
+    """channels.ablation: each map's class score after zeroing its ``k`` top channels by
+    contribution at the channel layer, against ``k`` random channels (``draws`` draws, seeded)
+    and the ``k`` lowest (explain.channels.ablation)."""
+    enabled: StrictBool = False
+    k: Annotated[list[Annotated[Int, Field(ge=1, le=8192)]],
+                 Field(min_length=1, max_length=8)] = Field(default_factory=lambda: [1, 4, 16])
+    draws: Int = Field(3, ge=1, le=32)
+
+    @field_validator("k")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        twice = sorted({n for n in v if v.count(n) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]} is listed twice (each k once)")
+        return sorted(v)
+
+
 class Channels(Section):
     """Per-channel views of the channel layer (see explain.channels and README#channel-views).
 
@@ -203,6 +234,17 @@ class Channels(Section):
     # most 50 images (the top-channels figure, contrast and CSV are written either way)
     grids: Optional[StrictBool] = None
     contrast: StrictBool = True       # class-contrast figure when an image has two classes
+    atlas: Atlas = Field(default_factory=Atlas)  # the channels across the run (report/atlas.html)
+    ablation: Ablation = Field(default_factory=Ablation)  # zeroing top / random / bottom channels
+
+    @model_validator(mode="after")
+    def _layer_on(self) -> "Channels":
+        used = [f"channels.{n}" for n in ("atlas", "ablation") if getattr(self, n).enabled]
+        if used and not self.enabled:
+            raise ValueError(f"{' and '.join(used)} {'use' if len(used) > 1 else 'uses'} the "
+                             f"channel layer: set channels.enabled: true (channels.grids: false "
+                             f"skips the per-image grids)")
+        return self
 
     @model_validator(mode="before")
     @classmethod

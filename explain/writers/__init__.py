@@ -141,6 +141,9 @@ def default_writers(cfg: Config) -> list[Writer]:
     writers.append(MetricsWriter())
     if cfg.channels.enabled:
         writers.append(ChannelWriter())
+    if cfg.channels.atlas.enabled or cfg.channels.ablation.enabled:
+        from explain.writers.atlas import AtlasWriter
+        writers.append(AtlasWriter())
     if cfg.compare.enabled:
         writers.append(CompareWriter())
     if cfg.guided.enabled:
