@@ -88,10 +88,12 @@ class MetricTraits:
                              f"{', '.join(KINDS)}")
 
 
-def _road(cls_name: str) -> Callable[["MetricSpec"], Callable]:
+def _road(order: str) -> Callable[["MetricSpec"], Callable]:
+    """explain.road's ROAD: the library's numbers (same masks, system, noise draws, scores),
+    with a multigrid solve and batched forward passes."""
     def make(spec: "MetricSpec") -> Callable:
-        from pytorch_grad_cam.metrics import road
-        return getattr(road, cls_name)(percentiles=list(spec.percentiles))
+        from explain.road import ROAD
+        return ROAD(order, percentiles=list(spec.percentiles))
     return make
 
 
@@ -109,17 +111,17 @@ TABLE: dict[str, MetricTraits] = {t.name: t for t in (
                  "imputed − change when the most relevant are) / 2, mean over the percentiles. "
                  "A faithful map keeps the score when its unimportant pixels go and loses it "
                  "when its important ones go.",
-                 factory=_road("ROADCombined"), passes=4, imputations=2,
+                 factory=_road("combined"), passes=4, imputations=2,
                  percentiles=ROAD_PERCENTILES),
     MetricTraits("road_most_relevant_first", "ROAD most relevant first", -1,
                  f"score change when the map's most relevant pixels are {_IMPUTED}; a "
                  f"faithful map makes it drop.",
-                 factory=_road("ROADMostRelevantFirstAverage"), passes=2, imputations=1,
+                 factory=_road("most"), passes=2, imputations=1,
                  percentiles=ROAD_PERCENTILES, aliases=("road_morf",)),
     MetricTraits("road_least_relevant_first", "ROAD least relevant first", 1,
                  "score change when the least relevant pixels are imputed; a faithful map "
                  "keeps the score.",
-                 factory=_road("ROADLeastRelevantFirstAverage"), passes=2, imputations=1,
+                 factory=_road("least"), passes=2, imputations=1,
                  percentiles=ROAD_PERCENTILES, aliases=("road_lerf",)),
     MetricTraits("drop_in_confidence", "drop in confidence", -1,
                  "how much the class score drops when the input is multiplied by the map "
