@@ -37,7 +37,10 @@ in eval mode): the library interleaves its passes with the noise draws, this bat
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import Callable, Iterable, Iterator, Literal, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -48,8 +51,10 @@ from scipy.sparse.linalg import splu
 Order = Literal["combined", "most", "least"]
 NOISE = 0.01  # the library's default
 TOLERANCE = 1e-7  # relative residual per channel: the imputation agrees to about 1e-7
-DIRECT_MAX = 4096  # unknowns: up to this many, SuperLU (exact, and quicker when small)
-COARSEST = 400  # unknowns on the multigrid's last level (solved directly)
+DIRECT_MAX = 16000  # unknowns: up to this many, SuperLU (exact, and quicker when small)
+COARSEST = 3000  # unknowns on the multigrid's last level (solved directly)
+SMOOTHING = 2  # damped Jacobi steps before and after the coarse correction
+REGULARISE = 1e-6  # the last level's diagonal is (1 + this) times the Galerkin one
 BATCH = 8  # imputed images per forward pass
 DTYPE = np.float32  # the multigrid cycle (conjugate gradients run in float64)
 # (row offset, column offset, weight) of the 8 neighbours, in the library's order
@@ -62,32 +67,60 @@ _STENCIL = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]  # index 4: the 
 _HAT = np.array([0.5, 1.0, 0.5])  # bilinear interpolation, one axis
 
 
-def keep_mask(cam: np.ndarray, percentile: float, most_first: bool) -> np.ndarray:
-    """The pixels ROAD keeps (True) for one map at one percentile: below the percentile of the
-    map (most relevant first) or of 1 - map (least relevant first), compared as torch does."""
+def keep_masks(cam: np.ndarray, percentiles: Sequence[float],
+               most_first: bool) -> list[np.ndarray]:
+    """The pixels ROAD keeps (True) for one map, per percentile: those below the percentile of
+    the map (most relevant first) or of 1 - map (least relevant first), compared as torch
+    compares a float32 tensor with the threshold."""
     values = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))
     if not most_first:
         values = 1 - values
-    threshold = np.percentile(values.numpy(), percentile)
-    return (values < threshold).numpy()
+    thresholds = np.percentile(values.numpy(), list(percentiles))
+    return [(values < t).numpy() for t in thresholds]
+
+
+def keep_mask(cam: np.ndarray, percentile: float, most_first: bool) -> np.ndarray:
+    """``keep_masks`` for one percentile."""
+    return keep_masks(cam, [percentile], most_first)[0]
 
 
 def impute(img: torch.Tensor, keep: np.ndarray, noise: float = NOISE) -> torch.Tensor:
     """ROAD's noisy linear imputation of the pixels not in ``keep`` ((H, W) bool) in ``img``
     ((C, H, W) float32 on the CPU): the library's ``NoisyLinearImputer(noise)(img, mask)``,
     drawing its noise from torch's global generator the same way."""
-    flat = img.reshape(img.shape[0], -1)
-    unknown = np.flatnonzero(~keep.reshape(-1))
+    return with_noise(img, keep, solve(img.numpy(), keep), noise)
+
+
+def with_noise(img: torch.Tensor, keep: np.ndarray, values: np.ndarray,
+               noise: float = NOISE) -> torch.Tensor:
+    """``img`` with the unknown pixels set to ``values`` ((N, C), see ``solve``) plus noise."""
+    unknown = torch.from_numpy(np.flatnonzero(~keep.reshape(-1)))
     if not len(unknown):
         return img.clone()
-    values = solve(img.numpy(), keep)
     # the library's res is torch.tensor(SuperLU's Fortran-ordered (N, C) solution), which keeps
     # those strides, so its res.t() is a contiguous (C, N) tensor: the noise is torch's draw
     # for such a tensor (randn_like follows the strides, and they decide the numbers drawn)
     res_t = torch.from_numpy(np.ascontiguousarray(values.T, dtype=np.float32))
-    out = flat.clone()
-    out[:, torch.from_numpy(unknown)] = res_t + noise * torch.randn_like(res_t)
+    out = img.reshape(img.shape[0], -1).clone()
+    out[:, unknown] = res_t + noise * torch.randn_like(res_t)
     return out.reshape_as(img)
+
+
+def solutions(tasks: Iterable[tuple[np.ndarray, np.ndarray]],
+              workers: int) -> Iterator[np.ndarray]:
+    """``solve(img, keep)`` of each task, in order, up to 2 x ``workers`` threads ahead (the
+    solves run mostly outside the GIL: OpenCV, NumPy, SuperLU)."""
+    tasks = iter(tasks)
+    if workers <= 1:
+        yield from (solve(*task) for task in tasks)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        ahead = deque(pool.submit(solve, *task) for task in islice(tasks, 2 * workers))
+        while ahead:
+            yield ahead.popleft().result()
+            task = next(tasks, None)
+            if task is not None:
+                ahead.append(pool.submit(solve, *task))
 
 
 def solve(img: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -113,28 +146,36 @@ class ROAD:
     ``percentiles`` of the class score's change. ``batch``: imputed images per forward pass."""
 
     def __init__(self, order: Order = "combined", percentiles: Sequence[float] = (
-            10, 20, 30, 40, 50, 60, 70, 80, 90), noise: float = NOISE, batch: int = BATCH):
+            10, 20, 30, 40, 50, 60, 70, 80, 90), noise: float = NOISE, batch: int = BATCH,
+                 workers: Optional[int] = None):
         if order not in ("combined", "most", "least"):
             raise ValueError(f"ROAD order: combined, most or least, not {order!r}")
         self.order, self.percentiles = order, list(percentiles)
         self.noise, self.batch = noise, max(1, int(batch))
+        self.workers = torch.get_num_threads() if workers is None else workers
 
     def __call__(self, input_tensor: torch.Tensor, cams: np.ndarray,
                  targets: Sequence[Callable], model: torch.nn.Module) -> np.ndarray:
         firsts = {"combined": (False, True), "most": (True,), "least": (False,)}[self.order]
-        jobs = [(most, p, i) for most in firsts for p in self.percentiles
+        images = [input_tensor[i].cpu() for i in range(len(cams))]
+        keeps = {(most, i): keep_masks(cams[i], self.percentiles, most)
+                 for most in firsts for i in range(len(cams))}
+        # the library's order of noise draws: least relevant first before most (combined),
+        # percentile by percentile, map by map
+        jobs = [(most, n, i) for most in firsts for n in range(len(self.percentiles))
                 for i in range(len(cams))]
+        tasks = ((images[i].numpy(), keeps[most, i][n]) for most, n, i in jobs)
+        after = np.empty(len(jobs), np.float32)
+        pending: list[torch.Tensor] = []
         with torch.no_grad():
             before = _scores(model(input_tensor), targets)
-            after = np.empty(len(jobs), np.float32)
-            pending: list[torch.Tensor] = []
-            for n, (most, p, i) in enumerate(jobs):  # the library's order of noise draws
-                image = input_tensor[i].cpu()
-                pending.append(impute(image, keep_mask(cams[i], p, most), self.noise))
-                if len(pending) == self.batch or n == len(jobs) - 1:
-                    batch = torch.stack(pending).to(input_tensor.device)
-                    rows = [targets[k[2]] for k in jobs[n + 1 - len(pending):n + 1]]
-                    after[n + 1 - len(pending):n + 1] = _scores(model(batch), rows)
+            for k, values in enumerate(solutions(tasks, self.workers)):
+                most, n, i = jobs[k]
+                pending.append(with_noise(images[i], keeps[most, i][n], values, self.noise))
+                if len(pending) == self.batch or k == len(jobs) - 1:
+                    first = k + 1 - len(pending)
+                    outputs = model(torch.stack(pending).to(input_tensor.device))
+                    after[first:k + 1] = _scores(outputs, [targets[j[2]] for j in jobs[first:k + 1]])
                     pending = []
         change = after.reshape(len(firsts), len(self.percentiles), len(cams)) - before
         means = np.mean(change, axis=1)  # float32, as the library's averager
@@ -228,12 +269,17 @@ class _FineOp:
 
 
 class _StencilOp:
-    """A coarse level: a 9-point stencil per point (Galerkin); points no fine unknown reaches
-    are inactive (identity, and zero in every vector)."""
+    """A coarse level: a 9-point stencil per point (Galerkin). Points whose interpolation
+    reaches no active finer point are inactive (identity, and zero in every vector). Where
+    the active finer points are few (a lone removed pixel between four coarse points), the
+    interpolations of several coarse points can coincide: the operator is then only
+    semi-definite, harmless for Jacobi steps and for the finer levels (what it cannot tell
+    apart interpolates to zero), and the last level's solve adds a tiny diagonal."""
 
-    def __init__(self, stencil: np.ndarray, channels: int) -> None:
-        self.active = stencil[4] != 0
-        stencil[4][~self.active] = 1.0
+    def __init__(self, stencil: np.ndarray, active: np.ndarray, channels: int) -> None:
+        self.active = active
+        stencil[:, ~active] = 0.0
+        stencil[4][~active] = 1.0
         self.stencil = stencil
         self.shape = self.active.shape
         self.stencils = {1: stencil[..., None], channels: np.repeat(stencil[..., None], channels, 3)}
@@ -272,13 +318,22 @@ def _prolong(c: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> np.ndar
     return g[:shape[0], :shape[1]] * mask
 
 
-def _galerkin(op, shape: tuple[int, int]) -> np.ndarray:
-    """The coarse operator P^T A P as a 9-point stencil (9, hc, wc): A applied to the
-    interpolations of 9 probes, each a coarse point in every 3 x 3 block."""
+def _galerkin(op, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse points (those whose interpolation reaches an active finer point) and the
+    coarse operator P^T A P on
+    them as a 9-point stencil (9, hc, wc): A applied to the interpolations of 9 probes, each
+    a coarse point in every 3 x 3 block."""
     hc, wc = shape
+    h, w = op.shape
+    padded = np.zeros((2 * hc + 1, 2 * wc + 1), bool)
+    padded[1:h + 1, 1:w + 1] = op.active
+    active = np.zeros(shape, bool)
+    for dr in (0, 1, 2):
+        for dc in (0, 1, 2):
+            active |= padded[dr:dr + 2 * hc:2, dc:dc + 2 * wc:2]
     i, j = np.mgrid[:hc, :wc]
     probes = np.zeros((hc, wc, 9), DTYPE)
-    probes[i, j, (i % 3) * 3 + j % 3] = 1.0
+    probes[i, j, (i % 3) * 3 + j % 3] = active
     mask = op.active[:, :, None].astype(DTYPE)
     y = _restrict(op.apply(_prolong(probes, mask, op.shape)) * mask, shape)
     stencil = np.zeros((9, hc, wc), DTYPE)
@@ -286,11 +341,12 @@ def _galerkin(op, shape: tuple[int, int]) -> np.ndarray:
         inside = (i + dr >= 0) & (i + dr < hc) & (j + dc >= 0) & (j + dc < wc)
         probe = ((i + dr) % 3) * 3 + (j + dc) % 3
         stencil[k] = np.where(inside, np.take_along_axis(y, probe[..., None], 2)[..., 0], 0)
-    return stencil
+    return stencil, active
 
 
 def _stencil_lu(op: _StencilOp):
-    """SuperLU of the last level's active points."""
+    """SuperLU of the last level's active points, with REGULARISE x its diagonal added (the
+    level can be semi-definite, see _StencilOp)."""
     h, w = op.shape
     index = np.full((h + 2, w + 2), -1)
     r, c = np.nonzero(op.active)
@@ -301,7 +357,7 @@ def _stencil_lu(op: _StencilOp):
         ok = j >= 0
         rows.append(np.flatnonzero(ok))
         cols.append(j[ok])
-        vals.append(op.stencil[k][r[ok], c[ok]].astype(np.float64))
+        vals.append(op.stencil[k][r[ok], c[ok]].astype(np.float64) * (1 + REGULARISE * (k == 4)))
     a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                       shape=(len(r), len(r)))
     return splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
@@ -318,13 +374,13 @@ class _Multigrid:
         op, self.levels = _FineOp(grid), []
         while op.active.sum() > COARSEST and min(op.shape) > 4:
             self.levels.append(op)
-            op = _StencilOp(_galerkin(op, (op.shape[0] // 2 + 1, op.shape[1] // 2 + 1)),
+            op = _StencilOp(*_galerkin(op, (op.shape[0] // 2 + 1, op.shape[1] // 2 + 1)),
                             channels)
         self.last = op
         self.lu = _stencil_lu(op) if self.levels else None
 
     def cycle(self, b: np.ndarray, level: int = 0) -> np.ndarray:
-        """One V-cycle (two damped Jacobi steps before and after) on A x = b, float32."""
+        """One V-cycle (SMOOTHING damped Jacobi steps before and after) on A x = b, float32."""
         if level == len(self.levels):
             x = np.zeros_like(b)
             x[self.last.active] = self.lu.solve(b[self.last.active].astype(np.float64))
@@ -332,11 +388,12 @@ class _Multigrid:
         op = self.levels[level]
         coarse = self.levels[level + 1] if level + 1 < len(self.levels) else self.last
         x = op.jacobi * b
-        x += op.jacobi * (b - op.apply(x))
-        r = _restrict(b - op.apply(x), coarse.shape)
+        for _ in range(SMOOTHING - 1):
+            x += op.jacobi * (b - op.apply(x))
+        r = _restrict(b - op.apply(x), coarse.shape) * coarse.mask
         x += _prolong(self.cycle(r, level + 1), op.mask, op.shape)
-        x += op.jacobi * (b - op.apply(x))
-        x += op.jacobi * (b - op.apply(x))
+        for _ in range(SMOOTHING):
+            x += op.jacobi * (b - op.apply(x))
         return x
 
     def solve(self, b: np.ndarray):
@@ -367,4 +424,5 @@ class _Multigrid:
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per channel: the dot product of two (h, w, C) arrays."""
-    return np.einsum("ijk,ijk->k", a, b)
+    product = (a * b).reshape(-1, a.shape[2])
+    return np.ones(len(product)) @ product  # a matrix-vector product: quicker than einsum
