@@ -215,6 +215,36 @@ def imputations(spec: "MetricSpec") -> int:
     return entry.imputations * (len(spec.percentiles) if entry.percentiles else 1)
 
 
+AUTO_MAPS = 64  # maps (images x classes x methods): up to this many, metrics default to ROAD
+AUTO_METRICS = ("road_combined",)  # what "on by default" computes (at its default percentiles)
+# seconds of solving per ROAD imputation and input pixel (explain.road on one CPU core,
+# measured with benchmarks/road.py): for the run's estimate
+ROAD_SECONDS_PER_PIXEL = 6e-7
+
+
+def chosen(configured: Optional[list["MetricSpec"]], maps: int) -> tuple[list["MetricSpec"], str]:
+    """The faithfulness metrics a run computes and a note saying why: the config's list when
+    it sets one ([]: none); unset, AUTO_METRICS for runs of up to AUTO_MAPS maps and none
+    above (the note says how to turn them on)."""
+    from explain.config import MetricSpec
+    if configured is not None:
+        return list(configured), ""
+    default = [MetricSpec(name=name) for name in AUTO_METRICS]
+    shown = ", ".join(f"{s.name} at percentiles {_span(s.percentiles)}" for s in default)
+    if maps <= AUTO_MAPS:
+        return default, (f"metrics: {shown} by default (runs of up to {AUTO_MAPS} maps; this "
+                         f"one {maps}); 'metrics: []' turns it off")
+    return [], (f"metrics: off by default for runs over {AUTO_MAPS} maps (this one {maps}); "
+                f"'metrics: [{', '.join(AUTO_METRICS)}]' turns on {shown}")
+
+
+def _span(values: Optional[list[int]]) -> str:
+    steps = {b - a for a, b in zip(values, values[1:])} if values and len(values) > 2 else set()
+    if len(steps) == 1:
+        return f"{values[0]}..{values[-1]}"
+    return ", ".join(str(v) for v in values or [])
+
+
 def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tensor,
                  cams: np.ndarray, classes: list[int], *, seed: int) -> list[dict[str, float]]:
     """Every configured metric for the maps of one image, one call of its metric object per

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from explain import annotations, metrics
-from explain.config import Preprocess
+from explain.config import Preprocess, resolved
 from explain.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot
@@ -32,6 +32,7 @@ class MetricsWriter(Writer):
         self.boxes: Optional[annotations.BoxSet] = None
         self.no_raw: set[str] = set()
         self.same: dict[str, list[int]] = {}  # method -> [images with identical maps, images]
+        self.specs: list = []  # the faithfulness metrics this run computes (see start)
 
     def state(self) -> dict:
         return {"no_raw": set(self.no_raw), "same": dict(self.same),
@@ -54,10 +55,16 @@ class MetricsWriter(Writer):
             check_boxes(self.boxes, list(plan.images), plan.cfg.preprocess)
 
     def start(self, ctx: RunContext) -> None:
+        """The boxes; the metrics (the config's, or the default for the run's size, which
+        the summary's config then lists); the estimates and the default's note."""
         cfg = ctx.cfg
         if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
-        for line in cost_lines(ctx.plan):
+        self.specs, note = metrics.chosen(cfg.metrics, run_maps(ctx.plan))
+        if cfg.metrics is None:
+            ctx.summary.config = resolved(ctx.summary.config, "metrics",
+                                          [s.model_dump() for s in self.specs])
+        for line in ([note] if note else []) + cost_lines(ctx.plan, self.specs):
             ctx.log(line)
             ctx.summary.notes.append(line)
 
@@ -72,8 +79,8 @@ class MetricsWriter(Writer):
             found = {c: v for c, v in found.items() if c in explained}
             entry.boxes = annotations.input_boxes(found, view.item.ref.path,
                                                   tuple(entry.input_size))
-            if cfg.metrics and view.maps:
-                scores = metrics.faithfulness(cfg.metrics, ScoreModel(plan.model, plan.head),
+            if self.specs and view.maps:
+                scores = metrics.faithfulness(self.specs, ScoreModel(plan.model, plan.head),
                                               batch.x[b:b + 1].to(plan.device),
                                               np.stack([m.cam for m in view.maps]),
                                               [m.class_index for m in view.maps], seed=cfg.seed)
@@ -155,13 +162,22 @@ def _agreement(maps: list[MapSlot]) -> None:
             one.record.agreement = round(float(np.mean(r)), 6)
 
 
-def cost_lines(plan: RunPlan) -> list[str]:
+def run_maps(plan: RunPlan) -> int:
+    """Maps the run explains: images x classes per image x methods."""
+    return len(plan.images) * plan.slots * len(plan.cfg.methods)
+
+
+def cost_lines(plan: RunPlan, specs: Optional[list] = None) -> list[str]:
     """'estimate: ...' lines for the costly parts of a run: methods that run one forward pass
-    per channel, and the faithfulness metrics; from the plan: its images, slots per image,
-    the target layers' channel counts (through their layouts) and the timed preflight pass."""
+    per channel, and the faithfulness metrics (``specs``; default: what the config and the
+    run's size choose); from the plan: its images, slots per image, the target layers'
+    channel counts (through their layouts), the first image's size and the timed preflight
+    pass."""
     cfg = plan.cfg
+    if specs is None:
+        specs = metrics.chosen(cfg.metrics, run_maps(plan))[0]
     slow = [m for m in cfg.methods if traits(m.name).per_channel is not None]
-    if not slow and not cfg.metrics:
+    if not slow and not specs:
         return []
     maps = len(plan.images) * plan.slots  # per method
     channels = sum(layer.channels for layer in plan.target_layers)
@@ -174,16 +190,31 @@ def cost_lines(plan: RunPlan) -> list[str]:
         lines.append(f"estimate: {spec.name} runs one forward pass per channel "
                      f"({channels} in {', '.join(cfg.target_layers)}) for each image x class: "
                      f"{passes:,} passes, about {_duration(passes * seconds)}")
-    if cfg.metrics:
-        per_image = sum(metrics.forward_passes(s) for s in cfg.metrics)
-        road = sum(metrics.imputations(s) for s in cfg.metrics)
-        lines.append(f"estimate: faithfulness ({', '.join(s.name for s in cfg.metrics)}): "
-                     f"{per_image} forward passes per image (a batch of one copy per map)"
-                     + (f" and {road} ROAD imputations per map (a sparse solve each: up to "
-                        f"1-2 s at 224 x 448 on a CPU core)" if road else "")
-                     + f"; {maps * len(cfg.methods):,} maps, the passes about "
-                       f"{_duration(maps * len(cfg.methods) * per_image * seconds)}")
+    if specs:
+        lines.append(_faithfulness_estimate(plan, specs))
     return lines
+
+
+def _faithfulness_estimate(plan: RunPlan, specs: list) -> str:
+    """One line: forward passes and ROAD imputations (explain.road: one forward pass per
+    imputed image, batched; a sparse solve each) and the time they take."""
+    maps = run_maps(plan)
+    road = sum(metrics.imputations(s) for s in specs)  # per map
+    plain = [s for s in specs if not metrics.imputations(s)]
+    per_image = sum(metrics.forward_passes(s) for s in plain)
+    pixels = int(np.prod(plan.first.tensor.shape[-2:]))
+    seconds = plan.probe.seconds * (maps * road + len(plan.images) * sum(
+        1 for s in specs if metrics.imputations(s)) + maps * per_image) + \
+        maps * road * pixels * metrics.ROAD_SECONDS_PER_PIXEL
+    parts = [f"{per_image} forward passes per image (a batch of one copy per map)"] \
+        if plain else []
+    if road:
+        h, w = plan.first.tensor.shape[-2:]
+        solve = road * pixels * metrics.ROAD_SECONDS_PER_PIXEL
+        parts.append(f"{road} ROAD imputations per map, each a sparse solve (about "
+                     f"{solve:.1f} s per map at {h} x {w} on a CPU core) and a forward pass")
+    return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
+            f"{'; '.join(parts)}; {maps:,} maps, about {_duration(seconds)}")
 
 
 def _duration(seconds: float) -> str:
