@@ -12,6 +12,7 @@ for the same 2 x 9 masks per map, to separate the solve from the forward passes.
 average is printed before and after.
 
 Run: python benchmarks/road.py [--maps K] [--percentiles 10,20,...,90] [--sizes 448,224]
+     [--threads N]
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from explain import road
 from explain.config.sections import Preprocess
 from explain.demo import catdog_efficientnet_lite0
 from explain.engine import seeded
-from explain.heads import ScoreModel  # noqa: F401  (explain scores through it; the demo's is plain)
 from explain.images import ImageRef, prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +101,13 @@ def main() -> None:
     parser.add_argument("--maps", type=int, default=4, help="maps per call (1..4)")
     parser.add_argument("--percentiles", default="10,20,30,40,50,60,70,80,90")
     parser.add_argument("--sizes", default="448,224", help="input widths: 448 and/or 224")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for both sides (0: torch's default); on a machine "
+                             "shared with other work, 1 avoids torch's threads waiting on each "
+                             "other")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     percentiles = [int(p) for p in args.percentiles.split(",")]
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"torch threads {torch.get_num_threads()}")

@@ -1,11 +1,16 @@
 """Numbers that say which explanation to trust: faithfulness (pytorch_grad_cam.metrics),
 localisation against ground-truth boxes, and the per-method table of the report.
 
-Faithfulness: per image, each metric is one call of the library's metric object on all of the
-image's maps (its classes x methods, in config order: a batch of copies of the image), with
-numpy's and torch's generators seeded with the run's ``seed`` before the call (ROAD's
-imputation adds random noise). So a score does not depend on how images were batched or on
-``--resume``, and equals a direct library call on the same maps.
+Faithfulness: per image, each metric is one call of its metric object on all of the image's
+maps (its classes x methods, in config order: a batch of copies of the image), with numpy's and
+torch's generators seeded with the run's ``seed`` before the call (ROAD's imputation adds
+random noise). So a score does not depend on how images were batched or on ``--resume``, and
+equals a direct library call on the same maps. The metric objects are the library's, except
+ROAD's: explain.road computes the library's numbers (same masks, linear system, noise draws)
+with a faster solve and batched forward passes.
+
+Which metrics run (``chosen``): the config's list; unset, ``AUTO_METRICS`` (ROAD combined at its
+9 percentiles) for runs of up to ``AUTO_MAPS`` maps and none above.
 
 What the scores mean (the model's score is the class logit, as ``ClassifierOutputTarget``):
 
