@@ -28,10 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from explain.config import load_config  # noqa: E402
 from explain.engine import CamEngine  # noqa: E402
-from explain.heads import Classifier  # noqa: E402
+from explain.models.heads import Classifier  # noqa: E402
 from explain.images import find_images, group_by_shape, prepare  # noqa: E402
 from explain.layers import find_layer  # noqa: E402
-from explain.model import load_model, pick_device  # noqa: E402
+from explain.models.loading import load_model
+from explain.models.guard import pick_device  # noqa: E402
 from explain.pipeline import default_workers  # noqa: E402
 from explain.runner import RunOptions, run  # noqa: E402
 

@@ -8,8 +8,8 @@ with the image repeated once per map, seeded as explain seeds it; the scores mus
 (printed: the largest difference). Times are per map (the call's time / maps), wall clock and
 process CPU time (CPU time is less disturbed by other work on a shared machine). Also: the
 noisy linear imputation alone (the library's NoisyLinearImputer against explain.road.impute)
-for the same 2 x 9 masks per map, to separate the solve from the forward passes. The load
-average is printed before and after.
+for the same 2 x 9 masks per map, to separate the solve from the forward passes. Printed at
+the end: a table with the sizes side by side, and the load average before and after.
 
 Run: python benchmarks/road.py [--maps K] [--percentiles 10,20,...,90] [--sizes 448,224]
      [--threads N]
@@ -71,8 +71,10 @@ def imputation_only(x: torch.Tensor, cams: np.ndarray, percentiles: list[int]) -
 
 
 def compare(model, x: torch.Tensor, cams: np.ndarray, classes: list[int],
-            percentiles: list[int]) -> None:
-    """One size: the full metric both ways, then the imputation alone; prints one block."""
+            percentiles: list[int]) -> dict[str, float]:
+    """One size: the full metric both ways, then the imputation alone. Returns seconds per
+    map (wall and CPU, library and ours, metric and imputation) and the largest score
+    difference."""
     k = len(cams)
     inputs = x.expand(k, *x.shape[1:]).contiguous()
     targets = [ClassifierOutputTarget(c) for c in classes]
@@ -84,16 +86,34 @@ def compare(model, x: torch.Tensor, cams: np.ndarray, classes: list[int],
     with seeded(0):
         ours, ow, oc = timed(lambda: road.ROAD("combined", percentiles)(inputs, cams, targets,
                                                                        model))
-    size = f"{x.shape[2]} x {x.shape[3]}"
-    print(f"{size}, {k} maps, ROAD combined at {len(percentiles)} percentiles, per map:")
-    print(f"  library  {lw / k:7.2f} s wall  {lc / k:7.2f} s CPU")
-    print(f"  explain  {ow / k:7.2f} s wall  {oc / k:7.2f} s CPU")
-    print(f"  ratio    {lw / ow:7.1f} x wall  {lc / oc:7.1f} x CPU   "
-          f"largest score difference {np.abs(lib - ours).max():.1e}")
-    (lw, lc), (ow, oc) = imputation_only(x[0], cams, percentiles)
-    print(f"  imputation alone ({2 * len(percentiles)} per map): library {lw:.2f} s wall "
-          f"{lc:.2f} s CPU, explain {ow:.2f} s wall {oc:.2f} s CPU, ratio {lw / ow:.1f} x wall "
-          f"{lc / oc:.1f} x CPU")
+    (ilw, ilc), (iow, ioc) = imputation_only(x[0], cams, percentiles)
+    return {"lib wall": lw / k, "lib cpu": lc / k, "ours wall": ow / k, "ours cpu": oc / k,
+            "imp lib wall": ilw, "imp lib cpu": ilc, "imp ours wall": iow, "imp ours cpu": ioc,
+            "difference": float(np.abs(lib - ours).max())}
+
+
+def table(results: dict[str, dict[str, float]], maps: int, percentiles: list[int]) -> None:
+    """The sizes side by side: per map, library and explain, wall and CPU seconds, ratios."""
+    sizes = list(results)
+    rows = [("ROAD combined, library", "lib wall", "lib cpu"),
+            ("ROAD combined, explain", "ours wall", "ours cpu"),
+            (f"imputation alone ({2 * len(percentiles)}), library", "imp lib wall",
+             "imp lib cpu"),
+            (f"imputation alone ({2 * len(percentiles)}), explain", "imp ours wall",
+             "imp ours cpu")]
+    print(f"\nseconds per map ({maps} maps per call, {len(percentiles)} percentiles), "
+          f"wall / CPU:")
+    print(f"{'':36}" + "".join(f"{size:>22}" for size in sizes))
+    for label, wall, cpu in rows:
+        print(f"{label:36}" + "".join(f"{r[wall]:11.2f} /{r[cpu]:8.2f}" for r in
+                                      results.values()))
+    for label, a, b in (("ratio ROAD combined", "lib", "ours"),
+                        ("ratio imputation alone", "imp lib", "imp ours")):
+        print(f"{label:36}" + "".join(
+            f"{r[a + ' wall'] / r[b + ' wall']:10.1f}x /{r[a + ' cpu'] / r[b + ' cpu']:7.1f}x"
+            for r in results.values()))
+    print(f"{'largest score difference':36}" + "".join(f"{r['difference']:22.1e}"
+                                                       for r in results.values()))
 
 
 def main() -> None:
@@ -114,10 +134,13 @@ def main() -> None:
     model = catdog_efficientnet_lite0().eval()
     both = prepare(ImageRef("both", REPO / "images" / "both.jpg", False),
                    Preprocess(size=224, multiple_of=32)).tensor[None]
+    results = {}
     for width in (int(w) for w in args.sizes.split(",")):
         x = both[..., :width].contiguous()
         cams, classes = demo_maps(model, x)
-        compare(model, x, cams[:args.maps], classes[:args.maps], percentiles)
+        results[f"{x.shape[2]} x {x.shape[3]}"] = compare(model, x, cams[:args.maps],
+                                                          classes[:args.maps], percentiles)
+    table(results, min(args.maps, 4), percentiles)
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

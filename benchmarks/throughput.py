@@ -30,7 +30,7 @@ from explain.demo import catdog_efficientnet_lite0
 from explain.engine import CamEngine
 from explain.images import ImageRef, prepare
 from explain.layers import find_layer
-from explain.model import non_inplace
+from explain.models.guard import non_inplace
 
 LIB = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMPlusPlus,
        "xgradcam": XGradCAM, "hirescam": HiResCAM}

@@ -52,3 +52,11 @@ def _private_dirs() -> None:
 
 
 _private_dirs()
+
+# The Python API (explain/api/): importing it imports no torch; a function imports what it needs
+from explain.api import (CamBatch, CamResult, ChannelMaps, Run, cam,  # noqa: E402
+                         channel_maps, load, load_model, run)
+from explain.errors import ExplainError  # noqa: E402
+
+__all__ = ["run", "load", "load_model", "cam", "channel_maps", "Run", "CamResult", "CamBatch",
+           "ChannelMaps", "ExplainError"]

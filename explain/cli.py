@@ -1,5 +1,6 @@
-"""Command line: ``explain CONFIG.yaml [overrides]``, ``explain report RUN_DIR`` and
-``explain layers CONFIG``. User errors print as one line, exit 2.
+"""Command line: ``explain CONFIG.yaml [overrides]``, ``explain report RUN_DIR``,
+``explain layers CONFIG`` and ``explain diff RUN_A RUN_B``. User errors print as one line,
+exit 2.
 
 Every line printed to the terminal passes ``explain.names.printable``: names from files and
 models (layers, images, dictionary keys) may hold escape codes or line breaks, which are shown
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="explain", description="Run a class-activation-map study described by a YAML file.",
         epilog="explain report RUN_DIR rebuilds a run's report.html from its results folder; "
-               "explain layers CONFIG lists the model's layers and the one 'auto' picks.")
+               "explain layers CONFIG lists the model's layers and the one 'auto' picks; "
+               "explain diff RUN_A RUN_B compares the maps of two runs.")
     p.add_argument("config", help="the experiment file (YAML)")
     p.add_argument("--methods", help="comma-separated methods, replacing the config's (gradcam,layercam)")
     p.add_argument("--layer", help="target layer, replacing the config's (features.11)")
@@ -133,10 +135,10 @@ def layers_main(argv: list[str]) -> int:
     try:
         from explain.config import load_config
         cfg = load_config(args.config, parse_sets(args.sets))
-        from explain.heads import Classifier, Head
+        from explain.models.heads import Classifier, Head
         from explain.images import find_images
         from explain.layers import format_table, survey
-        from explain.model import load_model
+        from explain.models.loading import load_model
         from explain.plan import first_image, reshape_mode
         net = load_model(cfg)
         refs, _ = find_images(cfg)
@@ -154,6 +156,34 @@ def layers_main(argv: list[str]) -> int:
         f"({first.ref.path.name})", sys.stdout)
     print(table)  # each cell passed printable in format_table
     return 0
+
+
+def diff_main(argv: list[str]) -> int:
+    """``explain diff RUN_A RUN_B [--threshold R]``: compare the maps of two runs of the same
+    images, without the model. Exit 1 when a map's correlation is below R, else 0."""
+    p = argparse.ArgumentParser(prog="explain diff",
+                                description="Compare two runs of the same images (two checkpoints "
+                                            "or two configs) map by map, from their results "
+                                            "folders, without the model.")
+    p.add_argument("run_a", type=Path, help="the first run's results folder (the baseline)")
+    p.add_argument("run_b", type=Path, help="the second run's results folder")
+    p.add_argument("--threshold", metavar="R",
+                   help="exit 1 when any map's correlation with its counterpart is below R "
+                        "(-1 to 1): a regression gate")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="folder to write diff-<A>-<B>/ in (default: RUN_B's parent folder)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    try:
+        from explain.diff import diff_runs, parse_threshold
+        result = diff_runs(args.run_a, args.run_b, parse_threshold(args.threshold), args.out)
+    except (ExplainError, OSError) as exc:
+        if args.debug:
+            raise
+        return _print_error(exc)
+    for line in result.lines:
+        say(line, sys.stdout)
+    return 1 if result.below else 0
 
 
 def _show_warning(message, category, *where) -> None:
@@ -201,6 +231,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return report_main(argv[1:])
     if argv[:1] == ["layers"] and not Path("layers").is_file():  # not a config named 'layers'
         return layers_main(argv[1:])
+    if argv[:1] == ["diff"] and not Path("diff").is_file():  # not a config named 'diff'
+        return diff_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.resume and args.overwrite:

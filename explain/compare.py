@@ -150,6 +150,14 @@ def unmatched_files(folder: Path, expected: set[str]) -> list[str]:
 
 # ---- figure -----------------------------------------------------------------------------------
 
+CSV_PATH = "compare/compare.csv"
+
+
+def figure_path(image: str, cls: str, method: str) -> str:
+    """Where the library / reference / difference figure of one map goes in the run folder."""
+    return f"compare/{method}/{image}__{cls}.png"
+
+
 def _pane(values: np.ndarray, colormap: str, vmax: float, name: str) -> np.ndarray:
     """One map in a matplotlib colormap over 0..vmax, a colour bar beside it, its name above."""
     from explain.channels import colour_lut
@@ -212,12 +220,12 @@ class Comparison:
                          **{k: round(v, 8) for k, v in numbers.items()})
         fig = comparison_figure(library, reference, f"{image} / {cls} / {method}: max |diff| "
                                                     f"{numbers['max_abs']:.2e}, r = {numbers['pearson']:.4f}")
-        self.run.write_image(f"compare/{method}/{image}__{cls}.png", fig)
+        self.run.write_image(figure_path(image, cls, method), fig)
         return row
 
     def finish(self, rows: list[CompareRow]) -> dict:
         """compare.csv (rows in the order given) and the verdict per method."""
-        self.run.write_csv("compare/compare.csv", [r.dump() for r in rows])
+        self.run.write_csv(CSV_PATH, [r.dump() for r in rows])
         by_method: dict[str, list[float]] = {}
         for row in rows:
             by_method.setdefault(row.method, []).append(row.max_abs)

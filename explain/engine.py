@@ -10,9 +10,9 @@ FullGrad, EigenCAM, smoothing, ...) are called the library's normal way on the w
 with per-image targets; their table entries say what else the call needs.
 
 Layers of any layout: a transformer's token sequence (B, prefix + h*w, C) or a channels-last
-map (B, h, w, C) is seen as (B, C, h, w) through an ``explain.layouts.Layout``, applied to the
+map (B, h, w, C) is seen as (B, C, h, w) through an ``explain.models.layouts.Layout``, applied to the
 activations and to the gradients, the same object the library gets as ``reshape_transform``.
-The score differentiated for a class comes from ``explain.heads.Head`` (softmax, binary or
+The score differentiated for a class comes from ``explain.models.heads.Head`` (softmax, binary or
 multi-label; logit or probability), the same score as the library target it hands out.
 
 Inplace safety: the hooks keep the layer's output and hand a copy downstream, so an inplace
@@ -37,10 +37,10 @@ from torch import nn
 
 from explain.config import MethodSpec
 from explain.errors import ExplainError, first_line
-from explain.heads import Head
-from explain.layouts import Layout, LayoutError, Mode, infer_layout
+from explain.models.heads import Head
+from explain.models.layouts import Layout, LayoutError, Mode, infer_layout
 from explain.methods import registry, traits
-from explain.model import non_inplace, preserved_state
+from explain.models.guard import non_inplace, preserved_state
 
 
 @dataclass
@@ -193,9 +193,9 @@ class EngineOptions:
     watch_layers: tuple[tuple[str, nn.Module], ...] = ()
     aug_smooth: bool = False
     eigen_smooth: bool = False
-    guard_inplace: bool = True  # see explain.model.non_inplace
+    guard_inplace: bool = True  # see explain.models.guard.non_inplace
     head: Head = Head()  # which score a map explains
-    reshape: Mode = "auto"  # how layer outputs map to (B, C, h, w): explain.layouts
+    reshape: Mode = "auto"  # how layer outputs map to (B, C, h, w): explain.models.layouts
     seed: int = 0  # for methods that draw random numbers; global generators are left as found
 
 

@@ -2,7 +2,7 @@
 
 ``survey`` runs one forward pass with a hook on every module and one backward pass of the top
 class's score, and describes each module: its output shape, whether that output can be seen
-as (B, C, h, w) maps (explain.layouts), how often it ran, and whether the explained score
+as (B, C, h, w) maps (explain.models.layouts), how often it ran, and whether the explained score
 reaches more than one of its positions at all. ``auto_layer`` picks the last such layer before
 the head, ``find_layer`` resolves a layer name (``features.-1`` -> ``features.12``) with hints
 that point at usable layers, and ``format_table`` is what ``explain layers CONFIG`` prints.
@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError, first_line
-from explain.heads import Head
-from explain.layouts import Layout, Mode, usable_layout
-from explain.model import non_inplace, preserved_state
+from explain.models.heads import Head
+from explain.models.layouts import Layout, Mode, usable_layout
+from explain.models.guard import non_inplace, preserved_state
 from explain.names import NAME_LIMIT, printable, quote, suggest
 
 # Modules that only pool, copy, drop or flatten what they get: their output is no better a

@@ -1,4 +1,4 @@
-"""Numbers about each map: the peak and where the map's mass lies (probabilities: explain.heads)."""
+"""Numbers about each map: the peak and where the map's mass lies (probabilities: explain.models.heads)."""
 
 from __future__ import annotations
 

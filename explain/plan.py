@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,11 +26,13 @@ from torch import nn
 from explain.config import LAYER, MAX_CLASSES, TARGET_WORDS, Config, Reshape, resolved
 from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
 from explain.errors import ExplainError, first_line
-from explain.heads import Classifier, Head
+from explain.models.heads import Classifier, Head
 from explain.images import ImageError, ImageRef, Prepared, find_images, precheck, prepare
 from explain.layers import auto_layer, find_layer, survey
-from explain.layouts import TokenSpec
-from explain.model import class_names_from_model, load_model, pick_device
+from explain.models.layouts import TokenSpec
+from explain.models.labels import class_names_from_model
+from explain.models.loading import load_model
+from explain.models.guard import pick_device
 from explain.names import quote
 from explain.results import Skipped
 
@@ -97,7 +99,8 @@ class RunPlan:
 def slot_targets(cfg: Config, refs: list[ImageRef]) -> Any:
     """What the engine explains for these images: None (each image's top_k classes), a list
     of class indices (the same for every image), or a (B, S) array when a slot depends on the
-    image (its label; -1 = its prediction)."""
+    image (its label; -1 = its prediction). An image without a label (a plain entry beside a
+    labelled dataset) has its 'label' slot explain its prediction (see ``unlabelled_note``)."""
     targets = cfg.target_classes()
     if targets is None:
         return None
@@ -105,16 +108,22 @@ def slot_targets(cfg: Config, refs: list[ImageRef]) -> Any:
         return [cfg.classes[t] for t in targets]
     rows = []
     for ref in refs:
-        if "label" in targets and ref.label is None:
-            raise ExplainError(f"targets: 'label' needs a label for every image; {ref.path} has "
-                               f"none (list images as a labelled dataset)")
-        rows.append([-1 if t == "predicted" else cfg.classes[ref.label if t == "label" else t]
-                     for t in targets])
+        rows.append([-1 if t == "predicted" or (t == "label" and ref.label is None)
+                     else cfg.classes[ref.label if t == "label" else t] for t in targets])
     return np.asarray(rows, dtype=np.int64)
 
 
+def unlabelled_note(cfg: Config, refs: list[ImageRef]) -> list[str]:
+    """The note for images without a label when ``targets`` asks for labels."""
+    unlabelled = [ref for ref in refs if ref.label is None]
+    if "label" not in (cfg.target_classes() or []) or not unlabelled:
+        return []
+    return [f"targets: {len(unlabelled)} image(s) without a label (e.g. "
+            f"{unlabelled[0].path.name}): their 'label' slot explains the predicted class"]
+
+
 def reshape_mode(cfg: Config, net: Any = None):
-    """The config's reshape setting as explain.layouts takes it; 'auto' on a model whose maps
+    """The config's reshape setting as explain.models.layouts takes it; 'auto' on a model whose maps
     are all channels-last (a Keras model: its ``explain_reshape``) becomes 'nhwc'."""
     spec = cfg.reshape
     if spec == "auto":
@@ -161,9 +170,8 @@ class _Found:
 def _find(cfg: Config) -> _Found:
     """Images, model and the first image; the target layers' names resolved into the config."""
     refs, said = find_images(cfg)
-    slot_targets(cfg, refs)  # every image has what its targets need (a label)
     net = load_model(cfg)
-    notes = [n for n in said if isinstance(n, str)]
+    notes = [n for n in said if isinstance(n, str)] + unlabelled_note(cfg, refs)
     notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
     model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
     found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),
@@ -280,6 +288,21 @@ def layer_infos(cfg: Config, probe: Probe, net: nn.Module) -> tuple[LayerInfo, .
         if section.enabled:
             names.append(section.layer or cfg.target_layers[0])
     return tuple(probe.info(find_layer(net, name)[1]).named(name) for name in dict.fromkeys(names))
+
+
+@contextlib.contextmanager
+def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[ImageRef] = ()
+              ) -> Iterator[tuple[Config, CamEngine, Head, Probe]]:
+    """A network already in memory (not a file) resolved as a run's plan resolves one: layer
+    names resolved, the engine held (model on the device, inplace guard on), the preflight
+    pass made on ``first``. Yields the config with its layers resolved, the engine, the head
+    and the probe (explain.api's ``cam`` and ``channel_maps`` use it)."""
+    found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier(net, cfg.model.output),
+                   Head(cfg.model.head, cfg.model.target), first, [])
+    found.cfg = resolved(cfg, "target_layers", _layer_names(found))
+    engine = _engine(found, pick_device(found.cfg.device))
+    with engine:
+        yield found.cfg, engine, found.head, _probe(found, engine)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from explain.model import non_inplace
+from explain.models.guard import non_inplace
 
 EPS_SCALE = 1e-7  # min-max denominator guard
 EPS_PLUSPLUS = 1e-6  # Grad-CAM++ alpha denominator guard
@@ -83,8 +83,8 @@ def reference_cam(method: str, acts: np.ndarray, grads: np.ndarray,
 def capture(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: list[int], *,
             layout: Optional[Callable] = None, head=None) -> tuple[np.ndarray, np.ndarray]:
     """Activations of ``layer`` and d(score[b, classes[b]])/d(activations), the classic way.
-    ``layout`` turns token / channels-last outputs into (B, C, h, w) (explain.layouts);
-    ``head`` gives the scores from the logits (explain.heads.Head; default: the logits)."""
+    ``layout`` turns token / channels-last outputs into (B, C, h, w) (explain.models.layouts);
+    ``head`` gives the scores from the logits (explain.models.heads.Head; default: the logits)."""
     store: dict[str, torch.Tensor] = {}
     shape = layout or (lambda t: t)
 

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from explain.config import Config
 from explain.errors import ExplainError, first_line
+from explain.evidence import BaselineMap, Evidence, baseline_columns, method_columns
 from explain.names import quote
 from explain.outputs import RunFolder
 
@@ -153,6 +154,7 @@ class ImageEntry(_Record):
     boxes: Optional[dict[str, list[list[float]]]] = None
     guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
     concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
+    baselines: list[BaselineMap] = Field(default_factory=list)  # explain.baselines: no files
     files: ImageFiles = Field(default_factory=ImageFiles)  # its other files
 
     @field_validator("input_size")
@@ -297,6 +299,7 @@ class RunSummary(_Record):
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
+    trust: Optional[Evidence] = None  # baselines, intervals, comparisons, which map to trust
 
     @field_validator("compare")
     @classmethod
@@ -399,11 +402,12 @@ def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
 MAX_ITEM_BYTES = 64 * 1024 * 1024  # items/<image>.json: a few kB per map
 
 
-def kept_entries(run: RunFolder, sources: dict[str, Any], names: tuple[list[str], set[str]],
-                 ext: str) -> tuple[dict[str, ImageEntry], dict[str, list[CompareRow]]]:
+def kept_entries(run: RunFolder, sources: dict[str, Any], *, methods: list[str],
+                 classes: set[str], ext: str
+                 ) -> tuple[dict[str, ImageEntry], dict[str, list[CompareRow]]]:
     """--resume: the entries of the images an interrupted run finished (their item file was
     written last) and their compare rows, each checked against this run: ``sources`` (image
-    id -> its ImageRef), ``names`` (methods, class names), ``ext`` (the picture extension).
+    id -> its ImageRef), its methods and class names, ``ext`` (the picture extension).
     Its maps and their files must be there, inside the folder; the image's path and label are
     this run's, never what an item file holds."""
     kept, rows = {}, {}
@@ -419,7 +423,7 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], names: tuple[list[str]
         problem = None if rel == f"items/{entry.id}.json" else f"holds image {quote(entry.id)}"
         if problem is None and entry.label != ref.label:
             problem = f"label {quote(entry.label)}, but the image list says {quote(ref.label)}"
-        problem = problem or kept_problem(entry, names[0], names[1], ext) or \
+        problem = problem or kept_problem(entry, methods, classes, ext) or \
             _missing_file(run, entry)
         if problem:
             raise ExplainError(f"{where}: {problem}; the run folder is damaged (delete this item "
@@ -450,8 +454,9 @@ def item_files(run: RunFolder) -> list[str]:
 
 def csv_rows(summary: RunSummary) -> list[dict]:
     """summary.csv: one row per image x class x method, the image's prediction alongside,
-    channel numbers as flat columns."""
-    rows = []
+    channel numbers as flat columns, then the baselines' scores for the image and class and
+    the method's numbers over the run (explain.evidence: method_columns, baseline_columns)."""
+    rows, per_method = [], method_columns(summary.trust)
     for image in summary.images:
         for record in image.cams:
             row = {"image": image.id, "predicted": image.predicted,
@@ -463,8 +468,11 @@ def csv_rows(summary: RunSummary) -> list[dict]:
                 row.update(channels)
             for group in ("faithfulness", "localisation"):
                 row.update(row.pop(group, None) or {})
+            row.update(baseline_columns(image.baselines, record.class_name))
             rows.append(row)
-    return rows
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # the maps' own first
+    return [{**{k: row.get(k) for k in columns}, **per_method.get(row["method"], {})}
+            for row in rows]
 
 
 def console_lines(summary: RunSummary) -> list[str]:

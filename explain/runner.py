@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, text elsewhere
 
 from explain import distributed, measures
 from explain.config import Config
@@ -259,8 +259,8 @@ def _listed_probabilities(classes: dict[int, str], probs, explained) -> dict[str
 def _kept_items(ctx: RunContext) -> dict[str, ImageEntry]:
     """Entries of the images an interrupted run finished, checked against this run (see
     explain.results.kept_entries); their compare rows go to ``ctx.compare_rows``."""
-    kept, rows = kept_entries(ctx.run, ctx.sources, (ctx.methods, set(ctx.classes.values())),
-                              ctx.ext)
+    kept, rows = kept_entries(ctx.run, ctx.sources, methods=ctx.methods,
+                              classes=set(ctx.classes.values()), ext=ctx.ext)
     ctx.compare_rows.update(rows)
     return kept
 

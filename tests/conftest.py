@@ -1,9 +1,12 @@
 """Shared fixtures: the real demo network, a stand-in course AlexNet, a small AlexNet for the
-engine tests, config writing helpers."""
+engine tests, fresh model caches without network, and ``write_config``. The other shared
+helpers (tiny models, one-line error checks, engine and library maps) are in helpers.py."""
 
 from __future__ import annotations
 
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,15 +78,50 @@ def shared_course_tree(tmp_path_factory) -> Path:
     return make_course_tree(tmp_path_factory.mktemp("course"))
 
 
-def write_config(folder: Path, name: str = "exp", **fields) -> Path:
-    """A config file in ``folder``; image paths default to the repository's photos."""
+OMIT = object()  # a field given as OMIT is left out of the config
+
+
+def config_fields(folder: Path, **fields) -> dict:
+    """A config's fields: classes cat and dog, the repository's three photos, gradcam, results
+    under ``folder``; each keyword replaces a top-level field (OMIT leaves it out)."""
     data = {
         "classes": {"cat": 0, "dog": 1},
         "images": [str(IMAGES / f) for f in ("cat.jpg", "dog.jpg", "both.jpg")],
         "methods": ["gradcam"],
         "output": {"dir": str(folder / "results")},
+        **fields,
     }
-    data.update(fields)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
+    return {k: v for k, v in data.items() if v is not OMIT}
+
+
+def save_config(folder: Path, stem: str, data: dict) -> Path:
+    """``data`` as ``folder``/``stem``.yaml."""
+    path = folder / f"{stem}.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+def write_config(folder: Path, name: str = "exp", **fields) -> Path:
+    """``folder``/``name``.yaml holding ``config_fields(folder, **fields)``."""
+    return save_config(folder, name, config_fields(folder, **fields))
+
+
+@pytest.fixture
+def homes(tmp_path, monkeypatch) -> list[Path]:
+    """Fresh TORCH_HOME and HF_HOME (not created), and no network: a connection attempt fails
+    the test."""
+    paths = [tmp_path / "torch_home", tmp_path / "hf_home"]
+    monkeypatch.setenv("TORCH_HOME", str(paths[0]))
+    monkeypatch.setenv("HF_HOME", str(paths[1]))
+    monkeypatch.setenv("HF_HUB_CACHE", str(paths[1] / "hub"))
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # read at import time: point the loaded module there too
+        monkeypatch.setattr(constants, "HF_HOME", str(paths[1]), raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(paths[1] / "hub"), raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    return paths

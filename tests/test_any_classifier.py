@@ -10,22 +10,17 @@ import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam.utils.model_targets import (BinaryClassifierOutputTarget,
-                                                  ClassifierOutputSoftmaxTarget,
-                                                  ClassifierOutputTarget)
+                                                  ClassifierOutputSoftmaxTarget)
 from pytorch_grad_cam.utils.reshape_transforms import swinT_reshape_transform, vit_reshape_transform
 from torch import nn
 
-from explain.config import MethodSpec
-from explain.engine import CamEngine, EngineOptions
 from explain.errors import ExplainError
-from explain.heads import Classifier, Head
-from explain.layouts import Layout, LayoutError, TokenSpec, infer_layout
-from explain.methods import registry
-from explain.model import non_inplace
+from explain.models.heads import Classifier, Head
+from explain.models.layouts import Layout, LayoutError, TokenSpec, infer_layout
+from helpers import SIDE, class_targets, cpu_engine, engine_maps, library_map
 
 timm = pytest.importorskip("timm")
 
-SIDE = 32
 SHARED = ["gradcam", "gradcamplusplus", "xgradcam", "hirescam", "gradcamelementwise",
           "layercam", "eigengradcam"]
 TOL = 1e-5
@@ -62,23 +57,6 @@ def swin():
 
 def _module(net: nn.Module, name: str) -> nn.Module:
     return dict(net.named_modules())[name]
-
-
-def engine_maps(model: nn.Module, layer: nn.Module, methods: list[str], x: torch.Tensor,
-                targets: list[int], **options) -> dict[str, np.ndarray]:
-    specs = [MethodSpec.model_validate(m) for m in methods]
-    with CamEngine(model, [layer], specs, torch.device("cpu"), EngineOptions(**options)) as eng:
-        return eng.run(x, targets, list(range(len(targets) + 1))).maps
-
-
-def library_map(method: str, model: nn.Module, layer: nn.Module, x: torch.Tensor, targets: list,
-                reshape=None) -> np.ndarray:
-    cam = registry()[method](model, [layer], reshape_transform=reshape)
-    try:
-        with non_inplace(model):  # the library's own call, made inplace-safe as the engine is
-            return cam(input_tensor=x, targets=targets)
-    finally:
-        cam.activations_and_grads.release()
 
 
 # ---- layouts ---------------------------------------------------------------------------------
@@ -130,7 +108,7 @@ def test_vit_engine_equals_library(vit):
     reshape = functools.partial(vit_reshape_transform, height=4, width=4)
     for method, maps in ours.items():
         for s, c in enumerate(targets):
-            lib = library_map(method, model, layer, x, [ClassifierOutputTarget(c)] * len(x), reshape)
+            lib = library_map(method, model, layer, x, class_targets(c, len(x)), reshape)
             assert np.abs(maps[:, s] - lib).max() <= TOL, method
     assert ours["gradcam"][:, 0].std() > 0.05  # a real map, not a constant
 
@@ -141,13 +119,13 @@ def test_deit_two_prefix_tokens(deit):
     model = Classifier(deit)
     ours = engine_maps(model, layer, ["gradcam", "layercam"], x, [1])
 
-    def drop_two(t):  # written here independently of explain.layouts
+    def drop_two(t):  # written here independently of explain.models.layouts
         return t[:, 2:, :].reshape(t.size(0), 4, 4, t.size(2)).permute(0, 3, 1, 2)
     for method in ("gradcam", "layercam"):
-        lib = library_map(method, model, layer, x, [ClassifierOutputTarget(1)] * 2, drop_two)
+        lib = library_map(method, model, layer, x, class_targets(1, 2), drop_two)
         assert np.abs(ours[method][:, 0] - lib).max() <= TOL
     # a one-token-off layout would give a different map
-    wrong = library_map("gradcam", model, layer, x, [ClassifierOutputTarget(1)] * 2,
+    wrong = library_map("gradcam", model, layer, x, class_targets(1, 2),
                         lambda t: t[:, 1:17].reshape(2, 4, 4, -1).permute(0, 3, 1, 2))
     assert np.abs(ours["gradcam"][:, 0] - wrong).max() > 1e-3
 
@@ -162,7 +140,7 @@ def test_swin_channels_last(swin):
     def reshape(t):
         return swinT_reshape_transform(t.flatten(1, 2), height=4, width=4)
     for method in SHARED:
-        lib = library_map(method, model, layer, x, [ClassifierOutputTarget(2)] * 2, reshape)
+        lib = library_map(method, model, layer, x, class_targets(2, 2), reshape)
         assert np.abs(ours[method][:, 0] - lib).max() <= TOL, method
 
 
@@ -171,14 +149,24 @@ def test_vit_wide_input_and_probe(vit):
     vit_dyn = _tiny_timm("vit_tiny_patch16_224", num_classes=3, img_size=SIDE, patch_size=8,
                          depth=2, embed_dim=48, num_heads=2, dynamic_img_size=True)
     layer = _module(vit_dyn, "blocks.1.norm1")
-    specs = [MethodSpec.model_validate("gradcam")]
     x = _x(width=64)
-    with CamEngine(Classifier(vit_dyn), [layer], specs, torch.device("cpu"),
-                   EngineOptions(probe_layer=layer)) as eng:
+    with cpu_engine(Classifier(vit_dyn), [layer], ["gradcam"], probe_layer=layer) as eng:
         res = eng.run(x, [0], [0, 1, 2])
     assert res.maps["gradcam"].shape == (2, 1, 32, 64)
     assert res.probe.activations.shape == (2, 48, 4, 8)
     assert eng.layouts[0] == Layout("tokens", 1, (4, 8))
+
+
+@pytest.mark.parametrize("net, name, shape, channels", [
+    ("vit", "blocks.1.norm1", (17, 48), 48),  # 1 + 4x4 tokens of 48 dimensions
+    ("swin", "layers.1.blocks.0.norm1", (4, 4, 32), 32),  # (h, w, C)
+])
+def test_the_probe_counts_channels_not_tokens_or_rows(request, net, name, shape, channels):
+    net = request.getfixturevalue(net)
+    layer = _module(net, name)
+    with cpu_engine(Classifier(net), [layer], ["gradcam"]) as eng:
+        info = eng.probe(_x(1)).info(layer)
+    assert (info.shape, info.channels) == (shape, channels)
 
 
 def test_layer_without_grid_is_one_line(vit):
@@ -219,7 +207,7 @@ def test_output_selection(kind, key):
     ours = engine_maps(Classifier(net, key), net.features[2], ["gradcam"], x, [1])
     ref = engine_maps(Classifier(plain), plain.features[2], ["gradcam"], x, [1])
     lib = library_map("gradcam", Classifier(net, key), net.features[2], x,
-                      [ClassifierOutputTarget(1)] * 2)
+                      class_targets(1, 2))
     assert np.abs(ours["gradcam"][:, 0] - lib).max() <= TOL
     assert np.array_equal(ours["gradcam"], ref["gradcam"])  # same weights, same maps
 
@@ -253,9 +241,7 @@ def test_binary_head_equals_library_binary_target():
 
 def test_binary_head_refuses_two_logits():
     net = TwoOutputs("plain", classes=2)
-    specs = [MethodSpec.model_validate("gradcam")]
-    with CamEngine(Classifier(net), [net.features[2]], specs, torch.device("cpu"),
-                   EngineOptions(head=Head("binary"))) as eng:
+    with cpu_engine(Classifier(net), [net.features[2]], ["gradcam"], head=Head("binary")) as eng:
         with pytest.raises(ExplainError, match="binary expects one logit per image, the model "
                                                "gives 2"):
             eng.probe(_x(1))
@@ -293,8 +279,7 @@ def test_multilabel_each_class_on_its_own_logit():
 def test_top_k_targets_rank_named_classes():
     net = TwoOutputs("plain", classes=5)
     model, layer, x = Classifier(net), net.features[2], _x(3)
-    specs = [MethodSpec.model_validate("gradcam")]
-    with CamEngine(model, [layer], specs, torch.device("cpu")) as eng:
+    with cpu_engine(model, [layer], ["gradcam"]) as eng:
         res = eng.run(x, None, [0, 1, 3, 4], top=3)
     logits = model(x).detach().numpy()
     for b in range(3):
@@ -310,21 +295,16 @@ def test_finercam_uses_the_most_similar_named_classes():
     assert most_similar(np.array([5.0, 4.0, 9.0, 4.9]), 0, [0, 1, 2, 3], 2) == [3, 1]
     net = TwoOutputs("plain", classes=4)
     model, layer, x = Classifier(net), net.features[2], _x(1)
-    specs = [MethodSpec.model_validate({"name": "finercam", "alpha": 0.7, "comparisons": 2})]
-    with CamEngine(model, [layer], specs, torch.device("cpu")) as eng:
-        ours = eng.run(x, [1], [0, 1, 2, 3]).maps["finercam"]
+    finer = {"name": "finercam", "alpha": 0.7, "comparisons": 2}
+    ours = engine_maps(model, layer, [finer], x, [1], names=[0, 1, 2, 3])["finercam"]
     scores = model(x).detach().numpy()[0]
     similar = most_similar(scores, 1, [0, 1, 2, 3], 2)
-    cam = registry()["finercam"](model, [layer])
-    with non_inplace(model):
-        lib = cam(input_tensor=x, targets=[FinerWeightedTarget(1, similar, 0.7)])
+    lib = library_map("finercam", model, layer, x, [FinerWeightedTarget(1, similar, 0.7)])
     assert np.abs(ours[:, 0] - lib).max() <= TOL
     plain = engine_maps(model, layer, ["gradcam"], x, [1])["gradcam"]
     assert np.abs(ours - plain).max() > 1e-3  # the comparison changes the map
     with pytest.raises(ExplainError, match="finercam: .*softmax head"):
-        with CamEngine(model, [layer], specs, torch.device("cpu"),
-                       EngineOptions(head=Head("multilabel"))) as eng:
-            eng.run(x, [1], [0, 1, 2, 3])
+        engine_maps(model, layer, [finer], x, [1], names=[0, 1, 2, 3], head=Head("multilabel"))
 
 
 def test_library_failure_is_one_line(swin):

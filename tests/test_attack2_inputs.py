@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from explain import annotations
 from explain.cli import main
@@ -27,17 +26,9 @@ from explain.config import load_config
 from explain.errors import ExplainError
 from explain.images import ImageError, ImageRef, find_images, jpeg_complete, precheck, prepare
 from conftest import REPO
+from helpers import CAPPED_CHILD, one_line, refused, tiny_config, tiny_net
 
 CLASSES = ["cat", "dog"]
-SIZE = [32, 32]
-
-
-def tiny_net() -> torch.nn.Module:
-    """conv (layer '0') -> ReLU -> pool -> flatten -> Linear: 2 outputs."""
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
 
 
 def jpeg(side: int = 40, value: int = 128) -> bytes:
@@ -47,21 +38,10 @@ def jpeg(side: int = 40, value: int = 128) -> bytes:
 
 
 def write_cfg(folder: Path, **fields) -> Path:
-    data = dict(model={"file": str(folder / "tiny.pth")}, classes={"cat": 0, "dog": 1},
-                target_layers=["0"], preprocess={"size": SIZE}, methods=["gradcam"],
-                output={"dir": str(folder / "results")})
-    data.update(fields)
-    path = folder / "exp.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def one_line(exc: pytest.ExceptionInfo, *needles: str) -> str:
-    text = str(exc.value)
-    assert "\n" not in text, text
-    for needle in needles:
-        assert needle in text, text
-    return text
+    """tiny_config for the tiny net saved as ``folder``/tiny.pth, at layer '0', classes cat and
+    dog (the images given)."""
+    return tiny_config(folder, {"file": str(folder / "tiny.pth")},
+                       **{"classes": {"cat": 0, "dog": 1}, "target_layers": ["0"], **fields})
 
 
 class _Slow(BaseException):
@@ -228,23 +208,11 @@ def test_undefined_entities_and_too_many_elements_are_one_line(tmp_path):
 
 # ---- the child: memory and time of the big cases, each in a fresh fork under a cap -------------
 
-CHILD = r"""
-import io, json, os, resource, signal, sys, time, contextlib, traceback
-import torch
-torch.set_num_threads(1)
+CHILD = CAPPED_CHILD + r"""
 from pathlib import Path
-from explain.cli import main
 from explain import annotations
 from explain.config import Preprocess
 from explain.images import ImageRef, precheck, prepare
-import explain.runner, explain.model, explain.safeload, explain.engine  # before the cap
-import explain.writers.panels, matplotlib.pyplot
-
-
-def vm_size():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
 
 
 def rss_mb():
@@ -272,8 +240,7 @@ for case, (kind, arg) in json.loads(sys.argv[1]).items():
     pid = os.fork()
     if pid == 0:  # a fresh fork per case: its peak memory is its own
         os.close(read)
-        limit = vm_size() + 1536 * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        cap_memory()
         signal.signal(signal.SIGALRM, alarm)
         err, start, before = io.StringIO(), time.perf_counter(), rss_mb()
         with contextlib.redirect_stderr(err):
@@ -473,7 +440,4 @@ def test_a_csv_field_over_the_limit_stops_a_run_in_one_line(tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes(jpeg())
     (tmp_path / "boxes.csv").write_text(f"image,class,x0,y0,x1,y1\n{FIELD},cat,0,0,5,5\n")
     cfg = write_cfg(tmp_path, images=["a.jpg"], annotations={"file": "boxes.csv"})
-    assert main([str(cfg), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert "boxes.csv: line 2: field larger than field limit" in err, err
+    refused(capsys, cfg, "--quiet", needles=["boxes.csv: line 2: field larger than field limit"])

@@ -159,7 +159,7 @@ import contextlib, io, json, os, resource, signal, sys, time
 import torch
 torch.set_num_threads(1)
 from explain.cli import main
-import explain.runner, explain.model, explain.keras_model, explain.writers.panels
+import explain.runner, explain.models, explain.models.keras, explain.writers.panels
 import matplotlib.pyplot, timm, torchvision
 from pathlib import Path
 
@@ -167,7 +167,7 @@ args = json.loads(sys.argv[1])
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
     clean_rc = main([args["run"], "--quiet"])
-net = explain.keras_model.load_keras(Path(args["good"]), trust=False)  # imports keras
+net = explain.models.keras.load_keras(Path(args["good"]), trust=False)  # imports keras
 clean = dict(rc=clean_rc, err=err.getvalue(), keras=type(net).__name__)
 
 def vm_size():
@@ -274,7 +274,7 @@ def test_bounded_factories_still_build(tmp_path):
     """The meta build changes nothing for a normal model: torchvision (also a regnet, which
     cannot build on the meta device and is counted while it builds), timm with arguments,
     the demo network (weights from its package, never built on meta); trust lifts the bound."""
-    from explain.model import make_model
+    from explain.models.factories import make_model
     net = make_model("torchvision.models.regnet_x_400mf", {"num_classes": 3}, "model.arch", False)
     assert net.fc.out_features == 3 and net.fc.weight.device.type == "cpu"
     with pytest.raises(ExplainError, match=r"num_classes.*over 2.00 GiB"):
@@ -356,7 +356,7 @@ def test_rendezvous_wait_is_seconds(monkeypatch):
 def test_build_stops_at_the_tensor_bound(monkeypatch):
     """Many small tensors (a huge depth of a thin model) are stopped too, at the 11th of 10
     allowed here, and the registration functions are restored afterwards."""
-    from explain import safeload
+    from explain.models import factories as safeload
     monkeypatch.setattr(safeload, "MAX_MODEL_TENSORS", 10)
     original = torch.nn.Module.register_parameter
     seen = []
@@ -374,7 +374,7 @@ def test_build_stops_at_the_tensor_bound(monkeypatch):
 def test_model_file_size_is_bounded(tmp_path, suffix):
     """A 5 GB model file (sparse: no disk used) is refused from its size alone, before keras
     or h5py reads a byte of it."""
-    from explain.keras_model import load_keras
+    from explain.models.keras import load_keras
     path = tmp_path / f"big{suffix}"
     with open(path, "wb") as f:
         f.write(b"\x89HDF\r\n\x1a\n" if suffix == ".h5" else b"PK\x03\x04")

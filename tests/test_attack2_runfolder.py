@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from conftest import IMAGES, REPO, make_small_alexnet, write_config
+from helpers import explain_error, one_line, refused
 from explain.cli import main
 from explain.config import load_config
 from explain.errors import ExplainError
@@ -57,12 +58,6 @@ def copy_run(finished, tmp_path: Path, unfinished: bool = False) -> Path:
     if unfinished:
         (target / "summary.json").unlink()
     return target
-
-
-def one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return err
 
 
 # ---- 1. --overwrite: every input that can fail is read before the earlier run is deleted ----
@@ -125,9 +120,8 @@ def test_overwrite_and_resume_refuse_a_live_runs_folder(finished, tmp_path, caps
         assert holder.stdout.readline().strip() == "claimed"
         before = snapshot(run_dir)
         for flag in ("--overwrite", "--resume"):
-            assert main([str(cfg), flag, "--quiet"]) == 2
-            err = one_line(capsys)
-            assert f"{flag}: {run_dir} is in use by a running explain (pid {holder.pid})" in err
+            refused(capsys, cfg, flag, "--quiet", needles=[
+                f"{flag}: {run_dir} is in use by a running explain (pid {holder.pid})"])
         assert snapshot(run_dir) == before and (run_dir / LOCK).exists()
     finally:
         holder.kill()  # as a crash or kill -9 ends a run: its lock stays behind
@@ -165,8 +159,8 @@ def test_a_stale_lock_is_taken_over_a_live_one_is_not(finished, tmp_path, capsys
         before = snapshot(old)
         cfg = small_config(tmp_path, finished[0].parent / "small.pth",
                            methods=["gradcam", "eigencam"])
-        assert main([str(cfg), "--overwrite", "--quiet"]) == 2
-        assert f"is in use by a running explain (pid {sleeper.pid})" in one_line(capsys)
+        refused(capsys, cfg, "--overwrite", "--quiet",
+                needles=[f"is in use by a running explain (pid {sleeper.pid})"])
         assert snapshot(old) == before
     finally:
         sleeper.kill()
@@ -255,9 +249,7 @@ def test_report_on_a_tampered_summary_is_one_line(finished, tmp_path, capsys, ca
         data = json.loads((copy / "summary.json").read_text())
         _set(data, keys, value)
         (copy / "summary.json").write_text(json.dumps(data))
-    assert main(["report", str(copy)]) == 2
-    err = one_line(capsys)
-    assert says in err
+    err = refused(capsys, "report", copy, needles=[says])
     assert "summary.json" in err or "refusing to read" in err
 
 
@@ -281,9 +273,8 @@ def test_resume_on_a_damaged_folder_is_one_line(finished, tmp_path, capsys, case
     damage, names, says = case
     copy = copy_run(finished, tmp_path, unfinished=True)
     damage(copy)
-    assert main([finished[0].as_posix(), "--resume", "--quiet", "--out", str(copy.parent)]) == 2
-    err = one_line(capsys)
-    assert str(copy / names) in err and says in err
+    refused(capsys, finished[0], "--resume", "--quiet", "--out", copy.parent,
+            needles=[str(copy / names), says])
     assert not (copy / LOCK).exists()  # the lock is given back on an error too
 
 
@@ -322,10 +313,8 @@ def test_resume_with_a_bogus_mean_map_state_starts_the_means_again(finished, tmp
 @pytest.mark.parametrize("name", ["my layer", "conv\x1b[31m", "cost$1", "x" * 5000])
 def test_a_layer_name_explain_cannot_record_is_one_line(finished, name):
     from explain.plan import recordable
-    with pytest.raises(ExplainError) as err:
-        recordable([name], "auto chose")
-    text = str(err.value)
-    assert text.startswith("target_layers: auto chose the layer ") and "\n" not in text
+    text = explain_error(recordable, [name], "auto chose")
+    assert text.startswith("target_layers: auto chose the layer ")
     assert len(text) < 400 and "\x1b" not in text
 
 
@@ -336,7 +325,7 @@ def test_allocation_errors_keep_their_numbers():
             "allocate 20480000000000 bytes. Buy new RAM!")
     assert text.index("2048") < 150 < text.index(" bytes")  # the number crosses the old cut
     message = str(_model_failed(RuntimeError(text), "cat"))
-    assert "allocate 20480000000000 bytes" in message and "\n" not in message
+    one_line(message, "allocate 20480000000000 bytes")
 
 
 def test_reading_a_path_outside_the_folder_says_read(tmp_path):

@@ -13,7 +13,6 @@ import gc
 import importlib.util
 import io
 import json
-import socket
 import struct
 import time
 import zipfile
@@ -22,22 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from explain.cli import main
-from explain.config import MethodSpec
-from explain.engine import CamEngine, EngineOptions
 from explain.errors import ExplainError
-from explain.heads import Classifier
-from explain.layouts import Layout, infer_layout
-from explain.methods import registry
+from explain.models.heads import Classifier
+from explain.models.layouts import Layout, infer_layout
 from explain.names import name_problem
+from helpers import (CAT as IMAGE, SIDE, class_targets, cli, engine_maps, library_map,
+                     ok_or_one_line, one_line, refused, tiny_config, tiny_net)
 
-REPO = Path(__file__).resolve().parent.parent
-IMAGE = REPO / "images" / "cat.jpg"
-SIDE = 32
 TOL = 1e-5
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 HAS_SAFETENSORS = importlib.util.find_spec("safetensors") is not None
@@ -52,81 +44,33 @@ torch.set_num_threads(2)
 # ---- helpers ---------------------------------------------------------------------------------
 
 def write_cfg(folder: Path, model: dict, **fields) -> Path:
-    data = {"model": model, "images": [str(IMAGE)], "target_layers": ["auto"],
-            "preprocess": {"size": [SIDE, SIDE]}, "methods": ["gradcam"],
-            "report": {"enabled": False}, "output": {"dir": str(folder / "results")}}
-    data.update(fields)
-    path = folder / "exp.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
+    """tiny_config without the report (not what these tests look at)."""
+    return tiny_config(folder, model, **{"report": {"enabled": False}, **fields})
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """main()'s exit code, stderr and stdout. An exception escaping main (a traceback for the
-    user) fails the test."""
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.err.strip(), out.out
+def seq(outputs: int = 2) -> nn.Sequential:
+    """The tiny two-conv CNN (layers '0' and '2' convs, '4' pool, '6' Linear)."""
+    return tiny_net(outputs=outputs, convs=2)
 
 
-def refused(capsys, *argv, needles=()) -> str:
-    """The command stops with exit code 2 and one line holding every needle."""
-    code, err, _ = cli(capsys, *argv)
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
-def ok_or_one_line(capsys, *argv) -> tuple[int, str]:
-    """Either the command works, or it stops with one line (never a traceback)."""
-    code, err, _ = cli(capsys, *argv)
-    assert code in (0, 2), err
-    if code == 2:
-        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return code, err
-
-
-def seq(outputs: int = 2, channels: int = 4) -> nn.Sequential:
-    """A tiny allow-listed CNN (loads from a whole pickle without trust)."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, 6, 3, padding=1),
-        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, outputs)).eval()
+def answered(call, *args, **kwargs):
+    """``call``'s result, or None after a one-line ExplainError; any other exception fails the
+    test, after ``gc.collect()`` so that a half-made library CAM's ``__del__`` runs now."""
+    result, problem = None, None
+    try:
+        result = call(*args, **kwargs)
+    except ExplainError as exc:
+        one_line(exc)
+    except Exception as exc:  # noqa: BLE001 - dropped here, so the library's __del__ runs now
+        problem = f"traceback: {type(exc).__name__}: {exc}"
+    gc.collect()
+    assert problem is None, problem
+    return result
 
 
 def saved(folder: Path, net: nn.Module, name: str = "m.pth") -> str:
     torch.save(net, folder / name)
     return str(folder / name)
-
-
-@pytest.fixture
-def homes(tmp_path, monkeypatch) -> list[Path]:
-    """Fresh TORCH_HOME / HF_HOME (not created) and no network."""
-    paths = [tmp_path / "torch_home", tmp_path / "hf_home"]
-    monkeypatch.setenv("TORCH_HOME", str(paths[0]))
-    monkeypatch.setenv("HF_HOME", str(paths[1]))
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("a network connection was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    return paths
-
-
-def engine_maps(model: nn.Module, layer: nn.Module, method: str, x: torch.Tensor,
-                target: int, named: list[int]) -> np.ndarray:
-    specs = [MethodSpec.model_validate(method)]
-    with CamEngine(model, [layer], specs, torch.device("cpu"), EngineOptions()) as engine:
-        return engine.run(x, [target], named).maps[method][:, 0]
-
-
-def library_maps(model: nn.Module, layer: nn.Module, method: str, x: torch.Tensor, target: int,
-                 reshape=None) -> np.ndarray:
-    cam = registry()[method](model, [layer], reshape_transform=reshape)
-    return cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
 
 
 # =============================================================================================
@@ -197,10 +141,18 @@ def test_layers_skips_a_broken_image_in_a_folder(tmp_path, capsys):
     (folder / "b_cat.jpg").write_bytes(IMAGE.read_bytes())
     path = write_cfg(tmp_path, {"file": saved(tmp_path, seq())}, classes={"a": 0, "b": 1},
                      images=[str(folder)])
-    assert cli(capsys, path, "--quiet")[0] == 0  # the run skips it
+    code, err, _ = cli(capsys, path, "--quiet")
+    assert code == 0, err  # the run skips it, says so, and explains the other one
+    summary = json.loads((tmp_path / "results" / "exp" / "summary.json").read_text())
+    assert [i["id"] for i in summary["images"]] == ["b_cat"]
+    assert [s["path"] for s in summary["skipped_images"]] == [str(folder / "a_broken.jpg")]
+    assert "not a readable image" in summary["skipped_images"][0]["reason"]
     code, err, out = cli(capsys, "layers", path)
-    assert code == 0, err
-    assert "auto:" in out
+    assert code == 0, err  # and so does explain layers: it surveys the first readable image
+    lines = out.splitlines()
+    assert lines[0] == "exp.yaml: 7 modules, input (1, 3, 32, 32) (b_cat.jpg)", out
+    assert any(line.split()[:2] == ["3", "ReLU"] and line.endswith("(auto)") for line in lines)
+    assert "auto: 3 (the last layer before the head a CAM can use)" in lines, out
 
 
 # ---- 4. class names the model carries that the Config model refuses ---------------------------
@@ -222,7 +174,7 @@ def test_model_class_names_the_config_refuses_are_one_line(tmp_path, capsys, nam
 
 
 def test_repeated_labels_are_named_in_linear_time():
-    from explain.model import safe_class_names
+    from explain.models.labels import safe_class_names
     n = 4000
     started = time.perf_counter()
     names = safe_class_names(["x"] * n)
@@ -262,8 +214,8 @@ def test_register_tokens_on_a_4x4_grid():
     assert net.num_prefix_tokens == 5
     layer = net.blocks[0].norm1
     x = torch.randn(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
-    ours = engine_maps(net, layer, "gradcam", x, 0, [0, 1, 2])
-    right = library_maps(net, layer, "gradcam", x, 0, reshape=Layout("tokens", 5, (4, 4)))
+    ours = engine_maps(net, layer, ["gradcam"], x, [0], names=[0, 1, 2])["gradcam"][:, 0]
+    right = library_map("gradcam", net, layer, x, class_targets(0, 2), Layout("tokens", 5, (4, 4)))
     assert np.abs(ours - right).max() <= TOL
     assert infer_layout((2, 21, 48), (SIDE, SIDE)) == Layout("tokens", 5, (4, 4))
 
@@ -276,12 +228,11 @@ def test_a_layer_that_runs_twice_is_refused_or_equals_the_library():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), relu, nn.Conv2d(4, 4, 3, padding=1), relu,
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
     x = torch.randn(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
-    try:
-        ours = engine_maps(net, relu, "gradcam", x, 0, [0, 1, 2])
-    except ExplainError as exc:
-        assert len(str(exc).splitlines()) == 1
+    ours = answered(engine_maps, net, relu, ["gradcam"], x, [0], names=[0, 1, 2])
+    if ours is None:
         return
-    assert np.abs(ours - library_maps(net, relu, "gradcam", x, 0)).max() <= TOL
+    right = library_map("gradcam", net, relu, x, class_targets(0, 2))
+    assert np.abs(ours["gradcam"][:, 0] - right).max() <= TOL
 
 
 # ---- 8. library methods: releasing hooks may raise and hide the one-line error ---------------
@@ -303,18 +254,11 @@ def test_shapleycam_on_a_channels_last_layer_is_one_line_or_right():
                         ToNCHW(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
     x = torch.randn(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
-    ours, problem = None, None
-    try:
-        ours = engine_maps(net, net[3], "shapleycam", x, 0, [0, 1, 2])
-    except ExplainError as exc:
-        assert len(str(exc).splitlines()) == 1
-    except Exception as exc:  # noqa: BLE001 - dropped here, so the library's __del__ runs now
-        problem = f"traceback: {type(exc).__name__}: {exc}"
-    gc.collect()
-    assert problem is None, problem
+    ours = answered(engine_maps, net, net[3], ["shapleycam"], x, [0], names=[0, 1, 2])
     if ours is None:
         return
-    right = library_maps(net, net[3], "shapleycam", x, 0, reshape=Layout("nhwc"))
+    ours = ours["shapleycam"][:, 0]
+    right = library_map("shapleycam", net, net[3], x, class_targets(0, 2), Layout("nhwc"))
     assert np.abs(ours - right).max() <= TOL
 
 
@@ -325,13 +269,7 @@ def test_a_model_without_parameters(tmp_path, capsys):
     net = nn.Sequential(nn.AvgPool2d(3, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
     path = write_cfg(tmp_path, {"file": saved(tmp_path, net)}, classes={"r": 0, "g": 1, "b": 2},
                      target_layers=["0"])
-    problem = None
-    try:
-        ok_or_one_line(capsys, path, "--quiet")
-    except Exception as exc:  # noqa: BLE001 - dropped here, so the library's __del__ runs now
-        problem = f"traceback: {type(exc).__name__}: {exc}"
-    gc.collect()
-    assert problem is None, problem
+    answered(ok_or_one_line, capsys, path, "--quiet")
 
 
 # =============================================================================================
@@ -493,13 +431,14 @@ class Returns(nn.Module):
 def test_outputs_that_hold_no_logits_are_one_line(what, key):
     with pytest.raises(ExplainError) as info:
         Classifier(Returns(what), key)(torch.randn(1, 3, 8, 8))
-    assert len(str(info.value).splitlines()) == 1
+    one_line(info)
 
 
 # ---- heads, targets, layouts, FinerCAM, guided, concepts ------------------------------------
 
 @pytest.mark.parametrize("case", ["binary top3", "top20 of 3"])
 def test_top_k_beyond_the_classes(tmp_path, capsys, case):
+    """topK with K above the number of classes explains every class once, most likely first."""
     if case == "binary top3":
         net, model, classes = seq(outputs=1), {"head": "binary"}, {"no": 0, "yes": 1}
         targets = "top3"
@@ -507,11 +446,20 @@ def test_top_k_beyond_the_classes(tmp_path, capsys, case):
         net, model, classes = seq(outputs=3), {}, {"a": 0, "b": 1, "c": 2}
         targets = "top20"
     path = write_cfg(tmp_path, {"file": saved(tmp_path, net), **model}, classes=classes,
-                     targets=targets, target_layers=["2"])
+                     targets=targets, target_layers=["2"], output={
+                         "dir": str(tmp_path / "results"), "save_arrays": True})
     code, err, _ = cli(capsys, path, "--quiet")
     assert code == 0, err
-    cams = sorted(p.name for p in (tmp_path / "results" / "exp" / "cams" / "gradcam").iterdir())
-    assert cams == sorted(f"cat__{name}.png" for name in classes)
+    run = tmp_path / "results" / "exp"
+    image, = json.loads((run / "summary.json").read_text())["images"]
+    probs = image["probabilities"]
+    assert sorted(probs) == sorted(classes) and sum(probs.values()) == pytest.approx(1, abs=1e-4)
+    ranked = sorted(classes, key=lambda c: -probs[c])
+    assert [c["class"] for c in image["cams"]] == ranked and image["predicted"] == ranked[0]
+    assert [c["file"] for c in image["cams"]] == [f"cams/gradcam/cat__{c}.png" for c in ranked]
+    maps = [np.load(run / "cams" / "gradcam" / f"cat__{c}.npy") for c in ranked]
+    assert all(m.shape == (SIDE, SIDE) and m.max() == pytest.approx(1) for m in maps)
+    assert all(np.abs(a - b).max() > 0.01 for a, b in zip(maps, maps[1:]))  # one map a class
 
 
 @pytest.mark.parametrize("fields,needle", [
@@ -561,7 +509,7 @@ def test_dff_on_a_one_by_one_map(tmp_path, capsys):
 
 
 def test_guided_with_a_shared_relu_leaves_the_model_as_it_was(tmp_path, capsys):
-    from explain.heads import Head, ScoreModel
+    from explain.models.heads import Head, ScoreModel
     from explain.writers.guided import guided_gradient
     torch.manual_seed(0)
     relu = nn.ReLU(inplace=True)

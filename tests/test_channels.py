@@ -291,12 +291,28 @@ def test_class_contrast_png_for_the_two_classes(demo_channels, method):
 
 
 def test_only_channel_sum_methods_get_views(demo_channels):
+    """GradCAM and LayerCAM (sums over channels) get every channel file, EigenCAM none; each
+    method's CSV lists that method's own channel totals, as shares, largest first."""
     channels_dir = demo_channels.dir / "channels"
     pngs = sorted(p.relative_to(channels_dir).as_posix() for p in channels_dir.rglob("*.png"))
     assert pngs == ["both__activations.png"] + [
         f"{m}/both__{name}.png" for m in ("gradcam", "layercam")
         for name in ("cat__contributions", "cat__top", "contrast", "dog__contributions",
                      "dog__top")]
+    totals = {}
+    for method in ("gradcam", "layercam"):
+        for cls in ("cat", "dog"):
+            folder = channels_dir / method
+            totals[method, cls] = channel_totals(np.load(folder / f"both__{cls}__contributions.npy"))
+            with open(folder / f"both__{cls}__channels.csv") as f:
+                rows = list(csv.DictReader(f))
+            shares = [float(r["share"]) for r in rows]
+            assert sorted(int(r["channel"]) for r in rows) == list(range(320))
+            assert shares == sorted(shares, reverse=True)
+            expected = totals[method, cls] / totals[method, cls][totals[method, cls] > 0].sum()
+            assert max(abs(float(r["share"]) - expected[int(r["channel"])]) for r in rows) <= 1e-6
+    # the methods' numbers differ, so a folder holding another method's files fails above
+    assert np.abs(totals["gradcam", "dog"] - totals["layercam", "dog"]).max() > 1e-3
 
 
 def test_summary_csv_has_flat_channel_columns(demo_channels):
@@ -318,10 +334,18 @@ def test_summary_csv_has_flat_channel_columns(demo_channels):
 
 
 def test_contrast_false_writes_no_contrast_figure(demo_channels, tmp_path):
+    """channels.contrast: false leaves out the contrast figures and changes nothing else: every
+    other channel file is the same bytes as the default run's."""
     ctx = replanned(demo_channels.ctx, tmp_path, {"contrast": False}, {})
     channel_writer.ChannelWriter().write(ctx, fresh_batch(demo_channels.batch))
-    assert (tmp_path / "channels" / "gradcam" / "both__dog__top.png").exists()
-    assert not list(tmp_path.rglob("*contrast*"))
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                     if p.is_file())
+    default = sorted(p.relative_to(demo_channels.dir).as_posix()
+                     for p in (demo_channels.dir / "channels").rglob("*") if p.is_file())
+    assert written == [p for p in default if "contrast" not in p]
+    assert len(written) == len(default) - 2  # one contrast figure per method
+    for rel in written:
+        assert (tmp_path / rel).read_bytes() == (demo_channels.dir / rel).read_bytes(), rel
 
 
 @pytest.mark.parametrize("grids, images", [(False, 1), (None, 51)])

@@ -1,16 +1,13 @@
 """Validation of experiment files: every problem named by file, field and a suggestion."""
 
-import pytest
-
 from explain.config import load_config
-from explain.errors import ExplainError
 from conftest import write_config
+from helpers import explain_error
 
 
 def error_of(path, overrides=None) -> str:
-    with pytest.raises(ExplainError) as info:
-        load_config(path, overrides)
-    return str(info.value)
+    """load_config's one-line error."""
+    return explain_error(load_config, path, overrides)
 
 
 def test_unknown_method_suggests_closest(tmp_path):

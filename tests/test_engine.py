@@ -12,14 +12,12 @@ import pytest
 import torch
 from pytorch_grad_cam import (EigenGradCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM,
                               LayerCAM, XGradCAM)
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from explain.config import MethodSpec, Preprocess
-from explain.engine import CamEngine, EngineOptions
+from explain.config import Preprocess
 from explain.images import preprocess, read_rgb
 from explain.layers import find_layer
-from explain.model import non_inplace
 from conftest import IMAGES, SMALL_SIZE, make_small_alexnet
+from helpers import class_targets, cpu_engine, engine_maps, library_map
 
 LIBRARY = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMPlusPlus,
            "xgradcam": XGradCAM, "hirescam": HiResCAM, "gradcamelementwise": GradCAMElementWise,
@@ -27,31 +25,14 @@ LIBRARY = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMP
 TOLERANCE = 1e-5
 
 
-def make_engine(model, layers, methods, **options) -> CamEngine:
-    """The one place these tests build a CamEngine: on the CPU, methods given by name,
-    keyword arguments as EngineOptions fields."""
-    specs = [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in methods]
-    return CamEngine(model, list(layers), specs, torch.device("cpu"), EngineOptions(**options))
-
-
 def library_maps(model, layer, x, classes, batch):
-    """The plain library call per method, class and batch (inplace switched off so it is
-    correct). Same batches as the engine: conv kernels round differently per batch shape."""
-    out = {}
-    with non_inplace(model):
-        for name, cls in LIBRARY.items():
-            with cls(model, [layer]) as cam:
-                out[name] = np.concatenate([
-                    np.stack([cam(x[i:i + batch], [ClassifierOutputTarget(c)] * len(x[i:i + batch]))
-                              for c in classes], 1)
-                    for i in range(0, len(x), batch)])
-    return out
-
-
-def engine_maps(model, layer, x, classes, batch):
-    with make_engine(model, [layer], list(LIBRARY)) as engine:
-        parts = [engine.run(x[i:i + batch], classes, classes).maps for i in range(0, len(x), batch)]
-    return {n: np.concatenate([p[n] for p in parts]) for n in LIBRARY}
+    """The plain library call per method, class and batch (pytorch-grad-cam's classes named
+    here, not looked up through explain). Same batches as the engine: conv kernels round
+    differently per batch shape."""
+    return {name: np.concatenate([
+        np.stack([library_map(cls, model, layer, part, class_targets(c, len(part)))
+                  for c in classes], 1) for part in x.split(batch)])
+        for name, cls in LIBRARY.items()}
 
 
 def assert_same_maps(ours, theirs, shape):
@@ -69,7 +50,7 @@ def assert_same_maps(ours, theirs, shape):
 def test_engine_equals_library_on_alexnet(small_alexnet, layer_name, batch):
     layer = find_layer(small_alexnet, layer_name)[1]
     x = torch.randn(5, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(1))
-    ours = engine_maps(small_alexnet, layer, x, [0, 1], batch)
+    ours = engine_maps(small_alexnet, layer, list(LIBRARY), x, [0, 1], batch=batch)
     theirs = library_maps(small_alexnet, layer, x, [0, 1], batch)
     assert_same_maps(ours, theirs, (5, 2, SMALL_SIZE, SMALL_SIZE))
 
@@ -81,7 +62,7 @@ def test_engine_equals_library_on_demo_network(demo_model):
     spec = Preprocess(size=[224, 288])
     x = torch.stack([preprocess(read_rgb(IMAGES / f"{n}.jpg", spec.max_pixels), spec)[0]
                      for n in ("cat", "dog")])
-    ours = engine_maps(demo_model, layer, x, [0, 1], 2)
+    ours = engine_maps(demo_model, layer, list(LIBRARY), x, [0, 1], batch=2)
     theirs = library_maps(demo_model, layer, x, [0, 1], 2)
     assert_same_maps(ours, theirs, (2, 2, 224, 288))
 
@@ -90,7 +71,7 @@ def test_model_state_is_restored(small_alexnet):
     model = copy.deepcopy(small_alexnet).train()  # this test changes the model: its own copy
     head = model.classifier[0]
     head.weight.requires_grad_(False)
-    with make_engine(model, [find_layer(model, "features.10")[1]], ["gradcam"]) as engine:
+    with cpu_engine(model, [find_layer(model, "features.10")[1]], ["gradcam"]) as engine:
         engine.run(torch.randn(1, 3, SMALL_SIZE, SMALL_SIZE), [0], [0, 1])
         assert not model.training and not model.features[11].inplace
     assert model.training and model.features[11].inplace
@@ -108,7 +89,7 @@ def test_predicted_targets_pick_best_named_class():
         head.bias.copy_(torch.tensor([100.0, 0.0, 5.0, 0.0, 5.0]))  # unnamed 0, 2, 4 win overall
     named = [1, 3]
     x = torch.randn(6, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(3))
-    with make_engine(model, [find_layer(model, "features.10")[1]], ["gradcam"]) as engine:
+    with cpu_engine(model, [find_layer(model, "features.10")[1]], ["gradcam"]) as engine:
         result = engine.run(x, None, named)
         fixed = {c: engine.run(x, [c], named).maps["gradcam"][:, 0] for c in named}
     logits = result.logits

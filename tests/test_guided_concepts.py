@@ -18,10 +18,10 @@ from torch import nn
 from explain import measures
 from explain.config import Config
 from explain.engine import BatchResult, CamEngine, EngineOptions, map_slots
-from explain.heads import Classifier, Head, ScoreModel
+from explain.models.heads import Classifier, Head, ScoreModel
 from explain.images import ImageRef, Prepared
 from explain.layers import find_layer
-from explain.layouts import Layout
+from explain.models.layouts import Layout
 from explain.plan import RunPlan, layer_infos
 from explain.outputs import RunFolder
 from explain.results import ImageEntry, MapRecord, RunSummary
@@ -369,12 +369,14 @@ def halves(maps: np.ndarray, margin: int = 6) -> tuple[np.ndarray, np.ndarray]:
 def test_two_concepts_split_a_left_right_image():
     net = TinyNet().eval()
     x = to_tensor(split_photo())[None]
-    maps, scores = factorize(Classifier(net), (net.features[4], Layout("nchw")), x, 2, net.fc)
+    maps, scores = factorize(Classifier(net), net.features[4], x, 2, layout=Layout("nchw"),
+                             head=net.fc)
     assert maps.shape == (2, SIDE, SIDE) and scores.shape == (2, 2)
     left, right = halves(maps)
     a, b = left.argmax(), right.argmax()
     assert a != b and left[a] >= 0.95 and right[b] >= 0.95
-    again, _ = factorize(Classifier(net), (net.features[4], Layout("nchw")), x, 2, net.fc)
+    again, _ = factorize(Classifier(net), net.features[4], x, 2, layout=Layout("nchw"),
+                         head=net.fc)
     assert np.array_equal(maps, again)  # NMF is seeded: deterministic
     assert not net.features[4]._forward_hooks  # the library's hooks were released
 
@@ -383,7 +385,7 @@ def test_factorize_through_a_token_layout():
     net = TokenNet().eval()
     x = to_tensor(split_photo())[None]
     layout = Layout("tokens", 1, (SIDE // 8, SIDE // 8))
-    maps, scores = factorize(Classifier(net), (net.block, layout), x, 2, net.head)
+    maps, scores = factorize(Classifier(net), net.block, x, 2, layout=layout, head=net.head)
     assert maps.shape == (2, SIDE, SIDE) and scores.shape == (2, 3)
     left, right = halves(maps, margin=8)
     assert left.argmax() != right.argmax() and left.max() >= 0.9 and right.max() >= 0.9

@@ -1,4 +1,4 @@
-"""Keras 3 models on Keras' torch backend (explain.keras_model): the preprocess modes against
+"""Keras 3 models on Keras' torch backend (explain.models.keras): the preprocess modes against
 keras.applications' own functions, layers by Keras name, the engine's maps against the library
 and the hand-written references on channels-last layers, safe loading, and a whole run of
 configs/keras_example.yaml. Small seeded CNNs built here; no trained Keras model is needed."""
@@ -14,22 +14,22 @@ import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam import GradCAM, LayerCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 os.environ["KERAS_BACKEND"] = "torch"  # before keras is first imported (explain sets it too)
 keras = pytest.importorskip("keras")
 
 from conftest import IMAGES, REPO, write_config  # noqa: E402
-from explain import keras_model, reference  # noqa: E402
+from helpers import (class_targets, cpu_engine, explain_error, library_map, one_line,  # noqa: E402
+                     refused)
+from explain import reference  # noqa: E402
+from explain.models import keras as keras_model  # noqa: E402
 from explain.cli import main  # noqa: E402
-from explain.config import MethodSpec, Preprocess, load_config  # noqa: E402
-from explain.engine import CamEngine, EngineOptions  # noqa: E402
-from explain.errors import ExplainError  # noqa: E402
-from explain.heads import Classifier, Head  # noqa: E402
+from explain.config import Preprocess, load_config  # noqa: E402
+from explain.models.heads import Classifier, Head  # noqa: E402
 from explain.images import find_images, prepare, preprocess  # noqa: E402
 from explain.layers import auto_layer, survey  # noqa: E402
-from explain.layouts import Layout  # noqa: E402
-from explain.model import load_model  # noqa: E402
+from explain.models.layouts import Layout  # noqa: E402
+from explain.models.loading import load_model  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SIDE = 32
@@ -65,12 +65,6 @@ def _x(batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
 
 
-def _one_line(exc_info: pytest.ExceptionInfo) -> str:
-    text = str(exc_info.value)
-    assert "\n" not in text
-    return text
-
-
 # ---- preprocessing ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode, keras_fn", [
@@ -98,9 +92,8 @@ def test_layers_by_keras_name_and_channels_last_input(small):
     assert [n for n, _ in Classifier(net).named_modules()][:2] == ["", "net"]
     x = _x()
     assert torch.equal(net(x), net.keras_model(x.permute(0, 2, 3, 1)))
-    with pytest.raises(ExplainError) as err:
-        net(torch.zeros(1, 3, 40, 40))
-    assert "takes 32x32 images" in _one_line(err) and "preprocess.size: [32, 32]" in str(err.value)
+    one_line(explain_error(net, torch.zeros(1, 3, 40, 40)), "takes 32x32 images",
+             "preprocess.size: [32, 32]")
 
 
 def test_nested_model_layers_by_name_and_auto(tmp_path):
@@ -128,25 +121,19 @@ def test_engine_equals_library_and_reference(small, layer_name):
     model with the channels-last reshape_transform, and the hand-written references."""
     _, net = small
     model, layer, x = Classifier(net), net.get_submodule(layer_name), _x()
-    specs = [MethodSpec.model_validate(m) for m in LIBRARY]
-    with CamEngine(model, [layer], specs, torch.device("cpu"),
-                   EngineOptions(reshape=net.explain_reshape)) as engine:
+    with cpu_engine(model, [layer], list(LIBRARY), reshape=net.explain_reshape) as engine:
         result = engine.run(x, [0, 1], [0, 1])
         assert engine.layouts == [Layout("nhwc")]
     for method, cls in LIBRARY.items():
-        cam = cls(model, [layer], reshape_transform=Layout("nhwc"))
-        try:
-            for slot in (0, 1):
-                ours = result.maps[method][:, slot]
-                assert ours.max() > 0.5  # a real map, not a blank one
-                lib = cam(input_tensor=x, targets=[ClassifierOutputTarget(slot)] * len(x))
-                assert np.abs(ours - lib).max() <= TOL, (method, slot)
-                acts, grads = reference.capture(model, layer, x, [slot] * len(x),
-                                                layout=Layout("nhwc"))
-                ref = reference.reference_cam(method, acts, grads, (SIDE, SIDE))
-                assert np.abs(ours - ref).max() <= TOL, (method, slot)
-        finally:
-            cam.activations_and_grads.release()
+        for slot in (0, 1):
+            ours = result.maps[method][:, slot]
+            assert ours.max() > 0.5  # a real map, not a blank one
+            lib = library_map(cls, model, layer, x, class_targets(slot, len(x)), Layout("nhwc"))
+            assert np.abs(ours - lib).max() <= TOL, (method, slot)
+            acts, grads = reference.capture(model, layer, x, [slot] * len(x),
+                                            layout=Layout("nhwc"))
+            ref = reference.reference_cam(method, acts, grads, (SIDE, SIDE))
+            assert np.abs(ours - ref).max() <= TOL, (method, slot)
 
 
 # ---- loading safely --------------------------------------------------------------------------
@@ -157,9 +144,7 @@ def test_lambda_layer_needs_trust(tmp_path, capsys, suffix):
     small_cnn(side=8, lam=True).save(path)
     cfg = write_config(tmp_path, model={"keras": str(path)}, preprocess={"size": [8, 8]},
                        target_layers=["block5_conv3"], images=[str(IMAGES / "cat.jpg")])
-    assert main([str(cfg), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "lam" in err and "model.trust: true" in err
+    refused(capsys, cfg, "--quiet", needles=["lam", "model.trust: true"])
     assert not (tmp_path / "results").exists()
     net = load_model(load_config(cfg, {"model.trust": True}))
     assert "double" in dict(net.named_modules())
@@ -167,21 +152,15 @@ def test_lambda_layer_needs_trust(tmp_path, capsys, suffix):
 
 
 def test_file_problems_are_one_line(tmp_path):
-    with pytest.raises(ExplainError) as err:
-        keras_model.load_keras(tmp_path / "missing.keras", trust=False)
-    assert "missing.keras: model file not found" in _one_line(err)
+    load = keras_model.load_keras
+    assert "missing.keras: model file not found" in explain_error(
+        load, tmp_path / "missing.keras", trust=False)
     (tmp_path / "text.keras").write_text("not a zip")
-    with pytest.raises(ExplainError) as err:
-        keras_model.load_keras(tmp_path / "text.keras", trust=False)
-    assert "not a .keras archive" in _one_line(err)
+    assert "not a .keras archive" in explain_error(load, tmp_path / "text.keras", trust=False)
     (tmp_path / "text.h5").write_text("not hdf5")
-    with pytest.raises(ExplainError) as err:
-        keras_model.load_keras(tmp_path / "text.h5", trust=True)
-    assert "not an HDF5 file" in _one_line(err)
+    assert "not an HDF5 file" in explain_error(load, tmp_path / "text.h5", trust=True)
     (tmp_path / "model.pth").write_bytes(b"x")
-    with pytest.raises(ExplainError) as err:
-        keras_model.load_keras(tmp_path / "model.pth", trust=False)
-    assert "not a Keras model file" in _one_line(err)
+    assert "not a Keras model file" in explain_error(load, tmp_path / "model.pth", trust=False)
 
 
 def test_keras_setup_problems_are_one_line(small, monkeypatch):
@@ -189,19 +168,14 @@ def test_keras_setup_problems_are_one_line(small, monkeypatch):
     real_find = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "keras" else real_find(name, *a))
-    with pytest.raises(ExplainError) as err:
-        keras_model.load_keras(path, trust=False)
-    assert "pip install explain[keras]" in _one_line(err)
+    assert "pip install explain[keras]" in explain_error(keras_model.load_keras, path, trust=False)
     monkeypatch.undo()
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(ExplainError) as err:
-        keras_model.import_keras()
-    assert "'jax' backend" in _one_line(err)
+    assert "'jax' backend" in explain_error(keras_model.import_keras)
     monkeypatch.undo()
     monkeypatch.setattr(keras, "__version__", "3.10.0")
-    with pytest.raises(ExplainError) as err:
-        keras_model.load_keras(path, trust=False)
-    assert "safe mode" in _one_line(err) and "model.trust: true" in str(err.value)
+    one_line(explain_error(keras_model.load_keras, path, trust=False), "safe mode",
+             "model.trust: true")
     assert keras_model.load_keras(path, trust=True) is not None  # trusted: the user's call
 
 
@@ -225,9 +199,8 @@ def keras_tree(tmp_path_factory):
 
 def test_keras_example_runs_and_matches_the_library(keras_tree, capsys):
     config = keras_tree / "configs" / "keras_example.yaml"
-    assert main([str(config), "--quiet"]) == 2  # the model's fixed input is 32 px, not 224
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and f"preprocess.size: [{RUN_SIZE}, {RUN_SIZE}]" in err
+    # the model's fixed input is 32 px, not 224
+    refused(capsys, config, "--quiet", needles=[f"preprocess.size: [{RUN_SIZE}, {RUN_SIZE}]"])
     size = f"preprocess.size=[{RUN_SIZE},{RUN_SIZE}]"
     assert main([str(config), "--quiet", "--set", size, "--compare"]) == 0
     run = keras_tree / "results" / "keras_example"
@@ -247,13 +220,11 @@ def test_keras_example_runs_and_matches_the_library(keras_tree, capsys):
         assert image["probabilities"] == pytest.approx({"cat": float(probs[0]),
                                                         "dog": float(probs[1])}, abs=1e-5)
         for method, cls in LIBRARY.items():
-            cam = cls(model, [layer], reshape_transform=Layout("nhwc"))
             for index, name in enumerate(("cat", "dog")):
-                lib = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]
+                lib = library_map(cls, model, layer, x, class_targets(index, 1), Layout("nhwc"))[0]
                 ours = np.load(run / "cams" / method / f"{ref.id}__{name}.npy")
                 assert ours.shape == (RUN_SIZE, RUN_SIZE)
                 assert np.abs(ours - lib).max() <= TOL, (ref.id, method, name)
-            cam.activations_and_grads.release()
     item = json.loads((run / "items" / "cat.json").read_text())
     assert item["entry"]["cams"][0]["channels"]["channels"] == 24  # block5_conv3's channels
     report = (run / "report.html").read_text()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import struct
 import sys
 from pathlib import Path
@@ -12,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-import yaml
 
-from explain.cli import main
 from explain.config import ModelSpec, load_config
 from explain.errors import ExplainError
-from explain.model import class_names_from_model, load_model, no_downloads, safe_class_names
+from explain.models.labels import class_names_from_model, safe_class_names
+from explain.models.loading import load_model
+from explain.models.factories import no_downloads
 from explain.names import name_problem
-from conftest import IMAGES
+from helpers import explain_error, one_line, refused, tiny_config, tiny_net
 
 timm = pytest.importorskip("timm")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -33,61 +32,19 @@ def tiny_vit(seed: int = 0) -> torch.nn.Module:
     return timm.create_model(VIT, **VIT_ARGS).eval()
 
 
-def tiny_net(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
-
-
-def write_cfg(folder: Path, model: dict, **fields) -> Path:
-    data = {"model": model, "images": [str(IMAGES / "cat.jpg")], "target_layers": ["auto"],
-            "preprocess": {"size": [32, 32]}, "methods": ["gradcam"],
-            "output": {"dir": str(folder / "results")}, **fields}
-    path = folder / "exp.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
 def load(folder: Path, **model) -> torch.nn.Module:
-    return load_model(load_config(write_cfg(folder, model)))
+    return load_model(load_config(tiny_config(folder, model)))
 
 
 def error(folder: Path, *needles: str, **model) -> str:
     """load_model's one-line error, holding every needle."""
-    with pytest.raises(ExplainError) as info:
-        load(folder, **model)
-    text = str(info.value)
-    assert len(text.splitlines()) == 1, text
-    for needle in needles:
-        assert needle in text, text
-    return text
+    return one_line(explain_error(load, folder, **model), *needles)
 
 
 def same_outputs(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         return torch.equal(a(x), b(x))
-
-
-@pytest.fixture
-def homes(tmp_path, monkeypatch) -> list[Path]:
-    """Fresh TORCH_HOME and HF_HOME (not created), and no network: a connection attempt fails."""
-    paths = [tmp_path / "torch_home", tmp_path / "hf_home"]
-    monkeypatch.setenv("TORCH_HOME", str(paths[0]))
-    monkeypatch.setenv("HF_HOME", str(paths[1]))
-    monkeypatch.setenv("HF_HUB_CACHE", str(paths[1] / "hub"))
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None:  # read at import time: point the loaded module there too
-        monkeypatch.setattr(constants, "HF_HOME", str(paths[1]), raising=False)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(paths[1] / "hub"), raising=False)
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("a network connection was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    return paths
 
 
 # ---- 1. timm architectures by name ------------------------------------------------------------
@@ -120,11 +77,8 @@ def test_timm_arch_with_a_weights_file(tmp_path, homes, suffix):
     ("pruned", True), ("weights_url", "http://x/y.pth"), ("config_path", "c.json"),
 ], ids=lambda v: str(v)[:20])
 def test_timm_args_that_load_or_fetch_are_refused(tmp_path, capsys, homes, key, value):
-    path = write_cfg(tmp_path, {"builder": f"timm:{VIT}", "builder_args": {**VIT_ARGS, key: value}})
-    assert main([str(path), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert f"model.builder_args.{key}" in err and "refused" in err, err
+    path = tiny_config(tmp_path, {"builder": f"timm:{VIT}", "builder_args": {**VIT_ARGS, key: value}})
+    refused(capsys, path, "--quiet", needles=[f"model.builder_args.{key}", "refused"])
     assert not any(p.exists() for p in homes) and not (tmp_path / "results").exists()
 
 
@@ -293,7 +247,7 @@ def test_torchscript_files_are_refused(tmp_path, how, trust):
 
 def test_torchvision_names_by_arch(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r.pth")
-    cfg = load_config(write_cfg(tmp_path, {"file": str(tmp_path / "r.pth"), "arch": ARCH}))
+    cfg = load_config(tiny_config(tmp_path, {"file": str(tmp_path / "r.pth"), "arch": ARCH}))
     net = load_model(cfg)
     names, source = class_names_from_model(net, cfg.model, 1000)
     assert names["tabby"] == 281 and names["tiger_cat"] == 282 and "torchvision" in source

@@ -111,8 +111,8 @@ def test_only_the_engine_and_the_reference_hook_a_model():
     hooks = re.compile(r"register_(forward|forward_pre|full_backward)_hook|\.register_hook\(")
     found = sorted(str(p.relative_to(REPO)) for p in (REPO / "explain").rglob("*.py")
                    if hooks.search(p.read_text(encoding="utf-8")))
-    # keras_model.py wraps Keras layers as torch modules: hooks of its own wrapper, not a probe
-    assert found == ["explain/engine.py", "explain/keras_model.py", "explain/reference.py"]
+    # models/keras.py wraps Keras layers as torch modules: hooks of its own wrapper, not a probe
+    assert found == ["explain/engine.py", "explain/models/keras.py", "explain/reference.py"]
 
 
 def test_a_config_cannot_be_changed_after_loading(tmp_path):
@@ -154,3 +154,25 @@ def test_map_slots_are_made_once_with_their_records(tmp_path):
     for one in view.maps:
         assert one.record is view.entry.record(one.class_name, one.method)
         assert one.cam is not None and (one.cam == batch.result.maps[one.method][0, one.slot]).all()
+
+
+def test_an_unlabelled_image_explains_its_prediction_in_the_label_slot(tmp_path):
+    """targets [label, predicted] over a labelled tree and a plain photo: the photo's label
+    slot is its prediction (one record), with a note; labelled images keep their label."""
+    import shutil
+    for cls in ("cat", "dog"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        shutil.copy(IMAGES / f"{cls}.jpg", tmp_path / "data" / cls / f"{cls}.jpg")
+    path = write_config(tmp_path, model={"builder": "torchvision.models.alexnet",
+                                         "builder_args": {"num_classes": 2}},
+                        target_layers=["features.10"], preprocess={"size": 64},
+                        targets=["label", "predicted"], report={"enabled": False},
+                        images=[{"labelled": str(tmp_path / "data")}, str(IMAGES / "both.jpg")])
+    summary = run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    entries = {e.id: e for e in summary.images}
+    both = entries["both"]
+    assert both.label is None and [r.class_name for r in both.cams] == [both.predicted]
+    for cls in ("cat", "dog"):
+        explained = [r.class_name for r in entries[cls].cams]
+        assert explained[0] == cls and set(explained) == {cls, entries[cls].predicted}
+    assert any("1 image(s) without a label (e.g. both.jpg)" in n for n in summary.notes)

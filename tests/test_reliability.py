@@ -8,10 +8,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torchvision
 import yaml
 
 from explain.cli import main
+from explain.config import load_config
+from explain.models.loading import load_model
 from conftest import IMAGES, REPO, make_alexnet, write_config
+from helpers import refused
 
 
 class MarkerPayload:
@@ -24,16 +28,6 @@ class MarkerPayload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def fails_with(capsys, argv, *needles):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
 def course_cfg(tmp_path, **fields):
     base = dict(model={"file": "model.pth"}, target_layers=["features.10"], channels={"enabled": False})
     base.update(fields)
@@ -44,7 +38,7 @@ def test_malicious_pickle_is_refused_unless_trusted(tmp_path, capsys):
     marker = tmp_path / "PWNED"
     torch.save({"weights": MarkerPayload(marker)}, tmp_path / "model.pth")
     cfg = course_cfg(tmp_path)
-    err = fails_with(capsys, [cfg, "--quiet"], "model.pth", "refused", "model.trust: true")
+    err = refused(capsys, cfg, "--quiet", needles=["model.pth", "refused", "model.trust: true"])
     assert "system" in err  # names the global it wanted (posix.system / os.system)
     assert not marker.exists()
     assert not (tmp_path / "results").exists()
@@ -54,15 +48,27 @@ def test_malicious_pickle_is_refused_unless_trusted(tmp_path, capsys):
     assert marker.exists()
 
 
-def test_whole_pickled_alexnet_loads_without_trust(tmp_path, capsys):
-    torch.save(make_alexnet(), tmp_path / "model.pth")
-    assert main([course_cfg(tmp_path), "--quiet"]) == 0
+def test_whole_pickled_alexnet_loads_without_trust(tmp_path):
+    """The course's kind of file (a whole AlexNet saved with torch.save) loads with
+    model.trust off, as the very network saved: its class, weights and outputs. (The course
+    config's run on such a file is test_course_config.py's.)"""
+    saved = make_alexnet(seed=3)
+    torch.save(saved, tmp_path / "model.pth")
+    cfg = load_config(course_cfg(tmp_path))
+    assert cfg.model.trust is False
+    net = load_model(cfg)
+    assert type(net) is torchvision.models.AlexNet and not net.training
+    ours, theirs = net.state_dict(), saved.state_dict()
+    assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(net(x), saved(x))
 
 
 def test_unknown_layer_suggests_model_names(tmp_path, capsys):
     torch.save(make_alexnet(), tmp_path / "model.pth")
-    fails_with(capsys, [course_cfg(tmp_path), "--quiet", "--layer", "feature.10"],
-               "target_layers[0]", "no layer 'feature.10'", "did you mean 'features.10'")
+    refused(capsys, course_cfg(tmp_path), "--quiet", "--layer", "feature.10",
+            needles=["target_layers[0]", "no layer 'feature.10'", "did you mean 'features.10'"])
     assert not (tmp_path / "results").exists()
 
 
@@ -70,15 +76,15 @@ def test_layer_outside_forward_path(tmp_path, capsys):
     model = make_alexnet()
     model.unused = torch.nn.Conv2d(3, 3, 1)
     torch.save(model, tmp_path / "model.pth")
-    fails_with(capsys, [course_cfg(tmp_path), "--quiet", "--layer", "unused"],
-               "target_layers[0]", "not used in the model's forward pass")
+    refused(capsys, course_cfg(tmp_path), "--quiet", "--layer", "unused",
+            needles=["target_layers[0]", "not used in the model's forward pass"])
     assert not (tmp_path / "results").exists()
 
 
 def test_class_index_beyond_outputs(tmp_path, capsys):
     torch.save(make_alexnet(), tmp_path / "model.pth")
-    fails_with(capsys, [course_cfg(tmp_path, classes={"cat": 0, "dog": 5}), "--quiet"],
-               "classes.dog", "index 5", "2 outputs")
+    refused(capsys, course_cfg(tmp_path, classes={"cat": 0, "dog": 5}), "--quiet",
+            needles=["classes.dog", "index 5", "2 outputs"])
     assert not (tmp_path / "results").exists()
 
 
@@ -86,7 +92,7 @@ def test_state_dict_that_does_not_fit_names_the_key(tmp_path, capsys):
     torch.save(make_alexnet().state_dict(), tmp_path / "model.pth")
     cfg = course_cfg(tmp_path, model={"file": "model.pth", "arch": "torchvision.models.alexnet",
                                       "arch_args": {"num_classes": 3}})
-    fails_with(capsys, [cfg, "--quiet"], "classifier.6.weight", "(2, 4096)", "(3, 4096)")
+    refused(capsys, cfg, "--quiet", needles=["classifier.6.weight", "(2, 4096)", "(3, 4096)"])
     ok = course_cfg(tmp_path, model={"file": "model.pth", "arch": "torchvision.models.alexnet",
                                      "arch_args": {"num_classes": 2}})
     assert main([ok, "--quiet"]) == 0
@@ -94,7 +100,8 @@ def test_state_dict_that_does_not_fit_names_the_key(tmp_path, capsys):
 
 def test_file_that_is_not_a_model(tmp_path, capsys):
     (tmp_path / "model.pth").write_text("hello")
-    fails_with(capsys, [course_cfg(tmp_path), "--quiet"], "model.pth", "not a PyTorch model file")
+    refused(capsys, course_cfg(tmp_path), "--quiet",
+            needles=["model.pth", "not a PyTorch model file"])
 
 
 def test_tuple_output_gets_a_hint(tmp_path, capsys):
@@ -102,7 +109,7 @@ def test_tuple_output_gets_a_hint(tmp_path, capsys):
                      target_layers=["conv"])
     sys.path.insert(0, os.path.dirname(__file__))
     try:
-        fails_with(capsys, [cfg, "--quiet"], "forward returns a tuple", "logits")
+        refused(capsys, cfg, "--quiet", needles=["forward returns a tuple", "logits"])
     finally:
         sys.path.pop(0)
 
@@ -120,12 +127,13 @@ def tuple_model():
 
 
 def test_missing_config_and_image(tmp_path, capsys):
-    fails_with(capsys, [str(tmp_path / "nope.yaml")], "nope.yaml", "not found")
+    refused(capsys, str(tmp_path / "nope.yaml"), needles=["nope.yaml", "not found"])
     torch.save(make_alexnet(), tmp_path / "model.pth")
-    fails_with(capsys, [course_cfg(tmp_path, images=["missing.jpg"]), "--quiet"],
-               "images[0]", "missing.jpg")
+    refused(capsys, course_cfg(tmp_path, images=["missing.jpg"]), "--quiet",
+            needles=["images[0]", "missing.jpg"])
     (tmp_path / "empty").mkdir()
-    fails_with(capsys, [course_cfg(tmp_path, images=["empty"]), "--quiet"], "images[0]", "no image files")
+    refused(capsys, course_cfg(tmp_path, images=["empty"]), "--quiet",
+            needles=["images[0]", "no image files"])
 
 
 def test_bad_files_in_a_folder_are_skipped_and_listed(tmp_path, capsys):
@@ -209,11 +217,11 @@ def test_debug_shows_traceback_in_a_real_process(tmp_path):
 def test_config_problems_through_the_cli(tmp_path, capsys, text, needles):
     path = tmp_path / "exp.yaml"
     path.write_text(text)
-    fails_with(capsys, [str(path), "--quiet"], "exp.yaml", *needles)
+    refused(capsys, str(path), "--quiet", needles=["exp.yaml", *needles])
     assert not (tmp_path / "results").exists()
 
 
 def test_empty_glob(tmp_path, capsys):
     torch.save(make_alexnet(), tmp_path / "model.pth")
-    fails_with(capsys, [course_cfg(tmp_path, images=["pics/*.jpg"]), "--quiet"],
-               "images[0]", "matches no file")
+    refused(capsys, course_cfg(tmp_path, images=["pics/*.jpg"]), "--quiet",
+            needles=["images[0]", "matches no file"])

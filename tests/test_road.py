@@ -18,7 +18,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from explain import metrics, road
 from explain.config import MetricSpec, load_config
 from explain.engine import seeded
-from conftest import IMAGES, make_small_alexnet, write_config
+from conftest import IMAGES, OMIT, make_small_alexnet, write_config
 
 
 def library_impute(img: torch.Tensor, keep: np.ndarray, noise: float) -> torch.Tensor:
@@ -171,7 +171,8 @@ def test_metrics_default_to_road_for_small_runs_only(tmp_path):
     assert metrics.chosen([], 1) == ([], "")
     listed = [MetricSpec(name="drop_in_confidence")]
     assert metrics.chosen(listed, 10_000) == (listed, "")
-    cfg = load_config(write_config(tmp_path, model={"file": "m.pth"}, target_layers=["x"]))
+    cfg = load_config(write_config(tmp_path, model={"file": "m.pth"}, target_layers=["x"],
+                                   metrics=OMIT))
     assert cfg.metrics is None
     assert load_config(write_config(tmp_path, model={"file": "m.pth"}, target_layers=["x"],
                                     metrics=[])).metrics == []
@@ -185,7 +186,7 @@ def test_a_small_run_computes_road_by_default(tmp_path):
     torch.save(make_small_alexnet(), model_file)
     path = write_config(tmp_path, model={"file": str(model_file)}, target_layers=["features.10"],
                         preprocess={"size": 64}, methods=["gradcam"],
-                        images=[str(IMAGES / "cat.jpg")],
+                        images=[str(IMAGES / "cat.jpg")], metrics=OMIT,
                         output={"dir": str(tmp_path / "results")})
     lines = []
     summary = run(load_config(path), RunOptions(progress=False, log=lines.append))
@@ -194,4 +195,6 @@ def test_a_small_run_computes_road_by_default(tmp_path):
     assert any(line.startswith("metrics: road_combined at percentiles 10..90 by default")
                for line in lines)
     estimate = next(line for line in lines if line.startswith("estimate: faithfulness"))
-    assert "18 ROAD imputations per map" in estimate and "2 maps" in estimate
+    assert "18 ROAD imputations per map" in estimate
+    assert "2 maps and 6 baseline maps" in estimate
+    assert [sorted(b.scores) for b in summary.images[0].baselines] == [["road_combined"]] * 6

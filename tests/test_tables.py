@@ -23,7 +23,7 @@ from explain import channels, methods, metrics, reference
 from explain.config import MethodSpec, MetricSpec, load_config
 from explain.errors import ExplainError
 from explain.images import ImageRef, prepare
-from explain.model import non_inplace
+from explain.models.guard import non_inplace
 from explain.results import ImageEntry, MapRecord, RunSummary
 from conftest import IMAGES, make_small_alexnet, write_config
 

@@ -91,6 +91,9 @@ class Config(Section):
         if labelled and not self.classes:
             raise ValueError(f"images[{labelled[0]}]: labels name classes; give 'classes' "
                              f"(which output index each label is, e.g. {{cat: 0, dog: 1}})")
+        if not labelled and "label" in (self.target_classes() or []):
+            raise ValueError("targets: 'label' needs a labelled dataset among the images "
+                             "({labelled: PATH}); plain images have no label")
         return self
 
     @field_validator("target_layers", mode="before")

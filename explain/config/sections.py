@@ -61,7 +61,7 @@ class ModelSpec(Section):
     """Where the network comes from: a file (whole pickle or state_dict + arch) or a builder.
 
     ``arch`` and ``builder`` name code. Without ``trust: true`` they may only name the
-    allow-listed model factories (see explain.model); with it, any importable callable.
+    allow-listed model factories (see explain.models); with it, any importable callable.
     """
     file: Optional[Text] = None
     keras: Optional[Text] = None  # a Keras 3 model file (.keras, .h5), run on Keras' torch backend
@@ -72,7 +72,7 @@ class ModelSpec(Section):
     trust: StrictBool = False
     fix_inplace: StrictBool = True
     # what forward returns: null (a logits tensor), an index into a tuple/list, or a key /
-    # attribute name of a dict or output object (e.g. 'logits'); see explain.heads
+    # attribute name of a dict or output object (e.g. 'logits'); see explain.models.heads
     output: Union[Annotated[Int, Field(ge=0, le=64)], Annotated[StrictStr, Field(
         pattern=r"^[A-Za-z_]\w{0,63}$")], None] = None
     head: Literal["softmax", "binary", "multilabel"] = "softmax"

@@ -181,7 +181,7 @@ def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndar
     ``spec.mode`` normalises as Keras' ``preprocess_input`` functions do: torch: (x/255 -
     mean) / std (with the config's mean and std); caffe: RGB -> BGR on 0..255 minus
     CAFFE_MEAN_BGR (VGG16, ResNet50); tf: x/127.5 - 1 (MobileNet, Inception). The tensor is
-    channels-first in every mode (explain.keras_model hands Keras models channels-last)."""
+    channels-first in every mode (explain.models.keras hands Keras models channels-last)."""
     h, w = input_size(rgb.shape[0], rgb.shape[1], spec)
     shrink = h * w < rgb.shape[0] * rgb.shape[1]
     resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

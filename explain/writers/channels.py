@@ -141,8 +141,8 @@ class ChannelWriter(Writer):
             for method in methods:
                 mine = [one for one in view.maps if one.method == method]  # each class once
                 for one in mine:
-                    self._class_views(ctx, view, one, (acts, probe.gradients[one.slot][b]),
-                                      (layer, opts))
+                    self._class_views(ctx, view, one, acts, probe.gradients[one.slot][b],
+                                      layer=layer, opts=opts)
                 if spec.contrast and len(mine) == 2:
                     first, second = mine
                     contrast = channels.class_contrast_view(
@@ -156,13 +156,12 @@ class ChannelWriter(Writer):
                     files.contrast[method] = f"channels/{method}/{image}__contrast{ctx.ext}"
                     ctx.run.write_image(files.contrast[method], contrast.image)
 
-    def _class_views(self, ctx: RunContext, view: ImageView, one: MapSlot,
-                     arrays: tuple[np.ndarray, np.ndarray],
-                     drawing: tuple[str, channels.ViewOptions]) -> None:
+    def _class_views(self, ctx: RunContext, view: ImageView, one: MapSlot, acts: np.ndarray,
+                     grads: np.ndarray, *, layer: str, opts: channels.ViewOptions) -> None:
         """Contribution grid, per-channel CSV, top-channels figure and the record's numbers for
-        one map (``one``: image x class x method): ``arrays`` = the channel layer's
-        activations and that class's gradients, ``drawing`` = (layer name, view options)."""
-        (acts, grads), (layer, opts), method, cls = arrays, drawing, one.method, one.class_name
+        one map (``one``: image x class x method) from the channel layer's activations and
+        that class's gradients, drawn with ``opts`` for the layer named ``layer``."""
+        method, cls = one.method, one.class_name
         image = view.entry.id
         stem = f"channels/{method}/{image}__{cls}"
         title = channels.view_title(image, layer, cls, method)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from explain import reference
-from explain.compare import Comparison, check_references
+from explain.compare import CSV_PATH, Comparison, check_references, figure_path
 from explain.errors import ExplainError
 from explain.methods import having, traits
 from explain.plan import RunPlan
@@ -72,9 +72,8 @@ class CompareWriter(Writer):
                     row = self.comparison.add(view.entry.id, one.class_name, one.method,
                                               one.cam, ref)
                     ctx.compare_rows.setdefault(view.entry.id, []).append(row)
-                    # the figure Comparison.add wrote
-                    one.record.files.compare = \
-                        f"compare/{one.method}/{view.entry.id}__{one.class_name}.png"
+                    one.record.files.compare = figure_path(view.entry.id, one.class_name,
+                                                           one.method)
 
     def finish(self, ctx: RunContext) -> None:
         rank = {name: i for i, name in enumerate(ctx.image_order)}
@@ -84,4 +83,4 @@ class CompareWriter(Writer):
                       key=lambda r: (rank.get(r.image, len(rank)), class_rank[r.class_name],
                                      method_rank[r.method]))
         ctx.summary.compare = self.comparison.finish(rows)
-        ctx.summary.files.compare_csv = "compare/compare.csv"  # what Comparison.finish wrote
+        ctx.summary.files.compare_csv = CSV_PATH

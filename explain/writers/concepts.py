@@ -152,13 +152,12 @@ def on_device(linear: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
     return apply
 
 
-def factorize(model: nn.Module, layer: tuple[nn.Module, Optional[Callable]], x: torch.Tensor,
-              n_components: int, head: Optional[nn.Linear] = None
+def factorize(model: nn.Module, module: nn.Module, x: torch.Tensor, n_components: int, *,
+              layout: Optional[Callable] = None, head: Optional[nn.Linear] = None
               ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """The library's DeepFeatureFactorization of one image ``x`` (1, C, H, W) at ``layer``
-    = (module, reshape_transform): (k, H, W) concept maps, each scaled to 0..1, and the
-    Linear's (k, outputs) scores of the concept vectors (None without a Linear)."""
-    module, layout = layer
+    """The library's DeepFeatureFactorization of one image ``x`` (1, C, H, W) at ``module``
+    (seen through ``layout``, its reshape_transform): (k, H, W) concept maps, each scaled to
+    0..1, and the Linear's (k, outputs) scores of the concept vectors (None without one)."""
     dff = DeepFeatureFactorization(model=model, target_layer=module, reshape_transform=layout,
                                    computation_on_concepts=on_device(head) if head else None)
     try:
@@ -193,8 +192,8 @@ class ConceptWriter(Writer):
         layer_name = layer.name
         for view in batch.images:
             x = batch.x[view.row:view.row + 1].to(plan.device)
-            maps, scores = factorize(plan.model, (layer.module, layer.layout), x,
-                                     spec.n_components, self._head)
+            maps, scores = factorize(plan.model, layer.module, x, spec.n_components,
+                                     layout=layer.layout, head=self._head)
             order = concept_order(concept_shares(maps))
             maps = maps[order]
             shares = concept_shares(maps)
@@ -211,15 +210,15 @@ class ConceptWriter(Writer):
             ctx.run.write_image(files.concepts_figure, figure)
             view.entry.concepts = f"concepts/{image}.json"
             ctx.run.write_json(view.entry.concepts,
-                               self._json(image, layer_name, (shares, labels, colours)))
+                               self._json(image, layer_name, shares, labels, colours))
             if ctx.cfg.output.save_arrays:
                 files.concepts_array = f"concepts/{image}.npy"
                 ctx.run.write_npy(files.concepts_array, maps)
 
     @staticmethod
-    def _json(image: str, layer: str, found: tuple) -> dict:
+    def _json(image: str, layer: str, shares: np.ndarray, labels: Optional[list],
+              colours: np.ndarray) -> dict:
         """concepts/<image>.json: per concept its colour, share and top classes."""
-        shares, labels, colours = found
         concepts = []
         for i, share in enumerate(shares):
             item = {"concept": i + 1, "colour": hex_colour(colours[i]),

@@ -25,7 +25,7 @@ from pytorch_grad_cam import GuidedBackpropReLUModel
 from pytorch_grad_cam.utils.image import deprocess_image
 from torch import nn
 
-from explain.heads import ScoreModel
+from explain.models.heads import ScoreModel
 from explain.writers import BatchContext, RunContext, Writer
 
 # Activations other than nn.ReLU that a classifier may use: guided backprop leaves them plain.

@@ -9,18 +9,21 @@ class-agnostic maps; what a method or metric costs or is comes from their tables
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from explain import annotations, metrics
+from explain import annotations, evidence, metrics
+from explain.baselines import BASELINES, batch_maps
 from explain.config import Preprocess, resolved
-from explain.heads import ScoreModel
+from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot
 from explain.methods import traits
 from explain.plan import RunPlan
-from explain.writers import BatchContext, RunContext, Writer
+from explain.results import ImageEntry, Localisation
+from explain.writers import BatchContext, ImageView, RunContext, Writer
 
 SAME_MAP_TOLERANCE = 1e-6
 
@@ -73,19 +76,19 @@ class MetricsWriter(Writer):
         t0 = time.perf_counter()
         class_logits = plan.head.class_logits(result.logits)
         for view in batch.images:
-            b, entry = view.row, view.entry
+            entry = view.entry
             explained = {m.class_name for m in view.maps}
             found = self.boxes.for_image(entry.id, view.item.ref.path) if self.boxes else {}
             found = {c: v for c, v in found.items() if c in explained}
             entry.boxes = annotations.input_boxes(found, view.item.ref.path,
                                                   tuple(entry.input_size))
+        measured = [v for v in batch.images if v.maps and (self.specs or v.entry.boxes)]
+        yardsticks = baseline_slots(plan, batch.x, measured) if measured else {}
+        for view in batch.images:
+            b, entry = view.row, view.entry
+            extra = yardsticks.get(b, [])
             if self.specs and view.maps:
-                scores = metrics.faithfulness(self.specs, ScoreModel(plan.model, plan.head),
-                                              batch.x[b:b + 1].to(plan.device),
-                                              np.stack([m.cam for m in view.maps]),
-                                              [m.class_index for m in view.maps], seed=cfg.seed)
-                for one, score in zip(view.maps, scores):
-                    one.record.faithfulness = score
+                self._faithfulness(ctx, batch, view, extra)
             for one in view.maps:
                 rec, cls = one.record, one.class_name
                 raw = result.raw_max.get(one.method)
@@ -96,13 +99,42 @@ class MetricsWriter(Writer):
                 rec.probability = entry.probabilities[cls]
                 rec.weak = rec.probability < cfg.report.weak_below
                 if entry.boxes and cls in entry.boxes:
-                    mask = annotations.box_mask(entry.boxes[cls], one.cam.shape)
-                    rec.localisation = metrics.localisation(one.cam, mask,
-                                                            cfg.annotations.threshold)
+                    rec.localisation = self._localise(ctx, entry, one)
+            for one in extra:
+                if entry.boxes and one.class_name in entry.boxes:
+                    found = self._localise(ctx, entry, one).model_dump()
+                    one.record.scores.update({k: float(v) for k, v in found.items()})
+            entry.baselines = [one.record for one in extra]
             _agreement(view.maps)
-            self._same_maps(result.maps, b, len(explained))
+            self._same_maps(result.maps, b, len({m.class_name for m in view.maps}))
         ctx.summary.durations_s["metrics"] = ctx.summary.durations_s.get("metrics", 0.0) + \
             time.perf_counter() - t0
+
+    def _faithfulness(self, ctx: RunContext, batch: BatchContext, view: ImageView,
+                      extra: list[BaselineSlot]) -> None:
+        """The image's faithfulness scores: one call per metric on its real maps, and one on
+        its baseline maps (apart: ROAD draws its noise map after map and percentile after
+        percentile, so the real maps keep the scores of a library call on them alone)."""
+        cfg, plan = ctx.cfg, ctx.plan
+        x = batch.x[view.row:view.row + 1].to(plan.device)
+        model = ScoreModel(plan.model, plan.head)
+        for group in (list(view.maps), list(extra)):
+            if not group:
+                continue
+            scores = metrics.faithfulness(self.specs, model, x, np.stack([m.cam for m in group]),
+                                          [m.class_index for m in group], seed=cfg.seed)
+            for one, score in zip(group, scores):
+                if isinstance(one, BaselineSlot):
+                    one.record.scores.update(score)
+                else:
+                    one.record.faithfulness = score
+
+    @staticmethod
+    def _localise(ctx: RunContext, entry: ImageEntry, one: MapSlot | BaselineSlot
+                  ) -> Localisation:
+        """Pointing game, energy and IoU of a map (or baseline map) against its class's boxes."""
+        mask = annotations.box_mask(entry.boxes[one.class_name], one.cam.shape)
+        return metrics.localisation(one.cam, mask, ctx.cfg.annotations.threshold)
 
     def _same_maps(self, maps: dict[str, np.ndarray], b: int, slots: int) -> None:
         if slots < 2:
@@ -113,6 +145,8 @@ class MetricsWriter(Writer):
             counts[0] += bool(np.abs(m[b] - m[b, :1]).max() <= SAME_MAP_TOLERANCE)
 
     def finish(self, ctx: RunContext) -> None:
+        ctx.summary.trust = evidence.build(ctx.summary,
+                                           metrics.method_table(ctx.summary, ctx.methods))
         notes = ctx.summary.notes
         if self.no_raw:
             notes.append(f"map strength: no raw maximum for {', '.join(sorted(self.no_raw))} "
@@ -128,6 +162,29 @@ class MetricsWriter(Writer):
             if unused:
                 shown = ", ".join(unused[:5]) + (f" (+{len(unused) - 5} more)" if len(unused) > 5 else "")
                 notes.append(f"annotations: boxes for images not in this run: {shown}")
+
+
+@dataclass
+class BaselineSlot:
+    """One baseline map of an image x class (explain.baselines), with its record."""
+    class_index: int
+    class_name: str
+    cam: np.ndarray
+    record: evidence.BaselineMap
+
+
+def baseline_slots(plan: RunPlan, x, views: list[ImageView]) -> dict[int, list[BaselineSlot]]:
+    """Per batch row of ``views``: a BaselineSlot per baseline and class explained, baselines
+    in table order, classes as the image's maps have them."""
+    made = batch_maps(plan, x, [(v.row, v.entry.id, v.item.rgb, len(v.classes()))
+                                for v in views])
+    out: dict[int, list[BaselineSlot]] = {}
+    for view in views:
+        out[view.row] = [BaselineSlot(one.class_index, one.class_name, made[view.row][name][k],
+                                      evidence.BaselineMap(class_name=one.class_name,
+                                                           baseline=name))
+                         for name in BASELINES for k, one in enumerate(view.classes())]
+    return out
 
 
 def check_boxes(boxes: annotations.BoxSet, refs: list[ImageRef], spec: Preprocess) -> None:
@@ -197,24 +254,27 @@ def cost_lines(plan: RunPlan, specs: Optional[list] = None) -> list[str]:
 
 def _faithfulness_estimate(plan: RunPlan, specs: list) -> str:
     """One line: forward passes and ROAD imputations (explain.road: one forward pass per
-    imputed image, batched; a sparse solve each) and the time they take."""
+    imputed image, batched; a sparse solve each) and the time they take, for the run's maps
+    and the baseline maps scored beside them (explain.baselines: one per baseline and image
+    x class, in a call of their own per image)."""
     maps = run_maps(plan)
+    extra = len(plan.images) * plan.slots * len(BASELINES)
+    calls = 2 * len(plan.images)  # per metric: the image's maps, then its baseline maps
     road = sum(metrics.imputations(s) for s in specs)  # per map
     plain = [s for s in specs if not metrics.imputations(s)]
-    per_image = sum(metrics.forward_passes(s) for s in plain)
-    pixels = int(np.prod(plan.first.tensor.shape[-2:]))
-    seconds = plan.probe.seconds * (maps * road + len(plan.images) * sum(
-        1 for s in specs if metrics.imputations(s)) + maps * per_image) + \
-        maps * road * pixels * metrics.ROAD_SECONDS_PER_PIXEL
-    parts = [f"{per_image} forward passes per image (a batch of one copy per map)"] \
+    per_call = sum(metrics.forward_passes(s) for s in plain)
+    h, w = plan.first.tensor.shape[-2:]
+    solve = road * h * w * metrics.ROAD_SECONDS_PER_PIXEL  # per map
+    passes = (maps + extra) * road + calls * (per_call + sum(1 for s in specs if s not in plain))
+    seconds = plan.probe.seconds * passes + (maps + extra) * solve
+    parts = [f"{per_call} forward passes per image (a batch of one copy per map)"] \
         if plain else []
     if road:
-        h, w = plan.first.tensor.shape[-2:]
-        solve = road * pixels * metrics.ROAD_SECONDS_PER_PIXEL
         parts.append(f"{road} ROAD imputations per map, each a sparse solve (about "
                      f"{solve:.1f} s per map at {h} x {w} on a CPU core) and a forward pass")
     return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
-            f"{'; '.join(parts)}; {maps:,} maps, about {_duration(seconds)}")
+            f"{'; '.join(parts)}; {maps:,} maps and {extra:,} baseline maps, about "
+            f"{_duration(seconds)}")
 
 
 def _duration(seconds: float) -> str:

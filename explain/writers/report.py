@@ -27,11 +27,13 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
-from explain import render
+from explain import evidence, render, stats
+from explain.baselines import BASELINES
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
 from explain.metrics import LABELS, MethodTable, method_table
+from explain.metrics import traits as metric_traits
 from explain.outputs import RUN_MARKER, RunFolder
 from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
                              ItemFile, MapRecord, MeanMap, RunSummary, check_format, item_files,
@@ -168,12 +170,11 @@ CONFUSION_TABLE_MAX = 25  # more classes: the most frequent confusions instead o
 REPORT_CASES = 10  # disagreement cases shown with thumbnails
 
 
-def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card],
-                  names: tuple[list[str], list[str]]) -> Optional[DatasetView]:
+def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classes: list[str],
+                  methods: list[str]) -> Optional[DatasetView]:
     """The dataset section, or None when no image has a label. A run without a finished
     summary (interrupted) gets the numbers from its records, without mean maps."""
     from explain import datasets
-    classes, methods = names
     summary = data.summary
     if not any(e.label is not None for e in summary.images):
         return None
@@ -254,6 +255,7 @@ def environment() -> Environment:
     env.filters["href"] = lambda rel, prefix="": quote(prefix + rel)
     env.globals["method_note"] = method_note
     env.globals["metric_names"] = LABELS
+    env.globals["metric_percent"] = lambda name: metric_traits(name).percent
     return env
 
 
@@ -284,6 +286,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
         for card in chunk:
             card.page = page
     table: MethodTable = method_table(summary, methods)
+    trust = summary.trust or evidence.build(summary, table)  # an unfinished run: its records
     common = dict(summary=summary, config=config, methods=methods, classes=classes,
                   colorbar=summary.files.colorbar, compare=summary.compare,
                   finished=data.finished,
@@ -297,7 +300,11 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
         notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
         warnings=_warnings(data, cards), model_source=_model_source(config.model),
-        dataset=_dataset_view(run, data, cards, (classes, methods)),
+        dataset=_dataset_view(run, data, cards, classes=classes, methods=methods),
+        trust=trust, cost_per_map=evidence.cost_per_map(summary), comparisons=[p for c in table.columns for p in c.comparisons],
+        baseline_notes={b: BASELINES[b].description for b in table.baselines if b in BASELINES},
+        min_images=stats.MIN_IMAGES, resamples=stats.RESAMPLES,
+        unranked=[c.label for c in table.columns if c.direction and not c.meaningful],
         maps=sum(len(i.cams) for i in summary.images))}
     if paged:
         for n, (page, chunk) in enumerate(zip(pages, chunks), 1):

@@ -10,7 +10,7 @@ so every CAM method, the hand-written references and the channel views work unch
 - layers: every Keras layer, nested models' layers included, is a child under its Keras name
   (``block5_conv3``), so ``target_layers``, ``channels.layer`` and ``explain layers`` use the
   names ``model.summary()`` prints; their outputs are channels-last (B, h, w, C) maps, marked
-  by ``explain_reshape = "nhwc"`` for the layout inference (explain.layouts);
+  by ``explain_reshape = "nhwc"`` for the layout inference (explain.models.layouts);
 - output: a final softmax / sigmoid is taken off (as Keras' own Grad-CAM example does), so the
   model gives logits and ``model.head`` turns them into probabilities; ``explain_notes`` says so.
 
@@ -29,7 +29,7 @@ Nothing Keras reads, unpacks or allocates is unbounded; before keras is imported
   ``unpacked_bound`` bytes of their file and name no other file (external links or storage,
   virtual datasets).
 Then, without trust, Keras loads the model on the meta device first (no memory; safe mode):
-its weights may take at most explain.safeload.MAX_MODEL_BYTES (2 GiB) or twice the file's
+its weights may take at most explain.models.factories.MAX_MODEL_BYTES (2 GiB) or twice the file's
 size, so a config with ``units: 300000000`` is refused before anything is allocated.
 """
 
@@ -53,7 +53,7 @@ from torch import nn
 
 from explain.errors import ExplainError, first_line
 from explain.names import quote, short
-from explain.safeload import MAX_MODEL_BYTES
+from explain.models.factories import MAX_MODEL_BYTES
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
 SAFE_KERAS = (3, 15, 1)  # the first release with every known safe_mode bypass fixed
@@ -416,7 +416,7 @@ class KerasNet(nn.Module):
         self.channels_last = shape is None or shape[3] == 3 or shape[1] != 3
         hw = (shape[1:3] if self.channels_last else shape[2:4]) if shape else (None, None)
         self.input_hw: tuple = tuple(hw)
-        self.explain_reshape = "nhwc" if self.channels_last else "auto"  # see explain.layouts
+        self.explain_reshape = "nhwc" if self.channels_last else "auto"  # see explain.models.layouts
         self.explain_notes: list[str] = []
         for name, layer in keras_layers(model):
             if isinstance(layer, nn.Module):

@@ -21,50 +21,50 @@ anything beyond the tensor-rebuilding functions a saved model needs:
 
 After loading, every module must have the usual dictionaries of children, parameters and
 buffers, holding modules and tensors only.
-
-Two other formats are recognised by their first bytes, not by their names:
-- safetensors (8-byte little-endian header length, then a JSON header): tensors only, so
-  nothing in it can run; the header is bounded and checked against the file size first;
-- TorchScript archives (torch.jit.save): a zip holding its own compiled program.
-
-A model that a factory builds from a config's arguments (explain.model) is bounded too:
-``bounded_build`` stops the build as soon as the parameters and buffers registered pass a
-byte bound or MAX_MODEL_TENSORS tensors, before they are initialised; ``meta_size`` builds it
-on the meta device under that bound first, so a refused model never takes memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import io
-import json
 import pickle
 import pickletools
 import re
-import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from explain.errors import ExplainError, first_line
-from explain.names import quote
+
 
 SAFE_PREFIXES = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.")
+
+
 CALLABLE = frozenset({
     "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
     "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
     "collections.OrderedDict", "builtins.set", "__builtin__.set", "_codecs.encode",
 })
+
+
 PARTIAL = "functools.partial"
+
+
 LEGACY_PICKLES = 5  # magic number, protocol, system info, the object, storage keys
+
+
 MAX_PICKLE_BYTES = 64 * 1024 * 1024  # a whole ViT-H's pickle is about 1 MB
+
+
 MAX_INSTRUCTIONS = 5_000_000
+
+
+_MARK, _OTHER = object(), object()
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,6 @@ class _Global:
 @dataclass(frozen=True)
 class _Tuple:
     items: tuple
-
-
-_MARK, _OTHER = object(), object()
 
 
 def _module_class(value: Any) -> bool:
@@ -363,139 +360,3 @@ def trusted_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise ExplainError(f"{path}: not a PyTorch model file ({first_line(exc)})") from None
-
-
-# ---- safetensors and TorchScript files -------------------------------------------------------
-
-MAX_SAFETENSORS_HEADER = 32 * 1024 * 1024  # a header lists names, dtypes, shapes: a ViT-H's is ~100 KB
-
-
-def looks_like_safetensors(path: Path) -> bool:
-    """Whether the file starts like a safetensors file: an 8-byte little-endian header length
-    followed by the JSON header's '{' (no torch file starts so: a zip has 'PK', a pickle 0x80)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and \
-        struct.unpack("<Q", head[:8])[0] <= MAX_SAFETENSORS_HEADER
-
-
-def _bad_safetensors(path: Path, why: str) -> ExplainError:
-    return ExplainError(f"{path}: not a valid safetensors file (model.file): {why}")
-
-
-def _safetensors_data_size(path: Path) -> int:
-    """Check the header's bounds and entries (nothing is allocated from its numbers); returns
-    how many data bytes the tensors cover."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise _bad_safetensors(path, f"{size} bytes, too short for the 8-byte header length")
-        length = struct.unpack("<Q", head)[0]
-        if length > MAX_SAFETENSORS_HEADER:
-            raise _bad_safetensors(path, f"its header would be {length} bytes (at most "
-                                         f"{MAX_SAFETENSORS_HEADER})")
-        if 8 + length > size:
-            raise _bad_safetensors(path, f"truncated: its header needs {length} bytes, the file "
-                                         f"has {size - 8} after the length")
-        raw = f.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _bad_safetensors(path, "its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise _bad_safetensors(path, "its header is not a JSON object")
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and
-                all(type(o) is int for o in offsets) and 0 <= offsets[0] <= offsets[1]):
-            raise _bad_safetensors(path, f"tensor {quote(name, 60)} has no valid data_offsets")
-        end = max(end, offsets[1])
-    data = size - 8 - length
-    if end != data:
-        raise _bad_safetensors(path, f"truncated or padded: its tensors cover {end} bytes of data, "
-                                     f"the file holds {data}")
-    return end
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from a safetensors file (tensors only, by design: nothing in it can run).
-    The header is bounded and checked against the file size first; any fault is one line."""
-    _safetensors_data_size(path)
-    try:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-    except ImportError:
-        raise ExplainError(f"{path}: reading safetensors files needs the safetensors package, "
-                           f"which is not installed: pip install explain[timm] "
-                           f"(or safetensors)") from None
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, ValueError, TypeError, RuntimeError, OSError) as exc:
-        raise _bad_safetensors(path, first_line(exc)) from None
-    if not tensors:
-        raise _bad_safetensors(path, "it holds no tensors")
-    return tensors
-
-
-def is_torchscript(path: Path) -> bool:
-    """Whether ``path`` is a TorchScript archive (torch.jit.save): a zip whose top folder holds
-    the compiled program ('code/') or 'constants.pkl'; torch.save never writes either."""
-    if not is_zip(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                parts = name.split("/")
-                if len(parts) >= 2 and (parts[1] == "code" or parts[1] == "constants.pkl"):
-                    return True
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return False
-    return False
-
-
-# ---- the size of a model a factory builds ------------------------------------------------------
-
-MAX_MODEL_BYTES = 2 * 2**30  # parameters + buffers of a model built from a config, without trust
-MAX_MODEL_TENSORS = 100_000  # parameter and buffer tensors (a ViT-H/14 registers ~400)
-
-
-@contextlib.contextmanager
-def bounded_build(limit: int, refuse: Callable[..., ExplainError]) -> Iterator[None]:
-    """While a model is built, ``refuse(bytes, tensors)`` is raised as soon as the parameters
-    and buffers registered pass ``limit`` bytes or MAX_MODEL_TENSORS tensors."""
-    seen = [0, 0]
-    originals = nn.Module.register_parameter, nn.Module.register_buffer
-
-    def counted(original: Callable[..., None]) -> Callable[..., None]:
-        def register(module: nn.Module, name: str, tensor: Any, *rest: Any, **kw: Any) -> None:
-            if isinstance(tensor, torch.Tensor):
-                seen[0], seen[1] = seen[0] + tensor.nbytes, seen[1] + 1
-                if seen[0] > limit or seen[1] > MAX_MODEL_TENSORS:
-                    raise refuse(*seen)
-            return original(module, name, tensor, *rest, **kw)
-        return register
-
-    nn.Module.register_parameter, nn.Module.register_buffer = map(counted, originals)
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter, nn.Module.register_buffer = originals
-
-
-def meta_size(build: Callable[[], Any], limit: int,
-              refuse: Callable[..., ExplainError]) -> Optional[int]:
-    """Bytes of the parameters and buffers of ``build()``'s model made on the meta device (no
-    memory used, nothing read) under bounded_build; None when it cannot be made there."""
-    try:
-        with bounded_build(limit, refuse), torch.device("meta"):
-            model = build()
-        tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    except ExplainError:
-        raise
-    except (Exception, MemoryError):  # an op the meta device lacks, or not a model
-        return None
-    return sum(t.nbytes for t in tensors.values())

@@ -1,0 +1,146 @@
+"""Pictures for notebooks: data URIs (pictures inside the HTML, so a notebook is
+self-contained), small HTML pieces, and matplotlib figures that display themselves.
+
+Nothing here keeps state between calls: no pyplot figure is made (a ``matplotlib.figure.Figure``
+is drawn on its own canvas and shows itself in Jupyter through ``_repr_png_``), so ``show`` in
+a loop leaves no figure open.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from functools import lru_cache
+from io import BytesIO
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+JPEG_QUALITY = 88
+EMBED_LIMIT = 2 * 1024 * 1024  # bytes of one embedded picture; larger ones are re-encoded smaller
+EMBED_WIDTH = 1400  # pixels: what a larger picture is shrunk to before it is embedded
+STYLE = ("<style>.explain-api table{border-collapse:collapse;margin:4px 0}"
+         ".explain-api td,.explain-api th{border:1px solid #ccc;padding:2px 6px;text-align:left;"
+         "vertical-align:top}.explain-api figure{display:inline-block;margin:2px 6px 6px 0}"
+         ".explain-api figcaption{font-size:85%;color:#333}.explain-api img{max-width:100%}"
+         "</style>")
+
+
+def esc(value: object) -> str:
+    """Text from a file or a model, safe inside HTML."""
+    return html.escape(str(value), quote=True)
+
+
+def encoded(rgb: "np.ndarray", kind: str = "jpeg") -> bytes:
+    """A uint8 RGB (H, W, 3) picture as JPEG or PNG bytes."""
+    import cv2
+    ext, params = (".png", []) if kind == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY,
+                                                               JPEG_QUALITY])
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB array
+        raise ValueError("OpenCV could not encode the picture")
+    return buf.tobytes()
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    """``data:<mime>;base64,...`` for an <img src>."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def picture_uri(rgb: "np.ndarray", kind: str = "jpeg") -> str:
+    """A uint8 RGB picture as a data URI (JPEG by default, PNG for exact pixels)."""
+    return data_uri(encoded(rgb, kind), "image/png" if kind == "png" else "image/jpeg")
+
+
+def file_uri(data: bytes, name: str) -> Optional[str]:
+    """A picture file's bytes (PNG, JPEG or WebP, as a run writes them) as a data URI; one
+    larger than EMBED_LIMIT is shrunk to EMBED_WIDTH pixels wide and embedded as JPEG. None
+    when the bytes do not decode as a picture."""
+    import cv2
+    import numpy as np
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        return None
+    if len(data) <= EMBED_LIMIT:
+        mime = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
+                "webp": "image/webp"}.get(name.rsplit(".", 1)[-1].lower(), "image/png")
+        return data_uri(data, mime)
+    scale = min(1.0, EMBED_WIDTH / bgr.shape[1])
+    small = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)),
+                             max(1, round(bgr.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    return picture_uri(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+
+
+def figure_html(uri: str, caption: str, width: Optional[int] = None) -> str:
+    """One embedded picture with its caption."""
+    size = f' width="{int(width)}"' if width else ""
+    return (f'<figure><img src="{uri}"{size} alt="{esc(caption)}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def table_html(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A small HTML table; every cell escaped."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def number(value: Optional[float], digits: int = 3) -> str:
+    """A number for a table cell: ``digits`` significant digits, '-' for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.{digits}g}"
+
+
+def block(body: str) -> str:
+    """The outer <div> of every explain display."""
+    return f'<div class="explain-api">{STYLE}{body}</div>'
+
+
+@lru_cache(maxsize=1)
+def _figure_class() -> type:
+    """matplotlib's Figure with ``_repr_png_`` (made once, when a figure is first asked for:
+    importing explain does not import matplotlib)."""
+    from matplotlib.figure import Figure
+
+    class ShownFigure(Figure):
+        """A Figure with ``_repr_png_``: Jupyter shows it when it is a cell's value."""
+
+        def _repr_png_(self) -> bytes:
+            buf = BytesIO()
+            self.savefig(buf, format="png", bbox_inches="tight")
+            return buf.getvalue()
+
+    return ShownFigure
+
+
+def shown_figure(width: float, height: float) -> "Figure":
+    """A matplotlib figure that is no pyplot figure (no global state) and displays itself in
+    Jupyter as PNG; save it with ``fig.savefig(path)``."""
+    return _figure_class()(figsize=(width, height), layout="constrained")
+
+
+def grid_figure(rows: Sequence[Sequence[tuple[str, "np.ndarray"]]], cell: float = 2.6) -> "Figure":
+    """A figure of pictures in rows: each cell (title, uint8 RGB picture)."""
+    n_rows = len(rows)
+    n_cols = max((len(r) for r in rows), default=1)
+    aspect = 1.0
+    for row in rows:
+        for _, picture in row:
+            aspect = picture.shape[1] / picture.shape[0]
+            break
+    fig = shown_figure(cell * aspect * n_cols, cell * n_rows + 0.3)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(row):
+                title, picture = row[c]
+                ax.imshow(picture)
+                ax.set_title(title, fontsize=9)
+    return fig

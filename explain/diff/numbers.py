@@ -1,0 +1,224 @@
+"""The numbers of ``explain diff``: each map's correlation with its counterpart and the change
+of every number of its record (diff.csv's rows), and the summaries the console and the page
+give of them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+from explain.diff.runs import DIFF_CSV, DIFF_PAGE, Pair, Side, names, read_map
+from explain.names import short
+from explain.results import MapRecord, RunSummary
+
+# Record numbers that describe the map's shape or the channels, not a metric: in the CSV and
+# the page, not in the console's line of mean changes (faithfulness names are metrics).
+NOT_HEADLINE = {"logit", "raw_max", "peak_value", "peak_x", "peak_y", "mass_left", "mass_right",
+                "mass_top", "mass_bottom", "channels", "nonzero_gradient", "channels_50",
+                "channels_90"}
+
+
+@dataclass(kw_only=True)
+class MapDiff:
+    """One image x class x method in both runs: how the map and the record's numbers moved."""
+    image: str
+    class_name: str
+    method: str
+    correlation: float
+    mean_abs_diff: float
+    max_abs_diff: float
+    peak_shift: float  # pixels between the two peaks (A's input size)
+    resized: bool  # B's map was resized to A's input size
+    predicted: tuple[str, str]
+    numbers: tuple[dict[str, float], dict[str, float]]  # A's, B's (see numbers())
+
+    def row(self) -> dict[str, Any]:
+        """The row of diff.csv: the map's numbers, then every record number A, B, change."""
+        out: dict[str, Any] = {
+            "image": self.image, "class": self.class_name, "method": self.method,
+            "correlation": self.correlation, "mean_abs_diff": self.mean_abs_diff,
+            "max_abs_diff": self.max_abs_diff, "peak_shift": self.peak_shift,
+            "resized": self.resized, "predicted_a": self.predicted[0],
+            "predicted_b": self.predicted[1]}
+        a, b = self.numbers
+        for key in dict.fromkeys([*a, *b]):
+            out[f"{key}_a"], out[f"{key}_b"] = a.get(key), b.get(key)
+            out[f"{key}_change"] = round(b[key] - a[key], 10) if key in a and key in b else None
+        return out
+
+
+@dataclass(kw_only=True)
+class DiffResult:
+    """What ``explain diff`` found and wrote; ``below``: maps under the threshold."""
+    a: Side
+    b: Side
+    maps: list[MapDiff]
+    left_out: list[str]
+    config_changes: list[str]
+    threshold: Optional[float]
+    below: list[MapDiff] = field(default_factory=list)
+    out: Optional[Path] = None
+    lines: list[str] = field(default_factory=list)
+
+
+# ---- reading the two runs ---------------------------------------------------------------
+# ---- numbers ----------------------------------------------------------------------------
+
+def correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r of two maps of one shape (numpy's corrcoef); exactly 1.0 for equal maps. A
+    map without variation (all zero) has none: 0.0 against any other map, so a map that went
+    blank fails a threshold."""
+    if np.array_equal(x, y):
+        return 1.0
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    dx, dy = x.ravel() - x.mean(), y.ravel() - y.mean()
+    r = float(dx @ dy / math.sqrt(float(dx @ dx) * float(dy @ dy)))
+    return min(1.0, max(-1.0, r))
+
+
+def numbers(rec: MapRecord) -> dict[str, float]:
+    """Every number of a record, flat (the names of summary.csv): probability, logit, raw max,
+    peak, mass shares, agreement, faithfulness, localisation (pointing hit as 1/0), channels."""
+    out = {key: getattr(rec, key) for key in (
+        "probability", "logit", "raw_max", "peak_value", "peak_x", "peak_y", "mass_left",
+        "mass_right", "mass_top", "mass_bottom", "agreement")}
+    out.update(rec.faithfulness or {})
+    for group in (rec.localisation, rec.channels):
+        out.update(group.model_dump() if group is not None else {})
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def compare_maps(a: Side, b: Side, pair: Pair) -> tuple[MapDiff, np.ndarray, np.ndarray]:
+    """One map in both runs: read, compared, the records' numbers alongside; with the two
+    maps (B's at A's size)."""
+    ea, eb, ra, rb = pair
+    x, y = read_map(a, ea, ra), read_map(b, eb, rb)
+    resized = x.shape != y.shape
+    if resized:
+        y = cv2.resize(y, (x.shape[1], x.shape[0]), interpolation=cv2.INTER_LINEAR)
+    scale = (x.shape[1] / eb.input_size[1], x.shape[0] / eb.input_size[0])
+    shift = math.hypot(ra.peak_x - rb.peak_x * scale[0], ra.peak_y - rb.peak_y * scale[1])
+    change = np.abs(y - x)
+    one = MapDiff(image=ea.id, class_name=ra.class_name, method=ra.method,
+                  correlation=correlation(x, y), mean_abs_diff=float(change.mean()),
+                  max_abs_diff=float(change.max()), peak_shift=round(shift, 3), resized=resized,
+                  predicted=(ea.predicted, eb.predicted), numbers=(numbers(ra), numbers(rb)))
+    return one, x, y
+
+
+def config_changes(a: RunSummary, b: RunSummary) -> list[str]:
+    """The config keys whose values differ, as 'key: A -> B' (the run name and folder aside)."""
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, dict) and data:
+            return {k: v for key, value in data.items()
+                    for k, v in flat(value, f"{prefix}.{key}" if prefix else str(key)).items()}
+        return {prefix: data}
+    before, after = (flat(s.config.model_dump(mode="json")) for s in (a, b))
+    keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)
+            and k not in ("name", "workers", "output.dir")]
+    return [f"{k}: {short(before.get(k, '(none)'), 80)} -> {short(after.get(k, '(none)'), 80)}"
+            for k in keys]
+
+
+# ---- summaries for the console and the page -----------------------------------------------
+
+@dataclass(kw_only=True)
+class Group:
+    """The maps of one method and class: how far their correlations went."""
+    method: str
+    class_name: str
+    maps: int
+    r_min: float
+    r_median: float
+    r_mean: float
+    worst: str  # the image of the lowest correlation
+    below: int  # maps under the threshold
+
+
+@dataclass(kw_only=True)
+class Change:
+    """One record number over the compared maps of a method: mean in A, in B, mean change."""
+    method: str
+    name: str
+    maps: int
+    mean_a: float
+    mean_b: float
+    mean_change: float
+    largest: float  # the change of largest size (signed)
+    where: str  # image / class of that change
+
+
+def groups(result: DiffResult) -> list[Group]:
+    """Per method and class, in the order the maps came."""
+    below = {id(m) for m in result.below}
+    out = []
+    for method, cls in dict.fromkeys((m.method, m.class_name) for m in result.maps):
+        some = [m for m in result.maps if (m.method, m.class_name) == (method, cls)]
+        rs = np.array([m.correlation for m in some])
+        out.append(Group(method=method, class_name=cls, maps=len(some), r_min=float(rs.min()),
+                         r_median=float(np.median(rs)), r_mean=float(rs.mean()),
+                         worst=some[int(rs.argmin())].image,
+                         below=sum(1 for m in some if id(m) in below)))
+    return out
+
+
+def changes(result: DiffResult) -> list[Change]:
+    """Per method and record number present in both runs of some map: the mean change."""
+    out = []
+    for method in dict.fromkeys(m.method for m in result.maps):
+        some = [m for m in result.maps if m.method == method]
+        for name in dict.fromkeys(k for m in some for k in m.numbers[0] if k in m.numbers[1]):
+            both = [m for m in some if name in m.numbers[0] and name in m.numbers[1]]
+            a, b = (np.array([m.numbers[side][name] for m in both]) for side in (0, 1))
+            far = int(np.abs(b - a).argmax())
+            out.append(Change(method=method, name=name, maps=len(both), mean_a=float(a.mean()),
+                              mean_b=float(b.mean()), mean_change=round(float((b - a).mean()), 10),
+                              largest=round(float(b[far] - a[far]), 10),
+                              where=f"{both[far].image} / {both[far].class_name}"))
+    return out
+
+
+def flips(result: DiffResult) -> list[tuple[str, tuple[str, str]]]:
+    """The images whose predicted class differs between the runs: (image, (A's, B's))."""
+    return list(dict.fromkeys((m.image, m.predicted) for m in result.maps
+                              if m.predicted[0] != m.predicted[1]))
+
+
+def console_lines(result: DiffResult) -> list[str]:
+    """The short summary printed after a diff."""
+    maps = result.maps
+    count = [len(set(key)) for key in zip(*((m.image, m.class_name, m.method) for m in maps))]
+    lines = [f"explain diff: A {result.a.root} vs B {result.b.root}: {len(maps)} maps "
+             f"({count[0]} images x {count[1]} classes x {count[2]} methods)"]
+    lines += [f"  run {s.label} is unfinished: {len(s.summary.images)} image(s) so far"
+              for s in (result.a, result.b) if not s.finished]
+    lines += [f"  left out: {line}" for line in result.left_out]
+    if result.config_changes:
+        lines.append(f"  config: {len(result.config_changes)} setting(s) differ: "
+                     f"{'; '.join(result.config_changes[:3])}"
+                     + (" ..." if len(result.config_changes) > 3 else ""))
+    for g in groups(result):
+        lines.append(f"  {g.method} / {g.class_name}: map r min {g.r_min:.3f} on {g.worst}, "
+                     f"median {g.r_median:.3f}, mean {g.r_mean:.3f} over {g.maps} map(s)")
+    moved = [c for c in changes(result) if c.name not in NOT_HEADLINE and c.mean_change != 0]
+    for method in dict.fromkeys(c.method for c in moved):
+        lines.append(f"  {method}: mean change B - A: " + ", ".join(
+            f"{c.name} {c.mean_change:+.3g}" for c in moved if c.method == method))
+    changed = flips(result)
+    if changed:
+        lines.append(f"  prediction changed on {len(changed)} image(s): " +
+                     names([f"{i} ({p[0]} -> {p[1]})" for i, p in changed]))
+    if result.threshold is not None:
+        worst = names([f"{m.image}/{m.class_name}/{m.method} r {m.correlation:.3f}"
+                       for m in result.below])
+        lines.append(f"  threshold {result.threshold}: {len(result.below)} of {len(maps)} map(s) "
+                     f"below" + (f", exit 1: {worst}" if result.below else ""))
+    if result.out is not None:
+        lines.append(f"  -> {result.out / DIFF_PAGE} and {DIFF_CSV}")
+    return lines

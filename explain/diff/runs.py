@@ -1,0 +1,140 @@
+"""Reading the two runs of ``explain diff``: each folder as ``explain report`` reads it, the
+maps both runs hold (matched by image, class and method), each saved map read back checked."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from explain.errors import ExplainError
+from explain.names import short
+from explain.outputs import RunFolder
+from explain.results import ImageEntry, MapRecord, RunSummary
+
+DIFF_CSV, DIFF_PAGE = "diff.csv", "diff.html"
+MAX_MAP_BYTES = 64 * 1024 * 1024  # a saved map read back (cams/<method>/*.npy)
+LISTED = 5  # names listed in a line before '(+n more)'
+Pair = tuple[ImageEntry, ImageEntry, MapRecord, MapRecord]  # A's image and map, B's
+
+
+@dataclass
+class Side:
+    """One of the two runs: its folder, its records, whether it finished."""
+    label: str  # 'A' or 'B'
+    root: Path
+    folder: RunFolder
+    summary: RunSummary
+    finished: bool
+
+
+def parse_threshold(text: Optional[str]) -> Optional[float]:
+    """``--threshold R``: a correlation from -1 to 1 (one line otherwise)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not -1.0 <= value <= 1.0:  # NaN fails too
+        raise ExplainError(f"--threshold {short(text, 40)}: expected a correlation from -1 to 1, "
+                           f"e.g. --threshold 0.9")
+    return value
+
+
+def open_side(root: Path, label: str) -> Side:
+    """One run folder's records (ExplainError naming it when it is not a run of this version,
+    or when its maps were not saved)."""
+    from explain.writers.report import load_run  # the report's reader: torch comes with it
+    root = Path(root)
+    if root.is_dir() and not root.is_symlink():
+        here = RunFolder(root)
+        if here.has_file(DIFF_CSV) and not here.has_file("summary.json"):
+            raise ExplainError(f"{root}: a folder written by explain diff, not a run; give two "
+                               f"run folders")
+    data = load_run(root)
+    summary = data.summary
+    if not summary.config.output.save_arrays:
+        raise ExplainError(f"{root}: run {label} did not save its maps (output.save_arrays is "
+                           f"off; its overlays are pictures, not the maps); run its config again "
+                           f"with --set output.save_arrays=true")
+    return Side(label, root, RunFolder(root), summary, data.finished)
+
+
+def names(items: list[str]) -> str:
+    """Up to LISTED names, then how many more."""
+    shown = ", ".join(items[:LISTED])
+    return shown + (f" (+{len(items) - LISTED} more)" if len(items) > LISTED else "")
+
+
+def _only(label: str, what: str, items: list[str]) -> list[str]:
+    return [f"{what} only in {label}: {names(items)}"] if items else []
+
+
+def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
+    """The maps of both runs (A's order) and what was left out, as lines. ExplainError in
+    one line when the runs share no image, no class, no method, or no map."""
+    entries = [{e.id: e for e in s.summary.images} for s in (a, b)]
+    kinds = {"image": [list(e) for e in entries],
+             "class": [list(dict.fromkeys(r.class_name for e in s.summary.images for r in e.cams))
+                       for s in (a, b)],
+             "method": [list(dict.fromkeys(r.method for e in s.summary.images for r in e.cams))
+                        for s in (a, b)]}
+    left_out = []
+    for kind, (in_a, in_b) in kinds.items():
+        if not set(in_a) & set(in_b):
+            raise ExplainError(f"the runs share no {kind}: {a.root} has {names(in_a) or 'none'}; "
+                               f"{b.root} has {names(in_b) or 'none'}; compare runs of the same "
+                               f"images, classes and methods")
+        left_out += _only("A", f"{kind}s", [n for n in in_a if n not in set(in_b)])
+        left_out += _only("B", f"{kind}s", [n for n in in_b if n not in set(in_a)])
+    pairs, alone = [], 0
+    for ident, ea in entries[0].items():
+        eb = entries[1].get(ident)
+        if eb is None:
+            continue
+        theirs = {(r.class_name, r.method): r for r in eb.cams}
+        for ra in ea.cams:
+            rb = theirs.pop((ra.class_name, ra.method), None)
+            if rb is None:
+                alone += 1
+            else:
+                pairs.append((ea, eb, ra, rb))
+        alone += len(theirs)
+    if not pairs:
+        raise ExplainError(f"the runs share no map (image x class x method): {a.root} and "
+                           f"{b.root} explain other classes or methods of each shared image")
+    if alone:
+        left_out.append(f"{alone} map(s) of shared images are in one run only (a class one run "
+                        f"explains and the other does not)")
+    return pairs, left_out
+
+
+def read_map(side: Side, entry: ImageEntry, rec: MapRecord) -> np.ndarray:
+    """A record's saved map (float64, at the image's input size); ExplainError naming the
+    file when it is missing or not a map explain saved."""
+    what = f"{entry.id} / {rec.class_name} / {rec.method}"
+    if rec.files.array is None:
+        raise ExplainError(f"{side.root}: the map {what} has no saved array in the records; "
+                           f"the run folder is damaged")
+    where = side.root / rec.files.array
+    data = side.folder.read_bytes(rec.files.array, MAX_MAP_BYTES)
+    if data is None:
+        raise ExplainError(f"{where}: the map {what} is missing or not a plain file; the run "
+                           f"folder is damaged")
+    try:
+        cam = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        cam = None
+    if not isinstance(cam, np.ndarray) or cam.dtype.kind != "f" or \
+            list(cam.shape) != entry.input_size or not np.isfinite(cam).all():
+        raise ExplainError(f"{where}: not the map explain saved for {what} (expected a float "
+                           f"array of {entry.input_size[0]} x {entry.input_size[1]} finite "
+                           f"values); the run folder is damaged")
+    return cam.astype(np.float64)
+
+

@@ -1,0 +1,429 @@
+"""Which map to trust, as records: summary.json's ``trust`` (``Evidence``), the baseline maps'
+numbers (``BaselineMap``, on each image entry), and the rule that turns them into one line per
+method and a conclusion.
+
+``Evidence`` is made once per run, at the end (the metrics writer's ``finish``), from the map
+records, the baseline records, the sanity records (``RunSummary.sanity`` when a sanity check
+ran); summary.csv, the report's "Which map to trust" section and its
+methods table all read these numbers, never compute others.
+
+The rule (``RULE``, also shown in the report) counts only the ranked metrics measured on at
+least ``explain.stats.MIN_IMAGES`` images (a metric below that, e.g. boxes on 2 images, is
+shown, not used). A method is *trusted* when
+
+1. its sanity check does not fail (a check that did not run is said, not held against it);
+2. it beats every baseline on every such metric: the paired 95% bootstrap interval of its
+   per-image difference to the baseline lies on the better side of 0;
+3. it is the only such method, or it is significantly better (paired interval) than every
+   other such method on the primary metric: the first faithfulness metric of the config,
+   else the first localisation metric.
+
+Otherwise "no method is clearly better", with the reason. Without a metric on enough images
+nothing is ranked and no conclusion is drawn ("no conclusion yet").
+
+The records import nothing else of explain (explain.results holds them); the builders import
+what they need when called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from explain.metrics import MethodTable
+
+RULE = ("only metrics measured on at least the minimum of images count; a method is trusted "
+        "when its sanity check does not fail, it beats every baseline on every such metric "
+        "(paired 95% bootstrap interval of the per-image difference on the better side of 0), "
+        "and it is the only such method or is significantly better than every other such "
+        "method on the primary metric (the first faithfulness metric, else the first "
+        "localisation metric); otherwise no method is clearly better")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class BaselineMap(_Record):
+    """One baseline map (explain.baselines) of an image x class: metric name -> its score,
+    computed as a map's are (pointing_hit as 1 or 0). A yardstick, not a method: no file."""
+    class_name: str = Field(alias="class")
+    baseline: str
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class Stat(_Record):
+    """One method (or baseline) on one metric: the mean over images of its per-image mean
+    (a method's maps of an image averaged first), the 95% bootstrap interval over images
+    (low, high; none for a single image), images and maps counted. Methods only: ``place``
+    (1 + the methods significantly better; none below the minimum of images or for a
+    metric that is not ranked), ``beats_baselines`` (True: significantly better than every
+    baseline; False: not better than ``not_beaten``; None: too few images to tell)."""
+    mean: float
+    low: Optional[float] = None
+    high: Optional[float] = None
+    images: int
+    maps: int
+    place: Optional[int] = None
+    beats_baselines: Optional[bool] = None
+    not_beaten: list[str] = Field(default_factory=list)
+
+
+class Row(_Record):
+    """A row of the methods table: a method or a baseline, metric name -> its numbers."""
+    name: str
+    kind: Literal["method", "baseline"]
+    metrics: dict[str, Stat] = Field(default_factory=dict)
+
+
+class Comparison(_Record):
+    """A paired comparison on one metric over the images both have: A - B (mean of the
+    per-image differences) and its 95% bootstrap interval; ``verdict``: 'A better', 'B better'
+    (in the metric's direction), 'not different', or 'too few images'."""
+    metric: str
+    a: str
+    b: str  # a method, or a baseline (``b_kind``)
+    b_kind: Literal["method", "baseline"] = "method"
+    difference: float
+    low: Optional[float] = None
+    high: Optional[float] = None
+    images: int
+    verdict: str
+    text: str
+
+
+class TrustLine(_Record):
+    """One method's line at the top of the report."""
+    method: str
+    sanity: str  # passes | fails | not run | what the sanity record says
+    sanity_detail: Optional[str] = None
+    faithfulness: dict[str, Stat] = Field(default_factory=dict)
+    localisation: dict[str, Stat] = Field(default_factory=dict)
+    beats_baselines: Optional[bool] = None  # on every ranked metric; None: too few images
+    text: str  # the line in words (the cost per map is not in it: see ``cost_per_map``)
+
+
+class Evidence(_Record):
+    """summary.json's ``trust``: the methods table with baselines, intervals and comparisons,
+    one line per method and the conclusion (see the module docstring for the rule)."""
+    images: int  # images with a ranked number
+    min_images: int
+    meaningful: bool  # a ranked metric on >= min_images images: places, a conclusion
+    resamples: int
+    confidence: float
+    seed: int
+    baselines: dict[str, str] = Field(default_factory=dict)  # name -> what it is
+    rows: list[Row] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(default_factory=list)
+    lines: list[TrustLine] = Field(default_factory=list)
+    primary: Optional[str] = None  # the metric the conclusion compares on
+    trusted: Optional[str] = None
+    conclusion: str
+    rule: str = RULE
+
+    def row(self, name: str, kind: str = "method") -> Optional[Row]:
+        return next((r for r in self.rows if r.name == name and r.kind == kind), None)
+
+
+# ---- the statistics of the methods table (explain.metrics.method_table) ------------------
+
+PerImage = dict[str, list[float]]  # image id -> the numbers of its maps
+Who = tuple[str, str]  # ("method" | "baseline", name)
+
+
+def _r(value: Optional[float]) -> Optional[float]:
+    """6 decimals, as the map records hold their numbers."""
+    return None if value is None else round(float(value), 6)
+
+
+def judge(columns: list, found: dict[str, dict[Who, PerImage]], methods: list[str], *,
+          baselines: list[str], seed: int) -> None:
+    """Fill each column of the methods table (explain.metrics.Column): its methods' cells
+    and, for a ranked metric, its baselines' cells, its comparisons (methods with each other,
+    then each method with each baseline), places, leads and beats-baselines. ``found``:
+    metric -> who -> image -> numbers. Every interval of the table is drawn in one
+    explain.stats.intervals call (vectors of one length share their resamples)."""
+    from explain import stats
+    drafts = [_Draft(col, found.get(col.key, {}), methods, baselines) for col in columns]
+    asked = [v for d in drafts for v in d.asked()]
+    bounds = iter(stats.intervals(asked, seed=seed) if asked else [])
+    for draft in drafts:
+        draft.fill(bounds)
+
+
+class _Draft:
+    """One column between its numbers and its statistics: per-image means (a map's numbers
+    of one image averaged first) and the pairs to compare on their shared images."""
+
+    def __init__(self, column: Any, found: dict[Who, PerImage], methods: list[str],
+                 baselines: list[str]) -> None:
+        self.col = column
+        ranked = bool(column.direction)
+        who = [("method", m) for m in methods] + \
+              ([("baseline", b) for b in baselines] if ranked else [])
+        self.means = {w: {i: sum(v) / len(v) for i, v in found[w].items()} for w in who
+                      if w in found}
+        self.maps = {w: sum(len(v) for v in found[w].values()) for w in self.means}
+        mine = [w for w in self.means if w[0] == "method"]
+        pairs = [(a, b) for i, a in enumerate(mine) for b in mine[i + 1:]]
+        pairs += [(a, b) for a in mine for b in self.means if b[0] == "baseline"]
+        self.pairs = [(a, b, [i for i in self.means[a] if i in self.means[b]])
+                      for a, b in (pairs if ranked else [])]
+
+    def asked(self) -> list[list[float]]:
+        """The vectors that need an interval, in the order ``fill`` takes the answers."""
+        from explain import stats
+        out = [list(m.values()) for m in self.means.values() if len(m) > 1]
+        return out + [[self.means[a][i] - self.means[b][i] for i in shared]
+                      for a, b, shared in self.pairs if len(shared) >= stats.MIN_IMAGES]
+
+    def fill(self, bounds: Iterator[tuple[float, float]]) -> None:
+        from explain import stats
+        col = self.col
+        for w, per in self.means.items():
+            low, high = next(bounds) if len(per) > 1 else (None, None)
+            cell = Stat(mean=_r(sum(per.values()) / len(per)), low=_r(low), high=_r(high),
+                        images=len(per), maps=self.maps[w])
+            (col.cells if w[0] == "method" else col.baselines)[w[1]] = cell
+        for a, b, shared in self.pairs:
+            diff = sum(self.means[a][i] - self.means[b][i] for i in shared) / len(shared) \
+                if shared else 0.0
+            low, high = next(bounds) if len(shared) >= stats.MIN_IMAGES else (None, None)
+            col.comparisons.append(_comparison(col.metric, (a[1], b), stats.Difference(
+                diff, low, high, len(shared))))
+        if col.direction:
+            _places(col)
+
+
+def _comparison(metric: Any, pair: tuple[str, Who], diff: Any) -> Comparison:
+    """The record of a paired comparison (``diff``: an explain.stats.Difference of A - B)."""
+    name_a, (kind, name_b) = pair
+    sign = {"higher": metric.direction, "lower": -metric.direction}.get(diff.verdict, 0)
+    verdict = {1: f"{name_a} better", -1: f"{name_b} better"}.get(sign, diff.verdict)
+    if sign:
+        winner, loser = (name_a, name_b) if sign > 0 else (name_b, name_a)
+        text = (f"{winner} better than {loser} on {metric.label}: difference "
+                f"{name_a} − {name_b} {diff.mean:+.3g}, 95% CI [{diff.low:.3g}, "
+                f"{diff.high:.3g}] over {diff.images} images")
+    elif diff.verdict == "not different":
+        text = (f"{name_a} and {name_b} do not differ on {metric.label}: 95% CI of the "
+                f"difference [{diff.low:.3g}, {diff.high:.3g}] over {diff.images} images")
+    else:
+        text = (f"{name_a} vs {name_b} on {metric.label}: {diff.images} shared image(s), "
+                f"too few to tell")
+    return Comparison(metric=metric.name, a=name_a, b=name_b, b_kind=kind,
+                      difference=_r(diff.mean), low=_r(diff.low), high=_r(diff.high),
+                      images=diff.images, verdict=verdict, text=text)
+
+
+def _places(col: Any) -> None:
+    """Places (1 + the methods significantly better; with the minimum of images for every
+    method), leads (significantly better than every other method), beats-baselines."""
+    from explain import stats
+    methods = list(col.cells)
+    won = {(p.a, p.b) if p.verdict == f"{p.a} better" else (p.b, p.a)
+           for p in col.comparisons if p.b_kind == "method" and p.verdict.endswith(" better")}
+    col.meaningful = all(c.images >= stats.MIN_IMAGES for c in col.cells.values())
+    for m, cell in col.cells.items():
+        if col.meaningful:
+            cell.place = 1 + sum(1 for o in methods if (o, m) in won)
+        _beats(col, m, cell)
+    col.leads = [m for m in methods if len(methods) > 1 and
+                 all((m, o) in won for o in methods if o != m)]
+
+
+def _beats(col: Any, method: str, cell: Stat) -> None:
+    """Whether the method beats every baseline: significantly (True), not (False: the
+    baselines in ``not_beaten``), or None when too few images tell and its mean is better."""
+    if not col.baselines:
+        return
+    unknown = False
+    for p in col.comparisons:
+        if p.a != method or p.b_kind != "baseline" or p.verdict == f"{method} better":
+            continue
+        if p.verdict == "too few images" and col.direction * p.difference > 0:
+            unknown = True
+        else:
+            cell.not_beaten.append(p.b)
+    cell.beats_baselines = False if cell.not_beaten else (None if unknown else True)
+
+
+# ---- sanity records (written by the sanity check, when it ran) ---------------------------
+
+def sanity_verdicts(summary: Any) -> Optional[dict[str, tuple[str, Optional[str]]]]:
+    """Method -> (verdict, detail) from the run's sanity record (``summary.sanity``: per
+    method a ``verdict`` or a ``passed``/``passes`` flag, and optionally a ``text``), or None
+    when no sanity check ran. Read leniently: the record is the sanity check's."""
+    record = getattr(summary, "sanity", None)
+    if record is None:
+        return None
+    data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record
+    if not isinstance(data, dict):
+        return {}
+    per = next((data[k] for k in ("per_method", "methods", "verdicts") if k in data), {})
+    if isinstance(per, list):
+        per = {item.get("method"): item for item in per if isinstance(item, dict)}
+    out = {}
+    for method, item in (per or {}).items():
+        if isinstance(item, str):
+            out[method] = (_word(item), None)
+        elif isinstance(item, dict):
+            flag = next((item[k] for k in ("passed", "passes", "pass") if k in item), None)
+            verdict = item.get("verdict", flag)
+            detail = item.get("text") or item.get("detail") or item.get("reason")
+            out[method] = (_word(verdict), detail if isinstance(detail, str) else None)
+    return out
+
+
+def _word(verdict: Any) -> str:
+    if isinstance(verdict, bool):
+        return "passes" if verdict else "fails"
+    text = str(verdict).strip().lower()
+    return {"pass": "passes", "passed": "passes", "fail": "fails", "failed": "fails"}.get(text,
+                                                                                         text)
+
+
+# ---- building ---------------------------------------------------------------------------
+
+def build(summary: Any, table: "MethodTable") -> Evidence:
+    """The run's evidence from its records and its methods table (explain.metrics)."""
+    from explain import stats
+    from explain.baselines import BASELINES
+    rows = [Row(name=m, kind="method", metrics={c.key: c.cells[m] for c in table.columns
+                                                if m in c.cells}) for m in table.methods]
+    rows += [Row(name=b, kind="baseline", metrics={c.key: c.baselines[b] for c in table.columns
+                                                   if b in c.baselines}) for b in table.baselines]
+    evidence = Evidence(images=table.images, min_images=stats.MIN_IMAGES,
+                        meaningful=table.meaningful, resamples=stats.RESAMPLES,
+                        confidence=stats.CONFIDENCE, seed=table.seed,
+                        baselines={b: BASELINES[b].description for b in table.baselines
+                                   if b in BASELINES},
+                        rows=rows, comparisons=[p for c in table.columns for p in c.comparisons],
+                        conclusion="")
+    sanity = sanity_verdicts(summary)
+    evidence.lines = [_line(m, table, sanity) for m in table.methods]
+    evidence.primary = _primary(summary, table)
+    evidence.trusted, evidence.conclusion = _conclude(evidence, table, sanity)
+    return evidence
+
+
+def cost_per_map(summary: Any) -> Optional[float]:
+    """The run's CAM seconds over its maps (``durations_s['cams']`` / the maps: all methods
+    together, as the engine times a batch, not a method), or None without timings. Not part
+    of ``Evidence``: a timing differs from run to run, the evidence does not."""
+    seconds = (getattr(summary, "durations_s", None) or {}).get("cams")
+    maps = sum(len(image.cams) for image in summary.images)
+    return round(seconds / maps, 4) if seconds and maps else None
+
+
+def _line(method: str, table: "MethodTable", sanity: Optional[dict]) -> TrustLine:
+    verdict, detail = ("not run", "sanity.enabled") if sanity is None else \
+        sanity.get(method, ("not checked", None))
+    ranked = [c for c in table.columns if c.direction and method in c.cells]
+    faith = {c.key: c.cells[method] for c in ranked if c.metric.kind == "faithfulness"}
+    local = {c.key: c.cells[method] for c in ranked if c.metric.kind == "localisation"}
+    beats = [c.cells[method].beats_baselines for c in ranked if c.baselines and c.meaningful]
+    overall = None if not beats else (False if False in beats else
+                                      (None if None in beats else True))
+    parts = [f"sanity: {verdict}" + (f" ({detail})" if detail else "")]
+    parts += [f"{c.label} {_shown(c.cells[method], c.metric.percent)}" for c in ranked]
+    if beats:
+        parts.append("beats every baseline: " + {True: "yes", False: "no", None:
+                                                  "too few images to tell"}[overall])
+    return TrustLine(method=method, sanity=verdict, sanity_detail=detail, faithfulness=faith,
+                     localisation=local, beats_baselines=overall,
+                     text=f"{method}: " + " · ".join(parts))
+
+
+def _shown(stat: Stat, percent: bool) -> str:
+    """A mean and its interval, as the report prints them."""
+    def fmt(v: float) -> str:
+        return f"{100 * v:.1f}%" if percent else f"{v:.3g}"
+    if stat.low is None or stat.high is None:
+        return f"{fmt(stat.mean)} (n = {stat.images} image{'s' if stat.images != 1 else ''})"
+    return f"{fmt(stat.mean)} [{fmt(stat.low)}, {fmt(stat.high)}]"
+
+
+def _primary(summary: Any, table: "MethodTable") -> Optional[str]:
+    """The first faithfulness metric of the config that the table ranks on enough images,
+    else the first such localisation metric."""
+    ranked = {c.key: c for c in table.columns if c.direction and c.meaningful}
+    configured = [m.name for m in getattr(summary.config, "metrics", None) or []]
+    first = next((k for k in configured if k in ranked), None)
+    return first or next((k for k, c in ranked.items() if c.metric.kind == "localisation"),
+                         next(iter(ranked), None))
+
+
+def _conclude(evidence: Evidence, table: "MethodTable", sanity: Optional[dict]
+              ) -> tuple[Optional[str], str]:
+    """(trusted method or None, the conclusion's sentence), by RULE."""
+    from explain import stats
+    note = "" if sanity is not None else " (no sanity check ran: sanity.enabled)"
+    if not any(c.direction for c in table.columns):
+        return None, ("no conclusion: no faithfulness or localisation numbers (metrics:, "
+                      "annotations: in the config)")
+    if evidence.primary is None:
+        return None, (f"no conclusion yet: {evidence.images} image(s), no metric measured on "
+                      f"at least {stats.MIN_IMAGES} (the minimum for a ranking)")
+    fine = [line.method for line in evidence.lines
+            if line.sanity != "fails" and line.beats_baselines is True]
+    if not fine:
+        return None, "no method is clearly better: none beats every baseline on every " \
+                     "metric measured on enough images" + \
+                     (" without failing sanity" if sanity is not None else "") + note
+    column = next(c for c in table.columns if c.key == evidence.primary)
+    if len(fine) == 1:
+        return fine[0], f"trust {fine[0]}: the only method that beats every baseline on " \
+                        f"every ranked metric and does not fail sanity" + note
+    lead = [m for m in fine if all(_better(column, m, o) for o in fine if o != m)]
+    if lead:
+        return lead[0], (f"trust {lead[0]}: it beats every baseline and is significantly "
+                         f"better than {', '.join(o for o in fine if o != lead[0])} on "
+                         f"{column.label}" + note)
+    return None, (f"no method is clearly better: {', '.join(fine)} beat every baseline, but "
+                  f"do not differ significantly on {column.label}" + note)
+
+
+def _better(column: Any, a: str, b: str) -> bool:
+    """Whether the column's paired comparison finds ``a`` better than ``b``."""
+    for p in column.comparisons:
+        if p.b_kind == "method" and {p.a, p.b} == {a, b}:
+            return p.verdict == f"{a} better"
+    return False
+
+
+# ---- summary.csv ------------------------------------------------------------------------
+
+def method_columns(evidence: Optional[Evidence]) -> dict[str, dict[str, Any]]:
+    """Method -> the columns summary.csv adds to each of its maps' rows: per metric
+    ``<metric>.mean``, ``.ci_low``, ``.ci_high`` and, for a ranked one, ``.place`` and
+    ``.beats_baselines``; then ``sanity`` and ``trusted``. Timings are not among them
+    (summary.csv holds none, so two runs give the same bytes)."""
+    if evidence is None:
+        return {}
+    from explain.metrics import traits
+    out: dict[str, dict[str, Any]] = {}
+    for row in evidence.rows:
+        if row.kind != "method":
+            continue
+        cols: dict[str, Any] = {}
+        for key, s in row.metrics.items():
+            cols.update({f"{key}.mean": s.mean, f"{key}.ci_low": s.low, f"{key}.ci_high": s.high})
+            if traits(key).direction:  # ranked: its place and the baselines
+                cols.update({f"{key}.place": s.place, f"{key}.beats_baselines": s.beats_baselines})
+        line = next((x for x in evidence.lines if x.method == row.name), None)
+        cols["sanity"] = line.sanity if line else None
+        cols["trusted"] = evidence.trusted == row.name
+        out[row.name] = cols
+    return out
+
+
+def baseline_columns(baselines: list[BaselineMap], class_name: str) -> dict[str, float]:
+    """``baseline.<name>.<metric>``: the baselines' scores for the image and class of a row."""
+    return {f"baseline.{b.baseline}.{key}": value for b in baselines
+            if b.class_name == class_name for key, value in b.scores.items()}

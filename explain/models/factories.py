@@ -1,0 +1,267 @@
+"""Models built from a config's ``builder`` / ``arch``: which factories a config may name,
+how they are called (no downloads, arguments checked) and how big the model may get.
+
+Nothing named in a config runs unless the config says ``model.trust: true``: ``builder`` /
+``arch`` may name only allow-listed model factories (torchvision's classification models and
+this package's demo builders) or a ``timm:<name>`` architecture from ``timm.list_models()``,
+whose arguments may not make timm load or fetch anything; any other callable needs trust.
+No weights are ever downloaded: a factory that tries is stopped with a one-line error.
+Without trust, a factory's model is built on torch's meta device first (no memory, nothing
+read) and refused over MAX_MODEL_BYTES of parameters and buffers or MAX_MODEL_TENSORS
+tensors, naming the arguments (``bounded_build``, ``meta_size``); the demo builder is built
+directly; with trust, nothing is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from explain.errors import ExplainError, first_line
+from explain.names import quote, suggest
+
+
+MAX_MODEL_BYTES = 2 * 2**30  # parameters + buffers of a model built from a config, without trust
+MAX_MODEL_TENSORS = 100_000  # parameter and buffer tensors (a ViT-H/14 registers ~400)
+DEMO_BUILDERS = ("catdog_efficientnet_lite0",)
+
+
+def allowed_factories() -> list[str]:
+    """The factory names a config may use without ``trust``."""
+    import torchvision
+    return sorted([f"torchvision.models.{n}" for n in torchvision.models.list_models(
+        module=torchvision.models)] + [f"explain.demo:{n}" for n in DEMO_BUILDERS])
+
+
+def _is_allowed(module_name: str, attr: str) -> bool:
+    if module_name == "explain.demo":
+        return attr in DEMO_BUILDERS
+    if module_name == "torchvision.models" or module_name.startswith("torchvision.models."):
+        import torchvision
+        return attr in torchvision.models.list_models(module=torchvision.models)
+    return False
+
+
+def resolve_factory(dotted: str, field: str, trust: bool) -> Callable[..., Any]:
+    """'pkg.mod:obj' or 'pkg.mod.obj' -> the callable. Without trust, only allow-listed names
+    are imported at all (importing a module runs its code)."""
+    module_name, _, attr = dotted.replace(":", ".").rpartition(".")
+    if not trust and not _is_allowed(module_name, attr):
+        raise ExplainError(
+            f"{field}: {quote(dotted)} is not an allow-listed model factory (torchvision.models."
+            f"<name>, timm:<name>, explain.demo:<name>){suggest(dotted, allowed_factories())}; "
+            f"naming your own "
+            f"code needs 'model.trust: true' (it imports and runs that code)")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ExplainError(f"{field}: cannot import {quote(dotted)} ({first_line(exc)})") from None
+
+
+WEIGHT_ARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
+
+
+def _download_refused(what: str) -> ExplainError:
+    return ExplainError(f"model: {what} would be downloaded; explain never downloads at run time: "
+                        f"save the weights to a file and load them with model.file + model.arch "
+                        f"(a state_dict)")
+
+
+# Functions that download or read weights / configs, by module; patched while a factory runs.
+# Modules are patched only when already imported (nothing is imported for this).
+_FETCHERS = {
+    "torch.hub": ("load_state_dict_from_url", "download_url_to_file", "load"),
+    "torchvision.models._api": ("load_state_dict_from_url",),
+    "timm.models._builder": (
+        "load_pretrained", "load_custom_pretrained", "load_state_dict_from_url",
+        "download_cached_file", "check_cached_file", "load_state_dict_from_hf",
+        "load_state_dict_from_path", "load_custom_from_hf", "load_state_dict"),
+    "timm.models._factory": ("load_checkpoint", "load_model_config_from_hf",
+                             "load_model_config_from_path"),
+    "timm.models._helpers": ("load_checkpoint", "load_state_dict"),
+    "timm.models._hub": (
+        "hf_hub_download", "download_url_to_file", "download_cached_file", "check_cached_file",
+        "get_cache_dir", "download_from_hf", "load_model_config_from_hf",
+        "load_model_config_from_path", "load_state_dict_from_hf", "load_state_dict_from_path",
+        "load_custom_from_hf", "model_info"),
+    "huggingface_hub": ("hf_hub_download", "snapshot_download"),
+    "huggingface_hub.file_download": ("hf_hub_download",),
+}
+
+
+def _fetched(args: tuple, kwargs: dict) -> str:
+    """What a refused download function was asked for, for the message."""
+    for value in (*args[:1], kwargs.get("url"), kwargs.get("repo_id"), kwargs.get("filename")):
+        if isinstance(value, (str, Path)):
+            return " ".join(str(value).split())[:120]
+    return "weights"
+
+
+@contextlib.contextmanager
+def no_downloads() -> Iterator[None]:
+    """Make the download / weight-reading functions of torch.hub, torchvision, timm and
+    huggingface_hub fail with a one-line error before they touch the disk or the network."""
+    for module_name in ("torch.hub", "torchvision.models._api"):  # torchvision's weights
+        importlib.import_module(module_name)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _download_refused(_fetched(args, kwargs))
+
+    saved = []
+    for module_name, names in _FETCHERS.items():
+        owner = sys.modules.get(module_name)
+        for name in names if owner is not None else ():
+            original = owner.__dict__.get(name)  # no lazy import (huggingface_hub's __getattr__)
+            if original is not None:
+                saved.append((owner, name, original))
+    for owner, name, _ in saved:
+        setattr(owner, name, refuse)
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+def call_factory(factory: Callable[..., Any], args: dict, field: str) -> Any:
+    """Call a model factory with the config's arguments; bad keywords are one-line errors."""
+    with no_downloads():
+        try:
+            return factory(**args)
+        except ExplainError:
+            raise
+        except (Exception, MemoryError) as exc:  # the factory's own checks (or a crash)
+            why = first_line(exc, 120)
+            raise ExplainError(f"{field}_args: {field.split('.')[-1]} rejected them "
+                               f"({type(exc).__name__}: {why})") from None
+
+
+TIMM_PREFIXES = ("timm:", "timm.")
+
+
+# create_model / build_model_with_cfg arguments that load or fetch weights or configs
+TIMM_REFUSED = frozenset({
+    "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict",
+    "pretrained_filter_fn", "pretrained_model_args", "checkpoint_path", "cache_dir", "pruned",
+    "kwargs_filter"})
+
+
+_FETCHING_KEY = re.compile(r"url|uri|hub|file|cache|download|checkpoint_path|(^|_)dirs?($|_)"
+                           r"|(?<!drop)(?<!num)_paths?$|^paths?$")
+
+
+def timm_name(dotted: str) -> Optional[str]:
+    """'timm:resnet18' (or 'timm.resnet18') -> 'resnet18'; None for any other name."""
+    for prefix in TIMM_PREFIXES:
+        rest = dotted[len(prefix):]
+        if dotted.startswith(prefix) and rest and "." not in rest and ":" not in rest:
+            return rest
+    return None
+
+
+def timm_factory(name: str, args: dict, field: str) -> Callable[..., Any]:
+    """timm.create_model for a name in timm.list_models(), checked before anything but timm
+    is imported. Arguments that would make timm read or fetch anything are refused."""
+    for key, value in args.items():
+        if (key in TIMM_REFUSED or _FETCHING_KEY.search(key)) and value not in (None, False):
+            raise ExplainError(
+                f"{field}_args.{key} = {quote(value, 40)}: refused: it makes timm load or download "
+                f"weights or configs; explain reads weights only from model.file (a state_dict "
+                f"or .safetensors file) with model.arch: timm:{name}")
+    try:
+        import timm
+    except ImportError:
+        raise ExplainError(f"{field}: 'timm:{name}' needs timm, which is not installed: "
+                           f"pip install explain[timm]") from None
+    names = timm.list_models()
+    if name not in names:
+        raise ExplainError(f"{field}: 'timm:{name}' is not a timm architecture"
+                           f"{suggest(name, names)} (the names timm.list_models() gives)")
+    return functools.partial(timm.create_model, name)
+
+
+def _too_big(given: str, limit: int, size: int, tensors: int = 0) -> ExplainError:
+    """The refusal of the model ``given`` names (factory and arguments): ``size`` bytes, or
+    ``tensors`` counted so far when stopped while building."""
+    def gib(count: int) -> str:
+        return f"{count / 2**30:.2f} GiB" if count >= 2**28 else f"{count / 2**20:.1f} MiB"
+
+    exact = f" ({'at least ' if tensors else ''}{gib(size)})"  # tensors: while building
+    what = (f"over {MAX_MODEL_TENSORS} parameter and buffer tensors"
+            if tensors > MAX_MODEL_TENSORS else
+            f"over {gib(limit)} of parameters and buffers{exact}, the most explain "
+            f"builds from a config (or twice model.file's size)")
+    return ExplainError(f"{given} makes a model of {what}: refused before building it; set "
+                        f"'model.trust: true' if you mean it")
+
+
+def make_model(dotted: str, args: dict, field: str, trust: bool,
+               limit: int = MAX_MODEL_BYTES) -> nn.Module:
+    """Build the network the factory ``dotted`` names (``field``: model.arch / model.builder).
+    Without trust it is sized on the meta device first and refused over ``limit`` bytes (see
+    the module's docstring); explain's demo builder (no arguments) is built directly."""
+    name = timm_name(dotted)
+    factory = timm_factory(name, args, field) if name else resolve_factory(dotted, field, trust)
+    for key in WEIGHT_ARGS:
+        if args.get(key) not in (None, False):
+            raise _download_refused(f"{field}_args.{key} = {quote(args[key], 40)}: pretrained weights")
+    bounded = not trust and getattr(factory, "__module__", "") != "explain.demo"
+    given = f"{field}: {quote(dotted)}" + (f" with {field}_args {quote(args, 80)}" if args else "")
+    refuse = functools.partial(_too_big, given, limit)
+    if bounded:
+        with no_downloads():
+            size = meta_size(functools.partial(factory, **args), limit, refuse)
+        if size is not None and size > limit:
+            raise refuse(size)
+    with bounded_build(limit, refuse) if bounded else contextlib.nullcontext():
+        model = call_factory(factory, args, field)
+    if not isinstance(model, nn.Module):
+        raise ExplainError(f"{field}: {quote(dotted)} returned a {type(model).__name__}, "
+                           f"not a torch.nn.Module")
+    return model
+
+
+@contextlib.contextmanager
+def bounded_build(limit: int, refuse: Callable[..., ExplainError]) -> Iterator[None]:
+    """While a model is built, ``refuse(bytes, tensors)`` is raised as soon as the parameters
+    and buffers registered pass ``limit`` bytes or MAX_MODEL_TENSORS tensors."""
+    seen = [0, 0]
+    originals = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def counted(original: Callable[..., None]) -> Callable[..., None]:
+        def register(module: nn.Module, name: str, tensor: Any, *rest: Any, **kw: Any) -> None:
+            if isinstance(tensor, torch.Tensor):
+                seen[0], seen[1] = seen[0] + tensor.nbytes, seen[1] + 1
+                if seen[0] > limit or seen[1] > MAX_MODEL_TENSORS:
+                    raise refuse(*seen)
+            return original(module, name, tensor, *rest, **kw)
+        return register
+
+    nn.Module.register_parameter, nn.Module.register_buffer = map(counted, originals)
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = originals
+
+
+def meta_size(build: Callable[[], Any], limit: int,
+              refuse: Callable[..., ExplainError]) -> Optional[int]:
+    """Bytes of the parameters and buffers of ``build()``'s model made on the meta device (no
+    memory used, nothing read) under bounded_build; None when it cannot be made there."""
+    try:
+        with bounded_build(limit, refuse), torch.device("meta"):
+            model = build()
+        tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    except ExplainError:
+        raise
+    except (Exception, MemoryError):  # an op the meta device lacks, or not a model
+        return None
+    return sum(t.nbytes for t in tensors.values())

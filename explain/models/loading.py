@@ -1,0 +1,107 @@
+"""Getting the network a config names: a model file (a whole pickled model or a state_dict
+fitted to ``arch``, or a ``.safetensors`` state_dict), a factory (``builder``), or a Keras
+file. Files are read without running their code (explain.models.pickles); TorchScript
+archives are refused: their compiled forward never calls PyTorch hooks, so no layer can be
+captured for a CAM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from explain.config import Config, ModelSpec
+from explain.errors import ExplainError
+from explain.names import quote, short
+from explain.models.factories import make_model, MAX_MODEL_BYTES
+from explain.models.formats import is_torchscript, looks_like_safetensors, read_safetensors
+from explain.models.pickles import safe_load, structure_problem, trusted_load
+
+
+def _read_file(path: Path, spec: ModelSpec) -> Any:
+    """The file's content: a state_dict (torch or safetensors) or a whole model (torch)."""
+    try:
+        found = path.is_file()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ExplainError(f"model.file: {quote(str(path))}: {exc.strerror}") from None
+    if not found:
+        raise ExplainError(f"{short(path)}: model file not found (model.file): put the model file "
+                           f"there, or try the demo: python -m explain configs/demo_catdog.yaml")
+    try:
+        safetensors = path.suffix.lower() == ".safetensors" or looks_like_safetensors(path)
+        torchscript = not safetensors and is_torchscript(path)
+    except OSError as exc:
+        raise ExplainError(f"{short(path)}: cannot read the model file (model.file): "
+                           f"{exc.strerror}") from None
+    if safetensors and not spec.arch:
+        raise ExplainError(f"{path}: a safetensors file holds weights only; add 'model.arch' "
+                           f"(e.g. torchvision.models.resnet18 or timm:<name>) and "
+                           f"'model.arch_args' (model.file)")
+    if safetensors:
+        return read_safetensors(path)
+    if torchscript:
+        raise ExplainError(
+            f"{path}: a TorchScript archive (torch.jit.save; model.file): its compiled forward "
+            f"never calls PyTorch hooks, so no layer can be captured for a CAM; save the weights "
+            f"instead (torch.save(model.state_dict()) or safetensors, loaded with model.arch) "
+            f"or the whole model with torch.save(model)")
+    return trusted_load(path) if spec.trust else safe_load(path)
+
+
+def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]  # a training checkpoint wrapping the weights
+    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        raise ExplainError(f"{path}: holds a {type(obj).__name__}, neither a whole nn.Module "
+                           f"nor a state_dict of tensors")
+    if not spec.arch:
+        raise ExplainError(f"{path}: is a state_dict (weights only); add 'model.arch' "
+                           f"(e.g. torchvision.models.alexnet) and 'model.arch_args'")
+    limit = max(MAX_MODEL_BYTES, 2 * path.stat().st_size)  # the weights fill the model
+    model = make_model(spec.arch, spec.arch_args, "model.arch", spec.trust, limit)
+    own = model.state_dict()
+    for key, value in obj.items():
+        if key not in own:
+            raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: unexpected key '{key}'")
+        if own[key].shape != value.shape:
+            raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: '{key}' has shape "
+                               f"{tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    missing = [k for k in own if k not in obj]
+    if missing:
+        raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: missing key '{missing[0]}'")
+    model.load_state_dict(obj)
+    return model
+
+
+def load_model(cfg: Config) -> nn.Module:
+    """Build or load the configured network, in eval mode, on the CPU (a Keras model file:
+    explain.models.keras.KerasNet, on Keras' torch backend)."""
+    spec = cfg.model
+    if spec.keras:
+        from explain.models.keras import load_keras  # imports keras only for Keras models
+        where = str(cfg.resolve(spec.keras))
+        model = load_keras(Path(where), spec.trust)
+    elif spec.builder:
+        where = "model.builder"
+        model = make_model(spec.builder, spec.builder_args, where, spec.trust)
+    else:
+        where = str(cfg.resolve(spec.file))
+        obj = _read_file(Path(where), spec)
+        model = obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, Path(where))
+    if not isinstance(model, nn.Module):
+        raise ExplainError(f"{where}: gives a {type(model).__name__}, not a torch.nn.Module")
+    _check_children(model, where, from_file=spec.file is not None and not spec.trust)
+    return model.eval()
+
+
+def _check_children(model: nn.Module, where: str, from_file: bool) -> None:
+    """Every module has the usual structure (a pickle can put anything anywhere)."""
+    problem = structure_problem(model)
+    if problem and from_file:
+        raise ExplainError(f"{where}: refused to load: the model it holds is not a usable "
+                           f"model: {problem}; if you trust this file, set 'model.trust: true'")
+    if problem:
+        raise ExplainError(f"{where}: not a usable model: {problem}")
