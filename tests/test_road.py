@@ -186,15 +186,15 @@ def test_a_small_run_computes_road_by_default(tmp_path):
     torch.save(make_small_alexnet(), model_file)
     path = write_config(tmp_path, model={"file": str(model_file)}, target_layers=["features.10"],
                         preprocess={"size": 64}, methods=["gradcam"],
-                        images=[str(IMAGES / "cat.jpg")], metrics=OMIT,
+                        images=[str(IMAGES / "cat.jpg")], classes={"cat": 0}, metrics=OMIT,
                         output={"dir": str(tmp_path / "results")})
     lines = []
     summary = run(load_config(path), RunOptions(progress=False, log=lines.append))
-    assert [r.faithfulness.keys() for r in summary.images[0].cams] == [{"road_combined"}] * 2
+    assert [r.faithfulness.keys() for r in summary.images[0].cams] == [{"road_combined"}]
     assert [s.name for s in summary.config.metrics] == ["road_combined"]
     assert any(line.startswith("metrics: road_combined at percentiles 10..90 by default")
                for line in lines)
     estimate = next(line for line in lines if line.startswith("estimate: faithfulness"))
     assert "18 ROAD imputations per map" in estimate
-    assert "2 maps and 6 baseline maps" in estimate
-    assert [sorted(b.scores) for b in summary.images[0].baselines] == [["road_combined"]] * 6
+    assert "1 map and 3 baseline maps" in estimate
+    assert [sorted(b.scores) for b in summary.images[0].baselines] == [["road_combined"]] * 3

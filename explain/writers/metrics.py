@@ -266,15 +266,31 @@ def _faithfulness_estimate(plan: RunPlan, specs: list) -> str:
     h, w = plan.first.tensor.shape[-2:]
     solve = road * h * w * metrics.ROAD_SECONDS_PER_PIXEL  # per map
     passes = (maps + extra) * road + calls * (per_call + sum(1 for s in specs if s not in plain))
-    seconds = plan.probe.seconds * passes + (maps + extra) * solve
+    seconds = _pass_seconds(plan) * passes + (maps + extra) * solve
     parts = [f"{per_call} forward passes per image (a batch of one copy per map)"] \
         if plain else []
     if road:
         parts.append(f"{road} ROAD imputations per map, each a sparse solve (about "
                      f"{solve:.1f} s per map at {h} x {w} on a CPU core) and a forward pass")
     return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
-            f"{'; '.join(parts)}; {maps:,} maps and {extra:,} baseline maps, about "
-            f"{_duration(seconds)}")
+            f"{'; '.join(parts)}; {_count(maps, 'map')} and {_count(extra, 'baseline map')}, "
+            f"about {_duration(seconds)}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _pass_seconds(plan: RunPlan) -> float:
+    """Seconds of one forward pass of the first image without gradients, as the metrics run
+    it (the probe's pass is the model's first, with gradients and hooks: often many times
+    slower)."""
+    import torch
+    x = plan.first.tensor[None].to(plan.device)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        ScoreModel(plan.model, plan.head)(x)
+        return time.perf_counter() - t0
 
 
 def _duration(seconds: float) -> str:
