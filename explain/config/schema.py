@@ -48,7 +48,9 @@ class Config(Section):
     concepts: Concepts = Field(default_factory=Concepts)
     compare: Compare = Field(default_factory=Compare)
     output: Output = Field(default_factory=Output)
-    metrics: Annotated[list[MetricSpec], Field(max_length=16)] = Field(default_factory=list)
+    # faithfulness metrics; unset (null): road_combined at its 9 percentiles for runs of up to
+    # explain.metrics.AUTO_MAPS maps (images x classes x methods), none above; []: none
+    metrics: Optional[Annotated[list[MetricSpec], Field(max_length=16)]] = None
     annotations: Annotations = Field(default_factory=Annotations)
     report: Report = Field(default_factory=Report)
     # classification (default) | segmentation | detection: see explain.config.tasks
@@ -171,7 +173,7 @@ class Config(Section):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"methods: listed twice: {', '.join(sorted(dup))}")
-        metrics = [m.name for m in self.metrics]
+        metrics = [m.name for m in self.metrics or []]
         dup = {n for n in metrics if metrics.count(n) > 1}
         if dup:
             raise ValueError(f"metrics: listed twice: {', '.join(sorted(dup))}")
