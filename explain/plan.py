@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from explain import metrics
 from explain.config import LAYER, MAX_CLASSES, TARGET_WORDS, Config, Reshape, resolved
 from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
 from explain.errors import ExplainError, first_line
@@ -83,8 +84,7 @@ class RunPlan:
     @property
     def slots(self) -> int:
         """Slots (classes explained) per image: the maps of one method for one image."""
-        targets = self.cfg.target_classes()
-        return min(self.cfg.top_k(), len(self.classes)) if targets is None else len(targets)
+        return slots_per_image(self.cfg)
 
     @property
     def ext(self) -> str:
@@ -287,6 +287,24 @@ def _classes(found: _Found, count: int) -> Config:
     return resolved(cfg, "classes", names)
 
 
+def slots_per_image(cfg: Config) -> int:
+    """Classes explained per image (a config whose classes are resolved)."""
+    targets = cfg.target_classes()
+    return min(cfg.top_k(), len(cfg.classes)) if targets is None else len(targets)
+
+
+def _metrics(found: _Found) -> Config:
+    """The config with ``metrics`` chosen when it leaves them unset (explain.metrics.chosen:
+    a default that depends on the run's size), with a note saying so; a task's run has none."""
+    cfg = found.cfg
+    if cfg.metrics is not None:
+        return cfg
+    maps = len(found.refs) * slots_per_image(cfg) * len(cfg.methods)
+    specs, note = metrics.chosen(None, maps) if found.task is None else ([], "")
+    found.notes.extend([note] if note else [])
+    return resolved(cfg, "metrics", [s.model_dump() for s in specs])
+
+
 def layer_infos(cfg: Config, probe: Probe, net: nn.Module) -> tuple[LayerInfo, ...]:
     """Every layer the run hooks, once, by its resolved name, as the probe saw it: the
     target layers in config order, then the channel and concepts layers."""
@@ -326,7 +344,7 @@ def planned(cfg: Config, ranks) -> Iterator[tuple[RunPlan, CamEngine]]:
         with ranks.together():
             probe = _probe(found, engine)
             found.cfg = _classes(found, found.head.classes(int(probe.logits.shape[1])))
-        cfg = found.cfg
+        cfg = found.cfg = _metrics(found)
         yield RunPlan(
             cfg=cfg, images=tuple(found.refs), notes=tuple(found.notes), net=found.net,
             model=found.model, head=found.head, device=device,

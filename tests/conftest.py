@@ -83,12 +83,14 @@ OMIT = object()  # a field given as OMIT is left out of the config
 
 def config_fields(folder: Path, **fields) -> dict:
     """A config's fields: classes cat and dog, the repository's three photos, gradcam, results
-    under ``folder``; each keyword replaces a top-level field (OMIT leaves it out)."""
+    under ``folder``, no metrics (small runs would compute ROAD by default); each keyword
+    replaces a top-level field (OMIT leaves it out)."""
     data = {
         "classes": {"cat": 0, "dog": 1},
         "images": [str(IMAGES / f) for f in ("cat.jpg", "dog.jpg", "both.jpg")],
         "methods": ["gradcam"],
         "output": {"dir": str(folder / "results")},
+        "metrics": [],
         **fields,
     }
     return {k: v for k, v in data.items() if v is not OMIT}

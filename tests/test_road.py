@@ -180,7 +180,8 @@ def test_metrics_default_to_road_for_small_runs_only(tmp_path):
 
 def test_a_small_run_computes_road_by_default(tmp_path):
     """A run whose config leaves metrics unset: every map gets road_combined, the summary's
-    config says what ran, and the note and the estimate are printed."""
+    config says what ran (the plan chose it), the note is in the summary and the estimate
+    is printed."""
     from explain.runner import RunOptions, run
     model_file = tmp_path / "small.pth"
     torch.save(make_small_alexnet(), model_file)
@@ -192,8 +193,8 @@ def test_a_small_run_computes_road_by_default(tmp_path):
     summary = run(load_config(path), RunOptions(progress=False, log=lines.append))
     assert [r.faithfulness.keys() for r in summary.images[0].cams] == [{"road_combined"}]
     assert [s.name for s in summary.config.metrics] == ["road_combined"]
-    assert any(line.startswith("metrics: road_combined at percentiles 10..90 by default")
-               for line in lines)
+    assert any(note.startswith("metrics: road_combined at percentiles 10..90 by default")
+               for note in summary.notes)
     estimate = next(line for line in lines if line.startswith("estimate: faithfulness"))
     assert "18 ROAD imputations per map" in estimate
     assert "1 map and 3 baseline maps" in estimate

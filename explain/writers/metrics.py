@@ -16,7 +16,7 @@ import numpy as np
 
 from explain import annotations, evidence, metrics
 from explain.baselines import BASELINES, batch_maps
-from explain.config import Preprocess, resolved
+from explain.config import Preprocess
 from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot
@@ -58,16 +58,13 @@ class MetricsWriter(Writer):
             check_boxes(self.boxes, list(plan.images), plan.cfg.preprocess)
 
     def start(self, ctx: RunContext) -> None:
-        """The boxes; the metrics (the config's, or the default for the run's size, which
-        the summary's config then lists); the estimates and the default's note."""
+        """The boxes; the metrics (the config's: the plan chose them when it left them
+        unset, explain.plan); the estimates."""
         cfg = ctx.cfg
         if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
-        self.specs, note = metrics.chosen(cfg.metrics, run_maps(ctx.plan))
-        if cfg.metrics is None:
-            ctx.summary.config = resolved(ctx.summary.config, "metrics",
-                                          [s.model_dump() for s in self.specs])
-        for line in ([note] if note else []) + cost_lines(ctx.plan, self.specs):
+        self.specs = metrics.chosen(cfg.metrics, run_maps(ctx.plan))[0]
+        for line in cost_lines(ctx.plan, self.specs):
             ctx.log(line)
             ctx.summary.notes.append(line)
 
