@@ -42,7 +42,8 @@ from explain.enginehelp import (ByShape, check_finite, check_output, most_simila
                                 quiet_library_bars, seeded)
 from explain.methods import registry, traits
 from explain.models.guard import non_inplace, preserved_state
-from explain.sharedpasses import sharing
+from explain import precision
+from explain.sharedpasses import SlotPasses, sharing
 
 
 @dataclass
@@ -157,6 +158,7 @@ class EngineOptions:
     head: Head = Head()  # which score a map explains
     reshape: Mode = "auto"  # how layer outputs map to (B, C, h, w): explain.models.layouts
     seed: int = 0  # for methods that draw random numbers; global generators are left as found
+    precision: str = "fp32"  # autocast of the forward passes: explain.precision
 
 
 class CamEngine:
@@ -188,6 +190,8 @@ class CamEngine:
         self.layouts: list[Layout] = []  # per hooked layer, from the last forward pass
         self.shapes: list[tuple[int, ...]] = []
         self._math: dict[str, BaseCAM] = {}
+        self._autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.seconds: dict[str, float] = {}  # per method with passes of its own: time spent
         self._stack: Optional[contextlib.ExitStack] = None
 
     # ---- lifetime -------------------------------------------------------------------------
@@ -195,6 +199,8 @@ class CamEngine:
         if next(self.model.parameters(), None) is None:
             raise ExplainError("model: has no parameters (weights); the CAM methods need a "
                                "trained network")
+        precision.check(self.options.precision, self.device)
+        self._autocast = precision.autocast(self.options.precision, self.device)
         stack = contextlib.ExitStack()
         home = next(self.model.parameters(), torch.empty(0)).device
         stack.callback(self.model.to, home)
@@ -228,6 +234,8 @@ class CamEngine:
             if entry.token_ablation:
                 options["ablation_layer"] = self._ablation_layer(spec.name)
         cam = cls(self.model, layers, **options)
+        if isinstance(cam, SlotPasses):  # their per-channel passes run at the set precision
+            cam.precision = self._autocast
         for key in set(entry.instance_options) & set(spec.options):
             setattr(cam, key, spec.options[key])
         return cam
@@ -296,7 +304,9 @@ class CamEngine:
                                      for s, g in enumerate(grads)], axis=1)
             raw_max[m.name] = np.stack([np.max(p, axis=0) for p in peaks], axis=1)
         for m in self.separate:
+            t0 = time.perf_counter()
             maps[m.name] = self._library_map(m, x, classes, scores_np)
+            self.seconds[m.name] = self.seconds.get(m.name, 0.0) + time.perf_counter() - t0
         probe = None
         if self.probe_index is not None:
             probe = LayerPass(acts_np[self.probe_index], [g[self.probe_index] for g in grads])
@@ -319,8 +329,17 @@ class CamEngine:
             # A copy goes downstream, so an inplace op there cannot change what we keep.
             return output.clone() if self.options.guard_inplace else None
 
-        with watching(modules, keep), torch.enable_grad():
-            logits = self.model(x.detach().requires_grad_(True))
+        with watching(modules, keep), torch.enable_grad(), self._autocast():
+            try:
+                logits = self.model(x.detach().requires_grad_(True))
+            except ExplainError:
+                raise
+            except Exception as exc:
+                if self.options.precision == "fp32":
+                    raise
+                raise precision.failed(self.options.precision, exc) from None
+        if isinstance(logits, torch.Tensor) and logits.is_floating_point():
+            logits = logits.float()  # scores and their gradients from fp32 logits
         self._check_logits(logits, x.shape[0])
         for i, act in enumerate(captured):
             if act is None:

@@ -100,21 +100,24 @@ class SharedScoreCAM(SlotPasses, ScoreCAM):
 
     def slot_weights(self, x, layer, slots, activations):
         size = getattr(self, "batch_size", 16)
+        scores: list[list[float]] = [[] for _ in slots]
         with torch.no_grad():
-            upsample = torch.nn.UpsamplingBilinear2d(size=x.shape[-2:])
-            upsampled = upsample(torch.from_numpy(activations).to(self.device))
-            flat = upsampled.view(upsampled.size(0), upsampled.size(1), -1)
-            maxs = flat.max(dim=-1)[0][:, :, None, None]
-            mins = flat.min(dim=-1)[0][:, :, None, None]
-            upsampled = (upsampled - mins) / (maxs - mins + 1e-8)
-            scores: list[list[float]] = [[] for _ in slots]
-            for b in range(x.shape[0]):
-                for start in range(0, upsampled.size(1), size):
-                    batch = x[b][None] * upsampled[b, start:start + size, None]
+            for b in range(x.shape[0]):  # one image's (C, H, W) masks at a time
+                masks = self._masks(torch.from_numpy(activations[b:b + 1]), x.shape[-2:])
+                for start in range(0, masks.size(0), size):
+                    batch = x[b][None] * masks[start:start + size, None]
                     for s, found in enumerate(self._scores(batch, [t[b] for t in slots])):
                         scores[s].extend(found)
         shape = activations.shape[:2]
         return [torch.nn.Softmax(dim=-1)(torch.Tensor(s).view(*shape)).numpy() for s in scores]
+
+    def _masks(self, activations: torch.Tensor, size) -> torch.Tensor:
+        """(C, H, W): one image's channels upsampled to the input and scaled to 0..1 (the
+        library's ScoreCAM, per image)."""
+        upsampled = torch.nn.UpsamplingBilinear2d(size=size)(activations.to(self.device))[0]
+        flat = upsampled.view(upsampled.size(0), -1)
+        maxs, mins = flat.max(dim=-1)[0][:, None, None], flat.min(dim=-1)[0][:, None, None]
+        return (upsampled - mins) / (maxs - mins + 1e-8)
 
 
 class SharedAblationCAM(SlotPasses, AblationCAM):
