@@ -26,7 +26,7 @@ import contextlib
 import inspect
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from explain.enginehelp import (ByShape, check_finite, check_output, most_simila
                                 quiet_library_bars, seeded)
 from explain.methods import registry, traits
 from explain.models.guard import non_inplace, preserved_state
-from explain import precision
+from explain import batching, precision
 from explain.sharedpasses import SlotPasses, sharing
 
 
@@ -159,6 +159,10 @@ class EngineOptions:
     reshape: Mode = "auto"  # how layer outputs map to (B, C, h, w): explain.models.layouts
     seed: int = 0  # for methods that draw random numbers; global generators are left as found
     precision: str = "fp32"  # autocast of the forward passes: explain.precision
+    # rows per pass (larger batches given to run are split): a number, 'auto' (explain.batching:
+    # what fits memory_budget bytes, else the free memory), or None (as given)
+    batch_size: Union[int, str, None] = None
+    memory_budget: Optional[int] = None
 
 
 class CamEngine:
@@ -191,7 +195,8 @@ class CamEngine:
         self.shapes: list[tuple[int, ...]] = []
         self._math: dict[str, BaseCAM] = {}
         self._autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-        self.seconds: dict[str, float] = {}  # per method with passes of its own: time spent
+        self.seconds: dict[str, float] = {}
+        self.rows: Optional[int] = None  # rows per pass (options.batch_size, resolved)  # per method with passes of its own: time spent
         self._stack: Optional[contextlib.ExitStack] = None
 
     # ---- lifetime -------------------------------------------------------------------------
@@ -234,8 +239,9 @@ class CamEngine:
             if entry.token_ablation:
                 options["ablation_layer"] = self._ablation_layer(spec.name)
         cam = cls(self.model, layers, **options)
-        if isinstance(cam, SlotPasses):  # their per-channel passes run at the set precision
-            cam.precision = self._autocast
+        if isinstance(cam, SlotPasses):  # per-channel passes: precision, inner batch
+            cam.precision, cam.setting = self._autocast, f"methods.{spec.name}.batch_size"
+            cam.memory_budget = self.options.memory_budget
         for key in set(entry.instance_options) & set(spec.options):
             setattr(cam, key, spec.options[key])
         return cam
@@ -276,10 +282,29 @@ class CamEngine:
         """Explain a batch. ``names``: the named classes (output index -> name; a list of
         indices names each by its number). ``targets``: class indices for every image (a
         list), per image (a (B, S) array; -1 = the image's most likely named class), or None
-        for each image's ``top`` most likely named classes."""
-        x = x.to(self.device)
+        for each image's ``top`` most likely named classes. Split in passes of ``rows``
+        images (options.batch_size); a pass out of memory is tried again as two halves."""
         if not isinstance(names, Mapping):
             names = {int(i): str(i) for i in names}
+        if self.rows is None and self.options.batch_size is not None:
+            self.rows = batching.resolved(
+                self.options.batch_size, lambda: batching.bytes_per_row(
+                    self.model, x[:1].to(self.device), True), self.device,
+                self.options.memory_budget)
+        rows = self.rows or len(x)
+
+        def part(start: int, stop: int) -> BatchResult:
+            picked = targets[start:stop] if isinstance(targets, np.ndarray) else targets
+            return self._run(x[start:stop].to(self.device), picked, names, top)
+        parts = []
+        for i in range(0, len(x), rows):
+            n = min(rows, len(x) - i)
+            parts.append(batching.halving(lambda a, b: part(i + a, i + b), n, "batch_size",
+                                          lambda found: batching.merged(found, names)))
+        return batching.merged(parts, names)
+
+    def _run(self, x: torch.Tensor, targets, names: Mapping[int, str], top: int) -> BatchResult:
+        """``run`` on one pass's rows."""
         named = sorted(names)
         self.named = named
         logits, acts, _ = self._forward(x)

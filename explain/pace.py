@@ -28,7 +28,7 @@ INNER_BATCH = {"scorecam": 16, "ablationcam": 32}  # the library's defaults
 class PassCost:
     """One per-channel method's estimate: forward passes of one image, and seconds."""
     method: str
-    channels: int  # per image, over the target layers (times the ratio ablated)
+    channels: int  # passes per image: the target layers' channels (those ablated)
     passes: int
     seconds: float
 
@@ -67,7 +67,9 @@ def per_channel_costs(plan, per_pass: Optional[float] = None) -> list[PassCost]:
     for spec in slow:
         ratio_option = traits(spec.name).per_channel.ratio_option
         ratio = float(spec.options.get(ratio_option, 1.0)) if ratio_option else 1.0
-        per_image = max(1, int(round(channels * ratio)))
+        # the library ablates the int(C x ratio) channels most and as many least inside its
+        # objectness mask (2 x int(C x ratio) passes), all C at ratio 1
+        per_image = channels if ratio == 1.0 else max(1, 2 * int(channels * ratio))
         passes = images * per_image * (AUGMENTATIONS if cfg.aug_smooth else 1)
         # per slot when the targets compare classes; the passes are shared otherwise
         passes *= plan.slots if traits(spec.name).comparison_targets else 1

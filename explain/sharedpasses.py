@@ -25,6 +25,8 @@ from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.image import scale_cam_image
 
+from explain import batching
+
 Targets = Sequence[Callable]  # one library target per image of the batch
 
 
@@ -34,6 +36,8 @@ class SlotPasses:
     ``precision``: a context manager factory for the per-channel passes (autocast)."""
 
     precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    setting = "batch_size"  # how an out-of-memory message names the inner batch
+    memory_budget: Optional[int] = None  # bytes for batch_size 'auto' (else: explain.batching)
     _given: Optional[np.ndarray] = None
 
     def __init__(self, *args, **kwargs) -> None:
@@ -86,6 +90,13 @@ class SlotPasses:
                 per_slot[s].append(scale_cam_image(np.maximum(cam, 0), size)[:, None, :])
         return np.stack([self.aggregate_multi_layers(p) for p in per_slot], axis=1)
 
+    def inner_batch(self, x: torch.Tensor, default: int) -> int:
+        """The inner batch: the ``batch_size`` set, or for 'auto' the rows of no-grad passes
+        that fit the memory budget."""
+        size = getattr(self, "batch_size", default)
+        return batching.resolved(size, lambda: batching.bytes_per_row(self.model, x[:1], False),
+                                 x.device, self.memory_budget)
+
     def _scores(self, batch: torch.Tensor, rows: list[Callable]) -> list[list[float]]:
         """The model on ``batch`` once; per slot, its target's score of every output row (the
         library's ``target(o).cpu().item()``)."""
@@ -99,17 +110,28 @@ class SharedScoreCAM(SlotPasses, ScoreCAM):
     """ScoreCAM: one pass per channel of each image, every slot's score read from it."""
 
     def slot_weights(self, x, layer, slots, activations):
-        size = getattr(self, "batch_size", 16)
+        size = self.inner_batch(x, 16)
         scores: list[list[float]] = [[] for _ in slots]
         with torch.no_grad():
             for b in range(x.shape[0]):  # one image's (C, H, W) masks at a time
                 masks = self._masks(torch.from_numpy(activations[b:b + 1]), x.shape[-2:])
-                for start in range(0, masks.size(0), size):
-                    batch = x[b][None] * masks[start:start + size, None]
-                    for s, found in enumerate(self._scores(batch, [t[b] for t in slots])):
-                        scores[s].extend(found)
+                rows = [t[b] for t in slots]
+                found = batching.retrying(lambda n: self._image(x[b], masks, rows, n), size,
+                                          self.setting)
+                for s in range(len(slots)):
+                    scores[s].extend(found[s])
         shape = activations.shape[:2]
         return [torch.nn.Softmax(dim=-1)(torch.Tensor(s).view(*shape)).numpy() for s in scores]
+
+    def _image(self, image: torch.Tensor, masks: torch.Tensor, rows: list[Callable],
+               size: int) -> list[list[float]]:
+        """One image's scores per slot, its masked copies in batches of ``size``."""
+        scores: list[list[float]] = [[] for _ in rows]
+        for start in range(0, masks.size(0), size):
+            batch = image[None] * masks[start:start + size, None]
+            for s, found in enumerate(self._scores(batch, rows)):
+                scores[s].extend(found)
+        return scores
 
     def _masks(self, activations: torch.Tensor, size) -> torch.Tensor:
         """(C, H, W): one image's channels upsampled to the input and scaled to 0..1 (the
@@ -136,9 +158,11 @@ class SharedAblationCAM(SlotPasses, AblationCAM):
         ablation = self.ablation_layer
         replace_layer_recursive(self.model, layer, ablation)
         try:
+            size = self.inner_batch(x, 32)
             with torch.no_grad():
-                weights = [self._ablated(x, b, slots, activations, original)
-                           for b in range(x.shape[0])]
+                weights = [batching.retrying(
+                    lambda n: self._ablated(x, b, slots, activations, original, n), size,
+                    self.setting) for b in range(x.shape[0])]
         finally:
             replace_layer_recursive(self.model, ablation, layer)
         out = []
@@ -149,16 +173,17 @@ class SharedAblationCAM(SlotPasses, AblationCAM):
         return out
 
     def _ablated(self, x, b: int, slots: list[Targets], activations: np.ndarray,
-                 original: list[np.ndarray]) -> list[list[float]]:
-        """Image ``b``: per slot, the score with each channel ablated (the library's loop)."""
+                 original: list[np.ndarray], size: int) -> list[list[float]]:
+        """Image ``b``: per slot, the score with each channel ablated (the library's loop,
+        in batches of ``size``)."""
         ablation = self.ablation_layer
         scores: list[list[float]] = [[] for _ in slots]
-        batch = x[b].repeat(self.batch_size, 1, 1, 1)
+        batch = x[b].repeat(size, 1, 1, 1)
         channels = ablation.activations_to_be_ablated(activations[b, :],
                                                       self.ratio_channels_to_ablate)
         count = len(channels)
-        for start in range(0, count, self.batch_size):
-            if start + self.batch_size > count:
+        for start in range(0, count, size):
+            if start + size > count:
                 batch = batch[:count - start]
             ablation.set_next_batch(input_batch_index=b, activations=self.activations,
                                     num_channels_to_ablate=batch.size(0))

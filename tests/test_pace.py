@@ -83,8 +83,9 @@ def fake_plan(methods, images: int, slots: int, channels: int = 10, aug: bool = 
 def test_estimate_counts_passes_shared_by_the_classes():
     from explain.pace import cost_line, per_channel_costs
     plan = fake_plan(["gradcam", "scorecam", {"name": "ablationcam",
-                                              "ratio_channels_to_ablate": 0.5}], 3, 2, 320)
+                                              "ratio_channels_to_ablate": 0.25}], 3, 2, 320)
     costs = per_channel_costs(plan, per_pass=0.01)
+    # AblationCAM at a ratio r: the library ablates 2 x int(C x r) channels
     assert [(c.method, c.channels, c.passes) for c in costs] == [
         ("scorecam", 320, 960), ("ablationcam", 160, 480)]
     assert costs[0].seconds == pytest.approx(9.6)
