@@ -107,3 +107,14 @@ def test_estimate_times_a_pass_of_the_first_image_and_the_engine_times_each_meth
     with cpu_engine(net, [net[2]], ["gradcam", {"name": "scorecam", "batch_size": 4}]) as engine:
         engine.run(x, [0, 1], [0, 1])
         assert set(engine.seconds) == {"scorecam"} and engine.seconds["scorecam"] > 0
+
+
+def test_the_config_types_of_precision_and_batch_size():
+    from pydantic import TypeAdapter, ValidationError
+    from explain.config.sections import BatchSize, Precision
+    assert [TypeAdapter(Precision).validate_python(v) for v in ("fp32", "bf16", "fp16")] == \
+        ["fp32", "bf16", "fp16"]
+    assert [TypeAdapter(BatchSize).validate_python(v) for v in (1, 64, "auto")] == [1, 64, "auto"]
+    for bad, kind in (("fp8", Precision), (0, BatchSize), ("big", BatchSize), (2.0, BatchSize)):
+        with pytest.raises(ValidationError):
+            TypeAdapter(kind).validate_python(bad)
