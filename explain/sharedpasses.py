@@ -149,8 +149,8 @@ class SharedAblationCAM(SlotPasses, AblationCAM):
     def slot_weights(self, x, layer, slots, activations):
         handle = layer.register_forward_hook(self.save_activation)
         try:
-            with torch.no_grad():
-                outputs = self.model(x)
+            with torch.no_grad(), self.precision():  # the scores compared at one precision
+                outputs = self.model(x).float()
         finally:
             handle.remove()
         original = [np.float32([t(o).cpu().item() for t, o in zip(targets, outputs)])

@@ -118,3 +118,13 @@ def test_the_config_types_of_precision_and_batch_size():
     for bad, kind in (("fp8", Precision), (0, BatchSize), ("big", BatchSize), (2.0, BatchSize)):
         with pytest.raises(ValidationError):
             TypeAdapter(kind).validate_python(bad)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_bf16_per_channel_maps_are_close_to_fp32(method):
+    net = small_net()
+    x = images(2)
+    spec = [{"name": method, "batch_size": 4}]
+    fp32 = engine_maps(net, net[2], spec, x, [0, 1])[method]
+    bf16 = engine_maps(net, net[2], spec, x, [0, 1], precision="bf16")[method]
+    assert np.abs(fp32 - bf16).mean() < 0.05 and np.abs(fp32 - bf16).max() > 1e-6
