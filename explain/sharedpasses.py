@@ -161,7 +161,7 @@ class SharedAblationCAM(SlotPasses, AblationCAM):
             size = self.inner_batch(x, 32)
             with torch.no_grad():
                 weights = [batching.retrying(
-                    lambda n: self._ablated(x, b, slots, activations, original, n), size,
+                    lambda n: self._ablated(x, b, slots, activations, original, size=n), size,
                     self.setting) for b in range(x.shape[0])]
         finally:
             replace_layer_recursive(self.model, ablation, layer)
@@ -173,7 +173,7 @@ class SharedAblationCAM(SlotPasses, AblationCAM):
         return out
 
     def _ablated(self, x, b: int, slots: list[Targets], activations: np.ndarray,
-                 original: list[np.ndarray], size: int) -> list[list[float]]:
+                 original: list[np.ndarray], *, size: int) -> list[list[float]]:
         """Image ``b``: per slot, the score with each channel ablated (the library's loop,
         in batches of ``size``)."""
         ablation = self.ablation_layer
