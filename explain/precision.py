@@ -33,7 +33,8 @@ def check(precision: str, device: torch.device) -> None:
                            "fp32")
 
 
-def autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+def autocast(precision: str, device: torch.device
+             ) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of the context the forward passes run in (a no-op for fp32)."""
     dtype = DTYPES[precision]
     if dtype is None:
