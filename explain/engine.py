@@ -360,7 +360,7 @@ class CamEngine:
             except ExplainError:
                 raise
             except Exception as exc:
-                if self.options.precision == "fp32":
+                if self.options.precision == "fp32" or batching.out_of_memory(exc):
                     raise
                 raise precision.failed(self.options.precision, exc) from None
         if isinstance(logits, torch.Tensor) and logits.is_floating_point():
@@ -476,6 +476,8 @@ class CamEngine:
         except ExplainError:
             raise
         except Exception as exc:  # the library cannot run this method on this model
+            if batching.out_of_memory(exc):  # run() halves the batch
+                raise
             text = first_line(exc)
             raise ExplainError(f"{spec.name}: the library failed on this model/layer "
                                f"({type(exc).__name__}: {text})") from None

@@ -23,14 +23,15 @@ METHODS = ["gradcam", MethodSpec.model_construct(name="scorecam", batch_size="au
 class Rows(nn.Module):
     """The network, recording the rows of every forward; out of memory above ``limit`` rows."""
 
-    def __init__(self, net: nn.Module, limit: int = 10**6):
+    def __init__(self, net: nn.Module, limit: int = 10**6, passes_only: bool = False):
         super().__init__()
         self.net, self.limit, self.rows, self.grad = net, limit, [], []
+        self.passes_only = passes_only  # only passes without gradients run out of memory
 
     def forward(self, x):
         self.rows.append(x.shape[0])
         self.grad.append(torch.is_grad_enabled())
-        if x.shape[0] > self.limit:
+        if x.shape[0] > self.limit and not (self.passes_only and torch.is_grad_enabled()):
             raise torch.OutOfMemoryError(f"out of memory: {x.shape[0]} rows (injected)")
         return self.net(x)
 
@@ -86,3 +87,18 @@ def test_an_inner_batch_out_of_memory_is_halved_then_one_line(method):
         engine_maps(model, model.net[2], [{"name": method, "batch_size": 4}], x[:1], [0])
     assert one_line(err, f"methods.{method}.batch_size: out of memory with a batch of 4, "
                          f"and again with 2")
+
+
+def test_out_of_memory_in_scorecams_first_pass_and_under_bf16_halves_the_batch():
+    """The per-channel method's own forward of the whole batch, and the engine's pass under
+    autocast, out of memory: the engine's batch is halved (not 'the library failed')."""
+    x = images(4)
+    spec = [{"name": "scorecam", "batch_size": 2}]
+    whole = engine_maps(net := small_net(), net[2], spec, x, [0, 1])["scorecam"]
+    model = Rows(small_net(), limit=3, passes_only=True)
+    halved = engine_maps(model, model.net[2], spec, x, [0, 1], batch_size=4)["scorecam"]
+    assert model.rows[:3] == [4, 4, 2] and model.grad[:3] == [True, False, True]
+    assert np.abs(halved - whole).max() <= 1e-5
+    model = Rows(small_net(), limit=2)
+    engine_maps(model, model.net[2], ["gradcam"], x, [0], batch_size=4, precision="bf16")
+    assert model.rows[:3] == [4, 2, 2]
