@@ -41,20 +41,16 @@ def budget(device: torch.device) -> int:
 def bytes_per_row(model: nn.Module, x: torch.Tensor, gradients: bool) -> int:
     """What one image of ``x`` (a batch of one) costs in a forward pass: the bytes of every
     leaf module's output, twice that when gradients are taken, plus the input."""
+    from explain.engine import watching  # the one place hooks are put on a model
     total = [x.numel() * x.element_size()]
 
-    def count(_m, _i, out) -> None:
+    def count(_i: int, out) -> None:
         if isinstance(out, torch.Tensor):
             total[0] += out.numel() * out.element_size()
 
     leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
+    with watching(leaves, count), torch.no_grad():
+        model(x[:1])
     return total[0] * (2 if gradients else 1)
 
 

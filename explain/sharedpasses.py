@@ -147,12 +147,10 @@ class SharedAblationCAM(SlotPasses, AblationCAM):
     from it; the target layer is put back even when a pass fails."""
 
     def slot_weights(self, x, layer, slots, activations):
-        handle = layer.register_forward_hook(self.save_activation)
-        try:
-            with torch.no_grad(), self.precision():  # the scores compared at one precision
-                outputs = self.model(x).float()
-        finally:
-            handle.remove()
+        from explain.engine import watching  # the one place hooks are put on a model
+        with watching([layer], lambda _i, out: self.save_activation(layer, None, out)), \
+                torch.no_grad(), self.precision():  # the scores compared at one precision
+            outputs = self.model(x).float()
         original = [np.float32([t(o).cpu().item() for t, o in zip(targets, outputs)])
                     for targets in slots]
         ablation = self.ablation_layer
