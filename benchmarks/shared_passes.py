@@ -6,6 +6,9 @@ For the demo network at backbone._blocks.15 (320 channels) on the demo's three p
   shared   : explain's engine (explain.sharedpasses: one set of passes per image)
   library  : the library's own call once per class
   estimate : explain.pace (passes x the measured time of one no-grad pass of the first image)
+AblationCAM runs at backbone._blocks.15._bn2 (also 320 channels): the library cannot ablate the
+block itself (EfficientNet calls its blocks with a drop_connect_rate keyword, which the
+library's AblationLayer does not take; the library's own call fails the same way).
 Prints the times, library / shared, estimate / measured (shared), the largest |difference|
 between the maps, and the load average (the 2-core machine is shared: numbers are noisy).
 Run: python benchmarks/shared_passes.py [--methods scorecam,ablationcam] [--images N]
@@ -51,6 +54,8 @@ def library_maps(name: str, model, layer, x: torch.Tensor) -> np.ndarray:
 
 
 def one_method(name: str, model, layer, xs: list[torch.Tensor]) -> None:
+    if name == "ablationcam":
+        layer = find_layer(model, "backbone._blocks.15._bn2")[1]
     spec = MethodSpec(name=name)
     with CamEngine(model, [layer], [spec], torch.device("cpu")) as engine:
         engine.run(xs[0][None], CLASSES, CLASSES)  # warm-up (one image)
