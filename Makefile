@@ -1,5 +1,7 @@
 # Set-up and the two everyday commands. Both create .venv on first use.
 # torch/torchvision are installed first, pinned, with plain pip (it uses the local wheel cache).
+# quantus (tests only) goes in with --no-deps: it asks for opencv-python, which must never sit
+# beside opencv-python-headless; its other needs are in the test extra (pyproject.toml).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
@@ -10,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps quantus==0.6.0
 	touch $@
 
 demo: $(VENV)/.installed

@@ -144,10 +144,13 @@ def layers_main(argv: list[str]) -> int:
         refs, _ = find_images(cfg)
         first = first_image(cfg, refs)
         x = first.tensor[None]
-        head = Head(cfg.model.head, cfg.model.target)
-        rows = survey(net, Classifier(net, cfg.model.output), x, head,
-                      mode=reshape_mode(cfg, net))
-        table = format_table(rows)
+        from explain.tasks import task_for
+        task = task_for(cfg)  # segmentation / detection: the task's wrapper, score and auto
+        model, head = task.wrap(net) if task else \
+            (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
+        rows = survey(net, model, x, head, mode=reshape_mode(cfg, net))
+        table = format_table(rows, (lambda found: task.auto_layer(net, model, x, found))
+                             if task else None)
     except (ExplainError, OSError) as exc:
         if args.debug:
             raise

@@ -309,7 +309,7 @@ class CamEngine:
         self.named = named
         logits, acts, _ = self._forward(x)
         out_np = logits.detach().float().cpu().numpy()
-        scores_np = self.head.scores(logits.detach()).float().cpu().numpy()
+        scores_np = self.head.ranking(logits.detach())
         if targets is None or isinstance(targets, np.ndarray):
             ranked = np.asarray(named)[np.argsort(-scores_np[:, named], axis=1, kind="stable")]
         if targets is None:

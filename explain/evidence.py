@@ -256,12 +256,17 @@ def _beats(col: Any, method: str, cell: Stat) -> None:
 # ---- sanity records (written by the sanity check, when it ran) ---------------------------
 
 def sanity_verdicts(summary: Any) -> Optional[dict[str, tuple[str, Optional[str]]]]:
-    """Method -> (verdict, detail) from the run's sanity record (``summary.sanity``: per
-    method a ``verdict`` or a ``passed``/``passes`` flag, and optionally a ``text``), or None
-    when no sanity check ran. Read leniently: the record is the sanity check's."""
+    """Method -> (verdict, detail) from the run's sanity record, or None when no sanity
+    check ran. ``summary.sanity`` is explain.sanity_records.SanitySummary (its
+    ``verdicts()``: the randomisation check's verdict, the numbers in words); any other
+    mapping is read leniently: per method a ``verdict`` or a ``passed``/``passes`` flag, and
+    optionally a ``text``."""
+    from explain.sanity_records import SanitySummary
     record = getattr(summary, "sanity", None)
     if record is None:
         return None
+    if isinstance(record, SanitySummary):  # explain.sanity's own record
+        return dict(record.verdicts())
     data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record
     if not isinstance(data, dict):
         return {}

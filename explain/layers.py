@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -46,6 +46,7 @@ class LayerRow:
     passthrough: bool = False  # a pooling, dropout, identity or flatten module
     linear: bool = False  # an nn.Linear
     degenerate: bool = False  # the explained score reaches fewer than 2 positions of the map
+    note: str = ""  # how a task reads an output the survey cannot (a detector's FPN levels)
 
     @property
     def calls(self) -> int:
@@ -183,10 +184,12 @@ def _candidates(rows: list[LayerRow]) -> list[LayerRow]:
     return found
 
 
-def auto_layer(rows: list[LayerRow]) -> LayerRow:
+def auto_layer(rows: list[LayerRow], skip: Optional[Callable[[LayerRow], bool]] = None
+               ) -> LayerRow:
     """The layer ``target_layers: auto`` uses: the last one in forward order whose output a CAM
-    can use, before the head; ExplainError when there is none."""
-    found = _candidates(rows)
+    can use, before the head (``skip``: layers a task counts as its head); ExplainError when
+    there is none."""
+    found = [row for row in _candidates(rows) if skip is None or not skip(row)]
     if not found:
         raise ExplainError(f"target_layers: auto found no layer whose output is a feature map or "
                            f"token grid the class score depends on (of {len(rows)} modules); "
@@ -243,6 +246,8 @@ LEGEND = ["CAM column: map = (B, C, h, w) maps; channels-last = (B, h, w, C);",
 
 
 def _mark(row: LayerRow, auto: Optional[LayerRow]) -> str:
+    if row.note:
+        return row.note + ("  (auto)" if row is auto else "")
     if row.calls == 0:
         return "not run"
     if row.calls > 1:
@@ -268,12 +273,14 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def format_table(rows: list[LayerRow]) -> str:
+def format_table(rows: list[LayerRow],
+                 pick: Optional[Callable[[list[LayerRow]], LayerRow]] = None) -> str:
     """The text ``explain layers`` prints: one line per module (name, type, output shape, how
-    a CAM can read it), the auto pick marked, then a short legend. Names and types from the
-    model are escaped (explain.names.printable): each row stays one line."""
+    a CAM can read it), the auto pick (``pick``, default ``auto_layer``) marked, then a short
+    legend. Names and types from the model are escaped (explain.names.printable): each row
+    stays one line."""
     try:
-        auto: Optional[LayerRow] = auto_layer(rows)
+        auto: Optional[LayerRow] = (pick or auto_layer)(rows)
     except ExplainError:
         auto = None
     table = [("layer", "type", "output", "CAM")] + \

@@ -1,11 +1,16 @@
 """Numbers that say which explanation to trust: faithfulness (pytorch_grad_cam.metrics),
 localisation against ground-truth boxes, and the per-method table of the report.
 
-Faithfulness: per image, each metric is one call of the library's metric object on all of the
-image's maps (its classes x methods, in config order: a batch of copies of the image), with
-numpy's and torch's generators seeded with the run's ``seed`` before the call (ROAD's
-imputation adds random noise). So a score does not depend on how images were batched or on
-``--resume``, and equals a direct library call on the same maps.
+Faithfulness: per image, each metric is one call of its metric object on all of the image's
+maps (its classes x methods, in config order: a batch of copies of the image), with numpy's and
+torch's generators seeded with the run's ``seed`` before the call (ROAD's imputation adds
+random noise). So a score does not depend on how images were batched or on ``--resume``, and
+equals a direct library call on the same maps. The metric objects are the library's, except
+ROAD's: explain.road computes the library's numbers (same masks, linear system, noise draws)
+with a faster solve and batched forward passes.
+
+Which metrics run (``chosen``): the config's list; unset, ``AUTO_METRICS`` (ROAD combined at its
+9 percentiles) for runs of up to ``AUTO_MAPS`` maps and none above.
 
 What the scores mean (the model's score is the class score the run explains: the head's
 logit or probability, from ``explain.models.heads.ScoreModel``, picked per class by the
@@ -93,10 +98,12 @@ class MetricTraits:
                              f"{', '.join(KINDS)}")
 
 
-def _road(cls_name: str) -> Callable[["MetricSpec"], Callable]:
+def _road(order: str) -> Callable[["MetricSpec"], Callable]:
+    """explain.road's ROAD: the library's numbers (same masks, system, noise draws, scores),
+    with a multigrid solve and batched forward passes."""
     def make(spec: "MetricSpec") -> Callable:
-        from pytorch_grad_cam.metrics import road
-        return getattr(road, cls_name)(percentiles=list(spec.percentiles))
+        from explain.road import ROAD
+        return ROAD(order, percentiles=list(spec.percentiles))
     return make
 
 
@@ -114,17 +121,17 @@ TABLE: dict[str, MetricTraits] = {t.name: t for t in (
                  "imputed − change when the most relevant are) / 2, mean over the percentiles. "
                  "A faithful map keeps the score when its unimportant pixels go and loses it "
                  "when its important ones go.",
-                 factory=_road("ROADCombined"), passes=4, imputations=2,
+                 factory=_road("combined"), passes=4, imputations=2,
                  percentiles=ROAD_PERCENTILES),
     MetricTraits("road_most_relevant_first", "ROAD most relevant first", -1,
                  f"score change when the map's most relevant pixels are {_IMPUTED}; a "
                  f"faithful map makes it drop.",
-                 factory=_road("ROADMostRelevantFirstAverage"), passes=2, imputations=1,
+                 factory=_road("most"), passes=2, imputations=1,
                  percentiles=ROAD_PERCENTILES, aliases=("road_morf",)),
     MetricTraits("road_least_relevant_first", "ROAD least relevant first", 1,
                  "score change when the least relevant pixels are imputed; a faithful map "
                  "keeps the score.",
-                 factory=_road("ROADLeastRelevantFirstAverage"), passes=2, imputations=1,
+                 factory=_road("least"), passes=2, imputations=1,
                  percentiles=ROAD_PERCENTILES, aliases=("road_lerf",)),
     MetricTraits("drop_in_confidence", "drop in confidence", -1,
                  "how much the class score drops when the input is multiplied by the map "
@@ -201,7 +208,8 @@ LABELS = Labels()
 
 
 def library_metric(spec: "MetricSpec") -> Callable:
-    """The metric object for a config entry (the library's, for the built-in ones)."""
+    """The metric object for a config entry (explain.road's for ROAD, else the library's, for
+    the built-in ones)."""
     return TABLE[spec.name].factory(spec)
 
 
@@ -216,6 +224,37 @@ def imputations(spec: "MetricSpec") -> int:
     """ROAD imputations (a sparse solve each) the metric makes per map."""
     entry = TABLE[spec.name]
     return entry.imputations * (len(spec.percentiles) if entry.percentiles else 1)
+
+
+AUTO_MAPS = 64  # maps (images x classes x methods): up to this many, metrics default to ROAD
+AUTO_METRICS = ("road_combined",)  # what "on by default" computes (at its default percentiles)
+# seconds of solving per ROAD imputation and input pixel (explain.road on one CPU core,
+# measured with benchmarks/road.py --threads 1 on a loaded 2-core machine: 7.7e-7 at 224 x 448,
+# 7.9e-7 at 224 x 224): for the run's estimate
+ROAD_SECONDS_PER_PIXEL = 8e-7
+
+
+def chosen(configured: Optional[list["MetricSpec"]], maps: int) -> tuple[list["MetricSpec"], str]:
+    """The faithfulness metrics a run computes and a note saying why: the config's list when
+    it sets one ([]: none); unset, AUTO_METRICS for runs of up to AUTO_MAPS maps and none
+    above (the note says how to turn them on)."""
+    from explain.config import MetricSpec
+    if configured is not None:
+        return list(configured), ""
+    default = [MetricSpec(name=name) for name in AUTO_METRICS]
+    shown = ", ".join(f"{s.name} at percentiles {_span(s.percentiles)}" for s in default)
+    if maps <= AUTO_MAPS:
+        return default, (f"metrics: {shown} by default (runs of up to {AUTO_MAPS} maps; this "
+                         f"one {maps}); 'metrics: []' turns it off")
+    return [], (f"metrics: off by default for runs over {AUTO_MAPS} maps (this one {maps}); "
+                f"'metrics: [{', '.join(AUTO_METRICS)}]' turns on {shown}")
+
+
+def _span(values: Optional[list[int]]) -> str:
+    steps = {b - a for a, b in zip(values, values[1:])} if values and len(values) > 2 else set()
+    if len(steps) == 1:
+        return f"{values[0]}..{values[-1]}"
+    return ", ".join(str(v) for v in values or [])
 
 
 def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tensor,

@@ -35,6 +35,7 @@ from explain.models.loading import load_model
 from explain.models.guard import pick_device
 from explain.names import quote
 from explain.results import Skipped
+from explain.tasks import task_for
 
 MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused
 SMALL_RUN = 50  # images; larger runs default to JPEG pictures (output.image_format)
@@ -55,6 +56,7 @@ class RunPlan:
     first: Prepared  # the first readable image, decoded once (the batch loop reuses it)
     probe: Probe  # the preflight pass on ``first``: logits, layers, its time
     skipped: tuple[Skipped, ...] = ()  # files found in folders that are not images
+    task: Any = None  # task: segmentation / detection (explain.tasks); None: a classifier
 
     @property
     def methods(self) -> list[str]:
@@ -165,6 +167,7 @@ class _Found:
     head: Head
     first: Prepared
     skipped: list[Skipped]
+    task: Any = None  # explain.tasks.Task for segmentation / detection
 
 
 def _find(cfg: Config) -> _Found:
@@ -173,9 +176,11 @@ def _find(cfg: Config) -> _Found:
     net = load_model(cfg)
     notes = [n for n in said if isinstance(n, str)] + unlabelled_note(cfg, refs)
     notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
-    model, head = Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target)
+    task = task_for(cfg)
+    model, head = task.wrap(net) if task else \
+        (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
     found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),
-                   [n for n in said if isinstance(n, Skipped)])
+                   [n for n in said if isinstance(n, Skipped)], task)
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     return found
 
@@ -199,7 +204,8 @@ def _layer_names(found: _Found) -> list[str]:
 
     names = list(cfg.target_layers)
     if names == ["auto"]:
-        chosen = auto_layer(looked_at())
+        chosen = found.task.auto_layer(found.net, found.model, first.tensor[None], looked_at()) \
+            if found.task else auto_layer(looked_at())
         names = [chosen.name]
         found.notes.append(f"target_layers: auto chose '{chosen.name}' ({chosen.type}, output "
                            f"{chosen.output}), the last layer before the head a CAM can use")
@@ -237,7 +243,8 @@ def _engine(found: _Found, device: torch.device) -> CamEngine:
     watch = ((("concepts.layer", find_layer(net, cfg.concepts.layer or cfg.target_layers[0],
                                             "concepts.layer")[1]),)
              if cfg.concepts.enabled else ())
-    return CamEngine(found.model, targets, cfg.methods, device, EngineOptions(
+    engine_class = found.task.engine_class if found.task else CamEngine
+    return engine_class(found.model, targets, cfg.methods, device, EngineOptions(
         layer_names=list(cfg.target_layers), probe_layer=channel, watch_layers=watch,
         aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
         guard_inplace=cfg.model.fix_inplace, seed=cfg.seed, head=found.head,
@@ -325,4 +332,4 @@ def planned(cfg: Config, ranks) -> Iterator[tuple[RunPlan, CamEngine]]:
             model=found.model, head=found.head, device=device,
             layers=layer_infos(cfg, probe, found.net),
             classes=MappingProxyType({idx: name for name, idx in cfg.classes.items()}),
-            first=found.first, probe=probe, skipped=tuple(found.skipped)), engine
+            first=found.first, probe=probe, skipped=tuple(found.skipped), task=found.task), engine

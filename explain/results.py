@@ -13,11 +13,12 @@ writer that wrote it, at the level it belongs to (paths relative to the run fold
   channel views (top channels, contributions picture and .npy, per-channel CSV) and the
   compare figure;
 - an image (``ImageEntry``): ``guided`` (class -> guided backprop picture), ``concepts`` (the
-  concepts .json), and ``files`` (``ImageFiles``): the report's photo, the activation grid and
-  .npy, the class contrast per method, the guided backprop .npy per class, the concepts
-  figure and .npy;
+  concepts .json), ``files`` (``ImageFiles``): the report's photo, the activation grid and .npy,
+  the class contrast per method, guided backprop .npy, concepts figure and .npy, task picture,
+  the atlas's part of the image;
 - the run (``RunSummary.files``, ``RunFiles``): the report's colour bar, the panel per class,
-  compare.csv and the dataset CSVs and mean-map sums; the mean maps in ``dataset.mean_maps``.
+  compare.csv and the dataset CSVs and mean-map sums, the atlas page; the mean maps in
+  ``dataset.mean_maps``; the atlas's and the ablation's files in ``atlas`` and ``ablation``.
 
 ``ImageEntry.written()`` and ``RunSummary.written()`` list them all. Not recorded, because
 every run folder has them under fixed names: the folder's marker (explain.outputs),
@@ -37,11 +38,14 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from explain.atlas_results import AblationSummary, AtlasSummary
 from explain.config import Config
 from explain.errors import ExplainError, first_line
-from explain.evidence import BaselineMap, Evidence, baseline_columns, method_columns
+from explain.evidence import BaselineMap, Evidence
 from explain.names import quote
 from explain.outputs import RunFolder
+from explain.sanity_records import SanitySummary
+from explain.tasks import records as tasks
 
 FORMAT = 2  # the layout of summary.json and items/*.json; 1 (no 'format' key): no manifest
 PICTURE_SUFFIXES = (".png", ".jpg", ".webp")  # of the overlays (output.image_format)
@@ -86,6 +90,8 @@ class ImageFiles(_Files):
     guided_arrays: dict[str, str] = Field(default_factory=dict)  # class -> guided/....npy
     concepts_figure: Optional[str] = None  # concepts/<image>.png
     concepts_array: Optional[str] = None  # concepts/<image>.npy
+    task: Optional[str] = None  # segmentation/<image>.<ext> (mask), detections/... (boxes)
+    atlas: Optional[str] = None  # channels/atlas/images/<image>.npz (the atlas's per-image part)
 
 
 class RunFiles(_Files):
@@ -97,6 +103,7 @@ class RunFiles(_Files):
     per_class_csv: Optional[str] = None  # dataset/per_class.csv
     disagreement_csv: Optional[str] = None  # dataset/disagreement.csv (two or more methods)
     mean_sums: Optional[str] = None  # dataset/mean/sums.zip
+    atlas_page: Optional[str] = None  # report/atlas.html (channels.atlas / channels.ablation)
 
 
 class ChannelSummary(_Record):
@@ -134,10 +141,11 @@ class MapRecord(_Record):
     probability: Optional[float] = None
     weak: Optional[bool] = None  # probability below report.weak_below
     faithfulness: Optional[dict[str, float]] = None  # metric name -> library score
-    agreement: Optional[float] = None  # mean Pearson r with the other methods' maps (same
-    #                                    image and class); only with two or more methods
+    agreement: Optional[float] = None  # mean Pearson r with the other methods' maps (2+ methods)
     localisation: Optional[Localisation] = None
     guided_file: Optional[str] = None  # guided_cam/<method>/<image>__<class>.png (Guided Grad-CAM)
+    segment: Optional[tasks.RegionNumbers] = None  # task: segmentation (explain.tasks.records)
+    detection: Optional[tasks.DetectionNumbers] = None  # task: detection
     files: MapFiles = Field(default_factory=MapFiles)  # its other files
 
 
@@ -154,6 +162,8 @@ class ImageEntry(_Record):
     boxes: Optional[dict[str, list[list[float]]]] = None
     guided: Optional[dict[str, str]] = None  # class -> guided/<image>__<class>.png
     concepts: Optional[str] = None  # concepts/<image>.json (Deep Feature Factorization)
+    segmentation: Optional[tasks.SegmentationImage] = None  # task: segmentation
+    detections: Optional[tasks.DetectionImage] = None  # task: detection
     baselines: list[BaselineMap] = Field(default_factory=list)  # explain.baselines: no files
     files: ImageFiles = Field(default_factory=ImageFiles)  # its other files
 
@@ -291,15 +301,18 @@ class RunSummary(_Record):
     versions: dict[str, str]
     images: list[ImageEntry] = Field(default_factory=list)
     skipped_images: list[Skipped] = Field(default_factory=list)  # found, could not be decoded
-    skipped_files: list[Skipped] = Field(default_factory=list)  # found, not used (not images,
-    #                                                             no class, ...)
+    skipped_files: list[Skipped] = Field(default_factory=list)  # found, not used (no class...)
     files: RunFiles = Field(default_factory=RunFiles)
     notes: list[str] = Field(default_factory=list)
     counts: dict[str, int] = Field(default_factory=lambda: {"images": 0, "maps": 0})
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
+    task: Optional[tasks.TaskSummary] = None  # task: segmentation / detection
+    sanity: Optional[SanitySummary] = None  # sanity.enabled (explain.sanity_records)
     trust: Optional[Evidence] = None  # baselines, intervals, comparisons, which map to trust
+    atlas: Optional[AtlasSummary] = None  # channels.atlas (explain.atlas_results)
+    ablation: Optional[AblationSummary] = None  # channels.ablation
 
     @field_validator("compare")
     @classmethod
@@ -317,7 +330,10 @@ class RunSummary(_Record):
         """Every file the records name: the run's, the mean maps', each image's."""
         means = [f for m in (self.dataset.mean_maps if self.dataset else []) for f in
                  (m.file, m.array)]
-        return self.files.paths() + means + [f for i in self.images for f in i.written()]
+        checks = self.sanity.files.paths() if self.sanity else []
+        across = [f for r in (self.atlas, self.ablation) if r for f in r.paths()]
+        return self.files.paths() + means + checks + across + \
+            [f for i in self.images for f in i.written()]
 
 
 def versions() -> dict[str, str]:
@@ -450,47 +466,3 @@ def item_files(run: RunFolder) -> list[str]:
     if folder.is_symlink() or not folder.is_dir():
         return []
     return sorted(f"items/{p.name}" for p in folder.iterdir() if p.suffix == ".json")
-
-
-def csv_rows(summary: RunSummary) -> list[dict]:
-    """summary.csv: one row per image x class x method, the image's prediction alongside,
-    channel numbers as flat columns, then the baselines' scores for the image and class and
-    the method's numbers over the run (explain.evidence: method_columns, baseline_columns)."""
-    rows, per_method = [], method_columns(summary.trust)
-    for image in summary.images:
-        for record in image.cams:
-            row = {"image": image.id, "predicted": image.predicted,
-                   **{f"p_{k}": v for k, v in image.probabilities.items()},
-                   **record.dump()}
-            row.pop("files", None)  # the manifest is summary.json's
-            channels = row.pop("channels", None)
-            if channels is not None:
-                row.update(channels)
-            for group in ("faithfulness", "localisation"):
-                row.update(row.pop(group, None) or {})
-            row.update(baseline_columns(image.baselines, record.class_name))
-            rows.append(row)
-    columns = list(dict.fromkeys(key for row in rows for key in row))  # the maps' own first
-    return [{**{k: row.get(k) for k in columns}, **per_method.get(row["method"], {})}
-            for row in rows]
-
-
-def console_lines(summary: RunSummary) -> list[str]:
-    lines = [f"explain: {summary.name} -> {summary.output_dir}"]
-    lines += [f"  note: {note}" for note in summary.notes]
-    for image in summary.images:
-        probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
-        lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
-    lines += [f"  skipped {s.path}: {s.reason}"
-              for s in summary.skipped_files + summary.skipped_images]
-    lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
-    if summary.dataset is not None and summary.dataset.accuracy is not None:
-        d = summary.dataset
-        lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
-                     f"images); see dataset/ and the report's Dataset section")
-    d = summary.durations_s
-    lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
-                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s"
-                 + (f", of which metrics {d['metrics']:.1f}s" if d.get("metrics", 0) >= 0.05 else "")
-                 + ")")
-    return lines

@@ -31,8 +31,9 @@ from explain.outputs import RunFolder, claim_run_dir, open_run_dir, same_setting
 from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
 from explain.plan import RunPlan, model_failed, planned
 from explain.results import (ImageEntry, ItemFile, MapRecord, RunSummary, Skipped,
-                             console_lines, kept_entries, versions)
+                             kept_entries, versions)
 from explain.writers import BatchContext, ImageView, RunContext, default_writers
+from explain.writers.summary import console_lines
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it
 MANY_CLASSES = 20  # more named classes than this: an image lists only its top probabilities
@@ -178,7 +179,8 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
             for chunk in prefetch(batches(todo, plan.cfg.batch_size),
                                   lambda ref: _read(ref, plan), workers):
                 for group in group_by_shape(_usable(chunk, ctx, opts)):
-                    batch = _explain_batch(ctx, engine, group)
+                    batch = (plan.task.explain_batch if plan.task else _explain_batch)(
+                        ctx, engine, group)
                     t0 = time.perf_counter()
                     for writer in writers:
                         writer.write(ctx, batch)
@@ -259,8 +261,10 @@ def _listed_probabilities(classes: dict[int, str], probs, explained) -> dict[str
 def _kept_items(ctx: RunContext) -> dict[str, ImageEntry]:
     """Entries of the images an interrupted run finished, checked against this run (see
     explain.results.kept_entries); their compare rows go to ``ctx.compare_rows``."""
-    kept, rows = kept_entries(ctx.run, ctx.sources, methods=ctx.methods,
-                              classes=set(ctx.classes.values()), ext=ctx.ext)
+    plan = ctx.plan
+    classes = plan.task.record_names(plan) if plan.task else set(ctx.classes.values())
+    kept, rows = kept_entries(ctx.run, ctx.sources, methods=ctx.methods, classes=classes,
+                              ext=ctx.ext)
     ctx.compare_rows.update(rows)
     return kept
 

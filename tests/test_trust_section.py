@@ -20,7 +20,8 @@ from explain import baselines, evidence, stats
 from explain.config import Config, load_config
 from explain.evidence import BaselineMap
 from explain.metrics import method_table
-from explain.results import ImageEntry, MapRecord, RunSummary, csv_rows
+from explain.results import ImageEntry, MapRecord, RunSummary
+from explain.writers.summary import csv_rows
 from explain.runner import RunOptions, run
 from explain.writers.report import _num, rebuild
 

@@ -65,6 +65,9 @@ class Recomputer:
 
         from explain.api.memory import explained, session
         from explain.models.loading import load_model
+        if self.cfg.task != "classification":
+            raise ExplainError(f"{image}: the maps of a task: {self.cfg.task} run are not made "
+                               f"again in memory; run it with output.save_arrays: true")
         group = self._batch(image)
         if self.net is None:
             self.net = load_model(self.cfg)

@@ -324,7 +324,7 @@ class Run:
         """summary.csv's rows: one dict per image x class x method (the image's prediction
         and probabilities alongside); with ``as_frame``, a pandas DataFrame (pandas is not a
         dependency of explain: ExplainError when it is not installed)."""
-        from explain.results import csv_rows
+        from explain.writers.summary import csv_rows
         rows = csv_rows(self.summary)
         if not as_frame:
             return rows

@@ -7,13 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (Field, StrictBool, StrictStr, field_validator, model_validator)
+from pydantic import (Field, StrictBool, StrictStr, field_validator, model_serializer,
+                      model_validator)
 
 from explain.names import name_problem, quote, safe_slug, suggest
 from explain.config.sections import (Annotations, Channels, Compare, Concepts, Guided, image_entry,
                                      Int, LabelledImages, LAYER, MAX_CLASSES, MethodSpec,
                                      MetricSpec, ModelSpec, Output, Preprocess, Report, Reshape,
-                                     Section, TARGET_WORDS, Text)
+                                     Sanity, Section, TARGET_WORDS, Text)
+from explain.config.tasks import Detection, Segmentation, Task, task_defaults, task_problem
 
 
 class Config(Section):
@@ -46,12 +48,41 @@ class Config(Section):
     concepts: Concepts = Field(default_factory=Concepts)
     compare: Compare = Field(default_factory=Compare)
     output: Output = Field(default_factory=Output)
-    metrics: Annotated[list[MetricSpec], Field(max_length=16)] = Field(default_factory=list)
+    # faithfulness metrics; unset (null): road_combined at its 9 percentiles for runs of up to
+    # explain.metrics.AUTO_MAPS maps (images x classes x methods), none above; []: none
+    metrics: Optional[Annotated[list[MetricSpec], Field(max_length=16)]] = None
     annotations: Annotations = Field(default_factory=Annotations)
     report: Report = Field(default_factory=Report)
+    # classification (default) | segmentation | detection: see explain.config.tasks
+    task: Task = "classification"
+    segmentation: Segmentation = Field(default_factory=Segmentation)
+    detection: Detection = Field(default_factory=Detection)
+    sanity: Sanity = Field(default_factory=Sanity)  # explain.sanity
 
     # Not part of the file: where it was read from (for relative paths and the run name).
     source: Optional[Path] = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_methods(cls, data: Any) -> Any:
+        return task_defaults(data)
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "Config":
+        problem = task_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _as_before_tasks(self, handler: Any) -> Any:
+        """A classifier's config dumps as before tasks existed (summary.json, config.json and
+        the API's copies byte for byte): no task keys."""
+        data = handler(self)
+        if self.task == "classification" and isinstance(data, dict):
+            for key in ("task", "segmentation", "detection"):
+                data.pop(key, None)
+        return data
 
     @field_validator("name")
     @classmethod
@@ -142,7 +173,7 @@ class Config(Section):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"methods: listed twice: {', '.join(sorted(dup))}")
-        metrics = [m.name for m in self.metrics]
+        metrics = [m.name for m in self.metrics or []]
         dup = {n for n in metrics if metrics.count(n) > 1}
         if dup:
             raise ValueError(f"metrics: listed twice: {', '.join(sorted(dup))}")

@@ -190,6 +190,37 @@ class MethodSpec(_Named):
         return dict(self.model_extra or {})
 
 
+class Atlas(Section):
+    """channels.atlas: the channel layer across the whole run (explain.channels.atlas): per
+    channel the ``top_n`` image regions that activate it most and, per class x channel-sum
+    method, that contribute most; per class x method the ``channels`` channels that carry the
+    class (its fingerprint), on report/atlas.html with a picture each. A region is a crop of
+    ``crop`` x ``crop`` cells of the layer's map (a cell: the layer's stride in input pixels)
+    centred on the peak."""
+    enabled: StrictBool = False
+    top_n: Int = Field(8, ge=1, le=64)
+    channels: Int = Field(16, ge=1, le=256)
+    crop: Int = Field(3, ge=1, le=16)
+
+
+class Ablation(Section):
+    """channels.ablation: each map's class score after zeroing its ``k`` top channels by
+    contribution at the channel layer, against ``k`` random channels (``draws`` draws, seeded)
+    and the ``k`` lowest (explain.channels.ablation)."""
+    enabled: StrictBool = False
+    k: Annotated[list[Annotated[Int, Field(ge=1, le=8192)]],
+                 Field(min_length=1, max_length=8)] = Field(default_factory=lambda: [1, 4, 16])
+    draws: Int = Field(3, ge=1, le=32)
+
+    @field_validator("k")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        twice = sorted({n for n in v if v.count(n) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]} is listed twice (each k once)")
+        return sorted(v)
+
+
 class Channels(Section):
     """Per-channel views of the channel layer (see explain.channels and README#channel-views).
 
@@ -207,6 +238,17 @@ class Channels(Section):
     # most 50 images (the top-channels figure, contrast and CSV are written either way)
     grids: Optional[StrictBool] = None
     contrast: StrictBool = True       # class-contrast figure when an image has two classes
+    atlas: Atlas = Field(default_factory=Atlas)  # the channels across the run (report/atlas.html)
+    ablation: Ablation = Field(default_factory=Ablation)  # zeroing top / random / bottom channels
+
+    @model_validator(mode="after")
+    def _layer_on(self) -> "Channels":
+        used = [f"channels.{n}" for n in ("atlas", "ablation") if getattr(self, n).enabled]
+        if used and not self.enabled:
+            raise ValueError(f"{' and '.join(used)} {'use' if len(used) > 1 else 'uses'} the "
+                             f"channel layer: set channels.enabled: true (channels.grids: false "
+                             f"skips the per-image grids)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -371,6 +413,20 @@ def image_entry(index: int, entry: Any) -> Any:
         msg = "required key is missing" if first["type"] == "missing" else \
             f"{first['msg']} (got {quote(first.get('input'))})"
         raise ValueError(f"entry {index}: {key}: {msg}") from None
+
+
+class Sanity(Section):
+    """Sanity checks of the methods (explain.sanity): model-parameter randomisation, cascading
+    from the output layer (and, with ``independent``, one layer at a time), and random logit.
+    A method passes when its maps' mean ``measure`` with the trained model's maps, after the
+    randomisation, is below ``threshold`` (``logit_threshold`` for the random class)."""
+    enabled: StrictBool = False
+    layers: Union[Literal["all"], Annotated[Int, Field(ge=1, le=10_000)]] = "all"  # from the top
+    images: Int = Field(2, ge=1, le=1000)  # the run's first images, in config order
+    independent: StrictBool = False  # also each layer alone, the others as trained
+    measure: Literal["spearman", "spearman_abs", "ssim", "ssim_abs"] = "spearman"
+    threshold: Number = Field(0.5, gt=-1, le=1)  # Adebayo et al.: rank correlation < 0.5
+    logit_threshold: Number = Field(0.5, gt=-1, le=1)
 
 
 class Report(Section):

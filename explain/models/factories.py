@@ -32,18 +32,37 @@ from explain.names import quote, suggest
 MAX_MODEL_BYTES = 2 * 2**30  # parameters + buffers of a model built from a config, without trust
 MAX_MODEL_TENSORS = 100_000  # parameter and buffer tensors (a ViT-H/14 registers ~400)
 DEMO_BUILDERS = ("catdog_efficientnet_lite0",)
+# torchvision's segmentation and detection builders a config may name (task: segmentation /
+# detection), by module and name prefix; they are built with weights=None and
+# weights_backbone=None (their defaults download an ImageNet backbone), other values refused
+TASK_MODULES = {"torchvision.models.segmentation": ("fcn_", "deeplabv3_", "lraspp_"),
+                "torchvision.models.detection": ("fasterrcnn_", "retinanet_", "fcos_", "ssd",
+                                                 "maskrcnn_")}
+
+
+def _task_builders(module_name: str) -> list[str]:
+    """The allow-listed builders of one of TASK_MODULES (those torchvision lists)."""
+    import torchvision
+    prefixes = TASK_MODULES.get(module_name, ())
+    if not prefixes:
+        return []
+    names = torchvision.models.list_models(module=importlib.import_module(module_name))
+    return [n for n in names if n.startswith(prefixes)]
 
 
 def allowed_factories() -> list[str]:
     """The factory names a config may use without ``trust``."""
     import torchvision
+    tasks = [f"{module}.{n}" for module in TASK_MODULES for n in _task_builders(module)]
     return sorted([f"torchvision.models.{n}" for n in torchvision.models.list_models(
-        module=torchvision.models)] + [f"explain.demo:{n}" for n in DEMO_BUILDERS])
+        module=torchvision.models)] + tasks + [f"explain.demo:{n}" for n in DEMO_BUILDERS])
 
 
 def _is_allowed(module_name: str, attr: str) -> bool:
     if module_name == "explain.demo":
         return attr in DEMO_BUILDERS
+    if module_name in TASK_MODULES:
+        return attr in _task_builders(module_name)
     if module_name == "torchvision.models" or module_name.startswith("torchvision.models."):
         import torchvision
         return attr in torchvision.models.list_models(module=torchvision.models)
@@ -210,6 +229,8 @@ def make_model(dotted: str, args: dict, field: str, trust: bool,
     the module's docstring); explain's demo builder (no arguments) is built directly."""
     name = timm_name(dotted)
     factory = timm_factory(name, args, field) if name else resolve_factory(dotted, field, trust)
+    if getattr(factory, "__module__", "").startswith(tuple(TASK_MODULES)):
+        args = {"weights": None, "weights_backbone": None, **args}  # their defaults download
     for key in WEIGHT_ARGS:
         if args.get(key) not in (None, False):
             raise _download_refused(f"{field}_args.{key} = {quote(args[key], 40)}: pretrained weights")

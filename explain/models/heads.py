@@ -125,6 +125,11 @@ class Head:
             return logits
         return torch.softmax(logits, 1) if self.kind == "softmax" else torch.sigmoid(logits)
 
+    def ranking(self, logits: torch.Tensor) -> np.ndarray:
+        """(N, classes) as numbers: what ranks an image's classes for the 'predicted' and
+        'top<K>' targets (the scores; a task's head ranks by its own: explain.tasks)."""
+        return self.scores(logits).float().cpu().numpy()
+
     def class_logits(self, logits: np.ndarray) -> np.ndarray:
         """(N, classes) logit of each class (binary: [-z, z], the sides of the one logit)."""
         z = np.asarray(logits)

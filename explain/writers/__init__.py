@@ -131,9 +131,19 @@ def default_writers(cfg: Config) -> list[Writer]:
     from explain.writers.panels import PanelWriter
     from explain.writers.report import ReportWriter
     from explain.writers.summary import SummaryWriter
-    writers: list[Writer] = [MapWriter(), MetricsWriter()]
+    if cfg.task != "classification":  # segmentation, detection: their own map writers
+        from explain.tasks.writers import task_writers
+        return task_writers(cfg)
+    writers: list[Writer] = [MapWriter()]
+    if cfg.sanity.enabled:  # finishes before the metrics writer, whose evidence reads it
+        from explain.writers.sanity import SanityWriter
+        writers.append(SanityWriter())
+    writers.append(MetricsWriter())
     if cfg.channels.enabled:
         writers.append(ChannelWriter())
+    if cfg.channels.atlas.enabled or cfg.channels.ablation.enabled:
+        from explain.writers.atlas import AtlasWriter
+        writers.append(AtlasWriter())
     if cfg.compare.enabled:
         writers.append(CompareWriter())
     if cfg.guided.enabled:

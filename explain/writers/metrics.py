@@ -16,7 +16,7 @@ import numpy as np
 
 from explain import annotations, evidence, metrics
 from explain.baselines import BASELINES, batch_maps
-from explain.config import Preprocess
+from explain.config import Preprocess, resolved
 from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot
@@ -35,6 +35,7 @@ class MetricsWriter(Writer):
         self.boxes: Optional[annotations.BoxSet] = None
         self.no_raw: set[str] = set()
         self.same: dict[str, list[int]] = {}  # method -> [images with identical maps, images]
+        self.specs: list = []  # the faithfulness metrics this run computes (see start)
 
     def state(self) -> dict:
         return {"no_raw": set(self.no_raw), "same": dict(self.same),
@@ -57,10 +58,16 @@ class MetricsWriter(Writer):
             check_boxes(self.boxes, list(plan.images), plan.cfg.preprocess)
 
     def start(self, ctx: RunContext) -> None:
+        """The boxes; the metrics (the config's, or the default for the run's size, which
+        the summary's config then lists); the estimates and the default's note."""
         cfg = ctx.cfg
         if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
-        for line in cost_lines(ctx.plan):
+        self.specs, note = metrics.chosen(cfg.metrics, run_maps(ctx.plan))
+        if cfg.metrics is None:
+            ctx.summary.config = resolved(ctx.summary.config, "metrics",
+                                          [s.model_dump() for s in self.specs])
+        for line in ([note] if note else []) + cost_lines(ctx.plan, self.specs):
             ctx.log(line)
             ctx.summary.notes.append(line)
 
@@ -75,12 +82,12 @@ class MetricsWriter(Writer):
             found = {c: v for c, v in found.items() if c in explained}
             entry.boxes = annotations.input_boxes(found, view.item.ref.path,
                                                   tuple(entry.input_size))
-        measured = [v for v in batch.images if v.maps and (cfg.metrics or v.entry.boxes)]
+        measured = [v for v in batch.images if v.maps and (self.specs or v.entry.boxes)]
         yardsticks = baseline_slots(plan, batch.x, measured) if measured else {}
         for view in batch.images:
             b, entry = view.row, view.entry
             extra = yardsticks.get(b, [])
-            if cfg.metrics and view.maps:
+            if self.specs and view.maps:
                 self._faithfulness(ctx, batch, view, extra)
             for one in view.maps:
                 rec, cls = one.record, one.class_name
@@ -103,8 +110,7 @@ class MetricsWriter(Writer):
         ctx.summary.durations_s["metrics"] = ctx.summary.durations_s.get("metrics", 0.0) + \
             time.perf_counter() - t0
 
-    @staticmethod
-    def _faithfulness(ctx: RunContext, batch: BatchContext, view: ImageView,
+    def _faithfulness(self, ctx: RunContext, batch: BatchContext, view: ImageView,
                       extra: list[BaselineSlot]) -> None:
         """The image's faithfulness scores: one call per metric on its real maps, and one on
         its baseline maps (apart: ROAD draws its noise map after map and percentile after
@@ -115,7 +121,7 @@ class MetricsWriter(Writer):
         for group in (list(view.maps), list(extra)):
             if not group:
                 continue
-            scores = metrics.faithfulness(cfg.metrics, model, x, np.stack([m.cam for m in group]),
+            scores = metrics.faithfulness(self.specs, model, x, np.stack([m.cam for m in group]),
                                           [m.class_index for m in group], seed=cfg.seed)
             for one, score in zip(group, scores):
                 if isinstance(one, BaselineSlot):
@@ -213,13 +219,22 @@ def _agreement(maps: list[MapSlot]) -> None:
             one.record.agreement = round(float(np.mean(r)), 6)
 
 
-def cost_lines(plan: RunPlan) -> list[str]:
+def run_maps(plan: RunPlan) -> int:
+    """Maps the run explains: images x classes per image x methods."""
+    return len(plan.images) * plan.slots * len(plan.cfg.methods)
+
+
+def cost_lines(plan: RunPlan, specs: Optional[list] = None) -> list[str]:
     """'estimate: ...' lines for the costly parts of a run: methods that run one forward pass
-    per channel, and the faithfulness metrics; from the plan: its images, slots per image,
-    the target layers' channel counts (through their layouts) and the timed preflight pass."""
+    per channel, and the faithfulness metrics (``specs``; default: what the config and the
+    run's size choose); from the plan: its images, slots per image, the target layers'
+    channel counts (through their layouts), the first image's size and the timed preflight
+    pass."""
     cfg = plan.cfg
+    if specs is None:
+        specs = metrics.chosen(cfg.metrics, run_maps(plan))[0]
     slow = [m for m in cfg.methods if traits(m.name).per_channel is not None]
-    if not slow and not cfg.metrics:
+    if not slow and not specs:
         return []
     maps = len(plan.images) * plan.slots  # per method
     channels = sum(layer.channels for layer in plan.target_layers)
@@ -232,16 +247,50 @@ def cost_lines(plan: RunPlan) -> list[str]:
         lines.append(f"estimate: {spec.name} runs one forward pass per channel "
                      f"({channels} in {', '.join(cfg.target_layers)}) for each image x class: "
                      f"{passes:,} passes, about {_duration(passes * seconds)}")
-    if cfg.metrics:
-        per_image = sum(metrics.forward_passes(s) for s in cfg.metrics)
-        road = sum(metrics.imputations(s) for s in cfg.metrics)
-        lines.append(f"estimate: faithfulness ({', '.join(s.name for s in cfg.metrics)}): "
-                     f"{per_image} forward passes per image (a batch of one copy per map)"
-                     + (f" and {road} ROAD imputations per map (a sparse solve each: up to "
-                        f"1-2 s at 224 x 448 on a CPU core)" if road else "")
-                     + f"; {maps * len(cfg.methods):,} maps, the passes about "
-                       f"{_duration(maps * len(cfg.methods) * per_image * seconds)}")
+    if specs:
+        lines.append(_faithfulness_estimate(plan, specs))
     return lines
+
+
+def _faithfulness_estimate(plan: RunPlan, specs: list) -> str:
+    """One line: forward passes and ROAD imputations (explain.road: one forward pass per
+    imputed image, batched; a sparse solve each) and the time they take, for the run's maps
+    and the baseline maps scored beside them (explain.baselines: one per baseline and image
+    x class, in a call of their own per image)."""
+    maps = run_maps(plan)
+    extra = len(plan.images) * plan.slots * len(BASELINES)
+    calls = 2 * len(plan.images)  # per metric: the image's maps, then its baseline maps
+    road = sum(metrics.imputations(s) for s in specs)  # per map
+    plain = [s for s in specs if not metrics.imputations(s)]
+    per_call = sum(metrics.forward_passes(s) for s in plain)
+    h, w = plan.first.tensor.shape[-2:]
+    solve = road * h * w * metrics.ROAD_SECONDS_PER_PIXEL  # per map
+    passes = (maps + extra) * road + calls * (per_call + sum(1 for s in specs if s not in plain))
+    seconds = _pass_seconds(plan) * passes + (maps + extra) * solve
+    parts = [f"{per_call} forward passes per image (a batch of one copy per map)"] \
+        if plain else []
+    if road:
+        parts.append(f"{road} ROAD imputations per map, each a sparse solve (about "
+                     f"{solve:.1f} s per map at {h} x {w} on a CPU core) and a forward pass")
+    return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
+            f"{'; '.join(parts)}; {_count(maps, 'map')} and {_count(extra, 'baseline map')}, "
+            f"about {_duration(seconds)}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _pass_seconds(plan: RunPlan) -> float:
+    """Seconds of one forward pass of the first image without gradients, as the metrics run
+    it (the probe's pass is the model's first, with gradients and hooks: often many times
+    slower)."""
+    import torch
+    x = plan.first.tensor[None].to(plan.device)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        ScoreModel(plan.model, plan.head)(x)
+        return time.perf_counter() - t0
 
 
 def _duration(seconds: float) -> str:

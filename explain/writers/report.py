@@ -104,6 +104,8 @@ class Card:
     cells: dict[tuple[str, str], Cell]
     page: str = ""  # the file the card is on, for the index
     concepts: Optional[str] = None  # the concepts figure (concepts.enabled)
+    task_picture: Optional[str] = None  # the predicted mask / the boxes (task: segmentation,
+    #                                     detection)
 
 
 @dataclass
@@ -129,6 +131,8 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
     for entry in data.summary.images:
         rows = {(r.image, r.class_name, r.method): r for r in data.compare_rows.get(entry.id, [])}
         present = [c for c in classes if any(r.class_name == c for r in entry.cams)]
+        present += [c for c in dict.fromkeys(r.class_name for r in entry.cams)
+                    if c not in present]  # a detection's <class>-<n>
         cells = {}
         h, w = entry.input_size
         for rec in entry.cams:
@@ -141,7 +145,8 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
                 boxes=[_box_style(b, entry.input_size) for b in boxes],
                 peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
         cards.append(Card(entry, _present(run, entry.files.photo), present, cells,
-                          concepts=_present(run, entry.files.concepts_figure)))
+                          concepts=_present(run, entry.files.concepts_figure),
+                          task_picture=_present(run, entry.files.task)))
     return cards
 
 

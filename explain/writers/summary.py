@@ -1,10 +1,12 @@
-"""summary.json and summary.csv, made from the typed run summary (explain.results)."""
+"""summary.json, summary.csv and the console summary, made from the typed run summary
+(explain.results)."""
 
 from __future__ import annotations
 
 import time
 
-from explain.results import csv_rows
+from explain.evidence import baseline_columns, method_columns
+from explain.results import RunSummary
 from explain.writers import RunContext, Writer
 
 
@@ -20,3 +22,49 @@ class SummaryWriter(Writer):
         summary.durations_s = {k: round(v, 3) for k, v in durations.items()}
         ctx.run.write_csv("summary.csv", csv_rows(summary))
         ctx.run.write_json("summary.json", summary.dump())
+
+
+def csv_rows(summary: RunSummary) -> list[dict]:
+    """summary.csv: one row per image x class x method, the image's prediction alongside,
+    channel numbers as flat columns, then the baselines' scores for the image and class and
+    the method's numbers over the run (explain.evidence: method_columns, baseline_columns)."""
+    rows, per_method = [], method_columns(summary.trust)
+    for image in summary.images:
+        for record in image.cams:
+            row = {"image": image.id, "predicted": image.predicted,
+                   **{f"p_{k}": v for k, v in image.probabilities.items()},
+                   **record.dump()}
+            row.pop("files", None)  # the manifest is summary.json's
+            channels = row.pop("channels", None)
+            if channels is not None:
+                row.update(channels)
+            for group in ("faithfulness", "localisation", "segment", "detection"):
+                row.update(row.pop(group, None) or {})
+            row.update(summary.sanity.columns(record.method) if summary.sanity else {})
+            row.update(baseline_columns(image.baselines, record.class_name))
+            rows.append(row)
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # the maps' own first
+    return [{**{k: row.get(k) for k in columns}, **per_method.get(row["method"], {})}
+            for row in rows]
+
+
+def console_lines(summary: RunSummary) -> list[str]:
+    """The lines the CLI prints at the end of a run."""
+    lines = [f"explain: {summary.name} -> {summary.output_dir}"]
+    lines += [f"  note: {note}" for note in summary.notes]
+    for image in summary.images:
+        probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
+        lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
+    lines += [f"  skipped {s.path}: {s.reason}"
+              for s in summary.skipped_files + summary.skipped_images]
+    lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
+    if summary.dataset is not None and summary.dataset.accuracy is not None:
+        d = summary.dataset
+        lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
+                     f"images); see dataset/ and the report's Dataset section")
+    d = summary.durations_s
+    lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
+                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s"
+                 + (f", of which metrics {d['metrics']:.1f}s" if d.get("metrics", 0) >= 0.05 else "")
+                 + ")")
+    return lines

@@ -1,0 +1,428 @@
+"""ROAD (Rong et al. 2022, "A consistent and efficient evaluation strategy for attribution
+methods") fast enough to leave on: the same numbers as pytorch_grad_cam.metrics.road.
+
+ROAD removes the pixels of a map above (most relevant first) or below (least relevant first) a
+percentile and fills them with its *noisy linear imputation*: each removed pixel becomes the
+weighted mean of its 8 neighbours (1/6 for the four direct ones, 1/12 for the diagonals; a
+neighbour outside the image does not count), which is one sparse linear system over the
+removed pixels, plus Gaussian noise (sigma 0.01). The score is the change of the class score.
+
+What is the same as the library (tested against it):
+
+- the masks: ``np.percentile`` of the map, pixels ``< threshold`` kept (on ``1 - map`` for
+  least relevant first), compared in float32 as torch does;
+- the linear system (unknowns in row-major order) and so the imputed image, to 1e-6;
+- the noise: drawn from torch's global generator with the library's call on a tensor of the
+  same shape and strides, in the library's order (least relevant first, then most relevant
+  first for the combined score; percentile by percentile; map by map), so a run seeded as the
+  library is gets the library's numbers;
+- the score: float32 differences, float32 means over the percentiles, (least - most) / 2.
+
+What is faster:
+
+- the system is built from index arrays (no ``lil_matrix``) on the removed pixels' bounding
+  box, and solved by conjugate gradients (float64) with a geometric multigrid preconditioner
+  (float32: damped Jacobi, bilinear transfers, Galerkin coarse operators computed by probing,
+  OpenCV filters for the fine level) to a relative residual of ``TOLERANCE``; systems of up to
+  ``DIRECT_MAX`` unknowns, and any the iteration does not finish, take SuperLU directly;
+- the model runs once on the original image and then on the imputed images in batches across
+  percentiles and maps, not twice per percentile.
+
+When every pixel is removed (a map whose percentile threshold is its minimum: many ReLU'd maps
+at low percentiles) nothing is known: the imputation is 0 plus noise, as the library's solve
+gives for every image size explain feeds (its LU gives NaN on some images under 5 x 5 pixels or
+one pixel wide). The model should not draw random numbers in its forward pass (explain runs it
+in eval mode): the library interleaves its passes with the noise draws, this batches them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import Callable, Iterable, Iterator, Literal, Optional, Sequence
+
+import cv2
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.linalg import splu
+
+Order = Literal["combined", "most", "least"]
+NOISE = 0.01  # the library's default
+TOLERANCE = 1e-7  # relative residual per channel: the imputation agrees to about 1e-7
+DIRECT_MAX = 16000  # unknowns: up to this many, SuperLU (exact, and quicker when small)
+COARSEST = 3000  # unknowns on the multigrid's last level (solved directly)
+SMOOTHING = 2  # damped Jacobi steps before and after the coarse correction
+REGULARISE = 1e-6  # the last level's diagonal is (1 + this) times the Galerkin one
+BATCH = 8  # imputed images per forward pass
+DTYPE = np.float32  # the multigrid cycle (conjugate gradients run in float64)
+# (row offset, column offset, weight) of the 8 neighbours, in the library's order
+NEIGHBOURS = ((1, 1, 1 / 12), (0, 1, 1 / 6), (-1, 1, 1 / 12), (1, -1, 1 / 12),
+              (0, -1, 1 / 6), (-1, -1, 1 / 12), (1, 0, 1 / 6), (-1, 0, 1 / 6))
+_KERNEL = np.zeros((3, 3))
+for _dr, _dc, _w in NEIGHBOURS:
+    _KERNEL[1 + _dr, 1 + _dc] = _w
+_STENCIL = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]  # index 4: the pixel itself
+_HAT = np.array([0.5, 1.0, 0.5])  # bilinear interpolation, one axis
+
+
+def keep_masks(cam: np.ndarray, percentiles: Sequence[float],
+               most_first: bool) -> list[np.ndarray]:
+    """The pixels ROAD keeps (True) for one map, per percentile: those below the percentile of
+    the map (most relevant first) or of 1 - map (least relevant first), compared as torch
+    compares a float32 tensor with the threshold."""
+    values = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))
+    if not most_first:
+        values = 1 - values
+    thresholds = np.percentile(values.numpy(), list(percentiles))
+    return [(values < t).numpy() for t in thresholds]
+
+
+def keep_mask(cam: np.ndarray, percentile: float, most_first: bool) -> np.ndarray:
+    """``keep_masks`` for one percentile."""
+    return keep_masks(cam, [percentile], most_first)[0]
+
+
+def impute(img: torch.Tensor, keep: np.ndarray, noise: float = NOISE) -> torch.Tensor:
+    """ROAD's noisy linear imputation of the pixels not in ``keep`` ((H, W) bool) in ``img``
+    ((C, H, W) float32 on the CPU): the library's ``NoisyLinearImputer(noise)(img, mask)``,
+    drawing its noise from torch's global generator the same way."""
+    return with_noise(img, keep, solve(img.numpy(), keep), noise)
+
+
+def with_noise(img: torch.Tensor, keep: np.ndarray, values: np.ndarray,
+               noise: float = NOISE) -> torch.Tensor:
+    """``img`` with the unknown pixels set to ``values`` ((N, C), see ``solve``) plus noise."""
+    unknown = torch.from_numpy(np.flatnonzero(~keep.reshape(-1)))
+    if not len(unknown):
+        return img.clone()
+    # the library's res is torch.tensor(SuperLU's Fortran-ordered (N, C) solution), which keeps
+    # those strides, so its res.t() is a contiguous (C, N) tensor: the noise is torch's draw
+    # for such a tensor (randn_like follows the strides, and they decide the numbers drawn)
+    res_t = torch.from_numpy(np.ascontiguousarray(values.T, dtype=np.float32))
+    out = img.reshape(img.shape[0], -1).clone()
+    out[:, unknown] = res_t + noise * torch.randn_like(res_t)
+    return out.reshape_as(img)
+
+
+def solutions(tasks: Iterable[tuple[np.ndarray, np.ndarray]],
+              workers: int) -> Iterator[np.ndarray]:
+    """``solve(img, keep)`` of each task, in order, up to 2 x ``workers`` threads ahead (the
+    solves run mostly outside the GIL: OpenCV, NumPy, SuperLU)."""
+    tasks = iter(tasks)
+    if workers <= 1:
+        yield from (solve(*task) for task in tasks)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        ahead = deque(pool.submit(solve, *task) for task in islice(tasks, 2 * workers))
+        while ahead:
+            yield ahead.popleft().result()
+            task = next(tasks, None)
+            if task is not None:
+                ahead.append(pool.submit(solve, *task))
+
+
+def solve(img: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The imputed values without noise: (N, C) float64 for the N unknown pixels in row-major
+    order, from ``img`` (C, H, W) and ``keep`` (H, W)."""
+    channels = img.shape[0]
+    if not keep.any():  # nothing known: the system's solution is 0 (see the module text)
+        return np.zeros((keep.size, channels))
+    grid = _Grid(img, keep)
+    if grid.unknowns > DIRECT_MAX:
+        x = _Multigrid(grid).solve(grid.rhs)
+        if x is not None:
+            return x[grid.unknown]
+    return _direct(grid)
+
+
+class ROAD:
+    """A ROAD score per map, called as the library's metrics are: ``(input_tensor, cams,
+    targets, model)`` -> (K,) float32, for K maps of the images in ``input_tensor``.
+
+    ``order``: "combined" (the library's ROADCombined: (least - most) / 2), "most"
+    (ROADMostRelevantFirstAverage) or "least" (ROADLeastRelevantFirstAverage); the mean over
+    ``percentiles`` of the class score's change. ``batch``: imputed images per forward pass."""
+
+    def __init__(self, order: Order = "combined", percentiles: Sequence[float] = (
+            10, 20, 30, 40, 50, 60, 70, 80, 90), noise: float = NOISE, batch: int = BATCH,
+                 workers: Optional[int] = None):
+        if order not in ("combined", "most", "least"):
+            raise ValueError(f"ROAD order: combined, most or least, not {order!r}")
+        self.order, self.percentiles = order, list(percentiles)
+        self.noise, self.batch = noise, max(1, int(batch))
+        self.workers = torch.get_num_threads() if workers is None else workers
+
+    def __call__(self, input_tensor: torch.Tensor, cams: np.ndarray,
+                 targets: Sequence[Callable], model: torch.nn.Module) -> np.ndarray:
+        firsts = {"combined": (False, True), "most": (True,), "least": (False,)}[self.order]
+        images = [input_tensor[i].cpu() for i in range(len(cams))]
+        keeps = {(most, i): keep_masks(cams[i], self.percentiles, most)
+                 for most in firsts for i in range(len(cams))}
+        # the library's order of noise draws: least relevant first before most (combined),
+        # percentile by percentile, map by map
+        jobs = [(most, n, i) for most in firsts for n in range(len(self.percentiles))
+                for i in range(len(cams))]
+        tasks = ((images[i].numpy(), keeps[most, i][n]) for most, n, i in jobs)
+        after = np.empty(len(jobs), np.float32)
+        pending: list[torch.Tensor] = []
+        with torch.no_grad():
+            before = _scores(model(input_tensor), targets)
+            for k, values in enumerate(solutions(tasks, self.workers)):
+                most, n, i = jobs[k]
+                pending.append(with_noise(images[i], keeps[most, i][n], values, self.noise))
+                if len(pending) == self.batch or k == len(jobs) - 1:
+                    first = k + 1 - len(pending)
+                    outputs = model(torch.stack(pending).to(input_tensor.device))
+                    after[first:k + 1] = _scores(outputs, [targets[j[2]] for j in jobs[first:k + 1]])
+                    pending = []
+        change = after.reshape(len(firsts), len(self.percentiles), len(cams)) - before
+        means = np.mean(change, axis=1)  # float32, as the library's averager
+        return (means[0] - means[1]) / 2 if self.order == "combined" else means[0]
+
+
+def _scores(outputs: torch.Tensor, targets: Sequence[Callable]) -> np.ndarray:
+    """Each output row's target score, float32 (as the library reads them)."""
+    return np.float32([target(output).cpu().numpy() for target, output in zip(targets, outputs)])
+
+
+class _Grid:
+    """The system on the removed pixels' bounding box grown by one pixel: unknown mask, the
+    diagonal (the weights of the neighbours inside the image) and the right-hand side (the
+    weighted known neighbours), as (h, w, C) float64 arrays; pixels outside the box are
+    neither unknown nor neighbours of one."""
+
+    def __init__(self, img: np.ndarray, keep: np.ndarray) -> None:
+        height, width = keep.shape
+        rows = np.flatnonzero(~keep.all(axis=1))
+        cols = np.flatnonzero(~keep.all(axis=0))
+        r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, height)
+        c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, width)
+        self.unknown = ~keep[r0:r1, c0:c1]
+        self.unknowns = int(self.unknown.sum())
+        h, w = self.unknown.shape
+        rr, cc = np.arange(r0, r1)[:, None], np.arange(c0, c1)[None, :]
+        diag = np.ones((h, w))
+        for dr, dc, weight in NEIGHBOURS:  # the library's order of subtraction
+            outside = (rr + dr < 0) | (rr + dr >= height) | (cc + dc < 0) | (cc + dc >= width)
+            diag = np.where(outside, diag - weight, diag)
+        channels = img.shape[0]
+        self.mask = np.repeat(self.unknown[:, :, None], channels, axis=2).astype(np.float64)
+        self.diag = np.repeat(diag[:, :, None], channels, axis=2)
+        known = np.ascontiguousarray(img[:, r0:r1, c0:c1].transpose(1, 2, 0), np.float64)
+        known *= 1.0 - self.mask
+        self.rhs = _filter(known, _KERNEL) * self.mask
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """A x (A symmetric positive definite: diag on the diagonal, -weight to an unknown
+        neighbour), for x zero outside the unknowns."""
+        return self.mask * (self.diag * x - _filter(x, _KERNEL))
+
+
+def _filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Correlation of each channel of x (h, w, C) with a 3 x 3 kernel, zero outside."""
+    out = cv2.filter2D(np.ascontiguousarray(x), -1, kernel.astype(x.dtype),
+                       borderType=cv2.BORDER_CONSTANT)
+    return out.reshape(x.shape)
+
+
+def _direct(grid: _Grid) -> np.ndarray:
+    """SuperLU on the system of the unknowns (ordered for a symmetric matrix)."""
+    h, w = grid.unknown.shape
+    index = np.full((h + 2, w + 2), -1)
+    r, c = np.nonzero(grid.unknown)
+    index[r + 1, c + 1] = np.arange(len(r))
+    rows, cols, vals = [np.arange(len(r))], [np.arange(len(r))], [grid.diag[r, c, 0]]
+    for dr, dc, weight in NEIGHBOURS:
+        j = index[r + 1 + dr, c + 1 + dc]
+        ok = j >= 0
+        rows.append(np.flatnonzero(ok))
+        cols.append(j[ok])
+        vals.append(np.full(int(ok.sum()), -weight))
+    a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(len(r), len(r)))
+    lu = splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+              options={"SymmetricMode": True})
+    return lu.solve(grid.rhs[r, c])
+
+
+# ---- the multigrid preconditioner ----------------------------------------------------------
+
+class _FineOp:
+    """The fine level in float32: A from the grid (an OpenCV filter and two products)."""
+
+    def __init__(self, grid: _Grid) -> None:
+        self.shape = grid.unknown.shape
+        self.active = grid.unknown
+        self.masks = {grid.mask.shape[2]: grid.mask.astype(DTYPE),
+                      1: grid.unknown[:, :, None].astype(DTYPE)}
+        self.diags = {grid.mask.shape[2]: grid.diag.astype(DTYPE),
+                      1: grid.diag[:, :, :1].astype(DTYPE)}
+        self.mask = self.masks[grid.mask.shape[2]]
+        # damped Jacobi, 2/3 of 1/diag: the off-diagonal weights of a row sum to its diagonal
+        self.jacobi = (2 / 3) * self.mask / self.diags[grid.mask.shape[2]]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[2] if x.shape[2] in self.masks else 1
+        return self.masks[n] * (self.diags[n] * x - _filter(x, _KERNEL))
+
+
+class _StencilOp:
+    """A coarse level: a 9-point stencil per point (Galerkin). Points whose interpolation
+    reaches no active finer point are inactive (identity, and zero in every vector). Where
+    the active finer points are few (a lone removed pixel between four coarse points), the
+    interpolations of several coarse points can coincide: the operator is then only
+    semi-definite, harmless for Jacobi steps and for the finer levels (what it cannot tell
+    apart interpolates to zero), and the last level's solve adds a tiny diagonal."""
+
+    def __init__(self, stencil: np.ndarray, active: np.ndarray, channels: int) -> None:
+        self.active = active
+        stencil[:, ~active] = 0.0
+        stencil[4][~active] = 1.0
+        self.stencil = stencil
+        self.shape = self.active.shape
+        self.stencils = {1: stencil[..., None], channels: np.repeat(stencil[..., None], channels, 3)}
+        self.mask = np.repeat(self.active[:, :, None], channels, 2).astype(DTYPE)
+        spread = (np.abs(stencil).sum(axis=0) / stencil[4])[self.active].max()
+        self.jacobi = 4 / (3 * spread) * self.mask / self.stencils[channels][4]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        s = self.stencils.get(x.shape[2], self.stencils[1])
+        h, w = self.shape
+        padded = np.zeros((h + 2, w + 2, x.shape[2]), DTYPE)
+        padded[1:-1, 1:-1] = x
+        y = s[4] * x
+        for k, (dr, dc) in enumerate(_STENCIL):
+            if k != 4:
+                y += s[k] * padded[1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+        return y
+
+
+def _restrict(r: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """P^T r: bilinear interpolation's transpose, fine point 2J -> coarse point J."""
+    hc, wc = shape
+    f = np.zeros((2 * hc - 1, 2 * wc - 1, r.shape[2]), DTYPE)
+    f[:r.shape[0], :r.shape[1]] = r
+    g = cv2.sepFilter2D(f, -1, _HAT, _HAT, borderType=cv2.BORDER_CONSTANT).reshape(f.shape)
+    return np.ascontiguousarray(g[::2, ::2])
+
+
+def _prolong(c: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """P c: bilinear interpolation to the finer grid, zero where the finer level has no
+    unknown."""
+    hc, wc = c.shape[:2]
+    f = np.zeros((2 * hc - 1, 2 * wc - 1, c.shape[2]), DTYPE)
+    f[::2, ::2] = c
+    g = cv2.sepFilter2D(f, -1, _HAT, _HAT, borderType=cv2.BORDER_CONSTANT).reshape(f.shape)
+    return g[:shape[0], :shape[1]] * mask
+
+
+def _galerkin(op, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse points (those whose interpolation reaches an active finer point) and the
+    coarse operator P^T A P on
+    them as a 9-point stencil (9, hc, wc): A applied to the interpolations of 9 probes, each
+    a coarse point in every 3 x 3 block."""
+    hc, wc = shape
+    h, w = op.shape
+    padded = np.zeros((2 * hc + 1, 2 * wc + 1), bool)
+    padded[1:h + 1, 1:w + 1] = op.active
+    active = np.zeros(shape, bool)
+    for dr in (0, 1, 2):
+        for dc in (0, 1, 2):
+            active |= padded[dr:dr + 2 * hc:2, dc:dc + 2 * wc:2]
+    i, j = np.mgrid[:hc, :wc]
+    probes = np.zeros((hc, wc, 9), DTYPE)
+    probes[i, j, (i % 3) * 3 + j % 3] = active
+    mask = op.active[:, :, None].astype(DTYPE)
+    y = _restrict(op.apply(_prolong(probes, mask, op.shape)) * mask, shape)
+    stencil = np.zeros((9, hc, wc), DTYPE)
+    for k, (dr, dc) in enumerate(_STENCIL):
+        inside = (i + dr >= 0) & (i + dr < hc) & (j + dc >= 0) & (j + dc < wc)
+        probe = ((i + dr) % 3) * 3 + (j + dc) % 3
+        stencil[k] = np.where(inside, np.take_along_axis(y, probe[..., None], 2)[..., 0], 0)
+    return stencil, active
+
+
+def _stencil_lu(op: _StencilOp):
+    """SuperLU of the last level's active points, with REGULARISE x its diagonal added (the
+    level can be semi-definite, see _StencilOp)."""
+    h, w = op.shape
+    index = np.full((h + 2, w + 2), -1)
+    r, c = np.nonzero(op.active)
+    index[r + 1, c + 1] = np.arange(len(r))
+    rows, cols, vals = [], [], []
+    for k, (dr, dc) in enumerate(_STENCIL):
+        j = index[r + 1 + dr, c + 1 + dc]
+        ok = j >= 0
+        rows.append(np.flatnonzero(ok))
+        cols.append(j[ok])
+        vals.append(op.stencil[k][r[ok], c[ok]].astype(np.float64) * (1 + REGULARISE * (k == 4)))
+    a = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(len(r), len(r)))
+    return splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                options={"SymmetricMode": True})
+
+
+class _Multigrid:
+    """Conjugate gradients on the grid's system, preconditioned by a multigrid V-cycle."""
+    MAX_ITERATIONS = 100
+
+    def __init__(self, grid: _Grid) -> None:
+        self.grid = grid
+        channels = grid.rhs.shape[2]
+        op, self.levels = _FineOp(grid), []
+        while op.active.sum() > COARSEST and min(op.shape) > 4:
+            self.levels.append(op)
+            op = _StencilOp(*_galerkin(op, (op.shape[0] // 2 + 1, op.shape[1] // 2 + 1)),
+                            channels)
+        self.last = op
+        self.lu = _stencil_lu(op) if self.levels else None
+
+    def cycle(self, b: np.ndarray, level: int = 0) -> np.ndarray:
+        """One V-cycle (SMOOTHING damped Jacobi steps before and after) on A x = b, float32."""
+        if level == len(self.levels):
+            x = np.zeros_like(b)
+            x[self.last.active] = self.lu.solve(b[self.last.active].astype(np.float64))
+            return x
+        op = self.levels[level]
+        coarse = self.levels[level + 1] if level + 1 < len(self.levels) else self.last
+        x = op.jacobi * b
+        for _ in range(SMOOTHING - 1):
+            x += op.jacobi * (b - op.apply(x))
+        r = _restrict(b - op.apply(x), coarse.shape) * coarse.mask
+        x += _prolong(self.cycle(r, level + 1), op.mask, op.shape)
+        for _ in range(SMOOTHING):
+            x += op.jacobi * (b - op.apply(x))
+        return x
+
+    def solve(self, b: np.ndarray):
+        """x with A x = b to ``TOLERANCE`` (flexible preconditioned CG, float64), or None when
+        it does not get there (the caller then solves directly)."""
+        if self.lu is None:
+            return None
+        grid = self.grid
+        limit = TOLERANCE * np.sqrt(_dot(b, b))
+        x, r = np.zeros_like(b), b.copy()
+        z = self.cycle(r.astype(DTYPE)).astype(np.float64)
+        p, rz = z.copy(), _dot(r, z)
+        for _ in range(self.MAX_ITERATIONS):
+            q = grid.apply(p)
+            pq = _dot(p, q)
+            alpha = np.divide(rz, pq, out=np.zeros_like(rz), where=pq > 0)
+            x += alpha * p
+            previous, r = r, r - alpha * q
+            if np.all(np.sqrt(_dot(r, r)) <= limit):
+                return x
+            z = self.cycle(r.astype(DTYPE)).astype(np.float64)
+            rz_next = _dot(r, z)
+            beta = np.divide(rz_next - _dot(previous, z), rz, out=np.zeros_like(rz),
+                             where=rz > 0)
+            p, rz = z + beta * p, rz_next
+        return None
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per channel: the dot product of two (h, w, C) arrays."""
+    product = (a * b).reshape(-1, a.shape[2])
+    return np.ones(len(product)) @ product  # a matrix-vector product: quicker than einsum

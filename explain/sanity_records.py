@@ -1,0 +1,115 @@
+"""The sanity checks' records (summary.json's ``sanity``; explain.sanity measures them,
+explain.writers.sanity writes them): per method its verdicts, the mean similarity after each
+randomisation step and per map, and the files drawn from them. Kept apart from
+explain.results (which holds ``RunSummary.sanity``) so that module stays small; like its
+records, these refuse unknown keys."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+MEASURE_LABELS = {"spearman": "rank correlation", "spearman_abs": "rank correlation of |map|",
+                  "ssim": "SSIM", "ssim_abs": "SSIM of |map|"}
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Similarity(_Record):
+    """One map pair, or a mean over pairs (explain.sanity.similarity): Spearman's rank
+    correlation and SSIM, on the maps and on their absolute values."""
+    spearman: float
+    spearman_abs: float
+    ssim: float
+    ssim_abs: float
+
+
+class SanityStep(_Record):
+    """One randomisation step: the layer re-initialised (cascading: it and every layer
+    before it, from the output) and the mean similarity of the maps with the trained
+    model's."""
+    layer: str
+    similarity: Similarity
+
+
+class SanityMethod(_Record):
+    """One method's checks (``guided_backprop`` and ``guided_<method>``, Guided Grad-CAM, too
+    with guided.enabled). The per-map lists follow ``SanitySummary.maps``."""
+    method: str
+    verdict: str  # pass | fail: ``final`` below sanity.threshold
+    final: float  # sanity.measure after the last cascading step, mean over the maps
+    cascading: list[SanityStep]
+    independent: list[SanityStep] = Field(default_factory=list)  # sanity.independent
+    final_per_map: list[Similarity] = Field(default_factory=list)
+    random_logit: Optional[Similarity] = None  # mean over the maps
+    logit_verdict: Optional[str] = None  # pass: random_logit's measure below logit_threshold
+    logit_per_map: list[Similarity] = Field(default_factory=list)
+
+
+class SanityMap(_Record):
+    """One image x class the checks explained, and its random other class."""
+    image: str
+    class_name: str = Field(alias="class")
+    random_class: Optional[str] = None
+
+
+class SanityFiles(_Record):
+    """The checks' files, under sanity/."""
+    cascading: Optional[str] = None  # similarity vs layers re-initialised, a curve per method
+    independent: Optional[str] = None  # the same, each layer alone (sanity.independent)
+    strip: Optional[str] = None  # the first image's maps as the layers are re-initialised
+    csv: Optional[str] = None  # every mean, a row per method x variant x step
+
+    def paths(self) -> list[str]:
+        return [p for p in (self.cascading, self.independent, self.strip, self.csv) if p]
+
+
+class SanitySummary(_Record):
+    """summary.json's ``sanity``."""
+    measure: str  # what the verdicts compare: spearman, spearman_abs, ssim, ssim_abs
+    threshold: float
+    logit_threshold: float
+    seed: int
+    layers: list[str]  # re-initialised, in this order (output first)
+    not_randomised: int  # parameter tensors in modules without reset_parameters()
+    maps: list[SanityMap]
+    methods: list[SanityMethod]
+    strip_steps: list[int] = Field(default_factory=list)  # cascading steps the strip shows
+    files: SanityFiles = Field(default_factory=SanityFiles)
+
+    def method(self, name: str) -> Optional[SanityMethod]:
+        return next((m for m in self.methods if m.method == name), None)
+
+    def verdicts(self) -> dict[str, tuple[str, str]]:
+        """Method -> ('passes' | 'fails', its numbers in words), for "Which map to trust"
+        (explain.evidence): the verdict is the randomisation check's; the random logit's
+        number is said beside it, and its failure named."""
+        label = MEASURE_LABELS[self.measure]
+        out = {}
+        for m in self.methods:
+            text = (f"{label} {m.final:.2f} with the trained model's maps after "
+                    f"{len(self.layers)} layer(s) re-initialised; passes below {self.threshold:g}")
+            if m.random_logit is not None:
+                logit = getattr(m.random_logit, self.measure)
+                text += (f"; {logit:.2f} with a random class's map"
+                         + (" (random logit fails: the map barely depends on the class)"
+                            if m.logit_verdict == "fail" else ""))
+            out[m.method] = ("passes" if m.verdict == "pass" else "fails", text)
+        return out
+
+    def columns(self, name: str) -> dict[str, Any]:
+        """summary.csv's sanity columns for the rows of method ``name``: its verdicts and
+        mean similarities (none for a method the checks did not cover)."""
+        checked = self.method(name)
+        if checked is None:
+            return {}
+        row: dict[str, Any] = {"sanity_verdict": checked.verdict,
+                               f"sanity_{self.measure}": checked.final}
+        if checked.random_logit is not None:
+            row["sanity_logit_verdict"] = checked.logit_verdict
+            row[f"sanity_logit_{self.measure}"] = getattr(checked.random_logit, self.measure)
+        return row

@@ -1,0 +1,58 @@
+"""Beyond classifiers: semantic segmentation and object detection models, by config.
+
+``task: segmentation`` explains a model returning (N, classes, H, W) score maps (torchvision's
+FCN, DeepLabV3, LR-ASPP through ``model.output: out``): a target is a class and a region, the
+pixels the model predicts as the class or the class's pixels in a ground-truth label map, and
+the score is the library's ``SemanticSegmentationTarget`` (explain.tasks.segmentation).
+``task: detection`` explains a detector returning one ``{boxes, labels, scores}`` per image
+(torchvision's Faster R-CNN, RetinaNet, FCOS, SSD, Mask R-CNN in eval mode): every detection
+above ``detection.score_threshold`` is a target, scored by the library's
+``FasterRCNNBoxScoreTarget`` (explain.tasks.detection).
+
+A ``Task`` is what the run plan, the runner and the writers ask of a task: the model wrapper
+and head (``wrap``), the engine class, the layer ``target_layers: auto`` picks, how a batch
+becomes map records (``explain_batch``), the record names ``--resume`` accepts and the
+writers. A classification config has no task (``task_for`` gives None) and runs exactly as
+before. Nothing here imports torch until a task is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Container, Optional
+
+
+class Task:
+    """What a segmentation or detection run needs beyond a classifier's (see the module)."""
+    name = ""
+    engine_class: Any = None  # an explain.engine.CamEngine subclass
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    def wrap(self, net: Any) -> tuple[Any, Any]:
+        """The network wrapped for the engine and the layer survey, and the task's head."""
+        raise NotImplementedError
+
+    def auto_layer(self, net: Any, model: Any, x: Any, rows: list) -> Any:
+        """The survey row ``target_layers: auto`` picks (explain.layers.LayerRow)."""
+        raise NotImplementedError
+
+    def explain_batch(self, ctx: Any, engine: Any, group: list) -> Any:
+        """One batch of images of one shape explained: an explain.writers.BatchContext whose
+        image views hold their entries and map records."""
+        raise NotImplementedError
+
+    def record_names(self, plan: Any) -> Container[str]:
+        """The class names a kept map record may have (``--resume``)."""
+        return set(plan.classes.values())
+
+
+def task_for(cfg: Any) -> Optional[Task]:
+    """The config's task, or None for a classifier."""
+    if cfg.task == "segmentation":
+        from explain.tasks.segmentation import SegmentationTask
+        return SegmentationTask(cfg)
+    if cfg.task == "detection":
+        from explain.tasks.detection import DetectionTask
+        return DetectionTask(cfg)
+    return None

@@ -1,0 +1,84 @@
+"""What segmentation and detection share: picking the part of a model's output the task
+reads (``model.output``), the one-line message when a model does not give what its task
+expects, and the numbers of a map against a region (energy share, thresholded IoU, peak)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from explain.errors import ExplainError
+from explain.models.heads import describe_output
+
+
+def output_part(out: Any, key: Union[int, str, None]) -> Any:
+    """The part of what forward returned that ``model.output`` names (all of it for None)."""
+    if key is None:
+        return out
+    if isinstance(key, int):
+        found = out[key] if isinstance(out, (tuple, list)) and key < len(out) else None
+    elif isinstance(out, dict):
+        found = out.get(key)
+    else:
+        found = getattr(out, key, None)
+    if found is None:
+        raise ExplainError(f"model.output: {key!r} is not in what forward returns "
+                           f"({describe_output(out)})")
+    return found
+
+
+def looks_like_detections(out: Any) -> bool:
+    """A list or tuple of dicts holding 'boxes', 'labels' and 'scores' tensors."""
+    return isinstance(out, (list, tuple)) and all(
+        isinstance(d, dict) and all(isinstance(d.get(k), torch.Tensor)
+                                    for k in ("boxes", "labels", "scores")) for d in out)
+
+
+def task_hint(out: Any, task: str) -> str:
+    """'; a classifier? use task: classification' and the like: what the output looks like."""
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and task != "classification":
+        return "; this looks like a classifier: use task: classification"
+    if looks_like_detections(out) and out and task != "detection":
+        return "; this looks like a detector: use task: detection"
+    if isinstance(out, torch.Tensor) and out.ndim == 4 and task != "segmentation":
+        return "; this looks like a segmentation model: use task: segmentation"
+    if isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor):
+        return "; set model.output: out (torchvision's segmentation models return {'out': ...})"
+    return ""
+
+
+def mismatch(task: str, expected: str, out: Any) -> ExplainError:
+    """The model does not give what ``task`` reads: one line saying what it gives."""
+    return ExplainError(f"model: task: {task} expects forward to return {expected}, it returns "
+                        f"{describe_output(out)}{task_hint(out, task)}")
+
+
+def share_inside(cam: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the map's sum inside ``mask`` (0 for an all-zero map)."""
+    total = float(cam.sum(dtype=np.float64))
+    return round(float(cam[mask].sum(dtype=np.float64)) / total, 6) if total > 0 else 0.0
+
+
+def thresholded_iou(cam: np.ndarray, mask: np.ndarray, threshold: float) -> float:
+    """IoU of ``mask`` with the map above ``threshold`` x its maximum."""
+    peak = float(cam.max())
+    hot = cam >= threshold * peak if peak > 0 else np.zeros_like(mask)
+    union = int((hot | mask).sum())
+    return round(int((hot & mask).sum()) / union, 6) if union else 0.0
+
+
+def peak_inside(cam: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the map's (first) peak lies inside ``mask``; False for an all-zero map."""
+    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return bool(cam.max() > 0 and mask[y, x])
+
+
+def inside_outside(cam: np.ndarray, mask: np.ndarray) -> Optional[float]:
+    """The mean map value inside ``mask`` over the mean outside it; None when either side is
+    empty or the outside is all zero."""
+    inside, outside = cam[mask], cam[~mask]
+    if not inside.size or not outside.size or float(outside.mean()) <= 0:
+        return None
+    return round(float(inside.mean()) / float(outside.mean()), 6)

@@ -1,0 +1,111 @@
+"""Ground-truth label maps for task: segmentation (``segmentation.masks``): one PNG per image
+in a folder, named ``<image id>.png`` or ``<image file stem>.png``, of the image's size (as
+displayed: EXIF orientation applied), each pixel value a class index (a palette PNG's index,
+a grayscale PNG's value; values that name no class, such as VOC's 255 border, are in no
+class's mask). Read with the image limits (``preprocess.max_bytes``, ``max_pixels``),
+resized to the model's input by nearest neighbour. Every problem is one line naming the
+file: not a folder, a missing map (with ``region: label``), the wrong size, a colour PNG."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image
+
+from explain.annotations import original_size
+from explain.config import read_bounded_bytes
+from explain.errors import ExplainError
+from explain.names import quote
+
+LABEL_MODES = ("1", "L", "P", "I;16", "I")  # single-channel PNGs whose values are indices
+
+
+def mask_folder(cfg: Any) -> Optional[Path]:
+    """The folder ``segmentation.masks`` names (resolved), or None; one line when it is not
+    a folder."""
+    if cfg.segmentation.masks is None:
+        return None
+    folder = cfg.resolve(cfg.segmentation.masks)
+    if not folder.is_dir():
+        raise ExplainError(f"segmentation.masks: {folder}: not a folder (a folder of PNG label "
+                           f"maps, <image id>.png)")
+    return folder
+
+
+def mask_file(folder: Path, ref: Any) -> Optional[Path]:
+    """The image's label map in ``folder`` (a regular file, not a link), or None."""
+    for name in dict.fromkeys((f"{ref.id}.png", f"{ref.path.stem}.png")):
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            return path
+    return None
+
+
+def _opened(path: Path, cfg: Any) -> Image.Image:
+    spec = cfg.preprocess
+    data = read_bounded_bytes(path, spec.max_bytes, "a label map")
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+    except Exception:
+        raise ExplainError(f"segmentation.masks: {path}: not a readable PNG label map") from None
+    if width * height > spec.max_pixels:
+        raise ExplainError(f"segmentation.masks: {path}: {width}x{height} is over "
+                           f"preprocess.max_pixels ({spec.max_pixels})")
+    if img.mode not in LABEL_MODES:
+        raise ExplainError(f"segmentation.masks: {path}: a {img.mode} picture; a label map is "
+                           f"a single-channel PNG (grayscale or palette) whose pixel values "
+                           f"are class indices")
+    return img
+
+
+def _same_size(path: Path, img: Image.Image, ref: Any) -> None:
+    height, width = original_size(ref.path)
+    if img.size != (width, height):
+        raise ExplainError(f"segmentation.masks: {path}: {img.size[0]}x{img.size[1]} pixels, "
+                           f"but image {quote(ref.id)} is {width}x{height}; a label map has its "
+                           f"image's size")
+
+
+def check_masks(cfg: Any, refs: list) -> list[str]:
+    """Before anything is written: every label map there has a usable mode and its image's
+    size; with ``region: label`` every image has one. Returns the notes (images without)."""
+    folder = mask_folder(cfg)
+    if folder is None:
+        return []
+    missing = []
+    for ref in refs:
+        path = mask_file(folder, ref)
+        if path is None:
+            if cfg.segmentation.region == "label":
+                raise ExplainError(f"segmentation.masks: no label map for image "
+                                   f"{quote(ref.id)} ({folder / (ref.id + '.png')}); region: "
+                                   f"label explains each class over its ground-truth pixels")
+            missing.append(ref.id)
+            continue
+        try:
+            original_size(ref.path)
+        except Exception:  # an unreadable image: the run skips it or says so
+            continue
+        _same_size(path, _opened(path, cfg), ref)
+    if not missing:
+        return []
+    shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+    return [f"segmentation.masks: no label map for {len(missing)} image(s) ({shown}): no "
+            f"ground-truth numbers for them"]
+
+
+def read_truth(cfg: Any, item: Any) -> Optional[np.ndarray]:
+    """The image's label map at model input size (int32), or None without one."""
+    folder = mask_folder(cfg)
+    path = None if folder is None else mask_file(folder, item.ref)
+    if path is None:
+        return None
+    img = _opened(path, cfg)
+    _same_size(path, img, item.ref)
+    labels = np.asarray(img).astype(np.int32)
+    from explain.tasks.segmentation import to_size
+    return to_size(labels, tuple(item.rgb.shape[:2]))

@@ -1,0 +1,66 @@
+"""The records of segmentation and detection runs (task: segmentation / detection), as parts
+of explain.results' map, image and run records: they land in summary.json, summary.csv (the
+map numbers as flat columns) and the item files ``--resume`` reads back."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class RegionNumbers(_Part):
+    """A segmentation map: the region it explains, and the map against it."""
+    region: str  # predicted | label: the pixels the target sums the class's scores over
+    pixels: int  # pixels in the region (at model input size)
+    pixel_share: float  # share of the image's pixels the model predicts as the class
+    score: float  # what the map explains: the class's scores summed over the region
+    energy_in_region: float  # share of the map's sum inside the region
+    energy_in_mask: Optional[float] = None  # share inside the ground truth (with its pixels)
+    mask_iou: Optional[float] = None  # IoU of the map above segmentation.threshold x max
+    pointing_hit: Optional[bool] = None  # the map's peak lies in the ground-truth mask
+
+
+class DetectionNumbers(_Part):
+    """A detection map: the detection it explains, and the map against its box."""
+    label: str  # the class name of the detection's label
+    score: float
+    box: list[float]  # x0, y0, x1, y1 in model-input pixels
+    energy_in_box: float  # share of the map's sum inside the box
+    inside_outside: Optional[float] = None  # mean map value inside the box / outside it
+
+
+class SegmentationImage(_Part):
+    """Per image (its ``probabilities`` hold each named class's share of the predicted
+    pixels): whether a ground-truth mask was read, and the targets left out."""
+    truth: bool = False  # a ground-truth label map was read for the image
+    absent: list[str] = Field(default_factory=list)  # targets without a pixel in their region
+
+
+class Detected(_Part):
+    """One detection that was explained (a map per method)."""
+    name: str  # the maps' class name: <label>-<n>, the n-th best box of the label
+    label: str
+    score: float
+    box: list[float]  # x0, y0, x1, y1 in model-input pixels
+
+
+class DetectionImage(_Part):
+    """Per image: the detections above the threshold, and those explained."""
+    above_threshold: int  # of the named (and targeted) classes
+    explained: list[Detected] = Field(default_factory=list)  # the best detection.max_boxes
+
+
+class TaskSummary(_Part):
+    """The run: the mean of each map number per method."""
+    task: str
+    numbers: list[str] = Field(default_factory=list)  # the numbers averaged, in order
+    means: dict[str, dict[str, float]] = Field(default_factory=dict)  # method -> number -> mean
+    maps: dict[str, int] = Field(default_factory=dict)  # method -> maps averaged

@@ -1,0 +1,160 @@
+"""The outputs of segmentation and detection runs.
+
+``TaskWriter`` writes each map's overlay (``cams/<method>/<image>__<class>.<ext>``, and the
+``.npy`` with ``output.save_arrays``) with the task drawn on it: segmentation, the outline
+of the class's predicted mask in white (and of its ground-truth mask in magenta); detection,
+the detection's box with its label and score. Per image it writes the predicted mask in
+colour (``segmentation/<image>.<ext>``) or the explained boxes (``detections/<image>.<ext>``).
+At the end it adds the notes (targets without a region, images without detections) and each
+method's mean numbers (``summary.json``'s ``task``), from the records, so that a resumed run
+and a torchrun run get them too. Segmentation runs get the class panels as classifiers do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from explain import render
+from explain.tasks.drawing import TRUTH, draw_boxes, draw_outline, mask_picture
+from explain.tasks.records import TaskSummary
+from explain.writers import BatchContext, RunContext, Writer
+
+
+@dataclass
+class TaskBatch(BatchContext):
+    """A batch of a task run: per image its predicted label map and ground truth at input
+    size (segmentation), or its explained detections (detection)."""
+    labels: list[np.ndarray] = field(default_factory=list)
+    truths: list[Optional[np.ndarray]] = field(default_factory=list)
+    found: list[list[Any]] = field(default_factory=list)
+
+
+class TaskWriter(Writer):
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def prepare(self, plan: Any) -> None:
+        """Ground-truth label maps: read and checked before the run folder is claimed."""
+        if plan.cfg.task == "segmentation":
+            from explain.tasks.masks import check_masks
+            self.notes = check_masks(plan.cfg, list(plan.images))
+
+    def start(self, ctx: RunContext) -> None:
+        ctx.summary.notes.extend(self.notes)
+
+    def write(self, ctx: RunContext, batch: BatchContext) -> None:
+        out, task = ctx.cfg.output, ctx.cfg.task
+        for view in batch.images:
+            b = view.row
+            for one in view.maps:
+                picture = render.overlay(view.item.rgb, one.cam, out.colormap, out.image_weight)
+                if task == "segmentation":
+                    self._outline(ctx, picture, one.class_index, (batch.labels[b],
+                                                                  batch.truths[b]))
+                else:
+                    det = one.record.detection
+                    draw_boxes(picture, [(det.box, f"{det.label} {det.score:.2f}")])
+                ctx.run.write_image(one.record.file, picture)
+                if out.save_arrays:
+                    array = one.record.file.rsplit(".", 1)[0] + ".npy"
+                    ctx.run.write_npy(array, one.cam.astype(np.float32))
+                    one.record.files.array = array
+            self._image_picture(ctx, view, batch)
+
+    @staticmethod
+    def _outline(ctx: RunContext, picture: np.ndarray, c: int, masks: tuple) -> None:
+        labels, truth = masks
+        if not ctx.cfg.segmentation.outline:
+            return
+        draw_outline(picture, labels == c)
+        if truth is not None:
+            draw_outline(picture, truth == c, TRUTH)
+
+    @staticmethod
+    def _image_picture(ctx: RunContext, view: Any, batch: BatchContext) -> None:
+        """segmentation/<image>: the predicted mask in colour; detections/<image>: the
+        explained boxes on the photo."""
+        entry = view.entry
+        if ctx.cfg.task == "segmentation":
+            picture = mask_picture(view.item.rgb, batch.labels[view.row],
+                                   max(ctx.classes) + 1, batch.truths[view.row])
+            entry.files.task = f"segmentation/{entry.id}{ctx.ext}"
+            ctx.run.write_image(entry.files.task, picture)
+            return
+        picture = np.uint8(np.round(np.clip(view.item.rgb, 0, 1) * 255))
+        draw_boxes(picture, [(det.box, f"{det.name} {det.score:.2f}")  # the best placed first
+                             for det in batch.found[view.row]])
+        entry.files.task = f"detections/{entry.id}{ctx.ext}"
+        ctx.run.write_image(entry.files.task, picture)
+
+    def finish(self, ctx: RunContext) -> None:
+        summary = ctx.summary
+        summary.notes.extend(task_notes(ctx.cfg, summary.images))
+        summary.task = task_summary(ctx.cfg.task, summary.images, ctx.methods)
+
+
+def task_notes(cfg: Any, images: list) -> list[str]:
+    """What a reader must know of the run's images, from their records."""
+    if cfg.task == "segmentation":
+        absent = [(e.id, c) for e in images for c in (e.segmentation.absent if e.segmentation
+                                                      else [])]
+        if not absent:
+            return []
+        shown = ", ".join(f"{c} on {i}" for i, c in absent[:5]) + \
+            (f" (+{len(absent) - 5} more)" if len(absent) > 5 else "")
+        return [f"segmentation: {len(absent)} target(s) without a pixel in their region "
+                f"({cfg.segmentation.region} mask) were not explained: {shown}"]
+    none = [e.id for e in images if e.detections is not None and not e.detections.explained]
+    more = [e.id for e in images if e.detections is not None and
+            e.detections.above_threshold > len(e.detections.explained)]
+    notes = []
+    if none:
+        shown = ", ".join(none[:5]) + (f" (+{len(none) - 5} more)" if len(none) > 5 else "")
+        notes.append(f"detection: no detection of a named class scores at least "
+                     f"score_threshold {cfg.detection.score_threshold} on {len(none)} "
+                     f"image(s): {shown}; nothing to explain there")
+    if more:
+        notes.append(f"detection: {len(more)} image(s) have more than max_boxes "
+                     f"({cfg.detection.max_boxes}) detections above the threshold; the best "
+                     f"{cfg.detection.max_boxes} of each were explained")
+    return notes
+
+
+MEANS = {"segmentation": ("pixel_share", "energy_in_region", "energy_in_mask", "mask_iou",
+                          "pointing_hit"),
+         "detection": ("score", "energy_in_box", "inside_outside")}
+
+
+def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
+    """Each method's mean of each map number over its maps (numbers a map lacks are left out
+    of that mean)."""
+    values: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    for entry in images:
+        for rec in entry.cams:
+            numbers = rec.segment if task == "segmentation" else rec.detection
+            for key in MEANS[task]:
+                value = getattr(numbers, key, None) if numbers is not None else None
+                if value is not None:
+                    values.setdefault(rec.method, {}).setdefault(key, []).append(float(value))
+    means = {m: {k: round(float(np.mean(v)), 6) for k, v in found.items()}
+             for m, found in values.items()}
+    maps = {m: sum(1 for e in images for r in e.cams if r.method == m) for m in methods}
+    numbers = [k for k in MEANS[task] if any(k in found for found in means.values())]
+    return TaskSummary(task=task, numbers=numbers, means=means, maps=maps)
+
+
+def task_writers(cfg: Any) -> list[Writer]:
+    """The outputs of a segmentation or detection run, in the order they run."""
+    from explain.writers.panels import PanelWriter
+    from explain.writers.report import ReportWriter
+    from explain.writers.summary import SummaryWriter
+    writers: list[Writer] = [TaskWriter()]
+    if cfg.task == "segmentation":  # panels go per class; a detection's name is per image
+        writers.append(PanelWriter())
+    writers.append(SummaryWriter())
+    if cfg.report.enabled:
+        writers.append(ReportWriter())
+    return writers

@@ -1,0 +1,387 @@
+"""Sanity checks (explain.sanity, explain.writers.sanity): model-parameter randomisation and
+random logit. The similarity numbers against textbook versions (scipy's spearmanr,
+scikit-image's SSIM) and against Quantus' MPRT and RandomLogit on the same maps; the mechanics
+on a tiny model (the user's model untouched, a curve point per layer, the random class, the
+verdicts); a whole run's records, files and report; bad input; the demo network on one image."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from importlib import metadata
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from explain import sanity
+from explain.config import Config
+from explain.models.heads import Head
+from explain.sanity_records import SanitySummary
+from conftest import IMAGES
+from helpers import (SIDE, class_targets, cli, engine_maps, library_map, one_line,
+                     tiny_config, tiny_net)
+
+SEED = 3
+
+
+def fake_plan(net: nn.Module, layer: str, methods=("gradcam",), outputs: int = 2, **fields):
+    """What explain.sanity reads of a RunPlan, for ``net`` at ``layer``."""
+    cfg = Config.model_validate({"model": {"file": "x.pth"}, "images": ["x.jpg"],
+                                 "target_layers": [layer], "methods": list(methods),
+                                 "classes": {f"c{i}": i for i in range(outputs)},
+                                 "seed": SEED, **fields})
+    return SimpleNamespace(cfg=cfg, net=net, head=Head(), device=torch.device("cpu"),
+                           classes={i: f"c{i}" for i in range(outputs)})
+
+
+def inputs(count: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(count, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(seed))
+
+
+def subjects_for(x: torch.Tensor, classes, outputs: int) -> list[sanity.Subject]:
+    """One image x class per image, with its random other class."""
+    others = sanity.other_classes(classes, outputs, SEED)
+    return [sanity.Subject(f"i{n}", x[n], [int(c)], [int(o)])
+            for n, (c, o) in enumerate(zip(classes, others))]
+
+
+# ---- the numbers ---------------------------------------------------------------------------
+
+def test_similarity_is_the_textbook_one():
+    skimage = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(0)
+    for shape in ((32, 32), (24, 40), (7, 9)):
+        a = rng.normal(size=shape)
+        b = a + rng.normal(size=shape)
+        a[:3] = 0.25  # ties
+        got = sanity.similarity(a, b)
+        na, nb = a / np.abs(a).max(), b / np.abs(b).max()
+        assert got[0] == pytest.approx(spearmanr(a.ravel(), b.ravel())[0], abs=1e-12)
+        assert got[1] == pytest.approx(spearmanr(np.abs(a).ravel(), np.abs(b).ravel())[0],
+                                       abs=1e-12)
+        for at, (p, q) in ((2, (na, nb)), (3, (np.abs(na), np.abs(nb)))):
+            span = max(p.max(), q.max()) - min(p.min(), q.min())
+            assert got[at] == pytest.approx(skimage.structural_similarity(p, q, data_range=span),
+                                            abs=1e-12)
+    positive = np.abs(rng.normal(size=(16, 16)))
+    same = sanity.similarity(positive, positive * 3)  # maps >= 0: |map| is the map
+    assert np.allclose(same, 1) and same[0] == same[1] and same[2] == same[3]
+
+
+def test_constant_maps_and_verdicts():
+    flat, varied = np.zeros((8, 8)), np.arange(64.0).reshape(8, 8)
+    assert sanity.spearman(flat, varied) == 0.0  # no ranking: unlike any other map
+    assert sanity.spearman(flat, flat) == 1.0
+    assert sanity.ssim(flat, flat) == 1.0
+    assert sanity.spearman(varied, -varied) == pytest.approx(-1.0)
+    assert sanity.verdict(0.499, 0.5) == "pass" and sanity.verdict(0.5, 0.5) == "fail"
+    assert sanity.verdict(-0.2, -0.1) == "pass"
+
+
+def test_random_class_is_another_class():
+    state = np.random.get_state()[1].copy()
+    explained = np.array([0, 1, 2, 3, 4] * 20)
+    drawn = sanity.other_classes(explained, 5, SEED)
+    assert np.array_equal(np.random.get_state()[1], state)  # numpy's global state untouched
+    assert not np.any(drawn == explained) and set(drawn.tolist()) == set(range(5))
+    assert np.array_equal(drawn, sanity.other_classes(explained, 5, SEED))
+    assert sanity.other_classes([0, 1, 1], 2, SEED).tolist() == [1, 0, 0]  # two: the other one
+
+
+# ---- the mechanics on a tiny model ---------------------------------------------------------
+
+def test_checks_leave_the_model_untouched_and_give_a_point_per_layer():
+    net = tiny_net(outputs=4, convs=2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    params = [(p, p.requires_grad) for p in net.parameters()]
+    rng = torch.get_rng_state()
+    x = inputs(2)
+    plan = fake_plan(net, "2", methods=("gradcam", "layercam"), outputs=4)
+    out = sanity.run_checks(plan, subjects_for(x, [1, 3], 4), layers=2, independent=True,
+                            guided=True)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert [(p, p.requires_grad) for p in net.parameters()] == params
+    assert torch.equal(torch.get_rng_state(), rng) and not net.training
+    assert out.layers == ["6", "2"]  # the Linear, then the second conv: output first
+    assert out.methods == ["gradcam", "layercam", "guided_backprop", "guided_gradcam",
+                           "guided_layercam"]
+    for m in out.methods:
+        assert out.cascading[m].shape == (2, 2, 4) and out.independent[m].shape == (2, 2, 4)
+        assert out.logit[m].shape == (2, 4)
+        assert [k for k, _ in out.strip[m]] == [0, 1, 2]
+        # the first step is the same re-initialisation in both variants
+        assert np.array_equal(out.cascading[m][0], out.independent[m][0])
+    assert out.cascading["gradcam"][-1, :, 0].max() < 0.9  # the maps did change
+    # the trained model's maps are the engine's, as the run makes them
+    trained = engine_maps(net, net[2], ["gradcam"], x[:1], [1])["gradcam"][0, 0]
+    assert np.abs(out.strip["gradcam"][0][1] - trained).max() < 1e-6
+
+
+def test_layers_are_reinitialised_by_their_own_default_seeded():
+    net = tiny_net(convs=2)
+    randomiser = sanity.Randomiser(net, SEED)
+    assert randomiser.net is not net and randomiser.names == ["6", "2", "0"]
+    steps = list(randomiser.cascade())
+    assert steps == ["6", "2", "0"]
+    assert torch.equal(randomiser.net[6].weight, net[6].weight)  # restored afterwards
+    expected = copy.deepcopy(net[6])
+    torch.manual_seed(SEED)  # layer 0 of the cascade: seed + 0
+    expected.reset_parameters()
+    moved = iter(randomiser.cascade())
+    next(moved)
+    assert torch.equal(randomiser.net[6].weight, expected.weight)
+    assert torch.equal(randomiser.net[2].weight, net[2].weight)  # not yet
+    moved.close()
+    assert sanity.randomisable(nn.Sequential(nn.ReLU(), nn.Flatten())) == []
+
+
+def textbook_ssim(a: np.ndarray, b: np.ndarray, win: int = 7) -> float:
+    """SSIM by Wang et al.'s formula, window by window: the mean over every win x win window
+    inside the maps, sample variances and covariance, C1 = (0.01 L)^2, C2 = (0.03 L)^2, L =
+    max - min of both maps."""
+    span = max(a.max(), b.max()) - min(a.min(), b.min())
+    c1, c2 = (0.01 * span) ** 2, (0.03 * span) ** 2
+    values = []
+    for i in range(a.shape[0] - win + 1):
+        for j in range(a.shape[1] - win + 1):
+            p, q = a[i:i + win, j:j + win].ravel(), b[i:i + win, j:j + win].ravel()
+            cov = np.sum((p - p.mean()) * (q - q.mean())) / (p.size - 1)
+            values.append((2 * p.mean() * q.mean() + c1) * (2 * cov + c2)
+                          / ((p.mean() ** 2 + q.mean() ** 2 + c1)
+                             * (p.var(ddof=1) + q.var(ddof=1) + c2)))
+    return float(np.mean(values))
+
+
+def textbook_pair(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman (scipy; a constant map: 0) and the textbook SSIM of two maps, each divided by
+    its largest |value|."""
+    a, b = a / np.abs(a).max(), b / (np.abs(b).max() or 1.0)
+    rho = 0.0 if np.ptp(b) == 0 else spearmanr(a.ravel(), b.ravel())[0]
+    return rho, textbook_ssim(a, b)
+
+
+def test_agrees_with_a_hand_written_textbook_version():
+    """No Quantus: the cascade done by hand on a copy (the Linear, then each conv, output
+    first, re-initialised by its reset_parameters() after torch.manual_seed(seed + k)), the
+    maps from pytorch-grad-cam's own GradCAM, the random class drawn by hand; Spearman from
+    scipy, SSIM by the formula."""
+    net = tiny_net(outputs=3, convs=2)
+    x, y = inputs(3, seed=2), [0, 2, 1]
+    ours = sanity.run_checks(fake_plan(net, "2", outputs=3), subjects_for(x, y, 3))
+
+    def maps(model: nn.Module, classes) -> list[np.ndarray]:
+        return [library_map("gradcam", model, model[2], x[n:n + 1], class_targets(c, 1))[0]
+                for n, c in enumerate(classes)]
+
+    trained = maps(net, y)
+    picks = np.random.RandomState(SEED).randint(0, 2, len(y))  # an index into the others
+    others = [[c for c in range(3) if c != t][p] for t, p in zip(y, picks)]
+    for n, other in enumerate(maps(net, others)):
+        assert ours.logit["gradcam"][n, [0, 2]] == pytest.approx(
+            textbook_pair(trained[n], other), abs=1e-3)
+    model = copy.deepcopy(net)
+    layers = [m for m in reversed(list(model.modules())) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(ours.cascading["gradcam"]) == len(layers) == 3
+    with torch.random.fork_rng():
+        for k, layer in enumerate(layers):
+            torch.manual_seed(SEED + k)
+            layer.reset_parameters()
+            for n, now in enumerate(maps(model, y)):
+                assert ours.cascading["gradcam"][k, n, [0, 2]] == pytest.approx(
+                    textbook_pair(trained[n], now), abs=1e-3), (k, n)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # Quantus: 0 / 0 on a zero map
+def test_agrees_with_quantus_on_the_same_maps(monkeypatch):
+    """Quantus' MPRT (cascading, top down) and RandomLogit with explain's maps as their
+    explain_func, Spearman from Quantus, SSIM from scikit-image on the (H, W) maps, each map
+    normalised by its own max |value| (Quantus' default normalises a whole batch by one
+    maximum: normalise_axes [1, 2, 3] makes it per map). Quantus seeds every layer with
+    seed + 1; explain layer k with seed + k: its torch.manual_seed is shifted to match."""
+    quantus = pytest.importorskip("quantus", reason="quantus is installed by the Makefile "
+                                  "(pip install --no-deps quantus==0.6.0): run make test")
+    from quantus.helpers.model import pytorch_model
+    from skimage.metrics import structural_similarity
+    net = tiny_net(outputs=5, convs=2)
+    x, y = inputs(4, seed=1), np.array([0, 1, 2, 4])
+    plan = fake_plan(net, "2", outputs=5)
+    ours = sanity.run_checks(plan, subjects_for(x, y, 5), guided=True)
+
+    def explain_func(model, inputs, targets, row="gradcam", **_):
+        maker = sanity.MapMaker(fake_plan(model, "2", outputs=5), model, row != "gradcam")
+        with maker.engine:
+            maps = maker.maps([sanity.Subject(str(n), torch.as_tensor(inputs[n]), [int(t)])
+                               for n, t in enumerate(targets)])
+        return np.stack(maps[row])[:, None]
+
+    def ssim_maps(a, b, batched=True, **_):
+        return np.array([structural_similarity(p.reshape(SIDE, SIDE), q.reshape(SIDE, SIDE),
+                                               data_range=float(np.ptp(np.r_[p, q])))
+                         for p, q in zip(a, b)])
+
+    class Shifted:  # the torch module as Quantus' layer generator sees it
+        def __init__(self):
+            self.calls = 0
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        def manual_seed(self, seed):
+            torch.manual_seed(seed - 1 + self.calls)
+            self.calls += 1
+
+    common = dict(normalise=True, normalise_func_kwargs={"normalise_axes": [1, 2, 3]},
+                  disable_warnings=True, display_progressbar=False)
+    call = dict(model=net, x_batch=x.numpy(), y_batch=y, a_batch=None,
+                explain_func=explain_func, device="cpu", batch_size=8)
+    compared = 0
+    rho = quantus.similarity_func.correlation_spearman
+    # GradCAM's maps are >= 0: their absolute numbers are the plain ones (tested above); the
+    # plain SSIM is the absolute one's code path without abs (kept short: the suite's time)
+    for row, at, func, absolute in (("gradcam", 0, rho, False), ("gradcam", 2, ssim_maps, False),
+                                    ("guided_backprop", 1, rho, True),
+                                    ("guided_backprop", 3, ssim_maps, True)):
+        monkeypatch.setattr(pytorch_model, "torch", Shifted())
+        mprt = quantus.MPRT(similarity_func=func, layer_order="top_down", seed=SEED,
+                            abs=absolute, **common)
+        scores = mprt(**call, explain_func_kwargs={"row": row})
+        monkeypatch.setattr(pytorch_model, "torch", torch)
+        theirs = np.array([scores[name] for name in ours.layers])
+        mine = ours.cascading[row][:, :, at]
+        finite = np.isfinite(theirs)  # Quantus: NaN where a map is all zero
+        assert finite.mean() >= 0.5
+        assert np.abs(theirs[finite] - mine[finite]).max() < 1e-3, (row, at)
+        if at == 0:
+            assert np.all(mine[~finite] == 0.0)  # explain: a constant map ranks as 0
+        logit = quantus.RandomLogit(similarity_func=func, num_classes=5, seed=SEED,
+                                    abs=absolute, **common)
+        theirs = np.array(logit(**call, explain_func_kwargs={"row": row}))
+        assert np.abs(theirs - ours.logit[row][:, at]).max() < 1e-3, (row, at)
+        compared += int(finite.sum()) + len(theirs)
+    assert compared > 50
+
+
+def test_quantus_set_up_keeps_opencv_headless_alone():
+    """Quantus asks for opencv-python, which must never sit beside opencv-python-headless:
+    it is installed with --no-deps (Makefile)."""
+    with pytest.raises(metadata.PackageNotFoundError):
+        metadata.distribution("opencv-python")
+
+
+# ---- a whole run ---------------------------------------------------------------------------
+
+def test_run_records_files_and_report(tmp_path, capsys):
+    torch.save(tiny_net(convs=2), tmp_path / "tiny.pth")
+    path = tiny_config(tmp_path, {"file": "tiny.pth"}, classes={"a": 0, "b": 1},
+                       images=[str(IMAGES / "cat.jpg"), str(IMAGES / "dog.jpg")],
+                       methods=["gradcam", "eigencam"], target_layers=["2"],
+                       guided={"enabled": True},
+                       sanity={"enabled": True, "images": 1, "threshold": -0.99,
+                               "independent": True})
+    code, err, _ = cli(capsys, path)
+    assert code == 0, err
+    assert "estimate: sanity: 3 layer(s)" in err
+    assert re.search(r"sanity: one step takes [0-9.]+ s: about [0-9]+ s more for the other 4 "
+                     r"step\(s\)", err), err  # 3 cascading + 3 independent steps
+    run = tmp_path / "results" / "exp"
+    data = json.loads((run / "summary.json").read_text())
+    checks = SanitySummary.model_validate(data["sanity"])
+    assert checks.layers == ["6", "2", "0"] and checks.threshold == -0.99
+    assert [m.image for m in checks.maps] == ["cat", "cat"]
+    assert {m.random_class for m in checks.maps} == {"a", "b"}
+    gradcam = checks.method("gradcam")
+    assert gradcam.verdict == "fail" and len(gradcam.cascading) == 3  # nothing is below -0.99
+    assert gradcam.final == pytest.approx(np.mean([m.spearman for m in gradcam.final_per_map]),
+                                          abs=1e-5)
+    assert checks.method("eigencam").logit_verdict == "fail"  # class-agnostic: the same map
+    assert checks.method("eigencam").random_logit.spearman == pytest.approx(1.0)
+    assert checks.method("guided_backprop") is not None
+    for rel in checks.files.paths():
+        assert (run / rel).is_file(), rel
+    assert set(checks.files.paths()) == {"sanity/cascading.png", "sanity/independent.png",
+                                         "sanity/strip.png", "sanity/sanity.csv"}
+    rows = (run / "summary.csv").read_text().splitlines()
+    assert "sanity_verdict" in rows[0] and "sanity_logit_spearman" in rows[0]
+    table = (run / "sanity" / "sanity.csv").read_text().splitlines()
+    assert len(table) == 1 + 5 * (3 + 3 + 1)  # 2 methods, guided backprop, 2 Guided CAMs
+    #                                          x (3 cascading, 3 independent, random logit)
+    trust = {line["method"]: line for line in data["trust"]["lines"]}  # Which map to trust
+    assert trust["gradcam"]["sanity"] == "fails" and trust["eigencam"]["sanity"] == "fails"
+    assert trust["gradcam"]["sanity_detail"].startswith(
+        f"rank correlation {gradcam.final:.2f} with the trained model's maps after 3 layer(s)")
+    assert "random logit fails" in trust["eigencam"]["sanity_detail"]
+    html = (run / "report.html").read_text()
+    assert "sanity: fails</span> <small>(rank correlation" in html
+    assert 'id="sanity"' in html and "barely depend on the model's weights" in html
+    assert "barely depend on the class explained" in html and "sanity/strip.png" in html
+    from explain.writers.report import rebuild
+    (run / "report.html").unlink()
+    assert 'id="sanity"' in rebuild(run).read_text()
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("section, needle", [
+    ({"enabled": True, "threshold": 1.5}, "sanity.threshold"),
+    ({"enabled": True, "logit_threshold": -1}, "sanity.logit_threshold"),
+    ({"enabled": True, "layers": 0}, "sanity.layers"),
+    ({"enabled": True, "measure": "pearson"}, "sanity.measure")])
+def test_bad_settings_are_one_line(tmp_path, capsys, section, needle):
+    torch.save(tiny_net(), tmp_path / "tiny.pth")
+    path = tiny_config(tmp_path, {"file": "tiny.pth"}, classes={"a": 0, "b": 1},
+                       methods=["gradcam"], sanity=section)
+    code, err, _ = cli(capsys, path)
+    assert code == 2
+    one_line(err, needle)
+    assert not (tmp_path / "results").exists()
+
+
+def test_model_without_parameters_is_one_line(tmp_path, capsys):
+    net = nn.Sequential(nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    torch.save(net, tmp_path / "flat.pth")
+    path = tiny_config(tmp_path, {"file": "flat.pth"}, classes={"a": 0, "b": 1},
+                       target_layers=["0"], methods=["gradcam"], sanity={"enabled": True})
+    code, err, _ = cli(capsys, path)
+    assert code == 2
+    one_line(err, "no parameters")
+    assert not (tmp_path / "results").exists()
+    with pytest.raises(Exception) as info:
+        sanity.check_randomisable(net)
+    one_line(info, "sanity: the model has no parameters")
+
+
+def test_parameters_no_layer_can_reset_is_one_line():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return x * self.weight[:, None, None]
+
+    with pytest.raises(Exception) as info:
+        sanity.check_randomisable(nn.Sequential(Scale(), nn.Flatten()))
+    one_line(info, "sanity: none of the model's 1 parameter tensors", "reset_parameters()")
+    assert sanity.not_randomised(nn.Sequential(Scale(), nn.Linear(2, 2))) == 1
+
+
+# ---- the demo network ----------------------------------------------------------------------
+
+def test_demo_gradcam_and_layercam_pass(demo_model):
+    """The real pretrained network on one photo, its top three layers re-initialised."""
+    from explain.config import Preprocess
+    from explain.images import ImageRef, prepare
+    item = prepare(ImageRef("cat", IMAGES / "cat.jpg", False), Preprocess())
+    plan = fake_plan(demo_model, "backbone._blocks.15", methods=("gradcam", "layercam"))
+    out = sanity.run_checks(plan, [sanity.Subject("cat", item.tensor, [0, 1], [1, 0])],
+                            layers=3)
+    assert out.layers == ["backbone._fc", "backbone._bn1", "backbone._conv_head"]
+    for m in ("gradcam", "layercam"):
+        final = out.cascading[m][-1].mean(axis=0)[0]
+        assert sanity.verdict(final, 0.5) == "pass", (m, final)
