@@ -448,7 +448,8 @@ class CamEngine:
         """A method that needs passes of its own: the library's normal call, per slot; for
         ScoreCAM and AblationCAM one call for every slot, whose passes all slots share
         (explain.sharedpasses)."""
-        shared = sharing(registry()[spec.name])
+        # an engine that makes its library objects its own way (detection) calls them per slot
+        shared = sharing(registry()[spec.name]) if type(self)._make is CamEngine._make else None
         if shared is not None and not traits(spec.name).comparison_targets:
             slots = [self._targets(classes[:, s]) for s in range(classes.shape[1])]
             return self._call_library(spec, lambda cam, kwargs: cam.slot_maps(
@@ -466,7 +467,7 @@ class CamEngine:
         """``call(cam, kwargs)`` on a fresh library object of the method (or of ``cls``),
         seeded and without progress bars; its hooks are released afterwards and a failure of
         the library is one line."""
-        cam = self._make(spec, cls)
+        cam = self._make(spec) if cls is None else self._make(spec, cls)
         try:
             kwargs = {"eigen_smooth": self.options.eigen_smooth}
             if "aug_smooth" in inspect.signature(cam.__call__).parameters:
