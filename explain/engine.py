@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -39,8 +38,12 @@ from explain.config import MethodSpec
 from explain.errors import ExplainError, first_line
 from explain.models.heads import Head
 from explain.models.layouts import Layout, LayoutError, Mode, infer_layout
+from explain.enginehelp import (ByShape, check_finite, check_output, most_similar,  # noqa: F401
+                                quiet_library_bars, seeded)
 from explain.methods import registry, traits
 from explain.models.guard import non_inplace, preserved_state
+from explain import batching, precision
+from explain.sharedpasses import SlotPasses, sharing
 
 
 @dataclass
@@ -142,48 +145,6 @@ def watching(modules: Sequence[nn.Module], record: Callable[[int, Any], Any]):
             handle.remove()
 
 
-@contextlib.contextmanager
-def seeded(seed: int):
-    """Seed numpy's and torch's global generators (the library draws from them) for the
-    block, then put back the state they had, so a run leaves no trace on them."""
-    state = np.random.get_state()
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if
-                               torch.cuda.is_available() else []):
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(state)
-
-
-@contextlib.contextmanager
-def quiet_library_bars():
-    """Silence the progress bars ScoreCAM and AblationCAM draw per image (one per channel
-    batch) under the run's own bar: tqdm writes to sys.stderr as it is when a bar is made, so
-    bars made inside the block go nowhere, and the run's bar, made before, is unaffected."""
-    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
-        yield
-
-
-class ByShape:
-    """One reshape_transform for several target layers: each tensor gets the layout of the
-    layer whose output has its shape (the library takes a single transform for all layers)."""
-
-    def __init__(self, layouts: list[Layout], shapes: list[tuple[int, ...]]):
-        self.by_shape = dict(zip(shapes, layouts))
-
-    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.by_shape.get(tuple(tensor.shape[1:]), Layout("nchw"))(tensor)
-
-
-def most_similar(scores: np.ndarray, main: int, among: list[int], count: int) -> list[int]:
-    """The ``count`` classes of ``among`` whose score is closest to class ``main``'s (FinerCAM's
-    comparison classes: what the model could most easily confuse ``main`` with)."""
-    others = [c for c in among if c != main]
-    return sorted(others, key=lambda c: (abs(scores[c] - scores[main]), c))[:count]
-
-
 @dataclass(frozen=True)
 class EngineOptions:
     """How the engine runs, beyond model, layers, methods and device."""
@@ -197,33 +158,11 @@ class EngineOptions:
     head: Head = Head()  # which score a map explains
     reshape: Mode = "auto"  # how layer outputs map to (B, C, h, w): explain.models.layouts
     seed: int = 0  # for methods that draw random numbers; global generators are left as found
-
-
-def _finite(values: torch.Tensor, what: str) -> None:
-    """One-line ExplainError when ``values`` (batch first) hold NaN or infinite numbers: maps
-    and probabilities made from them would be NaN, written as if they were results."""
-    bad = ~torch.isfinite(values.detach()).flatten(1).all(dim=1) if values.ndim > 1 else \
-        ~torch.isfinite(values.detach())
-    if bool(bad.any()):
-        raise ExplainError(f"{what}, for {int(bad.sum())} of {len(bad)} image(s) in the batch; "
-                           f"the model's weights (or what it computes) are not finite, so no "
-                           f"map or probability can be made")
-
-
-def _check_output(label: str, output: Any, again: bool) -> None:
-    """A hooked layer's output must be one feature map or token sequence, made once."""
-    if not isinstance(output, torch.Tensor):
-        raise ExplainError(f"{label}: the layer outputs a {type(output).__name__}, not a "
-                           f"tensor; pick a layer whose output is a feature map (explain "
-                           f"layers CONFIG lists them)")
-    if output.ndim not in (3, 4):
-        raise ExplainError(f"{label}: the layer outputs shape {tuple(output.shape)}, not a "
-                           f"feature map (N, C, H, W) or a token sequence; pick a layer before "
-                           f"the classifier (explain layers CONFIG lists them)")
-    if again:
-        raise ExplainError(f"{label}: the layer runs more than once in one forward pass (a "
-                           f"shared module), so it has no single output to explain; name a "
-                           f"layer that runs once (explain layers CONFIG marks them)")
+    precision: str = "fp32"  # autocast of the forward passes: explain.precision
+    # rows per pass (larger batches given to run are split): a number, 'auto' (explain.batching:
+    # what fits memory_budget bytes, else the free memory), or None (as given)
+    batch_size: Union[int, str, None] = None
+    memory_budget: Optional[int] = None
 
 
 class CamEngine:
@@ -255,6 +194,9 @@ class CamEngine:
         self.layouts: list[Layout] = []  # per hooked layer, from the last forward pass
         self.shapes: list[tuple[int, ...]] = []
         self._math: dict[str, BaseCAM] = {}
+        self._autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.seconds: dict[str, float] = {}
+        self.rows: Optional[int] = None  # rows per pass (options.batch_size, resolved)  # per method with passes of its own: time spent
         self._stack: Optional[contextlib.ExitStack] = None
 
     # ---- lifetime -------------------------------------------------------------------------
@@ -262,6 +204,8 @@ class CamEngine:
         if next(self.model.parameters(), None) is None:
             raise ExplainError("model: has no parameters (weights); the CAM methods need a "
                                "trained network")
+        precision.check(self.options.precision, self.device)
+        self._autocast = precision.autocast(self.options.precision, self.device)
         stack = contextlib.ExitStack()
         home = next(self.model.parameters(), torch.empty(0)).device
         stack.callback(self.model.to, home)
@@ -282,8 +226,8 @@ class CamEngine:
         if self._stack is not None:
             self._stack.close()
 
-    def _make(self, spec: MethodSpec):
-        cls, entry = registry()[spec.name], traits(spec.name)
+    def _make(self, spec: MethodSpec, cls: Optional[type] = None):
+        cls, entry = cls or registry()[spec.name], traits(spec.name)
         options = {k: v for k, v in spec.options.items()  # the rest: set on it, used by us
                    if k not in entry.instance_options + entry.call_options}
         if isinstance(options.get("base_method"), str):
@@ -295,6 +239,9 @@ class CamEngine:
             if entry.token_ablation:
                 options["ablation_layer"] = self._ablation_layer(spec.name)
         cam = cls(self.model, layers, **options)
+        if isinstance(cam, SlotPasses):  # per-channel passes: precision, inner batch
+            cam.precision, cam.setting = self._autocast, f"methods.{spec.name}.batch_size"
+            cam.memory_budget = self.options.memory_budget
         for key in set(entry.instance_options) & set(spec.options):
             setattr(cam, key, spec.options[key])
         return cam
@@ -335,10 +282,29 @@ class CamEngine:
         """Explain a batch. ``names``: the named classes (output index -> name; a list of
         indices names each by its number). ``targets``: class indices for every image (a
         list), per image (a (B, S) array; -1 = the image's most likely named class), or None
-        for each image's ``top`` most likely named classes."""
-        x = x.to(self.device)
+        for each image's ``top`` most likely named classes. Split in passes of ``rows``
+        images (options.batch_size); a pass out of memory is tried again as two halves."""
         if not isinstance(names, Mapping):
             names = {int(i): str(i) for i in names}
+        if self.rows is None and self.options.batch_size is not None:
+            self.rows = batching.resolved(
+                self.options.batch_size, lambda: batching.bytes_per_row(
+                    self.model, x[:1].to(self.device), True), self.device,
+                self.options.memory_budget)
+        rows = self.rows or len(x)
+
+        def part(start: int, stop: int) -> BatchResult:
+            picked = targets[start:stop] if isinstance(targets, np.ndarray) else targets
+            return self._run(x[start:stop].to(self.device), picked, names, top)
+        parts = []
+        for i in range(0, len(x), rows):
+            n = min(rows, len(x) - i)
+            parts.append(batching.halving(lambda a, b: part(i + a, i + b), n, "batch_size",
+                                          lambda found: batching.merged(found, names)))
+        return batching.merged(parts, names)
+
+    def _run(self, x: torch.Tensor, targets, names: Mapping[int, str], top: int) -> BatchResult:
+        """``run`` on one pass's rows."""
         named = sorted(names)
         self.named = named
         logits, acts, _ = self._forward(x)
@@ -363,7 +329,9 @@ class CamEngine:
                                      for s, g in enumerate(grads)], axis=1)
             raw_max[m.name] = np.stack([np.max(p, axis=0) for p in peaks], axis=1)
         for m in self.separate:
+            t0 = time.perf_counter()
             maps[m.name] = self._library_map(m, x, classes, scores_np)
+            self.seconds[m.name] = self.seconds.get(m.name, 0.0) + time.perf_counter() - t0
         probe = None
         if self.probe_index is not None:
             probe = LayerPass(acts_np[self.probe_index], [g[self.probe_index] for g in grads])
@@ -381,21 +349,30 @@ class CamEngine:
         captured: list[Optional[torch.Tensor]] = [None] * len(modules)
 
         def keep(i: int, output: Any) -> Optional[torch.Tensor]:
-            _check_output(labels[i], output, captured[i] is not None)
+            check_output(labels[i], output, captured[i] is not None)
             captured[i] = output
             # A copy goes downstream, so an inplace op there cannot change what we keep.
             return output.clone() if self.options.guard_inplace else None
 
-        with watching(modules, keep), torch.enable_grad():
-            logits = self.model(x.detach().requires_grad_(True))
+        with watching(modules, keep), torch.enable_grad(), self._autocast():
+            try:
+                logits = self.model(x.detach().requires_grad_(True))
+            except ExplainError:
+                raise
+            except Exception as exc:
+                if self.options.precision == "fp32" or batching.out_of_memory(exc):
+                    raise
+                raise precision.failed(self.options.precision, exc) from None
+        if isinstance(logits, torch.Tensor) and logits.is_floating_point():
+            logits = logits.float()  # scores and their gradients from fp32 logits
         self._check_logits(logits, x.shape[0])
         for i, act in enumerate(captured):
             if act is None:
                 raise ExplainError(f"{labels[i]}: the layer is not used in the model's "
                                    f"forward pass; pick one that is (explain layers CONFIG)")
         for i, act in enumerate(captured):  # the earliest trouble first: layers, then outputs
-            _finite(act, f"{labels[i]}: NaN or infinite values in the layer's output")
-        _finite(logits, "model: NaN or infinite values in the outputs (logits)")
+            check_finite(act, f"{labels[i]}: NaN or infinite values in the layer's output")
+        check_finite(logits, "model: NaN or infinite values in the outputs (logits)")
         layouts = []
         for i, act in enumerate(captured):
             try:
@@ -427,8 +404,8 @@ class CamEngine:
                 if g is None:
                     raise ExplainError(f"{self.labels[i]}: the class scores do not depend on "
                                        f"this layer; pick a layer before the classifier output")
-                _finite(g, f"{self.labels[i]}: NaN or infinite values in the gradient of the "
-                           f"class scores at the layer")
+                check_finite(g, f"{self.labels[i]}: NaN or infinite values in the gradient of the "
+                                f"class scores at the layer")
             out.append([layout(g.detach()).float().cpu().numpy()
                         for layout, g in zip(self.layouts, grads)])
         return out
@@ -468,31 +445,49 @@ class CamEngine:
 
     def _library_map(self, spec: MethodSpec, x, classes: np.ndarray,
                      scores: np.ndarray) -> np.ndarray:
-        """A method that needs passes of its own: the library's normal call, per slot."""
-        slots = []
+        """A method that needs passes of its own: the library's normal call, per slot; for
+        ScoreCAM and AblationCAM one call for every slot, whose passes all slots share
+        (explain.sharedpasses)."""
+        # an engine that makes its library objects its own way (detection) calls them per slot
+        shared = sharing(registry()[spec.name]) if type(self)._make is CamEngine._make else None
+        if shared is not None and not traits(spec.name).comparison_targets:
+            slots = [self._targets(classes[:, s]) for s in range(classes.shape[1])]
+            return self._call_library(spec, lambda cam, kwargs: cam.slot_maps(
+                x, slots, kwargs.get("aug_smooth", False), kwargs["eigen_smooth"]), shared)
+        maps = []
         for s in range(classes.shape[1]):
-            cam = self._make(spec)
             targets = self._finer_targets(spec, classes[:, s], scores) \
                 if traits(spec.name).comparison_targets else self._targets(classes[:, s])
-            try:
-                kwargs = {"eigen_smooth": self.options.eigen_smooth}
-                if "aug_smooth" in inspect.signature(cam.__call__).parameters:
-                    kwargs["aug_smooth"] = self.options.aug_smooth
-                with seeded(self.options.seed), quiet_library_bars():
-                    slots.append(cam(input_tensor=x, targets=targets, **kwargs))
-            except ExplainError:
+            maps.append(self._call_library(spec, lambda cam, kwargs: cam(
+                input_tensor=x, targets=targets, **kwargs)))
+        return np.stack(maps, axis=1).astype(np.float32)
+
+    def _call_library(self, spec: MethodSpec, call: Callable, cls: Optional[type] = None
+                      ) -> np.ndarray:
+        """``call(cam, kwargs)`` on a fresh library object of the method (or of ``cls``),
+        seeded and without progress bars; its hooks are released afterwards and a failure of
+        the library is one line."""
+        cam = self._make(spec) if cls is None else self._make(spec, cls)
+        try:
+            kwargs = {"eigen_smooth": self.options.eigen_smooth}
+            if "aug_smooth" in inspect.signature(cam.__call__).parameters:
+                kwargs["aug_smooth"] = self.options.aug_smooth
+            with seeded(self.options.seed), quiet_library_bars():
+                return np.asarray(call(cam, kwargs), dtype=np.float32)
+        except ExplainError:
+            raise
+        except Exception as exc:  # the library cannot run this method on this model
+            if batching.out_of_memory(exc):  # run() halves the batch
                 raise
-            except Exception as exc:  # the library cannot run this method on this model
-                text = first_line(exc)
-                raise ExplainError(f"{spec.name}: the library failed on this model/layer "
-                                   f"({type(exc).__name__}: {text})") from None
-            finally:
-                handles = getattr(cam, "activations_and_grads", None) or \
-                    getattr(getattr(cam, "base_cam", None), "activations_and_grads", None)
-                if handles is not None:
-                    try:
-                        handles.release()
-                    except RuntimeError:  # the library's release fails on view gradients
-                        for handle in handles.handles:
-                            handle.remove()
-        return np.stack(slots, axis=1).astype(np.float32)
+            text = first_line(exc)
+            raise ExplainError(f"{spec.name}: the library failed on this model/layer "
+                               f"({type(exc).__name__}: {text})") from None
+        finally:
+            handles = getattr(cam, "activations_and_grads", None) or \
+                getattr(getattr(cam, "base_cam", None), "activations_and_grads", None)
+            if handles is not None:
+                try:
+                    handles.release()
+                except RuntimeError:  # the library's release fails on view gradients
+                    for handle in handles.handles:
+                        handle.remove()

@@ -31,6 +31,10 @@ Number = Union[StrictInt, StrictFloat]
 Text = Annotated[StrictStr, Field(max_length=4096)]
 DOTTED = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?")
 LAYER = re.compile(r"[\w.-]+")
+# Config.precision: autocast of the forward passes (explain.precision); Config.batch_size:
+# images per pass, or 'auto' for what fits the memory (explain.batching)
+Precision = Literal["fp32", "bf16", "fp16"]
+BatchSize = Union[Annotated[Int, Field(ge=1, le=1024)], Literal["auto"]]
 
 
 def is_finite(value: float) -> bool:

@@ -1,0 +1,140 @@
+"""``batch_size: auto``: batches sized to a memory budget, and a second try at half the batch
+when a batch runs out of memory.
+
+The budget is the free memory of the CUDA device (``torch.cuda.mem_get_info``), or a share of
+the memory the system has available on the CPU (``MemAvailable`` in /proc/meminfo). What one
+image costs is measured on the first image: the bytes of every module's output in one forward
+pass (twice that with gradients: the saved activations and their gradients); the batch is the
+budget over that, at most ``MAX_ROWS``. An out-of-memory error in a batch splits it in two
+halves, each tried once; a second out-of-memory error is one line naming the setting.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, TypeVar
+
+import torch
+from torch import nn
+
+from explain.errors import ExplainError
+
+CPU_SHARE = 0.25  # of the available RAM, on the CPU
+GPU_SHARE = 0.8  # of the free GPU memory
+MAX_ROWS = 1024  # the config's bound on batch_size
+T = TypeVar("T")
+
+
+def budget(device: torch.device) -> int:
+    """Bytes a batch may use on ``device``."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * GPU_SHARE)
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        available = info.get("MemAvailable", info.get("MemFree", 0))
+    except (OSError, ValueError, IndexError):
+        available = 0
+    return int((available or 4 << 30) * CPU_SHARE)
+
+
+def bytes_per_row(model: nn.Module, x: torch.Tensor, gradients: bool) -> int:
+    """What one image of ``x`` (a batch of one) costs in a forward pass: the bytes of every
+    leaf module's output, twice that when gradients are taken, plus the input."""
+    from explain.engine import watching  # the one place hooks are put on a model
+    total = [x.numel() * x.element_size()]
+
+    def count(_i: int, out) -> None:
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * out.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    with watching(leaves, count), torch.no_grad():
+        model(x[:1])
+    return total[0] * (2 if gradients else 1)
+
+
+def rows_that_fit(per_row: int, limit: int) -> int:
+    """The largest batch of rows of ``per_row`` bytes within ``limit`` bytes (1..MAX_ROWS)."""
+    return max(1, min(MAX_ROWS, limit // max(1, per_row)))
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's out-of-memory error (CUDA, or the CPU allocator's)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def halving(work: Callable[[int, int], T], rows: int, setting: str,
+            merge: Callable[[list[T]], T]) -> T:
+    """``work(start, stop)`` over rows 0..rows; on out-of-memory, once more as two halves
+    (merged with ``merge``); out of memory again: one line naming ``setting``."""
+    try:
+        return work(0, rows)
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = (rows + 1) // 2
+    try:
+        parts = [work(0, half)] + ([work(half, rows)] if half < rows else [])
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        raise ExplainError(f"{setting}: out of memory with a batch of {rows}, and again with "
+                           f"{half}; set a smaller {setting}") from None
+    return merge(parts)
+
+
+def resolved(value, per_row: Callable[[], int], device: torch.device,
+             limit: Optional[int] = None) -> Optional[int]:
+    """A batch size: ``value`` when it is a number, the rows that fit the budget (``limit``
+    bytes, else ``budget(device)``) for 'auto', None for None."""
+    if value != "auto":
+        return value
+    return rows_that_fit(per_row(), budget(device) if limit is None else limit)
+
+
+def merged(parts: list, names) -> "BatchResult":  # noqa: F821
+    """The engine's BatchResults of consecutive rows as one (maps, logits, classes, peaks,
+    the channel layer's arrays, every image's MapSlots made anew over the joined maps)."""
+    import numpy as np
+
+    from explain.engine import BatchResult, LayerPass, map_slots
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    classes = np.concatenate([p.classes for p in parts])
+    maps = {k: np.concatenate([p.maps[k] for p in parts]) for k in first.maps}
+    probe = None
+    if first.probe is not None:
+        slots = range(len(first.probe.gradients))
+        probe = LayerPass(np.concatenate([p.probe.activations for p in parts]),
+                          [np.concatenate([p.probe.gradients[s] for p in parts]) for s in slots])
+    return BatchResult(np.concatenate([p.logits for p in parts]), classes, maps, probe,
+                       notes=[n for p in parts for n in p.notes],
+                       raw_max={k: np.concatenate([p.raw_max[k] for p in parts])
+                                for k in first.raw_max},
+                       per_image=map_slots(classes, names, maps))
+
+
+def retrying(work: Callable[[int], T], size: int, setting: str) -> T:
+    """``work(size)``; on out-of-memory once more with half the size; out of memory again:
+    one line naming ``setting`` (an inner batch: ScoreCAM's, AblationCAM's)."""
+    try:
+        return work(size)
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = max(1, size // 2)
+    try:
+        return work(half)
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        raise ExplainError(f"{setting}: out of memory with a batch of {size}, and again with "
+                           f"{half}; set a smaller {setting}") from None

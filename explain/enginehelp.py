@@ -1,0 +1,84 @@
+"""Helpers of the CAM engine (explain.engine re-exports the public ones): the seeded and quiet
+blocks around the library's calls, one reshape transform for several layers, FinerCAM's
+comparison classes, and the checks on what a forward pass gives."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from explain.errors import ExplainError
+from explain.models.layouts import Layout
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Seed numpy's and torch's global generators (the library draws from them) for the
+    block, then put back the state they had, so a run leaves no trace on them."""
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if
+                               torch.cuda.is_available() else []):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+@contextlib.contextmanager
+def quiet_library_bars():
+    """Silence the progress bars ScoreCAM and AblationCAM draw per image (one per channel
+    batch) under the run's own bar: tqdm writes to sys.stderr as it is when a bar is made, so
+    bars made inside the block go nowhere, and the run's bar, made before, is unaffected."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        yield
+
+
+class ByShape:
+    """One reshape_transform for several target layers: each tensor gets the layout of the
+    layer whose output has its shape (the library takes a single transform for all layers)."""
+
+    def __init__(self, layouts: list[Layout], shapes: list[tuple[int, ...]]):
+        self.by_shape = dict(zip(shapes, layouts))
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.by_shape.get(tuple(tensor.shape[1:]), Layout("nchw"))(tensor)
+
+
+def most_similar(scores: np.ndarray, main: int, among: list[int], count: int) -> list[int]:
+    """The ``count`` classes of ``among`` whose score is closest to class ``main``'s (FinerCAM's
+    comparison classes: what the model could most easily confuse ``main`` with)."""
+    others = [c for c in among if c != main]
+    return sorted(others, key=lambda c: (abs(scores[c] - scores[main]), c))[:count]
+
+
+def check_finite(values: torch.Tensor, what: str) -> None:
+    """One-line ExplainError when ``values`` (batch first) hold NaN or infinite numbers: maps
+    and probabilities made from them would be NaN, written as if they were results."""
+    bad = ~torch.isfinite(values.detach()).flatten(1).all(dim=1) if values.ndim > 1 else \
+        ~torch.isfinite(values.detach())
+    if bool(bad.any()):
+        raise ExplainError(f"{what}, for {int(bad.sum())} of {len(bad)} image(s) in the batch; "
+                           f"the model's weights (or what it computes) are not finite, so no "
+                           f"map or probability can be made")
+
+
+def check_output(label: str, output: Any, again: bool) -> None:
+    """A hooked layer's output must be one feature map or token sequence, made once."""
+    if not isinstance(output, torch.Tensor):
+        raise ExplainError(f"{label}: the layer outputs a {type(output).__name__}, not a "
+                           f"tensor; pick a layer whose output is a feature map (explain "
+                           f"layers CONFIG lists them)")
+    if output.ndim not in (3, 4):
+        raise ExplainError(f"{label}: the layer outputs shape {tuple(output.shape)}, not a "
+                           f"feature map (N, C, H, W) or a token sequence; pick a layer before "
+                           f"the classifier (explain layers CONFIG lists them)")
+    if again:
+        raise ExplainError(f"{label}: the layer runs more than once in one forward pass (a "
+                           f"shared module), so it has no single output to explain; name a "
+                           f"layer that runs once (explain layers CONFIG marks them)")
