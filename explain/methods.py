@@ -79,7 +79,7 @@ class MethodTraits:
                     f"class, so it cannot tell the classes apart")
         if self.per_channel is not None:
             return (f"one forward pass per {self.per_channel.unit} of the target layer for "
-                    f"each image x class")
+                    f"each image (shared by its classes)")
         return self.note or None
 
 
@@ -256,7 +256,7 @@ def _base_method(value: Any) -> str:
 
 # The options a config may set, with their checks: plain values only, checked before use.
 OPTION_RULES = {
-    "batch_size": _number(int, 1, 4096),
+    "batch_size": lambda v: v if v == "auto" else _number(int, 1, 4096)(v),
     "ratio_channels_to_ablate": _number(float, 0.001, 1.0),
     "k": _number(int, 1, 1024),
     "base_method": _base_method,

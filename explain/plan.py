@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from explain import metrics
+from explain import batching, metrics
 from explain.config import LAYER, MAX_CLASSES, TARGET_WORDS, Config, Reshape, resolved
 from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
 from explain.errors import ExplainError, first_line
@@ -248,7 +248,23 @@ def _engine(found: _Found, device: torch.device) -> CamEngine:
         layer_names=list(cfg.target_layers), probe_layer=channel, watch_layers=watch,
         aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
         guard_inplace=cfg.model.fix_inplace, seed=cfg.seed, head=found.head,
-        reshape=reshape_mode(cfg, net)))
+        reshape=reshape_mode(cfg, net), precision=cfg.precision))
+
+
+def _rows(found: _Found, engine: CamEngine) -> Config:
+    """The config with ``batch_size: auto`` resolved to the images per pass that fit the
+    memory (explain.batching), measured on the first image, with a note; the engine passes
+    that many rows."""
+    cfg = found.cfg
+    if cfg.batch_size != "auto":
+        return cfg
+    x = found.first.tensor[None].to(engine.device)
+    rows = batching.resolved("auto", lambda: batching.bytes_per_row(found.model, x, True),
+                             engine.device)
+    engine.rows = rows
+    found.notes.append(f"batch_size: auto chose {rows} image(s) per pass for the memory of "
+                       f"{engine.device}")
+    return resolved(cfg, "batch_size", rows)
 
 
 def _probe(found: _Found, engine: CamEngine) -> Probe:
@@ -327,7 +343,8 @@ def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[Image
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     engine = _engine(found, pick_device(found.cfg.device))
     with engine:
-        yield found.cfg, engine, found.head, _probe(found, engine)
+        probe = _probe(found, engine)
+        yield _rows(found, engine), engine, found.head, probe
 
 
 @contextlib.contextmanager
@@ -344,6 +361,7 @@ def planned(cfg: Config, ranks) -> Iterator[tuple[RunPlan, CamEngine]]:
         with ranks.together():
             probe = _probe(found, engine)
             found.cfg = _classes(found, found.head.classes(int(probe.logits.shape[1])))
+            found.cfg = _rows(found, engine)
         cfg = found.cfg = _metrics(found)
         yield RunPlan(
             cfg=cfg, images=tuple(found.refs), notes=tuple(found.notes), net=found.net,

@@ -306,6 +306,9 @@ class RunSummary(_Record):
     notes: list[str] = Field(default_factory=list)
     counts: dict[str, int] = Field(default_factory=lambda: {"images": 0, "maps": 0})
     durations_s: dict[str, float] = Field(default_factory=lambda: {"cams": 0.0, "figures": 0.0})
+    # what the printed estimates said, per method with passes of its own (method_<name> in
+    # durations_s is the time it took) and for the metrics: the whole run's, not summed
+    estimates_s: dict[str, float] = Field(default_factory=dict)
     compare: Optional[dict[str, Any]] = None
     dataset: Optional[DatasetSummary] = None  # labelled images only
     task: Optional[tasks.TaskSummary] = None  # task: segmentation / detection

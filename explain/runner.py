@@ -156,12 +156,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         summary.notes.append(f"resumed: {len(entries)} image(s) kept from the interrupted run, "
                              f"{len(todo)} computed now")
     todo = ranks.shard(todo)  # under torchrun: this rank's share
-    summary.notes.append(
-        f"inplace guard on: {engine.inplace_switched} inplace module(s) made non-inplace for the "
-        f"run and hooked activations copied, so CAMs use the layer's true output"
-        if plan.cfg.model.fix_inplace else
-        "inplace guard OFF (model.fix_inplace: false): an inplace op after a target layer can "
-        "corrupt its stored activations")
+    summary.notes.append(_guard_note(plan, engine))
     with ranks.together():  # e.g. a box file that one node cannot read stops every rank
         for writer in writers:
             writer.start(ctx)
@@ -193,6 +188,8 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
                     bar.update(len(group) * per_image)
                     ranks.crash_point(settle=pool.drain)
             pool.drain()
+        for method, seconds in engine.seconds.items():  # beside the estimate (estimates_s)
+            summary.durations_s[f"method_{method}"] = round(seconds, 3)
     except BaseException:
         pool.close(cancel=True)  # files not started are dropped, so are their item files
         raise
@@ -206,6 +203,15 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
     summary.images = [entries[r.id] for r in plan.images if r.id in entries]
     for writer in writers:
         writer.finish(ctx)
+
+
+def _guard_note(plan: RunPlan, engine: CamEngine) -> str:
+    """What the inplace guard did (explain.models.guard)."""
+    if not plan.cfg.model.fix_inplace:
+        return ("inplace guard OFF (model.fix_inplace: false): an inplace op after a target "
+                "layer can corrupt its stored activations")
+    return (f"inplace guard on: {engine.inplace_switched} inplace module(s) made non-inplace "
+            f"for the run and hooked activations copied, so CAMs use the layer's true output")
 
 
 def _item_bytes(ctx: RunContext, folder: RunFolder, entry: ImageEntry) -> bytes:

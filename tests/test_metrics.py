@@ -271,7 +271,10 @@ def test_per_channel_methods_get_an_estimate_and_no_bars_of_their_own(tmp_path, 
     summary = run(load_config(path), RunOptions(progress=False, log=lines.append))
     estimate = next(line for line in lines if line.startswith("estimate: scorecam"))
     assert "one forward pass per channel (256 in features.10)" in estimate
-    assert "512 passes" in estimate  # 1 image x 2 classes x 256 channels
+    assert "shared by its 2 classes: 256 passes" in estimate  # 1 image x 256 channels
+    # the estimate and the measured time side by side in the summary
+    assert set(summary.estimates_s) == {"scorecam"} and summary.estimates_s["scorecam"] >= 0
+    assert summary.durations_s["method_scorecam"] > 0
     assert estimate in summary.notes and lines.index(estimate) < lines.index(
         next(line for line in lines if line.startswith("explain: ")))
     err = capfd.readouterr().err

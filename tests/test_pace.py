@@ -128,3 +128,35 @@ def test_bf16_per_channel_maps_are_close_to_fp32(method):
     fp32 = engine_maps(net, net[2], spec, x, [0, 1])[method]
     bf16 = engine_maps(net, net[2], spec, x, [0, 1], precision="bf16")[method]
     assert np.abs(fp32 - bf16).mean() < 0.05 and np.abs(fp32 - bf16).max() > 1e-6
+
+
+def test_a_run_takes_precision_and_batch_size_auto_from_its_config(tmp_path, capsys):
+    """Through the CLI: ``batch_size: auto`` becomes a number the summary's config lists (with
+    a note), ``precision: bf16`` gives maps close to fp32's, fp16 on a CPU is one line and
+    writes nothing."""
+    import json
+
+    from helpers import cli, tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    model = {"file": str(tmp_path / "m.pth")}
+    maps = {}
+    for stem, fields in (("fp32", {}), ("bf16", {"precision": "bf16", "batch_size": "auto"})):
+        path = tiny_config(tmp_path, model, stem, methods=["gradcam"], classes={"a": 0, "b": 1},
+                           output={"dir": str(tmp_path / "results"), "save_arrays": True},
+                           **fields)
+        code, err, _ = cli(capsys, path)
+        assert code == 0, err
+        folder = tmp_path / "results" / stem
+        summary = json.loads((folder / "summary.json").read_text())
+        maps[stem] = np.load(folder / summary["images"][0]["cams"][0]["files"]["array"])
+        if stem == "bf16":
+            assert isinstance(summary["config"]["batch_size"], int)
+            assert summary["config"]["batch_size"] >= 1
+            assert summary["config"]["precision"] == "bf16"
+            assert any(n.startswith("batch_size: auto chose") for n in summary["notes"])
+    diff = np.abs(maps["fp32"] - maps["bf16"])
+    assert diff.max() < 0.15 and diff.max() > 0  # bf16 did run, and stays close
+    path = tiny_config(tmp_path, model, "fp16", precision="fp16")
+    code, err, _ = cli(capsys, path)
+    assert code == 2 and one_line(err, "fp16")
+    assert not (tmp_path / "results" / "fp16").exists()

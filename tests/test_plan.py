@@ -23,7 +23,7 @@ from explain.runner import RunOptions, run
 
 REPO = Path(__file__).resolve().parent.parent
 PASSES = re.compile(r"estimate: scorecam runs one forward pass per channel \((\d+) in (\S+)\) "
-                    r"for each image x class: ([\d,]+) passes")
+                    r"for each image(?:, shared by its (\d+) classes)?: ([\d,]+) passes")
 
 
 def tiny_cnn(classes: int = 3) -> nn.Module:
@@ -49,8 +49,8 @@ def tiny_channels_last(classes: int = 3) -> nn.Module:
                          nn.Linear(3, classes)).eval()
 
 
-def estimate(tmp_path: Path, net: nn.Module, layer: str, **fields) -> tuple[int, str, int]:
-    """(channels, layers, passes) of a run's ScoreCAM estimate line."""
+def estimate(tmp_path: Path, net: nn.Module, layer: str, **fields) -> tuple[int, str, int, int]:
+    """(channels, layers, classes sharing the passes, passes) of a run's ScoreCAM estimate."""
     torch.save(net, tmp_path / "m.pth")
     cfg = write_config(tmp_path, model={"file": str(tmp_path / "m.pth")},
                        classes={"cat": 0, "dog": 1, "other": 2}, target_layers=[layer],
@@ -60,26 +60,28 @@ def estimate(tmp_path: Path, net: nn.Module, layer: str, **fields) -> tuple[int,
     summary = run(load_config(cfg), RunOptions(progress=False, log=lambda _: None))
     found = [PASSES.search(n) for n in summary.notes]
     (match,) = [m for m in found if m]
-    return int(match[1]), match[2], int(match[3].replace(",", ""))
+    return int(match[1]), match[2], int(match[3] or 1), int(match[4].replace(",", ""))
 
 
 def test_the_estimate_counts_every_slot_of_top_k(tmp_path):
-    """3 images x top2 x 8 channels; it used to count one slot per image for topK."""
-    channels, layer, passes = estimate(tmp_path, tiny_cnn(), "2", targets="top2")
-    assert (channels, layer) == (8, "2") and passes == 3 * 2 * 8
+    """3 images x 8 channels, shared by the 2 slots of top2 (explain.sharedpasses); it used
+    to count one slot per image for topK."""
+    channels, layer, shared, passes = estimate(tmp_path, tiny_cnn(), "2", targets="top2")
+    assert (channels, layer, shared) == (8, "2", 2) and passes == 3 * 8
 
 
 def test_the_estimate_counts_a_token_layers_channels_not_its_tokens(tmp_path):
     """A ViT block gives (B, 1 + 16 tokens, 12): 12 channels (it used to say 17)."""
-    channels, layer, passes = estimate(tmp_path, tiny_vit(), "encoder.layers.encoder_layer_0",
-                                       targets=["cat"])
-    assert (channels, layer, passes) == (12, "encoder.layers.encoder_layer_0", 3 * 12)
+    channels, layer, shared, passes = estimate(tmp_path, tiny_vit(),
+                                               "encoder.layers.encoder_layer_0", targets=["cat"])
+    assert (channels, layer, shared, passes) == (12, "encoder.layers.encoder_layer_0", 1, 3 * 12)
 
 
 def test_the_estimate_counts_a_channels_last_layers_channels(tmp_path):
     """A LayerNorm over (B, 8, 8, 3) gives 3 channels (it used to say 8, a spatial size)."""
-    channels, _, passes = estimate(tmp_path, tiny_channels_last(), "2", targets=["cat", "dog"])
-    assert (channels, passes) == (3, 3 * 2 * 3)
+    channels, _, shared, passes = estimate(tmp_path, tiny_channels_last(), "2",
+                                           targets=["cat", "dog"])
+    assert (channels, shared, passes) == (3, 2, 3 * 3)
 
 
 def test_the_first_image_is_decoded_once_and_the_config_is_not_changed(tmp_path, monkeypatch):

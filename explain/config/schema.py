@@ -11,10 +11,11 @@ from pydantic import (Field, StrictBool, StrictStr, field_validator, model_seria
                       model_validator)
 
 from explain.names import name_problem, quote, safe_slug, suggest
-from explain.config.sections import (Annotations, Channels, Compare, Concepts, Guided, image_entry,
-                                     Int, LabelledImages, LAYER, MAX_CLASSES, MethodSpec,
-                                     MetricSpec, ModelSpec, Output, Preprocess, Report, Reshape,
-                                     Sanity, Section, TARGET_WORDS, Text)
+from explain.config.sections import (Annotations, BatchSize, Channels, Compare, Concepts, Guided,
+                                     image_entry, Int, LabelledImages, LAYER, MAX_CLASSES,
+                                     MethodSpec, MetricSpec, ModelSpec, Output, Precision,
+                                     Preprocess, Report, Reshape, Sanity, Section, TARGET_WORDS,
+                                     Text)
 from explain.config.tasks import Detection, Segmentation, Task, task_defaults, task_problem
 
 
@@ -37,7 +38,8 @@ class Config(Section):
     methods: Annotated[list[MethodSpec], Field(max_length=32)]
     aug_smooth: StrictBool = False
     eigen_smooth: StrictBool = False
-    batch_size: Int = Field(8, ge=1, le=1024)
+    batch_size: BatchSize = 8  # images per pass, or auto: what fits the memory (explain.batching)
+    precision: Precision = "fp32"  # autocast of the forward passes (explain.precision)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: Int = Field(0, ge=0, le=2**32 - 1)
     # threads decoding images ahead of the model and encoding files behind it; null: cores - 1

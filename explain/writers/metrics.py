@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from explain import annotations, evidence, metrics
+from explain import annotations, evidence, metrics, pace
 from explain.baselines import BASELINES, batch_maps
 from explain.config import Preprocess
 from explain.models.heads import ScoreModel
@@ -64,7 +64,9 @@ class MetricsWriter(Writer):
         if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
         self.specs = metrics.chosen(cfg.metrics, run_maps(ctx.plan))[0]
-        for line in cost_lines(ctx.plan, self.specs):
+        costs = pace.per_channel_costs(ctx.plan)
+        ctx.summary.estimates_s.update({c.method: round(c.seconds, 3) for c in costs})
+        for line in cost_lines(ctx.plan, self.specs, costs):
             ctx.log(line)
             ctx.summary.notes.append(line)
 
@@ -221,29 +223,19 @@ def run_maps(plan: RunPlan) -> int:
     return len(plan.images) * plan.slots * len(plan.cfg.methods)
 
 
-def cost_lines(plan: RunPlan, specs: Optional[list] = None) -> list[str]:
+def cost_lines(plan: RunPlan, specs: Optional[list] = None,
+               costs: Optional[list[pace.PassCost]] = None) -> list[str]:
     """'estimate: ...' lines for the costly parts of a run: methods that run one forward pass
     per channel, and the faithfulness metrics (``specs``; default: what the config and the
     run's size choose); from the plan: its images, slots per image, the target layers'
     channel counts (through their layouts), the first image's size and the timed preflight
-    pass."""
+    pass (``costs``: the per-channel methods', explain.pace; worked out when None)."""
     cfg = plan.cfg
     if specs is None:
         specs = metrics.chosen(cfg.metrics, run_maps(plan))[0]
-    slow = [m for m in cfg.methods if traits(m.name).per_channel is not None]
-    if not slow and not specs:
-        return []
-    maps = len(plan.images) * plan.slots  # per method
-    channels = sum(layer.channels for layer in plan.target_layers)
-    seconds = plan.probe.seconds
-    lines = []
-    for spec in slow:
-        ratio = traits(spec.name).per_channel.ratio_option
-        per_map = channels * (spec.options.get(ratio, 1.0) if ratio else 1.0)
-        passes = int(round(maps * per_map))
-        lines.append(f"estimate: {spec.name} runs one forward pass per channel "
-                     f"({channels} in {', '.join(cfg.target_layers)}) for each image x class: "
-                     f"{passes:,} passes, about {_duration(passes * seconds)}")
+    if costs is None:
+        costs = pace.per_channel_costs(plan)
+    lines = [pace.cost_line(c, list(cfg.target_layers), plan.slots) for c in costs]
     if specs:
         lines.append(_faithfulness_estimate(plan, specs))
     return lines
