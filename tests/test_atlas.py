@@ -194,7 +194,7 @@ def demo_run(tmp_path_factory):
             "target_layers": ["backbone._blocks.15"], "methods": ["gradcam", "layercam"],
             "channels": {"enabled": True, "grids": False,
                          "atlas": {"enabled": True, "top_n": 4}, "ablation": {"enabled": True}},
-            "output": {"dir": str(root / "results")}}
+            "metrics": [], "output": {"dir": str(root / "results")}}
     (root / "exp.yaml").write_text(yaml.safe_dump(data))
     summary = run(load_config(root / "exp.yaml"), RunOptions(**QUIET))
     return summary, root / "results" / "exp", boxes

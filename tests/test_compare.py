@@ -21,7 +21,7 @@ REFERENCED = ["gradcam", "layercam", "gradcamplusplus"]
 def course_run(course_tree, layer, **sets):
     overrides = {"target_layers": [layer], "methods": REFERENCED, "compare.enabled": True,
                  "compare.tolerance": 1e-5, "channels.enabled": False,
-                 "preprocess.size": [112, 112], **sets}  # small input: the same checks, faster
+                 "preprocess.size": [112, 112], "metrics": [], **sets}  # small input: the same checks, faster
     cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml", overrides)
     return run(cfg, RunOptions(overwrite=True, **QUIET)).compare
 
@@ -59,7 +59,7 @@ def library_maps(shared_course_tree):
     """A course run with saved arrays (once per module): the maps reference folders are built
     from, copied aside so later runs of the same config cannot replace them."""
     cfg = load_config(shared_course_tree / "configs" / "alexnet_catdog.yaml",
-                      {"channels.enabled": False, "methods": ["gradcam"]})
+                      {"channels.enabled": False, "methods": ["gradcam"], "metrics": []})
     run(cfg, RunOptions(overwrite=True, **QUIET))
     kept = shared_course_tree / "library_maps"
     shutil.copytree(shared_course_tree / "results" / "alexnet_catdog" / "cams" / "gradcam", kept)
@@ -77,6 +77,7 @@ def reference_folder(course_tree, maps_dir, write):
 def compare_with(course_tree, folder):
     cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml",
                       {"channels.enabled": False, "methods": ["gradcam"], "compare.enabled": True,
+                       "metrics": [],
                        "compare.reference_dir": str(folder)})
     return run(cfg, RunOptions(overwrite=True, **QUIET)).compare
 

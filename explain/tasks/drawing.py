@@ -12,10 +12,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from explain.render import Text, draw_text, line_height, text_width
+
 PREDICTED = (255, 255, 255)  # outline of the predicted mask; detection boxes
 TRUTH = (255, 0, 255)  # outline of the ground-truth mask
 TEXT = (0, 0, 0)
-FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -58,9 +59,9 @@ def draw_label(rgb: np.ndarray, box: Sequence[float], text: str,
     gives way to the next; the new label is added to it."""
     h, w = rgb.shape[:2]
     x0, y0, _, y1 = pixel_box(box, (h, w))
-    scale = max(0.3, min(0.5, h / 400))
-    (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
-    tall, left = th + base + 2, max(0, min(x0, w - 1 - (tw + 2)))
+    size = max(8, min(13, h // 30))  # px, in explain.render's font
+    tw = text_width(text, size)
+    tall, left = line_height(size) + 1, max(0, min(x0, w - 1 - (tw + 2)))
     right = min(w - 1, left + tw + 2)
     places = [top for top in (y0 - tall, y1) if 0 <= top and top + tall < h] + [y0]
     free = [top for top in places if not any(
@@ -70,7 +71,7 @@ def draw_label(rgb: np.ndarray, box: Sequence[float], text: str,
     if taken is not None:
         taken.append((left, top, right, top + tall))
     cv2.rectangle(rgb, (left, top), (right, top + tall), PREDICTED, -1)
-    cv2.putText(rgb, text, (left + 1, top + th + 1), FONT, scale, TEXT, 1, cv2.LINE_AA)
+    rgb[:] = draw_text(rgb, [Text(text, left + 1, top + 1, size, TEXT)])
 
 
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[tuple[Sequence[float], str]]) -> None:
