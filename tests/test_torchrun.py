@@ -79,7 +79,7 @@ def tree(tmp_path_factory) -> Path:
               "images": [{"labelled": "pics"}], "preprocess": {"size": [64, 64]},
               "target_layers": ["features.10"], "methods": ["gradcam", "layercam"],
               "batch_size": 1, "device": "cpu", "channels": {"enabled": True},
-              "output": {"save_arrays": True}}
+              "output": {"save_arrays": True}, "metrics": []}
     (folder / "exp.yaml").write_text(yaml.safe_dump(config))
     with one_thread():
         assert main([str(folder / "exp.yaml"), "--quiet", "--out", str(folder / "single")]) == 0
