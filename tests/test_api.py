@@ -325,8 +325,8 @@ def test_every_kind_of_image_gives_the_same_maps():
 # ---- maps without saved arrays, and no global state ----------------------------------------
 
 def test_map_without_arrays_is_made_again_in_process(alex_file):
-    plain = explain.run(alex_file, **QUIET)
-    saved = explain.run(alex_file, output={"save_arrays": True}, **QUIET)
+    plain = explain.run(alex_file, metrics=[], **QUIET)
+    saved = explain.run(alex_file, output={"save_arrays": True}, metrics=[], **QUIET)
     assert not (plain.folder / "cams" / "gradcam" / "cat__cat.npy").exists()
     for entry in plain.images:
         for cls in CLASSES:
@@ -346,13 +346,13 @@ def test_runs_in_one_process_equal_fresh_processes(alex_file, tmp_path):
     """Two runs and a run after a failed one, in this process, write the bytes a fresh process
     writes; explain.cam on one model object, before and after a failed call, gives the same
     maps and leaves the model as it was."""
-    opts = {"output": {"save_arrays": True}, **QUIET}
+    opts = {"output": {"save_arrays": True}, "metrics": [], **QUIET}
     first = explain.run(alex_file, out=tmp_path / "a", **opts)
     with pytest.raises(explain.ExplainError, match="model.output"):
         explain.run(alex_file, out=tmp_path / "a", model={"output": 0}, **opts)
     second = explain.run(alex_file, out=tmp_path / "a", **opts)
     code = (f"import explain; explain.run({str(alex_file)!r}, out={str(tmp_path / 'b')!r}, "
-            f"output={{'save_arrays': True}}, progress=False)")
+            f"output={{'save_arrays': True}}, metrics=[], progress=False)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"})
     fresh = _outputs(tmp_path / "b" / "alex")

@@ -384,19 +384,8 @@ def test_a_rerun_writes_the_same_bytes_and_ranks_merge_to_one_process_state(smal
     assert not ranks[1].atlas.covered and not ranks[1].atlas.shares
 
 
-def test_two_torchrun_processes_write_the_atlas_one_process_writes(small):
-    """Batches of one image (as tests/test_torchrun.py runs): a convolution's last bits depend
-    on the batch's size, and the ranks' last batches are smaller than one process's."""
-    from test_torchrun import torchrun
-    data = yaml.safe_load((small / "exp.yaml").read_text())
-    (small / "one.yaml").write_text(yaml.safe_dump({**data, "batch_size": 1}))
-    run(load_config(small / "one.yaml"), RunOptions(out_root=small / "single", **QUIET))
-    done = torchrun(["-m", "explain", str(small / "one.yaml"), "--quiet", "--out",
-                     str(small / "two")])
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert atlas_files(small / "two" / "one") == atlas_files(small / "single" / "one")
-    summary = json.loads((small / "two" / "one" / "summary.json").read_text())
-    assert summary["device"] == "cpu (2 processes)" and summary["atlas"]["images"] == COUNT
+# A real two-process torchrun run with the atlas on: tests/test_torchrun.py's run config has it,
+# and its test_two_processes_write_what_one_process_writes compares every file.
 
 
 def interrupted(path: Path, out: Path, where: str, at: int) -> Path:

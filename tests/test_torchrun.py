@@ -78,7 +78,9 @@ def tree(tmp_path_factory) -> Path:
     config = {"model": {"file": "net.pth"}, "classes": {"cat": 0, "dog": 1},
               "images": [{"labelled": "pics"}], "preprocess": {"size": [64, 64]},
               "target_layers": ["features.10"], "methods": ["gradcam", "layercam"],
-              "batch_size": 1, "device": "cpu", "channels": {"enabled": True},
+              "batch_size": 1, "device": "cpu",
+              # the channel atlas too: its streamed heaps and sums merge across the ranks
+              "channels": {"enabled": True, "atlas": {"enabled": True, "top_n": 2}},
               "output": {"save_arrays": True}, "metrics": []}
     (folder / "exp.yaml").write_text(yaml.safe_dump(config))
     with one_thread():
@@ -115,7 +117,9 @@ def test_two_processes_write_what_one_process_writes(tree):
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tree / "two" / "exp"
     assert_same_run(tree / "single" / "exp", run_dir)
-    assert json.loads((run_dir / "summary.json").read_text())["device"] == "cpu (2 processes)"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["device"] == "cpu (2 processes)"
+    assert summary["atlas"]["images"] == COUNT and summary["atlas"]["files"]["regions_csv"]
     assert done.stderr.count("explain: exp ->") == 1  # the console summary: rank 0 only
 
 
