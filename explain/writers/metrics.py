@@ -263,7 +263,7 @@ def _faithfulness_estimate(plan: RunPlan, specs: list) -> str:
                      f"{solve:.1f} s per map at {h} x {w} on a CPU core) and a forward pass")
     return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
             f"{'; '.join(parts)}; {_count(maps, 'map')} and {_count(extra, 'baseline map')}, "
-            f"about {_duration(seconds)}")
+            f"about {pace.duration(seconds)}")
 
 
 def _count(n: int, noun: str) -> str:
@@ -280,11 +280,3 @@ def _pass_seconds(plan: RunPlan) -> float:
         t0 = time.perf_counter()
         ScoreModel(plan.model, plan.head)(x)
         return time.perf_counter() - t0
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
