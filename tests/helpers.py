@@ -164,3 +164,34 @@ def cap_memory():
     limit = vm_size() + 1536 * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 """
+
+
+def interrupted(path: Path, out: Path, where: str, at: int) -> Path:
+    """Run until the ``at``-th batch ('batch': after its writers, before its item files) or
+    item file ('item'), then stop as Ctrl-C does."""
+    from unittest import mock
+
+    from explain.config import load_config
+    from explain.outputs import RunFolder
+    from explain.runner import RunOptions, run
+    from explain.writers.panels import PanelWriter
+    calls = {"n": 0}
+    if where == "batch":
+        def hook(self, ctx, batch):
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise KeyboardInterrupt
+        patch = mock.patch.object(PanelWriter, "write", hook)
+    else:
+        original = RunFolder.write_bytes  # item files are written last, as bytes
+
+        def hook(self, rel, value):
+            if rel.startswith("items/"):
+                calls["n"] += 1
+                if calls["n"] == at:
+                    raise KeyboardInterrupt
+            return original(self, rel, value)
+        patch = mock.patch.object(RunFolder, "write_bytes", hook)
+    with patch, pytest.raises(KeyboardInterrupt):
+        run(load_config(path), RunOptions(out_root=out, progress=False, log=lambda _: None))
+    return out / "exp"

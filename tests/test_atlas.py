@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from unittest import mock
 
 import cv2
 import numpy as np
@@ -21,7 +20,7 @@ import yaml
 from torch import nn
 
 from conftest import IMAGES
-from helpers import refused, tiny_net
+from helpers import interrupted, refused, tiny_net
 from explain.channels.ablation import Ablator, Rows
 from explain.channels.atlas import AtlasState, ImageAtlas
 from explain.config import load_config
@@ -30,7 +29,6 @@ from explain.models.heads import Classifier, Head
 from explain.models.layouts import Layout
 from explain.results import RunSummary
 from explain.runner import RunOptions, run
-from explain.writers.panels import PanelWriter
 
 QUIET = dict(progress=False, log=lambda _: None)
 # The dog in images/dog.jpg (768 x 576) and in images/both.jpg (448 x 224), x0, y0, x1, y1.
@@ -386,32 +384,6 @@ def test_a_rerun_writes_the_same_bytes_and_ranks_merge_to_one_process_state(smal
 
 # A real two-process torchrun run with the atlas on: tests/test_torchrun.py's run config has it,
 # and its test_two_processes_write_what_one_process_writes compares every file.
-
-
-def interrupted(path: Path, out: Path, where: str, at: int) -> Path:
-    """The run stopped (as Ctrl-C does) at the ``at``-th batch, after the atlas wrote it but
-    before its item files ('batch'), or at the ``at``-th item file ('item')."""
-    from explain.outputs import RunFolder
-    calls = {"n": 0}
-    if where == "batch":
-        def hook(self, ctx, batch):
-            calls["n"] += 1
-            if calls["n"] == at:
-                raise KeyboardInterrupt
-        patch = mock.patch.object(PanelWriter, "write", hook)
-    else:
-        original = RunFolder.write_bytes
-
-        def hook(self, rel, value):
-            if rel.startswith("items/"):
-                calls["n"] += 1
-                if calls["n"] == at:
-                    raise KeyboardInterrupt
-            return original(self, rel, value)
-        patch = mock.patch.object(RunFolder, "write_bytes", hook)
-    with patch, pytest.raises(KeyboardInterrupt):
-        run(load_config(path), RunOptions(out_root=out, **QUIET))
-    return out / "exp"
 
 
 def test_resume_continues_the_heaps_and_sums(small):

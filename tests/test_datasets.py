@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import interrupted
+
 from explain import datasets
 from explain.cli import main
 from explain.config import load_config
 from explain.errors import ExplainError
 from explain.images import find_images
-from explain.outputs import RunFolder
 from explain.results import Skipped
 from explain.runner import RunOptions, run
-from explain.writers.panels import PanelWriter
 from conftest import IMAGES, make_small_alexnet, write_config
 
 QUIET = dict(progress=False, log=lambda _: None)
@@ -322,31 +322,6 @@ def test_report_shows_the_dataset_section(study, tmp_path):
 
 # ---- --resume -------------------------------------------------------------------------------
 
-def _interrupted(path: Path, out: Path, where: str, at: int) -> Path:
-    """Run until the ``at``-th batch ('batch': after its writers, before its item files) or
-    item file ('item'), then stop as Ctrl-C does."""
-    calls = {"n": 0}
-    if where == "batch":
-        def hook(self, ctx, batch):
-            calls["n"] += 1
-            if calls["n"] == at:
-                raise KeyboardInterrupt
-        patch = mock.patch.object(PanelWriter, "write", hook)
-    else:
-        original = RunFolder.write_bytes  # item files are written last, as bytes
-
-        def hook(self, rel, value):
-            if rel.startswith("items/"):
-                calls["n"] += 1
-                if calls["n"] == at:
-                    raise KeyboardInterrupt
-            return original(self, rel, value)
-        patch = mock.patch.object(RunFolder, "write_bytes", hook)
-    with patch, pytest.raises(KeyboardInterrupt):
-        run(load_config(path), RunOptions(out_root=out, **QUIET))
-    return out / "exp"
-
-
 def _dataset_files(run_dir: Path) -> dict[str, bytes]:
     return {p.relative_to(run_dir).as_posix(): p.read_bytes()
             for p in (run_dir / "dataset").rglob("*") if p.is_file()}
@@ -372,7 +347,7 @@ def test_targets_label_and_resume_keep_the_means_exact(data, tmp_path):
     reference = _dataset_files(tmp_path / "whole" / "exp")
     assert "dataset/mean/gradcam/cat__correct.npy" in reference
     # stopped between batches: the resumed run's batches are the same, so are the bytes
-    run_dir = _interrupted(path, tmp_path / "batch", "batch", 3)
+    run_dir = interrupted(path, tmp_path / "batch", "batch", 3)
     assert len(list((run_dir / "items").glob("*.json"))) == 4
     resumed = run(load_config(path), RunOptions(out_root=tmp_path / "batch", resume=True, **QUIET))
     assert resumed.dataset.mean_missing == 0 and _dataset_files(run_dir) == reference
@@ -380,7 +355,7 @@ def test_targets_label_and_resume_keep_the_means_exact(data, tmp_path):
     # the saved sums cover only the first two batches; it comes back from cams/*.npy. (The
     # images after it are batched anew, and the engine's maps move by ~1e-6 with a batch's
     # make-up, so compare with this run's own arrays.)
-    run_dir = _interrupted(path, tmp_path / "item", "item", 6)
+    run_dir = interrupted(path, tmp_path / "item", "item", 6)
     assert len(list((run_dir / "items").glob("*.json"))) == 5
     resumed = run(load_config(path), RunOptions(out_root=tmp_path / "item", resume=True, **QUIET))
     assert resumed.dataset.mean_missing == 0
@@ -393,7 +368,7 @@ def test_targets_label_and_resume_keep_the_means_exact(data, tmp_path):
 def test_resume_without_arrays_says_what_the_means_miss(data, tmp_path):
     path = config(tmp_path, data, targets="label", methods=["gradcam"],
                   output={"dir": str(tmp_path / "r")})
-    _interrupted(path, tmp_path / "r", "item", 6)
+    interrupted(path, tmp_path / "r", "item", 6)
     summary = run(load_config(path), RunOptions(out_root=tmp_path / "r", resume=True, **QUIET))
     assert summary.dataset.mean_missing == 1
     assert sum(m.count for m in summary.dataset.mean_maps) == 8 - 1
