@@ -148,6 +148,41 @@ def test_the_metrics_equal_the_library_with_the_same_seed(shape):
     assert len(set(np.round(got, 6))) > 1  # the maps' scores differ
 
 
+class _ViewNet(torch.nn.Module):
+    """A model that flattens a conv activation with ``view``: it fails on channels-last
+    batches, as many hand-written course models would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.Linear(4 * 8 * 8, 2)
+        self.calls: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.is_contiguous())
+        a = torch.relu(self.conv(x))
+        return self.fc(a.view(a.size(0), -1))
+
+
+def test_a_model_that_cannot_take_channels_last_gets_contiguous_batches():
+    """ROAD passes channels-last batches; a model that breaks on them (``view``) gets the
+    same batch contiguous, from then on, and the scores equal the library's."""
+    torch.manual_seed(1)
+    model = _ViewNet().eval()
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(1, 3, 32, 32)).astype(np.float32))
+    inputs = x.expand(2, *x.shape[1:]).contiguous()
+    cams = np.stack([blob((32, 32), 4), blob((32, 32), 5)])
+    targets = [ClassifierOutputTarget(0), ClassifierOutputTarget(1)]
+    with seeded(2), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = ROADCombined([30, 70])(inputs, cams, targets, model)
+    model.calls.clear()
+    with seeded(2):
+        got = road.ROAD("combined", [30, 70])(inputs, cams, targets, model)
+    assert np.abs(got - expected).max() <= 1e-5
+    assert model.calls[0] is False and all(model.calls[1:])  # one try, then contiguous
+    assert len(model.calls) == 1 + 1 + 8 // road.BATCH  # before, its retry, 8 imputations
+
+
 def test_the_metric_table_runs_explains_road():
     """The config's ROAD names make explain.road's metric, at the config's percentiles."""
     spec = MetricSpec(name="road_morf", percentiles=[20, 40])
