@@ -229,9 +229,9 @@ def imputations(spec: "MetricSpec") -> int:
 AUTO_MAPS = 64  # maps (images x classes x methods): up to this many, metrics default to ROAD
 AUTO_METRICS = ("road_combined",)  # what "on by default" computes (at its default percentiles)
 # seconds of solving per ROAD imputation and input pixel (explain.road on one CPU core,
-# measured with benchmarks/road.py --threads 1 on a loaded 2-core machine: 7.7e-7 at 224 x 448,
-# 7.9e-7 at 224 x 224): for the run's estimate
-ROAD_SECONDS_PER_PIXEL = 8e-7
+# benchmarks/road.py's "imputation alone" on the idle 2-core machine: 4.4e-7 at 224 x 448,
+# 5.5e-7 at 224 x 224; a run solves on 2 threads, so this errs long): for the run's estimate
+ROAD_SECONDS_PER_PIXEL = 5e-7
 
 
 def chosen(configured: Optional[list["MetricSpec"]], maps: int) -> tuple[list["MetricSpec"], str]:

@@ -57,6 +57,7 @@ COARSEST = 3000  # unknowns on the multigrid's last level (solved directly)
 SMOOTHING = 2  # damped Jacobi steps before and after the coarse correction
 REGULARISE = 1e-6  # the last level's diagonal is (1 + this) times the Galerkin one
 BATCH = 4  # imputed images per forward pass (more is slower on a CPU: the cache)
+JACOBI = 0.9  # damping of the fine level's Jacobi steps (fewer cycles than 2/3 here)
 CHUNK = 8  # imputations solved before their forward passes
 DTYPE = np.float32  # the multigrid cycle (conjugate gradients run in float64)
 # (row offset, column offset, weight) of the 8 neighbours, in the library's order
@@ -309,8 +310,8 @@ class _FineOp:
                       1: grid.diag[:, :, :1].astype(DTYPE)}
         self.mask = self.masks[grid.mask.shape[2]]
         self.edges = grid.edges
-        # damped Jacobi, 2/3 of 1/diag: the off-diagonal weights of a row sum to its diagonal
-        self.jacobi = (2 / 3) * self.mask / self.diags[grid.mask.shape[2]]
+        # damped Jacobi, JACOBI of 1/diag: the off-diagonal weights of a row sum to its diagonal
+        self.jacobi = JACOBI * self.mask / self.diags[grid.mask.shape[2]]
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[2] if x.shape[2] in self.masks else 1
