@@ -37,6 +37,7 @@ from PIL import Image
 from explain.config import Config, box_problem, read_bounded_bytes, read_bounded_text
 from explain.errors import ExplainError, first_line
 from explain.names import quote, short, suggest
+from explain.results import Localisation
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_VOC_FILES = 100_000
@@ -298,3 +299,16 @@ def input_boxes(found: dict[str, list[Box]], path: Path,
         return None
     original = original_size(path)
     return {cls: [to_input(b, original, size) for b in boxes] for cls, boxes in found.items()}
+
+
+def localisation(cam: np.ndarray, mask: np.ndarray, threshold: float) -> Localisation:
+    """Pointing game, energy share and thresholded IoU of one map against a box mask."""
+    peak = float(cam.max())
+    total = float(cam.sum(dtype=np.float64))
+    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    hit = bool(peak > 0 and mask[y, x])
+    energy = float(cam[mask].sum(dtype=np.float64)) / total if total > 0 else 0.0
+    hot = cam >= threshold * peak if peak > 0 else np.zeros_like(mask)
+    union = int((hot | mask).sum())
+    iou = int((hot & mask).sum()) / union if union else 0.0
+    return Localisation(pointing_hit=hit, energy_in_box=round(energy, 6), box_iou=round(iou, 6))

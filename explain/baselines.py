@@ -89,7 +89,6 @@ def layer_activations(plan: "RunPlan", x: "torch.Tensor") -> list[np.ndarray]:
 
     from explain.engine import watching
     from explain.models.layouts import infer_layout
-    from explain.plan import reshape_mode
     modules = [layer.module for layer in plan.target_layers]
     captured: list = [None] * len(modules)
 
@@ -98,8 +97,7 @@ def layer_activations(plan: "RunPlan", x: "torch.Tensor") -> list[np.ndarray]:
 
     with torch.no_grad(), watching(modules, keep):
         plan.model(x.to(plan.device))
-    mode = reshape_mode(plan.cfg, plan.net)
-    return [infer_layout(a.shape, x.shape[-2:], mode)(a).float().cpu().numpy()
+    return [infer_layout(a.shape, x.shape[-2:], plan.reshape)(a).float().cpu().numpy()
             for a in captured]
 
 

@@ -40,3 +40,9 @@ def first_line(exc: BaseException, limit: int = FIRST_LINE_LIMIT) -> str:
         if ends:
             return line[:ends[-1]].rstrip() + " ..."
     return line[:room] + " ..."
+
+
+def model_failed(exc: Exception, image: str) -> ExplainError:
+    """The model's own code failed on an image: one line saying where."""
+    return ExplainError(f"model: the forward pass failed on {image} "
+                        f"({type(exc).__name__}: {first_line(exc)})")

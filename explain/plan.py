@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from explain import batching, metrics
-from explain.config import LAYER, MAX_CLASSES, TARGET_WORDS, Config, Reshape, resolved
+from explain.config import (LAYER, MAX_CLASSES, TARGET_WORDS, Config, MetricSpec, Reshape,
+                            resolved)
 from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
-from explain.errors import ExplainError, first_line
+from explain.errors import ExplainError, model_failed
 from explain.models.heads import Classifier, Head
 from explain.images import ImageError, ImageRef, Prepared, find_images, precheck, prepare
 from explain.layers import auto_layer, find_layer, survey
@@ -58,6 +59,7 @@ class RunPlan:
     probe: Probe  # the preflight pass on ``first``: logits, layers, its time
     skipped: tuple[Skipped, ...] = ()  # files found in folders that are not images
     task: Any = None  # task: segmentation / detection (explain.tasks); None: a classifier
+    reshape: Any = "auto"  # how maps are read from the layers (``reshape_mode``), resolved once
 
     @property
     def methods(self) -> list[str]:
@@ -133,12 +135,6 @@ def reshape_mode(cfg: Config, net: Any = None):
     return TokenSpec(spec.prefix, spec.grid) if isinstance(spec, Reshape) else spec
 
 
-def model_failed(exc: Exception, image: str) -> ExplainError:
-    """The model's own code failed on an image: one line saying where."""
-    return ExplainError(f"model: the forward pass failed on {image} "
-                        f"({type(exc).__name__}: {first_line(exc)})")
-
-
 def first_image(cfg: Config, refs: list[ImageRef]) -> Prepared:
     """Every image the user named passes the checks that need no decoding; returns the first
     image that decodes (for the preflight pass)."""
@@ -168,6 +164,7 @@ class _Found:
     first: Prepared
     skipped: list[Skipped]
     task: Any = None  # explain.tasks.Task for segmentation / detection
+    reshape: Any = "auto"  # reshape_mode(cfg, net)
 
 
 def _find(cfg: Config) -> _Found:
@@ -180,7 +177,7 @@ def _find(cfg: Config) -> _Found:
     model, head = task.wrap(net) if task else \
         (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
     found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),
-                   [n for n in said if isinstance(n, Skipped)], task)
+                   [n for n in said if isinstance(n, Skipped)], task, reshape_mode(cfg, net))
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     return found
 
@@ -195,7 +192,7 @@ def _layer_names(found: _Found) -> list[str]:
         if not rows:
             try:
                 rows.extend(survey(found.net, found.model, first.tensor[None], found.head,
-                                   mode=reshape_mode(cfg, found.net)))
+                                   mode=found.reshape))
             except ExplainError:
                 raise
             except Exception as exc:  # the model's own code failed
@@ -248,7 +245,7 @@ def _engine(found: _Found, device: torch.device) -> CamEngine:
         layer_names=list(cfg.target_layers), probe_layer=channel, watch_layers=watch,
         aug_smooth=cfg.aug_smooth, eigen_smooth=cfg.eigen_smooth,
         guard_inplace=cfg.model.fix_inplace, seed=cfg.seed, head=found.head,
-        reshape=reshape_mode(cfg, net), precision=cfg.precision))
+        reshape=found.reshape, precision=cfg.precision))
 
 
 def _rows(found: _Found, engine: CamEngine) -> Config:
@@ -310,15 +307,37 @@ def slots_per_image(cfg: Config) -> int:
 
 
 def _metrics(found: _Found) -> Config:
-    """The config with ``metrics`` chosen when it leaves them unset (explain.metrics.chosen:
-    a default that depends on the run's size), with a note saying so; a task's run has none."""
+    """The config with ``metrics`` chosen when it leaves them unset (``default_metrics``: a
+    default that depends on the run's size), with a note saying so; a task's run has none.
+    Every later stage reads the resolved list."""
     cfg = found.cfg
     if cfg.metrics is not None:
         return cfg
     maps = len(found.refs) * slots_per_image(cfg) * len(cfg.methods)
-    specs, note = metrics.chosen(None, maps) if found.task is None else ([], "")
+    specs, note = default_metrics(maps) if found.task is None else ([], "")
     found.notes.extend([note] if note else [])
     return resolved(cfg, "metrics", [s.model_dump() for s in specs])
+
+
+def default_metrics(maps: int) -> tuple[list[MetricSpec], str]:
+    """The faithfulness metrics of a run of ``maps`` maps whose config leaves them unset, and
+    a note saying why: the table's AUTO_METRICS up to AUTO_MAPS maps, none above (the note
+    says how to turn them on)."""
+    default = [MetricSpec(name=name) for name in metrics.AUTO_METRICS]
+    shown = ", ".join(f"{s.name} at percentiles {_span(s.percentiles)}" for s in default)
+    if maps <= metrics.AUTO_MAPS:
+        return default, (f"metrics: {shown} by default (runs of up to {metrics.AUTO_MAPS} maps; "
+                         f"this one {maps}); 'metrics: []' turns it off")
+    return [], (f"metrics: off by default for runs over {metrics.AUTO_MAPS} maps (this one "
+                f"{maps}); 'metrics: [{', '.join(metrics.AUTO_METRICS)}]' turns on {shown}")
+
+
+def _span(values: Optional[list[int]]) -> str:
+    steps = {b - a for a, b in zip(values, values[1:])} if values and len(values) > 2 else set()
+    if len(steps) == 1:
+        return f"{values[0]}..{values[-1]}"
+    return ", ".join(str(v) for v in values or [])
+
 
 
 def layer_infos(cfg: Config, probe: Probe, net: nn.Module) -> tuple[LayerInfo, ...]:
@@ -368,4 +387,5 @@ def planned(cfg: Config, ranks) -> Iterator[tuple[RunPlan, CamEngine]]:
             model=found.model, head=found.head, device=device,
             layers=layer_infos(cfg, probe, found.net),
             classes=MappingProxyType({idx: name for name, idx in cfg.classes.items()}),
-            first=found.first, probe=probe, skipped=tuple(found.skipped), task=found.task), engine
+            first=found.first, probe=probe, skipped=tuple(found.skipped), task=found.task,
+            reshape=found.reshape), engine

@@ -115,7 +115,7 @@ class ChannelSummary(_Record):
 
 
 class Localisation(_Record):
-    """The map against the class's ground-truth boxes (see explain.metrics.localisation)."""
+    """The map against the class's ground-truth boxes (see explain.annotations.localisation)."""
     pointing_hit: bool  # the map's peak lies inside a box
     energy_in_box: float  # share of the map's sum inside the boxes
     box_iou: float  # IoU of the boxes with the map above annotations.threshold x its max

@@ -24,12 +24,12 @@ from tqdm.auto import tqdm  # a widget in a notebook, text elsewhere
 from explain import distributed, measures
 from explain.config import Config
 from explain.engine import CamEngine
-from explain.errors import ExplainError
+from explain.errors import ExplainError, model_failed
 from explain.images import ImageError, ImageRef, Prepared, batches, group_by_shape, prepare
 from explain.names import printable
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir, same_settings
 from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
-from explain.plan import RunPlan, model_failed, planned
+from explain.plan import RunPlan, planned
 from explain.results import (ImageEntry, ItemFile, MapRecord, RunSummary, Skipped,
                              kept_entries, versions)
 from explain.writers import BatchContext, ImageView, RunContext, default_writers

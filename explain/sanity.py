@@ -270,14 +270,13 @@ class MapMaker:
         from explain.engine import CamEngine, EngineOptions
         from explain.layers import find_layer
         from explain.models.heads import Classifier, ScoreModel
-        from explain.plan import reshape_mode
         cfg = plan.cfg
         self.model = Classifier(net, cfg.model.output)
         layers = [find_layer(net, name)[1] for name in cfg.target_layers]
         self.engine = CamEngine(self.model, layers, cfg.methods, plan.device, EngineOptions(
             layer_names=list(cfg.target_layers), aug_smooth=cfg.aug_smooth,
             eigen_smooth=cfg.eigen_smooth, guard_inplace=cfg.model.fix_inplace, seed=cfg.seed,
-            head=plan.head, reshape=reshape_mode(cfg, net)))
+            head=plan.head, reshape=plan.reshape))
         self.scorer = ScoreModel(self.model, plan.head) if guided else None
         self.names = dict(plan.classes)
         self.methods = [m.name for m in cfg.methods]

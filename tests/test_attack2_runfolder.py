@@ -319,7 +319,7 @@ def test_a_layer_name_explain_cannot_record_is_one_line(finished, name):
 
 
 def test_allocation_errors_keep_their_numbers():
-    from explain.plan import model_failed as _model_failed
+    from explain.errors import model_failed as _model_failed
     text = ("[enforce fail at /opt/conda/pytorch/work/c10/core/impl/"
             "alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
             "allocate 20480000000000 bytes. Buy new RAM!")

@@ -14,7 +14,7 @@ from pytorch_grad_cam.metrics.road import (ROADCombined, ROADLeastRelevantFirstA
                                            ROADMostRelevantFirstAverage)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from explain import annotations, compare, metrics, reference
+from explain import annotations, compare, reference
 from explain.cli import main
 from explain.config import load_config
 from explain.engine import seeded
@@ -135,15 +135,15 @@ def test_localisation_numbers_on_a_known_map():
     cam[8, 18] = 0.25
     mask = annotations.box_mask([[2, 1, 8, 5]], cam.shape)  # columns 2..7, rows 1..4
     assert mask.sum() == 6 * 4
-    loc = metrics.localisation(cam, mask, 0.5)
+    loc = annotations.localisation(cam, mask, 0.5)
     assert loc.pointing_hit is True
     assert loc.energy_in_box == pytest.approx(8 / 8.25, abs=1e-6)
     assert loc.box_iou == pytest.approx(8 / 24)
     far = annotations.box_mask([[10, 5, 20, 10]], cam.shape)
-    miss = metrics.localisation(cam, far, 0.5)
+    miss = annotations.localisation(cam, far, 0.5)
     assert (miss.pointing_hit, miss.box_iou) == (False, 0.0)
     assert miss.energy_in_box == pytest.approx(0.25 / 8.25, abs=1e-6)
-    flat = metrics.localisation(np.zeros_like(cam), mask, 0.5)
+    flat = annotations.localisation(np.zeros_like(cam), mask, 0.5)
     assert flat == Localisation(pointing_hit=False, energy_in_box=0.0, box_iou=0.0)
 
 

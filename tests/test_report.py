@@ -14,7 +14,7 @@ import torch
 
 from explain.cli import main
 from explain.config import Config, load_config
-from explain.metrics import method_table
+from explain.methodtable import method_table
 from explain.outputs import RunFolder
 from explain.results import ImageEntry, Localisation, MapRecord, RunSummary
 from explain.runner import RunOptions, run

@@ -18,6 +18,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from explain import metrics, road
 from explain.config import MetricSpec, load_config
 from explain.engine import seeded
+from explain.plan import default_metrics
 from conftest import IMAGES, OMIT, make_small_alexnet, write_config
 
 
@@ -196,16 +197,13 @@ def test_the_metric_table_runs_explains_road():
 
 def test_metrics_default_to_road_for_small_runs_only(tmp_path):
     """Unset: ROAD combined at its 9 percentiles up to AUTO_MAPS maps, none above (a note
-    says why and how); [] is off, a list is kept."""
-    on, note = metrics.chosen(None, metrics.AUTO_MAPS)
+    says why and how); the config keeps unset as None and [] as off."""
+    on, note = default_metrics(metrics.AUTO_MAPS)
     assert [(s.name, s.percentiles) for s in on] == [("road_combined", list(range(10, 100, 10)))]
     assert "by default" in note and "'metrics: []' turns it off" in note
-    off, note = metrics.chosen(None, metrics.AUTO_MAPS + 1)
+    off, note = default_metrics(metrics.AUTO_MAPS + 1)
     assert off == [] and f"off by default for runs over {metrics.AUTO_MAPS} maps" in note
     assert "'metrics: [road_combined]'" in note
-    assert metrics.chosen([], 1) == ([], "")
-    listed = [MetricSpec(name="drop_in_confidence")]
-    assert metrics.chosen(listed, 10_000) == (listed, "")
     cfg = load_config(write_config(tmp_path, model={"file": "m.pth"}, target_layers=["x"],
                                    metrics=OMIT))
     assert cfg.metrics is None

@@ -36,7 +36,7 @@ def fake_plan(net: nn.Module, layer: str, methods=("gradcam",), outputs: int = 2
                                  "classes": {f"c{i}": i for i in range(outputs)},
                                  "seed": SEED, **fields})
     return SimpleNamespace(cfg=cfg, net=net, head=Head(), device=torch.device("cpu"),
-                           classes={i: f"c{i}" for i in range(outputs)})
+                           classes={i: f"c{i}" for i in range(outputs)}, reshape="auto")
 
 
 def inputs(count: int, seed: int = 0) -> torch.Tensor:

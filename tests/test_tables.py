@@ -23,6 +23,7 @@ from explain import channels, methods, metrics, reference
 from explain.config import MethodSpec, MetricSpec, load_config
 from explain.errors import ExplainError
 from explain.images import ImageRef, prepare
+from explain.methodtable import method_table
 from explain.models.guard import non_inplace
 from explain.results import ImageEntry, MapRecord, RunSummary
 from conftest import IMAGES, make_small_alexnet, write_config
@@ -284,7 +285,7 @@ def test_a_metric_the_table_does_not_know_still_gets_a_column():
                                     "target_layers": ["x"], "methods": ["gradcam"]})
     summary = RunSummary(name="t", config_file="t.yaml", output_dir=".", device="cpu",
                          config=config, versions={}, images=[entry])
-    table = metrics.method_table(summary, ["m1", "m2"])
+    table = method_table(summary, ["m1", "m2"])
     assert [c.key for c in table.columns] == ["drop_in_confidence", "mystery"]
     mystery = table.columns[1]
     assert (mystery.label, mystery.direction, mystery.ranks) == ("mystery", 0, {})

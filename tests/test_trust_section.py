@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from conftest import IMAGES, make_small_alexnet, write_config
-from explain import baselines, evidence, stats
+from explain import baselines, stats, trustlines
 from explain.config import Config, load_config
 from explain.evidence import BaselineMap
-from explain.metrics import method_table
+from explain.methodtable import method_table
 from explain.results import ImageEntry, MapRecord, RunSummary
 from explain.writers.summary import csv_rows
 from explain.runner import RunOptions, run
@@ -111,7 +111,7 @@ def test_below_the_minimum_of_images_the_table_does_not_rank():
     assert not table.meaningful and table.place == {} and col.leads == []
     assert all(c.place is None for c in col.cells.values())
     assert col.comparisons[0].verdict == "too few images"
-    trust = evidence.build(summary, table)
+    trust = trustlines.build(summary, table)
     assert trust.conclusion == f"no conclusion yet: {len(few)} image(s), no metric measured " \
                                f"on at least 5 (the minimum for a ranking)"
     assert trust.trusted is None and not trust.meaningful
@@ -130,7 +130,7 @@ def test_a_method_that_does_not_beat_a_baseline_is_marked_everywhere():
     assert (col.cells["layercam"].beats_baselines, col.cells["layercam"].not_beaten) == \
         (False, ["centre"])
     assert col.baselines["centre"].mean == pytest.approx(np.mean(centre))
-    summary.trust = evidence.build(summary, table)
+    summary.trust = trustlines.build(summary, table)
     assert summary.trust.row("centre", "baseline").metrics[METRIC].images == 8
     assert summary.trust.row("layercam").metrics[METRIC].not_beaten == ["centre"]
     rows = csv_rows(summary)
@@ -146,7 +146,7 @@ def test_a_method_that_does_not_beat_a_baseline_is_marked_everywhere():
     assert "(no sanity check ran: sanity.enabled)" in summary.trust.conclusion
     line = summary.trust.lines[1]
     assert line.method == "layercam" and line.beats_baselines is False
-    assert line.sanity == "not run" and evidence.cost_per_map(summary) == 2.0 / 32
+    assert line.sanity == "not run" and trustlines.cost_per_map(summary) == 2.0 / 32
     assert "beats every baseline: no" in line.text
 
 
@@ -154,19 +154,19 @@ def test_the_conclusion_follows_sanity_and_the_primary_metric():
     summary = synthetic({"gradcam": [v + 0.2 for v in GOOD], "layercam": [v + 0.1 for v in GOOD]},
                         {"random": [v - 0.3 for v in GOOD]})
     table = method_table(summary, ["gradcam", "layercam"])
-    plain = evidence.build(summary, table)
+    plain = trustlines.build(summary, table)
     assert plain.trusted == "gradcam" and "significantly better than layercam on ROAD combined" \
         in plain.conclusion
     view = SimpleNamespace(images=summary.images, durations_s={}, config=summary.config,
                            sanity={"per_method": {"gradcam": {"passed": False, "text": "r = 0.9"},
                                                   "layercam": {"verdict": "pass"}}})
-    checked = evidence.build(view, table)
+    checked = trustlines.build(view, table)
     assert [(x.sanity, x.sanity_detail) for x in checked.lines] == [("fails", "r = 0.9"),
                                                                     ("passes", None)]
     assert checked.trusted == "layercam" and "sanity.enabled" not in checked.conclusion
-    assert evidence.cost_per_map(view) is None
+    assert trustlines.cost_per_map(view) is None
     tie = synthetic({"gradcam": GOOD, "layercam": list(GOOD)}, {"random": [v - 0.3 for v in GOOD]})
-    tied = evidence.build(tie, method_table(tie, ["gradcam", "layercam"]))
+    tied = trustlines.build(tie, method_table(tie, ["gradcam", "layercam"]))
     assert tied.trusted is None and tied.conclusion.startswith(
         "no method is clearly better: gradcam, layercam beat every baseline, but do not differ")
 
@@ -182,7 +182,7 @@ def test_baseline_maps_are_the_library_randomcam_a_centre_gaussian_and_sobel_edg
     layer = model.features[10]
     x = torch.rand(2, 3, 64, 96)
     plan = SimpleNamespace(target_layers=[SimpleNamespace(module=layer)], model=model,
-                           net=model, device=torch.device("cpu"),
+                           net=model, device=torch.device("cpu"), reshape="auto",
                            cfg=Config.model_validate({"model": {"file": "m.pth"},
                                                       "images": ["a.jpg"], "methods": ["gradcam"],
                                                       "target_layers": ["x"]}))
@@ -277,7 +277,7 @@ def test_the_report_opens_with_which_map_to_trust_and_rebuilds_the_same(small_ru
     assert page.index('<section id="trust">') < page.index('<section id="run">')
     section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
     assert summary.trust.conclusion.replace("'", "&#39;") in section
-    cost = evidence.cost_per_map(summary)  # the run's CAM time over its 20 maps
+    cost = trustlines.cost_per_map(summary)  # the run's CAM time over its 20 maps
     assert cost == round(summary.durations_s["cams"] / 20, 4) and cost > 0
     assert section.count(f" · {_num(cost)} s per map") == 2  # on each method's line
     for line in summary.trust.lines:  # each line with its mean and interval, as recorded

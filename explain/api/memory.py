@@ -87,7 +87,8 @@ def explained(engine: "CamEngine", cfg: "Config", head: "Head", items: list["Pre
     import torch
 
     from explain.images import batches, group_by_shape
-    from explain.plan import model_failed, slot_targets
+    from explain.errors import model_failed
+    from explain.plan import slot_targets
     names = {i: name for name, i in cfg.classes.items()}
     for chunk in batches(items, cfg.batch_size):
         for group in group_by_shape(chunk):

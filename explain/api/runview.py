@@ -1,5 +1,5 @@
 """How a Run shows itself in Jupyter: the run's header, its images, the methods table of the
-report (explain.metrics.method_table) and the class panels, every picture embedded as a data
+report (explain.methodtable.method_table) and the class panels, every picture embedded as a data
 URI read from inside the run folder (so a saved notebook shows them without the folder)."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _images(run: "Run") -> str:
 
 def _methods(run: "Run") -> str:
     """Per method: its maps, mean raw maximum, and the report's metric columns and rank."""
-    from explain.metrics import method_table
+    from explain.methodtable import method_table
     methods = run.methods
     table = method_table(run.summary, methods)
     header = ["method", "maps", "mean raw max"] + [c.label for c in table.columns] + \

@@ -12,7 +12,7 @@ import torch
 
 from explain import measures
 from explain.engine import BatchResult, MapSlot
-from explain.errors import ExplainError
+from explain.errors import ExplainError, model_failed
 from explain.results import ImageEntry, MapRecord
 from explain.tasks.common import inside_outside, share_inside
 from explain.tasks.drawing import box_mask
@@ -75,7 +75,6 @@ def _detect(cfg: Any, ctx: Any, engine: Any, x: torch.Tensor) -> tuple[list, lis
 
 def explain_boxes(cfg: Any, ctx: Any, engine: Any, group: list) -> Any:
     """One batch of images of one shape explained (see the module): a TaskBatch."""
-    from explain.plan import model_failed
     from explain.tasks.writers import TaskBatch
     from explain.writers import ImageView
     plan, t0 = ctx.plan, time.perf_counter()

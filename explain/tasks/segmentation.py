@@ -23,7 +23,7 @@ from torch import nn
 
 from explain import measures
 from explain.engine import CamEngine
-from explain.errors import ExplainError
+from explain.errors import ExplainError, model_failed
 from explain.layers import LayerRow, auto_layer
 from explain.results import ImageEntry, MapRecord
 from explain.tasks import Task
@@ -147,7 +147,6 @@ class SegmentationTask(Task):
         return auto_layer(rows, skip=lambda row: row.layout.channels(row.shape) == count)
 
     def explain_batch(self, ctx: Any, engine: SegmentationEngine, group: list) -> Any:
-        from explain.plan import model_failed
         from explain.tasks.masks import read_truth
         from explain.tasks.writers import TaskBatch
         plan, spec = ctx.plan, self.cfg.segmentation

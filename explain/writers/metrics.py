@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import torch
 
-from explain import annotations, evidence, metrics, pace
+from explain import annotations, evidence, metrics, pace, trustlines
+from explain.annotations import localisation
 from explain.baselines import BASELINES, batch_maps
-from explain.config import Preprocess
+from explain.config import MetricSpec, Preprocess
 from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
-from explain.engine import MapSlot
+from explain.engine import MapSlot, seeded
 from explain.methods import traits
+from explain.methodtable import method_table
 from explain.plan import RunPlan
 from explain.results import ImageEntry, Localisation
 from explain.writers import BatchContext, ImageView, RunContext, Writer
@@ -63,7 +66,7 @@ class MetricsWriter(Writer):
         cfg = ctx.cfg
         if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
-        self.specs = metrics.chosen(cfg.metrics, run_maps(ctx.plan))[0]
+        self.specs = list(cfg.metrics or [])  # resolved by the plan
         costs = pace.per_channel_costs(ctx.plan)
         ctx.summary.estimates_s.update({c.method: round(c.seconds, 3) for c in costs})
         for line in cost_lines(ctx.plan, self.specs, costs):
@@ -120,8 +123,8 @@ class MetricsWriter(Writer):
         for group in (list(view.maps), list(extra)):
             if not group:
                 continue
-            scores = metrics.faithfulness(self.specs, model, x, np.stack([m.cam for m in group]),
-                                          [m.class_index for m in group], seed=cfg.seed)
+            scores = faithfulness(self.specs, model, x, np.stack([m.cam for m in group]),
+                                  [m.class_index for m in group], seed=cfg.seed)
             for one, score in zip(group, scores):
                 if isinstance(one, BaselineSlot):
                     one.record.scores.update(score)
@@ -133,7 +136,7 @@ class MetricsWriter(Writer):
                   ) -> Localisation:
         """Pointing game, energy and IoU of a map (or baseline map) against its class's boxes."""
         mask = annotations.box_mask(entry.boxes[one.class_name], one.cam.shape)
-        return metrics.localisation(one.cam, mask, ctx.cfg.annotations.threshold)
+        return localisation(one.cam, mask, ctx.cfg.annotations.threshold)
 
     def _same_maps(self, maps: dict[str, np.ndarray], b: int, slots: int) -> None:
         if slots < 2:
@@ -144,8 +147,8 @@ class MetricsWriter(Writer):
             counts[0] += bool(np.abs(m[b] - m[b, :1]).max() <= SAME_MAP_TOLERANCE)
 
     def finish(self, ctx: RunContext) -> None:
-        ctx.summary.trust = evidence.build(ctx.summary,
-                                           metrics.method_table(ctx.summary, ctx.methods))
+        ctx.summary.trust = trustlines.build(ctx.summary,
+                                           method_table(ctx.summary, ctx.methods))
         notes = ctx.summary.notes
         if self.no_raw:
             notes.append(f"map strength: no raw maximum for {', '.join(sorted(self.no_raw))} "
@@ -218,6 +221,26 @@ def _agreement(maps: list[MapSlot]) -> None:
             one.record.agreement = round(float(np.mean(r)), 6)
 
 
+def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tensor,
+                 cams: np.ndarray, classes: list[int], *, seed: int) -> list[dict[str, float]]:
+    """Every configured metric for the maps of one image, one call of its metric object per
+    metric: ``x`` is the (1, C, H, W) normalised input on the model's device, ``cams`` the
+    (K, H, W) maps in 0..1 and ``classes`` their K class indices. Returns K dicts, metric
+    name -> score."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    cams = np.ascontiguousarray(cams, dtype=np.float32)
+    inputs = x.expand(len(cams), *x.shape[1:]).contiguous()
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+    scores: list[dict[str, float]] = [{} for _ in range(len(cams))]
+    for spec in specs:
+        with seeded(seed), torch.no_grad():
+            values = np.asarray(metrics.library_metric(spec)(inputs, cams, targets, model),
+                                dtype=np.float64).reshape(-1)
+        for k, value in enumerate(values):
+            scores[k][spec.name] = float(value)
+    return scores
+
+
 def run_maps(plan: RunPlan) -> int:
     """Maps the run explains: images x classes per image x methods."""
     return len(plan.images) * plan.slots * len(plan.cfg.methods)
@@ -232,7 +255,7 @@ def cost_lines(plan: RunPlan, specs: Optional[list] = None,
     pass (``costs``: the per-channel methods', explain.pace; worked out when None)."""
     cfg = plan.cfg
     if specs is None:
-        specs = metrics.chosen(cfg.metrics, run_maps(plan))[0]
+        specs = list(cfg.metrics or [])  # resolved by the plan
     if costs is None:
         costs = pace.per_channel_costs(plan)
     lines = [pace.cost_line(c, list(cfg.target_layers), plan.slots) for c in costs]

@@ -27,12 +27,13 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
-from explain import evidence, render, stats
+from explain import render, stats, trustlines
 from explain.baselines import BASELINES
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
-from explain.metrics import LABELS, MethodTable, method_table
+from explain.metrics import LABELS
+from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
 from explain.outputs import RUN_MARKER, RunFolder
 from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
@@ -291,7 +292,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
         for card in chunk:
             card.page = page
     table: MethodTable = method_table(summary, methods)
-    trust = summary.trust or evidence.build(summary, table)  # an unfinished run: its records
+    trust = summary.trust or trustlines.build(summary, table)  # an unfinished run: its records
     common = dict(summary=summary, config=config, methods=methods, classes=classes,
                   colorbar=summary.files.colorbar, compare=summary.compare,
                   finished=data.finished,
@@ -306,7 +307,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
         notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
         warnings=_warnings(data, cards), model_source=_model_source(config.model),
         dataset=_dataset_view(run, data, cards, classes=classes, methods=methods),
-        trust=trust, cost_per_map=evidence.cost_per_map(summary), comparisons=[p for c in table.columns for p in c.comparisons],
+        trust=trust, cost_per_map=trustlines.cost_per_map(summary), comparisons=[p for c in table.columns for p in c.comparisons],
         baseline_notes={b: BASELINES[b].description for b in table.baselines if b in BASELINES},
         min_images=stats.MIN_IMAGES, resamples=stats.RESAMPLES,
         unranked=[c.label for c in table.columns if c.direction and not c.meaningful],

@@ -1,0 +1,158 @@
+"""Which map to trust, worked out once per run (the metrics writer's ``finish``): the trust
+line of each method and the conclusion (explain.evidence's records, by its ``RULE``), built
+from the run's methods table (explain.methodtable) and its sanity records. The report and
+summary.csv read the result (summary.json's ``trust``), never compute it again."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from explain import stats
+from explain.baselines import BASELINES
+from explain.evidence import Evidence, Row, Stat, TrustLine
+from explain.methodtable import MethodTable
+from explain.sanity_records import SanitySummary
+
+# ---- sanity records (written by the sanity check, when it ran) ---------------------------
+
+def sanity_verdicts(summary: Any) -> Optional[dict[str, tuple[str, Optional[str]]]]:
+    """Method -> (verdict, detail) from the run's sanity record, or None when no sanity
+    check ran. ``summary.sanity`` is explain.sanity_records.SanitySummary (its
+    ``verdicts()``: the randomisation check's verdict, the numbers in words); any other
+    mapping is read leniently: per method a ``verdict`` or a ``passed``/``passes`` flag, and
+    optionally a ``text``."""
+    record = getattr(summary, "sanity", None)
+    if record is None:
+        return None
+    if isinstance(record, SanitySummary):  # explain.sanity's own record
+        return dict(record.verdicts())
+    data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record
+    if not isinstance(data, dict):
+        return {}
+    per = next((data[k] for k in ("per_method", "methods", "verdicts") if k in data), {})
+    if isinstance(per, list):
+        per = {item.get("method"): item for item in per if isinstance(item, dict)}
+    out = {}
+    for method, item in (per or {}).items():
+        if isinstance(item, str):
+            out[method] = (_word(item), None)
+        elif isinstance(item, dict):
+            flag = next((item[k] for k in ("passed", "passes", "pass") if k in item), None)
+            verdict = item.get("verdict", flag)
+            detail = item.get("text") or item.get("detail") or item.get("reason")
+            out[method] = (_word(verdict), detail if isinstance(detail, str) else None)
+    return out
+
+
+def _word(verdict: Any) -> str:
+    if isinstance(verdict, bool):
+        return "passes" if verdict else "fails"
+    text = str(verdict).strip().lower()
+    return {"pass": "passes", "passed": "passes", "fail": "fails", "failed": "fails"}.get(text,
+                                                                                         text)
+
+
+# ---- building ---------------------------------------------------------------------------
+
+def build(summary: Any, table: MethodTable) -> Evidence:
+    """The run's evidence from its records and its methods table."""
+    rows = [Row(name=m, kind="method", metrics={c.key: c.cells[m] for c in table.columns
+                                                if m in c.cells}) for m in table.methods]
+    rows += [Row(name=b, kind="baseline", metrics={c.key: c.baselines[b] for c in table.columns
+                                                   if b in c.baselines}) for b in table.baselines]
+    evidence = Evidence(images=table.images, min_images=stats.MIN_IMAGES,
+                        meaningful=table.meaningful, resamples=stats.RESAMPLES,
+                        confidence=stats.CONFIDENCE, seed=table.seed,
+                        baselines={b: BASELINES[b].description for b in table.baselines
+                                   if b in BASELINES},
+                        rows=rows, comparisons=[p for c in table.columns for p in c.comparisons],
+                        conclusion="")
+    sanity = sanity_verdicts(summary)
+    evidence.lines = [_line(m, table, sanity) for m in table.methods]
+    evidence.primary = _primary(summary, table)
+    evidence.trusted, evidence.conclusion = _conclude(evidence, table, sanity)
+    return evidence
+
+
+def cost_per_map(summary: Any) -> Optional[float]:
+    """The run's CAM seconds over its maps (``durations_s['cams']`` / the maps: all methods
+    together, as the engine times a batch, not a method), or None without timings. Not part
+    of ``Evidence``: a timing differs from run to run, the evidence does not."""
+    seconds = (getattr(summary, "durations_s", None) or {}).get("cams")
+    maps = sum(len(image.cams) for image in summary.images)
+    return round(seconds / maps, 4) if seconds and maps else None
+
+
+def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
+    verdict, detail = ("not run", "sanity.enabled") if sanity is None else \
+        sanity.get(method, ("not checked", None))
+    ranked = [c for c in table.columns if c.direction and method in c.cells]
+    faith = {c.key: c.cells[method] for c in ranked if c.metric.kind == "faithfulness"}
+    local = {c.key: c.cells[method] for c in ranked if c.metric.kind == "localisation"}
+    beats = [c.cells[method].beats_baselines for c in ranked if c.baselines and c.meaningful]
+    overall = None if not beats else (False if False in beats else
+                                      (None if None in beats else True))
+    parts = [f"sanity: {verdict}" + (f" ({detail})" if detail else "")]
+    parts += [f"{c.label} {_shown(c.cells[method], c.metric.percent)}" for c in ranked]
+    if beats:
+        parts.append("beats every baseline: " + {True: "yes", False: "no", None:
+                                                  "too few images to tell"}[overall])
+    return TrustLine(method=method, sanity=verdict, sanity_detail=detail, faithfulness=faith,
+                     localisation=local, beats_baselines=overall,
+                     text=f"{method}: " + " · ".join(parts))
+
+
+def _shown(stat: Stat, percent: bool) -> str:
+    """A mean and its interval, as the report prints them."""
+    def fmt(v: float) -> str:
+        return f"{100 * v:.1f}%" if percent else f"{v:.3g}"
+    if stat.low is None or stat.high is None:
+        return f"{fmt(stat.mean)} (n = {stat.images} image{'s' if stat.images != 1 else ''})"
+    return f"{fmt(stat.mean)} [{fmt(stat.low)}, {fmt(stat.high)}]"
+
+
+def _primary(summary: Any, table: MethodTable) -> Optional[str]:
+    """The first faithfulness metric of the config that the table ranks on enough images,
+    else the first such localisation metric."""
+    ranked = {c.key: c for c in table.columns if c.direction and c.meaningful}
+    configured = [m.name for m in getattr(summary.config, "metrics", None) or []]
+    first = next((k for k in configured if k in ranked), None)
+    return first or next((k for k, c in ranked.items() if c.metric.kind == "localisation"),
+                         next(iter(ranked), None))
+
+
+def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
+              ) -> tuple[Optional[str], str]:
+    """(trusted method or None, the conclusion's sentence), by RULE."""
+    note = "" if sanity is not None else " (no sanity check ran: sanity.enabled)"
+    if not any(c.direction for c in table.columns):
+        return None, ("no conclusion: no faithfulness or localisation numbers (metrics:, "
+                      "annotations: in the config)")
+    if evidence.primary is None:
+        return None, (f"no conclusion yet: {evidence.images} image(s), no metric measured on "
+                      f"at least {stats.MIN_IMAGES} (the minimum for a ranking)")
+    fine = [line.method for line in evidence.lines
+            if line.sanity != "fails" and line.beats_baselines is True]
+    if not fine:
+        return None, "no method is clearly better: none beats every baseline on every " \
+                     "metric measured on enough images" + \
+                     (" without failing sanity" if sanity is not None else "") + note
+    column = next(c for c in table.columns if c.key == evidence.primary)
+    if len(fine) == 1:
+        return fine[0], f"trust {fine[0]}: the only method that beats every baseline on " \
+                        f"every ranked metric and does not fail sanity" + note
+    lead = [m for m in fine if all(_better(column, m, o) for o in fine if o != m)]
+    if lead:
+        return lead[0], (f"trust {lead[0]}: it beats every baseline and is significantly "
+                         f"better than {', '.join(o for o in fine if o != lead[0])} on "
+                         f"{column.label}" + note)
+    return None, (f"no method is clearly better: {', '.join(fine)} beat every baseline, but "
+                  f"do not differ significantly on {column.label}" + note)
+
+
+def _better(column: Any, a: str, b: str) -> bool:
+    """Whether the column's paired comparison finds ``a`` better than ``b``."""
+    for p in column.comparisons:
+        if p.b_kind == "method" and {p.a, p.b} == {a, b}:
+            return p.verdict == f"{a} better"
+    return False
