@@ -102,13 +102,13 @@ class SanitySummary(_Record):
         return out
 
     def columns(self, name: str) -> dict[str, Any]:
-        """summary.csv's sanity columns for the rows of method ``name``: its verdicts and
-        mean similarities (none for a method the checks did not cover)."""
+        """summary.csv's sanity columns for the rows of method ``name``: its mean similarities
+        and the random-logit verdict (none for a method the checks did not cover). The
+        randomisation verdict is the ``sanity`` column of the trust lines, not repeated here."""
         checked = self.method(name)
         if checked is None:
             return {}
-        row: dict[str, Any] = {"sanity_verdict": checked.verdict,
-                               f"sanity_{self.measure}": checked.final}
+        row: dict[str, Any] = {f"sanity_{self.measure}": checked.final}
         if checked.random_logit is not None:
             row["sanity_logit_verdict"] = checked.logit_verdict
             row[f"sanity_logit_{self.measure}"] = getattr(checked.random_logit, self.measure)

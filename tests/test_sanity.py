@@ -7,6 +7,8 @@ verdicts); a whole run's records, files and report; bad input; the demo network 
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 import re
 from importlib import metadata
@@ -306,8 +308,13 @@ def test_run_records_files_and_report(tmp_path, capsys):
         assert (run / rel).is_file(), rel
     assert set(checks.files.paths()) == {"sanity/cascading.png", "sanity/independent.png",
                                          "sanity/strip.png", "sanity/sanity.csv"}
-    rows = (run / "summary.csv").read_text().splitlines()
-    assert "sanity_verdict" in rows[0] and "sanity_logit_spearman" in rows[0]
+    rows = list(csv.DictReader(io.StringIO((run / "summary.csv").read_text())))
+    header = list(rows[0])
+    assert "sanity_verdict" not in header and header.count("sanity") == 1  # one home
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["gradcam"]["sanity"] == "fails" and by_method["eigencam"]["sanity"] == "fails"
+    assert float(by_method["gradcam"]["sanity_spearman"]) == pytest.approx(gradcam.final, abs=1e-5)
+    assert by_method["eigencam"]["sanity_logit_verdict"] == "fail"
     table = (run / "sanity" / "sanity.csv").read_text().splitlines()
     assert len(table) == 1 + 5 * (3 + 3 + 1)  # 2 methods, guided backprop, 2 Guided CAMs
     #                                          x (3 cascading, 3 independent, random logit)
