@@ -32,7 +32,9 @@ from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
 from explain.plan import RunPlan, planned
 from explain.results import (ImageEntry, ItemFile, MapRecord, RunSummary, Skipped,
                              kept_entries, versions)
-from explain.writers import BatchContext, ImageView, RunContext, default_writers
+from explain.batches import BatchContext, ImageView
+from explain.writers import RunContext
+from explain.writers.lineup import default_writers
 from explain.writers.summary import console_lines
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it

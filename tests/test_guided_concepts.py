@@ -25,7 +25,8 @@ from explain.models.layouts import Layout
 from explain.plan import RunPlan, layer_infos
 from explain.outputs import RunFolder
 from explain.results import ImageEntry, MapRecord, RunSummary
-from explain.writers import BatchContext, ImageView, RunContext
+from explain.batches import BatchContext, ImageView
+from explain.writers import RunContext
 from explain.writers.concepts import (ConceptWriter, concept_colours, concept_figure,
                                       concept_head, concept_order, concept_overlay,
                                       concept_shares, factorize, legend_lines, on_device,

@@ -130,7 +130,7 @@ def test_map_slots_are_made_once_with_their_records(tmp_path):
     """Every writer reads the same MapSlot objects: the record a slot carries is the one in
     the image's entry, and its map is the array the engine made for that class and method."""
     from explain.writers import Writer
-    from explain.writers import default_writers as real_defaults
+    from explain.writers.lineup import default_writers as real_defaults
     seen = []
 
     class Spy(Writer):

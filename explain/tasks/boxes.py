@@ -75,8 +75,7 @@ def _detect(cfg: Any, ctx: Any, engine: Any, x: torch.Tensor) -> tuple[list, lis
 
 def explain_boxes(cfg: Any, ctx: Any, engine: Any, group: list) -> Any:
     """One batch of images of one shape explained (see the module): a TaskBatch."""
-    from explain.tasks.writers import TaskBatch
-    from explain.writers import ImageView
+    from explain.batches import ImageView, TaskBatch
     plan, t0 = ctx.plan, time.perf_counter()
     x = torch.stack([item.tensor for item in group])
     try:

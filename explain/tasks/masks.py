@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 from typing import Any, Optional
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -107,5 +108,12 @@ def read_truth(cfg: Any, item: Any) -> Optional[np.ndarray]:
     img = _opened(path, cfg)
     _same_size(path, img, item.ref)
     labels = np.asarray(img).astype(np.int32)
-    from explain.tasks.segmentation import to_size
     return to_size(labels, tuple(item.rgb.shape[:2]))
+
+
+def to_size(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map resized to (H, W) by nearest neighbour (unchanged when it fits)."""
+    if tuple(labels.shape) == tuple(size):
+        return labels
+    return cv2.resize(labels.astype(np.int32), (size[1], size[0]),
+                      interpolation=cv2.INTER_NEAREST)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from typing import Any, Optional, Union
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -29,6 +28,7 @@ from explain.results import ImageEntry, MapRecord
 from explain.tasks import Task
 from explain.tasks.common import (mismatch, output_part, peak_inside, share_inside,
                                   thresholded_iou)
+from explain.tasks.masks import read_truth, to_size
 from explain.tasks.records import RegionNumbers, SegmentationImage
 
 SCORE_MAPS = "(N, classes, H, W) score maps"
@@ -123,14 +123,6 @@ class SegmentationEngine(CamEngine):
                 for b, c in enumerate(classes)]
 
 
-def to_size(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A label map resized to (H, W) by nearest neighbour (unchanged when it fits)."""
-    if tuple(labels.shape) == tuple(size):
-        return labels
-    return cv2.resize(labels.astype(np.int32), (size[1], size[0]),
-                      interpolation=cv2.INTER_NEAREST)
-
-
 class SegmentationTask(Task):
     name = "segmentation"
     engine_class = SegmentationEngine
@@ -147,8 +139,7 @@ class SegmentationTask(Task):
         return auto_layer(rows, skip=lambda row: row.layout.channels(row.shape) == count)
 
     def explain_batch(self, ctx: Any, engine: SegmentationEngine, group: list) -> Any:
-        from explain.tasks.masks import read_truth
-        from explain.tasks.writers import TaskBatch
+        from explain.batches import TaskBatch
         plan, spec = ctx.plan, self.cfg.segmentation
         t0 = time.perf_counter()
         x = torch.stack([item.tensor for item in group])
@@ -174,7 +165,7 @@ class SegmentationTask(Task):
     def _view(self, ctx: Any, result: Any, b: int, seen: tuple, target: np.ndarray) -> Any:
         """One image's entry and kept maps; ``seen``: (the decoded image, its predicted label
         map and ground truth at input size); ``target``: the region map the targets used."""
-        from explain.writers import ImageView
+        from explain.batches import ImageView
         item, labels, truth = seen
         plan, spec = ctx.plan, self.cfg.segmentation
         shares = {name: round(float((labels == idx).mean()), 6)

@@ -12,24 +12,15 @@ and a torchrun run get them too. Segmentation runs get the class panels as class
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from explain import render
 from explain.tasks.drawing import TRUTH, draw_boxes, draw_outline, mask_picture
 from explain.tasks.records import TaskSummary
-from explain.writers import BatchContext, RunContext, Writer
-
-
-@dataclass
-class TaskBatch(BatchContext):
-    """A batch of a task run: per image its predicted label map and ground truth at input
-    size (segmentation), or its explained detections (detection)."""
-    labels: list[np.ndarray] = field(default_factory=list)
-    truths: list[Optional[np.ndarray]] = field(default_factory=list)
-    found: list[list[Any]] = field(default_factory=list)
+from explain.batches import BatchContext
+from explain.writers import RunContext, Writer
 
 
 class TaskWriter(Writer):
@@ -144,17 +135,3 @@ def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
     maps = {m: sum(1 for e in images for r in e.cams if r.method == m) for m in methods}
     numbers = [k for k in MEANS[task] if any(k in found for found in means.values())]
     return TaskSummary(task=task, numbers=numbers, means=means, maps=maps)
-
-
-def task_writers(cfg: Any) -> list[Writer]:
-    """The outputs of a segmentation or detection run, in the order they run."""
-    from explain.writers.panels import PanelWriter
-    from explain.writers.report import ReportWriter
-    from explain.writers.summary import SummaryWriter
-    writers: list[Writer] = [TaskWriter()]
-    if cfg.task == "segmentation":  # panels go per class; a detection's name is per image
-        writers.append(PanelWriter())
-    writers.append(SummaryWriter())
-    if cfg.report.enabled:
-        writers.append(ReportWriter())
-    return writers

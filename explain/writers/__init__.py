@@ -10,7 +10,7 @@ its map records already filled in; writers write files and add to those records,
 file a writer writes is named in them, by that writer (the map's, the image's or the run's
 ``files``: see explain.results), so the report and ``--resume`` read where things are from
 the records, never from a naming convention. A new output is a new writer, a line in
-``default_writers`` and, for each kind of file it writes, a field of a ``files`` record.
+explain.writers.lineup and, for each kind of file it writes, a field of a ``files`` record.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-import torch
-
-from explain.config import Config, LabelledImages
-from explain.engine import BatchResult, MapSlot
-from explain.images import ImageRef, Prepared
+from explain.config import Config
+from explain.batches import BatchContext
+from explain.images import ImageRef
 from explain.outputs import RunFolder
 from explain.plan import RunPlan
-from explain.results import CompareRow, ImageEntry, RunSummary
+from explain.results import CompareRow, RunSummary
 
 
 @dataclass
@@ -67,29 +65,6 @@ class RunContext:
         return {ref.id: ref for ref in self.plan.images}
 
 
-@dataclass
-class ImageView:
-    """One image of a batch: its decoded input, its summary entry, its row in the batch and
-    its maps (each with its record; made once by the engine and the runner)."""
-    item: Prepared
-    entry: ImageEntry
-    row: int
-    maps: list[MapSlot] = field(default_factory=list)
-
-    def classes(self) -> list[MapSlot]:
-        """One MapSlot per class explained for the image (the first method's)."""
-        first = self.maps[0].method if self.maps else None
-        return [m for m in self.maps if m.method == first]
-
-
-@dataclass
-class BatchContext:
-    """One engine call: the input tensor, what the engine returned, and its images."""
-    x: torch.Tensor
-    result: BatchResult
-    images: list[ImageView]
-
-
 class Writer:
     """Base class: override the steps an output needs."""
 
@@ -119,43 +94,3 @@ class Writer:
     def forget_kept(self) -> None:
         """On ranks other than 0, after ``start``: drop what ``start`` read back from an
         interrupted run (--resume), so that the kept images are counted once, by rank 0."""
-
-
-def default_writers(cfg: Config) -> list[Writer]:
-    """The outputs a config asks for, in the order they run (the summary, then the report
-    made from it, last). A labelled dataset in ``images`` adds the dataset writer."""
-    from explain.writers.channels import ChannelWriter
-    from explain.writers.comparison import CompareWriter
-    from explain.writers.maps import MapWriter
-    from explain.writers.metrics import MetricsWriter
-    from explain.writers.panels import PanelWriter
-    from explain.writers.report import ReportWriter
-    from explain.writers.summary import SummaryWriter
-    if cfg.task != "classification":  # segmentation, detection: their own map writers
-        from explain.tasks.writers import task_writers
-        return task_writers(cfg)
-    writers: list[Writer] = [MapWriter()]
-    if cfg.sanity.enabled:  # finishes before the metrics writer, whose evidence reads it
-        from explain.writers.sanity import SanityWriter
-        writers.append(SanityWriter())
-    writers.append(MetricsWriter())
-    if cfg.channels.enabled:
-        writers.append(ChannelWriter())
-    if cfg.channels.atlas.enabled or cfg.channels.ablation.enabled:
-        from explain.writers.atlas import AtlasWriter
-        writers.append(AtlasWriter())
-    if cfg.compare.enabled:
-        writers.append(CompareWriter())
-    if cfg.guided.enabled:
-        from explain.writers.guided import GuidedWriter
-        writers.append(GuidedWriter())
-    if cfg.concepts.enabled:
-        from explain.writers.concepts import ConceptWriter
-        writers.append(ConceptWriter())
-    if any(isinstance(entry, LabelledImages) for entry in cfg.images):
-        from explain.writers.dataset import DatasetWriter
-        writers.append(DatasetWriter())
-    writers += [PanelWriter(), SummaryWriter()]
-    if cfg.report.enabled:
-        writers.append(ReportWriter())
-    return writers

@@ -31,7 +31,8 @@ from explain.methods import having
 from explain.pipeline import FilePool, QueuedWrites, default_workers
 from explain.plan import RunPlan
 from explain.results import MAX_ITEM_BYTES, item_files, parse_item
-from explain.writers import BatchContext, ImageView, RunContext, Writer
+from explain.batches import BatchContext, ImageView
+from explain.writers import RunContext, Writer
 
 STATE = "channels/atlas/state.zip"
 SAVE_BYTES = 256 * 1024  # state bytes written per explained image at most (amortised)

@@ -24,7 +24,8 @@ from explain.results import ChannelSummary
 from explain.plan import SMALL_RUN
 from explain.engine import MapSlot
 from explain.methods import having
-from explain.writers import BatchContext, ImageView, RunContext, Writer
+from explain.batches import BatchContext, ImageView
+from explain.writers import RunContext, Writer
 
 # Pixel budget of one channel picture (about 48 MB as RGB, a few times that while drawing).
 # tile_size and top_k are bounded in the config, but the channel count and the feature map's

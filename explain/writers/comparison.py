@@ -7,7 +7,8 @@ from explain.compare import CSV_PATH, Comparison, check_references, figure_path
 from explain.errors import ExplainError
 from explain.methods import having, traits
 from explain.plan import RunPlan
-from explain.writers import BatchContext, RunContext, Writer
+from explain.batches import BatchContext
+from explain.writers import RunContext, Writer
 
 
 class CompareWriter(Writer):

@@ -29,7 +29,8 @@ from pytorch_grad_cam.utils.image import show_factorization_on_image
 from torch import nn
 
 from explain.render import Text, draw_text, text_width
-from explain.writers import BatchContext, RunContext, Writer
+from explain.batches import BatchContext
+from explain.writers import RunContext, Writer
 
 TEXT_SIZE = 13  # title and legend text, pixels (explain.render's text path)
 LINE = 22  # legend line height, pixels

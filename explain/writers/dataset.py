@@ -27,7 +27,8 @@ import numpy as np
 from explain import datasets, render
 from explain.errors import ExplainError
 from explain.results import MAX_ITEM_BYTES, ImageEntry, item_files, parse_item
-from explain.writers import BatchContext, RunContext, Writer
+from explain.batches import BatchContext
+from explain.writers import RunContext, Writer
 
 STATE = "dataset/mean/sums.zip"
 MAX_MAP_BYTES = 64 * 1024 * 1024  # a saved map read back (cams/<method>/*.npy)

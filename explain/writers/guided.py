@@ -26,7 +26,8 @@ from pytorch_grad_cam.utils.image import deprocess_image
 from torch import nn
 
 from explain.models.heads import ScoreModel
-from explain.writers import BatchContext, RunContext, Writer
+from explain.batches import BatchContext
+from explain.writers import RunContext, Writer
 
 # Activations other than nn.ReLU that a classifier may use: guided backprop leaves them plain.
 OTHER_ACTIVATIONS = (nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.SELU,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from explain import render
-from explain.writers import BatchContext, RunContext, Writer
+from explain.batches import BatchContext
+from explain.writers import RunContext, Writer
 
 
 class MapWriter(Writer):

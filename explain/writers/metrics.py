@@ -26,7 +26,8 @@ from explain.methods import traits
 from explain.methodtable import method_table
 from explain.plan import RunPlan
 from explain.results import ImageEntry, Localisation
-from explain.writers import BatchContext, ImageView, RunContext, Writer
+from explain.batches import BatchContext, ImageView
+from explain.writers import RunContext, Writer
 
 SAME_MAP_TOLERANCE = 1e-6
 

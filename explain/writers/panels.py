@@ -19,7 +19,8 @@ from explain.errors import ExplainError
 from explain.images import preprocess, read_rgb
 from explain.outputs import RunFolder
 from explain.results import ImageEntry
-from explain.writers import BatchContext, RunContext, Writer
+from explain.batches import BatchContext
+from explain.writers import RunContext, Writer
 
 PANEL_MAX_ROWS = 24  # a panel with more rows is unreadable; the rest are in cams/
 THUMB = 224

@@ -39,7 +39,8 @@ from explain.outputs import RUN_MARKER, RunFolder
 from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
                              ItemFile, MapRecord, MeanMap, RunSummary, check_format, item_files,
                              parse_item, parse_json, why)
-from explain.writers import BatchContext, RunContext, Writer
+from explain.batches import BatchContext
+from explain.writers import RunContext, Writer
 from explain.writers.panels import PANEL_MAX_ROWS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
