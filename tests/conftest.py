@@ -54,15 +54,17 @@ def small_alexnet() -> torch.nn.Module:
     return make_small_alexnet()
 
 
-def make_course_tree(folder: Path) -> Path:
+def make_course_tree(folder: Path, small: bool = False) -> Path:
     """A copy of the course layout in ``folder``: configs/alexnet_catdog.yaml, images/,
     models/torch_alex.pth (a stand-in: random-weight AlexNet saved whole with torch.save, like
-    the course file)."""
+    the course file; ``small``: make_small_alexnet, 10 MB instead of 233 MB, for tests that are
+    not about the course network itself)."""
     (folder / "configs").mkdir()
     shutil.copy(REPO / "configs" / "alexnet_catdog.yaml", folder / "configs")
     shutil.copytree(IMAGES, folder / "images")
     (folder / "models").mkdir()
-    torch.save(make_alexnet(), folder / "models" / "torch_alex.pth")
+    torch.save(make_small_alexnet() if small else make_alexnet(),
+               folder / "models" / "torch_alex.pth")
     return folder
 
 
@@ -70,6 +72,12 @@ def make_course_tree(folder: Path) -> Path:
 def course_tree(tmp_path: Path) -> Path:
     """A fresh course layout for one test."""
     return make_course_tree(tmp_path)
+
+
+@pytest.fixture
+def small_course_tree(tmp_path: Path) -> Path:
+    """A fresh course layout with the small AlexNet saved whole as models/torch_alex.pth."""
+    return make_course_tree(tmp_path, small=True)
 
 
 @pytest.fixture(scope="module")

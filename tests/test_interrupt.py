@@ -15,7 +15,7 @@ import yaml
 from explain.cli import main
 from conftest import IMAGES, REPO
 
-COUNT = 12
+COUNT = 10
 
 
 def make_tree(course_tree):
@@ -26,7 +26,7 @@ def make_tree(course_tree):
     cfg = course_tree / "configs" / "alexnet_catdog.yaml"
     data = yaml.safe_load(cfg.read_text())
     data.update(images=["../pics"], batch_size=2, preprocess={"size": [112, 112]},
-                metrics=[])  # small: fast
+                metrics=[], channels={"enabled": True, "tile_size": 16})  # small: fast
     cfg.write_text(yaml.safe_dump(data))
     return cfg
 
@@ -43,7 +43,8 @@ def assert_all_files_complete(run_dir):
             json.loads(path.read_text())
 
 
-def test_kill_then_resume_matches_an_uninterrupted_run(course_tree):
+def test_kill_then_resume_matches_an_uninterrupted_run(small_course_tree):
+    course_tree = small_course_tree
     cfg = make_tree(course_tree)
     run_dir = course_tree / "results" / "alexnet_catdog"
     proc = subprocess.Popen([sys.executable, "-m", "explain", str(cfg), "--quiet"], cwd=REPO,
@@ -78,6 +79,7 @@ def test_kill_then_resume_matches_an_uninterrupted_run(course_tree):
         assert (run_dir / rel).read_bytes() == (reference / rel).read_bytes(), rel
 
 
-def test_resume_needs_an_earlier_run(course_tree, capsys):
+def test_resume_needs_an_earlier_run(small_course_tree, capsys):
+    course_tree = small_course_tree
     assert main([str(course_tree / "configs" / "alexnet_catdog.yaml"), "--quiet", "--resume"]) == 2
     assert "no earlier explain run" in capsys.readouterr().err
