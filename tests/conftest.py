@@ -17,7 +17,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "images"
 
-torch.set_num_threads(2)
+# One torch thread: the models here are small, and on 2 shared cores two threads spend more
+# time waiting on each other than computing (test_engine.py + test_vit_example.py: 105 s of CPU
+# with 2 threads, 31 s with 1, on a loaded machine). A child process whose bytes are compared
+# with this process's gets OMP_NUM_THREADS=1 (the thread count can change a map's last bits).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
