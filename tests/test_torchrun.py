@@ -45,8 +45,12 @@ def torchrun(args: list[str], env: dict[str, str] | None = None) -> subprocess.C
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its workers (own sessions) first
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
         pytest.fail(f"torchrun {' '.join(args)} did not end within {TIMEOUT} s")
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
