@@ -17,7 +17,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "images"
 
-torch.set_num_threads(2)
+# One torch thread: the models here are small, and on 2 shared cores two threads spend more
+# time waiting on each other than computing (test_engine.py + test_vit_example.py: 105 s of CPU
+# with 2 threads, 31 s with 1, on a loaded machine). A child process whose bytes are compared
+# with this process's gets OMP_NUM_THREADS=1 (the thread count can change a map's last bits).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -54,15 +58,17 @@ def small_alexnet() -> torch.nn.Module:
     return make_small_alexnet()
 
 
-def make_course_tree(folder: Path) -> Path:
+def make_course_tree(folder: Path, small: bool = False) -> Path:
     """A copy of the course layout in ``folder``: configs/alexnet_catdog.yaml, images/,
     models/torch_alex.pth (a stand-in: random-weight AlexNet saved whole with torch.save, like
-    the course file)."""
+    the course file; ``small``: make_small_alexnet, 10 MB instead of 233 MB, for tests that are
+    not about the course network itself)."""
     (folder / "configs").mkdir()
     shutil.copy(REPO / "configs" / "alexnet_catdog.yaml", folder / "configs")
     shutil.copytree(IMAGES, folder / "images")
     (folder / "models").mkdir()
-    torch.save(make_alexnet(), folder / "models" / "torch_alex.pth")
+    torch.save(make_small_alexnet() if small else make_alexnet(),
+               folder / "models" / "torch_alex.pth")
     return folder
 
 
@@ -70,6 +76,12 @@ def make_course_tree(folder: Path) -> Path:
 def course_tree(tmp_path: Path) -> Path:
     """A fresh course layout for one test."""
     return make_course_tree(tmp_path)
+
+
+@pytest.fixture
+def small_course_tree(tmp_path: Path) -> Path:
+    """A fresh course layout with the small AlexNet saved whole as models/torch_alex.pth."""
+    return make_course_tree(tmp_path, small=True)
 
 
 @pytest.fixture(scope="module")

@@ -354,7 +354,7 @@ def test_runs_in_one_process_equal_fresh_processes(alex_file, tmp_path):
     code = (f"import explain; explain.run({str(alex_file)!r}, out={str(tmp_path / 'b')!r}, "
             f"output={{'save_arrays': True}}, metrics=[], progress=False)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"})
+                   env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     fresh = _outputs(tmp_path / "b" / "alex")
     assert len(fresh) == 3 * 2 * 2 * 2 + 3  # maps (png, npy), summary.csv, 2 panels
     assert fresh == _outputs(first.folder) == _outputs(second.folder)

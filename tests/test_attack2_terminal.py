@@ -33,7 +33,8 @@ RAW = re.compile("[\x1b\r\x07\x9b\u202e\u2066]")  # must never reach the termina
 
 def run_explain(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
     """``python -m explain ARGS`` in a child process, its output kept as text."""
-    env = dict(os.environ, PYTHONPATH=str(CODE_ROOT), PYTHONIOENCODING="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(CODE_ROOT), PYTHONIOENCODING="utf-8",
+               OMP_NUM_THREADS="1")  # small models: one torch thread, as in this process
     return subprocess.run([sys.executable, "-m", "explain", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, encoding="utf-8",
                           errors="surrogateescape", timeout=timeout)

@@ -38,8 +38,6 @@ needs_safetensors = pytest.mark.skipif(not HAS_SAFETENSORS, reason="safetensors 
 VIT = "vit_tiny_patch16_224"
 VIT_ARGS = {"num_classes": 2, "img_size": SIDE, "depth": 1}
 
-torch.set_num_threads(2)
-
 
 # ---- helpers ---------------------------------------------------------------------------------
 

@@ -23,14 +23,16 @@ def test_course_config_runs_with_whole_pickled_alexnet(course_tree, capsys):
     assert cam.shape == (224, 224) and cam.max() > 0.99
 
 
-def test_missing_course_model_stops_before_work(course_tree, capsys):
+def test_missing_course_model_stops_before_work(small_course_tree, capsys):
+    course_tree = small_course_tree
     (course_tree / "models" / "torch_alex.pth").unlink()
     refused(capsys, course_tree / "configs" / "alexnet_catdog.yaml", "--quiet",
             needles=["torch_alex.pth", "not found", "demo_catdog.yaml"])
     assert not (course_tree / "results").exists()
 
 
-def test_second_run_gets_a_new_folder(course_tree):
+def test_second_run_gets_a_new_folder(small_course_tree):
+    course_tree = small_course_tree
     cfg = str(course_tree / "configs" / "alexnet_catdog.yaml")
     assert main([cfg, "--quiet", "--methods", "gradcam", "--set", "metrics=[]"]) == 0
     first = (course_tree / "results" / "alexnet_catdog" / "summary.json").read_bytes()

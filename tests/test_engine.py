@@ -46,13 +46,13 @@ def assert_same_maps(ours, theirs, shape):
 
 
 @pytest.mark.parametrize("layer_name", ["features.10", "features.11"])
-@pytest.mark.parametrize("batch", [1, 2, 5])
+@pytest.mark.parametrize("batch", [1, 2, 3])  # 2: a short last batch; 3: all in one
 def test_engine_equals_library_on_alexnet(small_alexnet, layer_name, batch):
     layer = find_layer(small_alexnet, layer_name)[1]
-    x = torch.randn(5, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(1))
     ours = engine_maps(small_alexnet, layer, list(LIBRARY), x, [0, 1], batch=batch)
     theirs = library_maps(small_alexnet, layer, x, [0, 1], batch)
-    assert_same_maps(ours, theirs, (5, 2, SMALL_SIZE, SMALL_SIZE))
+    assert_same_maps(ours, theirs, (3, 2, SMALL_SIZE, SMALL_SIZE))
 
 
 def test_engine_equals_library_on_demo_network(demo_model):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import yaml
 from explain.cli import main
 from conftest import IMAGES, REPO
 
-COUNT = 12
+COUNT = 10
 
 
 def make_tree(course_tree):
@@ -26,7 +27,7 @@ def make_tree(course_tree):
     cfg = course_tree / "configs" / "alexnet_catdog.yaml"
     data = yaml.safe_load(cfg.read_text())
     data.update(images=["../pics"], batch_size=2, preprocess={"size": [112, 112]},
-                metrics=[])  # small: fast
+                metrics=[], channels={"enabled": True, "tile_size": 16})  # small: fast
     cfg.write_text(yaml.safe_dump(data))
     return cfg
 
@@ -43,11 +44,13 @@ def assert_all_files_complete(run_dir):
             json.loads(path.read_text())
 
 
-def test_kill_then_resume_matches_an_uninterrupted_run(course_tree):
+def test_kill_then_resume_matches_an_uninterrupted_run(small_course_tree):
+    course_tree = small_course_tree
     cfg = make_tree(course_tree)
     run_dir = course_tree / "results" / "alexnet_catdog"
     proc = subprocess.Popen([sys.executable, "-m", "explain", str(cfg), "--quiet"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # as conftest's torch
     deadline = time.time() + 300
     while time.time() < deadline and len(list((run_dir / "items").glob("*.json"))) < 4:
         time.sleep(0.02)
@@ -78,6 +81,7 @@ def test_kill_then_resume_matches_an_uninterrupted_run(course_tree):
         assert (run_dir / rel).read_bytes() == (reference / rel).read_bytes(), rel
 
 
-def test_resume_needs_an_earlier_run(course_tree, capsys):
+def test_resume_needs_an_earlier_run(small_course_tree, capsys):
+    course_tree = small_course_tree
     assert main([str(course_tree / "configs" / "alexnet_catdog.yaml"), "--quiet", "--resume"]) == 2
     assert "no earlier explain run" in capsys.readouterr().err

@@ -30,7 +30,8 @@ def executed(tmp_path_factory):
     pytest.importorskip("ipykernel")
     out = tmp_path_factory.mktemp("notebook")
     nb = nbformat.read(str(NOTEBOOK), as_version=4)
-    env = {"EXPLAIN_NOTEBOOK_OUT": str(out), "EXPLAIN_NOTEBOOK_DEMO": "1"}
+    env = {"EXPLAIN_NOTEBOOK_OUT": str(out), "EXPLAIN_NOTEBOOK_DEMO": "1",
+           "OMP_NUM_THREADS": "1"}  # one torch thread in the kernel, as in this process
     with pytest.MonkeyPatch.context() as mp:  # the kernel inherits the environment
         for key, value in env.items():
             mp.setenv(key, value)

@@ -14,7 +14,7 @@ import yaml
 from explain.cli import main
 from explain.config import load_config
 from explain.models.loading import load_model
-from conftest import IMAGES, REPO, make_alexnet, write_config
+from conftest import IMAGES, REPO, SMALL_SIZE, make_alexnet, make_small_alexnet, write_config
 from helpers import refused
 
 
@@ -66,14 +66,14 @@ def test_whole_pickled_alexnet_loads_without_trust(tmp_path):
 
 
 def test_unknown_layer_suggests_model_names(tmp_path, capsys):
-    torch.save(make_alexnet(), tmp_path / "model.pth")
+    torch.save(make_small_alexnet(), tmp_path / "model.pth")
     refused(capsys, course_cfg(tmp_path), "--quiet", "--layer", "feature.10",
             needles=["target_layers[0]", "no layer 'feature.10'", "did you mean 'features.10'"])
     assert not (tmp_path / "results").exists()
 
 
 def test_layer_outside_forward_path(tmp_path, capsys):
-    model = make_alexnet()
+    model = make_small_alexnet()
     model.unused = torch.nn.Conv2d(3, 3, 1)
     torch.save(model, tmp_path / "model.pth")
     refused(capsys, course_cfg(tmp_path), "--quiet", "--layer", "unused",
@@ -82,7 +82,7 @@ def test_layer_outside_forward_path(tmp_path, capsys):
 
 
 def test_class_index_beyond_outputs(tmp_path, capsys):
-    torch.save(make_alexnet(), tmp_path / "model.pth")
+    torch.save(make_small_alexnet(), tmp_path / "model.pth")
     refused(capsys, course_cfg(tmp_path, classes={"cat": 0, "dog": 5}), "--quiet",
             needles=["classes.dog", "index 5", "2 outputs"])
     assert not (tmp_path / "results").exists()
@@ -94,7 +94,8 @@ def test_state_dict_that_does_not_fit_names_the_key(tmp_path, capsys):
                                       "arch_args": {"num_classes": 3}})
     refused(capsys, cfg, "--quiet", needles=["classifier.6.weight", "(2, 4096)", "(3, 4096)"])
     ok = course_cfg(tmp_path, model={"file": "model.pth", "arch": "torchvision.models.alexnet",
-                                     "arch_args": {"num_classes": 2}})
+                                     "arch_args": {"num_classes": 2}},
+                    images=[str(IMAGES / "cat.jpg")], preprocess={"size": [SMALL_SIZE, SMALL_SIZE]})
     assert main([ok, "--quiet"]) == 0
 
 
@@ -128,7 +129,7 @@ def tuple_model():
 
 def test_missing_config_and_image(tmp_path, capsys):
     refused(capsys, str(tmp_path / "nope.yaml"), needles=["nope.yaml", "not found"])
-    torch.save(make_alexnet(), tmp_path / "model.pth")
+    torch.save(make_small_alexnet(), tmp_path / "model.pth")
     refused(capsys, course_cfg(tmp_path, images=["missing.jpg"]), "--quiet",
             needles=["images[0]", "missing.jpg"])
     (tmp_path / "empty").mkdir()
@@ -137,7 +138,7 @@ def test_missing_config_and_image(tmp_path, capsys):
 
 
 def test_bad_files_in_a_folder_are_skipped_and_listed(tmp_path, capsys):
-    torch.save(make_alexnet(), tmp_path / "model.pth")
+    torch.save(make_small_alexnet(), tmp_path / "model.pth")
     pics = tmp_path / "pics"
     pics.mkdir()
     cv2.imwrite(str(pics / "good.jpg"), cv2.imread(str(IMAGES / "cat.jpg")))
@@ -178,8 +179,9 @@ def test_odd_image_formats_work_and_exif_orientation_is_applied(tmp_path):
 
 
 def test_two_runs_give_identical_bytes(tmp_path):
-    torch.save(make_alexnet(), tmp_path / "model.pth")
+    torch.save(make_small_alexnet(), tmp_path / "model.pth")
     cfg = course_cfg(tmp_path, methods=["gradcam", "randomcam"], channels={"enabled": True},
+                     preprocess={"size": [SMALL_SIZE, SMALL_SIZE]},
                      output={"dir": str(tmp_path / "results"), "save_arrays": True})
     # everything in the main thread, then with reader and writer threads: the same bytes
     assert main([cfg, "--quiet", "--workers", "0"]) == 0
@@ -222,6 +224,6 @@ def test_config_problems_through_the_cli(tmp_path, capsys, text, needles):
 
 
 def test_empty_glob(tmp_path, capsys):
-    torch.save(make_alexnet(), tmp_path / "model.pth")
+    torch.save(make_small_alexnet(), tmp_path / "model.pth")
     refused(capsys, course_cfg(tmp_path, images=["pics/*.jpg"]), "--quiet",
             needles=["images[0]", "matches no file"])

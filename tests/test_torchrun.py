@@ -45,8 +45,12 @@ def torchrun(args: list[str], env: dict[str, str] | None = None) -> subprocess.C
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its workers (own sessions) first
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
         pytest.fail(f"torchrun {' '.join(args)} did not end within {TIMEOUT} s")
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
@@ -111,22 +115,90 @@ def assert_same_run(reference: Path, run_dir: Path, drop_notes: str = "") -> Non
     assert summary_of(run_dir, drop_notes) == summary_of(reference)
 
 
-def test_two_processes_write_what_one_process_writes(tree):
-    done = torchrun(["-m", "explain", str(tree / "exp.yaml"), "--quiet", "--out",
-                     str(tree / "two")])
-    assert done.returncode == 0, done.stderr[-3000:]
+def broken_config(tree: Path) -> Path:
+    """broken.yaml: the tree's pictures with pic09 replaced by a PNG header over garbage (found
+    fine, fails to decode), gradcam only, no channel views."""
+    pictures = sorted((tree / "pics").rglob("*.jpg"))
+    broken = tree / "pic09.png"
+    ok, buf = cv2.imencode(".png", np.zeros((80, 80, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    start = data.find(b"IDAT") + 4
+    data[start:start + 36] = bytes(36)
+    broken.write_bytes(bytes(data))
+    listed = [str(broken) if p.stem == "pic09" else str(p) for p in pictures]
+    config = yaml.safe_load((tree / "exp.yaml").read_text())
+    config.update(name="broken", images=listed, methods=["gradcam"], channels={"enabled": False})
+    (tree / "broken.yaml").write_text(yaml.safe_dump(config))
+    return broken
+
+
+# One torchrun for every multi-process check (a torchrun start costs seconds): the two
+# processes run explain ("two": the plain run), then RANKS_SCRIPT, then explain again
+# ("broken": a corrupt image on rank 1; "lost": rank 1 dies after its first batch, which ends
+# torchrun). Every later process group gets a store of its own on a fresh port (torchrun's
+# agent store keeps the first group's keys). Each rank writes the exit code and what an
+# explain run printed to stderr as <step><rank>.txt.
+RUNS_SCRIPT = """
+import contextlib, io, os, sys
+from pathlib import Path
+from explain.cli import main
+from explain.distributed import CRASH_ENV
+tree, ports = Path(sys.argv[2]), sys.argv[3:]
+
+def explain_run(step, config):
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = main([str(tree / config), "--quiet", "--out", str(tree / step)])
+    Path(sys.argv[1], f"{step}{os.environ['RANK']}.txt").write_text(f"{code}\\n{said.getvalue()}")
+
+def fresh_store():
+    os.environ.update(TORCHELASTIC_USE_AGENT_STORE="False", MASTER_PORT=ports.pop())
+"""
+LATER_RUNS = """
+fresh_store()
+explain_run("broken", "broken.yaml")
+fresh_store()
+os.environ[CRASH_ENV] = "1"
+explain_run("lost", "exp.yaml")
+"""
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tree, tmp_path_factory) -> dict:
+    """Runs the one torchrun (see RUNS_SCRIPT). Returns torchrun's exit code, the folder of the
+    ranks' files and the broken image."""
+    broken = broken_config(tree)
+    said = tmp_path_factory.mktemp("ranks")
+    script = (RUNS_SCRIPT + 'explain_run("two", "exp.yaml")\nfresh_store()\n' + RANKS_SCRIPT
+              + LATER_RUNS)
+    (said / "ranks.py").write_text(script)
+    done = torchrun([str(said / "ranks.py"), str(said), str(tree),
+                     *(str(free_port()) for _ in range(3))])
+    return {"done": done, "said": said, "broken": broken}
+
+
+def step(two_ranks: dict, name: str, rank: int) -> tuple[int, str]:
+    """(exit code, stderr) of run ``name`` on ``rank``; a rank that died wrote nothing."""
+    path = two_ranks["said"] / f"{name}{rank}.txt"
+    assert path.exists(), (name, rank, two_ranks["done"].stderr[-3000:])
+    code, _, err = path.read_text().partition("\n")
+    return int(code), err
+
+
+def test_two_processes_write_what_one_process_writes(tree, two_ranks):
+    said = [step(two_ranks, "two", rank) for rank in (0, 1)]
+    assert [code for code, _ in said] == [0, 0], said
     run_dir = tree / "two" / "exp"
     assert_same_run(tree / "single" / "exp", run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["device"] == "cpu (2 processes)"
     assert summary["atlas"]["images"] == COUNT and summary["atlas"]["files"]["regions_csv"]
-    assert done.stderr.count("explain: exp ->") == 1  # the console summary: rank 0 only
+    assert "".join(err for _, err in said).count("explain: exp ->") == 1  # rank 0 only
 
 
-def test_a_lost_rank_leaves_its_images_and_resume_completes_the_run(tree):
-    done = torchrun(["-m", "explain", str(tree / "exp.yaml"), "--quiet", "--out",
-                     str(tree / "lost")], env={CRASH_ENV: "1"})
-    assert done.returncode != 0
+def test_a_lost_rank_leaves_its_images_and_resume_completes_the_run(tree, two_ranks):
+    assert two_ranks["done"].returncode != 0
+    assert not (two_ranks["said"] / "lost1.txt").exists()  # rank 1 died in the run
     run_dir = tree / "lost" / "exp"
     finished = sorted(p.stem for p in (run_dir / "items").glob("*.json"))
     # rank 1 explains pic01, pic03, ... one per batch, and died after its first batch
@@ -144,28 +216,19 @@ def test_a_lost_rank_leaves_its_images_and_resume_completes_the_run(tree):
     assert_same_run(tree / "single" / "exp", run_dir, drop_notes="resumed:")
 
 
-def test_an_error_in_one_ranks_batches_stops_every_rank_and_keeps_the_finished_images(tree):
-    pictures = sorted((tree / "pics").rglob("*.jpg"))
-    broken = tree / "pic09.png"  # a PNG header over garbage: found fine, fails to decode
-    ok, buf = cv2.imencode(".png", np.zeros((80, 80, 3), np.uint8))
-    data = bytearray(buf.tobytes())
-    start = data.find(b"IDAT") + 4
-    data[start:start + 36] = bytes(36)
-    broken.write_bytes(bytes(data))
-    listed = [str(broken) if p.stem == "pic09" else str(p) for p in pictures]
-    config = yaml.safe_load((tree / "exp.yaml").read_text())
-    config.update(name="broken", images=listed, methods=["gradcam"], channels={"enabled": False})
-    (tree / "broken.yaml").write_text(yaml.safe_dump(config))
-    done = torchrun(["-m", "explain", str(tree / "broken.yaml"), "--quiet", "--out",
-                     str(tree / "broken")])
-    assert done.returncode != 0
-    error = f"explain: error: {broken}: corrupt or unsupported image data (on rank 1 of 2)"
-    assert done.stderr.count(error) == 2  # both ranks, the same line
+def test_an_error_in_one_ranks_batches_stops_every_rank_and_keeps_the_finished_images(
+        tree, two_ranks):
+    said = [step(two_ranks, "broken", rank) for rank in (0, 1)]
+    assert all(code != 0 for code, _ in said), said
+    stderr = "".join(err for _, err in said)
+    error = (f"explain: error: {two_ranks['broken']}: corrupt or unsupported image data "
+             f"(on rank 1 of 2)")
+    assert stderr.count(error) == 2  # both ranks, the same line
     run_dir = tree / "broken" / "broken"
     finished = sorted(p.stem for p in (run_dir / "items").glob("*.json"))
     assert finished == [f"pic{i:02d}" for i in range(COUNT) if i % 2 == 0 or i < 9]
     assert not (run_dir / "summary.json").exists()
-    assert "the finished images are kept" in done.stderr
+    assert "the finished images are kept" in stderr
 
 
 RANKS_SCRIPT = """
@@ -205,12 +268,8 @@ Path(sys.argv[1], f"rank{ranks.rank}.txt").write_text("\\n".join(lines))
 """
 
 
-def test_a_failing_rank_stops_every_rank_with_the_same_error(tmp_path):
-    script = tmp_path / "ranks.py"
-    script.write_text(RANKS_SCRIPT)
-    done = torchrun([str(script), str(tmp_path)])
-    assert done.returncode == 0, done.stderr[-3000:]
-    said = [(tmp_path / f"rank{r}.txt").read_text().splitlines() for r in (0, 1)]
+def test_a_failing_rank_stops_every_rank_with_the_same_error(two_ranks):
+    said = [(two_ranks["said"] / f"rank{r}.txt").read_text().splitlines() for r in (0, 1)]
     assert said[0][0] == "share: [0, 2, 4]" and said[1][0] == "share: [1, 3]"
     assert said[0][1:] == said[1][1:] == [
         "checks: model: cannot read net.pth (on rank 1 of 2)",
