@@ -5,11 +5,14 @@
 (c) this project's engine (one forward, one autograd.grad per class, library CAM math);
 (d) the limit: the bare model, one forward and per class one autograd.grad to the layer;
 (e) the alternative to (d): batch rows replicated per class, one backward (slower: kept out).
-Interleaved repeats, medians. Then peak RSS while streaming images from disk through the engine.
+Interleaved repeats, medians of the clock and of the process's CPU seconds (all threads: steadier
+when other work shares the machine; the load average is printed beside each workload). Then
+peak RSS while streaming images from disk through the engine.
 Run: python benchmarks/throughput.py [--repeats N] [--stream N]
 """
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -84,20 +87,33 @@ def workload(title, model, layer, x, methods, repeats):
             "c explain engine": engine, "d bare model limit": bare_limit,
             "e bare replicated rows": bare_replicated_rows}
     times = {k: [] for k in ways}
+    cpu = {k: [] for k in ways}
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
     with non_inplace(model):  # (a), (b), (d) must be correct at an inplace-ReLU layer too
         for _ in range(repeats):
             for k, fn in ways.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_seconds()
                 fn(model, layer, x, methods)
                 times[k].append(time.perf_counter() - t0)
+                cpu[k].append(cpu_seconds() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{title}: {len(x)} images x {len(CLASSES)} classes x {methods}, median of {repeats}")
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    print(f"\n{title}: {len(x)} images x {len(CLASSES)} classes x {methods}, median of {repeats}, "
+          f"load {load}")
     for k, t in med.items():
-        print(f"  {k:20s} {len(x) / t:8.1f} images/s   ({t * 1000:8.0f} ms)")
+        print(f"  {k:20s} {len(x) / t:8.1f} images/s   ({t * 1000:8.0f} ms, "
+              f"{med_cpu[k] * 1000:8.0f} ms CPU)")
     c = med["c explain engine"]
     print(f"  c/a speed-up {med['a seed style'] / c:5.1f}x   c/b speed-up {med['b library batched'] / c:5.1f}x"
           f"   c time / d time {c / med['d bare model limit']:5.2f}"
+          f" (CPU {med_cpu['c explain engine'] / med_cpu['d bare model limit']:5.2f})"
           f"   e time / d time {med['e bare replicated rows'] / med['d bare model limit']:5.2f}")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far, every thread, user and system."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 def peak_rss_stream(model, layer, count: int):

@@ -130,6 +130,7 @@ class ChannelWriter(Writer):
             acts = probe.activations[b]
             opts = self.options(ctx, acts.shape)
             files = view.entry.files
+            shared = shared_panels(batch, view)
             if self.grids:
                 grid = channels.activation_view(acts, channels.view_title(image, layer),
                                                 options=opts)
@@ -142,7 +143,7 @@ class ChannelWriter(Writer):
                 mine = [one for one in view.maps if one.method == method]  # each class once
                 for one in mine:
                     self._class_views(ctx, view, one, acts, probe.gradients[one.slot][b],
-                                      layer=layer, opts=opts)
+                                      layer=layer, opts=opts, shared=shared)
                 if spec.contrast and len(mine) == 2:
                     first, second = mine
                     contrast = channels.class_contrast_view(
@@ -152,15 +153,17 @@ class ChannelWriter(Writer):
                         cams=(first.cam, second.cam), k=spec.top_k,
                         title=channels.view_title(image, layer, f"{first.class_name} vs "
                                                   f"{second.class_name}", method),
-                        options=opts)
+                        options=opts, shared=shared)
                     files.contrast[method] = f"channels/{method}/{image}__contrast{ctx.ext}"
                     ctx.run.write_image(files.contrast[method], contrast.image)
 
     def _class_views(self, ctx: RunContext, view: ImageView, one: MapSlot, acts: np.ndarray,
-                     grads: np.ndarray, *, layer: str, opts: channels.ViewOptions) -> None:
+                     grads: np.ndarray, *, layer: str, opts: channels.ViewOptions,
+                     shared: channels.SharedPanels) -> None:
         """Contribution grid, per-channel CSV, top-channels figure and the record's numbers for
         one map (``one``: image x class x method) from the channel layer's activations and
-        that class's gradients, drawn with ``opts`` for the layer named ``layer``."""
+        that class's gradients, drawn with ``opts`` and the image's ``shared`` panels for the
+        layer named ``layer``."""
         method, cls = one.method, one.class_name
         image = view.entry.id
         stem = f"channels/{method}/{image}__{cls}"
@@ -178,7 +181,21 @@ class ChannelWriter(Writer):
         files.channels_csv = f"{stem}__channels.csv"
         ctx.run.write_csv(files.channels_csv, rows)
         top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb, cam=one.cam,
-                                         k=ctx.cfg.channels.top_k, title=title, options=opts)
+                                         k=ctx.cfg.channels.top_k, title=title, options=opts,
+                                         shared=shared)
         files.top = f"{stem}__top{ctx.ext}"
         ctx.run.write_image(files.top, top.image)
         one.record.channels = ChannelSummary(**stats)
+
+
+def shared_panels(batch: BatchContext, view: ImageView) -> channels.SharedPanels:
+    """The panels the image's figures share, with the overlays the map writer drew for it
+    when they are the figures' own (jet, half and half, over the float photo)."""
+    shared = channels.SharedPanels()
+    if view.item.rgb.dtype.kind == "f":
+        for one in view.maps:
+            colormap, weight, picture = batch.overlays.get((view.row, one.slot, one.method),
+                                                           (None, None, None))
+            if colormap == "jet" and weight == 0.5:
+                shared.overlay(one.cam, picture)
+    return shared
