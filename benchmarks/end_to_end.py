@@ -14,6 +14,7 @@ and the load average is printed beside each row. With --device cuda (when a GPU 
 same table with its device column.
 
 Run: python benchmarks/end_to_end.py [--images N] [--workers N] [--format png|jpg]
+     [--set FIELD=VALUE]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -160,7 +162,10 @@ def main() -> None:
     p.add_argument("--format", default="auto", choices=["auto", "png", "jpg", "webp"],
                    help="output.image_format (auto: the default, JPEG above 50 images)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=YAML",
+                   help="a config field for the full runs, e.g. channels.contrast=false")
     args = p.parse_args()
+    extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -173,8 +178,8 @@ def main() -> None:
         limit_rate(net, cfg, xs[:1], device)  # warm-up
         engine = engine_rate(net, cfg, xs, device)
         print(f"{args.images} images x 2 classes x 2 methods, demo network, {args.format}, "
-              f"device {device}, {torch.get_num_threads()} torch threads; engine alone "
-              f"{engine.per_s:.1f} maps/s ({engine.per_cpu_s:.1f} per CPU s), load {load()}")
+              f"device {device}, {torch.get_num_threads()} torch threads, "
+              f"{extra or 'defaults'}; engine alone {engine.per_s:.1f} maps/s ({engine.per_cpu_s:.1f} per CPU s), load {load()}")
         print(f"{'device':<7} {'channel views':<14} {'workers':>7} {'full run maps/s':>16} "
               f"{'limit maps/s':>13} {'limit/full':>10} {'cpu':>5}  {'load 1/5/15 min':<15}")
         for channels in (False, True):
@@ -182,7 +187,8 @@ def main() -> None:
                 before = load()
                 limit = limit_rate(net, cfg, xs, device)
                 full = full_rate(config, {"channels.enabled": channels, "workers": workers,
-                                          "device": args.device, "name": f"c{int(channels)}w{workers}"})
+                                          "device": args.device, **extra,
+                                          "name": f"c{int(channels)}w{workers}"})
                 print(f"{device.type:<7} {'on' if channels else 'off':<14} {workers:>7} "
                       f"{full.per_s:>16.1f} {limit.per_s:>13.1f} {full.per_s / limit.per_s:>10.2f} "
                       f"{full.per_cpu_s / limit.per_cpu_s:>5.2f}  {before:<15}", flush=True)

@@ -87,10 +87,17 @@ class ChannelWriter(Writer):
     def __init__(self) -> None:
         self._options: dict[tuple[int, int, int], channels.ViewOptions] = {}
         self.grids = True
+        self.contrast = True
 
     def start(self, ctx: RunContext) -> None:
-        grids = ctx.cfg.channels.grids
+        grids, contrast = ctx.cfg.channels.grids, ctx.cfg.channels.contrast
         self.grids = len(ctx.image_order) <= GRID_IMAGES if grids is None else grids
+        # null (where the config allows it): the contrast figures as the grids, by run size
+        self.contrast = len(ctx.image_order) <= GRID_IMAGES if contrast is None else contrast
+        if contrast is None and not self.contrast:
+            ctx.summary.notes.append(
+                f"channels: {len(ctx.image_order)} images, so no class-contrast figures "
+                f"(channels.contrast: true draws them)")
         if grids is None and not self.grids:
             ctx.summary.notes.append(
                 f"channels: {len(ctx.image_order)} images, so no per-image activation and "
@@ -144,7 +151,7 @@ class ChannelWriter(Writer):
                 for one in mine:
                     self._class_views(ctx, view, one, acts, probe.gradients[one.slot][b],
                                       layer=layer, opts=opts, shared=shared)
-                if spec.contrast and len(mine) == 2:
+                if self.contrast and len(mine) == 2:
                     first, second = mine
                     contrast = channels.class_contrast_view(
                         method, acts, probe.gradients[first.slot][b],
