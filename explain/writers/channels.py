@@ -87,7 +87,7 @@ class ChannelWriter(Writer):
     def __init__(self) -> None:
         self._options: dict[tuple[int, int, int], channels.ViewOptions] = {}
         self.grids = True
-        self.contrast = True
+        self.contrast = True  # for channels.contrast: null, set by start from the run's size
 
     def start(self, ctx: RunContext) -> None:
         grids, contrast = ctx.cfg.channels.grids, ctx.cfg.channels.contrast
@@ -151,7 +151,7 @@ class ChannelWriter(Writer):
                 for one in mine:
                     self._class_views(ctx, view, one, acts, probe.gradients[one.slot][b],
                                       layer=layer, opts=opts, shared=shared)
-                if self.contrast and len(mine) == 2:
+                if (self.contrast if spec.contrast is None else spec.contrast) and len(mine) == 2:
                     first, second = mine
                     contrast = channels.class_contrast_view(
                         method, acts, probe.gradients[first.slot][b],
