@@ -70,9 +70,17 @@ def test_painted_tiles_are_painted_enlarged_tiles():
     rng = np.random.default_rng(2)
     stack = rng.standard_normal((5, 7, 14)).astype(np.float32)
     scale = ColourScale(-2.0, 2.0, "RdBu_r")
-    for size, smooth in ((96, False), (13, False), (48, True)):
+    for size, smooth in ((96, False), (13, False), (4, False), (48, True)):
         assert np.array_equal(painted_tiles(stack, size, smooth, scale),
                               scale.paint(fit_tiles(stack, size, smooth)))
+
+
+@pytest.mark.parametrize("h, w, tile_h", [(7, 14, 96), (13, 13, 48), (7, 7, 4), (5, 9, 5)])
+def test_flat_tiles_repeat_each_cell_as_the_index_picks_it(h, w, tile_h):
+    stack = np.arange(3 * h * w, dtype=np.float32).reshape(3, h, w)
+    tile_w = max(1, round(w * tile_h / h))
+    rows, cols = (np.arange(tile_h) * h) // tile_h, (np.arange(tile_w) * w) // tile_w
+    assert np.array_equal(fit_tiles(stack, tile_h, False), stack[:, rows][:, :, cols])
 
 
 def test_shared_panels_change_no_pixel_of_the_figures():
