@@ -1,19 +1,27 @@
-"""Maps per second of a whole run against the engine alone, measured side by side in one process.
+"""Maps per second of a whole run against the engine alone and the bare model, side by side in one process.
 
 The demo network (EfficientNet-Lite0, cat/dog head), N images (default 192: the repository's
 three photos, flipped and shifted into distinct files) x 2 classes x 2 methods (GradCAM,
-LayerCAM). "engine" is CamEngine on the same prepared batches, nothing written; "full run" is
-`explain` with every default output (overlays, panels, summary, report), with channel views
-off and on, with 0 workers (everything in the main thread), 1 and N. Ratio = full-run rate / engine rate (target on a 2-core
-machine: >= 0.5 with channel views off, >= 0.3 with them on). Prints one table; with
---device cuda (when a GPU is there) the same table with its device column.
+LayerCAM). "limit" is the bare model on the same prepared batches: one forward pass and one
+``torch.autograd.grad`` per class to the layer, no CAM math, nothing written; "engine" is
+CamEngine on them, nothing written; "full run" is `explain` with every default output
+(overlays, panels, summary, report), with channel views off and on, with 0 workers
+(everything in the main thread), 1 and N. "limit/full" = limit time / full-run time for the
+same maps (targets on the 2-core CPU: >= 0.75 with channel views off, >= 0.45 with them on);
+"cpu" is the same ratio in CPU seconds of the process (all its threads), steadier than the
+clock when other work shares the machine. The limit is measured again before each full run
+and the load average is printed beside each row. With --device cuda (when a GPU is there) the
+same table with its device column.
 
 Run: python benchmarks/end_to_end.py [--images N] [--workers N] [--format png|jpg]
+     [--set FIELD=VALUE]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -22,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,8 +40,8 @@ from explain.engine import CamEngine  # noqa: E402
 from explain.models.heads import Classifier  # noqa: E402
 from explain.images import find_images, group_by_shape, prepare  # noqa: E402
 from explain.layers import find_layer  # noqa: E402
-from explain.models.loading import load_model
-from explain.models.guard import pick_device  # noqa: E402
+from explain.models.loading import load_model  # noqa: E402
+from explain.models.guard import non_inplace, pick_device  # noqa: E402
 from explain.pipeline import default_workers  # noqa: E402
 from explain.runner import RunOptions, run  # noqa: E402
 
@@ -65,28 +74,85 @@ output: {{dir: results{'' if fmt == 'auto' else ', image_format: ' + fmt}}}
     return path
 
 
-def engine_rate(cfg, device: torch.device) -> float:
-    """Maps per second of the engine alone on the run's images (decoding not timed)."""
-    net = load_model(cfg)
+def cpu_seconds() -> float:
+    """CPU time of this process so far, every thread, user and system."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+class Rate:
+    """Maps per second by the clock and per CPU second, of one timed block."""
+
+    def __init__(self) -> None:
+        self.maps, self.wall, self.cpu = 0, 0.0, 0.0
+
+    def __enter__(self) -> "Rate":
+        self._t, self._c = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall += time.perf_counter() - self._t
+        self.cpu += cpu_seconds() - self._c
+
+    @property
+    def per_s(self) -> float:
+        return self.maps / self.wall
+
+    @property
+    def per_cpu_s(self) -> float:
+        return self.maps / self.cpu
+
+
+def batches(cfg, device: torch.device) -> list[torch.Tensor]:
+    """The run's images, prepared and stacked as the run batches them (decoding not timed)."""
     refs, _ = find_images(cfg)
     prepared = [prepare(r, cfg.preprocess) for r in refs]
-    layer = find_layer(net, LAYER)[1]
-    maps = 0
+    return [torch.stack([p.tensor for p in group]).to(device)
+            for i in range(0, len(prepared), cfg.batch_size)
+            for group in group_by_shape(prepared[i:i + cfg.batch_size])]
+
+
+def engine_rate(net, cfg, xs: list[torch.Tensor], device: torch.device) -> Rate:
+    """The engine alone on the run's batches, nothing written."""
+    layer, rate = find_layer(net, LAYER)[1], Rate()
     with CamEngine(Classifier(net), [layer], cfg.methods, device) as engine:
-        engine.run(prepared[0].tensor[None], [0, 1], [0, 1])  # warm-up
-        t0 = time.perf_counter()
-        for i in range(0, len(prepared), cfg.batch_size):
-            for group in group_by_shape(prepared[i:i + cfg.batch_size]):
-                engine.run(torch.stack([p.tensor for p in group]), [0, 1], [0, 1])
-                maps += len(group) * 2 * len(cfg.methods)
-        return maps / (time.perf_counter() - t0)
+        engine.run(xs[0][:1], [0, 1], [0, 1])  # warm-up
+        with rate:
+            for x in xs:
+                engine.run(x, [0, 1], [0, 1])
+                rate.maps += len(x) * 2 * len(cfg.methods)
+    return rate
 
 
-def full_rate(config: Path, overrides: dict) -> float:
+def limit_rate(net, cfg, xs: list[torch.Tensor], device: torch.device) -> Rate:
+    """The bare model on the run's batches: one forward pass, one autograd.grad per class to
+    the layer's output; the maps it would give counted as the run counts them."""
+    layer, kept, rate = find_layer(net, LAYER)[1], {}, Rate()
+    head = Classifier(net).to(device).eval()
+    handle = layer.register_forward_hook(lambda m, i, o: kept.__setitem__("a", o))
+    try:
+        with non_inplace(head), rate:  # as the engine runs it: an inplace op cannot touch "a"
+            for x in xs:
+                with torch.enable_grad():
+                    logits = head(x)
+                for c in (0, 1):
+                    torch.autograd.grad(logits[:, c].sum(), kept["a"], retain_graph=c == 0)
+                rate.maps += len(x) * 2 * len(cfg.methods)
+    finally:
+        handle.remove()
+    return rate
+
+
+def full_rate(config: Path, overrides: dict) -> Rate:
     cfg = load_config(config, overrides)
-    t0 = time.perf_counter()
-    summary = run(cfg, RunOptions(progress=False, log=lambda line: None))
-    return summary.counts["maps"] / (time.perf_counter() - t0)
+    with Rate() as rate:
+        summary = run(cfg, RunOptions(progress=False, log=lambda line: None))
+    rate.maps = summary.counts["maps"]
+    return rate
 
 
 def main() -> None:
@@ -96,7 +162,10 @@ def main() -> None:
     p.add_argument("--format", default="auto", choices=["auto", "png", "jpg", "webp"],
                    help="output.image_format (auto: the default, JPEG above 50 images)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=YAML",
+                   help="a config field for the full runs, e.g. channels.contrast=false")
     args = p.parse_args()
+    extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -105,17 +174,24 @@ def main() -> None:
         config = write_config(folder, args.format)
         cfg = load_config(config, {"device": args.device})
         device = pick_device(args.device)
-        rate = engine_rate(cfg, device)
+        net, xs = load_model(cfg), batches(cfg, device)
+        limit_rate(net, cfg, xs[:1], device)  # warm-up
+        engine = engine_rate(net, cfg, xs, device)
         print(f"{args.images} images x 2 classes x 2 methods, demo network, {args.format}, "
-              f"device {device}, {torch.get_num_threads()} torch threads")
+              f"device {device}, {torch.get_num_threads()} torch threads, "
+              f"{extra or 'defaults'}; engine alone {engine.per_s:.1f} maps/s ({engine.per_cpu_s:.1f} per CPU s), load {load()}")
         print(f"{'device':<7} {'channel views':<14} {'workers':>7} {'full run maps/s':>16} "
-              f"{'engine maps/s':>14} {'ratio':>6}")
+              f"{'limit maps/s':>13} {'limit/full':>10} {'cpu':>5}  {'load 1/5/15 min':<15}")
         for channels in (False, True):
             for workers in sorted({0, 1, args.workers}):
+                before = load()
+                limit = limit_rate(net, cfg, xs, device)
                 full = full_rate(config, {"channels.enabled": channels, "workers": workers,
-                                          "device": args.device, "name": f"c{int(channels)}w{workers}"})
+                                          "device": args.device, **extra,
+                                          "name": f"c{int(channels)}w{workers}"})
                 print(f"{device.type:<7} {'on' if channels else 'off':<14} {workers:>7} "
-                      f"{full:>16.1f} {rate:>14.1f} {full / rate:>6.2f}", flush=True)
+                      f"{full.per_s:>16.1f} {limit.per_s:>13.1f} {full.per_s / limit.per_s:>10.2f} "
+                      f"{full.per_cpu_s / limit.per_cpu_s:>5.2f}  {before:<15}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@
 (c) this project's engine (one forward, one autograd.grad per class, library CAM math);
 (d) the limit: the bare model, one forward and per class one autograd.grad to the layer;
 (e) the alternative to (d): batch rows replicated per class, one backward (slower: kept out).
-Interleaved repeats, medians. Then peak RSS while streaming images from disk through the engine.
-Run: python benchmarks/throughput.py [--repeats N] [--stream N]
+Interleaved repeats, medians of the clock and of the process's CPU seconds (all threads: steadier
+when other work shares the machine; the load average is printed beside each workload). Then
+peak RSS while streaming images from disk through the engine.
+Run: python benchmarks/throughput.py [--repeats N] [--stream N] [--quick: (c) and (d) only]
 """
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -79,25 +82,43 @@ def bare_replicated_rows(model, layer, x, methods):
     torch.autograd.grad(logits[torch.arange(len(rows)), picked].sum(), kept["a"])
 
 
-def workload(title, model, layer, x, methods, repeats):
+def workload(title, model, layer, x, methods, repeats, quick=False):
     ways = {"a seed style": seed_style, "b library batched": library_batched,
             "c explain engine": engine, "d bare model limit": bare_limit,
             "e bare replicated rows": bare_replicated_rows}
+    if quick:  # (c) against (d) only
+        ways = {k: v for k, v in ways.items() if k[0] in "cd"}
     times = {k: [] for k in ways}
+    cpu = {k: [] for k in ways}
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
     with non_inplace(model):  # (a), (b), (d) must be correct at an inplace-ReLU layer too
         for _ in range(repeats):
             for k, fn in ways.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_seconds()
                 fn(model, layer, x, methods)
                 times[k].append(time.perf_counter() - t0)
+                cpu[k].append(cpu_seconds() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{title}: {len(x)} images x {len(CLASSES)} classes x {methods}, median of {repeats}")
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    print(f"\n{title}: {len(x)} images x {len(CLASSES)} classes x {methods}, median of {repeats}, "
+          f"load {load}")
     for k, t in med.items():
-        print(f"  {k:20s} {len(x) / t:8.1f} images/s   ({t * 1000:8.0f} ms)")
-    c = med["c explain engine"]
-    print(f"  c/a speed-up {med['a seed style'] / c:5.1f}x   c/b speed-up {med['b library batched'] / c:5.1f}x"
-          f"   c time / d time {c / med['d bare model limit']:5.2f}"
-          f"   e time / d time {med['e bare replicated rows'] / med['d bare model limit']:5.2f}")
+        print(f"  {k:20s} {len(x) / t:8.1f} images/s   ({t * 1000:8.0f} ms, "
+              f"{med_cpu[k] * 1000:8.0f} ms CPU)")
+    c, d = med["c explain engine"], med["d bare model limit"]
+    cpu_ratio = med_cpu["c explain engine"] / med_cpu["d bare model limit"]
+    line = f"  c time / d time {c / d:5.2f} (CPU {cpu_ratio:5.2f})"
+    if not quick:
+        line += (f"   c/a speed-up {med['a seed style'] / c:5.1f}x   c/b speed-up "
+                 f"{med['b library batched'] / c:5.1f}x   e time / d time "
+                 f"{med['e bare replicated rows'] / d:5.2f}")
+    print(line)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far, every thread, user and system."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 def peak_rss_stream(model, layer, count: int):
@@ -129,6 +150,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--stream", type=int, default=1000)
     parser.add_argument("--stream-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="only (c) and (d): the engine and its limit")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.stream_only:  # a fresh process, so its peak RSS is the engine's alone
@@ -139,12 +161,12 @@ def main() -> None:
     alex = torchvision.models.alexnet(num_classes=2).eval()
     x = torch.randn(args.images, 3, 224, 224)
     workload("AlexNet(2) @ features.10", alex, find_layer(alex, "features.10")[1], x,
-             ["gradcam", "layercam"], args.repeats)
+             ["gradcam", "layercam"], args.repeats, args.quick)
     demo = catdog_efficientnet_lite0()
     workload("demo EfficientNet-Lite0 @ backbone._blocks.15", demo, find_layer(demo, "backbone._blocks.15")[1],
-             x, ["gradcam", "layercam"], args.repeats)
+             x, ["gradcam", "layercam"], args.repeats, args.quick)
     workload("AlexNet(2) @ features.10, 5 gradient methods", alex, find_layer(alex, "features.10")[1], x,
-             list(LIB), args.repeats)
+             list(LIB), args.repeats, args.quick)
     if args.stream:
         subprocess.run([sys.executable, __file__, "--stream-only", "--stream", str(args.stream)], check=True)
 

@@ -34,10 +34,13 @@ class ImageView:
 
 @dataclass
 class BatchContext:
-    """One engine call: the input tensor, what the engine returned, and its images."""
+    """One engine call: the input tensor, what the engine returned, and its images.
+    ``overlays``: pictures drawn for the batch that a later writer may show again, by
+    (image row, slot, method): (colormap, image weight, the map over the photo, uint8 RGB)."""
     x: torch.Tensor
     result: BatchResult
     images: list[ImageView]
+    overlays: dict[tuple[int, int, str], tuple[str, float, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -31,15 +31,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 from pytorch_grad_cam.base_cam import BaseCAM
-from pytorch_grad_cam.utils.image import scale_cam_image
 from torch import nn
 
 from explain.config import MethodSpec
 from explain.errors import ExplainError, first_line
 from explain.models.heads import Head
 from explain.models.layouts import Layout, LayoutError, Mode, infer_layout
-from explain.enginehelp import (ByShape, check_finite, check_output, most_similar,  # noqa: F401
-                                quiet_library_bars, seeded)
+from explain.enginehelp import (ByShape, aggregate_layers, check_finite, check_output,  # noqa: F401
+                                most_similar, quiet_library_bars, scale_maps, seeded)
 from explain.methods import registry, traits
 from explain.models.guard import non_inplace, preserved_state
 from explain import batching, precision
@@ -423,8 +422,8 @@ class CamEngine:
             positive = np.maximum(cam, 0)
             if peaks is not None:
                 peaks.append(positive.reshape(len(positive), -1).max(axis=1))
-            per_layer.append(scale_cam_image(positive, size)[:, None, :])
-        return cam_math.aggregate_multi_layers(per_layer)
+            per_layer.append(scale_maps(positive, size)[:, None, :])
+        return aggregate_layers(cam_math, per_layer)
 
     def _targets(self, classes: np.ndarray) -> list:
         return [self.head.library_target(int(c)) for c in classes]

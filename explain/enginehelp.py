@@ -1,15 +1,19 @@
 """Helpers of the CAM engine (explain.engine re-exports the public ones): the seeded and quiet
 blocks around the library's calls, one reshape transform for several layers, FinerCAM's
-comparison classes, and the checks on what a forward pass gives."""
+comparison classes, the checks on what a forward pass gives, and the library's map scaling
+done for a whole batch at once (the same numbers)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, Optional
 
+import cv2
 import numpy as np
 import torch
+from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam.utils.image import scale_cam_image
 
 from explain.errors import ExplainError
 from explain.models.layouts import Layout
@@ -60,8 +64,11 @@ def most_similar(scores: np.ndarray, main: int, among: list[int], count: int) ->
 def check_finite(values: torch.Tensor, what: str) -> None:
     """One-line ExplainError when ``values`` (batch first) hold NaN or infinite numbers: maps
     and probabilities made from them would be NaN, written as if they were results."""
-    bad = ~torch.isfinite(values.detach()).flatten(1).all(dim=1) if values.ndim > 1 else \
-        ~torch.isfinite(values.detach())
+    values = values.detach()
+    if values.is_floating_point() and bool(torch.isfinite(values.sum())):
+        return  # a finite sum has no NaN or infinite term (one reduction, not a mask)
+    bad = ~torch.isfinite(values).flatten(1).all(dim=1) if values.ndim > 1 else \
+        ~torch.isfinite(values)
     if bool(bad.any()):
         raise ExplainError(f"{what}, for {int(bad.sum())} of {len(bad)} image(s) in the batch; "
                            f"the model's weights (or what it computes) are not finite, so no "
@@ -82,3 +89,30 @@ def check_output(label: str, output: Any, again: bool) -> None:
         raise ExplainError(f"{label}: the layer runs more than once in one forward pass (a "
                            f"shared module), so it has no single output to explain; name a "
                            f"layer that runs once (explain layers CONFIG marks them)")
+
+
+def scale_maps(cams: np.ndarray, size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """The library's ``scale_cam_image(cams, size)`` with the same numbers: each map minus its
+    minimum, over (1e-7 + its new maximum), resized to ``size`` (width, height) with cv2's
+    default (bilinear); minima, maxima and arithmetic for all maps at once, the resize per map
+    (OpenCV's several-channel resize rounds differently). Other shapes and types: the library."""
+    if cams.ndim != 3 or not len(cams) or cams.dtype not in (np.float32, np.float64):
+        return scale_cam_image(cams, size)
+    out = cams - cams.min(axis=(1, 2), keepdims=True)
+    out /= 1e-7 + out.max(axis=(1, 2), keepdims=True)
+    if size is None:
+        return out.astype(np.float32, copy=False)
+    out = out.astype(np.float32, copy=False)
+    resized = np.empty((len(out), size[1], size[0]), np.float32)
+    for i, one in enumerate(out):
+        resized[i] = cv2.resize(one, size)
+    return resized
+
+
+def aggregate_layers(math: BaseCAM, per_layer: list[np.ndarray]) -> np.ndarray:
+    """``math.aggregate_multi_layers(per_layer)`` with the same numbers: the ReLU of the
+    layers' mean, scaled (``scale_maps``); the library's own call when the method changes it."""
+    if type(math).aggregate_multi_layers is not BaseCAM.aggregate_multi_layers:
+        return math.aggregate_multi_layers(per_layer)
+    joined = per_layer[0] if len(per_layer) == 1 else np.concatenate(per_layer, axis=1)
+    return scale_maps(np.mean(np.maximum(joined, 0), axis=1))

@@ -5,13 +5,16 @@ arrays out; saving happens in ``explain.outputs``."""
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
+from PIL import ImageFont
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 
@@ -47,14 +50,46 @@ def font_file() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
+LINES_KEPT = 4096  # rendered lines kept per text size: a few MB of masks at most
+
+
+class KeptLines(ImageFont.FreeTypeFont):
+    """A FreeType font that keeps its last LINES_KEPT rendered lines: figures repeat their
+    words (captions, titles, tick numbers, channel labels), and rendering a line is most of
+    drawing it. Pillow draws a kept line (a read-only mask and its offset) exactly as a fresh
+    one: the same pixels."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__(path, size)
+        self._kept: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()  # writer threads draw too
+
+    def getmask2(self, text, mode="", *args: Any, **kwargs: Any):
+        key = (text, mode, args, tuple(sorted(kwargs.items())))
+        try:
+            hash(key)
+        except TypeError:  # e.g. a list of font features: not kept
+            return super().getmask2(text, mode, *args, **kwargs)
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                return found
+        found = super().getmask2(text, mode, *args, **kwargs)
+        with self._lock:
+            self._kept[key] = found
+            if len(self._kept) > LINES_KEPT:
+                self._kept.popitem(last=False)
+        return found
+
+
 @lru_cache(maxsize=16)
-def _font(size: int):
+def _font(size: int) -> KeptLines:
     """DejaVu Sans at ``size`` px, the copy matplotlib ships (a package file, so the same font
     offline and on every machine, never a system font): Latin, Greek and Cyrillic image ids and
     class names draw as themselves; a character the font lacks (CJK) draws as its
     missing-glyph box, never as an ASCII '?'."""
-    from PIL import ImageFont
-    return ImageFont.truetype(str(font_file()), size)
+    return KeptLines(str(font_file()), size)
 
 
 @dataclass(frozen=True)

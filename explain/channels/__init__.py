@@ -15,13 +15,13 @@ from explain.channels.numbers import (channel_contributions, channel_shares, cha
 from explain.channels.tiles import (BAND, GAP, MIN_LABEL_SIZE, TEXT_SIZE, TITLE_SIZE,
                                     ColourScale, GridLayout, ViewOptions, colour_lut,
                                     grid_shape, normalise, view_title)
-from explain.channels.figures import ChannelView
+from explain.channels.figures import ChannelView, SharedPanels
 from explain.channels.views import (ClassContrast, TopChannels, activation_view,
                                     class_contrast_view, contribution_view, top_channels_view)
 from explain.render import INK
 
 __all__ = ["BAND", "GAP", "INK", "MIN_LABEL_SIZE", "TEXT_SIZE", "TITLE_SIZE", "ChannelView",
-           "ClassContrast", "ColourScale", "GridLayout", "TopChannels", "ViewOptions",
+           "ClassContrast", "ColourScale", "GridLayout", "SharedPanels", "TopChannels", "ViewOptions",
            "activation_view", "channel_contributions", "channel_shares", "channel_stats",
            "channel_totals", "channel_weights", "channels_needed", "class_contrast_view",
            "colour_lut", "contribution_view", "cumulative_share", "grid_shape", "normalise",

@@ -15,7 +15,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 
 from explain.render import INK, Text, draw_text, line_height, text_width
 from explain.channels.tiles import (BAND, ColourScale, GAP, GridLayout, MIN_LABEL_SIZE, SMALL_SIZE,
-                                    SOFT_INK, TEXT_SIZE, TITLE_SIZE, ViewOptions, fit_tiles,
+                                    SOFT_INK, TEXT_SIZE, TITLE_SIZE, ViewOptions, painted_tiles,
                                     tile_mosaic, grid_shape)
 
 
@@ -161,7 +161,7 @@ def grid_view(values: np.ndarray, scale: ColourScale, head: Sequence[str], capti
                opts: ViewOptions) -> ChannelView:
     """Title lines, the labelled mosaic of all channels, colour bar; values already scaled."""
     _, cols = grid_shape(len(values))
-    tiles = scale.paint(fit_tiles(values, opts.tile_size, opts.smooth))
+    tiles = painted_tiles(values, opts.tile_size, opts.smooth, scale)
     mosaic, layout = tile_grid(tiles, range(len(values)), [(str(k),) for k in range(len(values))],
                              cols, opts)
     image, layout = assemble_figure(head, [], mosaic, layout, scale=scale, caption=caption)
@@ -182,10 +182,45 @@ def assemble_figure(head: Sequence[str], panels: Sequence[np.ndarray], mosaic: n
     return image, replace(layout, top=top, left=left)
 
 
-def photo_panel(photo: Optional[np.ndarray], height: int) -> list[np.ndarray]:
+class SharedPanels:
+    """The panels several figures of one image show, drawn once: the photo, and each map's CAM
+    over it (a class's top-channels figure and its method's class contrast show the same CAM).
+    A CAM is known by its array (kept here, so its id stays its own). ``overlay(cam, picture)``
+    hands in a CAM's overlay at photo size that the caller already drew with the figures'
+    colours (``render.overlay(photo, cam, "jet", 0.5)``: the map writer's, by default)."""
+
+    def __init__(self) -> None:
+        self._photos: dict[tuple[int, int], tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._cams: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._overlays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def overlay(self, cam: np.ndarray, picture: np.ndarray) -> None:
+        self._overlays[id(cam)] = (cam, picture)
+
+    def photo(self, photo: np.ndarray, height: int) -> list[np.ndarray]:
+        key = (id(photo), height)
+        if key not in self._photos:
+            self._photos[key] = (photo, _photo_panel(photo, height))
+        return self._photos[key][1]
+
+    def cam(self, cam: np.ndarray, photo: np.ndarray, height: int) -> np.ndarray:
+        key = (id(cam), height)
+        if key not in self._cams:
+            known = self._overlays.get(id(cam))
+            picture = known[1] if known is not None else _cam_overlay(cam, photo)
+            self._cams[key] = (cam, _panel(picture, height))
+        return self._cams[key][1]
+
+
+def photo_panel(photo: Optional[np.ndarray], height: int,
+                shared: Optional[SharedPanels] = None) -> list[np.ndarray]:
     """[the photo, captioned, ``height`` rows high], or [] without a photo."""
     if photo is None:
         return []
+    return shared.photo(photo, height) if shared is not None else _photo_panel(photo, height)
+
+
+def _photo_panel(photo: np.ndarray, height: int) -> list[np.ndarray]:
     return [captioned(_panel(np.uint8(np.round(_as_photo(photo) * 255)), height), "photo")]
 
 
@@ -200,17 +235,24 @@ def _as_photo(photo: np.ndarray) -> np.ndarray:
 
 
 def cam_panel(contrib: np.ndarray, cam: Optional[np.ndarray], photo: Optional[np.ndarray],
-               height: int) -> np.ndarray:
+              height: int, shared: Optional[SharedPanels] = None) -> np.ndarray:
     """The CAM over the photo (or alone), ``height`` rows. Without ``cam`` it is rebuilt from the
     contributions the library's way: ReLU of the channel sum, min-max scaled, resized."""
-    from explain.render import overlay
+    if cam is not None and photo is not None and shared is not None:
+        return shared.cam(cam, photo, height)
     size = photo.shape[:2] if photo is not None else (height, round(height * contrib.shape[2] /
                                                                      contrib.shape[1]))
     if cam is None:
         cam = scale_cam_image(np.maximum(contrib.sum(axis=0), 0)[None], (size[1], size[0]))[0]
-    base = _as_photo(photo) if photo is not None else np.zeros((*cam.shape, 3), np.float32)
-    weight = 0.5 if photo is not None else 0.0
-    return _panel(overlay(base, cam, "jet", weight), height)
+    return _panel(_cam_overlay(cam, photo), height)
+
+
+def _cam_overlay(cam: np.ndarray, photo: Optional[np.ndarray]) -> np.ndarray:
+    """The CAM (jet) over the photo, half and half, at the CAM's size; alone without a photo."""
+    from explain.render import overlay
+    if photo is None:
+        return overlay(np.zeros((*cam.shape, 3), np.float32), cam, "jet", 0.0)
+    return overlay(_as_photo(photo), cam, "jet", 0.5)
 
 
 def _panel(rgb: np.ndarray, height: int) -> np.ndarray:
@@ -267,7 +309,7 @@ def detail_tiles(contribs: Sequence[np.ndarray], channels: np.ndarray, scale: Co
                   opts: ViewOptions) -> np.ndarray:
     """Tiles of the chosen channels; several contribution stacks side by side in each tile."""
     gap = opts.separator
-    parts = [scale.paint(fit_tiles(c[channels], opts.detail_tile_size, opts.smooth))
+    parts = [painted_tiles(c[channels], opts.detail_tile_size, opts.smooth, scale)
              for c in contribs]
     n, h, w = parts[0].shape[:3]
     tiles = np.full((n, h, len(parts) * (w + gap) - gap, 3), GAP, np.uint8)

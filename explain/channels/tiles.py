@@ -176,6 +176,25 @@ def fit_tiles(stack: np.ndarray, tile_h: int, smooth: bool) -> np.ndarray:
     stack = stack.astype(np.float32)
     if smooth:
         return _resize_stack(stack, tile_h, tile_w)
-    rows = (np.arange(tile_h) * h) // tile_h
-    cols = (np.arange(tile_w) * w) // tile_w
-    return stack[:, rows][:, :, cols]
+    return _blocks(stack, tile_h, tile_w)
+
+
+def _blocks(stack: np.ndarray, tile_h: int, tile_w: int) -> np.ndarray:
+    """(C, h, w, ...) -> (C, tile_h, tile_w, ...): each feature cell a flat block. Output row
+    i shows cell row (i * h) // tile_h (columns alike); those indices never go down, so each
+    cell is repeated as often as it is picked (np.repeat: twice as fast as fancy indexing)."""
+    h, w = stack.shape[1:3]
+    rows = np.bincount((np.arange(tile_h) * h) // tile_h, minlength=h)
+    cols = np.bincount((np.arange(tile_w) * w) // tile_w, minlength=w)
+    return np.repeat(np.repeat(stack, rows, axis=1), cols, axis=2)
+
+
+def painted_tiles(stack: np.ndarray, tile_h: int, smooth: bool, scale: ColourScale
+                  ) -> np.ndarray:
+    """``scale.paint(fit_tiles(stack, tile_h, smooth))``: uint8 RGB tiles. Flat-block tiles
+    are painted cell by cell before they are enlarged (the same pixels: painting is per value
+    and enlarging only repeats values), so a 96-pixel tile paints its few cells, not 18,000."""
+    if smooth:
+        return scale.paint(fit_tiles(stack, tile_h, smooth))
+    h, w = stack.shape[1:]
+    return _blocks(scale.paint(stack.astype(np.float32)), tile_h, max(1, round(w * tile_h / h)))

@@ -10,9 +10,10 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
-from explain.channels.figures import (ChannelView, cam_panel, captioned, curve_panel, detail_tiles,
-                                      assemble_figure, format_number, grid_view, label_font_size,
-                                      tile_grid, photo_panel, signed_scale)
+from explain.channels.figures import (ChannelView, SharedPanels, cam_panel, captioned,  # noqa: F401
+                                      curve_panel, detail_tiles, assemble_figure, format_number,
+                                      grid_view, label_font_size, tile_grid, photo_panel,
+                                      signed_scale)
 from explain.channels.tiles import ColourScale, GridLayout, ViewOptions, grid_shape, normalise
 from explain.channels.numbers import (check_stack, term_and_units, channel_contributions,
                                       channel_shares, channel_totals, channel_weights,
@@ -86,14 +87,15 @@ class TopChannels:
 
 def top_channels_view(method: str, acts: np.ndarray, grads: np.ndarray, *,
                       photo: Optional[np.ndarray] = None, cam: Optional[np.ndarray] = None,
-                      k: int = 16, title: str = "",
-                      options: Optional[ViewOptions] = None) -> TopChannels:
+                      k: int = 16, title: str = "", options: Optional[ViewOptions] = None,
+                      shared: Optional[SharedPanels] = None) -> TopChannels:
     """The k channels with the largest |contribution| for one image x class x method, largest
     first, each tile numbered with its weight and share of the map; next to the photo, the CAM
     and the cumulative share curve (how many channels make 50% / 90% of the map).
 
     photo: RGB (H, W, 3), uint8 or float 0..1; cam: the method's map (H, W) in 0..1 (rebuilt
     from the contributions when None). Tiles use the contribution view's signed scale.
+    shared: the photo and CAM panels of the image's other figures, drawn once (SharedPanels).
     """
     opts = options or ViewOptions()
     contrib = channel_contributions(method, acts, grads)
@@ -111,8 +113,8 @@ def top_channels_view(method: str, acts: np.ndarray, grads: np.ndarray, *,
     mosaic, layout = tile_grid(detail_tiles([contrib], chosen, scale, opts), chosen, labels, cols,
                              opts)
     height = opts.panel_height
-    panels = photo_panel(photo, height) + [
-        captioned(cam_panel(contrib, cam, photo, height), f"CAM ({method})"),
+    panels = photo_panel(photo, height, shared) + [
+        captioned(cam_panel(contrib, cam, photo, height, shared), f"CAM ({method})"),
         captioned(curve_panel(cumulative, marks, height),
                    "cumulative share of the map vs channels")]
     term, units = term_and_units(method)
@@ -144,12 +146,13 @@ def class_contrast_view(method: str, acts: np.ndarray, grads_a: np.ndarray,
                         grads_b: np.ndarray, *, classes: tuple[str, str] = ("class 0", "class 1"),
                         photo: Optional[np.ndarray] = None,
                         cams: Optional[tuple[np.ndarray, np.ndarray]] = None, k: int = 16,
-                        title: str = "", options: Optional[ViewOptions] = None) -> ClassContrast:
+                        title: str = "", options: Optional[ViewOptions] = None,
+                        shared: Optional[SharedPanels] = None) -> ClassContrast:
     """For a two-class question (cat vs dog) on one image: the k channels whose contribution
     differs most between the classes, each tile showing both classes' contribution maps.
 
     grads_a / grads_b: d(score of classes[0] / classes[1])/d(acts); cams: the two maps (H, W)
-    in 0..1 (rebuilt from the contributions when None).
+    in 0..1 (rebuilt from the contributions when None); shared: as top_channels_view's.
     """
     opts = options or ViewOptions()
     contribs = [channel_contributions(method, acts, g) for g in (grads_a, grads_b)]
@@ -169,8 +172,8 @@ def class_contrast_view(method: str, acts: np.ndarray, grads_a: np.ndarray,
     fits = label_font_size(two_lines, tiles.shape[2], opts.font_size) == opts.font_size
     mosaic, layout = tile_grid(tiles, chosen, two_lines if fits else numbers, cols, opts)
     height = opts.panel_height
-    panels = photo_panel(photo, height) + [
-        captioned(cam_panel(c, None if cams is None else cams[i], photo, height),
+    panels = photo_panel(photo, height, shared) + [
+        captioned(cam_panel(c, None if cams is None else cams[i], photo, height, shared),
                    f"CAM {classes[i]} ({method})") for i, c in enumerate(contribs)]
     term, units = term_and_units(method)
     head = [title or f"class contrast, {method}",

@@ -88,10 +88,17 @@ class ChannelWriter(Writer):
     def __init__(self) -> None:
         self._options: dict[tuple[int, int, int], channels.ViewOptions] = {}
         self.grids = True
+        self.contrast = True  # for channels.contrast: null, set by start from the run's size
 
     def start(self, ctx: RunContext) -> None:
-        grids = ctx.cfg.channels.grids
+        grids, contrast = ctx.cfg.channels.grids, ctx.cfg.channels.contrast
         self.grids = len(ctx.image_order) <= GRID_IMAGES if grids is None else grids
+        # null (where the config allows it): the contrast figures as the grids, by run size
+        self.contrast = len(ctx.image_order) <= GRID_IMAGES if contrast is None else contrast
+        if contrast is None and not self.contrast:
+            ctx.summary.notes.append(
+                f"channels: {len(ctx.image_order)} images, so no class-contrast figures "
+                f"(channels.contrast: true draws them)")
         if grids is None and not self.grids:
             ctx.summary.notes.append(
                 f"channels: {len(ctx.image_order)} images, so no per-image activation and "
@@ -131,6 +138,7 @@ class ChannelWriter(Writer):
             acts = probe.activations[b]
             opts = self.options(ctx, acts.shape)
             files = view.entry.files
+            shared = shared_panels(batch, view)
             if self.grids:
                 grid = channels.activation_view(acts, channels.view_title(image, layer),
                                                 options=opts)
@@ -143,8 +151,8 @@ class ChannelWriter(Writer):
                 mine = [one for one in view.maps if one.method == method]  # each class once
                 for one in mine:
                     self._class_views(ctx, view, one, acts, probe.gradients[one.slot][b],
-                                      layer=layer, opts=opts)
-                if spec.contrast and len(mine) == 2:
+                                      layer=layer, opts=opts, shared=shared)
+                if (self.contrast if spec.contrast is None else spec.contrast) and len(mine) == 2:
                     first, second = mine
                     contrast = channels.class_contrast_view(
                         method, acts, probe.gradients[first.slot][b],
@@ -153,15 +161,17 @@ class ChannelWriter(Writer):
                         cams=(first.cam, second.cam), k=spec.top_k,
                         title=channels.view_title(image, layer, f"{first.class_name} vs "
                                                   f"{second.class_name}", method),
-                        options=opts)
+                        options=opts, shared=shared)
                     files.contrast[method] = f"channels/{method}/{image}__contrast{ctx.ext}"
                     ctx.run.write_image(files.contrast[method], contrast.image)
 
     def _class_views(self, ctx: RunContext, view: ImageView, one: MapSlot, acts: np.ndarray,
-                     grads: np.ndarray, *, layer: str, opts: channels.ViewOptions) -> None:
+                     grads: np.ndarray, *, layer: str, opts: channels.ViewOptions,
+                     shared: channels.SharedPanels) -> None:
         """Contribution grid, per-channel CSV, top-channels figure and the record's numbers for
         one map (``one``: image x class x method) from the channel layer's activations and
-        that class's gradients, drawn with ``opts`` for the layer named ``layer``."""
+        that class's gradients, drawn with ``opts`` and the image's ``shared`` panels for the
+        layer named ``layer``."""
         method, cls = one.method, one.class_name
         image = view.entry.id
         stem = f"channels/{method}/{image}__{cls}"
@@ -179,7 +189,21 @@ class ChannelWriter(Writer):
         files.channels_csv = f"{stem}__channels.csv"
         ctx.run.write_csv(files.channels_csv, rows)
         top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb, cam=one.cam,
-                                         k=ctx.cfg.channels.top_k, title=title, options=opts)
+                                         k=ctx.cfg.channels.top_k, title=title, options=opts,
+                                         shared=shared)
         files.top = f"{stem}__top{ctx.ext}"
         ctx.run.write_image(files.top, top.image)
         one.record.channels = ChannelSummary(**stats)
+
+
+def shared_panels(batch: BatchContext, view: ImageView) -> channels.SharedPanels:
+    """The panels the image's figures share, with the overlays the map writer drew for it
+    when they are the figures' own (jet, half and half, over the float photo)."""
+    shared = channels.SharedPanels()
+    if view.item.rgb.dtype.kind == "f":
+        for one in view.maps:
+            colormap, weight, picture = batch.overlays.get((view.row, one.slot, one.method),
+                                                           (None, None, None))
+            if colormap == "jet" and weight == 0.5:
+                shared.overlay(one.cam, picture)
+    return shared

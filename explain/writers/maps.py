@@ -16,6 +16,8 @@ class MapWriter(Writer):
         for view in batch.images:
             for one in view.maps:
                 picture = render.overlay(view.item.rgb, one.cam, out.colormap, out.image_weight)
+                batch.overlays[(view.row, one.slot, one.method)] = (out.colormap,
+                                                                    out.image_weight, picture)
                 ctx.run.write_image(one.record.file, picture)
                 if out.save_arrays:
                     array = one.record.file.rsplit(".", 1)[0] + ".npy"

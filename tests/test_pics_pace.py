@@ -1,0 +1,104 @@
+"""Issue 23 (items 1, 2): the engine's and the channel figures' shortcuts give the same numbers
+and the same pixels as the slower code they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from pytorch_grad_cam import GradCAM, LayerCAM
+from pytorch_grad_cam.utils.image import scale_cam_image
+
+from explain import channels, render
+from explain.channels.numbers import _lent
+from explain.channels.tiles import ColourScale, fit_tiles, painted_tiles
+from explain.enginehelp import aggregate_layers, check_finite, scale_maps
+from explain.errors import ExplainError
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 7, 7), (5, 13, 13), (4, 7, 14), (2, 1, 1)])
+def test_scale_maps_is_the_librarys_scaling(dtype, shape):
+    rng = np.random.default_rng(len(shape) + shape[0])
+    cams = np.maximum(rng.standard_normal(shape) * 3, 0).astype(dtype)
+    cams[0] = 0  # a flat map too
+    for size in (None, (64, 64), (96, 48)):
+        mine, theirs = scale_maps(cams, size), scale_cam_image(cams, size)
+        assert mine.dtype == theirs.dtype and mine.shape == theirs.shape
+        assert np.array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("method", [GradCAM, LayerCAM])
+def test_aggregate_layers_is_the_librarys(method):
+    rng = np.random.default_rng(1)
+    layers = [scale_cam_image(np.maximum(rng.standard_normal((3, 5, 6)), 0), (40, 24))[:, None]
+              for _ in range(2)]
+    math = _lent(method)
+    for k in (1, 2):
+        assert np.array_equal(aggregate_layers(math, layers[:k]),
+                              math.aggregate_multi_layers(layers[:k]))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_finite_still_names_the_bad_images(bad):
+    values = torch.ones(4, 3, 5, 5)
+    values[2, 1, 0, 0] = bad
+    with pytest.raises(ExplainError, match="for 1 of 4 image"):
+        check_finite(values, "x: NaN")
+    check_finite(torch.ones(4, 3, 5, 5), "x: NaN")  # finite: nothing raised
+    huge = torch.full((2, 8), 3e38)  # its sum overflows, every value is finite
+    check_finite(huge, "x: NaN")
+
+
+def test_kept_lines_draw_the_pixels_of_a_fresh_font():
+    texts = [render.Text(t, x, y, size, colour)
+             for t in ("cat", "+12.3% of map", "w -0.0123", "кот αβ 猫")
+             for x, y, size, colour in ((0, 0, 11, (20, 20, 20)), (7, 9, 15, (200, 0, 0)))]
+    base = np.full((60, 180, 3), 236, np.uint8)
+    page = Image.fromarray(base)
+    draw = ImageDraw.Draw(page)
+    for t in texts:
+        draw.text((t.x, t.y), t.text, fill=t.colour,
+                  font=ImageFont.truetype(str(render.font_file()), t.size))
+    for _ in range(2):  # drawn fresh, then from the kept lines
+        assert np.array_equal(render.draw_text(base, texts), np.array(page))
+    assert isinstance(render._font(11), render.KeptLines)
+
+
+def test_painted_tiles_are_painted_enlarged_tiles():
+    rng = np.random.default_rng(2)
+    stack = rng.standard_normal((5, 7, 14)).astype(np.float32)
+    scale = ColourScale(-2.0, 2.0, "RdBu_r")
+    for size, smooth in ((96, False), (13, False), (4, False), (48, True)):
+        assert np.array_equal(painted_tiles(stack, size, smooth, scale),
+                              scale.paint(fit_tiles(stack, size, smooth)))
+
+
+@pytest.mark.parametrize("h, w, tile_h", [(7, 14, 96), (13, 13, 48), (7, 7, 4), (5, 9, 5)])
+def test_flat_tiles_repeat_each_cell_as_the_index_picks_it(h, w, tile_h):
+    stack = np.arange(3 * h * w, dtype=np.float32).reshape(3, h, w)
+    tile_w = max(1, round(w * tile_h / h))
+    rows, cols = (np.arange(tile_h) * h) // tile_h, (np.arange(tile_w) * w) // tile_w
+    assert np.array_equal(fit_tiles(stack, tile_h, False), stack[:, rows][:, :, cols])
+
+
+def test_shared_panels_change_no_pixel_of_the_figures():
+    rng = np.random.default_rng(3)
+    acts = rng.random((20, 7, 14)).astype(np.float32)
+    grads = [rng.standard_normal((20, 7, 14)).astype(np.float32) for _ in range(2)]
+    photo = rng.random((64, 128, 3)).astype(np.float32)
+    cams = tuple(rng.random((64, 128)).astype(np.float32) for _ in range(2))
+    shared = channels.SharedPanels()
+    shared.overlay(cams[0], render.overlay(photo, cams[0], "jet", 0.5))  # the map writer's
+    for _ in range(2):
+        for i in range(2):
+            plain = channels.top_channels_view("gradcam", acts, grads[i], photo=photo,
+                                               cam=cams[i], k=6)
+            fast = channels.top_channels_view("gradcam", acts, grads[i], photo=photo,
+                                              cam=cams[i], k=6, shared=shared)
+            assert np.array_equal(plain.image, fast.image)
+        plain = channels.class_contrast_view("layercam", acts, *grads, photo=photo, cams=cams)
+        fast = channels.class_contrast_view("layercam", acts, *grads, photo=photo, cams=cams,
+                                            shared=shared)
+        assert np.array_equal(plain.image, fast.image)
