@@ -348,14 +348,17 @@ def test_contrast_false_writes_no_contrast_figure(demo_channels, tmp_path):
         assert (tmp_path / rel).read_bytes() == (demo_channels.dir / rel).read_bytes(), rel
 
 
-@pytest.mark.parametrize("grids, images", [(False, 1), (None, 51)])
-def test_large_runs_skip_the_grids_and_keep_top_views_and_csv(demo_channels, tmp_path, grids,
-                                                              images):
-    """channels.grids: false, or null with more than 50 images: no per-image grids; the
-    top-channels figures and CSVs are the same bytes as with grids."""
+@pytest.mark.parametrize("fields, images, kept", [
+    ({"grids": False}, 1, ("__top.png", ".csv", "__contrast.png")),
+    ({}, 51, (".csv",)),
+    ({"top": True, "contrast": True}, 51, ("__top.png", ".csv", "__contrast.png"))])
+def test_large_runs_skip_the_figures_and_keep_the_csv(demo_channels, tmp_path, fields, images,
+                                                      kept):
+    """channels.grids / top / contrast: false, or null with more than 50 images: those figures
+    are not drawn, the per-channel CSVs are; true draws them at any size. What is written is
+    the same bytes as in the small default run."""
     # (output.image_format unset, 51 images would mean JPEG: checked below)
-    ctx = replanned(demo_channels.ctx, tmp_path, {"grids": grids}, {"image_format": "png"},
-                    images=images)
+    ctx = replanned(demo_channels.ctx, tmp_path, fields, {"image_format": "png"}, images=images)
     batch = fresh_batch(demo_channels.batch)
     writer = channel_writer.ChannelWriter()
     writer.start(ctx)
@@ -363,11 +366,17 @@ def test_large_runs_skip_the_grids_and_keep_top_views_and_csv(demo_channels, tmp
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
                      if p.is_file() and p.suffix != ".npy")  # arrays (save_arrays) are kept
     assert not [p for p in written if "activations" in p or "contributions" in p]
-    kept = [p for p in written if p.endswith(("__top.png", ".csv", "__contrast.png"))]
-    assert len(kept) == len(written) == 2 * 2 + 2 * 2 + 2  # top + csv per class x method, contrast
-    for rel in kept:
+    counts = {"__top.png": 2 * 2, ".csv": 2 * 2, "__contrast.png": 2}  # class x method, method
+    assert sorted(written) == sorted(p for p in written if p.endswith(kept))
+    assert len(written) == sum(counts[k] for k in kept)
+    for rel in written:
         assert (tmp_path / rel).read_bytes() == (demo_channels.dir / rel).read_bytes(), rel
-    assert (grids is None) == any("no per-image activation" in n for n in ctx.summary.notes)
+    notes = [n for n in ctx.summary.notes if n.startswith("channels: 51 images")]
+    assert bool(notes) == (images > 50)
+    if notes:  # what the size rule left out, and how to have it
+        left = ["channels.grids"] + [f"channels.{f}" for f in ("top", "contrast")
+                                     if f not in fields]
+        assert all(name in notes[0] for name in left) and "true draws them" in notes[0]
     # the same size rule picks the picture format when output.image_format is not set
     assert demo_channels.cfg.output.image_format is None
     unset = dataclasses.replace(ctx.plan, cfg=demo_channels.ctx.cfg)
@@ -458,6 +467,6 @@ def test_channel_options_are_checked(sets, needle):
 
 def test_channel_option_defaults():
     spec = load_config(REPO / "configs" / "demo_catdog.yaml", {"channels.overlay": False}).channels
-    assert (spec.shared_scale, spec.labels, spec.tile_size, spec.top_k, spec.contrast,
-            spec.colormap) == (True, True, 48, 16, True, None)
+    assert (spec.shared_scale, spec.labels, spec.tile_size, spec.top_k, spec.grids, spec.top,
+            spec.contrast, spec.colormap) == (True, True, 48, 16, None, None, None, None)
     assert "overlay" not in spec.model_dump()

@@ -234,10 +234,13 @@ class Channels(Section):
     labels: StrictBool = True         # channel numbers (and weights / shares) above the tiles
     tile_size: Int = Field(48, ge=4, le=256)  # tile height in the grids, pixels
     top_k: Int = Field(16, ge=1, le=256)      # channels in the top-channels / contrast figures
-    # per-image grids (activations, contributions): true, false, or null: only for runs of at
-    # most 50 images (the top-channels figure, contrast and CSV are written either way)
+    # The figures: true, false, or null: only for runs of at most 50 images (at scale they are a
+    # folder nobody reads; the per-channel CSVs, the maps' channel numbers and the atlas are
+    # written either way). grids: per-image activation and contribution grids; top: the
+    # top-channels figure per map; contrast: the class-contrast figure when an image has two
     grids: Optional[StrictBool] = None
-    contrast: StrictBool = True       # class-contrast figure when an image has two classes
+    top: Optional[StrictBool] = None
+    contrast: Optional[StrictBool] = None
     atlas: Atlas = Field(default_factory=Atlas)  # the channels across the run (report/atlas.html)
     ablation: Ablation = Field(default_factory=Ablation)  # zeroing top / random / bottom channels
 

@@ -1,7 +1,8 @@
 """channels/: every channel of the channel layer, and how each method's map is built from them.
 
-Per image: ``<image>__activations.png`` (activation_view; .npy with save_arrays; the two
-grids only when ``channels.grids`` says so: by default for runs of up to GRID_IMAGES images). Per image x
+Per image: ``<image>__activations.png`` (activation_view; .npy with save_arrays). The figures
+(the two grids, the top-channels figure, the contrast) only when ``channels.grids`` / ``top`` /
+``contrast`` say so: by default for runs of up to GRID_IMAGES images. Per image x
 class x channel-sum method (a ``channel_term`` in explain.methods.TABLE), under ``<method>/``:
 ``<image>__<class>__contributions.png`` (contribution_view; .npy with save_arrays),
 ``<image>__<class>__channels.csv`` (one row per channel), ``<image>__<class>__top.png``
@@ -33,6 +34,13 @@ from explain.writers import RunContext, Writer
 MAX_VIEW_PIXELS = 16_000_000
 GRID_IMAGES = SMALL_RUN  # channels.grids: null draws the per-image grids up to this many images
 _LINE = 20  # generous height of one label line, pixels (the views use 13 to 17)
+
+
+def figures_drawn(spec: Channels, images: int) -> tuple[bool, bool, bool]:
+    """Whether a run of ``images`` images draws the per-image grids, the top-channels figures
+    and the contrast figures: each as set, or (null) only up to GRID_IMAGES images."""
+    return tuple(images <= GRID_IMAGES if value is None else value
+                 for value in (spec.grids, spec.top, spec.contrast))
 
 
 def view_options(spec: Channels) -> channels.ViewOptions:
@@ -87,23 +95,18 @@ def fit_budget(opts: channels.ViewOptions, shape: tuple[int, int, int], k: int,
 class ChannelWriter(Writer):
     def __init__(self) -> None:
         self._options: dict[tuple[int, int, int], channels.ViewOptions] = {}
-        self.grids = True
-        self.contrast = True  # for channels.contrast: null, set by start from the run's size
 
     def start(self, ctx: RunContext) -> None:
-        grids, contrast = ctx.cfg.channels.grids, ctx.cfg.channels.contrast
-        self.grids = len(ctx.image_order) <= GRID_IMAGES if grids is None else grids
-        # null (where the config allows it): the contrast figures as the grids, by run size
-        self.contrast = len(ctx.image_order) <= GRID_IMAGES if contrast is None else contrast
-        if contrast is None and not self.contrast:
+        spec, images = ctx.cfg.channels, len(ctx.image_order)
+        left = [what for what, value, drawn in zip(
+            ("per-image activation and contribution grids (channels.grids)",
+             "top-channels figures (channels.top)", "class-contrast figures (channels.contrast)"),
+            (spec.grids, spec.top, spec.contrast), figures_drawn(spec, images))
+            if value is None and not drawn]
+        if left:
             ctx.summary.notes.append(
-                f"channels: {len(ctx.image_order)} images, so no class-contrast figures "
-                f"(channels.contrast: true draws them)")
-        if grids is None and not self.grids:
-            ctx.summary.notes.append(
-                f"channels: {len(ctx.image_order)} images, so no per-image activation and "
-                f"contribution grids (channels.grids: true draws them; the top-channels "
-                f"figures, contrasts and per-channel CSVs are written)")
+                f"channels: {images} images, so no {'; no '.join(left)}: true draws them; the "
+                f"per-channel CSVs and the maps' channel numbers are written")
         summed = having("channel_term", ctx.methods)
         skipped = [m for m in ctx.methods if m not in summed]
         if skipped:
@@ -133,13 +136,14 @@ class ChannelWriter(Writer):
         spec, save = ctx.cfg.channels, ctx.cfg.output.save_arrays
         layer = ctx.plan.channel_layer.name
         methods = having("channel_term", ctx.methods)
+        grids, top, contrast = figures_drawn(spec, len(ctx.image_order))
         for view in batch.images:
             image, b = view.entry.id, view.row
             acts = probe.activations[b]
             opts = self.options(ctx, acts.shape)
             files = view.entry.files
             shared = shared_panels(batch, view)
-            if self.grids:
+            if grids:
                 grid = channels.activation_view(acts, channels.view_title(image, layer),
                                                 options=opts)
                 files.activations = f"channels/{image}__activations{ctx.ext}"
@@ -151,8 +155,8 @@ class ChannelWriter(Writer):
                 mine = [one for one in view.maps if one.method == method]  # each class once
                 for one in mine:
                     self._class_views(ctx, view, one, acts, probe.gradients[one.slot][b],
-                                      layer=layer, opts=opts, shared=shared)
-                if (self.contrast if spec.contrast is None else spec.contrast) and len(mine) == 2:
+                                      layer=layer, opts=opts, shared=shared, drawn=(grids, top))
+                if contrast and len(mine) == 2:
                     first, second = mine
                     contrast = channels.class_contrast_view(
                         method, acts, probe.gradients[first.slot][b],
@@ -167,18 +171,18 @@ class ChannelWriter(Writer):
 
     def _class_views(self, ctx: RunContext, view: ImageView, one: MapSlot, acts: np.ndarray,
                      grads: np.ndarray, *, layer: str, opts: channels.ViewOptions,
-                     shared: channels.SharedPanels) -> None:
+                     shared: channels.SharedPanels, drawn: tuple[bool, bool]) -> None:
         """Contribution grid, per-channel CSV, top-channels figure and the record's numbers for
         one map (``one``: image x class x method) from the channel layer's activations and
         that class's gradients, drawn with ``opts`` and the image's ``shared`` panels for the
-        layer named ``layer``."""
+        layer named ``layer``; ``drawn``: whether the grid and the top-channels figure are."""
         method, cls = one.method, one.class_name
         image = view.entry.id
         stem = f"channels/{method}/{image}__{cls}"
         title = channels.view_title(image, layer, cls, method)
         contrib = channels.channel_contributions(method, acts, grads)
         files = one.record.files
-        if self.grids:
+        if drawn[0]:
             grid = channels.contribution_view(contrib, title, method=method, options=opts)
             files.contributions = f"{stem}__contributions{ctx.ext}"
             ctx.run.write_image(files.contributions, grid.image)
@@ -188,11 +192,12 @@ class ChannelWriter(Writer):
         rows, stats = channels.channel_stats(method, acts, grads)
         files.channels_csv = f"{stem}__channels.csv"
         ctx.run.write_csv(files.channels_csv, rows)
-        top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb, cam=one.cam,
-                                         k=ctx.cfg.channels.top_k, title=title, options=opts,
-                                         shared=shared)
-        files.top = f"{stem}__top{ctx.ext}"
-        ctx.run.write_image(files.top, top.image)
+        if drawn[1]:
+            top = channels.top_channels_view(method, acts, grads, photo=view.item.rgb,
+                                             cam=one.cam, k=ctx.cfg.channels.top_k,
+                                             title=title, options=opts, shared=shared)
+            files.top = f"{stem}__top{ctx.ext}"
+            ctx.run.write_image(files.top, top.image)
         one.record.channels = ChannelSummary(**stats)
 
 
