@@ -16,6 +16,7 @@ from typing import Callable, Optional, TypeVar
 import torch
 from torch import nn
 
+from explain.enginedata import BatchResult, LayerPass, map_slots, watching
 from explain.errors import ExplainError
 
 CPU_SHARE = 0.25  # of the available RAM, on the CPU
@@ -41,7 +42,6 @@ def budget(device: torch.device) -> int:
 def bytes_per_row(model: nn.Module, x: torch.Tensor, gradients: bool) -> int:
     """What one image of ``x`` (a batch of one) costs in a forward pass: the bytes of every
     leaf module's output, twice that when gradients are taken, plus the input."""
-    from explain.engine import watching  # the one place hooks are put on a model
     total = [x.numel() * x.element_size()]
 
     def count(_i: int, out) -> None:
@@ -102,7 +102,6 @@ def merged(parts: list, names) -> "BatchResult":  # noqa: F821
     the channel layer's arrays, every image's MapSlots made anew over the joined maps)."""
     import numpy as np
 
-    from explain.engine import BatchResult, LayerPass, map_slots
     if len(parts) == 1:
         return parts[0]
     first = parts[0]

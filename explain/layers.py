@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from explain.enginedata import watching  # the one place hooks are put on a model
 from explain.errors import ExplainError, first_line
 from explain.models.heads import Head
 from explain.models.layouts import Layout, Mode, usable_layout
@@ -116,7 +117,6 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
             row.layout = usable_layout(row.shape, input_hw, mode)  # not the windows of a Swin
             outputs[index] = out
 
-    from explain.engine import watching  # the one place hooks are put on a model
     with preserved_state(classifier), non_inplace(classifier), torch.enable_grad():
         classifier.eval()
         try:

@@ -26,6 +26,7 @@ from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.image import scale_cam_image
 
 from explain import batching
+from explain.enginedata import watching
 
 Targets = Sequence[Callable]  # one library target per image of the batch
 
@@ -147,7 +148,6 @@ class SharedAblationCAM(SlotPasses, AblationCAM):
     from it; the target layer is put back even when a pass fails."""
 
     def slot_weights(self, x, layer, slots, activations):
-        from explain.engine import watching  # the one place hooks are put on a model
         with watching([layer], lambda _i, out: self.save_activation(layer, None, out)), \
                 torch.no_grad(), self.precision():  # the scores compared at one precision
             outputs = self.model(x).float()

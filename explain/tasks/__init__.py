@@ -9,7 +9,7 @@ the score is the library's ``SemanticSegmentationTarget`` (explain.tasks.segment
 above ``detection.score_threshold`` is a target, scored by the library's
 ``FasterRCNNBoxScoreTarget`` (explain.tasks.detection).
 
-A ``Task`` is what the run plan, the runner and the writers ask of a task: the model wrapper
+A ``Task`` (explain.tasks.base) is what the run plan, the runner and the writers ask of a task: the model wrapper
 and head (``wrap``), the engine class, the layer ``target_layers: auto`` picks, how a batch
 becomes map records (``explain_batch``), the record names ``--resume`` accepts and the
 writers. A classification config has no task (``task_for`` gives None) and runs exactly as
@@ -18,36 +18,13 @@ before. Nothing here imports torch until a task is made.
 
 from __future__ import annotations
 
-from typing import Any, Container, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from explain.tasks.base import Task
 
 
-class Task:
-    """What a segmentation or detection run needs beyond a classifier's (see the module)."""
-    name = ""
-    engine_class: Any = None  # an explain.engine.CamEngine subclass
-
-    def __init__(self, cfg: Any):
-        self.cfg = cfg
-
-    def wrap(self, net: Any) -> tuple[Any, Any]:
-        """The network wrapped for the engine and the layer survey, and the task's head."""
-        raise NotImplementedError
-
-    def auto_layer(self, net: Any, model: Any, x: Any, rows: list) -> Any:
-        """The survey row ``target_layers: auto`` picks (explain.layers.LayerRow)."""
-        raise NotImplementedError
-
-    def explain_batch(self, ctx: Any, engine: Any, group: list) -> Any:
-        """One batch of images of one shape explained: an explain.writers.BatchContext whose
-        image views hold their entries and map records."""
-        raise NotImplementedError
-
-    def record_names(self, plan: Any) -> Container[str]:
-        """The class names a kept map record may have (``--resume``)."""
-        return set(plan.classes.values())
-
-
-def task_for(cfg: Any) -> Optional[Task]:
+def task_for(cfg: Any) -> Optional["Task"]:
     """The config's task, or None for a classifier."""
     if cfg.task == "segmentation":
         from explain.tasks.segmentation import SegmentationTask

@@ -28,7 +28,7 @@ from explain.errors import ExplainError
 from explain.layers import LayerRow, auto_layer
 from explain.methods import registry, traits
 from explain.models.layouts import Layout, LayoutError, infer_layout
-from explain.tasks import Task
+from explain.tasks.base import Task
 from explain.tasks.common import looks_like_detections, mismatch, output_part
 
 DETECTIONS = "a list with one {boxes, labels, scores} dict per image (a detector in eval mode)"

@@ -25,7 +25,7 @@ from explain.engine import CamEngine
 from explain.errors import ExplainError, model_failed
 from explain.layers import LayerRow, auto_layer
 from explain.results import ImageEntry, MapRecord
-from explain.tasks import Task
+from explain.tasks.base import Task
 from explain.tasks.common import (mismatch, output_part, peak_inside, share_inside,
                                   thresholded_iou)
 from explain.tasks.masks import read_truth, to_size
