@@ -4,7 +4,9 @@
 (b) the library called once per method x class on the whole batch, per-sample targets;
 (c) this project's engine (one forward, one autograd.grad per class, library CAM math);
 (d) the limit: the bare model, one forward and per class one autograd.grad to the layer;
-(e) the alternative to (d): batch rows replicated per class, one backward (slower: kept out).
+(e) the alternative to (d): batch rows replicated per class, one backward (slower: kept out);
+(f) the lean limit: (d) as the engine runs it, weights frozen and the layer's output a leaf, so
+    nothing before the layer is recorded for autograd (the engine's own saving, on the bare model).
 Interleaved repeats, medians of the clock and of the process's CPU seconds (all threads: steadier
 when other work shares the machine; the load average is printed beside each workload). Then
 peak RSS while streaming images from disk through the engine.
@@ -70,6 +72,25 @@ def bare_limit(model, layer, x, methods):
         torch.autograd.grad(logits[:, c].sum(), kept["a"], retain_graph=k < len(CLASSES) - 1)
 
 
+def bare_lean_limit(model, layer, x, methods):
+    kept = {}
+
+    def leaf(m, i, o):
+        kept["a"] = o.detach().requires_grad_(True)
+        return kept["a"].clone()
+    handle = layer.register_forward_hook(leaf)
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.enable_grad():
+        logits = model(x)
+    handle.remove()
+    for p, flag in zip(model.parameters(), flags):
+        p.requires_grad_(flag)
+    for k, c in enumerate(CLASSES):
+        torch.autograd.grad(logits[:, c].sum(), kept["a"], retain_graph=k < len(CLASSES) - 1)
+
+
 def bare_replicated_rows(model, layer, x, methods):
     """The alternative to (d): each image repeated once per class, one backward for all rows."""
     kept = {}
@@ -85,9 +106,9 @@ def bare_replicated_rows(model, layer, x, methods):
 def workload(title, model, layer, x, methods, repeats, quick=False):
     ways = {"a seed style": seed_style, "b library batched": library_batched,
             "c explain engine": engine, "d bare model limit": bare_limit,
-            "e bare replicated rows": bare_replicated_rows}
-    if quick:  # (c) against (d) only
-        ways = {k: v for k, v in ways.items() if k[0] in "cd"}
+            "e bare replicated rows": bare_replicated_rows, "f bare lean limit": bare_lean_limit}
+    if quick:  # (c) against (d) and (f) only
+        ways = {k: v for k, v in ways.items() if k[0] in "cdf"}
     times = {k: [] for k in ways}
     cpu = {k: [] for k in ways}
     load = "/".join(f"{v:.1f}" for v in os.getloadavg())
@@ -107,7 +128,9 @@ def workload(title, model, layer, x, methods, repeats, quick=False):
               f"{med_cpu[k] * 1000:8.0f} ms CPU)")
     c, d = med["c explain engine"], med["d bare model limit"]
     cpu_ratio = med_cpu["c explain engine"] / med_cpu["d bare model limit"]
-    line = f"  c time / d time {c / d:5.2f} (CPU {cpu_ratio:5.2f})"
+    f = med["f bare lean limit"]
+    line = (f"  c time / d time {c / d:5.2f} (CPU {cpu_ratio:5.2f})   c time / f time {c / f:5.2f} "
+            f"(CPU {med_cpu['c explain engine'] / med_cpu['f bare lean limit']:5.2f})")
     if not quick:
         line += (f"   c/a speed-up {med['a seed style'] / c:5.1f}x   c/b speed-up "
                  f"{med['b library batched'] / c:5.1f}x   e time / d time "
@@ -150,7 +173,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--stream", type=int, default=1000)
     parser.add_argument("--stream-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="only (c) and (d): the engine and its limit")
+    parser.add_argument("--quick", action="store_true", help="only (c), (d) and (f): the engine and its limits")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.stream_only:  # a fresh process, so its peak RSS is the engine's alone

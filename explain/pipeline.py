@@ -38,7 +38,7 @@ def prefetch(chunks: Iterable[list[T]], work: Callable[[T], R], workers: int,
     up to ``ahead`` chunks before they are asked for. ``work`` should return its failures
     (e.g. an ImageError) rather than raise them when the caller wants to skip an item;
     an exception raised by ``work`` is raised here, in the caller's thread."""
-    if workers <= 1:
+    if workers < 1:
         for chunk in chunks:
             yield [work(item) for item in chunk]
         return

@@ -15,7 +15,6 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 from PIL import ImageFont
-from pytorch_grad_cam.utils.image import show_cam_on_image
 
 
 def colormap_code(name: str) -> int:
@@ -25,9 +24,24 @@ def colormap_code(name: str) -> int:
 
 def overlay(rgb: np.ndarray, cam: np.ndarray, colormap: str = "jet",
             image_weight: float = 0.5) -> np.ndarray:
-    """The CAM coloured with an OpenCV colormap over the photo; uint8 RGB (H, W, 3)."""
-    return show_cam_on_image(rgb.astype(np.float32), cam.astype(np.float32), use_rgb=True,
-                             colormap=colormap_code(colormap), image_weight=image_weight)
+    """The CAM coloured with an OpenCV colormap over the photo (float, 0..1); uint8 RGB
+    (H, W, 3). The same bytes as the library's ``show_cam_on_image``, twice as fast: its
+    per-pixel colour term has 256 possible values, worked out once (``_colour_term``)."""
+    index = np.uint8(255 * cam.astype(np.float32, copy=False))
+    picture = cv2.LUT(cv2.merge([index, index, index]), _colour_term(colormap, image_weight))
+    picture += image_weight * rgb.astype(np.float32, copy=False)
+    picture /= np.max(picture)
+    picture *= 255
+    return picture.astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _colour_term(colormap: str, image_weight: float) -> np.ndarray:
+    """(256, 1, 3) float32: (1 - image_weight) * colour / 255 for each CAM level, RGB, the
+    library's own float32 operations on the colormap's table."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], colormap_code(colormap))
+    colour = np.float32(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) / 255
+    return np.ascontiguousarray((1 - image_weight) * colour)
 
 
 @dataclass(frozen=True)

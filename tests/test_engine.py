@@ -105,3 +105,69 @@ def test_predicted_targets_pick_best_named_class():
     for b, c in enumerate(best_named):
         assert np.abs(result.maps["gradcam"][b, 0] - fixed[int(c)][b]).max() <= TOLERANCE
     assert np.abs(fixed[1] - fixed[3]).max() > 0.01  # the two classes' maps do differ
+
+
+class Branchy(torch.nn.Module):
+    """A skip around the first hooked layer, a second hooked layer after it and one on a side
+    branch of the input: each hooked output's gradient has paths the lean pass must keep."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.stem = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.block = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.later = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.side = torch.nn.Conv2d(3, 6, 5, padding=2)
+        self.fc = torch.nn.Linear(6, 3)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.3
+
+    def forward(self, x):
+        s = torch.relu(self.stem(x))
+        a = torch.relu(self.block(s) + s)  # the skip starts before the hooked block
+        b = torch.relu(self.later(a)) * a  # hooked too, downstream of the block
+        c = torch.tanh(self.side(x))  # hooked, not downstream of either
+        return self.fc((b + c).mean(dim=(2, 3)))
+
+
+def test_lean_pass_gives_the_full_pass_gradients():
+    """The engine records only what follows the hooked layers (weights frozen, each hooked
+    output a leaf): every layer's gradient equals the plain pass's, nothing upstream is
+    recorded, and the weights' flags come back as they were."""
+    model = Branchy().eval()
+    model.stem.bias.requires_grad_(False)
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    layers = [model.block, model.later, model.side]
+    grads = {}
+    with cpu_engine(model, layers, ["gradcam"]) as engine:
+        for lean in (True, False):
+            logits, acts = engine._pass(x, layers, engine.labels, lean)
+            grads[lean] = torch.autograd.grad(logits[:, 1].sum(), acts)
+            recorded = [a.grad_fn is not None for a in acts]
+            assert recorded == ([False, True, False] if lean else [True, True, True])
+    for lean_g, full_g in zip(grads[True], grads[False]):
+        assert full_g.abs().max() > 1e-3
+        assert torch.allclose(lean_g, full_g, atol=1e-6)
+    assert [p.requires_grad for p in model.parameters()] == \
+        [p is not model.stem.bias for p in model.parameters()]
+
+
+class Detached(torch.nn.Module):
+    """Scores that do not depend on the layer: the lean pass finds no gradient and the full
+    pass gives the usual error, naming the layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).detach().mean(dim=(2, 3)))
+
+
+def test_no_gradient_is_still_the_layer_error():
+    from explain.errors import ExplainError
+    model = Detached()
+    with cpu_engine(model, [model.conv], ["gradcam"]) as engine:
+        with pytest.raises(ExplainError, match="do not depend on this layer"):
+            engine.run(torch.randn(1, 3, 8, 8), [0], [0, 1])

@@ -3,18 +3,41 @@ and the same pixels as the slower code they replace."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from pytorch_grad_cam import GradCAM, LayerCAM
-from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 
 from explain import channels, render
 from explain.channels.numbers import _lent
 from explain.channels.tiles import ColourScale, fit_tiles, painted_tiles
 from explain.enginehelp import aggregate_layers, check_finite, scale_maps
 from explain.errors import ExplainError
+
+
+@pytest.mark.parametrize("colormap", ["jet", "viridis", "inferno"])
+@pytest.mark.parametrize("weight", [0.0, 0.35, 0.5, 1.0])
+def test_overlay_is_the_librarys_picture(colormap, weight):
+    """render.overlay (a table of the 256 colour terms) gives the library's bytes: smooth maps,
+    the ends 0 and 1, a float64 map, dark and bright photos, odd sizes."""
+    rng = np.random.default_rng(int(weight * 100) + len(colormap))
+    for h, w in [(224, 448), (37, 53), (1, 1)]:
+        photo = rng.random((h, w, 3), dtype=np.float32)
+        photo[: h // 2] *= 0.05
+        cam = cv2.resize(rng.random((7, 7), dtype=np.float32), (w, h))
+        cam = (cam - cam.min()) / max(float(cam.max() - cam.min()), 1e-6)
+        cam.flat[0], cam.flat[-1] = 0.0, 1.0
+        for m in (cam, cam.astype(np.float64)):
+            mine = render.overlay(photo, m, colormap, weight)
+            theirs = show_cam_on_image(photo, m.astype(np.float32), use_rgb=True,
+                                       colormap=render.colormap_code(colormap),
+                                       image_weight=weight)
+            assert mine.dtype == np.uint8 and mine.shape == (h, w, 3)
+            assert np.array_equal(mine, theirs)
+    assert len(np.unique(mine.reshape(-1, 3), axis=0)) == 1  # 1 x 1: one colour, still equal
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -5,7 +5,7 @@ the run, and the device."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -42,6 +42,20 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
         for m, training in modes:
             m.training = training
         for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """``requires_grad`` off for the block on ``params``, then as it was: a pass that needs
+    gradients of activations only records nothing for the weights."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
             p.requires_grad_(flag)
 
 
