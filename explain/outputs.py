@@ -166,14 +166,16 @@ class RunFolder:
             raise ExplainError(f"{self.root}: the run folder is missing or a symbolic link")
         return self.root
 
-    def write_image(self, rel: str, rgb: np.ndarray) -> None:
+    def write_image(self, rel: str, rgb: np.ndarray, quality: Optional[int] = None) -> None:
         """An RGB (or gray) uint8 picture, encoded by the file's extension: .png (lossless),
-        .jpg or .webp (quality 90: about 10x faster to encode than PNG)."""
+        .jpg or .webp (``quality``, default 90: about 10x faster to encode than PNG)."""
         img = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         suffix = Path(rel).suffix.lower()
         params = IMAGE_PARAMS.get(suffix)
         if params is None:
             raise ExplainError(f"{self.path(rel)}: unknown picture format '{suffix}'")
+        if params and quality is not None:
+            params = [params[0], quality]
         ok, buf = cv2.imencode(suffix, img, params)
         if not ok:
             raise ExplainError(f"{self.path(rel)}: could not encode {suffix[1:].upper()}")

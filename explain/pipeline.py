@@ -141,7 +141,8 @@ class FilePool:
 
 class QueuedWrites:
     """A RunFolder whose file writes run on a FilePool: the caller renders the picture, a
-    writer thread encodes and writes it. JSON is serialised in the caller's thread (the
+    writer thread encodes and writes it; reading a file (``has_file``, ``read_bytes``)
+    waits for its queued write. JSON is serialised in the caller's thread (the
     records may change afterwards); CSV rows are copied into a list at once and formatted in
     the writer thread (``write_csv``). Anything else (reads, folders) goes straight to the
     RunFolder."""
@@ -167,8 +168,8 @@ class QueuedWrites:
             if len(self.last) > 4096:  # forget finished ones: memory stays flat
                 self.last = {k: f for k, f in self.last.items() if not f.done()}
 
-    def write_image(self, rel: str, rgb: Any) -> None:
-        self._queue(rel, self.run.write_image, rgb)
+    def write_image(self, rel: str, rgb: Any, quality: Optional[int] = None) -> None:
+        self._queue(rel, self.run.write_image, rgb, quality)
 
     def write_npy(self, rel: str, array: Any) -> None:
         self._queue(rel, self.run.write_npy, array)
@@ -183,3 +184,21 @@ class QueuedWrites:
         """The rows are taken now (a list of the dicts); formatting happens in the thread, so
         a caller must not change the row dicts afterwards (the writers make fresh ones)."""
         self._queue(rel, self.run.write_csv, list(rows))
+
+    def _settled(self, rel: str) -> None:
+        """Wait for a queued write of ``rel``, so a read sees the file as written (an error
+        of that write is raised by ``drain``)."""
+        pending = self.last.get(rel)
+        if pending is not None:
+            try:
+                pending.result()
+            except BaseException:
+                pass
+
+    def has_file(self, rel: str) -> bool:
+        self._settled(rel)
+        return self.run.has_file(rel)
+
+    def read_bytes(self, rel: str, *limit: int) -> Optional[bytes]:
+        self._settled(rel)
+        return self.run.read_bytes(rel, *limit)

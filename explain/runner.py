@@ -203,8 +203,25 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
             return
         entries = _kept_items(ctx)
     summary.images = [entries[r.id] for r in plan.images if r.id in entries]
-    for writer in writers:
-        writer.finish(ctx)
+    _finish(ctx, writers, workers)
+
+
+def _finish(ctx: RunContext, writers: list, workers: int) -> None:
+    """Every writer's last step (panels, tables, summary, report), their files encoded and
+    written on ``workers`` threads beside the next step."""
+    pool, folder = FilePool(workers), ctx.run
+    if workers:
+        ctx.run = QueuedWrites(folder, pool)
+    try:
+        for writer in writers:
+            writer.finish(ctx)
+        pool.drain()
+    except BaseException:
+        pool.close(cancel=True)
+        raise
+    finally:
+        ctx.run = folder
+    pool.close()
 
 
 def _guard_note(plan: RunPlan, engine: CamEngine) -> str:

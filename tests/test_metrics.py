@@ -280,3 +280,25 @@ def test_per_channel_methods_get_an_estimate_and_no_bars_of_their_own(tmp_path, 
     err = capfd.readouterr().err
     assert "it/s" not in err and "%|" not in err  # ScoreCAM's own tqdm bars stayed silent
     assert summary.images[0].record("cat", "scorecam").raw_max is None
+
+
+def test_agreement_is_each_maps_mean_r_with_the_others_of_its_class():
+    """Three methods of one class and one lone map: each of the three gets the mean of its two
+    Pearson r's (each pair worked out once), the lone one none."""
+    from types import SimpleNamespace
+    from explain.enginedata import MapSlot
+    from explain.writers.metrics import _agreement
+    rng = np.random.default_rng(4)
+    base = rng.random((16, 16)).astype(np.float32)
+    cams = [base, base + 0.5 * rng.random((16, 16)).astype(np.float32),
+            rng.random((16, 16)).astype(np.float32)]
+    slots = [MapSlot(0, 0, 1, "dog", m, cam, SimpleNamespace(agreement=None))
+             for m, cam in zip(["a", "b", "c"], cams)]
+    slots.append(MapSlot(0, 1, 0, "cat", "a", cams[2], SimpleNamespace(agreement=None)))
+    _agreement(slots)
+    r = {(i, j): compare.pearson(cams[i], cams[j]) for i in range(3) for j in range(3)}
+    for i in range(3):
+        want = np.mean([r[i, j] for j in range(3) if j != i])
+        assert slots[i].record.agreement == pytest.approx(want, abs=1e-6)
+    assert slots[0].record.agreement > slots[2].record.agreement + 0.2  # a, b alike; c not
+    assert slots[3].record.agreement is None

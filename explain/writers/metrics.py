@@ -217,9 +217,11 @@ def _agreement(maps: list[MapSlot]) -> None:
     for members in by_class.values():
         if len(members) < 2:
             continue
-        for one in members:
-            r = [pearson(one.cam, other.cam) for other in members if other is not one]
-            one.record.agreement = round(float(np.mean(r)), 6)
+        r = {(i, j): pearson(members[i].cam, members[j].cam)  # symmetric: each pair once
+             for i in range(len(members)) for j in range(i + 1, len(members))}
+        for i, one in enumerate(members):
+            mine = [r[min(i, j), max(i, j)] for j in range(len(members)) if j != i]
+            one.record.agreement = round(float(np.mean(mine)), 6)
 
 
 def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tensor,

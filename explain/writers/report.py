@@ -56,11 +56,7 @@ def write_photo(run: RunFolder, image_id: str, rgb: np.ndarray) -> str:
     """The photo at model input size (RGB float 0..1 or uint8) as a JPEG for the cards;
     returns its path."""
     img = rgb if rgb.dtype == np.uint8 else np.uint8(np.round(np.clip(rgb, 0, 1) * 255))
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, PHOTO_QUALITY])
-    if not ok:
-        raise ExplainError(f"{run.path(photo_path(image_id))}: could not encode JPEG")
-    run.write_bytes(photo_path(image_id), buf.tobytes())
+    run.write_image(photo_path(image_id), img, PHOTO_QUALITY)  # encoded behind the model
     return photo_path(image_id)
 
 
