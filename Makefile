@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m explain configs/demo_catdog.yaml
 
+# the suite on every core (at most 4), a test file per worker: one torch thread each (conftest)
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/channel_grid.py

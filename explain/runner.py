@@ -193,7 +193,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         for method, seconds in engine.seconds.items():  # beside the estimate (estimates_s)
             summary.durations_s[f"method_{method}"] = round(seconds, 3)
     except BaseException:
-        pool.close(cancel=True)  # files not started are dropped, so are their item files
+        pool.close()  # the few queued files still land (a bounded queue): --resume keeps them
         raise
     finally:
         ctx.run = folder
