@@ -7,7 +7,7 @@
 (e) the alternative to (d): batch rows replicated per class, one backward (slower: kept out);
 (f) the lean limit: (d) as the engine runs it, weights frozen and the layer's output a leaf, so
     nothing before the layer is recorded for autograd (the engine's own saving, on the bare model).
-Interleaved repeats, medians of the clock and of the process's CPU seconds (all threads: steadier
+Interleaved repeats (each way called once untimed before its timed call), medians of the clock and of the process's CPU seconds (all threads: steadier
 when other work shares the machine; the load average is printed beside each workload). Then
 peak RSS while streaming images from disk through the engine.
 Run: python benchmarks/throughput.py [--repeats N] [--stream N] [--quick: (c) and (d) only]
@@ -115,7 +115,8 @@ def workload(title, model, layer, x, methods, repeats, quick=False):
     with non_inplace(model):  # (a), (b), (d) must be correct at an inplace-ReLU layer too
         for _ in range(repeats):
             for k, fn in ways.items():
-                t0, c0 = time.perf_counter(), cpu_seconds()
+                fn(model, layer, x, methods)  # untimed: what the way before it left (caches,
+                t0, c0 = time.perf_counter(), cpu_seconds()  # the allocator) is its own
                 fn(model, layer, x, methods)
                 times[k].append(time.perf_counter() - t0)
                 cpu[k].append(cpu_seconds() - c0)
@@ -144,6 +145,17 @@ def cpu_seconds() -> float:
     return used.ru_utime + used.ru_stime
 
 
+def peak_mib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    from the parent through fork and exec, so a child started by a large parent would report
+    the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_rss_stream(model, layer, count: int):
     rgb = cv2.imread(str(Path(__file__).resolve().parent.parent / "images" / "both.jpg"))
     spec = Preprocess(size=(224, 224))
@@ -161,7 +173,7 @@ def peak_rss_stream(model, layer, count: int):
                 e.run(torch.stack([b.tensor for b in batch]), CLASSES, CLASSES)
                 done = start + len(batch)
                 if done in (count // 10, count) or done == 104:
-                    marks[done] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    marks[done] = peak_mib()
     print(f"\npeak RSS streaming {count} images from disk through the engine (batch 8):")
     for n, mb in sorted(marks.items()):
         print(f"  after {n:5d} images: {mb:7.0f} MiB")

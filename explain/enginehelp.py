@@ -114,5 +114,6 @@ def aggregate_layers(math: BaseCAM, per_layer: list[np.ndarray]) -> np.ndarray:
     layers' mean, scaled (``scale_maps``); the library's own call when the method changes it."""
     if type(math).aggregate_multi_layers is not BaseCAM.aggregate_multi_layers:
         return math.aggregate_multi_layers(per_layer)
-    joined = per_layer[0] if len(per_layer) == 1 else np.concatenate(per_layer, axis=1)
-    return scale_maps(np.mean(np.maximum(joined, 0), axis=1))
+    if len(per_layer) == 1:  # the mean of one map is the map itself (x / 1)
+        return scale_maps(np.maximum(per_layer[0][:, 0], 0))
+    return scale_maps(np.mean(np.maximum(np.concatenate(per_layer, axis=1), 0), axis=1))
