@@ -36,7 +36,8 @@ class ImageView:
 class BatchContext:
     """One engine call: the input tensor, what the engine returned, and its images.
     ``overlays``: pictures drawn for the batch that a later writer may show again, by
-    (image row, slot, method): (colormap, image weight, the map over the photo, uint8 RGB)."""
+    (image row, slot, method): (colormap, image weight, a call giving the map over the photo,
+    uint8 RGB, drawn once)."""
     x: torch.Tensor
     result: BatchResult
     images: list[ImageView]

@@ -27,7 +27,7 @@ import socket
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import cv2
 import numpy as np
@@ -180,6 +180,10 @@ class RunFolder:
         if not ok:
             raise ExplainError(f"{self.path(rel)}: could not encode {suffix[1:].upper()}")
         self.write_bytes(rel, buf.tobytes())
+
+    def write_drawn(self, rel: str, draw: Callable[[], np.ndarray]) -> None:
+        """``write_image`` of the picture ``draw()`` makes (a file pool draws it in its thread)."""
+        self.write_image(rel, draw())
 
     def write_npy(self, rel: str, array: np.ndarray) -> None:
         buf = io.BytesIO()

@@ -171,6 +171,9 @@ class QueuedWrites:
     def write_image(self, rel: str, rgb: Any, quality: Optional[int] = None) -> None:
         self._queue(rel, self.run.write_image, rgb, quality)
 
+    def write_drawn(self, rel: str, draw: Callable[[], Any]) -> None:
+        self._queue(rel, self.run.write_drawn, draw)
+
     def write_npy(self, rel: str, array: Any) -> None:
         self._queue(rel, self.run.write_npy, array)
 

@@ -210,5 +210,5 @@ def shared_panels(batch: BatchContext, view: ImageView) -> channels.SharedPanels
             colormap, weight, picture = batch.overlays.get((view.row, one.slot, one.method),
                                                            (None, None, None))
             if colormap == "jet" and weight == 0.5:
-                shared.overlay(one.cam, picture)
+                shared.overlay(one.cam, picture())
     return shared
