@@ -112,6 +112,35 @@ class RunFolder:
         os.close(fd)
         return True
 
+    def file_names(self, folder: str) -> frozenset[str]:
+        """The names of the regular files directly in ``folder`` ('' for the run folder), the
+        folder reached without a symbolic link; empty when it is missing or not such a folder.
+        One listing answers what a ``has_file`` per file would (see ``Listing``)."""
+        parts = self.path(folder, reading=True).relative_to(self.root).parts if folder else ()
+        nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow
+        try:
+            if os.open not in os.supports_dir_fd or os.scandir not in os.supports_fd:
+                here = self.root
+                for part in parts:
+                    here = here / part
+                    if not stat.S_ISDIR(os.lstat(here).st_mode):
+                        return frozenset()
+                with os.scandir(here) as entries:
+                    return frozenset(e.name for e in entries if e.is_file(follow_symlinks=False))
+            fd = os.open(self.root, flags)
+            try:
+                for part in parts:
+                    inner = os.open(part, flags, dir_fd=fd)
+                    os.close(fd)
+                    fd = inner
+                with os.scandir(fd) as entries:
+                    return frozenset(e.name for e in entries if e.is_file(follow_symlinks=False))
+            finally:
+                os.close(fd)
+        except OSError:  # missing, a link (ELOOP), not a folder
+            return frozenset()
+
     def read_bytes(self, rel: str, limit: int = MAX_READ_BYTES) -> Optional[bytes]:
         """The bytes of ``rel`` (see ``has_file``), None when it is not such a file;
         ExplainError when it is larger than ``limit``."""
@@ -475,3 +504,23 @@ class RunLock:
                 self.release()
             except Exception:  # at interpreter exit: the OS drops the lock anyway
                 pass
+
+
+class Listing:
+    """A run folder seen through one listing per folder: ``has_file`` (a regular file reached
+    without a link) answered from ``file_names``, for a reader that asks about thousands of
+    files (the report's pages). Files written afterwards are not seen: read, don't write."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.names: dict[str, frozenset[str]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.run, name)
+
+    def has_file(self, rel: str) -> bool:
+        folder, _, name = rel.rpartition("/")
+        self.run.path(rel, reading=True)  # the same refusal of a path that leaves the folder
+        if folder not in self.names:
+            self.names[folder] = self.run.file_names(folder)
+        return name in self.names[folder]

@@ -202,6 +202,11 @@ class QueuedWrites:
         self._settled(rel)
         return self.run.has_file(rel)
 
+    def file_names(self, folder: str) -> frozenset:
+        for rel in [r for r in self.last if r.rpartition("/")[0] == folder]:
+            self._settled(rel)
+        return self.run.file_names(folder)
+
     def read_bytes(self, rel: str, *limit: int) -> Optional[bytes]:
         self._settled(rel)
         return self.run.read_bytes(rel, *limit)

@@ -88,3 +88,31 @@ def test_overwrite_refuses_folders_explain_did_not_write(tmp_path):
     with pytest.raises(ExplainError, match="symbolic link"):
         claim_run_dir(tmp_path, "link", overwrite=True)
     assert (tmp_path / "exp" / "thesis.tex").exists()
+
+
+def test_a_listing_answers_as_has_file_does(tmp_path):
+    """The report's file checks come from one listing per folder (outputs.Listing): a plain
+    file is there; a link to a file, a FIFO, a sub-folder, anything in a linked folder or a
+    missing one is not; a path out of the folder is refused, as has_file refuses it."""
+    from explain.outputs import Listing
+    root = tmp_path / "run"
+    (root / "cams" / "gradcam").mkdir(parents=True)
+    (root / "cams" / "gradcam" / "a.png").write_bytes(b"x")
+    (root / "top.txt").write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.png").write_bytes(b"x")
+    os.symlink(outside / "b.png", root / "cams" / "gradcam" / "b.png")
+    os.symlink(outside, root / "cams" / "linked")
+    os.mkfifo(root / "cams" / "gradcam" / "pipe.png")
+    run = RunFolder(root)
+    listing = Listing(run)
+    asked = ["cams/gradcam/a.png", "top.txt", "cams/gradcam/b.png", "cams/gradcam/pipe.png",
+             "cams/gradcam", "cams/linked/b.png", "cams/none/a.png", "cams/gradcam/c.png"]
+    assert [listing.has_file(r) for r in asked] == [run.has_file(r) for r in asked] == \
+        [True, True, False, False, False, False, False, False]
+    assert run.file_names("cams/gradcam") == {"a.png"}
+    assert run.file_names("") == {"top.txt"}
+    for bad in ("../outside/b.png", "cams/../top.txt", "/etc/passwd"):
+        with pytest.raises(ExplainError, match="not a plain relative path"):
+            listing.has_file(bad)

@@ -35,7 +35,7 @@ from explain.methods import method_note, traits
 from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
-from explain.outputs import RUN_MARKER, RunFolder
+from explain.outputs import RUN_MARKER, Listing, RunFolder
 from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
                              ItemFile, MapRecord, MeanMap, RunSummary, check_format, item_files,
                              parse_item, parse_json, why)
@@ -276,6 +276,7 @@ def _num(value: Optional[float], digits: int = 3) -> str:
 
 def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     """Relative path -> HTML of every page of the report (nothing is written)."""
+    run = Listing(run)  # which files are there: a listing per folder, not a check per file
     summary, config = data.summary, data.summary.config
     methods = [m.name for m in config.methods]
     classes = list(config.classes) or \
