@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ import cv2
 import numpy as np
 
 from explain.errors import ExplainError
+from explain.runlock import LOCK_FILE, RunLock
 
 RUN_MARKER = ".explain-run"
 MAX_READ_BYTES = 256 * 1024 * 1024  # a file of the run folder read back (a map, an item file)
@@ -360,150 +360,6 @@ def claim_run_dir(root: Path, name: str, overwrite: bool = False) -> RunFolder:
         run.release()
         raise
     return run
-
-
-# ---- the run folder's lock ----------------------------------------------------------------
-
-LOCK_FILE = ".explain-lock"
-
-
-def _start_time(pid: int) -> Optional[str]:
-    """When the process started (clock ticks since boot, /proc/<pid>/stat field 22), or None
-    where /proc is not there. With the pid it names one process, even after pid reuse."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        return text.rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _boot_id() -> Optional[str]:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
-    except OSError:
-        return None
-
-
-def _me() -> dict[str, Any]:
-    return {"pid": os.getpid(), "start": _start_time(os.getpid()),
-            "host": socket.gethostname(), "boot": _boot_id()}
-
-
-def _alive(owner: dict[str, Any]) -> Optional[bool]:
-    """Whether the process a lock names still runs: None when it is on another machine."""
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    if owner.get("host") != socket.gethostname():
-        return None
-    if owner.get("boot") and _boot_id() and owner["boot"] != _boot_id():
-        return False  # the machine restarted since
-    if pid == os.getpid():
-        return False  # this process holds no other lock on the folder
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    started = _start_time(pid)
-    return not (owner.get("start") and started and started != owner["start"])  # reused pid
-
-
-def _flock(fd: int) -> Optional[bool]:
-    """Take the OS lock on the lock file: True taken, False held by another process, None
-    where the file system has no such locks (then the recorded pid decides alone)."""
-    try:
-        import fcntl
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (BlockingIOError, PermissionError):
-        return False
-    except (ImportError, OSError):
-        return None
-    return True
-
-
-def _owner(fd: int) -> dict[str, Any]:
-    try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _busy(flag: str, folder: Path, owner: dict[str, Any]) -> ExplainError:
-    pid = owner.get("pid")
-    who = f"pid {pid}" if isinstance(pid, int) else "pid not recorded yet"
-    if owner.get("host") not in (None, socket.gethostname()):
-        who += f" on {str(owner['host'])[:60]}"
-    return ExplainError(f"{flag}: {folder} is in use by a running explain ({who}); wait for it "
-                        f"to end or stop it, or choose another run name")
-
-
-class RunLock:
-    """``.explain-lock`` in a run folder: an OS lock (flock) held while the run lives, and the
-    holder's pid, start time, host and boot id. A lock whose process is gone (killed: the OS
-    lock is gone with it, and the recorded pid is dead or reused) is taken over."""
-
-    def __init__(self, path: Path, fd: Optional[int]):
-        self.path, self.fd = path, fd
-
-    def __getstate__(self) -> dict:  # another process's copy (torchrun ranks) holds nothing
-        return {"path": self.path, "fd": None}
-
-    @classmethod
-    def take(cls, folder: Path, flag: str) -> "RunLock":
-        """Lock ``folder``; ExplainError naming the folder and the pid when a live run holds
-        it. ``flag`` says who asks (--overwrite, --resume) in the message."""
-        path = folder / LOCK_FILE
-        for _ in range(8):  # the file replaced between open and lock: open it again
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW |
-                             getattr(os, "O_CLOEXEC", 0), 0o666)
-            except FileNotFoundError:
-                raise ExplainError(f"{flag}: {folder} was removed by another run meanwhile") from None
-            except OSError as exc:
-                raise ExplainError(f"{flag}: cannot lock {folder} ({exc.strerror})") from None
-            try:
-                taken = _flock(fd)
-                if taken is False or (taken is None and _alive(_owner(fd)) is None):
-                    raise _busy(flag, folder, _owner(fd))
-                try:
-                    same = os.path.samestat(os.fstat(fd), os.lstat(path))
-                except FileNotFoundError:
-                    same = False
-                if not same:
-                    os.close(fd)
-                    continue
-                if _alive(_owner(fd)):  # recorded by a live process, yet not locked by it
-                    raise _busy(flag, folder, _owner(fd))
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(_me()).encode(), 0)
-            except BaseException:
-                os.close(fd)
-                raise
-            return cls(path, fd)
-        raise ExplainError(f"{flag}: {folder} is being claimed by another explain run")
-
-    def release(self) -> None:
-        """Remove the lock file (if it is still this lock's) and drop the OS lock."""
-        if self.fd is None:
-            return
-        fd, self.fd = self.fd, None
-        try:
-            if os.path.samestat(os.fstat(fd), os.lstat(self.path)):
-                os.unlink(self.path)
-        except OSError:
-            pass  # the folder was deleted or moved: nothing left to remove
-        finally:
-            os.close(fd)
-
-    def __del__(self) -> None:  # a folder object dropped without release()
-        if getattr(self, "fd", None) is not None:
-            try:
-                self.release()
-            except Exception:  # at interpreter exit: the OS drops the lock anyway
-                pass
 
 
 class Listing:
