@@ -139,3 +139,16 @@ def homes(tmp_path, monkeypatch) -> list[Path]:
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     return paths
+
+
+# The longest test files start first, so that under `make test` (pytest-xdist, a file per
+# worker) no long file is left to run alone at the end while the other workers idle.
+LONGEST_FIRST = ("test_torchrun.py", "test_attack2_models.py", "test_notebook.py", "test_api.py",
+                 "test_trust.py", "test_attack2_terminal.py", "test_atlas.py",
+                 "test_reliability.py", "test_engine.py", "test_demo.py", "test_segdet.py",
+                 "test_compare.py", "test_attack2_inputs.py", "test_interrupt.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep order
