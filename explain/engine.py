@@ -232,9 +232,10 @@ class CamEngine:
         maps, raw_max = {}, {}
         for m in self.shared:
             peaks: list[list[np.ndarray]] = [[] for _ in grads]
-            maps[m.name] = np.stack([self._shared_map(m.name, x, acts_np, g, classes[:, s],
-                                                      peaks=peaks[s])
-                                     for s, g in enumerate(grads)], axis=1)
+            maps[m.name] = np.empty((len(x), len(grads), *x.shape[-2:]), np.float32)
+            for s, g in enumerate(grads):  # each slot's maps made in place
+                self._shared_map(m.name, x, acts_np, g, classes[:, s], peaks=peaks[s],
+                                 out=maps[m.name][:, s])
             raw_max[m.name] = np.stack([np.max(p, axis=0) for p in peaks], axis=1)
         for m in self.separate:
             t0 = time.perf_counter()
@@ -336,10 +337,10 @@ class CamEngine:
                         for layout, g in zip(self.layouts, grads)])
         return out
 
-    def _shared_map(self, name, x, acts, grads, classes, *,
-                    peaks: Optional[list] = None) -> np.ndarray:
-        """The library's compute_cam_per_layer + aggregate_multi_layers, on our arrays.
-        ``peaks`` gets each layer's per-image maximum before scaling."""
+    def _shared_map(self, name, x, acts, grads, classes, *, peaks: Optional[list] = None,
+                    out: Optional[np.ndarray] = None) -> np.ndarray:
+        """The library's compute_cam_per_layer + aggregate_multi_layers, on our arrays, into
+        ``out`` when given. ``peaks`` gets each layer's per-image maximum before scaling."""
         size = (x.shape[-1], x.shape[-2])
         cam_math: BaseCAM = self._math[name]
         per_layer = []
@@ -350,7 +351,7 @@ class CamEngine:
             if peaks is not None:
                 peaks.append(positive.reshape(len(positive), -1).max(axis=1))
             per_layer.append(scale_maps(positive, size)[:, None, :])
-        return aggregate_layers(cam_math, per_layer)
+        return aggregate_layers(cam_math, per_layer, out)
 
     def _targets(self, classes: np.ndarray) -> list:
         return [self.head.library_target(int(c)) for c in classes]

@@ -91,29 +91,48 @@ def check_output(label: str, output: Any, again: bool) -> None:
                            f"layer that runs once (explain layers CONFIG marks them)")
 
 
-def scale_maps(cams: np.ndarray, size: Optional[tuple[int, int]] = None) -> np.ndarray:
+def scale_maps(cams: np.ndarray, size: Optional[tuple[int, int]] = None,
+               out: Optional[np.ndarray] = None) -> np.ndarray:
     """The library's ``scale_cam_image(cams, size)`` with the same numbers: each map minus its
     minimum, over (1e-7 + its new maximum), resized to ``size`` (width, height) with cv2's
     default (bilinear); minima, maxima and arithmetic for all maps at once, the resize per map
-    (OpenCV's several-channel resize rounds differently). Other shapes and types: the library."""
+    (OpenCV's several-channel resize rounds differently). Other shapes and types: the library.
+    ``out``: a float32 array of the result's shape to write into (it may be ``cams``)."""
     if cams.ndim != 3 or not len(cams) or cams.dtype not in (np.float32, np.float64):
-        return scale_cam_image(cams, size)
-    out = cams - cams.min(axis=(1, 2), keepdims=True)
-    out /= 1e-7 + out.max(axis=(1, 2), keepdims=True)
+        return _into(out, scale_cam_image(cams, size))
+    if size is None and out is not None and cams.dtype == np.float32:
+        np.subtract(cams, cams.min(axis=(1, 2), keepdims=True), out=out)
+        out /= 1e-7 + out.max(axis=(1, 2), keepdims=True)
+        return out
+    scaled = cams - cams.min(axis=(1, 2), keepdims=True)
+    scaled /= 1e-7 + scaled.max(axis=(1, 2), keepdims=True)
+    scaled = scaled.astype(np.float32, copy=False)
     if size is None:
-        return out.astype(np.float32, copy=False)
-    out = out.astype(np.float32, copy=False)
-    resized = np.empty((len(out), size[1], size[0]), np.float32)
-    for i, one in enumerate(out):
-        resized[i] = cv2.resize(one, size)
+        return _into(out, scaled)
+    resized = np.empty((len(scaled), size[1], size[0]), np.float32) if out is None else out
+    for i, one in enumerate(scaled):
+        cv2.resize(one, size, dst=resized[i])
     return resized
 
 
-def aggregate_layers(math: BaseCAM, per_layer: list[np.ndarray]) -> np.ndarray:
+def _into(out: Optional[np.ndarray], result: np.ndarray) -> np.ndarray:
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def aggregate_layers(math: BaseCAM, per_layer: list[np.ndarray],
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
     """``math.aggregate_multi_layers(per_layer)`` with the same numbers: the ReLU of the
-    layers' mean, scaled (``scale_maps``); the library's own call when the method changes it."""
+    layers' mean, scaled (``scale_maps``); the library's own call when the method changes it.
+    ``out``: a float32 array of the result's shape to write into."""
     if type(math).aggregate_multi_layers is not BaseCAM.aggregate_multi_layers:
-        return math.aggregate_multi_layers(per_layer)
+        return _into(out, math.aggregate_multi_layers(per_layer))
     if len(per_layer) == 1:  # the mean of one map is the map itself (x / 1)
-        return scale_maps(np.maximum(per_layer[0][:, 0], 0))
-    return scale_maps(np.mean(np.maximum(np.concatenate(per_layer, axis=1), 0), axis=1))
+        one = per_layer[0][:, 0]
+        if out is None or one.dtype != np.float32:
+            return _into(out, scale_maps(np.maximum(one, 0)))
+        return scale_maps(np.maximum(one, 0, out=out), out=out)
+    return _into(out, scale_maps(np.mean(np.maximum(np.concatenate(per_layer, axis=1), 0),
+                                         axis=1)))

@@ -50,6 +50,12 @@ def test_scale_maps_is_the_librarys_scaling(dtype, shape):
         mine, theirs = scale_maps(cams, size), scale_cam_image(cams, size)
         assert mine.dtype == theirs.dtype and mine.shape == theirs.shape
         assert np.array_equal(mine, theirs)
+        # written into a slot of a larger array (the engine's (B, S, H, W) maps), NaN-filled
+        # first so that a map left unwritten fails
+        slots = np.full((shape[0], 2) + theirs.shape[1:], np.nan, np.float32)
+        assert scale_maps(cams, size, out=slots[:, 1]) is not None
+        assert np.array_equal(slots[:, 1], theirs.astype(np.float32))
+        assert np.isnan(slots[:, 0]).all()
 
 
 @pytest.mark.parametrize("method", [GradCAM, LayerCAM])
@@ -59,8 +65,13 @@ def test_aggregate_layers_is_the_librarys(method):
               for _ in range(2)]
     math = _lent(method)
     for k in (1, 2):
-        assert np.array_equal(aggregate_layers(math, layers[:k]),
-                              math.aggregate_multi_layers(layers[:k]))
+        theirs = math.aggregate_multi_layers(layers[:k])
+        assert np.array_equal(aggregate_layers(math, layers[:k]), theirs)
+        slots = np.full((3, 2, 24, 40), np.nan, np.float32)
+        aggregate_layers(math, [m.astype(np.float32) for m in layers[:k]], out=slots[:, 0])
+        assert np.array_equal(slots[:, 0], math.aggregate_multi_layers(
+            [m.astype(np.float32) for m in layers[:k]]))
+        assert np.isnan(slots[:, 1]).all()
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
