@@ -30,7 +30,7 @@ R = TypeVar("R")
 def default_workers() -> int:
     """cores - 1, and none on two cores or fewer: torch's threads take every core, and on two
     the reader and writer threads cost the model more than they save (benchmarks/end_to_end.py,
-    channel views off: 0 workers ahead of 1 in 10 of 13 interleaved pairs, CPU ratio to the
+    channel views off: 0 workers ahead of 1 in 11 of 14 interleaved pairs, CPU ratio to the
     limit 0.73-0.95 against 0.71-0.79)."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 2 else cores - 1
