@@ -142,7 +142,8 @@ def limit_rate(net, cfg, xs: list[torch.Tensor], device: torch.device, lean: boo
         return kept["a"].clone() if lean else None
     handle = layer.register_forward_hook(hook)
     try:
-        with non_inplace(head), frozen(list(head.parameters()) if lean else []), rate:  # an inplace op cannot touch "a"
+        # inplace modules off, as the engine runs it: an inplace op cannot touch "a"
+        with non_inplace(head), frozen(list(head.parameters()) if lean else []), rate:
             for x in xs:
                 with torch.enable_grad():
                     logits = head(x)

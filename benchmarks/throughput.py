@@ -7,10 +7,10 @@
 (e) the alternative to (d): batch rows replicated per class, one backward (slower: kept out);
 (f) the lean limit: (d) as the engine runs it, weights frozen and the layer's output a leaf, so
     nothing before the layer is recorded for autograd (the engine's own saving, on the bare model).
-Interleaved repeats (each way called once untimed before its timed call), medians of the clock and of the process's CPU seconds (all threads: steadier
-when other work shares the machine; the load average is printed beside each workload). Then
+Interleaved repeats (each way called once untimed before its timed call), medians of the clock
+and of the process's CPU seconds (all threads: steadier when other work shares the machine; the load average is printed beside each workload). Then
 peak RSS while streaming images from disk through the engine.
-Run: python benchmarks/throughput.py [--repeats N] [--stream N] [--quick: (c) and (d) only]
+Run: python benchmarks/throughput.py [--repeats N] [--stream N] [--quick: (c), (d) and (f) only]
 """
 
 import argparse
@@ -35,7 +35,7 @@ from explain.demo import catdog_efficientnet_lite0
 from explain.engine import CamEngine
 from explain.images import ImageRef, prepare
 from explain.layers import find_layer
-from explain.models.guard import non_inplace
+from explain.models.guard import frozen, non_inplace
 
 LIB = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMPlusPlus,
        "xgradcam": XGradCAM, "hirescam": HiResCAM}
@@ -79,14 +79,9 @@ def bare_lean_limit(model, layer, x, methods):
         kept["a"] = o.detach().requires_grad_(True)
         return kept["a"].clone()
     handle = layer.register_forward_hook(leaf)
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    with torch.enable_grad():
+    with frozen(list(model.parameters())), torch.enable_grad():
         logits = model(x)
     handle.remove()
-    for p, flag in zip(model.parameters(), flags):
-        p.requires_grad_(flag)
     for k, c in enumerate(CLASSES):
         torch.autograd.grad(logits[:, c].sum(), kept["a"], retain_graph=k < len(CLASSES) - 1)
 
