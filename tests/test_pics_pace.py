@@ -15,7 +15,27 @@ from explain import channels, render
 from explain.channels.numbers import _lent
 from explain.channels.tiles import ColourScale, fit_tiles, painted_tiles
 from explain.enginehelp import aggregate_layers, check_finite, scale_maps
+from explain.config.schema import Preprocess
 from explain.errors import ExplainError
+from explain.images import preprocess
+
+
+@pytest.mark.parametrize("mode", ["torch", "caffe", "tf"])
+def test_preprocess_channels_first_gives_the_same_floats(mode):
+    """The normalisation done channels-first gives every value of the plain (H, W, 3)
+    formula, bit for bit (each value meets the same float32 operations)."""
+    rgb = np.random.default_rng(5).integers(0, 256, (31, 45, 3), dtype=np.uint8)
+    extra = {"mean": [0.3, 0.5, 0.7], "std": [0.2, 0.3, 0.4]} if mode == "torch" else {}
+    tensor, shown = preprocess(rgb, Preprocess(size=[31, 45], mode=mode, **extra))
+    pixels = rgb.astype(np.float32)
+    want = {"torch": (pixels / np.float32(255) - np.float32(extra.get("mean", 0)))
+                     / np.float32(extra.get("std", 1)),
+            "caffe": pixels[..., ::-1] - np.float32([103.939, 116.779, 123.68]),
+            "tf": pixels / np.float32(127.5) - np.float32(1)}[mode]
+    assert tensor.dtype == torch.float32 and tensor.is_contiguous()
+    assert torch.equal(tensor, torch.from_numpy(np.ascontiguousarray(want.transpose(2, 0, 1))))
+    assert np.array_equal(shown, pixels / np.float32(255))
+    assert not np.shares_memory(tensor.numpy(), shown)  # the overlay photo is its own array
 
 
 @pytest.mark.parametrize("colormap", ["jet", "viridis", "inferno"])
