@@ -92,6 +92,13 @@ def test_aggregate_layers_is_the_librarys(method):
         assert np.array_equal(slots[:, 0], math.aggregate_multi_layers(
             [m.astype(np.float32) for m in layers[:k]]))
         assert np.isnan(slots[:, 1]).all()
+    # maps with negative values and negative zeros: the ReLU is the library's too
+    signed = [(m - np.float32(0.4)).astype(np.float32) for m in layers[:1]]
+    signed[0][0, 0, :3, 0] = [-0.0, 0.0, -1e-30]
+    slots = np.full((3, 1, 24, 40), np.nan, np.float32)
+    aggregate_layers(math, signed, out=slots[:, 0])
+    assert np.array_equal(slots[:, 0], math.aggregate_multi_layers(signed), equal_nan=False)
+    assert not np.signbit(slots[:, 0]).any()  # no -0.0 where the library has 0.0
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
