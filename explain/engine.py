@@ -350,7 +350,10 @@ class CamEngine:
             positive = np.maximum(cam, 0)
             if peaks is not None:
                 peaks.append(positive.reshape(len(positive), -1).max(axis=1))
-            per_layer.append(scale_maps(positive, size)[:, None, :])
+            # one layer: scaled straight into ``out`` (no full-size temporary: fresh pages
+            # cost the kernel more than the arithmetic on them), aggregated there in place
+            into = out if len(self.target_layers) == 1 else None
+            per_layer.append(scale_maps(positive, size, out=into)[:, None, :])
         return aggregate_layers(cam_math, per_layer, out)
 
     def _targets(self, classes: np.ndarray) -> list:
