@@ -11,12 +11,15 @@ same maps (targets on the 2-core CPU: >= 0.75 with channel views off, >= 0.45 wi
 "lean" is the same bare pass as the engine runs it (weights frozen, the layer's output a leaf:
 nothing before the layer recorded for autograd), the stricter yardstick since the engine got it;
 "cpu" is the same ratio in CPU seconds of the process (all its threads), steadier than the
-clock when other work shares the machine. The limit is measured again before each full run
-and the load average is printed beside each row. With --device cuda (when a GPU is there) the
-same table with its device column.
+clock when other work shares the machine. The limit is measured again before each full run;
+each row is --repeats interleaved (limit, lean limit, full run) triples, printed as the median
+ratio and its range, with the load average and the cost of creating a file in the folder the
+runs write to ("create", microseconds of kernel time: a run creates about 1,200 files, and on
+some disks this cost drifts by 10x within an hour). With --device cuda (when a GPU is there)
+the same table with its device column.
 
 Run: python benchmarks/end_to_end.py [--images N] [--workers N] [--format png|jpg]
-     [--set FIELD=VALUE]
+     [--repeats N] [--scratch DIR] [--set FIELD=VALUE]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -163,6 +167,28 @@ def full_rate(config: Path, overrides: dict) -> Rate:
     return rate
 
 
+def create_cost_us(folder: Path, count: int = 300) -> float:
+    """Microseconds to create (and close) one empty file in ``folder``, over ``count`` files."""
+    probe = Path(tempfile.mkdtemp(dir=folder))
+    try:
+        start = time.perf_counter()
+        for i in range(count):
+            os.close(os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return (time.perf_counter() - start) / count * 1e6
+    finally:
+        for i in range(count):
+            (probe / f"f{i}").unlink(missing_ok=True)
+        probe.rmdir()
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    """'median (min-max)' of a row's repeats; the value alone for one repeat."""
+    med = f"{statistics.median(values):.{digits}f}"
+    if len(values) == 1:
+        return med
+    return f"{med} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=192)
@@ -170,12 +196,15 @@ def main() -> None:
     p.add_argument("--format", default="auto", choices=["auto", "png", "jpg", "webp"],
                    help="output.image_format (auto: the default, JPEG above 50 images)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--repeats", type=int, default=3, help="full runs per row (median shown)")
+    p.add_argument("--scratch", type=Path, default=None,
+                   help="folder for the photos and run folders (default: the system's temp)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=YAML",
                    help="a config field for the full runs, e.g. channels.contrast=false")
     args = p.parse_args()
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
         folder = Path(tmp)
         (folder / "photos").mkdir()
         make_images(folder / "photos", args.images)
@@ -187,25 +216,29 @@ def main() -> None:
         engine = engine_rate(net, cfg, xs, device)
         print(f"{args.images} images x 2 classes x 2 methods, demo network, {args.format}, "
               f"device {device}, {torch.get_num_threads()} torch threads, "
-              f"{extra or 'defaults'}; engine alone {engine.per_s:.1f} maps/s ({engine.per_cpu_s:.1f} per CPU s), load {load()}")
+              f"{extra or 'defaults'}, runs in {folder.parent}; engine alone "
+              f"{engine.per_s:.1f} maps/s ({engine.per_cpu_s:.1f} per CPU s), load {load()}")
         lean = limit_rate(net, cfg, xs, device, lean=True)
         print(f"engine alone / limit {engine.per_s / limit_rate(net, cfg, xs, device).per_s:.2f}, "
               f"/ lean limit {engine.per_s / lean.per_s:.2f}")
-        print(f"{'device':<7} {'channel views':<14} {'workers':>7} {'full run maps/s':>16} "
-              f"{'limit maps/s':>13} {'limit/full':>10} {'cpu':>5} {'lean/full':>9}  "
-              f"{'load 1/5/15 min':<15}")
+        print(f"{'device':<7} {'views':<5} {'workers':>7} {'full maps/s':>17} {'limit maps/s':>17} "
+              f"{'limit/full':>16} {'cpu':>16} {'lean/full':>16} {'create us':>9}  load")
         for channels in (False, True):
             for workers in sorted({0, 1, args.workers}):
-                before = load()
-                limit = limit_rate(net, cfg, xs, device)
-                lean = limit_rate(net, cfg, xs, device, lean=True)
-                full = full_rate(config, {"channels.enabled": channels, "workers": workers,
-                                          "device": args.device, **extra,
-                                          "name": f"c{int(channels)}w{workers}"})
-                print(f"{device.type:<7} {'on' if channels else 'off':<14} {workers:>7} "
-                      f"{full.per_s:>16.1f} {limit.per_s:>13.1f} {full.per_s / limit.per_s:>10.2f} "
-                      f"{full.per_cpu_s / limit.per_cpu_s:>5.2f} {full.per_s / lean.per_s:>9.2f}  "
-                      f"{before:<15}", flush=True)
+                rows, before, create = [], load(), create_cost_us(folder)
+                for r in range(args.repeats):
+                    limit = limit_rate(net, cfg, xs, device)
+                    lean = limit_rate(net, cfg, xs, device, lean=True)
+                    full = full_rate(config, {"channels.enabled": channels, "workers": workers,
+                                              "device": args.device, **extra,
+                                              "name": f"c{int(channels)}w{workers}r{r}"})
+                    rows.append((full.per_s, limit.per_s, full.per_s / limit.per_s,
+                                 full.per_cpu_s / limit.per_cpu_s, full.per_s / lean.per_s))
+                full_s, limit_s, ratio, cpu, lean_ratio = (list(c) for c in zip(*rows))
+                print(f"{device.type:<7} {'on' if channels else 'off':<5} {workers:>7} "
+                      f"{spread(full_s, 1):>17} {spread(limit_s, 1):>17} {spread(ratio):>16} "
+                      f"{spread(cpu):>16} {spread(lean_ratio):>16} {create:>9.0f}  {before}",
+                      flush=True)
 
 
 if __name__ == "__main__":
