@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -105,6 +107,7 @@ class CamEngine:
         self.seconds: dict[str, float] = {}
         self.rows: Optional[int] = None  # rows per pass (options.batch_size, resolved)  # per method with passes of its own: time spent
         self._stack: Optional[contextlib.ExitStack] = None
+        self._threads: Optional[ThreadPoolExecutor] = None  # the shared maps' math (_each)
 
     # ---- lifetime -------------------------------------------------------------------------
     def __enter__(self) -> "CamEngine":
@@ -126,11 +129,15 @@ class CamEngine:
             cam = self._make(m)
             cam.activations_and_grads.release()
             self._math[m.name] = cam
+        threads = min(torch.get_num_threads(), os.cpu_count() or 1)
+        if threads > 1 and self.shared:
+            self._threads = ThreadPoolExecutor(threads, thread_name_prefix="explain-math")
+            stack.callback(self._threads.shutdown)
         self._stack = stack
         return self
 
     def __exit__(self, *exc) -> None:
-        self._math = {}
+        self._math, self._threads = {}, None
         if self._stack is not None:
             self._stack.close()
 
@@ -229,14 +236,18 @@ class CamEngine:
         grads = self._gradients(logits, acts, classes)
         acts_np = [layout(a.detach()).float().cpu().numpy() for layout, a in zip(self.layouts, acts)]
         del logits, acts
-        maps, raw_max = {}, {}
-        for m in self.shared:
-            peaks: list[list[np.ndarray]] = [[] for _ in grads]
+        maps, raw_max, peaks = {}, {}, {}
+        for m in self.shared:  # each slot's maps made in place, a (method, slot) per job
             maps[m.name] = np.empty((len(x), len(grads), *x.shape[-2:]), np.float32)
-            for s, g in enumerate(grads):  # each slot's maps made in place
-                self._shared_map(m.name, x, acts_np, g, classes[:, s], peaks=peaks[s],
-                                 out=maps[m.name][:, s])
-            raw_max[m.name] = np.stack([np.max(p, axis=0) for p in peaks], axis=1)
+            peaks[m.name] = [[] for _ in grads]
+
+        def make(job: tuple[str, int]) -> None:
+            name, s = job
+            self._shared_map(name, x, acts_np, grads[s], classes[:, s], peaks=peaks[name][s],
+                             out=maps[name][:, s])
+        self._each(make, [(m.name, s) for m in self.shared for s in range(len(grads))])
+        for m in self.shared:
+            raw_max[m.name] = np.stack([np.max(p, axis=0) for p in peaks[m.name]], axis=1)
         for m in self.separate:
             t0 = time.perf_counter()
             maps[m.name] = self._library_map(m, x, classes, scores_np)
@@ -355,6 +366,17 @@ class CamEngine:
             into = out if len(self.target_layers) == 1 else None
             per_layer.append(scale_maps(positive, size, out=into)[:, None, :])
         return aggregate_layers(cam_math, per_layer, out)
+
+    def _each(self, fn: Callable[[Any], None], jobs: list) -> None:
+        """``fn`` on every job: on the engine's threads while the model is idle (numpy and
+        OpenCV release the GIL, and each job writes only its own slot: the same numbers as in
+        order), in order without them. AlexNet, 5 methods x 2 classes, 16 images: 26 -> 20 ms a batch on 2 cores."""
+        if self._threads is None or len(jobs) < 2:
+            for job in jobs:
+                fn(job)
+            return
+        for _ in self._threads.map(fn, jobs):  # the first error is raised here
+            pass
 
     def _targets(self, classes: np.ndarray) -> list:
         return [self.head.library_target(int(c)) for c in classes]

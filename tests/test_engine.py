@@ -6,6 +6,7 @@ fraction of the cost. The demo network is checked once, at one batch size.
 """
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -65,6 +66,37 @@ def test_engine_equals_library_on_demo_network(demo_model):
     ours = engine_maps(demo_model, layer, list(LIBRARY), x, [0, 1], batch=2)
     theirs = library_maps(demo_model, layer, x, [0, 1], 2)
     assert_same_maps(ours, theirs, (2, 2, 224, 288))
+
+
+def test_math_threads_give_the_maps_made_in_order(small_alexnet):
+    """The shared maps' math runs on the engine's threads (one job per method and class, each
+    writing its own slot): the same bits as made one after another, raw maxima too."""
+    from helpers import cpu_engine
+    layer = find_layer(small_alexnet, "features.10")[1]
+    x = torch.randn(3, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(4))
+    results, before = [], torch.get_num_threads()
+    torch.set_num_threads(2)  # the suite runs torch on one thread: no math threads then
+    try:
+        for threaded in (True, False):
+            with cpu_engine(small_alexnet, [layer], list(LIBRARY)) as engine:
+                if threaded:
+                    assert engine._threads is not None
+                else:
+                    engine._threads = None
+                results.append(engine.run(x, [0, 1], [0, 1]))
+    finally:
+        torch.set_num_threads(before)
+    threaded, in_order = results
+    for name in LIBRARY:
+        assert np.array_equal(threaded.maps[name], in_order.maps[name]), name
+        assert np.array_equal(threaded.raw_max[name], in_order.raw_max[name]), name
+        assert threaded.maps[name].max() > 0.5, name  # not vacuous
+    with cpu_engine(small_alexnet, [layer], ["gradcam"]) as engine:  # a failing job: its error
+        engine._threads = ThreadPoolExecutor(2)
+        engine._shared_map = lambda *a, **k: (_ for _ in ()).throw(ValueError("job failed"))
+        with pytest.raises(ValueError, match="job failed"):
+            engine.run(x, [0, 1], [0, 1])
+        engine._threads.shutdown()
 
 
 def test_model_state_is_restored(small_alexnet):
