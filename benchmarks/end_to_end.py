@@ -15,7 +15,7 @@ clock when other work shares the machine. The limit is measured again before eac
 each row is --repeats interleaved (limit, lean limit, full run) triples, printed as the median
 ratio and its range, with the load average and the cost of creating a file in the folder the
 runs write to ("create", microseconds of kernel time: a run creates about 1,200 files, and on
-some disks this cost drifts by 10x within an hour). With --device cuda (when a GPU is there)
+some disks this cost drifts by 10x or more within an hour). With --device cuda (when a GPU is there)
 the same table with its device column.
 
 Run: python benchmarks/end_to_end.py [--images N] [--workers N] [--format png|jpg]

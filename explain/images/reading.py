@@ -204,8 +204,9 @@ def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndar
 
 
 def _channels_first(hwc: np.ndarray) -> np.ndarray:
-    """A new contiguous (C, H, W) float32 copy of an (H, W, C) array."""
-    return np.ascontiguousarray(hwc.transpose(2, 0, 1), dtype=np.float32)
+    """A new contiguous (C, H, W) float32 copy of an (H, W, C) array (always a copy: the
+    caller changes it in place)."""
+    return np.array(hwc.transpose(2, 0, 1), dtype=np.float32, order="C", copy=True)
 
 
 def _per_channel(values) -> np.ndarray:
