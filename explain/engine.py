@@ -202,10 +202,8 @@ class CamEngine:
         if not isinstance(names, Mapping):
             names = {int(i): str(i) for i in names}
         if self.rows is None and self.options.batch_size is not None:
-            self.rows = batching.resolved(
-                self.options.batch_size, lambda: batching.bytes_per_row(
-                    self.model, x[:1].to(self.device), True), self.device,
-                self.options.memory_budget)
+            self.rows = batching.resolved(self.options.batch_size, lambda: self.row_bytes(x),
+                                          self.device, self.options.memory_budget)
         rows = self.rows or len(x)
 
         def part(start: int, stop: int) -> BatchResult:
@@ -217,6 +215,12 @@ class CamEngine:
             parts.append(batching.halving(lambda a, b: part(i + a, i + b), n, "batch_size",
                                           lambda found: batching.merged(found, names)))
         return batching.merged(parts, names)
+
+    def row_bytes(self, x: torch.Tensor) -> int:
+        """What one image of ``x`` costs this engine's pass (explain.batching.bytes_per_row:
+        the lean pass records only from the target layers on)."""
+        lean_at = self.hooked if self.options.guard_inplace else []
+        return batching.bytes_per_row(self.model, x[:1].to(self.device), True, lean_at)
 
     def _run(self, x: torch.Tensor, targets, names: Mapping[int, str], top: int) -> BatchResult:
         """``run`` on one pass's rows."""

@@ -256,8 +256,7 @@ def _rows(found: _Found, engine: CamEngine) -> Config:
     if cfg.batch_size != "auto":
         return cfg
     x = found.first.tensor[None].to(engine.device)
-    rows = batching.resolved("auto", lambda: batching.bytes_per_row(found.model, x, True),
-                             engine.device)
+    rows = batching.resolved("auto", lambda: engine.row_bytes(x), engine.device)
     engine.rows = rows
     found.notes.append(f"batch_size: auto chose {rows} image(s) per pass for the memory of "
                        f"{engine.device}")

@@ -54,6 +54,31 @@ def test_a_small_budget_splits_the_batch_and_gives_the_same_maps():
         assert np.abs(split[name] - whole[name]).max() <= 1e-5, name
 
 
+def test_the_lean_pass_is_sized_from_the_target_layer_on():
+    """The engine's lean pass records for autograd only from the target layer on: before it
+    an output lives until the next module has used it (twice the largest), from it on every
+    output and its gradient; twice all that for the allocator. With the inplace guard off the
+    engine runs (and is sized as) the plain pass."""
+    from helpers import cpu_engine
+    from explain.batching import bytes_per_row
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.ReLU(), nn.Conv2d(8, 4, 3, stride=4, padding=1), nn.Flatten(),
+                        nn.Linear(64, 2)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    image, big, after = 3 * 16 * 16 * 4, 8 * 16 * 16 * 4, [64 * 4, 64 * 4, 2 * 4]
+    plain = 2 * (image + 4 * big + sum(after))  # float32 outputs of the seven modules
+    lean = 2 * (image + 2 * big + 2 * sum(after))
+    assert bytes_per_row(net, x, True) == plain == 72720
+    assert bytes_per_row(net, x, True, [net[4]]) == lean == 40992
+    assert bytes_per_row(net, x, False, [net[4]]) == plain // 2  # no gradients: one pass
+    assert bytes_per_row(net, x, True, [net[0]]) == plain  # never above the plain pass
+    with cpu_engine(net, [net[4]], ["gradcam"]) as engine:
+        assert engine.row_bytes(x) == lean
+    with cpu_engine(net, [net[4]], ["gradcam"], guard_inplace=False) as engine:
+        assert engine.row_bytes(x) == plain
+
+
 def test_out_of_memory_halves_the_batch_once():
     x = images(4)
     whole = engine_maps(net := small_net(), net[2], ["gradcam", "layercam"], x, [0, 1])
