@@ -92,11 +92,10 @@ def test_math_threads_give_the_maps_made_in_order(small_alexnet):
         assert np.array_equal(threaded.raw_max[name], in_order.raw_max[name]), name
         assert threaded.maps[name].max() > 0.5, name  # not vacuous
     with cpu_engine(small_alexnet, [layer], ["gradcam"]) as engine:  # a failing job: its error
-        engine._threads = ThreadPoolExecutor(2)
-        engine._shared_map = lambda *a, **k: (_ for _ in ()).throw(ValueError("job failed"))
-        with pytest.raises(ValueError, match="job failed"):
-            engine.run(x, [0, 1], [0, 1])
-        engine._threads.shutdown()
+        with ThreadPoolExecutor(2) as engine._threads:
+            engine._shared_map = lambda *a, **k: (_ for _ in ()).throw(ValueError("job failed"))
+            with pytest.raises(ValueError, match="job failed"):
+                engine.run(x, [0, 1], [0, 1])
 
 
 def test_model_state_is_restored(small_alexnet):
