@@ -220,18 +220,7 @@ def file_problem(path: Path, names: set[str]) -> Optional[str]:
     the global names the file mentions are added to ``names``."""
     try:
         if is_zip(path):  # as torch.load decides: by the first bytes
-            with zipfile.ZipFile(path) as archive:
-                members = [i for i in archive.infolist() if i.filename.endswith(".pkl")]
-                if not members:
-                    return "holds no pickle"
-                for member in members:
-                    if member.file_size > MAX_PICKLE_BYTES:
-                        return f"has a {member.file_size}-byte pickle (over {MAX_PICKLE_BYTES})"
-                    with archive.open(member) as stream:
-                        problem = pickle_problem(io.BufferedReader(stream), names)
-                        if problem:
-                            return problem
-                return None
+            return _archive_problem(path, names)
         with open(path, "rb") as stream:
             stream = io.BufferedReader(_Limited(stream, MAX_PICKLE_BYTES))
             for _ in range(LEGACY_PICKLES):
@@ -245,6 +234,28 @@ def file_problem(path: Path, names: set[str]) -> Optional[str]:
         return f"has pickles of over {MAX_PICKLE_BYTES} bytes"
     except (ValueError, IndexError, KeyError, EOFError, zipfile.BadZipFile, pickle.PickleError) as exc:
         return f"is not a well-formed pickle ({type(exc).__name__})"
+
+
+def _archive_problem(path: Path, names: set[str]) -> Optional[str]:
+    """``file_problem`` of a zip archive, read with torch's own zip reader: the pickles
+    checked are the bytes torch.load unpickles (Python's zipfile can find another central
+    directory in the same file, e.g. one placed after data it takes for a prefix)."""
+    try:
+        with open(path, "rb") as f:
+            archive = torch._C.PyTorchFileReader(f)
+            records = [r for r in archive.get_all_records() if r.endswith(".pkl")]
+            if "data.pkl" not in records:
+                return "holds no data.pkl pickle"
+            for record in records:
+                size = archive.get_record_size(record)
+                if size > MAX_PICKLE_BYTES:
+                    return f"has a {size}-byte pickle (over {MAX_PICKLE_BYTES})"
+                problem = pickle_problem(io.BytesIO(archive.get_record(record)), names)
+                if problem:
+                    return problem
+    except RuntimeError as exc:  # torch's reader: not an archive it can read
+        raise zipfile.BadZipFile(first_line(exc)) from None
+    return None
 
 
 def is_zip(path: Path) -> bool:
@@ -329,6 +340,28 @@ def structure_problem(model: nn.Module) -> Optional[str]:
         problem = _partial_problem(module, parts)
         if problem:
             return f"'{prefix}{problem}"
+    return None
+
+
+TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+
+
+def saved_hooks(model: nn.Module) -> Optional[str]:
+    """Hooks are code that torch calls during a pass. A file loaded without trust can only
+    bring allow-listed objects, so any hook it brings is a trap (e.g. a partial that builds
+    a huge layer when a gradient arrives): every module's hook tables and every parameter's
+    and buffer's hooks must be empty. (A model built by trusted code may have hooks.)"""
+    for prefix, module in model.named_modules():
+        prefix = f"{prefix}." if prefix else ""
+        for name, value in vars(module).items():
+            if "hooks" in name and isinstance(value, dict) and value:
+                return f"'{prefix}{name}' holds hooks saved with the model"
+        tensors = [("parameter", module._parameters), ("buffer", module._buffers)]
+        for kind, table in tensors:
+            for name, tensor in table.items():
+                for attr in TENSOR_HOOKS:
+                    if tensor is not None and getattr(tensor, attr, None):
+                        return f"'{prefix}{name}' ({kind}) carries {attr} saved with the model"
     return None
 
 
