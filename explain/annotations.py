@@ -43,6 +43,7 @@ MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_VOC_FILES = 100_000
 MAX_XML_ELEMENTS = 100_000  # in one VOC file (an object is about a dozen)
 MAX_BOXES = 1_000_000  # in all the files of a run
+MAX_BOXES_PER_IMAGE = 1000  # each one is drawn on every overlay of the image and measured
 EXIF_ORIENTATION = 0x0112
 COLUMNS = ("image", "class", "x0", "y0", "x1", "y1")
 
@@ -96,13 +97,20 @@ def load_boxes(cfg: Config) -> BoxSet:
         path = cfg.resolve(spec.file)
         boxes += read_box_file(path, list(cfg.classes))
     _count(len(boxes), "annotations")
-    return BoxSet(boxes)
+    found = BoxSet(boxes)
+    for image, many in found.boxes.items():
+        if len(many) > MAX_BOXES_PER_IMAGE:
+            raise ExplainError(f"{many[MAX_BOXES_PER_IMAGE].where}: more than "
+                               f"{MAX_BOXES_PER_IMAGE} boxes for the image {quote(image)} "
+                               f"(each is drawn on every overlay of the image and measured)")
+    return found
 
 
 def read_box_file(path: Path, classes: list[str]) -> list[Box]:
     """Boxes from a CSV, JSON or VOC XML file, or a folder of VOC XML files."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+        files = sorted(p for p in path.iterdir()  # links skipped, as in a listed image folder
+                       if p.suffix.lower() == ".xml" and p.is_file() and not p.is_symlink())
         if not files:
             raise ExplainError(f"annotations.file: {path}: no .xml files in the folder")
         if len(files) > MAX_VOC_FILES:

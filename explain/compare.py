@@ -61,9 +61,11 @@ def reference_name(image: str, cls: str, method: str) -> str:
 
 
 def find_reference(folder: Path, image: str, cls: str, method: str) -> Path | None:
+    """The map's file in the reference folder: a regular file, never a link (a link is
+    counted as missing, like the links of a listed image folder)."""
     for suffix in (".npy", ".png"):
         path = folder / (reference_name(image, cls, method) + suffix)
-        if path.is_file():
+        if path.is_file() and not path.is_symlink():
             return path
     return None
 
@@ -137,7 +139,8 @@ def check_references(folder: Path, images: list[str], classes: list[str],
             for method in methods:
                 name = reference_name(image, cls, method)
                 path = next((files[name + suffix] for suffix in (".npy", ".png")
-                             if name + suffix in files and files[name + suffix].is_file()), None)
+                             if name + suffix in files and files[name + suffix].is_file()
+                             and not files[name + suffix].is_symlink()), None)
                 if path is not None:  # the file find_reference picks
                     read_reference(path)
 

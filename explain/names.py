@@ -1,7 +1,8 @@
 """Names that come from users and end up in file names: one safe pattern, checks and hints.
 
 A *safe name* (run name, class name; image ids are made safe from file names) is 1 to 64
-characters: letters, digits, '_', '.' and '-', starting with a letter or digit, with no '__'
+characters and at most 96 bytes in UTF-8 (an output file name holds an image id and a class
+name, and a file system allows 255 bytes): letters, digits, '_', '.' and '-', starting with a letter or digit, with no '__'
 (two underscores separate the image id from the class name in output file names, so a name
 without them keeps every output file name unambiguous). Unicode letters are allowed ('猫').
 Nothing else: no '/', no '..' on its own, no NUL, no spaces, no '$' (matplotlib's maths marker).
@@ -17,6 +18,7 @@ import difflib
 import re
 
 MAX_NAME = 64
+MAX_NAME_BYTES = 96
 _SAFE = re.compile(r"[^\W_][\w.-]*")
 _UNSAFE_CHARS = re.compile(r"[^\w.-]+")
 QUOTE_LIMIT = 80
@@ -35,6 +37,8 @@ def name_problem(name: str) -> str | None:
         return "must be a non-empty text"
     if len(name) > MAX_NAME:
         return f"is {len(name)} characters long; at most {MAX_NAME}"
+    if utf8_bytes(name) > MAX_NAME_BYTES:
+        return f"is {utf8_bytes(name)} bytes long in UTF-8; at most {MAX_NAME_BYTES}"
     if not _SAFE.fullmatch(name):
         return ("may hold only letters, digits, '_', '.' and '-', and must start with a letter "
                 "or digit")
@@ -43,10 +47,23 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def utf8_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def fitted(base: str, suffix: str = "") -> str:
+    """``base`` cut so that ``base + suffix`` keeps to MAX_NAME characters and MAX_NAME_BYTES
+    bytes (a repeated name's '-2', '_3')."""
+    cut = base[: MAX_NAME - len(suffix)]
+    while cut and utf8_bytes(cut + suffix) > MAX_NAME_BYTES:
+        cut = cut[:-1]
+    return cut.rstrip("._-") + suffix
+
+
 def safe_slug(text: str, fallback: str = "item") -> str:
     """A safe name made from any text (a file stem): other characters become '_'."""
     slug = _UNSAFE_CHARS.sub("_", text)
-    slug = re.sub(r"_{2,}", "_", slug).strip("._-")[:MAX_NAME].rstrip("._-")
+    slug = fitted(re.sub(r"_{2,}", "_", slug).strip("._-"))
     return slug if slug and name_problem(slug) is None else fallback
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any, Optional
 
@@ -113,6 +114,9 @@ class RunLock:
             except OSError as exc:
                 raise ExplainError(f"{flag}: cannot lock {folder} ({exc.strerror})") from None
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):  # a planted FIFO or device
+                    raise ExplainError(f"{flag}: {path} is not a lock file explain wrote (not a "
+                                       f"regular file); remove it")
                 taken = _flock(fd)
                 if taken is False or (taken is None and _alive(_owner(fd)) is None):
                     raise _busy(flag, folder, _owner(fd))
@@ -127,6 +131,9 @@ class RunLock:
                     raise _busy(flag, folder, _owner(fd))
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(_me()).encode(), 0)
+            except OSError as exc:
+                os.close(fd)
+                raise ExplainError(f"{flag}: cannot lock {path} ({exc.strerror})") from None
             except BaseException:
                 os.close(fd)
                 raise

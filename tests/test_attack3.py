@@ -154,3 +154,113 @@ def test_the_loader_refuses_the_hooked_file_but_not_trusted_code(tmp_path):
     trusted = write_config(tmp_path, "trusted", model={"file": str(path), "trust": True},
                            target_layers=["0"])
     assert load_model(load_config(trusted))[1].weight._backward_hooks  # the config trusts it
+
+
+# ---- names within a file system's 255 bytes ------------------------------------------------
+
+def test_names_are_bounded_in_bytes_too():
+    from explain.names import MAX_NAME_BYTES, name_problem, safe_slug
+    wide = "\U0001d552" * 64  # 64 characters, 256 bytes in UTF-8
+    assert name_problem(wide) == f"is 256 bytes long in UTF-8; at most {MAX_NAME_BYTES}"
+    assert name_problem("猫" * 32) is None and name_problem("猫" * 33) is not None
+    slug = safe_slug(wide)
+    assert slug == "\U0001d552" * 24 and len(slug.encode()) == 96
+
+
+def test_a_class_name_too_long_in_bytes_is_refused_at_load(tmp_path):
+    from explain.config import load_config
+    wide = "\U0001d552" * 64
+    config = write_config(tmp_path, classes={"cat": 0, wide: 1}, target_layers=["0"],
+                          model={"file": str(tmp_path / "model.pth")})
+    with pytest.raises(ExplainError, match=r"exp.yaml: classes: class name .* is 256 bytes long in UTF-8"):
+        load_config(config)
+
+
+def test_image_ids_from_long_names_fit_and_repeats_take_linear_time(tmp_path, monkeypatch):
+    from explain.images import finding
+    calls = []
+    real = finding.fitted
+    monkeypatch.setattr(finding, "fitted", lambda base, suffix="": calls.append(suffix) or
+                        real(base, suffix))
+    long_stem = "猫" * 60  # 180 bytes
+    paths = [(tmp_path / f"d{i}" / f"{long_stem}.jpg", True, None) for i in range(3)]
+    paths += [(tmp_path / f"p{i}" / "!#.jpg", True, None) for i in range(400)]
+    refs = finding._with_ids(paths)
+    ids = [r.id for r in refs]
+    assert ids[:3] == ["猫" * 32, "猫" * 31 + "-2", "猫" * 31 + "-3"]
+    assert all(len(i.encode()) <= 96 for i in ids)
+    assert ids[3:] == ["image"] + [f"image-{n}" for n in range(2, 401)]
+    assert len(calls) == 2 + 399  # one name made per repeat, not one per earlier repeat
+
+
+# ---- boxes, atlas state, links, lock file -------------------------------------------------------
+
+def test_too_many_boxes_for_one_image_is_one_line(tmp_path):
+    from explain.annotations import MAX_BOXES_PER_IMAGE
+    from explain.config import load_config
+    from explain.annotations import load_boxes
+    rows = ["image,class,x0,y0,x1,y1"] + ["cat.jpg,cat,1,1,5,5"] * (MAX_BOXES_PER_IMAGE + 1)
+    rows += ["dog.jpg,dog,1,1,5,5"] * MAX_BOXES_PER_IMAGE  # at the limit: fine
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("\n".join(rows) + "\n")
+    config = write_config(tmp_path, annotations={"file": str(boxes)}, target_layers=["0"],
+                          model={"file": str(tmp_path / "model.pth")})
+    with pytest.raises(ExplainError, match=rf"boxes.csv: line {MAX_BOXES_PER_IMAGE + 2}: more "
+                                           rf"than {MAX_BOXES_PER_IMAGE} boxes for the image "
+                                           rf"'cat.jpg'"):
+        load_boxes(load_config(config))
+    boxes.write_text("\n".join(rows[:2] + rows[-MAX_BOXES_PER_IMAGE:]) + "\n")
+    assert len(load_boxes(load_config(config))) == 1 + MAX_BOXES_PER_IMAGE
+
+
+def test_a_compressed_atlas_member_is_refused_before_it_is_inflated():
+    import numpy as np
+    from explain.channels.atlas import unzip, zip_bytes
+    stored = zip_bytes({"id": "x"}, {"activation": np.zeros((4, 3))})
+    header, arrays = unzip(stored)
+    assert header == {"id": "x"} and arrays["activation"].shape == (4, 3)
+    squeezed = io.BytesIO()  # the same members, deflated: 1 MiB of zeros in about 1 KB
+    with zipfile.ZipFile(squeezed, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("header.json", b'{"id": "x"}')
+        buf = io.BytesIO()
+        np.save(buf, np.zeros(2**17))
+        z.writestr("activation.npy", buf.getvalue())
+    assert len(squeezed.getvalue()) < 4096
+    with pytest.raises(ValueError, match="'header.json' is compressed"):
+        unzip(squeezed.getvalue())
+
+
+def test_links_in_reference_and_box_folders_are_not_followed(tmp_path):
+    import numpy as np
+    from explain.annotations import read_box_file
+    from explain.compare import check_references, find_reference
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    np.save(outside / "private.npy", np.ones((4, 4)))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "cat__cat__gradcam.npy").symlink_to(outside / "private.npy")
+    np.save(refs / "dog__dog__gradcam.npy", np.ones((4, 4)))
+    assert find_reference(refs, "cat", "cat", "gradcam") is None
+    assert find_reference(refs, "dog", "dog", "gradcam") == refs / "dog__dog__gradcam.npy"
+    (outside / "bad.npy").write_bytes(b"not an array")
+    (refs / "cow__cat__gradcam.npy").symlink_to(outside / "bad.npy")
+    check_references(refs, ["cat", "dog", "cow"], ["cat", "dog"], ["gradcam"])  # link skipped
+    voc = tmp_path / "voc"
+    voc.mkdir()
+    xml = ("<annotation><filename>{}</filename><size><width>10</width><height>10</height>"
+           "</size><object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax>"
+           "<ymax>5</ymax></bndbox></object></annotation>")
+    (outside / "secret.xml").write_text(xml.format("secret.jpg"))
+    (voc / "secret.xml").symlink_to(outside / "secret.xml")
+    (voc / "cat.xml").write_text(xml.format("cat.jpg"))
+    assert [b.image for b in read_box_file(voc, ["cat", "dog"])] == ["cat.jpg"]
+
+
+def test_a_planted_fifo_lock_is_one_line_naming_it(tmp_path):
+    import os
+    from explain.runlock import LOCK_FILE, RunLock
+    os.mkfifo(tmp_path / LOCK_FILE)
+    with pytest.raises(ExplainError, match=rf"--resume: {tmp_path / LOCK_FILE} is not a lock "
+                                           rf"file explain wrote"):
+        RunLock.take(tmp_path, "--resume")

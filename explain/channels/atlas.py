@@ -153,9 +153,15 @@ def zip_bytes(header: dict, arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def unzip(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
-    """What ``zip_bytes`` wrote (ValueError when it is not such a zip)."""
+    """What ``zip_bytes`` wrote (ValueError when it is not such a zip). Its members are
+    stored, never compressed, so what is read is never larger than ``data`` (a compressed
+    member could inflate a small damaged file to gigabytes)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
+            for info in z.infolist():
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                    raise ValueError(f"{info.filename[:80]!r} is compressed; explain stores "
+                                     f"its members")
             if z.getinfo("header.json").file_size > MAX_HEADER:
                 raise ValueError("header.json larger than a header")
             header = json.loads(z.read("header.json"))

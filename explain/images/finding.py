@@ -14,7 +14,7 @@ from pathlib import Path
 
 from explain.config import Config, LabelledImages
 from explain.errors import ExplainError
-from explain.names import quote, safe_slug, short
+from explain.names import fitted, quote, safe_slug, short
 from explain.results import Skipped
 from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
                                   links_hint)
@@ -101,11 +101,13 @@ def _with_ids(paths: list[Found]) -> list[ImageRef]:
             raise ExplainError(f"images: {short(p)} is listed with the labels {quote(known[2])} "
                                f"and {quote(label)}; give it one")
     refs, used = [], set()
+    next_n: dict[str, int] = {}  # base -> the next number to try: linear in the repeats
     for key, (p, from_folder, label) in seen.items():
         base = safe_slug(p.stem, "image")
-        ident, n = base, 2
+        ident, n = base, next_n.get(base.lower(), 2)
         while ident.lower() in used:  # ignoring case: 'Cat.jpg' and 'cat.jpg' on macOS
-            ident, n = f"{base}-{n}", n + 1
+            ident, n = fitted(base, f"-{n}"), n + 1
+        next_n[base.lower()] = n
         used.add(ident.lower())
         refs.append(ImageRef(ident, key, from_folder, label))
     return refs

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 from torch import nn
 
 from explain.config import ModelSpec
-from explain.names import MAX_NAME, name_problem, safe_slug
+from explain.names import fitted, name_problem, safe_slug
 
 
 def safe_class_names(labels: Sequence[Any]) -> list[str]:
@@ -28,7 +28,7 @@ def safe_class_names(labels: Sequence[Any]) -> list[str]:
         name, count = base, next_suffix.get(base.lower(), 2)
         while name.lower() in taken or name_problem(name):
             suffix = f"_{count}"
-            name = base[: MAX_NAME - len(suffix)].rstrip("._-") + suffix
+            name = fitted(base, suffix)
             count += 1
         next_suffix[base.lower()] = count
         taken.add(name.lower())
