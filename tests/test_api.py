@@ -376,3 +376,15 @@ def test_runs_in_one_process_equal_fresh_processes(alex_file, tmp_path):
            [m.inplace for m in make_small_alexnet().modules() if hasattr(m, "inplace")]
     assert not any(m._forward_hooks or m._backward_hooks for m in net.modules())
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_a_compare_run_returns_its_rows_as_load_does(alex_file, tmp_path):
+    done = explain.run(alex_file, out=tmp_path, compare=True, metrics=[], **QUIET)
+    loaded = explain.load(done.folder)
+    assert sorted(done.compare_rows) == ["both", "cat", "dog"]
+    assert done.compare_rows == loaded.compare_rows
+    rows = [row for rows in done.compare_rows.values() for row in rows]
+    assert len(rows) == 3 * len(CLASSES) * 2  # images x classes x (gradcam, layercam)
+    assert max(row.max_abs for row in rows) < 1e-4  # the guard on: hand-written code agrees
+    plain = explain.run(alex_file, out=tmp_path, metrics=[], **QUIET)
+    assert plain.compare_rows == {}

@@ -134,9 +134,14 @@ def run(config: ConfigInput, *, out: Union[str, os.PathLike, None] = None,
                       overwrite=overwrite, resume=resume, progress=progress, log=log or _say)
     try:
         summary = run_config(cfg, opts)
+        root = Path(summary.output_dir)
+        rows = {}
+        if summary.compare:  # the rows live in the item files (kept images' too, on --resume)
+            from explain.writers.report import load_run
+            rows = load_run(root).compare_rows
     except OSError as exc:
         raise _os_error(exc) from exc
-    return Run(summary, Path(summary.output_dir), config=_resolved(summary, cfg))
+    return Run(summary, root, compare_rows=rows, config=_resolved(summary, cfg))
 
 
 def _resolved(summary: "RunSummary", cfg: "Config") -> Optional["Config"]:
