@@ -33,9 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                "explain layers CONFIG lists the model's layers and the one 'auto' picks; "
                "explain diff RUN_A RUN_B compares the maps of two runs.")
     p.add_argument("config", help="the experiment file (YAML)")
-    p.add_argument("--methods", help="comma-separated methods, replacing the config's (gradcam,layercam)")
-    p.add_argument("--layer", help="target layer, replacing the config's (features.11)")
-    p.add_argument("--out", type=Path, help="results root folder, relative to the working directory")
+    p.add_argument("--methods", help="comma-separated methods (e.g. gradcam,layercam), replacing "
+                                     "the config's methods")
+    p.add_argument("--layer", help="one target layer (e.g. features.11), replacing the config's "
+                                   "target_layers")
+    p.add_argument("--out", help="results root folder, relative to the working directory")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config key, e.g. --set output.colormap=turbo (repeatable)")
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="finish an interrupted run in results/<name>, keeping its finished images")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="threads decoding and encoding beside the model (default: cores - 1)")
+                   help="threads decoding and encoding beside the model (default: none on "
+                        "2 cores or fewer, else cores - 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"explain {__version__}")
@@ -55,10 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides_from(args: argparse.Namespace) -> dict:
     """The command line's changes to the config, as dotted keys."""
     found = {}
-    if args.methods:
+    for flag, value in (("--methods", args.methods), ("--layer", args.layer), ("--out", args.out)):
+        if value is not None and not value.strip():  # e.g. an unset shell variable
+            raise ExplainError(f"{flag}: empty; give a value or leave the option out")
+    if args.methods is not None:
         found["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.layer:
-        found["target_layers"] = [args.layer]
+    if args.layer is not None:
+        found["target_layers"] = [args.layer.strip()]
     if args.device:
         found["device"] = args.device
     if args.compare:
@@ -244,7 +250,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         from explain.config import load_config
         cfg = load_config(args.config, overrides_from(args))  # before torch is imported
         from explain.runner import RunOptions, run
-        run(cfg, RunOptions(out_root=args.out.resolve() if args.out else None,
+        run(cfg, RunOptions(out_root=Path(args.out).resolve() if args.out else None,
                             overwrite=args.overwrite, resume=args.resume,
                             progress=not args.quiet, log=say))
     except (ExplainError, OSError) as exc:  # OSError: disk full, read-only folder, ...

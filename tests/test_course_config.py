@@ -1,8 +1,11 @@
 """The course config end to end with a stand-in AlexNet saved whole, as the course's file is."""
 
 import json
+import sys
 
 import numpy as np
+import pytest
+import torch
 
 from explain.cli import main
 from helpers import refused
@@ -40,3 +43,41 @@ def test_second_run_gets_a_new_folder(small_course_tree):
     assert (course_tree / "results" / "alexnet_catdog" / "summary.json").read_bytes() == first
     second = json.loads((course_tree / "results" / "alexnet_catdog-2" / "summary.json").read_text())
     assert {c["method"] for i in second["images"] for c in i["cams"]} == {"layercam"}
+
+
+def test_an_empty_option_is_one_line_not_ignored(small_course_tree, capsys):
+    cfg = small_course_tree / "configs" / "alexnet_catdog.yaml"
+    for flag in ("--methods", "--layer", "--out"):
+        refused(capsys, cfg, "--quiet", flag, " ", needles=[f"{flag}: empty"])
+    refused(capsys, cfg, "--quiet", "--methods", ",", needles=["methods", "at least one"])
+    assert not (small_course_tree / "results").exists()
+
+
+class _ScriptNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))[:, :2]
+
+
+def test_a_class_from_the_saving_script_is_explained_in_one_line(tmp_path):
+    """A student's own class saved whole from their script: even trusted, no other program
+    can rebuild it; the line says what to do instead."""
+    from explain.errors import ExplainError
+    from explain.models.pickles import trusted_load
+    script = sys.modules["__main__"]
+    _ScriptNet.__module__ = "__main__"  # as torch.save records a class of the running script
+    script._ScriptNet = _ScriptNet
+    try:
+        torch.save(_ScriptNet(), tmp_path / "mine.pth")
+    finally:
+        _ScriptNet.__module__ = __name__
+        del script._ScriptNet
+    with pytest.raises(ExplainError) as info:
+        trusted_load(tmp_path / "mine.pth")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'mine.pth'}: the model's class")
+    assert "_ScriptNet was defined in the script or notebook that saved it" in message
+    assert "model.state_dict()" in message and "model.arch" in message

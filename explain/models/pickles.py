@@ -392,4 +392,15 @@ def trusted_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
+        missing = re.search(r"Can't get attribute '([\w.]+)' on <module '([\w.]+)'", str(exc))
+        if missing and missing.group(2).split(".")[-1] == "__main__":  # a script's class
+            raise ExplainError(
+                f"{path}: the model's class {missing.group(1)} was defined in the script or "
+                f"notebook that saved it, so no other program can rebuild it; move the class "
+                f"into a .py file (a module), import it from there and save again, or save "
+                f"model.state_dict() and name the class with model.arch") from None
+        if missing:
+            raise ExplainError(f"{path}: the model's class {missing.group(1)} is not in the "
+                               f"module {missing.group(2)} that saved it (renamed or moved?)"
+                               ) from None
         raise ExplainError(f"{path}: not a PyTorch model file ({first_line(exc)})") from None
