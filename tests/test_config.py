@@ -67,3 +67,16 @@ def test_mean_and_std_belong_to_the_torch_mode(tmp_path):
     ok = write_config(tmp_path, name="ok", model={"builder": "x:y"}, target_layers=["a"],
                       preprocess={"mode": "tf"})
     assert load_config(ok).preprocess.mode == "tf"
+
+
+def test_a_size_of_the_wrong_shape_says_what_a_size_is(tmp_path):
+    for size, got in (([224], "got a list of 1"), ([224, 224, 3], "got a list of 3"),
+                      ("big", "got 'big'")):
+        path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"],
+                            preprocess={"size": size})
+        assert error_of(path) == (f"{path}: preprocess.size: a number (the short side, e.g. "
+                                  f"224) or a pair [height, width]; {got}")
+    for size, kept in ((200, 200), ([224, 448], (224, 448))):
+        path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"],
+                            preprocess={"size": size})
+        assert load_config(path).preprocess.size == kept

@@ -123,6 +123,19 @@ class Preprocess(Section):
     # preprocess_input); tf: x/127.5 - 1 (MobileNet, Inception)
     mode: Literal["torch", "caffe", "tf"] = "torch"
 
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_shape(cls, v):
+        """One line for a size of the wrong shape (the union would say 'missing', or
+        'a valid integer', about a list)."""
+        if isinstance(v, (list, tuple)) and len(v) != 2:
+            raise ValueError(f"a number (the short side, e.g. 224) or a pair [height, width]; "
+                             f"got a list of {len(v)}")
+        if not isinstance(v, (int, list, tuple)) or isinstance(v, bool):
+            raise ValueError(f"a number (the short side, e.g. 224) or a pair [height, width]; "
+                             f"got {quote(v)}")
+        return v
+
     @field_validator("mean")
     @classmethod
     def _mean(cls, v):
