@@ -366,21 +366,35 @@ def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[Image
 
 
 @contextlib.contextmanager
+def naming_the_file(cfg: Config) -> Iterator[None]:
+    """A planning error about a field of the config ('target_layers[0]: no layer ...',
+    'classes.dog: index 5 ...') names the config file first, as a validation error does."""
+    try:
+        yield
+    except ExplainError as exc:
+        field = str(exc).split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+        if cfg.source is None or field not in Config.model_fields or type(exc) is not ExplainError:
+            raise
+        raise ExplainError(f"{cfg.source}: {exc}") from None
+
+
+@contextlib.contextmanager
 def planned(cfg: Config, ranks) -> Iterator[tuple[RunPlan, CamEngine]]:
     """Resolve ``cfg`` into a RunPlan and hold the engine (model on the device, inplace
     guard on) for the run. Under torchrun every rank resolves, and a failure on any rank
     stops all of them (``ranks.together``)."""
-    with ranks.together():
+    with ranks.together(), naming_the_file(cfg):
         found = _find(cfg)
         device = ranks.device(pick_device(found.cfg.device))
         engine = _engine(found, device)
     ranks.same("images", [r.id for r in found.refs])  # so that the ranks' shares fit together
     with engine:
-        with ranks.together():
-            probe = _probe(found, engine)
-            found.cfg = _classes(found, found.head.classes(int(probe.logits.shape[1])))
-            found.cfg = _rows(found, engine)
-        cfg = found.cfg = _metrics(found)
+        with naming_the_file(cfg):
+            with ranks.together():
+                probe = _probe(found, engine)
+                found.cfg = _classes(found, found.head.classes(int(probe.logits.shape[1])))
+                found.cfg = _rows(found, engine)
+            cfg = found.cfg = _metrics(found)
         yield RunPlan(
             cfg=cfg, images=tuple(found.refs), notes=tuple(found.notes), net=found.net,
             model=found.model, head=found.head, device=device,

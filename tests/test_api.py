@@ -276,7 +276,9 @@ def test_cam_errors_are_the_command_lines(alex_file, tmp_path, capsys):
     (tmp_path / "dict.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(explain.ExplainError) as caught:
         explain.cam(DictNet(), IMAGES / "cat.jpg", "net.features.10")
-    assert str(caught.value) == _cli_error([str(tmp_path / "dict.yaml")], capsys)
+    # the same line; the command line's names the config file first, as a validation error
+    assert f"{tmp_path / 'dict.yaml'}: {caught.value}" == \
+        _cli_error([str(tmp_path / "dict.yaml")], capsys)
     assert "model.output: logits" in str(caught.value)
     assert explain.cam(DictNet(), IMAGES / "cat.jpg", "net.features.10", output="logits",
                        preprocess={"size": SMALL_SIZE}).classes == ["0", "1"]

@@ -57,7 +57,8 @@ def test_overrides_and_relative_paths(tmp_path):
 
 def test_targets_must_be_named_classes(tmp_path):
     path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"], targets=["cta"])
-    assert "targets: 'cta' is not a named class — did you mean 'cat'?" in error_of(path)
+    assert error_of(path).startswith(f"{path}: targets: 'cta' is not a named class — did you "
+                                     f"mean 'cat'?")  # the field first, no 'config:' before it
 
 
 def test_mean_and_std_belong_to_the_torch_mode(tmp_path):

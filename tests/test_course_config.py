@@ -81,3 +81,11 @@ def test_a_class_from_the_saving_script_is_explained_in_one_line(tmp_path):
     assert "\n" not in message and message.startswith(f"{tmp_path / 'mine.pth'}: the model's class")
     assert "_ScriptNet was defined in the script or notebook that saved it" in message
     assert "model.state_dict()" in message and "model.arch" in message
+
+
+def test_a_planning_error_names_the_config_file_first(small_course_tree, capsys):
+    cfg = small_course_tree / "configs" / "alexnet_catdog.yaml"
+    line = refused(capsys, cfg, "--quiet", "--layer", "features.99")
+    assert line.startswith(f"explain: error: {cfg}: target_layers[0]: no layer 'features.99'")
+    line = refused(capsys, cfg, "--quiet", "--set", "classes.dog=5")
+    assert line.startswith(f"explain: error: {cfg}: classes.dog: index 5")

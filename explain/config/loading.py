@@ -160,6 +160,14 @@ def _problem_line(error: dict) -> tuple[str, str]:
     return loc, msg
 
 
+def _names_a_field(msg: str) -> bool:
+    """Whether a whole-config check's message starts with the field it is about
+    ('targets: ...'), so no 'config:' goes before it."""
+    from explain.config.schema import Config
+    field = msg.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+    return ":" in msg and field in Config.model_fields
+
+
 def explain_validation(err: ValidationError, where: str) -> ExplainError:
     """Every problem pydantic found, one line each, each starting with the file and key.
 
@@ -172,7 +180,8 @@ def explain_validation(err: ValidationError, where: str) -> ExplainError:
         if loc not in problems or depth > problems[loc][0]:
             problems[loc] = (depth, msg)
     problems = {loc: msg for loc, (_, msg) in problems.items()}
-    lines = [f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
+    lines = [f"{where}: {msg}" if not loc and _names_a_field(msg) else
+             f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
     if len(lines) == 1:
         return ExplainError(lines[0])
     return ExplainError(f"{len(lines)} problems in {where}:\n  " + "\n  ".join(lines))
