@@ -388,5 +388,3 @@ def test_a_compare_run_returns_its_rows_as_load_does(alex_file, tmp_path):
     rows = [row for rows in done.compare_rows.values() for row in rows]
     assert len(rows) == 3 * len(CLASSES) * 2  # images x classes x (gradcam, layercam)
     assert max(row.max_abs for row in rows) < 1e-4  # the guard on: hand-written code agrees
-    plain = explain.run(alex_file, out=tmp_path, metrics=[], **QUIET)
-    assert plain.compare_rows == {}
