@@ -17,10 +17,11 @@ anything beyond the tensor-rebuilding functions a saved model needs:
   be called by the first forward pass, so after loading a partial may only sit in an instance
   attribute that nothing of the class, its children, parameters or buffers is named;
 - the pickle is read in the format torch.load will use (a zip archive only when the file
-  starts like one), and its size and length are bounded before anything is parsed.
+  starts like one, read with torch's own zip reader: the bytes checked are the bytes loaded),
+  and its size and length are bounded before anything is parsed.
 
 After loading, every module must have the usual dictionaries of children, parameters and
-buffers, holding modules and tensors only.
+buffers, holding modules and tensors only, and no hooks (torch would call them in a pass).
 """
 
 from __future__ import annotations
