@@ -12,6 +12,7 @@ import pytest
 from explain import compare, reference
 from explain.config import load_config
 from explain.runner import RunOptions, run
+from explain.writers.summary import console_lines
 from conftest import REPO
 
 QUIET = dict(progress=False, log=lambda _: None)
@@ -23,7 +24,9 @@ def course_run(course_tree, layer, **sets):
                  "compare.tolerance": 1e-5, "channels.enabled": False,
                  "preprocess.size": [112, 112], "metrics": [], **sets}  # small input: the same checks, faster
     cfg = load_config(course_tree / "configs" / "alexnet_catdog.yaml", overrides)
-    return run(cfg, RunOptions(overwrite=True, **QUIET)).compare
+    summary = run(cfg, RunOptions(overwrite=True, **QUIET))
+    compare_with.lines = console_lines(summary)
+    return summary.compare
 
 
 @pytest.mark.parametrize("layer", ["features.10", "features.11"])
@@ -79,7 +82,9 @@ def compare_with(course_tree, folder):
                       {"channels.enabled": False, "methods": ["gradcam"], "compare.enabled": True,
                        "metrics": [],
                        "compare.reference_dir": str(folder)})
-    return run(cfg, RunOptions(overwrite=True, **QUIET)).compare
+    summary = run(cfg, RunOptions(overwrite=True, **QUIET))
+    compare_with.lines = console_lines(summary)
+    return summary.compare
 
 
 def test_reference_dir_npy_round_trip_is_exact(library_maps):
@@ -93,6 +98,11 @@ def test_reference_dir_npy_round_trip_is_exact(library_maps):
     assert result["missing"] == ["dog__cat__gradcam"]
     assert result["unmatched"] == ["stray__cat__gradcam.npy"]
     assert result["per_method"]["gradcam"]["maps"] == 5
+    said = [line for line in compare_with.lines if line.startswith("  compare: ")]
+    assert said == ["  compare: 1 map(s) had no reference file (first: dog__cat__gradcam); all "
+                    "are listed in summary.json",
+                    "  compare: 1 file(s) in the reference folder matched no map (first: "
+                    "stray__cat__gradcam.npy); names are <image>__<class>__<method>.npy or .png"]
 
 
 def test_reference_dir_png_round_trip_within_quantisation(library_maps):

@@ -57,7 +57,16 @@ def console_lines(summary: RunSummary) -> list[str]:
         lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
     lines += [f"  skipped {s.path}: {s.reason}"
               for s in summary.skipped_files + summary.skipped_images]
-    lines += [f"  compare {v}" for v in (summary.compare or {}).get("verdicts", [])]
+    compare = summary.compare or {}
+    lines += [f"  compare {v}" for v in compare.get("verdicts", [])]
+    missing, unmatched = compare.get("missing") or [], compare.get("unmatched") or []
+    if missing:
+        lines.append(f"  compare: {len(missing)} map(s) had no reference file (first: "
+                     f"{missing[0]}); all are listed in summary.json")
+    if unmatched:
+        lines.append(f"  compare: {len(unmatched)} file(s) in the reference folder matched no "
+                     f"map (first: {unmatched[0]}); names are <image>__<class>__<method>.npy "
+                     f"or .png")
     if summary.dataset is not None and summary.dataset.accuracy is not None:
         d = summary.dataset
         lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
