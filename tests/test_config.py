@@ -1,6 +1,9 @@
 """Validation of experiment files: every problem named by file, field and a suggestion."""
 
+import pytest
+
 from explain.config import load_config
+from explain.errors import ExplainError
 from conftest import write_config
 from helpers import explain_error
 
@@ -81,3 +84,13 @@ def test_a_size_of_the_wrong_shape_says_what_a_size_is(tmp_path):
         path = write_config(tmp_path, model={"builder": "x:y"}, target_layers=["a"],
                             preprocess={"size": size})
         assert load_config(path).preprocess.size == kept
+
+
+def test_a_misspelt_required_key_is_one_problem(tmp_path):
+    path = write_config(tmp_path, model={"builder": "x:y"}, target_layer=["a"])
+    assert error_of(path) == (f"{path}: target_layer: unknown key 'target_layer' — did you mean "
+                              f"'target_layers'?")
+    path = write_config(tmp_path, model={"builder": "x:y"}, target_layer=["a"], methods=[])
+    with pytest.raises(ExplainError) as info:  # a real second problem stays
+        load_config(path)
+    assert str(info.value).startswith(f"2 problems in {path}:\n") and "methods:" in str(info.value)

@@ -6,6 +6,7 @@ and ``resolved`` copies of a config for what a run resolves (layer names, class 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -163,7 +164,6 @@ def _problem_line(error: dict) -> tuple[str, str]:
 def _names_a_field(msg: str) -> bool:
     """Whether a whole-config check's message starts with the field it is about
     ('targets: ...'), so no 'config:' goes before it."""
-    from explain.config.schema import Config
     field = msg.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
     return ":" in msg and field in Config.model_fields
 
@@ -180,6 +180,12 @@ def explain_validation(err: ValidationError, where: str) -> ExplainError:
         if loc not in problems or depth > problems[loc][0]:
             problems[loc] = (depth, msg)
     problems = {loc: msg for loc, (_, msg) in problems.items()}
+    for loc, msg in list(problems.items()):  # 'target_layer': a misspelt key, not two problems
+        meant = re.search(r"^unknown key .* did you mean '([^']+)'\?", msg)
+        if meant:
+            missing = f"{loc.rpartition('.')[0]}.{meant.group(1)}".lstrip(".")
+            if problems.get(missing) == "required key is missing":
+                del problems[missing]
     lines = [f"{where}: {msg}" if not loc and _names_a_field(msg) else
              f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
     if len(lines) == 1:
