@@ -25,7 +25,7 @@ from torch import nn
 
 from explain import batching, metrics
 from explain.config import (LAYER, MAX_CLASSES, TARGET_WORDS, Config, MetricSpec, Reshape,
-                            resolved)
+                            names_a_field, resolved)
 from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
 from explain.errors import ExplainError, model_failed
 from explain.models.heads import Classifier, Head
@@ -372,8 +372,7 @@ def naming_the_file(cfg: Config) -> Iterator[None]:
     try:
         yield
     except ExplainError as exc:
-        field = str(exc).split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
-        if cfg.source is None or field not in Config.model_fields or type(exc) is not ExplainError:
+        if cfg.source is None or type(exc) is not ExplainError or not names_a_field(str(exc)):
             raise
         raise ExplainError(f"{cfg.source}: {exc}") from None
 

@@ -161,11 +161,11 @@ def _problem_line(error: dict) -> tuple[str, str]:
     return loc, msg
 
 
-def _names_a_field(msg: str) -> bool:
-    """Whether a whole-config check's message starts with the field it is about
-    ('targets: ...'), so no 'config:' goes before it."""
-    field = msg.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
-    return ":" in msg and field in Config.model_fields
+def names_a_field(message: str) -> bool:
+    """Whether a message starts with the config field it is about ('targets: ...',
+    'target_layers[0]: ...', 'classes.dog: ...'), so nothing like 'config:' goes before it."""
+    field = message.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+    return ":" in message and field in Config.model_fields
 
 
 def explain_validation(err: ValidationError, where: str) -> ExplainError:
@@ -186,7 +186,7 @@ def explain_validation(err: ValidationError, where: str) -> ExplainError:
             missing = f"{loc.rpartition('.')[0]}.{meant.group(1)}".lstrip(".")
             if problems.get(missing) == "required key is missing":
                 del problems[missing]
-    lines = [f"{where}: {msg}" if not loc and _names_a_field(msg) else
+    lines = [f"{where}: {msg}" if not loc and names_a_field(msg) else
              f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
     if len(lines) == 1:
         return ExplainError(lines[0])
