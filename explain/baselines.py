@@ -76,7 +76,8 @@ def edge_map(rgb: np.ndarray) -> np.ndarray:
     """The edge baseline: the library's ``sobel_cam`` of the photo (RGB, float 0..1 or uint8),
     scaled to 0..1 (all zero for a flat photo)."""
     from pytorch_grad_cam.sobel_cam import sobel_cam
-    img = rgb if rgb.dtype == np.uint8 else np.uint8(np.round(np.clip(rgb, 0, 1) * 255))
+    from explain.render import as_uint8
+    img = as_uint8(rgb)
     edges = sobel_cam(np.ascontiguousarray(img)).astype(np.float32)
     peak = float(edges.max())
     return edges / peak if peak > 0 else edges

@@ -22,6 +22,24 @@ def colormap_code(name: str) -> int:
     return getattr(cv2, f"COLORMAP_{name.upper()}")
 
 
+def as_uint8(picture: np.ndarray) -> np.ndarray:
+    """A picture in 0..1 (float32) as uint8, clipped to 0..1 first: the bytes of
+    ``np.uint8(np.round(np.clip(x, 0, 1) * 255))`` (OpenCV's saturating convert rounds half
+    to even, as numpy does), without that formula's three float temporaries (30 to 50 times
+    slower on a 224 x 448 photo). A uint8 picture is returned as it is."""
+    if picture.dtype == np.uint8:
+        return picture
+    if picture.dtype != np.float32:  # OpenCV would scale float64 in float32
+        return np.uint8(np.round(np.clip(picture, 0, 1) * 255))
+    picture = np.ascontiguousarray(picture)
+    out = cv2.convertScaleAbs(picture, alpha=255)  # |x * 255|, rounded, at most 255
+    if out.shape != picture.shape:  # OpenCV drops a last axis of one channel
+        out = out.reshape(picture.shape)
+    if picture.size and picture.min() < 0:  # |x| made them positive: clip to 0
+        out[picture < 0] = 0
+    return out
+
+
 def overlay(rgb: np.ndarray, cam: np.ndarray, colormap: str = "jet",
             image_weight: float = 0.5) -> np.ndarray:
     """The CAM coloured with an OpenCV colormap over the photo (float, 0..1); uint8 RGB

@@ -60,6 +60,34 @@ def test_overlay_is_the_librarys_picture(colormap, weight):
     assert len(np.unique(mine.reshape(-1, 3), axis=0)) == 1  # 1 x 1: one colour, still equal
 
 
+def _uint8_formula(x: np.ndarray) -> np.ndarray:
+    return np.uint8(np.round(np.clip(x, 0, 1) * 255))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_as_uint8_gives_the_rounding_formulas_bytes(dtype):
+    """render.as_uint8 (OpenCV's saturating convert) is the formula it replaced in report
+    photos, panels and pages, byte for byte: values outside 0..1, every level k/255, the
+    half-way points (k + 0.5)/255 (ties to even in both) and their float neighbours, a map
+    without channels, one channel, a strided view, nothing at all."""
+    rng = np.random.default_rng(7)
+    levels = np.arange(256, dtype=dtype)
+    edges = [levels / dtype(255), (levels + dtype(0.5)) / dtype(255)]
+    edges += [np.nextafter(e, dtype(2)) for e in edges] + [np.nextafter(e, dtype(-1)) for e in edges]
+    photos = [rng.uniform(-0.5, 1.5, (224, 448, 3)).astype(dtype), *edges,
+              rng.uniform(-0.2, 1.2, (13, 17)).astype(dtype),
+              rng.uniform(0, 1, (13, 17, 1)).astype(dtype),
+              rng.uniform(0, 1, (20, 30, 3)).astype(dtype)[::2, ::-1],
+              np.zeros((0, 3), dtype)]
+    for photo in photos:
+        mine = render.as_uint8(photo)
+        assert mine.dtype == np.uint8 and mine.shape == photo.shape
+        assert np.array_equal(mine, _uint8_formula(photo))
+    assert np.array_equal(render.as_uint8(edges[0]), np.arange(256))  # k/255 back to k
+    ready = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    assert render.as_uint8(ready) is ready
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 7, 7), (5, 13, 13), (4, 7, 14), (2, 1, 1)])
 def test_scale_maps_is_the_librarys_scaling(dtype, shape):

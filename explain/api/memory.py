@@ -154,21 +154,21 @@ class CamResult:
 
     def show(self) -> "Figure":
         """A matplotlib figure: a row per class, the photo and each method's overlay."""
-        import numpy as np
+        from explain.render import as_uint8
         first = (f"{self.name} (predicted {self.predicted})",
-                 np.uint8(np.round(self.image * 255)))
+                 as_uint8(self.image))
         return display.grid_figure([[first] + [(f"{m} · {c} (p {self.probabilities.get(c, 0):.3f})",
                                                 self.overlay(m, c)) for m in self.methods]
                                     for c in self.classes])
 
     def html(self) -> str:
         """This image's block of the inline display (no outer <div>)."""
-        import numpy as np
+        from explain.render import as_uint8
         probs = ", ".join(f"{c} {p:.3f}" for c, p in list(self.probabilities.items())[:8])
         parts = [f"<p><b>{display.esc(self.name)}</b>: predicted "
                  f"<b>{display.esc(self.predicted)}</b> ({display.esc(probs)}) · layer "
                  f"{display.esc(', '.join(self.layers))}</p>",
-                 display.figure_html(display.picture_uri(np.uint8(np.round(self.image * 255))),
+                 display.figure_html(display.picture_uri(as_uint8(self.image)),
                                      "input")]
         for c in self.classes:
             parts += [display.figure_html(display.picture_uri(self.overlay(m, c)),

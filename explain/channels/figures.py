@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from pytorch_grad_cam.utils.image import scale_cam_image
 
-from explain.render import INK, Text, draw_text, line_height, text_width
+from explain.render import INK, Text, as_uint8, draw_text, line_height, text_width
 from explain.channels.tiles import (BAND, ColourScale, GAP, GridLayout, MIN_LABEL_SIZE, SMALL_SIZE,
                                     SOFT_INK, TEXT_SIZE, TITLE_SIZE, ViewOptions, painted_tiles,
                                     tile_mosaic, grid_shape)
@@ -221,7 +221,7 @@ def photo_panel(photo: Optional[np.ndarray], height: int,
 
 
 def _photo_panel(photo: np.ndarray, height: int) -> list[np.ndarray]:
-    return [captioned(_panel(np.uint8(np.round(_as_photo(photo) * 255)), height), "photo")]
+    return [captioned(_panel(as_uint8(_as_photo(photo)), height), "photo")]
 
 
 def signed_scale(arrays: Sequence[np.ndarray], opts: ViewOptions) -> ColourScale:

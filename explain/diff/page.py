@@ -55,7 +55,7 @@ def change_picture(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     d = np.clip(y - x, -1.0, 1.0)
     up, down = np.clip(d, 0, None), np.clip(-d, 0, None)
     rgb = np.stack([1 - down, 1 - up - down, 1 - up], axis=-1)
-    return np.uint8(np.round(np.clip(rgb, 0, 1) * 255))
+    return render.as_uint8(rgb)
 
 
 def map_picture(cam: np.ndarray, photo: Optional[np.ndarray], colormap: str,
@@ -64,7 +64,7 @@ def map_picture(cam: np.ndarray, photo: Optional[np.ndarray], colormap: str,
     cam = np.clip(cam, 0.0, 1.0)
     if photo is not None:
         return render.overlay(photo, cam, colormap, weight)
-    bgr = cv2.applyColorMap(np.uint8(np.round(cam * 255)), render.colormap_code(colormap))
+    bgr = cv2.applyColorMap(render.as_uint8(cam), render.colormap_code(colormap))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from explain.render import Text, draw_text, line_height, text_width
+from explain.render import Text, as_uint8, draw_text, line_height, text_width
 
 PREDICTED = (255, 255, 255)  # outline of the predicted mask; detection boxes
 TRUTH = (255, 0, 255)  # outline of the ground-truth mask
@@ -100,7 +100,7 @@ def mask_picture(rgb: np.ndarray, labels: np.ndarray, count: int,
     """The photo (float RGB 0..1) with the predicted label map in colour over it (class 0
     left clear), each class's outline in white and, with ``truth``, the ground truth's in
     magenta."""
-    photo = np.uint8(np.round(np.clip(rgb, 0, 1) * 255))
+    photo = as_uint8(rgb)
     colours = palette(max(count, int(labels.max()) + 1))
     coloured = colours[np.clip(labels, 0, len(colours) - 1)]
     tint = labels > 0

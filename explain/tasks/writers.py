@@ -75,7 +75,7 @@ class TaskWriter(Writer):
             entry.files.task = f"segmentation/{entry.id}{ctx.ext}"
             ctx.run.write_image(entry.files.task, picture)
             return
-        picture = np.uint8(np.round(np.clip(view.item.rgb, 0, 1) * 255))
+        picture = render.as_uint8(view.item.rgb)
         draw_boxes(picture, [(det.box, f"{det.name} {det.score:.2f}")  # the best placed first
                              for det in batch.found[view.row]])
         entry.files.task = f"detections/{entry.id}{ctx.ext}"

@@ -17,6 +17,7 @@ from explain.channels.fingerprints import (ablation_methods, ablation_rows, chan
                                            drawn_channels, fingerprint, overlaps, pairs,
                                            region_rows)
 from explain.images import ImageError, prepare
+from explain.render import as_uint8
 from explain.results import RunSummary
 from explain.writers import RunContext
 
@@ -140,7 +141,7 @@ def _photo(ctx: RunContext, ident: str) -> Optional[np.ndarray]:
         rgb = prepare(ctx.sources[ident], ctx.cfg.preprocess).rgb
     except ImageError:
         return None
-    return np.uint8(np.round(np.clip(rgb, 0, 1) * 255))
+    return as_uint8(rgb)
 
 
 def _crop(rgb: Optional[np.ndarray], ident: str, value: float, box: list[int]) -> Crop:

@@ -170,5 +170,5 @@ def _kept_ids(ctx: RunContext) -> set[str]:
 def mean_picture(mean: np.ndarray, colormap: str) -> np.ndarray:
     """A mean map as an RGB picture: the OpenCV colormap over 0..1 (not stretched to the
     map's own maximum)."""
-    gray = np.uint8(np.round(np.clip(mean, 0, 1) * 255))
+    gray = render.as_uint8(mean)
     return cv2.cvtColor(cv2.applyColorMap(gray, render.colormap_code(colormap)), cv2.COLOR_BGR2RGB)

@@ -38,7 +38,7 @@ def thumbnail(img: np.ndarray, longest: int = THUMB) -> np.ndarray:
 
 def panel_photo(rgb: np.ndarray) -> np.ndarray:
     """An image's photo in the panels: the model's input (RGB 0..1) as a uint8 thumbnail."""
-    return thumbnail(np.uint8(np.round(rgb * 255)))
+    return thumbnail(render.as_uint8(rgb))
 
 
 class PanelWriter(Writer):

@@ -55,7 +55,7 @@ def photo_path(image_id: str) -> str:
 def write_photo(run: RunFolder, image_id: str, rgb: np.ndarray) -> str:
     """The photo at model input size (RGB float 0..1 or uint8) as a JPEG for the cards;
     returns its path."""
-    img = rgb if rgb.dtype == np.uint8 else np.uint8(np.round(np.clip(rgb, 0, 1) * 255))
+    img = render.as_uint8(rgb)
     run.write_image(photo_path(image_id), img, PHOTO_QUALITY)  # encoded behind the model
     return photo_path(image_id)
 

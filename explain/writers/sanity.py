@@ -289,6 +289,6 @@ def strip(outcome: sanity.Outcome, photo: np.ndarray, colormap: str, title: str)
             shown = np.clip(shown / top if top > 0 else shown, 0, 1).astype(np.float32)
             shown = cv2.resize(shown, size, interpolation=cv2.INTER_AREA)
             pictures.append(render.overlay(small, shown, colormap))
-        rows.append((m, np.uint8(np.round(np.clip(small, 0, 1) * 255)), pictures))
+        rows.append((m, render.as_uint8(small), pictures))
     title = f"maps of {title} as layers are re-initialised from the output"
     return render.panel(rows, columns, title).image
