@@ -159,13 +159,17 @@ class RunFolder:
         here = self.folder_root()
         for part in self.path(rel).relative_to(self.root).parts:
             here = here / part
-            try:
-                here.mkdir()  # another writer thread may make it at the same moment
-            except FileExistsError:
-                pass
-            if here.is_symlink() or not here.is_dir():
+            kind = _kind(here)  # one lstat for a folder already there (most writes)
+            if kind is None:
+                try:
+                    here.mkdir()  # another writer thread may make it at the same moment
+                except FileExistsError:
+                    pass
+                kind = _kind(here)
+            if not stat.S_ISDIR(kind or 0):
+                what = "symbolic link" if kind and stat.S_ISLNK(kind) else "file"
                 raise ExplainError(f"{here}: expected a folder written by explain, found a "
-                                   f"{'symbolic link' if here.is_symlink() else 'file'}")
+                                   f"{what}")
         return here
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
@@ -178,9 +182,16 @@ class RunFolder:
         except OSError as exc:
             raise ExplainError(f"{target}: cannot write ({exc.strerror})") from None
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, self.mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, self.mode)
+            finally:
+                os.close(fd)
+            if not hasattr(os, "fchmod"):  # Windows before Python 3.13
+                os.chmod(tmp, self.mode)
             os.replace(tmp, target)  # replaces a planted link itself, never writes through it
         except OSError as exc:  # disk full, quota, folder gone
             Path(tmp).unlink(missing_ok=True)
@@ -191,7 +202,7 @@ class RunFolder:
         return target
 
     def folder_root(self) -> Path:
-        if self.root.is_symlink() or not self.root.is_dir():
+        if not stat.S_ISDIR(_kind(self.root) or 0):  # missing, a link, a file
             raise ExplainError(f"{self.root}: the run folder is missing or a symbolic link")
         return self.root
 
@@ -240,6 +251,16 @@ class RunFolder:
 
     def write_csv(self, rel: str, rows: Iterable[dict]) -> None:
         self.write_bytes(rel, self.csv_bytes(rows))
+
+
+def _kind(path: Path) -> Optional[int]:
+    """The mode of ``path`` itself (a link is not followed); None when nothing is there."""
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError:  # e.g. a part of the path is a file: not a folder either
+        return 0
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:

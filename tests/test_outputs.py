@@ -36,6 +36,27 @@ def test_a_planted_link_is_never_followed(tmp_path):
     assert not (outside / "victim.png").exists() and not (run.root / "file.png").is_symlink()
 
 
+def test_writes_land_whole_in_folders_made_on_the_way(tmp_path):
+    """Every byte of a large file arrives (a write may take several calls), folders are made
+    as needed and reused, no temporary file is left; a part of the path that is a file is
+    refused with one error naming it, nothing written beside it."""
+    run = RunFolder(tmp_path)
+    data = np.random.default_rng(0).integers(0, 256, 5_000_003, dtype=np.uint8).tobytes()
+    run.write_bytes("cams/gradcam/big.bin", data)
+    run.write_bytes("cams/gradcam/small.bin", b"x")
+    run.write_bytes("cams/layercam/small.bin", b"y")
+    assert (tmp_path / "cams" / "gradcam" / "big.bin").read_bytes() == data
+    assert sorted(p.name for p in (tmp_path / "cams").rglob("*")) == \
+        ["big.bin", "gradcam", "layercam", "small.bin", "small.bin"]
+    (tmp_path / "panels").write_bytes(b"not a folder")
+    with pytest.raises(ExplainError, match=r"panels: expected a folder written by explain, "
+                                           r"found a file"):
+        run.write_bytes("panels/cat.png", b"z")
+    with pytest.raises(ExplainError, match=r"panels: expected a folder .* found a file"):
+        run.write_bytes("panels/deeper/cat.png", b"z")
+    assert (tmp_path / "panels").read_bytes() == b"not a folder"
+
+
 def test_files_respect_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
