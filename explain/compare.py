@@ -25,13 +25,21 @@ MAX_REFERENCE_PIXELS = 64 * 1024 * 1024  # values in one reference map (8192 x 8
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two maps' pixels, in float64 (see the module's note for flat maps), from
+    the centred values' dot products. ``einsum``, not ``@``: a dot product this long runs on
+    numpy's BLAS threads, which then spin for a while and took a core from the model's next
+    pass (a 192-image run's passes 5 -> 9 s on 2 cores)."""
     a = a.astype(np.float64).ravel()
     b = b.astype(np.float64).ravel()
-    sa, sb = a.std(), b.std()
+    mean_a, mean_b = a.mean(), b.mean()
+    a -= mean_a
+    b -= mean_b
+    sa = np.sqrt(np.einsum("i,i", a, a) / a.size)
+    sb = np.sqrt(np.einsum("i,i", b, b) / b.size)
     if sa < 1e-12 or sb < 1e-12:
-        both_flat_equal = sa < 1e-12 and sb < 1e-12 and abs(a.mean() - b.mean()) <= 1e-6
+        both_flat_equal = sa < 1e-12 and sb < 1e-12 and abs(mean_a - mean_b) <= 1e-6
         return 1.0 if both_flat_equal else 0.0
-    return float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb))
+    return float((np.einsum("i,i", a, b) / a.size) / (sa * sb))
 
 
 def top_set(m: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
