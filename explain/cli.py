@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from explain import __version__
-from explain.errors import ExplainError
+from explain.errors import ExplainError, RunInterrupted
 from explain.names import printable
 
 EXIT_USER_ERROR = 2
@@ -257,8 +257,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.debug:
             raise
         return _print_error(exc)
-    except KeyboardInterrupt:
-        print("explain: interrupted; finished images are kept, add --resume to complete the run",
+    except KeyboardInterrupt as exc:  # RunInterrupted says what the run folder holds
+        print(str(exc) if isinstance(exc, RunInterrupted) else
+              "explain: interrupted before the run folder was made; nothing was written",
               file=sys.stderr)
         return 130
     return 0

@@ -19,6 +19,11 @@ class ExplainError(Exception):
     """
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run whose folder exists: the message says how many images are finished
+    there and how to go on (the CLI prints it instead of its plain 'interrupted' line)."""
+
+
 def first_line(exc: BaseException, limit: int = FIRST_LINE_LIMIT) -> str:
     """The first non-blank line of an exception's text (its type name when it has none), with
     runs of spaces made one and at most ``limit`` characters: a longer line is cut between

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm  # a widget in a notebook, text elsewhere
 from explain import distributed, measures
 from explain.config import Config
 from explain.engine import CamEngine
-from explain.errors import ExplainError, model_failed
+from explain.errors import ExplainError, RunInterrupted, model_failed
 from explain.images import ImageError, ImageRef, Prepared, batches, group_by_shape, prepare
 from explain.names import printable
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir, same_settings
@@ -102,6 +102,8 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
             ctx = RunContext(plan=plan, run=run_dir, summary=summary, started=started,
                              log=opts.log)
             _explain_all(ctx, engine, opts, ranks, writers=writers)
+        except KeyboardInterrupt:  # the folder is kept for --resume
+            raise RunInterrupted(_interrupted_line(run_dir, len(plan.images))) from None
         except Exception:  # anything but an interrupt: a half-done folder is not kept
             _failed(run_dir, root if not root_existed else None, opts, ranks)
             raise
@@ -131,6 +133,16 @@ def _failed(run_dir: RunFolder, new_root: Optional[Path], opts: RunOptions,
             opts.log(f"explain: {back}")
         if new_root is not None and new_root.is_dir() and not any(new_root.iterdir()):
             new_root.rmdir()
+
+
+def _interrupted_line(run_dir: RunFolder, total: int) -> str:
+    """What an interrupted run leaves: its finished images (item files) and how to go on."""
+    done = sum(name.endswith(".json") for name in run_dir.file_names("items"))
+    if not done:
+        return (f"explain: interrupted before the first image was finished; add --resume to "
+                f"start again in {run_dir.root}, or --overwrite")
+    return (f"explain: interrupted; {done} of {total} images are finished in {run_dir.root}: "
+            f"add --resume to complete the run")
 
 
 def _silent(line: str) -> None:

@@ -11,6 +11,8 @@ import time
 
 import cv2
 import numpy as np
+import pytest
+import torch
 import yaml
 
 from explain.cli import main
@@ -85,3 +87,45 @@ def test_resume_needs_an_earlier_run(small_course_tree, capsys):
     course_tree = small_course_tree
     assert main([str(course_tree / "configs" / "alexnet_catdog.yaml"), "--quiet", "--resume"]) == 2
     assert "no earlier explain run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("at, line", [
+    (0, "explain: interrupted before the run folder was made; nothing was written"),
+    (1, "explain: interrupted before the first image was finished; add --resume to start again "
+        "in {run}, or --overwrite"),
+    (3, "explain: interrupted; 2 of 3 images are finished in {run}: add --resume to complete "
+        "the run"),
+])
+def test_an_interrupt_says_what_the_run_folder_holds(tmp_path, capsys, at, line):
+    """Ctrl-C while the model loads (0), while the first image's item file is written (1),
+    at the third (3): one line each, saying what is finished and how to go on; exit code 130.
+    --resume then completes the run."""
+    from unittest import mock
+
+    from explain import runner
+    from explain.outputs import RunFolder
+    from helpers import CAT, tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "tiny.pth")
+    cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")},
+                      images=[str(CAT), str(IMAGES / "dog.jpg"), str(IMAGES / "both.jpg")],
+                      target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1})
+    run_dir, original, items = tmp_path / "results" / "exp", RunFolder.write_bytes, []
+
+    def stop(self, rel, data):
+        if rel.startswith("items/"):
+            items.append(rel)
+            if len(items) == at:
+                raise KeyboardInterrupt
+        return original(self, rel, data)
+
+    def stop_planning(*args, **kwargs):
+        raise KeyboardInterrupt
+    patch = mock.patch.object(RunFolder, "write_bytes", stop) if at else \
+        mock.patch.object(runner, "planned", stop_planning)
+    with patch:
+        assert main([str(cfg), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == line.format(run=run_dir)
+    assert run_dir.is_dir() == bool(at)
+    if at:
+        assert main([str(cfg), "--quiet", "--resume"]) == 0
+        assert len(json.loads((run_dir / "summary.json").read_text())["images"]) == 3
