@@ -247,8 +247,10 @@ def _guard_note(plan: RunPlan, engine: CamEngine) -> str:
     if not plan.cfg.model.fix_inplace:
         return ("inplace guard OFF (model.fix_inplace: false): an inplace op after a target "
                 "layer can corrupt its stored activations")
-    return (f"inplace guard on: {engine.inplace_switched} inplace module(s) made non-inplace "
-            f"for the run and hooked activations copied, so CAMs use the layer's true output")
+    switched = (f"{engine.inplace_switched} inplace module(s) made non-inplace for the run"
+                if engine.inplace_switched else "no inplace module in the model")
+    return (f"inplace guard on: {switched}, hooked activations copied, so CAMs use the layer's "
+            f"true output")
 
 
 def _item_bytes(ctx: RunContext, folder: RunFolder, entry: ImageEntry) -> bytes:

@@ -163,3 +163,17 @@ def test_pearson_is_numpys_correlation():
         assert compare.pearson(a, b) == pytest.approx(want, abs=1e-12)
         assert np.array_equal(a, kept[0]) and np.array_equal(b, kept[1])
     assert compare.pearson(base, 1 - base) == pytest.approx(-1.0, abs=1e-9)  # float32 1 - x
+
+
+def test_the_guard_note_says_what_it_switched():
+    """The run's note on the inplace guard counts the modules it switched, or says the model
+    has none (the demo network), or that the guard is off."""
+    from types import SimpleNamespace as Plain
+
+    from explain.runner import _guard_note
+    on, off = (Plain(cfg=Plain(model=Plain(fix_inplace=flag))) for flag in (True, False))
+    assert _guard_note(on, Plain(inplace_switched=7)).startswith(
+        "inplace guard on: 7 inplace module(s) made non-inplace for the run, hooked activations")
+    assert _guard_note(on, Plain(inplace_switched=0)).startswith(
+        "inplace guard on: no inplace module in the model, hooked activations copied")
+    assert _guard_note(off, Plain(inplace_switched=0)).startswith("inplace guard OFF")

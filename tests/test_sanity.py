@@ -291,6 +291,8 @@ def test_run_records_files_and_report(tmp_path, capsys):
     assert "estimate: sanity: 3 layer(s)" in err
     assert re.search(r"sanity: one step takes [0-9.]+ s: about [0-9]+ s more for the other 4 "
                      r"step\(s\)", err), err  # 3 cascading + 3 independent steps
+    took = re.search(r"maps in [0-9.]+s \(.*, sanity checks ([0-9.]+)s\)$", err, re.M)
+    assert took, err  # the summary line names the checks' time beside the maps'
     run = tmp_path / "results" / "exp"
     data = json.loads((run / "summary.json").read_text())
     checks = SanitySummary.model_validate(data["sanity"])

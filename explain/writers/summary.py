@@ -75,5 +75,5 @@ def console_lines(summary: RunSummary) -> list[str]:
     lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
                  f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s"
                  + (f", of which metrics {d['metrics']:.1f}s" if d.get("metrics", 0) >= 0.05 else "")
-                 + ")")
+                 + (f", sanity checks {d['sanity']:.1f}s" if "sanity" in d else "") + ")")
     return lines
