@@ -28,7 +28,8 @@ from explain.errors import ExplainError, RunInterrupted, model_failed
 from explain.images import ImageError, ImageRef, Prepared, batches, group_by_shape, prepare
 from explain.names import printable
 from explain.outputs import RunFolder, claim_run_dir, open_run_dir, same_settings
-from explain.pipeline import FilePool, QueuedWrites, default_workers, prefetch
+from explain.pipeline import (FilePool, QueuedWrites, default_workers, finish_workers,
+                              prefetch)
 from explain.plan import RunPlan, planned
 from explain.results import (ImageEntry, ItemFile, MapRecord, RunSummary, Skipped,
                              kept_entries, versions)
@@ -221,7 +222,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
             return
         entries = _kept_items(ctx)
     summary.images = [entries[r.id] for r in plan.images if r.id in entries]
-    _finish(ctx, writers, workers)
+    _finish(ctx, writers, finish_workers(workers))
 
 
 def _finish(ctx: RunContext, writers: list, workers: int) -> None:
