@@ -210,14 +210,21 @@ class QueuedWrites:
             except BaseException:
                 pass
 
+    def _queued(self, rel: str) -> bool:
+        pending = self.last.get(rel)
+        return pending is not None and not pending.done()
+
     def has_file(self, rel: str) -> bool:
-        self._settled(rel)
-        return self.run.has_file(rel)
+        """A file whose write is still queued counts as there, without waiting for it: it is
+        there when the run ends, or its error ends the run (``drain``)."""
+        return self._queued(rel) or self.run.has_file(rel)
 
     def file_names(self, folder: str) -> frozenset:
-        for rel in [r for r in self.last if r.rpartition("/")[0] == folder]:
-            self._settled(rel)
-        return self.run.file_names(folder)
+        """The folder's files, those still queued counted (as ``has_file``); the queue is read
+        before the folder, so a write that ends in between is in one or the other."""
+        queued = frozenset(r.rpartition("/")[2] for r in list(self.last)
+                           if r.rpartition("/")[0] == folder and self._queued(r))
+        return queued | self.run.file_names(folder)
 
     def read_bytes(self, rel: str, *limit: int) -> Optional[bytes]:
         self._settled(rel)

@@ -83,6 +83,28 @@ def test_a_failed_write_stops_its_item_step_and_is_raised_once(tmp_path):
     pool.close()
 
 
+def test_a_queued_file_counts_as_there_and_a_read_waits_for_it(tmp_path):
+    """While a write waits in the pool, has_file and file_names count it (the report lists
+    the panels without waiting for their encoding); read_bytes waits and sees the bytes; a
+    file already on disk still counts; a queued write that fails is raised by drain."""
+    gate, pool = threading.Event(), FilePool(1)
+    run = RunFolder(tmp_path)
+    run.write_bytes("panels/old.png", b"on disk")
+    queued = QueuedWrites(run, pool)
+    pool.submit(gate.wait)  # the writer thread is busy until the gate opens, in 2 s
+    threading.Timer(2.0, gate.set).start()  # (a has_file that waited would return after it)
+    queued.write_bytes("panels/cat.png", b"cat")
+    assert queued.has_file("panels/cat.png") and queued.file_names("panels") == {"cat.png",
+                                                                                 "old.png"}
+    assert not (tmp_path / "panels" / "cat.png").exists()  # answered without waiting
+    assert not queued.has_file("panels/dog.png") and queued.has_file("panels/old.png")
+    assert queued.read_bytes("panels/cat.png") == b"cat"
+    queued.write_bytes("../escape.png", b"x")  # refused in the thread
+    with pytest.raises(ExplainError, match="refusing to write"):
+        pool.drain()
+    pool.close()
+
+
 def test_submit_blocks_at_the_limit():
     pool = FilePool(workers=1, limit=2)
     gate = threading.Event()
