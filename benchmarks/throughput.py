@@ -10,7 +10,11 @@
 Interleaved repeats (each way called once untimed before its timed call), medians of the clock
 and of the process's CPU seconds (all threads: steadier when other work shares the machine; the load average is printed beside each workload). Then
 peak RSS while streaming images from disk through the engine.
+With --device cuda (when a GPU is there) the same ways run on the card, the clock read after
+torch.cuda.synchronize(), and a ResNet-50 workload (random weights, 224 x 224, layer4) is added
+(--resnet50 adds it on the CPU too; slow there).
 Run: python benchmarks/throughput.py [--repeats N] [--stream N] [--quick: (c), (d) and (f) only]
+     [--device cpu|cuda] [--resnet50]
 """
 
 import argparse
@@ -37,6 +41,7 @@ from explain.images import ImageRef, prepare
 from explain.layers import find_layer
 from explain.models.guard import frozen, non_inplace
 
+DEVICE = torch.device("cpu")  # --device
 LIB = {"gradcam": GradCAM, "layercam": LayerCAM, "gradcamplusplus": GradCAMPlusPlus,
        "xgradcam": XGradCAM, "hirescam": HiResCAM}
 CLASSES = [0, 1]
@@ -58,7 +63,7 @@ def library_batched(model, layer, x, methods):
 
 
 def engine(model, layer, x, methods):
-    with CamEngine(model, [layer], [MethodSpec(name=n) for n in methods], torch.device("cpu")) as e:
+    with CamEngine(model, [layer], [MethodSpec(name=n) for n in methods], DEVICE) as e:
         e.run(x, CLASSES, CLASSES)
 
 
@@ -111,8 +116,10 @@ def workload(title, model, layer, x, methods, repeats, quick=False):
         for _ in range(repeats):
             for k, fn in ways.items():
                 fn(model, layer, x, methods)  # untimed: what the way before it left (caches,
-                t0, c0 = time.perf_counter(), cpu_seconds()  # the allocator) is its own
+                sync()  # the allocator) is its own
+                t0, c0 = time.perf_counter(), cpu_seconds()
                 fn(model, layer, x, methods)
+                sync()
                 times[k].append(time.perf_counter() - t0)
                 cpu[k].append(cpu_seconds() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -132,6 +139,12 @@ def workload(title, model, layer, x, methods, repeats, quick=False):
                  f"{med['b library batched'] / c:5.1f}x   e time / d time "
                  f"{med['e bare replicated rows'] / d:5.2f}")
     print(line)
+
+
+def sync() -> None:
+    """Wait for the card's queued work, so the clock measures it (nothing on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def cpu_seconds() -> float:
@@ -181,22 +194,33 @@ def main() -> None:
     parser.add_argument("--stream", type=int, default=1000)
     parser.add_argument("--stream-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="only (c), (d) and (f): the engine and its limits")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--resnet50", action="store_true", help="the ResNet-50 workload on the CPU too")
     args = parser.parse_args()
+    global DEVICE
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("throughput.py: --device cuda, but torch sees no CUDA device")
+    DEVICE = torch.device(args.device)
     torch.manual_seed(0)
     if args.stream_only:  # a fresh process, so its peak RSS is the engine's alone
         alex = torchvision.models.alexnet(num_classes=2).eval()
         peak_rss_stream(alex, find_layer(alex, "features.10")[1], args.stream)
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    alex = torchvision.models.alexnet(num_classes=2).eval()
-    x = torch.randn(args.images, 3, 224, 224)
+    card = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {card}")
+    alex = torchvision.models.alexnet(num_classes=2).eval().to(DEVICE)
+    x = torch.randn(args.images, 3, 224, 224).to(DEVICE)
     workload("AlexNet(2) @ features.10", alex, find_layer(alex, "features.10")[1], x,
              ["gradcam", "layercam"], args.repeats, args.quick)
-    demo = catdog_efficientnet_lite0()
+    demo = catdog_efficientnet_lite0().to(DEVICE)
     workload("demo EfficientNet-Lite0 @ backbone._blocks.15", demo, find_layer(demo, "backbone._blocks.15")[1],
              x, ["gradcam", "layercam"], args.repeats, args.quick)
     workload("AlexNet(2) @ features.10, 5 gradient methods", alex, find_layer(alex, "features.10")[1], x,
              list(LIB), args.repeats, args.quick)
+    if DEVICE.type == "cuda" or args.resnet50:
+        resnet = torchvision.models.resnet50(weights=None).eval().to(DEVICE)
+        workload("ResNet-50 @ layer4", resnet, find_layer(resnet, "layer4")[1], x,
+                 ["gradcam", "layercam"], args.repeats, args.quick)
     if args.stream:
         subprocess.run([sys.executable, __file__, "--stream-only", "--stream", str(args.stream)], check=True)
 
