@@ -57,36 +57,11 @@ class RunFolder:
         self.root = Path(root)
         self.mode = 0o666 & ~current_umask()
         self.lock = lock  # held while this process runs in the folder (rank 0 under torchrun)
-        self.earlier: Optional[Path] = None  # where --overwrite moved the run it replaces
 
     def release(self) -> None:
         """Give the folder's lock back (the run ended, or failed); no-op without one."""
         if self.lock is not None:
             self.lock.release()
-
-    def restore_earlier(self) -> Optional[str]:
-        """Put the run --overwrite moved aside back in this folder's place, once this run has
-        failed and its folder is gone; a line saying where it is, None without one."""
-        aside, self.earlier = self.earlier, None
-        if aside is None:
-            return None
-        try:
-            os.rename(aside, self.root)
-        except OSError as exc:
-            return f"the earlier run is kept in {aside} (not put back: {exc.strerror})"
-        return f"the earlier run is back in {self.root} (nothing was replaced)"
-
-    def drop_earlier(self) -> Optional[str]:
-        """Delete the run --overwrite moved aside (this run finished, or was interrupted and
-        is kept for --resume); a line to print when it cannot be deleted, else None."""
-        aside, self.earlier = self.earlier, None
-        if aside is None:
-            return None
-        try:
-            shutil.rmtree(aside)
-        except OSError as exc:
-            return f"--overwrite: could not delete the earlier run (moved to {aside}): {exc.strerror}"
-        return None
 
     def path(self, rel: str, reading: bool = False) -> Path:
         """The absolute path of ``rel``, after checking every part of it."""
@@ -361,34 +336,35 @@ def open_run_dir(root: Path, name: str) -> RunFolder:
     return RunFolder(first, lock)
 
 
-def _move_aside(root: Path, first: Path) -> Path:
-    """--overwrite: move the earlier run ``first`` aside, unless a live run holds it; returns
-    where it went. One rename, so no other run ever sees it half gone; it is deleted when the
-    new run ends (``drop_earlier``) or put back if the new run fails (``restore_earlier``)."""
+def _replace(root: Path, first: Path) -> None:
+    """--overwrite: delete the earlier run ``first`` unless a live run holds it. It is moved
+    aside first (one rename), so no other run ever sees it half deleted."""
     _ours(first, "--overwrite")
     old = RunLock.take(first, "--overwrite")
     aside = root / f".{first.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        os.rename(first, aside)
-    except OSError as exc:
+        try:
+            os.rename(first, aside)
+        except OSError as exc:
+            raise ExplainError(f"--overwrite: cannot move the earlier run {first} aside "
+                               f"({exc.strerror})") from None
+        try:
+            shutil.rmtree(aside)
+        except OSError as exc:
+            raise ExplainError(f"--overwrite: cannot delete the earlier run (moved to {aside}): "
+                               f"{exc.strerror}") from None
+    finally:
         old.release()
-        raise ExplainError(f"--overwrite: cannot move the earlier run {first} aside "
-                           f"({exc.strerror})") from None
-    old.path = aside / LOCK_FILE  # its lock file goes: put back, the folder is not locked
-    old.release()
-    return aside
 
 
 def claim_run_dir(root: Path, name: str, overwrite: bool = False) -> RunFolder:
     """Claim results/<name>, or <name>-2, -3, ... when taken; atomically (mkdir), so two runs
-    started at once never share a folder. ``overwrite`` replaces an earlier explain run,
-    unless a live run holds it: moved aside now, deleted when the new run ends, put back if
-    it fails (``RunFolder.earlier``). The new folder is locked before its marker is written."""
+    started at once never share a folder. ``overwrite`` deletes an earlier explain run first,
+    unless a live run holds it. The new folder is locked before its marker is written."""
     _results_root(root)
     first = root / name
-    aside = None
     if overwrite and (first.exists() or first.is_symlink()):
-        aside = _move_aside(root, first)
+        _replace(root, first)
     candidate, n = first, 2
     while True:
         try:
@@ -396,22 +372,13 @@ def claim_run_dir(root: Path, name: str, overwrite: bool = False) -> RunFolder:
             break
         except FileExistsError:
             if overwrite:
-                raise ExplainError(f"--overwrite: {first} was taken by another run meanwhile"
-                                   + (f"; the earlier run is in {aside}" if aside else "")) from None
+                raise ExplainError(f"--overwrite: {first} was taken by another run meanwhile") from None
             candidate, n = root / f"{name}-{n}", n + 1
-    run = RunFolder(candidate)
-    run.earlier = aside
+    run = RunFolder(candidate, RunLock.take(candidate, "explain"))
     try:
-        run.lock = RunLock.take(candidate, "explain")
         run.write_bytes(RUN_MARKER, b"written by explain\n")
     except BaseException:
         run.release()
-        if aside is not None:  # the earlier run goes back in its place
-            shutil.rmtree(candidate, ignore_errors=True)
-            run.restore_earlier()
-            if aside.exists():
-                raise ExplainError(f"--overwrite: the new run could not start in {candidate}; "
-                                   f"the earlier run is kept in {aside}")
         raise
     return run
 

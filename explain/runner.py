@@ -110,9 +110,6 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
             raise
         finally:
             run_dir.release()
-            problem = run_dir.drop_earlier()  # --overwrite: the run this one replaced
-            if problem:
-                opts.log(f"warning: {problem}")
     if ranks.lead:
         for line in console_lines(summary):
             opts.log(line)
@@ -129,9 +126,6 @@ def _failed(run_dir: RunFolder, new_root: Optional[Path], opts: RunOptions,
                  f"to complete the run")
     elif not opts.resume and ranks.lead:  # a user error or a full disk: leave nothing
         shutil.rmtree(run_dir.root, ignore_errors=True)  # half-done behind
-        back = run_dir.restore_earlier()  # --overwrite: the run it was to replace
-        if back:
-            opts.log(f"explain: {back}")
         if new_root is not None and new_root.is_dir() and not any(new_root.iterdir()):
             new_root.rmdir()
 

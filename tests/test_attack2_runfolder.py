@@ -95,37 +95,6 @@ def test_overwrite_keeps_the_earlier_run_when_an_input_fails(finished, tmp_path,
     assert sorted(p.name for p in old.parent.iterdir()) == ["exp"]
 
 
-def test_overwrite_puts_the_earlier_run_back_when_the_new_run_fails(finished, tmp_path,
-                                                                    monkeypatch):
-    """A write failing half-way through the new run (a full disk, after 12 files): the
-    earlier run is back in its place byte for byte, with the line that says so; a new run
-    that finishes replaces it and leaves nothing hidden beside it."""
-    from explain.outputs import RunFolder
-    old = copy_run(finished, tmp_path)
-    before = snapshot(old)
-    cfg = small_config(tmp_path, finished[0].parent / "small.pth", methods=["gradcam", "eigencam"])
-    real, written, lines = RunFolder.write_bytes, [], []
-
-    def fills_up(self, rel, data):
-        written.append(rel)
-        if len(written) > 12:
-            raise ExplainError(f"{self.root / rel}: cannot write (No space left on device)")
-        return real(self, rel, data)
-
-    monkeypatch.setattr(RunFolder, "write_bytes", fills_up)
-    with pytest.raises(ExplainError, match="No space left"):
-        run(load_config(cfg), RunOptions(overwrite=True, progress=False, log=lines.append))
-    assert any(w.startswith("cams/") for w in written)  # it failed in the run, not before
-    assert snapshot(old) == before
-    assert sorted(p.name for p in old.parent.iterdir()) == ["exp"]
-    assert lines == [f"explain: the earlier run is back in {old} (nothing was replaced)"]
-    monkeypatch.setattr(RunFolder, "write_bytes", real)
-    run(load_config(cfg), RunOptions(overwrite=True, **QUIET))
-    assert sorted(p.name for p in old.parent.iterdir()) == ["exp"]
-    assert snapshot(old).keys() == before.keys()
-    assert snapshot(old)[".explain-run"] == before[".explain-run"]
-
-
 # ---- 2. a live run's folder is locked -------------------------------------------------------
 
 HOLDER = """
