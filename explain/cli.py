@@ -259,7 +259,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _print_error(exc)
     except KeyboardInterrupt as exc:  # RunInterrupted says what the run folder holds
         print(str(exc) if isinstance(exc, RunInterrupted) else
-              "explain: interrupted before the run folder was made; nothing was written",
+              "explain: interrupted before the run started; nothing was written",
               file=sys.stderr)
         return 130
     return 0

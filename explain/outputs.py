@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Optional
 import cv2
 import numpy as np
 
-from explain.errors import ExplainError
+from explain.errors import ExplainError, RunInterrupted
 from explain.runlock import LOCK_FILE, RunLock
 
 RUN_MARKER = ".explain-run"
@@ -167,9 +167,8 @@ class RunFolder:
                     pass
                 kind = _kind(here)
             if not stat.S_ISDIR(kind or 0):
-                what = "symbolic link" if kind and stat.S_ISLNK(kind) else "file"
-                raise ExplainError(f"{here}: expected a folder written by explain, found a "
-                                   f"{what}")
+                raise ExplainError(f"{here}: expected a folder written by explain, found "
+                                   f"{_what(kind)}")
         return here
 
     def write_bytes(self, rel: str, data: bytes) -> Path:
@@ -253,14 +252,23 @@ class RunFolder:
         self.write_bytes(rel, self.csv_bytes(rows))
 
 
+def _what(mode: Optional[int]) -> str:
+    """'a file', 'a symbolic link', ... for a mode from ``_kind``."""
+    if mode is None:
+        return "nothing"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a file" if stat.S_ISREG(mode) else "a FIFO, socket or device"
+
+
 def _kind(path: Path) -> Optional[int]:
     """The mode of ``path`` itself (a link is not followed); None when nothing is there."""
     try:
         return os.lstat(path).st_mode
     except FileNotFoundError:
         return None
-    except OSError:  # e.g. a part of the path is a file: not a folder either
-        return 0
+    except NotADirectoryError:  # a part of the path is a file: not a folder either
+        return stat.S_IFREG
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -350,6 +358,9 @@ def _replace(root: Path, first: Path) -> None:
                                f"({exc.strerror})") from None
         try:
             shutil.rmtree(aside)
+        except KeyboardInterrupt:
+            raise RunInterrupted(f"explain: interrupted while --overwrite deleted the earlier "
+                                 f"run; what is left of it is in {aside}") from None
         except OSError as exc:
             raise ExplainError(f"--overwrite: cannot delete the earlier run (moved to {aside}): "
                                f"{exc.strerror}") from None
@@ -374,11 +385,13 @@ def claim_run_dir(root: Path, name: str, overwrite: bool = False) -> RunFolder:
             if overwrite:
                 raise ExplainError(f"--overwrite: {first} was taken by another run meanwhile") from None
             candidate, n = root / f"{name}-{n}", n + 1
-    run = RunFolder(candidate, RunLock.take(candidate, "explain"))
+    run = RunFolder(candidate)
     try:
+        run.lock = RunLock.take(candidate, "explain")
         run.write_bytes(RUN_MARKER, b"written by explain\n")
-    except BaseException:
+    except BaseException:  # a failure or Ctrl-C: the folder just made is not left behind
         run.release()
+        shutil.rmtree(candidate, ignore_errors=True)
         raise
     return run
 

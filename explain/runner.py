@@ -110,9 +110,13 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
             raise
         finally:
             run_dir.release()
-    if ranks.lead:
-        for line in console_lines(summary):
-            opts.log(line)
+    try:
+        if ranks.lead:
+            for line in console_lines(summary):
+                opts.log(line)
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"explain: interrupted; the run is complete in {run_dir.root}") \
+            from None
     return summary
 
 
@@ -131,7 +135,11 @@ def _failed(run_dir: RunFolder, new_root: Optional[Path], opts: RunOptions,
 
 
 def _interrupted_line(run_dir: RunFolder, total: int) -> str:
-    """What an interrupted run leaves: its finished images (item files) and how to go on."""
+    """What an interrupted run leaves: its finished images (item files) and how to go on;
+    with summary.json written, only the report was left to make (``explain report``)."""
+    if run_dir.has_file("summary.json"):
+        return (f"explain: interrupted while the report was written; the results are complete "
+                f"in {run_dir.root}: 'explain report {run_dir.root}' writes the report again")
     done = sum(name.endswith(".json") for name in run_dir.file_names("items"))
     if not done:
         return (f"explain: interrupted before the first image was finished; add --resume to "
@@ -155,8 +163,10 @@ def _claim(cfg: Config, root: Path, opts: RunOptions) -> RunFolder:
             check_resumable(run_dir, cfg)
         else:
             run_dir.write_json(SETTINGS_FILE, settings(cfg))
-    except BaseException:
+    except BaseException:  # a new folder that holds no settings yet is not left behind
         run_dir.release()
+        if not opts.resume:
+            shutil.rmtree(run_dir.root, ignore_errors=True)
         raise
     return run_dir
 

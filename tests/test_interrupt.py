@@ -90,7 +90,7 @@ def test_resume_needs_an_earlier_run(small_course_tree, capsys):
 
 
 @pytest.mark.parametrize("at, line", [
-    (0, "explain: interrupted before the run folder was made; nothing was written"),
+    (0, "explain: interrupted before the run started; nothing was written"),
     (1, "explain: interrupted before the first image was finished; add --resume to start again "
         "in {run}, or --overwrite"),
     (3, "explain: interrupted; 2 of 3 images are finished in {run}: add --resume to complete "
@@ -129,3 +129,43 @@ def test_an_interrupt_says_what_the_run_folder_holds(tmp_path, capsys, at, line)
     if at:
         assert main([str(cfg), "--quiet", "--resume"]) == 0
         assert len(json.loads((run_dir / "summary.json").read_text())["images"]) == 3
+
+
+@pytest.mark.parametrize("where", ["claim", "report", "after"])
+def test_an_interrupt_at_the_edges_of_a_run(tmp_path, capsys, where):
+    """Ctrl-C while the folder is claimed leaves no folder behind (the line says nothing was
+    written); while the report is written (summary.json is there, so --resume would refuse)
+    the line says the results are complete and how to write the report again; after the run,
+    that the run is complete."""
+    from unittest import mock
+
+    from explain import runner
+    from explain.outputs import RunFolder
+    from helpers import CAT, tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "tiny.pth")
+    cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")}, images=[str(CAT)],
+                      target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1})
+    run_dir, original = tmp_path / "results" / "exp", RunFolder.write_bytes
+
+    def stop(self, rel, data):
+        if rel == {"claim": "config.json", "report": "report.html"}[where]:
+            raise KeyboardInterrupt
+        return original(self, rel, data)
+
+    def stop_lines(summary):
+        raise KeyboardInterrupt
+    patch = mock.patch.object(runner, "console_lines", stop_lines) if where == "after" else \
+        mock.patch.object(RunFolder, "write_bytes", stop)
+    with patch:
+        assert main([str(cfg), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    if where == "claim":
+        assert err == "explain: interrupted before the run started; nothing was written"
+        assert list((tmp_path / "results").iterdir()) == []
+    elif where == "report":
+        assert err == (f"explain: interrupted while the report was written; the results are "
+                       f"complete in {run_dir}: 'explain report {run_dir}' writes the report again")
+        assert main(["report", str(run_dir)]) == 0 and (run_dir / "report.html").is_file()
+    else:
+        assert err == f"explain: interrupted; the run is complete in {run_dir}"
+        assert (run_dir / "summary.json").is_file() and (run_dir / "report.html").is_file()

@@ -55,6 +55,9 @@ def test_writes_land_whole_in_folders_made_on_the_way(tmp_path):
     with pytest.raises(ExplainError, match=r"panels: expected a folder .* found a file"):
         run.write_bytes("panels/deeper/cat.png", b"z")
     assert (tmp_path / "panels").read_bytes() == b"not a folder"
+    os.mkfifo(tmp_path / "sanity")
+    with pytest.raises(ExplainError, match=r"sanity: expected a folder .* found a FIFO, socket"):
+        run.write_bytes("sanity/maps.csv", b"z")
 
 
 def test_files_respect_the_umask(tmp_path):
