@@ -153,7 +153,22 @@ def _silent(line: str) -> None:
 
 
 def _claim(cfg: Config, root: Path, opts: RunOptions) -> RunFolder:
-    """The run folder: claimed (config.json written first) or, with --resume, reopened."""
+    """The run folder: claimed (config.json written first) or, with --resume, reopened. After
+    Ctrl-C meanwhile no new folder is left, and the line says if --overwrite had already
+    deleted the earlier run."""
+    had_earlier = opts.overwrite and (root / cfg.run_name).exists()
+    try:
+        return _claimed(cfg, root, opts)
+    except RunInterrupted:  # while --overwrite deleted the earlier run: its own line
+        raise
+    except KeyboardInterrupt:
+        gone = had_earlier and not (root / cfg.run_name).exists()
+        raise RunInterrupted("explain: interrupted before the run started; nothing was written"
+                             + (", and --overwrite had deleted the earlier run" if gone else "")
+                             ) from None
+
+
+def _claimed(cfg: Config, root: Path, opts: RunOptions) -> RunFolder:
     if opts.resume:
         run_dir = open_run_dir(root, cfg.run_name)
     else:

@@ -131,10 +131,10 @@ def test_an_interrupt_says_what_the_run_folder_holds(tmp_path, capsys, at, line)
         assert len(json.loads((run_dir / "summary.json").read_text())["images"]) == 3
 
 
-@pytest.mark.parametrize("where", ["claim", "report", "after"])
+@pytest.mark.parametrize("where", ["claim", "overwrite", "report", "after"])
 def test_an_interrupt_at_the_edges_of_a_run(tmp_path, capsys, where):
     """Ctrl-C while the folder is claimed leaves no folder behind (the line says nothing was
-    written); while the report is written (summary.json is there, so --resume would refuse)
+    written, and whether --overwrite had deleted the earlier run); while the report is written (summary.json is there, so --resume would refuse)
     the line says the results are complete and how to write the report again; after the run,
     that the run is complete."""
     from unittest import mock
@@ -147,8 +147,12 @@ def test_an_interrupt_at_the_edges_of_a_run(tmp_path, capsys, where):
                       target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1})
     run_dir, original = tmp_path / "results" / "exp", RunFolder.write_bytes
 
+    if where == "overwrite":  # an earlier run that --overwrite deletes before the claim
+        assert main([str(cfg), "--quiet"]) == 0
+        capsys.readouterr()
+
     def stop(self, rel, data):
-        if rel == {"claim": "config.json", "report": "report.html"}[where]:
+        if rel == {"report": "report.html"}.get(where, "config.json"):
             raise KeyboardInterrupt
         return original(self, rel, data)
 
@@ -157,10 +161,11 @@ def test_an_interrupt_at_the_edges_of_a_run(tmp_path, capsys, where):
     patch = mock.patch.object(runner, "console_lines", stop_lines) if where == "after" else \
         mock.patch.object(RunFolder, "write_bytes", stop)
     with patch:
-        assert main([str(cfg), "--quiet"]) == 130
+        assert main([str(cfg), "--quiet", *(["--overwrite"] if where == "overwrite" else [])]) == 130
     err = capsys.readouterr().err.strip()
-    if where == "claim":
-        assert err == "explain: interrupted before the run started; nothing was written"
+    if where in ("claim", "overwrite"):
+        assert err == "explain: interrupted before the run started; nothing was written" + (
+            ", and --overwrite had deleted the earlier run" if where == "overwrite" else "")
         assert list((tmp_path / "results").iterdir()) == []
     elif where == "report":
         assert err == (f"explain: interrupted while the report was written; the results are "
