@@ -20,8 +20,9 @@ class ExplainError(Exception):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run whose folder exists: the message says how many images are finished
-    there and how to go on (the CLI prints it instead of its plain 'interrupted' line)."""
+    """Ctrl-C once a run has started claiming its folder: the message says what the folder
+    holds (nothing, some finished images, complete results) and how to go on; the CLI prints
+    it instead of its plain 'interrupted' line."""
 
 
 def first_line(exc: BaseException, limit: int = FIRST_LINE_LIMIT) -> str:

@@ -221,7 +221,7 @@ def photo_panel(photo: Optional[np.ndarray], height: int,
 
 
 def _photo_panel(photo: np.ndarray, height: int) -> list[np.ndarray]:
-    return [captioned(_panel(as_uint8(_as_photo(photo)), height), "photo")]
+    return [captioned(_panel(as_uint8(photo), height), "photo")]
 
 
 def signed_scale(arrays: Sequence[np.ndarray], opts: ViewOptions) -> ColourScale:
