@@ -93,6 +93,7 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
         with ranks.together():
             for writer in writers:  # annotations, reference maps: read and checked before
                 writer.prepare(plan)  # --overwrite deletes anything
+        replaced = opts.overwrite and (root / plan.cfg.run_name).exists()
         run_dir = ranks.share_folder(lambda: _claim(plan.cfg, root, opts))
         try:
             summary = RunSummary(name=plan.cfg.run_name, config_file=str(plan.cfg.source),
@@ -104,7 +105,8 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
                              log=opts.log)
             _explain_all(ctx, engine, opts, ranks, writers=writers)
         except KeyboardInterrupt:  # the folder is kept for --resume
-            raise RunInterrupted(_interrupted_line(run_dir, len(plan.images))) from None
+            raise RunInterrupted(_interrupted_line(run_dir, len(plan.images), replaced)) \
+                from None
         except Exception:  # anything but an interrupt: a half-done folder is not kept
             _failed(run_dir, root if not root_existed else None, opts, ranks)
             raise
@@ -134,16 +136,18 @@ def _failed(run_dir: RunFolder, new_root: Optional[Path], opts: RunOptions,
             new_root.rmdir()
 
 
-def _interrupted_line(run_dir: RunFolder, total: int) -> str:
+def _interrupted_line(run_dir: RunFolder, total: int, replaced: bool = False) -> str:
     """What an interrupted run leaves: its finished images (item files) and how to go on;
-    with summary.json written, only the report was left to make (``explain report``)."""
+    with summary.json written, only the report was left to make (``explain report``).
+    ``replaced``: --overwrite deleted an earlier run of that name (said when nothing is done)."""
     if run_dir.has_file("summary.json"):
         return (f"explain: interrupted while the report was written; the results are complete "
                 f"in {run_dir.root}: 'explain report {run_dir.root}' writes the report again")
     done = sum(name.endswith(".json") for name in run_dir.file_names("items"))
     if not done:
-        return (f"explain: interrupted before the first image was finished; add --resume to "
-                f"start again in {run_dir.root}, or --overwrite")
+        gone = " (--overwrite had deleted the earlier run)" if replaced else ""
+        return (f"explain: interrupted before the first image was finished{gone}; add --resume "
+                f"to start again in {run_dir.root}, or --overwrite")
     return (f"explain: interrupted; {done} of {total} images are finished in {run_dir.root}: "
             f"add --resume to complete the run")
 

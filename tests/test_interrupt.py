@@ -174,3 +174,32 @@ def test_an_interrupt_at_the_edges_of_a_run(tmp_path, capsys, where):
     else:
         assert err == f"explain: interrupted; the run is complete in {run_dir}"
         assert (run_dir / "summary.json").is_file() and (run_dir / "report.html").is_file()
+
+
+def test_an_interrupt_before_the_first_image_says_overwrite_deleted_the_earlier_run(
+        tmp_path, capsys):
+    """--overwrite deletes the earlier run at the claim: Ctrl-C before the first image is
+    finished says so (the folder now holds the new, empty run), and --resume completes it."""
+    from unittest import mock
+
+    from explain.outputs import RunFolder
+    from helpers import CAT, tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "tiny.pth")
+    cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")}, images=[str(CAT)],
+                      target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1})
+    run_dir, original = tmp_path / "results" / "exp", RunFolder.write_bytes
+    assert main([str(cfg), "--quiet"]) == 0
+    capsys.readouterr()
+
+    def stop(self, rel, data):
+        if rel.startswith("items/"):
+            raise KeyboardInterrupt
+        return original(self, rel, data)
+    with mock.patch.object(RunFolder, "write_bytes", stop):
+        assert main([str(cfg), "--quiet", "--overwrite"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"explain: interrupted before the first image was finished (--overwrite had deleted the "
+        f"earlier run); add --resume to start again in {run_dir}, or --overwrite")
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "items").exists()
+    assert main([str(cfg), "--quiet", "--resume"]) == 0
+    assert len(json.loads((run_dir / "summary.json").read_text())["images"]) == 1
