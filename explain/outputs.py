@@ -18,6 +18,7 @@ never take a folder a live run is writing.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -280,12 +281,33 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data}
 
 
+def resume_flags(name: str, folder: str) -> str:
+    """The flags that resume the run in ``folder`` for a config whose run name is ``name``:
+    ``--resume`` for results/<name>, with ``--set name=<folder>`` for <name>-2, -3, ..."""
+    return "--resume" if folder == name else f"--resume --set name={folder}"
+
+
+def unfinished_runs(root: Path, name: str) -> list[Path]:
+    """The runs <name>-2, -3, ... in ``root`` that explain started and did not finish (no
+    summary.json), oldest number first: what --resume on a finished <name> may have meant."""
+    found = []
+    for path in root.glob(f"{glob.escape(name)}-*"):
+        suffix = path.name[len(name) + 1:]
+        if suffix.isdigit() and path.is_dir() and not path.is_symlink() and \
+                (path / RUN_MARKER).is_file() and not (path / "summary.json").exists():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
 def same_settings(run: RunFolder, rel: str, now: dict[str, Any]) -> None:
     """--resume continues only a run of the same settings (``now``, as the run's ``rel``
     holds them) that has not finished; ExplainError naming the keys that differ."""
     if (run.root / "summary.json").exists():
+        waiting = unfinished_runs(run.root.parent, run.root.name)
+        hint = (f"; the interrupted run {waiting[-1]} goes on with "
+                f"{resume_flags(run.root.name, waiting[-1].name)}") if waiting else ""
         raise ExplainError(f"--resume: {run.root} is already finished (summary.json is there); "
-                           f"run without --resume for a new run")
+                           f"run without --resume for a new run{hint}")
     where = run.root / rel
     data = run.read_bytes(rel, 16 * 1024 * 1024)
     if data is None:

@@ -27,7 +27,8 @@ from explain.engine import CamEngine
 from explain.errors import ExplainError, RunInterrupted, model_failed
 from explain.images import ImageError, ImageRef, Prepared, batches, group_by_shape, prepare
 from explain.names import printable
-from explain.outputs import RunFolder, claim_run_dir, open_run_dir, same_settings
+from explain.outputs import (RunFolder, claim_run_dir, open_run_dir, resume_flags,
+                             same_settings)
 from explain.pipeline import (FilePool, QueuedWrites, default_workers, finish_workers,
                               prefetch)
 from explain.plan import RunPlan, planned
@@ -105,8 +106,8 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
                              log=opts.log)
             _explain_all(ctx, engine, opts, ranks, writers=writers)
         except KeyboardInterrupt:  # the folder is kept for --resume
-            raise RunInterrupted(_interrupted_line(run_dir, len(plan.images), replaced)) \
-                from None
+            raise RunInterrupted(_interrupted_line(run_dir, len(plan.images), replaced,
+                                                   plan.cfg.run_name)) from None
         except Exception:  # anything but an interrupt: a half-done folder is not kept
             _failed(run_dir, root if not root_existed else None, opts, ranks)
             raise
@@ -128,28 +129,33 @@ def _failed(run_dir: RunFolder, new_root: Optional[Path], opts: RunOptions,
     unless resumed, the half-done folder goes (and the results folder the run made)."""
     kept = ranks.world > 1 and any((run_dir.root / "items").glob("*.json"))
     if kept and ranks.lead:  # other ranks' finished images: too much work to throw away
-        opts.log(f"explain: the finished images are kept in {run_dir.root}; add --resume "
-                 f"to complete the run")
+        opts.log(f"explain: the finished images are kept in {run_dir.root}; add "
+                 f"{resume_flags(run_dir.root.name, run_dir.root.name)} to complete the run")
     elif not opts.resume and ranks.lead:  # a user error or a full disk: leave nothing
         shutil.rmtree(run_dir.root, ignore_errors=True)  # half-done behind
         if new_root is not None and new_root.is_dir() and not any(new_root.iterdir()):
             new_root.rmdir()
 
 
-def _interrupted_line(run_dir: RunFolder, total: int, replaced: bool = False) -> str:
+def _interrupted_line(run_dir: RunFolder, total: int, replaced: bool = False,
+                      name: Optional[str] = None) -> str:
     """What an interrupted run leaves: its finished images (item files) and how to go on;
     with summary.json written, only the report was left to make (``explain report``).
-    ``replaced``: --overwrite deleted an earlier run of that name (said when nothing is done)."""
+    ``replaced``: --overwrite deleted an earlier run of that name (said when nothing is done).
+    ``name``: the config's run name; a run in ``<name>-2`` is resumed by its own name."""
+    root = run_dir.root
     if run_dir.has_file("summary.json"):
         return (f"explain: interrupted while the report was written; the results are complete "
-                f"in {run_dir.root}: 'explain report {run_dir.root}' writes the report again")
-    done = sum(name.endswith(".json") for name in run_dir.file_names("items"))
+                f"in {root}: 'explain report {root}' writes the report again")
+    resume = resume_flags(name or root.name, root.name)
+    done = sum(f.endswith(".json") for f in run_dir.file_names("items"))
     if not done:
         gone = " (--overwrite had deleted the earlier run)" if replaced else ""
-        return (f"explain: interrupted before the first image was finished{gone}; add --resume "
-                f"to start again in {run_dir.root}, or --overwrite")
-    return (f"explain: interrupted; {done} of {total} images are finished in {run_dir.root}: "
-            f"add --resume to complete the run")
+        other = ", or --overwrite" if root.name == (name or root.name) else ""
+        return (f"explain: interrupted before the first image was finished{gone}; add {resume} "
+                f"to start again in {root}{other}")
+    return (f"explain: interrupted; {done} of {total} images are finished in {root}: "
+            f"add {resume} to complete the run")
 
 
 def _silent(line: str) -> None:

@@ -203,3 +203,46 @@ def test_an_interrupt_before_the_first_image_says_overwrite_deleted_the_earlier_
     assert not (run_dir / "summary.json").exists() and not (run_dir / "items").exists()
     assert main([str(cfg), "--quiet", "--resume"]) == 0
     assert len(json.loads((run_dir / "summary.json").read_text())["images"]) == 1
+
+
+@pytest.mark.parametrize("at", [1, 2])
+def test_an_interrupted_second_run_is_resumed_by_its_own_folder(tmp_path, capsys, at):
+    """A finished run holds results/exp, so the next run writes exp-2: when that one is
+    interrupted the line names the flags that resume exp-2 (--overwrite, which would delete
+    exp, is not offered), a bare --resume on the finished exp points to exp-2, and the
+    named flags complete exp-2 while exp stays as it was."""
+    from unittest import mock
+
+    from explain.outputs import RunFolder
+    from helpers import CAT, tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "tiny.pth")
+    cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")},
+                      images=[str(CAT), str(IMAGES / "dog.jpg")], target_layers=["0"],
+                      metrics=[], classes={"cat": 0, "dog": 1})
+    first, second = tmp_path / "results" / "exp", tmp_path / "results" / "exp-2"
+    assert main([str(cfg), "--quiet"]) == 0
+    stamp = (first / "summary.json").read_bytes()
+    capsys.readouterr()
+    original, items = RunFolder.write_bytes, []
+
+    def stop(self, rel, data):
+        if rel.startswith("items/"):
+            items.append(rel)
+            if len(items) == at:
+                raise KeyboardInterrupt
+        return original(self, rel, data)
+    with mock.patch.object(RunFolder, "write_bytes", stop):
+        assert main([str(cfg), "--quiet"]) == 130
+    line = capsys.readouterr().err.strip()
+    assert line == ({1: f"explain: interrupted before the first image was finished; add --resume "
+                        f"--set name=exp-2 to start again in {second}",
+                     2: f"explain: interrupted; 1 of 2 images are finished in {second}: add "
+                        f"--resume --set name=exp-2 to complete the run"}[at])
+    assert main([str(cfg), "--quiet", "--resume"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"the interrupted run {second} goes on with --resume --set name=exp-2")
+    assert main([str(cfg), "--quiet", "--resume", "--set", "name=exp-2"]) == 0
+    assert [i["id"] for i in json.loads((second / "summary.json").read_text())["images"]] == \
+        ["cat", "dog"]
+    assert (first / "summary.json").read_bytes() == stamp
+    assert sorted(p.name for p in first.parent.iterdir()) == ["exp", "exp-2"]
