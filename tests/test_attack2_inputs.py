@@ -177,11 +177,11 @@ VOC = ("<annotation><filename>both.jpg</filename><object><name>cat</name><bndbox
 def test_a_dtd_is_refused_by_the_parser_in_every_encoding(tmp_path, encoding):
     path = tmp_path / "laughs.xml"
     path.write_bytes(laughs().encode(encoding))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: a busy machine does not fail it
     with pytest.raises(ExplainError) as err:
         annotations.read_box_file(path, CLASSES)
     one_line(err, "laughs.xml", "document type declaration")
-    assert time.perf_counter() - start < 1
+    assert time.process_time() - start < 1
     # a harmless DOCTYPE is refused too: the rule is the parser's, not a text search
     path.write_bytes(('<?xml version="1.0"?>\n<!DOCTYPE annotation>\n' + VOC).encode(encoding))
     with pytest.raises(ExplainError) as err:
@@ -242,7 +242,7 @@ for case, (kind, arg) in json.loads(sys.argv[1]).items():
         os.close(read)
         cap_memory()
         signal.signal(signal.SIGALRM, alarm)
-        err, start, before = io.StringIO(), time.perf_counter(), rss_mb()
+        err, start, before = io.StringIO(), time.process_time(), rss_mb()
         with contextlib.redirect_stderr(err):
             try:
                 signal.alarm(20)
@@ -250,7 +250,7 @@ for case, (kind, arg) in json.loads(sys.argv[1]).items():
             except BaseException as exc:
                 result = dict(ok=False, error=type(exc).__name__, message=str(exc)[:300])
             signal.alarm(0)
-        result.update(seconds=time.perf_counter() - start, rss_mb=rss_mb() - before,
+        result.update(cpu_seconds=time.process_time() - start, rss_mb=rss_mb() - before,
                       err=err.getvalue()[-2000:])
         os.write(write, json.dumps(result).encode())
         os._exit(0)
@@ -312,7 +312,7 @@ def test_linear_entity_expansion_in_utf16_is_refused_fast_and_small(child):
     r = child["xml"]
     assert not r["ok"] and r["error"] == "ExplainError", r
     assert "document type declaration" in r["message"], r
-    assert r["seconds"] < 2 and r["rss_mb"] < 200, r
+    assert r["cpu_seconds"] < 2 and r["rss_mb"] < 200, r
 
 
 @pytest.mark.parametrize("size", ["1.5 GB", "2.5 GB"])
@@ -321,7 +321,7 @@ def test_an_image_file_over_max_bytes_is_refused_before_reading(child, step, siz
     r = child[f"{step} {size}"]
     assert not r["ok"] and r["error"] == "ImageError", r
     assert "preprocess.max_bytes (268435456)" in r["message"], r
-    assert r["seconds"] < 1 and r["rss_mb"] < 50, r
+    assert r["cpu_seconds"] < 1 and r["rss_mb"] < 50, r
 
 
 def test_precheck_reads_the_tail_and_decoding_reads_the_file_once(child):

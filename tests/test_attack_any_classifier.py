@@ -174,12 +174,12 @@ def test_model_class_names_the_config_refuses_are_one_line(tmp_path, capsys, nam
 def test_repeated_labels_are_named_in_linear_time():
     from explain.models.labels import safe_class_names
     n = 4000
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds: a busy machine does not fail it
     names = safe_class_names(["x"] * n)
-    took = time.perf_counter() - started
+    took = time.process_time() - started
     assert len({name.lower() for name in names}) == n
     assert all(name_problem(name) is None for name in names)
-    assert took < 0.5, f"{took:.2f} s for {n} equal labels (linear: ~0.02 s)"
+    assert took < 0.5, f"{took:.2f} CPU s for {n} equal labels (linear: ~0.02 s)"
 
 
 # ---- 5. concepts.layer that is neither a target nor the channels layer -----------------------
