@@ -93,7 +93,10 @@ class CamEngine:
         self.watched = [(label, m) for label, m in options.watch_layers
                         if all(m is not h for h in self.hooked)]
         self.device = device
-        self.shared = [m for m in methods if traits(m.name).shared_pass and not options.aug_smooth]
+        # with the inplace guard off every method is the library's own call: its bug as it is
+        # (on a CPU, activations the next inplace ReLU overwrote, gradients from before it)
+        self.shared = [m for m in methods if traits(m.name).shared_pass and not options.aug_smooth
+                       and options.guard_inplace]
         self.separate = [m for m in methods if m not in self.shared]
         self.order = [m.name for m in methods]
         self.inplace_switched = 0

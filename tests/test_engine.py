@@ -202,3 +202,31 @@ def test_no_gradient_is_still_the_layer_error():
     with cpu_engine(model, [model.conv], ["gradcam"]) as engine:
         with pytest.raises(ExplainError, match="do not depend on this layer"):
             engine.run(torch.randn(1, 3, 8, 8), [0], [0, 1])
+
+
+def test_guard_off_gives_the_library_own_maps_bug_and_all(small_alexnet):
+    """With ``guard_inplace`` off the maps are pytorch-grad-cam's own call on the model as it
+    is (the inplace ReLU after features.10 overwrites the stored activations, the gradients
+    are from before it), as the README promises, not Grad-CAM of the ReLU (what a shared pass
+    on the overwritten tensor would give); with the guard on they are the conv's maps."""
+    from pytorch_grad_cam import GradCAM as LibGradCAM
+    layer, relu = (find_layer(small_alexnet, n)[1] for n in ("features.10", "features.11"))
+    assert relu.inplace
+    x = torch.randn(2, 3, SMALL_SIZE, SMALL_SIZE, generator=torch.Generator().manual_seed(3))
+    methods = ["gradcam", "gradcamplusplus", "layercam"]
+    off = engine_maps(small_alexnet, layer, methods, x, [0, 1], guard_inplace=False)
+    on = engine_maps(small_alexnet, layer, methods, x, [0, 1])
+    of_relu = engine_maps(small_alexnet, relu, methods, x, [0, 1])
+    for name, cls in (("gradcam", LibGradCAM), ("gradcamplusplus", GradCAMPlusPlus),
+                      ("layercam", LayerCAM)):
+        cam = cls(small_alexnet, [layer])  # the library as a user calls it: inplace ReLU kept
+        try:
+            theirs = np.stack([cam(input_tensor=x, targets=class_targets(c, len(x)))
+                               for c in (0, 1)], 1)
+        finally:
+            cam.activations_and_grads.release()
+        assert relu.inplace  # the engine gave the flags back
+        assert np.abs(off[name] - theirs).max() <= TOLERANCE, name
+    # the bug is visible: Grad-CAM off the guard is neither the conv's map nor the ReLU's
+    assert np.abs(off["gradcam"] - on["gradcam"]).max() > 0.05
+    assert np.abs(off["gradcam"] - of_relu["gradcam"]).max() > 0.05
