@@ -64,6 +64,9 @@ class MethodTraits:
     target_layers: bool = True  # False: the method takes no target layers (FullGrad: all biases)
     token_ablation: bool = False  # token layers need the library's AblationLayerVit
     note: str = ""  # for readers of the report, beside the method's name
+    # Where the library's formula departs from the paper's, which explain.reference follows:
+    # said beside a "differ" verdict of --compare.
+    paper_note: str = ""
 
     def __post_init__(self) -> None:
         if self.channel_term is not None and not self.shared_pass:
@@ -83,17 +86,22 @@ class MethodTraits:
         return self.note or None
 
 
-def _sum_of(term: str, units: str = "logit units", reference: bool = False) -> MethodTraits:
+def _sum_of(term: str, units: str = "logit units", reference: bool = False,
+            paper_note: str = "") -> MethodTraits:
     """A channel-sum method of the shared pass (dy/dA * A is in class-score, logit, units)."""
     return MethodTraits(shared_pass=True, channel_term=ChannelTerm(term, units),
-                        reference=reference)
+                        reference=reference, paper_note=paper_note)
 
 
 # Traits of the library's methods, by name; the order is the order of listings (channel methods).
 TABLE: dict[str, MethodTraits] = {
     "gradcam": _sum_of("w_k * A_k, w_k = mean of dy/dA_k", reference=True),
     "gradcamplusplus": _sum_of("w_k * A_k, w_k = Grad-CAM++ weight", "arbitrary units",
-                               reference=True),
+                               reference=True, paper_note=(
+                                   "the library adds 1e-6 to the denominator of the paper's "
+                                   "alpha = g^2 / (2 g^2 + sum(A) g^3); where gradients are "
+                                   "about 1e-3 or smaller that term outweighs the formula's, "
+                                   "and the hand-written map follows the paper")),
     "xgradcam": _sum_of("w_k * A_k, w_k = XGrad-CAM weight"),
     "layercam": _sum_of("ReLU(dy/dA_k) * A_k", reference=True),
     "hirescam": _sum_of("dy/dA_k * A_k"),

@@ -6,7 +6,9 @@ G = dy_c/dA of the same shape; ``capture`` gets A and G with our own hooks, the 
 hand-written way (a tensor hook on the layer output and ``backward()``), so it shares no
 code path with the engine either.
 
-Conventions, chosen to match the library's post-processing step for step:
+The weights are the papers' formulas as they stand (Grad-CAM++: no guard added to alpha's
+denominator, where the library adds 1e-6). Post-processing, chosen to match the library's
+step for step:
 - the map is ReLU(sum_k contribution_k), computed at feature resolution;
 - it is min-max scaled there, as (m - min) / (max + 1e-7), then resized to the input size
   with OpenCV bilinear interpolation (cv2.INTER_LINEAR, half-pixel centres), then min-max
@@ -26,7 +28,6 @@ from torch import nn
 from explain.models.guard import non_inplace
 
 EPS_SCALE = 1e-7  # min-max denominator guard
-EPS_PLUSPLUS = 1e-6  # Grad-CAM++ alpha denominator guard
 
 
 def gradcam_weights(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -35,13 +36,17 @@ def gradcam_weights(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
 
 
 def gradcampp_weights(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """Grad-CAM++ (Chattopadhyay et al.), with the exponential-output simplification:
-    alpha_kij = g^2 / (2 g^2 + sum_ab A_k(a,b) g^3), 0 where g = 0;
-    w_k = sum_ij alpha_kij ReLU(g_kij) -> (B, C)."""
+    """Grad-CAM++ (Chattopadhyay et al., eq. 19 with the exponential-output simplification):
+    alpha_kij = g^2 / (2 g^2 + sum_ab A_k(a,b) g^3), 0 where that denominator is 0 (g = 0);
+    w_k = sum_ij alpha_kij ReLU(g_kij) -> (B, C). The paper's formula as it stands: the
+    library adds 1e-6 to the denominator, which outweighs it where gradients are small
+    (``compare`` shows that difference, see LIBRARY_DIFFERENCES)."""
     g2 = grads ** 2
     g3 = g2 * grads
     total = acts.sum(axis=(2, 3), keepdims=True)
-    alpha = np.where(grads != 0, g2 / (2 * g2 + total * g3 + EPS_PLUSPLUS), 0.0)
+    denominator = 2 * g2 + total * g3
+    safe = np.where(denominator != 0, denominator, 1.0)
+    alpha = np.where(denominator != 0, g2 / safe, 0.0)
     return (alpha * np.maximum(grads, 0)).sum(axis=(2, 3))
 
 

@@ -29,13 +29,54 @@ def course_run(course_tree, layer, **sets):
     return summary.compare
 
 
+EXACT = ["gradcam", "layercam"]  # the library's formula is the paper's
+
+
 @pytest.mark.parametrize("layer", ["features.10", "features.11"])
 def test_library_matches_handwritten_on_inplace_alexnet(shared_course_tree, layer):
     result = course_run(shared_course_tree, layer)
     for method in REFERENCED:
         assert result["per_method"][method]["maps"] == 6  # 3 images x 2 classes
+    for method in EXACT:
         assert result["per_method"][method]["max_abs"] <= 1e-5, method
         assert result["per_method"][method]["verdict"] == "agree"
+        assert "note" not in result["per_method"][method]
+    # Grad-CAM++: the library's 1e-6 in alpha's denominator outweighs the paper's formula on
+    # this small random network's gradients; the verdict says so
+    plus = result["per_method"]["gradcamplusplus"]
+    assert plus["verdict"] == "differ" and plus["max_abs"] > 1e-3
+    assert "adds 1e-6" in plus["note"]
+    assert any(v.startswith("gradcamplusplus: differ") and "adds 1e-6" in v
+               for v in result["verdicts"])
+
+
+def test_handwritten_gradcamplusplus_is_the_paper_formula_and_the_library_adds_1e_6():
+    """The reference's weights are eq. 19 of the paper computed pixel by pixel; with 1e-6
+    added to alpha's denominator they are the library's own weights: that epsilon is the
+    whole difference --compare shows for Grad-CAM++."""
+    from pytorch_grad_cam import GradCAMPlusPlus
+    rng = np.random.default_rng(0)
+    acts = rng.random((2, 3, 4, 5)).astype(np.float32)
+    grads = (rng.standard_normal((2, 3, 4, 5)) * 1e-3).astype(np.float32)
+    grads[0, 1, 2, 3] = 0.0
+    ours = reference.gradcampp_weights(acts, grads)
+    paper = np.zeros((2, 3))
+    for b in range(2):
+        for k in range(3):
+            total = float(acts[b, k].sum(dtype=np.float64))
+            for i in range(4):
+                for j in range(5):
+                    g = float(grads[b, k, i, j])
+                    denominator = 2 * g ** 2 + total * g ** 3
+                    alpha = g ** 2 / denominator if denominator != 0 else 0.0
+                    paper[b, k] += alpha * max(g, 0.0)
+    assert np.allclose(ours, paper, rtol=1e-4, atol=0)
+    library = GradCAMPlusPlus.get_cam_weights(None, None, None, None, acts, grads)
+    assert np.abs(library - paper).max() > 0.1 * np.abs(paper).max()  # at 1e-3, eps matters
+    g2 = grads.astype(np.float64) ** 2
+    with_eps = np.where(grads != 0, g2 / (2 * g2 + acts.sum(axis=(2, 3), keepdims=True)
+                                          * g2 * grads + 1e-6), 0)
+    assert np.allclose((with_eps * np.maximum(grads, 0)).sum(axis=(2, 3)), library, rtol=1e-4)
 
 
 def test_disabling_the_inplace_fix_shows_the_error(shared_course_tree):
@@ -51,8 +92,10 @@ def test_library_matches_handwritten_on_demo_network(tmp_path):
     summary = run(cfg, RunOptions(out_root=tmp_path, **QUIET))
     rows = (tmp_path / "demo_catdog" / "compare" / "compare.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 2 * 3
-    for method in REFERENCED:
+    for method in EXACT:
         assert summary.compare["per_method"][method]["max_abs"] <= 1e-5
+    # the trained network's gradients at this layer are small: Grad-CAM++'s epsilon shows
+    assert summary.compare["per_method"]["gradcamplusplus"]["max_abs"] > 0.1
     figure = cv2.imread(str(tmp_path / "demo_catdog" / "compare" / "layercam" / "both__cat.png"))
     assert figure.shape[1] > 3 * 224
 

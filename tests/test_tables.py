@@ -239,7 +239,9 @@ def test_the_channel_views_read_the_registered_channel_term(squared):
 
 def test_every_reference_entry_has_its_hand_written_math():
     """``reference`` in the table says explain.reference writes the method out; that math
-    equals the library's own term for the method, and the others have none."""
+    equals the library's own term for the method (close to it where the table notes the
+    library departs from the paper: Grad-CAM++'s 1e-6, tests/test_compare.py), and the
+    others have none."""
     rng = np.random.default_rng(1)
     acts = rng.normal(size=(1, 6, 5, 4)).astype(np.float32)
     grads = rng.normal(size=(1, 6, 5, 4)).astype(np.float32)
@@ -247,7 +249,8 @@ def test_every_reference_entry_has_its_hand_written_math():
     for name in methods.having("reference"):
         ours = reference.contributions(name, acts, grads)[0]
         library = channels.channel_contributions(name, acts[0], grads[0])
-        np.testing.assert_allclose(ours, library, rtol=1e-4, atol=1e-6, err_msg=name)
+        rtol = 1e-2 if methods.traits(name).paper_note else 1e-4
+        np.testing.assert_allclose(ours, library, rtol=rtol, atol=1e-6, err_msg=name)
     for name in set(methods.TABLE) - set(methods.having("reference")):
         with pytest.raises(KeyError):
             reference.contributions(name, acts, grads)

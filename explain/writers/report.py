@@ -240,7 +240,8 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
     for method, info in ((summary.compare or {}).get("per_method") or {}).items():
         if info.get("verdict") == "differ":
             out.append(f"compare: {method} differs from its reference (max |diff| "
-                       f"{info.get('max_abs', 0):.2e})")
+                       f"{info.get('max_abs', 0):.2e})"
+                       + (f": {info['note']}" if info.get("note") else ""))
     if not summary.config.model.fix_inplace:
         out.append("inplace guard off: CAMs may use activations an inplace op overwrote")
     return out
