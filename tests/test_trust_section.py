@@ -308,3 +308,31 @@ def test_without_metrics_or_boxes_no_baseline_is_computed(tmp_path):
     assert summary.trust.conclusion.startswith("no conclusion: no faithfulness or localisation")
     page = (tmp_path / "results" / "plain" / "report.html").read_text()
     assert 'class="baseline"' not in page and "no conclusion: no faithfulness" in page
+
+
+def test_with_too_few_images_the_line_and_the_table_say_the_same(tmp_path):
+    """Below the minimum for a test, a method whose mean is below a baseline's is neither
+    "✗ baseline" in the table nor silently "too few images to tell" on its line: both say
+    its mean is below that baseline, and that no test was made."""
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, render_pages
+    few = GOOD[:3]
+    summary = synthetic({"gradcam": [v + 0.2 for v in few], "layercam": few},
+                        {"random": [v - 0.3 for v in few], "centre": [v + 0.05 for v in few]})
+    summary.config = Config.model_validate({"model": {"file": "m.pth"}, "images": ["a.jpg"],
+                                            "target_layers": ["x"], "metrics": [METRIC],
+                                            "methods": ["gradcam", "layercam"]})
+    table = method_table(summary, ["gradcam", "layercam"])
+    summary.trust = trustlines.build(summary, table)
+    grad, lay = summary.trust.lines
+    assert (grad.beats_baselines, grad.below) == (None, [])
+    assert (lay.beats_baselines, lay.below) == (None, ["centre"])
+    assert lay.text.endswith("beats every baseline: too few images to tell (its mean is below "
+                             "centre)")
+    assert "beats every baseline: too few images to tell" in grad.text and "below" not in grad.text
+    (tmp_path / "run").mkdir()
+    page = render_pages(RunFolder(tmp_path / "run"), ReportData(summary))["report.html"]
+    section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
+    assert "(its mean is below centre)" in section and section.count("its mean is below") == 1
+    table_html = page[page.index('class="method-table"'):]
+    assert "✗ baseline:" not in table_html and ">mean below centre</span>" in table_html
