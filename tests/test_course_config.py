@@ -75,12 +75,16 @@ def test_a_class_from_the_saving_script_is_explained_in_one_line(tmp_path):
     finally:
         _ScriptNet.__module__ = __name__
         del script._ScriptNet
-    with pytest.raises(ExplainError) as info:
-        trusted_load(tmp_path / "mine.pth")
-    message = str(info.value)
-    assert "\n" not in message and message.startswith(f"{tmp_path / 'mine.pth'}: the model's class")
-    assert "_ScriptNet was defined in the script or notebook that saved it" in message
-    assert "model.state_dict()" in message and "model.arch" in message
+    from explain.models.pickles import safe_load
+    for load in (trusted_load, safe_load):  # without trust: not "set model.trust: true" first
+        with pytest.raises(ExplainError) as info:
+            load(tmp_path / "mine.pth")
+        message = str(info.value)
+        assert "\n" not in message and \
+            message.startswith(f"{tmp_path / 'mine.pth'}: the model's class")
+        assert "_ScriptNet was defined in the script or notebook that saved it" in message
+        assert "model.trust: true does not help" in message
+        assert "model.state_dict()" in message and "model.arch" in message
 
 
 def test_a_planning_error_names_the_config_file_first(small_course_tree, capsys):

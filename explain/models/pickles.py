@@ -279,6 +279,15 @@ def _allowed_global(name: str) -> Any:
     return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
 
 
+def _script_class(path: Path, name: str) -> ExplainError:
+    """A class saved from a script or notebook (``__main__``): no setting makes it loadable."""
+    return ExplainError(
+        f"{path}: the model's class {name} was defined in the script or notebook that saved "
+        f"it, so no other program can rebuild it (model.trust: true does not help); move the "
+        f"class into a .py file (a module), import it from there and save again, or save "
+        f"model.state_dict() and name the class with model.arch")
+
+
 def _refusal(path: Path, why: str) -> ExplainError:
     return ExplainError(
         f"{path}: refused to load: the file {why}; a model saved with torch.save needs no "
@@ -292,6 +301,9 @@ def safe_load(path: Path) -> Any:
     problem = file_problem(path, names)
     if problem and problem.startswith("is not a well-formed"):
         raise ExplainError(f"{path}: not a PyTorch model file (it {problem})")
+    script = sorted(n for n in names if n.startswith("__main__."))
+    if script:  # trust would not help: say so before suggesting it
+        raise _script_class(path, script[0].rpartition(".")[2])
     if problem:
         raise _refusal(path, problem)
     allowed = [obj for obj in map(_allowed_global, sorted(names)) if obj is not None]
@@ -395,11 +407,7 @@ def trusted_load(path: Path) -> Any:
     except Exception as exc:
         missing = re.search(r"Can't get attribute '([\w.]+)' on <module '([\w.]+)'", str(exc))
         if missing and missing.group(2).split(".")[-1] == "__main__":  # a script's class
-            raise ExplainError(
-                f"{path}: the model's class {missing.group(1)} was defined in the script or "
-                f"notebook that saved it, so no other program can rebuild it; move the class "
-                f"into a .py file (a module), import it from there and save again, or save "
-                f"model.state_dict() and name the class with model.arch") from None
+            raise _script_class(path, missing.group(1)) from None
         if missing:
             raise ExplainError(f"{path}: the model's class {missing.group(1)} is not in the "
                                f"module {missing.group(2)} that saved it (renamed or moved?)"
