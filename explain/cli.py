@@ -243,12 +243,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if argv[:1] == ["diff"] and not Path("diff").is_file():  # not a config named 'diff'
         return diff_main(argv[1:])
     args = build_parser().parse_args(argv)
+    overrides: dict = {}
     try:
         if args.resume and args.overwrite:
             raise ExplainError("--resume and --overwrite exclude each other: --resume completes "
                                "an interrupted run, --overwrite replaces it")
         from explain.config import load_config
-        cfg = load_config(args.config, overrides_from(args))  # before torch is imported
+        overrides = overrides_from(args)
+        cfg = load_config(args.config, overrides)  # before torch is imported
         from explain.runner import RunOptions, run
         run(cfg, RunOptions(out_root=Path(args.out).resolve() if args.out else None,
                             overwrite=args.overwrite, resume=args.resume,
@@ -256,6 +258,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ExplainError, OSError) as exc:  # OSError: disk full, read-only folder, ...
         if args.debug:
             raise
+        if isinstance(exc, ExplainError):
+            from explain.config import attribute
+            attribute(exc, args.config, overrides, "the command line")
         return _print_error(exc)
     except KeyboardInterrupt as exc:  # RunInterrupted says what the run folder holds
         print(str(exc) if isinstance(exc, RunInterrupted) else

@@ -90,6 +90,37 @@ def test_a_class_from_the_saving_script_is_explained_in_one_line(tmp_path):
 def test_a_planning_error_names_the_config_file_first(small_course_tree, capsys):
     cfg = small_course_tree / "configs" / "alexnet_catdog.yaml"
     line = refused(capsys, cfg, "--quiet", "--layer", "features.99")
-    assert line.startswith(f"explain: error: {cfg}: target_layers[0]: no layer 'features.99'")
+    assert line.startswith(f"explain: error: {cfg} (target_layers from the command line): "
+                           f"target_layers[0]: no layer 'features.99'")
     line = refused(capsys, cfg, "--quiet", "--set", "classes.dog=5")
-    assert line.startswith(f"explain: error: {cfg}: classes.dog: index 5")
+    assert line.startswith(f"explain: error: {cfg} (classes.dog from the command line): "
+                           f"classes.dog: index 5")
+    line = refused(capsys, cfg, "--quiet", "--set", "targets=[Dog]")  # a validation error
+    assert line.startswith(f"explain: error: {cfg} (targets from the command line): targets")
+
+
+def test_an_error_names_the_config_file_as_typed_and_only_flags_what_the_command_line_set(
+        small_course_tree, capsys, monkeypatch):
+    """The file as the user typed it (a planning error, which names it resolved, too), and
+    "from the command line" only beside a field the command line set."""
+    from explain.config import attribute
+    from explain.errors import ExplainError
+
+    def from_command_line(line, typed, overrides):
+        exc = ExplainError(line)
+        attribute(exc, typed, overrides, "the command line")
+        return str(exc)
+    monkeypatch.chdir(small_course_tree)
+    typed = "configs/alexnet_catdog.yaml"
+    (small_course_tree / "configs" / "bad.yaml").write_text(
+        (small_course_tree / "configs" / "alexnet_catdog.yaml").read_text()
+        .replace("features.10", "features.98"))
+    line = refused(capsys, "configs/bad.yaml", "--quiet", "--methods", "gradcam")
+    assert line.startswith("explain: error: configs/bad.yaml: target_layers[0]: no layer "
+                           "'features.98'")  # the file's own value: no note
+    line = refused(capsys, typed, "--quiet", "--layer", "features.99")
+    assert line.startswith(f"explain: error: {typed} (target_layers from the command line): ")
+    resolved = str((small_course_tree / typed).resolve())
+    assert from_command_line(f"{resolved}: methods[1].name: unknown", typed, {"methods": []}) \
+        == f"{typed} (methods from the command line): methods[1].name: unknown"
+    assert from_command_line("other.pth: broken", typed, {"methods": []}) == "other.pth: broken"

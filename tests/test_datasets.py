@@ -386,3 +386,22 @@ def test_mean_sums_state_round_trip():
     assert sums.to_bytes(["c"]) == again.to_bytes(["c"])  # the same state, the same bytes
     with pytest.raises(ExplainError, match="not a mean-map state"):
         datasets.MeanSums.from_bytes(b"PK junk", "state")
+
+
+def test_a_plain_folder_of_class_folders_says_how_to_read_it(tmp_path):
+    """images: [train/] holding cat/ and dog/ finds no file in train/ itself: the line says a
+    folder entry does not read subfolders and shows the labelled and glob forms, which work."""
+    for cls in ("cat", "dog"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        shutil.copy(IMAGES / f"{cls}.jpg", tmp_path / "train" / cls / f"{cls}1.jpg")
+    base = dict(model={"file": "m.pth"}, target_layers=["x"])  # no model needed to find images
+    path = write_config(tmp_path, images=["train/"], **base)
+    text = one_line_error(path)
+    assert "images[0]: no image files in 'train/'" in text
+    assert "not its subfolders 'cat', 'dog'" in text
+    assert "{labelled: train}" in text and "'train/*/*.jpg'" in text
+    for images in ([{"labelled": "train"}], ["train/*/*.jpg"]):  # the hint's two forms work
+        refs, _ = find_images(load_config(write_config(tmp_path, "ok", images=images, **base)))
+        assert sorted(r.path.name for r in refs) == ["cat1.jpg", "dog1.jpg"]
+    (tmp_path / "empty").mkdir()
+    assert "subfolders" not in one_line_error(write_config(tmp_path, "e", images=["empty"], **base))

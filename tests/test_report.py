@@ -96,6 +96,10 @@ def test_report_links_every_map_in_the_summary(small_study):
         assert (run_dir / rel).is_file(), rel
     assert "report/photos/both.jpg" in shown and "panels/cat.png" in shown
     assert "channels/gradcam/both__dog__top.png" in shown  # top channels, when present
+    # the course's own pictures: every channel of the layer, every channel's contribution
+    assert {"channels/both__activations.png", "channels/cat__activations.png",
+            "channels/gradcam/both__dog__contributions.png",
+            "channels/gradcam/cat__cat__contributions.png"} <= shown
     assert not any(s.startswith("channels/eigencam/") for s in shown)  # none for EigenCAM
     assert not any(h.startswith(("http:", "https:", "//", "/")) for h in page.links + page.images)
 
@@ -284,3 +288,19 @@ def test_chromium_check_fails_when_a_picture_is_missing(small_study, browser, tm
     result = check_page(browser, copy / "report.html")
     assert result["broken"] == ["cams/eigencam/cat__dog.png"]
     assert any("ERR_FILE_NOT_FOUND" in e for e in result["errors"])
+
+
+def test_a_card_shows_the_image_s_channel_pictures_that_are_there(small_study):
+    """The activation grid (labelled with the channel layer) and each method's class
+    contrast, from the records, only when the file is in the folder."""
+    from explain.outputs import RunFolder
+    from explain.writers.report import _channel_views
+    summary, run_dir, _ = small_study
+    entry = next(e for e in summary.images if e.id == "both").model_copy(deep=True)
+    assert _channel_views(RunFolder(run_dir), entry, summary.config) == [
+        ("every channel of features.10", "channels/both__activations.png")]
+    entry.files.contrast = {"gradcam": "channels/gradcam/both__dog__top.png",
+                            "eigencam": "channels/eigencam/not_there.png"}
+    assert _channel_views(RunFolder(run_dir), entry, summary.config)[1:] == [
+        ("gradcam: the channels that tell the classes apart",
+         "channels/gradcam/both__dog__top.png")]

@@ -288,9 +288,10 @@ def test_run_records_files_and_report(tmp_path, capsys):
                                "independent": True})
     code, err, _ = cli(capsys, path)
     assert code == 0, err
-    assert "estimate: sanity: 3 layer(s)" in err
-    assert re.search(r"sanity: one step takes [0-9.]+ s: about [0-9]+ s more for the other 4 "
-                     r"step\(s\)", err), err  # 3 cascading + 3 independent steps
+    assert "estimate: sanity: 3 layer(s)" in err and "(and for the trained model and a " \
+        "random logit)" in err  # the estimate's steps: 2 + 3 x 2
+    assert re.search(r"sanity: one layer's step takes [0-9.]+ s: about [0-9]+ s more for the "
+                     r"other 4 layer step\(s\)", err), err  # 3 cascading + 3 independent
     took = re.search(r"maps in [0-9.]+s \(.*, sanity checks ([0-9.]+)s\)$", err, re.M)
     assert took, err  # the summary line names the checks' time beside the maps'
     run = tmp_path / "results" / "exp"

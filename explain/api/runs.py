@@ -128,11 +128,12 @@ def run(config: ConfigInput, *, out: Union[str, os.PathLike, None] = None,
     if resume and overwrite:
         raise ExplainError("resume and overwrite exclude each other: resume completes an "
                            "interrupted run, overwrite replaces it")
-    cfg = load_settings(config, overrides)
+    from explain.config import attribute
     from explain.runner import RunOptions, run as run_config
     opts = RunOptions(out_root=Path(out).expanduser().resolve() if out is not None else None,
                       overwrite=overwrite, resume=resume, progress=progress, log=log or _say)
     try:
+        cfg = load_settings(config, overrides)
         summary = run_config(cfg, opts)
         root = Path(summary.output_dir)
         rows = {}
@@ -141,6 +142,9 @@ def run(config: ConfigInput, *, out: Union[str, os.PathLike, None] = None,
             rows = load_run(root).compare_rows
     except OSError as exc:
         raise _os_error(exc) from exc
+    except ExplainError as exc:  # a field this call set is not the file's: the line says so
+        attribute(exc, config, dotted(overrides), "the call's arguments")
+        raise
     return Run(summary, root, compare_rows=rows, config=_resolved(summary, cfg))
 
 

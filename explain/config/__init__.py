@@ -13,7 +13,8 @@ from explain.config.sections import (Annotations, BoxValues, COLORMAPS, Channels
                                      Number, Output, Percent, Preprocess, Report, Reshape,
                                      TARGET_WORDS, Text, box_problem, is_finite)
 from explain.config.schema import Config
-from explain.config.loading import (MAX_NESTING, apply_override, explain_validation, load_config,
+from explain.config.loading import (MAX_NESTING, apply_override, attribute, explain_validation,
+                                    load_config,
                                     names_a_field, nesting_problem, parse_value, read_bounded_bytes,
                                     read_bounded_text, read_yaml, resolved)
 
@@ -22,6 +23,6 @@ __all__ = ["Annotations", "BoxValues", "COLORMAPS", "Channels", "Compare", "Conc
            "MAX_CLASSES", "MAX_CONFIG_BYTES", "MAX_CONFIG_NODES", "MAX_SIDE", "MethodSpec",
            "MetricSpec", "ModelSpec", "Number", "Output", "Percent", "Preprocess", "Report",
            "Reshape", "TARGET_WORDS", "Text", "box_problem", "is_finite", "Config", "MAX_NESTING",
-           "apply_override", "explain_validation", "load_config", "names_a_field",
+           "apply_override", "attribute", "explain_validation", "load_config", "names_a_field",
            "nesting_problem", "parse_value", "read_bounded_bytes", "read_bounded_text", "read_yaml",
            "resolved"]

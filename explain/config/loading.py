@@ -168,6 +168,31 @@ def names_a_field(message: str) -> bool:
     return ":" in message and field in Config.model_fields
 
 
+def attribute(exc: ExplainError, config: Any, overrides: dict[str, Any], origin: str) -> None:
+    """Rewrite ``exc``'s lines about a field of the config file, ``<file>: <field>: ...``: the
+    file as the user gave it (planning errors name it resolved) and, when ``origin`` (the
+    command line, the call's arguments) set that field, ``(<key> from <origin>)``: the value
+    is not in the file. Other lines are kept; the exception keeps its type."""
+    if not isinstance(config, (str, os.PathLike)):
+        return
+    given = os.fspath(config)
+    lines = [_attributed(line, given, overrides, origin) for line in str(exc).split("\n  ")]
+    exc.args = ("\n  ".join(lines),)
+
+
+def _attributed(line: str, config: str, overrides: dict[str, Any], origin: str) -> str:
+    for form in (config, str(Path(config).resolve())):
+        if line.startswith(form + ": "):
+            rest = line[len(form) + 2:]
+            break
+    else:
+        return line
+    field = re.sub(r"\[\d+\]", "", rest.split(":", 1)[0]) if ":" in rest else ""
+    keys = [key for key in overrides if field == key or field.startswith(key + ".")
+            or key.startswith(field + ".")] if field else []
+    return f"{config}{f' ({keys[0]} from {origin})' if keys else ''}: {rest}"
+
+
 def explain_validation(err: ValidationError, where: str) -> ExplainError:
     """Every problem pydantic found, one line each, each starting with the file and key.
 

@@ -85,8 +85,27 @@ def _plain_files(cfg: Config, entry: str, where: str, notes: list[Note]) -> list
               if f and p.suffix.lower() not in IMAGE_SUFFIXES]
     if not images:
         raise ExplainError(f"{where}: no image files in {quote(entry)}"
-                           f"{links_hint(notes[before:])}")
+                           f"{links_hint(notes[before:]) or _subfolder_hint(path, entry)}")
     return images
+
+
+def _subfolder_hint(path: Path, entry: str) -> str:
+    """For a folder whose images are in subfolders (a class per folder, say): a folder entry
+    reads only the files in it; what to write instead."""
+    try:
+        if not path.is_dir() or glob.has_magic(entry):
+            return ""
+        folders = [p for p in sorted(path.iterdir())[:1000]
+                   if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+    except OSError:
+        return ""
+    if not folders:
+        return ""
+    base = entry.rstrip("/")[:120]
+    return (f" (a folder entry reads the files in it, not its subfolders "
+            f"{', '.join(quote(p.name) for p in folders[:3])}{', ...' if len(folders) > 3 else ''}"
+            f"; for a folder per class write {{labelled: {base}}}, or list "
+            f"'{base}/*/*.jpg')")
 
 
 def _with_ids(paths: list[Found]) -> list[ImageRef]:

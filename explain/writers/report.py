@@ -86,6 +86,7 @@ class Cell:
     record: MapRecord
     overlay: Optional[str]  # relative path, None when the file is missing
     top: Optional[str] = None
+    contributions: Optional[str] = None  # every channel's term of the map (channel views)
     diff: Optional[str] = None
     compare: Optional[CompareRow] = None
     guided: Optional[str] = None  # Guided Grad-CAM picture (guided.enabled)
@@ -104,6 +105,8 @@ class Card:
     concepts: Optional[str] = None  # the concepts figure (concepts.enabled)
     task_picture: Optional[str] = None  # the predicted mask / the boxes (task: segmentation,
     #                                     detection)
+    channel_views: list[tuple[str, str]] = field(default_factory=list)  # (what, file): the
+    #                                     activation grid, each method's class contrast
 
 
 @dataclass
@@ -137,6 +140,7 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
             boxes = (entry.boxes or {}).get(rec.class_name, [])
             cells[(rec.class_name, rec.method)] = Cell(
                 record=rec, overlay=_present(run, rec.file), top=_present(run, rec.files.top),
+                contributions=_present(run, rec.files.contributions),
                 diff=_present(run, rec.files.compare),
                 compare=rows.get((entry.id, rec.class_name, rec.method)),
                 guided=_present(run, rec.guided_file),
@@ -144,8 +148,19 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
                 peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
         cards.append(Card(entry, _present(run, entry.files.photo), present, cells,
                           concepts=_present(run, entry.files.concepts_figure),
-                          task_picture=_present(run, entry.files.task)))
+                          task_picture=_present(run, entry.files.task),
+                          channel_views=_channel_views(run, entry, data.summary.config)))
     return cards
+
+
+def _channel_views(run: RunFolder, entry: ImageEntry, config: Any) -> list[tuple[str, str]]:
+    """The image's channel pictures in the folder: every channel of the channel layer, then
+    each method's class contrast."""
+    layer = config.channels.layer or (config.target_layers or ["?"])[0]
+    views = [(f"every channel of {layer}", _present(run, entry.files.activations))]
+    views += [(f"{method}: the channels that tell the classes apart", _present(run, rel))
+              for method, rel in entry.files.contrast.items()]
+    return [(what, rel) for what, rel in views if rel]
 
 
 @dataclass

@@ -88,9 +88,9 @@ def _ticker(ctx: RunContext, bar: tqdm, steps: int) -> Callable[[], None]:
         if len(times) == 2 and steps > 2:
             took = times[1] - times[0]
             left = took * (steps - 2)
-            ctx.log(f"sanity: one step takes {took:.1f} s: about "
+            ctx.log(f"sanity: one layer's step takes {took:.1f} s: about "
                     f"{f'{left:.0f} s' if left < 90 else f'{left / 60:.0f} min'} more "
-                    f"for the other {steps - 2} step(s)")
+                    f"for the other {steps - 2} layer step(s)")
     return tick
 
 
@@ -109,8 +109,9 @@ def estimate_line(plan: RunPlan) -> str:
     took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
     return (f"estimate: sanity: {layers} layer(s) re-initialised one by one from the output"
             f"{' (and each alone)' if cfg.sanity.independent else ''}, every method's maps "
-            f"of {images} image(s) x {plan.slots} class(es) made again at each step: about "
-            f"{passes:,} passes, {took} (fewer: sanity.layers, sanity.images)")
+            f"of {images} image(s) x {plan.slots} class(es) made again at each step (and for "
+            f"the trained model and a random logit): about {passes:,} passes, {took} (fewer: "
+            f"sanity.layers, sanity.images)")
 
 
 def _subjects(ctx: RunContext) -> tuple[list[sanity.Subject], list[np.ndarray]]:
