@@ -145,10 +145,11 @@ def test_the_report_links_exactly_the_recorded_files_it_shows(study):
     shown |= set(summary["files"]["panels"].values())
     shown |= {m["file"] for m in summary["dataset"]["mean_maps"]}
     for image in summary["images"]:
-        shown |= {image["files"]["photo"], image["files"]["concepts_figure"]}
+        shown |= {image["files"]["photo"], image["files"]["concepts_figure"],
+                  image["files"]["activations"], *image["files"]["contrast"].values()}
         for rec in image["cams"]:
             shown |= {rec["file"], rec["guided_file"], rec["files"]["top"],
-                      rec["files"]["compare"]}
+                      rec["files"]["contributions"], rec["files"]["compare"]}
     assert page(folder).links == shown
     assert shown <= recorded(summary)
 
