@@ -470,3 +470,18 @@ def test_channel_option_defaults():
     assert (spec.shared_scale, spec.labels, spec.tile_size, spec.top_k, spec.grids, spec.top,
             spec.contrast, spec.colormap) == (True, True, 48, 16, None, None, None, None)
     assert "overlay" not in spec.model_dump()
+
+
+def test_scale_dependent_records_keep_their_significant_digits():
+    """A gradient-sized weight (3e-9) is not rounded to 0 and 1.1234e-05 keeps its digits:
+    records round to significant digits, not decimals."""
+    from explain.measures import significant
+    assert significant(3.14159e-9) == 3.14159e-9 and significant(1.1234567891e-05) == 1.123457e-05
+    assert significant(-2.5) == -2.5 and significant(0.0) == 0.0
+    acts = np.full((2, 3, 3), 1e-9, np.float32)
+    acts[1] = 2e-7
+    grads = np.full((2, 3, 3), 3e-9, np.float32)
+    rows, _ = channel_stats("gradcam", acts, grads)
+    by_channel = {r["channel"]: r for r in rows}
+    assert by_channel[0]["weight"] == pytest.approx(3e-9, rel=1e-6)
+    assert by_channel[1]["mean_activation"] == pytest.approx(2e-7, rel=1e-6)

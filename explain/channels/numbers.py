@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from pytorch_grad_cam.base_cam import BaseCAM
 
+from explain.measures import significant
 from explain.methods import ChannelTerm, having, registry, traits
 
 
@@ -115,8 +116,8 @@ def channel_stats(method: str, acts: np.ndarray, grads: np.ndarray) -> tuple[lis
     means = acts.reshape(len(acts), -1).mean(axis=1).tolist()  # one call, not one per channel
     weight_list = None if weights is None else np.asarray(weights).tolist()
     share_list = np.asarray(shares).tolist()
-    rows = [{"channel": k, "mean_activation": round(means[k], 6),
-             "weight": None if weight_list is None else round(weight_list[k], 8),
+    rows = [{"channel": k, "mean_activation": significant(means[k]),
+             "weight": None if weight_list is None else significant(weight_list[k]),
              "share": round(share_list[k], 6),
              "zero_gradient": zero_list[k]} for k in range(len(totals))]
     rows.sort(key=lambda r: (-r["share"], r["channel"]))

@@ -187,7 +187,8 @@ class SegmentationTask(Task):
             one.record = self._record(ctx, entry, one, (region, labels, truth))
             one.record.segment.score = round(score, 6)
             raw = result.raw_max.get(one.method)
-            one.record.raw_max = None if raw is None else round(float(raw[b, one.slot]), 6)
+            one.record.raw_max = None if raw is None else \
+                measures.significant(float(raw[b, one.slot]))
             entry.cams.append(one.record)
             kept.append(one)
         return ImageView(item, entry, b, kept)

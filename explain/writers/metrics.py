@@ -22,6 +22,7 @@ from explain.config import MetricSpec, Preprocess
 from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot, seeded
+from explain.measures import significant
 from explain.methods import traits
 from explain.methodtable import method_table
 from explain.plan import RunPlan
@@ -97,7 +98,7 @@ class MetricsWriter(Writer):
                 raw = result.raw_max.get(one.method)
                 if raw is None:
                     self.no_raw.add(one.method)
-                rec.raw_max = None if raw is None else round(float(raw[b, one.slot]), 6)
+                rec.raw_max = None if raw is None else significant(float(raw[b, one.slot]))
                 rec.logit = round(float(class_logits[b, one.class_index]), 6)
                 rec.probability = entry.probabilities[cls]
                 rec.weak = rec.probability < cfg.report.weak_below
