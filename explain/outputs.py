@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Optional
 import cv2
 import numpy as np
 
+from explain.config import parse_value
 from explain.errors import ExplainError, RunInterrupted
 from explain.runlock import LOCK_FILE, RunLock
 
@@ -283,8 +284,13 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def resume_flags(name: str, folder: str) -> str:
     """The flags that resume the run in ``folder`` for a config whose run name is ``name``:
-    ``--resume`` for results/<name>, with ``--set name=<folder>`` for <name>-2, -3, ..."""
-    return "--resume" if folder == name else f"--resume --set name={folder}"
+    ``--resume`` for results/<name>, with ``--set name=<folder>`` for <name>-2, -3, ...
+    (quoted where YAML would read the folder's name as a number or a date: 1.0e-2)."""
+    if folder == name:
+        return "--resume"
+    value = folder if parse_value(folder) == folder else f'"{folder}"'
+    return f"--resume --set 'name={value}'" if value != folder else \
+        f"--resume --set name={folder}"
 
 
 def unfinished_runs(root: Path, name: str) -> list[Path]:
@@ -293,9 +299,13 @@ def unfinished_runs(root: Path, name: str) -> list[Path]:
     found = []
     for path in root.glob(f"{glob.escape(name)}-*"):
         suffix = path.name[len(name) + 1:]
-        if suffix.isdigit() and path.is_dir() and not path.is_symlink() and \
-                (path / RUN_MARKER).is_file() and not (path / "summary.json").exists():
-            found.append((int(suffix), path))
+        try:
+            if suffix.isascii() and suffix.isdigit() and path.is_dir() and \
+                    not path.is_symlink() and (path / RUN_MARKER).is_file() and \
+                    not (path / "summary.json").exists():
+                found.append((int(suffix), path))
+        except OSError:  # a sibling we may not look into: not a run to point to
+            continue
     return [path for _, path in sorted(found)]
 
 

@@ -106,10 +106,12 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
                              log=opts.log)
             _explain_all(ctx, engine, opts, ranks, writers=writers)
         except KeyboardInterrupt:  # the folder is kept for --resume
-            raise RunInterrupted(_interrupted_line(run_dir, len(plan.images), replaced,
-                                                   plan.cfg.run_name)) from None
+            go_on = _go_on(plan.cfg.run_name, run_dir.root.name, opts.overwrite)
+            raise RunInterrupted(_interrupted_line(run_dir, len(plan.images), go_on,
+                                                   replaced)) from None
         except Exception:  # anything but an interrupt: a half-done folder is not kept
-            _failed(run_dir, root if not root_existed else None, opts, ranks)
+            _failed(run_dir, root if not root_existed else None, opts, ranks,
+                    plan.cfg.run_name)
             raise
         finally:
             run_dir.release()
@@ -124,38 +126,46 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
 
 
 def _failed(run_dir: RunFolder, new_root: Optional[Path], opts: RunOptions,
-            ranks: distributed.Ranks) -> None:
+            ranks: distributed.Ranks, name: str) -> None:
     """A failed run's folder: other ranks' finished images are kept (for --resume); else,
-    unless resumed, the half-done folder goes (and the results folder the run made)."""
+    unless resumed, the half-done folder goes (and the results folder the run made).
+    ``name``: the config's run name (the folder may be <name>-2)."""
     kept = ranks.world > 1 and any((run_dir.root / "items").glob("*.json"))
     if kept and ranks.lead:  # other ranks' finished images: too much work to throw away
-        opts.log(f"explain: the finished images are kept in {run_dir.root}; add "
-                 f"{resume_flags(run_dir.root.name, run_dir.root.name)} to complete the run")
+        opts.log(f"explain: the finished images are kept in {run_dir.root}; "
+                 f"{_go_on(name, run_dir.root.name, opts.overwrite)} to complete the run")
     elif not opts.resume and ranks.lead:  # a user error or a full disk: leave nothing
         shutil.rmtree(run_dir.root, ignore_errors=True)  # half-done behind
         if new_root is not None and new_root.is_dir() and not any(new_root.iterdir()):
             new_root.rmdir()
 
 
-def _interrupted_line(run_dir: RunFolder, total: int, replaced: bool = False,
-                      name: Optional[str] = None) -> str:
-    """What an interrupted run leaves: its finished images (item files) and how to go on;
-    with summary.json written, only the report was left to make (``explain report``).
-    ``replaced``: --overwrite deleted an earlier run of that name (said when nothing is done).
-    ``name``: the config's run name; a run in ``<name>-2`` is resumed by its own name."""
+def _go_on(name: str, folder: str, overwrite: bool) -> str:
+    """How to go on with the run in ``folder`` (the config's run name is ``name``): "add
+    --resume" (with ``--set name=<folder>`` for <name>-2), or, after --overwrite, which
+    --resume excludes, "run it again with --resume instead of --overwrite"."""
+    flags = resume_flags(name, folder)
+    return f"run it again with {flags} instead of --overwrite" if overwrite else f"add {flags}"
+
+
+def _interrupted_line(run_dir: RunFolder, total: int, go_on: str = "add --resume",
+                      replaced: bool = False) -> str:
+    """What an interrupted run leaves: its finished images (item files) and how to go on
+    (``go_on``, see _go_on); with summary.json written, only the report was left to make
+    (``explain report``). ``replaced``: --overwrite deleted an earlier run of that name
+    (said when nothing is done)."""
     root = run_dir.root
     if run_dir.has_file("summary.json"):
         return (f"explain: interrupted while the report was written; the results are complete "
                 f"in {root}: 'explain report {root}' writes the report again")
-    resume = resume_flags(name or root.name, root.name)
     done = sum(f.endswith(".json") for f in run_dir.file_names("items"))
     if not done:
         gone = " (--overwrite had deleted the earlier run)" if replaced else ""
-        other = ", or --overwrite" if root.name == (name or root.name) else ""
-        return (f"explain: interrupted before the first image was finished{gone}; add {resume} "
+        other = ", or --overwrite" if go_on == "add --resume" else ""
+        return (f"explain: interrupted before the first image was finished{gone}; {go_on} "
                 f"to start again in {root}{other}")
     return (f"explain: interrupted; {done} of {total} images are finished in {root}: "
-            f"add {resume} to complete the run")
+            f"{go_on} to complete the run")
 
 
 def _silent(line: str) -> None:

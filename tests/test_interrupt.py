@@ -179,7 +179,8 @@ def test_an_interrupt_at_the_edges_of_a_run(tmp_path, capsys, where):
 def test_an_interrupt_before_the_first_image_says_overwrite_deleted_the_earlier_run(
         tmp_path, capsys):
     """--overwrite deletes the earlier run at the claim: Ctrl-C before the first image is
-    finished says so (the folder now holds the new, empty run), and --resume completes it."""
+    finished says so (the folder now holds the new, empty run) and says to run again with
+    --resume instead of --overwrite (the two exclude each other), which completes it."""
     from unittest import mock
 
     from explain.outputs import RunFolder
@@ -199,7 +200,8 @@ def test_an_interrupt_before_the_first_image_says_overwrite_deleted_the_earlier_
         assert main([str(cfg), "--quiet", "--overwrite"]) == 130
     assert capsys.readouterr().err.strip() == (
         f"explain: interrupted before the first image was finished (--overwrite had deleted the "
-        f"earlier run); add --resume to start again in {run_dir}, or --overwrite")
+        f"earlier run); run it again with --resume instead of --overwrite to start again in "
+        f"{run_dir}")  # --resume added beside --overwrite would be refused
     assert not (run_dir / "summary.json").exists() and not (run_dir / "items").exists()
     assert main([str(cfg), "--quiet", "--resume"]) == 0
     assert len(json.loads((run_dir / "summary.json").read_text())["images"]) == 1
@@ -246,3 +248,49 @@ def test_an_interrupted_second_run_is_resumed_by_its_own_folder(tmp_path, capsys
         ["cat", "dog"]
     assert (first / "summary.json").read_bytes() == stamp
     assert sorted(p.name for p in first.parent.iterdir()) == ["exp", "exp-2"]
+
+
+def test_the_flags_that_resume_a_numbered_run_work_when_pasted(tmp_path):
+    """resume_flags quotes a folder name YAML would read as a number or a date, a run name
+    at the length limit still resumes its <name>-2, and a rank's failure line (torchrun)
+    names the numbered folder too."""
+    from types import SimpleNamespace
+
+    from explain import runner
+    from explain.config import parse_value
+    from explain.config.schema import Config
+    from explain.outputs import RunFolder, resume_flags
+    assert resume_flags("exp", "exp") == "--resume"
+    assert resume_flags("exp", "exp-2") == "--resume --set name=exp-2"
+    for name, folder in (("1.0e", "1.0e-2"), ("2024-06", "2024-06-10")):
+        flags = resume_flags(name, folder)
+        assert flags == f"--resume --set 'name=\"{folder}\"'"
+        assert parse_value(flags.split("name=", 1)[1].strip("'")) == folder  # as --set reads it
+    long = "a" * 64
+    base = {"model": {"file": "m.pth"}, "images": ["a.jpg"], "target_layers": ["x"],
+            "methods": ["gradcam"]}
+    assert Config.model_validate({**base, "name": f"{long}-12"}).run_name == f"{long}-12"
+    with pytest.raises(Exception):
+        Config.model_validate({**base, "name": "a" * 65})
+    run_dir = tmp_path / "exp-2"
+    (run_dir / "items").mkdir(parents=True)
+    (run_dir / "items" / "pic00.json").write_text("{}")
+    lines = []
+    ranks = SimpleNamespace(world=2, lead=True)
+    for overwrite, go_on in ((False, "add --resume --set name=exp-2"),
+                             (True, "run it again with --resume --set name=exp-2 instead of "
+                                    "--overwrite")):
+        opts = SimpleNamespace(log=lines.append, resume=False, overwrite=overwrite)
+        runner._failed(RunFolder(run_dir), None, opts, ranks, "exp")
+        assert lines[-1] == (f"explain: the finished images are kept in {run_dir}; {go_on} to "
+                             f"complete the run")
+
+
+def test_only_ascii_numbered_unfinished_runs_are_pointed_to(tmp_path):
+    from explain.outputs import RUN_MARKER, unfinished_runs
+    for name in ("exp-3", "exp-²", "exp-x", "exp-12"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / RUN_MARKER).write_text("written by explain\n")
+    (tmp_path / "exp-12" / "summary.json").write_text("{}")  # finished
+    (tmp_path / "exp-4").write_text("a file")
+    assert unfinished_runs(tmp_path, "exp") == [tmp_path / "exp-3"]

@@ -4,6 +4,7 @@ from it (run name, target classes, paths resolved against the config file's fold
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -89,7 +90,8 @@ class Config(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: Optional[str]) -> Optional[str]:
-        problem = None if v is None else name_problem(v)
+        # a run in <name>-2, -3, ... is resumed by that name: the suffix may go past the limit
+        problem = None if v is None else name_problem(re.sub(r"-[0-9]{1,9}$", "", v) or v)
         if problem:
             raise ValueError(f"run name {quote(v)} {problem}")
         return v
