@@ -85,6 +85,17 @@ def test_a_class_from_the_saving_script_is_explained_in_one_line(tmp_path):
         assert "_ScriptNet was defined in the script or notebook that saved it" in message
         assert "model.trust: true does not help" in message
         assert "model.state_dict()" in message and "model.arch" in message
+    # the notebook that defines the class and calls explain itself: trust does help there
+    _ScriptNet.__module__ = "__main__"
+    script._ScriptNet = _ScriptNet
+    try:
+        with pytest.raises(ExplainError) as info:
+            safe_load(tmp_path / "mine.pth")
+        assert "does not help" not in str(info.value) and "model.trust: true" in str(info.value)
+        assert isinstance(trusted_load(tmp_path / "mine.pth"), _ScriptNet)
+    finally:
+        _ScriptNet.__module__ = __name__
+        del script._ScriptNet
 
 
 def test_a_planning_error_names_the_config_file_first(small_course_tree, capsys):

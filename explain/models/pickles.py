@@ -32,6 +32,7 @@ import io
 import pickle
 import pickletools
 import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,7 +281,9 @@ def _allowed_global(name: str) -> Any:
 
 
 def _script_class(path: Path, name: str) -> ExplainError:
-    """A class saved from a script or notebook (``__main__``): no setting makes it loadable."""
+    """A class saved from a script or notebook (``__main__``) that this program does not
+    define: no setting makes it loadable. (A notebook that defines the class and calls
+    explain.run can load the file with model.trust: true: the usual refusal says so.)"""
     return ExplainError(
         f"{path}: the model's class {name} was defined in the script or notebook that saved "
         f"it, so no other program can rebuild it (model.trust: true does not help); move the "
@@ -301,8 +304,10 @@ def safe_load(path: Path) -> Any:
     problem = file_problem(path, names)
     if problem and problem.startswith("is not a well-formed"):
         raise ExplainError(f"{path}: not a PyTorch model file (it {problem})")
-    script = sorted(n for n in names if n.startswith("__main__."))
-    if script:  # trust would not help: say so before suggesting it
+    main = sys.modules.get("__main__")
+    script = sorted(n for n in names if n.startswith("__main__.")
+                    and not hasattr(main, n.rpartition(".")[2]))
+    if script:  # not in this program either: trust would not help, say so before suggesting it
         raise _script_class(path, script[0].rpartition(".")[2])
     if problem:
         raise _refusal(path, problem)
