@@ -206,8 +206,13 @@ class Comparison:
     """Collects, per image x class x method, the metrics between the library map and its
     reference: hand-written (explain.reference) or, with ``reference_dir``, files made elsewhere."""
 
-    def __init__(self, run: RunFolder, tolerance: float, reference_dir: Path | None):
+    def __init__(self, run: RunFolder, tolerance: float, reference_dir: Path | None,
+                 paper_notes: bool = True):
+        """``paper_notes``: a method's known departure from the paper (the method table's
+        ``paper_note``) is said beside its "differ"; off when something else can make the
+        maps differ more (the inplace guard off)."""
         self.run, self.tolerance, self.reference_dir = run, tolerance, reference_dir
+        self.paper_notes = paper_notes
         self.missing: list[str] = []
         self.expected: set[str] = set()
         if reference_dir is not None and not reference_dir.is_dir():
@@ -245,7 +250,7 @@ class Comparison:
                           "maps": len(v)} for m, v in by_method.items()}
         for m, info in per_method.items():  # a known departure of the library from the paper
             if info["verdict"] == "differ" and self.reference_dir is None and \
-                    traits(m).paper_note:
+                    self.paper_notes and traits(m).paper_note:
                 info["note"] = traits(m).paper_note
         verdicts = [f"{m}: {info['verdict']} (max |diff| {info['max_abs']:.2e} over "
                     f"{info['maps']} maps, tolerance {self.tolerance:g})"

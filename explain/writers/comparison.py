@@ -48,7 +48,8 @@ class CompareWriter(Writer):
             if skipped:
                 ctx.summary.notes.append(f"compare: no hand-written reference for "
                                          f"{', '.join(skipped)}")
-        self.comparison = Comparison(ctx.run, cfg.compare.tolerance, ref_dir)
+        self.comparison = Comparison(ctx.run, cfg.compare.tolerance, ref_dir,
+                                     paper_notes=cfg.model.fix_inplace)
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
         plan, result, x = ctx.plan, batch.result, batch.x
