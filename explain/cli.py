@@ -263,8 +263,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             attribute(exc, args.config, overrides, "the command line")
         return _print_error(exc)
     except KeyboardInterrupt as exc:  # RunInterrupted says what the run folder holds
-        print(str(exc) if isinstance(exc, RunInterrupted) else
-              "explain: interrupted before the run started; nothing was written",
-              file=sys.stderr)
+        say(str(exc) if isinstance(exc, RunInterrupted) else  # it names the run's folder
+            "explain: interrupted before the run started; nothing was written")
         return 130
     return 0

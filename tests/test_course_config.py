@@ -131,6 +131,13 @@ def test_an_error_names_the_config_file_as_typed_and_only_flags_what_the_command
                            "'features.98'")  # the file's own value: no note
     line = refused(capsys, typed, "--quiet", "--layer", "features.99")
     assert line.startswith(f"explain: error: {typed} (target_layers from the command line): ")
+    line = refused(capsys, "./" + typed, "--quiet", "--methods", "gradcm")  # a validation error
+    assert line.startswith(f"explain: error: ./{typed} (methods from the command line): "
+                           f"methods[0].name: unknown method 'gradcm'")
+    (small_course_tree / "configs" / "nofile.yaml").write_text(
+        "model: {trust: false}\nimages: [a.jpg]\ntarget_layers: [x]\nmethods: [gradcam]\n")
+    line = refused(capsys, "configs/nofile.yaml", "--quiet", "--set", "model.trust=true")
+    assert line.startswith("explain: error: configs/nofile.yaml: model: ")  # the file's mistake
     resolved = str((small_course_tree / typed).resolve())
     assert from_command_line(f"{resolved}: methods[1].name: unknown", typed, {"methods": []}) \
         == f"{typed} (methods from the command line): methods[1].name: unknown"

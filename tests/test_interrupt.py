@@ -294,3 +294,26 @@ def test_only_ascii_numbered_unfinished_runs_are_pointed_to(tmp_path):
     (tmp_path / "exp-12" / "summary.json").write_text("{}")  # finished
     (tmp_path / "exp-4").write_text("a file")
     assert unfinished_runs(tmp_path, "exp") == [tmp_path / "exp-3"]
+
+
+def test_the_interrupt_line_escapes_what_the_terminal_would_run(tmp_path, capsys):
+    """The line names the run's folder, which a shared config chooses: an escape sequence in
+    it is printed escaped, as every other line is."""
+    from unittest import mock
+
+    from explain.outputs import RunFolder
+    from helpers import CAT, tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "tiny.pth")
+    cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")}, images=[str(CAT)],
+                      target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1})
+    original = RunFolder.write_bytes
+
+    def stop(self, rel, data):
+        if rel.startswith("items/"):
+            raise KeyboardInterrupt
+        return original(self, rel, data)
+    with mock.patch.object(RunFolder, "write_bytes", stop):
+        assert main([str(cfg), "--quiet", "--out", str(tmp_path / "out\x1b]0;owned\x07")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first image" in err
+    assert "\x1b" not in err and "\x07" not in err

@@ -181,15 +181,20 @@ def attribute(exc: ExplainError, config: Any, overrides: dict[str, Any], origin:
 
 
 def _attributed(line: str, config: str, overrides: dict[str, Any], origin: str) -> str:
-    for form in (config, str(Path(config).resolve())):
+    """One line: the file as typed, and the key ``origin`` set when the line is about it or
+    about a field inside it (not about a whole section one of its keys was set in: a
+    missing 'model.file' is the file's, whatever --set model.trust said)."""
+    forms = sorted({config, str(Path(config)), str(Path(config).resolve())}, key=len,
+                   reverse=True)  # './x.yaml' is printed 'x.yaml' by the loader
+    for form in forms:
         if line.startswith(form + ": "):
             rest = line[len(form) + 2:]
             break
     else:
         return line
     field = re.sub(r"\[\d+\]", "", rest.split(":", 1)[0]) if ":" in rest else ""
-    keys = [key for key in overrides if field == key or field.startswith(key + ".")
-            or key.startswith(field + ".")] if field else []
+    keys = [key for key in overrides if field == key or field.startswith(key + ".")] \
+        if field else []
     return f"{config}{f' ({keys[0]} from {origin})' if keys else ''}: {rest}"
 
 
