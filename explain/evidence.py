@@ -103,8 +103,8 @@ class TrustLine(_Record):
     faithfulness: dict[str, Stat] = Field(default_factory=dict)
     localisation: dict[str, Stat] = Field(default_factory=dict)
     beats_baselines: Optional[bool] = None  # on every ranked metric; None: too few images
-    # with too few images for a test: the baselines whose mean is better than the method's
-    # on some metric (a warning, not a finding; the table's cells say the same)
+    # on the metrics with too few images for a test: the baselines whose mean is better than
+    # the method's (a warning, not a finding; the table's cells say the same)
     below: list[str] = Field(default_factory=list)
     text: str  # the line in words (the cost per map is not in it: see ``cost_per_map``)
 

@@ -92,14 +92,15 @@ def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
     beats = [c.cells[method].beats_baselines for c in ranked if c.baselines and c.meaningful]
     overall = None if not beats else (False if False in beats else
                                       (None if None in beats else True))
-    below = [] if overall is not None else list(dict.fromkeys(
+    below = list(dict.fromkeys(  # metrics on too few images for a test: a warning
         b for c in ranked if c.baselines and not c.meaningful for b in c.cells[method].not_beaten))
     parts = [f"sanity: {verdict}" + (f" ({detail})" if detail else "")]
     parts += [f"{c.label} {_shown(c.cells[method], c.metric.percent)}" for c in ranked]
     if any(c.baselines for c in ranked):  # as the report's line: yes, no, too few images
         parts.append("beats every baseline: " + {True: "yes", False: "no", None:
                                                   "too few images to tell"}[overall]
-                     + (f" (its mean is below {', '.join(below)})" if below else ""))
+                     + (f" (its mean is below {', '.join(below)} where too few images allow "
+                        f"no test)" if below else ""))
     return TrustLine(method=method, sanity=verdict, sanity_detail=detail, faithfulness=faith,
                      localisation=local, beats_baselines=overall, below=below,
                      text=f"{method}: " + " · ".join(parts))

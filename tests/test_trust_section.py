@@ -328,11 +328,29 @@ def test_with_too_few_images_the_line_and_the_table_say_the_same(tmp_path):
     assert (grad.beats_baselines, grad.below) == (None, [])
     assert (lay.beats_baselines, lay.below) == (None, ["centre"])
     assert lay.text.endswith("beats every baseline: too few images to tell (its mean is below "
-                             "centre)")
+                             "centre where too few images allow no test)")
     assert "beats every baseline: too few images to tell" in grad.text and "below" not in grad.text
     (tmp_path / "run").mkdir()
     page = render_pages(RunFolder(tmp_path / "run"), ReportData(summary))["report.html"]
     section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
-    assert "(its mean is below centre)" in section and section.count("its mean is below") == 1
+    assert "(its mean is below centre where too few images allow no test)" in section
+    assert section.count("its mean is below") == 1
     table_html = page[page.index('class="method-table"'):]
     assert "✗ baseline:" not in table_html and ">mean below centre</span>" in table_html
+
+
+def test_a_yes_on_the_ranked_metrics_still_warns_of_a_baseline_on_the_unranked_ones():
+    """Faithfulness on 8 images (ranked: the method beats every baseline), a second metric on
+    3 (not ranked) where a baseline's mean is better: the line says yes and warns, as the
+    table's cell does."""
+    summary = synthetic({"gradcam": [v + 0.2 for v in GOOD]}, {"centre": [v - 0.3 for v in GOOD]})
+    for i, image in enumerate(summary.images[:3]):  # a second metric, worse than centre
+        for rec in image.cams:
+            rec.faithfulness["drop_in_confidence"] = 0.5  # lower is better
+        for base in image.baselines:
+            base.scores["drop_in_confidence"] = 0.1
+    table = method_table(summary, ["gradcam"])
+    line = trustlines.build(summary, table).lines[0]
+    assert line.beats_baselines is True and line.below == ["centre"]
+    assert "beats every baseline: yes (its mean is below centre where too few images allow " \
+           "no test)" in line.text
