@@ -399,8 +399,8 @@ def test_a_plain_folder_of_class_folders_says_how_to_read_it(tmp_path):
     text = one_line_error(path)
     assert "images[0]: no image files in 'train/'" in text
     assert "not its subfolders 'cat', 'dog'" in text
-    assert "{labelled: train}" in text and "'train/*/*.jpg'" in text
-    for images in ([{"labelled": "train"}], ["train/*/*.jpg"]):  # the hint's two forms work
+    assert "{labelled: train}" in text and "'train/*/*'" in text
+    for images in ([{"labelled": "train"}], ["train/*/*"]):  # the hint's two forms work
         refs, _ = find_images(load_config(write_config(tmp_path, "ok", images=images, **base)))
         assert sorted(r.path.name for r in refs) == ["cat1.jpg", "dog1.jpg"]
     (tmp_path / "empty").mkdir()

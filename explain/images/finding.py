@@ -105,7 +105,7 @@ def _subfolder_hint(path: Path, entry: str) -> str:
     return (f" (a folder entry reads the files in it, not its subfolders "
             f"{', '.join(quote(p.name) for p in folders[:3])}{', ...' if len(folders) > 3 else ''}"
             f"; for a folder per class write {{labelled: {base}}}, or list "
-            f"'{base}/*/*.jpg')")
+            f"'{base}/*/*')")
 
 
 def _with_ids(paths: list[Found]) -> list[ImageRef]:
