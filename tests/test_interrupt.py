@@ -89,6 +89,23 @@ def test_resume_needs_an_earlier_run(small_course_tree, capsys):
     assert "no earlier explain run" in capsys.readouterr().err
 
 
+def stopping_at_item(at: int = 1):
+    """A patch of RunFolder.write_bytes that raises KeyboardInterrupt (Ctrl-C) when the
+    ``at``-th item file is about to be written."""
+    from unittest import mock
+
+    from explain.outputs import RunFolder
+    original, items = RunFolder.write_bytes, []
+
+    def stop(self, rel, data):
+        if rel.startswith("items/"):
+            items.append(rel)
+            if len(items) == at:
+                raise KeyboardInterrupt
+        return original(self, rel, data)
+    return mock.patch.object(RunFolder, "write_bytes", stop)
+
+
 @pytest.mark.parametrize("at, line", [
     (0, "explain: interrupted before the run started; nothing was written"),
     (1, "explain: interrupted before the first image was finished; add --resume to start again "
@@ -103,25 +120,16 @@ def test_an_interrupt_says_what_the_run_folder_holds(tmp_path, capsys, at, line)
     from unittest import mock
 
     from explain import runner
-    from explain.outputs import RunFolder
     from helpers import CAT, tiny_config, tiny_net
     torch.save(tiny_net(), tmp_path / "tiny.pth")
     cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")},
                       images=[str(CAT), str(IMAGES / "dog.jpg"), str(IMAGES / "both.jpg")],
                       target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1})
-    run_dir, original, items = tmp_path / "results" / "exp", RunFolder.write_bytes, []
-
-    def stop(self, rel, data):
-        if rel.startswith("items/"):
-            items.append(rel)
-            if len(items) == at:
-                raise KeyboardInterrupt
-        return original(self, rel, data)
+    run_dir = tmp_path / "results" / "exp"
 
     def stop_planning(*args, **kwargs):
         raise KeyboardInterrupt
-    patch = mock.patch.object(RunFolder, "write_bytes", stop) if at else \
-        mock.patch.object(runner, "planned", stop_planning)
+    patch = stopping_at_item(at) if at else mock.patch.object(runner, "planned", stop_planning)
     with patch:
         assert main([str(cfg), "--quiet"]) == 130
     assert capsys.readouterr().err.strip() == line.format(run=run_dir)
@@ -181,22 +189,14 @@ def test_an_interrupt_before_the_first_image_says_overwrite_deleted_the_earlier_
     """--overwrite deletes the earlier run at the claim: Ctrl-C before the first image is
     finished says so (the folder now holds the new, empty run) and says to run again with
     --resume instead of --overwrite (the two exclude each other), which completes it."""
-    from unittest import mock
-
-    from explain.outputs import RunFolder
     from helpers import CAT, tiny_config, tiny_net
     torch.save(tiny_net(), tmp_path / "tiny.pth")
     cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")}, images=[str(CAT)],
                       target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1})
-    run_dir, original = tmp_path / "results" / "exp", RunFolder.write_bytes
+    run_dir = tmp_path / "results" / "exp"
     assert main([str(cfg), "--quiet"]) == 0
     capsys.readouterr()
-
-    def stop(self, rel, data):
-        if rel.startswith("items/"):
-            raise KeyboardInterrupt
-        return original(self, rel, data)
-    with mock.patch.object(RunFolder, "write_bytes", stop):
+    with stopping_at_item():
         assert main([str(cfg), "--quiet", "--overwrite"]) == 130
     assert capsys.readouterr().err.strip() == (
         f"explain: interrupted before the first image was finished (--overwrite had deleted the "
@@ -213,9 +213,6 @@ def test_an_interrupted_second_run_is_resumed_by_its_own_folder(tmp_path, capsys
     interrupted the line names the flags that resume exp-2 (--overwrite, which would delete
     exp, is not offered), a bare --resume on the finished exp points to exp-2, and the
     named flags complete exp-2 while exp stays as it was."""
-    from unittest import mock
-
-    from explain.outputs import RunFolder
     from helpers import CAT, tiny_config, tiny_net
     torch.save(tiny_net(), tmp_path / "tiny.pth")
     cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")},
@@ -225,15 +222,7 @@ def test_an_interrupted_second_run_is_resumed_by_its_own_folder(tmp_path, capsys
     assert main([str(cfg), "--quiet"]) == 0
     stamp = (first / "summary.json").read_bytes()
     capsys.readouterr()
-    original, items = RunFolder.write_bytes, []
-
-    def stop(self, rel, data):
-        if rel.startswith("items/"):
-            items.append(rel)
-            if len(items) == at:
-                raise KeyboardInterrupt
-        return original(self, rel, data)
-    with mock.patch.object(RunFolder, "write_bytes", stop):
+    with stopping_at_item(at):
         assert main([str(cfg), "--quiet"]) == 130
     line = capsys.readouterr().err.strip()
     assert line == ({1: f"explain: interrupted before the first image was finished; add --resume "
@@ -299,20 +288,11 @@ def test_only_ascii_numbered_unfinished_runs_are_pointed_to(tmp_path):
 def test_the_interrupt_line_escapes_what_the_terminal_would_run(tmp_path, capsys):
     """The line names the run's folder, which a shared config chooses: an escape sequence in
     it is printed escaped, as every other line is."""
-    from unittest import mock
-
-    from explain.outputs import RunFolder
     from helpers import CAT, tiny_config, tiny_net
     torch.save(tiny_net(), tmp_path / "tiny.pth")
     cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")}, images=[str(CAT)],
                       target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1})
-    original = RunFolder.write_bytes
-
-    def stop(self, rel, data):
-        if rel.startswith("items/"):
-            raise KeyboardInterrupt
-        return original(self, rel, data)
-    with mock.patch.object(RunFolder, "write_bytes", stop):
+    with stopping_at_item():
         assert main([str(cfg), "--quiet", "--out", str(tmp_path / "out\x1b]0;owned\x07")]) == 130
     err = capsys.readouterr().err
     assert "interrupted before the first image" in err
