@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from explain import __version__
-from explain.errors import ExplainError, RunInterrupted
+from explain.errors import DETAIL, ExplainError, RunInterrupted
 from explain.names import printable
 
 EXIT_USER_ERROR = 2
@@ -85,11 +85,6 @@ def parse_sets(items: list[str]) -> dict:
             raise ExplainError(f"--set {item}: expected KEY=VALUE, e.g. output.colormap=turbo")
         found[key.strip()] = parse_value(value)
     return found
-
-
-# How a message lists details (the problems of a config) on lines of their own; any other line
-# break in a message is text from a file and is shown escaped.
-DETAIL = "\n  "
 
 
 def _print_error(exc: BaseException) -> int:

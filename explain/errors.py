@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 
 FIRST_LINE_LIMIT = 200
+# How a message lists details (the problems of a config) on lines of their own, indented under
+# its first; any other line break in a message is text from a file and is shown escaped.
+DETAIL = "\n  "
 # Where a quoted text may be cut: at a space, else after a separator that is not part of a
 # number ('2.00', '1,024' keep their '.' and ',').
 _BREAKS = (re.compile(r"\s"), re.compile(r"[;:/()\[\]{}<>=|]"))

@@ -235,7 +235,7 @@ def _engine(found: _Found, device: torch.device) -> CamEngine:
     concepts layer in the preflight pass only."""
     cfg, net = found.cfg, found.net
     targets = [find_layer(net, name)[1] for name in cfg.target_layers]
-    channel = find_layer(net, cfg.channels.layer or cfg.target_layers[0], "channels.layer")[1] \
+    channel = find_layer(net, cfg.channel_layer, "channels.layer")[1] \
         if cfg.channels.enabled else None
     watch = ((("concepts.layer", find_layer(net, cfg.concepts.layer or cfg.target_layers[0],
                                             "concepts.layer")[1]),)

@@ -158,7 +158,7 @@ def _channel_maps(item: Any, result: Any, probs: "np.ndarray", cfg: Any) -> Chan
     from explain import channels
     from explain.writers.channels import fit_budget, view_options
     acts = result.probe.activations[0]
-    layer = cfg.channels.layer or cfg.target_layers[0]
+    layer = cfg.channel_layer
     opts = fit_budget(view_options(cfg.channels), acts.shape, cfg.channels.top_k)
     grads, contrib, rows, counts, cams = {}, {}, {}, {}, {}
     for one in result.per_image[0]:

@@ -13,9 +13,9 @@ from explain.config.sections import (Annotations, BoxValues, COLORMAPS, Channels
                                      Number, Output, Percent, Preprocess, Report, Reshape,
                                      TARGET_WORDS, Text, box_problem, is_finite)
 from explain.config.schema import Config
-from explain.config.loading import (MAX_NESTING, apply_override, attribute, explain_validation,
-                                    load_config,
-                                    names_a_field, nesting_problem, parse_value, read_bounded_bytes,
+from explain.config.loading import (MAX_NESTING, apply_override, attribute,
+                                    explain_validation, load_config, names_a_field,
+                                    nesting_problem, parse_value, read_bounded_bytes,
                                     read_bounded_text, read_yaml, resolved)
 
 __all__ = ["Annotations", "BoxValues", "COLORMAPS", "Channels", "Compare", "Concepts", "DOTTED",

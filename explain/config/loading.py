@@ -13,7 +13,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import (BaseModel, ValidationError)
 
-from explain.errors import ExplainError
+from explain.errors import DETAIL, ExplainError
 from explain.names import quote, short, suggest
 from explain.config.schema import Config
 from explain.config.sections import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MethodSpec, MetricSpec
@@ -176,8 +176,8 @@ def attribute(exc: ExplainError, config: Any, overrides: dict[str, Any], origin:
     if not isinstance(config, (str, os.PathLike)):
         return
     given = os.fspath(config)
-    lines = [_attributed(line, given, overrides, origin) for line in str(exc).split("\n  ")]
-    exc.args = ("\n  ".join(lines),)
+    lines = [_attributed(line, given, overrides, origin) for line in str(exc).split(DETAIL)]
+    exc.args = (DETAIL.join(lines),)
 
 
 def _attributed(line: str, config: str, overrides: dict[str, Any], origin: str) -> str:
@@ -220,7 +220,7 @@ def explain_validation(err: ValidationError, where: str) -> ExplainError:
              f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
     if len(lines) == 1:
         return ExplainError(lines[0])
-    return ExplainError(f"{len(lines)} problems in {where}:\n  " + "\n  ".join(lines))
+    return ExplainError(f"{len(lines)} problems in {where}:{DETAIL}" + DETAIL.join(lines))
 
 
 def parse_value(text: str) -> Any:

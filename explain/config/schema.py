@@ -195,6 +195,11 @@ class Config(Section):
         return self.name or safe_slug(self.source.stem if self.source else "run", "run")
 
     @property
+    def channel_layer(self) -> str:
+        """The layer the channel views read: ``channels.layer``, or the first target layer."""
+        return self.channels.layer or self.target_layers[0]
+
+    @property
     def base_dir(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
 

@@ -90,7 +90,7 @@ def render_page(summary: RunSummary) -> str:
     from explain.writers.report import environment
     return environment().get_template("atlas.html.j2").render(
         summary=summary, atlas=summary.atlas, ablation=summary.ablation, prefix="../",
-        layer=summary.config.channels.layer or summary.config.target_layers[0])
+        layer=summary.config.channel_layer)
 
 
 # ---- pictures -------------------------------------------------------------------------------

@@ -156,8 +156,7 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
 def _channel_views(run: RunFolder, entry: ImageEntry, config: Any) -> list[tuple[str, str]]:
     """The image's channel pictures in the folder: every channel of the channel layer, then
     each method's class contrast."""
-    layer = config.channels.layer or (config.target_layers or ["?"])[0]
-    views = [(f"every channel of {layer}", _present(run, entry.files.activations))]
+    views = [(f"every channel of {config.channel_layer}", _present(run, entry.files.activations))]
     views += [(f"{method}: the channels that tell the classes apart", _present(run, rel))
               for method, rel in entry.files.contrast.items()]
     return [(what, rel) for what, rel in views if rel]
