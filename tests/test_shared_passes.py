@@ -10,7 +10,7 @@ import torch
 from pytorch_grad_cam import AblationCAM, ScoreCAM
 from torch import nn
 
-from helpers import class_targets, engine_maps, library_map
+from helpers import class_targets, engine_maps
 
 TOLERANCE = 1e-5
 SIDE = 24

@@ -22,7 +22,7 @@ import yaml
 
 from conftest import IMAGES, REPO, make_small_alexnet
 from explain.cli import main
-from explain.distributed import CRASH_ENV, Ranks, drop_kept, join
+from explain.distributed import Ranks, drop_kept, join
 
 COUNT = 12
 TIMEOUT = 240  # seconds for one torchrun; a hang fails the test instead of stalling the suite
