@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from explain.errors import ExplainError, first_line
+from explain.outputs import stored_only
 from explain.results import (ClassNumbers, DatasetSummary, Disagreement, ImageEntry,
                              MeanMap)
 
@@ -250,6 +251,7 @@ class MeanSums:
         when it is not one."""
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
+                stored_only(z)  # nothing read is larger than the file
                 if z.getinfo("state.json").file_size > MAX_HEADER_BYTES:
                     raise ValueError("state.json larger than a header")
                 header = json.loads(z.read("state.json"))

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -67,13 +68,11 @@ class RunFolder:
 
     def path(self, rel: str, reading: bool = False) -> Path:
         """The absolute path of ``rel``, after checking every part of it."""
-        parts = rel.split("/") if isinstance(rel, str) else [""]
-        for part in parts:
-            if part in ("", ".", "..") or "\\" in part or "\x00" in part:
-                raise ExplainError(f"{self.root}: refusing to {'read' if reading else 'write'} "
-                                   f"'{str(rel)[:120]}': not a plain relative path inside the "
-                                   f"run folder")
-        return self.root.joinpath(*parts)
+        if not plain_relative(rel):
+            raise ExplainError(f"{self.root}: refusing to {'read' if reading else 'write'} "
+                               f"'{str(rel)[:120]}': not a plain relative path inside the "
+                               f"run folder")
+        return self.root.joinpath(*rel.split("/"))
 
     def _open(self, rel: str) -> Optional[int]:
         """A read-only descriptor of ``rel`` when it is a regular file reached without a
@@ -252,6 +251,24 @@ class RunFolder:
 
     def write_csv(self, rel: str, rows: Iterable[dict]) -> None:
         self.write_bytes(rel, self.csv_bytes(rows))
+
+
+def stored_only(z: zipfile.ZipFile) -> None:
+    """ValueError unless every member of ``z`` is stored, not compressed: the state files
+    explain writes (atlas, mean maps) store theirs, so what is read back is never larger than
+    the file (a compressed member could inflate a small edited file to gigabytes)."""
+    for info in z.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise ValueError(f"{info.filename[:80]!r} is compressed; explain stores its members")
+
+
+def plain_relative(rel: Any) -> bool:
+    """Whether ``rel`` is a relative path of plain parts, ``a/b.png``: no empty part (a
+    leading or doubled ``/``), ``.``, ``..``, backslash or NUL, so it names a file inside
+    whatever folder it is joined to."""
+    return isinstance(rel, str) and all(
+        part not in ("", ".", "..") and "\\" not in part and "\x00" not in part
+        for part in rel.split("/"))
 
 
 def _what(mode: Optional[int]) -> str:

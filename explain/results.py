@@ -361,11 +361,27 @@ def why(exc: BaseException) -> str:
     return first_line(exc, 160)
 
 
+MAX_DIGITS = 18  # an integer in a record: a count, a pixel, a size (explain writes no larger)
+
+
+def _whole(text: str) -> int:
+    """An integer of the JSON text; ValueError past MAX_DIGITS digits (10**400 passes
+    pydantic, then stops a float conversion with a traceback)."""
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
+def _loads(data: bytes) -> Any:
+    """A record file's JSON, integers bounded (``_whole``)."""
+    return json.loads(data.decode("utf-8"), parse_int=_whole)
+
+
 def parse_json(data: bytes, where: str, what: str) -> Any:
     """JSON from a file of a run folder; ExplainError naming the file when it is not JSON
     (or nested past the parser's depth)."""
     try:
-        return json.loads(data.decode("utf-8"))
+        return _loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ExplainError(f"{where}: not {what} of this explain version ({why(exc)}); the "
                            f"run folder is damaged") from None
@@ -384,7 +400,7 @@ def check_format(data: Any, where: str) -> None:
 def parse_item(data: bytes, where: str) -> ItemFile:
     """An item file's bytes; ExplainError naming ``where`` if they are malformed."""
     try:
-        raw = json.loads(data.decode("utf-8"))
+        raw = _loads(data)
     except (ValueError, RecursionError) as exc:
         raise ExplainError(f"{where}: not an item file of this explain version ({why(exc)}); "
                            f"delete it to recompute that image") from None

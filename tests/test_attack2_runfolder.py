@@ -238,6 +238,9 @@ def _set(data: dict, keys: str, value) -> None:
     ("images/0/input_size", [1], "input_size"),
     ("compare", {"per_method": {"gradcam": 5}}, "per_method"),
     ("images/0/cams/0/file", "../../outside.png", "refusing to read '../../outside.png'"),
+    ("files/atlas_page", "//attacker.example/phish.html", "not a plain relative path"),
+    ("files/atlas_page", "../beside.html", "not a plain relative path"),
+    ("images/0/cams/0/peak_x", 10 ** 400, "an integer of 401 digits"),
     ("nested", None, "nested too deeply"),
 ])
 def test_report_on_a_tampered_summary_is_one_line(finished, tmp_path, capsys, case):

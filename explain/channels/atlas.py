@@ -37,6 +37,7 @@ import numpy as np
 
 from explain.channels.numbers import channel_shares, top_channels
 from explain.errors import ExplainError, first_line
+from explain.outputs import stored_only
 
 SCALE = 1 << 24  # shares and drops are summed as round(value x SCALE): exact integer sums
 LIMIT = 1000.0  # |value| clipped to this before summing: int64 sums stay far from overflow
@@ -153,15 +154,11 @@ def zip_bytes(header: dict, arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def unzip(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
-    """What ``zip_bytes`` wrote (ValueError when it is not such a zip). Its members are
-    stored, never compressed, so what is read is never larger than ``data`` (a compressed
-    member could inflate a small damaged file to gigabytes)."""
+    """What ``zip_bytes`` wrote (ValueError when it is not such a zip, or when a member is
+    compressed: ``stored_only``)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
-            for info in z.infolist():
-                if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-                    raise ValueError(f"{info.filename[:80]!r} is compressed; explain stores "
-                                     f"its members")
+            stored_only(z)
             if z.getinfo("header.json").file_size > MAX_HEADER:
                 raise ValueError("header.json larger than a header")
             header = json.loads(z.read("header.json"))

@@ -10,6 +10,7 @@ Pillow), so a huge file cannot exhaust memory; each file is read whole once, whe
 from __future__ import annotations
 
 import os
+import re
 import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,12 +50,14 @@ class Prepared:
 
 
 def precheck(ref: ImageRef, spec: Preprocess) -> None:
-    """The checks that need no decoding (byte size, header, pixels, complete JPEG), so a bad
-    file the user named is found before anything is written or deleted; ImageError if it
-    fails. Only the header, the JPEG segment headers and the file's tail are read."""
+    """The checks that need no decoding (byte size, header, pixels, a complete JPEG of at most
+    MAX_JPEG_SCANS scans), so a bad file the user named is found before anything is written
+    or deleted; ImageError if it fails."""
     with _open_image(ref.path, spec.max_bytes, spec.max_pixels) as (f, size, width, height):
-        if _read_at(f, 0, 2) == JPEG_START and not _jpeg_ends(partial(_read_at, f), size):
-            raise ImageError(f"{short(ref.path)}: {TRUNCATED}")
+        if _read_at(f, 0, 2) == JPEG_START:
+            problem = jpeg_problem(partial(_read_at, f), size)
+            if problem:
+                raise ImageError(f"{short(ref.path)}: {problem}")
     try:
         input_size(height, width, spec)
     except ImageError as exc:
@@ -107,8 +110,9 @@ def read_rgb(path: Path, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) ->
         data = _read_at(f, 0, size + 1)
     if len(data) != size:
         raise ImageError(f"{short(path)}: the file changed while it was read")
-    if data[:2] == JPEG_START and not jpeg_complete(data):
-        raise ImageError(f"{short(path)}: {TRUNCATED}")
+    problem = jpeg_problem(_bytes_at(data), len(data)) if data[:2] == JPEG_START else None
+    if problem:
+        raise ImageError(f"{short(path)}: {problem}")
     try:
         bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. a buffer over 2 GB, with max_bytes raised
@@ -124,27 +128,80 @@ def jpeg_complete(data: bytes) -> bool:
 
     The marker is looked for after the first start-of-scan segment, so an EXIF thumbnail's
     own marker does not count, and bytes a phone appends after the end are allowed."""
-    return _jpeg_ends(lambda at, n: data[at:at + n], len(data))
+    return _jpeg_ends(_bytes_at(data), len(data))
 
 
 MAX_JPEG_STEPS, TAIL_CHUNK = 10_000, 2**20  # segments before the scan (a photo: a few dozen)
+# Scans in one JPEG: a progressive photo has about 10 (libjpeg's script), and the decoder
+# makes a pass over the whole image for each one, so a small file repeating a 14-byte scan
+# 2,000 times took 50 s of CPU to decode at 40 MP. An appended preview adds one or two.
+MAX_JPEG_SCANS = 100
 
 
-def _jpeg_ends(read: Callable[[int, int], bytes], size: int) -> bool:
-    """jpeg_complete on ``size`` bytes read through ``read(offset, count)``: segment headers
-    up to the first scan (at most MAX_JPEG_STEPS), then the end marker looked for backwards
-    from the end, so a complete file is decided by its tail without reading it all."""
+def jpeg_problem(read: Callable[[int, int], bytes], size: int) -> Optional[str]:
+    """Why a JPEG of ``size`` bytes, read through ``read(offset, count)``, is refused before
+    decoding (no end marker, or more than MAX_JPEG_SCANS scans), or None."""
+    if not _jpeg_ends(read, size):
+        return TRUNCATED
+    if _scans(read, size, _first_scan(read) or size) > MAX_JPEG_SCANS:
+        return (f"more than {MAX_JPEG_SCANS} scans in one JPEG (a progressive photo has about "
+                f"10, and decoding makes a pass over the image for each); re-encode it")
+    return None
+
+
+def _bytes_at(data: bytes) -> Callable[[int, int], bytes]:
+    return lambda at, n: data[at:at + n]
+
+
+def _first_scan(read: Callable[[int, int], bytes]) -> Optional[int]:
+    """Where the first start-of-scan marker is, after the segment headers (at most
+    MAX_JPEG_STEPS of them); None when the headers are broken or never reach a scan."""
     pos = 2
     for _ in range(MAX_JPEG_STEPS):
         head = read(pos, 4)
         if len(head) < 4 or head[0] != 0xFF:
-            return False
+            return None
         if head[1] == 0xFF:  # fill byte
             pos += 1
             continue
         if head[1] == 0xDA:  # start of scan: entropy-coded data follows
-            break
+            return pos
         pos += 2 + int.from_bytes(head[2:4], "big")
+    return None
+
+
+# A marker with a length, or the end (D9): FF then not 00 (a data byte FF), FF (fill), a
+# restart (D0-D7), TEM (01) or a start of image (D8)
+_MARKER = re.compile(rb"\xff[\x02-\xcf\xd9-\xfe]")
+
+
+def _scans(read: Callable[[int, int], bytes], size: int, start: int) -> int:
+    """The scans of the image, counted from its first one (at ``start``) to its end-of-image
+    marker, a chunk at a time, stopping once past MAX_JPEG_SCANS. Markers are found in C by a
+    regular expression and a segment's header is skipped by its length, so neither what
+    follows the image (a phone's appended video) nor the bytes inside a segment count."""
+    count, pos = 0, start
+    while count <= MAX_JPEG_SCANS and pos < size:
+        chunk = read(pos, TAIL_CHUNK + 4)  # a marker starting in the chunk, and its length
+        found = _MARKER.search(chunk)
+        if found is None or found.start() >= TAIL_CHUNK:
+            pos += TAIL_CHUNK
+            continue
+        at = found.start()
+        if chunk[at + 1] == 0xD9:  # the end of the image
+            break
+        count += chunk[at + 1] == 0xDA
+        pos += at + 2 + int.from_bytes(chunk[at + 2:at + 4], "big")
+    return count
+
+
+def _jpeg_ends(read: Callable[[int, int], bytes], size: int) -> bool:
+    """jpeg_complete on ``size`` bytes read through ``read(offset, count)``: segment headers
+    up to the first scan, then the end marker looked for backwards from the end, so a
+    complete file is decided by its tail without reading it all."""
+    pos = _first_scan(read)
+    if pos is None:
+        return False
     end = size
     while end > pos:
         start = max(pos, end - TAIL_CHUNK)

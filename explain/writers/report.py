@@ -35,7 +35,7 @@ from explain.methods import method_note, traits
 from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
-from explain.outputs import RUN_MARKER, Listing, RunFolder
+from explain.outputs import RUN_MARKER, Listing, RunFolder, plain_relative
 from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
                              ItemFile, MapRecord, MeanMap, RunSummary, check_format, item_files,
                              parse_item, parse_json, why)
@@ -270,11 +270,25 @@ def environment() -> Environment:
                       keep_trailing_newline=True)
     env.filters["num"] = _num
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}%"
-    env.filters["href"] = lambda rel, prefix="": quote(prefix + rel)
+    env.filters["href"] = href
     env.globals["method_note"] = method_note
     env.globals["metric_names"] = LABELS
     env.globals["metric_percent"] = lambda name: metric_traits(name).percent
     return env
+
+
+def href(rel: str, prefix: str = "") -> str:
+    """A page's link to a file of its folder, percent-encoded. ``rel`` comes from records that
+    ``explain report`` reads back and someone may have edited: only a plain relative path is
+    linked (``//host/x`` would load from another machine, ``../x`` from beside the folder)."""
+    if not plain_relative(rel):
+        raise LinkOutside(f"'{str(rel)[:120]}' is not a plain relative path inside the run "
+                          f"folder; the run folder is damaged")
+    return quote(prefix + rel)
+
+
+class LinkOutside(ExplainError):
+    """A record names a file outside its folder (``href``); ``rebuild`` names summary.json."""
 
 
 def _num(value: Optional[float], digits: int = 3) -> str:
@@ -415,6 +429,8 @@ def rebuild(root: Path) -> Path:
     data = load_run(root)
     try:
         build_report(RunFolder(root), data)
+    except LinkOutside as exc:
+        raise ExplainError(f"{root / 'summary.json'}: {exc}") from None
     except RecursionError:
         raise ExplainError(f"{root}: the run's records are nested too deeply; the run folder "
                            f"is damaged") from None
