@@ -349,10 +349,19 @@ def same_settings(run: RunFolder, rel: str, now: dict[str, Any]) -> None:
     now = _flat(now)
     differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if differ:
-        shown = ", ".join(k[:80] for k in differ[:8]) + \
-            (f" (+{len(differ) - 8} more)" if len(differ) > 8 else "")
+        shown = ", ".join(f"{k[:80]} (was {_shown(before, k)}, now {_shown(now, k)})"
+                          for k in differ[:4]) + \
+            (f" (+{len(differ) - 4} more)" if len(differ) > 4 else "")
         raise ExplainError(f"--resume: the config differs from the interrupted run's in {shown}; "
                            f"resume with the same config, or start a new run")
+
+
+def _shown(flat: dict[str, Any], key: str) -> str:
+    """A setting's value for a one-line message: as JSON, cut to 40 characters."""
+    if key not in flat:
+        return "not set"
+    text = json.dumps(flat[key], default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _results_root(root: Path) -> None:

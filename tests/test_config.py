@@ -94,3 +94,33 @@ def test_a_misspelt_required_key_is_one_problem(tmp_path):
     with pytest.raises(ExplainError) as info:  # a real second problem stays
         load_config(path)
     assert str(info.value).startswith(f"2 problems in {path}:\n") and "methods:" in str(info.value)
+
+
+def test_a_folder_given_as_the_config_says_what_it_is(tmp_path):
+    """A results folder given where a config goes points to ``explain report``; a config
+    given to ``explain report`` points to running it."""
+    from explain.writers.report import load_run
+    run = tmp_path / "results" / "exp"
+    run.mkdir(parents=True)
+    (run / ".explain-run").write_text("")
+    assert explain_error(load_config, run) == (
+        f"{run}: a results folder, not a config file; `explain report {run}` rebuilds its report")
+    assert explain_error(load_config, tmp_path) == f"{tmp_path}: a folder, not a config file"
+    assert explain_error(load_config, tmp_path / "none.yaml").endswith(
+        "none.yaml: config file not found")
+    config = write_config(tmp_path, "exp")
+    assert explain_error(load_run, config) == (
+        f"{config}: a config file, not a results folder; `explain {config}` runs it")
+    assert explain_error(load_run, tmp_path / "gone") == f"{tmp_path / 'gone'}: no such results folder"
+
+
+def test_methods_in_one_string_as_on_the_command_line(tmp_path):
+    """``--set methods=gradcam,layercam`` and ``methods: gradcam, layercam`` list two methods,
+    as ``--methods gradcam,layercam`` does."""
+    from conftest import REPO
+    path = REPO / "configs" / "demo_catdog.yaml"
+    for value in ("gradcam,layercam", " gradcam , layercam ,"):
+        cfg = load_config(path, {"methods": value})
+        assert [m.name for m in cfg.methods] == ["gradcam", "layercam"]
+    assert "did you mean 'layercam'" in explain_error(load_config, path, {"methods": "gradcam,layrcam"})
+    assert "at least one" in explain_error(load_config, path, {"methods": " , "})

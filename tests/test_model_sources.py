@@ -157,6 +157,16 @@ def test_safetensors_with_torchvision_arch(tmp_path):
     loaded = load(tmp_path, file=str(tmp_path / "r.safetensors"), arch=ARCH,
                   arch_args={"num_classes": 2})
     assert same_outputs(loaded, net)
+    # without arch_args: the head's outputs differ, and the line says what to set
+    text = error(tmp_path, "'fc.", "has shape (2", "the model expects (1000",
+                 file=str(tmp_path / "r.safetensors"), arch=ARCH)
+    assert text.endswith("the weights have 2 outputs: set model.arch_args: {num_classes: 2}")
+    weights = torchvision.models.resnet18(num_classes=2).state_dict()
+    weights["conv1.weight"] = weights["conv1.weight"][:32]  # not the head: no such hint
+    torch.save(weights, tmp_path / "w.pth")
+    assert "num_classes" not in error(tmp_path, "'conv1.weight' has shape (32, 3, 7, 7)",
+                                      file=str(tmp_path / "w.pth"), arch=ARCH,
+                                      arch_args={"num_classes": 2})
 
 
 def test_safetensors_needs_arch(tmp_path, st_file):

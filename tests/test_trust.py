@@ -761,7 +761,7 @@ def interrupted(tmp_path, capsys, assets, **fields) -> tuple[str, Path]:
     (["--methods", "gradcam,layercam"], ["methods"]),
     (["--set", "classes={cat: 1, dog: 0}"], ["classes.cat", "classes.dog"]),
     (["--layer", "2"], ["target_layers"]),
-    (["--set", "output.colormap=turbo"], ["output.colormap"]),
+    (["--set", "output.colormap=turbo"], ['output.colormap (was "jet", now "turbo")']),
     (["--methods", "layercam", "--set", "output.colormap=turbo", "--layer", "2"],
      ["methods", "output.colormap", "target_layers"]),
 ], ids=["methods", "classes", "layer", "colormap", "three at once"])

@@ -46,7 +46,8 @@ def dotted(overrides: dict[str, Any]) -> dict[str, Any]:
         if key == "layer":
             found["target_layers"] = [value] if isinstance(value, str) else list(value)
         elif key == "methods" and isinstance(value, str):
-            found["methods"] = [m.strip() for m in value.split(",") if m.strip()]
+            from explain.config.schema import comma_list
+            found["methods"] = comma_list(value)
         elif key == "compare" and isinstance(value, bool):
             found["compare.enabled"] = value
         elif key in SECTIONS and isinstance(value, dict):

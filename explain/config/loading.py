@@ -269,6 +269,19 @@ def read_bounded_text(path: Path, limit: int, what: str, encoding: str = "utf-8"
     return text
 
 
+def _not_a_config(path: Path) -> str:
+    """What is at ``path`` instead of a config file, and what the user may have meant."""
+    from explain.outputs import RUN_MARKER
+    try:
+        if (path / RUN_MARKER).exists():
+            return f"a results folder, not a config file; `explain report {path}` rebuilds its report"
+        if path.is_dir():
+            return "a folder, not a config file"
+    except OSError:
+        pass
+    return "config file not found"
+
+
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> Config:
     """Read, override and validate an experiment file; raise ExplainError on any problem."""
     path = Path(path)
@@ -277,7 +290,7 @@ def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) ->
     except OSError as exc:  # e.g. a name too long for the file system
         raise ExplainError(f"{short(path)}: {exc.strerror}") from None
     if not found:
-        raise ExplainError(f"{short(path)}: config file not found")
+        raise ExplainError(f"{short(path)}: {_not_a_config(path)}")
     text = read_bounded_text(path, MAX_CONFIG_BYTES, "a config")
     data = read_yaml(text, str(path))
     if not isinstance(data, dict):

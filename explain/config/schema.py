@@ -20,6 +20,12 @@ from explain.config.sections import (Annotations, BatchSize, Channels, Compare, 
 from explain.config.tasks import Detection, Segmentation, Task, task_defaults, task_problem
 
 
+def comma_list(text: str) -> list[str]:
+    """'gradcam, layercam' -> ['gradcam', 'layercam']: how --methods, the API's ``methods=``
+    and a config's ``methods: gradcam,layercam`` list methods in one string."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 class Config(Section):
     """A whole experiment. Field docs live in README.md#the-experiment-file."""
     name: Optional[StrictStr] = None
@@ -133,6 +139,11 @@ class Config(Section):
     @classmethod
     def _auto_layer(cls, v: Any) -> Any:
         return [v] if v == "auto" else v
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_text(cls, v: Any) -> Any:
+        return comma_list(v) if isinstance(v, str) else v  # "gradcam,layercam", as --methods
 
     @field_validator("images", "target_layers", "methods")
     @classmethod

@@ -68,12 +68,22 @@ def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
             raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: unexpected key '{key}'")
         if own[key].shape != value.shape:
             raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: '{key}' has shape "
-                               f"{tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+                               f"{tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
+                               f"{_head_hint(own, key, value.shape)}")
     missing = [k for k in own if k not in obj]
     if missing:
         raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: missing key '{missing[0]}'")
     model.load_state_dict(obj)
     return model
+
+
+def _head_hint(own: dict, key: str, shape: torch.Size) -> str:
+    """When the mismatch is the last layer's outputs (a model trained for other classes), how
+    to build it with that many."""
+    last = [k for k in own if k.endswith((".weight", ".bias"))][-2:]
+    if key in last and own[key].shape[1:] == shape[1:]:
+        return f"; the weights have {shape[0]} outputs: set model.arch_args: {{num_classes: {shape[0]}}}"
+    return ""
 
 
 def load_model(cfg: Config) -> nn.Module:

@@ -373,7 +373,9 @@ def load_run(root: Path) -> ReportData:
     """A results folder's records: summary.json, or the item files of an interrupted run.
     Every file is read from inside the folder, without following a link."""
     if not root.is_dir():
-        raise ExplainError(f"{root}: no such results folder")
+        config = root.is_file() and root.suffix.lower() in (".yaml", ".yml")
+        raise ExplainError(f"{root}: " + (f"a config file, not a results folder; `explain {root}`"
+                                          f" runs it" if config else "no such results folder"))
     if root.is_symlink():
         raise ExplainError(f"{root}: a symbolic link; give the results folder itself")
     run = RunFolder(root)
