@@ -136,3 +136,20 @@ def test_an_integer_no_float_can_hold_is_one_line_naming_the_file():
     assert "an integer of 401 digits" in explain_error(parse_item, big, "items/cat.json")
     assert parse_json(json.dumps({"n": -(10 ** 18 - 1)}).encode(), "x", "y") == \
         {"n": -(10 ** 18 - 1)}
+
+
+def test_many_tiny_segments_are_read_once(tmp_path):
+    """200,000 four-byte comments after the first scan: each chunk of the file is read once,
+    not once per segment."""
+    from explain.images.reading import _scans
+    data = _progressive(tmp_path, 0).path.read_bytes()
+    scans, end = _segments(data)
+    first = data.index(scans[0])
+    body = data[:end] + b"\xff\xfe\x00\x02" * 200_000 + scans[-1] + b"\xff\xd9"
+    asked = []
+
+    def read(at: int, n: int) -> bytes:
+        asked.append(n)
+        return body[at:at + n]
+    assert _scans(read, len(body), first) == len(scans) + 1
+    assert sum(min(n, len(body)) for n in asked) <= 2 * len(body)

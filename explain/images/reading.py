@@ -177,21 +177,23 @@ _MARKER = re.compile(rb"\xff[\x02-\xcf\xd9-\xfe]")
 
 def _scans(read: Callable[[int, int], bytes], size: int, start: int) -> int:
     """The scans of the image, counted from its first one (at ``start``) to its end-of-image
-    marker, a chunk at a time, stopping once past MAX_JPEG_SCANS. Markers are found in C by a
-    regular expression and a segment's header is skipped by its length, so neither what
-    follows the image (a phone's appended video) nor the bytes inside a segment count."""
-    count, pos = 0, start
+    marker, stopping once past MAX_JPEG_SCANS. Markers are found in C by a regular expression
+    and a segment's header is skipped by its length, so neither what follows the image (a
+    phone's appended video) nor the bytes inside a segment count. The file is read a chunk at
+    a time, each chunk once, so a file of many tiny segments costs no more than its size."""
+    count, pos, base, chunk = 0, start, start, b""
     while count <= MAX_JPEG_SCANS and pos < size:
-        chunk = read(pos, TAIL_CHUNK + 4)  # a marker starting in the chunk, and its length
-        found = _MARKER.search(chunk)
+        if not base <= pos < base + TAIL_CHUNK or not chunk:
+            base, chunk = pos, read(pos, TAIL_CHUNK + 4)  # + a marker's own 4 bytes
+        found = _MARKER.search(chunk, pos - base)
         if found is None or found.start() >= TAIL_CHUNK:
-            pos += TAIL_CHUNK
+            pos = base + TAIL_CHUNK
             continue
         at = found.start()
         if chunk[at + 1] == 0xD9:  # the end of the image
             break
         count += chunk[at + 1] == 0xDA
-        pos += at + 2 + int.from_bytes(chunk[at + 2:at + 4], "big")
+        pos = base + at + 2 + int.from_bytes(chunk[at + 2:at + 4], "big")
     return count
 
 
