@@ -54,15 +54,17 @@ def seconds_per_pass(model: torch.nn.Module, x: torch.Tensor, rows: int) -> floa
     return (time.perf_counter() - t0) / rows
 
 
-def per_channel_costs(plan, per_pass: Optional[float] = None) -> list[PassCost]:
+def per_channel_costs(plan, per_pass: Optional[float] = None,
+                      images: Optional[int] = None) -> list[PassCost]:
     """A PassCost per per-channel method of the plan's config (``per_pass``: seconds of one
-    image's pass; measured on the plan's first image when None)."""
+    image's pass; measured on the plan's first image when None) for ``images`` images (the
+    plan's when None; fewer when --resume keeps some)."""
     cfg = plan.cfg
     slow = [m for m in cfg.methods if traits(m.name).per_channel is not None]
     if not slow:
         return []
     channels = sum(layer.channels for layer in plan.target_layers)
-    images = len(plan.images)
+    images = len(plan.images) if images is None else images
     out = []
     for spec in slow:
         ratio_option = traits(spec.name).per_channel.ratio_option

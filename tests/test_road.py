@@ -233,3 +233,27 @@ def test_a_small_run_computes_road_by_default(tmp_path):
     assert "18 ROAD imputations per map" in estimate
     assert "1 map and 3 baseline maps" in estimate
     assert [sorted(b.scores) for b in summary.images[0].baselines] == [["road_combined"]] * 3
+
+
+def test_the_estimate_of_a_resumed_run_counts_the_images_it_computes(tmp_path):
+    """--resume keeping one of two images estimates the other's maps only."""
+    from explain.runner import RunOptions, run
+    model_file = tmp_path / "small.pth"
+    torch.save(make_small_alexnet(), model_file)
+    path = write_config(tmp_path, model={"file": str(model_file)}, target_layers=["features.10"],
+                        preprocess={"size": 64}, methods=["gradcam"],
+                        images=[str(IMAGES / "cat.jpg"), str(IMAGES / "dog.jpg")],
+                        classes={"cat": 0}, metrics=[{"name": "road_combined",
+                                                      "percentiles": [50]}],
+                        output={"dir": str(tmp_path / "results")})
+    first = []
+    run(load_config(path), RunOptions(progress=False, log=first.append))
+    folder = tmp_path / "results" / "exp"
+    (folder / "summary.json").unlink()
+    (folder / "items" / "dog.json").unlink()
+    again = []
+    run(load_config(path), RunOptions(progress=False, log=again.append, resume=True))
+    estimates = [next(line for line in lines if line.startswith("estimate: faithfulness"))
+                 for lines in (first, again)]
+    assert "2 maps and 6 baseline maps" in estimates[0]
+    assert "1 map and 3 baseline maps" in estimates[1]

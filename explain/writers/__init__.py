@@ -16,7 +16,7 @@ explain.writers.lineup and, for each kind of file it writes, a field of a ``file
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 from explain.config import Config
 from explain.batches import BatchContext
@@ -34,6 +34,7 @@ class RunContext:
     summary: RunSummary
     compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)  # by image id
     started: float = 0.0  # time.perf_counter() when the run began
+    todo: Optional[int] = None  # images this run computes (fewer than the plan's on --resume)
     log: Callable[[str], None] = print
 
     @property

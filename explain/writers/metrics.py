@@ -69,9 +69,9 @@ class MetricsWriter(Writer):
         if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
         self.specs = list(cfg.metrics or [])  # resolved by the plan
-        costs = pace.per_channel_costs(ctx.plan)
+        costs = pace.per_channel_costs(ctx.plan, images=ctx.todo)
         ctx.summary.estimates_s.update({c.method: round(c.seconds, 3) for c in costs})
-        for line in cost_lines(ctx.plan, self.specs, costs):
+        for line in cost_lines(ctx.plan, self.specs, costs, images=ctx.todo):
             ctx.log(line)
             ctx.summary.notes.append(line)
 
@@ -245,37 +245,40 @@ def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tenso
     return scores
 
 
-def run_maps(plan: RunPlan) -> int:
-    """Maps the run explains: images x classes per image x methods."""
-    return len(plan.images) * plan.slots * len(plan.cfg.methods)
+def run_maps(plan: RunPlan, images: Optional[int] = None) -> int:
+    """Maps the run explains: images (the plan's when None) x classes per image x methods."""
+    return (len(plan.images) if images is None else images) * plan.slots * len(plan.cfg.methods)
 
 
 def cost_lines(plan: RunPlan, specs: Optional[list] = None,
-               costs: Optional[list[pace.PassCost]] = None) -> list[str]:
+               costs: Optional[list[pace.PassCost]] = None,
+               images: Optional[int] = None) -> list[str]:
     """'estimate: ...' lines for the costly parts of a run: methods that run one forward pass
     per channel, and the faithfulness metrics (``specs``; default: what the config and the
     run's size choose); from the plan: its images, slots per image, the target layers'
     channel counts (through their layouts), the first image's size and the timed preflight
-    pass (``costs``: the per-channel methods', explain.pace; worked out when None)."""
+    pass (``costs``: the per-channel methods', explain.pace; worked out when None), for
+    ``images`` images (the plan's when None: --resume computes fewer)."""
     cfg = plan.cfg
     if specs is None:
         specs = list(cfg.metrics or [])  # resolved by the plan
     if costs is None:
-        costs = pace.per_channel_costs(plan)
+        costs = pace.per_channel_costs(plan, images=images)
     lines = [pace.cost_line(c, list(cfg.target_layers), plan.slots) for c in costs]
     if specs:
-        lines.append(_faithfulness_estimate(plan, specs))
+        lines.append(_faithfulness_estimate(plan, specs, len(plan.images) if images is None
+                                            else images))
     return lines
 
 
-def _faithfulness_estimate(plan: RunPlan, specs: list) -> str:
+def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> str:
     """One line: forward passes and ROAD imputations (explain.road: one forward pass per
     imputed image, batched; a sparse solve each) and the time they take, for the run's maps
     and the baseline maps scored beside them (explain.baselines: one per baseline and image
     x class, in a call of their own per image)."""
-    maps = run_maps(plan)
-    extra = len(plan.images) * plan.slots * len(BASELINES)
-    calls = 2 * len(plan.images)  # per metric: the image's maps, then its baseline maps
+    maps = run_maps(plan, images)
+    extra = images * plan.slots * len(BASELINES)
+    calls = 2 * images  # per metric: the image's maps, then its baseline maps
     road = sum(metrics.imputations(s) for s in specs)  # per map
     plain = [s for s in specs if not metrics.imputations(s)]
     per_call = sum(metrics.forward_passes(s) for s in plain)
