@@ -35,9 +35,8 @@ import numpy as np
 
 from explain.config import parse_value
 from explain.errors import ExplainError, RunInterrupted
-from explain.runlock import LOCK_FILE, RunLock
+from explain.runlock import LOCK_FILE, RUN_MARKER, RunLock
 
-RUN_MARKER = ".explain-run"
 MAX_READ_BYTES = 256 * 1024 * 1024  # a file of the run folder read back (a map, an item file)
 
 

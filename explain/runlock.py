@@ -1,6 +1,8 @@
 """The run folder's lock: one process writes a run folder at a time (a second one, or a
 --resume / --overwrite of a folder in use, is refused, naming the process that holds it); a lock
-left by a process that died is taken over."""
+left by a process that died is taken over. Beside it, the name of the marker every run folder
+holds (``RUN_MARKER``: what --overwrite may delete), here at the bottom of the imports so the
+config loader can say when it was given a run folder."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any, Optional
 from explain.errors import ExplainError
 
 LOCK_FILE = ".explain-lock"
+RUN_MARKER = ".explain-run"  # in every folder explain made (outputs: what --overwrite may delete)
 
 
 def _start_time(pid: int) -> Optional[str]:

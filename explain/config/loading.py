@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ValidationError)
 
 from explain.errors import DETAIL, ExplainError
 from explain.names import quote, short, suggest
+from explain.runlock import RUN_MARKER
 from explain.config.schema import Config
 from explain.config.sections import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MethodSpec, MetricSpec
 
@@ -271,7 +272,6 @@ def read_bounded_text(path: Path, limit: int, what: str, encoding: str = "utf-8"
 
 def _not_a_config(path: Path) -> str:
     """What is at ``path`` instead of a config file, and what the user may have meant."""
-    from explain.outputs import RUN_MARKER
     try:
         if (path / RUN_MARKER).exists():
             return f"a results folder, not a config file; `explain report {path}` rebuilds its report"
