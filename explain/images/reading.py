@@ -4,7 +4,9 @@ Decoding uses ``cv2.IMREAD_COLOR``, which applies EXIF orientation and turns gra
 palette, RGBA (alpha dropped) and 16-bit files into 8-bit BGR; we convert to RGB.
 Files over ``preprocess.max_bytes`` are refused before anything is read (the size of the open
 file), images over ``preprocess.max_pixels`` before decoding (the header is read with
-Pillow), so a huge file cannot exhaust memory; each file is read whole once, when decoded.
+Pillow), so a huge file cannot exhaust memory; each file is read whole once, when decoded
+(a JPEG the config names is also read through once, a chunk at a time, by ``precheck``). A
+JPEG without its end marker, or of more than MAX_JPEG_SCANS scans, is refused before decoding.
 """
 
 from __future__ import annotations
@@ -128,7 +130,9 @@ def jpeg_complete(data: bytes) -> bool:
 
     The marker is looked for after the first start-of-scan segment, so an EXIF thumbnail's
     own marker does not count, and bytes a phone appends after the end are allowed."""
-    return _jpeg_ends(_bytes_at(data), len(data))
+    read = _bytes_at(data)
+    first = _first_scan(read)
+    return first is not None and _ends_after(read, len(data), first)
 
 
 MAX_JPEG_STEPS, TAIL_CHUNK = 10_000, 2**20  # segments before the scan (a photo: a few dozen)
@@ -141,9 +145,10 @@ MAX_JPEG_SCANS = 100
 def jpeg_problem(read: Callable[[int, int], bytes], size: int) -> Optional[str]:
     """Why a JPEG of ``size`` bytes, read through ``read(offset, count)``, is refused before
     decoding (no end marker, or more than MAX_JPEG_SCANS scans), or None."""
-    if not _jpeg_ends(read, size):
+    first = _first_scan(read)
+    if first is None or not _ends_after(read, size, first):
         return TRUNCATED
-    if _scans(read, size, _first_scan(read) or size) > MAX_JPEG_SCANS:
+    if _scans(read, size, first) > MAX_JPEG_SCANS:
         return (f"more than {MAX_JPEG_SCANS} scans in one JPEG (a progressive photo has about "
                 f"10, and decoding makes a pass over the image for each); re-encode it")
     return None
@@ -197,13 +202,10 @@ def _scans(read: Callable[[int, int], bytes], size: int, start: int) -> int:
     return count
 
 
-def _jpeg_ends(read: Callable[[int, int], bytes], size: int) -> bool:
-    """jpeg_complete on ``size`` bytes read through ``read(offset, count)``: segment headers
-    up to the first scan, then the end marker looked for backwards from the end, so a
-    complete file is decided by its tail without reading it all."""
-    pos = _first_scan(read)
-    if pos is None:
-        return False
+def _ends_after(read: Callable[[int, int], bytes], size: int, pos: int) -> bool:
+    """Whether an end marker follows the first scan (at ``pos``) in ``size`` bytes read through
+    ``read(offset, count)``: looked for backwards from the end, so a complete file is decided
+    by its tail without reading it all."""
     end = size
     while end > pos:
         start = max(pos, end - TAIL_CHUNK)
