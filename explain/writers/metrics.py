@@ -245,11 +245,6 @@ def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tenso
     return scores
 
 
-def run_maps(plan: RunPlan, images: Optional[int] = None) -> int:
-    """Maps the run explains: images (the plan's when None) x classes per image x methods."""
-    return (len(plan.images) if images is None else images) * plan.slots * len(plan.cfg.methods)
-
-
 def cost_lines(plan: RunPlan, specs: Optional[list] = None,
                costs: Optional[list[pace.PassCost]] = None,
                images: Optional[int] = None) -> list[str]:
@@ -260,14 +255,14 @@ def cost_lines(plan: RunPlan, specs: Optional[list] = None,
     pass (``costs``: the per-channel methods', explain.pace; worked out when None), for
     ``images`` images (the plan's when None: --resume computes fewer)."""
     cfg = plan.cfg
+    images = len(plan.images) if images is None else images
     if specs is None:
         specs = list(cfg.metrics or [])  # resolved by the plan
     if costs is None:
         costs = pace.per_channel_costs(plan, images=images)
     lines = [pace.cost_line(c, list(cfg.target_layers), plan.slots) for c in costs]
     if specs:
-        lines.append(_faithfulness_estimate(plan, specs, len(plan.images) if images is None
-                                            else images))
+        lines.append(_faithfulness_estimate(plan, specs, images))
     return lines
 
 
@@ -276,7 +271,7 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> str:
     imputed image, batched; a sparse solve each) and the time they take, for the run's maps
     and the baseline maps scored beside them (explain.baselines: one per baseline and image
     x class, in a call of their own per image)."""
-    maps = run_maps(plan, images)
+    maps = images * plan.slots * len(plan.cfg.methods)  # the run's: images x slots x methods
     extra = images * plan.slots * len(BASELINES)
     calls = 2 * images  # per metric: the image's maps, then its baseline maps
     road = sum(metrics.imputations(s) for s in specs)  # per map
