@@ -57,13 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from(args: argparse.Namespace) -> dict:
     """The command line's changes to the config, as dotted keys."""
-    from explain.config.schema import comma_list
     found = {}
     for flag, value in (("--methods", args.methods), ("--layer", args.layer), ("--out", args.out)):
         if value is not None and not value.strip():  # e.g. an unset shell variable
             raise ExplainError(f"{flag}: empty; give a value or leave the option out")
     if args.methods is not None:
-        found["methods"] = comma_list(args.methods)
+        found["methods"] = args.methods  # "gradcam,layercam": the config splits it
     if args.layer is not None:
         found["target_layers"] = [args.layer.strip()]
     if args.device:

@@ -45,9 +45,6 @@ def dotted(overrides: dict[str, Any]) -> dict[str, Any]:
         value = value.model_dump() if callable(getattr(value, "model_dump", None)) else value
         if key == "layer":
             found["target_layers"] = [value] if isinstance(value, str) else list(value)
-        elif key == "methods" and isinstance(value, str):
-            from explain.config.schema import comma_list
-            found["methods"] = comma_list(value)
         elif key == "compare" and isinstance(value, bool):
             found["compare.enabled"] = value
         elif key in SECTIONS and isinstance(value, dict):

@@ -20,12 +20,6 @@ from explain.config.sections import (Annotations, BatchSize, Channels, Compare, 
 from explain.config.tasks import Detection, Segmentation, Task, task_defaults, task_problem
 
 
-def comma_list(text: str) -> list[str]:
-    """'gradcam, layercam' -> ['gradcam', 'layercam']: how --methods, the API's ``methods=``
-    and a config's ``methods: gradcam,layercam`` list methods in one string."""
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 class Config(Section):
     """A whole experiment. Field docs live in README.md#the-experiment-file."""
     name: Optional[StrictStr] = None
@@ -143,7 +137,9 @@ class Config(Section):
     @field_validator("methods", mode="before")
     @classmethod
     def _method_text(cls, v: Any) -> Any:
-        return comma_list(v) if isinstance(v, str) else v  # "gradcam,layercam", as --methods
+        """One string lists methods as --methods, --set and the API's ``methods=`` give
+        them: 'gradcam, layercam' -> ['gradcam', 'layercam']."""
+        return [m.strip() for m in v.split(",") if m.strip()] if isinstance(v, str) else v
 
     @field_validator("images", "target_layers", "methods")
     @classmethod
