@@ -32,7 +32,7 @@ def looks_like_safetensors(path: Path) -> bool:
 
 
 def _bad_safetensors(path: Path, why: str) -> ExplainError:
-    return ExplainError(f"{path}: not a valid safetensors file (model.file): {why}")
+    return ExplainError(f"{path}: not a valid safetensors file: {why}")
 
 
 def _safetensors_data_size(path: Path) -> int:

@@ -7,8 +7,9 @@ captured for a CAM.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -28,23 +29,23 @@ def _read_file(path: Path, spec: ModelSpec) -> Any:
     except OSError as exc:  # e.g. a name too long for the file system
         raise ExplainError(f"model.file: {quote(str(path))}: {exc.strerror}") from None
     if not found:
-        raise ExplainError(f"{short(path)}: model file not found (model.file): put the model file "
+        raise ExplainError(f"{short(path)}: model file not found: put the model file "
                            f"there, or try the demo: python -m explain configs/demo_catdog.yaml")
     try:
         safetensors = path.suffix.lower() == ".safetensors" or looks_like_safetensors(path)
         torchscript = not safetensors and is_torchscript(path)
     except OSError as exc:
-        raise ExplainError(f"{short(path)}: cannot read the model file (model.file): "
+        raise ExplainError(f"{short(path)}: cannot read the model file: "
                            f"{exc.strerror}") from None
     if safetensors and not spec.arch:
         raise ExplainError(f"{path}: a safetensors file holds weights only; add 'model.arch' "
                            f"(e.g. torchvision.models.resnet18 or timm:<name>) and "
-                           f"'model.arch_args' (model.file)")
+                           f"'model.arch_args'")
     if safetensors:
         return read_safetensors(path)
     if torchscript:
         raise ExplainError(
-            f"{path}: a TorchScript archive (torch.jit.save; model.file): its compiled forward "
+            f"{path}: a TorchScript archive (torch.jit.save): its compiled forward "
             f"never calls PyTorch hooks, so no layer can be captured for a CAM; save the weights "
             f"instead (torch.save(model.state_dict()) or safetensors, loaded with model.arch) "
             f"or the whole model with torch.save(model)")
@@ -90,21 +91,41 @@ def load_model(cfg: Config) -> nn.Module:
     """Build or load the configured network, in eval mode, on the CPU (a Keras model file:
     explain.models.keras.KerasNet, on Keras' torch backend)."""
     spec = cfg.model
-    if spec.keras:
-        from explain.models.keras import load_keras  # imports keras only for Keras models
-        where = str(cfg.resolve(spec.keras))
-        model = load_keras(Path(where), spec.trust)
-    elif spec.builder:
+    if spec.builder:
         where = "model.builder"
         model = make_model(spec.builder, spec.builder_args, where, spec.trust)
     else:
-        where = str(cfg.resolve(spec.file))
-        obj = _read_file(Path(where), spec)
-        model = obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, Path(where))
+        field = "model.keras" if spec.keras else "model.file"
+        where = str(cfg.resolve(spec.keras or spec.file))
+        with _naming(field, where):
+            model = _from_file(Path(where), spec)
     if not isinstance(model, nn.Module):
         raise ExplainError(f"{where}: gives a {type(model).__name__}, not a torch.nn.Module")
     _check_children(model, where, from_file=spec.file is not None and not spec.trust)
     return model.eval()
+
+
+def _from_file(path: Path, spec: ModelSpec) -> Any:
+    """The model of a Keras file or of a torch / safetensors file (whole, or a state_dict
+    built into ``model.arch``)."""
+    if spec.keras:
+        from explain.models.keras import load_keras  # imports keras only for Keras models
+        return load_keras(path, spec.trust)
+    obj = _read_file(path, spec)
+    return obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, path)
+
+
+@contextlib.contextmanager
+def _naming(field: str, where: str) -> Iterator[None]:
+    """An error about the model file ('<file>: ...') says which field named it first
+    ('model.file: <file>: ...'), so the run's error line names the config too."""
+    try:
+        yield
+    except ExplainError as exc:
+        text = str(exc)
+        if type(exc) is not ExplainError or not text.startswith((where, short(where))):
+            raise
+        raise ExplainError(f"{field}: {text}") from None
 
 
 def _check_children(model: nn.Module, where: str, from_file: bool) -> None:
