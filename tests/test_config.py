@@ -124,3 +124,18 @@ def test_methods_in_one_string_as_on_the_command_line(tmp_path):
         assert [m.name for m in cfg.methods] == ["gradcam", "layercam"]
     assert "did you mean 'layercam'" in explain_error(load_config, path, {"methods": "gradcam,layrcam"})
     assert "at least one" in explain_error(load_config, path, {"methods": " , "})
+
+
+def test_a_model_file_error_names_the_config_and_the_field(tmp_path, capsys):
+    from conftest import REPO
+    from helpers import refused
+    config = REPO / "configs" / "alexnet_catdog.yaml"
+    gone = tmp_path / "gone.pth"
+    refused(capsys, config, "--set", f"model.file={gone}", needles=[
+        f"{config} (model.file from the command line): model.file: {gone}: model file not "
+        f"found: put the model file there"])
+    text = tmp_path / "notes.pth"
+    text.write_text("not a model")
+    refused(capsys, config, "--set", f"model.file={text}", needles=[
+        f"{config} (model.file from the command line): model.file: {text}: not a PyTorch "
+        f"model file"])
