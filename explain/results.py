@@ -361,12 +361,12 @@ def why(exc: BaseException) -> str:
     return first_line(exc, 160)
 
 
-MAX_DIGITS = 18  # an integer in a record: a count, a pixel, a size (explain writes no larger)
+MAX_DIGITS = 300  # an integer in a record, as a float can hold it (a config's arch_args may
+# hold sys.maxsize; 10**400 passed pydantic, then stopped a float conversion with a traceback)
 
 
 def _whole(text: str) -> int:
-    """An integer of the JSON text; ValueError past MAX_DIGITS digits (10**400 passes
-    pydantic, then stops a float conversion with a traceback)."""
+    """An integer of the JSON text; ValueError past MAX_DIGITS digits."""
     if len(text.lstrip("-")) > MAX_DIGITS:
         raise ValueError(f"an integer of {len(text.lstrip('-'))} digits")
     return int(text)

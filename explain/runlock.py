@@ -117,13 +117,9 @@ class RunLock:
             except OSError as exc:
                 raise ExplainError(f"{flag}: cannot lock {folder} ({exc.strerror})") from None
             try:
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode):  # a planted FIFO or device
+                if not stat.S_ISREG(os.fstat(fd).st_mode):  # a planted FIFO or device
                     raise ExplainError(f"{flag}: {path} is not a lock file explain wrote (not a "
                                        f"regular file); remove it")
-                if info.st_nlink > 1:  # a planted hard link: writing it writes another file
-                    raise ExplainError(f"{flag}: {path} is not a lock file explain wrote (a hard "
-                                       f"link to another file); remove it")
                 taken = _flock(fd)
                 if taken is False or (taken is None and _alive(_owner(fd)) is None):
                     raise _busy(flag, folder, _owner(fd))
@@ -136,6 +132,9 @@ class RunLock:
                     continue
                 if _alive(_owner(fd)):  # recorded by a live process, yet not locked by it
                     raise _busy(flag, folder, _owner(fd))
+                if os.fstat(fd).st_nlink > 1:  # a planted hard link: writing it writes elsewhere
+                    raise ExplainError(f"{flag}: {path} is not a lock file explain wrote (a hard "
+                                       f"link to another file); remove it")
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(_me()).encode(), 0)
             except OSError as exc:

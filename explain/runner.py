@@ -215,8 +215,8 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
     if opts.resume:
         summary.notes.append(f"resumed: {len(entries)} image(s) kept from the interrupted run, "
                              f"{len(todo)} computed now")
+    ctx.todo = len(todo)  # what the estimates count: the run's images (every rank's)
     todo = ranks.shard(todo)  # under torchrun: this rank's share
-    ctx.todo = len(todo)  # what the estimates count
     summary.notes.append(_guard_note(plan, engine))
     with ranks.together():  # e.g. a box file that one node cannot read stops every rank
         for writer in writers:

@@ -45,6 +45,20 @@ def test_a_lock_file_hard_linked_to_another_file_is_refused_and_that_file_kept(t
     assert not (run / LOCK_FILE).exists() and victim.read_text() == "the user's notes\n"
 
 
+def test_a_live_lock_hard_linked_by_a_backup_is_still_busy_not_to_be_removed(tmp_path):
+    """A live run's lock file that a backup tool hard-linked: the second run is told the
+    folder is in use (not to remove the lock)."""
+    run = tmp_path / "exp"
+    run.mkdir()
+    lock = RunLock.take(run, "--resume")
+    try:
+        os.link(run / LOCK_FILE, tmp_path / "backup-of-lock")
+        text = explain_error(RunLock.take, run, "--resume")
+        assert "is in use by a running explain" in text and "remove it" not in text
+    finally:
+        lock.release()
+
+
 # ---- a deflated member in the mean maps' state -------------------------------------------------
 
 def _state() -> MeanSums:
@@ -134,22 +148,34 @@ def test_an_integer_no_float_can_hold_is_one_line_naming_the_file():
     assert text == ("run/summary.json: not a summary of this explain version (an integer of "
                     "401 digits); the run folder is damaged")
     assert "an integer of 401 digits" in explain_error(parse_item, big, "items/cat.json")
-    assert parse_json(json.dumps({"n": -(10 ** 18 - 1)}).encode(), "x", "y") == \
-        {"n": -(10 ** 18 - 1)}
+    for n in (-(10 ** 300 - 1), 9223372036854775807):  # sys.maxsize in a config's arch_args
+        assert parse_json(json.dumps({"n": n}).encode(), "x", "y") == {"n": n}
+    assert "an integer of 301 digits" in explain_error(parse_json, b'{"n": 1' + b"0" * 300 + b"}",
+                                                       "x", "y")
 
 
-def test_many_tiny_segments_are_read_once(tmp_path):
-    """200,000 four-byte comments after the first scan: each chunk of the file is read once,
-    not once per segment."""
-    from explain.images.reading import _scans
+def test_many_tiny_segments_are_read_once_and_bounded(tmp_path):
+    """Four-byte comments after the first scan: 5,000 are walked, each chunk of the file read
+    once; past MAX_JPEG_STEPS the file is refused (each segment is a step of Python)."""
+    from explain.images.reading import MAX_JPEG_STEPS, _scans
     data = _progressive(tmp_path, 0).path.read_bytes()
     scans, end = _segments(data)
     first = data.index(scans[0])
-    body = data[:end] + b"\xff\xfe\x00\x02" * 200_000 + scans[-1] + b"\xff\xd9"
-    asked = []
+    for comments, walked in ((5_000, None), (200_000, MAX_JPEG_STEPS + 1)):
+        body = data[:end] + b"\xff\xfe\x00\x02" * comments + scans[-1] + b"\xff\xd9"
+        asked = []
 
-    def read(at: int, n: int) -> bytes:
-        asked.append(n)
-        return body[at:at + n]
-    assert _scans(read, len(body), first) == len(scans) + 1
-    assert sum(min(n, len(body)) for n in asked) <= 2 * len(body)
+        def read(at: int, n: int) -> bytes:
+            asked.append(n)
+            return body[at:at + n]
+        counted, segments = _scans(read, len(body), first)
+        if walked is None:  # every scan, and the segments between them (tables, comments)
+            assert counted == len(scans) + 1 and segments > comments
+        else:
+            assert segments == walked and counted == len(scans)
+        assert sum(min(n, len(body)) for n in asked) <= 2 * len(body)
+    path = tmp_path / "comments.jpg"
+    path.write_bytes(body)
+    with pytest.raises(ImageError, match=f"more than {MAX_JPEG_STEPS} segments after the first "
+                                         f"scan"):
+        precheck(ImageRef("comments", path, from_folder=False), Preprocess(size=[32, 32]))

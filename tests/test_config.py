@@ -104,13 +104,21 @@ def test_a_folder_given_as_the_config_says_what_it_is(tmp_path):
     run.mkdir(parents=True)
     (run / ".explain-run").write_text("")
     assert explain_error(load_config, run) == (
-        f"{run}: a results folder, not a config file; `explain report {run}` rebuilds its report")
+        f"{run}: a results folder, not a config file: give the config that made it (`explain "
+        f"report {run}` rebuilds its report)")
     assert explain_error(load_config, tmp_path) == f"{tmp_path}: a folder, not a config file"
     assert explain_error(load_config, tmp_path / "none.yaml").endswith(
         "none.yaml: config file not found")
     config = write_config(tmp_path, "exp")
     assert explain_error(load_run, config) == (
-        f"{config}: a config file, not a results folder; `explain {config}` runs it")
+        f"{config}: a config file, not a results folder (`explain {config}` runs it)")
+    spaced = tmp_path / "my runs" / "exp.yml"
+    spaced.parent.mkdir()
+    spaced.write_text("")
+    assert f"(`explain '{spaced}'` runs it)" in explain_error(load_run, spaced)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("")
+    assert explain_error(load_run, notes) == f"{notes}: a file, not a results folder"
     assert explain_error(load_run, tmp_path / "gone") == f"{tmp_path / 'gone'}: no such results folder"
 
 

@@ -257,3 +257,7 @@ def test_the_estimate_of_a_resumed_run_counts_the_images_it_computes(tmp_path):
                  for lines in (first, again)]
     assert "2 maps and 6 baseline maps" in estimates[0]
     assert "1 map and 3 baseline maps" in estimates[1]
+    (folder / "summary.json").unlink()  # every image kept: nothing is estimated
+    last = []
+    run(load_config(path), RunOptions(progress=False, log=last.append, resume=True))
+    assert not [line for line in last if line.startswith("estimate")]

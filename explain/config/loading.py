@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Optional
 
@@ -274,7 +275,8 @@ def _not_a_config(path: Path) -> str:
     """What is at ``path`` instead of a config file, and what the user may have meant."""
     try:
         if (path / RUN_MARKER).exists():
-            return f"a results folder, not a config file; `explain report {path}` rebuilds its report"
+            return (f"a results folder, not a config file: give the config that made it "
+                    f"(`explain report {shlex.quote(str(path))}` rebuilds its report)")
         if path.is_dir():
             return "a folder, not a config file"
     except OSError:

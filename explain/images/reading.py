@@ -135,7 +135,7 @@ def jpeg_complete(data: bytes) -> bool:
     return first is not None and _ends_after(read, len(data), first)
 
 
-MAX_JPEG_STEPS, TAIL_CHUNK = 10_000, 2**20  # segments before the scan (a photo: a few dozen)
+MAX_JPEG_STEPS, TAIL_CHUNK = 10_000, 2**20  # segments before the scan, and after (a photo: dozens)
 # Scans in one JPEG: a progressive photo has about 10 (libjpeg's script), and the decoder
 # makes a pass over the whole image for each one, so a small file repeating a 14-byte scan
 # 2,000 times took 50 s of CPU to decode at 40 MP. An appended preview adds one or two.
@@ -148,9 +148,13 @@ def jpeg_problem(read: Callable[[int, int], bytes], size: int) -> Optional[str]:
     first = _first_scan(read)
     if first is None or not _ends_after(read, size, first):
         return TRUNCATED
-    if _scans(read, size, first) > MAX_JPEG_SCANS:
+    scans, segments = _scans(read, size, first)
+    if scans > MAX_JPEG_SCANS:
         return (f"more than {MAX_JPEG_SCANS} scans in one JPEG (a progressive photo has about "
                 f"10, and decoding makes a pass over the image for each); re-encode it")
+    if segments > MAX_JPEG_STEPS:
+        return (f"more than {MAX_JPEG_STEPS} segments after the first scan (a photo has a few "
+                f"dozen); re-encode it")
     return None
 
 
@@ -180,14 +184,15 @@ def _first_scan(read: Callable[[int, int], bytes]) -> Optional[int]:
 _MARKER = re.compile(rb"\xff[\x02-\xcf\xd9-\xfe]")
 
 
-def _scans(read: Callable[[int, int], bytes], size: int, start: int) -> int:
-    """The scans of the image, counted from its first one (at ``start``) to its end-of-image
-    marker, stopping once past MAX_JPEG_SCANS. Markers are found in C by a regular expression
-    and a segment's header is skipped by its length, so neither what follows the image (a
-    phone's appended video) nor the bytes inside a segment count. The file is read a chunk at
-    a time, each chunk once, so a file of many tiny segments costs no more than its size."""
-    count, pos, base, chunk = 0, start, start, b""
-    while count <= MAX_JPEG_SCANS and pos < size:
+def _scans(read: Callable[[int, int], bytes], size: int, start: int) -> tuple[int, int]:
+    """(scans, segments) of the image, counted from its first scan (at ``start``) to its
+    end-of-image marker, stopping once past MAX_JPEG_SCANS scans or MAX_JPEG_STEPS segments.
+    Markers are found in C by a regular expression and a segment's header is skipped by its
+    length, so neither what follows the image (a phone's appended video) nor the bytes inside
+    a segment count. The file is read a chunk at a time, each chunk once, and the segments
+    walked are bounded, so a file of millions of tiny segments is refused in milliseconds."""
+    count, segments, pos, base, chunk = 0, 0, start, start, b""
+    while count <= MAX_JPEG_SCANS and segments <= MAX_JPEG_STEPS and pos < size:
         if not base <= pos < base + TAIL_CHUNK or not chunk:
             base, chunk = pos, read(pos, TAIL_CHUNK + 4)  # + a marker's own 4 bytes
         found = _MARKER.search(chunk, pos - base)
@@ -198,8 +203,9 @@ def _scans(read: Callable[[int, int], bytes], size: int, start: int) -> int:
         if chunk[at + 1] == 0xD9:  # the end of the image
             break
         count += chunk[at + 1] == 0xDA
+        segments += 1
         pos = base + at + 2 + int.from_bytes(chunk[at + 2:at + 4], "big")
-    return count
+    return count, segments
 
 
 def _ends_after(read: Callable[[int, int], bytes], size: int, pos: int) -> bool:

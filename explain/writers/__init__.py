@@ -34,7 +34,7 @@ class RunContext:
     summary: RunSummary
     compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)  # by image id
     started: float = 0.0  # time.perf_counter() when the run began
-    todo: Optional[int] = None  # images this run computes (fewer than the plan's on --resume)
+    todo: Optional[int] = None  # images the run computes (fewer than the plan's on --resume)
     log: Callable[[str], None] = print
 
     @property

@@ -69,6 +69,8 @@ class MetricsWriter(Writer):
         if cfg.annotations.enabled and self.boxes is None:
             self.boxes = annotations.load_boxes(cfg)
         self.specs = list(cfg.metrics or [])  # resolved by the plan
+        if ctx.todo == 0:  # --resume of a run whose images are all kept: nothing to estimate
+            return
         costs = pace.per_channel_costs(ctx.plan, images=ctx.todo)
         ctx.summary.estimates_s.update({c.method: round(c.seconds, 3) for c in costs})
         for line in cost_lines(ctx.plan, self.specs, costs, images=ctx.todo):

@@ -16,6 +16,7 @@ the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSumm
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -369,13 +370,20 @@ def _read_json(run: RunFolder, rel: str, what: str) -> Any:
     return parse_json(data, str(run.root / rel), what)
 
 
+def _not_a_run(root: Path) -> str:
+    """What is at ``root`` instead of a results folder."""
+    if not root.is_file():
+        return "no such results folder"
+    if root.suffix.lower() in (".yaml", ".yml"):
+        return f"a config file, not a results folder (`explain {shlex.quote(str(root))}` runs it)"
+    return "a file, not a results folder"
+
+
 def load_run(root: Path) -> ReportData:
     """A results folder's records: summary.json, or the item files of an interrupted run.
     Every file is read from inside the folder, without following a link."""
     if not root.is_dir():
-        config = root.is_file() and root.suffix.lower() in (".yaml", ".yml")
-        raise ExplainError(f"{root}: " + (f"a config file, not a results folder; `explain {root}`"
-                                          f" runs it" if config else "no such results folder"))
+        raise ExplainError(f"{root}: {_not_a_run(root)}")
     if root.is_symlink():
         raise ExplainError(f"{root}: a symbolic link; give the results folder itself")
     run = RunFolder(root)
