@@ -36,6 +36,7 @@ from PIL import Image
 
 from explain.config import Config, box_problem, read_bounded_bytes, read_bounded_text
 from explain.errors import ExplainError, first_line
+from explain.measures import peak_inside
 from explain.names import quote, short, suggest
 from explain.results import Localisation
 
@@ -289,13 +290,19 @@ def to_input(box: Box, original: tuple[int, int], size: tuple[int, int]) -> list
 
 
 def box_mask(boxes: list[list[float]], shape: tuple[int, int]) -> np.ndarray:
-    """Pixels (bool, input size) whose centre lies inside any of the boxes (input pixels)."""
+    """Pixels (bool, input size) whose centre lies inside any of the boxes (input pixels). A
+    box that holds no pixel centre (thinner than a pixel once resized: a 12 px box of a
+    4000 px photo at 224) gets the pixels it overlaps, so it is never an empty mask that
+    every map misses."""
     h, w = shape
     mask = np.zeros((h, w), dtype=bool)
     ys, xs = np.arange(h) + 0.5, np.arange(w) + 0.5
     for x0, y0, x1, y1 in boxes:
         rows = (ys >= y0) & (ys < y1)
         cols = (xs >= x0) & (xs < x1)
+        if not rows.any() or not cols.any():  # overlapped pixels: [floor(a), ceil(b))
+            rows = (np.arange(h) + 1 > y0) & (np.arange(h) < max(y1, y0 + 1e-9))
+            cols = (np.arange(w) + 1 > x0) & (np.arange(w) < max(x1, x0 + 1e-9))
         mask |= rows[:, None] & cols[None, :]
     return mask
 
@@ -313,8 +320,7 @@ def localisation(cam: np.ndarray, mask: np.ndarray, threshold: float) -> Localis
     """Pointing game, energy share and thresholded IoU of one map against a box mask."""
     peak = float(cam.max())
     total = float(cam.sum(dtype=np.float64))
-    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    hit = bool(peak > 0 and mask[y, x])
+    hit = peak_inside(cam, mask)
     energy = float(cam[mask].sum(dtype=np.float64)) / total if total > 0 else 0.0
     hot = cam >= threshold * peak if peak > 0 else np.zeros_like(mask)
     union = int((hot | mask).sum())

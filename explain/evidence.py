@@ -11,7 +11,8 @@ The rule (``RULE``, also shown in the report) counts only the ranked metrics mea
 least ``explain.stats.MIN_IMAGES`` images (a metric below that, e.g. boxes on 2 images, is
 shown, not used). A method is *trusted* when
 
-1. its sanity check does not fail (a check that did not run is said, not held against it);
+1. its parameter-randomisation check does not fail (a check that did not run is said, not
+   held against it; a random-logit failure is named in its line and the conclusion);
 2. it beats every baseline on every such metric: the paired 95% bootstrap interval of its
    per-image difference to the baseline lies on the better side of 0;
 3. it is the only such method, or it is significantly better (paired interval) than every
@@ -28,15 +29,18 @@ trust lines and the conclusion from them.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 RULE = ("only metrics measured on at least the minimum of images count; a method is trusted "
-        "when its sanity check does not fail, it beats every baseline on every such metric "
+        "when its parameter-randomisation check does not fail (a random-logit failure is "
+        "named), it beats every baseline on every such metric "
         "(paired 95% bootstrap interval of the per-image difference on the better side of 0), "
         "and it is the only such method or is significantly better than every other such "
-        "method on the primary metric (the first faithfulness metric, else the first "
+        "method on the primary metric (each pair's interval at 1 - 0.05 / the method pairs "
+        "compared; the primary metric: the first faithfulness metric, else the first "
         "localisation metric); otherwise no method is clearly better")
 
 
@@ -70,6 +74,7 @@ class Stat(_Record):
     place: Optional[int] = None
     beats_baselines: Optional[bool] = None
     not_beaten: list[str] = Field(default_factory=list)
+    left_out: Optional[int] = None  # maps whose number was NaN or infinite: not counted
 
 
 class Row(_Record):
@@ -90,6 +95,7 @@ class Comparison(_Record):
     difference: float
     low: Optional[float] = None
     high: Optional[float] = None
+    confidence: Optional[float] = None  # the interval's level (method pairs: Bonferroni)
     images: int
     verdict: str
     text: str
@@ -138,8 +144,10 @@ Who = tuple[str, str]  # ("method" | "baseline", name)
 
 
 def _r(value: Optional[float]) -> Optional[float]:
-    """6 decimals, as the map records hold their numbers."""
-    return None if value is None else round(float(value), 6)
+    """7 significant digits (6 decimals made scores of 3e-7 a 0 [0, 0] beside a verdict
+    taken on the unrounded numbers)."""
+    from explain.measures import significant
+    return None if value is None else significant(float(value))
 
 
 def judge(columns: list, found: dict[str, dict[Who, PerImage]], methods: list[str], *,
@@ -152,7 +160,8 @@ def judge(columns: list, found: dict[str, dict[Who, PerImage]], methods: list[st
     from explain import stats
     drafts = [_Draft(col, found.get(col.key, {}), methods, baselines) for col in columns]
     asked = [v for d in drafts for v in d.asked()]
-    bounds = iter(stats.intervals(asked, seed=seed) if asked else [])
+    bounds = iter(stats.intervals([v for v, _ in asked], seed=seed,
+                                  confidence=[c for _, c in asked]) if asked else [])
     for draft in drafts:
         draft.fill(bounds)
 
@@ -167,20 +176,39 @@ class _Draft:
         ranked = bool(column.direction)
         who = [("method", m) for m in methods] + \
               ([("baseline", b) for b in baselines] if ranked else [])
-        self.means = {w: {i: sum(v) / len(v) for i, v in found[w].items()} for w in who
-                      if w in found}
-        self.maps = {w: sum(len(v) for v in found[w].values()) for w in self.means}
+        finite = {w: {i: [x for x in v if math.isfinite(x)] for i, v in found[w].items()}
+                  for w in who if w in found}
+        self.left_out = {w: sum(len(v) for v in found[w].values()) -
+                         sum(len(v) for v in finite[w].values()) for w in finite}
+        self.means = {w: {i: sum(v) / len(v) for i, v in per.items() if v}
+                      for w, per in finite.items()}
+        self.means = {w: per for w, per in self.means.items() if per}
+        self.maps = {w: sum(len(v) for v in finite[w].values()) for w in self.means}
         mine = [w for w in self.means if w[0] == "method"]
         pairs = [(a, b) for i, a in enumerate(mine) for b in mine[i + 1:]]
         pairs += [(a, b) for a in mine for b in self.means if b[0] == "baseline"]
         self.pairs = [(a, b, [i for i in self.means[a] if i in self.means[b]])
                       for a, b in (pairs if ranked else [])]
 
-    def asked(self) -> list[list[float]]:
-        """The vectors that need an interval, in the order ``fill`` takes the answers."""
+    def family(self) -> int:
+        """How many method pairs this column tests: each pair's interval is drawn at
+        1 - 0.05 / that many (Bonferroni), so places and stars hold at 95% together."""
         from explain import stats
-        out = [list(m.values()) for m in self.means.values() if len(m) > 1]
-        return out + [[self.means[a][i] - self.means[b][i] for i in shared]
+        return max(1, sum(1 for a, b, shared in self.pairs
+                          if b[0] == "method" and len(shared) >= stats.MIN_IMAGES))
+
+    def level(self, b: Who) -> float:
+        from explain import stats
+        return stats.CONFIDENCE if b[0] == "baseline" else \
+            1.0 - (1.0 - stats.CONFIDENCE) / self.family()
+
+    def asked(self) -> list[tuple[list[float], float]]:
+        """The vectors that need an interval and the level of each, in the order ``fill``
+        takes the answers. A method against the baselines is at 95% each: "beats every
+        baseline" needs every one of them (an intersection-union test, no correction)."""
+        from explain import stats
+        out = [(list(m.values()), stats.CONFIDENCE) for m in self.means.values() if len(m) > 1]
+        return out + [([self.means[a][i] - self.means[b][i] for i in shared], self.level(b))
                       for a, b, shared in self.pairs if len(shared) >= stats.MIN_IMAGES]
 
     def fill(self, bounds: Iterator[tuple[float, float]]) -> None:
@@ -189,36 +217,43 @@ class _Draft:
         for w, per in self.means.items():
             low, high = next(bounds) if len(per) > 1 else (None, None)
             cell = Stat(mean=_r(sum(per.values()) / len(per)), low=_r(low), high=_r(high),
-                        images=len(per), maps=self.maps[w])
+                        images=len(per), maps=self.maps[w], left_out=self.left_out[w] or None)
             (col.cells if w[0] == "method" else col.baselines)[w[1]] = cell
         for a, b, shared in self.pairs:
             diff = sum(self.means[a][i] - self.means[b][i] for i in shared) / len(shared) \
                 if shared else 0.0
             low, high = next(bounds) if len(shared) >= stats.MIN_IMAGES else (None, None)
             col.comparisons.append(_comparison(col.metric, (a[1], b), stats.Difference(
-                diff, low, high, len(shared))))
+                diff, low, high, len(shared)), (self.level(b), self.family())))
         if col.direction:
             _places(col)
 
 
-def _comparison(metric: Any, pair: tuple[str, Who], diff: Any) -> Comparison:
-    """The record of a paired comparison (``diff``: an explain.stats.Difference of A - B)."""
+def _comparison(metric: Any, pair: tuple[str, Who], diff: Any,
+                level: tuple[float, int]) -> Comparison:
+    """The record of a paired comparison (``diff``: an explain.stats.Difference of A - B;
+    ``level``: its interval's confidence and the method pairs it is corrected for)."""
     name_a, (kind, name_b) = pair
     sign = {"higher": metric.direction, "lower": -metric.direction}.get(diff.verdict, 0)
     verdict = {1: f"{name_a} better", -1: f"{name_b} better"}.get(sign, diff.verdict)
+    confidence, family = level
+    ci = f"{100 * confidence:.3g}% CI" + (f" (95% for the {family} method pairs together)"
+                                          if kind == "method" and family > 1 else "")
     if sign:
         winner, loser = (name_a, name_b) if sign > 0 else (name_b, name_a)
         text = (f"{winner} better than {loser} on {metric.label}: difference "
-                f"{name_a} − {name_b} {diff.mean:+.3g}, 95% CI [{diff.low:.3g}, "
+                f"{name_a} − {name_b} {diff.mean:+.3g}, {ci} [{diff.low:.3g}, "
                 f"{diff.high:.3g}] over {diff.images} images")
     elif diff.verdict == "not different":
-        text = (f"{name_a} and {name_b} do not differ on {metric.label}: 95% CI of the "
-                f"difference [{diff.low:.3g}, {diff.high:.3g}] over {diff.images} images")
+        text = (f"no significant difference between {name_a} and {name_b} on "
+                f"{metric.label}: {ci} of the difference [{diff.low:.3g}, {diff.high:.3g}] "
+                f"over {diff.images} images holds 0")
     else:
         text = (f"{name_a} vs {name_b} on {metric.label}: {diff.images} shared image(s), "
                 f"too few to tell")
     return Comparison(metric=metric.name, a=name_a, b=name_b, b_kind=kind,
                       difference=_r(diff.mean), low=_r(diff.low), high=_r(diff.high),
+                      confidence=round(confidence, 6) if diff.low is not None else None,
                       images=diff.images, verdict=verdict, text=text)
 
 

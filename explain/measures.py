@@ -14,6 +14,23 @@ def significant(value: float, digits: int = 7) -> float:
     return float(f"{value:.{digits}g}")
 
 
+def peak_inside(cam: np.ndarray, mask: np.ndarray) -> bool:
+    """The pointing game's hit: the map's peak lies inside ``mask`` (bool, the map's shape).
+    A peak shared by several pixels (a flat top, a saturated edge map, a centre prior exactly
+    between two boxes) is a hit when at least half of those pixels lie inside: the first of
+    them in row order decided it before, so a box's place in the image did. False for an
+    all-zero map."""
+    peak = cam.max()
+    if not peak > 0:
+        return False
+    top = cam == peak
+    count = int(np.count_nonzero(top))
+    if count == 1:
+        y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+        return bool(mask[y, x])
+    return 2 * int(np.count_nonzero(top & mask)) >= count
+
+
 def map_stats(cam: np.ndarray) -> dict[str, Any]:
     """Peak location (x, y in input pixels) and the share of the map's mass in each half.
 

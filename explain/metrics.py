@@ -131,16 +131,22 @@ TABLE: dict[str, MetricTraits] = {t.name: t for t in (
                  factory=_road("least"), passes=2, imputations=1,
                  percentiles=ROAD_PERCENTILES, aliases=("road_lerf",)),
     MetricTraits("drop_in_confidence", "drop in confidence", -1,
-                 "how much the class score drops when the input is multiplied by the map "
-                 "(0 = no drop).", factory=_cam_mult("DropInConfidence"), passes=2),
+                 "how much the explained score drops when the input is multiplied by the "
+                 "map (0 = no drop); the library's name: the score is the one model.target "
+                 "says, the logit by default, not a probability.", factory=_cam_mult("DropInConfidence"), passes=2),
     MetricTraits("increase_in_confidence", "increase in confidence", 1,
-                 "share of maps whose input × map raises the class score.", percent=True,
+                 "mean over images of the share of the image's maps whose input × map raises "
+                 "the explained score (the logit by default, as model.target says).",
+                 percent=True,
                  factory=_cam_mult("IncreaseInConfidence"), passes=2),
     MetricTraits("pointing_hit", "pointing game", 1,
-                 "pointing game: share of maps whose peak lies inside the class's box.",
+                 "pointing game: mean over images of the share of the image's maps whose "
+                 "peak lies inside the class's box (a peak shared by several pixels counts "
+                 "the share of them inside).",
                  kind="localisation", percent=True),
     MetricTraits("energy_in_box", "energy in box", 1,
-                 "energy-based pointing game: mean share of the map's sum inside the box.",
+                 "energy-based pointing game: mean over images of the share of the map's "
+                 "sum inside the box.",
                  kind="localisation", percent=True),
     MetricTraits("box_iou", "box IoU", 1,
                  "IoU of the box with the map above annotations.threshold × its maximum.",

@@ -300,9 +300,18 @@ def _classes(found: _Found, count: int) -> Config:
 
 
 def slots_per_image(cfg: Config) -> int:
-    """Classes explained per image (a config whose classes are resolved)."""
+    """Classes explained per image (a config whose classes are resolved), at most: 'label'
+    and 'predicted' among several targets may name the same class (one map; see
+    ``slots_may_merge``)."""
     targets = cfg.target_classes()
     return min(cfg.top_k(), len(cfg.classes)) if targets is None else len(targets)
+
+
+def slots_may_merge(cfg: Config) -> bool:
+    """Whether an image may explain fewer classes than ``slots_per_image``: its targets hold
+    'label' or 'predicted' beside other targets (the counts say "up to")."""
+    targets = cfg.target_classes() or []
+    return len(targets) > 1 and any(t in ("label", "predicted") for t in targets)
 
 
 def _metrics(found: _Found) -> Config:

@@ -246,9 +246,12 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
                         pool.then(folder.write_bytes, f"items/{view.entry.id}.json",
                                   _item_bytes(ctx, folder, view.entry))
                     summary.durations_s["figures"] += time.perf_counter() - t0
-                    bar.update(len(group) * per_image)
+                    bar.update(sum(len(view.entry.cams) for view in batch.images))
                     ranks.crash_point(settle=pool.drain)
             pool.drain()
+            if bar.n < bar.total:  # one map for 'label' and 'predicted' alike, skipped images
+                bar.total = bar.n
+                bar.refresh()
         for method, seconds in engine.seconds.items():  # beside the estimate (estimates_s)
             summary.durations_s[f"method_{method}"] = round(seconds, 3)
     except BaseException:

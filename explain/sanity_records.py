@@ -68,6 +68,9 @@ class SanityFiles(_Record):
         return [p for p in (self.cascading, self.independent, self.strip, self.csv) if p]
 
 
+PARTLY = "passes randomisation, fails random logit"
+
+
 class SanitySummary(_Record):
     """summary.json's ``sanity``."""
     measure: str  # what the verdicts compare: spearman, spearman_abs, ssim, ssim_abs
@@ -85,20 +88,25 @@ class SanitySummary(_Record):
         return next((m for m in self.methods if m.method == name), None)
 
     def verdicts(self) -> dict[str, tuple[str, str]]:
-        """Method -> ('passes' | 'fails', its numbers in words), for "Which map to trust"
-        (explain.evidence): the verdict is the randomisation check's; the random logit's
-        number is said beside it, and its failure named."""
+        """Method -> ('passes' | 'fails' | ``PARTLY``, its numbers in words), for "Which map
+        to trust" (explain.evidence): the randomisation check decides whether the method can
+        be trusted; a random-logit failure beside a pass is ``PARTLY`` (the word says it: a
+        plain "passes" there read as both checks passed)."""
         label = MEASURE_LABELS[self.measure]
         out = {}
         for m in self.methods:
-            text = (f"{label} {m.final:.2f} with the trained model's maps after "
+            text = (f"{label} {_beside(m.final, self.threshold)} with the trained model's "
+                    f"maps after "
                     f"{len(self.layers)} layer(s) re-initialised; passes below {self.threshold:g}")
             if m.random_logit is not None:
                 logit = getattr(m.random_logit, self.measure)
-                text += (f"; {logit:.2f} with a random class's map"
+                text += (f"; {_beside(logit, self.logit_threshold)} with a random class's map"
                          + (" (random logit fails: the map barely depends on the class)"
                             if m.logit_verdict == "fail" else ""))
-            out[m.method] = ("passes" if m.verdict == "pass" else "fails", text)
+            word = "passes" if m.verdict == "pass" else "fails"
+            if word == "passes" and m.logit_verdict == "fail":
+                word = PARTLY
+            out[m.method] = (word, text)
         return out
 
     def columns(self, name: str) -> dict[str, Any]:
@@ -113,3 +121,12 @@ class SanitySummary(_Record):
             row["sanity_logit_verdict"] = checked.logit_verdict
             row[f"sanity_logit_{self.measure}"] = getattr(checked.random_logit, self.measure)
         return row
+
+
+def _beside(value: float, threshold: float) -> str:
+    """``value`` with 2 decimals, or as many more (up to 6) as it takes to read on the right
+    side of ``threshold``: 0.4996 (a pass below 0.5) was "0.50", as a fail of 0.5 was."""
+    digits = 2
+    while digits < 6 and (float(f"{value:.{digits}f}") < threshold) != (value < threshold):
+        digits += 1
+    return f"{value:.{digits}f}"

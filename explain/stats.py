@@ -1,4 +1,4 @@
-"""How sure a mean and a difference are: percentile bootstrap over images (pure numpy).
+"""How sure a mean and a difference are: expanded percentile bootstrap over images.
 
 The report's methods table and its "Which map to trust" section rank methods only where the
 numbers say so. The unit that is resampled is the IMAGE: a method's maps of one image (its
@@ -6,8 +6,19 @@ classes) are averaged into one number per image first, because maps of the same 
 independent draws. Then:
 
 - ``interval(values)``: the mean of the per-image numbers and its ``CONFIDENCE`` (95%)
-  percentile bootstrap interval: ``RESAMPLES`` resamples of the images with replacement, the
-  2.5th and 97.5th percentiles (numpy's linear ``quantile``) of their means;
+  bootstrap interval: ``RESAMPLES`` resamples of the images with replacement, and the
+  percentiles (numpy's linear ``quantile``) of their means at the *expanded* tail of
+  ``tail(n)``. The plain 2.5th / 97.5th percentiles are too narrow for a few images (they
+  covered the true mean of normal samples 82% of the time at 5 images, 89% at 8, 93% at 20):
+  the expanded percentile interval (Hesterberg, "What teachers should know about the
+  bootstrap", 2015) takes the percentiles whose normal quantile is sqrt(n / (n - 1)) times
+  Student's t quantile with n - 1 degrees of freedom, and each end is moved out to the
+  t-interval's where that lies further (at 5 images the bootstrap means' tails are shorter
+  than a normal's, and the expanded percentiles alone covered 92%). So the interval is at
+  least as wide as Student's t-interval and keeps the bootstrap's asymmetry: normal samples
+  are covered 94-96% of the time at 5 to 40 images (tests/test_stats.py); strongly skewed
+  ones (lognormal, sigma 1) less (a 0 difference called significant 18% of the time at 5
+  images, 10% at 40), as for any interval of a mean at these sizes;
 - ``paired(a, b)``: the same on the per-image differences ``a - b`` of two methods measured on
   the same images (a paired bootstrap): the difference is significant when its interval
   excludes 0. Identical numbers give the interval [0, 0]: not different.
@@ -22,9 +33,11 @@ images has at most 10 distinct means.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Literal, Sequence
 
 import numpy as np
+from scipy.stats import t as student_t
 
 RESAMPLES = 2000  # bootstrap resamples per interval
 CONFIDENCE = 0.95
@@ -59,29 +72,52 @@ def resample_means(values: Sequence[float] | np.ndarray, *, seed: int,
     return out[0] if data.ndim == 1 else out
 
 
+def tail(n: int, confidence: float = CONFIDENCE) -> float:
+    """The lower percentile (0..0.5) the ``confidence`` interval of the mean of ``n`` values
+    reads from the bootstrap means: the expanded percentile interval's, Phi(-sqrt(n / (n - 1))
+    x t(1 - alpha / 2, n - 1)); about 0.001 at 5 images, 0.021 at 40, 0.025 in the limit."""
+    if n < 2:
+        return (1.0 - confidence) / 2.0
+    z = math.sqrt(n / (n - 1)) * float(student_t.ppf(1.0 - (1.0 - confidence) / 2.0, n - 1))
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
 def intervals(vectors: Sequence[Sequence[float]], *, seed: int, resamples: int = RESAMPLES,
-              confidence: float = CONFIDENCE) -> list[tuple[float, float]]:
+              confidence: float | Sequence[float] = CONFIDENCE) -> list[tuple[float, float]]:
     """``interval`` of each vector, computed together: vectors of one length share their
     resamples, so each result equals a call of its own with the same seed (and the work is
-    one draw per length)."""
-    tail = (1.0 - confidence) / 2.0
+    one draw per length). ``confidence``: one level, or one per vector."""
+    levels = [confidence] * len(vectors) if isinstance(confidence, (int, float)) \
+        else list(confidence)
     out: list[tuple[float, float]] = [(0.0, 0.0)] * len(vectors)
     by_length: dict[int, list[int]] = {}
     for i, vector in enumerate(vectors):
         by_length.setdefault(len(vector), []).append(i)
-    for members in by_length.values():
+    for n, members in by_length.items():
         means = resample_means(np.array([np.asarray(vectors[i], dtype=np.float64)
                                          for i in members]), seed=seed, resamples=resamples)
-        bounds = np.quantile(means, [tail, 1.0 - tail], axis=1)
         for j, i in enumerate(members):
-            out[i] = (float(bounds[0, j]), float(bounds[1, j]))
+            low = tail(n, levels[i])
+            bounds = np.quantile(means[j], [low, 1.0 - low])
+            half = _t_half_width(np.asarray(vectors[i], dtype=np.float64), levels[i])
+            centre = float(np.mean(vectors[i]))
+            out[i] = (min(float(bounds[0]), centre - half), max(float(bounds[1]), centre + half))
     return out
+
+
+def _t_half_width(values: np.ndarray, confidence: float) -> float:
+    """Student's t-interval's half width for the mean of ``values`` (0 for one value)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    quantile = float(student_t.ppf(1.0 - (1.0 - confidence) / 2.0, n - 1))
+    return quantile * float(np.std(values, ddof=1)) / math.sqrt(n)
 
 
 def interval(values: Sequence[float], *, seed: int, resamples: int = RESAMPLES,
              confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The percentile bootstrap interval of the mean of ``values`` (low, high). One value:
-    (it, it)."""
+    """The expanded percentile bootstrap interval of the mean of ``values`` (low, high). One
+    value: (it, it)."""
     return intervals([values], seed=seed, resamples=resamples, confidence=confidence)[0]
 
 

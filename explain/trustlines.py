@@ -11,7 +11,7 @@ from explain import stats
 from explain.baselines import BASELINES
 from explain.evidence import Evidence, Row, Stat, TrustLine
 from explain.methodtable import MethodTable
-from explain.sanity_records import SanitySummary
+from explain.sanity_records import PARTLY, SanitySummary
 
 # ---- sanity records (written by the sanity check, when it ran) ---------------------------
 
@@ -99,8 +99,8 @@ def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
     if any(c.baselines for c in ranked):  # as the report's line: yes, no, too few images
         parts.append("beats every baseline: " + {True: "yes", False: "no", None:
                                                   "too few images to tell"}[overall]
-                     + (f" (its mean is below {', '.join(below)} where too few images allow "
-                        f"no test)" if below else ""))
+                     + (f" (its mean is not better than {', '.join(below)}'s where too few images "
+                        f"allow no test)" if below else ""))
     return TrustLine(method=method, sanity=verdict, sanity_detail=detail, faithfulness=faith,
                      localisation=local, beats_baselines=overall, below=below,
                      text=f"{method}: " + " · ".join(parts))
@@ -144,14 +144,22 @@ def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
     column = next(c for c in table.columns if c.key == evidence.primary)
     if len(fine) == 1:
         return fine[0], f"trust {fine[0]}: the only method that beats every baseline on " \
-                        f"every ranked metric and does not fail sanity" + note
+                        f"every ranked metric and does not fail sanity" + \
+                        _class_blind(evidence, fine[0]) + note
     lead = [m for m in fine if all(_better(column, m, o) for o in fine if o != m)]
     if lead:
         return lead[0], (f"trust {lead[0]}: it beats every baseline and is significantly "
                          f"better than {', '.join(o for o in fine if o != lead[0])} on "
-                         f"{column.label}" + note)
+                         f"{column.label}" + _class_blind(evidence, lead[0]) + note)
     return None, (f"no method is clearly better: {', '.join(fine)} beat every baseline, but "
                   f"do not differ significantly on {column.label}" + note)
+
+
+def _class_blind(evidence: Evidence, method: str) -> str:
+    """The caveat of a trusted method whose random-logit check failed."""
+    line = next((x for x in evidence.lines if x.method == method), None)
+    return "; but its random-logit check fails: its map barely depends on the class " \
+           "explained" if line is not None and line.sanity == PARTLY else ""
 
 
 def _better(column: Any, a: str, b: str) -> bool:

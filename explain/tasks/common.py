@@ -69,15 +69,10 @@ def thresholded_iou(cam: np.ndarray, mask: np.ndarray, threshold: float) -> floa
     return round(int((hot & mask).sum()) / union, 6) if union else 0.0
 
 
-def peak_inside(cam: np.ndarray, mask: np.ndarray) -> bool:
-    """Whether the map's (first) peak lies inside ``mask``; False for an all-zero map."""
-    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return bool(cam.max() > 0 and mask[y, x])
-
-
 def inside_outside(cam: np.ndarray, mask: np.ndarray) -> Optional[float]:
     """The mean map value inside ``mask`` over the mean outside it; None when either side is
-    empty or the outside is all zero."""
+    empty or the outside is all zero (a map wholly inside its box: no finite ratio; the
+    run's means count the maps they hold, explain.tasks.writers.task_summary)."""
     inside, outside = cam[mask], cam[~mask]
     if not inside.size or not outside.size or float(outside.mean()) <= 0:
         return None

@@ -64,3 +64,6 @@ class TaskSummary(_Part):
     numbers: list[str] = Field(default_factory=list)  # the numbers averaged, in order
     means: dict[str, dict[str, float]] = Field(default_factory=dict)  # method -> number -> mean
     maps: dict[str, int] = Field(default_factory=dict)  # method -> maps averaged
+    # method -> number -> the maps its mean holds, where fewer than ``maps`` (a map without
+    # that number: no ground truth, or no finite inside / outside ratio)
+    counted: dict[str, dict[str, int]] = Field(default_factory=dict)

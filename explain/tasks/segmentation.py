@@ -26,8 +26,8 @@ from explain.errors import ExplainError, model_failed
 from explain.layers import LayerRow, auto_layer
 from explain.results import ImageEntry, MapRecord
 from explain.tasks.base import Task
-from explain.tasks.common import (mismatch, output_part, peak_inside, share_inside,
-                                  thresholded_iou)
+from explain.measures import peak_inside
+from explain.tasks.common import mismatch, output_part, share_inside, thresholded_iou
 from explain.tasks.masks import read_truth, to_size
 from explain.tasks.records import RegionNumbers, SegmentationImage
 

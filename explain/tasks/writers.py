@@ -121,7 +121,7 @@ MEANS = {"segmentation": ("pixel_share", "energy_in_region", "energy_in_mask", "
 
 def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
     """Each method's mean of each map number over its maps (numbers a map lacks are left out
-    of that mean)."""
+    of that mean, and the maps each such mean holds are counted: the report says "k of n")."""
     values: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
     for entry in images:
         for rec in entry.cams:
@@ -134,4 +134,7 @@ def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
              for m, found in values.items()}
     maps = {m: sum(1 for e in images for r in e.cams if r.method == m) for m in methods}
     numbers = [k for k in MEANS[task] if any(k in found for found in means.values())]
-    return TaskSummary(task=task, numbers=numbers, means=means, maps=maps)
+    counted = {m: {k: len(v) for k, v in found.items() if len(v) < maps.get(m, 0)}
+               for m, found in values.items()}
+    return TaskSummary(task=task, numbers=numbers, means=means, maps=maps,
+                       counted={m: c for m, c in counted.items() if c})

@@ -25,7 +25,7 @@ from explain.engine import MapSlot, seeded
 from explain.measures import significant
 from explain.methods import traits
 from explain.methodtable import method_table
-from explain.plan import RunPlan
+from explain.plan import RunPlan, slots_may_merge
 from explain.results import ImageEntry, Localisation
 from explain.batches import BatchContext, ImageView
 from explain.writers import RunContext, Writer
@@ -288,9 +288,11 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> str:
     if road:
         parts.append(f"{road} ROAD imputations per map, each a sparse solve (about "
                      f"{solve:.1f} s per map at {h} x {w} on a CPU core) and a forward pass")
+    most = "up to " if slots_may_merge(plan.cfg) else ""
     return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
-            f"{'; '.join(parts)}; {_count(maps, 'map')} and {_count(extra, 'baseline map')}, "
-            f"about {pace.duration(seconds)}")
+            f"{'; '.join(parts)}; {most}{_count(maps, 'map')} and "
+            f"{_count(extra, 'baseline map')}, {'at most ' if most else ''}about "
+            f"{pace.duration(seconds)}")
 
 
 def _count(n: int, noun: str) -> str:
