@@ -377,13 +377,14 @@ def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[Image
 @contextlib.contextmanager
 def naming_the_file(cfg: Config) -> Iterator[None]:
     """A planning error about a field of the config ('target_layers[0]: no layer ...',
-    'classes.dog: index 5 ...') names the config file first, as a validation error does."""
+    'classes.dog: index 5 ...') names the config file first, as a validation error does
+    ('config dict' for a config given as a dict, as its validation errors say)."""
     try:
         yield
     except ExplainError as exc:
-        if cfg.source is None or type(exc) is not ExplainError or not names_a_field(str(exc)):
+        if type(exc) is not ExplainError or not names_a_field(str(exc)):
             raise
-        raise ExplainError(f"{cfg.source}: {exc}") from None
+        raise ExplainError(f"{cfg.source or 'config dict'}: {exc}") from None
 
 
 @contextlib.contextmanager

@@ -71,6 +71,10 @@ def build(summary: Any, table: MethodTable) -> Evidence:
     evidence.lines = [_line(m, table, sanity) for m in table.methods]
     evidence.primary = _primary(summary, table)
     evidence.trusted, evidence.conclusion = _conclude(evidence, table, sanity)
+    task = getattr(getattr(summary, "task", None), "task", None)
+    if task and not any(c.direction for c in table.columns):  # metrics: is refused there
+        evidence.conclusion = (f"no conclusion: a {task} run is not ranked (its maps' numbers "
+                               f"are in the Methods table, as means)")
     return evidence
 
 
@@ -134,7 +138,8 @@ def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
                       "annotations: in the config)")
     if evidence.primary is None:
         return None, (f"no conclusion yet: {evidence.images} image(s), no metric measured on "
-                      f"at least {stats.MIN_IMAGES} (the minimum for a ranking)")
+                      f"at least {stats.MIN_IMAGES} (the minimum for a ranking): explain at "
+                      f"least {stats.MIN_IMAGES} images for one")
     fine = [line.method for line in evidence.lines
             if line.sanity != "fails" and line.beats_baselines is True]
     if not fine:

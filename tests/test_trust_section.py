@@ -113,7 +113,8 @@ def test_below_the_minimum_of_images_the_table_does_not_rank():
     assert col.comparisons[0].verdict == "too few images"
     trust = trustlines.build(summary, table)
     assert trust.conclusion == f"no conclusion yet: {len(few)} image(s), no metric measured " \
-                               f"on at least 5 (the minimum for a ranking)"
+                               f"on at least 5 (the minimum for a ranking): explain at " \
+                               f"least 5 images for one"
     assert trust.trusted is None and not trust.meaningful
 
 

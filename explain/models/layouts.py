@@ -118,7 +118,12 @@ def infer_layout(shape: Sequence[int], input_hw: Sequence[int], mode: Mode = "au
             return Layout("nhwc")
         if mode == "vit":
             raise LayoutError(f"{where} is not a token sequence (B, tokens, C) (reshape: vit)")
-        if nchw or not nhwc:  # (B, C, h, w) wins a tie, and is the CNN default
+        if not nchw and not nhwc:  # e.g. attention heads (B, heads, tokens, dim)
+            raise LayoutError(f"{where} fits neither a feature map (B, C, h, w) nor a "
+                              f"channels-last map (B, h, w, C) of the input's shape; pick "
+                              f"another layer (explain layers CONFIG marks the usable ones), "
+                              f"or set reshape: none to read it as (B, C, h, w) anyway")
+        if nchw:  # (B, C, h, w) wins a tie, and is the CNN default
             return Layout("nchw")
         return Layout("nhwc")
     if len(shape) == 3:

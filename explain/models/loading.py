@@ -112,6 +112,12 @@ def _from_file(path: Path, spec: ModelSpec) -> Any:
         from explain.models.keras import load_keras  # imports keras only for Keras models
         return load_keras(path, spec.trust)
     obj = _read_file(path, spec)
+    if isinstance(obj, nn.Module) and (spec.arch or spec.arch_args):
+        field = "model.arch" if spec.arch else "model.arch_args"
+        raise ExplainError(f"{short(str(path))}: holds a whole model "
+                           f"({type(obj).__module__}.{type(obj).__name__}), which is used as "
+                           f"saved: {field} would be ignored; remove {field} (it is for a "
+                           f"state_dict), or give the state_dict file")
     return obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, path)
 
 

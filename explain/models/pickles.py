@@ -266,10 +266,24 @@ def is_zip(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
+# torchvision's detectors hold a few helpers that are not modules: plain data classes (their
+# state is numbers) and box_iou, kept as an attribute (never called while loading: calls are
+# checked apart). A whole pickled Faster R-CNN, RetinaNet, SSD, FCOS, Mask / Keypoint R-CNN
+# needs no more than these beside modules.
+DETECTION_HELPERS = frozenset(
+    f"torchvision.models.detection._utils.{name}" for name in (
+        "BalancedPositiveNegativeSampler", "BoxCoder", "BoxLinearCoder", "Matcher",
+        "SSDMatcher")) | {"torchvision.ops.boxes.box_iou"}
+
+
 def _allowed_global(name: str) -> Any:
-    """The object behind a global name if it is an allow-listed nn.Module class (or partial)."""
+    """The object behind a global name if it is an allow-listed nn.Module class (or partial,
+    or one of torchvision's ``DETECTION_HELPERS``)."""
     if name == PARTIAL:
         return functools.partial
+    if name in DETECTION_HELPERS:
+        module_name, _, attr = name.rpartition(".")
+        return getattr(importlib.import_module(module_name), attr, None)
     module_name, _, attr = name.rpartition(".")
     if not module_name.startswith(SAFE_PREFIXES):
         return None
