@@ -9,6 +9,8 @@ escaped, so no file can redraw the screen or forge a line such as ``explain: err
 from __future__ import annotations
 
 import argparse
+import difflib
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -135,7 +137,8 @@ def layers_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         from explain.config import load_config
-        cfg = load_config(args.config, parse_sets(args.sets))
+        cfg = load_config(args.config, parse_sets(args.sets),
+                          defaults={"target_layers": "auto", "methods": ["gradcam"]})
         from explain.models.heads import Classifier, Head
         from explain.images import find_images
         from explain.layers import format_table, survey
@@ -227,6 +230,19 @@ def _guard_terminal() -> None:
     sys.excepthook = _show_uncaught
 
 
+def _command_typo(argv: list[str]) -> Optional[str]:
+    """'explain layer x.yaml': a first word that is no file but close to a command (argparse
+    took it for the config and said "unrecognized arguments: x.yaml")."""
+    word = argv[0] if argv else ""
+    if not word or word.startswith("-") or Path(word).exists() or len(argv) < 2:
+        return None
+    close = difflib.get_close_matches(word, ["layers", "report", "diff"], n=1, cutoff=0.6)
+    if not close:
+        return None
+    rest = " ".join(shlex.quote(a) for a in argv[1:])
+    return f"no command or config file '{word}': did you mean 'explain {close[0]} {rest}'?"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     if argv is None:  # the program, not a test calling main([...])
         _guard_terminal()
@@ -237,6 +253,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return layers_main(argv[1:])
     if argv[:1] == ["diff"] and not Path("diff").is_file():  # not a config named 'diff'
         return diff_main(argv[1:])
+    typo = _command_typo(argv)
+    if typo:
+        return _print_error(ExplainError(typo))
     args = build_parser().parse_args(argv)
     overrides: dict = {}
     try:

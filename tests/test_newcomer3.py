@@ -68,3 +68,50 @@ def test_a_dict_configs_planning_errors_start_with_config_dict(tmp_path):
     with pytest.raises(ExplainError) as err:
         api.run(config, progress=False)
     assert str(err.value).startswith("config dict: target_layers[0]: no layer 'features.99'")
+
+
+def test_explain_layers_lists_a_config_that_names_no_layers_or_methods_yet(tmp_path, capsys):
+    from conftest import OMIT
+    from explain.cli import main
+    torch.save(make_small_alexnet(), tmp_path / "small.pth")
+    path = write_config(tmp_path, model={"file": str(tmp_path / "small.pth")},
+                        methods=OMIT, preprocess={"size": 64})
+    assert main(["layers", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "features.10" in out and "features.12" in out
+    # a run of the same config says what to write
+    assert main([str(path)]) == 2  # a config error
+    err = capsys.readouterr().err
+    assert "target_layers: required key is missing (e.g. target_layers: auto; explain " \
+           "layers CONFIG lists the layers)" in err
+    assert "methods: required key is missing (e.g. methods: [gradcam, layercam])" in err
+
+
+def test_a_misspelt_command_is_named_not_taken_for_a_config(tmp_path, capsys, monkeypatch):
+    from explain.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["layer", "r18.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "explain: error: no command or config file 'layer': did you mean " \
+        "'explain layers r18.yaml'?"
+    (tmp_path / "layer").write_text("model: {}\n")  # a config named 'layer' is a config
+    main(["layer", "--quiet"])
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_classes_as_a_list_and_a_path_from_the_wrong_folder_say_what_to_write(tmp_path,
+                                                                            monkeypatch):
+    torch.save(make_small_alexnet(), tmp_path / "small.pth")
+    (tmp_path / "study").mkdir()
+    path = write_config(tmp_path / "study", model={"file": str(tmp_path / "small.pth")},
+                        classes=["cat", "dog"], target_layers=["features.10"])
+    with pytest.raises(ExplainError, match=r"classes: a mapping of name to output index, "
+                                           r"e\.g\. classes: \{cat: 0, dog: 1\}"):
+        load_config(path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.jpg").write_bytes((IMAGES / "cat.jpg").read_bytes())
+    cfg = load_config(path, {"classes": {"cat": 0, "dog": 1}, "images": ["photo.jpg"]})
+    with pytest.raises(ExplainError) as err:
+        run(cfg, RunOptions(progress=False, log=lambda line: None))
+    assert "image not found" in str(err.value) and "relative paths are read from the " \
+        "config's folder; 'photo.jpg' exists from the working directory" in str(err.value)

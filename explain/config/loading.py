@@ -148,6 +148,12 @@ def _clean_loc(loc: tuple) -> tuple[str, Any]:
     return out, parent
 
 
+MISSING_HINTS = {  # what to write where a required key is missing
+    "target_layers": " (e.g. target_layers: auto; explain layers CONFIG lists the layers)",
+    "methods": " (e.g. methods: [gradcam, layercam])",
+}
+
+
 def _problem_line(error: dict) -> tuple[str, str]:
     loc, parent = _clean_loc(tuple(error["loc"]))
     kind = error["type"]
@@ -156,7 +162,10 @@ def _problem_line(error: dict) -> tuple[str, str]:
         fields = [k for k in getattr(parent, "model_fields", {}) if k != "source"]
         return loc, f"unknown key {quote(key)}{suggest(key[:100], fields)}"
     if kind == "missing":
-        return loc, "required key is missing"
+        return loc, "required key is missing" + MISSING_HINTS.get(loc, "")
+    if kind == "dict_type" and loc == "classes":
+        return loc, (f"a mapping of name to output index, e.g. classes: {{cat: 0, dog: 1}} "
+                     f"(got {quote(error.get('input'))})")
     msg = error["msg"].removeprefix("Value error, ")
     if kind != "value_error" and "input" in error:
         msg += f" (got {quote(error['input'])})"
@@ -216,7 +225,7 @@ def explain_validation(err: ValidationError, where: str) -> ExplainError:
         meant = re.search(r"^unknown key .* did you mean '([^']+)'\?", msg)
         if meant:
             missing = f"{loc.rpartition('.')[0]}.{meant.group(1)}".lstrip(".")
-            if problems.get(missing) == "required key is missing":
+            if problems.get(missing, "").startswith("required key is missing"):
                 del problems[missing]
     lines = [f"{where}: {msg}" if not loc and names_a_field(msg) else
              f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
@@ -284,8 +293,11 @@ def _not_a_config(path: Path) -> str:
     return "config file not found"
 
 
-def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> Config:
-    """Read, override and validate an experiment file; raise ExplainError on any problem."""
+def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None,
+                defaults: Optional[dict[str, Any]] = None) -> Config:
+    """Read, override and validate an experiment file; raise ExplainError on any problem.
+    ``defaults``: top-level keys filled in where the file has none (``explain layers``
+    lists the layers of a config that does not name its target layers yet)."""
     path = Path(path)
     try:
         found = path.is_file()
@@ -297,6 +309,8 @@ def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) ->
     data = read_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ExplainError(f"{path}: the top level must be a mapping of keys (model, images, ...)")
+    for key, value in (defaults or {}).items():
+        data.setdefault(key, value)
     for dotted, value in (overrides or {}).items():
         apply_override(data, dotted, value)
     try:

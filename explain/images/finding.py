@@ -77,7 +77,7 @@ def _plain_files(cfg: Config, entry: str, where: str, notes: list[Note]) -> list
         elif path.is_file():
             candidates = [(path, False)]
         else:
-            raise ExplainError(f"{where}: image not found: {short(path)}")
+            raise ExplainError(f"{where}: image not found: {short(path)}{_relative_hint(entry)}")
     except OSError as exc:  # a name too long, a folder we may not read
         raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
     images = [(p, f, None) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
@@ -130,3 +130,13 @@ def _with_ids(paths: list[Found]) -> list[ImageRef]:
         used.add(ident.lower())
         refs.append(ImageRef(ident, key, from_folder, label))
     return refs
+
+
+def _relative_hint(entry: str) -> str:
+    """A relative entry that names a file from the working directory instead: say that
+    relative paths are read from the config's folder (``--set`` ones too)."""
+    relative = Path(entry)
+    if relative.is_absolute() or not relative.is_file():
+        return ""
+    return (f" (relative paths are read from the config's folder; {quote(entry)} exists "
+            f"from the working directory: give it as {quote(str(relative.resolve()))})")
