@@ -42,7 +42,7 @@ from torch import nn
 from explain.config import MethodSpec
 from explain.errors import ExplainError, first_line
 from explain.models.heads import Head
-from explain.models.layouts import Layout, LayoutError, Mode, infer_layout
+from explain.models.layouts import Layout, LayoutError, Mode, infer_layout, positions_reached
 from explain.enginehelp import (ByShape, aggregate_layers, check_finite, check_output,  # noqa: F401
                                 most_similar, quiet_library_bars, scale_maps, seeded)
 from explain.methods import registry, traits
@@ -193,7 +193,9 @@ class CamEngine:
         labels = self.labels + [label for label, _ in self.watched]
         layers = [LayerInfo(label, module, tuple(int(n) for n in act.shape[1:]), layout)
                   for label, module, act, layout in zip(labels, modules, captured, layouts)]
-        return Probe(logits.detach(), layers, seconds)
+        n = len(self.hooked)
+        return Probe(logits.detach(), layers, seconds,
+                     _blind(logits, captured[:n], layouts[:n], self.labels))
 
     def run(self, x: torch.Tensor, targets, names: Mapping[int, str] | Sequence[int],
             top: int = 1) -> BatchResult:
@@ -451,3 +453,17 @@ class CamEngine:
                 except RuntimeError:  # the library's release fails on view gradients
                     for handle in handles.handles:
                         handle.remove()
+
+
+def _blind(logits: torch.Tensor, acts: Sequence[torch.Tensor], layouts: Sequence[Layout],
+           labels: Sequence[str]) -> list[str]:
+    """The target layers where the first image's top score reaches fewer than 2 map positions
+    (as ``explain layers`` marks 'zero grad': a ViT's final norm, read only through the class
+    token): a gradient method's map there is blank, whatever the class. Empty when the
+    gradient cannot be taken (the run says so later)."""
+    try:
+        grads = torch.autograd.grad(logits[0].max(), list(acts), allow_unused=True)
+    except RuntimeError:
+        return []
+    return [label for label, g, layout in zip(labels, grads, layouts)
+            if g is None or positions_reached(g, layout) < 2]

@@ -50,6 +50,7 @@ class Probe:
     logits: torch.Tensor  # (1, outputs), detached
     layers: list[LayerInfo]
     seconds: float
+    blind: list[str] = field(default_factory=list)  # target layers the top score never reaches
 
     def info(self, module: nn.Module) -> LayerInfo:
         return next(layer for layer in self.layers if layer.module is module)

@@ -20,7 +20,7 @@ from torch import nn
 from explain.enginedata import watching  # the one place hooks are put on a model
 from explain.errors import ExplainError, first_line
 from explain.models.heads import Head
-from explain.models.layouts import Layout, Mode, usable_layout
+from explain.models.layouts import Layout, Mode, positions_reached, usable_layout
 from explain.models.guard import non_inplace, preserved_state
 from explain.names import NAME_LIMIT, printable, quote, suggest
 
@@ -154,8 +154,7 @@ def _mark_degenerate(rows: list[LayerRow], outputs: dict[int, torch.Tensor],
         if grad is None:
             rows[i].degenerate = True
             continue
-        maps = rows[i].layout(grad[:1].detach())  # (1, C, h, w)
-        rows[i].degenerate = int((maps.abs().sum(1) > 0).sum()) < 2
+        rows[i].degenerate = positions_reached(grad, rows[i].layout) < 2
 
 
 def _candidates(rows: list[LayerRow]) -> list[LayerRow]:

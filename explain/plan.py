@@ -276,6 +276,10 @@ def _probe(found: _Found, engine: CamEngine) -> Probe:
         if idx >= count:
             raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
                                f"{count} outputs (0..{count - 1})")
+    found.notes.extend(f"{label}: the top class score's gradient reaches fewer than 2 of its "
+                       f"positions on the first image, so gradient methods' maps at it are "
+                       f"blank for every class; pick another layer (explain layers CONFIG marks "
+                       f"it 'zero grad')" for label in probe.blind)
     return probe
 
 

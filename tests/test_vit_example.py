@@ -157,3 +157,27 @@ def test_binary_head_run(tmp_path):
     for cls, idx in (("no_cat", 0), ("cat", 1)):
         lib = library_map(GradCAM, model, net.features[2], x, [BinaryClassifierOutputTarget(idx)])[0]
         assert np.abs(np.load(run / "cams" / "gradcam" / f"cat__{cls}.npy") - lib).max() <= 1e-5
+
+
+def test_a_layer_the_class_score_never_reaches_is_named_before_the_run(vit_tree):
+    """A ViT's final norm is read only through the class token: every gradient map there is
+    blank. The run says so in a note naming the layer (it used to say only that the maps
+    were identical for every class)."""
+    root, _ = vit_tree
+    config = root / "configs" / "vit_example.yaml"
+    assert main([str(config), "--quiet", "--layer", "norm", "--set", "methods=[gradcam]",
+                 "--set", "channels.enabled=false", "--set", "metrics=[]",
+                 "--set", "images=[../images/cat.jpg]", "--set", "name=blind"]) == 0
+    summary = json.loads((root / "results" / "blind" / "summary.json").read_text())
+    notes = [n for n in summary["notes"] if n.startswith("target_layers[0] 'norm': ")]
+    assert len(notes) == 1 and "gradient methods' maps at it are blank" in notes[0]
+    assert all(c["peak_value"] == 0 for c in summary["images"][0]["cams"])
+    # the usable layer gets no such note
+    from explain.engine import _blind
+    from explain.models.layouts import Layout
+    acts = torch.rand(1, 4, 3, 3, requires_grad=True)
+    other = torch.rand(1, 4, 3, 3, requires_grad=True)
+    corner = torch.rand(1, 4, 3, 3, requires_grad=True)
+    logits = acts.sum(dim=(2, 3)) + 0 * other.sum() + corner[:, :, 0, 0].sum()
+    assert _blind(logits, [acts, other, corner], [Layout("nchw")] * 3,
+                  ["reached", "blind", "one position"]) == ["blind", "one position"]

@@ -158,3 +158,11 @@ def usable_layout(shape: Sequence[int], input_hw: Sequence[int],
         h, w = layout.grid
         ok = True
     return layout if ok and h * w > 1 else None
+
+
+def positions_reached(grad: torch.Tensor, layout: Layout) -> int:
+    """How many map positions of the first image a gradient (the layer's output shape)
+    touches: fewer than 2 makes a blank gradient CAM (a ViT's final norm, read only through
+    the class token; a 1 x 1 map)."""
+    maps = layout(grad[:1].detach())  # (1, C, h, w)
+    return int((maps.abs().sum(1) > 0).sum())
