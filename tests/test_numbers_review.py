@@ -152,3 +152,20 @@ def test_the_sanity_record_says_passes_only_when_both_checks_pass():
     words = {m: w for m, (w, _) in record.verdicts().items()}
     assert words == {"gradcam": "passes", "eigencam": PARTLY, "guided": "fails"}
     assert "1.00 with a random class's map (random logit fails" in record.verdicts()["eigencam"][1]
+
+
+def test_a_number_without_an_interval_says_on_how_many_images_in_the_trust_lines(tmp_path):
+    from explain.config import Config
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, render_pages
+    summary = synthetic({"gradcam": [0.3]})
+    summary.config = Config.model_validate({"model": {"file": "m.pth"}, "images": ["a.jpg"],
+                                            "target_layers": ["x"], "metrics": [METRIC],
+                                            "methods": ["gradcam"]})
+    summary.trust = trustlines.build(summary, method_table(summary, ["gradcam"]))
+    (tmp_path / "run").mkdir()
+    page = render_pages(RunFolder(tmp_path / "run"), ReportData(summary))["report.html"]
+    section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
+    assert "ROAD combined 0.3 <small>(n = 1 image)</small>" in section
+    table = page[page.index('class="method-table"'):]
+    assert "(n = 1 image)" not in table  # the cell says "1 image(s), 2 map(s)" already
