@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from explain.errors import ExplainError, first_line
-from explain.outputs import stored_only
+from explain.outputs import stored_array, stored_only
 from explain.results import (ClassNumbers, DatasetSummary, Disagreement, ImageEntry,
                              MeanMap)
 
@@ -262,7 +262,7 @@ class MeanSums:
                 expected = len(groups) * size[0] * size[1] * 8 + 4096
                 if z.getinfo("sums.npy").file_size > expected:
                     raise ValueError("sums larger than its header says")
-                stack = np.load(io.BytesIO(z.read("sums.npy")), allow_pickle=False)
+                stack = stored_array(z.read("sums.npy"))
             state = cls(size)
             if stack.shape != (len(groups), *size) or stack.dtype != np.int64:
                 raise ValueError("sums do not match the header")

@@ -95,12 +95,17 @@ def _collect(summary: RunSummary) -> dict[str, dict[tuple[str, str], PerImage]]:
     return found
 
 
+MAX_UNKNOWN = 8  # columns for metric names this version does not know (a shared summary.json
+# naming 2,000 made 2,000 columns and gigabytes of bootstrap draws)
+
+
 def _keys(summary: RunSummary) -> list[str]:
-    """Every metric the table knows, by kind, then names only the records have."""
+    """Every metric the table knows, by kind, then the first MAX_UNKNOWN names only the
+    records have (a run written by a version with other metrics)."""
     known = sorted(TABLE, key=lambda k: KINDS.index(TABLE[k].kind))
     found = dict.fromkeys(k for image in summary.images for rec in image.cams
                           for k in (rec.faithfulness or {}) if k not in TABLE)
-    return known + list(found)
+    return known + list(found)[:MAX_UNKNOWN]
 
 
 def _order(col: Column) -> None:

@@ -261,6 +261,32 @@ def stored_only(z: zipfile.ZipFile) -> None:
             raise ValueError(f"{info.filename[:80]!r} is compressed; explain stores its members")
 
 
+def stored_array(data: bytes) -> np.ndarray:
+    """A .npy file's array, read back from a run folder: ValueError unless its header's
+    shape and type account for exactly the bytes that follow (numpy allocates what the
+    header claims before it reads: 16 bytes claiming 10^12 floats were a MemoryError) and
+    hold no Python objects."""
+    buf = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"version {version}")
+        shape, _, dtype = read_header(buf)
+    except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        raise ValueError(f"not a .npy array ({str(exc)[:80]})") from None
+    if dtype.hasobject:
+        raise ValueError("holds Python objects")
+    count = 1
+    for side in shape:
+        count *= int(side)
+    if count * dtype.itemsize != len(data) - buf.tell():
+        raise ValueError(f"its header claims {shape} {dtype}, {count * dtype.itemsize} bytes, "
+                         f"but {len(data) - buf.tell()} follow")
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def plain_relative(rel: Any) -> bool:
     """Whether ``rel`` is a relative path of plain parts, ``a/b.png``: no empty part (a
     leading or doubled ``/``), ``.``, ``..``, backslash or NUL, so it names a file inside
@@ -392,8 +418,8 @@ def open_run_dir(root: Path, name: str) -> RunFolder:
     _ours(first, "--resume")
     lock = RunLock.take(first, "--resume")
     try:
-        for stale in first.rglob(".*.part"):  # temporaries of writes the interruption cut short
-            if not stale.is_symlink():
+        for stale in _files_below(first, "--resume"):  # temporaries of cut-short writes
+            if stale.name.startswith(".") and stale.name.endswith(".part"):
                 stale.unlink(missing_ok=True)
     except BaseException:
         lock.release()
@@ -401,13 +427,38 @@ def open_run_dir(root: Path, name: str) -> RunFolder:
     return RunFolder(first, lock)
 
 
+MAX_RUN_DEPTH = 12  # folders below a run folder: explain writes at most 4 levels
+
+
+def _files_below(folder: Path, flag: str) -> list[Path]:
+    """Every plain file below ``folder`` (links neither followed nor listed), walked without
+    recursion; ExplainError when folders nest deeper than MAX_RUN_DEPTH (1,100 nested folders
+    in a shared run made pathlib's and shutil's recursion a traceback)."""
+    found, todo = [], [(folder, 0)]
+    while todo:
+        here, depth = todo.pop()
+        if depth > MAX_RUN_DEPTH:
+            raise ExplainError(f"{flag}: {folder} holds folders nested more than "
+                               f"{MAX_RUN_DEPTH} deep, which explain never writes; refusing "
+                               f"to touch it")
+        with os.scandir(here) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append((Path(entry.path), depth + 1))
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(Path(entry.path))
+    return found
+
+
 def _replace(root: Path, first: Path) -> None:
     """--overwrite: delete the earlier run ``first`` unless a live run holds it. It is moved
-    aside first (one rename), so no other run ever sees it half deleted."""
+    aside first (one rename), so no other run ever sees it half deleted; one nested deeper
+    than explain writes is refused before anything changes."""
     _ours(first, "--overwrite")
     old = RunLock.take(first, "--overwrite")
     aside = root / f".{first.name}.replaced-{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        _files_below(first, "--overwrite")
         try:
             os.rename(first, aside)
         except OSError as exc:

@@ -59,8 +59,9 @@ def file_uri(data: bytes, name: str) -> Optional[str]:
     larger than EMBED_LIMIT is shrunk to EMBED_WIDTH pixels wide and embedded as JPEG. None
     when the bytes do not decode as a picture."""
     import cv2
-    import numpy as np
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+    from explain.images.reading import decode_stored
+    bgr = decode_stored(data)
     if bgr is None:
         return None
     if len(data) <= EMBED_LIMIT:

@@ -290,14 +290,14 @@ class Run:
 
     def _array(self, rel: str, size: tuple[int, ...]) -> Optional["np.ndarray"]:
         """A map array of the folder (inside it, no link), checked; None when absent."""
-        import io
-
         import numpy as np
+
+        from explain.outputs import stored_array
         data = self._files.read_bytes(rel, MAX_ARRAY_HEADER + 4 * int(np.prod(size)))
         if data is None:
             return None
         try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
+            array = stored_array(data)
         except (ValueError, OSError, EOFError) as exc:
             raise ExplainError(f"{self.folder / rel}: not a map array ({exc}); the run folder "
                                f"is damaged") from None
@@ -321,10 +321,10 @@ class Run:
 
     def _picture(self, rel: str) -> Optional["np.ndarray"]:
         import cv2
-        import numpy as np
+
+        from explain.images.reading import decode_stored
         data = self._files.read_bytes(rel)
-        bgr = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8),
-                                                     cv2.IMREAD_COLOR)
+        bgr = None if data is None else decode_stored(data)
         return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def table(self, as_frame: bool = False) -> Any:

@@ -37,7 +37,7 @@ import numpy as np
 
 from explain.channels.numbers import channel_shares, top_channels
 from explain.errors import ExplainError, first_line
-from explain.outputs import stored_only
+from explain.outputs import stored_array, stored_only
 
 SCALE = 1 << 24  # shares and drops are summed as round(value x SCALE): exact integer sums
 LIMIT = 1000.0  # |value| clipped to this before summing: int64 sums stay far from overflow
@@ -162,7 +162,7 @@ def unzip(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
             if z.getinfo("header.json").file_size > MAX_HEADER:
                 raise ValueError("header.json larger than a header")
             header = json.loads(z.read("header.json"))
-            arrays = {n[:-4]: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
+            arrays = {n[:-4]: stored_array(z.read(n))
                       for n in z.namelist() if n.endswith(".npy")}
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, RecursionError) as exc:
         raise ValueError(first_line(exc, 80)) from None

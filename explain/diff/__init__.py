@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Optional
-
-import numpy as np
+from typing import Any, Optional
 
 from explain.diff.numbers import DiffResult, MapDiff, compare_maps, config_changes, console_lines
 from explain.diff.page import render_page, write_pictures
@@ -43,16 +41,17 @@ def _rank(item: tuple) -> tuple[float, float]:
 # ---- the run: read and check everything, then write ----------------------------------------
 
 def compute(a: Side, b: Side, threshold: Optional[float]) -> tuple[DiffResult, list]:
-    """Every shared map compared (reading only); with the arrays of the CASES maps that
-    changed most, lowest correlation first, for the pictures."""
+    """Every shared map compared (reading only); with the CASES maps that changed most,
+    lowest correlation first, for the pictures: (numbers, pair), the arrays read again one
+    pair at a time when drawn (holding 2 x CASES pairs of 4096 x 4096 maps took gigabytes)."""
     pairs, left_out = match(a, b)
     maps: list[MapDiff] = []
-    kept: list[tuple[MapDiff, np.ndarray, np.ndarray]] = []
+    kept: list[tuple[MapDiff, Any]] = []
     for pair in pairs:
-        one, x, y = compare_maps(a, b, pair)
+        one, _, _ = compare_maps(a, b, pair)
         maps.append(one)
         if one.correlation < 1.0 or one.max_abs_diff > 0:
-            kept.append((one, x, y))
+            kept.append((one, pair))
             if len(kept) > 2 * CASES:
                 kept = sorted(kept, key=_rank)[:CASES]
     result = DiffResult(a=a, b=b, maps=maps, left_out=left_out, threshold=threshold,
@@ -83,7 +82,8 @@ def diff_runs(run_a: Path, run_b: Path, threshold: Optional[float] = None,
     folder = claim_run_dir(root, f"diff-{_slug(a.root)}-{_slug(b.root)}")
     try:
         folder.write_csv(DIFF_CSV, [m.row() for m in result.maps])
-        cases = [write_pictures(folder, result, n, item) for n, item in enumerate(kept, 1)]
+        cases = [write_pictures(folder, result, n, (one, *compare_maps(a, b, pair)[1:]))
+                 for n, (one, pair) in enumerate(kept, 1)]
         result.out = folder.root
         folder.write_bytes(DIFF_PAGE, render_page(result, cases).encode("utf-8"))
     except BaseException:

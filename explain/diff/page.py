@@ -15,6 +15,7 @@ from explain import render
 from explain.diff.numbers import DiffResult, MapDiff, changes, flips, groups
 from explain.diff.runs import DIFF_CSV, Side
 from explain.errors import ExplainError
+from explain.images.reading import decode_stored
 from explain.outputs import RunFolder
 from explain.results import ImageEntry
 
@@ -43,7 +44,7 @@ def _photo(side: Side, entry: ImageEntry) -> Optional[np.ndarray]:
         with Image.open(io.BytesIO(data)) as header:
             if [header.size[1], header.size[0]] != entry.input_size:
                 return None
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        bgr = decode_stored(data)
     except (ExplainError, OSError, ValueError, cv2.error, Image.DecompressionBombError):
         return None
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) / 255.0

@@ -3,7 +3,6 @@ maps both runs hold (matched by image, class and method), each saved map read ba
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 
 from explain.errors import ExplainError
 from explain.names import short
-from explain.outputs import RunFolder
+from explain.outputs import RunFolder, stored_array
 from explain.results import ImageEntry, MapRecord, RunSummary
 
 DIFF_CSV, DIFF_PAGE = "diff.csv", "diff.html"
@@ -86,12 +85,13 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
                         for s in (a, b)]}
     left_out = []
     for kind, (in_a, in_b) in kinds.items():
-        if not set(in_a) & set(in_b):
+        set_a, set_b = set(in_a), set(in_b)  # once: per name it made the match quadratic
+        if not set_a & set_b:
             raise ExplainError(f"the runs share no {kind}: {a.root} has {names(in_a) or 'none'}; "
                                f"{b.root} has {names(in_b) or 'none'}; compare runs of the same "
                                f"images, classes and methods")
-        left_out += _only("A", f"{kind}s", [n for n in in_a if n not in set(in_b)])
-        left_out += _only("B", f"{kind}s", [n for n in in_b if n not in set(in_a)])
+        left_out += _only("A", f"{kind}s", [n for n in in_a if n not in set_b])
+        left_out += _only("B", f"{kind}s", [n for n in in_b if n not in set_a])
     pairs, alone = [], 0
     for ident, ea in entries[0].items():
         eb = entries[1].get(ident)
@@ -127,7 +127,7 @@ def read_map(side: Side, entry: ImageEntry, rec: MapRecord) -> np.ndarray:
         raise ExplainError(f"{where}: the map {what} is missing or not a plain file; the run "
                            f"folder is damaged")
     try:
-        cam = np.load(io.BytesIO(data), allow_pickle=False)
+        cam = stored_array(data)
     except (ValueError, OSError, EOFError):
         cam = None
     if not isinstance(cam, np.ndarray) or cam.dtype.kind != "f" or \

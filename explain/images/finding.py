@@ -22,11 +22,19 @@ from explain.images.reading import ImageRef
 from explain.images.labelled import labelled_files
 
 
+MAX_DOUBLE_STARS = 2  # '**' parts of one pattern ('/usr/**' x 8 was days of CPU)
+
+
 def _matches(pattern: str, where: str, links: list[Path]) -> list[Path]:
     """Files a glob matches, at most MAX_IMAGES. pathlib's '**' does not descend into linked
     folders, so a symbolic link loop cannot make it run forever; a match that is a link, or
     lies under a linked folder below the pattern's fixed start, is put in ``links``."""
-    parts = Path(pattern).parts
+    parts = [p for i, p in enumerate(Path(pattern).parts)  # '**/**' is '**': walked once
+             if not (p == "**" and i and Path(pattern).parts[i - 1] == "**")]
+    if parts.count("**") > MAX_DOUBLE_STARS:  # each '**' walks the tree below the last again
+        raise ExplainError(f"{where}: the pattern has {parts.count('**')} '**' parts, over "
+                           f"{MAX_DOUBLE_STARS} (each walks every folder below again); use "
+                           f"one, e.g. data/**/*.jpg")
     first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     base = Path(*parts[:first])
     found = []

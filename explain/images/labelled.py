@@ -22,6 +22,9 @@ from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, 
 MAX_LIST_BYTES = 64 * 1024 * 1024  # a .csv / .json list of labelled images
 
 
+
+MAX_TREE_DEPTH = 32  # folders below a class folder (1,100 nested ones were a RecursionError)
+
 def labelled_files(cfg: Config, spec: LabelledImages, where: str,
                    notes: list[Note]) -> list[Found]:
     """The (file, True, label) of a labelled entry: an ImageFolder-style tree
@@ -74,6 +77,10 @@ def _image_folder(root: Path, classes: list[str], skip_unknown: bool, *, where: 
                                f"skip_unknown: true")
         for folder, dirs, files in os.walk(sub):  # does not descend into linked folders
             here = Path(folder)
+            if len(here.relative_to(sub).parts) >= MAX_TREE_DEPTH:  # os.walk recurses
+                notes += [Skipped(path=str(here / d), reason=f"nested more than "
+                                  f"{MAX_TREE_DEPTH} folders deep") for d in sorted(dirs)]
+                dirs[:] = []
             linked = {d for d in dirs if not d.startswith(".") and (here / d).is_symlink()}
             links += [here / d for d in linked]
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)

@@ -11,6 +11,7 @@ JPEG without its end marker, or of more than MAX_JPEG_SCANS scans, is refused be
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -123,6 +124,31 @@ def read_rgb(path: Path, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) ->
     if bgr is None:
         raise ImageError(f"{short(path)}: corrupt or unsupported image data")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+STORED_MAX_PIXELS = 2**27  # a picture read back from a run folder: a panel of big overlays fits
+
+
+def decode_stored(data: bytes, flags: int = cv2.IMREAD_COLOR,
+                  max_pixels: int = STORED_MAX_PIXELS) -> Optional[np.ndarray]:
+    """A picture read back from a run folder (a panel's overlays, a photo for a page, a
+    reference map), decoded by OpenCV as ``flags`` say, with the checks an input image gets
+    first: the header's pixels (Pillow; a 3 MB PNG of 32768 x 32768 asked for 3 GB) and a
+    JPEG's scans (a 1 MB progressive JPEG of repeated scans took minutes). None when it is
+    not a picture, too large or too slow to decode (the caller names the file)."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Exception:
+        return None
+    if width * height > max_pixels:
+        return None
+    if data[:2] == JPEG_START and jpeg_problem(_bytes_at(data), len(data)):
+        return None
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        return None
 
 
 def jpeg_complete(data: bytes) -> bool:

@@ -19,12 +19,12 @@
 
 from __future__ import annotations
 
-import io
 
 import cv2
 import numpy as np
 
 from explain import datasets, render
+from explain.outputs import stored_array
 from explain.errors import ExplainError
 from explain.results import MAX_ITEM_BYTES, ImageEntry, item_files, parse_item
 from explain.batches import BatchContext
@@ -145,7 +145,7 @@ class DatasetWriter(Writer):
                 return False
             data = ctx.run.read_bytes(rec.files.array, MAX_MAP_BYTES)
             try:
-                cam = np.load(io.BytesIO(data), allow_pickle=False) if data is not None else None
+                cam = stored_array(data) if data is not None else None
             except (ValueError, OSError, EOFError):
                 cam = None
             if not isinstance(cam, np.ndarray) or cam.ndim != 2 or cam.dtype.kind != "f" or \

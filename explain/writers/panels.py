@@ -8,15 +8,14 @@ file the config names."""
 
 from __future__ import annotations
 
-import io
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from explain import render
 from explain.errors import ExplainError
 from explain.images import preprocess, read_rgb
+from explain.images.reading import decode_stored
 from explain.outputs import RunFolder
 from explain.results import ImageEntry
 from explain.batches import BatchContext
@@ -85,22 +84,11 @@ def _record_file(entry: ImageEntry, cls: str, method: str) -> str:
     return rec.file
 
 
-def _pixels(data: bytes) -> int:
-    """Width x height from a picture's header (no decoding); a huge number when unreadable."""
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            return header.size[0] * header.size[1]
-    except Exception:
-        return MAX_OVERLAY_PIXELS + 1
-
-
 def read_overlay(run: RunFolder, rel: str) -> np.ndarray:
     """An overlay this run wrote, read back as RGB from inside the run folder (no link is
     followed); ExplainError naming the file when it is missing or not a picture."""
     data = run.read_bytes(rel)
-    picture = None
-    if data is not None and _pixels(data) <= MAX_OVERLAY_PIXELS:
-        picture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    picture = None if data is None else decode_stored(data, max_pixels=MAX_OVERLAY_PIXELS)
     if picture is None:
         raise ExplainError(f"{run.root / rel}: the map picture is missing or unreadable; the run "
                            f"folder is damaged")

@@ -103,6 +103,7 @@ class Card:
     classes: list[str]
     cells: dict[tuple[str, str], Cell]
     page: str = ""  # the file the card is on, for the index
+    page_number: int = 1  # its number (the index's column)
     concepts: Optional[str] = None  # the concepts figure (concepts.enabled)
     task_picture: Optional[str] = None  # the predicted mask / the boxes (task: segmentation,
     #                                     detection)
@@ -304,6 +305,10 @@ def _num(value: Optional[float], digits: int = 3) -> str:
     return text.replace("e-0", "e-").replace("e+0", "e")
 
 
+MAX_PAGES = 200  # a larger run gets more cards per page (page_size: 1 over 20,000 images in a
+# shared summary.json wrote 20,002 pages, 236 MB)
+
+
 def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     """Relative path -> HTML of every page of the report (nothing is written)."""
     run = Listing(run)  # which files are there: a listing per folder, not a check per file
@@ -312,13 +317,13 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     classes = list(config.classes) or \
         list(dict.fromkeys(r.class_name for i in summary.images for r in i.cams))
     cards = _cards(run, data, classes)
-    size = config.report.page_size
+    size = max(config.report.page_size, -(-len(cards) // MAX_PAGES))
     chunks = [cards[i:i + size] for i in range(0, len(cards), size)] or [[]]
     paged = len(chunks) > 1
     pages = [f"report/page-{n}.html" for n in range(1, len(chunks) + 1)] if paged else ["report.html"]
-    for page, chunk in zip(pages, chunks):
+    for n, (page, chunk) in enumerate(zip(pages, chunks), 1):
         for card in chunk:
-            card.page = page
+            card.page, card.page_number = page, n
     table: MethodTable = method_table(summary, methods)
     trust = summary.trust or trustlines.build(summary, table)  # an unfinished run: its records
     common = dict(summary=summary, config=config, methods=methods, classes=classes,
