@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from explain.errors import ExplainError, first_line
-from explain.outputs import stored_array, stored_only
+from explain.readback import stored_array, stored_only
 from explain.results import (ClassNumbers, DatasetSummary, Disagreement, ImageEntry,
                              MeanMap)
 

@@ -20,7 +20,8 @@ from test_attack5 import _progressive
 from test_trust_section import METRIC, synthetic
 from explain.images.reading import MAX_JPEG_SCANS, decode_stored
 from explain.methodtable import MAX_UNKNOWN, method_table
-from explain.outputs import MAX_RUN_DEPTH, RunFolder, _files_below, stored_array
+from explain.outputs import MAX_RUN_DEPTH, RunFolder, _files_below
+from explain.readback import stored_array
 
 
 @functools.lru_cache(maxsize=None)

@@ -292,7 +292,7 @@ class Run:
         """A map array of the folder (inside it, no link), checked; None when absent."""
         import numpy as np
 
-        from explain.outputs import stored_array
+        from explain.readback import stored_array
         data = self._files.read_bytes(rel, MAX_ARRAY_HEADER + 4 * int(np.prod(size)))
         if data is None:
             return None

@@ -37,7 +37,7 @@ import numpy as np
 
 from explain.channels.numbers import channel_shares, top_channels
 from explain.errors import ExplainError, first_line
-from explain.outputs import stored_array, stored_only
+from explain.readback import stored_array, stored_only
 
 SCALE = 1 << 24  # shares and drops are summed as round(value x SCALE): exact integer sums
 LIMIT = 1000.0  # |value| clipped to this before summing: int64 sums stay far from overflow

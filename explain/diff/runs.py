@@ -12,7 +12,8 @@ import numpy as np
 
 from explain.errors import ExplainError
 from explain.names import short
-from explain.outputs import RunFolder, stored_array
+from explain.outputs import RunFolder
+from explain.readback import stored_array
 from explain.results import ImageEntry, MapRecord, RunSummary
 
 DIFF_CSV, DIFF_PAGE = "diff.csv", "diff.html"

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from explain import datasets, render
-from explain.outputs import stored_array
+from explain.readback import stored_array
 from explain.errors import ExplainError
 from explain.results import MAX_ITEM_BYTES, ImageEntry, item_files, parse_item
 from explain.batches import BatchContext
