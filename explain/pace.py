@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
+from explain.errors import ExplainError
 from explain.methods import traits
 
 TIMED_ROWS = 8  # copies of the first image in the timed batch (bounds the estimate's cost)
@@ -98,3 +99,57 @@ def duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+MAX_SESS_PIXELS = 2**26  # SESS keeps every scaled copy of the image: 67 M pixels, 800 MB
+MAX_SESS_WINDOWS = 10_000  # one CAM per window, per image and class
+MAX_KERNEL_POSITIONS = 8192  # KPCA-CAM's kernel is positions x positions float64: 512 MB
+
+
+def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequence[int]) -> None:
+    """ExplainError when a method's options ask for more than a run can hold, worked out from
+    the input and the target layers before the first batch: SESS's scaled copies and windows
+    (each option was within its range, their product was not: 6 GB at num_scales 5 and
+    scale_step_ratio 10), KPCA-CAM's kernel over an early layer's positions (16 GiB at
+    1024 px)."""
+    h, w = int(input_hw[0]), int(input_hw[1])
+    for spec in methods:
+        if spec.name == "sess":
+            pixels, windows, largest = sess_size(spec.options, h, w)
+            if pixels > MAX_SESS_PIXELS or windows > MAX_SESS_WINDOWS:
+                raise ExplainError(
+                    f"methods.sess: its options scale the {h} x {w} input up to {largest} px "
+                    f"({pixels:,} pixels kept) and make {windows:,} windows per image and "
+                    f"class, over {MAX_SESS_PIXELS:,} and {MAX_SESS_WINDOWS:,}; lower "
+                    f"num_scales or scale_step_ratio, or raise step_size")
+        if spec.name == "kpcacam":
+            for layer in layers:
+                positions = _positions(layer)
+                if positions > MAX_KERNEL_POSITIONS:
+                    raise ExplainError(
+                        f"methods.kpcacam: {layer.label} has {positions:,} positions, and its "
+                        f"kernel would be {positions:,} x {positions:,} (over "
+                        f"{MAX_KERNEL_POSITIONS:,}); pick a later layer or a smaller input")
+
+
+def sess_size(options: dict, h: int, w: int) -> tuple[int, int, int]:
+    """(pixels of every scaled copy, windows, the largest scale) of pytorch-grad-cam's SESS on
+    an h x w input, as it makes them: scales window + round(window x ratio) x i, the shorter
+    side resized to each, square windows every step_size pixels."""
+    window = int(options.get("window_size") or min(h, w))
+    step = int(options.get("step_size") or window)
+    ratio = float(options.get("scale_step_ratio", 2.0 / 7.0))
+    scales = [window + int(round(window * ratio)) * i
+              for i in range(int(options.get("num_scales", 12)))]
+    pixels = windows = 0
+    for scale in scales:
+        sh, sw = (scale, round(w * scale / h)) if h <= w else (round(h * scale / w), scale)
+        pixels += sh * sw
+        windows += (-(-max(sh - window, 0) // step) + 1) * (-(-max(sw - window, 0) // step) + 1)
+    return pixels, windows, max(scales)
+
+
+def _positions(layer: Any) -> int:
+    """The map positions of a layer's output (its layout applied to a shape-only tensor)."""
+    maps = layer.layout(torch.empty((1, *layer.shape), device="meta"))
+    return int(maps.shape[-2]) * int(maps.shape[-1])

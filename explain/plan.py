@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from explain import batching, metrics
+from explain import batching, metrics, pace
 from explain.config import (LAYER, MAX_CLASSES, TARGET_WORDS, Config, MetricSpec, Reshape,
                             names_a_field, resolved)
 from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
@@ -276,6 +276,8 @@ def _probe(found: _Found, engine: CamEngine) -> Probe:
         if idx >= count:
             raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
                                f"{count} outputs (0..{count - 1})")
+    pace.check_sizes(found.cfg.methods, probe.layers[:len(found.cfg.target_layers)],
+                     found.first.tensor.shape[-2:])
     found.notes.extend(f"{label}: the top class score's gradient reaches fewer than 2 of its "
                        f"positions on the first image, so gradient methods' maps at it are "
                        f"blank for every class; pick another layer (explain layers CONFIG marks "
