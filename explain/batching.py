@@ -28,16 +28,22 @@ T = TypeVar("T")
 
 def budget(device: torch.device) -> int:
     """Bytes a batch may use on ``device``."""
+    return int(available(device) * (GPU_SHARE if device.type == "cuda" else CPU_SHARE))
+
+
+def available(device: torch.device) -> int:
+    """Bytes free on ``device``: the free GPU memory, or the system's available RAM (4 GiB
+    when it cannot be read)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free * GPU_SHARE)
+        return int(free)
     try:
         with open("/proc/meminfo") as f:
             info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        available = info.get("MemAvailable", info.get("MemFree", 0))
+        free = info.get("MemAvailable", info.get("MemFree", 0))
     except (OSError, ValueError, IndexError):
-        available = 0
-    return int((available or 4 << 30) * CPU_SHARE)
+        free = 0
+    return int(free or 4 << 30)
 
 
 def bytes_per_row(model: nn.Module, x: torch.Tensor, gradients: bool,

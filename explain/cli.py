@@ -152,6 +152,8 @@ def layers_main(argv: list[str]) -> int:
         task = task_for(cfg)  # segmentation / detection: the task's wrapper, score and auto
         model, head = task.wrap(net) if task else \
             (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
+        from explain.plan import bounded_forward
+        bounded_forward(cfg, model, first)
         rows = survey(net, model, x, head, mode=reshape_mode(cfg, net))
         table = format_table(rows, (lambda found: task.auto_layer(net, model, x, found))
                              if task else None)

@@ -34,7 +34,7 @@ from explain.layers import auto_layer, find_layer, survey
 from explain.models.layouts import TokenSpec
 from explain.models.labels import class_names_from_model
 from explain.models.loading import load_model
-from explain.models.guard import pick_device
+from explain.models.guard import forward_size_problem, meta_warm_up, pick_device
 from explain.names import quote
 from explain.results import Skipped
 from explain.tasks import task_for
@@ -169,6 +169,8 @@ class _Found:
 
 def _find(cfg: Config) -> _Found:
     """Images, model and the first image; the target layers' names resolved into the config."""
+    if needs_bounds(cfg):
+        meta_warm_up()  # on a thread, beside finding the images and loading the model
     refs, said = find_images(cfg)
     net = load_model(cfg)
     notes = [n for n in said if isinstance(n, str)] + unlabelled_note(cfg, refs)
@@ -178,8 +180,30 @@ def _find(cfg: Config) -> _Found:
         (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
     found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),
                    [n for n in said if isinstance(n, Skipped)], task, reshape_mode(cfg, net))
+    bounded_forward(cfg, model, found.first)  # before any real pass: the layer survey is one
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     return found
+
+
+def needs_bounds(cfg: Config) -> bool:
+    """Whether the model comes from a file or a config's arguments nobody vouched for."""
+    return not cfg.model.trust and not (cfg.model.builder or "").startswith("explain.demo:")
+
+
+def bounded_forward(cfg: Config, model: Any, first: Prepared) -> None:
+    """ExplainError when the model's pass on the first image would ask for more memory than
+    the device has free, or make over 10,000 module calls (explain.models.guard, on the meta
+    device): a shared model file or a builder's arguments cannot exhaust the machine. Not
+    for a trusted model or the demo's builder (the first pass on the meta device costs about
+    a second of torch's own set-up, started early: ``meta_warm_up``)."""
+    if not needs_bounds(cfg):
+        return
+    problem = forward_size_problem(model, first.tensor[None],
+                                   batching.available(pick_device(cfg.device)))
+    if problem:
+        raise ExplainError(f"model: its forward pass on {first.ref.id} asks for more than this "
+                           f"machine holds: {problem}; check the model file and "
+                           f"model.*_args")
 
 
 def _layer_names(found: _Found) -> list[str]:

@@ -157,3 +157,24 @@ def test_method_options_whose_product_is_too_large_are_refused_before_the_run():
     text = explain_error(check_sizes, [kpca], [early], (512, 512))
     assert text.startswith("methods.kpcacam: target_layers[0] 'layer1' has 16,384 positions")
     assert MAX_SESS_WINDOWS == 10_000
+
+
+def test_a_model_whose_pass_outgrows_the_machine_is_refused_on_the_meta_device():
+    import torch
+    from torch import nn
+    from explain.models.guard import MAX_MODULE_CALLS, forward_size_problem
+    x = torch.rand(1, 3, 32, 32)
+    up = nn.Sequential(nn.Upsample(size=(16384, 16384)), nn.Conv2d(3, 8, 3, padding=1),
+                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    problem = forward_size_problem(up, x, 4 * 2**30)
+    assert problem.startswith("its modules' outputs for one image pass 4.0 GiB, the memory "
+                              "free, at Conv2d ((1, 8, 16384, 16384))")
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    repeated = nn.Sequential(*[conv] * (MAX_MODULE_CALLS + 5))
+    assert forward_size_problem(repeated, x, 2**40) == \
+        f"over {MAX_MODULE_CALLS} module calls in one forward pass"
+    # the models themselves are untouched: their weights are real, their passes run
+    assert conv.weight.device.type == "cpu" and repeated[:3](x).shape == (1, 3, 32, 32)
+    small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    assert forward_size_problem(small, x, 2**30) is None
+    assert torch.equal(small(x), small(x))

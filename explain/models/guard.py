@@ -5,7 +5,9 @@ the run, and the device."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+import copy
+import threading
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -66,3 +68,60 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+MAX_MODULE_CALLS = 10_000  # module calls in one forward pass (a ViT-H makes about 500)
+
+
+class _TooLarge(Exception):
+    """Raised inside a shape-only pass to stop it at the first module over the bounds."""
+
+
+def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optional[str]:
+    """What would make the model's forward pass on ``x`` more than the machine holds, found on
+    torch's meta device (shapes only: nothing allocated, no weight read): module outputs
+    adding up to over ``limit`` bytes (the device's free memory), or over MAX_MODULE_CALLS
+    module calls. A model file holds no code, but its modules' settings are data: a pickled
+    nn.Upsample(size=(16384, 16384)) asked for 55 GB, one Conv2d listed 20,000 times in a
+    Sequential for 17 GB. None when the pass is within bounds, or cannot run on the meta
+    device (the real pass then runs as before)."""
+    memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"),
+                                                p.requires_grad) for p in model.parameters()}
+    memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
+    try:  # the modules copied, every tensor a shape only: the model itself is never touched
+        shapes = copy.deepcopy(model, memo)
+    except Exception:
+        return None
+    calls, total = [0], [0]
+
+    modules = list(shapes.modules())
+
+    def measure(i: int, output: Any) -> None:
+        module = modules[i]
+        calls[0] += 1
+        if calls[0] > MAX_MODULE_CALLS:
+            raise _TooLarge(f"over {MAX_MODULE_CALLS} module calls in one forward pass")
+        for t in output if isinstance(output, (tuple, list)) else [output]:
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+            if total[0] > limit:
+                raise _TooLarge(f"its modules' outputs for one image pass {limit / 2**30:.1f} "
+                                f"GiB, the memory free, at {type(module).__name__} "
+                                f"({tuple(t.shape) if isinstance(t, torch.Tensor) else ''})")
+
+    from explain.enginedata import watching  # the one place explain hooks a model
+    try:
+        with torch.no_grad(), watching(modules, measure):
+            shapes(x.to("meta"))
+    except _TooLarge as exc:
+        return str(exc)
+    except Exception:  # an op without a meta kernel, a model that reads its data: no answer
+        return None
+    return None
+
+
+def meta_warm_up() -> None:
+    """torch's first operation on the meta device sets up its shape functions (about a second
+    of imports): done on a daemon thread, so ``forward_size_problem`` finds them ready."""
+    threading.Thread(target=lambda: torch.empty(1, device="meta") + 1, daemon=True,
+                     name="explain-meta-warm-up").start()
