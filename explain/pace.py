@@ -103,15 +103,20 @@ def duration(seconds: float) -> str:
 
 MAX_SESS_PIXELS = 2**26  # SESS keeps every scaled copy of the image: 67 M pixels, 800 MB
 MAX_SESS_WINDOWS = 10_000  # one CAM per window, per image and class
-MAX_KERNEL_POSITIONS = 8192  # KPCA-CAM's kernel is positions x positions float64: 512 MB
+# methods whose library math makes a positions x positions float64 matrix, and how many
+# copies of it live at once: EigenCAM's SVD (full_matrices=True: U is n x n), KPCA-CAM's
+# kernel (made, centred, decomposed)
+SQUARE_MATRICES = {"eigencam": 1, "eigengradcam": 1, "kpcacam": 3}
 
 
-def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequence[int]) -> None:
+def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequence[int],
+                free: int) -> None:
     """ExplainError when a method's options ask for more than a run can hold, worked out from
     the input and the target layers before the first batch: SESS's scaled copies and windows
     (each option was within its range, their product was not: 6 GB at num_scales 5 and
-    scale_step_ratio 10), KPCA-CAM's kernel over an early layer's positions (16 GiB at
-    1024 px)."""
+    scale_step_ratio 10), and the n x n matrices of EigenCAM and KPCA-CAM over an early
+    layer's n positions against the ``free`` bytes (32 GiB for EigenCAM at 256 px on a
+    full-resolution layer)."""
     h, w = int(input_hw[0]), int(input_hw[1])
     for spec in methods:
         if spec.name == "sess":
@@ -122,14 +127,14 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
                     f"({pixels:,} pixels kept) and make {windows:,} windows per image and "
                     f"class, over {MAX_SESS_PIXELS:,} and {MAX_SESS_WINDOWS:,}; lower "
                     f"num_scales or scale_step_ratio, or raise step_size")
-        if spec.name == "kpcacam":
-            for layer in layers:
-                positions = _positions(layer)
-                if positions > MAX_KERNEL_POSITIONS:
-                    raise ExplainError(
-                        f"methods.kpcacam: {layer.label} has {positions:,} positions, and its "
-                        f"kernel would be {positions:,} x {positions:,} (over "
-                        f"{MAX_KERNEL_POSITIONS:,}); pick a later layer or a smaller input")
+        for layer in layers if spec.name in SQUARE_MATRICES else []:
+            n = _positions(layer)
+            need = SQUARE_MATRICES[spec.name] * n * n * 8
+            if need > free:
+                raise ExplainError(
+                    f"methods.{spec.name}: {layer.label} has {n:,} positions, and the "
+                    f"method's {n:,} x {n:,} matrix needs {need / 2**30:.1f} GiB, more than "
+                    f"the {free / 2**30:.1f} GiB free; pick a later layer or a smaller input")
 
 
 def sess_size(options: dict, h: int, w: int) -> tuple[int, int, int]:

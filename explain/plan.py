@@ -301,7 +301,7 @@ def _probe(found: _Found, engine: CamEngine) -> Probe:
             raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
                                f"{count} outputs (0..{count - 1})")
     pace.check_sizes(found.cfg.methods, probe.layers[:len(found.cfg.target_layers)],
-                     found.first.tensor.shape[-2:])
+                     found.first.tensor.shape[-2:], batching.available(torch.device("cpu")))
     found.notes.extend(f"{label}: the top class score's gradient reaches fewer than 2 of its "
                        f"positions on the first image, so gradient methods' maps at it are "
                        f"blank for every class; pick another layer (explain layers CONFIG marks "

@@ -142,20 +142,24 @@ def test_method_options_whose_product_is_too_large_are_refused_before_the_run():
     from explain.enginedata import LayerInfo
     from explain.models.layouts import Layout
     from explain.pace import MAX_SESS_WINDOWS, check_sizes, sess_size
+    free = 16 * 2**30
     assert sess_size({}, 224, 224) == (4567040, 122, 928)  # the library's defaults
     # window 1, ratio 10, 8 scales: 1, 11, ..., 71 px: the windows the library slides
     assert sess_size({"num_scales": 8, "scale_step_ratio": 10, "window_size": 1,
                       "step_size": 1}, 224, 224)[1] == sum((s ** 2) for s in range(1, 72, 10))
     sess = SimpleNamespace(name="sess", options={"num_scales": 5, "scale_step_ratio": 10})
-    text = explain_error(check_sizes, [sess], [], (224, 224))
+    text = explain_error(check_sizes, [sess], [], (224, 224), free)
     assert text.startswith("methods.sess: its options scale the 224 x 224 input up to 9184 px")
-    check_sizes([SimpleNamespace(name="sess", options={})], [], (224, 224))  # the defaults
-    early = LayerInfo("target_layers[0] 'layer1'", nn.Identity(), (64, 128, 128), Layout("nchw"))
+    check_sizes([SimpleNamespace(name="sess", options={})], [], (224, 224), free)
+    early = LayerInfo("target_layers[0] 'layer1'", nn.Identity(), (64, 256, 256), Layout("nchw"))
     late = LayerInfo("target_layers[0] 'layer4'", nn.Identity(), (512, 16, 16), Layout("nchw"))
-    kpca = SimpleNamespace(name="kpcacam", options={})
-    check_sizes([kpca], [late], (512, 512))
-    text = explain_error(check_sizes, [kpca], [early], (512, 512))
-    assert text.startswith("methods.kpcacam: target_layers[0] 'layer1' has 16,384 positions")
+    for name, gib in (("kpcacam", 96.0), ("eigencam", 32.0)):  # 3 or 1 matrices of 65,536^2
+        method = SimpleNamespace(name=name, options={})
+        check_sizes([method], [late], (1024, 1024), free)
+        text = explain_error(check_sizes, [method], [early], (1024, 1024), free)
+        assert text == (f"methods.{name}: target_layers[0] 'layer1' has 65,536 positions, and "
+                        f"the method's 65,536 x 65,536 matrix needs {gib} GiB, more than the "
+                        f"16.0 GiB free; pick a later layer or a smaller input")
     assert MAX_SESS_WINDOWS == 10_000
 
 
