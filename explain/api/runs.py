@@ -312,7 +312,8 @@ class Run:
         rec = self.record(image, cls, method)
         found = self._picture(rec.file)
         if found is None:
-            raise ExplainError(f"{self.folder / rec.file}: missing from the run folder")
+            raise ExplainError(f"{self.folder / rec.file}: missing from the run folder, or not "
+                               f"a picture explain wrote (unreadable, or too large to decode)")
         return found
 
     def photo(self, image: Union[str, int]) -> Optional["np.ndarray"]:
