@@ -199,7 +199,7 @@ def bounded_forward(cfg: Config, model: Any, first: Prepared) -> None:
     if not needs_bounds(cfg):
         return
     problem = forward_size_problem(model, first.tensor[None],
-                                   batching.available(pick_device(cfg.device)))
+                                   batching.available(pick_device(cfg.device)) // 2)
     if problem:
         raise ExplainError(f"model: its forward pass on {first.ref.id} asks for more than this "
                            f"machine holds: {problem}; check the model file and "

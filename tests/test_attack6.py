@@ -171,8 +171,9 @@ def test_a_model_whose_pass_outgrows_the_machine_is_refused_on_the_meta_device()
     up = nn.Sequential(nn.Upsample(size=(16384, 16384)), nn.Conv2d(3, 8, 3, padding=1),
                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
     problem = forward_size_problem(up, x, 4 * 2**30)
-    assert problem.startswith("its modules' outputs for one image pass 4.0 GiB, the memory "
-                              "free, at Conv2d ((1, 8, 16384, 16384))")
+    assert problem.startswith("its modules' outputs for one image, twice over with their "
+                              "gradients, pass the 8.0 GiB free, at Conv2d ((1, 8, 16384, "
+                              "16384))")
     conv = nn.Conv2d(3, 3, 3, padding=1)
     repeated = nn.Sequential(*[conv] * (MAX_MODULE_CALLS + 5))
     assert forward_size_problem(repeated, x, 2**40) == \

@@ -240,3 +240,22 @@ def test_explain_layers_lists_keras_names(keras_tree, capsys):
     assert "channels-last 14x14" in lines["block5_conv3"] and "(auto)" in lines["block5_conv3"]
     assert "Dense" in lines["predictions"] and "_torch_params" not in out
     assert "auto: block5_conv3" in out
+
+
+def test_a_small_keras_file_whose_layers_outgrow_the_memory_is_refused(tmp_path, monkeypatch):
+    """A 32 KB file of built-in layers (safe mode loads it): UpSampling2D(64) then pooling
+    makes 2048 x 2048 maps of a 32 x 32 input. Against a budget it does not fit, one line;
+    the file itself loads when the memory is there."""
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.UpSampling2D(size=(64, 64), name="up")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(x)
+    x = keras.layers.AveragePooling2D(pool_size=(64, 64), name="pool")(x)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "up.keras"
+    keras.Model(inp, out).save(str(path))
+    assert keras_model._output_bytes(keras_model.read_keras(path, False)) == \
+        4 * (32 * 32 * 3 + 2048 * 2048 * (3 + 8) + 32 * 32 * 8 + 8 + 2)
+    monkeypatch.setattr(keras_model, "available", lambda device: 512 * 2**20)
+    text = explain_error(keras_model.read_keras, path, False)
+    assert text.startswith(f"{path}: refused (model.keras): its layers' outputs for one "
+                           f"image add up to 0.17 GiB, 4 times that")

@@ -80,7 +80,8 @@ class _TooLarge(Exception):
 def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optional[str]:
     """What would make the model's forward pass on ``x`` more than the machine holds, found on
     torch's meta device (shapes only: nothing allocated, no weight read): module outputs
-    adding up to over ``limit`` bytes (the device's free memory), or over MAX_MODULE_CALLS
+    adding up to over ``limit`` bytes (half the device's free memory: the pass with its
+    gradients holds about twice its outputs), or over MAX_MODULE_CALLS
     module calls. A model file holds no code, but its modules' settings are data: a pickled
     nn.Upsample(size=(16384, 16384)) asked for 55 GB, one Conv2d listed 20,000 times in a
     Sequential for 17 GB. None when the pass is within bounds, or cannot run on the meta
@@ -105,8 +106,9 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
             if isinstance(t, torch.Tensor):
                 total[0] += t.numel() * t.element_size()
             if total[0] > limit:
-                raise _TooLarge(f"its modules' outputs for one image pass {limit / 2**30:.1f} "
-                                f"GiB, the memory free, at {type(module).__name__} "
+                raise _TooLarge(f"its modules' outputs for one image, twice over with their "
+                                f"gradients, pass the {2 * limit / 2**30:.1f} GiB free, at "
+                                f"{type(module).__name__} "
                                 f"({tuple(t.shape) if isinstance(t, torch.Tensor) else ''})")
 
     from explain.enginedata import watching  # the one place explain hooks a model

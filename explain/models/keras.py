@@ -54,6 +54,7 @@ from torch import nn
 from explain.errors import ExplainError, first_line
 from explain.names import quote, short
 from explain.models.factories import MAX_MODEL_BYTES
+from explain.batching import available
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
 SAFE_KERAS = (3, 15, 1)  # the first release with every known safe_mode bypass fixed
@@ -311,13 +312,47 @@ def read_keras(path: Path, trust: bool) -> Any:
             f"pip install -U 'keras>={'.'.join(map(str, SAFE_KERAS))}', or set "
             f"'model.trust: true' if you trust this file")
     if not trust:  # sized on the meta device first (with trust: the user's code, run once)
-        size = sum(v.value.nbytes for v in _load(keras, path, "meta", trust).weights)
+        shapes = _load(keras, path, "meta", trust)
+        size = sum(v.value.nbytes for v in shapes.weights)
         limit = max(MAX_MODEL_BYTES, 2 * path.stat().st_size)
         if size > limit:
             raise _refused(path, f"its config makes a model of {_gb(size)} of weights, over the "
                                  f"{_gb(limit)} explain loads from a file this size (twice its "
                                  f"size, at least); set 'model.trust: true' if you mean it")
+        outputs, free = _output_bytes(shapes), available(torch.device("cpu"))
+        if KERAS_COPIES * outputs > free:  # a 32 KB UpSampling2D(512), then pooling: 12 GB
+            raise _refused(path, f"its layers' outputs for one image add up to {_gb(outputs)}, "
+                                 f"{KERAS_COPIES} times that with their gradients and layout "
+                                 f"copies, more than the {_gb(free)} free; set 'model.trust: "
+                                 f"true' if you mean it")
     return _load(keras, path, "cpu", trust)
+
+
+KERAS_COPIES = 4  # an output, its gradient, and the channels-last <-> first copies of a layer
+
+
+def _output_bytes(model: Any) -> int:
+    """float32 bytes of every layer's output for one image, from the functional model's
+    symbolic shapes (layers whose shape Keras leaves open are not counted)."""
+    total = 0
+    for layer in _all_layers(model):
+        try:
+            outputs = layer.output
+        except (AttributeError, ValueError, RuntimeError):
+            continue
+        for out in outputs if isinstance(outputs, (list, tuple)) else [outputs]:
+            shape = tuple(getattr(out, "shape", None) or ())[1:]
+            if shape and all(isinstance(d, int) for d in shape):
+                total += math.prod(shape) * 4
+    return total
+
+
+def _all_layers(layer: Any) -> list:
+    """Every layer inside a Keras layer, nested models' layers included."""
+    found = []
+    for sub in _sublayers(layer):
+        found += [sub] + _all_layers(sub)
+    return found
 
 
 def _load(keras: Any, path: Path, device: str, trust: bool) -> Any:
