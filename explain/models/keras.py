@@ -35,16 +35,12 @@ size, so a config with ``units: 300000000`` is refused before anything is alloca
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import math
 import os
 import re
-import struct
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -52,20 +48,12 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError, first_line
-from explain.names import quote, short
+from explain.names import short
 from explain.models.factories import MAX_MODEL_BYTES
 from explain.batching import available
+from explain.models.kerasfile import FIELD, check_file, gb, refused
 
-SUFFIXES = (".keras", ".h5", ".hdf5")
 SAFE_KERAS = (3, 15, 1)  # the first release with every known safe_mode bypass fixed
-MAX_CONFIG_BYTES = 64 * 1024 * 1024  # config.json in a .keras archive (a VGG16's is ~20 KB)
-MAX_FILE_BYTES = 4 * 2**30  # a .keras or .h5 file (Keras' own bomb floor; VGG16's is 528 MB)
-MAX_MEMBERS = 256  # members of a .keras archive (config, metadata, weights, a few assets)
-MAX_RATIO = 100  # a member's unpacked / stored bytes, past its first SLACK_BYTES
-SLACK_BYTES = 2**20
-MAX_H5_OBJECTS = 100_000  # groups, datasets and links in an HDF5 file (VGG16's: ~100)
-WEIGHTS_H5 = "model.weights.h5"  # in a .keras archive (not .npz: model.save never writes it)
-FIELD = "model.keras"
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -101,179 +89,6 @@ def import_keras() -> Any:
     return keras
 
 
-def _check_file(path: Path) -> None:
-    """A readable .keras archive or .h5 file at ``path``, of bounded size and content, before
-    keras sees it (keras treats some names as remote or as folders)."""
-    try:
-        found = path.is_file()
-    except OSError as exc:
-        raise ExplainError(f"{FIELD}: {short(path)}: {exc.strerror}") from None
-    if not found:
-        what = "a folder, not a model file" if path.is_dir() else "model file not found"
-        raise ExplainError(f"{short(path)}: {what} ({FIELD}): save the model with "
-                           f"model.save(\"model.keras\") and put the file there")
-    if path.suffix.lower() not in SUFFIXES:
-        raise ExplainError(f"{short(path)}: not a Keras model file ({FIELD} takes a .keras "
-                           f"archive from model.save(\"model.keras\") or a legacy .h5 file)")
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as exc:
-        raise ExplainError(f"{short(path)}: cannot read the model file ({FIELD}): "
-                           f"{exc.strerror}") from None
-    if size > MAX_FILE_BYTES:
-        raise _refused(path, f"the file holds {_gb(size)}, over the {_gb(MAX_FILE_BYTES)} "
-                             f"explain reads as a Keras model")
-    if path.suffix.lower() == ".keras":
-        _check_archive(path, size)
-    elif head != b"\x89HDF\r\n\x1a\n":
-        raise ExplainError(f"{short(path)}: not an HDF5 file ({FIELD}; a legacy Keras .h5 "
-                           f"model starts with the HDF5 signature)")
-    elif importlib.util.find_spec("h5py") is None:
-        raise ExplainError(f"{short(path)}: reading a legacy .h5 Keras model needs h5py, which "
-                           f"is not installed: pip install h5py (or save the model as .keras)")
-    else:
-        _check_h5(path, path.name, size, path)
-
-
-def _gb(count: int) -> str:
-    return (f"{count / 2**30:.2f} GiB" if count >= 2**30 else
-            f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count} bytes")
-
-
-def _refused(path: Path, why: str) -> ExplainError:
-    return ExplainError(f"{short(path)}: refused ({FIELD}): {why}")
-
-
-def _check_members(archive: zipfile.ZipFile, size: int, path: Path) -> None:
-    """The members of a .keras archive of ``size`` bytes, bounded as the module says."""
-    members = archive.infolist()
-    if len(members) > MAX_MEMBERS:
-        raise _refused(path, f"it holds {len(members)} members (a Keras model's archive holds "
-                             f"a few; explain reads at most {MAX_MEMBERS})")
-    unpacked = 0
-    for info in members:
-        name = quote(info.filename, 60)
-        if info.filename.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", info.filename):
-            raise _refused(path, f"member {name} has a path outside the archive")
-        if info.header_offset + info.compress_size > size:
-            raise _refused(path, f"member {name} declares more stored bytes "
-                                 f"({info.compress_size}) than the archive holds ({size})")
-        if info.file_size > SLACK_BYTES + MAX_RATIO * info.compress_size:
-            raise _refused(path, f"member {name} declares {_gb(info.file_size)} "
-                                 f"unpacked from {_gb(info.compress_size)} stored (over "
-                                 f"{MAX_RATIO} times: a decompression bomb)")
-        unpacked += info.file_size
-    if unpacked > unpacked_bound(size):
-        raise _refused(path, f"the members unpack to {_gb(unpacked)} from "
-                             f"{_gb(size)} (explain unpacks at most {_gb(unpacked_bound(size))} "
-                             f"from an archive this size)")
-
-
-def unpacked_bound(size: int) -> int:
-    """The most bytes explain lets Keras unpack or read from ``size`` bytes of model file."""
-    return SLACK_BYTES * 64 + 2 * size
-
-
-def _check_archive(path: Path, size: int) -> None:
-    """A .keras file is a zip archive of bounded members holding config.json (of a sane
-    size) and weights whose declared sizes fit the archive."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            _check_members(archive, size, path)
-            info = {i.filename: i for i in archive.infolist()}
-            config = info.get("config.json")
-            if config is None:
-                raise ExplainError(f"{short(path)}: not a .keras archive ({FIELD}): it holds "
-                                   f"no config.json")
-            if config.file_size > MAX_CONFIG_BYTES:
-                raise _refused(path, f"its config.json unpacks to {config.file_size} bytes (a "
-                                     f"model's takes well under {MAX_CONFIG_BYTES // 2**20} MiB)")
-            if WEIGHTS_H5 not in info:  # Keras reads them from an .npz only when made so
-                raise _refused(path, f"it holds no {WEIGHTS_H5} (the weights model.save writes)")
-            with _member(archive, info[WEIGHTS_H5], path) as member:
-                _check_h5(member, WEIGHTS_H5, info[WEIGHTS_H5].file_size, path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise ExplainError(f"{short(path)}: not a .keras archive ({FIELD}): it is not a "
-                           f"readable zip file ({first_line(exc, 80)})") from None
-
-
-class _Window(io.RawIOBase):
-    """Bytes ``start`` .. ``start + length`` of an open file, as a seekable file (an archive
-    member stored as it is, read in place)."""
-
-    def __init__(self, f: Any, start: int, length: int):
-        super().__init__()
-        self.f, self.start, self.length, self.pos = f, start, length, 0
-
-    def readable(self) -> bool:  # noqa: D102
-        return True
-
-    seekable = readable  # tell(): io's own, seek(0, 1)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = (0, self.pos, self.length)[whence]
-        self.pos = max(0, min(self.length, base + offset))
-        return self.pos
-
-    def readinto(self, buffer: Any) -> int:
-        count = min(len(buffer), self.length - self.pos)
-        self.f.seek(self.start + self.pos)
-        data = self.f.read(count)
-        buffer[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-
-@contextlib.contextmanager
-def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Iterator[Any]:
-    """A seekable file of one member (bounded already): read in place when stored as it is
-    (Keras' way), else unpacked into memory (Keras reads it whole too)."""
-    if info.compress_type != zipfile.ZIP_STORED:
-        with archive.open(info) as f:
-            yield io.BytesIO(f.read())
-        return
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        if len(local) < 30 or local[:4] != b"PK\x03\x04":
-            raise zipfile.BadZipFile(f"bad local header of {info.filename[:60]}")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        yield _Window(f, info.header_offset + 30 + name_len + extra_len, info.compress_size)
-
-
-def _check_h5(source: Any, where: str, size: int, path: Path) -> None:
-    """An HDF5 file (a legacy model, an archive's weights) whose datasets declare at most
-    unpacked_bound(size) bytes in all, and name no other file."""
-    import h5py
-    seen = [0, 0]  # objects, declared bytes
-
-    def visit(name: str, link: Any) -> Optional[str]:  # a problem stops the walk
-        seen[0] += 1
-        obj = handle.get(name) if isinstance(link, h5py.HardLink) else None
-        if seen[0] > MAX_H5_OBJECTS:
-            return f"{where} holds over {MAX_H5_OBJECTS} objects"
-        if isinstance(link, h5py.ExternalLink) or isinstance(obj, h5py.Dataset) and (
-                obj.is_virtual or obj.external):
-            return f"{where} reads another file (from {quote(name, 60)})"
-        if isinstance(obj, h5py.Dataset):
-            seen[1] += math.prod(obj.shape or ()) * obj.dtype.itemsize
-        if seen[1] > unpacked_bound(size):
-            return (f"the datasets of {where} declare {_gb(seen[1])} or more in {_gb(size)} "
-                    f"(explain reads at most {_gb(unpacked_bound(size))} from a file this size)")
-        return None
-
-    try:
-        with h5py.File(source, "r") as handle:
-            problem = handle.visititems_links(visit)
-    except Exception as exc:  # h5py's errors for a damaged file: Keras would fail on them too
-        raise ExplainError(f"{short(path)}: Keras cannot load it ({FIELD}): {where} is not a "
-                           f"readable HDF5 file ({first_line(exc, 80)})") from None
-    if problem:
-        raise _refused(path, problem)
-
-
 def _chain_text(exc: BaseException) -> str:
     """The messages of an exception and the ones it came from (Keras wraps the cause)."""
     texts: list[str] = []
@@ -302,7 +117,7 @@ def _load_error(path: Path, exc: Exception, trust: bool) -> ExplainError:
 
 def read_keras(path: Path, trust: bool) -> Any:
     """The Keras model in ``path`` (on the CPU), with Keras' safe mode unless ``trust``."""
-    _check_file(path)
+    check_file(path)
     keras = import_keras()
     version = getattr(keras, "__version__", "0")
     if not trust and _version(version) < SAFE_KERAS:
@@ -316,14 +131,14 @@ def read_keras(path: Path, trust: bool) -> Any:
         size = sum(v.value.nbytes for v in shapes.weights)
         limit = max(MAX_MODEL_BYTES, 2 * path.stat().st_size)
         if size > limit:
-            raise _refused(path, f"its config makes a model of {_gb(size)} of weights, over the "
-                                 f"{_gb(limit)} explain loads from a file this size (twice its "
+            raise refused(path, f"its config makes a model of {gb(size)} of weights, over the "
+                                 f"{gb(limit)} explain loads from a file this size (twice its "
                                  f"size, at least); set 'model.trust: true' if you mean it")
         outputs, free = _output_bytes(shapes), available(torch.device("cpu"))
         if KERAS_COPIES * outputs > free:  # a 32 KB UpSampling2D(512), then pooling: 12 GB
-            raise _refused(path, f"its layers' outputs for one image add up to {_gb(outputs)}, "
+            raise refused(path, f"its layers' outputs for one image add up to {gb(outputs)}, "
                                  f"{KERAS_COPIES} times that with their gradients and layout "
-                                 f"copies, more than the {_gb(free)} free; set 'model.trust: "
+                                 f"copies, more than the {gb(free)} free; set 'model.trust: "
                                  f"true' if you mean it")
     return _load(keras, path, "cpu", trust)
 
