@@ -19,6 +19,7 @@ from torch import nn
 
 from explain.enginedata import BatchResult, LayerPass, map_slots, watching
 from explain.errors import ExplainError
+from explain.models.guard import available
 
 CPU_SHARE = 0.25  # of the available RAM, on the CPU
 GPU_SHARE = 0.8  # of the free GPU memory
@@ -29,21 +30,6 @@ T = TypeVar("T")
 def budget(device: torch.device) -> int:
     """Bytes a batch may use on ``device``."""
     return int(available(device) * (GPU_SHARE if device.type == "cuda" else CPU_SHARE))
-
-
-def available(device: torch.device) -> int:
-    """Bytes free on ``device``: the free GPU memory, or the system's available RAM (4 GiB
-    when it cannot be read)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        free = info.get("MemAvailable", info.get("MemFree", 0))
-    except (OSError, ValueError, IndexError):
-        free = 0
-    return int(free or 4 << 30)
 
 
 def bytes_per_row(model: nn.Module, x: torch.Tensor, gradients: bool,

@@ -34,7 +34,7 @@ from explain.layers import auto_layer, find_layer, survey
 from explain.models.layouts import TokenSpec
 from explain.models.labels import class_names_from_model
 from explain.models.loading import load_model
-from explain.models.guard import forward_size_problem, meta_warm_up, pick_device
+from explain.models.guard import available, forward_size_problem, meta_warm_up, pick_device
 from explain.names import quote
 from explain.results import Skipped
 from explain.tasks import task_for
@@ -199,7 +199,7 @@ def bounded_forward(cfg: Config, model: Any, first: Prepared) -> None:
     if not needs_bounds(cfg):
         return
     problem = forward_size_problem(model, first.tensor[None],
-                                   batching.available(pick_device(cfg.device)) // 2)
+                                   available(pick_device(cfg.device)) // 2)
     if problem:
         raise ExplainError(f"model: its forward pass on {first.ref.id} asks for more than this "
                            f"machine holds: {problem}; check the model file and "
@@ -301,7 +301,7 @@ def _probe(found: _Found, engine: CamEngine) -> Probe:
             raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
                                f"{count} outputs (0..{count - 1})")
     pace.check_sizes(found.cfg.methods, probe.layers[:len(found.cfg.target_layers)],
-                     found.first.tensor.shape[-2:], batching.available(torch.device("cpu")))
+                     found.first.tensor.shape[-2:], available(torch.device("cpu")))
     found.notes.extend(f"{label}: the top class score's gradient reaches fewer than 2 of its "
                        f"positions on the first image, so gradient methods' maps at it are "
                        f"blank for every class; pick another layer (explain layers CONFIG marks "

@@ -1,6 +1,7 @@
 """The run's hold on the model: the inplace guard (inplace modules made non-inplace for the
 run, so hooked activations stay the layer's true output), the model's state put back after
-the run, and the device."""
+the run, the device and its free memory, and the bound on a first pass (sized on the meta
+device before any real one)."""
 
 from __future__ import annotations
 
@@ -127,3 +128,18 @@ def meta_warm_up() -> None:
     of imports): done on a daemon thread, so ``forward_size_problem`` finds them ready."""
     threading.Thread(target=lambda: torch.empty(1, device="meta") + 1, daemon=True,
                      name="explain-meta-warm-up").start()
+
+
+def available(device: torch.device) -> int:
+    """Bytes free on ``device``: the free GPU memory, or the system's available RAM (4 GiB
+    when it cannot be read)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        free = info.get("MemAvailable", info.get("MemFree", 0))
+    except (OSError, ValueError, IndexError):
+        free = 0
+    return int(free or 4 << 30)

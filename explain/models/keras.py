@@ -50,7 +50,7 @@ from torch import nn
 from explain.errors import ExplainError, first_line
 from explain.names import short
 from explain.models.factories import MAX_MODEL_BYTES
-from explain.batching import available
+from explain.models.guard import available
 from explain.models.kerasfile import FIELD, check_file, gb, refused
 
 SAFE_KERAS = (3, 15, 1)  # the first release with every known safe_mode bypass fixed
