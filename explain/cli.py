@@ -236,9 +236,10 @@ def _command_typo(argv: list[str]) -> Optional[str]:
     """'explain layer x.yaml': a first word that is no file but close to a command (argparse
     took it for the config and said "unrecognized arguments: x.yaml")."""
     word = argv[0] if argv else ""
-    if not word or word.startswith("-") or Path(word).exists() or len(argv) < 2:
+    if not word or word.startswith("-") or any(c in word for c in "./\\") or \
+            Path(word).exists() or len(argv) < 2:  # a path is a config that is not there
         return None
-    close = difflib.get_close_matches(word, ["layers", "report", "diff"], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, ["layers", "report", "diff"], n=1, cutoff=0.75)
     if not close:
         return None
     rest = " ".join(shlex.quote(a) for a in argv[1:])

@@ -405,12 +405,15 @@ def _files_below(folder: Path, flag: str) -> list[Path]:
             raise ExplainError(f"{flag}: {folder} holds folders nested more than "
                                f"{MAX_RUN_DEPTH} deep, which explain never writes; refusing "
                                f"to touch it")
-        with os.scandir(here) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    todo.append((Path(entry.path), depth + 1))
-                elif entry.is_file(follow_symlinks=False):
-                    found.append(Path(entry.path))
+        try:
+            with os.scandir(here) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append((Path(entry.path), depth + 1))
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append(Path(entry.path))
+        except OSError as exc:
+            raise ExplainError(f"{flag}: {here}: cannot be read ({exc.strerror})") from None
     return found
 
 

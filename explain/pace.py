@@ -103,14 +103,14 @@ def duration(seconds: float) -> str:
 
 MAX_SESS_PIXELS = 2**26  # SESS keeps every scaled copy of the image: 67 M pixels, 800 MB
 MAX_SESS_WINDOWS = 10_000  # one CAM per window, per image and class
-# methods whose library math makes a positions x positions float64 matrix, and how many
-# copies of it live at once: EigenCAM's SVD (full_matrices=True: U is n x n), KPCA-CAM's
-# kernel (made, centred, decomposed)
-SQUARE_MATRICES = {"eigencam": 1, "eigengradcam": 1, "kpcacam": 3}
+# methods whose library math makes a positions x positions matrix, and its bytes per cell:
+# EigenCAM's SVD of float32 activations (full_matrices=True: U is n x n; any method with
+# eigen_smooth too), KPCA-CAM's float64 kernel (made, centred, decomposed: 3 copies)
+SQUARE_MATRICES = {"eigencam": 4, "eigengradcam": 4, "kpcacam": 3 * 8}  # bytes per cell
 
 
 def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequence[int],
-                free: int) -> None:
+                free: int, eigen_smooth: bool = False) -> None:
     """ExplainError when a method's options ask for more than a run can hold, worked out from
     the input and the target layers before the first batch: SESS's scaled copies and windows
     (each option was within its range, their product was not: 6 GB at num_scales 5 and
@@ -123,13 +123,15 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
             pixels, windows, largest = sess_size(spec.options, h, w)
             if pixels > MAX_SESS_PIXELS or windows > MAX_SESS_WINDOWS:
                 raise ExplainError(
-                    f"methods.sess: its options scale the {h} x {w} input up to {largest} px "
-                    f"({pixels:,} pixels kept) and make {windows:,} windows per image and "
+                    f"methods.sess: its options make scaled copies of the {h} x {w} input up "
+                    f"to {largest} px ({pixels:,} pixels kept) and {windows:,} windows per "
+                    f"image and "
                     f"class, over {MAX_SESS_PIXELS:,} and {MAX_SESS_WINDOWS:,}; lower "
                     f"num_scales or scale_step_ratio, or raise step_size")
-        for layer in layers if spec.name in SQUARE_MATRICES else []:
+        cell = SQUARE_MATRICES.get(spec.name, 4 if eigen_smooth else 0)  # eigen_smooth: an SVD
+        for layer in layers if cell else []:
             n = _positions(layer)
-            need = SQUARE_MATRICES[spec.name] * n * n * 8
+            need = cell * n * n
             if need > free:
                 raise ExplainError(
                     f"methods.{spec.name}: {layer.label} has {n:,} positions, and the "
@@ -139,13 +141,13 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
 
 def sess_size(options: dict, h: int, w: int) -> tuple[int, int, int]:
     """(pixels of every scaled copy, windows, the largest scale) of pytorch-grad-cam's SESS on
-    an h x w input, as it makes them: scales window + round(window x ratio) x i, the shorter
-    side resized to each, square windows every step_size pixels."""
+    an h x w input, as it makes them: the ``scales`` given, else window + round(window x
+    ratio) x i, the shorter side resized to each, square windows every step_size pixels."""
     window = int(options.get("window_size") or min(h, w))
     step = int(options.get("step_size") or window)
     ratio = float(options.get("scale_step_ratio", 2.0 / 7.0))
-    scales = [window + int(round(window * ratio)) * i
-              for i in range(int(options.get("num_scales", 12)))]
+    scales = [max(1, int(v)) for v in options["scales"]] if options.get("scales") else \
+        [window + int(round(window * ratio)) * i for i in range(int(options.get("num_scales", 12)))]
     pixels = windows = 0
     for scale in scales:
         sh, sw = (scale, round(w * scale / h)) if h <= w else (round(h * scale / w), scale)

@@ -186,8 +186,10 @@ def _find(cfg: Config) -> _Found:
 
 
 def needs_bounds(cfg: Config) -> bool:
-    """Whether the model comes from a file or a config's arguments nobody vouched for."""
-    return not cfg.model.trust and not (cfg.model.builder or "").startswith("explain.demo:")
+    """Whether the model comes from a torch file or a config's arguments nobody vouched for
+    (a Keras file is sized from its symbolic shapes as it loads)."""
+    return not cfg.model.trust and not cfg.model.keras and \
+        not (cfg.model.builder or "").startswith("explain.demo:")
 
 
 def bounded_forward(cfg: Config, model: Any, first: Prepared) -> None:
@@ -201,9 +203,9 @@ def bounded_forward(cfg: Config, model: Any, first: Prepared) -> None:
     problem = forward_size_problem(model, first.tensor[None],
                                    available(pick_device(cfg.device)) // 2)
     if problem:
-        raise ExplainError(f"model: its forward pass on {first.ref.id} asks for more than this "
-                           f"machine holds: {problem}; check the model file and "
-                           f"model.*_args")
+        raise ExplainError(f"model: its forward pass on {first.ref.id} is too large to run "
+                           f"here: {problem}; check the model file and model.*_args, or set "
+                           f"'model.trust: true' if you trust this model")
 
 
 def _layer_names(found: _Found) -> list[str]:
@@ -301,7 +303,8 @@ def _probe(found: _Found, engine: CamEngine) -> Probe:
             raise ExplainError(f"classes.{name}: index {idx}, but the model has only "
                                f"{count} outputs (0..{count - 1})")
     pace.check_sizes(found.cfg.methods, probe.layers[:len(found.cfg.target_layers)],
-                     found.first.tensor.shape[-2:], available(torch.device("cpu")))
+                     found.first.tensor.shape[-2:], available(torch.device("cpu")),
+                     found.cfg.eigen_smooth)
     found.notes.extend(f"{label}: the top class score's gradient reaches fewer than 2 of its "
                        f"positions on the first image, so gradient methods' maps at it are "
                        f"blank for every class; pick another layer (explain layers CONFIG marks "

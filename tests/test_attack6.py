@@ -142,24 +142,33 @@ def test_method_options_whose_product_is_too_large_are_refused_before_the_run():
     from explain.enginedata import LayerInfo
     from explain.models.layouts import Layout
     from explain.pace import MAX_SESS_WINDOWS, check_sizes, sess_size
-    free = 16 * 2**30
+    free = 8 * 2**30
     assert sess_size({}, 224, 224) == (4567040, 122, 928)  # the library's defaults
     # window 1, ratio 10, 8 scales: 1, 11, ..., 71 px: the windows the library slides
     assert sess_size({"num_scales": 8, "scale_step_ratio": 10, "window_size": 1,
                       "step_size": 1}, 224, 224)[1] == sum((s ** 2) for s in range(1, 72, 10))
     sess = SimpleNamespace(name="sess", options={"num_scales": 5, "scale_step_ratio": 10})
     text = explain_error(check_sizes, [sess], [], (224, 224), free)
-    assert text.startswith("methods.sess: its options scale the 224 x 224 input up to 9184 px")
+    assert text.startswith("methods.sess: its options make scaled copies of the 224 x 224 "
+                           "input up to 9184 px")
+    given = SimpleNamespace(name="sess", options={"window_size": 8, "step_size": 1,
+                                                  "scales": [100] * 64})  # sizes, as given
+    assert sess_size(given.options, 224, 224)[1] == 64 * 93 ** 2
+    assert "553,536 windows" in explain_error(check_sizes, [given], [], (224, 224), free)
     check_sizes([SimpleNamespace(name="sess", options={})], [], (224, 224), free)
     early = LayerInfo("target_layers[0] 'layer1'", nn.Identity(), (64, 256, 256), Layout("nchw"))
     late = LayerInfo("target_layers[0] 'layer4'", nn.Identity(), (512, 16, 16), Layout("nchw"))
-    for name, gib in (("kpcacam", 96.0), ("eigencam", 32.0)):  # 3 or 1 matrices of 65,536^2
+    # 65,536^2 cells: KPCA-CAM 3 float64 copies, EigenCAM one float32 U; any method with
+    # eigen_smooth makes EigenCAM's SVD
+    for name, gib, smooth in (("kpcacam", 96.0, False), ("eigencam", 16.0, False),
+                              ("gradcam", 16.0, True)):
         method = SimpleNamespace(name=name, options={})
-        check_sizes([method], [late], (1024, 1024), free)
-        text = explain_error(check_sizes, [method], [early], (1024, 1024), free)
+        check_sizes([method], [late], (1024, 1024), free, smooth)
+        text = explain_error(check_sizes, [method], [early], (1024, 1024), free, smooth)
         assert text == (f"methods.{name}: target_layers[0] 'layer1' has 65,536 positions, and "
                         f"the method's 65,536 x 65,536 matrix needs {gib} GiB, more than the "
-                        f"16.0 GiB free; pick a later layer or a smaller input")
+                        f"8.0 GiB free; pick a later layer or a smaller input")
+    check_sizes([SimpleNamespace(name="gradcam", options={})], [early], (1024, 1024), free)
     assert MAX_SESS_WINDOWS == 10_000
 
 
@@ -181,5 +190,11 @@ def test_a_model_whose_pass_outgrows_the_machine_is_refused_on_the_meta_device()
     # the models themselves are untouched: their weights are real, their passes run
     assert conv.weight.device.type == "cpu" and repeated[:3](x).shape == (1, 3, 32, 32)
     small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    seen = []  # a user's hook on the real model never sees the shapes-only pass
+    small[0].register_forward_hook(lambda module, inputs, output: seen.append(output))
+    before = {k: v.clone() for k, v in small.state_dict().items()}
     assert forward_size_problem(small, x, 2**30) is None
-    assert torch.equal(small(x), small(x))
+    assert seen == [] and small[0]._forward_hooks
+    assert all(torch.equal(before[k], v) for k, v in small.state_dict().items())
+    out = small(x)
+    assert len(seen) == 1 and seen[0].device.type == "cpu" and out.shape == (1, 4 * 30 * 30)

@@ -94,6 +94,8 @@ def test_a_misspelt_command_is_named_not_taken_for_a_config(tmp_path, capsys, mo
     assert capsys.readouterr().err.strip() == \
         "explain: error: no command or config file 'layer': did you mean " \
         "'explain layers r18.yaml'?"
+    main(["reports.yaml", "--quiet"])  # a missing config file is said to be missing
+    assert "did you mean" not in capsys.readouterr().err
     (tmp_path / "layer").write_text("model: {}\n")  # a config named 'layer' is a config
     main(["layer", "--quiet"])
     assert "did you mean" not in capsys.readouterr().err

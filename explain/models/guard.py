@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import threading
 from typing import Any, Iterator, Optional, Sequence
 
@@ -94,6 +95,11 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
         shapes = copy.deepcopy(model, memo)
     except Exception:
         return None
+    for module in shapes.modules():  # a user's hook on the copy is the user's function: off
+        for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                      "_backward_pre_hooks", "_forward_hooks_with_kwargs",
+                      "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called"):
+            getattr(module, hooks, {}).clear()
     calls, total = [0], [0]
 
     modules = list(shapes.modules())
@@ -131,8 +137,8 @@ def meta_warm_up() -> None:
 
 
 def available(device: torch.device) -> int:
-    """Bytes free on ``device``: the free GPU memory, or the system's available RAM (4 GiB
-    when it cannot be read)."""
+    """Bytes free on ``device``: the free GPU memory, or the system's available RAM (half the
+    physical memory where /proc is missing, 4 GiB when neither can be read)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
@@ -142,4 +148,9 @@ def available(device: torch.device) -> int:
         free = info.get("MemAvailable", info.get("MemFree", 0))
     except (OSError, ValueError, IndexError):
         free = 0
+    if not free:  # no /proc (macOS): the physical memory, where the system says it
+        try:
+            free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        except (AttributeError, ValueError, OSError):
+            free = 0
     return int(free or 4 << 30)
