@@ -115,8 +115,8 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
     the input and the target layers before the first batch: SESS's scaled copies and windows
     (each option was within its range, their product was not: 6 GB at num_scales 5 and
     scale_step_ratio 10), and the n x n matrices of EigenCAM and KPCA-CAM over an early
-    layer's n positions against the ``free`` bytes (32 GiB for EigenCAM at 256 px on a
-    full-resolution layer)."""
+    layer's n positions against the ``free`` bytes (16 GiB for EigenCAM's U at 256 px on a
+    full-resolution layer; any method with ``eigen_smooth`` makes the same SVD)."""
     h, w = int(input_hw[0]), int(input_hw[1])
     for spec in methods:
         if spec.name == "sess":
@@ -125,8 +125,7 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
                 raise ExplainError(
                     f"methods.sess: its options make scaled copies of the {h} x {w} input up "
                     f"to {largest} px ({pixels:,} pixels kept) and {windows:,} windows per "
-                    f"image and "
-                    f"class, over {MAX_SESS_PIXELS:,} and {MAX_SESS_WINDOWS:,}; lower "
+                    f"image and class, over {MAX_SESS_PIXELS:,} and {MAX_SESS_WINDOWS:,}; lower "
                     f"num_scales or scale_step_ratio, or raise step_size")
         cell = SQUARE_MATRICES.get(spec.name, 4 if eigen_smooth else 0)  # eigen_smooth: an SVD
         for layer in layers if cell else []:

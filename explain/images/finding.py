@@ -29,8 +29,9 @@ def _matches(pattern: str, where: str, links: list[Path]) -> list[Path]:
     """Files a glob matches, at most MAX_IMAGES. pathlib's '**' does not descend into linked
     folders, so a symbolic link loop cannot make it run forever; a match that is a link, or
     lies under a linked folder below the pattern's fixed start, is put in ``links``."""
-    parts = [p for i, p in enumerate(Path(pattern).parts)  # '**/**' is '**': walked once
-             if not (p == "**" and i and Path(pattern).parts[i - 1] == "**")]
+    given = Path(pattern).parts
+    parts = [p for i, p in enumerate(given)  # '**/**' is '**': walked once
+             if not (p == "**" and i and given[i - 1] == "**")]
     if parts.count("**") > MAX_DOUBLE_STARS:  # each '**' walks the tree below the last again
         raise ExplainError(f"{where}: the pattern has {parts.count('**')} '**' parts, over "
                            f"{MAX_DOUBLE_STARS} (each walks every folder below again); use "

@@ -131,8 +131,8 @@ STORED_MAX_PIXELS = 2**27  # a picture read back from a run folder: a panel of b
 
 def decode_stored(data: bytes, flags: int = cv2.IMREAD_COLOR,
                   max_pixels: int = STORED_MAX_PIXELS) -> Optional[np.ndarray]:
-    """A picture read back from a run folder (a panel's overlays, a photo for a page, a
-    reference map), decoded by OpenCV as ``flags`` say, with the checks an input image gets
+    """A picture read back from a run folder (a panel's overlays, a photo for a page or the
+    notebook display), decoded by OpenCV as ``flags`` say, with the checks an input image gets
     first: the header's pixels (Pillow; a 3 MB PNG of 32768 x 32768 asked for 3 GB) and a
     JPEG's scans (a 1 MB progressive JPEG of repeated scans took minutes). None when it is
     not a picture, too large or too slow to decode (the caller names the file)."""

@@ -83,8 +83,8 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     """What would make the model's forward pass on ``x`` more than the machine holds, found on
     torch's meta device (shapes only: nothing allocated, no weight read): module outputs
     adding up to over ``limit`` bytes (half the device's free memory: the pass with its
-    gradients holds about twice its outputs), or over MAX_MODULE_CALLS
-    module calls. A model file holds no code, but its modules' settings are data: a pickled
+    gradients holds about twice its outputs), or over MAX_MODULE_CALLS module calls. A model
+    file holds no code, but its modules' settings are data: a pickled
     nn.Upsample(size=(16384, 16384)) asked for 55 GB, one Conv2d listed 20,000 times in a
     Sequential for 17 GB. None when the pass is within bounds, or cannot run on the meta
     device (the real pass then runs as before)."""
@@ -101,7 +101,6 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
                       "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called"):
             getattr(module, hooks, {}).clear()
     calls, total = [0], [0]
-
     modules = list(shapes.modules())
 
     def measure(i: int, output: Any) -> None:
