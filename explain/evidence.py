@@ -78,10 +78,12 @@ class Stat(_Record):
 
 
 class Row(_Record):
-    """A row of the methods table: a method or a baseline, metric name -> its numbers."""
+    """A row of the methods table: a method or a baseline, metric name -> its numbers;
+    ``unscored``: metric name -> its maps there, none of which had a finite number."""
     name: str
     kind: Literal["method", "baseline"]
     metrics: dict[str, Stat] = Field(default_factory=dict)
+    unscored: dict[str, int] = Field(default_factory=dict)
 
 
 class Comparison(_Record):
@@ -219,6 +221,7 @@ class _Draft:
             cell = Stat(mean=_r(sum(per.values()) / len(per)), low=_r(low), high=_r(high),
                         images=len(per), maps=self.maps[w], left_out=self.left_out[w] or None)
             (col.cells if w[0] == "method" else col.baselines)[w[1]] = cell
+        col.unscored = {w[1]: n for w, n in self.left_out.items() if w not in self.means}
         for a, b, shared in self.pairs:
             diff = sum(self.means[a][i] - self.means[b][i] for i in shared) / len(shared) \
                 if shared else 0.0

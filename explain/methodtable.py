@@ -24,7 +24,9 @@ class Column:
     """One column of the methods table: a metric (its table entry); per method its cell
     (``cells``: mean, interval, place, beats-baselines) and per baseline its cell; the paired
     comparisons (methods with each other, then each method with each baseline); ``leads``:
-    the methods significantly better than every other method. ``means``/``counts`` (mean and
+    the methods significantly better than every other method; ``unscored``: methods and
+    baselines with maps on this metric but no finite number among them (name -> maps), shown
+    as such, not dropped. ``means``/``counts`` (mean and
     maps per method) and ``best``/``ranks`` (the order of the means, ties sharing a place)
     describe the numbers; they are no finding: the report ranks by ``cells[m].place``."""
     metric: MetricTraits
@@ -36,6 +38,7 @@ class Column:
     baselines: dict[str, Stat] = field(default_factory=dict)
     comparisons: list[Comparison] = field(default_factory=list)
     leads: list[str] = field(default_factory=list)
+    unscored: dict[str, int] = field(default_factory=dict)
     meaningful: bool = False  # every method has the minimum of images: places are made
 
     @property

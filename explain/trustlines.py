@@ -57,9 +57,11 @@ def _word(verdict: Any) -> str:
 def build(summary: Any, table: MethodTable) -> Evidence:
     """The run's evidence from its records and its methods table."""
     rows = [Row(name=m, kind="method", metrics={c.key: c.cells[m] for c in table.columns
-                                                if m in c.cells}) for m in table.methods]
+                                                if m in c.cells}, unscored=_unscored(table, m))
+            for m in table.methods]
     rows += [Row(name=b, kind="baseline", metrics={c.key: c.baselines[b] for c in table.columns
-                                                   if b in c.baselines}) for b in table.baselines]
+                                                   if b in c.baselines},
+                 unscored=_unscored(table, b)) for b in table.baselines]
     evidence = Evidence(images=table.images, min_images=stats.MIN_IMAGES,
                         meaningful=table.meaningful, resamples=stats.RESAMPLES,
                         confidence=stats.CONFIDENCE, seed=table.seed,
@@ -87,6 +89,11 @@ def cost_per_map(summary: Any) -> Optional[float]:
     return round(seconds / maps, 4) if seconds and maps else None
 
 
+def _unscored(table: MethodTable, name: str) -> dict[str, int]:
+    """Metric -> maps of ``name`` (a method or baseline) there, where none had a finite number."""
+    return {c.key: c.unscored[name] for c in table.columns if name in c.unscored}
+
+
 def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
     verdict, detail = ("not run", "sanity.enabled") if sanity is None else \
         sanity.get(method, ("not checked", None))
@@ -100,6 +107,8 @@ def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
         b for c in ranked if c.baselines and not c.meaningful for b in c.cells[method].not_beaten))
     parts = [f"sanity: {verdict}" + (f" ({detail})" if detail else "")]
     parts += [f"{c.label} {_shown(c.cells[method], c.metric.percent)}" for c in ranked]
+    parts += [f"{c.label}: no finite number in its {c.unscored[method]} map(s)"
+              for c in table.columns if c.direction and method in c.unscored]
     if any(c.baselines for c in ranked):  # as the report's line: yes, no, too few images
         parts.append("beats every baseline: " + {True: "yes", False: "no", None:
                                                   "too few images to tell"}[overall]

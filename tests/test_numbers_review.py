@@ -65,6 +65,35 @@ def test_a_nan_score_is_left_out_counted_and_never_reaches_the_json():
     assert '"left_out": 1' in text
 
 
+def test_a_method_with_no_finite_score_stays_in_the_table_line_and_page(tmp_path):
+    """Every map of one method NaN on a metric: the method is not dropped from that column
+    (it was: no cell, no count); the table, the record, its line and the page say so."""
+    from explain.config import Config
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, render_pages
+    summary = synthetic({"gradcam": [float("nan")] * len(GOOD), "layercam": GOOD},
+                        {"random": [v - 0.3 for v in GOOD]})
+    summary.config = Config.model_validate({"model": {"file": "m.pth"}, "images": ["a.jpg"],
+                                            "target_layers": ["x"], "metrics": [METRIC],
+                                            "methods": ["gradcam", "layercam"]})
+    table = method_table(summary, ["gradcam", "layercam"])
+    col = next(c for c in table.columns if c.key == METRIC)
+    assert "gradcam" not in col.cells and col.unscored == {"gradcam": 2 * len(GOOD)}
+    assert col.cells["layercam"].maps == 2 * len(GOOD)
+    summary.trust = trustlines.build(summary, table)
+    row = next(r for r in summary.trust.rows if r.name == "gradcam")
+    assert row.metrics == {} and row.unscored == {METRIC: 2 * len(GOOD)}
+    line = summary.trust.lines[0]
+    assert line.method == "gradcam" and \
+        f"{col.label}: no finite number in its {2 * len(GOOD)} map(s)" in line.text
+    json.dumps(summary.trust.dump(), allow_nan=False)
+    (tmp_path / "run").mkdir()
+    page = render_pages(RunFolder(tmp_path / "run"), ReportData(summary))["report.html"]
+    table_html = page[page.index('class="method-table"'):]
+    gradcam_row = table_html[table_html.index("<th>gradcam"):table_html.index("<th>layercam")]
+    assert f"none of its {2 * len(GOOD)} map(s) has a finite number" in gradcam_row
+
+
 def test_scores_of_a_millionth_keep_their_digits():
     tiny = [3e-7 + 1e-9 * i for i in range(8)]
     summary = synthetic({"a": tiny, "b": [v / 3 for v in tiny]})
