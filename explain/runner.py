@@ -141,14 +141,20 @@ def _failed(run_dir: RunFolder, new_root: Optional[Path], opts: RunOptions,
 
 
 def _go_on(name: str, folder: str, overwrite: bool) -> str:
-    """How to go on with the run in ``folder`` (the config's run name is ``name``): "add
-    --resume" (with ``--set name=<folder>`` for <name>-2), or, after --overwrite, which
+    """How to go on with the run in ``folder`` (the config's run name is ``name``): "run the
+    same command with --resume added" (with ``--set name=<folder>`` for <name>-2; a newcomer
+    read a bare "add --resume" as "run --resume alone"), or, after --overwrite, which
     --resume excludes, "run it again with --resume instead of --overwrite"."""
     flags = resume_flags(name, folder)
-    return f"run it again with {flags} instead of --overwrite" if overwrite else f"add {flags}"
+    if overwrite:
+        return f"run it again with {flags} instead of --overwrite"
+    return GO_ON.format(flags)
 
 
-def _interrupted_line(run_dir: RunFolder, total: int, go_on: str = "add --resume",
+GO_ON = "run the same command with {} added"
+
+
+def _interrupted_line(run_dir: RunFolder, total: int, go_on: str = GO_ON.format("--resume"),
                       replaced: bool = False) -> str:
     """What an interrupted run leaves: its finished images (item files) and how to go on
     (``go_on``, see _go_on); with summary.json written, only the report was left to make
@@ -161,7 +167,7 @@ def _interrupted_line(run_dir: RunFolder, total: int, go_on: str = "add --resume
     done = sum(f.endswith(".json") for f in run_dir.file_names("items"))
     if not done:
         gone = " (--overwrite had deleted the earlier run)" if replaced else ""
-        other = ", or --overwrite" if go_on == "add --resume" else ""
+        other = ", or --overwrite" if go_on == GO_ON.format("--resume") else ""
         return (f"explain: interrupted before the first image was finished{gone}; {go_on} "
                 f"to start again in {root}{other}")
     return (f"explain: interrupted; {done} of {total} images are finished in {root}: "

@@ -108,10 +108,10 @@ def stopping_at_item(at: int = 1):
 
 @pytest.mark.parametrize("at, line", [
     (0, "explain: interrupted before the run started; nothing was written"),
-    (1, "explain: interrupted before the first image was finished; add --resume to start again "
-        "in {run}, or --overwrite"),
-    (3, "explain: interrupted; 2 of 3 images are finished in {run}: add --resume to complete "
-        "the run"),
+    (1, "explain: interrupted before the first image was finished; run the same command with "
+        "--resume added to start again in {run}, or --overwrite"),
+    (3, "explain: interrupted; 2 of 3 images are finished in {run}: run the same command with "
+        "--resume added to complete the run"),
 ])
 def test_an_interrupt_says_what_the_run_folder_holds(tmp_path, capsys, at, line):
     """Ctrl-C while the model loads (0), while the first image's item file is written (1),
@@ -225,10 +225,11 @@ def test_an_interrupted_second_run_is_resumed_by_its_own_folder(tmp_path, capsys
     with stopping_at_item(at):
         assert main([str(cfg), "--quiet"]) == 130
     line = capsys.readouterr().err.strip()
-    assert line == ({1: f"explain: interrupted before the first image was finished; add --resume "
-                        f"--set name=exp-2 to start again in {second}",
-                     2: f"explain: interrupted; 1 of 2 images are finished in {second}: add "
-                        f"--resume --set name=exp-2 to complete the run"}[at])
+    go_on = "run the same command with --resume --set name=exp-2 added"
+    assert line == ({1: f"explain: interrupted before the first image was finished; {go_on} "
+                        f"to start again in {second}",
+                     2: f"explain: interrupted; 1 of 2 images are finished in {second}: "
+                        f"{go_on} to complete the run"}[at])
     assert main([str(cfg), "--quiet", "--resume"]) == 2
     assert capsys.readouterr().err.strip().endswith(
         f"the interrupted run {second} goes on with --resume --set name=exp-2")
@@ -266,7 +267,7 @@ def test_the_flags_that_resume_a_numbered_run_work_when_pasted(tmp_path):
     (run_dir / "items" / "pic00.json").write_text("{}")
     lines = []
     ranks = SimpleNamespace(world=2, lead=True)
-    for overwrite, go_on in ((False, "add --resume --set name=exp-2"),
+    for overwrite, go_on in ((False, "run the same command with --resume --set name=exp-2 added"),
                              (True, "run it again with --resume --set name=exp-2 instead of "
                                     "--overwrite")):
         opts = SimpleNamespace(log=lines.append, resume=False, overwrite=overwrite)
