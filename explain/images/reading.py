@@ -113,17 +113,28 @@ def read_rgb(path: Path, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) ->
         data = _read_at(f, 0, size + 1)
     if len(data) != size:
         raise ImageError(f"{short(path)}: the file changed while it was read")
+    try:
+        bgr = _decode(data, cv2.IMREAD_COLOR)
+    except ImageError as exc:
+        raise ImageError(f"{short(path)}: {exc}") from None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode(data: bytes, flags: int) -> np.ndarray:
+    """OpenCV's decoding of ``data`` (``flags``) once a JPEG's scans are checked (see
+    jpeg_problem): one function for input images and pictures read back. ImageError saying
+    why (without a file name: the callers name it) when it is refused or cannot be decoded."""
     problem = jpeg_problem(_bytes_at(data), len(data)) if data[:2] == JPEG_START else None
     if problem:
-        raise ImageError(f"{short(path)}: {problem}")
+        raise ImageError(problem)
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        out = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:  # e.g. a buffer over 2 GB, with max_bytes raised
-        raise ImageError(f"{short(path)}: OpenCV cannot decode it "
-                         f"({short(' '.join(str(exc).split()), 160)})") from None
-    if bgr is None:
-        raise ImageError(f"{short(path)}: corrupt or unsupported image data")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        raise ImageError(f"OpenCV cannot decode it ({short(' '.join(str(exc).split()), 160)})"
+                         ) from None
+    if out is None:
+        raise ImageError("corrupt or unsupported image data")
+    return out
 
 
 STORED_MAX_PIXELS = 2**27  # a picture read back from a run folder: a panel of big overlays fits
@@ -143,11 +154,9 @@ def decode_stored(data: bytes, flags: int = cv2.IMREAD_COLOR,
         return None
     if width * height > max_pixels:
         return None
-    if data[:2] == JPEG_START and jpeg_problem(_bytes_at(data), len(data)):
-        return None
     try:
-        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error:
+        return _decode(data, flags)
+    except ImageError:
         return None
 
 
