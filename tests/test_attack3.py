@@ -183,14 +183,16 @@ def test_image_ids_from_long_names_fit_and_repeats_take_linear_time(tmp_path, mo
     monkeypatch.setattr(finding, "fitted", lambda base, suffix="": calls.append(suffix) or
                         real(base, suffix))
     long_stem = "猫" * 60  # 180 bytes
-    paths = [(tmp_path / f"d{i}" / f"{long_stem}.jpg", True, None) for i in range(3)]
-    paths += [(tmp_path / f"p{i}" / "!#.jpg", True, None) for i in range(400)]
+    paths = [(tmp_path / "d" / f"{long_stem}{suffix}", True, None)
+             for suffix in (".jpg", ".png", ".webp")]
+    paths += [(tmp_path / f"q{i}" / "x" / "!#.jpg", True, None) for i in range(400)]
     refs = finding._with_ids(paths)
     ids = [r.id for r in refs]
-    assert ids[:3] == ["猫" * 32, "猫" * 31 + "-2", "猫" * 31 + "-3"]
+    # a repeated name takes its folder's name first ('d_猫...'), then a number
+    assert ids[:3] == ["猫" * 32, "d_" + "猫" * 31, "猫" * 31 + "-2"]
     assert all(len(i.encode()) <= 96 for i in ids)
-    assert ids[3:] == ["image"] + [f"image-{n}" for n in range(2, 401)]
-    assert len(calls) == 2 + 399  # one name made per repeat, not one per earlier repeat
+    assert ids[3:] == ["image", "x"] + [f"image-{n}" for n in range(2, 400)]
+    assert len(calls) == 1 + 398  # one name made per repeat, not one per earlier repeat
 
 
 # ---- boxes, atlas state, links, lock file -------------------------------------------------------

@@ -841,6 +841,7 @@ def test_every_map_file_is_distinct(tmp_path, capsys, assets):
     summary = json.loads((run / "summary.json").read_text())
     ids = [i["id"] for i in summary["images"]]
     assert len(ids) == len(names) and len({i.lower() for i in ids}) == len(names)
+    assert {"x", "d2_x", "Cat", "d2_cat"} <= set(ids)  # a repeated name: its folder's first
     assert len(list((run / "items").glob("*.json"))) == len(names)
 
 

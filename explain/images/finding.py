@@ -133,6 +133,8 @@ def _with_ids(paths: list[Found]) -> list[ImageRef]:
     for key, (p, from_folder, label) in seen.items():
         base = safe_slug(p.stem, "image")
         ident, n = base, next_n.get(base.lower(), 2)
+        if ident.lower() in used:  # a repeated name: its folder's name first (dog/img.jpg:
+            ident = safe_slug(f"{p.parent.name}_{p.stem}", base)  # 'dog_img'), then numbers
         while ident.lower() in used:  # ignoring case: 'Cat.jpg' and 'cat.jpg' on macOS
             ident, n = fitted(base, f"-{n}"), n + 1
         next_n[base.lower()] = n
