@@ -285,6 +285,30 @@ def test_per_channel_methods_get_an_estimate_and_no_bars_of_their_own(tmp_path, 
     assert summary.images[0].record("cat", "scorecam").raw_max is None
 
 
+def test_the_faithfulness_estimate_counts_maps_imputations_and_is_kept_beside_the_time(
+        tmp_path):
+    """ROAD combined (2 x 9 imputations a map) and a plain metric on one image, 2 classes x 2
+    methods: the line counts the run's and the baselines' maps, the summary keeps its seconds
+    beside the measured ones (key 'metrics')."""
+    from helpers import tiny_config, tiny_net
+    from explain.baselines import BASELINES
+    from explain.runner import RunOptions, run
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    path = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, classes={"a": 0, "b": 1},
+                       methods=["gradcam", "layercam"],
+                       metrics=["road_combined", "drop_in_confidence"],
+                       report={"enabled": False}, output={"dir": str(tmp_path / "out")})
+    lines = []
+    summary = run(load_config(path), RunOptions(progress=False, log=lines.append))
+    line = next(x for x in lines if x.startswith("estimate: faithfulness"))
+    assert line.startswith("estimate: faithfulness (road_combined, drop_in_confidence): "
+                           "2 forward passes per image (a batch of one copy per map); "
+                           "18 ROAD imputations per map")
+    assert f"; 4 maps and {2 * len(BASELINES)} baseline maps, about " in line
+    assert summary.estimates_s["metrics"] > 0 and summary.durations_s["metrics"] > 0
+    assert line in summary.notes
+
+
 def test_agreement_is_each_maps_mean_r_with_the_others_of_its_class():
     """Three methods of one class and one lone map: each of the three gets the mean of its two
     Pearson r's (each pair worked out once), the lone one none."""

@@ -71,9 +71,8 @@ class MetricsWriter(Writer):
         self.specs = list(cfg.metrics or [])  # resolved by the plan
         if ctx.todo == 0:  # --resume of a run whose images are all kept: nothing to estimate
             return
-        costs = pace.per_channel_costs(ctx.plan, images=ctx.todo)
-        ctx.summary.estimates_s.update({c.method: round(c.seconds, 3) for c in costs})
-        for line in cost_lines(ctx.plan, self.specs, costs, images=ctx.todo):
+        for key, line, seconds in estimates(ctx.plan, self.specs, images=ctx.todo):
+            ctx.summary.estimates_s[key] = round(seconds, 3)
             ctx.log(line)
             ctx.summary.notes.append(line)
 
@@ -247,32 +246,32 @@ def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tenso
     return scores
 
 
-def cost_lines(plan: RunPlan, specs: Optional[list] = None,
-               costs: Optional[list[pace.PassCost]] = None,
-               images: Optional[int] = None) -> list[str]:
-    """'estimate: ...' lines for the costly parts of a run: methods that run one forward pass
-    per channel, and the faithfulness metrics (``specs``; default: what the config and the
-    run's size choose); from the plan: its images, slots per image, the target layers'
-    channel counts (through their layouts), the first image's size and the timed preflight
-    pass (``costs``: the per-channel methods', explain.pace; worked out when None), for
-    ``images`` images (the plan's when None: --resume computes fewer)."""
+def estimates(plan: RunPlan, specs: Optional[list] = None,
+              images: Optional[int] = None) -> list[tuple[str, str, float]]:
+    """(key, 'estimate: ...' line, seconds) for the costly parts of a run: each method that
+    runs one forward pass per channel (key: its name), and the faithfulness metrics (key
+    'metrics'; ``specs``, default: what the config and the run's size choose); from the plan:
+    its images, slots per image, the target layers' channel counts (through their layouts),
+    the first image's size and timed passes (explain.pace), for ``images`` images (the plan's
+    when None: --resume computes fewer). The summary keeps the seconds beside the measured."""
     cfg = plan.cfg
     images = len(plan.images) if images is None else images
     if specs is None:
         specs = list(cfg.metrics or [])  # resolved by the plan
-    if costs is None:
-        costs = pace.per_channel_costs(plan, images=images)
-    lines = [pace.cost_line(c, list(cfg.target_layers), plan.slots) for c in costs]
+    out = [(c.method, pace.cost_line(c, list(cfg.target_layers), plan.slots), c.seconds)
+           for c in pace.per_channel_costs(plan, images=images)]
     if specs:
-        lines.append(_faithfulness_estimate(plan, specs, images))
-    return lines
+        line, seconds = _faithfulness_estimate(plan, specs, images)
+        out.append(("metrics", line, seconds))
+    return out
 
 
-def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> str:
-    """One line: forward passes and ROAD imputations (explain.road: one forward pass per
-    imputed image, batched; a sparse solve each) and the time they take, for the run's maps
-    and the baseline maps scored beside them (explain.baselines: one per baseline and image
-    x class, in a call of their own per image)."""
+def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> tuple[str, float]:
+    """One line and its seconds: forward passes and ROAD imputations (explain.road: one
+    forward pass per imputed image, in batches of explain.road.BATCH; a sparse solve each)
+    and the time they take, for the run's maps and the baseline maps scored beside them
+    (explain.baselines: one per baseline and image x class, in a call of their own per
+    image)."""
     maps = images * plan.slots * len(plan.cfg.methods)  # the run's: images x slots x methods
     extra = images * plan.slots * len(BASELINES)
     calls = 2 * images  # per metric: the image's maps, then its baseline maps
@@ -292,7 +291,7 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> str:
     return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
             f"{'; '.join(parts)}; {most}{_count(maps, 'map')} and "
             f"{_count(extra, 'baseline map')}, {'at most ' if most else ''}about "
-            f"{pace.duration(seconds)}")
+            f"{pace.duration(seconds)}"), seconds
 
 
 def _count(n: int, noun: str) -> str:
@@ -300,17 +299,10 @@ def _count(n: int, noun: str) -> str:
 
 
 def _pass_seconds(plan: RunPlan) -> float:
-    """Seconds of one forward pass of the first image without gradients, as the metrics run
-    it: the faster of two timed passes after an untimed one (the probe's pass is the model's
-    first, with gradients and hooks, and the first pass without them still sets up kernels
-    and memory: timed alone it made the estimate up to 20x too long)."""
-    import torch
-    x = plan.first.tensor[None].to(plan.device)
-    model, best = ScoreModel(plan.model, plan.head), float("inf")
-    with torch.no_grad():
-        model(x)
-        for _ in range(2):
-            t0 = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - t0)
-    return best
+    """Seconds per image of a forward pass without gradients as the metrics run them: a batch
+    of explain.road.BATCH copies of the first image, timed after an untimed pass
+    (pace.seconds_per_pass), the faster of two such. One image alone was timed before: on small inputs a pass's fixed
+    cost made the estimate 3x too long at 128 x 128."""
+    from explain import road
+    model, x = ScoreModel(plan.model, plan.head), plan.first.tensor.to(plan.device)
+    return min(pace.seconds_per_pass(model, x, road.BATCH) for _ in range(2))
