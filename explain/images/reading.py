@@ -6,8 +6,7 @@ Files over ``preprocess.max_bytes`` are refused before anything is read (the siz
 file), images over ``preprocess.max_pixels`` before decoding (the header is read with
 Pillow), so a huge file cannot exhaust memory; each file is read whole once, when decoded
 (a JPEG the config names is also read through once, a chunk at a time, by ``precheck``). A
-JPEG without its end marker, or of more than MAX_JPEG_SCANS scans, is refused before decoding;
-so is a TIFF whose JPEG strips or tiles are such JPEGs (``tiff_problem``).
+JPEG without its end marker, or of more than MAX_JPEG_SCANS scans, is refused before decoding.
 """
 
 from __future__ import annotations
@@ -58,11 +57,10 @@ def precheck(ref: ImageRef, spec: Preprocess) -> None:
     MAX_JPEG_SCANS scans), so a bad file the user named is found before anything is written
     or deleted; ImageError if it fails."""
     with _open_image(ref.path, spec.max_bytes, spec.max_pixels) as (f, size, width, height):
-        start = _read_at(f, 0, 4)
-        problem = jpeg_problem(partial(_read_at, f), size) if start[:2] == JPEG_START else \
-            tiff_problem(_read_at(f, 0, size)) if start in TIFF_STARTS else None
-        if problem:
-            raise ImageError(f"{short(ref.path)}: {problem}")
+        if _read_at(f, 0, 2) == JPEG_START:
+            problem = jpeg_problem(partial(_read_at, f), size)
+            if problem:
+                raise ImageError(f"{short(ref.path)}: {problem}")
     try:
         input_size(height, width, spec)
     except ImageError as exc:
@@ -126,8 +124,7 @@ def _decode(data: bytes, flags: int) -> np.ndarray:
     """OpenCV's decoding of ``data`` (``flags``) once a JPEG's scans are checked (see
     jpeg_problem): one function for input images and pictures read back. ImageError saying
     why (without a file name: the callers name it) when it is refused or cannot be decoded."""
-    problem = jpeg_problem(_bytes_at(data), len(data)) if data[:2] == JPEG_START else \
-        tiff_problem(data) if data[:4] in TIFF_STARTS else None
+    problem = jpeg_problem(_bytes_at(data), len(data)) if data[:2] == JPEG_START else None
     if problem:
         raise ImageError(problem)
     try:
@@ -193,42 +190,6 @@ def jpeg_problem(read: Callable[[int, int], bytes], size: int) -> Optional[str]:
     if segments > MAX_JPEG_STEPS:
         return (f"more than {MAX_JPEG_STEPS} segments after the first scan (a photo has a few "
                 f"dozen); re-encode it")
-    return None
-
-
-TIFF_STARTS = (b"II*\x00", b"MM\x00*")
-_TIFF_JPEG, _TIFF_OLD_JPEG = 7, 6  # the Compression tag's values for JPEG strips or tiles
-_TIFF_PIECES = ((273, 279), (324, 325))  # (offsets, byte counts) of strips, of tiles
-MAX_TIFF_PIECES = 20_000  # a 40 MP photo in JPEG strips of 8 rows has under 1,000
-
-
-def tiff_problem(data: bytes) -> Optional[str]:
-    """Why a TIFF is refused before decoding, or None: its strips or tiles may be JPEG
-    streams, which libtiff decodes scan after scan as a JPEG file is (a 9 KB TIFF of one strip
-    repeating a scan 2,000 times took minutes), so each is held to jpeg_problem's bounds;
-    old-style JPEG compression (6, deprecated since 1995) is refused outright."""
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            tags = dict(header.tag_v2)
-    except Exception:
-        return None  # not a TIFF Pillow reads: OpenCV says what it makes of it
-    compression = tags.get(259)
-    if compression == _TIFF_OLD_JPEG:
-        return "old-style JPEG compression in a TIFF (deprecated); re-encode it"
-    if compression != _TIFF_JPEG:
-        return None
-    pieces = [(int(at), int(count)) for offsets_tag, counts_tag in _TIFF_PIECES
-              for at, count in zip(tags.get(offsets_tag) or (), tags.get(counts_tag) or ())]
-    if len(pieces) > MAX_TIFF_PIECES or sum(count for _, count in pieces) > len(data):
-        return (f"{len(pieces)} JPEG strips or tiles, more than {MAX_TIFF_PIECES} or more bytes "
-                f"than the file holds; re-encode it")
-    view = memoryview(data)
-    for at, count in pieces:
-        piece = view[at:at + count]  # no copy: a chunk is copied as it is read
-        read = lambda offset, n, piece=piece: bytes(piece[offset:offset + n])  # noqa: E731
-        problem = jpeg_problem(read, len(piece)) if read(0, 2) == JPEG_START else None
-        if problem:
-            return f"a JPEG strip or tile of this TIFF: {problem}"
     return None
 
 
