@@ -47,3 +47,23 @@ def test_a_module_hidden_in_an_attribute_is_refused(tmp_path, capsys):
     refused(capsys, tiny_config(tmp_path, {"file": str(path)}), "--quiet",
             needles=["hidden.pth: refused to load", "'0.forward' holds a torch.nn.Module",
                      "model.trust: true"])
+
+
+def test_an_atlas_state_of_other_settings_is_not_built(tmp_path):
+    """--resume read the atlas state's header and built heaps of its ``n`` before comparing
+    it with the run (n = 400,000: 2.95 GB; 10^12: a MemoryError traceback). The header is
+    compared with the run's settings first; a state of other settings is one error, which
+    --resume turns into a note (the atlas rebuilt from the kept images' parts)."""
+    import json
+    from explain.channels.atlas import AtlasState, unzip, zip_bytes
+    from explain.errors import ExplainError
+    run_state = AtlasState(6, 3, top_k=2, crop=1, seed=0)
+    header, arrays = unzip(run_state.to_bytes())
+    assert AtlasState.from_bytes(zip_bytes(header, arrays), "s", run_state).to_bytes() == \
+        run_state.to_bytes()
+    for field, value in (("n", 10**12), ("channels", 10**9), ("ks", [1, 2])):
+        tampered = zip_bytes({**header, field: value}, arrays)
+        with pytest.raises(ExplainError, match=r"^state.zip: not an atlas state of this explain "
+                                               r"version \(made with other settings"):
+            AtlasState.from_bytes(tampered, "state.zip", run_state)
+    assert json.loads(json.dumps(run_state.settings())) == run_state.settings()

@@ -383,9 +383,7 @@ class AtlasState:
         self._prune()
         pairs, shares, ablation = sorted(self.contribution), sorted(self.shares), \
             sorted(self.ablation)
-        header = {"channels": self.channels, "n": self.n, "top_k": self.top_k,
-                  "crop": self.crop, "seed": self.seed, "ks": self.ks, "boot": self.boot,
-                  "covered": sorted(self.covered),
+        header = {**self.settings(), "covered": sorted(self.covered),
                   "names": [[k, self.names[k]] for k in sorted(self.names)],
                   "contribution": [list(p) for p in pairs], "shares": [list(s) for s in shares],
                   "ablation": [list(a) for a in ablation],
@@ -399,17 +397,25 @@ class AtlasState:
             arrays.update({f"d{i}.{n}": v for n, v in self.ablation[key].arrays().items()})
         return zip_bytes(header, arrays)
 
+    def settings(self) -> dict:
+        """What the state was made with: a saved state is read only into these."""
+        return {"channels": self.channels, "n": self.n, "top_k": self.top_k, "crop": self.crop,
+                "seed": self.seed, "ks": list(self.ks), "boot": self.boot}
+
     @classmethod
-    def from_bytes(cls, data: bytes, where: str) -> "AtlasState":
-        """The state ``to_bytes`` wrote; ExplainError naming ``where`` when it is not one."""
+    def from_bytes(cls, data: bytes, where: str, like: "AtlasState") -> "AtlasState":
+        """The state ``to_bytes`` wrote, made with ``like``'s settings (compared before
+        anything is built: a header's n of 10^12 asked for that many heap slots);
+        ExplainError naming ``where`` when it is not one."""
         try:
             h, arrays = unzip(data)
 
             def part(prefix: str) -> dict[str, np.ndarray]:
                 return {n[len(prefix):]: v for n, v in arrays.items() if n.startswith(prefix)}
-            state = cls(int(h["channels"]), int(h["n"]), top_k=int(h["top_k"]),
-                        crop=int(h["crop"]), seed=int(h["seed"]), ks=h["ks"],
-                        boot=bool(h["boot"]))
+            if {k: h.get(k) for k in like.settings()} != like.settings():
+                raise ValueError("made with other settings than this run's")
+            state = cls(like.channels, like.n, top_k=like.top_k, crop=like.crop,
+                        seed=like.seed, ks=like.ks, boot=like.boot)
             state.activation = Heaps.of(part("a."))
             state.contribution = {(str(c), str(m)): Heaps.of(part(f"c{i}."))
                                   for i, (c, m) in enumerate(h["contribution"])}

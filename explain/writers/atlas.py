@@ -200,14 +200,13 @@ class AtlasWriter(Writer):
         settings), plus the kept images it does not cover, from their parts."""
         try:
             data = ctx.run.read_bytes(STATE, MAX_STATE_BYTES)
-            saved = AtlasState.from_bytes(data, str(ctx.run.root / STATE)) if data else None
+            saved = AtlasState.from_bytes(data, str(ctx.run.root / STATE), self.atlas) \
+                if data else None
         except ExplainError as exc:
             ctx.summary.notes.append(f"channels.atlas: {exc}; the atlas is rebuilt from the "
                                      f"kept images' parts")
             saved = None
-        fresh = self.atlas
-        if saved is not None and saved.covered <= kept and \
-                saved.empty().to_bytes() == fresh.to_bytes():  # the same settings
+        if saved is not None and saved.covered <= kept:  # made with these settings
             self.atlas = saved
         for ident in sorted(kept - self.atlas.covered):
             part = self._kept_part(ctx, ident)
