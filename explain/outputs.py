@@ -151,7 +151,7 @@ class RunFolder:
             if size > limit:
                 raise ExplainError(f"{self.root / rel}: {size} bytes, more than an explain run "
                                    f"writes there ({limit}); the run folder is damaged")
-            return f.read(limit + 1)[:limit]
+            return f.read(size + 1)[:limit]  # not limit + 1: read() allocates what it asks
 
     def folder(self, rel: str) -> Path:
         """Create the folders of ``rel`` one by one; none of them may be a symbolic link."""

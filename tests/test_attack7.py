@@ -67,3 +67,19 @@ def test_an_atlas_state_of_other_settings_is_not_built(tmp_path):
                                                r"version \(made with other settings"):
             AtlasState.from_bytes(tampered, "state.zip", run_state)
     assert json.loads(json.dumps(run_state.settings())) == run_state.settings()
+
+
+def test_a_small_file_read_back_asks_for_its_size_not_the_limit(tmp_path):
+    """RunFolder.read_bytes asked read() for its whole limit (4 GiB for the atlas state), which
+    Python allocates up front: a MemoryError on a 1 KB file under an 8 GB address-space cap."""
+    import tracemalloc
+    from explain.outputs import RunFolder
+    run = RunFolder(tmp_path)
+    (tmp_path / "state.zip").write_bytes(b"x" * 1000)
+    tracemalloc.start()
+    try:
+        assert run.read_bytes("state.zip", 256 << 20) == b"x" * 1000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # was 256 MiB: the limit
