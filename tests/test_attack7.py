@@ -83,3 +83,12 @@ def test_a_small_file_read_back_asks_for_its_size_not_the_limit(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20, peak  # was 256 MiB: the limit
+
+
+def test_the_meta_warm_up_thread_is_waited_for_at_exit():
+    """A config error found while torch's meta set-up ran on a daemon thread ended the
+    process under it: a traceback from the thread, or an abort (exit 134, not 2)."""
+    from explain.models.guard import meta_warm_up
+    thread = meta_warm_up()
+    assert not thread.daemon
+    thread.join()

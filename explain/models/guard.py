@@ -128,11 +128,16 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     return None
 
 
-def meta_warm_up() -> None:
+def meta_warm_up() -> threading.Thread:
     """torch's first operation on the meta device sets up its shape functions (about a second
-    of imports): done on a daemon thread, so ``forward_size_problem`` finds them ready."""
-    threading.Thread(target=lambda: torch.empty(1, device="meta") + 1, daemon=True,
-                     name="explain-meta-warm-up").start()
+    of imports): done on a thread, so ``forward_size_problem`` finds them ready. Not a daemon:
+    a config error found meanwhile ends the process, and a daemon thread still inside torch
+    at exit printed a traceback or aborted it ("terminate called", 4 of 15 runs); the exit
+    waits for it instead (a second at most)."""
+    thread = threading.Thread(target=lambda: torch.empty(1, device="meta") + 1,
+                              name="explain-meta-warm-up")
+    thread.start()
+    return thread
 
 
 def available(device: torch.device) -> int:
