@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from helpers import refused, tiny_config, tiny_net
@@ -92,3 +95,22 @@ def test_the_meta_warm_up_thread_is_waited_for_at_exit():
     thread = meta_warm_up()
     assert not thread.daemon
     thread.join()
+
+
+def test_a_label_map_must_be_a_png(tmp_path):
+    """Label maps were opened by content with Pillow: a progressive JPEG of repeated scans named
+    .png decoded every scan (2,000 scans at 4 MP: 5.6 s a map, unbounded above). A label map
+    is a PNG (lossless, as class indices must be)."""
+    from types import SimpleNamespace
+    from test_attack5 import _progressive
+    from explain.config import Preprocess
+    from explain.errors import ExplainError
+    from explain.tasks.masks import _opened
+    cfg = SimpleNamespace(preprocess=Preprocess())
+    bomb = tmp_path / "both.png"
+    bomb.write_bytes(_progressive(tmp_path, 200).path.read_bytes())
+    with pytest.raises(ExplainError, match=r"both.png: a JPEG file; a label map is a PNG"):
+        _opened(bomb, cfg)
+    good = tmp_path / "cat.png"
+    Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4)).save(good)
+    assert np.asarray(_opened(good, cfg)).tolist() == np.arange(12).reshape(3, 4).tolist()

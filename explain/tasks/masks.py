@@ -53,6 +53,10 @@ def _opened(path: Path, cfg: Any) -> Image.Image:
         width, height = img.size
     except Exception:
         raise ExplainError(f"segmentation.masks: {path}: not a readable PNG label map") from None
+    if img.format != "PNG":  # lossless, as class indices must be; and a JPEG of repeated
+        # scans decoded by Pillow had no scan bound here (minutes per map)
+        raise ExplainError(f"segmentation.masks: {path}: a {img.format or 'non-PNG'} file; a "
+                           f"label map is a PNG (lossless: its pixel values are class indices)")
     if width * height > spec.max_pixels:
         raise ExplainError(f"segmentation.masks: {path}: {width}x{height} is over "
                            f"preprocess.max_pixels ({spec.max_pixels})")
