@@ -114,3 +114,31 @@ def test_a_label_map_must_be_a_png(tmp_path):
     good = tmp_path / "cat.png"
     Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4)).save(good)
     assert np.asarray(_opened(good, cfg)).tolist() == np.arange(12).reshape(3, 4).tolist()
+
+
+def _tiff_of_one_strip(strip: bytes, side: int) -> bytes:
+    """A grey side x side TIFF whose one strip is the JPEG ``strip`` (Compression 7)."""
+    import struct
+    entries = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 7), (262, 3, 1),
+               (273, 4, 0), (277, 3, 1), (278, 4, side), (279, 4, len(strip))]
+    data_at = 8 + 2 + 12 * len(entries) + 4
+    out = b"II*\x00" + struct.pack("<IH", 8, len(entries))
+    for tag, kind, value in entries:
+        value = data_at if tag == 273 else value
+        out += struct.pack("<HHIHH", tag, kind, 1, value, 0) if kind == 3 else \
+            struct.pack("<HHII", tag, kind, 1, value)
+    return out + b"\x00\x00\x00\x00" + strip
+
+
+def test_a_bad_tiff_is_one_line_without_the_libraries_own(tmp_path, capfd):
+    """libtiff refuses a JPEG strip of 200 scans (its own limit is 100), and OpenCV printed
+    five [ WARN ] / [ERROR] lines about it on the terminal: only explain's line is left."""
+    from test_attack5 import _progressive
+    from explain.images.reading import ImageError, read_rgb
+    path = tmp_path / "scan.tif"
+    path.write_bytes(_tiff_of_one_strip(_progressive(tmp_path, 200).path.read_bytes(), 64))
+    capfd.readouterr()
+    with pytest.raises(ImageError, match="scan.tif: corrupt or unsupported image data"):
+        read_rgb(path, 10**6)
+    err = capfd.readouterr().err
+    assert "WARN" not in err and "ERROR" not in err and "TIFF" not in err, err

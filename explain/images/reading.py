@@ -30,6 +30,10 @@ from explain.config import MAX_SIDE, Preprocess
 from explain.errors import ExplainError
 from explain.names import short
 
+# OpenCV's own log lines (libtiff's warnings and errors, 5 lines for one bad TIFF in a folder)
+# would land on the terminal beside the one line that says the file is skipped, and why
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 
 class ImageError(ExplainError):
     """One image cannot be used; inside a folder it is skipped, named alone it stops the run."""
