@@ -323,6 +323,24 @@ def test_damaged_or_linked_map_one_line_nothing_written(runs, capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_records_naming_one_array_file_are_refused_before_any_read(runs, capsys, tmp_path):
+    """Attack 7: every record of a crafted summary named one large array (one read of it per
+    record: 20 records, 43 s and 2.8 GB). explain saves each map in a file of its own."""
+    a, b = runs
+
+    def one_array(data):
+        first = data["images"][0]["cams"][0]["files"]["array"]
+        for entry in data["images"]:
+            for rec in entry["cams"]:
+                rec["files"]["array"] = first
+    shared = derive(b, tmp_path / "shared", change=one_array)
+    code, out, err = diff(capsys, a, shared, "--out", tmp_path / "out")
+    assert code == 2 and out == [] and len(err) == 1
+    assert err[0].startswith(f"explain: error: {shared}: the maps ") and \
+        "name the same array file cams/" in err[0] and err[0].endswith("damaged")
+    assert not (tmp_path / "out").exists()
+
+
 def test_runs_that_share_no_map_get_one_line(runs, capsys, tmp_path):
     a, _ = runs
     one = derive(a, tmp_path / "one", lambda e, r: (e, r["class"], r["method"]) in

@@ -109,10 +109,25 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
     if not pairs:
         raise ExplainError(f"the runs share no map (image x class x method): {a.root} and "
                            f"{b.root} explain other classes or methods of each shared image")
+    for k, side in enumerate((a, b)):
+        _one_record_per_array(side, [pair[2 + k] for pair in pairs])
     if alone:
         left_out.append(f"{alone} map(s) of shared images are in one run only (a class one run "
                         f"explains and the other does not)")
     return pairs, left_out
+
+
+def _one_record_per_array(side: Side, records: list[MapRecord]) -> None:
+    """explain saves each map in a file of its own: records naming one array file are a
+    damaged (or crafted) folder, refused before any map is read (20 records naming one 64 MiB
+    array made 20 reads of it; the summary's size allowed half a million)."""
+    seen: dict[str, MapRecord] = {}
+    for rec in records:
+        name = rec.files.array
+        if name is not None and seen.setdefault(name, rec) is not rec:
+            raise ExplainError(f"{side.root}: the maps {seen[name].class_name} / "
+                               f"{seen[name].method} and {rec.class_name} / {rec.method} name "
+                               f"the same array file {name}; the run folder is damaged")
 
 
 def read_map(side: Side, entry: ImageEntry, rec: MapRecord) -> np.ndarray:
