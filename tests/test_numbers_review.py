@@ -198,3 +198,23 @@ def test_a_number_without_an_interval_says_on_how_many_images_in_the_trust_lines
     assert "ROAD combined 0.3 <small>(n = 1 image)</small>" in section
     table = page[page.index('class="method-table"'):]
     assert "(n = 1 image)" not in table  # the cell says "1 image(s), 2 map(s)" already
+
+
+def test_the_notebook_table_shows_the_reports_places_not_the_order_of_the_means():
+    """A newcomer's three identical methods were ranked 1, 2, 3 in the notebook (by rounding
+    noise in their means) while the report placed all three first; with 3 images the notebook
+    ranked where the report says ranking is not yet meaningful."""
+    from types import SimpleNamespace
+    from explain.api.runs import _methods
+
+    def rows(summary, methods):
+        html = _methods(SimpleNamespace(methods=methods, summary=summary, images=summary.images))
+        body = html[html.index("<tbody>"):] if "<tbody>" in html else html
+        return html, [[c.split(">")[-1] for c in r.split("</td>")[:-1]]
+                      for r in body.split("</tr>")[:-1]]
+    same = [v + (2e-9 if i % 2 else -1e-9) for i, v in enumerate(GOOD)]  # mean above a's
+    html, table = rows(synthetic({"a": GOOD, "b": same, "c": GOOD}), ["a", "b", "c"])
+    assert [r[-1] for r in table[-3:]] == ["1", "1", "1"] and "#2" not in html and "*" not in html
+    html, table = rows(synthetic({"a": [v + 0.3 for v in GOOD[:3]], "b": GOOD[:3]}), ["a", "b"])
+    assert [r[-1] for r in table[-2:]] == ["-", "-"]
+    assert f"no place yet: no metric is measured on at least {stats.MIN_IMAGES} images" in html

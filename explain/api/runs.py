@@ -414,24 +414,32 @@ def _images(run: Run) -> str:
 
 
 def _methods(run: Run) -> str:
-    """Per method: its maps, mean raw maximum, and the report's metric columns and rank."""
+    """Per method: its maps, mean raw maximum, the report's metric columns (mean, its place
+    where a difference is significant, a star where it leads) and overall place, as the report
+    has them: never an order of the means (which ranked identical maps by rounding noise)."""
+    from explain import stats
     from explain.methodtable import method_table
     methods = run.methods
     table = method_table(run.summary, methods)
-    header = ["method", "maps", "mean raw max"] + [c.label for c in table.columns] + \
-        (["rank"] if table.rank else [])
+    header = ["method", "maps", "mean raw max"] + [c.label for c in table.columns] + ["place"]
     rows = []
     for m in methods:
         recs = [r for e in run.images for r in e.cams if r.method == m]
         raw = [r.raw_max for r in recs if r.raw_max is not None]
         cells = [m, len(recs), display.number(sum(raw) / len(raw) if raw else None)]
-        cells += [display.number(c.means.get(m)) + (" *" if m in c.best else "")
-                  for c in table.columns]
-        if table.rank:
-            cells.append(table.rank.get(m, "-"))
+        for col in table.columns:
+            cell = col.cells.get(m)
+            cells.append("-" if cell is None else display.number(cell.mean)
+                         + (f" #{cell.place}" if cell.place else "")
+                         + (" *" if m in col.leads else ""))
+        cells.append(table.place.get(m, "-") if table.meaningful else "-")
         rows.append(cells)
-    return "<h4>Methods</h4>" + display.table_html(header, rows) + \
-        ("<p>* best in its column</p>" if any(c.best for c in table.columns) else "")
+    note = "" if table.meaningful or not table.rank else (
+        f"<p>no place yet: no metric is measured on at least {stats.MIN_IMAGES} images "
+        f"(the report says the same)</p>")
+    stars = "<p>* significantly better than every other method</p>" \
+        if any(c.leads for c in table.columns) else ""
+    return "<h4>Methods</h4>" + display.table_html(header, rows) + stars + note
 
 
 def _panels(run: Run) -> str:
