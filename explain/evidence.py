@@ -217,7 +217,8 @@ class _Draft:
         from explain import stats
         col = self.col
         for w, per in self.means.items():
-            low, high = next(bounds) if len(per) > 1 else (None, None)
+            low, high = _within(next(bounds), col.metric.bounds) if len(per) > 1 \
+                else (None, None)
             cell = Stat(mean=_r(sum(per.values()) / len(per)), low=_r(low), high=_r(high),
                         images=len(per), maps=self.maps[w], left_out=self.left_out[w] or None)
             (col.cells if w[0] == "method" else col.baselines)[w[1]] = cell
@@ -225,11 +226,24 @@ class _Draft:
         for a, b, shared in self.pairs:
             diff = sum(self.means[a][i] - self.means[b][i] for i in shared) / len(shared) \
                 if shared else 0.0
-            low, high = next(bounds) if len(shared) >= stats.MIN_IMAGES else (None, None)
+            span = col.metric.bounds and (col.metric.bounds[0] - col.metric.bounds[1],
+                                          col.metric.bounds[1] - col.metric.bounds[0])
+            low, high = _within(next(bounds), span) if len(shared) >= stats.MIN_IMAGES \
+                else (None, None)
             col.comparisons.append(_comparison(col.metric, (a[1], b), stats.Difference(
                 diff, low, high, len(shared)), (self.level(b), self.family())))
         if col.direction:
             _places(col)
+
+
+def _within(interval: tuple[float, float], bounds: Optional[tuple[float, float]]
+            ) -> tuple[float, float]:
+    """An interval cut to the values its quantity can take (none: as it is). The true mean
+    lies inside them, so the cut interval holds it whenever the whole one does."""
+    if not bounds:
+        return interval
+    low, high = interval
+    return max(low, bounds[0]), min(high, bounds[1])
 
 
 def _comparison(metric: Any, pair: tuple[str, Who], diff: Any,

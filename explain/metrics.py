@@ -75,8 +75,10 @@ class MetricTraits:
     scores; ``passes``: forward passes per image (per percentile when it takes percentiles),
     for the run's estimate; ``imputations``: ROAD imputations per map and percentile;
     ``percentiles``: the default percentiles of a metric that takes them (None: takes none);
-    ``aliases``: other names a config may use. Localisation numbers are made by
-    ``localisation`` (fields of results.Localisation), agreement by the metrics writer."""
+    ``aliases``: other names a config may use; ``bounds``: the values a number can take (a
+    share: 0 to 1), which the intervals of its means and differences are cut to (a t-interval
+    on few images reached 105.8%). Localisation numbers are made by ``localisation`` (fields
+    of results.Localisation), agreement by the metrics writer."""
     name: str
     label: str
     direction: int
@@ -88,6 +90,7 @@ class MetricTraits:
     imputations: int = 0
     percentiles: Optional[tuple[int, ...]] = None
     aliases: tuple[str, ...] = ()
+    bounds: Optional[tuple[float, float]] = None
 
     def __post_init__(self) -> None:
         if self.direction not in (-1, 0, 1) or self.kind not in KINDS:
@@ -112,6 +115,7 @@ def _cam_mult(cls_name: str) -> Callable[[MetricSpec], Callable]:
 
 
 _IMPUTED = "replaced by ROAD's noisy linear imputation"
+SHARE = (0.0, 1.0)  # the bounds of a share or an IoU
 TABLE: dict[str, MetricTraits] = {t.name: t for t in (
     MetricTraits("road_combined", "ROAD combined", 1,
                  "ROAD (Rong et al. 2022): (score change when the least relevant pixels are "
@@ -137,24 +141,24 @@ TABLE: dict[str, MetricTraits] = {t.name: t for t in (
     MetricTraits("increase_in_confidence", "increase in confidence", 1,
                  "mean over images of the share of the image's maps whose input × map raises "
                  "the explained score (the logit by default, as model.target says).",
-                 percent=True,
+                 percent=True, bounds=SHARE,
                  factory=_cam_mult("IncreaseInConfidence"), passes=2),
     MetricTraits("pointing_hit", "pointing game", 1,
                  "pointing game: mean over images of the share of the image's maps whose "
                  "peak lies inside the class's box (a peak shared by several pixels counts "
                  "the share of them inside).",
-                 kind="localisation", percent=True),
+                 kind="localisation", percent=True, bounds=SHARE),
     MetricTraits("energy_in_box", "energy in box", 1,
                  "energy-based pointing game: mean over images of the share of the map's "
                  "sum inside the box.",
-                 kind="localisation", percent=True),
+                 kind="localisation", percent=True, bounds=SHARE),
     MetricTraits("box_iou", "box IoU", 1,
                  "IoU of the box with the map above annotations.threshold × its maximum.",
-                 kind="localisation"),
+                 kind="localisation", bounds=SHARE),
     MetricTraits("agreement", "agreement", 0,
                  "mean Pearson correlation of a map with the other methods' maps of the same "
                  "image and class: do the methods agree? Not ranked: agreeing with the others "
-                 "does not make a map right.", kind="agreement"),
+                 "does not make a map right.", kind="agreement", bounds=(-1.0, 1.0)),
 )}
 
 

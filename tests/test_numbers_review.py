@@ -218,3 +218,27 @@ def test_the_notebook_table_shows_the_reports_places_not_the_order_of_the_means(
     html, table = rows(synthetic({"a": [v + 0.3 for v in GOOD[:3]], "b": GOOD[:3]}), ["a", "b"])
     assert [r[-1] for r in table[-2:]] == ["-", "-"]
     assert f"no place yet: no metric is measured on at least {stats.MIN_IMAGES} images" in html
+
+
+def test_intervals_stay_within_the_values_a_share_or_a_correlation_can_take():
+    """A newcomer saw pointing game 37.5% [-5.8%, 80.8%], a baseline at [19.2%, 105.8%] and an
+    agreement (a Pearson r) of 0.604 [-0.075, 1.128]: the t-widened intervals are cut to the
+    metric's bounds (shares and IoU 0..1, agreement -1..1), differences to +-the span."""
+    from explain.metrics import TABLE
+    hits = {"a": [1.0, 0, 0, 1, 0, 0, 1, 0], "b": [1.0, 1, 1, 1, 1, 1, 1, 0]}
+    summary = synthetic(hits, {"centre": [1.0, 1, 1, 0, 1, 1, 1, 1]})
+    for image in summary.images:
+        for rec in image.cams:
+            rec.faithfulness = {"increase_in_confidence": rec.faithfulness[METRIC]}
+            rec.agreement = 0.97 if image.id != "im3" else 0.2
+        for base in image.baselines:
+            base.scores = {"increase_in_confidence": base.scores[METRIC]}
+    table = method_table(summary, ["a", "b"])
+    col = next(c for c in table.columns if c.key == "increase_in_confidence")
+    assert TABLE["increase_in_confidence"].bounds == (0.0, 1.0)
+    a, b, centre = col.cells["a"], col.cells["b"], col.baselines["centre"]
+    assert a.low == 0.0 and 0.375 < a.high < 1 and a.mean == 0.375
+    assert b.high == 1.0 and centre.high == 1.0 and 0 < b.low < b.mean == 0.875
+    assert all(-1.0 <= p.low <= p.high <= 1.0 for p in col.comparisons)
+    agree = next(c for c in table.columns if c.key == "agreement")
+    assert agree.cells["a"].high == 1.0 and agree.cells["a"].low < agree.cells["a"].mean < 1
