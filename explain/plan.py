@@ -34,7 +34,8 @@ from explain.layers import auto_layer, find_layer, survey
 from explain.models.layouts import TokenSpec
 from explain.models.labels import class_names_from_model
 from explain.models.loading import load_model
-from explain.models.guard import available, forward_size_problem, meta_warm_up, pick_device
+from explain.models.guard import (available, forward_size_problem, meta_warm_up, pick_device,
+                                  unvetted)
 from explain.names import quote
 from explain.results import Skipped
 from explain.tasks import task_for
@@ -180,7 +181,7 @@ def _find(cfg: Config) -> _Found:
         (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
     found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),
                    [n for n in said if isinstance(n, Skipped)], task, reshape_mode(cfg, net))
-    bounded_forward(cfg, model, found.first)  # before any real pass: the layer survey is one
+    bounded_forward(cfg, model, found.first, len(refs))  # before any real pass (the survey)
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     return found
 
@@ -192,20 +193,28 @@ def needs_bounds(cfg: Config) -> bool:
         not (cfg.model.builder or "").startswith("explain.demo:")
 
 
-def bounded_forward(cfg: Config, model: Any, first: Prepared) -> None:
-    """ExplainError when the model's pass on the first image would ask for more memory than
-    the device has free, or make over 10,000 module calls (explain.models.guard, on the meta
-    device): a shared model file or a builder's arguments cannot exhaust the machine. Not
-    for a trusted model or the demo's builder (the first pass on the meta device costs about
-    a second of torch's own set-up, started early: ``meta_warm_up``)."""
-    if not needs_bounds(cfg):
-        return
-    problem = forward_size_problem(model, first.tensor[None],
-                                   available(pick_device(cfg.device)) // 2)
+def bounded_forward(cfg: Config, model: Any, first: Prepared, images: int = 1) -> None:
+    """ExplainError when the model's pass on a batch of the first image (``batch_size`` copies,
+    at most ``images``; one for ``auto``, which sizes itself to the memory) would ask for more memory than the
+    device has free, make over 10,000 module calls or too much work (explain.models.guard,
+    on the meta device): a shared model file or a builder's arguments cannot exhaust the
+    machine. Not for a trusted model or the demo's builder (the first pass on the meta device
+    costs about a second of torch's own set-up, started early: ``meta_warm_up``)."""
+    if needs_bounds(cfg):
+        batch = cfg.batch_size if isinstance(cfg.batch_size, int) else 1
+        check_forward(model, first, max(1, min(batch, images)), pick_device(cfg.device))
+
+
+def check_forward(model: Any, first: Prepared, batch: int, device: torch.device) -> None:
+    """``bounded_forward``'s check itself (also for a network explain.load_model read without
+    trust and handed to explain.cam)."""
+    x = first.tensor[None].expand(batch, *first.tensor.shape)
+    problem = forward_size_problem(model, x, available(device) // 2)
     if problem:
-        raise ExplainError(f"model: its forward pass on {first.ref.id} is too large to run "
-                           f"here: {problem}; check the model file and model.*_args, or set "
-                           f"'model.trust: true' if you trust this model")
+        what = f"a batch of {batch} like {first.ref.id}" if batch > 1 else first.ref.id
+        raise ExplainError(f"model: its forward pass on {what} is too large to run here: "
+                           f"{problem}; check the model file, model.*_args and batch_size, or "
+                           f"set 'model.trust: true' if you trust this model")
 
 
 def _layer_names(found: _Found) -> list[str]:
@@ -400,6 +409,8 @@ def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[Image
     and the probe (explain.api's ``cam`` and ``channel_maps`` use it)."""
     found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier(net, cfg.model.output),
                    Head(cfg.model.head, cfg.model.target), first, [])
+    if unvetted(net):  # read by explain.load_model from a file nobody vouched for
+        check_forward(net, first, 1, pick_device(cfg.device))
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     engine = _engine(found, pick_device(found.cfg.device))
     with engine:

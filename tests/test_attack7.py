@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers import refused, tiny_config, tiny_net
+from helpers import cli, refused, tiny_config, tiny_net
 from explain.models.pickles import safe_load, structure_problem
 
 
@@ -142,3 +142,63 @@ def test_a_bad_tiff_is_one_line_without_the_libraries_own(tmp_path, capfd):
         read_rgb(path, 10**6)
     err = capfd.readouterr().err
     assert "WARN" not in err and "ERROR" not in err and "TIFF" not in err, err
+
+
+def test_a_pass_of_too_much_work_is_refused_on_the_meta_device():
+    """A 4 KB file: Conv2d, Upsample to 2048^2, AvgPool2d(1024, stride=1): 70 MB of outputs
+    (within the memory bound), 3.3e12 window reads, hours inside one kernel that Ctrl-C
+    cannot stop. The shapes-only pass counts the work; ordinary networks are far below."""
+    import torchvision
+    from explain.models.guard import MAX_WORK, forward_size_problem, module_work
+    x = torch.rand(1, 3, 16, 16)
+    pool = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Upsample(size=(2048, 2048)),
+                         nn.AvgPool2d(1024, stride=1), nn.Flatten())
+    assert forward_size_problem(pool, x, 2**40) == \
+        f"over {MAX_WORK:.0e} multiply-adds for one image (hours on a CPU), at AvgPool2d"
+    conv = nn.Conv2d(8, 16, 3, groups=2)
+    assert module_work(conv, torch.empty(1, 16, 10, 10, device="meta")) == 1600 * 9 * 4
+    assert module_work(nn.Linear(7, 5), torch.empty(3, 5, device="meta")) == 15 * 7
+    resnet = torchvision.models.resnet18()
+    assert forward_size_problem(resnet, torch.rand(8, 3, 448, 448), 2**40) is None
+
+
+def test_a_fixed_batch_size_is_bounded_as_a_batch(tmp_path, capsys, monkeypatch):
+    """The bound sized one image while the engine runs batch_size of them (an allow-listed
+    resnet50 at 768 px: 145 MB an image, 1024 allowed: about 148 GB)."""
+    from explain import plan
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    from conftest import IMAGES
+    pics = [str(IMAGES / "cat.jpg")] * 1 + [str(IMAGES / "dog.jpg"), str(IMAGES / "both.jpg")]
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, batch_size=64,
+                         images=pics, classes={"a": 0, "b": 1})
+    one = []
+    real = plan.forward_size_problem
+    monkeypatch.setattr(plan, "forward_size_problem",
+                        lambda model, x, limit: one.append(len(x)) or real(model, x, limit))
+    monkeypatch.setattr(plan, "available", lambda device: 2 * 40_000)  # ~ 2 images' outputs
+    refused(capsys, config, "--quiet", needles=[
+        "model: its forward pass on a batch of 3 like cat is too large to run here: its "
+        "modules' outputs for a batch of 3 images", "batch_size", "model.trust: true"])
+    assert one == [3]  # batch_size 64, 3 images: batches of 3
+    code, err, _ = cli(capsys, config, "--quiet", "--set", "batch_size=1",
+                       "--out", tmp_path / "one")
+    assert code == 0 and one == [3, 1], err  # one image at a time fits
+
+
+def test_a_network_explain_load_model_read_is_bounded_in_explain_cam(tmp_path, monkeypatch):
+    """explain.load_model + explain.cam (the README's notebook recipe) skipped the bound the
+    command line applies to the same file and config (12.9 GB asked)."""
+    import explain
+    from conftest import IMAGES
+    from explain import plan
+    monkeypatch.setattr(plan, "available", lambda device: 2 << 30)  # this machine's free: 2 GiB
+    big = nn.Sequential(nn.Upsample(size=(16384, 16384)), nn.Conv2d(3, 8, 3, padding=1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    torch.save(big, tmp_path / "big.pth")
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "big.pth")}, target_layers=["1"])
+    net = explain.load_model(config)
+    with pytest.raises(explain.ExplainError, match="model: its forward pass on cat is too "
+                                                   "large to run here"):
+        explain.cam(net, IMAGES / "cat.jpg", "1", ["gradcam"], preprocess={"size": [16, 16]})
+    own = tiny_net()  # a network the notebook built itself is the user's own: not bounded
+    assert explain.cam(own, IMAGES / "cat.jpg", "auto", ["gradcam"], preprocess={"size": [16, 16]}) is not None

@@ -89,8 +89,12 @@ def load_model(config: ConfigInput, **overrides: Any) -> "nn.Module":
 
     >>> net = explain.load_model("configs/demo_catdog.yaml")
     """
+    from explain.models.guard import mark_unvetted
     from explain.models.loading import load_model as load
-    return load(load_settings(config, overrides))
+    from explain.plan import needs_bounds
+    cfg = load_settings(config, overrides)
+    net = load(cfg)
+    return mark_unvetted(net) if needs_bounds(cfg) else net
 
 
 def _say(line: str) -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import threading
+import weakref
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
@@ -73,6 +75,34 @@ def pick_device(name: str) -> torch.device:
 
 
 MAX_MODULE_CALLS = 10_000  # module calls in one forward pass (a ViT-H makes about 500)
+# Work of one image's pass: multiply-adds of convolutions and linear layers, and a pooling
+# window's reads x POOL_WEIGHT (torch's CPU pooling sums each window, about 1e9 reads a second a
+# core: a 4 KB file's AvgPool2d(1024, stride=1) after an Upsample to 2048^2 ran for hours in
+# one kernel Ctrl-C cannot stop). ConvNeXt-XL at 1024 px is about 1.3e12.
+MAX_WORK = 4e12
+POOL_WEIGHT = 10
+
+
+def module_work(module: nn.Module, output: torch.Tensor) -> float:
+    """Multiply-adds (pooling: window reads x POOL_WEIGHT) of one call of ``module`` that made
+    ``output``: outputs x the window (kernel_size over the spatial dimensions) x the input
+    channels a convolution reads per output; linear layers: outputs x in_features."""
+    if isinstance(module, nn.Linear):
+        return float(output.numel()) * module.in_features
+    kernel = getattr(module, "kernel_size", None)
+    if kernel is None:
+        return 0.0
+    spatial = max(output.dim() - 2, 1)
+    sizes = kernel if isinstance(kernel, (tuple, list)) else (kernel,) * spatial
+    window = float(math.prod(int(k) for k in sizes))
+    groups, channels = getattr(module, "groups", None), getattr(module, "in_channels", None)
+    per_output = channels // groups if isinstance(channels, int) and isinstance(groups, int) \
+        else POOL_WEIGHT
+    return float(output.numel()) * window * per_output
+
+
+def _images(n: int) -> str:
+    return "one image" if n == 1 else f"a batch of {n} images"
 
 
 class _TooLarge(Exception):
@@ -87,7 +117,7 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     file holds no code, but its modules' settings are data: a pickled
     nn.Upsample(size=(16384, 16384)) asked for 55 GB, one Conv2d listed 20,000 times in a
     Sequential for 17 GB. None when the pass is within bounds, or cannot run on the meta
-    device (the real pass then runs as before)."""
+    device (the real pass then runs as before). Also over MAX_WORK multiply-adds an image."""
     memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"),
                                                 p.requires_grad) for p in model.parameters()}
     memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
@@ -100,7 +130,7 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
                       "_backward_pre_hooks", "_forward_hooks_with_kwargs",
                       "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called"):
             getattr(module, hooks, {}).clear()
-    calls, total = [0], [0]
+    calls, total, work = [0], [0], [0.0]
     modules = list(shapes.modules())
 
     def measure(i: int, output: Any) -> None:
@@ -111,9 +141,13 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
         for t in output if isinstance(output, (tuple, list)) else [output]:
             if isinstance(t, torch.Tensor):
                 total[0] += t.numel() * t.element_size()
+                work[0] += module_work(module, t)
+            if work[0] > MAX_WORK * len(x):
+                raise _TooLarge(f"over {MAX_WORK:.0e} multiply-adds for one image (hours on "
+                                f"a CPU), at {type(module).__name__}")
             if total[0] > limit:
-                raise _TooLarge(f"its modules' outputs for one image, twice over with their "
-                                f"gradients, pass the {2 * limit / 2**30:.1f} GiB free, at "
+                raise _TooLarge(f"its modules' outputs for {_images(len(x))}, twice over "
+                                f"with their gradients, pass the {2 * limit / 2**30:.1f} GiB free, at "
                                 f"{type(module).__name__} "
                                 f"({tuple(t.shape) if isinstance(t, torch.Tensor) else ''})")
 
@@ -126,6 +160,20 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     except Exception:  # an op without a meta kernel, a model that reads its data: no answer
         return None
     return None
+
+
+_UNVETTED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
+def mark_unvetted(model: nn.Module) -> nn.Module:
+    """Remember that ``model`` came from a file or arguments nobody vouched for (explain.api's
+    load_model): explain.cam bounds its pass before the first real one, as a run does."""
+    _UNVETTED.add(model)
+    return model
+
+
+def unvetted(model: Any) -> bool:
+    return isinstance(model, nn.Module) and model in _UNVETTED
 
 
 def meta_warm_up() -> threading.Thread:
