@@ -69,6 +69,7 @@ class SanityFiles(_Record):
 
 
 PARTLY = "passes randomisation, fails random logit"
+PARTIAL = "inconclusive (partial cascade)"
 
 
 class SanitySummary(_Record):
@@ -78,6 +79,7 @@ class SanitySummary(_Record):
     logit_threshold: float
     seed: int
     layers: list[str]  # re-initialised, in this order (output first)
+    randomisable: Optional[int] = None  # the model's layers the whole cascade would take
     not_randomised: int  # parameter tensors in modules without reset_parameters()
     maps: list[SanityMap]
     methods: list[SanityMethod]
@@ -87,23 +89,35 @@ class SanitySummary(_Record):
     def method(self, name: str) -> Optional[SanityMethod]:
         return next((m for m in self.methods if m.method == name), None)
 
+    @property
+    def partial(self) -> bool:
+        """Whether the cascade stopped before the model's last layer (``sanity.layers``)."""
+        return bool(self.randomisable) and len(self.layers) < self.randomisable
+
     def verdicts(self) -> dict[str, tuple[str, str]]:
-        """Method -> ('passes' | 'fails' | ``PARTLY``, its numbers in words), for "Which map
-        to trust" (explain.evidence): the randomisation check decides whether the method can
-        be trusted; a random-logit failure beside a pass is ``PARTLY`` (the word says it: a
-        plain "passes" there read as both checks passed)."""
+        """Method -> ('passes' | 'fails' | ``PARTLY`` | ``PARTIAL``, its numbers in words), for
+        "Which map to trust" (explain.evidence): the randomisation check decides whether the
+        method can be trusted; a random-logit failure beside a pass is ``PARTLY`` (the word
+        says it: a plain "passes" there read as both checks passed). A map still like the
+        trained one after a partial cascade is ``PARTIAL``, not a failure: the threshold is
+        for the whole cascade (a ResNet's skip connections bring the map back after a few
+        of its 60 layers)."""
         label = MEASURE_LABELS[self.measure]
         out = {}
+        depth = f"{len(self.layers)} of {self.randomisable}" if self.partial \
+            else str(len(self.layers))
         for m in self.methods:
             text = (f"{label} {_beside(m.final, self.threshold)} with the trained model's "
-                    f"maps after "
-                    f"{len(self.layers)} layer(s) re-initialised; passes below {self.threshold:g}")
+                    f"maps after {depth} layer(s) re-initialised; passes below "
+                    f"{self.threshold:g}")
+            if m.verdict != "pass" and self.partial:
+                text += "; a partial cascade fails nothing: raise sanity.layers to decide"
             if m.random_logit is not None:
                 logit = getattr(m.random_logit, self.measure)
                 text += (f"; {_beside(logit, self.logit_threshold)} with a random class's map"
                          + (" (random logit fails: the map barely depends on the class)"
                             if m.logit_verdict == "fail" else ""))
-            word = "passes" if m.verdict == "pass" else "fails"
+            word = "passes" if m.verdict == "pass" else PARTIAL if self.partial else "fails"
             if word == "passes" and m.logit_verdict == "fail":
                 word = PARTLY
             out[m.method] = (word, text)

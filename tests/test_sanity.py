@@ -335,6 +335,33 @@ def test_run_records_files_and_report(tmp_path, capsys):
     assert 'id="sanity"' in rebuild(run).read_text()
 
 
+def test_a_partial_cascade_is_inconclusive_not_a_failure(tmp_path, capsys):
+    """A newcomer's ResNet with ``layers: 5`` of its 60 failed every method, and the conclusion
+    was blocked: a map still like the trained one after a partial cascade is inconclusive
+    (the threshold is for the whole cascade); the same maps after the whole one fail."""
+    torch.save(tiny_net(convs=2), tmp_path / "tiny.pth")
+    for layers, word in ((1, "inconclusive (partial cascade)"), (3, "fails")):
+        path = tiny_config(tmp_path, {"file": "tiny.pth"}, classes={"a": 0, "b": 1},
+                           methods=["gradcam"], target_layers=["2"], name=f"l{layers}",
+                           sanity={"enabled": True, "images": 1, "threshold": -0.99,
+                                   "layers": layers})
+        code, err, _ = cli(capsys, path)
+        assert code == 0, err
+        run = tmp_path / "results" / f"l{layers}"
+        data = json.loads((run / "summary.json").read_text())
+        checks = SanitySummary.model_validate(data["sanity"])
+        assert checks.randomisable == 3 and len(checks.layers) == layers
+        assert checks.partial is (layers < 3) and checks.method("gradcam").verdict == "fail"
+        line = data["trust"]["lines"][0]
+        assert line["sanity"] == word
+        html = (run / "report.html").read_text()
+        assert f"sanity: {word}</span>" in html
+        if layers == 1:
+            assert "after 1 of 3 layer(s) re-initialised" in line["sanity_detail"]
+            assert "raise sanity.layers to decide" in line["sanity_detail"]
+            assert "a partial cascade cannot fail a method" in html
+
+
 # ---- bad input -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("section, needle", [

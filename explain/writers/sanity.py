@@ -172,6 +172,7 @@ def summary_record(outcome: sanity.Outcome, subjects: list[sanity.Subject],
     return SanitySummary(measure=checks.measure, threshold=checks.threshold,
                          logit_threshold=checks.logit_threshold, seed=ctx.cfg.seed,
                          layers=outcome.layers, not_randomised=sanity.not_randomised(ctx.plan.net),
+                         randomisable=len(sanity.randomisable(ctx.plan.net)),
                          maps=maps, methods=methods,
                          strip_steps=[k for k, _ in outcome.strip[outcome.methods[0]]])
 
