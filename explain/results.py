@@ -31,12 +31,15 @@ written by an earlier version, and reading one is one line saying to run the con
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import platform
 from importlib import metadata
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import SchemaValidator
 
 from explain.atlas_results import AblationSummary, AtlasSummary
 from explain.config import Config
@@ -321,7 +324,7 @@ class RunSummary(_Record):
     @classmethod
     def _compare(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
         if v is not None:
-            CompareSummary.model_validate(v)  # checked, kept as written
+            validated(CompareSummary, v)  # checked, kept as written
         return v
 
     def dump(self) -> dict[str, Any]:
@@ -372,8 +375,57 @@ def _whole(text: str) -> int:
     return int(text)
 
 
+T = TypeVar("T", bound=BaseModel)
+
+
+def validated(model: type[T], data: Any) -> T:
+    """``model.model_validate(data)``, stopping at the first error of every list and mapping
+    (pydantic's ``fail_fast``): a record file read back from a shared folder is not trusted,
+    and pydantic otherwise makes one error, with its input, for each bad element (a 16 MB
+    summary.json of empty lists took 7.3 GB; 48 MB aborted inside pydantic-core)."""
+    return _FAIL_FAST[model].validate_python(data)
+
+
+def _fail_fast(model: type[BaseModel]) -> SchemaValidator:
+    """A validator of ``model`` whose lists and mappings stop at their first error. Built at
+    import, while no other thread validates: pydantic-core reuses a model class's own
+    validator for its schema, so the classes' validators are hidden while it is built."""
+    schema = copy.deepcopy(model.__pydantic_core_schema__)
+    todo: list[Any] = [schema]
+    classes = set()
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if node.get("type") in ("list", "dict", "tuple", "set", "frozenset"):
+                node["fail_fast"] = True
+            if node.get("type") == "model" and isinstance(node.get("cls"), type):
+                classes.add(node["cls"])
+            todo.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            todo.extend(node)
+    kept = {cls: cls.__dict__["__pydantic_validator__"] for cls in classes
+            if "__pydantic_validator__" in cls.__dict__}
+    try:
+        for cls in kept:
+            cls.__pydantic_validator__ = None
+        return SchemaValidator(schema)
+    finally:
+        for cls, validator in kept.items():
+            cls.__pydantic_validator__ = validator
+
+
+MIN_BYTES_PER_CONTAINER = 16  # explain's records hold a list or object every 90-130 bytes;
+# a file of "[]," holds one every 3, and Python makes 64 bytes of each: 16 MB took 1.3 GB
+
+
 def _loads(data: bytes) -> Any:
-    """A record file's JSON, integers bounded (``_whole``)."""
+    """A record file's JSON, integers bounded (``_whole``), and refused before parsing when it
+    is mostly lists and objects (over 1 MiB, more than one every MIN_BYTES_PER_CONTAINER
+    bytes: counted with '[' and '{' in strings too, so never fewer than there are)."""
+    if len(data) > 1 << 20 and \
+            (data.count(b"[") + data.count(b"{")) * MIN_BYTES_PER_CONTAINER > len(data):
+        raise ValueError(f"more lists and objects than a record holds (one every "
+                         f"{MIN_BYTES_PER_CONTAINER} bytes or less)")
     return json.loads(data.decode("utf-8"), parse_int=_whole)
 
 
@@ -406,7 +458,7 @@ def parse_item(data: bytes, where: str) -> ItemFile:
                            f"delete it to recompute that image") from None
     check_format(raw, where)
     try:
-        return ItemFile.model_validate(raw)
+        return validated(ItemFile, raw)
     except (ValidationError, RecursionError) as exc:
         raise ExplainError(f"{where}: not an item file of this explain version ({why(exc)}); "
                            f"delete it to recompute that image") from None
@@ -485,3 +537,7 @@ def item_files(run: RunFolder) -> list[str]:
     if folder.is_symlink() or not folder.is_dir():
         return []
     return sorted(f"items/{p.name}" for p in folder.iterdir() if p.suffix == ".json")
+
+
+_FAIL_FAST = {model: _fail_fast(model)
+              for model in (RunSummary, ItemFile, CompareSummary, Config)}

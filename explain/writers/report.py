@@ -39,7 +39,7 @@ from explain.metrics import traits as metric_traits
 from explain.outputs import RUN_MARKER, Listing, RunFolder, plain_relative
 from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
                              ItemFile, MapRecord, MeanMap, RunSummary, check_format, item_files,
-                             parse_item, parse_json, why)
+                             parse_item, parse_json, validated, why)
 from explain.batches import BatchContext
 from explain.writers import RunContext, Writer
 from explain.writers.panels import PANEL_MAX_ROWS
@@ -400,7 +400,7 @@ def load_run(root: Path) -> ReportData:
         raw = _read_json(run, "summary.json", "a summary")
         check_format(raw, str(where))
         try:
-            summary = RunSummary.model_validate(raw)
+            summary = validated(RunSummary, raw)
         except (ValidationError, RecursionError) as exc:
             raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
                                f"the run folder is damaged") from None
@@ -426,7 +426,7 @@ def _run_config(run: RunFolder) -> Config:
     """config.json of an interrupted run: the config it ran (ExplainError naming the file)."""
     where = run.root / "config.json"
     try:
-        return Config.model_validate(_read_json(run, "config.json", "a config file"))
+        return validated(Config, _read_json(run, "config.json", "a config file"))
     except (ValidationError, RecursionError) as exc:
         raise ExplainError(f"{where}: not the config of a run of this explain version "
                            f"({why(exc)}); the run folder is damaged") from None
