@@ -147,3 +147,16 @@ def test_a_model_file_error_names_the_config_and_the_field(tmp_path, capsys):
     refused(capsys, config, "--set", f"model.file={text}", needles=[
         f"{config} (model.file from the command line): model.file: {text}: not a PyTorch "
         f"model file"])
+
+
+def test_lists_of_names_take_one_comma_separated_string(tmp_path):
+    """A newcomer's ``--set metrics=road_combined`` was "Input should be a valid list" while
+    ``methods`` took the same form: methods, metrics and target layers all take it."""
+    path = write_config(tmp_path, model={"file": "m.pth"}, methods="gradcam, layercam",
+                        target_layers="a.1,b",
+                        metrics="road_combined,drop_in_confidence")
+    cfg = load_config(path)
+    assert [m.name for m in cfg.methods] == ["gradcam", "layercam"]
+    assert cfg.target_layers == ["a.1", "b"]
+    assert [m.name for m in cfg.metrics] == ["road_combined", "drop_in_confidence"]
+    assert load_config(path, {"target_layers": "auto"}).target_layers == ["auto"]

@@ -129,16 +129,12 @@ class Config(Section):
                              "({labelled: PATH}); plain images have no label")
         return self
 
-    @field_validator("target_layers", mode="before")
+    @field_validator("methods", "metrics", "target_layers", mode="before")
     @classmethod
-    def _auto_layer(cls, v: Any) -> Any:
-        return [v] if v == "auto" else v
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _method_text(cls, v: Any) -> Any:
-        """One string lists methods as --methods, --set and the API's ``methods=`` give
-        them: 'gradcam, layercam' -> ['gradcam', 'layercam']."""
+    def _listed_text(cls, v: Any) -> Any:
+        """One string lists entries as --methods, --set and the API give them: 'gradcam,
+        layercam' -> ['gradcam', 'layercam'], 'road_combined' -> ['road_combined'], 'auto'
+        -> ['auto'] (``--set metrics=road_combined`` was "Input should be a valid list")."""
         return [m.strip() for m in v.split(",") if m.strip()] if isinstance(v, str) else v
 
     @field_validator("images", "target_layers", "methods")
