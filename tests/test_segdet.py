@@ -257,6 +257,9 @@ def test_segmentation_example_outlines_numbers_and_report(tree, seg_run):
     html = (run / "report.html").read_text()
     assert "energy in mask" in html and "segmentation/both.png" in html
     assert [html.count(f'<section id="{s}">') for s in ("trust", "run", "methods")] == [1, 1, 1]
+    trust = html[html.index('<section id="trust">'):html.index('<section id="run">')]
+    assert "A segmentation run is not ranked" in trust  # not "0 image(s) with ... numbers"
+    assert "image(s) with faithfulness or localisation numbers" not in trust
     assert "white line: the outline of the class's predicted mask" in html.replace("&#39;", "'")
     assert "weak class" not in html and "ground-truth box" not in html  # a classifier's legend
     assert (run / "panels" / "cat.png").is_file()
