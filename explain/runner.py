@@ -32,8 +32,8 @@ from explain.outputs import (RunFolder, claim_run_dir, open_run_dir, resume_flag
 from explain.pipeline import (FilePool, QueuedWrites, default_workers, finish_workers,
                               prefetch)
 from explain.plan import RunPlan, planned
-from explain.results import (ImageEntry, ItemFile, MapRecord, RunSummary, Skipped,
-                             kept_entries, versions)
+from explain.recordfiles import kept_entries
+from explain.results import ImageEntry, ItemFile, MapRecord, RunSummary, Skipped, versions
 from explain.batches import BatchContext, ImageView
 from explain.writers import RunContext
 from explain.writers.lineup import default_writers
@@ -355,7 +355,7 @@ def _listed_probabilities(classes: dict[int, str], probs, explained) -> dict[str
 
 def _kept_items(ctx: RunContext) -> dict[str, ImageEntry]:
     """Entries of the images an interrupted run finished, checked against this run (see
-    explain.results.kept_entries); their compare rows go to ``ctx.compare_rows``."""
+    explain.recordfiles.kept_entries); their compare rows go to ``ctx.compare_rows``."""
     plan = ctx.plan
     classes = plan.task.record_names(plan) if plan.task else set(ctx.classes.values())
     kept, rows = kept_entries(ctx.run, ctx.sources, methods=ctx.methods, classes=classes,

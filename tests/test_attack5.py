@@ -20,7 +20,7 @@ from explain.datasets import MeanSums
 from explain.images import ImageError, ImageRef, precheck, prepare
 from explain.config import Preprocess
 from explain.images.reading import MAX_JPEG_SCANS
-from explain.results import parse_item, parse_json
+from explain.recordfiles import parse_item, parse_json
 from explain.runlock import LOCK_FILE, RunLock
 from explain.writers.report import href
 

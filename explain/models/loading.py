@@ -19,7 +19,8 @@ from explain.errors import ExplainError
 from explain.names import quote, short
 from explain.models.factories import make_model, MAX_MODEL_BYTES
 from explain.models.formats import is_torchscript, looks_like_safetensors, read_safetensors
-from explain.models.pickles import safe_load, saved_hooks, structure_problem, trusted_load
+from explain.models.pickles import (hidden_modules, safe_load, saved_hooks, structure_problem,
+                                    trusted_load)
 
 
 def _read_file(path: Path, spec: ModelSpec) -> Any:
@@ -136,7 +137,8 @@ def _naming(field: str, where: str) -> Iterator[None]:
 
 def _check_children(model: nn.Module, where: str, from_file: bool) -> None:
     """Every module has the usual structure (a pickle can put anything anywhere)."""
-    problem = structure_problem(model) or (saved_hooks(model) if from_file else None)
+    problem = structure_problem(model) or \
+        (saved_hooks(model) or hidden_modules(model) if from_file else None)
     if problem and from_file:
         raise ExplainError(f"{where}: refused to load: the model it holds is not a usable "
                            f"model: {problem}; if you trust this file, set 'model.trust: true'")

@@ -369,7 +369,7 @@ def structure_problem(model: nn.Module) -> Optional[str]:
             for name, value in parts[key].items():
                 if value is not None and not isinstance(value, torch.Tensor):
                     return f"'{prefix}{name}' in {key} is a {type(value).__name__}, not a tensor"
-        problem = _partial_problem(module, parts) or _hidden_problem(module, parts)
+        problem = _partial_problem(module, parts)
         if problem:
             return f"'{prefix}{problem}"
     return None
@@ -410,18 +410,22 @@ def _contains_partial(value: Any) -> bool:
     return _contains(value, functools.partial)
 
 
-def _hidden_problem(module: nn.Module, tables: dict) -> Optional[str]:
-    """A module kept as a plain attribute (not a child) is run by whatever code calls it but
-    seen by no check that walks ``modules()`` (a 5 KB file hid an Upsample to 32768 x 32768 in
-    an Identity's ``forward``), and a callable attribute named as the class's own method
-    replaces that method: both are refused."""
-    for name, value in vars(module).items():
-        if name in tables:
-            continue
-        if _contains(value, nn.Module):
-            return f"{name}' holds a torch.nn.Module outside the module's children"
-        if callable(value) and hasattr(type(module), name):
-            return f"{name}' replaces the class's own '{name}' with a {type(value).__name__}"
+def hidden_modules(model: nn.Module) -> Optional[str]:
+    """In a model read from a file: a module kept as a plain attribute (not a child) is run by
+    whatever code calls it but seen by no check that walks ``modules()`` (a 5 KB file hid an
+    Upsample to 32768 x 32768 in an Identity's ``forward``), and a callable attribute named as
+    the class's own method replaces that method: both are refused. (Code that builds a model,
+    a builder or explain's Keras wrapper, may keep modules in attributes.)"""
+    for prefix, module in model.named_modules():
+        prefix = f"{prefix}." if prefix else ""
+        for name, value in vars(module).items():
+            if name in ("_modules", "_parameters", "_buffers"):
+                continue
+            if _contains(value, nn.Module):
+                return f"'{prefix}{name}' holds a torch.nn.Module outside the module's children"
+            if callable(value) and hasattr(type(module), name):
+                return (f"'{prefix}{name}' replaces the class's own '{name}' with a "
+                        f"{type(value).__name__}")
     return None
 
 

@@ -30,7 +30,7 @@ from explain.errors import ExplainError
 from explain.methods import having
 from explain.pipeline import FilePool, QueuedWrites, default_workers
 from explain.plan import RunPlan
-from explain.results import MAX_ITEM_BYTES, item_files, parse_item
+from explain.recordfiles import MAX_ITEM_BYTES, item_files, parse_item
 from explain.batches import BatchContext, ImageView
 from explain.writers import RunContext, Writer
 

@@ -26,7 +26,8 @@ import numpy as np
 from explain import datasets, render
 from explain.readback import stored_array
 from explain.errors import ExplainError
-from explain.results import MAX_ITEM_BYTES, ImageEntry, item_files, parse_item
+from explain.recordfiles import MAX_ITEM_BYTES, item_files, parse_item
+from explain.results import ImageEntry
 from explain.batches import BatchContext
 from explain.writers import RunContext, Writer
 

@@ -37,9 +37,10 @@ from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
 from explain.outputs import RUN_MARKER, Listing, RunFolder, plain_relative
-from explain.results import (MAX_ITEM_BYTES, CompareRow, DatasetSummary, Disagreement, ImageEntry,
-                             ItemFile, MapRecord, MeanMap, RunSummary, check_format, item_files,
-                             parse_item, parse_json, validated, why)
+from explain.recordfiles import (MAX_ITEM_BYTES, check_format, item_files, parse_item,
+                                 parse_json, validated, why)
+from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, ItemFile,
+                             MapRecord, MeanMap, RunSummary)
 from explain.batches import BatchContext
 from explain.writers import RunContext, Writer
 from explain.writers.panels import PANEL_MAX_ROWS

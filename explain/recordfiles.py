@@ -1,0 +1,211 @@
+"""Record files read back from a run folder (summary.json, items/<image>.json, config.json):
+parsed and validated into explain.results' records, one line naming the file when they are
+not such records. A shared run folder is anyone's edit: a file that is mostly lists and
+objects is refused before it is parsed, validation stops at the first bad element of each
+list or mapping, integers are bounded; --resume's kept images are checked against the run."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Optional, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import SchemaValidator
+
+from explain.config import Config
+from explain.errors import ExplainError, first_line
+from explain.names import quote
+from explain.outputs import RunFolder
+from explain.results import (FORMAT, PICTURE_SUFFIXES, CompareRow, CompareSummary, ImageEntry,
+                             ItemFile, RunSummary)
+
+
+def why(exc: BaseException) -> str:
+    """The first line of an error, short: for messages about a damaged file."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{where}: {first.get('msg', '')}"[:160] if where else first.get("msg", "")[:160]
+    return first_line(exc, 160)
+
+
+MAX_DIGITS = 300  # an integer in a record, as a float can hold it (a config's arch_args may
+# hold sys.maxsize; 10**400 passed pydantic, then stopped a float conversion with a traceback)
+
+
+def _whole(text: str) -> int:
+    """An integer of the JSON text; ValueError past MAX_DIGITS digits."""
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def validated(model: type[T], data: Any) -> T:
+    """``model.model_validate(data)``, stopping at the first error of every list and mapping
+    (pydantic's ``fail_fast``): a record file read back from a shared folder is not trusted,
+    and pydantic otherwise makes one error, with its input, for each bad element (a 16 MB
+    summary.json of empty lists took 7.3 GB; 48 MB aborted inside pydantic-core)."""
+    return _FAIL_FAST[model].validate_python(data)
+
+
+def _fail_fast(model: type[BaseModel]) -> SchemaValidator:
+    """A validator of ``model`` whose lists and mappings stop at their first error. Built at
+    import, while no other thread validates: pydantic-core reuses a model class's own
+    validator for its schema, so the classes' validators are hidden while it is built."""
+    schema = copy.deepcopy(model.__pydantic_core_schema__)
+    todo: list[Any] = [schema]
+    classes = set()
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if node.get("type") in ("list", "dict", "tuple", "set", "frozenset"):
+                node["fail_fast"] = True
+            if node.get("type") == "model" and isinstance(node.get("cls"), type):
+                classes.add(node["cls"])
+            todo.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            todo.extend(node)
+    kept = {cls: cls.__dict__["__pydantic_validator__"] for cls in classes
+            if "__pydantic_validator__" in cls.__dict__}
+    try:
+        for cls in kept:
+            cls.__pydantic_validator__ = None
+        return SchemaValidator(schema)
+    finally:
+        for cls, validator in kept.items():
+            cls.__pydantic_validator__ = validator
+
+
+MIN_BYTES_PER_CONTAINER = 16  # explain's records hold a list or object every 90-130 bytes;
+# a file of "[]," holds one every 3, and Python makes 64 bytes of each: 16 MB took 1.3 GB
+
+
+def _loads(data: bytes) -> Any:
+    """A record file's JSON, integers bounded (``_whole``), and refused before parsing when it
+    is mostly lists and objects (over 1 MiB, more than one every MIN_BYTES_PER_CONTAINER
+    bytes: counted with '[' and '{' in strings too, so never fewer than there are)."""
+    if len(data) > 1 << 20 and \
+            (data.count(b"[") + data.count(b"{")) * MIN_BYTES_PER_CONTAINER > len(data):
+        raise ValueError(f"more lists and objects than a record holds (one every "
+                         f"{MIN_BYTES_PER_CONTAINER} bytes or less)")
+    return json.loads(data.decode("utf-8"), parse_int=_whole)
+
+
+def parse_json(data: bytes, where: str, what: str) -> Any:
+    """JSON from a file of a run folder; ExplainError naming the file when it is not JSON
+    (or nested past the parser's depth)."""
+    try:
+        return _loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ExplainError(f"{where}: not {what} of this explain version ({why(exc)}); the "
+                           f"run folder is damaged") from None
+
+
+def check_format(data: Any, where: str) -> None:
+    """One line when ``data`` (a summary or item file, read as JSON) was written in another
+    FORMAT, as by an earlier version of explain, whose records name no files."""
+    if not isinstance(data, dict) or data.get("format") == FORMAT:
+        return  # not a mapping: the record's own validation says so
+    was = f"format {quote(data['format'], 20)}" if "format" in data else "no 'format': before 2"
+    raise ExplainError(f"{where}: written by another version of explain ({was}; this version "
+                       f"reads format {FORMAT}); run the config again, without --resume")
+
+
+def parse_item(data: bytes, where: str) -> ItemFile:
+    """An item file's bytes; ExplainError naming ``where`` if they are malformed."""
+    try:
+        raw = _loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ExplainError(f"{where}: not an item file of this explain version ({why(exc)}); "
+                           f"delete it to recompute that image") from None
+    check_format(raw, where)
+    try:
+        return validated(ItemFile, raw)
+    except (ValidationError, RecursionError) as exc:
+        raise ExplainError(f"{where}: not an item file of this explain version ({why(exc)}); "
+                           f"delete it to recompute that image") from None
+
+
+def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
+                 ext: str) -> Optional[str]:
+    """What makes an interrupted run's entry unfit for --resume with these methods, class
+    names and picture extension (one map per class x method, under the file name the run
+    gives it: ``ext`` or another picture format, as a run of fewer images chose), or None."""
+    seen: dict[tuple[str, str], int] = {}
+    for rec in entry.cams:
+        if rec.method not in methods or rec.class_name not in classes:
+            return f"a map of {quote(rec.class_name)} by {quote(rec.method)}, not a class and " \
+                   f"method of this run"
+        expected = f"cams/{rec.method}/{entry.id}__{rec.class_name}"
+        if rec.file not in [expected + suffix for suffix in PICTURE_SUFFIXES]:
+            return f"map file {quote(rec.file)}, expected {quote(expected + ext)}"
+        key = (rec.class_name, rec.method)
+        seen[key] = seen.get(key, 0) + 1
+    for cls in dict.fromkeys(r.class_name for r in entry.cams):
+        for method in methods:
+            if seen.get((cls, method)) != 1:
+                return f"{seen.get((cls, method), 0)} maps of class {quote(cls)} by {method}"
+    return None
+
+
+MAX_ITEM_BYTES = 64 * 1024 * 1024  # items/<image>.json: a few kB per map
+
+
+def kept_entries(run: RunFolder, sources: dict[str, Any], *, methods: list[str],
+                 classes: set[str], ext: str
+                 ) -> tuple[dict[str, ImageEntry], dict[str, list[CompareRow]]]:
+    """--resume: the entries of the images an interrupted run finished (their item file was
+    written last) and their compare rows, each checked against this run: ``sources`` (image
+    id -> its ImageRef), its methods and class names, ``ext`` (the picture extension).
+    Its maps and their files must be there, inside the folder; the image's path and label are
+    this run's, never what an item file holds."""
+    kept, rows = {}, {}
+    for rel in item_files(run):
+        where = str(run.root / rel)
+        data = run.read_bytes(rel, MAX_ITEM_BYTES)
+        if data is None:
+            continue  # not a regular file: not one explain wrote
+        item = parse_item(data, where)
+        entry, ref = item.entry, sources.get(item.entry.id)
+        if ref is None:
+            continue  # an image this run does not list
+        problem = None if rel == f"items/{entry.id}.json" else f"holds image {quote(entry.id)}"
+        if problem is None and entry.label != ref.label:
+            problem = f"label {quote(entry.label)}, but the image list says {quote(ref.label)}"
+        problem = problem or kept_problem(entry, methods, classes, ext) or \
+            _missing_file(run, entry)
+        if problem:
+            raise ExplainError(f"{where}: {problem}; the run folder is damaged (delete this item "
+                               f"file to compute the image again)")
+        entry.path = str(ref.path)
+        kept[entry.id] = entry
+        if item.compare:
+            rows[entry.id] = list(item.compare)
+    return kept, rows
+
+
+def _missing_file(run: RunFolder, entry: ImageEntry) -> Optional[str]:
+    """What says that a file the entry records is not in the run folder, or None."""
+    missing = next((f for f in entry.written() if not run.has_file(f)), None)
+    if missing is None:
+        return None
+    kind = "map file" if missing in entry.map_files() else "file"
+    return f"its {kind} {quote(missing)} is missing or not a plain file"
+
+
+def item_files(run: RunFolder) -> list[str]:
+    """items/*.json of the run folder, when items/ is a folder (not a link)."""
+    folder = run.root / "items"
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    return sorted(f"items/{p.name}" for p in folder.iterdir() if p.suffix == ".json")
+
+
+_FAIL_FAST = {model: _fail_fast(model)
+              for model in (RunSummary, ItemFile, CompareSummary, Config)}
