@@ -211,6 +211,9 @@ class MethodVerdict(BaseModel):
     maps: int
 
 
+MAX_COMPARE_ENTRIES = 10_000  # verdicts and methods in summary.json's compare (a run: a few)
+
+
 class CompareSummary(BaseModel):
     """summary.json's ``compare`` (explain.compare.Comparison.finish), as the report reads it."""
     model_config = ConfigDict(extra="allow")
@@ -318,8 +321,12 @@ class RunSummary(_Record):
     @classmethod
     def _compare(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
         if v is not None:
-            from explain.recordfiles import validated  # it imports these records
-            validated(CompareSummary, v)  # checked, kept as written
+            for key in ("verdicts", "per_method"):  # bounded first: pydantic makes an error
+                entries = v.get(key) if isinstance(v, dict) else None  # per bad entry
+                if isinstance(entries, (list, dict)) and len(entries) > MAX_COMPARE_ENTRIES:
+                    raise ValueError(f"compare.{key}: {len(entries)} entries, more than a run "
+                                     f"writes ({MAX_COMPARE_ENTRIES})")
+            CompareSummary.model_validate(v)  # checked, kept as written
         return v
 
     def dump(self) -> dict[str, Any]:

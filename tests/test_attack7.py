@@ -221,6 +221,9 @@ def test_a_record_file_of_many_bad_elements_stops_at_the_first(tmp_path):
     with pytest.raises(ValidationError) as info:
         validated(RunSummary, ints)
     assert info.value.error_count() < 20  # was 250,000
+    with pytest.raises(ValidationError) as info:  # compare: validated in a validator of its own
+        validated(RunSummary, {"format": 2, "compare": {"verdicts": [1] * 200_000}})
+    assert info.value.error_count() < 20 and "compare.verdicts: 200000 entries" in str(info.value)
     bomb = b'{"format": 2, "notes": [' + b"[]," * 700_000 + b"[]]}"
     with pytest.raises(ExplainError, match=r"s.json: not a summary of this explain version "
                                            r"\(more lists and objects than a record holds"):
