@@ -147,8 +147,8 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
                                 f"a CPU), at {type(module).__name__}")
             if total[0] > limit:
                 raise _TooLarge(f"its modules' outputs for {_images(len(x))}, twice over "
-                                f"with their gradients, pass the {2 * limit / 2**30:.1f} GiB free, at "
-                                f"{type(module).__name__} "
+                                f"with their gradients, pass the {2 * limit / 2**30:.1f} GiB "
+                                f"free, at {type(module).__name__} "
                                 f"({tuple(t.shape) if isinstance(t, torch.Tensor) else ''})")
 
     from explain.enginedata import watching  # the one place explain hooks a model
