@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -31,13 +32,15 @@ HOSTILE = ["a\x1b[31mred", "b\r\x1b[2Jclear", "c" + FORGED, "d\x9b2Je\u202egnp_e
 RAW = re.compile("[\x1b\r\x07\x9b\u202e\u2066]")  # must never reach the terminal as is
 
 
-def run_explain(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    """``python -m explain ARGS`` in a child process, its output kept as text."""
-    env = dict(os.environ, PYTHONPATH=str(CODE_ROOT), PYTHONIOENCODING="utf-8",
-               OMP_NUM_THREADS="1")  # small models: one torch thread, as in this process
-    return subprocess.run([sys.executable, "-m", "explain", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, encoding="utf-8",
-                          errors="surrogateescape", timeout=timeout)
+def run_explain(args: list[str], capfd) -> SimpleNamespace:
+    """``explain ARGS`` in this process, with what reached the terminal's file descriptors
+    (stdout, stderr) as text: everything explain and its libraries printed. (A child process
+    per test took 5 s more each, torch's import.)"""
+    from explain.cli import main
+    capfd.readouterr()
+    code = main(args)
+    out, err = capfd.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def assert_clean(*texts: str) -> None:
@@ -124,13 +127,13 @@ def hostile_net() -> nn.Sequential:
     return net.eval()
 
 
-def test_explain_layers_escapes_module_and_image_names(tmp_path):
+def test_explain_layers_escapes_module_and_image_names(tmp_path, capfd):
     torch.save(hostile_net(), tmp_path / "model.pth")
     photo = tmp_path / "p\x1b[31mhoto\r\u202e.jpg"
     shutil.copy(IMAGES / "cat.jpg", photo)
     cfg = write_config(tmp_path, model={"file": "model.pth"}, target_layers="auto",
                        images=[str(photo)], preprocess={"size": [32, 32]})
-    done = run_explain(["layers", str(cfg)], tmp_path)
+    done = run_explain(["layers", str(cfg)], capfd)
     assert done.returncode == 0, done.stderr
     assert_clean(done.stdout, done.stderr)
     lines = done.stdout.splitlines()
@@ -141,7 +144,7 @@ def test_explain_layers_escapes_module_and_image_names(tmp_path):
     assert "auto: b\\r\\x1b[2Jclear (the last layer" in done.stdout
 
 
-def test_a_run_escapes_file_and_folder_names_in_warnings_and_notes(tmp_path):
+def test_a_run_escapes_file_and_folder_names_in_warnings_and_notes(tmp_path, capfd):
     torch.save(make_small_alexnet(), tmp_path / "model.pth")
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -155,7 +158,7 @@ def test_a_run_escapes_file_and_folder_names_in_warnings_and_notes(tmp_path):
                        images=[str(photos), {"labelled": str(tree), "skip_unknown": True}],
                        preprocess={"size": [SMALL_SIZE, SMALL_SIZE]}, report={"enabled": False},
                        annotations={"boxes": {"ghost\x1b[31m" + FORGED: {"cat": [0, 0, 9, 9]}}})
-    done = run_explain([str(cfg), "--quiet"], tmp_path)
+    done = run_explain([str(cfg), "--quiet"], capfd)
     assert done.returncode == 0, done.stderr
     assert_clean(done.stdout, done.stderr)
     err = done.stderr
