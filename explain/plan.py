@@ -213,8 +213,27 @@ def check_forward(model: Any, first: Prepared, batch: int, device: torch.device)
     if problem:
         what = f"a batch of {batch} like {first.ref.id}" if batch > 1 else first.ref.id
         raise ExplainError(f"model: its forward pass on {what} is too large to run here: "
-                           f"{problem}; check the model file, model.*_args and batch_size, or "
-                           f"set 'model.trust: true' if you trust this model")
+                           f"{problem}; check the model file, model.*_args, preprocess.size and "
+                           f"batch_size, or set 'model.trust: true' if you trust this model")
+
+
+class LargerBatches:
+    """``bounded_forward`` for each batch larger than any bounded so far: it sized a batch of
+    the first image, and with the aspect kept (``preprocess.size: 224``) a later 224 x 4096
+    photo asks 18 times as much of the same model."""
+
+    def __init__(self, plan: "RunPlan") -> None:
+        cfg = plan.cfg
+        batch = cfg.batch_size if isinstance(cfg.batch_size, int) else 1
+        self.plan, self.on = plan, needs_bounds(cfg)
+        self.largest = plan.first.tensor.numel() * max(1, min(batch, len(plan.images)))
+
+    def check(self, group: list[Prepared]) -> None:
+        """ExplainError when this batch (images of one shape) is too large to run here."""
+        size = group[0].tensor.numel() * len(group)
+        if self.on and size > self.largest:
+            check_forward(self.plan.model, group[0], len(group), self.plan.device)
+            self.largest = size
 
 
 def _layer_names(found: _Found) -> list[str]:
@@ -401,16 +420,18 @@ def layer_infos(cfg: Config, probe: Probe, net: nn.Module) -> tuple[LayerInfo, .
 
 
 @contextlib.contextmanager
-def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[ImageRef] = ()
+def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[ImageRef] = (),
+              largest: Optional[Prepared] = None
               ) -> Iterator[tuple[Config, CamEngine, Head, Probe]]:
     """A network already in memory (not a file) resolved as a run's plan resolves one: layer
     names resolved, the engine held (model on the device, inplace guard on), the preflight
     pass made on ``first``. Yields the config with its layers resolved, the engine, the head
-    and the probe (explain.api's ``cam`` and ``channel_maps`` use it)."""
+    and the probe (explain.api's ``cam`` and ``channel_maps`` use it). A network
+    explain.load_model read without trust is bounded on ``largest`` (default ``first``)."""
     found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier(net, cfg.model.output),
                    Head(cfg.model.head, cfg.model.target), first, [])
     if unvetted(net):  # read by explain.load_model from a file nobody vouched for
-        check_forward(net, first, 1, pick_device(cfg.device))
+        check_forward(net, largest or first, 1, pick_device(cfg.device))
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     engine = _engine(found, pick_device(found.cfg.device))
     with engine:

@@ -232,3 +232,34 @@ def test_a_record_file_of_many_bad_elements_stops_at_the_first(tmp_path):
         parse_item(bomb, "items/cat.json")
     honest = json.dumps({"notes": ["a note of some length"] * 60_000}).encode()
     assert len(honest) > 1 << 20 and parse_json(honest, "s.json", "a summary")["notes"]
+
+
+def test_a_later_photo_larger_than_the_first_is_bounded_before_its_batch(tmp_path, capsys,
+                                                                         monkeypatch):
+    """The bound sized a batch of the first image only: with the aspect kept, a later
+    16 x 256 photo asks 16 times as much of the same model, and was run unchecked. Each batch
+    larger than any bounded so far is sized before its pass (in the command line and in
+    explain.cam for a network explain.load_model read); smaller ones are not sized again."""
+    import explain
+    from explain import plan
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    small, wide = tmp_path / "small.png", tmp_path / "wide.png"
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(small)
+    Image.new("RGB", (512, 32), (40, 200, 40)).save(wide)
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, batch_size=1,
+                         images=[str(small), str(small), str(wide)], preprocess={"size": 16},
+                         classes={"a": 0, "b": 1})
+    sized = []
+    real = plan.forward_size_problem
+
+    def bound(model, x, limit):  # room for 16 x 32 inputs (a multiple of 32), not 16 x 256
+        sized.append(tuple(x.shape))
+        return "too wide for this test" if x[0].numel() > 3 * 16 * 64 else real(model, x, limit)
+    monkeypatch.setattr(plan, "forward_size_problem", bound)
+    refused(capsys, config, "--quiet", needles=[
+        "model: its forward pass on wide is too large to run here: too wide for this test",
+        "preprocess.size"])
+    assert sized == [(1, 3, 16, 32), (1, 3, 16, 256)]  # the second small one: not again
+    net = explain.load_model(config)
+    with pytest.raises(explain.ExplainError, match="forward pass on wide is too large"):
+        explain.cam(net, [small, wide], "auto", ["gradcam"], preprocess={"size": 16})

@@ -45,7 +45,8 @@ def session(model: "nn.Module", cfg: "Config", items: list["Prepared"],
     the classes named (given, carried by the model, else '0', '1', ...). Yields the resolved
     config, the engine and the head."""
     from explain.plan import in_memory
-    with in_memory(cfg, model, items[0], [item.ref for item in items]) as \
+    largest = max(items, key=lambda item: item.tensor.numel())  # what a bound must size
+    with in_memory(cfg, model, items[0], [item.ref for item in items], largest) as \
             (cfg, engine, head, probe):
         count = head.classes(int(probe.logits.shape[1]))
         yield _named(cfg, model, count, default_targets), engine, head
