@@ -31,7 +31,7 @@ from explain.outputs import (RunFolder, claim_run_dir, open_run_dir, resume_flag
                              same_settings)
 from explain.pipeline import (FilePool, QueuedWrites, default_workers, finish_workers,
                               prefetch)
-from explain.plan import RunPlan, planned
+from explain.plan import LargerBatches, RunPlan, planned
 from explain.recordfiles import kept_entries
 from explain.results import ImageEntry, ItemFile, MapRecord, RunSummary, Skipped, versions
 from explain.batches import BatchContext, ImageView
@@ -228,11 +228,9 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         for writer in writers:
             writer.start(ctx)
     distributed.drop_kept(ranks, writers)
-    per_image = plan.slots * len(plan.methods)
-    bar = tqdm(total=len(todo) * per_image, unit="map",
-               desc="CAMs" if ranks.world == 1 else f"CAMs (rank 0 of {ranks.world})",
-               disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
+    bar = _progress(len(todo), plan, ranks, opts)
     workers = default_workers() if plan.cfg.workers is None else plan.cfg.workers
+    bound = LargerBatches(plan)  # a later photo larger than the first: bounded before its pass
     pool, folder = FilePool(workers), ctx.run
     if workers:
         ctx.run = QueuedWrites(folder, pool)  # pictures are encoded and written behind the model
@@ -241,6 +239,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
             for chunk in prefetch(batches(todo, plan.cfg.batch_size),
                                   lambda ref: _read(ref, plan), workers):
                 for group in group_by_shape(_usable(chunk, ctx, opts)):
+                    bound.check(group)
                     batch = (plan.task.explain_batch if plan.task else _explain_batch)(
                         ctx, engine, group)
                     t0 = time.perf_counter()
@@ -252,10 +251,11 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
                         pool.then(folder.write_bytes, f"items/{view.entry.id}.json",
                                   _item_bytes(ctx, folder, view.entry))
                     summary.durations_s["figures"] += time.perf_counter() - t0
-                    bar.update(sum(len(view.entry.cams) for view in batch.images))
+                    bar.update(len(batch.images) * bar.per_image if bar.per_image else
+                               sum(len(view.entry.cams) for view in batch.images))
                     ranks.crash_point(settle=pool.drain)
             pool.drain()
-            if bar.n < bar.total:  # one map for 'label' and 'predicted' alike, skipped images
+            if bar.n < bar.total:  # images skipped (unreadable), fewer boxes than max_boxes
                 bar.total = bar.n
                 bar.refresh()
         for method, seconds in engine.seconds.items():  # beside the estimate (estimates_s)
@@ -272,6 +272,19 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         entries = _kept_items(ctx)
     summary.images = [entries[r.id] for r in plan.images if r.id in entries]
     _finish(ctx, writers, finish_workers(workers))
+
+
+def _progress(images: int, plan: RunPlan, ranks: Any, opts: RunOptions) -> tqdm:
+    """The bar over image x class x method: a classifier's every slot counts, so the total
+    holds when an image's label is its prediction and one map serves both (a task's maps
+    are counted as made: detections vary). The rate counts the pictures and numbers made
+    beside the maps."""
+    per_image = plan.slots * len(plan.methods)
+    bar = tqdm(total=images * per_image, unit="map",
+               desc="CAMs" if ranks.world == 1 else f"CAMs (rank 0 of {ranks.world})",
+               disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
+    bar.per_image = None if plan.task else per_image
+    return bar
 
 
 def _finish(ctx: RunContext, writers: list, workers: int) -> None:

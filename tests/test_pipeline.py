@@ -192,3 +192,26 @@ def test_pictures_are_encoded_by_their_extension(tmp_path, suffix):
     assert np.abs(back - picture).mean() < 3
     with pytest.raises(ExplainError, match="unknown picture format"):
         folder.write_image("x.gif", picture)
+
+
+def test_the_progress_bar_counts_every_slot_so_its_total_holds(tmp_path, capfd):
+    """targets [predicted, a, b]: the prediction is a or b, one map serves both slots, so
+    two maps of three slots are made per image. The bar counted the maps made and shrank its
+    total at the end (9 of 12 shown as 9/9); it counts slots: 12/12, and the summary the
+    maps themselves."""
+    from helpers import tiny_config, tiny_net
+    from conftest import IMAGES
+    import torch
+    from explain.config import load_config
+    from explain.runner import RunOptions, run
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    pics = [str(IMAGES / f) for f in ("cat.jpg", "dog.jpg")]
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, images=pics,
+                         classes={"a": 0, "b": 1}, targets=["predicted", "a", "b"],
+                         methods=["gradcam", "layercam"])
+    summary = run(load_config(config, {}), RunOptions(out_root=tmp_path / "out",
+                                                      log=lambda line: None))
+    err = capfd.readouterr().err
+    assert summary.counts["maps"] == 2 * 2 * 2  # images x classes x methods
+    assert "CAMs: 100%" in err and " 12/12 " in err, err
+    assert "/8 " not in err and "/9 " not in err, err
