@@ -288,7 +288,8 @@ def test_cam_errors_are_the_command_lines(alex_file, tmp_path, capsys):
                                           "shape (40, 50)"),
         ((np.zeros((40, 50, 3), np.int64),), "images: image array of dtype int64; expected uint8"),
         ((np.full((40, 50, 3), 2.0),), "images: a float image array must hold values in 0..1"),
-        (([IMAGES / "cat.jpg", IMAGES / "nope.jpg"],), "images[1]: image not found:"),
+        (([IMAGES / "cat.jpg", IMAGES / "dgo.jpg"],),
+         f"images[1]: image not found: {IMAGES / 'dgo.jpg'} — did you mean {IMAGES / 'dog.jpg'}?"),
         ((IMAGES / "cat.jpg", "features.100"), "target_layers[0]: no layer 'features.100' in the "
                                                "model — 'features' has layers 0 to 12"),
         ((IMAGES / "cat.jpg", "features.10", ["gradcm"]),

@@ -227,3 +227,27 @@ def test_empty_glob(tmp_path, capsys):
     torch.save(make_small_alexnet(), tmp_path / "model.pth")
     refused(capsys, course_cfg(tmp_path, images=["pics/*.jpg"]), "--quiet",
             needles=["images[0]", "matches no file"])
+
+
+def test_a_misspelt_image_or_folder_gets_the_closest_name_and_a_glob_the_folders_kinds(
+        tmp_path, capsys):
+    """'image not found' said nothing more: the closest name in the same folder is offered;
+    a glob over one folder that matches nothing says which kinds of file it holds."""
+    torch.save(make_small_alexnet(), tmp_path / "model.pth")
+    (tmp_path / "photos").mkdir()
+    for name in ("cat.jpg", "dog.jpg", "notes.txt"):
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    err = refused(capsys, course_cfg(tmp_path, images=["photos/cta.jpg"]), "--quiet",
+                  needles=["images[0]: image not found"])
+    assert err.rstrip().endswith(f"did you mean {tmp_path / 'photos' / 'cat.jpg'}?"), err
+    err = refused(capsys, course_cfg(tmp_path, images=["phtos/"]), "--quiet",
+                  needles=["images[0]: image not found"])
+    assert err.rstrip().endswith(f"did you mean {tmp_path / 'photos'}?"), err
+    err = refused(capsys, course_cfg(tmp_path, images=["photos/zebra.jpg"]), "--quiet",
+                  needles=["images[0]: image not found"])
+    assert "did you mean" not in err  # nothing close
+    err = refused(capsys, course_cfg(tmp_path, images=["photos/dog.png"]), "--quiet",
+                  needles=["images[0]: image not found"])
+    assert err.rstrip().endswith(f"did you mean {tmp_path / 'photos' / 'dog.jpg'}?"), err
+    refused(capsys, course_cfg(tmp_path, images=["photos/*.jpeg"]), "--quiet",
+            needles=["matches no file", f"({tmp_path / 'photos'} holds 2 .jpg, 1 .txt)"])

@@ -189,7 +189,8 @@ def _path_item(path: Path, where: str, spec: "Preprocess") -> "Prepared":
     except OSError as exc:
         raise ExplainError(f"{where}: {short(path)}: {exc.strerror}") from None
     if not found:
-        raise ExplainError(f"{where}: image not found: {short(path)}")
+        from explain.images.finding import close_hint
+        raise ExplainError(f"{where}: image not found: {short(path)}{close_hint(path)}")
     return prepare(_ref(safe_slug(path.stem, "image"), path.resolve()), spec)
 
 

@@ -8,7 +8,11 @@ with a note), so a shared dataset holding ``cat -> /`` reads nothing outside its
 
 from __future__ import annotations
 
+import collections
+import difflib
 import glob
+import itertools
+import os
 from pathlib import Path
 
 
@@ -77,7 +81,7 @@ def _plain_files(cfg: Config, entry: str, where: str, notes: list[Note]) -> list
             notes += link_note(path, links, "a glob")
             if not candidates:
                 raise ExplainError(f"{where}: the pattern {quote(entry)} matches no file"
-                                   f"{links_hint(notes[before:])}")
+                                   f"{links_hint(notes[before:]) or _suffix_hint(path)}")
         elif path.is_dir():
             listed = sorted(path.iterdir())
             links = [p for p in listed if p.is_symlink()]
@@ -86,7 +90,8 @@ def _plain_files(cfg: Config, entry: str, where: str, notes: list[Note]) -> list
         elif path.is_file():
             candidates = [(path, False)]
         else:
-            raise ExplainError(f"{where}: image not found: {short(path)}{_relative_hint(entry)}")
+            raise ExplainError(f"{where}: image not found: {short(path)}"
+                               f"{_relative_hint(entry) or close_hint(path)}")
     except OSError as exc:  # a name too long, a folder we may not read
         raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
     images = [(p, f, None) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
@@ -151,3 +156,39 @@ def _relative_hint(entry: str) -> str:
         return ""
     return (f" (relative paths are read from the config's folder; {quote(entry)} exists "
             f"from the working directory: give it as {quote(str(relative.resolve()))})")
+
+
+NAMES_LOOKED_AT = 2000  # a hint reads at most this many names of a folder
+
+
+def _names(folder: Path) -> list[str]:
+    """Up to NAMES_LOOKED_AT names in ``folder`` (not hidden ones); [] when it cannot be read."""
+    try:
+        with os.scandir(folder) as found:
+            return [e.name for e in itertools.islice(found, NAMES_LOOKED_AT)
+                    if not e.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def close_hint(path: Path) -> str:
+    """' — did you mean <path>?' for a name in the same folder close to the missing one, by
+    the names without their suffixes (a shared '.jpg' made 'zebra.jpg' close to 'cat.jpg';
+    'cat.png' for 'cat.jpg' is offered)."""
+    names = {}
+    for name in _names(path.parent):
+        names.setdefault(Path(name).stem, name)
+    close = difflib.get_close_matches(path.stem, list(names), n=1, cutoff=0.6)
+    return f" — did you mean {short(path.parent / names[close[0]])}?" if close else ""
+
+
+def _suffix_hint(pattern: Path) -> str:
+    """For a glob over one folder that matches nothing: which kinds of file the folder has."""
+    if glob.has_magic(str(pattern.parent)):
+        return ""
+    kinds = collections.Counter(Path(n).suffix.lower() or "(no suffix)"
+                                for n in _names(pattern.parent))
+    if not kinds:
+        return ""
+    shown = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common(4))
+    return f" ({short(pattern.parent)} holds {shown}{', ...' if len(kinds) > 4 else ''})"
