@@ -381,3 +381,21 @@ def test_page_loads_in_chromium_with_every_picture(runs, capsys, tmp_path):
     parsed = Pictures()
     parsed.feed(page.read_text(encoding="utf-8"))
     assert result["count"] == len(parsed.src) >= 9
+
+
+def test_record_numbers_change_per_class_not_averaged_over_classes(runs, capsys):
+    """Over a two-class run's both classes the probabilities' mean is 0.5 in either run: a
+    shift from cat to dog showed as 'probability +0'. The numbers' changes are per method and
+    class, each the mean of that class's records."""
+    a, b = runs
+    code, out, _ = diff(capsys, a, b, "--out", a.parent.parent / "per-class")
+    assert code == 0
+    rows = read_csv(a.parent.parent / "per-class" / "diff-a-b" / "diff.csv")
+    text = "\n".join(out)
+    for cls in ("cat", "dog"):
+        mine = [r for r in rows if (r["method"], r["class"]) == ("gradcam", cls)]
+        change = np.mean([float(r["probability_change"]) for r in mine])
+        assert abs(change) > 1e-3  # the reinitialised head moved each class's probability
+        assert f"gradcam / {cls}: mean change B - A: probability {change:+.3g}" in text, text
+    html = (a.parent.parent / "per-class" / "diff-a-b" / "diff.html").read_text()
+    assert "<th>class</th><th>number</th>" in html

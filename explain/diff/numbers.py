@@ -143,8 +143,10 @@ class Group:
 
 @dataclass(kw_only=True)
 class Change:
-    """One record number over the compared maps of a method: mean in A, in B, mean change."""
+    """One record number over the compared maps of a method and class: mean in A, in B,
+    mean change."""
     method: str
+    class_name: str
     name: str
     maps: int
     mean_a: float
@@ -169,18 +171,21 @@ def groups(result: DiffResult) -> list[Group]:
 
 
 def changes(result: DiffResult) -> list[Change]:
-    """Per method and record number present in both runs of some map: the mean change."""
+    """Per method, class and record number present in both runs of some map: the mean
+    change. By class: over a two-class run's both classes the probabilities' mean is 0.5 in
+    either run, and a shift to one class showed as no change."""
     out = []
-    for method in dict.fromkeys(m.method for m in result.maps):
-        some = [m for m in result.maps if m.method == method]
+    for method, cls in dict.fromkeys((m.method, m.class_name) for m in result.maps):
+        some = [m for m in result.maps if (m.method, m.class_name) == (method, cls)]
         for name in dict.fromkeys(k for m in some for k in m.numbers[0] if k in m.numbers[1]):
             both = [m for m in some if name in m.numbers[0] and name in m.numbers[1]]
             a, b = (np.array([m.numbers[side][name] for m in both]) for side in (0, 1))
             far = int(np.abs(b - a).argmax())
-            out.append(Change(method=method, name=name, maps=len(both), mean_a=float(a.mean()),
+            out.append(Change(method=method, class_name=cls, name=name, maps=len(both),
+                              mean_a=float(a.mean()),
                               mean_b=float(b.mean()), mean_change=round(float((b - a).mean()), 10),
                               largest=round(float(b[far] - a[far]), 10),
-                              where=f"{both[far].image} / {both[far].class_name}"))
+                              where=both[far].image))
     return out
 
 
@@ -207,9 +212,9 @@ def console_lines(result: DiffResult) -> list[str]:
         lines.append(f"  {g.method} / {g.class_name}: map r min {g.r_min:.3f} on {g.worst}, "
                      f"median {g.r_median:.3f}, mean {g.r_mean:.3f} over {g.maps} map(s)")
     moved = [c for c in changes(result) if c.name not in NOT_HEADLINE and c.mean_change != 0]
-    for method in dict.fromkeys(c.method for c in moved):
-        lines.append(f"  {method}: mean change B - A: " + ", ".join(
-            f"{c.name} {c.mean_change:+.3g}" for c in moved if c.method == method))
+    for group in dict.fromkeys((c.method, c.class_name) for c in moved):
+        lines.append(f"  {group[0]} / {group[1]}: mean change B - A: " + ", ".join(
+            f"{c.name} {c.mean_change:+.3g}" for c in moved if (c.method, c.class_name) == group))
     changed = flips(result)
     if changed:
         lines.append(f"  prediction changed on {len(changed)} image(s): " +
