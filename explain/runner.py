@@ -12,6 +12,7 @@ rank's item files (explain.distributed).
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 import time
@@ -19,7 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from tqdm.auto import tqdm  # a widget in a notebook, text elsewhere
+if importlib.util.find_spec("ipywidgets"):
+    from tqdm.auto import tqdm  # a widget in a notebook, text elsewhere
+else:  # tqdm.auto in a notebook without ipywidgets warns at every bar, then draws text
+    from tqdm import tqdm
 
 from explain import distributed, measures
 from explain.config import Config
