@@ -121,7 +121,8 @@ TABLE: dict[str, MetricTraits] = {t.name: t for t in (
                  "ROAD (Rong et al. 2022): (score change when the least relevant pixels are "
                  "imputed − change when the most relevant are) / 2, mean over the percentiles. "
                  "A faithful map keeps the score when its unimportant pixels go and loses it "
-                 "when its important ones go.",
+                 "when its important ones go; below 0, the score fell more without the "
+                 "pixels the map calls unimportant: the evidence lies outside its peak.",
                  factory=_road("combined"), passes=4, imputations=2,
                  percentiles=ROAD_PERCENTILES),
     MetricTraits("road_most_relevant_first", "ROAD most relevant first", -1,
