@@ -1,6 +1,6 @@
-"""Every config example in README.md works as printed, up to the model.
+"""Every config example in README.md and docs/*.md works as printed, up to the model.
 
-Each fenced ```yaml block of the README is one example. It is written as configs/example.yaml
+Each fenced ```yaml block of those pages is one example. It is written as configs/example.yaml
 in a fresh folder where every path it names exists (small photos where it names images,
 folders and globs; a class tree, CSV or JSON list where it names a labelled dataset; a tiny
 model file where it names one). A block without a ``model:`` key is a fragment: it is checked
@@ -32,7 +32,8 @@ from explain.plan import slot_targets
 from conftest import IMAGES
 from helpers import tiny_net
 
-README = Path(explain.__file__).resolve().parent.parent / "README.md"  # of the copy under test
+CODE = Path(explain.__file__).resolve().parent.parent  # the copy under test
+PAGES = [CODE / "README.md", *sorted((CODE / "docs").glob("*.md"))]
 FRAGMENT_BASE = {"model": {"file": "../models/tiny.pth"}, "target_layers": ["auto"],
                  "methods": ["gradcam"], "images": ["../images/cat.jpg"]}
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -44,8 +45,8 @@ KNOWN_FAILURES: dict[str, tuple[str, str]] = {}  # section -> (error, why); none
 
 
 def yaml_examples(text: str) -> list[tuple[str, str]]:
-    """(the '## ' section it stands in, its text) of every ```yaml block."""
-    found, section, block = [], "", None
+    """(the '#' or '##' heading it stands under, its text) of every ```yaml block."""
+    found, section, block, fenced = [], "", None, False
     for line in text.splitlines():
         if block is not None:
             if line.strip() == "```":
@@ -53,14 +54,17 @@ def yaml_examples(text: str) -> list[tuple[str, str]]:
                 block = None
             else:
                 block.append(line)
-        elif line.startswith("## "):
-            section = line[3:].strip()
-        elif re.fullmatch(r"```ya?ml\s*", line):
-            block = []
+        elif line.startswith("```"):  # another fence: its '# ' lines are no headings
+            if re.fullmatch(r"```ya?ml\s*", line) and not fenced:
+                block = []
+            else:
+                fenced = not fenced
+        elif not fenced and re.match(r"##? ", line):
+            section = line.lstrip("#").strip()
     return found
 
 
-EXAMPLES = yaml_examples(README.read_text(encoding="utf-8"))
+EXAMPLES = [example for page in PAGES for example in yaml_examples(page.read_text("utf-8"))]
 
 
 def picture(path: Path, source: str = "cat.jpg") -> None:
@@ -133,6 +137,7 @@ def checked(folder: Path, text: str) -> None:
 def test_the_readme_has_its_config_examples():
     sections = [section for section, _ in EXAMPLES]
     assert "The experiment file" in sections and "Labelled datasets" in sections, sections
+    assert len(PAGES) >= 10 and len(EXAMPLES) >= 6, (PAGES, len(EXAMPLES))
     assert set(KNOWN_FAILURES) <= set(sections)
 
 
@@ -146,3 +151,27 @@ def test_readme_config_example_is_valid(tmp_path, section, text):
     with pytest.raises(ExplainError, match=error):
         checked(tmp_path, text)
     pytest.xfail(why)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_the_pages_reaches_its_file_and_heading():
+    """The README was split into docs/ pages: each relative link names a file that exists
+    and, after '#', a heading of that file."""
+    anchors = {page.resolve(): {slug(line.lstrip("#")) for line in page.read_text("utf-8")
+                                .splitlines() if re.match(r"#{1,4} ", line)} for page in PAGES}
+    checked = 0
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text("utf-8")):
+            if re.match(r"[a-z]+:", target):  # https: and the like
+                continue
+            name, _, anchor = target.partition("#")
+            path = (page.parent / name).resolve() if name else page.resolve()
+            assert path.exists(), (page.name, target)
+            if anchor:
+                assert anchor in anchors[path], (page.name, target)
+            checked += 1
+    assert checked >= 30

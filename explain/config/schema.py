@@ -21,7 +21,7 @@ from explain.config.tasks import Detection, Segmentation, Task, task_defaults, t
 
 
 class Config(Section):
-    """A whole experiment. Field docs live in README.md#the-experiment-file."""
+    """A whole experiment. Field docs live in docs/config.md."""
     name: Optional[StrictStr] = None
     model: ModelSpec
     # empty: the names the model carries (torchvision / timm ImageNet labels, HF id2label)

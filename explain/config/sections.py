@@ -235,7 +235,7 @@ class Ablation(Section):
 
 
 class Channels(Section):
-    """Per-channel views of the channel layer (see explain.channels and README#channel-views).
+    """Per-channel views of the channel layer (see explain.channels and docs/channels.md).
 
     Every size here is bounded before anything is drawn; the writer also scales tiles down when
     a layer has so many channels that a picture would pass its pixel budget."""

@@ -1,5 +1,5 @@
 """The config's ``task`` and its sections: ``segmentation`` and ``detection`` (see
-explain.tasks and README#segmentation-and-detection).
+explain.tasks and docs/models.md#segmentation-and-detection).
 
 ``task: classification`` (the default) changes nothing. ``segmentation`` explains a model
 returning (N, classes, H, W) score maps, ``detection`` a detector returning one
