@@ -90,6 +90,9 @@ def read_reference(path: Path) -> np.ndarray:
             raise ExplainError(f"{path}: not a readable .npy array") from None
         if not isinstance(m, np.ndarray) or m.size > MAX_REFERENCE_PIXELS:
             raise ExplainError(f"{path}: not a map of at most {MAX_REFERENCE_PIXELS} values")
+        if m.dtype.kind not in "iuf" or m.dtype.itemsize > 8:  # before a copy: a structured
+            raise ExplainError(f"{path}: expected a 2-D numeric map, got shape {np.shape(m)} "
+                               f"of {m.dtype}")  # type of 1 GB an element is no map
         m = np.squeeze(np.array(m))
         if m.ndim != 2 or m.dtype.kind not in "iuf":
             raise ExplainError(f"{path}: expected a 2-D numeric map, got shape {np.shape(m)} "

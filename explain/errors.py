@@ -18,8 +18,14 @@ class ExplainError(Exception):
     """A problem the user can fix (bad config, missing file, unknown layer...).
 
     The message names the file and the field or key involved; the CLI prints it
-    as a single line and exits with code 2.
+    as a single line and exits with code 2. Its text is terminal-safe wherever it is shown
+    (a traceback in a script or notebook too): every line but the DETAIL breaks passes
+    explain.names.printable, for the names in it may come from a shared file.
     """
+
+    def __str__(self) -> str:
+        from explain.names import printable
+        return DETAIL.join(printable(part) for part in super().__str__().split(DETAIL))
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 
 MAX_NAME = 64
 MAX_NAME_BYTES = 96
@@ -31,6 +32,18 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+# Names Windows keeps for devices, with any extension ('nul.png' writes nowhere)
+_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3])"
+                      r"(\..*)?", re.IGNORECASE)
+
+
+def fold(name: str) -> str:
+    """The key under which two names are one file on a disk that ignores case and Unicode
+    normalisation (macOS, Windows): NFC, then case-folded ('Cat' and 'cat'; the long s of
+    'ſun' and 'sun'; U+F900 and U+8C48, one character twice in Unicode)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def name_problem(name: str) -> str | None:
     """Why ``name`` is not a safe name, or None when it is."""
     if not isinstance(name, str) or not name:
@@ -44,6 +57,8 @@ def name_problem(name: str) -> str | None:
                 "or digit")
     if "__" in name:
         return "must not contain '__' (it separates image and class in output file names)"
+    if _DEVICES.fullmatch(name):
+        return "is a name Windows keeps for a device"
     return None
 
 

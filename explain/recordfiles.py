@@ -13,12 +13,15 @@ from typing import Any, Optional, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
 
+from explain.annotations import MAX_BOXES_PER_IMAGE
+from explain.baselines import BASELINES
 from explain.config import Config
 from explain.errors import ExplainError, first_line
-from explain.names import quote
+from explain.metrics import TABLE as metric_table
+from explain.names import name_problem, quote
 from explain.outputs import RunFolder
-from explain.results import (FORMAT, PICTURE_SUFFIXES, CompareRow, CompareSummary, ImageEntry,
-                             ItemFile, RunSummary)
+from explain.results import (FORMAT, NONE_PREDICTED, PICTURE_SUFFIXES, CompareRow,
+                             CompareSummary, ImageEntry, ItemFile, RunSummary)
 
 
 def why(exc: BaseException) -> str:
@@ -154,15 +157,79 @@ def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
     return None
 
 
+def entry_problem(entry: ImageEntry, cfg: Config) -> Optional[str]:
+    """What in an image's entry read back from a run folder its run (``cfg``, the config it
+    recorded) cannot have written, or None: an image id that is not a safe name, a prediction
+    or label that is not a class, a map of another method or class, two maps of one
+    class and method, a faithfulness number of a metric it did not run, a probability of a
+    class it does not name, more boxes than a run takes. A shared summary.json of 2,000 made-up
+    method names x 22,000 boxes (2 MB) asked the report for gigabytes; made-up metric names
+    gave every summary.csv and diff.csv row thousands of columns."""
+    methods = {m.name for m in cfg.methods}
+    classes = set(cfg.classes)
+    names: Any = classes
+    if cfg.task == "detection":
+        from explain.tasks.detection import DetectionNames
+        names = DetectionNames(classes)
+    metrics = {m.name for m in cfg.metrics or ()}
+    if name_problem(entry.id):
+        return f"an image id that {name_problem(entry.id)}"
+    told = [entry.predicted, *([entry.label] if entry.label is not None else [])]
+    other = next((n for n in told if n not in classes and n != NONE_PREDICTED), None)
+    if other is not None:
+        return f"a prediction or label {quote(other)}, not a class of its run"
+    seen: set[tuple[str, str]] = set()
+    for rec in entry.cams:
+        if rec.method not in methods or rec.class_name not in names:
+            return f"a map of {quote(rec.class_name)} by {quote(rec.method)}, not a class " \
+                   f"and method of its run"
+        if (rec.class_name, rec.method) in seen:
+            return f"two maps of {quote(rec.class_name)} by {quote(rec.method)}"
+        seen.add((rec.class_name, rec.method))
+        other = next((k for k in rec.faithfulness or () if k not in metrics), None)
+        if other is not None:
+            return f"a faithfulness number {quote(other)} its run did not compute"
+    known = set(metric_table)
+    yardsticks: set[tuple[str, str]] = set()
+    for base in entry.baselines:
+        if base.baseline not in BASELINES or base.class_name not in names or \
+                (base.class_name, base.baseline) in yardsticks:
+            return f"a baseline {quote(base.baseline)} of {quote(base.class_name)} its run " \
+                   f"did not make"
+        yardsticks.add((base.class_name, base.baseline))
+        other = next((k for k in base.scores if k not in known), None)
+        if other is not None:
+            return f"a baseline score {quote(other)}, not a metric of explain"
+    if cfg.task == "detection" and len(seen) > len(methods) * cfg.detection.max_boxes:
+        return f"{len(seen)} maps, more than its run explains (detection.max_boxes)"
+    other = next((k for k in [*entry.probabilities, *(entry.boxes or ())] if k not in classes),
+                 None)
+    if other is not None:
+        return f"a probability or box of {quote(other)}, not a class of its run"
+    boxes = sum(len(b) for b in (entry.boxes or {}).values())
+    if boxes > MAX_BOXES_PER_IMAGE:
+        return f"{boxes} boxes, more than a run takes for one image ({MAX_BOXES_PER_IMAGE})"
+    return None
+
+
+def check_entries(entries: list[ImageEntry], cfg: Config, where: Any) -> None:
+    """One line naming the file (``where``) when an entry holds what its run cannot have
+    written (``entry_problem``)."""
+    for entry in entries:
+        problem = entry_problem(entry, cfg)
+        if problem:
+            raise ExplainError(f"{where}: image {quote(entry.id)}: {problem}; the run folder "
+                               f"is damaged")
+
+
 MAX_ITEM_BYTES = 64 * 1024 * 1024  # items/<image>.json: a few kB per map
 
 
-def kept_entries(run: RunFolder, sources: dict[str, Any], *, methods: list[str],
-                 classes: set[str], ext: str
-                 ) -> tuple[dict[str, ImageEntry], dict[str, list[CompareRow]]]:
+def kept_entries(run: RunFolder, sources: dict[str, Any], *, cfg: Config, classes: set[str],
+                 ext: str) -> tuple[dict[str, ImageEntry], dict[str, list[CompareRow]]]:
     """--resume: the entries of the images an interrupted run finished (their item file was
     written last) and their compare rows, each checked against this run: ``sources`` (image
-    id -> its ImageRef), its methods and class names, ``ext`` (the picture extension).
+    id -> its ImageRef), its config, its class names, ``ext`` (the picture extension).
     Its maps and their files must be there, inside the folder; the image's path and label are
     this run's, never what an item file holds."""
     kept, rows = {}, {}
@@ -178,8 +245,8 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], *, methods: list[str],
         problem = None if rel == f"items/{entry.id}.json" else f"holds image {quote(entry.id)}"
         if problem is None and entry.label != ref.label:
             problem = f"label {quote(entry.label)}, but the image list says {quote(ref.label)}"
-        problem = problem or kept_problem(entry, methods, classes, ext) or \
-            _missing_file(run, entry)
+        problem = problem or kept_problem(entry, [m.name for m in cfg.methods], classes, ext) \
+            or entry_problem(entry, cfg) or _missing_file(run, entry)
         if problem:
             raise ExplainError(f"{where}: {problem}; the run folder is damaged (delete this item "
                                f"file to compute the image again)")

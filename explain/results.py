@@ -44,6 +44,7 @@ from explain.evidence import BaselineMap, Evidence
 from explain.sanity_records import SanitySummary
 from explain.tasks import records as tasks
 
+NONE_PREDICTED = "(none)"  # detection: the prediction of an image without a named class found
 FORMAT = 2  # the layout of summary.json and items/*.json; 1 (no 'format' key): no manifest
 PICTURE_SUFFIXES = (".png", ".jpg", ".webp")  # of the overlays (output.image_format)
 MAX_SIDE = 1 << 16  # pixels: an input side explain records (its own limit is far below)

@@ -375,8 +375,7 @@ def _kept_items(ctx: RunContext) -> dict[str, ImageEntry]:
     explain.recordfiles.kept_entries); their compare rows go to ``ctx.compare_rows``."""
     plan = ctx.plan
     classes = plan.task.record_names(plan) if plan.task else set(ctx.classes.values())
-    kept, rows = kept_entries(ctx.run, ctx.sources, methods=ctx.methods, classes=classes,
-                              ext=ctx.ext)
+    kept, rows = kept_entries(ctx.run, ctx.sources, cfg=ctx.cfg, classes=classes, ext=ctx.ext)
     ctx.compare_rows.update(rows)
     return kept
 

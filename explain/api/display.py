@@ -126,7 +126,8 @@ def shown_figure(width: float, height: float) -> "Figure":
 
 
 def grid_figure(rows: Sequence[Sequence[tuple[str, "np.ndarray"]]], cell: float = 2.6) -> "Figure":
-    """A figure of pictures in rows: each cell (title, uint8 RGB picture)."""
+    """A figure of pictures in rows: each cell (title, uint8 RGB picture). Titles are plain
+    text: a name read from a shared run folder with '$' signs in it is drawn as it is."""
     n_rows = len(rows)
     n_cols = max((len(r) for r in rows), default=1)
     aspect = 1.0
@@ -143,5 +144,5 @@ def grid_figure(rows: Sequence[Sequence[tuple[str, "np.ndarray"]]], cell: float 
             if c < len(row):
                 title, picture = row[c]
                 ax.imshow(picture)
-                ax.set_title(title, fontsize=9)
+                ax.set_title(title, fontsize=9, parse_math=False)  # a '$' is a '$', not TeX
     return fig

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (Field, StrictBool, StrictStr, field_validator, model_serializer,
                       model_validator)
 
-from explain.names import name_problem, quote, safe_slug, suggest
+from explain.names import fold, name_problem, quote, safe_slug, suggest
 from explain.config.sections import (Annotations, BatchSize, Channels, Compare, Concepts, Guided,
                                      image_entry, Int, LabelledImages, LAYER, MAX_CLASSES,
                                      MethodSpec, MetricSpec, ModelSpec, Output, Precision,
@@ -106,9 +106,11 @@ class Config(Section):
             problem = name_problem(name)
             if problem:
                 raise ValueError(f"class name {quote(name)} {problem}")
-            for key in (idx, name.lower()):
+            for key in (idx, fold(name)):
                 if key in seen:
-                    what = f"index {idx}" if key == idx else "the same name (ignoring case)"
+                    what = f"index {idx}" if key == idx else \
+                        "the same name (ignoring case and Unicode normalisation, as macOS and " \
+                        "Windows name files)"
                     raise ValueError(f"classes '{seen[key]}' and '{name}' have {what}")
                 seen[key] = name
         return v

@@ -18,6 +18,7 @@ from explain.results import MapRecord, RunSummary
 
 # Record numbers that describe the map's shape or the channels, not a metric: in the CSV and
 # the page, not in the console's line of mean changes (faithfulness names are metrics).
+CONSOLE_GROUPS = 12  # method / class lines printed (a run of 1,000 classes has 2,000 groups)
 NOT_HEADLINE = {"logit", "raw_max", "peak_value", "peak_x", "peak_y", "mass_left", "mass_right",
                 "mass_top", "mass_bottom", "channels", "nonzero_gradient", "channels_50",
                 "channels_90"}
@@ -156,12 +157,19 @@ class Change:
     where: str  # image / class of that change
 
 
+def _by_method_and_class(maps: list[MapDiff]) -> dict[tuple[str, str], list[MapDiff]]:
+    """The maps of each method and class, in the order they came (one pass over them)."""
+    out: dict[tuple[str, str], list[MapDiff]] = {}
+    for m in maps:
+        out.setdefault((m.method, m.class_name), []).append(m)
+    return out
+
+
 def groups(result: DiffResult) -> list[Group]:
     """Per method and class, in the order the maps came."""
     below = {id(m) for m in result.below}
     out = []
-    for method, cls in dict.fromkeys((m.method, m.class_name) for m in result.maps):
-        some = [m for m in result.maps if (m.method, m.class_name) == (method, cls)]
+    for (method, cls), some in _by_method_and_class(result.maps).items():
         rs = np.array([m.correlation for m in some])
         out.append(Group(method=method, class_name=cls, maps=len(some), r_min=float(rs.min()),
                          r_median=float(np.median(rs)), r_mean=float(rs.mean()),
@@ -175,10 +183,13 @@ def changes(result: DiffResult) -> list[Change]:
     change. By class: over a two-class run's both classes the probabilities' mean is 0.5 in
     either run, and a shift to one class showed as no change."""
     out = []
-    for method, cls in dict.fromkeys((m.method, m.class_name) for m in result.maps):
-        some = [m for m in result.maps if (m.method, m.class_name) == (method, cls)]
-        for name in dict.fromkeys(k for m in some for k in m.numbers[0] if k in m.numbers[1]):
-            both = [m for m in some if name in m.numbers[0] and name in m.numbers[1]]
+    for (method, cls), some in _by_method_and_class(result.maps).items():
+        shared: dict[str, list[MapDiff]] = {}
+        for m in some:
+            for name in m.numbers[0]:
+                if name in m.numbers[1]:
+                    shared.setdefault(name, []).append(m)
+        for name, both in shared.items():
             a, b = (np.array([m.numbers[side][name] for m in both]) for side in (0, 1))
             far = int(np.abs(b - a).argmax())
             out.append(Change(method=method, class_name=cls, name=name, maps=len(both),
@@ -208,13 +219,21 @@ def console_lines(result: DiffResult) -> list[str]:
         lines.append(f"  config: {len(result.config_changes)} setting(s) differ: "
                      f"{'; '.join(result.config_changes[:3])}"
                      + (" ..." if len(result.config_changes) > 3 else ""))
-    for g in groups(result):
+    every = groups(result)
+    for g in sorted(every, key=lambda g: g.r_min)[:CONSOLE_GROUPS]:  # the worst first
         lines.append(f"  {g.method} / {g.class_name}: map r min {g.r_min:.3f} on {g.worst}, "
                      f"median {g.r_median:.3f}, mean {g.r_mean:.3f} over {g.maps} map(s)")
-    moved = [c for c in changes(result) if c.name not in NOT_HEADLINE and c.mean_change != 0]
-    for group in dict.fromkeys((c.method, c.class_name) for c in moved):
-        lines.append(f"  {group[0]} / {group[1]}: mean change B - A: " + ", ".join(
-            f"{c.name} {c.mean_change:+.3g}" for c in moved if (c.method, c.class_name) == group))
+    moved: dict[tuple[str, str], list[Change]] = {}
+    for c in changes(result):
+        if c.name not in NOT_HEADLINE and c.mean_change != 0:
+            moved.setdefault((c.method, c.class_name), []).append(c)
+    for (method, cls), some in list(moved.items())[:CONSOLE_GROUPS]:
+        lines.append(f"  {method} / {cls}: mean change B - A: " + ", ".join(
+            f"{c.name} {c.mean_change:+.3g}" for c in some))
+    if max(len(every), len(moved)) > CONSOLE_GROUPS:
+        lines.append(f"  ({len(every)} method / class groups: the {CONSOLE_GROUPS} lowest r and "
+                     f"the first {CONSOLE_GROUPS} changes shown; all of them in "
+                     f"{DIFF_PAGE} and {DIFF_CSV})")
     changed = flips(result)
     if changed:
         lines.append(f"  prediction changed on {len(changed)} image(s): " +

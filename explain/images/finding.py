@@ -18,7 +18,7 @@ from pathlib import Path
 
 from explain.config import Config, LabelledImages
 from explain.errors import ExplainError
-from explain.names import fitted, quote, safe_slug, short
+from explain.names import fitted, fold, quote, safe_slug, short
 from explain.results import Skipped
 from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
                                   links_hint)
@@ -137,13 +137,13 @@ def _with_ids(paths: list[Found]) -> list[ImageRef]:
     next_n: dict[str, int] = {}  # base -> the next number to try: linear in the repeats
     for key, (p, from_folder, label) in seen.items():
         base = safe_slug(p.stem, "image")
-        ident, n = base, next_n.get(base.lower(), 2)
-        if ident.lower() in used:  # a repeated name: its folder's name first (dog/img.jpg:
+        ident, n = base, next_n.get(fold(base), 2)
+        if fold(ident) in used:  # a repeated name: its folder's name first (dog/img.jpg:
             ident = safe_slug(f"{p.parent.name}_{p.stem}", base)  # 'dog_img'), then numbers
-        while ident.lower() in used:  # ignoring case: 'Cat.jpg' and 'cat.jpg' on macOS
+        while fold(ident) in used:  # as a disk ignoring case and normalisation sees them
             ident, n = fitted(base, f"-{n}"), n + 1
-        next_n[base.lower()] = n
-        used.add(ident.lower())
+        next_n[fold(base)] = n
+        used.add(fold(ident))
         refs.append(ImageRef(ident, key, from_folder, label))
     return refs
 

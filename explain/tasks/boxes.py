@@ -13,12 +13,11 @@ import torch
 from explain import measures
 from explain.engine import BatchResult, MapSlot
 from explain.errors import ExplainError, model_failed
-from explain.results import ImageEntry, MapRecord
+from explain.results import NONE_PREDICTED, ImageEntry, MapRecord
 from explain.tasks.common import inside_outside, share_inside
 from explain.tasks.drawing import box_mask
 from explain.tasks.records import Detected, DetectionImage, DetectionNumbers
 
-NONE_PREDICTED = "(none)"  # an image without any detection of a named class
 
 
 def wanted_labels(cfg: Any, classes: dict[int, str]) -> dict[int, str]:

@@ -37,8 +37,8 @@ from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
 from explain.outputs import RUN_MARKER, Listing, RunFolder, plain_relative
-from explain.recordfiles import (MAX_ITEM_BYTES, check_format, item_files, parse_item,
-                                 parse_json, validated, why)
+from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, item_files,
+                                 parse_item, parse_json, validated, why)
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, ItemFile,
                              MapRecord, MeanMap, RunSummary)
 from explain.batches import BatchContext
@@ -405,6 +405,7 @@ def load_run(root: Path) -> ReportData:
         except (ValidationError, RecursionError) as exc:
             raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
                                f"the run folder is damaged") from None
+        check_entries(summary.images, summary.config, where)
         data = ReportData(summary)
         if summary.compare:
             for rel in items:
@@ -416,6 +417,7 @@ def load_run(root: Path) -> ReportData:
         raise ExplainError(f"{root}: no summary.json and no items/: the run finished no image yet")
     config = _run_config(run)
     read = [i for i in (_item(run, rel) for rel in items) if i is not None]
+    check_entries([i.entry for i in read], config, root / "items")
     summary = RunSummary(name=root.name, config_file="(unfinished run)", output_dir=str(root),
                          device="(unfinished run)", config=config, versions={},
                          images=[i.entry for i in read])
