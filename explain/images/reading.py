@@ -19,12 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Optional
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch comes with the first image prepared: reading records needs none
+    import torch
 
 from explain.config import MAX_SIDE, Preprocess
 from explain.errors import ExplainError
@@ -306,6 +308,7 @@ def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndar
         normed = _channels_first(scaled)
         normed -= _per_channel(spec.mean)
         normed /= _per_channel(spec.std)
+    import torch
     return torch.from_numpy(normed), scaled
 
 

@@ -16,14 +16,16 @@ explain.writers.lineup and, for each kind of file it writes, a field of a ``file
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 from explain.config import Config
-from explain.batches import BatchContext
 from explain.images import ImageRef
 from explain.outputs import RunFolder
-from explain.plan import RunPlan
 from explain.results import CompareRow, RunSummary
+
+if TYPE_CHECKING:  # the engine's types: explain report, diff and load read records without it
+    from explain.batches import BatchContext
+    from explain.plan import RunPlan
 
 
 @dataclass

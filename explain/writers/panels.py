@@ -8,6 +8,7 @@ file the config names."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -18,8 +19,10 @@ from explain.images import preprocess, read_rgb
 from explain.images.reading import decode_stored
 from explain.outputs import RunFolder
 from explain.results import ImageEntry
-from explain.batches import BatchContext
 from explain.writers import RunContext, Writer
+
+if TYPE_CHECKING:
+    from explain.batches import BatchContext
 
 PANEL_MAX_ROWS = 24  # a panel with more rows is unreadable; the rest are in cams/
 THUMB = 224

@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import quote
 
 import cv2
@@ -41,8 +41,10 @@ from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, it
                                  parse_item, parse_json, validated, why)
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, ItemFile,
                              MapRecord, MeanMap, RunSummary)
-from explain.batches import BatchContext
 from explain.writers import RunContext, Writer
+
+if TYPE_CHECKING:
+    from explain.batches import BatchContext
 from explain.writers.panels import PANEL_MAX_ROWS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
