@@ -308,6 +308,19 @@ def test_detection_example_boxes_numbers_report_and_resume(tree, det_run):
     assert any("resumed: 1 image(s) kept" in n for n in notes)
 
 
+def test_task_runs_are_read_back_by_report_load_and_diff(seg_run, det_run, tmp_path, capsys):
+    """A segmentation and a detection run pass the checks every reader makes on a run's
+    records (explain.recordfiles.entry_problem: detection maps named <class>-<n>, a
+    detection's '(none)' prediction, segmentation shares as probabilities)."""
+    import explain
+    for run in (seg_run, det_run):
+        assert cli(capsys, "report", run)[0] == 0
+        rows = explain.load(run).table()
+        assert rows and all(r["method"] for r in rows)
+        code, err, out = cli(capsys, "diff", run, run, "--out", tmp_path / run.name)
+        assert code == 0 and "r min 1.000" in out + err, err  # both runs save their arrays
+
+
 def test_labels_stay_off_their_box_and_inside_the_picture():
     """A label goes above its box, below it when the box touches the picture's top, and moves
     left at the right edge: no edge of a narrow box crosses its text, and the text is whole."""
