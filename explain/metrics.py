@@ -222,7 +222,7 @@ def library_metric(spec: MetricSpec) -> Callable:
 
 
 def forward_passes(spec: MetricSpec) -> int:
-    """Forward passes the metric costs per image (each of a batch holding the image once per
+    """Forward passes the metric costs per map (one batch per image holds the image once per
     map), for the run's estimate."""
     entry = TABLE[spec.name]
     return entry.passes * (len(spec.percentiles) if entry.percentiles else 1)

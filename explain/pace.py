@@ -88,8 +88,13 @@ def cost_line(cost: PassCost, layers: list[str], slots: int) -> str:
     """The console's 'estimate:' line for one per-channel method."""
     shared = f", shared by its {slots} classes" if slots > 1 else ""
     return (f"estimate: {cost.method} runs one forward pass per channel ({cost.channels} in "
-            f"{', '.join(layers)}) for each image{shared}: {cost.passes:,} passes, about "
-            f"{duration(cost.seconds)}")
+            f"{', '.join(layers)}) for each image{shared}: {cost.passes:,} passes, "
+            f"{about(cost.seconds)}")
+
+
+def about(seconds: float) -> str:
+    """An estimate as the console says it: 'about 40 s', 'about 12 min', 'under a second'."""
+    return "under a second" if seconds < 0.5 else f"about {duration(seconds)}"
 
 
 def duration(seconds: float) -> str:

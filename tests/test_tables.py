@@ -128,9 +128,9 @@ def test_a_registered_metric_runs_and_lands_in_the_csv_table_and_glossary(centre
     assert len(set(np.round(expected, 6))) == 4  # the maps differ: the numbers say something
     for row, value in zip(rows, expected):
         assert abs(float(row["centre_mass"]) - value) <= 1e-9, row["file"]
-    # the estimate reads the table's passes: 3 + 2 forward passes per image
+    # the estimate reads the table's passes: 3 + 2 forward passes per map
     estimate = next(line for line in lines if line.startswith("estimate: faithfulness"))
-    assert "(centre_mass, drop_in_confidence): 5 forward passes per image" in estimate
+    assert "(centre_mass, drop_in_confidence): 5 forward passes per map" in estimate
     # the report: a column with the label and direction, the means as percentages, the glossary
     page = html.unescape((run_dir / "report.html").read_text(encoding="utf-8"))
     table = methods_table(page)

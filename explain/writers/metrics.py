@@ -274,24 +274,25 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> tuple[str
     image)."""
     maps = images * plan.slots * len(plan.cfg.methods)  # the run's: images x slots x methods
     extra = images * plan.slots * len(BASELINES)
-    calls = 2 * images  # per metric: the image's maps, then its baseline maps
     road = sum(metrics.imputations(s) for s in specs)  # per map
     plain = [s for s in specs if not metrics.imputations(s)]
-    per_call = sum(metrics.forward_passes(s) for s in plain)
+    per_map = sum(metrics.forward_passes(s) for s in plain)
     h, w = plan.first.tensor.shape[-2:]
     solve = road * h * w * metrics.ROAD_SECONDS_PER_PIXEL  # per map
-    passes = (maps + extra) * road + calls * (per_call + sum(1 for s in specs if s not in plain))
+    # a call's batch holds the image once per map, so every pass costs one image per map;
+    # a ROAD metric scores the unchanged image once more (the first counted 2 passes per
+    # image where each was a batch of its maps: drop_in_confidence came out 5x short)
+    passes = (maps + extra) * (road + per_map + sum(1 for s in specs if s not in plain))
     seconds = _pass_seconds(plan) * passes + (maps + extra) * solve
-    parts = [f"{per_call} forward passes per image (a batch of one copy per map)"] \
-        if plain else []
+    parts = [f"{per_map} forward passes per map"] if plain else []
     if road:
         parts.append(f"{road} ROAD imputations per map, each a sparse solve (about "
                      f"{solve:.1f} s per map at {h} x {w} on a CPU core) and a forward pass")
     most = "up to " if slots_may_merge(plan.cfg) else ""
     return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
             f"{'; '.join(parts)}; {most}{_count(maps, 'map')} and "
-            f"{_count(extra, 'baseline map')}, {'at most ' if most else ''}about "
-            f"{pace.duration(seconds)}"), seconds
+            f"{_count(extra, 'baseline map')}, {'at most ' if most else ''}"
+            f"{pace.about(seconds)}"), seconds
 
 
 def _count(n: int, noun: str) -> str:

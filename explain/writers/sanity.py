@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from explain import render, sanity
+from explain import pace, render, sanity
 from explain.errors import ExplainError
 from explain.images import ImageError, prepare
 from explain.plan import RunPlan
@@ -88,8 +88,7 @@ def _ticker(ctx: RunContext, bar: tqdm, steps: int) -> Callable[[], None]:
         if len(times) == 2 and steps > 2:
             took = times[1] - times[0]
             left = took * (steps - 2)
-            ctx.log(f"sanity: one layer's step takes {took:.1f} s: about "
-                    f"{f'{left:.0f} s' if left < 90 else f'{left / 60:.0f} min'} more "
+            ctx.log(f"sanity: one layer's step takes {took:.1f} s: {pace.about(left)} more "
                     f"for the other {steps - 2} layer step(s)")
     return tick
 
@@ -106,7 +105,7 @@ def estimate_line(plan: RunPlan) -> str:
     steps = 2 + layers * (2 if cfg.sanity.independent else 1)  # + trained + random logit
     passes = steps * sanity.passes_per_step(plan, images, plan.slots, cfg.guided.enabled)
     seconds = passes * plan.probe.seconds
-    took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    took = pace.duration(seconds) if seconds >= 0.5 else "under a second"
     return (f"estimate: sanity: {layers} layer(s) re-initialised one by one from the output"
             f"{' (and each alone)' if cfg.sanity.independent else ''}, every method's maps "
             f"of {images} image(s) x {plan.slots} class(es) made again at each step (and for "
