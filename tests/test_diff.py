@@ -125,7 +125,7 @@ def test_reinitialised_head_correlations_numbers_csv_and_page(runs, capsys):
     assert by_method["eigencam"] == [1.0] * 6  # the head is not in EigenCAM's maps
     assert min(by_method["gradcam"]) < 0.5  # GradCAM's weights are the head's
     text = "\n".join(out)
-    assert f"explain diff: A {a} vs B {b}: 12 maps (3 images x 2 classes x 2 methods)" in text
+    assert f"explain diff: A {a} vs B {b}: 12 shared maps (3 images x 2 classes x 2 methods)" in text
     assert f"model.file: {a.parent.parent / 'a.pth'} -> {b.parent.parent / 'b.pth'}" in text
     assert "eigencam / cat: map r min 1.000" in text
     assert f"-> {folder / 'diff.html'}" in text
@@ -399,3 +399,31 @@ def test_record_numbers_change_per_class_not_averaged_over_classes(runs, capsys)
         assert f"gradcam / {cls}: mean change B - A: probability {change:+.3g}" in text, text
     html = (a.parent.parent / "per-class" / "diff-a-b" / "diff.html").read_text()
     assert "<th>class</th><th>number</th>" in html
+
+
+def test_a_map_count_that_is_no_product_says_so_and_unchanged_numbers_are_one_line(runs,
+                                                                                  capsys):
+    """A run explaining each image's own classes showed '40 maps (12 images x 3 classes x 2
+    methods)'; the page listed every number that did not move (probability, logit ... when
+    only the layer changed) as rows of zeros."""
+    from explain.diff.numbers import DiffResult, MapDiff, console_lines
+    from explain.diff.page import render_page
+
+    def one(image, cls, change):
+        return MapDiff(image=image, class_name=cls, method="gradcam", correlation=0.5,
+                       mean_abs_diff=0.1, max_abs_diff=0.2, peak_shift=1.0, resized=False,
+                       predicted=("cat", "cat"),
+                       numbers=({"probability": 0.4, "peak_value": 1.0},
+                                {"probability": 0.4, "peak_value": 1.0 + change}))
+    maps = [one("i1", "cat", 0.5), one("i2", "dog", 0.0), one("i3", "cat", 0.0)]
+    a, b = runs
+    from explain.diff.runs import open_side
+    side = open_side(a, "A")
+    result = DiffResult(a=side, b=side, maps=maps, left_out=[], config_changes=[],
+                        threshold=None)
+    assert "3 shared maps (of 3 images, 2 classes, 1 method: not every class of every image)" \
+        in console_lines(result)[0]
+    page = render_page(result, [])
+    assert "The same in every map of both runs: probability." in page
+    numbers = page.split('id="numbers"')[1].split("</section>")[0]
+    assert numbers.count("<tr><th>gradcam</th>") == 1  # cat's peak moved; dog's did not

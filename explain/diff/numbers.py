@@ -210,8 +210,14 @@ def console_lines(result: DiffResult) -> list[str]:
     """The short summary printed after a diff."""
     maps = result.maps
     count = [len(set(key)) for key in zip(*((m.image, m.class_name, m.method) for m in maps))]
-    lines = [f"explain diff: A {result.a.root} vs B {result.b.root}: {len(maps)} maps "
-             f"({count[0]} images x {count[1]} classes x {count[2]} methods)"]
+    if count[0] * count[1] * count[2] == len(maps):
+        over = f"{count[0]} images x {count[1]} classes x {count[2]} methods"
+    else:  # e.g. each image's label and prediction: not every class of every image
+        kinds = ", ".join(f"{n} {word}{'' if n == 1 else plural}" for n, word, plural in
+                          zip(count, ("image", "class", "method"), ("s", "es", "s")))
+        over = f"of {kinds}: not every class of every image"
+    lines = [f"explain diff: A {result.a.root} vs B {result.b.root}: {len(maps)} shared maps "
+             f"({over})"]
     lines += [f"  run {s.label} is unfinished: {len(s.summary.images)} image(s) so far"
               for s in (result.a, result.b) if not s.finished]
     lines += [f"  left out: {line}" for line in result.left_out]

@@ -98,6 +98,10 @@ def render_page(result: DiffResult, cases: list[Case]) -> str:
     """diff.html: the two runs, the correlations per method and class, the mean changes of
     the records' numbers, and the maps that changed most (text escaped by the templates)."""
     from explain.writers.report import environment
+    every = changes(result)
+    moved = [c for c in every if c.mean_change or c.largest]  # the rest: one line of names
+    names = {c.name for c in moved}
     return environment().get_template("diff.html.j2").render(
-        summary=result.b.summary, result=result, groups=groups(result),
-        changes=changes(result), cases=cases, flips=flips(result), csv=DIFF_CSV)
+        summary=result.b.summary, result=result, groups=groups(result), changes=moved,
+        unchanged=[n for n in dict.fromkeys(c.name for c in every) if n not in names],
+        cases=cases, flips=flips(result), csv=DIFF_CSV)
