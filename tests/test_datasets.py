@@ -405,3 +405,22 @@ def test_a_plain_folder_of_class_folders_says_how_to_read_it(tmp_path):
         assert sorted(r.path.name for r in refs) == ["cat1.jpg", "dog1.jpg"]
     (tmp_path / "empty").mkdir()
     assert "subfolders" not in one_line_error(write_config(tmp_path, "e", images=["empty"], **base))
+
+
+def test_a_labelled_run_without_boxes_names_its_labels_as_ground_truth(tmp_path):
+    """The run's table said 'ground truth: none' for a labelled run without boxes: its labels
+    are ground truth."""
+    import html as html_text
+    from helpers import tiny_config, tiny_net
+    from explain.config import load_config
+    from explain.runner import RunOptions, run
+    for cls, name in (("cat", "cat.jpg"), ("dog", "dog.jpg")):
+        (tmp_path / "pics" / cls).mkdir(parents=True)
+        shutil.copy(IMAGES / name, tmp_path / "pics" / cls / name)
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    path = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, classes={"cat": 0, "dog": 1},
+                       images=[{"labelled": "pics"}], output={"dir": str(tmp_path / "out")})
+    run(load_config(path), RunOptions(progress=False, log=lambda line: None))
+    page = html_text.unescape((tmp_path / "out" / "exp" / "report.html").read_text())
+    assert "<th>ground truth</th><td>the images' class labels; no boxes (annotations: in " \
+           "the config)" in page.replace("<code>", "").replace("</code>", "")
