@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-from explain import pace
 from explain.evidence import baseline_columns, method_columns
 from explain.results import RunSummary
 from explain.writers import RunContext, Writer
@@ -53,11 +52,12 @@ def console_lines(summary: RunSummary) -> list[str]:
     """The lines the CLI prints at the end of a run."""
     lines = [f"explain: {summary.name} -> {summary.output_dir}"]
     lines += [f"  note: {note}" for note in summary.notes if not note.startswith("estimate:")]
+    from explain.pace import about  # not at import: reading a run back needs no torch
     for key, estimate in summary.estimates_s.items():  # printed as they were made: the times
         took = summary.durations_s.get("metrics" if key == "metrics" else f"method_{key}")
         if took is not None:
             what = "faithfulness" if key == "metrics" else key
-            lines.append(f"  time: {what} took {took:.1f} s ({pace.about(estimate)} estimated)")
+            lines.append(f"  time: {what} took {took:.1f} s ({about(estimate)} estimated)")
     for image in summary.images:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
         lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
