@@ -280,8 +280,8 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> tuple[str
     h, w = plan.first.tensor.shape[-2:]
     solve = road * h * w * metrics.ROAD_SECONDS_PER_PIXEL  # per map
     # a call's batch holds the image once per map, so every pass costs one image per map;
-    # a ROAD metric scores the unchanged image once more (the first counted 2 passes per
-    # image where each was a batch of its maps: drop_in_confidence came out 5x short)
+    # a ROAD metric scores the unchanged image once more (counting a batch as one image made
+    # drop_in_confidence's estimate 5x short)
     passes = (maps + extra) * (road + per_map + sum(1 for s in specs if s not in plain))
     seconds = _pass_seconds(plan) * passes + (maps + extra) * solve
     parts = [f"{per_map} forward passes per map"] if plain else []
