@@ -61,6 +61,8 @@ class RunPlan:
     skipped: tuple[Skipped, ...] = ()  # files found in folders that are not images
     task: Any = None  # task: segmentation / detection (explain.tasks); None: a classifier
     reshape: Any = "auto"  # how maps are read from the layers (``reshape_mode``), resolved once
+    bounded_rows: Optional[int] = 1  # copies of the first image its bound sized
+    # (``bounded_forward``); None with batch_size: auto, whose batches are sized to the memory
 
     @property
     def methods(self) -> list[str]:
@@ -166,6 +168,7 @@ class _Found:
     skipped: list[Skipped]
     task: Any = None  # explain.tasks.Task for segmentation / detection
     reshape: Any = "auto"  # reshape_mode(cfg, net)
+    bounded_rows: Optional[int] = 1  # bounded_forward's batch (None: auto)
 
 
 def _find(cfg: Config) -> _Found:
@@ -181,7 +184,7 @@ def _find(cfg: Config) -> _Found:
         (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
     found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),
                    [n for n in said if isinstance(n, Skipped)], task, reshape_mode(cfg, net))
-    bounded_forward(cfg, model, found.first, len(refs))  # before any real pass (the survey)
+    found.bounded_rows = bounded_forward(cfg, model, found.first, len(refs))  # before any pass
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     return found
 
@@ -193,16 +196,19 @@ def needs_bounds(cfg: Config) -> bool:
         not (cfg.model.builder or "").startswith("explain.demo:")
 
 
-def bounded_forward(cfg: Config, model: Any, first: Prepared, images: int = 1) -> None:
+def bounded_forward(cfg: Config, model: Any, first: Prepared, images: int = 1
+                    ) -> Optional[int]:
     """ExplainError when the model's pass on a batch of the first image (``batch_size`` copies,
     at most ``images``; one for ``auto``, which sizes itself to the memory) would ask for more memory than the
     device has free, make over 10,000 module calls or too much work (explain.models.guard,
     on the meta device): a shared model file or a builder's arguments cannot exhaust the
     machine. Not for a trusted model or the demo's builder (the first pass on the meta device
     costs about a second of torch's own set-up, started early: ``meta_warm_up``)."""
+    auto = not isinstance(cfg.batch_size, int)
+    rows = 1 if auto else max(1, min(cfg.batch_size, images))
     if needs_bounds(cfg):
-        batch = cfg.batch_size if isinstance(cfg.batch_size, int) else 1
-        check_forward(model, first, max(1, min(batch, images)), pick_device(cfg.device))
+        check_forward(model, first, rows, pick_device(cfg.device))
+    return None if auto else rows
 
 
 def check_forward(model: Any, first: Prepared, batch: int, device: torch.device) -> None:
@@ -223,16 +229,16 @@ class LargerBatches:
     photo asks 18 times as much of the same model."""
 
     def __init__(self, plan: "RunPlan") -> None:
-        cfg = plan.cfg
-        batch = cfg.batch_size if isinstance(cfg.batch_size, int) else 1
-        self.plan, self.on = plan, needs_bounds(cfg)
-        self.largest = plan.first.tensor.numel() * max(1, min(batch, len(plan.images)))
+        self.plan, self.on, self.auto = plan, needs_bounds(plan.cfg), plan.bounded_rows is None
+        self.largest = plan.first.tensor.numel() * (plan.bounded_rows or 1)
 
     def check(self, group: list[Prepared]) -> None:
-        """ExplainError when this batch (images of one shape) is too large to run here."""
-        size = group[0].tensor.numel() * len(group)
+        """ExplainError when this batch (images of one shape) is too large to run here; with
+        batch_size: auto, when one of its images is (auto sized the batch to the memory)."""
+        rows = 1 if self.auto else len(group)
+        size = group[0].tensor.numel() * rows
         if self.on and size > self.largest:
-            check_forward(self.plan.model, group[0], len(group), self.plan.device)
+            check_forward(self.plan.model, group[0], rows, self.plan.device)
             self.largest = size
 
 
@@ -420,18 +426,19 @@ def layer_infos(cfg: Config, probe: Probe, net: nn.Module) -> tuple[LayerInfo, .
 
 
 @contextlib.contextmanager
-def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[ImageRef] = (),
-              largest: Optional[Prepared] = None
+def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[ImageRef] = (), *,
+              largest: Optional[Prepared] = None, rows: int = 1
               ) -> Iterator[tuple[Config, CamEngine, Head, Probe]]:
     """A network already in memory (not a file) resolved as a run's plan resolves one: layer
     names resolved, the engine held (model on the device, inplace guard on), the preflight
     pass made on ``first``. Yields the config with its layers resolved, the engine, the head
     and the probe (explain.api's ``cam`` and ``channel_maps`` use it). A network
-    explain.load_model read without trust is bounded on ``largest`` (default ``first``)."""
+    explain.load_model read without trust is bounded on ``rows`` copies of ``largest``
+    (default ``first``): the biggest batch the call will run."""
     found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier(net, cfg.model.output),
                    Head(cfg.model.head, cfg.model.target), first, [])
     if unvetted(net):  # read by explain.load_model from a file nobody vouched for
-        check_forward(net, largest or first, 1, pick_device(cfg.device))
+        check_forward(net, largest or first, rows, pick_device(cfg.device))
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     engine = _engine(found, pick_device(found.cfg.device))
     with engine:
@@ -475,4 +482,4 @@ def planned(cfg: Config, ranks) -> Iterator[tuple[RunPlan, CamEngine]]:
             layers=layer_infos(cfg, probe, found.net),
             classes=MappingProxyType({idx: name for name, idx in cfg.classes.items()}),
             first=found.first, probe=probe, skipped=tuple(found.skipped), task=found.task,
-            reshape=found.reshape), engine
+            reshape=found.reshape, bounded_rows=found.bounded_rows), engine

@@ -263,3 +263,33 @@ def test_a_later_photo_larger_than_the_first_is_bounded_before_its_batch(tmp_pat
     net = explain.load_model(config)
     with pytest.raises(explain.ExplainError, match="forward pass on wide is too large"):
         explain.cam(net, [small, wide], "auto", ["gradcam"], preprocess={"size": 16})
+
+
+def test_with_batch_size_auto_and_in_explain_cam_the_batch_run_is_the_batch_bounded(
+        tmp_path, capsys, monkeypatch):
+    """A review found two gaps: with batch_size: auto the bound took the resolved row count
+    for sized (it had sized one image), so a later wider photo ran unchecked; explain.cam
+    sized one image where its pass stacks batch_size of them."""
+    import explain
+    from explain import plan
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    small, wide = tmp_path / "small.png", tmp_path / "wide.png"
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(small)
+    Image.new("RGB", (96, 32), (40, 200, 40)).save(wide)
+    sized = []
+    real = plan.forward_size_problem
+
+    def bound(model, x, limit):  # room for 16 x 32 inputs, not for 16 x 96
+        sized.append(tuple(x.shape))
+        return "too wide for this test" if x.shape[-1] > 40 else real(model, x, limit)
+    monkeypatch.setattr(plan, "forward_size_problem", bound)
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, batch_size="auto",
+                         images=[str(small), str(small), str(wide)], preprocess={"size": 16},
+                         classes={"a": 0, "b": 1})
+    refused(capsys, config, "--quiet", needles=["forward pass on wide is too large"])
+    assert sized[-1][:3] == (1, 3, 16) and sized[-1][3] > 40  # auto: one image of the new
+    # size, as at the start
+    sized.clear()
+    net = explain.load_model(config)
+    explain.cam(net, [small, small], "auto", ["gradcam"], preprocess={"size": 16})
+    assert sized[0] == (2, 3, 16, 32)  # the two images the pass stacks

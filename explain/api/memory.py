@@ -45,9 +45,11 @@ def session(model: "nn.Module", cfg: "Config", items: list["Prepared"],
     the classes named (given, carried by the model, else '0', '1', ...). Yields the resolved
     config, the engine and the head."""
     from explain.plan import in_memory
-    largest = max(items, key=lambda item: item.tensor.numel())  # what a bound must size
-    with in_memory(cfg, model, items[0], [item.ref for item in items], largest) as \
-            (cfg, engine, head, probe):
+    largest = max(items, key=lambda item: item.tensor.numel())  # what a bound must size:
+    alike = sum(1 for item in items if item.tensor.shape == largest.tensor.shape)  # its batch
+    rows = min(alike, cfg.batch_size if isinstance(cfg.batch_size, int) else 1)
+    with in_memory(cfg, model, items[0], [item.ref for item in items], largest=largest,
+                   rows=rows) as (cfg, engine, head, probe):
         count = head.classes(int(probe.logits.shape[1]))
         yield _named(cfg, model, count, default_targets), engine, head
 
