@@ -18,7 +18,7 @@ from explain.baselines import BASELINES
 from explain.config import Config
 from explain.errors import ExplainError, first_line
 from explain.metrics import TABLE as metric_table
-from explain.names import name_problem, quote
+from explain.names import fold, name_problem, quote
 from explain.outputs import RunFolder
 from explain.results import (FORMAT, NONE_PREDICTED, PICTURE_SUFFIXES, CompareRow,
                              CompareSummary, ImageEntry, ItemFile, RunSummary)
@@ -169,11 +169,13 @@ def entry_problem(entry: ImageEntry, cfg: Config) -> Optional[str]:
     classes = set(cfg.classes)
     names: Any = classes
     if cfg.task == "detection":
-        from explain.tasks.detection import DetectionNames
+        from explain.tasks.records import DetectionNames  # light: no detection engine
         names = DetectionNames(classes)
-    metrics = {m.name for m in cfg.metrics or ()}
-    if name_problem(entry.id):
-        return f"an image id that {name_problem(entry.id)}"
+    # the metrics it ran (a run of an earlier version kept 'null': any of explain's)
+    metrics = set(metric_table) if cfg.metrics is None else {m.name for m in cfg.metrics}
+    problem = name_problem(entry.id)
+    if problem:
+        return f"an image id that {problem}"
     told = [entry.predicted, *([entry.label] if entry.label is not None else [])]
     other = next((n for n in told if n not in classes and n != NONE_PREDICTED), None)
     if other is not None:
@@ -215,11 +217,15 @@ def entry_problem(entry: ImageEntry, cfg: Config) -> Optional[str]:
 def check_entries(entries: list[ImageEntry], cfg: Config, where: Any) -> None:
     """One line naming the file (``where``) when an entry holds what its run cannot have
     written (``entry_problem``)."""
+    ids: set[str] = set()
     for entry in entries:
-        problem = entry_problem(entry, cfg)
+        problem = entry_problem(entry, cfg) or \
+            ("an id another entry has (as a disk ignoring case sees it)"
+             if fold(entry.id) in ids else None)
         if problem:
             raise ExplainError(f"{where}: image {quote(entry.id)}: {problem}; the run folder "
                                f"is damaged")
+        ids.add(fold(entry.id))
 
 
 MAX_ITEM_BYTES = 64 * 1024 * 1024  # items/<image>.json: a few kB per map

@@ -12,6 +12,7 @@ random predictions hold all three classes on both photos) and a Faster R-CNN Mob
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import cv2
@@ -319,6 +320,14 @@ def test_task_runs_are_read_back_by_report_load_and_diff(seg_run, det_run, tmp_p
         assert rows and all(r["method"] for r in rows)
         code, err, out = cli(capsys, "diff", run, run, "--out", tmp_path / run.name)
         assert code == 0 and "r min 1.000" in out + err, err  # both runs save their arrays
+    # reading a detection run back needs no detection engine (its record names came with it)
+    import subprocess
+    import sys
+    code = (f"import sys\nfrom explain.cli import main\nassert main(['report', "
+            f"{str(det_run)!r}]) == 0\nprint('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stderr[-2000:]
 
 
 def test_labels_stay_off_their_box_and_inside_the_picture():

@@ -30,6 +30,7 @@ from explain.methods import registry, traits
 from explain.models.layouts import Layout, LayoutError, infer_layout
 from explain.tasks.base import Task
 from explain.tasks.common import looks_like_detections, mismatch, output_part
+from explain.tasks.records import DetectionNames
 
 DETECTIONS = "a list with one {boxes, labels, scores} dict per image (a detector in eval mode)"
 NO_CLASS_COUNT = 1_000_001  # a detector whose class count explain cannot read: no check
@@ -286,17 +287,6 @@ def pyramid_layers(net: nn.Module, model: nn.Module, x: torch.Tensor) -> list[tu
         model(x)
     found = sorted(made.values(), key=lambda entry: entry[0])
     return [(min(names, key=lambda n: (n.count("."), len(n))), out) for _, out, names in found]
-
-
-class DetectionNames:
-    """The class names a detection map record has: <class>-<n> for a named class."""
-
-    def __init__(self, classes: Container[str]):
-        self.classes = classes
-
-    def __contains__(self, name: object) -> bool:
-        base, _, number = str(name).rpartition("-")
-        return base in self.classes and number.isdigit() and number[0] != "0"
 
 
 class DetectionTask(Task):

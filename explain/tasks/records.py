@@ -4,7 +4,7 @@ map numbers as flat columns) and the item files ``--resume`` reads back."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Container, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,3 +67,16 @@ class TaskSummary(_Part):
     # method -> number -> the maps its mean holds, where fewer than ``maps`` (a map without
     # that number: no ground truth, or no finite inside / outside ratio)
     counted: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+class DetectionNames:
+    """The class names a detection map record has: <class>-<n> for a named class (here, with
+    the records, so that reading a run back needs no detection engine)."""
+
+    def __init__(self, classes: Container[str]):
+        self.classes = classes
+
+    def __contains__(self, name: object) -> bool:
+        base, _, number = str(name).rpartition("-")
+        return base in self.classes and number.isascii() and number.isdigit() and \
+            number[0] != "0"
