@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from explain.errors import ExplainError
-from explain.names import quote, safe_slug, short, suggest
+from explain.names import fold, quote, safe_slug, short, suggest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -278,9 +278,9 @@ def _unique(items: list["Prepared"]) -> list["Prepared"]:
     out = []
     for item in items:
         name, n = item.ref.id, 2
-        while name.lower() in seen:
+        while fold(name) in seen:
             name, n = f"{item.ref.id}-{n}", n + 1
-        seen.add(name.lower())
+        seen.add(fold(name))
         out.append(item if name == item.ref.id else
                    type(item)(replace(item.ref, id=name), item.tensor, item.rgb))
     return out

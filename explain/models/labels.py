@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 from torch import nn
 
 from explain.config import ModelSpec
-from explain.names import fitted, name_problem, safe_slug
+from explain.names import fitted, fold, name_problem, safe_slug
 
 
 def safe_class_names(labels: Sequence[Any]) -> list[str]:
@@ -25,13 +25,13 @@ def safe_class_names(labels: Sequence[Any]) -> list[str]:
     for index, label in enumerate(labels):
         text = unicodedata.normalize("NFC", str(label)).split(",")[0].strip()
         base = safe_slug(re.sub(r"['\u2019`]", "", text), fallback=f"class_{index}")
-        name, count = base, next_suffix.get(base.lower(), 2)
-        while name.lower() in taken or name_problem(name):
+        name, count = base, next_suffix.get(fold(base), 2)
+        while fold(name) in taken or name_problem(name):
             suffix = f"_{count}"
             name = fitted(base, suffix)
             count += 1
-        next_suffix[base.lower()] = count
-        taken.add(name.lower())
+        next_suffix[fold(base)] = count
+        taken.add(fold(name))
         out.append(name)
     return out
 

@@ -19,10 +19,12 @@ from explain import annotations, evidence, metrics, pace, trustlines
 from explain.annotations import localisation
 from explain.baselines import BASELINES, batch_maps
 from explain.config import MetricSpec, Preprocess
+from explain.errors import ExplainError
 from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot, seeded
 from explain.measures import significant
+from explain.names import quote
 from explain.methods import traits
 from explain.methodtable import method_table
 from explain.plan import RunPlan, slots_may_merge
@@ -201,6 +203,10 @@ def check_boxes(boxes: annotations.BoxSet, refs: list[ImageRef], spec: Preproces
                  for box in boxes.boxes.get(key, [])]
         if not found:
             continue
+        if len(found) > annotations.MAX_BOXES_PER_IMAGE:  # given by its id and its file name
+            raise ExplainError(f"{found[annotations.MAX_BOXES_PER_IMAGE].where}: more than "
+                               f"{annotations.MAX_BOXES_PER_IMAGE} boxes for the image "
+                               f"{quote(ref.id)}, under its id and its file name together")
         try:
             original = annotations.original_size(ref.path)
             size = input_size(*original, spec)
