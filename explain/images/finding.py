@@ -176,8 +176,9 @@ def close_hint(path: Path) -> str:
     the names without their suffixes (a shared '.jpg' made 'zebra.jpg' close to 'cat.jpg';
     'cat.png' for 'cat.jpg' is offered)."""
     names = {}
-    for name in _names(path.parent):
-        names.setdefault(Path(name).stem, name)
+    for name in sorted(_names(path.parent)):  # pictures and folders only, in a fixed order
+        if Path(name).suffix.lower() in IMAGE_SUFFIXES or not Path(name).suffix:
+            names.setdefault(Path(name).stem, name)
     close = difflib.get_close_matches(path.stem, list(names), n=1, cutoff=0.6)
     return f" — did you mean {short(path.parent / names[close[0]])}?" if close else ""
 
