@@ -141,15 +141,16 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
                     if c not in present]  # a detection's <class>-<n>
         cells = {}
         h, w = entry.input_size
+        styles = {cls: [_box_style(b, entry.input_size) for b in boxes]  # once per class: a
+                  for cls, boxes in (entry.boxes or {}).items()}  # class's maps share them
         for rec in entry.cams:
-            boxes = (entry.boxes or {}).get(rec.class_name, [])
             cells[(rec.class_name, rec.method)] = Cell(
                 record=rec, overlay=_present(run, rec.file), top=_present(run, rec.files.top),
                 contributions=_present(run, rec.files.contributions),
                 diff=_present(run, rec.files.compare),
                 compare=rows.get((entry.id, rec.class_name, rec.method)),
                 guided=_present(run, rec.guided_file),
-                boxes=[_box_style(b, entry.input_size) for b in boxes],
+                boxes=styles.get(rec.class_name, []),
                 peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
         cards.append(Card(entry, _present(run, entry.files.photo), present, cells,
                           concepts=_present(run, entry.files.concepts_figure),
