@@ -199,11 +199,13 @@ def needs_bounds(cfg: Config) -> bool:
 def bounded_forward(cfg: Config, model: Any, first: Prepared, images: int = 1
                     ) -> Optional[int]:
     """ExplainError when the model's pass on a batch of the first image (``batch_size`` copies,
-    at most ``images``; one for ``auto``, which sizes itself to the memory) would ask for more memory than the
-    device has free, make over 10,000 module calls or too much work (explain.models.guard,
-    on the meta device): a shared model file or a builder's arguments cannot exhaust the
-    machine. Not for a trusted model or the demo's builder (the first pass on the meta device
-    costs about a second of torch's own set-up, started early: ``meta_warm_up``)."""
+    at most ``images``; one for ``auto``, which sizes itself to the memory) would ask for more
+    memory than the device has free, make over 10,000 module calls or too much work
+    (explain.models.guard, on the meta device): a shared model file or a builder's arguments
+    cannot exhaust the machine. Not for a trusted model or the demo's builder (the first pass
+    on the meta device costs about a second of torch's own set-up, started early:
+    ``meta_warm_up``). Returns the rows sized, None for ``auto`` (``LargerBatches`` goes on
+    from there)."""
     auto = not isinstance(cfg.batch_size, int)
     rows = 1 if auto else max(1, min(cfg.batch_size, images))
     if needs_bounds(cfg):
