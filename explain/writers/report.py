@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 from urllib.parse import quote
 
 import cv2
@@ -95,6 +95,7 @@ class Cell:
     compare: Optional[CompareRow] = None
     guided: Optional[str] = None  # Guided Grad-CAM picture (guided.enabled)
     boxes: list[str] = field(default_factory=list)  # CSS positions over the overlay
+    boxes_left_out: int = 0  # the class's boxes beyond REPORT_BOXES (summary.json has them)
     peak: str = ""
 
 
@@ -123,6 +124,10 @@ class ReportData:
     finished: bool = True
 
 
+REPORT_BOXES = 50  # boxes drawn over one overlay: a shared summary.json within every bound
+# (300 images x 14 methods x 1,000 boxes of a class) made 364 MB of HTML drawing them all
+
+
 def _box_style(box: list[float], size: list[int]) -> str:
     """CSS position of a box (input pixels) over its overlay, in percent."""
     h, w = size
@@ -141,8 +146,10 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
                     if c not in present]  # a detection's <class>-<n>
         cells = {}
         h, w = entry.input_size
-        styles = {cls: [_box_style(b, entry.input_size) for b in boxes]  # once per class: a
-                  for cls, boxes in (entry.boxes or {}).items()}  # class's maps share them
+        styles = {cls: [_box_style(b, entry.input_size) for b in boxes[:REPORT_BOXES]]
+                  for cls, boxes in (entry.boxes or {}).items()}  # once per class: a class's
+        left_out = {cls: max(0, len(boxes) - REPORT_BOXES)  # maps share them
+                    for cls, boxes in (entry.boxes or {}).items()}
         for rec in entry.cams:
             cells[(rec.class_name, rec.method)] = Cell(
                 record=rec, overlay=_present(run, rec.file), top=_present(run, rec.files.top),
@@ -151,6 +158,7 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
                 compare=rows.get((entry.id, rec.class_name, rec.method)),
                 guided=_present(run, rec.guided_file),
                 boxes=styles.get(rec.class_name, []),
+                boxes_left_out=left_out.get(rec.class_name, 0),
                 peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
         cards.append(Card(entry, _present(run, entry.files.photo), present, cells,
                           concepts=_present(run, entry.files.concepts_figure),
@@ -315,6 +323,12 @@ MAX_PAGES = 200  # a larger run gets more cards per page (page_size: 1 over 20,0
 
 def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     """Relative path -> HTML of every page of the report (nothing is written)."""
+    return dict(iter_pages(run, data))
+
+
+def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
+    """(relative path, HTML) of each page of the report, one at a time: report.html first,
+    then the card pages, so a writer holds one page besides report.html."""
     run = Listing(run)  # which files are there: a listing per folder, not a check per file
     summary, config = data.summary, data.summary.config
     methods = [m.name for m in config.methods]
@@ -338,7 +352,7 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
     order = {c: i for i, c in enumerate(classes)}
     panels = sorted(((c, f) for c, f in summary.files.panels.items() if _present(run, f)),
                     key=lambda panel: order.get(panel[0], len(order)))
-    out = {"report.html": env.get_template("report.html.j2").render(
+    yield "report.html", env.get_template("report.html.j2").render(
         **common, prefix="", cards=[] if paged else cards, index=cards if paged else [],
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
         notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
@@ -348,12 +362,11 @@ def render_pages(run: RunFolder, data: ReportData) -> dict[str, str]:
         baseline_notes={b: BASELINES[b].description for b in table.baselines if b in BASELINES},
         min_images=stats.MIN_IMAGES, resamples=stats.RESAMPLES,
         unranked=[c.label for c in table.columns if c.direction and not c.meaningful],
-        maps=sum(len(i.cams) for i in summary.images))}
+        maps=sum(len(i.cams) for i in summary.images))
     if paged:
         for n, (page, chunk) in enumerate(zip(pages, chunks), 1):
-            out[page] = env.get_template("page.html.j2").render(
+            yield page, env.get_template("page.html.j2").render(
                 **common, prefix="../", cards=chunk, number=n, pages=pages)
-    return out
 
 
 def build_report(run: RunFolder, data: ReportData) -> list[str]:
@@ -364,10 +377,11 @@ def build_report(run: RunFolder, data: ReportData) -> list[str]:
     files = data.summary.files
     if not _present(run, files.colorbar):
         files.colorbar = write_colorbar(run, data.summary.config.output.colormap)
-    pages = render_pages(run, data)
-    for rel, html in pages.items():
+    written = []
+    for rel, html in iter_pages(run, data):
         run.write_bytes(rel, html.encode("utf-8"))
-    return list(pages)
+        written.append(rel)
+    return written
 
 
 # ---- rebuilding from a results folder -----------------------------------------------------
