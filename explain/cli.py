@@ -96,7 +96,10 @@ def _print_error(exc: BaseException) -> int:
         from explain.names import short
         where = f"{short(exc.filename)}: " if exc.filename else ""
         exc = f"{where}{exc.strerror or exc}"
-    first, *details = str(exc).split(DETAIL)
+    if isinstance(exc, ExplainError):
+        first, *details = exc.lines()
+    else:
+        first, details = str(exc), []
     say(f"explain: error: {first}")
     for detail in details:  # each problem of a config with several, indented
         say(DETAIL[1:] + detail)

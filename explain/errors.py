@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 FIRST_LINE_LIMIT = 200
-# How a message lists details (the problems of a config) on lines of their own, indented under
-# its first; any other line break in a message is text from a file and is shown escaped.
+# How an error's details (the problems of a config) are shown: on lines of their own, indented
+# under its message; any line break inside a message or detail is shown escaped.
 DETAIL = "\n  "
 # Where a quoted text may be cut: at a space, else after a separator that is not part of a
 # number ('2.00', '1,024' keep their '.' and ',').
@@ -18,14 +19,29 @@ class ExplainError(Exception):
     """A problem the user can fix (bad config, missing file, unknown layer...).
 
     The message names the file and the field or key involved; the CLI prints it
-    as a single line and exits with code 2. Its text is terminal-safe wherever it is shown
-    (a traceback in a script or notebook too): every line but the DETAIL breaks passes
-    explain.names.printable, for the names in it may come from a shared file.
+    as a single line and exits with code 2. ``details`` (the problems of a config with
+    several) are printed on lines of their own, indented under it. Its text is terminal-safe
+    wherever it is shown (a traceback in a script or notebook too): the message and each
+    detail pass explain.names.printable, for the names in them may come from a shared file,
+    so a line break inside one (even a DETAIL) is shown escaped, never as a line of its own.
     """
 
-    def __str__(self) -> str:
+    def __init__(self, message: object = "", *, details: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(str(d) for d in details)
+
+    @property
+    def message(self) -> str:
+        """The first line's text, unescaped."""
+        return str(self.args[0]) if self.args else ""
+
+    def lines(self) -> list[str]:
+        """The message, then each detail, each escaped: what the CLI prints."""
         from explain.names import printable
-        return DETAIL.join(printable(part) for part in super().__str__().split(DETAIL))
+        return [printable(self.message), *(printable(d) for d in self.details)]
+
+    def __str__(self) -> str:
+        return DETAIL.join(self.lines())
 
 
 class RunInterrupted(KeyboardInterrupt):

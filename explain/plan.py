@@ -456,9 +456,10 @@ def naming_the_file(cfg: Config) -> Iterator[None]:
     try:
         yield
     except ExplainError as exc:
-        if type(exc) is not ExplainError or not names_a_field(str(exc)):
+        if type(exc) is not ExplainError or not names_a_field(exc.message):
             raise
-        raise ExplainError(f"{cfg.source or 'config dict'}: {exc}") from None
+        raise ExplainError(f"{cfg.source or 'config dict'}: {exc.message}",
+                           details=exc.details) from None
 
 
 @contextlib.contextmanager

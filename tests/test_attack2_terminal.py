@@ -184,8 +184,8 @@ def test_an_unexpected_safetensors_key_is_escaped(tmp_path, capsys):
 
 def test_an_error_keeps_its_detail_lines_and_escapes_every_other_break(capsys):
     from explain.cli import _print_error
-    assert _print_error(ExplainError("2 problems in c.yaml:\n  a: bad \x1b[31m" + FORGED +
-                                     "\n  b:\r\x1b[2J")) == 2
+    assert _print_error(ExplainError("2 problems in c.yaml:",
+                                     details=["a: bad \x1b[31m" + FORGED, "b:\r\x1b[2J"])) == 2
     assert capsys.readouterr().err.splitlines() == [
         "explain: error: 2 problems in c.yaml:", "  a: bad \\x1b[31m\\nexplain: error: fake",
         "  b:\\r\\x1b[2J"]

@@ -161,14 +161,28 @@ def test_the_diff_prints_a_bounded_summary_in_linear_time():
 
 def test_an_error_message_is_terminal_safe_wherever_it_is_shown():
     """explain.load(run).entry(...) put image ids from summary.json raw into its message, and
-    a script's traceback printed the escapes. Every ExplainError's text is escaped line by
-    line (its detail lines kept), as the command line prints it."""
-    error = ExplainError("image 'x\x1b[2J\rexplain: all OK\n' is not in the run"
-                         + DETAIL + "a detail \u202eline")
+    a script's traceback printed the escapes. Every ExplainError's message and details are
+    escaped, as the command line prints them; a shared text holding the detail break itself
+    (a line break and two spaces) stays on its line (it made an indented line of its own)."""
+    error = ExplainError("image 'x\x1b[2J\rexplain: all OK\n' is not in the run",
+                         details=["a detail \u202eline"])
     text = str(error)
     assert text == ("image 'x\\x1b[2J\\rexplain: all OK\\n' is not in the run"
                     + DETAIL + "a detail \\u202eline")
-    assert str(ExplainError(text)) == text  # escaping twice changes nothing
+    assert str(ExplainError(text)) == text.replace(DETAIL, "\\n  ")  # one message: one line
+    forged = ExplainError("image 'a" + DETAIL + "explain: all OK' is not in the run")
+    assert "\n" not in str(forged) and forged.lines() == [str(forged)]
+
+
+def test_a_forged_detail_line_in_a_shared_config_stays_on_the_error_line(tmp_path, capsys):
+    """A shared config naming a picture whose name holds a line break and two spaces printed
+    a second, indented line under the error ('  explain: all fine.jpg'), as a config's own
+    problems are listed."""
+    path = write_config(tmp_path, "forged", images=["nothere" + DETAIL + "explain: all fine.jpg"],
+                        model={"builder": "explain.demo:catdog_efficientnet_lite0"},
+                        target_layers=["backbone._blocks.15"])
+    refused(capsys, path, "--quiet", needles=["images[0]: image not found: ",
+                                              "nothere\\n  explain: all fine.jpg"])
 
 
 def test_names_two_disks_take_for_one_file_are_kept_apart(tmp_path):

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import (BaseModel, ValidationError)
 
-from explain.errors import DETAIL, ExplainError
+from explain.errors import ExplainError
 from explain.names import quote, short, suggest
 from explain.runlock import RUN_MARKER
 from explain.config.schema import Config
@@ -187,8 +187,8 @@ def attribute(exc: ExplainError, config: Any, overrides: dict[str, Any], origin:
     if not isinstance(config, (str, os.PathLike)):
         return
     given = os.fspath(config)
-    lines = [_attributed(line, given, overrides, origin) for line in str(exc).split(DETAIL)]
-    exc.args = (DETAIL.join(lines),)
+    exc.args = (_attributed(exc.message, given, overrides, origin),)
+    exc.details = tuple(_attributed(line, given, overrides, origin) for line in exc.details)
 
 
 def _attributed(line: str, config: str, overrides: dict[str, Any], origin: str) -> str:
@@ -231,7 +231,7 @@ def explain_validation(err: ValidationError, where: str) -> ExplainError:
              f"{where}: {loc or 'config'}: {msg}" for loc, msg in problems.items()]
     if len(lines) == 1:
         return ExplainError(lines[0])
-    return ExplainError(f"{len(lines)} problems in {where}:{DETAIL}" + DETAIL.join(lines))
+    return ExplainError(f"{len(lines)} problems in {where}:", details=lines)
 
 
 def parse_value(text: str) -> Any:

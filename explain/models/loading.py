@@ -129,10 +129,10 @@ def _naming(field: str, where: str) -> Iterator[None]:
     try:
         yield
     except ExplainError as exc:
-        text = str(exc)
+        text = exc.message
         if type(exc) is not ExplainError or not text.startswith((where, short(where))):
             raise
-        raise ExplainError(f"{field}: {text}") from None
+        raise ExplainError(f"{field}: {text}", details=exc.details) from None
 
 
 def _check_children(model: nn.Module, where: str, from_file: bool) -> None:
