@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 
-from explain.errors import ExplainError, first_line
+from explain.errors import ExplainError, first_line, relayed
 from explain.names import short
 from explain.outputs import RUN_MARKER, RunFolder
 
@@ -118,8 +118,8 @@ class Ranks:
             return
         rank, text = failed[0]
         if len(failed) == self.world and all(t == text for _, t in failed):
-            raise ExplainError(text) from exc  # the same on every rank: no rank to name
-        raise ExplainError(f"{text} (on rank {rank} of {self.world})") from exc
+            raise relayed(text) from exc  # the same on every rank: no rank to name
+        raise relayed(text, f" (on rank {rank} of {self.world})") from exc
 
     def from_lead(self, make: Callable[[], T]) -> T:
         """``make()`` on rank 0 only; every rank gets its result, or raises its error."""
@@ -136,7 +136,7 @@ class Ranks:
                 raise
         dist.broadcast_object_list(box, src=0, group=self.quick)
         if box[1] is not None:
-            raise ExplainError(box[1])
+            raise relayed(box[1])
         return box[0]
 
     def share_folder(self, claim: Callable[[], RunFolder]) -> RunFolder:

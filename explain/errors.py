@@ -44,6 +44,14 @@ class ExplainError(Exception):
         return DETAIL.join(self.lines())
 
 
+def relayed(text: str, suffix: str = "") -> ExplainError:
+    """The error another process described as ``text`` (``str`` of an ExplainError, or one
+    line), ``suffix`` added to its message: its text is escaped already, so each DETAIL in it
+    is a detail break the error had, never one from a file."""
+    first, *details = text.split(DETAIL)
+    return ExplainError(first + suffix, details=details)
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C once a run has started claiming its folder: the message says what the folder
     holds (nothing, some finished images, complete results) and how to go on; the CLI prints

@@ -172,6 +172,11 @@ def test_an_error_message_is_terminal_safe_wherever_it_is_shown():
     assert str(ExplainError(text)) == text.replace(DETAIL, "\\n  ")  # one message: one line
     forged = ExplainError("image 'a" + DETAIL + "explain: all OK' is not in the run")
     assert "\n" not in str(forged) and forged.lines() == [str(forged)]
+    # another rank's error, sent as its text, keeps its details and its forged break escaped
+    from explain.errors import relayed
+    again = relayed(str(ExplainError("2 problems:", details=["a" + DETAIL + "b", "c"])), " (1)")
+    assert again.lines() == ["2 problems: (1)", "a\\n  b", "c"]
+    assert relayed(str(forged)).lines() == forged.lines()
 
 
 def test_a_forged_detail_line_in_a_shared_config_stays_on_the_error_line(tmp_path, capsys):
