@@ -296,6 +296,8 @@ def test_run_records_files_and_report(tmp_path, capsys):
     assert took, err  # the summary line names the checks' time beside the maps'
     run = tmp_path / "results" / "exp"
     data = json.loads((run / "summary.json").read_text())
+    assert data["estimates_s"]["sanity"] > 0 and data["durations_s"]["sanity"] > 0
+    assert f"time: sanity checks took {data['durations_s']['sanity']:.1f} s (" in err, err
     checks = SanitySummary.model_validate(data["sanity"])
     assert checks.layers == ["6", "2", "0"] and checks.threshold == -0.99
     assert [m.image for m in checks.maps] == ["cat", "cat"]

@@ -45,9 +45,10 @@ class SanityWriter(Writer):
         sanity.check_randomisable(plan.net)
 
     def start(self, ctx: RunContext) -> None:
-        line = estimate_line(ctx.plan)
+        line, seconds = estimate(ctx.plan)
         ctx.log(line)
         ctx.summary.notes.append(line)
+        ctx.summary.estimates_s["sanity"] = round(seconds, 3)  # beside its time at the end
 
     def finish(self, ctx: RunContext) -> None:
         t0 = time.perf_counter()
@@ -97,20 +98,26 @@ def _layer_count(cfg) -> Optional[int]:
     return None if cfg.sanity.layers == "all" else int(cfg.sanity.layers)
 
 
-def estimate_line(plan: RunPlan) -> str:
-    """'estimate: sanity: ...' from the plan: layers, images, classes and the preflight time."""
+def estimate(plan: RunPlan) -> tuple[str, float]:
+    """('estimate: sanity: ...', its seconds) from the plan: layers, images, classes and a
+    timed pass of the first image."""
     cfg = plan.cfg
     layers = len(sanity.randomisable(plan.net)[:_layer_count(cfg)])
     images = min(cfg.sanity.images, len(plan.images))
     steps = 2 + layers * (2 if cfg.sanity.independent else 1)  # + trained + random logit
     passes = steps * sanity.passes_per_step(plan, images, plan.slots, cfg.guided.enabled)
-    seconds = passes * plan.probe.seconds
+    # a batch of the first image as the checks' batches are made, timed after a warm-up, the
+    # faster of two (the preflight pass, the model's first, said 72 s for 5 s on the demo; one
+    # timed batch, at times 1 s a pass where the next took 0.05 s)
+    x = plan.first.tensor.to(plan.device)
+    per_pass = min(pace.seconds_per_pass(plan.model, x, max(1, images)) for _ in range(2))
+    seconds = passes * per_pass
     took = pace.duration(seconds) if seconds >= 0.5 else "under a second"
     return (f"estimate: sanity: {layers} layer(s) re-initialised one by one from the output"
             f"{' (and each alone)' if cfg.sanity.independent else ''}, every method's maps "
             f"of {images} image(s) x {plan.slots} class(es) made again at each step (and for "
             f"the trained model and a random logit): about {passes:,} passes, {took} (fewer: "
-            f"sanity.layers, sanity.images)")
+            f"sanity.layers, sanity.images)"), seconds
 
 
 def _subjects(ctx: RunContext) -> tuple[list[sanity.Subject], list[np.ndarray]]:

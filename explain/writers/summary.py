@@ -54,9 +54,9 @@ def console_lines(summary: RunSummary) -> list[str]:
     lines += [f"  note: {note}" for note in summary.notes if not note.startswith("estimate:")]
     from explain.pace import about  # not at import: reading a run back needs no torch
     for key, estimate in summary.estimates_s.items():  # printed as they were made: the times
-        took = summary.durations_s.get("metrics" if key == "metrics" else f"method_{key}")
+        took = summary.durations_s.get(key if key in ("metrics", "sanity") else f"method_{key}")
         if took is not None:
-            what = "faithfulness" if key == "metrics" else key
+            what = {"metrics": "faithfulness", "sanity": "sanity checks"}.get(key, key)
             lines.append(f"  time: {what} took {took:.1f} s ({about(estimate)} estimated)")
     for image in summary.images:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
