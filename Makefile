@@ -18,9 +18,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m explain configs/demo_catdog.yaml
 
-# the suite on every core (at most 4), a test file per worker: one torch thread each (conftest)
+# the suite on every core (at most 4), a test file per worker: one torch thread each (conftest);
+# the longest files first, in conftest's order (xdist would order files by their test count)
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/channel_grid.py
