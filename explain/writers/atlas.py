@@ -25,9 +25,11 @@ import numpy as np
 
 from explain.channels import channel_contributions, channel_totals
 from explain.channels.ablation import Ablator, Plan, Target, drops
-from explain.channels.atlas import BOOT_CLASSES, AtlasState, ImageAtlas, MapAtlas, image_key
+from explain.channels.atlas import (BOOT_CLASSES, OUTCOMES, AtlasState, ImageAtlas, MapAtlas,
+                                    image_key)
 from explain.errors import ExplainError
 from explain.methods import having
+from explain.names import quote
 from explain.pipeline import FilePool, QueuedWrites, default_workers
 from explain.plan import RunPlan
 from explain.recordfiles import MAX_ITEM_BYTES, item_files, parse_item
@@ -200,7 +202,9 @@ class AtlasWriter(Writer):
         settings), plus the kept images it does not cover, from their parts."""
         try:
             data = ctx.run.read_bytes(STATE, MAX_STATE_BYTES)
-            saved = AtlasState.from_bytes(data, str(ctx.run.root / STATE), self.atlas) \
+            saved = AtlasState.from_bytes(data, str(ctx.run.root / STATE), self.atlas,
+                                          classes=self._classes(ctx),
+                                          methods=[m.name for m in ctx.cfg.methods]) \
                 if data else None
         except ExplainError as exc:
             ctx.summary.notes.append(f"channels.atlas: {exc}; the atlas is rebuilt from the "
@@ -215,6 +219,11 @@ class AtlasWriter(Writer):
             else:
                 self.atlas.add([part])
 
+    @staticmethod
+    def _classes(ctx: RunContext) -> list[str]:
+        """The classes a map of this run is made for (channel views are classification's)."""
+        return list(ctx.classes.values())
+
     def _kept_part(self, ctx: RunContext, ident: str) -> Optional[ImageAtlas]:
         """A kept image's part, found through its item file's record."""
         rel = f"items/{ident}.json"
@@ -225,6 +234,14 @@ class AtlasWriter(Writer):
         if data is None:
             return None
         part = ImageAtlas.from_bytes(data, str(ctx.run.root / where))
+        classes, methods = set(self._classes(ctx)), {m.name for m in ctx.cfg.methods}
+        strange = next((m for m in part.maps if m.class_name not in classes
+                        or m.method not in methods or m.outcome not in (None, *OUTCOMES[1:])),
+                       None)
+        if strange is not None:
+            raise ExplainError(f"{ctx.run.root / where}: a map of {quote(strange.class_name)} "
+                               f"by {quote(strange.method)}, not a class and method of this "
+                               f"run; the run folder is damaged")
         if part.id != ident or len(part.activation) != self.atlas.channels:
             raise ExplainError(f"{ctx.run.root / where}: holds image '{part.id[:60]}' with "
                                f"{len(part.activation)} channels, not '{ident[:60]}' with "

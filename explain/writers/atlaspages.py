@@ -12,7 +12,7 @@ import numpy as np
 from explain.atlas_results import (AblationFiles, AblationSummary, AtlasFiles, AtlasSummary,
                                    Fingerprint)
 from explain.channels.atlas import AtlasState, Heaps
-from explain.channels.atlasviews import Crop, ablation_curve, channel_picture
+from explain.channels.atlasviews import TILE, Crop, ablation_curve, channel_picture
 from explain.channels.fingerprints import (ablation_methods, ablation_rows, channel_rows,
                                            drawn_channels, fingerprint, overlaps, pairs,
                                            region_rows)
@@ -146,8 +146,10 @@ def _photo(ctx: RunContext, ident: str) -> Optional[np.ndarray]:
 
 def _crop(rgb: Optional[np.ndarray], ident: str, value: float, box: list[int]) -> Crop:
     x0, y0, x1, y1, cx0, cy0, cx1, cy1 = box
-    if rgb is None or y1 > rgb.shape[0] or x1 > rgb.shape[1]:
-        return Crop(np.full((max(1, y1 - y0), max(1, x1 - x0), 3), 200, np.uint8),
-                    (ident, "(image not readable)"))
+    if rgb is None or y1 > rgb.shape[0] or x1 > rgb.shape[1]:  # grey, the region's shape at
+        h, w = max(1, y1 - y0), max(1, x1 - x0)                  # a tile's size at most
+        scale = min(1.0, TILE / max(h, w))
+        return Crop(np.full((max(1, round(h * scale)), max(1, round(w * scale)), 3), 200,
+                            np.uint8), (ident, "(image not readable)"))
     return Crop(rgb[y0:y1, x0:x1], (ident, f"{value:.3g}"),
                 (cx0 - x0, cy0 - y0, cx1 - x0, cy1 - y0))
