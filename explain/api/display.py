@@ -60,14 +60,17 @@ def file_uri(data: bytes, name: str) -> Optional[str]:
     when the bytes do not decode as a picture."""
     import cv2
 
-    from explain.images.reading import decode_stored
-    bgr = decode_stored(data)
-    if bgr is None:
-        return None
-    if len(data) <= EMBED_LIMIT:
+    from explain.images.reading import STORED_MAX_PIXELS, decode_stored, stored_size
+    if len(data) <= EMBED_LIMIT:  # embedded as it is: its header is enough (decoding each
+        size = stored_size(data)  # class panel took 6 s on a shared folder's bombs)
+        if size is None or size[0] * size[1] > STORED_MAX_PIXELS:  # nor the browser's
+            return None
         mime = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
                 "webp": "image/webp"}.get(name.rsplit(".", 1)[-1].lower(), "image/png")
         return data_uri(data, mime)
+    bgr = decode_stored(data)
+    if bgr is None:
+        return None
     scale = min(1.0, EMBED_WIDTH / bgr.shape[1])
     small = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)),
                              max(1, round(bgr.shape[0] * scale))), interpolation=cv2.INTER_AREA)
@@ -123,6 +126,20 @@ def shown_figure(width: float, height: float) -> "Figure":
     """A matplotlib figure that is no pyplot figure (no global state) and displays itself in
     Jupyter as PNG; save it with ``fig.savefig(path)``."""
     return _figure_class()(figsize=(width, height), layout="constrained")
+
+
+SHOWN_SIDE = 512  # pixels: a picture in a figure's cell (2.6 inches) is shrunk to this first
+
+
+def shown(rgb: "np.ndarray") -> "np.ndarray":
+    """``rgb`` shrunk to SHOWN_SIDE pixels on its longer side (a figure draws a cell at a few
+    hundred pixels; kept at input size, 28 overlays of 4096 x 4096 held 1.4 GB)."""
+    import cv2
+    scale = SHOWN_SIDE / max(rgb.shape[:2])
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)),
+                            max(1, round(rgb.shape[0] * scale))), interpolation=cv2.INTER_AREA)
 
 
 def grid_figure(rows: Sequence[Sequence[tuple[str, "np.ndarray"]]], cell: float = 2.6) -> "Figure":

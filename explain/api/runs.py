@@ -314,22 +314,27 @@ class Run:
     def picture(self, image: Union[str, int], cls: str, method: str) -> "np.ndarray":
         """The overlay picture the run wrote for one map, uint8 RGB."""
         rec = self.record(image, cls, method)
-        found = self._picture(rec.file)
+        size = self.entry(image).input_size
+        found = self._picture(rec.file, size)
         if found is None:
             raise ExplainError(f"{self.folder / rec.file}: missing from the run folder, or not "
-                               f"a picture explain wrote (unreadable, or too large to decode)")
+                               f"a picture explain wrote (unreadable, or not {size[0]} x "
+                               f"{size[1]} pixels, the image's input size)")
         return found
 
     def photo(self, image: Union[str, int]) -> Optional["np.ndarray"]:
         """The photo at input size as the report shows it (uint8 RGB), None when absent."""
-        return self._picture(f"report/photos/{self.entry(image).id}.jpg")
+        entry = self.entry(image)
+        return self._picture(f"report/photos/{entry.id}.jpg", entry.input_size)
 
-    def _picture(self, rel: str) -> Optional["np.ndarray"]:
+    def _picture(self, rel: str, size: list[int]) -> Optional["np.ndarray"]:
+        """The picture at ``rel`` when it is ``size`` (height, width) pixels, as its record
+        says (a shared folder's 2**27-pixel overlays of a 32 x 32 input took 5 GB to show)."""
         import cv2
 
         from explain.images.reading import decode_stored
         data = self._files.read_bytes(rel)
-        bgr = None if data is None else decode_stored(data)
+        bgr = None if data is None else decode_stored(data, size=(size[0], size[1]))
         return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def table(self, as_frame: bool = False) -> Any:
@@ -360,14 +365,17 @@ class Run:
         entry = self.entry(image)
         classes = [cls] if cls is not None else \
             list(dict.fromkeys(r.class_name for r in entry.cams))
+        if not classes:
+            raise ExplainError(f"{self.folder}: image '{entry.id}' has no maps to show")
         photo = self.photo(entry.id)
-        first = [(f"{entry.id} (predicted {entry.predicted})", photo)] if photo is not None \
-            else []
+        first = [(f"{entry.id} (predicted {entry.predicted})", display.shown(photo))] \
+            if photo is not None else []
         rows = []
         for c in classes:
             p = entry.probabilities.get(c)
             rows.append(first + [(f"{m} · {c}" + (f" (p {p:.3f})" if p is not None else ""),
-                                  self.picture(entry.id, c, m)) for m in (methods or self.methods)])
+                                  display.shown(self.picture(entry.id, c, m)))
+                                 for m in (methods or self.methods)])
         return display.grid_figure(rows)
 
     def _repr_html_(self) -> str:

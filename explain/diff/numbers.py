@@ -191,12 +191,13 @@ def changes(result: DiffResult) -> list[Change]:
                     shared.setdefault(name, []).append(m)
         for name, both in shared.items():
             a, b = (np.array([m.numbers[side][name] for m in both]) for side in (0, 1))
-            far = int(np.abs(b - a).argmax())
-            out.append(Change(method=method, class_name=cls, name=name, maps=len(both),
-                              mean_a=float(a.mean()),
-                              mean_b=float(b.mean()), mean_change=round(float((b - a).mean()), 10),
-                              largest=round(float(b[far] - a[far]), 10),
-                              where=both[far].image))
+            with np.errstate(over="ignore", invalid="ignore"):  # a record's 1e308: inf, not
+                far = int(np.abs(b - a).argmax())               # numpy's warning lines
+                out.append(Change(method=method, class_name=cls, name=name, maps=len(both),
+                                  mean_a=float(a.mean()), mean_b=float(b.mean()),
+                                  mean_change=round(float((b - a).mean()), 10),
+                                  largest=round(float(b[far] - a[far]), 10),
+                                  where=both[far].image))
     return out
 
 

@@ -147,23 +147,34 @@ STORED_MAX_PIXELS = 2**27  # a picture read back from a run folder: a panel of b
 
 
 def decode_stored(data: bytes, flags: int = cv2.IMREAD_COLOR,
-                  max_pixels: int = STORED_MAX_PIXELS) -> Optional[np.ndarray]:
+                  max_pixels: int = STORED_MAX_PIXELS, *,
+                  size: Optional[tuple[int, int]] = None) -> Optional[np.ndarray]:
     """A picture read back from a run folder (a panel's overlays, a photo for a page or the
     notebook display), decoded by OpenCV as ``flags`` say, with the checks an input image gets
-    first: the header's pixels (Pillow; a 3 MB PNG of 32768 x 32768 asked for 3 GB) and a
-    JPEG's scans (a 1 MB progressive JPEG of repeated scans took minutes). None when it is
-    not a picture, too large or too slow to decode (the caller names the file)."""
-    try:
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-    except Exception:
-        return None
-    if width * height > max_pixels:
+    first: the header's pixels (Pillow; a 3 MB PNG of 32768 x 32768 asked for 3 GB), the
+    (height, width) ``size`` the record gives it, when given (a shared run's overlays of
+    2**27 pixels over a 32 x 32 input), and a JPEG's scans (a 1 MB progressive JPEG of
+    repeated scans took minutes). None when it is not a picture, not of its size, too large
+    or too slow to decode (the caller names the file)."""
+    found = stored_size(data)
+    if found is None or found[0] * found[1] > max_pixels or \
+            (size is not None and found != tuple(size)):
         return None
     try:
         return _decode(data, flags)
     except ImageError:
         return None
+
+
+def stored_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(height, width) in a picture's header (Pillow reads no pixels), None when ``data`` is
+    no picture."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Exception:
+        return None
+    return height, width
 
 
 def jpeg_complete(data: bytes) -> bool:

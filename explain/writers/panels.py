@@ -8,7 +8,7 @@ file the config names."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
@@ -70,7 +70,8 @@ class PanelWriter(Writer):
                                                         cfg.preprocess.max_bytes),
                                                cfg.preprocess)[1])
             for cls in wanted:
-                overlays = [read_overlay(ctx.run, _record_file(entry, cls, m)) for m in methods]
+                overlays = [read_overlay(ctx.run, _record_file(entry, cls, m),
+                                         size=entry.input_size) for m in methods]
                 rows[cls].append((entry.id, photo, [thumbnail(o) for o in overlays]))
         for cls, class_rows in rows.items():
             picture = render.panel(class_rows, methods, f"class '{cls}' — {', '.join(methods)} "
@@ -87,12 +88,15 @@ def _record_file(entry: ImageEntry, cls: str, method: str) -> str:
     return rec.file
 
 
-def read_overlay(run: RunFolder, rel: str) -> np.ndarray:
+def read_overlay(run: RunFolder, rel: str, *, size: Sequence[int]) -> np.ndarray:
     """An overlay this run wrote, read back as RGB from inside the run folder (no link is
-    followed); ExplainError naming the file when it is missing or not a picture."""
+    followed); ExplainError naming the file when it is missing, not a picture or not of its
+    image's input ``size`` (height, width)."""
     data = run.read_bytes(rel)
-    picture = None if data is None else decode_stored(data, max_pixels=MAX_OVERLAY_PIXELS)
+    picture = None if data is None else decode_stored(data, max_pixels=MAX_OVERLAY_PIXELS,
+                                                      size=(size[0], size[1]))
     if picture is None:
-        raise ExplainError(f"{run.root / rel}: the map picture is missing or unreadable; the run "
+        raise ExplainError(f"{run.root / rel}: the map picture is missing, unreadable or not "
+                           f"{size[0]} x {size[1]} pixels (its image's input size); the run "
                            f"folder is damaged")
     return cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
