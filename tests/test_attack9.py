@@ -246,3 +246,35 @@ def test_diff_of_a_record_at_the_edge_of_float_prints_no_numpy_warning(finished,
         warnings.simplefilter("error")
         code, err, _ = cli(capsys, "diff", finished[1], copy, "--out", tmp_path / "diffs")
     assert code == 0 and "Warning" not in err, err
+
+
+@pytest.mark.parametrize("classes, confusion, says", [
+    (["cat", "dog"], [[1, 0], [1, 0]], None),
+    (["dog", "cat"], [[1, 0], [1, 0]], "confusion classes that are not its classes in their order"),
+    ([f"c{k}" for k in range(3)], [[0] * 3] * 3, "confusion classes that are not its classes"),
+    (["cat", "cat"], [[1, 0], [1, 0]], "confusion classes that are not its classes in their order"),
+])
+def test_a_summarys_confusion_table_must_be_of_its_runs_classes(finished, tmp_path, capsys,
+                                                              classes, confusion, says):
+    """A shared summary.json's 4,000 x 4,000 confusion table (53 KB zipped) took the report
+    3.4 GB: its classes must be the run's, in the config's order."""
+    import json
+    import shutil
+
+    from helpers import cli, refused
+    copy = tmp_path / "results" / "exp"
+    shutil.copytree(finished[1], copy)
+    data = json.loads((copy / "summary.json").read_text())
+    data["dataset"] = {"labelled": 2, "unlabelled": 0, "correct": 1, "classes": classes,
+                       "confusion": confusion}
+    for entry in data["images"]:
+        entry["label"] = "cat"
+    (copy / "summary.json").write_text(json.dumps(data))
+    if says is None:
+        code, err, _ = cli(capsys, "report", copy)
+        assert code == 0, err
+        html = " ".join((copy / "report.html").read_text().split())
+        assert '<tr><th>dog</th><td class="off">1</td><td class="diag">0</td></tr>' in html
+    else:
+        refused(capsys, "report", copy, needles=[f"{copy / 'summary.json'}: dataset: {says}",
+                                                 "the run folder is damaged"])

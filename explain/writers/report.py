@@ -16,6 +16,7 @@ the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSumm
 
 from __future__ import annotations
 
+import heapq
 import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,8 +38,8 @@ from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
 from explain.outputs import RUN_MARKER, Listing, RunFolder, plain_relative
-from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, item_files,
-                                 parse_item, parse_json, validated, why)
+from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, dataset_problem,
+                                 item_files, parse_item, parse_json, validated, why)
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, ItemFile,
                              MapRecord, MeanMap, RunSummary)
 from explain.writers import RunContext, Writer
@@ -227,12 +228,13 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classe
         overlays = [(m, c.overlay) for m, c in zip(methods, cells) if c and c.overlay]
         cases.append(Case(row, "" if card.page == "report.html" else card.page, overlays))
     axis, table = numbers.classes, numbers.confusion
-    confusions = [(axis[i], axis[j], n) for _, i, j, n in sorted(
-        (-n, i, j, n) for i, r in enumerate(table) for j, n in enumerate(r) if i != j and n)]
+    confusions = [(axis[i], axis[j], n) for _, i, j, n in heapq.nsmallest(  # the 20 most
+        20, ((-n, i, j, n) for i, r in enumerate(table) for j, n in enumerate(r)  # frequent
+             if i != j and n))]
     recorded = summary.files
     files = [f for f in (recorded.confusion_csv, recorded.per_class_csv,
                          recorded.disagreement_csv) if _present(run, f)]
-    return DatasetView(numbers, means, cases, confusions[:20], len(axis) <= CONFUSION_TABLE_MAX,
+    return DatasetView(numbers, means, cases, confusions, len(axis) <= CONFUSION_TABLE_MAX,
                        files, _present(run, recorded.disagreement_csv))
 
 
@@ -423,6 +425,10 @@ def load_run(root: Path) -> ReportData:
             raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
                                f"the run folder is damaged") from None
         check_entries(summary.images, summary.config, where)
+        problem = summary.dataset and dataset_problem(summary.dataset, summary.config,
+                                                      len(summary.images))
+        if problem:
+            raise ExplainError(f"{where}: dataset: {problem}; the run folder is damaged")
         data = ReportData(summary)
         if summary.compare:
             for rel in items:
