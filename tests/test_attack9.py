@@ -278,3 +278,33 @@ def test_a_summarys_confusion_table_must_be_of_its_runs_classes(finished, tmp_pa
     else:
         refused(capsys, "report", copy, needles=[f"{copy / 'summary.json'}: dataset: {says}",
                                                  "the run folder is damaged"])
+
+
+def test_model_arguments_nested_deeper_than_a_model_takes_are_refused(finished, tmp_path,
+                                                                     capsys):
+    """300 levels of arch_args in a shared summary.json passed, then broke serialising the
+    config (a 36-line traceback from explain diff and the notebook API)."""
+    import json
+    import shutil
+
+    from conftest import write_config
+    from helpers import refused
+    from explain.config.sections import MAX_ARGS_DEPTH
+    copy = tmp_path / "results" / "exp"
+    shutil.copytree(finished[1], copy)
+    data = json.loads((copy / "summary.json").read_text())
+    nested: object = 1
+    for _ in range(300):
+        nested = {"a": nested}
+    data["config"]["model"]["arch_args"] = {"x": nested}
+    (copy / "summary.json").write_text(json.dumps(data))
+    says = f"config.model.arch_args: Value error, nested more than {MAX_ARGS_DEPTH} levels deep"
+    refused(capsys, "diff", finished[1], copy, "--out", tmp_path / "diffs", needles=[says])
+    fine: object = [1]
+    for _ in range(MAX_ARGS_DEPTH - 2):
+        fine = {"a": fine}
+    path = write_config(tmp_path, "deep", model={"builder": "torchvision.models.resnet18",
+                                                 "builder_args": {"x": fine}},
+                        target_layers=["layer4"])
+    from explain.config import load_config
+    assert load_config(path).model.builder_args == {"x": fine}

@@ -25,6 +25,7 @@ COLORMAPS = tuple(sorted(n[len("COLORMAP_"):].lower() for n in dir(cv2) if n.sta
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_CONFIG_NODES = 20_000  # YAML nodes after alias expansion (a config has about a hundred)
 MAX_SIDE = 4096  # model input side in pixels
+MAX_ARGS_DEPTH = 16  # model.arch_args / builder_args: lists and mappings inside each other
 MAX_CLASSES = 1000  # named classes (ImageNet-1k fits; name a subset of larger label sets)
 Int = StrictInt
 Number = Union[StrictInt, StrictFloat]
@@ -81,6 +82,21 @@ class ModelSpec(Section):
         pattern=r"^[A-Za-z_]\w{0,63}$")], None] = None
     head: Literal["softmax", "binary", "multilabel"] = "softmax"
     target: Literal["logit", "probability"] = "logit"  # what a map explains
+
+    @field_validator("arch_args", "builder_args")
+    @classmethod
+    def _shallow(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """Arguments nested at most MAX_ARGS_DEPTH deep (a shared summary.json's 300 levels
+        passed, then broke serialising the config: a 36-line traceback for explain diff)."""
+        level, depth = [v], 1
+        while level:
+            level = [x for item in level for x in (item.values() if isinstance(item, dict)
+                                                   else item if isinstance(item, list) else ())
+                     if isinstance(x, (dict, list))]
+            depth += bool(level)
+            if depth > MAX_ARGS_DEPTH:
+                raise ValueError(f"nested more than {MAX_ARGS_DEPTH} levels deep")
+        return v
 
     @field_validator("arch", "builder")
     @classmethod
