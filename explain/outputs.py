@@ -237,10 +237,15 @@ class RunFolder:
         """Columns: every key of every row, in the order first seen; every text cell as
         ``names.inert_cell`` makes it (a spreadsheet opening the file runs no formula)."""
         from explain.names import inert_cell
-        rows = [{inert_cell(k): inert_cell(v) for k, v in row.items()} for row in rows]
+        rows = list(rows)
+        keys = list(dict.fromkeys(key for row in rows for key in row))
+        renamed = {k: inert_cell(k) for k in keys if inert_cell(k) != k}
+        rows = [{renamed.get(k, k): inert_cell(v) for k, v in row.items()}
+                if renamed or str in map(type, row.values()) else row  # numbers: as they are
+                for row in rows]
         buf = io.StringIO()
         if rows:
-            fields = list(dict.fromkeys(key for row in rows for key in row))
+            fields = [renamed.get(k, k) for k in keys]
             writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
