@@ -308,3 +308,28 @@ def test_model_arguments_nested_deeper_than_a_model_takes_are_refused(finished, 
                         target_layers=["layer4"])
     from explain.config import load_config
     assert load_config(path).model.builder_args == {"x": fine}
+
+
+@pytest.mark.parametrize("name", ["a.b", ""])
+def test_a_model_file_with_module_names_torch_never_gives_is_one_line(tmp_path, capsys, name):
+    """A pickled network whose module is named 'a.b' loaded, then its sanity checks' copy
+    failed in torch's load_state_dict: a raw traceback."""
+    import collections
+
+    import torch
+    from torch import nn
+
+    from conftest import IMAGES, write_config
+    from helpers import refused
+    net = nn.Sequential().eval()
+    net._modules = collections.OrderedDict(zip([name, "relu", "pool", "flat", "fc"], [
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 2)]))
+    torch.save(net, tmp_path / "odd.pth")
+    path = write_config(tmp_path, "odd", model={"file": "odd.pth"},
+                        images=[str(IMAGES / "cat.jpg")], preprocess={"size": [32, 32]},
+                        target_layers=["auto"], methods=["gradcam"], metrics=[],
+                        sanity={"enabled": True, "images": 1})
+    refused(capsys, path, "--quiet", needles=[
+        f"{tmp_path / 'odd.pth'}: refused to load: the model it holds is not a usable model: its "
+        f"module 'model' names an entry of _modules {name!r}, a name torch never gives"])

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError, first_line
+from explain.names import quote
 
 
 SAFE_PREFIXES = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.")
@@ -359,6 +360,11 @@ def structure_problem(model: nn.Module) -> Optional[str]:
         for key, table in parts.items():
             if not isinstance(table, dict):
                 return f"its module '{prefix or 'model'}' has no {key} dictionary"
+            odd = next((n for n in table if not isinstance(n, str) or not n or "." in n), None)
+            if odd is not None:  # torch itself refuses such names: a file made by hand
+                return (f"its module '{prefix.rstrip('.') or 'model'}' names an entry of {key} "
+                        f"{quote(odd)}, a name torch never gives (empty or with a '.': its "
+                        f"layers could not be named or copied)")
         for name, child in parts["_modules"].items():
             if child is not None and not isinstance(child, nn.Module):
                 return f"the model's child '{prefix}{name}' is a {type(child).__name__}, not a torch.nn.Module"
