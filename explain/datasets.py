@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 import zipfile
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import cv2
 import numpy as np
@@ -26,6 +26,9 @@ from explain.errors import ExplainError, first_line
 from explain.readback import stored_array, stored_only
 from explain.results import (ClassNumbers, DatasetSummary, Disagreement, ImageEntry,
                              MeanMap)
+
+if TYPE_CHECKING:
+    from explain.config import Config
 
 MEAN_SIZE = (224, 224)  # (H, W) every map is resized to before averaging
 SCALE = 1 << 24  # maps in 0..1 are summed as round(map * SCALE): exact integer sums
@@ -295,3 +298,26 @@ def mean_record(key: Key, count: int, mean: np.ndarray) -> MeanMap:
     stem = f"dataset/mean/{method}/{cls}__{outcome}"
     return MeanMap(class_name=cls, method=method, outcome=outcome, count=count,
                    max=round(float(mean.max()), 6), file=f"{stem}.png", array=f"{stem}.npy")
+
+
+def problem(numbers: DatasetSummary, cfg: Config, images: int) -> Optional[str]:
+    """What in a summary's dataset numbers its run (``cfg``, ``images`` entries) cannot have
+    written, or None: confusion classes that are not the config's classes in its order, or
+    more than its images name (a shared 4,000 x 4,000 table took the report 3.4 GB), numbers
+    of other classes or methods, more disagreement rows than a run keeps."""
+    order = {name: i for i, name in enumerate(cfg.classes)}
+    axis = [order.get(c, -1) for c in numbers.classes]
+    if -1 in axis or axis != sorted(set(axis)):
+        return "confusion classes that are not its classes in their order"
+    if len(axis) > max(FULL_CONFUSION, 2 * images):
+        return f"a confusion table of {len(axis)} classes, more than its images name"
+    methods = {m.name for m in cfg.methods}
+    if any(c.class_name not in order for c in numbers.per_class) or \
+            len(numbers.per_class) > len(order) or \
+            any(m.class_name not in order or m.method not in methods for m in numbers.mean_maps) or \
+            len(numbers.mean_maps) > 2 * len(order) * len(methods):
+        return "numbers of a class or method that is not its run's"
+    if len(numbers.disagreement) > DISAGREE_TOP or \
+            any(d.class_name not in order for d in numbers.disagreement):
+        return f"more than {DISAGREE_TOP} disagreement rows, or one of another class"
+    return None

@@ -232,30 +232,6 @@ def check_entries(entries: list[ImageEntry], cfg: Config, where: Any) -> None:
         ids.add(fold(entry.id))
 
 
-def dataset_problem(numbers: Any, cfg: Config, images: int) -> Optional[str]:
-    """What in a summary's dataset numbers its run (``cfg``, ``images`` entries) cannot have
-    written, or None: confusion classes that are not the config's classes in its order, or
-    more than its images name (a shared 4,000 x 4,000 table took the report 3.4 GB), numbers
-    of other classes or methods, more disagreement rows than a run keeps."""
-    from explain.datasets import DISAGREE_TOP, FULL_CONFUSION
-    order = {name: i for i, name in enumerate(cfg.classes)}
-    axis = [order.get(c, -1) for c in numbers.classes]
-    if -1 in axis or axis != sorted(set(axis)):
-        return "confusion classes that are not its classes in their order"
-    if len(axis) > max(FULL_CONFUSION, 2 * images):
-        return f"a confusion table of {len(axis)} classes, more than its images name"
-    methods = {m.name for m in cfg.methods}
-    if any(c.class_name not in order for c in numbers.per_class) or \
-            len(numbers.per_class) > len(order) or \
-            any(m.class_name not in order or m.method not in methods for m in numbers.mean_maps) or \
-            len(numbers.mean_maps) > 2 * len(order) * len(methods):
-        return "numbers of a class or method that is not its run's"
-    if len(numbers.disagreement) > DISAGREE_TOP or \
-            any(d.class_name not in order for d in numbers.disagreement):
-        return f"more than {DISAGREE_TOP} disagreement rows, or one of another class"
-    return None
-
-
 MAX_ITEM_BYTES = 64 * 1024 * 1024  # items/<image>.json: a few kB per map
 
 

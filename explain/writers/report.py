@@ -38,8 +38,8 @@ from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
 from explain.outputs import RUN_MARKER, Listing, RunFolder, plain_relative
-from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, dataset_problem,
-                                 item_files, parse_item, parse_json, validated, why)
+from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, item_files,
+                                 parse_item, parse_json, validated, why)
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, ItemFile,
                              MapRecord, MeanMap, RunSummary)
 from explain.writers import RunContext, Writer
@@ -425,8 +425,9 @@ def load_run(root: Path) -> ReportData:
             raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
                                f"the run folder is damaged") from None
         check_entries(summary.images, summary.config, where)
-        problem = summary.dataset and dataset_problem(summary.dataset, summary.config,
-                                                      len(summary.images))
+        from explain import datasets
+        problem = summary.dataset and datasets.problem(summary.dataset, summary.config,
+                                                       len(summary.images))
         if problem:
             raise ExplainError(f"{where}: dataset: {problem}; the run folder is damaged")
         data = ReportData(summary)
