@@ -200,10 +200,10 @@ def describe(exc: BaseException) -> str:
     """The one line the command line prints for this error."""
     if isinstance(exc, ExplainError):
         return str(exc)
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror or exc}"
-    return f"{type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, OSError):  # its file name may hold anything: escaped, as an
+        where = f"{exc.filename}: " if exc.filename else ""  # ExplainError's text is
+        return str(ExplainError(f"{where}{exc.strerror or exc}"))
+    return str(ExplainError(f"{type(exc).__name__}: {first_line(exc)}"))
 
 
 def join(device: str = "auto") -> Ranks:

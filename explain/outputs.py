@@ -239,10 +239,16 @@ class RunFolder:
         from explain.names import inert_cell
         rows = list(rows)
         keys = list(dict.fromkeys(key for row in rows for key in row))
-        renamed = {k: inert_cell(k) for k in keys if inert_cell(k) != k}
+        renamed: dict = {}
+        for k in keys:
+            name = inert_cell(k)
+            while name != k and (name in keys or name in renamed.values()):
+                name = f"{name}_"  # '-x' and "'-x" stay two columns
+            if name != k:
+                renamed[k] = name
         rows = [{renamed.get(k, k): inert_cell(v) for k, v in row.items()}
-                if renamed or str in map(type, row.values()) else row  # numbers: as they are
-                for row in rows]
+                if renamed or any(isinstance(v, str) for v in row.values()) else row
+                for row in rows]  # a row of numbers as it is
         buf = io.StringIO()
         if rows:
             fields = [renamed.get(k, k) for k in keys]

@@ -405,8 +405,9 @@ def test_resume_continues_the_heaps_and_sums(small):
     assert len(list((run_dir / "items").glob("*.json"))) == 4
     kept = read_state((run_dir / "channels/atlas/state.zip").read_bytes())
     assert len(kept.covered) in (2, 4)  # the save of batch 3's start may be cut too
-    run(load_config(path), RunOptions(out_root=small / "batch", resume=True, **QUIET))
+    resumed = run(load_config(path), RunOptions(out_root=small / "batch", resume=True, **QUIET))
     assert atlas_files(run_dir) == reference
+    assert not any(n.startswith("channels.atlas:") for n in resumed.notes)  # the state used
     # in batch 3's item files: one image of it is kept and comes back from its part
     run_dir = interrupted(path, small / "item", "item", 6)
     assert len(list((run_dir / "items").glob("*.json"))) == 5

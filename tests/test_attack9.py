@@ -93,6 +93,22 @@ def test_a_csv_cell_never_starts_a_formula(cell, written):
     assert rows == [[str(written) if written is not None else ""]] * 2
 
 
+def test_a_header_made_inert_keeps_its_column_and_a_str_subclass_is_checked():
+    from explain.outputs import RunFolder
+    assert RunFolder.csv_bytes([{"-x": 1, "'-x": 2}]) == b"'-x_,'-x\n1,2\n"
+    assert RunFolder.csv_bytes([{"layer": np.str_("=1+1"), "v": 1}]) == b"layer,v\n'=1+1,1\n"
+
+
+def test_an_os_error_of_another_rank_stays_on_its_line():
+    """torchrun: another rank's OSError was relayed with its file name raw, and a name
+    holding a line break and two spaces printed a forged indented line."""
+    from explain.distributed import describe
+    from explain.errors import relayed
+    error = FileNotFoundError(2, "No such file or directory", "cat\n  explain: error: x.jpg")
+    assert relayed(describe(error), " (on rank 1 of 2)").lines() == [
+        "cat\\n  explain: error: x.jpg: No such file or directory (on rank 1 of 2)"]
+
+
 def test_a_model_files_layer_names_reach_the_sanity_table_as_text(tmp_path, capsys):
     """A whole pickled network (loaded without trust) whose modules are named as formulas:
     sanity.csv's layer column held them as they were."""

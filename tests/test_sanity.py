@@ -278,7 +278,11 @@ def test_quantus_set_up_keeps_opencv_headless_alone():
 
 # ---- a whole run ---------------------------------------------------------------------------
 
-def test_run_records_files_and_report(tmp_path, capsys):
+def test_run_records_files_and_report(tmp_path, capsys, monkeypatch):
+    from explain import pace
+    timed, measure = [], pace.seconds_per_pass
+    monkeypatch.setattr(pace, "seconds_per_pass",
+                        lambda model, x, rows: timed.append(rows) or measure(model, x, rows))
     torch.save(tiny_net(convs=2), tmp_path / "tiny.pth")
     path = tiny_config(tmp_path, {"file": "tiny.pth"}, classes={"a": 0, "b": 1},
                        images=[str(IMAGES / "cat.jpg"), str(IMAGES / "dog.jpg")],
@@ -297,6 +301,7 @@ def test_run_records_files_and_report(tmp_path, capsys):
     run = tmp_path / "results" / "exp"
     data = json.loads((run / "summary.json").read_text())
     assert data["estimates_s"]["sanity"] > 0 and data["durations_s"]["sanity"] > 0
+    assert timed == [1, 1]  # one image, as the checks pass them (sanity.images copies: 3 GB)
     assert f"time: sanity checks took {data['durations_s']['sanity']:.1f} s (" in err, err
     checks = SanitySummary.model_validate(data["sanity"])
     assert checks.layers == ["6", "2", "0"] and checks.threshold == -0.99

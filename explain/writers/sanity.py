@@ -100,17 +100,18 @@ def _layer_count(cfg) -> Optional[int]:
 
 def estimate(plan: RunPlan) -> tuple[str, float]:
     """('estimate: sanity: ...', its seconds) from the plan: layers, images, classes and a
-    timed pass of the first image."""
+    timed pass of the first image (the checks pass one image at a time)."""
     cfg = plan.cfg
     layers = len(sanity.randomisable(plan.net)[:_layer_count(cfg)])
     images = min(cfg.sanity.images, len(plan.images))
     steps = 2 + layers * (2 if cfg.sanity.independent else 1)  # + trained + random logit
     passes = steps * sanity.passes_per_step(plan, images, plan.slots, cfg.guided.enabled)
-    # a batch of the first image as the checks' batches are made, timed after a warm-up, the
+    # the first image alone, as the checks pass their images, timed after a warm-up, the
     # faster of two (the preflight pass, the model's first, said 72 s for 5 s on the demo; one
-    # timed batch, at times 1 s a pass where the next took 0.05 s)
+    # timed pass was at times 1 s where the next took 0.05 s; a batch of sanity.images copies
+    # took 70 s and 3 GB for 300 images)
     x = plan.first.tensor.to(plan.device)
-    per_pass = min(pace.seconds_per_pass(plan.model, x, max(1, images)) for _ in range(2))
+    per_pass = min(pace.seconds_per_pass(plan.model, x, 1) for _ in range(2))
     seconds = passes * per_pass
     took = pace.duration(seconds) if seconds >= 0.5 else "under a second"
     return (f"estimate: sanity: {layers} layer(s) re-initialised one by one from the output"
