@@ -236,22 +236,10 @@ class RunFolder:
     def csv_bytes(rows: Iterable[dict]) -> bytes:
         """Columns: every key of every row, in the order first seen; every text cell as
         ``names.inert_cell`` makes it (a spreadsheet opening the file runs no formula)."""
-        from explain.names import inert_cell
-        rows = list(rows)
-        keys = list(dict.fromkeys(key for row in rows for key in row))
-        renamed: dict = {}
-        for k in keys:
-            name = inert_cell(k)
-            while name != k and (name in keys or name in renamed.values()):
-                name = f"{name}_"  # '-x' and "'-x" stay two columns
-            if name != k:
-                renamed[k] = name
-        rows = [{renamed.get(k, k): inert_cell(v) for k, v in row.items()}
-                if renamed or any(isinstance(v, str) for v in row.values()) else row
-                for row in rows]  # a row of numbers as it is
+        from explain.names import inert_rows
+        fields, rows = inert_rows(rows)
         buf = io.StringIO()
         if rows:
-            fields = [renamed.get(k, k) for k in keys]
             writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
