@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 from unittest import mock
@@ -351,6 +352,23 @@ def test_targets_label_and_resume_keep_the_means_exact(data, tmp_path):
     assert len(list((run_dir / "items").glob("*.json"))) == 4
     resumed = run(load_config(path), RunOptions(out_root=tmp_path / "batch", resume=True, **QUIET))
     assert resumed.dataset.mean_missing == 0 and _dataset_files(run_dir) == reference
+    assert not any(n.startswith("dataset:") for n in resumed.notes)  # the saved sums used
+    # a shared state of means of a class the run does not explain: the saved maps instead
+    run_dir = interrupted(path, tmp_path / "shared", "batch", 3)
+    state = run_dir / "dataset/mean/sums.zip"
+    with zipfile.ZipFile(state) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    header = json.loads(members["state.json"])
+    header["groups"][0][0] = "m0"
+    members["state.json"] = json.dumps(header).encode()
+    with zipfile.ZipFile(state, "w") as z:
+        for n, value in members.items():
+            z.writestr(n, value)
+    resumed = run(load_config(path), RunOptions(out_root=tmp_path / "shared", resume=True,
+                                                **QUIET))
+    assert _dataset_files(run_dir) == reference and resumed.dataset.mean_missing == 0
+    assert f"dataset: {state}: means of a class or method this run does not explain; the " \
+           f"means start from the saved maps" in resumed.notes
     # stopped while the 3rd batch's item files were written: one of its images is kept, but
     # the saved sums cover only the first two batches; it comes back from cams/*.npy. (The
     # images after it are batched anew, and the engine's maps move by ~1e-6 with a batch's

@@ -121,6 +121,14 @@ class DatasetWriter(Writer):
         except ExplainError as exc:  # not ours: start over from the saved arrays
             ctx.summary.notes.append(f"dataset: {exc}; the means start from the saved maps")
             state, pending = None, []
+        classes, methods = set(ctx.classes.values()), set(ctx.methods)
+        strange = state is not None and any(c not in classes or m not in methods
+                                            for c, m, _ in state.sums)
+        if strange:  # another run's groups (a shared state): start from the saved maps
+            ctx.summary.notes.append(f"dataset: {ctx.run.root / STATE}: means of a class or "
+                                     f"method this run does not explain; the means start "
+                                     f"from the saved maps")
+            state, pending = None, []
         covered = kept - set(pending)
         if state is not None and state.size == self.sums.size and \
                 state.covered == len(covered) and state.digest == datasets.id_digest(covered):
