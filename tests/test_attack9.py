@@ -109,28 +109,34 @@ def test_an_os_error_of_another_rank_stays_on_its_line():
         "cat\\n  explain: error: x.jpg: No such file or directory (on rank 1 of 2)"]
 
 
-def test_a_model_files_layer_names_reach_the_sanity_table_as_text(tmp_path, capsys):
-    """A whole pickled network (loaded without trust) whose modules are named as formulas:
-    sanity.csv's layer column held them as they were."""
+def _named_model_config(folder, stem: str, names: list[str]):
+    """A whole pickled conv -> ReLU -> pool -> flatten -> linear network whose five modules
+    carry ``names`` (what a pickle restores, unchecked by torch), and a config running it
+    with the sanity checks: the config's path."""
     import collections
 
     import torch
     from torch import nn
 
     from conftest import IMAGES, write_config
-    from helpers import cli
     net = nn.Sequential().eval()
-    names = ['=HYPERLINK("https://example/"&A1,"click")', "relu", "pool", "flat",
-             "@SUM(1+1)*cmd|' /C calc'!A0"]
-    net._modules = collections.OrderedDict(zip(names, [  # what a pickle restores
+    net._modules = collections.OrderedDict(zip(names, [
         nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(4, 2)]))
-    torch.save(net, tmp_path / "shared.pth")
-    path = write_config(tmp_path, "shared", model={"file": "shared.pth"},
+    torch.save(net, folder / f"{stem}.pth")
+    return write_config(folder, stem, model={"file": f"{stem}.pth"},
                         images=[str(IMAGES / "cat.jpg")], preprocess={"size": [32, 32]},
                         target_layers=["auto"], methods=["gradcam"], metrics=[],
                         sanity={"enabled": True, "images": 1})
-    code, err, _ = cli(capsys, path, "--quiet")
+
+
+def test_a_model_files_layer_names_reach_the_sanity_table_as_text(tmp_path, capsys):
+    """A whole pickled network (loaded without trust) whose modules are named as formulas:
+    sanity.csv's layer column held them as they were."""
+    from helpers import cli
+    names = ['=HYPERLINK("https://example/"&A1,"click")', "relu", "pool", "flat",
+             "@SUM(1+1)*cmd|' /C calc'!A0"]
+    code, err, _ = cli(capsys, _named_model_config(tmp_path, "shared", names), "--quiet")
     assert code == 0, err
     table = list(csv.DictReader((tmp_path / "results/shared/sanity/sanity.csv").open()))
     layers = {row["layer"] for row in table}
@@ -330,22 +336,8 @@ def test_model_arguments_nested_deeper_than_a_model_takes_are_refused(finished, 
 def test_a_model_file_with_module_names_torch_never_gives_is_one_line(tmp_path, capsys, name):
     """A pickled network whose module is named 'a.b' loaded, then its sanity checks' copy
     failed in torch's load_state_dict: a raw traceback."""
-    import collections
-
-    import torch
-    from torch import nn
-
-    from conftest import IMAGES, write_config
     from helpers import refused
-    net = nn.Sequential().eval()
-    net._modules = collections.OrderedDict(zip([name, "relu", "pool", "flat", "fc"], [
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(4, 2)]))
-    torch.save(net, tmp_path / "odd.pth")
-    path = write_config(tmp_path, "odd", model={"file": "odd.pth"},
-                        images=[str(IMAGES / "cat.jpg")], preprocess={"size": [32, 32]},
-                        target_layers=["auto"], methods=["gradcam"], metrics=[],
-                        sanity={"enabled": True, "images": 1})
+    path = _named_model_config(tmp_path, "odd", [name, "relu", "pool", "flat", "fc"])
     refused(capsys, path, "--quiet", needles=[
         f"{tmp_path / 'odd.pth'}: refused to load: the model it holds is not a usable model: its "
         f"module 'model' names an entry of _modules {name!r}, a name torch never gives"])
