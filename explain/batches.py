@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from explain.engine import BatchResult, MapSlot
+from explain.enginedata import BatchResult, MapSlot
 from explain.images import Prepared
 from explain.results import ImageEntry
 

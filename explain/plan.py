@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from torch import nn
 from explain import batching, metrics, pace
 from explain.config import (LAYER, MAX_CLASSES, TARGET_WORDS, Config, MetricSpec, Reshape,
                             names_a_field, resolved)
-from explain.engine import CamEngine, EngineOptions, LayerInfo, Probe
+from explain.enginedata import LayerInfo, Probe
 from explain.errors import ExplainError, model_failed
 from explain.models.heads import Classifier, Head
 from explain.images import ImageError, ImageRef, Prepared, find_images, precheck, prepare
@@ -39,6 +39,9 @@ from explain.models.guard import (available, forward_size_problem, meta_warm_up,
 from explain.names import quote
 from explain.results import Skipped
 from explain.tasks import task_for
+
+if TYPE_CHECKING:  # the engine (and the CAM library) is imported when an engine is made
+    from explain.engine import CamEngine
 
 MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused
 SMALL_RUN = 50  # images; larger runs default to JPEG pictures (output.image_format)
@@ -302,6 +305,7 @@ def _engine(found: _Found, device: torch.device) -> CamEngine:
     watch = ((("concepts.layer", find_layer(net, cfg.concepts.layer or cfg.target_layers[0],
                                             "concepts.layer")[1]),)
              if cfg.concepts.enabled else ())
+    from explain.engine import CamEngine, EngineOptions
     engine_class = found.task.engine_class if found.task else CamEngine
     return engine_class(found.model, targets, cfg.methods, device, EngineOptions(
         layer_names=list(cfg.target_layers), probe_layer=channel, watch_layers=watch,

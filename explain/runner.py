@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if importlib.util.find_spec("ipywidgets"):
     from tqdm.auto import tqdm  # a widget in a notebook, text elsewhere
@@ -27,7 +27,6 @@ else:  # tqdm.auto in a notebook without ipywidgets warns at every bar, then dra
 
 from explain import distributed, measures
 from explain.config import Config
-from explain.engine import CamEngine
 from explain.errors import ExplainError, RunInterrupted, model_failed
 from explain.images import ImageError, ImageRef, Prepared, batches, group_by_shape, prepare
 from explain.names import printable
@@ -42,6 +41,9 @@ from explain.batches import BatchContext, ImageView
 from explain.writers import RunContext
 from explain.writers.lineup import default_writers
 from explain.writers.summary import console_lines
+
+if TYPE_CHECKING:  # imported with the plan's engine, after torchrun's ranks have joined
+    from explain.engine import CamEngine
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it
 MANY_CLASSES = 20  # more named classes than this: an image lists only its top probabilities
