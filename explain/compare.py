@@ -22,6 +22,7 @@ from explain.outputs import RunFolder
 from explain.results import CompareRow
 
 TOP_FRACTION = 0.2
+SAME_SHAPE_R = 0.95  # reference maps at least this correlated: the same map, made another way
 MAX_REFERENCE_PIXELS = 64 * 1024 * 1024  # values in one reference map (8192 x 8192)
 
 
@@ -61,6 +62,26 @@ def metrics(library: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 def verdict(max_abs_values: list[float], tolerance: float) -> str:
     return "agree" if max(max_abs_values) <= tolerance else "differ"
+
+
+def why_references_differ(rows: list[CompareRow]) -> str:
+    """What the maps' correlations say about a "differ" against reference files: near 1, the
+    same map made another way (resize, scaling); a map at r = 0, one of the two constant (the
+    blank maps of a hook on an inplace ReLU's input); lower, maps of another shape."""
+    rs = sorted(rows, key=lambda r: r.pearson)
+    median = float(np.median([r.pearson for r in rs]))
+    words = [f"Pearson r median {median:.2f}, lowest {rs[0].pearson:.2f} "
+             f"({rs[0].image} / {rs[0].class_name})"]
+    flat = sum(1 for r in rs if r.pearson == 0.0)
+    if flat:
+        words.append(f"{flat} map(s) at r = 0, one of the two constant: a hook on a layer "
+                     f"followed by ReLU(inplace=True) gives blank maps")
+    if median >= SAME_SHAPE_R:
+        words.append("r near 1 with a large |diff| is the same map resized or scaled another "
+                     "way (the figures in compare/ show where)")
+    else:
+        words.append("the maps differ in shape (the figures in compare/ show where)")
+    return "; ".join(words) + "; see docs/compare.md, hand-written references"
 
 
 # ---- external reference maps ----------------------------------------------------------------
@@ -246,14 +267,20 @@ class Comparison:
     def finish(self, rows: list[CompareRow]) -> dict:
         """compare.csv (rows in the order given) and the verdict per method."""
         self.run.write_csv(CSV_PATH, [r.dump() for r in rows])
-        by_method: dict[str, list[float]] = {}
+        by_method: dict[str, list[CompareRow]] = {}
         for row in rows:
-            by_method.setdefault(row.method, []).append(row.max_abs)
-        per_method = {m: {"verdict": verdict(v, self.tolerance), "max_abs": max(v),
-                          "maps": len(v)} for m, v in by_method.items()}
-        for m, info in per_method.items():  # a known departure of the library from the paper
-            if info["verdict"] == "differ" and self.reference_dir is None and \
-                    self.paper_notes and traits(m).paper_note:
+            by_method.setdefault(row.method, []).append(row)
+        per_method = {m: {"verdict": verdict([r.max_abs for r in v], self.tolerance),
+                          "max_abs": max(r.max_abs for r in v), "maps": len(v),
+                          "r_min": min(r.pearson for r in v),
+                          "r_median": float(np.median([r.pearson for r in v]))}
+                      for m, v in by_method.items()}
+        for m, info in per_method.items():
+            if info["verdict"] != "differ":
+                continue
+            if self.reference_dir is not None:  # the user's maps: why, as far as r can say
+                info["note"] = why_references_differ(by_method[m])
+            elif self.paper_notes and traits(m).paper_note:  # the library departs from the paper
                 info["note"] = traits(m).paper_note
         verdicts = [f"{m}: {info['verdict']} (max |diff| {info['max_abs']:.2e} over "
                     f"{info['maps']} maps, tolerance {self.tolerance:g})"

@@ -137,7 +137,8 @@ def test_reference_dir_npy_round_trip_is_exact(library_maps):
     tree, maps = library_maps
     folder = reference_folder(tree, maps, lambda p, m: np.save(p.with_suffix(".npy"), m))
     result = compare_with(tree, folder)
-    assert result["per_method"]["gradcam"] == {"verdict": "agree", "max_abs": 0.0, "maps": 6}
+    assert result["per_method"]["gradcam"] == {"verdict": "agree", "max_abs": 0.0, "maps": 6,
+                                               "r_min": 1.0, "r_median": 1.0}
     (folder / "dog__cat__gradcam.npy").unlink()
     (folder / "stray__cat__gradcam.npy").write_bytes(b"")
     result = compare_with(tree, folder)
@@ -165,6 +166,33 @@ def test_wrong_reference_is_reported_as_differ(library_maps):
     result = compare_with(tree, folder)
     assert result["per_method"]["gradcam"]["verdict"] == "differ"
     assert result["per_method"]["gradcam"]["max_abs"] > 0.1
+    assert result["per_method"]["gradcam"]["r_median"] < 0.95
+    assert "the maps differ in shape" in result["per_method"]["gradcam"]["note"]
+
+
+def test_a_differ_says_what_the_correlations_tell(library_maps):
+    """A student's maps made another way (upsampled from a coarser grid: r near 1, a large
+    |diff|) and one blank map (the inplace-ReLU trap): the verdict line says both, names the
+    least correlated map and points at the doc; the report's warning carries the same words."""
+    tree, maps = library_maps
+
+    def coarse(path, m):
+        small = cv2.resize(m, (m.shape[1] // 8, m.shape[0] // 8), interpolation=cv2.INTER_AREA)
+        made = cv2.resize(small, m.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        np.save(path.with_suffix(".npy"), np.zeros_like(m) if path.name == "cat__dog__gradcam"
+                else made)
+    result = compare_with(tree, reference_folder(tree, maps, coarse))
+    info = result["per_method"]["gradcam"]
+    assert info["verdict"] == "differ" and info["max_abs"] > 0.05
+    assert info["r_min"] == 0.0 and info["r_median"] >= 0.95
+    assert info["note"].startswith(f"Pearson r median {info['r_median']:.2f}, lowest 0.00 "
+                                   f"(cat / dog); 1 map(s) at r = 0, one of the two constant")
+    assert "r near 1 with a large |diff| is the same map resized or scaled" in info["note"]
+    assert info["note"].endswith("see docs/compare.md, hand-written references")
+    line = [v for v in compare_with.lines if v.startswith("  compare gradcam: differ")]
+    assert len(line) == 1 and line[0].endswith(info["note"])
+    html = (tree / "results" / "alexnet_catdog" / "report.html").read_text()
+    assert "1 map(s) at r = 0, one of the two constant" in html
 
 
 def test_badly_shaped_reference_names_the_file(library_maps):
