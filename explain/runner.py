@@ -34,7 +34,7 @@ from explain.outputs import (RunFolder, claim_run_dir, open_run_dir, resume_flag
                              same_settings)
 from explain.pipeline import (FilePool, QueuedWrites, default_workers, finish_workers,
                               prefetch)
-from explain.plan import LargerBatches, RunPlan, planned
+from explain.plan import LargerBatches, RunPlan, naming_the_file, planned
 from explain.recordfiles import kept_entries
 from explain.results import ImageEntry, ItemFile, MapRecord, RunSummary, Skipped, versions
 from explain.batches import BatchContext, ImageView
@@ -97,7 +97,7 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
     root_existed = root.exists()
     with planned(cfg, ranks) as (plan, engine):
         writers = default_writers(plan.cfg)
-        with ranks.together():
+        with ranks.together(), naming_the_file(plan.cfg):
             for writer in writers:  # annotations, reference maps: read and checked before
                 writer.prepare(plan)  # --overwrite deletes anything
         replaced = opts.overwrite and (root / plan.cfg.run_name).exists()

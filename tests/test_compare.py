@@ -251,3 +251,22 @@ def test_the_guard_note_says_what_it_switched():
     assert _guard_note(on, Plain(inplace_switched=0)).startswith(
         "inplace guard on: no inplace module in the model, hooked activations copied")
     assert _guard_note(off, Plain(inplace_switched=0)).startswith("inplace guard OFF")
+
+
+def test_a_reference_folder_named_from_the_working_directory_gets_the_hint(
+        library_maps, monkeypatch, capsys):
+    """compare.reference_dir is read from the config's folder, as images are: a folder that
+    exists from the working directory instead is named with the path to give, and the line
+    names the config file and that the command line set the field."""
+    from explain.cli import main
+    tree, maps = library_maps
+    (tree / "mine").mkdir(exist_ok=True)
+    monkeypatch.chdir(tree)
+    config = str(Path("configs") / "alexnet_catdog.yaml")
+    assert main([config, "--compare", "--set", "compare.reference_dir=mine", "--quiet",
+                 "--set", "metrics=[]", "--set", "channels.enabled=false"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"explain: error: {config} (compare.reference_dir from the command line): "
+                   f"compare.reference_dir: folder not found: {tree / 'configs' / 'mine'} "
+                   f"(relative paths are read from the config's folder; 'mine' exists from the "
+                   f"working directory: give it as '{tree / 'mine'}')\n")

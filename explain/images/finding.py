@@ -91,7 +91,7 @@ def _plain_files(cfg: Config, entry: str, where: str, notes: list[Note]) -> list
             candidates = [(path, False)]
         else:
             raise ExplainError(f"{where}: image not found: {short(path)}"
-                               f"{_relative_hint(entry) or close_hint(path)}")
+                               f"{relative_hint(entry) or close_hint(path)}")
     except OSError as exc:  # a name too long, a folder we may not read
         raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
     images = [(p, f, None) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]
@@ -148,11 +148,11 @@ def _with_ids(paths: list[Found]) -> list[ImageRef]:
     return refs
 
 
-def _relative_hint(entry: str) -> str:
-    """A relative entry that names a file from the working directory instead: say that
-    relative paths are read from the config's folder (``--set`` ones too)."""
+def relative_hint(entry: str, folder: bool = False) -> str:
+    """A relative entry that names a file (a ``folder``) from the working directory instead:
+    say that relative paths are read from the config's folder (``--set`` ones too)."""
     relative = Path(entry)
-    if relative.is_absolute() or not relative.is_file():
+    if relative.is_absolute() or not (relative.is_dir() if folder else relative.is_file()):
         return ""
     return (f" (relative paths are read from the config's folder; {quote(entry)} exists "
             f"from the working directory: give it as {quote(str(relative.resolve()))})")

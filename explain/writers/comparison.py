@@ -37,7 +37,9 @@ class CompareWriter(Writer):
                                    "list one in target_layers or set compare.reference_dir")
             return
         if not ref_dir.is_dir():
-            raise ExplainError(f"compare.reference_dir: folder not found: {ref_dir}")
+            from explain.images.finding import relative_hint
+            raise ExplainError(f"compare.reference_dir: folder not found: {ref_dir}"
+                               f"{relative_hint(cfg.compare.reference_dir, folder=True)}")
         check_references(ref_dir, [r.id for r in plan.images], list(cfg.classes), plan.methods)
 
     def start(self, ctx: RunContext) -> None:
