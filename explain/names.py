@@ -68,6 +68,13 @@ def utf8_bytes(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+def encoded(text: str) -> bytes:
+    """``text`` as UTF-8 for a file the run writes (a page, a CSV): a lone surrogate (a file
+    name that is not UTF-8, as a Windows zip unpacked leaves them: 'caf\\udce9.jpg') is
+    written escaped, ``\\udce9``, where strict encoding stopped the run at its last step."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 def fitted(base: str, suffix: str = "") -> str:
     """``base`` cut so that ``base + suffix`` keeps to MAX_NAME characters and MAX_NAME_BYTES
     bytes (a repeated name's '-2', '_3')."""

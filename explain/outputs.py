@@ -236,14 +236,14 @@ class RunFolder:
     def csv_bytes(rows: Iterable[dict]) -> bytes:
         """Columns: every key of every row, in the order first seen; every text cell as
         ``names.inert_cell`` makes it (a spreadsheet opening the file runs no formula)."""
-        from explain.names import inert_rows
+        from explain.names import encoded, inert_rows
         fields, rows = inert_rows(rows)
         buf = io.StringIO()
         if rows:
             writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-        return buf.getvalue().encode()
+        return encoded(buf.getvalue())
 
     def write_json(self, rel: str, data: Any) -> None:
         self.write_bytes(rel, self.json_bytes(data))

@@ -24,7 +24,7 @@ from typing import Any, Optional
 from explain.diff.numbers import DiffResult, MapDiff, compare_maps, config_changes, console_lines
 from explain.diff.page import render_page, write_pictures
 from explain.diff.runs import DIFF_CSV, DIFF_PAGE, Side, match, open_side, parse_threshold
-from explain.names import safe_slug
+from explain.names import encoded, safe_slug
 from explain.outputs import claim_run_dir
 
 CASES = 12  # maps shown with pictures on diff.html, lowest correlation first
@@ -85,7 +85,7 @@ def diff_runs(run_a: Path, run_b: Path, threshold: Optional[float] = None,
         cases = [write_pictures(folder, result, n, (one, *compare_maps(a, b, pair)[1:]))
                  for n, (one, pair) in enumerate(kept, 1)]
         result.out = folder.root
-        folder.write_bytes(DIFF_PAGE, render_page(result, cases).encode("utf-8"))
+        folder.write_bytes(DIFF_PAGE, encoded(render_page(result, cases)))
     except BaseException:
         folder.release()
         shutil.rmtree(folder.root, ignore_errors=True)

@@ -17,6 +17,7 @@ from explain.channels.fingerprints import (ablation_methods, ablation_rows, chan
                                            drawn_channels, fingerprint, overlaps, pairs,
                                            region_rows)
 from explain.images import ImageError, prepare
+from explain.names import encoded
 from explain.render import as_uint8
 from explain.results import RunSummary
 from explain.writers import RunContext
@@ -82,7 +83,7 @@ def finish_atlas(ctx: RunContext, atlas: AtlasState, state: str) -> None:
 def write_page(ctx: RunContext) -> None:
     """report/atlas.html from the records."""
     ctx.summary.files.atlas_page = PAGE
-    ctx.run.write_bytes(PAGE, render_page(ctx.summary).encode("utf-8"))
+    ctx.run.write_bytes(PAGE, encoded(render_page(ctx.summary)))
 
 
 def render_page(summary: RunSummary) -> str:

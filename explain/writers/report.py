@@ -34,6 +34,7 @@ from explain.baselines import BASELINES
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
+from explain.names import encoded
 from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
@@ -381,7 +382,7 @@ def build_report(run: RunFolder, data: ReportData) -> list[str]:
         files.colorbar = write_colorbar(run, data.summary.config.output.colormap)
     written = []
     for rel, html in iter_pages(run, data):
-        run.write_bytes(rel, html.encode("utf-8"))
+        run.write_bytes(rel, encoded(html))
         written.append(rel)
     return written
 
