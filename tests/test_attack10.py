@@ -44,3 +44,32 @@ def test_a_name_that_is_not_utf8_is_explained_and_written_escaped(tmp_path, caps
     (run / "summary.json").write_text(json.dumps(summary))
     assert main(["report", str(run)]) == 0
     assert "a note \\udce9" in (run / "report.html").read_text()
+
+
+def test_the_console_lists_twenty_images_and_skipped_files_and_counts_the_rest(
+        tmp_path, capsys):
+    """A shared folder of 100,000 files that are not images printed 100,005 lines at the end
+    of the run; now the first 20 of each list, then one line counting the rest."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(23):
+        shutil.copy(CAT, photos / f"p{i:02d}.jpg")
+    for i in range(45):
+        (photos / f"n{i:02d}.txt").write_text("not a picture")
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pt")}, images=[str(photos)],
+                         classes={"cat": 0, "dog": 1}, metrics=[],
+                         channels={"enabled": False}, output={"image_format": "jpg"})
+    rc, out, err = cli(capsys, config)
+    assert rc == 0, err
+    said = (out + err).splitlines()
+    images = [line for line in said if ": predicted " in line]
+    skipped = [line for line in said if line.startswith("  skipped ")]
+    assert [line.split(":")[0].strip() for line in images] == [f"p{i:02d}" for i in range(20)]
+    assert [line.split("/")[-1].split(":")[0] for line in skipped] == \
+        [f"n{i:02d}.txt" for i in range(20)]
+    assert "  ... and 3 more image(s), all in summary.csv" in said
+    assert "  ... and 25 more file(s) skipped, all in summary.json (skipped_files, " \
+           "skipped_images)" in said
+    summary = json.loads((tmp_path / "results" / "exp" / "summary.json").read_text())
+    assert len(summary["images"]) == 23 and len(summary["skipped_files"]) == 45

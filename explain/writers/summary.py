@@ -48,6 +48,16 @@ def csv_rows(summary: RunSummary) -> list[dict]:
             for row in rows]
 
 
+CONSOLE_ROWS = 20  # images and skipped files listed at the end of a run; the rest are counted
+
+
+def _more(count: int, what: str, where: str) -> list[str]:
+    """The line that counts what the console left out, if anything was."""
+    if count <= CONSOLE_ROWS:
+        return []
+    return [f"  ... and {count - CONSOLE_ROWS} more {what}, all in {where}"]
+
+
 def console_lines(summary: RunSummary) -> list[str]:
     """The lines the CLI prints at the end of a run."""
     lines = [f"explain: {summary.name} -> {summary.output_dir}"]
@@ -58,11 +68,13 @@ def console_lines(summary: RunSummary) -> list[str]:
         if took is not None:
             what = {"metrics": "faithfulness", "sanity": "sanity checks"}.get(key, key)
             lines.append(f"  time: {what} took {took:.1f} s ({about(estimate)} estimated)")
-    for image in summary.images:
+    for image in summary.images[:CONSOLE_ROWS]:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
         lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
-    lines += [f"  skipped {s.path}: {s.reason}"
-              for s in summary.skipped_files + summary.skipped_images]
+    lines += _more(len(summary.images), "image(s)", "summary.csv")
+    skipped = summary.skipped_files + summary.skipped_images
+    lines += [f"  skipped {s.path}: {s.reason}" for s in skipped[:CONSOLE_ROWS]]
+    lines += _more(len(skipped), "file(s) skipped", "summary.json (skipped_files, skipped_images)")
     compare = summary.compare or {}
     lines += [f"  compare {v}" for v in compare.get("verdicts", [])]
     missing, unmatched = compare.get("missing") or [], compare.get("unmatched") or []
