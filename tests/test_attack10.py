@@ -73,3 +73,60 @@ def test_the_console_lists_twenty_images_and_skipped_files_and_counts_the_rest(
            "skipped_images)" in said
     summary = json.loads((tmp_path / "results" / "exp" / "summary.json").read_text())
     assert len(summary["images"]) == 23 and len(summary["skipped_files"]) == 45
+
+
+def _many_classes(tmp_path, capsys, count: int):
+    """A finished tiny run (cat photo, GradCAM and LayerCAM) whose summary.json was changed
+    to hold ``count`` classes, each with a map of each method and a class panel: every picture
+    a hard link to the run's own (as a shared tar keeps them)."""
+    import os
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pt")}, methods=[
+        "gradcam", "layercam"], classes={"cat": 0, "dog": 1}, metrics=[])
+    assert cli(capsys, config, "--quiet")[0] == 0
+    run = tmp_path / "results" / "exp"
+    data = json.loads((run / "summary.json").read_text())
+    names = ["cat", "dog"] + [f"c{i}" for i in range(2, count)]
+    data["config"]["classes"] = {c: i for i, c in enumerate(names)}
+    entry = data["images"][0]
+    template = {r["method"]: r for r in entry["cams"] if r["class"] == "cat"}
+    entry["cams"] = []
+    for c in names:
+        for method, record in template.items():
+            rel = f"cams/{method}/cat__{c}.png"
+            if c not in ("cat", "dog"):
+                os.link(run / record["file"], run / rel)
+            entry["cams"].append(dict(record, **{"class": c, "file": rel, "files": {}}))
+        if c not in ("cat", "dog"):
+            os.link(run / "panels" / "cat.png", run / "panels" / f"{c}.png")
+    (run / "summary.json").write_text(json.dumps(data))
+    return run
+
+
+def test_the_notebook_embeds_twelve_class_panels_and_twenty_class_columns(tmp_path, capsys):
+    """A shared folder of 1,000 classes whose panels are one 2 MiB picture hard-linked made
+    the display a 2.66 GB HTML string (8.1 GB at peak)."""
+    import explain
+    html = explain.load(_many_classes(tmp_path, capsys, 25))._repr_html_()
+    assert html.count("<figure>") == 12
+    assert [f"class {c}" in html for c in ("cat", "dog", "c11", "c12")] == [True] * 3 + [False]
+    assert "... and the panels of 13 more class(es) in panels/" in html
+    assert "p(c19)" in html and "p(c20)" not in html
+    assert "p of the first 20 of 25 classes" in html
+
+
+def test_show_draws_at_most_sixty_maps_and_says_how_to_choose(tmp_path, capsys):
+    """31 classes x 2 methods of one image: one line saying to choose (a shared summary's
+    1,000 classes x 18 methods were decoded one by one: 27 minutes and 35 GB estimated)."""
+    import pytest
+
+    import explain
+    from explain.errors import ExplainError
+    loaded = explain.load(_many_classes(tmp_path, capsys, 31))
+    with pytest.raises(ExplainError, match=r"image 'cat' has 31 class\(es\) x 2 method\(s\); "
+                                           r"a figure shows at most 60 maps: pass cls=\.\.\. "
+                                           r"or methods=\[\.\.\.\]$"):
+        loaded.show("cat")
+    figure = loaded.show("cat", methods=["gradcam"])
+    assert len([a for a in figure.axes if a.images]) == 31 * 2  # the photo, then the map
+    assert len([a for a in loaded.show("cat", cls="c30").axes if a.images]) == 3

@@ -367,6 +367,10 @@ class Run:
             list(dict.fromkeys(r.class_name for r in entry.cams))
         if not classes:
             raise ExplainError(f"{self.folder}: image '{entry.id}' has no maps to show")
+        if len(classes) * len(methods or self.methods) > SHOW_MAPS:  # each one decoded
+            raise ExplainError(f"{self.folder}: image '{entry.id}' has {len(classes)} class(es) "
+                               f"x {len(methods or self.methods)} method(s); a figure shows at "
+                               f"most {SHOW_MAPS} maps: pass cls=... or methods=[...]")
         photo = self.photo(entry.id)
         first = [(f"{entry.id} (predicted {entry.predicted})", display.shown(photo))] \
             if photo is not None else []
@@ -394,6 +398,10 @@ class Run:
 
 NOTES_SHOWN = 12
 IMAGES_SHOWN = 50
+CLASSES_SHOWN = 20  # probability columns of the images table
+PANELS_SHOWN = 12  # class panels embedded, at most PANELS_BYTES of them read
+PANELS_BYTES = 16 * 1024 * 1024
+SHOW_MAPS = 60  # overlays in one Run.show figure
 
 
 def run_html(run: Run) -> str:
@@ -414,7 +422,7 @@ def run_html(run: Run) -> str:
 
 
 def _images(run: Run) -> str:
-    classes = run.classes
+    classes = run.classes[:CLASSES_SHOWN]
     rows = [[e.id, e.predicted] + [display.number(e.probabilities.get(c)) for c in classes]
             + ([e.label or ""] if any(i.label for i in run.images) else [])
             for e in run.images[:IMAGES_SHOWN]]
@@ -422,6 +430,8 @@ def _images(run: Run) -> str:
         (["label"] if any(i.label for i in run.images) else [])
     more = f"<p>... and {len(run.images) - IMAGES_SHOWN} more</p>" \
         if len(run.images) > IMAGES_SHOWN else ""
+    if len(run.classes) > CLASSES_SHOWN:
+        more += f"<p>p of the first {CLASSES_SHOWN} of {len(run.classes)} classes</p>"
     return "<h4>Images</h4>" + display.table_html(header, rows) + more
 
 
@@ -457,8 +467,12 @@ def _methods(run: Run) -> str:
 def _panels(run: Run) -> str:
     """The class panels (panels/<class>.png) embedded."""
     from explain.errors import ExplainError
-    figures = []
-    for cls in run.classes:
+    figures, budget = [], PANELS_BYTES
+    for n, cls in enumerate(run.classes):
+        if len(figures) == PANELS_SHOWN or budget <= 0:  # a shared folder's 1,000 classes
+            figures.append(f"<p>... and the panels of {len(run.classes) - n} more class(es) "
+                           f"in panels/</p>")
+            break
         rel = f"panels/{cls}.png"
         try:  # a class name from a summary.json changed by hand may be no file name
             data = run._files.read_bytes(rel)
@@ -466,6 +480,7 @@ def _panels(run: Run) -> str:
             data = None
         uri = None if data is None else display.file_uri(data, rel)
         if uri is not None:
+            budget -= len(data)
             figures.append(display.figure_html(uri, f"class {cls}"))
     if not figures:
         return "<h4>Classes</h4><p>no class panels in the folder</p>"
