@@ -5,6 +5,7 @@ written)."""
 
 import csv
 import json
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -337,7 +338,17 @@ def test_records_naming_one_array_file_are_refused_before_any_read(runs, capsys,
     code, out, err = diff(capsys, a, shared, "--out", tmp_path / "out")
     assert code == 2 and out == [] and len(err) == 1
     assert err[0].startswith(f"explain: error: {shared}: the maps ") and \
-        "name the same array file cams/" in err[0] and err[0].endswith("damaged")
+        "name the same array file (cams/" in err[0] and err[0].endswith("damaged")
+    assert not (tmp_path / "out").exists()
+    # attack 10: two names, one file (hard links: a tar keeps them), refused the same way
+    linked = derive(b, tmp_path / "linked", change=lambda data: None)
+    arrays = sorted((linked / "cams").rglob("*.npy"))
+    arrays[1].unlink()
+    os.link(arrays[0], arrays[1])
+    code, out, err = diff(capsys, a, linked, "--out", tmp_path / "out")
+    assert code == 2 and out == [] and len(err) == 1, err
+    assert f"name the same array file ({arrays[0].relative_to(linked)}, " \
+           f"{arrays[1].relative_to(linked)}); the run folder is damaged" in err[0]
     assert not (tmp_path / "out").exists()
 
 

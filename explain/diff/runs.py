@@ -4,6 +4,7 @@ maps both runs hold (matched by image, class and method), each saved map read ba
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -118,16 +119,25 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
 
 
 def _one_record_per_array(side: Side, records: list[MapRecord]) -> None:
-    """explain saves each map in a file of its own: records naming one array file are a
-    damaged (or crafted) folder, refused before any map is read (20 records naming one 64 MiB
-    array made 20 reads of it; the summary's size allowed half a million)."""
-    seen: dict[str, MapRecord] = {}
+    """explain saves each map in a file of its own: records naming one array file, by one name
+    or by hard links, are a damaged (or crafted) folder, refused before any map is read (20
+    records naming one 64 MiB array made 20 reads of it; the summary's size allowed half a
+    million; 160 hard links to one file took 28 s)."""
+    seen: dict[object, MapRecord] = {}
     for rec in records:
         name = rec.files.array
-        if name is not None and seen.setdefault(name, rec) is not rec:
-            raise ExplainError(f"{side.root}: the maps {seen[name].class_name} / "
-                               f"{seen[name].method} and {rec.class_name} / {rec.method} name "
-                               f"the same array file {name}; the run folder is damaged")
+        if name is None:
+            continue
+        try:  # hard links (a tar keeps them) are one file under two names
+            found = os.lstat(side.folder.path(name, reading=True))
+            same: object = (found.st_dev, found.st_ino)
+        except (OSError, ExplainError):  # missing or outside: read_map names it
+            same = name
+        first = seen.setdefault(same, rec)
+        if first is not rec:
+            raise ExplainError(f"{side.root}: the maps {first.class_name} / {first.method} "
+                               f"and {rec.class_name} / {rec.method} name the same array file "
+                               f"({first.files.array}, {name}); the run folder is damaged")
 
 
 def read_map(side: Side, entry: ImageEntry, rec: MapRecord) -> np.ndarray:
