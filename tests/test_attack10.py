@@ -130,3 +130,43 @@ def test_show_draws_at_most_sixty_maps_and_says_how_to_choose(tmp_path, capsys):
     figure = loaded.show("cat", methods=["gradcam"])
     assert len([a for a in figure.axes if a.images]) == 31 * 2  # the photo, then the map
     assert len([a for a in loaded.show("cat", cls="c30").axes if a.images]) == 3
+
+
+def test_boxes_past_the_bound_are_refused_before_validation_and_skips_are_counted(
+        tmp_path, capsys):
+    """A shared summary of 60 MB of boxes took 1.4 GB to be refused after validation built
+    them all; one of 60 MB of skipped files wrote a 97 MB report listing each."""
+    from explain import recordfiles
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pt")},
+                         classes={"cat": 0, "dog": 1}, metrics=[])
+    assert cli(capsys, config, "--quiet")[0] == 0
+    run = tmp_path / "results" / "exp"
+    honest = json.loads((run / "summary.json").read_text())
+    data = json.loads(json.dumps(honest))
+    data["skipped_files"] = [{"path": f"/x/n{i:03d}.txt", "reason": "not an image"}
+                             for i in range(250)]
+    (run / "summary.json").write_text(json.dumps(data))
+    assert main(["report", str(run)]) == 0
+    capsys.readouterr()
+    html = (run / "report.html").read_text()
+    assert "/x/n199.txt" in html and "/x/n200.txt" not in html
+    assert "... and 50 more, all in summary.json (skipped_files, skipped_images)." in html
+    data = json.loads(json.dumps(honest))
+    data["images"][0]["boxes"] = {"cat": [[1, 1, 2, 2]] * 600, "dog": [[1, 1, 2, 2]] * 401}
+    (run / "summary.json").write_text(json.dumps(data))
+    built = []
+    original = recordfiles.validated
+
+    def counted(model, raw):
+        built.append(model)
+        return original(model, raw)
+    import pytest
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recordfiles, "validated", counted)
+        patch.setattr("explain.writers.report.validated", counted)
+        assert main(["report", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"explain: error: {run / 'summary.json'}: an image holds 1001 boxes, more than a run "
+        f"takes for one image (1000); the run folder is damaged\n")
+    assert built == []  # refused before pydantic built anything
