@@ -128,10 +128,10 @@ def check_format(data: Any, where: str) -> None:
         boxes = entry.get("boxes") if isinstance(entry, dict) else None
         count = sum(len(b) for b in boxes.values() if isinstance(b, list)) \
             if isinstance(boxes, dict) else 0
-        if count > MAX_BOXES_PER_IMAGE:
-            raise ExplainError(f"{where}: an image holds {count} boxes, more than a run takes "
-                               f"for one image ({MAX_BOXES_PER_IMAGE}); the run folder is "
-                               f"damaged")
+        if count > MAX_BOXES_PER_IMAGE:  # as entry_problem says it, after validation
+            raise ExplainError(f"{where}: image {quote(str(entry.get('id')))}: {count} boxes, "
+                               f"more than a run takes for one image ({MAX_BOXES_PER_IMAGE}); "
+                               f"the run folder is damaged")
 
 
 def parse_item(data: bytes, where: str) -> ItemFile:

@@ -167,6 +167,6 @@ def test_boxes_past_the_bound_are_refused_before_validation_and_skips_are_counte
         patch.setattr("explain.writers.report.validated", counted)
         assert main(["report", str(run)]) == 2
     assert capsys.readouterr().err == (
-        f"explain: error: {run / 'summary.json'}: an image holds 1001 boxes, more than a run "
+        f"explain: error: {run / 'summary.json'}: image 'cat': 1001 boxes, more than a run "
         f"takes for one image (1000); the run folder is damaged\n")
     assert built == []  # refused before pydantic built anything
