@@ -1,7 +1,14 @@
+import os
 import signal
 import sys
 
-from explain.cli import main
+# ``python -m explain`` puts the working directory first on sys.path: a shared folder's cv2.py
+# or torch/ would be imported in place of the installed ones. Nothing is imported from it (a
+# trusted config's own module is looked for there last: explain.models.factories.own_modules).
+if sys.path and sys.path[0] in ("", os.getcwd()):
+    del sys.path[0]
+
+from explain.cli import main  # noqa: E402
 
 code = 130  # main answers a Ctrl-C itself; one in the instant after it returned lands below
 try:

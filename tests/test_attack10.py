@@ -170,3 +170,45 @@ def test_boxes_past_the_bound_are_refused_before_validation_and_skips_are_counte
         f"explain: error: {run / 'summary.json'}: image 'cat': 1001 boxes, more than a run "
         f"takes for one image (1000); the run folder is damaged\n")
     assert built == []  # refused before pydantic built anything
+
+
+def test_python_m_explain_imports_nothing_from_the_working_directory(tmp_path):
+    """Run as the README says (``python -m explain``) inside a shared bundle, Python put the
+    bundle first on sys.path: its yaml.py (or cv2.py, torch/) ran instead of the library."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import explain
+    marker = tmp_path / "SHADOW_RAN"
+    (tmp_path / "yaml.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (tmp_path / "exp.yaml").write_text("classes: {cat: 0}\nimages: [nowhere.jpg]\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(explain.__file__).parent.parent),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "explain", "exp.yaml"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert not marker.exists()
+    assert proc.returncode == 2 and "exp.yaml: model: required key is missing" in proc.stderr, \
+        proc.stderr
+
+
+def test_a_trusted_module_is_found_in_the_working_directory_after_the_packages(
+        tmp_path, capsys, monkeypatch):
+    """A config's own module (model.trust) is still found where the run starts, now looked
+    for after the installed packages, and sys.path is as it was afterwards."""
+    import sys
+    import uuid
+    mod = f"mine_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{mod}.py").write_text(
+        "from helpers import tiny_net\n\ndef build():\n    return tiny_net()\n")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    config = tiny_config(tmp_path, {"builder": f"{mod}:build", "trust": True},
+                         classes={"cat": 0, "dog": 1}, metrics=[])
+    rc, _, err = cli(capsys, config, "--quiet")
+    assert rc == 0, err
+    assert sys.path == before and mod in sys.modules
+    assert len(json.loads((tmp_path / "results" / "exp" / "summary.json").read_text())
+               ["images"][0]["cams"]) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -80,9 +81,26 @@ def resolve_factory(dotted: str, field: str, trust: bool) -> Callable[..., Any]:
             f"naming your own "
             f"code needs 'model.trust: true' (it imports and runs that code)")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        with own_modules():
+            return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ExplainError(f"{field}: cannot import {quote(dotted)} ({first_line(exc)})") from None
+
+
+@contextlib.contextmanager
+def own_modules() -> Iterator[None]:
+    """While a config's code is imported (allow-listed, or trusted): the working directory
+    on sys.path after every installed package, so that 'mynet:build' is found there but a
+    cv2.py beside it never replaces OpenCV (``python -m explain`` takes it off the front)."""
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:
+        sys.path.append(here)
+    try:
+        yield
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
 
 
 WEIGHT_ARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
