@@ -47,6 +47,9 @@ def is_finite(value: float) -> bool:
         return False
 
 
+SCALE_BOUND = 1e4  # preprocess mean and std: a pixel's scale is 0..1 (or 0..255 mistaken)
+
+
 def _finite(values: tuple[float, ...], what: str) -> tuple[float, ...]:
     if not all(is_finite(v) for v in values):
         raise ValueError(f"{what} must be finite numbers (at most about 1e308)")
@@ -155,7 +158,11 @@ class Preprocess(Section):
     @field_validator("mean")
     @classmethod
     def _mean(cls, v):
-        return _finite(v, "mean values")
+        _finite(v, "mean values")
+        if any(abs(m) > SCALE_BOUND for m in v):  # 1e308 made every pixel inf, then NaN
+            raise ValueError(f"mean values are on the pixels' 0..1 scale (ImageNet's: 0.485, "
+                             f"0.456, 0.406); each must lie within +-{SCALE_BOUND:g}")
+        return v
 
     @model_validator(mode="after")
     def _mode_uses_mean(self) -> "Preprocess":
@@ -171,6 +178,10 @@ class Preprocess(Section):
         _finite(v, "std values")
         if any(s <= 0 for s in v):
             raise ValueError("std values must be greater than 0 (they divide the pixels)")
+        if any(not 1 / SCALE_BOUND <= s <= SCALE_BOUND for s in v):
+            raise ValueError(f"std values are on the pixels' 0..1 scale (ImageNet's: 0.229, "
+                             f"0.224, 0.225); each must lie within {1 / SCALE_BOUND:g} to "
+                             f"{SCALE_BOUND:g}")
         return v
 
 
