@@ -106,9 +106,15 @@ def short(text: object, limit: int = 160) -> str:
     return text[:half] + "..." + text[-half:]
 
 
+_LOOKALIKES = str.maketrans("OoIl", "0011")  # letters typed for digits: 'features.1O'
+
+
 def suggest(name: str, choices: list[str]) -> str:
-    """' — did you mean 'x'?' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    """' — did you mean 'x'?' for the closest choice, or '' when nothing is close. A choice
+    the name equals once letters that look like digits are read as digits comes first
+    ('features.1O' is 'features.10', not the shorter 'features.1' difflib finds closer)."""
+    same = [c for c in choices if c.translate(_LOOKALIKES) == name.translate(_LOOKALIKES)]
+    close = same[:1] or difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" — did you mean '{close[0]}'?" if close else ""
 
 

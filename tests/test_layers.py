@@ -209,6 +209,9 @@ def test_typo_suggests_a_usable_layer(alexnet, resnet):
     net, rows = alexnet
     with pytest.raises(ExplainError, match="did you mean 'features.10'"):
         find_layer(net, "featurs.10", "target_layers[0]", rows)
+    # a letter O typed for a zero: 'features.1' (the first ReLU) is the closer string
+    with pytest.raises(ExplainError, match=r"did you mean 'features.10'\?"):
+        find_layer(net, "features.1O", "target_layers[0]", rows)
     res, res_rows = resnet
     with pytest.raises(ExplainError) as err:
         find_layer(res, "layer4.1.reluu", "target_layers[0]", res_rows)
