@@ -144,16 +144,19 @@ def reshape_mode(cfg: Config, net: Any = None):
 def first_image(cfg: Config, refs: list[ImageRef]) -> Prepared:
     """Every image the user named passes the checks that need no decoding; returns the first
     image that decodes (for the preflight pass)."""
-    for ref in refs:
-        if not ref.from_folder:
-            precheck(ref, cfg.preprocess)
+    try:
+        for ref in refs:
+            if not ref.from_folder:
+                precheck(ref, cfg.preprocess)
+    except ImageError as exc:  # the field that named it, and (naming_the_file) the config
+        raise ExplainError(f"images: {exc}") from None
     why = None
     for ref in refs:
         try:
             return prepare(ref, cfg.preprocess)
         except ImageError as exc:
             if not ref.from_folder:
-                raise
+                raise ExplainError(f"images: {exc}") from None
             why = why or exc
     raise ExplainError(f"images: none of the {len(refs)} image(s) could be read (first: {why})")
 

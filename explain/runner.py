@@ -400,8 +400,8 @@ def _usable(chunk: list, ctx: RunContext, opts: RunOptions) -> list[Prepared]:
     ready = []
     for ref, item in chunk:
         if isinstance(item, ImageError):
-            if not ref.from_folder:
-                raise item
+            if not ref.from_folder:  # named in the config: the run stops, naming the field
+                raise ExplainError(f"{ctx.cfg.source or 'config dict'}: images: {item}")
             opts.log(f"warning: skipped {item}")
             reason = str(item).removeprefix(f"{ref.path}: ")  # the record has the path
             ctx.summary.skipped_images.append(Skipped(path=str(ref.path), reason=reason))

@@ -1,0 +1,29 @@
+"""What a newcomer hit following the README on a fresh clone (the twelfth session's run):
+a named image that cannot be read said neither the config nor the field."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from helpers import CAT, cli, tiny_config, tiny_net
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_named_image_that_is_no_picture_names_the_config_and_the_field(tmp_path, capsys,
+                                                                          first):
+    """Named first, it fails the preflight pass; named after a good one, the run's batches:
+    either way one line with the config file and 'images:'."""
+    (tmp_path / "fake.jpg").write_text("not an image")
+    shutil.copy(CAT, tmp_path / "cat.jpg")
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    images = ["fake.jpg"] if first else ["cat.jpg", "fake.jpg"]
+    config = tiny_config(tmp_path, {"file": "tiny.pt"}, images=images,
+                         classes={"cat": 0, "dog": 1}, metrics=[])
+    rc, err, out = cli(capsys, config, "--quiet")
+    assert rc == 2 and out == ""
+    assert err == f"explain: error: {config}: images: {tmp_path / 'fake.jpg'}: not a readable " \
+                  f"image"
+    assert not (tmp_path / "results").exists()
