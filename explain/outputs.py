@@ -3,7 +3,8 @@
 Every file a run writes goes through ``RunFolder``: the relative path is checked part by part
 (no '..', no separators, no NUL), the folders on the way are created one at a time and must
 not be symbolic links, so no write can land outside the run folder, whatever names a config
-holds or what was planted in the folder. Each file is written under a temporary name in its
+holds or what was planted in the folder, even one swapped for a link while the run writes:
+the folders are held open from the run folder's own descriptor (``explain.safewrite``). Each file is written under a temporary name in its
 folder and renamed into place, so a run killed at any moment leaves only complete files.
 Files get the usual permissions (0666 less the umask). PNGs carry no timestamps, so two runs
 of the same config give byte-identical pictures.
@@ -25,7 +26,6 @@ import os
 import secrets
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -35,6 +35,7 @@ import numpy as np
 from explain.config import parse_value
 from explain.errors import ExplainError, RunInterrupted
 from explain.runlock import LOCK_FILE, RUN_MARKER, RunLock
+from explain.safewrite import Folders, results_folder
 
 MAX_READ_BYTES = 256 * 1024 * 1024  # a file of the run folder read back (a map, an item file)
 
@@ -58,11 +59,22 @@ class RunFolder:
         self.root = Path(root)
         self.mode = 0o666 & ~current_umask()
         self.lock = lock  # held while this process runs in the folder (rank 0 under torchrun)
+        self.folders = Folders(self.root)  # its folders' descriptors, the writes go through
+
+    def pin(self, parent: Optional[int] = None) -> "RunFolder":
+        """Open the folder now without following a link, and keep it open until ``release``:
+        every write finds its folders from it (at ``parent``, the descriptor of the folder
+        holding it, when given); ExplainError when it is missing or a link."""
+        self.folders.pin(parent)
+        return self
 
     def release(self) -> None:
-        """Give the folder's lock back (the run ended, or failed); no-op without one."""
-        if self.lock is not None:
-            self.lock.release()
+        """Give the folder's lock back (the run ended, or failed) and close its descriptors."""
+        try:
+            if self.lock is not None:
+                self.lock.release()
+        finally:
+            self.folders.close()
 
     def path(self, rel: str, reading: bool = False) -> Path:
         """The absolute path of ``rel``, after checking every part of it."""
@@ -153,56 +165,12 @@ class RunFolder:
                                    f"writes there ({limit}); the run folder is damaged")
             return f.read(size + 1)[:limit]  # not limit + 1: read() allocates what it asks
 
-    def folder(self, rel: str) -> Path:
-        """Create the folders of ``rel`` one by one; none of them may be a symbolic link."""
-        here = self.folder_root()
-        for part in self.path(rel).relative_to(self.root).parts:
-            here = here / part
-            kind = _kind(here)  # one lstat for a folder already there (most writes)
-            if kind is None:
-                try:
-                    here.mkdir()  # another writer thread may make it at the same moment
-                except FileExistsError:
-                    pass
-                kind = _kind(here)
-            if not stat.S_ISDIR(kind or 0):
-                raise ExplainError(f"{here}: expected a folder written by explain, found "
-                                   f"{_what(kind)}")
-        return here
-
     def write_bytes(self, rel: str, data: bytes) -> Path:
-        """Write atomically: temporary file in the same folder, renamed into place."""
+        """Write atomically: temporary file in the same folder, renamed into place; every
+        folder on the way reached from the run folder's descriptor (``safewrite.Folders``)."""
         target = self.path(rel)
-        folder = rel.rpartition("/")[0]
-        parent = self.folder(folder) if folder else self.folder_root()
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
-        except OSError as exc:
-            raise ExplainError(f"{target}: cannot write ({exc.strerror})") from None
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if hasattr(os, "fchmod"):
-                    os.fchmod(fd, self.mode)
-            finally:
-                os.close(fd)
-            if not hasattr(os, "fchmod"):  # Windows before Python 3.13
-                os.chmod(tmp, self.mode)
-            os.replace(tmp, target)  # replaces a planted link itself, never writes through it
-        except OSError as exc:  # disk full, quota, folder gone
-            Path(tmp).unlink(missing_ok=True)
-            raise ExplainError(f"{target}: cannot write ({exc.strerror})") from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self.folders.write(rel, data, self.mode, target)
         return target
-
-    def folder_root(self) -> Path:
-        if not stat.S_ISDIR(_kind(self.root) or 0):  # missing, a link, a file
-            raise ExplainError(f"{self.root}: the run folder is missing or a symbolic link")
-        return self.root
 
     def write_image(self, rel: str, rgb: np.ndarray, quality: Optional[int] = None) -> None:
         """An RGB (or gray) uint8 picture, encoded by the file's extension: .png (lossless),
@@ -259,25 +227,6 @@ def plain_relative(rel: Any) -> bool:
     return isinstance(rel, str) and all(
         part not in ("", ".", "..") and "\\" not in part and "\x00" not in part
         for part in rel.split("/"))
-
-
-def _what(mode: Optional[int]) -> str:
-    """'a file', 'a symbolic link', ... for a mode from ``_kind``."""
-    if mode is None:
-        return "nothing"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "a file" if stat.S_ISREG(mode) else "a FIFO, socket or device"
-
-
-def _kind(path: Path) -> Optional[int]:
-    """The mode of ``path`` itself (a link is not followed); None when nothing is there."""
-    try:
-        return os.lstat(path).st_mode
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:  # a part of the path is a file: not a folder either
-        return stat.S_IFREG
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -381,15 +330,16 @@ def open_run_dir(root: Path, name: str) -> RunFolder:
     if not first.exists():
         raise ExplainError(f"--resume: no earlier explain run at {first}")
     _ours(first, "--resume")
-    lock = RunLock.take(first, "--resume")
+    run = RunFolder(first).pin()  # the writes go where _ours looked, even if it is swapped
     try:
+        run.lock = RunLock.take(first, "--resume")
         for stale in _files_below(first, "--resume"):  # temporaries of cut-short writes
             if stale.name.startswith(".") and stale.name.endswith(".part"):
                 stale.unlink(missing_ok=True)
     except BaseException:
-        lock.release()
+        run.release()
         raise
-    return RunFolder(first, lock)
+    return run
 
 
 MAX_RUN_DEPTH = 12  # folders below a run folder: explain writes at most 4 levels
@@ -447,29 +397,44 @@ def _replace(root: Path, first: Path) -> None:
 def claim_run_dir(root: Path, name: str, overwrite: bool = False) -> RunFolder:
     """Claim results/<name>, or <name>-2, -3, ... when taken; atomically (mkdir), so two runs
     started at once never share a folder. ``overwrite`` deletes an earlier explain run first,
-    unless a live run holds it. The new folder is locked before its marker is written."""
+    unless a live run holds it. The new folder is locked before its marker is written; it is
+    made and opened (kept for the run's writes) at the results folder's descriptor, so the
+    folder the run writes is the one it made, whatever is renamed meanwhile."""
     _results_root(root)
     first = root / name
     if overwrite and (first.exists() or first.is_symlink()):
         _replace(root, first)
-    candidate, n = first, 2
-    while True:
-        try:
-            os.mkdir(candidate)
-            break
-        except FileExistsError:
-            if overwrite:
-                raise ExplainError(f"--overwrite: {first} was taken by another run meanwhile") from None
-            candidate, n = root / f"{name}-{n}", n + 1
-    run = RunFolder(candidate)
+    parent = results_folder(root)  # None: made and opened by path
     try:
-        run.lock = RunLock.take(candidate, "explain")
+        candidate, n = name, 2
+        while True:
+            try:
+                os.mkdir(candidate if parent is not None else root / candidate, dir_fd=parent)
+                break
+            except FileExistsError:
+                if overwrite:
+                    raise ExplainError(f"--overwrite: {first} was taken by another run "
+                                       f"meanwhile") from None
+                candidate, n = f"{name}-{n}", n + 1
+        run = RunFolder(root / candidate)
+        _started(run, parent)
+    finally:
+        if parent is not None:
+            os.close(parent)
+    return run
+
+
+def _started(run: RunFolder, parent: Optional[int]) -> None:
+    """The new run folder opened (at ``parent``), locked and marked; after a failure or
+    Ctrl-C it is not left behind."""
+    try:
+        run.pin(parent)
+        run.lock = RunLock.take(run.root, "explain")
         run.write_bytes(RUN_MARKER, b"written by explain\n")
     except BaseException:  # a failure or Ctrl-C: the folder just made is not left behind
         run.release()
-        shutil.rmtree(candidate, ignore_errors=True)
+        shutil.rmtree(run.root, ignore_errors=True)
         raise
-    return run
 
 
 class Listing:

@@ -2,7 +2,6 @@
 
 import os
 import stat
-import tempfile
 import threading
 
 import numpy as np
@@ -72,14 +71,15 @@ def test_files_respect_the_umask(tmp_path):
 
 def test_a_full_disk_is_one_error_naming_the_file(tmp_path, monkeypatch):
     """/dev/full answers every write with ENOSPC, as a full disk does."""
-    real = tempfile.mkstemp
+    from explain import safewrite
+    real = safewrite.temporary
 
-    def on_full_disk(*args, **kwargs):
-        fd, name = real(*args, **kwargs)
+    def on_full_disk(*args):
+        name, fd = real(*args)
         os.close(fd)
-        return os.open("/dev/full", os.O_WRONLY), name
+        return name, os.open("/dev/full", os.O_WRONLY)
 
-    monkeypatch.setattr(tempfile, "mkstemp", on_full_disk)
+    monkeypatch.setattr(safewrite, "temporary", on_full_disk)
     run = RunFolder(tmp_path)
     with pytest.raises(ExplainError, match=r"x\.npy: cannot write \(No space left on device\)"):
         run.write_npy("x.npy", np.zeros(1000))
