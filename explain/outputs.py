@@ -4,8 +4,9 @@ Every file a run writes goes through ``RunFolder``: the relative path is checked
 (no '..', no separators, no NUL), the folders on the way are created one at a time and must
 not be symbolic links, so no write can land outside the run folder, whatever names a config
 holds or what was planted in the folder, even one swapped for a link while the run writes:
-the folders are held open from the run folder's own descriptor (``explain.safewrite``). Each file is written under a temporary name in its
-folder and renamed into place, so a run killed at any moment leaves only complete files.
+the folders are held open from the run folder's own descriptor (``explain.safewrite``). Each
+file is written under a temporary name in its folder and renamed into place, so a run killed
+at any moment leaves only complete files.
 Files get the usual permissions (0666 less the umask). PNGs carry no timestamps, so two runs
 of the same config give byte-identical pictures.
 
