@@ -333,7 +333,7 @@ def open_run_dir(root: Path, name: str) -> RunFolder:
     _ours(first, "--resume")
     run = RunFolder(first).pin()  # the writes go where _ours looked, even if it is swapped
     try:
-        run.lock = RunLock.take(first, "--resume")
+        run.lock = RunLock.take(first, "--resume", run.folders.root_fd())
         for stale in _files_below(first, "--resume"):  # temporaries of cut-short writes
             if stale.name.startswith(".") and stale.name.endswith(".part"):
                 stale.unlink(missing_ok=True)
@@ -430,7 +430,7 @@ def _started(run: RunFolder, parent: Optional[int]) -> None:
     Ctrl-C it is not left behind."""
     try:
         run.pin(parent)
-        run.lock = RunLock.take(run.root, "explain")
+        run.lock = RunLock.take(run.root, "explain", run.folders.root_fd())
         run.write_bytes(RUN_MARKER, b"written by explain\n")
     except BaseException:  # a failure or Ctrl-C: the folder just made is not left behind
         run.release()

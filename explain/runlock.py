@@ -97,21 +97,25 @@ class RunLock:
     holder's pid, start time, host and boot id. A lock whose process is gone (killed: the OS
     lock is gone with it, and the recorded pid is dead or reused) is taken over."""
 
-    def __init__(self, path: Path, fd: Optional[int]):
+    def __init__(self, path: Path, fd: Optional[int], at: Optional[int] = None):
         self.path, self.fd = path, fd
+        self.at = at  # this lock's own descriptor of the folder, or None: found by path
 
     def __getstate__(self) -> dict:  # another process's copy (torchrun ranks) holds nothing
-        return {"path": self.path, "fd": None}
+        return {"path": self.path, "fd": None, "at": None}
 
     @classmethod
-    def take(cls, folder: Path, flag: str) -> "RunLock":
+    def take(cls, folder: Path, flag: str, at: Optional[int] = None) -> "RunLock":
         """Lock ``folder``; ExplainError naming the folder and the pid when a live run holds
-        it. ``flag`` says who asks (--overwrite, --resume) in the message."""
+        it. ``flag`` says who asks (--overwrite, --resume) in the message. ``at``: a
+        descriptor of ``folder`` (the run's, ``RunFolder.pin``): the lock file is found there,
+        not by a path a swapped folder could redirect."""
         path = folder / LOCK_FILE
+        name = path if at is None else LOCK_FILE
         for _ in range(8):  # the file replaced between open and lock: open it again
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW |
-                             getattr(os, "O_CLOEXEC", 0), 0o666)
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW |
+                             getattr(os, "O_CLOEXEC", 0), 0o666, dir_fd=at)
             except FileNotFoundError:
                 raise ExplainError(f"{flag}: {folder} was removed by another run meanwhile") from None
             except OSError as exc:
@@ -124,7 +128,7 @@ class RunLock:
                 if taken is False or (taken is None and _alive(_owner(fd)) is None):
                     raise _busy(flag, folder, _owner(fd))
                 try:
-                    same = os.path.samestat(os.fstat(fd), os.lstat(path))
+                    same = os.path.samestat(os.fstat(fd), os.lstat(name, dir_fd=at))
                 except FileNotFoundError:
                     same = False
                 if not same:
@@ -137,13 +141,13 @@ class RunLock:
                                        f"link to another file); remove it")
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(_me()).encode(), 0)
+                return cls(path, fd, None if at is None else os.dup(at))
             except OSError as exc:
                 os.close(fd)
                 raise ExplainError(f"{flag}: cannot lock {path} ({exc.strerror})") from None
             except BaseException:
                 os.close(fd)
                 raise
-            return cls(path, fd)
         raise ExplainError(f"{flag}: {folder} is being claimed by another explain run")
 
     def release(self) -> None:
@@ -151,13 +155,17 @@ class RunLock:
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
+        at, self.at = getattr(self, "at", None), None
+        name = self.path if at is None else LOCK_FILE
         try:
-            if os.path.samestat(os.fstat(fd), os.lstat(self.path)):
-                os.unlink(self.path)
+            if os.path.samestat(os.fstat(fd), os.lstat(name, dir_fd=at)):
+                os.unlink(name, dir_fd=at)
         except OSError:
             pass  # the folder was deleted or moved: nothing left to remove
         finally:
             os.close(fd)
+            if at is not None:
+                os.close(at)
 
     def __del__(self) -> None:  # a folder object dropped without release()
         if getattr(self, "fd", None) is not None:

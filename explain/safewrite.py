@@ -99,6 +99,11 @@ class Folders:
         elif not stat.S_ISDIR(kind(self.root) or 0):
             raise missing_root(self.root)
 
+    def root_fd(self) -> Optional[int]:
+        """The run folder's descriptor once ``pin`` (or a write) opened it, else None."""
+        with self.guard:
+            return self.fds.get("")
+
     def close(self) -> None:
         """Close every descriptor (those in use once their writes end); a later write opens
         the run folder again by its path."""

@@ -117,7 +117,8 @@ def test_a_new_run_folder_is_the_one_made_even_if_the_results_folder_is_swapped(
                                                                                monkeypatch):
     """claim_run_dir makes the run folder and opens it at the results folder's descriptor:
     the results folder swapped for a link to the user's own results right after the mkdir
-    (where a run of that name is) changes nothing in those results."""
+    (where a run of that name is) changes nothing in those results, not even for the time of
+    the run (the lock file is taken at the run folder's descriptor)."""
     shared, mine = tmp_path / "shared_x", tmp_path / "home" / "results"
     shared.mkdir()
     (mine / "exp").mkdir(parents=True)
@@ -138,6 +139,7 @@ def test_a_new_run_folder_is_the_one_made_even_if_the_results_folder_is_swapped(
         run = None
     monkeypatch.undo()
     assert "aside" in done
+    assert tree(mine) == before  # its lock file too is in the folder it made
     if run is not None:
         run.write_json("config.json", {"a": 1})
         run.release()
