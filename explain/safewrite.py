@@ -73,14 +73,14 @@ def missing_root(root: Path) -> ExplainError:
 class Folders:
     """The descriptors of one run folder ('') and of its folders ('cams/gradcam'), each opened
     once and kept until ``close``; shared by the run's writer threads (one lock guards the
-    table; a descriptor in use by a write is closed only after that write)."""
+    table; a descriptor taken off it while a write uses it is closed after that write)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.guard = threading.Lock()
         self.fds: dict[str, int] = {}
-        self.users = 0  # writes using a descriptor of the table right now
-        self.stale: list[int] = []  # taken off the table, closed when no write uses them
+        self.users: dict[int, int] = {}  # descriptor -> writes using it right now
+        self.stale: list[int] = []  # taken off the table, closed once no write uses them
 
     def __getstate__(self) -> dict:  # another process's copy (torchrun ranks) holds nothing
         return {"root": self.root}
@@ -119,10 +119,12 @@ class Folders:
             pass
 
     def _flush(self) -> None:
-        """Close the stale descriptors when no write uses any (the guard is held)."""
-        if not self.users:
-            while self.stale:
-                os.close(self.stale.pop())
+        """Close the stale descriptors no write uses (the guard is held)."""
+        busy = [fd for fd in self.stale if fd in self.users]
+        for fd in self.stale:
+            if fd not in self.users:
+                os.close(fd)
+        self.stale = busy
 
     def _fd(self, rel: str) -> int:
         """The descriptor of folder ``rel``, opened (and made) part by part from the run
@@ -148,14 +150,18 @@ class Folders:
             if folder not in self.fds and len(self.fds) >= MAX_KEPT:  # keep the run folder's
                 self.stale += [fd for key, fd in self.fds.items() if key]
                 self.fds = {"": self.fds[""]} if "" in self.fds else {}
+                self._flush()
             fd = self._fd(folder)
-            self.users += 1
+            self.users[fd] = self.users.get(fd, 0) + 1
         try:
             write_at(fd, name, data, mode, target)
         finally:
             with self.guard:
-                self.users -= 1
-                self._flush()
+                self.users[fd] -= 1
+                if not self.users[fd]:
+                    del self.users[fd]
+                    if fd in self.stale:
+                        self._flush()
 
 
 def open_root(root: Path, parent: Optional[int] = None) -> int:

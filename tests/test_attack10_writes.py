@@ -215,3 +215,26 @@ def test_threads_share_the_descriptors_and_release_closes_them(tmp_path, monkeyp
     again.write_bytes("items/x.json", b"{}")
     again.release()
     assert open_fds() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_release_during_a_write_closes_the_folder_after_that_write(tmp_path, monkeypatch):
+    """release() while a writer thread is between creating its temporary file and renaming it:
+    the folder's descriptor stays open until that write is done (a closed number reused by
+    another open would send the rename elsewhere), then nothing is left open."""
+    before = open_fds()
+    run = RunFolder(tmp_path)
+    run.write_bytes("cams/a.png", b"a")
+    real = safewrite.temporary
+
+    def releasing(*args):
+        made = real(*args)
+        run.release()
+        return made
+
+    monkeypatch.setattr(safewrite, "temporary", releasing)
+    run.write_bytes("cams/b.png", b"b")
+    monkeypatch.undo()
+    assert (tmp_path / "cams" / "b.png").read_bytes() == b"b"
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == ["a.png", "b.png"]
+    assert open_fds() == before
