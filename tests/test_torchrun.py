@@ -221,9 +221,9 @@ def test_an_error_in_one_ranks_batches_stops_every_rank_and_keeps_the_finished_i
     said = [step(two_ranks, "broken", rank) for rank in (0, 1)]
     assert all(code != 0 for code, _ in said), said
     stderr = "".join(err for _, err in said)
-    error = (f"explain: error: {two_ranks['broken']}: corrupt or unsupported image data "
-             f"(on rank 1 of 2)")
-    assert stderr.count(error) == 2  # both ranks, the same line
+    error = (f"explain: error: {tree / 'broken.yaml'}: images: {two_ranks['broken']}: corrupt "
+             f"or unsupported image data (on rank 1 of 2)")
+    assert stderr.count(error) == 2, stderr  # both ranks, the same line
     run_dir = tree / "broken" / "broken"
     finished = sorted(p.stem for p in (run_dir / "items").glob("*.json"))
     assert finished == [f"pic{i:02d}" for i in range(COUNT) if i % 2 == 0 or i < 9]
