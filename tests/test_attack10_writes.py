@@ -182,8 +182,18 @@ def test_ordinary_writes_are_byte_and_mode_identical_to_writes_by_path(tmp_path,
         assert not [k for k in trees[0] if k.rpartition("/")[2].startswith(".")]
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds(inside: Path) -> list[str]:
+    """The descriptors this process holds open on ``inside`` or below it (not a count of all:
+    an earlier test's objects may be collected meanwhile and close theirs)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+        if target == str(inside) or target.startswith(f"{inside}/"):
+            held.append(target)
+    return held
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
@@ -192,7 +202,6 @@ def test_threads_share_the_descriptors_and_release_closes_them(tmp_path, monkeyp
     opened again), every file lands; after release no descriptor is left open, and a copy
     sent to another process (pickle, torchrun) holds none."""
     monkeypatch.setattr(safewrite, "MAX_KEPT", 8)
-    before = open_fds()
     run = claim_run_dir(tmp_path, "exp")
     start = threading.Barrier(8)
 
@@ -210,11 +219,11 @@ def test_threads_share_the_descriptors_and_release_closes_them(tmp_path, monkeyp
     copy = pickle.loads(pickle.dumps(run))
     assert copy.folders.fds == {} and copy.lock.fd is None
     run.release()
-    assert open_fds() == before
+    assert open_fds(tmp_path) == []
     again = open_run_dir(tmp_path, "exp")  # --resume: pinned, released, nothing left
     again.write_bytes("items/x.json", b"{}")
     again.release()
-    assert open_fds() == before
+    assert open_fds(tmp_path) == []
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
@@ -222,7 +231,6 @@ def test_a_release_during_a_write_closes_the_folder_after_that_write(tmp_path, m
     """release() while a writer thread is between creating its temporary file and renaming it:
     the folder's descriptor stays open until that write is done (a closed number reused by
     another open would send the rename elsewhere), then nothing is left open."""
-    before = open_fds()
     run = RunFolder(tmp_path)
     run.write_bytes("cams/a.png", b"a")
     real = safewrite.temporary
@@ -237,4 +245,4 @@ def test_a_release_during_a_write_closes_the_folder_after_that_write(tmp_path, m
     monkeypatch.undo()
     assert (tmp_path / "cams" / "b.png").read_bytes() == b"b"
     assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == ["a.png", "b.png"]
-    assert open_fds() == before
+    assert open_fds(tmp_path) == []
