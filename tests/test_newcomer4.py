@@ -27,3 +27,21 @@ def test_a_named_image_that_is_no_picture_names_the_config_and_the_field(tmp_pat
     assert err == f"explain: error: {config}: images: {tmp_path / 'fake.jpg'}: not a readable " \
                   f"image"
     assert not (tmp_path / "results").exists()
+
+
+def test_a_model_file_named_with_another_suffix_gets_a_did_you_mean(tmp_path, capsys):
+    """'torch_alex.pt' for the course's 'torch_alex.pth': images got a "did you mean", the
+    model file did not."""
+    (tmp_path / "models").mkdir()
+    torch.save(tiny_net(), tmp_path / "models" / "torch_alex.pth")
+    (tmp_path / "models" / "notes.txt").write_text("not a model")
+    config = tiny_config(tmp_path, {"file": "models/torch_alex.pt"})
+    rc, err, _ = cli(capsys, config, "--quiet")
+    assert rc == 2
+    assert err == (f"explain: error: {config}: model.file: {tmp_path / 'models' / 'torch_alex.pt'}"
+                   f": model file not found — did you mean "
+                   f"{tmp_path / 'models' / 'torch_alex.pth'}?")
+    config = tiny_config(tmp_path, {"file": "models/notes.pt"})
+    assert cli(capsys, config, "--quiet")[1].endswith(
+        "notes.pt: model file not found: put the model file there, or try the demo: python -m "
+        "explain configs/demo_catdog.yaml")  # a text file is not offered

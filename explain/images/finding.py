@@ -14,6 +14,7 @@ import glob
 import itertools
 import os
 from pathlib import Path
+from typing import Iterable
 
 
 from explain.config import Config, LabelledImages
@@ -171,13 +172,13 @@ def _names(folder: Path) -> list[str]:
         return []
 
 
-def close_hint(path: Path) -> str:
+def close_hint(path: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> str:
     """' — did you mean <path>?' for a name in the same folder close to the missing one, by
     the names without their suffixes (a shared '.jpg' made 'zebra.jpg' close to 'cat.jpg';
-    'cat.png' for 'cat.jpg' is offered)."""
+    'cat.png' for 'cat.jpg' is offered). Names with other ``suffixes`` are not offered."""
     names = {}
-    for name in sorted(_names(path.parent)):  # pictures and folders only, in a fixed order
-        if Path(name).suffix.lower() in IMAGE_SUFFIXES or not Path(name).suffix:
+    for name in sorted(_names(path.parent)):  # those kinds and folders, in a fixed order
+        if Path(name).suffix.lower() in suffixes or not Path(name).suffix:
             names.setdefault(Path(name).stem, name)
     close = difflib.get_close_matches(path.stem, list(names), n=1, cutoff=0.6)
     return f" — did you mean {short(path.parent / names[close[0]])}?" if close else ""
