@@ -27,6 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from explain.names import quote, suggest
+
 
 @dataclass(frozen=True)
 class ChannelTerm:
@@ -212,6 +214,23 @@ def method_names() -> list[str]:
     Same filters, by name; tests/test_methods.py checks the two lists are equal. Falls back
     to the registry when the file cannot be read."""
     return sorted({*_library_names(), *_ADDED})
+
+
+def canonical(name: str) -> str:
+    """A method name as the table keys it: lower case, '+' read as 'plus', no '-' or '_'."""
+    return name.lower().replace("+", "plus").replace("-", "").replace("_", "")
+
+
+def unknown_method(given: str) -> str:
+    """Why ``given`` names no method: several names in one string ('gradcam layercam', as
+    typed on a command line) are said to be a list; else the closest name and all of them."""
+    parts = [canonical(p) for p in re.split(r"[\s,]+", given.strip()) if p]
+    if len(parts) > 1 and all(p in method_names() for p in parts):
+        return (f"{quote(given)} is {len(parts)} methods in one name: write a list, "
+                f"methods: [{', '.join(parts)}] (on the command line --methods "
+                f"{','.join(parts)})")
+    return (f"unknown method {quote(given)}{suggest(canonical(given), method_names())} "
+            f"(valid: {', '.join(method_names())})")
 
 
 def method_options(name: str) -> list[str]:

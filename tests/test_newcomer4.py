@@ -45,3 +45,15 @@ def test_a_model_file_named_with_another_suffix_gets_a_did_you_mean(tmp_path, ca
     assert cli(capsys, config, "--quiet")[1].endswith(
         "notes.pt: model file not found: put the model file there, or try the demo: python -m "
         "explain configs/demo_catdog.yaml")  # a text file is not offered
+
+
+@pytest.mark.parametrize("typed", ["gradcam layercam", "GradCAM  Layer_CAM"])
+def test_two_methods_in_one_name_are_said_to_be_a_list(tmp_path, capsys, typed):
+    """'methods: gradcam layercam' suggested 'layercam', as if one name were misspelt."""
+    config = tiny_config(tmp_path, {"file": "tiny.pt"}, methods=typed)
+    rc, err, _ = cli(capsys, config, "--quiet")
+    assert rc == 2 and err == (
+        f"explain: error: {config}: methods[0].name: '{typed}' is 2 methods in one name: write "
+        f"a list, methods: [gradcam, layercam] (on the command line --methods gradcam,layercam)")
+    rc, err, _ = cli(capsys, config, "--quiet", "--methods", "gradcm")
+    assert rc == 2 and "unknown method 'gradcm' — did you mean 'gradcam'? (valid: " in err

@@ -202,12 +202,10 @@ class MethodSpec(_Named):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from explain.methods import method_names
-        name = v.lower().replace("+", "plus").replace("-", "").replace("_", "")
-        if name not in method_names():
-            raise ValueError(f"unknown method {quote(v)}{suggest(name, method_names())} "
-                             f"(valid: {', '.join(method_names())})")
-        return name
+        from explain.methods import canonical, method_names, unknown_method
+        if canonical(v) not in method_names():
+            raise ValueError(unknown_method(v))
+        return canonical(v)
 
     @model_validator(mode="after")
     def _known_options(self) -> "MethodSpec":
