@@ -116,6 +116,21 @@ class TrustLine(_Record):
     below: list[str] = Field(default_factory=list)
     text: str  # the line in words (the cost per map is not in it: see ``cost_per_map``)
 
+    @property
+    def below_note(self) -> str:
+        """``below`` in words, for the line and the report."""
+        return below_note(self.below)
+
+
+def below_note(below: list[str]) -> str:
+    """'on the metrics with too few images for a test, the centre baseline did as well or
+    better on average' ('' for none): the baselines whose mean matched the method's."""
+    if not below:
+        return ""
+    names = below[0] if len(below) == 1 else f"{', '.join(below[:-1])} and {below[-1]}"
+    return (f"on the metrics with too few images for a test, the {names} baseline"
+            f"{'s' if len(below) > 1 else ''} did as well or better on average")
+
 
 class Evidence(_Record):
     """summary.json's ``trust``: the methods table with baselines, intervals and comparisons,

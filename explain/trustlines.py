@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from explain import stats
 from explain.baselines import BASELINES
-from explain.evidence import Evidence, Row, Stat, TrustLine
+from explain.evidence import Evidence, Row, Stat, TrustLine, below_note
 from explain.methodtable import MethodTable
 from explain.sanity_records import PARTLY, SanitySummary
 
@@ -112,8 +112,7 @@ def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
     if any(c.baselines for c in ranked):  # as the report's line: yes, no, too few images
         parts.append("beats every baseline: " + {True: "yes", False: "no", None:
                                                   "too few images to tell"}[overall]
-                     + (f" (its mean is not better than {', '.join(below)}'s where too few images "
-                        f"allow no test)" if below else ""))
+                     + (f" ({below_note(below)})" if below else ""))
     return TrustLine(method=method, sanity=verdict, sanity_detail=detail, faithfulness=faith,
                      localisation=local, beats_baselines=overall, below=below,
                      text=f"{method}: " + " · ".join(parts))

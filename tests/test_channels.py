@@ -186,7 +186,9 @@ def test_channel_outputs_agree_with_each_other(demo_channels):
     assert all(r.channels is not None for r in image.cams if r.method != "eigencam")
     assert image.record("dog", "eigencam").channels is None
     assert not (run_dir / "channels" / "eigencam").exists()
-    assert any("no contribution grids for eigencam" in n for n in summary.notes)
+    said = [n for n in summary.notes if n.startswith("channels: no contribution grids")]
+    assert said == ["channels: no contribution grids for eigencam: its maps are not a weighted "
+                    "sum of the layer's channels (the grids are drawn for gradcam, layercam)"]
 
 
 def test_activation_png_is_the_activation_view(demo_channels):

@@ -111,9 +111,10 @@ class ChannelWriter(Writer):
         skipped = [m for m in ctx.methods if m not in summed]
         if skipped:
             ctx.summary.notes.append(
-                f"channels: no contribution grids for {', '.join(skipped)} (only "
-                f"{', '.join(summed) or 'none'} "
-                f"of the chosen methods are channel sums)")
+                f"channels: no contribution grids for {', '.join(skipped)}: "
+                f"{'its' if len(skipped) == 1 else 'their'} maps are not a weighted sum of "
+                f"the layer's channels" + (f" (the grids are drawn for {', '.join(summed)})"
+                                           if summed else ""))
 
     def options(self, ctx: RunContext, shape: tuple[int, int, int]) -> channels.ViewOptions:
         """View options for a layer of this shape, within the pixel budget (noted once)."""
