@@ -22,6 +22,7 @@ from explain.outputs import RunFolder
 from explain.results import CompareRow
 
 TOP_FRACTION = 0.2
+MARGIN = 6  # white pixels left of and below a comparison figure's panes
 SAME_SHAPE_R = 0.95  # reference maps at least this correlated: the same map, made another way
 MAX_REFERENCE_PIXELS = 64 * 1024 * 1024  # values in one reference map (8192 x 8192)
 
@@ -218,10 +219,11 @@ def comparison_figure(library: np.ndarray, reference: np.ndarray, title: str) ->
     panes = [_pane(library, "jet", 1.0, "library"), _pane(reference, "jet", 1.0, "reference"),
              _pane(diff, "magma", dmax, f"|difference| (max {diff.max():.2e})")]
     gap = np.full((panes[0].shape[0], 10, 3), 255, np.uint8)
-    body = np.concatenate([panes[0], gap, panes[1], gap, panes[2]], axis=1)
+    body = np.concatenate([gap[:, :MARGIN], panes[0], gap, panes[1], gap, panes[2]], axis=1)
     head = np.full((28, body.shape[1], 3), 255, np.uint8)
+    foot = np.full((MARGIN, body.shape[1], 3), 255, np.uint8)
     from explain.render import label_image
-    return label_image(np.concatenate([head, body]), [(title, (4, 6), 13)])
+    return label_image(np.concatenate([head, body, foot]), [(title, (MARGIN, 6), 13)])
 
 
 # ---- one run's comparison ---------------------------------------------------------------------

@@ -270,3 +270,15 @@ def test_a_reference_folder_named_from_the_working_directory_gets_the_hint(
                    f"compare.reference_dir: folder not found: {tree / 'configs' / 'mine'} "
                    f"(relative paths are read from the config's folder; 'mine' exists from the "
                    f"working directory: give it as '{tree / 'mine'}')\n")
+
+
+def test_the_comparison_figure_leaves_a_margin_around_its_panes():
+    """The first pane sat flush against the left edge (a newcomer's note): a white margin left
+    of and below the panes, the library map right after it, its top-left value in jet blue."""
+    lib = np.zeros((40, 50), np.float32)
+    fig = compare.comparison_figure(lib, lib, "t")
+    m = compare.MARGIN
+    assert (fig[:, :m] == 255).all() and (fig[-m:] == 255).all()
+    pane_top = 28 + 24  # the title's strip, then the pane's name
+    assert tuple(fig[pane_top, m]) == tuple(fig[pane_top + 39, m + 49]) != (255, 255, 255)
+    assert fig[pane_top, m, 2] > 100 and fig[pane_top, m, 0] < 50  # jet's 0 is dark blue
