@@ -189,6 +189,10 @@ def _read_csv(path: Path, text: str, classes: list[str]) -> list[Box]:
 
 
 def _read_json(path: Path, text: str, classes: list[str]) -> list[Box]:
+    from explain.readback import container_problem
+    problem = container_problem(text)  # '[{},{},...]': 20x its size in memory once parsed
+    if problem:
+        raise ExplainError(f"{path}: {problem}")
     try:
         data = json.loads(text)
     except ValueError as exc:  # also an integer over Python's 4300 digits

@@ -7,8 +7,26 @@ from __future__ import annotations
 
 import io
 import zipfile
+from typing import Optional, Union
 
 import numpy as np
+
+MIN_BYTES_PER_CONTAINER = 16  # explain's records hold a list or object every 90-130 bytes, a
+# labelled list or box file one every 25 or more; a file of "[]," or "{}," holds one every 3,
+# and Python makes 64 bytes of each: 16 MB took 1.3 GB before anything was checked
+
+
+def container_problem(data: Union[bytes, str]) -> Optional[str]:
+    """Why JSON text shared with the run (a record, a labelled list, a box file) is refused
+    before it is parsed: over 1 MiB and a list or object every MIN_BYTES_PER_CONTAINER bytes
+    or less (counted with '[' and '{' in strings too, so never fewer than there are)."""
+    if len(data) <= 1 << 20:
+        return None
+    opening = (b"[", b"{") if isinstance(data, bytes) else ("[", "{")
+    if (data.count(opening[0]) + data.count(opening[1])) * MIN_BYTES_PER_CONTAINER > len(data):
+        return (f"more lists and objects than such a file holds (one every "
+                f"{MIN_BYTES_PER_CONTAINER} bytes or less)")
+    return None
 
 
 def stored_only(z: zipfile.ZipFile) -> None:

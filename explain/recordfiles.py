@@ -20,6 +20,7 @@ from explain.errors import ExplainError, first_line
 from explain.metrics import TABLE as metric_table
 from explain.names import fold, name_problem, quote
 from explain.outputs import RunFolder
+from explain.readback import container_problem
 from explain.results import (FORMAT, NONE_PREDICTED, PICTURE_SUFFIXES, CompareRow,
                              CompareSummary, ImageEntry, ItemFile, RunSummary)
 
@@ -85,18 +86,12 @@ def _fail_fast(model: type[BaseModel]) -> SchemaValidator:
             cls.__pydantic_validator__ = validator
 
 
-MIN_BYTES_PER_CONTAINER = 16  # explain's records hold a list or object every 90-130 bytes;
-# a file of "[]," holds one every 3, and Python makes 64 bytes of each: 16 MB took 1.3 GB
-
-
 def _loads(data: bytes) -> Any:
     """A record file's JSON, integers bounded (``_whole``), and refused before parsing when it
-    is mostly lists and objects (over 1 MiB, more than one every MIN_BYTES_PER_CONTAINER
-    bytes: counted with '[' and '{' in strings too, so never fewer than there are)."""
-    if len(data) > 1 << 20 and \
-            (data.count(b"[") + data.count(b"{")) * MIN_BYTES_PER_CONTAINER > len(data):
-        raise ValueError(f"more lists and objects than a record holds (one every "
-                         f"{MIN_BYTES_PER_CONTAINER} bytes or less)")
+    is mostly lists and objects (``readback.container_problem``)."""
+    problem = container_problem(data)
+    if problem:
+        raise ValueError(problem)
     return json.loads(data.decode("utf-8"), parse_int=_whole)
 
 

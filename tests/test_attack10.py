@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 
+import pytest
 import torch
 
 from explain.cli import main
@@ -118,8 +119,6 @@ def test_the_notebook_embeds_twelve_class_panels_and_twenty_class_columns(tmp_pa
 def test_show_draws_at_most_sixty_maps_and_says_how_to_choose(tmp_path, capsys):
     """31 classes x 2 methods of one image: one line saying to choose (a shared summary's
     1,000 classes x 18 methods were decoded one by one: 27 minutes and 35 GB estimated)."""
-    import pytest
-
     import explain
     from explain.errors import ExplainError
     loaded = explain.load(_many_classes(tmp_path, capsys, 31))
@@ -161,7 +160,6 @@ def test_boxes_past_the_bound_are_refused_before_validation_and_skips_are_counte
     def counted(model, raw):
         built.append(model)
         return original(model, raw)
-    import pytest
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(recordfiles, "validated", counted)
         patch.setattr("explain.writers.report.validated", counted)
@@ -229,3 +227,19 @@ def test_preprocess_mean_and_std_are_bounded_in_the_config(tmp_path, capsys):
         f"0.485, 0.456, 0.406); each must lie within +-10000",
         f"  {config}: preprocess.std: std values are on the pixels' 0..1 scale (ImageNet's: "
         f"0.229, 0.224, 0.225); each must lie within 0.0001 to 10000"]
+
+
+@pytest.mark.parametrize("field", ["images", "annotations"])
+def test_json_of_empty_objects_is_refused_before_it_is_parsed(tmp_path, capsys, field):
+    """A 64 MiB labelled list (or a 32 MiB box file) of '{},' took 1.2 GB (0.7 GB) to be
+    refused after parsing; now one line before, as a run folder's records are."""
+    bomb = tmp_path / "list.json"
+    bomb.write_text("[" + "{}," * 400_000 + "{}]")  # 1.2 MB
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    fields = {"images": [{"labelled": str(bomb)}]} if field == "images" else \
+        {"annotations": {"file": str(bomb)}}
+    config = tiny_config(tmp_path, {"file": "tiny.pt"}, classes={"cat": 0, "dog": 1},
+                         metrics=[], **fields)
+    rc, err, _ = cli(capsys, config, "--quiet")
+    assert rc == 2 and err.endswith(f"{bomb}: more lists and objects than such a file holds "
+                                    f"(one every 16 bytes or less)"), err

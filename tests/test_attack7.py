@@ -226,7 +226,7 @@ def test_a_record_file_of_many_bad_elements_stops_at_the_first(tmp_path):
     assert info.value.error_count() < 20 and "compare.verdicts: 200000 entries" in str(info.value)
     bomb = b'{"format": 2, "notes": [' + b"[]," * 700_000 + b"[]]}"
     with pytest.raises(ExplainError, match=r"s.json: not a summary of this explain version "
-                                           r"\(more lists and objects than a record holds"):
+                                           r"\(more lists and objects than such a file holds"):
         parse_json(bomb, "s.json", "a summary")
     with pytest.raises(ExplainError, match="more lists and objects"):
         parse_item(bomb, "items/cat.json")

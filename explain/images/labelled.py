@@ -171,6 +171,10 @@ def _csv_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
 
 
 def _json_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
+    from explain.readback import container_problem
+    problem = container_problem(text)  # '[{},{},...]': 20x its size in memory once parsed
+    if problem:
+        raise ExplainError(f"{short(path)}: {problem}")
     try:
         data = json.loads(text)
     except ValueError as exc:
