@@ -17,7 +17,6 @@ the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSumm
 from __future__ import annotations
 
 import heapq
-import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,22 +26,19 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pydantic import ValidationError
 
 from explain import render, stats, trustlines
 from explain.baselines import BASELINES
-from explain.config import Config, ModelSpec
+from explain.config import ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
 from explain.names import encoded
 from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
-from explain.outputs import RUN_MARKER, Listing, RunFolder, plain_relative
-from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, item_files,
-                                 parse_item, parse_json, validated, why)
-from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, ItemFile,
-                             MapRecord, MeanMap, RunSummary)
+from explain.outputs import Listing, RunFolder, plain_relative
+from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
+from explain.results import CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord, MeanMap
 from explain.writers import RunContext, Writer
 
 if TYPE_CHECKING:
@@ -51,7 +47,6 @@ from explain.writers.panels import PANEL_MAX_ROWS
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PHOTO_QUALITY = 85
-MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
 
 
 def photo_path(image_id: str) -> str:
@@ -115,15 +110,6 @@ class Card:
     #                                     detection)
     channel_views: list[tuple[str, str]] = field(default_factory=list)  # (what, file): the
     #                                     activation grid, each method's class contrast
-
-
-@dataclass
-class ReportData:
-    """Everything a report is made from: the summary, compare rows per image, and whether
-    the run finished (an interrupted run's report is made from its item files)."""
-    summary: RunSummary
-    compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)
-    finished: bool = True
 
 
 REPORT_BOXES = 50  # boxes drawn over one overlay: a shared summary.json within every bound
@@ -388,82 +374,6 @@ def build_report(run: RunFolder, data: ReportData) -> list[str]:
 
 
 # ---- rebuilding from a results folder -----------------------------------------------------
-
-def _read_json(run: RunFolder, rel: str, what: str) -> Any:
-    data = run.read_bytes(rel, MAX_SUMMARY_BYTES)
-    if data is None:
-        raise ExplainError(f"{run.root / rel}: missing or not a plain file")
-    return parse_json(data, str(run.root / rel), what)
-
-
-def _not_a_run(root: Path) -> str:
-    """What is at ``root`` instead of a results folder."""
-    if not root.is_file():
-        return "no such results folder"
-    if root.suffix.lower() in (".yaml", ".yml"):
-        return f"a config file, not a results folder (`explain {shlex.quote(str(root))}` runs it)"
-    return "a file, not a results folder"
-
-
-def load_run(root: Path) -> ReportData:
-    """A results folder's records: summary.json, or the item files of an interrupted run.
-    Every file is read from inside the folder, without following a link."""
-    if not root.is_dir():
-        raise ExplainError(f"{root}: {_not_a_run(root)}")
-    if root.is_symlink():
-        raise ExplainError(f"{root}: a symbolic link; give the results folder itself")
-    run = RunFolder(root)
-    if not run.has_file(RUN_MARKER):
-        raise ExplainError(f"{root}: not a results folder written by explain (no {RUN_MARKER})")
-    items = item_files(run)
-    if run.has_file("summary.json"):
-        where = root / "summary.json"
-        raw = _read_json(run, "summary.json", "a summary")
-        check_format(raw, str(where))
-        try:
-            summary = validated(RunSummary, raw)
-        except (ValidationError, RecursionError) as exc:
-            raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
-                               f"the run folder is damaged") from None
-        check_entries(summary.images, summary.config, where)
-        from explain import datasets
-        problem = summary.dataset and datasets.problem(summary.dataset, summary.config,
-                                                       len(summary.images))
-        if problem:
-            raise ExplainError(f"{where}: dataset: {problem}; the run folder is damaged")
-        data = ReportData(summary)
-        if summary.compare:
-            for rel in items:
-                item = _item(run, rel)
-                if item is not None:
-                    data.compare_rows[item.entry.id] = list(item.compare)
-        return data
-    if not items:
-        raise ExplainError(f"{root}: no summary.json and no items/: the run finished no image yet")
-    config = _run_config(run)
-    read = [i for i in (_item(run, rel) for rel in items) if i is not None]
-    check_entries([i.entry for i in read], config, root / "items")
-    summary = RunSummary(name=root.name, config_file="(unfinished run)", output_dir=str(root),
-                         device="(unfinished run)", config=config, versions={},
-                         images=[i.entry for i in read])
-    summary.counts = {"images": len(read), "maps": sum(len(i.entry.cams) for i in read)}
-    return ReportData(summary, {i.entry.id: list(i.compare) for i in read}, finished=False)
-
-
-def _run_config(run: RunFolder) -> Config:
-    """config.json of an interrupted run: the config it ran (ExplainError naming the file)."""
-    where = run.root / "config.json"
-    try:
-        return validated(Config, _read_json(run, "config.json", "a config file"))
-    except (ValidationError, RecursionError) as exc:
-        raise ExplainError(f"{where}: not the config of a run of this explain version "
-                           f"({why(exc)}); the run folder is damaged") from None
-
-
-def _item(run: RunFolder, rel: str) -> Optional[ItemFile]:
-    data = run.read_bytes(rel, MAX_ITEM_BYTES)
-    return None if data is None else parse_item(data, str(run.root / rel))
-
 
 def rebuild(root: Path) -> Path:
     """``explain report RUN_DIR``: write the folder's report again from its records, without
