@@ -1,9 +1,15 @@
 """A run folder read back for ``explain report`` (and explain.load, explain diff): its
 summary.json, or the item files of an interrupted run, every file read from inside the
-folder without following a link, and each record checked against the run it says it is."""
+folder without following a link, and each record checked against the run it says it is.
+
+A shared folder is anyone's edit, so what is read is bounded by what the run holds: only
+the item files of the summary's own images are read, an item file with more than one name
+(a hard link) is not (one 64 MB file under 8 names was parsed 8 times), and compare rows are
+kept only for the run's own maps. What is left out is said in the report's notes."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +19,14 @@ from pydantic import ValidationError
 
 from explain.config import Config
 from explain.errors import ExplainError
+from explain.names import quote
 from explain.outputs import RUN_MARKER, RunFolder
 from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, item_files,
                                  parse_item, parse_json, validated, why)
-from explain.results import CompareRow, ItemFile, RunSummary
+from explain.results import CompareRow, ImageEntry, ItemFile, RunSummary
 
 MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
+LISTED = 5  # names a note lists before "(+N more)"
 
 
 @dataclass
@@ -46,6 +54,76 @@ def _not_a_run(root: Path) -> str:
     return "a file, not a results folder"
 
 
+def _shown(names: list[str]) -> str:
+    """Up to LISTED names, then how many more."""
+    return ", ".join(names[:LISTED]) + \
+        (f" (+{len(names) - LISTED} more)" if len(names) > LISTED else "")
+
+
+class ItemReader:
+    """Reads item files, each file once: one with more than one name (a hard link; explain
+    writes each under one name) is not read, and is named in ``notes``."""
+
+    def __init__(self, run: RunFolder) -> None:
+        self.run = run
+        self.linked: list[str] = []
+        self.seen: set[tuple[int, int]] = set()
+
+    def read(self, rel: str) -> Optional[ItemFile]:
+        """The item file ``rel``, or None when it is not a plain file or has another name."""
+        try:
+            found = os.stat(self.run.path(rel, reading=True), follow_symlinks=False)
+        except OSError:
+            return None
+        if found.st_nlink > 1 or (found.st_dev, found.st_ino) in self.seen:
+            self.linked.append(quote(rel, 80))
+            return None
+        self.seen.add((found.st_dev, found.st_ino))
+        data = self.run.read_bytes(rel, MAX_ITEM_BYTES)
+        return None if data is None else parse_item(data, str(self.run.root / rel))
+
+    def notes(self, left_out: str) -> list[str]:
+        """The note on the item files not read (``left_out``: what the report lacks then)."""
+        if not self.linked:
+            return []
+        return [f"{len(self.linked)} item file(s) with more than one name (hard links; explain "
+                f"writes each under one) were not read: {_shown(self.linked)}; {left_out}"]
+
+
+def own_rows(entry: ImageEntry, rows: list[CompareRow]) -> list[CompareRow]:
+    """The compare rows of ``entry``'s own maps, one per map (an item file is anyone's edit:
+    rows of other images, classes or methods were all kept, ~16x the file's size)."""
+    maps = {(r.class_name, r.method) for r in entry.cams}
+    kept: dict[tuple[str, str], CompareRow] = {}
+    for row in rows:
+        key = (row.class_name, row.method)
+        if row.image == entry.id and key in maps and key not in kept:
+            kept[key] = row
+    return list(kept.values())
+
+
+def _rows_note(dropped: int) -> list[str]:
+    return [f"compare: {dropped} row(s) of the item files are not of the run's maps (another "
+            f"image, class or method, or a map's second row) and were left out"] if dropped else []
+
+
+def _compare_rows(run: RunFolder, summary: RunSummary) -> dict[str, list[CompareRow]]:
+    """A finished run's compare rows: from the item files of its own images only (their
+    count and names are the summary's), each map's row once; notes on what was left out."""
+    names = run.file_names("items")
+    reader, rows, dropped = ItemReader(run), {}, 0
+    for entry in summary.images:
+        if f"{entry.id}.json" not in names:
+            continue
+        item = reader.read(f"items/{entry.id}.json")
+        if item is not None:
+            rows[entry.id] = own_rows(entry, item.compare)
+            dropped += len(item.compare) - len(rows[entry.id])
+    summary.notes += reader.notes("their image's compare rows are not in the report") + \
+        _rows_note(dropped)
+    return rows
+
+
 def load_run(root: Path) -> ReportData:
     """A results folder's records: summary.json, or the item files of an interrupted run.
     Every file is read from inside the folder, without following a link."""
@@ -56,39 +134,46 @@ def load_run(root: Path) -> ReportData:
     run = RunFolder(root)
     if not run.has_file(RUN_MARKER):
         raise ExplainError(f"{root}: not a results folder written by explain (no {RUN_MARKER})")
+    if not run.has_file("summary.json"):
+        return _unfinished(run)
+    where = root / "summary.json"
+    raw = _read_json(run, "summary.json", "a summary")
+    check_format(raw, str(where))
+    try:
+        summary = validated(RunSummary, raw)
+    except (ValidationError, RecursionError) as exc:
+        raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
+                           f"the run folder is damaged") from None
+    check_entries(summary.images, summary.config, where)
+    from explain import datasets
+    problem = summary.dataset and datasets.problem(summary.dataset, summary.config,
+                                                   len(summary.images))
+    if problem:
+        raise ExplainError(f"{where}: dataset: {problem}; the run folder is damaged")
+    data = ReportData(summary)
+    if summary.compare:
+        data.compare_rows = _compare_rows(run, summary)
+    return data
+
+
+def _unfinished(run: RunFolder) -> ReportData:
+    """An interrupted run's records: its config and the entries of its item files."""
     items = item_files(run)
-    if run.has_file("summary.json"):
-        where = root / "summary.json"
-        raw = _read_json(run, "summary.json", "a summary")
-        check_format(raw, str(where))
-        try:
-            summary = validated(RunSummary, raw)
-        except (ValidationError, RecursionError) as exc:
-            raise ExplainError(f"{where}: not a summary of this explain version ({why(exc)}); "
-                               f"the run folder is damaged") from None
-        check_entries(summary.images, summary.config, where)
-        from explain import datasets
-        problem = summary.dataset and datasets.problem(summary.dataset, summary.config,
-                                                       len(summary.images))
-        if problem:
-            raise ExplainError(f"{where}: dataset: {problem}; the run folder is damaged")
-        data = ReportData(summary)
-        if summary.compare:
-            for rel in items:
-                item = _item(run, rel)
-                if item is not None:
-                    data.compare_rows[item.entry.id] = list(item.compare)
-        return data
     if not items:
-        raise ExplainError(f"{root}: no summary.json and no items/: the run finished no image yet")
+        raise ExplainError(f"{run.root}: no summary.json and no items/: the run finished no "
+                           f"image yet")
     config = _run_config(run)
-    read = [i for i in (_item(run, rel) for rel in items) if i is not None]
-    check_entries([i.entry for i in read], config, root / "items")
-    summary = RunSummary(name=root.name, config_file="(unfinished run)", output_dir=str(root),
-                         device="(unfinished run)", config=config, versions={},
-                         images=[i.entry for i in read])
+    reader = ItemReader(run)
+    read = [i for i in (reader.read(rel) for rel in items) if i is not None]
+    check_entries([i.entry for i in read], config, run.root / "items")
+    summary = RunSummary(name=run.root.name, config_file="(unfinished run)",
+                         output_dir=str(run.root), device="(unfinished run)", config=config,
+                         versions={}, images=[i.entry for i in read])
     summary.counts = {"images": len(read), "maps": sum(len(i.entry.cams) for i in read)}
-    return ReportData(summary, {i.entry.id: list(i.compare) for i in read}, finished=False)
+    rows = {i.entry.id: own_rows(i.entry, i.compare) for i in read}
+    summary.notes += reader.notes("their images are not in the report") + \
+        _rows_note(sum(len(i.compare) for i in read) - sum(map(len, rows.values())))
+    return ReportData(summary, rows, finished=False)
 
 
 def _run_config(run: RunFolder) -> Config:
@@ -99,8 +184,3 @@ def _run_config(run: RunFolder) -> Config:
     except (ValidationError, RecursionError) as exc:
         raise ExplainError(f"{where}: not the config of a run of this explain version "
                            f"({why(exc)}); the run folder is damaged") from None
-
-
-def _item(run: RunFolder, rel: str) -> Optional[ItemFile]:
-    data = run.read_bytes(rel, MAX_ITEM_BYTES)
-    return None if data is None else parse_item(data, str(run.root / rel))

@@ -1,0 +1,135 @@
+"""The tenth attack, on `explain report` over a shared run folder: a report.html 75-150x its
+summary.json (the paged index drew every image against every named class; task numbers of
+no run made a column each for every method), every items/*.json read for its compare rows
+(any count, any ids, hard links parsed once per name, every row kept), and links to any
+file of the folder a record named (a map's `file`, `files.atlas_page`: evil.html)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import torch
+
+from explain.runner import RunOptions, run
+from explain.config import load_config
+from explain.writers.report import load_run, rebuild
+from helpers import IMAGES, tiny_config, tiny_net
+
+QUIET = dict(progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished run of the tiny CNN over the three photos, compared with the hand-written
+    Grad-CAM (--compare: summary.json's compare section, rows in the item files)."""
+    tmp = tmp_path_factory.mktemp("attack10")
+    torch.save(tiny_net(), tmp / "tiny.pt")
+    cfg = tiny_config(tmp, {"file": str(tmp / "tiny.pt")}, classes={"cat": 0, "dog": 1},
+                      images=[str(IMAGES / f) for f in ("cat.jpg", "dog.jpg", "both.jpg")],
+                      compare={"enabled": True}, targets="all")
+    run(load_config(cfg), RunOptions(**QUIET))
+    return tmp / "results" / "exp"
+
+
+def edited(finished: Path, tmp_path: Path, change) -> Path:
+    """A copy of the run whose summary.json ``change`` edited (a dict, in place)."""
+    copy = tmp_path / "shared"
+    shutil.copytree(finished, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    change(summary)
+    (copy / "summary.json").write_text(json.dumps(summary))
+    return copy
+
+
+class Page(HTMLParser):
+    """A page's links (href and src, decoded), index header cells and notes."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.links: list[str] = []
+        self.headers: list[str] = []
+        self.notes: list[str] = []
+        self.where: list[str] = []
+        self.feed(path.read_text(encoding="utf-8"))
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [unquote(attrs[k]) for k in ("href", "src") if attrs.get(k)]
+        self.where.append(attrs.get("class") or attrs.get("id") or tag)
+
+    def handle_endtag(self, tag):
+        if self.where:
+            self.where.pop()
+
+    def handle_data(self, data):
+        if "index" in self.where and self.where[-1] == "th":
+            self.headers.append(data)
+        if "notes" in self.where and self.where[-1] == "li":
+            self.notes.append(data)
+
+
+# ---- item files: only the run's own, once each, only its maps' rows ---------------------------
+
+def _item_with_rows(finished: Path, image: str, rows: list[dict]) -> str:
+    item = json.loads((finished / "items" / "cat.json").read_text())
+    item["entry"]["id"] = image
+    item["compare"] += rows
+    return json.dumps(item)
+
+
+def _row(image: str, cls: str = "cat", method: str = "gradcam") -> dict:
+    return {"image": image, "class": cls, "method": method, "max_abs": 99, "mean_abs": 0,
+            "pearson": 1, "iou_top20": 1}
+
+
+def test_only_the_summarys_own_item_files_and_maps_give_compare_rows(finished, tmp_path):
+    """Every items/*.json was read and every row kept, keyed by the item's own id (4 extra
+    64 MB files: 4.1 GB)."""
+    copy = edited(finished, tmp_path, lambda s: None)
+    (copy / "items" / "x0.json").write_text(_item_with_rows(finished, "x0", [_row("x0")] * 50))
+    others = [_row("dog"), _row("cat", "bird"), _row("cat", "cat", "layercam"), _row("cat")]
+    (copy / "items" / "cat.json").write_text(_item_with_rows(finished, "cat", others * 250))
+    data = load_run(copy)
+    assert sorted(data.compare_rows) == ["both", "cat", "dog"]
+    rows = data.compare_rows["cat"]
+    assert [(r.image, r.class_name, r.method) for r in rows] == \
+        [("cat", "cat", "gradcam"), ("cat", "dog", "gradcam")]
+    assert all(r.max_abs != 99 for r in rows)  # the run's own rows, not added ones
+    assert data.summary.notes[-1] == (
+        "compare: 1000 row(s) of the item files are not of the run's maps (another image, "
+        "class or method, or a map's second row) and were left out")
+
+
+def test_an_item_file_with_more_than_one_name_is_not_read(finished, tmp_path):
+    """One 64 MB item file hard-linked under 8 names was parsed 8 times (42 s)."""
+    copy = edited(finished, tmp_path, lambda s: None)
+    (copy / "items" / "dog.json").unlink()
+    os.link(copy / "items" / "cat.json", copy / "items" / "dog.json")
+    os.link(copy / "items" / "cat.json", copy / "items" / "x1.json")
+    data = load_run(copy)
+    assert sorted(data.compare_rows) == ["both"]
+    assert data.summary.notes[-1] == (
+        "2 item file(s) with more than one name (hard links; explain writes each under one) "
+        "were not read: 'items/cat.json', 'items/dog.json'; their image's compare rows are "
+        "not in the report")
+    page = Page(rebuild(copy))
+    assert page.notes[-1].startswith("2 item file(s) with more than one name")
+
+
+def test_an_unfinished_runs_linked_item_files_are_not_read(finished, tmp_path):
+    copy = tmp_path / "unfinished"
+    shutil.copytree(finished, copy)
+    (copy / "summary.json").unlink()
+    (copy / "items" / "dog.json").unlink()
+    os.link(copy / "items" / "cat.json", copy / "items" / "dog.json")
+    data = load_run(copy)
+    assert [e.id for e in data.summary.images] == ["both"] and not data.finished
+    assert data.summary.notes == [
+        "2 item file(s) with more than one name (hard links; explain writes each under one) "
+        "were not read: 'items/cat.json', 'items/dog.json'; their images are not in the report"]
