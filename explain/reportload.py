@@ -4,8 +4,9 @@ folder without following a link, and each record checked against the run it says
 
 A shared folder is anyone's edit, so what is read is bounded by what the run holds: only
 the item files of the summary's own images are read, an item file with more than one name
-(a hard link) is not (one 64 MB file under 8 names was parsed 8 times), and compare rows are
-kept only for the run's own maps. What is left out is said in the report's notes."""
+(a hard link) is not (one 64 MB file under 8 names was parsed 8 times), compare rows are kept
+only for the run's own maps, and task numbers only of its task and methods. What is left
+out is said in the report's notes."""
 
 from __future__ import annotations
 
@@ -150,10 +151,23 @@ def load_run(root: Path) -> ReportData:
                                                    len(summary.images))
     if problem:
         raise ExplainError(f"{where}: dataset: {problem}; the run folder is damaged")
+    _check_task(summary)
     data = ReportData(summary)
     if summary.compare:
         data.compare_rows = _compare_rows(run, summary)
     return data
+
+
+def _check_task(summary: RunSummary) -> None:
+    """Leave out task numbers the run cannot have written, with a note."""
+    from explain.tasks.records import task_problem
+    config = summary.config
+    problem = summary.task and task_problem(summary.task, config.task,
+                                            [m.name for m in config.methods])
+    if problem:
+        summary.task = None
+        summary.notes.append(f"summary.json: task: {problem}; the task table is left out (the "
+                             f"run folder was edited after the run)")
 
 
 def _unfinished(run: RunFolder) -> ReportData:

@@ -74,6 +74,40 @@ class Page(HTMLParser):
             self.notes.append(data)
 
 
+# ---- the report's size: linear in what the run holds --------------------------------------
+
+def test_task_numbers_of_no_run_are_left_out_with_a_note(finished, tmp_path):
+    """A summary's task section was never checked: 1.7 million numbers x 18 methods made
+    375 MB of HTML from 5 MB."""
+    honest = (finished / "report.html").stat().st_size
+    copy = edited(finished, tmp_path, lambda s: s.update(
+        task={"task": "segmentation", "numbers": [""] * 100_000}))
+    page = Page(rebuild(copy))
+    assert "task-table" not in (copy / "report.html").read_text()
+    assert (copy / "report.html").stat().st_size < honest + 2_000
+    assert page.notes[-1] == ("summary.json: task: numbers of task 'segmentation', not its "
+                              "run's (classification); the task table is left out (the run "
+                              "folder was edited after the run)")
+
+
+def test_task_numbers_must_be_the_tasks_in_their_order_of_its_methods():
+    from explain.tasks.records import TaskSummary, task_problem
+    honest = dict(task="detection", numbers=["score", "energy_in_box"],
+                  means={"gradcam": {"score": 0.9, "energy_in_box": 0.5}},
+                  maps={"gradcam": 2}, counted={"gradcam": {"score": 1}})
+    assert task_problem(TaskSummary(**honest), "detection", ["gradcam"]) is None
+    for change, says in [
+            (dict(numbers=["score"] * 2), "numbers that are not its task's, in their order"),
+            (dict(numbers=["energy_in_box", "score"]), "in their order"),
+            (dict(numbers=["pixel_share"]), "in their order"),
+            (dict(means={"layercam": {}}), "means of a method or number that is not its run's"),
+            (dict(counted={"gradcam": {"inside_outside": 1}}), "means of a method or number"),
+            (dict(maps={"x": 1}), "map counts of a method that is not its run's"),
+            (dict(task="segmentation"), "numbers of task 'segmentation', not its run's")]:
+        assert says in (task_problem(TaskSummary(**{**honest, **change}), "detection",
+                                     ["gradcam"]) or ""), change
+
+
 # ---- item files: only the run's own, once each, only its maps' rows ---------------------------
 
 def _item_with_rows(finished: Path, image: str, rows: list[dict]) -> str:

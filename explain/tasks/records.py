@@ -8,6 +8,8 @@ from typing import Any, Container, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from explain.names import quote
+
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -58,6 +60,11 @@ class DetectionImage(_Part):
     explained: list[Detected] = Field(default_factory=list)  # the best detection.max_boxes
 
 
+MEANS = {"segmentation": ("pixel_share", "energy_in_region", "energy_in_mask", "mask_iou",
+                          "pointing_hit"),
+         "detection": ("score", "energy_in_box", "inside_outside")}  # TaskSummary.numbers
+
+
 class TaskSummary(_Part):
     """The run: the mean of each map number per method."""
     task: str
@@ -80,3 +87,26 @@ class DetectionNames:
         base, _, number = str(name).rpartition("-")
         return base in self.classes and number.isascii() and number.isdigit() and \
             number[0] != "0"
+
+
+def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optional[str]:
+    """What in a summary's task numbers its run (``task``, the config's; ``methods``) cannot
+    have written, or None: another task, numbers that are not the task's (in their order,
+    each once), means, counts or map counts of another method or number. The report draws
+    a column per number for every method: a shared summary.json's 1.7 million numbers made
+    375 MB of HTML."""
+    known = MEANS.get(task)
+    if known is None or summary.task != task:
+        return f"numbers of task {quote(summary.task, 40)}, not its run's ({task})"
+    order = {name: i for i, name in enumerate(known)}
+    places = [order.get(n, -1) for n in summary.numbers]
+    if -1 in places or places != sorted(set(places)):
+        return "numbers that are not its task's, in their order"
+    names = set(methods)
+    for per_method in (summary.means, summary.counted):
+        if any(m not in names or any(k not in summary.numbers for k in numbers)
+               for m, numbers in per_method.items()):
+            return "means of a method or number that is not its run's"
+    if any(m not in names for m in summary.maps):
+        return "map counts of a method that is not its run's"
+    return None

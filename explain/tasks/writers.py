@@ -18,7 +18,7 @@ import numpy as np
 
 from explain import render
 from explain.tasks.drawing import TRUTH, draw_boxes, draw_outline, mask_picture
-from explain.tasks.records import TaskSummary
+from explain.tasks.records import MEANS, TaskSummary
 from explain.batches import BatchContext
 from explain.writers import RunContext, Writer
 
@@ -112,11 +112,6 @@ def task_notes(cfg: Any, images: list) -> list[str]:
                      f"({cfg.detection.max_boxes}) detections above the threshold; the best "
                      f"{cfg.detection.max_boxes} of each were explained")
     return notes
-
-
-MEANS = {"segmentation": ("pixel_share", "energy_in_region", "energy_in_mask", "mask_iou",
-                          "pointing_hit"),
-         "detection": ("score", "energy_in_box", "inside_outside")}
 
 
 def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
