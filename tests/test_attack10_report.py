@@ -76,6 +76,23 @@ class Page(HTMLParser):
 
 # ---- the report's size: linear in what the run holds --------------------------------------
 
+def test_the_paged_index_shows_at_most_twenty_class_columns(finished, tmp_path):
+    """1,000 named classes x 20,000 images (a 1.6 MB summary.json) made a 232 MB index."""
+    def many_classes(s):
+        s["config"]["classes"] = {"cat": 0, "dog": 1, **{f"c{i}": i for i in range(2, 1000)}}
+        s["config"]["report"]["page_size"] = 1
+        s["images"] += [{**s["images"][0], "id": f"a{i}", "cams": [], "files": {}}
+                        for i in range(300)]
+    copy = edited(finished, tmp_path, many_classes)
+    page = Page(rebuild(copy))
+    probabilities = [h for h in page.headers if h.startswith("p(")]
+    assert probabilities == ["p(cat)", "p(dog)"] + [f"p(c{i})" for i in range(2, 20)]
+    text = (copy / "report.html").read_text()
+    assert "The table shows p(class) of the 20 classes the images list most; those of 980 " \
+           "more classes are in summary.csv" in text
+    assert (copy / "report.html").stat().st_size < 400_000  # 303 rows x 1,000 cells: 3.7 MB
+
+
 def test_task_numbers_of_no_run_are_left_out_with_a_note(finished, tmp_path):
     """A summary's task section was never checked: 1.7 million numbers x 18 methods made
     375 MB of HTML from 5 MB."""

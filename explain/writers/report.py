@@ -17,6 +17,7 @@ the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSumm
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -306,6 +307,21 @@ def _num(value: Optional[float], digits: int = 3) -> str:
     return text.replace("e-0", "e-").replace("e+0", "e")
 
 
+INDEX_CLASSES = 20  # p(class) columns of the paged index (explain.runner.MANY_CLASSES: an
+# image of a run naming more lists only its likeliest): a shared 1.6 MB summary.json of
+# 20,000 images x 1,000 named classes wrote a 232 MB index
+
+
+def index_classes(cards: list[Card], classes: list[str]) -> list[str]:
+    """The classes of the paged index's p(class) columns: every class, or the INDEX_CLASSES
+    that the most images list a probability of, in class order."""
+    if len(classes) <= INDEX_CLASSES:
+        return classes
+    listed = Counter(c for card in cards for c in card.entry.probabilities)
+    shown = set(sorted(classes, key=lambda c: -listed[c])[:INDEX_CLASSES])  # ties: class order
+    return [c for c in classes if c in shown]
+
+
 MAX_PAGES = 200  # a larger run gets more cards per page (page_size: 1 over 20,000 images in a
 # shared summary.json wrote 20,002 pages, 236 MB)
 
@@ -341,8 +357,10 @@ def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
     order = {c: i for i, c in enumerate(classes)}
     panels = sorted(((c, f) for c, f in summary.files.panels.items() if _present(run, f)),
                     key=lambda panel: order.get(panel[0], len(order)))
+    shown = index_classes(cards, classes) if paged else classes
     yield "report.html", env.get_template("report.html.j2").render(
         **common, prefix="", cards=[] if paged else cards, index=cards if paged else [],
+        index_classes=shown, index_more=len(classes) - len(shown),
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
         notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
         warnings=_warnings(data, cards), model_source=_model_source(config.model),
