@@ -5,8 +5,9 @@ folder without following a link, and each record checked against the run it says
 A shared folder is anyone's edit, so what is read is bounded by what the run holds: only
 the item files of the summary's own images are read, an item file with more than one name
 (a hard link) is not (one 64 MB file under 8 names was parsed 8 times), compare rows are kept
-only for the run's own maps, and task numbers only of its task and methods. What is left
-out is said in the report's notes."""
+only for the run's own maps, task numbers only of its task and methods, and a file name the
+records give is linked only when it is the name explain gives that file
+(explain.reportlinks). What is left out is said in the report's notes."""
 
 from __future__ import annotations
 
@@ -155,6 +156,7 @@ def load_run(root: Path) -> ReportData:
     data = ReportData(summary)
     if summary.compare:
         data.compare_rows = _compare_rows(run, summary)
+    _check_links(summary)
     return data
 
 
@@ -168,6 +170,12 @@ def _check_task(summary: RunSummary) -> None:
         summary.task = None
         summary.notes.append(f"summary.json: task: {problem}; the task table is left out (the "
                              f"run folder was edited after the run)")
+
+
+def _check_links(summary: RunSummary) -> None:
+    """Unlink the file names the run does not give its files, with a note."""
+    from explain.reportlinks import foreign_links
+    summary.notes += foreign_links(summary)
 
 
 def _unfinished(run: RunFolder) -> ReportData:
@@ -187,6 +195,7 @@ def _unfinished(run: RunFolder) -> ReportData:
     rows = {i.entry.id: own_rows(i.entry, i.compare) for i in read}
     summary.notes += reader.notes("their images are not in the report") + \
         _rows_note(sum(len(i.compare) for i in read) - sum(map(len, rows.values())))
+    _check_links(summary)
     return ReportData(summary, rows, finished=False)
 
 

