@@ -3,11 +3,12 @@ summary.json, or the item files of an interrupted run, every file read from insi
 folder without following a link, and each record checked against the run it says it is.
 
 A shared folder is anyone's edit, so what is read is bounded by what the run holds: only
-the item files of the summary's own images are read, an item file with more than one name
-(a hard link) is not (one 64 MB file under 8 names was parsed 8 times), compare rows are kept
-only for the run's own maps, task numbers only of its task and methods, and a file name the
-records give is linked only when it is the name explain gives that file
-(explain.reportlinks). What is left out is said in the report's notes."""
+the item files of the summary's own images are read, each up to a size its image's records
+give; one with more than one name (a hard link) is not (one 64 MB file under 8 names was
+parsed 8 times); compare rows are kept only for the run's own maps, task numbers only of its
+task and methods; and a file name the records give is linked only when it is the name
+explain gives that file (explain.reportlinks). What is left out is said in the report's
+notes."""
 
 from __future__ import annotations
 
@@ -64,15 +65,18 @@ def _shown(names: list[str]) -> str:
 
 class ItemReader:
     """Reads item files, each file once: one with more than one name (a hard link; explain
-    writes each under one name) is not read, and is named in ``notes``."""
+    writes each under one name) or larger than its image's records is not read, and is named
+    in ``notes``."""
 
     def __init__(self, run: RunFolder) -> None:
         self.run = run
         self.linked: list[str] = []
+        self.large: list[str] = []
         self.seen: set[tuple[int, int]] = set()
 
-    def read(self, rel: str) -> Optional[ItemFile]:
-        """The item file ``rel``, or None when it is not a plain file or has another name."""
+    def read(self, rel: str, limit: int = MAX_ITEM_BYTES) -> Optional[ItemFile]:
+        """The item file ``rel``, or None when it is not a plain file, has another name or is
+        larger than ``limit`` bytes."""
         try:
             found = os.stat(self.run.path(rel, reading=True), follow_symlinks=False)
         except OSError:
@@ -81,15 +85,30 @@ class ItemReader:
             self.linked.append(quote(rel, 80))
             return None
         self.seen.add((found.st_dev, found.st_ino))
+        if found.st_size > limit:
+            self.large.append(quote(rel, 80))
+            return None
         data = self.run.read_bytes(rel, MAX_ITEM_BYTES)
         return None if data is None else parse_item(data, str(self.run.root / rel))
 
     def notes(self, left_out: str) -> list[str]:
-        """The note on the item files not read (``left_out``: what the report lacks then)."""
-        if not self.linked:
-            return []
-        return [f"{len(self.linked)} item file(s) with more than one name (hard links; explain "
-                f"writes each under one) were not read: {_shown(self.linked)}; {left_out}"]
+        """The notes on the item files not read (``left_out``: what the report lacks then)."""
+        linked = [f"{len(self.linked)} item file(s) with more than one name (hard links; "
+                  f"explain writes each under one) were not read: {_shown(self.linked)}; "
+                  f"{left_out}"] if self.linked else []
+        return linked + ([f"{len(self.large)} item file(s) larger than their image's records "
+                          f"in summary.json were not read: {_shown(self.large)}; {left_out}"]
+                         if self.large else [])
+
+
+ITEM_SLACK = 64 * 1024
+
+
+def item_budget(entry: ImageEntry) -> int:
+    """The most bytes the item file of a summary's ``entry`` may hold: its entry (indented,
+    under 2x; the summary's is at least as long) and a compare row per map, with room to
+    spare. Each 64 MB item file of a summary's image was ~2 GB once parsed and validated."""
+    return 4 * len(entry.model_dump_json()) + 1024 * len(entry.cams) + ITEM_SLACK
 
 
 def own_rows(entry: ImageEntry, rows: list[CompareRow]) -> list[CompareRow]:
@@ -111,13 +130,14 @@ def _rows_note(dropped: int) -> list[str]:
 
 def _compare_rows(run: RunFolder, summary: RunSummary) -> dict[str, list[CompareRow]]:
     """A finished run's compare rows: from the item files of its own images only (their
-    count and names are the summary's), each map's row once; notes on what was left out."""
+    count, names and sizes are the summary's), each map's row once; notes on what was left
+    out."""
     names = run.file_names("items")
     reader, rows, dropped = ItemReader(run), {}, 0
     for entry in summary.images:
         if f"{entry.id}.json" not in names:
             continue
-        item = reader.read(f"items/{entry.id}.json")
+        item = reader.read(f"items/{entry.id}.json", item_budget(entry))
         if item is not None:
             rows[entry.id] = own_rows(entry, item.compare)
             dropped += len(item.compare) - len(rows[entry.id])

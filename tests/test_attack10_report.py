@@ -145,7 +145,7 @@ def test_only_the_summarys_own_item_files_and_maps_give_compare_rows(finished, t
     copy = edited(finished, tmp_path, lambda s: None)
     (copy / "items" / "x0.json").write_text(_item_with_rows(finished, "x0", [_row("x0")] * 50))
     others = [_row("dog"), _row("cat", "bird"), _row("cat", "cat", "layercam"), _row("cat")]
-    (copy / "items" / "cat.json").write_text(_item_with_rows(finished, "cat", others * 250))
+    (copy / "items" / "cat.json").write_text(_item_with_rows(finished, "cat", others * 25))
     data = load_run(copy)
     assert sorted(data.compare_rows) == ["both", "cat", "dog"]
     rows = data.compare_rows["cat"]
@@ -153,8 +153,25 @@ def test_only_the_summarys_own_item_files_and_maps_give_compare_rows(finished, t
         [("cat", "cat", "gradcam"), ("cat", "dog", "gradcam")]
     assert all(r.max_abs != 99 for r in rows)  # the run's own rows, not added ones
     assert data.summary.notes[-1] == (
-        "compare: 1000 row(s) of the item files are not of the run's maps (another image, "
+        "compare: 100 row(s) of the item files are not of the run's maps (another image, "
         "class or method, or a map's second row) and were left out")
+
+
+def test_an_item_file_larger_than_its_images_records_is_not_read(finished, tmp_path):
+    """Each 64 MB item file of a summary's own image was ~2 GB once parsed and validated."""
+    from explain.reportload import item_budget
+    copy = edited(finished, tmp_path, lambda s: None)
+    data = load_run(copy)
+    entry = next(e for e in data.summary.images if e.id == "dog")
+    assert (copy / "items" / "dog.json").stat().st_size < item_budget(entry) / 4
+    text = _item_with_rows(finished, "dog", [_row("dog", "dog")] * 2000)
+    assert len(text) > item_budget(entry)
+    (copy / "items" / "dog.json").write_text(text)
+    data = load_run(copy)
+    assert sorted(data.compare_rows) == ["both", "cat"]
+    assert data.summary.notes[-1] == (
+        "1 item file(s) larger than their image's records in summary.json were not read: "
+        "'items/dog.json'; their image's compare rows are not in the report")
 
 
 def test_an_item_file_with_more_than_one_name_is_not_read(finished, tmp_path):
