@@ -16,8 +16,8 @@ from urllib.parse import unquote
 import pytest
 import torch
 
-from explain.runner import RunOptions, run
 from explain.config import load_config
+from explain.runner import RunOptions, run
 from explain.writers.report import load_run, rebuild
 from helpers import IMAGES, tiny_config, tiny_net
 
