@@ -162,7 +162,7 @@ def test_boxes_past_the_bound_are_refused_before_validation_and_skips_are_counte
         return original(model, raw)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(recordfiles, "validated", counted)
-        patch.setattr("explain.writers.report.validated", counted)
+        patch.setattr("explain.reportload.validated", counted)
         assert main(["report", str(run)]) == 2
     assert capsys.readouterr().err == (
         f"explain: error: {run / 'summary.json'}: image 'cat': 1001 boxes, more than a run "
