@@ -243,3 +243,33 @@ def test_json_of_empty_objects_is_refused_before_it_is_parsed(tmp_path, capsys, 
     rc, err, _ = cli(capsys, config, "--quiet")
     assert rc == 2 and err.endswith(f"{bomb}: more lists and objects than such a file holds "
                                     f"(one every 16 bytes or less)"), err
+
+
+def test_resume_reads_the_item_files_of_its_images_and_refuses_a_hard_link(tmp_path, capsys):
+    """--resume parsed every items/*.json (any count, a hard-linked 64 MiB file once per
+    name): now only its own images' item files, and one with a second name is refused."""
+    import os
+
+    from helpers import interrupted
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(CAT, photos / f"{name}.jpg")
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    config = tiny_config(tmp_path, {"file": "tiny.pt"}, images=[str(photos)], batch_size=1,
+                         classes={"cat": 0, "dog": 1}, metrics=[])
+    run = interrupted(config, tmp_path / "out", "item", 3)
+    assert sorted(p.name for p in (run / "items").iterdir()) == ["a.json", "b.json"]
+    (run / "items" / "zz.json").write_bytes(b"[" * 5_000_000)  # not an image of the run
+    os.link(run / "items" / "a.json", run / "items" / "c.json")
+    rc, err, _ = cli(capsys, config, "--resume", "--out", tmp_path / "out", "--quiet")
+    assert rc == 2 and err == (
+        f"explain: error: {run / 'items' / 'a.json'}: a file with more than one name (a hard "
+        f"link; explain writes each item file under one); the run folder is damaged (delete "
+        f"this item file to compute the image again)")
+    (run / "items" / "c.json").unlink()
+    rc, err, _ = cli(capsys, config, "--resume", "--out", tmp_path / "out", "--quiet")
+    assert rc == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert [i["id"] for i in summary["images"]] == ["a", "b", "c"]
+    assert "resumed: 2 image(s) kept from the interrupted run, 1 computed now" in summary["notes"]
