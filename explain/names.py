@@ -16,8 +16,11 @@ a spreadsheet (every CSV cell a run writes) passes ``inert_cell``: no cell start
 from __future__ import annotations
 
 import difflib
+import itertools
+import os
 import re
 import unicodedata
+from pathlib import Path
 from typing import Iterable
 
 MAX_NAME = 64
@@ -116,6 +119,31 @@ def suggest(name: str, choices: list[str]) -> str:
     same = [c for c in choices if c.translate(_LOOKALIKES) == name.translate(_LOOKALIKES)]
     close = same[:1] or difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" — did you mean '{close[0]}'?" if close else ""
+
+
+NAMES_LOOKED_AT = 2000  # a hint reads at most this many names of a folder
+
+
+def folder_names(folder: Path) -> list[str]:
+    """Up to NAMES_LOOKED_AT names in ``folder`` (not hidden ones); [] when it cannot be read."""
+    try:
+        with os.scandir(folder) as found:
+            return [e.name for e in itertools.islice(found, NAMES_LOOKED_AT)
+                    if not e.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def close_file(path: Path, suffixes: Iterable[str]) -> str:
+    """' — did you mean <path>?' for a name in the same folder close to the missing one, by
+    the names without their suffixes (a shared '.jpg' made 'zebra.jpg' close to 'cat.jpg';
+    'cat.png' for 'cat.jpg' is offered); only names with one of ``suffixes``, or folders."""
+    names = {}
+    for name in sorted(folder_names(path.parent)):  # those kinds and folders, in a fixed order
+        if Path(name).suffix.lower() in suffixes or not Path(name).suffix:
+            names.setdefault(Path(name).stem, name)
+    close = difflib.get_close_matches(path.stem, list(names), n=1, cutoff=0.6)
+    return f" — did you mean {short(path.parent / names[close[0]])}?" if close else ""
 
 
 def _escape(char: str) -> str:

@@ -26,7 +26,9 @@ from explain.names import quote
 from explain.outputs import RUN_MARKER, RunFolder
 from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, item_files,
                                  parse_item, parse_json, validated, why)
+from explain.reportlinks import foreign_links
 from explain.results import CompareRow, ImageEntry, ItemFile, RunSummary
+from explain.tasks.records import task_problem
 
 MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
 LISTED = 5  # names a note lists before "(+N more)"
@@ -182,7 +184,6 @@ def load_run(root: Path) -> ReportData:
 
 def _check_task(summary: RunSummary) -> None:
     """Leave out task numbers the run cannot have written, with a note."""
-    from explain.tasks.records import task_problem
     config = summary.config
     problem = summary.task and task_problem(summary.task, config.task,
                                             [m.name for m in config.methods])
@@ -194,7 +195,6 @@ def _check_task(summary: RunSummary) -> None:
 
 def _check_links(summary: RunSummary) -> None:
     """Unlink the file names the run does not give its files, with a note."""
-    from explain.reportlinks import foreign_links
     summary.notes += foreign_links(summary)
 
 

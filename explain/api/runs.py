@@ -3,7 +3,7 @@
 ``run`` is the command line without the command line: the config (a YAML file, a dict or a
 Config) with overrides merged as ``--set`` merges them, validated by the same code, run by
 ``explain.runner.run`` into the same run folder. ``load`` reads a run folder back through the
-report's loader (``explain.writers.report.load_run``: files inside the folder only, no link
+report's loader (``explain.reportload.load_run``: files inside the folder only, no link
 followed, every record typed), without the model.
 """
 
@@ -140,7 +140,7 @@ def run(config: ConfigInput, *, out: Union[str, os.PathLike, None] = None,
         root = Path(summary.output_dir)
         rows = {}
         if summary.compare:  # the rows live in the item files (kept images' too, on --resume)
-            from explain.writers.report import load_run
+            from explain.reportload import load_run
             rows = load_run(root).compare_rows
     except OSError as exc:
         raise _os_error(exc) from exc
@@ -171,7 +171,7 @@ def load(run_dir: Union[str, os.PathLike]) -> "Run":
     >>> r = explain.load("results/demo_catdog")
     >>> r.map("both", "cat", "gradcam").shape
     """
-    from explain.writers.report import load_run
+    from explain.reportload import load_run
     root = Path(run_dir).expanduser().absolute()
     try:
         data = load_run(root)

@@ -1,7 +1,7 @@
 """``explain diff RUN_A RUN_B``: the same images explained by two runs (two checkpoints, two
 configs), compared map by map from the run folders alone, without the model.
 
-Both folders are read the way ``explain report`` reads one (explain.writers.report.load_run:
+Both folders are read the way ``explain report`` reads one (explain.reportload.load_run:
 summary.json, or an unfinished run's item files; every file from inside the folder, no link
 followed) and each record's saved map, ``MapRecord.files.array`` (``output.save_arrays``: an
 overlay is a colour picture over the photo, not the map, so it is never decoded back).

@@ -50,7 +50,7 @@ def parse_threshold(text: Optional[str]) -> Optional[float]:
 def open_side(root: Path, label: str) -> Side:
     """One run folder's records (ExplainError naming it when it is not a run of this version,
     or when its maps were not saved)."""
-    from explain.writers.report import load_run  # the report's reader (no torch)
+    from explain.reportload import load_run  # the report's reader (no torch)
     root = Path(root)
     if root.is_dir() and not root.is_symlink():
         here = RunFolder(root)

@@ -9,17 +9,13 @@ with a note), so a shared dataset holding ``cat -> /`` reads nothing outside its
 from __future__ import annotations
 
 import collections
-import difflib
 import glob
-import itertools
-import os
 from pathlib import Path
-from typing import Iterable
 
 
 from explain.config import Config, LabelledImages
 from explain.errors import ExplainError
-from explain.names import fitted, fold, quote, safe_slug, short
+from explain.names import close_file, fitted, fold, folder_names, quote, safe_slug, short
 from explain.results import Skipped
 from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
                                   links_hint)
@@ -159,29 +155,10 @@ def relative_hint(entry: str, folder: bool = False) -> str:
             f"from the working directory: give it as {quote(str(relative.resolve()))})")
 
 
-NAMES_LOOKED_AT = 2000  # a hint reads at most this many names of a folder
-
-
-def _names(folder: Path) -> list[str]:
-    """Up to NAMES_LOOKED_AT names in ``folder`` (not hidden ones); [] when it cannot be read."""
-    try:
-        with os.scandir(folder) as found:
-            return [e.name for e in itertools.islice(found, NAMES_LOOKED_AT)
-                    if not e.name.startswith(".")]
-    except OSError:
-        return []
-
-
-def close_hint(path: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> str:
-    """' — did you mean <path>?' for a name in the same folder close to the missing one, by
-    the names without their suffixes (a shared '.jpg' made 'zebra.jpg' close to 'cat.jpg';
-    'cat.png' for 'cat.jpg' is offered). Names with other ``suffixes`` are not offered."""
-    names = {}
-    for name in sorted(_names(path.parent)):  # those kinds and folders, in a fixed order
-        if Path(name).suffix.lower() in suffixes or not Path(name).suffix:
-            names.setdefault(Path(name).stem, name)
-    close = difflib.get_close_matches(path.stem, list(names), n=1, cutoff=0.6)
-    return f" — did you mean {short(path.parent / names[close[0]])}?" if close else ""
+def close_hint(path: Path) -> str:
+    """' — did you mean <path>?' for a picture in the same folder close to a missing one
+    (``names.close_file``)."""
+    return close_file(path, IMAGE_SUFFIXES)
 
 
 def _suffix_hint(pattern: Path) -> str:
@@ -189,7 +166,7 @@ def _suffix_hint(pattern: Path) -> str:
     if glob.has_magic(str(pattern.parent)):
         return ""
     kinds = collections.Counter(Path(n).suffix.lower() or "(no suffix)"
-                                for n in _names(pattern.parent))
+                                for n in folder_names(pattern.parent))
     if not kinds:
         return ""
     shown = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common(4))

@@ -16,7 +16,7 @@ from torch import nn
 
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
-from explain.names import quote, short
+from explain.names import close_file, quote, short
 
 MODEL_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors", ".tar", ".keras", ".h5")
 from explain.models.factories import make_model, MAX_MODEL_BYTES
@@ -32,8 +32,7 @@ def _read_file(path: Path, spec: ModelSpec) -> Any:
     except OSError as exc:  # e.g. a name too long for the file system
         raise ExplainError(f"model.file: {quote(str(path))}: {exc.strerror}") from None
     if not found:
-        from explain.images.finding import close_hint
-        hint = close_hint(path, MODEL_SUFFIXES)  # 'torch_alex.pt' for 'torch_alex.pth'
+        hint = close_file(path, MODEL_SUFFIXES)  # 'torch_alex.pt' for 'torch_alex.pth'
         raise ExplainError(f"{short(path)}: model file not found" + (hint or (
             ": put the model file there, or try the demo: python -m explain "
             "configs/demo_catdog.yaml")))
