@@ -22,10 +22,19 @@ folder into one temporary folder, removed when the process ends (unless the user
 
 # no 'from __future__ import annotations' here: it would bind the name 'annotations' in
 # this package and hide the explain.annotations module from 'from explain import annotations'
-import atexit
-import os
-import shutil
-import tempfile
+import os  # both loaded at Python's start, from the standard library
+import sys
+
+# ``python -m explain`` puts the working directory first on sys.path and imports this package
+# before explain/__main__.py runs: a shared bundle's shutil.py, typing.py or cv2.py would be
+# imported in place of the real ones. So nothing is imported from it (a trusted config's own
+# module is looked for there last: explain.models.factories.own_modules).
+if sys.argv[:1] == ["-m"] and sys.path and sys.path[0] in ("", os.getcwd()):
+    del sys.path[0]
+
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 __version__ = "0.1.0"
 

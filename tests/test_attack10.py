@@ -172,7 +172,8 @@ def test_boxes_past_the_bound_are_refused_before_validation_and_skips_are_counte
 
 def test_python_m_explain_imports_nothing_from_the_working_directory(tmp_path):
     """Run as the README says (``python -m explain``) inside a shared bundle, Python put the
-    bundle first on sys.path: its yaml.py (or cv2.py, torch/) ran instead of the library."""
+    bundle first on sys.path: its yaml.py (or cv2.py, torch/) ran instead of the library, and
+    its shutil.py or typing.py before explain/__main__.py (the package is imported first)."""
     import os
     import subprocess
     import sys
@@ -180,13 +181,14 @@ def test_python_m_explain_imports_nothing_from_the_working_directory(tmp_path):
 
     import explain
     marker = tmp_path / "SHADOW_RAN"
-    (tmp_path / "yaml.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    for name in ("yaml", "shutil", "typing", "signal", "tempfile"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write('{name} ')\n")
     (tmp_path / "exp.yaml").write_text("classes: {cat: 0}\nimages: [nowhere.jpg]\n")
     env = {**os.environ, "PYTHONPATH": str(Path(explain.__file__).parent.parent),
            "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run([sys.executable, "-m", "explain", "exp.yaml"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
-    assert not marker.exists()
+    assert not marker.exists(), marker.read_text()
     assert proc.returncode == 2 and "exp.yaml: model: required key is missing" in proc.stderr, \
         proc.stderr
 
