@@ -80,27 +80,23 @@ def resolve_factory(dotted: str, field: str, trust: bool) -> Callable[..., Any]:
             f"<name>, timm:<name>, explain.demo:<name>){suggest(dotted, allowed_factories())}; "
             f"naming your own "
             f"code needs 'model.trust: true' (it imports and runs that code)")
+    if trust:
+        own_modules()
     try:
-        with own_modules():
-            return getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ExplainError(f"{field}: cannot import {quote(dotted)} ({first_line(exc)})") from None
 
 
-@contextlib.contextmanager
-def own_modules() -> Iterator[None]:
-    """While a config's code is imported (allow-listed, or trusted): the working directory
-    on sys.path after every installed package, so that 'mynet:build' is found there but a
-    cv2.py beside it never replaces OpenCV (``python -m explain`` takes it off the front)."""
+def own_modules() -> None:
+    """Before a trusted config's code is imported: the working directory on sys.path after
+    every installed package, so that 'mynet:build' is found there but a cv2.py beside it never
+    replaces OpenCV (``python -m explain`` takes it off the front). It stays there: the code
+    may import more of its own modules when it is called. Never without trust (an optional
+    import of an allow-listed library would find a shared folder's module)."""
     here = os.getcwd()
-    added = here not in sys.path
-    if added:
+    if here not in sys.path and "" not in sys.path:
         sys.path.append(here)
-    try:
-        yield
-    finally:
-        if added and here in sys.path:
-            sys.path.remove(here)
 
 
 WEIGHT_ARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")

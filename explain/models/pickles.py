@@ -451,9 +451,9 @@ def _partial_problem(module: nn.Module, tables: dict) -> Optional[str]:
 def trusted_load(path: Path) -> Any:
     """Full unpickling, for files the config says it trusts (this can run code)."""
     from explain.models.factories import own_modules
+    own_modules()  # the saving script's modules, from the working directory
     try:
-        with own_modules():  # the saving script's modules, from the working directory
-            return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         missing = re.search(r"Can't get attribute '([\w.]+)' on <module '([\w.]+)'", str(exc))
         if missing and missing.group(2).split(".")[-1] == "__main__":  # a script's class
