@@ -225,6 +225,23 @@ def test_a_trusted_module_is_found_in_the_working_directory_after_the_packages(
                ["images"][0]["cams"]) == 2
 
 
+def test_preprocess_mean_and_std_are_bounded_in_the_config(tmp_path, capsys):
+    """mean 1e308 and std 1e-300 made every pixel inf, then NaN: a numpy warning with its
+    source line, then an error blaming the model's weights. Now the config's one line."""
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pt")},
+                         preprocess={"size": [32, 32], "mean": [1.0e308, 0, 0],
+                                     "std": [1.0e-300, 1, 1]})
+    rc, err, out = cli(capsys, config)
+    assert rc == 2 and out == ""
+    assert err.splitlines() == [
+        f"explain: error: 2 problems in {config}:",
+        f"  {config}: preprocess.mean: mean values are on the pixels' 0..1 scale (ImageNet's: "
+        f"0.485, 0.456, 0.406); each must lie within +-10000",
+        f"  {config}: preprocess.std: std values are on the pixels' 0..1 scale (ImageNet's: "
+        f"0.229, 0.224, 0.225); each must lie within 0.0001 to 10000"]
+
+
 @pytest.mark.parametrize("field", ["images", "annotations"])
 def test_json_of_empty_objects_is_refused_before_it_is_parsed(tmp_path, capsys, field):
     """A 64 MiB labelled list (or a 32 MiB box file) of '{},' took 1.2 GB (0.7 GB) to be
