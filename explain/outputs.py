@@ -166,6 +166,17 @@ class RunFolder:
                                    f"writes there ({limit}); the run folder is damaged")
             return f.read(size + 1)[:limit]  # not limit + 1: read() allocates what it asks
 
+    def read_stat(self, rel: str, limit: int) -> Optional[tuple[os.stat_result, Optional[bytes]]]:
+        """``rel`` opened once (see ``has_file``): its stat and its bytes, or None for the bytes
+        when it is larger than ``limit`` (not read); None when it is not such a file. The
+        checks are of the file that is read: a file swapped after a check by path is not."""
+        fd = self._open(rel)
+        if fd is None:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            found = os.fstat(f.fileno())
+            return found, (None if found.st_size > limit else f.read(found.st_size + 1)[:limit])
+
     def write_bytes(self, rel: str, data: bytes) -> Path:
         """Write atomically: temporary file in the same folder, renamed into place; every
         folder on the way reached from the run folder's descriptor (``safewrite.Folders``)."""

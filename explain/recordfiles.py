@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -252,17 +251,20 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], *, cfg: Config, classe
     id -> its ImageRef), its config, its class names, ``ext`` (the picture extension).
     Its maps and their files must be there, inside the folder; the image's path and label are
     this run's, never what an item file holds."""
-    kept, rows = {}, {}
+    kept, rows, seen = {}, {}, {}
     listed = {f"items/{ident}.json" for ident in sources}
     for rel in (r for r in item_files(run) if r in listed):  # others: images it does not list
         where = str(run.root / rel)
-        if _names(run, rel) > 1:  # each parse of a 64 MiB file took 2 GB and 5 s
-            raise ExplainError(f"{where}: a file with more than one name (a hard link; explain "
-                               f"writes each item file under one); the run folder is damaged "
-                               f"(delete this item file to compute the image again)")
-        data = run.read_bytes(rel, MAX_ITEM_BYTES)
-        if data is None:
+        read = run.read_stat(rel, MAX_ITEM_BYTES)
+        if read is None:
             continue  # not a regular file: not one explain wrote
+        found, data = read
+        first = seen.setdefault((found.st_dev, found.st_ino), rel)
+        if first != rel or data is None:  # each parse of a 64 MiB file took 2 GB and 5 s
+            raise ExplainError(f"{where}: " + (f"the same file as {first} (a hard link)"
+                                               if first != rel else "larger than an item file")
+                               + "; the run folder is damaged (delete this item file to "
+                               "compute the image again)")
         item = parse_item(data, where)
         entry, ref = item.entry, sources.get(item.entry.id)
         problem = None if rel == f"items/{entry.id}.json" else f"holds image {quote(entry.id)}"
@@ -276,16 +278,21 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], *, cfg: Config, classe
         entry.path = str(ref.path)
         kept[entry.id] = entry
         if item.compare:
-            rows[entry.id] = list(item.compare)
+            rows[entry.id] = own_rows(entry, item.compare)
     return kept, rows
 
 
-def _names(run: RunFolder, rel: str) -> int:
-    """How many names the file ``rel`` has (its link count; 1 for one explain wrote)."""
-    try:
-        return os.stat(run.path(rel, reading=True), follow_symlinks=False).st_nlink
-    except OSError:  # gone, or not reachable: read_bytes says so
-        return 1
+def own_rows(entry: ImageEntry, rows: list[CompareRow]) -> list[CompareRow]:
+    """The compare rows of ``entry``'s own maps, one per map (an item file is anyone's edit:
+    rows of other images, classes or methods were all kept, ~16x the file's size; --resume
+    ended in a traceback on a row of a class not in the run)."""
+    maps = {(r.class_name, r.method) for r in entry.cams}
+    kept: dict[tuple[str, str], CompareRow] = {}
+    for row in rows:
+        key = (row.class_name, row.method)
+        if row.image == entry.id and key in maps and key not in kept:
+            kept[key] = row
+    return list(kept.values())
 
 
 def _missing_file(run: RunFolder, entry: ImageEntry) -> Optional[str]:

@@ -12,7 +12,6 @@ notes."""
 
 from __future__ import annotations
 
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from explain.errors import ExplainError
 from explain.names import quote
 from explain.outputs import RUN_MARKER, RunFolder
 from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, item_files,
-                                 parse_item, parse_json, validated, why)
+                                 own_rows, parse_item, parse_json, validated, why)
 from explain.reportlinks import foreign_links
 from explain.results import CompareRow, ImageEntry, ItemFile, RunSummary
 from explain.tasks.records import task_problem
@@ -66,9 +65,8 @@ def _shown(names: list[str]) -> str:
 
 
 class ItemReader:
-    """Reads item files, each file once: one with more than one name (a hard link; explain
-    writes each under one name) or larger than its image's records is not read, and is named
-    in ``notes``."""
+    """Reads item files, each file once: the same file under a second name (a hard link) or
+    one larger than its image's records is not read, and is named in ``notes``."""
 
     def __init__(self, run: RunFolder) -> None:
         self.run = run
@@ -77,29 +75,28 @@ class ItemReader:
         self.seen: set[tuple[int, int]] = set()
 
     def read(self, rel: str, limit: int = MAX_ITEM_BYTES) -> Optional[ItemFile]:
-        """The item file ``rel``, or None when it is not a plain file, has another name or is
-        larger than ``limit`` bytes."""
-        try:
-            found = os.stat(self.run.path(rel, reading=True), follow_symlinks=False)
-        except OSError:
+        """The item file ``rel``, or None when it is not a plain file, is a file read already
+        under another name or is larger than ``limit`` bytes (checked on the file read)."""
+        read = self.run.read_stat(rel, min(limit, MAX_ITEM_BYTES))
+        if read is None:
             return None
-        if found.st_nlink > 1 or (found.st_dev, found.st_ino) in self.seen:
+        found, data = read
+        if (found.st_dev, found.st_ino) in self.seen:
             self.linked.append(quote(rel, 80))
             return None
         self.seen.add((found.st_dev, found.st_ino))
-        if found.st_size > limit:
+        if data is None:
             self.large.append(quote(rel, 80))
             return None
-        data = self.run.read_bytes(rel, MAX_ITEM_BYTES)
-        return None if data is None else parse_item(data, str(self.run.root / rel))
+        return parse_item(data, str(self.run.root / rel))
 
     def notes(self, left_out: str) -> list[str]:
         """The notes on the item files not read (``left_out``: what the report lacks then)."""
-        linked = [f"{len(self.linked)} item file(s) with more than one name (hard links; "
-                  f"explain writes each under one) were not read: {_shown(self.linked)}; "
+        linked = [f"{len(self.linked)} item file(s) that are another item file under a second "
+                  f"name (hard links) were not read: {_shown(self.linked)}; "
                   f"{left_out}"] if self.linked else []
         return linked + ([f"{len(self.large)} item file(s) larger than their image's records "
-                          f"in summary.json were not read: {_shown(self.large)}; {left_out}"]
+                          f"can make were not read: {_shown(self.large)}; {left_out}"]
                          if self.large else [])
 
 
@@ -111,18 +108,6 @@ def item_budget(entry: ImageEntry) -> int:
     under 2x; the summary's is at least as long) and a compare row per map, with room to
     spare. Each 64 MB item file of a summary's image was ~2 GB once parsed and validated."""
     return 4 * len(entry.model_dump_json()) + 1024 * len(entry.cams) + ITEM_SLACK
-
-
-def own_rows(entry: ImageEntry, rows: list[CompareRow]) -> list[CompareRow]:
-    """The compare rows of ``entry``'s own maps, one per map (an item file is anyone's edit:
-    rows of other images, classes or methods were all kept, ~16x the file's size)."""
-    maps = {(r.class_name, r.method) for r in entry.cams}
-    kept: dict[tuple[str, str], CompareRow] = {}
-    for row in rows:
-        key = (row.class_name, row.method)
-        if row.image == entry.id and key in maps and key not in kept:
-            kept[key] = row
-    return list(kept.values())
 
 
 def _rows_note(dropped: int) -> list[str]:

@@ -277,12 +277,40 @@ def test_resume_reads_the_item_files_of_its_images_and_refuses_a_hard_link(tmp_p
     os.link(run / "items" / "a.json", run / "items" / "c.json")
     rc, err, _ = cli(capsys, config, "--resume", "--out", tmp_path / "out", "--quiet")
     assert rc == 2 and err == (
-        f"explain: error: {run / 'items' / 'a.json'}: a file with more than one name (a hard "
-        f"link; explain writes each item file under one); the run folder is damaged (delete "
-        f"this item file to compute the image again)")
+        f"explain: error: {run / 'items' / 'c.json'}: the same file as items/a.json (a hard "
+        f"link); the run folder is damaged (delete this item file to compute the image again)")
     (run / "items" / "c.json").unlink()
     rc, err, _ = cli(capsys, config, "--resume", "--out", tmp_path / "out", "--quiet")
     assert rc == 0, err
     summary = json.loads((run / "summary.json").read_text())
     assert [i["id"] for i in summary["images"]] == ["a", "b", "c"]
     assert "resumed: 2 image(s) kept from the interrupted run, 1 computed now" in summary["notes"]
+
+
+def test_resume_keeps_only_the_compare_rows_of_its_maps_and_reads_a_snapshot(tmp_path, capsys):
+    """A kept item file's compare row of a class the run does not have ended --resume, after
+    all its work, in a KeyError traceback; a run folder copied with hard links (cp -al, a
+    snapshot before --resume) is an honest one and resumes."""
+    import os
+
+    from helpers import interrupted
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(CAT, photos / f"{name}.jpg")
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    config = tiny_config(tmp_path, {"file": "tiny.pt"}, images=[str(photos)], batch_size=1,
+                         classes={"cat": 0, "dog": 1}, metrics=[], target_layers=["0"],
+                         compare={"enabled": True})
+    run = interrupted(config, tmp_path / "out", "item", 3)
+    item = json.loads((run / "items" / "a.json").read_text())
+    item["compare"] += [dict(item["compare"][0], **{"class": "zebra"}),
+                        dict(item["compare"][0], image="b")]
+    (run / "items" / "a.json").write_text(json.dumps(item))
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(tmp_path / "out", snapshot, copy_function=os.link)
+    for out in (tmp_path / "out", snapshot):
+        rc, err, _ = cli(capsys, config, "--resume", "--out", out, "--quiet")
+        assert rc == 0, err
+        rows = (out / "exp" / "compare" / "compare.csv").read_text().splitlines()
+        assert len(rows) == 1 + 3 * 2 and not any("zebra" in r for r in rows)
