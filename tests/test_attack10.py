@@ -98,8 +98,8 @@ def _many_classes(tmp_path, capsys, count: int):
             if c not in ("cat", "dog"):
                 os.link(run / record["file"], run / rel)
             entry["cams"].append(dict(record, **{"class": c, "file": rel, "files": {}}))
-        if c not in ("cat", "dog"):
-            os.link(run / "panels" / "cat.png", run / "panels" / f"{c}.png")
+        if c not in ("cat", "dog"):  # copies: a second name of one file is shown once
+            shutil.copy(run / "panels" / "cat.png", run / "panels" / f"{c}.png")
     (run / "summary.json").write_text(json.dumps(data))
     return run
 
@@ -114,6 +114,13 @@ def test_the_notebook_embeds_twelve_class_panels_and_twenty_class_columns(tmp_pa
     assert "... and the panels of 13 more class(es) in panels/" in html
     assert "p(c19)" in html and "p(c20)" not in html
     assert "p of the first 20 of 25 classes" in html
+    import os
+    folder = tmp_path / "results" / "exp"
+    for i in range(2, 25):
+        (folder / "panels" / f"c{i}.png").unlink()
+        os.link(folder / "panels" / "cat.png", folder / "panels" / f"c{i}.png")
+    html = explain.load(folder)._repr_html_()
+    assert html.count("<figure>") == 2  # cat and dog: the links are cat's file again
 
 
 def test_show_draws_at_most_sixty_maps_and_says_how_to_choose(tmp_path, capsys):

@@ -398,10 +398,8 @@ class Run:
 
 NOTES_SHOWN = 12
 IMAGES_SHOWN = 50
-CLASSES_SHOWN = 20  # probability columns of the images table
-PANELS_SHOWN = 12  # class panels embedded, at most PANELS_BYTES of them read
-PANELS_BYTES = 16 * 1024 * 1024
-SHOW_MAPS = 60  # overlays in one Run.show figure
+CLASSES_SHOWN, SHOW_MAPS = 20, 60  # probability columns of the images table; maps a show draws
+PANELS_SHOWN, PANELS_BYTES = 12, 16 * 1024 * 1024  # class panels looked at, bytes read of them
 
 
 def run_html(run: Run) -> str:
@@ -467,20 +465,22 @@ def _methods(run: Run) -> str:
 def _panels(run: Run) -> str:
     """The class panels (panels/<class>.png) embedded."""
     from explain.errors import ExplainError
-    figures, budget = [], PANELS_BYTES
+    figures, budget, seen = [], PANELS_BYTES, set()
     for n, cls in enumerate(run.classes):
-        if len(figures) == PANELS_SHOWN or budget <= 0:  # a shared folder's 1,000 classes
+        if n == PANELS_SHOWN or budget <= 0:  # a shared folder's 1,000 classes
             figures.append(f"<p>... and the panels of {len(run.classes) - n} more class(es) "
                            f"in panels/</p>")
             break
-        rel = f"panels/{cls}.png"
         try:  # a class name from a summary.json changed by hand may be no file name
-            data = run._files.read_bytes(rel)
+            read = run._files.read_stat(f"panels/{cls}.png", budget)
         except ExplainError:
-            data = None
-        uri = None if data is None else display.file_uri(data, rel)
+            read = None
+        if read is None or read[1] is None or (read[0].st_dev, read[0].st_ino) in seen:
+            continue  # none, larger than what is left, or one read already (a hard link)
+        seen.add((read[0].st_dev, read[0].st_ino))
+        budget -= len(read[1])
+        uri = display.file_uri(read[1], f"panels/{cls}.png")
         if uri is not None:
-            budget -= len(data)
             figures.append(display.figure_html(uri, f"class {cls}"))
     if not figures:
         return "<h4>Classes</h4><p>no class panels in the folder</p>"
