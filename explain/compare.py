@@ -77,10 +77,11 @@ def why_references_differ(rows: list[CompareRow]) -> str:
     if flat:
         words.append(f"{flat} map(s) at r = 0, one of the two constant: a hook on a layer "
                      f"followed by ReLU(inplace=True) gives blank maps")
-    if median >= SAME_SHAPE_R:
+    shaped = [r.pearson for r in rs if r.pearson != 0.0]  # the shape of maps that have one
+    if shaped and float(np.median(shaped)) >= SAME_SHAPE_R:
         words.append("r near 1 with a large |diff| is the same map resized or scaled another "
                      "way (the figures in compare/ show where)")
-    else:
+    elif shaped:
         words.append("the maps differ in shape (the figures in compare/ show where)")
     return "; ".join(words) + "; see docs/compare.md, hand-written references"
 

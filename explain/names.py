@@ -134,13 +134,14 @@ def folder_names(folder: Path) -> list[str]:
         return []
 
 
-def close_file(path: Path, suffixes: Iterable[str]) -> str:
+def close_file(path: Path, suffixes: Iterable[str], folders: bool = True) -> str:
     """' — did you mean <path>?' for a name in the same folder close to the missing one, by
     the names without their suffixes (a shared '.jpg' made 'zebra.jpg' close to 'cat.jpg';
-    'cat.png' for 'cat.jpg' is offered); only names with one of ``suffixes``, or folders."""
+    'cat.png' for 'cat.jpg' is offered); only names with one of ``suffixes``, and ``folders``
+    (names without a suffix) when asked."""
     names = {}
     for name in sorted(folder_names(path.parent)):  # those kinds and folders, in a fixed order
-        if Path(name).suffix.lower() in suffixes or not Path(name).suffix:
+        if Path(name).suffix.lower() in suffixes or (folders and not Path(name).suffix):
             names.setdefault(Path(name).stem, name)
     close = difflib.get_close_matches(path.stem, list(names), n=1, cutoff=0.6)
     return f" — did you mean {short(path.parent / names[close[0]])}?" if close else ""

@@ -282,3 +282,18 @@ def test_the_comparison_figure_leaves_a_margin_around_its_panes():
     pane_top = 28 + 24  # the title's strip, then the pane's name
     assert tuple(fig[pane_top, m]) == tuple(fig[pane_top + 39, m + 49]) != (255, 255, 255)
     assert fig[pane_top, m, 2] > 100 and fig[pane_top, m, 0] < 50  # jet's 0 is dark blue
+
+
+def test_a_differ_of_blank_maps_only_says_nothing_of_their_shape():
+    """Every map at r = 0 (all the student's maps blank: the inplace-ReLU trap): the note
+    said "the maps differ in shape" against its own explanation; shape is judged on the
+    maps that have one."""
+    from explain.results import CompareRow
+
+    def row(r):
+        return CompareRow(image="cat", class_name="dog", method="gradcam", max_abs=1.0,
+                          mean_abs=0.5, pearson=r, iou_top20=0.0)
+    note = compare.why_references_differ([row(0.0)] * 3)
+    assert "3 map(s) at r = 0" in note and "shape" not in note and "resized" not in note
+    assert "resized or scaled" in compare.why_references_differ([row(0.0), row(0.99)])
+    assert "differ in shape" in compare.why_references_differ([row(0.0), row(0.5), row(0.99)])

@@ -40,7 +40,15 @@ def test_a_model_file_named_with_another_suffix_gets_a_did_you_mean(tmp_path, ca
     assert rc == 2
     assert err == (f"explain: error: {config}: model.file: {tmp_path / 'models' / 'torch_alex.pt'}"
                    f": model file not found — did you mean "
-                   f"{tmp_path / 'models' / 'torch_alex.pth'}?")
+                   f"{tmp_path / 'models' / 'torch_alex.pth'}? Or put the model file there, or "
+                   f"try the demo: python -m explain configs/demo_catdog.yaml")
+    (tmp_path / "models" / "torch_alex").mkdir()  # a folder is not offered
+    config = tiny_config(tmp_path, {"file": "models/torch_alx.pth"})
+    assert cli(capsys, config, "--quiet")[1].endswith("did you mean "
+                                                      f"{tmp_path / 'models' / 'torch_alex.pth'}? "
+                                                      "Or put the model file there, or try the "
+                                                      "demo: python -m explain "
+                                                      "configs/demo_catdog.yaml")
     config = tiny_config(tmp_path, {"file": "models/notes.pt"})
     assert cli(capsys, config, "--quiet")[1].endswith(
         "notes.pt: model file not found: put the model file there, or try the demo: python -m "

@@ -17,12 +17,12 @@ from torch import nn
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
 from explain.names import close_file, quote, short
-
-MODEL_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors", ".tar", ".keras", ".h5")
 from explain.models.factories import make_model, MAX_MODEL_BYTES
 from explain.models.formats import is_torchscript, looks_like_safetensors, read_safetensors
 from explain.models.pickles import (hidden_modules, safe_load, saved_hooks, structure_problem,
                                     trusted_load)
+
+MODEL_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors", ".tar", ".keras", ".h5")
 
 
 def _read_file(path: Path, spec: ModelSpec) -> Any:
@@ -32,10 +32,10 @@ def _read_file(path: Path, spec: ModelSpec) -> Any:
     except OSError as exc:  # e.g. a name too long for the file system
         raise ExplainError(f"model.file: {quote(str(path))}: {exc.strerror}") from None
     if not found:
-        hint = close_file(path, MODEL_SUFFIXES)  # 'torch_alex.pt' for 'torch_alex.pth'
-        raise ExplainError(f"{short(path)}: model file not found" + (hint or (
-            ": put the model file there, or try the demo: python -m explain "
-            "configs/demo_catdog.yaml")))
+        hint = close_file(path, MODEL_SUFFIXES, folders=False)  # '.pt' for '.pth'
+        raise ExplainError(f"{short(path)}: model file not found" + (
+            f"{hint} Or put" if hint else ": put") + " the model file there, or try the demo: "
+            "python -m explain configs/demo_catdog.yaml")
     try:
         safetensors = path.suffix.lower() == ".safetensors" or looks_like_safetensors(path)
         torchscript = not safetensors and is_torchscript(path)
