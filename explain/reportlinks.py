@@ -73,6 +73,36 @@ def _entry(names: Names, entry: ImageEntry, task: str) -> None:
                       if names.picture(rel, f"channels/{m}/{image}__contrast", what)}
 
 
+def _atlas_names(summary: RunSummary) -> list[str]:
+    """The names the atlas page links (its records') that are not the ones explain gives."""
+    wanted: list[tuple[Optional[str], list[str]]] = []
+    pictures = [f"channel_{{}}{suffix}" for suffix in PICTURE_SUFFIXES]
+    if summary.atlas:
+        atlas = summary.atlas
+        wanted.append((atlas.files.regions_csv, ["channels/atlas/regions.csv"]))
+        for fp in atlas.fingerprints:
+            wanted.append((fp.table, [f"channels/atlas/{fp.method}/{fp.class_name}.csv"]))
+            wanted += [(c.picture, [f"channels/atlas/{p.format(c.channel)}" for p in pictures])
+                       for c in [*fp.channels, *fp.wrong_channels]]
+    if summary.ablation:
+        wanted.append((summary.ablation.files.table, ["channels/ablation/ablation.csv"]))
+        wanted += [(a.curve, [f"channels/ablation/{m}{suffix}" for suffix in PICTURE_SUFFIXES])
+                   for m, a in summary.ablation.methods.items()]
+    return [rel for rel, own in wanted if rel is not None and rel not in own]
+
+
+def _atlas_page(names: Names, summary: RunSummary) -> Optional[str]:
+    """report/atlas.html when the run made one (``explain report`` writes it again from the
+    records) and every name it links is the run's own; else None, noted."""
+    page = names.given(summary.files.atlas_page, [ATLAS_PAGE], "files.atlas_page")
+    if page is None:
+        return None
+    foreign = _atlas_names(summary) if summary.atlas or summary.ablation else [page]
+    for rel in foreign:
+        names.given(rel, [], "the channel atlas page, not linked")
+    return None if foreign else page
+
+
 def foreign_links(summary: RunSummary) -> list[str]:
     """Drop every file name of ``summary``'s records that the report links and that is not
     the name explain gives that file (a map's overlay becomes '', as a missing file); returns
@@ -85,7 +115,7 @@ def foreign_links(summary: RunSummary) -> list[str]:
     files = summary.files
     files.colorbar = names.given(files.colorbar,
                                  [f"report/colorbar-{config.output.colormap}.png"], "colour bar")
-    files.atlas_page = names.given(files.atlas_page, [ATLAS_PAGE], "files.atlas_page")
+    files.atlas_page = _atlas_page(names, summary)
     files.panels = {c: rel for c, rel in files.panels.items()
                     if names.given(rel, [f"panels/{c}.png"], f"panel of {quote(c, 40)}")}
     files.confusion_csv, files.per_class_csv, files.disagreement_csv = (

@@ -311,6 +311,35 @@ def test_the_atlas_page_loads_every_picture(demo_run):
     assert not found["errors"], found["errors"]
 
 
+def test_a_rebuilt_report_writes_the_atlas_page_again_and_links_only_its_own(demo_run,
+                                                                                tmp_path):
+    """explain report never wrote report/atlas.html again: a shared folder's page there (a
+    script) was linked. Now it is made again from the records, whose names must be the run's;
+    a picture named otherwise (evil.html) leaves the page unlinked, with a note."""
+    import json
+    import shutil
+
+    from explain.writers.report import rebuild
+    summary, run_dir, _ = demo_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    honest = (copy / "report" / "atlas.html").read_text()
+    (copy / "report" / "atlas.html").write_text("<script>alert('shared')</script>")
+    rebuild(copy)
+    assert (copy / "report" / "atlas.html").read_text() == honest
+    assert 'href="report/atlas.html"' in (copy / "report.html").read_text()
+    data = json.loads((copy / "summary.json").read_text())
+    data["atlas"]["fingerprints"][0]["channels"][0]["picture"] = "evil.html"
+    (copy / "summary.json").write_text(json.dumps(data))
+    (copy / "report" / "atlas.html").write_text("<script>alert('shared')</script>")
+    rebuild(copy)
+    from html import unescape
+    page = (copy / "report.html").read_text()
+    assert 'href="report/atlas.html"' not in page
+    assert "'evil.html' (the channel atlas page, not linked)" in unescape(page)
+    assert "alert" in (copy / "report" / "atlas.html").read_text()  # not written, not linked
+
+
 # ---- at scale: order-free state, reruns, torchrun merge, --resume -----------------------------
 
 COUNT = 10

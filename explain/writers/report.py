@@ -399,6 +399,9 @@ def rebuild(root: Path) -> Path:
     root = Path(root)
     data = load_run(root)
     try:
+        if data.summary.files.atlas_page:  # its names checked (reportlinks): made again
+            from explain.writers.atlaspages import PAGE, render_page
+            RunFolder(root).write_bytes(PAGE, encoded(render_page(data.summary)))
         build_report(RunFolder(root), data)
     except LinkOutside as exc:
         raise ExplainError(f"{root / 'summary.json'}: {exc}") from None
