@@ -95,8 +95,8 @@ def _atlas_page(names: Names, summary: RunSummary) -> Optional[str]:
     """report/atlas.html when the run made one (``explain report`` writes it again from the
     records) and every name it links is the run's own; else None, noted."""
     page = names.given(summary.files.atlas_page, [ATLAS_PAGE], "files.atlas_page")
-    if page is None:
-        return None
+    if page is None or not plain_relative(page):
+        return page  # none, or a path the report refuses
     foreign = _atlas_names(summary) if summary.atlas or summary.ablation else [page]
     for rel in foreign:
         names.given(rel, [], "the channel atlas page, not linked")

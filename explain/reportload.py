@@ -191,7 +191,9 @@ def _unfinished(run: RunFolder) -> ReportData:
                            f"image yet")
     config = _run_config(run)
     reader = ItemReader(run)
-    read = [i for i in (reader.read(rel) for rel in items) if i is not None]
+    maps = len(config.classes) * len(config.methods)  # what one image's item file can hold
+    limit = ITEM_SLACK + 8 * 1024 * maps if maps else MAX_ITEM_BYTES
+    read = [i for i in (reader.read(rel, limit) for rel in items) if i is not None]
     check_entries([i.entry for i in read], config, run.root / "items")
     summary = RunSummary(name=run.root.name, config_file="(unfinished run)",
                          output_dir=str(run.root), device="(unfinished run)", config=config,

@@ -208,6 +208,22 @@ def test_an_unfinished_runs_linked_item_files_are_not_read(finished, tmp_path):
         "read: 'items/dog.json'; their images are not in the report"]
 
 
+def test_an_unfinished_runs_item_file_larger_than_its_config_allows_is_not_read(finished,
+                                                                               tmp_path):
+    """Without a summary, each item file could be 64 MiB (four of 41 MB: 1.9 GB); its run's
+    config bounds it now: 64 KiB and 8 KiB a map (classes x methods)."""
+    copy = tmp_path / "unfinished"
+    shutil.copytree(finished, copy)
+    (copy / "summary.json").unlink()
+    item = (copy / "items" / "dog.json").read_text()
+    (copy / "items" / "dog.json").write_text(item + " " * (64 * 1024 + 8 * 1024 * 2))
+    data = load_run(copy)
+    assert [e.id for e in data.summary.images] == ["both", "cat"]
+    assert data.summary.notes == [
+        "1 item file(s) larger than their image's records can make were not read: "
+        "'items/dog.json'; their images are not in the report"]
+
+
 # ---- links: only the names the run gives its files ------------------------------------------
 
 def test_a_rebuilt_report_links_only_the_names_the_run_gives_its_files(finished, tmp_path):

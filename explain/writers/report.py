@@ -397,17 +397,24 @@ def rebuild(root: Path) -> Path:
     """``explain report RUN_DIR``: write the folder's report again from its records, without
     the model. Returns the path of report.html."""
     root = Path(root)
-    data = load_run(root)
+    folder = RunFolder(root)
     try:
+        folder.pin()  # the pages go where the records are read from, whatever is renamed
+    except ExplainError:
+        pass  # not a folder: load_run says what it is
+    try:
+        data = load_run(root)
         if data.summary.files.atlas_page:  # its names checked (reportlinks): made again
             from explain.writers.atlaspages import PAGE, render_page
-            RunFolder(root).write_bytes(PAGE, encoded(render_page(data.summary)))
-        build_report(RunFolder(root), data)
+            folder.write_bytes(PAGE, encoded(render_page(data.summary)))
+        build_report(folder, data)
     except LinkOutside as exc:
         raise ExplainError(f"{root / 'summary.json'}: {exc}") from None
     except RecursionError:
         raise ExplainError(f"{root}: the run's records are nested too deeply; the run folder "
                            f"is damaged") from None
+    finally:
+        folder.release()
     return root / "report.html"
 
 
