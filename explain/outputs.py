@@ -345,9 +345,7 @@ def open_run_dir(root: Path, name: str) -> RunFolder:
     run = RunFolder(first).pin()  # the writes go where _ours looked, even if it is swapped
     try:
         run.lock = RunLock.take(first, "--resume", run.folders.root_fd())
-        for stale in _files_below(first, "--resume"):  # temporaries of cut-short writes
-            if stale.name.startswith(".") and stale.name.endswith(".part"):
-                stale.unlink(missing_ok=True)
+        _drop_parts(run)
     except BaseException:
         run.release()
         raise
@@ -355,6 +353,30 @@ def open_run_dir(root: Path, name: str) -> RunFolder:
 
 
 MAX_RUN_DEPTH = 12  # folders below a run folder: explain writes at most 4 levels
+
+
+def _drop_parts(run: RunFolder) -> None:
+    """--resume: delete the temporaries of cut-short writes (.<name>.part), walked from the
+    folder's held descriptor where the system allows (a folder swapped for a link meanwhile
+    is not followed), else by path; deeper than MAX_RUN_DEPTH: ExplainError, as
+    ``_files_below``."""
+    fd = run.folders.root_fd()
+    if fd is None or os.unlink not in os.supports_dir_fd:
+        for stale in _files_below(run.root, "--resume"):
+            if stale.name.startswith(".") and stale.name.endswith(".part"):
+                stale.unlink(missing_ok=True)
+        return
+    for where, _, files, here in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        if where.count("/") > MAX_RUN_DEPTH:  # top-down: refused before it goes deeper
+            raise ExplainError(f"--resume: {run.root} holds folders nested more than "
+                               f"{MAX_RUN_DEPTH} deep, which explain never writes; refusing "
+                               f"to touch it")
+        for name in files:
+            if name.startswith(".") and name.endswith(".part"):
+                try:
+                    os.unlink(name, dir_fd=here)
+                except FileNotFoundError:
+                    pass
 
 
 def _files_below(folder: Path, flag: str) -> list[Path]:
