@@ -265,11 +265,9 @@ def test_json_of_empty_objects_is_refused_before_it_is_parsed(tmp_path, capsys, 
                                     f"(one every 16 bytes or less)"), err
 
 
-def test_resume_reads_the_item_files_of_its_images_and_refuses_a_hard_link(tmp_path, capsys):
-    """--resume parsed every items/*.json (any count, a hard-linked 64 MiB file once per
-    name): now only its own images' item files, and one with a second name is refused."""
-    import os
-
+def _interrupted_after_two(tmp_path, **fields):
+    """A tiny run over photos a, b, c (one a batch) stopped as Ctrl-C does before c's item
+    file: (its config, its folder under out/)."""
     from helpers import interrupted
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -277,8 +275,15 @@ def test_resume_reads_the_item_files_of_its_images_and_refuses_a_hard_link(tmp_p
         shutil.copy(CAT, photos / f"{name}.jpg")
     torch.save(tiny_net(), tmp_path / "tiny.pt")
     config = tiny_config(tmp_path, {"file": "tiny.pt"}, images=[str(photos)], batch_size=1,
-                         classes={"cat": 0, "dog": 1}, metrics=[])
-    run = interrupted(config, tmp_path / "out", "item", 3)
+                         classes={"cat": 0, "dog": 1}, metrics=[], **fields)
+    return config, interrupted(config, tmp_path / "out", "item", 3)
+
+
+def test_resume_reads_the_item_files_of_its_images_and_refuses_a_hard_link(tmp_path, capsys):
+    """--resume parsed every items/*.json (any count, a hard-linked 64 MiB file once per
+    name): now only its own images' item files, and one with a second name is refused."""
+    import os
+    config, run = _interrupted_after_two(tmp_path)
     assert sorted(p.name for p in (run / "items").iterdir()) == ["a.json", "b.json"]
     (run / "items" / "zz.json").write_bytes(b"[" * 5_000_000)  # not an image of the run
     os.link(run / "items" / "a.json", run / "items" / "c.json")
@@ -299,17 +304,7 @@ def test_resume_keeps_only_the_compare_rows_of_its_maps_and_reads_a_snapshot(tmp
     all its work, in a KeyError traceback; a run folder copied with hard links (cp -al, a
     snapshot before --resume) is an honest one and resumes."""
     import os
-
-    from helpers import interrupted
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("a", "b", "c"):
-        shutil.copy(CAT, photos / f"{name}.jpg")
-    torch.save(tiny_net(), tmp_path / "tiny.pt")
-    config = tiny_config(tmp_path, {"file": "tiny.pt"}, images=[str(photos)], batch_size=1,
-                         classes={"cat": 0, "dog": 1}, metrics=[], target_layers=["0"],
-                         compare={"enabled": True})
-    run = interrupted(config, tmp_path / "out", "item", 3)
+    config, run = _interrupted_after_two(tmp_path, target_layers=["0"], compare={"enabled": True})
     item = json.loads((run / "items" / "a.json").read_text())
     item["compare"] += [dict(item["compare"][0], **{"class": "zebra"}),
                         dict(item["compare"][0], image="b")]

@@ -87,11 +87,9 @@ def write_page(ctx: RunContext) -> None:
 
 
 def render_page(summary: RunSummary) -> str:
-    """The HTML of report/atlas.html (the records only: ``explain report`` can make it)."""
-    from explain.writers.report import environment
-    return environment().get_template("atlas.html.j2").render(
-        summary=summary, atlas=summary.atlas, ablation=summary.ablation, prefix="../",
-        layer=summary.config.channel_layer)
+    """The HTML of report/atlas.html (the records only: ``explain report`` makes it too)."""
+    from explain.writers.report import atlas_page
+    return atlas_page(summary)
 
 
 # ---- pictures -------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
 from explain.outputs import Listing, RunFolder, plain_relative
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
-from explain.results import CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord, MeanMap
+from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
+                             MeanMap, RunSummary)
 from explain.writers import RunContext, Writer
 
 if TYPE_CHECKING:
@@ -393,6 +394,14 @@ def build_report(run: RunFolder, data: ReportData) -> list[str]:
 
 # ---- rebuilding from a results folder -----------------------------------------------------
 
+def atlas_page(summary: RunSummary) -> str:
+    """The HTML of report/atlas.html, from the records only (the atlas writer's page, and
+    ``explain report`` makes it again)."""
+    return environment().get_template("atlas.html.j2").render(
+        summary=summary, atlas=summary.atlas, ablation=summary.ablation, prefix="../",
+        layer=summary.config.channel_layer)
+
+
 def rebuild(root: Path) -> Path:
     """``explain report RUN_DIR``: write the folder's report again from its records, without
     the model. Returns the path of report.html."""
@@ -405,8 +414,7 @@ def rebuild(root: Path) -> Path:
     try:
         data = load_run(root)
         if data.summary.files.atlas_page:  # its names checked (reportlinks): made again
-            from explain.writers.atlaspages import PAGE, render_page
-            folder.write_bytes(PAGE, encoded(render_page(data.summary)))
+            folder.write_bytes(data.summary.files.atlas_page, encoded(atlas_page(data.summary)))
         build_report(folder, data)
     except LinkOutside as exc:
         raise ExplainError(f"{root / 'summary.json'}: {exc}") from None
