@@ -38,6 +38,7 @@ from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
 from explain.outputs import Listing, RunFolder, plain_relative
+from explain.reportlinks import ATLAS_PAGE
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
                              MeanMap, RunSummary)
@@ -413,8 +414,8 @@ def rebuild(root: Path) -> Path:
         pass  # not a folder: load_run says what it is
     try:
         data = load_run(root)
-        if data.summary.files.atlas_page:  # its names checked (reportlinks): made again
-            folder.write_bytes(data.summary.files.atlas_page, encoded(atlas_page(data.summary)))
+        if data.summary.files.atlas_page == ATLAS_PAGE:  # its names checked: made again
+            folder.write_bytes(ATLAS_PAGE, encoded(atlas_page(data.summary)))
         build_report(folder, data)
     except LinkOutside as exc:
         raise ExplainError(f"{root / 'summary.json'}: {exc}") from None
