@@ -281,11 +281,12 @@ def _rendezvous(rank: int, world: int) -> Any:
 
 
 def open_shared(folder: Path) -> RunFolder:
-    """The run folder rank 0 claimed, as another rank sees it."""
+    """The run folder rank 0 claimed, as another rank sees it: opened at once and held, so
+    this rank's writes go where it looked, not where a link swapped in later points."""
     if not (folder / RUN_MARKER).is_file() or folder.is_symlink():
         raise ExplainError(f"torchrun: rank 0 claimed {folder}, but it is not visible on this "
                            f"node; the results folder must be on storage every node shares")
-    return RunFolder(folder)
+    return RunFolder(folder).pin()
 
 
 # ---- handing the writers' memory to rank 0 --------------------------------------------------
