@@ -17,7 +17,7 @@ from torch import nn
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
 from explain.names import close_file, quote, short
-from explain.models.factories import make_model, MAX_MODEL_BYTES
+from explain.models.factories import make_model, MAX_MODEL_BYTES, MAX_MODEL_TENSORS
 from explain.models.formats import is_torchscript, looks_like_safetensors, read_safetensors
 from explain.models.pickles import (hidden_modules, safe_load, saved_hooks, structure_problem,
                                     trusted_load)
@@ -107,7 +107,29 @@ def load_model(cfg: Config) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ExplainError(f"{where}: gives a {type(model).__name__}, not a torch.nn.Module")
     _check_children(model, where, from_file=spec.file is not None and not spec.trust)
+    if spec.file is not None and not spec.trust:
+        _stored_size(model, Path(where))
     return model.eval()
+
+
+def _stored_size(model: nn.Module, path: Path) -> None:
+    """A model read from a file without trust holds at most what a config may build
+    (MAX_MODEL_BYTES of parameters and buffers, or twice the file's size): a file stores a
+    tensor as its data and a view of it, and a view repeating its data (a stride of 0) is as
+    large as its shape wherever torch copies it (a 5.5 KB file's Linear of 1.3e9 weights
+    took 6 GB in the first pass). Tied weights (one tensor, two modules) count once."""
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    size = sum(t.nbytes for t in tensors.values())
+    limit = max(MAX_MODEL_BYTES, 2 * path.stat().st_size)
+    if size <= limit and len(tensors) <= MAX_MODEL_TENSORS:
+        return
+    what = (f"{len(tensors)} parameter and buffer tensors (at most {MAX_MODEL_TENSORS})"
+            if size <= limit else f"{size / 2**30:.2f} GiB of parameters and buffers (at most "
+            f"{limit / 2**30:.2f} GiB, or twice the file's size)")
+    raise ExplainError(f"model.file: {short(str(path))}: refused to load: the model it holds "
+                       f"has {what} in a file of {path.stat().st_size} bytes (a tensor saved "
+                       f"as a view that repeats its data is as large as its shape); if you "
+                       f"trust this file, set 'model.trust: true'")
 
 
 def _from_file(path: Path, spec: ModelSpec) -> Any:

@@ -1,0 +1,58 @@
+"""The eleventh attack (a helper's findings): a whole model whose tensors are saved as views
+that repeat their data, so a file of a few KB holds gigabytes of weights once torch copies
+them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from explain.errors import ExplainError
+from helpers import one_line, tiny_config, tiny_net
+
+WIDE = 2**28  # outputs of a Linear of 4 inputs: 7 GiB of weights and biases, 3 floats stored
+
+
+def _repeating_model() -> nn.Sequential:
+    """tiny_net's layers, then Linears of 7 GiB of weights saved as 3 floats (stride 0)."""
+    net = tiny_net()
+    wide, head = nn.Linear(4, 1), nn.Linear(1, 2)
+    wide.weight = nn.Parameter(torch.full((1,), 0.01).expand(WIDE, 4))
+    wide.bias = nn.Parameter(torch.zeros(1).expand(WIDE))
+    head.weight = nn.Parameter(torch.full((1,), 0.01).expand(2, WIDE))
+    return nn.Sequential(*net[:4], wide, head)
+
+
+def test_a_model_file_of_repeated_tensors_is_refused_before_any_pass(tmp_path):
+    """A 5.5 KB whole model whose Linear weights were views of one stored float (stride 0)
+    loaded as it was: its first pass copied them (torch multiplies contiguous weights), 6 GB
+    for 1.3e9 weights, more with a wider layer (the pass bound counts outputs, not weights).
+    Now a file's model holds at most what a config may build: 2 GiB, or twice the file."""
+    from explain.config import load_config
+    from explain.models.loading import load_model
+    path = tmp_path / "repeat.pth"
+    torch.save(_repeating_model(), path)
+    assert path.stat().st_size < 10_000
+    config = tiny_config(tmp_path, {"file": str(path)}, classes={"cat": 0, "dog": 1},
+                         target_layers=["0"])
+    with pytest.raises(ExplainError) as info:
+        load_model(load_config(config))
+    one_line(info, "model.file:", "repeat.pth: refused to load", "7.00 GiB of parameters",
+             "at most 2.00 GiB", "model.trust: true")
+    trusted = tiny_config(tmp_path, {"file": str(path), "trust": True}, stem="trusted",
+                          classes={"cat": 0, "dog": 1}, target_layers=["0"])
+    assert load_model(load_config(trusted))[4].weight.shape == (WIDE, 4)  # trust: as saved
+
+
+def test_tied_weights_count_once_and_an_ordinary_file_loads(tmp_path):
+    from explain.config import load_config
+    from explain.models.loading import load_model
+    net = tiny_net()
+    extra = nn.Linear(6, 2)
+    extra.weight = net[4].weight  # one tensor in two modules
+    path = tmp_path / "tiny.pth"
+    torch.save(nn.Sequential(*net, extra), path)
+    config = tiny_config(tmp_path, {"file": str(path)}, classes={"cat": 0, "dog": 1},
+                         target_layers=["0"])
+    assert isinstance(load_model(load_config(config)), nn.Sequential)
