@@ -56,3 +56,34 @@ def test_tied_weights_count_once_and_an_ordinary_file_loads(tmp_path):
     config = tiny_config(tmp_path, {"file": str(path)}, classes={"cat": 0, "dog": 1},
                          target_layers=["0"])
     assert isinstance(load_model(load_config(config)), nn.Sequential)
+
+
+def _header_file(path, header: bytes) -> None:
+    import struct
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+
+
+def test_a_safetensors_header_of_empty_lists_is_refused_before_it_is_parsed(tmp_path):
+    """A safetensors header may be 32 MiB; one of '[],' repeated under '__metadata__' (no
+    tensor, so every offset check passed) was parsed into Python lists first: 840 MB and 4 s
+    for a 32 MiB file, before safetensors itself refused it. Now it is refused unparsed, as
+    the records and box files are; a real header of 30,000 tensors (2.7 MB) still reads."""
+    import tracemalloc
+
+    from explain.models.formats import _safetensors_data_size, read_safetensors
+    path = tmp_path / "bomb.safetensors"
+    _header_file(path, b'{"__metadata__":[' + b"[]," * 2_800_000 + b"[]]}")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExplainError) as info:
+            read_safetensors(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_line(info, "bomb.safetensors: not a valid safetensors file", "lists and objects")
+    assert peak < 40 * 2**20, peak  # the file's 8 MiB read and decoded, nothing parsed
+    safetensors = pytest.importorskip("safetensors.torch")
+    many = tmp_path / "many.safetensors"
+    safetensors.save_file({f"blocks.{i}.attn.qkv.weight": torch.zeros(1)
+                           for i in range(30_000)}, str(many))
+    assert many.stat().st_size > 2**21 and _safetensors_data_size(many) == 120_000

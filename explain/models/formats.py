@@ -51,6 +51,10 @@ def _safetensors_data_size(path: Path) -> int:
             raise _bad_safetensors(path, f"truncated: its header needs {length} bytes, the file "
                                          f"has {size - 8} after the length")
         raw = f.read(length)
+    from explain.readback import container_problem
+    problem = container_problem(raw)  # '[[],[],...]': 25x its 32 MiB in memory once parsed
+    if problem:
+        raise _bad_safetensors(path, f"its header holds {problem}")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
