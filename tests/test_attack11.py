@@ -87,3 +87,37 @@ def test_a_safetensors_header_of_empty_lists_is_refused_before_it_is_parsed(tmp_
     safetensors.save_file({f"blocks.{i}.attn.qkv.weight": torch.zeros(1)
                            for i in range(30_000)}, str(many))
     assert many.stat().st_size > 2**21 and _safetensors_data_size(many) == 120_000
+
+
+def _lying_conv(lie: bool) -> nn.Sequential:
+    """A 22 KB model whose second Conv2d has 256 x 128 kernels of 63 x 63 (stored as one
+    float), saved with ``in_channels=1, kernel_size=(1, 1)`` beside them when ``lie``."""
+    wide = nn.Conv2d(128, 256, 63, padding=31)
+    wide.weight = nn.Parameter(torch.full((1,), 1e-4).expand(256, 128, 63, 63))
+    if lie:
+        wide.in_channels, wide.kernel_size = 1, (1, 1)
+    return nn.Sequential(nn.Conv2d(3, 128, 3, padding=1), nn.ReLU(), wide, nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 2))
+
+
+def test_a_convolution_saved_with_false_sizes_is_bounded_by_its_weight(tmp_path):
+    """The first pass's work bound read a convolution's kernel and input channels from its
+    attributes, which a model file sets to anything, while torch multiplies by the weight:
+    the model refused in seconds as 6.5e12 multiply-adds an image passed with
+    ``kernel_size=(1, 1), in_channels=1`` and ran on (a forward alone ~135 s at 224 px on
+    2 cores, the pass and its backward more, 4096 px 300 times that). Now both are refused."""
+    from explain.models.guard import MAX_WORK, forward_size_problem, module_work
+    from explain.models.pickles import safe_load
+    x = torch.rand(1, 3, 224, 224)
+    for lie in (False, True):
+        path = tmp_path / f"conv{lie}.pth"
+        torch.save(_lying_conv(lie), path)
+        assert path.stat().st_size < 30_000
+        problem = forward_size_problem(safe_load(path), x, 2**40)
+        assert problem == (f"over {MAX_WORK:.0e} multiply-adds for one image (hours on a CPU), "
+                           f"at Conv2d"), (lie, problem)
+    linear = nn.Linear(300, 5)
+    linear.in_features = 1
+    assert module_work(linear, torch.empty(3, 5, device="meta")) == 15 * 300
+    grouped = nn.ConvTranspose2d(8, 16, 3, groups=2)
+    assert module_work(grouped, torch.empty(1, 16, 12, 12, device="meta")) == 16 * 144 * 8 * 9

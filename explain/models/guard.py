@@ -86,7 +86,18 @@ POOL_WEIGHT = 10
 def module_work(module: nn.Module, output: torch.Tensor) -> float:
     """Multiply-adds (pooling: window reads x POOL_WEIGHT) of one call of ``module`` that made
     ``output``: outputs x the window (kernel_size over the spatial dimensions) x the input
-    channels a convolution reads per output; linear layers: outputs x in_features."""
+    channels a convolution reads per output; linear layers: outputs x in_features. A
+    convolution's and a linear layer's are read from the weight's shape, which torch
+    multiplies by, never from the attributes beside it (``kernel_size``, ``in_channels``,
+    ``in_features``), which a model file sets to anything: a Conv2d of 63 x 63 kernels saved
+    as ``kernel_size=(1, 1), in_channels=1`` passed this bound counted 500,000 times too small."""
+    weight = getattr(module, "weight", None)
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and \
+            isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+        per_output = math.prod(int(n) for n in weight.shape[1:])  # (O, I/groups, k...)
+        if getattr(module, "transposed", False):  # (I, O/groups, k...): an upper bound
+            per_output = int(weight.shape[0]) * math.prod(int(n) for n in weight.shape[2:])
+        return float(output.numel()) * per_output
     if isinstance(module, nn.Linear):
         return float(output.numel()) * module.in_features
     kernel = getattr(module, "kernel_size", None)
