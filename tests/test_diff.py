@@ -237,6 +237,9 @@ def test_partial_overlap_compares_the_shared_maps_and_says_what_was_left_out(run
         ("dog", "cat", "gradcam"), ("dog", "dog", "gradcam")]
     assert "  left out: images only in A: both" in out
     assert "  left out: methods only in A: eigencam" in out
+    # the eigencam maps are said once, as a method only in A: not also as maps "in one run
+    # only" with the reason of a class one run explains and the other does not
+    assert not [line for line in out if "in one run only" in line]
     # a class explained in one run only, on shared images (targets: predicted does that)
     some = derive(b, tmp_path / "some", lambda e, r: not (e == "cat" and r["class"] == "dog"))
     code, out, _ = diff(capsys, a, some, "--out", tmp_path)

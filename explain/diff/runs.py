@@ -94,6 +94,8 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
                                f"images, classes and methods")
         left_out += _only("A", f"{kind}s", [n for n in in_a if n not in set_b])
         left_out += _only("B", f"{kind}s", [n for n in in_b if n not in set_a])
+    # maps of a class or method only one run has are said above: not counted again below
+    shared = [set(kinds[kind][0]) & set(kinds[kind][1]) for kind in ("class", "method")]
     pairs, alone = [], 0
     for ident, ea in entries[0].items():
         eb = entries[1].get(ident)
@@ -102,11 +104,11 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
         theirs = {(r.class_name, r.method): r for r in eb.cams}
         for ra in ea.cams:
             rb = theirs.pop((ra.class_name, ra.method), None)
-            if rb is None:
-                alone += 1
-            else:
+            if rb is not None:
                 pairs.append((ea, eb, ra, rb))
-        alone += len(theirs)
+            elif ra.class_name in shared[0] and ra.method in shared[1]:
+                alone += 1
+        alone += sum(1 for cls, method in theirs if cls in shared[0] and method in shared[1])
     if not pairs:
         raise ExplainError(f"the runs share no map (image x class x method): {a.root} and "
                            f"{b.root} explain other classes or methods of each shared image")
