@@ -25,6 +25,8 @@ TOP_FRACTION = 0.2
 MARGIN = 6  # white pixels left of and below a comparison figure's panes
 SAME_SHAPE_R = 0.95  # reference maps at least this correlated: the same map, made another way
 MAX_REFERENCE_PIXELS = 64 * 1024 * 1024  # values in one reference map (8192 x 8192)
+# a grayscale PNG reference's value step (png_step): its rounding is allowed beside the tolerance
+PNG_STEPS = {1 / 255: "1/255 for the 8-bit", 1 / 65535: "1/65535 for the 16-bit"}
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,8 +63,10 @@ def metrics(library: np.ndarray, reference: np.ndarray) -> dict[str, float]:
             "pearson": pearson(library, reference), "iou_top20": iou_top(library, reference)}
 
 
-def verdict(max_abs_values: list[float], tolerance: float) -> str:
-    return "agree" if max(max_abs_values) <= tolerance else "differ"
+def verdict(max_abs_values: list[float], tolerance: float | list[float]) -> str:
+    """"agree" when every map's max |diff| is within the tolerance (one, or one per map)."""
+    limits = tolerance if isinstance(tolerance, list) else [tolerance] * len(max_abs_values)
+    return "agree" if all(v <= t for v, t in zip(max_abs_values, limits)) else "differ"
 
 
 def why_references_differ(rows: list[CompareRow]) -> str:
@@ -134,6 +138,19 @@ def read_reference(path: Path) -> np.ndarray:
     if not np.isfinite(m).all():
         raise ExplainError(f"{path}: the map holds NaN or infinite values")
     return m
+
+
+def png_step(path: Path | None) -> float:
+    """The value step of a reference map file: 1/255 for an 8-bit PNG, 1/65535 for a 16-bit
+    one (what writing a 0..1 map to it rounds by, at most half of it); 0 for anything else."""
+    if path is None or path.suffix != ".png":
+        return 0.0
+    try:
+        with open(path, "rb") as f:
+            depth = f.read(25)[24:]
+    except OSError:
+        return 0.0
+    return {b"\x08": 1 / 255, b"\x10": 1 / 65535}.get(depth, 0.0)  # the keys of PNG_STEPS
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -267,13 +284,22 @@ class Comparison:
         self.run.write_image(figure_path(image, cls, method), fig)
         return row
 
+    def _step(self, row: CompareRow) -> float:
+        """The rounding step of the row's reference file (0: a hand-written map or an NPY)."""
+        if self.reference_dir is None:
+            return 0.0
+        return png_step(find_reference(self.reference_dir, row.image, row.class_name,
+                                       row.method))
+
     def finish(self, rows: list[CompareRow]) -> dict:
         """compare.csv (rows in the order given) and the verdict per method."""
         self.run.write_csv(CSV_PATH, [r.dump() for r in rows])
         by_method: dict[str, list[CompareRow]] = {}
         for row in rows:
             by_method.setdefault(row.method, []).append(row)
-        per_method = {m: {"verdict": verdict([r.max_abs for r in v], self.tolerance),
+        steps = {m: [self._step(r) for r in v] for m, v in by_method.items()}
+        per_method = {m: {"verdict": verdict([r.max_abs for r in v],
+                                             [max(self.tolerance, q) for q in steps[m]]),
                           "max_abs": max(r.max_abs for r in v), "maps": len(v),
                           "r_min": min(r.pearson for r in v),
                           "r_median": float(np.median([r.pearson for r in v]))}
@@ -285,8 +311,9 @@ class Comparison:
                 info["note"] = why_references_differ(by_method[m])
             elif self.paper_notes and traits(m).paper_note:  # the library departs from the paper
                 info["note"] = traits(m).paper_note
+        words = {m: _step_words(steps[m], self.tolerance) for m in per_method}
         verdicts = [f"{m}: {info['verdict']} (max |diff| {info['max_abs']:.2e} over "
-                    f"{info['maps']} maps, tolerance {self.tolerance:g})"
+                    f"{info['maps']} maps, tolerance {self.tolerance:g}{words[m]})"
                     + (f": {info['note']}" if "note" in info else "")
                     for m, info in per_method.items()]
         result = {"source": str(self.reference_dir) if self.reference_dir else "hand-written",
@@ -295,3 +322,10 @@ class Comparison:
         if self.reference_dir is not None:
             result["unmatched"] = unmatched_files(self.reference_dir, self.expected)
         return result
+
+
+def _step_words(steps: list[float], tolerance: float) -> str:
+    """What the verdict line says of the PNG references' rounding, allowed beside a smaller
+    tolerance."""
+    words = [w for q, w in PNG_STEPS.items() if q in steps and q > tolerance]
+    return f"; {' and '.join(words)} PNG maps, their rounding" if words else ""

@@ -157,7 +157,18 @@ def test_reference_dir_png_round_trip_within_quantisation(library_maps):
     folder = reference_folder(tree, maps, lambda p, m: cv2.imwrite(str(p.with_suffix(".png")),
                                                                    np.uint8(np.round(m * 255))))
     result = compare_with(tree, folder)
-    assert 0 < result["per_method"]["gradcam"]["max_abs"] <= 1 / 255
+    info = result["per_method"]["gradcam"]
+    assert 0 < info["max_abs"] <= 1 / 255
+    # the maps are the library's own, rounded to 8 bits: that rounding is no "differ" (it used
+    # to say "differ ... the same map resized or scaled another way" at tolerance 1e-4)
+    assert info["verdict"] == "agree" and "note" not in info
+    line = [v for v in compare_with.lines if v.startswith("  compare gradcam: ")]
+    assert line == [f"  compare gradcam: agree (max |diff| {info['max_abs']:.2e} over 6 maps, "
+                    f"tolerance 0.0001; 1/255 for the 8-bit PNG maps, their rounding)"]
+    # beyond the rounding it still differs
+    folder = reference_folder(tree, maps, lambda p, m: cv2.imwrite(
+        str(p.with_suffix(".png")), np.uint8(np.round(np.clip(m * 255 - 3, 0, 255)))))
+    assert compare_with(tree, folder)["per_method"]["gradcam"]["verdict"] == "differ"
 
 
 def test_wrong_reference_is_reported_as_differ(library_maps):
