@@ -10,8 +10,8 @@ The weights are the papers' formulas as they stand (Grad-CAM++: no guard added t
 denominator, where the library adds 1e-6). Post-processing, chosen to match the library's
 step for step:
 - the map is ReLU(sum_k contribution_k), computed at feature resolution;
-- it is min-max scaled there, as (m - min) / (max + 1e-7), then resized to the input size
-  with OpenCV bilinear interpolation (cv2.INTER_LINEAR, half-pixel centres), then min-max
+- it is min-max scaled there, as (m - min) / (max - min + 1e-7), then resized to the input
+  size with OpenCV bilinear interpolation (cv2.INTER_LINEAR, half-pixel centres), then min-max
   scaled again the same way: scaling before the resize keeps the epsilon's effect identical,
   and the second scaling restores a peak of ~1 that interpolation can shave off.
 """

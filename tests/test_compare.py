@@ -308,3 +308,17 @@ def test_a_differ_of_blank_maps_only_says_nothing_of_their_shape():
     assert "3 map(s) at r = 0" in note and "shape" not in note and "resized" not in note
     assert "resized or scaled" in compare.why_references_differ([row(0.0), row(0.99)])
     assert "differ in shape" in compare.why_references_differ([row(0.0), row(0.5), row(0.99)])
+
+
+def test_the_documented_min_max_is_the_one_that_agrees():
+    """docs/compare.md printed the scaling as (m - min) / (max + 1e-7): a student's LayerCAM
+    written that way (its map has no zero, so min > 0) differed from the library by 4.85e-3 at
+    features.10. The scaling divides by the maximum after the shift: (max - min + 1e-7)."""
+    m = np.array([[0.2, 0.5], [1.0, 0.7]], dtype=np.float32)  # min > 0, as a LayerCAM map
+    written = "(m - min) / (max - min + 1e-7)"
+    as_written = (m - m.min()) / (m.max() - m.min() + 1e-7)
+    assert np.allclose(reference.min_max(m), as_written, atol=0, rtol=1e-6)
+    for path in (REPO / "docs" / "compare.md", Path(reference.__file__)):
+        text = " ".join(path.read_text().split())
+        assert "(m - min) / (max + 1e-7)" not in text, path
+        assert written in text, path
