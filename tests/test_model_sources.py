@@ -104,6 +104,17 @@ def test_unknown_timm_names(tmp_path, name, needles):
     error(tmp_path, "model.builder", f"timm:{name}", *needles, builder=f"timm:{name}")
 
 
+@pytest.mark.parametrize("name,meant", [("alexnet", "torchvision.models.alexnet"),
+                                         ("models.vgg16", "torchvision.models.vgg16"),
+                                         ("catdog_efficientnet_lite0",
+                                          "explain.demo:catdog_efficientnet_lite0")])
+def test_a_bare_factory_name_gets_its_full_name(tmp_path, name, meant):
+    """'arch: alexnet' was refused with no suggestion (difflib finds no close match for a name
+    that is the tail of a longer one); the full allow-listed name is offered now."""
+    error(tmp_path, "model.builder", f"'{name}' is not an allow-listed model factory",
+          f"did you mean '{meant}'?", "model.trust: true", builder=name)
+
+
 def test_timm_name_is_checked_even_with_trust(tmp_path):
     error(tmp_path, "not a timm architecture", builder="timm:create_model", trust=True,
           builder_args={"model_name": VIT})

@@ -75,9 +75,12 @@ def resolve_factory(dotted: str, field: str, trust: bool) -> Callable[..., Any]:
     are imported at all (importing a module runs its code)."""
     module_name, _, attr = dotted.replace(":", ".").rpartition(".")
     if not trust and not _is_allowed(module_name, attr):
+        allowed = allowed_factories()
+        tail = [f for f in allowed if re.split(r"[.:]", f)[-1] == dotted]  # 'alexnet'
+        hint = f" — did you mean '{tail[0]}'?" if tail else suggest(dotted, allowed)
         raise ExplainError(
             f"{field}: {quote(dotted)} is not an allow-listed model factory (torchvision.models."
-            f"<name>, timm:<name>, explain.demo:<name>){suggest(dotted, allowed_factories())}; "
+            f"<name>, timm:<name>, explain.demo:<name>){hint}; "
             f"naming your own "
             f"code needs 'model.trust: true' (it imports and runs that code)")
     if trust:
