@@ -1,6 +1,7 @@
-"""The eleventh attack (a helper's findings): a whole model whose tensors are saved as views
-that repeat their data, so a file of a few KB holds gigabytes of weights once torch copies
-them."""
+"""The eleventh attack (a helper's findings, and two of ours): a whole model whose tensors
+are saved as views that repeat their data, so a file of a few KB holds gigabytes of weights
+once torch copies them; work the first pass's bound did not see (sizes a file sets, attention,
+a recurrent layer's steps)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,69 @@ def test_a_convolution_saved_with_false_sizes_is_bounded_by_its_weight(tmp_path)
                            f"at Conv2d"), (lie, problem)
     linear = nn.Linear(300, 5)
     linear.in_features = 1
-    assert module_work(linear, torch.empty(3, 5, device="meta")) == 15 * 300
-    grouped = nn.ConvTranspose2d(8, 16, 3, groups=2)
-    assert module_work(grouped, torch.empty(1, 16, 12, 12, device="meta")) == 16 * 144 * 8 * 9
+    grouped = nn.Conv2d(8, 16, 3, groups=2)
+    grouped.in_channels, grouped.kernel_size = 1, (1, 1)
+    for net, x, work in ((linear, torch.rand(3, 300), 5 * 300),
+                         (grouped, torch.rand(1, 8, 12, 12), 16 * 100 * 4 * 9)):
+        assert module_work(net, torch.empty(1, device="meta")) == 0  # counted per operation
+        assert _work_refused(net, x, work) == (False, True), net
+
+
+def _work_refused(net: nn.Module, x: torch.Tensor, work: int) -> tuple[bool, bool]:
+    """Whether the bound refuses ``net`` on ``x`` with MAX_WORK at ``work`` and just below:
+    (False, True) when the pass counts exactly ``work`` multiply-adds for its one image."""
+    from explain.models import guard
+    refused = []
+    for limit in (work, work - 1):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(guard, "MAX_WORK", limit)
+            refused.append(guard.forward_size_problem(net, x, 2**40) is not None)
+    return tuple(refused)
+
+
+def _attention_over_pixels(dim: int = 8) -> nn.Sequential:
+    """A 1x1 Conv2d, the pixels made a sequence (Flatten, torchvision's Permute) and one
+    TransformerEncoderLayer over it: allow-listed modules only, weights of a few KB."""
+    from torchvision.ops.misc import Permute
+    return nn.Sequential(nn.Conv2d(3, dim, 1), nn.Flatten(2), Permute([0, 2, 1]),
+                         nn.TransformerEncoderLayer(dim, 1, dim_feedforward=dim, dropout=0.0,
+                                                    activation=nn.ReLU(), batch_first=True),
+                         Permute([0, 2, 1]), nn.AdaptiveAvgPool1d(1), nn.Flatten(1),
+                         nn.Linear(dim, 2))
+
+
+def test_attention_over_every_pixel_is_counted_as_work(tmp_path):
+    """A 12 KB model file of allow-listed modules attending over every pixel: at 512 x 512
+    (262,144 tokens, 1.1e12 multiply-adds) it ran past a 2-minute timeout with nothing
+    printed, at 1024 px it asks 16 times that, at 2048 px 256 times, and the bound saw none of
+    it (attention is no module's weight). The pass's matrix products are now counted per
+    tensor operation, from their operands' shapes: 1024 px is refused (512 px stays within
+    the bound, as ConvNeXt-XL at 1024 px does)."""
+    from explain.models.guard import MAX_WORK, forward_size_problem
+    from explain.models.pickles import safe_load
+    path = tmp_path / "attention.pth"
+    torch.save(_attention_over_pixels(), path)
+    assert path.stat().st_size < 20_000
+    net = safe_load(path)
+    assert forward_size_problem(net, torch.rand(1, 3, 64, 64), 2**40) is None
+    problem = forward_size_problem(net, torch.rand(1, 3, 1024, 1024), 2**40)
+    assert problem == (f"over {MAX_WORK:.0e} multiply-adds for one image (hours on a CPU), "
+                       f"at MultiheadAttention")
+    tokens, dim = 256, 8  # attention's two products (2 x tokens^2 x dim), its projections (4 x
+    counted = 2 * tokens * tokens * dim + 6 * tokens * dim * dim  # dim^2) and feed-forward (2)
+    assert _work_refused(net[3], torch.rand(1, tokens, dim), counted) == (False, True)
+
+
+def test_a_recurrent_layer_over_every_pixel_is_refused_by_its_operations():
+    """An nn.LSTM over a photo's pixels: the meta device runs its steps one by one (4,096
+    steps took 10 s, a 4096 x 4096 photo's would take days) before the real pass began.
+    Over MAX_OPERATIONS tensor operations the pass is refused, within seconds."""
+    import time
+    from explain.models.guard import MAX_OPERATIONS, forward_size_problem
+    from torchvision.ops.misc import Permute
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten(2), Permute([2, 0, 1]), nn.LSTM(4, 4))
+    start = time.perf_counter()
+    problem = forward_size_problem(net, torch.rand(1, 3, 512, 512), 2**40)
+    assert problem == f"over {MAX_OPERATIONS} tensor operations in one forward pass"
+    assert time.perf_counter() - start < 60
+    assert forward_size_problem(net, torch.rand(1, 3, 16, 16), 2**40) is None

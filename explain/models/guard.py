@@ -15,6 +15,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from explain.errors import ExplainError
 
@@ -83,33 +85,45 @@ MAX_WORK = 4e12
 POOL_WEIGHT = 10
 
 
+MAX_OPERATIONS = 30_000  # tensor operations in one forward pass (a Swin-V2-B makes about 3,000)
+
+
 def module_work(module: nn.Module, output: torch.Tensor) -> float:
-    """Multiply-adds (pooling: window reads x POOL_WEIGHT) of one call of ``module`` that made
-    ``output``: outputs x the window (kernel_size over the spatial dimensions) x the input
-    channels a convolution reads per output; linear layers: outputs x in_features. A
-    convolution's and a linear layer's are read from the weight's shape, which torch
-    multiplies by, never from the attributes beside it (``kernel_size``, ``in_channels``,
-    ``in_features``), which a model file sets to anything: a Conv2d of 63 x 63 kernels saved
-    as ``kernel_size=(1, 1), in_channels=1`` passed this bound counted 500,000 times too small."""
-    weight = getattr(module, "weight", None)
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and \
-            isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-        per_output = math.prod(int(n) for n in weight.shape[1:])  # (O, I/groups, k...)
-        if getattr(module, "transposed", False):  # (I, O/groups, k...): an upper bound
-            per_output = int(weight.shape[0]) * math.prod(int(n) for n in weight.shape[2:])
-        return float(output.numel()) * per_output
-    if isinstance(module, nn.Linear):
-        return float(output.numel()) * module.in_features
+    """A pooling module's window reads x POOL_WEIGHT for the ``output`` it made (its window:
+    ``kernel_size`` over the spatial dimensions). Convolutions, matrix products and attention
+    are counted per tensor operation instead (``_Operations``), from the shapes torch
+    multiplies: a model file sets a module's ``kernel_size`` or ``in_features`` to anything
+    (a Conv2d of 63 x 63 kernels saved as ``kernel_size=(1, 1)``), and attention is no
+    module's weight (a TransformerEncoderLayer over every pixel of a 512 x 512 photo)."""
     kernel = getattr(module, "kernel_size", None)
-    if kernel is None:
+    if kernel is None or isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
         return 0.0
     spatial = max(output.dim() - 2, 1)
     sizes = kernel if isinstance(kernel, (tuple, list)) else (kernel,) * spatial
     window = float(math.prod(int(k) for k in sizes))
-    groups, channels = getattr(module, "groups", None), getattr(module, "in_channels", None)
-    per_output = channels // groups if isinstance(channels, int) and isinstance(groups, int) \
-        else POOL_WEIGHT
-    return float(output.numel()) * window * per_output
+    return float(output.numel()) * window * POOL_WEIGHT
+
+
+class _Operations(TorchDispatchMode):
+    """The tensor operations of a shapes-only pass: counted (over MAX_OPERATIONS: _TooLarge;
+    an nn.LSTM over every pixel of a photo makes 2 per pixel, and the meta device takes its
+    steps one by one), with the multiply-adds of matrix products, convolutions and attention
+    among them from torch's own formulas over their operands' shapes (half their flops)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count, self.multiply_adds = 0, 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.count += 1
+        if self.count > MAX_OPERATIONS:
+            raise _TooLarge(f"over {MAX_OPERATIONS} tensor operations in one forward pass")
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.multiply_adds += formula(*args, **kwargs, out_val=out) / 2
+        return out
 
 
 def _images(n: int) -> str:
@@ -128,7 +142,8 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     file holds no code, but its modules' settings are data: a pickled
     nn.Upsample(size=(16384, 16384)) asked for 55 GB, one Conv2d listed 20,000 times in a
     Sequential for 17 GB. None when the pass is within bounds, or cannot run on the meta
-    device (the real pass then runs as before). Also over MAX_WORK multiply-adds an image."""
+    device (the real pass then runs as before). Also over MAX_WORK multiply-adds an image
+    or MAX_OPERATIONS tensor operations in the pass."""
     memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"),
                                                 p.requires_grad) for p in model.parameters()}
     memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
@@ -141,7 +156,7 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
                       "_backward_pre_hooks", "_forward_hooks_with_kwargs",
                       "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called"):
             getattr(module, hooks, {}).clear()
-    calls, total, work = [0], [0], [0.0]
+    calls, total, work, operations = [0], [0], [0.0], _Operations()
     modules = list(shapes.modules())
 
     def measure(i: int, output: Any) -> None:
@@ -153,7 +168,7 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
             if isinstance(t, torch.Tensor):
                 total[0] += t.numel() * t.element_size()
                 work[0] += module_work(module, t)
-            if work[0] > MAX_WORK * len(x):
+            if work[0] + operations.multiply_adds > MAX_WORK * len(x):
                 raise _TooLarge(f"over {MAX_WORK:.0e} multiply-adds for one image (hours on "
                                 f"a CPU), at {type(module).__name__}")
             if total[0] > limit:
@@ -165,7 +180,9 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     from explain.enginedata import watching  # the one place explain hooks a model
     try:
         with torch.no_grad(), watching(modules, measure):
-            shapes(x.to("meta"))
+            meta = x.to("meta")
+            with operations:
+                shapes(meta)
     except _TooLarge as exc:
         return str(exc)
     except Exception:  # an op without a meta kernel, a model that reads its data: no answer
