@@ -266,10 +266,22 @@ def test_segmentation_example_outlines_numbers_and_report(tree, seg_run):
     assert (run / "panels" / "cat.png").is_file()
 
 
+def _label_patch(box: list, text: str, shape: tuple) -> tuple:
+    """(where, pixels) of the label ``text`` drawn alone for ``box`` on a picture of
+    ``shape``: white behind its text, so the same on any photo or map."""
+    from explain.tasks.drawing import draw_label
+    canvas = np.zeros((*shape, 3), np.uint8)
+    draw_label(canvas, box, text)
+    ys, xs = np.nonzero(canvas.any(axis=2))
+    where = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return where, canvas[where]
+
+
 def test_detection_example_boxes_numbers_report_and_resume(tree, det_run):
     """The config as shipped, with saved arrays: every explained detection's overlay has its
     box in white where the summary says, its energy in the box from the saved map, the map
-    equal to the library's EigenCAM; the report has a card row per detection; a run
+    equal to the library's EigenCAM, its label the detection's name ('cat-1', as on the boxes
+    picture; it said 'cat'); the report has a card row per detection; a run
     interrupted after the first image, resumed, writes the same summary.csv."""
     root, _, det = tree
     config, run = root / "configs" / "detection_example.yaml", det_run
@@ -292,6 +304,8 @@ def test_detection_example_boxes_numbers_report_and_resume(tree, det_run):
             inside[y0:y1 + 1, x0:x1 + 1] = True
             assert rec["detection"]["energy_in_box"] == pytest.approx(
                 cam[inside].sum() / cam.sum(), abs=1e-5)
+            label = _label_patch(found["box"], f"{rec['class']} {found['score']:.2f}", cam.shape)
+            assert (overlay(run, rec["file"])[label[0]] == label[1]).all(), rec["class"]
             assert f">{rec['class']}<" in html
         x = prepare(ImageRef(entry["id"], root / "images" / f"{entry['id']}.jpg", False),
                     load_config(config).preprocess).tensor[None]

@@ -47,7 +47,7 @@ class TaskWriter(Writer):
                                                                   batch.truths[b]))
                 else:
                     det = one.record.detection
-                    draw_boxes(picture, [(det.box, f"{det.label} {det.score:.2f}")])
+                    draw_boxes(picture, [(det.box, f"{one.record.class_name} {det.score:.2f}")])
                 ctx.run.write_image(one.record.file, picture)
                 if out.save_arrays:
                     array = one.record.file.rsplit(".", 1)[0] + ".npy"
