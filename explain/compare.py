@@ -128,9 +128,7 @@ def read_reference(path: Path) -> np.ndarray:
         width, height = _png_size(path)
         if width * height > MAX_REFERENCE_PIXELS:
             raise ExplainError(f"{path}: {width}x{height} pixels, over {MAX_REFERENCE_PIXELS}")
-        m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-        if m is None:
-            raise ExplainError(f"{path}: not a readable PNG")
+        m = _decoded_png(path)
         m = m.astype(np.float32) / (65535.0 if m.dtype == np.uint16 else 255.0)
     m = m.astype(np.float32)
     if m.size == 0:
@@ -151,6 +149,21 @@ def png_step(path: Path | None) -> float:
     except OSError:
         return 0.0
     return {b"\x08": 1 / 255, b"\x10": 1 / 65535}.get(depth, 0.0)  # the keys of PNG_STEPS
+
+
+def _decoded_png(path: Path) -> np.ndarray:
+    """A reference PNG as OpenCV decodes it (grayscale, 8 or 16 bits), read once, at most
+    DEFAULT_MAX_BYTES, and decoded as input images are (no colour profile reaches libpng,
+    which prints a broken one's name raw to the terminal)."""
+    from explain.config import read_bounded_bytes
+    from explain.images.reading import DEFAULT_MAX_BYTES, ImageError, decode
+    try:
+        return decode(read_bounded_bytes(path, DEFAULT_MAX_BYTES, "a reference map"),
+                      cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    except OSError as exc:
+        raise ExplainError(f"{path}: cannot read ({exc.strerror})") from None
+    except ImageError:
+        raise ExplainError(f"{path}: not a readable PNG") from None
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -120,19 +120,20 @@ def read_rgb(path: Path, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) ->
     if len(data) != size:
         raise ImageError(f"{short(path)}: the file changed while it was read")
     try:
-        bgr = _decode(data, cv2.IMREAD_COLOR)
+        bgr = decode(data, cv2.IMREAD_COLOR)
     except ImageError as exc:
         raise ImageError(f"{short(path)}: {exc}") from None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _decode(data: bytes, flags: int) -> np.ndarray:
+def decode(data: bytes, flags: int) -> np.ndarray:
     """OpenCV's decoding of ``data`` (``flags``) once a JPEG's scans are checked (see
     jpeg_problem): one function for input images and pictures read back. ImageError saying
     why (without a file name: the callers name it) when it is refused or cannot be decoded."""
     problem = jpeg_problem(_bytes_at(data), len(data)) if data[:2] == JPEG_START else None
     if problem:
         raise ImageError(problem)
+    data = without_profiles(data)
     try:
         out = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:  # e.g. a buffer over 2 GB, with max_bytes raised
@@ -141,6 +142,39 @@ def _decode(data: bytes, flags: int) -> np.ndarray:
     if out is None:
         raise ImageError("corrupt or unsupported image data")
     return out
+
+
+PNG_START = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_CHUNKS = 10_000  # chunks before a PNG's image data (a photo: a dozen)
+
+
+def without_profiles(data: bytes) -> bytes:
+    """A PNG's bytes without its colour profiles (iCCP chunks; OpenCV decodes no colours by
+    them), other data as it is. libpng prints a profile's name, raw, to the terminal when it
+    finds the profile broken ('libpng warning: iCCP: profile '<name>': ...'): any 79 bytes
+    the file chose, escape codes included. The chunks before the image data are walked as
+    libpng reads them; ImageError past MAX_PNG_CHUNKS of them."""
+    if not data.startswith(PNG_START):
+        return data
+    pos, cut = len(PNG_START), []
+    for _ in range(MAX_PNG_CHUNKS):
+        head = data[pos:pos + 8]
+        if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
+            break  # libpng reads no profile after the image data, nor past a broken chunk
+        end = pos + 12 + int.from_bytes(head[:4], "big")
+        if head[4:] == b"iCCP":
+            cut.append((pos, end))
+        pos = end
+    else:
+        raise ImageError(f"more than {MAX_PNG_CHUNKS} chunks before the PNG's image data (a "
+                         f"picture has a dozen); re-encode it")
+    if not cut:
+        return data
+    kept, start = [], 0
+    for begin, end in cut:
+        kept.append(data[start:begin])
+        start = end
+    return b"".join(kept + [data[start:]])
 
 
 STORED_MAX_PIXELS = 2**27  # a picture read back from a run folder: a panel of big overlays fits
@@ -161,7 +195,7 @@ def decode_stored(data: bytes, flags: int = cv2.IMREAD_COLOR,
             (size is not None and found != tuple(size)):
         return None
     try:
-        return _decode(data, flags)
+        return decode(data, flags)
     except ImageError:
         return None
 
