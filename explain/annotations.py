@@ -270,11 +270,18 @@ def _read_voc(path: Path, data: bytes, classes: list[str]) -> list[Box]:
 
 def original_size(path: Path) -> tuple[int, int]:
     """(height, width) of the image as explain decodes it: the header's size, turned for an
-    EXIF orientation of 5 to 8 (a quarter turn), as OpenCV applies it."""
+    EXIF orientation of 5 to 8 (a quarter turn), as OpenCV applies it: from the EXIF block
+    only (JPEG, WebP, a PNG's eXIf), where Pillow's ``getexif`` also takes one from XMP or a
+    PNG's text, which OpenCV never reads; a TIFF's size Pillow gives turned already."""
     with Image.open(path) as img:
         width, height = img.size
+        if img.format == "TIFF":
+            return height, width
         try:
-            turned = img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
+            img.getexif()  # a PNG's eXIf after its image data is found here
+            exif = Image.Exif()
+            exif.load(img.info.get("exif") or b"")
+            turned = exif.get(EXIF_ORIENTATION) in (5, 6, 7, 8)
         except Exception:  # a broken EXIF block: OpenCV ignores it too
             turned = False
     return (width, height) if turned else (height, width)

@@ -56,3 +56,41 @@ def test_a_png_of_endless_chunks_before_its_image_is_refused(tmp_path):
     with pytest.raises(ImageError, match="more than 10000 chunks before the PNG's image data"):
         read_rgb(path, 10**6)
     assert isinstance(ImageError("x"), ExplainError)
+
+
+XMP_TURNED = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+              b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+              b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+
+
+def _turned_files(folder: Path) -> dict[str, Path]:
+    """A 40 x 20 picture saved with orientation 6 (a quarter turn) where OpenCV reads it
+    (JPEG EXIF, a TIFF's tag) and where only Pillow does (XMP, a PNG's text chunk)."""
+    from PIL import Image, PngImagePlugin
+    picture = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw = exif.tobytes().hex()
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Raw profile type exif", f"\nexif\n{len(raw) // 2:8d}\n{raw}\n")
+    files = {"exif.jpg": dict(exif=exif.tobytes()), "tagged.tif": dict(exif=exif.tobytes()),
+             "xmp.jpg": dict(xmp=XMP_TURNED), "text.png": dict(pnginfo=text)}
+    for name, extra in files.items():
+        picture.save(folder / name, **extra)
+    return {name: folder / name for name in files}
+
+
+def test_the_original_size_is_the_decoded_one_whatever_says_turned(tmp_path):
+    """Boxes are scaled from the photo's size as explain decodes it, read from the header:
+    Pillow took an orientation from XMP and from a PNG's 'Raw profile type exif' text, which
+    OpenCV never applies, and turned a TIFF whose size Pillow had turned already: a box file
+    written for the photo as shown was refused ('lies outside the 20x40 image') or its boxes
+    scaled wrong (localisation numbers of other pixels). Now it is the decoded size."""
+    from explain.annotations import Box, original_size, to_input
+    from explain.images.reading import read_rgb
+    for name, path in _turned_files(tmp_path).items():
+        decoded = read_rgb(path, 10**6).shape[:2]
+        assert original_size(path) == decoded, name
+    xmp = tmp_path / "xmp.jpg"  # shown 40 wide, as OpenCV decodes it: its right quarter
+    box = Box(image="xmp.jpg", class_name="cat", x0=30, y0=0, x1=40, y1=20, where="boxes.csv: line 2")
+    assert to_input(box, original_size(xmp), (20, 40)) == [30, 0, 40, 20]
