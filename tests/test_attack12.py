@@ -94,3 +94,19 @@ def test_the_original_size_is_the_decoded_one_whatever_says_turned(tmp_path):
     xmp = tmp_path / "xmp.jpg"  # shown 40 wide, as OpenCV decodes it: its right quarter
     box = Box(image="xmp.jpg", class_name="cat", x0=30, y0=0, x1=40, y1=20, where="boxes.csv: line 2")
     assert to_input(box, original_size(xmp), (20, 40)) == [30, 0, 40, 20]
+
+
+def test_a_stored_picture_is_decoded_as_its_header_says_never_turned(tmp_path):
+    """A photo or overlay of a shared run folder holding an EXIF orientation passed the
+    size check (its header's size is the input size) and came back turned: explain diff
+    drew its maps over it, a traceback ('operands could not be broadcast together with
+    shapes (64,96,3) (96,64,3)'), and a notebook's picture() was of another size than its
+    record. A run writes no orientation: a stored picture is decoded as its header says."""
+    from explain.images.reading import decode_stored
+    files = _turned_files(tmp_path)
+    data = files["exif.jpg"].read_bytes()
+    picture = decode_stored(data, size=(20, 40))
+    assert picture is not None and picture.shape == (20, 40, 3)
+    assert decode_stored(data, size=(40, 20)) is None
+    tif = decode_stored(files["tagged.tif"].read_bytes())  # Pillow's header: turned already
+    assert tif is None or tif.shape[:2] == (40, 20)

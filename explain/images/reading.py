@@ -189,15 +189,18 @@ def decode_stored(data: bytes, flags: int = cv2.IMREAD_COLOR,
     (height, width) ``size`` the record gives it, when given (a shared run's overlays of
     2**27 pixels over a 32 x 32 input), and a JPEG's scans (a 1 MB progressive JPEG of
     repeated scans took minutes). None when it is not a picture, not of its size, too large
-    or too slow to decode (the caller names the file)."""
+    or too slow to decode (the caller names the file). A run writes no orientation: one in a
+    shared picture is not applied, and the picture decoded must be the header's size (an
+    EXIF tag turned a photo the header gave as its input size: a traceback in explain diff)."""
     found = stored_size(data)
     if found is None or found[0] * found[1] > max_pixels or \
             (size is not None and found != tuple(size)):
         return None
     try:
-        return decode(data, flags)
+        out = decode(data, flags | cv2.IMREAD_IGNORE_ORIENTATION)
     except ImageError:
         return None
+    return out if tuple(out.shape[:2]) == found else None
 
 
 def stored_size(data: bytes) -> Optional[tuple[int, int]]:
