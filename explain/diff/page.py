@@ -3,13 +3,11 @@ run A's map, run B's map (drawn as the runs draw them, over the photo) and the c
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Optional
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from explain import render
 from explain.diff.numbers import DiffResult, MapDiff, changes, flips, groups
@@ -41,11 +39,8 @@ def _photo(side: Side, entry: ImageEntry) -> Optional[np.ndarray]:
         data = side.folder.read_bytes(rel, MAX_PHOTO_BYTES) if rel else None
         if data is None:
             return None
-        with Image.open(io.BytesIO(data)) as header:
-            if [header.size[1], header.size[0]] != entry.input_size:
-                return None
-        bgr = decode_stored(data)
-    except (ExplainError, OSError, ValueError, cv2.error, Image.DecompressionBombError):
+        bgr = decode_stored(data, size=(entry.input_size[0], entry.input_size[1]))
+    except (ExplainError, OSError, ValueError, cv2.error):
         return None
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) / 255.0
 

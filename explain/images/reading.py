@@ -91,6 +91,10 @@ def _open_image(path: Path, max_bytes: int, max_pixels: int) -> Iterator[tuple]:
             raise ImageError(f"{short(path)}: {info.st_size} bytes is over preprocess.max_bytes "
                              f"({max_bytes}); shrink the file or raise the limit")
         try:
+            png_chunks(partial(_read_at, f))  # before Pillow walks them (seconds per MB)
+        except ImageError as exc:
+            raise ImageError(f"{short(path)}: {exc}") from None
+        try:
             with Image.open(f) as header:  # Pillow reads the header only
                 width, height = header.size
         except Exception:
@@ -152,22 +156,8 @@ def without_profiles(data: bytes) -> bytes:
     """A PNG's bytes without its colour profiles (iCCP chunks; OpenCV decodes no colours by
     them), other data as it is. libpng prints a profile's name, raw, to the terminal when it
     finds the profile broken ('libpng warning: iCCP: profile '<name>': ...'): any 79 bytes
-    the file chose, escape codes included. The chunks before the image data are walked as
-    libpng reads them; ImageError past MAX_PNG_CHUNKS of them."""
-    if not data.startswith(PNG_START):
-        return data
-    pos, cut = len(PNG_START), []
-    for _ in range(MAX_PNG_CHUNKS):
-        head = data[pos:pos + 8]
-        if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
-            break  # libpng reads no profile after the image data, nor past a broken chunk
-        end = pos + 12 + int.from_bytes(head[:4], "big")
-        if head[4:] == b"iCCP":
-            cut.append((pos, end))
-        pos = end
-    else:
-        raise ImageError(f"more than {MAX_PNG_CHUNKS} chunks before the PNG's image data (a "
-                         f"picture has a dozen); re-encode it")
+    the file chose, escape codes included. ImageError as ``png_chunks`` says."""
+    cut = [span for kind, span in png_chunks(_bytes_at(data)) if kind == b"iCCP"]
     if not cut:
         return data
     kept, start = [], 0
@@ -175,6 +165,25 @@ def without_profiles(data: bytes) -> bytes:
         kept.append(data[start:begin])
         start = end
     return b"".join(kept + [data[start:]])
+
+
+def png_chunks(read: Callable[[int, int], bytes]) -> list[tuple[bytes, tuple[int, int]]]:
+    """(type, (start, end)) of a PNG's chunks before its image data, walked as libpng reads
+    them, through ``read(offset, count)``; none when it is no PNG. ImageError past
+    MAX_PNG_CHUNKS of them: Pillow reads a header of 2 million empty chunks (24 MB) in 8 s,
+    a file of preprocess.max_bytes in minutes, before any bound on pixels."""
+    if read(0, len(PNG_START)) != PNG_START:
+        return []
+    pos, found = len(PNG_START), []
+    for _ in range(MAX_PNG_CHUNKS):
+        head = read(pos, 8)
+        if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
+            return found  # libpng reads no profile after the image data, nor past a break
+        end = pos + 12 + int.from_bytes(head[:4], "big")
+        found.append((head[4:], (pos, end)))
+        pos = end
+    raise ImageError(f"more than {MAX_PNG_CHUNKS} chunks before the PNG's image data (a "
+                     f"picture has a dozen); re-encode it")
 
 
 STORED_MAX_PIXELS = 2**27  # a picture read back from a run folder: a panel of big overlays fits
@@ -205,8 +214,9 @@ def decode_stored(data: bytes, flags: int = cv2.IMREAD_COLOR,
 
 def stored_size(data: bytes) -> Optional[tuple[int, int]]:
     """(height, width) in a picture's header (Pillow reads no pixels), None when ``data`` is
-    no picture."""
+    no picture (nor a PNG of more than MAX_PNG_CHUNKS chunks before its image data)."""
     try:
+        png_chunks(_bytes_at(data))
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
     except Exception:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from explain.annotations import original_size
+from explain.images.reading import png_chunks
 from explain.config import read_bounded_bytes
 from explain.errors import ExplainError
 from explain.names import quote
@@ -49,6 +50,7 @@ def _opened(path: Path, cfg: Any) -> Image.Image:
     spec = cfg.preprocess
     data = read_bounded_bytes(path, spec.max_bytes, "a label map")
     try:
+        png_chunks(lambda at, count: data[at:at + count])  # before Pillow walks them
         img = Image.open(io.BytesIO(data))
         width, height = img.size
     except Exception:
