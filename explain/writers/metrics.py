@@ -292,8 +292,9 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> tuple[str
     seconds = _pass_seconds(plan) * passes + (maps + extra) * solve
     parts = [f"{per_map} forward passes per map"] if plain else []
     if road:
-        parts.append(f"{road} ROAD imputations per map, each a sparse solve (about "
-                     f"{solve:.1f} s per map at {h} x {w} on a CPU core) and a forward pass")
+        each = f"{solve:.1f} s" if solve >= 0.1 else f"{1000 * solve:.0f} ms"  # not '0.0 s'
+        parts.append(f"{road} ROAD imputations per map, each a sparse solve (about {each} per "
+                     f"map at {h} x {w} on a CPU core) and a forward pass")
     most = "up to " if slots_may_merge(plan.cfg) else ""
     return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
             f"{'; '.join(parts)}; {most}{_count(maps, 'map')} and "
