@@ -195,10 +195,16 @@ def inert_cell(value: object) -> object:
     '-1+cmd|...') with a "'" before it, as spreadsheets themselves mark text; numbers and
     texts that are numbers ('-0.5') as they are; a carriage return as '\\r' (the csv module
     leaves a cell holding one unquoted, and readers end the row there). A layer name from a
-    model file reaches sanity.csv, a shared record's text summary.csv."""
+    model file reaches sanity.csv, a shared record's text summary.csv. Each part between ';'
+    is checked too: a spreadsheet whose list separator is ';' (most of Europe's) opens a
+    comma-separated file by cutting its lines there, quotes or not ('x;=1+cmd|...')."""
     if not isinstance(value, str):
         return value
     value = value.replace("\r", "\\r")
+    return ";".join(map(_inert_part, value.split(";"))) if ";" in value else _inert_part(value)
+
+
+def _inert_part(value: str) -> str:
     if not value.startswith(_FORMULA_STARTS):
         return value
     try:

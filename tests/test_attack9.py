@@ -83,6 +83,8 @@ def test_a_part_of_an_image_larger_than_any_input_is_refused():
     ("+1+1", "'+1+1"), ("-1+cmd|x", "'-1+cmd|x"), ("\t=1", "'\t=1"), ("\r=1", "\\r=1"),
     ("a\rb\nc", "a\\rb\nc"),
     ("-0.5", "-0.5"), ("+3", "+3"), ("-inf", "-inf"), ("cat", "cat"), ("a=b", "a=b"),
+    ("x;=1+cmd|' /C calc'!A0", "x;'=1+cmd|' /C calc'!A0"), ("a;@b;-0.5;c", "a;'@b;-0.5;c"),
+    ("=a;=b", "'=a;'=b"), ("a;b", "a;b"),
     (-0.5, -0.5), (None, None), (True, True),
 ])
 def test_a_csv_cell_never_starts_a_formula(cell, written):
