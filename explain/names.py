@@ -197,7 +197,7 @@ def inert_cell(value: object) -> object:
     leaves a cell holding one unquoted, and readers end the row there). A layer name from a
     model file reaches sanity.csv, a shared record's text summary.csv. Each part between ';'
     is checked too: a spreadsheet whose list separator is ';' (most of Europe's) opens a
-    comma-separated file by cutting its lines there, quotes or not ('x;=1+cmd|...')."""
+    comma-separated file by cutting its unquoted cells there ('x;=1+cmd|...')."""
     if not isinstance(value, str):
         return value
     value = value.replace("\r", "\\r")
