@@ -87,6 +87,20 @@ def test_explain_layers_lists_a_config_that_names_no_layers_or_methods_yet(tmp_p
     assert "methods: required key is missing (e.g. methods: [gradcam, layercam])" in err
 
 
+def test_a_missing_model_or_images_says_what_to_write(tmp_path, capsys):
+    """A newcomer's config without model: or images: was told only 'required key is
+    missing'."""
+    from explain.cli import main
+    path = tmp_path / "c.yaml"
+    path.write_text("target_layers: [features.10]\nmethods: [gradcam]\n")
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "c.yaml: model: required key is missing (e.g. model: {file: torch_alex.pth}, a " \
+           "file saved with torch.save; docs/models.md lists the other sources)" in err
+    assert "c.yaml: images: required key is missing (e.g. images: [cat.jpg, photos/], files " \
+           "and folders relative to the config)" in err
+
+
 def test_a_misspelt_command_is_named_not_taken_for_a_config(tmp_path, capsys, monkeypatch):
     from explain.cli import main
     monkeypatch.chdir(tmp_path)

@@ -151,6 +151,9 @@ def _clean_loc(loc: tuple) -> tuple[str, Any]:
 MISSING_HINTS = {  # what to write where a required key is missing
     "target_layers": " (e.g. target_layers: auto; explain layers CONFIG lists the layers)",
     "methods": " (e.g. methods: [gradcam, layercam])",
+    "model": " (e.g. model: {file: torch_alex.pth}, a file saved with torch.save; docs/models.md "
+             "lists the other sources)",
+    "images": " (e.g. images: [cat.jpg, photos/], files and folders relative to the config)",
 }
 
 
