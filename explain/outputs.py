@@ -37,6 +37,7 @@ from explain.config import parse_value
 from explain.errors import ExplainError, RunInterrupted
 from explain.runlock import LOCK_FILE, RUN_MARKER, RunLock
 from explain.safewrite import Folders, results_folder
+from explain.settingsdiff import load_settings, settings_differ
 
 MAX_READ_BYTES = 256 * 1024 * 1024  # a file of the run folder read back (a map, an item file)
 
@@ -241,15 +242,6 @@ def plain_relative(rel: Any) -> bool:
         for part in rel.split("/"))
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
-
-
 def resume_flags(name: str, folder: str) -> str:
     """The flags that resume the run in ``folder`` for a config whose run name is ``name``:
     ``--resume`` for results/<name>, with ``--set name=<folder>`` for <name>-2, -3, ...
@@ -291,28 +283,16 @@ def same_settings(run: RunFolder, rel: str, now: dict[str, Any]) -> None:
     if data is None:
         raise ExplainError(f"--resume: {where} is missing or unreadable; cannot tell which "
                            f"settings made that run")
-    try:
-        before = _flat(json.loads(data.decode("utf-8")))
+    try:  # compared without a dotted name per leaf: see explain.settingsdiff
+        shown = settings_differ(load_settings(data), now)
     except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else \
+            f"not JSON ({str(exc)[:100]})"
         raise ExplainError(f"--resume: {where}: {reason}; the run folder is damaged, cannot "
                            f"tell which settings made that run") from None
-    now = _flat(now)
-    differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    if differ:
-        shown = ", ".join(f"{k[:80]} (was {_shown(before, k)}, now {_shown(now, k)})"
-                          for k in differ[:4]) + \
-            (f" (+{len(differ) - 4} more)" if len(differ) > 4 else "")
+    if shown:
         raise ExplainError(f"--resume: the config differs from the interrupted run's in {shown}; "
                            f"resume with the same config, or start a new run")
-
-
-def _shown(flat: dict[str, Any], key: str) -> str:
-    """A setting's value for a one-line message: as JSON, cut to 40 characters."""
-    if key not in flat:
-        return "not set"
-    text = json.dumps(flat[key], default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _results_root(root: Path) -> None:
