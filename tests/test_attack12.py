@@ -131,3 +131,20 @@ def test_a_png_header_of_millions_of_chunks_is_refused_before_pillow_reads_it(tm
         precheck(ImageRef("many", path, True), Preprocess())
     assert stored_size(data) is None
     assert time.perf_counter() - start < 2.0
+
+
+def _png_of_chunks(count: int) -> bytes:
+    """An 8 x 8 PNG of ``count`` chunks before its image data (its IHDR, then text chunks)."""
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    return png[:33] + _chunk(b"tEXt", b"a\x00b") * (count - 1) + png[33:]
+
+
+def test_a_png_of_exactly_max_chunks_before_its_image_is_not_refused(monkeypatch):
+    """'more than MAX_PNG_CHUNKS chunks' is refused: a PNG of exactly that many was refused
+    too (the walk stopped before reading the chunk after them, its image data)."""
+    from explain.images import reading
+    monkeypatch.setattr(reading, "MAX_PNG_CHUNKS", 5)
+    assert len(reading.png_chunks(reading._bytes_at(_png_of_chunks(5)))) == 5
+    assert reading.stored_size(_png_of_chunks(5)) == (8, 8)
+    with pytest.raises(reading.ImageError, match="more than 5 chunks before the PNG's image"):
+        reading.png_chunks(reading._bytes_at(_png_of_chunks(6)))

@@ -175,7 +175,7 @@ def png_chunks(read: Callable[[int, int], bytes]) -> list[tuple[bytes, tuple[int
     if read(0, len(PNG_START)) != PNG_START:
         return []
     pos, found = len(PNG_START), []
-    for _ in range(MAX_PNG_CHUNKS):
+    for _ in range(MAX_PNG_CHUNKS + 1):  # the last read: the image data after as many
         head = read(pos, 8)
         if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
             return found  # libpng reads no profile after the image data, nor past a break
