@@ -272,15 +272,17 @@ def original_size(path: Path) -> tuple[int, int]:
     """(height, width) of the image as explain decodes it: the header's size, turned for an
     EXIF orientation of 5 to 8 (a quarter turn), as OpenCV applies it: from the EXIF block
     only (JPEG, WebP, a PNG's eXIf), where Pillow's ``getexif`` also takes one from XMP or a
-    PNG's text, which OpenCV never reads; a TIFF's size Pillow gives turned already."""
+    PNG's text, which OpenCV never reads; a TIFF's size Pillow gives turned already. A PNG's
+    eXIf is found without Pillow (``png_exif``), which decodes the whole image to find one
+    after the image data."""
+    from explain.images.reading import png_exif
     with Image.open(path) as img:
         width, height = img.size
         if img.format == "TIFF":
             return height, width
         try:
-            img.getexif()  # a PNG's eXIf after its image data is found here
             exif = Image.Exif()
-            exif.load(img.info.get("exif") or b"")
+            exif.load(png_exif(path) if img.format == "PNG" else img.info.get("exif") or b"")
             turned = exif.get(EXIF_ORIENTATION) in (5, 6, 7, 8)
         except Exception:  # a broken EXIF block: OpenCV ignores it too
             turned = False

@@ -148,3 +148,29 @@ def test_a_png_of_exactly_max_chunks_before_its_image_is_not_refused(monkeypatch
     assert reading.stored_size(_png_of_chunks(5)) == (8, 8)
     with pytest.raises(reading.ImageError, match="more than 5 chunks before the PNG's image"):
         reading.png_chunks(reading._bytes_at(_png_of_chunks(6)))
+
+
+def test_a_photos_size_for_its_boxes_walks_no_chunks_in_pillow(tmp_path):
+    """original_size asked Pillow for a PNG's EXIF, and Pillow finds an eXIf after the image
+    data only by decoding the whole image, then walking the chunks after it in Python: 2
+    million empty ones (24 MB, past the 10,000-chunk check, which stops at the image data)
+    took 6 s for each photo of a boxes or masks run. A late eXIf still turns the size, as
+    OpenCV applies it."""
+    import time
+
+    from PIL import Image
+
+    from explain.annotations import original_size
+    from explain.images.reading import read_rgb
+    png = cv2.imencode(".png", np.zeros((20, 40, 3), np.uint8))[1].tobytes()
+    end = png.rfind(b"IEND") - 4
+    slow = tmp_path / "slow.png"
+    slow.write_bytes(png[:end] + _chunk(b"abCd", b"") * 2_000_000 + png[end:])
+    start = time.perf_counter()
+    assert original_size(slow) == (20, 40)
+    assert time.perf_counter() - start < 1.0
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    late = tmp_path / "late.png"
+    late.write_bytes(png[:end] + _chunk(b"eXIf", exif.tobytes()[6:]) + png[end:])
+    assert original_size(late) == read_rgb(late, 10**6).shape[:2] == (40, 20)
