@@ -174,3 +174,29 @@ def test_a_photos_size_for_its_boxes_walks_no_chunks_in_pillow(tmp_path):
     late = tmp_path / "late.png"
     late.write_bytes(png[:end] + _chunk(b"eXIf", exif.tobytes()[6:]) + png[end:])
     assert original_size(late) == read_rgb(late, 10**6).shape[:2] == (40, 20)
+
+
+def test_a_label_map_of_endless_chunks_after_its_image_is_refused(tmp_path):
+    """A label map is decoded by Pillow (its values are palette indices), which walks the
+    chunks after the image data in Python: 2 million empty ones (24 MB) took 5 s a map,
+    past the 10,000-chunk check, which stops at the image data. A PNG of more than
+    MAX_PNG_WALK chunks in all is refused as a label map; one of many chunks still reads."""
+    import io
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from explain.config import Preprocess
+    from explain.images.reading import MAX_PNG_WALK
+    from explain.tasks.masks import _opened
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, "PNG")
+    png = buf.getvalue()
+    end = png.rfind(b"IEND") - 4
+    cfg = SimpleNamespace(preprocess=Preprocess())
+    ok, slow = tmp_path / "ok.png", tmp_path / "slow.png"
+    ok.write_bytes(png[:end] + _chunk(b"abCd", b"") * 1000 + png[end:])
+    assert np.asarray(_opened(ok, cfg)).shape == (8, 8)
+    slow.write_bytes(png[:end] + _chunk(b"abCd", b"") * MAX_PNG_WALK + png[end:])
+    with pytest.raises(ExplainError, match="slow.png: not a readable PNG label map"):
+        _opened(slow, cfg)

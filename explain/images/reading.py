@@ -167,27 +167,42 @@ def without_profiles(data: bytes) -> bytes:
     return b"".join(kept + [data[start:]])
 
 
-def png_chunks(read: Callable[[int, int], bytes]) -> list[tuple[bytes, tuple[int, int]]]:
-    """(type, (start, end)) of a PNG's chunks before its image data, walked as libpng reads
-    them, through ``read(offset, count)``; none when it is no PNG. ImageError past
-    MAX_PNG_CHUNKS of them: Pillow reads a header of 2 million empty chunks (24 MB) in 8 s,
-    a file of preprocess.max_bytes in minutes, before any bound on pixels."""
-    if read(0, len(PNG_START)) != PNG_START:
-        return []
-    pos, found = len(PNG_START), []
-    for _ in range(MAX_PNG_CHUNKS + 1):  # the last read: the image data after as many
-        head = read(pos, 8)
-        if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
-            return found  # libpng reads no profile after the image data, nor past a break
-        end = pos + 12 + int.from_bytes(head[:4], "big")
-        found.append((head[4:], (pos, end)))
-        pos = end
-    raise ImageError(f"more than {MAX_PNG_CHUNKS} chunks before the PNG's image data (a "
-                     f"picture has a dozen); re-encode it")
+def png_chunks(read: Callable[[int, int], bytes],
+               whole: bool = False) -> list[tuple[bytes, tuple[int, int]]]:
+    """(type, (start, end)) of a PNG's chunks before its image data (``whole``: all of them,
+    to IEND), walked as libpng reads them, through ``read(offset, count)``; none when it is
+    no PNG. ImageError past MAX_PNG_CHUNKS of them (``whole``: MAX_PNG_WALK): Pillow reads a
+    header of 2 million empty chunks (24 MB) in 8 s, a file of preprocess.max_bytes in
+    minutes, before any bound on pixels, and walks those after the image data as slowly when
+    it decodes (a label map)."""
+    stops, limit = ((b"IEND",), MAX_PNG_WALK) if whole else ((b"IDAT", b"IEND"), MAX_PNG_CHUNKS)
+    return [(kind, (at, at + 12 + length)) for kind, at, length in _png_walk(read, stops, limit)]
 
 
-MAX_PNG_WALK = 100_000  # chunks walked for an eXIf (a 256 MiB PNG of 8 KB IDATs has 32,768)
+MAX_PNG_WALK = 100_000  # chunks of a whole PNG (a 256 MiB PNG of 8 KB IDATs has 32,768)
 MAX_EXIF_BYTES = 1 << 20  # of an eXIf read (a JPEG's EXIF block is at most 64 KB)
+
+
+def _png_walk(read: Callable[[int, int], bytes], stops: tuple[bytes, ...],
+              limit: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, data length) of a PNG's chunks, from the first up to one of a type in
+    ``stops``, the data's end or a break (libpng reads no profile after the image data, nor
+    past a break); none when it is no PNG. ImageError at a chunk past ``limit`` of them."""
+    if read(0, len(PNG_START)) != PNG_START:
+        return
+    pos = len(PNG_START)
+    for count in range(limit + 1):
+        head = read(pos, 8)
+        if len(head) < 8 or head[4:] in stops:
+            return
+        if count == limit:
+            break
+        length = int.from_bytes(head[:4], "big")
+        yield head[4:], pos, length
+        pos += 12 + length
+    where = "before the PNG's image data (a picture has a dozen)" if b"IDAT" in stops else \
+        "in the PNG (a picture has a few hundred at most)"
+    raise ImageError(f"more than {limit} chunks {where}; re-encode it")
 
 
 def png_exif(path: Path) -> bytes:
@@ -198,17 +213,12 @@ def png_exif(path: Path) -> bytes:
     (2 million empty ones, 24 MB, took 6 s), past ``png_chunks``'s bound."""
     with open(path, "rb") as f:
         read = partial(_read_at, f)
-        if read(0, len(PNG_START)) != PNG_START:
-            return b""
-        pos = len(PNG_START)
-        for _ in range(MAX_PNG_WALK):
-            head = read(pos, 8)
-            if len(head) < 8 or head[4:] == b"IEND":
-                return b""
-            length = int.from_bytes(head[:4], "big")
-            if head[4:] == b"eXIf":
-                return read(pos + 8, min(length, MAX_EXIF_BYTES))
-            pos += 12 + length
+        try:
+            for kind, at, length in _png_walk(read, (b"IEND",), MAX_PNG_WALK):
+                if kind == b"eXIf":
+                    return read(at + 8, min(length, MAX_EXIF_BYTES))
+        except ImageError:
+            pass
     return b""
 
 

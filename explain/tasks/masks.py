@@ -50,7 +50,8 @@ def _opened(path: Path, cfg: Any) -> Image.Image:
     spec = cfg.preprocess
     data = read_bounded_bytes(path, spec.max_bytes, "a label map")
     try:
-        png_chunks(lambda at, count: data[at:at + count])  # before Pillow walks them
+        for whole in (False, True):  # before Pillow walks them (and those after, decoding)
+            png_chunks(lambda at, count: data[at:at + count], whole)
         img = Image.open(io.BytesIO(data))
         width, height = img.size
     except Exception:
