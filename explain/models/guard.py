@@ -107,8 +107,9 @@ def module_work(module: nn.Module, output: torch.Tensor) -> float:
 class _Operations(TorchDispatchMode):
     """The tensor operations of a shapes-only pass: counted (over MAX_OPERATIONS: _TooLarge;
     an nn.LSTM over every pixel of a photo makes about 15 a step per layer and direction,
-    the meta device taking its steps one by one), with the multiply-adds of matrix products, convolutions and attention
-    among them from torch's own formulas over their operands' shapes (half their flops)."""
+    the meta device taking its steps one by one), with the multiply-adds of matrix
+    products, convolutions and attention among them from torch's own formulas over their
+    operands' shapes (half their flops)."""
 
     def __init__(self) -> None:
         super().__init__()
