@@ -162,8 +162,8 @@ def _decoded_png(path: Path) -> np.ndarray:
                       cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     except OSError as exc:
         raise ExplainError(f"{path}: cannot read ({exc.strerror})") from None
-    except ImageError:
-        raise ExplainError(f"{path}: not a readable PNG") from None
+    except ImageError as exc:  # why, when it is more than undecodable (chunks, scans)
+        raise ExplainError(f"{path}: not a readable PNG ({exc})") from None
 
 
 def _png_size(path: Path) -> tuple[int, int]:

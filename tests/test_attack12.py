@@ -150,6 +150,18 @@ def test_a_png_of_exactly_max_chunks_before_its_image_is_not_refused(monkeypatch
         reading.png_chunks(reading._bytes_at(_png_of_chunks(6)))
 
 
+def test_a_reference_map_refused_says_why(tmp_path, monkeypatch):
+    """A reference PNG refused for its chunks said only 'not a readable PNG'."""
+    from explain.compare import read_reference
+    from explain.images import reading
+    monkeypatch.setattr(reading, "MAX_PNG_CHUNKS", 5)
+    path = tmp_path / "cat__cat__gradcam.png"
+    path.write_bytes(_png_of_chunks(6))
+    with pytest.raises(ExplainError, match=r"cat__cat__gradcam.png: not a readable PNG \(more "
+                                           r"than 5 chunks before the PNG's image data"):
+        read_reference(path)
+
+
 def test_a_photos_size_for_its_boxes_walks_no_chunks_in_pillow(tmp_path):
     """original_size asked Pillow for a PNG's EXIF, and Pillow finds an eXIf after the image
     data only by decoding the whole image, then walking the chunks after it in Python: 2

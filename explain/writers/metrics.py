@@ -292,7 +292,7 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> tuple[str
     seconds = _pass_seconds(plan) * passes + (maps + extra) * solve
     parts = [f"{per_map} forward passes per map"] if plain else []
     if road:
-        each = f"{solve:.1f} s" if solve >= 0.1 else f"{1000 * solve:.0f} ms"  # not '0.0 s'
+        each = f"{solve:.1f} s" if solve >= 0.1 else f"{max(1000 * solve, 1):.0f} ms"  # not 0 s
         parts.append(f"{road} ROAD imputations per map, each a sparse solve (about {each} per "
                      f"map at {h} x {w} on a CPU core) and a forward pass")
     most = "up to " if slots_may_merge(plan.cfg) else ""
