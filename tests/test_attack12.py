@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from browser import Browser, find_browser
 from explain.errors import ExplainError
 
 FORGED = b"\x1b[2J\x1b[31mexplain: error: FORGED\x1b[0m"
@@ -212,3 +213,23 @@ def test_a_label_map_of_endless_chunks_after_its_image_is_refused(tmp_path):
     slow.write_bytes(png[:end] + _chunk(b"abCd", b"") * MAX_PNG_WALK + png[end:])
     with pytest.raises(ExplainError, match="slow.png: not a readable PNG label map"):
         _opened(slow, cfg)
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium here: apt-get install chromium")
+def test_pages_show_a_picture_as_stored_never_turned(tmp_path):
+    """A shared run's photo carrying an EXIF orientation was shown turned by the browser (the
+    report's pages, a notebook's embedded pictures) beside the maps the run drew unturned."""
+    from explain.api.display import STYLE
+    from explain.templates import __path__ as templates
+    turned = _turned_files(tmp_path)["exif.jpg"]
+    css = (Path(templates[0]) / "report.css").read_text()
+    for style in (f"<style>{css}</style>", STYLE):
+        page = tmp_path / "page.html"
+        page.write_text(f'<html><head>{style}</head><body><div class="explain-api">'
+                        f'<img src="{turned.name}"></div></body></html>')
+        with Browser(find_browser()) as browser:
+            browser.open_page()
+            browser.goto(page.as_uri())
+            shown = browser.evaluate("[document.images[0].getBoundingClientRect().width, "
+                                     "document.images[0].getBoundingClientRect().height]")
+        assert shown == [40, 20], style[:40]

@@ -24,7 +24,8 @@ EMBED_WIDTH = 1400  # pixels: what a larger picture is shrunk to before it is em
 STYLE = ("<style>.explain-api table{border-collapse:collapse;margin:4px 0}"
          ".explain-api td,.explain-api th{border:1px solid #ccc;padding:2px 6px;text-align:left;"
          "vertical-align:top}.explain-api figure{display:inline-block;margin:2px 6px 6px 0}"
-         ".explain-api figcaption{font-size:85%;color:#333}.explain-api img{max-width:100%}"
+         ".explain-api figcaption{font-size:85%;color:#333}"
+         ".explain-api img{max-width:100%;image-orientation:none}"  # shown as stored
          "</style>")
 
 
