@@ -1,0 +1,59 @@
+"""A reader's review of the report of a labelled four-method study (the demo's cat/dog photos,
+flipped and cropped into a labelled list): what the page must say and how it must fit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from browser import Browser, find_browser
+from conftest import IMAGES, make_small_alexnet, write_config
+from explain.config import load_config
+from explain.runner import RunOptions, run
+
+QUIET = dict(progress=False, log=lambda _: None)
+METHODS = ["gradcam", "layercam", "gradcamplusplus", "xgradcam"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[object, Path]:
+    """Six labelled images (cat.jpg and dog.jpg, flipped and cropped; one of each labelled
+    the other class, so whatever the random model predicts some labels differ from it),
+    four methods, no metrics: the run is quick."""
+    tmp = tmp_path_factory.mktemp("reader")
+    rows = ["path,label"]
+    for name in ("cat", "dog"):
+        img = cv2.imread(str(IMAGES / f"{name}.jpg"))
+        h, w = img.shape[:2]
+        for i, view in enumerate([img, img[:, ::-1], img[h // 6:, : w * 5 // 6]]):
+            cv2.imwrite(str(tmp / f"{name}{i}.jpg"), view)
+            label = name if i < 2 else ("dog" if name == "cat" else "cat")
+            rows.append(f"{name}{i}.jpg,{label}")
+    (tmp / "list.csv").write_text("\n".join(rows) + "\n")
+    torch.save(make_small_alexnet(), tmp / "small.pth")
+    path = write_config(tmp, "exp", model={"file": str(tmp / "small.pth")},
+                        target_layers=["features.10"], preprocess={"size": [96, 96]},
+                        images=[{"labelled": str(tmp / "list.csv")}], methods=METHODS,
+                        metrics=[], output={"dir": str(tmp / "results")})
+    summary = run(load_config(path), RunOptions(**QUIET))
+    return summary, tmp / "results" / "exp"
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium here: apt-get install chromium")
+def test_four_methods_mean_maps_do_not_widen_the_page(study, tmp_path):
+    """With four methods the mean-maps table (2 x 150 px a method) ran 150 px past a 1280 px
+    window: the last column was cut off and the whole page scrolled sideways."""
+    _, run_dir = study
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    with Browser(find_browser()) as browser:
+        browser.open_page(width=1280, height=900)
+        browser.goto((copy / "report.html").as_uri())
+        width = browser.evaluate("document.documentElement.scrollWidth")
+        means = browser.evaluate("document.querySelector('table.means') !== null")
+    assert means
+    assert width <= 1280
