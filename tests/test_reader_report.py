@@ -43,6 +43,22 @@ def study(tmp_path_factory) -> tuple[object, Path]:
     return summary, tmp / "results" / "exp"
 
 
+def test_each_card_shows_the_label_beside_the_prediction(study):
+    """A labelled image's card said only "predicted dog": whether that was its label was in
+    the confusion table alone, so a misclassified image's maps read like any other's."""
+    summary, run_dir = study
+    html = (run_dir / "report.html").read_text()
+    wrong = 0
+    for e in summary.images:
+        start = html.index(f'<section class="card" id="img-{e.id}">')
+        head = html[start:html.index("</header>", start)]
+        assert f"predicted <b>{e.predicted}</b>" in head
+        assert f"label <b>{e.label}</b>" in head, head
+        assert ("not the label" in head) == (e.label != e.predicted), head
+        wrong += e.label != e.predicted
+    assert wrong  # the list guarantees a wrong one
+
+
 @pytest.mark.skipif(find_browser() is None, reason="no Chromium here: apt-get install chromium")
 def test_four_methods_mean_maps_do_not_widen_the_page(study, tmp_path):
     """With four methods the mean-maps table (2 x 150 px a method) ran 150 px past a 1280 px
