@@ -3,6 +3,7 @@ flipped and cropped into a labelled list): what the page must say and how it mus
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,18 @@ def test_each_card_shows_the_label_beside_the_prediction(study):
         assert ("not the label" in head) == (e.label != e.predicted), head
         wrong += e.label != e.predicted
     assert wrong  # the list guarantees a wrong one
+
+
+def test_the_trust_section_says_what_its_intervals_assume(study):
+    """docs/report.md's reading of the verdict (the intervals count every image as an
+    independent one, so flips and crops of one photo make them too narrow; significant is not
+    large) was not on the page, where a run of 16 flips of 3 photos showed tight intervals."""
+    _, run_dir = study
+    html = (run_dir / "report.html").read_text()
+    trust = html[html.index('<section id="trust">'):html.index('<section id="run">')]
+    text = re.sub(r"<[^>]+>", "", trust)
+    assert "independent" in text and "flips, crops or shifts of one photo" in text
+    assert "not that it is large" in text
 
 
 @pytest.mark.skipif(find_browser() is None, reason="no Chromium here: apt-get install chromium")
