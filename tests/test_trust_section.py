@@ -272,6 +272,22 @@ def test_a_run_records_baselines_intervals_and_the_trust_lines(small_run):
                 base.scores["drop_in_confidence"]
 
 
+def test_the_end_of_a_run_prints_which_map_to_trust_once_it_ranks(small_run):
+    """The console's summary never said which map to trust: the page alone did."""
+    from explain.writers.summary import console_lines
+    summary, _ = small_run
+    assert summary.trust.primary is not None and summary.trust.conclusion
+    lines = console_lines(summary)
+    assert f"  which map to trust: {summary.trust.conclusion} (the report's first section)" \
+        in lines
+    assert lines.index(next(x for x in lines if x.startswith("  which map"))) == len(lines) - 2
+    primary, summary.trust.primary = summary.trust.primary, None  # below the minimum of
+    try:  # images: no ranking, the notes say so, no line
+        assert not any("which map to trust" in line for line in console_lines(summary))
+    finally:
+        summary.trust.primary = primary
+
+
 def test_the_report_opens_with_which_map_to_trust_and_rebuilds_the_same(small_run, tmp_path):
     summary, run_dir = small_run
     page = (run_dir / "report.html").read_text()

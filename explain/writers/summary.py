@@ -89,6 +89,9 @@ def console_lines(summary: RunSummary) -> list[str]:
         d = summary.dataset
         lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
                      f"images); see dataset/ and the report's Dataset section")
+    trust = summary.trust
+    if trust is not None and trust.primary is not None:  # ranked: the report's first line
+        lines.append(f"  which map to trust: {trust.conclusion} (the report's first section)")
     d = summary.durations_s
     lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
                  f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, figures {d['figures']:.1f}s"
