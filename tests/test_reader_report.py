@@ -86,3 +86,14 @@ def test_four_methods_mean_maps_do_not_widen_the_page(study, tmp_path):
         means = browser.evaluate("document.querySelector('table.means') !== null")
     assert means
     assert width <= 1280
+
+
+def test_summary_csv_has_the_label_beside_the_prediction(study):
+    """A labelled run's summary.csv had the prediction but not the label (summary.json did)."""
+    import csv
+    summary, run_dir = study
+    with (run_dir / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    labels = {e.id: e.label for e in summary.images}
+    assert rows and list(rows[0])[:3] == ["image", "predicted", "label"]
+    assert all(row["label"] == labels[row["image"]] for row in rows)

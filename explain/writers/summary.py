@@ -25,13 +25,15 @@ class SummaryWriter(Writer):
 
 
 def csv_rows(summary: RunSummary) -> list[dict]:
-    """summary.csv: one row per image x class x method, the image's prediction alongside,
-    channel numbers as flat columns, then the baselines' scores for the image and class and
-    the method's numbers over the run (explain.evidence: method_columns, baseline_columns)."""
+    """summary.csv: one row per image x class x method, the image's prediction (and label, in
+    a labelled run) alongside, channel numbers as flat columns, then the baselines' scores for
+    the image and class and the method's numbers over the run (explain.evidence:
+    method_columns, baseline_columns)."""
     rows, per_method = [], method_columns(summary.trust)
     for image in summary.images:
         for record in image.cams:
             row = {"image": image.id, "predicted": image.predicted,
+                   **({"label": image.label} if image.label is not None else {}),
                    **{f"p_{k}": v for k, v in image.probabilities.items()},
                    **record.dump()}
             row.pop("files", None)  # the manifest is summary.json's
