@@ -196,9 +196,10 @@ def _find(cfg: Config) -> _Found:
 
 
 def needs_bounds(cfg: Config) -> bool:
-    """Whether the model comes from a torch file or a config's arguments nobody vouched for
-    (a Keras file is sized from its symbolic shapes as it loads)."""
-    return not cfg.model.trust and not cfg.model.keras and \
+    """Whether the model comes from a file or a config's arguments nobody vouched for (a
+    Keras file too: its symbolic shapes, sized as it loads, leave open an input of any size
+    and a layer called many times)."""
+    return not cfg.model.trust and \
         not (cfg.model.builder or "").startswith("explain.demo:")
 
 

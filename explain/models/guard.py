@@ -95,13 +95,24 @@ def module_work(module: nn.Module, output: torch.Tensor) -> float:
     multiplies: a model file sets a module's ``kernel_size`` or ``in_features`` to anything
     (a Conv2d of 63 x 63 kernels saved as ``kernel_size=(1, 1)``), and attention is no
     module's weight (a TransformerEncoderLayer over every pixel of a 512 x 512 photo)."""
-    kernel = getattr(module, "kernel_size", None)
-    if kernel is None or isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+    kernel = _window(module)
+    if kernel is None:
         return 0.0
     spatial = max(output.dim() - 2, 1)
     sizes = kernel if isinstance(kernel, (tuple, list)) else (kernel,) * spatial
     window = float(math.prod(int(k) for k in sizes))
     return float(output.numel()) * window * POOL_WEIGHT
+
+
+def _window(module: nn.Module) -> Any:
+    """A pooling module's window: torch's ``kernel_size`` (not of a convolution or a linear
+    layer: counted per operation), a Keras layer's ``pool_size`` (its convolutions are
+    counted per operation too)."""
+    if type(module).__module__.startswith("keras."):
+        return getattr(module, "pool_size", None)
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        return None
+    return getattr(module, "kernel_size", None)
 
 
 class _Operations(TorchDispatchMode):
@@ -113,14 +124,15 @@ class _Operations(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.count, self.multiply_adds = 0, 0.0
+        self.count, self.multiply_adds, self.problem = 0, 0.0, None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         self.count += 1
         if self.count > MAX_OPERATIONS:
-            raise _TooLarge(f"over {MAX_OPERATIONS} tensor operations in one forward pass")
+            self.problem = f"over {MAX_OPERATIONS} tensor operations in one forward pass"
+            raise _TooLarge(self.problem)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.multiply_adds += formula(*args, **kwargs, out_val=out) / 2
@@ -145,6 +157,8 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     Sequential for 17 GB. None when the pass is within bounds, or cannot run on the meta
     device (the real pass then runs as before). Also over MAX_WORK multiply-adds an image
     or MAX_OPERATIONS tensor operations in the pass."""
+    if any(getattr(m, "explain_fake_pass", False) for m in model.modules()):
+        return _measured(model, x, limit, fake=True)  # a Keras model: see _measured
     memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"),
                                                 p.requires_grad) for p in model.parameters()}
     memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
@@ -157,11 +171,28 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
                       "_backward_pre_hooks", "_forward_hooks_with_kwargs",
                       "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called"):
             getattr(module, hooks, {}).clear()
+    return _measured(shapes, x, limit, fake=False)
+
+
+def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Optional[str]:
+    """forward_size_problem's pass of ``shapes`` on ``x``: on the meta device, or (``fake``)
+    the model itself under torch's FakeTensorMode, every tensor it makes a shape only: a
+    Keras model (explain.models.keras) cannot be copied to the meta device, where Keras
+    takes its tensors for symbolic ones, and its symbolic shapes leave open what the input
+    size or a layer called many times makes (a 23 KB file of an UpSampling2D over an input
+    of open size took 3.7 GB at 96 px)."""
     calls, total, work, operations = [0], [0], [0.0], _Operations()
-    modules = list(shapes.modules())
+    modules, said = list(shapes.modules()), []  # said: the problem (Keras rewords errors)
+    copies = 4 if fake else 2  # an output and its gradient; Keras: and the layout copies
 
     def measure(i: int, output: Any) -> None:
-        module = modules[i]
+        try:
+            _measure(modules[i], output)
+        except _TooLarge as exc:
+            said.append(str(exc))
+            raise
+
+    def _measure(module: nn.Module, output: Any) -> None:
         calls[0] += 1
         if calls[0] > MAX_MODULE_CALLS:
             raise _TooLarge(f"over {MAX_MODULE_CALLS} module calls in one forward pass")
@@ -172,22 +203,24 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
             if work[0] + operations.multiply_adds > MAX_WORK * len(x):
                 raise _TooLarge(f"over {MAX_WORK:.0e} multiply-adds for one image (hours on "
                                 f"a CPU), at {type(module).__name__}")
-            if total[0] > limit:
-                raise _TooLarge(f"its modules' outputs for {_images(len(x))}, twice over "
-                                f"with their gradients, pass the {2 * limit / 2**30:.1f} GiB "
-                                f"free, at {type(module).__name__} "
+            if total[0] * copies > 2 * limit:
+                raise _TooLarge(f"its modules' outputs for {_images(len(x))}, "
+                                f"{'twice' if copies == 2 else f'{copies} times'} over with their gradients, pass the {2 * limit / 2**30:.1f} "
+                                f"GiB free, at {type(module).__name__} "
                                 f"({tuple(t.shape) if isinstance(t, torch.Tensor) else ''})")
 
     from explain.enginedata import watching  # the one place explain hooks a model
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
     try:
-        with torch.no_grad(), watching(modules, measure):
-            meta = x.to("meta")
+        with torch.no_grad(), watching(modules, measure), mode:
+            shaped = torch.empty(x.shape, dtype=x.dtype, device=x.device) if fake else x.to("meta")
             with operations:
-                shapes(meta)
+                shapes(shaped)
     except _TooLarge as exc:
-        return str(exc)
+        return said[0] if said else str(exc)
     except Exception:  # an op without a meta kernel, a model that reads its data: no answer
-        return None
+        return said[0] if said else operations.problem  # (Keras rewords what it passes on)
     return None
 
 

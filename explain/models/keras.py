@@ -252,6 +252,8 @@ class KerasNet(nn.Module):
     Keras model returns (logits once a final softmax / sigmoid is taken off); its children
     are the Keras layers by name; its parameters are the Keras model's variables."""
 
+    explain_fake_pass = True  # its first pass is bounded under FakeTensorMode (guard)
+
     def __init__(self, model: Any):
         super().__init__()
         object.__setattr__(self, "keras_model", model)  # not a child: its layers are
