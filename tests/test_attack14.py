@@ -76,3 +76,17 @@ def test_a_keras_config_is_bounded(tmp_path):
     assert needs_bounds(cfg)
     trusted = load_config(path, {"model.trust": True})
     assert not needs_bounds(trusted)
+
+
+def test_only_explains_keras_wrapper_takes_the_fake_pass():
+    """The Keras path (the model itself under FakeTensorMode, its hooks firing) is chosen by
+    the class, KerasNet's: a torch model file's module carrying ``explain_fake_pass = True``
+    (a pickled attribute is data) still gets the copy on the meta device."""
+    from torch import nn
+    from explain.models.guard import forward_size_problem
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    net[0].explain_fake_pass = True
+    called = []
+    net[1].register_forward_hook(lambda *args: called.append(1))
+    assert forward_size_problem(net, torch.rand(1, 3, 16, 16), 2**40) is None
+    assert called == []

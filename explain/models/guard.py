@@ -157,7 +157,7 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     Sequential for 17 GB. None when the pass is within bounds, or cannot run on the meta
     device (the real pass then runs as before). Also over MAX_WORK multiply-adds an image
     or MAX_OPERATIONS tensor operations in the pass."""
-    if any(getattr(m, "explain_fake_pass", False) for m in model.modules()):
+    if any(getattr(type(m), "explain_fake_pass", False) for m in model.modules()):
         return _measured(model, x, limit, fake=True)  # a Keras model: see _measured
     memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"),
                                                 p.requires_grad) for p in model.parameters()}
@@ -204,8 +204,9 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
                 raise _TooLarge(f"over {MAX_WORK:.0e} multiply-adds for one image (hours on "
                                 f"a CPU), at {type(module).__name__}")
             if total[0] * copies > 2 * limit:
-                raise _TooLarge(f"its modules' outputs for {_images(len(x))}, "
-                                f"{'twice' if copies == 2 else f'{copies} times'} over with their gradients, pass the {2 * limit / 2**30:.1f} "
+                over = "twice" if copies == 2 else f"{copies} times"
+                raise _TooLarge(f"its modules' outputs for {_images(len(x))}, {over} over "
+                                f"with their gradients, pass the {2 * limit / 2**30:.1f} "
                                 f"GiB free, at {type(module).__name__} "
                                 f"({tuple(t.shape) if isinstance(t, torch.Tensor) else ''})")
 
