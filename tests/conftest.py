@@ -144,10 +144,10 @@ def homes(tmp_path, monkeypatch) -> list[Path]:
 # The longest test files start first (seconds each, summed from `--durations=0`), so that under
 # `make test` (pytest-xdist, a file per worker, --no-loadscope-reorder) no long file is left to
 # run alone at the end while the other workers idle.
-LONGEST_FIRST = ("test_torchrun.py", "test_attack2_models.py", "test_engine.py", "test_api.py",
-                 "test_atlas.py", "test_compare.py", "test_segdet.py", "test_trust.py",
-                 "test_interrupt.py", "test_demo.py", "test_attack2_inputs.py",
-                 "test_reliability.py", "test_notebook.py", "test_metrics.py")
+LONGEST_FIRST = ("test_torchrun.py", "test_attack2_models.py", "test_atlas.py", "test_trust.py",
+                 "test_api.py", "test_notebook.py", "test_segdet.py", "test_compare.py",
+                 "test_engine.py", "test_interrupt.py", "test_attack2_inputs.py",
+                 "test_reliability.py", "test_demo.py", "test_attack11.py", "test_metrics.py")
 
 
 def pytest_collection_modifyitems(items):
