@@ -183,7 +183,9 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
     of open size took 3.7 GB at 96 px)."""
     calls, total, work, operations = [0], [0], [0.0], _Operations()
     modules, said = list(shapes.modules()), []  # said: the problem (Keras rewords errors)
-    copies = 4 if fake else 2  # an output and its gradient; Keras: and the layout copies
+    copies = 2  # an output and its gradient; Keras: and the layout copies (KERAS_COPIES)
+    if fake:
+        from explain.models.keras import KERAS_COPIES as copies
 
     def measure(i: int, output: Any) -> None:
         try:
