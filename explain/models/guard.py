@@ -85,6 +85,7 @@ MAX_WORK = 4e12
 POOL_WEIGHT = 10
 
 
+KERAS_COPIES = 4  # an output, its gradient, and the channels-last <-> first copies of a layer
 MAX_OPERATIONS = 30_000  # tensor operations in one forward pass (a Swin-V2-B makes about 3,000)
 
 
@@ -183,9 +184,7 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
     of open size took 3.7 GB at 96 px)."""
     calls, total, work, operations = [0], [0], [0.0], _Operations()
     modules, said = list(shapes.modules()), []  # said: the problem (Keras rewords errors)
-    copies = 2  # an output and its gradient; Keras: and the layout copies (KERAS_COPIES)
-    if fake:
-        from explain.models.keras import KERAS_COPIES as copies
+    copies = KERAS_COPIES if fake else 2  # an output and its gradient (Keras: more)
 
     def measure(i: int, output: Any) -> None:
         try:

@@ -50,7 +50,7 @@ from torch import nn
 from explain.errors import ExplainError, first_line
 from explain.names import short
 from explain.models.factories import MAX_MODEL_BYTES
-from explain.models.guard import available
+from explain.models.guard import KERAS_COPIES, available
 from explain.models.kerasfile import FIELD, check_file, gb, refused
 
 SAFE_KERAS = (3, 15, 1)  # the first release with every known safe_mode bypass fixed
@@ -143,7 +143,6 @@ def read_keras(path: Path, trust: bool) -> Any:
     return _load(keras, path, "cpu", trust)
 
 
-KERAS_COPIES = 4  # an output, its gradient, and the channels-last <-> first copies of a layer
 
 
 def _output_bytes(model: Any) -> int:
