@@ -27,7 +27,9 @@ Nothing Keras reads, unpacks or allocates is unbounded; before keras is imported
   the archive's size (Keras stores members as they are: a real archive unpacks to its size);
 - the weights (the .h5 file or the archive's model.weights.h5) declare datasets of at most
   ``unpacked_bound`` bytes of their file and name no other file (external links or storage,
-  virtual datasets).
+  virtual datasets);
+- every layer call the model config records (config.json, an .h5 file's model_config) takes a
+  model tensor: Keras makes them as it loads, and one on constants ran on real tensors.
 Then, without trust, Keras loads the model on the meta device first (no memory; safe mode):
 its weights may take at most explain.models.factories.MAX_MODEL_BYTES (2 GiB) or twice the file's
 size, so a config with ``units: 300000000`` is refused before anything is allocated.

@@ -1,12 +1,14 @@
 """A Keras file checked before Keras opens it (explain.models.keras): its size, a .keras
-archive's members (count, sizes, compression ratio, config.json), an HDF5 file's datasets; a
-file over any bound is refused in one line naming it and model.keras."""
+archive's members (count, sizes, compression ratio, config.json), an HDF5 file's datasets, and
+the model config's layer calls (each on a model tensor); a file over any bound is refused in
+one line naming it and model.keras."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import io
+import json
 import math
 import re
 import struct
@@ -62,6 +64,7 @@ def check_file(path: Path) -> None:
                            f"is not installed: pip install h5py (or save the model as .keras)")
     else:
         _check_h5(path, path.name, size, path)
+        check_calls(_h5_config(path), "model_config", path)
 
 
 def gb(count: int) -> str:
@@ -117,6 +120,7 @@ def _check_archive(path: Path, size: int) -> None:
             if config.file_size > MAX_CONFIG_BYTES:
                 raise refused(path, f"its config.json unpacks to {config.file_size} bytes (a "
                                      f"model's takes well under {MAX_CONFIG_BYTES // 2**20} MiB)")
+            check_calls(archive.read(config), "config.json", path)
             if WEIGHTS_H5 not in info:  # Keras reads them from an .npz only when made so
                 raise refused(path, f"it holds no {WEIGHTS_H5} (the weights model.save writes)")
             with _member(archive, info[WEIGHTS_H5], path) as member:
@@ -124,6 +128,57 @@ def _check_archive(path: Path, size: int) -> None:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ExplainError(f"{short(path)}: not a .keras archive ({FIELD}): it is not a "
                            f"readable zip file ({first_line(exc, 80)})") from None
+
+
+def check_calls(text: Any, where: str, path: Path) -> None:
+    """Every layer call (node) of the model config ``text`` takes a model tensor. Keras makes
+    each call as it loads the file: one on constants only runs then and there, on real
+    tensors, before any pass explain bounds (a 20 KB file's `Arange` op node called on (0,
+    2**30) took 4 GiB, the meta-device load none)."""
+    try:
+        stack = [json.loads(text)]
+    except (TypeError, ValueError, RecursionError):  # none, or not JSON: Keras says so
+        return
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            nodes = item.get("inbound_nodes", [])
+            for node in nodes if isinstance(nodes, list) else [None]:  # Keras iterates it
+                if not (node and isinstance(node, list) or _has_tensor(node)):
+                    raise refused(path, f"{where}: the layer {quote(str(item.get('name')), 60)} "
+                                        f"is called on constants, not on a model tensor (Keras "
+                                        f"would run that call as it loads the file)")
+            stack.extend(item.values())
+
+
+def _h5_config(path: Path) -> Any:
+    """A legacy .h5 model's model_config attribute (JSON text), or None."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as handle:
+            return handle.attrs.get("model_config")
+    except Exception:  # noqa: BLE001 (read already by _check_h5: Keras fails on it too)
+        return None
+
+
+def _has_tensor(node: Any) -> bool:
+    """Whether a node's args / kwargs hold a symbolic tensor where Keras looks for one:
+    in plain lists and mappings (an object's config hides it in the object)."""
+    stack = [node.get("args"), node.get("kwargs")] if isinstance(node, dict) else []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif not isinstance(item, dict):
+            continue
+        elif "class_name" in item and "config" in item:  # else a mapping, not an object
+            if item["class_name"] == "__keras_tensor__":
+                return True
+        else:
+            stack.extend(item.values())
+    return False
 
 
 class _Window(io.RawIOBase):
