@@ -93,3 +93,22 @@ def test_model_ops_on_tensors_still_load(tmp_path):
     legacy = tmp_path / "legacy.h5"  # a legacy file's nodes name their layers
     _model().save(str(legacy))
     assert load_keras(legacy, trust=False) is not None
+
+
+def test_a_keras_op_nodes_output_is_bounded(tmp_path):
+    """A Keras op node (keras.ops.tile of a map) is no module: its output was in no module's
+    count, and a 20 KB file took 3.6 GB at 32 px (60 GB asked at 2048 x 2048 tiles)."""
+    import torch
+
+    from explain.models import guard
+    from explain.models.heads import Classifier
+    inp = keras.Input((32, 32, 3))
+    x = keras.ops.tile(keras.layers.Conv2D(4, 3)(inp), [1, 512, 512, 1])
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "tile.keras"
+    keras.Model(inp, out).save(str(path))
+    net = Classifier(load_keras(path, trust=False))
+    problem = guard.forward_size_problem(net, torch.zeros(1, 3, 32, 32), 2**30)
+    assert problem == ("one tensor operation's output (repeat, (1, 15360, 15360, 4)) with its "
+                       "gradient passes the free memory")
+    assert guard.forward_size_problem(net, torch.zeros(1, 3, 32, 32), 2**34) is None

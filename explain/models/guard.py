@@ -121,11 +121,13 @@ class _Operations(TorchDispatchMode):
     an nn.LSTM over every pixel of a photo makes about 15 a step per layer and direction,
     the meta device taking its steps one by one), with the multiply-adds of matrix
     products, convolutions and attention among them from torch's own formulas over their
-    operands' shapes (half their flops)."""
+    operands' shapes (half their flops). In a Keras model's pass, one output over what the
+    pass may hold (``bound`` bytes, with its gradient) is a problem too: a Keras op node is no module, so its output is in no module's
+    count (a 20 KB file's keras.ops.tile of a map took 3.6 GB at 32 px, 60 GB asked)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bound: float = math.inf) -> None:
         super().__init__()
-        self.count, self.multiply_adds, self.problem = 0, 0.0, None
+        self.count, self.multiply_adds, self.problem, self.bound = 0, 0.0, None, bound
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -134,6 +136,11 @@ class _Operations(TorchDispatchMode):
         if self.count > MAX_OPERATIONS:
             self.problem = f"over {MAX_OPERATIONS} tensor operations in one forward pass"
             raise _TooLarge(self.problem)
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.numel() * t.element_size() > self.bound:
+                self.problem = (f"one tensor operation's output ({func._overloadpacket.__name__}"
+                                f", {tuple(t.shape)}) with its gradient passes the free memory")
+                raise _TooLarge(self.problem)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.multiply_adds += formula(*args, **kwargs, out_val=out) / 2
@@ -182,9 +189,9 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
     takes its tensors for symbolic ones, and its symbolic shapes leave open what the input
     size or a layer called many times makes (a 23 KB file of an UpSampling2D over an input
     of open size took 3.7 GB at 96 px)."""
-    calls, total, work, operations = [0], [0], [0.0], _Operations()
     modules, said = list(shapes.modules()), []  # said: the problem (Keras rewords errors)
     copies = KERAS_COPIES if fake else 2  # an output and its gradient (Keras: more)
+    calls, total, work, operations = [0], [0], [0.0], _Operations(limit if fake else math.inf)
 
     def measure(i: int, output: Any) -> None:
         try:
@@ -219,8 +226,8 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
             shaped = torch.empty(x.shape, dtype=x.dtype, device=x.device) if fake else x.to("meta")
             with operations:
                 shapes(shaped)
-    except _TooLarge as exc:
-        return said[0] if said else str(exc)
+    except _TooLarge as exc:  # Keras rewords it (in an op's call): said by whom raised it
+        return said[0] if said else operations.problem or str(exc)
     except Exception:  # an op without a meta kernel, a model that reads its data: no answer
         return said[0] if said else operations.problem  # (Keras rewords what it passes on)
     return None
