@@ -122,8 +122,9 @@ class _Operations(TorchDispatchMode):
     the meta device taking its steps one by one), with the multiply-adds of matrix
     products, convolutions and attention among them from torch's own formulas over their
     operands' shapes (half their flops). In a Keras model's pass, one output over what the
-    pass may hold (``bound`` bytes, with its gradient) is a problem too: a Keras op node is no module, so its output is in no module's
-    count (a 20 KB file's keras.ops.tile of a map took 3.6 GB at 32 px, 60 GB asked)."""
+    pass may hold (``bound`` bytes, with its gradient) is a problem too: a Keras op node is
+    no module, so its output is in no module's count (a 20 KB file's keras.ops.tile of a
+    map took 3.6 GB at 32 px, 60 GB asked)."""
 
     def __init__(self, bound: float = math.inf) -> None:
         super().__init__()
