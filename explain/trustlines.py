@@ -137,10 +137,14 @@ def _primary(summary: Any, table: MethodTable) -> Optional[str]:
                          next(iter(ranked), None))
 
 
+NO_SANITY = (" (no sanity check ran: sanity.enabled: true checks that the maps change when "
+             "the model's weights are randomised)")
+
+
 def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
               ) -> tuple[Optional[str], str]:
     """(trusted method or None, the conclusion's sentence), by RULE."""
-    note = "" if sanity is not None else " (no sanity check ran: sanity.enabled)"
+    note = "" if sanity is not None else NO_SANITY
     if not any(c.direction for c in table.columns):
         return None, ("no conclusion: no faithfulness or localisation numbers (metrics:, "
                       "annotations: in the config)")

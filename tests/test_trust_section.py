@@ -144,7 +144,9 @@ def test_a_method_that_does_not_beat_a_baseline_is_marked_everywhere():
     # the conclusion: the only method that beats every baseline
     assert summary.trust.trusted == "gradcam"
     assert summary.trust.conclusion.startswith("trust gradcam: the only method that beats")
-    assert "(no sanity check ran: sanity.enabled)" in summary.trust.conclusion
+    assert summary.trust.conclusion.endswith(" (no sanity check ran: sanity.enabled: true "
+                                             "checks that the maps change when the model's "
+                                             "weights are randomised)")
     line = summary.trust.lines[1]
     assert line.method == "layercam" and line.beats_baselines is False
     assert line.sanity == "not run" and trustlines.cost_per_map(summary) == 2.0 / 32
@@ -376,3 +378,33 @@ def test_a_yes_on_the_ranked_metrics_still_warns_of_a_baseline_on_the_unranked_o
     assert line.beats_baselines is True and line.below == ["centre"]
     assert "beats every baseline: yes (on the metrics with too few images for a test, the " \
            "centre baseline did as well or better on average)" in line.text
+
+
+def test_the_rank_column_says_it_is_no_verdict_when_the_conclusion_names_none(tmp_path):
+    """Two methods that beat the baselines and do not differ: "no method is clearly better",
+    and the table's places (1 and 1) are an order, not a winner; with a clear winner the
+    page does not say so."""
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, render_pages
+    noise = list(np.random.default_rng(2).normal(0, 0.02, 8))
+    pages = {}
+    for name, shift in (("tie", 0.0), ("lead", 0.3)):
+        summary = synthetic({"gradcam": [v + 0.2 for v in GOOD],
+                             "layercam": [v + 0.2 + shift + e for v, e in zip(GOOD, noise)]},
+                            {"random": [v - 0.3 for v in GOOD]})
+        summary.config = Config.model_validate({
+            "model": {"file": "m.pth"}, "images": ["a.jpg"], "target_layers": ["x"],
+            "metrics": [METRIC], "methods": ["gradcam", "layercam"]})
+        summary.trust = trustlines.build(summary, method_table(summary, ["gradcam", "layercam"]))
+        (tmp_path / name).mkdir()
+        pages[name] = (summary.trust, render_pages(RunFolder(tmp_path / name),
+                                                   ReportData(summary))["report.html"])
+    tie, page = pages["tie"]
+    assert tie.trusted is None and tie.conclusion.startswith("no method is clearly better: "
+                                                             "gradcam, layercam beat every")
+    assert "an order of the places, not a verdict: the conclusion at the top names no method " \
+           "to trust." in page
+    assert re.findall(r'<td class="rank">(\d)', page) == ["1", "1"]
+    lead, page = pages["lead"]
+    assert lead.trusted == "layercam" and "not a verdict" not in page
+    assert "not a sign that the model is right" in page
