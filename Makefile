@@ -8,9 +8,14 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test bench clean
 
+# what a run needs (the demo); the tests' extras come on top, when the tests first run
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-test
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps quantus==0.6.0
 	touch $@
@@ -20,10 +25,10 @@ demo: $(VENV)/.installed
 
 # the suite on every core (at most 4), a test file per worker: one torch thread each (conftest);
 # the longest files first, in conftest's order (xdist would order files by their test count)
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	$(PY) benchmarks/channel_grid.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/report_build.py
