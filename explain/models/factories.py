@@ -32,6 +32,9 @@ from explain.names import quote, suggest
 
 MAX_MODEL_BYTES = 2 * 2**30  # parameters + buffers of a model built from a config, without trust
 MAX_MODEL_TENSORS = 100_000  # parameter and buffer tensors (a ViT-H/14 registers ~400)
+# memory a factory may allocate for real while its model is built on the meta device (Linux);
+# timm's largest models take under 100 MB there
+MAX_BUILD_GROWTH = 2**30
 DEMO_BUILDERS = ("catdog_efficientnet_lite0",)
 # torchvision's segmentation and detection builders a config may name (task: segmentation /
 # detection), by module and name prefix; they are built with weights=None and
@@ -256,7 +259,7 @@ def make_model(dotted: str, args: dict, field: str, trust: bool,
     refuse = functools.partial(_too_big, given, limit)
     if bounded:
         with no_downloads():
-            size = meta_size(functools.partial(factory, **args), limit, refuse)
+            size = meta_size(functools.partial(factory, **args), limit, refuse, given)
         if size is not None and size > limit:
             raise refuse(size)
     with bounded_build(limit, refuse) if bounded else contextlib.nullcontext():
@@ -291,15 +294,63 @@ def bounded_build(limit: int, refuse: Callable[..., ExplainError]) -> Iterator[N
 
 
 def meta_size(build: Callable[[], Any], limit: int,
-              refuse: Callable[..., ExplainError]) -> Optional[int]:
+              refuse: Callable[..., ExplainError], given: str = "the factory") -> Optional[int]:
     """Bytes of the parameters and buffers of ``build()``'s model made on the meta device (no
-    memory used, nothing read) under bounded_build; None when it cannot be made there."""
+    memory used, nothing read) under bounded_build; None when it cannot be made there. What
+    the factory makes for real meanwhile (timm's ``torch.linspace(0, rate, depth,
+    device='cpu')``, CaiT's list of ``depth`` rates) may add at most MAX_BUILD_GROWTH to the
+    process (``capped_memory``): past it, ``given`` is refused."""
     try:
-        with bounded_build(limit, refuse), torch.device("meta"):
+        with bounded_build(limit, refuse), capped_memory(MAX_BUILD_GROWTH), \
+                torch.device("meta"):
             model = build()
         tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
     except ExplainError:
         raise
-    except (Exception, MemoryError):  # an op the meta device lacks, or not a model
+    except (Exception, MemoryError) as exc:  # an op the meta device lacks, or not a model
+        if _out_of_memory(exc):
+            raise ExplainError(
+                f"{given} asks for over {MAX_BUILD_GROWTH / 2**30:.0f} GiB of memory while it "
+                f"is only sized (before any weight is made): refused; check its numbers, or set "
+                f"'model.trust: true' if you mean it") from None
         return None
     return sum(t.nbytes for t in tensors.values())
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is an allocation that failed: Python's
+    MemoryError, torch's CPU allocator or a C++ std::bad_alloc."""
+    while exc is not None:
+        text = str(exc)
+        if isinstance(exc, MemoryError) or "can't allocate memory" in text or "bad_alloc" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def capped_memory(growth: int) -> Iterator[None]:
+    """The process's data (RLIMIT_DATA: its heap and private mappings) capped at their size now
+    plus ``growth`` bytes for the block, on Linux (elsewhere: no cap): an allocation past it
+    fails at once with a MemoryError instead of filling the machine. A model built on the
+    meta device allocates almost nothing, but a factory's own arithmetic does, sized by its
+    arguments: timm's drop-path rates for ``depth: 2**24`` took 13 GB, RegNet's
+    ``torch.arange(depth)`` and CaiT's ``[rate for i in range(depth)]`` (16 GB for ``depth:
+    2**31``) too."""
+    try:
+        import resource
+        with open("/proc/self/status") as f:
+            data = [line.split()[1] for line in f if line.startswith("VmData:")]
+        cap = int(data[0]) * 1024 + growth
+        soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    except (ImportError, OSError, ValueError, IndexError):
+        soft = hard = cap = None
+    if cap is None or (soft != resource.RLIM_INFINITY and soft <= cap):
+        yield  # no /proc (macOS, Windows), or a cap as low already
+        return
+    resource.setrlimit(resource.RLIMIT_DATA, (cap if hard == resource.RLIM_INFINITY
+                                              else min(cap, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
