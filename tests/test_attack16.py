@@ -37,3 +37,28 @@ def test_a_factory_allocating_while_sized_is_refused(monkeypatch, arch, args, gr
 def test_the_cap_leaves_a_sized_build_alone():
     model = make_model("timm:cait_xxs24_224", {"depth": 2, "num_classes": 3}, "model.arch", False)
     assert len(model.blocks) == 2
+
+
+def test_keras_op_outputs_held_at_once_are_bounded(tmp_path):
+    """Keras keeps each op node's output until its pass ends: 8 tiles of a map, each under
+    the bound and in no module's count, held 0.9 GB at 32 px, 7 times the bound (a file of
+    n of them asks n times one)."""
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    import torch
+
+    from explain.models import guard
+    from explain.models.heads import Classifier
+    from explain.models.keras import load_keras
+    inp = keras.Input((32, 32, 3))
+    conv = keras.layers.Conv2D(4, 3)(inp)  # (30, 30, 4): each tile (480, 480, 4), 3.5 MiB
+    maps = [keras.ops.tile(conv, [1, 16, 16, 1]) * float(i + 1) for i in range(8)]
+    pooled = keras.layers.Add()([keras.layers.GlobalAveragePooling2D()(m) for m in maps])
+    path = tmp_path / "tiles.keras"
+    keras.Model(inp, keras.layers.Dense(2)(pooled)).save(str(path))
+    net, x = Classifier(load_keras(path, trust=False)), torch.zeros(1, 3, 32, 32)
+    problem = guard.forward_size_problem(net, x, 2**25)  # 32 MiB: each output under it
+    assert problem == ("its tensor operations' outputs held at once, 0.1 GiB with their "
+                       "gradients, pass the free memory")
+    assert guard.forward_size_problem(net, x, 2**28) is None

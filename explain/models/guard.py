@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry
 
 from explain.errors import ExplainError
@@ -124,11 +125,14 @@ class _Operations(TorchDispatchMode):
     operands' shapes (half their flops). In a Keras model's pass, one output over what the
     pass may hold (``bound`` bytes, with its gradient) is a problem too: a Keras op node is
     no module, so its output is in no module's count (a 20 KB file's keras.ops.tile of a
-    map took 3.6 GB at 32 px, 60 GB asked)."""
+    map took 3.6 GB at 32 px, 60 GB asked), and so are the outputs held at once: Keras
+    keeps each op node's output until its pass ends (a 50 KB file of 8 tiles of a map,
+    each under the bound, held 0.9 GB, 7 times the bound)."""
 
     def __init__(self, bound: float = math.inf) -> None:
         super().__init__()
         self.count, self.multiply_adds, self.problem, self.bound = 0, 0.0, None, bound
+        self.held = self.peak = 0  # bytes of the outputs alive (a Keras pass: finite bound)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -137,15 +141,38 @@ class _Operations(TorchDispatchMode):
         if self.count > MAX_OPERATIONS:
             self.problem = f"over {MAX_OPERATIONS} tensor operations in one forward pass"
             raise _TooLarge(self.problem)
+        given = {id(a) for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
         for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor) and t.numel() * t.element_size() > self.bound:
+            if not isinstance(t, torch.Tensor) or id(t) in given:  # in place: held already
+                continue
+            if t.numel() * t.element_size() > self.bound:
                 self.problem = (f"one tensor operation's output ({func._overloadpacket.__name__}"
                                 f", {tuple(t.shape)}) with its gradient passes the free memory")
                 raise _TooLarge(self.problem)
+            if self.bound < math.inf and t._base is None:  # a view holds no memory of its own
+                self._hold(t)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.multiply_adds += formula(*args, **kwargs, out_val=out) / 2
         return out
+
+    def _hold(self, t: torch.Tensor) -> None:
+        """Count ``t``'s bytes while it is alive (``held``, its most so far: ``peak``)."""
+        size = t.numel() * t.element_size()
+        self.held += size
+        self.peak = max(self.peak, self.held)
+        weakref.finalize(t, self._free, size)
+
+    def _free(self, size: int) -> None:
+        self.held -= size
+
+    def check_held(self) -> None:
+        """_TooLarge when the outputs alive at once, with their gradients, passed the free
+        memory (``bound``, half of it) at some point of the pass."""
+        if self.peak > self.bound:
+            self.problem = (f"its tensor operations' outputs held at once, {self.peak / 2**30:.1f}"
+                            f" GiB with their gradients, pass the free memory")
+            raise _TooLarge(self.problem)
 
 
 def _images(n: int) -> str:
@@ -218,6 +245,7 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
                                 f"with their gradients, pass the {2 * limit / 2**30:.1f} "
                                 f"GiB free, at {type(module).__name__} "
                                 f"({tuple(t.shape) if isinstance(t, torch.Tensor) else ''})")
+        operations.check_held()
 
     from explain.enginedata import watching  # the one place explain hooks a model
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -227,6 +255,7 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
             shaped = torch.empty(x.shape, dtype=x.dtype, device=x.device) if fake else x.to("meta")
             with operations:
                 shapes(shaped)
+            operations.check_held()
     except _TooLarge as exc:  # Keras rewords it (in an op's call): said by whom raised it
         return said[0] if said else operations.problem or str(exc)
     except Exception:  # an op without a meta kernel, a model that reads its data: no answer
