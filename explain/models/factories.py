@@ -253,7 +253,8 @@ def make_model(dotted: str, args: dict, field: str, trust: bool,
         args = {"weights": None, "weights_backbone": None, **args}  # their defaults download
     for key in WEIGHT_ARGS:
         if args.get(key) not in (None, False):
-            raise _download_refused(f"{field}_args.{key} = {quote(args[key], 40)}: pretrained weights")
+            raise _download_refused(
+                f"{field}_args.{key} = {quote(args[key], 40)}: pretrained weights")
     bounded = not trust and getattr(factory, "__module__", "") != "explain.demo"
     given = f"{field}: {quote(dotted)}" + (f" with {field}_args {quote(args, 80)}" if args else "")
     refuse = functools.partial(_too_big, given, limit)

@@ -30,7 +30,8 @@ def non_inplace(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     so CAMs would mix post-activation values with pre-activation gradients. Turning inplace
     off changes no output.
     """
-    switched = [m for m in model.modules() if getattr(m, "inplace", False) is True] if enabled else []
+    switched = [m for m in model.modules()
+                if enabled and getattr(m, "inplace", False) is True]
     for m in switched:
         m.inplace = False
     try:
