@@ -265,6 +265,7 @@ def _comparison(metric: Any, pair: tuple[str, Who], diff: Any,
                 level: tuple[float, int]) -> Comparison:
     """The record of a paired comparison (``diff``: an explain.stats.Difference of A - B;
     ``level``: its interval's confidence and the method pairs it is corrected for)."""
+    from explain.stats import figure
     name_a, (kind, name_b) = pair
     sign = {"higher": metric.direction, "lower": -metric.direction}.get(diff.verdict, 0)
     verdict = {1: f"{name_a} better", -1: f"{name_b} better"}.get(sign, diff.verdict)
@@ -274,12 +275,12 @@ def _comparison(metric: Any, pair: tuple[str, Who], diff: Any,
     if sign:
         winner, loser = (name_a, name_b) if sign > 0 else (name_b, name_a)
         text = (f"{winner} better than {loser} on {metric.label}: difference "
-                f"{name_a} − {name_b} {diff.mean:+.3g}, {ci} [{diff.low:.3g}, "
-                f"{diff.high:.3g}] over {diff.images} images")
+                f"{name_a} − {name_b} {figure(diff.mean, sign=True)}, {ci} "
+                f"[{figure(diff.low)}, {figure(diff.high)}] over {diff.images} images")
     elif diff.verdict == "not different":
         text = (f"no significant difference between {name_a} and {name_b} on "
-                f"{metric.label}: {ci} of the difference [{diff.low:.3g}, {diff.high:.3g}] "
-                f"over {diff.images} images holds 0")
+                f"{metric.label}: {ci} of the difference [{figure(diff.low)}, "
+                f"{figure(diff.high)}] over {diff.images} images holds 0")
     else:
         text = (f"{name_a} vs {name_b} on {metric.label}: {diff.images} shared image(s), "
                 f"too few to tell")

@@ -195,7 +195,7 @@ def test_a_number_without_an_interval_says_on_how_many_images_in_the_trust_lines
     (tmp_path / "run").mkdir()
     page = render_pages(RunFolder(tmp_path / "run"), ReportData(summary))["report.html"]
     section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
-    assert "ROAD combined 0.3 <small>(n = 1 image)</small>" in section
+    assert "ROAD combined 0.300 <small>(n = 1 image)</small>" in section
     table = page[page.index('class="method-table"'):]
     assert "(n = 1 image)" not in table  # the cell says "1 image(s), 2 map(s)" already
 

@@ -97,3 +97,11 @@ def test_fewer_than_the_minimum_of_images_gives_no_interval():
         stats.paired([1.0, 2.0], [1.0], seed=0)
     with pytest.raises(ValueError):
         stats.interval([], seed=0)
+
+
+def test_figures_keep_their_trailing_zeros_so_a_mean_and_its_interval_read_alike():
+    """A reader's review: 3 significant digits dropped trailing zeros, "0.3 [0.25, 0.41]"."""
+    from explain.stats import figure
+    assert [figure(v) for v in (0.3, 0.25, -0.19, 12, 100, 1234, 1.2e-5, 0.99951)] == \
+        ["0.300", "0.250", "-0.190", "12.0", "100", "1.23e3", "1.20e-5", "1.00"]
+    assert figure(0.3, sign=True) == "+0.300" and figure(-3e-7, sign=True) == "-3.00e-7"

@@ -98,7 +98,8 @@ def number(value: Optional[float], digits: int = 3) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return f"{value:.{digits}g}"
+    from explain.stats import figure
+    return "0" if value == 0 else figure(value, digits)
 
 
 def block(body: str) -> str:

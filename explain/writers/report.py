@@ -305,8 +305,7 @@ def _num(value: Optional[float], digits: int = 3) -> str:
         return "yes" if value else "no"
     if value == 0:
         return "0"
-    text = f"{value:.{digits}g}"
-    return text.replace("e-0", "e-").replace("e+0", "e")
+    return stats.figure(value, digits)
 
 
 INDEX_CLASSES = 20  # p(class) columns of the paged index (explain.runner.MANY_CLASSES: an
