@@ -168,6 +168,12 @@ def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
         return lead[0], (f"trust {lead[0]}: it beats every baseline and is significantly "
                          f"better than {', '.join(o for o in fine if o != lead[0])} on "
                          f"{column.label}" + _class_blind(evidence, lead[0]) + note)
+    found = [f"{a} better than {b}" for a in fine for b in fine if a != b
+             and _better(column, a, b)]
+    if found:
+        return None, (f"no method is clearly better: {', '.join(fine)} beat every baseline, "
+                      f"but none is significantly better than every other on {column.label} "
+                      f"(significant: {'; '.join(found)})" + note)
     return None, (f"no method is clearly better: {', '.join(fine)} beat every baseline, but "
                   f"do not differ significantly on {column.label}" + note)
 
