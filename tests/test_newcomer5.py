@@ -3,7 +3,11 @@ segmentation, detection and the notebook API (the fifth newcomer session)."""
 
 from __future__ import annotations
 
+import pytest
+import torch
+from helpers import cli, refused, tiny_config, tiny_net
 from test_trust_section import GOOD, synthetic
+from torch import nn
 
 from explain import trustlines
 from explain.methodtable import method_table
@@ -24,3 +28,27 @@ def test_a_tie_at_the_top_does_not_hide_a_method_that_is_significantly_worse():
         "layercam better than gradcam; gradcamplusplus better than gradcam) (no sanity check "
         "ran: sanity.enabled)")
     assert "do not differ" not in evidence.conclusion
+
+
+def test_a_whole_timm_model_is_pointed_to_its_state_dict(tmp_path, capsys):
+    """README: 'a state_dict (or a whole model saved with torch.save)' beside timm:resnet18;
+    a whole timm model is refused (its classes are not allow-listed as pickled objects), and
+    the line offered only model.trust, not the state_dict route that needs none."""
+    timm = pytest.importorskip("timm")
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                        timm.layers.SelectAdaptivePool2d(pool_type="avg", flatten=True),
+                        nn.Linear(4, 2)).eval()
+    torch.save(net, tmp_path / "whole.pth")
+    config = tiny_config(tmp_path, {"file": "whole.pth"}, classes={"cat": 0, "dog": 1},
+                         metrics=[])
+    line = refused(capsys, config, "--quiet", needles=(
+        "refused to load: the file creates timm.layers.adaptive_avgmax_pool."
+        "SelectAdaptivePool2d while loading",
+        "(a timm model: save model.state_dict() instead and set model.arch: timm:<its name>, "
+        "e.g. timm:resnet18, with model.arch_args as you built it; no trust needed)",
+        "If you trust this file, set 'model.trust: true'"))
+    assert line.startswith(f"explain: error: {config}: model.file: ")
+    torch.save(tiny_net(), tmp_path / "plain.pth")  # a torch-only pickle: loads, no hint
+    config = tiny_config(tmp_path, {"file": "plain.pth"}, classes={"cat": 0, "dog": 1},
+                         metrics=[])
+    assert cli(capsys, config, "--quiet")[0] == 0

@@ -306,11 +306,18 @@ def _script_class(path: Path, name: str) -> ExplainError:
         f"model.state_dict() and name the class with model.arch")
 
 
-def _refusal(path: Path, why: str) -> ExplainError:
+def _refusal(path: Path, why: str, names: frozenset[str] = frozenset()) -> ExplainError:
+    """The refusal; a whole timm model (allow-listed by name, not as a pickled object) is
+    pointed to the state_dict route, which needs no trust."""
+    timm = any(n.startswith("timm.") for n in names)
+    hint = (" (a timm model: save model.state_dict() instead and set model.arch: "
+            "timm:<its name>, e.g. timm:resnet18, with model.arch_args as you built it; no "
+            "trust needed)") if timm else ""
     return ExplainError(
         f"{path}: refused to load: the file {why}; a model saved with torch.save needs no "
-        f"more than allow-listed torch/torchvision classes and tensor data. If you trust this "
-        f"file, set 'model.trust: true' to load it with full unpickling (this can run code)")
+        f"more than allow-listed torch/torchvision classes and tensor data{hint}. If you trust "
+        f"this file, set 'model.trust: true' to load it with full unpickling (this can run "
+        f"code)")
 
 
 def safe_load(path: Path) -> Any:
@@ -325,7 +332,7 @@ def safe_load(path: Path) -> Any:
     if script:  # not in this program either: trust would not help, say so before suggesting it
         raise _script_class(path, script[0].rpartition(".")[2])
     if problem:
-        raise _refusal(path, problem)
+        raise _refusal(path, problem, frozenset(names))
     allowed = [obj for obj in map(_allowed_global, sorted(names)) if obj is not None]
     with torch.serialization.safe_globals(allowed):
         try:
@@ -337,7 +344,7 @@ def safe_load(path: Path) -> Any:
             if found is None:
                 raise ExplainError(f"{path}: not a PyTorch model file ({first_line(exc)})") from None
             raise _refusal(path, f"needs '{found.group(1)}', which is not an allow-listed "
-                                 f"torch/torchvision class") from None
+                                 f"torch/torchvision class", frozenset(names)) from None
         except Exception as exc:
             raise ExplainError(f"{path}: not a PyTorch model file ({first_line(exc)})") from None
 
