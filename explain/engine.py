@@ -195,7 +195,7 @@ class CamEngine:
                   for label, module, act, layout in zip(labels, modules, captured, layouts)]
         n = len(self.hooked)
         return Probe(logits.detach(), layers, seconds,
-                     _blind(logits, captured[:n], layouts[:n], self.labels))
+                     _blind(self.head.scores(logits), captured[:n], layouts[:n], self.labels))
 
     def run(self, x: torch.Tensor, targets, names: Mapping[int, str] | Sequence[int],
             top: int = 1) -> BatchResult:
@@ -455,14 +455,16 @@ class CamEngine:
                         handle.remove()
 
 
-def _blind(logits: torch.Tensor, acts: Sequence[torch.Tensor], layouts: Sequence[Layout],
+def _blind(scores: torch.Tensor, acts: Sequence[torch.Tensor], layouts: Sequence[Layout],
            labels: Sequence[str]) -> list[str]:
     """The target layers where the first image's top score reaches fewer than 2 map positions
     (as ``explain layers`` marks 'zero grad': a ViT's final norm, read only through the class
-    token): a gradient method's map there is blank, whatever the class. Empty when the
-    gradient cannot be taken (the run says so later)."""
+    token): a gradient method's map there is blank, whatever the class. ``scores``: the
+    head's explained scores, (N, classes) (a segmentation head's: a class's score map summed
+    over its region, not one pixel's score). Empty when the gradient cannot be taken (the run
+    says so later)."""
     try:
-        grads = torch.autograd.grad(logits[0].max(), list(acts), allow_unused=True)
+        grads = torch.autograd.grad(scores[0].max(), list(acts), allow_unused=True)
     except RuntimeError:
         return []
     return [label for label, g, layout in zip(labels, grads, layouts)

@@ -3,6 +3,7 @@ segmentation, detection and the notebook API (the fifth newcomer session)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import cli, refused, tiny_config, tiny_net
@@ -52,3 +53,22 @@ def test_a_whole_timm_model_is_pointed_to_its_state_dict(tmp_path, capsys):
     config = tiny_config(tmp_path, {"file": "plain.pth"}, classes={"cat": 0, "dog": 1},
                          metrics=[])
     assert cli(capsys, config, "--quiet")[0] == 0
+
+
+def test_a_segmenter_layer_is_not_called_blind_from_one_pixel_of_its_score_map(tmp_path,
+                                                                              capsys):
+    """The run's 'zero grad' note took the top score of one pixel of a segmenter's score maps
+    (reaching one position under a 1x1 head) and said gradient maps would be blank for every
+    class, while a class's explained score is its map summed over its region and the maps
+    were not blank (explain layers did not mark the layer either)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1)).eval()
+    torch.save(net, tmp_path / "seg.pt")
+    config = tiny_config(tmp_path, {"file": "seg.pt"}, task="segmentation", target_layers=["1"],
+                         classes={"a": 0, "b": 1, "c": 2}, methods=["gradcam"],
+                         output={"save_arrays": True})
+    code, err, out = cli(capsys, config)
+    assert code == 0, err
+    assert "zero grad" not in out + err and "blank for every class" not in out + err
+    maps = list((tmp_path / "results" / "exp" / "cams" / "gradcam").glob("*.npy"))
+    assert maps and all(np.load(m).max() > 0 for m in maps)
