@@ -72,3 +72,29 @@ def test_a_segmenter_layer_is_not_called_blind_from_one_pixel_of_its_score_map(t
     assert "zero grad" not in out + err and "blank for every class" not in out + err
     maps = list((tmp_path / "results" / "exp" / "cams" / "gradcam").glob("*.npy"))
     assert maps and all(np.load(m).max() > 0 for m in maps)
+
+
+def test_a_gradient_method_at_a_detector_pyramid_names_the_config_and_the_field(tmp_path,
+                                                                                 capsys):
+    """'explain: error: gradcam: needs the gradient at ...': the one model-stage line of a
+    detection run that named neither the config file nor the field."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    det = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=96,
+        rpn_pre_nms_top_n_test=20, rpn_post_nms_top_n_test=5, box_detections_per_img=2)
+    torch.save(det.state_dict(), tmp_path / "det.pt")
+    config = tiny_config(tmp_path, {"file": "det.pt", "arch": "torchvision.models.detection."
+                                    "fasterrcnn_mobilenet_v3_large_fpn",
+                                    "arch_args": {"num_classes": 3, "min_size": 64,
+                                                  "max_size": 96}},
+                         task="detection", classes={"cat": 1, "dog": 2}, target_layers="auto",
+                         methods=["gradcam"], preprocess={"size": 64, "mean": [0, 0, 0],
+                                                          "std": [1, 1, 1]})
+    line = refused(capsys, config, "--quiet")
+    assert line.startswith(f"explain: error: {config}: methods: gradcam: needs the gradient at "
+                           f"target_layers[0] 'backbone', whose output is a dict of feature maps")
+    line = refused(capsys, config, "--quiet", "--methods", "eigencam,layercam")
+    assert line.startswith(f"explain: error: {config} (methods from the command line): methods: "
+                           f"layercam: needs the gradient at")
+    assert not (tmp_path / "results").exists()

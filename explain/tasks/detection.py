@@ -235,8 +235,8 @@ class DetectionEngine(CamEngine):
         if pyramid and getattr(cam, "uses_gradients", True):
             _release(cam)
             raise ExplainError(
-                f"{spec.name}: needs the gradient at {pyramid}, whose output is a dict of "
-                f"feature maps; the library takes gradients of tensor outputs only: use "
+                f"methods: {spec.name}: needs the gradient at {pyramid}, whose output is a "
+                f"dict of feature maps; the library takes gradients of tensor outputs only: use "
                 f"eigencam there, or name a tensor layer for {spec.name}, such as one FPN "
                 f"level's convolution (explain layers CONFIG lists them)")
         return cam
