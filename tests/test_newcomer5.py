@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import cli, refused, tiny_config, tiny_net
+from helpers import CAT, cli, refused, tiny_config, tiny_net
 from test_trust_section import GOOD, synthetic
 from torch import nn
 
@@ -98,3 +98,21 @@ def test_a_gradient_method_at_a_detector_pyramid_names_the_config_and_the_field(
     assert line.startswith(f"explain: error: {config} (methods from the command line): methods: "
                            f"layercam: needs the gradient at")
     assert not (tmp_path / "results").exists()
+
+
+def test_explain_cam_takes_methods_as_one_comma_string_as_a_config_does():
+    """docs/api.md: explain.cam's methods are 'names ... as in a config', and a config takes
+    one string 'gradcam,layercam'; explain.cam wrapped it as one name and refused it."""
+    import explain
+    net = tiny_net()
+    both = explain.cam(net, str(CAT), "0", "gradcam,layercam", classes=["cat", "dog"],
+                       preprocess={"size": [32, 32]})
+    assert both.methods == ["gradcam", "layercam"]
+    listed = explain.cam(net, str(CAT), "0", ["gradcam", "layercam"], classes=["cat", "dog"],
+                         preprocess={"size": [32, 32]})
+    for method in ("gradcam", "layercam"):
+        assert np.array_equal(both.maps[method]["dog"], listed.maps[method]["dog"])
+    assert explain.cam(net, str(CAT), "0", "layercam", classes=["cat", "dog"],
+                       preprocess={"size": [32, 32]}).methods == ["layercam"]
+    with pytest.raises(explain.ExplainError, match="^explain.cam: methods"):
+        explain.cam(net, str(CAT), "0", "gradcam layercam")
