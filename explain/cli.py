@@ -13,7 +13,7 @@ import difflib
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from explain import __version__
 from explain.errors import DETAIL, ExplainError, RunInterrupted
@@ -142,24 +142,9 @@ def layers_main(argv: list[str]) -> int:
         from explain.config import load_config
         cfg = load_config(args.config, parse_sets(args.sets),
                           defaults={"target_layers": "auto", "methods": ["gradcam"]})
-        from explain.models.heads import Classifier, Head
-        from explain.images import find_images
-        from explain.layers import format_table, survey
-        from explain.models.loading import load_model
-        from explain.plan import first_image, reshape_mode
-        net = load_model(cfg)
-        refs, _ = find_images(cfg)
-        first = first_image(cfg, refs)
-        x = first.tensor[None]
-        from explain.tasks import task_for
-        task = task_for(cfg)  # segmentation / detection: the task's wrapper, score and auto
-        model, head = task.wrap(net) if task else \
-            (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
-        from explain.plan import bounded_forward
-        bounded_forward(cfg, model, first)
-        rows = survey(net, model, x, head, mode=reshape_mode(cfg, net))
-        table = format_table(rows, (lambda found: task.auto_layer(net, model, x, found))
-                             if task else None)
+        from explain.plan import naming_the_file
+        with naming_the_file(cfg):  # 'model: ...' lines name the config, as a run's do
+            x, first, rows, table = _layers_table(cfg)
     except (ExplainError, OSError) as exc:
         if args.debug:
             raise
@@ -168,6 +153,28 @@ def layers_main(argv: list[str]) -> int:
         f"({first.ref.path.name})", sys.stdout)
     print(table)  # each cell passed printable in format_table
     return 0
+
+
+def _layers_table(cfg: Any) -> tuple[Any, Any, list, str]:
+    """``explain layers``' work: the first image's tensor, the image, the rows and the table."""
+    from explain.images import find_images
+    from explain.layers import format_table, survey
+    from explain.models.heads import Classifier, Head
+    from explain.models.loading import load_model
+    from explain.plan import bounded_forward, first_image, reshape_mode
+    from explain.tasks import task_for
+    net = load_model(cfg)
+    refs, _ = find_images(cfg)
+    first = first_image(cfg, refs)
+    x = first.tensor[None]
+    task = task_for(cfg)  # segmentation / detection: the task's wrapper, score and auto
+    model, head = task.wrap(net) if task else \
+        (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
+    bounded_forward(cfg, model, first)
+    rows = survey(net, model, x, head, mode=reshape_mode(cfg, net))
+    table = format_table(rows, (lambda found: task.auto_layer(net, model, x, found))
+                         if task else None)
+    return x, first, rows, table
 
 
 def diff_main(argv: list[str]) -> int:

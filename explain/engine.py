@@ -333,8 +333,8 @@ class CamEngine:
 
     def _check_logits(self, logits, batch: int) -> None:
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ExplainError(f"model: forward returns shape {shape}, expected (N, classes) logits")
+            from explain.tasks.common import not_logits
+            raise not_logits(logits)
 
     def _gradients(self, logits, acts, classes: np.ndarray) -> list[list[np.ndarray]]:
         """Per slot, d(sum_b logit[b, class[b, s]]) / d(activations) for every hooked layer."""

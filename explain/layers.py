@@ -121,7 +121,8 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
         classifier.eval()
         try:
             with watching([module for _, module in named], record):
-                scores = head.scores(classifier(x.detach().clone().requires_grad_(True)))
+                out = classifier(x.detach().clone().requires_grad_(True))
+                scores = head.scores(out)
         except ExplainError:
             raise
         except Exception as exc:  # shapes that do not fit the network, mostly
@@ -129,6 +130,9 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
             raise ExplainError(f"model: the forward pass failed on a {input_hw[0]}x{input_hw[1]} "
                                f"input ({type(exc).__name__}: {text}); check preprocess.size "
                                f"and the model's input size") from None
+        if scores.ndim != 2 or scores.shape[0] != batch:  # score maps given to a classifier
+            from explain.tasks.common import not_logits
+            raise not_logits(out)
         if not scores.requires_grad:
             raise ExplainError(NO_GRADIENT)
         _mark_degenerate(rows, outputs, scores)

@@ -116,3 +116,25 @@ def test_explain_cam_takes_methods_as_one_comma_string_as_a_config_does():
                        preprocess={"size": [32, 32]}).methods == ["layercam"]
     with pytest.raises(explain.ExplainError, match="^explain.cam: methods"):
         explain.cam(net, str(CAT), "0", "gradcam layercam")
+
+
+@pytest.mark.parametrize("command", ["run", "layers"])
+def test_a_segmenter_run_as_a_classifier_says_to_use_task_segmentation(tmp_path, capsys,
+                                                                       command):
+    """A model returning (N, K, H, W) score maps under the default task: the layer survey
+    (auto, explain layers) indexed one pixel of the maps as a class and stopped with 'the
+    forward pass failed (IndexError: index 1144 is out of bounds ...)', or a traceback
+    from explain layers; the run with a named layer already said 'expected (N, classes)
+    logits', without the task to use."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1)).eval()
+    torch.save(net, tmp_path / "seg.pt")
+    config = tiny_config(tmp_path, {"file": "seg.pt"}, classes={"a": 0, "b": 1, "c": 2},
+                         metrics=[])
+    argv = [config, "--quiet"] if command == "run" else ["layers", config]
+    line = refused(capsys, *argv)
+    assert line == (f"explain: error: {config}: model: forward returns shape (1, 3, 32, 32), "
+                    f"expected (N, classes) logits; this looks like a segmentation model: use "
+                    f"task: segmentation")
+    named = refused(capsys, config, "--quiet", "--layer", "1")
+    assert named.endswith("expected (N, classes) logits; this looks like a segmentation model: "
+                          "use task: segmentation")

@@ -49,6 +49,14 @@ def task_hint(out: Any, task: str) -> str:
     return ""
 
 
+def not_logits(out: Any) -> ExplainError:
+    """A classification run's model that gives no (N, classes) logits: one line with its
+    shape and, for score maps or detections, the task that reads them."""
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    return ExplainError(f"model: forward returns shape {shape}, expected (N, classes) logits"
+                        f"{task_hint(out, 'classification')}")
+
+
 def mismatch(task: str, expected: str, out: Any) -> ExplainError:
     """The model does not give what ``task`` reads: one line saying what it gives."""
     return ExplainError(f"model: task: {task} expects forward to return {expected}, it returns "
