@@ -135,7 +135,7 @@ def world(tmp_path_factory) -> dict:
         "num_classes": dict(model={"builder": "torchvision.models.resnet18",
                                    "builder_args": {"num_classes": 1_200_000}},
                             target_layers=["layer4"]),
-        "timm_depth": dict(model={"builder": "timm:vit_tiny_patch16_224",
+        "timm_depth": dict(model={"builder": "timm:vit_base_patch16_224",
                                   "builder_args": {"depth": 100_000}}, target_layers=["norm"]),
     }
     configs = {case: config(root, case, **fields) for case, fields in cases.items()}
