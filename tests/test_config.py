@@ -160,3 +160,18 @@ def test_lists_of_names_take_one_comma_separated_string(tmp_path):
     assert cfg.target_layers == ["a.1", "b"]
     assert [m.name for m in cfg.metrics] == ["road_combined", "drop_in_confidence"]
     assert load_config(path, {"target_layers": "auto"}).target_layers == ["auto"]
+
+
+def test_a_layer_numbered_as_yaml_reads_it(tmp_path):
+    """``target_layers: [1]`` (a Sequential's child) was "Input should be a valid string";
+    ``[1.10]`` reads as 1.1, another layer: refused, saying to quote it (a newcomer's lead)."""
+    from explain.config import load_config
+    path = tmp_path / "c.yaml"
+    body = "model: {file: m.pth}\nimages: [a.jpg]\nmethods: [gradcam]\n"
+    path.write_text(body + "target_layers: [1, features.10]\n")
+    assert load_config(path).target_layers == ["1", "features.10"]
+    path.write_text(body + "target_layers: [1.10]\n")
+    with pytest.raises(ExplainError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}: target_layers: 1.1 is a number to YAML (1.10 reads as "
+                              f"1.1): write the layer name in quotes, e.g. '1.10'")

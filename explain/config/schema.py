@@ -139,6 +139,19 @@ class Config(Section):
         -> ['auto'] (``--set metrics=road_combined`` was "Input should be a valid list")."""
         return [m.strip() for m in v.split(",") if m.strip()] if isinstance(v, str) else v
 
+    @field_validator("target_layers", mode="before")
+    @classmethod
+    def _numbered(cls, v: Any) -> Any:
+        """A Sequential's child by its number, as YAML reads ``[1]``: '1'. A float is refused:
+        YAML reads ``[1.10]`` as 1.1, another layer than '1.10'."""
+        if not isinstance(v, list):
+            return v
+        for name in v:
+            if isinstance(name, float):
+                raise ValueError(f"{name!r} is a number to YAML (1.10 reads as 1.1): write "
+                                 f"the layer name in quotes, e.g. '1.10'")
+        return [str(n) if type(n) is int else n for n in v]
+
     @field_validator("images", "target_layers", "methods")
     @classmethod
     def _non_empty(cls, v: list) -> list:
