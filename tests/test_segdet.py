@@ -259,7 +259,8 @@ def test_segmentation_example_outlines_numbers_and_report(tree, seg_run):
     assert "energy in mask" in html and "segmentation/both.png" in html
     assert [html.count(f'<section id="{s}">') for s in ("trust", "run", "methods")] == [1, 1, 1]
     trust = html[html.index('<section id="trust">'):html.index('<section id="run">')]
-    assert "A segmentation run is not ranked" in trust  # not "0 image(s) with ... numbers"
+    assert trust.count("not ranked") == 1 and "no conclusion: a segmentation run is not " \
+        "ranked" in trust  # once, and not "0 image(s) with ... numbers"
     assert "image(s) with faithfulness or localisation numbers" not in trust
     assert "white line: the outline of the class's predicted mask" in html.replace("&#39;", "'")
     assert "weak class" not in html and "ground-truth box" not in html  # a classifier's legend
@@ -289,6 +290,8 @@ def test_detection_example_boxes_numbers_report_and_resume(tree, det_run):
     assert summary["config"]["target_layers"] == ["backbone"]
     html = (run / "report.html").read_text()
     assert "white box: the detection the map explains" in html and "weak class" not in html
+    assert html.count("not ranked") == 1 and "no conclusion: a detection run is not ranked " \
+        "(its maps&#39; numbers are in the Methods table" in html  # once (a newcomer: twice)
     for entry in summary["images"]:
         explained = entry["detections"]["explained"]
         assert len(explained) == 2 and explained[0]["score"] >= 0.3
