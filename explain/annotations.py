@@ -22,8 +22,6 @@ outputs (``both``) or its file name (``both.jpg``).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import xml.etree.ElementTree as ET
 from xml.parsers import expat
@@ -35,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from explain.config import Config, box_problem, read_bounded_bytes, read_bounded_text
+from explain.csvrows import CsvRows
 from explain.errors import ExplainError, first_line
 from explain.measures import peak_inside
 from explain.names import quote, short, suggest
@@ -170,22 +169,11 @@ def _count(boxes: int, where: object) -> None:
 
 
 def _read_csv(path: Path, text: str, classes: list[str]) -> list[Box]:
-    reader = csv.DictReader(io.StringIO(text))
-    boxes = []
-    try:  # csv.Error: a field over csv's limit (128 KiB), a NUL, a bad quote
-        fields = reader.fieldnames
-        if fields is None or not set(COLUMNS) <= {f.strip() for f in fields}:
-            raise ExplainError(f"{path}: line 1: expected a header with the columns "
-                               f"{', '.join(COLUMNS)} (got {short(quote(fields), 200)})")
-        for row in reader:
-            row = {(k or "").strip(): v for k, v in row.items()}
-            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                continue  # a blank line
-            _count(len(boxes) + 1, path)
-            boxes.append(_box(row, f"{path}: line {reader.line_num}", classes))
-    except csv.Error as exc:
-        raise ExplainError(f"{path}: line {max(reader.reader.line_num, 1)}: {exc}") from None
-    return boxes
+    table = CsvRows(text, str(path), MAX_BOXES, "the most a run takes; split the file")
+    if not set(COLUMNS) <= set(table.header):
+        raise ExplainError(f"{path}: line 1: expected a header with the columns "
+                           f"{', '.join(COLUMNS)} (got {short(quote(table.header), 200)})")
+    return [_box(row, f"{path}: line {line}", classes) for line, row in table.rows(COLUMNS)]
 
 
 def _read_json(path: Path, text: str, classes: list[str]) -> list[Box]:

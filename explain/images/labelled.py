@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from pathlib import Path
-
+from typing import Iterator
 
 from explain.config import Config, LabelledImages, read_bounded_text
+from explain.csvrows import CsvRows
 from explain.errors import ExplainError, first_line
 from explain.names import quote, short, suggest
 from explain.results import Skipped
@@ -149,28 +148,18 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: st
     return found
 
 
-def _csv_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
-    reader = csv.DictReader(io.StringIO(text))
-    rows = []
-    try:  # csv.Error: a field over csv's limit (128 KiB), a NUL, a bad quote
-        fields = [(f or "").strip() for f in reader.fieldnames or []]
-        if not {"path", "label"} <= set(fields):
-            raise ExplainError(f"{short(path)}: line 1: expected a header with the columns "
-                               f"path, label (got {short(quote(reader.fieldnames), 200)})")
-        for row in reader:
-            row = {(k or "").strip(): v for k, v in row.items()}
-            values = [v for v in row.values() if isinstance(v, str)]
-            if not any(v.strip() for v in values):
-                continue  # a blank line
-            rows.append((f"{short(path)}: line {reader.line_num}",
-                         (row.get("path") or "").strip(), (row.get("label") or "").strip()))
-    except csv.Error as exc:  # the line being read (DictReader counts only finished rows)
-        raise ExplainError(f"{short(path)}: line {max(reader.reader.line_num, 1)}: {exc}") \
-            from None
-    return rows
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[str, str, str]]:
+    """(where, path, label) of each row of a .csv list, read one at a time (CsvRows)."""
+    table = CsvRows(text, short(path), MAX_IMAGES, "split the dataset into several runs")
+    if not {"path", "label"} <= set(table.header):
+        raise ExplainError(f"{short(path)}: line 1: expected a header with the columns "
+                           f"path, label (got {short(quote(table.header), 200)})")
+    for line, row in table.rows(("path", "label")):
+        yield (f"{short(path)}: line {line}", (row["path"] or "").strip(),
+               (row["label"] or "").strip())
 
 
-def _json_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
+def _json_rows(path: Path, text: str) -> Iterator[tuple[str, str, str]]:
     from explain.readback import container_problem
     problem = container_problem(text)  # '[{},{},...]': 20x its size in memory once parsed
     if problem:
@@ -184,11 +173,12 @@ def _json_rows(path: Path, text: str) -> list[tuple[str, str, str]]:
                            f"{{path, label}} objects)") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise ExplainError(f"{short(path)}: expected a list of objects with the keys path, label")
-    rows = []
+    if len(data) > MAX_IMAGES:
+        raise ExplainError(f"{short(path)}: over {MAX_IMAGES} rows; split the dataset into "
+                           f"several runs")
     for i, row in enumerate(data):
         file, label = row.get("path"), row.get("label")
         if not isinstance(file, str) or not isinstance(label, str):
             raise ExplainError(f"{short(path)}: item {i}: path and label must be texts "
                                f"(got {quote([file, label])})")
-        rows.append((f"{short(path)}: item {i}", file.strip(), label.strip()))
-    return rows
+        yield f"{short(path)}: item {i}", file.strip(), label.strip()
