@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from explain.errors import ExplainError, first_line
-from explain.readback import stored_array, stored_only
+from explain.readback import container_problem, stored_array, stored_only
 from explain.results import (ClassNumbers, DatasetSummary, Disagreement, ImageEntry,
                              MeanMap)
 
@@ -257,7 +257,10 @@ class MeanSums:
                 stored_only(z)  # nothing read is larger than the file
                 if z.getinfo("state.json").file_size > MAX_HEADER_BYTES:
                     raise ValueError("state.json larger than a header")
-                header = json.loads(z.read("state.json"))
+                raw = z.read("state.json")
+                if container_problem(raw):  # 63 MB of '[],' took 1.6 GB
+                    raise ValueError(f"state.json: {container_problem(raw)}")
+                header = json.loads(raw)
                 size = tuple(int(n) for n in header["size"])
                 groups = [_group(g) for g in header["groups"]]
                 if len(size) != 2 or not all(1 <= n <= 4096 for n in size):

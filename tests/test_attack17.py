@@ -82,3 +82,33 @@ def test_a_list_stops_at_its_first_bad_row_before_reading_the_rest(tmp_path, mon
         tracemalloc.stop()
     one_line(err, "list.csv: line 2: label 'bird' is not a named class")
     assert peak < 8 * 2**20, peak  # the text, as StringIO holds it: 4 MB; its rows were 20
+
+
+# ---- a shared run's saved states (--resume) ---------------------------------------------------
+
+def state_zip(member: str, header: bytes) -> bytes:
+    import io
+    import zipfile
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(member, header)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("member", ["header.json", "state.json"])
+def test_a_saved_state_header_of_empty_lists_is_refused_before_it_is_parsed(member):
+    """The atlas and mean-map states' JSON headers (at most 64 MiB) were parsed as they came:
+    63 MB of ``[],`` took 2.4 GB and 12 s (the atlas), 1.6 GB (the means), where the record
+    files of the same folder were refused before parsing (the tenth attack)."""
+    from explain.channels.atlas import unzip
+    from explain.datasets import MeanSums
+    data = state_zip(member, b"[" + b"[]," * (1 << 20) + b"[]]")
+    tracemalloc.start()
+    try:
+        with pytest.raises((ValueError, ExplainError)) as err:
+            unzip(data) if member == "header.json" else MeanSums.from_bytes(data, "state.zip")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f"{member}: more lists and objects than such a file holds" in str(err.value)
+    assert peak < 16 * 2**20, peak  # parsed: 3 MB of '[],' took 70 MB
