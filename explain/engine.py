@@ -41,7 +41,7 @@ from torch import nn
 
 from explain.config import MethodSpec
 from explain.errors import ExplainError, first_line
-from explain.models.heads import Head
+from explain.models.heads import Head, not_logits
 from explain.models.layouts import Layout, LayoutError, Mode, infer_layout, positions_reached
 from explain.enginehelp import (ByShape, aggregate_layers, check_finite, check_output,  # noqa: F401
                                 most_similar, quiet_library_bars, scale_maps, seeded)
@@ -333,7 +333,6 @@ class CamEngine:
 
     def _check_logits(self, logits, batch: int) -> None:
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
-            from explain.tasks.common import not_logits
             raise not_logits(logits)
 
     def _gradients(self, logits, acts, classes: np.ndarray) -> list[list[np.ndarray]]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from explain.enginedata import watching  # the one place hooks are put on a model
 from explain.errors import ExplainError, first_line
-from explain.models.heads import Head
+from explain.models.heads import Head, not_logits
 from explain.models.layouts import Layout, Mode, positions_reached, usable_layout
 from explain.models.guard import non_inplace, preserved_state
 from explain.names import NAME_LIMIT, printable, quote, suggest
@@ -131,7 +131,6 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
                                f"input ({type(exc).__name__}: {text}); check preprocess.size "
                                f"and the model's input size") from None
         if scores.ndim != 2 or scores.shape[0] != batch:  # score maps given to a classifier
-            from explain.tasks.common import not_logits
             raise not_logits(out)
         if not scores.requires_grad:
             raise ExplainError(NO_GRADIENT)

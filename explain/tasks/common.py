@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 import numpy as np
-import torch
 
 from explain.errors import ExplainError
-from explain.models.heads import describe_output
+from explain.models.heads import describe_output, task_hint
 
 
 def output_part(out: Any, key: Union[int, str, None]) -> Any:
@@ -27,34 +26,6 @@ def output_part(out: Any, key: Union[int, str, None]) -> Any:
         raise ExplainError(f"model.output: {key!r} is not in what forward returns "
                            f"({describe_output(out)})")
     return found
-
-
-def looks_like_detections(out: Any) -> bool:
-    """A list or tuple of dicts holding 'boxes', 'labels' and 'scores' tensors."""
-    return isinstance(out, (list, tuple)) and all(
-        isinstance(d, dict) and all(isinstance(d.get(k), torch.Tensor)
-                                    for k in ("boxes", "labels", "scores")) for d in out)
-
-
-def task_hint(out: Any, task: str) -> str:
-    """'; a classifier? use task: classification' and the like: what the output looks like."""
-    if isinstance(out, torch.Tensor) and out.ndim == 2 and task != "classification":
-        return "; this looks like a classifier: use task: classification"
-    if looks_like_detections(out) and out and task != "detection":
-        return "; this looks like a detector: use task: detection"
-    if isinstance(out, torch.Tensor) and out.ndim == 4 and task != "segmentation":
-        return "; this looks like a segmentation model: use task: segmentation"
-    if isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor):
-        return "; set model.output: out (torchvision's segmentation models return {'out': ...})"
-    return ""
-
-
-def not_logits(out: Any) -> ExplainError:
-    """A classification run's model that gives no (N, classes) logits: one line with its
-    shape and, for score maps or detections, the task that reads them."""
-    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    return ExplainError(f"model: forward returns shape {shape}, expected (N, classes) logits"
-                        f"{task_hint(out, 'classification')}")
 
 
 def mismatch(task: str, expected: str, out: Any) -> ExplainError:

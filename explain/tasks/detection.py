@@ -29,7 +29,8 @@ from explain.layers import LayerRow, auto_layer
 from explain.methods import registry, traits
 from explain.models.layouts import Layout, LayoutError, infer_layout
 from explain.tasks.base import Task
-from explain.tasks.common import looks_like_detections, mismatch, output_part
+from explain.models.heads import looks_like_detections
+from explain.tasks.common import mismatch, output_part
 from explain.tasks.records import DetectionNames
 
 DETECTIONS = "a list with one {boxes, labels, scores} dict per image (a detector in eval mode)"
