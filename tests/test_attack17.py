@@ -123,3 +123,23 @@ def test_a_voc_file_of_millions_of_attributes_is_refused_before_it_is_parsed(tmp
     with pytest.raises(ExplainError) as err:
         annotations.read_box_file(path, CLASSES)
     one_line(err, "a.xml: over 100000 '=' (attributes); a VOC file describes one image")
+
+
+def test_a_box_files_unmatched_image_keys_are_shortened_in_the_notes(tmp_path, capsys):
+    """Boxes for images the run does not have are named in the notes, at most five: each key
+    shortened, not copied whole (a 32 MB key went into summary.json and the report)."""
+    import json as json_module
+
+    from helpers import cli, tiny_config, tiny_net
+    torch_module = pytest.importorskip("torch")
+    torch_module.save(tiny_net(), tmp_path / "net.pth")
+    keys = ["k" * 50_000 + str(i) for i in range(7)]
+    (tmp_path / "boxes.json").write_text(json_module.dumps(
+        [{"image": key, "class": "cat", "x0": 0, "y0": 0, "x1": 5, "y1": 5} for key in keys]))
+    cfg = tiny_config(tmp_path, {"file": str(tmp_path / "net.pth")}, classes={"cat": 0, "dog": 1},
+                      annotations={"file": str(tmp_path / "boxes.json")}, metrics=[])
+    code, err, _ = cli(capsys, cfg, "--quiet")
+    assert code == 0, err
+    notes = json_module.loads((tmp_path / "results" / "exp" / "summary.json").read_text())["notes"]
+    note = next(n for n in notes if n.startswith("annotations: boxes for images not in this run"))
+    assert len(note) < 700 and note.endswith(" (+2 more)") and note.count("...") == 5

@@ -24,7 +24,7 @@ from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot, seeded
 from explain.measures import significant
-from explain.names import quote
+from explain.names import quote, short
 from explain.methods import traits
 from explain.methodtable import method_table
 from explain.plan import RunPlan, slots_may_merge
@@ -167,7 +167,8 @@ class MetricsWriter(Writer):
         if self.boxes is not None:
             unused = self.boxes.unused()
             if unused:
-                shown = ", ".join(unused[:5]) + (f" (+{len(unused) - 5} more)" if len(unused) > 5 else "")
+                shown = ", ".join(short(key, 80) for key in unused[:5]) + \
+                    (f" (+{len(unused) - 5} more)" if len(unused) > 5 else "")
                 notes.append(f"annotations: boxes for images not in this run: {shown}")
 
 
