@@ -38,6 +38,9 @@ ROWS = [  # (what, measured key, config changes)
      {"methods": ["scorecam"], "metrics": []}),
     ("sanity checks, 4 layers (no metrics), 224", "sanity",
      {"sanity.enabled": True, "sanity.layers": 4, "metrics": []}),
+    ("sanity checks with ScoreCAM, 2 layers, 128 x 128", "sanity",
+     {"sanity.enabled": True, "sanity.layers": 2, "methods": ["gradcam", "scorecam"],
+      "metrics": [], "preprocess.size": [128, 128]}),
 ]
 
 

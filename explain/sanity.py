@@ -347,15 +347,17 @@ def run_checks(plan, subjects: list[Subject], *, layers: Optional[int] = None,
 
 
 def passes_per_step(plan, images: int, slots: int, guided: bool) -> int:
-    """Forward and backward passes one step of the checks makes (for the estimate): per image
-    one forward pass and one backward pass per class for the shared-pass methods, a call of
-    two passes per class (one per channel more for the per-channel methods) for the others,
-    two per class for guided backpropagation."""
+    """Forward and backward passes of one image that one step of the checks makes (for the
+    estimate): per image one forward pass and one backward pass per class for the
+    shared-pass methods, a call of two passes per class for the others, two per class for
+    guided backpropagation. Not the per-channel methods' passes (ScoreCAM, AblationCAM):
+    the engine shares those by the classes and runs them in batches, and
+    ``explain.pace.per_channel_costs`` prices them so (counted here per class and at one
+    image's pass, a sanity estimate of a ScoreCAM run said 98 s for 21)."""
     from explain.methods import traits
-    channels = sum(layer.channels for layer in plan.target_layers)
     per_image = 1 + slots + (2 * slots if guided else 0)
     for spec in plan.cfg.methods:
         entry = traits(spec.name)
-        if not entry.shared_pass or plan.cfg.aug_smooth:
-            per_image += slots * (2 + (channels if entry.per_channel is not None else 0))
+        if entry.per_channel is None and (not entry.shared_pass or plan.cfg.aug_smooth):
+            per_image += slots * 2
     return images * per_image

@@ -429,3 +429,18 @@ def test_demo_gradcam_and_layercam_pass(demo_model):
     for m in ("gradcam", "layercam"):
         final = out.cascading[m][-1].mean(axis=0)[0]
         assert sanity.verdict(final, 0.5) == "pass", (m, final)
+
+
+def test_the_estimate_prices_scorecams_passes_as_the_engine_runs_them(tmp_path, capsys):
+    """ScoreCAM's passes are shared by the classes and run in batches: the estimate counted
+    them per class at one image's pass (98 s estimated for 21 s on a newcomer's run). Two
+    classes, 6 channels at layer '2', 1 image, 2 layers: 4 steps x (1 forward + 2 backward for
+    gradcam's shared pass + 6 channel passes) = 36 passes, not 4 x (3 + 2 x (2 + 6)) = 76."""
+    torch.save(tiny_net(convs=2), tmp_path / "tiny.pth")
+    path = tiny_config(tmp_path, {"file": "tiny.pth"}, classes={"a": 0, "b": 1},
+                       methods=["gradcam", "scorecam"], target_layers=["2"], metrics=[],
+                       report={"enabled": False}, channels={"enabled": False},
+                       sanity={"enabled": True, "images": 1, "layers": 2})
+    code, err, _ = cli(capsys, path)
+    assert code == 0, err
+    assert "estimate: sanity: 2 layer(s) re-initialised" in err and "about 36 passes" in err, err

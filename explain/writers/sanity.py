@@ -112,7 +112,9 @@ def estimate(plan: RunPlan) -> tuple[str, float]:
     # took 70 s and 3 GB for 300 images)
     x = plan.first.tensor.to(plan.device)
     per_pass = min(pace.seconds_per_pass(plan.model, x, 1) for _ in range(2))
-    seconds = passes * per_pass
+    channels = pace.per_channel_costs(plan, images=images)  # shared by classes, batched
+    seconds = passes * per_pass + steps * sum(cost.seconds for cost in channels)
+    passes += steps * sum(cost.passes for cost in channels)
     took = pace.duration(seconds) if seconds >= 0.5 else "under a second"
     return (f"estimate: sanity: {layers} layer(s) re-initialised one by one from the output"
             f"{' (and each alone)' if cfg.sanity.independent else ''}, every method's maps "
