@@ -1,0 +1,32 @@
+"""A review of the seventeenth attack's day: the Makefile split, target_layers as numbers and
+the Keras-only work in the meta pass's operation counter."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+from torch import nn
+
+from explain.errors import ExplainError
+from conftest import REPO
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_test_creates_the_venv_before_it_adds_the_test_extras(tmp_path):
+    """'.installed-test: .installed-test' was a circular rule make dropped: on a fresh
+    machine ``make test`` ran pip from a .venv nobody had created (README: 'creates .venv
+    if needed')."""
+    (tmp_path / "pyproject.toml").write_text("")
+    done = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "test",
+                           f"VENV={tmp_path / 'venv'}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0 and "Circular" not in done.stderr, done.stderr
+    steps = done.stdout.splitlines()
+    assert steps[0] == f"python3 -m venv {tmp_path / 'venv'}"
+    assert [s for s in steps if "pip install" in s][-2:] == [
+        f"{tmp_path / 'venv'}/bin/python -m pip install --quiet -e \".[test]\"",
+        f"{tmp_path / 'venv'}/bin/python -m pip install --quiet --no-deps quantus==0.6.0"]
+
