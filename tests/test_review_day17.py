@@ -30,3 +30,21 @@ def test_make_test_creates_the_venv_before_it_adds_the_test_extras(tmp_path):
         f"{tmp_path / 'venv'}/bin/python -m pip install --quiet -e \".[test]\"",
         f"{tmp_path / 'venv'}/bin/python -m pip install --quiet --no-deps quantus==0.6.0"]
 
+
+def test_one_layer_number_alone_is_a_layer_name(tmp_path):
+    """``--set target_layers=1`` (YAML reads 1) and ``target_layers: 1`` were still 'Input
+    should be a valid list' where ``[1]`` names the child '1'; ``--set target_layers=1.10``
+    reads as 1.1 and is refused as ``[1.10]`` is."""
+    from explain.cli import parse_sets
+    from explain.config import load_config
+    path = tmp_path / "c.yaml"
+    body = "model: {file: m.pth}\nimages: [a.jpg]\nmethods: [gradcam]\n"
+    path.write_text(body + "target_layers: 1\n")
+    assert load_config(path).target_layers == ["1"]
+    path.write_text(body + "target_layers: auto\n")
+    assert load_config(path, parse_sets(["target_layers=3"])).target_layers == ["3"]
+    with pytest.raises(ExplainError) as err:
+        load_config(path, parse_sets(["target_layers=1.10"]))
+    assert "target_layers: 1.1 is a number to YAML (1.10 reads as 1.1): write the layer " \
+           "name in quotes" in str(err.value)
+

@@ -143,7 +143,10 @@ class Config(Section):
     @classmethod
     def _numbered(cls, v: Any) -> Any:
         """A Sequential's child by its number, as YAML reads ``[1]``: '1'. A float is refused:
-        YAML reads ``[1.10]`` as 1.1, another layer than '1.10'."""
+        YAML reads ``[1.10]`` as 1.1, another layer than '1.10'. One number alone (``--set
+        target_layers=1``, ``target_layers: 1``) is a list of it."""
+        if type(v) in (int, float):
+            v = [v]
         if not isinstance(v, list):
             return v
         for name in v:
