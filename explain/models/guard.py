@@ -142,20 +142,27 @@ class _Operations(TorchDispatchMode):
         if self.count > MAX_OPERATIONS:
             self.problem = f"over {MAX_OPERATIONS} tensor operations in one forward pass"
             raise _TooLarge(self.problem)
-        given = {id(a) for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+        if self.bound < math.inf:  # a Keras pass; any other model's pass pays nothing here
+            self._outputs(func, (args, kwargs), out)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.multiply_adds += formula(*args, **kwargs, out_val=out) / 2
+        return out
+
+    def _outputs(self, func: Any, given: Any, out: Any) -> None:
+        """An op's new outputs against ``bound``: one over it is _TooLarge; each is counted
+        while it is alive (``_hold``). ``given``: the op's arguments (an output that is one of
+        them was made in place: held already)."""
+        ids = {id(a) for a in tree_leaves(given) if isinstance(a, torch.Tensor)}
         for t in out if isinstance(out, (tuple, list)) else [out]:
-            if not isinstance(t, torch.Tensor) or id(t) in given:  # in place: held already
+            if not isinstance(t, torch.Tensor) or id(t) in ids:
                 continue
             if t.numel() * t.element_size() > self.bound:
                 self.problem = (f"one tensor operation's output ({func._overloadpacket.__name__}"
                                 f", {tuple(t.shape)}) with its gradient passes the free memory")
                 raise _TooLarge(self.problem)
-            if self.bound < math.inf and t._base is None:  # a view holds no memory of its own
+            if t._base is None:  # a view holds no memory of its own
                 self._hold(t)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.multiply_adds += formula(*args, **kwargs, out_val=out) / 2
-        return out
 
     def _hold(self, t: torch.Tensor) -> None:
         """Count ``t``'s bytes while it is alive (``held``, its most so far: ``peak``)."""
