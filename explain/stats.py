@@ -162,7 +162,10 @@ def paired(a: Sequence[float], b: Sequence[float], *, seed: int,
 def figure(value: float, digits: int = 3, sign: bool = False) -> str:
     """``value`` at ``digits`` significant digits as the report and the trust lines print it,
     trailing zeros kept (0.300 [0.250, 0.410], not 0.3 [0.25, 0.41]: a mean and its interval
-    read at one precision), exponents short (1.20e-5); ``sign``: always a sign."""
+    read at one precision), exponents short (1.20e-5); ``sign``: always a sign. Zero is "0",
+    wherever it is printed."""
+    if value == 0:
+        return "0"
     text = f"{value:{'+' if sign else ''}#.{digits}g}"
     mantissa, _, exponent = text.partition("e")
     mantissa = mantissa.rstrip(".")  # 100. -> 100

@@ -121,7 +121,7 @@ def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
 def _shown(stat: Stat, percent: bool) -> str:
     """A mean and its interval, as the report prints them."""
     def fmt(v: float) -> str:
-        return f"{100 * v:.1f}%" if percent else ("0" if v == 0 else stats.figure(v))
+        return f"{100 * v:.1f}%" if percent else stats.figure(v)
     if stat.low is None or stat.high is None:
         return f"{fmt(stat.mean)} (n = {stat.images} image{'s' if stat.images != 1 else ''})"
     return f"{fmt(stat.mean)} [{fmt(stat.low)}, {fmt(stat.high)}]"

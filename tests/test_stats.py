@@ -105,3 +105,4 @@ def test_figures_keep_their_trailing_zeros_so_a_mean_and_its_interval_read_alike
     assert [figure(v) for v in (0.3, 0.25, -0.19, 12, 100, 1234, 1.2e-5, 0.99951)] == \
         ["0.300", "0.250", "-0.190", "12.0", "100", "1.23e3", "1.20e-5", "1.00"]
     assert figure(0.3, sign=True) == "+0.300" and figure(-3e-7, sign=True) == "-3.00e-7"
+    assert figure(0.0) == figure(-0.0) == figure(0.0, sign=True) == "0"  # as the report says

@@ -99,7 +99,7 @@ def number(value: Optional[float], digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     from explain.stats import figure
-    return "0" if value == 0 else figure(value, digits)
+    return figure(value, digits)
 
 
 def block(body: str) -> str:

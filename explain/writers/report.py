@@ -303,8 +303,6 @@ def _num(value: Optional[float], digits: int = 3) -> str:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if value == 0:
-        return "0"
     return stats.figure(value, digits)
 
 
