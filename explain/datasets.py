@@ -258,8 +258,9 @@ class MeanSums:
                 if z.getinfo("state.json").file_size > MAX_HEADER_BYTES:
                     raise ValueError("state.json larger than a header")
                 raw = z.read("state.json")
-                if container_problem(raw):  # 63 MB of '[],' took 1.6 GB
-                    raise ValueError(f"state.json: {container_problem(raw)}")
+                problem = container_problem(raw)  # 63 MB of '[],' took 1.6 GB
+                if problem:
+                    raise ValueError(f"state.json: {problem}")
                 header = json.loads(raw)
                 size = tuple(int(n) for n in header["size"])
                 groups = [_group(g) for g in header["groups"]]

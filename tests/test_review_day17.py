@@ -68,3 +68,23 @@ def test_a_pass_without_an_output_bound_does_not_walk_each_operations_arguments(
     with operations:
         y = torch.zeros(4, 4) + 1
     assert walked and operations.peak >= y.numel() * y.element_size()
+
+
+def test_a_chain_of_exceptions_that_loops_ends_the_out_of_memory_check():
+    """``raise a from b`` after ``raise b from a`` makes a loop: the walk went round it."""
+    from explain.models.factories import _out_of_memory
+    first, second = ValueError("a"), RuntimeError("b")
+    first.__cause__, second.__cause__ = second, first
+    assert _out_of_memory(first) is False
+    second.__cause__ = MemoryError()
+    assert _out_of_memory(first) is True
+
+
+def test_explain_cam_takes_one_method_as_a_dict():
+    """A method with its options alone, as a dict, was read as a list of its keys ('name')."""
+    import explain
+    from conftest import IMAGES
+    from helpers import tiny_net
+    maps = explain.cam(tiny_net(), IMAGES / "cat.jpg", "0", {"name": "gradcam"},
+                       classes={"a": 0, "b": 1}, preprocess={"size": [32, 32]}).maps
+    assert list(maps) == ["gradcam"] and set(maps["gradcam"]) == {"a", "b"}

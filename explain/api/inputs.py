@@ -85,7 +85,8 @@ def settings(where: str, layers: list[str], methods: Any, targets: Any,
     data: dict[str, Any] = {"channels": {"enabled": views},
                             "model": {"builder": PLACEHOLDER_MODEL}, "images": [IN_MEMORY],
                             "target_layers": layers,
-                            "methods": methods if isinstance(methods, str) else list(methods)}
+                            "methods": methods if isinstance(methods, str) else
+                            [methods] if isinstance(methods, dict) else list(methods)}
     if targets is not None:
         data["targets"] = targets
     for key, value in options.items():

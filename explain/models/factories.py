@@ -321,7 +321,9 @@ def meta_size(build: Callable[[], Any], limit: int,
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was raised from) is an allocation that failed: Python's
     MemoryError, torch's CPU allocator or a C++ std::bad_alloc."""
-    while exc is not None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # a chain may loop back on itself
+        seen.add(id(exc))
         text = str(exc)
         if isinstance(exc, MemoryError) or "can't allocate memory" in text or "bad_alloc" in text:
             return True
