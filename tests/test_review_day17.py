@@ -3,6 +3,7 @@ the Keras-only work in the meta pass's operation counter."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -20,9 +21,11 @@ def test_make_test_creates_the_venv_before_it_adds_the_test_extras(tmp_path):
     machine ``make test`` ran pip from a .venv nobody had created (README: 'creates .venv
     if needed')."""
     (tmp_path / "pyproject.toml").write_text("")
-    done = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "test",
-                           f"VENV={tmp_path / 'venv'}"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=30)
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")  # under `make test` itself
+    env = {k: v for k, v in os.environ.items() if k not in outer}  # ('Entering directory')
+    done = subprocess.run(["make", "-n", "--no-print-directory", "-f", str(REPO / "Makefile"),
+                           "test", f"VENV={tmp_path / 'venv'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and "Circular" not in done.stderr, done.stderr
     steps = done.stdout.splitlines()
     assert steps[0] == f"python3 -m venv {tmp_path / 'venv'}"
