@@ -60,5 +60,5 @@ def test_keras_op_outputs_held_at_once_are_bounded(tmp_path):
     net, x = Classifier(load_keras(path, trust=False)), torch.zeros(1, 3, 32, 32)
     problem = guard.forward_size_problem(net, x, 2**25)  # 32 MiB: each output under it
     assert problem == ("its tensor operations' outputs held at once, 0.1 GiB with their "
-                       "gradients, pass the free memory")
+                       "gradients, pass the free memory, at GlobalAveragePooling2D")
     assert guard.forward_size_problem(net, x, 2**28) is None

@@ -16,7 +16,6 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry
 
 from explain.errors import ExplainError
@@ -123,17 +122,18 @@ class _Operations(TorchDispatchMode):
     an nn.LSTM over every pixel of a photo makes about 15 a step per layer and direction,
     the meta device taking its steps one by one), with the multiply-adds of matrix
     products, convolutions and attention among them from torch's own formulas over their
-    operands' shapes (half their flops). In a Keras model's pass, one output over what the
-    pass may hold (``bound`` bytes, with its gradient) is a problem too: a Keras op node is
-    no module, so its output is in no module's count (a 20 KB file's keras.ops.tile of a
-    map took 3.6 GB at 32 px, 60 GB asked), and so are the outputs held at once: Keras
-    keeps each op node's output until its pass ends (a 50 KB file of 8 tiles of a map,
-    each under the bound, held 0.9 GB, 7 times the bound)."""
+    operands' shapes (half their flops). Their outputs are bounded too (``bound`` bytes):
+    one over it, or those alive at once over it at some point, is a problem. Made inside
+    a module, an output is no module's: a 17 KB file's TransformerEncoderLayer over every
+    pixel asked 161 GB for its attention weights at 224 px, a Keras op node
+    (keras.ops.tile) 60 GB at 32 px, 8 tiles each under the bound held 0.9 GB."""
 
     def __init__(self, bound: float = math.inf) -> None:
         super().__init__()
         self.count, self.multiply_adds, self.problem, self.bound = 0, 0.0, None, bound
-        self.held = self.peak = 0  # bytes of the outputs alive (a Keras pass: finite bound)
+        self.held = self.peak = 0  # bytes of the outputs alive, the most so far
+        self.storages: dict[int, list[int]] = {}  # a storage alive: [bytes, its tensors alive]
+        self.watched: list = []  # weak references to the tensors counted
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -142,44 +142,49 @@ class _Operations(TorchDispatchMode):
         if self.count > MAX_OPERATIONS:
             self.problem = f"over {MAX_OPERATIONS} tensor operations in one forward pass"
             raise _TooLarge(self.problem)
-        if self.bound < math.inf:  # a Keras pass; any other model's pass pays nothing here
-            self._outputs(func, (args, kwargs), out)
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.layout is torch.strided:
+                self._hold(func, t)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.multiply_adds += formula(*args, **kwargs, out_val=out) / 2
         return out
 
-    def _outputs(self, func: Any, given: Any, out: Any) -> None:
-        """An op's new outputs against ``bound``: one over it is _TooLarge; each is counted
-        while it is alive (``_hold``). ``given``: the op's arguments (an output that is one of
-        them was made in place: held already)."""
-        ids = {id(a) for a in tree_leaves(given) if isinstance(a, torch.Tensor)}
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if not isinstance(t, torch.Tensor) or id(t) in ids:
-                continue
-            if t.numel() * t.element_size() > self.bound:
+    def _hold(self, func: Any, t: torch.Tensor) -> None:
+        """Count an output's memory while a tensor on it is alive: a new storage once (over
+        ``bound`` alone: _TooLarge), a view or an op made in place on one counted already
+        adds no bytes; a view of a weight or the input is no output's memory."""
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key in self.storages:
+            self.storages[key][1] += 1
+        elif t._base is None:
+            size = storage.nbytes()
+            if size > self.bound:
                 self.problem = (f"one tensor operation's output ({func._overloadpacket.__name__}"
                                 f", {tuple(t.shape)}) with its gradient passes the free memory")
                 raise _TooLarge(self.problem)
-            if t._base is None:  # a view holds no memory of its own
-                self._hold(t)
+            self.storages[key] = [size, 1]
+            self.held += size
+            self.peak = max(self.peak, self.held)
+        else:
+            return
+        self.watched.append(weakref.ref(t, lambda _, key=key: self._free(key)))
 
-    def _hold(self, t: torch.Tensor) -> None:
-        """Count ``t``'s bytes while it is alive (``held``, its most so far: ``peak``)."""
-        size = t.numel() * t.element_size()
-        self.held += size
-        self.peak = max(self.peak, self.held)
-        weakref.finalize(t, self._free, size)
+    def _free(self, key: int) -> None:
+        entry = self.storages[key]
+        entry[1] -= 1
+        if not entry[1]:
+            self.held -= entry[0]
+            del self.storages[key]
 
-    def _free(self, size: int) -> None:
-        self.held -= size
-
-    def check_held(self) -> None:
+    def check_held(self, where: str = "") -> None:
         """_TooLarge when the outputs alive at once, with their gradients, passed the free
-        memory (``bound``, half of it) at some point of the pass."""
+        memory (``bound``, half of it) at some point of the pass (``where``: the module that
+        just ended)."""
         if self.peak > self.bound:
             self.problem = (f"its tensor operations' outputs held at once, {self.peak / 2**30:.1f}"
-                            f" GiB with their gradients, pass the free memory")
+                            f" GiB with their gradients, pass the free memory{where}")
             raise _TooLarge(self.problem)
 
 
@@ -199,8 +204,9 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     file holds no code, but its modules' settings are data: a pickled
     nn.Upsample(size=(16384, 16384)) asked for 55 GB, one Conv2d listed 20,000 times in a
     Sequential for 17 GB. None when the pass is within bounds, or cannot run on the meta
-    device (the real pass then runs as before). Also over MAX_WORK multiply-adds an image
-    or MAX_OPERATIONS tensor operations in the pass."""
+    device (the real pass then runs as before). Also over MAX_WORK multiply-adds an image,
+    MAX_OPERATIONS tensor operations in the pass, or tensor operations' outputs over ``limit``
+    alone or alive at once (attention weights made inside a module are no module's output)."""
     if any(getattr(type(m), "explain_fake_pass", False) for m in model.modules()):
         return _measured(model, x, limit, fake=True)  # a Keras model: see _measured
     memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"),
@@ -227,7 +233,7 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
     of open size took 3.7 GB at 96 px)."""
     modules, said = list(shapes.modules()), []  # said: the problem (Keras rewords errors)
     copies = KERAS_COPIES if fake else 2  # an output and its gradient (Keras: more)
-    calls, total, work, operations = [0], [0], [0.0], _Operations(limit if fake else math.inf)
+    calls, total, work, operations = [0], [0], [0.0], _Operations(limit)
 
     def measure(i: int, output: Any) -> None:
         try:
@@ -253,7 +259,7 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
                                 f"with their gradients, pass the {2 * limit / 2**30:.1f} "
                                 f"GiB free, at {type(module).__name__} "
                                 f"({tuple(t.shape) if isinstance(t, torch.Tensor) else ''})")
-        operations.check_held()
+        operations.check_held(f", at {type(module).__name__}")
 
     from explain.enginedata import watching  # the one place explain hooks a model
     from torch._subclasses.fake_tensor import FakeTensorMode
