@@ -22,9 +22,9 @@ def test_attention_weights_over_every_pixel_are_bounded(tmp_path):
     torch.save(_attention_over_pixels(16, heads=16), path)
     assert path.stat().st_size < 20_000
     net, x = safe_load(path), torch.rand(1, 3, 64, 64)
-    assert forward_size_problem(net, x, 2**28) == (
-        "one tensor operation's output (bmm, (16, 4096, 4096)) with its gradient passes the "
-        "free memory")
+    assert forward_size_problem(net, x, 2**28) == (  # said at the module's end
+        "its tensor operations' outputs held at once, 2.0 GiB with their gradients, pass the "
+        "free memory, at MultiheadAttention")
     held = forward_size_problem(_attention_over_pixels(16, heads=8), x, 768 * 2**20)
     assert held == ("its tensor operations' outputs held at once, 1.0 GiB with their "
                     "gradients, pass the free memory, at MultiheadAttention")

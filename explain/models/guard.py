@@ -128,9 +128,11 @@ class _Operations(TorchDispatchMode):
     pixel asked 161 GB for its attention weights at 224 px, a Keras op node
     (keras.ops.tile) 60 GB at 32 px, 8 tiles each under the bound held 0.9 GB."""
 
-    def __init__(self, bound: float = math.inf) -> None:
+    def __init__(self, bound: float = math.inf, alone: bool = True) -> None:
         super().__init__()
         self.count, self.multiply_adds, self.problem, self.bound = 0, 0.0, None, bound
+        self.alone = alone  # one output over the bound is refused as it is made (else: at
+        # the module's end, where a torch model's module outputs are said in their words)
         self.held = self.peak = 0  # bytes of the outputs alive, the most so far
         self.storages: dict[int, list[int]] = {}  # a storage alive: [bytes, its tensors alive]
         self.watched: list = []  # weak references to the tensors counted
@@ -152,7 +154,7 @@ class _Operations(TorchDispatchMode):
 
     def _hold(self, func: Any, t: torch.Tensor) -> None:
         """Count an output's memory while a tensor on it is alive: a new storage once (over
-        ``bound`` alone: _TooLarge), a view or an op made in place on one counted already
+        ``bound`` alone: _TooLarge, when ``alone``), a view or an op made in place on one counted already
         adds no bytes; a view of a weight or the input is no output's memory."""
         storage = t.untyped_storage()
         key = storage._cdata
@@ -160,7 +162,7 @@ class _Operations(TorchDispatchMode):
             self.storages[key][1] += 1
         elif t._base is None:
             size = storage.nbytes()
-            if size > self.bound:
+            if size > self.bound and self.alone:
                 self.problem = (f"one tensor operation's output ({func._overloadpacket.__name__}"
                                 f", {tuple(t.shape)}) with its gradient passes the free memory")
                 raise _TooLarge(self.problem)
@@ -233,7 +235,7 @@ def _measured(shapes: nn.Module, x: torch.Tensor, limit: int, fake: bool) -> Opt
     of open size took 3.7 GB at 96 px)."""
     modules, said = list(shapes.modules()), []  # said: the problem (Keras rewords errors)
     copies = KERAS_COPIES if fake else 2  # an output and its gradient (Keras: more)
-    calls, total, work, operations = [0], [0], [0.0], _Operations(limit)
+    calls, total, work, operations = [0], [0], [0.0], _Operations(limit, alone=fake)
 
     def measure(i: int, output: Any) -> None:
         try:
