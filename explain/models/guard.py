@@ -209,6 +209,10 @@ def forward_size_problem(model: nn.Module, x: torch.Tensor, limit: int) -> Optio
     device (the real pass then runs as before). Also over MAX_WORK multiply-adds an image,
     MAX_OPERATIONS tensor operations in the pass, or tensor operations' outputs over ``limit``
     alone or alive at once (attention weights made inside a module are no module's output)."""
+    from explain.models.detectors import detector_problem
+    problem = detector_problem(model, x, limit)  # what the meta pass stops before sizing
+    if problem:
+        return problem
     if any(getattr(type(m), "explain_fake_pass", False) for m in model.modules()):
         return _measured(model, x, limit, fake=True)  # a Keras model: see _measured
     memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"),
