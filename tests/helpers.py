@@ -1,11 +1,13 @@
 """Helpers the test files share (fixtures live in conftest.py): a tiny CNN, a config for a tiny
 model, the checks of a one-line user error, and maps from the engine and from pytorch-grad-cam
-called directly (the yardstick the engine is held to)."""
+called directly (the yardstick the engine is held to), and the memory peak of a block."""
 
 from __future__ import annotations
 
+import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -16,6 +18,20 @@ from conftest import IMAGES, OMIT, config_fields, save_config
 
 SIDE = 32  # the input side of the tiny models
 CAT = IMAGES / "cat.jpg"
+
+
+@contextmanager
+def memory_peak() -> Iterator[list[int]]:
+    """The most Python's allocations held during the block (tracemalloc), in bytes, as the
+    list's one item once the block ends: the peak of this block alone (a process's
+    high-water mark may be an earlier test's)."""
+    peak: list[int] = []
+    tracemalloc.start()
+    try:
+        yield peak
+    finally:
+        peak.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
 
 
 # ---- tiny models and their configs -----------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError
-from helpers import one_line, tiny_config, tiny_net
+from helpers import memory_peak, one_line, tiny_config, tiny_net
 
 WIDE = 2**28  # outputs of a Linear of 4 inputs: 7 GiB of weights and biases, 3 floats stored
 
@@ -69,20 +69,13 @@ def test_a_safetensors_header_of_empty_lists_is_refused_before_it_is_parsed(tmp_
     tensor, so every offset check passed) was parsed into Python lists first: 840 MB and 4 s
     for a 32 MiB file, before safetensors itself refused it. Now it is refused unparsed, as
     the records and box files are; a real header of 30,000 tensors (2.7 MB) still reads."""
-    import tracemalloc
-
     from explain.models.formats import _safetensors_data_size, read_safetensors
     path = tmp_path / "bomb.safetensors"
     _header_file(path, b'{"__metadata__":[' + b"[]," * 2_800_000 + b"[]]}")
-    tracemalloc.start()
-    try:
-        with pytest.raises(ExplainError) as info:
-            read_safetensors(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with memory_peak() as peak, pytest.raises(ExplainError) as info:
+        read_safetensors(path)
     one_line(info, "bomb.safetensors: not a valid safetensors file", "lists and objects")
-    assert peak < 40 * 2**20, peak  # the file's 8 MiB read and decoded, nothing parsed
+    assert peak[0] < 40 * 2**20, peak  # the file's 8 MiB read and decoded, nothing parsed
     safetensors = pytest.importorskip("safetensors.torch")
     many = tmp_path / "many.safetensors"
     safetensors.save_file({f"blocks.{i}.attn.qkv.weight": torch.zeros(1)

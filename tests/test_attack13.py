@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-import tracemalloc
 
 import pytest
 
 from explain.errors import ExplainError
 from explain.outputs import RunFolder, same_settings
-from helpers import one_line
+from helpers import memory_peak, one_line
 
 
 def _nested_keys(depth: int, key_chars: int, leaves: int) -> str:
@@ -37,16 +36,11 @@ def test_resume_compares_a_shared_config_json_in_bounded_memory(tmp_path):
     walked side by side and only the names shown are spelled out."""
     run = _run_with(tmp_path, _nested_keys(100, 8000, 1500))
     now = {"output": {"colormap": "jet"}, "methods": [{"name": "gradcam"}]}
-    tracemalloc.start()
     started = time.perf_counter()
-    try:
-        with pytest.raises(ExplainError) as info:
-            same_settings(run, "config.json", now)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with memory_peak() as peak, pytest.raises(ExplainError) as info:
+        same_settings(run, "config.json", now)
     assert time.perf_counter() - started < 5
-    assert peak < 64 * 1024 * 1024, peak  # the file is 0.8 MB; 2.1 GB before
+    assert peak[0] < 64 * 1024 * 1024, peak  # the file is 0.8 MB; 2.1 GB before
     text = one_line(info, "--resume: the config differs from the interrupted run's in",
                     "(was 0, now not set)", "(+1498 more)")
     assert "A" * 81 not in text  # a dotted name is cut to 80 characters
@@ -56,14 +50,9 @@ def test_resume_refuses_a_config_json_of_empty_lists_before_parsing(tmp_path):
     """config.json was parsed whole whatever it held (16 MiB of '[],' is 5 million lists);
     now it is refused before parsing as the other record files are."""
     run = _run_with(tmp_path, '{"a": [' + "[]," * 700_000 + "[]]}")
-    tracemalloc.start()
-    try:
-        with pytest.raises(ExplainError) as info:
-            same_settings(run, "config.json", {"a": 1})
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 32 * 1024 * 1024, peak
+    with memory_peak() as peak, pytest.raises(ExplainError) as info:
+        same_settings(run, "config.json", {"a": 1})
+    assert peak[0] < 32 * 1024 * 1024, peak
     one_line(info, "config.json", "more lists and objects than such a file holds",
              "the run folder is damaged")
 

@@ -3,7 +3,6 @@ maps, reference maps) and a shared results folder read back (docs/trust.md)."""
 
 from __future__ import annotations
 
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from explain import annotations
 from explain.errors import ExplainError
 from explain.images import labelled
-from helpers import one_line
+from helpers import memory_peak, one_line
 
 CLASSES = ["cat", "dog"]
 
@@ -73,15 +72,10 @@ def test_a_list_stops_at_its_first_bad_row_before_reading_the_rest(tmp_path, mon
     path.write_text("path,label\na.jpg,bird\n" + "a.jpg,cat\n" * 100_000)
     text = path.read_text()  # read here: a bounded read asks for its limit (64 MiB) at first
     monkeypatch.setattr(labelled, "read_bounded_text", lambda *_, **__: text)
-    tracemalloc.start()
-    try:
-        with pytest.raises(ExplainError) as err:
-            label_list(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with memory_peak() as peak, pytest.raises(ExplainError) as err:
+        label_list(path)
     one_line(err, "list.csv: line 2: label 'bird' is not a named class")
-    assert peak < 8 * 2**20, peak  # the text, as StringIO holds it: 4 MB; its rows were 20
+    assert peak[0] < 8 * 2**20, peak  # the text, as StringIO holds it: 4 MB; its rows were 20
 
 
 # ---- a shared run's saved states (--resume) ---------------------------------------------------
@@ -103,15 +97,10 @@ def test_a_saved_state_header_of_empty_lists_is_refused_before_it_is_parsed(memb
     from explain.channels.atlas import unzip
     from explain.datasets import MeanSums
     data = state_zip(member, b"[" + b"[]," * (1 << 20) + b"[]]")
-    tracemalloc.start()
-    try:
-        with pytest.raises((ValueError, ExplainError)) as err:
-            unzip(data) if member == "header.json" else MeanSums.from_bytes(data, "state.zip")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with memory_peak() as peak, pytest.raises((ValueError, ExplainError)) as err:
+        unzip(data) if member == "header.json" else MeanSums.from_bytes(data, "state.zip")
     assert f"{member}: more lists and objects than such a file holds" in str(err.value)
-    assert peak < 16 * 2**20, peak  # parsed: 3 MB of '[],' took 70 MB
+    assert peak[0] < 16 * 2**20, peak  # parsed: 3 MB of '[],' took 70 MB
 
 
 def test_a_voc_file_of_millions_of_attributes_is_refused_before_it_is_parsed(tmp_path):

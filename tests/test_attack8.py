@@ -11,7 +11,6 @@ import json
 import resource
 import shutil
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image
 
 import explain
 from conftest import IMAGES, make_small_alexnet, write_config
-from helpers import explain_error, one_line, refused
+from helpers import explain_error, memory_peak, one_line, refused
 from explain.config import load_config
 from explain.errors import DETAIL, ExplainError
 from explain.runner import RunOptions, run
@@ -96,15 +95,11 @@ def test_a_record_its_run_cannot_have_written_is_one_line_for_every_reader(
     anything is built from them (they took 2.2 GB at 1.1 MB)."""
     change, says = CASES[case]
     copy = tampered(finished, tmp_path, change)
-    tracemalloc.start()  # the peak of this call alone (a process's high-water mark may be
-    try:                 # an earlier test's)
+    with memory_peak() as peak:
         err = refused(capsys, "report", copy, needles=[f"{copy / 'summary.json'}: image ",
                                                        says, "the run folder is damaged"])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
     assert "\x1b" not in err and "\x07" not in err
-    assert peak < 100 * 2**20, peak  # the made-up methods and boxes are never built on
+    assert peak[0] < 100 * 2**20, peak  # the made-up methods and boxes are never built on
     with pytest.raises(ExplainError) as caught:
         explain.load(copy).table()
     one_line(caught, says)
