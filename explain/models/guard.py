@@ -154,8 +154,8 @@ class _Operations(TorchDispatchMode):
 
     def _hold(self, func: Any, t: torch.Tensor) -> None:
         """Count an output's memory while a tensor on it is alive: a new storage once (over
-        ``bound`` alone: _TooLarge, when ``alone``), a view or an op made in place on one counted already
-        adds no bytes; a view of a weight or the input is no output's memory."""
+        ``bound`` alone: _TooLarge, when ``alone``), a view or an op made in place on one
+        counted already adds no bytes; a view of a weight or the input is no output's memory."""
         storage = t.untyped_storage()
         key = storage._cdata
         if key in self.storages:
