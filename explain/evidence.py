@@ -116,19 +116,19 @@ class TrustLine(_Record):
     below: list[str] = Field(default_factory=list)
     text: str  # the line in words (the cost per map is not in it: see ``cost_per_map``)
 
-    @property
-    def below_note(self) -> str:
+    def below_note(self, unit: str = "image") -> str:
         """``below`` in words, for the line and the report."""
-        return below_note(self.below)
+        return below_note(self.below, unit)
 
 
-def below_note(below: list[str]) -> str:
+def below_note(below: list[str], unit: str = "image") -> str:
     """'on the metrics with too few images for a test, the centre baseline did as well or
-    better on average' ('' for none): the baselines whose mean matched the method's."""
+    better on average' ('' for none): the baselines whose mean matched the method's;
+    ``unit``: 'image', or 'photo' where the intervals resample photos."""
     if not below:
         return ""
     names = below[0] if len(below) == 1 else f"{', '.join(below[:-1])} and {below[-1]}"
-    return (f"on the metrics with too few images for a test, the {names} baseline"
+    return (f"on the metrics with too few {unit}s for a test, the {names} baseline"
             f"{'s' if len(below) > 1 else ''} did as well or better on average")
 
 
@@ -136,8 +136,13 @@ class Evidence(_Record):
     """summary.json's ``trust``: the methods table with baselines, intervals and comparisons,
     one line per method and the conclusion (see the module docstring for the rule)."""
     images: int  # images with a ranked number
-    min_images: int
-    meaningful: bool  # a ranked metric on >= min_images images: places, a conclusion
+    min_images: int  # of units (images, or photos)
+    meaningful: bool  # a ranked metric on >= min_images units: places, a conclusion
+    # what the intervals resample: the image, or the photo (report.photo_separator: a photo's
+    # variants averaged first, ``photos`` of them); every Stat's and Comparison's ``images``
+    # then counts photos
+    unit: Literal["image", "photo"] = "image"
+    photos: Optional[int] = None
     resamples: int
     confidence: float
     seed: int
@@ -168,14 +173,16 @@ def _r(value: Optional[float]) -> Optional[float]:
 
 
 def judge(columns: list, found: dict[str, dict[Who, PerImage]], methods: list[str], *,
-          baselines: list[str], seed: int) -> None:
+          baselines: list[str], seed: int, unit: str = "image") -> None:
     """Fill each column of the methods table (explain.methodtable.Column): its methods' cells
     and, for a ranked metric, its baselines' cells, its comparisons (methods with each other,
     then each method with each baseline), places, leads and beats-baselines. ``found``:
-    metric -> who -> image -> numbers. Every interval of the table is drawn in one
-    explain.stats.intervals call (vectors of one length share their resamples)."""
+    metric -> who -> unit (an image, or a photo: ``unit``) -> numbers. Every interval of
+    the table is drawn in one explain.stats.intervals call (vectors of one length share
+    their resamples)."""
     from explain import stats
-    drafts = [_Draft(col, found.get(col.key, {}), methods, baselines) for col in columns]
+    drafts = [_Draft(col, found.get(col.key, {}), methods, baselines, unit=unit)
+              for col in columns]
     asked = [v for d in drafts for v in d.asked()]
     bounds = iter(stats.intervals([v for v, _ in asked], seed=seed,
                                   confidence=[c for _, c in asked]) if asked else [])
@@ -188,8 +195,9 @@ class _Draft:
     of one image averaged first) and the pairs to compare on their shared images."""
 
     def __init__(self, column: Any, found: dict[Who, PerImage], methods: list[str],
-                 baselines: list[str]) -> None:
+                 baselines: list[str], *, unit: str = "image") -> None:
         self.col = column
+        self.unit = unit  # what the numbers are per: 'image', or 'photo'
         ranked = bool(column.direction)
         who = [("method", m) for m in methods] + \
               ([("baseline", b) for b in baselines] if ranked else [])
@@ -246,7 +254,7 @@ class _Draft:
             low, high = _within(next(bounds), span) if len(shared) >= stats.MIN_IMAGES \
                 else (None, None)
             col.comparisons.append(_comparison(col.metric, (a[1], b), stats.Difference(
-                diff, low, high, len(shared)), (self.level(b), self.family())))
+                diff, low, high, len(shared)), (self.level(b), self.family(), self.unit)))
         if col.direction:
             _places(col)
 
@@ -262,27 +270,28 @@ def _within(interval: tuple[float, float], bounds: Optional[tuple[float, float]]
 
 
 def _comparison(metric: Any, pair: tuple[str, Who], diff: Any,
-                level: tuple[float, int]) -> Comparison:
+                level: tuple[float, int, str]) -> Comparison:
     """The record of a paired comparison (``diff``: an explain.stats.Difference of A - B;
-    ``level``: its interval's confidence and the method pairs it is corrected for)."""
+    ``level``: its interval's confidence, the method pairs it is corrected for, and what it
+    counts: 'image' or 'photo')."""
     from explain.stats import figure
     name_a, (kind, name_b) = pair
+    confidence, family, unit = level
     sign = {"higher": metric.direction, "lower": -metric.direction}.get(diff.verdict, 0)
     verdict = {1: f"{name_a} better", -1: f"{name_b} better"}.get(sign, diff.verdict)
-    confidence, family = level
     ci = f"{100 * confidence:.3g}% CI" + (f" (95% for the {family} method pairs together)"
                                           if kind == "method" and family > 1 else "")
     if sign:
         winner, loser = (name_a, name_b) if sign > 0 else (name_b, name_a)
         text = (f"{winner} better than {loser} on {metric.label}: difference "
                 f"{name_a} − {name_b} {figure(diff.mean, sign=True)}, {ci} "
-                f"[{figure(diff.low)}, {figure(diff.high)}] over {diff.images} images")
+                f"[{figure(diff.low)}, {figure(diff.high)}] over {diff.images} {unit}s")
     elif diff.verdict == "not different":
         text = (f"no significant difference between {name_a} and {name_b} on "
                 f"{metric.label}: {ci} of the difference [{figure(diff.low)}, "
-                f"{figure(diff.high)}] over {diff.images} images holds 0")
+                f"{figure(diff.high)}] over {diff.images} {unit}s holds 0")
     else:
-        text = (f"{name_a} vs {name_b} on {metric.label}: {diff.images} shared image(s), "
+        text = (f"{name_a} vs {name_b} on {metric.label}: {diff.images} shared {unit}(s), "
                 f"too few to tell")
     return Comparison(metric=metric.name, a=name_a, b=name_b, b_kind=kind,
                       difference=_r(diff.mean), low=_r(diff.low), high=_r(diff.high),

@@ -17,6 +17,7 @@ from explain import evidence
 from explain.baselines import BASELINES
 from explain.evidence import Comparison, PerImage, Stat
 from explain.metrics import KINDS, TABLE, MetricTraits, traits
+from explain.names import photo_of
 from explain.results import Localisation, MapRecord, RunSummary
 
 @dataclass
@@ -60,7 +61,9 @@ class MethodTable:
     ``mean_rank`` (methods by their mean place in the order of the means) and ``place`` /
     ``mean_place`` (by their mean significant place over the columns measured on at least
     ``stats.MIN_IMAGES`` images; only when ``meaningful``: one such column at least).
-    ``images``: the images with a ranked number."""
+    ``images``: the images with a ranked number; ``unit``: what the intervals resample, the
+    image or, with ``report.photo_separator``, the photo (its variants' numbers averaged
+    first: ``photos`` of them)."""
     methods: list[str]
     columns: list[Column]
     rank: dict[str, int]
@@ -71,6 +74,8 @@ class MethodTable:
     place: dict[str, int] = field(default_factory=dict)
     mean_place: dict[str, float] = field(default_factory=dict)
     seed: int = 0
+    unit: str = "image"
+    photos: Optional[int] = None
 
 
 def _record_values(rec: MapRecord) -> Iterator[tuple[str, float]]:
@@ -83,19 +88,29 @@ def _record_values(rec: MapRecord) -> Iterator[tuple[str, float]]:
         yield "agreement", rec.agreement
 
 
-def _collect(summary: RunSummary) -> dict[str, dict[tuple[str, str], PerImage]]:
-    """metric -> (kind, method or baseline) -> image id -> its maps' numbers."""
+def _collect(summary: RunSummary, separator: Optional[str]
+             ) -> dict[str, dict[tuple[str, str], PerImage]]:
+    """metric -> (kind, method or baseline) -> unit -> its maps' numbers; the unit is the
+    image id, or its photo (``names.photo_of``) with a ``separator``."""
     found: dict[str, dict[tuple[str, str], PerImage]] = {}
     for image in summary.images:
+        unit = photo_of(image.id, separator)
         for rec in image.cams:
             for key, value in _record_values(rec):
                 found.setdefault(key, {}).setdefault(("method", rec.method), {}) \
-                    .setdefault(image.id, []).append(float(value))
+                    .setdefault(unit, []).append(float(value))
         for base in image.baselines:
             for key, value in base.scores.items():
                 found.setdefault(key, {}).setdefault(("baseline", base.baseline), {}) \
-                    .setdefault(image.id, []).append(float(value))
+                    .setdefault(unit, []).append(float(value))
     return found
+
+
+def _ranked_images(summary: RunSummary, keys: set[str], methods: list[str]) -> int:
+    """The images where a method's map has a number on one of the ranked metrics ``keys``."""
+    return sum(1 for image in summary.images
+               if any(k in keys for rec in image.cams if rec.method in methods
+                      for k, _ in _record_values(rec)))
 
 
 MAX_UNKNOWN = 8  # columns for metric names this version does not know (a shared summary.json
@@ -132,23 +147,27 @@ def method_table(summary: RunSummary, methods: list[str], *,
     """The methods table from the map and baseline records: a column for every metric any
     method's map has; intervals drawn with ``seed`` (default: the run's)."""
     seed = summary.config.seed if seed is None else seed
-    found = _collect(summary)
+    separator = summary.config.report.photo_separator
+    found = _collect(summary, separator)
     keys = [k for k in _keys(summary) if any(("method", m) in found.get(k, {}) for m in methods)]
     present = {b for k in keys for kind, b in found[k] if kind == "baseline"}
     baselines = [b for b in BASELINES if b in present] + sorted(present - set(BASELINES))
     columns = [Column(traits(k), {}, {}) for k in keys]
-    evidence.judge(columns, found, methods, baselines=baselines, seed=seed)
+    unit = "photo" if separator else "image"
+    evidence.judge(columns, found, methods, baselines=baselines, seed=seed, unit=unit)
     for col in columns:
         col.means = {m: col.cells[m].mean if m in col.cells else None for m in methods}
         col.counts = {m: col.cells[m].maps if m in col.cells else 0 for m in methods}
         if col.direction:
             _order(col)
     ranked = [c for c in columns if c.direction]
-    images = len({i for c in ranked for m in methods for i in found[c.key].get(("method", m), {})})
+    units = len({i for c in ranked for m in methods for i in found[c.key].get(("method", m), {})})
+    images = _ranked_images(summary, {c.key for c in ranked}, methods) if separator else units
     rank, mean_rank = _overall({m: [c.ranks[m] for c in ranked if m in c.ranks]
                                 for m in methods}, methods)
     table = MethodTable(methods, columns, rank, mean_rank, baselines=baselines, images=images,
-                        meaningful=any(c.meaningful for c in ranked), seed=seed)
+                        meaningful=any(c.meaningful for c in ranked), seed=seed, unit=unit,
+                        photos=units if separator else None)
     if table.meaningful:
         table.place, table.mean_place = _overall(
             {m: [c.cells[m].place for c in ranked if m in c.cells and c.cells[m].place]

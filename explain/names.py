@@ -231,3 +231,28 @@ def inert_rows(rows: Iterable[dict]) -> tuple[list, list[dict]]:
             if renamed or any(isinstance(v, str) for v in row.values()) else row
             for row in rows]
     return [renamed.get(k, k) for k in keys], rows
+
+
+MAX_SEPARATOR = 8
+
+
+def check_photo_separator(text: str) -> str:
+    """``report.photo_separator`` checked: 1 to 8 characters an image id can hold (letters,
+    digits, '_', '.', '-'), and no '__' (ids never hold it: runs of '_' become one)."""
+    if not 1 <= len(text) <= MAX_SEPARATOR or _UNSAFE_CHARS.search(text):
+        raise ValueError(f"{quote(text)}: 1 to {MAX_SEPARATOR} of the characters an image id "
+                         f"holds (letters, digits, '_', '.', '-'), e.g. '-' for cat01-flip.jpg")
+    if "__" in text:
+        raise ValueError(f"{quote(text)}: image ids never hold '__' (a file name's '__' "
+                         f"becomes '_'): use '-' and name the files cat01-flip.jpg")
+    return text
+
+
+def photo_of(image_id: str, separator: str | None) -> str:
+    """The photo an image is a variant of: its id up to the first ``separator`` (flips and
+    crops named cat01-flip, cat01-crop2 are photo 'cat01', as is cat01 itself); without a
+    separator, or when the id starts with it, the id itself."""
+    if not separator:
+        return image_id
+    head = image_id.split(separator, 1)[0]
+    return head or image_id

@@ -62,7 +62,8 @@ def build(summary: Any, table: MethodTable) -> Evidence:
     rows += [Row(name=b, kind="baseline", metrics={c.key: c.baselines[b] for c in table.columns
                                                    if b in c.baselines},
                  unscored=_unscored(table, b)) for b in table.baselines]
-    evidence = Evidence(images=table.images, min_images=stats.MIN_IMAGES,
+    evidence = Evidence(images=table.images, min_images=stats.MIN_IMAGES, unit=table.unit,
+                        photos=table.photos,
                         meaningful=table.meaningful, resamples=stats.RESAMPLES,
                         confidence=stats.CONFIDENCE, seed=table.seed,
                         baselines={b: BASELINES[b].description for b in table.baselines
@@ -106,24 +107,26 @@ def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
     below = list(dict.fromkeys(  # metrics on too few images for a test: a warning
         b for c in ranked if c.baselines and not c.meaningful for b in c.cells[method].not_beaten))
     parts = [f"sanity: {verdict}" + (f" ({detail})" if detail else "")]
-    parts += [f"{c.label} {_shown(c.cells[method], c.metric.percent)}" for c in ranked]
+    parts += [f"{c.label} {_shown(c.cells[method], c.metric.percent, table.unit)}"
+              for c in ranked]
     parts += [f"{c.label}: no finite number in its {c.unscored[method]} map(s)"
               for c in table.columns if c.direction and method in c.unscored]
     if any(c.baselines for c in ranked):  # as the report's line: yes, no, too few images
         parts.append("beats every baseline: " + {True: "yes", False: "no", None:
-                                                  "too few images to tell"}[overall]
-                     + (f" ({below_note(below)})" if below else ""))
+                                                  f"too few {table.unit}s to tell"}[overall]
+                     + (f" ({below_note(below, table.unit)})" if below else ""))
     return TrustLine(method=method, sanity=verdict, sanity_detail=detail, faithfulness=faith,
                      localisation=local, beats_baselines=overall, below=below,
                      text=f"{method}: " + " · ".join(parts))
 
 
-def _shown(stat: Stat, percent: bool) -> str:
-    """A mean and its interval, as the report prints them."""
+def _shown(stat: Stat, percent: bool, unit: str = "image") -> str:
+    """A mean and its interval, as the report prints them (``unit``: what ``images``
+    counts)."""
     def fmt(v: float) -> str:
         return f"{100 * v:.1f}%" if percent else stats.figure(v)
     if stat.low is None or stat.high is None:
-        return f"{fmt(stat.mean)} (n = {stat.images} image{'s' if stat.images != 1 else ''})"
+        return f"{fmt(stat.mean)} (n = {stat.images} {unit}{'s' if stat.images != 1 else ''})"
     return f"{fmt(stat.mean)} [{fmt(stat.low)}, {fmt(stat.high)}]"
 
 
@@ -149,14 +152,15 @@ def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
         return None, ("no conclusion: no faithfulness or localisation numbers (metrics:, "
                       "annotations: in the config)")
     if evidence.primary is None:
-        return None, (f"no conclusion yet: {evidence.images} image(s), no metric measured on "
-                      f"at least {stats.MIN_IMAGES} (the minimum for a ranking): explain at "
-                      f"least {stats.MIN_IMAGES} images for one")
+        what = "images" if evidence.photos is None else "different photos"
+        return None, (f"no conclusion yet: {_counted(evidence)}, no metric measured on at "
+                      f"least {stats.MIN_IMAGES} (the minimum for a ranking): explain at "
+                      f"least {stats.MIN_IMAGES} {what} for one")
     fine = [line.method for line in evidence.lines
             if line.sanity != "fails" and line.beats_baselines is True]
     if not fine:
         return None, "no method is clearly better: none beats every baseline on every " \
-                     "metric measured on enough images" + \
+                     f"metric measured on enough {evidence.unit}s" + \
                      (" without failing sanity" if sanity is not None else "") + note
     column = next(c for c in table.columns if c.key == evidence.primary)
     if len(fine) == 1:
@@ -176,6 +180,12 @@ def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
                       f"(significant: {'; '.join(found)})" + note)
     return None, (f"no method is clearly better: {', '.join(fine)} beat every baseline, but "
                   f"do not differ significantly on {column.label}" + note)
+
+
+def _counted(evidence: Evidence) -> str:
+    """'3 image(s)', or '12 image(s) of 3 photo(s)' where the intervals resample photos."""
+    images = f"{evidence.images} image(s)"
+    return images if evidence.photos is None else f"{images} of {evidence.photos} photo(s)"
 
 
 def _class_blind(evidence: Evidence, method: str) -> str:

@@ -455,7 +455,7 @@ def _methods(run: Run) -> str:
         cells.append(table.place.get(m, "-") if table.meaningful else "-")
         rows.append(cells)
     note = "" if table.meaningful or not table.rank else (
-        f"<p>no place yet: no metric is measured on at least {stats.MIN_IMAGES} images "
+        f"<p>no place yet: no metric is measured on at least {stats.MIN_IMAGES} {table.unit}s "
         f"(the report says the same)</p>")
     stars = "<p>* significantly better than every other method</p>" \
         if any(c.leads for c in table.columns) else ""

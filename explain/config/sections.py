@@ -2,7 +2,6 @@
 pydantic models with their defaults, bounds and checks. Every section is frozen: a config is
 validated once and never changed (what a run resolves makes a new, validated copy)."""
 
-
 from __future__ import annotations
 
 import math
@@ -10,10 +9,10 @@ import re
 from typing import Annotated, Any, Literal, Optional, Union
 
 import cv2
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
-                      StrictStr, ValidationError, field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat,
+                      StrictInt, StrictStr, ValidationError, field_validator, model_validator)
 
-from explain.names import quote, short, suggest
+from explain.names import check_photo_separator, quote, short, suggest
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -475,6 +474,9 @@ class Report(Section):
     enabled: StrictBool = True
     weak_below: Number = Field(0.05, ge=0, le=1)  # flag maps of classes the model gives less
     page_size: Int = Field(100, ge=1, le=10_000)  # image cards per page (more: report/page-N.html)
+    # images whose ids agree up to this text's first place are one photo (flips, crops of it):
+    # the trust intervals resample photos (explain.methodtable.photo_of)
+    photo_separator: Optional[Annotated[StrictStr, AfterValidator(check_photo_separator)]] = None
 
 
 def _colormap_name(v: str) -> str:

@@ -1,0 +1,169 @@
+"""Flips and crops of one photo counted as one in "Which map to trust" (report.photo_separator):
+the maps of a photo's variants are averaged into one number before the photos are resampled,
+and every count, place, minimum and sentence speaks of photos. Synthetic records for the
+statistics, the report page rendered from them, and the config's check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from explain import stats, trustlines
+from explain.config import Config, load_config
+from explain.errors import ExplainError
+from explain.evidence import BaselineMap
+from explain.measures import significant
+from explain.methodtable import method_table
+from explain.names import check_photo_separator, photo_of
+from explain.results import ImageEntry, MapRecord, RunSummary
+
+METRIC = "road_combined"  # higher is better
+SEED = 3
+
+
+def record(method: str, cls: str, value: float) -> MapRecord:
+    return MapRecord(class_name=cls, method=method, peak_x=0, peak_y=0, peak_value=1,
+                     mass_left=0.5, mass_right=0.5, mass_top=0.5, mass_bottom=0.5,
+                     file=f"cams/{method}/x__{cls}.png", faithfulness={METRIC: value})
+
+
+def summary_of(values: dict[str, dict[str, float]], separator: str | None,
+               bases: dict[str, dict[str, float]] | None = None) -> RunSummary:
+    """Image id -> (method -> its maps' score, both classes alike), baselines likewise."""
+    methods = sorted({m for per in values.values() for m in per})
+    config = Config.model_validate({
+        "model": {"file": "m.pth"}, "images": ["a.jpg"], "target_layers": ["x"],
+        "methods": methods, "metrics": [METRIC], "seed": SEED,
+        "report": {"photo_separator": separator}})
+    images = [ImageEntry(id=ident, path=f"{ident}.jpg", input_size=[8, 8],
+                         probabilities={"cat": 0.5, "dog": 0.5}, predicted="cat",
+                         cams=[record(m, c, v) for c in ("cat", "dog") for m, v in per.items()],
+                         baselines=[BaselineMap(class_name=c, baseline=b, scores={METRIC: v})
+                                    for c in ("cat", "dog")
+                                    for b, v in (bases or {}).get(ident, {}).items()])
+              for ident, per in values.items()]
+    return RunSummary(name="t", config_file="t.yaml", output_dir=".", device="cpu",
+                      config=config, versions={}, images=images, durations_s={"cams": 1.0})
+
+
+RNG = np.random.default_rng(11)
+PHOTO = {f"p{k}": float(v) for k, v in enumerate(RNG.uniform(0.1, 0.5, 5))}
+SHIFT = {f"p{k}": float(v) for k, v in enumerate(RNG.normal(0, 0.01, 5))}
+
+
+def variants(method_shift: float = 0.0, photos: int = 5) -> dict[str, dict[str, float]]:
+    """Each photo p<k> and its flip p<k>-flip (a slightly different number), one method."""
+    out = {}
+    for k in range(photos):
+        base = PHOTO[f"p{k}"] + method_shift
+        out[f"p{k}"] = {"gradcam": base}
+        out[f"p{k}-flip"] = {"gradcam": base + SHIFT[f"p{k}"]}
+    return out
+
+
+def test_an_image_s_photo_is_its_id_up_to_the_first_separator():
+    assert photo_of("cat01-flip", "-") == photo_of("cat01-crop-2", "-") == "cat01"
+    assert photo_of("cat01", "-") == "cat01" and photo_of("cat01-flip", None) == "cat01-flip"
+    assert photo_of("cat01.v2", ".") == "cat01" and photo_of("a_b_c", "_b") == "a"
+    assert photo_of("-x", "-") == "-x"  # nothing before it: the id itself
+
+
+@pytest.mark.parametrize("text, words", [
+    ("__", "image ids never hold '__'"), ("(a+)+", "1 to 8 of the characters"),
+    ("", "1 to 8"), ("-" * 9, "1 to 8"), ("a/b", "1 to 8"), (" ", "1 to 8")])
+def test_a_separator_an_id_cannot_hold_is_refused(text, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        check_photo_separator(text)
+
+
+def test_the_config_names_the_field(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {file: m.pth}\nimages: [a.jpg]\ntarget_layers: [x]\n"
+                    "report: {photo_separator: '__'}\n")
+    with pytest.raises(ExplainError) as err:
+        load_config(path)
+    assert "report.photo_separator: '__': image ids never hold '__'" in str(err.value)
+    assert "name the files cat01-flip.jpg" in str(err.value)
+
+
+def test_a_photo_s_variants_are_averaged_then_the_photos_resampled():
+    summary = summary_of(variants(), "-")
+    table = method_table(summary, ["gradcam"])
+    cell = next(c for c in table.columns if c.key == METRIC).cells["gradcam"]
+    per_photo = [(PHOTO[p] + PHOTO[p] + SHIFT[p]) / 2 for p in sorted(PHOTO)]
+    low, high = stats.interval(per_photo, seed=SEED)
+    assert (cell.images, cell.maps) == (5, 20)
+    assert cell.mean == significant(float(np.mean(per_photo)))
+    assert (cell.low, cell.high) == (significant(low), significant(high))
+    assert (table.unit, table.photos, table.images, table.meaningful) == ("photo", 5, 10, True)
+    alone = method_table(summary_of(variants(), None), ["gradcam"])
+    single = next(c for c in alone.columns if c.key == METRIC).cells["gradcam"]
+    assert (single.images, alone.unit, alone.photos, alone.images) == (10, "image", None, 10)
+    # ten images that are five photos twice made the interval too narrow
+    assert (cell.high - cell.low) > 1.2 * (single.high - single.low)
+
+
+def test_comparisons_and_lines_count_photos():
+    values = variants()
+    for ident, per in variants(method_shift=0.2).items():
+        values[ident]["layercam"] = per["gradcam"]
+    bases = {ident: {"random": per["gradcam"] - 0.3} for ident, per in variants().items()}
+    summary = summary_of(values, "-", bases)
+    table = method_table(summary, ["gradcam", "layercam"])
+    evidence = trustlines.build(summary, table)
+    pair = next(p for p in evidence.comparisons if p.b == "layercam")
+    assert pair.verdict == "layercam better" and pair.images == 5
+    assert pair.text.endswith("over 5 photos")
+    assert (evidence.unit, evidence.photos, evidence.images) == ("photo", 5, 10)
+    assert evidence.trusted == "layercam"
+
+
+def test_too_few_photos_draw_no_conclusion_however_many_images():
+    few = variants(photos=4)
+    evidence = trustlines.build(summary_of(few, "-"), method_table(summary_of(few, "-"),
+                                                                   ["gradcam"]))
+    assert not evidence.meaningful and evidence.primary is None
+    assert evidence.conclusion.startswith("no conclusion yet: 8 image(s) of 4 photo(s), no "
+                                          "metric measured on at least 5")
+    assert evidence.conclusion.endswith("explain at least 5 different photos for one")
+    one = variants(photos=1)  # no interval for one photo: its count instead
+    line = trustlines.build(summary_of(one, "-"), method_table(summary_of(one, "-"),
+                                                               ["gradcam"])).lines[0]
+    assert line.text.endswith("(n = 1 photo)")
+    counted_alone = method_table(summary_of(few, None), ["gradcam"])
+    assert counted_alone.meaningful and counted_alone.images == 8
+
+
+def test_ids_without_the_separator_are_photos_of_their_own():
+    values = {"a": {"gradcam": 0.1}, "b-1": {"gradcam": 0.2}, "b-2": {"gradcam": 0.4},
+              "c": {"gradcam": 0.3}}
+    table = method_table(summary_of(values, "-"), ["gradcam"])
+    cell = next(c for c in table.columns if c.key == METRIC).cells["gradcam"]
+    assert (table.photos, table.images, cell.images) == (3, 4, 3)
+    assert cell.mean == significant((0.1 + 0.3 + 0.3) / 3)
+
+
+def render(summary: RunSummary, folder) -> str:
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, render_pages
+    methods = list(dict.fromkeys(r.method for image in summary.images for r in image.cams))
+    summary.trust = trustlines.build(summary, method_table(summary, methods))
+    folder.mkdir()
+    return render_pages(RunFolder(folder), ReportData(summary))["report.html"]
+
+
+def test_the_report_says_photos_where_it_counts_them(tmp_path):
+    bases = {ident: {"random": per["gradcam"] - 0.3} for ident, per in variants().items()}
+    page = render(summary_of(variants(), "-", bases), tmp_path / "photos")
+    section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
+    assert "10 image(s) of 5 photo(s) (an image's photo: its id up to the first <code>-</code>)" \
+        in section
+    assert "95% bootstrap over photos" in section and "no ranking below 5 photos." in section
+    assert "The variants of one photo (its flips, crops or shifts) are one unit" in section
+    assert "They treat every image as independent" not in section
+    table = page[page.index('class="method-table"'):]
+    assert "5 photo(s), 20 map(s)" in table and "image(s), 20 map(s)" not in table
+    assert "the mean over photos of the method's per-photo mean" in table
+    plain = render(summary_of(variants(), None, bases), tmp_path / "images")
+    assert "95% bootstrap over images" in plain and "10 image(s), 20 map(s)" in plain
+    assert "set <code>report.photo_separator: \"-\"</code> to count them as one" in plain
