@@ -10,6 +10,8 @@ that point at usable layers, and ``format_table`` is what ``explain layers CONFI
 
 from __future__ import annotations
 
+import difflib
+
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -236,8 +238,15 @@ def _hint(net: nn.Module, dotted: str, parent: str, children: list[str],
             last = max(inside, key=lambda r: r.fired[0][0])
             text += f"; the last one a CAM can use is {quote(last.name)}"
         return text
+    names = [n for n, _ in net.named_modules() if n]
+    near = difflib.get_close_matches(dotted, names, n=1, cutoff=0.5)
+    inside = [r for r in good if near and r.name.startswith(near[0] + ".")]
+    if inside and not any(r.name == near[0] for r in good):  # the closest name is a block ('backbonee': 'backbone'), not a usable layer
+        last = max(inside, key=lambda r: r.fired[0][0])
+        return (f" — did you mean {quote(near[0])}? (the last layer in it that a CAM can "
+                f"use: {quote(last.name)})")
     close = suggest(dotted, [r.name for r in good]) if good else ""
-    close = close or suggest(dotted, [n for n, _ in net.named_modules() if n])
+    close = close or suggest(dotted, names)
     return close or f" (top-level modules: {', '.join(list(net._modules)[:12])})"
 
 

@@ -18,6 +18,7 @@ from helpers import explain_error, one_line
 from explain.cli import main
 from explain.errors import ExplainError
 from explain.models.heads import Classifier, Head
+from explain import layers
 from explain.layers import auto_layer, find_layer, format_table, survey
 
 
@@ -280,3 +281,41 @@ def test_the_survey_follows_the_reshape_setting():
     assert auto_layer(rows).name == "patch_embed.proj"
     tokens = survey(net, Classifier(net), x, Head(), mode="vit")
     assert auto_layer(tokens).name == "blocks.1.norm1"
+
+
+class _Pair(torch.nn.Module):
+    """A block whose output is no map (a dict of two), holding two convolutions that are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.second = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        a = self.first(x)
+        return {"a": a, "b": self.second(a)}
+
+
+class _Wrapped(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = _Pair()
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)["b"].mean((2, 3)))
+
+
+def test_a_typo_of_a_block_names_the_block_and_a_layer_in_it():
+    """'backbonee' was answered with some usable layer ('backbone.body.9' on a detector), not
+    the block the user meant: now the block, and the last layer in it a CAM can use."""
+    torch.manual_seed(0)
+    net = _Wrapped().eval()
+    rows = surveyed(net, 16)
+    assert [r.name for r in rows if layers._good(r)] == ["backbone.first", "backbone.second"]
+    with pytest.raises(ExplainError) as err:
+        find_layer(net, "backbonee", "target_layers[0]", rows)
+    assert str(err.value).endswith("did you mean 'backbone'? (the last layer in it that a CAM "
+                                   "can use: 'backbone.second')"), str(err.value)
+    with pytest.raises(ExplainError, match=r"did you mean 'backbone.second'\?$"):
+        find_layer(net, "backbone.secnd", "target_layers[0]", rows)
