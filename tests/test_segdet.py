@@ -374,6 +374,9 @@ def test_detections_below_the_threshold_are_a_note(tree, capsys):
     assert code == 0, err
     summary = json.loads((root / "results" / "nobox" / "summary.json").read_text())
     assert [len(e["cams"]) for e in summary["images"]] == [0, 0]
+    # its best boxes score below the threshold: they predict nothing (they said 'cat')
+    assert [e["predicted"] for e in summary["images"]] == ["(none)", "(none)"]
+    assert all(0 < max(e["probabilities"].values()) < 0.99 for e in summary["images"])
     assert any("no detection of a named class scores at least score_threshold 0.99 on 2 "
                "image(s): cat, both" in n for n in summary["notes"])
     assert "nothing to explain" in (root / "results" / "nobox" / "report.html").read_text()

@@ -99,7 +99,8 @@ def explain_boxes(cfg: Any, ctx: Any, engine: Any, group: list) -> Any:
     result = BatchResult(scores, classes, maps, per_image=per_image)
     views = []
     for b, item in enumerate(group):
-        entry = _entry(ctx, item, best[b], chosen[b])
+        entry = _entry(ctx, item, best[b], chosen[b],
+                       threshold=cfg.detection.score_threshold)
         for one in per_image[b]:
             one.record = _record(ctx, entry, one, chosen[b][1][one.slot][0])
             entry.cams.append(one.record)
@@ -107,10 +108,14 @@ def explain_boxes(cfg: Any, ctx: Any, engine: Any, group: list) -> Any:
     return TaskBatch(x, result, views, found=[[d for d, _, _ in c] for _, c in chosen])
 
 
-def _entry(ctx: Any, item: Any, probabilities: dict[str, float], chosen: tuple) -> ImageEntry:
+def _entry(ctx: Any, item: Any, probabilities: dict[str, float], chosen: tuple, *,
+           threshold: float) -> ImageEntry:
+    """The image's entry: ``predicted`` is the named class of its best detection scoring at
+    least ``threshold`` (a best box at 0.016 predicts nothing), else NONE_PREDICTED."""
     above, picked = chosen
     best = max(probabilities, key=lambda name: probabilities[name]) if probabilities else None
-    predicted = best if best is not None and probabilities[best] > 0 else NONE_PREDICTED
+    found = best is not None and probabilities[best] > 0 and probabilities[best] >= threshold
+    predicted = best if found else NONE_PREDICTED
     return ImageEntry(id=item.ref.id, path=str(item.ref.path),
                       input_size=[int(item.rgb.shape[0]), int(item.rgb.shape[1])],
                       probabilities=probabilities, predicted=predicted,
