@@ -257,8 +257,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
                         pool.then(folder.write_bytes, f"items/{view.entry.id}.json",
                                   _item_bytes(ctx, folder, view.entry))
                     summary.durations_s["figures"] += time.perf_counter() - t0
-                    bar.update(len(batch.images) * bar.per_image if bar.per_image else
-                               sum(len(view.entry.cams) for view in batch.images))
+                    bar.update(len(batch.images) * bar.per_image)
                     ranks.crash_point(settle=pool.drain)
             pool.drain()
             if bar.n < bar.total:  # images skipped (unreadable), fewer boxes than max_boxes
@@ -282,14 +281,15 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
 
 def _progress(images: int, plan: RunPlan, ranks: Any, opts: RunOptions) -> tqdm:
     """The bar over image x class x method: a classifier's every slot counts, so the total
-    holds when an image's label is its prediction and one map serves both (a task's maps
-    are counted as made: detections vary). The rate counts the pictures and numbers made
-    beside the maps."""
-    per_image = plan.slots * len(plan.methods)
-    bar = tqdm(total=images * per_image, unit="map",
+    holds when an image's label is its prediction and one map serves both; a task's over
+    images (its maps per image vary with the detections or the classes present: a bar of
+    image x class x method overran its total). The rate counts the pictures and numbers
+    made beside the maps."""
+    per_image = 1 if plan.task else plan.slots * len(plan.methods)
+    bar = tqdm(total=images * per_image, unit="image" if plan.task else "map",
                desc="CAMs" if ranks.world == 1 else f"CAMs (rank 0 of {ranks.world})",
                disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
-    bar.per_image = None if plan.task else per_image
+    bar.per_image = per_image
     return bar
 
 
