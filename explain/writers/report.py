@@ -17,6 +17,7 @@ the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSumm
 from __future__ import annotations
 
 import heapq
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -113,6 +114,7 @@ class Card:
     #                                     detection)
     channel_views: list[tuple[str, str]] = field(default_factory=list)  # (what, file): the
     #                                     activation grid, each method's class contrast
+    path: str = ""  # the photo's path as the page shows it (``shown_path``)
 
 
 REPORT_BOXES = 50  # boxes drawn over one overlay: a shared summary.json within every bound
@@ -125,6 +127,20 @@ def _box_style(box: list[float], size: list[int]) -> str:
     x0, y0, x1, y1 = box
     return (f"left:{100 * x0 / w:.3f}%;top:{100 * y0 / h:.3f}%;"
             f"width:{100 * (x1 - x0) / w:.3f}%;height:{100 * (y1 - y0) / h:.3f}%")
+
+
+def shown_path(path: str, config_file: str) -> str:
+    """A path as the page shows it: from the config's folder, as a config names it
+    ('pics/cat.jpg', '../results/demo'), so a shared page does not carry the sharer's home
+    folder; one more than two folders above it as it is (the config names it so); without
+    a config file (an unfinished run's rebuild), the file's name."""
+    if not Path(config_file).is_absolute():
+        return Path(path).name
+    try:
+        rel = os.path.relpath(path, Path(config_file).parent)
+    except ValueError:  # another drive
+        return str(path)
+    return str(path) if Path(rel).parts[:3] == ("..",) * 3 else rel
 
 
 def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
@@ -154,7 +170,8 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
         cards.append(Card(entry, _present(run, entry.files.photo), present, cells,
                           concepts=_present(run, entry.files.concepts_figure),
                           task_picture=_present(run, entry.files.task),
-                          channel_views=_channel_views(run, entry, data.summary.config)))
+                          channel_views=_channel_views(run, entry, data.summary.config),
+                          path=shown_path(entry.path, data.summary.config_file)))
     return cards
 
 
@@ -228,14 +245,15 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classe
                        files, _present(run, recorded.disagreement_csv))
 
 
-def _model_source(model: ModelSpec) -> str:
+def _model_source(model: ModelSpec, config_file: str) -> str:
+    """Where the model came from, its file as the page shows paths (``shown_path``)."""
     if model.keras:
-        return f"Keras model file {model.keras}"
+        return f"Keras model file {shown_path(str(model.keras), config_file)}"
     if model.builder:
         return f"builder {model.builder}"
     if model.arch:
-        return f"state_dict {model.file} into {model.arch}"
-    return f"whole model file {model.file}"
+        return f"state_dict {shown_path(str(model.file), config_file)} into {model.arch}"
+    return f"whole model file {shown_path(str(model.file), config_file)}"
 
 
 def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
@@ -350,7 +368,7 @@ def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
     trust = summary.trust or trustlines.build(summary, table)  # an unfinished run: its records
     common = dict(summary=summary, config=config, methods=methods, classes=classes,
                   colorbar=summary.files.colorbar, compare=summary.compare,
-                  finished=data.finished,
+                  finished=data.finished, where=lambda p: shown_path(p, summary.config_file),
                   card_notes={m: method_note(m) for m in methods if traits(m).class_agnostic})
     env = environment()
     order = {c: i for i, c in enumerate(classes)}
@@ -362,7 +380,8 @@ def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
         index_classes=shown, index_more=len(classes) - len(shown),
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
         notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
-        warnings=_warnings(data, cards), model_source=_model_source(config.model),
+        warnings=_warnings(data, cards),
+        model_source=_model_source(config.model, summary.config_file),
         dataset=_dataset_view(run, data, cards, classes=classes, methods=methods),
         trust=trust, unit=trust.unit, cost_per_map=trustlines.cost_per_map(summary),
         comparisons=[p for c in table.columns for p in c.comparisons],
