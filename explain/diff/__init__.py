@@ -54,8 +54,9 @@ def compute(a: Side, b: Side, threshold: Optional[float]) -> tuple[DiffResult, l
             kept.append((one, pair))
             if len(kept) > 2 * CASES:
                 kept = sorted(kept, key=_rank)[:CASES]
+    shown, total = config_changes(a.summary, b.summary)
     result = DiffResult(a=a, b=b, maps=maps, left_out=left_out, threshold=threshold,
-                        config_changes=config_changes(a.summary, b.summary))
+                        config_changes=shown, config_total=total)
     if threshold is not None:
         result.below = sorted((m for m in maps if m.correlation < threshold),
                               key=lambda m: m.correlation)

@@ -60,11 +60,17 @@ class DiffResult:
     b: Side
     maps: list[MapDiff]
     left_out: list[str]
-    config_changes: list[str]
+    config_changes: list[str]  # the first CONFIG_SHOWN
     threshold: Optional[float]
     below: list[MapDiff] = field(default_factory=list)
     out: Optional[Path] = None
     lines: list[str] = field(default_factory=list)
+    config_total: int = 0  # settings that differ, config_changes' and the rest
+
+    @property
+    def config_more(self) -> int:
+        """Settings that differ past those named in config_changes."""
+        return max(0, self.config_total - len(self.config_changes))
 
 
 # ---- reading the two runs ---------------------------------------------------------------
@@ -113,18 +119,19 @@ def compare_maps(a: Side, b: Side, pair: Pair) -> tuple[MapDiff, np.ndarray, np.
     return one, x, y
 
 
-def config_changes(a: RunSummary, b: RunSummary) -> list[str]:
-    """The config keys whose values differ, as 'key: A -> B' (the run name and folder aside)."""
-    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(data, dict) and data:
-            return {k: v for key, value in data.items()
-                    for k, v in flat(value, f"{prefix}.{key}" if prefix else str(key)).items()}
-        return {prefix: data}
-    before, after = (flat(s.config.model_dump(mode="json")) for s in (a, b))
-    keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)
-            and k not in ("name", "workers", "output.dir")]
-    return [f"{k}: {short(before.get(k, '(none)'), 80)} -> {short(after.get(k, '(none)'), 80)}"
-            for k in keys]
+CONFIG_SHOWN = 40  # settings that differ named on the page (the console names 3), the rest counted
+
+
+def config_changes(a: RunSummary, b: RunSummary) -> tuple[list[str], int]:
+    """The first CONFIG_SHOWN config keys whose values differ, as 'key: A -> B' (the run name
+    and folder aside; keys and values cut to 80 characters), and how many differ in all."""
+    from explain.settingsdiff import MISSING, changes
+    found, total = changes(*(s.config.model_dump(mode="json") for s in (a, b)),
+                           skip=("name", "workers", "output.dir"), shown=CONFIG_SHOWN, limit=80)
+
+    def shown(value: Any) -> str:
+        return "(none)" if value is MISSING else short(value, 80)
+    return [f"{key}: {shown(old)} -> {shown(new)}" for key, old, new in found], total
 
 
 # ---- summaries for the console and the page -----------------------------------------------
@@ -221,9 +228,9 @@ def console_lines(result: DiffResult) -> list[str]:
               for s in (result.a, result.b) if not s.finished]
     lines += [f"  left out: {line}" for line in result.left_out]
     if result.config_changes:
-        lines.append(f"  config: {len(result.config_changes)} setting(s) differ: "
-                     f"{'; '.join(result.config_changes[:3])}"
-                     + (" ..." if len(result.config_changes) > 3 else ""))
+        total = max(result.config_total, len(result.config_changes))
+        lines.append(f"  config: {total} setting(s) differ: "
+                     f"{'; '.join(result.config_changes[:3])}" + (" ..." if total > 3 else ""))
     every = groups(result)
     for g in sorted(every, key=lambda g: g.r_min)[:CONSOLE_GROUPS]:  # the worst first
         lines.append(f"  {g.method} / {g.class_name}: map r min {g.r_min:.3f} on {g.worst}, "

@@ -1,0 +1,81 @@
+"""The twentieth attack (a helper's findings): what two shared run folders ask of
+``explain diff`` past their maps (docs/trust.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from explain.cli import main
+from explain.config import load_config
+from explain.runner import RunOptions, run
+from helpers import memory_peak, tiny_config, tiny_net
+
+QUIET = dict(progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A tiny finished run with its maps saved (explain diff reads them)."""
+    tmp = tmp_path_factory.mktemp("attack20")
+    torch.save(tiny_net(), tmp / "m.pth")
+    path = tiny_config(tmp, {"file": str(tmp / "m.pth")}, name="a", classes={"cat": 0, "dog": 1},
+                       output={"dir": str(tmp / "results"), "save_arrays": True})
+    run(load_config(path), RunOptions(**QUIET))
+    return tmp / "results" / "a"
+
+
+def _with_arch_args(src: Path, dst: Path, args: dict) -> Path:
+    """A copy of the run whose summary.json records ``args`` as model.arch_args."""
+    shutil.copytree(src, dst)
+    summary = json.loads((dst / "summary.json").read_text())
+    summary["config"]["model"]["arch_args"] = args
+    (dst / "summary.json").write_text(json.dumps(summary))
+    return dst
+
+
+def _deep(key_chars: int, depth: int, leaves: int, value: int) -> dict:
+    """``leaves`` small settings under ``depth`` keys of ``key_chars`` characters each."""
+    node: dict = {f"k{i}": value for i in range(leaves)}
+    for level in range(depth):
+        node = {chr(97 + depth - 1 - level) * key_chars: node}
+    return node
+
+
+def test_diff_names_settings_that_differ_in_bounded_memory_and_page(finished, tmp_path,
+                                                                      capsys):
+    """explain diff flattened both recorded configs into dotted names, each leaf carrying its
+    whole path, and wrote every differing one on diff.html: two 615 KB summaries of one
+    40,000-character key nested 15 deep above 1,000 leaves made a 600 MB diff.html and held
+    3.6 GB (853 KB, 20,000 leaves: a MemoryError past 6 GB). Here 4,000 characters x 15
+    above 1,000 leaves (60 MB of page before): the page names 40 settings, cut to 80
+    characters, and counts the rest."""
+    a = _with_arch_args(finished, tmp_path / "a", _deep(4000, 15, 1000, 0))
+    b = _with_arch_args(finished, tmp_path / "b", _deep(4000, 15, 1000, 1))
+    assert (a / "summary.json").stat().st_size < 200_000
+    with memory_peak() as peak:
+        code = main(["diff", str(a), str(b), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "config: 1000 setting(s) differ: model.arch_args.aaaa" in out
+    page = next((tmp_path / "out").glob("diff-*")) / "diff.html"
+    assert page.stat().st_size < 100_000
+    text = page.read_text()
+    assert "... and 960 more" in text
+    assert f"model.arch_args.{'a' * 64}: 0 -&gt; 1" in text
+    assert peak[0] < 40 * 2**20
+    assert not list(tmp_path.glob("*.html"))
+
+
+def test_diff_still_names_an_honest_change(finished, tmp_path, capsys):
+    """Settings that differ are named whole, in key order (name and output folder aside)."""
+    a = _with_arch_args(finished, tmp_path / "a", {})
+    b = _with_arch_args(finished, tmp_path / "b", {"num_classes": 2, "nest": {"x": [1, 2]}})
+    assert main(["diff", str(a), str(b), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert ("config: 2 setting(s) differ: model.arch_args.nest.x: (none) -> [1, 2]; "
+            "model.arch_args.num_classes: (none) -> 2") in out
