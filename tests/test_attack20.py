@@ -1,5 +1,5 @@
 """The twentieth attack (a helper's findings): what two shared run folders ask of
-``explain diff`` past their maps (docs/trust.md)."""
+``explain diff`` past their maps, and what a config's YAML aliases repeat (docs/trust.md)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from explain.cli import main
+from explain.errors import ExplainError
 from explain.config import load_config
 from explain.runner import RunOptions, run
-from helpers import memory_peak, tiny_config, tiny_net
+from helpers import CAT, memory_peak, one_line, tiny_config, tiny_net
 
 QUIET = dict(progress=False, log=lambda _: None)
 
@@ -79,3 +80,47 @@ def test_diff_still_names_an_honest_change(finished, tmp_path, capsys):
     out = capsys.readouterr().out
     assert ("config: 2 setting(s) differ: model.arch_args.nest.x: (none) -> [1, 2]; "
             "model.arch_args.num_classes: (none) -> 2") in out
+
+
+# ---- a config's aliases repeating one long value ----------------------------------------------
+
+def _aliased(folder: Path, chars: int, times: int) -> Path:
+    """A detector config whose builder_args (a detector takes any keyword) name one string of
+    ``chars`` characters ``times`` times through a YAML alias."""
+    path = folder / "det.yaml"
+    path.write_text(
+        "name: det\ntask: detection\nmodel:\n"
+        "  builder: torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn\n"
+        f"  builder_args:\n    num_classes: 3\n    a: &s \"{'x' * chars}\"\n"
+        f"    b: [{', '.join(['*s'] * times)}]\n"
+        f"classes: {{cat: 1, dog: 2}}\nimages: [{CAT}]\ntarget_layers: [auto]\n"
+        f"output: {{dir: {folder / 'results'}}}\n")
+    return path
+
+
+def test_aliases_repeating_a_long_value_are_refused_before_anything_is_written(tmp_path,
+                                                                                capsys):
+    """Aliases were bounded by count (20,000 values), not by what they repeat: a 104 KB
+    config naming one 100 KB string 1,000 times under a detector's builder_args (which takes
+    any keyword) passed every check and wrote config.json and summary.json of 96 MB each,
+    1.2 GB held (256 KiB: 3.5 GB a file). Values past 1 MiB of text once expanded are one
+    line, before anything is read or written."""
+    from explain.config import load_config
+    path = _aliased(tmp_path, 100_000, 1000)
+    assert path.stat().st_size < 110_000
+    with memory_peak() as peak:
+        with pytest.raises(ExplainError) as info:
+            load_config(path)
+    one_line(info, f"{path}: the YAML expands to more than 1 MiB of text (aliases "
+                   f"repeating a long value); write the values out")
+    assert peak[0] < 20 * 2**20
+    assert main([str(path), "--quiet"]) == 2
+    assert "expands to more than 1 MiB of text" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_aliases_of_short_values_still_load(tmp_path):
+    """Anchors reused as configs use them (a preprocess section, a list of sizes) load."""
+    from explain.config import load_config
+    path = _aliased(tmp_path, 40, 1000)
+    assert load_config(path).model.builder_args["b"] == ["x" * 40] * 1000
