@@ -34,6 +34,8 @@ from typing import Any, Iterator, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from explain.names import quote
+
 RULE = ("only metrics measured on at least the minimum of images count; a method is trusted "
         "when its parameter-randomisation check does not fail (a random-logit failure is "
         "named), it beats every baseline on every such metric "
@@ -157,6 +159,31 @@ class Evidence(_Record):
 
     def row(self, name: str, kind: str = "method") -> Optional[Row]:
         return next((r for r in self.rows if r.name == name and r.kind == kind), None)
+
+
+def evidence_problem(evidence: Evidence, methods: list[str], metrics: set[str]) -> Optional[str]:
+    """Why a ``trust`` record read back cannot be its run's, or None: rows and lines of its
+    ``methods`` (each once) and of explain's baselines, numbers of ``metrics`` only (the
+    table's and the records' own). A shared summary.json's 8,000 made-up metric names on one
+    row, 1.8 MB with 3,000 maps, made a notebook's ``Run.table()`` of 3,000 x 24,000 cells:
+    2.9 GB (each map's row gets its method's columns)."""
+    from explain.baselines import BASELINES
+    seen: set[tuple[str, str]] = set()
+    for row in evidence.rows:
+        known = methods if row.kind == "method" else BASELINES
+        if row.name not in known or (row.kind, row.name) in seen:
+            return f"a row {quote(row.name)} its run does not have (or has once)"
+        seen.add((row.kind, row.name))
+        other = next((k for k in (*row.metrics, *row.unscored) if k not in metrics), None)
+        if other is not None:
+            return f"a row's metric {quote(other)} its run did not compute"
+    for line in evidence.lines:
+        other = next((k for k in (*line.faithfulness, *line.localisation) if k not in metrics),
+                     None)
+        if line.method not in methods or other is not None:
+            return f"the line of {quote(line.method)}: not of its run's methods and metrics"
+    other = next((b for b in evidence.baselines if b not in BASELINES), None)
+    return None if other is None else f"a baseline {quote(other)} that explain does not have"
 
 
 # ---- the statistics of the methods table (explain.methodtable) -----------------------------

@@ -160,6 +160,7 @@ def load_run(root: Path) -> ReportData:
     if problem:
         raise ExplainError(f"{where}: dataset: {problem}; the run folder is damaged")
     _check_task(summary)
+    _check_trust(summary, where)
     data = ReportData(summary)
     if summary.compare:
         data.compare_rows = _compare_rows(run, summary)
@@ -176,6 +177,18 @@ def _check_task(summary: RunSummary) -> None:
         summary.task = None
         summary.notes.append(f"summary.json: task: {problem}; the task table is left out (the "
                              f"run folder was edited after the run)")
+
+
+def _check_trust(summary: RunSummary, where: Path) -> None:
+    """A trust record its run cannot have written is a damaged folder (ExplainError)."""
+    from explain.evidence import evidence_problem
+    from explain.metrics import TABLE
+    if summary.trust is None:
+        return
+    metrics = set(TABLE) | {k for e in summary.images for r in e.cams for k in r.faithfulness or {}}
+    problem = evidence_problem(summary.trust, [m.name for m in summary.config.methods], metrics)
+    if problem:
+        raise ExplainError(f"{where}: trust: {problem}; the run folder is damaged")
 
 
 def _check_links(summary: RunSummary) -> None:

@@ -124,3 +124,49 @@ def test_aliases_of_short_values_still_load(tmp_path):
     from explain.config import load_config
     path = _aliased(tmp_path, 40, 1000)
     assert load_config(path).model.builder_args["b"] == ["x" * 40] * 1000
+
+
+# ---- a summary's trust record ----------------------------------------------------------------
+
+def _with_trust_metrics(src: Path, dst: Path, images: int, metrics: int) -> Path:
+    """A copy of the run of ``images`` one-map images whose trust row names ``metrics``
+    made-up metrics."""
+    shutil.copytree(src, dst)
+    summary = json.loads((dst / "summary.json").read_text())
+    first = summary["images"][0]
+    first["files"] = {}
+    cam = {**first["cams"][0], "files": {}}
+    summary["images"] = [{**first, "id": f"c{i}", "cams": [{**cam, "file": f"x/c{i}.png"}]}
+                         for i in range(images)]
+    stat = {"mean": 0.5, "images": 1, "maps": 1}
+    summary["trust"]["rows"][0]["metrics"] = {f"m{j}": stat for j in range(metrics)}
+    (dst / "summary.json").write_text(json.dumps(summary, separators=(",", ":")))
+    return dst
+
+
+def test_a_trust_record_of_made_up_metrics_is_refused_by_every_reader(finished, tmp_path,
+                                                                       capsys):
+    """summary.json's ``trust`` was read back unchecked, and a notebook's ``Run.table()``
+    gives every map's row its method's trust columns: 8,000 made-up metric names on one
+    row with 3,000 maps (1.8 MB) made 3,000 x 24,000 cells, 2.9 GB. Here 600 x 1,000
+    (0.2 MB before: 600 x 3,000 cells): one line naming the file and the field, from
+    explain.load, explain report and explain diff alike."""
+    import explain
+    bad = _with_trust_metrics(finished, tmp_path / "bad", 600, 1000)
+    with memory_peak() as peak:
+        with pytest.raises(ExplainError) as info:
+            explain.load(bad)
+    one_line(info, f"{bad / 'summary.json'}: trust: a row's metric 'm0' its run did not "
+                   f"compute; the run folder is damaged")
+    assert peak[0] < 30 * 2**20
+    for argv in (["report", str(bad)], ["diff", str(finished), str(bad)]):
+        assert main(argv) == 2
+        assert "trust: a row's metric 'm0' its run did not compute" in capsys.readouterr().err
+    assert not list(tmp_path.glob("diff-*"))
+
+
+def test_an_honest_trust_record_is_read(finished):
+    """The run's own trust record passes: its table's rows, with their columns."""
+    import explain
+    rows = explain.load(finished).table()
+    assert len(rows) == 2 and rows[0]["method"] == "gradcam" and "sanity" in rows[0]
