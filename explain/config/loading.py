@@ -18,8 +18,9 @@ from explain.errors import ExplainError
 from explain.names import quote, short, suggest
 from explain.runlock import RUN_MARKER
 from explain.config.schema import Config
-from explain.config.sections import (MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MAX_CONFIG_TEXT,
-                                     MethodSpec, MetricSpec)
+from explain.config.sections import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MethodSpec, MetricSpec
+
+MAX_CONFIG_TEXT = 2**20  # characters of a config's values and keys after alias expansion
 
 
 class _StrictLoader(yaml.SafeLoader):

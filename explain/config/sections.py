@@ -23,7 +23,6 @@ COLORMAPS = tuple(sorted(n[len("COLORMAP_"):].lower() for n in dir(cv2) if n.sta
 # Bounds that keep a small config from asking for huge allocations or endless work.
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_CONFIG_NODES = 20_000  # YAML nodes after alias expansion (a config has about a hundred)
-MAX_CONFIG_TEXT = 2**20  # characters of its values and keys after alias expansion
 MAX_SIDE = 4096  # model input side in pixels
 MAX_ARGS_DEPTH = 16  # model.arch_args / builder_args: lists and mappings inside each other
 MAX_CLASSES = 1000  # named classes (ImageNet-1k fits; name a subset of larger label sets)
