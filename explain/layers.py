@@ -241,7 +241,8 @@ def _hint(net: nn.Module, dotted: str, parent: str, children: list[str],
     names = [n for n, _ in net.named_modules() if n]
     near = difflib.get_close_matches(dotted, names, n=1, cutoff=0.5)
     inside = [r for r in good if near and r.name.startswith(near[0] + ".")]
-    if inside and not any(r.name == near[0] for r in good):  # the closest name is a block ('backbonee': 'backbone'), not a usable layer
+    # the closest name is a block ('backbonee': 'backbone'), not a layer a CAM can use
+    if inside and not any(r.name == near[0] for r in good):
         last = max(inside, key=lambda r: r.fired[0][0])
         return (f" — did you mean {quote(near[0])}? (the last layer in it that a CAM can "
                 f"use: {quote(last.name)})")
