@@ -170,3 +170,19 @@ def test_an_honest_trust_record_is_read(finished):
     import explain
     rows = explain.load(finished).table()
     assert len(rows) == 2 and rows[0]["method"] == "gradcam" and "sanity" in rows[0]
+
+
+def test_a_shared_sanity_record_s_methods_are_looked_up_once_each():
+    """summary.csv asks the sanity record for each map's method: a shared record of 10,000
+    entries was scanned once per row (rows x entries). Now a table made once; the first
+    entry of a name is the one used, an unknown name has none."""
+    from explain.sanity_records import SanitySummary
+    entries = [{"method": f"m{i % 5000}", "verdict": "pass" if i < 5000 else "fail",
+                "final": i / 10000, "cascading": []} for i in range(10000)]
+    record = SanitySummary.model_validate({
+        "measure": "spearman", "threshold": 0.5, "logit_threshold": 0.5, "seed": 0,
+        "layers": [], "not_randomised": 0, "maps": [], "methods": entries})
+    assert record.method("m4999").final == 0.4999 and record.method("m4999").verdict == "pass"
+    assert record.method("gradcam") is None and record.columns("gradcam") == {}
+    assert record.columns("m7") == {"sanity_spearman": 0.0007}
+    assert "_by_name" not in record.model_dump()
