@@ -239,7 +239,8 @@ MAX_SEPARATOR = 8
 def check_photo_separator(text: str) -> str:
     """``report.photo_separator`` checked: 1 to 8 characters an image id can hold (letters,
     digits, '_', '.', '-'), and no '__' (ids never hold it: runs of '_' become one)."""
-    if not 1 <= len(text) <= MAX_SEPARATOR or _UNSAFE_CHARS.search(text):
+    if not isinstance(text, str) or not 1 <= len(text) <= MAX_SEPARATOR \
+            or _UNSAFE_CHARS.search(text):
         raise ValueError(f"{quote(text)}: 1 to {MAX_SEPARATOR} of the characters an image id "
                          f"holds (letters, digits, '_', '.', '-'), e.g. '-' for cat01-flip.jpg")
     if "__" in text:

@@ -10,7 +10,8 @@ from typing import Any, Optional
 from explain import stats
 from explain.baselines import BASELINES
 from explain.evidence import Evidence, Row, Stat, TrustLine, below_note
-from explain.methodtable import MethodTable
+from explain.methodtable import MethodTable, method_table
+from explain.names import check_photo_separator
 from explain.sanity_records import PARTLY, SanitySummary
 
 # ---- sanity records (written by the sanity check, when it ran) ---------------------------
@@ -79,6 +80,19 @@ def build(summary: Any, table: MethodTable) -> Evidence:
         evidence.conclusion = (f"no conclusion: a {task} run is not ranked (its maps' numbers "
                                f"are in the Methods table, as means)")
     return evidence
+
+
+def regrouped(summary: Any, methods: list[str], separator: Optional[str]) -> Evidence:
+    """The run's evidence (summary.json's ``trust``), or with ``separator`` worked out again
+    from its records as ``report.photo_separator: separator`` would have made it (checked as
+    the config checks it: ValueError)."""
+    if separator is None and summary.trust is not None:
+        return summary.trust
+    report = summary.config.report.model_copy(update={
+        "photo_separator": None if separator is None else check_photo_separator(separator)})
+    again = summary.model_copy(update={"config": summary.config.model_copy(
+        update={"report": report})})
+    return build(again, method_table(again, methods))
 
 
 def cost_per_map(summary: Any) -> Optional[float]:

@@ -111,8 +111,10 @@ def _typed(func, where: str) -> None:
     from PIL import Image
     from explain.channels import ViewOptions
     from explain.config import Config
+    from explain.evidence import Evidence
     from explain.results import CompareRow, ImageEntry, MapRecord, RunSummary
     namespace.update(Image=Image, Figure=Figure, Config=Config, CompareRow=CompareRow,
+                     Evidence=Evidence,
                      ImageEntry=ImageEntry, MapRecord=MapRecord, RunSummary=RunSummary,
                      ViewOptions=ViewOptions)
     sig = inspect.signature(func)
@@ -216,6 +218,19 @@ def test_run_records_table_and_load(demo_study, tmp_path):
         run.record("both", "cat", "gradcm")
     with pytest.raises(explain.ExplainError, match="no such results folder"):
         explain.load(tmp_path / "nothing")
+
+
+def test_trust_is_the_record_or_regrouped(demo_study):
+    """``Run.trust()``: summary.json's record; with a photo separator, worked out again from
+    the records (the demo's three photos have no '-': each its own photo); a bad one is one
+    line."""
+    loaded = explain.load(demo_study.folder)
+    assert loaded.trust().model_dump() == demo_study.summary.trust.model_dump()
+    again = loaded.trust(photo_separator="-")
+    assert (again.unit, again.photos, again.conclusion) == (
+        "photo", 0, demo_study.summary.trust.conclusion)  # no ranked number: none counted
+    with pytest.raises(explain.ExplainError, match=r"^trust: photo_separator: 'a b': 1 to 8"):
+        loaded.trust("a b")
 
 
 def test_displays_embed_their_pictures(demo_study, demo_model):

@@ -205,7 +205,7 @@ def test_the_notebook_table_shows_the_reports_places_not_the_order_of_the_means(
     noise in their means) while the report placed all three first; with 3 images the notebook
     ranked where the report says ranking is not yet meaningful."""
     from types import SimpleNamespace
-    from explain.api.runs import _methods
+    from explain.api.runview import _methods
 
     def rows(summary, methods):
         html = _methods(SimpleNamespace(methods=methods, summary=summary, images=summary.images))

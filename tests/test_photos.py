@@ -167,3 +167,18 @@ def test_the_report_says_photos_where_it_counts_them(tmp_path):
     plain = render(summary_of(variants(), None, bases), tmp_path / "images")
     assert "95% bootstrap over images" in plain and "10 image(s), 20 map(s)" in plain
     assert "set <code>report.photo_separator: \"-\"</code> to count them as one" in plain
+
+
+def test_a_finished_run_is_regrouped_from_its_records():
+    """The notebook's ``Run.trust(photo_separator=...)``: a run made without a separator,
+    worked out again from its records, is what the separator would have made at run time."""
+    grouped = summary_of(variants(), "-")
+    grouped.trust = trustlines.build(grouped, method_table(grouped, ["gradcam"]))
+    alone = summary_of(variants(), None)
+    alone.trust = trustlines.build(alone, method_table(alone, ["gradcam"]))
+    assert trustlines.regrouped(alone, ["gradcam"], None) is alone.trust
+    again = trustlines.regrouped(alone, ["gradcam"], "-")
+    assert again.model_dump() == grouped.trust.model_dump() and again.unit == "photo"
+    assert alone.config.report.photo_separator is None  # the run's records are left as they were
+    with pytest.raises(ValueError, match="image ids never hold '__'"):
+        trustlines.regrouped(alone, ["gradcam"], "__")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from explain.config import Config
+    from explain.evidence import Evidence
     from explain.results import CompareRow, ImageEntry, MapRecord, RunSummary
 
 ConfigInput = Union[str, os.PathLike, dict, "Config"]
@@ -183,6 +184,9 @@ def load(run_dir: Union[str, os.PathLike]) -> "Run":
 def _suggest(value: str, known: list[str]) -> str:
     close = difflib.get_close_matches(value, known, n=1)
     return f" — did you mean {close[0]!r}?" if close else ""
+
+
+SHOW_MAPS = 60  # maps a Run.show draws at most
 
 
 class Run:
@@ -353,6 +357,17 @@ class Run:
                                "dicts)") from None
         return pandas.DataFrame(rows)
 
+    def trust(self, photo_separator: Optional[str] = None) -> "Evidence":
+        """Which map to trust: the run's record (summary.json's ``trust``: ``.conclusion``,
+        ``.lines``, ``.comparisons``); with ``photo_separator``, worked out again from the
+        map records with images whose ids agree up to it as one photo, as
+        ``report.photo_separator`` would have at run time (no model needed)."""
+        from explain import trustlines
+        try:
+            return trustlines.regrouped(self.summary, self.methods, photo_separator)
+        except ValueError as exc:
+            raise ExplainError(f"trust: photo_separator: {exc}") from None
+
     def dataframe(self) -> Any:
         """``table(as_frame=True)``: summary.csv's rows as a pandas DataFrame."""
         return self.table(as_frame=True)
@@ -383,6 +398,7 @@ class Run:
         return display.grid_figure(rows)
 
     def _repr_html_(self) -> str:
+        from explain.api.runview import run_html
         return display.block(run_html(self))
 
     def __repr__(self) -> str:
@@ -390,110 +406,3 @@ class Run:
         state = "" if self.finished else ", unfinished"
         return f"Run({self.name!r}, {len(self.images)} images, {maps} maps{state}, " \
                f"folder={str(self.folder)!r})"
-
-
-# ---- how a Run shows itself in Jupyter (``_repr_html_``): its header, images, methods table
-# and class panels, each picture a data URI read from inside the run folder, so a saved
-# notebook shows them without the folder -------------------------------------------------------
-
-NOTES_SHOWN = 12
-IMAGES_SHOWN = 50
-CLASSES_SHOWN, SHOW_MAPS = 20, 60  # probability columns of the images table; maps a show draws
-PANELS_SHOWN, PANELS_BYTES = 12, 16 * 1024 * 1024  # class panels looked at, bytes read of them
-
-
-def run_html(run: Run) -> str:
-    """The inline display of a Run (inside display.block)."""
-    summary = run.summary
-    maps = sum(len(e.cams) for e in summary.images)
-    parts = [f"<h3>CAM study <code>{display.esc(run.name)}</code></h3>",
-             f"<p>{len(summary.images)} image(s) · {maps} map(s) · "
-             f"{display.esc(', '.join(run.methods))} at {display.esc(', '.join(run.layers))} · "
-             f"device {display.esc(summary.device)}<br>folder <code>{display.esc(run.folder)}"
-             f"</code>" + (f" · report <code>{display.esc(run.report_path)}</code>"
-                           if run.report_path else "") + "</p>"]
-    if not run.finished:
-        parts.append("<p><b>unfinished run</b>: the images it finished; complete it with "
-                     "explain.run(..., resume=True)</p>")
-    parts += [_images(run), _methods(run), _panels(run), _notes(run)]
-    return "".join(parts)
-
-
-def _images(run: Run) -> str:
-    classes = run.classes[:CLASSES_SHOWN]
-    rows = [[e.id, e.predicted] + [display.number(e.probabilities.get(c)) for c in classes]
-            + ([e.label or ""] if any(i.label for i in run.images) else [])
-            for e in run.images[:IMAGES_SHOWN]]
-    header = ["image", "predicted"] + [f"p({c})" for c in classes] + \
-        (["label"] if any(i.label for i in run.images) else [])
-    more = f"<p>... and {len(run.images) - IMAGES_SHOWN} more</p>" \
-        if len(run.images) > IMAGES_SHOWN else ""
-    if len(run.classes) > CLASSES_SHOWN:
-        more += f"<p>p of the first {CLASSES_SHOWN} of {len(run.classes)} classes</p>"
-    return "<h4>Images</h4>" + display.table_html(header, rows) + more
-
-
-def _methods(run: Run) -> str:
-    """Per method: its maps, mean raw maximum, the report's metric columns (mean, its place
-    where a difference is significant, a star where it leads) and overall place, as the report
-    has them: never an order of the means (which ranked identical maps by rounding noise)."""
-    from explain import stats
-    from explain.methodtable import method_table
-    methods = run.methods
-    table = method_table(run.summary, methods)
-    header = ["method", "maps", "mean raw max"] + [c.label for c in table.columns] + ["place"]
-    rows = []
-    for m in methods:
-        recs = [r for e in run.images for r in e.cams if r.method == m]
-        raw = [r.raw_max for r in recs if r.raw_max is not None]
-        cells = [m, len(recs), display.number(sum(raw) / len(raw) if raw else None)]
-        for col in table.columns:
-            cell = col.cells.get(m)
-            cells.append("-" if cell is None else display.number(cell.mean)
-                         + (f" #{cell.place}" if cell.place else "")
-                         + (" *" if m in col.leads else ""))
-        cells.append(table.place.get(m, "-") if table.meaningful else "-")
-        rows.append(cells)
-    note = "" if table.meaningful or not table.rank else (
-        f"<p>no place yet: no metric is measured on at least {stats.MIN_IMAGES} {table.unit}s "
-        f"(the report says the same)</p>")
-    stars = "<p>* significantly better than every other method</p>" \
-        if any(c.leads for c in table.columns) else ""
-    return "<h4>Methods</h4>" + display.table_html(header, rows) + stars + note
-
-
-def _panels(run: Run) -> str:
-    """The class panels (panels/<class>.png) embedded."""
-    from explain.errors import ExplainError
-    figures, budget, seen = [], PANELS_BYTES, set()
-    for n, cls in enumerate(run.classes):
-        if n == PANELS_SHOWN or budget <= 0:  # a shared folder's 1,000 classes
-            figures.append(f"<p>... and the panels of {len(run.classes) - n} more class(es) "
-                           f"in panels/</p>")
-            break
-        try:  # a class name from a summary.json changed by hand may be no file name
-            read = run._files.read_stat(f"panels/{cls}.png", budget)
-        except ExplainError:
-            read = None
-        if read is None or read[1] is None or (read[0].st_dev, read[0].st_ino) in seen:
-            continue  # none, larger than what is left, or one read already (a hard link)
-        seen.add((read[0].st_dev, read[0].st_ino))
-        budget -= len(read[1])
-        uri = display.file_uri(read[1], f"panels/{cls}.png")
-        if uri is not None:
-            figures.append(display.figure_html(uri, f"class {cls}"))
-    if not figures:
-        return "<h4>Classes</h4><p>no class panels in the folder</p>"
-    return "<h4>Classes</h4>" + "".join(figures)
-
-
-def _notes(run: Run) -> str:
-    notes = list(run.summary.notes)
-    skipped = [f"skipped {s.path}: {s.reason}" for s in run.summary.skipped_images]
-    lines = notes + skipped
-    if not lines:
-        return ""
-    shown = "".join(f"<li>{display.esc(line)}</li>" for line in lines[:NOTES_SHOWN])
-    more = f"<li>... {len(lines) - NOTES_SHOWN} more in summary.json</li>" \
-        if len(lines) > NOTES_SHOWN else ""
-    return f"<details><summary>{len(lines)} note(s)</summary><ul>{shown}{more}</ul></details>"
