@@ -36,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from explain.names import quote
 
+LOOK_GROUPS, LOOK_SHOWN = 10, 4  # look-alike groups kept in the record, ids kept of each
+
 RULE = ("only metrics measured on at least the minimum of images count; a method is trusted "
         "when its parameter-randomisation check does not fail (a random-logit failure is "
         "named), it beats every baseline on every such metric "
@@ -145,6 +147,10 @@ class Evidence(_Record):
     # then counts photos
     unit: Literal["image", "photo"] = "image"
     photos: Optional[int] = None
+    # images that look alike (flips, shifts, copies: explain.images.looks) and yet count as
+    # different units: the first LOOK_GROUPS groups, LOOK_SHOWN ids each; how many images
+    look_alike: list[list[str]] = Field(default_factory=list)
+    look_alike_images: int = 0
     resamples: int
     confidence: float
     seed: int
@@ -183,7 +189,12 @@ def evidence_problem(evidence: Evidence, methods: list[str], metrics: set[str]) 
         if line.method not in methods or other is not None:
             return f"the line of {quote(line.method)}: not of its run's methods and metrics"
     other = next((b for b in evidence.baselines if b not in BASELINES), None)
-    return None if other is None else f"a baseline {quote(other)} that explain does not have"
+    if other is not None:
+        return f"a baseline {quote(other)} that explain does not have"
+    if len(evidence.look_alike) > LOOK_GROUPS or any(len(g) > LOOK_SHOWN
+                                                     for g in evidence.look_alike):
+        return f"more look-alike images than its run lists ({LOOK_GROUPS} x {LOOK_SHOWN})"
+    return None
 
 
 # ---- the statistics of the methods table (explain.methodtable) -----------------------------

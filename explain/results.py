@@ -164,6 +164,7 @@ class ImageEntry(_Record):
     detections: Optional[tasks.DetectionImage] = None  # task: detection
     baselines: list[BaselineMap] = Field(default_factory=list)  # explain.baselines: no files
     files: ImageFiles = Field(default_factory=ImageFiles)  # its other files
+    look: Optional[str] = Field(None, pattern=r"^[0-9a-f]{32}$")  # explain.images.looks
 
     @field_validator("input_size")
     @classmethod

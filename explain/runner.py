@@ -29,6 +29,7 @@ from explain import distributed, measures
 from explain.config import Config
 from explain.errors import ExplainError, RunInterrupted, model_failed
 from explain.images import ImageError, ImageRef, Prepared, batches, group_by_shape, prepare
+from explain.images import looks
 from explain.names import printable
 from explain.outputs import (RunFolder, claim_run_dir, open_run_dir, resume_flags,
                              same_settings)
@@ -352,7 +353,7 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared]) ->
         entry = ImageEntry(id=item.ref.id, path=str(item.ref.path),
                            input_size=[int(item.rgb.shape[0]), int(item.rgb.shape[1])],
                            probabilities=named, predicted=plan.classes[best],
-                           label=item.ref.label)
+                           label=item.ref.label, look=looks.look(item.rgb))
         for one in result.per_image[b]:
             one.record = MapRecord(class_name=one.class_name, method=one.method,
                                    file=f"cams/{one.method}/{item.ref.id}__{one.class_name}"

@@ -11,7 +11,7 @@ from explain import stats
 from explain.baselines import BASELINES
 from explain.evidence import Evidence, Row, Stat, TrustLine, below_note
 from explain.methodtable import MethodTable, method_table
-from explain.names import check_photo_separator
+from explain.names import check_photo_separator, photo_of
 from explain.sanity_records import PARTLY, SanitySummary
 
 # ---- sanity records (written by the sanity check, when it ran) ---------------------------
@@ -75,11 +75,38 @@ def build(summary: Any, table: MethodTable) -> Evidence:
     evidence.lines = [_line(m, table, sanity) for m in table.methods]
     evidence.primary = _primary(summary, table)
     evidence.trusted, evidence.conclusion = _conclude(evidence, table, sanity)
+    if any(c.direction for c in table.columns):  # ranked numbers: their units' independence
+        _look_alike(summary, evidence)
     task = getattr(getattr(summary, "task", None), "task", None)
     if task and not any(c.direction for c in table.columns):  # metrics: is refused there
         evidence.conclusion = (f"no conclusion: a {task} run is not ranked (its maps' numbers "
                                f"are in the Methods table, as means)")
     return evidence
+
+
+def _look_alike(summary: Any, evidence: Evidence) -> None:
+    """The images that look alike (explain.images.looks) and yet count as different units
+    of the intervals: the evidence's ``look_alike`` groups and their images."""
+    from explain.evidence import LOOK_GROUPS, LOOK_SHOWN
+    from explain.images.looks import alike
+    separator = summary.config.report.photo_separator
+    groups = alike({image.id: image.look for image in summary.images},
+                   lambda i: photo_of(i, separator))
+    evidence.look_alike = [g[:LOOK_SHOWN] for g in groups[:LOOK_GROUPS]]
+    evidence.look_alike_images = sum(len(g) for g in groups)
+
+
+def look_alike_note(evidence: Evidence) -> str:
+    """The run's note on its look-alike images ('' for none)."""
+    if not evidence.look_alike_images:
+        return ""
+    shown = "; ".join(", ".join(g) for g in evidence.look_alike[:3])
+    more = ", ..." if len(evidence.look_alike) > 3 else ""
+    fix = "name them after one photo" if evidence.photos is not None else \
+        "name them after their photo (cat01-flip.jpg) and set report.photo_separator: '-'"
+    return (f"look-alike images: {evidence.look_alike_images} image(s) look like flips, "
+            f"shifts or copies of another ({shown}{more}); the trust intervals count them as "
+            f"independent {evidence.unit}s, which makes them too narrow: {fix}")
 
 
 def regrouped(summary: Any, methods: list[str], separator: Optional[str]) -> Evidence:

@@ -182,3 +182,64 @@ def test_a_finished_run_is_regrouped_from_its_records():
     assert alone.config.report.photo_separator is None  # the run's records are left as they were
     with pytest.raises(ValueError, match="image ids never hold '__'"):
         trustlines.regrouped(alone, ["gradcam"], "__")
+
+
+# ---- images that look alike (explain.images.looks) ---------------------------------------
+
+def _photo(name: str) -> np.ndarray:
+    import cv2
+    from conftest import IMAGES
+    return cv2.cvtColor(cv2.imread(str(IMAGES / f"{name}.jpg")), cv2.COLOR_BGR2RGB)
+
+
+def _bits_apart(a: str, b: str) -> int:
+    first = int(a[:16], 16)
+    return min(bin(first ^ int(b[:16], 16)).count("1"), bin(first ^ int(b[16:], 16)).count("1"))
+
+
+def test_a_mirror_image_a_shift_and_a_copy_look_like_their_photo():
+    import cv2
+    from explain.images.looks import NEAR_BITS, look
+    photos = {n: _photo(n) for n in ("cat", "dog", "both")}
+    for name, rgb in photos.items():
+        mine = look(rgb)
+        assert len(mine) == 32 and look(rgb[:, ::-1]) == mine[16:] + mine[:16]
+        assert _bits_apart(mine, look(rgb[:, ::-1].copy())) == 0
+        assert _bits_apart(look(rgb[7:, 7:]), mine) <= 3
+        assert _bits_apart(look(cv2.resize(rgb, None, fx=1.7, fy=1.7)), mine) == 0
+        assert _bits_apart(look(rgb.astype(np.float32) / 255), mine) == 0  # 0..1 floats too
+    looks = [look(rgb) for rgb in photos.values()]
+    apart = [_bits_apart(a, b) for i, a in enumerate(looks) for b in looks[i + 1:]]
+    assert min(apart) > 2 * NEAR_BITS
+
+
+def test_look_alike_groups_span_different_units_only():
+    from explain.images.looks import alike, look
+    cat, dog = _photo("cat"), _photo("dog")
+    looks = {"cat": look(cat), "dog": look(dog), "cat-flip": look(cat[:, ::-1]),
+             "cat-big": look(np.repeat(np.repeat(cat, 2, 0), 2, 1)), "x": None, "y": "zz"}
+    assert alike(looks, lambda i: i) == [["cat", "cat-flip", "cat-big"]]
+    assert alike(looks, lambda i: photo_of(i, "-")) == []  # one photo: nothing to say
+    assert alike({"a": looks["cat"], "b": looks["dog"]}, lambda i: i) == []
+
+
+def test_the_evidence_names_look_alike_images_only_when_ranked():
+    summary = summary_of(variants(), None)
+    cat = _photo("cat")
+    from explain.images.looks import look
+    for image in summary.images:  # p0 and its flip look alike, the others are blank
+        image.look = look(cat[:, ::-1] if image.id == "p0-flip" else cat) \
+            if image.id.startswith("p0") else None
+    evidence = trustlines.build(summary, method_table(summary, ["gradcam"]))
+    assert (evidence.look_alike, evidence.look_alike_images) == ([["p0", "p0-flip"]], 2)
+    assert trustlines.look_alike_note(evidence).startswith(
+        "look-alike images: 2 image(s) look like flips, shifts or copies of another (p0, "
+        "p0-flip); the trust intervals count them as independent images")
+    grouped = summary_of(variants(), "-")
+    for image, before in zip(grouped.images, summary.images):
+        image.look = before.look
+    assert trustlines.build(grouped, method_table(grouped, ["gradcam"])).look_alike == []
+    for image in summary.images:  # no ranked number: nothing is resampled, nothing said
+        for rec in image.cams:
+            rec.faithfulness = {}
+    assert trustlines.build(summary, method_table(summary, ["gradcam"])).look_alike_images == 0

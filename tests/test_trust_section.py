@@ -408,3 +408,22 @@ def test_the_rank_column_says_it_is_no_verdict_when_the_conclusion_names_none(tm
     lead, page = pages["lead"]
     assert lead.trusted == "layercam" and "not a verdict" not in page
     assert "not a sign that the model is right" in page
+
+
+def test_images_that_look_alike_are_named_in_the_notes_and_the_warnings(small_run):
+    """The run's five images are three photos and mirror images of two of them: "which map
+    to trust" counts them as five, and says so (the page and summary.json's notes), from the
+    trust record's groups."""
+    summary, run_dir = small_run
+    assert all(len(image.look) == 32 for image in summary.images)
+    assert summary.trust.look_alike == [["0_cat", "3_cat"], ["1_dog", "4_dog"]]
+    assert summary.trust.look_alike_images == 4
+    note = ("look-alike images: 4 image(s) look like flips, shifts or copies of another "
+            "(0_cat, 3_cat; 1_dog, 4_dog); the trust intervals count them as independent "
+            "images, which makes them too narrow: name them after their photo "
+            "(cat01-flip.jpg) and set report.photo_separator: '-'")
+    assert note in summary.notes
+    page = (run_dir / "report.html").read_text()
+    warnings = page[page.index("<h2>Warnings</h2>") if "<h2>Warnings</h2>" in page
+                    else page.index("Warnings"):page.index('<section id="trust">')]
+    assert note.replace("'", "&#39;") in warnings

@@ -282,6 +282,8 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
                        + (f": {info['note']}" if info.get("note") else ""))
     if not summary.config.model.fix_inplace:
         out.append("inplace guard off: CAMs may use activations an inplace op overwrote")
+    if summary.trust is not None and summary.trust.look_alike_images:
+        out.append(trustlines.look_alike_note(summary.trust))
     return out
 
 
