@@ -81,6 +81,23 @@ class BoxSet:
                 found.setdefault(box.class_name, []).append(box)
         return found
 
+    def check_unique(self, images: Iterable[tuple[str, Path]]) -> None:
+        """ExplainError when a box names its image by a file name that several images of the
+        run share (data/cat/0.jpg and data/dog/0.jpg): the box would land on each of them."""
+        images = list(images)
+        ids = {image_id for image_id, _ in images}
+        by_name: dict[str, list[str]] = {}
+        for image_id, path in images:
+            by_name.setdefault(path.name, []).append(image_id)
+        for key, many in self.boxes.items():
+            owners = by_name.get(key, [])
+            if key in ids or len(owners) < 2:
+                continue
+            named = ", ".join(quote(i) for i in owners[:5]) + (" ..." if len(owners) > 5 else "")
+            raise ExplainError(f"{many[0].where}: image {quote(key)} is the file name of "
+                               f"{len(owners)} images of the run (ids {named}); name each box's "
+                               f"image by its id (as in the report and summary.csv) instead")
+
     def unused(self) -> list[str]:
         """Image keys that matched no image of the run (a shared box file is fine)."""
         return sorted(set(self.boxes) - self.used)

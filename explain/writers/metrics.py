@@ -201,6 +201,7 @@ def check_boxes(boxes: annotations.BoxSet, refs: list[ImageRef], spec: Preproces
     """Every box given for an image of the run lies inside that image (the check the run makes
     when it scales the box), from the image's header alone. An image whose header cannot be
     read is left to the run, which skips it (in a folder) or stops on it."""
+    boxes.check_unique((ref.id, ref.path) for ref in refs)
     for ref in refs:
         found = [box for key in dict.fromkeys((ref.id, ref.path.name))
                  for box in boxes.boxes.get(key, [])]

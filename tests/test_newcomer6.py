@@ -1,0 +1,62 @@
+"""What a researcher hit following README.md and docs/ with a random-weights ResNet-18, a
+labelled folder per class and a box CSV (the sixth newcomer session)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from helpers import CAT, cli, refused, tiny_config, tiny_net
+
+from explain import annotations
+
+
+def _same_names(tmp_path: Path, rows: list[str]) -> Path:
+    """data/cat/0.jpg and data/dog/0.jpg (one file name in two class folders), a tiny model and
+    a box CSV of ``rows``: the config's path."""
+    for cls in ("cat", "dog"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        shutil.copy(CAT, tmp_path / "data" / cls / "0.jpg")
+    (tmp_path / "boxes.csv").write_text("image,class,x0,y0,x1,y1\n" + "\n".join(rows) + "\n")
+    torch.save(tiny_net(), tmp_path / "net.pth")
+    return tiny_config(tmp_path, {"file": "net.pth"},
+                       classes={"cat": 0, "dog": 1}, images=[{"labelled": "data"}],
+                       metrics=[], annotations={"file": "boxes.csv"})
+
+
+def test_a_file_name_two_class_folders_share_is_refused_as_a_box_key():
+    """Box rows are matched by image id or file name: '0.jpg,dog' landed on data/cat/0.jpg too
+    (and '0.jpg,cat' on the dog photo), so the dog photo's cat map was scored against the cat
+    photo's box, silently."""
+    boxes = annotations.BoxSet([annotations.Box("0.jpg", "dog", 1, 2, 30, 40, "b.csv: line 2")])
+    images = [("0", Path("data/cat/0.jpg")), ("dog_0", Path("data/dog/0.jpg"))]
+    try:
+        boxes.check_unique(images)
+    except annotations.ExplainError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("an ambiguous file name was accepted")
+    assert message == ("b.csv: line 2: image '0.jpg' is the file name of 2 images of the run "
+                       "(ids '0', 'dog_0'); name each box's image by its id (as in the report "
+                       "and summary.csv) instead")
+    by_id = annotations.BoxSet([annotations.Box("dog_0", "dog", 1, 2, 30, 40, "b.csv: line 2"),
+                                annotations.Box("x.jpg", "dog", 1, 2, 30, 40, "b.csv: line 3")])
+    by_id.check_unique(images)  # ids, and names of no image of the run, are fine
+    assert by_id.for_image("dog_0", Path("data/dog/0.jpg"))["dog"][0].x1 == 30
+    assert by_id.for_image("0", Path("data/cat/0.jpg")) == {}
+
+
+def test_the_cli_stops_on_the_ambiguous_box_before_any_folder_and_takes_ids(tmp_path, capsys):
+    config = _same_names(tmp_path, ["0.jpg,dog,10,10,200,200"])
+    line = refused(capsys, config, "--quiet")
+    assert line.endswith("boxes.csv: line 2: image '0.jpg' is the file name of 2 images of the "
+                         "run (ids '0', 'dog_0'); name each box's image by its id (as in the "
+                         "report and summary.csv) instead")
+    assert not (tmp_path / "results").exists()
+    config = _same_names(tmp_path / "ok", ["dog_0,dog,10,10,200,200"])
+    assert cli(capsys, config, "--quiet")[0] == 0
+    summary = json.loads((tmp_path / "ok" / "results" / "exp" / "summary.json").read_text())
+    boxes = {entry["id"]: entry.get("boxes") for entry in summary["images"]}
+    assert boxes["0"] is None and list(boxes["dog_0"]) == ["dog"]
