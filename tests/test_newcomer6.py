@@ -80,3 +80,24 @@ def test_diff_says_why_identical_maps_got_other_road_scores_in_another_method_se
     assert ("  note: gradcam: the same maps in both runs, but ROAD moved: its noise is drawn map "
             "by map over each image's maps, so another set of methods changes it (compare ROAD "
             "between methods of one run)") in out.splitlines()
+
+
+def test_run_show_names_the_label_and_draws_the_box_the_report_card_draws(tmp_path, capsys):
+    """Run.show said 'dog_0 (predicted cat)' with no label and no ground-truth box, where the
+    report's card of the same image shows both."""
+    import explain
+    from matplotlib.patches import Rectangle
+    config = _same_names(tmp_path, ["dog_0,dog,10,20,200,250"])
+    assert cli(capsys, config, "--quiet")[0] == 0
+    run = explain.load(tmp_path / "results" / "exp")
+    entry = run.entry("dog_0")
+    fig = run.show("dog_0", "dog")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == f"dog_0 (predicted {entry.predicted}, label dog)"
+    boxes = [p for p in fig.axes[1].patches if isinstance(p, Rectangle)]
+    assert len(boxes) == 1 and not fig.axes[0].patches  # on the overlay, not the photo
+    x0, y0, x1, y1 = entry.boxes["dog"][0]
+    scale = fig.axes[1].images[0].get_array().shape[1] / entry.input_size[1]
+    assert boxes[0].get_x() == x0 * scale - 0.5 and boxes[0].get_width() == (x1 - x0) * scale
+    assert boxes[0].get_y() == y0 * scale - 0.5 and boxes[0].get_height() == (y1 - y0) * scale
+    assert not explain.load(tmp_path / "results" / "exp").show("0").axes[1].patches  # no box

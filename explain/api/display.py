@@ -165,3 +165,29 @@ def grid_figure(rows: Sequence[Sequence[tuple[str, "np.ndarray"]]], cell: float 
                 ax.imshow(picture)
                 ax.set_title(title, fontsize=9, parse_math=False)  # a '$' is a '$', not TeX
     return fig
+
+
+def photo_title(entry) -> str:
+    """The photo cell's title in ``Run.show``: the prediction, and the label of a labelled run
+    (as the report's card says them)."""
+    label = f", label {entry.label}" if entry.label is not None else ""
+    return f"{entry.id} (predicted {entry.predicted}{label})"
+
+
+def draw_boxes(fig: "Figure", boxes: Sequence[Sequence[Sequence[float]]],
+               size: Sequence[int], skip: int) -> "Figure":
+    """The ground-truth boxes (model-input pixels of an h x w ``size``) dashed on each row's
+    overlays, the cells from ``skip`` on: ``boxes`` holds a row's boxes, as the report's card
+    draws them on the same overlays."""
+    from matplotlib.patches import Rectangle
+    columns = len(fig.axes) // max(1, len(boxes))
+    for r, row in enumerate(boxes):
+        for ax in fig.axes[r * columns + skip:(r + 1) * columns]:
+            if not ax.images:
+                continue
+            scale = ax.images[0].get_array().shape[1] / size[1]
+            for x0, y0, x1, y1 in row:
+                ax.add_patch(Rectangle((x0 * scale - 0.5, y0 * scale - 0.5), (x1 - x0) * scale,
+                                       (y1 - y0) * scale, fill=False, edgecolor="white",
+                                       linestyle="--", linewidth=1.2))
+    return fig

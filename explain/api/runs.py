@@ -387,7 +387,7 @@ class Run:
                                f"x {len(methods or self.methods)} method(s); a figure shows at "
                                f"most {SHOW_MAPS} maps: pass cls=... or methods=[...]")
         photo = self.photo(entry.id)
-        first = [(f"{entry.id} (predicted {entry.predicted})", display.shown(photo))] \
+        first = [(display.photo_title(entry), display.shown(photo))] \
             if photo is not None else []
         rows = []
         for c in classes:
@@ -395,7 +395,8 @@ class Run:
             rows.append(first + [(f"{m} · {c}" + (f" (p {p:.3f})" if p is not None else ""),
                                   display.shown(self.picture(entry.id, c, m)))
                                  for m in (methods or self.methods)])
-        return display.grid_figure(rows)
+        return display.draw_boxes(display.grid_figure(rows), [(entry.boxes or {}).get(c, [])
+                                  for c in classes], entry.input_size, len(first))
 
     def _repr_html_(self) -> str:
         from explain.api.runview import run_html
