@@ -283,6 +283,10 @@ def _layer_names(found: _Found) -> list[str]:
     for given, (name, _) in zip(names, modules):
         if given != name:
             found.notes.append(f"target_layers: '{given}' is '{name}'")
+    if len(modules) > 1:  # one map from several layers: not a comparison of them
+        found.notes.append(f"target_layers: {', '.join(n for n, _ in modules)} give one map per "
+                           f"method and class (the mean of the layers' maps, each scaled to 0..1);"
+                           f" to compare layers, run once per layer (--layer NAME)")
     recordable([name for name, _ in modules],
                "auto chose" if cfg.target_layers == ["auto"] else "resolves to")
     return [name for name, _ in modules]

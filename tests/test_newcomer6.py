@@ -101,3 +101,29 @@ def test_run_show_names_the_label_and_draws_the_box_the_report_card_draws(tmp_pa
     assert boxes[0].get_x() == x0 * scale - 0.5 and boxes[0].get_width() == (x1 - x0) * scale
     assert boxes[0].get_y() == y0 * scale - 0.5 and boxes[0].get_height() == (y1 - y0) * scale
     assert not explain.load(tmp_path / "results" / "exp").show("0").axes[1].patches  # no box
+
+
+def test_two_target_layers_say_they_make_one_averaged_map(tmp_path, capsys):
+    """target_layers: [layer3, layer4] gave one map per method with nothing saying so; a
+    researcher adding a 'second layer' expected a map per layer. The note's claim holds: the
+    map is the mean of the one-layer maps (each 0..1), scaled to 0..1."""
+    import numpy as np
+    torch.save(tiny_net(convs=2), tmp_path / "net.pth")
+    maps = {}
+    for stem, layers in (("both", ["1", "3"]), ("a", ["1"]), ("b", ["3"])):
+        config = tiny_config(tmp_path, {"file": "net.pth"}, stem=stem, target_layers=layers,
+                             classes={"cat": 0, "dog": 1}, metrics=[],
+                             output={"save_arrays": True})
+        assert cli(capsys, config, "--quiet")[0] == 0
+        run = tmp_path / "results" / stem
+        maps[stem] = np.load(run / "cams" / "gradcam" / "cat__dog.npy")
+        notes = json.loads((run / "summary.json").read_text())["notes"]
+        said = [n for n in notes if n.startswith("target_layers: 1, 3 give one map")]
+        assert len(said) == (stem == "both")
+    assert said == [] and ("target_layers: 1, 3 give one map per method and class (the mean of "
+                           "the layers' maps, each scaled to 0..1); to compare layers, run once "
+                           "per layer (--layer NAME)") in json.loads(
+        (tmp_path / "results" / "both" / "summary.json").read_text())["notes"]
+    mean = (maps["a"] + maps["b"]) / 2
+    mean = (mean - mean.min()) / (mean.max() - mean.min())
+    assert np.abs(maps["both"] - mean).max() < 1e-4  # the library: 1e-7 in denominators
