@@ -127,3 +127,27 @@ def test_two_target_layers_say_they_make_one_averaged_map(tmp_path, capsys):
     mean = (maps["a"] + maps["b"]) / 2
     mean = (mean - mean.min()) / (mean.max() - mean.min())
     assert np.abs(maps["both"] - mean).max() < 1e-4  # the library: 1e-7 in denominators
+
+
+def test_the_sanity_note_of_a_partial_cascade_says_inconclusive_as_the_trust_line(tmp_path,
+                                                                                  capsys):
+    """sanity.layers: 5 of a ResNet-18's 41: the console's note said 'maps that barely change:
+    gradcam, ...' (a failure) while "Which map to trust" said 'inconclusive (partial
+    cascade)'."""
+    torch.save(tiny_net(convs=2), tmp_path / "net.pth")
+    notes = {}
+    for stem, layers in (("part", 1), ("all", "all")):
+        config = tiny_config(tmp_path, {"file": "net.pth"}, stem=stem, metrics=[],
+                             classes={"cat": 0, "dog": 1},
+                             sanity={"enabled": True, "layers": layers, "threshold": -0.99})
+        assert cli(capsys, config, "--quiet")[0] == 0
+        data = json.loads((tmp_path / "results" / stem / "summary.json").read_text())
+        notes[stem] = [n for n in data["notes"] if n.startswith("sanity: ")]
+        lines = {line["method"]: line["sanity"] for line in data["trust"]["lines"]}
+        assert lines == {"gradcam": "inconclusive (partial cascade)" if stem == "part"
+                         else "fails"}
+    assert notes["part"] == ["sanity: 1 layer(s) re-initialised from the output on 1 image(s); "
+                             "maps that barely change so far: gradcam (inconclusive: 1 of 3 "
+                             "layers; raise sanity.layers)"]
+    assert notes["all"] == ["sanity: 3 layer(s) re-initialised from the output on 1 image(s); "
+                            "maps that barely change: gradcam"]

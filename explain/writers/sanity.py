@@ -69,12 +69,21 @@ class SanityWriter(Writer):
         record = summary_record(outcome, subjects, ctx)
         record.files = _figures(ctx, outcome, record, photos[0])
         ctx.summary.sanity = record
-        failed = [m.method for m in record.methods if m.verdict == "fail"]
-        ctx.summary.notes.append(
-            f"sanity: {len(outcome.layers)} layer(s) re-initialised from the output on "
-            f"{len(subjects)} image(s); " + (f"maps that barely change: {', '.join(failed)}"
-                                             if failed else "every method's maps changed"))
+        ctx.summary.notes.append(_note(record, len(subjects)))
         ctx.summary.durations_s["sanity"] = time.perf_counter() - t0
+
+
+def _note(record: SanitySummary, images: int) -> str:
+    """The run's note: the methods whose maps barely changed, which a partial cascade
+    (sanity.layers) leaves inconclusive, as "Which map to trust" says, not failed."""
+    failed = [m.method for m in record.methods if m.verdict == "fail"]
+    said = f"maps that barely change: {', '.join(failed)}" if failed else \
+        "every method's maps changed"
+    if failed and record.partial:
+        said = (f"maps that barely change so far: {', '.join(failed)} (inconclusive: "
+                f"{len(record.layers)} of {record.randomisable} layers; raise sanity.layers)")
+    return (f"sanity: {len(record.layers)} layer(s) re-initialised from the output on {images} "
+            f"image(s); {said}")
 
 
 def _ticker(ctx: RunContext, bar: tqdm, steps: int) -> Callable[[], None]:
