@@ -427,3 +427,26 @@ def test_images_that_look_alike_are_named_in_the_notes_and_the_warnings(small_ru
     warnings = page[page.index("<h2>Warnings</h2>") if "<h2>Warnings</h2>" in page
                     else page.index("Warnings"):page.index('<section id="trust">')]
     assert note.replace("'", "&#39;") in warnings
+
+
+def test_the_mean_place_is_shown_to_three_digits(tmp_path):
+    """A method placed 1, 1, 1 and 2 on four ranked metrics has a mean place of 1.25: the
+    page said 1.2 (two significant digits)."""
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, render_pages
+    keys = {"road_combined": 1, "road_least_relevant_first": 1, "increase_in_confidence": 1,
+            "drop_in_confidence": 1}  # drop: lower is better, so gradcam's higher is worse
+    summary = synthetic({"gradcam": GOOD, "layercam": GOOD})
+    for image in summary.images:
+        for rec in image.cams:
+            lift = 0.3 if rec.method == "gradcam" else 0.0
+            rec.faithfulness = {k: rec.faithfulness[METRIC] + lift * s for k, s in keys.items()}
+    summary.config = Config.model_validate({
+        "model": {"file": "m.pth"}, "images": ["a.jpg"], "target_layers": ["x"],
+        "metrics": list(keys), "methods": ["gradcam", "layercam"]})
+    table = method_table(summary, ["gradcam", "layercam"])
+    assert table.mean_place == {"gradcam": 1.25, "layercam": 1.75}
+    summary.trust = trustlines.build(summary, table)
+    (tmp_path / "run").mkdir()
+    page = render_pages(RunFolder(tmp_path / "run"), ReportData(summary))["report.html"]
+    assert "(mean place 1.25)" in page and "(mean place 1.75)" in page
