@@ -71,6 +71,8 @@ class SanityFiles(_Record):
 
 PARTLY = "passes randomisation, fails random logit"
 PARTIAL = "inconclusive (partial cascade)"
+PARTIAL_LOGIT = PARTIAL + ", fails random logit"  # the random-logit failure in the badge too
+CLASS_BLIND = (PARTLY, PARTIAL_LOGIT)  # verdicts whose maps barely depend on the class
 
 
 class SanitySummary(_Record):
@@ -105,13 +107,14 @@ class SanitySummary(_Record):
         return bool(self.randomisable) and len(self.layers) < self.randomisable
 
     def verdicts(self) -> dict[str, tuple[str, str]]:
-        """Method -> ('passes' | 'fails' | ``PARTLY`` | ``PARTIAL``, its numbers in words), for
-        "Which map to trust" (explain.evidence): the randomisation check decides whether the
-        method can be trusted; a random-logit failure beside a pass is ``PARTLY`` (the word
-        says it: a plain "passes" there read as both checks passed). A map still like the
-        trained one after a partial cascade is ``PARTIAL``, not a failure: the threshold is
-        for the whole cascade (a ResNet's skip connections bring the map back after a few
-        of its 60 layers)."""
+        """Method -> ('passes' | 'fails' | ``PARTLY`` | ``PARTIAL`` | ``PARTIAL_LOGIT``, its
+        numbers in words), for "Which map to trust" (explain.evidence): the randomisation
+        check decides whether the method can be trusted; a random-logit failure beside a
+        pass is ``PARTLY`` (the word says it: a plain "passes" there read as both checks
+        passed), beside a partial cascade ``PARTIAL_LOGIT``. A map still like the trained
+        one after a partial cascade is ``PARTIAL``, not a failure: the threshold is for the
+        whole cascade (a ResNet's skip connections bring the map back after a few of its 60
+        layers)."""
         label = MEASURE_LABELS[self.measure]
         out = {}
         depth = f"{len(self.layers)} of {self.randomisable}" if self.partial \
@@ -128,8 +131,8 @@ class SanitySummary(_Record):
                          + (" (random logit fails: the map barely depends on the class)"
                             if m.logit_verdict == "fail" else ""))
             word = "passes" if m.verdict == "pass" else PARTIAL if self.partial else "fails"
-            if word == "passes" and m.logit_verdict == "fail":
-                word = PARTLY
+            if m.logit_verdict == "fail" and word in ("passes", PARTIAL):
+                word = PARTLY if word == "passes" else PARTIAL_LOGIT
             out[m.method] = (word, text)
         return out
 

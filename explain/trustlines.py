@@ -12,7 +12,7 @@ from explain.baselines import BASELINES
 from explain.evidence import Evidence, Row, Stat, TrustLine, below_note
 from explain.methodtable import MethodTable, method_table
 from explain.names import check_photo_separator, photo_of
-from explain.sanity_records import PARTLY, SanitySummary
+from explain.sanity_records import CLASS_BLIND, SanitySummary
 
 # ---- sanity records (written by the sanity check, when it ran) ---------------------------
 
@@ -233,7 +233,7 @@ def _class_blind(evidence: Evidence, method: str) -> str:
     """The caveat of a trusted method whose random-logit check failed."""
     line = next((x for x in evidence.lines if x.method == method), None)
     return "; but its random-logit check fails: its map barely depends on the class " \
-           "explained" if line is not None and line.sanity == PARTLY else ""
+           "explained" if line is not None and line.sanity in CLASS_BLIND else ""
 
 
 def _better(column: Any, a: str, b: str) -> bool:

@@ -444,3 +444,22 @@ def test_the_estimate_prices_scorecams_passes_as_the_engine_runs_them(tmp_path, 
     code, err, _ = cli(capsys, path)
     assert code == 0, err
     assert "estimate: sanity: 2 layer(s) re-initialised" in err and "about 36 passes" in err, err
+
+
+def test_a_partial_cascade_beside_a_random_logit_failure_says_both():
+    """The badge said only "inconclusive (partial cascade)" when the random-logit check had
+    failed too (a newcomer's reading: the failure was in the small print alone)."""
+    from explain.sanity_records import CLASS_BLIND, PARTIAL, PARTIAL_LOGIT
+    sim = {"spearman": 0.9, "spearman_abs": 0.9, "ssim": 0.9, "ssim_abs": 0.9}
+    def record(partial: bool, logit: str) -> SanitySummary:
+        return SanitySummary.model_validate({
+            "measure": "spearman", "threshold": 0.5, "logit_threshold": 0.5, "seed": 0,
+            "layers": ["fc"] if partial else ["fc", "conv"], "randomisable": 2,
+            "not_randomised": 0, "maps": [], "methods": [{
+                "method": "gradcam", "verdict": "fail", "final": 0.9, "cascading": [],
+                "random_logit": sim, "logit_verdict": logit}]})
+    word, text = record(True, "fail").verdicts()["gradcam"]
+    assert word == PARTIAL_LOGIT == "inconclusive (partial cascade), fails random logit"
+    assert word in CLASS_BLIND and "random logit fails" in text
+    assert record(True, "pass").verdicts()["gradcam"][0] == PARTIAL
+    assert record(False, "fail").verdicts()["gradcam"][0] == "fails"
