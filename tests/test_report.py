@@ -3,6 +3,7 @@ runs, and loaded in a real browser (headless Chromium) with every picture showin
 
 import csv
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -305,3 +306,17 @@ def test_a_card_shows_the_image_s_channel_pictures_that_are_there(small_study):
     assert _channel_views(RunFolder(run_dir), entry, summary.config)[1:] == [
         ("gradcam: the channels that tell the classes apart",
          "channels/gradcam/both__dog__top.png")]
+
+
+def test_a_card_shows_every_class_s_probability_not_only_the_explained_ones(tmp_path):
+    """With ``targets: [label, predicted]`` a cat photo explains cat alone; its card listed
+    cat's probability only, where the console printed dog's 33% too."""
+    from test_photos import render, summary_of
+    summary = summary_of({"im0": {"gradcam": 0.2}}, None)
+    entry = summary.images[0]
+    entry.cams = [r for r in entry.cams if r.class_name == "cat"]
+    entry.probabilities = {"cat": 0.67, "dog": 0.33}
+    page = render(summary, tmp_path / "run")
+    card = page[page.index('id="img-im0"'):]
+    names = re.findall(r'<span class="prob-name">(\w+)</span>', card)
+    assert names == ["cat", "dog"] and "33.0%" in card
