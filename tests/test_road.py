@@ -16,7 +16,7 @@ from pytorch_grad_cam.metrics.road import (NoisyLinearImputer, ROADCombined,
                                            ROADMostRelevantFirstAverage)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from explain import metrics, road
+from explain import imputation, metrics, road
 from explain.config import MetricSpec, load_config
 from explain.engine import seeded
 from explain.plan import default_metrics
@@ -72,8 +72,8 @@ def test_the_imputation_equals_the_library(shape, multigrid, monkeypatch):
     """Noise off, the imputed image equals the library's, by SuperLU and by the multigrid
     (forced here on small systems: every size above 50 unknowns)."""
     if multigrid:
-        monkeypatch.setattr(road, "DIRECT_MAX", 50)
-        monkeypatch.setattr(road, "COARSEST", 60)
+        monkeypatch.setattr(imputation, "DIRECT_MAX", 50)
+        monkeypatch.setattr(imputation, "COARSEST", 60)
     img = torch.from_numpy(np.random.default_rng(0).normal(size=(3, *shape)).astype(np.float32))
     for name, keep in masks(shape).items():
         ours = road.impute(img, keep, noise=0.0)
@@ -96,7 +96,7 @@ def test_a_large_system_by_multigrid_equals_the_library():
     cam = blob((224, 224), 4, sigma=20)
     for most in (True, False):
         keep = road.keep_mask(cam, 30, most)
-        assert (~keep).sum() > road.DIRECT_MAX
+        assert (~keep).sum() > imputation.DIRECT_MAX
         assert (road.impute(img, keep, 0.0) - library_impute(img, keep, 0.0)).abs().max() <= 1e-5
 
 
