@@ -75,8 +75,11 @@ def impute(img: torch.Tensor, keep: np.ndarray, noise: float = NOISE) -> torch.T
 
 
 def with_noise(img: torch.Tensor, keep: np.ndarray, values: np.ndarray,
-               noise: float = NOISE) -> torch.Tensor:
-    """``img`` with the unknown pixels set to ``values`` ((N, C), see ``solve``) plus noise."""
+               noise: float = NOISE, generator: Optional[torch.Generator] = None
+               ) -> torch.Tensor:
+    """``img`` with the unknown pixels set to ``values`` ((N, C), see ``solve``) plus noise,
+    drawn from ``generator`` (torch's global one when None: the same numbers either way
+    for generators in the same state)."""
     unknown = torch.from_numpy(np.flatnonzero(~keep.reshape(-1)))
     if not len(unknown):
         return img.clone()
@@ -85,7 +88,9 @@ def with_noise(img: torch.Tensor, keep: np.ndarray, values: np.ndarray,
     # for such a tensor (randn_like follows the strides, and they decide the numbers drawn)
     res_t = torch.from_numpy(np.ascontiguousarray(values.T, dtype=np.float32))
     out = img.reshape(img.shape[0], -1).clone()
-    out[:, unknown] = res_t + noise * torch.randn_like(res_t)
+    draw = torch.randn_like(res_t) if generator is None else \
+        torch.randn(res_t.shape, generator=generator, dtype=res_t.dtype)
+    out[:, unknown] = res_t + noise * draw
     return out.reshape_as(img)
 
 
@@ -116,8 +121,14 @@ class ROAD:
         self.workers = torch.get_num_threads() if workers is None else workers
 
     def __call__(self, input_tensor: torch.Tensor, cams: np.ndarray,
-                 targets: Sequence[Callable], model: torch.nn.Module) -> np.ndarray:
+                 targets: Sequence[Callable], model: torch.nn.Module,
+                 seeds: Optional[Sequence[int]] = None) -> np.ndarray:
+        """The scores; ``seeds`` (one per map): each map's noise from a generator of its
+        own, so its score is the library's call on that map alone after
+        ``torch.manual_seed(seed)``, whatever other maps share the call (without: torch's
+        global generator, as one library call on all the maps draws it)."""
         firsts = {"combined": (False, True), "most": (True,), "least": (False,)}[self.order]
+        own = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
         images = [input_tensor[i].cpu() for i in range(len(cams))]
         keeps = {(most, i): keep_masks(cams[i], self.percentiles, most)
                  for most in firsts for i in range(len(cams))}
@@ -135,7 +146,8 @@ class ROAD:
                 part = jobs[start:start + CHUNK]
                 values = solutions([(images[i].numpy(), keeps[most, i][n])
                                     for most, n, i in part], pool)
-                imputed = [with_noise(images[i], keeps[most, i][n], v, self.noise)
+                imputed = [with_noise(images[i], keeps[most, i][n], v, self.noise,
+                                      None if own is None else own[i])
                            for (most, n, i), v in zip(part, values)]
                 for first in range(0, len(part), self.batch):
                     rows = part[first:first + self.batch]

@@ -151,6 +151,34 @@ def test_the_metrics_equal_the_library_with_the_same_seed(shape):
     assert len(set(np.round(got, 6))) > 1  # the maps' scores differ
 
 
+def test_a_map_with_its_own_seed_scores_the_same_beside_any_other_maps():
+    """With a seed per map, each map's noise comes from its own generator: its score is the
+    library's call on it alone after that seed, and stays so when other maps join the call
+    (a run's ROAD moved when a method was added: the noise was drawn map after map)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(128, 2)).eval()
+    shape = (24, 32)
+    x = torch.from_numpy(np.random.default_rng(6).normal(size=(1, 3, *shape)).astype(np.float32))
+    cams = np.stack([blob(shape, 7), blob(shape, 8, zeros=0.4), blob(shape, 9)])
+    targets = [ClassifierOutputTarget(c) for c in (0, 1, 1)]
+    seeds = [11, 12, 13]
+    metric = road.ROAD("combined", [20, 50, 90], workers=2)
+    both = metric(x.expand(3, *x.shape[1:]).contiguous(), cams, targets, model, seeds=seeds)
+    for k in range(3):
+        with seeded(seeds[k]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            alone = ROADCombined([20, 50, 90])(x, cams[k:k + 1], targets[k:k + 1], model)
+        assert abs(both[k] - alone[0]) <= 1e-5, k
+    pair = metric(x.expand(2, *x.shape[1:]).contiguous(), cams[1:], targets[1:], model,
+                  seeds=seeds[1:])
+    assert np.array_equal(pair, both[1:])  # the first map gone: the others keep their scores
+    with seeded(seeds[1]):
+        shared = metric(x.expand(2, *x.shape[1:]).contiguous(), cams[1:], targets[1:], model)
+    assert not np.array_equal(shared, both[1:])  # one generator for both: other draws
+
+
 class _ViewNet(torch.nn.Module):
     """A model that flattens a conv activation with ``view``: it fails on channels-last
     batches, as many hand-written course models would."""

@@ -214,24 +214,6 @@ def flips(result: DiffResult) -> list[tuple[str, tuple[str, str]]]:
                               if m.predicted[0] != m.predicted[1]))
 
 
-def noise_note(result: DiffResult, moved: dict[tuple[str, str], list[Change]]) -> list[str]:
-    """A line when identical maps got other ROAD scores in runs of other method sets: ROAD's
-    noise is drawn map by map over all of an image's maps (as the library draws it), so the
-    other methods' maps move a method's scores; the maps did not change."""
-    if not any(c.startswith("methods:") for c in result.config_changes) or \
-            any(c.startswith("seed:") for c in result.config_changes):
-        return []
-    same = {key for key, some in _by_method_and_class(result.maps).items()
-            if all(m.max_abs_diff == 0 for m in some)}
-    hit = list(dict.fromkeys(key[0] for key, some in moved.items() if key in same
-                             for c in some if c.name.startswith("road_")))
-    if not hit:
-        return []
-    return [f"  note: {', '.join(hit)}: the same maps in both runs, but ROAD moved: its noise "
-            f"is drawn map by map over each image's maps, so another set of methods changes "
-            f"it (compare ROAD between methods of one run)"]
-
-
 def console_lines(result: DiffResult) -> list[str]:
     """The short summary printed after a diff."""
     maps = result.maps
@@ -260,7 +242,6 @@ def console_lines(result: DiffResult) -> list[str]:
     for (method, cls), some in list(moved.items())[:CONSOLE_GROUPS]:
         lines.append(f"  {method} / {cls}: mean change B - A: " + ", ".join(
             f"{c.name} {c.mean_change:+.3g}" for c in some))
-    lines += noise_note(result, moved)
     if len(every) > CONSOLE_GROUPS:  # every group with a change is one of them
         lines.append(f"  ({len(every)} method / class groups: the {CONSOLE_GROUPS} lowest r and "
                      f"the first {CONSOLE_GROUPS} changes shown; all of them in "

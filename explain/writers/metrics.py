@@ -128,8 +128,11 @@ class MetricsWriter(Writer):
         for group in (list(view.maps), list(extra)):
             if not group:
                 continue
+            seeds = [metrics.map_seed(cfg.seed, view.entry.id, m.class_name,
+                                      m.method if isinstance(m, MapSlot)
+                                      else f"baseline:{m.record.baseline}") for m in group]
             scores = faithfulness(self.specs, model, x, np.stack([m.cam for m in group]),
-                                  [m.class_index for m in group], seed=cfg.seed)
+                                  [m.class_index for m in group], seeds=seeds)
             for one, score in zip(group, scores):
                 if isinstance(one, BaselineSlot):
                     one.record.scores.update(score)
@@ -237,19 +240,24 @@ def _agreement(maps: list[MapSlot]) -> None:
 
 
 def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tensor,
-                 cams: np.ndarray, classes: list[int], *, seed: int) -> list[dict[str, float]]:
+                 cams: np.ndarray, classes: list[int], *, seeds: list[int]
+                 ) -> list[dict[str, float]]:
     """Every configured metric for the maps of one image, one call of its metric object per
     metric: ``x`` is the (1, C, H, W) normalised input on the model's device, ``cams`` the
-    (K, H, W) maps in 0..1 and ``classes`` their K class indices. Returns K dicts, metric
-    name -> score."""
+    (K, H, W) maps in 0..1, ``classes`` their K class indices and ``seeds`` their own seeds
+    (``metrics.map_seed``: ROAD draws each map's noise from its own; the library's metrics
+    run under the first). Returns K dicts, metric name -> score."""
+    from explain.road import ROAD
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     cams = np.ascontiguousarray(cams, dtype=np.float32)
     inputs = x.expand(len(cams), *x.shape[1:]).contiguous()
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
     scores: list[dict[str, float]] = [{} for _ in range(len(cams))]
     for spec in specs:
-        with seeded(seed), torch.no_grad():
-            values = np.asarray(metrics.library_metric(spec)(inputs, cams, targets, model),
+        metric = metrics.library_metric(spec)
+        own = {"seeds": seeds} if isinstance(metric, ROAD) else {}
+        with seeded(seeds[0]), torch.no_grad():
+            values = np.asarray(metric(inputs, cams, targets, model, **own),
                                 dtype=np.float64).reshape(-1)
         for k, value in enumerate(values):
             scores[k][spec.name] = float(value)
