@@ -154,3 +154,23 @@ def test_the_sanity_note_of_a_partial_cascade_says_inconclusive_as_the_trust_lin
                              "layers; raise sanity.layers)"]
     assert notes["all"] == ["sanity: 3 layer(s) re-initialised from the output on 1 image(s); "
                             "maps that barely change: gradcam"]
+
+
+def test_an_unmatched_box_key_close_to_an_image_without_boxes_is_named():
+    """A typo in a box file ('cat_1.jpg' for cat-1.jpg) left a note naming the key alone:
+    the note now names the image without boxes it is close to (a key of a shared box file
+    with no such image stays as it was)."""
+    from explain.results import ImageEntry
+    from explain.writers.metrics import _unused_boxes
+
+    def entry(ident: str, boxed: bool) -> ImageEntry:
+        return ImageEntry(id=ident, path=f"/d/{ident}.jpg", input_size=[8, 8],
+                          probabilities={"cat": 1.0}, predicted="cat",
+                          boxes={"cat": [[0, 0, 4, 4]]} if boxed else None)
+
+    images = [entry("cat-1", False), entry("dog-7", True), entry("bird", False)]
+    note = _unused_boxes(["cat_1.jpg", "dog_7.jpg", "zebra-44.jpg"], images)
+    assert note == ("annotations: boxes for images not in this run: cat_1.jpg (the image "
+                    "'cat-1', which has no box?), dog_7.jpg, zebra-44.jpg")
+    many = _unused_boxes([f"k{i}" for i in range(7)] + ["x" * 300], [])
+    assert many.endswith("k4 (+3 more)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -169,12 +170,23 @@ class MetricsWriter(Writer):
                              f"image(s) computed in this run"
                              + (" (class-agnostic method)" if traits(method).class_agnostic
                                 else ""))
-        if self.boxes is not None:
-            unused = self.boxes.unused()
-            if unused:
-                shown = ", ".join(short(key, 80) for key in unused[:5]) + \
-                    (f" (+{len(unused) - 5} more)" if len(unused) > 5 else "")
-                notes.append(f"annotations: boxes for images not in this run: {shown}")
+        if self.boxes is not None and self.boxes.unused():
+            notes.append(_unused_boxes(self.boxes.unused(), ctx.summary.images))
+
+
+def _unused_boxes(unused: list[str], images: list[ImageEntry]) -> str:
+    """The note on box keys that matched no image; a key close to an image of the run that
+    got no box ('cat_1.jpg' for 'cat-1') is a likely typo: named beside it."""
+    import difflib
+    stems = {name: e.id for e in images if not e.boxes for name in (e.id, Path(e.path).stem)}
+    shown = []
+    for key in unused[:5]:  # by their stems: a shared '.jpg' made any two names close
+        close = difflib.get_close_matches(Path(key).stem, list(stems), n=1, cutoff=0.75) \
+            if len(key) <= 200 else []
+        shown.append(short(key, 80) + (f" (the image {quote(stems[close[0]])}, which has no "
+                                       f"box?)" if close else ""))
+    more = f" (+{len(unused) - 5} more)" if len(unused) > 5 else ""
+    return f"annotations: boxes for images not in this run: {', '.join(shown)}{more}"
 
 
 @dataclass
