@@ -109,6 +109,17 @@ def look_alike_note(evidence: Evidence) -> str:
             f"independent {evidence.unit}s, which makes them too narrow: {fix}")
 
 
+def separator_note(summary: Any) -> str:
+    """A note when ``report.photo_separator`` is in no image id ('' otherwise): every image
+    is then a photo of its own, as without it, and the setting was likely mistyped."""
+    separator = summary.config.report.photo_separator
+    if not separator or not summary.images or any(separator in image.id[1:]
+                                                  for image in summary.images):
+        return ""
+    return (f"report.photo_separator {separator!r} is in no image id (such as "
+            f"{summary.images[0].id!r}): every image counts as a photo of its own")
+
+
 def regrouped(summary: Any, methods: list[str], separator: Optional[str]) -> Evidence:
     """The run's evidence (summary.json's ``trust``), or with ``separator`` worked out again
     from its records as ``report.photo_separator: separator`` would have made it (checked as

@@ -246,3 +246,13 @@ def test_the_evidence_names_look_alike_images_only_when_ranked():
         for rec in image.cams:
             rec.faithfulness = {}
     assert trustlines.build(summary, method_table(summary, ["gradcam"])).look_alike_images == 0
+
+
+def test_a_separator_in_no_image_id_is_a_note():
+    """'_' for ids named with '-' groups nothing: the run says so (as 9 images of 9 photos
+    alone would not)."""
+    assert trustlines.separator_note(summary_of(variants(), "-")) == ""
+    assert trustlines.separator_note(summary_of(variants(), None)) == ""
+    assert trustlines.separator_note(summary_of(variants(), "_")) == (
+        "report.photo_separator '_' is in no image id (such as 'p0'): every image counts as a "
+        "photo of its own")

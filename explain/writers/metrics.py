@@ -159,8 +159,8 @@ class MetricsWriter(Writer):
         ctx.summary.trust = trustlines.build(ctx.summary,
                                            method_table(ctx.summary, ctx.methods))
         notes = ctx.summary.notes
-        if trustlines.look_alike_note(ctx.summary.trust):
-            notes.append(trustlines.look_alike_note(ctx.summary.trust))
+        notes += [n for n in (trustlines.look_alike_note(ctx.summary.trust),
+                              trustlines.separator_note(ctx.summary)) if n]
         if self.no_raw:
             notes.append(f"map strength: no raw maximum for {', '.join(sorted(self.no_raw))} "
                          f"(the library's own call returns maps already scaled to 0..1)")
