@@ -48,6 +48,13 @@ RULE = ("only metrics measured on at least the minimum of images count; a method
         "localisation metric); otherwise no method is clearly better")
 
 
+def rule(unit: str = "image") -> str:
+    """``RULE`` in the words of what the intervals resample ('image', or 'photo' with
+    report.photo_separator: the minimum and the paired differences are of photos)."""
+    return RULE.replace("minimum of images", f"minimum of {unit}s").replace(
+        "per-image difference", f"per-{unit} difference")
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from explain import stats
 from explain.baselines import BASELINES
-from explain.evidence import Evidence, Row, Stat, TrustLine, below_note
+from explain.evidence import Evidence, Row, Stat, TrustLine, below_note, rule
 from explain.methodtable import MethodTable, method_table
 from explain.names import check_photo_separator, photo_of
 from explain.sanity_records import CLASS_BLIND, SanitySummary
@@ -70,7 +70,7 @@ def build(summary: Any, table: MethodTable) -> Evidence:
                         baselines={b: BASELINES[b].description for b in table.baselines
                                    if b in BASELINES},
                         rows=rows, comparisons=[p for c in table.columns for p in c.comparisons],
-                        conclusion="")
+                        conclusion="", rule=rule(table.unit))
     sanity = sanity_verdicts(summary)
     evidence.lines = [_line(m, table, sanity) for m in table.methods]
     evidence.primary = _primary(summary, table)
@@ -121,11 +121,12 @@ def separator_note(summary: Any) -> str:
 
 
 def regrouped(summary: Any, methods: list[str], separator: Optional[str]) -> Evidence:
-    """The run's evidence (summary.json's ``trust``), or with ``separator`` worked out again
-    from its records as ``report.photo_separator: separator`` would have made it (checked as
-    the config checks it: ValueError)."""
-    if separator is None and summary.trust is not None:
-        return summary.trust
+    """The run's evidence (summary.json's ``trust``; an unfinished run's from its records,
+    with its config's separator, as its report has it), or with ``separator`` worked out
+    again from its records as ``report.photo_separator: separator`` would have made it
+    (checked as the config checks it: ValueError)."""
+    if separator is None:  # the run's own grouping (an unfinished run's verdict was per image)
+        return summary.trust or build(summary, method_table(summary, methods))
     report = summary.config.report.model_copy(update={
         "photo_separator": None if separator is None else check_photo_separator(separator)})
     again = summary.model_copy(update={"config": summary.config.model_copy(

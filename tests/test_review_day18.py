@@ -1,0 +1,47 @@
+"""Review of day 18 (photo_separator, look-alike images, ROAD seeds, shown paths, detection's
+'(none)'): each test reproduces a bug found in review."""
+
+from __future__ import annotations
+
+from explain import trustlines
+from explain.methodtable import method_table
+from explain.names import photo_of
+from test_photos import render, summary_of, variants
+
+
+def test_an_unfinished_run_s_trust_keeps_its_config_s_photo_separator():
+    """``Run.trust()`` of an unfinished run (no summary.json: no trust record) worked the
+    verdict out with no separator, over images, while the report of the same run (and the
+    notebook's methods table) counted photos."""
+    summary = summary_of(variants(), "-")
+    assert summary.trust is None
+    got = trustlines.regrouped(summary, ["gradcam"], None)
+    made = trustlines.build(summary, method_table(summary, ["gradcam"]))
+    assert (got.unit, got.photos) == ("photo", 5)
+    assert got.model_dump() == made.model_dump()
+
+
+def test_the_report_s_trust_lines_count_photos_below_the_minimum(tmp_path):
+    """A mean without an interval is '(n = 1 photo)' in the trust line's text; the report's
+    line printed '(n = 1 image)' for the same number (it counts photos)."""
+    summary = summary_of(variants(photos=1), "-")
+    page = render(summary, tmp_path / "run")
+    section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
+    line = summary.trust.lines[0].text
+    assert "(n = 1 photo)" in line
+    assert "(n = 1 photo)" in section and "(n = 1 image)" not in section
+    plain = render(summary_of({"p0": {"gradcam": 0.2}}, None), tmp_path / "plain")
+    assert "(n = 1 image)" in plain
+
+
+def test_the_rule_speaks_of_photos_when_the_intervals_resample_photos(tmp_path):
+    """The rule the report prints said 'the minimum of images' and 'per-image difference'
+    beside 'no ranking below 5 photos'."""
+    summary = summary_of(variants(), "-")
+    page = render(summary, tmp_path / "run")
+    assert "at least the minimum of photos" in summary.trust.rule
+    assert "per-photo difference" in summary.trust.rule
+    assert "minimum of images" not in page and "per-image difference" not in page
+    alone = summary_of(variants(), None)
+    alone.trust = trustlines.build(alone, method_table(alone, ["gradcam"]))
+    assert "at least the minimum of images" in alone.trust.rule
