@@ -94,7 +94,7 @@ def _collect(summary: RunSummary, separator: Optional[str]
     image id, or its photo (``names.photo_of``) with a ``separator``."""
     found: dict[str, dict[tuple[str, str], PerImage]] = {}
     for image in summary.images:
-        unit = photo_of(image.id, separator)
+        unit = photo_of(image.id, separator, image.path)
         for rec in image.cams:
             for key, value in _record_values(rec):
                 found.setdefault(key, {}).setdefault(("method", rec.method), {}) \

@@ -249,11 +249,16 @@ def check_photo_separator(text: str) -> str:
     return text
 
 
-def photo_of(image_id: str, separator: str | None) -> str:
+def photo_of(image_id: str, separator: str | None, path: str | None = None) -> str:
     """The photo an image is a variant of: its id up to the first ``separator`` (flips and
     crops named cat01-flip, cat01-crop2 are photo 'cat01', as is cat01 itself); without a
-    separator, or when the id starts with it, the id itself."""
+    separator, or when the id starts with it, the id itself. With the image's ``path``, a
+    separator only explain's id holds, not the file's name, is no variant's: the ids explain
+    makes for repeated names ('dog_0', '0-2' for train/dog/0.jpg, val/dog/0.jpg) made other
+    photos' variants of photo 'dog' or '0'."""
     if not separator:
+        return image_id
+    if path is not None and separator not in safe_slug(Path(path).stem, ""):
         return image_id
     head = image_id.split(separator, 1)[0]
     return head or image_id

@@ -90,8 +90,9 @@ def _look_alike(summary: Any, evidence: Evidence) -> None:
     from explain.evidence import LOOK_GROUPS, LOOK_SHOWN
     from explain.images.looks import alike
     separator = summary.config.report.photo_separator
+    paths = {image.id: image.path for image in summary.images}
     groups = alike({image.id: image.look for image in summary.images},
-                   lambda i: photo_of(i, separator))
+                   lambda i: photo_of(i, separator, paths[i]))
     evidence.look_alike = [g[:LOOK_SHOWN] for g in groups[:LOOK_GROUPS]]
     evidence.look_alike_images = sum(len(g) for g in groups)
 

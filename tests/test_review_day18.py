@@ -62,3 +62,27 @@ def test_look_alike_grouping_of_many_alike_images_takes_no_quadratic_python_loop
     assert alike(small, lambda i: photo_of(i, "-")) == [["a", "a-f", "c"]]
     assert alike(small, lambda i: i) == [["a", "a-f", "c"]]
     assert alike({"a": "0" * 32, "a-f": "0" * 32}, lambda i: photo_of(i, "-")) == []
+
+
+def test_the_ids_explain_makes_for_repeated_names_are_not_variants():
+    """train/cat/0.jpg, train/dog/0.jpg, val/cat/0.jpg and val/dog/0.jpg get the ids '0',
+    'dog_0', 'cat_0' and '0-2': with photo_separator '-', val/dog/0.jpg counted as a variant
+    of train/cat/0.jpg (with '_', every repeated name of a folder as one photo), though no
+    file name holds the separator."""
+    from pathlib import Path
+
+    from explain.images.finding import _with_ids
+    found = [(Path("/d") / split / cls / "0.jpg", True, cls)
+             for split in ("train", "val") for cls in ("cat", "dog")]
+    ids = [r.id for r in _with_ids(found)]
+    assert ids == ["0", "dog_0", "cat_0", "0-2"]
+    for ident, (path, _, _) in zip(ids, found):
+        assert photo_of(ident, "-", str(path)) == photo_of(ident, "_", str(path)) == ident
+    assert photo_of("cat01-flip", "-", "/d/cat01-flip.jpg") == "cat01"
+    assert photo_of("dog_cat01-flip", "-", "/d/dog/cat01-flip.jpg") == "dog_cat01"
+    values = {"0": {"gradcam": 0.1}, "0-2": {"gradcam": 0.2}, "p1": {"gradcam": 0.3},
+              "p1-flip": {"gradcam": 0.4}}
+    summary = summary_of(values, "-")
+    summary.images[0].path, summary.images[1].path = (str(p) for p, _, _ in found[::3])
+    table = method_table(summary, ["gradcam"])
+    assert (table.images, table.photos) == (4, 3)
