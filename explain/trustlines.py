@@ -111,11 +111,11 @@ def look_alike_note(evidence: Evidence) -> str:
 
 
 def separator_note(summary: Any) -> str:
-    """A note when ``report.photo_separator`` is in no image id ('' otherwise): every image
+    """A note when ``report.photo_separator`` cuts no image's id ('' otherwise): every image
     is then a photo of its own, as without it, and the setting was likely mistyped."""
     separator = summary.config.report.photo_separator
-    if not separator or not summary.images or any(separator in image.id[1:]
-                                                  for image in summary.images):
+    if not separator or not summary.images or any(
+            photo_of(image.id, separator, image.path) != image.id for image in summary.images):
         return ""
     return (f"report.photo_separator {separator!r} is in no image id (such as "
             f"{summary.images[0].id!r}): every image counts as a photo of its own")
