@@ -140,7 +140,8 @@ def test_user_text_is_escaped(small_study, tmp_path):
     out = pages["report.html"]
     assert "<script>" not in out
     assert "&lt;script&gt;alert(&#39;note&#39;)&lt;/script&gt;" in out
-    assert "/photos/&lt;script&gt;alert(1)&lt;/script&gt;/cat.jpg" in out
+    # the path, far from the config's folder, by its last two parts: escaped
+    assert '<span class="path">.../script&gt;/cat.jpg</span>' in out
 
 
 def test_explain_report_rebuilds_the_same_page(small_study, tmp_path, capsys):

@@ -17,8 +17,12 @@ def test_a_path_is_shown_from_the_config_s_folder():
     assert shown_path(f"{HOME}/configs/pics/cat.jpg", config) == "pics/cat.jpg"
     assert shown_path(f"{HOME}/images/cat.jpg", config) == "../images/cat.jpg"
     assert shown_path("/home/alice/x.jpg", config) == "../../x.jpg"
-    assert shown_path("/data/val/x.jpg", config) == "/data/val/x.jpg"  # the config named it so
-    assert shown_path(f"{HOME}/images/cat.jpg", "(unfinished run)") == "cat.jpg"
+    # far above it (a deep config, data in the home folder), or unknown: its last two parts
+    assert shown_path("/home/alice/datasets/val/x.jpg", f"{HOME}/a/b/configs/c.yaml") == \
+        ".../val/x.jpg"
+    assert shown_path(f"{HOME}/images/cat.jpg", "(unfinished run)") == ".../images/cat.jpg"
+    assert shown_path("C:\\Users\\alice\\pics\\cat.jpg", "(unfinished run)") == \
+        ".../pics/cat.jpg"
 
 
 def test_the_page_holds_no_absolute_path_of_the_sharer(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -132,15 +133,17 @@ def _box_style(box: list[float], size: list[int]) -> str:
 def shown_path(path: str, config_file: str) -> str:
     """A path as the page shows it: from the config's folder, as a config names it
     ('pics/cat.jpg', '../results/demo'), so a shared page does not carry the sharer's home
-    folder; one more than two folders above it as it is (the config names it so); without
-    a config file (an unfinished run's rebuild), the file's name."""
+    folder; one more than two folders above it, on another drive, or without a config file
+    (an unfinished run's rebuild), by its last folder and name ('.../datasets/cat.jpg')."""
+    parts = [p for p in re.split(r"[\\/]+", str(path)) if p]  # a Windows run's paths too
+    tail = ".../" + "/".join(parts[-2:])
     if not Path(config_file).is_absolute():
-        return Path(path).name
+        return tail
     try:
         rel = os.path.relpath(path, Path(config_file).parent)
     except ValueError:  # another drive
-        return str(path)
-    return str(path) if Path(rel).parts[:3] == ("..",) * 3 else rel
+        return tail
+    return tail if Path(rel).parts[:3] == ("..",) * 3 else rel
 
 
 def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
