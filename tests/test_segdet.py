@@ -550,3 +550,17 @@ def test_task_config_checks(tree):
     with pytest.raises(Exception) as info:
         Config.model_validate({**base, "task": "segmentation", "metrics": ["road_combined"]})
     assert "metrics: not available with task: segmentation" in str(info.value)
+
+
+def test_a_score_at_the_threshold_once_recorded_is_a_detection_and_the_prediction():
+    """best_scores (the prediction) rounds to 6 decimals, choose compared the raw score: a
+    box at 0.4999996 predicted 'cat' at threshold 0.5 with no detection above it."""
+    from types import SimpleNamespace
+
+    from explain.tasks.boxes import best_scores, choose
+    cfg = SimpleNamespace(detection=SimpleNamespace(score_threshold=0.5, max_boxes=3))
+    found = {"labels": np.array([1, 2]), "scores": np.array([0.4999996, 0.2], np.float64),
+             "boxes": np.array([[1, 2, 30, 40], [5, 5, 9, 9]], np.float32)}
+    above, chosen = choose(cfg, found, {1: "cat", 2: "dog"}, (64, 64))
+    assert above == 1 and [d.name for d, _, _ in chosen] == ["cat-1"]
+    assert best_scores(found, {1: "cat", 2: "dog"}) == {"cat": 0.5, "dog": 0.2}

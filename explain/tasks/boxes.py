@@ -31,10 +31,12 @@ def wanted_labels(cfg: Any, classes: dict[int, str]) -> dict[int, str]:
 def choose(cfg: Any, found: dict[str, np.ndarray], labels: dict[int, str],
            size: tuple[int, int]) -> tuple[int, list[tuple[Detected, np.ndarray, int]]]:
     """(how many detections pass the threshold, the best ``max_boxes`` of them as (record,
-    the detector's own box, label index)), best score first; names <class>-<n>."""
+    the detector's own box, label index)), best score first; names <class>-<n>. A score is
+    compared as recorded (6 decimals, as ``best_scores`` and the prediction read it: a box
+    at 0.4999996 was no detection at 0.5 while it made the image's prediction)."""
     spec = cfg.detection
     keep = [i for i, (label, score) in enumerate(zip(found["labels"], found["scores"]))
-            if int(label) in labels and float(score) >= spec.score_threshold]
+            if int(label) in labels and round(float(score), 6) >= spec.score_threshold]
     keep.sort(key=lambda i: (-float(found["scores"][i]), i))
     counts: dict[str, int] = {}
     chosen = []
