@@ -174,16 +174,16 @@ class Evidence(_Record):
         return next((r for r in self.rows if r.name == name and r.kind == kind), None)
 
 
-def evidence_problem(evidence: Evidence, methods: list[str], metrics: set[str]) -> Optional[str]:
+def evidence_problem(evidence: Evidence, methods: list[str], metrics: set[str],
+                     baselines: set[str]) -> Optional[str]:
     """Why a ``trust`` record read back cannot be its run's, or None: rows and lines of its
-    ``methods`` (each once) and of explain's baselines, numbers of ``metrics`` only (the
-    table's and the records' own). A shared summary.json's 8,000 made-up metric names on one
+    ``methods`` (each once) and of explain's ``baselines`` (their names), numbers of
+    ``metrics`` only (the table's and the records' own). A shared summary.json's 8,000 made-up metric names on one
     row, 1.8 MB with 3,000 maps, made a notebook's ``Run.table()`` of 3,000 x 24,000 cells:
     2.9 GB (each map's row gets its method's columns)."""
-    from explain.baselines import BASELINES
     seen: set[tuple[str, str]] = set()
     for row in evidence.rows:
-        known = methods if row.kind == "method" else BASELINES
+        known = methods if row.kind == "method" else baselines
         if row.name not in known or (row.kind, row.name) in seen:
             return f"a row {quote(row.name)} its run does not have (or has once)"
         seen.add((row.kind, row.name))
@@ -195,7 +195,7 @@ def evidence_problem(evidence: Evidence, methods: list[str], metrics: set[str]) 
                      None)
         if line.method not in methods or other is not None:
             return f"the line of {quote(line.method)}: not of its run's methods and metrics"
-    other = next((b for b in evidence.baselines if b not in BASELINES), None)
+    other = next((b for b in evidence.baselines if b not in baselines), None)
     if other is not None:
         return f"a baseline {quote(other)} that explain does not have"
     if len(evidence.look_alike) > LOOK_GROUPS or any(len(g) > LOOK_SHOWN

@@ -186,7 +186,9 @@ def _check_trust(summary: RunSummary, where: Path) -> None:
     if summary.trust is None:
         return
     metrics = set(TABLE) | {k for e in summary.images for r in e.cams for k in r.faithfulness or {}}
-    problem = evidence_problem(summary.trust, [m.name for m in summary.config.methods], metrics)
+    from explain.baselines import BASELINES
+    problem = evidence_problem(summary.trust, [m.name for m in summary.config.methods], metrics,
+                               set(BASELINES))
     if problem:
         raise ExplainError(f"{where}: trust: {problem}; the run folder is damaged")
 

@@ -4,12 +4,11 @@ notebook shows them without the folder."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from explain.api import display
 
-if TYPE_CHECKING:
-    from explain.api.runs import Run
+Run = Any  # an explain.api.runs.Run (not imported: runs.py imports this module to show one)
 
 NOTES_SHOWN = 12
 IMAGES_SHOWN = 50
