@@ -10,7 +10,6 @@ that point at usable layers, and ``format_table`` is what ``explain layers CONFI
 
 from __future__ import annotations
 
-import difflib
 
 import re
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from explain.errors import ExplainError, first_line
 from explain.models.heads import Head, not_logits
 from explain.models.layouts import Layout, Mode, positions_reached, usable_layout
 from explain.models.guard import non_inplace, preserved_state
-from explain.names import NAME_LIMIT, printable, quote, suggest
+from explain.names import NAME_LIMIT, close_match, printable, quote, suggest
 
 # Modules that only pool, copy, drop or flatten what they get: their output is no better a
 # representation than their input (pooling is worse: it blurs or removes the positions).
@@ -239,7 +238,7 @@ def _hint(net: nn.Module, dotted: str, parent: str, children: list[str],
             text += f"; the last one a CAM can use is {quote(last.name)}"
         return text
     names = [n for n, _ in net.named_modules() if n]
-    near = difflib.get_close_matches(dotted, names, n=1, cutoff=0.5)
+    near = close_match(dotted, names, cutoff=0.5)
     inside = [r for r in good if near and r.name.startswith(near[0] + ".")]
     # the closest name is a block ('backbonee': 'backbone'), not a layer a CAM can use
     if inside and not any(r.name == near[0] for r in good):

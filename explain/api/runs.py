@@ -10,7 +10,6 @@ followed, every record typed), without the model.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from explain.api import display
 from explain.api.recompute import Recomputer
 from explain.errors import ExplainError
+from explain.names import close_match
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,7 +182,7 @@ def load(run_dir: Union[str, os.PathLike]) -> "Run":
 
 
 def _suggest(value: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(value, known, n=1)
+    close = close_match(value, known)
     return f" — did you mean {close[0]!r}?" if close else ""
 
 

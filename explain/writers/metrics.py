@@ -25,7 +25,7 @@ from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.engine import MapSlot, seeded
 from explain.measures import significant
-from explain.names import quote, short
+from explain.names import close_match, quote, short
 from explain.methods import traits
 from explain.methodtable import method_table
 from explain.plan import RunPlan, slots_may_merge
@@ -177,12 +177,10 @@ class MetricsWriter(Writer):
 def _unused_boxes(unused: list[str], images: list[ImageEntry]) -> str:
     """The note on box keys that matched no image; a key close to an image of the run that
     got no box ('cat_1.jpg' for 'cat-1') is a likely typo: named beside it."""
-    import difflib
     stems = {name: e.id for e in images if not e.boxes for name in (e.id, Path(e.path).stem)}
     shown = []
     for key in unused[:5]:  # by their stems: a shared '.jpg' made any two names close
-        close = difflib.get_close_matches(Path(key).stem, list(stems), n=1, cutoff=0.75) \
-            if len(key) <= 200 else []
+        close = close_match(Path(key).stem, list(stems), cutoff=0.75) if len(key) <= 200 else []
         shown.append(short(key, 80) + (f" (the image {quote(stems[close[0]])}, which has no "
                                        f"box?)" if close else ""))
     more = f" (+{len(unused) - 5} more)" if len(unused) > 5 else ""
