@@ -1,0 +1,53 @@
+"""A student's first course run, with an untrained stand-in AlexNet and their own files: the
+run says when the model is at chance, a training checkpoint's weights load, a state_dict
+without its architecture says how many outputs it has, and a "differ" against a student's maps
+names the inplace-ReLU trap."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from explain.chance import near_chance
+from helpers import cli
+
+
+def _summary(*probabilities: dict, task: str = "classification") -> SimpleNamespace:
+    images = [SimpleNamespace(probabilities=p) for p in probabilities]
+    return SimpleNamespace(images=images, config=SimpleNamespace(task=task))
+
+
+def test_near_chance_names_the_probabilities_and_the_likely_causes():
+    line = near_chance(_summary({"cat": 0.499, "dog": 0.501}, {"cat": 0.4989, "dog": 0.5011}))
+    assert line.startswith("the model is at chance on every image")
+    assert "within 0.001 of 0.500 on all 2 image(s)" in line
+    assert "preprocess.size, mean and std" in line
+
+
+def test_near_chance_is_silent_for_a_model_that_decides_or_a_few_named_classes():
+    assert near_chance(_summary({"cat": 0.499, "dog": 0.501}, {"cat": 0.9, "dog": 0.1})) is None
+    # two classes named out of 1000 outputs: 1/2 is not chance
+    assert near_chance(_summary({"cat": 0.001, "dog": 0.001})) is None
+    assert near_chance(_summary({"cat": 0.5, "dog": 0.5}, task="segmentation")) is None
+    assert near_chance(_summary()) is None
+
+
+def test_a_course_run_with_an_untrained_model_warns_on_the_console_and_in_the_report(
+        small_course_tree, capsys):
+    model = torch.load(small_course_tree / "models" / "torch_alex.pth", weights_only=False)
+    with torch.no_grad():  # logits near 0: every image at 0.5 / 0.5
+        model.classifier[0].weight.mul_(1e-4)
+        model.classifier[0].bias.zero_()
+    torch.save(model, small_course_tree / "models" / "torch_alex.pth")
+    config = small_course_tree / "configs" / "alexnet_catdog.yaml"
+    code, err, out = cli(capsys, config, "--set", "metrics=[]", "--set", "channels.enabled=false",
+                         "--set", "preprocess.size=[112,112]", "--set", "methods=[gradcam]")
+    assert code == 0, err
+    said = [line.strip() for line in (err + "\n" + out).splitlines()]
+    warning = [line for line in said if line.startswith("warning: ")]
+    assert len(warning) == 1 and "at chance on every image" in warning[0], said
+    assert "on all 3 image(s)" in warning[0]
+    page = (small_course_tree / "results" / "alexnet_catdog" / "report.html").read_text()
+    warnings = page[page.index("Warnings"):page.index("Which map to trust</h2>")]
+    assert "the model is at chance on every image" in warnings
