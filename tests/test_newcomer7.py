@@ -8,9 +8,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+import torchvision
 
 from explain.chance import near_chance
-from helpers import cli
+from helpers import cli, explain_error, tiny_config
 
 
 def _summary(*probabilities: dict, task: str = "classification") -> SimpleNamespace:
@@ -51,3 +52,38 @@ def test_a_course_run_with_an_untrained_model_warns_on_the_console_and_in_the_re
     page = (small_course_tree / "results" / "alexnet_catdog" / "report.html").read_text()
     warnings = page[page.index("Warnings"):page.index("Which map to trust</h2>")]
     assert "the model is at chance on every image" in warnings
+
+
+def _squeezenet_weights() -> dict:
+    torch.manual_seed(0)
+    return torchvision.models.squeezenet1_1(num_classes=2).state_dict()
+
+
+def test_a_training_checkpoint_loads_its_model_state_dict(tmp_path):
+    import explain
+    torch.save({"epoch": 3, "model_state_dict": _squeezenet_weights(), "loss": 0.1},
+               tmp_path / "ckpt.pth")
+    config = tiny_config(tmp_path, {"file": "ckpt.pth", "arch": "torchvision.models.squeezenet1_1",
+                                    "arch_args": {"num_classes": 2}})
+    net = explain.load_model(config)
+    assert torch.equal(net.state_dict()["classifier.1.weight"],
+                       _squeezenet_weights()["classifier.1.weight"])
+
+
+def test_a_checkpoint_under_another_key_is_named_in_the_error(tmp_path):
+    import explain
+    torch.save({"epoch": 3, "weights_ema": _squeezenet_weights()}, tmp_path / "ckpt.pth")
+    config = tiny_config(tmp_path, {"file": "ckpt.pth", "arch": "torchvision.models.squeezenet1_1",
+                                    "arch_args": {"num_classes": 2}})
+    line = explain_error(explain.load_model, config)
+    assert "its keys: 'epoch', 'weights_ema'" in line
+    assert "the weights may be under 'weights_ema'" in line
+
+
+def test_a_state_dict_without_arch_says_how_many_outputs_it_has(tmp_path):
+    import explain
+    torch.save(_squeezenet_weights(), tmp_path / "sd.pth")
+    line = explain_error(explain.load_model, tiny_config(tmp_path, {"file": "sd.pth"}))
+    assert "is a state_dict (weights only); add 'model.arch'" in line
+    assert "its last layer 'classifier.1.weight' has 2 outputs: model.arch_args: " \
+           "{num_classes: 2}" in line

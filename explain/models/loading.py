@@ -58,14 +58,11 @@ def _read_file(path: Path, spec: ModelSpec) -> Any:
 
 
 def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]  # a training checkpoint wrapping the weights
-    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
-        raise ExplainError(f"{path}: holds a {type(obj).__name__}, neither a whole nn.Module "
-                           f"nor a state_dict of tensors")
+    obj = _unwrapped(obj, path)
     if not spec.arch:
         raise ExplainError(f"{path}: is a state_dict (weights only); add 'model.arch' "
-                           f"(e.g. torchvision.models.alexnet) and 'model.arch_args'")
+                           f"(e.g. torchvision.models.alexnet) and 'model.arch_args'"
+                           f"{_outputs_hint(obj)}")
     limit = max(MAX_MODEL_BYTES, 2 * path.stat().st_size)  # the weights fill the model
     model = make_model(spec.arch, spec.arch_args, "model.arch", spec.trust, limit)
     own = model.state_dict()
@@ -81,6 +78,45 @@ def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
         raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: missing key '{missing[0]}'")
     model.load_state_dict(obj)
     return model
+
+
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net")  # where trainers keep it
+
+
+def _is_weights(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _unwrapped(obj: Any, path: Path) -> dict:
+    """The state_dict of a file: the file's dict of tensors, or the one a training checkpoint
+    keeps under a usual key ({'epoch': 3, 'model_state_dict': ...}, as PyTorch's tutorial
+    saves it). Else an error naming the keys that hold weights, if any."""
+    if _is_weights(obj):
+        return obj
+    if isinstance(obj, dict):
+        for key in CHECKPOINT_KEYS:
+            if _is_weights(obj.get(key)):
+                return obj[key]
+    what = f"holds a {type(obj).__name__}, neither a whole nn.Module nor a state_dict of tensors"
+    if isinstance(obj, dict):
+        inner = [k for k, v in obj.items() if _is_weights(v)][:3]
+        keys = ", ".join(quote(str(k)) for k in list(obj)[:8] if isinstance(k, str))
+        where = quote(inner[0]) if inner else ""
+        what += (f" (its keys: {keys}" + (f"; the weights may be under {where}: save "
+                 f"torch.save(checkpoint[{where}], ...) and load that file"
+                 if inner else "") + ")")
+    raise ExplainError(f"{path}: {what}")
+
+
+def _outputs_hint(weights: dict) -> str:
+    """How many outputs the weights' last layer has, as the arch_args it needs."""
+    last = [k for k, v in weights.items() if k.endswith(".weight") and v.ndim >= 2][-1:]
+    if not last:
+        return ""
+    n = int(weights[last[0]].shape[0])
+    return (f" (its last layer {quote(last[0])} has {n} outputs: "
+            f"model.arch_args: {{num_classes: {n}}})")
 
 
 def _head_hint(own: dict, key: str, shape: torch.Size) -> str:
