@@ -86,7 +86,10 @@ def why_references_differ(rows: list[CompareRow]) -> str:
         words.append("r near 1 with a large |diff| is the same map resized or scaled another "
                      "way (the figures in compare/ show where)")
     elif shaped:
-        words.append("the maps differ in shape (the figures in compare/ show where)")
+        words.append("the maps differ in shape: where they are high, not only in size or "
+                     "scale (the figures in compare/ show where); a hook that keeps a layer's "
+                     "output without handing a copy on sees a following ReLU(inplace=True) "
+                     "overwrite it (AlexNet's features.10: the inplace-ReLU trap)")
     return "; ".join(words) + "; see docs/compare.md, hand-written references"
 
 

@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import torch
 import torchvision
 
+from explain import compare
 from explain.chance import near_chance
+from explain.results import CompareRow
 from helpers import cli, explain_error, tiny_config
 
 
@@ -87,3 +89,12 @@ def test_a_state_dict_without_arch_says_how_many_outputs_it_has(tmp_path):
     assert "is a state_dict (weights only); add 'model.arch'" in line
     assert "its last layer 'classifier.1.weight' has 2 outputs: model.arch_args: " \
            "{num_classes: 2}" in line
+
+
+def test_maps_of_another_pattern_point_to_the_inplace_relu_trap():
+    rows = [CompareRow(image="both", class_name="cat", method="gradcam", max_abs=0.5,
+                       mean_abs=0.1, pearson=r, iou_top20=0.5) for r in (0.81, 0.85, 0.9)]
+    note = compare.why_references_differ(rows)
+    assert "Pearson r median 0.85, lowest 0.81 (both / cat)" in note
+    assert "differ in shape: where they are high, not only in size or scale" in note
+    assert "ReLU(inplace=True)" in note and "inplace-ReLU trap" in note
