@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 from urllib.parse import quote
 
@@ -135,11 +135,14 @@ def shown_path(path: str, config_file: str) -> str:
     """A path as the page shows it: from the config's folder, as a config names it
     ('pics/cat.jpg', '../results/demo'), so a shared page does not carry the sharer's home
     folder; one more than two folders above it, on another drive, or without a config file
-    (an unfinished run's rebuild), by its last folder and name ('.../datasets/cat.jpg')."""
+    (an unfinished run's rebuild), by its last folder and name ('.../datasets/cat.jpg'). A
+    relative path is a config's value, from the config's folder (not the working directory)."""
     parts = [p for p in re.split(r"[\\/]+", str(path)) if p]  # a Windows run's paths too
     tail = ".../" + "/".join(parts[-2:])
     if not Path(config_file).is_absolute():
         return tail
+    if not (Path(path).is_absolute() or PureWindowsPath(path).is_absolute()):
+        path = str(Path(config_file).parent / path)  # a config's own value ('../models/x.pth')
     try:
         rel = os.path.relpath(path, Path(config_file).parent)
     except ValueError:  # another drive
