@@ -110,3 +110,25 @@ def test_the_report_shows_the_configs_relative_model_path_as_the_config_names_it
         == "../models/torch_alex.pth"
     assert shown_path("models/x.pth", config) == "models/x.pth"
     assert shown_path("../../../../data/x.pth", config) == ".../data/x.pth"
+
+
+def test_a_reference_file_named_with_single_underscores_is_pointed_to_its_map(
+        small_course_tree, capsys):
+    """A student's maps saved as both_cat_gradcam.npy matched nothing, and the line only
+    gave the pattern: it now names the map the file looks meant for."""
+    import numpy as np
+    refs = small_course_tree / "mine"
+    refs.mkdir()
+    for image in ("cat", "dog", "both"):
+        for cls in ("cat", "dog"):
+            np.save(refs / f"{image}_{cls}_gradcam.npy", np.ones((6, 6), np.float32))
+    code, err, out = cli(capsys, small_course_tree / "configs" / "alexnet_catdog.yaml",
+                         "--compare", "--set", f"compare.reference_dir={refs}",
+                         "--set", "metrics=[]", "--set", "channels.enabled=false",
+                         "--set", "preprocess.size=[112,112]", "--set", "methods=[gradcam]")
+    assert code == 0, err
+    said = [line.strip() for line in (err + "\n" + out).splitlines()]
+    line = [s for s in said if "matched no map" in s]
+    assert line == ["compare: 6 file(s) in the reference folder matched no map (first: "
+                    "both_cat_gradcam.npy, which looks meant for both__cat__gradcam.npy); "
+                    "names are <image>__<class>__<method>.npy or .png"], said

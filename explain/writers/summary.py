@@ -61,6 +61,16 @@ def _more(count: int, what: str, where: str) -> list[str]:
     return [f"  ... and {count - CONSOLE_ROWS} more {what}, all in {where}"]
 
 
+def _meant(name: str, missing: list[str]) -> str:
+    """The missing map a reference file's name is closest to ('both_cat_gradcam.npy', single
+    underscores, for 'both__cat__gradcam'), as a hint; nothing when none is close."""
+    import difflib
+    stem = name.rsplit(".", 1)[0]
+    close = difflib.get_close_matches(stem, missing[:1000], n=1, cutoff=0.8) \
+        if len(stem) <= 200 else []
+    return f", which looks meant for {close[0]}{name[len(stem):]}" if close else ""
+
+
 def console_lines(summary: RunSummary) -> list[str]:
     """The lines the CLI prints at the end of a run."""
     lines = [f"explain: {summary.name} -> {summary.output_dir}"]
@@ -88,8 +98,8 @@ def console_lines(summary: RunSummary) -> list[str]:
                      f"{missing[0]}); all are listed in summary.json")
     if unmatched:
         lines.append(f"  compare: {len(unmatched)} file(s) in the reference folder matched no "
-                     f"map (first: {unmatched[0]}); names are <image>__<class>__<method>.npy "
-                     f"or .png")
+                     f"map (first: {unmatched[0]}{_meant(unmatched[0], missing)}); names are "
+                     f"<image>__<class>__<method>.npy or .png")
     if summary.dataset is not None and summary.dataset.accuracy is not None:
         d = summary.dataset
         lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
