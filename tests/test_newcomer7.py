@@ -132,3 +132,25 @@ def test_a_reference_file_named_with_single_underscores_is_pointed_to_its_map(
     assert line == ["compare: 6 file(s) in the reference folder matched no map (first: "
                     "both_cat_gradcam.npy, which looks meant for both__cat__gradcam.npy); "
                     "names are <image>__<class>__<method>.npy or .png"], said
+
+
+def _notebook_cell(needle: str) -> str:
+    import json
+    from conftest import REPO
+    nb = json.loads((REPO / "notebooks" / "course_lab.ipynb").read_text(encoding="utf-8"))
+    return next("".join(c["source"]) for c in nb["cells"] if needle in "".join(c["source"]))
+
+
+def test_the_notebook_says_when_the_stand_in_model_is_at_chance(capsys):
+    """With the untrained stand-in AlexNet the notebook printed p = 0.499 / 0.501 and ended
+    with "Both methods put each class's map on its animal": it now says the maps mean
+    nothing, in step 2 and above the discussion."""
+    cell = _notebook_cell("p(cat | {r.name}.jpg)")
+    check = "\n".join(line for line in cell.splitlines() if line.startswith(("if all", "    ")))
+    check = check[check.index("if all"):]
+    chance = [SimpleNamespace(probabilities={"cat": 0.499, "dog": 0.501})] * 3
+    exec(check, {"cams": chance})
+    assert "warning: the model is at chance on every photo" in capsys.readouterr().out
+    exec(check, {"cams": [SimpleNamespace(probabilities={"cat": 0.97, "dog": 0.03})] * 3})
+    assert capsys.readouterr().out == ""
+    assert "an untrained stand-in (every p near 0.5" in _notebook_cell("## Discussion")
