@@ -154,3 +154,16 @@ def test_the_notebook_says_when_the_stand_in_model_is_at_chance(capsys):
     exec(check, {"cams": [SimpleNamespace(probabilities={"cat": 0.97, "dog": 0.03})] * 3})
     assert capsys.readouterr().out == ""
     assert "its maps mean nothing" in _notebook_cell("## Discussion")
+
+
+def test_running_twice_says_where_the_second_run_went_and_why(small_course_tree, capsys):
+    config = small_course_tree / "configs" / "alexnet_catdog.yaml"
+    argv = (config, "--set", "metrics=[]", "--set", "channels.enabled=false",
+            "--set", "preprocess.size=[112,112]", "--set", "methods=[gradcam]")
+    first = cli(capsys, *argv)
+    assert first[0] == 0 and "holds an earlier run" not in first[1] + first[2]
+    code, err, out = cli(capsys, *argv)
+    assert code == 0, err
+    said = [line.strip() for line in (err + "\n" + out).splitlines()]
+    assert "(alexnet_catdog holds an earlier run, kept: this one is alexnet_catdog-2; "\
+           "--overwrite replaces alexnet_catdog)" in said, said

@@ -74,6 +74,10 @@ def _meant(name: str, missing: list[str]) -> str:
 def console_lines(summary: RunSummary) -> list[str]:
     """The lines the CLI prints at the end of a run."""
     lines = [f"explain: {summary.name} -> {summary.output_dir}"]
+    folder = summary.output_dir.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    if folder != summary.name:  # run twice: the first run's folder was kept
+        lines.append(f"  ({summary.name} holds an earlier run, kept: this one is {folder}; "
+                     f"--overwrite replaces {summary.name})")
     lines += [f"  note: {note}" for note in summary.notes if not note.startswith("estimate:")]
     from explain.pace import about  # not at import: reading a run back needs no torch
     for key, estimate in summary.estimates_s.items():  # printed as they were made: the times
