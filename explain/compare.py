@@ -161,12 +161,28 @@ def _decoded_png(path: Path) -> np.ndarray:
     from explain.config import read_bounded_bytes
     from explain.images.reading import DEFAULT_MAX_BYTES, ImageError, decode
     try:
-        return decode(read_bounded_bytes(path, DEFAULT_MAX_BYTES, "a reference map"),
-                      cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+        data = read_bounded_bytes(path, DEFAULT_MAX_BYTES, "a reference map")
+        if data[25:26] in (b"\x02", b"\x03", b"\x06"):  # RGB, palette, RGBA: a colormap's?
+            _grey_or_refused(decode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH), path)
+        return decode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     except OSError as exc:
         raise ExplainError(f"{path}: cannot read ({exc.strerror})") from None
     except ImageError as exc:  # why, when it is more than undecodable (chunks, scans)
         raise ExplainError(f"{path}: not a readable PNG ({exc})") from None
+
+
+def _grey_or_refused(colour: np.ndarray | None, path: Path) -> None:
+    """A colour PNG is a map only when its three channels are one grey (plt.imsave with
+    cmap='gray'); a colormap's picture (cv2.applyColorMap, plt.imsave's viridis) is refused:
+    read as grey, its brightness is not the map's values."""
+    if colour is None or colour.ndim != 3 or colour.size == 0:
+        return
+    step = 257 if colour.dtype == np.uint16 else 1
+    spread = int((colour.max(axis=2).astype(np.int64) - colour.min(axis=2)).max())
+    if spread > 2 * step:
+        raise ExplainError(f"{path}: a colour picture (its red, green and blue differ, as a "
+                           f"colormap's do), not a map: save the map's values, np.save(...) "
+                           f"of the 2-D array or a grayscale PNG (cv2.imwrite of it as uint8)")
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -167,3 +167,21 @@ def test_running_twice_says_where_the_second_run_went_and_why(small_course_tree,
     said = [line.strip() for line in (err + "\n" + out).splitlines()]
     assert "(alexnet_catdog holds an earlier run, kept: this one is alexnet_catdog-2; "\
            "--overwrite replaces alexnet_catdog)" in said, said
+
+
+def test_a_colormap_png_is_refused_as_a_reference_and_a_grey_rgba_png_is_read(tmp_path):
+    """A student saved cv2.applyColorMap pictures as their maps: read as grey, jet's
+    brightness is not the map, and the verdict blamed the maps' shape. Refused, naming the
+    file; a grey picture in RGBA (plt.imsave with cmap='gray') still reads as its values."""
+    import cv2
+    import numpy as np
+    ramp = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (16, 1))
+    cv2.imwrite(str(tmp_path / "jet.png"), cv2.applyColorMap(ramp, cv2.COLORMAP_JET))
+    line = explain_error(compare.read_reference, tmp_path / "jet.png")
+    assert line.startswith(f"{tmp_path / 'jet.png'}: a colour picture (its red, green and blue "
+                           f"differ, as a colormap's do), not a map: save the map's values")
+    grey = np.dstack([ramp, ramp, ramp, np.full_like(ramp, 255)])
+    cv2.imwrite(str(tmp_path / "grey.png"), grey)
+    m = compare.read_reference(tmp_path / "grey.png")
+    assert m.shape == (16, 32) and m[0, 0] == 0.0 and m[0, -1] == 1.0
+    assert abs(float(m[3, 16]) - ramp[3, 16] / 255) < 1e-6
