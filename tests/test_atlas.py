@@ -63,7 +63,7 @@ def tiny_yaml(folder: Path, net: Path, name: str = "exp", **channels) -> Path:
     data = {"model": {"file": str(net)}, "classes": {"cat": 0, "dog": 1},
             "images": [str(IMAGES / "cat.jpg")], "preprocess": {"size": [16, 16]},
             "target_layers": ["2"], "methods": ["gradcam", "layercam"], "channels": spec,
-            "output": {"dir": str(folder / "results")}}
+            "metrics": [], "output": {"dir": str(folder / "results")}}  # no ROAD by default
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

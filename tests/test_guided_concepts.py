@@ -487,7 +487,7 @@ def test_cli_run_writes_guided_and_concepts(tmp_path):
         "preprocess": {"size": SIDE, "mean": [MEAN] * 3, "std": [STD] * 3},
         "target_layers": ["features.4"], "methods": ["gradcam", "layercam"],
         "guided": {"enabled": True}, "concepts": {"enabled": True, "n_components": 2},
-        "output": {"dir": "results", "save_arrays": True}}))
+        "metrics": [], "output": {"dir": "results", "save_arrays": True}}))
     BUILT.clear()
     assert main([str(config), "--quiet"]) == 0
     net = BUILT[-1]  # the run's network: its own modules again, inplace flags and all
