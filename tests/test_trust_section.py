@@ -450,3 +450,33 @@ def test_the_mean_place_is_shown_to_three_digits(tmp_path):
     (tmp_path / "run").mkdir()
     page = render_pages(RunFolder(tmp_path / "run"), ReportData(summary))["report.html"]
     assert "(mean place 1.25)" in page and "(mean place 1.75)" in page
+
+
+def test_a_lead_that_a_baseline_matches_gets_no_star(tmp_path):
+    """A student quoted the methods table's star for a method whose own line said it did not
+    beat the baselines: the star (and the green cell) are for a lead that no baseline
+    matches; the record's ``leads`` keep the comparison between methods."""
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, render_pages
+    noise = list(np.random.default_rng(4).normal(0, 0.01, 8))
+    pages = {}
+    for name, shift in (("matched", 0.5), ("beaten", -0.3)):
+        summary = synthetic({"gradcam": [v + 0.2 + e for v, e in zip(GOOD, noise)],
+                             "layercam": GOOD}, {"random": [v + shift for v in GOOD]})
+        summary.config = Config.model_validate({
+            "model": {"file": "m.pth"}, "images": ["a.jpg"], "target_layers": ["x"],
+            "metrics": [METRIC], "methods": ["gradcam", "layercam"]})
+        table = method_table(summary, ["gradcam", "layercam"])
+        col = next(c for c in table.columns if c.key == METRIC)
+        assert col.leads == ["gradcam"]
+        summary.trust = trustlines.build(summary, table)
+        (tmp_path / name).mkdir()
+        pages[name] = (col, render_pages(RunFolder(tmp_path / name),
+                                         ReportData(summary))["report.html"])
+    col, page = pages["matched"]
+    assert col.cells["gradcam"].beats_baselines is False
+    assert '<span class="star"' not in page and 'class="best"' not in page
+    assert "✗ baseline: random" in page
+    col, page = pages["beaten"]
+    assert col.cells["gradcam"].beats_baselines is True
+    assert page.count('<span class="star"') == 1 and page.count('<td class="best">') == 1

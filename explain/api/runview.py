@@ -65,13 +65,15 @@ def _methods(run: Run) -> str:
             cell = col.cells.get(m)
             cells.append("-" if cell is None else display.number(cell.mean)
                          + (f" #{cell.place}" if cell.place else "")
-                         + (" *" if m in col.leads else ""))
+                         + (" *" if m in col.leads and cell.beats_baselines is not False
+                            else ""))
         cells.append(table.place.get(m, "-") if table.meaningful else "-")
         rows.append(cells)
     note = "" if table.meaningful or not table.rank else (
         f"<p>no place yet: no metric is measured on at least {stats.MIN_IMAGES} {table.unit}s "
         f"(the report says the same)</p>")
-    stars = "<p>* significantly better than every other method</p>" \
+    stars = "<p>* significantly better than every other method, and not beaten by a " \
+        "baseline</p>" \
         if any(c.leads for c in table.columns) else ""
     return "<h4>Methods</h4>" + display.table_html(header, rows) + stars + note
 
