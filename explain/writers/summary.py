@@ -64,10 +64,9 @@ def _more(count: int, what: str, where: str) -> list[str]:
 def _meant(name: str, missing: list[str]) -> str:
     """The missing map a reference file's name is closest to ('both_cat_gradcam.npy', single
     underscores, for 'both__cat__gradcam'), as a hint; nothing when none is close."""
-    import difflib
+    from explain.names import close_match  # difflib's answer in bounded time
     stem = name.rsplit(".", 1)[0]
-    close = difflib.get_close_matches(stem, missing[:1000], n=1, cutoff=0.8) \
-        if len(stem) <= 200 else []
+    close = close_match(stem, missing[:1000], cutoff=0.8) if len(stem) <= 200 else []
     return f", which looks meant for {close[0]}{name[len(stem):]}" if close else ""
 
 
