@@ -112,11 +112,15 @@ def report_main(argv: list[str]) -> int:
                                 description="Rebuild report.html of a finished (or interrupted) "
                                             "run from its results folder, without the model.")
     p.add_argument("run_dir", type=Path, help="the run's results folder, e.g. results/demo_catdog")
+    p.add_argument("--photo-separator", metavar="SEP",
+                   help="work out 'Which map to trust' again with images whose ids agree up "
+                        "to SEP as one photo (cat01, cat01-flip: '-'), as report."
+                        "photo_separator does at run time; summary.json is left as it is")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     try:
         from explain.writers.report import rebuild
-        page = rebuild(args.run_dir)
+        page = rebuild(args.run_dir, args.photo_separator)
     except (ExplainError, OSError) as exc:
         if args.debug:
             raise

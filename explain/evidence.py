@@ -34,7 +34,7 @@ from typing import Any, Iterator, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from explain.names import quote
+from explain.names import check_photo_separator, quote
 
 LOOK_GROUPS, LOOK_SHOWN = 10, 4  # look-alike groups kept in the record, ids kept of each
 
@@ -158,6 +158,10 @@ class Evidence(_Record):
     # different units: the first LOOK_GROUPS groups, LOOK_SHOWN ids each; how many images
     look_alike: list[list[str]] = Field(default_factory=list)
     look_alike_images: int = 0
+    # a separator the look-alike images' file names already share ('_' for cat, cat_flip),
+    # which would make groups of them one photo each, and how many groups
+    look_alike_separator: Optional[str] = None
+    look_alike_united: int = 0
     resamples: int
     confidence: float
     seed: int
@@ -201,6 +205,11 @@ def evidence_problem(evidence: Evidence, methods: list[str], metrics: set[str],
     if len(evidence.look_alike) > LOOK_GROUPS or any(len(g) > LOOK_SHOWN
                                                      for g in evidence.look_alike):
         return f"more look-alike images than its run lists ({LOOK_GROUPS} x {LOOK_SHOWN})"
+    if evidence.look_alike_separator is not None:
+        try:
+            check_photo_separator(evidence.look_alike_separator)
+        except ValueError as exc:
+            return f"look_alike_separator {exc}"
     return None
 
 

@@ -40,6 +40,7 @@ class ReportData:
     summary: RunSummary
     compare_rows: dict[str, list[CompareRow]] = field(default_factory=dict)
     finished: bool = True
+    regrouped: Optional[str] = None  # explain report --photo-separator: the separator used
 
 
 def _read_json(run: RunFolder, rel: str, what: str) -> Any:

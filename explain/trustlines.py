@@ -95,6 +95,28 @@ def _look_alike(summary: Any, evidence: Evidence) -> None:
                    lambda i: photo_of(i, separator, paths[i]))
     evidence.look_alike = [g[:LOOK_SHOWN] for g in groups[:LOOK_GROUPS]]
     evidence.look_alike_images = sum(len(g) for g in groups)
+    evidence.look_alike_separator, evidence.look_alike_united = shared_separator(
+        groups, paths, separator)
+
+
+SEPARATORS = ("-", "_", ".")  # the ones file names of variants use (cat01-flip, cat_flip)
+
+
+def shared_separator(groups: list[list[str]], paths: dict[str, str],
+                     current: Optional[str]) -> tuple[Optional[str], int]:
+    """The separator (of SEPARATORS, not ``current``) that makes the most look-alike
+    ``groups`` one photo each, and how many it makes so; (None, 0) when none makes one.
+    ``paths``: image id -> file, as photo_of reads them (an id explain made, 'dog_0', is not
+    cut by a separator its file's name lacks)."""
+    best: tuple[Optional[str], int] = (None, 0)
+    for sep in SEPARATORS:
+        if sep == current:
+            continue
+        united = sum(1 for g in groups
+                     if len({photo_of(i, sep, paths.get(i)) for i in g}) == 1)
+        if united > best[1]:
+            best = (sep, united)
+    return best
 
 
 def look_alike_note(evidence: Evidence) -> str:
@@ -103,8 +125,16 @@ def look_alike_note(evidence: Evidence) -> str:
         return ""
     shown = "; ".join(", ".join(g) for g in evidence.look_alike[:3])
     more = ", ..." if len(evidence.look_alike) > 3 else ""
-    fix = "name them after one photo" if evidence.photos is not None else \
-        "name them after their photo (cat01-flip.jpg) and set report.photo_separator: '-'"
+    sep = evidence.look_alike_separator
+    if sep is not None:
+        groups = evidence.look_alike_united
+        fix = (f"their names share the separator '{sep}' ({groups} group(s) become one photo "
+               f"each): set report.photo_separator: '{sep}', or see the verdict so without "
+               f"running again: explain report RUN_DIR --photo-separator '{sep}'")
+    elif evidence.photos is not None:
+        fix = "name them after one photo"
+    else:
+        fix = "name them after their photo (cat01-flip.jpg) and set report.photo_separator: '-'"
     return (f"look-alike images: {evidence.look_alike_images} image(s) look like flips, "
             f"shifts or copies of another ({shown}{more}); the trust intervals count them as "
             f"independent {evidence.unit}s, which makes them too narrow: {fix}")

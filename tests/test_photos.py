@@ -256,3 +256,32 @@ def test_a_separator_in_no_image_id_is_a_note():
     assert trustlines.separator_note(summary_of(variants(), "_")) == (
         "report.photo_separator '_' is in no image id (such as 'p0'): every image counts as a "
         "photo of its own")
+
+
+def test_the_look_alike_note_offers_the_separator_the_names_share():
+    """cat and cat_flip look alike: '_' makes them one photo, and the note says so (with the
+    command that shows the verdict so); 'dog_0', an id explain made for a second dog.jpg, is
+    not cut by '_' (its file's name has none), so that group is not counted."""
+    groups = [["cat", "cat_flip"], ["dog", "dog_0"], ["x-1", "x-2", "y-1"]]
+    paths = {"cat": "a/cat.jpg", "cat_flip": "a/cat_flip.jpg", "dog": "a/dog.jpg",
+             "dog_0": "b/dog.jpg", "x-1": "x-1.jpg", "x-2": "x-2.jpg", "y-1": "y-1.jpg"}
+    assert trustlines.shared_separator(groups, paths, None) == ("_", 1)
+    assert trustlines.shared_separator(groups, paths, "_") == (None, 0)
+    assert trustlines.shared_separator(groups[2:], paths, None) == (None, 0)
+    summary = summary_of({i: {"gradcam": 0.1 * k} for k, i in enumerate(
+        ["p0", "p0_flip", "p1", "p2", "p3", "p4"])}, None)
+    cat = _photo("cat")
+    from explain.images.looks import look
+    for image in summary.images:
+        image.look = look(cat[:, ::-1] if image.id == "p0_flip" else cat) \
+            if image.id.startswith("p0") else None
+    evidence = trustlines.build(summary, method_table(summary, ["gradcam"]))
+    assert (evidence.look_alike_separator, evidence.look_alike_united) == ("_", 1)
+    assert trustlines.look_alike_note(evidence).endswith(
+        "which makes them too narrow: their names share the separator '_' (1 group(s) become "
+        "one photo each): set report.photo_separator: '_', or see the verdict so without "
+        "running again: explain report RUN_DIR --photo-separator '_'")
+    from explain.evidence import evidence_problem
+    evidence.look_alike_separator = "a b"
+    assert evidence_problem(evidence, ["gradcam"], {METRIC}, set()).startswith(
+        "look_alike_separator 'a b': 1 to 8")

@@ -480,3 +480,26 @@ def test_a_lead_that_a_baseline_matches_gets_no_star(tmp_path):
     col, page = pages["beaten"]
     assert col.cells["gradcam"].beats_baselines is True
     assert page.count('<span class="star"') == 1 and page.count('<td class="best">') == 1
+
+
+def test_explain_report_works_out_the_verdict_again_per_photo(small_run, tmp_path, capsys):
+    """``explain report RUN --photo-separator _``: the page's verdict, counts and table per
+    photo ('0_cat' is photo '0'), a warning that the run did not use it, summary.json as the
+    run wrote it; a separator ids cannot hold is one line naming the option."""
+    from helpers import cli
+    copy = tmp_path / "study"
+    shutil.copytree(small_run[1], copy)
+    before = (copy / "summary.json").read_bytes()
+    code, err, _ = cli(capsys, "report", str(copy), "--photo-separator", "_")
+    assert code == 0, err
+    page = (copy / "report.html").read_text()
+    assert ("&#34;Which map to trust&#34; is worked out with report.photo_separator &#39;_&#39; "
+            "(explain report --photo-separator), which the run did not use") in page
+    assert "95% bootstrap over photos" in page and "bootstrap over images" not in page
+    assert (copy / "summary.json").read_bytes() == before
+    code, err, _ = cli(capsys, "report", str(copy))
+    assert code == 0 and "95% bootstrap over images" in (copy / "report.html").read_text()
+    code, err, _ = cli(capsys, "report", str(copy), "--photo-separator", "__")
+    assert code == 2 and err.strip().splitlines() == [
+        "explain: error: --photo-separator '__': image ids never hold '__' (a file name's '__' "
+        "becomes '_'): use '-' and name the files cat01-flip.jpg"]

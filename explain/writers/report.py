@@ -20,7 +20,7 @@ import heapq
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any, Iterator, Optional
@@ -291,6 +291,10 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
                        + (f": {info['note']}" if info.get("note") else ""))
     if not summary.config.model.fix_inplace:
         out.append("inplace guard off: CAMs may use activations an inplace op overwrote")
+    if data.regrouped is not None:
+        out.append(f"\"Which map to trust\" is worked out with report.photo_separator "
+                   f"'{data.regrouped}' (explain report --photo-separator), which the run did "
+                   f"not use: summary.json and the console's verdict are the run's own")
     if summary.trust is not None and summary.trust.look_alike_images:
         out.append(trustlines.look_alike_note(summary.trust))
     return out
@@ -431,9 +435,11 @@ def atlas_page(summary: RunSummary) -> str:
         layer=summary.config.channel_layer)
 
 
-def rebuild(root: Path) -> Path:
+def rebuild(root: Path, photo_separator: Optional[str] = None) -> Path:
     """``explain report RUN_DIR``: write the folder's report again from its records, without
-    the model. Returns the path of report.html."""
+    the model. With ``photo_separator``, "Which map to trust" is worked out again with images
+    whose ids agree up to it as one photo (``--photo-separator``; summary.json is left as the
+    run wrote it, and the page says so). Returns the path of report.html."""
     root = Path(root)
     folder = RunFolder(root)
     try:
@@ -442,6 +448,8 @@ def rebuild(root: Path) -> Path:
         pass  # not a folder: load_run says what it is
     try:
         data = load_run(root)
+        if photo_separator is not None:
+            data = _regrouped(data, photo_separator)
         if data.summary.files.atlas_page == ATLAS_PAGE:  # its names checked: made again
             folder.write_bytes(ATLAS_PAGE, encoded(atlas_page(data.summary)))
         build_report(folder, data)
@@ -453,6 +461,22 @@ def rebuild(root: Path) -> Path:
     finally:
         folder.release()
     return root / "report.html"
+
+
+def _regrouped(data: ReportData, separator: str) -> ReportData:
+    """The records as ``report.photo_separator: separator`` would have made the trust record
+    (the report's methods table reads the separator from the config, the verdict from
+    ``trust``): copies, summary.json untouched."""
+    summary = data.summary
+    try:
+        evidence = trustlines.regrouped(summary, [m.name for m in summary.config.methods],
+                                        separator)
+    except ValueError as exc:
+        raise ExplainError(f"--photo-separator {exc}") from None
+    report = summary.config.report.model_copy(update={"photo_separator": separator})
+    config = summary.config.model_copy(update={"report": report})
+    summary = summary.model_copy(update={"config": config, "trust": evidence})
+    return replace(data, summary=summary, regrouped=separator)
 
 
 class ReportWriter(Writer):
