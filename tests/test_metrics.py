@@ -318,6 +318,11 @@ def test_the_faithfulness_estimate_counts_maps_imputations_and_is_kept_beside_th
     assert not [x for x in end if "estimate:" in x]
     assert f"  time: faithfulness took {summary.durations_s['metrics']:.1f} s " \
            f"({about(summary.estimates_s['metrics'])} estimated)" in end
+    d = summary.durations_s  # the per-batch outputs split: metrics apart from the pictures
+    last = end[-1]
+    assert f"metrics {d['metrics']:.1f}s, pictures and files " \
+           f"{d['figures'] - d['metrics']:.1f}s)" in last and "of which" not in last, last
+    assert d["figures"] >= d["metrics"] > 0
 
 
 def test_agreement_is_each_maps_mean_r_with_the_others_of_its_class():
