@@ -165,11 +165,12 @@ def _layers_table(cfg: Any) -> tuple[Any, Any, list, str]:
     from explain.layers import format_table, survey
     from explain.models.heads import Classifier, Head
     from explain.models.loading import load_model
-    from explain.plan import bounded_forward, first_image, reshape_mode
+    from explain.images.checking import first_image
+    from explain.plan import bounded_forward, reshape_mode
     from explain.tasks import task_for
     net = load_model(cfg)
     refs, _ = find_images(cfg)
-    first = first_image(cfg, refs)
+    first, _ = first_image(cfg, refs)
     x = first.tensor[None]
     task = task_for(cfg)  # segmentation / detection: the task's wrapper, score and auto
     model, head = task.wrap(net) if task else \

@@ -29,7 +29,8 @@ from explain.config import (LAYER, MAX_CLASSES, TARGET_WORDS, Config, MetricSpec
 from explain.enginedata import LayerInfo, Probe
 from explain.errors import ExplainError, model_failed
 from explain.models.heads import Classifier, Head
-from explain.images import ImageError, ImageRef, Prepared, find_images, precheck, prepare
+from explain.images import ImageRef, Prepared, find_images
+from explain.images.checking import first_image
 from explain.layers import auto_layer, find_layer, survey
 from explain.models.layouts import TokenSpec
 from explain.models.labels import class_names_from_model
@@ -141,26 +142,6 @@ def reshape_mode(cfg: Config, net: Any = None):
     return TokenSpec(spec.prefix, spec.grid) if isinstance(spec, Reshape) else spec
 
 
-def first_image(cfg: Config, refs: list[ImageRef]) -> Prepared:
-    """Every image the user named passes the checks that need no decoding; returns the first
-    image that decodes (for the preflight pass)."""
-    try:
-        for ref in refs:
-            if not ref.from_folder:
-                precheck(ref, cfg.preprocess)
-    except ImageError as exc:  # the field that named it, and (naming_the_file) the config
-        raise ExplainError(f"images: {exc}") from None
-    why = None
-    for ref in refs:
-        try:
-            return prepare(ref, cfg.preprocess)
-        except ImageError as exc:
-            if not ref.from_folder:
-                raise ExplainError(f"images: {exc}") from None
-            why = why or exc
-    raise ExplainError(f"images: none of the {len(refs)} image(s) could be read (first: {why})")
-
-
 @dataclass
 class _Found:
     """What resolving has found so far (the plan's parts, before the preflight pass)."""
@@ -188,7 +169,8 @@ def _find(cfg: Config) -> _Found:
     task = task_for(cfg)
     model, head = task.wrap(net) if task else \
         (Classifier(net, cfg.model.output), Head(cfg.model.head, cfg.model.target))
-    found = _Found(cfg, refs, notes, net, model, head, first_image(cfg, refs),
+    first, squeezed = first_image(cfg, refs)
+    found = _Found(cfg, refs, notes + squeezed, net, model, head, first,
                    [n for n in said if isinstance(n, Skipped)], task, reshape_mode(cfg, net))
     found.bounded_rows = bounded_forward(cfg, model, found.first, len(refs))  # before any pass
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))

@@ -24,6 +24,21 @@ def test_course_config_runs_with_whole_pickled_alexnet(course_tree, capsys):
         assert abs(sum(image["probabilities"].values()) - 1) < 1e-4
     cam = np.load(run_dir / "cams" / "layercam" / "both__dog.npy")
     assert cam.shape == (224, 224) and cam.max() > 0.99
+    # the course's photos are 3:2, 4:3 and 2:1, made square: the run says so, by name
+    assert ("preprocess.size [224, 224] changes the shape of 3 named image(s) by more than "
+            "1.25x: cat.jpg (451 x 300), dog.jpg (768 x 576), both.jpg (448 x 224); their "
+            "pictures and maps are of the squeezed photo (one number, preprocess.size: 224, is "
+            "the short side and keeps each photo's shape, where the model takes any size)"
+            ) in summary["notes"]
+
+
+def test_how_far_a_fixed_size_changes_a_photo_s_shape():
+    from explain.images.checking import aspect_change
+    assert aspect_change(224, 448, [224, 224]) == 2.0
+    assert aspect_change(448, 224, [224, 224]) == 2.0  # portrait alike
+    assert aspect_change(300, 400, [240, 320]) == pytest.approx(1.0)  # same shape, other size
+    assert aspect_change(300, 400, 224) == 1.0  # the short side: the shape is kept
+    assert aspect_change(224, 448, [448, 224]) == 4.0  # landscape made portrait
 
 
 def test_missing_course_model_stops_before_work(small_course_tree, capsys):

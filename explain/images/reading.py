@@ -58,10 +58,10 @@ class Prepared:
     rgb: np.ndarray  # float32 (H, W, 3), the photo at model input size, for overlays
 
 
-def precheck(ref: ImageRef, spec: Preprocess) -> None:
+def precheck(ref: ImageRef, spec: Preprocess) -> tuple[int, int]:
     """The checks that need no decoding (byte size, header, pixels, a complete JPEG of at most
     MAX_JPEG_SCANS scans), so a bad file the user named is found before anything is written
-    or deleted; ImageError if it fails."""
+    or deleted; ImageError if it fails. Returns the file's (height, width)."""
     with _open_image(ref.path, spec.max_bytes, spec.max_pixels) as (f, size, width, height):
         if _read_at(f, 0, 2) == JPEG_START:
             problem = jpeg_problem(partial(_read_at, f), size)
@@ -71,6 +71,7 @@ def precheck(ref: ImageRef, spec: Preprocess) -> None:
         input_size(height, width, spec)
     except ImageError as exc:
         raise ImageError(f"{short(ref.path)}: {exc}") from None
+    return height, width
 
 
 @contextmanager
