@@ -185,3 +185,20 @@ def test_a_colormap_png_is_refused_as_a_reference_and_a_grey_rgba_png_is_read(tm
     m = compare.read_reference(tmp_path / "grey.png")
     assert m.shape == (16, 32) and m[0, 0] == 0.0 and m[0, -1] == 1.0
     assert abs(float(m[3, 16]) - ramp[3, 16] / 255) < 1e-6
+
+
+def test_identical_maps_at_chance_give_the_reason():
+    """A newcomer's ScoreCAM maps were the same for cat and dog on the untrained stand-in,
+    with no reason given: a run at chance says it may be why (a class-agnostic method's own
+    reason first; a model that decides gives none)."""
+    from explain.writers.metrics import same_map_notes
+    same = {"scorecam": [3, 3], "eigencam": [1, 3], "gradcam": [0, 3]}
+    at_chance = same_map_notes(same, True)
+    assert at_chance == [
+        "scorecam: identical maps for every class on 3 of 3 image(s) computed in this run (the "
+        "model is at chance on every image, see the warnings: class scores that barely move "
+        "weight the channels alike for every class)",
+        "eigencam: identical maps for every class on 1 of 3 image(s) computed in this run "
+        "(class-agnostic method)"]
+    assert same_map_notes(same, False)[0] == (
+        "scorecam: identical maps for every class on 3 of 3 image(s) computed in this run")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from explain import annotations, evidence, metrics, pace, trustlines
+from explain.chance import near_chance
 from explain.annotations import localisation
 from explain.baselines import BASELINES, batch_maps
 from explain.config import MetricSpec, Preprocess
@@ -164,14 +165,25 @@ class MetricsWriter(Writer):
         if self.no_raw:
             notes.append(f"map strength: no raw maximum for {', '.join(sorted(self.no_raw))} "
                          f"(the library's own call returns maps already scaled to 0..1)")
-        for method, (same, total) in self.same.items():
-            if same:
-                notes.append(f"{method}: identical maps for every class on {same} of {total} "
-                             f"image(s) computed in this run"
-                             + (" (class-agnostic method)" if traits(method).class_agnostic
-                                else ""))
+        notes += same_map_notes(self.same, near_chance(ctx.summary) is not None)
         if self.boxes is not None and self.boxes.unused():
             notes.append(_unused_boxes(self.boxes.unused(), ctx.summary.images))
+
+
+def same_map_notes(same: dict[str, list[int]], at_chance: bool) -> list[str]:
+    """The notes on methods whose maps were the same for every class of an image (method ->
+    [such images, images]), each with its likely reason: a class-agnostic method, or a model
+    at chance (its class scores barely move, so score-weighted channels come out alike)."""
+    notes = []
+    for method, (count, total) in same.items():
+        if not count:
+            continue
+        why = " (class-agnostic method)" if traits(method).class_agnostic else \
+            (" (the model is at chance on every image, see the warnings: class scores that "
+             "barely move weight the channels alike for every class)" if at_chance else "")
+        notes.append(f"{method}: identical maps for every class on {count} of {total} "
+                     f"image(s) computed in this run{why}")
+    return notes
 
 
 def _unused_boxes(unused: list[str], images: list[ImageEntry]) -> str:
