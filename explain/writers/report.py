@@ -33,6 +33,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from explain import render, stats, trustlines
 from explain.baselines import BASELINES
 from explain.chance import near_chance
+from explain.swapped import swapped_classes
 from explain.config import ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
@@ -273,8 +274,7 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
     if summary.skipped_images:
         out.append(f"{len(summary.skipped_images)} image(s) could not be read and were skipped "
                    f"(see Skipped files)")
-    chance = near_chance(summary)
-    out += [chance] if chance else []
+    out += [line for line in (near_chance(summary), swapped_classes(summary)) if line]
     weak = [c for card in cards for c in card.cells.values() if c.record.weak]
     if weak:
         limit = summary.config.report.weak_below
