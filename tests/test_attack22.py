@@ -1,0 +1,42 @@
+"""The twenty-second attack (a helper's findings): what a shared reference map, a shared
+training checkpoint and a shared run folder ask of the newest features (docs/trust.md)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from explain import compare
+from helpers import explain_error, memory_peak
+
+
+def _colour_png(path, side: int, grey: bool) -> None:
+    """A 16-bit colour PNG of ``side`` x ``side`` zeros (a few KB), one pixel coloured
+    unless ``grey``."""
+    picture = np.zeros((side, side, 3), np.uint16)
+    picture[-1, -1] = (0, 0, 0) if grey else (0, 0, 60000)
+    cv2.imwrite(str(path), picture, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+
+
+def test_a_colour_reference_png_is_checked_in_bounded_memory(tmp_path):
+    """The colour check of a reference PNG took the channels' spread with numpy's max and min
+    over the last axis of 3, as int64: a 392 KB 16-bit 8192 x 8192 PNG took 12.6 s and held
+    1 GB before it was refused (its grey decoding alone: 1.5 s, 640 MB). Here 2048 x 2048
+    (24 MiB decoded in colour; the int64 spread held 72 MiB more): the check holds a few
+    rows at a time."""
+    _colour_png(tmp_path / "jet.png", 2048, grey=False)
+    assert (tmp_path / "jet.png").stat().st_size < 100_000
+    line = explain_error(compare.read_reference, tmp_path / "jet.png")
+    assert "a colour picture (its red, green and blue differ" in line
+    colour = cv2.imread(str(tmp_path / "jet.png"), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    with memory_peak() as peak:
+        line = explain_error(compare._grey_or_refused, colour, tmp_path / "jet.png")
+    assert "a colour picture (its red, green and blue differ" in line
+    assert peak[0] < 8 * 2**20
+
+
+def test_a_grey_colour_reference_png_still_reads_as_its_values(tmp_path):
+    """A colour PNG whose channels are one grey reads as its grey values."""
+    _colour_png(tmp_path / "grey.png", 64, grey=True)
+    m = compare.read_reference(tmp_path / "grey.png")
+    assert m.shape == (64, 64) and float(m.max()) == 0.0
