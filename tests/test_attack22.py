@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from explain import compare
-from helpers import explain_error, memory_peak
+from explain.config import load_config
+from explain.models.loading import load_model
+from helpers import explain_error, memory_peak, tiny_config, tiny_net
 
 
 def _colour_png(path, side: int, grey: bool) -> None:
@@ -40,3 +43,16 @@ def test_a_grey_colour_reference_png_still_reads_as_its_values(tmp_path):
     _colour_png(tmp_path / "grey.png", 64, grey=True)
     m = compare.read_reference(tmp_path / "grey.png")
     assert m.shape == (64, 64) and float(m.max()) == 0.0
+
+
+def test_a_checkpoint_whose_weights_have_no_names_is_one_line(tmp_path):
+    """A training checkpoint's weights under 'model_state_dict' keyed by numbers, not names
+    (a weights-only pickle holds any key): the hint on the last layer's outputs called
+    ``endswith`` on the int, and the run stopped in an AttributeError traceback."""
+    weights = tiny_net().state_dict()
+    torch.save({"epoch": 3, "model_state_dict": dict(enumerate(weights.values()))},
+               tmp_path / "m.pth")
+    cfg = load_config(tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}))
+    line = explain_error(load_model, cfg)
+    assert line.startswith(f"model.file: {tmp_path / 'm.pth'}: is a state_dict (weights only); "
+                           f"add 'model.arch'"), line

@@ -111,7 +111,8 @@ def _unwrapped(obj: Any, path: Path) -> dict:
 
 def _outputs_hint(weights: dict) -> str:
     """How many outputs the weights' last layer has, as the arch_args it needs."""
-    last = [k for k, v in weights.items() if k.endswith(".weight") and v.ndim >= 2][-1:]
+    last = [k for k, v in weights.items()  # a weights-only pickle's keys may be any number
+            if isinstance(k, str) and k.endswith(".weight") and v.ndim >= 2][-1:]
     if not last:
         return ""
     n = int(weights[last[0]].shape[0])
