@@ -3,6 +3,9 @@ training checkpoint and a shared run folder ask of the newest features (docs/tru
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import cv2
 import numpy as np
 import torch
@@ -10,7 +13,8 @@ import torch
 from explain import compare
 from explain.config import load_config
 from explain.models.loading import load_model
-from helpers import explain_error, memory_peak, tiny_config, tiny_net
+from explain.runner import RunOptions, run
+from helpers import CAT, explain_error, memory_peak, tiny_config, tiny_net
 
 
 def _colour_png(path, side: int, grey: bool) -> None:
@@ -56,3 +60,27 @@ def test_a_checkpoint_whose_weights_have_no_names_is_one_line(tmp_path):
     line = explain_error(load_model, cfg)
     assert line.startswith(f"model.file: {tmp_path / 'm.pth'}: is a state_dict (weights only); "
                            f"add 'model.arch'"), line
+
+
+def test_a_report_shows_no_absolute_path_in_its_notes_and_reasons(tmp_path):
+    """The report shows paths from the config's folder (or by their last folder and name), so
+    a shared page does not carry the sharer's home folder; but a labelled tree's stray file
+    was 'not in a class folder of /home/alice/...' and its links' note named the tree and a
+    link whole, in the Skipped files and Notes sections of report.html."""
+    tree = tmp_path / "home" / "alice" / "pets"
+    for cls in ("cat", "dog"):
+        (tree / cls).mkdir(parents=True)
+        shutil.copy(CAT, tree / cls / "one.jpg")
+    (tree / "README.txt").write_text("x")
+    os.symlink(CAT, tree / "cat" / "linked.jpg")
+    here = tmp_path / "course" / "week1" / "lab"
+    here.mkdir(parents=True)
+    torch.save(tiny_net(), here / "m.pth")
+    path = tiny_config(here, {"file": "m.pth"}, name="a", classes={"cat": 0, "dog": 1},
+                       images=[{"labelled": str(tree)}])
+    summary = run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    assert any(str(tree) in note for note in summary.notes)  # summary.json keeps them whole
+    page = (here / "results" / "a" / "report.html").read_text()
+    assert "not in a class folder" in page and "symbolic link(s) in" in page
+    assert str(tmp_path) not in page
+    assert ".../alice/pets" in page

@@ -151,6 +151,20 @@ def shown_path(path: str, config_file: str) -> str:
     return tail if Path(rel).parts[:3] == ("..",) * 3 else rel
 
 
+# an absolute path at the start or after a space, bracket or quote, up to the next space
+_ABSOLUTE = re.compile(r"(?<![^\s(\['\"])(?:/|[A-Za-z]:\\)[^\s'\"]+")
+
+
+def shown_text(text: str, config_file: str) -> str:
+    """A note or a reason with each absolute path in it as ``shown_path`` shows one: a
+    labelled tree's stray file was 'not in a class folder of /home/alice/...', and its links'
+    note named the tree whole (summary.json keeps them so)."""
+    def shown(found: re.Match) -> str:
+        path = found.group().rstrip(".,;:)")
+        return shown_path(path, config_file) + found.group()[len(path):]
+    return _ABSOLUTE.sub(shown, str(text))
+
+
 def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
     """A card per image, with the files its records name that are in the folder."""
     cards = []
@@ -384,6 +398,7 @@ def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
     common = dict(summary=summary, config=config, methods=methods, classes=classes,
                   colorbar=summary.files.colorbar, compare=summary.compare,
                   finished=data.finished, where=lambda p: shown_path(p, summary.config_file),
+                  told=lambda t: shown_text(t, summary.config_file),
                   card_notes={m: method_note(m) for m in methods if traits(m).class_agnostic})
     env = environment()
     order = {c: i for i, c in enumerate(classes)}
