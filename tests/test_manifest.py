@@ -192,7 +192,7 @@ def test_skipped_files_are_records_in_the_summary_the_console_and_the_report(stu
     assert f"  skipped {pics / 'broken.jpg'}: {broken['reason']}" in lines
     assert not any("skipped" in note for note in summary["notes"])
     rows = page(folder).cells  # the page shows them from the config's folder
-    from explain.writers.report import shown_path
+    from explain.shownpaths import shown_path
     assert rows == [shown_path(str(pics / "broken.jpg"), summary["config_file"]),
                     broken["reason"], shown_path(str(pics / ODD_TEXT), summary["config_file"]),
                     "not an image file"]
@@ -207,7 +207,7 @@ def test_skipped_files_are_records_in_the_summary_the_console_and_the_report(stu
     html = (copy / "report.html").read_text("utf-8")
     assert page(copy).cells == rows
     notes = html[html.index('id="notes"'):]
-    # (its path shown as the page shows paths, explain.writers.report.shown_text)
+    # (its path shown as the page shows paths, explain.shownpaths.shown_text)
     assert "<li>skipped .../data/cat.png (looks like a skip note)</li>" in notes
 
 

@@ -103,7 +103,7 @@ def test_maps_of_another_pattern_point_to_the_inplace_relu_trap():
 def test_the_report_shows_the_configs_relative_model_path_as_the_config_names_it():
     """The course config names '../models/torch_alex.pth': the report's Run table showed
     '../../models/torch_alex.pth' (resolved from the working directory, the repository root)."""
-    from explain.writers.report import shown_path
+    from explain.shownpaths import shown_path
     config = "/home/student/explain/configs/alexnet_catdog.yaml"
     assert shown_path("../models/torch_alex.pth", config) == "../models/torch_alex.pth"
     assert shown_path("/home/student/explain/models/torch_alex.pth", config) \

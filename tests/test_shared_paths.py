@@ -5,7 +5,7 @@ the config's folder, as a config names it; records keep where the run read its i
 from __future__ import annotations
 
 from explain.results import Skipped
-from explain.writers.report import shown_path
+from explain.shownpaths import shown_path
 from test_photos import render, summary_of, variants
 
 HOME = "/home/alice/study"

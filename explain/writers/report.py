@@ -17,12 +17,10 @@ the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSumm
 from __future__ import annotations
 
 import heapq
-import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 from urllib.parse import quote
 
@@ -44,6 +42,7 @@ from explain.metrics import traits as metric_traits
 from explain.outputs import Listing, RunFolder, plain_relative
 from explain.reportlinks import ATLAS_PAGE
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
+from explain.shownpaths import shown_path, shown_text  # the page's paths
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
                              MeanMap, RunSummary)
 from explain.writers import RunContext, Writer
@@ -130,39 +129,6 @@ def _box_style(box: list[float], size: list[int]) -> str:
     x0, y0, x1, y1 = box
     return (f"left:{100 * x0 / w:.3f}%;top:{100 * y0 / h:.3f}%;"
             f"width:{100 * (x1 - x0) / w:.3f}%;height:{100 * (y1 - y0) / h:.3f}%")
-
-
-def shown_path(path: str, config_file: str) -> str:
-    """A path as the page shows it: from the config's folder, as a config names it
-    ('pics/cat.jpg', '../results/demo'), so a shared page does not carry the sharer's home
-    folder; one more than two folders above it, on another drive, or without a config file
-    (an unfinished run's rebuild), by its last folder and name ('.../datasets/cat.jpg'). A
-    relative path is a config's value, from the config's folder (not the working directory)."""
-    parts = [p for p in re.split(r"[\\/]+", str(path)) if p]  # a Windows run's paths too
-    tail = ".../" + "/".join(parts[-2:])
-    if not Path(config_file).is_absolute():
-        return tail
-    if not (Path(path).is_absolute() or PureWindowsPath(path).is_absolute()):
-        path = str(Path(config_file).parent / path)  # a config's own value ('../models/x.pth')
-    try:
-        rel = os.path.relpath(path, Path(config_file).parent)
-    except ValueError:  # another drive
-        return tail
-    return tail if Path(rel).parts[:3] == ("..",) * 3 else rel
-
-
-# an absolute path at the start or after a space, bracket or quote, up to the next space
-_ABSOLUTE = re.compile(r"(?<![^\s(\['\"])(?:/|[A-Za-z]:\\)[^\s'\"]+")
-
-
-def shown_text(text: str, config_file: str) -> str:
-    """A note or a reason with each absolute path in it as ``shown_path`` shows one: a
-    labelled tree's stray file was 'not in a class folder of /home/alice/...', and its links'
-    note named the tree whole (summary.json keeps them so)."""
-    def shown(found: re.Match) -> str:
-        path = found.group().rstrip(".,;:)")
-        return shown_path(path, config_file) + found.group()[len(path):]
-    return _ABSOLUTE.sub(shown, str(text))
 
 
 def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
