@@ -323,6 +323,10 @@ def test_the_faithfulness_estimate_counts_maps_imputations_and_is_kept_beside_th
     assert f"metrics {d['metrics']:.1f}s, pictures and files " \
            f"{d['figures'] - d['metrics']:.1f}s)" in last and "of which" not in last, last
     assert d["figures"] >= d["metrics"] > 0
+    from explain.writers.summary import duration_parts
+    parts = dict(duration_parts(d))
+    assert "figures" not in parts and parts["metrics"] == d["metrics"]
+    assert parts["pictures and files"] == pytest.approx(d["figures"] - d["metrics"])
 
 
 def test_agreement_is_each_maps_mean_r_with_the_others_of_its_class():

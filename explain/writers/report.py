@@ -43,6 +43,7 @@ from explain.outputs import Listing, RunFolder, plain_relative
 from explain.reportlinks import ATLAS_PAGE
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
 from explain.shownpaths import shown_path, shown_text  # the page's paths
+from explain.writers.summary import duration_parts
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
                              MeanMap, RunSummary)
 from explain.writers import RunContext, Writer
@@ -291,6 +292,7 @@ def environment() -> Environment:
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}%"
     env.filters["href"] = href
     env.globals["method_note"] = method_note
+    env.globals["duration_parts"] = duration_parts
     env.globals["metric_names"] = LABELS
     env.globals["metric_percent"] = lambda name: metric_traits(name).percent
     return env

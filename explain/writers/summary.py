@@ -71,13 +71,25 @@ def _meant(name: str, missing: list[str]) -> str:
     return f", which looks meant for {close[0]}{name[len(stem):]}" if close else ""
 
 
+def duration_parts(durations: dict[str, float]) -> list[tuple[str, float]]:
+    """summary.json's ``durations_s`` as the console and the page name them: ``figures`` (every
+    writer's per-batch time, the metrics' model passes included) split into the metrics and
+    'pictures and files', so a slow metric does not read as slow drawing."""
+    metrics = durations.get("metrics", 0.0)
+    parts = []
+    for key, seconds in durations.items():
+        if key == "figures":
+            parts.append(("pictures and files", max(seconds - metrics, 0.0)))
+        elif key != "metrics" or seconds >= 0.05:
+            parts.append((key.replace("_", " "), seconds))
+    return parts
+
+
 def _outputs(durations: dict[str, float]) -> str:
-    """The per-batch outputs' time (``figures`` in summary.json: every writer's, the metrics'
-    model passes included), split so a slow metric does not read as slow drawing."""
-    total, metrics = durations["figures"], durations.get("metrics", 0.0)
-    if metrics < 0.05:
-        return f"pictures and files {total:.1f}s"
-    return f"metrics {metrics:.1f}s, pictures and files {max(total - metrics, 0.0):.1f}s"
+    """The console's part of the per-batch outputs' time (duration_parts)."""
+    parts = dict(duration_parts(durations))
+    files = f"pictures and files {parts['pictures and files']:.1f}s"
+    return f"metrics {parts['metrics']:.1f}s, {files}" if "metrics" in parts else files
 
 
 def console_lines(summary: RunSummary) -> list[str]:
