@@ -258,6 +258,13 @@ def test_user_text_on_the_page_is_escaped(runs, capsys, tmp_path):
     html = (tmp_path / "diff-a-odd" / "diff.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;.yaml" in html
 
+    def shared(data):  # a run someone else made: the page names its config, not their home
+        data["config_file"] = "/home/alice/private/configs/study.yaml"
+    theirs = derive(b, tmp_path / "theirs", change=shared)
+    assert diff(capsys, a, theirs, "--out", tmp_path)[0] == 0
+    html = (tmp_path / "diff-a-theirs" / "diff.html").read_text(encoding="utf-8")
+    assert "config study.yaml" in html and "alice" not in html
+
 
 def test_unfinished_run_is_compared_from_its_item_files(runs, capsys, tmp_path):
     a, b = runs

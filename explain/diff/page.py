@@ -92,6 +92,7 @@ def write_pictures(folder: RunFolder, result: DiffResult, rank: int, item: tuple
 def render_page(result: DiffResult, cases: list[Case]) -> str:
     """diff.html: the two runs, the correlations per method and class, the mean changes of
     the records' numbers, and the maps that changed most (text escaped by the templates)."""
+    from explain.shownpaths import shown_path  # a run's config by its name, as report.html
     from explain.writers.report import environment
     every = changes(result)
     moved = [c for c in every if c.mean_change or c.largest]  # the rest: one line of names
@@ -99,4 +100,5 @@ def render_page(result: DiffResult, cases: list[Case]) -> str:
     return environment().get_template("diff.html.j2").render(
         summary=result.b.summary, result=result, groups=groups(result), changes=moved,
         unchanged=[n for n in dict.fromkeys(c.name for c in every) if n not in names],
-        cases=cases, flips=flips(result), csv=DIFF_CSV)
+        cases=cases, flips=flips(result), csv=DIFF_CSV,
+        config_of=lambda side: shown_path(side.summary.config_file, side.summary.config_file))
