@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Optional, Sequence
 
 FIRST_LINE_LIMIT = 200
 # How an error's details (the problems of a config) are shown: on lines of their own, indented
@@ -81,7 +81,11 @@ def first_line(exc: BaseException, limit: int = FIRST_LINE_LIMIT) -> str:
     return line[:room] + " ..."
 
 
-def model_failed(exc: Exception, image: str) -> ExplainError:
-    """The model's own code failed on an image: one line saying where."""
-    return ExplainError(f"model: the forward pass failed on {image} "
-                        f"({type(exc).__name__}: {first_line(exc)})")
+def model_failed(exc: Exception, image: str, size: Optional[Sequence[int]] = None
+                 ) -> ExplainError:
+    """The model's own code failed on an image (of ``size``, H x W, as fed): one line saying
+    where and what to check (mostly an input size the network does not take: a ViT's)."""
+    fed = f" (a {size[0]}x{size[1]} input)" if size is not None else ""
+    return ExplainError(f"model: the forward pass failed on {image}{fed} "
+                        f"({type(exc).__name__}: {first_line(exc)}); check preprocess.size "
+                        f"([H, W] feeds every image at that size) and the model's input size")

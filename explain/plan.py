@@ -247,7 +247,7 @@ def _layer_names(found: _Found) -> list[str]:
             except ExplainError:
                 raise
             except Exception as exc:  # the model's own code failed
-                raise model_failed(exc, first.ref.id) from None
+                raise model_failed(exc, first.ref.id, size=first.tensor.shape[-2:]) from None
         return rows
 
     names = list(cfg.target_layers)
@@ -326,7 +326,7 @@ def _probe(found: _Found, engine: CamEngine) -> Probe:
     except ExplainError:
         raise
     except Exception as exc:  # the model's own code failed: say where, in one line
-        raise model_failed(exc, found.first.ref.id) from None
+        raise model_failed(exc, found.first.ref.id, size=found.first.tensor.shape[-2:]) from None
     count = found.head.classes(int(probe.logits.shape[1]))
     for name, idx in found.cfg.classes.items():
         if idx >= count:

@@ -343,7 +343,8 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared]) ->
     except ExplainError:
         raise
     except Exception as exc:  # the model's own code failed on this batch: one line
-        raise model_failed(exc, ", ".join(item.ref.id for item in group[:3])) from None
+        raise model_failed(exc, ", ".join(item.ref.id for item in group[:3]),
+                           size=x.shape[-2:]) from None
     ctx.summary.durations_s["cams"] += time.perf_counter() - t0
     views = []
     all_probs = plan.head.probabilities(result.logits)

@@ -102,7 +102,8 @@ def explained(engine: "CamEngine", cfg: "Config", head: "Head", items: list["Pre
             except ExplainError:
                 raise
             except Exception as exc:  # the model's own code failed on this batch
-                raise model_failed(exc, ", ".join(item.ref.id for item in group[:3])) from None
+                raise model_failed(exc, ", ".join(item.ref.id for item in group[:3]),
+                                   size=x.shape[-2:]) from None
             probs = head.probabilities(result.logits)
             for b, item in enumerate(group):
                 yield item, result, b, probs[b]

@@ -84,7 +84,8 @@ def explain_boxes(cfg: Any, ctx: Any, engine: Any, group: list) -> Any:
     except ExplainError:
         raise
     except Exception as exc:  # the model's own code failed on this batch: one line
-        raise model_failed(exc, ", ".join(item.ref.id for item in group[:3])) from None
+        raise model_failed(exc, ", ".join(item.ref.id for item in group[:3]),
+                           size=x.shape[-2:]) from None
     ctx.summary.durations_s["cams"] += time.perf_counter() - t0
     slots = max((len(c) for _, c in chosen), default=0)
     classes = np.full((len(group), slots), -1, dtype=np.int64)

@@ -152,7 +152,8 @@ class SegmentationTask(Task):
         except ExplainError:
             raise
         except Exception as exc:  # the model's own code failed on this batch: one line
-            raise model_failed(exc, ", ".join(item.ref.id for item in group[:3])) from None
+            raise model_failed(exc, ", ".join(item.ref.id for item in group[:3]),
+                               size=x.shape[-2:]) from None
         finally:
             engine.head.truth = None
         ctx.summary.durations_s["cams"] += time.perf_counter() - t0
