@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import explain
-from helpers import explain_error, tiny_net
+from helpers import explain_error, tiny_config, tiny_net
 
 
 class FixedSize(nn.Module):
@@ -33,3 +33,27 @@ def test_an_image_of_another_size_says_to_check_preprocess_size():
     assert "doesn't match model (32)" in text
     assert text.endswith("check preprocess.size ([H, W] feeds every image at that size) "
                          "and the model's input size")
+
+
+def _zero_dog_run(folder):
+    """A run of a tiny net whose 'dog' weights are all negative: its GradCAM map of 'dog' at
+    the ReLU is all zero (negative weights times activations >= 0, then the ReLU)."""
+    net = tiny_net()
+    with torch.no_grad():
+        net[4].weight[1] = -1.0
+    torch.save(net, folder / "net.pth")
+    path = tiny_config(folder, {"file": str(folder / "net.pth")}, classes={"cat": 0, "dog": 1},
+                       target_layers=["1"], methods=["gradcam"], metrics=[],
+                       output={"dir": str(folder / "results"), "save_arrays": True})
+    return explain.run(path, progress=False, log=lambda line: None)
+
+
+def test_show_marks_an_all_zero_map_as_the_card_does(tmp_path):
+    run = _zero_dog_run(tmp_path)
+    assert run.map("cat", "dog", "gradcam").max() == 0  # the premise: a blank map
+    assert "all zero" in (run.folder / "report.html").read_text()  # the card says so
+    titles = [ax.get_title() for ax in run.show("cat").axes]
+    dog = [t for t in titles if t.startswith("gradcam · dog")]
+    cat = [t for t in titles if t.startswith("gradcam · cat")]
+    assert dog and dog[0].endswith("· all zero"), titles
+    assert cat and "all zero" not in cat[0], titles

@@ -389,14 +389,18 @@ class Run:
         photo = self.photo(entry.id)
         first = [(display.photo_title(entry), display.shown(photo))] \
             if photo is not None else []
-        rows = []
-        for c in classes:
-            p = entry.probabilities.get(c)
-            rows.append(first + [(f"{m} · {c}" + (f" (p {p:.3f})" if p is not None else ""),
-                                  display.shown(self.picture(entry.id, c, m)))
-                                 for m in (methods or self.methods)])
+        rows = [first + [(self._title(entry, c, m), display.shown(self.picture(entry.id, c, m)))
+                         for m in (methods or self.methods)] for c in classes]
         return display.draw_boxes(display.grid_figure(rows), [(entry.boxes or {}).get(c, [])
                                   for c in classes], entry.input_size, len(first))
+
+    def _title(self, entry: "ImageEntry", cls: str, method: str) -> str:
+        """An overlay's title in ``show``: method, class, probability, and 'all zero' for a
+        map where the method found nothing (an overlay of one colour), as the card says."""
+        p = entry.probabilities.get(cls)
+        blank = self.record(entry.id, cls, method).peak_value <= 0
+        return f"{method} · {cls}" + (f" (p {p:.3f})" if p is not None else "") + \
+            (" · all zero" if blank else "")
 
     def _repr_html_(self) -> str:
         from explain.api.runview import run_html
