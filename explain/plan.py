@@ -385,22 +385,22 @@ def _metrics(found: _Found) -> Config:
     if cfg.metrics is not None:
         return cfg
     maps = len(found.refs) * slots_per_image(cfg) * len(cfg.methods)
-    specs, note = default_metrics(maps) if found.task is None else ([], "")
+    specs, note = default_metrics(maps, slots_may_merge(cfg)) if found.task is None else ([], "")
     found.notes.extend([note] if note else [])
     return resolved(cfg, "metrics", [s.model_dump() for s in specs])
 
 
-def default_metrics(maps: int) -> tuple[list[MetricSpec], str]:
-    """The faithfulness metrics of a run of ``maps`` maps whose config leaves them unset, and
-    a note saying why: the table's AUTO_METRICS up to AUTO_MAPS maps, none above (the note
-    says how to turn them on)."""
+def default_metrics(maps: int, up_to: bool = False) -> tuple[list[MetricSpec], str]:
+    """The faithfulness metrics of a run of ``maps`` maps (``up_to``: at most) that leaves them
+    unset, and a note saying why: AUTO_METRICS up to AUTO_MAPS maps, none above."""
+    count = f"up to {maps}" if up_to else f"{maps}"
     default = [MetricSpec(name=name) for name in metrics.AUTO_METRICS]
     shown = ", ".join(f"{s.name} at percentiles {_span(s.percentiles)}" for s in default)
     if maps <= metrics.AUTO_MAPS:
         return default, (f"metrics: {shown} by default (runs of up to {metrics.AUTO_MAPS} maps; "
-                         f"this one {maps}); 'metrics: []' turns it off")
+                         f"this one {count}); 'metrics: []' turns it off")
     return [], (f"metrics: off by default for runs over {metrics.AUTO_MAPS} maps (this one "
-                f"{maps}); 'metrics: [{', '.join(metrics.AUTO_METRICS)}]' turns on {shown}")
+                f"{count}); 'metrics: [{', '.join(metrics.AUTO_METRICS)}]' turns on {shown}")
 
 
 def _span(values: Optional[list[int]]) -> str:
