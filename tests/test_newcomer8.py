@@ -78,3 +78,23 @@ def test_the_default_metrics_note_counts_maps_up_to_when_label_and_prediction_ma
     assert maps == 3  # one image's label is its prediction: one map, not two
     note = next(n for n in run.summary.notes if n.startswith("metrics: "))
     assert "(runs of up to 64 maps; this one up to 4)" in note, note
+
+
+def test_the_notebook_methods_table_shows_shares_in_percent_as_the_report(tmp_path):
+    """The report said 'pointing game 50.0%' where the notebook's table said '0.500'."""
+    import re
+    torch.save(tiny_net(), tmp_path / "net.pth")
+    path = tiny_config(tmp_path, {"file": str(tmp_path / "net.pth")}, classes={"cat": 0, "dog": 1},
+                       target_layers=["1"], methods=["gradcam"], metrics=[],
+                       annotations={"boxes": {"cat": {"cat": [0, 0, 150, 150]}}},
+                       output={"dir": str(tmp_path / "results")})
+    run = explain.run(path, progress=False, log=lambda line: None)
+    table = run._repr_html_().split("<h4>Methods</h4>")[1].split("</table>")[0]
+    header = re.findall(r"<th>(.*?)</th>", table)
+    cells = re.findall(r"<td>(.*?)</td>", table)
+    shown = dict(zip(header, cells))
+    for label in ("pointing game", "energy in box"):
+        value = run.trust().lines[0].localisation[
+            {"pointing game": "pointing_hit", "energy in box": "energy_in_box"}[label]].mean
+        assert shown[label] == f"{100 * value:.1f}%", shown
+    assert not shown["box IoU"].endswith("%"), shown  # an IoU is no share

@@ -63,7 +63,10 @@ def _methods(run: Run) -> str:
         cells = [m, len(recs), display.number(sum(raw) / len(raw) if raw else None)]
         for col in table.columns:
             cell = col.cells.get(m)
-            cells.append("-" if cell is None else display.number(cell.mean)
+            percent = cell is not None and cell.mean is not None and col.metric.percent
+            mean = f"{100 * cell.mean:.1f}%" if percent else \
+                display.number(None if cell is None else cell.mean)  # as the report shows it
+            cells.append("-" if cell is None else mean
                          + (f" #{cell.place}" if cell.place else "")
                          + (" *" if m in col.leads and cell.beats_baselines is not False
                             else ""))
