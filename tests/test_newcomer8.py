@@ -98,3 +98,17 @@ def test_the_notebook_methods_table_shows_shares_in_percent_as_the_report(tmp_pa
             {"pointing game": "pointing_hit", "energy in box": "energy_in_box"}[label]].mean
         assert shown[label] == f"{100 * value:.1f}%", shown
     assert not shown["box IoU"].endswith("%"), shown  # an IoU is no share
+
+
+def test_no_conclusion_yet_says_what_to_measure_on_more_photos(tmp_path):
+    """'explain at least 5 different photos for one' read as a sentence cut short; it says
+    what the 5 photos need: a metric, faithfulness or boxes."""
+    torch.save(tiny_net(), tmp_path / "net.pth")
+    path = tiny_config(tmp_path, {"file": str(tmp_path / "net.pth")}, classes={"cat": 0, "dog": 1},
+                       target_layers=["1"], methods=["gradcam"], metrics=[],
+                       annotations={"boxes": {"cat": {"cat": [0, 0, 150, 150]}}},
+                       output={"dir": str(tmp_path / "results")})
+    conclusion = explain.run(path, progress=False, log=lambda line: None).trust().conclusion
+    assert conclusion.startswith("no conclusion yet: 1 image(s), no metric measured on at least 5")
+    assert conclusion.endswith("explain at least 5 images with one metric (faithfulness "
+                               "metrics:, or boxes in annotations:)")
