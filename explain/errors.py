@@ -87,5 +87,6 @@ def model_failed(exc: Exception, image: str, size: Optional[Sequence[int]] = Non
     where and what to check (mostly an input size the network does not take: a ViT's)."""
     fed = f" (a {size[0]}x{size[1]} input)" if size is not None else ""
     return ExplainError(f"model: the forward pass failed on {image}{fed} "
-                        f"({type(exc).__name__}: {first_line(exc)}); check preprocess.size "
-                        f"([H, W] feeds every image at that size) and the model's input size")
+                        f"({type(exc).__name__}: {first_line(exc)}); if the model takes one "
+                        f"input size, check preprocess.size ([H, W] feeds every image at that "
+                        f"size)")

@@ -239,8 +239,8 @@ def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
         what = "images" if evidence.photos is None else "different photos"
         return None, (f"no conclusion yet: {_counted(evidence)}, no metric measured on at "
                       f"least {stats.MIN_IMAGES} (the minimum for a ranking): explain at "
-                      f"least {stats.MIN_IMAGES} {what} with one metric (faithfulness "
-                      f"metrics:, or boxes in annotations:)")
+                      f"least {stats.MIN_IMAGES} {what}, each with a faithfulness metric "
+                      f"(metrics:) or a box (annotations:)")
     fine = [line.method for line in evidence.lines
             if line.sanity != "fails" and line.beats_baselines is True]
     if not fine:

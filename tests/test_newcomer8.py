@@ -32,8 +32,8 @@ def test_an_image_of_another_size_says_to_check_preprocess_size():
                          classes=["cat", "dog"], preprocess={"size": 32})
     assert "forward pass failed on image1 (a 32x64 input)" in text
     assert "doesn't match model (32)" in text
-    assert text.endswith("check preprocess.size ([H, W] feeds every image at that size) "
-                         "and the model's input size")
+    assert text.endswith("if the model takes one input size, check preprocess.size ([H, W] "
+                         "feeds every image at that size)")
 
 
 def _zero_dog_run(folder):
@@ -110,5 +110,5 @@ def test_no_conclusion_yet_says_what_to_measure_on_more_photos(tmp_path):
                        output={"dir": str(tmp_path / "results")})
     conclusion = explain.run(path, progress=False, log=lambda line: None).trust().conclusion
     assert conclusion.startswith("no conclusion yet: 1 image(s), no metric measured on at least 5")
-    assert conclusion.endswith("explain at least 5 images with one metric (faithfulness "
-                               "metrics:, or boxes in annotations:)")
+    assert conclusion.endswith("explain at least 5 images, each with a faithfulness "
+                               "metric (metrics:) or a box (annotations:)")

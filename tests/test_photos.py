@@ -125,8 +125,9 @@ def test_too_few_photos_draw_no_conclusion_however_many_images():
     assert not evidence.meaningful and evidence.primary is None
     assert evidence.conclusion.startswith("no conclusion yet: 8 image(s) of 4 photo(s), no "
                                           "metric measured on at least 5")
-    assert evidence.conclusion.endswith("explain at least 5 different photos with one metric "
-                                        "(faithfulness metrics:, or boxes in annotations:)")
+    assert evidence.conclusion.endswith("explain at least 5 different photos, each with a "
+                                        "faithfulness metric (metrics:) or a box "
+                                        "(annotations:)")
     one = variants(photos=1)  # no interval for one photo: its count instead
     line = trustlines.build(summary_of(one, "-"), method_table(summary_of(one, "-"),
                                                                ["gradcam"])).lines[0]

@@ -114,8 +114,8 @@ def test_below_the_minimum_of_images_the_table_does_not_rank():
     trust = trustlines.build(summary, table)
     assert trust.conclusion == f"no conclusion yet: {len(few)} image(s), no metric measured " \
                                f"on at least 5 (the minimum for a ranking): explain at " \
-                               f"least 5 images with one metric (faithfulness metrics:, " \
-                               f"or boxes in annotations:)"
+                               f"least 5 images, each with a faithfulness metric " \
+                               f"(metrics:) or a box (annotations:)"
     assert trust.trusted is None and not trust.meaningful
 
 
