@@ -112,3 +112,19 @@ def test_no_conclusion_yet_says_what_to_measure_on_more_photos(tmp_path):
     assert conclusion.startswith("no conclusion yet: 1 image(s), no metric measured on at least 5")
     assert conclusion.endswith("explain at least 5 images, each with a faithfulness "
                                "metric (metrics:) or a box (annotations:)")
+
+
+def test_the_report_says_how_to_turn_faithfulness_on(tmp_path):
+    """A run without metrics: the Run section said 'off (metrics: in the config)' where the
+    config had no metrics line (the default leaves it off above 64 maps)."""
+    from explain.writers.report import environment
+    text = environment().globals["metrics_off"]
+    assert text == ("off: <code>metrics: [road_combined]</code> turns it on (a config without a "
+                    "<code>metrics:</code> line has it for runs of up to 64 maps only)")
+    path = tiny_config(tmp_path, {"file": "m.pth"}, classes={"a": 0, "b": 1}, metrics=[],
+                       output={"dir": str(tmp_path / "out")})
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    done = explain.run(path, progress=False, log=lambda line: None)
+    page = (done.folder / "report.html").read_text()
+    row = page[page.index("<th>faithfulness</th>"):]
+    assert row[:row.index("</tr>")].endswith(text + "</td>")

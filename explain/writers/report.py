@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from explain import render, stats, trustlines
+from explain import metrics, render, stats, trustlines
 from explain.baselines import BASELINES
 from explain.chance import near_chance
 from explain.swapped import swapped_classes
@@ -294,6 +294,10 @@ def environment() -> Environment:
     env.globals["method_note"] = method_note
     env.globals["duration_parts"] = duration_parts
     env.globals["metric_names"] = LABELS
+    env.globals["metrics_off"] = (  # the Run section's faithfulness row of a run without any
+        f"off: <code>metrics: [{', '.join(metrics.AUTO_METRICS)}]</code> turns it on (a config "
+        f"without a <code>metrics:</code> line has it for runs of up to {metrics.AUTO_MAPS} "
+        f"maps only)")
     env.globals["metric_percent"] = lambda name: metric_traits(name).percent
     return env
 
