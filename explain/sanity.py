@@ -231,6 +231,7 @@ class Outcome:
     cascading: dict[str, np.ndarray]
     independent: dict[str, np.ndarray] = field(default_factory=dict)
     logit: dict[str, np.ndarray] = field(default_factory=dict)
+    logit_blank: dict[str, int] = field(default_factory=dict)  # random-class maps of one value
     strip: dict[str, list[tuple[int, np.ndarray]]] = field(default_factory=dict)
 
     def mean(self, table: dict[str, np.ndarray], method: str) -> np.ndarray:
@@ -326,7 +327,10 @@ def run_checks(plan, subjects: list[Subject], *, layers: Optional[int] = None,
         outcome = Outcome(maker.rows, randomiser.names, cascading={},
                           strip={row: [(0, trained[row][0])] for row in maker.rows})
         if all(s.others for s in subjects):
-            outcome.logit = _compared(trained, maker.maps(subjects, others=True))
+            others = maker.maps(subjects, others=True)
+            outcome.logit = _compared(trained, others)
+            outcome.logit_blank = {row: sum(1 for m in maps if not np.ptp(m) > 0)
+                                   for row, maps in others.items()}
         steps: list[dict[str, np.ndarray]] = []
         for k, _ in enumerate(randomiser.cascade(), 1):
             now = maker.maps(subjects)

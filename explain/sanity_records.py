@@ -49,6 +49,8 @@ class SanityMethod(_Record):
     random_logit: Optional[Similarity] = None  # mean over the maps
     logit_verdict: Optional[str] = None  # pass: random_logit's measure below logit_threshold
     logit_per_map: list[Similarity] = Field(default_factory=list)
+    # random-class maps of one value (all zero): any map differs from one, whatever the method
+    logit_blank: int = Field(0, ge=0)
 
 
 class SanityMap(_Record):
@@ -129,7 +131,7 @@ class SanitySummary(_Record):
                 logit = getattr(m.random_logit, self.measure)
                 text += (f"; {_beside(logit, self.logit_threshold)} with a random class's map"
                          + (" (random logit fails: the map barely depends on the class)"
-                            if m.logit_verdict == "fail" else ""))
+                            if m.logit_verdict == "fail" else "") + _blank(m))
             word = "passes" if m.verdict == "pass" else PARTIAL if self.partial else "fails"
             if m.logit_verdict == "fail" and word in ("passes", PARTIAL):
                 word = PARTLY if word == "passes" else PARTIAL_LOGIT
@@ -157,3 +159,13 @@ def _beside(value: float, threshold: float) -> str:
     while digits < 6 and (float(f"{value:.{digits}f}") < threshold) != (value < threshold):
         digits += 1
     return f"{value:.{digits}f}"
+
+
+def _blank(method: SanityMethod) -> str:
+    """The random-logit line's caveat when random-class maps were blank (one value, all
+    zero: a class the model rejects, through a ReLU): a blank map is unlike any map, so a
+    pass on them says little about the method."""
+    if not method.logit_blank:
+        return ""
+    return (f" ({method.logit_blank} of {len(method.logit_per_map)} random-class map(s) all "
+            f"blank: a blank map is unlike any map, so this says little)")

@@ -128,3 +128,24 @@ def test_the_report_says_how_to_turn_faithfulness_on(tmp_path):
     page = (done.folder / "report.html").read_text()
     row = page[page.index("<th>faithfulness</th>"):]
     assert row[:row.index("</tr>")].endswith(text + "</td>")
+
+
+def test_a_random_logit_pass_on_blank_maps_says_it_says_little(tmp_path):
+    """GradCAM of 'dog' is all zero on this net: the random-logit check compared each 'cat'
+    map with it and passed, '0.00 with a random class's map', as if the method followed the
+    class. The line now says how many random-class maps were blank."""
+    net = tiny_net()
+    with torch.no_grad():
+        net[4].weight[1] = -1.0
+    torch.save(net, tmp_path / "net.pth")
+    path = tiny_config(tmp_path, {"file": str(tmp_path / "net.pth")}, classes={"cat": 0, "dog": 1},
+                       target_layers=["1"], methods=["gradcam"], metrics=[],
+                       sanity={"enabled": True, "layers": 1, "images": 1},
+                       output={"dir": str(tmp_path / "results")})
+    run = explain.run(path, progress=False, log=lambda line: None)
+    checked = run.summary.sanity.methods[0]
+    pairs = [(m.class_name, m.random_class) for m in run.summary.sanity.maps]
+    assert checked.logit_blank == sum(other == "dog" for _, other in pairs) >= 1, pairs
+    _, text = run.summary.sanity.verdicts()["gradcam"]
+    assert text.endswith(f"({checked.logit_blank} of {len(pairs)} random-class map(s) all blank: "
+                         f"a blank map is unlike any map, so this says little)"), text

@@ -183,6 +183,7 @@ def summary_record(outcome: sanity.Outcome, subjects: list[sanity.Subject],
             one.logit_verdict = sanity.verdict(getattr(one.random_logit, checks.measure),
                                                checks.logit_threshold)
             one.logit_per_map = [_similarity(v) for v in outcome.logit[row]]
+            one.logit_blank = outcome.logit_blank.get(row, 0)
         methods.append(one)
     maps = [SanityMap(image=s.image, class_name=names.get(c, str(c)),
                       random_class=names.get(o, str(o)) if s.others else None)
