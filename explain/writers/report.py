@@ -17,6 +17,7 @@ the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSumm
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -289,6 +290,7 @@ def environment() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
     env.filters["num"] = _num
+    env.filters["r"] = correlation
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}%"
     env.filters["href"] = href
     env.globals["method_note"] = method_note
@@ -323,6 +325,18 @@ def _num(value: Optional[float], digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return stats.figure(value, digits)
+
+
+def correlation(value: Optional[float]) -> str:
+    """A correlation for a page: 3 significant digits, more when those would round a value
+    under 1 up to '1.00' (0.9996 read as identical maps on the diff page)."""
+    if value is None:
+        return "–"
+    for digits in range(3, 8):
+        text = stats.figure(value, digits)
+        if value >= 1 or float(text) < 1:
+            return text
+    return f"{math.floor(value * 1e7) / 1e7:.7f}"
 
 
 INDEX_CLASSES = 20  # p(class) columns of the paged index (explain.runner.MANY_CLASSES: an
