@@ -128,6 +128,7 @@ def test_the_report_says_how_to_turn_faithfulness_on(tmp_path):
     page = (done.folder / "report.html").read_text()
     row = page[page.index("<th>faithfulness</th>"):]
     assert row[:row.index("</tr>")].endswith(text + "</td>")
+    assert 'href="#skipped"' not in page  # nothing skipped: no menu entry to an empty section
 
 
 def test_a_random_logit_pass_on_blank_maps_says_it_says_little(tmp_path):

@@ -116,6 +116,7 @@ def test_report_content_header_methods_cards_skipped(small_study):
     # skipped files with their reasons
     assert "broken.jpg" in text and "truncated JPEG" in text
     assert "readme.txt" in text and "not an image file" in text
+    assert '<a href="#skipped">Skipped files (2)</a>' in html  # the menu says how many
     # the methods table: drop in confidence (lower is better) and the localisation columns
     table = html[html.index('class="method-table"'):html.index("</table>", html.index('class="method-table"'))]
     for label in ("drop in confidence", "pointing game", "energy in box", "box IoU", "rank"):
