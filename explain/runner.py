@@ -111,7 +111,8 @@ def _run(cfg: Config, opts: RunOptions, ranks: distributed.Ranks) -> RunSummary:
             summary.durations_s["model_load"] = round(time.perf_counter() - started, 3)
             ctx = RunContext(plan=plan, run=run_dir, summary=summary, started=started,
                              log=opts.log)
-            _explain_all(ctx, engine, opts, ranks, writers=writers)
+            with naming_the_file(plan.cfg):  # 'model: the forward pass failed ...' too
+                _explain_all(ctx, engine, opts, ranks, writers=writers)
         except KeyboardInterrupt:  # the folder is kept for --resume
             go_on = _go_on(plan.cfg.run_name, run_dir.root.name, opts.overwrite)
             raise RunInterrupted(_interrupted_line(run_dir, len(plan.images), go_on,

@@ -150,3 +150,26 @@ def test_a_random_logit_pass_on_blank_maps_says_it_says_little(tmp_path):
     _, text = run.summary.sanity.verdicts()["gradcam"]
     assert text.endswith(f"({checked.logit_blank} of {len(pairs)} random-class map(s) all blank: "
                          f"a blank map is unlike any map, so this says little)"), text
+
+
+def test_a_run_s_failed_forward_pass_names_the_config(tmp_path):
+    """A timm ViT takes one input size: a square first photo passes the checks, a wide one
+    fails in its batch, and the line names the config file as a planning error does."""
+    timm = __import__("pytest").importorskip("timm")
+    from PIL import Image
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=2,
+                            img_size=32, patch_size=8, depth=1, embed_dim=24, num_heads=2)
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (32, 32), (90, 60, 30)).save(tmp_path / "pics" / "a.png")
+    Image.new("RGB", (64, 32), (30, 60, 90)).save(tmp_path / "pics" / "b.png")
+    path = tiny_config(tmp_path, {"file": "vit.pth", "arch": "timm:vit_tiny_patch16_224",
+                                  "arch_args": {"num_classes": 2, "img_size": 32,
+                                                "patch_size": 8, "depth": 1,
+                                                "embed_dim": 24, "num_heads": 2}},
+                       classes={"cat": 0, "dog": 1}, images=["pics"], target_layers="auto",
+                       preprocess={"size": 32, "multiple_of": 8}, methods=["gradcam"],
+                       metrics=[], output={"dir": str(tmp_path / "results")})
+    line = explain_error(explain.run, path, progress=False, log=lambda line: None)
+    assert line.startswith(f"{path}: model: the forward pass failed on b (a 32x64 input)"), line
