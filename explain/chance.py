@@ -22,7 +22,7 @@ def near_chance(summary: Any) -> str | None:
     if not rows or any(len(p) < 2 or abs(sum(p.values()) - 1.0) > 0.01 for p in rows):
         return None
     off = max(abs(v - 1.0 / len(p)) for p in rows for v in p.values())
-    if off > NEAR:
+    if not off <= NEAR:  # NaN too (a shared summary's): not a number close to chance
         return None
     k = {len(p) for p in rows}
     chance = " or ".join(f"{1.0 / n:.3f}" for n in sorted(k))
