@@ -19,10 +19,10 @@ def near_chance(summary: Any) -> str | None:
     if config is not None and getattr(config, "task", "classification") != "classification":
         return None
     rows = [image.probabilities for image in summary.images if image.probabilities]
-    if not rows or any(len(p) < 2 or abs(sum(p.values()) - 1.0) > 0.01 for p in rows):
-        return None
+    if not rows or any(len(p) < 2 or not abs(sum(p.values()) - 1.0) <= 0.01 for p in rows):
+        return None  # (NaN too, a shared summary's: not a sum of 1)
     off = max(abs(v - 1.0 / len(p)) for p in rows for v in p.values())
-    if not off <= NEAR:  # NaN too (a shared summary's): not a number close to chance
+    if off > NEAR:
         return None
     k = {len(p) for p in rows}
     chance = " or ".join(f"{1.0 / n:.3f}" for n in sorted(k))
