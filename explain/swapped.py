@@ -40,7 +40,7 @@ def swapped_classes(summary: Any) -> Optional[str]:
     for image, named in pairs:
         probs = image.probabilities
         if image.predicted == named or image.predicted not in probs \
-                or probs[image.predicted] < SURE * probs.get(named, 0.0) \
+                or not probs[image.predicted] >= SURE * probs.get(named, 0.0) \
                 or seen.setdefault(named, image.predicted) != image.predicted:
             return None
     if len(pairs) < 2 or len(seen) < 2:

@@ -44,6 +44,8 @@ def test_no_warning_for_a_right_guess_a_many_to_one_mistake_a_doubt_or_chance():
               ("dog.jpg", "cat", {"cat": 0.501, "dog": 0.499}))
     assert swapped_classes(_summary(*chance)) is None  # explain.chance's warning instead
     assert swapped_classes(_summary(SWAPPED[0])) is None  # one image: nothing to go on
+    nan = (SWAPPED[0], ("dog.jpg", "cat", {"cat": 0.95, "dog": float("nan")}))
+    assert swapped_classes(_summary(*nan)) is None  # a shared summary's NaN: no number to go on
     assert swapped_classes(_summary(*SWAPPED, task="segmentation")) is None
     three = _summary(("cat.jpg", "dog", {"cat": 0.1, "dog": 0.8, "fox": 0.1}),
                      ("dog.jpg", "fox", {"cat": 0.1, "dog": 0.1, "fox": 0.8}),
