@@ -100,6 +100,7 @@ def _many_classes(tmp_path, capsys, count: int):
             entry["cams"].append(dict(record, **{"class": c, "file": rel, "files": {}}))
         if c not in ("cat", "dog"):  # copies: a second name of one file is shown once
             shutil.copy(run / "panels" / "cat.png", run / "panels" / f"{c}.png")
+            data["files"]["panels"][c] = f"panels/{c}.png"  # as a run records its panels
     (run / "summary.json").write_text(json.dumps(data))
     return run
 
@@ -121,6 +122,24 @@ def test_the_notebook_embeds_twelve_class_panels_and_twenty_class_columns(tmp_pa
         os.link(folder / "panels" / "cat.png", folder / "panels" / f"c{i}.png")
     html = explain.load(folder)._repr_html_()
     assert html.count("<figure>") == 2  # cat and dog: the links are cat's file again
+
+
+def test_the_notebook_embeds_the_panels_the_records_name_as_the_report_links_them(
+        tmp_path, capsys):
+    """The inline display read panels/<class>.png by name: a panel the records do not name
+    (the report links none) was embedded all the same."""
+    import explain
+    from explain.writers.report import ReportData, render_pages
+    from explain.outputs import RunFolder
+    run = _many_classes(tmp_path, capsys, 3)
+    data = json.loads((run / "summary.json").read_text())
+    data["files"]["panels"] = {"cat": "panels/cat.png"}  # dog and c2 in the folder, unnamed
+    (run / "summary.json").write_text(json.dumps(data))
+    loaded = explain.load(run)
+    html = loaded._repr_html_()
+    page = render_pages(RunFolder(run), ReportData(loaded.summary))["report.html"]
+    assert html.count("<figure>") == 1 and "class cat" in html and "class dog" not in html
+    assert "panels/cat.png" in page and "panels/dog.png" not in page
 
 
 def test_show_draws_at_most_sixty_maps_and_says_how_to_choose(tmp_path, capsys):

@@ -327,9 +327,11 @@ class Run:
         return found
 
     def photo(self, image: Union[str, int]) -> Optional["np.ndarray"]:
-        """The photo at input size as the report shows it (uint8 RGB), None when absent."""
+        """The photo at input size as the report shows it (uint8 RGB; the image record's
+        ``files.photo``), None when the run wrote none or it is absent."""
         entry = self.entry(image)
-        return self._picture(f"report/photos/{entry.id}.jpg", entry.input_size)
+        rel = entry.files.photo
+        return self._picture(rel, entry.input_size) if rel else None
 
     def _picture(self, rel: str, size: list[int]) -> Optional["np.ndarray"]:
         """The picture at ``rel`` when it is ``size`` (height, width) pixels, as its record

@@ -82,23 +82,26 @@ def _methods(run: Run) -> str:
 
 
 def _panels(run: Run) -> str:
-    """The class panels (panels/<class>.png) embedded."""
+    """The class panels the records name (``RunSummary.files.panels``: class ->
+    panels/<class>.png, as the report links them) embedded, in class order."""
     from explain.errors import ExplainError
     figures, budget, seen = [], PANELS_BYTES, set()
+    recorded = run.summary.files.panels
     for n, cls in enumerate(run.classes):
         if n == PANELS_SHOWN or budget <= 0:  # a shared folder's 1,000 classes
             figures.append(f"<p>... and the panels of {len(run.classes) - n} more class(es) "
                            f"in panels/</p>")
             break
+        rel = recorded.get(cls)
         try:  # a class name from a summary.json changed by hand may be no file name
-            read = run._files.read_stat(f"panels/{cls}.png", budget)
+            read = run._files.read_stat(rel, budget) if rel else None
         except ExplainError:
             read = None
         if read is None or read[1] is None or (read[0].st_dev, read[0].st_ino) in seen:
             continue  # none, larger than what is left, or one read already (a hard link)
         seen.add((read[0].st_dev, read[0].st_ino))
         budget -= len(read[1])
-        uri = display.file_uri(read[1], f"panels/{cls}.png")
+        uri = display.file_uri(read[1], rel)
         if uri is not None:
             figures.append(display.figure_html(uri, f"class {cls}"))
     if not figures:
