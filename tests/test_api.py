@@ -373,6 +373,21 @@ def test_map_without_arrays_is_made_again_in_process(alex_file):
         explain.load(plain.folder).map("cat", "cat", "gradcam")
 
 
+def test_a_saved_map_missing_from_a_loaded_run_is_named_not_blamed_on_save_arrays(alex_file,
+                                                                                   tmp_path):
+    """Run.map reads the file the record names; one gone from a run that saved its arrays
+    was reported as 'the run saved no arrays (output.save_arrays: false)'."""
+    saved = explain.run(alex_file, out=tmp_path, output={"save_arrays": True}, metrics=[],
+                        **QUIET)
+    rel = saved.record("cat", "cat", "gradcam").files.array
+    assert rel == "cams/gradcam/cat__cat.npy"
+    (saved.folder / rel).unlink()
+    with pytest.raises(explain.ExplainError) as caught:
+        explain.load(saved.folder).map("cat", "cat", "gradcam")
+    assert str(caught.value) == (f"{saved.folder / rel}: the saved map of cat / cat / gradcam "
+                                 f"is missing or not a plain file; the run folder is damaged")
+
+
 def _outputs(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.suffix in (".npy", ".png", ".csv")}

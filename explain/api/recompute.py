@@ -1,6 +1,7 @@
 """Maps of a run made in this process, computed again when the run saved no arrays.
 
-``Run.map`` reads ``cams/<method>/<image>__<class>.npy`` when ``output.save_arrays`` was on.
+``Run.map`` reads the map's saved array (its record's ``files.array``) when
+``output.save_arrays`` was on.
 Without them, a Run that ``explain.run`` returned in this process still holds the run's
 resolved config (never one read back from a folder: a summary.json names paths and code, and
 is not trusted), so the map can be made again: the model is loaded once more (then kept by

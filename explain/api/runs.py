@@ -278,19 +278,25 @@ class Run:
     def map(self, image: Union[str, int], cls: str, method: str) -> "np.ndarray":
         """The map of one image x class x method: float32 (H, W) in 0..1 at input size.
 
-        Read from ``cams/<method>/<image>__<class>.npy`` when the run saved arrays
+        Read from the file the map's record names (``files.array``:
+        ``cams/<method>/<image>__<class>.npy``) when the run saved arrays
         (``output.save_arrays: true``). Without them, a Run that ``explain.run`` returned in
         this process makes the map again from its config (the model loaded once more; the
         image's batch rebuilt as the run built it: the run's numbers for a run made in one
         go); a loaded Run raises ExplainError saying to set ``output.save_arrays: true``."""
         entry, rec = self.entry(image), self.record(image, cls, method)
-        rel = f"cams/{rec.method}/{entry.id}__{rec.class_name}.npy"
-        found = self._array(rel, tuple(entry.input_size))
+        rel = rec.files.array
+        found = self._array(rel, tuple(entry.input_size)) if rel else None
         if found is not None:
             return found
         if self._again is not None:
             return self._again.map(entry.id, rec.class_name, rec.method)
-        raise ExplainError(f"{self.folder / rel}: not in the run folder: the run saved no arrays "
+        if rel:
+            raise ExplainError(f"{self.folder / rel}: the saved map of {entry.id} / "
+                               f"{rec.class_name} / {rec.method} is missing or not a plain "
+                               f"file; the run folder is damaged")
+        raise ExplainError(f"{self.folder}: no saved map of {entry.id} / {rec.class_name} / "
+                           f"{rec.method}: the run saved no arrays "
                            f"(output.save_arrays: false), and a loaded run cannot make a map "
                            f"again without the model; run it with output.save_arrays: true "
                            f"(explain.run(..., output={{'save_arrays': True}})), or use the Run "
