@@ -246,8 +246,9 @@ def _model_source(model: ModelSpec, config_file: str) -> str:
     return f"whole model file {shown_path(str(model.file), config_file)}"
 
 
-def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
-    """What a reader must not miss, for the box at the top of the page."""
+def _warnings(data: ReportData, cards: list[Card], weak: int) -> list[str]:
+    """What a reader must not miss, for the box at the top of the page (``weak``: the maps
+    flagged weak)."""
     summary = data.summary
     out = []
     if not data.finished:
@@ -257,10 +258,9 @@ def _warnings(data: ReportData, cards: list[Card]) -> list[str]:
         out.append(f"{len(summary.skipped_images)} image(s) could not be read and were skipped "
                    f"(see Skipped files)")
     out += [line for line in (near_chance(summary), swapped_classes(summary)) if line]
-    weak = [c for card in cards for c in card.cells.values() if c.record.weak]
     if weak:
         limit = summary.config.report.weak_below
-        out.append(f"{len(weak)} map(s) are of classes the model gives less than {limit:.0%}: "
+        out.append(f"{weak} map(s) are of classes the model gives less than {limit:.0%}: "
                    f"they are drawn on the same 0..1 scale as the others, so they look as "
                    f"strong; see each card's raw maximum and probability")
     missing = sum(1 for card in cards for c in card.cells.values() if c.overlay is None)
@@ -391,12 +391,13 @@ def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
     panels = sorted(((c, f) for c, f in summary.files.panels.items() if _present(run, f)),
                     key=lambda panel: order.get(panel[0], len(order)))
     shown = index_classes(cards, classes) if paged else classes
+    weak = sum(1 for i in summary.images for r in i.cams if r.weak)  # counted once, here
     yield "report.html", env.get_template("report.html.j2").render(
         **common, prefix="", cards=[] if paged else cards, index=cards if paged else [],
         index_classes=shown, index_more=len(classes) - len(shown),
         pages=pages if paged else [], table=table, panels=panels, panel_rows=PANEL_MAX_ROWS,
         notes=summary.notes, skipped=summary.skipped_images + summary.skipped_files,
-        warnings=_warnings(data, cards),
+        warnings=_warnings(data, cards, weak), weak_maps=weak,
         model_source=_model_source(config.model, summary.config_file),
         dataset=_dataset_view(run, data, cards, classes=classes, methods=methods),
         trust=trust, unit=trust.unit, cost_per_map=trustlines.cost_per_map(summary),
