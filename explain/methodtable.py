@@ -27,12 +27,11 @@ class Column:
     comparisons (methods with each other, then each method with each baseline); ``leads``:
     the methods significantly better than every other method; ``unscored``: methods and
     baselines with maps on this metric but no finite number among them (name -> maps), shown
-    as such, not dropped. ``means``/``counts`` (mean and
-    maps per method) and ``best``/``ranks`` (the order of the means, ties sharing a place)
-    describe the numbers; they are no finding: the report ranks by ``cells[m].place``."""
+    as such, not dropped. ``means`` (per method) and ``best``/``ranks`` (the order of the
+    means, ties sharing a place) describe the numbers; they are no finding: the report ranks
+    by ``cells[m].place``."""
     metric: MetricTraits
     means: dict[str, Optional[float]]
-    counts: dict[str, int]
     best: list[str] = field(default_factory=list)
     ranks: dict[str, int] = field(default_factory=dict)
     cells: dict[str, Stat] = field(default_factory=dict)
@@ -57,8 +56,8 @@ class Column:
 
 @dataclass
 class MethodTable:
-    """The columns, the baselines that have numbers, and two overall orders: ``rank`` /
-    ``mean_rank`` (methods by their mean place in the order of the means) and ``place`` /
+    """The columns, the baselines that have numbers, and two overall orders: ``rank``
+    (methods by their mean place in the order of the means) and ``place`` /
     ``mean_place`` (by their mean significant place over the columns measured on at least
     ``stats.MIN_IMAGES`` images; only when ``meaningful``: one such column at least).
     ``images``: the images with a ranked number; ``unit``: what the intervals resample, the
@@ -67,7 +66,6 @@ class MethodTable:
     methods: list[str]
     columns: list[Column]
     rank: dict[str, int]
-    mean_rank: dict[str, float]
     baselines: list[str] = field(default_factory=list)
     images: int = 0
     meaningful: bool = False
@@ -152,20 +150,19 @@ def method_table(summary: RunSummary, methods: list[str], *,
     keys = [k for k in _keys(summary) if any(("method", m) in found.get(k, {}) for m in methods)]
     present = {b for k in keys for kind, b in found[k] if kind == "baseline"}
     baselines = [b for b in BASELINES if b in present] + sorted(present - set(BASELINES))
-    columns = [Column(traits(k), {}, {}) for k in keys]
+    columns = [Column(traits(k), {}) for k in keys]
     unit = "photo" if separator else "image"
     evidence.judge(columns, found, methods, baselines=baselines, seed=seed, unit=unit)
     for col in columns:
         col.means = {m: col.cells[m].mean if m in col.cells else None for m in methods}
-        col.counts = {m: col.cells[m].maps if m in col.cells else 0 for m in methods}
         if col.direction:
             _order(col)
     ranked = [c for c in columns if c.direction]
     units = len({i for c in ranked for m in methods for i in found[c.key].get(("method", m), {})})
     images = _ranked_images(summary, {c.key for c in ranked}, methods) if separator else units
-    rank, mean_rank = _overall({m: [c.ranks[m] for c in ranked if m in c.ranks]
-                                for m in methods}, methods)
-    table = MethodTable(methods, columns, rank, mean_rank, baselines=baselines, images=images,
+    rank, _ = _overall({m: [c.ranks[m] for c in ranked if m in c.ranks] for m in methods},
+                       methods)
+    table = MethodTable(methods, columns, rank, baselines=baselines, images=images,
                         meaningful=any(c.meaningful for c in ranked), seed=seed, unit=unit,
                         photos=units if separator else None)
     if table.meaningful:
