@@ -159,7 +159,7 @@ def regrouped(summary: Any, methods: list[str], separator: Optional[str]) -> Evi
     if separator is None:  # the run's own grouping (an unfinished run's verdict was per image)
         return summary.trust or build(summary, method_table(summary, methods))
     report = summary.config.report.model_copy(update={
-        "photo_separator": None if separator is None else check_photo_separator(separator)})
+        "photo_separator": check_photo_separator(separator)})
     again = summary.model_copy(update={"config": summary.config.model_copy(
         update={"report": report})})
     return build(again, method_table(again, methods))

@@ -67,12 +67,9 @@ class MetricsWriter(Writer):
             check_boxes(self.boxes, list(plan.images), plan.cfg.preprocess)
 
     def start(self, ctx: RunContext) -> None:
-        """The boxes; the metrics (the config's: the plan chose them when it left them
-        unset, explain.plan); the estimates."""
-        cfg = ctx.cfg
-        if cfg.annotations.enabled and self.boxes is None:
-            self.boxes = annotations.load_boxes(cfg)
-        self.specs = list(cfg.metrics or [])  # resolved by the plan
+        """The metrics (the config's: the plan chose them when it left them unset,
+        explain.plan; the boxes were read by ``prepare``); the estimates."""
+        self.specs = list(ctx.cfg.metrics or [])  # resolved by the plan
         if ctx.todo == 0:  # --resume of a run whose images are all kept: nothing to estimate
             return
         for key, line, seconds in estimates(ctx.plan, self.specs, images=ctx.todo):
@@ -286,18 +283,16 @@ def faithfulness(specs: list[MetricSpec], model: torch.nn.Module, x: torch.Tenso
     return scores
 
 
-def estimates(plan: RunPlan, specs: Optional[list] = None,
+def estimates(plan: RunPlan, specs: list,
               images: Optional[int] = None) -> list[tuple[str, str, float]]:
     """(key, 'estimate: ...' line, seconds) for the costly parts of a run: each method that
-    runs one forward pass per channel (key: its name), and the faithfulness metrics (key
-    'metrics'; ``specs``, default: what the config and the run's size choose); from the plan:
+    runs one forward pass per channel (key: its name), and the faithfulness metrics ``specs``
+    (key 'metrics'; the config's, as the plan resolved them); from the plan:
     its images, slots per image, the target layers' channel counts (through their layouts),
     the first image's size and timed passes (explain.pace), for ``images`` images (the plan's
     when None: --resume computes fewer). The summary keeps the seconds beside the measured."""
     cfg = plan.cfg
     images = len(plan.images) if images is None else images
-    if specs is None:
-        specs = list(cfg.metrics or [])  # resolved by the plan
     out = [(c.method, pace.cost_line(c, list(cfg.target_layers), plan.slots), c.seconds)
            for c in pace.per_channel_costs(plan, images=images)]
     if specs:

@@ -83,7 +83,7 @@ class PanelWriter(Writer):
 def _record_file(entry: ImageEntry, cls: str, method: str) -> str:
     rec = next((r for r in entry.cams if r.class_name == cls and r.method == method), None)
     if rec is None:
-        raise ExplainError(f"images '{entry.id}': no {method} map of class '{cls}' in its "
+        raise ExplainError(f"image '{entry.id}': no {method} map of class '{cls}' in its "
                            f"record; the run folder is damaged")
     return rec.file
 
