@@ -109,6 +109,15 @@ def short(text: object, limit: int = 160) -> str:
     return text[:half] + "..." + text[-half:]
 
 
+LISTED = 5  # names a note or a message lists before "(+N more)"
+
+
+def listed(names: list[str], limit: int = LISTED) -> str:
+    """The first ``limit`` names, comma-separated, then how many more: 'a, b (+3 more)'."""
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 MAX_RATIOS = 32  # full comparisons a hint makes at most (each up to ~6 ms for long names)
 
 

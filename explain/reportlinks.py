@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from explain.names import quote
+from explain.names import listed, quote
 from explain.outputs import plain_relative
 from explain.results import PICTURE_SUFFIXES, ImageEntry, RunSummary
 
@@ -18,7 +18,6 @@ ATLAS_PAGE = "report/atlas.html"  # explain.writers.atlaspages.PAGE
 DATASET_CSV = ("dataset/confusion.csv", "dataset/per_class.csv", "dataset/disagreement.csv")
 TASK_FOLDER = {"segmentation": "segmentation", "detection": "detections"}
 OUTCOMES = ("correct", "wrong")  # of a mean map
-LISTED = 5  # names the note shows before "(+N more)"
 
 
 class Names:
@@ -43,11 +42,9 @@ class Names:
         """The report's note on the names dropped (none: no note)."""
         if not self.foreign:
             return []
-        shown = ", ".join(self.foreign[:LISTED]) + \
-            (f" (+{len(self.foreign) - LISTED} more)" if len(self.foreign) > LISTED else "")
         return [f"{len(self.foreign)} file name(s) in the records are not the names explain "
-                f"gives those files, so the report does not link them: {shown}; the run folder "
-                f"was edited after the run"]
+                f"gives those files, so the report does not link them: {listed(self.foreign)}; "
+                f"the run folder was edited after the run"]
 
 
 def _entry(names: Names, entry: ImageEntry, task: str) -> None:

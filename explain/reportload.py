@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from explain.config import Config
 from explain.errors import ExplainError
-from explain.names import quote
+from explain.names import listed, quote
 from explain.outputs import RUN_MARKER, RunFolder
 from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, item_files,
                                  own_rows, parse_item, parse_json, validated, why)
@@ -30,7 +30,6 @@ from explain.results import CompareRow, ImageEntry, ItemFile, RunSummary
 from explain.tasks.records import task_problem
 
 MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
-LISTED = 5  # names a note lists before "(+N more)"
 
 
 @dataclass
@@ -57,12 +56,6 @@ def _not_a_run(root: Path) -> str:
     if root.suffix.lower() in (".yaml", ".yml"):
         return f"a config file, not a results folder (`explain {shlex.quote(str(root))}` runs it)"
     return "a file, not a results folder"
-
-
-def _shown(names: list[str]) -> str:
-    """Up to LISTED names, then how many more."""
-    return ", ".join(names[:LISTED]) + \
-        (f" (+{len(names) - LISTED} more)" if len(names) > LISTED else "")
 
 
 class ItemReader:
@@ -94,10 +87,10 @@ class ItemReader:
     def notes(self, left_out: str) -> list[str]:
         """The notes on the item files not read (``left_out``: what the report lacks then)."""
         linked = [f"{len(self.linked)} item file(s) that are another item file under a second "
-                  f"name (hard links) were not read: {_shown(self.linked)}; "
+                  f"name (hard links) were not read: {listed(self.linked)}; "
                   f"{left_out}"] if self.linked else []
         return linked + ([f"{len(self.large)} item file(s) larger than their image's records "
-                          f"can make were not read: {_shown(self.large)}; {left_out}"]
+                          f"can make were not read: {listed(self.large)}; {left_out}"]
                          if self.large else [])
 
 
