@@ -44,7 +44,8 @@ from explain.tasks import task_for
 if TYPE_CHECKING:  # the engine (and the CAM library) is imported when an engine is made
     from explain.engine import CamEngine
 
-MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused
+MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused (explain.cam's
+# targets left out: 'predicted')
 SMALL_RUN = 50  # images; larger runs default to JPEG pictures (output.image_format)
 
 

@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from explain.models.heads import Head
     from explain.images import Prepared
 
-MANY_CLASSES = 20  # more named classes than this: targets default to the predicted class
-
-
 @contextlib.contextmanager
 def session(model: "nn.Module", cfg: "Config", items: list["Prepared"],
             default_targets: bool) -> Iterator[tuple["Config", "CamEngine", "Head"]]:
@@ -56,9 +53,11 @@ def session(model: "nn.Module", cfg: "Config", items: list["Prepared"],
 
 def _named(cfg: "Config", net: "nn.Module", count: int, default_targets: bool) -> "Config":
     """The config with its classes: as given, the names the model carries, or the output
-    indices as names; targets left out become 'predicted' over MANY_CLASSES classes."""
+    indices as names; targets left out become 'predicted' over MANY_CLASSES classes (where a
+    run's config refuses targets: all, explain.plan)."""
     from explain.config import MAX_CLASSES, resolved
     from explain.models.labels import class_names_from_model
+    from explain.plan import MANY_CLASSES
     if not cfg.classes:
         named = class_names_from_model(net, cfg.model, count)
         names = named[0] if named else {str(i): i for i in range(count)}
