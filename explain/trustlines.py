@@ -12,45 +12,16 @@ from explain.baselines import BASELINES
 from explain.evidence import Evidence, Row, Stat, TrustLine, below_note, rule
 from explain.methodtable import MethodTable, method_table
 from explain.names import check_photo_separator, photo_of
-from explain.sanity_records import CLASS_BLIND, SanitySummary
+from explain.sanity_records import CLASS_BLIND
 
 # ---- sanity records (written by the sanity check, when it ran) ---------------------------
 
 def sanity_verdicts(summary: Any) -> Optional[dict[str, tuple[str, Optional[str]]]]:
-    """Method -> (verdict, detail) from the run's sanity record, or None when no sanity
-    check ran. ``summary.sanity`` is explain.sanity_records.SanitySummary (its
-    ``verdicts()``: the randomisation check's verdict, the numbers in words); any other
-    mapping is read leniently: per method a ``verdict`` or a ``passed``/``passes`` flag, and
-    optionally a ``text``."""
+    """Method -> (verdict, detail) from the run's sanity record (``summary.sanity``, an
+    explain.sanity_records.SanitySummary: its ``verdicts()``, the randomisation check's
+    verdict and the numbers in words), or None when no sanity check ran."""
     record = getattr(summary, "sanity", None)
-    if record is None:
-        return None
-    if isinstance(record, SanitySummary):  # explain.sanity's own record
-        return dict(record.verdicts())
-    data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record
-    if not isinstance(data, dict):
-        return {}
-    per = next((data[k] for k in ("per_method", "methods", "verdicts") if k in data), {})
-    if isinstance(per, list):
-        per = {item.get("method"): item for item in per if isinstance(item, dict)}
-    out = {}
-    for method, item in (per or {}).items():
-        if isinstance(item, str):
-            out[method] = (_word(item), None)
-        elif isinstance(item, dict):
-            flag = next((item[k] for k in ("passed", "passes", "pass") if k in item), None)
-            verdict = item.get("verdict", flag)
-            detail = item.get("text") or item.get("detail") or item.get("reason")
-            out[method] = (_word(verdict), detail if isinstance(detail, str) else None)
-    return out
-
-
-def _word(verdict: Any) -> str:
-    if isinstance(verdict, bool):
-        return "passes" if verdict else "fails"
-    text = str(verdict).strip().lower()
-    return {"pass": "passes", "passed": "passes", "fail": "fails", "failed": "fails"}.get(text,
-                                                                                         text)
+    return None if record is None else dict(record.verdicts())
 
 
 # ---- building ---------------------------------------------------------------------------

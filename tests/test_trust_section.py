@@ -154,6 +154,21 @@ def test_a_method_that_does_not_beat_a_baseline_is_marked_everywhere():
     assert "beats every baseline: no" in line.text
 
 
+def sanity_of(methods: dict[str, tuple[float, float]]):
+    """A sanity record as the sanity writer makes it: method -> (final similarity, random-logit
+    similarity), thresholds 0.5 (below: passes)."""
+    from explain.sanity_records import SanityMethod, SanitySummary, Similarity
+
+    def one(name, final, logit):
+        sim = Similarity(spearman=logit, spearman_abs=logit, ssim=logit, ssim_abs=logit)
+        return SanityMethod(method=name, verdict="pass" if final < 0.5 else "fail",
+                            final=final, cascading=[], random_logit=sim,
+                            logit_verdict="pass" if logit < 0.5 else "fail")
+    return SanitySummary(measure="spearman", threshold=0.5, logit_threshold=0.5, seed=0,
+                         layers=["x"], not_randomised=0, maps=[],
+                         methods=[one(m, *v) for m, v in methods.items()])
+
+
 def test_the_conclusion_follows_sanity_and_the_primary_metric():
     summary = synthetic({"gradcam": [v + 0.2 for v in GOOD], "layercam": [v + 0.1 for v in GOOD]},
                         {"random": [v - 0.3 for v in GOOD]})
@@ -162,11 +177,10 @@ def test_the_conclusion_follows_sanity_and_the_primary_metric():
     assert plain.trusted == "gradcam" and "significantly better than layercam on ROAD combined" \
         in plain.conclusion
     view = SimpleNamespace(images=summary.images, durations_s={}, config=summary.config,
-                           sanity={"per_method": {"gradcam": {"passed": False, "text": "r = 0.9"},
-                                                  "layercam": {"verdict": "pass"}}})
+                           sanity=sanity_of({"gradcam": (0.9, 0.1), "layercam": (0.1, 0.1)}))
     checked = trustlines.build(view, table)
-    assert [(x.sanity, x.sanity_detail) for x in checked.lines] == [("fails", "r = 0.9"),
-                                                                    ("passes", None)]
+    assert [x.sanity for x in checked.lines] == ["fails", "passes"]
+    assert checked.lines[0].sanity_detail.startswith("rank correlation 0.90 with the trained")
     assert checked.trusted == "layercam" and "sanity.enabled" not in checked.conclusion
     assert trustlines.cost_per_map(view) is None
     tie = synthetic({"gradcam": GOOD, "layercam": list(GOOD)}, {"random": [v - 0.3 for v in GOOD]})
