@@ -217,9 +217,7 @@ class Run:
     @property
     def config(self) -> dict[str, Any]:
         """The run's resolved config as summary.json holds it (a dict)."""
-        value = self.summary.config
-        dump = getattr(value, "model_dump", None)
-        return dump(mode="json") if callable(dump) else dict(value or {})
+        return self.summary.config.model_dump(mode="json")
 
     @property
     def images(self) -> list["ImageEntry"]:
@@ -229,20 +227,18 @@ class Run:
     @property
     def methods(self) -> list[str]:
         """The methods, in config order."""
-        listed = [m["name"] if isinstance(m, dict) else str(m)
-                  for m in self.config.get("methods", [])]
-        return listed or list(dict.fromkeys(r.method for i in self.images for r in i.cams))
+        return [m.name for m in self.summary.config.methods]
 
     @property
     def classes(self) -> list[str]:
         """The named classes, in config order."""
-        return list(self.config.get("classes") or {}) or \
+        return list(self.summary.config.classes) or \
             list(dict.fromkeys(r.class_name for i in self.images for r in i.cams))
 
     @property
     def layers(self) -> list[str]:
         """The target layers, as the run resolved them."""
-        return list(self.config.get("target_layers", []))
+        return list(self.summary.config.target_layers)
 
     @property
     def report_path(self) -> Optional[Path]:
