@@ -183,6 +183,10 @@ class ImageEntry(_Record):
     def record(self, class_name: str, method: str) -> MapRecord:
         return next(r for r in self.cams if r.class_name == class_name and r.method == method)
 
+    def explained_classes(self) -> list[str]:
+        """The classes of the image's maps, each once, in the order its maps were made."""
+        return list(dict.fromkeys(r.class_name for r in self.cams))
+
     def map_files(self) -> list[str]:
         """The files of the image's maps: overlays first, then the rest."""
         rest = [f for r in self.cams for f in (r.guided_file, *r.files.paths()) if f]
@@ -330,6 +334,12 @@ class RunSummary(_Record):
                                      f"writes ({MAX_COMPARE_ENTRIES})")
             CompareSummary.model_validate(v)  # checked, kept as written
         return v
+
+    def class_names(self) -> list[str]:
+        """The run's classes: the config's, in its order; a config naming none, the classes
+        of the maps, as the images explained them."""
+        return list(self.config.classes) or \
+            list(dict.fromkeys(c for image in self.images for c in image.explained_classes()))
 
     def dump(self) -> dict[str, Any]:
         data = super().dump()

@@ -232,8 +232,7 @@ class Run:
     @property
     def classes(self) -> list[str]:
         """The named classes, in config order."""
-        return list(self.summary.config.classes) or \
-            list(dict.fromkeys(r.class_name for i in self.images for r in i.cams))
+        return self.summary.class_names()
 
     @property
     def layers(self) -> list[str]:
@@ -263,7 +262,7 @@ class Run:
         for rec in entry.cams:
             if rec.class_name == cls and rec.method == method:
                 return rec
-        explained = list(dict.fromkeys(r.class_name for r in entry.cams))
+        explained = entry.explained_classes()
         if cls not in explained:
             raise ExplainError(f"class {cls!r} was not explained for image {entry.id!r}"
                                f"{_suggest(str(cls), explained)} (classes: {', '.join(explained)})")
@@ -382,8 +381,7 @@ class Run:
         explained): the photo, then each method's overlay as the run wrote it. Displays itself
         in Jupyter; ``fig.savefig(path)`` in a script."""
         entry = self.entry(image)
-        classes = [cls] if cls is not None else \
-            list(dict.fromkeys(r.class_name for r in entry.cams))
+        classes = [cls] if cls is not None else entry.explained_classes()
         if not classes:
             raise ExplainError(f"{self.folder}: image '{entry.id}' has no maps to show")
         if len(classes) * len(methods or self.methods) > SHOW_MAPS:  # each one decoded

@@ -60,7 +60,7 @@ class PanelWriter(Writer):
         rows: dict[str, list] = {}
         for entry in ctx.summary.images:
             ref = ctx.sources.get(entry.id)
-            wanted = [c for c in dict.fromkeys(r.class_name for r in entry.cams)
+            wanted = [c for c in entry.explained_classes()
                       if len(rows.setdefault(c, [])) < PANEL_MAX_ROWS]
             if not wanted or ref is None:
                 continue

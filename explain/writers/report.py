@@ -139,7 +139,7 @@ def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
     for entry in data.summary.images:
         rows = {(r.image, r.class_name, r.method): r for r in data.compare_rows.get(entry.id, [])}
         present = [c for c in classes if any(r.class_name == c for r in entry.cams)]
-        present += [c for c in dict.fromkeys(r.class_name for r in entry.cams)
+        present += [c for c in entry.explained_classes()
                     if c not in present]  # a detection's <class>-<n>
         cells = {}
         h, w = entry.input_size
@@ -369,8 +369,7 @@ def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
     run = Listing(run)  # which files are there: a listing per folder, not a check per file
     summary, config = data.summary, data.summary.config
     methods = [m.name for m in config.methods]
-    classes = list(config.classes) or \
-        list(dict.fromkeys(r.class_name for i in summary.images for r in i.cams))
+    classes = summary.class_names()
     cards = _cards(run, data, classes)
     size = max(config.report.page_size, -(-len(cards) // MAX_PAGES))
     chunks = [cards[i:i + size] for i in range(0, len(cards), size)] or [[]]

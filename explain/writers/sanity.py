@@ -143,7 +143,7 @@ def _subjects(ctx: RunContext) -> tuple[list[sanity.Subject], list[np.ndarray]]:
             item = prepare(ctx.sources[entry.id], cfg.preprocess)
         except ImageError as exc:
             raise ExplainError(f"sanity: {exc}") from None
-        classes = [index[c] for c in dict.fromkeys(r.class_name for r in entry.cams)]
+        classes = [index[c] for c in entry.explained_classes()]
         subjects.append(sanity.Subject(entry.id, item.tensor, classes))
         photos.append(item.rgb)
     outputs = plan.head.classes(int(plan.probe.logits.shape[1]))
