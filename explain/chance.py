@@ -11,12 +11,18 @@ from typing import Any
 NEAR = 0.02  # every class's probability within 2 points of 1/k on every image
 
 
+def classifies(summary: Any) -> bool:
+    """Whether the run is a classification (a summary without a config counts as one): the
+    warnings read probabilities of whole images, which a segmentation or detection lacks."""
+    config = getattr(summary, "config", None)
+    return config is None or getattr(config, "task", "classification") == "classification"
+
+
 def near_chance(summary: Any) -> str | None:
     """The warning for a classification run whose every image is at chance, else None. Only
     when the probabilities cover all the model's outputs (they sum to 1): with a few classes
     named out of many, 1/k is not chance."""
-    config = getattr(summary, "config", None)
-    if config is not None and getattr(config, "task", "classification") != "classification":
+    if not classifies(summary):
         return None
     rows = [image.probabilities for image in summary.images if image.probabilities]
     if not rows or any(len(p) < 2 or not abs(sum(p.values()) - 1.0) <= 0.01 for p in rows):

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from explain.chance import near_chance
+from explain.chance import classifies, near_chance
 
 SHOWN = 3  # examples in the warning
 SURE = 2.0  # each image's prediction at least twice as likely as the class it is named after
@@ -29,9 +29,7 @@ def swapped_classes(summary: Any) -> Optional[str]:
     """The warning, or None: at least two images of at least two classes by name, every one
     predicted as another named class (SURE times as likely), each name always as the same
     other one. Not for a model at chance (explain.chance: its predictions are noise)."""
-    config = getattr(summary, "config", None)
-    if config is not None and getattr(config, "task", "classification") != "classification" \
-            or near_chance(summary):
+    if not classifies(summary) or near_chance(summary):
         return None
     classes = {c for image in summary.images for c in image.probabilities}
     pairs = [(image, _named(image, classes)) for image in summary.images]
@@ -47,7 +45,7 @@ def swapped_classes(summary: Any) -> Optional[str]:
         return None
     shown = ", ".join(f"{Path(image.path).name} -> {image.predicted}"
                       for image, _ in pairs[:SHOWN]) + (", ..." if len(pairs) > SHOWN else "")
-    indices = getattr(config, "classes", None) or {}
+    indices = getattr(getattr(summary, "config", None), "classes", None) or {}
     said = (" (" + ", ".join(f"{c}: {i}" for c, i in indices.items()) + ")") if indices else ""
     return (f"every one of the {len(pairs)} image(s) named after a class is predicted as "
             f"another ({shown}): are the config's class indices{said} the model's own order?")
