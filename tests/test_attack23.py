@@ -1,0 +1,105 @@
+"""The twenty-third attack (a helper's findings): what a shared run folder's summary.json asks
+of today's report features: the paths rewritten in its notes and skipped files' reasons
+(explain.shownpaths), ``explain report --photo-separator``, and the warnings read from its
+records (docs/trust.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from explain.config import load_config
+from explain.runner import RunOptions, run
+from explain.shownpaths import shown_path, shown_text
+from explain.writers.report import rebuild
+from helpers import tiny_config, tiny_net
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished tiny run (the cat photo, two classes), copied by each test to tamper."""
+    folder = tmp_path_factory.mktemp("base")
+    torch.save(tiny_net(), folder / "m.pth")
+    path = tiny_config(folder, {"file": "m.pth"}, name="a", classes={"cat": 0, "dog": 1})
+    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    return folder / "results" / "a"
+
+
+def _shared(finished: Path, where: Path, **changes) -> Path:
+    """A copy of the finished run whose summary.json has ``changes``."""
+    shutil.copytree(finished, where)
+    summary = json.loads((where / "summary.json").read_text())
+    summary.update(changes)
+    (where / "summary.json").write_text(json.dumps(summary))
+    return where
+
+
+def test_the_paths_of_a_note_are_shown_in_work_bounded_by_the_summary(finished, tmp_path,
+                                                                       monkeypatch):
+    """Each absolute path of a note was shown from the config's folder with os.path.relpath,
+    which parsed the (shared, any length) ``config_file`` again for every path: a 50 KB
+    summary.json of a 40 KB config_file and a note of 2,000 paths (' /x /x ...') took 22 s to
+    rebuild its report, and twice the both took four times as long. The folder is worked out
+    once: the characters normalised stay within a few times the summary's."""
+    config_file = "/" + "a/" * 20_000 + "exp.yaml"
+    folder = _shared(finished, tmp_path / "run", config_file=config_file,
+                     notes=[" /x" * 500, "C:\\Users\\alice\\x.jpg"])
+    size = (folder / "summary.json").stat().st_size
+    work = [0]
+    normpath, relpath = os.path.normpath, os.path.relpath
+
+    def counted(call):
+        def wrapped(path, *rest):
+            work[0] += len(os.fspath(path)) + sum(len(os.fspath(r)) for r in rest)
+            return call(path, *rest)
+        return wrapped
+    monkeypatch.setattr(os.path, "normpath", counted(normpath))
+    monkeypatch.setattr(os.path, "relpath", counted(relpath))
+    rebuild(folder)
+    monkeypatch.undo()
+    assert work[0] < 4 * size, (work[0], size)
+    page = (folder / "report.html").read_text()
+    assert ".../x" in page and config_file not in page
+
+
+def test_a_windows_path_in_a_note_does_not_show_the_readers_folder(finished, tmp_path,
+                                                                   monkeypatch):
+    """A Windows path (C:\\...) in a note or a reason, read on POSIX beside a POSIX config
+    file, was taken as absolute and given to os.path.relpath, which joined it to the working
+    folder of whoever rebuilt the report: report.html showed
+    '../../reader/secret-project/C:\\Users\\alice\\x.jpg'. It is shown by its last folder and
+    name, as a path of another drive is."""
+    assert shown_path("C:\\Users\\alice\\x.jpg", "/home/u/exp.yaml") == ".../alice/x.jpg"
+    assert shown_text("see C:\\Users\\alice\\x.jpg.", "/home/u/exp.yaml") == \
+        "see .../alice/x.jpg."
+    summary = json.loads((finished / "summary.json").read_text())
+    config_file = Path(summary["config_file"])
+    reader = config_file.parent.parent / "secret-project"
+    reader.mkdir(exist_ok=True)
+    monkeypatch.chdir(reader)
+    folder = _shared(finished, tmp_path / "run", notes=["read C:\\Users\\alice\\x.jpg"],
+                     skipped_files=[{"path": "C:\\Users\\alice\\y.txt",
+                                     "reason": "not a picture: C:\\Users\\alice\\y.txt"}])
+    rebuild(folder)
+    page = (folder / "report.html").read_text()
+    assert "secret-project" not in page and "alice\\" not in page
+    assert ".../alice/x.jpg" in page and ".../alice/y.txt" in page
+
+
+def test_shown_paths_keep_their_meaning(tmp_path):
+    """The paths a run reads are shown as before: from the config's folder, up to two folders
+    above it, else by their last folder and name."""
+    cfg = "/home/u/course/lab/exp.yaml"
+    assert shown_path("/home/u/course/lab/pics/cat.jpg", cfg) == "pics/cat.jpg"
+    assert shown_path("/home/u/course/lab", cfg) == "."
+    assert shown_path("/home/u/course/models/m.pth", cfg) == "../models/m.pth"
+    assert shown_path("/home/u/data/x/cat.jpg", cfg) == "../../data/x/cat.jpg"
+    assert shown_path("/srv/data/x/cat.jpg", cfg) == ".../x/cat.jpg"
+    assert shown_path("../models/m.pth", cfg) == "../models/m.pth"
+    assert shown_path("/home/u/course/lab/../lab/pics/a.jpg", cfg) == "pics/a.jpg"
+    assert shown_path("/home/u/x.jpg", "exp.yaml") == ".../u/x.jpg"
