@@ -170,6 +170,12 @@ def paired(a: Sequence[float], b: Sequence[float], *, seed: int,
     return Difference(float(diff.mean()), low, high, len(diff))
 
 
+def fixed(value: float, decimals: int = 1) -> str:
+    """``value`` with ``decimals`` decimals, or at 3 significant digits (``figure``) when it
+    is that large (a shared summary's 1e306, 5 characters, was 300 digits on the page)."""
+    return f"{value:.{decimals}f}" if abs(value) < 1e9 else figure(value, 3)
+
+
 def figure(value: float, digits: int = 3, sign: bool = False) -> str:
     """``value`` at ``digits`` significant digits as the report and the trust lines print it,
     trailing zeros kept (0.300 [0.250, 0.410], not 0.3 [0.25, 0.41]: a mean and its interval

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,22 @@ def test_shown_paths_keep_their_meaning(tmp_path):
     assert shown_path("../models/m.pth", cfg) == "../models/m.pth"
     assert shown_path("/home/u/course/lab/../lab/pics/a.jpg", cfg) == "pics/a.jpg"
     assert shown_path("/home/u/x.jpg", "exp.yaml") == ".../u/x.jpg"
+
+
+def test_huge_numbers_of_a_summary_are_shown_in_a_few_characters(finished, tmp_path):
+    """A probability or a duration of 1e306 in a shared summary.json (JSON: 5 characters) was
+    printed with '%.1f' and '%.2f': 300 digits in each card's bar width and percentage and in
+    the durations row. 50 images of 1,000 such probabilities, 788 KB, made a 40 MB report
+    (0.001 in their place: 9 MB), and 50,000 durations of 1e308, 800 KB, 16 MB. Such numbers
+    are shown in 3 significant digits, and a bar is at most the bar's width."""
+    summary = json.loads((finished / "summary.json").read_text())
+    entry = summary["images"][0]
+    entry["probabilities"] = {"cat": 1e306, "dog": -1e306}
+    folder = _shared(finished, tmp_path / "run", images=[entry],
+                     durations_s={"cams": 1e308, "figures": -1e308, "total": float("nan"),
+                                  "model_load": 2.5})
+    rebuild(folder)
+    page = (folder / "report.html").read_text()
+    assert re.search(r"\d{12}", page) is None
+    assert "1.00e308%" in page and "model load 2.5 s" in page
+    assert "width: 100.00%" in page and "width: 0.00%" in page

@@ -291,7 +291,9 @@ def environment() -> Environment:
                       keep_trailing_newline=True)
     env.filters["num"] = _num
     env.filters["r"] = correlation
-    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}%"
+    env.filters["pct"] = lambda v: "–" if v is None else f"{stats.fixed(100 * v, 1)}%"
+    env.filters["fixed"] = stats.fixed
+    env.filters["bar"] = lambda p: f"{min(max(100 * p, 0.0), 100.0):.2f}" if p == p else "0.00"
     env.filters["href"] = href
     env.globals["method_note"] = method_note
     env.globals["duration_parts"] = duration_parts
