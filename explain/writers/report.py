@@ -332,7 +332,7 @@ def _num(value: Optional[float], digits: int = 3) -> str:
 def correlation(value: Optional[float]) -> str:
     """A correlation for a page: 3 significant digits, more when those would round a value
     under 1 up to '1.00' (0.9996 read as identical maps on the diff page)."""
-    if value is None:
+    if value is None or value != value:  # (NaN: no correlation to show)
         return "–"
     for digits in range(3, 8):
         text = stats.figure(value, digits)
