@@ -163,7 +163,7 @@ def kept_problem(entry: ImageEntry, methods: list[str], classes: set[str],
             return f"Guided Grad-CAM file {quote(rec.guided_file)}, expected {quote(guided + ext)}"
         key = (rec.class_name, rec.method)
         seen[key] = seen.get(key, 0) + 1
-    for cls in dict.fromkeys(r.class_name for r in entry.cams):
+    for cls in entry.explained_classes():
         for method in methods:
             if seen.get((cls, method)) != 1:
                 return f"{seen.get((cls, method), 0)} maps of class {quote(cls)} by {method}"

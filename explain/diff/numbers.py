@@ -12,8 +12,8 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from explain.diff.runs import DIFF_CSV, DIFF_PAGE, Pair, Side, names, read_map
-from explain.names import short
+from explain.diff.runs import DIFF_CSV, DIFF_PAGE, Pair, Side, read_map
+from explain.names import listed, short
 from explain.results import MapRecord, RunSummary
 
 # Record numbers that describe the map's shape or the channels, not a metric: in the CSV and
@@ -249,10 +249,10 @@ def console_lines(result: DiffResult) -> list[str]:
     changed = flips(result)
     if changed:
         lines.append(f"  prediction changed on {len(changed)} image(s): " +
-                     names([f"{i} ({p[0]} -> {p[1]})" for i, p in changed]))
+                     listed([f"{i} ({p[0]} -> {p[1]})" for i, p in changed]))
     if result.threshold is not None:
-        worst = names([f"{m.image}/{m.class_name}/{m.method} r {m.correlation:.3f}"
-                       for m in result.below])
+        worst = listed([f"{m.image}/{m.class_name}/{m.method} r {m.correlation:.3f}"
+                        for m in result.below])
         lines.append(f"  threshold {result.threshold}: {len(result.below)} of {len(maps)} map(s) "
                      f"below" + (f", exit 1: {worst}" if result.below else ""))
     if result.out is not None:

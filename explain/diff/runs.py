@@ -12,14 +12,13 @@ from typing import Optional
 import numpy as np
 
 from explain.errors import ExplainError
-from explain.names import short
+from explain.names import listed, short
 from explain.outputs import RunFolder
 from explain.readback import stored_array
 from explain.results import ImageEntry, MapRecord, RunSummary
 
 DIFF_CSV, DIFF_PAGE = "diff.csv", "diff.html"
 MAX_MAP_BYTES = 64 * 1024 * 1024  # a saved map read back (cams/<method>/*.npy)
-LISTED = 5  # names listed in a line before '(+n more)'
 Pair = tuple[ImageEntry, ImageEntry, MapRecord, MapRecord]  # A's image and map, B's
 
 
@@ -66,14 +65,8 @@ def open_side(root: Path, label: str) -> Side:
     return Side(label, root, RunFolder(root), summary, data.finished)
 
 
-def names(items: list[str]) -> str:
-    """Up to LISTED names, then how many more."""
-    shown = ", ".join(items[:LISTED])
-    return shown + (f" (+{len(items) - LISTED} more)" if len(items) > LISTED else "")
-
-
 def _only(label: str, what: str, items: list[str]) -> list[str]:
-    return [f"{what} only in {label}: {names(items)}"] if items else []
+    return [f"{what} only in {label}: {listed(items)}"] if items else []
 
 
 def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
@@ -81,16 +74,16 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
     one line when the runs share no image, no class, no method, or no map."""
     entries = [{e.id: e for e in s.summary.images} for s in (a, b)]
     kinds = {"image": [list(e) for e in entries],
-             "class": [list(dict.fromkeys(r.class_name for e in s.summary.images for r in e.cams))
-                       for s in (a, b)],
+             "class": [list(dict.fromkeys(c for e in s.summary.images
+                                          for c in e.explained_classes())) for s in (a, b)],
              "method": [list(dict.fromkeys(r.method for e in s.summary.images for r in e.cams))
                         for s in (a, b)]}
     left_out = []
     for kind, (in_a, in_b) in kinds.items():
         set_a, set_b = set(in_a), set(in_b)  # once: per name it made the match quadratic
         if not set_a & set_b:
-            raise ExplainError(f"the runs share no {kind}: {a.root} has {names(in_a) or 'none'}; "
-                               f"{b.root} has {names(in_b) or 'none'}; compare runs of the same "
+            raise ExplainError(f"the runs share no {kind}: {a.root} has {listed(in_a) or 'none'}; "
+                               f"{b.root} has {listed(in_b) or 'none'}; compare runs of the same "
                                f"images, classes and methods")
         left_out += _only("A", f"{kind}s", [n for n in in_a if n not in set_b])
         left_out += _only("B", f"{kind}s", [n for n in in_b if n not in set_a])
