@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the engine (and the CAM library) is imported when an engine
     from explain.engine import CamEngine
 
 MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused (explain.cam's
-# targets left out: 'predicted')
+# targets left out: 'predicted') and an image lists only its likeliest probabilities (runner)
 SMALL_RUN = 50  # images; larger runs default to JPEG pictures (output.image_format)
 
 

@@ -35,7 +35,7 @@ from explain.outputs import (RunFolder, claim_run_dir, open_run_dir, resume_flag
                              same_settings)
 from explain.pipeline import (FilePool, QueuedWrites, default_workers, finish_workers,
                               prefetch)
-from explain.plan import LargerBatches, RunPlan, naming_the_file, planned
+from explain.plan import MANY_CLASSES, LargerBatches, RunPlan, naming_the_file, planned
 from explain.recordfiles import kept_entries
 from explain.results import ImageEntry, ItemFile, MapRecord, RunSummary, Skipped, versions
 from explain.batches import BatchContext, ImageView
@@ -47,8 +47,7 @@ if TYPE_CHECKING:  # imported with the plan's engine, after torchrun's ranks hav
     from explain.engine import CamEngine
 
 SETTINGS_FILE = "config.json"  # what the outputs depend on; --resume must match it
-MANY_CLASSES = 20  # more named classes than this: an image lists only its top probabilities
-TOP_PROBABILITIES = 5
+TOP_PROBABILITIES = 5  # likeliest classes an image lists in a run of over MANY_CLASSES
 
 
 def _print(line: str) -> None:
@@ -366,8 +365,8 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared]) ->
 
 
 def _listed_probabilities(classes: dict[int, str], probs, explained) -> dict[str, float]:
-    """The named classes' probabilities; with many classes, the most likely ones and the
-    explained ones only, in class order."""
+    """The named classes' probabilities; with more than MANY_CLASSES, the most likely ones and
+    the explained ones only, in class order."""
     keep = sorted(classes)
     if len(keep) > MANY_CLASSES:
         top = sorted(keep, key=lambda i: -probs[i])[:TOP_PROBABILITIES]

@@ -341,7 +341,7 @@ def correlation(value: Optional[float]) -> str:
     return f"{math.floor(value * 1e7) / 1e7:.7f}"
 
 
-INDEX_CLASSES = 20  # p(class) columns of the paged index (explain.runner.MANY_CLASSES: an
+INDEX_CLASSES = 20  # p(class) columns of the paged index (explain.plan.MANY_CLASSES: an
 # image of a run naming more lists only its likeliest): a shared 1.6 MB summary.json of
 # 20,000 images x 1,000 named classes wrote a 232 MB index
 
