@@ -80,15 +80,14 @@ class RunPlan:
     @property
     def channel_layer(self) -> Optional[LayerInfo]:
         """The layer of the channel views (channels.enabled), else None."""
-        return self._role("channels.layer") if self.cfg.channels.enabled else None
+        return self._named(self.cfg.channel_layer) if self.cfg.channels.enabled else None
 
     @property
     def concept_layer(self) -> Optional[LayerInfo]:
         """The layer of the concept views (concepts.enabled), else None."""
-        return self._role("concepts.layer") if self.cfg.concepts.enabled else None
+        return self._named(self.cfg.concept_layer) if self.cfg.concepts.enabled else None
 
-    def _role(self, field: str) -> LayerInfo:
-        name = getattr(self.cfg, field.split(".")[0]).layer or self.cfg.target_layers[0]
+    def _named(self, name: str) -> LayerInfo:
         return next(layer for layer in self.layers if layer.name == name)
 
     @property
@@ -293,8 +292,7 @@ def _engine(found: _Found, device: torch.device) -> CamEngine:
     targets = [find_layer(net, name)[1] for name in cfg.target_layers]
     channel = find_layer(net, cfg.channel_layer, "channels.layer")[1] \
         if cfg.channels.enabled else None
-    watch = ((("concepts.layer", find_layer(net, cfg.concepts.layer or cfg.target_layers[0],
-                                            "concepts.layer")[1]),)
+    watch = ((("concepts.layer", find_layer(net, cfg.concept_layer, "concepts.layer")[1]),)
              if cfg.concepts.enabled else ())
     from explain.engine import CamEngine, EngineOptions
     engine_class = found.task.engine_class if found.task else CamEngine
@@ -375,7 +373,7 @@ def slots_may_merge(cfg: Config) -> bool:
     """Whether an image may explain fewer classes than ``slots_per_image``: its targets hold
     'label' or 'predicted' beside other targets (the counts say "up to")."""
     targets = cfg.target_classes() or []
-    return len(targets) > 1 and any(t in ("label", "predicted") for t in targets)
+    return len(targets) > 1 and any(t in TARGET_WORDS for t in targets)
 
 
 def _metrics(found: _Found) -> Config:
@@ -411,14 +409,12 @@ def _span(values: Optional[list[int]]) -> str:
     return ", ".join(str(v) for v in values or [])
 
 
-
 def layer_infos(cfg: Config, probe: Probe, net: nn.Module) -> tuple[LayerInfo, ...]:
     """Every layer the run hooks, once, by its resolved name, as the probe saw it: the
     target layers in config order, then the channel and concepts layers."""
     names = list(cfg.target_layers)
-    for section in (cfg.channels, cfg.concepts):
-        if section.enabled:
-            names.append(section.layer or cfg.target_layers[0])
+    names += [cfg.channel_layer] if cfg.channels.enabled else []
+    names += [cfg.concept_layer] if cfg.concepts.enabled else []
     return tuple(probe.info(find_layer(net, name)[1]).named(name) for name in dict.fromkeys(names))
 
 

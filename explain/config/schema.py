@@ -221,6 +221,11 @@ class Config(Section):
         return self.channels.layer or self.target_layers[0]
 
     @property
+    def concept_layer(self) -> str:
+        """The layer the concept views read: ``concepts.layer``, or the first target layer."""
+        return self.concepts.layer or self.target_layers[0]
+
+    @property
     def base_dir(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
 
