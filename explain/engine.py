@@ -107,8 +107,8 @@ class CamEngine:
         self._math: dict[str, BaseCAM] = {}
         self._params: list[nn.Parameter] = []
         self._autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-        self.seconds: dict[str, float] = {}
-        self.rows: Optional[int] = None  # rows per pass (options.batch_size, resolved)  # per method with passes of its own: time spent
+        self.seconds: dict[str, float] = {}  # per method with passes of its own: time spent
+        self.rows: Optional[int] = None  # rows per pass (options.batch_size, resolved)
         self._stack: Optional[contextlib.ExitStack] = None
         self._threads: Optional[ThreadPoolExecutor] = None  # the shared maps' math (_each)
 
@@ -336,7 +336,8 @@ class CamEngine:
             raise not_logits(logits)
 
     def _gradients(self, logits, acts, classes: np.ndarray) -> list[list[np.ndarray]]:
-        """Per slot, d(sum_b logit[b, class[b, s]]) / d(activations) for every hooked layer."""
+        """Per slot, d(sum_b score[b, class[b, s]]) / d(activations) for every hooked layer
+        (``score``: the head's explained scores, ``Head.scores``)."""
         if not self.shared and self.probe_index is None:
             return [[] for _ in range(classes.shape[1])]
         out = []
