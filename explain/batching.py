@@ -6,7 +6,7 @@ the memory the system has available on the CPU (``MemAvailable`` in /proc/meminf
 image costs is measured on the first image: the bytes of every module's output in one forward
 pass (twice that with gradients: the saved activations and their gradients; for the engine's
 lean pass only from the first hooked layer on, see ``bytes_per_row``); the batch is the budget
-over that, at most ``MAX_ROWS``. An out-of-memory error in a batch splits it in two
+over that, at most ``MAX_BATCH``. An out-of-memory error in a batch splits it in two
 halves, each tried once; a second out-of-memory error is one line naming the setting.
 """
 
@@ -17,13 +17,13 @@ from typing import Callable, Optional, Sequence, TypeVar
 import torch
 from torch import nn
 
+from explain.config.sections import MAX_BATCH
 from explain.enginedata import BatchResult, LayerPass, map_slots, watching
 from explain.errors import ExplainError
 from explain.models.guard import available
 
 CPU_SHARE = 0.25  # of the available RAM, on the CPU
 GPU_SHARE = 0.8  # of the free GPU memory
-MAX_ROWS = 1024  # the config's bound on batch_size
 T = TypeVar("T")
 
 
@@ -67,8 +67,8 @@ def bytes_per_row(model: nn.Module, x: torch.Tensor, gradients: bool,
 
 
 def rows_that_fit(per_row: int, limit: int) -> int:
-    """The largest batch of rows of ``per_row`` bytes within ``limit`` bytes (1..MAX_ROWS)."""
-    return max(1, min(MAX_ROWS, limit // max(1, per_row)))
+    """The largest batch of rows of ``per_row`` bytes within ``limit`` bytes (1..MAX_BATCH)."""
+    return max(1, min(MAX_BATCH, limit // max(1, per_row)))
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -109,7 +109,7 @@ def resolved(value, per_row: Callable[[], int], device: torch.device,
     return rows_that_fit(per_row(), budget(device) if limit is None else limit)
 
 
-def merged(parts: list, names) -> "BatchResult":  # noqa: F821
+def merged(parts: list, names) -> BatchResult:
     """The engine's BatchResults of consecutive rows as one (maps, logits, classes, peaks,
     the channel layer's arrays, every image's MapSlots made anew over the joined maps)."""
     import numpy as np
@@ -125,7 +125,6 @@ def merged(parts: list, names) -> "BatchResult":  # noqa: F821
         probe = LayerPass(np.concatenate([p.probe.activations for p in parts]),
                           [np.concatenate([p.probe.gradients[s] for p in parts]) for s in slots])
     return BatchResult(np.concatenate([p.logits for p in parts]), classes, maps, probe,
-                       notes=[n for p in parts for n in p.notes],
                        raw_max={k: np.concatenate([p.raw_max[k] for p in parts])
                                 for k in first.raw_max},
                        per_image=map_slots(classes, names, maps))

@@ -76,18 +76,12 @@ class BatchResult:
     classes: np.ndarray  # (B, S): class index explained in slot s of image b
     maps: dict[str, np.ndarray]  # method -> (B, S, H, W) float32 in 0..1
     probe: Optional[LayerPass] = None  # the channel layer, when asked for
-    notes: list[str] = field(default_factory=list)
     # method -> (B, S): the map's maximum before scaling to 0..1 (after the ReLU, at feature
     # resolution, the largest over target layers); only for the shared-pass methods
     raw_max: dict[str, np.ndarray] = field(default_factory=dict)
     # per image: its maps, each class once (a class two slots name, as label and prediction,
     # at its first slot), classes in slot order, methods in config order
     per_image: list[list[MapSlot]] = field(default_factory=list)
-
-    def explained(self, b: int) -> list[MapSlot]:
-        """Image ``b``'s classes, once each: the first method's slot of every class."""
-        first = self.per_image[b][0].method if self.per_image[b] else None
-        return [m for m in self.per_image[b] if m.method == first]
 
 
 def map_slots(classes: np.ndarray, names: dict[int, str], maps: dict[str, np.ndarray]

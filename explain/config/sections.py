@@ -14,7 +14,6 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, 
 
 from explain.names import check_photo_separator, quote, short, suggest
 
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Every colormap OpenCV has, by its lower-case name ('jet', 'turbo', ...).
@@ -26,6 +25,7 @@ MAX_CONFIG_NODES = 20_000  # YAML nodes after alias expansion (a config has abou
 MAX_SIDE = 4096  # model input side in pixels
 MAX_ARGS_DEPTH = 16  # model.arch_args / builder_args: lists and mappings inside each other
 MAX_CLASSES = 1000  # named classes (ImageNet-1k fits; name a subset of larger label sets)
+MAX_BATCH = 1024  # batch_size: images per pass (explain.batching's 'auto' stays within it)
 Int = StrictInt
 Number = Union[StrictInt, StrictFloat]
 Text = Annotated[StrictStr, Field(max_length=4096)]
@@ -34,7 +34,7 @@ LAYER = re.compile(r"[\w.-]+")
 # Config.precision: autocast of the forward passes (explain.precision); Config.batch_size:
 # images per pass, or 'auto' for what fits the memory (explain.batching)
 Precision = Literal["fp32", "bf16", "fp16"]
-BatchSize = Union[Annotated[Int, Field(ge=1, le=1024)], Literal["auto"]]
+BatchSize = Union[Annotated[Int, Field(ge=1, le=MAX_BATCH)], Literal["auto"]]
 
 
 def is_finite(value: float) -> bool:
