@@ -170,21 +170,28 @@ def unregister(name: str) -> None:
     del TABLE[name]
 
 
+def _method_name(attr: str) -> Optional[str]:
+    """The method name of a class the library exports (``canonical``), or None for a helper
+    (``_NOT_METHODS``, the AblationLayer classes)."""
+    if attr in _NOT_METHODS or (attr.startswith("Ablation") and attr != "AblationCAM"):
+        return None
+    return canonical(attr)
+
+
 @lru_cache(maxsize=1)
 def _library() -> dict[str, type]:
     import pytorch_grad_cam
     from pytorch_grad_cam.base_cam import BaseCAM
     found: dict[str, type] = {}
     for attr, obj in vars(pytorch_grad_cam).items():
-        if not inspect.isclass(obj) or attr in _NOT_METHODS:
-            continue
-        if attr.startswith("Ablation") and attr != "AblationCAM":  # AblationLayer helpers
+        name = _method_name(attr)
+        if not inspect.isclass(obj) or name is None:
             continue
         wraps_cam = callable(getattr(obj, "forward", None)) and \
             "target_layers" in inspect.signature(obj.__init__).parameters  # FinerCAM, SESS, ...
         is_cam = issubclass(obj, BaseCAM) or wraps_cam
         if is_cam:
-            found[attr.lower().replace("_", "")] = obj
+            found[name] = obj
     return found
 
 
@@ -203,9 +210,7 @@ def _library_names() -> tuple[str, ...]:
         return tuple(_library())
     names = {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
              for alias in node.names}
-    return tuple(n.lower().replace("_", "") for n in names
-                 if n[:1].isupper() and n not in _NOT_METHODS and
-                 not (n.startswith("Ablation") and n != "AblationCAM"))
+    return tuple(_method_name(n) for n in names if n[:1].isupper() and _method_name(n))
 
 
 def method_names() -> list[str]:
