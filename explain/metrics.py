@@ -31,8 +31,8 @@ library's ``ClassifierOutputTarget``):
 
 Localisation, per map and the class's boxes (in input pixels):
 
-- ``pointing_hit``: the map's peak (the first maximum, as ``peak_x``/``peak_y``) lies in a box;
-  an all-zero map has no peak and misses;
+- ``pointing_hit``: the map's peak lies in a box (a peak shared by several pixels: at least
+  half of them, explain.measures.peak_inside); an all-zero map has no peak and misses;
 - ``energy_in_box``: the share of the map's sum inside the boxes (energy-based pointing game);
 - ``box_iou``: IoU of the boxes with the pixels at or above ``threshold`` x the map's maximum.
 
@@ -140,7 +140,8 @@ TABLE: dict[str, MetricTraits] = {t.name: t for t in (
     MetricTraits("drop_in_confidence", "drop in confidence", -1,
                  "how much the explained score drops when the input is multiplied by the "
                  "map (0 = no drop); the library's name: the score is the one model.target "
-                 "says, the logit by default, not a probability.", factory=_cam_mult("DropInConfidence"), passes=2),
+                 "says, the logit by default, not a probability.",
+                 factory=_cam_mult("DropInConfidence"), passes=2),
     MetricTraits("increase_in_confidence", "increase in confidence", 1,
                  "mean over images of the share of the image's maps whose input × map raises "
                  "the explained score (the logit by default, as model.target says).",
@@ -148,8 +149,8 @@ TABLE: dict[str, MetricTraits] = {t.name: t for t in (
                  factory=_cam_mult("IncreaseInConfidence"), passes=2),
     MetricTraits("pointing_hit", "pointing game", 1,
                  "pointing game: mean over images of the share of the image's maps whose "
-                 "peak lies inside the class's box (a peak shared by several pixels counts "
-                 "the share of them inside).",
+                 "peak lies inside the class's box (a peak shared by several pixels: when at "
+                 "least half of them lie inside).",
                  kind="localisation", percent=True, bounds=SHARE),
     MetricTraits("energy_in_box", "energy in box", 1,
                  "energy-based pointing game: mean over images of the share of the map's "

@@ -138,6 +138,9 @@ def test_a_peak_shared_by_pixels_is_a_hit_when_half_of_them_are_inside():
     assert not peak_inside(np.zeros((4, 6)), ~left)
     # the first maximum in row order no longer decides: a tie across the boxes of both.jpg
     assert localisation(cam, ~left, 0.5).pointing_hit is True
+    # the report's glossary says the same rule (it said a tie 'counts the share inside')
+    from explain.metrics import TABLE
+    assert "at least half of them" in TABLE["pointing_hit"].glossary
 
 
 def test_a_box_thinner_than_a_pixel_gets_the_pixels_it_overlaps():
