@@ -254,21 +254,14 @@ def _tensor_item(tensor: "torch.Tensor", where: str, index: int,
     import numpy as np
     import torch
     from explain.images import Prepared
-    from explain.images.reading import CAFFE_MEAN_BGR
+    from explain.images.reading import unnormalised
     if tensor.ndim != 3 or tensor.shape[0] != 3:
         raise ExplainError(f"{where}: a prepared tensor must be (3, H, W) or (B, 3, H, W), "
                            f"got shape {tuple(tensor.shape)}")
     if not torch.is_floating_point(tensor) or not bool(torch.isfinite(tensor).all()):
         raise ExplainError(f"{where}: a prepared tensor must hold finite floats (got "
                            f"{tensor.dtype})")
-    chw = tensor.detach().float().cpu().numpy()
-    if spec.mode == "caffe":
-        rgb = (chw + np.float32(CAFFE_MEAN_BGR)[:, None, None])[::-1] / 255  # BGR -> RGB
-    elif spec.mode == "tf":
-        rgb = (chw + 1) / 2
-    else:
-        rgb = chw * np.float32(spec.std)[:, None, None] + np.float32(spec.mean)[:, None, None]
-    photo = np.clip(rgb.transpose(1, 2, 0), 0, 1).astype(np.float32)
+    photo = unnormalised(tensor.detach().float().cpu().numpy(), spec)
     return Prepared(_ref(f"image{index}"), tensor.detach(), np.ascontiguousarray(photo))
 
 

@@ -407,6 +407,18 @@ def preprocess(rgb: np.ndarray, spec: Preprocess) -> tuple[torch.Tensor, np.ndar
     return torch.from_numpy(normed), scaled
 
 
+def unnormalised(chw: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """``preprocess``'s normalisation undone: a (3, H, W) float32 input of ``spec.mode`` ->
+    its (H, W, 3) RGB float32 photo in 0..1 (clipped), for the overlays of a prepared tensor."""
+    if spec.mode == "caffe":
+        rgb = (chw + _per_channel(CAFFE_MEAN_BGR))[::-1] / 255  # BGR -> RGB
+    elif spec.mode == "tf":
+        rgb = (chw + 1) / 2
+    else:
+        rgb = chw * _per_channel(spec.std) + _per_channel(spec.mean)
+    return np.clip(rgb.transpose(1, 2, 0), 0, 1).astype(np.float32)
+
+
 def _channels_first(hwc: np.ndarray) -> np.ndarray:
     """A new contiguous (C, H, W) float32 copy of an (H, W, C) array (always a copy: the
     caller changes it in place)."""
