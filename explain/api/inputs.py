@@ -49,7 +49,6 @@ OPTIONS = {
 VIEW_OPTIONS = {"tile_size": "channels.tile_size", "top_k": "channels.top_k",
                 "shared_scale": "channels.shared_scale", "labels": "channels.labels",
                 "grid_colormap": "channels.colormap"}
-TARGET_WORD = re.compile(r"all|predicted|label|top([1-9]|1[0-9]|20)")
 
 
 def plain(value: Any) -> Any:
@@ -63,8 +62,10 @@ def split_targets(targets: Any) -> tuple[Any, Optional[list[int]]]:
     names are known only once the classes are)."""
     if targets is None:
         return None, None
-    if isinstance(targets, str):
-        return (targets if TARGET_WORD.fullmatch(targets) else [targets]), None
+    if isinstance(targets, str):  # a word of the config's targets, or one class name
+        from explain.config.schema import TOP_K
+        word = re.fullmatch(rf"all|predicted|label|{TOP_K}", targets)
+        return (targets if word else [targets]), None
     if isinstance(targets, int) and not isinstance(targets, bool):
         return None, [targets]
     if isinstance(targets, (list, tuple)) and targets and \

@@ -19,6 +19,8 @@ from explain.config.sections import (Annotations, BatchSize, Channels, Compare, 
                                      Text)
 from explain.config.tasks import Detection, Segmentation, Task, task_defaults, task_problem
 
+TOP_K = r"top([1-9]|1[0-9]|20)"  # targets: top<K>, each image's K most likely classes
+
 
 class Config(Section):
     """A whole experiment. Field docs live in docs/config.md."""
@@ -29,7 +31,7 @@ class Config(Section):
         default_factory=dict)
     # all | predicted | label | top<K> | a list of class names, 'label' and 'predicted'
     targets: Union[Literal["all", "predicted", "label"], Annotated[StrictStr, Field(
-        pattern=r"^top([1-9]|1[0-9]|20)$")], list[StrictStr]] = "all"
+        pattern=rf"^{TOP_K}$")], list[StrictStr]] = "all"
     # files, folders, globs, and {labelled: PATH} datasets (explain.images)
     images: Annotated[list[Union[Text, LabelledImages]], Field(max_length=10_000)]
     preprocess: Preprocess = Field(default_factory=Preprocess)
