@@ -20,7 +20,7 @@ from explain.annotations import original_size
 from explain.images.reading import png_chunks
 from explain.config import read_bounded_bytes
 from explain.errors import ExplainError
-from explain.names import quote
+from explain.names import listed, quote
 
 LABEL_MODES = ("1", "L", "P", "I;16", "I")  # single-channel PNGs whose values are indices
 
@@ -101,7 +101,7 @@ def check_masks(cfg: Any, refs: list) -> list[str]:
         _same_size(path, _opened(path, cfg), ref)
     if not missing:
         return []
-    shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+    shown = listed(missing)
     return [f"segmentation.masks: no label map for {len(missing)} image(s) ({shown}): no "
             f"ground-truth numbers for them"]
 

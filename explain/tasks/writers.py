@@ -20,6 +20,7 @@ from explain import render
 from explain.tasks.drawing import TRUTH, draw_boxes, draw_outline, mask_picture
 from explain.tasks.records import MEANS, TaskSummary
 from explain.batches import BatchContext
+from explain.names import listed
 from explain.writers import RunContext, Writer
 
 
@@ -94,8 +95,7 @@ def task_notes(cfg: Any, images: list) -> list[str]:
                                                       else [])]
         if not absent:
             return []
-        shown = ", ".join(f"{c} on {i}" for i, c in absent[:5]) + \
-            (f" (+{len(absent) - 5} more)" if len(absent) > 5 else "")
+        shown = listed([f"{c} on {i}" for i, c in absent])
         return [f"segmentation: {len(absent)} target(s) without a pixel in their region "
                 f"({cfg.segmentation.region} mask) were not explained: {shown}"]
     none = [e.id for e in images if e.detections is not None and not e.detections.explained]
@@ -103,7 +103,7 @@ def task_notes(cfg: Any, images: list) -> list[str]:
             e.detections.above_threshold > len(e.detections.explained)]
     notes = []
     if none:
-        shown = ", ".join(none[:5]) + (f" (+{len(none) - 5} more)" if len(none) > 5 else "")
+        shown = listed(none)
         notes.append(f"detection: no detection of a named class scores at least "
                      f"score_threshold {cfg.detection.score_threshold} on {len(none)} "
                      f"image(s): {shown}; nothing to explain there")
