@@ -64,7 +64,8 @@ class RunOptions:
 
 
 def settings(cfg: Config) -> dict[str, Any]:
-    """The config as it shapes the outputs: everything but the run's name and folder."""
+    """The config as it shapes the outputs: everything but the run's name, its folder and
+    ``workers`` (how fast, not what)."""
     data = cfg.model_dump(mode="json")
     data.pop("name", None)
     data.pop("workers", None)  # how fast, not what
