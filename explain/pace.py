@@ -32,6 +32,7 @@ class PassCost:
     channels: int  # passes per image: the target layers' channels (those ablated)
     passes: int
     seconds: float
+    layer_channels: int = 0  # the target layers' channels (more than ``channels`` at a ratio)
 
 
 def inner_batch(spec) -> int:
@@ -80,16 +81,20 @@ def per_channel_costs(plan, per_pass: Optional[float] = None,
         if seconds is None:
             x = plan.first.tensor.to(plan.device)
             seconds = seconds_per_pass(plan.model, x, min(inner_batch(spec), TIMED_ROWS))
-        out.append(PassCost(spec.name, per_image, passes, passes * seconds))
+        out.append(PassCost(spec.name, per_image, passes, passes * seconds, channels))
     return out
 
 
 def cost_line(cost: PassCost, layers: list[str], slots: int) -> str:
     """The console's 'estimate:' line for one per-channel method."""
     shared = f", shared by its {slots} classes" if slots > 1 else ""
-    return (f"estimate: {cost.method} runs one forward pass per channel ({cost.channels} in "
-            f"{', '.join(layers)}) for each image{shared}: {cost.passes:,} passes, "
-            f"{about(cost.seconds)}")
+    where = ", ".join(layers)
+    each = f"one forward pass per channel ({cost.channels} in {where})" \
+        if cost.channels >= cost.layer_channels else \
+        (f"{cost.channels} forward passes, ablating the {cost.channels // 2} channels that "
+         f"matter most and as many that matter least of the {cost.layer_channels} in {where},")
+    return (f"estimate: {cost.method} runs {each} for each image{shared}: "
+            f"{cost.passes:,} passes, {about(cost.seconds)}")
 
 
 def about(seconds: float) -> str:

@@ -92,6 +92,10 @@ def test_estimate_counts_passes_shared_by_the_classes():
     assert cost_line(costs[0], ["b.15"], 2) == (
         "estimate: scorecam runs one forward pass per channel (320 in b.15) for each image, "
         "shared by its 2 classes: 960 passes, about 10 s")
+    assert cost_line(costs[1], ["b.15"], 2) == (  # not 'one pass per channel (160 in b.15)'
+        "estimate: ablationcam runs 160 forward passes, ablating the 80 channels that matter "
+        "most and as many that matter least of the 320 in b.15, for each image, shared by its "
+        "2 classes: 480 passes, about 5 s")
     assert per_channel_costs(fake_plan(["scorecam"], 3, 2, 320, aug=True), 0.01)[0].passes \
         == 6 * 960
 
