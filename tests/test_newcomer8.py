@@ -36,7 +36,7 @@ def test_an_image_of_another_size_says_to_check_preprocess_size():
                          "feeds every image at that size)")
 
 
-def _zero_dog_run(folder):
+def _zero_dog_run(folder, **fields):
     """A run of a tiny net whose 'dog' weights are all negative: its GradCAM map of 'dog' at
     the ReLU is all zero (negative weights times activations >= 0, then the ReLU)."""
     net = tiny_net()
@@ -45,7 +45,7 @@ def _zero_dog_run(folder):
     torch.save(net, folder / "net.pth")
     path = tiny_config(folder, {"file": str(folder / "net.pth")}, classes={"cat": 0, "dog": 1},
                        target_layers=["1"], methods=["gradcam"], metrics=[],
-                       output={"dir": str(folder / "results"), "save_arrays": True})
+                       output={"dir": str(folder / "results"), "save_arrays": True}, **fields)
     return explain.run(path, progress=False, log=lambda line: None)
 
 
@@ -135,15 +135,7 @@ def test_a_random_logit_pass_on_blank_maps_says_it_says_little(tmp_path):
     """GradCAM of 'dog' is all zero on this net: the random-logit check compared each 'cat'
     map with it and passed, '0.00 with a random class's map', as if the method followed the
     class. The line now says how many random-class maps were blank."""
-    net = tiny_net()
-    with torch.no_grad():
-        net[4].weight[1] = -1.0
-    torch.save(net, tmp_path / "net.pth")
-    path = tiny_config(tmp_path, {"file": str(tmp_path / "net.pth")}, classes={"cat": 0, "dog": 1},
-                       target_layers=["1"], methods=["gradcam"], metrics=[],
-                       sanity={"enabled": True, "layers": 1, "images": 1},
-                       output={"dir": str(tmp_path / "results")})
-    run = explain.run(path, progress=False, log=lambda line: None)
+    run = _zero_dog_run(tmp_path, sanity={"enabled": True, "layers": 1, "images": 1})
     checked = run.summary.sanity.methods[0]
     pairs = [(m.class_name, m.random_class) for m in run.summary.sanity.maps]
     assert checked.logit_blank == sum(other == "dog" for _, other in pairs) >= 1, pairs
