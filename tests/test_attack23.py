@@ -123,3 +123,22 @@ def test_huge_numbers_of_a_summary_are_shown_in_a_few_characters(finished, tmp_p
     assert re.search(r"\d{12}", page) is None
     assert "1.00e308%" in page and "model load 2.5 s" in page
     assert "width: 100.00%" in page and "width: 0.00%" in page
+
+
+def test_a_card_draws_at_most_card_classes_bars(finished, tmp_path):
+    """A shared summary.json listing 998 classes' probabilities per image drew 998 bars
+    on each card (a 738 KB summary, a 9 MB page); a run lists at most 25. A card draws the
+    30 likeliest, in the record's order, and says how many the record lists."""
+    from explain.writers.pageformat import CARD_CLASSES
+    summary = json.loads((finished / "summary.json").read_text())
+    entry = summary["images"][0]
+    entry["probabilities"] = {f"c{i}": i / 1e6 for i in range(998)}
+    entry["probabilities"]["c3"] = float("nan")
+    config = dict(summary["config"], classes={**summary["config"]["classes"],
+                                              **{f"c{i}": i + 2 for i in range(998)}})
+    folder = _shared(finished, tmp_path / "run", images=[entry], config=config)
+    rebuild(folder)
+    page = (folder / "report.html").read_text()
+    names = re.findall(r'<span class="prob-name">(c\d+)</span>', page)
+    assert names == [f"c{i}" for i in range(998 - CARD_CLASSES, 998)]
+    assert f"the likeliest {CARD_CLASSES} of 998 classes listed (all in summary.json)" in page

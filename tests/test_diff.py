@@ -452,7 +452,7 @@ def test_a_map_count_that_is_no_product_says_so_and_unchanged_numbers_are_one_li
 
 def test_a_correlation_just_under_one_is_not_shown_as_one():
     """0.9996 read as '1.00' on the diff page, as if the maps had not changed."""
-    from explain.writers.report import correlation
+    from explain.writers.pageformat import correlation
     assert correlation(0.9996) == "0.9996" and correlation(0.99999) == "0.99999"
     assert correlation(1.0) == "1.00" and correlation(0.5) == "0.500"
     assert correlation(-0.12345) == "-0.123" and correlation(None) == "–"

@@ -17,7 +17,6 @@ the image; ``ImageEntry.files.photo``), ``report/colorbar-<map>.png`` (``RunSumm
 from __future__ import annotations
 
 import heapq
-import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -44,6 +43,7 @@ from explain.outputs import Listing, RunFolder, plain_relative
 from explain.reportlinks import ATLAS_PAGE
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
 from explain.shownpaths import shown_path, shown_text  # the page's paths
+from explain.writers.pageformat import card_classes, correlation
 from explain.writers.summary import duration_parts
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
                              MeanMap, RunSummary)
@@ -297,6 +297,7 @@ def environment() -> Environment:
     env.filters["href"] = href
     env.globals["method_note"] = method_note
     env.globals["duration_parts"] = duration_parts
+    env.globals["card_classes"] = card_classes
     env.globals["metric_names"] = LABELS
     env.globals["metrics_off"] = (  # the Run section's faithfulness row of a run without any
         f"off: <code>metrics: [{', '.join(metrics.AUTO_METRICS)}]</code> turns it on (a config "
@@ -327,18 +328,6 @@ def _num(value: Optional[float], digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return stats.figure(value, digits)
-
-
-def correlation(value: Optional[float]) -> str:
-    """A correlation for a page: 3 significant digits, more when those would round a value
-    under 1 up to '1.00' (0.9996 read as identical maps on the diff page)."""
-    if value is None or value != value:  # (NaN: no correlation to show)
-        return "–"
-    for digits in range(3, 8):
-        text = stats.figure(value, digits)
-        if value >= 1 or float(text) < 1:
-            return text
-    return f"{math.floor(value * 1e7) / 1e7:.7f}"
 
 
 INDEX_CLASSES = 20  # p(class) columns of the paged index (explain.plan.MANY_CLASSES: an
