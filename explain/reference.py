@@ -40,7 +40,7 @@ def gradcampp_weights(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
     alpha_kij = g^2 / (2 g^2 + sum_ab A_k(a,b) g^3), 0 where that denominator is 0 (g = 0);
     w_k = sum_ij alpha_kij ReLU(g_kij) -> (B, C). The paper's formula as it stands: the
     library adds 1e-6 to the denominator, which outweighs it where gradients are small
-    (``compare`` shows that difference, see LIBRARY_DIFFERENCES)."""
+    (``compare`` shows that difference and says why: the method table's ``paper_note``)."""
     g2 = grads ** 2
     g3 = g2 * grads
     total = acts.sum(axis=(2, 3), keepdims=True)
