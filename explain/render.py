@@ -194,7 +194,7 @@ def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[st
         texts.append(Text(name, left + (w - text_width(name, 13)) // 2, title_h + 2))
     for (label, _, _), placed in zip(rows, boxes):
         y_mid = (placed[0][1] + placed[0][3]) // 2
-        texts.append(Text(_fit(label, label_w - 2 * PANEL_GAP), PANEL_GAP, y_mid - 8))
+        texts.append(Text(fitted(label, 13, label_w - 2 * PANEL_GAP), PANEL_GAP, y_mid - 8))
     return Panel(draw_text(canvas, texts), boxes)
 
 
@@ -203,10 +203,14 @@ def label_image(picture: np.ndarray, texts: list[tuple[str, tuple[int, int], int
     return draw_text(picture, [Text(text, x, y, size) for text, (x, y), size in texts])
 
 
-def _fit(text: str, width: int) -> str:
-    """``text`` cut with an ellipsis so it fits ``width`` pixels at 13 px."""
-    if text_width(text, 13) <= width:
+def fitted(text: str, size: int, width: int) -> str:
+    """``text`` cut with an ellipsis to fit ``width`` pixels at ``size`` px (first to a
+    character a pixel: no glyph is narrower, and measuring a long text again per character
+    took seconds)."""
+    cut = text[:width + 1]
+    if cut == text and text_width(text, size) <= width:
         return text
-    while text and text_width(text + "…", 13) > width:
+    text = cut
+    while text and text_width(text + "…", size) > width:
         text = text[:-1]
     return text + "…"

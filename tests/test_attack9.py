@@ -10,6 +10,7 @@ import io
 import numpy as np
 import pytest
 
+from explain import render
 from explain.channels import atlasviews
 from explain.channels.atlas import AtlasState, ImageAtlas, MapAtlas
 from explain.errors import ExplainError
@@ -28,16 +29,16 @@ def test_a_region_no_picture_holds_is_a_grey_tile_of_its_shape():
 
 def test_a_long_caption_is_cut_without_measuring_it_per_character(monkeypatch):
     calls = []
-    measure = atlasviews.text_width
+    measure = render.text_width
 
     def counted(text, size):
         calls.append(len(text))
         return measure(text, size)
-    monkeypatch.setattr(atlasviews, "text_width", counted)
-    fitted = atlasviews._fit("x" * 20_000, 9, 80)
+    monkeypatch.setattr(render, "text_width", counted)
+    fitted = render.fitted("x" * 20_000, 9, 80)
     assert fitted.endswith("…") and measure(fitted, 9) <= 80 and len(fitted) > 5
     assert max(calls) <= 82 and len(calls) < 90  # a text of at most width + 1 characters
-    assert atlasviews._fit("cat", 9, 80) == "cat"
+    assert render.fitted("cat", 9, 80) == "cat"
 
 
 def _state_with_one_image() -> AtlasState:

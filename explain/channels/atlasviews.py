@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from explain.render import INK, Text, draw_text, line_height, text_width
+from explain.render import INK, Text, draw_text, fitted, line_height, text_width
 
 TILE = 80  # the side of a crop's tile, pixels
 GAP = 6
@@ -25,18 +25,6 @@ class Crop:
     rgb: np.ndarray
     lines: tuple[str, ...]
     peak: Optional[tuple[int, int, int, int]] = None
-
-
-def _fit(text: str, size: int, width: int) -> str:
-    """``text`` cut with an ellipsis to fit ``width`` pixels (first to a character a pixel:
-    no glyph is narrower, and measuring a long text again per character took seconds)."""
-    cut = text[:width + 1]
-    if cut == text and text_width(text, size) <= width:
-        return text
-    text = cut
-    while text and text_width(text + "…", size) > width:
-        text = text[:-1]
-    return text + "…"
 
 
 def _tile(crop: Crop) -> np.ndarray:
@@ -75,7 +63,7 @@ def channel_picture(title: str, rows: Sequence[tuple[str, Sequence[Crop]]]) -> n
             x = GAP + i * (TILE + GAP)
             canvas[y + label_h:y + label_h + TILE, x:x + TILE] = _tile(crop)
             for j, line in enumerate(crop.lines):
-                texts.append(Text(_fit(line, SMALL, TILE), x, y + label_h + TILE + j * cap_h,
+                texts.append(Text(fitted(line, SMALL, TILE), x, y + label_h + TILE + j * cap_h,
                                   SMALL, INK))
     return draw_text(canvas, texts)
 
