@@ -36,7 +36,7 @@ from explain.config import Config, box_problem, read_bounded_bytes, read_bounded
 from explain.csvrows import CsvRows
 from explain.errors import ExplainError, first_line
 from explain.measures import peak_inside
-from explain.names import quote, short, suggest
+from explain.names import listed, quote, short, suggest
 from explain.results import Localisation
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -93,7 +93,7 @@ class BoxSet:
             owners = by_name.get(key, [])
             if key in ids or len(owners) < 2:
                 continue
-            named = ", ".join(quote(i) for i in owners[:5]) + (" ..." if len(owners) > 5 else "")
+            named = listed([quote(i) for i in owners])
             raise ExplainError(f"{many[0].where}: image {quote(key)} is the file name of "
                                f"{len(owners)} images of the run (ids {named}); name each box's "
                                f"image by its id (as in the report and summary.csv) instead")

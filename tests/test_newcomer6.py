@@ -48,6 +48,20 @@ def test_a_file_name_two_class_folders_share_is_refused_as_a_box_key():
     assert by_id.for_image("0", Path("data/cat/0.jpg")) == {}
 
 
+def test_a_file_name_many_images_share_lists_five_ids_then_how_many_more():
+    """The ids beyond the fifth are counted as every other list of names counts them
+    (names.listed), not cut off by ' ...'."""
+    boxes = annotations.BoxSet([annotations.Box("0.jpg", "dog", 1, 2, 30, 40, "b.csv: line 2")])
+    images = [(f"c{i}_0", Path(f"data/c{i}/0.jpg")) for i in range(7)]
+    try:
+        boxes.check_unique(images)
+    except annotations.ExplainError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("an ambiguous file name was accepted")
+    assert "7 images of the run (ids 'c0_0', 'c1_0', 'c2_0', 'c3_0', 'c4_0' (+2 more)); " \
+        in message
+
 def test_the_cli_stops_on_the_ambiguous_box_before_any_folder_and_takes_ids(tmp_path, capsys):
     config = _same_names(tmp_path, ["0.jpg,dog,10,10,200,200"])
     line = refused(capsys, config, "--quiet")
