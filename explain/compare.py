@@ -99,12 +99,20 @@ def reference_name(image: str, cls: str, method: str) -> str:
     return f"{image}__{cls}__{method}"
 
 
+SUFFIXES = (".npy", ".png")  # a reference map's file types, the one preferred first
+
+
+def _usable(path: Path) -> bool:
+    """A regular file, never a link (a link is counted as missing, like the links of a listed
+    image folder)."""
+    return path.is_file() and not path.is_symlink()
+
+
 def find_reference(folder: Path, image: str, cls: str, method: str) -> Path | None:
-    """The map's file in the reference folder: a regular file, never a link (a link is
-    counted as missing, like the links of a listed image folder)."""
-    for suffix in (".npy", ".png"):
+    """The map's file in the reference folder (``_usable``), NPY before PNG."""
+    for suffix in SUFFIXES:
         path = folder / (reference_name(image, cls, method) + suffix)
-        if path.is_file() and not path.is_symlink():
+        if _usable(path):
             return path
     return None
 
@@ -235,14 +243,13 @@ def check_references(folder: Path, images: list[str], classes: list[str],
     """Every file in ``folder`` that a run of these images, classes and methods would compare
     with is a usable map (read_reference): checked before the run folder is claimed, so a bad
     reference loses no earlier run. The folder is listed once."""
-    files = {p.name: p for p in folder.iterdir() if p.suffix in (".npy", ".png")}
+    files = {p.name: p for p in folder.iterdir() if p.suffix in SUFFIXES}
     for image in images:
         for cls in classes:
             for method in methods:
                 name = reference_name(image, cls, method)
-                path = next((files[name + suffix] for suffix in (".npy", ".png")
-                             if name + suffix in files and files[name + suffix].is_file()
-                             and not files[name + suffix].is_symlink()), None)
+                path = next((files[name + suffix] for suffix in SUFFIXES
+                             if name + suffix in files and _usable(files[name + suffix])), None)
                 if path is not None:  # the file find_reference picks
                     read_reference(path)
 
@@ -250,7 +257,7 @@ def check_references(folder: Path, images: list[str], classes: list[str],
 def unmatched_files(folder: Path, expected: set[str]) -> list[str]:
     """Files in the reference folder that no image x class x method of the run asked for."""
     return sorted(p.name for p in folder.iterdir()
-                  if p.suffix in (".npy", ".png") and p.stem not in expected)
+                  if p.suffix in SUFFIXES and p.stem not in expected)
 
 
 # ---- figure -----------------------------------------------------------------------------------
