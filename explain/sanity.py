@@ -277,7 +277,7 @@ class MapMaker:
         self.engine = CamEngine(self.model, layers, cfg.methods, plan.device, EngineOptions(
             layer_names=list(cfg.target_layers), aug_smooth=cfg.aug_smooth,
             eigen_smooth=cfg.eigen_smooth, guard_inplace=cfg.model.fix_inplace, seed=cfg.seed,
-            head=plan.head, reshape=plan.reshape))
+            head=plan.head, reshape=plan.reshape, precision=cfg.precision))
         self.scorer = ScoreModel(self.model, plan.head) if guided else None
         self.names = dict(plan.classes)
         self.methods = [m.name for m in cfg.methods]

@@ -463,3 +463,12 @@ def test_a_partial_cascade_beside_a_random_logit_failure_says_both():
     assert word in CLASS_BLIND and "random logit fails" in text
     assert record(True, "pass").verdicts()["gradcam"][0] == PARTIAL
     assert record(False, "fail").verdicts()["gradcam"][0] == "fails"
+
+
+def test_the_checks_make_their_maps_at_the_run_s_precision():
+    """The sanity maps are made as the run makes its maps: a bf16 run's checks ran in fp32
+    (MapMaker dropped the config's precision)."""
+    net = tiny_net(outputs=2, convs=2)
+    maker = sanity.MapMaker(fake_plan(net, "2", precision="bf16"), net)
+    assert maker.engine.options.precision == "bf16"
+    assert sanity.MapMaker(fake_plan(net, "2"), net).engine.options.precision == "fp32"
