@@ -167,7 +167,7 @@ def _box(row: dict, where: str, classes: list[str]) -> Box:
     image, cls = str(row["image"]).strip(), str(row["class"]).strip()
     if cls not in classes:
         raise ExplainError(f"{where}: class {quote(cls)} is not a named class"
-                           f"{suggest(cls, classes)} (named: {', '.join(classes)})")
+                           f"{suggest(cls, classes)} (named: {listed(list(classes), 20)})")
     try:
         values = tuple(float(row[k]) for k in COLUMNS[2:])
     except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit JSON integer

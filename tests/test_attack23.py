@@ -142,3 +142,17 @@ def test_a_card_draws_at_most_card_classes_bars(finished, tmp_path):
     names = re.findall(r'<span class="prob-name">(c\d+)</span>', page)
     assert names == [f"c{i}" for i in range(998 - CARD_CLASSES, 998)]
     assert f"the likeliest {CARD_CLASSES} of 998 classes listed (all in summary.json)" in page
+
+
+def test_a_box_of_an_unknown_class_lists_a_bounded_number_of_classes():
+    """A box file's row naming a class the config lacks listed every named class: one
+    enormous line with 1,000 ImageNet names."""
+    from explain.annotations import _box
+    from explain.errors import ExplainError
+    classes = [f"class{i}" for i in range(1000)]
+    with pytest.raises(ExplainError) as err:
+        _box({"image": "a.jpg", "class": "zebra", "x0": 0, "y0": 0, "x1": 1, "y1": 1},
+             "boxes.csv: line 2", classes)
+    line = str(err.value)
+    assert line.startswith("boxes.csv: line 2: class 'zebra' is not a named class")
+    assert line.endswith("class18, class19 (+980 more))") and len(line) < 400, line
