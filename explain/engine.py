@@ -45,7 +45,7 @@ from explain.models.heads import Head, not_logits
 from explain.models.layouts import Layout, LayoutError, Mode, infer_layout, positions_reached
 from explain.enginehelp import (ByShape, aggregate_layers, check_finite, check_output,  # noqa: F401
                                 most_similar, quiet_library_bars, scale_maps, seeded)
-from explain.methods import registry, traits
+from explain.methods import constructor_options, registry, set_instance_options, traits
 from explain.models.guard import frozen, non_inplace, preserved_state
 from explain import batching, precision
 from explain.sharedpasses import SlotPasses, sharing
@@ -146,10 +146,7 @@ class CamEngine:
 
     def _make(self, spec: MethodSpec, cls: Optional[type] = None):
         cls, entry = cls or registry()[spec.name], traits(spec.name)
-        options = {k: v for k, v in spec.options.items()  # the rest: set on it, used by us
-                   if k not in entry.instance_options + entry.call_options}
-        if isinstance(options.get("base_method"), str):
-            options["base_method"] = registry()[options["base_method"].lower()]
+        options = constructor_options(spec)
         layers = self.target_layers if entry.target_layers else []
         n = len(self.target_layers)
         if any(layout.kind != "nchw" for layout in self.layouts[:n]):
@@ -160,8 +157,7 @@ class CamEngine:
         if isinstance(cam, SlotPasses):  # per-channel passes: precision, inner batch
             cam.precision, cam.setting = self._autocast, f"methods.{spec.name}.batch_size"
             cam.memory_budget = self.options.memory_budget
-        for key in set(entry.instance_options) & set(spec.options):
-            setattr(cam, key, spec.options[key])
+        set_instance_options(cam, spec)
         return cam
 
     # ---- one batch ------------------------------------------------------------------------

@@ -201,6 +201,24 @@ def registry() -> dict[str, type]:
     return dict(sorted({**_library(), **_ADDED}.items()))
 
 
+def constructor_options(spec: Any) -> dict[str, Any]:
+    """The options of a method's spec its library class is made with: all but those explain
+    sets on the object (``instance_options``, ``set_instance_options``) or passes to its
+    call (``call_options``); a ``base_method`` named by text becomes the class it names."""
+    entry = traits(spec.name)
+    options = {k: v for k, v in spec.options.items()
+               if k not in entry.instance_options + entry.call_options}
+    if isinstance(options.get("base_method"), str):
+        options["base_method"] = registry()[options["base_method"].lower()]
+    return options
+
+
+def set_instance_options(cam: Any, spec: Any) -> None:
+    """The spec's options the method's object holds as attributes (``instance_options``)."""
+    for key in set(traits(spec.name).instance_options) & set(spec.options):
+        setattr(cam, key, spec.options[key])
+
+
 @lru_cache(maxsize=1)
 def _library_names() -> tuple[str, ...]:
     spec = importlib.util.find_spec("pytorch_grad_cam")

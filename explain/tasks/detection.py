@@ -26,7 +26,7 @@ from torch import nn
 from explain.engine import CamEngine, LayerInfo, Probe, watching
 from explain.errors import ExplainError
 from explain.layers import LayerRow, auto_layer
-from explain.methods import registry, traits
+from explain.methods import constructor_options, registry, set_instance_options, traits
 from explain.models.layouts import Layout, LayoutError, infer_layout
 from explain.tasks.base import Task
 from explain.models.heads import looks_like_detections
@@ -224,14 +224,10 @@ class DetectionEngine(CamEngine):
         entry = traits(spec.name)
         if self.transform is None:
             raise ExplainError("detection: the engine was used before its preflight pass")
-        options = {k: v for k, v in spec.options.items()
-                   if k not in entry.instance_options + entry.call_options}
-        if isinstance(options.get("base_method"), str):
-            options["base_method"] = registry()[options["base_method"].lower()]
         cam = registry()[spec.name](self.model, self.target_layers if entry.target_layers
-                                    else [], reshape_transform=self.transform, **options)
-        for key in set(entry.instance_options) & set(spec.options):
-            setattr(cam, key, spec.options[key])
+                                    else [], reshape_transform=self.transform,
+                                    **constructor_options(spec))
+        set_instance_options(cam, spec)
         pyramid = next((label for label, p in zip(self.labels, self.pyramids) if p), None)
         if pyramid and getattr(cam, "uses_gradients", True):
             _release(cam)
