@@ -44,9 +44,10 @@ from scipy.ndimage import uniform_filter
 from scipy.stats import rankdata
 from torch import nn
 
+from explain import sanity_records
 from explain.errors import ExplainError, first_line
 
-MEASURES = ("spearman", "spearman_abs", "ssim", "ssim_abs")
+MEASURES = tuple(sanity_records.MEASURES)  # similarity's four numbers, in this order
 SSIM_WINDOW = 7
 SSIM_K = (0.01, 0.03)
 

@@ -12,8 +12,13 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 
-MEASURE_LABELS = {"spearman": "rank correlation", "spearman_abs": "rank correlation of |map|",
-                  "ssim": "SSIM", "ssim_abs": "SSIM of |map|"}
+# The similarity measures of two maps (explain.sanity.similarity works them out in this order;
+# Similarity's fields and config's sanity.measure name them): name -> (its words in a verdict
+# line, its chart's title)
+MEASURES = {"spearman": ("rank correlation", "Spearman rank correlation"),
+            "spearman_abs": ("rank correlation of |map|", "Spearman, absolute values"),
+            "ssim": ("SSIM", "SSIM"),
+            "ssim_abs": ("SSIM of |map|", "SSIM, absolute values")}
 
 
 class _Record(BaseModel):
@@ -117,7 +122,7 @@ class SanitySummary(_Record):
         one after a partial cascade is ``PARTIAL``, not a failure: the threshold is for the
         whole cascade (a ResNet's skip connections bring the map back after a few of its 60
         layers)."""
-        label = MEASURE_LABELS[self.measure]
+        label = MEASURES[self.measure][0]
         out = {}
         depth = f"{len(self.layers)} of {self.randomisable}" if self.partial \
             else str(len(self.layers))

@@ -472,3 +472,13 @@ def test_the_checks_make_their_maps_at_the_run_s_precision():
     maker = sanity.MapMaker(fake_plan(net, "2", precision="bf16"), net)
     assert maker.engine.options.precision == "bf16"
     assert sanity.MapMaker(fake_plan(net, "2"), net).engine.options.precision == "fp32"
+
+
+def test_the_measures_are_named_in_one_table():
+    """sanity_records.MEASURES is the one list of the four measures: explain.sanity's order,
+    the records' fields and the config's choices follow it."""
+    import typing
+    from explain.config.sections import Sanity
+    from explain.sanity_records import MEASURES, Similarity
+    assert sanity.MEASURES == tuple(MEASURES) == tuple(Similarity.model_fields)
+    assert typing.get_args(Sanity.model_fields["measure"].annotation) == tuple(MEASURES)

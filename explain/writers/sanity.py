@@ -25,14 +25,12 @@ from explain import pace, render, sanity
 from explain.errors import ExplainError
 from explain.images import ImageError, prepare
 from explain.plan import RunPlan
-from explain.sanity_records import (SanityFiles, SanityMap, SanityMethod, SanityStep,
+from explain.sanity_records import (MEASURES, SanityFiles, SanityMap, SanityMethod, SanityStep,
                                     SanitySummary, Similarity)
 from explain.writers import RunContext, Writer
 
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
-LABELS = {"spearman": "Spearman rank correlation", "spearman_abs": "Spearman, absolute values",
-          "ssim": "SSIM", "ssim_abs": "SSIM, absolute values"}
 THUMB = 96  # strip picture height, pixels
 
 
@@ -240,7 +238,7 @@ def charts(curves: dict[str, tuple[np.ndarray, np.ndarray]], record: SanitySumma
     for at, measure in enumerate(sanity.MEASURES):
         limit = record.threshold if measure == record.measure else None
         pictures.append(chart({m: (x, y[:, at]) for m, (x, y) in curves.items()},
-                              title=LABELS[measure], threshold=limit, xlabel=xlabel))
+                              title=MEASURES[measure][1], threshold=limit, xlabel=xlabel))
     return np.vstack([np.hstack(pictures[:2]), np.hstack(pictures[2:])])
 
 
