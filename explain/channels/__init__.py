@@ -1,12 +1,19 @@
 """Per-channel views of one layer, arrays in and arrays out (no file I/O).
 
+Per image, class and method:
 - ``numbers``: each channel's term of a CAM (from the library's own per-method code), its
   weight, shares, the channels that hold 50% / 90% of a map, the per-channel rows of the CSV;
 - ``tiles``: where tiles go in a mosaic (``GridLayout``), drawing options, colour scales;
 - ``figures``: assembling a picture (text, tile labels, colour bar, photo and CAM panels);
 - ``views``: the four pictures a run writes per image, class and method.
 
-The names a writer or a test needs are taken from here.
+Across the run (the channel atlas, ``channels.atlas``; explain.writers.atlas writes it):
+- ``atlas``: each channel's peaks and sums streamed over the images in bounded memory;
+- ``ablation``: whether zeroing the channels a method calls important lowers the score;
+- ``fingerprints``: the atlas's state as records and CSV rows;
+- ``atlasviews``: its pictures (reference regions, ablation curves).
+
+The per-image names a writer or a test needs are taken from here.
 """
 
 from explain.channels.numbers import (channel_contributions, channel_shares, channel_stats,
