@@ -24,6 +24,7 @@ from explain.results import CompareRow
 TOP_FRACTION = 0.2
 MARGIN = 6  # white pixels left of and below a comparison figure's panes
 SAME_SHAPE_R = 0.95  # reference maps at least this correlated: the same map, made another way
+CROSSED_R = 0.9  # a reference this like another class's map (and 0.3 above its own): swapped
 MAX_REFERENCE_PIXELS = 64 * 1024 * 1024  # values in one reference map (8192 x 8192)
 # a grayscale PNG reference's value step (png_step): its rounding is allowed beside the tolerance
 PNG_STEPS = {1 / 255: "1/255 for the 8-bit", 1 / 65535: "1/65535 for the 16-bit"}
@@ -69,20 +70,35 @@ def verdict(max_abs_values: list[float], tolerance: float | list[float]) -> str:
     return "agree" if all(v <= t for v, t in zip(max_abs_values, limits)) else "differ"
 
 
-def why_references_differ(rows: list[CompareRow]) -> str:
+def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
+                          classes: str = "", resized: bool = False) -> str:
     """What the maps' correlations say about a "differ" against reference files: near 1, the
     same map made another way (resize, scaling); a map at r = 0, one of the two constant (the
-    blank maps of a hook on an inplace ReLU's input); lower, maps of another shape."""
+    blank maps of a hook on an inplace ReLU's input); lower, maps of another shape. ``crossed``
+    (Comparison.cross_check): references that are another class's map, said first, with the
+    run's ``classes`` ("cat = 0, dog = 1"). ``resized``: every reference was the layer's map,
+    resized and scaled here as the library's are, so r near 1 is no resize of the user's."""
     rs = sorted(rows, key=lambda r: r.pearson)
     median = float(np.median([r.pearson for r in rs]))
     words = [f"Pearson r median {median:.2f}, lowest {rs[0].pearson:.2f} "
              f"({rs[0].image} / {rs[0].class_name})"]
+    if crossed:
+        words.append(f"{len(crossed)} map(s) match another class's map ({crossed[0]}): "
+                     f"are the class indices in your script swapped?"
+                     + (f" (the run's: {classes})" if classes else ""))
+        return "; ".join(words) + "; see docs/compare.md, hand-written references"
     flat = sum(1 for r in rs if r.pearson == 0.0)
     if flat:
         words.append(f"{flat} map(s) at r = 0, one of the two constant: a hook on a layer "
-                     f"followed by ReLU(inplace=True) gives blank maps")
+                     f"followed by ReLU(inplace=True) gives blank maps (the forward hook "
+                     f"should return output.clone())")
     shaped = [r.pearson for r in rs if r.pearson != 0.0]  # the shape of maps that have one
-    if shaped and float(np.median(shaped)) >= SAME_SHAPE_R:
+    if shaped and float(np.median(shaped)) >= SAME_SHAPE_R and resized:
+        words.append("r near 1 with a large |diff|, though your maps were resized and scaled "
+                     "here as the library's are: the weights or activations differ a little, as "
+                     "when a following ReLU(inplace=True) overwrites the kept output (the "
+                     "inplace-ReLU trap)")
+    elif shaped and float(np.median(shaped)) >= SAME_SHAPE_R:
         words.append("r near 1 with a large |diff| is the same map resized or scaled another "
                      "way (the figures in compare/ show where)")
     elif shaped:
@@ -226,13 +242,20 @@ def _png_size(path: Path) -> tuple[int, int]:
 def load_reference(path: Path, size: tuple[int, int]) -> np.ndarray:
     """A reference map as ours are: (H, W) float32 in 0..1 at the input size.
 
-    NPY arrays and grayscale PNGs (0..255 or 16-bit) are resized bilinearly when their shape
-    differs, and min-max scaled only when their values fall outside 0..1, so a map we wrote
-    ourselves comes back unchanged (NPY) or within PNG quantisation, 1/255 (PNG).
+    NPY arrays and grayscale PNGs (0..255 or 16-bit) of the input size are min-max scaled only
+    when their values fall outside 0..1, so a map we wrote ourselves comes back unchanged (NPY)
+    or within PNG quantisation, 1/255 (PNG). A map of another shape (the layer's 13 x 13, not
+    upsampled) is resized bilinearly and min-max scaled after, as the library's maps are
+    (explain.reference.finish): the layer's map, scaled any way, then agrees with ours.
     """
-    m = read_reference(path)
+    return fit_reference(read_reference(path), size)
+
+
+def fit_reference(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A read reference map at the input size, in 0..1 (see load_reference)."""
     if m.shape != tuple(size):
         m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        return (m - m.min()) / (m.max() - m.min() + 1e-7)
     if m.min() < 0 or m.max() > 1:
         m = (m - m.min()) / (m.max() - m.min() + 1e-7)
     return m
@@ -316,6 +339,9 @@ class Comparison:
         self.paper_notes = paper_notes
         self.missing: list[str] = []
         self.expected: set[str] = set()
+        self.resized: dict[str, str] = {}  # a reference of another shape: "13x13 -> 224x224"
+        self.crossed: dict[str, str] = {}  # a reference more like another class's map: why
+        self.classes = ""  # the run's class indices as the "differ" note names them
         if reference_dir is not None and not reference_dir.is_dir():
             raise ExplainError(f"compare.reference_dir: folder not found: {reference_dir}")
 
@@ -328,7 +354,25 @@ class Comparison:
         if path is None:
             self.missing.append(reference_name(image, cls, method))
             return None
-        return load_reference(path, size)
+        m = read_reference(path)
+        if m.shape != tuple(size):
+            self.resized[reference_name(image, cls, method)] = \
+                f"{m.shape[0]}x{m.shape[1]} -> {size[0]}x{size[1]}"
+        return fit_reference(m, size)
+
+    def cross_check(self, image: str, method: str, pairs: dict[str, tuple]) -> None:
+        """``pairs``: class -> (library map, reference) of one image and method. A reference
+        that correlates with another class's library map far better than with its own (the
+        class indices of the script swapped) is kept in ``crossed`` with the two r."""
+        for cls, (library, ref) in pairs.items():
+            own = pearson(library, ref)
+            others = [(pearson(lib, ref), other) for other, (lib, _) in pairs.items()
+                      if other != cls]
+            r, other = max(others, default=(0.0, ""))
+            if r >= CROSSED_R and r - own >= 0.3:
+                self.crossed[reference_name(image, cls, method)] = \
+                    f"{image}__{cls}: r {r:.2f} with the library's {other} map, {own:.2f} " \
+                    f"with its {cls} map"
 
     def add(self, image: str, cls: str, method: str, library: np.ndarray,
             reference: np.ndarray) -> CompareRow:
@@ -348,6 +392,11 @@ class Comparison:
         return png_step(find_reference(self.reference_dir, row.image, row.class_name,
                                        row.method))
 
+    @staticmethod
+    def _of(found: dict[str, str], method: str) -> list[str]:
+        """The values of ``found`` (keyed by reference_name) for one method's maps."""
+        return [v for k, v in found.items() if k.endswith(f"__{method}")]
+
     def finish(self, rows: list[CompareRow]) -> dict:
         """compare.csv (rows in the order given) and the verdict per method."""
         self.run.write_csv(CSV_PATH, [r.dump() for r in rows])
@@ -365,10 +414,13 @@ class Comparison:
             if info["verdict"] != "differ":
                 continue
             if self.reference_dir is not None:  # the user's maps: why, as far as r can say
-                info["note"] = why_references_differ(by_method[m])
+                every = len(self._of(self.resized, m)) == len(by_method[m])
+                info["note"] = why_references_differ(by_method[m], self._of(self.crossed, m),
+                                                     self.classes, every)
             elif self.paper_notes and traits(m).paper_note:  # the library departs from the paper
                 info["note"] = traits(m).paper_note
-        words = {m: _step_words(steps[m], self.tolerance) for m in per_method}
+        words = {m: _step_words(steps[m], self.tolerance)
+                 + _resized_words(self._of(self.resized, m)) for m in per_method}
         verdicts = [f"{m}: {info['verdict']} (max |diff| {info['max_abs']:.2e} over "
                     f"{info['maps']} maps, tolerance {self.tolerance:g}{words[m]})"
                     + (f": {info['note']}" if "note" in info else "")
@@ -379,6 +431,14 @@ class Comparison:
         if self.reference_dir is not None:
             result["unmatched"] = unmatched_files(self.reference_dir, self.expected)
         return result
+
+
+def _resized_words(resized: list[str]) -> str:
+    """What the verdict line says of reference maps of another shape, resized here."""
+    if not resized:
+        return ""
+    return (f"; {len(resized)} reference map(s) of another shape ({resized[0]}) resized here, "
+            f"then min-max scaled, as the library's maps are")
 
 
 def _step_words(steps: list[float], tolerance: float) -> str:

@@ -19,12 +19,16 @@ class CompareWriter(Writer):
         if not hasattr(self, "comparison"):
             return {}
         return {"missing": list(self.comparison.missing),
-                "expected": set(self.comparison.expected)}
+                "expected": set(self.comparison.expected),
+                "resized": dict(self.comparison.resized),
+                "crossed": dict(self.comparison.crossed)}
 
     def merge(self, state: dict) -> None:
         if state:
             self.comparison.missing += state["missing"]
             self.comparison.expected |= state["expected"]
+            self.comparison.resized.update(state.get("resized", {}))
+            self.comparison.crossed.update(state.get("crossed", {}))
 
     def prepare(self, plan: RunPlan) -> None:
         """Before the folder is claimed: the references can be made (one target layer) or
@@ -52,10 +56,12 @@ class CompareWriter(Writer):
                                          f"{', '.join(skipped)}")
         self.comparison = Comparison(ctx.run, cfg.compare.tolerance, ref_dir,
                                      paper_notes=cfg.model.fix_inplace)
+        self.comparison.classes = ", ".join(f"{k} = {v}" for k, v in cfg.classes.items())
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
         plan, result, x = ctx.plan, batch.result, batch.x
         size = (x.shape[-2], x.shape[-1])
+        pairs: dict[tuple[str, str], dict] = {}  # (image, method) -> class -> (library, ref)
         for s in range(result.classes.shape[1]):
             here = [(view, one) for view in batch.images for one in view.maps if one.slot == s]
             if not here:  # every image explains this slot's class at an earlier slot
@@ -73,11 +79,16 @@ class CompareWriter(Writer):
                     view.entry.id, one.class_name, one.method, size,
                     {m: v[one.row] for m, v in handwritten.items()})
                 if ref is not None:
+                    pairs.setdefault((view.entry.id, one.method), {})[one.class_name] = \
+                        (one.cam, ref)
                     row = self.comparison.add(view.entry.id, one.class_name, one.method,
                                               one.cam, ref)
                     ctx.compare_rows.setdefault(view.entry.id, []).append(row)
                     one.record.files.compare = figure_path(view.entry.id, one.class_name,
                                                            one.method)
+        if self.comparison.reference_dir is not None:  # the user's maps: classes swapped?
+            for (image, method), found in pairs.items():
+                self.comparison.cross_check(image, method, found)
 
     def finish(self, ctx: RunContext) -> None:
         rank = {name: i for i, name in enumerate(ctx.image_order)}

@@ -1,0 +1,98 @@
+"""A student of the course compares hand-written Grad-CAM / LayerCAM with the library's
+(``compare.reference_dir``): maps left at the layer's 13 x 13 agree once resized and scaled
+as the library's are, swapped class indices are named as such, and a pooling target layer
+(``features.12``) is noted with the conv before it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import explain
+from explain import compare
+from explain.config import load_config
+from explain.results import CompareRow
+from explain.runner import RunOptions, run
+from explain.writers.summary import console_lines
+
+QUIET = dict(progress=False, log=lambda _: None)
+CLASSES = {"cat": 0, "dog": 1}
+
+
+def _run(tree, **sets):
+    fields = {"channels.enabled": False, "methods": ["gradcam", "layercam"], "metrics": [],
+              **sets}
+    cfg = load_config(tree / "configs" / "alexnet_catdog.yaml", fields)
+    summary = run(cfg, RunOptions(overwrite=True, **QUIET))
+    return summary, console_lines(summary)
+
+
+def _student_maps(tree, folder, classes=CLASSES):
+    """The lab's own code: a forward hook handing a copy on, a tensor hook, one backward pass
+    per class; ReLU and min-max at the layer's 13 x 13, never resized (the mistake)."""
+    model = torch.load(tree / "models" / "torch_alex.pth", weights_only=False).eval()
+    layer = model.features[10]
+    store = {}
+
+    def keep(module, inputs, output):
+        store["A"] = output
+        output.register_hook(lambda grad: store.__setitem__("G", grad))
+        return output.clone()
+
+    inputs = {name: explain.cam(model, tree / "images" / f"{name}.jpg", "features.10",
+                                "gradcam", classes=CLASSES,
+                                preprocess={"size": [224, 224]}).input[None]
+              for name in ("cat", "dog", "both")}
+    handle = layer.register_forward_hook(keep)
+    folder.mkdir()
+    for name, x in inputs.items():
+        for cls, index in classes.items():
+            model.zero_grad()
+            model(x)[0, index].backward()
+            a, g = store["A"][0].detach().numpy(), store["G"][0].numpy()
+            maps = {"gradcam": (g.mean(axis=(1, 2))[:, None, None] * a).sum(0),
+                    "layercam": (np.maximum(g, 0) * a).sum(0)}
+            for method, m in maps.items():
+                m = np.maximum(m, 0)
+                np.save(folder / f"{name}__{cls}__{method}.npy",
+                        (m / (m.max() + 1e-7)).astype(np.float32))
+    handle.remove()
+
+
+def test_maps_left_at_the_layers_resolution_agree_and_are_said_resized(small_course_tree):
+    folder = small_course_tree / "mine"
+    _student_maps(small_course_tree, folder)
+    assert np.load(folder / "cat__cat__gradcam.npy").shape == (13, 13)
+    summary, lines = _run(small_course_tree, **{"compare.enabled": True,
+                                                "compare.reference_dir": str(folder)})
+    for method in ("gradcam", "layercam"):
+        info = summary.compare["per_method"][method]
+        assert info["verdict"] == "agree" and info["max_abs"] <= 1e-4, info
+        line = [v for v in lines if v.startswith(f"  compare {method}: agree")]
+        assert len(line) == 1
+        assert "6 reference map(s) of another shape (13x13 -> 224x224) resized here, then " \
+               "min-max scaled, as the library's maps are" in line[0]
+
+
+def test_swapped_class_indices_are_named_not_the_inplace_trap(small_course_tree):
+    folder = small_course_tree / "swapped"
+    _student_maps(small_course_tree, folder, classes={"cat": 1, "dog": 0})
+    summary, lines = _run(small_course_tree, **{"compare.enabled": True,
+                                                "compare.reference_dir": str(folder)})
+    info = summary.compare["per_method"]["gradcam"]
+    assert info["verdict"] == "differ"
+    assert "match another class's map" in info["note"]
+    assert "are the class indices in your script swapped? (the run's: cat = 0, dog = 1)" \
+        in info["note"]
+    assert "inplace" not in info["note"]
+
+
+def test_a_blank_map_note_says_what_the_hook_should_do():
+    def row(r):
+        return CompareRow(image="cat", class_name="dog", method="gradcam", max_abs=1.0,
+                          mean_abs=0.5, pearson=r, iou_top20=0.0)
+    note = compare.why_references_differ([row(0.0), row(0.99), row(0.99)], resized=True)
+    assert "the forward hook should return output.clone()" in note
+    # the maps were resized here as the library's are: no "resized another way"
+    assert "resized or scaled another way" not in note
+    assert "inplace-ReLU trap" in note
