@@ -84,6 +84,26 @@ def _passthrough(module: nn.Module) -> bool:
     return isinstance(module, PASS_TYPES) or bool(PASS_NAMES.search(type(module).__name__))
 
 
+def passthrough_note(net: nn.Module, name: str, module: nn.Module) -> str:
+    """A note for a target layer that only pools, drops or copies its input (AlexNet's
+    ``features.12``, a MaxPool2d, for the last conv ``features.10``), naming the last module
+    with weights before it in its parent; "" for any other layer."""
+    if not _passthrough(module):
+        return ""
+    parent_name, _, key = name.rpartition(".")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    before = ""
+    for child, sub in parent.named_children():
+        if child == key:
+            break
+        if any(True for _ in sub.parameters()) and not _passthrough(sub):
+            before = f"{parent_name}.{child}" if parent_name else child
+    where = f"; the last layer with weights before it is {quote(before)}" if before else ""
+    return (f"target_layers: {quote(name)} is a {type(module).__name__}: it only pools, drops "
+            f"or copies its input, so its maps are that input's (coarser after pooling), not "
+            f"a layer's of its own{where}")
+
+
 def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *,
            mode: Optional[Mode] = None) -> list[LayerRow]:
     """Describe every module of ``net`` (``classifier`` wraps it) from one forward pass of the

@@ -31,7 +31,7 @@ from explain.errors import ExplainError, model_failed
 from explain.models.heads import Classifier, Head
 from explain.images import ImageRef, Prepared, find_images
 from explain.images.checking import first_image
-from explain.layers import auto_layer, find_layer, survey
+from explain.layers import auto_layer, find_layer, passthrough_note, survey
 from explain.models.layouts import TokenSpec
 from explain.models.labels import class_names_from_model
 from explain.models.loading import load_model
@@ -262,9 +262,12 @@ def _layer_names(found: _Found) -> list[str]:
     except ExplainError:  # a name that is not there: look at the layers for a better hint
         modules = [find_layer(found.net, n, f"target_layers[{i}]", looked_at())
                    for i, n in enumerate(names)]
-    for given, (name, _) in zip(names, modules):
+    for given, (name, module) in zip(names, modules):
         if given != name:
             found.notes.append(f"target_layers: '{given}' is '{name}'")
+        pooled = passthrough_note(found.net, name, module) if cfg.target_layers != ["auto"] \
+            else ""
+        found.notes += [pooled] if pooled else []
     if len(modules) > 1:  # one map from several layers: not a comparison of them
         found.notes.append(f"target_layers: {', '.join(n for n, _ in modules)} give one map per "
                            f"method and class (the mean of the layers' maps, each scaled to 0..1);"

@@ -96,3 +96,14 @@ def test_a_blank_map_note_says_what_the_hook_should_do():
     # the maps were resized here as the library's are: no "resized another way"
     assert "resized or scaled another way" not in note
     assert "inplace-ReLU trap" in note
+
+
+def test_a_pooling_target_layer_is_noted_with_the_conv_before_it(small_course_tree):
+    summary, lines = _run(small_course_tree, target_layers=["features.12"],
+                          methods=["gradcam"])
+    assert ("  note: target_layers: 'features.12' is a MaxPool2d: it only pools, drops or "
+            "copies its input, so its maps are that input's (coarser after pooling), not a "
+            "layer's of its own; the last layer with weights before it is 'features.10'") \
+        in lines
+    _, lines = _run(small_course_tree, methods=["gradcam"])
+    assert not [v for v in lines if "only pools" in v]
