@@ -86,7 +86,34 @@ def model_failed(exc: Exception, image: str, size: Optional[Sequence[int]] = Non
     """The model's own code failed on an image (of ``size``, H x W, as fed): one line saying
     where and what to check (mostly an input size the network does not take: a ViT's)."""
     fed = f" (a {size[0]}x{size[1]} input)" if size is not None else ""
+    hook = users_hook(exc)
+    if hook:
+        return ExplainError(f"model: the forward pass failed on {image}{fed} in {hook}, a "
+                            f"hook on the model that is not explain's ({type(exc).__name__}: "
+                            f"{first_line(exc)}); remove your own hooks (handle.remove()) "
+                            f"before explain runs the model")
     return ExplainError(f"model: the forward pass failed on {image}{fed} "
                         f"({type(exc).__name__}: {first_line(exc)}); if the model takes one "
                         f"input size, check preprocess.size ([H, W] feeds every image at that "
                         f"size)")
+
+
+def users_hook(exc: BaseException) -> str:
+    """Where ``exc`` was raised, when in a forward (pre-)hook on one of the model's modules
+    that explain did not put there (a student's own Grad-CAM hook left on the model, which
+    fails under explain's no-grad pass): "fwd (my_cam.py:25)"; "" otherwise."""
+    import os
+    ours = os.path.dirname(os.path.abspath(__file__))
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        module, code = tb.tb_frame.f_locals.get("self"), tb.tb_next.tb_frame.f_code
+        hooks = [*getattr(module, "_forward_hooks", {}).values(),
+                 *getattr(module, "_forward_pre_hooks", {}).values()] \
+            if tb.tb_frame.f_code.co_name in ("_call_impl", "inner") else []
+        if any(getattr(h, "__code__", None) is code for h in hooks) and \
+                "pytorch_grad_cam" not in code.co_filename and \
+                not os.path.abspath(code.co_filename).startswith(ours + os.sep):
+            return f"{code.co_name} ({os.path.basename(code.co_filename)}:" \
+                   f"{tb.tb_next.tb_lineno})"
+        tb = tb.tb_next
+    return ""

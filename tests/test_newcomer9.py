@@ -1,7 +1,8 @@
 """A student of the course compares hand-written Grad-CAM / LayerCAM with the library's
 (``compare.reference_dir``): maps left at the layer's 13 x 13 agree once resized and scaled
-as the library's are, swapped class indices are named as such, and a pooling target layer
-(``features.12``) is noted with the conv before it."""
+as the library's are, swapped class indices are named as such, a pooling target layer
+(``features.12``) is noted with the conv before it, and the student's own hook left on the
+model is named when it breaks explain's pass."""
 
 from __future__ import annotations
 
@@ -107,3 +108,23 @@ def test_a_pooling_target_layer_is_noted_with_the_conv_before_it(small_course_tr
         in lines
     _, lines = _run(small_course_tree, methods=["gradcam"])
     assert not [v for v in lines if "only pools" in v]
+
+
+def test_a_students_own_hook_left_on_the_model_is_named_not_the_input_size():
+    """The lab's forward hook, registered before explain.cam is called, fails in explain's
+    no-grad pass: the one line named preprocess.size; it names the hook and what to do."""
+    from helpers import explain_error, tiny_net
+    net = tiny_net()
+
+    def fwd(module, inputs, output):
+        output.register_hook(lambda grad: None)
+
+    handle = net[0].register_forward_hook(fwd)
+    photo = np.full((32, 32, 3), 120, dtype=np.uint8)
+    text = explain_error(explain.cam, net, photo, "0", "gradcam", classes=["cat", "dog"])
+    assert "in fwd (test_newcomer9.py:" in text
+    assert "a hook on the model that is not explain's" in text
+    assert text.endswith("remove your own hooks (handle.remove()) before explain runs the model")
+    assert "preprocess.size" not in text
+    handle.remove()
+    assert explain.cam(net, photo, "0", "gradcam", classes=["cat", "dog"]).maps
