@@ -165,6 +165,9 @@ def _find(cfg: Config) -> _Found:
     refs, said = find_images(cfg)
     net = load_model(cfg)
     notes = [n for n in said if isinstance(n, str)] + unlabelled_note(cfg, refs)
+    if cfg.compare.reference_dir and not cfg.compare.enabled:  # set, then nothing compared
+        notes.append("compare.reference_dir is set but compare.enabled is false: nothing was "
+                     "compared; set compare.enabled: true or add --compare")
     notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
     task = task_for(cfg)
     model, head = task.wrap(net) if task else \

@@ -128,3 +128,16 @@ def test_a_students_own_hook_left_on_the_model_is_named_not_the_input_size():
     assert "preprocess.size" not in text
     handle.remove()
     assert explain.cam(net, photo, "0", "gradcam", classes=["cat", "dog"]).maps
+
+
+def test_a_reference_dir_without_compare_enabled_is_noted(small_course_tree):
+    """The README names compare.reference_dir; set alone it was silently ignored."""
+    folder = small_course_tree / "mine"
+    folder.mkdir()
+    _, lines = _run(small_course_tree, methods=["gradcam"],
+                    **{"compare.reference_dir": str(folder)})
+    assert ("  note: compare.reference_dir is set but compare.enabled is false: nothing was "
+            "compared; set compare.enabled: true or add --compare") in lines
+    _, lines = _run(small_course_tree, methods=["gradcam"],
+                    **{"compare.reference_dir": str(folder), "compare.enabled": True})
+    assert not [v for v in lines if "nothing was compared" in v]
