@@ -141,3 +141,15 @@ def test_a_reference_dir_without_compare_enabled_is_noted(small_course_tree):
     _, lines = _run(small_course_tree, methods=["gradcam"],
                     **{"compare.reference_dir": str(folder), "compare.enabled": True})
     assert not [v for v in lines if "nothing was compared" in v]
+
+
+def test_a_reference_of_a_method_the_run_does_not_make_says_so():
+    """A folder of gradcam maps beside a gradcamplusplus run: the hint said
+    'both__cat__gradcam.npy, which looks meant for both__cat__gradcamplusplus.npy'."""
+    from explain.writers.summary import _meant
+    hint = _meant("both__cat__gradcam.npy", ["both__cat__gradcamplusplus"], ["gradcamplusplus"])
+    assert hint == (", a map of method 'gradcam', which this run does not make (its methods: "
+                    "gradcamplusplus)")
+    assert _meant("both_cat_gradcam.npy", ["both__cat__gradcam"], ["gradcam"]) == \
+        ", which looks meant for both__cat__gradcam.npy"
+    assert _meant("both__cat__gradcam.npy", [], ["gradcam"]) == ""

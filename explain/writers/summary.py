@@ -62,11 +62,21 @@ def _more(count: int, what: str, where: str) -> list[str]:
     return [f"  ... and {count - CONSOLE_ROWS} more {what}, all in {where}"]
 
 
-def _meant(name: str, missing: list[str]) -> str:
-    """The missing map a reference file's name is closest to ('both_cat_gradcam.npy', single
-    underscores, for 'both__cat__gradcam'), as a hint; nothing when none is close."""
-    from explain.names import close_match  # difflib's answer in bounded time
+def _methods(summary: RunSummary) -> list[str]:
+    return [m.name for m in summary.config.methods]
+
+
+def _meant(name: str, missing: list[str], methods: list[str]) -> str:
+    """Why a reference file matched no map, as a hint: a method the run does not make
+    ('both__cat__gradcam.npy' in a gradcamplusplus run), or the missing map its name is
+    closest to ('both_cat_gradcam.npy', single underscores, for 'both__cat__gradcam');
+    nothing when neither."""
+    from explain.names import close_match, quote  # difflib's answer in bounded time
     stem = name.rsplit(".", 1)[0]
+    parts = stem.split("__")
+    if len(parts) == 3 and parts[2] not in methods:
+        return (f", a map of method {quote(parts[2][:80])}, which this run does not make "
+                f"(its methods: {', '.join(methods)})")
     close = close_match(stem, missing[:1000], cutoff=0.8) if len(stem) <= 200 else []
     return f", which looks meant for {close[0]}{name[len(stem):]}" if close else ""
 
@@ -122,8 +132,9 @@ def console_lines(summary: RunSummary) -> list[str]:
         lines.append(f"  compare: {len(missing)} map(s) had no reference file (first: "
                      f"{missing[0]}); all are listed in summary.json")
     if unmatched:
+        hint = _meant(unmatched[0], missing, _methods(summary))
         lines.append(f"  compare: {len(unmatched)} file(s) in the reference folder matched no "
-                     f"map (first: {unmatched[0]}{_meant(unmatched[0], missing)}); names are "
+                     f"map (first: {unmatched[0]}{hint}); names are "
                      f"<image>__<class>__<method>.npy or .png")
     if summary.dataset is not None and summary.dataset.accuracy is not None:
         d = summary.dataset
