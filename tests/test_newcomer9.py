@@ -153,3 +153,20 @@ def test_a_reference_of_a_method_the_run_does_not_make_says_so():
     assert _meant("both_cat_gradcam.npy", ["both__cat__gradcam"], ["gradcam"]) == \
         ", which looks meant for both__cat__gradcam.npy"
     assert _meant("both__cat__gradcam.npy", [], ["gradcam"]) == ""
+
+
+def test_which_map_to_trust_without_numbers_is_one_line_of_help(tmp_path):
+    """A course run with metrics: [] showed the whole paragraph on bootstrap intervals and the
+    rule for '0 image(s)'; it now says in one line what would fill the section."""
+    import explain
+    import torch
+    from helpers import tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    path = tiny_config(tmp_path, {"file": "m.pth"}, classes={"a": 0, "b": 1}, metrics=[],
+                       output={"dir": str(tmp_path / "out")})
+    page = (explain.run(path, progress=False, log=lambda line: None).folder
+            / "report.html").read_text()
+    section = page[page.index('<section id="trust">'):]
+    section = section[:section.index("</section>")]
+    assert "on at least 5 images, this section ranks the methods against baselines" in section
+    assert "Intervals:" not in section and "The rule:" not in section
