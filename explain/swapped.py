@@ -28,7 +28,8 @@ def _named(image: Any, classes: set[str]) -> Optional[str]:
 def swapped_classes(summary: Any) -> Optional[str]:
     """The warning, or None: at least two images of at least two classes by name, every one
     predicted as another named class (SURE times as likely), each name always as the same
-    other one. Not for a model at chance (explain.chance: its predictions are noise)."""
+    other one, no two names as the same one (all 'fox': a model saying one class to everything,
+    not a swap). Not for a model at chance (explain.chance: its predictions are noise)."""
     if not classifies(summary) or near_chance(summary):
         return None
     classes = {c for image in summary.images for c in image.probabilities}
@@ -41,7 +42,7 @@ def swapped_classes(summary: Any) -> Optional[str]:
                 or not probs[image.predicted] >= SURE * probs.get(named, 0.0) \
                 or seen.setdefault(named, image.predicted) != image.predicted:
             return None
-    if len(pairs) < 2 or len(seen) < 2:
+    if len(pairs) < 2 or len(seen) < 2 or len(set(seen.values())) < len(seen):
         return None
     shown = ", ".join(f"{Path(image.path).name} -> {image.predicted}"
                       for image, _ in pairs[:SHOWN]) + (", ..." if len(pairs) > SHOWN else "")
