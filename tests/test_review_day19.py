@@ -24,3 +24,21 @@ def test_every_image_predicted_as_one_third_class_is_no_swap():
     swapped = _summary(("cat.jpg", "dog", {"cat": 0.05, "dog": 0.9, "fox": 0.05}),
                        ("dog.jpg", "cat", {"cat": 0.9, "dog": 0.05, "fox": 0.05}))
     assert "cat.jpg -> dog, dog.jpg -> cat" in swapped_classes(swapped)
+
+
+def test_a_rebuild_with_the_runs_own_photo_separator_says_nothing_it_did_not_do(tmp_path):
+    """``explain report RUN --photo-separator -`` of a run made with ``-``: its verdict is the
+    run's own, so no warning that the run 'did not use' that separator."""
+    from test_photos import summary_of, variants
+    from explain import trustlines
+    from explain.methodtable import method_table
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, _regrouped, render_pages
+    summary = summary_of(variants(), "-")
+    summary.trust = trustlines.build(summary, method_table(summary, ["gradcam"]))
+    said = "which the run did not use"
+    for separator, run_used_it in (("-", True), ("_", False)):
+        (tmp_path / separator).mkdir()
+        data = _regrouped(ReportData(summary), separator)
+        page = dict(render_pages(RunFolder(tmp_path / separator), data))["report.html"]
+        assert (said in page) is not run_used_it, separator

@@ -458,8 +458,10 @@ def rebuild(root: Path, photo_separator: Optional[str] = None) -> Path:
 def _regrouped(data: ReportData, separator: str) -> ReportData:
     """The records as ``report.photo_separator: separator`` would have made the trust record
     (the report's methods table reads the separator from the config, the verdict from
-    ``trust``): copies, summary.json untouched."""
+    ``trust``): copies, summary.json untouched. The run's own separator: its own records."""
     summary = data.summary
+    if separator == summary.config.report.photo_separator:  # (no 'the run did not use' it)
+        return data
     try:
         evidence = trustlines.regrouped(summary, [m.name for m in summary.config.methods],
                                         separator)
