@@ -5,6 +5,7 @@ summary.csv read the result (summary.json's ``trust``), never compute it again."
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Optional
 
 from explain import stats
@@ -78,13 +79,17 @@ def shared_separator(groups: list[list[str]], paths: dict[str, str],
     """The separator (of SEPARATORS, not ``current``) that makes the most look-alike
     ``groups`` one photo each, and how many it makes so; (None, 0) when none makes one.
     ``paths``: image id -> file, as photo_of reads them (an id explain made, 'dog_0', is not
-    cut by a separator its file's name lacks)."""
+    cut by a separator its file's name lacks). A group is one photo only when that photo is
+    no other image's too: '_' made img_003 and img_004 photo 'img', with all img_*.jpg."""
     best: tuple[Optional[str], int] = (None, 0)
     for sep in SEPARATORS:
         if sep == current:
             continue
-        united = sum(1 for g in groups
-                     if len({photo_of(i, sep, paths.get(i)) for i in g}) == 1)
+        photos = Counter(photo_of(i, sep, p) for i, p in paths.items())  # images per photo
+        united = 0
+        for g in groups:
+            made = {photo_of(i, sep, paths.get(i)) for i in g}
+            united += len(made) == 1 and photos[next(iter(made))] <= len(g)
         if united > best[1]:
             best = (sep, united)
     return best

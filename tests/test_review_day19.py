@@ -42,3 +42,14 @@ def test_a_rebuild_with_the_runs_own_photo_separator_says_nothing_it_did_not_do(
         data = _regrouped(ReportData(summary), separator)
         page = dict(render_pages(RunFolder(tmp_path / separator), data))["report.html"]
         assert (said in page) is not run_used_it, separator
+
+
+def test_the_look_alike_note_offers_no_separator_that_makes_other_images_one_photo():
+    """img_003 and img_004 look alike; '_' makes them one photo, 'img', but every img_*.jpg
+    with them: a run of one photo. The note offers no such separator."""
+    from explain import trustlines
+    paths = {f"img_{k:03d}": f"d/img_{k:03d}.jpg" for k in range(1, 11)}
+    assert trustlines.shared_separator([["img_003", "img_004"]], paths, None) == (None, 0)
+    paths.update({"cat": "d/cat.jpg", "cat_flip": "d/cat_flip.jpg"})
+    groups = [["cat", "cat_flip"], ["img_003", "img_004"]]
+    assert trustlines.shared_separator(groups, paths, None) == ("_", 1)
