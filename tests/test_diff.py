@@ -457,3 +457,5 @@ def test_a_correlation_just_under_one_is_not_shown_as_one():
     assert correlation(1.0) == "1.00" and correlation(0.5) == "0.500"
     assert correlation(-0.12345) == "-0.123" and correlation(None) == "–"
     assert correlation(1 - 1e-9) == "0.9999999" and correlation(float("nan")) == "–"
+    assert correlation(-0.9996) == "-0.9996" and correlation(-1 + 1e-9) == "-0.9999999"
+    assert correlation(-1.0) == "-1.00"

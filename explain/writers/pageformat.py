@@ -13,14 +13,15 @@ from explain.results import ImageEntry
 
 def correlation(value: Optional[float]) -> str:
     """A correlation for a page: 3 significant digits, more when those would round a value
-    under 1 up to '1.00' (0.9996 read as identical maps on the diff page)."""
+    of magnitude under 1 to '1.00' or '-1.00' (0.9996 read as identical maps on the diff
+    page)."""
     if value is None or value != value:  # (NaN: no correlation to show)
         return "–"
     for digits in range(3, 8):
         text = stats.figure(value, digits)
-        if value >= 1 or float(text) < 1:
+        if abs(value) >= 1 or abs(float(text)) < 1:
             return text
-    return f"{math.floor(value * 1e7) / 1e7:.7f}"
+    return f"{math.copysign(math.floor(abs(value) * 1e7) / 1e7, value):.7f}"
 
 
 CARD_CLASSES = 30  # probability bars on a card: a run lists at most 25 a classification image
