@@ -287,3 +287,15 @@ def test_the_look_alike_note_offers_the_separator_the_names_share():
     evidence.look_alike_separator = "a b"
     assert evidence_problem(evidence, ["gradcam"], {METRIC}, set()).startswith(
         "look_alike_separator 'a b': 1 to 8")
+
+
+def test_a_ranked_page_says_its_weak_maps_count(tmp_path):
+    """With ranked numbers the trust section says that maps of classes the model gives little
+    are counted too (and how many); without any number it is one line (test_reader_report)."""
+    summary = summary_of(variants(), None)
+    for rec in summary.images[0].cams:
+        rec.weak = True
+    page = render(summary, tmp_path / "weak")
+    section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
+    assert "Every map counts here, including the 2 of 20 whose class the model gives less " \
+           "than 5%" in section
