@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import CAT, cli, refused, tiny_config, tiny_net
 
@@ -32,13 +33,7 @@ def test_a_file_name_two_class_folders_share_is_refused_as_a_box_key():
     photo's box, silently."""
     boxes = annotations.BoxSet([annotations.Box("0.jpg", "dog", 1, 2, 30, 40, "b.csv: line 2")])
     images = [("0", Path("data/cat/0.jpg")), ("dog_0", Path("data/dog/0.jpg"))]
-    try:
-        boxes.check_unique(images)
-    except annotations.ExplainError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("an ambiguous file name was accepted")
-    assert message == ("b.csv: line 2: image '0.jpg' is the file name of 2 images of the run "
+    assert _refused(boxes, images) == ("b.csv: line 2: image '0.jpg' is the file name of 2 images of the run "
                        "(ids '0', 'dog_0'); name each box's image by its id (as in the report "
                        "and summary.csv) instead")
     by_id = annotations.BoxSet([annotations.Box("dog_0", "dog", 1, 2, 30, 40, "b.csv: line 2"),
@@ -53,14 +48,16 @@ def test_a_file_name_many_images_share_lists_five_ids_then_how_many_more():
     (names.listed), not cut off by ' ...'."""
     boxes = annotations.BoxSet([annotations.Box("0.jpg", "dog", 1, 2, 30, 40, "b.csv: line 2")])
     images = [(f"c{i}_0", Path(f"data/c{i}/0.jpg")) for i in range(7)]
-    try:
-        boxes.check_unique(images)
-    except annotations.ExplainError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("an ambiguous file name was accepted")
     assert "7 images of the run (ids 'c0_0', 'c1_0', 'c2_0', 'c3_0', 'c4_0' (+2 more)); " \
-        in message
+        in _refused(boxes, images)
+
+
+def _refused(boxes, images) -> str:
+    """check_unique's one line for ``images`` (id, path) a box's file name is ambiguous in."""
+    with pytest.raises(annotations.ExplainError) as err:
+        boxes.check_unique(images)
+    return str(err.value)
+
 
 def test_the_cli_stops_on_the_ambiguous_box_before_any_folder_and_takes_ids(tmp_path, capsys):
     config = _same_names(tmp_path, ["0.jpg,dog,10,10,200,200"])
