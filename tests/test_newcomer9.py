@@ -153,6 +153,8 @@ def test_a_reference_of_a_method_the_run_does_not_make_says_so():
     assert _meant("both_cat_gradcam.npy", ["both__cat__gradcam"], ["gradcam"]) == \
         ", which looks meant for both__cat__gradcam.npy"
     assert _meant("both__cat__gradcam.npy", [], ["gradcam"]) == ""
+    assert _meant("both__cat__GradCAM.npy", ["both__cat__gradcam"], ["gradcam"]) == (
+        ", whose method is written 'GradCAM': method names are lower-case, 'gradcam'")
 
 
 def test_which_map_to_trust_without_numbers_is_one_line_of_help(tmp_path):

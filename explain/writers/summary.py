@@ -74,6 +74,9 @@ def _meant(name: str, missing: list[str], methods: list[str]) -> str:
     from explain.names import close_match, quote  # difflib's answer in bounded time
     stem = name.rsplit(".", 1)[0]
     parts = stem.split("__")
+    if len(parts) == 3 and parts[2].lower() in methods and parts[2] not in methods:
+        return (f", whose method is written {quote(parts[2][:80])}: method names are "
+                f"lower-case, {quote(parts[2].lower())}")
     if len(parts) == 3 and parts[2] not in methods:
         return (f", a map of method {quote(parts[2][:80])}, which this run does not make "
                 f"(its methods: {', '.join(methods)})")
