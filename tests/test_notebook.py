@@ -72,7 +72,10 @@ def test_notebook_outputs_hold_the_labs_numbers(executed):
     assert _number(text, r"maps of the run vs explain.cam: max \|difference\| = "
                          r"([\d.e+-]+)") < 1e-6
     assert _number(text, r"xgradcam: cat map mass in the left half of both\.jpg = ([\d.]+)") > 0.5
-    assert (out / "course_lab" / "report.html").is_file()  # its own folder, replaced
+    page = (out / "course_lab" / "report.html").read_text()  # its own folder, replaced
+    assert 'CAM study <span class="run-name">course_lab</span>' in page
+    assert "gradcam, layercam" in page
+    assert not (out / "demo_catdog").exists()  # the config's own folder is left alone
     errors = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.outputs if o.output_type == "stream" and o.name == "stderr")
     assert "CAMs: 100%" in errors  # the run's bar: text, without ipywidgets
