@@ -92,18 +92,65 @@ def _open_image(path: Path, max_bytes: int, max_pixels: int) -> Iterator[tuple]:
             raise ImageError(f"{short(path)}: {info.st_size} bytes is over preprocess.max_bytes "
                              f"({max_bytes}); shrink the file or raise the limit")
         try:
-            png_chunks(partial(_read_at, f))  # before Pillow walks them (seconds per MB)
+            with pillow_header(f) as header:
+                width, height = header.size
         except ImageError as exc:
             raise ImageError(f"{short(path)}: {exc}") from None
-        try:
-            with Image.open(f) as header:  # Pillow reads the header only
-                width, height = header.size
-        except Exception:
-            raise ImageError(f"{short(path)}: not a readable image") from None
         if width * height > max_pixels:
             raise ImageError(f"{short(path)}: {width}x{height} is over preprocess.max_pixels "
                              f"({max_pixels}); downscale it first or raise the limit")
         yield f, info.st_size, width, height
+
+
+MAX_HEADER_READS = 100_000  # reads Pillow makes for a header (a photo's: a few dozen)
+
+
+class _CountedReads:
+    """A file as Pillow reads a header from it, ImageError past MAX_HEADER_READS reads:
+    Pillow reads a JPEG's fill bytes and empty segments, a PPM's comments and a GIF's
+    blocks one at a time, 2 s a 4 MB file (a 256 MiB file of preprocess.max_bytes: minutes),
+    before any bound on pixels."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.reads = f, 0
+
+    def read(self, count: int = -1) -> bytes:
+        return self._counted(self.f.read, count)
+
+    def readline(self, count: int = -1) -> bytes:
+        return self._counted(self.f.readline, count)
+
+    def _counted(self, call: Callable[[int], bytes], count: int) -> bytes:
+        self.reads += 1
+        if self.reads > MAX_HEADER_READS:
+            raise ImageError(f"not a readable image (its header takes over {MAX_HEADER_READS} "
+                             f"reads; a photo's takes a few dozen)")
+        return call(count)
+
+    def seek(self, at: int, whence: int = 0) -> int:
+        return self.f.seek(at, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+@contextmanager
+def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
+    """The file opened by Pillow (which reads the header only), in reads bounded as
+    ``png_chunks``, ``_first_scan`` and ``_CountedReads`` say; ImageError (no file name) when
+    it is no image, or a JPEG whose segments do not reach its image data."""
+    read = partial(_read_at, f)
+    png_chunks(read)  # before Pillow walks them (seconds per MB)
+    if read(0, 2) == JPEG_START and _first_scan(read) is None:
+        raise ImageError(TRUNCATED)
+    try:
+        header = Image.open(_CountedReads(f))  # type: ignore[arg-type]
+    except ImageError:
+        raise
+    except Exception:
+        raise ImageError("not a readable image") from None
+    with header:
+        yield header
 
 
 def _read_at(f: BinaryIO, at: int, count: int) -> bytes:
@@ -253,10 +300,9 @@ def stored_size(data: bytes) -> Optional[tuple[int, int]]:
     """(height, width) in a picture's header (Pillow reads no pixels), None when ``data`` is
     no picture (nor a PNG of more than MAX_PNG_CHUNKS chunks before its image data)."""
     try:
-        png_chunks(_bytes_at(data))
-        with Image.open(io.BytesIO(data)) as header:
+        with pillow_header(io.BytesIO(data)) as header:
             width, height = header.size
-    except Exception:
+    except ImageError:
         return None
     return height, width
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from explain.annotations import original_size
-from explain.images.reading import png_chunks
+from explain.images.reading import pillow_header, png_chunks
 from explain.config import read_bounded_bytes
 from explain.errors import ExplainError
 from explain.names import listed, quote
@@ -50,15 +50,15 @@ def _opened(path: Path, cfg: Any) -> Image.Image:
     spec = cfg.preprocess
     data = read_bounded_bytes(path, spec.max_bytes, "a label map")
     try:
-        for whole in (False, True):  # before Pillow walks them (and those after, decoding)
-            png_chunks(lambda at, count: data[at:at + count], whole)
-        img = Image.open(io.BytesIO(data))
-        width, height = img.size
+        png_chunks(lambda at, count: data[at:at + count], True)  # before Pillow walks them
+        with pillow_header(io.BytesIO(data)) as header:  # any format's, in bounded reads
+            width, height, kind = *header.size, header.format
+        img = Image.open(io.BytesIO(data), formats=["PNG"]) if kind == "PNG" else None
     except Exception:
         raise ExplainError(f"segmentation.masks: {path}: not a readable PNG label map") from None
-    if img.format != "PNG":  # lossless, as class indices must be; and a JPEG of repeated
-        # scans decoded by Pillow had no scan bound here (minutes per map)
-        raise ExplainError(f"segmentation.masks: {path}: a {img.format or 'non-PNG'} file; a "
+    if img is None:  # lossless, as class indices must be; and a JPEG of repeated scans
+        # decoded by Pillow had no scan bound here (minutes per map)
+        raise ExplainError(f"segmentation.masks: {path}: a {kind or 'non-PNG'} file; a "
                            f"label map is a PNG (lossless: its pixel values are class indices)")
     if width * height > spec.max_pixels:
         raise ExplainError(f"segmentation.masks: {path}: {width}x{height} is over "

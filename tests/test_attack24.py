@@ -1,0 +1,77 @@
+"""The twenty-fourth attack (a helper's findings): what a shared image folder, label map or
+run folder asks of the header reads before any pixel is decoded (explain.images.reading),
+of the swapped-classes warning (explain.swapped) and of ``explain report --photo-separator``
+(docs/trust.md)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from explain.annotations import original_size
+from explain.config import Preprocess
+from explain.errors import ExplainError
+from explain.images.reading import ImageError, ImageRef, precheck, read_rgb, stored_size
+from explain.tasks.masks import _opened
+
+MB = 4_000_000  # bytes of each crafted header: Pillow alone took 1 to 3 s of CPU for each
+
+HEADERS = {  # a header Pillow reads a byte or a block at a time, to the file's end
+    "fill.jpg": b"\xff\xd8" + b"\xff" * MB,  # JPEG fill bytes
+    "segments.jpg": b"\xff\xd8" + b"\xff\xe0\x00\x02" * (MB // 4) + b"\xff\xd9",  # empty APP0s
+    "junk.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+                + b"\x00" * MB,
+    "comment.ppm": b"P6\n#" + b"a" * MB + b"\n2 2\n255\n" + b"\x00" * 12,
+    "spaces.ppm": b"P6" + b" " * MB + b"2 2\n255\n" + b"\x00" * 12,
+    "blocks.gif": b"GIF89a\x02\x00\x02\x00\x00\x00\x00!\xfe" + b"\x01a" * (MB // 2) + b"\x00;",
+    "lines.eps": b"%!PS-Adobe-3.0 EPSF-3.0\n" + b"%%a\n" * (MB // 4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADERS))
+def test_a_header_read_a_byte_at_a_time_is_refused_in_bounded_reads(tmp_path, name):
+    """Pillow reads a JPEG's fill bytes, empty segments and junk, a PPM's comments and
+    spaces, a GIF's blocks and an EPS file's lines one read at a time, before any bound on
+    pixels: 1 to 3 s of CPU for each 4 MB, so a shared folder's file of preprocess.max_bytes
+    (256 MiB) held the run for minutes, each time its header was read (the named image's
+    check, its decoding, its boxes' size, a label map, a shared run's pictures). A JPEG
+    whose segments do not reach its image data is refused by explain's own walk, any other
+    header past MAX_HEADER_READS reads."""
+    path = tmp_path / name
+    path.write_bytes(HEADERS[name])
+    ref = ImageRef(path.stem, path, False)
+    for read in (lambda: precheck(ref, Preprocess()), lambda: read_rgb(path, 10**8)):
+        start = time.process_time()
+        with pytest.raises(ImageError) as err:
+            read()
+        assert time.process_time() - start < 0.5, name
+        assert str(err.value).startswith(f"{path}: ")
+        assert "truncated JPEG" in str(err.value) if name.endswith(".jpg") else \
+            "its header takes over 100000 reads" in str(err.value)
+    start = time.process_time()
+    assert stored_size(HEADERS[name]) is None
+    with pytest.raises(ImageError):
+        original_size(path)
+    label_map = tmp_path / f"{path.stem}.png"
+    label_map.write_bytes(HEADERS[name])
+    with pytest.raises(ExplainError, match=f"{label_map}: not a readable PNG label map"):
+        _opened(label_map, SimpleNamespace(preprocess=Preprocess()))
+    assert time.process_time() - start < 1.0, name
+
+
+def test_a_photos_header_is_still_read(tmp_path):
+    """Every format OpenCV decodes and Pillow reads a header of keeps its size (a photo's
+    header takes a few dozen reads), an MPO's (a JPEG with a second picture) too, and the
+    size a box is scaled from reads it the same way."""
+    import numpy as np
+    from PIL import Image
+    picture = Image.fromarray(np.zeros((40, 30, 3), np.uint8))
+    for kind in ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM", "GIF", "JPEG2000", "MPO"):
+        path = tmp_path / f"a.{kind.lower()}"
+        picture.save(path, kind, **({"save_all": True, "append_images": [picture]}
+                                    if kind == "MPO" else {}))
+        assert precheck(ImageRef("a", path, False), Preprocess()) == (40, 30), kind
+        assert stored_size(path.read_bytes()) == (40, 30), kind
+        assert original_size(path) == (40, 30), kind
