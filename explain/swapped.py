@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from explain.chance import classifies, near_chance
+from explain.names import listed
 
 SHOWN = 3  # examples in the warning
 SURE = 2.0  # each image's prediction at least twice as likely as the class it is named after
@@ -50,6 +51,8 @@ def swapped_classes(summary: Any) -> Optional[str]:
     shown = ", ".join(f"{Path(image.path).name} -> {image.predicted}"
                       for image, _ in pairs[:SHOWN]) + (", ..." if len(pairs) > SHOWN else "")
     indices = getattr(getattr(summary, "config", None), "classes", None) or {}
-    said = (" (" + ", ".join(f"{c}: {i}" for c, i in indices.items()) + ")") if indices else ""
+    swapped = set(seen) | set(seen.values())  # their indices only (not 1,000 of ImageNet's)
+    named = [f"{c}: {i}" for c, i in indices.items() if c in swapped]
+    said = f" ({listed(named)})" if named else ""
     return (f"every one of the {len(pairs)} image(s) named after a class is predicted as "
             f"another ({shown}): are the config's class indices{said} the model's own order?")

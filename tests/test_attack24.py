@@ -75,3 +75,30 @@ def test_a_photos_header_is_still_read(tmp_path):
         assert precheck(ImageRef("a", path, False), Preprocess()) == (40, 30), kind
         assert stored_size(path.read_bytes()) == (40, 30), kind
         assert original_size(path) == (40, 30), kind
+
+
+def test_the_swapped_classes_warning_names_the_indices_of_its_classes_only():
+    """The warning that a config's class indices look swapped listed every class of the
+    config with its index: a 1,000-class config (ImageNet's, or a shared summary's) made one
+    warning line of 71 KB on the console and the page for a swap of two classes. It names
+    the indices of the classes the images swap, the first five and how many more."""
+    from types import SimpleNamespace as Ns
+
+    from explain.swapped import swapped_classes
+    classes = {f"n{k:08d}_{'x_' * 27}"[:64]: k + 2 for k in range(998)}
+    classes.update({"cat": 0, "dog": 1})
+    images = [Ns(path=f"pics/{n}_{k}.jpg", predicted=p, label=None,
+                 probabilities={n: 0.05, p: 0.95}) for k in range(3)
+              for n, p in (("cat", "dog"), ("dog", "cat"))]
+    line = swapped_classes(Ns(images=images, config=Ns(task="classification",
+                                                       classes=classes)))
+    assert line.endswith("are the config's class indices (cat: 0, dog: 1) the model's own "
+                         "order?"), line
+    assert len(line) < 300
+    names = [f"c{k}" for k in range(40)]
+    rotated = [Ns(path=f"{n}.jpg", predicted=names[(k + 1) % 40], label=None,
+                  probabilities={n: 0.01, names[(k + 1) % 40]: 0.99})
+               for k, n in enumerate(names)]
+    line = swapped_classes(Ns(images=rotated, config=Ns(
+        task="classification", classes={n: k for k, n in enumerate(names)})))
+    assert "(c0: 0, c1: 1, c2: 2, c3: 3, c4: 4 (+35 more)) the model's own order?" in line
