@@ -1,7 +1,6 @@
 """The twenty-fourth attack (a helper's findings): what a shared image folder, label map or
 run folder asks of the header reads before any pixel is decoded (explain.images.reading),
-of the swapped-classes warning (explain.swapped) and of ``explain report --photo-separator``
-(docs/trust.md)."""
+and how long the swapped-classes warning (explain.swapped) grows (docs/trust.md)."""
 
 from __future__ import annotations
 
