@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from explain.annotations import original_size
 from explain.errors import ExplainError
 from explain.images.reading import ImageError, ImageRef, Prepared, precheck, prepare
 
@@ -34,6 +35,8 @@ def first_image(cfg: "Config", refs: list[ImageRef]) -> tuple[Prepared, list[str
         for ref in refs:
             if not ref.from_folder:
                 height, width = precheck(ref, cfg.preprocess)
+                if not isinstance(cfg.preprocess.size, int):  # as decoded: EXIF turns it
+                    height, width = original_size(ref.path)
                 if aspect_change(height, width, cfg.preprocess.size) > SQUEEZED:
                     squeezed.append(f"{ref.path.name} ({width} x {height})")
     except ImageError as exc:  # the field that named it, and (naming_the_file) the config
