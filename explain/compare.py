@@ -341,6 +341,7 @@ class Comparison:
         self.expected: set[str] = set()
         self.resized: dict[str, str] = {}  # a reference of another shape: "13x13 -> 224x224"
         self.crossed: dict[str, str] = {}  # a reference more like another class's map: why
+        self.steps: dict[str, float] = {}  # a PNG reference's rounding step (png_step)
         self.classes = ""  # the run's class indices as the "differ" note names them
         if reference_dir is not None and not reference_dir.is_dir():
             raise ExplainError(f"compare.reference_dir: folder not found: {reference_dir}")
@@ -355,6 +356,7 @@ class Comparison:
             self.missing.append(reference_name(image, cls, method))
             return None
         m = read_reference(path)
+        self.steps[reference_name(image, cls, method)] = png_step(path)
         if m.shape != tuple(size):
             self.resized[reference_name(image, cls, method)] = \
                 f"{m.shape[0]}x{m.shape[1]} -> {size[0]}x{size[1]}"
@@ -386,11 +388,16 @@ class Comparison:
         return row
 
     def _step(self, row: CompareRow) -> float:
-        """The rounding step of the row's reference file (0: a hand-written map or an NPY)."""
+        """The rounding step of the row's reference file (0: a hand-written map or an NPY), as
+        kept when it was read; a row of another rank or of the run --resume continues finds
+        its file again."""
         if self.reference_dir is None:
             return 0.0
-        return png_step(find_reference(self.reference_dir, row.image, row.class_name,
-                                       row.method))
+        name = reference_name(row.image, row.class_name, row.method)
+        if name not in self.steps:
+            self.steps[name] = png_step(find_reference(self.reference_dir, row.image,
+                                                       row.class_name, row.method))
+        return self.steps[name]
 
     @staticmethod
     def _of(found: dict[str, str], method: str) -> list[str]:
