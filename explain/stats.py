@@ -170,6 +170,16 @@ def paired(a: Sequence[float], b: Sequence[float], *, seed: int,
     return Difference(float(diff.mean()), low, high, len(diff))
 
 
+def cell(value: "float | bool | None", digits: int = 3) -> str:
+    """A number in a table of the report or of a notebook's display: ``digits`` significant
+    digits (``figure``), yes / no for a flag, a dash for none (both showed one, each its own)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return figure(value, digits)
+
+
 def fixed(value: float, decimals: int = 1) -> str:
     """``value`` with ``decimals`` decimals, or at 3 significant digits (``figure``) when it
     is that large (a shared summary's 1e306, 5 characters, was 300 digits on the page)."""

@@ -93,13 +93,10 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def number(value: Optional[float], digits: int = 3) -> str:
-    """A number for a table cell: ``digits`` significant digits, '-' for none."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    from explain.stats import figure
-    return figure(value, digits)
+    """A number for a table cell as the report shows it (``stats.cell``; stats is imported
+    when a display first shows a number)."""
+    from explain.stats import cell
+    return cell(value, digits)
 
 
 def block(body: str) -> str:

@@ -289,7 +289,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
-    env.filters["num"] = _num
+    env.filters["num"] = stats.cell
     env.filters["r"] = correlation
     env.filters["pct"] = lambda v: "–" if v is None else f"{stats.fixed(100 * v, 1)}%"
     env.filters["fixed"] = stats.fixed
@@ -319,15 +319,6 @@ def href(rel: str, prefix: str = "") -> str:
 
 class LinkOutside(ExplainError):
     """A record names a file outside its folder (``href``); ``rebuild`` names summary.json."""
-
-
-def _num(value: Optional[float], digits: int = 3) -> str:
-    """A number for the page: 3 significant digits, '–' for none."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return stats.figure(value, digits)
 
 
 INDEX_CLASSES = 20  # p(class) columns of the paged index (explain.plan.MANY_CLASSES: an
