@@ -151,17 +151,30 @@ def grid_figure(rows: Sequence[Sequence[tuple[str, "np.ndarray"]]], cell: float 
         for _, picture in row:
             aspect = picture.shape[1] / picture.shape[0]
             break
-    fig = shown_figure(cell * aspect * n_cols, cell * n_rows + 0.3)
+    titles = [[wrapped(title, cell * aspect) for title, _ in row] for row in rows]
+    lines = sum(max((t.count("\n") for t in row), default=0) for row in titles)
+    fig = shown_figure(cell * aspect * n_cols, cell * n_rows + 0.3 + lines * TITLE_POINTS / 60)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, row in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]
             ax.axis("off")
             if c < len(row):
-                title, picture = row[c]
-                ax.imshow(picture)
-                ax.set_title(title, fontsize=9, parse_math=False)  # a '$' is a '$', not TeX
+                ax.imshow(row[c][1])
+                ax.set_title(titles[r][c], fontsize=TITLE_POINTS,
+                             parse_math=False)  # a '$' is a '$', not TeX
     return fig
+
+
+TITLE_POINTS = 9
+
+
+def wrapped(title: str, inches: float) -> str:
+    """``title`` broken between words into lines that fit a cell ``inches`` wide (a labelled
+    run's "malignant_0 (predicted malignant, label malignant)" ran over the next cell's title)."""
+    import textwrap
+    chars = max(8, int(inches * 72 / (TITLE_POINTS * 0.62)))  # a 9-point character: ~5.6 pt
+    return textwrap.fill(title, chars, break_long_words=False, break_on_hyphens=False)
 
 
 def photo_title(entry) -> str:
