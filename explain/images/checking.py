@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from explain.config import Config
 
 SQUEEZED = 1.25  # a shape changed by more than this factor is said (4:3 made square: 1.33)
+ENLARGED = 2.0  # a first image made this many times larger (or more) is said
 
 
 def aspect_change(height: int, width: int, size: object) -> float:
@@ -44,12 +45,31 @@ def first_image(cfg: "Config", refs: list[ImageRef]) -> tuple[Prepared, list[str
     why = None
     for ref in refs:
         try:
-            return prepare(ref, cfg.preprocess), _squeeze_note(cfg, squeezed)
+            first = prepare(ref, cfg.preprocess)
+            return first, _squeeze_note(cfg, squeezed) + _enlarge_note(cfg, first)
         except ImageError as exc:
             if not ref.from_folder:
                 raise ExplainError(f"images: {exc}") from None
             why = why or exc
     raise ExplainError(f"images: none of the {len(refs)} image(s) could be read (first: {why})")
+
+
+def _enlarge_note(cfg: "Config", first: Prepared) -> list[str]:
+    """A note when ``preprocess.size`` enlarges the first image ENLARGED times or more: a
+    student's 64 x 64 scans fed at the default 224 went from 100% to 67% accuracy, silently
+    (a network sees a feature 3.5x larger than it learned it)."""
+    height, width = precheck(first.ref, cfg.preprocess)  # the header only: no second decode
+    fed_h, fed_w = first.tensor.shape[-2:]
+    factor = min(fed_h / height, fed_w / width)
+    if factor < ENLARGED:
+        return []
+    size = cfg.preprocess.size
+    said = size if isinstance(size, int) else f"[{size[0]}, {size[1]}]"
+    return [f"preprocess.size {said} enlarges the first image, {first.ref.path.name} "
+            f"({width} x {height}), {factor:.1f}x to {fed_w} x {fed_h}; a network trained at "
+            f"the images' own size sees every feature {factor:.1f}x larger than it learned "
+            f"it: set preprocess.size to the size it was trained at (e.g. preprocess.size: "
+            f"{min(height, width)})"]
 
 
 def _squeeze_note(cfg: "Config", squeezed: list[str]) -> list[str]:
