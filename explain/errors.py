@@ -93,9 +93,27 @@ def model_failed(exc: Exception, image: str, size: Optional[Sequence[int]] = Non
                             f"{first_line(exc)}); remove your own hooks (handle.remove()) "
                             f"before explain runs the model")
     return ExplainError(f"model: the forward pass failed on {image}{fed} "
-                        f"({type(exc).__name__}: {first_line(exc)}); if the model takes one "
-                        f"input size, check preprocess.size ([H, W] feeds every image at that "
-                        f"size)")
+                        f"({type(exc).__name__}: {first_line(exc)}); " + (channel_hint(exc) or
+                        "if the model takes one input size, check preprocess.size ([H, W] "
+                        "feeds every image at that size)"))
+
+
+_CHANNELS = re.compile(r"to have (\d+) channels, but got (\d+) channels")
+
+
+def channel_hint(exc: BaseException) -> str:
+    """What to set when the model's first layer wants another number of colour channels
+    than it was fed (a grey network, Conv2d(1, ...), given RGB said 'check preprocess.size');
+    "" for any other failure."""
+    found = _CHANNELS.search(str(exc))
+    if not found:
+        return ""
+    wanted, fed = found.groups()
+    if wanted == "1":
+        return (f"the network takes 1 channel (grey) and was fed {fed}: set model.in_channels: "
+                f"1 (it is then given the mean of the colour channels)")
+    return (f"the network's first layer takes {wanted} channels and was fed {fed}; explain "
+            f"feeds 3 (RGB), or 1 with model.in_channels: 1")
 
 
 def users_hook(exc: BaseException) -> str:

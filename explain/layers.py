@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from explain.enginedata import watching  # the one place hooks are put on a model
-from explain.errors import ExplainError, first_line
+from explain.errors import ExplainError, channel_hint, first_line
 from explain.models.heads import Head, not_logits
 from explain.models.layouts import Layout, Mode, positions_reached, usable_layout
 from explain.models.guard import non_inplace, preserved_state
@@ -149,8 +149,9 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
         except Exception as exc:  # shapes that do not fit the network, mostly
             text = first_line(exc)
             raise ExplainError(f"model: the forward pass failed on a {input_hw[0]}x{input_hw[1]} "
-                               f"input ({type(exc).__name__}: {text}); check preprocess.size "
-                               f"and the model's input size") from None
+                               f"input ({type(exc).__name__}: {text}); "
+                               + (channel_hint(exc) or "check preprocess.size and the model's "
+                                  "input size")) from None
         if scores.ndim != 2 or scores.shape[0] != batch:  # score maps given to a classifier
             raise not_logits(out)
         if not scores.requires_grad:

@@ -1,9 +1,17 @@
 """Newcomer 10: a PhD student's own small CNN (state_dict + mynet.py) on 64 x 64 grey
 images, a labelled folder, hand-written Grad-CAM, and the notebook API."""
 
-import numpy as np
+import json
 
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import explain
 from explain.api.display import grid_figure
+from explain.config.sections import ModelSpec, Preprocess
+from tests.helpers import tiny_net
 
 
 def test_show_titles_of_a_labelled_run_stay_in_their_cell():
@@ -27,7 +35,6 @@ def test_show_titles_of_a_labelled_run_stay_in_their_cell():
 
 def _scans(folder, side=32, mode="L"):
     """A labelled tree of small grey scans, two per class, saved as 1-channel PNGs."""
-    from PIL import Image
     rng = np.random.default_rng(0)
     for cls in ("benign", "malignant"):
         (folder / cls).mkdir(parents=True)
@@ -39,9 +46,6 @@ def _scans(folder, side=32, mode="L"):
 
 def _study(tmp_path, net, **fields):
     """A run of ``net`` (saved whole) on the scans; its config as a dict, its log lines."""
-    import torch
-
-    import explain
     torch.save(net, tmp_path / "net.pth")
     data = _scans(tmp_path / "data")
     config = {"name": "scans", "model": {"file": str(tmp_path / "net.pth")},
@@ -55,7 +59,6 @@ def _study(tmp_path, net, **fields):
 def test_small_scans_enlarged_by_the_default_size_are_said(tmp_path):
     """64 x 64 scans fed at the default preprocess.size 224 (3.5x larger) took a student's
     network from 100% to 67% accuracy without a word; the note names the size to set."""
-    from tests.helpers import tiny_net
     lines = _study(tmp_path, tiny_net())
     note = [line for line in lines if "enlarges the first image" in line]
     assert len(note) == 1, lines
@@ -64,3 +67,49 @@ def test_small_scans_enlarged_by_the_default_size_are_said(tmp_path):
     (tmp_path / "b").mkdir()
     quiet = _study(tmp_path / "b", tiny_net(), preprocess={"size": 32})
     assert not [line for line in quiet if "enlarges" in line], quiet
+
+
+def _grey_net():
+    """A network for grey scans: Conv2d(1, ...) first, only torch classes (loads untrusted)."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 2)).eval()
+
+
+def test_a_grey_network_is_told_to_set_in_channels(tmp_path):
+    """A Conv2d(1, ...) network fed RGB said 'check preprocess.size and the model's input
+    size', which is not what is wrong; the line now names model.in_channels."""
+    with pytest.raises(explain.ExplainError) as info:
+        _study(tmp_path, _grey_net(), preprocess={"size": 32})
+    message = str(info.value)
+    assert "to have 1 channels, but got 3" in message
+    assert "set model.in_channels: 1" in message and "preprocess.size" not in message
+
+
+def test_a_grey_network_runs_on_the_grey_of_its_scans(tmp_path):
+    """With model.in_channels: 1 (and mean/std given once, for the one grey channel) the run's
+    probabilities are the network's own on the normalised grey scan."""
+    net = _grey_net()
+    _study(tmp_path, net, preprocess={"size": 32, "mean": [0.5], "std": [0.25]},
+           model={"file": str(tmp_path / "net.pth"), "in_channels": 1})
+    summary = json.loads((tmp_path / "results" / "scans" / "summary.json").read_text())
+    entry = next(e for e in summary["images"] if e["id"] == "malignant_1")
+    grey = np.asarray(Image.open(tmp_path / "data" / "malignant" / "malignant_1.png"),
+                      dtype=np.float32) / 255
+    with torch.no_grad():
+        own = torch.softmax(net(torch.from_numpy((grey - 0.5) / 0.25)[None, None]), 1)[0]
+    assert entry["probabilities"]["malignant"] == pytest.approx(float(own[1]), abs=1e-5)
+    assert summary["config"]["model"]["in_channels"] == 1
+    assert summary["config"]["preprocess"]["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_mean_and_std_take_one_value_or_three():
+    """'mean: [0.5]' for a grey network said 'preprocess.mean[1]: required key is missing'
+    twice (and std twice): one value now stands for all three, and another count is one line
+    that says what to write. An RGB network's model section dumps as before (no new key)."""
+    assert Preprocess(mean=[0.5], std=[0.25]).mean == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError) as info:
+        Preprocess(mean=[0.5, 0.5])
+    assert "three values (R, G, B), or one for all three" in str(info.value)
+    assert "in_channels" not in ModelSpec(file="net.pth").model_dump()

@@ -41,6 +41,7 @@ PLACEHOLDER_MODEL = "explain.demo:catdog_efficientnet_lite0"  # validated, never
 OPTIONS = {
     "classes": "classes", "preprocess": "preprocess", "output": "model.output",
     "head": "model.head", "target": "model.target", "fix_inplace": "model.fix_inplace",
+    "in_channels": "model.in_channels",
     "reshape": "reshape", "aug_smooth": "aug_smooth", "eigen_smooth": "eigen_smooth",
     "seed": "seed", "device": "device", "batch_size": "batch_size",
     "colormap": "output.colormap", "image_weight": "output.image_weight",

@@ -6,7 +6,8 @@ file, so a run gives the same result from any working directory. Paths given on 
 line (``--out``) are relative to the working directory, as usual for command-line arguments.
 """
 
-from explain.config.sections import (Annotations, BoxValues, COLORMAPS, Channels, Compare, Concepts,
+from explain.config.channelviews import Channels
+from explain.config.sections import (Annotations, BoxValues, COLORMAPS, Compare, Concepts,
                                      DOTTED, Guided, IMAGENET_MEAN, IMAGENET_STD, Int, LAYER,
                                      LabelledImages, MAX_CLASSES, MAX_CONFIG_BYTES,
                                      MAX_CONFIG_NODES, MAX_SIDE, MethodSpec, MetricSpec, ModelSpec,

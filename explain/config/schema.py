@@ -12,7 +12,8 @@ from pydantic import (Field, StrictBool, StrictStr, field_validator, model_seria
                       model_validator)
 
 from explain.names import fold, name_problem, quote, safe_slug, suggest
-from explain.config.sections import (Annotations, BatchSize, Channels, Compare, Concepts, Guided,
+from explain.config.channelviews import Channels
+from explain.config.sections import (Annotations, BatchSize, Compare, Concepts, Guided,
                                      image_entry, Int, LabelledImages, LAYER, MAX_CLASSES,
                                      MethodSpec, MetricSpec, ModelSpec, Output, Precision,
                                      Preprocess, Report, Reshape, Sanity, Section, TARGET_WORDS,

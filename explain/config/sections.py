@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 import cv2
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat,
-                      StrictInt, StrictStr, ValidationError, field_validator, model_validator)
+                      StrictInt, StrictStr, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from explain.names import check_photo_separator, quote, short, suggest
 
@@ -84,6 +85,18 @@ class ModelSpec(Section):
         pattern=r"^[A-Za-z_]\w{0,63}$")], None] = None
     head: Literal["softmax", "binary", "multilabel"] = "softmax"
     target: Literal["logit", "probability"] = "logit"  # what a map explains
+    # 1: a network for grey images (Conv2d(1, ...)); it is given the mean of the three
+    # prepared channels (one grey for a grey scan), so pictures, metrics and maps stay RGB
+    in_channels: Literal[1, 3] = 3
+
+    @model_serializer(mode="wrap")
+    def _as_before_grey(self, handler: Any) -> Any:
+        """An RGB network's section dumps as before ``in_channels`` existed (config.json and
+        summary.json byte for byte, so an earlier run folder still resumes)."""
+        data = handler(self)
+        if self.in_channels == 3 and isinstance(data, dict):
+            data.pop("in_channels", None)
+        return data
 
     @field_validator("arch_args", "builder_args")
     @classmethod
@@ -152,6 +165,20 @@ class Preprocess(Section):
         if not isinstance(v, (int, list, tuple)) or isinstance(v, bool):
             raise ValueError(f"a number (the short side, e.g. 224) or a pair [height, width]; "
                              f"got {quote(v)}")
+        return v
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _one_or_three(cls, v, info):
+        """One value stands for all three channels (a grey network's ``mean: [0.5]``, which
+        said 'mean[1]: required key is missing'); another count is one line."""
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = [v]
+        if isinstance(v, (list, tuple)) and len(v) == 1:
+            return [v[0]] * 3
+        if isinstance(v, (list, tuple)) and len(v) != 3:
+            raise ValueError(f"three values (R, G, B), or one for all three (a grey network's "
+                             f"{info.field_name}: [0.5]); got {len(v)}")
         return v
 
     @field_validator("mean")
@@ -225,94 +252,6 @@ class MethodSpec(_Named):
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
-
-
-class Atlas(Section):
-    """channels.atlas: the channel layer across the whole run (explain.channels.atlas): per
-    channel the ``top_n`` image regions that activate it most and, per class x channel-sum
-    method, that contribute most; per class x method the ``channels`` channels that carry the
-    class (its fingerprint), on report/atlas.html with a picture each. A region is a crop of
-    ``crop`` x ``crop`` cells of the layer's map (a cell: the layer's stride in input pixels)
-    centred on the peak."""
-    enabled: StrictBool = False
-    top_n: Int = Field(8, ge=1, le=64)
-    channels: Int = Field(16, ge=1, le=256)
-    crop: Int = Field(3, ge=1, le=16)
-
-
-class Ablation(Section):
-    """channels.ablation: each map's class score after zeroing its ``k`` top channels by
-    contribution at the channel layer, against ``k`` random channels (``draws`` draws, seeded)
-    and the ``k`` lowest (explain.channels.ablation)."""
-    enabled: StrictBool = False
-    k: Annotated[list[Annotated[Int, Field(ge=1, le=8192)]],
-                 Field(min_length=1, max_length=8)] = Field(default_factory=lambda: [1, 4, 16])
-    draws: Int = Field(3, ge=1, le=32)
-
-    @field_validator("k")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        twice = sorted({n for n in v if v.count(n) > 1})
-        if twice:
-            raise ValueError(f"{twice[0]} is listed twice (each k once)")
-        return sorted(v)
-
-
-class Channels(Section):
-    """Per-channel views of the channel layer (see explain.channels and docs/channels.md).
-
-    Every size here is bounded before anything is drawn; the writer also scales tiles down when
-    a layer has so many channels that a picture would pass its pixel budget."""
-    enabled: StrictBool = False
-    layer: Optional[StrictStr] = None
-    shared_scale: StrictBool = True   # activation grid: one scale for all tiles (false: per tile)
-    colormap: Optional[StrictStr] = None  # activation grid (matplotlib name); null: viridis,
-    #                                       or PuOr_r centred at 0 when activations have both signs
-    labels: StrictBool = True         # channel numbers (and weights / shares) above the tiles
-    tile_size: Int = Field(48, ge=4, le=256)  # tile height in the grids, pixels
-    top_k: Int = Field(16, ge=1, le=256)      # channels in the top-channels / contrast figures
-    # The figures: true, false, or null: only for runs of at most 50 images (at scale they are a
-    # folder nobody reads; the per-channel CSVs, the maps' channel numbers and the atlas are
-    # written either way). grids: per-image activation and contribution grids; top: the
-    # top-channels figure per map; contrast: the class-contrast figure when an image has two
-    grids: Optional[StrictBool] = None
-    top: Optional[StrictBool] = None
-    contrast: Optional[StrictBool] = None
-    atlas: Atlas = Field(default_factory=Atlas)  # the channels across the run (report/atlas.html)
-    ablation: Ablation = Field(default_factory=Ablation)  # zeroing top / random / bottom channels
-
-    @model_validator(mode="after")
-    def _layer_on(self) -> "Channels":
-        used = [f"channels.{n}" for n in ("atlas", "ablation") if getattr(self, n).enabled]
-        if used and not self.enabled:
-            raise ValueError(f"{' and '.join(used)} {'use' if len(used) > 1 else 'uses'} the "
-                             f"channel layer: set channels.enabled: true (channels.grids: false "
-                             f"skips the per-image grids)")
-        return self
-
-    @model_validator(mode="before")
-    @classmethod
-    def _removed(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "overlay" in v:
-            if v["overlay"] is not False:
-                raise ValueError(
-                    "'overlay' was removed: channel tiles are now drawn on one colour scale "
-                    "with a colour bar, and the top-channels figure shows the photo and the "
-                    "CAM beside the tiles; delete the line")
-            v = {k: x for k, x in v.items() if k != "overlay"}  # 'overlay: false' changes nothing
-        return v
-
-    @field_validator("colormap")
-    @classmethod
-    def _colormap(cls, v: Optional[str]) -> Optional[str]:
-        if v is None:
-            return None
-        import matplotlib
-        names = {n.lower(): n for n in matplotlib.colormaps}
-        if v.lower() not in names:
-            raise ValueError(f"unknown matplotlib colormap {quote(v)}"
-                             f"{suggest(v.lower(), sorted(names))} (e.g. viridis, magma, gray)")
-        return names[v.lower()]
 
 
 class Guided(Section):

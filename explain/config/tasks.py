@@ -89,7 +89,8 @@ def _classifier_only(cfg: Any) -> Optional[str]:
           "guided.enabled": cfg.guided.enabled, "concepts.enabled": cfg.concepts.enabled,
           "sanity.enabled": cfg.sanity.enabled,
           "metrics": bool(cfg.metrics), "annotations": cfg.annotations.enabled,
-          "model.head": cfg.model.head != "softmax", "model.target": cfg.model.target != "logit"}
+          "model.head": cfg.model.head != "softmax", "model.target": cfg.model.target != "logit",
+          "model.in_channels": cfg.model.in_channels != 3}
     return next((key for key, value in on.items() if value), None)
 
 

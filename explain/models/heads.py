@@ -94,14 +94,21 @@ def select_output(out: Any, key: Union[int, str, None]) -> torch.Tensor:
 
 
 class Classifier(nn.Module):
-    """The user's network (``net``) with a forward that returns (N, outputs) logits."""
+    """The user's network (``net``) with a forward that returns (N, outputs) logits. With
+    ``in_channels`` 1 (``model.in_channels``, a network for grey images) ``net`` is given the
+    mean of the three prepared channels: the grey of a grey scan, so every picture, metric and
+    gradient explain makes stays on the RGB input."""
 
-    def __init__(self, net: nn.Module, output: Union[int, str, None] = None):
+    def __init__(self, net: nn.Module, output: Union[int, str, None] = None,
+                 in_channels: int = 3):
         super().__init__()
         self.net = net
         self.output = output
+        self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_channels == 1:
+            x = x.mean(dim=1, keepdim=True)
         logits = select_output(self.net(x), self.output)
         return logits[:, None] if logits.ndim == 1 else logits  # one logit per image
 
