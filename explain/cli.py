@@ -153,8 +153,9 @@ def layers_main(argv: list[str]) -> int:
         if args.debug:
             raise
         return _print_error(exc)
+    grey = ", given to the network as 1 grey channel" if cfg.model.in_channels == 1 else ""
     say(f"{cfg.source.name}: {len(rows)} modules, input {tuple(x.shape)} "
-        f"({first.ref.path.name})", sys.stdout)
+        f"({first.ref.path.name}{grey})", sys.stdout)
     print(table)  # each cell passed printable in format_table
     return 0
 

@@ -113,3 +113,21 @@ def test_mean_and_std_take_one_value_or_three():
         Preprocess(mean=[0.5, 0.5])
     assert "three values (R, G, B), or one for all three" in str(info.value)
     assert "in_channels" not in ModelSpec(file="net.pth").model_dump()
+
+
+def test_explain_layers_says_a_grey_network_gets_one_channel(tmp_path, capsys):
+    """'explain layers' printed 'input (1, 3, 32, 32)' above a first conv that takes 1 channel
+    (model.in_channels: 1): the line now says how the network is given it."""
+    import yaml
+
+    from tests.helpers import cli
+    torch.save(_grey_net(), tmp_path / "net.pth")
+    _scans(tmp_path / "data")
+    config = {"model": {"file": "net.pth", "in_channels": 1},
+              "classes": {"benign": 0, "malignant": 1}, "images": ["data/benign"],
+              "preprocess": {"size": 32, "mean": [0.5], "std": [0.25]}}
+    (tmp_path / "grey.yaml").write_text(yaml.safe_dump(config))
+    code, err, out = cli(capsys, "layers", tmp_path / "grey.yaml")
+    assert code == 0, err
+    assert out.splitlines()[0] == ("grey.yaml: 5 modules, input (1, 3, 32, 32) (benign_0.png, "
+                                   "given to the network as 1 grey channel)")
