@@ -102,6 +102,8 @@ def test_a_grey_network_runs_on_the_grey_of_its_scans(tmp_path):
     assert entry["probabilities"]["malignant"] == pytest.approx(float(own[1]), abs=1e-5)
     assert summary["config"]["model"]["in_channels"] == 1
     assert summary["config"]["preprocess"]["mean"] == [0.5, 0.5, 0.5]
+    page = (tmp_path / "results" / "scans" / "report.html").read_text()
+    assert "net.pth (given 1 grey channel: the mean of R, G, B)" in page
 
 
 def test_mean_and_std_take_one_value_or_three():

@@ -236,7 +236,13 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classe
 
 
 def _model_source(model: ModelSpec, config_file: str) -> str:
-    """Where the model came from, its file as the page shows paths (``shown_path``)."""
+    """Where the model came from, its file as the page shows paths (``shown_path``), and a
+    grey network's one channel (``model.in_channels: 1``)."""
+    grey = " (given 1 grey channel: the mean of R, G, B)" if model.in_channels == 1 else ""
+    return _model_file(model, config_file) + grey
+
+
+def _model_file(model: ModelSpec, config_file: str) -> str:
     if model.keras:
         return f"Keras model file {shown_path(str(model.keras), config_file)}"
     if model.builder:
