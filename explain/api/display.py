@@ -173,7 +173,7 @@ def wrapped(title: str, inches: float) -> str:
     """``title`` broken between words into lines that fit a cell ``inches`` wide (a labelled
     run's "malignant_0 (predicted malignant, label malignant)" ran over the next cell's title)."""
     import textwrap
-    chars = max(8, int(inches * 72 / (TITLE_POINTS * 0.62)))  # a 9-point character: ~5.6 pt
+    chars = max(8, int(inches * 72 / (TITLE_POINTS * 0.55)))  # a 9-point character: ~5 pt
     return textwrap.fill(title, chars, break_long_words=False, break_on_hyphens=False)
 
 
