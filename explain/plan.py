@@ -171,8 +171,7 @@ def _find(cfg: Config) -> _Found:
     notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
     task = task_for(cfg)
     model, head = task.wrap(net) if task else \
-        (Classifier(net, cfg.model.output, cfg.model.in_channels),
-         Head(cfg.model.head, cfg.model.target))
+        (Classifier.of(net, cfg.model), Head(cfg.model.head, cfg.model.target))
     first, squeezed = first_image(cfg, refs)
     found = _Found(cfg, refs, notes + squeezed, net, model, head, first,
                    [n for n in said if isinstance(n, Skipped)], task, reshape_mode(cfg, net))
@@ -435,8 +434,7 @@ def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[Image
     and the probe (explain.api's ``cam`` and ``channel_maps`` use it). A network
     explain.load_model read without trust is bounded on ``rows`` copies of ``largest``
     (default ``first``): the biggest batch the call will run."""
-    found = _Found(cfg, list(refs) or [first.ref], [], net,
-                   Classifier(net, cfg.model.output, cfg.model.in_channels),
+    found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier.of(net, cfg.model),
                    Head(cfg.model.head, cfg.model.target), first, [])
     if unvetted(net):  # read by explain.load_model from a file nobody vouched for
         check_forward(net, largest or first, rows, pick_device(cfg.device))

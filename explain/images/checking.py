@@ -58,7 +58,7 @@ def _enlarge_note(cfg: "Config", first: Prepared) -> list[str]:
     """A note when ``preprocess.size`` enlarges the first image ENLARGED times or more: a
     student's 64 x 64 scans fed at the default 224 went from 100% to 67% accuracy, silently
     (a network sees a feature 3.5x larger than it learned it)."""
-    height, width = precheck(first.ref, cfg.preprocess)  # the header only: no second decode
+    height, width = original_size(first.ref.path)  # its header, as decoded: no second decode
     fed_h, fed_w = first.tensor.shape[-2:]
     factor = min(fed_h / height, fed_w / width)
     if factor < ENLARGED:

@@ -106,6 +106,11 @@ class Classifier(nn.Module):
         self.output = output
         self.in_channels = in_channels
 
+    @classmethod
+    def of(cls, net: nn.Module, spec: Any) -> "Classifier":
+        """``net`` as the config's model section says to run it (``output``, ``in_channels``)."""
+        return cls(net, spec.output, spec.in_channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_channels == 1:
             x = x.mean(dim=1, keepdim=True)
