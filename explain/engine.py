@@ -48,6 +48,7 @@ from explain.enginehelp import (ByShape, aggregate_layers, check_finite, check_o
 from explain.methods import constructor_options, registry, set_instance_options, traits
 from explain.models.guard import frozen, non_inplace, preserved_state
 from explain import batching, precision
+from explain.eigen import thin
 from explain.sharedpasses import SlotPasses, sharing
 from explain.enginedata import (BatchResult, LayerInfo, LayerPass, MapSlot, Probe,  # noqa: F401
                                map_slots, watching)
@@ -145,7 +146,7 @@ class CamEngine:
             self._stack.close()
 
     def _make(self, spec: MethodSpec, cls: Optional[type] = None):
-        cls, entry = cls or registry()[spec.name], traits(spec.name)
+        cls, entry = cls or thin(registry()[spec.name]), traits(spec.name)  # (explain.eigen)
         options = constructor_options(spec)
         layers = self.target_layers if entry.target_layers else []
         n = len(self.target_layers)

@@ -114,9 +114,10 @@ def duration(seconds: float) -> str:
 MAX_SESS_PIXELS = 2**26  # SESS keeps every scaled copy of the image: 67 M pixels, 800 MB
 MAX_SESS_WINDOWS = 10_000  # one CAM per window, per image and class
 # methods whose library math makes a positions x positions matrix, and its bytes per cell:
-# EigenCAM's SVD of float32 activations (full_matrices=True: U is n x n; any method with
-# eigen_smooth too), KPCA-CAM's float64 kernel (made, centred, decomposed: 3 copies)
-SQUARE_MATRICES = {"eigencam": 4, "eigengradcam": 4, "kpcacam": 3 * 8}  # bytes per cell
+# KPCA-CAM's float64 kernel (made, centred, decomposed: 3 copies); the SVD of float32 maps
+# any method with eigen_smooth makes (full_matrices=True: U is n x n); explain's EigenCAM and
+# EigenGradCAM take a thin SVD (explain.eigen): none, whatever eigen_smooth says
+SQUARE_MATRICES = {"eigencam": 0, "eigengradcam": 0, "kpcacam": 3 * 8}  # bytes per cell
 
 
 def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequence[int],
@@ -124,9 +125,9 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
     """ExplainError when a method's options ask for more than a run can hold, worked out from
     the input and the target layers before the first batch: SESS's scaled copies and windows
     (each option was within its range, their product was not: 6 GB at num_scales 5 and
-    scale_step_ratio 10), and the n x n matrices of EigenCAM and KPCA-CAM over an early
-    layer's n positions against the ``free`` bytes (16 GiB for EigenCAM's U at 256 px on a
-    full-resolution layer; any method with ``eigen_smooth`` makes the same SVD)."""
+    scale_step_ratio 10), and the n x n matrices of KPCA-CAM and of ``eigen_smooth`` over an
+    early layer's n positions against the ``free`` bytes (16 GiB for the SVD's U at 256 px on
+    a full-resolution layer)."""
     h, w = int(input_hw[0]), int(input_hw[1])
     for spec in methods:
         if spec.name == "sess":

@@ -158,10 +158,14 @@ def test_method_options_whose_product_is_too_large_are_refused_before_the_run():
     check_sizes([SimpleNamespace(name="sess", options={})], [], (224, 224), free)
     early = LayerInfo("target_layers[0] 'layer1'", nn.Identity(), (64, 256, 256), Layout("nchw"))
     late = LayerInfo("target_layers[0] 'layer4'", nn.Identity(), (512, 16, 16), Layout("nchw"))
-    # 65,536^2 cells: KPCA-CAM 3 float64 copies, EigenCAM one float32 U; any method with
-    # eigen_smooth makes EigenCAM's SVD
-    for name, gib, smooth in (("kpcacam", 96.0, False), ("eigencam", 16.0, False),
-                              ("gradcam", 16.0, True)):
+    # 65,536^2 cells: KPCA-CAM 3 float64 copies; any method with eigen_smooth makes the
+    # library's full SVD, one float32 U. explain's EigenCAM and EigenGradCAM take a thin SVD
+    # (explain.eigen): no such matrix, eigen_smooth or not
+    for name in ("eigencam", "eigengradcam"):
+        for smooth in (False, True):
+            check_sizes([SimpleNamespace(name=name, options={})], [early], (1024, 1024), free,
+                        smooth)
+    for name, gib, smooth in (("kpcacam", 96.0, False), ("gradcam", 16.0, True)):
         method = SimpleNamespace(name=name, options={})
         check_sizes([method], [late], (1024, 1024), free, smooth)
         text = explain_error(check_sizes, [method], [early], (1024, 1024), free, smooth)

@@ -23,7 +23,8 @@ from explain.methodtable import method_table
 from explain.results import ImageEntry, MapRecord, RunSummary
 from explain.writers.summary import csv_rows
 from explain.runner import RunOptions, run
-from explain.writers.report import _num, rebuild
+from explain.stats import cell as _num
+from explain.writers.report import rebuild
 
 METRIC = "road_combined"  # higher is better
 

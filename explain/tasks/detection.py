@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from explain.engine import CamEngine, LayerInfo, Probe, watching
+from explain.eigen import thin
 from explain.errors import ExplainError
 from explain.layers import LayerRow, auto_layer
 from explain.methods import constructor_options, registry, set_instance_options, traits
@@ -224,9 +225,9 @@ class DetectionEngine(CamEngine):
         entry = traits(spec.name)
         if self.transform is None:
             raise ExplainError("detection: the engine was used before its preflight pass")
-        cam = registry()[spec.name](self.model, self.target_layers if entry.target_layers
-                                    else [], reshape_transform=self.transform,
-                                    **constructor_options(spec))
+        cam = thin(registry()[spec.name])(  # EigenCAM by a thin SVD (explain.eigen)
+            self.model, self.target_layers if entry.target_layers else [],
+            reshape_transform=self.transform, **constructor_options(spec))
         set_instance_options(cam, spec)
         pyramid = next((label for label, p in zip(self.labels, self.pyramids) if p), None)
         if pyramid and getattr(cam, "uses_gradients", True):
