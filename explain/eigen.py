@@ -12,6 +12,8 @@ A method given ``eigen_smooth`` still makes the library's full SVD (explain.pace
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pytorch_grad_cam import EigenCAM, EigenGradCAM
 
@@ -32,17 +34,18 @@ def principal_projection(batch: np.ndarray) -> np.ndarray:
 class ThinEigenCAM(EigenCAM):
     """The library's EigenCAM, its projection by ``principal_projection``."""
 
-    def get_cam_image(self, input_tensor, target_layer, target_category, activations, grads,
-                      eigen_smooth):
-        return principal_projection(activations)
+    def get_cam_image(self, *args: Any) -> np.ndarray:
+        """``args`` as the library passes them: input, layer, targets, activations, gradients,
+        eigen_smooth."""
+        return principal_projection(args[3])
 
 
 class ThinEigenGradCAM(EigenGradCAM):
     """The library's EigenGradCAM (gradients x activations), projected likewise."""
 
-    def get_cam_image(self, input_tensor, target_layer, target_category, activations, grads,
-                      eigen_smooth):
-        return principal_projection(grads * activations)
+    def get_cam_image(self, *args: Any) -> np.ndarray:
+        """``args`` as ThinEigenCAM's."""
+        return principal_projection(args[4] * args[3])
 
 
 THIN: dict[type, type] = {EigenCAM: ThinEigenCAM, EigenGradCAM: ThinEigenGradCAM}
