@@ -32,6 +32,8 @@ ROWS = [  # (what, measured key, config changes)
      {"metrics": [{"name": "road_combined"}]}),
     ("ROAD 9 percentiles, 128 x 128", "metrics",
      {"metrics": [{"name": "road_combined"}], "preprocess.size": [128, 128]}),
+    ("ROAD 9 percentiles, 64 x 64", "metrics",
+     {"metrics": [{"name": "road_combined"}], "preprocess.size": [64, 64]}),
     ("drop_in_confidence, 128 x 128", "metrics",
      {"metrics": [{"name": "drop_in_confidence"}], "preprocess.size": [128, 128]}),
     ("ScoreCAM alone (no metrics), 224 short side", "method_scorecam",
