@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from explain import batching, metrics, pace
-from explain.config import (LAYER, MAX_CLASSES, TARGET_WORDS, Config, MetricSpec, Reshape,
-                            names_a_field, resolved)
+from explain.config import (LAYER, MANY_CLASSES, MAX_CLASSES, TARGET_WORDS, Config, MetricSpec,
+                            Reshape, names_a_field, resolved)
 from explain.enginedata import LayerInfo, Probe
 from explain.errors import ExplainError, model_failed
 from explain.models.heads import Classifier, Head
@@ -44,8 +44,6 @@ from explain.tasks import task_for
 if TYPE_CHECKING:  # the engine (and the CAM library) is imported when an engine is made
     from explain.engine import CamEngine
 
-MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused (explain.cam's
-# targets left out: 'predicted') and an image lists only its likeliest probabilities (runner)
 SMALL_RUN = 50  # images; larger runs default to JPEG pictures (output.image_format)
 
 

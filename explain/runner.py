@@ -26,7 +26,7 @@ else:  # tqdm.auto in a notebook without ipywidgets warns at every bar, then dra
     from tqdm import tqdm
 
 from explain import distributed, measures
-from explain.config import Config
+from explain.config import MANY_CLASSES, Config
 from explain.errors import ExplainError, RunInterrupted, model_failed
 from explain.images import ImageError, ImageRef, Prepared, batches, group_by_shape, prepare
 from explain.images import looks
@@ -35,7 +35,7 @@ from explain.outputs import (RunFolder, claim_run_dir, open_run_dir, resume_flag
                              same_settings)
 from explain.pipeline import (FilePool, QueuedWrites, default_workers, finish_workers,
                               prefetch)
-from explain.plan import MANY_CLASSES, LargerBatches, RunPlan, naming_the_file, planned
+from explain.plan import LargerBatches, RunPlan, naming_the_file, planned
 from explain.recordfiles import kept_entries
 from explain.results import ImageEntry, ItemFile, MapRecord, RunSummary, Skipped, versions
 from explain.batches import BatchContext, ImageView

@@ -57,7 +57,7 @@ def _named(cfg: "Config", net: "nn.Module", count: int, default_targets: bool) -
     run's config refuses targets: all, explain.plan)."""
     from explain.config import MAX_CLASSES, resolved
     from explain.models.labels import class_names_from_model
-    from explain.plan import MANY_CLASSES
+    from explain.config import MANY_CLASSES
     if not cfg.classes:
         named = class_names_from_model(net, cfg.model, count)
         names = named[0] if named else {str(i): i for i in range(count)}

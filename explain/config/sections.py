@@ -26,6 +26,9 @@ MAX_CONFIG_NODES = 20_000  # YAML nodes after alias expansion (a config has abou
 MAX_SIDE = 4096  # model input side in pixels
 MAX_ARGS_DEPTH = 16  # model.arch_args / builder_args: lists and mappings inside each other
 MAX_CLASSES = 1000  # named classes (ImageNet-1k fits; name a subset of larger label sets)
+MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused (explain.cam's
+# targets left out: 'predicted'), an image lists only its likeliest probabilities (runner)
+# and the report's paged index shows the p(class) columns of the classes most listed
 MAX_BATCH = 1024  # batch_size: images per pass (explain.batching's 'auto' stays within it)
 Int = StrictInt
 Number = Union[StrictInt, StrictFloat]

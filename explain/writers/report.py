@@ -32,7 +32,7 @@ from explain import metrics, render, stats, trustlines
 from explain.baselines import BASELINES
 from explain.chance import near_chance
 from explain.swapped import swapped_classes
-from explain.config import ModelSpec
+from explain.config import MANY_CLASSES, ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
 from explain.names import encoded
@@ -327,18 +327,15 @@ class LinkOutside(ExplainError):
     """A record names a file outside its folder (``href``); ``rebuild`` names summary.json."""
 
 
-INDEX_CLASSES = 20  # p(class) columns of the paged index (explain.plan.MANY_CLASSES: an
-# image of a run naming more lists only its likeliest): a shared 1.6 MB summary.json of
-# 20,000 images x 1,000 named classes wrote a 232 MB index
-
-
 def index_classes(cards: list[Card], classes: list[str]) -> list[str]:
-    """The classes of the paged index's p(class) columns: every class, or the INDEX_CLASSES
-    that the most images list a probability of, in class order."""
-    if len(classes) <= INDEX_CLASSES:
+    """The classes of the paged index's p(class) columns: every class, or the MANY_CLASSES
+    that the most images list a probability of, in class order (an image of a run naming more
+    lists only its likeliest; a shared 1.6 MB summary.json of 20,000 images x 1,000 named
+    classes wrote a 232 MB index)."""
+    if len(classes) <= MANY_CLASSES:
         return classes
     listed = Counter(c for card in cards for c in card.entry.probabilities)
-    shown = set(sorted(classes, key=lambda c: -listed[c])[:INDEX_CLASSES])  # ties: class order
+    shown = set(sorted(classes, key=lambda c: -listed[c])[:MANY_CLASSES])  # ties: class order
     return [c for c in classes if c in shown]
 
 
