@@ -21,7 +21,7 @@ from torch import nn
 from explain.enginedata import watching  # the one place hooks are put on a model
 from explain.errors import ExplainError, channel_hint, first_line
 from explain.models.heads import Head, not_logits
-from explain.models.layouts import Layout, Mode, positions_reached, usable_layout
+from explain.models.layouts import Layout, Mode, model_mode, positions_reached, usable_layout
 from explain.models.guard import non_inplace, preserved_state
 from explain.names import NAME_LIMIT, close_match, printable, quote, suggest
 
@@ -118,8 +118,7 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
     kept: list[Any] = []  # every output, so no id is reused during the pass
     counter = [0]
     input_hw, batch = tuple(x.shape[-2:]), x.shape[0]
-    if mode is None:  # the config's reshape; a Keras model's own 'nhwc'
-        mode = getattr(net, "explain_reshape", "auto")
+    mode = model_mode(net, "auto" if mode is None else mode)  # a Keras model's own 'nhwc'
 
     def record(index: int, out: Any) -> None:
         row = rows[index]

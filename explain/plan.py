@@ -32,7 +32,7 @@ from explain.models.heads import Classifier, Head
 from explain.images import ImageRef, Prepared, find_images
 from explain.images.checking import first_image
 from explain.layers import auto_layer, find_layer, passthrough_note, survey
-from explain.models.layouts import TokenSpec
+from explain.models.layouts import TokenSpec, model_mode
 from explain.models.labels import class_names_from_model
 from explain.models.loading import load_model
 from explain.models.guard import (available, forward_size_problem, meta_warm_up, pick_device,
@@ -132,12 +132,11 @@ def unlabelled_note(cfg: Config, refs: list[ImageRef]) -> list[str]:
 
 
 def reshape_mode(cfg: Config, net: Any = None):
-    """The config's reshape setting as explain.models.layouts takes it; 'auto' on a model whose maps
-    are all channels-last (a Keras model: its ``explain_reshape``) becomes 'nhwc'."""
+    """The config's reshape setting as explain.models.layouts takes it (``model_mode``: 'auto'
+    on a Keras model is its own 'nhwc')."""
     spec = cfg.reshape
-    if spec == "auto":
-        return getattr(net, "explain_reshape", "auto")
-    return TokenSpec(spec.prefix, spec.grid) if isinstance(spec, Reshape) else spec
+    return model_mode(net, TokenSpec(spec.prefix, spec.grid) if isinstance(spec, Reshape)
+                      else spec)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -55,6 +55,12 @@ class TokenSpec:
 # 'auto' | 'vit' | 'swin' | 'none' | TokenSpec; and 'nhwc': 'auto' for a model whose 4-d outputs
 # are all channels-last (Keras), where a tie (h == C) must not read as (B, C, h, w)
 Mode = Union[str, TokenSpec]
+
+
+def model_mode(net: Any, mode: Mode = "auto") -> Mode:
+    """``mode`` (the config's reshape), where 'auto' on a model whose maps are all channels-last
+    (a Keras model: its ``explain_reshape``) is that model's own ('nhwc')."""
+    return getattr(net, "explain_reshape", "auto") if mode == "auto" else mode
 
 
 def _fits(h: int, w: int, input_hw: Sequence[int]) -> bool:
