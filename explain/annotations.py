@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
-from PIL import Image
 
 from explain.config import Config, box_problem, read_bounded_bytes, read_bounded_text
 from explain.csvrows import CsvRows
 from explain.errors import ExplainError, first_line
+from explain.images.orientation import original_size
 from explain.measures import peak_inside
 from explain.names import listed, quote, short, suggest
 from explain.results import Localisation
@@ -44,7 +44,6 @@ MAX_VOC_FILES = 100_000
 MAX_XML_ELEMENTS = 100_000  # in one VOC file (an object is about a dozen)
 MAX_BOXES = 1_000_000  # in all the files of a run
 MAX_BOXES_PER_IMAGE = 1000  # each one is drawn on every overlay of the image and measured
-EXIF_ORIENTATION = 0x0112
 COLUMNS = ("image", "class", "x0", "y0", "x1", "y1")
 
 
@@ -277,27 +276,6 @@ def _read_voc(path: Path, data: bytes, classes: list[str]) -> list[Box]:
 
 
 # ---- sizes and scaling --------------------------------------------------------------------
-
-def original_size(path: Path) -> tuple[int, int]:
-    """(height, width) of the image as explain decodes it: the header's size, turned for an
-    EXIF orientation of 5 to 8 (a quarter turn), as OpenCV applies it: from the EXIF block
-    only (JPEG, WebP, a PNG's eXIf), where Pillow's ``getexif`` also takes one from XMP or a
-    PNG's text, which OpenCV never reads; a TIFF's size Pillow gives turned already. A PNG's
-    eXIf is found without Pillow (``png_exif``), which decodes the whole image to find one
-    after the image data."""
-    from explain.images.reading import pillow_header, png_exif
-    with open(path, "rb") as f, pillow_header(f) as img:  # (Pillow alone: minutes a file)
-        width, height = img.size
-        if img.format == "TIFF":
-            return height, width
-        try:
-            exif = Image.Exif()
-            exif.load(png_exif(path) if img.format == "PNG" else img.info.get("exif") or b"")
-            turned = exif.get(EXIF_ORIENTATION) in (5, 6, 7, 8)
-        except Exception:  # a broken EXIF block: OpenCV ignores it too
-            turned = False
-    return (width, height) if turned else (height, width)
-
 
 def to_input(box: Box, original: tuple[int, int], size: tuple[int, int]) -> list[float]:
     """The box in model-input pixels: x scaled by W_in / W, y by H_in / H (preprocessing

@@ -87,7 +87,8 @@ def test_the_original_size_is_the_decoded_one_whatever_says_turned(tmp_path):
     OpenCV never applies, and turned a TIFF whose size Pillow had turned already: a box file
     written for the photo as shown was refused ('lies outside the 20x40 image') or its boxes
     scaled wrong (localisation numbers of other pixels). Now it is the decoded size."""
-    from explain.annotations import Box, original_size, to_input
+    from explain.annotations import Box, to_input
+    from explain.images.orientation import original_size
     from explain.images.reading import read_rgb
     for name, path in _turned_files(tmp_path).items():
         decoded = read_rgb(path, 10**6).shape[:2]
@@ -173,7 +174,7 @@ def test_a_photos_size_for_its_boxes_walks_no_chunks_in_pillow(tmp_path):
 
     from PIL import Image
 
-    from explain.annotations import original_size
+    from explain.images.orientation import original_size
     from explain.images.reading import read_rgb
     png = cv2.imencode(".png", np.zeros((20, 40, 3), np.uint8))[1].tobytes()
     end = png.rfind(b"IEND") - 4

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from explain.annotations import original_size
+from explain.images.orientation import original_size
 from explain.config import Preprocess
 from explain.errors import ExplainError
 from explain.images.reading import ImageError, ImageRef, precheck, read_rgb, stored_size

@@ -18,6 +18,7 @@ from explain import annotations, compare, metrics, reference
 from explain.cli import main
 from explain.config import load_config
 from explain.engine import seeded
+from explain.images.orientation import EXIF_ORIENTATION
 from explain.errors import ExplainError
 from explain.images import ImageRef, prepare, read_rgb
 from explain.results import Localisation
@@ -168,7 +169,7 @@ def test_boxes_are_scaled_from_original_to_input_pixels(tmp_path):
     # the size explain decodes
     img = Image.fromarray(np.zeros((200, 300, 3), np.uint8))
     exif = img.getexif()
-    exif[annotations.EXIF_ORIENTATION] = 6
+    exif[EXIF_ORIENTATION] = 6
     img.save(tmp_path / "turned.jpg", exif=exif)
     assert annotations.original_size(tmp_path / "turned.jpg") == (300, 200)
     assert read_rgb(tmp_path / "turned.jpg", 10**8).shape[:2] == (300, 200)

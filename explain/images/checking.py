@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from explain.annotations import original_size
+from explain.images.orientation import original_size
 from explain.errors import ExplainError
 from explain.images.reading import ImageError, ImageRef, Prepared, precheck, prepare
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from explain.annotations import original_size
+from explain.images.orientation import original_size
 from explain.images.reading import pillow_header, png_chunks
 from explain.config import read_bounded_bytes
 from explain.errors import ExplainError

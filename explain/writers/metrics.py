@@ -24,6 +24,7 @@ from explain.config import MetricSpec, Preprocess
 from explain.errors import ExplainError
 from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
+from explain.images.orientation import original_size
 from explain.engine import MapSlot, seeded
 from explain.measures import significant
 from explain.names import close_match, quote, short
@@ -234,7 +235,7 @@ def check_boxes(boxes: annotations.BoxSet, refs: list[ImageRef], spec: Preproces
                                f"{annotations.MAX_BOXES_PER_IMAGE} boxes for the image "
                                f"{quote(ref.id)}, under its id and its file name together")
         try:
-            original = annotations.original_size(ref.path)
+            original = original_size(ref.path)
             size = input_size(*original, spec)
         except Exception:  # unreadable, or an extreme shape: the run says so for this image
             continue
