@@ -433,8 +433,9 @@ def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[Image
     (default ``first``): the biggest batch the call will run."""
     found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier.of(net, cfg.model),
                    Head(cfg.model.head, cfg.model.target), first, [])
-    if unvetted(net):  # read by explain.load_model from a file nobody vouched for
-        check_forward(net, largest or first, rows, pick_device(cfg.device))
+    if unvetted(net):  # read by explain.load_model from a file nobody vouched for; bounded
+        # as the engine runs it (a grey network's Conv2d(1, ...) failed on RGB: no bound)
+        check_forward(found.model, largest or first, rows, pick_device(cfg.device))
     found.cfg = resolved(cfg, "target_layers", _layer_names(found))
     engine = _engine(found, pick_device(found.cfg.device))
     with engine:
