@@ -7,7 +7,8 @@ most of the method's time and memory (a 64 x 96 layer of 8 channels: 2 s and 300
 image; 16 GiB at 256 x 256 positions). ``full_matrices=False`` gives the same right singular
 vectors without U, so the maps are the library's (tests/test_eigen.py compares them to the
 library's classes); everything else (targets, scaling, layers) is the library's own code.
-A method given ``eigen_smooth`` still makes the library's full SVD (explain.pace sizes it).
+SegEigenCAM's sign-corrected projection (of |gradients| x activations) likewise. Another
+method given ``eigen_smooth`` still makes the library's full SVD (explain.pace sizes it).
 """
 
 from __future__ import annotations
@@ -15,19 +16,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pytorch_grad_cam import EigenCAM, EigenGradCAM
+from pytorch_grad_cam import EigenCAM, EigenGradCAM, SegEigenCAM
 
 
-def principal_projection(batch: np.ndarray) -> np.ndarray:
+def principal_projection(batch: np.ndarray, signed: bool = False) -> np.ndarray:
     """(B, C, H, W) -> (B, H, W) float32: each image's activations, NaN read as 0, centred
-    over its positions and projected on their first principal direction."""
+    over its positions and projected on their first principal direction; ``signed``: turned
+    so its largest magnitude is positive (SegEigenCAM's sign correction)."""
     batch = np.nan_to_num(batch, nan=0.0, posinf=np.inf, neginf=-np.inf)
     out = []
     for acts in batch:
         rows = acts.reshape(acts.shape[0], -1).T  # positions x channels
         rows = rows - rows.mean(axis=0)
         direction = np.linalg.svd(rows, full_matrices=False)[2][0]
-        out.append((rows @ direction).reshape(acts.shape[1:]))
+        projection = rows @ direction
+        if signed and abs(projection.min()) > abs(projection.max()):
+            projection = -projection
+        out.append(projection.reshape(acts.shape[1:]))
     return np.float32(out)
 
 
@@ -48,10 +53,20 @@ class ThinEigenGradCAM(EigenGradCAM):
         return principal_projection(args[4] * args[3])
 
 
-THIN: dict[type, type] = {EigenCAM: ThinEigenCAM, EigenGradCAM: ThinEigenGradCAM}
+class ThinSegEigenCAM(SegEigenCAM):
+    """The library's SegEigenCAM (|gradients| x activations, sign corrected), projected
+    likewise: its full SVD made the same n x n U on every call, unsized by explain.pace."""
+
+    def get_cam_image(self, *args: Any) -> np.ndarray:
+        """``args`` as ThinEigenCAM's."""
+        return principal_projection(np.abs(args[4]) * args[3], signed=True)
+
+
+THIN: dict[type, type] = {EigenCAM: ThinEigenCAM, EigenGradCAM: ThinEigenGradCAM,
+                          SegEigenCAM: ThinSegEigenCAM}
 
 
 def thin(cls: type) -> type:
-    """The thin-SVD version of the library's own EigenCAM or EigenGradCAM; any other class
-    (a registered subclass too, which keeps its own behaviour) as it is."""
+    """The thin-SVD version of the library's own EigenCAM, EigenGradCAM or SegEigenCAM; any
+    other class (a registered subclass too, which keeps its own behaviour) as it is."""
     return THIN.get(cls, cls)

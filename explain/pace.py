@@ -115,9 +115,10 @@ MAX_SESS_PIXELS = 2**26  # SESS keeps every scaled copy of the image: 67 M pixel
 MAX_SESS_WINDOWS = 10_000  # one CAM per window, per image and class
 # methods whose library math makes a positions x positions matrix, and its bytes per cell:
 # KPCA-CAM's float64 kernel (made, centred, decomposed: 3 copies); the SVD of float32 maps
-# any method with eigen_smooth makes (full_matrices=True: U is n x n); explain's EigenCAM and
-# EigenGradCAM take a thin SVD (explain.eigen): none, whatever eigen_smooth says
-SQUARE_MATRICES = {"eigencam": 0, "eigengradcam": 0, "kpcacam": 3 * 8}  # bytes per cell
+# any method with eigen_smooth makes (full_matrices=True: U is n x n); explain's EigenCAM,
+# EigenGradCAM and SegEigenCAM take a thin SVD (explain.eigen): none, whatever eigen_smooth says
+SQUARE_MATRICES = {"eigencam": 0, "eigengradcam": 0, "segeigencam": 0,
+                   "kpcacam": 3 * 8}  # bytes per cell
 
 
 def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequence[int],

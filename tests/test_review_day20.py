@@ -36,3 +36,40 @@ def test_explain_cam_bounds_an_unvetted_grey_network_as_it_runs_it():
                     preprocess={"size": 32})
     assert f"over {MAX_MODULE_CALLS} module calls in one forward pass" in str(info.value)
     assert "too large to run here" in str(info.value)
+
+
+def test_segeigencam_takes_a_thin_svd_and_gives_the_librarys_maps():
+    """SegEigenCAM made the library's full SVD (a positions x positions U, 16 GiB on a
+    full-resolution layer at 256 px) and explain.pace did not size it, as EigenCAM's was
+    before explain.eigen. It is projected by the thin SVD: the library's maps, sign
+    correction included, and no 6,144 x 6,144 U (151 MB) at a 64 x 96 layer."""
+    from pytorch_grad_cam import SegEigenCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from pytorch_grad_cam.utils.svd_on_activations import \
+        get_2d_projection_with_sign_correction as theirs
+    import tracemalloc
+
+    from explain.eigen import principal_projection, thin
+    from helpers import engine_maps, library_map
+    rng = np.random.default_rng(3)
+    for channels, side in ((64, 9), (5, 12)):
+        acts = rng.standard_normal((3, channels, side, side + 2)).astype(np.float32)
+        acts[1] = -np.abs(acts[1])
+        ours, lib = principal_projection(acts, signed=True), theirs(acts)
+        assert np.abs(ours - lib).max() <= 1e-5 * np.abs(lib).max() and np.abs(lib).max() > 0.1
+        assert (np.abs(ours.max(axis=(1, 2))) >= np.abs(ours.min(axis=(1, 2)))).all()
+    assert thin(SegEigenCAM).__name__ == "ThinSegEigenCAM"
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)).eval()
+    x = torch.randn(2, 3, 24, 32, generator=torch.Generator().manual_seed(1))
+    ours = engine_maps(net, net[2], ["segeigencam"], x, [0, 1])["segeigencam"]
+    for c in (0, 1):
+        lib = library_map(SegEigenCAM, net, net[2], x, [ClassifierOutputTarget(c)] * 2)
+        assert np.abs(ours[:, c] - lib).max() <= 1e-5 and ours[:, c].max() > 0.5
+    tracemalloc.start()
+    large = engine_maps(net, net[2], ["segeigencam"], torch.randn(1, 3, 64, 96), [0])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 * 2**20, peak
+    assert large["segeigencam"].shape == (1, 1, 64, 96)
