@@ -73,3 +73,19 @@ def test_segeigencam_takes_a_thin_svd_and_gives_the_librarys_maps():
     tracemalloc.stop()
     assert peak < 100 * 2**20, peak
     assert large["segeigencam"].shape == (1, 1, 64, 96)
+
+
+def test_in_channels_with_a_task_says_why_it_is_refused():
+    """model.in_channels: 1 with task: segmentation was refused because 'it reads a
+    classifier's class scores', which a grey network's channel count has nothing to do
+    with; the line says the task's network is given RGB."""
+    from pydantic import ValidationError
+
+    from explain.config import Config
+    with pytest.raises(ValidationError) as info:
+        Config.model_validate({"task": "segmentation", "images": ["x.png"],
+                               "model": {"builder": "explain.demo:catdog_efficientnet_lite0",
+                                         "in_channels": 1}, "target_layers": ["auto"]})
+    text = str(info.value)
+    assert "model.in_channels: not available with task: segmentation" in text
+    assert "given the 3 RGB channels" in text and "class scores" not in text

@@ -105,8 +105,10 @@ def task_problem(cfg: Any) -> Optional[str]:
         return None
     key = _classifier_only(cfg)
     if key is not None:
-        return (f"{key}: not available with task: {task} (it reads a classifier's class "
-                f"scores); remove it or use task: classification")
+        why = "it is for grey classifiers; this task's network is given the 3 RGB channels" \
+            if key == "model.in_channels" else "it reads a classifier's class scores"
+        return (f"{key}: not available with task: {task} ({why}); remove it or use "
+                f"task: classification")
     if any(not isinstance(entry, str) for entry in cfg.images):
         return f"images: labelled datasets ({{labelled: ...}}) are for classifiers; with " \
                f"task: {task} list image files, folders or globs"
