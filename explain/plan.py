@@ -166,6 +166,7 @@ def _find(cfg: Config) -> _Found:
         notes.append("compare.reference_dir is set but compare.enabled is false: nothing was "
                      "compared; set compare.enabled: true or add --compare")
     notes.extend(getattr(net, "explain_notes", ()))  # a Keras model: softmax taken off
+    notes.extend(Classifier.grey_note(cfg))  # model.in_channels: 1 on ImageNet's mean / std
     task = task_for(cfg)
     model, head = task.wrap(net) if task else \
         (Classifier.of(net, cfg.model), Head(cfg.model.head, cfg.model.target))

@@ -111,6 +111,23 @@ class Classifier(nn.Module):
         """``net`` as the config's model section says to run it (``output``, ``in_channels``)."""
         return cls(net, spec.output, spec.in_channels)
 
+    @staticmethod
+    def grey_note(cfg: Any) -> list[str]:
+        """A note when a grey network's input is normalised per colour channel (three
+        ``preprocess.mean`` / ``std`` values, ImageNet's by default): the mean of the three
+        normalised channels is the grey normalised by neither, which the network never saw."""
+        spec = cfg.preprocess
+        if cfg.model.in_channels != 1 or spec.mode != "torch" or \
+                (len(set(spec.mean)) == 1 and len(set(spec.std)) == 1):
+            return []
+        scale = sum(1 / s for s in spec.std) / 3  # mean_c((g - m_c) / s_c) = (g - m) / s
+        mean, std = sum(m / s for m, s in zip(spec.mean, spec.std)) / 3 / scale, 1 / scale
+        return [f"model.in_channels: 1 with three preprocess.mean / std values: the network "
+                f"is given the mean of three differently normalised channels, the grey as if "
+                f"normalised by mean {mean:.3g} and std {std:.3g}; give preprocess.mean and "
+                f"std the one value the network was trained with (e.g. mean: [0.5], std: "
+                f"[0.5])"]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_channels == 1:
             x = x.mean(dim=1, keepdim=True)
