@@ -276,7 +276,8 @@ def cam(model: "nn.Module", images: Images, layer: Layer,
     config. targets: class names or output indices, 'all', 'predicted' or 'top3'; None: every
     named class when there are at most 20, else the predicted one. options: config keys
     ``classes`` ({name: index} or names in output order), ``preprocess`` (dict),
-    ``output``/``head``/``target``/``fix_inplace`` (the ``model.*`` keys), ``reshape``,
+    ``output``/``head``/``target``/``fix_inplace``/``in_channels`` (the ``model.*`` keys;
+    ``in_channels=1``: a grey network), ``reshape``,
     ``aug_smooth``, ``eigen_smooth``, ``seed``, ``device``, ``batch_size``, ``colormap`` and
     ``image_weight`` (the overlays). Bad input raises ExplainError with the line a config file
     would get.
