@@ -399,6 +399,24 @@ class Comparison:
                                                        row.class_name, row.method))
         return self.steps[name]
 
+    def cover(self, maps: list[tuple[str, str, str]], rows: list[CompareRow]) -> None:
+        """Every map of the run, (image, class, method), counts as expected and, without a
+        reference file, as missing: the images a run --resume continues kept were compared
+        by the interrupted run, whose lists are gone (their reference files were said to
+        match no map). ``missing`` is then in the run's order, whichever process found it."""
+        if self.reference_dir is None:
+            return
+        compared = {reference_name(r.image, r.class_name, r.method) for r in rows}
+        for image, cls, method in maps:
+            name = reference_name(image, cls, method)
+            if name not in self.expected:
+                self.expected.add(name)
+                if name not in compared and \
+                        find_reference(self.reference_dir, image, cls, method) is None:
+                    self.missing.append(name)
+        order = {reference_name(*m): i for i, m in enumerate(maps)}
+        self.missing.sort(key=lambda name: order.get(name, len(order)))
+
     @staticmethod
     def _of(found: dict[str, str], method: str) -> list[str]:
         """The values of ``found`` (keyed by reference_name) for one method's maps."""

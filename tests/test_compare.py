@@ -322,3 +322,32 @@ def test_the_documented_min_max_is_the_one_that_agrees():
         text = " ".join(path.read_text().split())
         assert "(m - min) / (max + 1e-7)" not in text, path
         assert written in text, path
+
+
+def test_a_resumed_run_counts_the_kept_images_references(small_course_tree):
+    """A reference folder of every map but one of the kept image cat's: the run --resume
+    continues (both.jpg computed again) says none of the folder's files matched no map (it
+    listed the kept images' 7 files) and still names cat's missing map, as the whole run
+    does."""
+    cfg_path = small_course_tree / "configs" / "alexnet_catdog.yaml"
+    sets = {"preprocess.size": [112, 112], "metrics": [], "channels.enabled": False,
+            "output.save_arrays": True}
+    first = run(load_config(cfg_path, sets), RunOptions(**QUIET))
+    refs = small_course_tree / "refs"
+    refs.mkdir()
+    cams = small_course_tree / "results" / "alexnet_catdog" / "cams"
+    for method in ("gradcam", "layercam"):
+        for npy in (cams / method).glob("*.npy"):
+            if f"{npy.stem}__{method}" != "cat__dog__layercam":
+                shutil.copy(npy, refs / f"{npy.stem}__{method}.npy")
+    sets.update({"compare.enabled": True, "compare.reference_dir": str(refs)})
+    whole = run(load_config(cfg_path, sets), RunOptions(overwrite=True, **QUIET)).compare
+    assert whole["missing"] == ["cat__dog__layercam"] and whole["unmatched"] == []
+    folder = small_course_tree / "results" / first.name
+    (folder / "summary.json").unlink()
+    (folder / "items" / "both.json").unlink()
+    resumed = run(load_config(cfg_path, sets), RunOptions(resume=True, **QUIET))
+    assert any(n.startswith("resumed: 2 image(s) kept") for n in resumed.notes), resumed.notes
+    assert resumed.compare["unmatched"] == [] and resumed.compare["missing"] == whole["missing"]
+    assert [v.split(" (")[0] for v in resumed.compare["verdicts"]] == \
+        [v.split(" (")[0] for v in whole["verdicts"]] == ["gradcam: agree", "layercam: agree"]

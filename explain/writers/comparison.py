@@ -94,8 +94,12 @@ class CompareWriter(Writer):
         rank = {name: i for i, name in enumerate(ctx.image_order)}
         class_rank = {name: i for i, name in enumerate(ctx.cfg.classes)}
         method_rank = {name: i for i, name in enumerate(ctx.methods)}
+
+        def order(image: str, cls: str, method: str) -> tuple[int, int, int]:
+            return rank.get(image, len(rank)), class_rank[cls], method_rank[method]
         rows = sorted((r for rows in ctx.compare_rows.values() for r in rows),
-                      key=lambda r: (rank.get(r.image, len(rank)), class_rank[r.class_name],
-                                     method_rank[r.method]))
+                      key=lambda r: order(r.image, r.class_name, r.method))
+        maps = {(e.id, c.class_name, c.method) for e in ctx.summary.images for c in e.cams}
+        self.comparison.cover(sorted(maps, key=lambda m: order(*m)), rows)  # kept images too
         ctx.summary.compare = self.comparison.finish(rows)
         ctx.summary.files.compare_csv = CSV_PATH
