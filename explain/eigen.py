@@ -70,3 +70,9 @@ def thin(cls: type) -> type:
     """The thin-SVD version of the library's own EigenCAM, EigenGradCAM or SegEigenCAM; any
     other class (a registered subclass too, which keeps its own behaviour) as it is."""
     return THIN.get(cls, cls)
+
+
+def thin_names() -> set[str]:
+    """The method names whose library class explain swaps for its thin-SVD one (``THIN``)."""
+    from explain.methods import registry
+    return {name for name, cls in registry().items() if cls in THIN}

@@ -113,12 +113,17 @@ def duration(seconds: float) -> str:
 
 MAX_SESS_PIXELS = 2**26  # SESS keeps every scaled copy of the image: 67 M pixels, 800 MB
 MAX_SESS_WINDOWS = 10_000  # one CAM per window, per image and class
-# methods whose library math makes a positions x positions matrix, and its bytes per cell:
-# KPCA-CAM's float64 kernel (made, centred, decomposed: 3 copies); the SVD of float32 maps
-# any method with eigen_smooth makes (full_matrices=True: U is n x n); explain's EigenCAM,
-# EigenGradCAM and SegEigenCAM take a thin SVD (explain.eigen): none, whatever eigen_smooth says
-SQUARE_MATRICES = {"eigencam": 0, "eigengradcam": 0, "segeigencam": 0,
-                   "kpcacam": 3 * 8}  # bytes per cell
+# KPCA-CAM's float64 kernel, positions x positions (made, centred, decomposed: 3 copies)
+KPCA_CELL = 3 * 8
+# pytorch-grad-cam's SVD of an image's (positions x channels) activations with
+# full_matrices=True makes an n x n U and a c x c V: 16 bytes a cell as numpy's SVD holds
+# them (the float32 matrix and its work copies, measured). AblationCAM ablating a share of
+# the channels and any method with eigen_smooth make it; explain's EigenCAM, EigenGradCAM and
+# SegEigenCAM take a thin SVD (explain.eigen): none
+FULL_SVD_CELL = 16
+# an SVD's work, max(n, c)^2 min(n, c) (thin: max x min^2): 3.7e10 is the library's full SVD
+# of a DeepLabV3's 65 x 65 layer of 2,048 channels, 40 s an image on 2 cores
+MAX_SVD_WORK = 5e10
 
 
 def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequence[int],
@@ -126,9 +131,8 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
     """ExplainError when a method's options ask for more than a run can hold, worked out from
     the input and the target layers before the first batch: SESS's scaled copies and windows
     (each option was within its range, their product was not: 6 GB at num_scales 5 and
-    scale_step_ratio 10), and the n x n matrices of KPCA-CAM and of ``eigen_smooth`` over an
-    early layer's n positions against the ``free`` bytes (16 GiB for the SVD's U at 256 px on
-    a full-resolution layer)."""
+    scale_step_ratio 10), KPCA-CAM's n x n kernel over an early layer's n positions, and an
+    SVD's matrices and work (``svd_kind``) against the ``free`` bytes and MAX_SVD_WORK."""
     h, w = int(input_hw[0]), int(input_hw[1])
     for spec in methods:
         if spec.name == "sess":
@@ -139,15 +143,43 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
                     f"to {largest} px ({pixels:,} pixels kept) and {windows:,} windows per "
                     f"image and class, over {MAX_SESS_PIXELS:,} and {MAX_SESS_WINDOWS:,}; lower "
                     f"num_scales or scale_step_ratio, or raise step_size")
-        cell = SQUARE_MATRICES.get(spec.name, 4 if eigen_smooth else 0)  # eigen_smooth: an SVD
-        for layer in layers if cell else []:
-            n = _positions(layer)
-            need = cell * n * n
-            if need > free:
-                raise ExplainError(
-                    f"methods.{spec.name}: {layer.label} has {n:,} positions, and the "
-                    f"method's {n:,} x {n:,} matrix needs {need / 2**30:.1f} GiB, more than "
-                    f"the {free / 2**30:.1f} GiB free; pick a later layer or a smaller input")
+        kind = svd_kind(spec, eigen_smooth)
+        for layer in layers if kind or spec.name == "kpcacam" else []:
+            _check_matrices(spec.name, kind, layer, free)
+
+
+def svd_kind(spec: Any, eigen_smooth: bool) -> str:
+    """'thin' or 'full': the SVD a method makes of each image's activations ('' for none)."""
+    from explain.eigen import thin_names
+    if spec.name in thin_names():
+        return "thin"
+    ablates_some = spec.name == "ablationcam" and \
+        float(spec.options.get("ratio_channels_to_ablate", 1.0)) < 1.0
+    if ablates_some or (eigen_smooth and spec.name != "kpcacam"):
+        return "full"
+    return ""
+
+
+def _check_matrices(name: str, kind: str, layer: Any, free: int) -> None:
+    """``check_sizes`` for one method (its SVD ``kind``) at one layer."""
+    maps = layer.layout(torch.empty((1, *layer.shape), device="meta"))
+    n, c = int(maps.shape[-2]) * int(maps.shape[-1]), int(maps.shape[1])
+    square = f"{n:,} x {n:,}"
+    need = KPCA_CELL * n * n if name == "kpcacam" else 0
+    if kind == "full":
+        need, square = FULL_SVD_CELL * (n * n + c * c), f"{n:,} x {n:,} and {c:,} x {c:,}"
+    if need > free:
+        raise ExplainError(
+            f"methods.{name}: {layer.label} has {n:,} positions of {c:,} channels, and the "
+            f"method's {square} matrices need {need / 2**30:.1f} GiB, more than the "
+            f"{free / 2**30:.1f} GiB free; pick a later layer or a smaller input")
+    small, large = sorted((n, c))
+    work = large * small * (large if kind == "full" else small) if kind else 0
+    if work > MAX_SVD_WORK:
+        raise ExplainError(
+            f"methods.{name}: {layer.label} has {n:,} positions of {c:,} channels, and the "
+            f"method's SVD of them takes {work:.1e} steps an image and class, over "
+            f"{MAX_SVD_WORK:.0e} (minutes on a CPU); pick a later layer or a smaller input")
 
 
 def sess_size(options: dict, h: int, w: int) -> tuple[int, int, int]:
@@ -165,9 +197,3 @@ def sess_size(options: dict, h: int, w: int) -> tuple[int, int, int]:
         pixels += sh * sw
         windows += (-(-max(sh - window, 0) // step) + 1) * (-(-max(sw - window, 0) // step) + 1)
     return pixels, windows, max(scales)
-
-
-def _positions(layer: Any) -> int:
-    """The map positions of a layer's output (its layout applied to a shape-only tensor)."""
-    maps = layer.layout(torch.empty((1, *layer.shape), device="meta"))
-    return int(maps.shape[-2]) * int(maps.shape[-1])

@@ -159,19 +159,21 @@ def test_method_options_whose_product_is_too_large_are_refused_before_the_run():
     early = LayerInfo("target_layers[0] 'layer1'", nn.Identity(), (64, 256, 256), Layout("nchw"))
     late = LayerInfo("target_layers[0] 'layer4'", nn.Identity(), (512, 16, 16), Layout("nchw"))
     # 65,536^2 cells: KPCA-CAM 3 float64 copies; any method with eigen_smooth makes the
-    # library's full SVD, one float32 U. explain's EigenCAM and EigenGradCAM take a thin SVD
-    # (explain.eigen): no such matrix, eigen_smooth or not
+    # library's full SVD, U and V at 16 bytes a cell. explain's EigenCAM and EigenGradCAM take
+    # a thin SVD (explain.eigen): no such matrix, eigen_smooth or not
     for name in ("eigencam", "eigengradcam"):
         for smooth in (False, True):
             check_sizes([SimpleNamespace(name=name, options={})], [early], (1024, 1024), free,
                         smooth)
-    for name, gib, smooth in (("kpcacam", 96.0, False), ("gradcam", 16.0, True)):
+    for name, gib, smooth, square in (("kpcacam", 96.0, False, ""),
+                                      ("gradcam", 64.0, True, " and 64 x 64")):
         method = SimpleNamespace(name=name, options={})
         check_sizes([method], [late], (1024, 1024), free, smooth)
         text = explain_error(check_sizes, [method], [early], (1024, 1024), free, smooth)
-        assert text == (f"methods.{name}: target_layers[0] 'layer1' has 65,536 positions, and "
-                        f"the method's 65,536 x 65,536 matrix needs {gib} GiB, more than the "
-                        f"8.0 GiB free; pick a later layer or a smaller input")
+        assert text == (f"methods.{name}: target_layers[0] 'layer1' has 65,536 positions of 64 "
+                        f"channels, and the method's 65,536 x 65,536{square} matrices need "
+                        f"{gib} GiB, more than the 8.0 GiB free; pick a later layer or a "
+                        f"smaller input")
     check_sizes([SimpleNamespace(name="gradcam", options={})], [early], (1024, 1024), free)
     assert MAX_SESS_WINDOWS == 10_000
 
