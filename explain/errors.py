@@ -113,6 +113,10 @@ def channel_hint(exc: BaseException) -> str:
         return (f"the network takes 1 channel (grey) and was fed {fed}: set model.in_channels: "
                 f"1 (it is then given the mean of the colour channels), and preprocess.mean "
                 f"and std the one value it was trained with (e.g. [0.5])")
+    if fed == "1":  # only model.in_channels: 1 feeds one channel
+        return (f"the network's first layer takes {wanted} channels and was fed 1, the grey "
+                f"channel model.in_channels: 1 asks for; remove model.in_channels (or set 3) "
+                f"for a network that takes RGB")
     return (f"the network's first layer takes {wanted} channels and was fed {fed}; explain "
             f"feeds 3 (RGB), or 1 with model.in_channels: 1")
 

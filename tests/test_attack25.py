@@ -85,3 +85,25 @@ def test_eigen_smooth_at_a_layer_of_many_channels_is_one_line_before_any_map(tmp
     assert "methods.gradcam: target_layers[0] '0' has 256 positions of 16,384 channels" in \
         str(info.value)
     assert not list((tmp_path / "results").rglob("*.npy"))
+
+
+def test_a_shared_grey_setting_on_an_rgb_network_says_to_remove_it(tmp_path):
+    """A shared config's model.in_channels: 1 on a Conv2d(3, ...) network failed with 'explain
+    feeds 3 (RGB), or 1 with model.in_channels: 1': the setting the config already had, as if
+    it were the fix. The line now says the one channel is that setting's, to remove."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(4, 2)).eval()
+    torch.save(net, tmp_path / "net.pth")
+    photo = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    config = {"name": "rgb", "model": {"file": str(tmp_path / "net.pth"), "in_channels": 1},
+              "classes": {"a": 0, "b": 1}, "images": [str(tmp_path / "a.png")],
+              "target_layers": ["auto"], "methods": ["gradcam"], "metrics": [],
+              "preprocess": {"size": 32}}
+    with pytest.raises(explain.ExplainError) as info:
+        explain.run(config, out=tmp_path / "results", progress=False, log=lambda _: None)
+    text = str(info.value)
+    assert "to have 3 channels, but got 1 channels" in text
+    assert "remove model.in_channels (or set 3) for a network that takes RGB" in text
+    assert "or 1 with model.in_channels: 1" not in text
