@@ -107,3 +107,48 @@ def test_a_shared_grey_setting_on_an_rgb_network_says_to_remove_it(tmp_path):
     assert "to have 3 channels, but got 1 channels" in text
     assert "remove model.in_channels (or set 3) for a network that takes RGB" in text
     assert "or 1 with model.in_channels: 1" not in text
+
+
+def _bad_tags_tiff(count: int = 20000) -> bytes:
+    """A TIFF whose one directory lists ``count`` tags, each saying its data lies past the
+    file's end (12 bytes a tag)."""
+    import struct
+    tags = b"".join(struct.pack("<HHLL", 40000 + i, 4, 1000, 8) for i in range(count))
+    return b"II*\x00" + struct.pack("<LH", 8, count) + tags + b"\x00" * 8
+
+
+def test_pillow_says_nothing_on_the_terminal_about_a_shared_files_header(tmp_path):
+    """Pillow warns once per bad tag of a TIFF's directory ('Tag data larger than file.
+    Skipping tag 40197'), each warning two lines on stderr: a 790 KB TIFF in a shared folder
+    printed 39,614 lines beside its one 'skipped' line, and a PNG header of 10000 x 10000 a
+    DecompressionBombWarning beside 'over preprocess.max_pixels'. Both are quiet now."""
+    import subprocess
+    import sys
+    import zlib
+    from pathlib import Path
+    (tmp_path / "tags.tif").write_bytes(_bad_tags_tiff())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + \
+            zlib.crc32(kind + data).to_bytes(4, "big")
+    header = (10000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
+                                        chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    code = ("import sys; from pathlib import Path\n"
+            "from explain.config import Preprocess\n"
+            "from explain.images.reading import ImageError, ImageRef, precheck, stored_size\n"
+            "for name in ('tags.tif', 'huge.png'):\n"
+            "    path = Path(sys.argv[1]) / name\n"
+            "    stored_size(path.read_bytes())\n"
+            "    try:\n"
+            "        precheck(ImageRef('x', path, True), Preprocess())\n"
+            "    except ImageError as exc:\n"
+            "        print(exc)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, cwd=root, env={"PYTHONPATH": root})
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == [
+        f"{tmp_path / 'tags.tif'}: not a readable image",
+        f"{tmp_path / 'huge.png'}: 10000x10000 is over preprocess.max_pixels (40000000); "
+        f"downscale it first or raise the limit"]
