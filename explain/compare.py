@@ -25,6 +25,7 @@ TOP_FRACTION = 0.2
 MARGIN = 6  # white pixels left of and below a comparison figure's panes
 SAME_SHAPE_R = 0.95  # reference maps at least this correlated: the same map, made another way
 CROSSED_R = 0.9  # a reference this like another class's map (and 0.3 above its own): swapped
+SAME_MAP_R = 0.999  # a reference this like another class's map is that map (swapped too)
 MAX_REFERENCE_PIXELS = 64 * 1024 * 1024  # values in one reference map (8192 x 8192)
 # a grayscale PNG reference's value step (png_step): its rounding is allowed beside the tolerance
 PNG_STEPS = {1 / 255: "1/255 for the 8-bit", 1 / 65535: "1/65535 for the 16-bit"}
@@ -100,12 +101,15 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
                      "inplace-ReLU trap)")
     elif shaped and float(np.median(shaped)) >= SAME_SHAPE_R:
         words.append("r near 1 with a large |diff| is the same map resized or scaled another "
-                     "way (the figures in compare/ show where)")
+                     "way, or made from a slightly different input (the photo resized as 8-bit "
+                     "RGB, then / 255: explain.cam(...).input is the very tensor; the figures "
+                     "in compare/ show where)")
     elif shaped:
         words.append("the maps differ in shape: where they are high, not only in size or "
-                     "scale (the figures in compare/ show where); a hook that keeps a layer's "
-                     "output without handing a copy on sees a following ReLU(inplace=True) "
-                     "overwrite it (AlexNet's features.10: the inplace-ReLU trap)")
+                     "scale (the figures in compare/ show where); a map of another layer than "
+                     "the run's target_layers, or a hook that keeps a layer's output without "
+                     "handing a copy on, which a following ReLU(inplace=True) overwrites "
+                     "(AlexNet's features.10: the inplace-ReLU trap)")
     return "; ".join(words) + "; see docs/compare.md, hand-written references"
 
 
@@ -371,7 +375,9 @@ class Comparison:
             others = [(pearson(lib, ref), other) for other, (lib, _) in pairs.items()
                       if other != cls]
             r, other = max(others, default=(0.0, ""))
-            if r >= CROSSED_R and r - own >= 0.3:
+            # far above its own map's r, or that other map itself while its own is not (the
+            # two classes' maps of one image can be alike: LayerCAM's at r 0.84 on AlexNet)
+            if r >= CROSSED_R and (r - own >= 0.3 or (r >= SAME_MAP_R and own < SAME_SHAPE_R)):
                 self.crossed[reference_name(image, cls, method)] = \
                     f"{image}__{cls}: r {r:.2f} with the library's {other} map, {own:.2f} " \
                     f"with its {cls} map"
@@ -444,10 +450,12 @@ class Comparison:
                                                      self.classes, every)
             elif self.paper_notes and traits(m).paper_note:  # the library departs from the paper
                 info["note"] = traits(m).paper_note
+        for m, info in per_method.items():  # an "agree" over part of the maps is no full mark
+            info["missing"] = sum(1 for name in self.missing if name.endswith(f"__{m}"))
         words = {m: _step_words(steps[m], self.tolerance)
                  + _resized_words(self._of(self.resized, m)) for m in per_method}
         verdicts = [f"{m}: {info['verdict']} (max |diff| {info['max_abs']:.2e} over "
-                    f"{info['maps']} maps, tolerance {self.tolerance:g}{words[m]})"
+                    f"{_maps_words(info)}, tolerance {self.tolerance:g}{words[m]})"
                     + (f": {info['note']}" if "note" in info else "")
                     for m, info in per_method.items()]
         result = {"source": str(self.reference_dir) if self.reference_dir else "hand-written",
@@ -456,6 +464,15 @@ class Comparison:
         if self.reference_dir is not None:
             result["unmatched"] = unmatched_files(self.reference_dir, self.expected)
         return result
+
+
+def _maps_words(info: dict) -> str:
+    """How many maps a verdict is over: "6 maps", or "3 of 6 maps (3 without a reference
+    file)" when some of the method's maps had none, so "agree" is not read as every map."""
+    if not info.get("missing"):
+        return f"{info['maps']} maps"
+    return (f"{info['maps']} of {info['maps'] + info['missing']} maps ({info['missing']} "
+            f"without a reference file)")
 
 
 def _resized_words(resized: list[str]) -> str:

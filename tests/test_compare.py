@@ -138,7 +138,7 @@ def test_reference_dir_npy_round_trip_is_exact(library_maps):
     folder = reference_folder(tree, maps, lambda p, m: np.save(p.with_suffix(".npy"), m))
     result = compare_with(tree, folder)
     assert result["per_method"]["gradcam"] == {"verdict": "agree", "max_abs": 0.0, "maps": 6,
-                                               "r_min": 1.0, "r_median": 1.0}
+                                               "r_min": 1.0, "r_median": 1.0, "missing": 0}
     (folder / "dog__cat__gradcam.npy").unlink()
     (folder / "stray__cat__gradcam.npy").write_bytes(b"")
     result = compare_with(tree, folder)

@@ -72,6 +72,23 @@ class DiffResult:
         """Settings that differ past those named in config_changes."""
         return max(0, self.config_total - len(self.config_changes))
 
+    @property
+    def compare_changes(self) -> list[str]:
+        """Each method's --compare verdict in A and B, where either run compared (two
+        students' reference folders against one model: the maps are the same, the verdicts
+        are what differs): "gradcam: agree -> differ (max |diff| 2.5e-06 -> 1)"."""
+        a, b = (_verdicts(side.summary) for side in (self.a, self.b))
+        none = ("none", "-")
+        return [f"{m}: {a.get(m, none)[0]} -> {b.get(m, none)[0]} (max |diff| "
+                f"{a.get(m, none)[1]} -> {b.get(m, none)[1]})" for m in dict.fromkeys([*a, *b])]
+
+
+def _verdicts(summary: RunSummary) -> dict[str, tuple[str, str]]:
+    """A run's compare verdict per method and its max |diff| ({} without --compare)."""
+    per_method = (summary.compare or {}).get("per_method") or {}
+    return {m: (str(v.get("verdict")), f"{float(v.get('max_abs', 0)):.2g}")
+            for m, v in per_method.items()}
+
 
 # ---- reading the two runs ---------------------------------------------------------------
 # ---- numbers ----------------------------------------------------------------------------
@@ -231,6 +248,7 @@ def console_lines(result: DiffResult) -> list[str]:
         total = max(result.config_total, len(result.config_changes))
         lines.append(f"  config: {total} setting(s) differ: "
                      f"{'; '.join(result.config_changes[:3])}" + (" ..." if total > 3 else ""))
+    lines += [f"  compare {line}" for line in result.compare_changes]
     every = groups(result)
     for g in sorted(every, key=lambda g: g.r_min)[:CONSOLE_GROUPS]:  # the worst first
         lines.append(f"  {g.method} / {g.class_name}: map r min {g.r_min:.3f} on {g.worst}, "

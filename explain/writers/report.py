@@ -44,7 +44,7 @@ from explain.reportlinks import ATLAS_PAGE
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
 from explain.shownpaths import shown_path, shown_text  # the page's paths
 from explain.writers.pageformat import card_classes, correlation
-from explain.writers.summary import duration_parts
+from explain.writers.summary import compare_file_lines, duration_parts
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
                              MeanMap, RunSummary)
 from explain.writers import RunContext, Writer
@@ -277,6 +277,7 @@ def _warnings(data: ReportData, cards: list[Card], weak: int) -> list[str]:
             out.append(f"compare: {method} differs from its reference (max |diff| "
                        f"{info.get('max_abs', 0):.2e})"
                        + (f": {info['note']}" if info.get("note") else ""))
+    out += compare_file_lines(summary)
     if not summary.config.model.fix_inplace:
         out.append("inplace guard off: CAMs may use activations an inplace op overwrote")
     if data.regrouped is not None:

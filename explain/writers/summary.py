@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from explain.chance import near_chance
@@ -81,7 +82,29 @@ def _meant(name: str, missing: list[str], methods: list[str]) -> str:
         return (f", a map of method {quote(parts[2][:80])}, which this run does not make "
                 f"(its methods: {', '.join(methods)})")
     close = close_match(stem, missing[:1000], cutoff=0.8) if len(stem) <= 200 else []
-    return f", which looks meant for {close[0]}{name[len(stem):]}" if close else ""
+    if close:
+        return f", which looks meant for {close[0]}{name[len(stem):]}"
+    words = sorted(w.lower() for w in re.split(r"[_\-\s]+", stem) if w)
+    moved = [m for m in missing[:1000] if sorted(m.lower().split("__")) == words]
+    return (f", which looks meant for {moved[0]}{name[len(stem):]} (its parts in another "
+            f"order)") if moved else ""
+
+
+def compare_file_lines(summary: RunSummary) -> list[str]:
+    """The reference files a compare missed or could not match, as the console and the
+    report's warnings say them (a verdict is over the maps that had a file only)."""
+    compare = summary.compare or {}
+    missing, unmatched = compare.get("missing") or [], compare.get("unmatched") or []
+    lines = []
+    if missing:
+        lines.append(f"compare: {len(missing)} map(s) had no reference file (first: "
+                     f"{missing[0]}); all are listed in summary.json")
+    if unmatched:
+        hint = _meant(unmatched[0], missing, _methods(summary))
+        lines.append(f"compare: {len(unmatched)} file(s) in the reference folder matched no "
+                     f"map (first: {unmatched[0]}{hint}); names are "
+                     f"<image>__<class>__<method>.npy or .png")
+    return lines
 
 
 def duration_parts(durations: dict[str, float]) -> list[tuple[str, float]]:
@@ -130,15 +153,7 @@ def console_lines(summary: RunSummary) -> list[str]:
     lines += _more(len(skipped), "file(s) skipped", "summary.json (skipped_files, skipped_images)")
     compare = summary.compare or {}
     lines += [f"  compare {v}" for v in compare.get("verdicts", [])]
-    missing, unmatched = compare.get("missing") or [], compare.get("unmatched") or []
-    if missing:
-        lines.append(f"  compare: {len(missing)} map(s) had no reference file (first: "
-                     f"{missing[0]}); all are listed in summary.json")
-    if unmatched:
-        hint = _meant(unmatched[0], missing, _methods(summary))
-        lines.append(f"  compare: {len(unmatched)} file(s) in the reference folder matched no "
-                     f"map (first: {unmatched[0]}{hint}); names are "
-                     f"<image>__<class>__<method>.npy or .png")
+    lines += [f"  {line}" for line in compare_file_lines(summary)]
     if summary.dataset is not None and summary.dataset.accuracy is not None:
         d = summary.dataset
         lines.append(f"  dataset: accuracy {d.accuracy:.1%} ({d.correct} of {d.labelled} labelled "
