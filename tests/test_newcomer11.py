@@ -115,3 +115,23 @@ def test_diff_of_two_students_names_their_verdicts(course, tmp_path):
                for line in result.lines), result.lines
     page = (result.out / "diff.html").read_text(encoding="utf-8")
     assert "compare verdicts (A -> B)" in page and "layercam: agree -&gt; differ" in page
+
+
+def test_diff_names_the_verdicts_of_the_configs_methods_only(course, tmp_path):
+    """A shared summary.json may list 10,000 per_method entries (the read-back bound): the
+    diff's verdict lines are those of the runs' configs' methods, each verdict short."""
+    import json
+    tree, right, _ = course
+    a, _ = _run(tree, "alice", _student(tree, "alice", right))
+    shared = tmp_path / "shared"
+    shutil.copytree(a.folder, shared)
+    data = json.loads((shared / "summary.json").read_text())
+    per_method = data["compare"]["per_method"]
+    per_method["gradcam"]["verdict"] = "agree" + "!" * 5000
+    per_method.update({f"m{i}": {"verdict": "differ", "max_abs": 1.0, "maps": 1}
+                       for i in range(5000)})
+    (shared / "summary.json").write_text(json.dumps(data))
+    result = diff_runs(a.folder, shared, out_root=tmp_path / "out")
+    lines = [line for line in result.lines if line.startswith("  compare ")]
+    assert [line.split(":")[0] for line in lines] == ["  compare gradcam", "  compare layercam"]
+    assert lines[0].startswith("  compare gradcam: agree -> agree!!!") and len(lines[0]) < 150

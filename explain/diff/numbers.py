@@ -84,10 +84,13 @@ class DiffResult:
 
 
 def _verdicts(summary: RunSummary) -> dict[str, tuple[str, str]]:
-    """A run's compare verdict per method and its max |diff| ({} without --compare)."""
+    """A run's compare verdict per method of its config and its max |diff| ({} without
+    --compare); at most the config's 32 methods, whatever a shared summary.json lists (up to
+    10,000 entries: as many lines)."""
     per_method = (summary.compare or {}).get("per_method") or {}
-    return {m: (str(v.get("verdict")), f"{float(v.get('max_abs', 0)):.2g}")
-            for m, v in per_method.items()}
+    return {m.name: (str(per_method[m.name].get("verdict"))[:40],
+                     f"{float(per_method[m.name].get('max_abs', 0)):.2g}")
+            for m in summary.config.methods if m.name in per_method}
 
 
 # ---- reading the two runs ---------------------------------------------------------------
