@@ -122,7 +122,7 @@ def test_diff_names_the_verdicts_of_the_configs_methods_only(course, tmp_path):
     diff's verdict lines are those of the runs' configs' methods, each verdict short."""
     import json
     tree, right, _ = course
-    a, _ = _run(tree, "alice", _student(tree, "alice", right))
+    a, _ = _run(tree, "amy", _student(tree, "amy", right))
     shared = tmp_path / "shared"
     shutil.copytree(a.folder, shared)
     data = json.loads((shared / "summary.json").read_text())

@@ -83,10 +83,12 @@ class DiffResult:
                 f"{a.get(m, none)[1]} -> {b.get(m, none)[1]})" for m in dict.fromkeys([*a, *b])]
 
 
-def _verdicts(summary: RunSummary) -> dict[str, tuple[str, str]]:
+def _verdicts(summary: Optional[RunSummary]) -> dict[str, tuple[str, str]]:
     """A run's compare verdict per method of its config and its max |diff| ({} without
-    --compare); at most the config's 32 methods, whatever a shared summary.json lists (up to
-    10,000 entries: as many lines)."""
+    --compare, or a folder without its summary); at most the config's 32 methods, whatever a
+    shared summary.json lists (up to 10,000 entries: as many lines)."""
+    if summary is None:
+        return {}
     per_method = (summary.compare or {}).get("per_method") or {}
     return {m.name: (str(per_method[m.name].get("verdict"))[:40],
                      f"{float(per_method[m.name].get('max_abs', 0)):.2g}")
