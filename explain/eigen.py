@@ -76,3 +76,13 @@ def thin_names() -> set[str]:
     """The method names whose library class explain swaps for its thin-SVD one (``THIN``)."""
     from explain.methods import registry
     return {name for name, cls in registry().items() if cls in THIN}
+
+
+def full_names() -> set[str]:
+    """The method names whose class keeps the library's full SVD: a registered subclass of
+    EigenCAM, EigenGradCAM or SegEigenCAM that inherits its ``get_cam_image`` (``thin``
+    leaves a subclass as it is)."""
+    from explain.methods import registry
+    library = {base.get_cam_image for base in THIN}
+    return {name for name, cls in registry().items() if isinstance(cls, type)
+            and cls not in THIN and issubclass(cls, tuple(THIN)) and cls.get_cam_image in library}

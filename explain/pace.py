@@ -119,7 +119,8 @@ KPCA_CELL = 3 * 8
 # full_matrices=True makes an n x n U and a c x c V: 16 bytes a cell as numpy's SVD holds
 # them (the float32 matrix and its work copies, measured). AblationCAM ablating a share of
 # the channels and any method with eigen_smooth make it; explain's EigenCAM, EigenGradCAM and
-# SegEigenCAM take a thin SVD (explain.eigen): none
+# SegEigenCAM take a thin SVD (explain.eigen): none; a registered subclass of them keeps the
+# library's full one (explain.eigen.full_names)
 FULL_SVD_CELL = 16
 # an SVD's work, max(n, c)^2 min(n, c) (thin: max x min^2): 3.7e10 is the library's full SVD
 # of a DeepLabV3's 65 x 65 layer of 2,048 channels, 40 s an image on 2 cores
@@ -150,9 +151,11 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
 
 def svd_kind(spec: Any, eigen_smooth: bool) -> str:
     """'thin' or 'full': the SVD a method makes of each image's activations ('' for none)."""
-    from explain.eigen import thin_names
+    from explain.eigen import full_names, thin_names
     if spec.name in thin_names():
         return "thin"
+    if spec.name in full_names():  # a registered subclass of the library's EigenCAM
+        return "full"
     ablates_some = spec.name == "ablationcam" and \
         float(spec.options.get("ratio_channels_to_ablate", 1.0)) < 1.0
     if ablates_some or (eigen_smooth and spec.name != "kpcacam"):
