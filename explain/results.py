@@ -225,6 +225,10 @@ class CompareSummary(BaseModel):
     model_config = ConfigDict(extra="allow")
     verdicts: list[str] = Field(default_factory=list)
     per_method: dict[str, MethodVerdict] = Field(default_factory=dict)
+    # the maps without a reference file and the files of no map, by name (the console and the
+    # report's warnings quote them: explain.writers.summary.compare_file_lines)
+    missing: list[str] = Field(default_factory=list)
+    unmatched: list[str] = Field(default_factory=list)
 
 
 class ItemFile(_Record):

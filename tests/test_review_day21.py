@@ -3,9 +3,12 @@ bounds of explain.pace (a helper's findings)."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 from pytorch_grad_cam import EigenCAM
 from torch import nn
 
@@ -14,6 +17,8 @@ from explain.enginedata import LayerInfo
 from explain.methods import register, unregister
 from explain.models.layouts import Layout
 from explain.pace import check_sizes
+from explain.writers.report import rebuild
+from helpers import tiny_config, tiny_net
 
 
 class _MyEigenCAM(EigenCAM):
@@ -34,3 +39,53 @@ def test_a_registered_subclass_of_eigencam_has_its_full_svd_sized():
         unregister("myeigencam")
     assert "methods.myeigencam: target_layers[0] 'x' has 65,536 positions of 8 channels, and " \
            "the method's 65,536 x 65,536 and 8 x 8 matrices need 64.0 GiB" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """A tiny run of the cat photo (classes a and b, Grad-CAM) against a reference folder that
+    holds the a map, and the b map under a name in another order."""
+    tmp = tmp_path_factory.mktemp("graded")
+    torch.save(tiny_net(), tmp / "net.pth")
+    refs = tmp / "refs"
+    refs.mkdir()
+    np.save(refs / "cat__a__gradcam.npy", np.eye(8, dtype=np.float32))
+    np.save(refs / "gradcam__b__cat.npy", np.eye(8, dtype=np.float32))
+    config = tiny_config(tmp, {"file": str(tmp / "net.pth")}, classes={"a": 0, "b": 1},
+                         metrics=[], channels={"enabled": False},
+                         compare={"enabled": True, "reference_dir": str(refs)})
+    lines: list[str] = []
+    study = explain.run(config, out=tmp / "results", progress=False, log=lines.append)
+    return study.folder, lines
+
+
+def _edited(folder, **compare) -> str:
+    """The report rebuilt from the run's summary.json with ``compare``'s keys replaced (a
+    shared run folder); the page's text."""
+    path = folder / "summary.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["compare"].update(compare)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    rebuild(folder)
+    return (folder / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_shared_summarys_odd_compare_lists_are_one_line_not_a_traceback(graded, tmp_path):
+    """The report's warnings read compare.missing and compare.unmatched, which summary.json's
+    check left unread: {"missing": {"a": 1}} ended ``explain report`` in a KeyError, a number
+    in a TypeError, [5] in an AttributeError; a name of 2 MB was quoted whole on the page."""
+    import shutil
+    folder = tmp_path / "shared"
+    shutil.copytree(graded[0], folder)
+    for odd, why in (({"missing": {"a": 1}}, "compare.missing: Input should be a valid list"),
+                     ({"missing": 7}, "compare.missing: Input should be a valid list"),
+                     ({"unmatched": [5]}, "compare.unmatched.0: Input should be a valid string")):
+        saved = (folder / "summary.json").read_text(encoding="utf-8")
+        with pytest.raises(explain.ExplainError) as info:
+            _edited(folder, **odd)
+        assert "summary.json: not a summary of this explain version (" + why in \
+            str(info.value), odd
+        (folder / "summary.json").write_text(saved, encoding="utf-8")
+    page = _edited(folder, missing=["m" * 2_000_000])
+    assert "compare: 1 map(s) had no reference file (first: mmm" in page
+    assert len(page) < 200_000

@@ -95,14 +95,15 @@ def compare_file_lines(summary: RunSummary) -> list[str]:
     report's warnings say them (a verdict is over the maps that had a file only)."""
     compare = summary.compare or {}
     missing, unmatched = compare.get("missing") or [], compare.get("unmatched") or []
+    from explain.names import short  # a shared summary's name may be a megabyte long
     lines = []
     if missing:
         lines.append(f"compare: {len(missing)} map(s) had no reference file (first: "
-                     f"{missing[0]}); all are listed in summary.json")
+                     f"{short(missing[0])}); all are listed in summary.json")
     if unmatched:
         hint = _meant(unmatched[0], missing, _methods(summary))
         lines.append(f"compare: {len(unmatched)} file(s) in the reference folder matched no "
-                     f"map (first: {unmatched[0]}{hint}); names are "
+                     f"map (first: {short(unmatched[0])}{hint}); names are "
                      f"<image>__<class>__<method>.npy or .png")
     return lines
 
