@@ -89,3 +89,23 @@ def test_a_shared_summarys_odd_compare_lists_are_one_line_not_a_traceback(graded
     page = _edited(folder, missing=["m" * 2_000_000])
     assert "compare: 1 map(s) had no reference file (first: mmm" in page
     assert len(page) < 200_000
+
+
+def test_a_name_in_another_order_is_named_with_double_underscores_and_image_ids_of_words(
+        graded):
+    """'gradcam__b__cat.npy' was told it is 'a map of method 'cat', which this run does not
+    make' (the method check came first), and 'gradcam_img_01_cat.npy' got no hint at all (the
+    file's name was split at every '_', the missing map's at '__' only)."""
+    from explain.reportload import load_run
+    from explain.writers.summary import compare_file_lines
+    folder, lines = graded
+    assert "(first: gradcam__b__cat.npy, which looks meant for cat__b__gradcam.npy (its parts " \
+           "in another order))" in "\n".join(lines)
+    summary = load_run(folder).summary
+    for unmatched, meant in (("gradcam_img_01_cat.npy", "img_01__cat__gradcam.npy"),
+                             ("layercam-dog-my-photo.png", "my-photo__dog__layercam.png")):
+        summary.compare = {**summary.compare, "unmatched": [unmatched],
+                           "missing": ["img_01__cat__gradcam", "my-photo__dog__layercam"]}
+        text = compare_file_lines(summary)[-1]
+        assert f"(first: {unmatched}, which looks meant for {meant} (its parts in another " \
+               f"order))" in text, text

@@ -69,25 +69,34 @@ def _methods(summary: RunSummary) -> list[str]:
 
 def _meant(name: str, missing: list[str], methods: list[str]) -> str:
     """Why a reference file matched no map, as a hint: a method the run does not make
-    ('both__cat__gradcam.npy' in a gradcamplusplus run), or the missing map its name is
-    closest to ('both_cat_gradcam.npy', single underscores, for 'both__cat__gradcam');
-    nothing when neither."""
+    ('both__cat__gradcam.npy' in a gradcamplusplus run), a missing map's parts in another
+    order ('gradcam__both__cat.npy'), or the missing map its name is closest to
+    ('both_cat_gradcam.npy', single underscores, for 'both__cat__gradcam'); nothing when none."""
     from explain.names import close_match, quote  # difflib's answer in bounded time
     stem = name.rsplit(".", 1)[0]
     parts = stem.split("__")
     if len(parts) == 3 and parts[2].lower() in methods and parts[2] not in methods:
         return (f", whose method is written {quote(parts[2][:80])}: method names are "
                 f"lower-case, {quote(parts[2].lower())}")
+    moved = _reordered(stem, missing)
+    if moved:
+        return f", which looks meant for {moved}{name[len(stem):]} (its parts in another order)"
     if len(parts) == 3 and parts[2] not in methods:
         return (f", a map of method {quote(parts[2][:80])}, which this run does not make "
                 f"(its methods: {', '.join(methods)})")
     close = close_match(stem, missing[:1000], cutoff=0.8) if len(stem) <= 200 else []
-    if close:
-        return f", which looks meant for {close[0]}{name[len(stem):]}"
-    words = sorted(w.lower() for w in re.split(r"[_\-\s]+", stem) if w)
-    moved = [m for m in missing[:1000] if sorted(m.lower().split("__")) == words]
-    return (f", which looks meant for {moved[0]}{name[len(stem):]} (its parts in another "
-            f"order)") if moved else ""
+    return f", which looks meant for {close[0]}{name[len(stem):]}" if close else ""
+
+
+def _reordered(stem: str, missing: list[str]) -> str | None:
+    """The first missing map (of 1,000) whose name's words are the stem's in another order,
+    words split at any run of '_', '-' or spaces on both sides (an image id 'img_01' is two
+    words in 'gradcam_img_01_cat' as in 'img_01__cat__gradcam')."""
+    def words(text: str) -> list[str]:
+        return [w for w in re.split(r"[_\-\s]+", text.lower()) if w]
+    own = words(stem)
+    return next((m for m in missing[:1000]
+                 if words(m) != own and sorted(words(m)) == sorted(own)), None)
 
 
 def compare_file_lines(summary: RunSummary) -> list[str]:
