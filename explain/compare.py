@@ -455,7 +455,7 @@ class Comparison:
         words = {m: _step_words(steps[m], self.tolerance)
                  + _resized_words(self._of(self.resized, m)) for m in per_method}
         verdicts = [f"{m}: {info['verdict']} (max |diff| {info['max_abs']:.2e} over "
-                    f"{_maps_words(info)}, tolerance {self.tolerance:g}{words[m]})"
+                    f"{maps_words(info)}, tolerance {self.tolerance:g}{words[m]})"
                     + (f": {info['note']}" if "note" in info else "")
                     for m, info in per_method.items()]
         result = {"source": str(self.reference_dir) if self.reference_dir else "hand-written",
@@ -466,7 +466,7 @@ class Comparison:
         return result
 
 
-def _maps_words(info: dict) -> str:
+def maps_words(info: dict) -> str:
     """How many maps a verdict is over: "6 maps", or "3 of 6 maps (3 without a reference
     file)" when some of the method's maps had none, so "agree" is not read as every map."""
     if not info.get("missing"):

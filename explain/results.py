@@ -215,6 +215,7 @@ class MethodVerdict(BaseModel):
     verdict: str
     max_abs: float
     maps: int
+    missing: int = Field(default=0, ge=0)  # the method's maps without a reference file
 
 
 MAX_COMPARE_ENTRIES = 10_000  # verdicts and methods in summary.json's compare (a run: a few)

@@ -52,7 +52,7 @@ def graded(tmp_path_factory):
     np.save(refs / "cat__a__gradcam.npy", np.eye(8, dtype=np.float32))
     np.save(refs / "gradcam__b__cat.npy", np.eye(8, dtype=np.float32))
     config = tiny_config(tmp, {"file": str(tmp / "net.pth")}, classes={"a": 0, "b": 1},
-                         metrics=[], channels={"enabled": False},
+                         metrics=[], channels={"enabled": False}, output={"save_arrays": True},
                          compare={"enabled": True, "reference_dir": str(refs)})
     lines: list[str] = []
     study = explain.run(config, out=tmp / "results", progress=False, log=lines.append)
@@ -109,3 +109,28 @@ def test_a_name_in_another_order_is_named_with_double_underscores_and_image_ids_
         text = compare_file_lines(summary)[-1]
         assert f"(first: {unmatched}, which looks meant for {meant} (its parts in another " \
                f"order))" in text, text
+
+
+def test_diff_says_a_verdict_over_part_of_the_maps(graded, tmp_path):
+    """explain diff of a student with every file and one without half of them said "agree ->
+    agree": the verdict's count of maps without a file (per_method missing) was dropped. An
+    older summary.json without the count reads as before; a count that is no count is the
+    summary's one-line refusal."""
+    import shutil
+    from explain.diff import diff_runs
+    folder, _ = graded
+    older = tmp_path / "older"
+    shutil.copytree(folder, older)
+    data = json.loads((older / "summary.json").read_text(encoding="utf-8"))
+    verdict = data["compare"]["per_method"]["gradcam"].pop("missing") and \
+        data["compare"]["per_method"]["gradcam"]["verdict"]
+    (older / "summary.json").write_text(json.dumps(data), encoding="utf-8")
+    result = diff_runs(folder, older, out_root=tmp_path / "out")
+    assert any(line.startswith(f"  compare gradcam: {verdict} over 1 of 2 maps (1 without a "
+                               f"reference file) -> {verdict} (max |diff| ")
+               for line in result.lines), result.lines
+    data["compare"]["per_method"]["gradcam"]["missing"] = "many"
+    (older / "summary.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(explain.ExplainError) as info:
+        diff_runs(folder, older, out_root=tmp_path / "out2")
+    assert "compare.per_method.gradcam.missing" in str(info.value)

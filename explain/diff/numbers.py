@@ -76,7 +76,8 @@ class DiffResult:
     def compare_changes(self) -> list[str]:
         """Each method's --compare verdict in A and B, where either run compared (two
         students' reference folders against one model: the maps are the same, the verdicts
-        are what differs): "gradcam: agree -> differ (max |diff| 2.5e-06 -> 1)"."""
+        are what differs): "gradcam: agree -> differ (max |diff| 2.5e-06 -> 1)"; a verdict
+        over part of the maps says so ("agree over 3 of 6 maps (3 without a reference file)")."""
         a, b = (_verdicts(side.summary) for side in (self.a, self.b))
         none = ("none", "-")
         return [f"{m}: {a.get(m, none)[0]} -> {b.get(m, none)[0]} (max |diff| "
@@ -90,9 +91,17 @@ def _verdicts(summary: Optional[RunSummary]) -> dict[str, tuple[str, str]]:
     if summary is None:
         return {}
     per_method = (summary.compare or {}).get("per_method") or {}
-    return {m.name: (str(per_method[m.name].get("verdict"))[:40],
+    return {m.name: (_verdict_words(per_method[m.name]),
                      f"{float(per_method[m.name].get('max_abs', 0)):.2g}")
             for m in summary.config.methods if m.name in per_method}
+
+
+def _verdict_words(info: dict) -> str:
+    """A method's verdict as the diff names it: "agree", or "agree over 3 of 6 maps (3
+    without a reference file)" when some maps had none (an older summary has no count)."""
+    from explain.compare import maps_words
+    verdict = str(info.get("verdict"))[:40]
+    return f"{verdict} over {maps_words(info)}" if info.get("missing") else verdict
 
 
 # ---- reading the two runs ---------------------------------------------------------------
