@@ -72,17 +72,14 @@ def thin(cls: type) -> type:
     return THIN.get(cls, cls)
 
 
-def thin_names() -> set[str]:
-    """The method names whose library class explain swaps for its thin-SVD one (``THIN``)."""
-    from explain.methods import registry
-    return {name for name, cls in registry().items() if cls in THIN}
-
-
-def full_names() -> set[str]:
-    """The method names whose class keeps the library's full SVD: a registered subclass of
-    EigenCAM, EigenGradCAM or SegEigenCAM that inherits its ``get_cam_image`` (``thin``
-    leaves a subclass as it is)."""
-    from explain.methods import registry
+def svd_of(cls: object) -> str:
+    """The SVD a method class makes of each image's activations, as explain runs it: 'thin'
+    for the library's own EigenCAM, EigenGradCAM and SegEigenCAM (``thin`` swaps them),
+    'full' for a subclass of them that inherits the library's ``get_cam_image`` (``thin``
+    leaves it as it is), '' for any other class (whatever eigen_smooth asks: explain.pace)."""
+    if cls in THIN:
+        return "thin"
     library = {base.get_cam_image for base in THIN}
-    return {name for name, cls in registry().items() if isinstance(cls, type)
-            and cls not in THIN and issubclass(cls, tuple(THIN)) and cls.get_cam_image in library}
+    if isinstance(cls, type) and issubclass(cls, tuple(THIN)) and cls.get_cam_image in library:
+        return "full"
+    return ""

@@ -204,12 +204,14 @@ def registry() -> dict[str, type]:
 def constructor_options(spec: Any) -> dict[str, Any]:
     """The options of a method's spec its library class is made with: all but those explain
     sets on the object (``instance_options``, ``set_instance_options``) or passes to its
-    call (``call_options``); a ``base_method`` named by text becomes the class it names."""
+    call (``call_options``); a ``base_method`` named by text becomes the class it names, the
+    library's EigenCAM by explain's thin SVD as the method itself would be (explain.eigen)."""
+    from explain.eigen import thin
     entry = traits(spec.name)
     options = {k: v for k, v in spec.options.items()
                if k not in entry.instance_options + entry.call_options}
     if isinstance(options.get("base_method"), str):
-        options["base_method"] = registry()[options["base_method"].lower()]
+        options["base_method"] = thin(registry()[options["base_method"].lower()])
     return options
 
 

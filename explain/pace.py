@@ -120,7 +120,7 @@ KPCA_CELL = 3 * 8
 # them (the float32 matrix and its work copies, measured). AblationCAM ablating a share of
 # the channels and any method with eigen_smooth make it; explain's EigenCAM, EigenGradCAM and
 # SegEigenCAM take a thin SVD (explain.eigen): none; a registered subclass of them keeps the
-# library's full one (explain.eigen.full_names)
+# library's full one (explain.eigen.svd_of)
 FULL_SVD_CELL = 16
 # an SVD's work, max(n, c)^2 min(n, c) (thin: max x min^2): 3.7e10 is the library's full SVD
 # of a DeepLabV3's 65 x 65 layer of 2,048 channels, 40 s an image on 2 cores
@@ -150,17 +150,21 @@ def check_sizes(methods: Sequence[Any], layers: Sequence[Any], input_hw: Sequenc
 
 
 def svd_kind(spec: Any, eigen_smooth: bool) -> str:
-    """'thin' or 'full': the SVD a method makes of each image's activations ('' for none)."""
-    from explain.eigen import full_names, thin_names
-    if spec.name in thin_names():
-        return "thin"
-    if spec.name in full_names():  # a registered subclass of the library's EigenCAM
-        return "full"
+    """'thin' or 'full': the SVD a method makes of each image's activations ('' for none),
+    its own or its ``base_method``'s (SESS, FinerCAM: an EigenCAM named there runs too)."""
+    from explain.eigen import svd_of
+    from explain.methods import registry
+    known = registry()
+    own = svd_of(known.get(spec.name))  # an EigenCAM's own projection: eigen_smooth or not
+    if own:
+        return own
+    base = spec.options.get("base_method")
+    base = svd_of(known.get(base.lower())) if isinstance(base, str) else ""
     ablates_some = spec.name == "ablationcam" and \
         float(spec.options.get("ratio_channels_to_ablate", 1.0)) < 1.0
-    if ablates_some or (eigen_smooth and spec.name != "kpcacam"):
+    if base == "full" or ablates_some or (eigen_smooth and spec.name != "kpcacam"):
         return "full"
-    return ""
+    return base
 
 
 def _check_matrices(name: str, kind: str, layer: Any, free: int) -> None:

@@ -41,6 +41,28 @@ def test_a_registered_subclass_of_eigencam_has_its_full_svd_sized():
            "the method's 65,536 x 65,536 and 8 x 8 matrices need 64.0 GiB" in str(info.value)
 
 
+def test_an_eigencam_named_as_base_method_is_thin_or_sized():
+    """FinerCAM and SESS make their maps with ``base_method``: an EigenCAM named there ran the
+    library's full SVD, unsized (pace saw FinerCAM, no SVD). It is made by explain's thin SVD
+    now (constructor_options), and a registered subclass named there is sized as its own."""
+    from explain.eigen import ThinEigenCAM
+    from explain.methods import constructor_options
+    layer = LayerInfo("target_layers[0] 'x'", nn.Identity(), (8, 256, 256), Layout("nchw"))
+    finer = SimpleNamespace(name="finercam", options={"base_method": "EigenCAM"})
+    assert constructor_options(finer)["base_method"] is ThinEigenCAM
+    check_sizes([finer], [layer], (256, 256), 8 * 2**30)  # thin: no n x n matrix
+    register("myeigencam", _MyEigenCAM)
+    try:
+        mine = SimpleNamespace(name="finercam", options={"base_method": "myeigencam"})
+        assert constructor_options(mine)["base_method"] is _MyEigenCAM
+        with pytest.raises(explain.ExplainError) as info:
+            check_sizes([mine], [layer], (256, 256), 8 * 2**30)
+    finally:
+        unregister("myeigencam")
+    assert str(info.value).startswith("methods.finercam: target_layers[0] 'x' has 65,536 "
+                                      "positions of 8 channels")
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """A tiny run of the cat photo (classes a and b, Grad-CAM) against a reference folder that
