@@ -344,7 +344,7 @@ class Comparison:
         self.missing: list[str] = []
         self.expected: set[str] = set()
         self.resized: dict[str, str] = {}  # a reference of another shape: "13x13 -> 224x224"
-        self.crossed: dict[str, str] = {}  # a reference more like another class's map: why
+        self.made: dict[str, CompareRow] = {}  # this process's rows, by reference name
         self.steps: dict[str, float] = {}  # a PNG reference's rounding step (png_step)
         self.classes = ""  # the run's class indices as the "differ" note names them
         if reference_dir is not None and not reference_dir.is_dir():
@@ -369,7 +369,8 @@ class Comparison:
     def cross_check(self, image: str, method: str, pairs: dict[str, tuple]) -> None:
         """``pairs``: class -> (library map, reference) of one image and method. A reference
         that correlates with another class's library map far better than with its own (the
-        class indices of the script swapped) is kept in ``crossed`` with the two r."""
+        class indices of the script swapped) says so in its row's ``crossed``, with the two
+        r."""
         for cls, (library, ref) in pairs.items():
             own = pearson(library, ref)
             others = [(pearson(lib, ref), other) for other, (lib, _) in pairs.items()
@@ -377,17 +378,20 @@ class Comparison:
             r, other = max(others, default=(0.0, ""))
             # far above its own map's r, or that other map itself while its own is not (the
             # two classes' maps of one image can be alike: LayerCAM's at r 0.84 on AlexNet)
-            if r >= CROSSED_R and (r - own >= 0.3 or (r >= SAME_MAP_R and own < SAME_SHAPE_R)):
-                self.crossed[reference_name(image, cls, method)] = \
-                    f"{image}__{cls}: r {r:.2f} with the library's {other} map, {own:.2f} " \
-                    f"with its {cls} map"
+            row = self.made.get(reference_name(image, cls, method))
+            if row and r >= CROSSED_R and (r - own >= 0.3 or (r >= SAME_MAP_R and
+                                                               own < SAME_SHAPE_R)):
+                row.crossed = f"{image}__{cls}: r {r:.2f} with the library's {other} map, " \
+                              f"{own:.2f} with its {cls} map"
 
     def add(self, image: str, cls: str, method: str, library: np.ndarray,
             reference: np.ndarray) -> CompareRow:
         """Metrics and the library / reference / difference figure for one map."""
-        numbers = metrics(library, reference)
+        numbers, name = metrics(library, reference), reference_name(image, cls, method)
         row = CompareRow(image=image, class_name=cls, method=method,
+                         resized=self.resized.get(name),
                          **{k: round(v, 8) for k, v in numbers.items()})
+        self.made[name] = row
         fig = comparison_figure(library, reference, f"{image} / {cls} / {method}: max |diff| "
                                                     f"{numbers['max_abs']:.2e}, r = {numbers['pearson']:.4f}")
         self.run.write_image(figure_path(image, cls, method), fig)
@@ -435,6 +439,10 @@ class Comparison:
         for row in rows:
             by_method.setdefault(row.method, []).append(row)
         steps = {m: [self._step(r) for r in v] for m, v in by_method.items()}
+        resized = {reference_name(r.image, r.class_name, r.method): r.resized
+                   for r in rows if r.resized}  # every image's: the rows keep them
+        crossed = {reference_name(r.image, r.class_name, r.method): r.crossed
+                   for r in rows if r.crossed}
         per_method = {m: {"verdict": verdict([r.max_abs for r in v],
                                              [max(self.tolerance, q) for q in steps[m]]),
                           "max_abs": max(r.max_abs for r in v), "maps": len(v),
@@ -445,15 +453,15 @@ class Comparison:
             if info["verdict"] != "differ":
                 continue
             if self.reference_dir is not None:  # the user's maps: why, as far as r can say
-                every = len(self._of(self.resized, m)) == len(by_method[m])
-                info["note"] = why_references_differ(by_method[m], self._of(self.crossed, m),
+                every = len(self._of(resized, m)) == len(by_method[m])
+                info["note"] = why_references_differ(by_method[m], self._of(crossed, m),
                                                      self.classes, every)
             elif self.paper_notes and traits(m).paper_note:  # the library departs from the paper
                 info["note"] = traits(m).paper_note
         for m, info in per_method.items():  # an "agree" over part of the maps is no full mark
             info["missing"] = sum(1 for name in self.missing if name.endswith(f"__{m}"))
         words = {m: _step_words(steps[m], self.tolerance)
-                 + _resized_words(self._of(self.resized, m)) for m in per_method}
+                 + _resized_words(self._of(resized, m)) for m in per_method}
         verdicts = [f"{m}: {info['verdict']} (max |diff| {info['max_abs']:.2e} over "
                     f"{maps_words(info)}, tolerance {self.tolerance:g}{words[m]})"
                     + (f": {info['note']}" if "note" in info else "")

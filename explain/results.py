@@ -207,6 +207,11 @@ class CompareRow(_Record):
     mean_abs: float
     pearson: float
     iou_top20: float
+    # the user's reference (compare.reference_dir): of another shape, resized here ("13x13 ->
+    # 224x224"), or more like another class's map (why): kept with the row, so a run --resume
+    # continues and rank 0 of several say them for every image
+    resized: Optional[str] = Field(None, max_length=200)
+    crossed: Optional[str] = Field(None, max_length=400)
 
 
 class MethodVerdict(BaseModel):

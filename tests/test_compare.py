@@ -325,10 +325,12 @@ def test_the_documented_min_max_is_the_one_that_agrees():
 
 
 def test_a_resumed_run_counts_the_kept_images_references(small_course_tree):
-    """A reference folder of every map but one of the kept image cat's: the run --resume
-    continues (both.jpg computed again) says none of the folder's files matched no map (it
-    listed the kept images' 7 files) and still names cat's missing map, as the whole run
-    does."""
+    """A reference folder of every map but one of the kept image cat's, cat's Grad-CAM maps
+    of the two classes swapped and dog's cat Grad-CAM map at the layer's 6 x 6: the run
+    --resume continues (both.jpg computed again) says none of the folder's files matched no
+    map (it listed the kept images' 7 files), names cat's missing map, the swap and the
+    resized map, as the whole run does (the kept images' swaps and shapes were the
+    interrupted process's alone)."""
     cfg_path = small_course_tree / "configs" / "alexnet_catdog.yaml"
     sets = {"preprocess.size": [112, 112], "metrics": [], "channels.enabled": False,
             "output.save_arrays": True}
@@ -336,18 +338,28 @@ def test_a_resumed_run_counts_the_kept_images_references(small_course_tree):
     refs = small_course_tree / "refs"
     refs.mkdir()
     cams = small_course_tree / "results" / "alexnet_catdog" / "cams"
+    swap = {"cat__cat": "cat__dog", "cat__dog": "cat__cat"}
     for method in ("gradcam", "layercam"):
         for npy in (cams / method).glob("*.npy"):
-            if f"{npy.stem}__{method}" != "cat__dog__layercam":
-                shutil.copy(npy, refs / f"{npy.stem}__{method}.npy")
+            name = swap.get(npy.stem, npy.stem) if method == "gradcam" else npy.stem
+            if f"{name}__{method}" != "cat__dog__layercam":
+                shutil.copy(npy, refs / f"{name}__{method}.npy")
+    small = cv2.resize(np.load(refs / "dog__cat__gradcam.npy"), (6, 6),
+                       interpolation=cv2.INTER_AREA)
+    np.save(refs / "dog__cat__gradcam.npy", small)
     sets.update({"compare.enabled": True, "compare.reference_dir": str(refs)})
     whole = run(load_config(cfg_path, sets), RunOptions(overwrite=True, **QUIET)).compare
     assert whole["missing"] == ["cat__dog__layercam"] and whole["unmatched"] == []
+    said = whole["per_method"]["gradcam"]["note"] + whole["verdicts"][0]
+    assert "2 map(s) match another class's map (cat__cat: r 1.00 with the library's dog map" \
+        in said and "1 reference map(s) of another shape (6x6 -> 112x112)" in said, said
     folder = small_course_tree / "results" / first.name
     (folder / "summary.json").unlink()
     (folder / "items" / "both.json").unlink()
     resumed = run(load_config(cfg_path, sets), RunOptions(resume=True, **QUIET))
     assert any(n.startswith("resumed: 2 image(s) kept") for n in resumed.notes), resumed.notes
     assert resumed.compare["unmatched"] == [] and resumed.compare["missing"] == whole["missing"]
-    assert [v.split(" (")[0] for v in resumed.compare["verdicts"]] == \
-        [v.split(" (")[0] for v in whole["verdicts"]] == ["gradcam: agree", "layercam: agree"]
+    assert resumed.compare["verdicts"][0] == whole["verdicts"][0]
+    assert resumed.compare["per_method"]["gradcam"]["note"] == \
+        whole["per_method"]["gradcam"]["note"]
+    assert resumed.compare["verdicts"][1].split(" (")[0] == "layercam: agree"

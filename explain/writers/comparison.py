@@ -19,16 +19,12 @@ class CompareWriter(Writer):
         if not hasattr(self, "comparison"):
             return {}
         return {"missing": list(self.comparison.missing),
-                "expected": set(self.comparison.expected),
-                "resized": dict(self.comparison.resized),
-                "crossed": dict(self.comparison.crossed)}
+                "expected": set(self.comparison.expected)}  # (resized, crossed: the rows')
 
     def merge(self, state: dict) -> None:
         if state:
             self.comparison.missing += state["missing"]
             self.comparison.expected |= state["expected"]
-            self.comparison.resized.update(state.get("resized", {}))
-            self.comparison.crossed.update(state.get("crossed", {}))
 
     def prepare(self, plan: RunPlan) -> None:
         """Before the folder is claimed: the references can be made (one target layer) or
