@@ -117,6 +117,16 @@ def test_mean_and_std_take_one_value_or_three():
     assert "in_channels" not in ModelSpec(file="net.pth").model_dump()
 
 
+def test_in_channels_is_a_whole_number_one_or_three():
+    """``in_channels: true`` and ``1.0`` passed as 1 (a Literal compares with ==): a shared
+    config's typo ran a grey network's mean on an RGB one. They are one line now."""
+    assert ModelSpec(file="net.pth", in_channels=1).in_channels == 1
+    for value, shown in ((True, "true"), (1.0, "1.0"), (3.0, "3.0")):
+        with pytest.raises(ValueError) as info:
+            ModelSpec(file="net.pth", in_channels=value)
+        assert f"1 (a grey network) or 3 (RGB), a whole number; got {shown}" in str(info.value)
+
+
 def test_explain_layers_says_a_grey_network_gets_one_channel(tmp_path, capsys):
     """'explain layers' printed 'input (1, 3, 32, 32)' above a first conv that takes 1 channel
     (model.in_channels: 1): the line now says how the network is given it."""

@@ -92,6 +92,15 @@ class ModelSpec(Section):
     # prepared channels (one grey for a grey scan), so pictures, metrics and maps stay RGB
     in_channels: Literal[1, 3] = 3
 
+    @field_validator("in_channels", mode="before")
+    @classmethod
+    def _whole(cls, v: Any) -> Any:
+        """1 or 3 as a whole number: ``true`` and ``1.0`` passed as 1 (a Literal compares)."""
+        if isinstance(v, (bool, float)):
+            shown = str(v).lower() if isinstance(v, bool) else v  # as YAML spells it
+            raise ValueError(f"1 (a grey network) or 3 (RGB), a whole number; got {shown}")
+        return v
+
     @model_serializer(mode="wrap")
     def _as_before_grey(self, handler: Any) -> Any:
         """An RGB network's section dumps as before ``in_channels`` existed (config.json and
