@@ -354,6 +354,9 @@ def test_a_resumed_run_counts_the_kept_images_references(small_course_tree):
     assert "2 map(s) match another class's map (cat__cat: r 1.00 with the library's dog map" \
         in said and "1 reference map(s) of another shape (6x6 -> 112x112)" in said, said
     folder = small_course_tree / "results" / first.name
+    page = (folder / "report.html").read_text(encoding="utf-8")  # the Run table names it
+    assert '<th>compared with</th><td>the reference maps in <span class="path">../refs</span>' \
+           ', tolerance 0.0001' in page
     table = (folder / "compare" / "compare.csv").read_text().splitlines()
     assert table[0].endswith(",resized,crossed") or table[0].endswith(",crossed,resized"), table[0]
     assert sum("6x6 -> 112x112" in line for line in table) == 1
