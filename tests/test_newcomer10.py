@@ -127,6 +127,17 @@ def test_in_channels_is_a_whole_number_one_or_three():
         assert f"1 (a grey network) or 3 (RGB), a whole number; got {shown}" in str(info.value)
 
 
+def test_one_value_that_is_no_number_is_one_problem():
+    """``mean: [true]`` was three problems (mean[0], [1], [2]: the value repeated, then
+    refused thrice); one line now, as YAML spells it."""
+    for value, shown in (([True], "true"), (["a"], "'a'"), ([[0.5]], "[0.5]")):
+        with pytest.raises(ValueError) as info:
+            Preprocess(mean=value)
+        text = str(info.value)
+        assert text.count("numbers: three (R, G, B), or one for all three; got " + shown) == 1
+        assert "mean.1" not in text and "mean[1]" not in text, text
+
+
 def test_explain_layers_says_a_grey_network_gets_one_channel(tmp_path, capsys):
     """'explain layers' printed 'input (1, 3, 32, 32)' above a first conv that takes 1 channel
     (model.in_channels: 1): the line now says how the network is given it."""

@@ -187,6 +187,9 @@ class Preprocess(Section):
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             v = [v]
         if isinstance(v, (list, tuple)) and len(v) == 1:
+            if isinstance(v[0], bool) or not isinstance(v[0], (int, float)):  # said once,
+                shown = str(v[0]).lower() if isinstance(v[0], bool) else quote(v[0])  # not 3x
+                raise ValueError(f"numbers: three (R, G, B), or one for all three; got {shown}")
             return [v[0]] * 3
         if isinstance(v, (list, tuple)) and len(v) != 3:
             raise ValueError(f"three values (R, G, B), or one for all three (a grey network's "
