@@ -411,9 +411,10 @@ class Comparison:
 
     def cover(self, maps: list[tuple[str, str, str]], rows: list[CompareRow]) -> None:
         """Every map of the run, (image, class, method), counts as expected and, without a
-        reference file, as missing: the images a run --resume continues kept were compared
-        by the interrupted run, whose lists are gone (their reference files were said to
-        match no map). ``missing`` is then in the run's order, whichever process found it."""
+        row, as missing: the images a run --resume continues kept were compared by the
+        interrupted run, whose lists are gone (their reference files were said to match no
+        map); a file added since was never compared. ``missing`` is then in the run's order,
+        whichever process found it."""
         if self.reference_dir is None:
             return
         compared = {reference_name(r.image, r.class_name, r.method) for r in rows}
@@ -421,8 +422,7 @@ class Comparison:
             name = reference_name(image, cls, method)
             if name not in self.expected:
                 self.expected.add(name)
-                if name not in compared and \
-                        find_reference(self.reference_dir, image, cls, method) is None:
+                if name not in compared:
                     self.missing.append(name)
         order = {reference_name(*m): i for i, m in enumerate(maps)}
         self.missing.sort(key=lambda name: order.get(name, len(order)))
