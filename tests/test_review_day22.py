@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import torch
 
 import explain
@@ -39,3 +40,32 @@ def test_a_reference_added_before_resume_is_counted_missing_not_left_out(tmp_pat
     assert summary.compare["missing"] == ["cat__b__gradcam"]
     assert summary.compare["per_method"]["gradcam"]["missing"] == 1
     assert "over 3 of 4 maps (1 without a reference file)" in summary.compare["verdicts"][0]
+
+
+def _png_header(path, width: int, height: int) -> None:
+    """A PNG of ``width`` x ``height`` 1-bit pixels: its header and an empty image's data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data))
+    head = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head)
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # explain's filter
+def test_an_image_over_pillows_bomb_bound_is_told_by_max_pixels(tmp_path):
+    """Pillow refuses a header of over 2 x its MAX_IMAGE_PIXELS (179 M pixels) as a
+    decompression bomb: a 180 M-pixel photo read as 'not a readable image', under the default
+    preprocess.max_pixels (which should say so) and under a raised one (up to 250 M) alike."""
+    from explain.config import Preprocess
+    from explain.images import ImageError, ImageRef, precheck
+    path = tmp_path / "scan.png"
+    _png_header(path, 15_000, 12_000)
+    ref = ImageRef("scan", path, from_folder=False)
+    with pytest.raises(ImageError) as info:
+        precheck(ref, Preprocess())
+    assert "15000x12000 is over preprocess.max_pixels (40000000)" in str(info.value)
+    assert precheck(ref, Preprocess(max_pixels=250_000_000)) == (12_000, 15_000)

@@ -10,9 +10,9 @@ from explain.config.channelviews import Channels
 from explain.config.sections import (Annotations, BoxValues, COLORMAPS, Compare, Concepts,
                                      DOTTED, Guided, IMAGENET_MEAN, IMAGENET_STD, Int, LAYER,
                                      LabelledImages, MANY_CLASSES, MAX_CLASSES, MAX_CONFIG_BYTES,
-                                     MAX_CONFIG_NODES, MAX_SIDE, MethodSpec, MetricSpec, ModelSpec,
-                                     Number, Output, Percent, Preprocess, Report, Reshape,
-                                     TARGET_WORDS, Text, box_problem, is_finite)
+                                     MAX_CONFIG_NODES, MAX_PIXELS, MAX_SIDE, MethodSpec,
+                                     MetricSpec, ModelSpec, Number, Output, Percent, Preprocess,
+                                     Report, Reshape, TARGET_WORDS, Text, box_problem, is_finite)
 from explain.config.schema import Config
 from explain.config.loading import (MAX_NESTING, apply_override, attribute,
                                     explain_validation, load_config, names_a_field,
@@ -21,10 +21,9 @@ from explain.config.loading import (MAX_NESTING, apply_override, attribute,
 
 __all__ = ["Annotations", "BoxValues", "COLORMAPS", "Channels", "Compare", "Concepts", "DOTTED",
            "Guided", "IMAGENET_MEAN", "IMAGENET_STD", "Int", "LAYER", "LabelledImages",
-           "MANY_CLASSES", "MAX_CLASSES", "MAX_CONFIG_BYTES", "MAX_CONFIG_NODES", "MAX_SIDE",
-           "MethodSpec", "MetricSpec", "ModelSpec", "Number", "Output", "Percent", "Preprocess",
-           "Report",
-           "Reshape", "TARGET_WORDS", "Text", "box_problem", "is_finite", "Config", "MAX_NESTING",
-           "apply_override", "attribute", "explain_validation", "load_config", "names_a_field",
-           "nesting_problem", "parse_value", "read_bounded_bytes", "read_bounded_text", "read_yaml",
-           "resolved"]
+           "MANY_CLASSES", "MAX_CLASSES", "MAX_CONFIG_BYTES", "MAX_CONFIG_NODES", "MAX_PIXELS",
+           "MAX_SIDE", "MethodSpec", "MetricSpec", "ModelSpec", "Number", "Output", "Percent",
+           "Preprocess", "Report", "Reshape", "TARGET_WORDS", "Text", "box_problem", "is_finite",
+           "Config", "MAX_NESTING", "apply_override", "attribute", "explain_validation",
+           "load_config", "names_a_field", "nesting_problem", "parse_value", "read_bounded_bytes",
+           "read_bounded_text", "read_yaml", "resolved"]

@@ -24,6 +24,7 @@ COLORMAPS = tuple(sorted(n[len("COLORMAP_"):].lower() for n in dir(cv2) if n.sta
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_CONFIG_NODES = 20_000  # YAML nodes after alias expansion (a config has about a hundred)
 MAX_SIDE = 4096  # model input side in pixels
+MAX_PIXELS = 250_000_000  # preprocess.max_pixels at most (Pillow's own bound follows: images)
 MAX_ARGS_DEPTH = 16  # model.arch_args / builder_args: lists and mappings inside each other
 MAX_CLASSES = 1000  # named classes (ImageNet-1k fits; name a subset of larger label sets)
 MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused (explain.cam's
@@ -158,7 +159,7 @@ class Preprocess(Section):
     multiple_of: Int = Field(32, ge=1, le=256)
     mean: tuple[Number, Number, Number] = IMAGENET_MEAN
     std: tuple[Number, Number, Number] = IMAGENET_STD
-    max_pixels: Int = Field(40_000_000, ge=1, le=250_000_000)
+    max_pixels: Int = Field(40_000_000, ge=1, le=MAX_PIXELS)
     # image files larger than this are refused before they are read (stat); 256 MiB holds an
     # uncompressed 16-bit RGB TIFF of 40 MP (the max_pixels default); at most 1 GiB
     max_bytes: Int = Field(256 * 2**20, ge=1024, le=2**30)
