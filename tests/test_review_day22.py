@@ -69,3 +69,25 @@ def test_an_image_over_pillows_bomb_bound_is_told_by_max_pixels(tmp_path):
         precheck(ref, Preprocess())
     assert "15000x12000 is over preprocess.max_pixels (40000000)" in str(info.value)
     assert precheck(ref, Preprocess(max_pixels=250_000_000)) == (12_000, 15_000)
+
+
+def test_the_reports_verdict_cell_says_a_verdict_over_part_of_the_maps(tmp_path):
+    """The console, summary.json and explain diff say 'agree over 1 of 2 maps (1 without a
+    reference file)'; the report's methods table said 'agree, max |diff| 0' alone (a grader
+    reading the page saw a full mark)."""
+    import numpy as np
+    torch.save(tiny_net(), tmp_path / "net.pth")
+    base = dict(classes={"a": 0, "b": 1}, metrics=[], channels={"enabled": False})
+    made = explain.run(tiny_config(tmp_path, {"file": str(tmp_path / "net.pth")}, **base,
+                                   output={"save_arrays": True}),
+                       out=tmp_path / "arrays", progress=False, log=lambda _: None)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    np.save(refs / "cat__a__gradcam.npy", np.load(made.folder / "cams/gradcam/cat__a.npy"))
+    study = explain.run(tiny_config(tmp_path, {"file": str(tmp_path / "net.pth")}, **base,
+                                    compare={"enabled": True, "reference_dir": str(refs)}),
+                        out=tmp_path / "res", progress=False, log=lambda _: None)
+    assert study.summary.compare["per_method"]["gradcam"]["missing"] == 1
+    page = (study.folder / "report.html").read_text(encoding="utf-8")
+    assert '<span class="verdict agree">agree</span> <small>max |diff| 0, over 1 of 2 maps (1 ' \
+           'without a reference file)</small>' in page

@@ -31,6 +31,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from explain import metrics, render, stats, trustlines
 from explain.baselines import BASELINES
 from explain.chance import near_chance
+from explain.compare import maps_words
 from explain.swapped import swapped_classes
 from explain.config import MANY_CLASSES, ModelSpec
 from explain.errors import ExplainError
@@ -302,6 +303,7 @@ def environment() -> Environment:
     env.filters["fixed"] = stats.fixed
     env.filters["bar"] = lambda p: f"{min(max(100 * p, 0.0), 100.0):.2f}" if p == p else "0.00"
     env.filters["href"] = href
+    env.filters["maps"] = maps_words  # a compare verdict's maps: "3 of 6 maps (3 without ...)"
     env.globals["method_note"] = method_note
     env.globals["duration_parts"] = duration_parts
     env.globals["card_classes"] = card_classes
