@@ -1,5 +1,5 @@
 """Review day 22: compare --resume coverage, Pillow's decompression-bomb bound beside
-preprocess.max_pixels, ... (a helper's findings)."""
+preprocess.max_pixels, the report's verdict over part of the maps (a helper's findings)."""
 
 from __future__ import annotations
 
