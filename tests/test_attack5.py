@@ -19,7 +19,7 @@ from helpers import explain_error
 from explain.datasets import MeanSums
 from explain.images import ImageError, ImageRef, precheck, prepare
 from explain.config import Preprocess
-from explain.images.reading import MAX_JPEG_SCANS
+from explain.images.jpeg import MAX_JPEG_SCANS
 from explain.recordfiles import parse_item, parse_json
 from explain.runlock import LOCK_FILE, RunLock
 from explain.writers.report import href
@@ -157,7 +157,7 @@ def test_an_integer_no_float_can_hold_is_one_line_naming_the_file():
 def test_many_tiny_segments_are_read_once_and_bounded(tmp_path):
     """Four-byte comments after the first scan: 5,000 are walked, each chunk of the file read
     once; past MAX_JPEG_STEPS the file is refused (each segment is a step of Python)."""
-    from explain.images.reading import MAX_JPEG_STEPS, _scans
+    from explain.images.jpeg import MAX_JPEG_STEPS, _scans
     data = _progressive(tmp_path, 0).path.read_bytes()
     scans, end = _segments(data)
     first = data.index(scans[0])

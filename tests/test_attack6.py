@@ -18,7 +18,8 @@ import pytest
 from helpers import explain_error
 from test_attack5 import _progressive
 from test_trust_section import METRIC, synthetic
-from explain.images.reading import MAX_JPEG_SCANS, decode_stored
+from explain.images.jpeg import MAX_JPEG_SCANS
+from explain.images.reading import decode_stored
 from explain.methodtable import MAX_UNKNOWN, method_table
 from explain.outputs import MAX_RUN_DEPTH, RunFolder, _files_below
 from explain.readback import stored_array

@@ -6,14 +6,14 @@ Files over ``preprocess.max_bytes`` are refused before anything is read (the siz
 file), images over ``preprocess.max_pixels`` before decoding (the header is read with
 Pillow), so a huge file cannot exhaust memory; each file is read whole once, when decoded
 (a JPEG the config names is also read through once, a chunk at a time, by ``precheck``). A
-JPEG without its end marker, or of more than MAX_JPEG_SCANS scans, is refused before decoding.
+JPEG without its end marker, or of more scans than a photo has, is refused before decoding
+(``explain.images.jpeg``).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
 import stat
 import warnings
 from contextlib import contextmanager
@@ -29,8 +29,9 @@ from PIL import Image
 if TYPE_CHECKING:  # torch comes with the first image prepared: reading records needs none
     import torch
 
-from explain.config import MAX_SIDE, Preprocess
+from explain.config import MAX_PIXELS, MAX_SIDE, Preprocess
 from explain.errors import ExplainError
+from explain.images.jpeg import JPEG_START, TRUNCATED, first_scan, jpeg_problem
 from explain.names import short
 
 # OpenCV's own log lines (libtiff's warnings and errors, 5 lines for one bad TIFF in a folder)
@@ -39,6 +40,10 @@ from explain.names import short
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # max_pixels says it
+# Pillow refuses a header of over twice its MAX_IMAGE_PIXELS (179 M pixels) as a decompression
+# bomb, which read as 'not a readable image' for a file within preprocess.max_pixels (or over it)
+if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2 + 1
 
 
 class ImageError(ExplainError):
@@ -141,11 +146,11 @@ class _CountedReads:
 @contextmanager
 def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
     """The file opened by Pillow (which reads the header only), in reads bounded as
-    ``png_chunks``, ``_first_scan`` and ``_CountedReads`` say; ImageError (no file name) when
+    ``png_chunks``, ``first_scan`` and ``_CountedReads`` say; ImageError (no file name) when
     it is no image, or a JPEG whose segments do not reach its image data."""
     read = partial(_read_at, f)
     png_chunks(read)  # before Pillow walks them (seconds per MB)
-    if read(0, 2) == JPEG_START and _first_scan(read) is None:
+    if read(0, 2) == JPEG_START and first_scan(read) is None:
         raise ImageError(TRUNCATED)
     try:
         header = Image.open(_CountedReads(f))  # type: ignore[arg-type]
@@ -164,7 +169,6 @@ def _read_at(f: BinaryIO, at: int, count: int) -> bytes:
 DEFAULT_MAX_BYTES: int = Preprocess.model_fields["max_bytes"].default
 
 
-JPEG_START, TRUNCATED = b"\xff\xd8", "truncated JPEG (no end-of-image marker after the image data)"
 
 
 def read_rgb(path: Path, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
@@ -310,100 +314,8 @@ def stored_size(data: bytes) -> Optional[tuple[int, int]]:
     return height, width
 
 
-def jpeg_complete(data: bytes) -> bool:
-    """Whether a JPEG's image data ends with its end-of-image marker (FFD9).
-
-    The marker is looked for after the first start-of-scan segment, so an EXIF thumbnail's
-    own marker does not count, and bytes a phone appends after the end are allowed."""
-    read = _bytes_at(data)
-    first = _first_scan(read)
-    return first is not None and _ends_after(read, len(data), first)
-
-
-MAX_JPEG_STEPS, TAIL_CHUNK = 10_000, 2**20  # segments before the scan, and after (a photo: dozens)
-# Scans in one JPEG: a progressive photo has about 10 (libjpeg's script), and the decoder
-# makes a pass over the whole image for each one, so a small file repeating a 14-byte scan
-# 2,000 times took 50 s of CPU to decode at 40 MP. An appended preview adds one or two.
-MAX_JPEG_SCANS = 100
-
-
-def jpeg_problem(read: Callable[[int, int], bytes], size: int) -> Optional[str]:
-    """Why a JPEG of ``size`` bytes, read through ``read(offset, count)``, is refused before
-    decoding (no end marker, or more than MAX_JPEG_SCANS scans), or None."""
-    first = _first_scan(read)
-    if first is None or not _ends_after(read, size, first):
-        return TRUNCATED
-    scans, segments = _scans(read, size, first)
-    if scans > MAX_JPEG_SCANS:
-        return (f"more than {MAX_JPEG_SCANS} scans in one JPEG (a progressive photo has about "
-                f"10, and decoding makes a pass over the image for each); re-encode it")
-    if segments > MAX_JPEG_STEPS:
-        return (f"more than {MAX_JPEG_STEPS} segments after the first scan (a photo has a few "
-                f"dozen); re-encode it")
-    return None
-
-
 def _bytes_at(data: bytes) -> Callable[[int, int], bytes]:
     return lambda at, n: data[at:at + n]
-
-
-def _first_scan(read: Callable[[int, int], bytes]) -> Optional[int]:
-    """Where the first start-of-scan marker is, after the segment headers (at most
-    MAX_JPEG_STEPS of them); None when the headers are broken or never reach a scan."""
-    pos = 2
-    for _ in range(MAX_JPEG_STEPS):
-        head = read(pos, 4)
-        if len(head) < 4 or head[0] != 0xFF:
-            return None
-        if head[1] == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if head[1] == 0xDA:  # start of scan: entropy-coded data follows
-            return pos
-        pos += 2 + int.from_bytes(head[2:4], "big")
-    return None
-
-
-# A marker with a length, or the end (D9): FF then not 00 (a data byte FF), FF (fill), a
-# restart (D0-D7), TEM (01) or a start of image (D8)
-_MARKER = re.compile(rb"\xff[\x02-\xcf\xd9-\xfe]")
-
-
-def _scans(read: Callable[[int, int], bytes], size: int, start: int) -> tuple[int, int]:
-    """(scans, segments) of the image, counted from its first scan (at ``start``) to its
-    end-of-image marker, stopping once past MAX_JPEG_SCANS scans or MAX_JPEG_STEPS segments.
-    Markers are found in C by a regular expression and a segment's header is skipped by its
-    length, so neither what follows the image (a phone's appended video) nor the bytes inside
-    a segment count. The file is read a chunk at a time, each chunk once, and the segments
-    walked are bounded, so a file of millions of tiny segments is refused in milliseconds."""
-    count, segments, pos, base, chunk = 0, 0, start, start, b""
-    while count <= MAX_JPEG_SCANS and segments <= MAX_JPEG_STEPS and pos < size:
-        if not base <= pos < base + TAIL_CHUNK or not chunk:
-            base, chunk = pos, read(pos, TAIL_CHUNK + 4)  # + a marker's own 4 bytes
-        found = _MARKER.search(chunk, pos - base)
-        if found is None or found.start() >= TAIL_CHUNK:
-            pos = base + TAIL_CHUNK
-            continue
-        at = found.start()
-        if chunk[at + 1] == 0xD9:  # the end of the image
-            break
-        count += chunk[at + 1] == 0xDA
-        segments += 1
-        pos = base + at + 2 + int.from_bytes(chunk[at + 2:at + 4], "big")
-    return count, segments
-
-
-def _ends_after(read: Callable[[int, int], bytes], size: int, pos: int) -> bool:
-    """Whether an end marker follows the first scan (at ``pos``) in ``size`` bytes read through
-    ``read(offset, count)``: looked for backwards from the end, so a complete file is decided
-    by its tail without reading it all."""
-    end = size
-    while end > pos:
-        start = max(pos, end - TAIL_CHUNK)
-        if b"\xff\xd9" in read(start, end - start + 1):  # one byte more: a marker across
-            return True
-        end = start
-    return False
 
 
 def input_size(height: int, width: int, spec: Preprocess) -> tuple[int, int]:
