@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # torch comes with the first image prepared: reading records 
 from explain.config import MAX_PIXELS, MAX_SIDE, Preprocess
 from explain.errors import ExplainError
 from explain.images.jpeg import JPEG_START, TRUNCATED, first_scan, jpeg_problem
+from explain.images.tiles import tile_problem
 from explain.names import short
 
 # OpenCV's own log lines (libtiff's warnings and errors, 5 lines for one bad TIFF in a folder)
@@ -147,7 +148,7 @@ class _CountedReads:
 def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
     """The file opened by Pillow (which reads the header only), in reads bounded as
     ``png_chunks``, ``first_scan`` and ``_CountedReads`` say; ImageError (no file name) when
-    it is no image, or a JPEG whose segments do not reach its image data."""
+    it is no image, a JPEG whose segments do not reach its image data, or a TIFF's tiles."""
     read = partial(_read_at, f)
     png_chunks(read)  # before Pillow walks them (seconds per MB)
     if read(0, 2) == JPEG_START and first_scan(read) is None:
@@ -158,6 +159,8 @@ def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
         raise (exc if isinstance(exc, ImageError) else ImageError("not a readable image")
                ) from None
     with header:
+        if tile_problem(header):  # what OpenCV decodes at once (explain.images.tiles)
+            raise ImageError(tile_problem(header))
         yield header
 
 
@@ -167,8 +170,7 @@ def _read_at(f: BinaryIO, at: int, count: int) -> bytes:
 
 
 DEFAULT_MAX_BYTES: int = Preprocess.model_fields["max_bytes"].default
-
-
+STORED_MAX_PIXELS = 2**27  # a picture read back from a run folder: a panel of big overlays fits
 
 
 def read_rgb(path: Path, max_pixels: int, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
@@ -275,9 +277,6 @@ def png_exif(path: Path) -> bytes:
         except ImageError:
             pass
     return b""
-
-
-STORED_MAX_PIXELS = 2**27  # a picture read back from a run folder: a panel of big overlays fits
 
 
 def decode_stored(data: bytes, flags: int = cv2.IMREAD_COLOR,

@@ -1,0 +1,67 @@
+"""The twenty-sixth attack (a helper's findings): what a shared TIFF's tiles ask of OpenCV's
+decoding past the header's pixels (explain.images.tiles)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+
+from explain.images.reading import ImageError, decode_stored, read_rgb
+from helpers import explain_error
+
+# ---- a TIFF's tiles -----------------------------------------------------------------------------
+
+
+def tiled_tiff(side: int, tile: int) -> bytes:
+    """A grey 8-bit TIFF of ``side`` x ``side`` zeros in ``tile`` x ``tile`` deflated tiles,
+    every tile's offset on the one stored tile (a few KB, whatever the count)."""
+    body = zlib.compress(bytes(tile * tile), 9)
+    count = (-(-side // tile)) ** 2
+    tags = [(256, 4, 1, side), (257, 4, 1, side), (258, 3, 1, 8), (259, 3, 1, 8),
+            (262, 3, 1, 1), (277, 3, 1, 1), (322, 4, 1, tile), (323, 4, 1, tile),
+            (324, 4, count, 0), (325, 4, count, 0)]
+    start = 8 + 2 + 12 * len(tags) + 4  # the tile's data, then the offsets, then the counts
+    arrays = {324: (start + len(body), start), 325: (start + len(body) + 4 * count, len(body))}
+    out = b"II*\0" + struct.pack("<IH", 8, len(tags))
+    for tag, kind, n, value in tags:
+        value = arrays[tag][count == 1] if tag in arrays else value
+        out += struct.pack("<HHIHH" if kind == 3 else "<HHII", tag, kind, n, value,
+                           *([0] if kind == 3 else []))
+    offsets = struct.pack("<I", start) * count if count > 1 else b""
+    sizes = struct.pack("<I", len(body)) * count if count > 1 else b""
+    return out + b"\0\0\0\0" + body + offsets + sizes
+
+
+def test_a_tiff_of_one_tile_far_larger_than_its_image_is_refused_before_decoding(tmp_path):
+    """An 8 x 8 TIFF stored as one 16384 x 16368 tile (261 KB) passed every pixel bound (the
+    header says 64 pixels) and held 1 GB and 0.9 s of CPU in OpenCV each time it was decoded
+    (an input image, a shared run's picture); here a 4096 x 4096 tile (16 KB), decoded
+    without a word before."""
+    path = tmp_path / "small.tif"
+    path.write_bytes(tiled_tiff(8, 4096))
+    line = explain_error(read_rgb, path, 40_000_000)
+    assert line == (f"{path}: a TIFF of 8 x 8 pixels in tiles of 4096 x 4096, decoded a whole "
+                    f"tile at a time (re-save it)")
+    assert decode_stored(path.read_bytes()) is None  # a picture read back from a run folder
+
+
+def test_a_tiff_of_tiny_tiles_is_refused_before_decoding(tmp_path):
+    """A 2896 x 2896 TIFF of 1 x 1 tiles (8.4 million, 67 MB) took 12.8 s of CPU to decode (a
+    photo of its pixels: 0.1 s); tiles are multiples of 16 a side in the TIFF standard."""
+    path = tmp_path / "dust.tif"
+    path.write_bytes(tiled_tiff(64, 1))
+    assert explain_error(read_rgb, path, 40_000_000) == (
+        f"{path}: a TIFF of 1 x 1 tiles; the TIFF standard's are multiples of 16 a side "
+        f"(re-save it)")
+
+
+@pytest.mark.parametrize("side, tile", [(8, 256), (100, 256), (1024, 1024), (300, 16)])
+def test_tiffs_of_a_writers_tiles_are_decoded(tmp_path, side, tile):
+    """libtiff's and GDAL's 256 x 256 tiles over a small image, a tile of the image's size,
+    the standard's smallest."""
+    path = tmp_path / "fine.tif"
+    path.write_bytes(tiled_tiff(side, tile))
+    rgb = read_rgb(path, 40_000_000)
+    assert rgb.shape == (side, side, 3) and not rgb.any()
