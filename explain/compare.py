@@ -140,7 +140,8 @@ def find_reference(folder: Path, image: str, cls: str, method: str) -> Path | No
 def read_reference(path: Path) -> np.ndarray:
     """A reference map file as a finite, non-empty 2-D float32 array (any scale, any size):
     NPY (numeric, no pickles) or a grayscale PNG (0..255 or 16-bit, as 0..1). ExplainError
-    naming the file for anything else, or a map over MAX_REFERENCE_PIXELS."""
+    naming the file for anything else, or a map over MAX_REFERENCE_PIXELS. Values past half of
+    float32's range are min-max scaled (np.empty's 3e38s: NaN metrics, a folder unreadable)."""
     if path.suffix == ".npy":
         try:
             m = np.load(path, mmap_mode="r", allow_pickle=False)  # the header: shape and type
@@ -161,12 +162,13 @@ def read_reference(path: Path) -> np.ndarray:
             raise ExplainError(f"{path}: {width}x{height} pixels, over {MAX_REFERENCE_PIXELS}")
         m = _decoded_png(path)
         m = m.astype(np.float32) / (65535.0 if m.dtype == np.uint16 else 255.0)
-    m = m.astype(np.float32)
     if m.size == 0:
         raise ExplainError(f"{path}: the map is empty (shape {m.shape})")
     if not np.isfinite(m).all():
         raise ExplainError(f"{path}: the map holds NaN or infinite values")
-    return m
+    if np.abs(m).max() > np.finfo(np.float32).max / 2:  # float32 holds neither it nor its range
+        m = np.subtract(m, m.min(), dtype=np.float64) / (np.ptp(m.astype(np.float64)) or 1.0)
+    return m.astype(np.float32)
 
 
 def png_step(path: Path | None) -> float:

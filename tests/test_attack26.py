@@ -1,13 +1,17 @@
 """The twenty-sixth attack (a helper's findings): what a shared TIFF's tiles ask of OpenCV's
-decoding past the header's pixels (explain.images.tiles)."""
+decoding past the header's pixels (explain.images.tiles), and what a reference map's
+float32-sized values made of a comparison (explain.compare.read_reference)."""
 
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 
+import numpy as np
 import pytest
 
+from explain.compare import fit_reference, metrics, read_reference
 from explain.images.reading import ImageError, decode_stored, read_rgb
 from helpers import explain_error
 
@@ -65,3 +69,34 @@ def test_tiffs_of_a_writers_tiles_are_decoded(tmp_path, side, tile):
     path.write_bytes(tiled_tiff(side, tile))
     rgb = read_rgb(path, 40_000_000)
     assert rgb.shape == (side, side, 3) and not rgb.any()
+
+
+# ---- a reference map's values -------------------------------------------------------------------
+
+def test_a_reference_of_float32_sized_values_gives_numbers_not_nan(tmp_path):
+    """A student's map made with np.empty holds leftovers up to +-3e38: finite, so it passed,
+    then its min-max scaling overflowed float32 (NaN metrics: items/*.json held NaN,
+    summary.json null, and explain report and diff refused the run folder as damaged)."""
+    path = tmp_path / "cat__cat__gradcam.npy"
+    wild = np.zeros((16, 16), np.float32)
+    wild[0, 0], wild[5, 5] = -3e38, 3e38
+    np.save(path, wild)
+    library = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    for size in ((32, 32), (16, 16)):  # resized, and of the input's size
+        ref = fit_reference(read_reference(path), size)
+        assert np.isfinite(ref).all() and ref.min() == 0 and ref.max() == pytest.approx(1)
+    ref = fit_reference(read_reference(path), (32, 32))
+    assert all(np.isfinite(v) for v in metrics(library, ref).values())
+
+
+def test_a_reference_past_float32_is_scaled_not_called_infinite(tmp_path):
+    """A float64 map of +-1e300 (finite) was cast to float32 first: a RuntimeWarning on the
+    terminal, then 'holds NaN or infinite values', which it did not."""
+    path = tmp_path / "cat__cat__gradcam.npy"
+    big = np.zeros((8, 8))
+    big[0, 0], big[1, 1] = -1e300, 1e300
+    np.save(path, big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = read_reference(path)
+    assert m.dtype == np.float32 and (m[0, 0], m[1, 1], m[2, 2]) == (0.0, 1.0, 0.5)
