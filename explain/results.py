@@ -199,7 +199,10 @@ class ImageEntry(_Record):
 
 
 class CompareRow(_Record):
-    """Library map vs its reference (see explain.compare.metrics)."""
+    """Library map vs its reference (see explain.compare.metrics): finite numbers, as a run
+    writes them (a shared item file's NaN went through --resume into a summary.json that
+    explain report and diff refused)."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
     image: str
     class_name: str = Field(alias="class")
     method: str

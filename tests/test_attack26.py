@@ -1,19 +1,25 @@
 """The twenty-sixth attack (a helper's findings): what a shared TIFF's tiles ask of OpenCV's
-decoding past the header's pixels (explain.images.tiles), and what a reference map's
-float32-sized values made of a comparison (explain.compare.read_reference)."""
+decoding past the header's pixels (explain.images.tiles), what a reference map's
+float32-sized values made of a comparison (explain.compare.read_reference), and the compare
+rows a shared interrupted run hands --resume (explain.results.CompareRow)."""
 
 from __future__ import annotations
 
+import json
+import math
 import struct
 import warnings
 import zlib
 
 import numpy as np
 import pytest
+import torch
 
 from explain.compare import fit_reference, metrics, read_reference
-from explain.images.reading import ImageError, decode_stored, read_rgb
-from helpers import explain_error
+from explain.config import load_config
+from explain.images.reading import decode_stored, read_rgb
+from explain.runner import RunOptions, run
+from helpers import explain_error, tiny_config, tiny_net
 
 # ---- a TIFF's tiles -----------------------------------------------------------------------------
 
@@ -100,3 +106,26 @@ def test_a_reference_past_float32_is_scaled_not_called_infinite(tmp_path):
         warnings.simplefilter("error")
         m = read_reference(path)
     assert m.dtype == np.float32 and (m[0, 0], m[1, 1], m[2, 2]) == (0.0, 1.0, 0.5)
+
+
+# ---- a shared interrupted run's compare rows ---------------------------------------------------
+
+def test_resume_refuses_compare_rows_no_run_writes(tmp_path):
+    """A shared interrupted run whose item file held NaN compare numbers (what the reference
+    above once made, or an edit): --resume kept them and wrote a summary.json ('max |diff|
+    nan', null) that its own explain report and diff then refused as damaged."""
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    path = tiny_config(tmp_path, {"file": "m.pth"}, name="a", classes={"cat": 0, "dog": 1},
+                       compare={"enabled": True}, metrics=[])
+    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    folder = tmp_path / "results" / "a"
+    item = folder / "items" / "cat.json"
+    record = json.loads(item.read_text())
+    assert record["compare"] and all(math.isfinite(r["max_abs"]) for r in record["compare"])
+    record["compare"][0]["max_abs"] = float("nan")
+    item.write_text(json.dumps(record))
+    (folder / "summary.json").unlink()  # interrupted before its end
+    line = explain_error(run, load_config(path), RunOptions(resume=True, progress=False,
+                                                            log=lambda _: None))
+    assert line == (f"{item}: not an item file of this explain version (compare.0.max_abs: "
+                    f"Input should be a finite number); delete it to recompute that image")
