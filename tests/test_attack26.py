@@ -1,5 +1,5 @@
-"""The twenty-sixth attack (a helper's findings): what a shared TIFF's tiles ask of OpenCV's
-decoding past the header's pixels (explain.images.tiles), what a reference map's
+"""The twenty-sixth attack (a helper's findings): what a shared TIFF's tiles and AVIF file ask
+of OpenCV's decoding past the header's pixels (explain.images.formats), what a reference map's
 float32-sized values made of a comparison (explain.compare.read_reference), and the compare
 rows a shared interrupted run hands --resume (explain.results.CompareRow)."""
 
@@ -129,3 +129,23 @@ def test_resume_refuses_compare_rows_no_run_writes(tmp_path):
                                                             log=lambda _: None))
     assert line == (f"{item}: not an item file of this explain version (compare.0.max_abs: "
                     f"Input should be a finite number); delete it to recompute that image")
+
+
+def test_an_avif_file_under_any_name_is_refused_before_decoding(tmp_path):
+    """A 4 KB AVIF file named photo.jpg whose header (ispe) said 16 x 16: OpenCV decoded its
+    16384 x 16384 AV1 picture whole, 3.4 GB and 4.6 s of CPU, then cropped it to 16 x 16.
+    Here a 64 x 64 picture said to be 16 x 16, decoded without a word before."""
+    import cv2
+    ok, data = cv2.imencode(".avif", np.zeros((64, 64, 3), np.uint8))
+    if not ok:
+        pytest.skip("this OpenCV writes no AVIF")
+    data = bytearray(data.tobytes())
+    at = data.find(b"ispe")
+    assert struct.unpack_from(">II", data, at + 8) == (64, 64)
+    struct.pack_into(">II", data, at + 8, 16, 16)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(bytes(data))
+    assert explain_error(read_rgb, path, 40_000_000) == (
+        f"{path}: an AVIF file, whose header's size need not be the size its AV1 data decodes "
+        f"to; convert it to PNG or JPEG")
+    assert decode_stored(bytes(data)) is None

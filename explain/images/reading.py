@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # torch comes with the first image prepared: reading records 
 
 from explain.config import MAX_PIXELS, MAX_SIDE, Preprocess
 from explain.errors import ExplainError
+from explain.images.formats import header_problem
 from explain.images.jpeg import JPEG_START, TRUNCATED, first_scan, jpeg_problem
-from explain.images.tiles import tile_problem
 from explain.names import short
 
 # OpenCV's own log lines (libtiff's warnings and errors, 5 lines for one bad TIFF in a folder)
@@ -148,7 +148,7 @@ class _CountedReads:
 def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
     """The file opened by Pillow (which reads the header only), in reads bounded as
     ``png_chunks``, ``first_scan`` and ``_CountedReads`` say; ImageError (no file name) when
-    it is no image, a JPEG whose segments do not reach its image data, or a TIFF's tiles."""
+    it is no image, a JPEG whose segments do not reach its image data, or header_problem's."""
     read = partial(_read_at, f)
     png_chunks(read)  # before Pillow walks them (seconds per MB)
     if read(0, 2) == JPEG_START and first_scan(read) is None:
@@ -159,8 +159,8 @@ def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
         raise (exc if isinstance(exc, ImageError) else ImageError("not a readable image")
                ) from None
     with header:
-        if tile_problem(header):  # what OpenCV decodes at once (explain.images.tiles)
-            raise ImageError(tile_problem(header))
+        if header_problem(header):  # what OpenCV decodes (explain.images.formats)
+            raise ImageError(header_problem(header))
         yield header
 
 

@@ -1,0 +1,57 @@
+"""What a format's decoder holds beyond the pixels its header gives, which is what
+``preprocess.max_pixels`` and a picture's size are checked against (explain.images.reading).
+
+- A TIFF's tiles: OpenCV decodes a tile at a time into a buffer of the whole tile, and
+  libtiff takes any tile size the file gives, so a 261 KB TIFF of 8 x 8 pixels stored as one
+  16384 x 16368 tile held 1 GB and took 0.9 s of CPU to decode, and one of 2896 x 2896 pixels
+  in 1 x 1 tiles (8.4 million, 67 MB) took 12.8 s (a photo's decoding: 0.1 s). The TIFF
+  standard makes tiles multiples of 16 a side; a writer's are 256 or 512 (libtiff, GDAL),
+  larger than a small image at most.
+- An AVIF file is refused: its header's size (the ``ispe`` box, which Pillow reads) need not
+  be its AV1 picture's, which OpenCV's decoder makes whole, then crops: a 4 KB file said
+  16 x 16 and held 3.4 GB and 4.6 s of CPU (16384 x 16384 decoded), under any file name (a
+  folder's ``.jpg``). AVIF is none of explain's image suffixes (explain.images.found).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PIL import Image
+
+TILE_WIDTH, TILE_LENGTH = 322, 323  # the TIFF tags
+MIN_TILE_SIDE = 16
+TILE_PIXELS = 2**20  # a tile may hold this many pixels, or the image's when it has more
+UNBOUNDED = {"AVIF": "an AVIF file, whose header's size need not be the size its AV1 data "
+                     "decodes to; convert it to PNG or JPEG"}
+
+
+def header_problem(header: Image.Image) -> Optional[str]:
+    """Why a file is refused though its header's pixels are within bounds (a TIFF's tiles,
+    an AVIF file), or None."""
+    if header.format in UNBOUNDED:
+        return UNBOUNDED[header.format]
+    return tile_problem(header)
+
+
+def tile_problem(header: Image.Image) -> Optional[str]:
+    """Why a TIFF's tiles are refused (smaller than 16 a side, or holding more pixels than
+    TILE_PIXELS and than the image), or None: a stripped TIFF or another format."""
+    tags = getattr(header, "tag_v2", None) if header.format == "TIFF" else None
+    if tags is None or (TILE_WIDTH not in tags and TILE_LENGTH not in tags):
+        return None
+    width, length = (_side(tags.get(tag)) for tag in (TILE_WIDTH, TILE_LENGTH))
+    if min(width, length) < MIN_TILE_SIDE:
+        return (f"a TIFF of {width} x {length} tiles; the TIFF standard's are multiples of "
+                f"{MIN_TILE_SIDE} a side (re-save it)")
+    if width * length > max(TILE_PIXELS, header.size[0] * header.size[1]):
+        return (f"a TIFF of {header.size[0]} x {header.size[1]} pixels in tiles of {width} x "
+                f"{length}, decoded a whole tile at a time (re-save it)")
+    return None
+
+
+def _side(value: object) -> int:
+    """A tile side as libtiff reads the tag (its first value), 0 when it is none."""
+    if isinstance(value, tuple):
+        value = value[0] if value else 0
+    return value if isinstance(value, int) else 0
