@@ -38,7 +38,7 @@ def test_a_png_profile_name_reaches_no_terminal(tmp_path, capfd):
     file descriptor 2, past every escape of explain's own lines: a shared image (or a picture
     of a shared run folder, or a reference map) cleared the screen and forged a line. Now the
     profile never reaches libpng, and the picture decodes as before."""
-    from explain.compare import read_reference
+    from explain.referencefiles import read_reference
     from explain.images.reading import STORED_MAX_PIXELS, decode_stored, read_rgb
     path = profiled_png(tmp_path / "evil.png")
     assert read_rgb(path, 10**6).shape == (32, 32, 3)
@@ -154,7 +154,7 @@ def test_a_png_of_exactly_max_chunks_before_its_image_is_not_refused(monkeypatch
 
 def test_a_reference_map_refused_says_why(tmp_path, monkeypatch):
     """A reference PNG refused for its chunks said only 'not a readable PNG'."""
-    from explain.compare import read_reference
+    from explain.referencefiles import read_reference
     from explain.images import reading
     monkeypatch.setattr(reading, "MAX_PNG_CHUNKS", 5)
     path = tmp_path / "cat__cat__gradcam.png"

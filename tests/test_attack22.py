@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from explain import compare
+from explain import referencefiles
 from explain.config import load_config
 from explain.models.loading import load_model
 from explain.runner import RunOptions, run
@@ -33,11 +33,11 @@ def test_a_colour_reference_png_is_checked_in_bounded_memory(tmp_path):
     rows at a time."""
     _colour_png(tmp_path / "jet.png", 2048, grey=False)
     assert (tmp_path / "jet.png").stat().st_size < 100_000
-    line = explain_error(compare.read_reference, tmp_path / "jet.png")
+    line = explain_error(referencefiles.read_reference, tmp_path / "jet.png")
     assert "a colour picture (its red, green and blue differ" in line
     colour = cv2.imread(str(tmp_path / "jet.png"), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     with memory_peak() as peak:
-        line = explain_error(compare._grey_or_refused, colour, tmp_path / "jet.png")
+        line = explain_error(referencefiles._grey_or_refused, colour, tmp_path / "jet.png")
     assert "a colour picture (its red, green and blue differ" in line
     assert peak[0] < 8 * 2**20
 
@@ -45,7 +45,7 @@ def test_a_colour_reference_png_is_checked_in_bounded_memory(tmp_path):
 def test_a_grey_colour_reference_png_still_reads_as_its_values(tmp_path):
     """A colour PNG whose channels are one grey reads as its grey values."""
     _colour_png(tmp_path / "grey.png", 64, grey=True)
-    m = compare.read_reference(tmp_path / "grey.png")
+    m = referencefiles.read_reference(tmp_path / "grey.png")
     assert m.shape == (64, 64) and float(m.max()) == 0.0
 
 

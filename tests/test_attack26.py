@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from explain.compare import fit_reference, metrics, read_reference
+from explain.compare import metrics
+from explain.referencefiles import fit_reference, read_reference
 from explain.config import load_config
 from explain.images.reading import decode_stored, read_rgb
 from explain.runner import RunOptions, run

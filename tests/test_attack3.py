@@ -235,7 +235,7 @@ def test_a_compressed_atlas_member_is_refused_before_it_is_inflated():
 def test_links_in_reference_and_box_folders_are_not_followed(tmp_path):
     import numpy as np
     from explain.annotations import read_box_file
-    from explain.compare import check_references, find_reference
+    from explain.referencefiles import check_references, find_reference
     outside = tmp_path / "outside"
     outside.mkdir()
     np.save(outside / "private.npy", np.ones((4, 4)))

@@ -225,7 +225,7 @@ def test_figure_titles_are_plain_text():
 def test_a_reference_array_of_one_enormous_element_is_refused_before_it_is_read(tmp_path):
     """A .npy of one element of a 2 GB structured type (a sparse file: nothing on disk) passed
     the size check and was copied into memory."""
-    from explain.compare import read_reference
+    from explain.referencefiles import read_reference
     path = tmp_path / "cat__cat__gradcam.npy"
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(

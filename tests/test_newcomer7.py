@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import torch
 import torchvision
 
-from explain import compare
+from explain import compare, referencefiles
 from explain.chance import near_chance
 from explain.results import CompareRow
 from helpers import cli, explain_error, tiny_config
@@ -179,12 +179,12 @@ def test_a_colormap_png_is_refused_as_a_reference_and_a_grey_rgba_png_is_read(tm
     import numpy as np
     ramp = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (16, 1))
     cv2.imwrite(str(tmp_path / "jet.png"), cv2.applyColorMap(ramp, cv2.COLORMAP_JET))
-    line = explain_error(compare.read_reference, tmp_path / "jet.png")
+    line = explain_error(referencefiles.read_reference, tmp_path / "jet.png")
     assert line.startswith(f"{tmp_path / 'jet.png'}: a colour picture (its red, green and blue "
                            f"differ, as a colormap's do), not a map: save the map's values")
     grey = np.dstack([ramp, ramp, ramp, np.full_like(ramp, 255)])
     cv2.imwrite(str(tmp_path / "grey.png"), grey)
-    m = compare.read_reference(tmp_path / "grey.png")
+    m = referencefiles.read_reference(tmp_path / "grey.png")
     assert m.shape == (16, 32) and m[0, 0] == 0.0 and m[0, -1] == 1.0
     assert abs(float(m[3, 16]) - ramp[3, 16] / 255) < 1e-6
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from explain import reference
-from explain.compare import CSV_PATH, Comparison, check_references, figure_path
+from explain.compare import CSV_PATH, Comparison, figure_path
+from explain.referencefiles import check_references
 from explain.errors import ExplainError
 from explain.methods import having, traits
 from explain.plan import RunPlan
