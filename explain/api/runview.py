@@ -48,9 +48,11 @@ def _images(run: Run) -> str:
 
 
 def _methods(run: Run) -> str:
-    """Per method: its maps, mean raw maximum, the report's metric columns (mean, its place
-    where a difference is significant, a star where it leads) and overall place, as the report
-    has them: never an order of the means (which ranked identical maps by rounding noise)."""
+    """Per method: its maps, mean raw maximum, the report's metric columns (mean and 95%
+    interval, its place where a difference is significant, a star where it leads, the
+    baselines it does not beat) and overall place, then the baselines' rows, under the
+    conclusion of "which map to trust", as the report has them: never an order of the means
+    (which ranked identical maps by rounding noise)."""
     from explain import stats
     from explain.methodtable import method_table
     methods = run.methods
@@ -63,22 +65,51 @@ def _methods(run: Run) -> str:
         cells = [m, len(recs), display.number(sum(raw) / len(raw) if raw else None)]
         for col in table.columns:
             cell = col.cells.get(m)
-            percent = cell is not None and cell.mean is not None and col.metric.percent
-            mean = f"{100 * cell.mean:.1f}%" if percent else \
-                display.number(None if cell is None else cell.mean)  # as the report shows it
-            cells.append("-" if cell is None else mean
+            cells.append("-" if cell is None else _stat(cell, col.metric.percent)
                          + (f" #{cell.place}" if cell.place else "")
                          + (" *" if m in col.leads and cell.beats_baselines is not False
-                            else ""))
+                            else "")
+                         + _not_beaten(cell))
         cells.append(table.place.get(m, "-") if table.meaningful else "-")
         rows.append(cells)
+    for name in table.baselines:  # maps that know nothing: what a method must beat
+        rows.append([f"baseline: {name}", "", ""] + [
+            "-" if col.baselines.get(name) is None
+            else _stat(col.baselines[name], col.metric.percent) for col in table.columns] + [""])
     note = "" if table.meaningful or not table.rank else (
         f"<p>no place yet: no metric is measured on at least {stats.MIN_IMAGES} {table.unit}s "
         f"(the report says the same)</p>")
     stars = "<p>* significantly better than every other method, and not beaten by a " \
         "baseline</p>" \
         if any(c.leads for c in table.columns) else ""
-    return "<h4>Methods</h4>" + display.table_html(header, rows) + stars + note
+    from explain import trustlines
+    from explain.chance import classifies
+    evidence = run.summary.trust or trustlines.build(run.summary, table)  # an unfinished run's
+    conclusion = evidence.conclusion if classifies(run.summary) else None  # as the report
+    verdict = f"<p><b>Which map to trust:</b> {display.esc(conclusion)}</p>" if conclusion \
+        else ""
+    return "<h4>Methods</h4>" + verdict + display.table_html(header, rows) + stars + note
+
+
+def _not_beaten(cell: Any) -> str:
+    """The baselines a method does not beat, as the report's cell marks them: with too few
+    units for a test, those whose mean is as good."""
+    from explain import stats
+    if cell.beats_baselines is not False or not cell.not_beaten:
+        return ""
+    names = ", ".join(cell.not_beaten)
+    return f" mean not better than {names}" if cell.images < stats.MIN_IMAGES \
+        else f" ✗ baseline: {names}"
+
+
+def _stat(cell: Any, percent: bool) -> str:
+    """A mean and its 95% interval as the report's cell shows them (in % for a share)."""
+    def shown(value: float) -> str:
+        return f"{100 * value:.1f}%" if percent else display.number(value)
+    if cell.mean is None:
+        return display.number(None)
+    return shown(cell.mean) + ("" if cell.low is None or cell.high is None
+                               else f" [{shown(cell.low)}, {shown(cell.high)}]")
 
 
 def _panels(run: Run) -> str:
