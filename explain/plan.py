@@ -338,11 +338,16 @@ def _probe(found: _Found, engine: CamEngine) -> Probe:
     pace.check_sizes(found.cfg.methods, probe.layers[:len(found.cfg.target_layers)],
                      found.first.tensor.shape[-2:], available(torch.device("cpu")),
                      found.cfg.eigen_smooth)
-    found.notes.extend(f"{label}: the top class score's gradient reaches fewer than 2 of its "
-                       f"positions on the first image, so gradient methods' maps at it are "
-                       f"blank for every class; pick another layer (explain layers CONFIG marks "
-                       f"it 'zero grad')" for label in probe.blind)
+    found.notes.extend(blind_note(label) for label in probe.blind)
     return probe
+
+
+def blind_note(label: str) -> str:
+    """The note on a target layer the top class score does not reach (a ViT's final norm):
+    a run's, and the warning of explain.cam and explain.channel_maps."""
+    return (f"{label}: the top class score's gradient reaches fewer than 2 of its positions on "
+            f"the first image, so gradient methods' maps at it are blank for every class; pick "
+            f"another layer (explain layers CONFIG marks it 'zero grad')")
 
 
 def _classes(found: _Found, count: int) -> Config:

@@ -14,6 +14,7 @@ afterwards, also when a call fails.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union, overload
@@ -41,12 +42,14 @@ def session(model: "nn.Module", cfg: "Config", items: list["Prepared"],
     (model on the device, inplace guard on), the preflight pass made on the first image and
     the classes named (given, carried by the model, else '0', '1', ...). Yields the resolved
     config, the engine and the head."""
-    from explain.plan import in_memory
+    from explain.plan import blind_note, in_memory
     largest = max(items, key=lambda item: item.tensor.numel())  # what a bound must size:
     alike = sum(1 for item in items if item.tensor.shape == largest.tensor.shape)  # its batch
     rows = min(alike, cfg.batch_size if isinstance(cfg.batch_size, int) else 1)
     with in_memory(cfg, model, items[0], [item.ref for item in items], largest=largest,
                    rows=rows) as (cfg, engine, head, probe):
+        for label in probe.blind:  # a run notes it; here the maps would be blank unsaid
+            warnings.warn(blind_note(label), UserWarning, stacklevel=4)
         count = head.classes(int(probe.logits.shape[1]))
         yield _named(cfg, model, count, default_targets), engine, head
 
