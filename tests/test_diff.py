@@ -417,7 +417,8 @@ def test_record_numbers_change_per_class_not_averaged_over_classes(runs, capsys)
         mine = [r for r in rows if (r["method"], r["class"]) == ("gradcam", cls)]
         change = np.mean([float(r["probability_change"]) for r in mine])
         assert abs(change) > 1e-3  # the reinitialised head moved each class's probability
-        assert f"gradcam / {cls}: mean change B - A: probability {change:+.3g}" in text, text
+        assert (f"gradcam / {cls}: mean change B - A [95% interval over images]: "
+                f"probability {change:+.3g}") in text, text
     html = (a.parent.parent / "per-class" / "diff-a-b" / "diff.html").read_text()
     assert "<th>class</th><th>number</th>" in html
 

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from explain.diff.runs import DIFF_CSV, DIFF_PAGE, Pair, Side, read_map
-from explain.names import listed, short
+from explain.names import listed, photo_of, short
 from explain.results import MapRecord, RunSummary
+from explain.stats import figure
 
 # Record numbers that describe the map's shape or the channels, not a metric: in the CSV and
 # the page, not in the console's line of mean changes (faithfulness names are metrics).
@@ -193,6 +194,18 @@ class Change:
     mean_change: float
     largest: float  # the change of largest size (signed)
     where: str  # image / class of that change
+    # the 95% bootstrap interval of the mean change over units (images, or photos with A's
+    # report.photo_separator: a photo's variants averaged first); none below stats.MIN_IMAGES
+    low: Optional[float] = None
+    high: Optional[float] = None
+    units: int = 0
+    unit: str = "image"
+
+    def interval(self) -> str:
+        """' [low, high]' as the console prints it, or '' without one."""
+        if self.low is None or self.high is None:
+            return ""
+        return f" [{figure(self.low, 3, sign=True)}, {figure(self.high, 3, sign=True)}]"
 
 
 def _by_method_and_class(maps: list[MapDiff]) -> dict[tuple[str, str], list[MapDiff]]:
@@ -218,9 +231,11 @@ def groups(result: DiffResult) -> list[Group]:
 
 def changes(result: DiffResult) -> list[Change]:
     """Per method, class and record number present in both runs of some map: the mean
-    change. By class: over a two-class run's both classes the probabilities' mean is 0.5 in
-    either run, and a shift to one class showed as no change."""
-    out = []
+    change, with its interval over images (or A's photos). By class: over a two-class run's
+    both classes the probabilities' mean is 0.5 in either run, and a shift to one class
+    showed as no change."""
+    out, units = [], []
+    photo = _photo_of(result.a.summary)
     for (method, cls), some in _by_method_and_class(result.maps).items():
         shared: dict[str, list[MapDiff]] = {}
         for m in some:
@@ -235,8 +250,41 @@ def changes(result: DiffResult) -> list[Change]:
                                   mean_a=float(a.mean()), mean_b=float(b.mean()),
                                   mean_change=round(float((b - a).mean()), 10),
                                   largest=round(float(b[far] - a[far]), 10),
-                                  where=both[far].image))
+                                  where=both[far].image, unit=photo[1]))
+                units.append(_unit_means([photo[0](m.image) for m in both], b - a))
+    config = getattr(result.a.summary, "config", None)
+    _intervals(out, units, config.seed if config is not None else 0)
     return out
+
+
+def _photo_of(summary: Optional[RunSummary]) -> tuple[Any, str]:
+    """The unit of an image id in run A (its photo with report.photo_separator, else the
+    image itself), and the unit's name."""
+    config = getattr(summary, "config", None)
+    separator = config.report.photo_separator if config is not None else None
+    paths = {image.id: image.path for image in getattr(summary, "images", [])}
+    return ((lambda image: photo_of(image, separator, paths.get(image))),
+            "photo" if separator else "image")
+
+
+def _unit_means(keys: list[str], values: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` per unit (keys in the order they first come)."""
+    groups: dict[str, list[float]] = {}
+    for key, value in zip(keys, values):
+        groups.setdefault(key, []).append(float(value))
+    return np.array([np.mean(v) for v in groups.values()])
+
+
+def _intervals(out: list[Change], units: list[np.ndarray], seed: int) -> None:
+    """Each change's interval over its units, drawn together (explain.stats.intervals), for
+    those with at least stats.MIN_IMAGES finite units."""
+    from explain import stats
+    ready = [i for i, u in enumerate(units)
+             if len(u) >= stats.MIN_IMAGES and np.isfinite(u).all()]
+    for i, (low, high) in zip(ready, stats.intervals([units[i] for i in ready], seed=seed)):
+        out[i].low, out[i].high = round(low, 10), round(high, 10)
+    for change, u in zip(out, units):
+        change.units = len(u)
 
 
 def flips(result: DiffResult) -> list[tuple[str, tuple[str, str]]]:
@@ -272,8 +320,9 @@ def console_lines(result: DiffResult) -> list[str]:
         if c.name not in NOT_HEADLINE and c.mean_change != 0:
             moved.setdefault((c.method, c.class_name), []).append(c)
     for (method, cls), some in list(moved.items())[:CONSOLE_GROUPS]:
-        lines.append(f"  {method} / {cls}: mean change B - A: " + ", ".join(
-            f"{c.name} {c.mean_change:+.3g}" for c in some))
+        lines.append(f"  {method} / {cls}: mean change B - A [95% interval over "
+                     f"{some[0].unit}s]: " + ", ".join(
+            f"{c.name} {c.mean_change:+.3g}{c.interval()}" for c in some))
     if len(every) > CONSOLE_GROUPS:  # every group with a change is one of them
         lines.append(f"  ({len(every)} method / class groups: the {CONSOLE_GROUPS} lowest r and "
                      f"the first {CONSOLE_GROUPS} changes shown; all of them in "
