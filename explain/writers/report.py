@@ -28,11 +28,9 @@ import cv2
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from explain import metrics, render, stats, trustlines
+from explain import metrics, render, stats, swapped, trustlines
 from explain.baselines import BASELINES
-from explain.chance import near_chance
 from explain.compare import maps_words
-from explain.swapped import swapped_classes
 from explain.config import MANY_CLASSES, ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
@@ -264,7 +262,7 @@ def _warnings(data: ReportData, cards: list[Card], weak: int) -> list[str]:
     if summary.skipped_images:
         out.append(f"{len(summary.skipped_images)} image(s) could not be read and were skipped "
                    f"(see Skipped files)")
-    out += [line for line in (near_chance(summary), swapped_classes(summary)) if line]
+    out += swapped.warnings(summary)
     if weak:
         limit = summary.config.report.weak_below
         out.append(f"{weak} map(s) are of classes the model gives less than {limit:.0%}: "

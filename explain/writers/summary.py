@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-from explain.chance import near_chance
-from explain.swapped import swapped_classes
+from explain import swapped
 from explain.evidence import baseline_columns, method_columns
 from explain.results import RunSummary
 from explain.writers import RunContext, Writer
@@ -156,8 +155,7 @@ def console_lines(summary: RunSummary) -> list[str]:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
         lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
     lines += _more(len(summary.images), "image(s)", "summary.csv")
-    lines += [f"  warning: {line}" for line in (near_chance(summary), swapped_classes(summary))
-              if line]
+    lines += [f"  warning: {line}" for line in swapped.warnings(summary)]
     skipped = summary.skipped_files + summary.skipped_images
     lines += [f"  skipped {s.path}: {s.reason}" for s in skipped[:CONSOLE_ROWS]]
     lines += _more(len(skipped), "file(s) skipped", "summary.json (skipped_files, skipped_images)")
