@@ -328,8 +328,7 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> tuple[str
     most = "up to " if slots_may_merge(plan.cfg) else ""
     return (f"estimate: faithfulness ({', '.join(s.name for s in specs)}): "
             f"{'; '.join(parts)}; {most}{_count(maps, 'map')} and "
-            f"{_count(extra, 'baseline map')}, {'at most ' if most else ''}"
-            f"{pace.about(seconds)}"), seconds
+            f"{_count(extra, 'baseline map')}, {pace.about(seconds)}"), seconds
 
 
 def _count(n: int, noun: str) -> str:
