@@ -111,7 +111,7 @@ def channel_hint(exc: BaseException) -> str:
     wanted, fed = found.groups()
     if wanted == "1":
         return (f"the network takes 1 channel (grey) and was fed {fed}: set model.in_channels: "
-                f"1 (it is then given the mean of the colour channels), and preprocess.mean "
+                f"1 (it is then given their grey, as Pillow's convert('L')), and preprocess.mean "
                 f"and std the one value it was trained with (e.g. [0.5])")
     if fed == "1":  # only model.in_channels: 1 feeds one channel
         return (f"the network's first layer takes {wanted} channels and was fed 1, the grey "

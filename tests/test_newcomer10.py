@@ -103,7 +103,7 @@ def test_a_grey_network_runs_on_the_grey_of_its_scans(tmp_path):
     assert summary["config"]["model"]["in_channels"] == 1
     assert summary["config"]["preprocess"]["mean"] == [0.5, 0.5, 0.5]
     page = (tmp_path / "results" / "scans" / "report.html").read_text()
-    assert "net.pth (given 1 grey channel: the mean of R, G, B)" in page
+    assert "net.pth (given 1 grey channel: 0.299 R + 0.587 G + 0.114 B, as Pillow" in page
 
 
 def test_mean_and_std_take_one_value_or_three():

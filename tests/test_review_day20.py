@@ -94,7 +94,7 @@ def test_in_channels_with_a_task_says_why_it_is_refused():
 def test_a_grey_network_on_imagenets_mean_and_std_is_a_note(tmp_path):
     """The failure line told a grey network's user to set model.in_channels: 1 and nothing
     else; with ImageNet's three means and stds left as they were, the network was given the
-    mean of three differently normalised channels (the grey as if normalised by mean 0.449
+    grey of three differently normalised channels (the grey as if normalised by mean 0.459
     and std 0.226, not its [0.5] / [0.5]) without a word. The line names mean and std, and
     a run on three values says so in a note; one value each is quiet."""
     from test_newcomer10 import _grey_net, _study
@@ -108,7 +108,7 @@ def test_a_grey_network_on_imagenets_mean_and_std_is_a_note(tmp_path):
                    model={"file": str(tmp_path / "b" / "net.pth"), "in_channels": 1})
     note = [line for line in lines if "differently normalised" in line]
     assert len(note) == 1, lines
-    assert "as if normalised by mean 0.449 and std 0.226" in note[0]
+    assert "as if normalised by mean 0.459 and std 0.226" in note[0]  # luma-weighted
     quiet = _study(tmp_path / "c", _grey_net(), preprocess={"size": 32, "mean": [0.5],
                                                             "std": [0.5]},
                    model={"file": str(tmp_path / "c" / "net.pth"), "in_channels": 1})

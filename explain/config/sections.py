@@ -24,6 +24,12 @@ COLORMAPS = tuple(sorted(n[len("COLORMAP_"):].lower() for n in dir(cv2) if n.sta
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_CONFIG_NODES = 20_000  # YAML nodes after alias expansion (a config has about a hundred)
 MAX_SIDE = 4096  # model input side in pixels
+# a grey network's one channel from the three prepared ones (model.in_channels: 1): ITU-R
+# 601's luma, as Pillow's convert("L"), OpenCV's RGB2GRAY and torchvision's Grayscale make
+# it; the weights sum to 1, so a grey scan gives its own grey and one mean / std normalises
+# the grey as it normalised each channel (explain.models.heads.Classifier)
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+GREY_WORDS = "0.299 R + 0.587 G + 0.114 B, as Pillow's convert('L')"
 MAX_PIXELS = 250_000_000  # preprocess.max_pixels at most (Pillow's own bound follows: images)
 MAX_ARGS_DEPTH = 16  # model.arch_args / builder_args: lists and mappings inside each other
 MAX_CLASSES = 1000  # named classes (ImageNet-1k fits; name a subset of larger label sets)
@@ -89,8 +95,8 @@ class ModelSpec(Section):
         pattern=r"^[A-Za-z_]\w{0,63}$")], None] = None
     head: Literal["softmax", "binary", "multilabel"] = "softmax"
     target: Literal["logit", "probability"] = "logit"  # what a map explains
-    # 1: a network for grey images (Conv2d(1, ...)); it is given the mean of the three
-    # prepared channels (one grey for a grey scan), so pictures, metrics and maps stay RGB
+    # 1: a network for grey images (Conv2d(1, ...)); it is given the grey of the three
+    # prepared channels (GREY_WEIGHTS), so pictures, metrics and maps stay RGB
     in_channels: Literal[1, 3] = 3
 
     @field_validator("in_channels", mode="before")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from explain.config import GREY_WEIGHTS
 from explain.errors import ExplainError
 
 
@@ -96,8 +97,9 @@ def select_output(out: Any, key: Union[int, str, None]) -> torch.Tensor:
 class Classifier(nn.Module):
     """The user's network (``net``) with a forward that returns (N, outputs) logits. With
     ``in_channels`` 1 (``model.in_channels``, a network for grey images) ``net`` is given the
-    mean of the three prepared channels: the grey of a grey scan, so every picture, metric and
-    gradient explain makes stays on the RGB input."""
+    grey of the three prepared channels (GREY_WEIGHTS): a grey scan's own grey, a photo's as a
+    grey training set made it, so every picture, metric and gradient explain makes stays on
+    the RGB input."""
 
     def __init__(self, net: nn.Module, output: Union[int, str, None] = None,
                  in_channels: int = 3):
@@ -114,23 +116,26 @@ class Classifier(nn.Module):
     @staticmethod
     def grey_note(cfg: Any) -> list[str]:
         """A note when a grey network's input is normalised per colour channel (three
-        ``preprocess.mean`` / ``std`` values, ImageNet's by default): the mean of the three
+        ``preprocess.mean`` / ``std`` values, ImageNet's by default): the grey of the three
         normalised channels is the grey normalised by neither, which the network never saw."""
         spec = cfg.preprocess
         if cfg.model.in_channels != 1 or spec.mode != "torch" or \
                 (len(set(spec.mean)) == 1 and len(set(spec.std)) == 1):
             return []
-        scale = sum(1 / s for s in spec.std) / 3  # mean_c((g - m_c) / s_c) = (g - m) / s
-        mean, std = sum(m / s for m, s in zip(spec.mean, spec.std)) / 3 / scale, 1 / scale
+        # sum_c w_c (g - m_c) / s_c = (g - m) / s
+        scale = sum(w / s for w, s in zip(GREY_WEIGHTS, spec.std))
+        mean = sum(w * m / s for w, m, s in zip(GREY_WEIGHTS, spec.mean, spec.std)) / scale
+        std = 1 / scale
         return [f"model.in_channels: 1 with three preprocess.mean / std values: the network "
-                f"is given the mean of three differently normalised channels, the grey as if "
+                f"is given the grey of three differently normalised channels, the grey as if "
                 f"normalised by mean {mean:.3g} and std {std:.3g}; give preprocess.mean and "
                 f"std the one value the network was trained with (e.g. mean: [0.5], std: "
                 f"[0.5])"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_channels == 1:
-            x = x.mean(dim=1, keepdim=True)
+            weights = torch.tensor(GREY_WEIGHTS, dtype=x.dtype, device=x.device)
+            x = torch.einsum("nchw,c->nhw", x, weights)[:, None]
         logits = select_output(self.net(x), self.output)
         return logits[:, None] if logits.ndim == 1 else logits  # one logit per image
 

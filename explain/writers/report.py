@@ -31,7 +31,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from explain import metrics, render, stats, swapped, trustlines
 from explain.baselines import BASELINES
 from explain.compare import maps_words
-from explain.config import MANY_CLASSES, ModelSpec
+from explain.config import GREY_WORDS, MANY_CLASSES, ModelSpec
 from explain.errors import ExplainError
 from explain.methods import method_note, traits
 from explain.names import encoded
@@ -237,7 +237,7 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classe
 def _model_source(model: ModelSpec, config_file: str) -> str:
     """Where the model came from, its file as the page shows paths (``shown_path``), and a
     grey network's one channel (``model.in_channels: 1``)."""
-    grey = " (given 1 grey channel: the mean of R, G, B)" if model.in_channels == 1 else ""
+    grey = f" (given 1 grey channel: {GREY_WORDS})" if model.in_channels == 1 else ""
     return _model_file(model, config_file) + grey
 
 
