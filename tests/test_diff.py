@@ -128,7 +128,7 @@ def test_reinitialised_head_correlations_numbers_csv_and_page(runs, capsys):
     text = "\n".join(out)
     assert f"explain diff: A {a} vs B {b}: 12 shared maps (3 images x 2 classes x 2 methods)" in text
     assert f"model.file: {a.parent.parent / 'a.pth'} -> {b.parent.parent / 'b.pth'}" in text
-    assert "eigencam / cat: map r min 1.000" in text
+    assert "eigencam / cat: map r 1.000 on all 3 map(s)" in text  # no worst image named
     assert f"-> {folder / 'diff.html'}" in text
 
 

@@ -92,7 +92,7 @@ def test_the_same_maps_keep_their_road_scores_in_another_method_set(tmp_path, ca
     assert scores["both"] == scores["one"] and len(set(scores["one"].values())) > 1
     code, err, out = cli(capsys, "diff", tmp_path / "results" / "both", tmp_path / "results" / "one")
     assert code == 0, err
-    assert "gradcam / cat: map r min 1.000" in out
+    assert "gradcam / cat: map r 1.000 on all" in out
     assert not any("gradcam" in line and "road_combined" in line for line in out.splitlines())
 
 

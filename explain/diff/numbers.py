@@ -313,6 +313,9 @@ def console_lines(result: DiffResult) -> list[str]:
     lines += [f"  compare {line}" for line in result.compare_changes]
     every = groups(result)
     for g in sorted(every, key=lambda g: g.r_min)[:CONSOLE_GROUPS]:  # the worst first
+        if f"{g.r_min:.3f}" == "1.000":  # no worst to name: every map is the same
+            lines.append(f"  {g.method} / {g.class_name}: map r 1.000 on all {g.maps} map(s)")
+            continue
         lines.append(f"  {g.method} / {g.class_name}: map r min {g.r_min:.3f} on {g.worst}, "
                      f"median {g.r_median:.3f}, mean {g.r_mean:.3f} over {g.maps} map(s)")
     moved: dict[tuple[str, str], list[Change]] = {}
