@@ -442,3 +442,22 @@ def test_a_labelled_run_without_boxes_names_its_labels_as_ground_truth(tmp_path)
     page = html_text.unescape((tmp_path / "out" / "exp" / "report.html").read_text())
     assert "<th>ground truth</th><td>the images' class labels; no boxes (annotations: in " \
            "the config)" in page.replace("<code>", "").replace("</code>", "")
+
+
+def test_the_per_class_table_has_pointing_columns_only_with_boxes(study, tmp_path):
+    """A labelled run without boxes showed a pointing-game column per method of dashes only."""
+    from explain.outputs import RunFolder
+    from explain.writers.report import ReportData, render_pages
+    summary = study[0].model_copy(deep=True)
+
+    def table(name: str) -> str:
+        (tmp_path / name).mkdir()
+        page = dict(render_pages(RunFolder(tmp_path / name), ReportData(summary)))["report.html"]
+        start = page.index('<table class="per-class">')
+        return page[start:page.index("</table>", start)]
+    boxed = table("boxed")
+    assert "pointing game" in boxed and "<th>pointing layercam</th>" in boxed
+    for row in summary.dataset.per_class:
+        row.pointing_maps, row.pointing_hits, row.pointing, row.pointing_by_method = 0, 0, None, {}
+    plain = table("plain")
+    assert "pointing" not in plain and "<th>dog</th>" in plain and "–" not in plain
