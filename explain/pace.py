@@ -85,6 +85,38 @@ def per_channel_costs(plan, per_pass: Optional[float] = None,
     return out
 
 
+BACKWARD = 3  # a forward and a backward pass, in forward passes (the backward about twice)
+
+
+def detection_cost(plan, images: int, per_pass: Optional[float] = None) -> tuple[str, float]:
+    """The console's estimate for a detection run and its seconds (explain.tasks.detection):
+    a pass that finds each image's boxes, then per method and box slot one library call on
+    the batch (a forward and a backward pass of the detector per image), a class-agnostic
+    method once per image, a per-channel one a pass per channel and box (a detector's boxes
+    share none). Up to ``detection.max_boxes`` boxes an image; ``per_pass``: seconds of one
+    image's forward pass, timed on the plan's first image when None."""
+    cfg, boxes = plan.cfg, plan.cfg.detection.max_boxes
+    if per_pass is None:
+        x = plan.first.tensor.to(plan.device)
+        per_pass = min(seconds_per_pass(plan.model, x, 1) for _ in range(2))
+    channel = {c.method: c for c in per_channel_costs(plan, per_pass, images)}
+    smooth = AUGMENTATIONS if cfg.aug_smooth else 1
+    passes, parts = images, []
+    for spec in cfg.methods:
+        if traits(spec.name).class_agnostic:
+            passes += images * smooth
+            parts.append(f"{spec.name} a pass per image")
+        elif spec.name in channel:
+            passes += channel[spec.name].passes * boxes
+            parts.append(f"{spec.name} {channel[spec.name].channels} passes per box")
+        else:
+            passes += images * boxes * BACKWARD * smooth
+            parts.append(f"{spec.name} a forward and a backward pass per box")
+    seconds = passes * per_pass
+    return (f"estimate: detection: up to {boxes} box(es) in each of {images} image(s); "
+            f"{', '.join(parts)}: {about(seconds)}"), seconds
+
+
 def cost_line(cost: PassCost, layers: list[str], slots: int) -> str:
     """The console's 'estimate:' line for one per-channel method."""
     shared = f", shared by its {slots} classes" if slots > 1 else ""

@@ -337,7 +337,7 @@ def test_task_runs_are_read_back_by_report_load_and_diff(seg_run, det_run, tmp_p
         rows = explain.load(run).table()
         assert rows and all(r["method"] for r in rows)
         code, err, out = cli(capsys, "diff", run, run, "--out", tmp_path / run.name)
-        assert code == 0 and "r min 1.000" in out + err, err  # both runs save their arrays
+        assert code == 0 and "r 1.000 on all" in out + err, err  # both runs save their arrays
     # reading a detection run back needs no detection engine (its record names came with it)
     import subprocess
     import sys
@@ -564,3 +564,24 @@ def test_a_score_at_the_threshold_once_recorded_is_a_detection_and_the_predictio
     above, chosen = choose(cfg, found, {1: "cat", 2: "dog"}, (64, 64))
     assert above == 1 and [d.name for d, _, _ in chosen] == ["cat-1"]
     assert best_scores(found, {1: "cat", 2: "dog"}) == {"cat": 0.5, "dog": 0.2}
+
+
+def test_a_detection_run_estimates_its_maps_and_says_the_time_beside(det_run):
+    """A detection run printed no estimate (one library call per box slot and method, each
+    a forward and a backward pass of the detector): the line, its seconds beside the time."""
+    summary = json.loads((det_run / "summary.json").read_text())
+    line = next(n for n in summary["notes"] if n.startswith("estimate: detection"))
+    assert line.startswith("estimate: detection: up to 2 box(es) in each of 2 image(s); "
+                           "eigencam a pass per image: ")
+    assert summary["estimates_s"]["cams"] > 0 and summary["durations_s"]["cams"] > 0
+
+
+def test_the_detection_estimate_counts_a_pass_per_box_and_method():
+    from types import SimpleNamespace
+    from explain.pace import BACKWARD, detection_cost
+    cfg = SimpleNamespace(detection=SimpleNamespace(max_boxes=3), aug_smooth=False,
+                          methods=[MethodSpec(name="gradcam"), MethodSpec(name="eigencam")])
+    line, seconds = detection_cost(SimpleNamespace(cfg=cfg), 10, per_pass=0.5)
+    passes = 10 + 10 * 3 * BACKWARD + 10  # finding the boxes, gradcam per box, eigencam
+    assert seconds == pytest.approx(passes * 0.5)
+    assert "gradcam a forward and a backward pass per box, eigencam a pass per image" in line

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from explain import render
+from explain import pace, render
 from explain.tasks.drawing import TRUTH, draw_boxes, draw_outline, mask_picture
 from explain.tasks.records import MEANS, TaskSummary
 from explain.batches import BatchContext
@@ -35,7 +35,22 @@ class TaskWriter(Writer):
             self.notes = check_masks(plan.cfg, list(plan.images))
 
     def start(self, ctx: RunContext) -> None:
+        """The notes of ``prepare``; the estimates (explain.pace): a detection run's maps, a
+        segmentation run's per-channel methods (their passes shared by the classes)."""
         ctx.summary.notes.extend(self.notes)
+        if ctx.todo == 0:  # --resume with every image kept
+            return
+        plan = ctx.plan
+        if ctx.cfg.task == "detection":
+            line, seconds = pace.detection_cost(plan, ctx.todo)
+            found = [("cams", line, seconds)]
+        else:
+            found = [(c.method, pace.cost_line(c, list(ctx.cfg.target_layers), plan.slots),
+                      c.seconds) for c in pace.per_channel_costs(plan, images=ctx.todo)]
+        for key, line, seconds in found:
+            ctx.summary.estimates_s[key] = round(seconds, 3)
+            ctx.log(line)
+            ctx.summary.notes.append(line)
 
     def write(self, ctx: RunContext, batch: BatchContext) -> None:
         out, task = ctx.cfg.output, ctx.cfg.task

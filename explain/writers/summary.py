@@ -53,6 +53,9 @@ def csv_rows(summary: RunSummary) -> list[dict]:
 
 
 CONSOLE_ROWS = 20  # images and skipped files listed at the end of a run; the rest are counted
+# estimates_s keys timed under their own name in durations_s (the others are methods:
+# method_<name>), and how the console names them
+ESTIMATED = {"metrics": "faithfulness", "sanity": "sanity checks", "cams": "the maps"}
 
 
 def _more(count: int, what: str, where: str) -> list[str]:
@@ -147,9 +150,9 @@ def console_lines(summary: RunSummary) -> list[str]:
     lines += [f"  note: {note}" for note in summary.notes if not note.startswith("estimate:")]
     from explain.pace import about  # not at import: reading a run back needs no torch
     for key, estimate in summary.estimates_s.items():  # printed as they were made: the times
-        took = summary.durations_s.get(key if key in ("metrics", "sanity") else f"method_{key}")
+        took = summary.durations_s.get(key if key in ESTIMATED else f"method_{key}")
         if took is not None:
-            what = {"metrics": "faithfulness", "sanity": "sanity checks"}.get(key, key)
+            what = ESTIMATED.get(key, key)
             lines.append(f"  time: {what} took {took:.1f} s ({about(estimate)} estimated)")
     for image in summary.images[:CONSOLE_ROWS]:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
