@@ -61,3 +61,52 @@ def test_diff_finds_each_images_photo_once(tmp_path, capsys, monkeypatch):
     assert len(paths) <= 2 * PHOTOS and len(set(paths)) == PHOTOS, len(paths)
     out = capsys.readouterr().out
     assert "[95% interval over photos]: probability" in out
+
+
+# ---- a JPEG's two-byte markers before its first scan ------------------------------------------
+
+def _hidden(tmp_path, copies: int, marker: bytes):
+    """A grey progressive JPEG whose last scan is repeated ``copies`` times, behind a two-byte
+    ``marker`` whose next two bytes (its APP0's FF E0) a walk reading a length there takes for
+    one of 65,504 bytes; past them, a scan and an end marker of nothing."""
+    from test_attack5 import _segments
+    from explain.images import ImageRef
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))).save(
+        buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    scans, end = _segments(data)
+    image = data[:end] + scans[-1] * copies + b"\xff\xd9"
+    assert image[2:4] == b"\xff\xe0"
+    hidden = b"\xff\xd8" + marker + image[2:]
+    hidden += b"\x00" * (4 + 0xFFE0 - len(hidden)) + b"\xff\xda\x00\x02\xff\xd9"
+    path = tmp_path / f"hidden{copies}_{marker.hex()}.jpg"
+    path.write_bytes(hidden)
+    return ImageRef(path.stem, path, from_folder=False), data
+
+
+def test_a_two_byte_marker_hides_no_scans_from_the_walk(tmp_path):
+    """'FF 00' (a stuffed zero), TEM and the restarts have no length: libjpeg and Pillow read
+    two bytes and go on. The walk read a length there, and so skipped the 65 KB in which
+    libjpeg found a whole image: 5,400 repeats of one scan in a 65 KB file passed the scan
+    bound and took 26 s of CPU to decode at 36 MP (0.2 s without them)."""
+    import cv2
+    from explain.config import Preprocess
+    from explain.images import ImageError, precheck, read_rgb
+    from explain.images.jpeg import MAX_JPEG_SCANS
+    for marker in (b"\xff\x00", b"\xff\xd3"):  # TEM (FF 01): Pillow refuses its header
+        bomb, _ = _hidden(tmp_path, MAX_JPEG_SCANS + 1, marker)
+        try:
+            precheck(bomb, Preprocess())
+        except ImageError as exc:
+            assert str(exc) == (f"{bomb.path}: more than {MAX_JPEG_SCANS} scans in one JPEG (a "
+                                f"progressive photo has about 10, and decoding makes a pass "
+                                f"over the image for each); re-encode it")
+        else:
+            raise AssertionError(f"{marker.hex()}: the repeated scans were not counted")
+    plain, data = _hidden(tmp_path, 0, b"\xff\x00")  # such a file is still a picture
+    assert precheck(plain, Preprocess()) == (64, 64)
+    want = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+                        cv2.COLOR_BGR2RGB)
+    assert np.array_equal(read_rgb(plain.path, 10**6), want)

@@ -22,6 +22,10 @@ def jpeg_complete(data: bytes) -> bool:
     return first is not None and _ends_after(read, len(data), first)
 
 
+# Two-byte markers, as libjpeg and Pillow read them: a stuffed zero (FF00, junk there), TEM
+# and the restarts. Read as a length, 'FF00 FFE0' hid 65 KB from the walk, the image libjpeg
+# decodes included: 5,400 repeats of a scan in a 65 KB file, 26 s of CPU at 36 MP.
+NO_LENGTH = frozenset([0x00, 0x01, *range(0xD0, 0xD8)])
 MAX_JPEG_STEPS, TAIL_CHUNK = 10_000, 2**20  # segments before the scan, and after (a photo: dozens)
 JPEG_JUNK = 4096  # bytes that are no marker between two segments (an old editor's padding)
 # Scans in one JPEG: a progressive photo has about 10 (libjpeg's script), and the decoder
@@ -50,7 +54,8 @@ def first_scan(read: Callable[[int, int], bytes]) -> Optional[int]:
     """Where the first start-of-scan marker is, after the segment headers (at most
     MAX_JPEG_STEPS of them); None when the headers are broken or never reach a scan. Bytes
     that are no marker between two segments are skipped up to the next FF, as libjpeg (with a
-    'Corrupt JPEG data: extraneous bytes' warning) and Pillow do: up to JPEG_JUNK at a time."""
+    'Corrupt JPEG data: extraneous bytes' warning) and Pillow do: up to JPEG_JUNK at a time;
+    a marker of NO_LENGTH is its two bytes."""
     pos = 2
     for _ in range(MAX_JPEG_STEPS):
         head = read(pos, 4)
@@ -64,6 +69,9 @@ def first_scan(read: Callable[[int, int], bytes]) -> Optional[int]:
             continue
         if head[1] == 0xFF:  # fill byte
             pos += 1
+            continue
+        if head[1] in NO_LENGTH:
+            pos += 2
             continue
         if head[1] == 0xDA:  # start of scan: entropy-coded data follows
             return pos
