@@ -110,3 +110,45 @@ def test_a_two_byte_marker_hides_no_scans_from_the_walk(tmp_path):
     want = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
                         cv2.COLOR_BGR2RGB)
     assert np.array_equal(read_rgb(plain.path, 10**6), want)
+
+
+# ---- a JPEG 2000 file's tiles ---------------------------------------------------------------
+
+def _j2k(side: int, tile: int) -> bytes:
+    """A raw JPEG 2000 codestream of side x side grey-free RGB pixels in tile x tile tiles:
+    its main header, one empty tile-part, its end (80 bytes)."""
+    import struct
+
+    def segment(marker: bytes, body: bytes) -> bytes:
+        return marker + struct.pack(">H", len(body) + 2) + body
+    siz = struct.pack(">HIIIIIIIIH", 0, side, side, 0, 0, tile, tile, 0, 0, 3) + b"\x07\x01\x01" * 3
+    return (b"\xff\x4f" + segment(b"\xff\x51", siz)
+            + segment(b"\xff\x52", b"\x00\x00\x00\x01\x00\x00\x02\x02\x00\x01")
+            + segment(b"\xff\x5c", b"\x40\x40") + b"\xff\x90" + struct.pack(">HHIBB", 10, 0, 14, 0, 1)
+            + b"\xff\x93\xff\xd9")
+
+
+def test_a_jpeg_2000_file_of_many_tiles_is_refused_before_decoding(tmp_path):
+    """OpenJPEG sets up every tile the codestream's header gives before any data: an 80-byte
+    'photo.jpg' of 4000 x 4000 pixels in 16 x 16 tiles held 770 MB and 0.7 s of CPU, then
+    failed to decode. Past MAX_J2K_TILES tiles it is one line; a writer's tiles still decode."""
+    from explain.config import Preprocess
+    from explain.images import ImageError, ImageRef, precheck, read_rgb
+    from explain.images.formats import MAX_J2K_TILES
+    bomb = tmp_path / "photo.jpg"
+    bomb.write_bytes(_j2k(4000, 16))
+    try:
+        precheck(ImageRef("photo", bomb, from_folder=False), Preprocess())
+    except ImageError as exc:
+        assert str(exc) == (f"{bomb}: a JPEG 2000 file in 62500 tiles of 16 x 16, more than "
+                            f"{MAX_J2K_TILES} (OpenJPEG sets up each before decoding); "
+                            f"re-save it")
+    else:
+        raise AssertionError("62,500 tiles were not refused")
+    pixels = np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    for name, options in (("one.jp2", {}), ("tiled.jp2", {"tile_size": (64, 64)}),
+                          ("raw.j2k", {"tile_size": (128, 128)})):
+        path = tmp_path / name
+        Image.fromarray(pixels).save(path, "JPEG2000", irreversible=False, **options)
+        assert precheck(ImageRef(path.stem, path, from_folder=False), Preprocess()) == (300, 200)
+        assert np.array_equal(read_rgb(path, 10**6), pixels), name  # lossless
