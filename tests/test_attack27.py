@@ -1,6 +1,8 @@
 """The twenty-seventh attack: what a shared run folder's records ask of ``explain diff``
-past its maps (the image paths of run A's summary, read once per map and number), and what
-a shared image asks of the terminal (docs/trust.md)."""
+past its maps (run A's image paths, slugged once per map and number), and what a shared
+image's decoder does that the checks before it did not see: a JPEG's two-byte markers read as
+lengths (explain.images.jpeg), a JPEG 2000 file's tiles (explain.images.formats);
+docs/trust.md."""
 
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ def test_a_two_byte_marker_hides_no_scans_from_the_walk(tmp_path):
 # ---- a JPEG 2000 file's tiles ---------------------------------------------------------------
 
 def _j2k(side: int, tile: int) -> bytes:
-    """A raw JPEG 2000 codestream of side x side grey-free RGB pixels in tile x tile tiles:
+    """A raw JPEG 2000 codestream of side x side RGB pixels in tile x tile tiles:
     its main header, one empty tile-part, its end (80 bytes)."""
     import struct
 
@@ -124,8 +126,8 @@ def _j2k(side: int, tile: int) -> bytes:
     siz = struct.pack(">HIIIIIIIIH", 0, side, side, 0, 0, tile, tile, 0, 0, 3) + b"\x07\x01\x01" * 3
     return (b"\xff\x4f" + segment(b"\xff\x51", siz)
             + segment(b"\xff\x52", b"\x00\x00\x00\x01\x00\x00\x02\x02\x00\x01")
-            + segment(b"\xff\x5c", b"\x40\x40") + b"\xff\x90" + struct.pack(">HHIBB", 10, 0, 14, 0, 1)
-            + b"\xff\x93\xff\xd9")
+            + segment(b"\xff\x5c", b"\x40\x40") + b"\xff\x90"
+            + struct.pack(">HHIBB", 10, 0, 14, 0, 1) + b"\xff\x93\xff\xd9")
 
 
 def test_a_jpeg_2000_file_of_many_tiles_is_refused_before_decoding(tmp_path):
