@@ -12,7 +12,7 @@ import pytest
 
 from explain.config import Preprocess
 from explain.images import ImageError, ImageRef, jpeg_complete, precheck, read_rgb
-from explain.images.jpeg import JPEG_JUNK, TRUNCATED, first_scan
+from explain.images.jpeg import JPEG_JUNK, TRUNCATED, first_scan, without_padding
 
 CAT = Path(__file__).resolve().parent.parent / "images" / "cat.jpg"
 
@@ -26,8 +26,11 @@ def _padded(junk: bytes) -> tuple[bytes, bytes]:
     return data, data[:cut] + junk + data[cut:]
 
 
-def test_padding_between_segments_decodes_to_the_clean_files_pixels(tmp_path):
+def test_padding_between_segments_decodes_to_the_clean_files_pixels(tmp_path, capfd):
+    """The same pixels, and libjpeg's 'Corrupt JPEG data: 7 extraneous bytes' line is not
+    printed at each decode (the padding is cut out before OpenCV sees the file)."""
     clean, padded = _padded(b"\x00" * 7)
+    assert without_padding(padded) == clean and without_padding(clean) is clean
     path = tmp_path / "padded.jpg"
     path.write_bytes(padded)
     assert jpeg_complete(padded)
@@ -36,7 +39,9 @@ def test_padding_between_segments_decodes_to_the_clean_files_pixels(tmp_path):
     assert precheck(ImageRef("padded", path, from_folder=False), Preprocess()) == (64, 96)
     want = cv2.cvtColor(cv2.imdecode(np.frombuffer(clean, np.uint8), cv2.IMREAD_COLOR),
                         cv2.COLOR_BGR2RGB)
+    capfd.readouterr()
     assert np.array_equal(read_rgb(path, 10**6), want)
+    assert capfd.readouterr().err == ""
 
 
 def test_padding_without_a_marker_nearby_is_still_refused(tmp_path):

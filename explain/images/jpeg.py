@@ -56,15 +56,35 @@ def first_scan(read: Callable[[int, int], bytes]) -> Optional[int]:
     that are no marker between two segments are skipped up to the next FF, as libjpeg (with a
     'Corrupt JPEG data: extraneous bytes' warning) and Pillow do: up to JPEG_JUNK at a time;
     a marker of NO_LENGTH is its two bytes."""
-    pos = 2
+    return _headers(read)[0]
+
+
+def without_padding(data: bytes) -> bytes:
+    """A JPEG's bytes with those that are no marker between its segments cut out (as
+    ``first_scan`` skips them): libjpeg decodes the same pixels from it without printing
+    'Corrupt JPEG data: N extraneous bytes' on the terminal at every decode."""
+    first, padding = _headers(partial(_slice, data))
+    if first is None or not padding:
+        return data
+    kept, at = [], 0
+    for start, end in padding:
+        kept.append(data[at:start])
+        at = end
+    return b"".join(kept) + data[at:]
+
+
+def _headers(read: Callable[[int, int], bytes]) -> tuple[Optional[int], list[tuple[int, int]]]:
+    """(first_scan's answer, the (start, end) of each run of padding skipped on the way)."""
+    pos, padding = 2, []
     for _ in range(MAX_JPEG_STEPS):
         head = read(pos, 4)
         if len(head) < 4:
-            return None
+            return None, padding
         if head[0] != 0xFF:
             skip = read(pos, JPEG_JUNK).find(b"\xff")
             if skip < 0:
-                return None
+                return None, padding
+            padding.append((pos, pos + skip))
             pos += skip
             continue
         if head[1] == 0xFF:  # fill byte
@@ -74,9 +94,9 @@ def first_scan(read: Callable[[int, int], bytes]) -> Optional[int]:
             pos += 2
             continue
         if head[1] == 0xDA:  # start of scan: entropy-coded data follows
-            return pos
+            return pos, padding
         pos += 2 + int.from_bytes(head[2:4], "big")
-    return None
+    return None, padding
 
 
 # A marker with a length, or the end (D9): FF then not 00 (a data byte FF), FF (fill), a

@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # torch comes with the first image prepared: reading records 
 from explain.config import MAX_PIXELS, MAX_SIDE, Preprocess
 from explain.errors import ExplainError
 from explain.images.formats import header_problem
-from explain.images.jpeg import JPEG_START, TRUNCATED, first_scan, jpeg_problem
+from explain.images.jpeg import (JPEG_START, TRUNCATED, first_scan, jpeg_problem,
+                                 without_padding)
 from explain.names import short
 
 # OpenCV's own log lines (libtiff's warnings and errors, 5 lines for one bad TIFF in a folder)
@@ -194,7 +195,7 @@ def decode(data: bytes, flags: int) -> np.ndarray:
     problem = jpeg_problem(_bytes_at(data), len(data)) if data[:2] == JPEG_START else None
     if problem:
         raise ImageError(problem)
-    data = without_profiles(data)
+    data = without_padding(data) if data[:2] == JPEG_START else without_profiles(data)
     try:
         out = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:  # e.g. a buffer over 2 GB, with max_bytes raised
