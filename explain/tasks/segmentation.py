@@ -149,6 +149,9 @@ class SegmentationTask(Task):
         try:
             result = engine.run(x, plan.targets([item.ref for item in group]),
                                 dict(plan.classes), self.cfg.top_k())
+            # every row's regions (engine.regions holds the last pass's: out of memory, the
+            # batch ran as two halves)
+            targets = engine.head.regions(torch.from_numpy(result.logits)).numpy()
         except ExplainError:
             raise
         except Exception as exc:  # the model's own code failed on this batch: one line
@@ -159,7 +162,7 @@ class SegmentationTask(Task):
         ctx.summary.durations_s["cams"] += time.perf_counter() - t0
         size = tuple(x.shape[-2:])
         labels = [to_size(result.logits[b].argmax(0), size) for b in range(len(group))]
-        views = [self._view(ctx, result, b, (item, labels[b], truths[b]), engine.regions[b])
+        views = [self._view(ctx, result, b, (item, labels[b], truths[b]), targets[b])
                  for b, item in enumerate(group)]
         return TaskBatch(x, result, views, labels=labels, truths=truths)
 

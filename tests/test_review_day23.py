@@ -1,0 +1,84 @@
+"""Review day 23 (a helper's findings): a segmentation batch run as two halves after out of
+memory, the report of an interrupted task run, explain diff's mean change over photos, and a
+grey network's luma under preprocess.mode: caffe."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import explain
+from explain.cli import main
+from helpers import interrupted, save_config
+
+
+class TinyDetector(nn.Module):
+    """``boxes`` fixed boxes per image (labels 1 and 2 in turn), scored from a feature map
+    (model.builder: test_review_day23:TinyDetector, with trust)."""
+
+    def __init__(self, boxes: int = 2):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(4, 3, 1)
+        self.boxes = boxes
+
+    def forward(self, x):
+        s = torch.sigmoid(self.head(self.features(x)))
+        out = []
+        for b in range(x.shape[0]):
+            spots = [(2 + (4 * k) % 16, 3 + (2 * k) % 12, 1 + k % 2) for k in range(self.boxes)]
+            out.append({"boxes": torch.tensor([[x0, y0, x0 + 12, y0 + 12] for x0, y0, _ in spots],
+                                              dtype=torch.float32),
+                        "labels": torch.tensor([c for _, _, c in spots]),
+                        "scores": torch.stack([s[b, c, y0:y0 + 12, x0:x0 + 12].mean()
+                                               for x0, y0, c in spots])})
+        return out
+
+
+def _photos(folder, names, side=24):
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(
+            folder / f"{name}.png")
+    return [str(folder / f"{name}.png") for name in names]
+
+
+def _segmenter(path):
+    torch.manual_seed(0)
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(4, 3, 1)).eval(), path)
+
+
+def test_a_segmentation_batch_halved_after_out_of_memory_scores_each_image_its_own_region(
+        tmp_path, monkeypatch):
+    """Out of memory, the engine runs a batch again as two halves; the records' scores were
+    read from the last half's regions only: image 0 got image 1's, image 1 an IndexError."""
+    from explain.tasks.segmentation import SegmentationNet
+    _segmenter(tmp_path / "seg.pt")
+    cfg = dict(name="seg", task="segmentation", model={"file": str(tmp_path / "seg.pt")},
+               classes={"bg": 0, "x": 1, "y": 2}, images=_photos(tmp_path, ["a", "b"]),
+               preprocess={"size": [24, 24]}, target_layers=["1"], methods=["gradcam"],
+               targets="all", batch_size=2, metrics=[])
+    quiet = dict(overwrite=True, progress=False, log=lambda _: None)
+    whole = explain.run(cfg, out=tmp_path / "whole", **quiet)
+    forward, failed = SegmentationNet.forward, []
+
+    def once_out_of_memory(self, x):
+        if x.shape[0] > 1 and torch.is_grad_enabled() and not failed:
+            failed.append(1)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, x)
+    monkeypatch.setattr(SegmentationNet, "forward", once_out_of_memory)
+    halved = explain.run(cfg, out=tmp_path / "halved", **quiet)
+    assert failed
+    scores = [[(r.class_name, r.segment.score) for r in e.cams] for e in halved.images]
+    expected = [[(r.class_name, r.segment.score) for r in e.cams] for e in whole.images]
+    assert [[c for c, _ in one] for one in scores] == [[c for c, _ in one] for one in expected]
+    assert np.allclose([s for one in scores for _, s in one],
+                       [s for one in expected for _, s in one], rtol=1e-5, atol=1e-4)
