@@ -27,7 +27,7 @@ from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, it
                                  own_rows, parse_item, parse_json, validated, why)
 from explain.reportlinks import foreign_links
 from explain.results import CompareRow, ImageEntry, ItemFile, RunSummary
-from explain.tasks.records import task_problem
+from explain.tasks.records import task_problem, task_summary
 
 MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
 
@@ -200,7 +200,7 @@ def _unfinished(run: RunFolder) -> ReportData:
                            f"image yet")
     config = _run_config(run)
     reader = ItemReader(run)
-    maps = len(config.classes) * len(config.methods)  # what one image's item file can hold
+    maps = _maps_per_method(config) * len(config.methods)  # what one image's item file holds
     limit = ITEM_SLACK + 8 * 1024 * maps if maps else MAX_ITEM_BYTES
     read = [i for i in (reader.read(rel, limit) for rel in items) if i is not None]
     check_entries([i.entry for i in read], config, run.root / "items")
@@ -208,11 +208,21 @@ def _unfinished(run: RunFolder) -> ReportData:
                          output_dir=str(run.root), device="(unfinished run)", config=config,
                          versions={}, images=[i.entry for i in read])
     summary.counts = {"images": len(read), "maps": sum(len(i.entry.cams) for i in read)}
+    if config.task != "classification":  # the Methods table's means, as the run's end makes
+        summary.task = task_summary(config.task, summary.images, [m.name for m in config.methods])
     rows = {i.entry.id: own_rows(i.entry, i.compare) for i in read}
     summary.notes += reader.notes("their images are not in the report") + \
         _rows_note(sum(len(i.compare) for i in read) - sum(map(len, rows.values())))
     _check_links(summary)
     return ReportData(summary, rows, finished=False)
+
+
+def _maps_per_method(config: Config) -> int:
+    """The most maps of one method an image has: a map per class, or per explained
+    detection (up to detection.max_boxes, whatever the classes)."""
+    if config.task == "detection":
+        return config.detection.max_boxes
+    return len(config.classes)
 
 
 def _run_config(run: RunFolder) -> Config:

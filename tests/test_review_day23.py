@@ -82,3 +82,42 @@ def test_a_segmentation_batch_halved_after_out_of_memory_scores_each_image_its_o
     assert [[c for c, _ in one] for one in scores] == [[c for c, _ in one] for one in expected]
     assert np.allclose([s for one in scores for _, s in one],
                        [s for one in expected for _, s in one], rtol=1e-5, atol=1e-4)
+
+
+def _interrupted_detection(tmp_path, boxes: int, max_boxes: int):
+    cfg = dict(name="exp", task="detection",
+               model={"builder": "test_review_day23:TinyDetector", "trust": True,
+                      "builder_args": {"boxes": boxes}},
+               classes={"cat": 1}, images=_photos(tmp_path, ["a", "b"], 32),
+               preprocess={"size": [32, 32], "mean": [0, 0, 0], "std": [1, 1, 1]},
+               target_layers=["features.1"], methods=["eigencam"], batch_size=1,
+               detection={"score_threshold": 0.1, "max_boxes": max_boxes})
+    return interrupted(save_config(tmp_path, "exp", cfg), tmp_path / "out", "item", 2)
+
+
+def _text(html: str, section: str) -> str:
+    start = html.index(f'id="{section}"')
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[start:start + 4000]))
+
+
+def test_the_report_of_an_interrupted_detection_run_has_its_task_means(tmp_path, capsys):
+    """explain report of an interrupted task run had no Methods table of means, and told the
+    reader to add metrics: and annotations:, which a task run refuses."""
+    folder = _interrupted_detection(tmp_path, boxes=2, max_boxes=2)
+    assert main(["report", str(folder)]) == 0
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    methods, trust = _text(html, "methods"), _text(html, "trust")
+    assert "energy in box" in methods and "road_combined" not in methods
+    assert "a detection run is not ranked" in trust
+    assert "no faithfulness or localisation numbers" not in trust
+    assert explain.load(folder).summary.task.maps == {"eigencam": 1}
+
+
+def test_an_interrupted_detection_runs_item_files_of_many_boxes_are_read(tmp_path, capsys):
+    """An item file's budget counted a map per class and method: 100 boxes of one class made
+    an item file 'larger than their image's records can make', left out of the report."""
+    folder = _interrupted_detection(tmp_path, boxes=200, max_boxes=100)
+    assert main(["report", str(folder)]) == 0
+    data = explain.load(folder)
+    assert [e.id for e in data.images] == ["a"] and len(data.images[0].cams) == 100
+    assert not [n for n in data.summary.notes if "larger than" in n]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Container, Optional
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from explain.names import quote
@@ -110,3 +111,26 @@ def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optiona
     if any(m not in names for m in summary.maps):
         return "map counts of a method that is not its run's"
     return None
+
+
+def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
+    """Each method's mean of each map number over its maps, from the records: a finished
+    run's (explain.tasks.writers) and an interrupted one's (explain.reportload). Numbers a
+    map lacks are left out of that mean, and the maps each such mean holds are counted (the
+    report says "k of n")."""
+    values: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    for entry in images:
+        for rec in entry.cams:
+            numbers = rec.segment if task == "segmentation" else rec.detection
+            for key in MEANS[task]:
+                value = getattr(numbers, key, None) if numbers is not None else None
+                if value is not None:
+                    values.setdefault(rec.method, {}).setdefault(key, []).append(float(value))
+    means = {m: {k: round(float(np.mean(v)), 6) for k, v in found.items()}
+             for m, found in values.items()}
+    maps = {m: sum(1 for e in images for r in e.cams if r.method == m) for m in methods}
+    numbers = [k for k in MEANS[task] if any(k in found for found in means.values())]
+    counted = {m: {k: len(v) for k, v in found.items() if len(v) < maps.get(m, 0)}
+               for m, found in values.items()}
+    return TaskSummary(task=task, numbers=numbers, means=means, maps=maps,
+                       counted={m: c for m, c in counted.items() if c})

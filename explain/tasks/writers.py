@@ -18,7 +18,7 @@ import numpy as np
 
 from explain import pace, render
 from explain.tasks.drawing import TRUTH, draw_boxes, draw_outline, mask_picture
-from explain.tasks.records import MEANS, TaskSummary
+from explain.tasks.records import task_summary
 from explain.batches import BatchContext
 from explain.names import listed
 from explain.writers import RunContext, Writer
@@ -127,24 +127,3 @@ def task_notes(cfg: Any, images: list) -> list[str]:
                      f"({cfg.detection.max_boxes}) detections above the threshold; the best "
                      f"{cfg.detection.max_boxes} of each were explained")
     return notes
-
-
-def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
-    """Each method's mean of each map number over its maps (numbers a map lacks are left out
-    of that mean, and the maps each such mean holds are counted: the report says "k of n")."""
-    values: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
-    for entry in images:
-        for rec in entry.cams:
-            numbers = rec.segment if task == "segmentation" else rec.detection
-            for key in MEANS[task]:
-                value = getattr(numbers, key, None) if numbers is not None else None
-                if value is not None:
-                    values.setdefault(rec.method, {}).setdefault(key, []).append(float(value))
-    means = {m: {k: round(float(np.mean(v)), 6) for k, v in found.items()}
-             for m, found in values.items()}
-    maps = {m: sum(1 for e in images for r in e.cams if r.method == m) for m in methods}
-    numbers = [k for k in MEANS[task] if any(k in found for found in means.values())]
-    counted = {m: {k: len(v) for k, v in found.items() if len(v) < maps.get(m, 0)}
-               for m, found in values.items()}
-    return TaskSummary(task=task, numbers=numbers, means=means, maps=maps,
-                       counted={m: c for m, c in counted.items() if c})
