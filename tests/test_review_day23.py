@@ -121,3 +121,29 @@ def test_an_interrupted_detection_runs_item_files_of_many_boxes_are_read(tmp_pat
     data = explain.load(folder)
     assert [e.id for e in data.images] == ["a"] and len(data.images[0].cams) == 100
     assert not [n for n in data.summary.notes if "larger than" in n]
+
+
+def test_diff_means_over_photos_sit_in_their_interval():
+    """With report.photo_separator the diff's interval is over photos (a photo's variants
+    averaged first) but its mean change was over maps: 'probability -0.326 [-0.364, +0.107]'
+    for eight variants of one photo and five others, whose photos' mean change is -0.108."""
+    from types import SimpleNamespace
+
+    from explain.diff.numbers import DiffResult, MapDiff, changes
+    change = {**{f"p1-{c}": -0.5 for c in "abcdefgh"}, **{f"p{j}": 0.01 * j for j in range(2, 7)}}
+    images = [SimpleNamespace(id=i, path=f"/x/{i}.png") for i in change]
+    config = SimpleNamespace(seed=0, report=SimpleNamespace(photo_separator="-"))
+    side = SimpleNamespace(summary=SimpleNamespace(config=config, images=images))
+    maps = [MapDiff(image=i, class_name="a", method="gradcam", correlation=1.0,
+                    mean_abs_diff=0.0, max_abs_diff=0.0, peak_shift=0.0, resized=False,
+                    predicted=("a", "a"), numbers=({"probability": 0.7},
+                                                   {"probability": 0.7 + d}))
+            for i, d in change.items()]
+    found = changes(DiffResult(a=side, b=side, maps=maps, left_out=[], config_changes=[],
+                               threshold=None))
+    (one,) = found
+    photos = np.mean([-0.5] + [0.01 * j for j in range(2, 7)])
+    assert one.unit == "photo" and one.units == 6 and one.maps == 13
+    assert one.mean_change == pytest.approx(photos)
+    assert one.mean_b - one.mean_a == pytest.approx(photos)
+    assert one.low <= one.mean_change <= one.high

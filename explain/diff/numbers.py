@@ -230,10 +230,12 @@ def groups(result: DiffResult) -> list[Group]:
 
 
 def changes(result: DiffResult) -> list[Change]:
-    """Per method, class and record number present in both runs of some map: the mean
-    change, with its interval over images (or A's photos). By class: over a two-class run's
-    both classes the probabilities' mean is 0.5 in either run, and a shift to one class
-    showed as no change."""
+    """Per method, class and record number present in both runs of some map: the means and
+    the mean change over images (or A's photos, a photo's variants averaged first, as the
+    report's means), with the change's interval over the same units (a mean over maps beside
+    an interval over photos lay outside its middle). By class: over a two-class run's both
+    classes the probabilities' mean is 0.5 in either run, and a shift to one class showed as
+    no change."""
     out, units = [], []
     photo = _photo_of(result.a.summary)
     for (method, cls), some in _by_method_and_class(result.maps).items():
@@ -244,14 +246,16 @@ def changes(result: DiffResult) -> list[Change]:
                     shared.setdefault(name, []).append(m)
         for name, both in shared.items():
             a, b = (np.array([m.numbers[side][name] for m in both]) for side in (0, 1))
+            keys = [photo[0](m.image) for m in both]
             with np.errstate(over="ignore", invalid="ignore"):  # a record's 1e308: inf, not
                 far = int(np.abs(b - a).argmax())               # numpy's warning lines
+                unit_a, unit_b = _unit_means(keys, a), _unit_means(keys, b)
                 out.append(Change(method=method, class_name=cls, name=name, maps=len(both),
-                                  mean_a=float(a.mean()), mean_b=float(b.mean()),
-                                  mean_change=round(float((b - a).mean()), 10),
+                                  mean_a=float(unit_a.mean()), mean_b=float(unit_b.mean()),
+                                  mean_change=round(float((unit_b - unit_a).mean()), 10),
                                   largest=round(float(b[far] - a[far]), 10),
                                   where=both[far].image, unit=photo[1]))
-                units.append(_unit_means([photo[0](m.image) for m in both], b - a))
+                units.append(unit_b - unit_a)
     config = getattr(result.a.summary, "config", None)
     _intervals(out, units, config.seed if config is not None else 0)
     return out
