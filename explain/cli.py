@@ -175,7 +175,7 @@ def _layers_table(cfg: Any) -> tuple[Any, Any, list, str]:
     x = first.tensor[None]
     task = task_for(cfg)  # segmentation / detection: the task's wrapper, score and auto
     model, head = task.wrap(net) if task else \
-        (Classifier.of(net, cfg.model), Head(cfg.model.head, cfg.model.target))
+        (Classifier.of(net, cfg), Head(cfg.model.head, cfg.model.target))
     bounded_forward(cfg, model, first)
     rows = survey(net, model, x, head, mode=reshape_mode(cfg, net))
     table = format_table(rows, (lambda found: task.auto_layer(net, model, x, found))

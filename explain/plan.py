@@ -169,7 +169,7 @@ def _find(cfg: Config) -> _Found:
     notes.extend(Classifier.grey_note(cfg))  # model.in_channels: 1 on ImageNet's mean / std
     task = task_for(cfg)
     model, head = task.wrap(net) if task else \
-        (Classifier.of(net, cfg.model), Head(cfg.model.head, cfg.model.target))
+        (Classifier.of(net, cfg), Head(cfg.model.head, cfg.model.target))
     first, squeezed = first_image(cfg, refs)
     found = _Found(cfg, refs, notes + squeezed, net, model, head, first,
                    [n for n in said if isinstance(n, Skipped)], task, reshape_mode(cfg, net))
@@ -437,7 +437,7 @@ def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[Image
     and the probe (explain.api's ``cam`` and ``channel_maps`` use it). A network
     explain.load_model read without trust is bounded on ``rows`` copies of ``largest``
     (default ``first``): the biggest batch the call will run."""
-    found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier.of(net, cfg.model),
+    found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier.of(net, cfg),
                    Head(cfg.model.head, cfg.model.target), first, [])
     if unvetted(net):  # read by explain.load_model from a file nobody vouched for; bounded
         # as the engine runs it (a grey network's Conv2d(1, ...) failed on RGB: no bound)

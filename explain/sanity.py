@@ -273,7 +273,7 @@ class MapMaker:
         from explain.layers import find_layer
         from explain.models.heads import Classifier, ScoreModel
         cfg = plan.cfg
-        self.model = Classifier.of(net, cfg.model)
+        self.model = Classifier.of(net, cfg)
         layers = [find_layer(net, name)[1] for name in cfg.target_layers]
         self.engine = CamEngine(self.model, layers, cfg.methods, plan.device, EngineOptions(
             layer_names=list(cfg.target_layers), aug_smooth=cfg.aug_smooth,

@@ -147,3 +147,29 @@ def test_diff_means_over_photos_sit_in_their_interval():
     assert one.mean_change == pytest.approx(photos)
     assert one.mean_b - one.mean_a == pytest.approx(photos)
     assert one.low <= one.mean_change <= one.high
+
+
+@pytest.mark.parametrize("mode", ["torch", "caffe"])
+def test_a_grey_network_gets_the_luma_of_red_green_blue_in_either_channel_order(mode):
+    """preprocess.mode: caffe prepares B, G, R: the luma weights were laid on them in R, G, B
+    order (0.299 B + 0.114 R), so a pure red photo was given a darker grey than a pure blue
+    one, unlike 0.299 R + 0.587 G + 0.114 B, which the report and the docs say."""
+    from explain.config import Config
+    from explain.images.reading import preprocess
+    from explain.models.heads import Classifier
+    cfg = Config.model_validate({"images": ["x.png"], "model": {"file": "m.pt", "in_channels": 1},
+                                 "preprocess": {"size": [8, 8], "mode": mode, **(
+                                     {"mean": [0.5], "std": [0.5]} if mode == "torch" else {})},
+                                 "target_layers": ["0"], "methods": ["gradcam"]})
+    net, kept = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), {}
+    net[0].register_forward_hook(lambda m, i, o: kept.setdefault(len(kept), i[0]))
+    greys = []
+    for channel in range(3):  # pure red, green, blue
+        rgb = np.zeros((8, 8, 3), np.uint8)
+        rgb[..., channel] = 255
+        Classifier.of(net, cfg)(preprocess(rgb, cfg.preprocess)[0][None])
+        greys.append(float(kept[len(kept) - 1][0, 0, 0, 0]))
+    black = np.zeros((8, 8, 3), np.uint8)
+    Classifier.of(net, cfg)(preprocess(black, cfg.preprocess)[0][None])
+    lift = np.array(greys) - float(kept[len(kept) - 1][0, 0, 0, 0])  # each channel's weight
+    assert lift / lift.sum() == pytest.approx([0.299, 0.587, 0.114], abs=1e-5)

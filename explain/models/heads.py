@@ -102,16 +102,20 @@ class Classifier(nn.Module):
     the RGB input."""
 
     def __init__(self, net: nn.Module, output: Union[int, str, None] = None,
-                 in_channels: int = 3):
+                 in_channels: int = 3, *, bgr: bool = False):
         super().__init__()
         self.net = net
         self.output = output
         self.in_channels = in_channels
+        # the prepared channels' order is B, G, R with preprocess.mode: caffe
+        self.grey = GREY_WEIGHTS[::-1] if bgr else GREY_WEIGHTS
 
     @classmethod
-    def of(cls, net: nn.Module, spec: Any) -> "Classifier":
-        """``net`` as the config's model section says to run it (``output``, ``in_channels``)."""
-        return cls(net, spec.output, spec.in_channels)
+    def of(cls, net: nn.Module, cfg: Any) -> "Classifier":
+        """``net`` as the config says to run it (``model.output``, ``model.in_channels``; the
+        channels' order of ``preprocess.mode``)."""
+        return cls(net, cfg.model.output, cfg.model.in_channels,
+                   bgr=cfg.preprocess.mode == "caffe")
 
     @staticmethod
     def grey_note(cfg: Any) -> list[str]:
@@ -134,7 +138,7 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_channels == 1:
-            weights = torch.tensor(GREY_WEIGHTS, dtype=x.dtype, device=x.device)
+            weights = torch.tensor(self.grey, dtype=x.dtype, device=x.device)
             x = torch.einsum("nchw,c->nhw", x, weights)[:, None]
         logits = select_output(self.net(x), self.output)
         return logits[:, None] if logits.ndim == 1 else logits  # one logit per image
