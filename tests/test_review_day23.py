@@ -173,3 +173,16 @@ def test_a_grey_network_gets_the_luma_of_red_green_blue_in_either_channel_order(
     Classifier.of(net, cfg)(preprocess(black, cfg.preprocess)[0][None])
     lift = np.array(greys) - float(kept[len(kept) - 1][0, 0, 0, 0])  # each channel's weight
     assert lift / lift.sum() == pytest.approx([0.299, 0.587, 0.114], abs=1e-5)
+
+
+def test_the_notebooks_methods_table_of_a_task_run_has_the_reports_means(tmp_path):
+    """A Run's display of a detection run showed maps, '-' and '-': neither the report's
+    'not ranked' conclusion nor its table of each method's mean numbers."""
+    folder = _interrupted_detection(tmp_path, boxes=2, max_boxes=2)
+    run = explain.load(folder)
+    html = run._repr_html_()
+    methods = html[html.index("<h4>Methods"):html.index("<h4>Classes")]
+    assert "a detection run is not ranked" in methods
+    means = run.summary.task.means["eigencam"]
+    assert f"{100 * means['energy_in_box']:.1f}%" in methods
+    assert "energy in box" in methods and "inside outside" in methods

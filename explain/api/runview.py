@@ -83,12 +83,31 @@ def _methods(run: Run) -> str:
         "baseline</p>" \
         if any(c.leads for c in table.columns) else ""
     from explain import trustlines
-    from explain.chance import classifies
     evidence = run.summary.trust or trustlines.build(run.summary, table)  # an unfinished run's
-    conclusion = evidence.conclusion if classifies(run.summary) else None  # as the report
+    conclusion = evidence.conclusion  # as the report: a task run's 'not ranked' too
     verdict = f"<p><b>Which map to trust:</b> {display.esc(conclusion)}</p>" if conclusion \
         else ""
-    return "<h4>Methods</h4>" + verdict + display.table_html(header, rows) + stars + note
+    return "<h4>Methods</h4>" + verdict + display.table_html(header, rows) + stars + note + \
+        _task_means(run)
+
+
+def _task_means(run: Run) -> str:
+    """A segmentation or detection run's mean numbers per method, as the report's Methods
+    table has them (summary.json's ``task``; "k of n maps" where a mean holds fewer)."""
+    from explain.tasks.records import PERCENT
+    task = run.summary.task
+    if task is None:
+        return ""
+    rows = []
+    for m in run.methods:
+        means, held = task.means.get(m, {}), task.counted.get(m, {})
+        rows.append([m] + ["-" if key not in means else (
+            f"{100 * means[key]:.1f}%" if key in PERCENT else display.number(means[key]))
+            + (f" ({held[key]} of {task.maps.get(m, 0)} maps)" if key in held else "")
+            for key in task.numbers] + [task.maps.get(m, 0)])
+    header = ["method"] + [key.replace("_", " ") for key in task.numbers] + ["maps"]
+    return f"<p>{display.esc(task.task)}: means over each method's maps</p>" + \
+        display.table_html(header, rows)
 
 
 def _not_beaten(cell: Any) -> str:

@@ -64,6 +64,8 @@ class DetectionImage(_Part):
 MEANS = {"segmentation": ("pixel_share", "energy_in_region", "energy_in_mask", "mask_iou",
                           "pointing_hit"),
          "detection": ("score", "energy_in_box", "inside_outside")}  # TaskSummary.numbers
+# the numbers that are shares, shown in % (the report's Methods table, the notebook's)
+PERCENT = ("pixel_share", "energy_in_region", "energy_in_mask", "energy_in_box", "pointing_hit")
 
 
 class TaskSummary(_Part):

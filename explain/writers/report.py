@@ -33,6 +33,7 @@ from explain.baselines import BASELINES
 from explain.compare import maps_words
 from explain.config import GREY_WORDS, MANY_CLASSES, ModelSpec
 from explain.errors import ExplainError
+from explain.tasks.records import PERCENT
 from explain.methods import method_note, traits
 from explain.names import encoded
 from explain.metrics import LABELS
@@ -303,6 +304,7 @@ def environment() -> Environment:
     env.filters["href"] = href
     env.filters["maps"] = maps_words  # a compare verdict's maps: "3 of 6 maps (3 without ...)"
     env.globals["method_note"] = method_note
+    env.globals["task_percent"] = PERCENT
     env.globals["duration_parts"] = duration_parts
     env.globals["card_classes"] = card_classes
     env.globals["metric_names"] = LABELS
