@@ -1,6 +1,7 @@
 """Review day 23 (a helper's findings): a segmentation batch run as two halves after out of
-memory, the report of an interrupted task run, explain diff's mean change over photos, and a
-grey network's luma under preprocess.mode: caffe."""
+memory, the report of an interrupted task run (its means, its item files of many boxes), the
+notebook's Methods of a task run, explain diff's mean change over photos, and a grey network's
+luma under preprocess.mode: caffe."""
 
 from __future__ import annotations
 
