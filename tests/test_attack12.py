@@ -13,6 +13,7 @@ import pytest
 
 from browser import Browser, find_browser
 from explain.errors import ExplainError
+from explain.images.jpeg import bytes_at
 
 FORGED = b"\x1b[2J\x1b[31mexplain: error: FORGED\x1b[0m"
 
@@ -146,10 +147,10 @@ def test_a_png_of_exactly_max_chunks_before_its_image_is_not_refused(monkeypatch
     too (the walk stopped before reading the chunk after them, its image data)."""
     from explain.images import reading
     monkeypatch.setattr(reading, "MAX_PNG_CHUNKS", 5)
-    assert len(reading.png_chunks(reading._bytes_at(_png_of_chunks(5)))) == 5
+    assert len(reading.png_chunks(bytes_at(_png_of_chunks(5)))) == 5
     assert reading.stored_size(_png_of_chunks(5)) == (8, 8)
     with pytest.raises(reading.ImageError, match="more than 5 chunks before the PNG's image"):
-        reading.png_chunks(reading._bytes_at(_png_of_chunks(6)))
+        reading.png_chunks(bytes_at(_png_of_chunks(6)))
 
 
 def test_a_reference_map_refused_says_why(tmp_path, monkeypatch):

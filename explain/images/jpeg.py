@@ -17,7 +17,7 @@ def jpeg_complete(data: bytes) -> bool:
 
     The marker is looked for after the first start-of-scan segment, so an EXIF thumbnail's
     own marker does not count, and bytes a phone appends after the end are allowed."""
-    read = partial(_slice, data)
+    read = bytes_at(data)
     first = first_scan(read)
     return first is not None and _ends_after(read, len(data), first)
 
@@ -63,7 +63,7 @@ def without_padding(data: bytes) -> bytes:
     """A JPEG's bytes with those that are no marker between its segments cut out (as
     ``first_scan`` skips them): libjpeg decodes the same pixels from it without printing
     'Corrupt JPEG data: N extraneous bytes' on the terminal at every decode."""
-    first, padding = _headers(partial(_slice, data))
+    first, padding = _headers(bytes_at(data))
     if first is None or not padding:
         return data
     kept, at = [], 0
@@ -139,6 +139,11 @@ def _ends_after(read: Callable[[int, int], bytes], size: int, pos: int) -> bool:
             return True
         end = start
     return False
+
+
+def bytes_at(data: bytes) -> Callable[[int, int], bytes]:
+    """``read(offset, count)`` over bytes in memory, as the walks here (and a PNG's) read."""
+    return partial(_slice, data)
 
 
 def _slice(data: bytes, at: int, count: int) -> bytes:

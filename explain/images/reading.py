@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # torch comes with the first image prepared: reading records 
 from explain.config import MAX_PIXELS, MAX_SIDE, Preprocess
 from explain.errors import ExplainError
 from explain.images.formats import header_problem
-from explain.images.jpeg import (JPEG_START, TRUNCATED, first_scan, jpeg_problem,
+from explain.images.jpeg import (JPEG_START, TRUNCATED, bytes_at, first_scan, jpeg_problem,
                                  without_padding)
 from explain.names import short
 
@@ -192,7 +192,7 @@ def decode(data: bytes, flags: int) -> np.ndarray:
     """OpenCV's decoding of ``data`` (``flags``) once a JPEG's scans are checked (see
     jpeg_problem): one function for input images and pictures read back. ImageError saying
     why (without a file name: the callers name it) when it is refused or cannot be decoded."""
-    problem = jpeg_problem(_bytes_at(data), len(data)) if data[:2] == JPEG_START else None
+    problem = jpeg_problem(bytes_at(data), len(data)) if data[:2] == JPEG_START else None
     if problem:
         raise ImageError(problem)
     data = without_padding(data) if data[:2] == JPEG_START else without_profiles(data)
@@ -215,7 +215,7 @@ def without_profiles(data: bytes) -> bytes:
     them), other data as it is. libpng prints a profile's name, raw, to the terminal when it
     finds the profile broken ('libpng warning: iCCP: profile '<name>': ...'): any 79 bytes
     the file chose, escape codes included. ImageError as ``png_chunks`` says."""
-    cut = [span for kind, span in png_chunks(_bytes_at(data)) if kind == b"iCCP"]
+    cut = [span for kind, span in png_chunks(bytes_at(data)) if kind == b"iCCP"]
     if not cut:
         return data
     kept, start = [], 0
@@ -312,10 +312,6 @@ def stored_size(data: bytes) -> Optional[tuple[int, int]]:
     except ImageError:
         return None
     return height, width
-
-
-def _bytes_at(data: bytes) -> Callable[[int, int], bytes]:
-    return lambda at, n: data[at:at + n]
 
 
 def input_size(height: int, width: int, spec: Preprocess) -> tuple[int, int]:
