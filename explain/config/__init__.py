@@ -7,12 +7,13 @@ line (``--out``) are relative to the working directory, as usual for command-lin
 """
 
 from explain.config.channelviews import Channels
-from explain.config.sections import (Annotations, BoxValues, COLORMAPS, Compare, Concepts,
-                                     DOTTED, GREY_WEIGHTS, GREY_WORDS, Guided, IMAGENET_MEAN,
-                                     IMAGENET_STD, Int, LAYER, LabelledImages, MANY_CLASSES,
-                                     MAX_CLASSES, MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MAX_PIXELS,
-                                     MAX_SIDE, MethodSpec, MetricSpec, ModelSpec, Number, Output, Percent, Preprocess,
-                                     Report, Reshape, TARGET_WORDS, Text, box_problem, is_finite)
+from explain.config.sections import (Annotations, BoxValues, COLORMAPS, Compare, Concepts, DOTTED,
+                                     GREY_WEIGHTS, GREY_WORDS, Guided, IMAGENET_MEAN, IMAGENET_STD,
+                                     Int, LAYER, LabelledImages, MANY_CLASSES, MAX_CLASSES,
+                                     MAX_CONFIG_BYTES, MAX_CONFIG_NODES, MAX_PIXELS, MAX_SIDE,
+                                     MethodSpec, MetricSpec, ModelSpec, Number, Output, Percent,
+                                     Preprocess, Report, Reshape, TARGET_WORDS, Text, box_problem,
+                                     is_finite)
 from explain.config.schema import Config
 from explain.config.loading import (MAX_NESTING, apply_override, attribute,
                                     explain_validation, load_config, names_a_field,
