@@ -90,7 +90,7 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
     if flat:
         words.append(f"{flat} map(s) at r = 0, one of the two constant: a hook on a layer "
                      f"followed by ReLU(inplace=True) gives blank maps (the forward hook "
-                     f"should return output.clone())")
+                     f"should return output.clone() and keep output itself)")
     shaped = [r.pearson for r in rs if r.pearson != 0.0]  # the shape of maps that have one
     if shaped and float(np.median(shaped)) >= SAME_SHAPE_R and resized:
         words.append("r near 1 with a large |diff|, though your maps were resized and scaled "
@@ -105,9 +105,10 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
     elif shaped:
         words.append("the maps differ in shape: where they are high, not only in size or "
                      "scale (the figures in compare/ show where); a map of another layer than "
-                     "the run's target_layers, or a hook that keeps a layer's output without "
-                     "handing a copy on, which a following ReLU(inplace=True) overwrites "
-                     "(AlexNet's features.10: the inplace-ReLU trap)")
+                     "the run's target_layers, or a forward hook that keeps the tensor it "
+                     "hands on (no copy returned, or the copy kept as well as returned), which "
+                     "a following ReLU(inplace=True) overwrites: keep output, return "
+                     "output.clone() (AlexNet's features.10: the inplace-ReLU trap)")
     return "; ".join(words) + "; see docs/compare.md, hand-written references"
 
 

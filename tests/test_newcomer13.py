@@ -1,0 +1,69 @@
+"""Newcomer 13: a computer-vision student on the course's AlexNet (a random stand-in saved
+whole), writing Grad-CAM and LayerCAM by hand, comparing them with --compare's reference folder,
+then swapping the methods for Grad-CAM++ and ScoreCAM."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from conftest import IMAGES, REPO, SMALL_SIZE, make_small_alexnet
+
+from explain import compare, reference
+from explain.results import CompareRow
+
+
+def _student_gradcam(model, x: torch.Tensor, keep_the_copy: bool) -> np.ndarray:
+    """Grad-CAM of class 0 at features.10 as a student writes it, at the input size;
+    ``keep_the_copy``: the hook does ``output = output.clone()``, keeps that copy and returns
+    it (the ReLU after it, inplace, then overwrites what was kept), else it keeps ``output``
+    and returns a copy."""
+    kept = {}
+
+    def hook(module, inputs, output):
+        handed = output.clone()
+        kept["a"] = handed if keep_the_copy else output
+        kept["a"].register_hook(lambda g: kept.__setitem__("g", g))
+        return handed
+    handle = model.features[10].register_forward_hook(hook)
+    try:
+        model.zero_grad()
+        model(x)[0, 0].backward()
+    finally:
+        handle.remove()
+    acts, grads = kept["a"][0].detach().numpy(), kept["g"][0].numpy()
+    return reference.finish((grads.mean(axis=(1, 2))[:, None, None] * acts).sum(0),
+                            tuple(x.shape[2:]))
+
+
+def test_a_hook_that_keeps_the_copy_it_returns_is_named_in_the_differ_note():
+    """The student's hook returned output.clone() but kept that same copy: Grad-CAM r 0.60
+    to 0.86 against the library on the course AlexNet, LayerCAM agreeing. The note said 'a
+    hook that keeps a layer's output without handing a copy on', which this hook did hand
+    on: it now names a copy kept as well as returned, and says what to keep."""
+    import explain
+    model = make_small_alexnet()
+    result = explain.cam(model, IMAGES / "cat.jpg", "features.10", "gradcam", targets=[0],
+                         preprocess={"size": [SMALL_SIZE, SMALL_SIZE]})
+    library, x = result.maps["gradcam"]["0"], result.input[None]
+    right = _student_gradcam(model, x, keep_the_copy=False)
+    wrong = _student_gradcam(model, x, keep_the_copy=True)
+    assert np.abs(right - library).max() < 1e-4
+    r = compare.pearson(library, wrong)
+    assert r < 0.95  # the maps differ in shape: the note's branch below
+    rows = [CompareRow(image="cat", class_name="cat", method="gradcam", max_abs=0.5,
+                       mean_abs=0.1, pearson=v, iou_top20=0.6) for v in (r, 0.74, 0.86)]
+    note = compare.why_references_differ(rows)
+    assert "the maps differ in shape" in note
+    assert "(no copy returned, or the copy kept as well as returned)" in note
+    assert "keep output, return output.clone()" in note
+    assert "without handing a copy on" not in note
+    blank = rows[0].model_copy(update={"pearson": 0.0})
+    flat = compare.why_references_differ([blank, rows[1]])
+    assert "should return output.clone() and keep output itself" in flat
+
+
+def test_the_trap_section_names_the_kept_copy():
+    text = " ".join((REPO / "docs" / "compare.md").read_text().split())
+    assert "keep `output` itself and return `output.clone()`" in text
+    assert "forgot the clone, or kept the copy the hook returns" in text
