@@ -236,7 +236,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         for writer in writers:
             writer.start(ctx)
     distributed.drop_kept(ranks, writers)
-    bar = _progress(len(todo), plan, ranks, opts)
+    bar = _progress(len(todo), ctx, ranks, opts)
     workers = default_workers() if plan.cfg.workers is None else plan.cfg.workers
     bound = LargerBatches(plan)  # a later photo larger than the first: bounded before its pass
     pool, folder = FilePool(workers), ctx.run
@@ -259,6 +259,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
                         pool.then(folder.write_bytes, f"items/{view.entry.id}.json",
                                   _item_bytes(ctx, folder, view.entry))
                     summary.durations_s["figures"] += time.perf_counter() - t0
+                    bar.set_postfix_str("", refresh=False)
                     bar.update(len(batch.images) * bar.per_image)
                     ranks.crash_point(settle=pool.drain)
             pool.drain()
@@ -281,17 +282,19 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
     _finish(ctx, writers, finish_workers(workers))
 
 
-def _progress(images: int, plan: RunPlan, ranks: Any, opts: RunOptions) -> tqdm:
+def _progress(images: int, ctx: RunContext, ranks: Any, opts: RunOptions) -> tqdm:
     """The bar over image x class x method: a classifier's every slot counts, so the total
     holds when an image's label is its prediction and one map serves both; a task's over
     images (its maps per image vary with the detections or the classes present: a bar of
     image x class x method overran its total). The rate counts the pictures and numbers
-    made beside the maps."""
+    made beside the maps. ``ctx.stage`` shows the step under way beside it."""
+    plan = ctx.plan
     per_image = 1 if plan.task else plan.slots * len(plan.methods)
     bar = tqdm(total=images * per_image, unit="image" if plan.task else "map",
                desc="CAMs" if ranks.world == 1 else f"CAMs (rank 0 of {ranks.world})",
                disable=not opts.progress, file=sys.stderr, dynamic_ncols=True)
     bar.per_image = per_image
+    ctx.stage = lambda text: bar.set_postfix_str(printable(text))
     return bar
 
 
@@ -336,6 +339,7 @@ def _explain_batch(ctx: RunContext, engine: CamEngine, group: list[Prepared]) ->
     recorded once). The records are the maps' own (``MapSlot.record``)."""
     import torch
     plan = ctx.plan
+    ctx.stage(f"maps of {len(group)} image(s)")
     t0 = time.perf_counter()
     x = torch.stack([item.tensor for item in group])
     try:

@@ -67,3 +67,24 @@ def test_the_trap_section_names_the_kept_copy():
     text = " ".join((REPO / "docs" / "compare.md").read_text().split())
     assert "keep `output` itself and return `output.clone()`" in text
     assert "forgot the clone, or kept the copy the hook returns" in text
+
+
+def test_the_progress_bar_says_which_step_a_long_batch_is_in(tmp_path, capsys):
+    """The course's three photos are one batch: the bar sat at 0/12 for 75 s (ScoreCAM, then
+    ROAD on each image) and jumped to 12/12. It now names the step under way, the faithfulness
+    of each image in turn, and ends without a stale step."""
+    from helpers import CAT, cli, tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "tiny.pt")
+    photos = [str(CAT), str(IMAGES / "dog.jpg")]
+    config = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pt")}, images=photos,
+                         classes={"cat": 0, "dog": 1}, targets="all",
+                         metrics=[{"name": "road_combined", "percentiles": [50]}])
+    code, err, _ = cli(capsys, config)
+    assert code == 0, err
+    shown = [part.strip() for part in err.split("\r")]
+    bars = [s for s in shown if s.startswith("CAMs:")]
+    assert any(s.endswith("0/4 [00:00<?, ?map/s, maps of 2 image(s)]") for s in bars), bars
+    for step in ("faithfulness of cat (1 of 2)]", "faithfulness of dog (2 of 2)]"):
+        assert any(s.split("\n")[0].endswith(step) for s in bars), (step, bars)
+    last = [s.split("\n")[0] for s in bars if "4/4" in s][-1]
+    assert last.endswith("map/s]") and "faithfulness" not in last, last

@@ -38,6 +38,9 @@ class RunContext:
     started: float = 0.0  # time.perf_counter() when the run began
     todo: Optional[int] = None  # images the run computes (fewer than the plan's on --resume)
     log: Callable[[str], None] = print
+    # the step under way, beside the progress bar (a batch's maps, an image's faithfulness):
+    # the bar moves once per batch, and a batch of three photos took 75 s
+    stage: Callable[[str], None] = lambda text: None
 
     @property
     def cfg(self) -> Config:

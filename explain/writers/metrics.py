@@ -123,6 +123,7 @@ class MetricsWriter(Writer):
         its baseline maps (apart: ROAD draws its noise map after map and percentile after
         percentile, so the real maps keep the scores of a library call on them alone)."""
         cfg, plan = ctx.cfg, ctx.plan
+        ctx.stage(f"faithfulness of {view.entry.id} ({view.row + 1} of {len(batch.images)})")
         x = batch.x[view.row:view.row + 1].to(plan.device)
         model = ScoreModel(plan.model, plan.head)
         for group in (list(view.maps), list(extra)):
