@@ -65,3 +65,13 @@ def test_two_methods_in_one_name_are_said_to_be_a_list(tmp_path, capsys, typed):
         f"a list, methods: [gradcam, layercam] (on the command line --methods gradcam,layercam)")
     rc, err, _ = cli(capsys, config, "--quiet", "--methods", "gradcm")
     assert rc == 2 and "unknown method 'gradcm' — did you mean 'gradcam'? (valid: " in err
+
+
+def test_the_course_model_missing_points_at_the_readmes_stand_in(tmp_path, capsys):
+    """Newcomer 13: the course's torch_alex.pth is not to be had; the line said to put it
+    there or try the demo, not that the README saves a stand-in in one line."""
+    config = tiny_config(tmp_path, {"file": "models/torch_alex.pth"})
+    err = cli(capsys, config, "--quiet")[1]
+    assert "torch_alex.pth: model file not found: put the model file there (README.md, 'For " \
+           "the computer-vision course', saves an untrained stand-in in one line), or try the " \
+           "demo" in err

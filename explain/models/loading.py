@@ -33,9 +33,11 @@ def _read_file(path: Path, spec: ModelSpec) -> Any:
         raise ExplainError(f"model.file: {quote(str(path))}: {exc.strerror}") from None
     if not found:
         hint = close_file(path, MODEL_SUFFIXES, folders=False)  # '.pt' for '.pth'
+        course = " (README.md, 'For the computer-vision course', saves an untrained stand-in in one line)" \
+            if path.name == "torch_alex.pth" else ""
         raise ExplainError(f"{short(path)}: model file not found" + (
-            f"{hint} Or put" if hint else ": put") + " the model file there, or try the demo: "
-            "python -m explain configs/demo_catdog.yaml")
+            f"{hint} Or put" if hint else ": put") + f" the model file there{course}, or try "
+            "the demo: python -m explain configs/demo_catdog.yaml")
     try:
         safetensors = path.suffix.lower() == ".safetensors" or looks_like_safetensors(path)
         torchscript = not safetensors and is_torchscript(path)
