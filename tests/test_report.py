@@ -322,3 +322,18 @@ def test_a_card_shows_every_class_s_probability_not_only_the_explained_ones(tmp_
     card = page[page.index('id="img-im0"'):]
     names = re.findall(r'<span class="prob-name">(\w+)</span>', card)
     assert names == ["cat", "dog"] and "33.0%" in card
+
+
+def test_a_run_without_numbers_is_told_one_way_to_turn_them_on(tmp_path):
+    """The page said 'metrics: [road_combined] turns it on' in the Run table and 'add metrics:
+    [road_combined, drop_in_confidence]' under the Methods table (newcomer 13): one advice."""
+    from test_photos import render, summary_of
+    summary = summary_of({"im0": {"gradcam": 0.2}, "im1": {"gradcam": 0.3}}, None)
+    summary.config = summary.config.model_copy(update={"metrics": []})
+    for image in summary.images:
+        image.baselines = []
+        for r in image.cams:
+            r.faithfulness, r.localisation = {}, None
+    page = render(summary, tmp_path / "run")
+    advice = re.findall(r"metrics: \[([^\]]*)\]</code>", page)
+    assert len(advice) >= 2 and set(advice) == {"road_combined"}, advice

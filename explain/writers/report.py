@@ -308,6 +308,7 @@ def environment() -> Environment:
     env.globals["duration_parts"] = duration_parts
     env.globals["card_classes"] = card_classes
     env.globals["metric_names"] = LABELS
+    env.globals["auto_metrics"] = ", ".join(metrics.AUTO_METRICS)  # what turns metrics on
     env.globals["metrics_off"] = (  # the Run section's faithfulness row of a run without any
         f"off: <code>metrics: [{', '.join(metrics.AUTO_METRICS)}]</code> turns it on (a config "
         f"without a <code>metrics:</code> line has it for runs of up to {metrics.AUTO_MAPS} "
