@@ -461,3 +461,18 @@ def test_the_per_class_table_has_pointing_columns_only_with_boxes(study, tmp_pat
         row.pointing_maps, row.pointing_hits, row.pointing, row.pointing_by_method = 0, 0, None, {}
     plain = table("plain")
     assert "pointing" not in plain and "<th>dog</th>" in plain and "–" not in plain
+
+
+def test_the_notebook_display_carries_the_models_warnings(study, tmp_path):
+    """The report's box and the console said 'the model predicts dog for every one of ...';
+    a notebook's Run display did not (review 17)."""
+    import explain
+    run_dir = tmp_path / "copy"
+    shutil.copytree(study[1], run_dir)
+    path = run_dir / "summary.json"
+    summary = json.loads(path.read_text())
+    for image in summary["images"]:
+        image["predicted"], image["probabilities"] = "dog", {"cat": 0.3, "dog": 0.7}
+    path.write_text(json.dumps(summary))
+    html = explain.load(run_dir)._repr_html_()
+    assert "<b>warning</b>: the model predicts dog for every one of the 8 image(s)" in html

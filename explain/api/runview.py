@@ -29,7 +29,7 @@ def run_html(run: Run) -> str:
     if not run.finished:
         parts.append("<p><b>unfinished run</b>: the images it finished; complete it with "
                      "explain.run(..., resume=True)</p>")
-    parts += [_images(run), _methods(run), _panels(run), _notes(run)]
+    parts += [_warnings(run), _images(run), _methods(run), _panels(run), _notes(run)]
     return "".join(parts)
 
 
@@ -157,6 +157,14 @@ def _panels(run: Run) -> str:
     if not figures:
         return "<h4>Classes</h4><p>no class panels in the folder</p>"
     return "<h4>Classes</h4>" + "".join(figures)
+
+
+def _warnings(run: Run) -> str:
+    """The model's warnings the report's box and the console carry (explain.swapped)."""
+    from explain import swapped
+    lines = swapped.warnings(run.summary)
+    return "" if not lines else "<p><b>warning</b>: " + "<br><b>warning</b>: ".join(
+        display.esc(line) for line in lines) + "</p>"
 
 
 def _notes(run: Run) -> str:
