@@ -165,6 +165,9 @@ class MetricsWriter(Writer):
             notes.append(f"map strength: no raw maximum for {', '.join(sorted(self.no_raw))} "
                          f"(the library's own call returns maps already scaled to 0..1)")
         notes += same_map_notes(self.same, near_chance(ctx.summary) is not None)
+        if self.boxes is not None:  # images kept by --resume matched their boxes back then
+            for entry in ctx.summary.images:
+                self.boxes.for_image(entry.id, Path(entry.path))
         if self.boxes is not None and self.boxes.unused():
             notes.append(_unused_boxes(self.boxes.unused(), ctx.summary.images))
 
