@@ -230,7 +230,8 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         summary.notes.append(f"resumed: {len(entries)} image(s) kept from the interrupted run, "
                              f"{len(todo)} computed now")
     ctx.todo = len(todo)  # what the estimates count: the run's images (every rank's)
-    todo = ranks.shard(todo)  # under torchrun: this rank's share
+    chunks = rank_batches(list(plan.images), set(entries), plan.cfg.batch_size, ranks)
+    todo = [ref for chunk in chunks for ref in chunk]  # under torchrun: this rank's share
     summary.notes.append(_guard_note(plan, engine))
     with ranks.together():  # e.g. a box file that one node cannot read stops every rank
         for writer in writers:
@@ -244,7 +245,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         ctx.run = QueuedWrites(folder, pool)  # pictures are encoded and written behind the model
     try:
         with bar, ranks.together(patient=True):  # every rank's share done, or every rank stops
-            for chunk in prefetch(batches(todo, plan.cfg.batch_size),
+            for chunk in prefetch(chunks,
                                   lambda ref: _read(ref, plan), workers):
                 for group in group_by_shape(_usable(chunk, ctx, opts)):
                     bound.check(group)
@@ -280,6 +281,16 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         entries = _kept_items(ctx)
     summary.images = [entries[r.id] for r in plan.images if r.id in entries]
     _finish(ctx, writers, finish_workers(workers))
+
+
+def rank_batches(images: list[ImageRef], kept: set[str], size: int,
+                 ranks: distributed.Ranks) -> list[list[ImageRef]]:
+    """This rank's batches: the run's batches of ``size`` in config order, as one process
+    makes them, less the images ``kept`` (ids) by --resume, dealt out like cards. Batches,
+    not images, are dealt and cut: a map's last float bits can depend on the other images
+    of its pass, so each image keeps the batch an uninterrupted one-process run gives it."""
+    left = [[r for r in chunk if r.id not in kept] for chunk in batches(images, size)]
+    return ranks.shard([chunk for chunk in left if chunk])
 
 
 def _progress(images: int, ctx: RunContext, ranks: Any, opts: RunOptions) -> tqdm:
