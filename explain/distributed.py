@@ -50,6 +50,7 @@ CHECK_TIMEOUT = timedelta(minutes=30)  # the checks, the claim: every rank does 
 RENDEZVOUS_TIMEOUT = 20.0  # seconds for the other ranks to appear (torchrun starts them at once)
 RENDEZVOUS_ENV = "EXPLAIN_RENDEZVOUS_TIMEOUT"  # sets it, in seconds
 RUN_TIMEOUT = timedelta(days=7)  # waiting for the slowest rank's share of the images
+ESTIMATE = "estimate: "  # each rank estimates the whole run from its own timed passes
 # Tests only: the rank with this number exits at once, as a lost node would, right after the
 # files of its first batch are written (see tests/test_torchrun.py).
 CRASH_ENV = "EXPLAIN_TEST_CRASH_RANK"
@@ -311,7 +312,8 @@ def hand_in(ranks: Ranks, ctx: RunContext, writers: list[Writer], paths: list[st
     devices = [summary.device]
 
     def take(other: dict[str, Any]) -> None:
-        summary.notes.extend(n for n in other["notes"] if n not in summary.notes)
+        summary.notes.extend(n for n in other["notes"] if n not in summary.notes
+                             and not n.startswith(ESTIMATE))  # rank 0's, as estimates_s
         summary.skipped_images += other["skipped"]
         for key, seconds in other["durations"].items():
             if key != "model_load":  # work summed over the ranks; model_load is rank 0's
