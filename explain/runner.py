@@ -245,8 +245,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
         ctx.run = QueuedWrites(folder, pool)  # pictures are encoded and written behind the model
     try:
         with bar, ranks.together(patient=True):  # every rank's share done, or every rank stops
-            for chunk in prefetch(chunks,
-                                  lambda ref: _read(ref, plan), workers):
+            for chunk in prefetch(chunks, lambda ref: _read(ref, plan), workers):
                 for group in group_by_shape(_usable(chunk, ctx, opts)):
                     bound.check(group)
                     batch = (plan.task.explain_batch if plan.task else _explain_batch)(
