@@ -329,8 +329,9 @@ def console_lines(result: DiffResult) -> list[str]:
         if c.name not in NOT_HEADLINE and c.mean_change != 0:
             moved.setdefault((c.method, c.class_name), []).append(c)
     for (method, cls), some in list(moved.items())[:CONSOLE_GROUPS]:
-        lines.append(f"  {method} / {cls}: mean change B - A [95% interval over "
-                     f"{some[0].unit}s]: " + ", ".join(
+        said = f" [95% interval over {some[0].unit}s]" if any(c.interval() for c in some) \
+            else f" (over {some[0].unit}s; too few for an interval)"
+        lines.append(f"  {method} / {cls}: mean change B - A{said}: " + ", ".join(
             f"{c.name} {c.mean_change:+.3g}{c.interval()}" for c in some))
     if len(every) > CONSOLE_GROUPS:  # every group with a change is one of them
         lines.append(f"  ({len(every)} method / class groups: the {CONSOLE_GROUPS} lowest r and "
