@@ -211,3 +211,18 @@ def interrupted(path: Path, out: Path, where: str, at: int) -> Path:
     with patch, pytest.raises(KeyboardInterrupt):
         run(load_config(path), RunOptions(out_root=out, progress=False, log=lambda _: None))
     return out / "exp"
+
+
+def two_tiny_runs(tmp_path: Path, photos: Path, separator: Any = None) -> tuple[Path, Path]:
+    """Runs A and B of tiny nets of other seeds (0, 3) on the images in ``photos``, their maps
+    saved and ``report.photo_separator`` set: the two folders, for ``explain diff``."""
+    from explain.cli import main
+    for name, seed in (("a", 0), ("b", 3)):
+        torch.save(tiny_net(seed), tmp_path / f"{name}.pth")
+        path = tiny_config(tmp_path, {"file": str(tmp_path / f"{name}.pth")}, stem=name,
+                           images=[str(photos)], classes={"cat": 0, "dog": 1},
+                           target_layers=["0"], methods=["gradcam"], metrics=[],
+                           report={"photo_separator": separator},
+                           output={"dir": str(tmp_path / "results"), "save_arrays": True})
+        assert main([str(path), "--quiet"]) == 0
+    return tmp_path / "results" / "a", tmp_path / "results" / "b"

@@ -7,14 +7,12 @@ docs/trust.md."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
-import torch
 from PIL import Image
 
 from explain.cli import main
-from helpers import tiny_config, tiny_net
+from helpers import two_tiny_runs
 
 PHOTOS = 6
 
@@ -28,15 +26,7 @@ def _runs(tmp_path, separator):
     for n in range(PHOTOS):
         Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
             photos / f"p{n}.png")
-    for name, seed in (("a", 0), ("b", 3)):
-        torch.save(tiny_net(seed), tmp_path / f"{name}.pth")
-        path = tiny_config(tmp_path, {"file": str(tmp_path / f"{name}.pth")}, stem=name,
-                           images=[str(photos)], classes={"cat": 0, "dog": 1},
-                           target_layers=["0"], methods=["gradcam"], metrics=[],
-                           report={"photo_separator": separator},
-                           output={"dir": str(tmp_path / "results"), "save_arrays": True})
-        assert main([str(path), "--quiet"]) == 0
-    return tmp_path / "results" / "a", tmp_path / "results" / "b"
+    return two_tiny_runs(tmp_path, photos, separator)
 
 
 def test_diff_finds_each_images_photo_once(tmp_path, capsys, monkeypatch):

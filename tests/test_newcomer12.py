@@ -82,11 +82,10 @@ def _diffed(tmp_path, capsys, separator):
     import json
 
     import numpy as np
-    import torch
     from PIL import Image
 
     from explain.cli import main
-    from helpers import tiny_config, tiny_net
+    from helpers import two_tiny_runs
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(1)
@@ -94,14 +93,7 @@ def _diffed(tmp_path, capsys, separator):
         pixels = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(photos / f"p{n}.png")
         Image.fromarray(pixels[:, ::-1]).save(photos / f"p{n}-flip.png")
-    for name, seed in (("a", 0), ("b", 3)):
-        torch.save(tiny_net(seed), tmp_path / f"{name}.pth")
-        path = tiny_config(tmp_path, {"file": str(tmp_path / f"{name}.pth")}, stem=name,
-                           images=[str(photos)], classes={"cat": 0, "dog": 1},
-                           target_layers=["0"], methods=["gradcam"], metrics=[],
-                           report={"photo_separator": separator},
-                           output={"dir": str(tmp_path / "results"), "save_arrays": True})
-        assert main([str(path), "--quiet"]) == 0
+    two_tiny_runs(tmp_path, photos, separator)
     capsys.readouterr()
     assert main(["diff", str(tmp_path / "results" / "a"), str(tmp_path / "results" / "b")]) == 0
     summary = json.loads((tmp_path / "results" / "a" / "summary.json").read_text())
