@@ -40,9 +40,7 @@ def test_no_warning_for_one_class_shown_a_mixed_guess_few_images_or_chance():
 
 def test_the_console_and_the_report_carry_it(tmp_path):
     from test_photos import summary_of
-    from explain.outputs import RunFolder
-    from explain.writers.report import ReportData, render_pages
-    from explain.writers.summary import console_lines
+    from test_swapped import shown
     summary = summary_of({"cat": {"gradcam": 0.2}, "dog": {"gradcam": 0.3}}, None)
     extra = [image.model_copy(deep=True) for image in summary.images]
     for k, image in enumerate(extra):
@@ -50,11 +48,7 @@ def test_the_console_and_the_report_carry_it(tmp_path):
     summary.images += extra
     for image in summary.images:
         image.predicted, image.probabilities = "dog", {"cat": 0.2, "dog": 0.8}
-    summary.counts = {"maps": 8}
-    summary.durations_s.update(total=1.0, model_load=0.1, figures=0.2)
     line = one_class(summary)
-    assert line and f"  warning: {line}" in console_lines(summary)
-    (tmp_path / "run").mkdir()
-    page = dict(render_pages(RunFolder(tmp_path / "run"), ReportData(summary)))["report.html"]
-    box = page[page.index("Warnings"):page.index('<section id="trust">')]
+    console, box = shown(summary, tmp_path / "run")
+    assert line and f"  warning: {line}" in console
     assert "the model predicts dog for every one of the 4 image(s), though 2 of them" in box

@@ -54,19 +54,24 @@ def test_no_warning_for_a_right_guess_a_many_to_one_mistake_a_doubt_or_chance():
                                            "the model's own order?")
 
 
-def test_the_console_and_the_report_carry_it(tmp_path):
-    from test_photos import summary_of
+def shown(summary, folder) -> tuple[list[str], str]:
+    """(the console's last lines, the report's box of warnings) of ``summary``."""
     from explain.outputs import RunFolder
     from explain.writers.report import ReportData, render_pages
     from explain.writers.summary import console_lines
+    summary.counts = {"maps": sum(len(image.cams) for image in summary.images)}
+    summary.durations_s.update(total=1.0, model_load=0.1, figures=0.2)
+    folder.mkdir()
+    page = dict(render_pages(RunFolder(folder), ReportData(summary)))["report.html"]
+    return console_lines(summary), page[page.index("Warnings"):page.index('<section id="trust">')]
+
+
+def test_the_console_and_the_report_carry_it(tmp_path):
+    from test_photos import summary_of
     summary = summary_of({"cat": {"gradcam": 0.2}, "dog": {"gradcam": 0.3}}, None)
     for image, (predicted, p_cat) in zip(summary.images, (("dog", 0.1), ("cat", 0.9))):
         image.predicted, image.probabilities = predicted, {"cat": p_cat, "dog": 1 - p_cat}
-    summary.counts = {"maps": 4}
-    summary.durations_s.update(total=1.0, model_load=0.1, figures=0.2)
     line = swapped_classes(summary)
-    assert line and f"  warning: {line}" in console_lines(summary)
-    (tmp_path / "run").mkdir()
-    page = dict(render_pages(RunFolder(tmp_path / "run"), ReportData(summary)))["report.html"]
-    warnings = page[page.index("Warnings"):page.index('<section id="trust">')]
+    console, warnings = shown(summary, tmp_path / "run")
+    assert line and f"  warning: {line}" in console
     assert "cat.jpg -&gt; dog, dog.jpg -&gt; cat" in warnings
