@@ -50,7 +50,7 @@ from explain.models.guard import frozen, non_inplace, preserved_state
 from explain import batching, precision
 from explain.eigen import thin
 from explain.sharedpasses import SlotPasses, sharing
-from explain.enginedata import (BatchResult, LayerInfo, LayerPass, MapSlot, Probe,  # noqa: F401
+from explain.enginedata import (BatchResult, LayerInfo, LayerPass, Probe,  # noqa: F401
                                map_slots, watching)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from explain import measures
-from explain.engine import BatchResult, MapSlot
+from explain.enginedata import BatchResult, MapSlot
 from explain.errors import ExplainError, model_failed
 from explain.results import NONE_PREDICTED, ImageEntry, MapRecord
 from explain.tasks.common import inside_outside, share_inside

@@ -23,7 +23,7 @@ from explain import channels
 from explain.config import Channels
 from explain.results import ChannelSummary
 from explain.plan import SMALL_RUN
-from explain.engine import MapSlot
+from explain.enginedata import MapSlot
 from explain.methods import having
 from explain.batches import BatchContext, ImageView
 from explain.writers import RunContext, Writer

@@ -25,7 +25,8 @@ from explain.errors import ExplainError
 from explain.models.heads import ScoreModel
 from explain.images import ImageRef, input_size
 from explain.images.orientation import original_size
-from explain.engine import MapSlot, seeded
+from explain.engine import seeded
+from explain.enginedata import MapSlot
 from explain.measures import significant
 from explain.names import close_match, quote, short
 from explain.methods import traits
