@@ -27,6 +27,7 @@ MARGIN = 6  # white pixels left of and below a comparison figure's panes
 SAME_SHAPE_R = 0.95  # reference maps at least this correlated: the same map, made another way
 CROSSED_R = 0.9  # a reference this like another class's map (and 0.3 above its own): swapped
 SAME_MAP_R = 0.999  # a reference this like another class's map is that map (swapped too)
+UNMATCHED_LISTED = 100  # reference files matching no map that summary.json names (all are counted)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -295,7 +296,10 @@ class Comparison:
                   "tolerance": self.tolerance, "verdicts": verdicts, "per_method": per_method,
                   "missing": self.missing}
         if self.reference_dir is not None:
-            result["unmatched"] = unmatched_files(self.reference_dir, self.expected)
+            unmatched = unmatched_files(self.reference_dir, self.expected)
+            # a dataset folder named by mistake holds thousands: summary.json lists the first
+            result["unmatched"], result["unmatched_count"] = unmatched[:UNMATCHED_LISTED], \
+                len(unmatched)
         return result
 
 

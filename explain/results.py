@@ -238,6 +238,7 @@ class CompareSummary(BaseModel):
     # report's warnings quote them: explain.writers.summary.compare_file_lines)
     missing: list[str] = Field(default_factory=list)
     unmatched: list[str] = Field(default_factory=list)
+    unmatched_count: Optional[int] = None  # all of them; ``unmatched`` lists the first 100
 
 
 class ItemFile(_Record):

@@ -141,15 +141,20 @@ def test_reference_dir_npy_round_trip_is_exact(library_maps):
                                                "r_min": 1.0, "r_median": 1.0, "missing": 0}
     (folder / "dog__cat__gradcam.npy").unlink()
     (folder / "stray__cat__gradcam.npy").write_bytes(b"")
+    for i in range(150):  # a folder of other pictures: counted, the first 100 named
+        (folder / f"zz{i:03d}.png").write_bytes(b"")
     result = compare_with(tree, folder)
     assert result["missing"] == ["dog__cat__gradcam"]
-    assert result["unmatched"] == ["stray__cat__gradcam.npy"]
+    assert result["unmatched"] == ["stray__cat__gradcam.npy"] + [f"zz{i:03d}.png"
+                                                                 for i in range(99)]
+    assert result["unmatched_count"] == 151
     assert result["per_method"]["gradcam"]["maps"] == 5
     said = [line for line in compare_with.lines if line.startswith("  compare: ")]
     assert said == ["  compare: 1 map(s) had no reference file (first: dog__cat__gradcam); all "
                     "are listed in summary.json",
-                    "  compare: 1 file(s) in the reference folder matched no map (first: "
-                    "stray__cat__gradcam.npy); names are <image>__<class>__<method>.npy or .png"]
+                    "  compare: 151 file(s) in the reference folder matched no map (first: "
+                    "stray__cat__gradcam.npy; the first 100 are listed); names are "
+                    "<image>__<class>__<method>.npy or .png"]
 
 
 def test_reference_dir_png_round_trip_within_quantisation(library_maps):

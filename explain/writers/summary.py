@@ -113,8 +113,10 @@ def compare_file_lines(summary: RunSummary) -> list[str]:
                      f"{short(missing[0])}); all are listed in summary.json")
     if unmatched:
         hint = _meant(unmatched[0], missing, _methods(summary))
-        lines.append(f"compare: {len(unmatched)} file(s) in the reference folder matched no "
-                     f"map (first: {short(unmatched[0])}{hint}); names are "
+        count = compare.get("unmatched_count") or len(unmatched)
+        listed = "" if count == len(unmatched) else f"; the first {len(unmatched)} are listed"
+        lines.append(f"compare: {count} file(s) in the reference folder matched no "
+                     f"map (first: {short(unmatched[0])}{hint}{listed}); names are "
                      f"<image>__<class>__<method>.npy or .png")
     return lines
 
