@@ -309,10 +309,11 @@ def test_cam_errors_are_the_command_lines(alex_file, tmp_path, capsys):
     (tmp_path / "dict.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(explain.ExplainError) as caught:
         explain.cam(DictNet(), IMAGES / "cat.jpg", "net.features.10")
-    # the same line; the command line's names the config file first, as a validation error
-    assert f"{tmp_path / 'dict.yaml'}: {caught.value}" == \
-        _cli_error([str(tmp_path / "dict.yaml")], capsys)
-    assert "model.output: logits" in str(caught.value)
+    # the same line in the call's words; the command line's names the config file first
+    from explain.api.inputs import OPTIONS, call_words
+    said = _cli_error([str(tmp_path / "dict.yaml")], capsys)
+    assert "model.output: logits" in said and "output='logits'" in str(caught.value)
+    assert f"{tmp_path / 'dict.yaml'}: {caught.value}" == call_words(said, OPTIONS)
     assert explain.cam(DictNet(), IMAGES / "cat.jpg", "net.features.10", output="logits",
                        preprocess={"size": SMALL_SIZE}).classes == ["0", "1"]
     expected = [
@@ -437,3 +438,23 @@ def test_a_compare_run_returns_its_rows_as_load_does(alex_file, tmp_path):
     rows = [row for rows in done.compare_rows.values() for row in rows]
     assert len(rows) == 3 * len(CLASSES) * 2  # images x classes x (gradcam, layercam)
     assert max(row.max_abs for row in rows) < 1e-4  # the guard on: hand-written code agrees
+
+
+def test_errors_of_a_call_name_its_arguments_not_config_keys():
+    """A notebook passes in_channels=1, not model.in_channels: 1: explain.cam's and
+    explain.channel_maps' errors say the argument (a grey network fed RGB, a bad option)."""
+    from explain.api.inputs import OPTIONS, call_words
+    grey = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(4, 2)).eval()
+    photo = np.full((32, 32, 3), 120, np.uint8)
+    for call in (explain.cam, explain.channel_maps):
+        with pytest.raises(explain.ExplainError) as info:
+            call(grey, photo, "0", "gradcam", classes=["a", "b"], preprocess={"size": 32})
+        assert "set in_channels=1 (" in str(info.value), str(info.value)
+        assert "model.in_channels" not in str(info.value)
+    with pytest.raises(explain.ExplainError) as info:
+        explain.cam(grey, photo, "0", "gradcam", classes=["a", "b"], in_channels=2)
+    assert str(info.value) == "explain.cam: in_channels: Input should be 1 or 3 (got 2)"
+    said = call_words("set model.fix_inplace: false, model.head: softmax. output.colormap", OPTIONS)
+    assert said == "set fix_inplace=False, head='softmax'. colormap"

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from explain.api import display
-from explain.api.inputs import (ImageInput, Layer, check_model, layer_names, prepared_images,
-                                settings, split_targets)
+from explain.api.inputs import (OPTIONS, VIEW_OPTIONS, ImageInput, Layer, check_model,
+                                in_call_words, layer_names, prepared_images, settings,
+                                split_targets)
 from explain.api.memory import by_index, explained, session
 from explain.errors import ExplainError
 
@@ -133,21 +134,23 @@ def channel_maps(model: "nn.Module", image: ImageInput, layer: Layer, method: st
     """
     from explain.methods import having
     where = "explain.channel_maps"
-    check_model(model, where)
-    wanted, indices = split_targets(targets)
-    cfg = settings(where, layer_names(model, layer, where), [method], wanted, options, views=True)
-    name = cfg.methods[0].name
-    if name not in having("channel_term"):
-        raise ExplainError(f"{where}: method {name!r} is not a sum over channels, so it has no "
-                           f"per-channel terms (channel methods: "
-                           f"{', '.join(having('channel_term'))})")
-    items, single = prepared_images(image, cfg.preprocess)
-    if not single:
-        raise ExplainError(f"{where}: images: one image at a time (got {len(items)})")
-    with session(model, cfg, items, targets is None) as (cfg, engine, head):
-        if indices is not None:
-            cfg = by_index(cfg, indices)
-        (item, result, _, probs), = list(explained(engine, cfg, head, items))
+    with in_call_words({**OPTIONS, **VIEW_OPTIONS}):  # in_channels=1, not model.in_channels: 1
+        check_model(model, where)
+        wanted, indices = split_targets(targets)
+        cfg = settings(where, layer_names(model, layer, where), [method], wanted, options,
+                       views=True)
+        name = cfg.methods[0].name
+        if name not in having("channel_term"):
+            raise ExplainError(f"{where}: method {name!r} is not a sum over channels, so it has no "
+                               f"per-channel terms (channel methods: "
+                               f"{', '.join(having('channel_term'))})")
+        items, single = prepared_images(image, cfg.preprocess)
+        if not single:
+            raise ExplainError(f"{where}: images: one image at a time (got {len(items)})")
+        with session(model, cfg, items, targets is None) as (cfg, engine, head):
+            if indices is not None:
+                cfg = by_index(cfg, indices)
+            (item, result, _, probs), = list(explained(engine, cfg, head, items))
     return _channel_maps(item, result, probs, cfg)
 
 

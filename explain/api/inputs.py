@@ -4,17 +4,19 @@ images (paths, arrays, PIL images, tensors) prepared as a run prepares them.
 Options are written into a config (the model part is a placeholder that is never built) and
 validated by the config's own schema, so a bad value gets the line a config file would get,
 starting with the function's name instead of the file's: ``explain.cam: methods[0].name:
-unknown method 'gradcm' — did you mean 'gradcam'? ...``. Images named by path are read and
-preprocessed by explain.images exactly as a run reads them; arrays and PIL images go through
-the same ``preprocess``; a prepared tensor is used as it is.
+unknown method 'gradcm' — did you mean 'gradcam'? ...``, in the call's words
+(``call_words``: 'in_channels=1' where a file would read 'model.in_channels: 1'). Images named
+by path are read and preprocessed by explain.images exactly as a run reads them; arrays and
+PIL images go through the same ``preprocess``; a prepared tensor is used as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Union
 
 from explain.errors import ExplainError
 from explain.names import fold, quote, safe_slug, short, suggest
@@ -50,6 +52,40 @@ OPTIONS = {
 VIEW_OPTIONS = {"tile_size": "channels.tile_size", "top_k": "channels.top_k",
                 "shared_scale": "channels.shared_scale", "labels": "channels.labels",
                 "grid_colormap": "channels.colormap"}
+
+
+def call_words(message: str, known: dict[str, str]) -> str:
+    """``message`` with the config keys of ``known`` (option -> key) in a call's words: a
+    notebook passes ``in_channels=1``, so 'set model.in_channels: 1' reads 'set in_channels=1'
+    and a field 'model.output: ...' reads 'output: ...'."""
+    for option, key in sorted(known.items(), key=lambda pair: -len(pair[1])):
+        if option == key:
+            continue
+        bare = rf"(?<![\w.]){re.escape(key)}(?![\w])"
+        message = re.sub(rf"^([\w.]+: ){bare}: ", rf"\g<1>{option}: ", message)
+        message = re.sub(bare + r": ([\w.\-]*\w)", lambda found: f"{option}="
+                         f"{_python_value(found.group(1))}", message)
+        message = re.sub(bare, option, message)
+    return message
+
+
+def _python_value(word: str) -> str:
+    """A YAML scalar of an error's hint as Python writes it: 1, True, None, 'softmax'."""
+    words = {"true": "True", "false": "False", "null": "None"}
+    if word.lower() in words:
+        return words[word.lower()]
+    return word if re.fullmatch(r"-?\d+(\.\d+)?", word) else repr(word)
+
+
+@contextlib.contextmanager
+def in_call_words(known: dict[str, str]) -> Iterator[None]:
+    """Any ExplainError raised inside, worded for the call (``call_words``)."""
+    try:
+        yield
+    except ExplainError as err:
+        err.args = (call_words(err.message, known), *err.args[1:])
+        err.details = tuple(call_words(d, known) for d in err.details)
+        raise
 
 
 def plain(value: Any) -> Any:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union, overload
 
 from explain.api import display
-from explain.api.inputs import (Images, Layer, check_model, layer_names, prepared_images,
-                                settings, split_targets)
+from explain.api.inputs import (OPTIONS, Images, Layer, check_model, in_call_words, layer_names,
+                                prepared_images, settings, split_targets)
 from explain.errors import ExplainError
 
 if TYPE_CHECKING:
@@ -283,21 +283,22 @@ def cam(model: "nn.Module", images: Images, layer: Layer,
     ``in_channels=1``: a grey network), ``reshape``,
     ``aug_smooth``, ``eigen_smooth``, ``seed``, ``device``, ``batch_size``, ``colormap`` and
     ``image_weight`` (the overlays). Bad input raises ExplainError with the line a config file
-    would get.
+    would get, its keys as the arguments you pass (``in_channels=1``, ``output``).
 
     >>> r = explain.cam(net, "images/cat.jpg", "features.10", ["gradcam", "layercam"],
     ...                 classes={"cat": 0, "dog": 1})
     >>> r.maps["gradcam"]["cat"].shape, r.probabilities["cat"]
     """
     where = "explain.cam"
-    check_model(model, where)
-    wanted, indices = split_targets(targets)
-    cfg = settings(where, layer_names(model, layer, where), methods, wanted, options)
-    items, single = prepared_images(images, cfg.preprocess)
-    with session(model, cfg, items, targets is None) as (cfg, engine, head):
-        if indices is not None:
-            cfg = by_index(cfg, indices)
-        found = {item.ref.id: _result(item, result, b, probs, cfg)
-                 for item, result, b, probs in explained(engine, cfg, head, items)}
+    with in_call_words(OPTIONS):  # 'in_channels=1' where a config file says 'model.in_channels: 1'
+        check_model(model, where)
+        wanted, indices = split_targets(targets)
+        cfg = settings(where, layer_names(model, layer, where), methods, wanted, options)
+        items, single = prepared_images(images, cfg.preprocess)
+        with session(model, cfg, items, targets is None) as (cfg, engine, head):
+            if indices is not None:
+                cfg = by_index(cfg, indices)
+            found = {item.ref.id: _result(item, result, b, probs, cfg)
+                     for item, result, b, probs in explained(engine, cfg, head, items)}
     results = [found[item.ref.id] for item in items]
     return results[0] if single else CamBatch(results)
