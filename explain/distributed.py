@@ -330,4 +330,5 @@ def hand_in(ranks: Ranks, ctx: RunContext, writers: list[Writer], paths: list[st
     order = {path: i for i, path in enumerate(paths)}
     summary.skipped_images.sort(key=lambda s: order.get(s.path, len(order)))
     summary.device = f"{', '.join(dict.fromkeys(devices))} ({ranks.world} processes)"
+    summary.processes = ranks.world
     return True

@@ -317,6 +317,7 @@ class RunSummary(_Record):
     config_file: str
     output_dir: str
     device: str
+    processes: int = 1  # torchrun: the ranks, whose durations_s parts (not total) are summed
     config: Config  # as the run used it: validated, with resolved layers and classes
     versions: dict[str, str]
     images: list[ImageEntry] = Field(default_factory=list)

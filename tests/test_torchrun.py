@@ -26,7 +26,8 @@ from explain.distributed import Ranks, drop_kept, join
 
 COUNT = 12
 TIMEOUT = 240  # seconds for one torchrun; a hang fails the test instead of stalling the suite
-VARIES = ("durations_s", "device", "output_dir")  # summary.json fields a run may change
+# summary.json fields a run may change
+VARIES = ("durations_s", "device", "output_dir", "processes")
 
 
 def free_port() -> int:
@@ -191,7 +192,15 @@ def test_two_processes_write_what_one_process_writes(tree, two_ranks):
     run_dir = tree / "two" / "exp"
     assert_same_run(tree / "single" / "exp", run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["device"] == "cpu (2 processes)"
+    assert summary["device"] == "cpu (2 processes)" and summary["processes"] == 2
+    # the CAMs' and pictures' seconds are both ranks' added up; the total is the run's
+    from explain.results import RunSummary
+    from explain.writers.summary import console_lines
+    said_last = console_lines(RunSummary.model_validate(summary))[-1]
+    assert said_last.endswith("; the parts summed over 2 processes)"), said_last
+    page = (run_dir / "report.html").read_text()
+    assert "the parts summed over 2 processes</td>" in page
+    assert "summed over" not in (tree / "single" / "exp" / "report.html").read_text()
     assert summary["atlas"]["images"] == COUNT and summary["atlas"]["files"]["regions_csv"]
     assert "".join(err for _, err in said).count("explain: exp ->") == 1  # rank 0 only
 

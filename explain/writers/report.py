@@ -44,7 +44,7 @@ from explain.reportlinks import ATLAS_PAGE
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
 from explain.shownpaths import shown_path, shown_text  # the page's paths
 from explain.writers.pageformat import card_classes, correlation
-from explain.writers.summary import compare_file_lines, duration_parts
+from explain.writers.summary import compare_file_lines, duration_parts, summed_over
 from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
                              MeanMap, RunSummary)
 from explain.writers import RunContext, Writer
@@ -306,6 +306,7 @@ def environment() -> Environment:
     env.globals["method_note"] = method_note
     env.globals["task_percent"] = PERCENT
     env.globals["duration_parts"] = duration_parts
+    env.globals["summed_over"] = summed_over
     env.globals["card_classes"] = card_classes
     env.globals["metric_names"] = LABELS
     env.globals["auto_metrics"] = ", ".join(metrics.AUTO_METRICS)  # what turns metrics on

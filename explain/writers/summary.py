@@ -135,6 +135,12 @@ def duration_parts(durations: dict[str, float]) -> list[tuple[str, float]]:
     return parts
 
 
+def summed_over(processes: int) -> str:
+    """What the parts of a torchrun run's durations are: each process's time added up (the
+    total is the run's own), so 'CAMs 12 s' in a 7 s run is no contradiction."""
+    return f"; the parts summed over {processes} processes" if processes > 1 else ""
+
+
 def _outputs(durations: dict[str, float]) -> str:
     """The console's part of the per-batch outputs' time (duration_parts)."""
     parts = dict(duration_parts(durations))
@@ -177,5 +183,6 @@ def console_lines(summary: RunSummary) -> list[str]:
     d = summary.durations_s
     lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
                  f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, {_outputs(d)}"
-                 + (f", sanity checks {d['sanity']:.1f}s" if "sanity" in d else "") + ")")
+                 + (f", sanity checks {d['sanity']:.1f}s" if "sanity" in d else "")
+                 + summed_over(summary.processes) + ")")
     return lines
