@@ -211,11 +211,16 @@ MAX_PNG_CHUNKS = 10_000  # chunks before a PNG's image data (a photo: a dozen)
 
 
 def without_profiles(data: bytes) -> bytes:
-    """A PNG's bytes without its colour profiles (iCCP chunks; OpenCV decodes no colours by
-    them), other data as it is. libpng prints a profile's name, raw, to the terminal when it
-    finds the profile broken ('libpng warning: iCCP: profile '<name>': ...'): any 79 bytes
-    the file chose, escape codes included. ImageError as ``png_chunks`` says."""
-    cut = [span for kind, span in png_chunks(bytes_at(data)) if kind == b"iCCP"]
+    """A PNG's bytes without its colour profiles (iCCP) and compressed texts (zTXt, iTXt),
+    wherever they are (OpenCV decodes no colours or texts by them), other data as it is.
+    libpng prints a profile's name, raw, to the terminal when it finds the profile broken
+    ('libpng warning: iCCP: profile '<name>': ...'): any 79 bytes the file chose, escape
+    codes included. And it inflates every compressed text it reads, up to 8 MB each, and
+    keeps up to 1,000 of them until the image is decoded: a 2.3 MB file of 300 zTXt chunks
+    after its image data (which Pillow's header never reads) held 2.3 GB and took 6 s of CPU.
+    ImageError as ``png_chunks`` says (before the image data, then ``whole``)."""
+    png_chunks(bytes_at(data))
+    cut = [span for kind, span in png_chunks(bytes_at(data), True) if kind in PNG_CUT]
     if not cut:
         return data
     kept, start = [], 0
@@ -223,6 +228,9 @@ def without_profiles(data: bytes) -> bytes:
         kept.append(data[start:begin])
         start = end
     return b"".join(kept + [data[start:]])
+
+
+PNG_CUT = frozenset([b"iCCP", b"zTXt", b"iTXt"])  # chunks libpng inflates that OpenCV never uses
 
 
 def png_chunks(read: Callable[[int, int], bytes],

@@ -1,0 +1,57 @@
+"""The twenty-eighth attack: what libpng inflates past the header Pillow reads (compressed
+texts after a PNG's image data, explain.images.reading); docs/trust.md."""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from explain.images.reading import ImageError, read_rgb, without_profiles
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_with_texts(copies: int, kind: bytes = b"zTXt") -> bytes:
+    """An 8 x 8 PNG with ``copies`` compressed texts of 7.9 MB each (8 KB in the file) after
+    its image data, where Pillow's header never looks."""
+    pixels = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    png = cv2.imencode(".png", pixels)[1].tobytes()
+    text = zlib.compress(b"a" * 7_900_000, 9)
+    body = b"k\x00\x00" + text if kind == b"zTXt" else b"k\x00\x01\x00\x00\x00" + text
+    end = png.rfind(b"IEND") - 4
+    return png[:end] + _chunk(kind, body) * copies + png[end:]
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iTXt"])
+def test_compressed_texts_after_a_pngs_image_data_are_never_inflated(tmp_path, kind):
+    """A 2.3 MB PNG of 300 zTXt chunks after its image data held 2.3 GB and took 6 s of CPU
+    to decode (libpng inflates each, up to 8 MB, and keeps 1,000 of them; 7.7 MB: 8 GB),
+    in a shared folder or a shared run's pictures. OpenCV uses no text: they are cut."""
+    path = tmp_path / "photo.png"
+    path.write_bytes(_png_with_texts(100, kind))
+    start = time.process_time()
+    rgb = read_rgb(path, 2**20)
+    assert time.process_time() - start < 0.5  # 2.2 s and 800 MB before
+    expected = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)[..., ::-1]
+    assert np.array_equal(rgb, expected)
+
+
+def test_a_pngs_other_chunks_are_kept_as_they_are():
+    """Only profiles and compressed texts are cut: an honest PNG is decoded from its own bytes,
+    and one of more chunks than a PNG of max_bytes has is one line."""
+    png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    assert without_profiles(png) == png
+    with_text = _png_with_texts(1)
+    assert b"zTXt" not in without_profiles(with_text)
+    assert without_profiles(with_text) == without_profiles(_png_with_texts(0))
+    end = png.rfind(b"IEND") - 4
+    with pytest.raises(ImageError, match="chunks in the PNG"):
+        without_profiles(png[:end] + _chunk(b"tEXt", b"k\x00v") * 100_001 + png[end:])
