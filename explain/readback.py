@@ -38,11 +38,16 @@ def stored_only(z: zipfile.ZipFile) -> None:
             raise ValueError(f"{info.filename[:80]!r} is compressed; explain stores its members")
 
 
+NUMBER_KINDS = frozenset("biuf")  # numpy's kinds of the arrays explain saves
+
+
 def stored_array(data: bytes) -> np.ndarray:
     """A .npy file's array, read back from a run folder: ValueError unless its header's
     shape and type account for exactly the bytes that follow (numpy allocates what the
     header claims before it reads: 16 bytes claiming 10^12 floats were a MemoryError) and
-    hold no Python objects."""
+    hold numbers (booleans, integers, floats: what explain saves). A type of no bytes
+    (``|V0``, ``|S0``, ``<U0``) accounts for no bytes at any shape: a 128-byte file of
+    6000 x 6000 of them had a shared atlas state's heaps sized by that shape, 1.4 GB."""
     buf = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buf)
@@ -55,6 +60,8 @@ def stored_array(data: bytes) -> np.ndarray:
         raise ValueError(f"not a .npy array ({str(exc)[:80]})") from None
     if dtype.hasobject:
         raise ValueError("holds Python objects")
+    if dtype.kind not in NUMBER_KINDS or dtype.itemsize == 0:
+        raise ValueError(f"holds {dtype} values, not numbers")
     count = 1
     for side in shape:
         count *= int(side)

@@ -217,7 +217,7 @@ class Heaps:
 
     @classmethod
     def of(cls, arrays: dict[str, np.ndarray]) -> "Heaps":
-        heaps = cls(*arrays["values"].shape)
+        heaps = cls(0, 0)  # its arrays' own, never sized by a shape read back alone
         heaps.values = arrays["values"].astype(np.float64)
         heaps.keys = arrays["keys"].astype(np.int64)
         heaps.boxes = arrays["boxes"].astype(np.int32)
@@ -281,7 +281,7 @@ class Sums:
 
     @classmethod
     def of(cls, arrays: dict[str, np.ndarray]) -> "Sums":
-        sums = cls(len(arrays["total"]), boot="boot" in arrays)
+        sums = cls(0, boot="boot" in arrays)  # its arrays' own, as Heaps.of
         sums.count = int(arrays["count"][0])
         sums.total, sums.hits = arrays["total"].astype(np.int64), arrays["hits"].astype(np.int64)
         if sums.boot is not None:
