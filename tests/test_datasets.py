@@ -394,6 +394,23 @@ def test_resume_without_arrays_says_what_the_means_miss(data, tmp_path):
                for n in summary.notes)
 
 
+def test_a_kept_map_of_another_shape_is_not_resized_into_the_means(data, tmp_path):
+    """--resume adds a kept image's saved maps to the means: one of another shape than its
+    record's input size (a tampered or foreign file) is left out and counted, not resized in."""
+    path = config(tmp_path, data, targets="label", methods=["gradcam"],
+                  output={"dir": str(tmp_path / "r"), "save_arrays": True})
+    run_dir = interrupted(path, tmp_path / "r", "item", 6)
+    kept = json.loads(sorted((run_dir / "items").glob("*.json"))[-1].read_text())["entry"]
+    array = run_dir / kept["cams"][0]["files"]["array"]
+    assert list(np.load(array).shape) == kept["input_size"]
+    np.save(array, np.ones((5, 7), np.float32))
+    summary = run(load_config(path), RunOptions(out_root=tmp_path / "r", resume=True, **QUIET))
+    assert summary.dataset.mean_missing == 1
+    assert sum(m.count for m in summary.dataset.mean_maps) == 8 - 1
+    assert any("1 image(s) kept from the interrupted run are not in the mean maps (their maps "
+               "were not saved, or not as their records say" in n for n in summary.notes)
+
+
 def test_mean_sums_state_round_trip():
     sums = datasets.MeanSums((4, 4))
     sums.add(("cat", "gradcam", "correct"), np.eye(4, dtype=np.float32))

@@ -104,7 +104,8 @@ class DatasetWriter(Writer):
         if self.sums.absent:
             ctx.summary.notes.append(
                 f"dataset: {self.sums.absent} image(s) kept from the interrupted run are not "
-                f"in the mean maps (their maps were not saved; output.save_arrays keeps them)")
+                f"in the mean maps (their maps were not saved, or not as their records say; "
+                f"output.save_arrays keeps them)")
         ctx.summary.dataset = numbers
 
     # ---- --resume ---------------------------------------------------------------------------
@@ -143,7 +144,8 @@ class DatasetWriter(Writer):
 
     def _add_saved(self, ctx: RunContext, entry: ImageEntry) -> bool:
         """Add a kept image's label-class maps from cams/<method>/*.npy; False when an
-        array is missing (nothing is added then)."""
+        array is missing or not the map its record says, a finite float map at the image's
+        input size (nothing is added then)."""
         if entry.label is None or not any(r.class_name == entry.label for r in entry.cams):
             return True  # nothing of it goes into the means
         arrays = {}
@@ -158,7 +160,7 @@ class DatasetWriter(Writer):
             except (ValueError, OSError, EOFError):
                 cam = None
             if not isinstance(cam, np.ndarray) or cam.ndim != 2 or cam.dtype.kind != "f" or \
-                    cam.size == 0 or not np.isfinite(cam).all():
+                    list(cam.shape) != entry.input_size or not np.isfinite(cam).all():
                 return False
             arrays[method] = cam
         for method, cam in arrays.items():
