@@ -38,11 +38,16 @@ class MapDiff:
     resized: bool  # B's map was resized to A's input size
     predicted: tuple[str, str]
     numbers: tuple[dict[str, float], dict[str, float]]  # A's, B's (see numbers())
+    # two detection runs: B's name of the box (A's is class_name; paired by box, the ranks
+    # may differ: explain.diff.boxes)
+    class_b: Optional[str] = None
 
     def row(self) -> dict[str, Any]:
         """The row of diff.csv: the map's numbers, then every record number A, B, change."""
         out: dict[str, Any] = {
-            "image": self.image, "class": self.class_name, "method": self.method,
+            "image": self.image, "class": self.class_name,
+            **({"class_b": self.class_b} if self.class_b is not None else {}),
+            "method": self.method,
             "correlation": self.correlation, "mean_abs_diff": self.mean_abs_diff,
             "max_abs_diff": self.max_abs_diff, "peak_shift": self.peak_shift,
             "resized": self.resized, "predicted_a": self.predicted[0],
@@ -147,7 +152,8 @@ def compare_maps(a: Side, b: Side, pair: Pair) -> tuple[MapDiff, np.ndarray, np.
     one = MapDiff(image=ea.id, class_name=ra.class_name, method=ra.method,
                   correlation=correlation(x, y), mean_abs_diff=float(change.mean()),
                   max_abs_diff=float(change.max()), peak_shift=round(shift, 3), resized=resized,
-                  predicted=(ea.predicted, eb.predicted), numbers=(numbers(ra), numbers(rb)))
+                  predicted=(ea.predicted, eb.predicted), numbers=(numbers(ra), numbers(rb)),
+                  class_b=rb.class_name if ra.detection is not None else None)
     return one, x, y
 
 

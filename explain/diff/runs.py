@@ -1,16 +1,18 @@
 """Reading the two runs of ``explain diff``: each folder as ``explain report`` reads it, the
-maps both runs hold (matched by image, class and method), each saved map read back checked."""
+maps both runs hold (matched by image, class and method; two detection runs' maps by image,
+method and box: explain.diff.boxes), each saved map read back checked."""
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from explain.diff.boxes import paired_boxes, unpaired_line
 from explain.errors import ExplainError
 from explain.names import listed, short
 from explain.outputs import RunFolder
@@ -69,13 +71,60 @@ def _only(label: str, what: str, items: list[str]) -> list[str]:
     return [f"{what} only in {label}: {listed(items)}"] if items else []
 
 
+def _by_box(a: Side, b: Side) -> bool:
+    """Whether the maps are paired by box (two detection runs: explain.diff.boxes)."""
+    return a.summary.config.task == b.summary.config.task == "detection"
+
+
+def _class_of(rec: MapRecord, by_box: bool) -> str:
+    """What a map explains as the runs are matched: its class, or its detection's label."""
+    return rec.detection.label if by_box and rec.detection is not None else rec.class_name
+
+
+@dataclass
+class _Found:
+    """What matching has found so far: the pairs, the maps of shared classes and methods in
+    one run only, and the boxes of each run without a partner (image/name)."""
+    pairs: list[Pair] = field(default_factory=list)
+    alone: int = 0
+    unpaired: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
+
+
+def _pair_image(ea: ImageEntry, eb: ImageEntry, shared: list[set[str]], by_box: bool,
+                found: _Found) -> None:
+    """One image's maps in both runs: by class and method; detection maps by the class and
+    method of the same box (explain.diff.boxes), the boxes without a partner left out."""
+    names: dict[str, str] = {}
+    lone: tuple[list[str], list[str]] = ([], [])
+    if by_box:
+        names, lone_a, lone_b = paired_boxes(ea, eb)
+        lone = (lone_a, lone_b)
+        for k in (0, 1):
+            found.unpaired[k].extend(f"{ea.id}/{n}" for n in lone[k])
+    theirs = {(r.class_name, r.method): r for r in eb.cams}
+
+    def counted(rec: MapRecord, k: int) -> bool:  # an unpaired box is listed, not counted
+        return _class_of(rec, by_box) in shared[0] and rec.method in shared[1] and \
+            rec.class_name not in lone[k]
+    for ra in ea.cams:
+        rb = theirs.pop((names.get(ra.class_name) if by_box else ra.class_name, ra.method),
+                        None)
+        if rb is not None:
+            found.pairs.append((ea, eb, ra, rb))
+        elif counted(ra, 0):
+            found.alone += 1
+    found.alone += sum(1 for rb in theirs.values() if counted(rb, 1))
+
+
 def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
     """The maps of both runs (A's order) and what was left out, as lines. ExplainError in
-    one line when the runs share no image, no class, no method, or no map."""
+    one line when the runs share no image, no class, no method, or no map. Two detection
+    runs' maps are paired by box (explain.diff.boxes); their classes are the boxes' labels."""
+    by_box = _by_box(a, b)
     entries = [{e.id: e for e in s.summary.images} for s in (a, b)]
     kinds = {"image": [list(e) for e in entries],
-             "class": [list(dict.fromkeys(c for e in s.summary.images
-                                          for c in e.explained_classes())) for s in (a, b)],
+             "class": [list(dict.fromkeys(_class_of(r, by_box) for e in s.summary.images
+                                          for r in e.cams)) for s in (a, b)],
              "method": [list(dict.fromkeys(r.method for e in s.summary.images for r in e.cams))
                         for s in (a, b)]}
     left_out = []
@@ -89,28 +138,22 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
         left_out += _only("B", f"{kind}s", [n for n in in_b if n not in set_a])
     # maps of a class or method only one run has are said above: not counted again below
     shared = [set(kinds[kind][0]) & set(kinds[kind][1]) for kind in ("class", "method")]
-    pairs, alone = [], 0
+    found = _Found()
     for ident, ea in entries[0].items():
         eb = entries[1].get(ident)
-        if eb is None:
-            continue
-        theirs = {(r.class_name, r.method): r for r in eb.cams}
-        for ra in ea.cams:
-            rb = theirs.pop((ra.class_name, ra.method), None)
-            if rb is not None:
-                pairs.append((ea, eb, ra, rb))
-            elif ra.class_name in shared[0] and ra.method in shared[1]:
-                alone += 1
-        alone += sum(1 for cls, method in theirs if cls in shared[0] and method in shared[1])
-    if not pairs:
+        if eb is not None:
+            _pair_image(ea, eb, shared, by_box, found)
+    if not found.pairs:
         raise ExplainError(f"the runs share no map (image x class x method): {a.root} and "
                            f"{b.root} explain other classes or methods of each shared image")
     for k, side in enumerate((a, b)):
-        _one_record_per_array(side, [pair[2 + k] for pair in pairs])
-    if alone:
-        left_out.append(f"{alone} map(s) of shared images are in one run only (a class one run "
-                        f"explains and the other does not)")
-    return pairs, left_out
+        _one_record_per_array(side, [pair[2 + k] for pair in found.pairs])
+    left_out += [line for line in (unpaired_line("A", "B", found.unpaired[0]),
+                                   unpaired_line("B", "A", found.unpaired[1])) if line]
+    if found.alone:
+        left_out.append(f"{found.alone} map(s) of shared images are in one run only (a class "
+                        f"one run explains and the other does not)")
+    return found.pairs, left_out
 
 
 def _one_record_per_array(side: Side, records: list[MapRecord]) -> None:

@@ -1,0 +1,182 @@
+"""Detection and segmentation runs as their records tell them: ``explain diff`` of two
+detection runs pairs each map with the map of the same box (a map's class is its box's rank,
+'dog-1', which another run may give another box), an image without a detection has its row
+in summary.csv, and the report rebuilt from an interrupted task run has the notes of a
+finished run's report.
+
+The model: a random-weight Faster R-CNN MobileNetV3-FPN as in test_segdet.py (its boxes score
+0.338 alike); LayerCAM at an FPN level's convolution gives each box a map of its own (EigenCAM,
+class-agnostic, and Grad-CAM here give every box of an image the same map)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from conftest import IMAGES, save_config
+from helpers import cli, interrupted
+from explain.diff.boxes import box_iou
+
+DET_ARGS = dict(num_classes=3, min_size=128, max_size=192, rpn_pre_nms_top_n_test=50,
+                rpn_post_nms_top_n_test=10, box_detections_per_img=5)
+ARCH = "torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """A folder with the detector's state_dict (seed 0) under models/."""
+    root = tmp_path_factory.mktemp("taskrecords")
+    (root / "models").mkdir()
+    torch.manual_seed(0)
+    det = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, **DET_ARGS).eval()
+    torch.save(det.state_dict(), root / "models" / "detector.pt")
+    return root
+
+
+def det_config(root: Path, name: str, size: int = 128, **detection: Any) -> Path:
+    """``root``/``name``.yaml: the detector of ``root``/models on cat.jpg and both.jpg,
+    LayerCAM at backbone.fpn.layer_blocks.0, the 3 best boxes scoring 0.3 or more
+    (``detection`` replaces these), maps saved, results under ``root``/results."""
+    data = {"name": name, "task": "detection",
+            "model": {"file": str(root / "models" / "detector.pt"), "arch": ARCH,
+                      "arch_args": DET_ARGS},
+            "classes": {"cat": 1, "dog": 2},
+            "images": [str(IMAGES / "cat.jpg"), str(IMAGES / "both.jpg")],
+            "preprocess": {"size": size, "mean": [0, 0, 0], "std": [1, 1, 1]},
+            "target_layers": ["backbone.fpn.layer_blocks.0"], "methods": ["layercam"],
+            "metrics": [], "detection": {"score_threshold": 0.3, "max_boxes": 3, **detection},
+            "output": {"dir": str(root / "results"), "save_arrays": True}}
+    return save_config(root, name, data)
+
+
+@pytest.fixture(scope="module")
+def run_a(tree) -> Path:
+    """The detector's run at 128 px: 3 boxes on each image, each with a map of its own."""
+    from explain.cli import main
+    assert main([str(det_config(tree, "a")), "--quiet"]) == 0
+    return tree / "results" / "a"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+def summary_of(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text(encoding="utf-8"))
+
+
+def reranked(run: Path, out: Path, renames: dict[str, dict[str, Optional[str]]]) -> Path:
+    """A copy of ``run`` as if its detector had ranked its boxes otherwise: per image, a
+    detection's name -> its name in the copy (None: the box was not found), its records and
+    map files renamed alike (dropped with the box)."""
+    shutil.copytree(run, out)
+    summary = summary_of(out)
+    for entry in summary["images"]:
+        new = renames.get(entry["id"], {})
+        found = [{**f, "name": new.get(f["name"], f["name"])}
+                 for f in entry["detections"]["explained"]]
+        entry["detections"]["explained"] = sorted((f for f in found if f["name"]),
+                                                  key=lambda f: f["name"])
+        files = {}  # every map file read first: a new name may be another map's old one
+        for rec in entry["cams"]:
+            for rel in (rec["file"], rec["files"]["array"]):
+                files[rel] = (out / rel).read_bytes()
+                (out / rel).unlink()
+        cams = []
+        for rec in entry["cams"]:
+            name = new.get(rec["class"], rec["class"])
+            if name is None:
+                continue
+            for holder, key in ((rec, "file"), (rec["files"], "array")):
+                old = holder[key]
+                holder[key] = old.replace(f"__{rec['class']}.", f"__{name}.")
+                (out / holder[key]).write_bytes(files[old])
+            rec["class"] = name
+            cams.append(rec)
+        entry["cams"] = sorted(cams, key=lambda r: r["class"])
+    summary["counts"]["maps"] = sum(len(e["cams"]) for e in summary["images"])
+    (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return out
+
+
+# ---- explain diff of two detection runs: maps paired by box ---------------------------------
+
+def test_diff_pairs_detection_maps_by_box_not_by_rank(run_a, tmp_path, capsys):
+    """Run B: run A's boxes ranked otherwise on both.jpg (A's dog-1 is B's dog-3, ...) and
+    one box not found on cat.jpg (A's dog-2; A's dog-3 is B's dog-2 then). Each map is
+    compared with the map of its box (equal: r = 1 exactly), B's name beside A's; A's lost
+    box is listed, not compared. Matched by name, both.jpg's dog-1 was compared with the map
+    of another box (r 0.08), cat.jpg's dog-2 too, and dog-3 was called a class of A only."""
+    b = reranked(run_a, tmp_path / "b", {
+        "both": {"dog-1": "dog-3", "dog-2": "dog-1", "dog-3": "dog-2"},
+        "cat": {"dog-2": None, "dog-3": "dog-2"}})
+    code, err, out = cli(capsys, "diff", run_a, b, "--out", tmp_path / "out")
+    assert code == 0, err
+    rows = read_csv(tmp_path / "out" / "diff-a-b" / "diff.csv")
+    assert [(r["image"], r["class"], float(r["correlation"]), float(r["max_abs_diff"]))
+            for r in rows] == [("cat", "dog-1", 1.0, 0.0), ("cat", "dog-3", 1.0, 0.0),
+                               ("both", "dog-1", 1.0, 0.0), ("both", "dog-2", 1.0, 0.0),
+                               ("both", "dog-3", 1.0, 0.0)]
+    assert [r.get("class_b") for r in rows] == ["dog-1", "dog-2", "dog-3", "dog-1", "dog-2"]
+    text = re.sub(r"\s+", " ", out + err)
+    assert "left out: 1 detection(s) only in A (no box of its label in B overlaps it with IoU " \
+        "0.5 or more; not compared): cat/dog-2" in text
+    assert "only in B" not in text and "in one run only" not in text and "classes only" not in text
+    html = (tmp_path / "out" / "diff-a-b" / "diff.html").read_text(encoding="utf-8")
+    assert "cat/dog-2" in html
+
+
+def _boxes(run: Path, scale_to: Optional[dict] = None) -> dict[tuple[str, str], tuple]:
+    """(image, name) -> (label, box) of a run's explained detections; with ``scale_to``
+    (another run's summary), each box scaled to that run's input size of its image."""
+    sizes = {e["id"]: e["input_size"] for e in (scale_to or summary_of(run))["images"]}
+    out = {}
+    for entry in summary_of(run)["images"]:
+        (h, w), (th, tw) = entry["input_size"], sizes[entry["id"]]
+        for found in entry["detections"]["explained"]:
+            x0, y0, x1, y1 = found["box"]
+            out[(entry["id"], found["name"])] = (
+                found["label"], [x0 * tw / w, y0 * th / h, x1 * tw / w, y1 * th / h])
+    return out
+
+
+def test_diff_of_detection_runs_at_two_sizes_pairs_the_boxes_that_overlap(tree, run_a,
+                                                                           tmp_path, capsys):
+    """Run B at 112 px: the detector finds some of A's boxes (scaled) under other ranks, and
+    others not among its 3 best. Every compared map's two boxes have one label and IoU 0.5 or
+    more (B's scaled to A's input); every box left is listed, none of A's overlapping one of
+    B's of its label that much; some pairs have other names (by name, other boxes)."""
+    from explain.cli import main
+    assert main([str(det_config(tree, "small", size=112)), "--quiet"]) == 0
+    b = tree / "results" / "small"
+    code, err, out = cli(capsys, "diff", run_a, b, "--out", tmp_path)
+    assert code == 0, err
+    rows = read_csv(tmp_path / "diff-a-small" / "diff.csv")
+    boxes_a, boxes_b = _boxes(run_a), _boxes(b, summary_of(run_a))
+    for r in rows:
+        r.setdefault("class_b", r["class"])  # B's name: matched by name, A's
+        (label_a, box_a), (label_b, box_b) = (boxes_a[(r["image"], r["class"])],
+                                              boxes_b[(r["image"], r["class_b"])])
+        assert label_a == label_b and box_iou(box_a, box_b) >= 0.5, r
+        assert r["resized"] == "True"
+    assert any(r["class"] != r["class_b"] for r in rows), rows
+    lone_a = [k for k in boxes_a if k not in {(r["image"], r["class"]) for r in rows}]
+    lone_b = [k for k in boxes_b if k not in {(r["image"], r["class_b"]) for r in rows}]
+    assert all(box_iou(boxes_a[ka][1], boxes_b[kb][1]) < 0.5 for ka in lone_a for kb in lone_b
+               if ka[0] == kb[0] and boxes_a[ka][0] == boxes_b[kb][0])
+    text = re.sub(r"\s+", " ", out + err)
+    for label, lone in (("A", lone_a), ("B", lone_b)):
+        assert lone and f"{len(lone)} detection(s) only in {label} " in text
+        listed = text.split(f"only in {label} ", 1)[1].split("not compared): ", 1)[1]
+        assert all(f"{image}/{name}" in listed for image, name in lone)
