@@ -180,3 +180,34 @@ def test_diff_of_detection_runs_at_two_sizes_pairs_the_boxes_that_overlap(tree, 
         assert lone and f"{len(lone)} detection(s) only in {label} " in text
         listed = text.split(f"only in {label} ", 1)[1].split("not compared): ", 1)[1]
         assert all(f"{image}/{name}" in listed for image, name in lone)
+
+
+# ---- summary.csv: an image without a detection has its row ---------------------------------
+
+def test_an_image_without_a_detection_has_a_row_in_summary_csv(tree, run_a):
+    """No box scores 0.99: each image gets one row (summary.csv was empty, as if no image had
+    been read): its prediction '(none)' and best box scores, class '(none)', no method.
+    Beside images with maps the row has the columns of theirs, none added, the map's empty."""
+    from explain.cli import main
+    from explain.reportload import load_run
+    from explain.writers.summary import csv_rows
+    assert main([str(det_config(tree, "nobox", score_threshold=0.99)), "--quiet"]) == 0
+    run = tree / "results" / "nobox"
+    rows = read_csv(run / "summary.csv")
+    probabilities = {e["id"]: e["probabilities"] for e in summary_of(run)["images"]}
+    assert [list(r.items()) for r in rows] == [
+        [("image", i), ("predicted", "(none)"), ("p_cat", "0.0"),
+         ("p_dog", str(probabilities[i]["dog"])), ("class", "(none)"), ("method", "")]
+        for i in ("cat", "both")]
+    assert 0 < float(rows[0]["p_dog"]) < 0.99
+    mixed = load_run(run_a).summary  # cat.jpg with its maps, both.jpg without a detection
+    mixed.images[1] = load_run(run).summary.images[1]
+    header = next(csv.reader(io.StringIO((run_a / "summary.csv").read_text())))
+    table = csv_rows(mixed)
+    assert [list(row) for row in table] == [header] * 4
+    assert [(r["image"], r["class"], r["method"]) for r in table] == [
+        ("cat", "dog-1", "layercam"), ("cat", "dog-2", "layercam"), ("cat", "dog-3", "layercam"),
+        ("both", "(none)", None)]
+    assert all(v is None for k, v in table[3].items()
+               if k not in ("image", "predicted", "class") and not k.startswith("p_"))
+

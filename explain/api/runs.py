@@ -346,8 +346,9 @@ class Run:
 
     def table(self, as_frame: bool = False) -> Any:
         """summary.csv's rows: one dict per image x class x method (the image's prediction
-        and probabilities alongside); with ``as_frame``, a pandas DataFrame (pandas is not a
-        dependency of explain: ExplainError when it is not installed)."""
+        and probabilities alongside; an image without a map: one, class '(none)'); with
+        ``as_frame``, a pandas DataFrame (pandas is not a dependency of explain: ExplainError
+        when it is not installed)."""
         from explain.writers.summary import csv_rows
         rows = csv_rows(self.summary)
         if not as_frame:

@@ -8,7 +8,7 @@ import time
 
 from explain import swapped
 from explain.evidence import baseline_columns, method_columns
-from explain.results import RunSummary
+from explain.results import NONE_PREDICTED, RunSummary
 from explain.writers import RunContext, Writer
 
 
@@ -30,14 +30,19 @@ def csv_rows(summary: RunSummary) -> list[dict]:
     """summary.csv: one row per image x class x method, the image's prediction (and label, in
     a labelled run) alongside, channel numbers as flat columns, then the baselines' scores for
     the image and class and the method's numbers over the run (explain.evidence:
-    method_columns, baseline_columns)."""
+    method_columns, baseline_columns). An image without a map (a detection run's image
+    without a detection, a segmentation run's without a target region) has one row of the
+    same columns: its prediction and probabilities, class "(none)", the map's cells empty
+    (without it, it was not told from an image the run never read)."""
     rows, per_method = [], method_columns(summary.trust)
     for image in summary.images:
+        told = {"image": image.id, "predicted": image.predicted,
+                **({"label": image.label} if image.label is not None else {}),
+                **{f"p_{k}": v for k, v in image.probabilities.items()}}
+        if not image.cams:
+            rows.append({**told, "class": NONE_PREDICTED, "method": None})
         for record in image.cams:
-            row = {"image": image.id, "predicted": image.predicted,
-                   **({"label": image.label} if image.label is not None else {}),
-                   **{f"p_{k}": v for k, v in image.probabilities.items()},
-                   **record.dump()}
+            row = {**told, **record.dump()}
             row.pop("files", None)  # the manifest is summary.json's
             channels = row.pop("channels", None)
             if channels is not None:
@@ -48,7 +53,7 @@ def csv_rows(summary: RunSummary) -> list[dict]:
             row.update(baseline_columns(image.baselines, record.class_name))
             rows.append(row)
     columns = list(dict.fromkeys(key for row in rows for key in row))  # the maps' own first
-    return [{**{k: row.get(k) for k in columns}, **per_method.get(row["method"], {})}
+    return [{**{k: row.get(k) for k in columns}, **per_method.get(row.get("method"), {})}
             for row in rows]
 
 
