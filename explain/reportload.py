@@ -27,7 +27,7 @@ from explain.recordfiles import (MAX_ITEM_BYTES, check_entries, check_format, it
                                  own_rows, parse_item, parse_json, validated, why)
 from explain.reportlinks import foreign_links
 from explain.results import CompareRow, ImageEntry, ItemFile, RunSummary
-from explain.tasks.records import task_problem, task_summary
+from explain.tasks.records import task_notes, task_problem, task_summary
 
 MAX_SUMMARY_BYTES = 512 * 1024 * 1024  # summary.json read back by explain report
 
@@ -208,8 +208,9 @@ def _unfinished(run: RunFolder) -> ReportData:
                          output_dir=str(run.root), device="(unfinished run)", config=config,
                          versions={}, images=[i.entry for i in read])
     summary.counts = {"images": len(read), "maps": sum(len(i.entry.cams) for i in read)}
-    if config.task != "classification":  # the Methods table's means, as the run's end makes
+    if config.task != "classification":  # the Methods table's means and the task's notes
         summary.task = task_summary(config.task, summary.images, [m.name for m in config.methods])
+        summary.notes += task_notes(config, summary.images)  # as the run's end makes them
     rows = {i.entry.id: own_rows(i.entry, i.compare) for i in read}
     summary.notes += reader.notes("their images are not in the report") + \
         _rows_note(sum(len(i.compare) for i in read) - sum(map(len, rows.values())))

@@ -211,3 +211,25 @@ def test_an_image_without_a_detection_has_a_row_in_summary_csv(tree, run_a):
     assert all(v is None for k, v in table[3].items()
                if k not in ("image", "predicted", "class") and not k.startswith("p_"))
 
+
+# ---- the report rebuilt from an interrupted run: the task notes -----------------------------
+
+@pytest.mark.parametrize("settings, note", [
+    ({"score_threshold": 0.99}, "detection: no detection of a named class scores at least "
+                                "score_threshold 0.99 on 1 image(s): cat; nothing to explain "
+                                "there"),
+    ({"max_boxes": 2}, "detection: 1 image(s) have more than max_boxes (2) detections above "
+                       "the threshold; the best 2 of each were explained")])
+def test_a_report_rebuilt_from_an_interrupted_detection_run_has_its_task_notes(
+        tree, tmp_path, capsys, settings, note):
+    """Stopped as the second image's item file is written: ``explain report`` of the folder
+    says of cat.jpg what a finished run's report says (notes from the item files' records;
+    the finished run's own note for two images is test_segdet's)."""
+    shutil.copytree(tree / "models", tmp_path / "models")
+    run = interrupted(det_config(tmp_path, "exp", **settings), tmp_path / "out", "item", 2)
+    assert not (run / "summary.json").exists() and (run / "items" / "cat.json").exists()
+    code, err, _ = cli(capsys, "report", run)
+    assert code == 0, err
+    html = (run / "report.html").read_text(encoding="utf-8")
+    notes = re.findall(r"<li>([^<]*)</li>", html)
+    assert note in notes, notes

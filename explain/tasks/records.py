@@ -9,7 +9,7 @@ from typing import Any, Container, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from explain.names import quote
+from explain.names import listed, quote
 
 
 class _Part(BaseModel):
@@ -136,3 +136,31 @@ def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
                for m, found in values.items()}
     return TaskSummary(task=task, numbers=numbers, means=means, maps=maps,
                        counted={m: c for m, c in counted.items() if c})
+
+
+def task_notes(cfg: Any, images: list) -> list[str]:
+    """What a reader must know of the run's images, from their records: targets without a
+    region (segmentation), images without a detection or with more than ``max_boxes``. A
+    finished run's (explain.tasks.writers) and an interrupted one's (explain.reportload)."""
+    if cfg.task == "segmentation":
+        absent = [(e.id, c) for e in images for c in (e.segmentation.absent if e.segmentation
+                                                      else [])]
+        if not absent:
+            return []
+        shown = listed([f"{c} on {i}" for i, c in absent])
+        return [f"segmentation: {len(absent)} target(s) without a pixel in their region "
+                f"({cfg.segmentation.region} mask) were not explained: {shown}"]
+    none = [e.id for e in images if e.detections is not None and not e.detections.explained]
+    more = [e.id for e in images if e.detections is not None and
+            e.detections.above_threshold > len(e.detections.explained)]
+    notes = []
+    if none:
+        shown = listed(none)
+        notes.append(f"detection: no detection of a named class scores at least "
+                     f"score_threshold {cfg.detection.score_threshold} on {len(none)} "
+                     f"image(s): {shown}; nothing to explain there")
+    if more:
+        notes.append(f"detection: {len(more)} image(s) have more than max_boxes "
+                     f"({cfg.detection.max_boxes}) detections above the threshold; the best "
+                     f"{cfg.detection.max_boxes} of each were explained")
+    return notes

@@ -5,9 +5,11 @@
 of the class's predicted mask in white (and of its ground-truth mask in magenta); detection,
 the detection's box with its label and score. Per image it writes the predicted mask in
 colour (``segmentation/<image>.<ext>``) or the explained boxes (``detections/<image>.<ext>``).
-At the end it adds the notes (targets without a region, images without detections) and each
-method's mean numbers (``summary.json``'s ``task``), from the records, so that a resumed run
-and a torchrun run get them too. Segmentation runs get the class panels as classifiers do.
+At the end it adds the notes (targets without a region, images without detections:
+explain.tasks.records.task_notes) and each method's mean numbers (``summary.json``'s
+``task``), from the records, so that a resumed run, a torchrun run and the report rebuilt
+from an interrupted run (explain.reportload) get them too. Segmentation runs get the class
+panels as classifiers do.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import numpy as np
 
 from explain import pace, render
 from explain.tasks.drawing import TRUTH, draw_boxes, draw_outline, mask_picture
-from explain.tasks.records import task_summary
+from explain.tasks.records import task_notes, task_summary
 from explain.batches import BatchContext
-from explain.names import listed
 from explain.writers import RunContext, Writer
 
 
@@ -101,29 +102,3 @@ class TaskWriter(Writer):
         summary = ctx.summary
         summary.notes.extend(task_notes(ctx.cfg, summary.images))
         summary.task = task_summary(ctx.cfg.task, summary.images, ctx.methods)
-
-
-def task_notes(cfg: Any, images: list) -> list[str]:
-    """What a reader must know of the run's images, from their records."""
-    if cfg.task == "segmentation":
-        absent = [(e.id, c) for e in images for c in (e.segmentation.absent if e.segmentation
-                                                      else [])]
-        if not absent:
-            return []
-        shown = listed([f"{c} on {i}" for i, c in absent])
-        return [f"segmentation: {len(absent)} target(s) without a pixel in their region "
-                f"({cfg.segmentation.region} mask) were not explained: {shown}"]
-    none = [e.id for e in images if e.detections is not None and not e.detections.explained]
-    more = [e.id for e in images if e.detections is not None and
-            e.detections.above_threshold > len(e.detections.explained)]
-    notes = []
-    if none:
-        shown = listed(none)
-        notes.append(f"detection: no detection of a named class scores at least "
-                     f"score_threshold {cfg.detection.score_threshold} on {len(none)} "
-                     f"image(s): {shown}; nothing to explain there")
-    if more:
-        notes.append(f"detection: {len(more)} image(s) have more than max_boxes "
-                     f"({cfg.detection.max_boxes}) detections above the threshold; the best "
-                     f"{cfg.detection.max_boxes} of each were explained")
-    return notes
