@@ -70,11 +70,11 @@ def confusion(entries: list[ImageEntry], classes: list[str]) -> tuple[list[str],
     return axis, table
 
 
-def per_class(entries: list[ImageEntry], classes: list[str],
-              methods: list[str]) -> list[ClassNumbers]:
+def per_class(entries: list[ImageEntry], classes: list[str], methods: list[str],
+              seed: int = 0) -> list[ClassNumbers]:
     """Per named class that occurs (as a label, a prediction or a map): images labelled with
     it, of those correct, images predicted as it, and the pointing game over its maps that
-    have a ground-truth box (all methods, and per method)."""
+    have a ground-truth box (all methods, with its interval over images, and per method)."""
     images: dict[str, int] = {}
     correct: dict[str, int] = {}
     predicted: dict[str, int] = {}
@@ -91,7 +91,7 @@ def per_class(entries: list[ImageEntry], classes: list[str],
                 counts = hits.setdefault((r.class_name, r.method), [0, 0])
                 counts[0] += r.localisation.pointing_hit
                 counts[1] += 1
-    rows = []
+    rows, bounds = [], pointing_intervals(entries, seed)
     for cls in classes:
         if cls not in images and cls not in predicted and cls not in mapped:
             continue
@@ -103,8 +103,31 @@ def per_class(entries: list[ImageEntry], classes: list[str],
             accuracy=round(correct.get(cls, 0) / n, 6) if n else None,
             predicted_as=predicted.get(cls, 0), pointing_maps=maps, pointing_hits=hit,
             pointing=round(hit / maps, 6) if maps else None,
-            pointing_by_method={m: round(h / k, 6) for m, (h, k) in mine.items()} or None))
+            pointing_interval=bounds.get(cls), pointing_by_method={m: round(h / k, 6) for m, (h, k) in mine.items()} or None))
     return rows
+
+
+def pointing_intervals(entries: list[ImageEntry], seed: int) -> dict[str, list[float]]:
+    """Per class, the 95% bootstrap interval of its pointing game over the images (each
+    image's share of hits among its maps of the class, all methods: an image's maps are not
+    independent draws), for classes with boxes on at least MIN_IMAGES images; cut to the
+    values a share takes, as the report's intervals are. Classes with fewer have none."""
+    from explain.metrics import SHARE
+    from explain.stats import MIN_IMAGES, intervals
+    shares: dict[str, list[float]] = {}
+    for e in entries:
+        mine: dict[str, list[int]] = {}
+        for r in e.cams:
+            if r.localisation is not None:
+                counts = mine.setdefault(r.class_name, [0, 0])
+                counts[0] += r.localisation.pointing_hit
+                counts[1] += 1
+        for cls, (hit, maps) in mine.items():
+            shares.setdefault(cls, []).append(hit / maps)
+    wide = [cls for cls, values in shares.items() if len(values) >= MIN_IMAGES]
+    found = intervals([shares[cls] for cls in wide], seed=seed)
+    return {cls: [round(max(SHARE[0], low), 6), round(min(SHARE[1], high), 6)]
+            for cls, (low, high) in zip(wide, found)}
 
 
 def disagreements(entries: list[ImageEntry], classes: list[str]) -> list[Disagreement]:
@@ -129,14 +152,15 @@ def disagreements(entries: list[ImageEntry], classes: list[str]) -> list[Disagre
     return [row[-1] for row in sorted(rows, key=lambda r: r[:3])]
 
 
-def summarise(entries: list[ImageEntry], classes: list[str],
-              methods: list[str]) -> DatasetSummary:
-    """Every number of the dataset section that the records hold (no mean maps)."""
+def summarise(entries: list[ImageEntry], classes: list[str], methods: list[str],
+              seed: int = 0) -> DatasetSummary:
+    """Every number of the dataset section that the records hold (no mean maps); ``seed``:
+    the run's, for the pointing game's bootstrap intervals."""
     count, correct, acc = accuracy(entries)
     axis, table = confusion(entries, classes)
     return DatasetSummary(labelled=count, unlabelled=len(entries) - count, correct=correct,
                           accuracy=acc, classes=axis, confusion=table,
-                          per_class=per_class(entries, classes, methods),
+                          per_class=per_class(entries, classes, methods, seed),
                           disagreement=disagreements(entries, classes)[:DISAGREE_TOP])
 
 
@@ -146,11 +170,14 @@ def confusion_rows(axis: list[str], table: list[list[int]]) -> list[dict]:
 
 
 def class_rows(rows: list[ClassNumbers], methods: list[str]) -> list[dict]:
-    """dataset/per_class.csv: one row per class, pointing per method as columns."""
+    """dataset/per_class.csv: one row per class, the pointing game's interval as two columns,
+    pointing per method as columns."""
     out = []
     for row in rows:
         data = row.model_dump(mode="json", by_alias=True)
         by_method = data.pop("pointing_by_method") or {}
+        data["pointing_low"], data["pointing_high"] = data.pop("pointing_interval") or (None,
+                                                                                      None)
         data.update({f"pointing_{m}": by_method.get(m) for m in methods})
         out.append(data)
     return out

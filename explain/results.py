@@ -264,6 +264,9 @@ class ClassNumbers(_Record):
     pointing_maps: int = 0  # maps of this class with a ground-truth box
     pointing_hits: int = 0  # of those, maps whose peak lies inside the box
     pointing: Optional[float] = None  # hits / maps (pointing game); None without boxes
+    # its 95% bootstrap interval over the images (explain.datasets.pointing_intervals); None
+    # under 5 images with boxes
+    pointing_interval: Optional[list[float]] = None
     pointing_by_method: Optional[dict[str, float]] = None
 
 

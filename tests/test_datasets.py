@@ -26,6 +26,7 @@ from explain.errors import ExplainError
 from explain.images import find_images
 from explain.results import Skipped
 from explain.runner import RunOptions, run
+from explain.stats import interval
 from conftest import IMAGES, make_small_alexnet, write_config
 
 QUIET = dict(progress=False, log=lambda _: None)
@@ -230,6 +231,39 @@ def test_accuracy_confusion_and_per_class(study):
                    if r["class"] == cls and "localisation" in r]
         assert located and int(row["pointing_maps"]) == len(located)
         assert float(row["pointing"]) == pytest.approx(sum(located) / len(located))
+        assert row["pointing_low"] == row["pointing_high"] == ""  # boxes on 1 or 2 images
+    assert "; 95% interval " not in (run_dir / "report.html").read_text()
+
+
+def test_the_pointing_game_per_class_has_its_interval_over_images():
+    """Over 5 or more images with boxes, a class's pointing game has a 95% bootstrap interval
+    over the images (each image's share of hits among its maps: an image's two methods are
+    not two draws), clipped to 0..1, as per_class.csv's pointing_low / pointing_high."""
+    from explain.results import ImageEntry, Localisation, MapRecord
+
+    def entry(i: int, hits: dict[str, tuple[bool, ...]]) -> ImageEntry:
+        cams = [MapRecord(class_name=cls, method=m, peak_x=0, peak_y=0, peak_value=1,
+                          mass_left=.5, mass_right=.5, mass_top=.5, mass_bottom=.5, file="x.png",
+                          localisation=Localisation(pointing_hit=hit, energy_in_box=.5,
+                                                    box_iou=.1))
+                for cls, row in hits.items() for m, hit in zip(("gradcam", "layercam"), row)]
+        return ImageEntry(id=f"im{i}", path="x", input_size=[8, 8], probabilities={},
+                          predicted="cat", label="cat", cams=cams)
+    cat = [(True, True), (True, False), (False, False), (True, True), (True, True),
+           (False, True)]
+    entries = [entry(i, {"cat": row, **({"dog": (True, True)} if i < 4 else {})})
+               for i, row in enumerate(cat)]
+    rows = {r.class_name: r for r in datasets.per_class(entries, ["cat", "dog"],
+                                                        ["gradcam", "layercam"], seed=3)}
+    shares = [sum(row) / 2 for row in cat]
+    low, high = interval(shares, seed=3)
+    assert rows["cat"].pointing == pytest.approx(8 / 12)
+    assert rows["cat"].pointing_interval == pytest.approx([max(0, low), min(1, high)], abs=1e-6)
+    assert 0 < low < 8 / 12 < 1 < high and rows["cat"].pointing_interval[1] == 1.0  # clipped
+    assert rows["dog"].pointing == 1.0 and rows["dog"].pointing_interval is None  # 4 images
+    csv_row = datasets.class_rows([rows["cat"]], ["gradcam"])[0]
+    assert (csv_row["pointing_low"], csv_row["pointing_high"]) == tuple(
+        rows["cat"].pointing_interval)
 
 
 def _resized(cam: np.ndarray) -> np.ndarray:
