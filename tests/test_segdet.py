@@ -153,11 +153,16 @@ def test_segmentation_maps_equal_the_library(tree):
         top = engine.run(x, None, names, 1)
         head.truth = torch.as_tensor(truth)
         labelled = engine.run(x, [1, 2], names)
+        top_labelled = engine.run(x, None, names, 1)  # region: label, targets: predicted
         head.truth = None
     with torch.no_grad():
         regions = Out(seg)(x).argmax(1).numpy()
     shares = [[(regions[b] == c).mean() for c in range(3)] for b in range(2)]
     assert top.classes[:, 0].tolist() == [int(np.argmax(s)) for s in shares]
+    # 'predicted' is the model's class also when the regions are the ground truth's (it
+    # ranked the truth's pixel shares: the largest class of the label map, not the model's)
+    truth_top = [int(np.argmax(np.bincount(t.ravel(), minlength=3))) for t in truth]
+    assert top_labelled.classes[:, 0].tolist() == top.classes[:, 0].tolist() != truth_top
     assert all(min(s) > 0 for s in shares)  # all three classes on both photos
     checks = [(predicted, regions, slot, c, m) for slot, c, m in
               ((0, 0, "gradcam"), (1, 1, "gradcam"), (2, 2, "gradcam"), (1, 1, "layercam"),

@@ -96,8 +96,10 @@ class RegionHead:
         return torch.where(inside.sum(dim=(2, 3)) > 0, sums, sums.new_tensor(float("-inf")))
 
     def ranking(self, maps: torch.Tensor) -> np.ndarray:
-        """(B, classes): each class's share of the pixels (ranks 'predicted', 'top<K>')."""
-        regions = self.regions(maps)
+        """(B, classes): each class's share of the pixels the model predicts as it (ranks
+        'predicted', 'top<K>': the model's classes, also where region: label explains them
+        over the ground truth's pixels; the image's 'predicted' is the same class)."""
+        regions = maps.detach().argmax(1)
         index = torch.arange(maps.shape[1], device=maps.device)[None, :, None, None]
         return (regions[:, None] == index).float().mean(dim=(2, 3)).cpu().numpy()
 
