@@ -219,6 +219,11 @@ def test_segmentation_example_outlines_numbers_and_report(tree, seg_run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["config"]["target_layers"] == ["classifier.cbr"]
     assert any("no label map for 1 image(s) (cat)" in n for n in summary["notes"])
+    from explain.results import RunSummary
+    from explain.tasks.records import task_notes
+    told = RunSummary.model_validate(summary)  # the notes a report rebuilt from records shows
+    assert [n for n in summary["notes"] if n.startswith("segmentation")] == \
+        task_notes(told.config, told.images) != []
     cfg = load_config(config)
     for entry in summary["images"]:
         x = prepare(ImageRef(entry["id"], root / "images" / f"{entry['id']}.jpg", False),

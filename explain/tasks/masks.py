@@ -20,7 +20,7 @@ from explain.images.orientation import original_size
 from explain.images.reading import pillow_header, png_chunks
 from explain.config import read_bounded_bytes
 from explain.errors import ExplainError
-from explain.names import listed, quote
+from explain.names import quote
 
 LABEL_MODES = ("1", "L", "P", "I;16", "I")  # single-channel PNGs whose values are indices
 
@@ -78,13 +78,13 @@ def _same_size(path: Path, img: Image.Image, ref: Any) -> None:
                            f"image's size")
 
 
-def check_masks(cfg: Any, refs: list) -> list[str]:
+def check_masks(cfg: Any, refs: list) -> None:
     """Before anything is written: every label map there has a usable mode and its image's
-    size; with ``region: label`` every image has one. Returns the notes (images without)."""
+    size; with ``region: label`` every image has one. (The images without one are a note
+    from their records: explain.tasks.records.task_notes.)"""
     folder = mask_folder(cfg)
     if folder is None:
-        return []
-    missing = []
+        return
     for ref in refs:
         path = mask_file(folder, ref)
         if path is None:
@@ -92,18 +92,12 @@ def check_masks(cfg: Any, refs: list) -> list[str]:
                 raise ExplainError(f"segmentation.masks: no label map for image "
                                    f"{quote(ref.id)} ({folder / (ref.id + '.png')}); region: "
                                    f"label explains each class over its ground-truth pixels")
-            missing.append(ref.id)
             continue
         try:
             original_size(ref.path)
         except Exception:  # an unreadable image: the run skips it or says so
             continue
         _same_size(path, _opened(path, cfg), ref)
-    if not missing:
-        return []
-    shown = listed(missing)
-    return [f"segmentation.masks: no label map for {len(missing)} image(s) ({shown}): no "
-            f"ground-truth numbers for them"]
 
 
 def read_truth(cfg: Any, item: Any) -> Optional[np.ndarray]:

@@ -138,18 +138,29 @@ def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
                        counted={m: c for m, c in counted.items() if c})
 
 
-def task_notes(cfg: Any, images: list) -> list[str]:
-    """What a reader must know of the run's images, from their records: targets without a
-    region (segmentation), images without a detection or with more than ``max_boxes``. A
-    finished run's (explain.tasks.writers) and an interrupted one's (explain.reportload)."""
-    if cfg.task == "segmentation":
-        absent = [(e.id, c) for e in images for c in (e.segmentation.absent if e.segmentation
-                                                      else [])]
-        if not absent:
-            return []
+def _segmentation_notes(cfg: Any, images: list) -> list[str]:
+    """task_notes of a segmentation run."""
+    notes = []
+    untold = [e.id for e in images if e.segmentation is not None and not e.segmentation.truth]
+    if cfg.segmentation.masks is not None and untold:
+        notes.append(f"segmentation.masks: no label map for {len(untold)} image(s) "
+                     f"({listed(untold)}): no ground-truth numbers for them")
+    absent = [(e.id, c) for e in images for c in (e.segmentation.absent if e.segmentation
+                                                  else [])]
+    if absent:
         shown = listed([f"{c} on {i}" for i, c in absent])
-        return [f"segmentation: {len(absent)} target(s) without a pixel in their region "
-                f"({cfg.segmentation.region} mask) were not explained: {shown}"]
+        notes.append(f"segmentation: {len(absent)} target(s) without a pixel in their region "
+                     f"({cfg.segmentation.region} mask) were not explained: {shown}")
+    return notes
+
+
+def task_notes(cfg: Any, images: list) -> list[str]:
+    """What a reader must know of the run's images, from their records: images without a
+    label map in segmentation.masks, targets without a region (segmentation), images without
+    a detection or with more than ``max_boxes``. A finished run's (explain.tasks.writers) and
+    an interrupted one's (explain.reportload)."""
+    if cfg.task == "segmentation":
+        return _segmentation_notes(cfg, images)
     none = [e.id for e in images if e.detections is not None and not e.detections.explained]
     more = [e.id for e in images if e.detections is not None and
             e.detections.above_threshold > len(e.detections.explained)]

@@ -26,19 +26,15 @@ from explain.writers import RunContext, Writer
 
 
 class TaskWriter(Writer):
-    def __init__(self) -> None:
-        self.notes: list[str] = []
-
     def prepare(self, plan: Any) -> None:
         """Ground-truth label maps: read and checked before the run folder is claimed."""
         if plan.cfg.task == "segmentation":
             from explain.tasks.masks import check_masks
-            self.notes = check_masks(plan.cfg, list(plan.images))
+            check_masks(plan.cfg, list(plan.images))
 
     def start(self, ctx: RunContext) -> None:
-        """The notes of ``prepare``; the estimates (explain.pace): a detection run's maps, a
-        segmentation run's per-channel methods (their passes shared by the classes)."""
-        ctx.summary.notes.extend(self.notes)
+        """The estimates (explain.pace): a detection run's maps, a segmentation run's
+        per-channel methods (their passes shared by the classes)."""
         if ctx.todo == 0:  # --resume with every image kept
             return
         plan = ctx.plan
