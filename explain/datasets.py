@@ -110,10 +110,11 @@ def per_class(entries: list[ImageEntry], classes: list[str], methods: list[str],
 def pointing_intervals(entries: list[ImageEntry], seed: int) -> dict[str, list[float]]:
     """Per class, the 95% bootstrap interval of its pointing game over the images (each
     image's share of hits among its maps of the class, all methods: an image's maps are not
-    independent draws), for classes with boxes on at least MIN_IMAGES images; cut to the
-    values a share takes, as the report's intervals are. Classes with fewer have none."""
+    independent draws), for classes with boxes on at least MIN_IMAGES images; at least their
+    Wilson interval (stats.widened: images that all hit have no spread to resample) and cut
+    to the values a share takes, as the methods table's are. Classes with fewer have none."""
     from explain.metrics import SHARE
-    from explain.stats import MIN_IMAGES, intervals
+    from explain.stats import MIN_IMAGES, intervals, widened
     shares: dict[str, list[float]] = {}
     for e in entries:
         mine: dict[str, list[int]] = {}
@@ -126,8 +127,11 @@ def pointing_intervals(entries: list[ImageEntry], seed: int) -> dict[str, list[f
             shares.setdefault(cls, []).append(hit / maps)
     wide = [cls for cls, values in shares.items() if len(values) >= MIN_IMAGES]
     found = intervals([shares[cls] for cls in wide], seed=seed)
-    return {cls: [round(max(SHARE[0], low), 6), round(min(SHARE[1], high), 6)]
-            for cls, (low, high) in zip(wide, found)}
+    out = {}
+    for cls, bounds in zip(wide, found):
+        low, high = widened(bounds, sum(shares[cls]) / len(shares[cls]), len(shares[cls]))
+        out[cls] = [round(max(SHARE[0], low), 6), round(min(SHARE[1], high), 6)]
+    return out
 
 
 def disagreements(entries: list[ImageEntry], classes: list[str]) -> list[Disagreement]:

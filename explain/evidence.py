@@ -294,9 +294,12 @@ class _Draft:
         from explain import stats
         col = self.col
         for w, per in self.means.items():
+            mean = sum(per.values()) / len(per)
             low, high = _within(next(bounds), col.metric.bounds) if len(per) > 1 \
                 else (None, None)
-            cell = Stat(mean=_r(sum(per.values()) / len(per)), low=_r(low), high=_r(high),
+            if col.metric.yes_no and low is not None:
+                low, high = stats.widened((low, high), mean, len(per))
+            cell = Stat(mean=_r(mean), low=_r(low), high=_r(high),
                         images=len(per), maps=self.maps[w], left_out=self.left_out[w] or None)
             (col.cells if w[0] == "method" else col.baselines)[w[1]] = cell
         col.unscored = {w[1]: n for w, n in self.left_out.items() if w not in self.means}

@@ -93,6 +93,10 @@ class MetricTraits:
     percentiles: Optional[tuple[int, ...]] = None
     aliases: tuple[str, ...] = ()
     bounds: Optional[tuple[float, float]] = None
+    # each map's number is a yes or a no (its image means are shares): the intervals of its
+    # means are at least their Wilson score interval (explain.stats.widened), which images
+    # that all hit need (their bootstrap has no spread: [100%, 100%])
+    yes_no: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in (-1, 0, 1) or self.kind not in KINDS:
@@ -145,13 +149,13 @@ TABLE: dict[str, MetricTraits] = {t.name: t for t in (
     MetricTraits("increase_in_confidence", "increase in confidence", 1,
                  "mean over images of the share of the image's maps whose input × map raises "
                  "the explained score (the logit by default, as model.target says).",
-                 percent=True, bounds=SHARE,
+                 percent=True, bounds=SHARE, yes_no=True,
                  factory=_cam_mult("IncreaseInConfidence"), passes=2),
     MetricTraits("pointing_hit", "pointing game", 1,
                  "pointing game: mean over images of the share of the image's maps whose "
                  "peak lies inside the class's box (a peak shared by several pixels: when at "
                  "least half of them lie inside).",
-                 kind="localisation", percent=True, bounds=SHARE),
+                 kind="localisation", percent=True, bounds=SHARE, yes_no=True),
     MetricTraits("energy_in_box", "energy in box", 1,
                  "energy-based pointing game: mean over images of the share of the map's "
                  "sum inside the box.",

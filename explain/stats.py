@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+from statistics import NormalDist
 from typing import Literal, Sequence
 
 import numpy as np
@@ -123,6 +124,25 @@ def _t_half_width(values: np.ndarray, confidence: float) -> float:
         return 0.0
     quantile = float(student_t.ppf(1.0 - (1.0 - confidence) / 2.0, n - 1))
     return quantile * float(np.std(values, ddof=1)) / math.sqrt(n)
+
+
+def wilson(share: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of a share of ``n`` yes-or-no outcomes. A mean of per-image
+    shares of such outcomes varies at most as much, so this interval is never too narrow for
+    it; the bootstrap of images that all hit says [100%, 100%] (no spread to resample)."""
+    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)  # 1.96 at 95%
+    scale = 1.0 + z * z / n
+    centre = (share + z * z / (2 * n)) / scale
+    half = z * math.sqrt(share * (1.0 - share) / n + z * z / (4 * n * n)) / scale
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def widened(bounds: tuple[float, float], share: float, n: int,
+            confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """``bounds`` (an interval of a mean of yes-or-no shares over ``n`` images) taken
+    together with their ``wilson`` interval: at least as wide as either."""
+    low, high = wilson(share, n, confidence)
+    return min(bounds[0], low), max(bounds[1], high)
 
 
 def interval(values: Sequence[float], *, seed: int, resamples: int = RESAMPLES,

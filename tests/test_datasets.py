@@ -260,6 +260,11 @@ def test_the_pointing_game_per_class_has_its_interval_over_images():
     assert rows["cat"].pointing == pytest.approx(8 / 12)
     assert rows["cat"].pointing_interval == pytest.approx([max(0, low), min(1, high)], abs=1e-6)
     assert 0 < low < 8 / 12 < 1 < high and rows["cat"].pointing_interval[1] == 1.0  # clipped
+    # six images that all hit: no spread to resample, so the Wilson interval of 6 of 6 (the
+    # bootstrap said [100%, 100%])
+    hit = [entry(i, {"cat": (True, True)}) for i in range(6)]
+    (row,) = datasets.per_class(hit, ["cat"], ["gradcam", "layercam"], seed=3)
+    assert row.pointing == 1.0 and row.pointing_interval == pytest.approx([0.6097, 1.0], abs=1e-4)
     assert rows["dog"].pointing == 1.0 and rows["dog"].pointing_interval is None  # 4 images
     csv_row = datasets.class_rows([rows["cat"]], ["gradcam"])[0]
     assert (csv_row["pointing_low"], csv_row["pointing_high"]) == tuple(

@@ -106,3 +106,24 @@ def test_figures_keep_their_trailing_zeros_so_a_mean_and_its_interval_read_alike
         ["0.300", "0.250", "-0.190", "12.0", "100", "1.23e3", "1.20e-5", "1.00"]
     assert figure(0.3, sign=True) == "+0.300" and figure(-3e-7, sign=True) == "-3.00e-7"
     assert figure(0.0) == figure(-0.0) == figure(0.0, sign=True) == "0"  # as the report says
+
+
+def test_wilson_interval_of_a_share_and_the_yes_no_cells_of_the_methods_table():
+    """A share of n yes-or-no outcomes: the Wilson score interval (textbook: 12 of 12 ->
+    [0.7575, 1], 6 of 12 -> [0.2538, 0.7462]). A pointing game whose images all hit has no
+    spread to bootstrap ([100%, 100%]): its cell in the methods table is the Wilson interval
+    over the images; energy in box (not yes-or-no) keeps the bootstrap's."""
+    from explain.evidence import judge
+    from explain.methodtable import Column
+    from explain.metrics import traits as metric_traits
+    assert stats.wilson(1.0, 12) == pytest.approx((0.75751, 1.0), abs=1e-5)
+    assert stats.wilson(0.5, 12) == pytest.approx((0.25378, 0.74622), abs=1e-5)
+    assert stats.widened((0.2, 0.9), 0.5, 12) == pytest.approx((0.2, 0.9))
+    found = {name: {("method", "gradcam"): {f"im{i}": [1.0] for i in range(8)}}
+             for name in ("pointing_hit", "energy_in_box")}
+    columns = [Column(metric=metric_traits(name), means={}) for name in found]
+    judge(columns, found, ["gradcam"], baselines=[], seed=0)
+    pointing, energy = (col.cells["gradcam"] for col in columns)
+    assert (pointing.mean, pointing.low, pointing.high) == pytest.approx((1.0, 0.6756, 1.0),
+                                                                         abs=1e-4)
+    assert (energy.low, energy.high) == (1.0, 1.0)
