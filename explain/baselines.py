@@ -9,7 +9,7 @@ metrics in one library call per image and metric, beside the call on the image's
 ROAD draws its noise map after map, so sharing a call would change the real maps' scores).
 Cost: with ``metrics``, the baselines triple the faithfulness work of a run with one method
 (3 baseline maps per image x class); without ``metrics``, only the localisation numbers of
-the images with boxes and one forward pass per batch. Baselines are numbers,
+the images with boxes (no model pass: the engine's activations). Baselines are numbers,
 not pictures: no file is written for them. Their records are ``ImageEntry.baselines``
 (explain.evidence.BaselineMap); the report's methods table shows them as baseline rows, and a
 method that does not beat every baseline on a metric is marked there.
@@ -18,7 +18,8 @@ method that does not beat every baseline on a metric is marked there.
   activations weighted by random numbers in -1..1 per channel, ReLU, scaled to 0..1, mean over
   the layers, as the library computes it; one map per class, drawn from numpy's generator
   seeded with ``seed_for(run seed, image id)`` (the same map for a given image on every run,
-  whatever the batch). One forward pass per batch (no backward: RandomCAM ignores gradients).
+  whatever the batch). From the activations of the engine's own pass (RandomCAM ignores
+  gradients): no pass of its own.
 - ``centre``: a Gaussian centred on the image, sigma ``CENTRE_SIGMA`` (a quarter) of each side,
   scaled to 1 at its peak; the same map for every class.
 - ``edges``: the Sobel edge magnitude of the photo at model input size (the library's
@@ -33,9 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # torch is loaded by the run, not by the records
-    import torch
-
+if TYPE_CHECKING:
     from explain.plan import RunPlan
 
 CENTRE_SIGMA = 0.25  # of the image's height (vertically) and width (horizontally)
@@ -83,28 +82,10 @@ def edge_map(rgb: np.ndarray) -> np.ndarray:
     return edges / peak if peak > 0 else edges
 
 
-def layer_activations(plan: "RunPlan", x: "torch.Tensor") -> list[np.ndarray]:
-    """The target layers' outputs for the batch ``x`` as (B, C, h, w) float arrays: one
-    forward pass without gradients, each output read through its layout as the engine does."""
-    import torch
-
-    from explain.engine import watching
-    from explain.models.layouts import infer_layout
-    modules = [layer.module for layer in plan.target_layers]
-    captured: list = [None] * len(modules)
-
-    def keep(i: int, output) -> None:
-        captured[i] = output.detach().clone()
-
-    with torch.no_grad(), watching(modules, keep):
-        plan.model(x.to(plan.device))
-    return [infer_layout(a.shape, x.shape[-2:], plan.reshape)(a).float().cpu().numpy()
-            for a in captured]
-
-
 def random_maps(plan: "RunPlan", acts: list[np.ndarray], size: tuple[int, int],
                 draws: list[tuple[int, int, int]]) -> list[np.ndarray]:
-    """RandomCAM maps from the target layers' activations (``layer_activations``): for each
+    """RandomCAM maps from the target layers' activations (the engine's pass's,
+    BatchResult.activations, (B, C, h, w) each): for each
     (row, count, seed) of ``draws``, ``count`` maps (count, H, W) of that image of the batch,
     each with its own random channel weights, drawn with numpy seeded with ``seed``; ``size``
     is (H, W). The library's own RandomCAM call on ``count`` copies of the image, with numpy
@@ -128,13 +109,13 @@ def random_maps(plan: "RunPlan", acts: list[np.ndarray], size: tuple[int, int],
     return out
 
 
-def batch_maps(plan: "RunPlan", x: "torch.Tensor",
+def batch_maps(plan: "RunPlan", acts: list[np.ndarray],
                images: list[tuple[int, str, np.ndarray, int]]) -> dict[int, dict[str, np.ndarray]]:
-    """Every baseline's maps for images of the batch ``x``: per (row, image id, photo at
-    input size, classes) of ``images``, baseline name -> (classes, H, W) float32 maps, in
-    the order of ``BASELINES``. One forward pass for the batch (the random baseline's)."""
-    height, width = int(x.shape[-2]), int(x.shape[-1])
-    acts = layer_activations(plan, x)
+    """Every baseline's maps for images of a batch: per (row, image id, photo at input size,
+    classes) of ``images``, baseline name -> (classes, H, W) float32 maps, in the order of
+    ``BASELINES``; ``acts``: the target layers' activations of the engine's pass over the
+    batch (the random baseline's channels: no pass of its own)."""
+    height, width = images[0][2].shape[:2]
     randoms = random_maps(plan, acts, (height, width),
                           [(row, count, seed_for(plan.cfg.seed, image_id))
                            for row, image_id, _, count in images])

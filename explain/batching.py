@@ -127,7 +127,9 @@ def merged(parts: list, names) -> BatchResult:
     return BatchResult(np.concatenate([p.logits for p in parts]), classes, maps, probe,
                        raw_max={k: np.concatenate([p.raw_max[k] for p in parts])
                                 for k in first.raw_max},
-                       per_image=map_slots(classes, names, maps))
+                       per_image=map_slots(classes, names, maps),
+                       activations=[np.concatenate(layer) for layer in
+                                    zip(*(p.activations for p in parts))])
 
 
 def retrying(work: Callable[[int], T], size: int, setting: str) -> T:

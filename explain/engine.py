@@ -263,7 +263,8 @@ class CamEngine:
             probe = LayerPass(acts_np[self.probe_index], [g[self.probe_index] for g in grads])
         ordered = {k: maps[k] for k in self.order}
         return BatchResult(out_np, classes, ordered, probe, raw_max=raw_max,
-                           per_image=map_slots(classes, names, ordered))
+                           per_image=map_slots(classes, names, ordered),
+                           activations=acts_np[:len(self.target_layers)])
 
     def _forward(self, x: torch.Tensor, watch: bool = False
                  ) -> tuple[torch.Tensor, list[torch.Tensor], list[Layout]]:

@@ -82,6 +82,9 @@ class BatchResult:
     # per image: its maps, each class once (a class two slots name, as label and prediction,
     # at its first slot), classes in slot order, methods in config order
     per_image: list[list[MapSlot]] = field(default_factory=list)
+    # per target layer: its output as the maps read it, (B, C, h, w) float32 (the baselines'
+    # RandomCAM weighs these channels: no second pass)
+    activations: list[np.ndarray] = field(default_factory=list)
 
 
 def map_slots(classes: np.ndarray, names: dict[int, str], maps: dict[str, np.ndarray]

@@ -197,15 +197,14 @@ def test_baseline_maps_are_the_library_randomcam_a_centre_gaussian_and_sobel_edg
     from pytorch_grad_cam.sobel_cam import sobel_cam
     from explain.engine import seeded
     from explain.models.guard import non_inplace
+    from helpers import cpu_engine
     model = make_small_alexnet()
     layer = model.features[10]
     x = torch.rand(2, 3, 64, 96)
-    plan = SimpleNamespace(target_layers=[SimpleNamespace(module=layer)], model=model,
-                           net=model, device=torch.device("cpu"), reshape="auto",
-                           cfg=Config.model_validate({"model": {"file": "m.pth"},
-                                                      "images": ["a.jpg"], "methods": ["gradcam"],
-                                                      "target_layers": ["x"]}))
-    acts = baselines.layer_activations(plan, x)
+    plan = SimpleNamespace(target_layers=[SimpleNamespace(module=layer)], model=model)
+    with cpu_engine(model, [layer], ["gradcam"]) as engine:  # the run's pass, as a run has it
+        acts = engine.run(x, [0], [0, 1]).activations
+    assert [a.shape for a in acts] == [(2, 256, 3, 5)]
     ours = baselines.random_maps(plan, acts, (64, 96), [(1, 3, 42)])[0]
     # the library's own call on 3 copies of image 1, numpy seeded the same (inplace ReLUs
     # off, as in a run: the library's hook would see the conv's output overwritten)

@@ -91,7 +91,7 @@ class MetricsWriter(Writer):
             entry.boxes = annotations.input_boxes(found, view.item.ref.path,
                                                   tuple(entry.input_size))
         measured = [v for v in batch.images if v.maps and (self.specs or v.entry.boxes)]
-        yardsticks = baseline_slots(plan, batch.x, measured) if measured else {}
+        yardsticks = baseline_slots(plan, result.activations, measured) if measured else {}
         for view in batch.images:
             b, entry = view.row, view.entry
             extra = yardsticks.get(b, [])
@@ -211,11 +211,13 @@ class BaselineSlot:
     record: evidence.BaselineMap
 
 
-def baseline_slots(plan: RunPlan, x, views: list[ImageView]) -> dict[int, list[BaselineSlot]]:
+def baseline_slots(plan: RunPlan, acts: list[np.ndarray], views: list[ImageView]
+                   ) -> dict[int, list[BaselineSlot]]:
     """Per batch row of ``views``: a BaselineSlot per baseline and class explained, baselines
-    in table order, classes as the image's maps have them."""
-    made = batch_maps(plan, x, [(v.row, v.entry.id, v.item.rgb, len(v.classes()))
-                                for v in views])
+    in table order, classes as the image's maps have them; ``acts``: the batch's target-layer
+    activations (BatchResult.activations)."""
+    made = batch_maps(plan, acts, [(v.row, v.entry.id, v.item.rgb, len(v.classes()))
+                                   for v in views])
     out: dict[int, list[BaselineSlot]] = {}
     for view in views:
         out[view.row] = [BaselineSlot(one.class_index, one.class_name, made[view.row][name][k],
