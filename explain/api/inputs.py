@@ -57,11 +57,13 @@ VIEW_OPTIONS = {"tile_size": "channels.tile_size", "top_k": "channels.top_k",
 def call_words(message: str, known: dict[str, str]) -> str:
     """``message`` with the config keys of ``known`` (option -> key) in a call's words: a
     notebook passes ``in_channels=1``, so 'set model.in_channels: 1' reads 'set in_channels=1'
-    and a field 'model.output: ...' reads 'output: ...'."""
+    and a field 'model.output: ...' reads 'output: ...'. A key inside a name, path or quoted
+    text ('model.head.fc', a layer of a wrapped model; /data/model.output/cat.png) is left as
+    it is: the user's own words."""
     for option, key in sorted(known.items(), key=lambda pair: -len(pair[1])):
         if option == key:
             continue
-        bare = rf"(?<![\w.]){re.escape(key)}(?![\w])"
+        bare = rf"(?<![\w.'\"/\\-]){re.escape(key)}(?![\w'\"/\\-]|\.\w)"
         message = re.sub(rf"^([\w.]+: ){bare}: ", rf"\g<1>{option}: ", message)
         message = re.sub(bare + r": ([\w.\-]*\w)", lambda found: f"{option}="
                          f"{_python_value(found.group(1))}", message)

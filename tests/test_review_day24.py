@@ -1,0 +1,58 @@
+"""Review of day 24's changes: what the new code said wrongly, each shown on its content."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import explain
+from explain.api.inputs import OPTIONS, VIEW_OPTIONS, call_words
+
+
+class _Body(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3)
+        self.head = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                        torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stem(x))
+
+
+class _Wrapped(torch.nn.Module):
+    """A model kept as ``self.model``: its layers are 'model.stem', 'model.head.0', ..."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = _Body()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def test_a_layer_name_holding_a_config_key_is_not_rewritten_as_an_argument():
+    """'model.head' is model.head's key, and also the start of a wrapped model's layer
+    'model.head.0': the call's error must name the layer the user has, not 'head.0'."""
+    photo = np.full((32, 32, 3), 120, np.uint8)
+    with pytest.raises(explain.ExplainError) as info:
+        explain.cam(_Wrapped().eval(), photo, "model.head.O", "gradcam", classes=["a", "b"],
+                    preprocess={"size": 32})
+    said = str(info.value)
+    assert "'model.head.O'" in said and "did you mean 'model.head.0'?" in said, said
+
+
+def test_call_words_leaves_paths_and_quoted_texts_alone():
+    known = {**OPTIONS, **VIEW_OPTIONS}
+    assert call_words("explain.cam: cannot read /data/model.output/cat.png", known) == \
+        "explain.cam: cannot read /data/model.output/cat.png"
+    assert call_words("explain.cam: images: cannot read 'model.target: 3.png'", known) == \
+        "explain.cam: images: cannot read 'model.target: 3.png'"
+    assert call_words("layers: model.head.fc, model.stem", known) == \
+        "layers: model.head.fc, model.stem"
+    # what a hint says is still the call's words
+    assert call_words("explain.cam: model.in_channels: bad; set model.in_channels: 1. "
+                      "(model.head: softmax, model.target: logit)", known) == \
+        "explain.cam: in_channels: bad; set in_channels=1. (head='softmax', target='logit')"
+    assert call_words("see output.colormap.", known) == "see colormap."
