@@ -40,6 +40,7 @@ import torch
 from explain.errors import ExplainError, first_line, relayed
 from explain.names import short
 from explain.outputs import RUN_MARKER, RunFolder
+from explain.writers.summary import ONCE  # the parts that are rank 0's, as the run says
 
 if TYPE_CHECKING:
     from explain.writers import RunContext, Writer
@@ -316,7 +317,7 @@ def hand_in(ranks: Ranks, ctx: RunContext, writers: list[Writer], paths: list[st
                              and not n.startswith(ESTIMATE))  # rank 0's, as estimates_s
         summary.skipped_images += other["skipped"]
         for key, seconds in other["durations"].items():
-            if key != "model_load":  # work summed over the ranks; model_load is rank 0's
+            if key not in ONCE:  # work summed over the ranks; the model load is rank 0's
                 summary.durations_s[key] = summary.durations_s.get(key, 0.0) + seconds
         for writer, kept in zip(writers, other["writers"]):
             writer.merge(kept)

@@ -56,3 +56,18 @@ def test_call_words_leaves_paths_and_quoted_texts_alone():
                       "(model.head: softmax, model.target: logit)", known) == \
         "explain.cam: in_channels: bad; set in_channels=1. (head='softmax', target='logit')"
     assert call_words("see output.colormap.", known) == "see colormap."
+
+
+def test_a_torchrun_runs_durations_do_not_call_its_model_load_a_sum():
+    """hand_in adds up every process's parts but the model load (process 0's); the sanity
+    checks run once, at the end: the line says which parts are sums."""
+    from types import SimpleNamespace
+
+    from explain.writers.summary import summed_over
+    durations = {"cams": 12.0, "figures": 3.0, "model_load": 2.0, "total": 7.0}
+    two = SimpleNamespace(processes=2, durations_s=durations)
+    assert summed_over(two) == "; the parts but model load and the total summed over 2 processes"
+    two.durations_s = {**durations, "sanity": 1.0}
+    assert summed_over(two) == ("; the parts but model load, sanity checks and the total summed "
+                                "over 2 processes")
+    assert summed_over(SimpleNamespace(processes=1, durations_s=durations)) == ""

@@ -197,9 +197,10 @@ def test_two_processes_write_what_one_process_writes(tree, two_ranks):
     from explain.results import RunSummary
     from explain.writers.summary import console_lines
     said_last = console_lines(RunSummary.model_validate(summary))[-1]
-    assert said_last.endswith("; the parts summed over 2 processes)"), said_last
+    assert said_last.endswith("; the parts but model load and the total summed over 2 "
+                              "processes)"), said_last
     page = (run_dir / "report.html").read_text()
-    assert "the parts summed over 2 processes</td>" in page
+    assert "model load and the total summed over 2 processes</td>" in page
     assert "summed over" not in (tree / "single" / "exp" / "report.html").read_text()
     assert summary["atlas"]["images"] == COUNT and summary["atlas"]["files"]["regions_csv"]
     assert "".join(err for _, err in said).count("explain: exp ->") == 1  # rank 0 only
