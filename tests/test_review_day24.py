@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 import explain
 from explain.api.inputs import OPTIONS, VIEW_OPTIONS, call_words
+from test_task_records import run_a, tree  # noqa: F401 (the detector's run, a fixture)
 
 
 class _Body(torch.nn.Module):
@@ -71,3 +74,26 @@ def test_a_torchrun_runs_durations_do_not_call_its_model_load_a_sum():
     assert summed_over(two) == ("; the parts but model load, sanity checks and the total summed "
                                 "over 2 processes")
     assert summed_over(SimpleNamespace(processes=1, durations_s=durations)) == ""
+
+
+def test_diff_page_names_bs_box_beside_as_when_paired_by_box(run_a, tmp_path, capsys):
+    """Two detection runs: A's both/dog-1 is B's both/dog-3 (paired by box). The page's case
+    of a changed map says B's name too, as diff.csv's class_b does; by A's name alone it
+    read as B's dog-1, another box."""
+    import json
+
+    from helpers import cli
+    from test_task_records import reranked
+    b = reranked(run_a, tmp_path / "b", {"both": {"dog-1": "dog-3", "dog-2": "dog-1",
+                                                  "dog-3": "dog-2"}})
+    entry = next(e for e in json.loads((b / "summary.json").read_text())["images"]
+                 if e["id"] == "both")
+    rec = next(r for r in entry["cams"] if r["class"] == "dog-3")
+    array = b / rec["files"]["array"]
+    np.save(array, np.load(array)[::-1].copy())  # B's map of that box changed
+    code, err, _ = cli(capsys, "diff", run_a, b, "--out", tmp_path / "out")
+    assert code == 0, err
+    html = (tmp_path / "out" / "diff-a-b" / "diff.html").read_text(encoding="utf-8")
+    heading = re.search(r"<h3>1\. (.*?)</h3>", html).group(1)
+    assert heading == f"both · dog-1 (B: dog-3) · {rec['method']}", heading
+    assert f"run B: {rec['method']} map of dog-3 (A: dog-1) on both" in html
