@@ -370,8 +370,8 @@ def test_runs_that_share_no_map_get_one_line(runs, capsys, tmp_path):
                  ("cat", "dog", "eigencam"))
     code, out, err = diff(capsys, one, two, "--out", tmp_path / "out")
     assert code == 2 and out == [] and err == [
-        f"explain: error: the runs share no map (image x class x method): {one} and {two} "
-        f"explain other classes or methods of each shared image"]
+        f"explain: error: the runs share no map (image x class x method): {one} and {two}; "
+        f"they explain other classes or methods of each shared image"]
     assert not (tmp_path / "out").exists()
 
 

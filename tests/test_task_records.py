@@ -233,3 +233,21 @@ def test_a_report_rebuilt_from_an_interrupted_detection_run_has_its_task_notes(
     html = (run / "report.html").read_text(encoding="utf-8")
     notes = re.findall(r"<li>([^<]*)</li>", html)
     assert note in notes, notes
+
+
+def test_diff_of_detection_runs_without_a_shared_box_says_which_boxes(run_a, tmp_path, capsys):
+    """Every box of B elsewhere (a corner of the image): no map is shared, and the one line
+    says it is the boxes, listing A's, not that the runs explain other classes or methods."""
+    b = shutil.copytree(run_a, tmp_path / "b")
+    summary = summary_of(b)
+    for entry in summary["images"]:
+        for found in entry["detections"]["explained"]:
+            found["box"] = [0.0, 0.0, 2.0, 2.0]
+        for rec in entry["cams"]:
+            rec["detection"]["box"] = [0.0, 0.0, 2.0, 2.0]
+    (b / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    code, err, _ = cli(capsys, "diff", run_a, b, "--out", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 0, err
+    assert "the runs share no map (image x class x method)" in err
+    assert f"{b}; 6 detection(s) only in A (no box of its label in B overlaps it" in err
+    assert "cat/dog-1" in err and "other classes or methods" not in err

@@ -144,8 +144,10 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
         if eb is not None:
             _pair_image(ea, eb, shared, by_box, found)
     if not found.pairs:
+        unpaired = unpaired_line("A", "B", found.unpaired[0])
+        why = unpaired or "they explain other classes or methods of each shared image"
         raise ExplainError(f"the runs share no map (image x class x method): {a.root} and "
-                           f"{b.root} explain other classes or methods of each shared image")
+                           f"{b.root}; {why}")
     for k, side in enumerate((a, b)):
         _one_record_per_array(side, [pair[2 + k] for pair in found.pairs])
     left_out += [line for line in (unpaired_line("A", "B", found.unpaired[0]),
