@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import pytest
 import torch
 import torchvision
