@@ -47,8 +47,19 @@ def _differing(before: Any, now: Any) -> Iterator[tuple[Path, Any, Any]]:
         elif isinstance(new, dict) and new and old is MISSING:
             todo += [((str(key), path), MISSING, value)
                      for key, value in sorted(new.items(), reverse=True)]
+        elif _item_wise(old, new):  # a list of sections: name the item and key that differ
+            todo += [((f"[{i}]", path), a, b) for i, (a, b) in reversed(list(enumerate(
+                zip(old, new))))]
         elif old != new:
             yield path, old, new
+
+
+def _item_wise(old: Any, new: Any) -> bool:
+    """Whether two lists are compared item by item: of one length, holding mappings or lists
+    (``metrics: [{name: road_combined, percentiles: [90]}]``), so a message names
+    ``metrics[0].percentiles`` where both whole values, cut to VALUE_CHARS, read the same."""
+    return (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+            and old != new and any(isinstance(v, (dict, list)) for v in old + new))
 
 
 def _dotted(path: Path, limit: int = KEY_CHARS) -> str:
@@ -64,7 +75,8 @@ def _dotted(path: Path, limit: int = KEY_CHARS) -> str:
         length += len(shown[-1]) + 1
         if length > limit:
             break
-    return ".".join(shown)[:limit]
+    text = ".".join(shown).replace(".[", "[")  # a list item: metrics[0].percentiles
+    return text[:limit]
 
 
 def _named(path: Path, dotted: str) -> bool:
@@ -93,12 +105,26 @@ def changes(before: Any, now: Any, *, skip: tuple[str, ...] = (), shown: int = S
     return found, total
 
 
-def _shown(value: Any) -> str:
-    """A setting's value for a one-line message: as JSON, cut to VALUE_CHARS characters."""
+def _shown(value: Any, start: int = 0) -> str:
+    """A setting's value for a one-line message: as JSON, cut to VALUE_CHARS characters from
+    ``start`` (a '...' in front when that is past its beginning)."""
     if value is MISSING:
         return "not set"
     text = json.dumps(value, default=str)
+    if start and len(text) > VALUE_CHARS:
+        text = "..." + text[start:]
     return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS - 3] + "..."
+
+
+def _start(old: Any, new: Any) -> int:
+    """Where both values' texts are shown from: a little before their first difference when
+    cutting both at VALUE_CHARS would show the same text (two method lists that part after
+    their first two methods read 'was [{"name": "gradcam"}, {"name": "layer...' twice)."""
+    if old is MISSING or new is MISSING:
+        return 0
+    a, b = (json.dumps(v, default=str)[:1_000_000] for v in (old, new))
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return 0 if first < VALUE_CHARS - 3 else first - VALUE_CHARS // 2
 
 
 def settings_differ(before: Any, now: dict[str, Any]) -> Optional[str]:
@@ -107,7 +133,8 @@ def settings_differ(before: Any, now: dict[str, Any]) -> Optional[str]:
     shown, more = [], 0
     for path, old, new in _differing(before, now):
         if len(shown) < SHOWN_KEYS:
-            shown.append(f"{_dotted(path)} (was {_shown(old)}, now {_shown(new)})")
+            start = _start(old, new)
+            shown.append(f"{_dotted(path)} (was {_shown(old, start)}, now {_shown(new, start)})")
         else:
             more += 1
     if not shown:

@@ -1,0 +1,53 @@
+"""Newcomer 15: a researcher with a trained classifier and an ImageFolder of photos (flips and
+crops, boxes), choosing which CAM method to believe from one page (faithfulness, sanity
+checks, localisation, with intervals), then opening the run in a notebook."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import one_line
+
+from explain.errors import ExplainError
+from explain.outputs import RunFolder, same_settings
+
+
+def _resume_message(tmp_path, before: dict, now: dict) -> str:
+    run = tmp_path / "run"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(before))
+    return one_line(pytest.raises(ExplainError, same_settings, RunFolder(run), "config.json",
+                                  now), "--resume: the config differs")
+
+
+def test_resume_names_the_list_item_that_differs(tmp_path):
+    """--resume after changing a metric's percentiles said 'metrics (was [{"name":
+    "road_combined", "percentil..., now [{"name": "road_combined", "percentil...)': both
+    values cut at the same 40 characters, so the message showed no difference at all. A list
+    of sections is compared item by item, so the setting that changed is named."""
+    before = {"metrics": [{"name": "road_combined", "percentiles": [90]}],
+              "methods": [{"name": "gradcam"}, {"name": "layercam"}]}
+    now = {"metrics": [{"name": "road_combined", "percentiles": [10, 50, 90]}],
+           "methods": [{"name": "gradcam"}, {"name": "gradcamplusplus"}]}
+    text = _resume_message(tmp_path, before, now)
+    assert "metrics[0].percentiles (was [90], now [10, 50, 90])" in text
+    assert 'methods[1].name (was "layercam", now "gradcamplusplus")' in text
+    assert "percentil..." not in text
+
+
+def test_resume_shows_two_long_values_from_where_they_part(tmp_path):
+    """A list that grew or shrank is one setting; when both values are longer than the 40
+    characters shown and part only after them ('--methods gradcam,layercam' on a run of three
+    methods), both read 'was [{"name": "gradcam"}, {"name": "layer...': they are shown from a
+    little before their first difference instead."""
+    before = {"methods": [{"name": "gradcam"}, {"name": "layercam"},
+                          {"name": "gradcamplusplus"}]}
+    now = {"methods": [{"name": "gradcam"}, {"name": "layercam"}]}
+    text = _resume_message(tmp_path, before, now)
+    assert 'methods (was ...{"name": "layercam"}, {"name": "gr..., now ...{"name": ' \
+        '"layercam"}])' in text
+    short = _resume_message(tmp_path / "b", {"methods": [{"name": "gradcam"}]},
+                            {"methods": [{"name": "layercam"}]})
+    assert 'methods[0].name (was "gradcam", now "layercam")' in short
