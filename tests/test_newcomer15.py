@@ -51,3 +51,19 @@ def test_resume_shows_two_long_values_from_where_they_part(tmp_path):
     short = _resume_message(tmp_path / "b", {"methods": [{"name": "gradcam"}]},
                             {"methods": [{"name": "layercam"}]})
     assert 'methods[0].name (was "gradcam", now "layercam")' in short
+
+
+def test_one_image_entry_needs_no_list(tmp_path):
+    """README: 'a folder per class: [{labelled: photos}]'; a newcomer who wrote
+    ``images: {labelled: photos}`` (or ``images: photos/``) got 'images: Input should be a
+    valid list', which does not say to add brackets. One entry alone is a list of it."""
+    from explain.config import load_config
+    from explain.config.sections import LabelledImages
+    config = tmp_path / "study.yaml"
+    config.write_text("model: {builder: explain.demo:catdog_efficientnet_lite0}\n"
+                      "classes: {cat: 0, dog: 1}\nimages: {labelled: photos}\n"
+                      "target_layers: [auto]\nmethods: [gradcam]\n")
+    images = load_config(config).images
+    assert len(images) == 1 and isinstance(images[0], LabelledImages)
+    config.write_text(config.read_text().replace("{labelled: photos}", "photos/"))
+    assert load_config(config).images == ["photos/"]

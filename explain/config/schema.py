@@ -121,6 +121,10 @@ class Config(Section):
     @field_validator("images", mode="before")
     @classmethod
     def _image_entries(cls, v: Any) -> Any:
+        """Each entry checked; one entry alone is a list of it (``images: {labelled:
+        photos}``, ``images: photos/`` were 'Input should be a valid list')."""
+        if isinstance(v, (str, dict)):
+            v = [v]
         return [image_entry(i, e) for i, e in enumerate(v)] if isinstance(v, list) else v
 
     @model_validator(mode="after")
