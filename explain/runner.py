@@ -260,7 +260,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
                                   _item_bytes(ctx, folder, view.entry))
                     summary.durations_s["figures"] += time.perf_counter() - t0
                     bar.set_postfix_str("", refresh=False)
-                    bar.update(len(batch.images) * bar.per_image)
+                    _advance(bar, batch.images, plan.task is None)
                     ranks.crash_point(settle=pool.drain)
             pool.drain()
             if bar.n < bar.total:  # images skipped (unreadable), fewer boxes than max_boxes
@@ -293,8 +293,9 @@ def rank_batches(images: list[ImageRef], kept: set[str], size: int,
 
 
 def _progress(images: int, ctx: RunContext, ranks: Any, opts: RunOptions) -> tqdm:
-    """The bar over image x class x method: a classifier's every slot counts, so the total
-    holds when an image's label is its prediction and one map serves both; a task's over
+    """The bar over image x class x method: a classifier's every slot counts at first, and
+    a batch lowers the total by the slots its images left empty (an image's label is its
+    prediction: one map serves both), so the bar ends at the maps made; a task's over
     images (its maps per image vary with the detections or the classes present: a bar of
     image x class x method overran its total). The rate counts the pictures and numbers
     made beside the maps. ``ctx.stage`` shows the step under way beside it."""
@@ -306,6 +307,17 @@ def _progress(images: int, ctx: RunContext, ranks: Any, opts: RunOptions) -> tqd
     bar.per_image = per_image
     ctx.stage = lambda text: bar.set_postfix_str(printable(text))
     return bar
+
+
+def _advance(bar: tqdm, views: list, maps: bool) -> None:
+    """The bar moved by a batch: a classifier's by the maps its images got, its total lowered
+    by the slots they left empty (an image whose label is its prediction has one map for
+    both: a labelled run of 36 maps ended its bar at '72/72 map' above '36 maps in ...')."""
+    slots = len(views) * bar.per_image
+    made = min(slots, sum(len(view.entry.cams) for view in views)) if maps else slots
+    if made < slots:
+        bar.total -= slots - made
+    bar.update(made)
 
 
 def _finish(ctx: RunContext, writers: list, workers: int) -> None:

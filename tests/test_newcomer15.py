@@ -67,3 +67,28 @@ def test_one_image_entry_needs_no_list(tmp_path):
     assert len(images) == 1 and isinstance(images[0], LabelledImages)
     config.write_text(config.read_text().replace("{labelled: photos}", "photos/"))
     assert load_config(config).images == ["photos/"]
+
+
+def test_the_bar_ends_at_the_maps_made():
+    """A labelled run explaining [label, predicted] makes one map per method where the label
+    is the prediction: 12 images x 3 methods ended its bar at 'CAMs: 100% 72/72 map' above
+    '36 maps in 11.6s'. A batch lowers the bar's total by the slots its images left empty."""
+    import io
+    from types import SimpleNamespace
+    from tqdm import tqdm
+    from explain.runner import _advance
+
+    def view(maps: int) -> SimpleNamespace:
+        return SimpleNamespace(entry=SimpleNamespace(cams=[object()] * maps))
+    out = io.StringIO()
+    bar = tqdm(total=3 * 2 * 3, unit="map", file=out, mininterval=0)  # 3 images x 2 x 3
+    bar.per_image = 2 * 3
+    _advance(bar, [view(3), view(6)], True)  # label = prediction, then label != prediction
+    _advance(bar, [view(3)], True)
+    bar.close()
+    assert (bar.n, bar.total) == (12, 12)
+    assert "12/12" in out.getvalue().replace("\r", "\n").splitlines()[-1]
+    task = tqdm(total=2, unit="image", file=io.StringIO())
+    task.per_image = 1
+    _advance(task, [view(5), view(0)], False)  # a task's bar counts images
+    assert (task.n, task.total) == (2, 2)
