@@ -99,6 +99,9 @@ def test_tree_and_lists_give_labelled_images(data, tmp_path):
 
 def test_unknown_folder_label_and_missing_file_are_one_line_errors(data, tmp_path):
     tree = make_tree(tmp_path / "tree")
+    text = one_line_error(config(tmp_path, data, images=[{"labelled": str(tmp_path / "tre")}]))
+    assert text.endswith(f"images[0].labelled: not found: {tmp_path / 'tre'} — did you mean "
+                         f"{tree}?")
     (tree / "bird").mkdir()
     shutil.copy(IMAGES / "cat.jpg", tree / "bird" / "b.jpg")
     (tree / ".ipynb_checkpoints").mkdir()  # hidden: ignored

@@ -12,13 +12,14 @@ from typing import Iterator
 from explain.config import Config, LabelledImages, read_bounded_text
 from explain.csvrows import CsvRows
 from explain.errors import ExplainError, first_line
-from explain.names import quote, short, suggest
+from explain.names import close_file, quote, short, suggest
 from explain.results import Skipped
 from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
                                   links_hint)
 
 
 MAX_LIST_BYTES = 64 * 1024 * 1024  # a .csv / .json list of labelled images
+LIST_SUFFIXES = (".csv", ".json")  # the lists of labelled images read (else: a folder)
 
 
 
@@ -40,7 +41,8 @@ def labelled_files(cfg: Config, spec: LabelledImages, where: str,
             found = _label_list(path, list(cfg.classes), spec.skip_unknown,
                                 where=where, notes=notes)
         else:
-            raise ExplainError(f"{where}: not found: {short(path)}")
+            raise ExplainError(f"{where}: not found: {short(path)}"
+                               f"{close_file(path, LIST_SUFFIXES)}")
     except OSError as exc:
         raise ExplainError(f"{where}: {short(exc.filename or path)}: {exc.strerror}") from None
     if not found:
@@ -105,7 +107,7 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: st
     image file and a named class, else one line naming the file and row. A row names its file
     as the config does: it may lie outside the list's folder or be a link (followed)."""
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json"):
+    if suffix not in LIST_SUFFIXES:
         raise ExplainError(f"{where}: {short(path)}: expected a folder of class folders, a .csv "
                            f"or a .json list")
     text = read_bounded_text(path, MAX_LIST_BYTES, "a list", encoding="utf-8-sig")
