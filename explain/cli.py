@@ -248,6 +248,21 @@ def _guard_terminal() -> None:
     sys.excepthook = _show_uncaught
 
 
+_TERMINATED: list[int] = []  # SIGTERM arrived: the run stopped as Ctrl-C stops it
+
+
+def stop_on_terminate() -> None:
+    """When explain runs as a program: SIGTERM (kill, a job scheduler's stop) ends a run as
+    Ctrl-C does, with its line saying what the run folder holds and how to go on (it ended
+    the run without a word), and exit code 143."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        _TERMINATED.append(signum)
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _command_typo(argv: list[str]) -> Optional[str]:
     """'explain layer x.yaml': a first word that is no file but close to a command (argparse
     took it for the config and said "unrecognized arguments: x.yaml")."""
@@ -265,6 +280,7 @@ def _command_typo(argv: list[str]) -> Optional[str]:
 def main(argv: Optional[list[str]] = None) -> int:
     if argv is None:  # the program, not a test calling main([...])
         _guard_terminal()
+        stop_on_terminate()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"] and not Path("report").is_file():  # not a config named 'report'
         return report_main(argv[1:])
@@ -298,5 +314,5 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt as exc:  # RunInterrupted says what the run folder holds
         say(str(exc) if isinstance(exc, RunInterrupted) else  # it names the run's folder
             "explain: interrupted before the run started; nothing was written")
-        return 130
+        return 143 if _TERMINATED else 130
     return 0

@@ -298,3 +298,39 @@ def test_the_interrupt_line_escapes_what_the_terminal_would_run(tmp_path, capsys
     err = capsys.readouterr().err
     assert "interrupted before the first image" in err
     assert "\x1b" not in err and "\x07" not in err
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does_with_exit_code_143(tmp_path, capsys):
+    """kill (SIGTERM: a job scheduler's stop) ended a run without a word; as a program explain
+    stops as on Ctrl-C: the line says what is finished and how to go on, exit code 143, and
+    --resume completes the run."""
+    from unittest import mock
+
+    from explain import cli
+    from explain.outputs import RunFolder
+    from helpers import CAT, tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "tiny.pth")
+    cfg = tiny_config(tmp_path, {"file": str(tmp_path / "tiny.pth")},
+                      images=[str(CAT), str(IMAGES / "dog.jpg"), str(IMAGES / "both.jpg")],
+                      target_layers=["0"], metrics=[], classes={"cat": 0, "dog": 1},
+                      batch_size=1)
+    run_dir, original, items = tmp_path / "results" / "exp", RunFolder.write_bytes, []
+
+    def terminate(self, rel, data):
+        if rel.startswith("items/"):
+            items.append(rel)
+            if len(items) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, rel, data)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        cli.stop_on_terminate()  # as main() does when run as the program
+        with mock.patch.object(RunFolder, "write_bytes", terminate):
+            assert main([str(cfg), "--quiet"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        cli._TERMINATED.clear()
+    assert capsys.readouterr().err.strip() == (
+        f"explain: interrupted; 2 of 3 images are finished in {run_dir}: run the same command "
+        f"with --resume added to complete the run")
+    assert main([str(cfg), "--quiet", "--resume"]) == 0
