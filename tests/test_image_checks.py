@@ -3,10 +3,12 @@ photo's shape as it is decoded (an EXIF quarter turn applied), not as its header
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
-from conftest import write_config
+from conftest import IMAGES, write_config
 from explain.config import load_config
 from explain.images.checking import first_image
 from explain.images.reading import ImageRef
@@ -46,3 +48,42 @@ def test_a_photo_turned_by_its_exif_orientation_is_measured_as_decoded(tmp_path)
     square = _notes(tmp_path, [240, 240])[0]  # both squeezed 1.5x, each shown as decoded
     assert "2 named image(s)" in square and "flat.jpg (300 x 200), turned.jpg (200 x 300)" \
         in square, square
+
+
+def test_pillow_and_opencv_settings_are_explains_only_while_it_reads(tmp_path):
+    """Importing explain set Pillow's bomb bound, its warnings and OpenCV's log level for the
+    whole process (a notebook's own Image.open lost Pillow's bound and its bomb warning): they
+    are changed only while explain reads, and put back, also after several threads read at
+    once."""
+    import threading
+    import warnings
+
+    from PIL import Image
+
+    from explain.images import quiet
+    from explain.images.reading import read_rgb
+    bound, level = Image.MAX_IMAGE_PIXELS, cv2.utils.logging.getLogLevel()
+    filters = list(warnings.filters)
+    assert bound == 89_478_485  # Pillow's own
+    seen = []
+
+    def read() -> None:
+        with quiet.reading():
+            seen.append(Image.MAX_IMAGE_PIXELS)
+            read_rgb(IMAGES / "cat.jpg", 10**8)
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [None] * 4  # explain's max_pixels bounds its reads, not Pillow's
+    assert (Image.MAX_IMAGE_PIXELS, cv2.utils.logging.getLogLevel()) == (bound, level)
+    assert warnings.filters == filters
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "x.png")
+    Image.MAX_IMAGE_PIXELS = 3  # 4 pixels: over it, under twice it: a warning, no error
+    try:
+        with warnings.catch_warnings(record=True) as heard:  # the filters as they are
+            Image.open(tmp_path / "x.png")
+    finally:
+        Image.MAX_IMAGE_PIXELS = bound
+    assert [w.category for w in heard] == [Image.DecompressionBombWarning]  # not ignored

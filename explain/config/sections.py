@@ -30,7 +30,8 @@ MAX_SIDE = 4096  # model input side in pixels
 # the grey as it normalised each channel (explain.models.heads.Classifier)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 GREY_WORDS = "0.299 R + 0.587 G + 0.114 B, as Pillow's convert('L')"
-MAX_PIXELS = 250_000_000  # preprocess.max_pixels at most (Pillow's own bound follows: images)
+MAX_PIXELS = 250_000_000  # preprocess.max_pixels at most (Pillow's own bound is off while
+#                            explain reads a header: explain.images.quiet)
 MAX_ARGS_DEPTH = 16  # model.arch_args / builder_args: lists and mappings inside each other
 MAX_CLASSES = 1000  # named classes (ImageNet-1k fits; name a subset of larger label sets)
 MANY_CLASSES = 20  # more named classes than this: targets 'all' is refused (explain.cam's

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import stat
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -29,23 +28,14 @@ from PIL import Image
 if TYPE_CHECKING:  # torch comes with the first image prepared: reading records needs none
     import torch
 
-from explain.config import MAX_PIXELS, MAX_SIDE, Preprocess
+from explain.config import MAX_SIDE, Preprocess
 from explain.errors import ExplainError
+from explain.images import quiet
 from explain.images.formats import header_problem
 from explain.images.jpeg import (JPEG_START, TRUNCATED, bytes_at, first_scan, jpeg_problem,
                                  without_padding)
 from explain.names import short
 
-# OpenCV's own log lines (libtiff's warnings and errors, 5 lines for one bad TIFF in a folder)
-# and Pillow's warnings on a header (one per bad TIFF or EXIF tag: 19,800 for a 790 KB TIFF)
-# would land on the terminal beside the one line that says the file is skipped, and why
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # max_pixels says it
-# Pillow refuses a header of over twice its MAX_IMAGE_PIXELS (179 M pixels) as a decompression
-# bomb, which read as 'not a readable image' for a file within preprocess.max_pixels (or over it)
-if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2 + 1
 
 
 class ImageError(ExplainError):
@@ -154,15 +144,16 @@ def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
     png_chunks(read)  # before Pillow walks them (seconds per MB)
     if read(0, 2) == JPEG_START and first_scan(read) is None:
         raise ImageError(TRUNCATED)
-    try:
-        header = Image.open(_CountedReads(f))  # type: ignore[arg-type]
-    except Exception as exc:  # an ImageError: past MAX_HEADER_READS (_CountedReads)
-        raise (exc if isinstance(exc, ImageError) else ImageError("not a readable image")
-               ) from None
-    with header:
-        if header_problem(header):  # what OpenCV decodes (explain.images.formats)
-            raise ImageError(header_problem(header))
-        yield header
+    with quiet.reading():  # Pillow's bound and warnings: explain's, not the user's (quiet)
+        try:
+            header = Image.open(_CountedReads(f))  # type: ignore[arg-type]
+        except Exception as exc:  # an ImageError: past MAX_HEADER_READS (_CountedReads)
+            raise (exc if isinstance(exc, ImageError) else ImageError("not a readable image")
+                   ) from None
+        with header:
+            if header_problem(header):  # what OpenCV decodes (explain.images.formats)
+                raise ImageError(header_problem(header))
+            yield header
 
 
 def _read_at(f: BinaryIO, at: int, count: int) -> bytes:
@@ -197,7 +188,8 @@ def decode(data: bytes, flags: int) -> np.ndarray:
         raise ImageError(problem)
     data = without_padding(data) if data[:2] == JPEG_START else without_profiles(data)
     try:
-        out = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+        with quiet.reading():  # OpenCV's log lines (libtiff's) off while it decodes
+            out = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:  # e.g. a buffer over 2 GB, with max_bytes raised
         raise ImageError(f"OpenCV cannot decode it ({short(' '.join(str(exc).split()), 160)})"
                          ) from None

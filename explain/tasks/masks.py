@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from explain.images import quiet
 from explain.images.orientation import original_size
 from explain.images.reading import pillow_header, png_chunks
 from explain.config import read_bounded_bytes
@@ -53,7 +54,8 @@ def _opened(path: Path, cfg: Any) -> Image.Image:
         png_chunks(lambda at, count: data[at:at + count], True)  # before Pillow walks them
         with pillow_header(io.BytesIO(data)) as header:  # any format's, in bounded reads
             width, height, kind = *header.size, header.format
-        img = Image.open(io.BytesIO(data), formats=["PNG"]) if kind == "PNG" else None
+        with quiet.reading():  # max_pixels bounds it below, not Pillow's own bound
+            img = Image.open(io.BytesIO(data), formats=["PNG"]) if kind == "PNG" else None
     except Exception:
         raise ExplainError(f"segmentation.masks: {path}: not a readable PNG label map") from None
     if img is None:  # lossless, as class indices must be; and a JPEG of repeated scans
