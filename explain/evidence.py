@@ -15,9 +15,11 @@ shown, not used). A method is *trusted* when
    held against it; a random-logit failure is named in its line and the conclusion);
 2. it beats every baseline on every such metric: the paired 95% bootstrap interval of its
    per-image difference to the baseline lies on the better side of 0;
-3. it is the only such method, or it is significantly better (paired interval) than every
-   other such method on the primary metric: the first faithfulness metric of the config,
-   else the first localisation metric.
+3. it is significantly better (paired interval) on the primary metric than every other
+   method whose sanity check does not fail, those that do not beat every baseline included
+   (not beating a baseline significantly is no evidence of doing worse: with "the only such
+   method" enough, two equal methods got one trusted in 1 run of 3); the primary metric:
+   the first faithfulness metric of the config, else the first localisation metric.
 
 Otherwise "no method is clearly better", with the reason. Without a metric on enough images
 nothing is ranked and no conclusion is drawn ("no conclusion yet").
@@ -42,8 +44,9 @@ RULE = ("only metrics measured on at least the minimum of images count; a method
         "when its parameter-randomisation check does not fail (a random-logit failure is "
         "named), it beats every baseline on every such metric "
         "(paired 95% bootstrap interval of the per-image difference on the better side of 0), "
-        "and it is the only such method or is significantly better than every other such "
-        "method on the primary metric (each pair's interval at 1 - 0.05 / the method pairs "
+        "and it is significantly better than every other method that does not fail sanity "
+        "(one that does not beat every baseline included) on the primary metric "
+        "(each pair's interval at 1 - 0.05 / the method pairs "
         "compared; the primary metric: the first faithfulness metric, else the first "
         "localisation metric); otherwise no method is clearly better")
 

@@ -224,16 +224,27 @@ def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
                      f"metric measured on enough {evidence.unit}s" + \
                      (" without failing sanity" if sanity is not None else "") + note
     column = next(c for c in table.columns if c.key == evidence.primary)
-    if len(fine) == 1:
-        return fine[0], f"trust {fine[0]}: the only method that beats every baseline on " \
-                        f"every ranked metric and does not fail sanity" + \
-                        _class_blind(evidence, fine[0]) + note
-    lead = [m for m in fine if all(_better(column, m, o) for o in fine if o != m)]
+    # every method that does not fail sanity is a rival: one that is not shown to beat a
+    # baseline is not shown to be worse (a trusted "only" method was a coin toss between
+    # two equal methods, 1 run in 3)
+    rivals = [x.method for x in evidence.lines if x.sanity != "fails" and x.method in column.cells]
+    lead = [m for m in fine if all(_better(column, m, o) for o in rivals if o != m)]
     if lead:
-        return lead[0], (f"trust {lead[0]}: it beats every baseline and is significantly "
-                         f"better than {', '.join(o for o in fine if o != lead[0])} on "
-                         f"{column.label}" + _class_blind(evidence, lead[0]) + note)
-    found = [f"{a} better than {b}" for a in fine for b in fine if a != b
+        others = [o for o in rivals if o != lead[0]]
+        beaten = f", and significantly better than {', '.join(others)} on {column.label}" \
+            if others else ""
+        said = (f"trust {lead[0]}: the only method that beats every baseline on every ranked "
+                f"metric and does not fail sanity{beaten}") if len(fine) == 1 else \
+            (f"trust {lead[0]}: it beats every baseline and is significantly better than "
+             f"{', '.join(others)} on {column.label}")
+        return lead[0], said + _class_blind(evidence, lead[0]) + note
+    if len(fine) == 1:
+        level = [o for o in rivals if o != fine[0] and not _better(column, fine[0], o)]
+        return None, (f"no method is clearly better: only {fine[0]} beats every baseline, but "
+                      f"it is not significantly better than {', '.join(level)} on "
+                      f"{column.label} (not beating a baseline significantly is no evidence "
+                      f"of doing worse)" + note)
+    found = [f"{a} better than {b}" for a in fine for b in rivals if a != b
              and _better(column, a, b)]
     if found:
         return None, (f"no method is clearly better: {', '.join(fine)} beat every baseline, "
