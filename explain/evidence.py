@@ -313,6 +313,9 @@ class _Draft:
                                           col.metric.bounds[1] - col.metric.bounds[0])
             low, high = _within(next(bounds), span) if len(shared) >= stats.MIN_IMAGES \
                 else (None, None)
+            if col.metric.yes_no and low is not None:  # no finding the exact test lacks
+                low, high = stats.sign_checked((low, high), [
+                    self.means[a][i] - self.means[b][i] for i in shared], self.level(b))
             col.comparisons.append(_comparison(col.metric, (a[1], b), stats.Difference(
                 diff, low, high, len(shared)), (self.level(b), self.family(), self.unit)))
         if col.direction:
