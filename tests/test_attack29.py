@@ -18,16 +18,20 @@ def _segment(marker: bytes, body: bytes) -> bytes:
     return marker + struct.pack(">H", len(body) + 2) + body
 
 
-def _j2k(side: int, *, layers: int = 1, precinct: int = 15) -> bytes:
+def _j2k(side: int, *, layers: int = 1, precinct: int = 15, in_tile: bool = False) -> bytes:
     """A raw codestream of side x side RGB pixels in one tile, 5 levels, 64 x 64 code-blocks,
-    precincts of 2**precinct a side, ``layers`` layers, and a few bytes of empty packets."""
+    precincts of 2**precinct a side, ``layers`` layers, and a few bytes of empty packets; the
+    COD in the tile-part's header (``in_tile``: a plain one in the main header)."""
     siz = struct.pack(">HIIIIIIIIH", 0, side, side, 0, 0, side, side, 0, 0, 3) + \
         b"\x07\x01\x01" * 3
     cod = struct.pack(">BBHB", 1, 0, layers, 0) + bytes([5, 4, 4, 0, 1]) + \
         bytes([precinct * 17] * 6)
     qcd = bytes([0x40]) + bytes([9 << 3] * 16)
-    return (b"\xff\x4f" + _segment(b"\xff\x51", siz) + _segment(b"\xff\x52", cod)
-            + _segment(b"\xff\x5c", qcd) + b"\xff\x90" + struct.pack(">HHIBB", 10, 0, 0, 0, 1)
+    main = _segment(b"\xff\x52", b"\x00\x00\x00\x01\x00\x05\x04\x04\x00\x01") if in_tile \
+        else _segment(b"\xff\x52", cod)
+    tile = _segment(b"\xff\x52", cod) if in_tile else b""
+    return (b"\xff\x4f" + _segment(b"\xff\x51", siz) + main + _segment(b"\xff\x5c", qcd)
+            + b"\xff\x90" + struct.pack(">HHIBB", 10, 0, 0, 0, 1) + tile
             + b"\xff\x93" + bytes(16) + b"\xff\xd9")
 
 
@@ -43,11 +47,13 @@ def _refused(path, data: bytes) -> str:
 def test_a_jpeg_2000_file_of_tiny_precincts_is_refused_before_decoding(tmp_path):
     """OpenJPEG keeps about 530 bytes for each code-block and precinct of every band: a
     124-byte 'photo.jpg' of 1000 x 1000 RGB pixels in 2 x 2 precincts held 1.7 GB and 2.5 s
-    of CPU, and decoded (4000 x 4000: 8.8 GB, 11 s). It is one line before decoding now."""
+    of CPU, and decoded (4000 x 4000: 8.8 GB, 11 s). It is one line before decoding now,
+    the coding style in the main header or in a tile-part's (which overrides it)."""
     bomb = tmp_path / "photo.jpg"
-    assert _refused(bomb, _j2k(1000, precinct=1)) == (
-        f"{bomb}: a JPEG 2000 file of 2998929 code-blocks and precincts for 1000 x 1000 "
-        f"pixels, more than 262144 (OpenJPEG sets up each before decoding); re-save it")
+    for in_tile in (False, True):
+        assert _refused(bomb, _j2k(1000, precinct=1, in_tile=in_tile)) == (
+            f"{bomb}: a JPEG 2000 file of 2998929 code-blocks and precincts for 1000 x 1000 "
+            f"pixels, more than 262144 (OpenJPEG sets up each before decoding); re-save it")
 
 
 def test_a_jpeg_2000_file_of_many_layers_is_refused_before_decoding(tmp_path):
