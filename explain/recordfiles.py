@@ -177,7 +177,9 @@ def entry_problem(entry: ImageEntry, cfg: Config) -> Optional[str]:
     class and method, a faithfulness number of a metric it did not run, a probability of a
     class it does not name, more boxes than a run takes. A shared summary.json of 2,000 made-up
     method names x 22,000 boxes (2 MB) asked the report for gigabytes; made-up metric names
-    gave every summary.csv and diff.csv row thousands of columns."""
+    gave every summary.csv and diff.csv row thousands of columns; 3,200 boxes of one label
+    (32 methods x 100, each box by one method) in both runs took explain diff's pairing 21 s
+    and 2.6 GB an image."""
     methods = {m.name for m in cfg.methods}
     classes = set(cfg.classes)
     names: Any = classes
@@ -215,8 +217,9 @@ def entry_problem(entry: ImageEntry, cfg: Config) -> Optional[str]:
         other = next((k for k in base.scores if k not in known), None)
         if other is not None:
             return f"a baseline score {quote(other)}, not a metric of explain"
-    if cfg.task == "detection" and len(seen) > len(methods) * cfg.detection.max_boxes:
-        return f"{len(seen)} maps, more than its run explains (detection.max_boxes)"
+    boxes = len({name for name, _ in seen})  # a detection run's: one name a box explained
+    if cfg.task == "detection" and boxes > cfg.detection.max_boxes:
+        return f"maps of {boxes} boxes, more than its run explains (detection.max_boxes)"
     other = next((k for k in [*entry.probabilities, *(entry.boxes or ())] if k not in classes),
                  None)
     if other is not None:

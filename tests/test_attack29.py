@@ -82,3 +82,23 @@ def test_a_writers_jpeg_2000_files_still_decode(tmp_path, options):
         assert precheck(ImageRef(path.stem, path, from_folder=False), Preprocess()) == (300, 200)
         if "quality_layers" not in options:
             assert np.array_equal(read_rgb(path, 10**6), pixels), name
+
+
+def test_a_detection_image_of_more_boxes_than_its_run_explains_is_refused():
+    """explain diff pairs two detection runs' boxes of a label, every box of A with every box
+    of B: an image of 3,200 boxes (32 methods x 100 boxes, each by one method, which the
+    maps' bound allowed) took 21 s and 2.6 GB of the pairing, an image. A run explains at most
+    detection.max_boxes boxes an image; a summary of more is a damaged folder."""
+    from types import SimpleNamespace as NS
+
+    from explain.recordfiles import entry_problem
+    cfg = NS(methods=[NS(name=f"m{k}") for k in range(32)], classes={"dog": 0},
+             task="detection", metrics=[], detection=NS(max_boxes=100))
+    cams = [NS(class_name=f"dog-{i + 1}", method=f"m{i % 32}", faithfulness=None)
+            for i in range(101)]
+    entry = NS(id="p", predicted="dog", label=None, cams=cams, baselines=[],
+               probabilities={}, boxes=None)
+    assert entry_problem(entry, cfg) == ("maps of 101 boxes, more than its run explains "
+                                         "(detection.max_boxes)")
+    entry.cams = cams[:100]
+    assert entry_problem(entry, cfg) is None
