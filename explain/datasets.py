@@ -71,7 +71,7 @@ def confusion(entries: list[ImageEntry], classes: list[str]) -> tuple[list[str],
 
 
 def per_class(entries: list[ImageEntry], classes: list[str], methods: list[str],
-              seed: int = 0) -> list[ClassNumbers]:
+              seed: int = 0, separator: Optional[str] = None) -> list[ClassNumbers]:
     """Per named class that occurs (as a label, a prediction or a map): images labelled with
     it, of those correct, images predicted as it, and the pointing game over its maps that
     have a ground-truth box (all methods, with its interval over images, and per method)."""
@@ -91,7 +91,7 @@ def per_class(entries: list[ImageEntry], classes: list[str], methods: list[str],
                 counts = hits.setdefault((r.class_name, r.method), [0, 0])
                 counts[0] += r.localisation.pointing_hit
                 counts[1] += 1
-    rows, bounds = [], pointing_intervals(entries, seed)
+    rows, bounds = [], pointing_intervals(entries, seed, separator)
     for cls in classes:
         if cls not in images and cls not in predicted and cls not in mapped:
             continue
@@ -107,15 +107,19 @@ def per_class(entries: list[ImageEntry], classes: list[str], methods: list[str],
     return rows
 
 
-def pointing_intervals(entries: list[ImageEntry], seed: int) -> dict[str, list[float]]:
+def pointing_intervals(entries: list[ImageEntry], seed: int,
+                       separator: Optional[str] = None) -> dict[str, list[float]]:
     """Per class, the 95% bootstrap interval of its pointing game over the images (each
     image's share of hits among its maps of the class, all methods: an image's maps are not
-    independent draws), for classes with boxes on at least MIN_IMAGES images; at least their
+    independent draws), or over the photos with report.photo_separator (a photo's variants'
+    shares averaged, as the methods table does), for classes with boxes on at least
+    MIN_IMAGES of them; at least their
     Wilson interval (stats.widened: images that all hit have no spread to resample) and cut
     to the values a share takes, as the methods table's are. Classes with fewer have none."""
     from explain.metrics import SHARE
+    from explain.names import photo_of
     from explain.stats import MIN_IMAGES, intervals, widened
-    shares: dict[str, list[float]] = {}
+    by_photo: dict[str, dict[str, list[float]]] = {}  # class -> photo -> its images' shares
     for e in entries:
         mine: dict[str, list[int]] = {}
         for r in e.cams:
@@ -124,7 +128,10 @@ def pointing_intervals(entries: list[ImageEntry], seed: int) -> dict[str, list[f
                 counts[0] += r.localisation.pointing_hit
                 counts[1] += 1
         for cls, (hit, maps) in mine.items():
-            shares.setdefault(cls, []).append(hit / maps)
+            photo = photo_of(e.id, separator, e.path)
+            by_photo.setdefault(cls, {}).setdefault(photo, []).append(hit / maps)
+    shares = {cls: [sum(v) / len(v) for v in photos.values()]
+              for cls, photos in by_photo.items()}
     wide = [cls for cls, values in shares.items() if len(values) >= MIN_IMAGES]
     found = intervals([shares[cls] for cls in wide], seed=seed)
     out = {}
@@ -157,14 +164,15 @@ def disagreements(entries: list[ImageEntry], classes: list[str]) -> list[Disagre
 
 
 def summarise(entries: list[ImageEntry], classes: list[str], methods: list[str],
-              seed: int = 0) -> DatasetSummary:
-    """Every number of the dataset section that the records hold (no mean maps); ``seed``:
-    the run's, for the pointing game's bootstrap intervals."""
+              seed: int = 0, separator: Optional[str] = None) -> DatasetSummary:
+    """Every number of the dataset section that the records hold (no mean maps); ``seed``
+    and ``separator``: the run's, for the pointing game's intervals (over photos with
+    report.photo_separator)."""
     count, correct, acc = accuracy(entries)
     axis, table = confusion(entries, classes)
     return DatasetSummary(labelled=count, unlabelled=len(entries) - count, correct=correct,
                           accuracy=acc, classes=axis, confusion=table,
-                          per_class=per_class(entries, classes, methods, seed),
+                          per_class=per_class(entries, classes, methods, seed, separator),
                           disagreement=disagreements(entries, classes)[:DISAGREE_TOP])
 
 

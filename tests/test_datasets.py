@@ -26,7 +26,7 @@ from explain.errors import ExplainError
 from explain.images import find_images
 from explain.results import Skipped
 from explain.runner import RunOptions, run
-from explain.stats import interval
+from explain.stats import interval, widened
 from conftest import IMAGES, make_small_alexnet, write_config
 
 QUIET = dict(progress=False, log=lambda _: None)
@@ -269,6 +269,20 @@ def test_the_pointing_game_per_class_has_its_interval_over_images():
     (row,) = datasets.per_class(hit, ["cat"], ["gradcam", "layercam"], seed=3)
     assert row.pointing == 1.0 and row.pointing_interval == pytest.approx([0.6097, 1.0], abs=1e-4)
     assert rows["dog"].pointing == 1.0 and rows["dog"].pointing_interval is None  # 4 images
+    # the photos of look-alike images (report.photo_separator): im0 and its variant im0-flip
+    # are one photo, their shares averaged; 5 photos still give an interval, 4 do not
+    variants = entries[:5] + [entry(0, {"cat": (False, False)})]
+    variants[-1] = variants[-1].model_copy(update={"id": "im0-flip", "path": "im0-flip.jpg"})
+    variants = [e.model_copy(update={"path": f"{e.id}.jpg"}) for e in variants]
+    per_photo = [(1.0 + 0.0) / 2, 0.5, 0.0, 1.0, 1.0]  # im0: (1 + 0) / 2; im1..im4
+    low, high = widened(interval(per_photo, seed=3), float(np.mean(per_photo)), 5)
+    assert datasets.pointing_intervals(variants, 3, "-")["cat"] == pytest.approx(
+        [max(0.0, low), min(1.0, high)], abs=1e-6)
+    assert datasets.pointing_intervals(variants, 3, "-") != \
+        datasets.pointing_intervals(variants, 3, None)  # six images, not five photos
+    four = variants[1:4] + variants[5:]  # im1, im2, im3 and im0's variant: 4 photos
+    assert "cat" not in datasets.pointing_intervals(four, 3, "-")
+    assert "cat" in datasets.pointing_intervals(four + [variants[4]], 3, "-")
     csv_row = datasets.class_rows([rows["cat"]], ["gradcam"])[0]
     assert (csv_row["pointing_low"], csv_row["pointing_high"]) == tuple(
         rows["cat"].pointing_interval)

@@ -75,7 +75,8 @@ class DatasetWriter(Writer):
         run, cfg, methods = ctx.run, ctx.cfg, ctx.methods
         classes = list(cfg.classes)
         entries = ctx.summary.images
-        numbers = datasets.summarise(entries, classes, methods, cfg.seed)
+        numbers = datasets.summarise(entries, classes, methods, cfg.seed,
+                                     cfg.report.photo_separator)
         numbers.mean_size = list(self.sums.size)
         numbers.mean_missing = self.sums.absent
         for key in self.sums.keys(classes, methods):

@@ -207,8 +207,9 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classe
     summary = data.summary
     if not any(e.label is not None for e in summary.images):
         return None
-    numbers = summary.dataset or datasets.summarise(summary.images, classes, methods,
-                                                    summary.config.seed)
+    numbers = summary.dataset or datasets.summarise(
+        summary.images, classes, methods, summary.config.seed,
+        summary.config.report.photo_separator)
     found = {(m.class_name, m.method, m.outcome): m for m in numbers.mean_maps
              if _present(run, m.file)}
     means = []
