@@ -14,6 +14,14 @@
   be its AV1 picture's, which OpenCV's decoder makes whole, then crops: a 4 KB file said
   16 x 16 and held 3.4 GB and 4.6 s of CPU (16384 x 16384 decoded), under any file name (a
   folder's ``.jpg``). AVIF is none of explain's image suffixes (explain.images.found).
+- A file whose header Pillow reads as one format and OpenCV decodes as another: Pillow tries
+  every plugin it has, Kodak PhotoCD's (``PCD_IPI`` at byte 2048, a fixed 768 x 512) and
+  TGA's (no signature) among them, and OpenCV picks its decoder by the first bytes alone. A
+  9 MB ``photo.jpg`` of a Radiance HDR picture (``#?RADIANCE``, 12000 x 12000 pixels of
+  run-length data) with ``PCD_IPI`` in a header comment was 768 x 512 to Pillow and held
+  2.2 GB to decode (32767 x 32767 in 68 MB: about 16 GB). A file is read only as a format
+  both decode, starting with that format's own signature (``SIGNATURES``), so the decoder
+  OpenCV picks is the one whose header Pillow read.
 """
 
 from __future__ import annotations
@@ -32,9 +40,29 @@ UNBOUNDED = {"AVIF": "an AVIF file, whose header's size need not be the size its
                      "decodes to; convert it to PNG or JPEG"}
 
 
-def header_problem(header: Image.Image) -> Optional[str]:
-    """Why a file is refused though its header's pixels are within bounds (a TIFF's tiles,
-    an AVIF file), or None."""
+SIGNATURES: dict[str, tuple[bytes, ...]] = {  # Pillow's format: the first bytes OpenCV reads
+    "JPEG": (b"\xff\xd8\xff",), "MPO": (b"\xff\xd8\xff",), "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "BMP": (b"BM",), "GIF": (b"GIF87a", b"GIF89a"), "WEBP": (b"RIFF",),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "SUN": (b"\x59\xa6\x6a\x95",),
+    "PPM": tuple(b"P%d%c" % (kind, space) for kind in range(1, 7) for space in b" \t\n\v\f\r")
+    + (b"Pf\n",),
+    "JPEG2000": (b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51"),
+    "AVIF": (b"",),  # refused below, by its own reason
+}
+SIGNATURE_BYTES = 12  # the longest signature's, and WebP's "WEBP" at 8
+
+
+def header_problem(header: Image.Image, start: bytes = b"") -> Optional[str]:
+    """Why a file is refused though its header's pixels are within bounds (a format OpenCV
+    would decode by another decoder, a TIFF's tiles, an AVIF file), or None. ``start``: the
+    file's first SIGNATURE_BYTES bytes."""
+    known = SIGNATURES.get(header.format or "")
+    if known is None:
+        return (f"a {header.format or 'picture'} file by its header, which explain does not "
+                f"read; save it as PNG or JPEG")
+    if not start.startswith(known) or (header.format == "WEBP" and start[8:12] != b"WEBP"):
+        return (f"its header reads as {header.format} but the file does not start as one "
+                f"(another decoder would read its pixels); save it as PNG or JPEG")
     if header.format in UNBOUNDED:
         return UNBOUNDED[header.format]
     if header.format == "JPEG2000":

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # torch comes with the first image prepared: reading records 
 from explain.config import MAX_SIDE, Preprocess
 from explain.errors import ExplainError
 from explain.images import quiet
-from explain.images.formats import header_problem
+from explain.images.formats import SIGNATURE_BYTES, header_problem
 from explain.images.jpeg import (JPEG_START, TRUNCATED, bytes_at, first_scan, jpeg_problem,
                                  without_padding)
 from explain.names import short
@@ -142,6 +142,7 @@ def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
     it is no image, a JPEG whose segments do not reach its image data, or header_problem's."""
     read = partial(_read_at, f)
     png_chunks(read)  # before Pillow walks them (seconds per MB)
+    start = read(0, SIGNATURE_BYTES)
     if read(0, 2) == JPEG_START and first_scan(read) is None:
         raise ImageError(TRUNCATED)
     with quiet.reading():  # Pillow's bound and warnings: explain's, not the user's (quiet)
@@ -151,8 +152,9 @@ def pillow_header(f: BinaryIO) -> Iterator[Image.Image]:
             raise (exc if isinstance(exc, ImageError) else ImageError("not a readable image")
                    ) from None
         with header:
-            if header_problem(header):  # what OpenCV decodes (explain.images.formats)
-                raise ImageError(header_problem(header))
+            problem = header_problem(header, start)  # as OpenCV decodes it (.formats)
+            if problem:
+                raise ImageError(problem)
             yield header
 
 
