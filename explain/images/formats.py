@@ -52,7 +52,7 @@ SIGNATURES: dict[str, tuple[bytes, ...]] = {  # Pillow's format: the first bytes
 SIGNATURE_BYTES = 12  # the longest signature's, and WebP's "WEBP" at 8
 
 
-def header_problem(header: Image.Image, start: bytes = b"") -> Optional[str]:
+def header_problem(header: Image.Image, start: bytes) -> Optional[str]:
     """Why a file is refused though its header's pixels are within bounds (a format OpenCV
     would decode by another decoder, a TIFF's tiles, an AVIF file), or None. ``start``: the
     file's first SIGNATURE_BYTES bytes."""
