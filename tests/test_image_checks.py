@@ -87,3 +87,19 @@ def test_pillow_and_opencv_settings_are_explains_only_while_it_reads(tmp_path):
     finally:
         Image.MAX_IMAGE_PIXELS = bound
     assert [w.category for w in heard] == [Image.DecompressionBombWarning]  # not ignored
+
+
+def test_a_truncated_png_is_one_line_and_libpng_prints_nothing(tmp_path, capfd):
+    """A PNG whose last chunk runs past the end of the file: libpng printed 'libpng error: PNG
+    input buffer is incomplete' to the terminal beside explain's line; it is refused before
+    OpenCV decodes it, in explain's words only."""
+    from explain.images.reading import ImageError, decode
+    ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (64, 64, 3),
+                                                                      dtype=np.uint8))
+    data = png.tobytes()
+    assert decode(data, cv2.IMREAD_COLOR).shape == (64, 64, 3)
+    capfd.readouterr()
+    with pytest.raises(ImageError, match="a truncated PNG: its IDAT chunk runs past the end"):
+        decode(data[:len(data) // 2], cv2.IMREAD_COLOR)
+    out, err = capfd.readouterr()
+    assert out == err == ""

@@ -214,7 +214,11 @@ def without_profiles(data: bytes) -> bytes:
     after its image data (which Pillow's header never reads) held 2.3 GB and took 6 s of CPU.
     ImageError as ``png_chunks`` says (before the image data, then ``whole``)."""
     png_chunks(bytes_at(data))
-    cut = [span for kind, span in png_chunks(bytes_at(data), True) if kind in PNG_CUT]
+    chunks = png_chunks(bytes_at(data), True)
+    if chunks and chunks[-1][1][1] > len(data):  # libpng would print its own line about it
+        raise ImageError(f"a truncated PNG: its {_printable_kind(chunks[-1][0])} chunk runs "
+                         f"past the end of the file")
+    cut = [span for kind, span in chunks if kind in PNG_CUT]
     if not cut:
         return data
     kept, start = [], 0
@@ -225,6 +229,11 @@ def without_profiles(data: bytes) -> bytes:
 
 
 PNG_CUT = frozenset([b"iCCP", b"zTXt", b"iTXt"])  # chunks libpng inflates that OpenCV never uses
+
+
+def _printable_kind(kind: bytes) -> str:
+    """A chunk type as the message names it: four letters, or their bytes escaped."""
+    return kind.decode("ascii") if kind.isalpha() else repr(kind)
 
 
 def png_chunks(read: Callable[[int, int], bytes],
