@@ -81,7 +81,8 @@ def read_reference(path: Path) -> np.ndarray:
 
 def png_step(path: Path | None) -> float:
     """The value step of a reference map file: 1/255 for an 8-bit PNG, 1/65535 for a 16-bit
-    one (what writing a 0..1 map to it rounds by, at most half of it); 0 for anything else."""
+    one (what writing a 0..1 map to it changes it by: at most half of it rounded, up to all of
+    it truncated, as ``(m * 255).astype(np.uint8)`` does); 0 for anything else."""
     if path is None or path.suffix.lower() != ".png":
         return 0.0
     try:

@@ -1,0 +1,47 @@
+"""Newcomer 16: a student doing the course lab (AlexNet cat/dog, hand-written Grad-CAM and
+LayerCAM compared with compare.reference_dir) and what the messages told them."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from explain.compare import Comparison
+from explain.outputs import RunFolder
+
+
+def _compared(tmp_path, library: np.ndarray, write) -> dict:
+    """The verdict of a comparison, as a run makes it, of ``library`` with the file ``write``
+    puts at refs/cat__cat__gradcam.<suffix>."""
+    refs = tmp_path / "refs"
+    refs.mkdir(parents=True)
+    write(refs / "cat__cat__gradcam")
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir(parents=True)
+    comparison = Comparison(run, 1e-4, refs)
+    reference = comparison.reference_for("cat", "cat", "gradcam", library.shape, None)
+    row = comparison.add("cat", "cat", "gradcam", library, reference)
+    return comparison.finish([row])
+
+
+def test_a_png_saved_with_astype_uint8_agrees(tmp_path):
+    """The usual way to save a 0..1 map as an 8-bit PNG, (m * 255).astype(np.uint8) (what the
+    colour-picture message says: 'cv2.imwrite of it as uint8'), truncates: up to a whole 1/255
+    below. A hand-written map 2e-5 off the library's (well within the 1e-4 tolerance) then
+    differed by 1/255 + 2e-5 and was called "differ ... the same map resized or scaled another
+    way"; the rounding and the tolerance add up."""
+    k = np.arange(8, 248, dtype=np.float64)
+    student = ((k + 0.998) / 255).reshape(12, 20)  # m * 255 just under the next integer
+    library = (student + 2e-5).astype(np.float32)
+    result = _compared(tmp_path, library, lambda p: cv2.imwrite(
+        str(p.with_suffix(".png")), (student * 255).astype(np.uint8)))
+    info = result["per_method"]["gradcam"]
+    assert 1 / 255 < info["max_abs"] < 1 / 255 + 1e-4
+    assert info["verdict"] == "agree" and "note" not in info
+    assert result["verdicts"] == [f"gradcam: agree (max |diff| {info['max_abs']:.2e} over 1 "
+                                  f"maps, tolerance 0.0001; 1/255 for the 8-bit PNG maps, "
+                                  f"their rounding)"]
+    # a map more than the rounding and the tolerance away still differs
+    result = _compared(tmp_path / "b", library, lambda p: cv2.imwrite(
+        str(p.with_suffix(".png")), (np.clip(student - 2 / 255, 0, 1) * 255).astype(np.uint8)))
+    assert result["per_method"]["gradcam"]["verdict"] == "differ"
