@@ -109,7 +109,9 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
                      "the run's target_layers, or a forward hook that keeps the tensor it "
                      "hands on (no copy returned, or the copy kept as well as returned), which "
                      "a following ReLU(inplace=True) overwrites: keep output, return "
-                     "output.clone() (AlexNet's features.10: the inplace-ReLU trap)")
+                     "output.clone() (AlexNet's features.10: the inplace-ReLU trap), or a "
+                     "model left in training mode (Dropout, BatchNorm: call model.eval() "
+                     "before the forward pass)")
     return "; ".join(words) + "; see docs/compare.md, hand-written references"
 
 

@@ -45,3 +45,20 @@ def test_a_png_saved_with_astype_uint8_agrees(tmp_path):
     result = _compared(tmp_path / "b", library, lambda p: cv2.imwrite(
         str(p.with_suffix(".png")), (np.clip(student - 2 / 255, 0, 1) * 255).astype(np.uint8)))
     assert result["per_method"]["gradcam"]["verdict"] == "differ"
+
+
+def _blob(y: float, x: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:24, 0:24]
+    return np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 30.0).astype(np.float32)
+
+
+def test_a_differ_in_shape_names_a_model_left_in_training_mode(tmp_path):
+    """A hand-written script without model.eval(): AlexNet's Dropout changes every pass, and
+    the maps differed from the library's at r 0.43 (Grad-CAM) and 0.85 (LayerCAM). The note
+    named only another layer or the inplace-ReLU trap, and the student's hook had the clone."""
+    library = _blob(8, 8)
+    student = 0.6 * _blob(8, 8) + _blob(16, 18)
+    result = _compared(tmp_path, library, lambda p: np.save(p.with_suffix(".npy"), student))
+    note = result["per_method"]["gradcam"]["note"]
+    assert "the maps differ in shape" in note
+    assert "model.eval()" in note and "Dropout" in note
