@@ -62,3 +62,20 @@ def test_a_differ_in_shape_names_a_model_left_in_training_mode(tmp_path):
     note = result["per_method"]["gradcam"]["note"]
     assert "the maps differ in shape" in note
     assert "model.eval()" in note and "Dropout" in note
+
+
+def test_a_reference_named_by_class_index_points_to_that_class():
+    """A student names the files by the output index, 'both__0__gradcam.npy' (class 0 = cat).
+    The hint said "which looks meant for both__dog__gradcam.npy" (the closest name by
+    letters): renaming by it swaps the classes. It now names the class of that index."""
+    from types import SimpleNamespace
+    from explain.writers.summary import compare_file_lines
+    missing = [f"{i}__{c}__gradcam" for i in ("cat", "dog", "both") for c in ("cat", "dog")]
+    summary = SimpleNamespace(
+        compare={"missing": missing, "unmatched": ["both__0__gradcam.npy"]},
+        config=SimpleNamespace(methods=[SimpleNamespace(name="gradcam")],
+                               classes={"cat": 0, "dog": 1}))
+    line = compare_file_lines(summary)[1]
+    assert "both__dog__gradcam" not in line
+    assert ("(first: both__0__gradcam.npy, whose class is written as its output index 0: "
+            "files name the class, both__cat__gradcam.npy (classes: cat = 0, dog = 1))") in line

@@ -74,14 +74,21 @@ def _methods(summary: RunSummary) -> list[str]:
     return [m.name for m in summary.config.methods]
 
 
-def _meant(name: str, missing: list[str], methods: list[str]) -> str:
-    """Why a reference file matched no map, as a hint: a method the run does not make
+def _meant(name: str, missing: list[str], methods: list[str],
+           classes: dict[str, int] | None = None) -> str:
+    """Why a reference file matched no map, as a hint: a class written as its output index
+    ('both__0__gradcam.npy', by ``classes``), a method the run does not make
     ('both__cat__gradcam.npy' in a gradcamplusplus run), a missing map's parts in another
     order ('gradcam__both__cat.npy'), or the missing map its name is closest to
     ('both_cat_gradcam.npy', single underscores, for 'both__cat__gradcam'); nothing when none."""
     from explain.names import close_match, quote  # difflib's answer in bounded time
     stem = name.rsplit(".", 1)[0]
     parts = stem.split("__")
+    by_index = _class_by_index(parts, classes or {})
+    if by_index:
+        return (f", whose class is written as its output index {parts[1]}: files name the "
+                f"class, {parts[0]}__{by_index}__{parts[2]}{name[len(stem):]} (classes: "
+                + ", ".join(f"{c} = {i}" for c, i in list((classes or {}).items())[:10]) + ")")
     if len(parts) == 3 and parts[2].lower() in methods and parts[2] not in methods:
         return (f", whose method is written {quote(parts[2][:80])}: method names are "
                 f"lower-case, {quote(parts[2].lower())}")
@@ -93,6 +100,15 @@ def _meant(name: str, missing: list[str], methods: list[str]) -> str:
                 f"(its methods: {', '.join(methods)})")
     close = close_match(stem, missing[:1000], cutoff=0.8) if len(stem) <= 200 else []
     return f", which looks meant for {close[0]}{name[len(stem):]}" if close else ""
+
+
+def _class_by_index(parts: list[str], classes: dict[str, int]) -> str | None:
+    """The class whose output index a reference name's class part is ('0' for cat in
+    'both__0__gradcam'), when that part is no class name of the run; None otherwise (the
+    closest name by letters pointed '0' at 'dog')."""
+    if len(parts) != 3 or parts[1] in classes or not parts[1].isdigit():
+        return None
+    return next((c for c, i in classes.items() if i == int(parts[1][:9])), None)
 
 
 def _reordered(stem: str, missing: list[str]) -> str | None:
@@ -117,7 +133,8 @@ def compare_file_lines(summary: RunSummary) -> list[str]:
         lines.append(f"compare: {len(missing)} map(s) had no reference file (first: "
                      f"{short(missing[0])}); all are listed in summary.json")
     if unmatched:
-        hint = _meant(unmatched[0], missing, _methods(summary))
+        hint = _meant(unmatched[0], missing, _methods(summary),
+                      dict(getattr(summary.config, "classes", None) or {}))
         count = compare.get("unmatched_count") or len(unmatched)
         listed = "" if count == len(unmatched) else f"; the first {len(unmatched)} are listed"
         lines.append(f"compare: {count} file(s) in the reference folder matched no "
