@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -230,12 +231,29 @@ def entry_problem(entry: ImageEntry, cfg: Config) -> Optional[str]:
     return None
 
 
+def box_problem(entry: ImageEntry) -> Optional[str]:
+    """What places a box of an entry (ground truth, a detection's) outside its input pixels,
+    or None: a run writes four finite numbers, each clipped to its input's side. The report
+    drew a box from its numbers in fixed decimals: a shared summary's -1e306 and 1e306 (6
+    characters) were 310 digits in the style of every map of the class (658 KB: 29 MB of
+    HTML; ordinary boxes 4 MB), and explain diff paired NaN boxes."""
+    h, w = entry.input_size
+    boxes = [box for many in (entry.boxes or {}).values() for box in many]
+    boxes += [rec.detection.box for rec in entry.cams if rec.detection is not None]
+    boxes += [det.box for det in (entry.detections.explained if entry.detections else [])]
+    for box in boxes:
+        if len(box) != 4 or not all(math.isfinite(v) and 0 <= v <= side
+                                    for v, side in zip(box, (w, h, w, h))):
+            return f"a box {quote(box[:5], 60)} that is not four numbers inside its {w}x{h} input"
+    return None
+
+
 def check_entries(entries: list[ImageEntry], cfg: Config, where: Any) -> None:
     """One line naming the file (``where``) when an entry holds what its run cannot have
     written (``entry_problem``)."""
     ids: set[str] = set()
     for entry in entries:
-        problem = entry_problem(entry, cfg) or \
+        problem = entry_problem(entry, cfg) or box_problem(entry) or \
             ("an id another entry has (as a disk ignoring case sees it)"
              if fold(entry.id) in ids else None)
         if problem:
@@ -274,7 +292,7 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], *, cfg: Config, classe
         if problem is None and entry.label != ref.label:
             problem = f"label {quote(entry.label)}, but the image list says {quote(ref.label)}"
         problem = problem or kept_problem(entry, [m.name for m in cfg.methods], classes, ext) \
-            or entry_problem(entry, cfg) or _missing_file(run, entry)
+            or entry_problem(entry, cfg) or box_problem(entry) or _missing_file(run, entry)
         if problem:
             raise ExplainError(f"{where}: {problem}; the run folder is damaged (delete this item "
                                f"file to compute the image again)")

@@ -1,0 +1,74 @@
+"""The thirty-first attack (a helper's findings): what a shared run folder's records, label
+maps, lists and box files ask of explain (docs/trust.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import explain
+from explain.config import load_config
+from explain.errors import ExplainError
+from explain.runner import RunOptions, run
+from explain.writers.report import rebuild
+from helpers import one_line, tiny_config, tiny_net
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished tiny run (the cat photo, two classes), copied by each test to tamper."""
+    folder = tmp_path_factory.mktemp("base")
+    torch.save(tiny_net(), folder / "m.pth")
+    path = tiny_config(folder, {"file": "m.pth"}, name="a", classes={"cat": 0, "dog": 1})
+    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    return folder / "results" / "a"
+
+
+def _with_entry(finished: Path, where: Path, **changes) -> Path:
+    """A copy of the finished run whose one image entry has ``changes``."""
+    shutil.copytree(finished, where)
+    summary = json.loads((where / "summary.json").read_text())
+    summary["images"][0].update(changes)
+    (where / "summary.json").write_text(json.dumps(summary))
+    return where
+
+
+@pytest.mark.parametrize("box", [[-1e306, -1e306, 1e306, 1e306], [0, 0, float("nan"), 4],
+                                 [0, 0, 40, 4]])
+def test_a_box_outside_its_input_is_a_damaged_folder(finished, tmp_path, box):
+    """The report drew each ground-truth box in every map of its class from its numbers in
+    fixed decimals: a shared summary's boxes of -1e306 and 1e306 (6 characters in JSON) were
+    310 digits each in the page (100 images of 100 such boxes, a 658 KB summary.json, made
+    29 MB of HTML; the same boxes inside the image 4 MB), and explain diff paired NaN boxes.
+    A run writes four finite numbers inside the input (32 x 32 here): anything else is one
+    line naming the file."""
+    folder = _with_entry(finished, tmp_path / "run", boxes={"cat": [box] * 50})
+    with pytest.raises(ExplainError) as info:
+        rebuild(folder)
+    one_line(info, "summary.json", "a box", "inside its 32x32 input", "damaged")
+    with pytest.raises(ExplainError) as info:
+        explain.load(folder)
+    one_line(info, "summary.json", "a box")
+
+
+def test_a_detection_box_is_four_numbers_inside_its_input(finished, tmp_path):
+    """A detection's box (any length, any number) was shown whole on the card."""
+    summary = json.loads((finished / "summary.json").read_text())
+    cams = summary["images"][0]["cams"]
+    cams[0]["detection"] = {"label": "cat", "score": 0.5, "box": [1e300] * 5000,
+                            "energy_in_box": 0.5}
+    folder = _with_entry(finished, tmp_path / "run", cams=cams)
+    with pytest.raises(ExplainError) as info:
+        rebuild(folder)
+    one_line(info, "summary.json", "a box [1e+300, 1e+300", "damaged")
+
+
+def test_a_box_a_run_writes_is_read_back(finished, tmp_path):
+    """Boxes on the input's edges (a run clips them there) are a run's own."""
+    folder = _with_entry(finished, tmp_path / "run", boxes={"cat": [[0, 0, 32, 32], [3, 4, 5, 6]]})
+    page = rebuild(folder).read_text()
+    assert "left:0.000%;top:0.000%;width:100.000%;height:100.000%" in page
