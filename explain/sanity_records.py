@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 # The similarity measures of two maps (explain.sanity.similarity works them out in this order;
@@ -95,6 +95,15 @@ class SanitySummary(_Record):
     methods: list[SanityMethod]
     strip_steps: list[int] = Field(default_factory=list)  # cascading steps the strip shows
     files: SanityFiles = Field(default_factory=SanityFiles)
+
+    @field_validator("measure")
+    @classmethod
+    def _measure(cls, v: str) -> str:
+        """One of MEASURES (a shared summary's other name stopped Run.table() and explain
+        report in a traceback: KeyError, AttributeError, jinja's UndefinedError)."""
+        if v not in MEASURES:
+            raise ValueError(f"the measure is one of {', '.join(MEASURES)}")
+        return v
 
     def method(self, name: str) -> Optional[SanityMethod]:
         """The method's checks (the first of that name), found in a table made once: a

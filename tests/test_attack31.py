@@ -72,3 +72,24 @@ def test_a_box_a_run_writes_is_read_back(finished, tmp_path):
     folder = _with_entry(finished, tmp_path / "run", boxes={"cat": [[0, 0, 32, 32], [3, 4, 5, 6]]})
     page = rebuild(folder).read_text()
     assert "left:0.000%;top:0.000%;width:100.000%;height:100.000%" in page
+
+
+def test_a_sanity_record_of_an_unknown_measure_is_a_damaged_folder(finished, tmp_path):
+    """summary.json's ``sanity.measure`` names the similarity its verdicts compare; a shared
+    summary's other name stopped ``Run.table()`` (AttributeError) and ``explain report``
+    (jinja's UndefinedError, the whole 100 KB name in the traceback) instead of one line."""
+    sim = {"spearman": 0.1, "spearman_abs": 0.1, "ssim": 0.1, "ssim_abs": 0.1}
+    shutil.copytree(finished, tmp_path / "run")
+    folder = tmp_path / "run"
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["sanity"] = {"measure": "spearman" + "x" * 1000, "threshold": 0.5,
+                         "logit_threshold": 0.5, "seed": 0, "layers": ["0"],
+                         "not_randomised": 0, "maps": [],
+                         "methods": [{"method": "gradcam", "verdict": "pass", "final": 0.1,
+                                      "cascading": [], "random_logit": sim,
+                                      "logit_verdict": "pass"}]}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    for call in (rebuild, lambda f: explain.load(f).table()):
+        with pytest.raises(ExplainError) as info:
+            call(folder)
+        one_line(info, "summary.json", "sanity.measure", "damaged")
