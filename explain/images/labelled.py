@@ -114,7 +114,7 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: st
     rows = _csv_rows(path, text) if suffix == ".csv" else _json_rows(path, text)
     found: list[Found] = []
     labels: dict[Path, tuple[str, str]] = {}
-    unknown = 0
+    unknown, seen = 0, set()
     for row_where, file, label in rows:
         if len(found) >= MAX_IMAGES:
             raise ExplainError(f"{short(path)}: over {MAX_IMAGES} rows; split the dataset into "
@@ -128,6 +128,9 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: st
                 continue
             raise ExplainError(f"{row_where}: label {quote(label)} is not a named class"
                                f"{suggest(label, classes)} (classes: {', '.join(classes)})")
+        if (file, label) in seen:  # a row repeated word for word: one image, checked once (a
+            continue  # list naming one file a million times took 50 s to resolve)
+        seen.add((file, label))
         image = path.parent / Path(file).expanduser()
         try:
             ok = image.is_file()
