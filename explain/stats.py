@@ -41,7 +41,7 @@ from statistics import NormalDist
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy.stats import t as student_t
+from scipy.stats import binom, t as student_t
 
 RESAMPLES = 2000  # bootstrap resamples per interval
 CONFIDENCE = 0.95
@@ -155,8 +155,9 @@ def sign_p(differences: Sequence[float]) -> float:
     down = sum(1 for d in differences if d < 0)
     if not up + down:
         return 1.0
-    tail_p = sum(math.comb(up + down, k) for k in range(min(up, down) + 1)) / 2 ** (up + down)
-    return min(1.0, 2.0 * tail_p)
+    # binom.cdf: summing math.comb term by term took 5 s for 10,000 images that differ evenly,
+    # 270 s for 40,000, per pair on each yes-or-no metric
+    return min(1.0, 2.0 * float(binom.cdf(min(up, down), up + down, 0.5)))
 
 
 def sign_checked(bounds: tuple[float, float], differences: Sequence[float],
