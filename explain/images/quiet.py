@@ -15,6 +15,7 @@ user's back when the last one leaves.
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from PIL import Image
 
 _LOCK = threading.Lock()
 _inside: list[Any] = [0, None]  # readers inside; what the first one replaced
+SILENCED = (("ignore", UserWarning, r"PIL\."),  # (action, category, module) of the filters
+            ("ignore", Image.DecompressionBombWarning, None))  # max_pixels says it
 
 
 @contextmanager
@@ -33,11 +36,7 @@ def reading() -> Iterator[None]:
     its header warnings, OpenCV without its log lines."""
     with _LOCK:
         if _inside[0] == 0:
-            caught = warnings.catch_warnings()
-            caught.__enter__()
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-            _inside[1] = (caught, Image.MAX_IMAGE_PIXELS, cv2.utils.logging.getLogLevel())
+            _inside[1] = (_filtered(), Image.MAX_IMAGE_PIXELS, cv2.utils.logging.getLogLevel())
             Image.MAX_IMAGE_PIXELS = None
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
         _inside[0] += 1
@@ -47,7 +46,37 @@ def reading() -> Iterator[None]:
         with _LOCK:
             _inside[0] -= 1
             if _inside[0] == 0:
-                caught, bound, level = _inside[1]
+                added, bound, level = _inside[1]
                 Image.MAX_IMAGE_PIXELS = bound
                 cv2.utils.logging.setLogLevel(level)
-                caught.__exit__(None, None, None)
+                _unfiltered(added)
+
+
+def _filtered() -> tuple[list, tuple]:
+    """Pillow's header warnings ignored: SILENCED put in front of the process's filter list,
+    and (that list, those entries) returned for ``_unfiltered``. Not catch_warnings: it puts
+    back a copy of the whole list, so another thread's catch_warnings (the concepts writer's
+    'ignore', a library's) entered before and left while a reader was inside came back as
+    'ignore every warning' for the rest of the process."""
+    added = tuple((action, None, category, module and re.compile(module), 0)
+                  for action, category, module in SILENCED)
+    warnings.filters[:0] = added
+    _mutated()
+    return warnings.filters, added
+
+
+def _unfiltered(added: tuple[list, tuple]) -> None:
+    """``_filtered``'s entries taken out (by identity) of the list they were put in and of
+    the process's list now (a catch_warnings meanwhile may have put back a copy holding
+    them)."""
+    where, entries = added
+    for filters in {id(f): f for f in (where, warnings.filters)}.values():
+        filters[:] = [f for f in filters if not any(f is e for e in entries)]
+    _mutated()
+
+
+def _mutated() -> None:
+    """The warnings module told that its filters changed (its caches of what was shown)."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is not None:
+        mutated()
