@@ -263,6 +263,15 @@ def stop_on_terminate() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _interrupted_code() -> int:
+    """The exit code of a command that stopped on KeyboardInterrupt: 143 after SIGTERM, 130
+    after Ctrl-C (the shell's codes of the two signals)."""
+    return 143 if _TERMINATED else 130
+
+
+COMMANDS = {"layers": layers_main, "report": report_main, "diff": diff_main}  # explain WORD
+
+
 def _command_typo(argv: list[str]) -> Optional[str]:
     """'explain layer x.yaml': a first word that is no file but close to a command (argparse
     took it for the config and said "unrecognized arguments: x.yaml")."""
@@ -270,7 +279,7 @@ def _command_typo(argv: list[str]) -> Optional[str]:
     if not word or word.startswith("-") or any(c in word for c in "./\\") or \
             Path(word).exists() or len(argv) < 2:  # a path is a config that is not there
         return None
-    close = difflib.get_close_matches(word, ["layers", "report", "diff"], n=1, cutoff=0.75)
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.75)
     if not close:
         return None
     rest = " ".join(shlex.quote(a) for a in argv[1:])
@@ -282,12 +291,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         _guard_terminal()
         stop_on_terminate()
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["report"] and not Path("report").is_file():  # not a config named 'report'
-        return report_main(argv[1:])
-    if argv[:1] == ["layers"] and not Path("layers").is_file():  # not a config named 'layers'
-        return layers_main(argv[1:])
-    if argv[:1] == ["diff"] and not Path("diff").is_file():  # not a config named 'diff'
-        return diff_main(argv[1:])
+    command = COMMANDS.get(argv[0]) if argv else None
+    if command is not None and not Path(argv[0]).is_file():  # not a config named 'report'
+        try:
+            return command(argv[1:])
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a line, not a traceback
+            say(f"explain {argv[0]}: interrupted")
+            return _interrupted_code()
     typo = _command_typo(argv)
     if typo:
         return _print_error(ExplainError(typo))
@@ -314,5 +324,5 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt as exc:  # RunInterrupted says what the run folder holds
         say(str(exc) if isinstance(exc, RunInterrupted) else  # it names the run's folder
             "explain: interrupted before the run started; nothing was written")
-        return 143 if _TERMINATED else 130
+        return _interrupted_code()
     return 0
