@@ -226,3 +226,26 @@ def two_tiny_runs(tmp_path: Path, photos: Path, separator: Any = None) -> tuple[
                            output={"dir": str(tmp_path / "results"), "save_arrays": True})
         assert main([str(path), "--quiet"]) == 0
     return tmp_path / "results" / "a", tmp_path / "results" / "b"
+
+
+def finished_tiny_run(folder: Path) -> Path:
+    """A finished run of a tiny net on the cat photo (classes cat, dog) in ``folder``: its
+    run folder, for tests that copy it and tamper with the copy (a shared folder)."""
+    from explain.config import load_config
+    from explain.runner import RunOptions, run
+    torch.save(tiny_net(), folder / "m.pth")
+    path = tiny_config(folder, {"file": "m.pth"}, name="a", classes={"cat": 0, "dog": 1})
+    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    return folder / "results" / "a"
+
+
+def tampered(finished: Path, where: Path, edit: Callable[[dict], Any]) -> Path:
+    """A copy of the run folder ``finished`` at ``where`` whose summary.json ``edit`` changed
+    (in place)."""
+    import json
+    import shutil
+    shutil.copytree(finished, where)
+    summary = json.loads((where / "summary.json").read_text())
+    edit(summary)
+    (where / "summary.json").write_text(json.dumps(summary))
+    return where

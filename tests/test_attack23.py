@@ -8,36 +8,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-from explain.config import load_config
-from explain.runner import RunOptions, run
 from explain.shownpaths import shown_path, shown_text
 from explain.writers.report import rebuild
-from helpers import tiny_config, tiny_net
+from helpers import finished_tiny_run, tampered
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """A finished tiny run (the cat photo, two classes), copied by each test to tamper."""
-    folder = tmp_path_factory.mktemp("base")
-    torch.save(tiny_net(), folder / "m.pth")
-    path = tiny_config(folder, {"file": "m.pth"}, name="a", classes={"cat": 0, "dog": 1})
-    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
-    return folder / "results" / "a"
+    return finished_tiny_run(tmp_path_factory.mktemp("base"))
 
 
 def _shared(finished: Path, where: Path, **changes) -> Path:
     """A copy of the finished run whose summary.json has ``changes``."""
-    shutil.copytree(finished, where)
-    summary = json.loads((where / "summary.json").read_text())
-    summary.update(changes)
-    (where / "summary.json").write_text(json.dumps(summary))
-    return where
+    return tampered(finished, where, lambda summary: summary.update(changes))
 
 
 def test_the_paths_of_a_note_are_shown_in_work_bounded_by_the_summary(finished, tmp_path,

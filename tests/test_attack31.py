@@ -8,33 +8,22 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 import explain
-from explain.config import load_config
 from explain.errors import ExplainError
-from explain.runner import RunOptions, run
 from explain.writers.report import rebuild
-from helpers import one_line, tiny_config, tiny_net
+from helpers import finished_tiny_run, one_line, tampered
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """A finished tiny run (the cat photo, two classes), copied by each test to tamper."""
-    folder = tmp_path_factory.mktemp("base")
-    torch.save(tiny_net(), folder / "m.pth")
-    path = tiny_config(folder, {"file": "m.pth"}, name="a", classes={"cat": 0, "dog": 1})
-    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
-    return folder / "results" / "a"
+    return finished_tiny_run(tmp_path_factory.mktemp("base"))
 
 
 def _with_entry(finished: Path, where: Path, **changes) -> Path:
     """A copy of the finished run whose one image entry has ``changes``."""
-    shutil.copytree(finished, where)
-    summary = json.loads((where / "summary.json").read_text())
-    summary["images"][0].update(changes)
-    (where / "summary.json").write_text(json.dumps(summary))
-    return where
+    return tampered(finished, where, lambda summary: summary["images"][0].update(changes))
 
 
 @pytest.mark.parametrize("box", [[-1e306, -1e306, 1e306, 1e306], [0, 0, float("nan"), 4],
