@@ -461,3 +461,19 @@ def test_a_correlation_just_under_one_is_not_shown_as_one():
     assert correlation(1 - 1e-9) == "0.9999999" and correlation(float("nan")) == "–"
     assert correlation(-0.9996) == "-0.9996" and correlation(-1 + 1e-9) == "-0.9999999"
     assert correlation(-1.0) == "-1.00"
+
+
+def test_a_yes_or_no_change_gets_the_sign_test_as_the_methods_table_does():
+    """Five images whose pointing game all flipped from a miss to a hit: the bootstrap says
+    [+1, +1], but no paired test finds that at 95% (p = 0.0625): the interval reaches 0, as
+    the methods table's does; a number that is no yes-or-no keeps its bootstrap interval."""
+    from explain.diff.numbers import Change, _intervals
+    made = [Change(method="gradcam", class_name="cat", name=name, maps=5, mean_a=0.0,
+                   mean_b=1.0, mean_change=1.0, largest=1.0, where="im0")
+            for name in ("pointing_hit", "energy_in_box")]
+    flips = np.ones(5)
+    _intervals(made, [flips, flips], seed=0)
+    assert [(c.low, c.high) for c in made] == [(0.0, 1.0), (1.0, 1.0)]
+    six = [Change(**{**made[0].__dict__, "maps": 6})]
+    _intervals(six, [np.ones(6)], seed=0)  # 6 of 6: p = 0.03125, found
+    assert (six[0].low, six[0].high) == (1.0, 1.0)

@@ -289,11 +289,16 @@ def _unit_means(keys: list[str], values: np.ndarray) -> np.ndarray:
 
 def _intervals(out: list[Change], units: list[np.ndarray], seed: int) -> None:
     """Each change's interval over its units, drawn together (explain.stats.intervals), for
-    those with at least stats.MIN_IMAGES finite units."""
+    those with at least stats.MIN_IMAGES finite units; a yes-or-no number's (the pointing
+    game) reaches 0 where the exact sign test finds no change, as the methods table's does
+    (5 images that all flipped gave [1, 1])."""
     from explain import stats
+    from explain.metrics import TABLE
     ready = [i for i, u in enumerate(units)
              if len(u) >= stats.MIN_IMAGES and np.isfinite(u).all()]
     for i, (low, high) in zip(ready, stats.intervals([units[i] for i in ready], seed=seed)):
+        if out[i].name in TABLE and TABLE[out[i].name].yes_no:
+            low, high = stats.sign_checked((low, high), units[i])
         out[i].low, out[i].high = round(low, 10), round(high, 10)
     for change, u in zip(out, units):
         change.units = len(u)
