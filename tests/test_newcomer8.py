@@ -142,6 +142,11 @@ def test_a_random_logit_pass_on_blank_maps_says_it_says_little(tmp_path):
     _, text = run.summary.sanity.verdicts()["gradcam"]
     assert text.endswith(f"({checked.logit_blank} of {len(pairs)} random-class map(s) all blank: "
                          f"a blank map is unlike any map, so this says little)"), text
+    # the report's sanity table says it beside its 'pass' too (it showed 'pass, 0' alone)
+    page = " ".join((run.folder / "report.html").read_text().split())
+    assert (f"{checked.logit_blank} of {len(pairs)} random-class map(s) were blank (one value: "
+            f"a class the model rejects): a blank map is unlike any map, so the random-logit "
+            f"pass says little.") in page
 
 
 def test_a_run_s_failed_forward_pass_names_the_config(tmp_path):
