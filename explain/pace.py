@@ -3,9 +3,10 @@
 Their passes are shared by the classes of an image (explain.sharedpasses), so a run makes
 ``images x channels x ratio`` forward passes of one image per such method (x 6 with
 ``aug_smooth``, the library's augmentations), whatever the number of classes. The time of one
-pass is measured, not taken from the preflight pass: one batch of the method's inner batch
-size (at most ``TIMED_ROWS`` copies of the first image) without gradients, as the method runs
-them; the preflight pass (one image, with gradients, hooks and a cold start) was 10x off.
+pass is measured, not taken from the preflight pass: the faster of two batches of the method's
+inner batch size (at most ``TIMED_ROWS`` copies of the first image) without gradients, as the
+method runs them; the preflight pass (one image, with gradients, hooks and a cold start) was
+10x off.
 ``CamEngine.seconds`` holds the measured time of each method, for the summary.
 """
 
