@@ -54,9 +54,9 @@ def draw_label(rgb: np.ndarray, box: Sequence[float], text: str,
                taken: list[tuple[int, int, int, int]] | None = None) -> None:
     """The text on a white label at the box's left: above the box when there is room (its
     bottom row on the box's top edge), else below it (its top row on the bottom edge), else
-    hanging inside it from the top; moved left to stay whole in the picture; in place.
-    ``taken``: the labels already drawn (x0, y0, x1, y1), which a place that overlaps one
-    gives way to the next; the new label is added to it."""
+    hanging inside it from the top (a line lower, and so on, where that is taken); moved left
+    to stay whole in the picture; in place. ``taken``: the labels already drawn (x0, y0, x1,
+    y1), which a place that overlaps one gives way to the next; the new label is added to it."""
     h, w = rgb.shape[:2]
     x0, y0, _, y1 = pixel_box(box, (h, w))
     size = max(8, min(13, h // 30))  # px, in explain.render's font
@@ -64,6 +64,9 @@ def draw_label(rgb: np.ndarray, box: Sequence[float], text: str,
     tall, left = line_height(size) + 1, max(0, min(x0, w - 1 - (tw + 2)))
     right = min(w - 1, left + tw + 2)
     places = [top for top in (y0 - tall, y1) if 0 <= top and top + tall < h] + [y0]
+    # then stacked lower inside the box, so boxes sharing a top edge (often the picture's)
+    # keep every label readable
+    places += [top for top in range(y0 + tall, y1 - tall + 1, tall) if top + tall < h]
     free = [top for top in places if not any(
         left <= r[2] and r[0] <= right and top <= r[3] and r[1] <= top + tall
         for r in taken or [])]
