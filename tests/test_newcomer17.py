@@ -4,7 +4,14 @@ them."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
+import pytest
+import torch
+
+from explain.errors import ExplainError
+from explain.models.heads import select_output
 from explain.tasks.drawing import draw_boxes
 
 
@@ -22,3 +29,24 @@ def test_labels_of_boxes_sharing_the_top_edge_all_stay_readable():
     inked = (alone.sum(axis=2) > 0) & (alone.sum(axis=2) < 3 * 255)  # cat-1's text pixels
     assert inked.sum() > 20
     assert np.array_equal(every[inked], alone[inked]), "cat-1's label was drawn over"
+
+
+class _Segmenter(torch.nn.Module):
+    def forward(self, x):
+        return OrderedDict(out=torch.zeros(x.shape[0], 3, *x.shape[2:]))
+
+
+def test_a_segmenter_without_output_is_told_its_key_and_task():
+    """A torchvision segmenter in a config without task: and model.output: the message said
+    'e.g. model.output: logits', a key the model does not have; it names 'out' and the task."""
+    with pytest.raises(ExplainError) as caught:
+        select_output(_Segmenter()(torch.zeros(1, 3, 8, 8)), None)
+    said = str(caught.value)
+    assert "model.output: out" in said and "task: segmentation" in said
+    assert "model.output: logits" not in said
+
+
+def test_a_dict_with_logits_still_points_at_them():
+    out = {"features": torch.zeros(1, 4, 2, 2), "logits": torch.zeros(1, 2)}
+    with pytest.raises(ExplainError, match="model.output: logits"):
+        select_output(out, None)

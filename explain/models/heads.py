@@ -73,14 +73,31 @@ def not_logits(out: Any) -> ExplainError:
                         f"{task_hint(out, 'classification')}")
 
 
+def output_hint(out: Any) -> str:
+    """'model.output: KEY' naming the part of forward's dict (or output object) that holds
+    (N, classes) logits, or else (N, classes, H, W) score maps with the task that reads them
+    (a torchvision segmenter's 'out', not a made-up 'logits')."""
+    if isinstance(out, (tuple, list)):
+        return "model.output: 0"
+    parts = out if isinstance(out, dict) else vars(out) if hasattr(out, "__dict__") else {}
+    dims = {k: v.ndim for k, v in parts.items() if isinstance(v, torch.Tensor)}
+    for k, d in dims.items():
+        if d == 2:
+            return f"model.output: {k}"
+    for k, d in dims.items():
+        if d == 4:
+            return (f"model.output: {k} ('{k}' holds (N, classes, H, W) score maps: add "
+                    f"task: segmentation too)")
+    return "model.output: logits"
+
+
 def select_output(out: Any, key: Union[int, str, None]) -> torch.Tensor:
     """The logits inside what forward returned; a one-line error saying what is there."""
     if key is None:
         if isinstance(out, torch.Tensor):
             return out
-        hint = "model.output: 0" if isinstance(out, (tuple, list)) else "model.output: logits"
         raise ExplainError(f"model: forward returns {describe_output(out)}, not a logits tensor; "
-                           f"set which part holds the class scores, e.g. {hint}")
+                           f"set which part holds the class scores, e.g. {output_hint(out)}")
     if isinstance(key, int):
         ok = isinstance(out, (tuple, list)) and key < len(out)
         found = out[key] if ok else None
