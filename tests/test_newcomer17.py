@@ -4,11 +4,19 @@ them."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
+import torchvision
+from PIL import Image
+
+from conftest import IMAGES, save_config
+from explain.cli import main
 
 from explain.errors import ExplainError
 from explain.models.heads import select_output
@@ -50,3 +58,69 @@ def test_a_dict_with_logits_still_points_at_them():
     out = {"features": torch.zeros(1, 4, 2, 2), "logits": torch.zeros(1, 2)}
     with pytest.raises(ExplainError, match="model.output: logits"):
         select_output(out, None)
+
+
+@pytest.fixture(scope="module")
+def seg_label_run(tmp_path_factory):
+    """An LR-ASPP (3 classes, its classifiers' weights x 30 so that all classes are predicted)
+    on both.jpg at 64 px, explained over ground-truth pixels: a left block cat (1), a narrow
+    right block dog (2), the rest background, so each class's ground-truth share differs from
+    its predicted share."""
+    root = tmp_path_factory.mktemp("n17seg")
+    torch.manual_seed(0)
+    net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3).eval()
+    with torch.no_grad():
+        for conv in (net.classifier.low_classifier, net.classifier.high_classifier):
+            conv.weight.mul_(30)
+            conv.bias.zero_()
+    torch.save(net.state_dict(), root / "segmenter.pt")
+    shutil.copy(IMAGES / "both.jpg", root / "both.jpg")
+    (root / "masks").mkdir()
+    w, h = Image.open(IMAGES / "both.jpg").size
+    truth = np.zeros((h, w), np.uint8)
+    truth[20:220, 10:210] = 1
+    truth[60:, 250:330] = 2
+    Image.fromarray(truth, mode="L").save(root / "masks" / "both.png")
+    cfg = save_config(root, "seglabel", {
+        "task": "segmentation", "model": {
+            "file": "segmenter.pt", "output": "out", "arch_args": {"num_classes": 3},
+            "arch": "torchvision.models.segmentation.lraspp_mobilenet_v3_large"},
+        "classes": {"background": 0, "cat": 1, "dog": 2}, "images": ["both.jpg"],
+        "preprocess": {"size": 64}, "methods": ["gradcam"], "target_layers": "auto",
+        "segmentation": {"region": "label", "masks": "masks"}})
+    assert main([str(cfg), "--quiet"]) == 0
+    return root / "results" / "seglabel"
+
+
+def _page(run) -> str:
+    return (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_region_label_card_gives_the_share_it_explains(seg_label_run):
+    """With region: label the card under each class said the predicted share ('51.3% of the
+    pixels') beside the score summed over the ground truth's pixels (39.7% of them): the
+    card now gives the ground truth's share, the one the score is over."""
+    page, cams = _page(seg_label_run), _json(seg_label_run)["images"][0]
+    size = cams["input_size"][0] * cams["input_size"][1]
+    for rec in cams["cams"]:
+        seg = rec["segment"]
+        assert seg["region"] == "label"
+        said = f"{100 * seg['pixels'] / size:.1f}% of the pixels in its ground truth"
+        assert said in page, (rec["class_name"], said)
+    assert re.search(r"\(predicted: [0-9.]+%\)", page)
+
+
+def test_a_segmentation_report_names_its_masks_not_annotations(seg_label_run):
+    """The Run section of a segmentation run with masks said 'ground truth: none
+    (annotations: in the config)' and 'faithfulness: off: metrics: [road_combined] turns it
+    on', two settings this task refuses."""
+    page = _page(seg_label_run)
+    row = re.search(r"<th>ground truth</th><td>(.*?)</td>", page).group(1)
+    assert "label maps from" in row and "masks" in row and "annotations" not in row
+    row = re.search(r"<th>faithfulness</th><td>(.*?)</td>", page).group(1)
+    assert "not available with task: segmentation" in row and "road" not in row
+
+
+def _json(run) -> dict:
+    return json.loads((run / "summary.json").read_text(encoding="utf-8"))
