@@ -124,3 +124,66 @@ def test_a_segmentation_report_names_its_masks_not_annotations(seg_label_run):
 
 def _json(run) -> dict:
     return json.loads((run / "summary.json").read_text(encoding="utf-8"))
+
+
+def _refusal(capsys, cfg, *args) -> str:
+    assert main([str(cfg), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def _det_config(root, **model) -> object:
+    return save_config(root, "det", {
+        "task": "detection", "model": model, "classes": {"cat": 1, "dog": 2},
+        "images": [str(IMAGES / "cat.jpg")], "target_layers": "auto", "methods": ["eigencam"],
+        "preprocess": {"size": 64, "mean": [0, 0, 0], "std": [1, 1, 1]}})
+
+
+@pytest.fixture(scope="module")
+def detector_file(tmp_path_factory):
+    root = tmp_path_factory.mktemp("n17det")
+    torch.manual_seed(0)
+    net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=96)
+    torch.save(net.state_dict(), root / "detector.pt")
+    return root / "detector.pt"
+
+
+def test_a_detector_state_dict_without_arch_is_told_its_class_count(detector_file, capsys):
+    """A Faster R-CNN saved as a state_dict, no model.arch: the message said 'e.g.
+    torchvision.models.alexnet' and 'its last layer ... bbox_pred.weight has 12 outputs:
+    model.arch_args: {num_classes: 12}' (4 box numbers x 3 classes); it names the detector
+    family and num_classes 3."""
+    err = _refusal(capsys, _det_config(detector_file.parent, file=str(detector_file)))
+    assert "num_classes: 3}" in err and "fasterrcnn_" in err and "task: detection" in err
+    assert "num_classes: 12" not in err and "alexnet" not in err
+
+
+def test_a_detector_run_as_a_classifier_is_told_task_detection(detector_file, capsys):
+    """The same detector with its arch but no task: 'set which part holds the class scores,
+    e.g. model.output: 0', which cannot work; the hint is task: detection."""
+    cfg = _det_config(detector_file.parent, file=str(detector_file), arch_args={
+        "num_classes": 3, "min_size": 64, "max_size": 96},
+        arch="torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn")
+    err = _refusal(capsys, cfg, "--set", "task=classification")
+    assert "use task: detection" in err and "model.output: 0" not in err
+
+
+def test_a_deeplab_saved_with_its_aux_head_is_told_aux_loss(tmp_path, capsys):
+    """torchvision's reference training saves DeepLabV3 with aux_loss=True: the run said only
+    "unexpected key 'aux_classifier.0.weight'"; it says to add aux_loss: true."""
+    torch.manual_seed(0)
+    net = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3, aux_loss=True)
+    torch.save(net.state_dict(), tmp_path / "deeplab.pt")
+    cfg = save_config(tmp_path, "dl", {
+        "task": "segmentation", "model": {
+            "file": "deeplab.pt", "output": "out", "arch_args": {"num_classes": 3},
+            "arch": "torchvision.models.segmentation.deeplabv3_mobilenet_v3_large"},
+        "classes": {"background": 0, "cat": 1}, "images": [str(IMAGES / "cat.jpg")],
+        "target_layers": "auto", "preprocess": {"size": 64}})
+    err = _refusal(capsys, cfg)
+    assert "aux_classifier" in err and "aux_loss: true" in err
+    del_arch = _refusal(capsys, cfg, "--set", "model.arch=null")
+    assert "num_classes: 3, aux_loss: true}" in del_arch and "task: segmentation" in del_arch

@@ -96,6 +96,9 @@ def select_output(out: Any, key: Union[int, str, None]) -> torch.Tensor:
     if key is None:
         if isinstance(out, torch.Tensor):
             return out
+        if looks_like_detections(out) and out:  # not 'model.output: 0': a detector's dicts
+            raise ExplainError(f"model: forward returns {describe_output(out)}, not a logits "
+                               f"tensor{task_hint(out, 'classification')}")
         raise ExplainError(f"model: forward returns {describe_output(out)}, not a logits tensor; "
                            f"set which part holds the class scores, e.g. {output_hint(out)}")
     if isinstance(key, int):

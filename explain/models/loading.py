@@ -62,15 +62,18 @@ def _read_file(path: Path, spec: ModelSpec) -> Any:
 def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
     obj = _unwrapped(obj, path)
     if not spec.arch:
-        raise ExplainError(f"{path}: is a state_dict (weights only); add 'model.arch' "
-                           f"(e.g. torchvision.models.alexnet) and 'model.arch_args'"
-                           f"{_outputs_hint(obj)}")
+        raise ExplainError(f"{path}: is a state_dict (weights only); " + (
+            _task_head_hint(obj) or f"add 'model.arch' (e.g. torchvision.models.alexnet) and "
+            f"'model.arch_args'{_outputs_hint(obj)}"))
     limit = max(MAX_MODEL_BYTES, 2 * path.stat().st_size)  # the weights fill the model
     model = make_model(spec.arch, spec.arch_args, "model.arch", spec.trust, limit)
     own = model.state_dict()
     for key, value in obj.items():
         if key not in own:
-            raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: unexpected key '{key}'")
+            aux = "; the weights hold an auxiliary head (trained with aux_loss=True): add " \
+                "aux_loss: true to model.arch_args" if key.startswith("aux_classifier.") else ""
+            raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: unexpected key "
+                               f"'{key}'{aux}")
         if own[key].shape != value.shape:
             raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: '{key}' has shape "
                                f"{tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
@@ -120,6 +123,33 @@ def _outputs_hint(weights: dict) -> str:
     n = int(weights[last[0]].shape[0])
     return (f" (its last layer {quote(last[0])} has {n} outputs: "
             f"model.arch_args: {{num_classes: {n}}})")
+
+
+# the class layer of torchvision's detection and segmentation heads, its ndim (a segmenter's is
+# a 1x1 conv, not a classifier's Linear), what it is, the builders, the task; its first
+# dimension is num_classes
+TASK_HEADS = (
+    ("roi_heads.box_predictor.cls_score.weight", 2, "a Faster R-CNN or Mask R-CNN",
+     "torchvision.models.detection.fasterrcnn_* or maskrcnn_*", "detection"),
+    ("classifier.low_classifier.weight", 4, "an LR-ASPP",
+     "torchvision.models.segmentation.lraspp_mobilenet_v3_large", "segmentation"),
+    ("classifier.4.weight", 4, "a DeepLabV3 or FCN",
+     "torchvision.models.segmentation.deeplabv3_* or fcn_*", "segmentation"))
+
+
+def _task_head_hint(weights: dict) -> str:
+    """For the weights of a torchvision detector or segmenter: the builder family, the task
+    and num_classes, read from its class layer ('' for anything else)."""
+    for key, ndim, what, builders, task in TASK_HEADS:
+        value = weights.get(key)
+        if isinstance(value, torch.Tensor) and value.ndim == ndim:
+            n = int(value.shape[0])
+            aux = ", aux_loss: true" if any(
+                isinstance(k, str) and k.startswith("aux_classifier.") for k in weights) else ""
+            return (f"they look like {what}'s ({quote(key)} has {n} classes): add task: {task}, "
+                    f"model.arch: the builder you trained ({builders}) and model.arch_args: "
+                    f"{{num_classes: {n}{aux}}} with your other training arguments")
+    return ""
 
 
 def _head_hint(own: dict, key: str, shape: torch.Size) -> str:
