@@ -112,7 +112,7 @@ def test_the_notebook_embeds_twelve_class_panels_and_twenty_class_columns(tmp_pa
     html = explain.load(_many_classes(tmp_path, capsys, 25))._repr_html_()
     assert html.count("<figure>") == 12
     assert [f"class {c}" in html for c in ("cat", "dog", "c11", "c12")] == [True] * 3 + [False]
-    assert "... and the panels of 13 more class(es) in panels/" in html
+    assert "... and 13 more class(es) in the run folder" in html
     assert "p(c19)" in html and "p(c20)" not in html
     assert "p of the first 20 of 25 classes" in html
     import os

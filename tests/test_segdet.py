@@ -358,6 +358,25 @@ def test_task_runs_are_read_back_by_report_load_and_diff(seg_run, det_run, tmp_p
     assert done.stdout.strip().splitlines()[-1] == "False", done.stderr[-2000:]
 
 
+def test_the_notebook_shows_a_task_runs_pictures(seg_run, det_run):
+    """A detection or segmentation run has no class panels: its notebook display said 'no class
+    panels in the folder' and showed no picture. It shows each image's boxes (or predicted
+    mask), the files the records name, embedded as they are."""
+    import base64
+
+    import explain
+    for run, title in ((det_run, "Detections"), (seg_run, "Predicted masks")):
+        loaded = explain.load(run)
+        html = loaded._repr_html_()
+        part = html[html.index(f"<h4>{title}</h4>"):]
+        named = [e for e in loaded.summary.images if e.files.task]
+        assert named and part.count("<img ") == len(named)
+        first = part[part.index('src="data:image/png;base64,') + 27:]
+        shown = base64.b64decode(first[:first.index('"')])
+        assert shown == (run / named[0].files.task).read_bytes()
+        assert f"<figcaption>{named[0].id}</figcaption>" in part
+
+
 def test_labels_stay_off_their_box_and_inside_the_picture():
     """A label goes above its box, below it when the box touches the picture's top, and moves
     left at the right edge: no edge of a narrow box crosses its text, and the text is whole."""

@@ -133,17 +133,29 @@ def _stat(cell: Any, percent: bool) -> str:
 
 def _panels(run: Run) -> str:
     """The class panels the records name (``RunSummary.files.panels``: class ->
-    panels/<class>.png, as the report links them) embedded, in class order."""
+    panels/<class>.png, as the report links them) embedded, in class order; a segmentation or
+    detection run's per-image pictures instead (``ImageFiles.task``: the predicted mask, the
+    boxes), which it has in place of class panels."""
+    task = run.summary.config.task
+    if task != "classification":
+        title = "Detections" if task == "detection" else "Predicted masks"
+        items = [(f"{e.id}", e.files.task) for e in run.images if e.files.task]
+        return _figures(run, title, items, "image(s)")
+    recorded = run.summary.files.panels
+    return _figures(run, "Classes", [(f"class {cls}", recorded.get(cls)) for cls in run.classes],
+                    "class(es)")
+
+
+def _figures(run: Run, title: str, items: list, kind: str) -> str:
+    """``items`` (caption, file in the run folder or None) embedded, at most PANELS_SHOWN of
+    them and PANELS_BYTES read, each file once (hard links too)."""
     from explain.errors import ExplainError
     figures, budget, seen = [], PANELS_BYTES, set()
-    recorded = run.summary.files.panels
-    for n, cls in enumerate(run.classes):
+    for n, (caption, rel) in enumerate(items):
         if n == PANELS_SHOWN or budget <= 0:  # a shared folder's 1,000 classes
-            figures.append(f"<p>... and the panels of {len(run.classes) - n} more class(es) "
-                           f"in panels/</p>")
+            figures.append(f"<p>... and {len(items) - n} more {kind} in the run folder</p>")
             break
-        rel = recorded.get(cls)
-        try:  # a class name from a summary.json changed by hand may be no file name
+        try:  # a name from a summary.json changed by hand may be no file name
             read = run._files.read_stat(rel, budget) if rel else None
         except ExplainError:
             read = None
@@ -153,10 +165,10 @@ def _panels(run: Run) -> str:
         budget -= len(read[1])
         uri = display.file_uri(read[1], rel)
         if uri is not None:
-            figures.append(display.figure_html(uri, f"class {cls}"))
+            figures.append(display.figure_html(uri, caption))
     if not figures:
-        return "<h4>Classes</h4><p>no class panels in the folder</p>"
-    return "<h4>Classes</h4>" + "".join(figures)
+        return f"<h4>{title}</h4><p>no pictures of them in the folder</p>"
+    return f"<h4>{title}</h4>" + "".join(figures)
 
 
 def _warnings(run: Run) -> str:
