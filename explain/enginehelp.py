@@ -17,6 +17,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 
 from explain.errors import ExplainError
 from explain.models.layouts import Layout
+from explain.names import a_type
 
 
 @contextlib.contextmanager
@@ -78,7 +79,7 @@ def check_finite(values: torch.Tensor, what: str) -> None:
 def check_output(label: str, output: Any, again: bool) -> None:
     """A hooked layer's output must be one feature map or token sequence, made once."""
     if not isinstance(output, torch.Tensor):
-        raise ExplainError(f"{label}: the layer outputs a {type(output).__name__}, not a "
+        raise ExplainError(f"{label}: the layer outputs {a_type(output)}, not a "
                            f"tensor; pick a layer whose output is a feature map (explain "
                            f"layers CONFIG lists them)")
     if output.ndim not in (3, 4):

@@ -23,7 +23,7 @@ from explain.errors import ExplainError, channel_hint, first_line
 from explain.models.heads import Head, not_logits
 from explain.models.layouts import Layout, Mode, model_mode, positions_reached, usable_layout
 from explain.models.guard import non_inplace, preserved_state
-from explain.names import NAME_LIMIT, close_match, printable, quote, suggest
+from explain.names import NAME_LIMIT, a_type, close_match, printable, quote, suggest
 
 # Modules that only pool, copy, drop or flatten what they get: their output is no better a
 # representation than their input (pooling is worse: it blurs or removes the positions).
@@ -99,7 +99,7 @@ def passthrough_note(net: nn.Module, name: str, module: nn.Module) -> str:
         if any(True for _ in sub.parameters()) and not _passthrough(sub):
             before = f"{parent_name}.{child}" if parent_name else child
     where = f"; the last layer with weights before it is {quote(before)}" if before else ""
-    return (f"target_layers: {quote(name)} is a {type(module).__name__}: it only pools, drops "
+    return (f"target_layers: {quote(name)} is {a_type(module)}: it only pools, drops "
             f"or copies its input, so its maps are that input's (coarser after pooling), not "
             f"a layer's of its own{where}")
 

@@ -112,6 +112,13 @@ def short(text: object, limit: int = 160) -> str:
 LISTED = 5  # names a note or a message lists before "(+N more)"
 
 
+def a_type(value: object) -> str:
+    """'a Tensor', 'an OrderedDict': a value's type name with its article, as messages say
+    what a file or a model gave."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def listed(names: list[str], limit: int = LISTED) -> str:
     """The first ``limit`` names, comma-separated, then how many more: 'a, b (+3 more)'."""
     more = f" (+{len(names) - limit} more)" if len(names) > limit else ""

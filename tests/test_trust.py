@@ -1030,7 +1030,9 @@ def test_whole_model_with_a_non_module_child(tmp_path, capsys, assets, value):
     for name, obj in (("top.pth", model), ("deep.pth", inner)):
         torch.save(obj, tmp_path / name)
         path = cfg(tmp_path, assets, model={"file": str(tmp_path / name)})
-        refused(capsys, tmp_path, [path, "--quiet"], name, "child", f"is a {type(value).__name__}")
+        article = "an" if type(value).__name__[0] in "aeiou" else "a"  # 'an int', 'a str'
+        refused(capsys, tmp_path, [path, "--quiet"], name, "child",
+                f"is {article} {type(value).__name__}")
 
 
 def _none_child():

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError, first_line
-from explain.names import quote, suggest
+from explain.names import a_type, quote, suggest
 
 
 MAX_MODEL_BYTES = 2 * 2**30  # parameters + buffers of a model built from a config, without trust
@@ -266,7 +266,7 @@ def make_model(dotted: str, args: dict, field: str, trust: bool,
     with bounded_build(limit, refuse) if bounded else contextlib.nullcontext():
         model = call_factory(factory, args, field)
     if not isinstance(model, nn.Module):
-        raise ExplainError(f"{field}: {quote(dotted)} returned a {type(model).__name__}, "
+        raise ExplainError(f"{field}: {quote(dotted)} returned {a_type(model)}, "
                            f"not a torch.nn.Module")
     return model
 

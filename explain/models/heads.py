@@ -24,6 +24,7 @@ from torch import nn
 
 from explain.config import GREY_WEIGHTS
 from explain.errors import ExplainError
+from explain.names import a_type
 
 
 
@@ -35,7 +36,7 @@ def describe_output(out: Any) -> str:
         return f"a tensor of shape {tuple(out.shape)}"
     if isinstance(out, dict):
         items = ", ".join(f"'{k}': {one(v)}" for k, v in list(out.items())[:8])
-        return f"a {type(out).__name__} with keys {items}"
+        return f"{a_type(out)} with keys {items}"
     if isinstance(out, (tuple, list)):
         items = ", ".join(f"[{i}] {one(v)}" for i, v in enumerate(out[:8]))
         return f"a {type(out).__name__} of {len(out)}: {items}"

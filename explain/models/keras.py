@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError, first_line
-from explain.names import short
+from explain.names import a_type, short
 from explain.models.factories import MAX_MODEL_BYTES
 from explain.models.guard import KERAS_COPIES, available
 from explain.models.kerasfile import FIELD, check_file, gb, refused
@@ -333,7 +333,7 @@ def load_keras(path: Path, trust: bool) -> KerasNet:
     """The Keras model file at ``path`` as a KerasNet (see the module's docstring)."""
     model = read_keras(path, trust)
     if not isinstance(model, nn.Module):
-        raise ExplainError(f"{short(path)}: Keras gave a {type(model).__name__}, not a model "
+        raise ExplainError(f"{short(path)}: Keras gave {a_type(model)}, not a model "
                            f"on the torch backend ({FIELD})")
     try:
         net = KerasNet(model)

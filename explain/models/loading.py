@@ -16,7 +16,7 @@ from torch import nn
 
 from explain.config import Config, ModelSpec
 from explain.errors import ExplainError
-from explain.names import close_file, quote, short
+from explain.names import a_type, close_file, quote, short
 from explain.models.factories import make_model, MAX_MODEL_BYTES, MAX_MODEL_TENSORS
 from explain.models.formats import is_torchscript, looks_like_safetensors, read_safetensors
 from explain.models.pickles import (hidden_modules, safe_load, saved_hooks, structure_problem,
@@ -103,7 +103,7 @@ def _unwrapped(obj: Any, path: Path) -> dict:
         for key in CHECKPOINT_KEYS:
             if _is_weights(obj.get(key)):
                 return obj[key]
-    what = f"holds a {type(obj).__name__}, neither a whole nn.Module nor a state_dict of tensors"
+    what = f"holds {a_type(obj)}, neither a whole nn.Module nor a state_dict of tensors"
     if isinstance(obj, dict):
         inner = [k for k, v in obj.items() if _is_weights(v)][:3]
         keys = ", ".join(quote(str(k)) for k in list(obj)[:8] if isinstance(k, str))
@@ -174,7 +174,7 @@ def load_model(cfg: Config) -> nn.Module:
         with _naming(field, where):
             model = _from_file(Path(where), spec)
     if not isinstance(model, nn.Module):
-        raise ExplainError(f"{where}: gives a {type(model).__name__}, not a torch.nn.Module")
+        raise ExplainError(f"{where}: gives {a_type(model)}, not a torch.nn.Module")
     _check_children(model, where, from_file=spec.file is not None and not spec.trust)
     if spec.file is not None and not spec.trust:
         _stored_size(model, Path(where))

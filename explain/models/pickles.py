@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from explain.errors import ExplainError, first_line
-from explain.names import quote
+from explain.names import a_type, quote
 
 
 SAFE_PREFIXES = ("torch.nn.modules.", "torchvision.models.", "torchvision.ops.")
@@ -374,14 +374,15 @@ def structure_problem(model: nn.Module) -> Optional[str]:
                         f"layers could not be named or copied)")
         for name, child in parts["_modules"].items():
             if child is not None and not isinstance(child, nn.Module):
-                return f"the model's child '{prefix}{name}' is a {type(child).__name__}, not a torch.nn.Module"
+                return (f"the model's child '{prefix}{name}' is {a_type(child)}, not a "
+                        f"torch.nn.Module")
             if child is not None and id(child) not in seen:
                 seen.add(id(child))
                 todo.append((f"{prefix}{name}.", child))
         for key in ("_parameters", "_buffers"):
             for name, value in parts[key].items():
                 if value is not None and not isinstance(value, torch.Tensor):
-                    return f"'{prefix}{name}' in {key} is a {type(value).__name__}, not a tensor"
+                    return f"'{prefix}{name}' in {key} is {a_type(value)}, not a tensor"
         problem = _partial_problem(module, parts)
         if problem:
             return f"'{prefix}{problem}"

@@ -33,6 +33,7 @@ from explain.tasks.base import Task
 from explain.models.heads import looks_like_detections
 from explain.tasks.common import mismatch, output_part
 from explain.tasks.records import DetectionNames
+from explain.names import a_type
 
 DETECTIONS = "a list with one {boxes, labels, scores} dict per image (a detector in eval mode)"
 NO_CLASS_COUNT = 1_000_001  # a detector whose class count explain cannot read: no check
@@ -264,7 +265,7 @@ def _once(label: str, outs: list) -> Any:
 def _what(out: Any) -> str:
     if isinstance(out, torch.Tensor):
         return f"shape {tuple(out.shape)}"
-    return f"a {type(out).__name__}"
+    return a_type(out)
 
 
 def pyramid_layers(net: nn.Module, model: nn.Module, x: torch.Tensor) -> list[tuple[str, Any]]:
