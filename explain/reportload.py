@@ -12,6 +12,7 @@ notes."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,22 @@ def _compare_rows(run: RunFolder, summary: RunSummary) -> dict[str, list[Compare
     return rows
 
 
+def _runs_inside(root: Path) -> str:
+    """'; it holds the runs a, b: name one' for a folder of results folders (results/, where
+    each config's run goes), else ''. Only its first 1,000 entries are looked at."""
+    import itertools
+    try:
+        with os.scandir(root) as entries:
+            runs = sorted(e.name for e in itertools.islice(entries, 1000)
+                          if e.is_dir(follow_symlinks=False)
+                          and (Path(e.path) / RUN_MARKER).is_file())
+    except OSError:
+        return ""
+    if not runs:
+        return ""
+    return f"; it holds the run(s) {listed(runs)}: name one, e.g. {root / runs[0]}"
+
+
 def load_run(root: Path) -> ReportData:
     """A results folder's records: summary.json, or the item files of an interrupted run.
     Every file is read from inside the folder, without following a link."""
@@ -136,7 +153,8 @@ def load_run(root: Path) -> ReportData:
         raise ExplainError(f"{root}: a symbolic link; give the results folder itself")
     run = RunFolder(root)
     if not run.has_file(RUN_MARKER):
-        raise ExplainError(f"{root}: not a results folder written by explain (no {RUN_MARKER})")
+        raise ExplainError(f"{root}: not a results folder written by explain (no {RUN_MARKER})"
+                           f"{_runs_inside(root)}")
     if not run.has_file("summary.json"):
         return _unfinished(run)
     where = root / "summary.json"

@@ -161,10 +161,11 @@ def test_explain_report_rebuilds_the_same_page(small_study, tmp_path, capsys):
     assert not (copy / "report" / "photos" / "cat.jpg").exists()
     assert "photo not available" in (copy / "report.html").read_text()
     capsys.readouterr()
-    # not a results folder: one line, exit 2
+    # not a results folder: one line, exit 2; a folder of runs names them
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not a results folder written by explain" in err
+    assert err.endswith(f"; it holds the run(s) {copy.name}: name one, e.g. {copy}"), err
 
 
 def test_an_interrupted_run_gets_a_report_from_its_items(small_study, tmp_path):
