@@ -182,7 +182,7 @@ def test_the_notebooks_methods_table_of_a_task_run_has_the_reports_means(tmp_pat
     folder = _interrupted_detection(tmp_path, boxes=2, max_boxes=2)
     run = explain.load(folder)
     html = run._repr_html_()
-    methods = html[html.index("<h4>Methods"):html.index("<h4>Classes")]
+    methods = html[html.index("<h4>Methods"):html.index("<h4>Detections")]
     assert "a detection run is not ranked" in methods
     means = run.summary.task.means["eigencam"]
     assert f"{100 * means['energy_in_box']:.1f}%" in methods
