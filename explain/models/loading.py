@@ -70,8 +70,9 @@ def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
     own = model.state_dict()
     for key, value in obj.items():
         if key not in own:
+            aux = isinstance(key, str) and key.startswith("aux_classifier.")  # or a number
             aux = "; the weights hold an auxiliary head (trained with aux_loss=True): add " \
-                "aux_loss: true to model.arch_args" if key.startswith("aux_classifier.") else ""
+                "aux_loss: true to model.arch_args" if aux else ""
             raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: unexpected key "
                                f"'{key}'{aux}")
         if own[key].shape != value.shape:
