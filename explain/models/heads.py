@@ -82,9 +82,10 @@ def output_hint(out: Any) -> str:
         return "model.output: 0"
     parts = out if isinstance(out, dict) else vars(out) if hasattr(out, "__dict__") else {}
     dims = {k: v.ndim for k, v in parts.items() if isinstance(v, torch.Tensor)}
-    for k, d in dims.items():
-        if d == 2:
-            return f"model.output: {k}"
+    rows = [k for k, d in dims.items() if d == 2]  # a 'logits' first: not a (N, 512) embedding
+    named = [k for k in rows if "logit" in str(k).lower()]
+    if rows:
+        return f"model.output: {(named or rows)[0]}"
     for k, d in dims.items():
         if d == 4:
             return (f"model.output: {k} ('{k}' holds (N, classes, H, W) score maps: add "
