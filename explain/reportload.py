@@ -134,14 +134,23 @@ def _runs_inside(root: Path) -> str:
     import itertools
     try:
         with os.scandir(root) as entries:
-            runs = sorted(e.name for e in itertools.islice(entries, 1000)
-                          if e.is_dir(follow_symlinks=False)
-                          and (Path(e.path) / RUN_MARKER).is_file())
+            runs = sorted(e.name for e in itertools.islice(entries, 1000) if _is_run(e))
     except OSError:
         return ""
     if not runs:
         return ""
     return f"; it holds the run(s) {listed(runs)}: name one, e.g. {root / runs[0]}"
+
+
+def _is_run(entry: os.DirEntry) -> bool:
+    """A folder holding the marker as RunFolder.has_file reads it (a regular file, not a
+    link); False for one it may not look into, which leaves the others named."""
+    import stat
+    try:
+        return entry.is_dir(follow_symlinks=False) and stat.S_ISREG(
+            os.lstat(os.path.join(entry.path, RUN_MARKER)).st_mode)
+    except OSError:
+        return False
 
 
 def load_run(root: Path) -> ReportData:
