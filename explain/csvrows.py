@@ -29,7 +29,7 @@ class CsvRows:
         self.header = [name.strip() for name in first or []]
 
     def _lines(self, text: str) -> Iterator[str]:
-        for line in io.StringIO(text):
+        for line in io.StringIO(text, newline=None):  # '\r' ends a line too (Excel for Mac)
             self.lines += 1
             if len(line) > MAX_LINE_CHARS:
                 raise ExplainError(f"{self.where}: line {self.lines}: over {MAX_LINE_CHARS} "

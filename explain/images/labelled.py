@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from explain.config import Config, LabelledImages, read_bounded_text
 from explain.csvrows import CsvRows
@@ -113,7 +114,7 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: st
     text = read_bounded_text(path, MAX_LIST_BYTES, "a list", encoding="utf-8-sig")
     rows = _csv_rows(path, text) if suffix == ".csv" else _json_rows(path, text)
     found: list[Found] = []
-    labels: dict[Path, tuple[str, str]] = {}
+    labels: dict[tuple[int, int], tuple[str, str]] = {}
     unknown, seen = 0, set()
     for row_where, file, label in rows:
         if len(found) >= MAX_IMAGES:
@@ -132,25 +133,33 @@ def _label_list(path: Path, classes: list[str], skip_unknown: bool, *, where: st
             continue  # list naming one file a million times took 50 s to resolve)
         seen.add((file, label))
         image = path.parent / Path(file).expanduser()
-        try:
-            ok = image.is_file()
-        except OSError:
-            ok = False
-        if not ok:
+        key = _file_key(image)
+        if key is None:
             raise ExplainError(f"{row_where}: image not found (or not a regular file): "
                                f"{short(image)}")
         if image.suffix.lower() not in IMAGE_SUFFIXES:
             raise ExplainError(f"{row_where}: {short(image)} is not an image file "
                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-        key = image.resolve()
-        if key in labels and labels[key][0] != label:
-            raise ExplainError(f"{row_where}: {short(image)} is labelled {quote(label)} here and "
-                               f"{quote(labels[key][0])} at {labels[key][1]}")
-        labels.setdefault(key, (label, row_where))
+        if key in labels:  # one file under other names ('a/../cat.jpg'): explained once, and
+            if labels[key][0] != label:  # never resolved again (4 KB of 'a/../' a row: 4 ms)
+                raise ExplainError(f"{row_where}: {short(image)} is labelled {quote(label)} "
+                                   f"here and {quote(labels[key][0])} at {labels[key][1]}")
+            continue
+        labels[key] = (label, row_where)
         found.append((image, True, label))
     if unknown:
         notes.append(Skipped(path=str(path), reason=f"{unknown} row(s) naming no class"))
     return found
+
+
+def _file_key(image: Path) -> Optional[tuple[int, int]]:
+    """The (device, inode) of the regular file ``image`` names (links followed, as a row's
+    path is used as named), or None: one stat in the kernel, whatever the path's length."""
+    try:
+        found = os.stat(image)
+    except (OSError, ValueError):  # missing, a name too long, a NUL
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
 
 
 def _csv_rows(path: Path, text: str) -> Iterator[tuple[str, str, str]]:
