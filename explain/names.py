@@ -112,6 +112,18 @@ def short(text: object, limit: int = 160) -> str:
 LISTED = 5  # names a note or a message lists before "(+N more)"
 
 
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def without_bidi(value: object) -> object:
+    """A text with its bidirectional controls shown escaped ('\\u202e'); anything else as it
+    is. A page escapes HTML, not these: a shared file name holding U+202E turned the rest of
+    its line around on report.html ('gpj.exe' for 'exe.jpg')."""
+    if not isinstance(value, str) or not _BIDI.search(value):
+        return value
+    return _BIDI.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+
+
 def a_type(value: object) -> str:
     """'a Tensor', 'an OrderedDict': a value's type name with its article, as messages say
     what a file or a model gave."""

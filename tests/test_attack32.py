@@ -53,3 +53,23 @@ def test_a_list_with_carriage_returns_alone_is_read(tmp_path):
     path.write_bytes(b"path,label\rcat.jpg,cat\r")
     found = _label_list(path, ["cat", "dog"], False, where="w", notes=[])
     assert [(f.name, label) for f, _, label in found] == [("cat.jpg", "cat")]
+
+
+def test_bidirectional_controls_are_shown_escaped_on_every_page(tmp_path):
+    """A shared image's file name holding U+202E (right-to-left override) turned the rest of
+    its line around on report.html (HTML escaping leaves it): every value a page prints, and
+    the notebook's text, show it escaped; the page's own markup is left alone."""
+    from markupsafe import Markup
+
+    from explain.api import display
+    from explain.writers.report import environment, rebuild
+    from helpers import finished_tiny_run, tampered
+    page = environment().from_string("{{ a }} {{ b }}")
+    assert page.render(a="cat\u202egpj.exe", b=Markup("<b>\u2066ok</b>")) == \
+        "cat\\u202egpj.exe <b>\u2066ok</b>"
+    assert display.esc("x\u2067<y>") == "x\\u2067&lt;y&gt;"
+    finished = finished_tiny_run(tmp_path)
+    folder = tampered(finished, tmp_path / "shared",
+                      lambda s: s["images"][0].update(path="/photos/cat\u202egpj.exe"))
+    html = rebuild(folder).read_text(encoding="utf-8")
+    assert "\u202e" not in html and "cat\\u202egpj.exe" in html

@@ -30,8 +30,10 @@ STYLE = ("<style>.explain-api table{border-collapse:collapse;margin:4px 0}"
 
 
 def esc(value: object) -> str:
-    """Text from a file or a model, safe inside HTML."""
-    return html.escape(str(value), quote=True)
+    """Text from a file or a model, safe inside HTML (its bidirectional controls shown
+    escaped, as on the report)."""
+    from explain.names import without_bidi
+    return html.escape(str(without_bidi(str(value))), quote=True)
 
 
 def encoded(rgb: "np.ndarray", kind: str = "jpeg") -> bytes:

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
 from explain import metrics, render, stats, swapped, trustlines
 from explain.baselines import BASELINES
@@ -35,7 +36,7 @@ from explain.config import GREY_WORDS, MANY_CLASSES, ModelSpec
 from explain.errors import ExplainError
 from explain.tasks.records import PERCENT
 from explain.methods import method_note, traits
-from explain.names import encoded
+from explain.names import encoded, without_bidi
 from explain.metrics import LABELS
 from explain.methodtable import MethodTable, method_table
 from explain.metrics import traits as metric_traits
@@ -292,12 +293,19 @@ def _warnings(data: ReportData, cards: list[Card], weak: int) -> list[str]:
 
 
 @lru_cache(maxsize=1)
+def _shown(value: Any) -> Any:
+    """Every value a page prints: its text's bidirectional controls shown escaped (HTML is
+    escaped by the template; a file name's U+202E turned its line around). The page's own
+    markup (Markup) is left as it is."""
+    return value if isinstance(value, Markup) else without_bidi(value)
+
+
 def environment() -> Environment:
     """The report's Jinja2 environment: HTML autoescaping on, undefined names are errors.
     Made once per process, so the templates are compiled once."""
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                      keep_trailing_newline=True)
+                      keep_trailing_newline=True, finalize=_shown)
     env.filters["num"] = stats.cell
     env.filters["r"] = correlation
     env.filters["pct"] = lambda v: "–" if v is None else f"{stats.fixed(100 * v, 1)}%"
