@@ -175,3 +175,13 @@ def test_a_layer_numbered_as_yaml_reads_it(tmp_path):
         load_config(path)
     assert str(err.value) == (f"{path}: target_layers: 1.1 is a number to YAML (1.10 reads as "
                               f"1.1): write the layer name in quotes, e.g. '1.10'")
+
+
+def test_a_list_item_set_on_the_command_line_says_lists_are_set_whole(capsys):
+    """``--set images.0=x.jpg`` made ``images`` a section {'0': 'x.jpg'} and said 'images:
+    entry 0: unknown key 0': a list is set whole, and the line says so."""
+    from conftest import REPO
+    from helpers import refused
+    err = refused(capsys, REPO / "configs" / "alexnet_catdog.yaml", "--set", "images.0=x.jpg")
+    assert "images.0: images is a list, set whole (e.g. images=[a, b]); its items cannot be " \
+           "set one by one" in err, err

@@ -258,10 +258,15 @@ def parse_value(text: str) -> Any:
 
 
 def apply_override(data: dict, dotted: str, value: Any) -> None:
-    """Set data['a']['b'] = value for 'a.b', creating sections as needed."""
+    """Set data['a']['b'] = value for 'a.b', creating sections as needed. A list is set
+    whole: 'images.0' made ``images`` a section {'0': ...} ('images: entry 0: unknown key')."""
     keys = dotted.split(".")
     node = data
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(node.get(key), list):
+            where = ".".join(keys[:depth + 1])
+            raise ExplainError(f"{dotted}: {where} is a list, set whole (e.g. {where}=[a, b]); "
+                               f"its items cannot be set one by one")
         if not isinstance(node.get(key), dict):
             node[key] = {}
         node = node[key]
