@@ -60,6 +60,18 @@ def seconds_per_pass(model: torch.nn.Module, x: torch.Tensor, rows: int) -> floa
     return (time.perf_counter() - t0) / rows
 
 
+def timed_pass(plan, rows: int) -> float:
+    """Seconds per image of a pass without gradients over ``rows`` copies of the plan's first
+    image, the faster of two timings (one on a busy machine was 4x off), measured once per
+    plan and ``rows`` (``RunPlan.timed``): the run's estimate and the sanity estimate both ask
+    for ScoreCAM's."""
+    found = plan.timed.get(rows)
+    if found is None:
+        x = plan.first.tensor.to(plan.device)
+        found = plan.timed[rows] = min(seconds_per_pass(plan.model, x, rows) for _ in range(2))
+    return found
+
+
 def per_channel_costs(plan, per_pass: Optional[float] = None,
                       images: Optional[int] = None) -> list[PassCost]:
     """A PassCost per per-channel method of the plan's config (``per_pass``: seconds of one
@@ -83,9 +95,7 @@ def per_channel_costs(plan, per_pass: Optional[float] = None,
         passes *= plan.slots if traits(spec.name).comparison_targets else 1
         seconds = per_pass
         if seconds is None:
-            x = plan.first.tensor.to(plan.device)
-            rows = min(inner_batch(spec), TIMED_ROWS)  # the faster of two, as the metrics'
-            seconds = min(seconds_per_pass(plan.model, x, rows) for _ in range(2))
+            seconds = timed_pass(plan, min(inner_batch(spec), TIMED_ROWS))
         out.append(PassCost(spec.name, per_image, passes, passes * seconds, channels))
     return out
 
@@ -105,8 +115,7 @@ def detection_cost(plan, images: int, per_pass: Optional[float] = None) -> tuple
     # than one: timed at its batch (ScoreCAM at 192 px: 21 s, estimated 43 s at one a pass)
     channel = {c.method: c for c in per_channel_costs(plan, per_pass, images)}
     if per_pass is None:
-        x = plan.first.tensor.to(plan.device)
-        per_pass = min(seconds_per_pass(plan.model, x, 1) for _ in range(2))
+        per_pass = timed_pass(plan, 1)
     smooth = AUGMENTATIONS if cfg.aug_smooth else 1
     passes, parts = images, []
     for spec in cfg.methods:

@@ -15,7 +15,7 @@ decoded input *is* reused: every image is decoded once.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
 
@@ -66,6 +66,9 @@ class RunPlan:
     reshape: Any = "auto"  # how maps are read from the layers (``reshape_mode``), resolved once
     bounded_rows: Optional[int] = 1  # copies of the first image its bound sized
     # (``bounded_forward``); None with batch_size: auto, whose batches are sized to the memory
+    # copies of the first image -> seconds per image of a pass without gradients, timed once
+    # by explain.pace.timed_pass (the run's estimates and the sanity estimate all ask)
+    timed: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def methods(self) -> list[str]:

@@ -202,7 +202,7 @@ def test_a_detection_scorecam_estimate_times_the_batched_passes(monkeypatch):
                           methods=[MethodSpec(name="scorecam")])
     plan = SimpleNamespace(cfg=cfg, target_layers=[SimpleNamespace(channels=256)], slots=1,
                            images=[0, 1], first=SimpleNamespace(tensor=torch.zeros(3, 8, 8)),
-                           device=torch.device("cpu"), model=None)
+                           device=torch.device("cpu"), model=None, timed={})
     line, seconds = pace.detection_cost(plan, 2)
     assert seconds == pytest.approx(2 * 0.1 + 2 * 256 * 3 * 0.04)
     assert "scorecam 256 passes per box" in line

@@ -106,8 +106,11 @@ def test_estimate_times_a_pass_of_the_first_image_and_the_engine_times_each_meth
     x = images(2)
     plan = fake_plan([{"name": "scorecam", "batch_size": 4}], 2, 2)
     plan.first, plan.device, plan.model = SimpleNamespace(tensor=x[0]), torch.device("cpu"), net
+    plan.timed = {}
     cost = per_channel_costs(plan)[0]
     assert cost.passes == 20 and 0 < cost.seconds < 5
+    # timed once per plan: the sanity estimate asks again and gets the same seconds
+    assert list(plan.timed) == [4] and per_channel_costs(plan)[0].seconds == cost.seconds
     with cpu_engine(net, [net[2]], ["gradcam", {"name": "scorecam", "batch_size": 4}]) as engine:
         engine.run(x, [0, 1], [0, 1])
         assert set(engine.seconds) == {"scorecam"} and engine.seconds["scorecam"] > 0

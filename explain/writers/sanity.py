@@ -117,8 +117,7 @@ def estimate(plan: RunPlan) -> tuple[str, float]:
     # faster of two (the preflight pass, the model's first, said 72 s for 5 s on the demo; one
     # timed pass was at times 1 s where the next took 0.05 s; a batch of sanity.images copies
     # took 70 s and 3 GB for 300 images)
-    x = plan.first.tensor.to(plan.device)
-    per_pass = min(pace.seconds_per_pass(plan.model, x, 1) for _ in range(2))
+    per_pass = pace.timed_pass(plan, 1)
     channels = pace.per_channel_costs(plan, images=images)  # shared by classes, batched
     seconds = passes * per_pass + steps * sum(cost.seconds for cost in channels)
     passes += steps * sum(cost.passes for cost in channels)
