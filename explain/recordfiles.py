@@ -231,7 +231,7 @@ def entry_problem(entry: ImageEntry, cfg: Config) -> Optional[str]:
     return None
 
 
-def box_problem(entry: ImageEntry) -> Optional[str]:
+def boxes_outside(entry: ImageEntry) -> Optional[str]:
     """What places a box of an entry (ground truth, a detection's) outside its input pixels,
     or None: a run writes four finite numbers, each clipped to its input's side. The report
     drew a box from its numbers in fixed decimals: a shared summary's -1e306 and 1e306 (6
@@ -253,7 +253,7 @@ def check_entries(entries: list[ImageEntry], cfg: Config, where: Any) -> None:
     written (``entry_problem``)."""
     ids: set[str] = set()
     for entry in entries:
-        problem = entry_problem(entry, cfg) or box_problem(entry) or \
+        problem = entry_problem(entry, cfg) or boxes_outside(entry) or \
             ("an id another entry has (as a disk ignoring case sees it)"
              if fold(entry.id) in ids else None)
         if problem:
@@ -292,7 +292,7 @@ def kept_entries(run: RunFolder, sources: dict[str, Any], *, cfg: Config, classe
         if problem is None and entry.label != ref.label:
             problem = f"label {quote(entry.label)}, but the image list says {quote(ref.label)}"
         problem = problem or kept_problem(entry, [m.name for m in cfg.methods], classes, ext) \
-            or entry_problem(entry, cfg) or box_problem(entry) or _missing_file(run, entry)
+            or entry_problem(entry, cfg) or boxes_outside(entry) or _missing_file(run, entry)
         if problem:
             raise ExplainError(f"{where}: {problem}; the run folder is damaged (delete this item "
                                f"file to compute the image again)")
