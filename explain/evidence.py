@@ -399,8 +399,9 @@ def _beats(col: Any, method: str, cell: Stat) -> None:
 def method_columns(evidence: Optional[Evidence]) -> dict[str, dict[str, Any]]:
     """Method -> the columns summary.csv adds to each of its maps' rows: per metric
     ``<metric>.mean``, ``.ci_low``, ``.ci_high`` and, for a ranked one, ``.place`` and
-    ``.beats_baselines``; then ``sanity`` and ``trusted``. Timings are not among them
-    (summary.csv holds none, so two runs give the same bytes)."""
+    ``.beats_baselines`` (empty below the minimum of images for a test: a mean that is not
+    better is a warning, not a finding); then ``sanity`` and ``trusted``. Timings are not
+    among them (summary.csv holds none, so two runs give the same bytes)."""
     if evidence is None:
         return {}
     from explain.metrics import traits
@@ -412,7 +413,9 @@ def method_columns(evidence: Optional[Evidence]) -> dict[str, dict[str, Any]]:
         for key, s in row.metrics.items():
             cols.update({f"{key}.mean": s.mean, f"{key}.ci_low": s.low, f"{key}.ci_high": s.high})
             if traits(key).direction:  # ranked: its place and the baselines
-                cols.update({f"{key}.place": s.place, f"{key}.beats_baselines": s.beats_baselines})
+                tested = s.images >= evidence.min_images
+                cols.update({f"{key}.place": s.place,
+                             f"{key}.beats_baselines": s.beats_baselines if tested else None})
         line = next((x for x in evidence.lines if x.method == row.name), None)
         cols["sanity"] = line.sanity if line else None
         cols["trusted"] = evidence.trusted == row.name

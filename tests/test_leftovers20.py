@@ -1,0 +1,31 @@
+"""Leftovers from the nineteenth session's notes, each found in use: what a reader of
+summary.csv, a torchrun user or a notebook that forks saw."""
+
+from __future__ import annotations
+
+import pytest
+
+from explain import trustlines
+from explain.methodtable import method_table
+from explain.writers.summary import csv_rows
+from test_trust_section import GOOD, METRIC, synthetic
+
+
+@pytest.mark.parametrize("images", [3, 8])
+def test_summary_csv_leaves_beats_baselines_empty_below_the_minimum_for_a_test(images):
+    """3 images and a baseline whose mean is better: the page says "mean not better than
+    centre" (no test was made), and summary.csv's column was False, read as a significant
+    miss. It is empty there; with 8 images (tested) it stays False."""
+    few = GOOD[:images]
+    summary = synthetic({"gradcam": [v + 0.2 for v in few], "layercam": few},
+                        {"centre": [v + 0.05 for v in few]})
+    table = method_table(summary, ["gradcam", "layercam"])
+    summary.trust = trustlines.build(summary, table)
+    rows = csv_rows(summary)
+    lay = next(r for r in rows if r["method"] == "layercam")
+    grad = next(r for r in rows if r["method"] == "gradcam")
+    cell = table.columns[0].cells["layercam"]
+    assert cell.beats_baselines is False and cell.not_beaten == ["centre"]  # the page's warning
+    expected = None if images < 5 else False
+    assert lay[f"{METRIC}.beats_baselines"] is expected
+    assert grad[f"{METRIC}.beats_baselines"] is (None if images < 5 else True)
