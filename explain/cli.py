@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -269,6 +270,12 @@ def _interrupted_code() -> int:
     return 143 if _TERMINATED else 130
 
 
+def _other_rank() -> bool:
+    """A rank other than 0 of several that torchrun started (its environment says so)."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1") and \
+        os.environ.get("RANK", "0").strip() not in ("", "0")
+
+
 COMMANDS = {"layers": layers_main, "report": report_main, "diff": diff_main}  # explain WORD
 
 
@@ -322,7 +329,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             attribute(exc, args.config, overrides, "the command line")
         return _print_error(exc)
     except KeyboardInterrupt as exc:  # RunInterrupted says what the run folder holds
-        say(str(exc) if isinstance(exc, RunInterrupted) else  # it names the run's folder
-            "explain: interrupted before the run started; nothing was written")
+        if not _other_rank():  # torchrun stops every rank: rank 0 says it once
+            say(str(exc) if isinstance(exc, RunInterrupted) else  # it names the run's folder
+                "explain: interrupted before the run started; nothing was written")
         return _interrupted_code()
     return 0

@@ -29,3 +29,27 @@ def test_summary_csv_leaves_beats_baselines_empty_below_the_minimum_for_a_test(i
     expected = None if images < 5 else False
     assert lay[f"{METRIC}.beats_baselines"] is expected
     assert grad[f"{METRIC}.beats_baselines"] is (None if images < 5 else True)
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_under_torchrun_rank_0_alone_prints_the_interrupted_line(tmp_path, monkeypatch, capsys,
+                                                                 rank):
+    """torchrun stops every rank on Ctrl-C: each printed the same "interrupted; N of M images
+    are finished" line (4 ranks, 4 lines). Rank 0 prints it; every rank exits 130."""
+    import explain.runner
+    from conftest import write_config
+    from explain.cli import main
+    from explain.errors import RunInterrupted
+
+    def stopped(cfg, opts):
+        raise RunInterrupted("explain: interrupted; 3 of 8 images are finished in here")
+    monkeypatch.setattr(explain.runner, "run", stopped)
+    config = str(write_config(tmp_path, model={"file": "m.pth"}, target_layers=["x"]))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    assert main([config]) == 130
+    err = capsys.readouterr().err
+    assert ("3 of 8 images are finished" in err) is (rank == "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: RANK means nothing
+    assert main([config]) == 130
+    assert "3 of 8 images are finished" in capsys.readouterr().err
