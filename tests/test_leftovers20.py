@@ -53,3 +53,36 @@ def test_under_torchrun_rank_0_alone_prints_the_interrupted_line(tmp_path, monke
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: RANK means nothing
     assert main([config]) == 130
     assert "3 of 8 images are finished" in capsys.readouterr().err
+
+
+def test_a_process_forked_while_explain_reads_starts_with_the_users_settings():
+    """A notebook's multiprocessing forking while a reader thread was inside ``reading``: the
+    child kept Pillow without its bomb bound, its warnings ignored and OpenCV silent for good
+    (nobody in it would leave the block). It starts with the user's settings."""
+    import ast
+    import os
+    import warnings
+
+    import cv2
+    from PIL import Image
+
+    from explain.images import quiet
+    bound, level = Image.MAX_IMAGE_PIXELS, cv2.utils.logging.getLogLevel()
+    filters = len(warnings.filters)
+    read, write = os.pipe()
+    with quiet.reading():
+        assert Image.MAX_IMAGE_PIXELS is None  # inside: explain's own bound holds
+        pid = os.fork()
+        if pid == 0:  # the child: report its settings, then leave the block as the thread would
+            seen = (Image.MAX_IMAGE_PIXELS, cv2.utils.logging.getLogLevel(),
+                    len(warnings.filters))
+            with quiet.reading():
+                inside = Image.MAX_IMAGE_PIXELS
+            os.write(write, repr((seen, inside, Image.MAX_IMAGE_PIXELS)).encode())
+            os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(write)
+    seen, inside, after = ast.literal_eval(os.read(read, 1000).decode())
+    os.close(read)
+    assert seen == (bound, level, filters) and inside is None and after == bound
+    assert Image.MAX_IMAGE_PIXELS == bound  # the parent's block left as always

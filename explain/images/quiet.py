@@ -15,6 +15,7 @@ user's back when the last one leaves.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import warnings
@@ -44,12 +45,34 @@ def reading() -> Iterator[None]:
         yield
     finally:
         with _LOCK:
-            _inside[0] -= 1
-            if _inside[0] == 0:
-                added, bound, level = _inside[1]
-                Image.MAX_IMAGE_PIXELS = bound
-                cv2.utils.logging.setLogLevel(level)
-                _unfiltered(added)
+            if _inside[0] > 0:  # 0: a fork in this block made this process (_forked)
+                _inside[0] -= 1
+                if _inside[0] == 0:
+                    _restore()
+
+
+def _restore() -> None:
+    """The user's settings back: what the first reader replaced."""
+    added, bound, level = _inside[1]
+    Image.MAX_IMAGE_PIXELS = bound
+    cv2.utils.logging.setLogLevel(level)
+    _unfiltered(added)
+
+
+def _forked() -> None:
+    """A child forked while readers were inside (a notebook's multiprocessing, a data loader's
+    worker): none of them runs on in it, so nobody would leave and put the user's settings
+    back; the child starts with them, and with a lock no other thread holds."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    if _inside[0] > 0:
+        _inside[0] = 0
+        _restore()
+
+
+if hasattr(os, "register_at_fork"):  # the lock is not held mid-change as the child is made
+    os.register_at_fork(before=lambda: _LOCK.acquire(), after_in_parent=lambda: _LOCK.release(),
+                        after_in_child=_forked)
 
 
 def _filtered() -> tuple[list, tuple]:
