@@ -128,7 +128,19 @@ def a_type(value: object) -> str:
     """'a Tensor', 'an OrderedDict': a value's type name with its article, as messages say
     what a file or a model gave."""
     name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    return f"{'an' if _vowel_sound(name) else 'a'} {name}"
+
+
+def _vowel_sound(word: str) -> bool:
+    """Whether ``word`` is said starting with a vowel: by its letters' names when it starts
+    as an acronym does ('an NDArray', 'a UNet'), else by its first letters ('an OrderedDict',
+    'a UserDict', 'a Unicode...', 'an Ugly...', 'a OneCycle...')."""
+    if len(word) > 1 and word[:2].isupper() and word[:2].isalpha():
+        return word[0] in "AEFHILMNORSX"
+    low = word.lower()
+    if low.startswith(("eu", "one", "uni", "use", "usu", "uti", "ura", "uro")):
+        return False
+    return low[:1] in ("a", "e", "i", "o", "u")
 
 
 def listed(names: list[str], limit: int = LISTED) -> str:

@@ -86,3 +86,17 @@ def test_a_process_forked_while_explain_reads_starts_with_the_users_settings():
     os.close(read)
     assert seen == (bound, level, filters) and inside is None and after == bound
     assert Image.MAX_IMAGE_PIXELS == bound  # the parent's block left as always
+
+
+def test_a_type_name_gets_the_article_it_is_said_with():
+    """'an UserDict' in a message about a file's contents."""
+    from collections import OrderedDict, UserDict
+
+    from explain.names import a_type
+    made = {name: type(name, (), {})() for name in ("NDArray", "UNet", "Unicorn", "Ugly", "EuclidNorm",
+                                                    "OneCycle", "Image", "Tensor", "SSD", "Box")}
+    assert [a_type(v) for v in made.values()] == [
+        "an NDArray", "a UNet", "a Unicorn", "an Ugly", "a EuclidNorm", "a OneCycle", "an Image",
+        "a Tensor", "an SSD", "a Box"]
+    assert (a_type(UserDict()), a_type(OrderedDict()), a_type(3)) == \
+        ("a UserDict", "an OrderedDict", "an int")
