@@ -139,7 +139,9 @@ def _runs_inside(root: Path) -> str:
         return ""
     if not runs:
         return ""
-    return f"; it holds the run(s) {listed(runs)}: name one, e.g. {root / runs[0]}"
+    import shlex  # 'my run, v2' read as two runs; the example is a path the shell takes whole
+    return (f"; it holds the run(s) {listed([shlex.quote(r) for r in runs])}: name one, e.g. "
+            f"{shlex.quote(str(root / runs[0]))}")
 
 
 def _is_run(entry: os.DirEntry) -> bool:

@@ -100,3 +100,17 @@ def test_a_type_name_gets_the_article_it_is_said_with():
         "a Tensor", "an SSD", "a Box"]
     assert (a_type(UserDict()), a_type(OrderedDict()), a_type(3)) == \
         ("a UserDict", "an OrderedDict", "an int")
+
+
+def test_the_runs_inside_line_quotes_a_name_with_a_comma_or_a_space(tmp_path, capsys):
+    """'explain report results/' names the runs inside: 'my run, v2' and 'plain' read as
+    three runs, and the example path broke at its space when pasted."""
+    from explain.cli import main
+    from explain.outputs import RUN_MARKER
+    for name in ("my run, v2", "plain"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / RUN_MARKER).write_text("")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"; it holds the run(s) 'my run, v2', plain: name one, e.g. "
+                        f"'{tmp_path / 'my run, v2'}'"), err
