@@ -39,18 +39,24 @@ class CsvRows:
             yield line
 
     def _next(self) -> Optional[list[str]]:
+        start = self.reader.line_num + 1  # a quoted field may go on over several lines
         try:  # csv.Error: a field over csv's limit (128 KiB), a NUL, a bad quote
             return next(self.reader, None)
         except csv.Error as exc:
-            raise ExplainError(f"{self.where}: line {max(self.lines, 1)}: {exc}") from None
+            end = max(self.lines, 1)
+            where = f"line {end}" if end <= start else f"lines {start}-{end}"
+            raise ExplainError(f"{self.where}: {where}: {exc}") from None
 
     def rows(self, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Optional[str]]]]:
-        """(line number, column -> value) of each non-blank row, one at a time: the named
+        """(first line, column -> value) of each non-blank row, one at a time: the named
         columns only (a name the header repeats: its last column, as csv.DictReader), None
         where the row is shorter."""
         place = {name: i for i, name in enumerate(self.header)}
-        while (row := self._next()) is not None:
+        while True:
+            start = self.reader.line_num + 1  # where the row starts; line_num: where it ends
+            if (row := self._next()) is None:
+                return
             if not any(value.strip() for value in row):
                 continue  # a blank line
-            yield self.reader.line_num, {name: row[place[name]] if place.get(name, len(row))
-                                         < len(row) else None for name in columns}
+            yield start, {name: row[place[name]] if place.get(name, len(row)) < len(row)
+                          else None for name in columns}

@@ -114,3 +114,24 @@ def test_the_runs_inside_line_quotes_a_name_with_a_comma_or_a_space(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"; it holds the run(s) 'my run, v2', plain: name one, e.g. "
                         f"'{tmp_path / 'my run, v2'}'"), err
+
+
+def test_a_csv_row_with_a_quoted_field_over_lines_is_named_by_its_first_line():
+    """A labelled list whose path is quoted over two lines: its rows were named by their last
+    line (the row after it 'line 5' when it starts on line 4); a bad quote at the end of the
+    file named only the last line."""
+    from explain.csvrows import CsvRows
+    from explain.errors import ExplainError
+    text = 'path,label\n\na.jpg,cat\n"b\nc.jpg",dog\nd.jpg,dog\n'
+    rows = list(CsvRows(text, "l.csv", 100, "").rows(("path", "label")))
+    assert [(line, row["path"]) for line, row in rows] == [(3, "a.jpg"), (4, "b\nc.jpg"),
+                                                          (6, "d.jpg")]
+    long = "y" * 140_000  # over csv's field limit, under a line's
+    one = CsvRows(f'path,label\na.jpg,cat\n"{long}",dog\n', "l.csv", 100, "")
+    with pytest.raises(ExplainError) as err:
+        list(one.rows(("path", "label")))
+    assert str(err.value).startswith("l.csv: line 3: field larger"), str(err.value)
+    many = CsvRows(f'path,label\na.jpg,cat\n"b.jpg\nc\n{long}",dog\n', "l.csv", 100, "")
+    with pytest.raises(ExplainError) as err:
+        list(many.rows(("path", "label")))
+    assert str(err.value).startswith("l.csv: lines 3-5: field larger"), str(err.value)
