@@ -135,3 +135,18 @@ def test_a_csv_row_with_a_quoted_field_over_lines_is_named_by_its_first_line():
     with pytest.raises(ExplainError) as err:
         list(many.rows(("path", "label")))
     assert str(err.value).startswith("l.csv: lines 3-5: field larger"), str(err.value)
+
+
+def test_a_dict_keyed_by_numbers_is_named_and_read_by_its_key():
+    """forward returning {0: logits, 1: features}: the hint said 'model.output: 0', and
+    output: 0 then read position 0 of a tuple ('not a tensor'). A key no config can name (a
+    tuple) is not offered."""
+    import torch
+
+    from explain.models.heads import output_hint, select_output
+    logits, feats = torch.zeros(1, 2), torch.zeros(1, 8, 4, 4)
+    out = {0: logits, 1: feats}
+    assert output_hint(out) == "model.output: 0"
+    assert select_output(out, 0) is logits and select_output(out, 1) is feats
+    assert select_output((logits, feats), 1) is feats  # a tuple: still by position
+    assert output_hint({("a", 1): logits, "maps": feats}).startswith("model.output: maps")

@@ -81,7 +81,8 @@ def output_hint(out: Any) -> str:
     if isinstance(out, (tuple, list)):
         return "model.output: 0"
     parts = out if isinstance(out, dict) else vars(out) if hasattr(out, "__dict__") else {}
-    dims = {k: v.ndim for k, v in parts.items() if isinstance(v, torch.Tensor)}
+    dims = {k: v.ndim for k, v in parts.items()  # a key a config can name
+            if isinstance(v, torch.Tensor) and isinstance(k, (str, int))}
     rows = [k for k, d in dims.items() if d == 2]  # a 'logits' first: not a (N, 512) embedding
     named = [k for k in rows if "logit" in str(k).lower()]
     if rows:
@@ -103,11 +104,11 @@ def select_output(out: Any, key: Union[int, str, None]) -> torch.Tensor:
                                f"tensor{task_hint(out, 'classification')}")
         raise ExplainError(f"model: forward returns {describe_output(out)}, not a logits tensor; "
                            f"set which part holds the class scores, e.g. {output_hint(out)}")
-    if isinstance(key, int):
+    if isinstance(out, dict):  # {0: logits} too: output: 0 names its key
+        found = out.get(key)
+    elif isinstance(key, int):
         ok = isinstance(out, (tuple, list)) and key < len(out)
         found = out[key] if ok else None
-    elif isinstance(out, dict):
-        found = out.get(key)
     else:
         found = getattr(out, key, None)
     if not isinstance(found, torch.Tensor):
