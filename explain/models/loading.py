@@ -126,30 +126,53 @@ def _outputs_hint(weights: dict) -> str:
             f"model.arch_args: {{num_classes: {n}}})")
 
 
-# the class layer of torchvision's detection and segmentation heads, its ndim (a segmenter's is
-# a 1x1 conv, not a classifier's Linear), what it is, the builders, the task; its first
-# dimension is num_classes
+# torchvision's detection and segmentation heads: what it is, the builders, the task, then the
+# (key, ndim) of its weights that must all be there, its class layer first (its first
+# dimension is num_classes; a segmenter's is a 1x1 conv, not a classifier's Linear). One key
+# was not evidence enough: a classifier whose head is Sequential(conv, ..., conv) has a 4-d
+# 'classifier.4.weight' too.
 TASK_HEADS = (
-    ("roi_heads.box_predictor.cls_score.weight", 2, "a Faster R-CNN or Mask R-CNN",
-     "torchvision.models.detection.fasterrcnn_* or maskrcnn_*", "detection"),
-    ("classifier.low_classifier.weight", 4, "an LR-ASPP",
-     "torchvision.models.segmentation.lraspp_mobilenet_v3_large", "segmentation"),
-    ("classifier.4.weight", 4, "a DeepLabV3 or FCN",
-     "torchvision.models.segmentation.deeplabv3_* or fcn_*", "segmentation"))
+    ("a Faster R-CNN or Mask R-CNN", "torchvision.models.detection.fasterrcnn_* or maskrcnn_*",
+     "detection", (("roi_heads.box_predictor.cls_score.weight", 2),
+                   ("roi_heads.box_predictor.bbox_pred.weight", 2),
+                   ("rpn.head.cls_logits.weight", 4))),
+    ("an LR-ASPP", "torchvision.models.segmentation.lraspp_mobilenet_v3_large", "segmentation",
+     (("classifier.low_classifier.weight", 4), ("classifier.high_classifier.weight", 4),
+      ("classifier.cbr.0.weight", 4))),
+    ("a DeepLabV3", "torchvision.models.segmentation.deeplabv3_*", "segmentation",
+     (("classifier.4.weight", 4), ("classifier.0.project.0.weight", 4),
+      ("classifier.1.weight", 4), ("classifier.2.running_mean", 1))),
+    ("an FCN", "torchvision.models.segmentation.fcn_*", "segmentation",
+     (("classifier.4.weight", 4), ("classifier.0.weight", 4),
+      ("classifier.1.running_mean", 1))))
+
+
+def _task_head(weights: dict, keys: tuple) -> int:
+    """The class count of the head whose (key, ndim) ``keys`` all are in ``weights``, beside
+    a backbone's weights, its class layer a Linear or a 1x1 conv (0: not that head)."""
+    found = [weights.get(key) for key, _ in keys]
+    if not all(isinstance(v, torch.Tensor) and v.ndim == ndim
+               for v, (_, ndim) in zip(found, keys)) or not any(
+            isinstance(k, str) and k.startswith("backbone.") for k in weights):
+        return 0
+    n = int(found[0].shape[0])
+    if found[0].ndim == 4 and tuple(found[0].shape[2:]) != (1, 1):
+        return 0
+    return n
 
 
 def _task_head_hint(weights: dict) -> str:
     """For the weights of a torchvision detector or segmenter: the builder family, the task
     and num_classes, read from its class layer ('' for anything else)."""
-    for key, ndim, what, builders, task in TASK_HEADS:
-        value = weights.get(key)
-        if isinstance(value, torch.Tensor) and value.ndim == ndim:
-            n = int(value.shape[0])
+    for what, builders, task, keys in TASK_HEADS:
+        n = _task_head(weights, keys)
+        if n:
             aux = ", aux_loss: true" if any(
                 isinstance(k, str) and k.startswith("aux_classifier.") for k in weights) else ""
-            return (f"they look like {what}'s ({quote(key)} has {n} classes): add task: {task}, "
-                    f"model.arch: the builder you trained ({builders}) and model.arch_args: "
-                    f"{{num_classes: {n}{aux}}} with your other training arguments")
+            return (f"they look like {what}'s ({quote(keys[0][0])} has {n} classes): add task: "
+                    f"{task}, model.arch: the builder you trained ({builders}) and "
+                    f"model.arch_args: {{num_classes: {n}{aux}}} with your other training "
+                    f"arguments")
     return ""
 
 
