@@ -4,12 +4,18 @@ the guess of a task head from a state_dict without model.arch."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from conftest import IMAGES, save_config
 from helpers import refused
+from explain.cli import main
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,3 +75,42 @@ def test_the_heads_are_still_told_from_all_their_keys(tmp_path, capsys):
     assert "has 7 classes): add task: detection" in err and "num_classes: 7}" in err
     del rcnn["rpn.head.cls_logits.weight"]
     assert "task: detection" not in refused(capsys, _weights_only(tmp_path, rcnn))
+
+
+# ---- label maps named in another letter case ------------------------------------------------------
+
+def tiny_segmenter(seed: int = 1) -> nn.Module:
+    """Torch layers only (a whole pickle loads without trust): 3 classes' score maps at the
+    input's size."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(6, 3, 3, padding=1)).eval()
+
+
+def seg_config(root, region: str = "predicted", images=("both.jpg",), **extra):
+    torch.save(tiny_segmenter(), root / "seg.pth")
+    return save_config(root, "seg", {
+        "task": "segmentation", "model": {"file": "seg.pth"},
+        "classes": {"background": 0, "cat": 1, "dog": 2}, "images": list(images),
+        "preprocess": {"size": [32, 48]}, "target_layers": ["auto"],
+        "methods": ["gradcam", "layercam"], "segmentation": {"region": region, **extra}})
+
+
+def test_a_label_map_named_in_another_letter_case_is_pointed_at(tmp_path, capsys):
+    """cat.JPG's label map saved as Cat.png (and both.jpg's as BOTH.PNG): 'no label map for
+    image 'cat'' and nothing more. The message and the note name the file and its name."""
+    shutil.copy(IMAGES / "cat.jpg", tmp_path / "cat.JPG")
+    shutil.copy(IMAGES / "both.jpg", tmp_path / "both.jpg")
+    (tmp_path / "masks").mkdir()
+    for name in ("Cat.png", "BOTH.PNG", "dog.png"):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / name)
+    cfg = seg_config(tmp_path, "label", ["cat.JPG", "both.jpg"], masks="masks")
+    err = refused(capsys, cfg)
+    assert "no label map for image 'cat'" in err
+    assert "there is 'Cat.png', its name in another letter case" in err
+    assert "rename it 'cat.png'" in err
+    assert main([str(cfg), "--quiet", "--set", "segmentation.region=predicted"]) == 0
+    notes = json.loads((tmp_path / "results" / "seg" / "summary.json").read_text())["notes"]
+    said = next(n for n in notes if "no label map for 2 image(s)" in n)
+    assert "2 of them are there in another case: 'Cat.png' for 'cat.png', 'BOTH.PNG' for " \
+           "'both.png'" in said, said

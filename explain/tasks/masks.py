@@ -4,11 +4,14 @@ displayed: EXIF orientation applied), each pixel value a class index (a palette 
 a grayscale PNG's value; values that name no class, such as VOC's 255 border, are in no
 class's mask). Read with the image limits (``preprocess.max_bytes``, ``max_pixels``),
 resized to the model's input by nearest neighbour. Every problem is one line naming the
-file: not a folder, a missing map (with ``region: label``), the wrong size, a colour PNG."""
+file: not a folder, a missing map (with ``region: label``; one named in another letter
+case is pointed at), the wrong size, a colour PNG."""
 
 from __future__ import annotations
 
 import io
+import itertools
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,13 +41,51 @@ def mask_folder(cfg: Any) -> Optional[Path]:
     return folder
 
 
+def mask_names(image_id: str, path: Path) -> tuple[str, ...]:
+    """The names an image's label map may have: ``<image id>.png``, ``<file stem>.png``."""
+    return tuple(dict.fromkeys((f"{image_id}.png", f"{path.stem}.png")))
+
+
 def mask_file(folder: Path, ref: Any) -> Optional[Path]:
     """The image's label map in ``folder`` (a regular file, not a link), or None."""
-    for name in dict.fromkeys((f"{ref.id}.png", f"{ref.path.stem}.png")):
+    for name in mask_names(ref.id, ref.path):
         path = folder / name
         if path.is_file() and not path.is_symlink():
             return path
     return None
+
+
+LISTED_MASKS = 100_000  # folder entries the letter-case hint reads at most
+
+
+def case_misses(folder: Path, images: list[tuple[str, Path]]) -> dict[str, tuple[str, str]]:
+    """Per image (id, path) without its label map: (a file in ``folder`` whose name is one of
+    the image's names in another letter case, that name), as 'Cat.png' or 'cat.PNG' for
+    cat.JPG's 'cat.png': names are matched exactly. The folder is listed once, its first
+    LISTED_MASKS entries."""
+    if not images:
+        return {}
+    lower: dict[str, str] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in itertools.islice(entries, LISTED_MASKS):
+                lower.setdefault(entry.name.lower(), entry.name)
+    except OSError:
+        return {}
+    found = {}
+    for image_id, path in images:
+        near = [(lower[n.lower()], n) for n in mask_names(image_id, path) if n.lower() in lower]
+        if near:
+            found[image_id] = near[0]
+    return found
+
+
+def case_hint(folder: Path, image_id: str, path: Path) -> str:
+    """'; there is 'Cat.png' ...' when the folder has the image's label map in another letter
+    case, else ''."""
+    near = case_misses(folder, [(image_id, path)]).get(image_id)
+    return (f"; there is {quote(near[0])}, its name in another letter case (names are "
+            f"matched exactly: rename it {quote(near[1])})") if near else ""
 
 
 def _opened(path: Path, cfg: Any) -> Image.Image:
@@ -92,8 +133,9 @@ def check_masks(cfg: Any, refs: list) -> None:
         if path is None:
             if cfg.segmentation.region == "label":
                 raise ExplainError(f"segmentation.masks: no label map for image "
-                                   f"{quote(ref.id)} ({folder / (ref.id + '.png')}); region: "
-                                   f"label explains each class over its ground-truth pixels")
+                                   f"{quote(ref.id)} ({folder / (ref.id + '.png')})"
+                                   f"{case_hint(folder, ref.id, ref.path)}; region: label "
+                                   f"explains each class over its ground-truth pixels")
             continue
         try:
             original_size(ref.path)

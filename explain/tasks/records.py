@@ -138,13 +138,28 @@ def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
                        counted={m: c for m, c in counted.items() if c})
 
 
+def _case_note(cfg: Any, untold: list) -> str:
+    """'; ... in another letter case' for the images without a label map whose names are in
+    the masks folder in another letter case (names are matched exactly)."""
+    from pathlib import Path
+    from explain.tasks.masks import case_misses
+    folder = cfg.resolve(cfg.segmentation.masks)
+    near = case_misses(folder, [(e.id, Path(e.path)) for e in untold])
+    if not near:
+        return ""
+    shown = listed([f"{quote(found)} for {quote(should)}" for found, should in near.values()])
+    return (f"; names are matched exactly, letter case too, and {len(near)} of them are there "
+            f"in another case: {shown}")
+
+
 def _segmentation_notes(cfg: Any, images: list) -> list[str]:
     """task_notes of a segmentation run."""
     notes = []
-    untold = [e.id for e in images if e.segmentation is not None and not e.segmentation.truth]
+    untold = [e for e in images if e.segmentation is not None and not e.segmentation.truth]
     if cfg.segmentation.masks is not None and untold:
         notes.append(f"segmentation.masks: no label map for {len(untold)} image(s) "
-                     f"({listed(untold)}): no ground-truth numbers for them")
+                     f"({listed([e.id for e in untold])}): no ground-truth numbers for them"
+                     + _case_note(cfg, untold))
     absent = [(e.id, c) for e in images for c in (e.segmentation.absent if e.segmentation
                                                   else [])]
     if absent:
