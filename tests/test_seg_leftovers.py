@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from browser import Browser, find_browser
 from conftest import IMAGES, save_config
 from helpers import refused
 from explain.cli import main
@@ -114,3 +115,37 @@ def test_a_label_map_named_in_another_letter_case_is_pointed_at(tmp_path, capsys
     said = next(n for n in notes if "no label map for 2 image(s)" in n)
     assert "2 of them are there in another case: 'Cat.png' for 'cat.png', 'BOTH.PNG' for " \
            "'both.png'" in said, said
+
+
+# ---- the card's bars ----------------------------------------------------------------------------
+
+NAME_EDGES = """JSON.stringify(Array.from(document.querySelectorAll('.prob')).map(row => {
+  const name = row.querySelector('.prob-name'), range = document.createRange();
+  range.selectNodeContents(name);
+  const text = range.getBoundingClientRect(), box = name.getBoundingClientRect();
+  const clipped = name.scrollWidth > name.clientWidth;
+  const hidden = clipped && getComputedStyle(name).overflowX === 'hidden';
+  return {name: name.textContent, clipped: clipped, ink_right: hidden ? box.right : text.right,
+          bar_left: row.querySelector('.prob-bar').getBoundingClientRect().left};
+}))"""
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium-family browser")
+def test_the_bars_names_end_before_their_bars(tmp_path):
+    """A segmentation card's bars: the predicted class's name, 'background' in bold, ran 20 px
+    into its bar (the names had a 60 px column). Every name, in bold or not, is whole and ends
+    left of its bar, and the bars start at one x."""
+    shutil.copy(IMAGES / "both.jpg", tmp_path / "both.jpg")
+    cfg = seg_config(tmp_path)
+    assert main([str(cfg), "--quiet", "--set", "classes={background: 0, cat: 1, "
+                 "dog_and_its_lead: 2}"]) == 0
+    with Browser(find_browser()) as browser:
+        browser.open_page()
+        browser.goto((tmp_path / "results" / "seg" / "report.html").as_uri())
+        rows = json.loads(browser.evaluate(NAME_EDGES))
+    assert {r["name"] for r in rows} == {"background", "cat", "dog_and_its_lead"}
+    for row in rows:
+        if row["name"] != "dog_and_its_lead":  # a long name may end in '...', never overlap
+            assert not row["clipped"], row
+        assert row["ink_right"] < row["bar_left"], row
+    assert len({round(r["bar_left"]) for r in rows}) == 1, rows
