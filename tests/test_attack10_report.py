@@ -109,16 +109,17 @@ def test_task_numbers_of_no_run_are_left_out_with_a_note(finished, tmp_path):
 
 def test_task_numbers_must_be_the_tasks_in_their_order_of_its_methods():
     from explain.tasks.records import TaskSummary, task_problem
-    honest = dict(task="detection", numbers=["score", "energy_in_box"],
-                  means={"gradcam": {"score": 0.9, "energy_in_box": 0.5}},
-                  maps={"gradcam": 2}, counted={"gradcam": {"score": 1}})
+    honest = dict(task="detection", numbers=["energy_in_box", "inside_outside"],
+                  means={"gradcam": {"inside_outside": 0.9, "energy_in_box": 0.5}},
+                  maps={"gradcam": 2}, counted={"gradcam": {"inside_outside": 1}})
     assert task_problem(TaskSummary(**honest), "detection", ["gradcam"]) is None
     for change, says in [
-            (dict(numbers=["score"] * 2), "numbers that are not its task's, in their order"),
-            (dict(numbers=["energy_in_box", "score"]), "in their order"),
-            (dict(numbers=["pixel_share"]), "in their order"),
+            (dict(numbers=["energy_in_box"] * 2), "numbers that are not its task's, in their "
+                                                  "order"),
+            (dict(numbers=["inside_outside", "energy_in_box"]), "in their order"),
+            (dict(numbers=["energy_in_region"]), "in their order"),
             (dict(means={"layercam": {}}), "means of a method or number that is not its run's"),
-            (dict(counted={"gradcam": {"inside_outside": 1}}), "means of a method or number"),
+            (dict(numbers=["energy_in_box"]), "means of a method or number"),
             (dict(maps={"x": 1}), "map counts of a method that is not its run's"),
             (dict(task="segmentation"), "numbers of task 'segmentation', not its run's")]:
         assert says in (task_problem(TaskSummary(**{**honest, **change}), "detection",

@@ -106,9 +106,9 @@ def test_a_region_label_card_gives_the_share_it_explains(seg_label_run):
     for rec in cams["cams"]:
         seg = rec["segment"]
         assert seg["region"] == "label"
-        said = f"{100 * seg['pixels'] / size:.1f}% of the pixels in its ground truth"
+        said = f"ground truth: {100 * seg['region_pixels'] / size:.1f}% of the image"
         assert said in page, (rec["class_name"], said)
-    assert re.search(r"\(predicted: [0-9.]+%\)", page)
+    assert re.search(r"<br>predicted: [0-9.]+% of the image<br>", page)
 
 
 def test_a_segmentation_report_names_its_masks_not_annotations(seg_label_run):

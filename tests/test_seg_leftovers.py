@@ -4,8 +4,11 @@ the guess of a task head from a state_dict without model.arch."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -149,3 +152,99 @@ def test_the_bars_names_end_before_their_bars(tmp_path):
             assert not row["clipped"], row
         assert row["ink_right"] < row["bar_left"], row
     assert len({round(r["bar_left"]) for r in rows}) == 1, rows
+
+
+# ---- what the columns, the cards and the Methods table say ----------------------------------------
+
+@pytest.fixture(scope="module")
+def label_run(tmp_path_factory):
+    """The tiny segmenter on both.jpg at 32 x 48, explained over a label map: a left block cat,
+    a right block dog, the rest background (shares the prediction does not have)."""
+    root = tmp_path_factory.mktemp("seglabel")
+    shutil.copy(IMAGES / "both.jpg", root / "both.jpg")
+    (root / "masks").mkdir()
+    w, h = Image.open(IMAGES / "both.jpg").size
+    truth = np.zeros((h, w), np.uint8)
+    truth[:, : w // 3] = 1
+    truth[h // 2:, 2 * w // 3:] = 2
+    Image.fromarray(truth).save(root / "masks" / "both.png")
+    assert main([str(seg_config(root, "label", masks="masks")), "--quiet"]) == 0
+    return root / "results" / "seg"
+
+
+def _rows(run) -> list[dict]:
+    with open(run / "summary.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_summary_csv_says_whose_pixels_each_column_counts(label_run):
+    """'pixels' (the region's: here the ground truth's) stood beside 'pixel_share' (the
+    prediction's). The columns are region_pixels, region_share (of the image) and
+    predicted_share, in that order; the shares read back from the label map and the model."""
+    rows = _rows(label_run)
+    header = list(rows[0])
+    assert "pixels" not in header and "pixel_share" not in header
+    at = header.index("region_pixels")
+    assert header[at - 1: at + 3] == ["region", "region_pixels", "region_share",
+                                      "predicted_share"]
+    entry = json.loads((label_run / "summary.json").read_text())["images"][0]
+    h, w = entry["input_size"]
+    assert (h, w) == (32, 48)
+    truth = {"background": 1 - (16 / 48) - (16 * 16) / (32 * 48), "cat": 16 / 48,
+             "dog": 16 * 16 / (32 * 48)}
+    for row in rows:
+        assert row["region"] == "label"
+        assert int(row["region_pixels"]) == round(truth[row["class"]] * h * w), row
+        assert float(row["region_share"]) == pytest.approx(truth[row["class"]], abs=1e-6)
+        assert row["predicted_share"] == row[f"p_{row['class']}"]
+    assert any(abs(float(r["region_share"]) - float(r["predicted_share"])) > 0.05 for r in rows)
+
+
+def test_a_region_label_card_says_which_share_is_of_what(label_run):
+    """'47.4% of the pixels in its ground truth (predicted: 49.3%)' read as a share of the
+    ground truth's pixels. The card gives each as a share of the image, and what the score is
+    summed over."""
+    page = (label_run / "report.html").read_text(encoding="utf-8")
+    assert "of the pixels in its ground truth" not in page
+    for row in _rows(label_run)[::2]:
+        cell = re.search(rf'<span class="cls-name">{row["class"]}</span>\s*<span class="strength"'
+                         rf'[^>]*>(.*?)</span>', page).group(1)
+        assert cell.startswith(f"ground truth: {100 * float(row['region_share']):.1f}% of the "
+                               f"image<br>predicted: {100 * float(row['predicted_share']):.1f}% "
+                               f"of the image<br>score "), cell
+        assert cell.endswith(" over the ground truth"), cell
+
+
+def test_the_methods_table_holds_only_the_methods_numbers(label_run):
+    """The predicted share's mean (33.3% for each method: the targets', not the maps') was a
+    column of the Methods table; a detection run's had the boxes' score. They are the cards'
+    and summary.csv's; the table says so."""
+    page = (label_run / "report.html").read_text(encoding="utf-8")
+    head = re.search(r'<table class="method-table task-table">\s*<thead>(.*?)</thead>',
+                     page, re.S).group(1)
+    assert re.findall(r"<th>([^<]*)</th>", head) == [
+        "method", "energy in region", "energy in mask", "mask iou", "pointing hit", "maps"]
+    assert "their pixel shares are the model's, not a method's" in page
+    task = json.loads((label_run / "summary.json").read_text())["task"]
+    assert task["numbers"] == ["energy_in_region", "energy_in_mask", "mask_iou", "pointing_hit"]
+    from explain.tasks.records import DetectionNumbers, task_summary
+    rec = SimpleNamespace(method="gradcam", detection=DetectionNumbers(
+        label="cat", score=0.9, box=[0, 0, 4, 4], energy_in_box=0.5, inside_outside=2.0))
+    assert task_summary("detection", [SimpleNamespace(cams=[rec])], ["gradcam"]).numbers == [
+        "energy_in_box", "inside_outside"]
+
+
+def test_an_earlier_versions_segmentation_records_still_read():
+    """Records written with 'pixels' and 'pixel_share', and a task summary averaging them
+    (or a detection's score), read as this version writes them."""
+    from explain.tasks.records import RegionNumbers, TaskSummary
+    old = RegionNumbers.model_validate({"region": "label", "pixels": 40, "pixel_share": 0.25,
+                                        "score": 1.0, "energy_in_region": 0.5})
+    assert (old.region_pixels, old.predicted_share, old.region_share) == (40, 0.25, None)
+    summary = TaskSummary.model_validate({
+        "task": "segmentation", "numbers": ["pixel_share", "energy_in_region"],
+        "means": {"gradcam": {"pixel_share": 0.3, "energy_in_region": 0.5}},
+        "maps": {"gradcam": 2}, "counted": {"gradcam": {"pixel_share": 1}}})
+    assert summary.numbers == ["energy_in_region"]
+    assert summary.means == {"gradcam": {"energy_in_region": 0.5}}
+    assert summary.counted == {"gradcam": {}}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Container, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from explain.names import listed, quote
 
@@ -20,15 +20,32 @@ class _Part(BaseModel):
 
 
 class RegionNumbers(_Part):
-    """A segmentation map: the region it explains, and the map against it."""
+    """A segmentation map: the region it explains, and the map against it. summary.csv has
+    these names as its columns: ``region_*`` is the explained region's (the class's
+    ground-truth pixels with region: label), ``predicted_share`` the prediction's, whatever
+    the region."""
     region: str  # predicted | label: the pixels the target sums the class's scores over
-    pixels: int  # pixels in the region (at model input size)
-    pixel_share: float  # share of the image's pixels the model predicts as the class
+    region_pixels: int  # the class's pixels in the region (at model input size)
+    # region_pixels over the image's pixels (None: a record written before it was kept)
+    region_share: Optional[float] = None
+    predicted_share: float  # share of the image's pixels the model predicts as the class
     score: float  # what the map explains: the class's scores summed over the region
     energy_in_region: float  # share of the map's sum inside the region
     energy_in_mask: Optional[float] = None  # share inside the ground truth (with its pixels)
     mask_iou: Optional[float] = None  # IoU of the map above segmentation.threshold x max
     pointing_hit: Optional[bool] = None  # the map's peak lies in the ground-truth mask
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """A record of an earlier version: 'pixels' (the region's) and 'pixel_share' (the
+        prediction's) read as the names that say whose they are."""
+        if isinstance(data, dict) and "pixels" in data and "region_pixels" not in data:
+            data = dict(data)
+            data["region_pixels"] = data.pop("pixels")
+            if "pixel_share" in data:
+                data["predicted_share"] = data.pop("pixel_share")
+        return data
 
 
 class DetectionNumbers(_Part):
@@ -61,11 +78,14 @@ class DetectionImage(_Part):
     explained: list[Detected] = Field(default_factory=list)  # the best detection.max_boxes
 
 
-MEANS = {"segmentation": ("pixel_share", "energy_in_region", "energy_in_mask", "mask_iou",
-                          "pointing_hit"),
-         "detection": ("score", "energy_in_box", "inside_outside")}  # TaskSummary.numbers
+# TaskSummary.numbers: the numbers of a map against its region or box. Not the predicted share
+# or the detection's score: every method explains the same targets, so their means were the
+# same in each method's row, as if they measured the method (RETIRED: an earlier version's).
+MEANS = {"segmentation": ("energy_in_region", "energy_in_mask", "mask_iou", "pointing_hit"),
+         "detection": ("energy_in_box", "inside_outside")}
+RETIRED = {"segmentation": ("pixel_share",), "detection": ("score",)}
 # the numbers that are shares, shown in % (the report's Methods table, the notebook's)
-PERCENT = ("pixel_share", "energy_in_region", "energy_in_mask", "energy_in_box", "pointing_hit")
+PERCENT = ("energy_in_region", "energy_in_mask", "energy_in_box", "pointing_hit")
 
 
 class TaskSummary(_Part):
@@ -77,6 +97,21 @@ class TaskSummary(_Part):
     # method -> number -> the maps its mean holds, where fewer than ``maps`` (a map without
     # that number: no ground truth, or no finite inside / outside ratio)
     counted: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        """An earlier version's summary: the target's numbers it averaged per method (RETIRED)
+        left out, as this version leaves them."""
+        gone = RETIRED.get(data.get("task")) if isinstance(data, dict) else None
+        if not gone or not isinstance(data.get("numbers"), list):
+            return data
+        data = {**data, "numbers": [n for n in data["numbers"] if n not in gone]}
+        for key in ("means", "counted"):
+            if isinstance(data.get(key), dict):
+                data[key] = {m: {k: v for k, v in per.items() if k not in gone}
+                             if isinstance(per, dict) else per for m, per in data[key].items()}
+        return data
 
 
 class DetectionNames:

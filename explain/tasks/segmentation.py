@@ -203,9 +203,11 @@ class SegmentationTask(Task):
         """A kept map's record: its numbers against its region and the ground truth."""
         region, labels, truth = masks
         cam, c = one.cam, one.class_index
-        numbers = RegionNumbers(region=self.cfg.segmentation.region, pixels=int(region.sum()),
-                                pixel_share=round(float((labels == c).mean()), 6), score=0.0,
-                                energy_in_region=share_inside(cam, region))
+        numbers = RegionNumbers(region=self.cfg.segmentation.region,
+                                region_pixels=int(region.sum()),
+                                region_share=round(float(region.mean()), 6),
+                                predicted_share=round(float((labels == c).mean()), 6),
+                                score=0.0, energy_in_region=share_inside(cam, region))
         mask = None if truth is None else truth == c
         if mask is not None and mask.any():  # no numbers against an empty ground truth
             numbers.energy_in_mask = share_inside(cam, mask)
