@@ -186,4 +186,4 @@ def test_the_notebooks_methods_table_of_a_task_run_has_the_reports_means(tmp_pat
     assert "a detection run is not ranked" in methods
     means = run.summary.task.means["eigencam"]
     assert f"{100 * means['energy_in_box']:.1f}%" in methods
-    assert "energy in box" in methods and "inside outside" in methods
+    assert "energy in box" in methods and "inside / outside" in methods

@@ -223,7 +223,7 @@ def test_the_methods_table_holds_only_the_methods_numbers(label_run):
     head = re.search(r'<table class="method-table task-table">\s*<thead>(.*?)</thead>',
                      page, re.S).group(1)
     assert re.findall(r"<th>([^<]*)</th>", head) == [
-        "method", "energy in region", "energy in mask", "mask iou", "pointing hit", "maps"]
+        "method", "energy in region", "energy in mask", "mask IoU", "pointing hit", "maps"]
     assert "their pixel shares are the model's, not a method's" in page
     task = json.loads((label_run / "summary.json").read_text())["task"]
     assert task["numbers"] == ["energy_in_region", "energy_in_mask", "mask_iou", "pointing_hit"]
@@ -248,3 +248,15 @@ def test_an_earlier_versions_segmentation_records_still_read():
     assert summary.numbers == ["energy_in_region"]
     assert summary.means == {"gradcam": {"energy_in_region": 0.5}}
     assert summary.counted == {"gradcam": {}}
+
+
+def test_the_methods_tables_name_the_numbers_as_the_cards_do(label_run):
+    """The Methods table said 'mask iou' (a detection run's 'inside outside') where the cards
+    say 'mask IoU' ('inside / outside'); the notebook's table too."""
+    from explain.api import load
+    from explain.tasks.records import number_name
+    assert [number_name(k) for k in ("mask_iou", "inside_outside", "energy_in_box")] == [
+        "mask IoU", "inside / outside", "energy in box"]
+    page = (label_run / "report.html").read_text(encoding="utf-8")
+    assert "<th>mask IoU</th>" in page and "<th>mask iou</th>" not in page
+    assert "<th>mask IoU</th>" in load(label_run)._repr_html_()

@@ -94,7 +94,7 @@ def _methods(run: Run) -> str:
 def _task_means(run: Run) -> str:
     """A segmentation or detection run's mean numbers per method, as the report's Methods
     table has them (summary.json's ``task``; "k of n maps" where a mean holds fewer)."""
-    from explain.tasks.records import PERCENT
+    from explain.tasks.records import PERCENT, number_name
     task = run.summary.task
     if task is None:
         return ""
@@ -105,7 +105,7 @@ def _task_means(run: Run) -> str:
             f"{100 * means[key]:.1f}%" if key in PERCENT else display.number(means[key]))
             + (f" ({held[key]} of {task.maps.get(m, 0)} maps)" if key in held else "")
             for key in task.numbers] + [task.maps.get(m, 0)])
-    header = ["method"] + [key.replace("_", " ") for key in task.numbers] + ["maps"]
+    header = ["method"] + [number_name(key) for key in task.numbers] + ["maps"]
     return f"<p>{display.esc(task.task)}: means over each method's maps</p>" + \
         display.table_html(header, rows)
 

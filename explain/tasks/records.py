@@ -88,6 +88,13 @@ RETIRED = {"segmentation": ("pixel_share",), "detection": ("score",)}
 PERCENT = ("energy_in_region", "energy_in_mask", "energy_in_box", "pointing_hit")
 
 
+def number_name(key: str) -> str:
+    """A task number's name in the Methods tables, as the cards name it ('mask IoU', 'inside
+    / outside'; they said 'mask iou', 'inside outside')."""
+    return {"mask_iou": "mask IoU", "inside_outside": "inside / outside"}.get(
+        key, key.replace("_", " "))
+
+
 class TaskSummary(_Part):
     """The run: the mean of each map number per method."""
     task: str

@@ -34,7 +34,7 @@ from explain.baselines import BASELINES
 from explain.compare import maps_words
 from explain.config import GREY_WORDS, MANY_CLASSES, ModelSpec
 from explain.errors import ExplainError
-from explain.tasks.records import PERCENT
+from explain.tasks.records import PERCENT, number_name
 from explain.methods import method_note, traits
 from explain.names import encoded, without_bidi
 from explain.metrics import LABELS
@@ -315,6 +315,7 @@ def environment() -> Environment:
     env.filters["maps"] = maps_words  # a compare verdict's maps: "3 of 6 maps (3 without ...)"
     env.globals["method_note"] = method_note
     env.globals["task_percent"] = PERCENT
+    env.globals["number_name"] = number_name
     env.globals["duration_parts"] = duration_parts
     env.globals["summed_over"] = summed_over
     env.globals["card_classes"] = card_classes
