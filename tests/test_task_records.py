@@ -250,3 +250,27 @@ def test_diff_of_detection_runs_without_a_shared_box_says_which_boxes(run_a, tmp
     assert "the runs share no map (image x class x method)" in err
     assert f"{b}; 6 detection(s) only in A (no box of its label in B overlaps it" in err
     assert "cat/dog-1" in err and "other classes or methods" not in err
+
+
+def test_a_detection_runs_inside_outside_is_the_median_of_its_maps_ratios(run_a):
+    """The Methods table averaged the maps' inside / outside ratios: one map with almost
+    nothing outside its box (a ratio in the hundreds) made a method's number 62 where its
+    maps said 0.3 to 2.8. It is their median, and the header and notebook say so."""
+    import numpy as np
+
+    from explain.api import load
+    summary = summary_of(run_a)
+    ratios = [rec["detection"]["inside_outside"] for image in summary["images"]
+              for rec in image["cams"] if rec["detection"]["inside_outside"] is not None]
+    assert len(ratios) >= 3
+    task = summary["task"]
+    assert task["medians"] == ["inside_outside"]
+    assert task["means"]["layercam"]["inside_outside"] == pytest.approx(np.median(ratios),
+                                                                        abs=1e-6)
+    assert task["means"]["layercam"]["energy_in_box"] == pytest.approx(np.mean(
+        [rec["detection"]["energy_in_box"] for image in summary["images"]
+         for rec in image["cams"]]), abs=1e-6)
+    page = (run_a / "report.html").read_text(encoding="utf-8")
+    assert "<th>inside / outside <small>(median)</small></th>" in page
+    assert "its column is the median of the maps' ratios" in page
+    assert "inside / outside (median)" in load(run_a)._repr_html_()

@@ -105,7 +105,8 @@ def _task_means(run: Run) -> str:
             f"{100 * means[key]:.1f}%" if key in PERCENT else display.number(means[key]))
             + (f" ({held[key]} of {task.maps.get(m, 0)} maps)" if key in held else "")
             for key in task.numbers] + [task.maps.get(m, 0)])
-    header = ["method"] + [number_name(key) for key in task.numbers] + ["maps"]
+    header = ["method"] + [number_name(key) + (" (median)" if key in task.medians else "")
+                           for key in task.numbers] + ["maps"]
     return f"<p>{display.esc(task.task)}: means over each method's maps</p>" + \
         display.table_html(header, rows)
 

@@ -84,6 +84,9 @@ class DetectionImage(_Part):
 MEANS = {"segmentation": ("energy_in_region", "energy_in_mask", "mask_iou", "pointing_hit"),
          "detection": ("energy_in_box", "inside_outside")}
 RETIRED = {"segmentation": ("pixel_share",), "detection": ("score",)}
+# ratios summarised by their median: a map with almost nothing outside its box has a ratio in
+# the hundreds, and one such map made a method's mean 62 where its maps said 0.3 to 2.8
+MEDIANS = ("inside_outside",)
 # the numbers that are shares, shown in % (the report's Methods table, the notebook's)
 PERCENT = ("energy_in_region", "energy_in_mask", "energy_in_box", "pointing_hit")
 
@@ -100,6 +103,7 @@ class TaskSummary(_Part):
     task: str
     numbers: list[str] = Field(default_factory=list)  # the numbers averaged, in order
     means: dict[str, dict[str, float]] = Field(default_factory=dict)  # method -> number -> mean
+    medians: list[str] = Field(default_factory=list)  # the numbers in ``means`` that are medians
     maps: dict[str, int] = Field(default_factory=dict)  # method -> maps averaged
     # method -> number -> the maps its mean holds, where fewer than ``maps`` (a map without
     # that number: no ground truth, or no finite inside / outside ratio)
@@ -158,9 +162,10 @@ def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optiona
 
 
 def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
-    """Each method's mean of each map number over its maps, from the records: a finished
-    run's (explain.tasks.writers) and an interrupted one's (explain.reportload). Numbers a
-    map lacks are left out of that mean, and the maps each such mean holds are counted (the
+    """Each method's mean (a ratio's: median) of each map number over its maps, from the
+    records: a finished run's (explain.tasks.writers) and an interrupted one's
+    (explain.reportload). Numbers a map lacks are left out of that mean, and the maps each
+    such mean holds are counted (the
     report says "k of n")."""
     values: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
     for entry in images:
@@ -170,13 +175,14 @@ def task_summary(task: str, images: list, methods: list[str]) -> TaskSummary:
                 value = getattr(numbers, key, None) if numbers is not None else None
                 if value is not None:
                     values.setdefault(rec.method, {}).setdefault(key, []).append(float(value))
-    means = {m: {k: round(float(np.mean(v)), 6) for k, v in found.items()}
-             for m, found in values.items()}
+    means = {m: {k: round(float(np.median(v) if k in MEDIANS else np.mean(v)), 6)
+                 for k, v in found.items()} for m, found in values.items()}
     maps = {m: sum(1 for e in images for r in e.cams if r.method == m) for m in methods}
     numbers = [k for k in MEANS[task] if any(k in found for found in means.values())]
     counted = {m: {k: len(v) for k, v in found.items() if len(v) < maps.get(m, 0)}
                for m, found in values.items()}
     return TaskSummary(task=task, numbers=numbers, means=means, maps=maps,
+                       medians=[k for k in numbers if k in MEDIANS],
                        counted={m: c for m, c in counted.items() if c})
 
 
