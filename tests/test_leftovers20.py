@@ -150,3 +150,14 @@ def test_a_dict_keyed_by_numbers_is_named_and_read_by_its_key():
     assert select_output(out, 0) is logits and select_output(out, 1) is feats
     assert select_output((logits, feats), 1) is feats  # a tuple: still by position
     assert output_hint({("a", 1): logits, "maps": feats}).startswith("model.output: maps")
+
+
+def test_the_report_environment_is_made_once_and_prints_true_as_true():
+    """The cache meant for the report's Jinja environment sat on the function every printed
+    value passes through (attack 33): the environment (its templates) was made again for
+    every page, and ``True`` printed right after ``1.0`` came out as 1.0."""
+    from explain.writers.report import environment
+    env = environment()
+    assert environment() is env
+    shown = env.from_string("{{ a }} {{ b }} {{ c }} {{ d }}").render(a=1.0, b=True, c=0.0, d=False)
+    assert shown == "1.0 True 0.0 False"

@@ -292,7 +292,6 @@ def _warnings(data: ReportData, cards: list[Card], weak: int) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=1)
 def _shown(value: Any) -> Any:
     """Every value a page prints: its text's bidirectional controls shown escaped (HTML is
     escaped by the template; a file name's U+202E turned its line around). The page's own
@@ -300,6 +299,7 @@ def _shown(value: Any) -> Any:
     return value if isinstance(value, Markup) else without_bidi(value)
 
 
+@lru_cache(maxsize=1)
 def environment() -> Environment:
     """The report's Jinja2 environment: HTML autoescaping on, undefined names are errors.
     Made once per process, so the templates are compiled once."""
