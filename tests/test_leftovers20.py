@@ -161,3 +161,22 @@ def test_the_report_environment_is_made_once_and_prints_true_as_true():
     assert environment() is env
     shown = env.from_string("{{ a }} {{ b }} {{ c }} {{ d }}").render(a=1.0, b=True, c=0.0, d=False)
     assert shown == "1.0 True 0.0 False"
+
+
+def test_a_named_pipe_given_as_images_or_a_labelled_list_is_called_what_it_is(tmp_path):
+    """A FIFO named as a labelled list said "not found: /x/fifo.csv — did you mean
+    /x/fifo.csv?" (attack 33); as an image, "image not found" likewise."""
+    import os
+
+    from conftest import write_config
+    from test_datasets import one_line_error
+    fifo = tmp_path / "list.csv"
+    os.mkfifo(fifo)
+    base = dict(model={"file": "m.pth"}, target_layers=["x"])
+    text = one_line_error(write_config(tmp_path, images=[{"labelled": str(fifo)}], **base))
+    assert f"images[0].labelled: {fifo} is a named pipe (FIFO), not a file or folder " \
+           f"explain reads" in text and "did you mean" not in text, text
+    text = one_line_error(write_config(tmp_path, images=[str(fifo)], **base))
+    assert f"images[0]: image {fifo} is a named pipe (FIFO)" in text, text
+    text = one_line_error(write_config(tmp_path, images=[str(tmp_path / "gone.jpg")], **base))
+    assert "images[0]: image not found: " in text

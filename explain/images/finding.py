@@ -18,7 +18,7 @@ from explain.errors import ExplainError
 from explain.names import close_file, fitted, fold, folder_names, quote, safe_slug, short
 from explain.results import Skipped
 from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
-                                  links_hint)
+                                  links_hint, not_found)
 from explain.images.reading import ImageRef
 from explain.images.labelled import labelled_files
 
@@ -87,8 +87,8 @@ def _plain_files(cfg: Config, entry: str, where: str, notes: list[Note]) -> list
         elif path.is_file():
             candidates = [(path, False)]
         else:
-            raise ExplainError(f"{where}: image not found: {short(path)}"
-                               f"{relative_hint(entry) or close_hint(path)}")
+            raise ExplainError(f"{where}: image " + not_found(
+                path, relative_hint(entry) or close_hint(path)))
     except OSError as exc:  # a name too long, a folder we may not read
         raise ExplainError(f"{where}: {quote(entry)}: {exc.strerror}") from None
     images = [(p, f, None) for p, f in candidates if not f or p.suffix.lower() in IMAGE_SUFFIXES]

@@ -16,7 +16,7 @@ from explain.errors import ExplainError, first_line
 from explain.names import close_file, quote, short, suggest
 from explain.results import Skipped
 from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
-                                  links_hint)
+                                  links_hint, not_found)
 
 
 MAX_LIST_BYTES = 64 * 1024 * 1024  # a .csv / .json list of labelled images
@@ -42,8 +42,7 @@ def labelled_files(cfg: Config, spec: LabelledImages, where: str,
             found = _label_list(path, list(cfg.classes), spec.skip_unknown,
                                 where=where, notes=notes)
         else:
-            raise ExplainError(f"{where}: not found: {short(path)}"
-                               f"{close_file(path, LIST_SUFFIXES)}")
+            raise ExplainError(f"{where}: {not_found(path, close_file(path, LIST_SUFFIXES))}")
     except OSError as exc:
         raise ExplainError(f"{where}: {short(exc.filename or path)}: {exc.strerror}") from None
     if not found:
