@@ -48,6 +48,9 @@ class SanityMethod(_Record):
     method: str
     verdict: str  # pass | fail: ``final`` below sanity.threshold
     final: float  # sanity.measure after the last cascading step, mean over the maps
+    # its 95% bootstrap interval over the maps (none for one map, or a run before it was kept)
+    final_low: Optional[float] = None
+    final_high: Optional[float] = None
     cascading: list[SanityStep]
     independent: list[SanityStep] = Field(default_factory=list)  # sanity.independent
     final_per_map: list[Similarity] = Field(default_factory=list)
@@ -136,9 +139,9 @@ class SanitySummary(_Record):
         depth = f"{len(self.layers)} of {self.randomisable}" if self.partial \
             else str(len(self.layers))
         for m in self.methods:
-            text = (f"{label} {_beside(m.final, self.threshold)} with the trained model's "
-                    f"maps after {depth} layer(s) re-initialised; passes below "
-                    f"{self.threshold:g}")
+            text = (f"{label} {_beside(m.final, self.threshold)}{_spread(m, self.threshold)} "
+                    f"with the trained model's maps after {depth} layer(s) re-initialised; "
+                    f"passes below {self.threshold:g}{_unsettled(m, self.threshold)}")
             if m.verdict != "pass" and self.partial:
                 text += "; a partial cascade fails nothing: raise sanity.layers to decide"
             if m.random_logit is not None:
@@ -160,6 +163,9 @@ class SanitySummary(_Record):
         if checked is None:
             return {}
         row: dict[str, Any] = {f"sanity_{self.measure}": checked.final}
+        if checked.final_low is not None:  # its interval over the maps (two or more)
+            row[f"sanity_{self.measure}_low"] = checked.final_low
+            row[f"sanity_{self.measure}_high"] = checked.final_high
         if checked.random_logit is not None:
             row["sanity_logit_verdict"] = checked.logit_verdict
             row[f"sanity_logit_{self.measure}"] = getattr(checked.random_logit, self.measure)
@@ -173,6 +179,26 @@ def _beside(value: float, threshold: float) -> str:
     while digits < 6 and (float(f"{value:.{digits}f}") < threshold) != (value < threshold):
         digits += 1
     return f"{value:.{digits}f}"
+
+
+def _spread(method: SanityMethod, threshold: float) -> str:
+    """' [low, high] over N maps': the interval of the mean the verdict reads, when kept."""
+    if method.final_low is None or method.final_high is None:
+        return ""
+    return (f" [{_beside(method.final_low, threshold)}, {_beside(method.final_high, threshold)}]"
+            f" over {len(method.final_per_map)} maps")
+
+
+def unsettled(method: SanityMethod, threshold: float) -> bool:
+    """Whether the interval of the mean reaches across the threshold: the verdict is the
+    literature's rule on the mean, and these maps do not settle which side it is on."""
+    low, high = method.final_low, method.final_high
+    return low is not None and high is not None and low < threshold <= high
+
+
+def _unsettled(method: SanityMethod, threshold: float) -> str:
+    return ("; its interval reaches across the threshold: more maps (sanity.images) would "
+            "settle the verdict") if unsettled(method, threshold) else ""
 
 
 def _blank(method: SanityMethod) -> str:

@@ -20,7 +20,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from explain import sanity
+from explain import sanity, stats
 from explain.config import Config
 from explain.models.heads import Head
 from explain.sanity_records import SanitySummary
@@ -330,13 +330,25 @@ def test_run_records_files_and_report(tmp_path, capsys, monkeypatch):
     #                                          x (3 cascading, 3 independent, random logit)
     trust = {line["method"]: line for line in data["trust"]["lines"]}  # Which map to trust
     assert trust["gradcam"]["sanity"] == "fails" and trust["eigencam"]["sanity"] == "fails"
+    # the mean's interval over the maps (1 image x 2 classes: wide), within [-1, 1]
+    spread = stats.interval([m.spearman for m in gradcam.final_per_map], seed=0)
+    low, high = max(spread[0], -1), min(spread[1], 1)
+    assert (gradcam.final_low, gradcam.final_high) == (pytest.approx(low, abs=1e-6),
+                                                       pytest.approx(high, abs=1e-6))
+    assert -1 <= gradcam.final_low < gradcam.final < gradcam.final_high <= 1
     assert trust["gradcam"]["sanity_detail"].startswith(
-        f"rank correlation {gradcam.final:.2f} with the trained model's maps after 3 layer(s)")
+        f"rank correlation {gradcam.final:.2f} [{gradcam.final_low:.2f}, "
+        f"{gradcam.final_high:.2f}] over 2 maps with the trained model's maps after 3 layer(s)")
+    assert float(by_method["gradcam"]["sanity_spearman_low"]) == \
+        pytest.approx(gradcam.final_low, abs=1e-5)
     assert "random logit fails" in trust["eigencam"]["sanity_detail"]
     html = (run / "report.html").read_text()
     assert "sanity: fails</span> <small>(rank correlation" in html
     assert 'id="sanity"' in html and "barely depend on the model's weights" in html
     assert "barely depend on the class explained" in html and "sanity/strip.png" in html
+    assert f'<small title="95% interval of the mean over the 2 maps">[' \
+           f'{stats.cell(gradcam.final_low)}, {stats.cell(gradcam.final_high)}]</small>' in html
+    assert "reaches across -0.99: more maps" in html  # [-1, ...] holds the threshold
     from explain.writers.report import rebuild
     (run / "report.html").unlink()
     assert 'id="sanity"' in rebuild(run).read_text()
@@ -482,3 +494,26 @@ def test_the_measures_are_named_in_one_table():
     from explain.sanity_records import MEASURES, Similarity
     assert sanity.MEASURES == tuple(MEASURES) == tuple(Similarity.model_fields)
     assert typing.get_args(Sanity.model_fields["measure"].annotation) == tuple(MEASURES)
+
+
+def test_a_verdict_whose_interval_reaches_across_the_threshold_says_so():
+    """Pass or fail is the literature's rule on the mean over a few maps (2 images x 2 classes
+    by default): the line and the table give the mean's interval, and say when it reaches
+    across the threshold; a settled verdict says nothing more."""
+    def record(low: float, high: float) -> SanitySummary:
+        return SanitySummary.model_validate({
+            "measure": "spearman", "threshold": 0.5, "logit_threshold": 0.5, "seed": 0,
+            "layers": ["fc", "conv"], "not_randomised": 0, "maps": [], "methods": [{
+                "method": "gradcam", "verdict": "pass", "final": 0.3, "final_low": low,
+                "final_high": high, "cascading": [], "final_per_map": [
+                    {"spearman": v, "spearman_abs": v, "ssim": v, "ssim_abs": v}
+                    for v in (0.1, 0.2, 0.4, 0.5)]}]})
+    word, text = record(0.05, 0.55).verdicts()["gradcam"]
+    assert word == "passes" and text.startswith("rank correlation 0.30 [0.05, 0.55] over 4 "
+                                                "maps with the trained model's maps")
+    assert "its interval reaches across the threshold: more maps (sanity.images)" in text
+    assert "reaches across" not in record(0.05, 0.45).verdicts()["gradcam"][1]
+    older = record(0.05, 0.55).model_dump()
+    older["methods"][0].pop("final_low"), older["methods"][0].pop("final_high")
+    text = SanitySummary.model_validate(older).verdicts()["gradcam"][1]
+    assert text.startswith("rank correlation 0.30 with the trained") and "across" not in text

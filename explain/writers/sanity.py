@@ -161,6 +161,16 @@ def _steps(table: np.ndarray, layers: list[str]) -> list[SanityStep]:
             for k, name in enumerate(layers)]
 
 
+def _interval(values: np.ndarray, seed: int) -> tuple[Optional[float], Optional[float]]:
+    """The 95% bootstrap interval of the mean over the maps (None, None for one map), within
+    [-1, 1] where every measure lies (the expanded interval of 2 maps reached -1.57)."""
+    from explain import stats
+    if len(values) < 2:
+        return None, None
+    low, high = stats.interval([float(v) for v in values], seed=seed)
+    return round(max(low, -1.0), 6), round(min(high, 1.0), 6)
+
+
 def summary_record(outcome: sanity.Outcome, subjects: list[sanity.Subject],
                    ctx: RunContext) -> SanitySummary:
     """summary.json's ``sanity`` from what the checks measured (files added by the caller)."""
@@ -170,8 +180,10 @@ def summary_record(outcome: sanity.Outcome, subjects: list[sanity.Subject],
     for row in outcome.methods:
         steps = outcome.cascading[row]
         final = round(float(steps[-1].mean(axis=0)[at]), 6)
+        low, high = _interval(steps[-1][:, at], ctx.cfg.seed)
         one = SanityMethod(method=row, verdict=sanity.verdict(final, checks.threshold),
-                           final=final, cascading=_steps(steps, outcome.layers),
+                           final=final, final_low=low, final_high=high,
+                           cascading=_steps(steps, outcome.layers),
                            final_per_map=[_similarity(v) for v in steps[-1]])
         if row in outcome.independent:
             one.independent = _steps(outcome.independent[row], outcome.layers)
