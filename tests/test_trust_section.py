@@ -312,7 +312,7 @@ def test_the_report_opens_with_which_map_to_trust_and_rebuilds_the_same(small_ru
     section = page[page.index('<section id="trust">'):page.index('<section id="run">')]
     assert summary.trust.conclusion.replace("'", "&#39;") in section
     cost = trustlines.cost_per_map(summary)  # the run's CAM time over its 20 maps
-    assert cost == round(summary.durations_s["cams"] / 20, 4) and cost > 0
+    assert cost == summary.durations_s["cams"] / 20 and cost > 0
     # once, under the lines: one cost for every method (the engine times batches)
     assert section.count(f"Cost: {_num(cost)} s per map, every method together") == 1
     assert section.count(" s per map") == 1
