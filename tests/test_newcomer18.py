@@ -24,3 +24,26 @@ def test_cost_per_map_is_shown_at_its_own_three_digits():
     fast = trustlines.cost_per_map(_timed(0.002, 64))
     assert fast == 0.002 / 64 and stats.cell(fast) == "3.13e-5"
 
+
+def _map_diff(image: str, a: dict, b: dict):
+    from explain.diff.numbers import MapDiff
+    return MapDiff(image=image, class_name="dog", method="gradcam", correlation=0.0,
+                   mean_abs_diff=0.5, max_abs_diff=1.0, peak_shift=0.0, resized=False,
+                   predicted=("dog", "cat"), numbers=(a, b))
+
+
+def test_diff_intervals_stay_within_the_changes_a_number_can_make():
+    """A retrained ResNet's gradcam maps of class dog went blank on 5 of 6 images: diff.html
+    said 'peak_value mean change -0.833 [-1.26, -0.333]', an interval past the -1 a 0..1
+    number can fall by (the report cuts its differences to that span; diff did not)."""
+    from explain.diff.numbers import changes
+    maps = [_map_diff(f"im{i}", {"peak_value": 1.0, "mass_left": 0.9, "agreement": 0.9},
+                      {"peak_value": 0.0 if i < 5 else 1.0, "mass_left": 0.0 if i < 5 else 0.9,
+                       "agreement": -0.9 if i < 5 else 0.9}) for i in range(6)]
+    result = SimpleNamespace(maps=maps, a=SimpleNamespace(summary=None))
+    found = {c.name: c for c in changes(result)}
+    peak = found["peak_value"]
+    assert round(peak.mean_change, 3) == -0.833
+    assert peak.low == -1.0 and -0.5 < peak.high < 0  # cut at -1, the other end as drawn
+    assert found["mass_left"].low == -1.0
+    assert found["agreement"].low == -2.0  # agreement: -1..1, a change down to -2

@@ -23,6 +23,9 @@ CONSOLE_GROUPS = 12  # method / class lines printed (a run of 1,000 classes has 
 NOT_HEADLINE = {"logit", "raw_max", "peak_value", "peak_x", "peak_y", "mass_left", "mass_right",
                 "mass_top", "mass_bottom", "channels", "nonzero_gradient", "channels_50",
                 "channels_90"}
+# record numbers that lie in 0..1 (a map scaled to 0..1, its shares, a probability): their
+# change lies in -1..1, and so does its interval (the metrics' own bounds: metrics.TABLE)
+SHARES = ("probability", "peak_value", "mass_left", "mass_right", "mass_top", "mass_bottom")
 
 
 @dataclass(kw_only=True)
@@ -291,13 +294,19 @@ def _intervals(out: list[Change], units: list[np.ndarray], seed: int) -> None:
     """Each change's interval over its units, drawn together (explain.stats.intervals), for
     those with at least stats.MIN_IMAGES finite units; a yes-or-no number's (the pointing
     game) reaches 0 where the exact sign test finds no change, as the methods table's does
-    (5 images that all flipped gave [1, 1])."""
+    (5 images that all flipped gave [1, 1]); each is cut to the changes its number can
+    make, as the report's differences are (a 0..1 peak value's change read [-1.26, -0.333])."""
     from explain import stats
-    from explain.metrics import TABLE
+    from explain.metrics import SHARE, TABLE
     ready = [i for i, u in enumerate(units)
              if len(u) >= stats.MIN_IMAGES and np.isfinite(u).all()]
     for i, (low, high) in zip(ready, stats.intervals([units[i] for i in ready], seed=seed)):
-        if out[i].name in TABLE and TABLE[out[i].name].yes_no:
+        name = out[i].name
+        bounds = SHARE if name in SHARES else TABLE[name].bounds if name in TABLE else None
+        if bounds:
+            span = bounds[1] - bounds[0]
+            low, high = max(low, -span), min(high, span)
+        if name in TABLE and TABLE[name].yes_no:
             low, high = stats.sign_checked((low, high), units[i])
         out[i].low, out[i].high = round(low, 10), round(high, 10)
     for change, u in zip(out, units):
