@@ -47,3 +47,28 @@ def test_diff_intervals_stay_within_the_changes_a_number_can_make():
     assert peak.low == -1.0 and -0.5 < peak.high < 0  # cut at -1, the other end as drawn
     assert found["mass_left"].low == -1.0
     assert found["agreement"].low == -2.0  # agreement: -1..1, a change down to -2
+
+
+def _record(peak_x: int, peak_y: int) -> SimpleNamespace:
+    numbers = dict.fromkeys(("probability", "logit", "raw_max", "peak_value", "mass_left",
+                             "mass_right", "mass_top", "mass_bottom", "agreement"), 0.5)
+    return SimpleNamespace(class_name="cat", method="gradcam", peak_x=peak_x, peak_y=peak_y,
+                           faithfulness=None, localisation=None, channels=None, detection=None,
+                           **numbers)
+
+
+def test_diff_gives_b_s_peak_in_a_s_pixels_when_the_input_sizes_differ(monkeypatch):
+    """A ResNet run at 64 x 96 against a DeiT run at 64 x 64: diff.csv had peak_shift 84.5
+    (B's peak scaled to A's pixels) beside peak_x 0 -> 56, 'change 56' (pixels of two
+    sizes). B's peak is now in A's pixels there too: 56 of 64 is 84 of 96."""
+    import numpy as np
+    from explain.diff import numbers as diffnumbers
+    maps = {"a": np.zeros((64, 96)), "b": np.zeros((64, 64))}
+    monkeypatch.setattr(diffnumbers, "read_map", lambda side, entry, rec: maps[side])
+    ea = SimpleNamespace(id="cat0", predicted="dog", input_size=(64, 96))
+    eb = SimpleNamespace(id="cat0", predicted="dog", input_size=(64, 64))
+    one, _, _ = diffnumbers.compare_maps("a", "b", (ea, eb, _record(0, 48), _record(56, 39)))
+    row = one.row()
+    assert one.resized and row["peak_shift"] == 84.481
+    assert (row["peak_x_a"], row["peak_x_b"], row["peak_x_change"]) == (0, 84, 84)
+    assert (row["peak_y_b"], row["peak_y_change"]) == (39, -9)

@@ -142,8 +142,8 @@ def numbers(rec: MapRecord) -> dict[str, float]:
 
 
 def compare_maps(a: Side, b: Side, pair: Pair) -> tuple[MapDiff, np.ndarray, np.ndarray]:
-    """One map in both runs: read, compared, the records' numbers alongside; with the two
-    maps (B's at A's size)."""
+    """One map in both runs: read, compared, the records' numbers alongside (B's peak in A's
+    pixels); with the two maps (B's at A's size)."""
     ea, eb, ra, rb = pair
     x, y = read_map(a, ea, ra), read_map(b, eb, rb)
     resized = x.shape != y.shape
@@ -152,10 +152,16 @@ def compare_maps(a: Side, b: Side, pair: Pair) -> tuple[MapDiff, np.ndarray, np.
     scale = (x.shape[1] / eb.input_size[1], x.shape[0] / eb.input_size[0])
     shift = math.hypot(ra.peak_x - rb.peak_x * scale[0], ra.peak_y - rb.peak_y * scale[1])
     change = np.abs(y - x)
+    # B's peak in A's input pixels, as B's map and peak_shift are: peak_x 56 of a 64-wide
+    # input against 0 of a 96-wide one read as a change of 56 pixels, peak_shift 84.5
+    at_a = numbers(rb)
+    for key, factor in (("peak_x", scale[0]), ("peak_y", scale[1])):
+        if key in at_a and factor != 1:
+            at_a[key] = round(at_a[key] * factor, 3)
     one = MapDiff(image=ea.id, class_name=ra.class_name, method=ra.method,
                   correlation=correlation(x, y), mean_abs_diff=float(change.mean()),
                   max_abs_diff=float(change.max()), peak_shift=round(shift, 3), resized=resized,
-                  predicted=(ea.predicted, eb.predicted), numbers=(numbers(ra), numbers(rb)),
+                  predicted=(ea.predicted, eb.predicted), numbers=(numbers(ra), at_a),
                   class_b=rb.class_name if ra.detection is not None else None)
     return one, x, y
 
