@@ -72,3 +72,31 @@ def test_diff_gives_b_s_peak_in_a_s_pixels_when_the_input_sizes_differ(monkeypat
     assert one.resized and row["peak_shift"] == 84.481
     assert (row["peak_x_a"], row["peak_x_b"], row["peak_x_change"]) == (0, 84, 84)
     assert (row["peak_y_b"], row["peak_y_change"]) == (39, -9)
+
+
+def test_a_timm_model_in_a_notebook_without_ipywidgets_brings_no_tqdm_warning(
+        tmp_path, monkeypatch):
+    """model.arch: timm:... in Jupyter (no ipywidgets): importing timm imports
+    huggingface_hub, whose tqdm.auto warned 'IProgress not found. Please update jupyter and
+    ipywidgets' above the run, though docs/api.md promises the text bar without a warning.
+    A stand-in timm warns as that import does."""
+    import sys
+    import warnings
+    from explain.models.factories import timm_factory
+    (tmp_path / "timm.py").write_text(
+        "import warnings\n"
+        "warnings.warn('IProgress not found. Please update jupyter and ipywidgets.')\n"
+        "def list_models():\n    return ['tiny_vit']\n"
+        "def create_model(name, **kw):\n    return name\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = sys.modules.pop("timm", None)
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            make = timm_factory("tiny_vit", {}, "model.arch")
+        assert make() == "tiny_vit"
+    finally:  # the real timm back for the tests after this one
+        sys.modules.pop("timm", None)
+        if real is not None:
+            sys.modules["timm"] = real
+    assert not [w for w in said if "IProgress" in str(w.message)]

@@ -20,6 +20,7 @@ import importlib
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -216,7 +217,11 @@ def timm_factory(name: str, args: dict, field: str) -> Callable[..., Any]:
                 f"weights or configs; explain reads weights only from model.file (a state_dict "
                 f"or .safetensors file) with model.arch: timm:{name}")
     try:
-        import timm
+        with warnings.catch_warnings():  # timm imports huggingface_hub, which imports
+            # tqdm.auto: in Jupyter without ipywidgets its "IProgress not found. Please update
+            # jupyter and ipywidgets" came before every timm run's text bar
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import timm
     except ImportError:
         raise ExplainError(f"{field}: 'timm:{name}' needs timm, which is not installed: "
                            f"pip install explain[timm]") from None
