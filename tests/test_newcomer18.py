@@ -100,3 +100,18 @@ def test_a_timm_model_in_a_notebook_without_ipywidgets_brings_no_tqdm_warning(
         if real is not None:
             sys.modules["timm"] = real
     assert not [w for w in said if "IProgress" in str(w.message)]
+
+
+def test_a_fast_sanity_step_is_not_said_to_take_no_time(monkeypatch):
+    """A ResNet-18 at 64 x 96 on 2 images: 'sanity: one layer's step takes 0.0 s: about 1 s
+    more for the other 39 layer step(s)'. A step under 0.1 s gets its own 2 digits."""
+    from explain.writers import sanity as writer
+    said: list[str] = []
+    clock = iter([10.0, 10.025, 10.05])
+    monkeypatch.setattr(writer.time, "perf_counter", lambda: next(clock))
+    tick = writer._ticker(SimpleNamespace(log=said.append),
+                          SimpleNamespace(update=lambda n: None), 41)
+    tick()
+    tick()
+    assert said == ["sanity: one layer's step takes 0.025 s: about 1 s more for the other 39 "
+                    "layer step(s)"]

@@ -96,7 +96,8 @@ def _ticker(ctx: RunContext, bar: tqdm, steps: int) -> Callable[[], None]:
         if len(times) == 2 and steps > 2:
             took = times[1] - times[0]
             left = took * (steps - 2)
-            ctx.log(f"sanity: one layer's step takes {took:.1f} s: {pace.about(left)} more "
+            step = f"{took:.1f}" if took >= 0.1 else f"{took:.2g}"  # 0.025 s, not "0.0 s"
+            ctx.log(f"sanity: one layer's step takes {step} s: {pace.about(left)} more "
                     f"for the other {steps - 2} layer step(s)")
     return tick
 
