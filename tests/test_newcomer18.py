@@ -115,3 +115,32 @@ def test_a_fast_sanity_step_is_not_said_to_take_no_time(monkeypatch):
     tick()
     assert said == ["sanity: one layer's step takes 0.025 s: about 1 s more for the other 39 "
                     "layer step(s)"]
+
+
+def test_the_notebook_methods_table_names_the_method_that_failed_sanity(tmp_path):
+    """explain.load(run) in Jupyter after a run with sanity.enabled: the table under 'Which
+    map to trust: ... without failing sanity' had no sanity verdict, so which method failed
+    was not on show (the report's trust lines name it). RandomCAM ignores the class: its
+    random-logit check fails beside GradCAM's pass."""
+    import torch
+    import explain
+    from explain.api.runview import _methods
+    from conftest import IMAGES
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 2))
+    torch.save(net, tmp_path / "net.pt")
+    study = explain.run({"model": {"file": str(tmp_path / "net.pt")},
+                         "classes": {"cat": 0, "dog": 1}, "images": [str(IMAGES / "cat.jpg")],
+                         "preprocess": {"size": [32, 32]}, "target_layers": ["0"],
+                         "methods": ["gradcam", "randomcam"], "metrics": [],
+                         "sanity": {"enabled": True, "images": 1}},
+                        out=tmp_path / "results", log=lambda line: None, progress=False)
+    verdicts = {line.method: line.sanity for line in study.trust().lines}
+    assert verdicts["gradcam"] == "passes" and "fails" in verdicts["randomcam"]
+    shown = _methods(explain.load(study.folder))
+    assert "<th>sanity</th>" in shown
+    for method, verdict in verdicts.items():
+        assert verdict != "not run"
+        assert f"<td>{method}</td>" in shown and f"<td>{verdict}</td>" in shown

@@ -50,14 +50,20 @@ def _images(run: Run) -> str:
 def _methods(run: Run) -> str:
     """Per method: its maps, mean raw maximum, the report's metric columns (mean and 95%
     interval, its place where a difference is significant, a star where it leads, the
-    baselines it does not beat) and overall place, then the baselines' rows, under the
+    baselines it does not beat), overall place and, when the run ran the sanity checks, the
+    verdict the report's trust line gives (the conclusion says "without failing sanity";
+    which method failed was not on show), then the baselines' rows, under the
     conclusion of "which map to trust", as the report has them: never an order of the means
     (which ranked identical maps by rounding noise)."""
-    from explain import stats
+    from explain import stats, trustlines
     from explain.methodtable import method_table
     methods = run.methods
     table = method_table(run.summary, methods)
-    header = ["method", "maps", "mean raw max"] + [c.label for c in table.columns] + ["place"]
+    evidence = run.summary.trust or trustlines.build(run.summary, table)  # an unfinished run's
+    sanity = {line.method: line.sanity for line in evidence.lines}  # the report's trust lines
+    checked = any(verdict != "not run" for verdict in sanity.values())
+    header = ["method", "maps", "mean raw max"] + [c.label for c in table.columns] + ["place"] \
+        + (["sanity"] if checked else [])
     rows = []
     for m in methods:
         recs = [r for e in run.images for r in e.cams if r.method == m]
@@ -71,19 +77,18 @@ def _methods(run: Run) -> str:
                             else "")
                          + _not_beaten(cell))
         cells.append(table.place.get(m, "-") if table.meaningful else "-")
-        rows.append(cells)
+        rows.append(cells + ([sanity.get(m, "-")] if checked else []))
     for name in table.baselines:  # maps that know nothing: what a method must beat
         rows.append([f"baseline: {name}", "", ""] + [
             "-" if col.baselines.get(name) is None
-            else _stat(col.baselines[name], col.metric.percent) for col in table.columns] + [""])
+            else _stat(col.baselines[name], col.metric.percent) for col in table.columns]
+            + [""] * (2 if checked else 1))
     note = "" if table.meaningful or not table.rank else (
         f"<p>no place yet: no metric is measured on at least {stats.MIN_IMAGES} {table.unit}s "
         f"(the report says the same)</p>")
     stars = "<p>* significantly better than every other method, and not beaten by a " \
         "baseline</p>" \
         if any(c.leads for c in table.columns) else ""
-    from explain import trustlines
-    evidence = run.summary.trust or trustlines.build(run.summary, table)  # an unfinished run's
     conclusion = evidence.conclusion  # as the report: a task run's 'not ranked' too
     verdict = f"<p><b>Which map to trust:</b> {display.esc(conclusion)}</p>" if conclusion \
         else ""
