@@ -180,3 +180,33 @@ def test_a_named_pipe_given_as_images_or_a_labelled_list_is_called_what_it_is(tm
     assert f"images[0]: image {fifo} is a named pipe (FIFO)" in text, text
     text = one_line_error(write_config(tmp_path, images=[str(tmp_path / "gone.jpg")], **base))
     assert "images[0]: image not found: " in text
+
+
+def test_the_durations_add_up_to_the_total(tmp_path):
+    """'24 maps in 14.6s (model load 6.7s, CAMs 0.0s, metrics 6.2s, pictures and files
+    0.0s)' left 1.7 s unnamed (newcomer 18): the rest of the run (reading images, panels and
+    tables) is named, and the parts add up to the total, on the console and the page; a
+    torchrun run's parts are sums, and get no rest."""
+    import json
+    import re
+
+    from helpers import finished_tiny_run
+    from explain.results import RunSummary
+    from explain.writers.summary import OTHER, console_lines, duration_parts
+    run = finished_tiny_run(tmp_path)
+    summary = RunSummary.model_validate(json.loads((run / "summary.json").read_text()))
+    d = summary.durations_s
+    last = console_lines(summary)[-1]
+    shown = dict((name, float(value)) for name, value in
+                 re.findall(r"([a-zA-Z ,]+?) ([0-9.]+)s", last.split("(", 1)[1]))
+    rest = d["total"] - d["model_load"] - d["cams"] - d["figures"]
+    if rest >= 0.05:
+        assert shown[f", {OTHER}"] == pytest.approx(rest, abs=0.051), last
+    parts = dict(duration_parts(d))
+    assert sum(v for k, v in parts.items() if not k.startswith("method ") and k != "total") \
+        == pytest.approx(d["total"], abs=0.06)
+    page = (run / "report.html").read_text()
+    assert (OTHER in page) is (rest >= 0.05)
+    d2 = {**d, "total": d["total"] + 5}  # a visible rest, then the same under torchrun
+    assert dict(duration_parts(d2))[OTHER] == pytest.approx(rest + 5)
+    assert OTHER not in dict(duration_parts(d2, processes=2))

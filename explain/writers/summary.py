@@ -143,13 +143,23 @@ def compare_file_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
-def duration_parts(durations: dict[str, float]) -> list[tuple[str, float]]:
+OTHER = "reading images, panels and tables"  # the rest of a run's time, named by its parts
+TIMED = ("model_load", "cams", "figures", "sanity")  # the parts of the total that are timed
+
+
+def duration_parts(durations: dict[str, float], processes: int = 1) -> list[tuple[str, float]]:
     """summary.json's ``durations_s`` as the console and the page name them: ``figures`` (every
     writer's per-batch time, the metrics' model passes included) split into the metrics and
-    'pictures and files', so a slow metric does not read as slow drawing."""
+    'pictures and files', so a slow metric does not read as slow drawing; before the total,
+    the time no part holds (OTHER: reading images between batches, the panels, tables and
+    trust numbers at the end), so the parts add up to it. Not for a torchrun run's
+    ``processes``, whose parts are sums."""
     metrics = durations.get("metrics", 0.0)
     parts = []
     for key, seconds in durations.items():
+        if key == "total" and processes <= 1:
+            rest = seconds - sum(durations.get(k, 0.0) for k in TIMED)
+            parts += [(OTHER, rest)] if rest >= 0.05 else []
         if key == "figures":
             parts.append(("pictures and files", max(seconds - metrics, 0.0)))
         elif key != "metrics" or seconds >= 0.05:
@@ -173,11 +183,14 @@ def summed_over(summary: RunSummary) -> str:
     return f"; the parts but {but} summed over {summary.processes} processes"
 
 
-def _outputs(durations: dict[str, float]) -> str:
-    """The console's part of the per-batch outputs' time (duration_parts)."""
-    parts = dict(duration_parts(durations))
-    files = f"pictures and files {parts['pictures and files']:.1f}s"
-    return f"metrics {parts['metrics']:.1f}s, {files}" if "metrics" in parts else files
+def _outputs(summary: RunSummary) -> str:
+    """The console's part of the per-batch outputs' time, the sanity checks' and the rest
+    (duration_parts)."""
+    parts = dict(duration_parts(summary.durations_s, summary.processes))
+    named = [f"{name} {parts[name]:.1f}s" for name in ("metrics", "pictures and files")
+             if name in parts]
+    named += [f"sanity checks {parts['sanity']:.1f}s"] if "sanity" in parts else []
+    return ", ".join(named + ([f"{OTHER} {parts[OTHER]:.1f}s"] if OTHER in parts else []))
 
 
 def console_lines(summary: RunSummary) -> list[str]:
@@ -214,7 +227,6 @@ def console_lines(summary: RunSummary) -> list[str]:
         lines.append(f"  which map to trust: {trust.conclusion} (the report's first section)")
     d = summary.durations_s
     lines.append(f"  {summary.counts['maps']} maps in {d['total']:.1f}s (model load "
-                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, {_outputs(d)}"
-                 + (f", sanity checks {d['sanity']:.1f}s" if "sanity" in d else "")
+                 f"{d['model_load']:.1f}s, CAMs {d['cams']:.1f}s, {_outputs(summary)}"
                  + summed_over(summary) + ")")
     return lines
