@@ -48,7 +48,8 @@ class SanityMethod(_Record):
     method: str
     verdict: str  # pass | fail: ``final`` below sanity.threshold
     final: float  # sanity.measure after the last cascading step, mean over the maps
-    # its 95% bootstrap interval over the maps (none for one map, or a run before it was kept)
+    # its 95% bootstrap interval over the maps, images resampled (none for one image, or a run
+    # before it was kept)
     final_low: Optional[float] = None
     final_high: Optional[float] = None
     cascading: list[SanityStep]
@@ -121,6 +122,11 @@ class SanitySummary(_Record):
         return found
 
     @property
+    def images(self) -> int:
+        """The images the checks explained (each with a map per class)."""
+        return len({m.image for m in self.maps})
+
+    @property
     def partial(self) -> bool:
         """Whether the cascade stopped before the model's last layer (``sanity.layers``)."""
         return bool(self.randomisable) and len(self.layers) < self.randomisable
@@ -139,7 +145,7 @@ class SanitySummary(_Record):
         depth = f"{len(self.layers)} of {self.randomisable}" if self.partial \
             else str(len(self.layers))
         for m in self.methods:
-            text = (f"{label} {_beside(m.final, self.threshold)}{_spread(m, self.threshold)} "
+            text = (f"{label} {_beside(m.final, self.threshold)}{_spread(m, self.threshold, self.images)} "
                     f"with the trained model's maps after {depth} layer(s) re-initialised; "
                     f"passes below {self.threshold:g}{_unsettled(m, self.threshold)}")
             if m.verdict != "pass" and self.partial:
@@ -181,12 +187,12 @@ def _beside(value: float, threshold: float) -> str:
     return f"{value:.{digits}f}"
 
 
-def _spread(method: SanityMethod, threshold: float) -> str:
-    """' [low, high] over N maps': the interval of the mean the verdict reads, when kept."""
+def _spread(method: SanityMethod, threshold: float, images: int) -> str:
+    """' [low, high] over N images': the interval of the mean the verdict reads, when kept."""
     if method.final_low is None or method.final_high is None:
         return ""
     return (f" [{_beside(method.final_low, threshold)}, {_beside(method.final_high, threshold)}]"
-            f" over {len(method.final_per_map)} maps")
+            f" over {images} images")
 
 
 def unsettled(method: SanityMethod, threshold: float) -> bool:
@@ -197,7 +203,7 @@ def unsettled(method: SanityMethod, threshold: float) -> bool:
 
 
 def _unsettled(method: SanityMethod, threshold: float) -> str:
-    return ("; its interval reaches across the threshold: more maps (sanity.images) would "
+    return ("; its interval reaches across the threshold: more images (sanity.images) would "
             "settle the verdict") if unsettled(method, threshold) else ""
 
 

@@ -330,25 +330,17 @@ def test_run_records_files_and_report(tmp_path, capsys, monkeypatch):
     #                                          x (3 cascading, 3 independent, random logit)
     trust = {line["method"]: line for line in data["trust"]["lines"]}  # Which map to trust
     assert trust["gradcam"]["sanity"] == "fails" and trust["eigencam"]["sanity"] == "fails"
-    # the mean's interval over the maps (1 image x 2 classes: wide), within [-1, 1]
-    spread = stats.interval([m.spearman for m in gradcam.final_per_map], seed=0)
-    low, high = max(spread[0], -1), min(spread[1], 1)
-    assert (gradcam.final_low, gradcam.final_high) == (pytest.approx(low, abs=1e-6),
-                                                       pytest.approx(high, abs=1e-6))
-    assert -1 <= gradcam.final_low < gradcam.final < gradcam.final_high <= 1
+    # one image (sanity.images: 1): no interval over images (its 2 maps are not two draws)
+    assert (gradcam.final_low, gradcam.final_high) == (None, None)
     assert trust["gradcam"]["sanity_detail"].startswith(
-        f"rank correlation {gradcam.final:.2f} [{gradcam.final_low:.2f}, "
-        f"{gradcam.final_high:.2f}] over 2 maps with the trained model's maps after 3 layer(s)")
-    assert float(by_method["gradcam"]["sanity_spearman_low"]) == \
-        pytest.approx(gradcam.final_low, abs=1e-5)
+        f"rank correlation {gradcam.final:.2f} with the trained model's maps after 3 layer(s)")
+    assert "sanity_spearman_low" not in by_method["gradcam"]
     assert "random logit fails" in trust["eigencam"]["sanity_detail"]
     html = (run / "report.html").read_text()
     assert "sanity: fails</span> <small>(rank correlation" in html
     assert 'id="sanity"' in html and "barely depend on the model's weights" in html
     assert "barely depend on the class explained" in html and "sanity/strip.png" in html
-    assert f'<small title="95% interval of the mean over the 2 maps">[' \
-           f'{stats.cell(gradcam.final_low)}, {stats.cell(gradcam.final_high)}]</small>' in html
-    assert "reaches across -0.99: more maps" in html  # [-1, ...] holds the threshold
+    assert "95% interval of the mean" not in html and "reaches across" not in html
     from explain.writers.report import rebuild
     (run / "report.html").unlink()
     assert 'id="sanity"' in rebuild(run).read_text()
@@ -503,17 +495,50 @@ def test_a_verdict_whose_interval_reaches_across_the_threshold_says_so():
     def record(low: float, high: float) -> SanitySummary:
         return SanitySummary.model_validate({
             "measure": "spearman", "threshold": 0.5, "logit_threshold": 0.5, "seed": 0,
-            "layers": ["fc", "conv"], "not_randomised": 0, "maps": [], "methods": [{
+            "layers": ["fc", "conv"], "not_randomised": 0, "methods": [{
                 "method": "gradcam", "verdict": "pass", "final": 0.3, "final_low": low,
                 "final_high": high, "cascading": [], "final_per_map": [
                     {"spearman": v, "spearman_abs": v, "ssim": v, "ssim_abs": v}
-                    for v in (0.1, 0.2, 0.4, 0.5)]}]})
+                    for v in (0.1, 0.2, 0.4, 0.5)]}],
+            "maps": [{"image": i, "class": c} for i in ("a", "b") for c in ("cat", "dog")]})
     word, text = record(0.05, 0.55).verdicts()["gradcam"]
-    assert word == "passes" and text.startswith("rank correlation 0.30 [0.05, 0.55] over 4 "
-                                                "maps with the trained model's maps")
-    assert "its interval reaches across the threshold: more maps (sanity.images)" in text
+    assert word == "passes" and text.startswith("rank correlation 0.30 [0.05, 0.55] over 2 "
+                                                "images with the trained model's maps")
+    assert "its interval reaches across the threshold: more images (sanity.images)" in text
     assert "reaches across" not in record(0.05, 0.45).verdicts()["gradcam"][1]
     older = record(0.05, 0.55).model_dump()
     older["methods"][0].pop("final_low"), older["methods"][0].pop("final_high")
     text = SanitySummary.model_validate(older).verdicts()["gradcam"][1]
     assert text.startswith("rank correlation 0.30 with the trained") and "across" not in text
+
+
+def test_the_sanity_interval_resamples_images_and_the_table_shows_it():
+    """An image's maps of its classes are alike: the interval of the verdict's mean resamples
+    images (each image's maps averaged first), as the trust intervals do, and stays within
+    [-1, 1]; one image gets none. The table shows it and says when it reaches across."""
+    from types import SimpleNamespace
+
+    from explain.writers.report import environment
+    from explain.writers.sanity import _interval
+    values = np.array([0.9, 0.8, 0.1, 0.2, 0.5, 0.7])
+    images = ["a", "a", "b", "b", "c", "c"]
+    low, high = _interval(values, images, seed=3)
+    expect = stats.interval([0.85, 0.15, 0.6], seed=3)
+    assert (low, high) == (pytest.approx(max(expect[0], -1), abs=1e-6),
+                           pytest.approx(min(expect[1], 1), abs=1e-6))
+    assert _interval(values[:2], images[:2], seed=3) == (None, None)
+    wide = _interval(np.array([-0.9, 0.9]), ["a", "b"], seed=0)
+    assert wide[0] >= -1 and wide[1] <= 1  # the expanded interval of 2 values: clipped
+    sim = {"spearman": 0.5, "spearman_abs": 0.5, "ssim": 0.5, "ssim_abs": 0.5}
+    record = SanitySummary.model_validate({
+        "measure": "spearman", "threshold": 0.5, "logit_threshold": 0.5, "seed": 0,
+        "layers": ["fc"], "not_randomised": 0, "methods": [{
+            "method": "gradcam", "verdict": "pass", "final": 0.3, "final_low": low,
+            "final_high": high, "cascading": [], "final_per_map": [sim] * 6}],
+        "maps": [{"image": i, "class": c} for i in "abc" for c in ("cat", "dog")]})
+    html = environment().get_template("sanity.html.j2").render(
+        summary=SimpleNamespace(sanity=record), prefix="")
+    assert f'<small title="95% interval of the mean over the 3 images">[{stats.cell(low)}, ' \
+           f'{stats.cell(high)}]</small>' in html
+    assert (f"Its interval over the 3 images, [{stats.cell(low)}, {stats.cell(high)}], reaches "
+            f"across 0.5: more images") in html

@@ -162,13 +162,19 @@ def _steps(table: np.ndarray, layers: list[str]) -> list[SanityStep]:
             for k, name in enumerate(layers)]
 
 
-def _interval(values: np.ndarray, seed: int) -> tuple[Optional[float], Optional[float]]:
-    """The 95% bootstrap interval of the mean over the maps (None, None for one map), within
-    [-1, 1] where every measure lies (the expanded interval of 2 maps reached -1.57)."""
+def _interval(values: np.ndarray, images: list[str],
+              seed: int) -> tuple[Optional[float], Optional[float]]:
+    """The 95% bootstrap interval of the mean over the maps, resampling images (an image's
+    maps, one per class, are alike: its maps' mean is one value), as the trust intervals do;
+    within [-1, 1], where every measure lies (2 images' expanded interval reached -1.57).
+    (None, None) for one image."""
     from explain import stats
-    if len(values) < 2:
+    per_image: dict[str, list[float]] = {}
+    for image, value in zip(images, values):
+        per_image.setdefault(image, []).append(float(value))
+    if len(per_image) < 2:
         return None, None
-    low, high = stats.interval([float(v) for v in values], seed=seed)
+    low, high = stats.interval([float(np.mean(v)) for v in per_image.values()], seed=seed)
     return round(max(low, -1.0), 6), round(min(high, 1.0), 6)
 
 
@@ -177,11 +183,12 @@ def summary_record(outcome: sanity.Outcome, subjects: list[sanity.Subject],
     """summary.json's ``sanity`` from what the checks measured (files added by the caller)."""
     checks, names = ctx.cfg.sanity, ctx.plan.classes
     at = sanity.MEASURES.index(checks.measure)
+    images = [s.image for s in subjects for _ in s.classes]  # each map's, in the maps' order
     methods = []
     for row in outcome.methods:
         steps = outcome.cascading[row]
         final = round(float(steps[-1].mean(axis=0)[at]), 6)
-        low, high = _interval(steps[-1][:, at], ctx.cfg.seed)
+        low, high = _interval(steps[-1][:, at], images, ctx.cfg.seed)
         one = SanityMethod(method=row, verdict=sanity.verdict(final, checks.threshold),
                            final=final, final_low=low, final_high=high,
                            cascading=_steps(steps, outcome.layers),
