@@ -24,7 +24,7 @@ import torchvision
 
 from conftest import IMAGES, save_config
 from helpers import cli, interrupted
-from explain.diff.boxes import box_iou
+from explain.diff.boxes import boxes_overlap
 
 DET_ARGS = dict(num_classes=3, min_size=128, max_size=192, rpn_pre_nms_top_n_test=50,
                 rpn_post_nms_top_n_test=10, box_detections_per_img=5)
@@ -167,12 +167,12 @@ def test_diff_of_detection_runs_at_two_sizes_pairs_the_boxes_that_overlap(tree, 
         r.setdefault("class_b", r["class"])  # B's name: matched by name, A's
         (label_a, box_a), (label_b, box_b) = (boxes_a[(r["image"], r["class"])],
                                               boxes_b[(r["image"], r["class_b"])])
-        assert label_a == label_b and box_iou(box_a, box_b) >= 0.5, r
+        assert label_a == label_b and boxes_overlap(box_a, box_b) >= 0.5, r
         assert r["resized"] == "True"
     assert any(r["class"] != r["class_b"] for r in rows), rows
     lone_a = [k for k in boxes_a if k not in {(r["image"], r["class"]) for r in rows}]
     lone_b = [k for k in boxes_b if k not in {(r["image"], r["class_b"]) for r in rows}]
-    assert all(box_iou(boxes_a[ka][1], boxes_b[kb][1]) < 0.5 for ka in lone_a for kb in lone_b
+    assert all(boxes_overlap(boxes_a[ka][1], boxes_b[kb][1]) < 0.5 for ka in lone_a for kb in lone_b
                if ka[0] == kb[0] and boxes_a[ka][0] == boxes_b[kb][0])
     text = re.sub(r"\s+", " ", out + err)
     for label, lone in (("A", lone_a), ("B", lone_b)):

@@ -15,7 +15,7 @@ BOX_IOU = 0.5  # two runs' boxes overlap this much at least to be the same detec
 Box = tuple[str, list[float]]  # label, (x0, y0, x1, y1) in model-input pixels
 
 
-def box_iou(p: list[float], q: list[float]) -> float:
+def boxes_overlap(p: list[float], q: list[float]) -> float:
     """Intersection over union of two boxes (x0, y0, x1, y1); 0.0 when neither has an area."""
     w = min(p[2], q[2]) - max(p[0], q[0])
     h = min(p[3], q[3]) - max(p[1], q[1])
@@ -44,7 +44,7 @@ def paired_boxes(ea: ImageEntry, eb: ImageEntry,
     scale = (ea.input_size[1] / eb.input_size[1], ea.input_size[0] / eb.input_size[0])
     boxes_a, boxes_b = detected(ea), detected(eb, scale)
     candidates = sorted(
-        ((box_iou(box_a, box_b), i, j, name_a, name_b)
+        ((boxes_overlap(box_a, box_b), i, j, name_a, name_b)
          for i, (name_a, (label_a, box_a)) in enumerate(boxes_a.items())
          for j, (name_b, (label_b, box_b)) in enumerate(boxes_b.items())
          if label_a == label_b), key=lambda c: (-c[0], c[1], c[2]))
