@@ -210,3 +210,31 @@ def test_the_durations_add_up_to_the_total(tmp_path):
     d2 = {**d, "total": d["total"] + 5}  # a visible rest, then the same under torchrun
     assert dict(duration_parts(d2))[OTHER] == pytest.approx(rest + 5)
     assert OTHER not in dict(duration_parts(d2, processes=2))
+
+
+def test_a_short_pass_is_timed_until_the_budget_and_the_fastest_counts(monkeypatch):
+    """A 5 ms pass timed while the process waited for a core read 0.7 s twice, and the
+    sanity estimate said 5 min for a 2 s check: a short pass is timed again (up to 8 times,
+    within 0.25 s) and the fastest counts; a long one twice, as before."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from explain import pace
+    plan = SimpleNamespace(timed={}, first=SimpleNamespace(tensor=torch.zeros(3, 4, 4)),
+                           device=torch.device("cpu"), model=None)
+    said = iter([0.7, 0.7, 0.006, 0.005, 0.009] + [0.02] * 20)
+    calls = []
+    monkeypatch.setattr(pace, "seconds_per_pass",
+                        lambda model, x, rows: calls.append(rows) or next(said))
+    assert pace.timed_pass(plan, 1) == 0.005 and 5 <= len(calls) <= pace.MAX_TIMINGS
+    assert pace.timed_pass(plan, 1) == 0.005 and len(calls) <= pace.MAX_TIMINGS  # once a plan
+    slow, calls[:] = iter([2.0, 1.5, 0.1]), []
+
+    def long_pass(model, x, rows):
+        import time
+        time.sleep(0.15)  # a pass that spends the budget by itself
+        calls.append(rows)
+        return next(slow)
+    monkeypatch.setattr(pace, "seconds_per_pass", long_pass)
+    assert pace.timed_pass(plan, 16) == 1.5 and calls == [16, 16]

@@ -301,7 +301,8 @@ def test_run_records_files_and_report(tmp_path, capsys, monkeypatch):
     run = tmp_path / "results" / "exp"
     data = json.loads((run / "summary.json").read_text())
     assert data["estimates_s"]["sanity"] > 0 and data["durations_s"]["sanity"] > 0
-    assert timed == [1, 1]  # one image, as the checks pass them (sanity.images copies: 3 GB)
+    # one image, as the checks pass them (sanity.images copies: 3 GB), timed 2 to 8 times
+    assert set(timed) == {1} and 2 <= len(timed) <= pace.MAX_TIMINGS
     assert f"time: sanity checks took {data['durations_s']['sanity']:.1f} s (" in err, err
     checks = SanitySummary.model_validate(data["sanity"])
     assert checks.layers == ["6", "2", "0"] and checks.threshold == -0.99
