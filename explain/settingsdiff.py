@@ -80,8 +80,15 @@ def _dotted(path: Path, limit: int = KEY_CHARS) -> str:
 
 
 def _named(path: Path, dotted: str) -> bool:
-    """Whether a linked dotted name is ``dotted`` (walking at most its parts)."""
-    for part in reversed(dotted.split(".")):
+    """Whether a linked dotted name is ``dotted`` or a setting inside it (``sanity.images``
+    is inside ``sanity.images`` and ``channels.atlas.top_n`` inside ``channels.atlas``)."""
+    parts = dotted.split(".")
+    depth, rest = 0, path
+    while rest is not None:
+        depth, rest = depth + 1, rest[1]
+    for _ in range(depth - len(parts)):  # up to the name's own depth
+        path = path[1]  # type: ignore[index]
+    for part in reversed(parts):
         if path is None or path[0] != part:
             return False
         path = path[1]
@@ -92,9 +99,10 @@ def changes(before: Any, now: Any, *, skip: tuple[str, ...] = (), shown: int = S
             limit: int = KEY_CHARS) -> tuple[list[tuple[str, Any, Any]], int]:
     """The first ``shown`` settings that differ as (dotted name cut to ``limit`` characters,
     value before, value now; MISSING where unset), and how many differ in all; the dotted
-    names in ``skip`` are left out. Walked as ``settings_differ`` walks (explain diff's two
-    recorded configs flattened into dotted names: two 615 KB summaries of a long key nested
-    15 deep above 1,000 leaves made a 600 MB diff.html, 3.6 GB held)."""
+    names in ``skip``, and the settings inside them, are left out. Walked as
+    ``settings_differ`` walks (explain diff's two recorded configs flattened into dotted
+    names: two 615 KB summaries of a long key nested 15 deep above 1,000 leaves made a 600 MB
+    diff.html, 3.6 GB held)."""
     found, total = [], 0
     for path, old, new in _differing(before, now):
         if any(_named(path, name) for name in skip):

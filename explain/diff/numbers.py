@@ -173,12 +173,31 @@ def config_changes(a: RunSummary, b: RunSummary) -> tuple[list[str], int]:
     """The first CONFIG_SHOWN config keys whose values differ, as 'key: A -> B' (the run name
     and folder aside; keys and values cut to 80 characters), and how many differ in all."""
     from explain.settingsdiff import MISSING, changes
-    found, total = changes(*(s.config.model_dump(mode="json") for s in (a, b)),
-                           skip=("name", "workers", "output.dir"), shown=CONFIG_SHOWN, limit=80)
+    both = [s.config.model_dump(mode="json") for s in (a, b)]
+    found, total = changes(*both, skip=("name", "workers", "output.dir", *switched_off(*both)),
+                           shown=CONFIG_SHOWN, limit=80)
 
     def shown(value: Any) -> str:
         return "(none)" if value is MISSING else short(value, 80)
     return [f"{key}: {shown(old)} -> {shown(new)}" for key, old, new in found], total
+
+
+def switched_off(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The settings of each section (``sanity``, ``channels.atlas``) that has ``enabled: false``
+    in either config, ``enabled`` aside: off in both runs they did nothing, and off in one the
+    ``enabled`` change says it (``sanity.images: 1 -> 2`` of a run that checked no sanity read
+    as a change that mattered)."""
+    out: list[str] = []
+    todo: list[tuple[str, Any, Any]] = [("", a, b)]
+    while todo:
+        prefix, x, y = todo.pop()
+        if not (isinstance(x, dict) and isinstance(y, dict)):
+            continue
+        if prefix and any(side.get("enabled") is False for side in (x, y)):
+            out += [prefix + key for key in sorted(set(x) | set(y)) if key != "enabled"]
+            continue
+        todo += [(f"{prefix}{key}.", value, y.get(key)) for key, value in x.items()]
+    return out
 
 
 # ---- summaries for the console and the page -----------------------------------------------
