@@ -35,3 +35,47 @@ def test_diff_leaves_out_the_settings_of_a_section_that_is_off():
     # on in both: its settings are listed
     assert _diff({"sanity": {"enabled": True, "images": 1}},
                  {"sanity": {"enabled": True, "images": 2}}) == ["sanity.images: 1 -> 2"]
+
+
+def _vit_error(tmp_path, trained: dict, config: dict) -> str:
+    """The one line load_model gives for a tiny random timm ViT built with ``trained`` and
+    loaded with ``config`` as its arch_args."""
+    import pytest
+    import torch
+    timm = pytest.importorskip("timm")
+    from explain.errors import ExplainError
+    from explain.models.loading import load_model
+    small = {"depth": 1, "embed_dim": 24, "num_heads": 2, "num_classes": 2}
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **small, **trained)
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")
+    cfg = _config(model={"file": str(tmp_path / "vit.pth"), "arch": "timm:vit_tiny_patch16_224",
+                         "arch_args": {**small, **config}})
+    with pytest.raises(ExplainError) as caught:
+        load_model(cfg)
+    return str(caught.value)
+
+
+def test_vit_weights_of_another_input_size_name_the_img_size(tmp_path):
+    line = _vit_error(tmp_path, {"img_size": 64}, {})
+    assert line.endswith("'pos_embed' has shape (1, 17, 24), the model expects (1, 197, 24); "
+                         "the weights' 17 tokens are a 4 x 4 grid of 16x16-pixel patches: "
+                         "set model.arch_args: {img_size: 64}"), line
+    # register tokens embedded with the class token, another patch size
+    line = _vit_error(tmp_path, {"img_size": 48, "patch_size": 8, "reg_tokens": 2},
+                      {"patch_size": 8, "reg_tokens": 2})
+    assert line.endswith("the model expects (1, 787, 24); the weights' 39 tokens are a "
+                         "6 x 6 grid of 8x8-pixel patches: set model.arch_args: "
+                         "{img_size: 48}"), line
+    # no_embed_class: the position embedding has the grid's tokens only
+    line = _vit_error(tmp_path, {"img_size": 32, "no_embed_class": True},
+                      {"no_embed_class": True})
+    assert line.endswith("(1, 4, 24), the model expects (1, 196, 24); the weights' 4 tokens "
+                         "are a 2 x 2 grid of 16x16-pixel patches: set model.arch_args: "
+                         "{img_size: 32}"), line
+
+
+def test_vit_weights_of_a_grid_that_is_not_square_get_no_guess(tmp_path):
+    line = _vit_error(tmp_path, {"img_size": (64, 32)}, {})
+    assert line.endswith("'pos_embed' has shape (1, 9, 24), the model expects (1, 197, 24)"), \
+        line

@@ -8,6 +8,7 @@ captured for a CAM.
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -76,9 +77,10 @@ def _from_state_dict(obj: Any, spec: ModelSpec, path: Path) -> nn.Module:
             raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: unexpected key "
                                f"'{key}'{aux}")
         if own[key].shape != value.shape:
+            hint = _head_hint(own, key, value.shape) or _grid_hint(model, key, value.shape)
             raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: '{key}' has shape "
                                f"{tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
-                               f"{_head_hint(own, key, value.shape)}")
+                               f"{hint}")
     missing = [k for k in own if k not in obj]
     if missing:
         raise ExplainError(f"{path}: state_dict does not fit {spec.arch}: missing key '{missing[0]}'")
@@ -183,6 +185,27 @@ def _head_hint(own: dict, key: str, shape: torch.Size) -> str:
     if key in last and own[key].shape[1:] == shape[1:]:
         return f"; the weights have {shape[0]} outputs: set model.arch_args: {{num_classes: {shape[0]}}}"
     return ""
+
+
+def _grid_hint(model: nn.Module, key: str, shape: torch.Size) -> str:
+    """When a ViT's position embedding holds another number of tokens (weights trained at
+    another input size, timm's ``img_size``), the size that gives that many: the file's tokens
+    less the class / register tokens the model embeds with them, a whole square grid of the
+    model's patches; else ''."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    own = getattr(model, key, None)
+    if key != "pos_embed" or not isinstance(own, torch.Tensor) or len(shape) != 3 or \
+            own.ndim != 3 or own.shape[2] != shape[2] or not isinstance(patch, (tuple, list)):
+        return ""
+    prefix = 0 if getattr(model, "no_embed_class", False) else \
+        int(getattr(model, "num_prefix_tokens", 0))
+    side = math.isqrt(max(0, shape[1] - prefix))
+    if side == 0 or side * side != shape[1] - prefix or len(patch) != 2:
+        return ""
+    size = side * patch[0] if patch[0] == patch[1] else [side * patch[0], side * patch[1]]
+    return (f"; the weights' {shape[1]} tokens are a {side} x {side} grid of "
+            f"{'x'.join(map(str, patch))}-pixel patches: set model.arch_args: "
+            f"{{img_size: {size}}}")
 
 
 def load_model(cfg: Config) -> nn.Module:
