@@ -181,7 +181,7 @@ def _mark_degenerate(rows: list[LayerRow], outputs: dict[int, torch.Tensor],
         rows[i].degenerate = positions_reached(grad, rows[i].layout) < 2
 
 
-def _candidates(rows: list[LayerRow]) -> list[LayerRow]:
+def candidates(rows: list[LayerRow]) -> list[LayerRow]:
     """The layers 'auto' may pick, last first: one per output tensor (the outermost module that
     returned it), leaving out tensors made by pooling / dropout / identity / flatten modules,
     token outputs of a Linear (a qkv projection is no representation), and unusable or
@@ -212,7 +212,7 @@ def auto_layer(rows: list[LayerRow], skip: Optional[Callable[[LayerRow], bool]] 
     """The layer ``target_layers: auto`` uses: the last one in forward order whose output a CAM
     can use, before the head (``skip``: layers a task counts as its head); ExplainError when
     there is none."""
-    found = [row for row in _candidates(rows) if skip is None or not skip(row)]
+    found = [row for row in candidates(rows) if skip is None or not skip(row)]
     if not found:
         raise ExplainError(f"target_layers: auto found no layer whose output is a feature map or "
                            f"token grid the class score depends on (of {len(rows)} modules); "

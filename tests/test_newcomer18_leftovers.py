@@ -79,3 +79,26 @@ def test_vit_weights_of_a_grid_that_is_not_square_get_no_guess(tmp_path):
     line = _vit_error(tmp_path, {"img_size": (64, 32)}, {})
     assert line.endswith("'pos_embed' has shape (1, 9, 24), the model expects (1, 197, 24)"), \
         line
+
+
+def _small_cnn():
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+
+
+def test_a_notebook_call_names_the_usable_layers_not_a_config_command():
+    import numpy as np
+    import pytest
+    import explain
+    image = (np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)
+    with pytest.raises(explain.ExplainError) as caught:
+        explain.cam(_small_cnn(), image, "6", preprocess={"size": 16})
+    line = str(caught.value)
+    assert "CONFIG" not in line, line
+    assert line.endswith("pick a layer before the classifier (the layers a CAM can use here, "
+                         "the last first: '3', '2', '1', '0'; layer='auto' takes '3')"), line
+    # the layer the line names works
+    assert explain.cam(_small_cnn(), image, "3", preprocess={"size": 16}).maps["gradcam"]

@@ -42,16 +42,26 @@ def session(model: "nn.Module", cfg: "Config", items: list["Prepared"],
     (model on the device, inplace guard on), the preflight pass made on the first image and
     the classes named (given, carried by the model, else '0', '1', ...). Yields the resolved
     config, the engine and the head."""
+    from explain.api.layerhint import POINTER, layers_named, usable_layers
     from explain.plan import blind_note, in_memory
     largest = max(items, key=lambda item: item.tensor.numel())  # what a bound must size:
     alike = sum(1 for item in items if item.tensor.shape == largest.tensor.shape)  # its batch
     rows = min(alike, cfg.batch_size if isinstance(cfg.batch_size, int) else 1)
-    with in_memory(cfg, model, items[0], [item.ref for item in items], largest=largest,
-                   rows=rows) as (cfg, engine, head, probe):
-        for label in probe.blind:  # a run notes it; here the maps would be blank unsaid
-            warnings.warn(blind_note(label), UserWarning, stacklevel=4)
-        count = head.classes(int(probe.logits.shape[1]))
-        yield _named(cfg, model, count, default_targets), engine, head
+    given = cfg
+    try:
+        with in_memory(cfg, model, items[0], [item.ref for item in items], largest=largest,
+                       rows=rows) as (cfg, engine, head, probe):
+            usable = usable_layers(model, given, items[0]) if probe.blind else []
+            for label in probe.blind:  # a run notes it; here the maps would be blank unsaid
+                warnings.warn(layers_named(blind_note(label), usable), UserWarning,
+                              stacklevel=4)
+            count = head.classes(int(probe.logits.shape[1]))
+            yield _named(cfg, model, count, default_targets), engine, head
+    except ExplainError as err:  # no config here: name the usable layers, not the command
+        if POINTER.search(err.message):
+            err.args = (layers_named(err.message, usable_layers(model, given, items[0])),
+                        *err.args[1:])
+        raise
 
 
 def _named(cfg: "Config", net: "nn.Module", count: int, default_targets: bool) -> "Config":
