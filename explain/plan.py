@@ -440,8 +440,8 @@ def in_memory(cfg: Config, net: nn.Module, first: Prepared, refs: Sequence[Image
     and the probe (explain.api's ``cam`` and ``channel_maps`` use it). A network
     explain.load_model read without trust is bounded on ``rows`` copies of ``largest``
     (default ``first``): the biggest batch the call will run."""
-    found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier.of(net, cfg),
-                   Head(cfg.model.head, cfg.model.target), first, [])
+    found = _Found(cfg, list(refs) or [first.ref], [], net, Classifier.of(net, cfg), Head(
+        cfg.model.head, cfg.model.target), first, [], reshape=reshape_mode(cfg, net))
     if unvetted(net):  # read by explain.load_model from a file nobody vouched for; bounded
         # as the engine runs it (a grey network's Conv2d(1, ...) failed on RGB: no bound)
         check_forward(found.model, largest or first, rows, pick_device(cfg.device))

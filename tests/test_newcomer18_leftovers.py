@@ -102,3 +102,15 @@ def test_a_notebook_call_names_the_usable_layers_not_a_config_command():
                          "the last first: '3', '2', '1', '0'; layer='auto' takes '3')"), line
     # the layer the line names works
     assert explain.cam(_small_cnn(), image, "3", preprocess={"size": 16}).maps["gradcam"]
+
+
+def test_a_notebook_call_reads_its_layers_as_its_reshape_says():
+    """reshape= of explain.cam was validated, then left out of the plan (the maps were read as
+    reshape: auto reads them), so the line above's 'or set reshape: none' did nothing."""
+    import numpy as np
+    import pytest
+    import explain
+    image = (np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)
+    with pytest.raises(explain.ExplainError) as caught:
+        explain.cam(_small_cnn(), image, "2", preprocess={"size": 16}, reshape="vit")
+    assert "is not a token sequence (B, tokens, C) (reshape: vit)" in str(caught.value)
