@@ -114,3 +114,38 @@ def test_a_notebook_call_reads_its_layers_as_its_reshape_says():
     with pytest.raises(explain.ExplainError) as caught:
         explain.cam(_small_cnn(), image, "2", preprocess={"size": 16}, reshape="vit")
     assert "is not a token sequence (B, tokens, C) (reshape: vit)" in str(caught.value)
+
+
+def _methods_legend(tmp_path, metrics: bool) -> str:
+    """The help paragraph under the report's methods table, tags taken out."""
+    import re
+    from test_photos import render, summary_of
+    values = {f"im{i}": {"gradcam": 0.2 + 0.01 * i, "layercam": 0.3 - 0.01 * i} for i in range(6)}
+    bases = {ident: {"random": 0.1} for ident in values}
+    summary = summary_of(values, None, bases)
+    for image in summary.images:
+        for r in image.cams:
+            r.agreement = 0.5
+    if not metrics:
+        summary.config = summary.config.model_copy(update={"metrics": []})
+        for image in summary.images:
+            image.baselines = []
+            for r in image.cams:
+                r.faithfulness, r.localisation = {}, None
+    page = render(summary, tmp_path / f"run{metrics}")
+    table = page[page.index('class="method-table"'):]
+    legend = table[table.index('<p class="help">Each cell'):]
+    return re.sub(r"<[^>]+>", "", legend[:legend.index("</p>")])
+
+
+def test_the_methods_legend_explains_only_what_the_table_has(tmp_path):
+    legend = _methods_legend(tmp_path, metrics=False)  # metrics: []: the agreement column alone
+    assert legend.endswith("how many images and maps. No column here is ranked, so no method "
+                           "has a place or a rank."), legend
+    for word in ("place (#1", "★", "baseline", "Rank:"):
+        assert word not in legend, (word, legend)
+    ranked = _methods_legend(tmp_path, metrics=True)  # a metric and a baseline: all of it
+    for word in ("A place (#1 = best)", "★ significantly better", "none where a baseline does",
+                 "✗ baseline", "Baselines (not methods)", "Rank: methods by their mean place"):
+        assert word in ranked, (word, ranked)
+    assert "No column here is ranked" not in ranked
