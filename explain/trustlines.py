@@ -12,6 +12,7 @@ from explain import stats
 from explain.baselines import BASELINES
 from explain.evidence import Evidence, Row, Stat, TrustLine, below_note, rule
 from explain.methodtable import MethodTable, method_table
+from explain.metrics import AUTO_METRICS
 from explain.names import check_photo_separator, photo_of
 from explain.sanity_records import CLASS_BLIND
 
@@ -211,8 +212,9 @@ def _conclude(evidence: Evidence, table: MethodTable, sanity: Optional[dict]
     """(trusted method or None, the conclusion's sentence), by RULE."""
     note = "" if sanity is not None else NO_SANITY
     if not any(c.direction for c in table.columns):
-        return None, ("no conclusion: no faithfulness or localisation numbers (metrics:, "
-                      "annotations: in the config)")
+        return None, (f"no conclusion: no faithfulness or localisation numbers; add metrics: "
+                      f"[{', '.join(AUTO_METRICS)}] or annotations: boxes to the config to get "
+                      f"them")
     if evidence.primary is None:
         what = "images" if evidence.photos is None else "different photos"
         return None, (f"no conclusion yet: {_counted(evidence)}, no metric measured on at "

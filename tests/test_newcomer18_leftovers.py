@@ -149,3 +149,18 @@ def test_the_methods_legend_explains_only_what_the_table_has(tmp_path):
                  "✗ baseline", "Baselines (not methods)", "Rank: methods by their mean place"):
         assert word in ranked, (word, ranked)
     assert "No column here is ranked" not in ranked
+
+
+def test_without_numbers_the_conclusion_says_what_to_add_in_a_plain_sentence(tmp_path):
+    from explain import trustlines
+    from explain.methodtable import method_table
+    from test_photos import summary_of
+    summary = summary_of({"im0": {"gradcam": 0.2}}, None)
+    summary.config = summary.config.model_copy(update={"metrics": []})
+    for image in summary.images:
+        for r in image.cams:
+            r.faithfulness, r.localisation = {}, None
+    evidence = trustlines.build(summary, method_table(summary, ["gradcam"]))
+    assert evidence.conclusion == ("no conclusion: no faithfulness or localisation numbers; add "
+                                   "metrics: [road_combined] or annotations: boxes to the config "
+                                   "to get them")
