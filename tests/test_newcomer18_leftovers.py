@@ -164,3 +164,30 @@ def test_without_numbers_the_conclusion_says_what_to_add_in_a_plain_sentence(tmp
     assert evidence.conclusion == ("no conclusion: no faithfulness or localisation numbers; add "
                                    "metrics: [road_combined] or annotations: boxes to the config "
                                    "to get them")
+
+
+def _peak_record(peak_x: int) -> object:
+    numbers = dict.fromkeys(("probability", "logit", "raw_max", "peak_value", "mass_left",
+                             "mass_right", "mass_top", "mass_bottom", "agreement"), 0.5)
+    return SimpleNamespace(class_name="cat", method="gradcam", peak_x=peak_x, peak_y=10,
+                           faithfulness=None, localisation=None, channels=None, detection=None,
+                           **numbers)
+
+
+def test_diff_intervals_of_a_peak_s_pixel_stay_within_the_input(monkeypatch):
+    """A peak that jumped across a 96-pixel-wide input on 5 of 6 images: the interval of
+    peak_x's mean change reached past the 95 pixels a peak can move."""
+    import numpy as np
+    from explain.diff import numbers as diffnumbers
+    monkeypatch.setattr(diffnumbers, "read_map", lambda side, entry, rec: np.zeros((64, 96)))
+    maps = []
+    for i in range(6):
+        entry = SimpleNamespace(id=f"im{i}", predicted="cat", input_size=(64, 96))
+        pair = (entry, entry, _peak_record(0), _peak_record(95 if i < 5 else 0))
+        maps.append(diffnumbers.compare_maps("a", "b", pair)[0])
+    found = {c.name: c for c in diffnumbers.changes(
+        SimpleNamespace(maps=maps, a=SimpleNamespace(summary=None)))}
+    peak = found["peak_x"]
+    assert round(peak.mean_change, 3) == 79.167
+    assert peak.high == 95.0 and 0 < peak.low < 79  # cut at 95, the other end as drawn
+    assert found["peak_y"].low is not None and found["peak_y"].mean_change == 0

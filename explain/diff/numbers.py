@@ -44,6 +44,9 @@ class MapDiff:
     # two detection runs: B's name of the box (A's is class_name; paired by box, the ranks
     # may differ: explain.diff.boxes)
     class_b: Optional[str] = None
+    # the changes peak_x and peak_y can make in A's input pixels: A's peak from 0 to W - 1,
+    # B's (in A's pixels) from 0 to W - W / W_B
+    reach: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         """The row of diff.csv: the map's numbers, then every record number A, B, change."""
@@ -162,7 +165,9 @@ def compare_maps(a: Side, b: Side, pair: Pair) -> tuple[MapDiff, np.ndarray, np.
                   correlation=correlation(x, y), mean_abs_diff=float(change.mean()),
                   max_abs_diff=float(change.max()), peak_shift=round(shift, 3), resized=resized,
                   predicted=(ea.predicted, eb.predicted), numbers=(numbers(ra), at_a),
-                  class_b=rb.class_name if ra.detection is not None else None)
+                  class_b=rb.class_name if ra.detection is not None else None,
+                  reach={"peak_x": (1 - x.shape[1], x.shape[1] - scale[0]),
+                         "peak_y": (1 - x.shape[0], x.shape[0] - scale[1])})
     return one, x, y
 
 
@@ -270,7 +275,7 @@ def changes(result: DiffResult) -> list[Change]:
     an interval over photos lay outside its middle). By class: over a two-class run's both
     classes the probabilities' mean is 0.5 in either run, and a shift to one class showed as
     no change."""
-    out, units = [], []
+    out, units, reach = [], [], []
     photo = _photo_of(result.a.summary)
     for (method, cls), some in _by_method_and_class(result.maps).items():
         shared: dict[str, list[MapDiff]] = {}
@@ -290,8 +295,11 @@ def changes(result: DiffResult) -> list[Change]:
                                   largest=round(float(b[far] - a[far]), 10),
                                   where=both[far].image, unit=photo[1]))
                 units.append(unit_b - unit_a)
+                ends = [m.reach.get(name) for m in both]  # a pixel number's: its input's size
+                reach.append(None if None in ends else tuple(
+                    float(_unit_means(keys, np.array(side)).mean()) for side in zip(*ends)))
     config = getattr(result.a.summary, "config", None)
-    _intervals(out, units, config.seed if config is not None else 0)
+    _intervals(out, units, config.seed if config is not None else 0, reach)
     return out
 
 
@@ -315,12 +323,15 @@ def _unit_means(keys: list[str], values: np.ndarray) -> np.ndarray:
     return np.array([np.mean(v) for v in groups.values()])
 
 
-def _intervals(out: list[Change], units: list[np.ndarray], seed: int) -> None:
+def _intervals(out: list[Change], units: list[np.ndarray], seed: int,
+               reach: Optional[list[Optional[tuple[float, float]]]] = None) -> None:
     """Each change's interval over its units, drawn together (explain.stats.intervals), for
     those with at least stats.MIN_IMAGES finite units; a yes-or-no number's (the pointing
     game) reaches 0 where the exact sign test finds no change, as the methods table's does
     (5 images that all flipped gave [1, 1]); each is cut to the changes its number can
-    make, as the report's differences are (a 0..1 peak value's change read [-1.26, -0.333])."""
+    make, as the report's differences are (a 0..1 peak value's change read [-1.26, -0.333]),
+    a peak's pixel to its ``reach``, the mean over units of the changes their inputs allow
+    (peak_x [-20.5, 95.2] on a 96-pixel-wide input)."""
     from explain import stats
     from explain.metrics import SHARE, TABLE
     ready = [i for i, u in enumerate(units)
@@ -331,6 +342,8 @@ def _intervals(out: list[Change], units: list[np.ndarray], seed: int) -> None:
         if bounds:
             span = bounds[1] - bounds[0]
             low, high = max(low, -span), min(high, span)
+        if reach and reach[i] is not None:
+            low, high = max(low, reach[i][0]), min(high, reach[i][1])
         if name in TABLE and TABLE[name].yes_no:
             low, high = stats.sign_checked((low, high), units[i])
         out[i].low, out[i].high = round(low, 10), round(high, 10)
