@@ -238,3 +238,15 @@ def test_a_short_pass_is_timed_until_the_budget_and_the_fastest_counts(monkeypat
         return next(slow)
     monkeypatch.setattr(pace, "seconds_per_pass", long_pass)
     assert pace.timed_pass(plan, 16) == 1.5 and calls == [16, 16]
+
+
+def test_explain_diff_shows_settings_as_the_config_writes_them():
+    """'sanity.enabled: False -> True', 'None' (Python's words) in explain diff: a config
+    says false, true, null; a text stays as it is, a list is a flow list."""
+    from test_newcomer18_leftovers import _diff
+    assert _diff({"sanity": {"images": 1}}, {"sanity": {"enabled": True, "images": 2}}) == \
+        ["sanity.enabled: false -> true"]
+    assert _diff({"output": {"image_format": None}}, {"output": {"image_format": "jpg"}}) == \
+        ["output.image_format: null -> jpg"]
+    assert _diff({"preprocess": {"size": [64, 64]}}, {"preprocess": {"size": [64, 96]}}) == \
+        ["preprocess.size: [64, 64] -> [64, 96]"]

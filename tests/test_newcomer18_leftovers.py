@@ -27,7 +27,7 @@ def test_diff_leaves_out_the_settings_of_a_section_that_is_off():
         ["seed: 0 -> 3"]
     # on in one run: the enabled change says it, the rest is not a change that mattered
     assert _diff({"sanity": {"images": 1}}, {"sanity": {"enabled": True, "images": 2}}) == \
-        ["sanity.enabled: False -> True"]
+        ["sanity.enabled: false -> true"]
     # a section inside a section: channels on in both, the atlas off in both
     assert _diff({"channels": {"enabled": True, "atlas": {"top_n": 2}}},
                  {"channels": {"enabled": True, "atlas": {"top_n": 3}, "top_k": 4}}) == \

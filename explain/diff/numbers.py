@@ -4,6 +4,8 @@ give of them."""
 
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,8 +184,12 @@ def config_changes(a: RunSummary, b: RunSummary) -> tuple[list[str], int]:
     found, total = changes(*both, skip=("name", "workers", "output.dir", *switched_off(*both)),
                            shown=CONFIG_SHOWN, limit=80)
 
-    def shown(value: Any) -> str:
-        return "(none)" if value is MISSING else short(value, 80)
+    def shown(value: Any) -> str:  # as the config file writes it: true, null, [a, b]
+        if value is MISSING:
+            return "(none)"
+        if isinstance(value, str):
+            return short(value, 80)
+        return short(json.dumps(value, default=str), 80)
     return [f"{key}: {shown(old)} -> {shown(new)}" for key, old, new in found], total
 
 
