@@ -262,3 +262,24 @@ def sess_size(options: dict, h: int, w: int) -> tuple[int, int, int]:
         pixels += sh * sw
         windows += (-(-max(sh - window, 0) // step) + 1) * (-(-max(sw - window, 0) // step) + 1)
     return pixels, windows, max(scales)
+
+
+def busy_machine(device: torch.device) -> Optional[str]:
+    """A line for a CPU run on a machine already busier than its cores: torch's threads then
+    wait on each other at every operation (a small ViT's sanity check took 2 s on one thread
+    and 2 to 13 s on two, with two other jobs on 2 cores), and one thread is the cure. None
+    when idle enough, on a GPU, with one thread, or where the load is not known."""
+    import os
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2:
+        return None
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average (Windows)
+        return None
+    cores = os.cpu_count() or 1
+    if load < cores:
+        return None
+    return (f"note: this machine is busy (load average {load:.1f} on {cores} cores): torch's "
+            f"{threads} threads then wait on each other and a run can take several times "
+            f"longer; OMP_NUM_THREADS=1 before the command runs it on one thread")

@@ -25,7 +25,7 @@ if importlib.util.find_spec("ipywidgets"):
 else:  # tqdm.auto in a notebook without ipywidgets warns at every bar, then draws text
     from tqdm import tqdm
 
-from explain import distributed, measures
+from explain import distributed, measures, pace
 from explain.config import MANY_CLASSES, Config
 from explain.errors import ExplainError, RunInterrupted, model_failed
 from explain.images import ImageError, ImageRef, Prepared, batches, group_by_shape, prepare
@@ -233,6 +233,9 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
     chunks = rank_batches(list(plan.images), set(entries), plan.cfg.batch_size, ranks)
     todo = [ref for chunk in chunks for ref in chunk]  # under torchrun: this rank's share
     summary.notes.append(_guard_note(plan, engine))
+    busy = pace.busy_machine(plan.device) if ranks.lead else None
+    if busy:  # said, not recorded: the same config gives the same records on any machine
+        ctx.log(busy)
     with ranks.together():  # e.g. a box file that one node cannot read stops every rank
         for writer in writers:
             writer.start(ctx)

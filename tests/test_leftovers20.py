@@ -250,3 +250,41 @@ def test_explain_diff_shows_settings_as_the_config_writes_them():
         ["output.image_format: null -> jpg"]
     assert _diff({"preprocess": {"size": [64, 64]}}, {"preprocess": {"size": [64, 96]}}) == \
         ["preprocess.size: [64, 64] -> [64, 96]"]
+
+
+def test_a_cpu_run_on_a_busy_machine_says_how_to_run_on_one_thread(tmp_path, monkeypatch):
+    """Two torch threads on a 2-core machine with other jobs: a small ViT's sanity check took
+    2 to 13 s where one thread took 2 s. The run says so on the console when the load average
+    is at the cores or above (not in its records: the same config gives the same files)."""
+    import json
+    import os
+
+    import torch
+
+    from explain import pace
+    from helpers import finished_tiny_run
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.3, 3.0, 2.0))
+    line = pace.busy_machine(cpu)
+    assert line.startswith("note: this machine is busy (load average 3.3 on 2 cores): torch's "
+                           "2 threads") and "OMP_NUM_THREADS=1" in line
+    assert pace.busy_machine(torch.device("cuda")) is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 3.0, 2.0))
+    assert pace.busy_machine(cpu) is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.3, 3.0, 2.0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert pace.busy_machine(cpu) is None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    logged = []
+    import explain.runner
+    real = explain.runner.run
+
+    def run_logged(cfg, opts):
+        from dataclasses import replace
+        return real(cfg, replace(opts, log=logged.append))
+    monkeypatch.setattr(explain.runner, "run", run_logged)
+    run = finished_tiny_run(tmp_path)
+    assert any(x.startswith("note: this machine is busy") for x in logged), logged
+    assert "machine is busy" not in (run / "summary.json").read_text()
