@@ -7,24 +7,31 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import os
 import shutil
 import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import pytest
-import torch
-import torchvision
-import yaml
+# One torch thread in the child processes too (explain runs, torchrun ranks, notebooks): the
+# suite keeps both cores busy, and two torch threads on a busy machine wait on each other at
+# every operation (a small ViT's sanity check: 2 s on one thread, 2 to 13 s on two).
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402 (torch reads the variable when it is imported)
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "images"
 
 # One torch thread: the models here are small, and on 2 shared cores two threads spend more
 # time waiting on each other than computing (test_engine.py + test_vit_example.py: 105 s of CPU
-# with 2 threads, 31 s with 1, on a loaded machine). A child process whose bytes are compared
-# with this process's gets OMP_NUM_THREADS=1 (the thread count can change a map's last bits).
+# with 2 threads, 31 s with 1, on a loaded machine). Child processes get one thread through
+# OMP_NUM_THREADS (above): the same as this process's, as the thread count can change a map's
+# last bits, and bytes are compared between them.
 torch.set_num_threads(1)
 
 
