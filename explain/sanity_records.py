@@ -131,6 +131,16 @@ class SanitySummary(_Record):
         """Whether the cascade stopped before the model's last layer (``sanity.layers``)."""
         return bool(self.randomisable) and len(self.layers) < self.randomisable
 
+    def unsettled(self, method: SanityMethod) -> bool:
+        """Whether the method's interval of the mean reaches across the threshold where the
+        mean decides the verdict: these maps do not settle which side it is on. Not for a
+        partial cascade's verdict other than a pass: inconclusive whatever the images (more
+        images there settled nothing; sanity.layers does)."""
+        low, high = method.final_low, method.final_high
+        if low is None or high is None or (self.partial and method.verdict != "pass"):
+            return False
+        return low < self.threshold <= high
+
     def verdicts(self) -> dict[str, tuple[str, str]]:
         """Method -> ('passes' | 'fails' | ``PARTLY`` | ``PARTIAL`` | ``PARTIAL_LOGIT``, its
         numbers in words), for "Which map to trust" (explain.evidence): the randomisation
@@ -145,9 +155,10 @@ class SanitySummary(_Record):
         depth = f"{len(self.layers)} of {self.randomisable}" if self.partial \
             else str(len(self.layers))
         for m in self.methods:
-            text = (f"{label} {_beside(m.final, self.threshold)}{_spread(m, self.threshold, self.images)} "
-                    f"with the trained model's maps after {depth} layer(s) re-initialised; "
-                    f"passes below {self.threshold:g}{_unsettled(m, self.threshold)}")
+            spread = _spread(m, self.threshold, self.images)
+            text = (f"{label} {_beside(m.final, self.threshold)}{spread} with the trained "
+                    f"model's maps after {depth} layer(s) re-initialised; passes below "
+                    f"{self.threshold:g}" + (UNSETTLED if self.unsettled(m) else ""))
             if m.verdict != "pass" and self.partial:
                 text += "; a partial cascade fails nothing: raise sanity.layers to decide"
             if m.random_logit is not None:
@@ -195,16 +206,11 @@ def _spread(method: SanityMethod, threshold: float, images: int) -> str:
             f" over {images} images")
 
 
-def unsettled(method: SanityMethod, threshold: float) -> bool:
-    """Whether the interval of the mean reaches across the threshold: the verdict is the
-    literature's rule on the mean, and these maps do not settle which side it is on."""
-    low, high = method.final_low, method.final_high
-    return low is not None and high is not None and low < threshold <= high
-
-
-def _unsettled(method: SanityMethod, threshold: float) -> str:
-    return ("; its interval reaches across the threshold: more images (sanity.images) would "
-            "settle the verdict") if unsettled(method, threshold) else ""
+# the verdict line's words when SanitySummary.unsettled: the verdict is the literature's rule
+# on the mean, and more images narrow the mean's interval (they may not settle it: a mean at
+# the threshold stays there)
+UNSETTLED = ("; its interval reaches across the threshold: more images (sanity.images) may "
+             "settle the verdict")
 
 
 def _blank(method: SanityMethod) -> str:

@@ -1,0 +1,50 @@
+"""Review 22 (day 28): the sanity interval's note, explain diff's settings and intervals, the
+durations' parts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from explain.sanity_records import SanitySummary
+
+
+def _sanity(verdict: str, final: float, low: float, high: float,
+            randomisable: int) -> SanitySummary:
+    sim = {"spearman": final, "spearman_abs": final, "ssim": final, "ssim_abs": final}
+    return SanitySummary.model_validate({
+        "measure": "spearman", "threshold": 0.5, "logit_threshold": 0.5, "seed": 0,
+        "layers": ["fc", "conv"], "randomisable": randomisable, "not_randomised": 0,
+        "methods": [{"method": "gradcam", "verdict": verdict, "final": final,
+                     "final_low": low, "final_high": high, "cascading": [],
+                     "final_per_map": [sim] * 6}],
+        "maps": [{"image": i, "class": c} for i in "abc" for c in ("cat", "dog")]})
+
+
+def _sanity_html(record: SanitySummary) -> str:
+    from explain.writers.report import environment
+    return environment().get_template("sanity.html.j2").render(
+        summary=SimpleNamespace(sanity=record), prefix="")
+
+
+def test_a_partial_cascades_inconclusive_verdict_is_not_left_to_more_images():
+    """A partial cascade fails nothing whatever the images: its interval across the threshold
+    said 'more images would settle the verdict' beside 'raise sanity.layers to decide'."""
+    partial = _sanity("fail", 0.6, 0.4, 0.8, randomisable=10)
+    word, text = partial.verdicts()["gradcam"]
+    assert word == "inconclusive (partial cascade)"
+    assert text == ("rank correlation 0.60 [0.40, 0.80] over 3 images with the trained model's "
+                    "maps after 2 of 10 layer(s) re-initialised; passes below 0.5; a partial "
+                    "cascade fails nothing: raise sanity.layers to decide")
+    assert "more images" not in _sanity_html(partial)
+    # the whole cascade: the mean decides, and more images may settle it (not 'would': a
+    # mean at the threshold stays there)
+    whole = _sanity("fail", 0.6, 0.4, 0.8, randomisable=2)
+    assert whole.verdicts()["gradcam"][1].endswith(
+        "passes below 0.5; its interval reaches across the threshold: more images "
+        "(sanity.images) may settle the verdict")
+    assert ("reaches across 0.5: more images (<code>sanity.images</code>) may settle the "
+            "verdict.") in _sanity_html(whole)
+    # a partial cascade's pass is a pass: its interval's note stays
+    passed = _sanity("pass", 0.45, 0.3, 0.6, randomisable=10)
+    assert "may settle the verdict" in passed.verdicts()["gradcam"][1]
+    assert "may settle the verdict" in _sanity_html(passed)
