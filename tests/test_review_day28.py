@@ -48,3 +48,39 @@ def test_a_partial_cascades_inconclusive_verdict_is_not_left_to_more_images():
     passed = _sanity("pass", 0.45, 0.3, 0.6, randomisable=10)
     assert "may settle the verdict" in passed.verdicts()["gradcam"][1]
     assert "may settle the verdict" in _sanity_html(passed)
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    from explain.config.schema import Config
+    from explain.diff.numbers import config_changes
+
+    def config(**fields) -> Config:
+        return Config.model_validate({
+            "model": {"builder": "torchvision.models:alexnet"}, "images": ["a.jpg"],
+            "target_layers": ["features.10"], "methods": ["gradcam"], "metrics": [],
+            **fields})
+    shown, total = config_changes(SimpleNamespace(config=config(**a)),
+                                  SimpleNamespace(config=config(**b)))
+    assert total == len(shown)
+    return shown
+
+
+def test_diff_lists_the_report_settings_that_act_without_the_page():
+    """report.enabled: false turns off the page only: photo_separator still sets the unit of
+    the trust intervals (and of explain diff's), weak_below each map's weak flag; both were
+    left out as settings of a section that is off."""
+    off = {"enabled": False}
+    assert _diff({"report": off},
+                 {"report": {**off, "photo_separator": "_", "weak_below": 0.2}}) == \
+        ["report.photo_separator: null -> _", "report.weak_below: 0.05 -> 0.2"]
+    # a section that is off still has its settings left out
+    assert _diff({"sanity": {"images": 1}}, {"sanity": {"images": 2}}) == []
+
+
+def test_diff_shows_a_list_of_names_as_the_config_writes_it():
+    """'as the config writes them': a list's names kept their letters (json's ASCII escapes
+    read 'Äpfel' as '\\u00c4pfel'), as a plain text setting's are."""
+    classes = {"Äpfel": 0, "cat": 1, "dog": 2}
+    shown = _diff({"classes": classes, "targets": ["Äpfel", "cat"]},
+                  {"classes": classes, "targets": ["Äpfel", "dog"]})
+    assert shown == ['targets: ["Äpfel", "cat"] -> ["Äpfel", "dog"]']

@@ -189,22 +189,29 @@ def config_changes(a: RunSummary, b: RunSummary) -> tuple[list[str], int]:
             return "(none)"
         if isinstance(value, str):
             return short(value, 80)
-        return short(json.dumps(value, default=str), 80)
+        return short(json.dumps(value, default=str, ensure_ascii=False), 80)  # 'Äpfel'
     return [f"{key}: {shown(old)} -> {shown(new)}" for key, old, new in found], total
 
 
+# sections whose settings act with ``enabled: false`` too: report's turns off the page only
+# (weak_below marks each map's record, photo_separator sets the trust intervals' unit, and
+# this diff's)
+STILL_ACTING = ("report",)
+
+
 def switched_off(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """The settings of each section (``sanity``, ``channels.atlas``) that has ``enabled: false``
-    in either config, ``enabled`` aside: off in both runs they did nothing, and off in one the
-    ``enabled`` change says it (``sanity.images: 1 -> 2`` of a run that checked no sanity read
-    as a change that mattered)."""
+    """The settings of each section (``sanity``, ``channels.atlas``; not STILL_ACTING) that
+    has ``enabled: false`` in either config, ``enabled`` aside: off in both runs they did
+    nothing, and off in one the ``enabled`` change says it (``sanity.images: 1 -> 2`` of a
+    run that checked no sanity read as a change that mattered)."""
     out: list[str] = []
     todo: list[tuple[str, Any, Any]] = [("", a, b)]
     while todo:
         prefix, x, y = todo.pop()
         if not (isinstance(x, dict) and isinstance(y, dict)):
             continue
-        if prefix and any(side.get("enabled") is False for side in (x, y)):
+        if prefix and prefix[:-1] not in STILL_ACTING and \
+                any(side.get("enabled") is False for side in (x, y)):
             out += [prefix + key for key in sorted(set(x) | set(y)) if key != "enabled"]
             continue
         todo += [(f"{prefix}{key}.", value, y.get(key)) for key, value in x.items()]
