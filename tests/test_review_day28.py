@@ -84,3 +84,14 @@ def test_diff_shows_a_list_of_names_as_the_config_writes_it():
     shown = _diff({"classes": classes, "targets": ["Äpfel", "cat"]},
                   {"classes": classes, "targets": ["Äpfel", "dog"]})
     assert shown == ['targets: ["Äpfel", "cat"] -> ["Äpfel", "dog"]']
+
+
+def test_a_methods_own_passes_are_said_to_be_part_of_the_cams_time():
+    """The durations' parts add up to the total (the rest named), but a ScoreCAM's own passes
+    were listed as one more part beside them: 'method scorecam 10.0 s' in a 17 s run of
+    parts summing to 27 s."""
+    from explain.writers.summary import OTHER, duration_parts
+    parts = duration_parts({"cams": 12.0, "figures": 3.0, "model_load": 1.0,
+                            "method_scorecam": 10.0, "total": 17.0})
+    assert parts == [("cams", 12.0), ("pictures and files", 3.0), ("model load", 1.0),
+                     ("method scorecam (in cams)", 10.0), (OTHER, 1.0), ("total", 17.0)]

@@ -152,8 +152,9 @@ def duration_parts(durations: dict[str, float], processes: int = 1) -> list[tupl
     writer's per-batch time, the metrics' model passes included) split into the metrics and
     'pictures and files', so a slow metric does not read as slow drawing; before the total,
     the time no part holds (OTHER: reading images between batches, the panels, tables and
-    trust numbers at the end), so the parts add up to it. Not for a torchrun run's
-    ``processes``, whose parts are sums."""
+    trust numbers at the end), so the parts add up to it (a method's own passes,
+    ``method_<name>``, are said to be in the cams). Not for a torchrun run's ``processes``,
+    whose parts are sums."""
     metrics = durations.get("metrics", 0.0)
     parts = []
     for key, seconds in durations.items():
@@ -162,6 +163,8 @@ def duration_parts(durations: dict[str, float], processes: int = 1) -> list[tupl
             parts += [(OTHER, rest)] if rest >= 0.05 else []
         if key == "figures":
             parts.append(("pictures and files", max(seconds - metrics, 0.0)))
+        elif key.startswith("method_"):  # a method's own passes: part of the CAMs' time
+            parts.append((f"{key.replace('_', ' ')} (in cams)", seconds))
         elif key != "metrics" or seconds >= 0.05:
             parts.append((key.replace("_", " "), seconds))
     return parts
