@@ -232,10 +232,7 @@ def _explain_all(ctx: RunContext, engine: CamEngine, opts: RunOptions,
     ctx.todo = len(todo)  # what the estimates count: the run's images (every rank's)
     chunks = rank_batches(list(plan.images), set(entries), plan.cfg.batch_size, ranks)
     todo = [ref for chunk in chunks for ref in chunk]  # under torchrun: this rank's share
-    summary.notes.append(_guard_note(plan, engine))
-    busy = pace.busy_machine(plan.device) if ranks.lead else None
-    if busy:  # said, not recorded: the same config gives the same records on any machine
-        ctx.log(busy)
+    _starting(ctx, engine, ranks)
     with ranks.together():  # e.g. a box file that one node cannot read stops every rank
         for writer in writers:
             writer.start(ctx)
@@ -339,6 +336,14 @@ def _finish(ctx: RunContext, writers: list, workers: int) -> None:
     finally:
         ctx.run = folder
     pool.close()
+
+
+def _starting(ctx: RunContext, engine: CamEngine, ranks: distributed.Ranks) -> None:
+    """The batch loop's start: the inplace guard's note; on a busy CPU, the line that says
+    so (said, not recorded: the same config gives the same records on any machine)."""
+    ctx.summary.notes.append(_guard_note(ctx.plan, engine))
+    if ranks.lead and (busy := pace.busy_machine(ctx.plan.device)):
+        ctx.log(busy)
 
 
 def _guard_note(plan: RunPlan, engine: CamEngine) -> str:

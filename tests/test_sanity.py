@@ -296,7 +296,7 @@ def test_run_records_files_and_report(tmp_path, capsys, monkeypatch):
         "random logit)" in err  # the estimate's steps: 2 + 3 x 2
     assert re.search(r"sanity: one layer's step takes [0-9.]+ s: (about [0-9]+ s|under a "
                      r"second) more for the other 4 layer step\(s\)", err), err  # 3 + 3 steps
-    took = re.search(r"maps in [0-9.]+s \(.*, sanity checks ([0-9.]+)s\)$", err, re.M)
+    took = re.search(r"maps in [0-9.]+s \(.*, sanity checks ([0-9.]+)s[,)]", err, re.M)
     assert took, err  # the summary line names the checks' time beside the maps'
     run = tmp_path / "results" / "exp"
     data = json.loads((run / "summary.json").read_text())
