@@ -257,3 +257,11 @@ AUTO_METRICS = ("road_combined",)  # what "on by default" computes (at its defau
 # benchmarks/road.py's "imputation alone" on the idle 2-core machine: 4.4e-7 at 224 x 448,
 # 5.5e-7 at 224 x 224; a run solves on 2 threads, so this errs long): for the run's estimate
 ROAD_SECONDS_PER_PIXEL = 5e-7
+ROAD_SOLVE_THREADS = 2  # the solver threads behind that figure: one thread takes twice as long
+# (torchrun's processes run one each; a ResNet-18 at 64 x 64 solved 1.4 us a pixel alone)
+
+
+def road_seconds_per_pixel(threads: int) -> float:
+    """ROAD_SECONDS_PER_PIXEL for a run whose solves have ``threads`` threads (explain.road
+    solves on as many as torch has)."""
+    return ROAD_SECONDS_PER_PIXEL * ROAD_SOLVE_THREADS / max(1, min(threads, ROAD_SOLVE_THREADS))

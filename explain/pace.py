@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -45,9 +45,11 @@ def inner_batch(spec) -> int:
     return size if isinstance(size, int) and size > 0 else INNER_BATCH.get(spec.name, 16)
 
 
-def seconds_per_pass(model: torch.nn.Module, x: torch.Tensor, rows: int) -> float:
+def seconds_per_pass(model: Callable[[torch.Tensor], Any], x: torch.Tensor,
+                     rows: int) -> float:
     """Seconds per image of a no-grad forward of ``rows`` copies of ``x`` (C, H, W), timed
-    once after an untimed warm-up of one copy."""
+    once after an untimed warm-up of one copy (``model``: a module, or a caller of one such
+    as explain.road.Forward)."""
     batch = x[None].expand(rows, *x.shape).contiguous()
     with torch.no_grad():
         model(batch[:1])

@@ -22,7 +22,7 @@ What is faster:
 
 - the system is solved by multigrid-preconditioned conjugate gradients (explain.imputation);
 - the model runs once on the original image and then on the imputed images in batches across
-  percentiles and maps, not twice per percentile, channels-last (see ``_Forward``);
+  percentiles and maps, not twice per percentile, channels-last (see ``Forward``);
 - a chunk of imputations is solved on threads, then the model runs on it: the solves and the
   passes never compete for the cores.
 
@@ -137,7 +137,7 @@ class ROAD:
         jobs = [(most, n, i) for most in firsts for n in range(len(self.percentiles))
                 for i in range(len(cams))]
         after = np.empty(len(jobs), np.float32)
-        forward = _Forward(model, input_tensor.device)
+        forward = Forward(model, input_tensor.device)
         with torch.no_grad(), _pool(self.workers) as pool:
             before = _scores(forward(input_tensor), targets)
             # a chunk's solves, then its passes: never both at once, as torch's threads
@@ -159,7 +159,7 @@ class ROAD:
         return (means[0] - means[1]) / 2 if self.order == "combined" else means[0]
 
 
-class _Forward:
+class Forward:
     """The model on a batch, channels-last where it takes it: the same numbers to float
     rounding, and on a CPU the depthwise convolutions of mobile networks run about 1.6x
     faster across threads. A model that cannot take it (a ``view`` of a channels-last

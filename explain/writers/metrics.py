@@ -321,15 +321,19 @@ def _faithfulness_estimate(plan: RunPlan, specs: list, images: int) -> tuple[str
     plain = [s for s in specs if not metrics.imputations(s)]
     per_map = sum(metrics.forward_passes(s) for s in plain)
     h, w = plan.first.tensor.shape[-2:]
-    solve = road * h * w * metrics.ROAD_SECONDS_PER_PIXEL  # per map
+    solve = road * h * w * metrics.road_seconds_per_pixel(torch.get_num_threads())  # a map
     # a call's batch holds the image once per map, so every pass costs one image per map;
     # a ROAD metric scores the unchanged image once more (counting a batch as one image made
     # drop_in_confidence's estimate 5x short)
-    passes = (maps + extra) * (road + per_map + sum(1 for s in specs if s not in plain))
-    seconds = _pass_seconds(plan) * passes + (maps + extra) * solve
+    road_passes = (maps + extra) * (road + sum(1 for s in specs if s not in plain))
+    seconds = (maps + extra) * solve
+    if road_passes:  # channels-last, as explain.road runs them (ResNet-18 at 64 px: 2.5x)
+        seconds += _pass_seconds(plan, as_road=True) * road_passes
+    if per_map:
+        seconds += _pass_seconds(plan, as_road=False) * (maps + extra) * per_map
     parts = [f"{per_map} forward passes per map"] if plain else []
     if road:
-        each = f"{solve:.1f} s" if solve >= 0.1 else f"{max(1000 * solve, 1):.0f} ms"  # not 0 s
+        each = f"{solve:.1f} s" if solve >= 1 else f"{max(1000 * solve, 1):.0f} ms"  # not 0 s
         parts.append(f"{road} ROAD imputations per map, each a sparse solve (about {each} per "
                      f"map at {h} x {w} on a CPU core) and a forward pass")
     most = "up to " if slots_may_merge(plan.cfg) else ""
@@ -342,11 +346,15 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _pass_seconds(plan: RunPlan) -> float:
+def _pass_seconds(plan: RunPlan, as_road: bool) -> float:
     """Seconds per image of a forward pass without gradients as the metrics run them: a batch
     of explain.road.BATCH copies of the first image, timed after an untimed pass
-    (pace.seconds_per_pass), the faster of two such. One image alone was timed before: on small inputs a pass's fixed
-    cost made the estimate 3x too long at 128 x 128."""
+    (pace.seconds_per_pass), the faster of two such; ``as_road``: channels-last where the
+    model takes it, as explain.road passes its imputed images (the library's metrics pass
+    them as they come). One image alone was timed before: on small inputs a pass's fixed
+    cost made the estimate 3x too long at 128 x 128; and the contiguous pass alone said
+    about 25 s for a ResNet-18's 81 s of ROAD at 64 x 64, where channels-last is 2.5x slower."""
     from explain import road
     model, x = ScoreModel(plan.model, plan.head), plan.first.tensor.to(plan.device)
-    return min(pace.seconds_per_pass(model, x, road.BATCH) for _ in range(2))
+    timed = road.Forward(model, x.device) if as_road else model
+    return min(pace.seconds_per_pass(timed, x, road.BATCH) for _ in range(2))
