@@ -60,3 +60,22 @@ def test_road_solves_on_one_thread_are_priced_twice_as_long(tmp_path):
         torch.set_num_threads(threads)
     assert "each a sparse solve (about 5 ms per map at 16 x 16" in one, one
     assert "each a sparse solve (about 2 ms per map at 16 x 16" in two, two
+
+
+def test_an_unfinished_runs_rebuilt_report_names_no_config_path(tmp_path):
+    """`explain report` on an interrupted run: its Run table said 'config file
+    .../(unfinished run)', a path's tail made of the placeholder; now '(unfinished run)'."""
+    from explain.runner import RunOptions, run
+    from explain.writers.report import rebuild
+    from helpers import tiny_net
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    path = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, metrics=[],
+                       classes={"a": 0, "b": 1},
+                       output={"dir": str(tmp_path / "out")})
+    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    folder = tmp_path / "out" / "exp"
+    (folder / "summary.json").unlink()  # as an interrupted run leaves it
+    rebuild(folder)
+    page = (folder / "report.html").read_text()
+    assert '<th>config file</th><td class="path">(unfinished run)</td>' in page
+    assert ".../(unfinished run)" not in page
