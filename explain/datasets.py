@@ -91,7 +91,8 @@ def per_class(entries: list[ImageEntry], classes: list[str], methods: list[str],
                 counts = hits.setdefault((r.class_name, r.method), [0, 0])
                 counts[0] += r.localisation.pointing_hit
                 counts[1] += 1
-    rows, bounds = [], pointing_intervals(entries, seed, separator)
+    shares = pointing_shares(entries, separator)
+    rows, bounds = [], share_intervals(shares, seed)
     for cls in classes:
         if cls not in images and cls not in predicted and cls not in mapped:
             continue
@@ -103,7 +104,9 @@ def per_class(entries: list[ImageEntry], classes: list[str], methods: list[str],
             accuracy=round(correct.get(cls, 0) / n, 6) if n else None,
             predicted_as=predicted.get(cls, 0), pointing_maps=maps, pointing_hits=hit,
             pointing=round(hit / maps, 6) if maps else None,
-            pointing_interval=bounds.get(cls), pointing_by_method={m: round(h / k, 6) for m, (h, k) in mine.items()} or None))
+            pointing_interval=bounds.get(cls),
+            pointing_units=len(shares[cls]) if cls in bounds else None,
+            pointing_by_method={m: round(h / k, 6) for m, (h, k) in mine.items()} or None))
     return rows
 
 
@@ -116,9 +119,14 @@ def pointing_intervals(entries: list[ImageEntry], seed: int,
     MIN_IMAGES of them; at least their
     Wilson interval (stats.widened: images that all hit have no spread to resample) and cut
     to the values a share takes, as the methods table's are. Classes with fewer have none."""
-    from explain.metrics import SHARE
+    return share_intervals(pointing_shares(entries, separator), seed)
+
+
+def pointing_shares(entries: list[ImageEntry],
+                    separator: Optional[str] = None) -> dict[str, list[float]]:
+    """Per class, each image's (or photo's: its variants' mean) share of hits among its maps
+    of the class with a box: what ``share_intervals`` resamples."""
     from explain.names import photo_of
-    from explain.stats import MIN_IMAGES, intervals, widened
     by_photo: dict[str, dict[str, list[float]]] = {}  # class -> photo -> its images' shares
     for e in entries:
         mine: dict[str, list[int]] = {}
@@ -130,8 +138,13 @@ def pointing_intervals(entries: list[ImageEntry], seed: int,
         for cls, (hit, maps) in mine.items():
             photo = photo_of(e.id, separator, e.path)
             by_photo.setdefault(cls, {}).setdefault(photo, []).append(hit / maps)
-    shares = {cls: [sum(v) / len(v) for v in photos.values()]
-              for cls, photos in by_photo.items()}
+    return {cls: [sum(v) / len(v) for v in photos.values()] for cls, photos in by_photo.items()}
+
+
+def share_intervals(shares: dict[str, list[float]], seed: int) -> dict[str, list[float]]:
+    """``pointing_intervals`` of the shares ``pointing_shares`` gives."""
+    from explain.metrics import SHARE
+    from explain.stats import MIN_IMAGES, intervals, widened
     wide = [cls for cls, values in shares.items() if len(values) >= MIN_IMAGES]
     found = intervals([shares[cls] for cls in wide], seed=seed)
     out = {}

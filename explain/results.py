@@ -267,6 +267,7 @@ class ClassNumbers(_Record):
     # its 95% bootstrap interval over the images (explain.datasets.pointing_intervals); None
     # under 5 images with boxes
     pointing_interval: Optional[list[float]] = None
+    pointing_units: Optional[int] = None  # the images, or photos, that interval is over
     pointing_by_method: Optional[dict[str, float]] = None
 
 

@@ -286,6 +286,13 @@ def test_the_pointing_game_per_class_has_its_interval_over_images():
     csv_row = datasets.class_rows([rows["cat"]], ["gradcam"])[0]
     assert (csv_row["pointing_low"], csv_row["pointing_high"]) == tuple(
         rows["cat"].pointing_interval)
+    # how many units the interval is over (the cell read "0 / 30 ... over photos" for 9)
+    assert (rows["cat"].pointing_units, rows["dog"].pointing_units) == (6, None)
+    assert csv_row["pointing_units"] == 6
+    by_photo = {r.class_name: r for r in datasets.per_class(
+        variants, ["cat"], ["gradcam", "layercam"], seed=3, separator="-")}
+    assert by_photo["cat"].pointing_units == 5 and by_photo["cat"].pointing_interval == \
+        datasets.pointing_intervals(variants, 3, "-")["cat"]
 
 
 def _resized(cam: np.ndarray) -> np.ndarray:
