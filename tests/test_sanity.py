@@ -543,3 +543,27 @@ def test_the_sanity_interval_resamples_images_and_the_table_shows_it():
            f'{stats.cell(high)}]</small>' in html
     assert (f"Its interval over the 3 images, [{stats.cell(low)}, {stats.cell(high)}], reaches "
             f"across 0.5: more images") in html
+
+
+def test_the_sanity_interval_holds_its_mean_over_maps_when_images_have_unequal_maps():
+    """targets [label, predicted] give an image one map where label and prediction agree and
+    two where they differ: the interval of the per-image means was of another mean than the
+    verdict's (over maps), which a large run could leave outside it. Each resample's maps'
+    mean is drawn instead; equal counts keep the per-image means' interval."""
+    from explain.writers.sanity import _interval
+    rng = np.random.default_rng(0)
+    images, values = [], []
+    for i in range(40):  # one-map images high, two-map images low
+        n = 1 if i % 2 else 2
+        images += [f"im{i}"] * n
+        values += list(rng.uniform(0.6, 0.7, n) if n == 1 else rng.uniform(0.0, 0.1, n))
+    mean_over_maps = float(np.mean(values))
+    per_image = [float(np.mean([v for im, v in zip(images, values) if im == f"im{i}"]))
+                 for i in range(40)]
+    low, high = _interval(np.array(values), images, seed=1)
+    assert low < mean_over_maps < high
+    old_low, old_high = stats.interval(per_image, seed=1)
+    assert not old_low < mean_over_maps < old_high  # the per-image interval missed it
+    equal = _interval(np.array(values[:4]), ["a", "a", "b", "b"], seed=1)
+    expect = stats.interval([float(np.mean(values[:2])), float(np.mean(values[2:4]))], seed=1)
+    assert equal == (round(max(expect[0], -1), 6), round(min(expect[1], 1), 6))

@@ -164,17 +164,26 @@ def _steps(table: np.ndarray, layers: list[str]) -> list[SanityStep]:
 
 def _interval(values: np.ndarray, images: list[str],
               seed: int) -> tuple[Optional[float], Optional[float]]:
-    """The 95% bootstrap interval of the mean over the maps, resampling images (an image's
-    maps, one per class, are alike: its maps' mean is one value), as the trust intervals do;
-    within [-1, 1], where every measure lies (2 images' expanded interval reached -1.57).
-    (None, None) for one image."""
+    """The 95% bootstrap interval of the verdict's mean over the maps, resampling images (an
+    image's maps, one per class, are alike), as the trust intervals do; within [-1, 1], where
+    every measure lies (2 images' expanded interval reached -1.57). Images with as many maps
+    each: the interval of their maps' means (that mean is the maps' mean); otherwise (label
+    and prediction one class on some) each resample's maps' mean, so the verdict's number
+    stays inside its interval. (None, None) for one image."""
     from explain import stats
     per_image: dict[str, list[float]] = {}
     for image, value in zip(images, values):
         per_image.setdefault(image, []).append(float(value))
     if len(per_image) < 2:
         return None, None
-    low, high = stats.interval([float(np.mean(v)) for v in per_image.values()], seed=seed)
+    counts = [len(v) for v in per_image.values()]
+    if len(set(counts)) == 1:
+        low, high = stats.interval([float(np.mean(v)) for v in per_image.values()], seed=seed)
+    else:  # a resample's maps: its images' sums over their counts
+        drawn = stats.resample_means(np.array([[sum(v) for v in per_image.values()], counts],
+                                              dtype=np.float64), seed=seed)
+        tail = stats.tail(len(counts))
+        low, high = (float(b) for b in np.quantile(drawn[0] / drawn[1], [tail, 1 - tail]))
     return round(max(low, -1.0), 6), round(min(high, 1.0), 6)
 
 
