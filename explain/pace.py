@@ -280,8 +280,24 @@ def busy_machine(device: torch.device) -> Optional[str]:
     except (OSError, AttributeError):  # no load average (Windows)
         return None
     cores = os.cpu_count() or 1
-    if load < cores:
+    if load < cores or not others_running():  # the minute's average: also a run just ended
         return None
     return (f"note: this machine is busy (load average {load:.1f} on {cores} cores): torch's "
             f"{threads} threads then wait on each other and a run can take several times "
             f"longer; OMP_NUM_THREADS=1 before the command runs it on one thread")
+
+
+def others_running(samples: int = 5) -> bool:
+    """Whether other work runs now: the median of a few readings of the machine's runnable
+    threads (Linux's /proc/loadavg, this reading one of them) is above one. False where it
+    cannot be read."""
+    import statistics
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            return False
+        time.sleep(0.005)
+    return statistics.median(counts) > 1

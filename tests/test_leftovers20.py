@@ -264,6 +264,7 @@ def test_a_cpu_run_on_a_busy_machine_says_how_to_run_on_one_thread(tmp_path, mon
     from explain import pace
     from helpers import finished_tiny_run
     cpu = torch.device("cpu")
+    monkeypatch.setattr(pace, "others_running", lambda: True)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (3.3, 3.0, 2.0))
@@ -277,6 +278,10 @@ def test_a_cpu_run_on_a_busy_machine_says_how_to_run_on_one_thread(tmp_path, mon
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert pace.busy_machine(cpu) is None
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    # the minute's average is high but nothing else runs now (a run just ended): no line
+    monkeypatch.setattr(pace, "others_running", lambda: False)
+    assert pace.busy_machine(cpu) is None
+    monkeypatch.setattr(pace, "others_running", lambda: True)
     logged = []
     import explain.runner
     real = explain.runner.run
@@ -288,3 +293,25 @@ def test_a_cpu_run_on_a_busy_machine_says_how_to_run_on_one_thread(tmp_path, mon
     run = finished_tiny_run(tmp_path)
     assert any(x.startswith("note: this machine is busy") for x in logged), logged
     assert "machine is busy" not in (run / "summary.json").read_text()
+
+
+def test_others_running_reads_the_runnable_threads_now(monkeypatch):
+    """The load average's minute lags: right after a 2-thread run ends it is still 2. What runs
+    now is /proc/loadavg's runnable count (this reading among them), its median of a few."""
+    import builtins
+    import io
+
+    from explain import pace
+    real = builtins.open
+    readings = iter(["2.5 2.1 2.4 1/125 9\n"] * 3 + ["2.5 2.1 2.4 4/125 9\n"] * 2)
+
+    def fake(path, *args, **kwargs):
+        if path == "/proc/loadavg":
+            return io.StringIO(next(readings))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", fake)
+    assert pace.others_running() is False  # median 1: only this process
+    readings = iter(["2.5 2.1 2.4 3/125 9\n"] * 5)
+    assert pace.others_running() is True
+    readings = iter(["garbled\n"] * 5)
+    assert pace.others_running() is False
