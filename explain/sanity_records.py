@@ -121,9 +121,11 @@ class SanitySummary(_Record):
             found.setdefault(m.method, m)
         return found
 
-    @property
+    @cached_property
     def images(self) -> int:
-        """The images the checks explained (each with a map per class)."""
+        """The images the checks explained (each with a map per class), counted once: the
+        verdict line and the table ask for it per method (a shared summary's 10,000 methods
+        and maps took 20 s of CPU)."""
         return len({m.image for m in self.maps})
 
     @property
