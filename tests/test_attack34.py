@@ -34,3 +34,15 @@ def test_a_sanity_record_of_many_methods_and_maps_is_counted_once(tmp_path, caps
     assert code == 0, err
     assert "Its interval over the 7000 images" in (run / "report.html").read_text()
     assert spent < 5.0, spent
+
+
+def test_a_task_record_naming_its_task_by_a_list_is_one_line(tmp_path, capsys):
+    """summary.json's ``task.task`` as a list: the retired-names reader looked it up in a
+    dict (TypeError: unhashable type: 'list') before validation, and ``explain report``
+    stopped in a traceback. Now validation's one line says what is wrong."""
+    run = tampered(finished_tiny_run(tmp_path), tmp_path / "shared",
+                   lambda s: s.__setitem__("task", {"task": ["segmentation"], "numbers": []}))
+    code, err, _ = cli(capsys, "report", run)
+    assert code == 2
+    one_line(err, "summary.json: not a summary of this explain version", "task.task",
+             "the run folder is damaged")

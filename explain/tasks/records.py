@@ -114,7 +114,8 @@ class TaskSummary(_Part):
     def _retired(cls, data: Any) -> Any:
         """An earlier version's summary: the target's numbers it averaged per method (RETIRED)
         left out, as this version leaves them."""
-        gone = RETIRED.get(data.get("task")) if isinstance(data, dict) else None
+        task = data.get("task") if isinstance(data, dict) else None
+        gone = RETIRED.get(task) if isinstance(task, str) else None  # a list: unhashable
         if not gone or not isinstance(data.get("numbers"), list):
             return data
         data = {**data, "numbers": [n for n in data["numbers"] if n not in gone]}
