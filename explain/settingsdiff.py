@@ -79,20 +79,13 @@ def _dotted(path: Path, limit: int = KEY_CHARS) -> str:
     return text[:limit]
 
 
-def _named(path: Path, dotted: str) -> bool:
-    """Whether a linked dotted name is ``dotted`` or a setting inside it (``sanity.images``
-    is inside ``sanity.images`` and ``channels.atlas.top_n`` inside ``channels.atlas``)."""
-    parts = dotted.split(".")
-    depth, rest = 0, path
-    while rest is not None:
-        depth, rest = depth + 1, rest[1]
-    for _ in range(depth - len(parts)):  # up to the name's own depth
-        path = path[1]  # type: ignore[index]
-    for part in reversed(parts):
-        if path is None or path[0] != part:
-            return False
+def _root_first(path: Path) -> tuple[str, ...]:
+    """A linked dotted name's keys, the outermost first."""
+    parts: list[str] = []
+    while path is not None:
+        parts.append(path[0])
         path = path[1]
-    return path is None
+    return tuple(reversed(parts))
 
 
 def changes(before: Any, now: Any, *, skip: tuple[str, ...] = (), shown: int = SHOWN_KEYS,
@@ -104,8 +97,14 @@ def changes(before: Any, now: Any, *, skip: tuple[str, ...] = (), shown: int = S
     names: two 615 KB summaries of a long key nested 15 deep above 1,000 leaves made a 600 MB
     diff.html, 3.6 GB held)."""
     found, total = [], 0
+    # each name's keys: a setting is skipped when its keys start with them, its path walked
+    # once (each name walked every path to its root: 25 names over a shared summary's 100,000
+    # model arguments 14 deep took 4.6 s of CPU, 0.3 s before there were 25)
+    names = {tuple(name.split(".")) for name in skip}
+    lengths = sorted({len(name) for name in names})
     for path, old, new in _differing(before, now):
-        if any(_named(path, name) for name in skip):
+        parts = _root_first(path) if names else ()
+        if any(parts[:k] in names for k in lengths):
             continue
         total += 1
         if len(found) < shown:

@@ -46,3 +46,31 @@ def test_a_task_record_naming_its_task_by_a_list_is_one_line(tmp_path, capsys):
     assert code == 2
     one_line(err, "summary.json: not a summary of this explain version", "task.task",
              "the run folder is damaged")
+
+
+def test_switched_off_sections_do_not_walk_every_setting_to_its_root(tmp_path):
+    """explain diff leaves out the settings of sections switched off (enabled: false): up to
+    22 dotted names, each walked over every differing setting's path to the root. A shared
+    summary's 100,000 model arguments 14 deep against a run with its sections off took 4.6 s
+    of CPU in the settings' comparison (0.3 s with the 3 names before), 0.7 s with each path
+    walked once."""
+    from explain.config import load_config
+    from explain.diff.numbers import switched_off
+    from explain.settingsdiff import changes
+    config = load_config(tiny_config(tmp_path, {"file": "m.pth"})).model_dump(mode="json")
+    a, b = copy.deepcopy(config), copy.deepcopy(config)
+    for side, delta in ((a, 0), (b, 1)):
+        args: dict = {f"k{i}": i + delta for i in range(100_000)}
+        for _ in range(14):
+            args = {"a": args}
+        side["model"]["arch_args"] = args
+    for name in ("sanity", "channels", "guided", "concepts", "compare"):
+        a[name]["enabled"] = not b[name]["enabled"]
+    skip = ("name", "workers", "output.dir", *switched_off(a, b))
+    assert "sanity.images" in skip and "channels.atlas" in skip and len(skip) > 20
+    start = time.process_time()
+    found, total = changes(a, b, skip=skip, shown=20, limit=80)
+    spent = time.process_time() - start
+    assert total == 100_000 + 5  # the arguments, and each section's enabled
+    assert not any(key.startswith(("sanity.images", "channels.atlas")) for key, _, _ in found)
+    assert spent < 2.0, spent
