@@ -239,7 +239,8 @@ def _unfinished(run: RunFolder) -> ReportData:
     summary.counts = {"images": len(read), "maps": sum(len(i.entry.cams) for i in read)}
     if config.task != "classification":  # the Methods table's means and the task's notes
         summary.task = task_summary(config.task, summary.images, [m.name for m in config.methods])
-        summary.notes += task_notes(config, summary.images)  # as the run's end makes them
+        # as the run's end makes them, from the run folder alone
+        summary.notes += task_notes(config, summary.images, listing=False)
     rows = {i.entry.id: own_rows(i.entry, i.compare) for i in read}
     summary.notes += reader.notes("their images are not in the report") + \
         _rows_note(sum(len(i.compare) for i in read) - sum(map(len, rows.values())))

@@ -5,6 +5,7 @@ switched-off sections) held a report or a diff for CPU seconds, or stopped in a 
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 from helpers import cli, finished_tiny_run, one_line, tampered, tiny_config
@@ -74,3 +75,35 @@ def test_switched_off_sections_do_not_walk_every_setting_to_its_root(tmp_path):
     assert total == 100_000 + 5  # the arguments, and each section's enabled
     assert not any(key.startswith(("sanity.images", "channels.atlas")) for key, _, _ in found)
     assert spent < 2.0, spent
+
+
+def test_the_report_of_a_shared_unfinished_run_lists_no_folder_outside_it(tmp_path, capsys):
+    """An interrupted segmentation run's report makes the run's task notes again, and their
+    new letter-case hint listed segmentation.masks: a folder that a shared config.json names
+    anywhere ('~' too), outside the run folder the report reads, whose names then stood in
+    the report ('Cat.png' for 'cat.png'). The report's notes come from the run folder
+    alone."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import IMAGES
+    from test_seg_leftovers import seg_config
+    shutil.copy(IMAGES / "cat.jpg", tmp_path / "cat.jpg")
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "masks" / "Cat.png")
+    cfg = seg_config(tmp_path, "predicted", ["cat.jpg"], masks="masks")
+    code, err, _ = cli(capsys, cfg, "--quiet")
+    assert code == 0, err
+    shared = tmp_path / "shared"
+    shutil.copytree(tmp_path / "results" / "seg", shared)
+    (shared / "summary.json").unlink()  # an interrupted run: its item files and config.json
+    config = json.loads((shared / "config.json").read_text())  # naming a folder of this machine
+    config["segmentation"]["masks"] = str(tmp_path / "masks")
+    (shared / "config.json").write_text(json.dumps(config))
+    code, err, _ = cli(capsys, "report", shared)
+    assert code == 0, err
+    page = (shared / "report.html").read_text()
+    assert "no label map for 1 image(s)" in page
+    assert "Cat.png" not in page and "another case" not in page

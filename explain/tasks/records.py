@@ -201,14 +201,14 @@ def _case_note(cfg: Any, untold: list) -> str:
             f"in another case: {shown}")
 
 
-def _segmentation_notes(cfg: Any, images: list) -> list[str]:
+def _segmentation_notes(cfg: Any, images: list, listing: bool) -> list[str]:
     """task_notes of a segmentation run."""
     notes = []
     untold = [e for e in images if e.segmentation is not None and not e.segmentation.truth]
     if cfg.segmentation.masks is not None and untold:
         notes.append(f"segmentation.masks: no label map for {len(untold)} image(s) "
                      f"({listed([e.id for e in untold])}): no ground-truth numbers for them"
-                     + _case_note(cfg, untold))
+                     + (_case_note(cfg, untold) if listing else ""))
     absent = [(e.id, c) for e in images for c in (e.segmentation.absent if e.segmentation
                                                   else [])]
     if absent:
@@ -218,13 +218,14 @@ def _segmentation_notes(cfg: Any, images: list) -> list[str]:
     return notes
 
 
-def task_notes(cfg: Any, images: list) -> list[str]:
+def task_notes(cfg: Any, images: list, listing: bool = True) -> list[str]:
     """What a reader must know of the run's images, from their records: images without a
     label map in segmentation.masks, targets without a region (segmentation), images without
     a detection or with more than ``max_boxes``. A finished run's (explain.tasks.writers) and
-    an interrupted one's (explain.reportload)."""
+    an interrupted one's (explain.reportload: not ``listing`` the masks folder for names in
+    another letter case, a folder a shared config.json names anywhere, '~' too)."""
     if cfg.task == "segmentation":
-        return _segmentation_notes(cfg, images)
+        return _segmentation_notes(cfg, images, listing)
     none = [e.id for e in images if e.detections is not None and not e.detections.explained]
     more = [e.id for e in images if e.detections is not None and
             e.detections.above_threshold > len(e.detections.explained)]
