@@ -107,3 +107,19 @@ def test_the_report_of_a_shared_unfinished_run_lists_no_folder_outside_it(tmp_pa
     page = (shared / "report.html").read_text()
     assert "no label map for 1 image(s)" in page
     assert "Cat.png" not in page and "another case" not in page
+
+
+def test_task_numbers_said_to_be_medians_must_be_the_ratios():
+    """summary.json's new ``task.medians`` was read as written: a shared summary headed a
+    segmentation run's mean columns '(median)' (report, notebook). Only the ratios (inside /
+    outside) are medians; anything else is a task record the run cannot have written, left
+    out with a note."""
+    from explain.tasks.records import TaskSummary, task_problem
+    means = {"gradcam": {"energy_in_region": 0.5, "mask_iou": 0.25}}
+    said = TaskSummary(task="segmentation", numbers=["energy_in_region", "mask_iou"],
+                       means=means, medians=["mask_iou"], maps={"gradcam": 2})
+    assert task_problem(said, "segmentation", ["gradcam"]) == "medians of numbers it averages"
+    detection = TaskSummary(task="detection", numbers=["energy_in_box", "inside_outside"],
+                            means={"gradcam": {"energy_in_box": 0.5, "inside_outside": 2.0}},
+                            medians=["inside_outside"], maps={"gradcam": 2})
+    assert task_problem(detection, "detection", ["gradcam"]) is None

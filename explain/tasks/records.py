@@ -142,7 +142,8 @@ class DetectionNames:
 def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optional[str]:
     """What in a summary's task numbers its run (``task``, the config's; ``methods``) cannot
     have written, or None: another task, numbers that are not the task's (in their order,
-    each once), means, counts or map counts of another method or number. The report draws
+    each once), medians of numbers that are means, means, counts or map counts of another
+    method or number. The report draws
     a column per number for every method: a shared summary.json's 1.7 million numbers made
     375 MB of HTML."""
     known = MEANS.get(task)
@@ -152,6 +153,8 @@ def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optiona
     places = [order.get(n, -1) for n in summary.numbers]
     if -1 in places or places != sorted(set(places)):
         return "numbers that are not its task's, in their order"
+    if any(n not in MEDIANS or n not in summary.numbers for n in summary.medians):
+        return "medians of numbers it averages"  # a mean's column headed '(median)'
     names = set(methods)
     for per_method in (summary.means, summary.counted):
         if any(m not in names or any(k not in summary.numbers for k in numbers)
