@@ -169,11 +169,20 @@ def load_reference(path: Path, size: tuple[int, int]) -> np.ndarray:
 def fit_reference(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A read reference map at the input size, in 0..1 (see load_reference)."""
     if m.shape != tuple(size):
-        m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        m = cv2.resize(_span_scaled(m), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         return (m - m.min()) / (m.max() - m.min() + 1e-7)
     if m.min() < 0 or m.max() > 1:
+        m = _span_scaled(m)
         m = (m - m.min()) / (m.max() - m.min() + 1e-7)
     return m
+
+
+def _span_scaled(m: np.ndarray) -> np.ndarray:
+    """``m`` min-max scaled by its own range first (a constant map: as it is), so the library's
+    ``+ 1e-7`` after acts on a range of 1, as in its second scaling: a raw map of the layer
+    (Grad-CAM of an untrained AlexNet peaks near 3e-6) was shrunk by it, up to 0.97 at most."""
+    span = float(m.max()) - float(m.min())
+    return (m - m.min()) / np.float32(span) if span > 0 else m
 
 
 def check_references(folder: Path, images: list[str], classes: list[str],
