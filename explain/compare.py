@@ -64,6 +64,25 @@ def metrics(library: np.ndarray, reference: np.ndarray) -> dict[str, float]:
             "pearson": pearson(library, reference), "iou_top20": iou_top(library, reference)}
 
 
+def without_relu(library: np.ndarray, reference: np.ndarray) -> str | None:
+    """Why ``reference`` looks like the weighted channel sum scaled without its ReLU, or None:
+    it has no zeros of its own (only its minimum reaches 0) and is above 0 where the library's
+    map is 0, everywhere (the class's sum is <= 0 there: the absent class's blank map) or with
+    r >= 0.95 where the library's is above 0.05. The inplace-ReLU trap's maps are ReLU'd:
+    they have zeros of their own."""
+    zero = library <= 1e-6
+    if not zero.any() or (reference <= 1e-6).mean() >= 0.01 or reference.std() < 1e-6:
+        return None
+    if zero.all():
+        return "the library's map is 0 everywhere, its weighted sum being <= 0; yours is not"
+    high = library > 0.05
+    outside = float(np.median(reference[zero]))
+    if outside > 0.01 and high.sum() > 1 and pearson(library[high], reference[high]) >= 0.95:
+        return f"r >= 0.95 where the library's map is above 0, yours {outside:.2f} (median) " \
+               f"where it is 0"
+    return None
+
+
 def verdict(max_abs_values: list[float], tolerance: float | list[float]) -> str:
     """"agree" when every map's max |diff| is within the tolerance (one, or one per map)."""
     limits = tolerance if isinstance(tolerance, list) else [tolerance] * len(max_abs_values)
@@ -86,6 +105,12 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
         words.append(f"{len(crossed)} map(s) match another class's map ({crossed[0]}): "
                      f"are the class indices in your script swapped?"
                      + (f" (the run's: {classes})" if classes else ""))
+        return "; ".join(words) + "; see docs/compare.md, hand-written references"
+    unrelu = [r for r in rs if r.no_relu]
+    if unrelu:
+        words.append(f"{len(unrelu)} map(s) look like the weighted channel sum without its "
+                     f"ReLU ({unrelu[0].image} / {unrelu[0].class_name}: {unrelu[0].no_relu}): "
+                     f"apply ReLU to the sum before the min-max scaling, as the library does")
         return "; ".join(words) + "; see docs/compare.md, hand-written references"
     flat = sum(1 for r in rs if r.pearson == 0.0)
     if flat:
@@ -218,6 +243,7 @@ class Comparison:
         numbers, name = metrics(library, reference), reference_name(image, cls, method)
         row = CompareRow(image=image, class_name=cls, method=method,
                          resized=self.resized.get(name),
+                         no_relu=without_relu(library, reference) if self.reference_dir else None,
                          **{k: round(v, 8) for k, v in numbers.items()})
         self.made[name] = row
         fig = comparison_figure(library, reference, f"{image} / {cls} / {method}: max |diff| "

@@ -215,6 +215,7 @@ class CompareRow(_Record):
     # continues and rank 0 of several say them for every image
     resized: Optional[str] = Field(None, max_length=200)
     crossed: Optional[str] = Field(None, max_length=400)
+    no_relu: Optional[str] = Field(None, max_length=400)  # the channel sum without its ReLU
 
 
 class MethodVerdict(BaseModel):

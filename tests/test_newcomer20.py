@@ -30,3 +30,52 @@ def test_a_raw_layer_map_with_tiny_values_agrees_as_the_docs_promise():
     # a map at the input size whose values leave 0..1 (not yet scaled), tiny range too
     full = cv2.resize(raw, (224, 224), interpolation=cv2.INTER_LINEAR) - np.float32(1e-6)
     assert metrics(library, fit_reference(full, (224, 224)))["max_abs"] <= 1e-4
+
+
+def _without_relu(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The common slip: the weighted channel sum min-max scaled without its ReLU."""
+    m = (raw - raw.min()) / (raw.max() - raw.min() + 1e-7)
+    m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return (m - m.min()) / (m.max() - m.min() + 1e-7)
+
+
+def _compare_maps(tmp_path, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> str:
+    """The verdict line of reference files ``pairs`` (class, library map, reference) of one
+    image and method, as a run with compare.reference_dir says it."""
+    from explain.compare import Comparison
+    from explain.outputs import RunFolder
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for cls, _, ref in pairs:
+        np.save(refs / f"im__{cls}__gradcam.npy", ref.astype(np.float32))
+    (tmp_path / "run").mkdir()
+    comparison = Comparison(RunFolder(tmp_path / "run"), 1e-4, refs)
+    rows = []
+    for cls, library, _ in pairs:
+        ref = comparison.reference_for("im", cls, "gradcam", library.shape, {})
+        rows.append(comparison.add("im", cls, "gradcam", library, ref))
+    return comparison.finish(rows)["verdicts"][0]
+
+
+def test_a_reference_without_the_relu_is_said_to_miss_the_relu(tmp_path):
+    """A student's Grad-CAM without the ReLU of the weighted sum got 'differ' with the
+    inplace-ReLU trap's advice (a blank map from a hook, return output.clone(), a model in
+    training mode): the absent class's library map is 0 everywhere (its sum is <= 0 there)
+    and the student's is not, and elsewhere their maps match where the library's is above 0."""
+    size = (64, 64)
+    rng = np.random.default_rng(1)
+    cat = cv2.GaussianBlur(rng.normal(size=(13, 13)), (5, 5), 1).astype(np.float32) + 0.05
+    dog = -np.abs(rng.normal(size=(13, 13))).astype(np.float32) - 0.01  # blank after ReLU
+    pairs = [(name, _library_like(raw, size), _without_relu(raw, size))
+             for name, raw in (("cat", cat), ("dog", dog))]
+    line = _compare_maps(tmp_path, pairs)
+    assert "differ" in line
+    assert "2 map(s) look like the weighted channel sum without its ReLU" in line
+    assert "im / dog: the library's map is 0 everywhere" in line
+    assert "clone" not in line and "model.eval" not in line
+    # the ReLU'd maps of the trap (blank where the library's is not) keep the trap's advice
+    trap = [("cat", _library_like(cat, size), np.zeros(size, np.float32)),
+            ("dog", _library_like(dog, size), _library_like(dog, size))]
+    (tmp_path / "t").mkdir()
+    line = _compare_maps(tmp_path / "t", trap)
+    assert "without its ReLU" not in line and "output.clone()" in line
