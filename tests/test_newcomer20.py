@@ -79,3 +79,13 @@ def test_a_reference_without_the_relu_is_said_to_miss_the_relu(tmp_path):
     (tmp_path / "t").mkdir()
     line = _compare_maps(tmp_path / "t", trap)
     assert "without its ReLU" not in line and "output.clone()" in line
+
+
+def test_compare_md_says_the_input_tensor_has_no_batch_dimension():
+    """docs/compare.md told a script to 'start from' explain.cam(...).input: a (3, H, W)
+    tensor, which AlexNet takes as unbatched until its classifier fails with 'mat1 and mat2
+    shapes cannot be multiplied (256x36 and 9216x4096)'. The page says to add the batch."""
+    from pathlib import Path
+    text = " ".join((Path(__file__).parents[1] / "docs" / "compare.md").read_text().split())
+    assert "`explain.cam(model, image, layer).input` is that very tensor, (3, H, W): " \
+           "`model(r.input[None])`" in text
