@@ -315,3 +315,14 @@ def test_others_running_reads_the_runnable_threads_now(monkeypatch):
     assert pace.others_running() is True
     readings = iter(["garbled\n"] * 5)
     assert pace.others_running() is False
+
+
+def test_the_page_lists_the_durations_in_the_consoles_order():
+    """The page read 'cams 2.5 s · pictures and files 1.2 s · model load 4.3 s · metrics 16.5 s'
+    (the record's order): it follows the console's, a method's own passes beside the cams."""
+    from explain.writers.summary import OTHER, duration_parts
+    d = {"cams": 2.5, "figures": 17.7, "model_load": 4.3, "metrics": 16.5,
+         "method_scorecam": 1.0, "total": 28.6}
+    assert [name for name, _ in duration_parts(d)] == [
+        "model load", "cams", "method scorecam (in cams)", "metrics", "pictures and files",
+        OTHER, "total"]

@@ -157,7 +157,10 @@ def duration_parts(durations: dict[str, float], processes: int = 1) -> list[tupl
     whose parts are sums."""
     metrics = durations.get("metrics", 0.0)
     parts = []
-    for key, seconds in durations.items():
+    first = ["model_load", "cams", *(k for k in durations if k.startswith("method_")),
+             "metrics", "figures", "sanity"]  # the console's order, a method's in the cams
+    order = [k for k in first if k in durations] + [k for k in durations if k not in first]
+    for key, seconds in ((k, durations[k]) for k in order):
         if key == "total" and processes <= 1:
             rest = seconds - sum(durations.get(k, 0.0) for k in TIMED)
             parts += [(OTHER, rest)] if rest >= 0.05 else []
