@@ -287,3 +287,18 @@ def test_class_contrast_picks_the_channels_that_differ_most():
     rows = (np.arange(tile.shape[0]) * contrib_a.shape[0]) // tile.shape[0]
     cols = (np.arange(half) * contrib_a.shape[1]) // half
     assert np.array_equal(tile[:, :half], view.scale.paint(contrib_a[rows][:, cols]))
+
+
+def test_the_top_channels_of_a_blank_map_say_the_map_is_blank():
+    """A class the model rejects: Grad-CAM's weighted sum is <= 0 everywhere and its map all
+    zero, but the figure said '50% of the map: 17 channels' as for any map (newcomer 20).
+    It says the map is 0 everywhere, in one more heading line; a map with a peak does not."""
+    acts, grads = random_layer(5, channels=12)
+    acts = np.abs(acts)
+    down = -np.abs(grads)  # every channel's weight negative: the sum <= 0 at every position
+    blank = top_channels_view("gradcam", acts, down, k=4)
+    shown = top_channels_view("gradcam", acts, np.abs(grads), k=4)
+    assert blank.blank and not shown.blank
+    assert blank.image.shape[0] > shown.image.shape[0]  # the heading's extra line
+    assert top_channels_view("gradcam", acts, down, k=4,
+                             cam=np.ones((8, 8), np.float32)).blank is False  # the map given

@@ -83,6 +83,7 @@ class TopChannels:
     cumulative: np.ndarray
     channels_50: int
     channels_90: int
+    blank: bool = False  # the map is 0 everywhere: the figure says its shares are of no map
 
 
 def top_channels_view(method: str, acts: np.ndarray, grads: np.ndarray, *,
@@ -122,10 +123,21 @@ def top_channels_view(method: str, acts: np.ndarray, grads: np.ndarray, *,
             f"the {len(chosen)} channels with the largest |contribution| ({term}), largest first",
             f"50% of the map: {marks[0]} channels, 90%: {marks[1]} channels "
             f"(of {len(totals)}; {len(cumulative)} add to the map)"]
+    blank = _blank(contrib, cam)
+    if blank:  # the shares are of a sum the ReLU then cut to nothing
+        head.append("the map is 0 everywhere: its channels' sum is <= 0 at every position, "
+                    "so these shares are of a sum the ReLU removes, not of a map")
     caption = f"contribution per position ({units}), same scale as the contribution grid"
     image, layout = assemble_figure(head, panels, mosaic, layout, scale=scale, caption=caption)
     return TopChannels(image, layout, scale, tuple(int(c) for c in chosen), totals, shares,
-                       weights, cumulative, *marks)
+                       weights, cumulative, *marks, blank=blank)
+
+
+def _blank(contrib: np.ndarray, cam: Optional[np.ndarray]) -> bool:
+    """Whether the method's map is 0 everywhere (given, or the contributions' sum <= 0)."""
+    if cam is not None:
+        return float(np.max(cam)) <= 0
+    return bool(np.all(contrib.sum(axis=0) <= 0))
 
 
 @dataclass(frozen=True)
