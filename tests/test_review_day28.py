@@ -93,5 +93,5 @@ def test_a_methods_own_passes_are_said_to_be_part_of_the_cams_time():
     from explain.writers.summary import OTHER, duration_parts
     parts = duration_parts({"cams": 12.0, "figures": 3.0, "model_load": 1.0,
                             "method_scorecam": 10.0, "total": 17.0})
-    assert parts == [("cams", 12.0), ("pictures and files", 3.0), ("model load", 1.0),
-                     ("method scorecam (in cams)", 10.0), (OTHER, 1.0), ("total", 17.0)]
+    assert parts == [("model load", 1.0), ("cams", 12.0), ("method scorecam (in cams)", 10.0),
+                     ("pictures and files", 3.0), (OTHER, 1.0), ("total", 17.0)]
