@@ -62,8 +62,8 @@ def seconds_per_pass(model: Callable[[torch.Tensor], Any], x: torch.Tensor,
     return (time.perf_counter() - t0) / rows
 
 
-TIMING_BUDGET = 0.25  # seconds a pass is timed again for, when it is short
-MAX_TIMINGS = 8
+TIMING_BUDGET = 0.1  # seconds a pass is timed again for, when it is short
+MAX_TIMINGS = 5
 
 
 def timed_pass(plan, rows: int) -> float:

@@ -214,8 +214,8 @@ def test_the_durations_add_up_to_the_total(tmp_path):
 
 def test_a_short_pass_is_timed_until_the_budget_and_the_fastest_counts(monkeypatch):
     """A 5 ms pass timed while the process waited for a core read 0.7 s twice, and the
-    sanity estimate said 5 min for a 2 s check: a short pass is timed again (up to 8 times,
-    within 0.25 s) and the fastest counts; a long one twice, as before."""
+    sanity estimate said 5 min for a 2 s check: a short pass is timed again (up to 5 times,
+    within 0.1 s) and the fastest counts; a long one twice, as before."""
     from types import SimpleNamespace
 
     import torch
