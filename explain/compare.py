@@ -67,20 +67,33 @@ def metrics(library: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 def without_relu(library: np.ndarray, reference: np.ndarray) -> str | None:
     """Why ``reference`` looks like the weighted channel sum scaled without its ReLU, or None:
     it has no zeros of its own (only its minimum reaches 0) and is above 0 where the library's
-    map is 0, everywhere (the class's sum is <= 0 there: the absent class's blank map) or with
-    r >= 0.95 where the library's is above 0.05. The inplace-ReLU trap's maps are ReLU'd:
+    map is 0 (on 1% of the pixels or more: what its ReLU cut, not its minimum alone),
+    everywhere (the class's sum is <= 0 there: the absent class's blank map) or with r >= 0.95
+    where the library's is above 0.05 and no higher there than where its line over the
+    library's meets 0 (a ReLU'd map resized another way, align_corners=True, is above 0 beside
+    the library's minimum and higher than that line). The inplace-ReLU trap's maps are ReLU'd:
     they have zeros of their own."""
     zero = library <= 1e-6
-    if not zero.any() or (reference <= 1e-6).mean() >= 0.01 or reference.std() < 1e-6:
+    if zero.mean() < 0.01 or (reference <= 1e-6).mean() >= 0.01 or reference.std() < 1e-6:
         return None
     if zero.all():
         return "the library's map is 0 everywhere, its weighted sum being <= 0; yours is not"
     high = library > 0.05
     outside = float(np.median(reference[zero]))
-    if outside > 0.01 and high.sum() > 1 and pearson(library[high], reference[high]) >= 0.95:
+    if outside > 0.01 and high.sum() > 1 and pearson(library[high], reference[high]) >= 0.95 \
+            and outside <= _level_at_zero(library[high], reference[high]):
         return f"r >= 0.95 where the library's map is above 0, yours {outside:.2f} (median) " \
                f"where it is 0"
     return None
+
+
+def _level_at_zero(library: np.ndarray, reference: np.ndarray) -> float:
+    """Where the line fitted to ``reference`` over ``library`` (least squares) meets the
+    library's 0: without the ReLU, the scaled sum's value where the sum is 0, above every value
+    of the cut part; the same map resized another way (align_corners=True) meets it near 0."""
+    lib, ref = library.astype(np.float64), reference.astype(np.float64)
+    slope = float(np.mean((lib - lib.mean()) * (ref - ref.mean())) / max(lib.var(), 1e-12))
+    return float(ref.mean() - slope * lib.mean())
 
 
 def verdict(max_abs_values: list[float], tolerance: float | list[float]) -> str:
