@@ -289,15 +289,33 @@ def busy_machine(device: torch.device) -> Optional[str]:
 
 def others_running(samples: int = 5) -> bool:
     """Whether other work runs now: the median of a few readings of the machine's runnable
-    threads (Linux's /proc/loadavg, this reading one of them) is above one. False where it
-    cannot be read."""
+    threads (Linux's /proc/loadavg) less this process's own (torch's threads may still spin
+    after a pass; this reading is one of them) is above 0. False where it cannot be read."""
     import statistics
     counts = []
     for _ in range(samples):
         try:
             with open("/proc/loadavg", encoding="ascii") as f:
-                counts.append(int(f.read().split()[3].split("/")[0]))
+                runnable = int(f.read().split()[3].split("/")[0])
         except (OSError, ValueError, IndexError):
             return False
+        counts.append(runnable - max(1, _own_running()))
         time.sleep(0.005)
-    return statistics.median(counts) > 1
+    return statistics.median(counts) > 0
+
+
+def _own_running() -> int:
+    """This process's threads that are running or runnable now (/proc/self/task/*/stat)."""
+    import os
+    running = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat", encoding="ascii", errors="replace") as f:
+                running += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue
+    return running

@@ -310,11 +310,19 @@ def test_others_running_reads_the_runnable_threads_now(monkeypatch):
             return io.StringIO(next(readings))
         return real(path, *args, **kwargs)
     monkeypatch.setattr(builtins, "open", fake)
+    monkeypatch.setattr(pace, "_own_running", lambda: 1)
     assert pace.others_running() is False  # median 1: only this process
     readings = iter(["2.5 2.1 2.4 3/125 9\n"] * 5)
     assert pace.others_running() is True
     readings = iter(["garbled\n"] * 5)
     assert pace.others_running() is False
+    # this process's own threads, still spinning after a pass, are not other work
+    monkeypatch.setattr(pace, "_own_running", lambda: 3)
+    readings = iter(["2.5 2.1 2.4 3/125 9\n"] * 5)
+    assert pace.others_running() is False
+    monkeypatch.setattr(pace, "_own_running", lambda: 2)
+    readings = iter(["2.5 2.1 2.4 3/125 9\n"] * 5)
+    assert pace.others_running() is True
 
 
 def test_the_page_lists_the_durations_in_the_consoles_order():
