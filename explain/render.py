@@ -167,7 +167,8 @@ def panel(rows: list[tuple[str, np.ndarray, list[np.ndarray]]], methods: list[st
     plotting library (a 24-row panel in well under a second)."""
     columns = ["original", *methods]
     pictures = [[photo, *overlays] for _, photo, overlays in rows]
-    col_w = [max(p[c].shape[1] for p in pictures) for c in range(len(columns))]
+    col_w = [max(max(p[c].shape[1] for p in pictures), text_width(name, 13))  # a 32-px input:
+             for c, name in enumerate(columns)]  # its names ran into each other ('gradcamlayercam')
     row_h = [max(p.shape[0] for p in row) for row in pictures]
     label_w = max([text_width(label, 13) for label, _, _ in rows] + [40]) + 2 * PANEL_GAP
     label_w = min(label_w, 220)

@@ -334,3 +334,21 @@ def test_the_page_lists_the_durations_in_the_consoles_order():
     assert [name for name, _ in duration_parts(d)] == [
         "model load", "cams", "method scorecam (in cams)", "metrics", "pictures and files",
         OTHER, "total"]
+
+
+def test_a_panel_of_small_inputs_keeps_its_column_names_apart():
+    """A 32 x 48 input's panel: its columns were as wide as the pictures, and the names ran
+    into each other ('gradcamlayercam'). Each column is at least as wide as its name."""
+    import numpy as np
+
+    from explain.render import PANEL_GAP, panel, text_width
+    tile = np.zeros((32, 48, 3), np.uint8)
+    drawn = panel([("both", tile, [tile, tile])], ["gradcam", "layercam"], "t")
+    (boxes,) = drawn.boxes
+    centres = [(x0 + x1) / 2 for x0, _, x1, _ in boxes]
+    names = ["original", "gradcam", "layercam"]
+    for (a, b), (left, right) in zip(zip(names, names[1:]), zip(centres, centres[1:])):
+        assert right - left >= (text_width(a, 13) + text_width(b, 13)) / 2, (a, b)
+    big = np.zeros((224, 224, 3), np.uint8)  # pictures wider than their names: as before
+    wide = panel([("x", big, [big])], ["gradcam"], "t").boxes[0]
+    assert wide[1][0] - wide[0][2] == PANEL_GAP  # cells as wide as their pictures
