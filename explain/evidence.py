@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterator, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from explain.names import check_photo_separator, quote
 
@@ -79,7 +79,8 @@ class Stat(_Record):
     (low, high; none for a single image), images and maps counted. Methods only: ``place``
     (1 + the methods significantly better; none below the minimum of images or for a
     metric that is not ranked), ``beats_baselines`` (True: significantly better than every
-    baseline; False: not better than ``not_beaten``; None: too few images to tell)."""
+    baseline; False: not better than ``not_beaten``; None: too few images to tell, where
+    ``not_beaten`` names the baselines whose mean is as good)."""
     mean: float
     low: Optional[float] = None
     high: Optional[float] = None
@@ -179,6 +180,16 @@ class Evidence(_Record):
 
     def row(self, name: str, kind: str = "method") -> Optional[Row]:
         return next((r for r in self.rows if r.name == name and r.kind == kind), None)
+
+    @model_validator(mode="after")
+    def _untested(self) -> "Evidence":
+        """A summary written before the rule in ``_beats``: False on too few units meant the
+        warning that is None with ``not_beaten`` now."""
+        for row in self.rows:
+            for s in row.metrics.values():
+                if s.beats_baselines is False and s.images < self.min_images:
+                    s.beats_baselines = None
+        return self
 
 
 def evidence_problem(evidence: Evidence, methods: list[str], metrics: set[str],
@@ -379,19 +390,24 @@ def _places(col: Any) -> None:
 
 
 def _beats(col: Any, method: str, cell: Stat) -> None:
-    """Whether the method beats every baseline: significantly (True), not (False: the
-    baselines in ``not_beaten``), or None when too few images tell and its mean is better."""
+    """Whether the method beats every baseline: significantly (True), not (False: a test
+    found it no better than the baselines in ``not_beaten``), or None when too few images
+    tell (``not_beaten`` then lists the baselines whose mean is as good: a warning). The
+    one rule for summary.json, summary.csv, the report and the notebook."""
     if not col.baselines:
         return
-    unknown = False
+    unknown = missed = False
     for p in col.comparisons:
         if p.a != method or p.b_kind != "baseline" or p.verdict == f"{method} better":
             continue
-        if p.verdict == "too few images" and col.direction * p.difference > 0:
+        few = p.verdict == "too few images"
+        if few and col.direction * p.difference > 0:
             unknown = True
-        else:
+        else:  # not better: a finding when tested, a warning on too few images
             cell.not_beaten.append(p.b)
-    cell.beats_baselines = False if cell.not_beaten else (None if unknown else True)
+            missed = missed or not few
+    cell.beats_baselines = False if missed else \
+        (None if unknown or cell.not_beaten else True)
 
 
 # ---- summary.csv ------------------------------------------------------------------------
@@ -413,9 +429,8 @@ def method_columns(evidence: Optional[Evidence]) -> dict[str, dict[str, Any]]:
         for key, s in row.metrics.items():
             cols.update({f"{key}.mean": s.mean, f"{key}.ci_low": s.low, f"{key}.ci_high": s.high})
             if traits(key).direction:  # ranked: its place and the baselines
-                tested = s.images >= evidence.min_images
                 cols.update({f"{key}.place": s.place,
-                             f"{key}.beats_baselines": s.beats_baselines if tested else None})
+                             f"{key}.beats_baselines": s.beats_baselines})
         line = next((x for x in evidence.lines if x.method == row.name), None)
         cols["sanity"] = line.sanity if line else None
         cols["trusted"] = evidence.trusted == row.name

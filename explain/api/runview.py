@@ -73,8 +73,7 @@ def _methods(run: Run) -> str:
             cell = col.cells.get(m)
             cells.append("-" if cell is None else _stat(cell, col.metric.percent)
                          + (f" #{cell.place}" if cell.place else "")
-                         + (" *" if m in col.leads and cell.beats_baselines is not False
-                            else "")
+                         + (" *" if m in col.leads and not cell.not_beaten else "")
                          + _not_beaten(cell))
         cells.append(table.place.get(m, "-") if table.meaningful else "-")
         rows.append(cells + ([sanity.get(m, "-")] if checked else []))
@@ -119,12 +118,11 @@ def _task_means(run: Run) -> str:
 def _not_beaten(cell: Any) -> str:
     """The baselines a method does not beat, as the report's cell marks them: with too few
     units for a test, those whose mean is as good."""
-    from explain import stats
-    if cell.beats_baselines is not False or not cell.not_beaten:
+    if not cell.not_beaten:
         return ""
     names = ", ".join(cell.not_beaten)
-    return f" mean not better than {names}" if cell.images < stats.MIN_IMAGES \
-        else f" ✗ baseline: {names}"
+    return f" ✗ baseline: {names}" if cell.beats_baselines is False \
+        else f" mean not better than {names}"
 
 
 def _stat(cell: Any, percent: bool) -> str:
