@@ -124,7 +124,9 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
         words.append(f"{len(unrelu)} map(s) look like the weighted channel sum without its "
                      f"ReLU ({unrelu[0].image} / {unrelu[0].class_name}: {unrelu[0].no_relu}): "
                      f"apply ReLU to the sum before the min-max scaling, as the library does")
-        return "; ".join(words) + "; see docs/compare.md, hand-written references"
+        rs = [r for r in rs if not r.no_relu]  # the others' cause, if any, said as well
+        if not rs:
+            return "; ".join(words) + "; see docs/compare.md, hand-written references"
     flat = sum(1 for r in rs if r.pearson == 0.0)
     if flat:
         words.append(f"{flat} map(s) at r = 0, one of the two constant: a hook on a layer "
@@ -301,11 +303,15 @@ class Comparison:
 
     def finish(self, rows: list[CompareRow]) -> dict:
         """compare.csv (rows in the order given) and the verdict per method."""
-        self.run.write_csv(CSV_PATH, [r.dump() for r in rows])
         by_method: dict[str, list[CompareRow]] = {}
         for row in rows:
             by_method.setdefault(row.method, []).append(row)
         steps = {m: [self._step(r) for r in v] for m, v in by_method.items()}
+        for m, v in by_method.items():  # a map within the tolerance needs no why
+            for row, step in zip(v, steps[m]):
+                if row.max_abs <= self.tolerance + step:
+                    row.no_relu = None
+        self.run.write_csv(CSV_PATH, [r.dump() for r in rows])
         resized = {reference_name(r.image, r.class_name, r.method): r.resized
                    for r in rows if r.resized}  # every image's: the rows keep them
         crossed = {reference_name(r.image, r.class_name, r.method): r.crossed

@@ -44,3 +44,45 @@ def test_too_few_images_is_none_in_summary_json_as_in_the_csv_and_the_page(tmp_p
         assert ">mean not better than centre</span>" in page and "✗ baseline:" not in page
         assert _not_beaten(stat) == " mean not better than centre"
         assert "too few images to tell" in summary.trust.lines[1].text
+
+
+def _compared(folder, pairs, tolerance: float):
+    """compare.finish of reference files ``pairs`` (class, library map, reference) of one
+    image and method, and compare.csv's rows."""
+    import csv
+    import numpy as np
+    from explain.compare import CSV_PATH, Comparison
+    from explain.outputs import RunFolder
+    (folder / "refs").mkdir(parents=True)
+    (folder / "run").mkdir()
+    for cls, _, ref in pairs:
+        np.save(folder / "refs" / f"im__{cls}__gradcam.npy", ref.astype(np.float32))
+    comparison = Comparison(RunFolder(folder / "run"), tolerance, folder / "refs")
+    rows = [comparison.add("im", cls, "gradcam", library,
+                           comparison.reference_for("im", cls, "gradcam", library.shape, {}))
+            for cls, library, _ in pairs]
+    result = comparison.finish(rows)
+    with open(folder / "run" / CSV_PATH) as f:
+        return result["verdicts"][0], list(csv.DictReader(f))
+
+
+def test_a_no_relu_map_and_a_blank_one_each_get_their_cause(tmp_path):
+    """One reference without the ReLU and one blank (the inplace-ReLU trap's) in one method:
+    the note named the missing ReLU alone, the blank map's advice dropped. And under a
+    tolerance the no-ReLU map is within, compare.csv said no_relu beside 'agree'."""
+    import cv2
+    import numpy as np
+    from test_newcomer20 import _library_like, _without_relu
+    size = (64, 64)
+    rng = np.random.default_rng(1)
+    cat = cv2.GaussianBlur(rng.normal(size=(13, 13)), (5, 5), 1).astype(np.float32) + 0.05
+    dog = cv2.GaussianBlur(rng.normal(size=(13, 13)), (5, 5), 1).astype(np.float32) + 0.3
+    pairs = [("cat", _library_like(cat, size), _without_relu(cat, size)),
+             ("dog", _library_like(dog, size), np.zeros(size, np.float32))]
+    line, rows = _compared(tmp_path / "a", pairs, 1e-4)
+    assert "1 map(s) look like the weighted channel sum without its ReLU (im / cat" in line
+    assert "1 map(s) at r = 0" in line and "output.clone()" in line
+    assert [bool(r["no_relu"]) for r in rows] == [True, False]
+    gap = float(np.abs(pairs[0][1] - pairs[0][2]).max())
+    line, rows = _compared(tmp_path / "b", pairs[:1], gap + 0.01)  # within the tolerance
+    assert line.startswith("gradcam: agree") and not rows[0].get("no_relu")
