@@ -134,10 +134,11 @@ def top_channels_view(method: str, acts: np.ndarray, grads: np.ndarray, *,
 
 
 def _blank(contrib: np.ndarray, cam: Optional[np.ndarray]) -> bool:
-    """Whether the method's map is 0 everywhere (given, or the contributions' sum <= 0)."""
-    if cam is not None:
-        return float(np.max(cam)) <= 0
-    return bool(np.all(contrib.sum(axis=0) <= 0))
+    """Whether the method's map is 0 everywhere because the ReLU cut the contributions' sum
+    (<= 0 at every position) and, where given, the map is 0 everywhere: a positive sum of one
+    value (a 1 x 1 layer) is 0 after the library's min-max scaling too, and no ReLU cut it."""
+    cut = bool(np.all(contrib.sum(axis=0) <= 0))
+    return cut and (cam is None or float(np.max(cam)) <= 0)
 
 
 @dataclass(frozen=True)
