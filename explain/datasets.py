@@ -110,6 +110,18 @@ def per_class(entries: list[ImageEntry], classes: list[str], methods: list[str],
     return rows
 
 
+def regrouped(summary, separator: Optional[str]) -> Optional[DatasetSummary]:
+    """A copy of the run's dataset numbers (``summary.dataset``; None without) with its
+    per-class pointing intervals over the photos of ``separator`` (explain report
+    --photo-separator: they said 'over 6 photos' of the run's interval over 6 images)."""
+    if summary.dataset is None:
+        return None
+    cfg = summary.config
+    rows = per_class(summary.images, list(cfg.classes), [m.name for m in cfg.methods],
+                     cfg.seed, separator)
+    return summary.dataset.model_copy(update={"per_class": rows})
+
+
 def pointing_intervals(entries: list[ImageEntry], seed: int,
                        separator: Optional[str] = None) -> dict[str, list[float]]:
     """Per class, the 95% bootstrap interval of its pointing game over the images (each

@@ -469,6 +469,7 @@ def _regrouped(data: ReportData, separator: str) -> ReportData:
     """The records as ``report.photo_separator: separator`` would have made the trust record
     (the report's methods table reads the separator from the config, the verdict from
     ``trust``): copies, summary.json untouched. The run's own separator: its own records."""
+    from explain.datasets import regrouped
     summary = data.summary
     if separator == summary.config.report.photo_separator:  # (no 'the run did not use' it)
         return data
@@ -479,7 +480,8 @@ def _regrouped(data: ReportData, separator: str) -> ReportData:
         raise ExplainError(f"--photo-separator {exc}") from None
     report = summary.config.report.model_copy(update={"photo_separator": separator})
     config = summary.config.model_copy(update={"report": report})
-    summary = summary.model_copy(update={"config": config, "trust": evidence})
+    summary = summary.model_copy(update={"config": config, "trust": evidence,
+                                         "dataset": regrouped(summary, separator)})
     return replace(data, summary=summary, regrouped=separator)
 
 
