@@ -86,3 +86,26 @@ def test_a_no_relu_map_and_a_blank_one_each_get_their_cause(tmp_path):
     gap = float(np.abs(pairs[0][1] - pairs[0][2]).max())
     line, rows = _compared(tmp_path / "b", pairs[:1], gap + 0.01)  # within the tolerance
     assert line.startswith("gradcam: agree") and not rows[0].get("no_relu")
+
+
+def test_a_pass_timed_while_waiting_for_a_core_is_timed_again(monkeypatch):
+    """review 24: a 5 ms pass that read 0.7 s twice while the process waited for a core had
+    spent the 0.1 s budget, so 0.7 s counted (the message of the change that meant to mend
+    it). A timing whose wall time is mostly not the process's CPU time is taken again."""
+    import time
+    from types import SimpleNamespace
+
+    import torch
+
+    from explain import pace
+    plan = SimpleNamespace(timed={}, first=SimpleNamespace(tensor=torch.zeros(3, 4, 4)),
+                           device=torch.device("cpu"), model=None)
+    said = iter([0.7, 0.7, 0.005, 0.006, 0.006])
+
+    def stalled(model, x, rows):
+        value = next(said)
+        if value > 0.1:
+            time.sleep(0.3)  # waiting for a core: wall time, no CPU time
+        return value
+    monkeypatch.setattr(pace, "seconds_per_pass", stalled)
+    assert pace.timed_pass(plan, 1) == 0.005
