@@ -258,17 +258,17 @@ class Skipped(_Record):
 class ClassNumbers(_Record):
     """One class of a labelled dataset (see explain.datasets.per_class)."""
     class_name: str = Field(alias="class")
-    images: int  # labelled with this class
-    correct: int  # of those, predicted as this class
+    images: int = Field(ge=0)  # labelled with this class
+    correct: int = Field(ge=0)  # of those, predicted as this class
     accuracy: Optional[float] = None  # correct / images (recall); None without images
-    predicted_as: int  # images (labelled or not) the model predicts as this class
-    pointing_maps: int = 0  # maps of this class with a ground-truth box
-    pointing_hits: int = 0  # of those, maps whose peak lies inside the box
+    predicted_as: int = Field(ge=0)  # images (labelled or not) the model predicts as this class
+    pointing_maps: int = Field(0, ge=0)  # maps of this class with a ground-truth box
+    pointing_hits: int = Field(0, ge=0)  # of those, maps whose peak lies inside the box
     pointing: Optional[float] = None  # hits / maps (pointing game); None without boxes
     # its 95% bootstrap interval over the images (explain.datasets.pointing_intervals); None
     # under 5 images with boxes
     pointing_interval: Optional[list[float]] = None
-    pointing_units: Optional[int] = None  # the images, or photos, that interval is over
+    pointing_units: Optional[int] = Field(None, ge=0)  # images, or photos, the interval is over
     pointing_by_method: Optional[dict[str, float]] = None
 
 

@@ -109,3 +109,18 @@ def test_a_pass_timed_while_waiting_for_a_core_is_timed_again(monkeypatch):
         return value
     monkeypatch.setattr(pace, "seconds_per_pass", stalled)
     assert pace.timed_pass(plan, 1) == 0.005
+
+
+def test_a_shared_summarys_class_counts_are_not_negative():
+    """review 24: a hand-edited summary.json's pointing_units -3 read 'over -3 images' on the
+    page; every count of a class's row is at least 0 now (validation's one line)."""
+    import pytest
+    from pydantic import ValidationError
+
+    from explain.results import ClassNumbers
+    row = {"class": "cat", "images": 3, "correct": 2, "predicted_as": 2, "pointing_units": 3}
+    assert ClassNumbers.model_validate(row).pointing_units == 3
+    for key in ("images", "correct", "predicted_as", "pointing_maps", "pointing_hits",
+                "pointing_units"):
+        with pytest.raises(ValidationError, match=key):
+            ClassNumbers.model_validate({**row, key: -3})
