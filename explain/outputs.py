@@ -24,6 +24,7 @@ import glob
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -242,10 +243,14 @@ def plain_relative(rel: Any) -> bool:
         for part in rel.split("/"))
 
 
-def resume_flags(name: str, folder: str) -> str:
+def resume_flags(name: Optional[str], folder: str) -> str:
     """The flags that resume the run in ``folder`` for a config whose run name is ``name``:
     ``--resume`` for results/<name>, with ``--set name=<folder>`` for <name>-2, -3, ...
-    (quoted where YAML would read the folder's name as a number or a date: 1.0e-2)."""
+    (quoted where YAML would read the folder's name as a number or a date: 1.0e-2). ``name``
+    None: not known (a config.json keeps ``name`` only where the config set it, not the
+    file's name): the folder's less its -N."""
+    if name is None:
+        name = re.sub(r"-[0-9]+$", "", folder)
     if folder == name:
         return "--resume"
     value = folder if parse_value(folder) == folder else f'"{folder}"'

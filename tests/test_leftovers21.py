@@ -124,3 +124,28 @@ def test_a_shared_summarys_class_counts_are_not_negative():
                 "pointing_units"):
         with pytest.raises(ValidationError, match=key):
             ClassNumbers.model_validate({**row, key: -3})
+
+
+def test_an_unfinished_exp_2_report_says_how_to_resume_it(tmp_path):
+    """The rebuilt report of an interrupted second run of a config (results/exp-2) said
+    'complete it with explain CONFIG.yaml --resume', which resumes results/exp, the finished
+    one; the console has said '--resume --set name=exp-2' since the tenth session."""
+    import shutil
+
+    import torch
+
+    from explain.config import load_config
+    from explain.runner import RunOptions, run
+    from explain.writers.report import rebuild
+    from helpers import tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    path = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, metrics=[],
+                       classes={"a": 0, "b": 1}, output={"dir": str(tmp_path / "out")})
+    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    shutil.copytree(tmp_path / "out" / "exp", tmp_path / "out" / "exp-2")
+    for name, flags in (("exp", "--resume "), ("exp-2", "--resume --set name=exp-2 ")):
+        folder = tmp_path / "out" / name
+        (folder / "summary.json").unlink(missing_ok=True)  # as an interrupted run leaves it
+        rebuild(folder)
+        page = (folder / "report.html").read_text()
+        assert f"complete it with explain CONFIG.yaml {flags}(the report" in page

@@ -37,10 +37,9 @@ from explain.errors import ExplainError
 from explain.tasks.records import PERCENT, number_name
 from explain.methods import method_note, traits
 from explain.names import encoded, without_bidi
-from explain.metrics import LABELS
+from explain.metrics import LABELS, traits as metric_traits
 from explain.methodtable import MethodTable, method_table
-from explain.metrics import traits as metric_traits
-from explain.outputs import Listing, RunFolder, plain_relative
+from explain.outputs import Listing, RunFolder, plain_relative, resume_flags
 from explain.reportlinks import ATLAS_PAGE
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
 from explain.shownpaths import shown_path, shown_text  # the page's paths
@@ -261,8 +260,9 @@ def _warnings(data: ReportData, cards: list[Card], weak: int) -> list[str]:
     summary = data.summary
     out = []
     if not data.finished:
+        flags = resume_flags(summary.config.name, Path(summary.output_dir).name)
         out.append(f"unfinished run: {len(summary.images)} image(s) finished; complete it with "
-                   f"explain CONFIG.yaml --resume (the report is rebuilt at the end)")
+                   f"explain CONFIG.yaml {flags} (the report is rebuilt at the end)")
     if summary.skipped_images:
         out.append(f"{len(summary.skipped_images)} image(s) could not be read and were skipped "
                    f"(see Skipped files)")
