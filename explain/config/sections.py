@@ -118,6 +118,12 @@ class ModelSpec(Section):
             data.pop("in_channels", None)
         return data
 
+    @field_validator("arch_args", "builder_args", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        """null (``--set model.arch_args=null``, an empty ``arch_args:``) is no arguments."""
+        return {} if v is None else v
+
     @field_validator("arch_args", "builder_args")
     @classmethod
     def _shallow(cls, v: dict[str, Any]) -> dict[str, Any]:
