@@ -26,7 +26,8 @@ def test_a_whole_model_file_with_model_arch_is_refused_not_silently_rebuilt(tmp_
         load_model(load_config(path))
     text = str(err.value)
     assert text.startswith("model.file: ") and "holds a whole model " \
-        "(torchvision.models.alexnet.AlexNet)" in text and "model.arch would be ignored" in text
+        "(torchvision.models.alexnet.AlexNet)" in text and \
+        "model.arch and model.arch_args would be ignored" in text
     # without arch it loads as saved
     plain = write_config(tmp_path, "plain", model={"file": str(tmp_path / "whole.pth")},
                          target_layers=["features.10"])

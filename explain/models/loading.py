@@ -256,10 +256,11 @@ def _from_file(path: Path, spec: ModelSpec) -> Any:
         return load_keras(path, spec.trust)
     obj = _read_file(path, spec)
     if isinstance(obj, nn.Module) and (spec.arch or spec.arch_args):
-        field = "model.arch" if spec.arch else "model.arch_args"
+        field = " and ".join(name for name, value in (("model.arch", spec.arch),
+                                                      ("model.arch_args", spec.arch_args)) if value)
         raise ExplainError(f"{short(str(path))}: holds a whole model "
                            f"({type(obj).__module__}.{type(obj).__name__}), which is used as "
-                           f"saved: {field} would be ignored; remove {field} (it is for a "
+                           f"saved: {field} would be ignored; remove {field} (for a "
                            f"state_dict), or give the state_dict file")
     return obj if isinstance(obj, nn.Module) else _from_state_dict(obj, spec, path)
 
