@@ -25,3 +25,28 @@ def test_a_whole_model_with_arch_and_arch_args_names_both_at_once(tmp_path, caps
     assert code == 2
     one_line(err, "model.arch and model.arch_args would be ignored",
              "remove model.arch and model.arch_args")
+
+
+def _road_run(tmp_path, name: str, percentiles: list[int]):
+    from explain.cli import main
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    path = tiny_config(tmp_path, {"file": "m.pth"}, stem=name, classes={"cat": 0, "dog": 1},
+                       metrics=[{"name": "road_combined", "percentiles": percentiles}],
+                       output={"dir": str(tmp_path / "results"), "save_arrays": True})
+    assert main([str(path), "--quiet"]) == 0
+    return tmp_path / "results" / name
+
+
+def test_diff_says_when_a_metric_was_measured_at_other_percentiles(tmp_path, capsys):
+    """Run A at ROAD's 9 percentiles, run B at [90] only: explain diff printed 'road_combined
+    -0.0452 [-0.0654, -0.0235]' as the maps' change, with nothing but the settings list to say
+    that the metric itself had changed; the console and the page's 'Read first' now say so."""
+    a, b = _road_run(tmp_path, "a", [10, 50, 90]), _road_run(tmp_path, "b", [90])
+    capsys.readouterr()
+    code, err, out = cli(capsys, "diff", a, b)
+    assert code == 0, err
+    said = ("road_combined: measured at percentiles 10, 50, 90 in A and 90 in B: its change is "
+            "partly the setting's, not only the maps'")
+    assert said in out
+    page = next((tmp_path / "results").glob("diff-a-b*/diff.html")).read_text()
+    assert said.replace("'", "&#39;") in page

@@ -21,7 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from explain.diff.numbers import DiffResult, MapDiff, compare_maps, config_changes, console_lines
+from explain.diff.numbers import (DiffResult, MapDiff, compare_maps, config_changes,
+                                  console_lines, measured_apart)
 from explain.diff.page import render_page, write_pictures
 from explain.diff.runs import DIFF_CSV, DIFF_PAGE, Side, match, open_side, parse_threshold
 from explain.names import encoded, safe_slug
@@ -56,7 +57,8 @@ def compute(a: Side, b: Side, threshold: Optional[float]) -> tuple[DiffResult, l
                 kept = sorted(kept, key=_rank)[:CASES]
     shown, total = config_changes(a.summary, b.summary)
     result = DiffResult(a=a, b=b, maps=maps, left_out=left_out, threshold=threshold,
-                        config_changes=shown, config_total=total)
+                        config_changes=shown, config_total=total,
+                        measured_apart=measured_apart(a.summary, b.summary))
     if threshold is not None:
         result.below = sorted((m for m in maps if m.correlation < threshold),
                               key=lambda m: m.correlation)
