@@ -50,3 +50,17 @@ def test_diff_says_when_a_metric_was_measured_at_other_percentiles(tmp_path, cap
     assert said in out
     page = next((tmp_path / "results").glob("diff-a-b*/diff.html")).read_text()
     assert said.replace("'", "&#39;") in page
+
+
+def test_diff_names_the_methods_that_differ_whole(tmp_path):
+    """Four methods in A, two in B: the settings line read 'methods: [{"name": "gradcam"},
+    {"name": "gradca...e": "layercam"}, {"name": "scorecam"}] -> ...', cut inside a name."""
+    from types import SimpleNamespace
+    from explain.diff.numbers import config_changes
+    four = ["gradcam", "gradcamplusplus", "layercam", "scorecam"]
+    a, b = (SimpleNamespace(config=load_config(tiny_config(tmp_path, {"file": "m.pth"},
+                                                           stem=stem, methods=methods)))
+            for stem, methods in (("a", four), ("b", ["gradcam", "layercam"])))
+    shown, _ = config_changes(a, b)
+    assert 'methods: ["gradcam", "gradcamplusplus", "layercam", "scorecam"] -> ' \
+           '["gradcam", "layercam"]' in shown, shown

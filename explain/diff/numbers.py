@@ -202,6 +202,9 @@ def config_changes(a: RunSummary, b: RunSummary) -> tuple[list[str], int]:
             return "(none)"
         if isinstance(value, str):
             return short(value, 80)
+        if isinstance(value, list) and value and all(  # methods without options: their names
+                isinstance(v, dict) and list(v) == ["name"] for v in value):
+            value = [v["name"] for v in value]  # ('{"name": "gradca...e": ...' cut in a name)
         return short(json.dumps(value, default=str, ensure_ascii=False), 80)  # 'Äpfel'
     return [f"{key}: {shown(old)} -> {shown(new)}" for key, old, new in found], total
 
