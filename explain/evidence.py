@@ -355,11 +355,14 @@ def _comparison(metric: Any, pair: tuple[str, Who], diff: Any,
     verdict = {1: f"{name_a} better", -1: f"{name_b} better"}.get(sign, diff.verdict)
     ci = f"{100 * confidence:.3g}% CI" + (f" (95% for the {family} method pairs together)"
                                           if kind == "method" and family > 1 else "")
-    if sign:
+    if sign:  # the difference from the winner's side: "better" beside its own sign
         winner, loser = (name_a, name_b) if sign > 0 else (name_b, name_a)
-        text = (f"{winner} better than {loser} on {metric.label}: difference "
-                f"{name_a} − {name_b} {figure(diff.mean, sign=True)}, {ci} "
-                f"[{figure(diff.low)}, {figure(diff.high)}] over {diff.images} {unit}s")
+        mean, low, high = (diff.mean, diff.low, diff.high) if sign > 0 else \
+            (-diff.mean, -diff.high, -diff.low)
+        lower = " (lower is better)" if metric.direction < 0 else ""
+        text = (f"{winner} better than {loser} on {metric.label}: {winner} − {loser} "
+                f"{figure(mean, sign=True)}{lower}, {ci} [{figure(low)}, {figure(high)}] "
+                f"over {diff.images} {unit}s")
     elif diff.verdict == "not different":
         text = (f"no significant difference between {name_a} and {name_b} on "
                 f"{metric.label}: {ci} of the difference [{figure(diff.low)}, "

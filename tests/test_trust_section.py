@@ -84,8 +84,11 @@ def test_a_clearly_better_map_is_significantly_better_and_ranked_first():
                         ["layercam", "gradcam"])
     (pair,) = col.comparisons
     assert pair.verdict == "gradcam better" and pair.low < 0 and pair.high < 0  # layercam - gradcam
-    assert re.fullmatch(r"gradcam better than layercam on ROAD combined: difference layercam "
-                        r"− gradcam -0\.\d+, 95% CI \[-0\.\d+, -0\.\d+\] over 8 images", pair.text)
+    # said from the winner's side (a newcomer read 'better' beside 'layercam − gradcam -0.05')
+    assert re.fullmatch(r"gradcam better than layercam on ROAD combined: gradcam − layercam "
+                        r"\+0\.\d+, 95% CI \[0\.\d+, 0\.\d+\] over 8 images", pair.text)
+    assert pair.text.endswith(f"[{stats.figure(-pair.high)}, {stats.figure(-pair.low)}] "
+                              f"over 8 images")
     assert (col.cells["gradcam"].place, col.cells["layercam"].place) == (1, 2)
     assert col.leads == ["gradcam"] and table.place == {"gradcam": 1, "layercam": 2}
     # the interval is the bootstrap of the per-image means over the images, seeded
