@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import shutil
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -477,3 +478,20 @@ def test_a_yes_or_no_change_gets_the_sign_test_as_the_methods_table_does():
     six = [Change(**{**made[0].__dict__, "maps": 6})]
     _intervals(six, [np.ones(6)], seed=0)  # 6 of 6: p = 0.03125, found
     assert (six[0].low, six[0].high) == (1.0, 1.0)
+
+
+def test_a_changed_prediction_is_one_line_on_the_page_and_the_console(runs, capsys, tmp_path):
+    """The Read-first box said each image's changed prediction on a line of its own (36 for
+    a newcomer's dataset); the page and the console now share one line."""
+    a, b = runs
+
+    def flipped(data):
+        for entry in data["images"]:
+            entry["predicted"] = "dog" if entry["predicted"] == "cat" else "cat"
+    other = derive(b, tmp_path / "other", change=flipped)
+    code, out, _ = diff(capsys, a, other, "--out", tmp_path)
+    (line,) = [x.strip() for x in out if "prediction changed on" in x]
+    assert line.startswith("prediction changed on 3 image(s): ") and " -> " in line
+    html = (tmp_path / "diff-a-other" / "diff.html").read_text(encoding="utf-8")
+    box = html[html.index("<h2>Read first</h2>"):html.index('<section id="runs">')]
+    assert box.count("prediction changed on") == 1 and html_escape(line) in box

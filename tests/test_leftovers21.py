@@ -149,3 +149,19 @@ def test_an_unfinished_exp_2_report_says_how_to_resume_it(tmp_path):
         rebuild(folder)
         page = (folder / "report.html").read_text()
         assert f"complete it with explain CONFIG.yaml {flags}(the report" in page
+
+
+def test_the_diff_page_lists_changed_predictions_in_one_line_as_the_console():
+    """newcomer 21: the diff page's Read-first box listed 36 'prediction on X changed' lines,
+    where the console said the first five and '+31 more'. One line, the same on both."""
+    from types import SimpleNamespace
+
+    from explain.diff.numbers import flip_line
+    maps = [SimpleNamespace(image=f"im{i:02d}", predicted=("cat", "dog")) for i in range(36)]
+    maps += [SimpleNamespace(image="same", predicted=("dog", "dog"))]
+    maps += [SimpleNamespace(image="im00", predicted=("cat", "dog"))]  # its second map
+    line = flip_line(SimpleNamespace(maps=maps))
+    assert line == ("prediction changed on 36 image(s): im00 (cat -> dog), im01 (cat -> dog), "
+                    "im02 (cat -> dog), im03 (cat -> dog), im04 (cat -> dog) (+31 more); each "
+                    "map's in diff.csv (predicted_a, predicted_b)")
+    assert flip_line(SimpleNamespace(maps=maps[36:37])) == ""

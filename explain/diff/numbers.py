@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from explain.diff.runs import DIFF_CSV, DIFF_PAGE, Pair, Side, read_map
-from explain.names import listed, photo_of, short
+from explain.names import LISTED, listed, photo_of, short
 from explain.results import MapRecord, RunSummary
 from explain.stats import figure
 
@@ -392,6 +392,18 @@ def flips(result: DiffResult) -> list[tuple[str, tuple[str, str]]]:
                               if m.predicted[0] != m.predicted[1]))
 
 
+def flip_line(result: DiffResult) -> str:
+    """The console's and the page's line on changed predictions ('' for none): the first
+    few images, then how many more (the page listed 36 lines in its Read-first box)."""
+    changed = flips(result)
+    if not changed:
+        return ""
+    return f"prediction changed on {len(changed)} image(s): " + \
+        listed([f"{i} ({p[0]} -> {p[1]})" for i, p in changed]) + \
+        (f"; each map's in {DIFF_CSV} (predicted_a, predicted_b)" if len(changed) > LISTED
+         else "")
+
+
 def console_lines(result: DiffResult) -> list[str]:
     """The short summary printed after a diff."""
     maps = result.maps
@@ -431,10 +443,8 @@ def console_lines(result: DiffResult) -> list[str]:
         lines.append(f"  ({len(every)} method / class groups: the {CONSOLE_GROUPS} lowest r and "
                      f"the first {CONSOLE_GROUPS} changes shown; all of them in "
                      f"{DIFF_PAGE} and {DIFF_CSV})")
-    changed = flips(result)
-    if changed:
-        lines.append(f"  prediction changed on {len(changed)} image(s): " +
-                     listed([f"{i} ({p[0]} -> {p[1]})" for i, p in changed]))
+    if flip_line(result):
+        lines.append(f"  {flip_line(result)}")
     if result.threshold is not None:
         worst = listed([f"{m.image}/{m.class_name}/{m.method} r {m.correlation:.3f}"
                         for m in result.below])

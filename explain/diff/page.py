@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from explain import render
-from explain.diff.numbers import DiffResult, MapDiff, changes, flips, groups
+from explain.diff.numbers import DiffResult, MapDiff, changes, flip_line, groups
 from explain.diff.runs import DIFF_CSV, Side
 from explain.errors import ExplainError
 from explain.images.reading import decode_stored
@@ -100,5 +100,5 @@ def render_page(result: DiffResult, cases: list[Case]) -> str:
     return environment().get_template("diff.html.j2").render(
         summary=result.b.summary, result=result, groups=groups(result), changes=moved,
         unchanged=[n for n in dict.fromkeys(c.name for c in every) if n not in names],
-        cases=cases, flips=flips(result), csv=DIFF_CSV,
+        cases=cases, flip_line=flip_line(result), csv=DIFF_CSV,
         config_of=lambda side: shown_path(side.summary.config_file, side.summary.config_file))
