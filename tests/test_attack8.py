@@ -261,7 +261,7 @@ def test_a_class_with_many_boxes_draws_a_bounded_number_over_each_overlay(finish
     """A shared run's 1,000 boxes of a class (its bound) were drawn over every one of the
     class's overlays (300 images x 14 methods: 364 MB of HTML): the report draws the first
     50 over each and says how many the run has."""
-    from explain.writers.report import REPORT_BOXES
+    from explain.writers.cards import REPORT_BOXES
     boxes = [[float(k % 40), 1.0, float(k % 40) + 5, 9.0] for k in range(1000)]
     copy = tampered(finished, tmp_path, lambda e: e.__setitem__("boxes", {"cat": boxes}))
     from explain.cli import main

@@ -299,7 +299,7 @@ def test_a_card_shows_the_image_s_channel_pictures_that_are_there(small_study):
     """The activation grid (labelled with the channel layer) and each method's class
     contrast, from the records, only when the file is in the folder."""
     from explain.outputs import RunFolder
-    from explain.writers.report import _channel_views
+    from explain.writers.cards import channel_views as _channel_views
     summary, run_dir, _ = small_study
     entry = next(e for e in summary.images if e.id == "both").model_copy(deep=True)
     assert _channel_views(RunFolder(run_dir), entry, summary.config) == [

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
@@ -43,10 +43,10 @@ from explain.outputs import Listing, RunFolder, plain_relative, resume_flags
 from explain.reportlinks import ATLAS_PAGE
 from explain.reportload import ReportData, load_run  # explain.writers.report's, as before
 from explain.shownpaths import shown_path, shown_text  # the page's paths
+from explain.writers.cards import Card, image_cards, in_folder
 from explain.writers.pageformat import card_classes, correlation
 from explain.writers.summary import compare_file_lines, duration_parts, summed_over
-from explain.results import (CompareRow, DatasetSummary, Disagreement, ImageEntry, MapRecord,
-                             MeanMap, RunSummary)
+from explain.results import DatasetSummary, Disagreement, MeanMap, RunSummary
 from explain.writers import RunContext, Writer
 
 if TYPE_CHECKING:
@@ -80,98 +80,6 @@ def write_colorbar(run: RunFolder, colormap: str) -> str:
     rel = f"report/colorbar-{colormap}.png"
     run.write_image(rel, colorbar(colormap))
     return rel
-
-
-def _present(run: RunFolder, rel: Optional[str]) -> Optional[str]:
-    """``rel``, a file the records name, when it is in the folder (a plain file); else None."""
-    return rel if rel and run.has_file(rel) else None
-
-
-# ---- what the templates get ---------------------------------------------------------------
-
-@dataclass
-class Cell:
-    """One map on a card: the record, the files around it, the box and peak positions."""
-    record: MapRecord
-    overlay: Optional[str]  # relative path, None when the file is missing
-    top: Optional[str] = None
-    contributions: Optional[str] = None  # every channel's term of the map (channel views)
-    diff: Optional[str] = None
-    compare: Optional[CompareRow] = None
-    guided: Optional[str] = None  # Guided Grad-CAM picture (guided.enabled)
-    boxes: list[str] = field(default_factory=list)  # CSS positions over the overlay
-    boxes_left_out: int = 0  # the class's boxes beyond REPORT_BOXES (summary.json has them)
-    peak: str = ""
-
-
-@dataclass
-class Card:
-    """One image: photo, probabilities, and a row of cells per class."""
-    entry: ImageEntry
-    photo: Optional[str]
-    classes: list[str]
-    cells: dict[tuple[str, str], Cell]
-    page: str = ""  # the file the card is on, for the index
-    page_number: int = 1  # its number (the index's column)
-    concepts: Optional[str] = None  # the concepts figure (concepts.enabled)
-    task_picture: Optional[str] = None  # the predicted mask / the boxes (task: segmentation,
-    #                                     detection)
-    channel_views: list[tuple[str, str]] = field(default_factory=list)  # (what, file): the
-    #                                     activation grid, each method's class contrast
-    path: str = ""  # the photo's path as the page shows it (``shown_path``)
-
-
-REPORT_BOXES = 50  # boxes drawn over one overlay: a shared summary.json within every bound
-# (300 images x 14 methods x 1,000 boxes of a class) made 364 MB of HTML drawing them all
-
-
-def _box_style(box: list[float], size: list[int]) -> str:
-    """CSS position of a box (input pixels) over its overlay, in percent."""
-    h, w = size
-    x0, y0, x1, y1 = box
-    return (f"left:{100 * x0 / w:.3f}%;top:{100 * y0 / h:.3f}%;"
-            f"width:{100 * (x1 - x0) / w:.3f}%;height:{100 * (y1 - y0) / h:.3f}%")
-
-
-def _cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Card]:
-    """A card per image, with the files its records name that are in the folder."""
-    cards = []
-    for entry in data.summary.images:
-        rows = {(r.image, r.class_name, r.method): r for r in data.compare_rows.get(entry.id, [])}
-        present = [c for c in classes if any(r.class_name == c for r in entry.cams)]
-        present += [c for c in entry.explained_classes()
-                    if c not in present]  # a detection's <class>-<n>
-        cells = {}
-        h, w = entry.input_size
-        styles = {cls: [_box_style(b, entry.input_size) for b in boxes[:REPORT_BOXES]]
-                  for cls, boxes in (entry.boxes or {}).items()}  # once per class: a class's
-        left_out = {cls: max(0, len(boxes) - REPORT_BOXES)  # maps share them
-                    for cls, boxes in (entry.boxes or {}).items()}
-        for rec in entry.cams:
-            cells[(rec.class_name, rec.method)] = Cell(
-                record=rec, overlay=_present(run, rec.file), top=_present(run, rec.files.top),
-                contributions=_present(run, rec.files.contributions),
-                diff=_present(run, rec.files.compare),
-                compare=rows.get((entry.id, rec.class_name, rec.method)),
-                guided=_present(run, rec.guided_file),
-                boxes=styles.get(rec.class_name, []),
-                boxes_left_out=left_out.get(rec.class_name, 0),
-                peak=f"left:{100 * (rec.peak_x + 0.5) / w:.3f}%;top:{100 * (rec.peak_y + 0.5) / h:.3f}%")
-        cards.append(Card(entry, _present(run, entry.files.photo), present, cells,
-                          concepts=_present(run, entry.files.concepts_figure),
-                          task_picture=_present(run, entry.files.task),
-                          channel_views=_channel_views(run, entry, data.summary.config),
-                          path=shown_path(entry.path, data.summary.config_file)))
-    return cards
-
-
-def _channel_views(run: RunFolder, entry: ImageEntry, config: Any) -> list[tuple[str, str]]:
-    """The image's channel pictures in the folder: every channel of the channel layer, then
-    each method's class contrast."""
-    views = [(f"every channel of {config.channel_layer}", _present(run, entry.files.activations))]
-    views += [(f"{method}: the channels that tell the classes apart", _present(run, rel))
-              for method, rel in entry.files.contrast.items()]
-    return [(what, rel) for what, rel in views if rel]
 
 
 @dataclass
@@ -211,7 +119,7 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classe
         summary.images, classes, methods, summary.config.seed,
         summary.config.report.photo_separator)
     found = {(m.class_name, m.method, m.outcome): m for m in numbers.mean_maps
-             if _present(run, m.file)}
+             if in_folder(run, m.file)}
     means = []
     for cls in classes:
         row = [(m, found.get((cls, m, "correct")), found.get((cls, m, "wrong"))) for m in methods]
@@ -232,9 +140,9 @@ def _dataset_view(run: RunFolder, data: ReportData, cards: list[Card], *, classe
              if i != j and n))]
     recorded = summary.files
     files = [f for f in (recorded.confusion_csv, recorded.per_class_csv,
-                         recorded.disagreement_csv) if _present(run, f)]
+                         recorded.disagreement_csv) if in_folder(run, f)]
     return DatasetView(numbers, means, cases, confusions, len(axis) <= CONFUSION_TABLE_MAX,
-                       files, _present(run, recorded.disagreement_csv))
+                       files, in_folder(run, recorded.disagreement_csv))
 
 
 def _model_source(model: ModelSpec, config_file: str) -> str:
@@ -371,7 +279,7 @@ def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
     summary, config = data.summary, data.summary.config
     methods = [m.name for m in config.methods]
     classes = summary.class_names()
-    cards = _cards(run, data, classes)
+    cards = image_cards(run, data, classes)
     size = max(config.report.page_size, -(-len(cards) // MAX_PAGES))
     chunks = [cards[i:i + size] for i in range(0, len(cards), size)] or [[]]
     paged = len(chunks) > 1
@@ -388,7 +296,7 @@ def iter_pages(run: RunFolder, data: ReportData) -> Iterator[tuple[str, str]]:
                   card_notes={m: method_note(m) for m in methods if traits(m).class_agnostic})
     env = environment()
     order = {c: i for i, c in enumerate(classes)}
-    panels = sorted(((c, f) for c, f in summary.files.panels.items() if _present(run, f)),
+    panels = sorted(((c, f) for c, f in summary.files.panels.items() if in_folder(run, f)),
                     key=lambda panel: order.get(panel[0], len(order)))
     shown = index_classes(cards, classes) if paged else classes
     weak = sum(1 for i in summary.images for r in i.cams if r.weak)  # counted once, here
@@ -418,7 +326,7 @@ def build_report(run: RunFolder, data: ReportData) -> list[str]:
     without a report, not recorded); a missing photo is left out (the card says so), never
     made from a path the records hold."""
     files = data.summary.files
-    if not _present(run, files.colorbar):
+    if not in_folder(run, files.colorbar):
         files.colorbar = write_colorbar(run, data.summary.config.output.colormap)
     written = []
     for rel, html in iter_pages(run, data):
