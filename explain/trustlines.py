@@ -96,8 +96,9 @@ def shared_separator(groups: list[list[str]], paths: dict[str, str],
     return best
 
 
-def look_alike_note(evidence: Evidence) -> str:
-    """The run's note on its look-alike images ('' for none)."""
+def look_alike_note(evidence: Evidence, separator: Optional[str] = None) -> str:
+    """The run's note on its look-alike images ('' for none); ``separator``: the
+    report.photo_separator the evidence was worked out with."""
     if not evidence.look_alike_images:
         return ""
     shown = "; ".join(", ".join(g) for g in evidence.look_alike[:3])
@@ -109,7 +110,9 @@ def look_alike_note(evidence: Evidence) -> str:
                f"each): set report.photo_separator: '{sep}', or see the verdict so without "
                f"running again: explain report RUN_DIR --photo-separator '{sep}'")
     elif evidence.photos is not None:
-        fix = "name them after one photo"
+        sep = separator or "-"
+        fix = (f"name a photo's variants alike up to the separator '{sep}' (cat01{sep}flip.jpg, "
+               f"cat01{sep}crop.jpg: one photo, cat01)")
     else:
         fix = "name them after their photo (cat01-flip.jpg) and set report.photo_separator: '-'"
     return (f"look-alike images: {evidence.look_alike_images} image(s) look like flips, "

@@ -165,3 +165,30 @@ def test_the_diff_page_lists_changed_predictions_in_one_line_as_the_console():
                     "im02 (cat -> dog), im03 (cat -> dog), im04 (cat -> dog) (+31 more); each "
                     "map's in diff.csv (predicted_a, predicted_b)")
     assert flip_line(SimpleNamespace(maps=maps[36:37])) == ""
+
+
+def test_a_separator_that_groups_nothing_is_said_on_a_regrouped_page(tmp_path):
+    """newcomer 21: 'explain report RUN --photo-separator -' of images whose names hold no
+    '-' ended the look-alike warning at '...: name them after one photo', and nothing on the
+    page said that '-' is in no image's name (the run's own note is for its own separator)."""
+    import numpy as np
+
+    from explain.images.looks import look
+    from test_photos import _photo, summary_of, variants
+    summary = summary_of(variants(), "_")
+    cat = _photo("cat")
+    for image in summary.images:
+        image.look = look(cat[:, ::-1] if image.id == "p0-flip" else cat) \
+            if image.id.startswith("p0") else None
+    summary.trust = trustlines.build(summary, method_table(summary, ["gradcam"]))
+    summary.trust.look_alike_separator = None  # as names that share none (cat, catflip)
+    note = trustlines.look_alike_note(summary.trust, "_")
+    assert note.endswith("name a photo's variants alike up to the separator '_' "
+                         "(cat01_flip.jpg, cat01_crop.jpg: one photo, cat01)")
+    (tmp_path / "run").mkdir()
+    page = render_pages(RunFolder(tmp_path / "run"),
+                        ReportData(summary, regrouped="_"))["report.html"]
+    box = page[:page.index('<section id="trust">')]
+    assert "report.photo_separator &#39;_&#39; is in no image id (such as &#39;p0&#39;)" in box
+    assert "(cat01_flip.jpg, cat01_crop.jpg: one photo, cat01)" in box
+    assert np.isfinite(summary.trust.rows[0].metrics["road_combined"].mean)

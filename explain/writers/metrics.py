@@ -160,7 +160,8 @@ class MetricsWriter(Writer):
         ctx.summary.trust = trustlines.build(ctx.summary,
                                            method_table(ctx.summary, ctx.methods))
         notes = ctx.summary.notes
-        notes += [n for n in (trustlines.look_alike_note(ctx.summary.trust),
+        separator = ctx.summary.config.report.photo_separator
+        notes += [n for n in (trustlines.look_alike_note(ctx.summary.trust, separator),
                               trustlines.separator_note(ctx.summary)) if n]
         if self.no_raw:
             notes.append(f"map strength: no raw maximum for {', '.join(sorted(self.no_raw))} "

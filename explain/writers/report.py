@@ -195,8 +195,10 @@ def _warnings(data: ReportData, cards: list[Card], weak: int) -> list[str]:
         out.append(f"\"Which map to trust\" is worked out with report.photo_separator "
                    f"'{data.regrouped}' (explain report --photo-separator), which the run did "
                    f"not use: summary.json and the console's verdict are the run's own")
+        out += [n for n in [trustlines.separator_note(summary)] if n]  # in no image's name
     if summary.trust is not None and summary.trust.look_alike_images:
-        out.append(trustlines.look_alike_note(summary.trust))
+        out.append(trustlines.look_alike_note(summary.trust,
+                                              summary.config.report.photo_separator))
     return out
 
 
