@@ -84,6 +84,7 @@ PARTLY = "passes randomisation, fails random logit"
 PARTIAL = "inconclusive (partial cascade)"
 PARTIAL_LOGIT = PARTIAL + ", fails random logit"  # the random-logit failure in the badge too
 CLASS_BLIND = (PARTLY, PARTIAL_LOGIT)  # verdicts whose maps barely depend on the class
+INVERTED = -0.3  # a signed similarity this low: the randomised maps turned against the trained
 
 
 class SanitySummary(_Record):
@@ -142,6 +143,13 @@ class SanitySummary(_Record):
         if low is None or high is None or (self.partial and method.verdict != "pass"):
             return False
         return low < self.threshold <= high
+
+    def inverted(self, method: SanityMethod) -> bool:
+        """Whether a passing method's maps turned clearly against the trained ones (a signed
+        measure at or below INVERTED): high where they were low, a change by the rule, which a
+        reader may take for a failure (or, with ``_abs``, for a likeness)."""
+        return method.verdict == "pass" and not self.measure.endswith("_abs") and \
+            method.final <= INVERTED
 
     def verdicts(self) -> dict[str, tuple[str, str]]:
         """Method -> ('passes' | 'fails' | ``PARTLY`` | ``PARTIAL`` | ``PARTIAL_LOGIT``, its

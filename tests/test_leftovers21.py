@@ -192,3 +192,29 @@ def test_a_separator_that_groups_nothing_is_said_on_a_regrouped_page(tmp_path):
     assert "report.photo_separator &#39;_&#39; is in no image id (such as &#39;p0&#39;)" in box
     assert "(cat01_flip.jpg, cat01_crop.jpg: one photo, cat01)" in box
     assert np.isfinite(summary.trust.rows[0].metrics["road_combined"].mean)
+
+
+def test_a_turned_map_that_passes_the_sanity_check_is_explained():
+    """newcomer 21: Grad-CAM 'passes' with a rank correlation of -0.54 after 5 layers: the
+    re-initialised maps turned against the trained ones, a change by the rule, and the page
+    gave no word why a negative number passes. It says so; -0.1 or an _abs measure do not."""
+    from types import SimpleNamespace
+
+    from explain.sanity_records import SanitySummary
+    from explain.writers.report import environment
+
+    def html(final: float, measure: str = "spearman") -> str:
+        sim = {"spearman": final, "spearman_abs": final, "ssim": final, "ssim_abs": final}
+        record = SanitySummary.model_validate({
+            "measure": measure, "threshold": 0.5, "logit_threshold": 0.5, "seed": 0,
+            "layers": ["fc"], "not_randomised": 0, "methods": [{
+                "method": "gradcam", "verdict": "pass", "final": final, "cascading": [],
+                "final_per_map": [sim] * 2}],
+            "maps": [{"image": "a", "class": c} for c in ("cat", "dog")]})
+        return environment().get_template("sanity.html.j2").render(
+            summary=SimpleNamespace(sanity=record), prefix="")
+    said = ("A negative rank correlation (-0.540) means the re-initialised model's maps are "
+            "high where the trained model's were low: they turned, which counts as a change "
+            "(<code>sanity.measure: spearman_abs</code> would count it as a likeness instead).")
+    assert said in html(-0.54)
+    assert "A negative" not in html(-0.1) and "A negative" not in html(0.2, "ssim_abs")
