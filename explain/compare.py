@@ -103,13 +103,16 @@ def verdict(max_abs_values: list[float], tolerance: float | list[float]) -> str:
 
 
 def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
-                          classes: str = "", resized: bool = False) -> str:
+                          classes: str = "", resized: bool = False,
+                          beyond: list[CompareRow] | None = None) -> str:
     """What the maps' correlations say about a "differ" against reference files: near 1, the
     same map made another way (resize, scaling); a map at r = 0, one of the two constant (the
     blank maps of a hook on an inplace ReLU's input); lower, maps of another shape. ``crossed``
     (Comparison.cross_check): references that are another class's map, said first, with the
     run's ``classes`` ("cat = 0, dog = 1"). ``resized``: every reference was the layer's map,
-    resized and scaled here as the library's are, so r near 1 is no resize of the user's."""
+    resized and scaled here as the library's are, so r near 1 is no resize of the user's.
+    ``beyond``: the rows outside the tolerance (all when None), whose other causes are said
+    beside the maps without the ReLU."""
     rs = sorted(rows, key=lambda r: r.pearson)
     median = float(np.median([r.pearson for r in rs]))
     words = [f"Pearson r median {median:.2f}, lowest {rs[0].pearson:.2f} "
@@ -124,7 +127,8 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
         words.append(f"{len(unrelu)} map(s) look like the weighted channel sum without its "
                      f"ReLU ({unrelu[0].image} / {unrelu[0].class_name}: {unrelu[0].no_relu}): "
                      f"apply ReLU to the sum before the min-max scaling, as the library does")
-        rs = [r for r in rs if not r.no_relu]  # the others' cause, if any, said as well
+        rs = [r for r in (rs if beyond is None else beyond)  # the other maps' cause too
+              if not r.no_relu]
         if not rs:
             return "; ".join(words) + "; see docs/compare.md, hand-written references"
     flat = sum(1 for r in rs if r.pearson == 0.0)
@@ -307,10 +311,12 @@ class Comparison:
         for row in rows:
             by_method.setdefault(row.method, []).append(row)
         steps = {m: [self._step(r) for r in v] for m, v in by_method.items()}
-        for m, v in by_method.items():  # a map within the tolerance needs no why
-            for row, step in zip(v, steps[m]):
-                if row.max_abs <= self.tolerance + step:
-                    row.no_relu = None
+        beyond = {m: [r for r, q in zip(v, steps[m]) if r.max_abs > self.tolerance + q]
+                  for m, v in by_method.items()}
+        outside = {id(r) for v in beyond.values() for r in v}
+        for row in rows:  # a map within the tolerance needs no why
+            if id(row) not in outside:
+                row.no_relu = None
         self.run.write_csv(CSV_PATH, [r.dump() for r in rows])
         resized = {reference_name(r.image, r.class_name, r.method): r.resized
                    for r in rows if r.resized}  # every image's: the rows keep them
@@ -329,7 +335,7 @@ class Comparison:
             if self.reference_dir is not None:  # the user's maps: why, as far as r can say
                 every = len(self._of(resized, m)) == len(by_method[m])
                 info["note"] = why_references_differ(by_method[m], self._of(crossed, m),
-                                                     self.classes, every)
+                                                     self.classes, every, beyond[m])
             elif self.paper_notes and traits(m).paper_note:  # the library departs from the paper
                 info["note"] = traits(m).paper_note
         for m, info in per_method.items():  # an "agree" over part of the maps is no full mark

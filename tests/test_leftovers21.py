@@ -218,3 +218,22 @@ def test_a_turned_map_that_passes_the_sanity_check_is_explained():
             "(<code>sanity.measure: spearman_abs</code> would count it as a likeness instead).")
     assert said in html(-0.54)
     assert "A negative" not in html(-0.1) and "A negative" not in html(0.2, "ssim_abs")
+
+
+def test_maps_within_the_tolerance_are_no_cause_beside_a_no_relu_one(tmp_path):
+    """One reference without the ReLU among others that agree: the note named the missing
+    ReLU, then took the agreeing maps (r 1) for 'the same map resized or scaled another
+    way'. Only the maps outside the tolerance are explained."""
+    import cv2
+    import numpy as np
+    from test_newcomer20 import _library_like, _without_relu
+    size = (64, 64)
+    rng = np.random.default_rng(2)
+    raws = [cv2.GaussianBlur(rng.normal(size=(13, 13)), (5, 5), 1).astype(np.float32) + 0.05
+            for _ in range(3)]
+    pairs = [("c0", _library_like(raws[0], size), _without_relu(raws[0], size))]
+    pairs += [(f"c{i}", _library_like(r, size), _library_like(r, size))
+              for i, r in enumerate(raws[1:], 1)]
+    line, _ = _compared(tmp_path, pairs, 1e-4)
+    assert "1 map(s) look like the weighted channel sum without its ReLU (im / c0" in line
+    assert "resized" not in line and "r = 0" not in line and "differ in shape" not in line
