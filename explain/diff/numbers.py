@@ -443,8 +443,7 @@ def console_lines(result: DiffResult) -> list[str]:
         lines.append(f"  ({len(every)} method / class groups: the {CONSOLE_GROUPS} lowest r and "
                      f"the first {CONSOLE_GROUPS} changes shown; all of them in "
                      f"{DIFF_PAGE} and {DIFF_CSV})")
-    if flip_line(result):
-        lines.append(f"  {flip_line(result)}")
+    lines += [f"  {line}" for line in [flip_line(result)] if line]
     if result.threshold is not None:
         worst = listed([f"{m.image}/{m.class_name}/{m.method} r {m.correlation:.3f}"
                         for m in result.below])
