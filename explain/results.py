@@ -271,6 +271,15 @@ class ClassNumbers(_Record):
     pointing_units: Optional[int] = Field(None, ge=0)  # images, or photos, the interval is over
     pointing_by_method: Optional[dict[str, float]] = None
 
+    @field_validator("pointing_interval")
+    @classmethod
+    def _interval(cls, v: Optional[list[float]]) -> Optional[list[float]]:
+        """Two numbers, low and high (a shared summary's [0.5] stopped explain report in a
+        traceback: the page reads both)."""
+        if v is not None and len(v) != 2:
+            raise ValueError(f"expected [low, high], got {len(v)} number(s)")
+        return v
+
 
 class MeanMap(_Record):
     """The mean of one method's maps of a class over the images labelled with that class that

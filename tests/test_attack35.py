@@ -1,0 +1,33 @@
+"""The thirty-fifth attack (a helper's findings): today's new records of a shared run folder
+(the per-class pointing interval, ...) stopped a report or a diff in a traceback, or held it."""
+
+from __future__ import annotations
+
+from helpers import cli, finished_tiny_run, one_line, tampered
+
+
+def _pointing(summary: dict, interval: list) -> None:
+    """A labelled image and a dataset record whose cat row has ``interval``."""
+    summary["images"][0]["label"] = "cat"
+    summary["dataset"] = {
+        "labelled": 1, "unlabelled": 0, "correct": 1, "classes": ["cat", "dog"],
+        "confusion": [[1, 0], [0, 0]],
+        "per_class": [{"class": "cat", "images": 1, "correct": 1, "predicted_as": 1,
+                       "pointing_maps": 1, "pointing_hits": 1, "pointing": 1.0,
+                       "pointing_interval": interval, "pointing_units": 5}]}
+
+
+def test_a_pointing_interval_of_one_number_is_a_damaged_folder(tmp_path, capsys):
+    """summary.json's per-class ``pointing_interval`` as one number: the page reads its low
+    and its high, and ``explain report`` stopped in jinja's UndefinedError traceback (list
+    object has no element 1). Now the summary's one line, exit 2."""
+    finished = finished_tiny_run(tmp_path)
+    run = tampered(finished, tmp_path / "shared", lambda s: _pointing(s, [0.5]))
+    code, err, _ = cli(capsys, "report", run)
+    assert code == 2
+    one_line(err, "summary.json", "pointing_interval", "expected [low, high]",
+             "the run folder is damaged")
+    honest = tampered(finished, tmp_path / "honest", lambda s: _pointing(s, [0.4, 0.9]))
+    code, err, _ = cli(capsys, "report", honest)
+    assert code == 0, err
+    assert "95% interval 40.0%–90.0% over 5 images" in (honest / "report.html").read_text()
