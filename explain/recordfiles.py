@@ -228,6 +228,20 @@ def entry_problem(entry: ImageEntry, cfg: Config) -> Optional[str]:
     boxes = sum(len(b) for b in (entry.boxes or {}).values())
     if boxes > MAX_BOXES_PER_IMAGE:
         return f"{boxes} boxes, more than a run takes for one image ({MAX_BOXES_PER_IMAGE})"
+    return _not_yes_or_no(entry)
+
+
+def _not_yes_or_no(entry: ImageEntry) -> Optional[str]:
+    """A finite number of a yes-or-no metric (increase_in_confidence, a baseline's
+    pointing_hit) other than 0 or 1 in an entry's maps or baselines, or None: the intervals of
+    such means are widened by their Wilson interval, and a shared summary's 2.0 made its
+    square root negative (every reader stopped in a traceback: math domain error)."""
+    yes_no = {name for name, traits in metric_table.items() if traits.yes_no}
+    for scores in [r.faithfulness or {} for r in entry.cams] + [b.scores for b in
+                                                                 entry.baselines]:
+        for key in yes_no & scores.keys():
+            if math.isfinite(scores[key]) and scores[key] not in (0, 1):
+                return f"a number {scores[key]:g} of {quote(key)}, not 0 or 1"
     return None
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from helpers import cli, finished_tiny_run, one_line, tampered
+import pytest
+import torch
+from helpers import CAT, IMAGES, cli, finished_tiny_run, one_line, tampered, tiny_config, tiny_net
 
 
 def _pointing(summary: dict, interval: list) -> None:
@@ -47,3 +49,42 @@ def test_many_method_durations_are_ordered_in_linear_time(tmp_path, capsys):
     assert code == 0, err
     assert "method m39999 (in cams) 0.1" in (run / "report.html").read_text()
     assert spent < 6.0, spent
+
+
+def _two_images(folder):
+    """A finished run of the tiny net on the cat and dog photos: its run folder."""
+    from explain.config import load_config
+    from explain.runner import RunOptions, run
+    torch.save(tiny_net(), folder / "m.pth")
+    path = tiny_config(folder, {"file": "m.pth"}, name="a", classes={"cat": 0, "dog": 1},
+                       images=[str(CAT), str(IMAGES / "dog.jpg")])
+    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    return folder / "results" / "a"
+
+
+def _yes_no(summary: dict, where: str) -> None:
+    """increase_in_confidence (a yes or a no a map) recorded as 2 on every map, or on a
+    random baseline of every image."""
+    summary["config"]["metrics"] = [{"name": "increase_in_confidence"}]
+    for image in summary["images"]:
+        for rec in image["cams"]:
+            rec["faithfulness"] = {"increase_in_confidence": 2.0 if where == "maps" else 1.0}
+        if where == "baseline":
+            image["baselines"] = [{"class": "cat", "baseline": "random",
+                                   "scores": {"increase_in_confidence": 2.0}}]
+
+
+@pytest.mark.parametrize("where", ["maps", "baseline"])
+def test_a_yes_or_no_number_other_than_0_or_1_is_a_damaged_folder(tmp_path, capsys, where):
+    """A map's (or baseline's) increase_in_confidence or pointing_hit is a yes or a no; the
+    intervals of their means are widened by the Wilson interval, and a shared summary's 2.0
+    made its square root negative: ``explain report`` and ``explain.load(...)``'s display
+    stopped in a traceback (ValueError: math domain error). Now one line naming the number."""
+    import explain
+    run = tampered(_two_images(tmp_path), tmp_path / "shared", lambda s: _yes_no(s, where))
+    code, err, _ = cli(capsys, "report", run)
+    assert code == 2
+    one_line(err, "summary.json", "a number 2 of 'increase_in_confidence', not 0 or 1",
+             "the run folder is damaged")
+    with pytest.raises(explain.ExplainError, match="not 0 or 1"):
+        explain.load(run)._repr_html_()
