@@ -137,8 +137,9 @@ def read_box_file(path: Path, classes: list[str]) -> list[Box]:
             boxes += _read_voc(f, _bytes(f), classes)
             _count(len(boxes), path)
         return boxes
-    if not path.is_file():
-        raise ExplainError(f"annotations.file: file not found: {path}")
+    if not path.is_file():  # or what it is: a named pipe, a socket, a device
+        from explain.images.found import not_found
+        raise ExplainError(f"annotations.file: file {not_found(path, '')}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _read_csv(path, _text(path), classes)

@@ -1,5 +1,7 @@
-"""The thirty-fifth attack (a helper's findings): today's new records of a shared run folder
-(the per-class pointing interval, ...) stopped a report or a diff in a traceback, or held it."""
+"""The thirty-fifth attack (a helper's findings): a shared run folder's per-class pointing
+interval and yes-or-no numbers stopped explain report (and the notebook's display) in a
+traceback, its durations held the report quadratically long, and a shared config's named
+pipe as model or box file was said to be missing."""
 
 from __future__ import annotations
 
@@ -88,3 +90,23 @@ def test_a_yes_or_no_number_other_than_0_or_1_is_a_damaged_folder(tmp_path, caps
              "the run folder is damaged")
     with pytest.raises(explain.ExplainError, match="not 0 or 1"):
         explain.load(run)._repr_html_()
+
+
+def test_a_named_pipe_as_model_or_box_file_is_called_what_it_is(tmp_path, capsys):
+    """A shared config's ``model.file`` or ``annotations.file`` naming a named pipe: the model
+    said 'model file not found — did you mean <that very path>?', the boxes 'file not found',
+    as images did before they were told apart (attack 35: the same for these two files). Now
+    the line says it is a named pipe; nothing opens it (no run waits on a writer)."""
+    import os
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    os.mkfifo(tmp_path / "pipe.pth")
+    os.mkfifo(tmp_path / "boxes.csv")
+    model = tiny_config(tmp_path, {"file": "pipe.pth"}, stem="model")
+    boxes = tiny_config(tmp_path, {"file": "m.pth"}, stem="boxes",
+                        classes={"cat": 0, "dog": 1}, annotations={"file": "boxes.csv"})
+    for path, needle in ((model, "model.file: "), (boxes, "annotations.file: file ")):
+        start = time.monotonic()
+        code, err, _ = cli(capsys, path)
+        assert code == 2 and time.monotonic() - start < 60
+        line = one_line(err, needle, "is a named pipe (FIFO)")
+        assert "not found" not in line and "did you mean" not in line
