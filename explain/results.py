@@ -260,11 +260,12 @@ class ClassNumbers(_Record):
     class_name: str = Field(alias="class")
     images: int = Field(ge=0)  # labelled with this class
     correct: int = Field(ge=0)  # of those, predicted as this class
-    accuracy: Optional[float] = None  # correct / images (recall); None without images
+    accuracy: Optional[float] = Field(None, ge=0, le=1)  # correct / images (recall); None
+    #                                                     without images
     predicted_as: int = Field(ge=0)  # images (labelled or not) the model predicts as this class
     pointing_maps: int = Field(0, ge=0)  # maps of this class with a ground-truth box
     pointing_hits: int = Field(0, ge=0)  # of those, maps whose peak lies inside the box
-    pointing: Optional[float] = None  # hits / maps (pointing game); None without boxes
+    pointing: Optional[float] = Field(None, ge=0, le=1)  # hits / maps (pointing game)
     # its 95% bootstrap interval over the images (explain.datasets.pointing_intervals); None
     # under 5 images with boxes
     pointing_interval: Optional[list[float]] = None
@@ -278,6 +279,8 @@ class ClassNumbers(_Record):
         traceback: the page reads both)."""
         if v is not None and len(v) != 2:
             raise ValueError(f"expected [low, high], got {len(v)} number(s)")
+        if v is not None and not all(0 <= x <= 1 for x in v):  # a share's (NaN neither)
+            raise ValueError(f"expected shares from 0 to 1, got {v}")
         return v
 
 

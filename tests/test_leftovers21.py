@@ -124,6 +124,10 @@ def test_a_shared_summarys_class_counts_are_not_negative():
                 "pointing_units"):
         with pytest.raises(ValidationError, match=key):
             ClassNumbers.model_validate({**row, key: -3})
+    for key, value in (("accuracy", 1.5), ("pointing", float("nan")),
+                       ("pointing_interval", [float("nan"), float("inf")])):
+        with pytest.raises(ValidationError, match=key):  # attack 35: 'nan%–inf%' on the page
+            ClassNumbers.model_validate({**row, key: value})
 
 
 def test_an_unfinished_exp_2_report_says_how_to_resume_it(tmp_path):
