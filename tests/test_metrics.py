@@ -321,7 +321,7 @@ def test_the_faithfulness_estimate_counts_maps_imputations_and_is_kept_beside_th
     d = summary.durations_s  # the per-batch outputs split: metrics apart from the pictures
     last = end[-1]
     assert f"metrics {d['metrics']:.1f}s, pictures and files " \
-           f"{d['figures'] - d['metrics']:.1f}s)" in last and "of which" not in last, last
+           f"{d['figures'] - d['metrics']:.1f}s" in last and "of which" not in last, last
     assert d["figures"] >= d["metrics"] > 0
     from explain.writers.summary import duration_parts
     parts = dict(duration_parts(d))
