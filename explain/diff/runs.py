@@ -134,8 +134,9 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
             raise ExplainError(f"the runs share no {kind}: {a.root} has {listed(in_a) or 'none'}; "
                                f"{b.root} has {listed(in_b) or 'none'}; compare runs of the same "
                                f"images, classes and methods")
-        left_out += _only("A", f"{kind}s", [n for n in in_a if n not in set_b])
-        left_out += _only("B", f"{kind}s", [n for n in in_b if n not in set_a])
+        plural = "classes" if kind == "class" else f"{kind}s"
+        left_out += _only("A", plural, [n for n in in_a if n not in set_b])
+        left_out += _only("B", plural, [n for n in in_b if n not in set_a])
     # maps of a class or method only one run has are said above: not counted again below
     shared = [set(kinds[kind][0]) & set(kinds[kind][1]) for kind in ("class", "method")]
     found = _Found()
