@@ -19,3 +19,36 @@ def test_diff_lists_classes_only_in_one_run_spelled_right():
     _, left_out = match(_side("A", ["dog"]), _side("B", ["dog", "background", "cat"]))
     assert "classes only in B: background, cat" in left_out
     assert not [line for line in left_out if "classs" in line]
+
+
+def _record(**task):
+    """A map's record as numbers() reads it, with a segmentation or detection part."""
+    from explain.tasks.records import DetectionNumbers, RegionNumbers
+    base = dict(probability=0.5, logit=None, raw_max=1.0, peak_value=1.0, peak_x=3, peak_y=4,
+                mass_left=0.5, mass_right=0.5, mass_top=0.5, mass_bottom=0.5, agreement=None,
+                faithfulness=None, localisation=None, channels=None, segment=None,
+                detection=None)
+    if "segment" in task:
+        base["segment"] = RegionNumbers(**task["segment"])
+    if "detection" in task:
+        base["detection"] = DetectionNumbers(**task["detection"])
+    return NS(**base)
+
+
+def test_diff_compares_the_segmentation_and_detection_numbers():
+    """docs/compare.md: 'every number of the two records side by side'; a segmentation run's
+    mask IoU and energy in region, a detection run's energy in box, were not in diff.csv."""
+    from explain.diff.numbers import numbers
+    seg = numbers(_record(segment=dict(
+        region="label", region_pixels=100, region_share=0.25, predicted_share=1.0,
+        score=-418.0, energy_in_region=0.776, energy_in_mask=0.776, mask_iou=0.0295,
+        pointing_hit=True)))
+    assert {k: seg[k] for k in ("energy_in_region", "energy_in_mask", "mask_iou",
+                                "pointing_hit", "region_share", "score")} == {
+        "energy_in_region": 0.776, "energy_in_mask": 0.776, "mask_iou": 0.0295,
+        "pointing_hit": 1.0, "region_share": 0.25, "score": -418.0}
+    assert "region" not in seg
+    det = numbers(_record(detection=dict(label="dog", score=0.338, box=[1, 2, 3, 4],
+                                         energy_in_box=0.0146, inside_outside=0.523)))
+    assert (det["energy_in_box"], det["inside_outside"], det["score"]) == (0.0146, 0.523, 0.338)
+    assert "box" not in det and "label" not in det

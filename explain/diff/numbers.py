@@ -24,10 +24,11 @@ from explain.stats import figure
 CONSOLE_GROUPS = 12  # method / class lines printed (a run of 1,000 classes has 2,000 groups)
 NOT_HEADLINE = {"logit", "raw_max", "peak_value", "peak_x", "peak_y", "mass_left", "mass_right",
                 "mass_top", "mass_bottom", "channels", "nonzero_gradient", "channels_50",
-                "channels_90"}
+                "channels_90", "region_pixels"}
 # record numbers that lie in 0..1 (a map scaled to 0..1, its shares, a probability): their
 # change lies in -1..1, and so does its interval (the metrics' own bounds: metrics.TABLE)
-SHARES = ("probability", "peak_value", "mass_left", "mass_right", "mass_top", "mass_bottom")
+SHARES = ("probability", "peak_value", "mass_left", "mass_right", "mass_top", "mass_bottom",
+          "region_share", "predicted_share", "energy_in_region", "energy_in_mask", "mask_iou")
 
 
 @dataclass(kw_only=True)
@@ -149,13 +150,17 @@ def correlation(x: np.ndarray, y: np.ndarray) -> float:
 
 def numbers(rec: MapRecord) -> dict[str, float]:
     """Every number of a record, flat (the names of summary.csv): probability, logit, raw max,
-    peak, mass shares, agreement, faithfulness, localisation (pointing hit as 1/0), channels."""
+    peak, mass shares, agreement, faithfulness, localisation (pointing hit as 1/0), channels,
+    a segmentation or detection map's numbers against its region or box."""
     out = {key: getattr(rec, key) for key in (
         "probability", "logit", "raw_max", "peak_value", "peak_x", "peak_y", "mass_left",
         "mass_right", "mass_top", "mass_bottom", "agreement")}
     out.update(rec.faithfulness or {})
     for group in (rec.localisation, rec.channels):
         out.update(group.model_dump() if group is not None else {})
+    for part in (rec.segment, rec.detection):  # their numbers; not the region, label or box
+        out.update({k: v for k, v in (part.model_dump() if part is not None else {}).items()
+                    if isinstance(v, (int, float))})
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
