@@ -52,3 +52,22 @@ def test_diff_compares_the_segmentation_and_detection_numbers():
                                          energy_in_box=0.0146, inside_outside=0.523)))
     assert (det["energy_in_box"], det["inside_outside"], det["score"]) == (0.0146, 0.523, 0.338)
     assert "box" not in det and "label" not in det
+
+
+def test_cam_on_a_segmentation_model_says_how_to_explain_it():
+    """explain.cam said 'this looks like a segmentation model: use task: segmentation', but
+    it takes no task (unknown option 'task'): the line points to explain.run with a config."""
+    import numpy as np
+    import pytest
+    import torch
+    import explain
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 3, 1))
+    photo = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(explain.ExplainError) as err:
+        explain.cam(net, photo, "auto", classes=["a", "b", "c"], preprocess={"size": 32})
+    message = str(err.value)
+    assert "explain.cam and explain.channel_maps explain classifiers" in message, message
+    assert "explain.run" in message and "task: segmentation" in message
+    assert "use task: segmentation" not in message

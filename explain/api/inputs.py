@@ -68,7 +68,12 @@ def call_words(message: str, known: dict[str, str]) -> str:
         message = re.sub(bare + r": ([\w.\-]*\w)", lambda found: f"{option}="
                          f"{_python_value(found.group(1))}", message)
         message = re.sub(bare, option, message)
-    return message
+    return re.sub(r"(?:use|add) task: (segmentation|detection)(?: too)?", _TASK_HINT, message)
+
+
+# a call takes no task: a segmentation model's or a detector's maps come from a run
+_TASK_HINT = (r"explain.cam and explain.channel_maps explain classifiers only: write a config "
+              r"with task: \1 (docs/models.md) and call explain.run(config)")
 
 
 def _python_value(word: str) -> str:
