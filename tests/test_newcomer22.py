@@ -71,3 +71,23 @@ def test_cam_on_a_segmentation_model_says_how_to_explain_it():
     assert "explain.cam and explain.channel_maps explain classifiers" in message, message
     assert "explain.run" in message and "task: segmentation" in message
     assert "use task: segmentation" not in message
+
+
+def _titled(task: str, cls: str, probabilities: dict, detection=None) -> str:
+    """Run.show's title of one overlay, for a run of ``task`` (no folder read)."""
+    from explain.api.runs import Run
+    record = NS(peak_value=1.0, detection=detection)
+    run = NS(summary=NS(config=NS(task=task)), record=lambda *_: record)
+    return Run._title(run, NS(id="both", probabilities=probabilities), cls, "gradcam")
+
+
+def test_show_titles_say_a_share_of_pixels_or_a_box_score_not_a_probability():
+    """Run.show titled a segmentation map 'gradcam · cat (p 0.000)', where 0 is the share of
+    pixels the model predicts as cat (the card: 'predicted: 0.0% of the image'), and a
+    detection map had no score."""
+    assert _titled("segmentation", "cat", {"cat": 0.0, "dog": 1.0}) == \
+        "gradcam · cat (predicted 0.0% of the image)"
+    box = NS(score=0.338325, label="dog")
+    assert _titled("detection", "dog-1", {"cat": 0.0, "dog": 0.338}, box) == \
+        "gradcam · dog-1 (score 0.34)"
+    assert _titled("classification", "cat", {"cat": 0.25}) == "gradcam · cat (p 0.250)"

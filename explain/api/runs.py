@@ -398,12 +398,17 @@ class Run:
                                   for c in classes], entry.input_size, len(first))
 
     def _title(self, entry: "ImageEntry", cls: str, method: str) -> str:
-        """An overlay's title in ``show``: method, class, probability, and 'all zero' for a
-        map where the method found nothing (an overlay of one colour), as the card says."""
+        """An overlay's title in ``show``: method, class, probability (a segmentation
+        class's predicted share of the pixels, a detection's score, as the card says), and
+        'all zero' for a map where the method found nothing (an overlay of one colour)."""
         p = entry.probabilities.get(cls)
-        blank = self.record(entry.id, cls, method).peak_value <= 0
-        return f"{method} · {cls}" + (f" (p {p:.3f})" if p is not None else "") + \
-            (" · all zero" if blank else "")
+        rec = self.record(entry.id, cls, method)
+        task = self.summary.config.task
+        said = "" if p is None else f" (predicted {p:.1%} of the image)" \
+            if task == "segmentation" else f" (p {p:.3f})"
+        if task == "detection" and rec.detection is not None:
+            said = f" (score {rec.detection.score:.2f})"
+        return f"{method} · {cls}{said}" + (" · all zero" if rec.peak_value <= 0 else "")
 
     def _repr_html_(self) -> str:
         from explain.api.runview import run_html
