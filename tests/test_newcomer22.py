@@ -91,3 +91,20 @@ def test_show_titles_say_a_share_of_pixels_or_a_box_score_not_a_probability():
     assert _titled("detection", "dog-1", {"cat": 0.0, "dog": 0.338}, box) == \
         "gradcam · dog-1 (score 0.34)"
     assert _titled("classification", "cat", {"cat": 0.25}) == "gradcam · cat (p 0.250)"
+
+
+def test_no_detection_above_the_threshold_says_the_best_score_there_was():
+    """'no detection of a named class scores at least score_threshold 0.5 on 3 image(s)': a
+    random-weight detector's boxes scored 0.338, which the note did not say; it does now."""
+    from explain.tasks.records import task_notes
+    cfg = NS(task="detection", detection=NS(score_threshold=0.5, max_boxes=3))
+    images = [NS(id=name, detections=NS(explained=[], above_threshold=0),
+                 probabilities={"cat": 0.0, "dog": p}) for name, p in (("cat", 0.2),
+                                                                        ("both", 0.338325))]
+    [note] = task_notes(cfg, images)
+    assert note.startswith("detection: no detection of a named class scores at least "
+                           "score_threshold 0.5 on 2 image(s): cat, both; nothing to explain")
+    assert note.endswith("the best box scores 0.338 (dog on both): a score_threshold at or "
+                         "below it explains it"), note
+    images[1].probabilities["dog"] = 0.33851  # rounded down: a threshold of 0.338 explains it
+    assert "the best box scores 0.338 (dog on both)" in task_notes(cfg, images)[0]

@@ -4,6 +4,8 @@ map numbers as flat columns) and the item files ``--resume`` reads back."""
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Container, Optional
 
 import numpy as np
@@ -221,6 +223,18 @@ def _segmentation_notes(cfg: Any, images: list, listing: bool) -> list[str]:
     return notes
 
 
+def _best_box(images: list) -> str:
+    """'; the best box scores 0.338 (dog on both): ...' over images without a detection
+    explained (their probabilities: each class's best box score, whatever the threshold)."""
+    best = max(((p, c, e.id) for e in images for c, p in (e.probabilities or {}).items()),
+               default=(0.0, "", ""))
+    if best[0] <= 0:
+        return ""
+    step = 10.0 ** (math.floor(math.log10(best[0])) - 2)  # 3 digits, rounded down: at most it
+    return (f"; the best box scores {math.floor(best[0] / step) * step:.3g} ({best[1]} on "
+            f"{best[2]}): a score_threshold at or below it explains it")
+
+
 def task_notes(cfg: Any, images: list, listing: bool = True) -> list[str]:
     """What a reader must know of the run's images, from their records: images without a
     label map in segmentation.masks, targets without a region (segmentation), images without
@@ -229,7 +243,8 @@ def task_notes(cfg: Any, images: list, listing: bool = True) -> list[str]:
     another letter case, a folder a shared config.json names anywhere, '~' too)."""
     if cfg.task == "segmentation":
         return _segmentation_notes(cfg, images, listing)
-    none = [e.id for e in images if e.detections is not None and not e.detections.explained]
+    lacking = [e for e in images if e.detections is not None and not e.detections.explained]
+    none = [e.id for e in lacking]
     more = [e.id for e in images if e.detections is not None and
             e.detections.above_threshold > len(e.detections.explained)]
     notes = []
@@ -237,7 +252,7 @@ def task_notes(cfg: Any, images: list, listing: bool = True) -> list[str]:
         shown = listed(none)
         notes.append(f"detection: no detection of a named class scores at least "
                      f"score_threshold {cfg.detection.score_threshold} on {len(none)} "
-                     f"image(s): {shown}; nothing to explain there")
+                     f"image(s): {shown}; nothing to explain there" + _best_box(lacking))
     if more:
         notes.append(f"detection: {len(more)} image(s) have more than max_boxes "
                      f"({cfg.detection.max_boxes}) detections above the threshold; the best "
