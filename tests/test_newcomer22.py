@@ -108,3 +108,30 @@ def test_no_detection_above_the_threshold_says_the_best_score_there_was():
                          "below it explains it"), note
     images[1].probabilities["dog"] = 0.33851  # rounded down: a threshold of 0.338 explains it
     assert "the best box scores 0.338 (dog on both)" in task_notes(cfg, images)[0]
+
+
+def test_a_gradient_method_at_the_pyramid_names_a_layer_it_can_use(tmp_path, capsys):
+    """'--methods gradcam' on a Faster R-CNN with target_layers: auto said 'name a tensor layer
+    ..., such as one FPN level's convolution (explain layers CONFIG lists them)': 279 layers
+    to read; the line names one, backbone.fpn.layer_blocks.0 (docs/models.md's)."""
+    import torch
+    import torchvision
+    import yaml
+    from explain.cli import main
+    torch.manual_seed(0)
+    net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=96)
+    torch.save(net.state_dict(), tmp_path / "detector.pt")
+    images = Path(__file__).resolve().parent.parent / "images"
+    config = dict(name="det", task="detection", classes={"cat": 1, "dog": 2},
+                  model=dict(file="detector.pt", arch="torchvision.models.detection."
+                             "fasterrcnn_mobilenet_v3_large_fpn",
+                             arch_args=dict(num_classes=3, min_size=64, max_size=96)),
+                  images=[str(images / "cat.jpg")], methods=["gradcam"], target_layers="auto",
+                  preprocess=dict(size=64, mean=[0, 0, 0], std=[1, 1, 1]),
+                  detection=dict(score_threshold=0.0), output=dict(dir=str(tmp_path / "out")))
+    (tmp_path / "det.yaml").write_text(yaml.safe_dump(config))
+    assert main([str(tmp_path / "det.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "name a tensor layer for gradcam, such as 'backbone.fpn.layer_blocks.0'" in err, err
+    assert "--layer backbone.fpn.layer_blocks.0" in err

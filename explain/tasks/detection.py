@@ -236,9 +236,17 @@ class DetectionEngine(CamEngine):
             raise ExplainError(
                 f"methods: {spec.name}: needs the gradient at {pyramid}, whose output is a "
                 f"dict of feature maps; the library takes gradients of tensor outputs only: use "
-                f"eigencam there, or name a tensor layer for {spec.name}, such as one FPN "
-                f"level's convolution (explain layers CONFIG lists them)")
+                f"eigencam there, or name a tensor layer for {spec.name}, such as "
+                f"{_tensor_level(self.model.net)}")
         return cam
+
+
+def _tensor_level(net: nn.Module) -> str:
+    """A layer a gradient method can use in a detector: its finest FPN level's convolution
+    (torchvision's, 'backbone.fpn.layer_blocks.0', with the option that names it), or words."""
+    name = next((n for n, _ in net.named_modules() if n.endswith("fpn.layer_blocks.0")), None)
+    return f"'{name}' (--layer {name}; explain layers CONFIG lists the others)" if name else \
+        "one FPN level's convolution (explain layers CONFIG lists them)"
 
 
 def _release(cam: Any) -> None:
