@@ -135,3 +135,23 @@ def test_a_gradient_method_at_the_pyramid_names_a_layer_it_can_use(tmp_path, cap
     err = capsys.readouterr().err
     assert "name a tensor layer for gradcam, such as 'backbone.fpn.layer_blocks.0'" in err, err
     assert "--layer backbone.fpn.layer_blocks.0" in err
+
+
+def test_the_mask_picture_caption_says_which_colour_is_which_class():
+    """The card's predicted mask tinted dog orange and cat pink, the caption said only
+    'white: class outlines; magenta: ground truth': which colour is which class was nowhere.
+    Each predicted class (not class 0, left clear) gets its colour, as the picture has it."""
+    import numpy as np
+    from explain.tasks.drawing import mask_picture
+    from explain.writers.cards import mask_colours
+    entry = NS(segmentation=NS(truth=False),
+               probabilities={"background": 0.134, "cat": 0.0, "dog": 0.866})
+    config = NS(task="segmentation", classes={"background": 0, "cat": 1, "dog": 2})
+    key = mask_colours(entry, config)
+    assert [name for name, _ in key] == ["dog"]
+    labels = np.full((4, 4), 2)
+    labels[0, 0] = 1
+    pixel = mask_picture(np.zeros((4, 4, 3), np.float32), labels, 3)[2, 2]  # half the colour
+    swatch = [int(key[0][1][i:i + 2], 16) for i in (1, 3, 5)]
+    assert np.abs(np.array(swatch) - 2 * pixel.astype(int)).max() <= 1, (swatch, pixel)
+    assert mask_colours(entry, NS(task="detection", classes={})) == []

@@ -48,6 +48,8 @@ class Card:
     channel_views: list[tuple[str, str]] = field(default_factory=list)  # (what, file): the
     #                                     activation grid, each method's class contrast
     path: str = ""  # the photo's path as the page shows it (``shown_path``)
+    mask_key: list[tuple[str, str]] = field(default_factory=list)  # (class, '#rrggbb'): the
+    #                                     predicted mask's colours (task: segmentation)
 
 
 REPORT_BOXES = 50  # boxes drawn over one overlay: a shared summary.json within every bound
@@ -90,8 +92,21 @@ def image_cards(run: RunFolder, data: ReportData, classes: list[str]) -> list[Ca
                           concepts=in_folder(run, entry.files.concepts_figure),
                           task_picture=in_folder(run, entry.files.task),
                           channel_views=channel_views(run, entry, data.summary.config),
-                          path=shown_path(entry.path, data.summary.config_file)))
+                          path=shown_path(entry.path, data.summary.config_file),
+                          mask_key=mask_colours(entry, data.summary.config)))
     return cards
+
+
+def mask_colours(entry: ImageEntry, config: Any) -> list[tuple[str, str]]:
+    """(class, '#rrggbb') of each class a segmentation image's mask picture tints: the
+    classes with predicted pixels but class 0, left clear (explain.tasks.drawing.palette)."""
+    if config.task != "segmentation" or entry.segmentation is None:
+        return []
+    from explain.tasks.drawing import palette
+    shown = [(c, config.classes[c]) for c, share in entry.probabilities.items()
+             if share and config.classes.get(c, 0) > 0]
+    colours = palette(max((i for _, i in shown), default=0) + 1)
+    return [(c, "#" + "".join(f"{int(v):02x}" for v in colours[i])) for c, i in shown]
 
 
 def channel_views(run: RunFolder, entry: ImageEntry, config: Any) -> list[tuple[str, str]]:
