@@ -155,3 +155,25 @@ def test_the_mask_picture_caption_says_which_colour_is_which_class():
     swatch = [int(key[0][1][i:i + 2], 16) for i in (1, 3, 5)]
     assert np.abs(np.array(swatch) - 2 * pixel.astype(int)).max() <= 1, (swatch, pixel)
     assert mask_colours(entry, NS(task="detection", classes={})) == []
+
+
+def test_the_console_says_what_a_segmentation_runs_numbers_are(tmp_path, capsys):
+    """'cat: predicted dog (background 0.000, cat 0.000, dog 1.000)' read as probabilities;
+    they are shares of the pixels (a detection run's: each class's best box score)."""
+    import torch
+    import yaml
+    from explain.cli import main
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 3, 1))
+    torch.save(net, tmp_path / "seg.pt")
+    images = Path(__file__).resolve().parent.parent / "images"
+    config = dict(name="seg", task="segmentation", model=dict(file="seg.pt"),
+                  classes={"background": 0, "cat": 1, "dog": 2}, target_layers=["1"],
+                  images=[str(images / "cat.jpg")], methods=["gradcam"], metrics=[],
+                  preprocess=dict(size=32), output=dict(dir=str(tmp_path / "out")))
+    (tmp_path / "seg.yaml").write_text(yaml.safe_dump(config))
+    assert main([str(tmp_path / "seg.yaml"), "--quiet"]) == 0
+    out = capsys.readouterr()
+    [line] = [x for x in (out.out + out.err).splitlines() if x.startswith("  cat: ")]
+    assert line.startswith("  cat: predicted ") and " (share of the pixels: background " in line

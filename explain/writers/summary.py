@@ -214,9 +214,11 @@ def console_lines(summary: RunSummary) -> list[str]:
         if took is not None:
             what = ESTIMATED.get(key, key)
             lines.append(f"  time: {what} took {took:.1f} s ({about(estimate)} estimated)")
+    said = {"segmentation": "share of the pixels: ", "detection": "best box score: "}.get(
+        summary.config.task, "")  # what the numbers are where they are no probabilities
     for image in summary.images[:CONSOLE_ROWS]:
         probs = ", ".join(f"{k} {v:.3f}" for k, v in image.probabilities.items())
-        lines.append(f"  {image.id}: predicted {image.predicted} ({probs})")
+        lines.append(f"  {image.id}: predicted {image.predicted} ({said}{probs})")
     lines += _more(len(summary.images), "image(s)", "summary.csv")
     lines += [f"  warning: {line}" for line in swapped.warnings(summary)]
     skipped = summary.skipped_files + summary.skipped_images
