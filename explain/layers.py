@@ -155,8 +155,18 @@ def survey(net: nn.Module, classifier: nn.Module, x: torch.Tensor, head: Head, *
             raise not_logits(out)
         if not scores.requires_grad:
             raise ExplainError(NO_GRADIENT)
-        _mark_degenerate(rows, outputs, scores)
+        _mark_degenerate(rows, outputs, scores[0, _top_class(head, out, scores)])
     return rows
+
+
+def _top_class(head: Head, out: Any, scores: torch.Tensor) -> int:
+    """The first image's top class as 'predicted' ranks it (a segmenter's: by its pixels, not
+    by its sum of scores, the lowest over the most pixels where its logits are negative)."""
+    ranking = getattr(head, "ranking", None)
+    if ranking is None:  # a detector's head: its scores rank
+        return int(scores[0].argmax())
+    with torch.no_grad():
+        return int(ranking(out)[0].argmax())
 
 
 NO_GRADIENT = ("model: the class scores carry no gradient (the forward pass detaches them or "
@@ -164,7 +174,7 @@ NO_GRADIENT = ("model: the class scores carry no gradient (the forward pass deta
 
 
 def _mark_degenerate(rows: list[LayerRow], outputs: dict[int, torch.Tensor],
-                     scores: torch.Tensor) -> None:
+                     score: torch.Tensor) -> None:
     """Mark the usable layers where the top class's gradient is non-zero at < 2 positions."""
     wanted = [i for i in outputs if rows[i].usable]
     tensors = [outputs[i] for i in wanted if outputs[i].requires_grad]
@@ -172,7 +182,6 @@ def _mark_degenerate(rows: list[LayerRow], outputs: dict[int, torch.Tensor],
         rows[i].degenerate = not outputs[i].requires_grad  # not reached from the image at all
     if not tensors:
         return
-    score = scores[0, int(scores[0].argmax())]
     grads = torch.autograd.grad(score, tensors, allow_unused=True)
     for i, grad in zip([i for i in wanted if outputs[i].requires_grad], grads):
         if grad is None:

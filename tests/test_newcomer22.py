@@ -177,3 +177,28 @@ def test_the_console_says_what_a_segmentation_runs_numbers_are(tmp_path, capsys)
     out = capsys.readouterr()
     [line] = [x for x in (out.out + out.err).splitlines() if x.startswith("  cat: ")]
     assert line.startswith("  cat: predicted ") and " (share of the pixels: background " in line
+
+
+def test_auto_layer_of_a_segmenter_follows_its_largest_class_not_its_largest_sum():
+    """An untrained segmenter's logits are negative: the class summed over the most pixels
+    has the lowest sum, so the layer survey followed a class predicted at one pixel and
+    marked every layer 'zero grad' ('auto: no layer a CAM can use'). It follows the class
+    the model predicts over the most pixels, as 'predicted' ranks them."""
+    import torch
+    from explain.layers import survey
+    from explain.tasks.segmentation import RegionHead, SegmentationNet
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(2, 3, 1))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[0, 0] = 1.0   # channel 0: the image's red
+        net[0].weight[1, 1] = 1.0   # channel 1: 1 + green, positive everywhere
+        net[0].bias.copy_(torch.tensor([0.0, 1.0]))
+        net[2].weight.zero_()
+        net[2].weight[1, 0] = 10.0  # class 1: -2 + 10 red: predicted at the one red pixel
+        net[2].weight[2, 1] = 0.01  # class 2: -1.01 + 0.01 (1 + green): everywhere else
+        net[2].bias.copy_(torch.tensor([-10.0, -2.0, -1.01]))
+    x = torch.zeros(1, 3, 8, 8)
+    x[0, 0, 3, 3] = 1.0
+    rows = {row.name: row for row in survey(net, SegmentationNet(net), x, RegionHead())}
+    assert not rows["1"].degenerate and not rows["2"].degenerate
