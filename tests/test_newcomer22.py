@@ -202,3 +202,16 @@ def test_auto_layer_of_a_segmenter_follows_its_largest_class_not_its_largest_sum
     x[0, 0, 3, 3] = 1.0
     rows = {row.name: row for row in survey(net, SegmentationNet(net), x, RegionHead())}
     assert not rows["1"].degenerate and not rows["2"].degenerate
+
+
+def test_diff_of_a_segmentation_and_a_detection_run_says_the_tasks_differ():
+    """'the runs share no class: runs/seg has background, cat, dog; runs/det has dog-1, ...':
+    the classes were not the problem; the runs are of two tasks."""
+    import pytest
+    from explain.errors import ExplainError
+    seg, det = _side("A", ["dog"]), _side("B", ["dog-1"])
+    det.summary.config.task = "detection"
+    with pytest.raises(ExplainError) as err:
+        match(seg, det)
+    assert str(err.value) == ("A is a task: segmentation run and B a task: detection run; "
+                              "explain diff compares two runs of one task")

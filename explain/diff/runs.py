@@ -120,6 +120,10 @@ def match(a: Side, b: Side) -> tuple[list[Pair], list[str]]:
     """The maps of both runs (A's order) and what was left out, as lines. ExplainError in
     one line when the runs share no image, no class, no method, or no map. Two detection
     runs' maps are paired by box (explain.diff.boxes); their classes are the boxes' labels."""
+    tasks = [side.summary.config.task for side in (a, b)]
+    if tasks[0] != tasks[1]:  # their classes differ too: a detection's are its boxes
+        raise ExplainError(f"{a.root} is a task: {tasks[0]} run and {b.root} a task: "
+                           f"{tasks[1]} run; explain diff compares two runs of one task")
     by_box = _by_box(a, b)
     entries = [{e.id: e for e in s.summary.images} for s in (a, b)]
     kinds = {"image": [list(e) for e in entries],
