@@ -104,10 +104,10 @@ def test_no_detection_above_the_threshold_says_the_best_score_there_was():
     [note] = task_notes(cfg, images)
     assert note.startswith("detection: no detection of a named class scores at least "
                            "score_threshold 0.5 on 2 image(s): cat, both; nothing to explain")
-    assert note.endswith("the best box scores 0.338 (dog on both): a score_threshold at or "
-                         "below it explains it"), note
+    assert note.endswith("the best box scores 0.338 (class dog on image both): a "
+                         "score_threshold at or below it explains it"), note
     images[1].probabilities["dog"] = 0.33851  # rounded down: a threshold of 0.338 explains it
-    assert "the best box scores 0.338 (dog on both)" in task_notes(cfg, images)[0]
+    assert "the best box scores 0.338 (class dog on image both)" in task_notes(cfg, images)[0]
 
 
 def test_a_gradient_method_at_the_pyramid_names_a_layer_it_can_use(tmp_path, capsys):
