@@ -614,3 +614,31 @@ def test_the_detection_estimate_counts_a_pass_per_box_and_method():
     passes = 10 + 10 * 3 * BACKWARD + 10  # finding the boxes, gradcam per box, eigencam
     assert seconds == pytest.approx(passes * 0.5)
     assert "gradcam a forward and a backward pass per box, eigencam a pass per image" in line
+
+
+def test_ground_truth_pixels_of_no_class_index_are_a_note(tree, capsys, tmp_path):
+    """newcomer 22: a label map's 255 border (VOC's 'ignore') was in no class's mask without a
+    word; the run's notes now say which values, on which images and how many pixels."""
+    from explain.tasks.segmentation import unnamed_pixels
+    truth = np.ones((10, 10), np.int32)
+    truth[0, :], truth[1, :2] = 255, 21
+    record = unnamed_pixels(truth, 21)  # 21 classes: 0..20
+    assert (record.truth, record.unnamed, record.unnamed_values) == (True, 0.12, [21, 255])
+    assert unnamed_pixels(np.ones((4, 4), np.int32), 21).unnamed == 0
+    root = tree[0]
+    w, h = Image.open(IMAGES / "both.jpg").size
+    labels = np.ones((h, w), np.uint8)
+    labels[:, w // 2:] = 2
+    labels[: h // 10, :] = 255
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(labels, mode="L").save(tmp_path / "masks" / "both.png")
+    assert main([str(root / "configs" / "segmentation_example.yaml"), "--quiet", "--set",
+                 f"segmentation.masks={tmp_path / 'masks'}", "--set", "name=border",
+                 "--set", f"output.dir={tmp_path / 'out'}"]) == 0
+    summary = json.loads((tmp_path / "out" / "border" / "summary.json").read_text())
+    (note,) = [n for n in summary["notes"] if "no class index" in n]
+    found = re.fullmatch(r"segmentation\.masks: 1 label map\(s\) hold values that are no class "
+                         r"index of the model \(255; VOC's 255 border is one\): those pixels "
+                         r"are in no class's ground truth \(both (\d+\.\d)% of the pixels\)",
+                         note)
+    assert found and abs(float(found.group(1)) - 10) < 1.5, note  # at the model's input size

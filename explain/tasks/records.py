@@ -59,11 +59,18 @@ class DetectionNumbers(_Part):
     inside_outside: Optional[float] = None  # mean map value inside the box / outside it
 
 
+UNNAMED_VALUES = 5  # values of a label map that name no class, kept per image
+
+
 class SegmentationImage(_Part):
     """Per image (its ``probabilities`` hold each named class's share of the predicted
     pixels): whether a ground-truth mask was read, and the targets left out."""
     truth: bool = False  # a ground-truth label map was read for the image
     absent: list[str] = Field(default_factory=list)  # targets without a pixel in their region
+    # the label map's pixels whose value is no class index of the model (VOC's 255 border):
+    # their share, in no class's mask, and the first few such values
+    unnamed: float = Field(0.0, ge=0, le=1)
+    unnamed_values: list[int] = Field(default_factory=list, max_length=UNNAMED_VALUES)
 
 
 class Detected(_Part):
@@ -220,6 +227,14 @@ def _segmentation_notes(cfg: Any, images: list, listing: bool) -> list[str]:
         shown = listed([f"{c} on {i}" for i, c in absent])
         notes.append(f"segmentation: {len(absent)} target(s) without a pixel in their region "
                      f"({cfg.segmentation.region} mask) were not explained: {shown}")
+    unnamed = [e for e in images if e.segmentation is not None and e.segmentation.unnamed]
+    if unnamed:
+        values = sorted({v for e in unnamed for v in e.segmentation.unnamed_values})
+        shown = listed([f"{e.id} {100 * e.segmentation.unnamed:.1f}%" for e in unnamed])
+        notes.append(f"segmentation.masks: {len(unnamed)} label map(s) hold values that are no "
+                     f"class index of the model ({', '.join(map(str, values[:UNNAMED_VALUES]))}"
+                     f"; VOC's 255 border is one): those pixels are in no class's ground truth "
+                     f"({shown} of the pixels)")
     return notes
 
 

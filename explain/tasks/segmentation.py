@@ -29,7 +29,7 @@ from explain.tasks.base import Task
 from explain.measures import peak_inside
 from explain.tasks.common import mismatch, output_part, share_inside, thresholded_iou
 from explain.tasks.masks import read_truth, to_size
-from explain.tasks.records import RegionNumbers, SegmentationImage
+from explain.tasks.records import UNNAMED_VALUES, RegionNumbers, SegmentationImage
 
 SCORE_MAPS = "(N, classes, H, W) score maps"
 
@@ -180,7 +180,7 @@ class SegmentationTask(Task):
         entry = ImageEntry(id=item.ref.id, path=str(item.ref.path),
                            input_size=[int(labels.shape[0]), int(labels.shape[1])],
                            probabilities=shares, predicted=plan.classes[best],
-                           segmentation=SegmentationImage(truth=truth is not None))
+                           segmentation=unnamed_pixels(truth, result.logits.shape[1]))
         regions = truth if spec.region == "label" else labels
         kept = []
         for one in result.per_image[b]:
@@ -216,3 +216,17 @@ class SegmentationTask(Task):
         return MapRecord(class_name=one.class_name, method=one.method,
                          file=f"cams/{one.method}/{entry.id}__{one.class_name}{ctx.ext}",
                          segment=numbers, **measures.map_stats(cam))
+
+
+def unnamed_pixels(truth: Optional[np.ndarray], count: int) -> SegmentationImage:
+    """An image's segmentation record so far: whether it has a ground truth, and the share and
+    first values of its pixels that are no index of the model's ``count`` classes (VOC's 255
+    border: in no class's mask, said in a note)."""
+    if truth is None:
+        return SegmentationImage()
+    outside = (truth < 0) | (truth >= count)
+    if not outside.any():
+        return SegmentationImage(truth=True)
+    values = np.unique(truth[outside])[:UNNAMED_VALUES]
+    return SegmentationImage(truth=True, unnamed=max(round(float(outside.mean()), 6), 1e-6),
+                             unnamed_values=[int(v) for v in values])
