@@ -134,6 +134,14 @@ def test_diff_pairs_detection_maps_by_box_not_by_rank(run_a, tmp_path, capsys):
     assert "only in B" not in text and "in one run only" not in text and "classes only" not in text
     html = (tmp_path / "out" / "diff-a-b" / "diff.html").read_text(encoding="utf-8")
     assert "cat/dog-2" in html
+    # the groups: a class's boxes over the images (dog-1 is another box on each image; it
+    # was 'eigencam / dog-1 ... over 2 maps'), the worst named by its image and box
+    from explain.diff import compute, open_side
+    from explain.diff.numbers import groups
+    (group,) = groups(compute(open_side(run_a, "A"), open_side(b, "B"), None)[0])
+    assert (group.class_name, group.maps) == ("dog", 5)
+    assert re.fullmatch(r"(cat|both) \(dog-[123]\)", group.worst)
+    assert " / dog: map r 1.000 on all 5 map(s)" in text
 
 
 def _boxes(run: Path, scale_to: Optional[dict] = None) -> dict[tuple[str, str], tuple]:

@@ -47,6 +47,9 @@ class MapDiff:
     # two detection runs: B's name of the box (A's is class_name; paired by box, the ranks
     # may differ: explain.diff.boxes)
     class_b: Optional[str] = None
+    # a detection's class (class_name is its box, dog-1: the best dog box of *this* image):
+    # the groups gather a class's boxes over the images
+    label: Optional[str] = None
     # the changes peak_x and peak_y can make in A's input pixels: A's peak from 0 to W - 1,
     # B's (in A's pixels) from 0 to W - W / W_B
     reach: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -186,6 +189,7 @@ def compare_maps(a: Side, b: Side, pair: Pair) -> tuple[MapDiff, np.ndarray, np.
                   max_abs_diff=float(change.max()), peak_shift=round(shift, 3), resized=resized,
                   predicted=(ea.predicted, eb.predicted), numbers=(numbers(ra), at_a),
                   class_b=rb.class_name if ra.detection is not None else None,
+                  label=ra.detection.label if ra.detection is not None else None,
                   reach={"peak_x": (1 - x.shape[1], x.shape[1] - scale[0]),
                          "peak_y": (1 - x.shape[0], x.shape[0] - scale[1])})
     return one, x, y
@@ -290,9 +294,14 @@ class Change:
 def _by_method_and_class(maps: list[MapDiff]) -> dict[tuple[str, str], list[MapDiff]]:
     """The maps of each method and class, in the order they came (one pass over them)."""
     out: dict[tuple[str, str], list[MapDiff]] = {}
-    for m in maps:
-        out.setdefault((m.method, m.class_name), []).append(m)
+    for m in maps:  # a detection's boxes by their class: dog-1 is another box on each image
+        out.setdefault((m.method, m.label or m.class_name), []).append(m)
     return out
+
+
+def _named(m: MapDiff) -> str:
+    """The map's image, with its box for a detection's (both dog-1)."""
+    return f"{m.image} ({m.class_name})" if m.label else m.image
 
 
 def groups(result: DiffResult) -> list[Group]:
@@ -303,7 +312,7 @@ def groups(result: DiffResult) -> list[Group]:
         rs = np.array([m.correlation for m in some])
         out.append(Group(method=method, class_name=cls, maps=len(some), r_min=float(rs.min()),
                          r_median=float(np.median(rs)), r_mean=float(rs.mean()),
-                         worst=some[int(rs.argmin())].image,
+                         worst=_named(some[int(rs.argmin())]),
                          below=sum(1 for m in some if id(m) in below)))
     return out
 
@@ -333,7 +342,7 @@ def changes(result: DiffResult) -> list[Change]:
                                   mean_a=float(unit_a.mean()), mean_b=float(unit_b.mean()),
                                   mean_change=round(float((unit_b - unit_a).mean()), 10),
                                   largest=round(float(b[far] - a[far]), 10),
-                                  where=both[far].image, unit=photo[1]))
+                                  where=_named(both[far]), unit=photo[1]))
                 units.append(unit_b - unit_a)
                 ends = [m.reach.get(name) for m in both]  # a pixel number's: its input's size
                 reach.append(None if None in ends else tuple(
