@@ -233,8 +233,9 @@ def _unfinished(run: RunFolder) -> ReportData:
     limit = ITEM_SLACK + 8 * 1024 * maps if maps else MAX_ITEM_BYTES
     read = [i for i in (reader.read(rel, limit) for rel in items) if i is not None]
     check_entries([i.entry for i in read], config, run.root / "items")
-    summary = RunSummary(name=run.root.name, config_file="(unfinished run)",
-                         output_dir=str(run.root), device="(unfinished run)", config=config,
+    where = os.path.abspath(run.root)  # 'explain report .': its name, not '' (--resume)
+    summary = RunSummary(name=Path(where).name, config_file="(unfinished run)",
+                         output_dir=where, device="(unfinished run)", config=config,
                          versions={}, images=[i.entry for i in read])
     summary.counts = {"images": len(read), "maps": sum(len(i.entry.cams) for i in read)}
     if config.task != "classification":  # the Methods table's means and the task's notes

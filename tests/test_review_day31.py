@@ -1,0 +1,32 @@
+"""Review day 31 (review 25): findings in the commits of day 31 (beats_baselines' one rule,
+compare's no_relu, pace's waiting rule, the unfinished report's resume flags, the paired
+comparisons' text, explain diff's flip line, the look-alike and sanity notes, attack 35)."""
+import pytest
+
+
+def test_an_unfinished_report_rebuilt_from_inside_its_folder_names_that_folder(
+        tmp_path, monkeypatch):
+    """``cd results/exp-2 && explain report .``: the unfinished run's page said 'complete it
+    with explain CONFIG.yaml --resume', which resumes results/exp, the finished run (the
+    folder's name was that of '.', empty); with model.name set it said --set 'name=""'."""
+    import shutil
+
+    import torch
+
+    from explain.config import load_config
+    from explain.runner import RunOptions, run
+    from explain.writers.report import rebuild
+    from helpers import tiny_config, tiny_net
+    torch.save(tiny_net(), tmp_path / "m.pth")
+    path = tiny_config(tmp_path, {"file": str(tmp_path / "m.pth")}, metrics=[],
+                       classes={"a": 0, "b": 1}, output={"dir": str(tmp_path / "out")})
+    run(load_config(path), RunOptions(progress=False, log=lambda _: None))
+    shutil.copytree(tmp_path / "out" / "exp", tmp_path / "out" / "exp-2")
+    folder = tmp_path / "out" / "exp-2"
+    (folder / "summary.json").unlink()  # as an interrupted run leaves it
+    monkeypatch.chdir(folder)
+    rebuild(folder.relative_to(folder))  # Path('.')
+    page = (folder / "report.html").read_text()
+    import re
+    assert re.findall(r"complete it with [^(]*", page) == [
+        "complete it with explain CONFIG.yaml --resume --set name=exp-2 "]
