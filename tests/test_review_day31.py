@@ -30,3 +30,19 @@ def test_an_unfinished_report_rebuilt_from_inside_its_folder_names_that_folder(
     import re
     assert re.findall(r"complete it with [^(]*", page) == [
         "complete it with explain CONFIG.yaml --resume --set name=exp-2 "]
+
+
+def test_a_shared_summarys_pointing_per_method_is_a_share_too():
+    """d89e944 held a class's accuracy, pointing and its interval within 0..1 ('nan%–inf%' on
+    the page), not its pointing per method, a share the same table prints with the same
+    '%': a shared summary's {"gradcam": NaN} read 'nan%' in the gradcam column, 2.0 '200.0%'."""
+    from pydantic import ValidationError
+
+    from explain.results import ClassNumbers
+    row = {"class": "cat", "images": 3, "correct": 2, "predicted_as": 2}
+    shares = {"gradcam": 0.5, "layercam": 1.0}
+    assert ClassNumbers.model_validate({**row, "pointing_by_method": shares}
+                                       ).pointing_by_method == shares
+    for value in (float("nan"), 2.0, -0.5):
+        with pytest.raises(ValidationError, match="pointing_by_method"):
+            ClassNumbers.model_validate({**row, "pointing_by_method": {"gradcam": value}})
