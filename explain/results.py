@@ -316,10 +316,10 @@ class Disagreement(_Record):
 
 class DatasetSummary(_Record):
     """A labelled run's numbers (explain.datasets; files under dataset/)."""
-    labelled: int  # images with a label
-    unlabelled: int
-    correct: int
-    accuracy: Optional[float] = None  # correct / labelled
+    labelled: int = Field(ge=0)  # images with a label
+    unlabelled: int = Field(ge=0)
+    correct: int = Field(ge=0)
+    accuracy: Optional[float] = Field(None, ge=0, le=1)  # correct / labelled
     classes: list[str] = Field(default_factory=list)  # rows and columns of the confusion table
     confusion: list[list[int]] = Field(default_factory=list)  # [label][predicted] counts
     per_class: list[ClassNumbers] = Field(default_factory=list)

@@ -46,3 +46,19 @@ def test_a_shared_summarys_pointing_per_method_is_a_share_too():
     for value in (float("nan"), 2.0, -0.5):
         with pytest.raises(ValidationError, match="pointing_by_method"):
             ClassNumbers.model_validate({**row, "pointing_by_method": {"gradcam": value}})
+
+
+def test_a_shared_summarys_dataset_accuracy_and_counts_are_held_as_its_classes_are():
+    """e64d601 and d89e944 held each class's counts at 0 or more and its shares within 0..1;
+    the dataset's own line above that table, 'accuracy <b>nan%</b> · -3 of 5 labelled
+    image(s)', and the console's 'dataset: accuracy nan%' read a shared summary's numbers as
+    they were."""
+    from pydantic import ValidationError
+
+    from explain.results import DatasetSummary
+    row = {"labelled": 5, "unlabelled": 1, "correct": 3, "accuracy": 0.6}
+    assert DatasetSummary.model_validate(row).accuracy == 0.6
+    for key, value in (("accuracy", float("nan")), ("accuracy", 1.5), ("correct", -3),
+                       ("labelled", -1), ("unlabelled", -2)):
+        with pytest.raises(ValidationError, match=key):
+            DatasetSummary.model_validate({**row, key: value})
