@@ -62,3 +62,22 @@ def test_a_shared_summarys_dataset_accuracy_and_counts_are_held_as_its_classes_a
                        ("labelled", -1), ("unlabelled", -2)):
         with pytest.raises(ValidationError, match=key):
             DatasetSummary.model_validate({**row, key: value})
+
+
+def test_diff_does_not_call_the_same_percentiles_in_another_order_another_setting():
+    """ROAD's score is the mean over its percentiles: a run at [90, 10] and one at [10, 90]
+    measure the same metric, and explain diff said 'measured at percentiles 90, 10 in A and
+    10, 90 in B: its change is partly the setting's, not only the maps''."""
+    from types import SimpleNamespace
+
+    from explain.config.sections import MetricSpec
+    from explain.diff.numbers import measured_apart
+
+    def summary(*percentiles):
+        return SimpleNamespace(config=SimpleNamespace(metrics=[
+            MetricSpec(name="road_combined", percentiles=list(percentiles))]))
+    assert measured_apart(summary(90, 10), summary(10, 90)) == []
+    assert measured_apart(summary(90, 90), summary(90)) == []
+    assert measured_apart(summary(10, 50, 90), summary(90)) == [
+        "road_combined: measured at percentiles 10, 50, 90 in A and 90 in B: its change is "
+        "partly the setting's, not only the maps'"]

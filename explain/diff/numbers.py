@@ -112,7 +112,8 @@ def measured_apart(a: Optional[RunSummary], b: Optional[RunSummary]) -> list[str
     return [f"{m.name}: measured at percentiles {', '.join(map(str, m.percentiles))} in A and "
             f"{', '.join(map(str, theirs[m.name]))} in B: its change is partly the setting's, "
             f"not only the maps'" for m in a.config.metrics or ()
-            if m.percentiles and theirs.get(m.name) and theirs[m.name] != m.percentiles]
+            if m.percentiles and theirs.get(m.name)  # a mean over them: their order no matter
+            and set(theirs[m.name]) != set(m.percentiles)]
 
 
 def _verdicts(summary: Optional[RunSummary]) -> dict[str, tuple[str, str]]:
