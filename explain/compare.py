@@ -111,8 +111,8 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
     (Comparison.cross_check): references that are another class's map, said first, with the
     run's ``classes`` ("cat = 0, dog = 1"). ``resized``: every reference was the layer's map,
     resized and scaled here as the library's are, so r near 1 is no resize of the user's.
-    ``beyond``: the rows outside the tolerance (all when None), whose other causes are said
-    beside the maps without the ReLU."""
+    ``beyond``: the rows outside the tolerance (all when None), the maps whose cause is said
+    (beside the maps without the ReLU, the others')."""
     rs = sorted(rows, key=lambda r: r.pearson)
     median = float(np.median([r.pearson for r in rs]))
     words = [f"Pearson r median {median:.2f}, lowest {rs[0].pearson:.2f} "
@@ -127,10 +127,10 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
         words.append(f"{len(unrelu)} map(s) look like the weighted channel sum without its "
                      f"ReLU ({unrelu[0].image} / {unrelu[0].class_name}: {unrelu[0].no_relu}): "
                      f"apply ReLU to the sum before the min-max scaling, as the library does")
-        rs = [r for r in (rs if beyond is None else beyond)  # the other maps' cause too
-              if not r.no_relu]
-        if not rs:
-            return "; ".join(words) + "; see docs/compare.md, hand-written references"
+    # the cause of the maps outside the tolerance (the agreeing ones at r 1 read as 'resized')
+    rs = [r for r in (rs if beyond is None else beyond) if not r.no_relu]
+    if unrelu and not rs:
+        return "; ".join(words) + "; see docs/compare.md, hand-written references"
     flat = sum(1 for r in rs if r.pearson == 0.0)
     if flat:
         words.append(f"{flat} map(s) at r = 0, one of the two constant: a hook on a layer "

@@ -81,3 +81,25 @@ def test_diff_does_not_call_the_same_percentiles_in_another_order_another_settin
     assert measured_apart(summary(10, 50, 90), summary(90)) == [
         "road_combined: measured at percentiles 10, 50, 90 in A and 90 in B: its change is "
         "partly the setting's, not only the maps'"]
+
+
+def test_maps_within_the_tolerance_are_no_cause_of_another_maps_differ(tmp_path):
+    """b32d7cc explained only the maps outside the tolerance beside a no-ReLU one; without
+    one, the agreeing maps still made the cause: three maps that agree (r 1) and one whose
+    reference is another layer's map (r low) read 'r near 1 with a large |diff| is the same
+    map resized or scaled another way', of the one map whose r is not near 1."""
+    import cv2
+    import numpy as np
+    from test_leftovers21 import _compared
+    from test_newcomer20 import _library_like
+    size = (64, 64)
+    rng = np.random.default_rng(5)
+    raws = [cv2.GaussianBlur(rng.normal(size=(13, 13)), (5, 5), 1).astype(np.float32)
+            for _ in range(5)]
+    pairs = [(f"c{i}", _library_like(r, size), _library_like(r, size))
+             for i, r in enumerate(raws[:3])]
+    pairs += [("c3", _library_like(raws[3], size), _library_like(raws[4], size))]
+    line, rows = _compared(tmp_path, pairs, 1e-4)
+    assert [float(r["pearson"]) > 0.99 for r in rows] == [True, True, True, False]
+    assert line.startswith("gradcam: differ") and "the maps differ in shape" in line
+    assert "resized or scaled another way" not in line
