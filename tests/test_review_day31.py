@@ -103,3 +103,28 @@ def test_maps_within_the_tolerance_are_no_cause_of_another_maps_differ(tmp_path)
     assert [float(r["pearson"]) > 0.99 for r in rows] == [True, True, True, False]
     assert line.startswith("gradcam: differ") and "the maps differ in shape" in line
     assert "resized or scaled another way" not in line
+
+
+def test_diff_cuts_a_long_list_of_method_names_between_names(tmp_path):
+    """a9f5bea listed methods without options by name, so four read whole; nine (a study of
+    every method) were still cut inside names: 'methods: ["gradcam", "gradcamplusplus",
+    "xgradc..."eigencam", "scorecam", "ablationcam"]'. Cut between names now."""
+    import re
+    from types import SimpleNamespace
+
+    from explain.config import load_config
+    from explain.diff.numbers import config_changes
+    from helpers import tiny_config
+    many = ["gradcam", "gradcamplusplus", "xgradcam", "layercam", "hirescam", "eigengradcam",
+            "eigencam", "scorecam", "ablationcam"]
+    a, b = (SimpleNamespace(config=load_config(tiny_config(tmp_path, {"file": "m.pth"},
+                                                           stem=stem, methods=methods)))
+            for stem, methods in (("a", many), ("b", many[:-1])))
+    (line,), total = config_changes(a, b)
+    assert total == 1 and line.startswith("methods: ")
+    old, new = line[len("methods: "):].split(" -> ")
+    for side, names in ((old, many), (new, many[:-1])):
+        assert len(side) <= 80 and ", ..., " in side
+        shown = re.findall(r'"([^"]*)"', side)
+        assert all(n in names for n in shown) and shown[0] == "gradcam", side
+        assert shown[-1] == names[-1], side

@@ -116,6 +116,26 @@ def measured_apart(a: Optional[RunSummary], b: Optional[RunSummary]) -> list[str
             and set(theirs[m.name]) != set(m.percentiles)]
 
 
+def _names(names: list[str], limit: int) -> str:
+    """Names as the config writes them, '["a", "b"]', over ``limit`` characters cut between
+    names around '...', as many of the first and the last as fit (nine methods read
+    '"xgradc..."eigencam"', cut inside two)."""
+    parts = [json.dumps(n, ensure_ascii=False) for n in names]
+
+    def cut(head: int, tail: int) -> str:
+        return f"[{', '.join(parts[:head] + ['...'] + parts[len(parts) - tail:])}]"
+    whole = f"[{', '.join(parts)}]"
+    if len(whole) <= limit or len(parts) < 3 or len(cut(1, 1)) > limit:
+        return short(whole, limit)
+    head, tail = 1, 1
+    while head + tail < len(parts) - 1:
+        wider = (head + 1, tail) if head <= tail else (head, tail + 1)
+        if len(cut(*wider)) > limit:
+            break
+        head, tail = wider
+    return cut(head, tail)
+
+
 def _verdicts(summary: Optional[RunSummary]) -> dict[str, tuple[str, str]]:
     """A run's compare verdict per method of its config and its max |diff| ({} without
     --compare, or a folder without its summary); at most the config's 32 methods, whatever a
@@ -214,7 +234,7 @@ def config_changes(a: RunSummary, b: RunSummary) -> tuple[list[str], int]:
             return short(value, 80)
         if isinstance(value, list) and value and all(  # methods without options: their names
                 isinstance(v, dict) and list(v) == ["name"] for v in value):
-            value = [v["name"] for v in value]  # ('{"name": "gradca...e": ...' cut in a name)
+            return _names([str(v["name"]) for v in value], 80)  # ('{"name": "gradca...e": ...')
         return short(json.dumps(value, default=str, ensure_ascii=False), 80)  # 'Äpfel'
     return [f"{key}: {shown(old)} -> {shown(new)}" for key, old, new in found], total
 
