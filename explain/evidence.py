@@ -196,9 +196,10 @@ def evidence_problem(evidence: Evidence, methods: list[str], metrics: set[str],
                      baselines: set[str]) -> Optional[str]:
     """Why a ``trust`` record read back cannot be its run's, or None: rows and lines of its
     ``methods`` (each once) and of explain's ``baselines`` (their names), numbers of
-    ``metrics`` only (the table's and the records' own). A shared summary.json's 8,000 made-up metric names on one
-    row, 1.8 MB with 3,000 maps, made a notebook's ``Run.table()`` of 3,000 x 24,000 cells:
-    2.9 GB (each map's row gets its method's columns)."""
+    ``metrics`` only (the table's and the records' own). A shared summary.json's 8,000
+    made-up metric names on one row, 1.8 MB with 3,000 maps, made a notebook's
+    ``Run.table()`` of 3,000 x 24,000 cells: 2.9 GB (each map's row gets its method's
+    columns)."""
     seen: set[tuple[str, str]] = set()
     for row in evidence.rows:
         known = methods if row.kind == "method" else baselines

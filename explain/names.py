@@ -2,9 +2,10 @@
 
 A *safe name* (run name, class name; image ids are made safe from file names) is 1 to 64
 characters and at most 96 bytes in UTF-8 (an output file name holds an image id and a class
-name, and a file system allows 255 bytes): letters, digits, '_', '.' and '-', starting with a letter or digit, with no '__'
-(two underscores separate the image id from the class name in output file names, so a name
-without them keeps every output file name unambiguous). Unicode letters are allowed ('猫').
+name, and a file system allows 255 bytes): letters, digits, '_', '.' and '-', starting with
+a letter or digit, with no '__' (two underscores separate the image id from the class name
+in output file names, so a name without them keeps every output file name unambiguous).
+Unicode letters are allowed ('猫').
 Nothing else: no '/', no '..' on its own, no NUL, no spaces, no '$' (matplotlib's maths marker).
 
 Text that reaches a terminal (messages, log lines, layer names) passes ``printable``: names from

@@ -154,10 +154,10 @@ class FilePool:
 class QueuedWrites:
     """A RunFolder whose file writes run on a FilePool: the caller renders the picture, a
     writer thread encodes and writes it; reading a file (``read_bytes``) waits for its queued
-    write, and ``has_file`` / ``file_names`` count a queued file as there. JSON is serialised in the caller's thread (the
-    records may change afterwards); CSV rows are copied into a list at once and formatted in
-    the writer thread (``write_csv``). Anything else (reads, folders) goes straight to the
-    RunFolder."""
+    write, and ``has_file`` / ``file_names`` count a queued file as there. JSON is serialised
+    in the caller's thread (the records may change afterwards); CSV rows are copied into a
+    list at once and formatted in the writer thread (``write_csv``). Anything else (reads,
+    folders) goes straight to the RunFolder."""
 
     def __init__(self, run: Any, pool: FilePool):
         self.run = run

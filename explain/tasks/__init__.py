@@ -9,10 +9,10 @@ the score is the library's ``SemanticSegmentationTarget`` (explain.tasks.segment
 above ``detection.score_threshold`` is a target, scored by the library's
 ``FasterRCNNBoxScoreTarget`` (explain.tasks.detection).
 
-A ``Task`` (explain.tasks.base) is what the run plan, the runner and the writers ask of a task: the model wrapper
-and head (``wrap``), the engine class, the layer ``target_layers: auto`` picks, how a batch
-becomes map records (``explain_batch``), the record names ``--resume`` accepts and the
-writers. A classification config has no task (``task_for`` gives None) and runs exactly as
+A ``Task`` (explain.tasks.base) is what the run plan, the runner and the writers ask of a
+task: the model wrapper and head (``wrap``), the engine class, the layer
+``target_layers: auto`` picks, how a batch becomes map records (``explain_batch``), the
+record names ``--resume`` accepts and the writers. A classification config has no task (``task_for`` gives None) and runs exactly as
 before. Nothing here imports torch until a task is made.
 """
 

@@ -115,9 +115,9 @@ def estimate(plan: RunPlan) -> tuple[str, float]:
     steps = 2 + layers * (2 if cfg.sanity.independent else 1)  # + trained + random logit
     passes = steps * sanity.passes_per_step(plan, images, plan.slots, cfg.guided.enabled)
     # the first image alone, as the checks pass their images, timed after a warm-up, the
-    # fastest of two to five (pace.timed_pass; the preflight pass, the model's first, said 72 s for 5 s on the demo; one
-    # timed pass was at times 1 s where the next took 0.05 s; a batch of sanity.images copies
-    # took 70 s and 3 GB for 300 images)
+    # fastest of two to five (pace.timed_pass; the preflight pass, the model's first, said
+    # 72 s for 5 s on the demo; one timed pass was at times 1 s where the next took 0.05 s;
+    # a batch of sanity.images copies took 70 s and 3 GB for 300 images)
     per_pass = pace.timed_pass(plan, 1)
     channels = pace.per_channel_costs(plan, images=images)  # shared by classes, batched
     seconds = passes * per_pass + steps * sum(cost.seconds for cost in channels)
