@@ -12,8 +12,9 @@ above ``detection.score_threshold`` is a target, scored by the library's
 A ``Task`` (explain.tasks.base) is what the run plan, the runner and the writers ask of a
 task: the model wrapper and head (``wrap``), the engine class, the layer
 ``target_layers: auto`` picks, how a batch becomes map records (``explain_batch``), the
-record names ``--resume`` accepts and the writers. A classification config has no task (``task_for`` gives None) and runs exactly as
-before. Nothing here imports torch until a task is made.
+record names ``--resume`` accepts and the writers. A classification config has no task
+(``task_for`` gives None) and runs exactly as before. Nothing here imports torch until a task
+is made.
 """
 
 from __future__ import annotations
