@@ -167,11 +167,15 @@ def _line(method: str, table: MethodTable, sanity: Optional[dict]) -> TrustLine:
     ranked = [c for c in table.columns if c.direction and method in c.cells]
     faith = {c.key: c.cells[method] for c in ranked if c.metric.kind == "faithfulness"}
     local = {c.key: c.cells[method] for c in ranked if c.metric.kind == "localisation"}
-    beats = [c.cells[method].beats_baselines for c in ranked if c.baselines and c.meaningful]
+    cells = [c.cells[method] for c in ranked if c.baselines]
+    # the metrics ranked on enough images, and any test that found a baseline as good (a
+    # method with enough images of its own in a column that has too few for a ranking)
+    beats = [c.cells[method].beats_baselines for c in ranked if c.baselines and (
+        c.meaningful or c.cells[method].beats_baselines is False)]
     overall = None if not beats else (False if False in beats else
                                       (None if None in beats else True))
-    below = list(dict.fromkeys(  # metrics on too few images for a test: a warning
-        b for c in ranked if c.baselines and not c.meaningful for b in c.cells[method].not_beaten))
+    below = list(dict.fromkeys(  # on too few images for a test: a warning
+        b for cell in cells if cell.beats_baselines is None for b in cell.not_beaten))
     parts = [f"sanity: {verdict}" + (f" ({detail})" if detail else "")]
     parts += [f"{c.label} {_shown(c.cells[method], c.metric.percent, table.unit)}"
               for c in ranked]

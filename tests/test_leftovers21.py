@@ -241,3 +241,22 @@ def test_maps_within_the_tolerance_are_no_cause_beside_a_no_relu_one(tmp_path):
     line, _ = _compared(tmp_path, pairs, 1e-4)
     assert "1 map(s) look like the weighted channel sum without its ReLU (im / c0" in line
     assert "resized" not in line and "r = 0" not in line and "differ in shape" not in line
+
+
+def test_a_tested_miss_in_an_unranked_column_is_a_no_on_the_trust_line():
+    """review 25: layercam on 8 images, tested and no better than the centre baseline ('✗
+    baseline' in the table), in a column that gradcam's 3 images keep unranked: its trust
+    line said 'too few images to tell' and named centre among the metrics with too few
+    images for a test. A test's finding is a 'no' wherever its column stands."""
+    summary = synthetic({"gradcam": [v + 0.2 for v in GOOD], "layercam": list(GOOD)},
+                        {"centre": [v + 0.05 for v in GOOD]})
+    for image in summary.images[3:]:
+        image.cams = [r for r in image.cams if r.method != "gradcam"]
+    table = method_table(summary, ["gradcam", "layercam"])
+    assert not table.columns[0].meaningful
+    cell = table.columns[0].cells["layercam"]
+    assert (cell.images, cell.beats_baselines, cell.not_beaten) == (8, False, ["centre"])
+    lines = {line.method: line for line in trustlines.build(summary, table).lines}
+    assert (lines["layercam"].beats_baselines, lines["layercam"].below) == (False, [])
+    assert "beats every baseline: no" in lines["layercam"].text
+    assert lines["gradcam"].beats_baselines is None  # 3 images, its mean better: untold
