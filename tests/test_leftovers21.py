@@ -43,6 +43,8 @@ def test_too_few_images_is_none_in_summary_json_as_in_the_csv_and_the_page(tmp_p
         assert stat.beats_baselines is None and stat.not_beaten == ["centre"]
         assert ">mean not better than centre</span>" in page and "✗ baseline:" not in page
         assert _not_beaten(stat) == " mean not better than centre"
+        grad = summary.trust.row("gradcam").metrics[METRIC]  # better mean: the report's mark
+        assert _not_beaten(grad) == " baselines?" and ">baselines?</span>" in page
         assert "too few images to tell" in summary.trust.lines[1].text
 
 

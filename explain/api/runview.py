@@ -74,7 +74,7 @@ def _methods(run: Run) -> str:
             cells.append("-" if cell is None else _stat(cell, col.metric.percent)
                          + (f" #{cell.place}" if cell.place else "")
                          + (" *" if m in col.leads and not cell.not_beaten else "")
-                         + _not_beaten(cell))
+                         + _not_beaten(cell, bool(col.baselines)))
         cells.append(table.place.get(m, "-") if table.meaningful else "-")
         rows.append(cells + ([sanity.get(m, "-")] if checked else []))
     for name in table.baselines:  # maps that know nothing: what a method must beat
@@ -115,11 +115,12 @@ def _task_means(run: Run) -> str:
         display.table_html(header, rows)
 
 
-def _not_beaten(cell: Any) -> str:
+def _not_beaten(cell: Any, baselines: bool = True) -> str:
     """The baselines a method does not beat, as the report's cell marks them: with too few
-    units for a test, those whose mean is as good."""
+    units for a test, those whose mean is as good; 'baselines?' where too few units tell
+    and its mean is better (``baselines``: the column has any)."""
     if not cell.not_beaten:
-        return ""
+        return " baselines?" if baselines and cell.beats_baselines is None else ""
     names = ", ".join(cell.not_beaten)
     return f" ✗ baseline: {names}" if cell.beats_baselines is False \
         else f" mean not better than {names}"
