@@ -54,6 +54,7 @@ def _record(peak_x: int, peak_y: int) -> SimpleNamespace:
                              "mass_right", "mass_top", "mass_bottom", "agreement"), 0.5)
     return SimpleNamespace(class_name="cat", method="gradcam", peak_x=peak_x, peak_y=peak_y,
                            faithfulness=None, localisation=None, channels=None, detection=None,
+                           segment=None,
                            **numbers)
 
 
