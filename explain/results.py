@@ -292,6 +292,13 @@ class ClassNumbers(_Record):
             raise ValueError(f"expected shares from 0 to 1, got {bad}")
         return v
 
+    @model_validator(mode="after")
+    def _parts(self) -> "ClassNumbers":
+        """A part no larger than its whole (the page printed '(5 / 3)')."""
+        if self.correct > self.images or self.pointing_hits > self.pointing_maps:
+            raise ValueError("correct above images, or pointing_hits above pointing_maps")
+        return self
+
 
 class MeanMap(_Record):
     """The mean of one method's maps of a class over the images labelled with that class that

@@ -130,6 +130,9 @@ def test_a_shared_summarys_class_counts_are_not_negative():
                        ("pointing_interval", [float("nan"), float("inf")])):
         with pytest.raises(ValidationError, match=key):  # attack 35: 'nan%–inf%' on the page
             ClassNumbers.model_validate({**row, key: value})
+    for part in ({"correct": 4}, {"pointing_hits": 5, "pointing_maps": 3}):  # '(5 / 3)'
+        with pytest.raises(ValidationError, match="above"):
+            ClassNumbers.model_validate({**row, **part})
 
 
 def test_an_unfinished_exp_2_report_says_how_to_resume_it(tmp_path):
