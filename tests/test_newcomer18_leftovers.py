@@ -171,7 +171,7 @@ def _peak_record(peak_x: int) -> object:
                              "mass_right", "mass_top", "mass_bottom", "agreement"), 0.5)
     return SimpleNamespace(class_name="cat", method="gradcam", peak_x=peak_x, peak_y=10,
                            faithfulness=None, localisation=None, channels=None, detection=None,
-                           **numbers)
+                           segment=None, **numbers)
 
 
 def test_diff_intervals_of_a_peak_s_pixel_stay_within_the_input(monkeypatch):
