@@ -241,12 +241,14 @@ def _segmentation_notes(cfg: Any, images: list, listing: bool) -> list[str]:
 def _best_box(images: list) -> str:
     """'; the best box scores 0.338 (class dog on image both): ...' over images without a detection
     explained (their probabilities: each class's best box score, whatever the threshold)."""
-    best = max(((p, c, e.id) for e in images for c, p in (e.probabilities or {}).items()),
+    best = max(((p, c, e.id) for e in images for c, p in (e.probabilities or {}).items()
+                if math.isfinite(p)),  # a shared item's inf or NaN: no score (a traceback)
                default=(0.0, "", ""))
     if best[0] <= 0:
         return ""
     step = 10.0 ** (math.floor(math.log10(best[0])) - 2)  # 3 digits, rounded down: at most it
-    return (f"; the best box scores {math.floor(best[0] / step) * step:.3g} (class {best[1]} "
+    shown = math.floor(best[0] / step) * step if step > 0 else best[0]  # 5e-324: step 0
+    return (f"; the best box scores {shown:.3g} (class {best[1]} "
             f"on image {best[2]}): a score_threshold at or below it explains it")
 
 
