@@ -41,3 +41,36 @@ def test_a_best_box_score_of_inf_or_a_subnormal_does_not_stop_the_report(tmp_pat
         page = (run / "report.html").read_text()
         assert "nothing to explain there" in page
         assert ("the best box scores 4.94e-324" in page) == (name == "tiny")
+
+
+def _segmentation_images(summary: dict, images: int, index: int) -> None:
+    """summary.json of a segmentation run whose class dog is output ``index``, of ``images``
+    images (cat's copies) each predicting some dog pixels, without maps."""
+    import copy
+    summary["config"].update(task="segmentation", classes={"cat": 0, "dog": index})
+    entry = summary["images"][0]
+    entry.update(cams=[], segmentation={"truth": False}, files={},
+                 probabilities={"cat": 0.5, "dog": 0.5})
+    summary["images"] = [dict(copy.deepcopy(entry), id=f"im{i}") for i in range(images)]
+    summary["task"] = {"task": "segmentation", "numbers": [], "means": {}, "maps": {}}
+    summary["counts"] = {"images": images, "maps": 0}
+    summary.pop("evidence", None)
+
+
+def test_a_class_index_of_a_million_does_not_slow_every_mask_card(tmp_path, capsys):
+    """A segmentation card's caption names each predicted class's colour from the palette up
+    to its index: a shared summary's class at output 1,000,000 drew a million colours for
+    every card, with its mask picture or not (20 ms each: 1,000 images took 20 s, 20,000
+    images minutes). The run's palette is made once a report."""
+    import time
+    from helpers import tampered
+    run = tampered(finished_tiny_run(tmp_path), tmp_path / "shared",
+                   lambda s: _segmentation_images(s, 1000, 1_000_000))
+    start = time.process_time()
+    code, err, _ = cli(capsys, "report", run)
+    spent = time.process_time() - start
+    assert code == 0, err
+    page = (run / "report.html").read_text() + "".join(
+        p.read_text() for p in (run / "report").glob("*.html"))
+    assert "im999" in page
+    assert spent < 10.0, spent
