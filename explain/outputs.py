@@ -36,6 +36,7 @@ import numpy as np
 
 from explain.config import parse_value
 from explain.errors import ExplainError, RunInterrupted
+from explain.names import name_problem, quote
 from explain.runlock import LOCK_FILE, RUN_MARKER, RunLock
 from explain.safewrite import Folders, results_folder
 from explain.settingsdiff import load_settings, settings_differ
@@ -249,6 +250,9 @@ def resume_flags(name: Optional[str], folder: str) -> str:
     (quoted where YAML would read the folder's name as a number or a date: 1.0e-2). ``name``
     None: not known (a config.json keeps ``name`` only where the config set it, not the
     file's name): the folder's less its -N."""
+    if name_problem(re.sub(r"-[0-9]{1,9}$", "", folder) or folder):  # a shared folder renamed
+        return (f"--resume --set name=NAME with the folder renamed NAME ({quote(folder)} "
+                f"is no run name)")  # 'name=x;rm ...' was a command line to paste
     if name is None:
         name = re.sub(r"-[0-9]+$", "", folder)
     if folder == name:

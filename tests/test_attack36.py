@@ -74,3 +74,22 @@ def test_a_class_index_of_a_million_does_not_slow_every_mask_card(tmp_path, caps
         p.read_text() for p in (run / "report").glob("*.html"))
     assert "im999" in page
     assert spent < 10.0, spent
+
+
+def test_an_unfinished_shared_folders_name_is_no_command_line_to_paste(tmp_path, capsys):
+    """An interrupted run's report says how to resume it, with the folder's name as the run
+    name: a shared folder named 'x;touch pwned;-2' read 'complete it with explain
+    CONFIG.yaml --resume --set name=x;touch pwned;-2', a line that runs 'touch pwned' when
+    pasted into a shell (and a name the config refuses). Now NAME stands for a run name."""
+    run = tmp_path / "x;touch pwned;-2"
+    shutil.copytree(finished_tiny_run(tmp_path), run)
+    (run / "summary.json").unlink()
+    code, err, _ = cli(capsys, "report", run)
+    assert code == 0, err
+    page = (run / "report.html").read_text()
+    assert "--set name=x;touch" not in page
+    assert "--resume --set name=NAME with the folder renamed NAME (&#39;x;touch pwned;-2&#39; " \
+           "is no run name)" in page
+    from explain.outputs import resume_flags
+    assert resume_flags(None, "exp-2") == "--resume --set name=exp-2"  # an honest folder's
+    assert "is no run name" in resume_flags("exp", "exp-2$(id)")
