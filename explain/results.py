@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -270,7 +270,8 @@ class ClassNumbers(_Record):
     # under 5 images with boxes
     pointing_interval: Optional[list[float]] = None
     pointing_units: Optional[int] = Field(None, ge=0)  # images, or photos, the interval is over
-    pointing_by_method: Optional[dict[str, float]] = None
+    # per method, its hits / maps (a shared summary's NaN read 'nan%' on the page)
+    pointing_by_method: Optional[dict[str, Annotated[float, Field(ge=0, le=1)]]] = None
 
     @field_validator("pointing_interval")
     @classmethod

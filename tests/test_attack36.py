@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from helpers import cli, finished_tiny_run
 
 
@@ -93,3 +94,35 @@ def test_an_unfinished_shared_folders_name_is_no_command_line_to_paste(tmp_path,
     from explain.outputs import resume_flags
     assert resume_flags(None, "exp-2") == "--resume --set name=exp-2"  # an honest folder's
     assert "is no run name" in resume_flags("exp", "exp-2$(id)")
+
+
+def _pointing_by_method(summary: dict, share: float) -> None:
+    """A labelled image and a dataset record whose cat row has gradcam's pointing ``share``."""
+    summary["images"][0]["label"] = "cat"
+    summary["dataset"] = {
+        "labelled": 1, "unlabelled": 0, "correct": 1, "classes": ["cat", "dog"],
+        "confusion": [[1, 0], [0, 0]],
+        "per_class": [{"class": "cat", "images": 1, "correct": 1, "predicted_as": 1,
+                       "pointing_maps": 1, "pointing_hits": 1, "pointing": 1.0,
+                       "pointing_by_method": {"gradcam": share}}]}
+
+
+def test_a_methods_pointing_share_outside_0_to_1_is_a_damaged_folder(tmp_path, capsys):
+    """Attack 35 bounded a class's accuracy, pointing and interval to 0..1; its per-method
+    pointing was left out: a shared summary's NaN, -inf or 7 read 'nan%', '-inf%', '700.0%'
+    in the page's per-class table. Now the summary's one line, exit 2, for every reader."""
+    import explain
+    from helpers import one_line, tampered
+    finished = finished_tiny_run(tmp_path)
+    for name, share in (("nan", float("nan")), ("neg", float("-inf")), ("big", 7.0)):
+        run = tampered(finished, tmp_path / name, lambda s: _pointing_by_method(s, share))
+        code, err, _ = cli(capsys, "report", run)
+        assert code == 2, err
+        one_line(err, "summary.json", "pointing_by_method.gradcam", "the run folder is damaged")
+        assert "%</td>" not in (run / "report.html").read_text()  # the copy's, not rewritten
+        with pytest.raises(explain.ExplainError, match="pointing_by_method"):
+            explain.load(run)
+    honest = tampered(finished, tmp_path / "honest", lambda s: _pointing_by_method(s, 0.25))
+    code, err, _ = cli(capsys, "report", honest)
+    assert code == 0, err
+    assert "<td>25.0%</td>" in (honest / "report.html").read_text()
