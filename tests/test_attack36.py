@@ -126,3 +126,53 @@ def test_a_methods_pointing_share_outside_0_to_1_is_a_damaged_folder(tmp_path, c
     code, err, _ = cli(capsys, "report", honest)
     assert code == 0, err
     assert "<td>25.0%</td>" in (honest / "report.html").read_text()
+
+
+def _segmentation_runs(folder: Path) -> tuple[Path, Path]:
+    """Runs A and B of two tiny untrained segmenters on the cat and dog photos, their maps
+    saved: the two run folders."""
+    import torch
+    import yaml
+    from helpers import IMAGES
+    from explain.cli import main
+    for name, seed in (("a", 0), ("b", 3)):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                  torch.nn.Conv2d(4, 3, 1))
+        torch.save(net, folder / f"{name}.pt")
+        config = dict(name=name, task="segmentation", model=dict(file=f"{name}.pt"),
+                      classes={"background": 0, "cat": 1, "dog": 2}, target_layers=["1"],
+                      images=[str(IMAGES / "cat.jpg"), str(IMAGES / "dog.jpg")],
+                      methods=["gradcam"], metrics=[], preprocess=dict(size=32),
+                      output=dict(dir=str(folder / "out"), save_arrays=True))
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        assert main([str(folder / f"{name}.yaml"), "--quiet"]) == 0
+    return folder / "out" / "a", folder / "out" / "b"
+
+
+def _every_segment(summary: dict, key: str, value: float) -> None:
+    for entry in summary["images"]:
+        for rec in entry["cams"]:
+            rec["segment"][key] = value
+
+
+def test_a_segmentation_maps_share_outside_0_to_1_is_a_damaged_folder(tmp_path, capsys):
+    """A segmentation map's energy in region, in mask, mask IoU and pixel shares are shares:
+    a shared summary's NaN or 7 read 'nan%' or '700.0%' on its card, and explain diff
+    (which now compares them, their change's interval cut to -1..1) printed 'energy_in_region
+    +nan' or +6.94 with intervals such as [+6, +1]. Now the summary's one line, exit 2."""
+    from helpers import one_line, tampered
+    a, b = _segmentation_runs(tmp_path)
+    capsys.readouterr()  # the runs' lines
+    for name, key, value in (("nan", "energy_in_region", float("nan")),
+                             ("big", "energy_in_region", 7.0), ("neg", "mask_iou", -1.0),
+                             ("share", "predicted_share", 2.0)):
+        shared = tampered(b, tmp_path / name, lambda s: _every_segment(s, key, value))
+        for argv in (("report", shared), ("diff", a, shared, "--out", tmp_path / "d")):
+            code, err, _ = cli(capsys, *argv)
+            assert code == 2, err
+            one_line(err, "summary.json", f"segment.{key}", "the run folder is damaged")
+    assert not (tmp_path / "d").exists()
+    code, err, out = cli(capsys, "diff", a, b, "--out", tmp_path / "d")
+    assert code == 0, err
+    assert "energy_in_region" in out + err

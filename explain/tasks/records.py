@@ -29,12 +29,16 @@ class RegionNumbers(_Part):
     region: str  # predicted | label: the pixels the target sums the class's scores over
     region_pixels: int  # the class's pixels in the region (at model input size)
     # region_pixels over the image's pixels (None: a record written before it was kept)
-    region_share: Optional[float] = None
-    predicted_share: float  # share of the image's pixels the model predicts as the class
+    region_share: Optional[float] = Field(None, ge=0, le=1)
+    # share of the image's pixels the model predicts as the class
+    predicted_share: float = Field(ge=0, le=1)
     score: float  # what the map explains: the class's scores summed over the region
-    energy_in_region: float  # share of the map's sum inside the region
-    energy_in_mask: Optional[float] = None  # share inside the ground truth (with its pixels)
-    mask_iou: Optional[float] = None  # IoU of the map above segmentation.threshold x max
+    # shares of 0..1 (a shared summary's NaN or 7 read 'nan%', '700.0%' on the page and gave
+    # explain diff intervals such as [+6, +1])
+    energy_in_region: float = Field(ge=0, le=1)  # share of the map's sum inside the region
+    energy_in_mask: Optional[float] = Field(None, ge=0, le=1)  # share inside the ground truth
+    # IoU of the map above segmentation.threshold x its max with the ground truth
+    mask_iou: Optional[float] = Field(None, ge=0, le=1)
     pointing_hit: Optional[bool] = None  # the map's peak lies in the ground-truth mask
 
     @model_validator(mode="before")
@@ -55,7 +59,7 @@ class DetectionNumbers(_Part):
     label: str  # the class name of the detection's label
     score: float
     box: list[float]  # x0, y0, x1, y1 in model-input pixels
-    energy_in_box: float  # share of the map's sum inside the box
+    energy_in_box: float = Field(ge=0, le=1)  # share of the map's sum inside the box
     inside_outside: Optional[float] = None  # mean map value inside the box / outside it
 
 
