@@ -284,15 +284,6 @@ class ClassNumbers(_Record):
             raise ValueError(f"expected shares from 0 to 1, got {v}")
         return v
 
-    @field_validator("pointing_by_method")
-    @classmethod
-    def _shares(cls, v: Optional[dict[str, float]]) -> Optional[dict[str, float]]:
-        """Each method's pointing game, a share as the page prints it ('nan%' otherwise)."""
-        bad = next((x for x in (v or {}).values() if not 0 <= x <= 1), None)
-        if bad is not None:  # NaN too
-            raise ValueError(f"expected shares from 0 to 1, got {bad}")
-        return v
-
     @model_validator(mode="after")
     def _parts(self) -> "ClassNumbers":
         """A part no larger than its whole (the page printed '(5 / 3)')."""
