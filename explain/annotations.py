@@ -138,7 +138,7 @@ def read_box_file(path: Path, classes: list[str]) -> list[Box]:
             _count(len(boxes), path)
         return boxes
     if not path.is_file():  # or what it is: a named pipe, a socket, a device
-        from explain.images.found import not_found
+        from explain.names import not_found
         raise ExplainError(f"annotations.file: file {not_found(path, '')}")
     suffix = path.suffix.lower()
     if suffix == ".csv":

@@ -330,3 +330,17 @@ def photo_of(image_id: str, separator: str | None, path: str | None = None) -> s
         return image_id
     head = image_id.split(separator, 1)[0]
     return head or image_id
+
+
+def not_found(path: Path, hint: str) -> str:
+    """'not found: PATH' + ``hint`` (a close name), or, for a path that is there but neither a
+    regular file nor a folder (a named pipe, a socket, a device), what it is: the close name
+    offered was the path itself."""
+    import stat
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return f"not found: {short(path)}{hint}"
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"{short(path)} is {kind}, not a file or folder explain reads"

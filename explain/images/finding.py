@@ -15,10 +15,11 @@ from pathlib import Path
 
 from explain.config import Config, LabelledImages
 from explain.errors import ExplainError
-from explain.names import close_file, fitted, fold, folder_names, quote, safe_slug, short
+from explain.names import (close_file, fitted, fold, folder_names, not_found, quote, safe_slug,
+                           short)
 from explain.results import Skipped
 from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
-                                  links_hint, not_found)
+                                  links_hint)
 from explain.images.reading import ImageRef
 from explain.images.labelled import labelled_files
 

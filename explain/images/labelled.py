@@ -13,10 +13,10 @@ from typing import Iterator, Optional
 from explain.config import Config, LabelledImages, read_bounded_text
 from explain.csvrows import CsvRows
 from explain.errors import ExplainError, first_line
-from explain.names import close_file, quote, short, suggest
+from explain.names import close_file, not_found, quote, short, suggest
 from explain.results import Skipped
 from explain.images.found import (IMAGE_SUFFIXES, MAX_IMAGES, NOT_IMAGE, Found, Note, link_note,
-                                  links_hint, not_found)
+                                  links_hint)
 
 
 MAX_LIST_BYTES = 64 * 1024 * 1024  # a .csv / .json list of labelled images

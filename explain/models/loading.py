@@ -33,7 +33,7 @@ def _read_file(path: Path, spec: ModelSpec) -> Any:
     except OSError as exc:  # e.g. a name too long for the file system
         raise ExplainError(f"model.file: {quote(str(path))}: {exc.strerror}") from None
     if not found and path.exists() and not path.is_dir():  # a named pipe, a socket, a device
-        from explain.images.found import not_found  # (the close name offered was the path)
+        from explain.names import not_found  # (the close name offered was the path)
         raise ExplainError(f"model.file: {not_found(path, '')}")
     if not found:
         hint = close_file(path, MODEL_SUFFIXES, folders=False)  # '.pt' for '.pth'
