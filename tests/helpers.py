@@ -249,3 +249,15 @@ def tampered(finished: Path, where: Path, edit: Callable[[dict], Any]) -> Path:
     edit(summary)
     (where / "summary.json").write_text(json.dumps(summary))
     return where
+
+
+def labelled_cat(summary: dict, **row: Any) -> None:
+    """A finished tiny run's summary (``finished_tiny_run``) made a labelled one: its image
+    labelled cat, and a dataset record whose cat row has ``row``'s fields besides its counts
+    (a shared summary's per-class numbers, for tests that tamper with them)."""
+    summary["images"][0]["label"] = "cat"
+    summary["dataset"] = {
+        "labelled": 1, "unlabelled": 0, "correct": 1, "classes": ["cat", "dog"],
+        "confusion": [[1, 0], [0, 0]],
+        "per_class": [{"class": "cat", "images": 1, "correct": 1, "predicted_as": 1,
+                       "pointing_maps": 1, "pointing_hits": 1, "pointing": 1.0, **row}]}

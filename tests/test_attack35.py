@@ -9,18 +9,13 @@ import time
 
 import pytest
 import torch
-from helpers import CAT, IMAGES, cli, finished_tiny_run, one_line, tampered, tiny_config, tiny_net
+from helpers import (CAT, IMAGES, cli, finished_tiny_run, labelled_cat, one_line, tampered,
+                     tiny_config, tiny_net)
 
 
 def _pointing(summary: dict, interval: list) -> None:
     """A labelled image and a dataset record whose cat row has ``interval``."""
-    summary["images"][0]["label"] = "cat"
-    summary["dataset"] = {
-        "labelled": 1, "unlabelled": 0, "correct": 1, "classes": ["cat", "dog"],
-        "confusion": [[1, 0], [0, 0]],
-        "per_class": [{"class": "cat", "images": 1, "correct": 1, "predicted_as": 1,
-                       "pointing_maps": 1, "pointing_hits": 1, "pointing": 1.0,
-                       "pointing_interval": interval, "pointing_units": 5}]}
+    labelled_cat(summary, pointing_interval=interval, pointing_units=5)
 
 
 def test_a_pointing_interval_of_one_number_is_a_damaged_folder(tmp_path, capsys):

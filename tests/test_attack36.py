@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import cli, finished_tiny_run
+from helpers import cli, finished_tiny_run, labelled_cat
 
 
 def _unfinished_detection(finished: Path, where: Path, score: str) -> Path:
@@ -98,13 +98,7 @@ def test_an_unfinished_shared_folders_name_is_no_command_line_to_paste(tmp_path,
 
 def _pointing_by_method(summary: dict, share: float) -> None:
     """A labelled image and a dataset record whose cat row has gradcam's pointing ``share``."""
-    summary["images"][0]["label"] = "cat"
-    summary["dataset"] = {
-        "labelled": 1, "unlabelled": 0, "correct": 1, "classes": ["cat", "dog"],
-        "confusion": [[1, 0], [0, 0]],
-        "per_class": [{"class": "cat", "images": 1, "correct": 1, "predicted_as": 1,
-                       "pointing_maps": 1, "pointing_hits": 1, "pointing": 1.0,
-                       "pointing_by_method": {"gradcam": share}}]}
+    labelled_cat(summary, pointing_by_method={"gradcam": share})
 
 
 def test_a_methods_pointing_share_outside_0_to_1_is_a_damaged_folder(tmp_path, capsys):
