@@ -97,7 +97,7 @@ def test_no_detection_above_the_threshold_says_the_best_score_there_was():
     """'no detection of a named class scores at least score_threshold 0.5 on 3 image(s)': a
     random-weight detector's boxes scored 0.338, which the note did not say; it does now."""
     from explain.tasks.records import task_notes
-    cfg = NS(task="detection", detection=NS(score_threshold=0.5, max_boxes=3))
+    cfg = NS(task="detection", targets="all", detection=NS(score_threshold=0.5, max_boxes=3))
     images = [NS(id=name, detections=NS(explained=[], above_threshold=0),
                  probabilities={"cat": 0.0, "dog": p}) for name, p in (("cat", 0.2),
                                                                         ("both", 0.338325))]

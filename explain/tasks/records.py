@@ -242,11 +242,13 @@ def _segmentation_notes(cfg: Any, images: list, listing: bool) -> list[str]:
     return notes
 
 
-def _best_box(images: list) -> str:
+def _best_box(images: list, targets: Any) -> str:
     """'; the best box scores 0.338 (class dog on image both): ...' over images without a detection
-    explained (their probabilities: each class's best box score, whatever the threshold)."""
+    explained (their probabilities: each class's best box score, whatever the threshold), of
+    the classes ``targets`` lists (a cat at 0.9 beside targets: [dog] no threshold explains)."""
     best = max(((p, c, e.id) for e in images for c, p in (e.probabilities or {}).items()
-                if math.isfinite(p)),  # a shared item's inf or NaN: no score (a traceback)
+                if math.isfinite(p)  # a shared item's inf or NaN: no score (a traceback)
+                and (not isinstance(targets, list) or c in targets)),
                default=(0.0, "", ""))
     if best[0] <= 0:
         return ""
@@ -273,7 +275,7 @@ def task_notes(cfg: Any, images: list, listing: bool = True) -> list[str]:
         shown = listed(none)
         notes.append(f"detection: no detection of a named class scores at least "
                      f"score_threshold {cfg.detection.score_threshold} on {len(none)} "
-                     f"image(s): {shown}; nothing to explain there" + _best_box(lacking))
+                     f"image(s): {shown}; nothing to explain there" + _best_box(lacking, cfg.targets))
     if more:
         notes.append(f"detection: {len(more)} image(s) have more than max_boxes "
                      f"({cfg.detection.max_boxes}) detections above the threshold; the best "
