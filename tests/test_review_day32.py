@@ -22,3 +22,23 @@ def test_the_best_box_note_names_a_box_of_a_targeted_class_only():
     images[0].probabilities["dog"] = 0.0  # no dog box at all: no score to name
     [note] = task_notes(cfg, images)
     assert note.endswith("nothing to explain there"), note
+
+
+def test_a_shared_summarys_task_means_of_nan_or_7_leave_the_task_table_out():
+    """attack 36 bounded each map's shares; a shared summary.json's run means (``task``) of
+    NaN or 7 still read 'nan%' and '700.0%' in the report's Methods table and the
+    notebook's, and an inside / outside median of Infinity 'inf'. Now the table is left out
+    with the note a summary's other impossible task numbers get."""
+    from explain.tasks.records import TaskSummary, task_problem
+    for number, value in (("energy_in_region", float("nan")), ("energy_in_region", 7.0),
+                          ("mask_iou", -0.5)):
+        task = TaskSummary(task="segmentation", numbers=[number], means={
+            "gradcam": {number: value}}, maps={"gradcam": 3})
+        assert task_problem(task, "segmentation", ["gradcam"]) == \
+            "means that are no shares (0 to 1) or no finite number", (number, value)
+    ratio = TaskSummary(task="detection", numbers=["inside_outside"], medians=[
+        "inside_outside"], means={"gradcam": {"inside_outside": float("inf")}})
+    assert task_problem(ratio, "detection", ["gradcam"]) == \
+        "means that are no shares (0 to 1) or no finite number"
+    ratio.means["gradcam"]["inside_outside"] = 62.0  # a ratio above 1 is one
+    assert task_problem(ratio, "detection", ["gradcam"]) is None

@@ -156,9 +156,9 @@ def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optiona
     """What in a summary's task numbers its run (``task``, the config's; ``methods``) cannot
     have written, or None: another task, numbers that are not the task's (in their order,
     each once), medians of numbers that are means, means, counts or map counts of another
-    method or number. The report draws
-    a column per number for every method: a shared summary.json's 1.7 million numbers made
-    375 MB of HTML."""
+    method or number, means that are no shares (a ratio's: no finite number). The report
+    draws a column per number for every method: a shared summary.json's 1.7 million numbers
+    made 375 MB of HTML."""
     known = MEANS.get(task)
     if known is None or summary.task != task:
         return f"numbers of task {quote(summary.task, 40)}, not its run's ({task})"
@@ -173,6 +173,9 @@ def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optiona
         if any(m not in names or any(k not in summary.numbers for k in numbers)
                for m, numbers in per_method.items()):
             return "means of a method or number that is not its run's"
+    if any(not math.isfinite(v) or (k not in MEDIANS and not 0 <= v <= 1)  # 'nan%', '700.0%'
+           for numbers in summary.means.values() for k, v in numbers.items()):
+        return "means that are no shares (0 to 1) or no finite number"
     if any(m not in names for m in summary.maps):
         return "map counts of a method that is not its run's"
     return None
