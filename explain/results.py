@@ -329,6 +329,8 @@ class DatasetSummary(_Record):
 
     @model_validator(mode="after")
     def _square(self) -> "DatasetSummary":
+        if self.correct > self.labelled:  # '7 of 5 labelled image(s)', as a class's counts
+            raise ValueError("correct above labelled")
         n = len(self.classes)
         if len(self.confusion) != n or any(len(row) != n for row in self.confusion):
             raise ValueError(f"the confusion table is not {n} x {n} (one row and column per class)")

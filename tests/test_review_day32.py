@@ -42,3 +42,15 @@ def test_a_shared_summarys_task_means_of_nan_or_7_leave_the_task_table_out():
         "means that are no shares (0 to 1) or no finite number"
     ratio.means["gradcam"]["inside_outside"] = 62.0  # a ratio above 1 is one
     assert task_problem(ratio, "detection", ["gradcam"]) is None
+
+
+def test_a_shared_summarys_dataset_correct_no_more_than_its_labelled_images():
+    """Each class's counts hold together since e4329c2 ('(5 / 3)'); the dataset's own line
+    read 'accuracy 100.0% · 7 of 5 labelled image(s) predicted as their label' (page and
+    console) from a shared summary.json. Now a damaged summary, as the class's is."""
+    import pytest
+    from pydantic import ValidationError
+    from explain.results import DatasetSummary
+    assert DatasetSummary(labelled=5, unlabelled=0, correct=5).correct == 5
+    with pytest.raises(ValidationError, match="correct above labelled"):
+        DatasetSummary(labelled=5, unlabelled=0, correct=7, accuracy=1.0)
