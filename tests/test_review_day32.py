@@ -54,3 +54,28 @@ def test_a_shared_summarys_dataset_correct_no_more_than_its_labelled_images():
     assert DatasetSummary(labelled=5, unlabelled=0, correct=5).correct == 5
     with pytest.raises(ValidationError, match="correct above labelled"):
         DatasetSummary(labelled=5, unlabelled=0, correct=7, accuracy=1.0)
+
+
+def _box_map(image: str, name: str, label: str):
+    from explain.diff.numbers import MapDiff
+    return MapDiff(image=image, class_name=name, method="eigencam", correlation=0.5,
+                   mean_abs_diff=0.1, max_abs_diff=0.2, peak_shift=0.0, resized=False,
+                   predicted=(label, label), numbers=({}, {}), class_b=name, label=label)
+
+
+def test_a_detection_diffs_first_line_counts_classes_not_boxes():
+    """explain diff of two detection runs groups a class's boxes since 29dbd27 ('eigencam /
+    dog ... over 3 maps'), but its first line still counted each box name as a class: '3
+    shared maps (of 2 images, 2 classes, 1 method: not every class of every image)' for one
+    class, dog, with two boxes on one image. Now it counts the classes and says why the
+    maps are more than images x classes x methods."""
+    from explain.diff.numbers import DiffResult, console_lines
+    side = NS(root="A", label="A", finished=True, summary=None)
+    maps = [_box_map("cat", "dog-1", "dog"), _box_map("both", "dog-1", "dog"),
+            _box_map("both", "dog-2", "dog")]
+    result = DiffResult(a=side, b=NS(**{**vars(side), "root": "B", "label": "B"}), maps=maps,
+                        left_out=[], config_changes=[], threshold=None)
+    lines = console_lines(result)
+    assert lines[0] == "explain diff: A A vs B B: 3 shared maps (of 2 images, 1 class, 1 " \
+        "method: a map per detected box)", lines[0]
+    assert lines[1].startswith("  eigencam / dog: map r min 0.500 on cat (dog-1), "), lines

@@ -442,11 +442,13 @@ def flip_line(result: DiffResult) -> str:
 def console_lines(result: DiffResult) -> list[str]:
     """The short summary printed after a diff."""
     maps = result.maps
-    count = [len(set(key)) for key in zip(*((m.image, m.class_name, m.method) for m in maps))]
+    count = [len(set(key)) for key in zip(*((m.image, m.label or m.class_name, m.method)
+                                            for m in maps))]  # a detection's class: dog
     kinds = [f"{n} {word}{'' if n == 1 else plural}" for n, word, plural in
              zip(count, ("image", "class", "method"), ("s", "es", "s"))]
     over = " x ".join(kinds) if count[0] * count[1] * count[2] == len(maps) else \
-        f"of {', '.join(kinds)}: not every class of every image"  # e.g. each image's label
+        f"of {', '.join(kinds)}: " + ("a map per detected box" if any(m.label for m in maps)
+                                      else "not every class of every image")  # each label
     lines = [f"explain diff: A {result.a.root} vs B {result.b.root}: {len(maps)} shared maps "
              f"({over})"]
     lines += [f"  run {s.label} is unfinished: {len(s.summary.images)} image(s) so far"
