@@ -79,3 +79,19 @@ def test_a_detection_diffs_first_line_counts_classes_not_boxes():
     assert lines[0] == "explain diff: A A vs B B: 3 shared maps (of 2 images, 1 class, 1 " \
         "method: a map per detected box)", lines[0]
     assert lines[1].startswith("  eigencam / dog: map r min 0.500 on cat (dog-1), "), lines
+
+
+def test_a_shared_summarys_task_counts_hold_together():
+    """A mean 'k of n maps' in the Methods table (report and notebook): a shared summary's
+    counted 5 beside maps 3 read '(5 of 3 maps)', and maps -3 'maps -3', as a class's '(5 /
+    3)' did before e4329c2. Now the task table is left out with its note."""
+    from explain.tasks.records import TaskSummary, task_problem
+    ok = dict(task="segmentation", numbers=["energy_in_mask"],
+              means={"gradcam": {"energy_in_mask": 0.5}})
+    good = TaskSummary(**ok, maps={"gradcam": 3}, counted={"gradcam": {"energy_in_mask": 2}})
+    assert task_problem(good, "segmentation", ["gradcam"]) is None
+    for maps, held in ((3, 5), (-3, 0), (3, -1)):
+        bad = TaskSummary(**ok, maps={"gradcam": maps},
+                          counted={"gradcam": {"energy_in_mask": held}})
+        assert task_problem(bad, "segmentation", ["gradcam"]) == \
+            "map counts below 0, or a mean over more maps than its method's", (maps, held)

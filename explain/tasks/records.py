@@ -156,9 +156,9 @@ def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optiona
     """What in a summary's task numbers its run (``task``, the config's; ``methods``) cannot
     have written, or None: another task, numbers that are not the task's (in their order,
     each once), medians of numbers that are means, means, counts or map counts of another
-    method or number, means that are no shares (a ratio's: no finite number). The report
-    draws a column per number for every method: a shared summary.json's 1.7 million numbers
-    made 375 MB of HTML."""
+    method or number, means that are no shares (a ratio's: no finite number), counts that
+    do not hold together. The report draws a column per number for every method: a shared
+    summary.json's 1.7 million numbers made 375 MB of HTML."""
     known = MEANS.get(task)
     if known is None or summary.task != task:
         return f"numbers of task {quote(summary.task, 40)}, not its run's ({task})"
@@ -178,6 +178,10 @@ def task_problem(summary: TaskSummary, task: str, methods: list[str]) -> Optiona
         return "means that are no shares (0 to 1) or no finite number"
     if any(m not in names for m in summary.maps):
         return "map counts of a method that is not its run's"
+    if any(n < 0 for n in summary.maps.values()) or any(  # '(5 of 3 maps)', 'maps -3'
+            not 0 <= n <= summary.maps.get(m, 0) for m, held in summary.counted.items()
+            for n in held.values()):
+        return "map counts below 0, or a mean over more maps than its method's"
     return None
 
 
