@@ -95,3 +95,21 @@ def test_a_shared_summarys_task_counts_hold_together():
                           counted={"gradcam": {"energy_in_mask": held}})
         assert task_problem(bad, "segmentation", ["gradcam"]) == \
             "map counts below 0, or a mean over more maps than its method's", (maps, held)
+
+
+def test_a_few_unnamed_ground_truth_pixels_are_not_0_percent():
+    """A label map with one pixel of 255 in 250,000 got the note '... no class's ground
+    truth (photo 0.0% of the pixels)': a share the note itself says is there. Under 0.05%
+    it reads 'under 0.1%'."""
+    import numpy as np
+    from explain.tasks.records import task_notes
+    from explain.tasks.segmentation import unnamed_pixels
+    truth = np.zeros((500, 500), np.int32)
+    truth[0, 0] = 255
+    cfg = NS(task="segmentation", segmentation=NS(masks=None, region="predicted"))
+    images = [NS(id="photo", segmentation=unnamed_pixels(truth, 21))]
+    [note] = task_notes(cfg, images)
+    assert note.endswith("(photo under 0.1% of the pixels)"), note
+    truth[:10] = 255  # 2%
+    images = [NS(id="photo", segmentation=unnamed_pixels(truth, 21))]
+    assert task_notes(cfg, images)[0].endswith("(photo 2.0% of the pixels)")
