@@ -113,3 +113,19 @@ def test_a_few_unnamed_ground_truth_pixels_are_not_0_percent():
     truth[:10] = 255  # 2%
     images = [NS(id="photo", segmentation=unnamed_pixels(truth, 21))]
     assert task_notes(cfg, images)[0].endswith("(photo 2.0% of the pixels)")
+
+
+def test_the_no_detection_note_of_a_targets_list_names_those_classes():
+    """With targets: [dog] an image whose cat scores 0.9 has nothing explained; the note
+    said 'no detection of a named class scores at least score_threshold 0.5', and the cat
+    is a named class that does. It now names the classes the targets list."""
+    from explain.tasks.records import task_notes
+    cfg = NS(task="detection", targets=["dog"],
+             detection=NS(score_threshold=0.5, max_boxes=3))
+    images = [NS(id="park", detections=NS(explained=[], above_threshold=0),
+                 probabilities={"cat": 0.9, "dog": 0.0})]
+    [note] = task_notes(cfg, images)
+    assert note.startswith("detection: no detection of a class in targets (dog) scores at "
+                           "least score_threshold 0.5 on 1 image(s): park;"), note
+    cfg.targets = "all"
+    assert task_notes(cfg, images)[0].startswith("detection: no detection of a named class ")

@@ -282,9 +282,12 @@ def task_notes(cfg: Any, images: list, listing: bool = True) -> list[str]:
     notes = []
     if none:
         shown = listed(none)
-        notes.append(f"detection: no detection of a named class scores at least "
+        which = f"a class in targets ({listed(cfg.targets)})" if isinstance(
+            cfg.targets, list) else "a named class"  # a cat at 0.9 beside targets: [dog]
+        notes.append(f"detection: no detection of {which} scores at least "
                      f"score_threshold {cfg.detection.score_threshold} on {len(none)} "
-                     f"image(s): {shown}; nothing to explain there" + _best_box(lacking, cfg.targets))
+                     f"image(s): {shown}; nothing to explain there"
+                     + _best_box(lacking, cfg.targets))
     if more:
         notes.append(f"detection: {len(more)} image(s) have more than max_boxes "
                      f"({cfg.detection.max_boxes}) detections above the threshold; the best "
