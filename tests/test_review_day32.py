@@ -129,3 +129,26 @@ def test_the_no_detection_note_of_a_targets_list_names_those_classes():
                            "least score_threshold 0.5 on 1 image(s): park;"), note
     cfg.targets = "all"
     assert task_notes(cfg, images)[0].startswith("detection: no detection of a named class ")
+
+
+def test_a_shared_items_task_score_or_ratio_of_nan_or_inf_is_a_damaged_record():
+    """attack 36 bounded the map shares; a shared item's detection score, segmentation score
+    or inside / outside ratio of NaN or Infinity still read 'score +nan' in explain diff, '(score
+    nan)' in Run.show and 'nan' as an unfinished run's inside / outside median in the Methods
+    table. Now each is a damaged record, as the shares are."""
+    import pytest
+    from pydantic import ValidationError
+    from explain.tasks.records import Detected, DetectionNumbers, RegionNumbers
+    box = dict(label="dog", box=[0, 0, 4, 4], energy_in_box=0.5)
+    assert DetectionNumbers(**box, score=0.3, inside_outside=62.0).inside_outside == 62.0
+    region = dict(region="predicted", region_pixels=4, predicted_share=0.5,
+                  energy_in_region=0.5)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="score"):
+            DetectionNumbers(**box, score=bad)
+        with pytest.raises(ValidationError, match="inside_outside"):
+            DetectionNumbers(**box, score=0.3, inside_outside=bad)
+        with pytest.raises(ValidationError, match="score"):
+            RegionNumbers(**region, score=bad)
+        with pytest.raises(ValidationError, match="score"):
+            Detected(name="dog-1", label="dog", score=bad, box=[0, 0, 4, 4])

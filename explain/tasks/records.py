@@ -32,7 +32,9 @@ class RegionNumbers(_Part):
     region_share: Optional[float] = Field(None, ge=0, le=1)
     # share of the image's pixels the model predicts as the class
     predicted_share: float = Field(ge=0, le=1)
-    score: float  # what the map explains: the class's scores summed over the region
+    # what the map explains: the class's scores summed over the region (NaN read 'score +nan'
+    # in explain diff)
+    score: float = Field(allow_inf_nan=False)
     # shares of 0..1 (a shared summary's NaN or 7 read 'nan%', '700.0%' on the page and gave
     # explain diff intervals such as [+6, +1])
     energy_in_region: float = Field(ge=0, le=1)  # share of the map's sum inside the region
@@ -57,10 +59,11 @@ class RegionNumbers(_Part):
 class DetectionNumbers(_Part):
     """A detection map: the detection it explains, and the map against its box."""
     label: str  # the class name of the detection's label
-    score: float
+    score: float = Field(allow_inf_nan=False)
     box: list[float]  # x0, y0, x1, y1 in model-input pixels
     energy_in_box: float = Field(ge=0, le=1)  # share of the map's sum inside the box
-    inside_outside: Optional[float] = None  # mean map value inside the box / outside it
+    # mean map value inside the box / outside it (NaN: an unfinished run's median 'nan')
+    inside_outside: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
 
 
 UNNAMED_VALUES = 5  # values of a label map that name no class, kept per image
@@ -81,7 +84,7 @@ class Detected(_Part):
     """One detection that was explained (a map per method)."""
     name: str  # the maps' class name: <label>-<n>, the n-th best box of the label
     label: str
-    score: float
+    score: float = Field(allow_inf_nan=False)
     box: list[float]  # x0, y0, x1, y1 in model-input pixels
 
 
