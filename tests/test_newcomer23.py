@@ -1,0 +1,45 @@
+"""Newcomer 23: a student's hand-written Grad-CAM / LayerCAM of the course's AlexNet (the
+untrained stand-in), compared with --compare and compare.reference_dir."""
+import cv2
+import numpy as np
+
+from test_newcomer20 import _compare_maps, _library_like, _without_relu
+
+
+def _noisy_sums(n: int) -> list[np.ndarray]:
+    """Layer-resolution Grad-CAM sums as rough as an untrained AlexNet's at features.10: cell
+    to cell noise, half of the cells below 0 (positive islands a cell or two wide)."""
+    sums = []
+    for seed in range(n):
+        raw = np.random.default_rng(seed).standard_normal((13, 13)).astype(np.float32)
+        sums.append(raw - np.median(raw))
+    return sums
+
+
+def test_every_map_without_the_relu_is_named_on_a_noisy_layer(tmp_path):
+    """A student's Grad-CAM without the ReLU on the weighted sum, on the stand-in AlexNet:
+    '2 map(s) look like the weighted channel sum without its ReLU', then for the other 4 the
+    advice of another bug (the inplace-ReLU trap, model.eval()). The resize blurs the ReLU's
+    edge over most of a noisy map's positive part, so r >= 0.95 there failed."""
+    size = (224, 224)
+    pairs = [(f"c{i}", _library_like(raw, size), _without_relu(raw, size))
+             for i, raw in enumerate(_noisy_sums(6))]
+    line = _compare_maps(tmp_path, pairs)
+    assert line.startswith("gradcam: differ")
+    assert "6 map(s) look like the weighted channel sum without its ReLU" in line
+    assert "clone" not in line and "model.eval" not in line
+
+
+def test_a_relud_map_resized_bicubically_is_not_said_to_miss_the_relu():
+    """The new check does not take a ReLU'd map resized with INTER_CUBIC (its ringing lifts
+    the zeros to about 0.1 once min-max scaled) for one without the ReLU."""
+    from explain.compare import _best_cut, without_relu
+    size = (224, 224)
+    for raw in _noisy_sums(4):
+        library = _library_like(raw, size)
+        relu = np.maximum(raw, 0) / raw.max()
+        cubic = cv2.resize(relu, (224, 224), interpolation=cv2.INTER_CUBIC)
+        cubic = (cubic - cubic.min()) / (cubic.max() - cubic.min())
+        got = without_relu(library, cubic.astype(np.float32))
+        assert got is None or got.startswith("r >= 0.95")  # the older check's own verdict
+        assert _best_cut(library, cubic)[1] < 0.3
