@@ -121,7 +121,8 @@ def verdict(max_abs_values: list[float], tolerance: float | list[float]) -> str:
 
 def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
                           classes: str = "", resized: bool = False,
-                          beyond: list[CompareRow] | None = None) -> str:
+                          beyond: list[CompareRow] | None = None, *,
+                          layercam_agrees: bool = False) -> str:
     """What the maps' correlations say about a "differ" against reference files: near 1, the
     same map made another way (resize, scaling); a map at r = 0, one of the two constant (the
     blank maps of a hook on an inplace ReLU's input); lower, maps of another shape. ``crossed``
@@ -129,7 +130,9 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
     run's ``classes`` ("cat = 0, dog = 1"). ``resized``: every reference was the layer's map,
     resized and scaled here as the library's are, so r near 1 is no resize of the user's.
     ``beyond``: the rows outside the tolerance (all when None), the maps whose cause is said
-    (beside the maps without the ReLU, the others')."""
+    (beside the maps without the ReLU, the others'). ``layercam_agrees``: the same files'
+    LayerCAM maps agree, which the inplace-ReLU trap leaves alone and a wrong layer, input or
+    training mode would not."""
     rs = sorted(rows, key=lambda r: r.pearson)
     median = float(np.median([r.pearson for r in rs]))
     words = [f"Pearson r median {median:.2f}, lowest {rs[0].pearson:.2f} "
@@ -165,15 +168,27 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
                      "RGB, then / 255: explain.cam(...).input is the very tensor; the figures "
                      "in compare/ show where)")
     elif shaped:
-        words.append("the maps differ in shape: where they are high, not only in size or "
-                     "scale (the figures in compare/ show where); a map of another layer than "
-                     "the run's target_layers, or a forward hook that keeps the tensor it "
-                     "hands on (no copy returned, or the copy kept as well as returned), which "
-                     "a following ReLU(inplace=True) overwrites: keep output, return "
-                     "output.clone() (AlexNet's features.10: the inplace-ReLU trap), or a "
-                     "model left in training mode (Dropout, BatchNorm: call model.eval() "
-                     "before the forward pass)")
+        words.append(_shape_words(layercam_agrees))
     return "; ".join(words) + "; see docs/compare.md, hand-written references"
+
+
+def _shape_words(layercam_agrees: bool) -> str:
+    """The causes of maps of another shape; with the same files' LayerCAM agreeing, the trap
+    alone (a layer, an input or a training mode would move LayerCAM too)."""
+    if layercam_agrees:
+        return ("the maps differ in shape while your LayerCAM maps agree: if they come from the "
+                "same hooks, the layer, the input and model.eval() are right, and this is the "
+                "inplace-ReLU trap, which LayerCAM does not show: a forward hook that keeps "
+                "the tensor it hands on (no copy returned, or the copy kept as well as "
+                "returned), which the following ReLU(inplace=True) overwrites: keep output, "
+                "return output.clone()")
+    return ("the maps differ in shape: where they are high, not only in size or scale (the "
+            "figures in compare/ show where); a map of another layer than the run's "
+            "target_layers, or a forward hook that keeps the tensor it hands on (no copy "
+            "returned, or the copy kept as well as returned), which a following "
+            "ReLU(inplace=True) overwrites: keep output, return output.clone() (AlexNet's "
+            "features.10: the inplace-ReLU trap), or a model left in training mode (Dropout, "
+            "BatchNorm: call model.eval() before the forward pass)")
 
 
 # ---- figure -----------------------------------------------------------------------------------
@@ -351,8 +366,10 @@ class Comparison:
                 continue
             if self.reference_dir is not None:  # the user's maps: why, as far as r can say
                 every = len(self._of(resized, m)) == len(by_method[m])
-                info["note"] = why_references_differ(by_method[m], self._of(crossed, m),
-                                                     self.classes, every, beyond[m])
+                info["note"] = why_references_differ(
+                    by_method[m], self._of(crossed, m), self.classes, every, beyond[m],
+                    layercam_agrees=m != "layercam" and traits(m).reference
+                    and per_method.get("layercam", {}).get("verdict") == "agree")
             elif self.paper_notes and traits(m).paper_note:  # the library departs from the paper
                 info["note"] = traits(m).paper_note
         for m, info in per_method.items():  # an "agree" over part of the maps is no full mark

@@ -43,3 +43,44 @@ def test_a_relud_map_resized_bicubically_is_not_said_to_miss_the_relu():
         got = without_relu(library, cubic.astype(np.float32))
         assert got is None or got.startswith("r >= 0.95")  # the older check's own verdict
         assert _best_cut(library, cubic)[1] < 0.3
+
+
+def _verdicts(tmp_path, maps: dict[str, list[tuple[str, np.ndarray, np.ndarray]]]) -> list[str]:
+    """The verdict lines of reference files: method -> [(class, library map, reference)]."""
+    from explain.compare import Comparison
+    from explain.outputs import RunFolder
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for method, pairs in maps.items():
+        for cls, _, ref in pairs:
+            np.save(refs / f"im__{cls}__{method}.npy", ref.astype(np.float32))
+    (tmp_path / "run").mkdir()
+    comparison = Comparison(RunFolder(tmp_path / "run"), 1e-4, refs)
+    rows = []
+    for method, pairs in maps.items():
+        for cls, library, _ in pairs:
+            ref = comparison.reference_for("im", cls, method, library.shape, {})
+            rows.append(comparison.add("im", cls, method, library, ref))
+    return comparison.finish(rows)["verdicts"]
+
+
+def test_gradcam_differing_beside_an_agreeing_layercam_is_said_to_be_the_trap(tmp_path):
+    """The student's forward hook kept the tensor it handed on (no clone): LayerCAM agreed,
+    Grad-CAM differed at r 0.6 to 0.86, and the line listed a map of another layer, the trap
+    and a model left in training mode alike, though an agreeing LayerCAM from the same hooks
+    rules out the layer, the input and model.eval() (docs/compare.md: 'A student whose
+    LayerCAM agrees and Grad-CAM differs with r 0.6 to 0.9 forgot the clone')."""
+    size = (64, 64)
+    sums = [np.abs(raw) + 0.1 for raw in _noisy_sums(4)]
+    library = [_library_like(raw, size) for raw in sums]
+    maps = {"gradcam": [("cat", library[0], library[2]), ("dog", library[1], library[3])],
+            "layercam": [("cat", library[0], library[0]), ("dog", library[1], library[1])]}
+    gradcam, layercam = _verdicts(tmp_path, maps)
+    assert layercam.startswith("layercam: agree")
+    assert gradcam.startswith("gradcam: differ")
+    assert "while your LayerCAM maps agree" in gradcam and "return output.clone()" in gradcam
+    assert "a map of another layer" not in gradcam and "call model.eval()" not in gradcam
+    # alone, Grad-CAM's line keeps every cause
+    (tmp_path / "alone").mkdir()
+    line, = _verdicts(tmp_path / "alone", {"gradcam": maps["gradcam"]})
+    assert "a map of another layer" in line and "call model.eval()" in line
