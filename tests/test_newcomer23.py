@@ -84,3 +84,15 @@ def test_gradcam_differing_beside_an_agreeing_layercam_is_said_to_be_the_trap(tm
     (tmp_path / "alone").mkdir()
     line, = _verdicts(tmp_path / "alone", {"gradcam": maps["gradcam"]})
     assert "a map of another layer" in line and "call model.eval()" in line
+
+
+def test_compare_md_names_the_full_backward_hook_error_and_its_fix():
+    """The course template's hooks (register_full_backward_hook on features.10) stop the
+    forward pass with 'Output 0 of BackwardHookFunction is a view and is being modified
+    inplace'; docs/compare.md's trap spoke of forward hooks and clones only, so the student
+    searched the error elsewhere. The page names the error and the fix."""
+    from pathlib import Path
+    text = " ".join((Path(__file__).parents[1] / "docs" / "compare.md").read_text().split())
+    assert "`RuntimeError: Output 0 of BackwardHookFunction is a view and is being modified " \
+           "inplace`" in text
+    assert "if isinstance(m, nn.ReLU): m.inplace = False" in text
