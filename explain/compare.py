@@ -122,7 +122,7 @@ def verdict(max_abs_values: list[float], tolerance: float | list[float]) -> str:
 def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
                           classes: str = "", resized: bool = False,
                           beyond: list[CompareRow] | None = None, *,
-                          layercam_agrees: bool = False) -> str:
+                          layercam_agrees: bool = False, resized_from: str = "") -> str:
     """What the maps' correlations say about a "differ" against reference files: near 1, the
     same map made another way (resize, scaling); a map at r = 0, one of the two constant (the
     blank maps of a hook on an inplace ReLU's input); lower, maps of another shape. ``crossed``
@@ -132,7 +132,8 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
     ``beyond``: the rows outside the tolerance (all when None), the maps whose cause is said
     (beside the maps without the ReLU, the others'). ``layercam_agrees``: the same files'
     LayerCAM maps agree, which the inplace-ReLU trap leaves alone and a wrong layer, input or
-    training mode would not."""
+    training mode would not. ``resized_from``: a reference of another image size resized here
+    ("300x451 -> 224x224"), not the layer's map."""
     rs = sorted(rows, key=lambda r: r.pearson)
     median = float(np.median([r.pearson for r in rs]))
     words = [f"Pearson r median {median:.2f}, lowest {rs[0].pearson:.2f} "
@@ -157,19 +158,38 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
                      f"followed by ReLU(inplace=True) gives blank maps (the forward hook "
                      f"should return output.clone() and keep output itself)")
     shaped = [r.pearson for r in rs if r.pearson != 0.0]  # the shape of maps that have one
-    if shaped and float(np.median(shaped)) >= SAME_SHAPE_R and resized:
-        words.append("r near 1 with a large |diff|, though your maps were resized and scaled "
-                     "here as the library's are: the weights or activations differ a little, as "
-                     "when a following ReLU(inplace=True) overwrites the kept output (the "
-                     "inplace-ReLU trap)")
-    elif shaped and float(np.median(shaped)) >= SAME_SHAPE_R:
-        words.append("r near 1 with a large |diff| is the same map resized or scaled another "
-                     "way, or made from a slightly different input (the photo resized as 8-bit "
-                     "RGB, then / 255: explain.cam(...).input is the very tensor; the figures "
-                     "in compare/ show where)")
+    if shaped and float(np.median(shaped)) >= SAME_SHAPE_R:
+        words.append(_near_one_words(resized, resized_from))
     elif shaped:
         words.append(_shape_words(layercam_agrees))
     return "; ".join(words) + "; see docs/compare.md, hand-written references"
+
+
+def _near_one_words(resized: bool, resized_from: str) -> str:
+    """Why maps at r near 1 differ: the layer's maps resized here as the library's are differ
+    a little in their numbers; maps of another image size were resized twice; else the map
+    was resized or scaled another way, or made from another input."""
+    if resized:
+        return ("r near 1 with a large |diff|, though your maps were resized and scaled here as "
+                "the library's are: the weights or activations differ a little, as when a "
+                "following ReLU(inplace=True) overwrites the kept output (the inplace-ReLU "
+                "trap)")
+    if resized_from:
+        return (f"r near 1 with a large |diff|: your maps are of another image size "
+                f"({resized_from}), so each was resized twice, from the layer's to yours and "
+                f"here to the input's: save the layer's own map, not upsampled, or one resized "
+                f"to the input size")
+    return ("r near 1 with a large |diff| is the same map resized or scaled another way, or "
+            "made from a slightly different input (the photo resized as 8-bit RGB, then / "
+            "255: explain.cam(...).input is the very tensor; the figures in compare/ show "
+            "where)")
+
+
+def _layer_sized(resized: str) -> bool:
+    """Whether a reference resized here ("13x13 -> 224x224") was the layer's map: at most a
+    sixteenth of the input's pixels (a photo-sized map, "300x451 -> 224x224", was not)."""
+    (h, w), (height, width) = [map(int, side.split("x")) for side in resized.split(" -> ")]
+    return h * w * 16 <= height * width
 
 
 def _shape_words(layercam_agrees: bool) -> str:
@@ -365,11 +385,14 @@ class Comparison:
             if info["verdict"] != "differ":
                 continue
             if self.reference_dir is not None:  # the user's maps: why, as far as r can say
-                every = len(self._of(resized, m)) == len(by_method[m])
+                mine = self._of(resized, m)
+                every = sum(map(_layer_sized, mine)) == len(by_method[m])
+                photo = [t for t in mine if not _layer_sized(t)]
                 info["note"] = why_references_differ(
                     by_method[m], self._of(crossed, m), self.classes, every, beyond[m],
                     layercam_agrees=m != "layercam" and traits(m).reference
-                    and per_method.get("layercam", {}).get("verdict") == "agree")
+                    and per_method.get("layercam", {}).get("verdict") == "agree",
+                    resized_from=photo[0] if photo else "")
             elif self.paper_notes and traits(m).paper_note:  # the library departs from the paper
                 info["note"] = traits(m).paper_note
         for m, info in per_method.items():  # an "agree" over part of the maps is no full mark

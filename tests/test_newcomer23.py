@@ -96,3 +96,28 @@ def test_compare_md_names_the_full_backward_hook_error_and_its_fix():
     assert "`RuntimeError: Output 0 of BackwardHookFunction is a view and is being modified " \
            "inplace`" in text
     assert "if isinstance(m, nn.ReLU): m.inplace = False" in text
+
+
+def test_maps_saved_at_the_photo_size_are_said_to_be_resized_twice(tmp_path):
+    """The student's maps were upsampled to the photo's own size (cat.jpg: 300 x 451, to lay
+    them over it): explain resized them to the input's 224 x 224, r 1.00 with max |diff| 6e-3,
+    and the line blamed 'the weights or activations differ a little, as when a following
+    ReLU(inplace=True) overwrites the kept output (the inplace-ReLU trap)'. A map the size of
+    a photo is no layer's map: it was resized twice."""
+    size = (224, 224)
+    pairs = []
+    for i, raw in enumerate(_noisy_sums(2)):
+        m = np.maximum(raw, 0) / raw.max()
+        photo = cv2.resize(m, (451, 300), interpolation=cv2.INTER_LINEAR)
+        pairs.append((f"c{i}", _library_like(raw, size), photo / photo.max()))
+    line, = _verdicts(tmp_path, {"gradcam": pairs})
+    assert line.startswith("gradcam: differ")
+    assert "your maps are of another image size (300x451 -> 224x224), so each was resized " \
+           "twice" in line
+    assert "inplace-ReLU trap" not in line
+    # the layer's own 13 x 13 maps, resized here, still agree
+    (tmp_path / "layer").mkdir()
+    layer = [(f"c{i}", lib, np.maximum(raw, 0)) for i, ((_, lib, _), raw)
+             in enumerate(zip(pairs, _noisy_sums(2)))]
+    line, = _verdicts(tmp_path / "layer", {"gradcam": layer})
+    assert line.startswith("gradcam: agree")
