@@ -161,7 +161,7 @@ def why_references_differ(rows: list[CompareRow], crossed: list[str] = (),
     if shaped and float(np.median(shaped)) >= SAME_SHAPE_R:
         words.append(_near_one_words(resized, resized_from))
     elif shaped:
-        words.append(_shape_words(layercam_agrees))
+        words.append(_shape_words(layercam_agrees, rs[0].method != "layercam"))
     return "; ".join(words) + "; see docs/compare.md, hand-written references"
 
 
@@ -192,9 +192,10 @@ def _layer_sized(resized: str) -> bool:
     return h * w * 16 <= height * width
 
 
-def _shape_words(layercam_agrees: bool) -> str:
+def _shape_words(layercam_agrees: bool, trap_shows: bool = True) -> str:
     """The causes of maps of another shape; with the same files' LayerCAM agreeing, the trap
-    alone (a layer, an input or a training mode would move LayerCAM too)."""
+    alone (a layer, an input or a training mode would move LayerCAM too); without the trap
+    where it does not show (LayerCAM's own maps: ReLU(dy/dA) is 0 where the ReLU cut A)."""
     if layercam_agrees:
         return ("the maps differ in shape while your LayerCAM maps agree: if they come from the "
                 "same hooks, the layer, the input and model.eval() are right, and this is the "
@@ -202,6 +203,12 @@ def _shape_words(layercam_agrees: bool) -> str:
                 "the tensor it hands on (no copy returned, or the copy kept as well as "
                 "returned), which the following ReLU(inplace=True) overwrites: keep output, "
                 "return output.clone()")
+    if not trap_shows:
+        return ("the maps differ in shape: where they are high, not only in size or scale (the "
+                "figures in compare/ show where); a map of another layer than the run's "
+                "target_layers, or a model left in training mode (Dropout, BatchNorm: call "
+                "model.eval() before the forward pass); not the inplace-ReLU trap, which "
+                "LayerCAM does not show")
     return ("the maps differ in shape: where they are high, not only in size or scale (the "
             "figures in compare/ show where); a map of another layer than the run's "
             "target_layers, or a forward hook that keeps the tensor it hands on (no copy "

@@ -121,3 +121,16 @@ def test_maps_saved_at_the_photo_size_are_said_to_be_resized_twice(tmp_path):
              in enumerate(zip(pairs, _noisy_sums(2)))]
     line, = _verdicts(tmp_path / "layer", {"gradcam": layer})
     assert line.startswith("gradcam: agree")
+
+
+def test_layercam_differing_in_shape_is_not_blamed_on_the_inplace_trap(tmp_path):
+    """A script without model.eval(): LayerCAM differed at r 0.83 to 0.86, and its line
+    advised 'keep output, return output.clone() (the inplace-ReLU trap)', a bug LayerCAM
+    cannot show (docs/compare.md: 'Only Grad-CAM ... shows the trap')."""
+    size = (64, 64)
+    library = [_library_like(np.abs(raw) + 0.1, size) for raw in _noisy_sums(4)]
+    pairs = [("cat", library[0], library[2]), ("dog", library[1], library[3])]
+    line, = _verdicts(tmp_path, {"layercam": pairs})
+    assert line.startswith("layercam: differ") and "the maps differ in shape" in line
+    assert "call model.eval()" in line and "return output.clone()" not in line
+    assert "not the inplace-ReLU trap, which LayerCAM does not show" in line
