@@ -134,3 +134,22 @@ def test_layercam_differing_in_shape_is_not_blamed_on_the_inplace_trap(tmp_path)
     assert line.startswith("layercam: differ") and "the maps differ in shape" in line
     assert "call model.eval()" in line and "return output.clone()" not in line
     assert "not the inplace-ReLU trap, which LayerCAM does not show" in line
+
+
+def test_channels_md_says_the_csv_and_top_png_order_channels_differently():
+    """both.jpg, class cat, Grad-CAM on the stand-in: channels.csv (and the notebook's
+    'largest: [215, 170, ...]') begins with channel 215 (+5.1% of the map), top.png with
+    channel 10 (-5.8%): the student's 'most important channel' depended on the file read.
+    docs/channels.md said 'the channels with the largest contribution' of top.png and no
+    order for the CSV."""
+    from pathlib import Path
+    from explain.channels.numbers import channel_stats, top_channels
+    acts = np.ones((3, 2, 2), np.float32)
+    grads = np.array([0.5, -2.0, 1.0], np.float32)[:, None, None] * np.ones((3, 2, 2))
+    rows, _ = channel_stats("gradcam", acts, grads.astype(np.float32))
+    assert [r["channel"] for r in rows] == [2, 0, 1]  # the CSV: share, largest first
+    assert top_channels(np.array([0.5, -2.0, 1.0]), 3).tolist() == [1, 2, 0]  # top.png
+    text = " ".join((Path(__file__).parents[1] / "docs" / "channels.md").read_text().split())
+    assert "largest contribution in size, adding (red, share above 0) or taking away (blue, " \
+           "below 0)" in text
+    assert "per channel, largest share first (those that take away last" in text
