@@ -6,16 +6,22 @@ from __future__ import annotations
 from types import SimpleNamespace as NS
 
 
+
+def _dogs_only(dog: float):
+    """A detection config with targets: [dog] and an image whose cat box scores 0.9 and whose
+    best dog box ``dog``, nothing explained."""
+    cfg = NS(task="detection", targets=["dog"],
+             detection=NS(score_threshold=0.5, max_boxes=3))
+    return cfg, [NS(id="park", detections=NS(explained=[], above_threshold=0),
+                    probabilities={"cat": 0.9, "dog": dog})]
+
 def test_the_best_box_note_names_a_box_of_a_targeted_class_only():
     """A detection run with targets: [dog] explains dogs only: an image whose cat scores 0.9
     and whose dog 0.2 has nothing explained. The note said 'the best box scores 0.9 (class
     cat ...): a score_threshold at or below it explains it', a box above the threshold
     already that no threshold explains; it names the best dog box."""
     from explain.tasks.records import task_notes
-    cfg = NS(task="detection", targets=["dog"],
-             detection=NS(score_threshold=0.5, max_boxes=3))
-    images = [NS(id="park", detections=NS(explained=[], above_threshold=0),
-                 probabilities={"cat": 0.9, "dog": 0.2})]
+    cfg, images = _dogs_only(dog=0.2)
     [note] = task_notes(cfg, images)
     assert note.endswith("the best box scores 0.2 (class dog on image park): a "
                          "score_threshold at or below it explains it"), note
@@ -120,10 +126,7 @@ def test_the_no_detection_note_of_a_targets_list_names_those_classes():
     said 'no detection of a named class scores at least score_threshold 0.5', and the cat
     is a named class that does. It now names the classes the targets list."""
     from explain.tasks.records import task_notes
-    cfg = NS(task="detection", targets=["dog"],
-             detection=NS(score_threshold=0.5, max_boxes=3))
-    images = [NS(id="park", detections=NS(explained=[], above_threshold=0),
-                 probabilities={"cat": 0.9, "dog": 0.0})]
+    cfg, images = _dogs_only(dog=0.0)
     [note] = task_notes(cfg, images)
     assert note.startswith("detection: no detection of a class in targets (dog) scores at "
                            "least score_threshold 0.5 on 1 image(s): park;"), note
