@@ -192,6 +192,16 @@ def _layer_sized(resized: str) -> bool:
     return h * w * 16 <= height * width
 
 
+SHAPE = ("the maps differ in shape: where they are high, not only in size or scale (the "
+         "figures in compare/ show where)")
+OTHER_LAYER = "a map of another layer than the run's target_layers"
+TRAP = ("a forward hook that keeps the tensor it hands on (no copy returned, or the copy kept "
+        "as well as returned), which a following ReLU(inplace=True) overwrites: keep output, "
+        "return output.clone()")
+TRAINING = ("a model left in training mode (Dropout, BatchNorm: call model.eval() before the "
+            "forward pass)")
+
+
 def _shape_words(layercam_agrees: bool, trap_shows: bool = True) -> str:
     """The causes of maps of another shape; with the same files' LayerCAM agreeing, the trap
     alone (a layer, an input or a training mode would move LayerCAM too); without the trap
@@ -199,23 +209,12 @@ def _shape_words(layercam_agrees: bool, trap_shows: bool = True) -> str:
     if layercam_agrees:
         return ("the maps differ in shape while your LayerCAM maps agree: if they come from the "
                 "same hooks, the layer, the input and model.eval() are right, and this is the "
-                "inplace-ReLU trap, which LayerCAM does not show: a forward hook that keeps "
-                "the tensor it hands on (no copy returned, or the copy kept as well as "
-                "returned), which the following ReLU(inplace=True) overwrites: keep output, "
-                "return output.clone()")
+                f"inplace-ReLU trap, which LayerCAM does not show: {TRAP}")
     if not trap_shows:
-        return ("the maps differ in shape: where they are high, not only in size or scale (the "
-                "figures in compare/ show where); a map of another layer than the run's "
-                "target_layers, or a model left in training mode (Dropout, BatchNorm: call "
-                "model.eval() before the forward pass); not the inplace-ReLU trap, which "
-                "LayerCAM does not show")
-    return ("the maps differ in shape: where they are high, not only in size or scale (the "
-            "figures in compare/ show where); a map of another layer than the run's "
-            "target_layers, or a forward hook that keeps the tensor it hands on (no copy "
-            "returned, or the copy kept as well as returned), which a following "
-            "ReLU(inplace=True) overwrites: keep output, return output.clone() (AlexNet's "
-            "features.10: the inplace-ReLU trap), or a model left in training mode (Dropout, "
-            "BatchNorm: call model.eval() before the forward pass)")
+        return f"{SHAPE}; {OTHER_LAYER}, or {TRAINING}; not the inplace-ReLU trap, which " \
+               f"LayerCAM does not show"
+    return f"{SHAPE}; {OTHER_LAYER}, or {TRAP} (AlexNet's features.10: the inplace-ReLU " \
+           f"trap), or {TRAINING}"
 
 
 # ---- figure -----------------------------------------------------------------------------------
